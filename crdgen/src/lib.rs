@@ -1,0 +1,374 @@
+//! Generator of `crds/`: one apiextensions.k8s.io/v1 CustomResourceDefinition
+//! per built-in kind, built from k8s-openapi's schemars schemas.
+//!
+//! `cargo run -p crdgen -- crds` writes the files, `cargo run -p crdgen --
+//! --check crds` verifies them.
+
+pub mod schema;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use k8s_openapi::api::{
+    apps::v1 as apps, autoscaling::v1 as autoscaling1, autoscaling::v2 as autoscaling2, batch::v1 as batch,
+    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery, networking::v1 as networking,
+    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
+};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
+use schemars::JsonSchema;
+use serde_json::{json, Map, Value};
+
+/// The command that regenerates `crds/` (from the workspace root).
+pub const REGENERATE: &str = "cargo run -p crdgen -- crds";
+
+/// The CRD `spec.scope` of a k8s-openapi resource scope.
+pub trait ScopeName {
+    const NAME: &'static str;
+}
+impl ScopeName for NamespaceResourceScope {
+    const NAME: &'static str = "Namespaced";
+}
+impl ScopeName for ClusterResourceScope {
+    const NAME: &'static str = "Cluster";
+}
+
+/// One served version of a CRD.
+#[derive(Debug, Clone)]
+pub struct Version {
+    pub name: String,
+    pub served: bool,
+    pub storage: bool,
+    pub schema: Value,
+}
+
+/// A CRD under construction.
+#[derive(Debug, Clone)]
+pub struct Crd {
+    pub group: String,
+    pub kind: String,
+    pub plural: String,
+    pub scope: &'static str,
+    pub short_names: Vec<String>,
+    pub categories: Vec<String>,
+    pub scale: bool,
+    pub versions: Vec<Version>,
+}
+
+/// The structural schema of `T`.
+pub fn schema_of<T: JsonSchema>() -> anyhow::Result<Value> {
+    let mut generator = schemars::SchemaGenerator::default();
+    let root = generator.subschema_for::<T>();
+    let defs = generator.take_definitions(true);
+    let name = match root.get("$ref").and_then(Value::as_str) {
+        Some(r) => r.strip_prefix("#/$defs/").unwrap_or(r).replace("~1", "/").replace("~0", "~"),
+        None => anyhow::bail!("schema of {} was inlined, expected a $ref", T::schema_name()),
+    };
+    schema::structural(&name, &defs)
+}
+
+impl Crd {
+    /// A CRD whose only version (served, storage) is `T`'s.
+    pub fn of<T>() -> anyhow::Result<Crd>
+    where
+        T: Resource + JsonSchema,
+        T::Scope: ScopeName,
+    {
+        Ok(Crd {
+            group: T::GROUP.to_owned(),
+            kind: T::KIND.to_owned(),
+            plural: T::URL_PATH_SEGMENT.to_owned(),
+            scope: <T::Scope as ScopeName>::NAME,
+            short_names: Vec::new(),
+            categories: Vec::new(),
+            scale: false,
+            versions: vec![Version { name: T::VERSION.to_owned(), served: true, storage: true, schema: schema_of::<T>()? }],
+        })
+    }
+
+    /// Add `T` as another served version; if `storage`, it becomes the
+    /// (only) storage version.
+    pub fn version<T>(mut self, storage: bool) -> anyhow::Result<Crd>
+    where
+        T: Resource + JsonSchema,
+        T::Scope: ScopeName,
+    {
+        anyhow::ensure!(
+            T::GROUP == self.group && T::KIND == self.kind && T::URL_PATH_SEGMENT == self.plural
+                && <T::Scope as ScopeName>::NAME == self.scope,
+            "{} {} is not another version of {}/{}",
+            T::API_VERSION,
+            T::KIND,
+            self.group,
+            self.kind
+        );
+        if storage {
+            for v in &mut self.versions {
+                v.storage = false;
+            }
+        }
+        self.versions.push(Version { name: T::VERSION.to_owned(), served: true, storage, schema: schema_of::<T>()? });
+        Ok(self)
+    }
+
+    pub fn short(mut self, names: &[&str]) -> Crd {
+        self.short_names = names.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    pub fn categories(mut self, cats: &[&str]) -> Crd {
+        self.categories = cats.iter().map(|s| s.to_string()).collect();
+        self
+    }
+
+    /// Give every version the scale subresource (.spec.replicas,
+    /// .status.replicas, .status.selector).
+    pub fn scale(mut self) -> Crd {
+        self.scale = true;
+        self
+    }
+
+    /// `<plural>.<group>`, or `<plural>` for the core group.
+    pub fn name(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.clone()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// `crds/` file name: `<group-or-core>_<plural>.yaml`.
+    pub fn file_name(&self) -> String {
+        let group = if self.group.is_empty() { "core" } else { &self.group };
+        format!("{group}_{}.yaml", self.plural)
+    }
+
+    /// The CRD object.
+    pub fn to_value(&self) -> Value {
+        let mut names = Map::new();
+        names.insert("plural".into(), self.plural.clone().into());
+        names.insert("singular".into(), self.kind.to_lowercase().into());
+        names.insert("kind".into(), self.kind.clone().into());
+        names.insert("listKind".into(), format!("{}List", self.kind).into());
+        if !self.short_names.is_empty() {
+            names.insert("shortNames".into(), json!(self.short_names));
+        }
+        if !self.categories.is_empty() {
+            names.insert("categories".into(), json!(self.categories));
+        }
+        let versions: Vec<Value> = self
+            .versions
+            .iter()
+            .map(|v| {
+                let mut subresources = Map::new();
+                let has_status = v.schema.get("properties").and_then(|p| p.get("status")).is_some();
+                if has_status {
+                    subresources.insert("status".into(), json!({}));
+                }
+                if self.scale {
+                    subresources.insert(
+                        "scale".into(),
+                        json!({
+                            "specReplicasPath": ".spec.replicas",
+                            "statusReplicasPath": ".status.replicas",
+                            "labelSelectorPath": ".status.selector",
+                        }),
+                    );
+                }
+                let mut out = Map::new();
+                out.insert("name".into(), v.name.clone().into());
+                out.insert("served".into(), v.served.into());
+                out.insert("storage".into(), v.storage.into());
+                out.insert("schema".into(), json!({ "openAPIV3Schema": v.schema }));
+                if !subresources.is_empty() {
+                    out.insert("subresources".into(), Value::Object(subresources));
+                }
+                Value::Object(out)
+            })
+            .collect();
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": { "name": self.name() },
+            "spec": {
+                "group": self.group,
+                "scope": self.scope,
+                "names": Value::Object(names),
+                "versions": versions,
+            },
+        })
+    }
+
+    /// The CRD as YAML, as written to `crds/`.
+    pub fn to_yaml(&self) -> anyhow::Result<String> {
+        Ok(serde_yaml::to_string(&self.to_value())?)
+    }
+}
+
+/// Every built-in kind, one entry per CRD.
+pub fn all_crds() -> anyhow::Result<Vec<Crd>> {
+    const ALL: &[&str] = &["all"];
+    let crds = vec![
+        // core/v1
+        Crd::of::<core::ComponentStatus>()?.short(&["cs"]),
+        Crd::of::<core::ConfigMap>()?.short(&["cm"]),
+        Crd::of::<core::Endpoints>()?.short(&["ep"]),
+        Crd::of::<core::Event>()?.short(&["ev"]),
+        Crd::of::<core::LimitRange>()?.short(&["limits"]),
+        Crd::of::<core::Namespace>()?.short(&["ns"]),
+        Crd::of::<core::Node>()?.short(&["no"]),
+        Crd::of::<core::PersistentVolume>()?.short(&["pv"]),
+        Crd::of::<core::PersistentVolumeClaim>()?.short(&["pvc"]),
+        Crd::of::<core::Pod>()?.short(&["po"]).categories(ALL),
+        Crd::of::<core::PodTemplate>()?,
+        Crd::of::<core::ReplicationController>()?.short(&["rc"]).categories(ALL).scale(),
+        Crd::of::<core::ResourceQuota>()?.short(&["quota"]),
+        Crd::of::<core::Secret>()?,
+        Crd::of::<core::Service>()?.short(&["svc"]).categories(ALL),
+        Crd::of::<core::ServiceAccount>()?.short(&["sa"]),
+        // apps/v1
+        Crd::of::<apps::ControllerRevision>()?,
+        Crd::of::<apps::DaemonSet>()?.short(&["ds"]).categories(ALL),
+        Crd::of::<apps::Deployment>()?.short(&["deploy"]).categories(ALL).scale(),
+        Crd::of::<apps::ReplicaSet>()?.short(&["rs"]).categories(ALL).scale(),
+        Crd::of::<apps::StatefulSet>()?.short(&["sts"]).categories(ALL).scale(),
+        // autoscaling: v1 served, v2 served + storage
+        Crd::of::<autoscaling1::HorizontalPodAutoscaler>()?
+            .version::<autoscaling2::HorizontalPodAutoscaler>(true)?
+            .short(&["hpa"])
+            .categories(ALL),
+        // batch/v1
+        Crd::of::<batch::CronJob>()?.short(&["cj"]).categories(ALL),
+        Crd::of::<batch::Job>()?.categories(ALL),
+        // coordination.k8s.io/v1
+        Crd::of::<coordination::Lease>()?,
+        // discovery.k8s.io/v1
+        Crd::of::<discovery::EndpointSlice>()?,
+        // networking.k8s.io/v1
+        Crd::of::<networking::IPAddress>()?.short(&["ip"]),
+        Crd::of::<networking::Ingress>()?.short(&["ing"]),
+        Crd::of::<networking::IngressClass>()?,
+        Crd::of::<networking::NetworkPolicy>()?.short(&["netpol"]),
+        Crd::of::<networking::ServiceCIDR>()?,
+        // policy/v1
+        Crd::of::<policy::PodDisruptionBudget>()?.short(&["pdb"]),
+        // rbac.authorization.k8s.io/v1
+        Crd::of::<rbac::ClusterRole>()?,
+        Crd::of::<rbac::ClusterRoleBinding>()?,
+        Crd::of::<rbac::Role>()?,
+        Crd::of::<rbac::RoleBinding>()?,
+        // scheduling.k8s.io/v1
+        Crd::of::<scheduling::PriorityClass>()?.short(&["pc"]),
+        // storage.k8s.io/v1
+        Crd::of::<storage::CSIDriver>()?,
+        Crd::of::<storage::CSINode>()?,
+        Crd::of::<storage::CSIStorageCapacity>()?,
+        Crd::of::<storage::StorageClass>()?.short(&["sc"]),
+        Crd::of::<storage::VolumeAttachment>()?,
+        // apiextensions.k8s.io/v1
+        Crd::of::<apiextensions::CustomResourceDefinition>()?.short(&["crd", "crds"]).categories(&["api-extensions"]),
+    ];
+    Ok(crds)
+}
+
+/// The README written next to the CRDs.
+pub fn readme(crds: &[Crd]) -> String {
+    let mut s = String::from(
+        "# crds/ (generated, do not edit)\n\n\
+         One apiextensions.k8s.io/v1 CustomResourceDefinition per built-in kind, generated\n\
+         by the `crdgen` crate from k8s-openapi's schemas (feature `schemars`, Kubernetes 1.33).\n\n\
+         Regenerate (from the workspace root):\n\n    cargo run -p crdgen -- crds\n\n\
+         Check that they are up to date (also run by `cargo test -p crdgen`):\n\n    cargo run -p crdgen -- --check crds\n\n\
+         Files:\n\n",
+    );
+    for c in crds {
+        s.push_str(&format!("- `{}`: {} ({})\n", c.file_name(), c.kind, c.name()));
+    }
+    s
+}
+
+/// Every file of `crds/`, by file name.
+pub fn generate() -> anyhow::Result<BTreeMap<String, String>> {
+    let crds = all_crds()?;
+    let mut files = BTreeMap::new();
+    for c in &crds {
+        let prev = files.insert(c.file_name(), c.to_yaml()?);
+        anyhow::ensure!(prev.is_none(), "two CRDs write {}", c.file_name());
+    }
+    files.insert("README.md".to_owned(), readme(&crds));
+    Ok(files)
+}
+
+/// Differences between `dir` and what the generator produces now.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Drift {
+    pub missing: Vec<String>,
+    pub stale: Vec<String>,
+    pub extra: Vec<String>,
+}
+
+impl Drift {
+    pub fn is_empty(&self) -> bool {
+        self.missing.is_empty() && self.stale.is_empty() && self.extra.is_empty()
+    }
+}
+
+impl std::fmt::Display for Drift {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for m in &self.missing {
+            writeln!(f, "missing: {m}")?;
+        }
+        for s in &self.stale {
+            writeln!(f, "stale:   {s}")?;
+        }
+        for e in &self.extra {
+            writeln!(f, "extra:   {e}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Compare `dir` with `files`.
+pub fn check(dir: &Path, files: &BTreeMap<String, String>) -> anyhow::Result<Drift> {
+    let mut drift = Drift::default();
+    for (name, text) in files {
+        match std::fs::read_to_string(dir.join(name)) {
+            Ok(on_disk) if &on_disk == text => {}
+            Ok(_) => drift.stale.push(name.clone()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => drift.missing.push(name.clone()),
+            Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", dir.join(name).display())),
+        }
+    }
+    if dir.is_dir() {
+        let mut extra = Vec::new();
+        for entry in std::fs::read_dir(dir)? {
+            let name = entry?.file_name().to_string_lossy().into_owned();
+            if !files.contains_key(&name) {
+                extra.push(name);
+            }
+        }
+        extra.sort();
+        drift.extra = extra;
+    }
+    Ok(drift)
+}
+
+/// Write `files` into `dir`, removing generated-looking files (`*.yaml`) that
+/// are no longer produced.
+pub fn write(dir: &Path, files: &BTreeMap<String, String>) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".yaml") && !files.contains_key(&name) {
+            std::fs::remove_file(entry.path())?;
+        }
+    }
+    for (name, text) in files {
+        let path = dir.join(name);
+        if std::fs::read_to_string(&path).ok().as_deref() != Some(text.as_str()) {
+            std::fs::write(&path, text)?;
+        }
+    }
+    Ok(())
+}
