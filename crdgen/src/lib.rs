@@ -372,3 +372,177 @@ pub fn write(dir: &Path, files: &BTreeMap<String, String>) -> anyhow::Result<()>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Walk every schema node of `node`, calling `f(path, node)`.
+    fn visit(path: &str, node: &Value, f: &mut dyn FnMut(&str, &Map<String, Value>)) {
+        let Some(obj) = node.as_object() else {
+            panic!("{path}: schema is not an object: {node}");
+        };
+        f(path, obj);
+        if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+            for (k, v) in props {
+                visit(&format!("{path}.{k}"), v, f);
+            }
+        }
+        if let Some(items) = obj.get("items") {
+            visit(&format!("{path}[]"), items, f);
+        }
+        if let Some(ap @ Value::Object(_)) = obj.get("additionalProperties") {
+            visit(&format!("{path}{{}}"), ap, f);
+        }
+        for key in ["allOf", "anyOf", "oneOf"] {
+            if let Some(Value::Array(alts)) = obj.get(key) {
+                for (i, a) in alts.iter().enumerate() {
+                    visit(&format!("{path}/{key}[{i}]"), a, f);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn every_schema_is_structural() {
+        let crds = all_crds().unwrap();
+        for crd in &crds {
+            for v in &crd.versions {
+                let ctx = format!("{} {}", crd.file_name(), v.name);
+                let mut problems = Vec::new();
+                visit("", &v.schema, &mut |path, obj| {
+                    for forbidden in ["$ref", "$schema", "$defs", "definitions", "title", "nullable"] {
+                        if obj.contains_key(forbidden) {
+                            problems.push(format!("{path}: has {forbidden}"));
+                        }
+                    }
+                    match obj.get("type") {
+                        Some(Value::String(_)) => {}
+                        Some(other) => problems.push(format!("{path}: type is not a string: {other}")),
+                        None => {
+                            let int_or_string = obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+                            let preserve = obj.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+                            if !int_or_string && !preserve {
+                                problems.push(format!("{path}: no type"));
+                            }
+                        }
+                    }
+                    if obj.contains_key("x-kubernetes-int-or-string") && obj.contains_key("type") {
+                        problems.push(format!("{path}: int-or-string with a type"));
+                    }
+                    for key in ["allOf", "anyOf", "oneOf", "not"] {
+                        if obj.contains_key(key) {
+                            problems.push(format!("{path}: has {key}"));
+                        }
+                    }
+                });
+                assert!(problems.is_empty(), "{ctx} not structural:\n{}", problems.join("\n"));
+                assert_eq!(v.schema["type"], "object", "{ctx}: root type");
+                assert_eq!(v.schema["properties"]["metadata"], json!({"type": "object"}), "{ctx}: metadata");
+            }
+        }
+    }
+
+    fn find<'a>(crds: &'a [Crd], file: &str) -> &'a Crd {
+        crds.iter().find(|c| c.file_name() == file).unwrap_or_else(|| panic!("no {file}"))
+    }
+
+    #[test]
+    fn pods() {
+        let crds = all_crds().unwrap();
+        let pods = find(&crds, "core_pods.yaml");
+        assert_eq!(pods.name(), "pods");
+        let crd = pods.to_value();
+        assert_eq!(crd["spec"]["group"], "");
+        assert_eq!(crd["spec"]["scope"], "Namespaced");
+        assert_eq!(crd["spec"]["names"]["shortNames"], json!(["po"]));
+        assert_eq!(crd["spec"]["names"]["categories"], json!(["all"]));
+        assert_eq!(crd["spec"]["names"]["listKind"], "PodList");
+        let v = &crd["spec"]["versions"][0];
+        assert_eq!(v["subresources"], json!({"status": {}}));
+        let schema = &v["schema"]["openAPIV3Schema"];
+        assert_eq!(schema["properties"]["status"]["type"], "object");
+        let containers = &schema["properties"]["spec"]["properties"]["containers"];
+        assert_eq!(containers["type"], "array");
+        assert_eq!(containers["items"]["type"], "object");
+        assert!(containers["items"]["required"].as_array().unwrap().contains(&json!("name")));
+        assert_eq!(schema["properties"]["spec"]["required"], json!(["containers"]));
+        // Quantity and IntOrString.
+        let resources = &containers["items"]["properties"]["resources"]["properties"];
+        assert_eq!(resources["limits"]["type"], "object");
+        assert_eq!(resources["limits"]["additionalProperties"]["x-kubernetes-int-or-string"], true);
+        let port = &containers["items"]["properties"]["livenessProbe"]["properties"]["httpGet"]["properties"]["port"];
+        assert_eq!(port["x-kubernetes-int-or-string"], true);
+        assert!(port.get("type").is_none());
+        // Time.
+        let start = &schema["properties"]["status"]["properties"]["startTime"];
+        assert_eq!(start["type"], "string");
+        assert_eq!(start["format"], "date-time");
+    }
+
+    #[test]
+    fn scale_and_versions() {
+        let crds = all_crds().unwrap();
+        let deploy = find(&crds, "apps_deployments.yaml").to_value();
+        assert_eq!(deploy["metadata"]["name"], "deployments.apps");
+        assert_eq!(
+            deploy["spec"]["versions"][0]["subresources"]["scale"],
+            json!({"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"})
+        );
+        let hpa = find(&crds, "autoscaling_horizontalpodautoscalers.yaml");
+        let names: Vec<_> = hpa.versions.iter().map(|v| (v.name.as_str(), v.served, v.storage)).collect();
+        assert_eq!(names, [("v1", true, false), ("v2", true, true)]);
+        assert_ne!(hpa.versions[0].schema, hpa.versions[1].schema);
+        let cm = find(&crds, "core_configmaps.yaml").to_value();
+        assert!(cm["spec"]["versions"][0].get("subresources").is_none());
+        let ns = find(&crds, "core_namespaces.yaml");
+        assert_eq!(ns.scope, "Cluster");
+    }
+
+    #[test]
+    fn recursion_and_free_form() {
+        let crds = all_crds().unwrap();
+        let crd = find(&crds, "apiextensions.k8s.io_customresourcedefinitions.yaml");
+        assert_eq!(crd.name(), "customresourcedefinitions.apiextensions.k8s.io");
+        let props = &crd.versions[0].schema["properties"]["spec"]["properties"]["versions"]["items"]["properties"]
+            ["schema"]["properties"]["openAPIV3Schema"]["properties"];
+        // JSONSchemaProps inlined once, its self references cut.
+        assert_eq!(props["type"]["type"], "string");
+        assert_eq!(
+            props["properties"]["additionalProperties"],
+            json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
+        );
+        assert_eq!(props["default"]["x-kubernetes-preserve-unknown-fields"], true);
+        let rev = find(&crds, "apps_controllerrevisions.yaml");
+        assert_eq!(rev.versions[0].schema["properties"]["data"]["x-kubernetes-preserve-unknown-fields"], true);
+    }
+
+    #[test]
+    fn nullable_forms_are_flattened() {
+        let defs: Map<String, Value> = serde_json::from_value(json!({
+            "A": {
+                "title": "A",
+                "type": "object",
+                "properties": {
+                    "s": {"type": ["string", "null"], "description": "d"},
+                    "b": {"description": "field", "anyOf": [{"$ref": "#/$defs/B"}, {"type": "null"}]},
+                    "n": {"type": "integer", "nullable": true},
+                },
+            },
+            "B": {"description": "type", "type": "object", "properties": {"x": {"type": "boolean"}}},
+        }))
+        .unwrap();
+        let out = schema::structural("A", &defs).unwrap();
+        assert_eq!(
+            out,
+            json!({
+                "type": "object",
+                "properties": {
+                    "s": {"type": "string", "description": "d"},
+                    "b": {"description": "field", "type": "object", "properties": {"x": {"type": "boolean"}}},
+                    "n": {"type": "integer"},
+                },
+            })
+        );
+    }
+}

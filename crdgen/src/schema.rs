@@ -29,7 +29,11 @@ fn any_value() -> Value {
 /// inlined.
 fn special(name: &str) -> Option<Value> {
     match name {
-        "io.k8s.apimachinery.pkg.runtime.RawExtension" => Some(any_object()),
+        // RawExtension holds an embedded object; FieldsV1 (managedFields) is a
+        // free-form field set.
+        "io.k8s.apimachinery.pkg.runtime.RawExtension" | "io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1" => {
+            Some(any_object())
+        }
         "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSON"
         | "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrBool"
         | "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrArray"
