@@ -1,7 +1,15 @@
 //! kybern's API server: a generic, CRD-driven Kubernetes REST API over a revisioned store.
 
+pub mod api;
+pub mod object;
 pub mod pki;
+pub mod registry;
+pub mod request;
 pub mod selectors;
+pub mod server;
+pub mod status;
 pub mod storage;
 pub mod table;
 pub mod tls;
+pub mod validation;
+pub mod watchcache;

@@ -1,0 +1,206 @@
+//! The REST API: one entry point that turns an HTTP request into a Kubernetes
+//! operation on a registered resource, and errors into `Status` bodies.
+
+mod discovery;
+mod negotiate;
+mod read;
+mod scale;
+mod strategy;
+mod watch;
+mod write;
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{combinators::BoxBody, BodyExt, Full, Limited};
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use crate::registry::{Registry, Resource};
+use crate::request::{parse_path, Path, Query, ResourcePath};
+use crate::status::{ApiError, Result, Target};
+use crate::storage::Storage;
+use crate::tls::ClientIdentity;
+use crate::watchcache::WatchCache;
+
+pub use negotiate::{Accept, MAX_BODY_BYTES};
+
+pub type Body = BoxBody<Bytes, Infallible>;
+
+/// Everything a request handler needs; shared by all connections.
+pub struct Api {
+    pub storage: Arc<dyn Storage>,
+    pub registry: Arc<Registry>,
+    caches: Mutex<HashMap<String, Arc<OnceCell<Arc<WatchCache>>>>>,
+    /// host:port clients reach this server at (for `/api`'s serverAddressByClientCIDRs).
+    pub server_address: String,
+}
+
+/// The Kubernetes version kybern reports and implements the API of.
+pub const KUBERNETES_VERSION: &str = "v1.33.0+kybern";
+
+pub fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
+    bytes_response(code, "application/json", Bytes::from(serde_json::to_vec(value).unwrap_or_default()))
+}
+
+pub fn bytes_response(code: StatusCode, content_type: &str, body: Bytes) -> Response<Body> {
+    Response::builder()
+        .status(code)
+        .header("content-type", content_type)
+        .header("cache-control", "no-cache, private")
+        .body(Full::new(body).boxed())
+        .expect("static response parts are valid")
+}
+
+pub fn error_response(e: &ApiError) -> Response<Body> {
+    let code = StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    json_response(code, &e.to_status())
+}
+
+impl Api {
+    pub fn new(storage: Arc<dyn Storage>, registry: Arc<Registry>, server_address: String) -> Arc<Self> {
+        Arc::new(Api { storage, registry, caches: Mutex::new(HashMap::new()), server_address })
+    }
+
+    /// The watch cache of a resource, started on first use.
+    pub async fn cache(&self, r: &Resource) -> Result<Arc<WatchCache>> {
+        let prefix = r.key_prefix();
+        let cell = self.caches.lock().expect("cache map poisoned").entry(prefix.clone()).or_default().clone();
+        let storage = self.storage.clone();
+        cell.get_or_try_init(|| WatchCache::start(storage, prefix)).await.cloned()
+    }
+
+    /// Serves one request. `identity` is the authenticated client, if any.
+    pub async fn handle<B>(self: Arc<Self>, req: Request<B>, identity: Option<ClientIdentity>) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path().to_string();
+        let public = matches!(path.as_str(), "/healthz" | "/livez" | "/readyz" | "/version");
+        if identity.is_none() && !public {
+            return error_response(&ApiError::Unauthorized);
+        }
+        let query = Query::parse(parts.uri.query());
+        let accept = Accept::parse(parts.headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or(""));
+        match parse_path(&path) {
+            Path::Resource(rp) => {
+                let body = match read_body(body).await {
+                    Ok(b) => b,
+                    Err(e) => return error_response(&e),
+                };
+                let ctype = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let req = ApiRequest { method: parts.method, path: rp, query, accept, content_type: ctype, body };
+                match self.resource_request(req).await {
+                    Ok(resp) => resp,
+                    Err(e) => error_response(&e),
+                }
+            }
+            other => match discovery::serve(&self, &parts.method, &other, &accept).await {
+                Ok(resp) => resp,
+                Err(e) => error_response(&e),
+            },
+        }
+    }
+
+    async fn resource_request(self: &Arc<Self>, req: ApiRequest) -> Result<Response<Body>> {
+        let snapshot = self.registry.snapshot();
+        let p = &req.path;
+        let r = snapshot.get(&p.group, &p.version, &p.resource).ok_or(ApiError::NoSuchResource)?.clone();
+        if p.namespace.is_some() && !r.namespaced {
+            return Err(ApiError::NoSuchResource);
+        }
+        if p.name.is_some() && r.namespaced && p.namespace.is_none() {
+            return Err(ApiError::NoSuchResource);
+        }
+        let sub = p.subresource.as_deref();
+        match sub {
+            None => {}
+            Some("status") if r.status => {}
+            Some("scale") if r.scale.is_some() => {}
+            Some(_) => return Err(ApiError::NoSuchResource),
+        }
+        let watch = req.query.flag("watch") || p.legacy_watch;
+        match (&req.method, p.name.as_deref(), sub) {
+            (&Method::GET, None, _) if watch => watch::serve(self, &r, &req).await,
+            (&Method::GET, Some(name), _) if watch => {
+                let mut req = req.clone();
+                req.query.0.insert("fieldSelector".into(), format!("metadata.name={name}"));
+                watch::serve(self, &r, &req).await
+            }
+            (&Method::GET, None, None) => read::list(self, &r, &req).await,
+            (&Method::GET, Some(name), Some("scale")) => scale::get(self, &r, &req, name).await,
+            (&Method::GET, Some(name), _) => read::get(self, &r, &req, name).await,
+            (&Method::POST, None, None) => write::create(self, &r, &req).await,
+            (&Method::PUT, Some(name), Some("scale")) => scale::update(self, &r, &req, name).await,
+            (&Method::PATCH, Some(name), Some("scale")) => scale::update(self, &r, &req, name).await,
+            (&Method::PUT, Some(name), _) => write::update(self, &r, &req, name).await,
+            (&Method::PATCH, Some(name), _) => write::patch(self, &r, &req, name).await,
+            (&Method::DELETE, Some(name), None) => write::delete(self, &r, &req, name).await,
+            (&Method::DELETE, None, None) => write::delete_collection(self, &r, &req).await,
+            _ => Err(ApiError::MethodNotAllowed),
+        }
+    }
+}
+
+/// Creates what every cluster has from its first start: the system namespaces.
+pub async fn bootstrap(api: &Arc<Api>) -> Result<()> {
+    let snap = api.registry.snapshot();
+    let r = snap.get("", "v1", "namespaces").ok_or(ApiError::NoSuchResource)?;
+    for ns in strategy::SYSTEM_NAMESPACES {
+        let key = r.key(None, ns);
+        if api.storage.get(&key).await?.is_some() {
+            continue;
+        }
+        let mut obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        strategy::prepare_create(r, &mut obj);
+        match api.storage.create(&key, write::encode(&obj)?).await {
+            Ok(_) | Err(crate::storage::Error::AlreadyExists(_)) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// One resource request, parsed.
+#[derive(Clone)]
+pub struct ApiRequest {
+    pub method: Method,
+    pub path: ResourcePath,
+    pub query: Query,
+    pub accept: Accept,
+    pub content_type: String,
+    pub body: Bytes,
+}
+
+impl ApiRequest {
+    pub fn namespace(&self) -> Option<&str> {
+        self.path.namespace.as_deref()
+    }
+
+    pub fn dry_run(&self) -> bool {
+        self.query.get("dryRun") == Some("All")
+    }
+
+    pub fn target(&self, r: &Resource, name: &str) -> Target {
+        Target::new(&r.group, &r.plural, name)
+    }
+}
+
+async fn read_body<B>(body: B) -> Result<Bytes>
+where
+    B: hyper::body::Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(ApiError::TooLarge(MAX_BODY_BYTES))
+        }
+        Err(e) => Err(ApiError::BadRequest(format!("reading the request body: {e}"))),
+    }
+}

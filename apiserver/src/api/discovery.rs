@@ -1,0 +1,182 @@
+//! Non-resource endpoints: legacy and aggregated (v2) discovery, `/version`, health.
+
+use http::{Method, Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::{bytes_response, json_response, Accept, Api, Body};
+use crate::registry::{Resource, Snapshot};
+use crate::request::Path;
+use crate::status::{ApiError, Result};
+
+pub async fn serve(api: &Api, method: &Method, path: &Path, accept: &Accept) -> Result<Response<Body>> {
+    if method != Method::GET && method != Method::HEAD {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    let snap = api.registry.snapshot();
+    let value = match path {
+        Path::Other(p) if matches!(p.as_str(), "/healthz" | "/livez" | "/readyz") => {
+            return health(api, p).await;
+        }
+        Path::Other(p) if p == "/version" => version(),
+        Path::DiscoveryRoot { core } => {
+            if let Some(v) = &accept.aggregated_discovery {
+                let body = aggregated(&snap, *core, v);
+                let ctype = format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList");
+                return Ok(bytes_response(StatusCode::OK, &ctype, serde_json::to_vec(&body).unwrap_or_default().into()));
+            }
+            if *core {
+                json!({
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": api.server_address}],
+                })
+            } else {
+                let groups: Vec<Value> =
+                    snap.groups().iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| api_group(g, vs)).collect();
+                json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
+            }
+        }
+        Path::Group { group } => {
+            let groups = snap.groups();
+            let (g, vs) = groups.iter().find(|(g, _)| g == group).ok_or(ApiError::NoSuchResource)?;
+            let mut v = api_group(g, vs);
+            v["kind"] = json!("APIGroup");
+            v["apiVersion"] = json!("v1");
+            v
+        }
+        Path::GroupVersion { group, version } => {
+            let resources = snap.group_version(group, version);
+            if resources.is_empty() {
+                return Err(ApiError::NoSuchResource);
+            }
+            let gv = if group.is_empty() { version.clone() } else { format!("{group}/{version}") };
+            let list: Vec<Value> = resources.iter().flat_map(|r| legacy_entries(r)).collect();
+            json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list})
+        }
+        _ => return Err(ApiError::NoSuchResource),
+    };
+    accept.require_json()?;
+    Ok(json_response(StatusCode::OK, &value))
+}
+
+async fn health(api: &Api, path: &str) -> Result<Response<Body>> {
+    // Ready means storage answers; live and healthz mean the process serves requests.
+    if path == "/readyz" {
+        if let Err(e) = api.storage.current_revision().await {
+            let body = format!("[-]etcd failed: {e}\nreadyz check failed\n");
+            return Ok(bytes_response(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", body.into()));
+        }
+    }
+    Ok(bytes_response(StatusCode::OK, "text/plain; charset=utf-8", "ok".into()))
+}
+
+fn version() -> Value {
+    let v = super::KUBERNETES_VERSION;
+    let minor = v.trim_start_matches('v').split('.').nth(1).unwrap_or("0");
+    json!({
+        "major": "1",
+        "minor": minor,
+        "gitVersion": v,
+        "gitCommit": env!("CARGO_PKG_VERSION"),
+        "gitTreeState": "clean",
+        "buildDate": "2026-11-23T00:00:00Z",
+        "goVersion": "rust",
+        "compiler": "rustc",
+        "platform": format!("{}/{}", std::env::consts::OS, if cfg!(target_arch = "x86_64") { "amd64" } else if cfg!(target_arch = "aarch64") { "arm64" } else { std::env::consts::ARCH }),
+    })
+}
+
+fn api_group(group: &str, versions: &[String]) -> Value {
+    let gvs: Vec<Value> =
+        versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    json!({"name": group, "versions": gvs, "preferredVersion": gvs[0]})
+}
+
+fn scale_kind() -> Value {
+    json!({"group": "autoscaling", "version": "v1", "kind": "Scale"})
+}
+
+/// `/api/v1`-style entries: the resource and each of its subresources.
+fn legacy_entries(r: &Resource) -> Vec<Value> {
+    let mut main = json!({
+        "name": r.plural,
+        "singularName": r.singular,
+        "namespaced": r.namespaced,
+        "kind": r.kind,
+        "verbs": r.verbs(),
+    });
+    if !r.short_names.is_empty() {
+        main["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        main["categories"] = json!(r.categories);
+    }
+    let mut out = vec![main];
+    if r.status {
+        out.push(json!({"name": format!("{}/status", r.plural), "singularName": "", "namespaced": r.namespaced,
+            "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+    }
+    if r.scale.is_some() {
+        out.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced,
+            "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
+    }
+    out
+}
+
+/// Aggregated discovery (`apidiscovery.k8s.io` APIGroupDiscoveryList) for `/api` or `/apis`.
+fn aggregated(snap: &Snapshot, core: bool, version: &str) -> Value {
+    let items: Vec<Value> = snap
+        .groups()
+        .iter()
+        .filter(|(g, _)| g.is_empty() == core)
+        .map(|(g, vs)| {
+            let versions: Vec<Value> = vs
+                .iter()
+                .map(|v| {
+                    let resources: Vec<Value> = snap.group_version(g, v).iter().map(|r| aggregated_resource(r)).collect();
+                    json!({"version": v, "resources": resources, "freshness": "Current"})
+                })
+                .collect();
+            let mut metadata = json!({"creationTimestamp": null});
+            if !g.is_empty() {
+                metadata["name"] = json!(g);
+            }
+            json!({"metadata": metadata, "versions": versions})
+        })
+        .collect();
+    json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": format!("apidiscovery.k8s.io/{version}"),
+        "metadata": {},
+        "items": items,
+    })
+}
+
+fn aggregated_resource(r: &Resource) -> Value {
+    let mut v = json!({
+        "resource": r.plural,
+        "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+        "scope": if r.namespaced { "Namespaced" } else { "Cluster" },
+        "singularResource": r.singular,
+        "verbs": r.verbs(),
+    });
+    if !r.short_names.is_empty() {
+        v["shortNames"] = json!(r.short_names);
+    }
+    if !r.categories.is_empty() {
+        v["categories"] = json!(r.categories);
+    }
+    let mut subs = Vec::new();
+    if r.scale.is_some() {
+        subs.push(json!({"subresource": "scale", "responseKind": scale_kind(), "verbs": ["get", "patch", "update"]}));
+    }
+    if r.status {
+        subs.push(json!({"subresource": "status",
+            "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+            "verbs": ["get", "patch", "update"]}));
+    }
+    if !subs.is_empty() {
+        v["subresources"] = json!(subs);
+    }
+    v
+}

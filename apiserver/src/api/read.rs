@@ -1,0 +1,251 @@
+//! GET and LIST: consistent reads from storage, `resourceVersion=0` reads from the
+//! watch cache, selectors, `limit`/`continue` pagination and Table output.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::{bytes_response, json_response, Api, ApiRequest, Body};
+use crate::registry::Resource;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::status::{ApiError, Result};
+use crate::storage::ListOptions;
+use crate::table::{self, IncludeObject, TablePrinter};
+use crate::watchcache::decode;
+
+/// Label and field selectors of a request, parsed.
+pub struct Filter {
+    pub label: Option<LabelSelector>,
+    pub field: Option<FieldSelector>,
+}
+
+impl Filter {
+    pub fn from_request(r: &Resource, req: &ApiRequest) -> Result<Filter> {
+        let label = match req.query.value("labelSelector") {
+            Some(s) => Some(LabelSelector::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))?),
+            None => None,
+        };
+        let field = match req.query.value("fieldSelector") {
+            Some(s) => Some(FieldSelector::parse(s, &r.group, &r.plural).map_err(|e| ApiError::BadRequest(e.to_string()))?),
+            None => None,
+        };
+        Ok(Filter { label, field })
+    }
+
+    pub fn matches(&self, obj: &Value) -> bool {
+        self.label.as_ref().is_none_or(|l| l.matches(crate::object::labels(obj)))
+            && self.field.as_ref().is_none_or(|f| f.matches(obj))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.label.is_none() && self.field.is_none()
+    }
+}
+
+/// Serves the object in the version it was asked for (conversion strategy None).
+pub fn in_version(r: &Resource, obj: &Value) -> Option<Value> {
+    let want = r.api_version();
+    (obj.get("apiVersion").and_then(Value::as_str) != Some(want.as_str())).then(|| {
+        let mut o = obj.clone();
+        o["apiVersion"] = Value::String(want);
+        o
+    })
+}
+
+pub fn object_response(r: &Resource, req: &ApiRequest, code: StatusCode, obj: &Value) -> Result<Response<Body>> {
+    let converted = in_version(r, obj);
+    let obj = converted.as_ref().unwrap_or(obj);
+    if req.accept.table {
+        let printer = TablePrinter::new(&r.group, &r.plural, r.printer_columns.as_ref());
+        let rv = crate::object::meta_str(obj, "resourceVersion").unwrap_or("");
+        let t = table::table(&printer, &[obj], include_object(req), true, rv, None, None, crate::object::unix_now());
+        return Ok(json_response(code, &t));
+    }
+    req.accept.require_json()?;
+    Ok(json_response(code, obj))
+}
+
+pub fn include_object(req: &ApiRequest) -> IncludeObject {
+    req.query.get("includeObject").map(IncludeObject::parse).unwrap_or(IncludeObject::Metadata)
+}
+
+pub async fn get(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
+    let obj = get_object(api, r, req.namespace(), name, req.query.get("resourceVersion") == Some("0")).await?;
+    object_response(r, req, StatusCode::OK, &obj)
+}
+
+/// Reads one object (from the watch cache when `cached`), or 404.
+pub async fn get_object(api: &Api, r: &Resource, ns: Option<&str>, name: &str, cached: bool) -> Result<Value> {
+    let key = r.key(ns, name);
+    let not_found = || ApiError::NotFound(crate::status::Target::new(&r.group, &r.plural, name));
+    if cached {
+        let cache = api.cache(r).await?;
+        return cache.get(&key).map(|o| (*o).clone()).ok_or_else(not_found);
+    }
+    let kv = api.storage.get(&key).await?.ok_or_else(not_found)?;
+    decode(&kv.value, kv.mod_revision)
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    v: String,
+    rv: i64,
+    start: String,
+}
+
+fn encode_continue(rv: i64, key: &str) -> String {
+    let t = ContinueToken { v: "meta.k8s.io/v1".into(), rv, start: key.to_string() };
+    base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&t).unwrap_or_default())
+}
+
+fn decode_continue(token: &str) -> Result<ContinueToken> {
+    let bad = || ApiError::BadRequest("continue key is not valid: the continue token could not be decoded".into());
+    let raw = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| bad())?;
+    serde_json::from_slice(&raw).map_err(|_| bad())
+}
+
+/// The items of a list and where the next page starts.
+pub struct Page {
+    pub items: Vec<Arc<Value>>,
+    pub revision: i64,
+    pub continue_token: Option<String>,
+}
+
+pub async fn list(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Response<Body>> {
+    let page = list_page(api, r, req).await?;
+    let rv = page.revision.to_string();
+    if req.accept.table {
+        let printer = TablePrinter::new(&r.group, &r.plural, r.printer_columns.as_ref());
+        let converted: Vec<Value> = page.items.iter().map(|o| in_version(r, o).unwrap_or_else(|| (**o).clone())).collect();
+        let refs: Vec<&Value> = converted.iter().collect();
+        let t = table::table(&printer, &refs, include_object(req), true, &rv, page.continue_token.as_deref(), None, crate::object::unix_now());
+        return Ok(json_response(StatusCode::OK, &t));
+    }
+    req.accept.require_json()?;
+    let mut metadata = json!({"resourceVersion": rv});
+    if let Some(c) = &page.continue_token {
+        metadata["continue"] = json!(c);
+    }
+    let mut buf = Vec::with_capacity(256 + page.items.len() * 1024);
+    buf.extend_from_slice(b"{\"kind\":");
+    serde_json::to_writer(&mut buf, &r.list_kind).map_err(internal)?;
+    buf.extend_from_slice(b",\"apiVersion\":");
+    serde_json::to_writer(&mut buf, &r.api_version()).map_err(internal)?;
+    buf.extend_from_slice(b",\"metadata\":");
+    serde_json::to_writer(&mut buf, &metadata).map_err(internal)?;
+    buf.extend_from_slice(b",\"items\":[");
+    for (i, item) in page.items.iter().enumerate() {
+        if i > 0 {
+            buf.push(b',');
+        }
+        match in_version(r, item) {
+            Some(o) => serde_json::to_writer(&mut buf, &o),
+            None => serde_json::to_writer(&mut buf, &**item),
+        }
+        .map_err(internal)?;
+    }
+    buf.extend_from_slice(b"]}");
+    Ok(bytes_response(StatusCode::OK, "application/json", Bytes::from(buf)))
+}
+
+fn internal(e: serde_json::Error) -> ApiError {
+    ApiError::Internal(e.to_string())
+}
+
+/// Resolves a LIST's resourceVersion semantics and reads one page.
+pub async fn list_page(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Page> {
+    let q = &req.query;
+    let filter = Filter::from_request(r, req)?;
+    let limit: usize = match q.value("limit") {
+        Some(l) => l.parse().map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
+        None => 0,
+    };
+    let rv = q.value("resourceVersion");
+    let rv_match = q.value("resourceVersionMatch");
+    let cont = q.value("continue");
+    if cont.is_some() && rv.is_some_and(|v| v != "0") {
+        return Err(ApiError::BadRequest("specifying resource version is not allowed when using continue".into()));
+    }
+    if rv_match.is_some() && rv.is_none() {
+        return Err(ApiError::BadRequest("resourceVersionMatch is forbidden unless resourceVersion is provided".into()));
+    }
+    let parsed_rv: Option<i64> = match rv {
+        Some(v) => Some(v.parse().map_err(|_| ApiError::BadRequest(format!("invalid resource version: {v}")))?),
+        None => None,
+    };
+    let prefix = r.prefix_in(req.namespace());
+    if let Some(token) = cont {
+        let t = decode_continue(token)?;
+        return storage_page(api, &prefix, &filter, limit, Some(t.rv), Some(t.start)).await;
+    }
+    match (parsed_rv, rv_match) {
+        (Some(0), Some("Exact")) => {
+            Err(ApiError::BadRequest("resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"".into()))
+        }
+        (Some(0), _) => Ok(cache_page(api, r, &prefix, &filter).await?),
+        (Some(n), Some("NotOlderThan")) | (Some(n), None) if rv_match.is_some() || limit == 0 => {
+            let cache = api.cache(r).await?;
+            if cache.wait_for(n, Duration::from_secs(3)).await {
+                let mut page = cache_page(api, r, &prefix, &filter).await?;
+                page.revision = page.revision.max(n);
+                return Ok(page);
+            }
+            let current = api.storage.current_revision().await?;
+            if n > current {
+                return Err(ApiError::ServiceUnavailable(format!(
+                    "Too large resource version: {n}, current resource version: {current}"
+                )));
+            }
+            storage_page(api, &prefix, &filter, limit, None, None).await
+        }
+        (Some(n), _) => storage_page(api, &prefix, &filter, limit, Some(n), None).await,
+        (None, _) => storage_page(api, &prefix, &filter, limit, None, None).await,
+    }
+}
+
+async fn cache_page(api: &Arc<Api>, r: &Resource, prefix: &str, filter: &Filter) -> Result<Page> {
+    let cache = api.cache(r).await?;
+    let (mut items, revision) = cache.list(prefix);
+    if !filter.is_empty() {
+        items.retain(|o| filter.matches(o));
+    }
+    Ok(Page { items, revision, continue_token: None })
+}
+
+/// Reads from storage until `limit` objects passed the filter (all when 0).
+async fn storage_page(
+    api: &Api,
+    prefix: &str,
+    filter: &Filter,
+    limit: usize,
+    revision: Option<i64>,
+    start_after: Option<String>,
+) -> Result<Page> {
+    let mut items = Vec::new();
+    let mut opts = ListOptions { start_after, limit: if limit == 0 { 0 } else { limit.max(50) }, revision };
+    loop {
+        let page = api.storage.list(prefix, opts.clone()).await?;
+        opts.revision = Some(page.revision);
+        let mut last_key = None;
+        for kv in &page.kvs {
+            let obj = decode(&kv.value, kv.mod_revision)?;
+            last_key = Some(kv.key.clone());
+            if filter.matches(&obj) {
+                items.push(Arc::new(obj));
+                if limit > 0 && items.len() == limit {
+                    let more = page.more || kv.key != page.kvs.last().map(|k| k.key.clone()).unwrap_or_default();
+                    let continue_token = more.then(|| encode_continue(page.revision, &kv.key));
+                    return Ok(Page { items, revision: page.revision, continue_token });
+                }
+            }
+        }
+        if !page.more || last_key.is_none() {
+            return Ok(Page { items, revision: page.revision, continue_token: None });
+        }
+        opts.start_after = last_key;
+    }
+}

@@ -1,0 +1,199 @@
+//! Per-kind server-side behaviour applied on every write: what a create initializes,
+//! what an update may not change, when `metadata.generation` moves, which name rule
+//! applies. Generic for every kind, with the few built-in specifics upstream has.
+
+use serde_json::{json, Map, Value};
+
+use crate::object;
+use crate::registry::Resource;
+use crate::status::{ApiError, Cause, Result};
+use crate::validation::{self, name_rule};
+
+/// Metadata fields only the server sets; a client's values are replaced.
+const SYSTEM_FIELDS: [&str; 6] =
+    ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "resourceVersion"];
+
+/// Namespaces the server creates at start-up and that cannot be deleted.
+pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Prepares a new object for storage: system metadata, initial status, defaults.
+pub fn prepare_create(r: &Resource, obj: &mut Value) {
+    obj["apiVersion"] = json!(storage_api_version(r));
+    obj["kind"] = json!(r.kind);
+    let uid = object::new_uid();
+    let meta = object::metadata_mut(obj);
+    for f in SYSTEM_FIELDS {
+        meta.remove(f);
+    }
+    meta.insert("uid".into(), json!(uid));
+    meta.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
+    if r.has_spec {
+        meta.insert("generation".into(), json!(1));
+    }
+    if r.status {
+        if let Some(map) = obj.as_object_mut() {
+            map.remove("status");
+        }
+    }
+    match (r.group.as_str(), r.plural.as_str()) {
+        ("", "namespaces") => {
+            // Upstream labels every namespace with its own name, for namespaceSelectors.
+            let name = object::name(obj).to_string();
+            let meta = object::metadata_mut(obj);
+            let labels = meta.entry("labels").or_insert_with(|| json!({}));
+            if let Some(l) = labels.as_object_mut() {
+                l.insert("kubernetes.io/metadata.name".into(), json!(name));
+            }
+            obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            obj["status"] = json!({"phase": "Active"});
+        }
+        ("", "pods") => {
+            obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
+        }
+        _ => {}
+    }
+}
+
+/// The apiVersion objects of a resource are stored under.
+pub fn storage_api_version(r: &Resource) -> String {
+    if r.group.is_empty() {
+        r.storage_version.clone()
+    } else {
+        format!("{}/{}", r.group, r.storage_version)
+    }
+}
+
+/// Upstream's QoS class from the containers' requests and limits.
+fn qos_class(pod: &Value) -> &'static str {
+    let containers: Vec<&Value> = ["containers", "initContainers"]
+        .iter()
+        .filter_map(|f| pod.pointer(&format!("/spec/{f}")).and_then(Value::as_array))
+        .flatten()
+        .collect();
+    let mut any = false;
+    let mut guaranteed = true;
+    for c in &containers {
+        for res in ["cpu", "memory"] {
+            let req = c.pointer(&format!("/resources/requests/{res}"));
+            let lim = c.pointer(&format!("/resources/limits/{res}"));
+            any |= req.is_some() || lim.is_some();
+            let effective_req = req.or(lim);
+            if lim.is_none() || effective_req != lim {
+                guaranteed = false;
+            }
+        }
+    }
+    if !any {
+        "BestEffort"
+    } else if guaranteed {
+        "Guaranteed"
+    } else {
+        "Burstable"
+    }
+}
+
+/// Merges an update into the stored object. `status_only` is the `/status`
+/// subresource: only status changes. Otherwise status is kept when the resource has a
+/// status subresource, and the system metadata always is.
+pub fn prepare_update(r: &Resource, old: &Value, new: Value, status_only: bool) -> Result<Value> {
+    let mut new = new;
+    if status_only {
+        let mut merged = old.clone();
+        match new.get("status") {
+            Some(s) => merged["status"] = s.clone(),
+            None => {
+                merged.as_object_mut().map(|m| m.remove("status"));
+            }
+        }
+        new = merged;
+    } else if r.status {
+        match old.get("status") {
+            Some(s) => new["status"] = s.clone(),
+            None => {
+                new.as_object_mut().map(|m| m.remove("status"));
+            }
+        }
+    }
+    new["apiVersion"] = json!(storage_api_version(r));
+    new["kind"] = json!(r.kind);
+    let old_meta = old.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+    let meta = object::metadata_mut(&mut new);
+    for f in SYSTEM_FIELDS {
+        match old_meta.get(f) {
+            Some(v) => meta.insert(f.into(), v.clone()),
+            None => meta.remove(f),
+        };
+    }
+    if object::is_deleting(old) {
+        let old_f = object::finalizers(old);
+        if let Some(added) = object::finalizers(&new).into_iter().find(|f| !old_f.contains(f)) {
+            return Err(invalid(r, old, vec![Cause::forbidden(
+                "metadata.finalizers",
+                &format!("no new finalizers can be added if the object is being deleted, found new finalizers []string{{{added:?}}}"),
+            )]));
+        }
+    }
+    if r.has_spec && !status_only && spec_changed(old, &new) {
+        let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        object::metadata_mut(&mut new).insert("generation".into(), json!(generation + 1));
+    }
+    Ok(new)
+}
+
+/// Whether anything but metadata and status differs.
+fn spec_changed(old: &Value, new: &Value) -> bool {
+    let strip = |v: &Value| -> Map<String, Value> {
+        let mut m = v.as_object().cloned().unwrap_or_default();
+        for k in ["metadata", "status", "apiVersion", "kind"] {
+            m.remove(k);
+        }
+        m
+    };
+    strip(old) != strip(new)
+}
+
+pub fn invalid(r: &Resource, obj: &Value, causes: Vec<Cause>) -> ApiError {
+    ApiError::Invalid {
+        target: crate::status::Target::new(&r.group, &r.plural, object::name(obj)),
+        kind: r.kind.clone(),
+        causes,
+    }
+}
+
+/// Validates what every write must satisfy: names, labels, annotations.
+pub fn validate(r: &Resource, obj: &Value) -> Result<()> {
+    let causes = validation::validate_metadata(obj, name_rule(&r.group, &r.plural));
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(invalid(r, obj, causes))
+    }
+}
+
+/// Whether two stored forms are the same write (a no-op update is not written).
+pub fn same_object(a: &Value, b: &Value) -> bool {
+    let strip = |v: &Value| {
+        let mut v = v.clone();
+        object::metadata_mut(&mut v).remove("resourceVersion");
+        v
+    };
+    strip(a) == strip(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn qos_class_follows_requests_and_limits() {
+        let pod = |res: Value| json!({"spec": {"containers": [{"name": "c", "resources": res}]}});
+        let cases = [
+            ("no_resources_is_best_effort", pod(json!({})), "BestEffort"),
+            ("equal_limits_are_guaranteed", pod(json!({"limits": {"cpu": "1", "memory": "1Gi"}})), "Guaranteed"),
+            ("requests_only_is_burstable", pod(json!({"requests": {"cpu": "100m"}})), "Burstable"),
+        ];
+        for (name, p, want) in cases {
+            assert_eq!(qos_class(&p), want, "{name}");
+        }
+    }
+}

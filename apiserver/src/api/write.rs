@@ -1,0 +1,426 @@
+//! Writes: create, update (PUT), patch (merge and JSON patch), delete with finalizers
+//! and propagation policy, deletecollection. Every write is a compare-and-swap on the
+//! revision it read, so a rejected write changes nothing.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use serde_json::{json, Value};
+
+use super::negotiate::{decode_object, media_type};
+use super::read::{get_object, object_response, Filter};
+use super::strategy::{self, SYSTEM_NAMESPACES};
+use super::{json_response, Api, ApiRequest, Body};
+use crate::object;
+use crate::registry::Resource;
+use crate::status::{ApiError, Cause, Result, Target};
+use crate::storage::{self, ListOptions};
+use crate::watchcache::decode;
+
+/// Retries of a read-modify-write that lost a compare-and-swap race.
+const MAX_RETRIES: usize = 16;
+
+pub fn encode(obj: &Value) -> Result<Bytes> {
+    let mut stored = obj.clone();
+    object::metadata_mut(&mut stored).remove("resourceVersion");
+    serde_json::to_vec(&stored).map(Bytes::from).map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Rejects namespaced writes into a namespace that is missing or terminating.
+async fn check_namespace(api: &Api, r: &Resource, ns: &str, name: &str) -> Result<()> {
+    let snap = api.registry.snapshot();
+    let ns_res = snap.get("", "v1", "namespaces").ok_or(ApiError::NoSuchResource)?;
+    let key = ns_res.key(None, ns);
+    // The cache is almost always current; a miss may only mean it has not caught up yet.
+    let cached = api.cache(ns_res).await?.get(&key);
+    let namespace = match cached {
+        Some(n) => Some((*n).clone()),
+        None => api.storage.get(&key).await?.map(|kv| decode(&kv.value, kv.mod_revision)).transpose()?,
+    };
+    match namespace {
+        None => Err(ApiError::NotFound(Target::new("", "namespaces", ns))),
+        Some(n) if n.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") || object::is_deleting(&n) => {
+            Err(ApiError::Forbidden(
+                Target::new(&r.group, &r.plural, name),
+                format!("unable to create new content in namespace {ns} because it is being terminated"),
+                Some(Cause {
+                    reason: "NamespaceTerminating",
+                    field: "metadata.namespace".into(),
+                    message: format!("namespace {ns} is being terminated"),
+                }),
+            ))
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Checks apiVersion/kind/namespace of a body against the endpoint it was sent to.
+fn check_body(r: &Resource, req: &ApiRequest, obj: &mut Value) -> Result<()> {
+    if let Some(kind) = obj.get("kind").and_then(Value::as_str) {
+        if kind != r.kind {
+            return Err(ApiError::BadRequest(format!(
+                "the kind in the request body ({kind}) does not match the resource {} (kind {})",
+                r.plural, r.kind
+            )));
+        }
+    }
+    if let Some(av) = obj.get("apiVersion").and_then(Value::as_str) {
+        if av != r.api_version() {
+            return Err(ApiError::BadRequest(format!(
+                "the API version in the data ({av}) does not match the expected API version ({})",
+                r.api_version()
+            )));
+        }
+    }
+    let meta = object::metadata_mut(obj);
+    match (req.namespace(), meta.get("namespace").and_then(Value::as_str)) {
+        (Some(url), Some(body)) if !body.is_empty() && body != url => Err(ApiError::BadRequest(
+            "the namespace of the provided object does not match the namespace sent on the request".into(),
+        )),
+        (Some(url), _) => {
+            meta.insert("namespace".into(), json!(url));
+            Ok(())
+        }
+        (None, _) => {
+            meta.remove("namespace");
+            Ok(())
+        }
+    }
+}
+
+pub async fn create(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Response<Body>> {
+    let mut obj = decode_object(&req.content_type, &req.body)?;
+    check_body(r, req, &mut obj)?;
+    if object::meta_str(&obj, "resourceVersion").is_some_and(|v| !v.is_empty()) {
+        return Err(ApiError::BadRequest("resourceVersion should not be set on objects to be created".into()));
+    }
+    let generate = object::meta_str(&obj, "name").is_none_or(str::is_empty)
+        .then(|| object::meta_str(&obj, "generateName").map(str::to_string))
+        .flatten()
+        .filter(|g| !g.is_empty());
+    let body = obj;
+    for attempt in 0.. {
+        let mut obj = body.clone();
+        if let Some(base) = &generate {
+            object::metadata_mut(&mut obj).insert("name".into(), json!(format!("{base}{}", object::name_suffix())));
+        }
+        strategy::prepare_create(r, &mut obj);
+        strategy::validate(r, &obj)?;
+        let name = object::name(&obj).to_string();
+        if let Some(ns) = req.namespace() {
+            check_namespace(api, r, ns, &name).await?;
+        }
+        if req.dry_run() {
+            return object_response(r, req, StatusCode::CREATED, &obj);
+        }
+        match api.storage.create(&r.key(req.namespace(), &name), encode(&obj)?).await {
+            Ok(rev) => {
+                object::set_resource_version(&mut obj, rev);
+                return object_response(r, req, StatusCode::CREATED, &obj);
+            }
+            // A generated name collided: upstream retries with a fresh suffix.
+            Err(storage::Error::AlreadyExists(_)) if generate.is_some() && attempt < 8 => continue,
+            Err(storage::Error::AlreadyExists(_)) => return Err(ApiError::AlreadyExists(req.target(r, &name))),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    unreachable!("the loop returns")
+}
+
+/// How an update derives the new object from the stored one.
+enum Change<'a> {
+    Replace(Value),
+    Patch { media: String, body: &'a Bytes },
+}
+
+pub async fn update(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
+    let mut obj = decode_object(&req.content_type, &req.body)?;
+    check_body(r, req, &mut obj)?;
+    let body_name = object::name(&obj);
+    if !body_name.is_empty() && body_name != name {
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
+    object::metadata_mut(&mut obj).insert("name".into(), json!(name));
+    let (code, out) = read_modify_write(api, r, req, name, Change::Replace(obj)).await?;
+    object_response(r, req, code, &out)
+}
+
+pub async fn patch(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
+    let media = media_type(&req.content_type);
+    let (code, out) = read_modify_write(api, r, req, name, Change::Patch { media, body: &req.body }).await?;
+    object_response(r, req, code, &out)
+}
+
+/// Applies a merge or JSON patch to an object.
+pub fn apply_patch(current: &Value, media: &str, body: &Bytes) -> Result<Value> {
+    let mut target = current.clone();
+    match media {
+        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+            let patch: Value = serde_json::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
+            if !patch.is_object() {
+                return Err(ApiError::BadRequest("a merge patch must be a JSON object".into()));
+            }
+            json_patch::merge(&mut target, &strip_directives(patch));
+        }
+        "application/json-patch+json" => {
+            let ops: json_patch::Patch = serde_json::from_slice(body)
+                .map_err(|e| ApiError::BadRequest(format!("the JSON patch is not valid: {e}")))?;
+            json_patch::patch(&mut target, &ops).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
+        }
+        _ => return Err(ApiError::UnsupportedMediaType),
+    }
+    if !target.is_object() {
+        return Err(ApiError::Unprocessable("the patched object is not a JSON object".into()));
+    }
+    Ok(target)
+}
+
+/// Strategic-merge directives (`$patch`, `$setElementOrder/...`, `$retainKeys`) have no
+/// meaning in a JSON merge patch; drop them rather than storing them as fields.
+fn strip_directives(mut v: Value) -> Value {
+    if let Some(map) = v.as_object_mut() {
+        map.retain(|k, _| !k.starts_with('$'));
+        for val in map.values_mut() {
+            *val = strip_directives(std::mem::take(val));
+        }
+    }
+    v
+}
+
+/// Reads the object, derives the new one, and writes it back if nothing changed in
+/// between (retrying when the caller gave no resourceVersion precondition).
+async fn read_modify_write(
+    api: &Api,
+    r: &Resource,
+    req: &ApiRequest,
+    name: &str,
+    change: Change<'_>,
+) -> Result<(StatusCode, Value)> {
+    let key = r.key(req.namespace(), name);
+    let status_only = req.path.subresource.as_deref() == Some("status");
+    for _ in 0..MAX_RETRIES {
+        let current = get_object(api, r, req.namespace(), name, false).await?;
+        let current_rv = object::meta_str(&current, "resourceVersion").unwrap_or("").to_string();
+        let new = match &change {
+            Change::Replace(obj) => obj.clone(),
+            Change::Patch { media, body } => {
+                let mut base = current.clone();
+                base["apiVersion"] = json!(r.api_version());
+                apply_patch(&base, media, body)?
+            }
+        };
+        let precondition = object::meta_str(&new, "resourceVersion").filter(|v| !v.is_empty()).map(str::to_string);
+        match &precondition {
+            Some(rv) if *rv != current_rv => {
+                return Err(ApiError::Conflict(req.target(r, name), CONFLICT_MESSAGE.into()));
+            }
+            None if !r.builtin && matches!(change, Change::Replace(_)) => {
+                return Err(strategy::invalid(r, &current, vec![Cause::invalid(
+                    "metadata.resourceVersion",
+                    "",
+                    "must be specified for an update",
+                )]));
+            }
+            _ => {}
+        }
+        let mut next = strategy::prepare_update(r, &current, new, status_only)?;
+        strategy::validate(r, &next)?;
+        if strategy::same_object(&current, &next) {
+            return Ok((StatusCode::OK, current));
+        }
+        if req.dry_run() {
+            return Ok((StatusCode::OK, next));
+        }
+        let rev: i64 = current_rv.parse().unwrap_or(0);
+        let result = if object::is_deleting(&next) && object::finalizers(&next).is_empty() {
+            // The last finalizer is gone from an object being deleted: delete it now.
+            api.storage.delete(&key, Some(rev)).await.map(|(_, r)| r)
+        } else {
+            api.storage.update(&key, encode(&next)?, rev).await
+        };
+        match result {
+            Ok(new_rev) => {
+                object::set_resource_version(&mut next, new_rev);
+                return Ok((StatusCode::OK, next));
+            }
+            Err(storage::Error::Conflict { .. }) if precondition.is_none() => continue,
+            Err(storage::Error::Conflict { .. }) => {
+                return Err(ApiError::Conflict(req.target(r, name), CONFLICT_MESSAGE.into()))
+            }
+            Err(storage::Error::NotFound(_)) => return Err(ApiError::NotFound(req.target(r, name))),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Conflict(req.target(r, name), CONFLICT_MESSAGE.into()))
+}
+
+pub const CONFLICT_MESSAGE: &str =
+    "the object has been modified; please apply your changes to the latest version and try again";
+
+/// DeleteOptions from the body or the query.
+struct DeleteOptions {
+    propagation: Option<String>,
+    grace_seconds: Option<i64>,
+    precondition_uid: Option<String>,
+    precondition_rv: Option<String>,
+}
+
+fn delete_options(req: &ApiRequest) -> Result<DeleteOptions> {
+    let body: Value = if req.body.is_empty() {
+        json!({})
+    } else {
+        serde_json::from_slice(&req.body).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
+    };
+    let s = |p: &str| body.pointer(p).and_then(Value::as_str).map(str::to_string);
+    let propagation = s("/propagationPolicy").or_else(|| req.query.value("propagationPolicy").map(str::to_string));
+    if let Some(p) = &propagation {
+        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::BadRequest(format!(
+                "propagationPolicy: Unsupported value: {p:?}: supported values: \"Foreground\", \"Background\", \"Orphan\""
+            )));
+        }
+    }
+    let grace_seconds = body
+        .get("gracePeriodSeconds")
+        .and_then(Value::as_i64)
+        .or_else(|| req.query.value("gracePeriodSeconds").and_then(|g| g.parse().ok()));
+    Ok(DeleteOptions {
+        propagation,
+        grace_seconds,
+        precondition_uid: s("/preconditions/uid"),
+        precondition_rv: s("/preconditions/resourceVersion"),
+    })
+}
+
+pub async fn delete(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
+    let opts = delete_options(req)?;
+    let (code, body) = delete_one(api, r, req, name, &opts).await?;
+    Ok(json_response(code, &body))
+}
+
+/// Deletes one object, or only marks it (deletionTimestamp) while finalizers remain or
+/// a node must first stop a pod. Returns the response body upstream sends.
+async fn delete_one(api: &Api, r: &Resource, req: &ApiRequest, name: &str, opts: &DeleteOptions) -> Result<(StatusCode, Value)> {
+    let key = r.key(req.namespace(), name);
+    if r.group.is_empty() && r.plural == "namespaces" && SYSTEM_NAMESPACES.contains(&name) {
+        return Err(ApiError::Forbidden(req.target(r, name), format!("this namespace may not be deleted"), None));
+    }
+    for _ in 0..MAX_RETRIES {
+        let current = get_object(api, r, req.namespace(), name, false).await?;
+        let rv: i64 = object::meta_str(&current, "resourceVersion").unwrap_or("0").parse().unwrap_or(0);
+        if let Some(uid) = &opts.precondition_uid {
+            if object::meta_str(&current, "uid") != Some(uid.as_str()) {
+                return Err(ApiError::Conflict(req.target(r, name), format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                    object::meta_str(&current, "uid").unwrap_or("")
+                )));
+            }
+        }
+        if let Some(want) = &opts.precondition_rv {
+            if *want != rv.to_string() {
+                return Err(ApiError::Conflict(req.target(r, name), format!(
+                    "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rv}"
+                )));
+            }
+        }
+        let mut marked = current.clone();
+        let mut finalizers = object::finalizers(&current);
+        // The garbage collector reads the propagation policy from these finalizers.
+        match opts.propagation.as_deref() {
+            Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
+            Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
+                finalizers.push("foregroundDeletion".into())
+            }
+            _ => {}
+        }
+        let namespace_finalizers = r.group.is_empty() && r.plural == "namespaces"
+            && current.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+        let pod_on_node = r.group.is_empty() && r.plural == "pods"
+            && current.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
+            && !matches!(current.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+        let grace = opts.grace_seconds.unwrap_or_else(|| {
+            current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30)
+        });
+        let graceful = pod_on_node && grace > 0;
+        if finalizers.is_empty() && !namespace_finalizers && !graceful {
+            if req.dry_run() {
+                return Ok((StatusCode::OK, current));
+            }
+            match api.storage.delete(&key, Some(rv)).await {
+                Ok(_) => return Ok((StatusCode::OK, success_status(r, &current))),
+                Err(storage::Error::Conflict { .. }) => continue,
+                Err(storage::Error::NotFound(_)) => return Err(ApiError::NotFound(req.target(r, name))),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if object::is_deleting(&current) && finalizers == object::finalizers(&current) && !graceful {
+            return Ok((StatusCode::OK, current));
+        }
+        let meta = object::metadata_mut(&mut marked);
+        if !meta.contains_key("deletionTimestamp") {
+            let grace_used = if graceful { grace } else { 0 };
+            meta.insert("deletionTimestamp".into(), json!(object::rfc3339(object::unix_now() + grace_used)));
+            meta.insert("deletionGracePeriodSeconds".into(), json!(grace_used));
+        }
+        meta.insert("finalizers".into(), json!(finalizers));
+        if finalizers.is_empty() {
+            meta.remove("finalizers");
+        }
+        if namespace_finalizers {
+            marked["status"]["phase"] = json!("Terminating");
+        }
+        if req.dry_run() {
+            return Ok((StatusCode::OK, marked));
+        }
+        match api.storage.update(&key, encode(&marked)?, rv).await {
+            Ok(new_rev) => {
+                object::set_resource_version(&mut marked, new_rev);
+                return Ok((StatusCode::OK, marked));
+            }
+            Err(storage::Error::Conflict { .. }) => continue,
+            Err(storage::Error::NotFound(_)) => return Err(ApiError::NotFound(req.target(r, name))),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(ApiError::Conflict(req.target(r, name), CONFLICT_MESSAGE.into()))
+}
+
+fn success_status(r: &Resource, obj: &Value) -> Value {
+    let mut details = json!({"name": object::name(obj), "kind": r.plural, "uid": object::meta_str(obj, "uid")});
+    if !r.group.is_empty() {
+        details["group"] = json!(r.group);
+    }
+    json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
+}
+
+pub async fn delete_collection(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Response<Body>> {
+    let opts = delete_options(req)?;
+    let filter = Filter::from_request(r, req)?;
+    let page = api.storage.list(&r.prefix_in(req.namespace()), ListOptions::default()).await?;
+    let mut deleted = Vec::new();
+    for kv in page.kvs {
+        let obj = decode(&kv.value, kv.mod_revision)?;
+        if !filter.matches(&obj) {
+            continue;
+        }
+        let name = object::name(&obj).to_string();
+        let mut one = req.clone();
+        one.path.namespace = object::namespace(&obj).map(str::to_string);
+        match delete_one(api, r, &one, &name, &opts).await {
+            Ok(_) => deleted.push(obj),
+            Err(ApiError::NotFound(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let list = json!({
+        "kind": r.list_kind,
+        "apiVersion": r.api_version(),
+        "metadata": {"resourceVersion": page.revision.to_string()},
+        "items": deleted,
+    });
+    Ok(json_response(StatusCode::OK, &list))
+}

@@ -1,0 +1,281 @@
+//! The set of served resources, each registered from a CustomResourceDefinition object.
+//!
+//! Built-in kinds come from the generated manifests in `crds/` (compiled in); user CRDs
+//! are added the same way. Lookups take a cheap snapshot (`Arc`) so a registration never
+//! blocks requests in flight.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use serde_json::Value;
+
+include!(concat!(env!("OUT_DIR"), "/builtin_crds.rs"));
+
+/// How the `/scale` subresource maps onto an object.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ScaleSpec {
+    pub spec_replicas_path: String,
+    pub status_replicas_path: String,
+    pub label_selector_path: Option<String>,
+}
+
+/// One served group/version/resource.
+#[derive(Clone, Debug)]
+pub struct Resource {
+    pub group: String,
+    pub version: String,
+    pub kind: String,
+    pub list_kind: String,
+    pub plural: String,
+    pub singular: String,
+    pub short_names: Vec<String>,
+    pub categories: Vec<String>,
+    pub namespaced: bool,
+    pub status: bool,
+    pub scale: Option<ScaleSpec>,
+    /// The version objects are stored in (the same key serves every version).
+    pub storage_version: String,
+    /// The CRD version's `additionalPrinterColumns`, if any.
+    pub printer_columns: Option<Value>,
+    /// Whether objects carry a spec whose changes bump `metadata.generation`.
+    pub has_spec: bool,
+    pub builtin: bool,
+}
+
+impl Resource {
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.clone()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// Storage key prefix of all objects of this resource (every version shares it).
+    pub fn key_prefix(&self) -> String {
+        let group = if self.group.is_empty() { "core" } else { &self.group };
+        format!("/registry/{group}/{}/", self.plural)
+    }
+
+    /// Storage key prefix for a namespace (or the whole resource when `None`).
+    pub fn prefix_in(&self, namespace: Option<&str>) -> String {
+        match namespace {
+            Some(ns) if self.namespaced => format!("{}{ns}/", self.key_prefix()),
+            _ => self.key_prefix(),
+        }
+    }
+
+    pub fn key(&self, namespace: Option<&str>, name: &str) -> String {
+        format!("{}{name}", self.prefix_in(namespace))
+    }
+
+    pub fn verbs(&self) -> Vec<&'static str> {
+        vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("CustomResourceDefinition {name}: {problem}")]
+pub struct CrdError {
+    pub name: String,
+    pub problem: String,
+}
+
+/// Turns a CRD object into the resources it serves (one per served version).
+pub fn resources_from_crd(crd: &Value, builtin: bool) -> Result<Vec<Resource>, CrdError> {
+    let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let err = |problem: &str| CrdError { name: name.clone(), problem: problem.to_string() };
+    let spec = crd.get("spec").ok_or_else(|| err("spec is missing"))?;
+    let s = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
+    let strings = |v: &Value, p: &str| -> Vec<String> {
+        v.pointer(p)
+            .and_then(Value::as_array)
+            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let group = s(spec, "/group").unwrap_or_default();
+    let kind = s(spec, "/names/kind").ok_or_else(|| err("spec.names.kind is missing"))?;
+    let plural = s(spec, "/names/plural").ok_or_else(|| err("spec.names.plural is missing"))?;
+    let singular = s(spec, "/names/singular").unwrap_or_else(|| kind.to_lowercase());
+    let list_kind = s(spec, "/names/listKind").unwrap_or_else(|| format!("{kind}List"));
+    let namespaced = s(spec, "/scope").as_deref() != Some("Cluster");
+    let versions = spec.get("versions").and_then(Value::as_array).ok_or_else(|| err("spec.versions is missing"))?;
+    let storage_version = versions
+        .iter()
+        .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        .and_then(|v| s(v, "/name"))
+        .ok_or_else(|| err("no storage version"))?;
+    let mut out = Vec::new();
+    for v in versions {
+        if v.get("served").and_then(Value::as_bool) != Some(true) {
+            continue;
+        }
+        let version = s(v, "/name").ok_or_else(|| err("a version has no name"))?;
+        let scale = v.pointer("/subresources/scale").map(|sc| ScaleSpec {
+            spec_replicas_path: s(sc, "/specReplicasPath").unwrap_or_else(|| ".spec.replicas".into()),
+            status_replicas_path: s(sc, "/statusReplicasPath").unwrap_or_else(|| ".status.replicas".into()),
+            label_selector_path: s(sc, "/labelSelectorPath"),
+        });
+        let props = v.pointer("/schema/openAPIV3Schema/properties");
+        out.push(Resource {
+            group: group.clone(),
+            version,
+            kind: kind.clone(),
+            list_kind: list_kind.clone(),
+            plural: plural.clone(),
+            singular: singular.clone(),
+            short_names: strings(spec, "/names/shortNames"),
+            categories: strings(spec, "/names/categories"),
+            namespaced,
+            status: v.pointer("/subresources/status").is_some(),
+            scale,
+            storage_version: storage_version.clone(),
+            printer_columns: v.get("additionalPrinterColumns").cloned(),
+            // User CRDs always track generation; built-ins only when they have a spec.
+            has_spec: !builtin || props.is_some_and(|p| p.get("spec").is_some()),
+            builtin,
+        });
+    }
+    Ok(out)
+}
+
+/// An immutable view of every served resource.
+#[derive(Default, Debug)]
+pub struct Snapshot {
+    /// (group, version, plural) -> resource.
+    by_gvr: BTreeMap<(String, String, String), Arc<Resource>>,
+}
+
+impl Snapshot {
+    pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<Resource>> {
+        self.by_gvr.get(&(group.to_string(), version.to_string(), plural.to_string()))
+    }
+
+    pub fn resources(&self) -> impl Iterator<Item = &Arc<Resource>> {
+        self.by_gvr.values()
+    }
+
+    /// Groups and their versions, most preferred version first, in discovery order
+    /// (the core group "" first, then built-in groups, then the rest by name).
+    pub fn groups(&self) -> Vec<(String, Vec<String>)> {
+        let mut groups: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        let mut builtin: BTreeMap<&str, bool> = BTreeMap::new();
+        for ((g, v, _), r) in &self.by_gvr {
+            let versions = groups.entry(g).or_default();
+            if !versions.contains(v) {
+                versions.push(v.clone());
+            }
+            builtin.insert(g, r.builtin);
+        }
+        let mut out: Vec<(String, Vec<String>)> = groups
+            .into_iter()
+            .map(|(g, mut vs)| {
+                vs.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+                (g.to_string(), vs)
+            })
+            .collect();
+        out.sort_by_key(|(g, _)| (!g.is_empty(), !builtin[g.as_str()], g.clone()));
+        out
+    }
+
+    /// The resources of one group/version, in name order.
+    pub fn group_version(&self, group: &str, version: &str) -> Vec<&Arc<Resource>> {
+        self.by_gvr.values().filter(|r| r.group == group && r.version == version).collect()
+    }
+}
+
+/// Kubernetes version ordering: GA > beta > alpha, higher numbers first (v2 > v1 > v1beta2).
+pub fn version_priority(v: &str) -> (u8, u32, u32) {
+    let Some(rest) = v.strip_prefix('v') else { return (0, 0, 0) };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    let Ok(major) = digits.parse::<u32>() else { return (0, 0, 0) };
+    let tail = &rest[digits.len()..];
+    let (stage, n) = if tail.is_empty() {
+        (3, 0)
+    } else if let Some(n) = tail.strip_prefix("beta") {
+        (2, n.parse().unwrap_or(0))
+    } else if let Some(n) = tail.strip_prefix("alpha") {
+        (1, n.parse().unwrap_or(0))
+    } else {
+        return (0, 0, 0);
+    };
+    (stage, major, n)
+}
+
+/// The registry of served resources.
+#[derive(Default)]
+pub struct Registry {
+    current: RwLock<Arc<Snapshot>>,
+}
+
+impl Registry {
+    /// A registry serving every built-in kind from `crds/`.
+    pub fn with_builtins() -> Result<Self, CrdError> {
+        let registry = Registry::default();
+        for (file, text) in BUILTIN_CRDS {
+            let crd: Value = serde_yaml::from_str(text)
+                .map_err(|e| CrdError { name: file.to_string(), problem: format!("not valid YAML: {e}") })?;
+            registry.register(&crd, true)?;
+        }
+        Ok(registry)
+    }
+
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.read().expect("registry lock poisoned").clone()
+    }
+
+    /// Serves (or re-serves, replacing the old definition) the versions of a CRD.
+    pub fn register(&self, crd: &Value, builtin: bool) -> Result<(), CrdError> {
+        let resources = resources_from_crd(crd, builtin)?;
+        let mut current = self.current.write().expect("registry lock poisoned");
+        let mut by_gvr = current.by_gvr.clone();
+        if let Some(first) = resources.first() {
+            by_gvr.retain(|(g, _, p), _| !(g == &first.group && p == &first.plural));
+        }
+        for r in resources {
+            by_gvr.insert((r.group.clone(), r.version.clone(), r.plural.clone()), Arc::new(r));
+        }
+        *current = Arc::new(Snapshot { by_gvr });
+        Ok(())
+    }
+
+    /// Stops serving a group/resource.
+    pub fn unregister(&self, group: &str, plural: &str) {
+        let mut current = self.current.write().expect("registry lock poisoned");
+        let mut by_gvr = current.by_gvr.clone();
+        by_gvr.retain(|(g, _, p), _| !(g == group && p == plural));
+        *current = Arc::new(Snapshot { by_gvr });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_sort_as_kubernetes_does() {
+        let mut vs = vec!["v1beta1", "v1", "v2", "v1alpha1", "v2beta2", "foo"];
+        vs.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        assert_eq!(vs, vec!["v2", "v1", "v2beta2", "v1beta1", "v1alpha1", "foo"]);
+    }
+
+    #[test]
+    fn builtins_serve_core_apps_and_batch_kinds() {
+        let reg = Registry::with_builtins().expect("builtin CRDs load");
+        let snap = reg.snapshot();
+        let pods = snap.get("", "v1", "pods").expect("pods served");
+        assert!(pods.namespaced && pods.status && pods.has_spec);
+        assert_eq!(pods.key(Some("default"), "web"), "/registry/core/pods/default/web");
+        let deploy = snap.get("apps", "v1", "deployments").expect("deployments served");
+        assert!(deploy.scale.is_some());
+        let ns = snap.get("", "v1", "namespaces").expect("namespaces served");
+        assert!(!ns.namespaced);
+        assert!(snap.get("batch", "v1", "cronjobs").is_some());
+        let cm = snap.get("", "v1", "configmaps").expect("configmaps served");
+        assert!(!cm.has_spec && !cm.status);
+        let groups = snap.groups();
+        assert_eq!(groups[0].0, "");
+        let autoscaling = groups.iter().find(|(g, _)| g == "autoscaling").expect("autoscaling");
+        assert_eq!(autoscaling.1, vec!["v2", "v1"]);
+    }
+}

@@ -1,0 +1,178 @@
+//! Parsing of request paths and query strings into what a request is about, as
+//! upstream's RequestInfoFactory does (`/api/v1/namespaces/ns/pods/name/status`).
+
+use std::collections::HashMap;
+
+/// A request for a resource (as opposed to `/version`, `/healthz`, discovery...).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourcePath {
+    pub group: String,
+    pub version: String,
+    pub namespace: Option<String>,
+    pub resource: String,
+    pub name: Option<String>,
+    pub subresource: Option<String>,
+    /// The legacy `/watch/` path prefix was used.
+    pub legacy_watch: bool,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Path {
+    Resource(ResourcePath),
+    /// `/api` (core) or `/apis`.
+    DiscoveryRoot { core: bool },
+    /// `/api/v1` or `/apis/<group>/<version>`.
+    GroupVersion { group: String, version: String },
+    /// `/apis/<group>`.
+    Group { group: String },
+    Other(String),
+}
+
+fn decode(segment: &str) -> String {
+    // Names are DNS subdomains (or RBAC path segments) in practice; decode %XX anyway.
+    let bytes = segment.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&segment[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+pub fn parse_path(path: &str) -> Path {
+    let trimmed = path.trim_end_matches('/');
+    let parts: Vec<String> = trimmed.split('/').skip(1).map(decode).collect();
+    let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+    let (group, version, rest) = match parts.as_slice() {
+        ["api"] => return Path::DiscoveryRoot { core: true },
+        ["apis"] => return Path::DiscoveryRoot { core: false },
+        ["api", v] => return Path::GroupVersion { group: String::new(), version: v.to_string() },
+        ["apis", g] => return Path::Group { group: g.to_string() },
+        ["apis", g, v] => return Path::GroupVersion { group: g.to_string(), version: v.to_string() },
+        ["api", v, rest @ ..] => (String::new(), v.to_string(), rest),
+        ["apis", g, v, rest @ ..] => (g.to_string(), v.to_string(), rest),
+        _ => return Path::Other(path.to_string()),
+    };
+    let (legacy_watch, rest) = match rest {
+        ["watch", rest @ ..] => (true, rest),
+        _ => (false, rest),
+    };
+    let mk = |namespace: Option<&str>, resource: &str, name: Option<&str>, sub: Option<&str>| {
+        Path::Resource(ResourcePath {
+            group: group.clone(),
+            version: version.clone(),
+            namespace: namespace.map(str::to_string),
+            resource: resource.to_string(),
+            name: name.map(str::to_string),
+            subresource: sub.map(str::to_string),
+            legacy_watch,
+        })
+    };
+    match rest {
+        // `namespaces/<ns>` is the namespace object itself; `namespaces/<ns>/finalize|status`
+        // its subresources; `namespaces/<ns>/<resource>...` a namespaced resource.
+        ["namespaces", ns] => mk(None, "namespaces", Some(ns), None),
+        ["namespaces", ns, sub @ ("status" | "finalize")] if group.is_empty() => {
+            mk(None, "namespaces", Some(ns), Some(sub))
+        }
+        ["namespaces", ns, resource] => mk(Some(ns), resource, None, None),
+        ["namespaces", ns, resource, name] => mk(Some(ns), resource, Some(name), None),
+        ["namespaces", ns, resource, name, sub] => mk(Some(ns), resource, Some(name), Some(sub)),
+        [resource] => mk(None, resource, None, None),
+        [resource, name] => mk(None, resource, Some(name), None),
+        [resource, name, sub] => mk(None, resource, Some(name), Some(sub)),
+        _ => Path::Other(path.to_string()),
+    }
+}
+
+/// Query parameters, decoded. Repeated keys keep the last value.
+#[derive(Clone, Debug, Default)]
+pub struct Query(pub HashMap<String, String>);
+
+impl Query {
+    pub fn parse(query: Option<&str>) -> Query {
+        let mut map = HashMap::new();
+        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            map.insert(form_decode(k), form_decode(v));
+        }
+        Query(map)
+    }
+
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// A non-empty value.
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.get(key).filter(|v| !v.is_empty())
+    }
+
+    pub fn flag(&self, key: &str) -> bool {
+        matches!(self.get(key), Some("true" | "1" | "t" | "True"))
+    }
+}
+
+fn form_decode(s: &str) -> String {
+    decode(&s.replace('+', " "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn res(path: &str) -> ResourcePath {
+        match parse_path(path) {
+            Path::Resource(r) => r,
+            other => panic!("{path} parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_namespaced_and_cluster_paths() {
+        let r = res("/api/v1/namespaces/default/pods/web/status");
+        assert_eq!((r.group.as_str(), r.version.as_str()), ("", "v1"));
+        assert_eq!(r.namespace.as_deref(), Some("default"));
+        assert_eq!((r.resource.as_str(), r.name.as_deref(), r.subresource.as_deref()), ("pods", Some("web"), Some("status")));
+
+        let r = res("/api/v1/namespaces/kube-system");
+        assert_eq!((r.namespace, r.resource.as_str(), r.name.as_deref()), (None, "namespaces", Some("kube-system")));
+
+        let r = res("/api/v1/namespaces/x/finalize");
+        assert_eq!((r.name.as_deref(), r.subresource.as_deref()), (Some("x"), Some("finalize")));
+
+        let r = res("/apis/apps/v1/namespaces/default/deployments");
+        assert_eq!((r.group.as_str(), r.resource.as_str(), r.name), ("apps", "deployments", None));
+
+        let r = res("/apis/rbac.authorization.k8s.io/v1/clusterroles/system%3Aadmin");
+        assert_eq!(r.name.as_deref(), Some("system:admin"));
+
+        let r = res("/api/v1/watch/namespaces/default/configmaps");
+        assert!(r.legacy_watch);
+        assert_eq!(r.resource, "configmaps");
+    }
+
+    #[test]
+    fn parses_discovery_paths() {
+        assert_eq!(parse_path("/api"), Path::DiscoveryRoot { core: true });
+        assert_eq!(parse_path("/apis/"), Path::DiscoveryRoot { core: false });
+        assert_eq!(parse_path("/apis/apps/v1"), Path::GroupVersion { group: "apps".into(), version: "v1".into() });
+        assert_eq!(parse_path("/version"), Path::Other("/version".into()));
+    }
+
+    #[test]
+    fn query_values_are_form_decoded() {
+        let q = Query::parse(Some("labelSelector=app%3Dweb%2Ctier+in+(a)&watch=true&limit=500"));
+        assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
+        assert!(q.flag("watch"));
+        assert!(!q.flag("missing"));
+    }
+}

@@ -1,0 +1,255 @@
+//! API errors and their `metav1.Status` bodies, with upstream's reasons, codes and messages.
+
+use serde_json::{json, Value};
+
+/// A field-level problem reported inside an `Invalid` Status.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Cause {
+    /// Upstream's cause type, e.g. `FieldValueInvalid`, `FieldValueRequired`.
+    pub reason: &'static str,
+    /// The JSON path of the field, e.g. `metadata.name`.
+    pub field: String,
+    /// The message as upstream phrases it (`Invalid value: "x": ...`).
+    pub message: String,
+}
+
+impl Cause {
+    pub fn invalid(field: impl Into<String>, value: &str, detail: &str) -> Self {
+        Cause {
+            reason: "FieldValueInvalid",
+            field: field.into(),
+            message: format!("Invalid value: {}: {detail}", json!(value)),
+        }
+    }
+
+    pub fn required(field: impl Into<String>, detail: &str) -> Self {
+        let message = if detail.is_empty() {
+            "Required value".to_string()
+        } else {
+            format!("Required value: {detail}")
+        };
+        Cause { reason: "FieldValueRequired", field: field.into(), message }
+    }
+
+    pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
+        Cause { reason: "FieldValueForbidden", field: field.into(), message: format!("Forbidden: {detail}") }
+    }
+
+    pub fn too_long(field: impl Into<String>, detail: &str) -> Self {
+        Cause { reason: "FieldValueTooLong", field: field.into(), message: format!("Too long: {detail}") }
+    }
+}
+
+/// The resource an error is about, as upstream's `details` names it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Target {
+    pub group: String,
+    /// The plural resource name (`configmaps`), which upstream puts in `details.kind`.
+    pub resource: String,
+    pub name: String,
+}
+
+impl Target {
+    pub fn new(group: &str, resource: &str, name: &str) -> Self {
+        Target { group: group.into(), resource: resource.into(), name: name.into() }
+    }
+
+    /// `deployments.apps` or `configmaps`: how upstream names a resource in messages.
+    pub fn qualified(&self) -> String {
+        if self.group.is_empty() {
+            self.resource.clone()
+        } else {
+            format!("{}.{}", self.resource, self.group)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{} \"{}\" not found", .0.qualified(), .0.name)]
+    NotFound(Target),
+    #[error("the server could not find the requested resource")]
+    NoSuchResource,
+    #[error("{} \"{}\" already exists", .0.qualified(), .0.name)]
+    AlreadyExists(Target),
+    #[error("Operation cannot be fulfilled on {} \"{}\": {}", .0.qualified(), .0.name, .1)]
+    Conflict(Target, String),
+    /// `kind` is the object's Kind (`ConfigMap`), as upstream uses in Invalid messages.
+    #[error("{}", invalid_message(.kind, &.target.name, .causes))]
+    Invalid { target: Target, kind: String, causes: Vec<Cause> },
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Gone(String),
+    /// A patch that cannot be applied (a failed JSON-patch `test`, a missing path).
+    #[error("{0}")]
+    Unprocessable(String),
+    #[error("the server does not allow this method on the requested resource")]
+    MethodNotAllowed,
+    #[error("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")]
+    UnsupportedMediaType,
+    #[error("only the following media types are accepted: application/json, application/yaml, application/json;as=Table;v=v1;g=meta.k8s.io")]
+    NotAcceptable,
+    #[error("Request entity too large: limit is {0}")]
+    TooLarge(usize),
+    #[error("Unauthorized")]
+    Unauthorized,
+    #[error("{} \"{}\" is forbidden: {}", .0.qualified(), .0.name, .1)]
+    Forbidden(Target, String, Option<Cause>),
+    #[error("Internal error occurred: {0}")]
+    Internal(String),
+    #[error("{0}")]
+    ServiceUnavailable(String),
+}
+
+fn invalid_message(kind: &str, name: &str, causes: &[Cause]) -> String {
+    let details: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+    match details.len() {
+        0 => format!("{kind} \"{name}\" is invalid"),
+        1 => format!("{kind} \"{name}\" is invalid: {}", details[0]),
+        _ => format!("{kind} \"{name}\" is invalid: [{}]", details.join(", ")),
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ApiError>;
+
+impl ApiError {
+    pub fn code(&self) -> u16 {
+        match self {
+            ApiError::NotFound(_) | ApiError::NoSuchResource => 404,
+            ApiError::AlreadyExists(_) | ApiError::Conflict(..) => 409,
+            ApiError::Invalid { .. } | ApiError::Unprocessable(_) => 422,
+            ApiError::BadRequest(_) => 400,
+            ApiError::Gone(_) => 410,
+            ApiError::MethodNotAllowed => 405,
+            ApiError::UnsupportedMediaType => 415,
+            ApiError::NotAcceptable => 406,
+            ApiError::TooLarge(_) => 413,
+            ApiError::Unauthorized => 401,
+            ApiError::Forbidden(..) => 403,
+            ApiError::Internal(_) => 500,
+            ApiError::ServiceUnavailable(_) => 503,
+        }
+    }
+
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ApiError::NotFound(_) | ApiError::NoSuchResource => "NotFound",
+            ApiError::AlreadyExists(_) => "AlreadyExists",
+            ApiError::Conflict(..) => "Conflict",
+            ApiError::Invalid { .. } | ApiError::Unprocessable(_) => "Invalid",
+            ApiError::BadRequest(_) => "BadRequest",
+            ApiError::Gone(_) => "Expired",
+            ApiError::MethodNotAllowed => "MethodNotAllowed",
+            ApiError::UnsupportedMediaType => "UnsupportedMediaType",
+            ApiError::NotAcceptable => "NotAcceptable",
+            ApiError::TooLarge(_) => "RequestEntityTooLarge",
+            ApiError::Unauthorized => "Unauthorized",
+            ApiError::Forbidden(..) => "Forbidden",
+            ApiError::Internal(_) => "InternalError",
+            ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
+        }
+    }
+
+    /// The `metav1.Status` body upstream sends for this error.
+    pub fn to_status(&self) -> Value {
+        let mut status = json!({
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.to_string(),
+            "reason": self.reason(),
+            "code": self.code(),
+        });
+        let details = match self {
+            ApiError::NotFound(t) | ApiError::AlreadyExists(t) | ApiError::Conflict(t, _) => Some(target_details(t)),
+            ApiError::Forbidden(t, _, cause) => {
+                let mut d = target_details(t);
+                if let Some(c) = cause {
+                    d["causes"] = json!([{"reason": c.reason, "message": c.message, "field": c.field}]);
+                }
+                Some(d)
+            }
+            ApiError::Invalid { target, kind, causes } => {
+                let mut d = target_details(target);
+                d["kind"] = json!(kind);
+                d["causes"] = causes
+                    .iter()
+                    .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                    .collect();
+                Some(d)
+            }
+            ApiError::Internal(msg) => Some(json!({"causes": [{"message": msg}]})),
+            _ => None,
+        };
+        if let Some(d) = details {
+            status["details"] = d;
+        }
+        status
+    }
+}
+
+fn target_details(t: &Target) -> Value {
+    let mut d = json!({"name": t.name, "kind": t.resource});
+    if !t.group.is_empty() {
+        d["group"] = json!(t.group);
+    }
+    d
+}
+
+impl From<crate::storage::Error> for ApiError {
+    fn from(e: crate::storage::Error) -> Self {
+        use crate::storage::Error as E;
+        match e {
+            E::Compacted { requested, compacted } => {
+                ApiError::Gone(format!("too old resource version: {requested} ({compacted})"))
+            }
+            E::FutureRevision { requested, current } => ApiError::ServiceUnavailable(format!(
+                "Too large resource version: {requested}, current resource version: {current}"
+            )),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn not_found_names_the_qualified_resource() {
+        let e = ApiError::NotFound(Target::new("apps", "deployments", "web"));
+        let s = e.to_status();
+        assert_eq!(s["message"], "deployments.apps \"web\" not found");
+        assert_eq!(s["code"], 404);
+        assert_eq!(s["details"]["group"], "apps");
+        assert_eq!(s["details"]["kind"], "deployments");
+    }
+
+    #[test]
+    fn invalid_lists_every_cause_like_upstream() {
+        let e = ApiError::Invalid {
+            target: Target::new("", "configmaps", "Bad"),
+            kind: "ConfigMap".into(),
+            causes: vec![Cause::invalid("metadata.name", "Bad", "must be lowercase"), Cause::required("data", "")],
+        };
+        let s = e.to_status();
+        assert_eq!(
+            s["message"],
+            "ConfigMap \"Bad\" is invalid: [metadata.name: Invalid value: \"Bad\": must be lowercase, data: Required value]"
+        );
+        assert_eq!(s["reason"], "Invalid");
+        assert_eq!(s["code"], 422);
+        assert_eq!(s["details"]["kind"], "ConfigMap");
+        assert_eq!(s["details"]["causes"][1]["reason"], "FieldValueRequired");
+    }
+
+    #[test]
+    fn compacted_storage_error_is_410_expired() {
+        let e: ApiError = crate::storage::Error::Compacted { requested: 3, compacted: 10 }.into();
+        assert_eq!(e.code(), 410);
+        assert_eq!(e.reason(), "Expired");
+        assert_eq!(e.to_string(), "too old resource version: 3 (10)");
+    }
+}

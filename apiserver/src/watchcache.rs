@@ -1,0 +1,255 @@
+//! The watch cache: one per resource, kept current by a storage watch. It serves
+//! watches (fan-out from one storage watch), `LIST` and `GET` with `resourceVersion=0`,
+//! and a short history so watches can resume from a recent resourceVersion.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::Value;
+use tokio::sync::{broadcast, watch};
+
+use crate::object;
+use crate::storage::{EventKind, ListOptions, Storage};
+use crate::status::{ApiError, Result};
+
+/// Events kept for watches that resume from an older resourceVersion.
+const HISTORY: usize = 10_000;
+/// Live events buffered per watcher before a slow watcher is cut off.
+const FANOUT_BUFFER: usize = 8192;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl EventType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Added => "ADDED",
+            EventType::Modified => "MODIFIED",
+            EventType::Deleted => "DELETED",
+        }
+    }
+}
+
+/// One change, with the object as stored (resourceVersion set) and what it replaced.
+#[derive(Debug)]
+pub struct CacheEvent {
+    pub kind: EventType,
+    pub key: String,
+    pub object: Arc<Value>,
+    pub prev: Option<Arc<Value>>,
+    pub revision: i64,
+    json: OnceLock<Bytes>,
+}
+
+impl CacheEvent {
+    fn new(kind: EventType, key: String, object: Arc<Value>, prev: Option<Arc<Value>>, revision: i64) -> Self {
+        CacheEvent { kind, key, object, prev, revision, json: OnceLock::new() }
+    }
+
+    /// The object serialized once and shared by every watcher.
+    pub fn object_json(&self) -> &Bytes {
+        self.json.get_or_init(|| Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default()))
+    }
+}
+
+#[derive(Default)]
+struct State {
+    objects: BTreeMap<String, Arc<Value>>,
+    revision: i64,
+    history: VecDeque<Arc<CacheEvent>>,
+    /// Every event with a revision above this one is in `history`.
+    complete_after: i64,
+}
+
+/// What a new watcher starts with.
+pub struct Subscription {
+    /// Objects that exist at `revision` (only when initial state was asked for).
+    pub initial: Vec<Arc<Value>>,
+    /// Buffered events after the requested revision.
+    pub backlog: Vec<Arc<CacheEvent>>,
+    pub live: broadcast::Receiver<Arc<CacheEvent>>,
+    pub revision: i64,
+}
+
+pub struct WatchCache {
+    prefix: String,
+    state: RwLock<State>,
+    fanout: RwLock<broadcast::Sender<Arc<CacheEvent>>>,
+    progress: watch::Sender<i64>,
+}
+
+/// Parses a stored value into an object carrying its resourceVersion.
+pub fn decode(value: &[u8], revision: i64) -> Result<Value> {
+    let mut obj: Value = serde_json::from_slice(value)
+        .map_err(|e| ApiError::Internal(format!("stored object is not valid JSON: {e}")))?;
+    object::set_resource_version(&mut obj, revision);
+    Ok(obj)
+}
+
+impl WatchCache {
+    /// Loads every object under `prefix` and starts following changes.
+    pub async fn start(storage: Arc<dyn Storage>, prefix: String) -> Result<Arc<Self>> {
+        let (fanout, _) = broadcast::channel(FANOUT_BUFFER);
+        let (progress, _) = watch::channel(0);
+        let cache = Arc::new(WatchCache {
+            prefix,
+            state: RwLock::new(State::default()),
+            fanout: RwLock::new(fanout),
+            progress,
+        });
+        let revision = cache.reload(&*storage).await?;
+        let weak = Arc::downgrade(&cache);
+        tokio::spawn(async move { follow(weak, storage, revision).await });
+        Ok(cache)
+    }
+
+    /// Replaces the state with a fresh read of storage; returns the read revision.
+    async fn reload(&self, storage: &dyn Storage) -> Result<i64> {
+        let mut objects = BTreeMap::new();
+        let mut opts = ListOptions { limit: 5000, ..Default::default() };
+        let revision = loop {
+            let page = storage.list(&self.prefix, opts.clone()).await?;
+            for kv in &page.kvs {
+                objects.insert(kv.key.clone(), Arc::new(decode(&kv.value, kv.mod_revision)?));
+            }
+            if !page.more {
+                break page.revision;
+            }
+            opts.revision = Some(page.revision);
+            opts.start_after = page.kvs.last().map(|kv| kv.key.clone());
+        };
+        let mut state = self.state.write().expect("watch cache lock poisoned");
+        *state = State { objects, revision, history: VecDeque::new(), complete_after: revision };
+        // Watchers of the old state cannot be continued without a gap: end them.
+        *self.fanout.write().expect("fanout lock poisoned") = broadcast::channel(FANOUT_BUFFER).0;
+        drop(state);
+        self.progress.send_replace(revision);
+        Ok(revision)
+    }
+
+    fn apply(&self, event: crate::storage::Event) -> Result<()> {
+        let revision = event.revision();
+        let mut state = self.state.write().expect("watch cache lock poisoned");
+        let prev = state.objects.get(&event.kv.key).cloned();
+        let (kind, object) = match event.kind {
+            EventKind::Put => {
+                let obj = Arc::new(decode(&event.kv.value, revision)?);
+                state.objects.insert(event.kv.key.clone(), obj.clone());
+                (if prev.is_some() { EventType::Modified } else { EventType::Added }, obj)
+            }
+            EventKind::Delete => {
+                state.objects.remove(&event.kv.key);
+                // Upstream reports a deleted object with the revision of the delete.
+                (EventType::Deleted, Arc::new(decode(&event.kv.value, revision)?))
+            }
+        };
+        let ev = Arc::new(CacheEvent::new(kind, event.kv.key, object, prev, revision));
+        state.revision = revision;
+        if state.history.len() == HISTORY {
+            if let Some(old) = state.history.pop_front() {
+                state.complete_after = old.revision;
+            }
+        }
+        state.history.push_back(ev.clone());
+        let _ = self.fanout.read().expect("fanout lock poisoned").send(ev);
+        drop(state);
+        self.progress.send_replace(revision);
+        Ok(())
+    }
+
+    pub fn revision(&self) -> i64 {
+        self.state.read().expect("watch cache lock poisoned").revision
+    }
+
+    /// Waits (briefly) until the cache has seen `revision`; false if it did not.
+    pub async fn wait_for(&self, revision: i64, timeout: Duration) -> bool {
+        let mut rx = self.progress.subscribe();
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision)).await.is_ok_and(|r| r.is_ok())
+    }
+
+    pub fn get(&self, key: &str) -> Option<Arc<Value>> {
+        self.state.read().expect("watch cache lock poisoned").objects.get(key).cloned()
+    }
+
+    /// Every object under `prefix` (a namespace or the whole resource), and the revision.
+    pub fn list(&self, prefix: &str) -> (Vec<Arc<Value>>, i64) {
+        let state = self.state.read().expect("watch cache lock poisoned");
+        let items = state
+            .objects
+            .range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(_, v)| v.clone())
+            .collect();
+        (items, state.revision)
+    }
+
+    /// Registers a watcher. With `after = None` it starts from the current state
+    /// (returned in `initial`); otherwise from the events after that revision, or
+    /// 410 Gone when they are no longer kept.
+    pub fn subscribe(&self, prefix: &str, after: Option<i64>) -> Result<Subscription> {
+        let state = self.state.read().expect("watch cache lock poisoned");
+        let live = self.fanout.read().expect("fanout lock poisoned").subscribe();
+        match after {
+            None => Ok(Subscription {
+                initial: state
+                    .objects
+                    .range(prefix.to_string()..)
+                    .take_while(|(k, _)| k.starts_with(prefix))
+                    .map(|(_, v)| v.clone())
+                    .collect(),
+                backlog: Vec::new(),
+                live,
+                revision: state.revision,
+            }),
+            Some(rev) if rev < state.complete_after => Err(ApiError::Gone(format!(
+                "too old resource version: {rev} ({})",
+                state.complete_after + 1
+            ))),
+            Some(rev) => Ok(Subscription {
+                initial: Vec::new(),
+                backlog: state.history.iter().filter(|e| e.revision > rev).cloned().collect(),
+                live,
+                revision: rev.max(state.revision),
+            }),
+        }
+    }
+}
+
+/// Applies storage events to the cache until it is dropped; reloads after errors.
+async fn follow(cache: std::sync::Weak<WatchCache>, storage: Arc<dyn Storage>, mut revision: i64) {
+    loop {
+        let Some(prefix) = cache.upgrade().map(|c| c.prefix.clone()) else { return };
+        match storage.watch(&prefix, revision).await {
+            Ok(mut stream) => {
+                while let Some(item) = stream.next().await {
+                    let Some(c) = cache.upgrade() else { return };
+                    let result = item.map_err(ApiError::from).and_then(|ev| {
+                        let rev = ev.revision();
+                        c.apply(ev).map(|_| rev)
+                    });
+                    match result {
+                        Ok(rev) => revision = rev,
+                        Err(e) => {
+                            tracing::warn!(prefix = %prefix, error = %e, "watch cache lost its storage watch");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(prefix = %prefix, error = %e, "watch cache cannot watch storage"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let Some(c) = cache.upgrade() else { return };
+        match c.reload(&*storage).await {
+            Ok(rev) => revision = rev,
+            Err(e) => tracing::warn!(prefix = %prefix, error = %e, "watch cache reload failed"),
+        }
+    }
+}
