@@ -392,3 +392,142 @@ fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     }
     result.map_err(io_err(path))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode(path: &Path) -> u32 {
+        fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn ensure_is_idempotent_and_keeps_the_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure(dir.path(), &[]).unwrap();
+        let second = ensure(dir.path(), &[]).unwrap();
+        assert_eq!(first, second, "nothing may be regenerated on a second call");
+        assert!(first.ca_cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+        for name in ["ca.crt", "ca.key", "server.crt", "server.key", "admin.crt", "admin.key"] {
+            assert!(dir.path().join("pki").join(name).is_file(), "{name} missing");
+        }
+    }
+
+    #[test]
+    fn new_server_host_reissues_only_the_serving_cert() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure(dir.path(), &[]).unwrap();
+        let extra = vec!["api.example.com".to_string(), "192.168.7.9".to_string()];
+        let second = ensure(dir.path(), &extra).unwrap();
+        assert_eq!(first.ca_cert_pem, second.ca_cert_pem);
+        assert_eq!(first.ca_key_pem, second.ca_key_pem);
+        assert_eq!(first.admin_cert_pem, second.admin_cert_pem);
+        assert_ne!(first.server_cert_pem, second.server_cert_pem);
+        assert!(missing_hosts(&second.server_cert_pem, &required_hosts(&extra)).unwrap().is_empty());
+        // Already covered (case and address spelling differ): no further reissue.
+        let third = ensure(dir.path(), &["API.example.com".to_string(), "0:0:0:0:0:0:0:1".to_string()]).unwrap();
+        assert_eq!(second.server_cert_pem, third.server_cert_pem);
+    }
+
+    #[test]
+    fn serving_cert_covers_default_hosts() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ensure(dir.path(), &[]).unwrap();
+        let wanted: Vec<String> = DEFAULT_SERVER_HOSTS.iter().map(|h| h.to_string()).collect();
+        assert!(missing_hosts(&pki.server_cert_pem, &wanted).unwrap().is_empty());
+        if let Some(host) = hostname() {
+            assert!(missing_hosts(&pki.server_cert_pem, &[host]).unwrap().is_empty());
+        }
+    }
+
+    #[test]
+    fn key_files_are_private() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure(dir.path(), &[]).unwrap();
+        let pki_dir = dir.path().join("pki");
+        for key in ["ca.key", "server.key", "admin.key"] {
+            assert_eq!(mode(&pki_dir.join(key)), 0o600, "{key}");
+        }
+        assert_eq!(mode(&pki_dir.join("ca.crt")), 0o644);
+        assert_eq!(mode(&pki_dir), 0o700);
+    }
+
+    #[test]
+    fn half_present_ca_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        ensure(dir.path(), &[]).unwrap();
+        fs::remove_file(dir.path().join("pki/ca.key")).unwrap();
+        assert!(matches!(ensure(dir.path(), &[]), Err(Error::Invalid { .. })));
+    }
+
+    #[test]
+    fn mismatched_leaf_is_reissued() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = ensure(dir.path(), &[]).unwrap();
+        fs::write(dir.path().join("pki/admin.key"), &first.server_key_pem).unwrap();
+        let second = ensure(dir.path(), &[]).unwrap();
+        assert_ne!(first.admin_cert_pem, second.admin_cert_pem);
+        assert!(pair_matches("admin", &second.admin_cert_pem, &second.admin_key_pem).unwrap());
+    }
+
+    #[test]
+    fn admin_cert_is_a_client_cert_for_system_masters() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ensure(dir.path(), &[]).unwrap();
+        let der = pem_to_der("admin", &pki.admin_cert_pem).unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+        let cn = cert.subject().iter_common_name().next().unwrap().as_str().unwrap();
+        let o = cert.subject().iter_organization().next().unwrap().as_str().unwrap();
+        assert_eq!((cn, o), (ADMIN_USER, ADMIN_GROUP));
+        let eku = cert.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.client_auth && !eku.server_auth);
+        let ca_der = pem_to_der("ca", &pki.ca_cert_pem).unwrap();
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        assert_eq!(cert.issuer(), ca.subject());
+        assert!(ca.is_ca());
+        let years = (ca.validity().not_after.timestamp() - ca.validity().not_before.timestamp()) / (365 * 86400);
+        assert!(years >= 10, "CA validity {years} years");
+    }
+
+    #[test]
+    fn more_than_one_group_is_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ensure(dir.path(), &[]).unwrap();
+        assert!(matches!(pki.issue_client_cert("x", &["a", "b"]), Err(Error::Unsupported(_))));
+        let (cert, key) = pki.issue_client_cert("system:node:n1", &["system:nodes"]).unwrap();
+        assert!(pair_matches("node", &cert, &key).unwrap());
+    }
+
+    #[test]
+    fn kubeconfig_has_expected_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ensure(dir.path(), &[]).unwrap();
+        let path = dir.path().join("conf/kubeconfig");
+        write_kubeconfig(&path, "https://127.0.0.1:6443", &pki, &pki.admin_cert_pem, &pki.admin_key_pem).unwrap();
+        // Overwriting goes through the same atomic path.
+        write_kubeconfig(&path, "https://127.0.0.1:6443", &pki, &pki.admin_cert_pem, &pki.admin_key_pem).unwrap();
+        assert_eq!(mode(&path), 0o600);
+        let leftovers: Vec<_> = fs::read_dir(path.parent().unwrap()).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "temporary files left behind");
+
+        let doc: serde_yaml::Value = serde_yaml::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        let b64 = |v: &serde_yaml::Value| {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap();
+            String::from_utf8(bytes).unwrap()
+        };
+        assert_eq!(doc["kind"].as_str(), Some("Config"));
+        assert_eq!(doc["current-context"].as_str(), Some("kybern"));
+        let cluster = &doc["clusters"][0];
+        assert_eq!(cluster["name"].as_str(), Some("kybern"));
+        assert_eq!(cluster["cluster"]["server"].as_str(), Some("https://127.0.0.1:6443"));
+        assert_eq!(b64(&cluster["cluster"]["certificate-authority-data"]), pki.ca_cert_pem);
+        let user = &doc["users"][0];
+        assert_eq!(user["name"].as_str(), Some("kybern-admin"));
+        assert_eq!(b64(&user["user"]["client-certificate-data"]), pki.admin_cert_pem);
+        assert_eq!(b64(&user["user"]["client-key-data"]), pki.admin_key_pem);
+        let context = &doc["contexts"][0];
+        assert_eq!(context["name"].as_str(), Some("kybern"));
+        assert_eq!(context["context"]["cluster"].as_str(), Some("kybern"));
+        assert_eq!(context["context"]["user"].as_str(), Some("kybern-admin"));
+    }
+}
