@@ -122,11 +122,7 @@ pub fn identity_from_certs(certs: &[CertificateDer<'_>]) -> Option<ClientIdentit
     if user.is_empty() {
         return None;
     }
-    let groups = subject
-        .iter_organization()
-        .filter_map(|o| o.as_str().ok())
-        .map(str::to_string)
-        .collect();
+    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok()).map(str::to_string).collect();
     Some(ClientIdentity { user, groups })
 }
 
