@@ -15,7 +15,8 @@ use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose as Ku, PublicKeyData, SanType, PKCS_ECDSA_P256_SHA256,
 };
-use x509_parser::extensions::GeneralName;
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::{GeneralName, ParsedExtension};
 
 /// Common name of the cluster CA.
 pub const CA_COMMON_NAME: &str = "kybern-ca";
@@ -98,14 +99,14 @@ pub fn ensure(dir: &Path, server_hosts: &[String]) -> Result<Pki> {
     fs::set_permissions(&pki_dir, fs::Permissions::from_mode(0o700)).map_err(io_err(&pki_dir))?;
     let file = |name: &str| pki_dir.join(name);
 
-    let (ca_cert_pem, ca_key_pem, ca_created) = match (read_opt(&file("ca.crt"))?, read_opt(&file("ca.key"))?) {
-        (Some(cert), Some(key)) if pair_matches("ca.crt", &cert, &key)? => (cert, key, false),
+    let (ca_cert_pem, ca_key_pem) = match (read_opt(&file("ca.crt"))?, read_opt(&file("ca.key"))?) {
+        (Some(cert), Some(key)) if pair_matches("ca.crt", &cert, &key)? => (cert, key),
         (Some(_), Some(_)) => return Err(invalid("ca.crt", "certificate and ca.key do not match")),
         (None, None) => {
             let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
             let pair = (ca_params().self_signed(&key)?.pem(), key.serialize_pem());
             write_pair(&file("ca.crt"), &file("ca.key"), &pair)?;
-            (pair.0, pair.1, true)
+            pair
         }
         _ => return Err(invalid(pki_dir.display().to_string(), "only one of ca.crt and ca.key exists")),
     };
@@ -117,16 +118,18 @@ pub fn ensure(dir: &Path, server_hosts: &[String]) -> Result<Pki> {
         admin_cert_pem: String::new(),
         admin_key_pem: String::new(),
     };
+    // Leaves whose authority key identifier is not this CA's were issued by another CA.
+    let ca_key_id = ca_params().key_identifier(&KeyPair::from_pem(&pki.ca_key_pem)?);
     let hosts = required_hosts(server_hosts);
     (pki.server_cert_pem, pki.server_key_pem) = load_or_issue(
         (&file("server.crt"), &file("server.key")),
-        ca_created,
+        &ca_key_id,
         |cert| missing_hosts(cert, &hosts).is_ok_and(|m| m.is_empty()),
         || pki.issue_server_cert(&hosts),
     )?;
     (pki.admin_cert_pem, pki.admin_key_pem) = load_or_issue(
         (&file("admin.crt"), &file("admin.key")),
-        ca_created,
+        &ca_key_id,
         |_| true,
         || pki.issue_client_cert(ADMIN_USER, &[ADMIN_GROUP]),
     )?;
@@ -249,8 +252,16 @@ fn hostname() -> Option<String> {
     (!name.is_empty() && name.len() <= 253 && dns_chars).then_some(name)
 }
 
+/// The key identifier in `cert`'s authority key identifier extension, if any.
+fn authority_key_id(cert: &X509Certificate) -> Option<Vec<u8>> {
+    cert.extensions().iter().find_map(|ext| match ext.parsed_extension() {
+        ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref().map(|k| k.0.to_vec()),
+        _ => None,
+    })
+}
+
 /// Runs `f` on the parsed certificate in `pem`.
-fn with_cert<T>(what: &str, pem: &str, f: impl FnOnce(&x509_parser::certificate::X509Certificate) -> T) -> Result<T> {
+fn with_cert<T>(what: &str, pem: &str, f: impl FnOnce(&X509Certificate) -> T) -> Result<T> {
     let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| invalid(what, e))?;
     let (_, cert) = x509_parser::parse_x509_certificate(&parsed.contents).map_err(|e| invalid(what, e))?;
     Ok(f(&cert))
@@ -282,19 +293,18 @@ fn pair_matches(what: &str, cert_pem: &str, key_pem: &str) -> Result<bool> {
     with_cert(what, cert_pem, |cert| cert.public_key().raw == spki.as_slice())
 }
 
-/// Returns the stored pair at `paths` if present, matching and `acceptable` (and not `force_new`);
-/// otherwise issues, stores and returns a new one.
+/// Returns the stored pair at `paths` if present, matching, issued by the CA with key id
+/// `ca_key_id` and `acceptable`; otherwise issues, stores and returns a new one.
 fn load_or_issue(
     (cert_path, key_path): (&Path, &Path),
-    force_new: bool,
+    ca_key_id: &[u8],
     acceptable: impl FnOnce(&str) -> bool,
     issue: impl FnOnce() -> Result<(String, String)>,
 ) -> Result<(String, String)> {
-    if !force_new {
-        if let (Some(cert), Some(key)) = (read_opt(cert_path)?, read_opt(key_path)?) {
-            if pair_matches("leaf", &cert, &key).unwrap_or(false) && acceptable(&cert) {
-                return Ok((cert, key));
-            }
+    if let (Some(cert), Some(key)) = (read_opt(cert_path)?, read_opt(key_path)?) {
+        let same_ca = with_cert("leaf", &cert, authority_key_id).is_ok_and(|id| id.as_deref() == Some(ca_key_id));
+        if same_ca && pair_matches("leaf", &cert, &key).unwrap_or(false) && acceptable(&cert) {
+            return Ok((cert, key));
         }
     }
     let pair = issue()?;
@@ -385,6 +395,16 @@ mod tests {
         assert!(pair_matches("admin", &second.admin_cert_pem, &second.admin_key_pem).unwrap());
         fs::remove_file(dir.path().join("pki/ca.key")).unwrap();
         assert!(matches!(ensure(dir.path(), &[]), Err(Error::Invalid { .. })), "half a CA is refused");
+        // A CA replaced from elsewhere: leaves issued by the old CA are reissued.
+        let other = tempfile::tempdir().unwrap();
+        let foreign = ensure(other.path(), &[]).unwrap();
+        for name in ["ca.crt", "ca.key"] {
+            fs::copy(other.path().join("pki").join(name), dir.path().join("pki").join(name)).unwrap();
+        }
+        let third = ensure(dir.path(), &[]).unwrap();
+        assert_eq!(third.ca_cert_pem, foreign.ca_cert_pem);
+        assert_ne!(third.server_cert_pem, second.server_cert_pem);
+        assert_ne!(third.admin_cert_pem, second.admin_cert_pem);
     }
 
     #[test]
