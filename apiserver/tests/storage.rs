@@ -1,0 +1,173 @@
+//! Runs the storage contract suite against both backends (the etcd one against a real
+//! etcd this test starts), plus restart and crash-durability tests of the embedded store.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apiserver::storage::embedded::EmbeddedStore;
+use apiserver::storage::etcd::EtcdStore;
+use apiserver::storage::{suite, ListOptions, Storage};
+use bytes::Bytes;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("kybern.redb")).unwrap();
+    suite::run_all(store.clone()).await;
+    assert!(store.size_on_disk().await.unwrap() > 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_survives_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kybern.redb");
+    let (last, compacted) = {
+        let store = EmbeddedStore::open(&path).unwrap();
+        let mut last = 0;
+        for i in 0..20 {
+            last = store.create(&format!("/r/{i:02}"), Bytes::from(format!("v{i}"))).await.unwrap();
+        }
+        let (_, rev) = store.delete("/r/00", None).await.unwrap();
+        store.compact(last).await.unwrap();
+        (rev, last)
+    };
+    let store = EmbeddedStore::open(&path).expect("reopen after drop");
+    assert_eq!(store.current_revision().await.unwrap(), last);
+    assert_eq!(store.compacted_revision().await.unwrap(), compacted);
+    let list = store.list("/r/", ListOptions::default()).await.unwrap();
+    assert_eq!(list.kvs.len(), 19);
+    assert_eq!(list.kvs[0].value.as_ref(), b"v1");
+    let next = store.create("/r/new", Bytes::from_static(b"n")).await.unwrap();
+    assert!(next > last, "revision {next} after restart must exceed {last}");
+    // The delete after the compacted revision can still be watched.
+    let mut w = store.watch("/r/", compacted).await.unwrap();
+    assert_eq!(suite::next_event(&mut w).await.revision(), last);
+}
+
+const CRASH_CHILD_ENV: &str = "KYBERN_STORAGE_CRASH_CHILD";
+
+/// The child half of `embedded_acknowledged_writes_survive_sigkill`: writes keys from
+/// several tasks and prints each one once its create is acknowledged.
+async fn crash_child(path: &Path) {
+    let store = EmbeddedStore::open(path).unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0.. {
+                    let key = format!("/crash/{t}-{i}");
+                    store.create(&key, Bytes::from_static(b"durable")).await.unwrap();
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "ACK {key}").unwrap();
+                    out.flush().unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_acknowledged_writes_survive_sigkill() {
+    if let Ok(path) = std::env::var(CRASH_CHILD_ENV) {
+        crash_child(Path::new(&path)).await;
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("crash.redb");
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "embedded_acknowledged_writes_survive_sigkill", "--nocapture", "--test-threads=1"])
+        .env(CRASH_CHILD_ENV, &path)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut acked = Vec::new();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    while acked.len() < 300 {
+        let line = lines.next().expect("child exited before 300 acknowledgements").unwrap();
+        if let Some(key) = line.strip_prefix("ACK ") {
+            acked.push(key.to_owned());
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    // Acknowledgements the child printed before it died count too.
+    acked.extend(lines.map_while(|l| l.ok()).filter_map(|l| l.strip_prefix("ACK ").map(str::to_owned)));
+
+    let store = EmbeddedStore::open(&path).expect("reopen after SIGKILL");
+    let present = store.list("/crash/", ListOptions::default()).await.unwrap();
+    let present: std::collections::HashSet<_> = present.kvs.into_iter().map(|kv| kv.key).collect();
+    let lost: Vec<_> = acked.iter().filter(|k| !present.contains(*k)).collect();
+    assert!(lost.is_empty(), "{} of {} acknowledged keys lost, e.g. {:?}", lost.len(), acked.len(), lost.first());
+}
+
+/// A throwaway etcd on loopback, killed when dropped (also when a test panics).
+struct EtcdProcess {
+    child: Child,
+    endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for EtcdProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn etcd_binary() -> PathBuf {
+    let candidates = [std::env::var("ETCD_BIN").ok(), Some("/usr/bin/etcd".into()), Some("/usr/local/bin/etcd".into())];
+    candidates.into_iter().flatten().map(PathBuf::from).find(|p| p.exists()).unwrap_or_else(|| {
+        panic!("the etcd binary is missing (looked for $ETCD_BIN, /usr/bin/etcd, /usr/local/bin/etcd): apt-get install etcd-server")
+    })
+}
+
+async fn start_etcd() -> EtcdProcess {
+    let dir = tempfile::tempdir().unwrap();
+    let (client, peer) = (free_port(), free_port());
+    let endpoint = format!("http://127.0.0.1:{client}");
+    let peer_url = format!("http://127.0.0.1:{peer}");
+    let child = Command::new(etcd_binary())
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
+        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("default={peer_url}")])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap())
+        .spawn()
+        .expect("starting etcd");
+    let etcd = EtcdProcess { child, endpoint, _dir: dir };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(store) = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/probe").await {
+            if store.current_revision().await.is_ok() {
+                return etcd;
+            }
+        }
+        assert!(Instant::now() < deadline, "etcd did not become ready within 30s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_suite() {
+    let etcd = start_etcd().await;
+    let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/kybern").await.unwrap();
+    suite::run_all(store.clone() as Arc<dyn Storage>).await;
+    assert!(store.size_on_disk().await.unwrap() > 0);
+    // A second client with another prefix sees none of the first one's keys.
+    let other = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/elsewhere").await.unwrap();
+    assert!(other.list("/", ListOptions::default()).await.unwrap().kvs.is_empty());
+}
