@@ -326,7 +326,7 @@ impl Tok {
     }
 
     /// In a values context the keywords `in`/`notin` are plain identifiers.
-    fn as_value(self) -> Tok {
+    fn into_value(self) -> Tok {
         match self {
             Tok::In => Tok::Ident("in".into()),
             Tok::NotIn => Tok::Ident("notin".into()),
@@ -414,7 +414,7 @@ struct Parser {
 
 impl Parser {
     fn peek_value(&self) -> Tok {
-        self.tokens[self.pos.min(self.tokens.len() - 1)].clone().as_value()
+        self.tokens[self.pos.min(self.tokens.len() - 1)].clone().into_value()
     }
 
     fn next_value(&mut self) -> Tok {
