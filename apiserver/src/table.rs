@@ -5,6 +5,7 @@ mod batch;
 mod core;
 mod crd;
 mod other;
+mod pod;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

@@ -200,6 +200,18 @@ impl FieldSelector {
     /// Parses a `fieldSelector` for the given API group ("" for core) and
     /// plural resource, rejecting fields that resource does not support.
     pub fn parse(s: &str, group: &str, resource: &str) -> Result<Self, SelectorError> {
+        Self::parse_with_fields(s, group, resource, &[])
+    }
+
+    /// Like [`FieldSelector::parse`], additionally accepting `extra_fields`
+    /// (e.g. a CRD version's `selectableFields` paths without the leading
+    /// dot, such as `spec.color`), read from the object by path.
+    pub fn parse_with_fields(
+        s: &str,
+        group: &str,
+        resource: &str,
+        extra_fields: &[&str],
+    ) -> Result<Self, SelectorError> {
         let mut parts = split_terms(s);
         parts.sort();
         let mut terms = Vec::new();
@@ -216,7 +228,8 @@ impl FieldSelector {
         for t in &terms {
             let ok = t.field == "metadata.name"
                 || t.field == "metadata.namespace"
-                || supported.contains(&t.field.as_str());
+                || supported.contains(&t.field.as_str())
+                || extra_fields.contains(&t.field.as_str());
             if !ok {
                 return Err(SelectorError::new(format!("field label not supported: {}", t.field)));
             }
@@ -336,6 +349,26 @@ mod tests {
     fn escaped_value_matches() {
         let s = FieldSelector::parse("metadata.name=a\\,b", "", "pods").expect("escaped_value_matches");
         assert!(s.matches(&json!({"metadata": {"name": "a,b"}})), "escaped_value_matches");
+    }
+
+    #[test]
+    fn crd_selectable_fields() {
+        let obj = json!({"metadata": {"name": "w"}, "spec": {"color": "blue", "size": 3, "on": true}});
+        let cases = [
+            ("string_field", "spec.color=blue", true),
+            ("integer_field", "spec.size=3", true),
+            ("boolean_field", "spec.on=true", true),
+            ("string_mismatch", "spec.color=red", false),
+        ];
+        let extra = ["spec.color", "spec.size", "spec.on"];
+        for (name, sel, want) in cases {
+            let s = FieldSelector::parse_with_fields(sel, "example.com", "widgets", &extra)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            assert_eq!(s.matches(&obj), want, "{name}");
+        }
+        let err = FieldSelector::parse_with_fields("spec.other=x", "example.com", "widgets", &extra)
+            .expect_err("undeclared_field");
+        assert_eq!(err.message(), "field label not supported: spec.other", "undeclared_field");
     }
 
     #[test]
