@@ -1,1 +1,123 @@
-fn main() {}
+//! The `kybern` command: one binary, each role a subcommand.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use apiserver::server::{self, Config, StorageBackend};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(name = "kybern", version, about = "A small Kubernetes-compatible cluster in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the API server (and, as they land, the controllers and scheduler).
+    Server(ServerArgs),
+    /// Run a single-node cluster with a default data dir and tell how to reach it.
+    Up(UpArgs),
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum StorageArg {
+    /// A single crash-safe file in the data dir (default).
+    Embedded,
+    /// An etcd cluster at --etcd-endpoints.
+    Etcd,
+}
+
+#[derive(Args)]
+struct ServerArgs {
+    /// Where certificates, admin.kubeconfig and embedded storage live.
+    #[arg(long)]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Where certificates, admin.kubeconfig and embedded storage live.
+    #[arg(long, default_value = "/var/lib/kybern")]
+    data_dir: PathBuf,
+    #[command(flatten)]
+    common: CommonArgs,
+}
+
+#[derive(Args)]
+struct CommonArgs {
+    /// Address to serve HTTPS on; port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Storage backend.
+    #[arg(long, value_enum, default_value = "embedded")]
+    storage: StorageArg,
+    /// etcd client URLs, comma-separated (with --storage etcd).
+    #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    etcd_endpoints: Vec<String>,
+    /// Parts not to run: `controllers`, `scheduler`, or a control loop's name.
+    #[arg(long, value_delimiter = ',')]
+    disable: Vec<String>,
+}
+
+impl CommonArgs {
+    fn config(self, data_dir: PathBuf) -> Config {
+        Config {
+            listen: self.listen,
+            storage: match self.storage {
+                StorageArg::Embedded => StorageBackend::Embedded,
+                StorageArg::Etcd => StorageBackend::Etcd,
+            },
+            etcd_endpoints: self.etcd_endpoints,
+            disable: self.disable,
+            ..Config::new(data_dir)
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KYBERN_LOG").unwrap_or_else(|_| "warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Server(args) => serve(args.common.config(args.data_dir), false).await,
+            Command::Up(args) => serve(args.common.config(args.data_dir), true).await,
+        }
+    })
+}
+
+async fn serve(config: Config, up: bool) -> anyhow::Result<()> {
+    let server = server::start(config).await?;
+    wait_ready(&server).await?;
+    println!("ready {}", server.url);
+    if up {
+        eprintln!(
+            "kybern is up. Point kubectl at it with:\n\n    export KUBECONFIG={}\n    kubectl get namespaces\n",
+            server.kubeconfig.display()
+        );
+    }
+    tokio::select! {
+        r = server.wait() => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+/// Waits until /readyz answers ok, as a client would see it.
+async fn wait_ready(server: &server::Server) -> anyhow::Result<()> {
+    for _ in 0..100 {
+        if server.probe_ready().await {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("the server did not answer /readyz within 10 seconds; run with KYBERN_LOG=debug to see why")
+}

@@ -55,6 +55,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub kubeconfig: PathBuf,
     pub api: Arc<Api>,
+    data_dir: PathBuf,
     tasks: JoinSet<()>,
 }
 
@@ -65,6 +66,23 @@ impl Server {
             r.context("server task failed")?;
         }
         Ok(())
+    }
+
+    /// Asks the server's own `/readyz` over HTTPS, as a client would.
+    pub async fn probe_ready(&self) -> bool {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let attempt = async {
+            let pki = pki::ensure(&self.data_dir, &[]).ok()?;
+            let config = tls::anonymous_client_config(&pki).ok()?;
+            let tcp = tokio::net::TcpStream::connect(self.addr).await.ok()?;
+            let name = rustls::pki_types::ServerName::try_from("localhost").ok()?;
+            let mut stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.ok()?;
+            stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.ok()?;
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).await.ok()?;
+            Some(response.starts_with(b"HTTP/1.1 200"))
+        };
+        tokio::time::timeout(Duration::from_secs(5), attempt).await.ok().flatten().unwrap_or(false)
     }
 
     /// Stops accepting connections and ends background work.
@@ -112,7 +130,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(listener, TlsAcceptor::from(tls_config), api.clone()));
     tasks.spawn(compact_loop(storage));
-    Ok(Server { url, addr, kubeconfig, api, tasks })
+    Ok(Server { url, addr, kubeconfig, api, data_dir: config.data_dir.clone(), tasks })
 }
 
 async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<Api>) {

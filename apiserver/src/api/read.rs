@@ -62,7 +62,7 @@ pub fn object_response(r: &Resource, req: &ApiRequest, code: StatusCode, obj: &V
     if req.accept.table {
         let printer = TablePrinter::new(&r.group, &r.plural, r.printer_columns.as_ref());
         let rv = crate::object::meta_str(obj, "resourceVersion").unwrap_or("");
-        let t = table::table(&printer, &[obj], include_object(req), true, rv, None, None, crate::object::unix_now());
+        let t = table::table(&printer, &[obj], include_object(req), true, rv, None, None, std::time::SystemTime::now());
         return Ok(json_response(code, &t));
     }
     req.accept.require_json()?;
@@ -70,7 +70,7 @@ pub fn object_response(r: &Resource, req: &ApiRequest, code: StatusCode, obj: &V
 }
 
 pub fn include_object(req: &ApiRequest) -> IncludeObject {
-    req.query.get("includeObject").map(IncludeObject::parse).unwrap_or(IncludeObject::Metadata)
+    req.query.get("includeObject").and_then(IncludeObject::parse).unwrap_or(IncludeObject::Metadata)
 }
 
 pub async fn get(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
@@ -122,7 +122,7 @@ pub async fn list(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Resp
         let printer = TablePrinter::new(&r.group, &r.plural, r.printer_columns.as_ref());
         let converted: Vec<Value> = page.items.iter().map(|o| in_version(r, o).unwrap_or_else(|| (**o).clone())).collect();
         let refs: Vec<&Value> = converted.iter().collect();
-        let t = table::table(&printer, &refs, include_object(req), true, &rv, page.continue_token.as_deref(), None, crate::object::unix_now());
+        let t = table::table(&printer, &refs, include_object(req), true, &rv, page.continue_token.as_deref(), None, std::time::SystemTime::now());
         return Ok(json_response(StatusCode::OK, &t));
     }
     req.accept.require_json()?;

@@ -45,7 +45,7 @@ impl Encoder {
         match (&self.printer, precomputed) {
             (Some(printer), _) => {
                 let rv = crate::object::meta_str(obj, "resourceVersion").unwrap_or("");
-                let t = table::table(printer, &[obj], self.include, !self.sent_columns, rv, None, None, crate::object::unix_now());
+                let t = table::table(printer, &[obj], self.include, !self.sent_columns, rv, None, None, std::time::SystemTime::now());
                 self.sent_columns = true;
                 out.put_slice(&serde_json::to_vec(&t).unwrap_or_default());
             }
