@@ -3,6 +3,7 @@
 
 mod discovery;
 mod negotiate;
+mod openapi;
 mod read;
 mod scale;
 mod strategy;
@@ -37,6 +38,7 @@ pub struct Api {
     caches: Mutex<HashMap<String, Arc<OnceCell<Arc<WatchCache>>>>>,
     /// host:port clients reach this server at (for `/api`'s serverAddressByClientCIDRs).
     pub server_address: String,
+    openapi: openapi::OpenApiCache,
 }
 
 /// The Kubernetes version kybern reports and implements the API of.
@@ -62,7 +64,7 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
 
 impl Api {
     pub fn new(storage: Arc<dyn Storage>, registry: Arc<Registry>, server_address: String) -> Arc<Self> {
-        Arc::new(Api { storage, registry, caches: Mutex::new(HashMap::new()), server_address })
+        Arc::new(Api { storage, registry, caches: Mutex::new(HashMap::new()), server_address, openapi: Default::default() })
     }
 
     /// The watch cache of a resource, started on first use.

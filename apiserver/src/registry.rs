@@ -37,6 +37,8 @@ pub struct Resource {
     pub storage_version: String,
     /// The CRD version's `additionalPrinterColumns`, if any.
     pub printer_columns: Option<Value>,
+    /// The version's `openAPIV3Schema`, if the CRD has one.
+    pub schema: Option<Arc<Value>>,
     /// Whether objects carry a spec whose changes bump `metadata.generation`.
     pub has_spec: bool,
     pub builtin: bool,
@@ -131,6 +133,7 @@ pub fn resources_from_crd(crd: &Value, builtin: bool) -> Result<Vec<Resource>, C
             scale,
             storage_version: storage_version.clone(),
             printer_columns: v.get("additionalPrinterColumns").cloned(),
+            schema: v.pointer("/schema/openAPIV3Schema").cloned().map(Arc::new),
             // User CRDs always track generation; built-ins only when they have a spec.
             has_spec: !builtin || props.is_some_and(|p| p.get("spec").is_some()),
             builtin,

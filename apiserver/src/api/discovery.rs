@@ -18,6 +18,11 @@ pub async fn serve(api: &Api, method: &Method, path: &Path, accept: &Accept) -> 
             return health(api, p).await;
         }
         Path::Other(p) if p == "/version" => version(),
+        Path::Other(p) if p == "/openapi/v3" => api.openapi.index(&snap),
+        Path::Other(p) if p.starts_with("/openapi/v3/") => {
+            let doc = api.openapi.group_version(&snap, &p["/openapi/v3/".len()..]).ok_or(ApiError::NoSuchResource)?;
+            return Ok(bytes_response(StatusCode::OK, "application/json", doc));
+        }
         Path::DiscoveryRoot { core } => {
             if let Some(v) = &accept.aggregated_discovery {
                 let body = aggregated(&snap, *core, v);
