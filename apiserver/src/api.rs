@@ -1,6 +1,7 @@
 //! The REST API: one entry point that turns an HTTP request into a Kubernetes
 //! operation on a registered resource, and errors into `Status` bodies.
 
+mod crd;
 mod discovery;
 mod negotiate;
 mod openapi;
@@ -165,7 +166,7 @@ pub async fn bootstrap(api: &Arc<Api>) -> Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(())
+    crd::load_all(api).await
 }
 
 /// One resource request, parsed.

@@ -5,6 +5,7 @@ pub mod object;
 pub mod pki;
 pub mod registry;
 pub mod request;
+pub mod schema;
 pub mod selectors;
 pub mod server;
 pub mod status;

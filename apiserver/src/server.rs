@@ -121,7 +121,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let storage = open_storage(&config).await?;
     let registry = Arc::new(Registry::with_builtins().context("loading built-in CRDs")?);
     let api = Api::new(storage.clone(), registry, format!("{host}:{}", addr.port()));
-    crate::api::bootstrap(&api).await.context("creating the default namespaces")?;
+    crate::api::bootstrap(&api).await.context("creating the default namespaces and serving stored CRDs")?;
 
     let kubeconfig = config.data_dir.join("admin.kubeconfig");
     pki::write_kubeconfig(&kubeconfig, &url, &pki, &pki.admin_cert_pem, &pki.admin_key_pem)

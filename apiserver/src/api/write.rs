@@ -9,6 +9,7 @@ use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::negotiate::{decode_object, media_type};
+use super::crd;
 use super::read::{get_object, object_response, Filter};
 use super::strategy::{self, SYSTEM_NAMESPACES};
 use super::{json_response, Api, ApiRequest, Body};
@@ -52,6 +53,52 @@ async fn check_namespace(api: &Api, r: &Resource, ns: &str, name: &str) -> Resul
             ))
         }
         Some(_) => Ok(()),
+    }
+}
+
+/// Schema defaulting, pruning and validation (with the request's fieldValidation
+/// directive for unknown fields), and the CRD rules when the object is a CRD.
+fn admit(r: &Resource, req: &ApiRequest, obj: &mut Value, old: Option<&Value>) -> Result<()> {
+    let mut causes = Vec::new();
+    if let Some(schema) = &r.schema {
+        let out = crate::schema::process(schema, obj);
+        causes = out.causes;
+        if !out.unknown_fields.is_empty() && req.query.get("fieldValidation") == Some("Strict") {
+            let list: Vec<String> = out.unknown_fields.iter().map(|f| format!("unknown field {:?}", f)).collect();
+            return Err(ApiError::BadRequest(format!(
+                "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
+                list.join(", "),
+                kind = r.kind,
+                version = r.version,
+            )));
+        }
+    }
+    if crd::is_crd(r) {
+        causes.extend(crd::validate(obj, old));
+        if causes.is_empty() {
+            crd::set_status(obj, old);
+            if old.is_none() {
+                let mut finalizers = object::finalizers(obj);
+                finalizers.push(crd::CLEANUP_FINALIZER.to_string());
+                object::metadata_mut(obj).insert("finalizers".into(), json!(finalizers));
+            }
+        }
+    }
+    if causes.is_empty() {
+        Ok(())
+    } else {
+        Err(strategy::invalid(r, obj, causes))
+    }
+}
+
+/// Side effects of a stored write (serving a CRD, cleaning one up).
+fn after_write(api: &Arc<Api>, r: &Resource, obj: &Value, deleted: bool) {
+    if crd::is_crd(r) {
+        if deleted {
+            crd::after_delete(api, obj);
+        } else {
+            crd::after_write(api, obj);
+        }
     }
 }
 
@@ -106,6 +153,7 @@ pub async fn create(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Re
             object::metadata_mut(&mut obj).insert("name".into(), json!(format!("{base}{}", object::name_suffix())));
         }
         strategy::prepare_create(r, &mut obj);
+        admit(r, req, &mut obj, None)?;
         strategy::validate(r, &obj)?;
         let name = object::name(&obj).to_string();
         if let Some(ns) = req.namespace() {
@@ -117,6 +165,7 @@ pub async fn create(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Re
         match api.storage.create(&r.key(req.namespace(), &name), encode(&obj)?).await {
             Ok(rev) => {
                 object::set_resource_version(&mut obj, rev);
+                after_write(api, r, &obj, false);
                 return object_response(r, req, StatusCode::CREATED, &obj);
             }
             // A generated name collided: upstream retries with a fresh suffix.
@@ -194,7 +243,7 @@ fn strip_directives(mut v: Value) -> Value {
 /// Reads the object, derives the new one, and writes it back if nothing changed in
 /// between (retrying when the caller gave no resourceVersion precondition).
 async fn read_modify_write(
-    api: &Api,
+    api: &Arc<Api>,
     r: &Resource,
     req: &ApiRequest,
     name: &str,
@@ -228,6 +277,7 @@ async fn read_modify_write(
             _ => {}
         }
         let mut next = strategy::prepare_update(r, &current, new, status_only)?;
+        admit(r, req, &mut next, Some(&current))?;
         strategy::validate(r, &next)?;
         if strategy::same_object(&current, &next) {
             return Ok((StatusCode::OK, current));
@@ -236,7 +286,8 @@ async fn read_modify_write(
             return Ok((StatusCode::OK, next));
         }
         let rev: i64 = current_rv.parse().unwrap_or(0);
-        let result = if object::is_deleting(&next) && object::finalizers(&next).is_empty() {
+        let deleted = object::is_deleting(&next) && object::finalizers(&next).is_empty();
+        let result = if deleted {
             // The last finalizer is gone from an object being deleted: delete it now.
             api.storage.delete(&key, Some(rev)).await.map(|(_, r)| r)
         } else {
@@ -245,6 +296,7 @@ async fn read_modify_write(
         match result {
             Ok(new_rev) => {
                 object::set_resource_version(&mut next, new_rev);
+                after_write(api, r, &next, deleted);
                 return Ok((StatusCode::OK, next));
             }
             Err(storage::Error::Conflict { .. }) if precondition.is_none() => continue,
@@ -304,7 +356,7 @@ pub async fn delete(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) 
 
 /// Deletes one object, or only marks it (deletionTimestamp) while finalizers remain or
 /// a node must first stop a pod. Returns the response body upstream sends.
-async fn delete_one(api: &Api, r: &Resource, req: &ApiRequest, name: &str, opts: &DeleteOptions) -> Result<(StatusCode, Value)> {
+async fn delete_one(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str, opts: &DeleteOptions) -> Result<(StatusCode, Value)> {
     let key = r.key(req.namespace(), name);
     if r.group.is_empty() && r.plural == "namespaces" && SYSTEM_NAMESPACES.contains(&name) {
         return Err(ApiError::Forbidden(req.target(r, name), format!("this namespace may not be deleted"), None));
@@ -351,7 +403,10 @@ async fn delete_one(api: &Api, r: &Resource, req: &ApiRequest, name: &str, opts:
                 return Ok((StatusCode::OK, current));
             }
             match api.storage.delete(&key, Some(rv)).await {
-                Ok(_) => return Ok((StatusCode::OK, success_status(r, &current))),
+                Ok(_) => {
+                    after_write(api, r, &current, true);
+                    return Ok((StatusCode::OK, success_status(r, &current)));
+                }
                 Err(storage::Error::Conflict { .. }) => continue,
                 Err(storage::Error::NotFound(_)) => return Err(ApiError::NotFound(req.target(r, name))),
                 Err(e) => return Err(e.into()),
@@ -379,6 +434,7 @@ async fn delete_one(api: &Api, r: &Resource, req: &ApiRequest, name: &str, opts:
         match api.storage.update(&key, encode(&marked)?, rv).await {
             Ok(new_rev) => {
                 object::set_resource_version(&mut marked, new_rev);
+                after_write(api, r, &marked, false);
                 return Ok((StatusCode::OK, marked));
             }
             Err(storage::Error::Conflict { .. }) => continue,

@@ -1,0 +1,241 @@
+//! User CustomResourceDefinitions: validated and given their status on write, served
+//! the moment they are stored, and on deletion their objects are removed before the
+//! CRD itself goes (the `customresourcecleanup.apiextensions.k8s.io` finalizer).
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+
+use super::Api;
+use crate::object;
+use crate::registry::{resources_from_crd, Resource};
+use crate::status::{Cause, Result};
+use crate::storage::{self, ListOptions};
+
+pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+
+pub fn is_crd(r: &Resource) -> bool {
+    r.group == "apiextensions.k8s.io" && r.plural == "customresourcedefinitions"
+}
+
+fn s<'a>(v: &'a Value, p: &str) -> &'a str {
+    v.pointer(p).and_then(Value::as_str).unwrap_or("")
+}
+
+/// Checks a CRD as upstream's validation does for the mistakes users make most.
+pub fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    let (group, plural) = (s(crd, "/spec/group"), s(crd, "/spec/names/plural"));
+    let name = object::name(crd);
+    if group.is_empty() {
+        causes.push(Cause::required("spec.group", ""));
+    } else if !group.contains('.') {
+        causes.push(Cause::invalid("spec.group", group, "should be a domain with at least one dot"));
+    }
+    if plural.is_empty() {
+        causes.push(Cause::required("spec.names.plural", ""));
+    }
+    if s(crd, "/spec/names/kind").is_empty() {
+        causes.push(Cause::required("spec.names.kind", ""));
+    }
+    if !plural.is_empty() && !group.is_empty() && name != format!("{plural}.{group}") {
+        causes.push(Cause::invalid("metadata.name", name, &format!("must be spec.names.plural+\".\"+spec.group")));
+    }
+    if !matches!(s(crd, "/spec/scope"), "Namespaced" | "Cluster") {
+        causes.push(Cause {
+            reason: "FieldValueNotSupported",
+            field: "spec.scope".into(),
+            message: format!("Unsupported value: {:?}: supported values: \"Cluster\", \"Namespaced\"", s(crd, "/spec/scope")),
+        });
+    }
+    let versions = crd.pointer("/spec/versions").and_then(Value::as_array).cloned().unwrap_or_default();
+    if versions.is_empty() {
+        causes.push(Cause::invalid("spec.versions", "", "must have exactly one version marked as storage version"));
+    }
+    let storage = versions.iter().filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true)).count();
+    if !versions.is_empty() && storage != 1 {
+        causes.push(Cause::invalid("spec.versions", "", "must have exactly one version marked as storage version"));
+    }
+    for (i, v) in versions.iter().enumerate() {
+        match v.pointer("/schema/openAPIV3Schema") {
+            None => causes.push(Cause::required(format!("spec.versions[{i}].schema.openAPIV3Schema"), "schemas are required")),
+            Some(schema) => structural(schema, &format!("spec.versions[{i}].schema.openAPIV3Schema"), true, &mut causes),
+        }
+    }
+    if let Some(old) = old {
+        for (field, p) in [("spec.group", "/spec/group"), ("spec.names.plural", "/spec/names/plural"), ("spec.scope", "/spec/scope")] {
+            if s(old, p) != s(crd, p) {
+                causes.push(Cause::invalid(field, s(crd, p), "field is immutable"));
+            }
+        }
+    }
+    causes
+}
+
+/// Upstream's structural-schema rules in brief: every node has a type (unless it is
+/// int-or-string or preserves unknown fields), no `$ref`, the root is an object.
+fn structural(schema: &Value, path: &str, root: bool, causes: &mut Vec<Cause>) {
+    let flag = |k: &str| schema.get(k).and_then(Value::as_bool) == Some(true);
+    if schema.get("$ref").is_some() {
+        causes.push(Cause::forbidden(format!("{path}.$ref"), "$ref is not supported"));
+    }
+    let ty = schema.get("type").and_then(Value::as_str);
+    if root && ty != Some("object") {
+        causes.push(Cause::invalid(format!("{path}.type"), ty.unwrap_or(""), "must be object at the root"));
+    }
+    if ty.is_none() && !flag("x-kubernetes-int-or-string") && !flag("x-kubernetes-preserve-unknown-fields") {
+        causes.push(Cause::required(format!("{path}.type"), "must not be empty for specified object fields"));
+    }
+    if let Some(props) = schema.get("properties").and_then(Value::as_object) {
+        for (k, v) in props {
+            if root && k == "metadata" {
+                continue;
+            }
+            structural(v, &format!("{path}.properties[{k}]"), false, causes);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        structural(items, &format!("{path}.items"), false, causes);
+    }
+    if let Some(add) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+        structural(add, &format!("{path}.additionalProperties"), false, causes);
+    }
+}
+
+/// Sets what upstream's CRD controllers report: accepted names, Established, stored versions.
+pub fn set_status(crd: &mut Value, old: Option<&Value>) {
+    let mut names = crd.pointer("/spec/names").cloned().unwrap_or_else(|| json!({}));
+    if names.get("singular").is_none() {
+        names["singular"] = json!(s(crd, "/spec/names/kind").to_lowercase());
+    }
+    if names.get("listKind").is_none() {
+        names["listKind"] = json!(format!("{}List", s(crd, "/spec/names/kind")));
+    }
+    let mut stored: Vec<Value> = old
+        .and_then(|o| o.pointer("/status/storedVersions"))
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if let Some(v) = crd.pointer("/spec/versions").and_then(Value::as_array).and_then(|vs| {
+        vs.iter().find(|v| v.get("storage").and_then(Value::as_bool) == Some(true)).and_then(|v| v.get("name")).cloned()
+    }) {
+        if !stored.contains(&v) {
+            stored.push(v);
+        }
+    }
+    let now = object::now_rfc3339();
+    let since = |t: &str| old.and_then(|o| {
+        o.pointer("/status/conditions").and_then(Value::as_array)?.iter()
+            .find(|c| c.get("type").and_then(Value::as_str) == Some(t))?
+            .get("lastTransitionTime").cloned()
+    }).unwrap_or_else(|| json!(now));
+    crd["status"] = json!({
+        "acceptedNames": names,
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": since("NamesAccepted")},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": since("Established")},
+        ],
+        "storedVersions": stored,
+    });
+}
+
+/// After a CRD was written: serve it, or, when it is being deleted, clean up.
+pub fn after_write(api: &Arc<Api>, crd: &Value) {
+    if object::is_deleting(crd) {
+        let api = api.clone();
+        let name = object::name(crd).to_string();
+        tokio::spawn(async move {
+            if let Err(e) = cleanup(&api, &name).await {
+                tracing::warn!(crd = %name, error = %e, "cleaning up a deleted CustomResourceDefinition failed");
+            }
+        });
+    } else if let Err(e) = api.registry.register(crd, false) {
+        tracing::warn!(error = %e, "cannot serve CustomResourceDefinition");
+    }
+}
+
+/// Stops serving a deleted CRD.
+pub fn after_delete(api: &Api, crd: &Value) {
+    api.registry.unregister(s(crd, "/spec/group"), s(crd, "/spec/names/plural"));
+}
+
+/// Deletes every object of a deleted CRD, then drops the cleanup finalizer.
+async fn cleanup(api: &Arc<Api>, name: &str) -> Result<()> {
+    let snap = api.registry.snapshot();
+    let crds = snap.get("apiextensions.k8s.io", "v1", "customresourcedefinitions").cloned().expect("CRDs are built in");
+    let key = crds.key(None, name);
+    let Some(kv) = api.storage.get(&key).await? else { return Ok(()) };
+    let crd: Value = crate::watchcache::decode(&kv.value, kv.mod_revision)?;
+    if let Some(r) = resources_from_crd(&crd, false).ok().and_then(|rs| rs.into_iter().next()) {
+        api.registry.unregister(&r.group, &r.plural);
+        let page = api.storage.list(&r.key_prefix(), ListOptions::default()).await?;
+        for kv in page.kvs {
+            match api.storage.delete(&kv.key, None).await {
+                Ok(_) | Err(storage::Error::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    loop {
+        let Some(kv) = api.storage.get(&key).await? else { return Ok(()) };
+        let mut crd: Value = serde_json::from_slice(&kv.value).map_err(|e| crate::status::ApiError::Internal(e.to_string()))?;
+        let remaining: Vec<String> = object::finalizers(&crd).into_iter().filter(|f| f != CLEANUP_FINALIZER).collect();
+        let result = if remaining.is_empty() {
+            api.storage.delete(&key, Some(kv.mod_revision)).await.map(|_| ())
+        } else {
+            object::metadata_mut(&mut crd).insert("finalizers".into(), json!(remaining));
+            let bytes = serde_json::to_vec(&crd).map_err(|e| crate::status::ApiError::Internal(e.to_string()))?;
+            api.storage.update(&key, bytes.into(), kv.mod_revision).await.map(|_| ())
+        };
+        match result {
+            Ok(()) => return Ok(()),
+            Err(storage::Error::Conflict { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Serves every stored CRD (at start-up) and resumes interrupted clean-ups.
+pub async fn load_all(api: &Arc<Api>) -> Result<()> {
+    let snap = api.registry.snapshot();
+    let crds = snap.get("apiextensions.k8s.io", "v1", "customresourcedefinitions").cloned().expect("CRDs are built in");
+    let page = api.storage.list(&crds.key_prefix(), ListOptions::default()).await?;
+    for kv in page.kvs {
+        let crd = crate::watchcache::decode(&kv.value, kv.mod_revision)?;
+        after_write(api, &crd);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn crd() -> Value {
+        json!({"metadata": {"name": "widgets.example.com"}, "spec": {
+            "group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "kind": "Widget"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {"type": "object"}}}}}]}})
+    }
+
+    #[test]
+    fn accepts_a_well_formed_crd_and_reports_established() {
+        let mut c = crd();
+        assert!(validate(&c, None).is_empty(), "{:?}", validate(&c, None));
+        set_status(&mut c, None);
+        assert_eq!(c["status"]["conditions"][1]["type"], "Established");
+        assert_eq!(c["status"]["storedVersions"], json!(["v1"]));
+        assert_eq!(c["status"]["acceptedNames"]["singular"], "widget");
+    }
+
+    #[test]
+    fn rejects_wrong_names_and_non_structural_schemas() {
+        let mut c = crd();
+        c["metadata"]["name"] = json!("widget.example.com");
+        c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"] = json!({"properties": {}});
+        let fields: Vec<String> = validate(&c, None).into_iter().map(|c| c.field).collect();
+        assert!(fields.contains(&"metadata.name".to_string()), "{fields:?}");
+        assert!(fields.iter().any(|f| f.ends_with("properties[spec].type")), "{fields:?}");
+    }
+}
