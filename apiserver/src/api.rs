@@ -1,14 +1,18 @@
 //! The REST API: one entry point that turns an HTTP request into a Kubernetes
 //! operation on a registered resource, and errors into `Status` bodies.
 
+mod binding;
 mod crd;
+mod defaults;
 mod discovery;
 mod negotiate;
 mod openapi;
 mod read;
 mod scale;
+mod services;
 mod strategy;
 mod watch;
+mod workloads;
 mod write;
 
 use std::collections::HashMap;
@@ -113,6 +117,17 @@ impl Api {
     async fn resource_request(self: &Arc<Self>, req: ApiRequest) -> Result<Response<Body>> {
         let snapshot = self.registry.snapshot();
         let p = &req.path;
+        let pods = || snapshot.get("", "v1", "pods").cloned().ok_or(ApiError::NoSuchResource);
+        // Bindings are not stored objects: they assign a pod to a node.
+        match (p.group.as_str(), p.resource.as_str(), p.subresource.as_deref(), &req.method) {
+            ("", "bindings", None, &Method::POST) if p.namespace.is_some() && p.name.is_none() => {
+                return binding::bind(self, &*pods()?, &req, None).await;
+            }
+            ("", "pods", Some("binding"), &Method::POST) if p.name.is_some() => {
+                return binding::bind(self, &*pods()?, &req, p.name.as_deref()).await;
+            }
+            _ => {}
+        }
         let r = snapshot.get(&p.group, &p.version, &p.resource).ok_or(ApiError::NoSuchResource)?.clone();
         if p.namespace.is_some() && !r.namespaced {
             return Err(ApiError::NoSuchResource);
@@ -166,7 +181,67 @@ pub async fn bootstrap(api: &Arc<Api>) -> Result<()> {
             Err(e) => return Err(e.into()),
         }
     }
-    crd::load_all(api).await
+    crd::load_all(api).await?;
+    kubernetes_service(api).await
+}
+
+/// A request the server makes of itself, through the same path as a client's.
+async fn internal(api: &Arc<Api>, method: Method, group: &str, version: &str, resource: &str, ns: Option<&str>, name: Option<&str>, body: &Value) -> Result<Response<Body>> {
+    let req = ApiRequest {
+        method,
+        path: ResourcePath {
+            group: group.into(),
+            version: version.into(),
+            namespace: ns.map(str::to_string),
+            resource: resource.into(),
+            name: name.map(str::to_string),
+            subresource: None,
+            legacy_watch: false,
+        },
+        query: Query::default(),
+        accept: Accept { json: true, ..Default::default() },
+        content_type: "application/json".into(),
+        body: Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
+    };
+    api.resource_request(req).await
+}
+
+/// The `kubernetes` Service in `default` and its endpoints, pointing at this server
+/// (re-pointed on every start, since the port may change).
+async fn kubernetes_service(api: &Arc<Api>) -> Result<()> {
+    let (host, port) = api.server_address.rsplit_once(':').unwrap_or((&api.server_address, "6443"));
+    let port: u16 = port.parse().unwrap_or(6443);
+    let service = serde_json::json!({
+        "apiVersion": "v1", "kind": "Service",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"clusterIP": services::KUBERNETES_SERVICE_IP.to_string(),
+            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
+    });
+    let endpoints = serde_json::json!({
+        "apiVersion": "v1", "kind": "Endpoints",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": host}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
+    });
+    let slice = serde_json::json!({
+        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
+        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "kybern-apiserver"}},
+        "endpoints": [{"addresses": [host], "conditions": {"ready": true}}],
+        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
+    });
+    for (group, resource, body) in [("", "services", service), ("", "endpoints", endpoints), ("discovery.k8s.io", "endpointslices", slice)] {
+        let created = internal(api, Method::POST, group, "v1", resource, Some("default"), None, &body).await;
+        match created {
+            Ok(_) => {}
+            Err(ApiError::AlreadyExists(_)) if resource != "services" => {
+                let mut body = body;
+                body["metadata"]["resourceVersion"] = Value::Null;
+                internal(api, Method::PUT, group, "v1", resource, Some("default"), Some("kubernetes"), &body).await?;
+            }
+            Err(ApiError::AlreadyExists(_)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// One resource request, parsed.

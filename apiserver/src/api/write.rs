@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::negotiate::{decode_object, media_type};
 use super::crd;
+use super::services;
 use super::read::{get_object, object_response, Filter};
 use super::strategy::{self, SYSTEM_NAMESPACES};
 use super::{json_response, Api, ApiRequest, Body};
@@ -60,6 +61,9 @@ async fn check_namespace(api: &Api, r: &Resource, ns: &str, name: &str) -> Resul
 /// directive for unknown fields), and the CRD rules when the object is a CRD.
 fn admit(r: &Resource, req: &ApiRequest, obj: &mut Value, old: Option<&Value>) -> Result<()> {
     let mut causes = Vec::new();
+    if r.builtin {
+        super::defaults::apply(&r.group, &r.plural, obj);
+    }
     if let Some(schema) = &r.schema {
         let out = crate::schema::process(schema, obj);
         causes = out.causes;
@@ -72,6 +76,9 @@ fn admit(r: &Resource, req: &ApiRequest, obj: &mut Value, old: Option<&Value>) -
                 version = r.version,
             )));
         }
+    }
+    if r.builtin {
+        causes.extend(super::workloads::validate(&r.group, &r.plural, obj, old));
     }
     if crd::is_crd(r) {
         causes.extend(crd::validate(obj, old));
@@ -91,8 +98,15 @@ fn admit(r: &Resource, req: &ApiRequest, obj: &mut Value, old: Option<&Value>) -
     }
 }
 
+fn is_service(r: &Resource) -> bool {
+    r.group.is_empty() && r.plural == "services"
+}
+
 /// Side effects of a stored write (serving a CRD, cleaning one up).
-fn after_write(api: &Arc<Api>, r: &Resource, obj: &Value, deleted: bool) {
+async fn after_write(api: &Arc<Api>, r: &Resource, obj: &Value, deleted: bool) {
+    if is_service(r) && deleted {
+        services::release(api, &services::claims_of(obj)).await;
+    }
     if crd::is_crd(r) {
         if deleted {
             crd::after_delete(api, obj);
@@ -162,10 +176,15 @@ pub async fn create(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Re
         if req.dry_run() {
             return object_response(r, req, StatusCode::CREATED, &obj);
         }
-        match api.storage.create(&r.key(req.namespace(), &name), encode(&obj)?).await {
+        let claims = if is_service(r) { services::allocate(api, &mut obj, None).await? } else { Vec::new() };
+        let created = api.storage.create(&r.key(req.namespace(), &name), encode(&obj)?).await;
+        if created.is_err() {
+            services::release(api, &claims).await;
+        }
+        match created {
             Ok(rev) => {
                 object::set_resource_version(&mut obj, rev);
-                after_write(api, r, &obj, false);
+                after_write(api, r, &obj, false).await;
                 return object_response(r, req, StatusCode::CREATED, &obj);
             }
             // A generated name collided: upstream retries with a fresh suffix.
@@ -287,16 +306,28 @@ async fn read_modify_write(
         }
         let rev: i64 = current_rv.parse().unwrap_or(0);
         let deleted = object::is_deleting(&next) && object::finalizers(&next).is_empty();
+        let claims = if is_service(r) && !status_only && !deleted {
+            services::allocate(api, &mut next, Some(&current)).await?
+        } else {
+            Vec::new()
+        };
         let result = if deleted {
             // The last finalizer is gone from an object being deleted: delete it now.
             api.storage.delete(&key, Some(rev)).await.map(|(_, r)| r)
         } else {
             api.storage.update(&key, encode(&next)?, rev).await
         };
+        if result.is_err() {
+            services::release(api, &claims).await;
+        } else if is_service(r) && !deleted {
+            let kept = services::claims_of(&next);
+            let dropped: Vec<_> = services::claims_of(&current).into_iter().filter(|c| !kept.contains(c)).collect();
+            services::release(api, &dropped).await;
+        }
         match result {
             Ok(new_rev) => {
                 object::set_resource_version(&mut next, new_rev);
-                after_write(api, r, &next, deleted);
+                after_write(api, r, &next, deleted).await;
                 return Ok((StatusCode::OK, next));
             }
             Err(storage::Error::Conflict { .. }) if precondition.is_none() => continue,
@@ -404,7 +435,7 @@ async fn delete_one(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str, 
             }
             match api.storage.delete(&key, Some(rv)).await {
                 Ok(_) => {
-                    after_write(api, r, &current, true);
+                    after_write(api, r, &current, true).await;
                     return Ok((StatusCode::OK, success_status(r, &current)));
                 }
                 Err(storage::Error::Conflict { .. }) => continue,
@@ -434,7 +465,7 @@ async fn delete_one(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str, 
         match api.storage.update(&key, encode(&marked)?, rv).await {
             Ok(new_rev) => {
                 object::set_resource_version(&mut marked, new_rev);
-                after_write(api, r, &marked, false);
+                after_write(api, r, &marked, false).await;
                 return Ok((StatusCode::OK, marked));
             }
             Err(storage::Error::Conflict { .. }) => continue,
