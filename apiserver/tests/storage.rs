@@ -131,20 +131,22 @@ async fn embedded_acknowledged_writes_survive_sigkill() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("crash.redb");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "embedded_acknowledged_writes_survive_sigkill",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CRASH_CHILD_ENV, &path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "embedded_acknowledged_writes_survive_sigkill",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CRASH_CHILD_ENV, &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut acked = Vec::new();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     while acked.len() < 300 {
         let line = lines
             .next()
@@ -154,8 +156,8 @@ async fn embedded_acknowledged_writes_survive_sigkill() {
             acked.push(key.to_owned());
         }
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
     // Acknowledgements the child printed before it died count too.
     acked.extend(
         lines
@@ -176,18 +178,21 @@ async fn embedded_acknowledged_writes_survive_sigkill() {
     );
 }
 
-/// A throwaway etcd on loopback, killed when dropped (also when a test panics).
-struct EtcdProcess {
-    child: Child,
-    endpoint: String,
-    _dir: tempfile::TempDir,
+/// A child process that gets SIGKILL (by its pid) when dropped, also when a test panics.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
-impl Drop for EtcdProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A throwaway etcd on loopback, killed when dropped.
+struct EtcdProcess {
+    _child: KillOnDrop,
+    endpoint: String,
+    _dir: tempfile::TempDir,
 }
 
 fn free_port() -> u16 {
@@ -235,7 +240,7 @@ async fn start_etcd() -> EtcdProcess {
         .spawn()
         .expect("starting etcd");
     let etcd = EtcdProcess {
-        child,
+        _child: KillOnDrop(child),
         endpoint,
         _dir: dir,
     };
