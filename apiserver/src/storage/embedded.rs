@@ -4,7 +4,8 @@
 //! with the value it replaced) and `meta` (current and compacted revision). Every write
 //! goes through one writer thread that drains what is pending, applies it in one
 //! durable transaction and only then answers. Reads at a past revision undo newer log
-//! entries; watches replay the log and then follow a broadcast of committed events.
+//! entries (so such a read holds the whole prefix in memory); watches replay the log and
+//! then follow a broadcast of committed events.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -82,6 +83,10 @@ pub struct EmbeddedStore {
 
 impl EmbeddedStore {
     /// Opens (or creates) the store in the single file `path` and starts its writer thread.
+    ///
+    /// This does file I/O (and, after a crash, redb's repair) on the calling thread: call
+    /// it at startup or from `spawn_blocking`. Dropping the last handle waits for the
+    /// writer's current batch and closes the file; watch streams end with an error then.
     pub fn open(path: &Path) -> Result<Arc<Self>> {
         let db = db!("open", Database::create(path))?;
         let txn = db!("begin init", db.begin_write())?;

@@ -3,6 +3,8 @@
 //! Every key is stored as `prefix + key`, so several clusters (or test runs) can share
 //! one etcd. etcd does not report its compacted revision, so the store remembers the
 //! one it compacted to and, when asked, finds the oldest readable revision by bisection.
+//! Like the embedded store, after `compact(C)` reads at C and watches after C work, and a
+//! watch after C - 1 fails with `Compacted` (etcd itself would still serve that one).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
