@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use apiserver::storage::embedded::EmbeddedStore;
 use apiserver::storage::etcd::EtcdStore;
-use apiserver::storage::{suite, ListOptions, Storage};
+use apiserver::storage::{suite, Error, ListOptions, Storage};
 use bytes::Bytes;
+use futures::StreamExt;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_suite() {
@@ -29,7 +30,10 @@ async fn embedded_survives_restart() {
         let store = EmbeddedStore::open(&path).unwrap();
         let mut last = 0;
         for i in 0..20 {
-            last = store.create(&format!("/r/{i:02}"), Bytes::from(format!("v{i}"))).await.unwrap();
+            last = store
+                .create(&format!("/r/{i:02}"), Bytes::from(format!("v{i}")))
+                .await
+                .unwrap();
         }
         let (_, rev) = store.delete("/r/00", None).await.unwrap();
         store.compact(last).await.unwrap();
@@ -41,11 +45,54 @@ async fn embedded_survives_restart() {
     let list = store.list("/r/", ListOptions::default()).await.unwrap();
     assert_eq!(list.kvs.len(), 19);
     assert_eq!(list.kvs[0].value.as_ref(), b"v1");
-    let next = store.create("/r/new", Bytes::from_static(b"n")).await.unwrap();
-    assert!(next > last, "revision {next} after restart must exceed {last}");
+    let next = store
+        .create("/r/new", Bytes::from_static(b"n"))
+        .await
+        .unwrap();
+    assert!(
+        next > last,
+        "revision {next} after restart must exceed {last}"
+    );
     // The delete after the compacted revision can still be watched.
     let mut w = store.watch("/r/", compacted).await.unwrap();
     assert_eq!(suite::next_event(&mut w).await.revision(), last);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn embedded_lagging_watch_misses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(&dir.path().join("lag.redb")).unwrap();
+    let start = store.current_revision().await.unwrap();
+    // Not read while the writes happen, so it falls far behind the live broadcast.
+    let mut w = store.watch("/lag/", start).await.unwrap();
+    let (tasks, per_task) = (32, 200);
+    let writers: Vec<_> = (0..tasks)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for i in 0..per_task {
+                    store
+                        .create(&format!("/lag/{t}/{i}"), Bytes::from_static(b"x"))
+                        .await
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    let mut last = start;
+    for _ in 0..tasks * per_task {
+        let rev = suite::next_event(&mut w).await.revision();
+        assert_eq!(
+            rev,
+            last + 1,
+            "a lagging watch skipped or repeated an event"
+        );
+        last = rev;
+    }
+    assert_eq!(last, store.current_revision().await.unwrap());
 }
 
 const CRASH_CHILD_ENV: &str = "KYBERN_STORAGE_CRASH_CHILD";
@@ -60,7 +107,10 @@ async fn crash_child(path: &Path) {
             tokio::spawn(async move {
                 for i in 0.. {
                     let key = format!("/crash/{t}-{i}");
-                    store.create(&key, Bytes::from_static(b"durable")).await.unwrap();
+                    store
+                        .create(&key, Bytes::from_static(b"durable"))
+                        .await
+                        .unwrap();
                     let mut out = std::io::stdout().lock();
                     writeln!(out, "ACK {key}").unwrap();
                     out.flush().unwrap();
@@ -81,53 +131,84 @@ async fn embedded_acknowledged_writes_survive_sigkill() {
     }
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("crash.redb");
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "embedded_acknowledged_writes_survive_sigkill", "--nocapture", "--test-threads=1"])
-        .env(CRASH_CHILD_ENV, &path)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "embedded_acknowledged_writes_survive_sigkill",
+                "--nocapture",
+                "--test-threads=1",
+            ])
+            .env(CRASH_CHILD_ENV, &path)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let mut acked = Vec::new();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
     while acked.len() < 300 {
-        let line = lines.next().expect("child exited before 300 acknowledgements").unwrap();
+        let line = lines
+            .next()
+            .expect("child exited before 300 acknowledgements")
+            .unwrap();
         if let Some(key) = line.strip_prefix("ACK ") {
             acked.push(key.to_owned());
         }
     }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
+    child.0.kill().unwrap(); // SIGKILL
+    child.0.wait().unwrap();
     // Acknowledgements the child printed before it died count too.
-    acked.extend(lines.map_while(|l| l.ok()).filter_map(|l| l.strip_prefix("ACK ").map(str::to_owned)));
+    acked.extend(
+        lines
+            .map_while(|l| l.ok())
+            .filter_map(|l| l.strip_prefix("ACK ").map(str::to_owned)),
+    );
 
     let store = EmbeddedStore::open(&path).expect("reopen after SIGKILL");
     let present = store.list("/crash/", ListOptions::default()).await.unwrap();
     let present: std::collections::HashSet<_> = present.kvs.into_iter().map(|kv| kv.key).collect();
     let lost: Vec<_> = acked.iter().filter(|k| !present.contains(*k)).collect();
-    assert!(lost.is_empty(), "{} of {} acknowledged keys lost, e.g. {:?}", lost.len(), acked.len(), lost.first());
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged keys lost, e.g. {:?}",
+        lost.len(),
+        acked.len(),
+        lost.first()
+    );
 }
 
-/// A throwaway etcd on loopback, killed when dropped (also when a test panics).
+/// A child process that gets SIGKILL (by its pid) when dropped, also when a test panics.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A throwaway etcd on loopback, killed when dropped.
 struct EtcdProcess {
-    child: Child,
+    _child: KillOnDrop,
     endpoint: String,
     _dir: tempfile::TempDir,
 }
 
-impl Drop for EtcdProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn etcd_binary() -> PathBuf {
-    let candidates = [std::env::var("ETCD_BIN").ok(), Some("/usr/bin/etcd".into()), Some("/usr/local/bin/etcd".into())];
+    let candidates = [
+        std::env::var("ETCD_BIN").ok(),
+        Some("/usr/bin/etcd".into()),
+        Some("/usr/local/bin/etcd".into()),
+    ];
     candidates.into_iter().flatten().map(PathBuf::from).find(|p| p.exists()).unwrap_or_else(|| {
         panic!("the etcd binary is missing (looked for $ETCD_BIN, /usr/bin/etcd, /usr/local/bin/etcd): apt-get install etcd-server")
     })
@@ -141,22 +222,40 @@ async fn start_etcd() -> EtcdProcess {
     let child = Command::new(etcd_binary())
         .arg("--data-dir")
         .arg(dir.path().join("data"))
-        .args(["--listen-client-urls", &endpoint, "--advertise-client-urls", &endpoint])
-        .args(["--listen-peer-urls", &peer_url, "--initial-advertise-peer-urls", &peer_url])
+        .args([
+            "--listen-client-urls",
+            &endpoint,
+            "--advertise-client-urls",
+            &endpoint,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &peer_url,
+            "--initial-advertise-peer-urls",
+            &peer_url,
+        ])
         .args(["--initial-cluster", &format!("default={peer_url}")])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap())
         .spawn()
         .expect("starting etcd");
-    let etcd = EtcdProcess { child, endpoint, _dir: dir };
+    let etcd = EtcdProcess {
+        _child: KillOnDrop(child),
+        endpoint,
+        _dir: dir,
+    };
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if let Ok(store) = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/probe").await {
+        if let Ok(store) = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/probe").await
+        {
             if store.current_revision().await.is_ok() {
                 return etcd;
             }
         }
-        assert!(Instant::now() < deadline, "etcd did not become ready within 30s");
+        assert!(
+            Instant::now() < deadline,
+            "etcd did not become ready within 30s"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -164,10 +263,45 @@ async fn start_etcd() -> EtcdProcess {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn etcd_suite() {
     let etcd = start_etcd().await;
-    let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/kybern").await.unwrap();
+    let store = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/kybern")
+        .await
+        .unwrap();
     suite::run_all(store.clone() as Arc<dyn Storage>).await;
     assert!(store.size_on_disk().await.unwrap() > 0);
+    // A fresh client knows nothing of the compaction: it must find it out from etcd.
+    let fresh = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/kybern")
+        .await
+        .unwrap();
+    let compacted = store.compacted_revision().await.unwrap();
+    assert!(compacted > 1);
+    assert_eq!(fresh.compacted_revision().await.unwrap(), compacted);
+    let fresh = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/kybern")
+        .await
+        .unwrap();
+    match fresh.watch("/", 1).await {
+        Err(Error::Compacted { .. }) => {}
+        Ok(mut w) => match tokio::time::timeout(Duration::from_secs(10), w.next()).await {
+            Ok(Some(Err(Error::Compacted { compacted: c, .. }))) => assert_eq!(c, compacted),
+            other => panic!("watch from a compacted revision: {other:?}"),
+        },
+        Err(e) => panic!("watch from a compacted revision: {e}"),
+    }
+    let old = ListOptions {
+        revision: Some(1),
+        ..Default::default()
+    };
+    assert!(matches!(
+        fresh.list("/", old).await,
+        Err(Error::Compacted { .. })
+    ));
     // A second client with another prefix sees none of the first one's keys.
-    let other = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/elsewhere").await.unwrap();
-    assert!(other.list("/", ListOptions::default()).await.unwrap().kvs.is_empty());
+    let other = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/elsewhere")
+        .await
+        .unwrap();
+    assert!(other
+        .list("/", ListOptions::default())
+        .await
+        .unwrap()
+        .kvs
+        .is_empty());
 }

@@ -4,7 +4,8 @@
 //! with the value it replaced) and `meta` (current and compacted revision). Every write
 //! goes through one writer thread that drains what is pending, applies it in one
 //! durable transaction and only then answers. Reads at a past revision undo newer log
-//! entries; watches replay the log and then follow a broadcast of committed events.
+//! entries (so such a read holds the whole prefix in memory); watches replay the log and
+//! then follow a broadcast of committed events.
 
 use std::collections::BTreeMap;
 use std::ops::Bound;
@@ -17,7 +18,9 @@ use bytes::Bytes;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use tokio::sync::{broadcast, mpsc, oneshot};
 
-use super::{Error, Event, EventKind, KeyValue, ListOptions, ListResult, Result, Storage, WatchStream};
+use super::{
+    Error, Event, EventKind, KeyValue, ListOptions, ListResult, Result, Storage, WatchStream,
+};
 
 const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
@@ -40,10 +43,22 @@ macro_rules! db {
 }
 
 enum Op {
-    Create { key: String, value: Bytes },
-    Update { key: String, value: Bytes, expected: i64 },
-    Delete { key: String, expected: Option<i64> },
-    Compact { revision: i64 },
+    Create {
+        key: String,
+        value: Bytes,
+    },
+    Update {
+        key: String,
+        value: Bytes,
+        expected: i64,
+    },
+    Delete {
+        key: String,
+        expected: Option<i64>,
+    },
+    Compact {
+        revision: i64,
+    },
 }
 
 enum Reply {
@@ -68,6 +83,10 @@ pub struct EmbeddedStore {
 
 impl EmbeddedStore {
     /// Opens (or creates) the store in the single file `path` and starts its writer thread.
+    ///
+    /// This does file I/O (and, after a crash, redb's repair) on the calling thread: call
+    /// it at startup or from `spawn_blocking`. Dropping the last handle waits for the
+    /// writer's current batch and closes the file; watch streams end with an error then.
     pub fn open(path: &Path) -> Result<Arc<Self>> {
         let db = db!("open", Database::create(path))?;
         let txn = db!("begin init", db.begin_write())?;
@@ -91,18 +110,30 @@ impl EmbeddedStore {
             .spawn(move || writer_loop(&wdb, rx, &wevents))
             .map_err(|e| Error::Backend(format!("spawning the redb writer thread: {e}")))?;
         tracing::info!(path = %path.display(), "embedded store opened");
-        Ok(Arc::new(Self { db, path: path.to_owned(), writes: Some(writes), events, writer: Some(writer) }))
+        Ok(Arc::new(Self {
+            db,
+            path: path.to_owned(),
+            writes: Some(writes),
+            events,
+            writer: Some(writer),
+        }))
     }
 
     async fn write(&self, op: Op) -> Result<Reply> {
         let closed = || Error::Backend("embedded store writer has stopped".into());
         let (reply, rx) = oneshot::channel();
         let writes = self.writes.as_ref().ok_or_else(closed)?;
-        writes.send(Request { op, reply }).await.map_err(|_| closed())?;
+        writes
+            .send(Request { op, reply })
+            .await
+            .map_err(|_| closed())?;
         rx.await.map_err(|_| closed())?
     }
 
-    async fn read<T: Send + 'static>(&self, f: impl FnOnce(&Database) -> Result<T> + Send + 'static) -> Result<T> {
+    async fn read<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Database) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || f(&db))
             .await
@@ -132,7 +163,10 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Request>, events: &broadcas
                 Err(_) => break,
             }
         }
-        match apply_batch(db, batch.iter().map(|r| &r.op)) {
+        let started = std::time::Instant::now();
+        let result = apply_batch(db, batch.iter().map(|r| &r.op));
+        tracing::trace!(requests = batch.len(), elapsed = ?started.elapsed(), "redb batch committed");
+        match result {
             Ok((results, new_events)) => {
                 for event in new_events {
                     let _ = events.send(event);
@@ -154,7 +188,10 @@ fn writer_loop(db: &Database, mut rx: mpsc::Receiver<Request>, events: &broadcas
 
 /// Applies `ops` in order in one durable transaction. The outer error fails the whole
 /// batch (nothing was committed); inner errors fail only their request.
-fn apply_batch<'a>(db: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<(Vec<Result<Reply>>, Vec<Event>)> {
+fn apply_batch<'a>(
+    db: &Database,
+    ops: impl Iterator<Item = &'a Op>,
+) -> Result<(Vec<Result<Reply>>, Vec<Event>)> {
     let txn = db!("begin write", db.begin_write())?;
     let mut results = Vec::new();
     let mut events = Vec::new();
@@ -163,18 +200,30 @@ fn apply_batch<'a>(db: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<(
         let mut log = db!("open log", txn.open_table(LOG))?;
         let mut meta = db!("open meta", txn.open_table(META))?;
         let mut rev = db!("read revision", meta.get(META_REV))?.map_or(0, |v| v.value()) as i64;
-        let compacted = db!("read compacted", meta.get(META_COMPACTED))?.map_or(0, |v| v.value()) as i64;
+        let compacted =
+            db!("read compacted", meta.get(META_COMPACTED))?.map_or(0, |v| v.value()) as i64;
         for op in ops {
             let key = match op {
-                Op::Create { key, .. } | Op::Update { key, .. } | Op::Delete { key, .. } => key.as_str(),
+                Op::Create { key, .. } | Op::Update { key, .. } | Op::Delete { key, .. } => {
+                    key.as_str()
+                }
                 Op::Compact { revision } => {
                     let revision = *revision;
                     if revision > rev {
-                        results.push(Err(Error::FutureRevision { requested: revision, current: rev }));
+                        results.push(Err(Error::FutureRevision {
+                            requested: revision,
+                            current: rev,
+                        }));
                     } else {
                         if revision > compacted {
-                            db!("compact log", log.retain_in(..=(revision as u64), |_, _| false))?;
-                            db!("write compacted", meta.insert(META_COMPACTED, revision as u64))?;
+                            db!(
+                                "compact log",
+                                log.retain_in(..=(revision as u64), |_, _| false)
+                            )?;
+                            db!(
+                                "write compacted",
+                                meta.insert(META_COMPACTED, revision as u64)
+                            )?;
                         }
                         results.push(Ok(Reply::Compacted));
                     }
@@ -186,11 +235,18 @@ fn apply_batch<'a>(db: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<(
                 (Op::Create { .. }, Some(_)) => Err(Error::AlreadyExists(key.into())),
                 (Op::Create { .. }, None) => Ok(()),
                 (_, None) => Err(Error::NotFound(key.into())),
-                (Op::Update { expected, .. } | Op::Delete { expected: Some(expected), .. }, Some(p))
-                    if p.mod_revision != *expected =>
-                {
-                    Err(Error::Conflict { key: key.into(), expected: *expected, actual: p.mod_revision })
-                }
+                (
+                    Op::Update { expected, .. }
+                    | Op::Delete {
+                        expected: Some(expected),
+                        ..
+                    },
+                    Some(p),
+                ) if p.mod_revision != *expected => Err(Error::Conflict {
+                    key: key.into(),
+                    expected: *expected,
+                    actual: p.mod_revision,
+                }),
                 _ => Ok(()),
             };
             if let Err(e) = check {
@@ -201,20 +257,39 @@ fn apply_batch<'a>(db: &Database, ops: impl Iterator<Item = &'a Op>) -> Result<(
             let event = match op {
                 Op::Create { value, .. } | Op::Update { value, .. } => {
                     let create_revision = prev.as_ref().map_or(rev, |p| p.create_revision);
-                    let kv = KeyValue { key: key.into(), value: value.clone(), create_revision, mod_revision: rev };
+                    let kv = KeyValue {
+                        key: key.into(),
+                        value: value.clone(),
+                        create_revision,
+                        mod_revision: rev,
+                    };
                     db!("write key", state.insert(key, encode_kv(&kv).as_slice()))?;
                     results.push(Ok(Reply::Revision(rev)));
-                    Event { kind: EventKind::Put, kv, prev }
+                    Event {
+                        kind: EventKind::Put,
+                        kv,
+                        prev,
+                    }
                 }
                 _ => {
                     let p = prev.expect("checked above");
                     db!("remove key", state.remove(key))?;
-                    let kv = KeyValue { mod_revision: rev, ..p.clone() };
+                    let kv = KeyValue {
+                        mod_revision: rev,
+                        ..p.clone()
+                    };
                     results.push(Ok(Reply::Deleted(p.clone(), rev)));
-                    Event { kind: EventKind::Delete, kv, prev: Some(p) }
+                    Event {
+                        kind: EventKind::Delete,
+                        kv,
+                        prev: Some(p),
+                    }
                 }
             };
-            db!("append log", log.insert(rev as u64, encode_event(&event).as_slice()))?;
+            db!(
+                "append log",
+                log.insert(rev as u64, encode_event(&event).as_slice())
+            )?;
             events.push(event);
         }
         db!("write revision", meta.insert(META_REV, rev as u64))?;
@@ -238,7 +313,12 @@ fn encode_kv(kv: &KeyValue) -> Vec<u8> {
 
 fn decode_kv(key: &str, b: &[u8]) -> KeyValue {
     let num = |i: usize| i64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
-    KeyValue { key: key.into(), create_revision: num(0), mod_revision: num(8), value: Bytes::copy_from_slice(&b[16..]) }
+    KeyValue {
+        key: key.into(),
+        create_revision: num(0),
+        mod_revision: num(8),
+        value: Bytes::copy_from_slice(&b[16..]),
+    }
 }
 
 /// kind, key, then the new state (or the deleted one) and the previous state, if any.
@@ -256,15 +336,26 @@ fn decode_event(b: &[u8]) -> Result<Event> {
     let corrupt = || Error::Backend("redb: corrupt event log entry".into());
     let mut pos = 1;
     let mut take = || -> Result<&[u8]> {
-        let len = u32::from_le_bytes(b.get(pos..pos + 4).ok_or_else(corrupt)?.try_into().expect("4 bytes")) as usize;
+        let len = u32::from_le_bytes(
+            b.get(pos..pos + 4)
+                .ok_or_else(corrupt)?
+                .try_into()
+                .expect("4 bytes"),
+        ) as usize;
         let slice = b.get(pos + 4..pos + 4 + len).ok_or_else(corrupt)?;
         pos += 4 + len;
         Ok(slice)
     };
-    let key = std::str::from_utf8(take()?).map_err(|_| corrupt())?.to_owned();
+    let key = std::str::from_utf8(take()?)
+        .map_err(|_| corrupt())?
+        .to_owned();
     let kv = decode_kv(&key, take()?);
     let prev = take().ok().map(|p| decode_kv(&key, p));
-    let kind = if b[0] == 1 { EventKind::Delete } else { EventKind::Put };
+    let kind = if b[0] == 1 {
+        EventKind::Delete
+    } else {
+        EventKind::Put
+    };
     Ok(Event { kind, kv, prev })
 }
 
@@ -272,7 +363,8 @@ fn decode_event(b: &[u8]) -> Result<Event> {
 fn revisions(txn: &redb::ReadTransaction) -> Result<(i64, i64)> {
     let meta = db!("open meta", txn.open_table(META))?;
     let rev = db!("read revision", meta.get(META_REV))?.map_or(0, |v| v.value()) as i64;
-    let compacted = db!("read compacted", meta.get(META_COMPACTED))?.map_or(0, |v| v.value()) as i64;
+    let compacted =
+        db!("read compacted", meta.get(META_COMPACTED))?.map_or(0, |v| v.value()) as i64;
     Ok((rev, compacted))
 }
 
@@ -281,21 +373,34 @@ fn list_blocking(db: &Database, prefix: &str, opts: &ListOptions) -> Result<List
     let (current, compacted) = revisions(&txn)?;
     let at = opts.revision.filter(|r| *r > 0).unwrap_or(current);
     if at > current {
-        return Err(Error::FutureRevision { requested: at, current });
+        return Err(Error::FutureRevision {
+            requested: at,
+            current,
+        });
     }
     if at < compacted {
-        return Err(Error::Compacted { requested: at, compacted });
+        return Err(Error::Compacted {
+            requested: at,
+            compacted,
+        });
     }
     let lower = match &opts.start_after {
         Some(after) if after.as_str() >= prefix => Bound::Excluded(after.as_str()),
         _ => Bound::Included(prefix),
     };
     let state = db!("open state", txn.open_table(STATE))?;
-    let limit = if opts.limit == 0 { usize::MAX } else { opts.limit };
+    let limit = if opts.limit == 0 {
+        usize::MAX
+    } else {
+        opts.limit
+    };
     let mut kvs = Vec::new();
     let mut more = false;
     if at == current {
-        for entry in db!("range state", state.range::<&str>((lower, Bound::Unbounded)))? {
+        for entry in db!(
+            "range state",
+            state.range::<&str>((lower, Bound::Unbounded))
+        )? {
             let (k, v) = db!("range state", entry)?;
             if !k.value().starts_with(prefix) {
                 break;
@@ -306,7 +411,11 @@ fn list_blocking(db: &Database, prefix: &str, opts: &ListOptions) -> Result<List
             }
             kvs.push(decode_kv(k.value(), v.value()));
         }
-        return Ok(ListResult { kvs, revision: at, more });
+        return Ok(ListResult {
+            kvs,
+            revision: at,
+            more,
+        });
     }
     // A past revision: take the current state under the prefix and undo newer events.
     let mut past = BTreeMap::new();
@@ -328,10 +437,16 @@ fn list_blocking(db: &Database, prefix: &str, opts: &ListOptions) -> Result<List
         }
     }
     let (lower, upper) = (lower.map(str::to_owned), Bound::Unbounded);
-    let mut page = past.range::<String, _>((lower, upper)).map(|(_, kv)| kv.clone());
+    let mut page = past
+        .range::<String, _>((lower, upper))
+        .map(|(_, kv)| kv.clone());
     kvs.extend(page.by_ref().take(limit));
     more = page.next().is_some();
-    Ok(ListResult { kvs, revision: at, more })
+    Ok(ListResult {
+        kvs,
+        revision: at,
+        more,
+    })
 }
 
 /// Up to `REPLAY_CHUNK` logged events under `prefix` after `after`, and the revision the
@@ -340,7 +455,10 @@ fn replay_chunk(db: &Database, prefix: &str, after: i64) -> Result<(Vec<Event>, 
     let txn = db!("begin read", db.begin_read())?;
     let (current, compacted) = revisions(&txn)?;
     if after < compacted {
-        return Err(Error::Compacted { requested: after, compacted });
+        return Err(Error::Compacted {
+            requested: after,
+            compacted,
+        });
     }
     let log = db!("open log", txn.open_table(LOG))?;
     let mut events = Vec::new();
@@ -405,12 +523,18 @@ async fn run_watch(
                 }
                 Ok(_) => {}
                 Err(broadcast::error::RecvError::Lagged(n)) => {
-                    tracing::debug!(missed = n, after = last, "watch lagged, replaying from the log");
+                    tracing::debug!(
+                        missed = n,
+                        after = last,
+                        "watch lagged, replaying from the log"
+                    );
                     live = live.resubscribe();
                     break;
                 }
                 Err(broadcast::error::RecvError::Closed) => {
-                    let _ = out.send(Err(Error::Backend("embedded store closed".into()))).await;
+                    let _ = out
+                        .send(Err(Error::Backend("embedded store closed".into())))
+                        .await;
                     return;
                 }
             }
@@ -421,7 +545,8 @@ async fn run_watch(
 #[async_trait]
 impl Storage for EmbeddedStore {
     async fn current_revision(&self) -> Result<i64> {
-        self.read(|db| revisions(&db!("begin read", db.begin_read())?).map(|r| r.0)).await
+        self.read(|db| revisions(&db!("begin read", db.begin_read())?).map(|r| r.0))
+            .await
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
@@ -440,21 +565,40 @@ impl Storage for EmbeddedStore {
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<i64> {
-        match self.write(Op::Create { key: key.into(), value }).await? {
+        match self
+            .write(Op::Create {
+                key: key.into(),
+                value,
+            })
+            .await?
+        {
             Reply::Revision(rev) => Ok(rev),
             _ => unreachable!("create answers with a revision"),
         }
     }
 
     async fn update(&self, key: &str, value: Bytes, expected_revision: i64) -> Result<i64> {
-        match self.write(Op::Update { key: key.into(), value, expected: expected_revision }).await? {
+        match self
+            .write(Op::Update {
+                key: key.into(),
+                value,
+                expected: expected_revision,
+            })
+            .await?
+        {
             Reply::Revision(rev) => Ok(rev),
             _ => unreachable!("update answers with a revision"),
         }
     }
 
     async fn delete(&self, key: &str, expected_revision: Option<i64>) -> Result<(KeyValue, i64)> {
-        match self.write(Op::Delete { key: key.into(), expected: expected_revision }).await? {
+        match self
+            .write(Op::Delete {
+                key: key.into(),
+                expected: expected_revision,
+            })
+            .await?
+        {
             Reply::Deleted(kv, rev) => Ok((kv, rev)),
             _ => unreachable!("delete answers with the deleted value"),
         }
@@ -465,10 +609,19 @@ impl Storage for EmbeddedStore {
         let live = self.events.subscribe();
         let compacted = self.compacted_revision().await?;
         if after_revision < compacted {
-            return Err(Error::Compacted { requested: after_revision, compacted });
+            return Err(Error::Compacted {
+                requested: after_revision,
+                compacted,
+            });
         }
         let (tx, rx) = mpsc::channel(1024);
-        tokio::spawn(run_watch(self.db.clone(), prefix.to_owned(), after_revision, live, tx));
+        tokio::spawn(run_watch(
+            self.db.clone(),
+            prefix.to_owned(),
+            after_revision,
+            live,
+            tx,
+        ));
         Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(rx)))
     }
 
@@ -477,12 +630,14 @@ impl Storage for EmbeddedStore {
     }
 
     async fn compacted_revision(&self) -> Result<i64> {
-        self.read(|db| revisions(&db!("begin read", db.begin_read())?).map(|r| r.1)).await
+        self.read(|db| revisions(&db!("begin read", db.begin_read())?).map(|r| r.1))
+            .await
     }
 
     async fn size_on_disk(&self) -> Result<u64> {
         let path = self.path.clone();
         let meta = tokio::fs::metadata(&path).await;
-        meta.map(|m| m.len()).map_err(|e| Error::Backend(format!("stat {}: {e}", path.display())))
+        meta.map(|m| m.len())
+            .map_err(|e| Error::Backend(format!("stat {}: {e}", path.display())))
     }
 }

@@ -3,6 +3,8 @@
 //! Every key is stored as `prefix + key`, so several clusters (or test runs) can share
 //! one etcd. etcd does not report its compacted revision, so the store remembers the
 //! one it compacted to and, when asked, finds the oldest readable revision by bisection.
+//! Like the embedded store, after `compact(C)` reads at C and watches after C work, and a
+//! watch after C - 1 fails with `Compacted` (etcd itself would still serve that one).
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -11,12 +13,14 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse, TxnResponse,
-    WatchOptions,
+    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse,
+    TxnResponse, WatchOptions,
 };
 use futures::StreamExt;
 
-use super::{Error, Event, EventKind, KeyValue, ListOptions, ListResult, Result, Storage, WatchStream};
+use super::{
+    Error, Event, EventKind, KeyValue, ListOptions, ListResult, Result, Storage, WatchStream,
+};
 
 const COMPACTED_MSG: &str = "required revision has been compacted";
 const FUTURE_MSG: &str = "required revision is a future revision";
@@ -52,9 +56,15 @@ fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> i64 {
 impl EtcdStore {
     /// Connects to `endpoints`, storing every key under `prefix` (e.g. `/kybern`).
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Arc<Self>> {
-        let client = Client::connect(endpoints, None).await.map_err(backend("connect"))?;
+        let client = Client::connect(endpoints, None)
+            .await
+            .map_err(backend("connect"))?;
         tracing::info!(?endpoints, prefix, "connected to etcd");
-        Ok(Arc::new(Self { client, prefix: prefix.to_owned(), compacted: AtomicI64::new(0) }))
+        Ok(Arc::new(Self {
+            client,
+            prefix: prefix.to_owned(),
+            compacted: AtomicI64::new(0),
+        }))
     }
 
     fn full(&self, key: &str) -> String {
@@ -79,7 +89,11 @@ impl EtcdStore {
         });
         match current {
             None => Error::NotFound(key.to_owned()),
-            Some(actual) => Error::Conflict { key: key.to_owned(), expected, actual },
+            Some(actual) => Error::Conflict {
+                key: key.to_owned(),
+                expected,
+                actual,
+            },
         }
     }
 
@@ -112,10 +126,24 @@ fn map_event(store_prefix: &str, ev: &etcd_client::Event) -> Option<Event> {
     let kv = to_kv(ev.kv()?);
     let prev = ev.prev_kv().map(to_kv);
     Some(match ev.event_type() {
-        EventType::Put => Event { kind: EventKind::Put, kv, prev },
+        EventType::Put => Event {
+            kind: EventKind::Put,
+            kv,
+            prev,
+        },
         EventType::Delete => {
-            let (value, create_revision) = prev.as_ref().map_or((Bytes::new(), 0), |p| (p.value.clone(), p.create_revision));
-            Event { kind: EventKind::Delete, kv: KeyValue { value, create_revision, ..kv }, prev }
+            let (value, create_revision) = prev
+                .as_ref()
+                .map_or((Bytes::new(), 0), |p| (p.value.clone(), p.create_revision));
+            Event {
+                kind: EventKind::Delete,
+                kv: KeyValue {
+                    value,
+                    create_revision,
+                    ..kv
+                },
+                prev,
+            }
         }
     })
 }
@@ -140,7 +168,8 @@ async fn next_watch_item(mut st: WatchState) -> Option<(Result<Event>, WatchStat
             Ok(Some(resp)) => resp,
             Ok(None) => {
                 st.done = true;
-                st.pending.push_back(Err(Error::Backend("etcd watch stream ended".into())));
+                st.pending
+                    .push_back(Err(Error::Backend("etcd watch stream ended".into())));
                 continue;
             }
             Err(e) => {
@@ -151,13 +180,19 @@ async fn next_watch_item(mut st: WatchState) -> Option<(Result<Event>, WatchStat
         };
         if resp.compact_revision() > 0 {
             st.done = true;
-            let err = Error::Compacted { requested: st.after, compacted: resp.compact_revision() };
+            let err = Error::Compacted {
+                requested: st.after,
+                compacted: resp.compact_revision(),
+            };
             st.pending.push_back(Err(err));
         } else if resp.canceled() {
             st.done = true;
             let reason = resp.cancel_reason();
             let err = if reason.contains(COMPACTED_MSG) {
-                Error::Compacted { requested: st.after, compacted: st.after + 1 }
+                Error::Compacted {
+                    requested: st.after,
+                    compacted: st.after + 1,
+                }
             } else {
                 Error::Backend(format!("etcd watch canceled: {reason}"))
             };
@@ -176,12 +211,22 @@ async fn next_watch_item(mut st: WatchState) -> Option<(Result<Event>, WatchStat
 impl Storage for EtcdStore {
     async fn current_revision(&self) -> Result<i64> {
         let opts = GetOptions::new().with_count_only();
-        let resp = self.client.clone().get(self.full("/"), Some(opts)).await.map_err(backend("get revision"))?;
+        let resp = self
+            .client
+            .clone()
+            .get(self.full("/"), Some(opts))
+            .await
+            .map_err(backend("get revision"))?;
         Ok(revision_of(resp.header()))
     }
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
-        let resp = self.client.clone().get(self.full(key), None).await.map_err(backend("get"))?;
+        let resp = self
+            .client
+            .clone()
+            .get(self.full(key), None)
+            .await
+            .map_err(backend("get"))?;
         Ok(resp.kvs().first().map(|kv| self.kv(kv)))
     }
 
@@ -192,12 +237,17 @@ impl Storage for EtcdStore {
             Some(after) if after.as_str() >= prefix => format!("{}\0", self.full(after)),
             _ => full.clone(),
         };
-        let mut get = GetOptions::new().with_range(prefix_end(full.as_bytes())).with_limit(opts.limit as i64);
+        let mut get = GetOptions::new()
+            .with_range(prefix_end(full.as_bytes()))
+            .with_limit(opts.limit as i64);
         let at = opts.revision.filter(|r| *r > 0);
         if let Some(at) = at {
             let compacted = self.compacted.load(Ordering::Relaxed);
             if at < compacted {
-                return Err(Error::Compacted { requested: at, compacted });
+                return Err(Error::Compacted {
+                    requested: at,
+                    compacted,
+                });
             }
             get = get.with_revision(at);
         }
@@ -205,11 +255,17 @@ impl Storage for EtcdStore {
             Ok(resp) => resp,
             Err(e) if e.to_string().contains(COMPACTED_MSG) => {
                 let requested = at.unwrap_or(0);
-                return Err(Error::Compacted { requested, compacted: self.compacted_revision().await? });
+                return Err(Error::Compacted {
+                    requested,
+                    compacted: self.compacted_revision().await?,
+                });
             }
             Err(e) if e.to_string().contains(FUTURE_MSG) => {
                 let current = self.current_revision().await?;
-                return Err(Error::FutureRevision { requested: at.unwrap_or(0), current });
+                return Err(Error::FutureRevision {
+                    requested: at.unwrap_or(0),
+                    current,
+                });
             }
             Err(e) => return Err(backend("list")(e)),
         };
@@ -225,7 +281,12 @@ impl Storage for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(k, value.to_vec(), None)]);
-        let resp = self.client.clone().txn(txn).await.map_err(backend("create"))?;
+        let resp = self
+            .client
+            .clone()
+            .txn(txn)
+            .await
+            .map_err(backend("create"))?;
         if !resp.succeeded() {
             return Err(Error::AlreadyExists(key.to_owned()));
         }
@@ -241,7 +302,12 @@ impl Storage for EtcdStore {
             ])
             .and_then([TxnOp::put(k.clone(), value.to_vec(), None)])
             .or_else([TxnOp::get(k, None)]);
-        let resp = self.client.clone().txn(txn).await.map_err(backend("update"))?;
+        let resp = self
+            .client
+            .clone()
+            .txn(txn)
+            .await
+            .map_err(backend("update"))?;
         if !resp.succeeded() {
             return Err(self.cas_failure(key, expected_revision, &resp));
         }
@@ -256,9 +322,17 @@ impl Storage for EtcdStore {
         }
         let txn = Txn::new()
             .when(when)
-            .and_then([TxnOp::delete(k.clone(), Some(DeleteOptions::new().with_prev_key()))])
+            .and_then([TxnOp::delete(
+                k.clone(),
+                Some(DeleteOptions::new().with_prev_key()),
+            )])
             .or_else([TxnOp::get(k, None)]);
-        let resp = self.client.clone().txn(txn).await.map_err(backend("delete"))?;
+        let resp = self
+            .client
+            .clone()
+            .txn(txn)
+            .await
+            .map_err(backend("delete"))?;
         if !resp.succeeded() {
             return Err(self.cas_failure(key, expected_revision.unwrap_or(0), &resp));
         }
@@ -266,38 +340,69 @@ impl Storage for EtcdStore {
             TxnOpResponse::Delete(del) => del.prev_kvs().first().map(|kv| self.kv(kv)),
             _ => None,
         });
-        let prev = prev.ok_or_else(|| Error::Backend(format!("etcd delete of {key} returned no previous value")))?;
+        let prev = prev.ok_or_else(|| {
+            Error::Backend(format!("etcd delete of {key} returned no previous value"))
+        })?;
         Ok((prev, revision_of(resp.header())))
     }
 
     async fn watch(&self, prefix: &str, after_revision: i64) -> Result<WatchStream> {
         let compacted = self.compacted.load(Ordering::Relaxed);
         if after_revision < compacted {
-            return Err(Error::Compacted { requested: after_revision, compacted });
+            return Err(Error::Compacted {
+                requested: after_revision,
+                compacted,
+            });
         }
         let full = self.full(prefix);
         let opts = WatchOptions::new()
             .with_range(prefix_end(full.as_bytes()))
             .with_start_revision(after_revision + 1)
             .with_prev_key();
-        let mut stream = self.client.clone().watch(full, Some(opts)).await.map_err(backend("watch"))?;
+        let mut stream = self
+            .client
+            .clone()
+            .watch(full, Some(opts))
+            .await
+            .map_err(backend("watch"))?;
         // Wait until etcd has registered the watch, so setup failures surface here.
         let mut pending = VecDeque::new();
         match stream.message().await.map_err(backend("watch"))? {
             Some(resp) if resp.created() && !resp.canceled() => {}
             Some(resp) if resp.compact_revision() > 0 => {
                 self.saw_compacted(resp.compact_revision());
-                return Err(Error::Compacted { requested: after_revision, compacted: resp.compact_revision() });
+                return Err(Error::Compacted {
+                    requested: after_revision,
+                    compacted: resp.compact_revision(),
+                });
             }
             Some(resp) => {
                 if resp.canceled() {
-                    return Err(Error::Backend(format!("etcd watch canceled: {}", resp.cancel_reason())));
+                    return Err(Error::Backend(format!(
+                        "etcd watch canceled: {}",
+                        resp.cancel_reason()
+                    )));
                 }
-                pending.extend(resp.events().iter().filter_map(|ev| map_event(&self.prefix, ev)).map(Ok));
+                pending.extend(
+                    resp.events()
+                        .iter()
+                        .filter_map(|ev| map_event(&self.prefix, ev))
+                        .map(Ok),
+                );
             }
-            None => return Err(Error::Backend("etcd watch stream ended before it started".into())),
+            None => {
+                return Err(Error::Backend(
+                    "etcd watch stream ended before it started".into(),
+                ))
+            }
         }
-        let state = WatchState { stream, pending, prefix: self.prefix.clone(), after: after_revision, done: false };
+        let state = WatchState {
+            stream,
+            pending,
+            prefix: self.prefix.clone(),
+            after: after_revision,
+            done: false,
+        };
         Ok(futures::stream::unfold(state, next_watch_item).boxed())
     }
 
@@ -308,7 +413,10 @@ impl Storage for EtcdStore {
             Err(e) if e.to_string().contains(COMPACTED_MSG) => {}
             Err(e) if e.to_string().contains(FUTURE_MSG) => {
                 let current = self.current_revision().await?;
-                return Err(Error::FutureRevision { requested: revision, current });
+                return Err(Error::FutureRevision {
+                    requested: revision,
+                    current,
+                });
             }
             Err(e) => return Err(backend("compact")(e)),
         }
@@ -339,7 +447,12 @@ impl Storage for EtcdStore {
     }
 
     async fn size_on_disk(&self) -> Result<u64> {
-        let status = self.client.clone().status().await.map_err(backend("status"))?;
+        let status = self
+            .client
+            .clone()
+            .status()
+            .await
+            .map_err(backend("status"))?;
         Ok(u64::try_from(status.db_size()).unwrap_or(0))
     }
 }

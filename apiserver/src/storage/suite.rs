@@ -44,17 +44,33 @@ pub async fn next_event(stream: &mut WatchStream) -> Event {
 pub async fn crud_and_cas(store: &Store, p: &str) {
     let key = format!("{p}k");
     let r1 = store.create(&key, b("v1")).await.expect("create");
-    let kv = store.get(&key).await.unwrap().expect("created key is readable");
-    assert_eq!((kv.value.as_ref(), kv.create_revision, kv.mod_revision), (&b"v1"[..], r1, r1));
-    assert!(matches!(store.create(&key, b("again")).await, Err(Error::AlreadyExists(k)) if k == key));
+    let kv = store
+        .get(&key)
+        .await
+        .unwrap()
+        .expect("created key is readable");
+    assert_eq!(
+        (kv.value.as_ref(), kv.create_revision, kv.mod_revision),
+        (&b"v1"[..], r1, r1)
+    );
+    assert!(
+        matches!(store.create(&key, b("again")).await, Err(Error::AlreadyExists(k)) if k == key)
+    );
 
     let r2 = store.update(&key, b("v2"), r1).await.expect("update");
     assert!(r2 > r1);
     let kv = store.get(&key).await.unwrap().unwrap();
-    assert_eq!((kv.value.as_ref(), kv.create_revision, kv.mod_revision), (&b"v2"[..], r1, r2));
+    assert_eq!(
+        (kv.value.as_ref(), kv.create_revision, kv.mod_revision),
+        (&b"v2"[..], r1, r2)
+    );
 
     match store.update(&key, b("stale"), r1).await {
-        Err(Error::Conflict { key: k, expected, actual }) => assert_eq!((k, expected, actual), (key.clone(), r1, r2)),
+        Err(Error::Conflict {
+            key: k,
+            expected,
+            actual,
+        }) => assert_eq!((k, expected, actual), (key.clone(), r1, r2)),
         other => panic!("stale update: {other:?}"),
     }
     match store.delete(&key, Some(r1)).await {
@@ -62,22 +78,51 @@ pub async fn crud_and_cas(store: &Store, p: &str) {
         other => panic!("stale delete: {other:?}"),
     }
     let kv = store.get(&key).await.unwrap().unwrap();
-    assert_eq!((kv.value.as_ref(), kv.mod_revision), (&b"v2"[..], r2), "failed CAS changed nothing");
+    assert_eq!(
+        (kv.value.as_ref(), kv.mod_revision),
+        (&b"v2"[..], r2),
+        "failed CAS changed nothing"
+    );
 
     let (deleted, r3) = store.delete(&key, Some(r2)).await.expect("delete");
     assert!(r3 > r2);
-    assert_eq!((deleted.value.as_ref(), deleted.create_revision, deleted.mod_revision), (&b"v2"[..], r1, r2));
+    assert_eq!(
+        (
+            deleted.value.as_ref(),
+            deleted.create_revision,
+            deleted.mod_revision
+        ),
+        (&b"v2"[..], r1, r2)
+    );
     assert_eq!(store.get(&key).await.unwrap(), None);
 
     let missing = format!("{p}missing");
-    assert!(matches!(store.update(&missing, b("x"), r1).await, Err(Error::NotFound(k)) if k == missing));
-    assert!(matches!(store.delete(&missing, None).await, Err(Error::NotFound(_))));
-    assert!(matches!(store.delete(&missing, Some(r1)).await, Err(Error::NotFound(_))));
+    assert!(
+        matches!(store.update(&missing, b("x"), r1).await, Err(Error::NotFound(k)) if k == missing)
+    );
+    assert!(matches!(
+        store.delete(&missing, None).await,
+        Err(Error::NotFound(_))
+    ));
+    assert!(matches!(
+        store.delete(&missing, Some(r1)).await,
+        Err(Error::NotFound(_))
+    ));
 
-    let r4 = store.create(&key, b("v3")).await.expect("re-create after delete");
+    let r4 = store
+        .create(&key, b("v3"))
+        .await
+        .expect("re-create after delete");
     let kv = store.get(&key).await.unwrap().unwrap();
-    assert_eq!((kv.create_revision, kv.mod_revision), (r4, r4), "a re-created key starts afresh");
-    let (deleted, _) = store.delete(&key, None).await.expect("unconditional delete");
+    assert_eq!(
+        (kv.create_revision, kv.mod_revision),
+        (r4, r4),
+        "a re-created key starts afresh"
+    );
+    let (deleted, _) = store
+        .delete(&key, None)
+        .await
+        .expect("unconditional delete");
     assert_eq!(deleted.value.as_ref(), b"v3");
 }
 
@@ -103,14 +148,21 @@ pub async fn list_prefix_and_pages(store: &Store, p: &str) {
     }
     let prefix = format!("{p}a/b/");
     let all = store.list(&prefix, ListOptions::default()).await.unwrap();
-    let keys: Vec<_> = all.kvs.iter().map(|kv| kv.key.strip_prefix(p).unwrap().to_owned()).collect();
+    let keys: Vec<_> = all
+        .kvs
+        .iter()
+        .map(|kv| kv.key.strip_prefix(p).unwrap().to_owned())
+        .collect();
     assert_eq!(keys, ["a/b/1", "a/b/2", "a/b/3", "a/b/4", "a/b/5"]);
     assert!(!all.more);
     assert!(all.revision >= all.kvs.iter().map(|kv| kv.mod_revision).max().unwrap());
     assert_eq!(all.kvs[0].value.as_ref(), b"a/b/1");
 
     let mut seen = Vec::new();
-    let mut opts = ListOptions { limit: 2, ..Default::default() };
+    let mut opts = ListOptions {
+        limit: 2,
+        ..Default::default()
+    };
     let mut mores = Vec::new();
     loop {
         let page = store.list(&prefix, opts.clone()).await.unwrap();
@@ -124,13 +176,33 @@ pub async fn list_prefix_and_pages(store: &Store, p: &str) {
         opts.revision = Some(page.revision);
     }
     assert_eq!(mores, [true, true, false]);
-    assert_eq!(seen, all.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        seen,
+        all.kvs.iter().map(|kv| kv.key.clone()).collect::<Vec<_>>()
+    );
 
-    let exact = ListOptions { limit: 5, ..Default::default() };
-    assert!(!store.list(&prefix, exact).await.unwrap().more, "a full last page has no more");
-    let after_last = ListOptions { start_after: Some(format!("{p}a/b/5")), ..Default::default() };
-    assert!(store.list(&prefix, after_last).await.unwrap().kvs.is_empty());
-    let empty = store.list(&format!("{p}nothing/"), ListOptions::default()).await.unwrap();
+    let exact = ListOptions {
+        limit: 5,
+        ..Default::default()
+    };
+    assert!(
+        !store.list(&prefix, exact).await.unwrap().more,
+        "a full last page has no more"
+    );
+    let after_last = ListOptions {
+        start_after: Some(format!("{p}a/b/5")),
+        ..Default::default()
+    };
+    assert!(store
+        .list(&prefix, after_last)
+        .await
+        .unwrap()
+        .kvs
+        .is_empty());
+    let empty = store
+        .list(&format!("{p}nothing/"), ListOptions::default())
+        .await
+        .unwrap();
     assert!(empty.kvs.is_empty() && !empty.more);
 }
 
@@ -145,20 +217,51 @@ pub async fn list_at_past_revision(store: &Store, p: &str) {
     store.delete(&y, Some(ry)).await.unwrap();
     store.create(&format!("{p}z"), b("z1")).await.unwrap();
 
-    let past = store.list(p, ListOptions { revision: Some(then.revision), ..Default::default() }).await.unwrap();
+    let past = store
+        .list(
+            p,
+            ListOptions {
+                revision: Some(then.revision),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(past.revision, then.revision);
     assert_eq!(past.kvs, then.kvs);
-    let first = store.list(p, ListOptions { revision: Some(rx), ..Default::default() }).await.unwrap();
+    let first = store
+        .list(
+            p,
+            ListOptions {
+                revision: Some(rx),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(first.kvs.len(), 1);
-    assert_eq!((first.kvs[0].value.as_ref(), first.kvs[0].mod_revision), (&b"x1"[..], rx));
-    let page = ListOptions { revision: Some(then.revision), limit: 1, start_after: None };
+    assert_eq!(
+        (first.kvs[0].value.as_ref(), first.kvs[0].mod_revision),
+        (&b"x1"[..], rx)
+    );
+    let page = ListOptions {
+        revision: Some(then.revision),
+        limit: 1,
+        start_after: None,
+    };
     let page = store.list(p, page).await.unwrap();
     assert_eq!((page.kvs.len(), page.more), (1, true));
     let now = store.list(p, ListOptions::default()).await.unwrap();
     let values: Vec<_> = now.kvs.iter().map(|kv| kv.value.clone()).collect();
     assert_eq!(values, [b("x2"), b("z1")]);
-    let future = ListOptions { revision: Some(now.revision + 1000), ..Default::default() };
-    assert!(matches!(store.list(p, future).await, Err(Error::FutureRevision { .. })));
+    let future = ListOptions {
+        revision: Some(now.revision + 1000),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.list(p, future).await,
+        Err(Error::FutureRevision { .. })
+    ));
 }
 
 /// A watch replays exactly the events after its revision, with previous values, then
@@ -174,13 +277,33 @@ pub async fn watch_replay_then_live(store: &Store, p: &str) {
     let prefix = format!("{p}w/");
     let mut w = store.watch(&prefix, start).await.unwrap();
     let e = next_event(&mut w).await;
-    assert_eq!((e.kind, e.kv.key.as_str(), e.kv.value.as_ref(), e.revision(), &e.prev), (EventKind::Put, a.as_str(), &b"1"[..], r1, &None));
+    assert_eq!(
+        (
+            e.kind,
+            e.kv.key.as_str(),
+            e.kv.value.as_ref(),
+            e.revision(),
+            &e.prev
+        ),
+        (EventKind::Put, a.as_str(), &b"1"[..], r1, &None)
+    );
     let e = next_event(&mut w).await;
-    assert_eq!((e.kind, e.kv.value.as_ref(), e.revision(), e.kv.create_revision), (EventKind::Put, &b"2"[..], r2, r1));
+    assert_eq!(
+        (
+            e.kind,
+            e.kv.value.as_ref(),
+            e.revision(),
+            e.kv.create_revision
+        ),
+        (EventKind::Put, &b"2"[..], r2, r1)
+    );
     let prev = e.prev.expect("an update has a prev value");
     assert_eq!((prev.value.as_ref(), prev.mod_revision), (&b"1"[..], r1));
     let e = next_event(&mut w).await;
-    assert_eq!((e.kind, e.kv.key.as_str(), e.revision()), (EventKind::Delete, a.as_str(), r3));
+    assert_eq!(
+        (e.kind, e.kv.key.as_str(), e.revision()),
+        (EventKind::Delete, a.as_str(), r3)
+    );
     let prev = e.prev.expect("a delete has a prev value");
     assert_eq!((prev.value.as_ref(), prev.mod_revision), (&b"2"[..], r2));
 
@@ -192,7 +315,10 @@ pub async fn watch_replay_then_live(store: &Store, p: &str) {
     let r4 = store.create(&format!("{p}w/b"), b("live")).await.unwrap();
     for stream in [&mut w, &mut mid] {
         let e = next_event(stream).await;
-        assert_eq!((e.kind, e.revision(), e.kv.value.as_ref(), &e.prev), (EventKind::Put, r4, &b"live"[..], &None));
+        assert_eq!(
+            (e.kind, e.revision(), e.kv.value.as_ref(), &e.prev),
+            (EventKind::Put, r4, &b"live"[..], &None)
+        );
     }
 }
 
@@ -218,7 +344,11 @@ pub async fn concurrent_watchers(store: &Store, p: &str) {
         let mut last = start;
         for _ in 0..200 {
             let e = next_event(w).await;
-            assert!(e.revision() > last, "events out of order: {} after {last}", e.revision());
+            assert!(
+                e.revision() > last,
+                "events out of order: {} after {last}",
+                e.revision()
+            );
             last = e.revision();
         }
     }
@@ -232,7 +362,9 @@ pub async fn concurrent_cas(store: &Store, p: &str) {
         let tasks: Vec<_> = (0..8)
             .map(|t| {
                 let (store, key) = (store.clone(), key.clone());
-                tokio::spawn(async move { store.update(&key, b(&format!("{round}-{t}")), rev).await })
+                tokio::spawn(
+                    async move { store.update(&key, b(&format!("{round}-{t}")), rev).await },
+                )
             })
             .collect();
         let mut winners = Vec::new();
@@ -258,7 +390,10 @@ pub async fn compaction(store: &Store, p: &str) {
     let at = revs[3];
     store.compact(at).await.expect("compact");
     assert!(store.compacted_revision().await.unwrap() >= at);
-    store.compact(at).await.expect("compacting again is harmless");
+    store
+        .compact(at)
+        .await
+        .expect("compacting again is harmless");
 
     match store.watch(p, revs[1]).await {
         Err(Error::Compacted { .. }) => {}
@@ -268,12 +403,24 @@ pub async fn compaction(store: &Store, p: &str) {
         },
         Err(e) => panic!("watch from a compacted revision: {e}"),
     }
-    let old = ListOptions { revision: Some(revs[1]), ..Default::default() };
-    assert!(matches!(store.list(p, old).await, Err(Error::Compacted { .. })));
+    let old = ListOptions {
+        revision: Some(revs[1]),
+        ..Default::default()
+    };
+    assert!(matches!(
+        store.list(p, old).await,
+        Err(Error::Compacted { .. })
+    ));
 
-    let kept = ListOptions { revision: Some(at), ..Default::default() };
+    let kept = ListOptions {
+        revision: Some(at),
+        ..Default::default()
+    };
     assert_eq!(store.list(p, kept).await.unwrap().kvs.len(), 4);
-    let mut w = store.watch(p, at).await.expect("watch after the compacted revision");
+    let mut w = store
+        .watch(p, at)
+        .await
+        .expect("watch after the compacted revision");
     assert_eq!(next_event(&mut w).await.revision(), revs[4]);
     let r = store.create(&format!("{p}after"), b("x")).await.unwrap();
     assert_eq!(next_event(&mut w).await.revision(), r);
