@@ -30,6 +30,7 @@ pub fn apply(group: &str, plural: &str, obj: &mut Value) {
         ("", "pods") => {
             if let Some(spec) = at(obj, &["spec"]) {
                 pod_spec(spec);
+                admission_defaults(spec);
             }
         }
         ("", "podtemplates") => template(obj, &["template"]),
@@ -166,8 +167,7 @@ fn template(obj: &mut Value, path: &[&str]) {
     }
 }
 
-/// PodSpec defaults, including what the ServiceAccount, Priority and
-/// DefaultTolerationSeconds admission plugins add.
+/// PodSpec defaults (for pods and pod templates alike).
 pub fn pod_spec(spec: &mut Map<String, Value>) {
     default(spec, "restartPolicy", json!("Always"));
     default(spec, "terminationGracePeriodSeconds", json!(30));
@@ -175,11 +175,6 @@ pub fn pod_spec(spec: &mut Map<String, Value>) {
     default(spec, "securityContext", json!({}));
     default(spec, "schedulerName", json!("default-scheduler"));
     default(spec, "enableServiceLinks", json!(true));
-    default(spec, "serviceAccountName", json!("default"));
-    let sa = spec["serviceAccountName"].clone();
-    default(spec, "serviceAccount", sa);
-    default(spec, "priority", json!(0));
-    default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     for key in ["containers", "initContainers"] {
         for c in each_in(spec, key) {
             container(c);
@@ -192,6 +187,16 @@ pub fn pod_spec(spec: &mut Map<String, Value>) {
             }
         }
     }
+}
+
+/// What the ServiceAccount, Priority and DefaultTolerationSeconds admission plugins add
+/// to pods (not to templates).
+fn admission_defaults(spec: &mut Map<String, Value>) {
+    default(spec, "serviceAccountName", json!("default"));
+    let sa = spec["serviceAccountName"].clone();
+    default(spec, "serviceAccount", sa);
+    default(spec, "priority", json!(0));
+    default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
     if let Some(list) = tolerations.as_array_mut() {
         for taint in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
@@ -275,7 +280,11 @@ mod tests {
         assert_eq!(pod["restartPolicy"], "Always");
         assert_eq!(pod["containers"][0]["imagePullPolicy"], "Always");
         assert_eq!(pod["containers"][0]["ports"][0]["protocol"], "TCP");
-        assert_eq!(pod["tolerations"].as_array().map(Vec::len), Some(2));
+        assert!(pod.get("tolerations").is_none(), "admission defaults are for pods only");
+        let mut p = json!({"spec": {"containers": [{"name": "c", "image": "x"}]}});
+        apply("", "pods", &mut p);
+        assert_eq!(p["spec"]["tolerations"].as_array().map(Vec::len), Some(2));
+        assert_eq!(p["spec"]["serviceAccountName"], "default");
     }
 
     #[test]
