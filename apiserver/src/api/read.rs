@@ -74,6 +74,9 @@ pub fn include_object(req: &ApiRequest) -> IncludeObject {
 }
 
 pub async fn get(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
+    // A client may watch from the resourceVersion it reads here: the watch cache must
+    // already be following changes from this point on, or that watch would be 410 Gone.
+    api.cache(r).await?;
     let obj = get_object(api, r, req.namespace(), name, req.query.get("resourceVersion") == Some("0")).await?;
     object_response(r, req, StatusCode::OK, &obj)
 }
@@ -158,6 +161,9 @@ fn internal(e: serde_json::Error) -> ApiError {
 
 /// Resolves a LIST's resourceVersion semantics and reads one page.
 pub async fn list_page(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Page> {
+    // Start the watch cache before reading, so a watch from this list's resourceVersion
+    // (what every informer does next) finds its events there.
+    api.cache(r).await?;
     let q = &req.query;
     let filter = Filter::from_request(r, req)?;
     let limit: usize = match q.value("limit") {

@@ -151,6 +151,9 @@ fn check_body(r: &Resource, req: &ApiRequest, obj: &mut Value) -> Result<()> {
 }
 
 pub async fn create(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Response<Body>> {
+    // The resourceVersion returned here may be watched from next: start the watch cache
+    // first, or its history would begin after this write and the watch be 410 Gone.
+    api.cache(r).await?;
     let mut obj = decode_object(&req.content_type, &req.body)?;
     check_body(r, req, &mut obj)?;
     if object::meta_str(&obj, "resourceVersion").is_some_and(|v| !v.is_empty()) {

@@ -1,0 +1,41 @@
+//! Integration tests: the apiserver in-process on a free port, driven by kube-rs as a
+//! controller or a user's program would drive it.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod crud;
+mod discovery;
+mod errors;
+mod patch;
+mod selectors;
+mod subresources;
+mod watch;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde_json::json;
+
+/// The HTTP status code of a failed API call.
+pub fn code(result: Result<impl std::fmt::Debug, kube::Error>) -> u16 {
+    match result {
+        Err(kube::Error::Api(status)) => status.code,
+        other => panic!("expected an API error status, got {other:?}"),
+    }
+}
+
+/// The `Status` of a failed API call.
+pub fn status(result: Result<impl std::fmt::Debug, kube::Error>) -> kube::core::Status {
+    match result {
+        Err(kube::Error::Api(status)) => *status,
+        other => panic!("expected an API error status, got {other:?}"),
+    }
+}
+
+pub fn configmap(name: &str, data: serde_json::Value) -> ConfigMap {
+    serde_json::from_value(json!({"metadata": {"name": name}, "data": data})).unwrap()
+}
+
+/// A raw request with a body, as a client not using kube-rs's typed API sends it.
+pub fn raw(method: &str, uri: &str, content_type: &str, body: impl Into<Vec<u8>>) -> http::Request<Vec<u8>> {
+    http::Request::builder().method(method).uri(uri).header("content-type", content_type).body(body.into()).unwrap()
+}
