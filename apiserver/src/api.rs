@@ -182,6 +182,10 @@ pub async fn bootstrap(api: &Arc<Api>) -> Result<()> {
         }
     }
     crd::load_all(api).await?;
+    // Like upstream, every resource's watch cache runs from start-up, so a watch from
+    // any resourceVersion a client has read since finds its events in the history.
+    let resources: Vec<_> = api.registry.snapshot().resources().cloned().collect();
+    futures::future::try_join_all(resources.iter().map(|r| api.cache(r))).await?;
     kubernetes_service(api).await
 }
 

@@ -216,8 +216,8 @@ impl Registry {
     pub fn with_builtins() -> Result<Self, CrdError> {
         let registry = Registry::default();
         for (file, text) in BUILTIN_CRDS {
-            let crd: Value = serde_yaml::from_str(text)
-                .map_err(|e| CrdError { name: file.to_string(), problem: format!("not valid YAML: {e}") })?;
+            let crd: Value = serde_json::from_str(text)
+                .map_err(|e| CrdError { name: file.to_string(), problem: format!("not valid JSON: {e}") })?;
             registry.register(&crd, true)?;
         }
         Ok(registry)
