@@ -7,6 +7,7 @@ pub mod registry;
 pub mod request;
 pub mod selectors;
 pub mod server;
+pub mod smp;
 pub mod status;
 pub mod storage;
 pub mod table;
