@@ -1,0 +1,1 @@
+//! Table tests of strategic merge patch against upstream behaviour.
