@@ -8,6 +8,7 @@ pub mod request;
 pub mod schema;
 pub mod selectors;
 pub mod server;
+pub mod smp;
 pub mod status;
 pub mod storage;
 pub mod table;
