@@ -90,7 +90,7 @@ pub async fn update(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) 
         let wanted = if req.method == http::Method::PUT {
             decode_object(&req.content_type, &req.body)?
         } else {
-            apply_patch(&scale, &media_type(&req.content_type), &req.body)?
+            apply_patch(&scale, &media_type(&req.content_type), &req.body, Some(&crate::smp::PatchMeta::new()))?
         };
         let precondition = object::meta_str(&wanted, "resourceVersion").filter(|v| !v.is_empty());
         let current_rv = object::meta_str(&current, "resourceVersion").unwrap_or("");

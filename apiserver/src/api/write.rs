@@ -225,17 +225,27 @@ pub async fn patch(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -
     object_response(r, req, code, &out)
 }
 
-/// Applies a merge or JSON patch to an object.
-pub fn apply_patch(current: &Value, media: &str, body: &Bytes) -> Result<Value> {
+/// Applies a merge, strategic merge (built-in kinds only, with their patch metadata;
+/// `None` refuses it as upstream does for custom resources) or JSON patch.
+pub fn apply_patch(current: &Value, media: &str, body: &Bytes, smp_meta: Option<&crate::smp::PatchMeta>) -> Result<Value> {
     let mut target = current.clone();
+    let parse_object = || -> Result<Value> {
+        let patch: Value = serde_json::from_slice(body)
+            .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
+        if !patch.is_object() {
+            return Err(ApiError::BadRequest("a merge patch must be a JSON object".into()));
+        }
+        Ok(patch)
+    };
     match media {
-        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-            let patch: Value = serde_json::from_slice(body)
-                .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
-            if !patch.is_object() {
-                return Err(ApiError::BadRequest("a merge patch must be a JSON object".into()));
-            }
-            json_patch::merge(&mut target, &strip_directives(patch));
+        "application/merge-patch+json" => json_patch::merge(&mut target, &parse_object()?),
+        "application/strategic-merge-patch+json" => {
+            let meta = smp_meta.ok_or(ApiError::UnsupportedMediaType)?;
+            target = crate::smp::apply(current, &parse_object()?, meta).map_err(|e| match e.kind() {
+                crate::smp::SmpErrorKind::BadRequest => ApiError::BadRequest(e.to_string()),
+                crate::smp::SmpErrorKind::Unprocessable => ApiError::Unprocessable(e.to_string()),
+                crate::smp::SmpErrorKind::Other => ApiError::Internal(e.to_string()),
+            })?;
         }
         "application/json-patch+json" => {
             let ops: json_patch::Patch = serde_json::from_slice(body)
@@ -248,18 +258,6 @@ pub fn apply_patch(current: &Value, media: &str, body: &Bytes) -> Result<Value> 
         return Err(ApiError::Unprocessable("the patched object is not a JSON object".into()));
     }
     Ok(target)
-}
-
-/// Strategic-merge directives (`$patch`, `$setElementOrder/...`, `$retainKeys`) have no
-/// meaning in a JSON merge patch; drop them rather than storing them as fields.
-fn strip_directives(mut v: Value) -> Value {
-    if let Some(map) = v.as_object_mut() {
-        map.retain(|k, _| !k.starts_with('$'));
-        for val in map.values_mut() {
-            *val = strip_directives(std::mem::take(val));
-        }
-    }
-    v
 }
 
 /// Reads the object, derives the new one, and writes it back if nothing changed in
@@ -281,7 +279,8 @@ async fn read_modify_write(
             Change::Patch { media, body } => {
                 let mut base = current.clone();
                 base["apiVersion"] = json!(r.api_version());
-                apply_patch(&base, media, body)?
+                let meta = r.builtin.then(|| crate::smp::patch_meta_for(&r.group, &r.kind));
+                apply_patch(&base, media, body, meta.as_ref())?
             }
         };
         let precondition = object::meta_str(&new, "resourceVersion").filter(|v| !v.is_empty()).map(str::to_string);
