@@ -88,6 +88,9 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")]
     UnsupportedMediaType,
+    /// A patch type the resource does not take (strategic merge patch on a custom resource).
+    #[error("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")]
+    UnsupportedPatch,
     #[error("only the following media types are accepted: application/json, application/yaml, application/json;as=Table;v=v1;g=meta.k8s.io")]
     NotAcceptable,
     #[error("Request entity too large: limit is {0}")]
@@ -122,7 +125,7 @@ impl ApiError {
             ApiError::BadRequest(_) => 400,
             ApiError::Gone(_) => 410,
             ApiError::MethodNotAllowed => 405,
-            ApiError::UnsupportedMediaType => 415,
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedPatch => 415,
             ApiError::NotAcceptable => 406,
             ApiError::TooLarge(_) => 413,
             ApiError::Unauthorized => 401,
@@ -141,7 +144,7 @@ impl ApiError {
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Gone(_) => "Expired",
             ApiError::MethodNotAllowed => "MethodNotAllowed",
-            ApiError::UnsupportedMediaType => "UnsupportedMediaType",
+            ApiError::UnsupportedMediaType | ApiError::UnsupportedPatch => "UnsupportedMediaType",
             ApiError::NotAcceptable => "NotAcceptable",
             ApiError::TooLarge(_) => "RequestEntityTooLarge",
             ApiError::Unauthorized => "Unauthorized",

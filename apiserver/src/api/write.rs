@@ -240,7 +240,7 @@ pub fn apply_patch(current: &Value, media: &str, body: &Bytes, smp_meta: Option<
     match media {
         "application/merge-patch+json" => json_patch::merge(&mut target, &parse_object()?),
         "application/strategic-merge-patch+json" => {
-            let meta = smp_meta.ok_or(ApiError::UnsupportedMediaType)?;
+            let meta = smp_meta.ok_or(ApiError::UnsupportedPatch)?;
             target = crate::smp::apply(current, &parse_object()?, meta).map_err(|e| match e.kind() {
                 crate::smp::SmpErrorKind::BadRequest => ApiError::BadRequest(e.to_string()),
                 crate::smp::SmpErrorKind::Unprocessable => ApiError::Unprocessable(e.to_string()),
@@ -252,7 +252,7 @@ pub fn apply_patch(current: &Value, media: &str, body: &Bytes, smp_meta: Option<
                 .map_err(|e| ApiError::BadRequest(format!("the JSON patch is not valid: {e}")))?;
             json_patch::patch(&mut target, &ops).map_err(|e| ApiError::Unprocessable(e.to_string()))?;
         }
-        _ => return Err(ApiError::UnsupportedMediaType),
+        _ => return Err(ApiError::UnsupportedPatch),
     }
     if !target.is_object() {
         return Err(ApiError::Unprocessable("the patched object is not a JSON object".into()));
