@@ -101,11 +101,20 @@ impl Api {
                     Err(e) => return error_response(&e),
                 };
                 let ctype = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
-                let req = ApiRequest { method: parts.method, path: rp, query, accept, content_type: ctype, body };
-                match self.resource_request(req).await {
+                let warnings = Warnings::default();
+                let req = ApiRequest { method: parts.method, path: rp, query, accept, content_type: ctype, body, warnings: warnings.clone() };
+                let mut resp = match self.resource_request(req).await {
                     Ok(resp) => resp,
                     Err(e) => error_response(&e),
+                };
+                for w in warnings.take() {
+                    // RFC 7234 warn-code 299 with an escaped quoted text, as upstream sends.
+                    let text = format!("299 - {}", serde_json::to_string(&w).unwrap_or_default());
+                    if let Ok(v) = http::HeaderValue::from_str(&text) {
+                        resp.headers_mut().append("warning", v);
+                    }
                 }
+                resp
             }
             other => match discovery::serve(&self, &parts.method, &other, &accept).await {
                 Ok(resp) => resp,
@@ -206,6 +215,7 @@ async fn internal(api: &Arc<Api>, method: Method, group: &str, version: &str, re
         accept: Accept { json: true, ..Default::default() },
         content_type: "application/json".into(),
         body: Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
+        warnings: Warnings::default(),
     };
     api.resource_request(req).await
 }
@@ -257,6 +267,22 @@ pub struct ApiRequest {
     pub accept: Accept,
     pub content_type: String,
     pub body: Bytes,
+    /// Warnings for the client, sent as `Warning` headers.
+    pub warnings: Warnings,
+}
+
+/// Warnings collected while serving one request.
+#[derive(Clone, Default)]
+pub struct Warnings(Arc<Mutex<Vec<String>>>);
+
+impl Warnings {
+    pub fn push(&self, w: String) {
+        self.0.lock().expect("warnings lock poisoned").push(w);
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.lock().expect("warnings lock poisoned"))
+    }
 }
 
 impl ApiRequest {

@@ -67,7 +67,18 @@ fn admit(r: &Resource, req: &ApiRequest, obj: &mut Value, old: Option<&Value>) -
     if let Some(schema) = &r.schema {
         let out = crate::schema::process(schema, obj);
         causes = out.causes;
-        if !out.unknown_fields.is_empty() && req.query.get("fieldValidation") == Some("Strict") {
+        let mode = req.query.value("fieldValidation").unwrap_or("Warn");
+        if !matches!(mode, "Strict" | "Warn" | "Ignore") {
+            return Err(ApiError::BadRequest(format!(
+                "fieldValidation: Unsupported value: {mode:?}: supported values: \"Ignore\", \"Strict\", \"Warn\""
+            )));
+        }
+        if mode == "Warn" {
+            for f in &out.unknown_fields {
+                req.warnings.push(format!("unknown field {f:?}"));
+            }
+        }
+        if !out.unknown_fields.is_empty() && mode == "Strict" {
             let list: Vec<String> = out.unknown_fields.iter().map(|f| format!("unknown field {:?}", f)).collect();
             return Err(ApiError::BadRequest(format!(
                 "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
