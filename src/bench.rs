@@ -56,6 +56,7 @@ mod report;
 mod workload;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
@@ -172,8 +173,16 @@ struct Pids {
     etcd: Option<u32>,
 }
 
+/// The server whose RSS the progress lines show (0: none).
+static PROGRESS_PID: AtomicU32 = AtomicU32::new(0);
+
 fn progress(started: Instant, what: &str) {
-    eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
+    let pid = PROGRESS_PID.load(Ordering::Relaxed);
+    let rss = match procs::rss_bytes(pid) {
+        Ok(b) if pid != 0 => format!(" [server RSS {:.1} MiB]", b as f64 / MIB),
+        _ => String::new(),
+    };
+    eprintln!("[{:>6.1}s] {what}{rss}", started.elapsed().as_secs_f64());
 }
 
 fn loadavg() -> String {
@@ -196,6 +205,7 @@ async fn api(args: ApiArgs) -> Result<()> {
     if let Some(kc) = args.kubeconfig.clone() {
         let mut report = Report::new(format!("server at {}", kc.display()));
         let pids = Pids { server: args.server_pid, etcd: None };
+        PROGRESS_PID.store(args.server_pid.unwrap_or(0), Ordering::Relaxed);
         let started = Instant::now();
         let cfg = workload::client_config(&kc).await?;
         if let Some(pid) = pids.server {
@@ -313,6 +323,7 @@ async fn spawned(args: &ApiArgs, etcd: bool) -> Result<Report> {
     let data_dir = tmp.sub("data")?;
     let server = procs::start_server(&data_dir, etcd_url.as_deref(), &server_log).await?;
     progress(started, &format!("{name}: ready at {} after {:.3} s", server.url, server.startup.as_secs_f64()));
+    PROGRESS_PID.store(server.proc.pid(), Ordering::Relaxed);
     let pids = Pids { server: Some(server.proc.pid()), etcd: etcd_proc.as_ref().map(|e| e.proc.pid()) };
     rss_rows(&mut report, "idle right after ready", pids, upstream::RSS_IDLE_TOTAL, upstream::RSS_IDLE_APISERVER)?;
 
@@ -340,6 +351,7 @@ async fn spawned(args: &ApiArgs, etcd: bool) -> Result<Report> {
     }
     drop(cs);
     progress(started, &format!("{name}: cold start with the existing data x{}", args.starts));
+    PROGRESS_PID.store(0, Ordering::Relaxed);
     server.proc.stop().await;
     let mut existing = Vec::new();
     for _ in 0..args.starts {
@@ -483,6 +495,11 @@ async fn run_workload(
             Row::new(format!("watch delivery, {label}, p99"), w.latencies.p99_ms(), Some(up99), Unit::Ms)
                 .target(Target::Ratio(1.0)),
         );
+        report.note(format!(
+            "watch, {label}: from sending the PUT to the event at the watcher: p50 {:.2} ms, p99 {:.2} ms",
+            w.from_request.p50_ms(),
+            w.from_request.p99_ms()
+        ));
         if w.early > 0 || w.missed > 0 || w.rv_mismatch > 0 {
             report.note(format!(
                 "watch, {label}: {} of {} deliveries arrived before the PUT response (counted as 0), {} missed (10 s), {} with a resourceVersion different from the PUT response's",
@@ -511,6 +528,7 @@ async fn run_workload(
     }
 
     progress(started, &format!("deletecollection of {n}"));
+    // (progress lines show the server's RSS, so its growth per phase is visible)
     let (call, empty) = workload::delete_phase(&main, &ns).await?;
     report.row(Row::new(
         format!("deletecollection of {n}, until the list is empty"),
@@ -519,6 +537,7 @@ async fn run_workload(
         Unit::Secs,
     ));
     report.note(format!("deletecollection call itself returned after {:.3} s", call.as_secs_f64()));
+    progress(started, "workload done");
     Ok(ns)
 }
 

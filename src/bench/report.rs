@@ -178,7 +178,7 @@ impl Report {
         let line = |c: &[String; 5]| {
             let parts: Vec<String> =
                 c.iter().zip(width.iter()).map(|(s, w)| format!("{s:<w$}", w = *w)).collect();
-            format!("| {} |", parts.join(" | ").trim_end())
+            format!("| {} |", parts.join(" | "))
         };
         println!();
         println!("## {}", self.title);

@@ -316,6 +316,8 @@ pub async fn get_parallel(clients: &[Client], ns: &str, objects: usize, n: usize
 /// Watch delivery after the update response.
 pub struct WatchFigures {
     pub latencies: Samples,
+    /// From sending the PUT to the event reaching the watcher.
+    pub from_request: Samples,
     /// Events that reached a watcher before the PUT response reached us (counted as 0).
     pub early: usize,
     pub missed: usize,
@@ -385,10 +387,12 @@ pub async fn watch_phase(cfg: &kube::Config, client: &Client, ns: &str, watchers
     let name = object_name(1);
     let mut obj = api.get(&name).await.context("reading the object to update")?;
     let mut lat = Vec::new();
+    let mut from_req = Vec::new();
     let (mut early, mut missed, mut mismatch) = (0, 0, 0);
     // Update 0 is a warm-up: it makes sure every watch is live.
     for seq in 0..=updates as u64 {
         obj.data.get_or_insert_with(Default::default).insert("seq".into(), seq.to_string());
+        let sent = Instant::now();
         let updated = api.replace(&name, &PostParams::default(), &obj).await.context("PUT during the watch phase")?;
         let responded = Instant::now();
         let new_rv = updated.metadata.resource_version.clone().unwrap_or_default();
@@ -407,6 +411,7 @@ pub async fn watch_phase(cfg: &kube::Config, client: &Client, ns: &str, watchers
                                 early += 1;
                             }
                             lat.push(at.saturating_duration_since(responded));
+                            from_req.push(at.saturating_duration_since(sent));
                         }
                         break;
                     }
@@ -425,7 +430,7 @@ pub async fn watch_phase(cfg: &kube::Config, client: &Client, ns: &str, watchers
     for t in tasks {
         t.abort();
     }
-    Ok(WatchFigures { latencies: Samples::new(lat), early, missed, rv_mismatch: mismatch })
+    Ok(WatchFigures { latencies: Samples::new(lat), from_request: Samples::new(from_req), early, missed, rv_mismatch: mismatch })
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
