@@ -419,6 +419,7 @@ async fn run_workload(
     let main = clients[0].clone();
     let ns = format!("bench-{}", procs::random_suffix(8));
     workload::create_namespace(&main, &ns).await?;
+    workload::warm_up(&clients, &ns).await?;
 
     progress(started, &format!("create {n} ConfigMaps in {ns} from {} clients", clients.len()));
     let res = workload::create_objects(&clients, &ns, n).await;

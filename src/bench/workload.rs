@@ -154,6 +154,18 @@ pub async fn create_namespace(client: &Client, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Opens each client's connection (TLS handshake included) before anything is timed.
+pub async fn warm_up(clients: &[Client], ns: &str) -> Result<()> {
+    let gets = clients.iter().map(|c| {
+        let api = Api::<Namespace>::all(c.clone());
+        async move { api.get(ns).await }
+    });
+    for r in futures::future::join_all(gets).await {
+        r.context("warming up a client connection")?;
+    }
+    Ok(())
+}
+
 pub async fn delete_namespace(client: &Client, name: &str) -> Result<()> {
     Api::<Namespace>::all(client.clone())
         .delete(name, &DeleteParams::default())
