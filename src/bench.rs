@@ -441,6 +441,15 @@ async fn run_workload(
     report.row(Row::new("GET, 1 client, p50", g.p50_ms(), Some(upstream::GET_P50), Unit::Ms));
     report.row(Row::new("GET, 1 client, p99", g.p99_ms(), Some(upstream::GET_P99), Unit::Ms).target(Target::Ratio(1.0)));
     let get_rate = g.len() as f64 / g.total().as_secs_f64();
+    report.note(format!(
+        "GET, 1 client: p90 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms over {} GETs",
+        report::ms(g.pct(90.0)),
+        report::ms(g.pct(95.0)),
+        report::ms(g.pct(99.0)),
+        report::ms(g.pct(99.9)),
+        report::ms(g.pct(100.0)),
+        g.len()
+    ));
     report.row(Row::new("GET, 1 client, req/s", get_rate, Some(upstream::GET_PER_S), Unit::PerSec));
 
     progress(started, &format!("GET random objects x{}, {} clients", args.gets * 2, clients.len()));
