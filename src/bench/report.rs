@@ -112,7 +112,9 @@ impl Row {
         } else if self.ours > 0.0 {
             Some(up / self.ours)
         } else {
-            None
+            // Zero time (below the clock's resolution, or a watch event that
+            // arrived before the PUT response): better than any upstream figure.
+            Some(f64::INFINITY)
         }
     }
 }
@@ -152,7 +154,11 @@ impl Report {
                     } else {
                         "worse"
                     };
-                    format!("{x:.2}x {verdict}")
+                    if x.is_finite() {
+                        format!("{x:.2}x {verdict}")
+                    } else {
+                        format!("(ours is 0) {verdict}")
+                    }
                 }
                 None => "-".into(),
             };
