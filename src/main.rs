@@ -1,5 +1,7 @@
 //! The `kybern` command: one binary, each role a subcommand.
 
+mod bench;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
@@ -19,6 +21,8 @@ enum Command {
     Server(ServerArgs),
     /// Run a single-node cluster with a default data dir and tell how to reach it.
     Up(UpArgs),
+    /// Benchmarks (`kybern bench api`).
+    Bench(bench::BenchArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -91,6 +95,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => serve(args.common.config(args.data_dir), false).await,
             Command::Up(args) => serve(args.common.config(args.data_dir), true).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     })
 }
