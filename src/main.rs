@@ -118,11 +118,12 @@ async fn serve(config: Config, up: bool) -> anyhow::Result<()> {
 
 /// Waits until /readyz answers ok, as a client would see it.
 async fn wait_ready(server: &server::Server) -> anyhow::Result<()> {
-    for _ in 0..100 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::time::Instant::now() < deadline {
         if server.probe_ready().await {
             return Ok(());
         }
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
     anyhow::bail!("the server did not answer /readyz within 10 seconds; run with KYBERN_LOG=debug to see why")
 }

@@ -15,10 +15,12 @@ use crate::object;
 use crate::storage::{EventKind, ListOptions, Storage};
 use crate::status::{ApiError, Result};
 
-/// Events kept for watches that resume from an older resourceVersion.
-const HISTORY: usize = 10_000;
+/// Events kept per resource for watches that resume from an older resourceVersion
+/// (upstream sizes its cache for a few minutes of changes; with the five-minute
+/// compaction a resumed watch older than this gets 410 and relists).
+const HISTORY: usize = 2_000;
 /// Live events buffered per watcher before a slow watcher is cut off.
-const FANOUT_BUFFER: usize = 8192;
+const FANOUT_BUFFER: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventType {

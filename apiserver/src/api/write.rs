@@ -498,22 +498,39 @@ fn success_status(r: &Resource, obj: &Value) -> Value {
 }
 
 pub async fn delete_collection(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Response<Body>> {
+    use futures::StreamExt;
     let opts = delete_options(req)?;
     let filter = Filter::from_request(r, req)?;
     let page = api.storage.list(&r.prefix_in(req.namespace()), ListOptions::default()).await?;
-    let mut deleted = Vec::new();
+    let mut targets = Vec::new();
     for kv in page.kvs {
         let obj = decode(&kv.value, kv.mod_revision)?;
-        if !filter.matches(&obj) {
-            continue;
+        if filter.matches(&obj) {
+            targets.push(obj);
         }
-        let name = object::name(&obj).to_string();
-        let mut one = req.clone();
-        one.path.namespace = object::namespace(&obj).map(str::to_string);
-        match delete_one(api, r, &one, &name, &opts).await {
-            Ok(_) => deleted.push(obj),
-            Err(ApiError::NotFound(_)) => {}
-            Err(e) => return Err(e),
+    }
+    // Deleting many at once lets storage commit them in batches instead of one by one.
+    let results: Vec<Result<Option<Value>>> = futures::stream::iter(targets)
+        .map(|obj| {
+            let mut one = req.clone();
+            one.path.namespace = object::namespace(&obj).map(str::to_string);
+            let opts = &opts;
+            async move {
+                let name = object::name(&obj).to_string();
+                match delete_one(api, r, &one, &name, opts).await {
+                    Ok(_) => Ok(Some(obj)),
+                    Err(ApiError::NotFound(_)) => Ok(None),
+                    Err(e) => Err(e),
+                }
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let mut deleted = Vec::new();
+    for r in results {
+        if let Some(obj) = r? {
+            deleted.push(obj);
         }
     }
     let list = json!({

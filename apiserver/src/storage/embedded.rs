@@ -73,6 +73,9 @@ struct Request {
 }
 
 /// The redb-backed store. Open it with [`EmbeddedStore::open`].
+/// redb page cache size.
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
 pub struct EmbeddedStore {
     db: Arc<Database>,
     path: PathBuf,
@@ -88,7 +91,9 @@ impl EmbeddedStore {
     /// it at startup or from `spawn_blocking`. Dropping the last handle waits for the
     /// writer's current batch and closes the file; watch streams end with an error then.
     pub fn open(path: &Path) -> Result<Arc<Self>> {
-        let db = db!("open", Database::create(path))?;
+        // redb's default page cache is 1 GiB; the watch cache already holds every
+        // object in memory, so a small cache keeps RSS low without slowing reads.
+        let db = db!("open", Database::builder().set_cache_size(CACHE_BYTES).create(path))?;
         let txn = db!("begin init", db.begin_write())?;
         {
             db!("init state", txn.open_table(STATE))?;
