@@ -69,7 +69,8 @@ pub fn object(d: &Descriptors, msg: &str, buf: &[u8], path: &str) -> Result<Map<
             let Type::Message(m) = &f.ty else { return Err(malformed(&fpath, "inline scalar")) };
             out.extend(object(d, m, bytes(v, &fpath, "a message")?, path)?);
         } else {
-            match (value(d, &f.ty, v, &fpath)?, out.get_mut(&f.name)) {
+            let val = value(d, &f.ty, v, &fpath)?.filter(|val| !unset_string(msg, f, val));
+            match (val, out.get_mut(&f.name)) {
                 // A message field seen twice is merged, as protobuf does.
                 (Some(Value::Object(new)), Some(Value::Object(old))) => old.extend(new),
                 (Some(val), _) => {
@@ -82,6 +83,20 @@ pub fn object(d: &Descriptors, msg: &str, buf: &[u8], path: &str) -> Result<Map<
         }
     }
     Ok(out)
+}
+
+/// `*string` fields where `""` differs from unset (a PVC's `storageClassName: ""` means no class).
+const EMPTY_IS_SET: &[(&str, &str)] = &[
+    ("api.core.v1.PersistentVolumeClaimSpec", "storageClassName"),
+    ("api.core.v1.PersistentVolumeClaimSpec", "volumeAttributesClassName"),
+];
+
+/// Whether `val` is an empty string that Go clients send for an unset field.
+///
+/// Go's generated marshallers write every non-pointer string field, set or not, so
+/// `imagePullPolicy: ""` on the wire means the client left it unset; its JSON form omits it.
+fn unset_string(msg: &str, f: &Field, val: &Value) -> bool {
+    f.ty == Type::Scalar(Scalar::String) && val.as_str() == Some("") && !EMPTY_IS_SET.contains(&(msg, f.name.as_str()))
 }
 
 /// One value of type `ty`.
