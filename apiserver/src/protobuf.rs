@@ -73,6 +73,11 @@ pub fn is_builtin(api_version: &str, kind: &str) -> bool {
 /// Decodes a protobuf request body (magic + `runtime.Unknown`) into the object's JSON form,
 /// with `apiVersion` and `kind` from its typeMeta.
 pub fn decode_body(body: &[u8]) -> Result<Value, ProtobufError> {
+    decode_body_at(body, 0)
+}
+
+/// [`decode_body`] for a body nested `depth` messages deep (a RawExtension holding protobuf).
+fn decode_body_at(body: &[u8], depth: usize) -> Result<Value, ProtobufError> {
     let rest = body.strip_prefix(&MAGIC).ok_or(ProtobufError::BadMagic)?;
     let unknown = Unknown::decode(rest)?;
     if !unknown.content_encoding.is_empty() {
@@ -86,7 +91,7 @@ pub fn decode_body(body: &[u8]) -> Result<Value, ProtobufError> {
     let mut out = Map::new();
     out.insert("apiVersion".into(), Value::String(unknown.api_version));
     out.insert("kind".into(), Value::String(unknown.kind));
-    out.extend(decode::object(d, message, unknown.raw, "")?);
+    out.extend(decode::object(&decode::Ctx::new(d, depth), message, unknown.raw, "")?);
     Ok(Value::Object(out))
 }
 

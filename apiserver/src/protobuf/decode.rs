@@ -1,6 +1,8 @@
 //! Decoding of one typed protobuf message into the JSON object its JSON encoding would be,
 //! driven by the generated descriptors.
 
+use std::cell::Cell;
+
 use base64::Engine as _;
 use serde_json::{Map, Value};
 
@@ -8,6 +10,50 @@ use super::descriptors::{Descriptors, Field, Scalar, Type};
 use super::special::{self, Special};
 use super::wire::{Reader, WireValue};
 use super::ProtobufError;
+
+/// How deep messages may nest (a body is attacker-controlled; recursion must not exhaust the stack).
+pub const MAX_DEPTH: usize = 256;
+
+/// The descriptors, and how deep the decoder currently is.
+pub struct Ctx<'d> {
+    d: &'d Descriptors,
+    depth: Cell<usize>,
+}
+
+impl<'d> Ctx<'d> {
+    pub fn new(d: &'d Descriptors, depth: usize) -> Ctx<'d> {
+        Ctx { d, depth: Cell::new(depth) }
+    }
+
+    pub fn depth(&self) -> usize {
+        self.depth.get()
+    }
+
+    fn enter(&self, path: &str) -> Result<Depth<'_>, ProtobufError> {
+        let depth = self.depth.get() + 1;
+        if depth > MAX_DEPTH {
+            return Err(malformed(path, format!("messages nest deeper than {MAX_DEPTH} levels")));
+        }
+        self.depth.set(depth);
+        Ok(Depth(&self.depth))
+    }
+}
+
+impl std::ops::Deref for Ctx<'_> {
+    type Target = Descriptors;
+    fn deref(&self) -> &Descriptors {
+        self.d
+    }
+}
+
+/// Leaves one nesting level when dropped.
+struct Depth<'a>(&'a Cell<usize>);
+
+impl Drop for Depth<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
 
 const JSON_SCHEMA_PROPS: &str = "apiextensions_apiserver.pkg.apis.apiextensions.v1.JsonSchemaProps";
 
@@ -38,7 +84,7 @@ fn bytes<'a>(v: WireValue<'a>, path: &str, what: &str) -> Result<&'a [u8], Proto
 }
 
 /// Decodes message `msg`; `None` when its JSON form is absent (a zero Time, an empty RawExtension).
-pub fn message(d: &Descriptors, msg: &str, buf: &[u8], path: &str) -> Result<Option<Value>, ProtobufError> {
+pub fn message(d: &Ctx<'_>, msg: &str, buf: &[u8], path: &str) -> Result<Option<Value>, ProtobufError> {
     match Special::of(msg) {
         Some(s) => special(d, s, buf, path),
         None => Ok(Some(Value::Object(object(d, msg, buf, path)?))),
@@ -46,7 +92,8 @@ pub fn message(d: &Descriptors, msg: &str, buf: &[u8], path: &str) -> Result<Opt
 }
 
 /// Decodes a plain message into a JSON object.
-pub fn object(d: &Descriptors, msg: &str, buf: &[u8], path: &str) -> Result<Map<String, Value>, ProtobufError> {
+pub fn object(d: &Ctx<'_>, msg: &str, buf: &[u8], path: &str) -> Result<Map<String, Value>, ProtobufError> {
+    let _level = d.enter(path)?;
     let fields = d.messages.get(msg).ok_or_else(|| malformed(path, format!("no descriptor for message {msg}")))?;
     let mut out = Map::new();
     let mut r = Reader::new(buf);
@@ -100,7 +147,7 @@ fn unset_string(msg: &str, f: &Field, val: &Value) -> bool {
 }
 
 /// One value of type `ty`.
-fn value(d: &Descriptors, ty: &Type, v: WireValue<'_>, path: &str) -> Result<Option<Value>, ProtobufError> {
+fn value(d: &Ctx<'_>, ty: &Type, v: WireValue<'_>, path: &str) -> Result<Option<Value>, ProtobufError> {
     match ty {
         Type::Scalar(s) => scalar(*s, v, path).map(Some),
         Type::Message(m) => message(d, m, bytes(v, path, "a message")?, path),
@@ -126,13 +173,7 @@ fn scalar(s: Scalar, v: WireValue<'_>, path: &str) -> Result<Value, ProtobufErro
 }
 
 /// Appends one occurrence of a repeated field: one element, or a packed run of numbers.
-fn repeated(
-    d: &Descriptors,
-    ty: &Type,
-    v: WireValue<'_>,
-    path: &str,
-    items: &mut Vec<Value>,
-) -> Result<(), ProtobufError> {
+fn repeated(d: &Ctx<'_>, ty: &Type, v: WireValue<'_>, path: &str, items: &mut Vec<Value>) -> Result<(), ProtobufError> {
     let packable = matches!(ty, Type::Scalar(Scalar::Bool | Scalar::Int32 | Scalar::Int64 | Scalar::Double));
     match (ty, v) {
         (Type::Scalar(s), WireValue::Bytes(run)) if packable => {
@@ -157,7 +198,7 @@ fn repeated(
 }
 
 /// One `map<string, V>` entry: key 1, value 2 (absent parts take their zero values).
-fn map_entry(d: &Descriptors, f: &Field, buf: &[u8], path: &str) -> Result<(String, Value), ProtobufError> {
+fn map_entry(d: &Ctx<'_>, f: &Field, buf: &[u8], path: &str) -> Result<(String, Value), ProtobufError> {
     let mut key = String::new();
     let mut val = None;
     let mut r = Reader::new(buf);
@@ -178,7 +219,7 @@ fn map_entry(d: &Descriptors, f: &Field, buf: &[u8], path: &str) -> Result<(Stri
 }
 
 /// The JSON forms of [`Special`] messages.
-fn special(d: &Descriptors, s: Special, buf: &[u8], path: &str) -> Result<Option<Value>, ProtobufError> {
+fn special(d: &Ctx<'_>, s: Special, buf: &[u8], path: &str) -> Result<Option<Value>, ProtobufError> {
     let mut ints = [0i64; 3];
     let mut strs: [Option<Value>; 4] = Default::default();
     let mut list = Vec::new();
@@ -195,7 +236,7 @@ fn special(d: &Descriptors, s: Special, buf: &[u8], path: &str) -> Result<Option
                 WireValue::Varint(x),
             ) => ints[i] = x as i64,
             (Special::SchemaOrBool, 1, WireValue::Varint(x)) => ints[1] = x as i64,
-            (Special::RawJson, 1, v) => strs[1] = Some(raw_json(bytes(v, path, "raw JSON")?, path)?),
+            (Special::RawJson, 1, v) => strs[1] = Some(raw_json(d, bytes(v, path, "raw JSON")?, path)?),
             (Special::SchemaOrArray | Special::SchemaOrStringArray, 1, v) | (Special::SchemaOrBool, 2, v) => {
                 strs[2] = Some(Value::Object(object(d, JSON_SCHEMA_PROPS, bytes(v, path, "a schema")?, path)?));
             }
@@ -228,12 +269,12 @@ fn special(d: &Descriptors, s: Special, buf: &[u8], path: &str) -> Result<Option
 }
 
 /// The JSON of a RawExtension / FieldsV1 / JSON: raw JSON bytes, or a nested protobuf object.
-fn raw_json(raw: &[u8], path: &str) -> Result<Value, ProtobufError> {
+fn raw_json(d: &Ctx<'_>, raw: &[u8], path: &str) -> Result<Value, ProtobufError> {
     if raw.is_empty() {
         return Ok(Value::Null);
     }
     if raw.starts_with(&super::MAGIC) {
-        return super::decode_body(raw).map_err(|e| malformed(path, format!("embedded object: {e}")));
+        return super::decode_body_at(raw, d.depth()).map_err(|e| malformed(path, format!("embedded object: {e}")));
     }
     serde_json::from_slice(raw).map_err(|e| malformed(path, format!("raw bytes are not JSON: {e}")))
 }

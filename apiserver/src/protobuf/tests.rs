@@ -46,6 +46,11 @@ impl Msg {
     fn entry(self, tag: u32, k: &str, v: &[u8]) -> Msg {
         self.msg(tag, Msg::new().str(1, k).bytes(2, v))
     }
+    /// Raw bytes after a key (a fixed-width value).
+    fn fixed(mut self, b: &[u8]) -> Msg {
+        self.0.extend_from_slice(b);
+        self
+    }
     /// A packed run of varints.
     fn packed(self, tag: u32, vs: &[i64]) -> Msg {
         let mut run = Vec::new();
@@ -351,4 +356,66 @@ fn an_empty_storage_class_name_is_kept_because_it_means_no_class() {
     let spec = Msg::new().str(1, "ReadWriteOnce").str(3, "").str(5, "");
     let got = decode_body(&body("v1", "PersistentVolumeClaim", Msg::new().msg(2, spec))).unwrap();
     assert_eq!(got["spec"], json!({"accessModes": ["ReadWriteOnce"], "storageClassName": ""}));
+}
+
+#[test]
+fn deeply_nested_messages_are_refused_instead_of_exhausting_the_stack() {
+    // JSONSchemaProps.not (28) nested 1,000 times inside a CRD's version schema.
+    let mut schema = Msg::new();
+    for _ in 0..1_000 {
+        schema = Msg::new().msg(28, schema);
+    }
+    let version = Msg::new().str(1, "v1").msg(4, Msg::new().msg(1, schema));
+    let crd = Msg::new().msg(2, Msg::new().msg(7, version));
+    let err = decode_body(&body("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd)).unwrap_err();
+    assert!(err.to_string().contains("nest deeper than"), "{err}");
+}
+
+#[test]
+fn every_prefix_and_byte_flip_of_real_bodies_decodes_or_errs_without_panicking() {
+    for pb in [
+        &include_bytes!("testdata/kubectl-create-deployment.pb")[..],
+        &include_bytes!("testdata/kubectl-create-service.pb")[..],
+    ] {
+        for n in 0..pb.len() {
+            let _ = decode_body(&pb[..n]);
+            for bit in [0x01, 0x80, 0xff] {
+                let mut b = pb.to_vec();
+                b[n] ^= bit;
+                let _ = decode_body(&b);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_crd_schema_decodes_its_unions_and_x_kubernetes_names() {
+    let prop = |k: &str, schema: Msg| Msg::new().str(1, k).msg(2, schema);
+    let string = Msg::new().str(5, "string");
+    let root = Msg::new()
+        .str(5, "object")
+        .msg(29, prop("spec", Msg::new().str(5, "object").int(38, 1)))
+        .msg(29, prop("tags", Msg::new().str(5, "array").msg(24, Msg::new().msg(1, string.clone())).str(42, "set")))
+        .msg(29, prop("labels", Msg::new().str(5, "object").msg(30, Msg::new().msg(2, string))))
+        .msg(29, prop("strict", Msg::new().str(5, "object").msg(30, Msg::new().int(1, 0))))
+        .msg(29, prop("size", Msg::new().str(5, "number").key(9, 1).fixed(&2.5f64.to_bits().to_le_bytes())));
+    let version = Msg::new().str(1, "v1").int(2, 1).int(3, 1).msg(4, Msg::new().msg(1, root));
+    let names = Msg::new().str(1, "widgets").str(4, "Widget");
+    let spec = Msg::new().str(1, "example.com").msg(3, names).str(4, "Namespaced").msg(7, version);
+    let crd = Msg::new().msg(1, Msg::new().str(1, "widgets.example.com")).msg(2, spec);
+    let got = decode_body(&body("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd)).unwrap();
+    assert_eq!(
+        got["spec"]["versions"][0],
+        json!({"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+            "type": "object",
+            "properties": {
+                "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                "tags": {"type": "array", "items": {"type": "string"}, "x-kubernetes-list-type": "set"},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "strict": {"type": "object", "additionalProperties": false},
+                "size": {"type": "number", "maximum": 2.5},
+            },
+        }}})
+    );
+    assert_eq!(got["spec"]["names"], json!({"plural": "widgets", "kind": "Widget"}));
 }
