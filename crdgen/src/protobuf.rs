@@ -94,8 +94,12 @@ pub fn generate_from(src: &Path) -> anyhow::Result<Generated> {
     out.push_str("\n  ],\n  \"messages\": {\n");
     let mut blocks = Vec::new();
     for msg in &reachable {
+        let fields = &messages[msg];
+        if !fields.is_empty() && !names.properties.contains_key(msg) && !names::SPECIAL.contains(&msg.as_str()) {
+            warnings.push(format!("{msg}: no schema reaches it; its field names are lowerCamelCase"));
+        }
         let mut lines = Vec::new();
-        for f in &messages[msg] {
+        for f in fields {
             let (name, confirmed) = names.json_name(msg, f);
             let inline = names.inline.contains(&(msg.clone(), f.tag));
             if !confirmed && !inline && names.properties.contains_key(msg) {
