@@ -268,3 +268,42 @@ fn a_crd_schema_decodes_its_unions_and_x_kubernetes_names() {
     );
     assert_eq!(got["spec"]["names"], json!({"plural": "widgets", "kind": "Widget"}));
 }
+
+#[test]
+fn a_lease_renewal_decodes_micro_times_with_six_fractional_digits() {
+    let renew = Msg::new().int(1, 1_704_164_645).int(2, 123_456_789);
+    let spec = Msg::new().str(1, "node-a").int(2, 40).msg(4, renew).int(5, 0);
+    let lease = Msg::new().msg(1, Msg::new().str(1, "node-a").str(6, "812")).msg(2, spec);
+    let got = decode_body(&body("coordination.k8s.io/v1", "Lease", lease)).unwrap();
+    assert_eq!(got["metadata"], json!({"name": "node-a", "resourceVersion": "812"}));
+    assert_eq!(
+        got["spec"],
+        json!({"holderIdentity": "node-a", "leaseDurationSeconds": 40,
+               "renewTime": "2024-01-02T03:04:05.123456Z", "leaseTransitions": 0})
+    );
+}
+
+#[test]
+fn managed_fields_decode_their_time_and_raw_fields_v1_json() {
+    let entry = Msg::new()
+        .str(1, "kubectl-create")
+        .str(2, "Update")
+        .str(3, "v1")
+        .msg(4, Msg::new().int(1, 1_704_164_645))
+        .str(6, "FieldsV1")
+        .msg(7, Msg::new().bytes(1, br#"{"f:data":{".":{},"f:color":{}}}"#));
+    let cm = Msg::new().msg(1, Msg::new().str(1, "settings").msg(17, entry));
+    let got = decode_body(&body("v1", "ConfigMap", cm)).unwrap();
+    assert_eq!(
+        got["metadata"]["managedFields"],
+        json!([{"manager": "kubectl-create", "operation": "Update", "apiVersion": "v1",
+                "time": "2024-01-02T03:04:05Z", "fieldsType": "FieldsV1",
+                "fieldsV1": {"f:data": {".": {}, "f:color": {}}}}])
+    );
+}
+
+#[test]
+fn an_old_api_version_of_a_built_in_kind_is_refused() {
+    let err = decode_body(&body("extensions/v1beta1", "Deployment", Msg::new())).unwrap_err();
+    assert_eq!(err, ProtobufError::UnknownKind { api_version: "extensions/v1beta1".into(), kind: "Deployment".into() });
+}
