@@ -32,7 +32,8 @@ pub struct Generated {
 /// k8s-pb's `src/` directory, found through `cargo metadata` (k8s-pb is an optional
 /// dependency of crdgen so that it is in Cargo.lock; enabling the feature for metadata
 /// downloads its source without compiling it).
-pub fn k8s_pb_src() -> anyhow::Result<PathBuf> {
+/// Returns the directory and k8s-pb's version.
+pub fn k8s_pb_src() -> anyhow::Result<(PathBuf, String)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let out = std::process::Command::new(cargo)
@@ -41,14 +42,15 @@ pub fn k8s_pb_src() -> anyhow::Result<PathBuf> {
         .output()?;
     anyhow::ensure!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
     let meta: Value = serde_json::from_slice(&out.stdout)?;
-    let path = meta["packages"]
+    let package = meta["packages"]
         .as_array()
         .into_iter()
         .flatten()
         .find(|p| p["name"] == "k8s-pb")
-        .and_then(|p| p["manifest_path"].as_str())
         .ok_or_else(|| anyhow::anyhow!("k8s-pb is not in cargo metadata's packages"))?;
-    Ok(Path::new(path).parent().unwrap_or(Path::new(".")).join("src"))
+    let path = package["manifest_path"].as_str().ok_or_else(|| anyhow::anyhow!("k8s-pb has no manifest_path"))?;
+    let version = package["version"].as_str().unwrap_or("?").to_owned();
+    Ok((Path::new(path).parent().unwrap_or(Path::new(".")).join("src"), version))
 }
 
 /// The proto module of an API group version (`apps`, `v1` -> `api.apps.v1`).
@@ -63,7 +65,8 @@ fn module_of(group: &str, version: &str) -> String {
 }
 
 /// Generates the descriptors from the sources under `src` and the CRDs of every built-in kind.
-pub fn generate_from(src: &Path) -> anyhow::Result<Generated> {
+/// `version` is k8s-pb's, recorded in the file.
+pub fn generate_from(src: &Path, version: &str) -> anyhow::Result<Generated> {
     let messages = prost_src::read_messages(src)?;
     let crds = crate::all_crds()?;
     let mut warnings = Vec::new();
@@ -89,7 +92,8 @@ pub fn generate_from(src: &Path) -> anyhow::Result<Generated> {
         }
     }
     let reachable = reachable(&messages, roots);
-    let mut out = String::from("{\n  \"source\": \"k8s-pb 0.9.0 (prost), JSON names from crds/\",\n  \"kinds\": [\n");
+    let source = Value::from(format!("k8s-pb {version} (prost), JSON names from crds/"));
+    let mut out = format!("{{\n  \"source\": {source},\n  \"kinds\": [\n");
     out.push_str(&kinds.iter().map(|k| format!("    {k}")).collect::<Vec<_>>().join(",\n"));
     out.push_str("\n  ],\n  \"messages\": {\n");
     let mut blocks = Vec::new();
@@ -156,7 +160,8 @@ fn reachable(messages: &Messages, roots: Vec<String>) -> BTreeSet<String> {
 
 /// Generates the descriptors from the k8s-pb source in the cargo registry.
 pub fn generate() -> anyhow::Result<Generated> {
-    generate_from(&k8s_pb_src()?)
+    let (src, version) = k8s_pb_src()?;
+    generate_from(&src, &version)
 }
 
 /// Reads `path` and tells whether it differs from `json` (`None`: up to date).
