@@ -3,6 +3,7 @@
 pub mod api;
 pub mod object;
 pub mod pki;
+pub mod protobuf;
 pub mod registry;
 pub mod request;
 pub mod schema;

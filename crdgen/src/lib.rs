@@ -4,6 +4,7 @@
 //! `cargo run -p crdgen -- crds` writes the files, `cargo run -p crdgen --
 //! --check crds` verifies them.
 
+pub mod protobuf;
 pub mod schema;
 
 use std::collections::BTreeMap;

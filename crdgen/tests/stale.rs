@@ -13,3 +13,16 @@ fn crds_dir_is_up_to_date() {
         crdgen::REGENERATE
     );
 }
+
+#[test]
+fn protobuf_descriptors_are_up_to_date() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(crdgen::protobuf::PATH);
+    let generated = crdgen::protobuf::generate().expect("generating protobuf descriptors");
+    let drift = crdgen::protobuf::check(&path, &generated.json).expect("reading protobuf/descriptors.json");
+    assert!(
+        drift.is_none(),
+        "{}regenerate with: {} (from the workspace root)",
+        drift.unwrap_or_default(),
+        crdgen::protobuf::REGENERATE
+    );
+}

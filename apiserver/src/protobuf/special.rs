@@ -1,0 +1,162 @@
+//! JSON forms of the apimachinery messages that are not plain objects: Quantity, IntOrString,
+//! Time, MicroTime, Duration, RawExtension, FieldsV1 and apiextensions' JSON and JSONSchemaProps* unions.
+
+use serde_json::Value;
+
+/// Messages handled here, by full name.
+pub const QUANTITY: &str = "apimachinery.pkg.api.resource.Quantity";
+pub const INT_OR_STRING: &str = "apimachinery.pkg.util.intstr.IntOrString";
+pub const TIME: &str = "apimachinery.pkg.apis.meta.v1.Time";
+pub const MICRO_TIME: &str = "apimachinery.pkg.apis.meta.v1.MicroTime";
+pub const DURATION: &str = "apimachinery.pkg.apis.meta.v1.Duration";
+pub const FIELDS_V1: &str = "apimachinery.pkg.apis.meta.v1.FieldsV1";
+pub const RAW_EXTENSION: &str = "apimachinery.pkg.runtime.RawExtension";
+const APIEXT: &str = "apiextensions_apiserver.pkg.apis.apiextensions.v1.";
+
+/// Which special form a message has, if any.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Special {
+    Quantity,
+    IntOrString,
+    Time,
+    MicroTime,
+    Duration,
+    /// Field 1 holds raw JSON (RawExtension, FieldsV1, apiextensions JSON).
+    RawJson,
+    /// JSONSchemaPropsOrArray: 1 schema, 2 repeated schemas.
+    SchemaOrArray,
+    /// JSONSchemaPropsOrBool: 1 allows, 2 schema.
+    SchemaOrBool,
+    /// JSONSchemaPropsOrStringArray: 1 schema, 2 repeated string.
+    SchemaOrStringArray,
+}
+
+impl Special {
+    pub fn of(message: &str) -> Option<Special> {
+        Some(match message {
+            QUANTITY => Special::Quantity,
+            INT_OR_STRING => Special::IntOrString,
+            TIME => Special::Time,
+            MICRO_TIME => Special::MicroTime,
+            DURATION => Special::Duration,
+            FIELDS_V1 | RAW_EXTENSION => Special::RawJson,
+            m => match m.strip_prefix(APIEXT) {
+                Some("Json") => Special::RawJson,
+                Some("JsonSchemaPropsOrArray") => Special::SchemaOrArray,
+                Some("JsonSchemaPropsOrBool") => Special::SchemaOrBool,
+                Some("JsonSchemaPropsOrStringArray") => Special::SchemaOrStringArray,
+                _ => return None,
+            },
+        })
+    }
+}
+
+impl Special {
+    /// Whether `tag` is one of this message's fields (others are skipped as unknown).
+    pub fn has_field(self, tag: u32) -> bool {
+        match self {
+            Special::Quantity | Special::Duration | Special::RawJson => tag == 1,
+            Special::IntOrString => (1..=3).contains(&tag),
+            _ => (1..=2).contains(&tag),
+        }
+    }
+}
+
+/// Days since 1970-01-01 -> (year, month, day), proleptic Gregorian.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// RFC 3339 in UTC, as metav1.Time (`micros: false`, whole seconds) or MicroTime (6 digits).
+pub fn rfc3339(seconds: i64, nanos: i32, micros: bool) -> String {
+    let (y, mo, d) = civil_from_days(seconds.div_euclid(86_400));
+    let s = seconds.rem_euclid(86_400);
+    let (h, mi, se) = (s / 3600, s % 3600 / 60, s % 60);
+    let frac = if micros { format!(".{:06}", nanos.clamp(0, 999_999_999) / 1000) } else { String::new() };
+    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{se:02}{frac}Z")
+}
+
+/// `v` (in units of 10^-prec) as a decimal with trailing zeros trimmed: 1500, 3 -> "1.5".
+fn decimal(v: u64, prec: u32) -> String {
+    let p = 10u64.pow(prec);
+    let frac = format!("{:0width$}", v % p, width = prec as usize);
+    let frac = frac.trim_end_matches('0');
+    if frac.is_empty() {
+        format!("{}", v / p)
+    } else {
+        format!("{}.{frac}", v / p)
+    }
+}
+
+/// A nanosecond count the way Go's `time.Duration.String` prints it: `1h2m3.5s`, `300ms`, `0s`.
+pub fn go_duration(nanos: i64) -> String {
+    let sign = if nanos < 0 { "-" } else { "" };
+    let u = nanos.unsigned_abs();
+    let body = if u == 0 {
+        "0s".to_owned()
+    } else if u < 1_000 {
+        format!("{u}ns")
+    } else if u < 1_000_000 {
+        format!("{}µs", decimal(u, 3))
+    } else if u < 1_000_000_000 {
+        format!("{}ms", decimal(u, 6))
+    } else {
+        let secs = decimal(u % 60_000_000_000, 9);
+        let mins = u / 60_000_000_000;
+        match (mins / 60, mins % 60) {
+            (0, 0) => format!("{secs}s"),
+            (0, m) => format!("{m}m{secs}s"),
+            (h, m) => format!("{h}h{m}m{secs}s"),
+        }
+    };
+    format!("{sign}{body}")
+}
+
+/// A proto double as JSON: whole numbers as integers (as Go's encoder prints them).
+pub fn double(f: f64) -> Option<Value> {
+    if f.is_finite() && f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+        Some(Value::from(f as i64))
+    } else {
+        serde_json::Number::from_f64(f).map(Value::Number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_print_as_rfc3339_in_utc() {
+        assert_eq!(rfc3339(1_704_164_645, 0, false), "2024-01-02T03:04:05Z");
+        assert_eq!(rfc3339(1_704_164_645, 123_456_789, true), "2024-01-02T03:04:05.123456Z");
+        assert_eq!(rfc3339(951_782_400, 0, false), "2000-02-29T00:00:00Z");
+        assert_eq!(rfc3339(-1, 0, false), "1969-12-31T23:59:59Z");
+    }
+
+    #[test]
+    fn durations_print_like_go() {
+        assert_eq!(go_duration(0), "0s");
+        assert_eq!(go_duration(1_500), "1.5µs");
+        assert_eq!(go_duration(300_000_000), "300ms");
+        assert_eq!(go_duration(90_000_000_000), "1m30s");
+        assert_eq!(go_duration(3_600_000_000_000), "1h0m0s");
+        assert_eq!(go_duration(3_723_500_000_000), "1h2m3.5s");
+        assert_eq!(go_duration(-2_000_000_000), "-2s");
+    }
+
+    #[test]
+    fn whole_doubles_become_integers() {
+        assert_eq!(double(5.0), Some(Value::from(5)));
+        assert_eq!(double(0.5), Some(serde_json::json!(0.5)));
+        assert_eq!(double(f64::NAN), None);
+    }
+}

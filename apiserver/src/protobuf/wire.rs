@@ -1,0 +1,158 @@
+//! A minimal protobuf wire-format reader: varint, 64-bit, length-delimited and 32-bit fields.
+
+/// One field's value as it is on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireValue<'a> {
+    Varint(u64),
+    Fixed64(u64),
+    Bytes(&'a [u8]),
+    Fixed32(u32),
+}
+
+impl WireValue<'_> {
+    /// The wire type's name, for error messages.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            WireValue::Varint(_) => "varint",
+            WireValue::Fixed64(_) => "64-bit",
+            WireValue::Bytes(_) => "length-delimited",
+            WireValue::Fixed32(_) => "32-bit",
+        }
+    }
+}
+
+/// What went wrong, and at which byte offset of the buffer being read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WireError {
+    pub offset: usize,
+    pub reason: String,
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} at byte {}", self.reason, self.offset)
+    }
+}
+
+/// Reads the fields of one encoded message in order.
+#[derive(Debug, Clone)]
+pub struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(buf: &'a [u8]) -> Reader<'a> {
+        Reader { buf, pos: 0 }
+    }
+
+    /// Whether every byte has been read.
+    pub fn is_empty(&self) -> bool {
+        self.pos >= self.buf.len()
+    }
+
+    fn error(&self, reason: impl Into<String>) -> WireError {
+        WireError { offset: self.pos, reason: reason.into() }
+    }
+
+    /// A base-128 varint of at most 10 bytes.
+    pub fn varint(&mut self) -> Result<u64, WireError> {
+        let start = self.pos;
+        let mut value = 0u64;
+        for i in 0..10 {
+            let Some(&b) = self.buf.get(self.pos) else {
+                self.pos = start;
+                return Err(self.error("truncated varint"));
+            };
+            self.pos += 1;
+            value |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        self.pos = start;
+        Err(self.error("varint longer than 10 bytes"))
+    }
+
+    fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], WireError> {
+        match self.pos.checked_add(n).filter(|&end| end <= self.buf.len()) {
+            Some(end) => {
+                let s = &self.buf[self.pos..end];
+                self.pos = end;
+                Ok(s)
+            }
+            None => {
+                Err(self.error(format!("truncated {what}: {n} bytes announced, {} left", self.buf.len() - self.pos)))
+            }
+        }
+    }
+
+    /// The next field's number and value, or `None` at the end of the buffer.
+    pub fn next_field(&mut self) -> Result<Option<(u32, WireValue<'a>)>, WireError> {
+        if self.is_empty() {
+            return Ok(None);
+        }
+        let start = self.pos;
+        let key = self.varint()?;
+        let tag = key >> 3;
+        if tag == 0 || tag > u64::from(u32::MAX >> 3) {
+            self.pos = start;
+            return Err(self.error(format!("invalid field number {tag}")));
+        }
+        let value = match key & 7 {
+            0 => WireValue::Varint(self.varint()?),
+            1 => WireValue::Fixed64(self.fixed64()?),
+            2 => {
+                let len = self.varint()?;
+                let len = usize::try_from(len).map_err(|_| self.error("length out of range"))?;
+                WireValue::Bytes(self.take(len, "length-delimited field")?)
+            }
+            5 => WireValue::Fixed32(u32::from_le_bytes(self.fixed::<4>()?)),
+            3 | 4 => {
+                self.pos = start;
+                return Err(self.error(format!("field {tag} uses groups, which are not supported")));
+            }
+            t => {
+                self.pos = start;
+                return Err(self.error(format!("field {tag} has invalid wire type {t}")));
+            }
+        };
+        Ok(Some((tag as u32, value)))
+    }
+
+    /// 8 little-endian bytes (a 64-bit field's value, or one element of a packed double run).
+    pub fn fixed64(&mut self) -> Result<u64, WireError> {
+        Ok(u64::from_le_bytes(self.fixed::<8>()?))
+    }
+
+    fn fixed<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let s = self.take(N, "fixed-width field")?;
+        let mut out = [0u8; N];
+        out.copy_from_slice(s);
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_wire_type_is_read() {
+        // 1: varint 300; 2: bytes "hi"; 3: fixed64 1; 4: fixed32 2
+        let buf = [0x08, 0xac, 0x02, 0x12, 2, b'h', b'i', 0x19, 1, 0, 0, 0, 0, 0, 0, 0, 0x25, 2, 0, 0, 0];
+        let mut r = Reader::new(&buf);
+        assert_eq!(r.next_field().unwrap(), Some((1, WireValue::Varint(300))));
+        assert_eq!(r.next_field().unwrap(), Some((2, WireValue::Bytes(b"hi"))));
+        assert_eq!(r.next_field().unwrap(), Some((3, WireValue::Fixed64(1))));
+        assert_eq!(r.next_field().unwrap(), Some((4, WireValue::Fixed32(2))));
+        assert_eq!(r.next_field().unwrap(), None);
+    }
+
+    #[test]
+    fn truncated_input_is_an_error_with_its_offset() {
+        assert_eq!(Reader::new(&[0x12, 5, b'a']).next_field().unwrap_err().offset, 2);
+        assert!(Reader::new(&[0x08, 0x80]).next_field().is_err());
+        assert!(Reader::new(&[0x0b]).next_field().unwrap_err().reason.contains("groups"));
+    }
+}
