@@ -48,14 +48,15 @@ impl Conflict {
 pub enum ApplyError {
     /// Fields owned by other managers; a 409 whose message is this error's Display.
     Conflict(Vec<Conflict>),
-    /// The applied configuration is not an object.
-    Invalid(String),
+    /// A malformed applied configuration (not an object, or carrying managedFields);
+    /// a 400 Bad Request with this message.
+    BadRequest(String),
 }
 
 impl fmt::Display for ApplyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ApplyError::Invalid(msg) => f.write_str(msg),
+            ApplyError::BadRequest(msg) => f.write_str(msg),
             ApplyError::Conflict(c) if c.len() == 1 => {
                 write!(f, "Apply failed with 1 conflict: {}: {}", c[0].cause_message(), c[0].field)
             }
@@ -96,7 +97,10 @@ pub fn apply_to(
     now: &str,
 ) -> Result<Value, ApplyError> {
     if !applied.is_object() {
-        return Err(ApplyError::Invalid("the applied configuration must be a JSON object".into()));
+        return Err(ApplyError::BadRequest("the applied configuration must be a JSON object".into()));
+    }
+    if applied.pointer("/metadata/managedFields").is_some_and(|m| !m.is_null() && m != &json!([])) {
+        return Err(ApplyError::BadRequest("metadata.managedFields must be nil".into()));
     }
     let live = if live.is_null() { json!({}) } else { live.clone() };
     let mut applied = applied.clone();
