@@ -150,8 +150,9 @@ pub fn apply_to(
         e.fields = e.fields.difference(&changed).difference(&cmp.removed);
     }
     let mut me = me;
-    if let Some(prev) = previous.filter(|p| p.fields == me.fields && cmp.is_empty()) {
-        me.time = prev.time;
+    if cmp.is_empty() {
+        // Upstream stamps the applier's entry only when the object changed.
+        me.time = previous.and_then(|p| p.time);
     }
     entries.push(me);
     managed::write(&mut merged, entries);
@@ -159,32 +160,36 @@ pub fn apply_to(
 }
 
 /// Records a non-apply write (create, update, patch; `subresource` as in the request):
-/// the fields that changed from `old` to `new` become `manager`'s under an `Update`
-/// entry and leave every other manager's set. `old` is `null` (or `{}`) on create.
-/// managedFields sent in `new` replace the stored ones (an empty list resets them), as
-/// upstream allows, except on subresources.
+/// the fields added or modified from `old` to `new` leave every other manager's set and
+/// join `manager`'s `Update` entry (stamped `now`); removed fields leave every set.
+/// `old` is `null` (or `{}`) on create. As upstream, managedFields sent in `new` replace
+/// the stored ones when they decode to something (`[]` or `[{}]` resets them), except on
+/// subresources.
 pub fn track_update(old: &Value, new: &Value, manager: &str, subresource: Option<&str>, schema: &dyn Schema, now: &str) -> Value {
     let old = if old.is_null() { json!({}) } else { old.clone() };
     let mut out = new.clone();
-    let mut entries = if subresource.is_none() && managed::has_managed_fields(new) { managed::read(new) } else { managed::read(&old) };
+    let mut entries = managed::decode_live_or_new(&old, new, subresource.is_some());
     let cmp = compare(&old, new, schema);
     let changed = cmp.changed();
-    let mut me = ManagedEntry {
+    let me = ManagedEntry {
         manager: manager.to_string(),
         operation: UPDATE.into(),
         api_version: str_field(new, "apiVersion").or_else(|| str_field(&old, "apiVersion")).unwrap_or_default(),
         time: Some(now.to_string()),
         subresource: subresource.map(str::to_string),
-        fields: FieldSet::new(),
+        fields: changed.clone(),
     };
-    if !cmp.is_empty() {
-        let previous = entries.iter().position(|e| e.same_manager(&me)).map(|i| entries.remove(i));
-        for e in &mut entries {
-            e.fields = e.fields.difference(&changed).difference(&cmp.removed);
+    for e in &mut entries {
+        e.fields = e.fields.difference(&changed).difference(&cmp.removed);
+    }
+    if !changed.is_empty() {
+        match entries.iter_mut().find(|e| e.same_manager(&me)) {
+            Some(e) => {
+                e.fields = e.fields.union(&changed);
+                e.time = me.time;
+            }
+            None => entries.push(me),
         }
-        let before = previous.map(|p| p.fields).unwrap_or_default();
-        me.fields = before.union(&changed).difference(&cmp.removed);
-        entries.push(me);
     }
     managed::write(&mut out, entries);
     out

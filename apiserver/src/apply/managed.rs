@@ -94,18 +94,36 @@ impl ManagedEntry {
     }
 }
 
-/// Whether the object carries a `metadata.managedFields` key at all.
-pub fn has_managed_fields(obj: &Value) -> bool {
-    obj.pointer("/metadata/managedFields").is_some_and(|v| !v.is_null())
+fn decode(obj: &Value) -> Result<Vec<ManagedEntry>, String> {
+    match obj.pointer("/metadata/managedFields") {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::Array(list)) => list.iter().map(ManagedEntry::from_json).collect(),
+        Some(_) => Err("metadata.managedFields is not a list".into()),
+    }
 }
 
 /// The object's entries. Upstream resets managedFields it cannot decode; likewise an
 /// undecodable list yields no entries.
 pub fn read(obj: &Value) -> Vec<ManagedEntry> {
-    let Some(list) = obj.pointer("/metadata/managedFields").and_then(Value::as_array) else {
-        return Vec::new();
-    };
-    list.iter().map(ManagedEntry::from_json).collect::<Result<Vec<_>, _>>().unwrap_or_default()
+    decode(obj).unwrap_or_default()
+}
+
+/// Upstream's choice for non-apply writes: the live entries on subresources; none when the
+/// request sends `[]` or `[{}]` (a reset); the request's entries when they decode to at
+/// least one; otherwise the live entries.
+pub fn decode_live_or_new(live: &Value, new: &Value, subresource: bool) -> Vec<ManagedEntry> {
+    if subresource {
+        return read(live);
+    }
+    match new.pointer("/metadata/managedFields") {
+        Some(Value::Array(list)) if list.is_empty() || (list.len() == 1 && list[0] == Value::Object(Default::default())) => {
+            Vec::new()
+        }
+        _ => match decode(new) {
+            Ok(entries) if !entries.is_empty() => entries,
+            _ => read(live),
+        },
+    }
 }
 
 /// Stores entries (empty ones dropped) in upstream's order: by operation, time, manager,

@@ -196,6 +196,30 @@ fn update_entry_records_changed_fields() {
 }
 
 #[test]
+fn update_that_only_removes_records_no_entry() {
+    let s = builtin();
+    let created = track_update(&Value::Null, &cm(json!({"a": "1", "b": "2"})), "creator", None, &s, T1);
+    let mut smaller = created.clone();
+    smaller["data"].as_object_mut().unwrap().remove("b");
+    let out = track_update(&created, &smaller, "remover", None, &s, T2);
+    assert!(entry(&out, "remover").is_null());
+    assert_eq!(entry(&out, "creator")["fieldsV1"], json!({"f:data": {"f:a": {}}}));
+    assert_eq!(entry(&out, "creator")["time"], T1);
+    // Undecodable managedFields in the request fall back to the stored ones.
+    let mut garbled = smaller.clone();
+    garbled["metadata"]["managedFields"] = json!([{"manager": "x", "fieldsV1": {"bad": {}}}]);
+    let out2 = track_update(&out, &garbled, "remover", None, &s, T2);
+    assert_eq!(entries(&out2), entries(&out));
+    // A subresource write ignores managedFields in the request.
+    let mut forged = out.clone();
+    forged["metadata"]["managedFields"] = json!([]);
+    forged["status"] = json!({"ok": true});
+    let out3 = track_update(&out, &forged, "kubelet", Some("status"), &s, T2);
+    assert_eq!(entries(&out3).len(), 2);
+    assert_eq!(entry(&out3, "kubelet")["fieldsV1"], json!({"f:status": {"f:ok": {}}}));
+}
+
+#[test]
 fn managed_fields_round_trip_through_fields_v1() {
     let v1 = json!({"f:metadata": {"f:labels": {"f:app": {}}},
         "f:spec": {"f:args": {"i:0": {}}, "f:containers": {"k:{\"name\":\"web\"}": {".": {}, "f:image": {},
