@@ -102,6 +102,9 @@ pub fn apply_to(
     if applied.pointer("/metadata/managedFields").is_some_and(|m| !m.is_null() && m != &json!([])) {
         return Err(ApplyError::BadRequest("metadata.managedFields must be nil".into()));
     }
+    if let Some(dup) = merge::duplicate(applied, &mut Vec::new(), schema) {
+        return Err(ApplyError::BadRequest(dup));
+    }
     let live = if live.is_null() { json!({}) } else { live.clone() };
     let mut applied = applied.clone();
     merge::strip_applied_meta(&mut applied);
@@ -197,8 +200,18 @@ pub fn track_update(old: &Value, new: &Value, manager: &str, subresource: Option
 
 /// The manager name upstream uses when a request names none: the User-Agent up to its
 /// first `/`, printable characters only (e.g. `kubectl-edit` from `kubectl-edit/v1.30.0 (linux/amd64)`).
+/// Non-printable characters are dropped and the result is cut to 128 bytes (upstream's
+/// FieldManagerMaxLength).
 pub fn default_manager(user_agent: &str) -> String {
-    user_agent.split('/').next().unwrap_or_default().chars().filter(|c| !c.is_control()).collect()
+    let mut out = String::new();
+    let printable = |c: &char| *c == ' ' || !(c.is_control() || c.is_whitespace());
+    for c in user_agent.split('/').next().unwrap_or_default().chars().filter(printable) {
+        if out.len() + c.len_utf8() > 128 {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn str_field(v: &Value, f: &str) -> Option<String> {

@@ -25,11 +25,13 @@ pub type Path = Vec<PathElement>;
 
 impl PathElement {
     /// The key element for a list-map item, or `None` when the item is not an object.
-    /// Key fields the item lacks are left out of the key.
-    pub fn key_of(item: &Value, keys: &[String]) -> Option<PathElement> {
+    /// A key field the item lacks takes `default(field)`, or is left out of the key.
+    pub fn key_of(item: &Value, keys: &[String], default: impl Fn(&str) -> Option<Value>) -> Option<PathElement> {
         let obj = item.as_object()?;
-        let mut fields: Vec<(String, String)> =
-            keys.iter().filter_map(|k| obj.get(k).map(|v| (k.clone(), canonical(v)))).collect();
+        let mut fields: Vec<(String, String)> = keys
+            .iter()
+            .filter_map(|k| obj.get(k).cloned().or_else(|| default(k)).map(|v| (k.clone(), canonical(&v))))
+            .collect();
         fields.sort();
         Some(PathElement::Key(fields))
     }
@@ -68,10 +70,10 @@ impl PathElement {
     /// Whether the list item at `index` is the one this element selects.
     pub fn selects(&self, index: usize, item: &Value) -> bool {
         match self {
-            PathElement::Key(fields) => {
-                let names: Vec<String> = fields.iter().map(|(k, _)| k.clone()).collect();
-                PathElement::key_of(item, &names).as_ref() == Some(self)
-            }
+            // An item lacking a key field matches: it was keyed by that field's default.
+            PathElement::Key(fields) => item
+                .as_object()
+                .is_some_and(|o| fields.iter().all(|(k, v)| o.get(k).is_none_or(|x| canonical(x) == *v))),
             PathElement::Value(json) => canonical(item) == *json,
             PathElement::Index(i) => *i == index,
             PathElement::Field(_) => false,

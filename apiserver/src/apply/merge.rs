@@ -58,7 +58,7 @@ fn walk(v: &Value, path: &mut Path, schema: &dyn Schema, set: &mut FieldSet) {
             }
             ListType::Map(keys) => {
                 for (i, item) in items.iter().enumerate() {
-                    path.push(PathElement::key_of(item, &keys).unwrap_or(PathElement::Index(i)));
+                    path.push(item_key(item, &keys, path, schema).unwrap_or(PathElement::Index(i)));
                     set.insert(path.clone());
                     if item.is_object() {
                         walk(item, path, schema, set);
@@ -69,6 +69,47 @@ fn walk(v: &Value, path: &mut Path, schema: &dyn Schema, set: &mut FieldSet) {
         },
         _ if !path.is_empty() => set.insert(path.clone()),
         _ => {}
+    }
+}
+
+/// The key of a list-map item, missing key fields taking the schema's defaults.
+fn item_key(item: &Value, keys: &[String], list: &[PathElement], schema: &dyn Schema) -> Option<PathElement> {
+    PathElement::key_of(item, keys, |k| schema.key_default(list, k))
+}
+
+/// The first duplicate item of a map or set list in `v`, as upstream rejects them in an
+/// applied configuration: `.spec.containers: duplicate entries for key [name="web"]`.
+pub fn duplicate(v: &Value, path: &mut Path, schema: &dyn Schema) -> Option<String> {
+    match v {
+        Value::Object(m) => m.iter().find_map(|(k, child)| {
+            path.push(PathElement::Field(k.clone()));
+            let found = duplicate(child, path, schema);
+            path.pop();
+            found
+        }),
+        Value::Array(items) => {
+            let list_type = schema.list_type(path);
+            let mut seen = Vec::new();
+            for (i, item) in items.iter().enumerate() {
+                let pe = match &list_type {
+                    ListType::Atomic => return None,
+                    ListType::Set => PathElement::Value(canonical(item)),
+                    ListType::Map(keys) => item_key(item, keys, path, schema).unwrap_or(PathElement::Index(i)),
+                };
+                if seen.contains(&pe) {
+                    let what = if matches!(pe, PathElement::Value(_)) { "value" } else { "key" };
+                    return Some(format!("{}: duplicate entries for {what} {pe}", super::path_string(path)));
+                }
+                path.push(pe.clone());
+                if let Some(found) = duplicate(item, path, schema) {
+                    return Some(found);
+                }
+                path.pop();
+                seen.push(pe);
+            }
+            None
+        }
+        _ => None,
     }
 }
 
@@ -104,8 +145,8 @@ pub fn merge(live: &Value, applied: &Value, path: &mut Path, schema: &dyn Schema
             ListType::Map(keys) => {
                 let mut out = l.clone();
                 for item in a {
-                    let key = PathElement::key_of(item, &keys);
-                    let pos = key.as_ref().and_then(|k| out.iter().position(|x| PathElement::key_of(x, &keys).as_ref() == Some(k)));
+                    let key = item_key(item, &keys, path, schema);
+                    let pos = key.as_ref().and_then(|k| out.iter().position(|x| item_key(x, &keys, path, schema).as_ref() == Some(k)));
                     match (pos, key) {
                         (Some(pos), Some(key)) => {
                             path.push(key);

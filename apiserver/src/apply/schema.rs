@@ -26,6 +26,11 @@ pub trait Schema {
     fn is_atomic_map(&self, _path: &[PathElement]) -> bool {
         false
     }
+    /// The value a key field of the list at `list` takes when an item omits it (upstream
+    /// fills missing keys from schema defaults, e.g. a port's `protocol: TCP`).
+    fn key_default(&self, _list: &[PathElement], _field: &str) -> Option<Value> {
+        None
+    }
 }
 
 /// Fallback list types for paths the schema says nothing about.
@@ -87,6 +92,15 @@ impl Schema for SchemaFromOpenApi {
 
     fn is_atomic_map(&self, path: &[PathElement]) -> bool {
         self.node(path).and_then(|n| n.get("x-kubernetes-map-type")).and_then(Value::as_str) == Some("atomic")
+    }
+
+    /// The key field's schema `default`; for `protocol` of a `ports` list, `TCP`, as the
+    /// built-in types default it.
+    fn key_default(&self, list: &[PathElement], field: &str) -> Option<Value> {
+        let declared = self.node(list).and_then(|n| n.pointer(&format!("/items/properties/{field}/default"))).cloned();
+        declared.or_else(|| {
+            (field == "protocol" && list.last() == Some(&PathElement::Field("ports".into()))).then(|| Value::from("TCP"))
+        })
     }
 }
 

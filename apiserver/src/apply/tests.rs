@@ -286,10 +286,33 @@ fn applied_managed_fields_are_rejected() {
 }
 
 #[test]
+fn port_keys_default_protocol_and_duplicates_are_rejected() {
+    let s = builtin();
+    let live = pod(json!([{"name": "web", "image": "nginx", "ports": [{"containerPort": 80, "protocol": "TCP"}]}]));
+    let live = track_update(&Value::Null, &live, "creator", None, &s, T1);
+    let applied = pod(json!([{"name": "web", "ports": [{"containerPort": 80, "name": "http"}]}]));
+    let out = apply(&live, &applied, "a", false, &s, T2).unwrap();
+    assert_eq!(out["spec"]["containers"][0]["ports"], json!([{"containerPort": 80, "protocol": "TCP", "name": "http"}]));
+    let fields = &entry(&out, "a")["fieldsV1"]["f:spec"]["f:containers"]["k:{\"name\":\"web\"}"];
+    assert_eq!(fields["f:ports"], json!({"k:{\"containerPort\":80,\"protocol\":\"TCP\"}": {".": {}, "f:containerPort": {}, "f:name": {}}}));
+    // Re-applying without the port prunes it although the item never spelled out its protocol.
+    let applied = pod(json!([{"name": "web"}]));
+    let live2 = apply(&Value::Null, &pod(json!([{"name": "web", "ports": [{"containerPort": 81}]}])), "a", false, &s, T1).unwrap();
+    let pruned = apply(&live2, &applied, "a", false, &s, T2).unwrap();
+    assert_eq!(pruned["spec"]["containers"], json!([{"name": "web"}]));
+
+    let dup = pod(json!([{"name": "web"}, {"name": "web"}]));
+    let err = apply(&Value::Null, &dup, "a", false, &s, T1).unwrap_err();
+    assert_eq!(err.to_string(), ".spec.containers: duplicate entries for key [name=\"web\"]");
+}
+
+#[test]
 fn default_manager_from_user_agent() {
     assert_eq!(default_manager("kubectl-edit/v1.30.0 (linux/amd64) kubernetes/abc"), "kubectl-edit");
     assert_eq!(default_manager("kube-controller-manager/v1.30.0"), "kube-controller-manager");
     assert_eq!(default_manager(""), "");
+    assert_eq!(default_manager("a\tb/1"), "ab");
+    assert_eq!(default_manager(&"x".repeat(300)).len(), 128);
 }
 
 #[test]
