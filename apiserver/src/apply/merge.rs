@@ -133,34 +133,89 @@ pub fn merge(live: &Value, applied: &Value, path: &mut Path, schema: &dyn Schema
         (Value::Array(l), Value::Array(a)) => match schema.list_type(path) {
             ListType::Atomic => applied.clone(),
             ListType::Set => {
-                let mut out = l.clone();
-                for item in a {
-                    let c = canonical(item);
-                    if !out.iter().any(|x| canonical(x) == c) {
-                        out.push(item.clone());
-                    }
-                }
-                Value::Array(out)
+                let key = |x: &Value| Some(PathElement::Value(canonical(x)));
+                let (lk, ak) = (l.iter().map(key).collect(), a.iter().map(key).collect());
+                merge_list(l, a, lk, ak, path, schema)
             }
             ListType::Map(keys) => {
-                let mut out = l.clone();
-                for item in a {
-                    let key = item_key(item, &keys, path, schema);
-                    let pos = key.as_ref().and_then(|k| out.iter().position(|x| item_key(x, &keys, path, schema).as_ref() == Some(k)));
-                    match (pos, key) {
-                        (Some(pos), Some(key)) => {
-                            path.push(key);
-                            out[pos] = merge(&out[pos], item, path, schema);
-                            path.pop();
-                        }
-                        _ => out.push(item.clone()),
-                    }
-                }
-                Value::Array(out)
+                let key = |x: &Value| item_key(x, &keys, path, schema);
+                let (lk, ak) = (l.iter().map(key).collect(), a.iter().map(key).collect());
+                merge_list(l, a, lk, ak, path, schema)
             }
         },
         _ => applied.clone(),
     }
+}
+
+/// Merges the items of an associative list as upstream orders them: the applied items in
+/// their order, each merged with its live counterpart, and live-only items kept where
+/// they stand relative to them. `lk`/`ak` are the items' keys; `None` matches nothing.
+fn merge_list(
+    live: &[Value],
+    applied: &[Value],
+    lk: Vec<Option<PathElement>>,
+    ak: Vec<Option<PathElement>>,
+    path: &mut Path,
+    schema: &dyn Schema,
+) -> Value {
+    let in_applied = |k: &Option<PathElement>| k.is_some() && ak.contains(k);
+    // Applied keys also in live, in applied order: the order shared items come out in.
+    let shared: Vec<&PathElement> = ak.iter().flatten().filter(|k| lk.iter().flatten().any(|l| l == *k)).collect();
+    let mut next_shared = 0;
+    let mut emitted: Vec<&PathElement> = Vec::new();
+    let mut out = Vec::with_capacity(live.len().max(applied.len()));
+    let (mut li, mut ai) = (0, 0);
+    let merged = |l: Option<&Value>, a: &Value, k: &Option<PathElement>, path: &mut Path| match (l, k) {
+        (Some(l), Some(k)) => {
+            path.push(k.clone());
+            let m = merge(l, a, path, schema);
+            path.pop();
+            m
+        }
+        _ => a.clone(),
+    };
+    while li < live.len() || ai < applied.len() {
+        if li < live.len() && ai < applied.len() {
+            if lk[li].is_some() && lk[li] == ak[ai] {
+                out.push(merged(Some(&live[li]), &applied[ai], &ak[ai], path));
+                emitted.extend(ak[ai].as_ref());
+                if shared.get(next_shared).copied() == ak[ai].as_ref() {
+                    next_shared += 1;
+                }
+                li += 1;
+                ai += 1;
+                continue;
+            }
+            // A shared item that comes later in the applied order waits for its turn.
+            if in_applied(&lk[li]) && shared.get(next_shared).is_some_and(|s| Some(*s) != lk[li].as_ref()) {
+                li += 1;
+                continue;
+            }
+        }
+        if li < live.len() {
+            if !in_applied(&lk[li]) {
+                out.push(live[li].clone());
+                li += 1;
+                continue;
+            }
+            if lk[li].as_ref().is_some_and(|k| emitted.contains(&k)) {
+                li += 1;
+                continue;
+            }
+        }
+        if ai < applied.len() {
+            let l = ak[ai].as_ref().and_then(|k| lk.iter().position(|x| x.as_ref() == Some(k))).map(|i| &live[i]);
+            out.push(merged(l, &applied[ai], &ak[ai], path));
+            emitted.extend(ak[ai].as_ref());
+            if shared.get(next_shared).copied() == ak[ai].as_ref() && ak[ai].is_some() {
+                next_shared += 1;
+            }
+            ai += 1;
+        } else {
+            li += 1;
+        }
+    }
+    Value::Array(out)
 }
 
 /// The value at `path`, if present.

@@ -158,6 +158,18 @@ fn set_list_union() {
 }
 
 #[test]
+fn associative_lists_merge_in_upstream_order() {
+    let s = crd_schema();
+    let merged = |live: Value, applied: Value| {
+        let live = apply(&Value::Null, &widget(json!({"tags": live})), "other", false, &s, T1).unwrap();
+        apply(&live, &widget(json!({"tags": applied})), "me", false, &s, T2).unwrap()["spec"]["tags"].clone()
+    };
+    assert_eq!(merged(json!(["a", "b", "c"]), json!(["c", "d"])), json!(["a", "b", "c", "d"]));
+    assert_eq!(merged(json!(["a", "b"]), json!(["b", "a"])), json!(["b", "a"]));
+    assert_eq!(merged(json!(["x", "a", "y", "b"]), json!(["b", "new", "a"])), json!(["x", "y", "b", "new", "a"]));
+}
+
+#[test]
 fn atomic_list_replaced() {
     let s = crd_schema();
     let live = apply(&Value::Null, &widget(json!({"args": ["x", "y"]})), "m", false, &s, T1).unwrap();
