@@ -84,8 +84,9 @@ pub fn apply(live: &Value, applied: &Value, manager: &str, force: bool, schema: 
     apply_to(live, applied, manager, None, force, schema, now)
 }
 
-/// Applies to a subresource (`Some("status")`: only `status` of `applied` is used and only
-/// `status` of the live object changes) or to the main resource (`None`).
+/// Applies to the status subresource (`Some("status")`: only `status` of `applied` is used
+/// and only `status` of the live object changes) or to the main resource (`None`). Other
+/// subresource names are recorded in the entry but merge like the main resource.
 /// `live` may be `null` or `{}` for a create via apply.
 pub fn apply_to(
     live: &Value,
@@ -128,7 +129,7 @@ pub fn apply_to(
         let owned = entries.iter().fold(me.fields.clone(), |acc, e| acc.union(&e.fields));
         merge::prune(&mut merged, &prev.fields.difference(&me.fields), &owned);
     }
-    if subresource.is_some() {
+    if subresource == Some("status") {
         let mut out = live.clone();
         match (merged.get("status"), out.as_object_mut()) {
             (Some(s), Some(o)) => drop(o.insert("status".into(), s.clone())),
