@@ -1,6 +1,7 @@
 //! kybern's API server: a generic, CRD-driven Kubernetes REST API over a revisioned store.
 
 pub mod api;
+pub mod apply;
 pub mod object;
 pub mod pki;
 pub mod protobuf;
