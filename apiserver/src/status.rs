@@ -86,7 +86,7 @@ pub enum ApiError {
     Unprocessable(String),
     #[error("the server does not allow this method on the requested resource")]
     MethodNotAllowed,
-    #[error("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml")]
+    #[error("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/vnd.kubernetes.protobuf")]
     UnsupportedMediaType,
     /// A patch type the resource does not take (strategic merge patch on a custom resource).
     #[error("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml")]

@@ -76,6 +76,7 @@ pub fn decode_object(content_type: &str, body: &Bytes) -> Result<Value> {
             .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
             .map_err(|e| ApiError::BadRequest(format!("the request body is not valid YAML: {e}")))?,
+        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode_body(body).map_err(|e| ApiError::BadRequest(e.to_string()))?,
         _ => return Err(ApiError::UnsupportedMediaType),
     };
     if !value.is_object() {
@@ -109,7 +110,8 @@ mod tests {
     #[test]
     fn malformed_json_and_unknown_media_types_are_refused() {
         assert_eq!(decode_object("application/json", &Bytes::from_static(b"{")).unwrap_err().code(), 400);
-        assert_eq!(decode_object("application/vnd.kubernetes.protobuf", &Bytes::from_static(b"k8s")).unwrap_err().code(), 415);
+        assert_eq!(decode_object("application/vnd.kubernetes.protobuf", &Bytes::from_static(b"k8s")).unwrap_err().code(), 400);
+        assert_eq!(decode_object("application/cbor", &Bytes::from_static(b"k8s")).unwrap_err().code(), 415);
         assert!(decode_object("application/yaml", &Bytes::from_static(b"kind: ConfigMap\n")).is_ok());
     }
 }
