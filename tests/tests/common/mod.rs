@@ -175,10 +175,14 @@ impl Binary {
                         break url.trim().to_string();
                     }
                 }
-                Err(_) => {
+                Err(e) => {
                     kill(&mut child);
                     let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
-                    panic!("kybern server printed no `ready` line within 60s; its log:\n{log}");
+                    let what = match e {
+                        mpsc::RecvTimeoutError::Timeout => "printed no `ready` line within 60s",
+                        mpsc::RecvTimeoutError::Disconnected => "exited before printing `ready`",
+                    };
+                    panic!("kybern server {what}; its log:\n{log}");
                 }
             }
         };
