@@ -206,6 +206,15 @@ impl Drop for Binary {
     }
 }
 
+/// A child process (a `kubectl get -w`, a `kubectl wait`) killed by pid when dropped.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        kill(&mut self.0);
+    }
+}
+
 /// The real kubectl pointed at one server, with its own discovery cache.
 pub struct Kubectl {
     pub kubeconfig: PathBuf,

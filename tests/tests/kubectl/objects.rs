@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::Backend;
+use crate::common::{Backend, ChildGuard};
 use crate::{header, path_str, row, Cluster, DEPLOYMENT_YAML};
 
 #[tokio::test]
@@ -95,23 +95,16 @@ async fn kubectl_delete_and_wait_for_delete_follow_finalizers() {
     assert!(!k.output(&["get", "deployment", "web"]).status.success(), "the deployment is gone");
 
     assert_eq!(k.run(&["delete", "configmap", "held", "--wait=false"]).trim(), "configmap \"held\" deleted");
-    let mut wait = k.command().args(["wait", "--for=delete", "configmap/held", "--timeout=30s"]).spawn().unwrap();
+    let mut wait = ChildGuard(k.command().args(["wait", "--for=delete", "configmap/held", "--timeout=30s"]).spawn().unwrap());
     std::thread::sleep(Duration::from_secs(2));
-    let still_waiting = wait.try_wait().unwrap().is_none();
-    if !still_waiting {
-        panic!("kubectl wait returned while the finalizer still holds the object");
-    }
+    assert!(wait.0.try_wait().unwrap().is_none(), "kubectl wait returned while the finalizer still holds the object");
     k.run(&["patch", "configmap", "held", "--type=merge", "-p", r#"{"metadata":{"finalizers":null}}"#]);
     let deadline = Instant::now() + Duration::from_secs(20);
     let status = loop {
-        if let Some(status) = wait.try_wait().unwrap() {
+        if let Some(status) = wait.0.try_wait().unwrap() {
             break status;
         }
-        if Instant::now() > deadline {
-            let _ = wait.kill();
-            let _ = wait.wait();
-            panic!("kubectl wait --for=delete did not return within 20s of the delete");
-        }
+        assert!(Instant::now() < deadline, "kubectl wait --for=delete did not return within 20s of the delete");
         std::thread::sleep(Duration::from_millis(100));
     };
     assert!(status.success(), "kubectl wait --for=delete: {status}");
@@ -135,4 +128,24 @@ async fn kubectl_discovers_resources_versions_and_the_server_version() {
     let server = &version["serverVersion"];
     assert!(server["gitVersion"].as_str().is_some_and(|v| v.starts_with("v1.33.")), "{version}");
     assert_eq!(server["major"], "1");
+}
+
+#[tokio::test]
+async fn kubectl_apply_creates_then_configures_and_delete_by_label_removes_only_matches() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let k = c.kubectl();
+    let v1 = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n  labels: {set: a}\ndata: {a: \"1\", b: \"2\"}\n";
+    let v2 = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: applied\n  labels: {set: a}\ndata: {a: \"10\"}\n";
+    let file = c.manifest("applied.yaml", v1);
+    assert_eq!(k.run(&["apply", "-f", path_str(&file)]).trim(), "configmap/applied created");
+    assert_eq!(k.run(&["apply", "-f", path_str(&file)]).trim(), "configmap/applied unchanged");
+    std::fs::write(&file, v2).unwrap();
+    assert_eq!(k.run(&["apply", "-f", path_str(&file)]).trim(), "configmap/applied configured");
+    let applied: Value = serde_json::from_str(&k.run(&["get", "configmap", "applied", "-o", "json"])).unwrap();
+    assert_eq!(applied["data"], serde_json::json!({"a": "10"}), "apply removes what the last applied config had and this one lacks");
+
+    let other = c.manifest("other.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: other\n  labels: {set: b}\n");
+    k.run(&["create", "-f", path_str(&other)]);
+    assert_eq!(k.run(&["delete", "configmaps", "-l", "set=a"]).trim(), "configmap \"applied\" deleted");
+    assert_eq!(k.run(&["get", "configmaps", "-o", "name"]).trim(), "configmap/other");
 }

@@ -1,22 +1,12 @@
 //! `kubectl get -w`: a long-running watch that prints rows as objects appear.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use crate::common::Backend;
+use crate::common::{Backend, ChildGuard};
 use crate::{path_str, Cluster};
-
-/// A `kubectl get -w`, killed by pid when dropped.
-struct Watching(Child);
-
-impl Drop for Watching {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn next_line(lines: &mpsc::Receiver<String>, what: &str) -> String {
     lines.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("kubectl get -w printed no {what} within 20s"))
@@ -31,7 +21,7 @@ async fn kubectl_get_watch_prints_a_row_for_an_object_created_later() {
 
     let mut child = k.command().args(["get", "configmaps", "-w"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
-    let _watching = Watching(child);
+    let _watching = ChildGuard(child);
     let (tx, lines) = mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).lines().map_while(Result::ok) {
