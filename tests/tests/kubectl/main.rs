@@ -29,7 +29,11 @@ impl Cluster {
             Backend::Etcd => Some(Etcd::start().await),
         };
         let server = Binary::start(&dir.path().join("data"), 0, etcd.as_ref());
-        Cluster { server: Some(server), etcd, dir }
+        Cluster {
+            server: Some(server),
+            etcd,
+            dir,
+        }
     }
 
     pub fn kubectl(&self) -> Kubectl {
@@ -58,7 +62,12 @@ pub fn row<'a>(table: &'a str, name: &str) -> Vec<&'a str> {
 }
 
 pub fn header(table: &str) -> Vec<&str> {
-    table.lines().next().unwrap_or_default().split_whitespace().collect()
+    table
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect()
 }
 
 pub const DEPLOYMENT_YAML: &str = "\

@@ -9,17 +9,28 @@ use crate::common::{Backend, ChildGuard};
 use crate::{path_str, Cluster};
 
 fn next_line(lines: &mpsc::Receiver<String>, what: &str) -> String {
-    lines.recv_timeout(Duration::from_secs(20)).unwrap_or_else(|_| panic!("kubectl get -w printed no {what} within 20s"))
+    lines
+        .recv_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|_| panic!("kubectl get -w printed no {what} within 20s"))
 }
 
 #[tokio::test]
 async fn kubectl_get_watch_prints_a_row_for_an_object_created_later() {
     let c = Cluster::start(Backend::Embedded).await;
     let k = c.kubectl();
-    let first = c.manifest("first.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: first}\n");
+    let first = c.manifest(
+        "first.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: first}\n",
+    );
     k.run(&["create", "-f", path_str(&first)]);
 
-    let mut child = k.command().args(["get", "configmaps", "-w"]).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child = k
+        .command()
+        .args(["get", "configmaps", "-w"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
     let stdout = child.stdout.take().unwrap();
     let _watching = ChildGuard(child);
     let (tx, lines) = mpsc::channel();
@@ -31,10 +42,16 @@ async fn kubectl_get_watch_prints_a_row_for_an_object_created_later() {
         }
     });
     let header = next_line(&lines, "header");
-    assert!(header.starts_with("NAME") && header.contains("DATA"), "{header}");
+    assert!(
+        header.starts_with("NAME") && header.contains("DATA"),
+        "{header}"
+    );
     assert!(next_line(&lines, "first row").starts_with("first "));
 
-    let later = c.manifest("later.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: later}\ndata: {k: v}\n");
+    let later = c.manifest(
+        "later.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: later}\ndata: {k: v}\n",
+    );
     k.run(&["create", "-f", path_str(&later)]);
     let row = next_line(&lines, "row for the new object");
     let cols: Vec<&str> = row.split_whitespace().collect();
