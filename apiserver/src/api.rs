@@ -243,6 +243,13 @@ async fn kubernetes_service(api: &Arc<Api>) -> Result<()> {
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     });
     for (group, resource, body) in [("", "services", service), ("", "endpoints", endpoints), ("discovery.k8s.io", "endpointslices", slice)] {
+        if resource == "services"
+            && internal(api, Method::GET, group, "v1", resource, Some("default"), Some("kubernetes"), &Value::Null).await.is_ok()
+        {
+            // Kept from an earlier start: creating it again would fail on its own clusterIP
+            // ("provided IP is already allocated", 422) before reaching AlreadyExists.
+            continue;
+        }
         let created = internal(api, Method::POST, group, "v1", resource, Some("default"), None, &body).await;
         match created {
             Ok(_) => {}

@@ -10,7 +10,10 @@ use crate::common::InProcess;
 #[tokio::test]
 async fn aggregated_discovery_finds_apps_v1_deployments() {
     let s = InProcess::start().await;
-    let discovery = Discovery::new(s.client.clone()).run_aggregated().await.expect("aggregated discovery");
+    let discovery = Discovery::new(s.client.clone())
+        .run_aggregated()
+        .await
+        .expect("aggregated discovery");
     let apps = discovery.get("apps").expect("the apps group");
     let (resource, caps) = apps
         .versioned_resources("v1")
@@ -21,15 +24,26 @@ async fn aggregated_discovery_finds_apps_v1_deployments() {
     assert_eq!(caps.scope, Scope::Namespaced);
     assert!(caps.supports_operation(verbs::WATCH) && caps.supports_operation(verbs::PATCH));
     let core = discovery.get("").expect("the core group");
-    assert!(core.recommended_resources().iter().any(|(r, _)| r.kind == "ConfigMap"));
+    assert!(core
+        .recommended_resources()
+        .iter()
+        .any(|(r, _)| r.kind == "ConfigMap"));
 }
 
 #[tokio::test]
 async fn version_reports_a_real_kubernetes_git_version() {
     let s = InProcess::start().await;
     let info = s.client.apiserver_version().await.unwrap();
-    assert_eq!((info.major.as_str(), info.minor.as_str()), ("1", "33"), "{info:?}");
-    assert!(info.git_version.starts_with("v1.33."), "{}", info.git_version);
+    assert_eq!(
+        (info.major.as_str(), info.minor.as_str()),
+        ("1", "33"),
+        "{info:?}"
+    );
+    assert!(
+        info.git_version.starts_with("v1.33."),
+        "{}",
+        info.git_version
+    );
 }
 
 #[tokio::test]
@@ -48,12 +62,29 @@ async fn pods_print_as_a_table_with_upstreams_columns() {
         .body(Vec::new())
         .unwrap();
     let table: Value = serde_json::from_str(&s.client.request_text(req).await.unwrap()).unwrap();
-    assert_eq!((table["kind"].as_str(), table["apiVersion"].as_str()), (Some("Table"), Some("meta.k8s.io/v1")), "{table}");
-    let columns: Vec<&str> = table["columnDefinitions"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
-    assert_eq!(columns[..5], ["Name", "Ready", "Status", "Restarts", "Age"], "{columns:?}");
+    assert_eq!(
+        (table["kind"].as_str(), table["apiVersion"].as_str()),
+        (Some("Table"), Some("meta.k8s.io/v1")),
+        "{table}"
+    );
+    let columns: Vec<&str> = table["columnDefinitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        columns[..5],
+        ["Name", "Ready", "Status", "Restarts", "Age"],
+        "{columns:?}"
+    );
     let rows = table["rows"].as_array().unwrap();
     assert_eq!(rows.len(), 1);
     let cells = rows[0]["cells"].as_array().unwrap();
-    assert_eq!((cells[0].as_str(), cells[1].as_str(), cells[2].as_str()), (Some("p"), Some("0/2"), Some("Pending")), "{cells:?}");
+    assert_eq!(
+        (cells[0].as_str(), cells[1].as_str(), cells[2].as_str()),
+        (Some("p"), Some("0/2"), Some("Pending")),
+        "{cells:?}"
+    );
     assert_eq!(cells[3], json!("0"), "{cells:?}");
 }

@@ -36,6 +36,16 @@ pub fn configmap(name: &str, data: serde_json::Value) -> ConfigMap {
 }
 
 /// A raw request with a body, as a client not using kube-rs's typed API sends it.
-pub fn raw(method: &str, uri: &str, content_type: &str, body: impl Into<Vec<u8>>) -> http::Request<Vec<u8>> {
-    http::Request::builder().method(method).uri(uri).header("content-type", content_type).body(body.into()).unwrap()
+pub fn raw(
+    method: &str,
+    uri: &str,
+    content_type: &str,
+    body: impl Into<Vec<u8>>,
+) -> http::Request<Vec<u8>> {
+    http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", content_type)
+        .body(body.into())
+        .unwrap()
 }

@@ -44,14 +44,24 @@ impl InProcess {
             Backend::Embedded => None,
             Backend::Etcd => Some(Etcd::start().await),
         };
-        let mut config = Config { listen: "127.0.0.1:0".parse().unwrap(), ..Config::new(dir.path()) };
+        let mut config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Config::new(dir.path())
+        };
         if let Some(etcd) = &etcd {
             config.storage = StorageBackend::Etcd;
             config.etcd_endpoints = vec![etcd.endpoint.clone()];
         }
-        let server = server::start(config).await.expect("starting the apiserver in-process");
+        let server = server::start(config)
+            .await
+            .expect("starting the apiserver in-process");
         let client = client_from_kubeconfig(&server.kubeconfig).await;
-        InProcess { server, client, _etcd: etcd, _dir: dir }
+        InProcess {
+            server,
+            client,
+            _etcd: etcd,
+            _dir: dir,
+        }
     }
 }
 
@@ -66,7 +76,11 @@ pub async fn client_from_kubeconfig(path: &Path) -> Client {
 
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Kills a child by its pid and reaps it.
@@ -84,7 +98,11 @@ pub struct Etcd {
 
 impl Etcd {
     pub fn binary() -> PathBuf {
-        let candidates = [std::env::var("ETCD_BIN").ok(), Some("/usr/bin/etcd".into()), Some("/usr/local/bin/etcd".into())];
+        let candidates = [
+            std::env::var("ETCD_BIN").ok(),
+            Some("/usr/bin/etcd".into()),
+            Some("/usr/local/bin/etcd".into()),
+        ];
         candidates.into_iter().flatten().map(PathBuf::from).find(|p| p.exists()).unwrap_or_else(|| {
             panic!("etcd is missing (looked at $ETCD_BIN, /usr/bin/etcd, /usr/local/bin/etcd): apt-get install etcd-server")
         })
@@ -107,15 +125,25 @@ impl Etcd {
             .stderr(std::fs::File::create(dir.path().join("etcd.log")).unwrap())
             .spawn()
             .expect("starting etcd");
-        let etcd = Etcd { endpoint, child, _dir: dir };
+        let etcd = Etcd {
+            endpoint,
+            child,
+            _dir: dir,
+        };
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(store) = EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/probe").await {
+            if let Ok(store) =
+                EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "/probe").await
+            {
                 if store.current_revision().await.is_ok() {
                     return etcd;
                 }
             }
-            assert!(Instant::now() < deadline, "etcd at {} did not answer within 30s", etcd.endpoint);
+            assert!(
+                Instant::now() < deadline,
+                "etcd at {} did not answer within 30s",
+                etcd.endpoint
+            );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -134,8 +162,16 @@ pub fn kybern_binary() -> PathBuf {
     }
     let exe = std::env::current_exe().expect("locating the test binary");
     // target/<profile>/deps/<test-binary> -> target/<profile>/kybern
-    let path = exe.parent().and_then(Path::parent).map(|p| p.join("kybern")).expect("test binary has a profile dir");
-    assert!(path.exists(), "{} is missing: build it first with `cargo build --workspace`", path.display());
+    let path = exe
+        .parent()
+        .and_then(Path::parent)
+        .map(|p| p.join("kybern"))
+        .expect("test binary has a profile dir");
+    assert!(
+        path.exists(),
+        "{} is missing: build it first with `cargo build --workspace`",
+        path.display()
+    );
     path
 }
 
@@ -152,13 +188,25 @@ impl Binary {
     /// Starts `kybern server` on `data_dir` and waits for its `ready <url>` line.
     pub fn start(data_dir: &Path, port: u16, etcd: Option<&Etcd>) -> Self {
         let mut cmd = Command::new(kybern_binary());
-        cmd.arg("server").arg("--data-dir").arg(data_dir).arg("--listen").arg(format!("127.0.0.1:{port}"));
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"));
         if let Some(etcd) = etcd {
             cmd.args(["--storage", "etcd", "--etcd-endpoints", &etcd.endpoint]);
         }
         std::fs::create_dir_all(data_dir).unwrap();
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(data_dir.join("server.log")).unwrap();
-        let mut child = cmd.stdout(Stdio::piped()).stderr(log).spawn().expect("starting kybern server");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.join("server.log"))
+            .unwrap();
+        let mut child = cmd
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("starting kybern server");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -175,15 +223,30 @@ impl Binary {
                         break url.trim().to_string();
                     }
                 }
-                Err(_) => {
+                Err(e) => {
                     kill(&mut child);
-                    let log = std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
-                    panic!("kybern server printed no `ready` line within 60s; its log:\n{log}");
+                    let log =
+                        std::fs::read_to_string(data_dir.join("server.log")).unwrap_or_default();
+                    let what = match e {
+                        mpsc::RecvTimeoutError::Timeout => "printed no `ready` line within 60s",
+                        mpsc::RecvTimeoutError::Disconnected => "exited before printing `ready`",
+                    };
+                    panic!("kybern server {what}; its log:\n{log}");
                 }
             }
         };
-        let port = url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("ready URL ends in a port");
-        Binary { url, port, data_dir: data_dir.to_path_buf(), kubeconfig: data_dir.join("admin.kubeconfig"), child }
+        let port = url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("ready URL ends in a port");
+        Binary {
+            url,
+            port,
+            data_dir: data_dir.to_path_buf(),
+            kubeconfig: data_dir.join("admin.kubeconfig"),
+            child,
+        }
     }
 
     /// SIGKILL, as a crash or `kill -9` would.
@@ -192,13 +255,25 @@ impl Binary {
     }
 
     pub fn kubectl(&self) -> Kubectl {
-        Kubectl { kubeconfig: self.kubeconfig.clone(), cache_dir: self.data_dir.join("kubectl-cache") }
+        Kubectl {
+            kubeconfig: self.kubeconfig.clone(),
+            cache_dir: self.data_dir.join("kubectl-cache"),
+        }
     }
 }
 
 impl Drop for Binary {
     fn drop(&mut self) {
         kill(&mut self.child);
+    }
+}
+
+/// A child process (a `kubectl get -w`, a `kubectl wait`) killed by pid when dropped.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        kill(&mut self.0);
     }
 }
 
@@ -220,12 +295,18 @@ impl Kubectl {
 
     pub fn command(&self) -> Command {
         let mut cmd = Command::new(Self::binary());
-        cmd.arg("--kubeconfig").arg(&self.kubeconfig).arg("--cache-dir").arg(&self.cache_dir);
+        cmd.arg("--kubeconfig")
+            .arg(&self.kubeconfig)
+            .arg("--cache-dir")
+            .arg(&self.cache_dir);
         cmd
     }
 
     pub fn output(&self, args: &[&str]) -> Output {
-        self.command().args(args).output().expect("running kubectl (is it installed?)")
+        self.command()
+            .args(args)
+            .output()
+            .expect("running kubectl (is it installed?)")
     }
 
     /// Runs kubectl, asserts it succeeded and returns its stdout.

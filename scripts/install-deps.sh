@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the system packages kybern needs to build, test and run (Debian/Ubuntu).
+# protobuf: build-time for etcd-client's gRPC; etcd-server: the etcd storage backend
+# and its tests. The node agent will add containerd, runc and nftables here.
+set -euo pipefail
+
+packages=(protobuf-compiler libprotobuf-dev etcd-server)
+
+missing=()
+for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+    exit 0
+fi
+
+sudo=()
+if [ "$(id -u)" -ne 0 ]; then
+    sudo=(sudo)
+fi
+"${sudo[@]}" apt-get update
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"
