@@ -1,10 +1,12 @@
 //! The REST API: one entry point that turns an HTTP request into a Kubernetes
 //! operation on a registered resource, and errors into `Status` bodies.
 
+mod apply;
 mod binding;
 mod crd;
 mod defaults;
 mod discovery;
+mod fields;
 mod negotiate;
 mod openapi;
 mod read;
@@ -100,9 +102,10 @@ impl Api {
                     Ok(b) => b,
                     Err(e) => return error_response(&e),
                 };
-                let ctype = parts.headers.get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let header = |h: &str| parts.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let (ctype, user_agent) = (header("content-type"), header("user-agent"));
                 let warnings = Warnings::default();
-                let req = ApiRequest { method: parts.method, path: rp, query, accept, content_type: ctype, body, warnings: warnings.clone() };
+                let req = ApiRequest { method: parts.method, path: rp, query, accept, content_type: ctype, user_agent, body, warnings: warnings.clone() };
                 let mut resp = match self.resource_request(req).await {
                     Ok(resp) => resp,
                     Err(e) => error_response(&e),
@@ -214,6 +217,7 @@ async fn internal(api: &Arc<Api>, method: Method, group: &str, version: &str, re
         query: Query::default(),
         accept: Accept { json: true, ..Default::default() },
         content_type: "application/json".into(),
+        user_agent: "kybern-apiserver".into(),
         body: Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
         warnings: Warnings::default(),
     };
@@ -273,6 +277,7 @@ pub struct ApiRequest {
     pub query: Query,
     pub accept: Accept,
     pub content_type: String,
+    pub user_agent: String,
     pub body: Bytes,
     /// Warnings for the client, sent as `Warning` headers.
     pub warnings: Warnings,

@@ -77,6 +77,9 @@ pub enum ApiError {
     /// `kind` is the object's Kind (`ConfigMap`), as upstream uses in Invalid messages.
     #[error("{}", invalid_message(.kind, &.target.name, .causes))]
     Invalid { target: Target, kind: String, causes: Vec<Cause> },
+    /// Server-side apply found fields owned by other managers.
+    #[error("{message}")]
+    ApplyConflict { message: String, causes: Vec<Cause> },
     #[error("{0}")]
     BadRequest(String),
     #[error("{0}")]
@@ -120,7 +123,7 @@ impl ApiError {
     pub fn code(&self) -> u16 {
         match self {
             ApiError::NotFound(_) | ApiError::NoSuchResource => 404,
-            ApiError::AlreadyExists(_) | ApiError::Conflict(..) => 409,
+            ApiError::AlreadyExists(_) | ApiError::Conflict(..) | ApiError::ApplyConflict { .. } => 409,
             ApiError::Invalid { .. } | ApiError::Unprocessable(_) => 422,
             ApiError::BadRequest(_) => 400,
             ApiError::Gone(_) => 410,
@@ -139,7 +142,7 @@ impl ApiError {
         match self {
             ApiError::NotFound(_) | ApiError::NoSuchResource => "NotFound",
             ApiError::AlreadyExists(_) => "AlreadyExists",
-            ApiError::Conflict(..) => "Conflict",
+            ApiError::Conflict(..) | ApiError::ApplyConflict { .. } => "Conflict",
             ApiError::Invalid { .. } | ApiError::Unprocessable(_) => "Invalid",
             ApiError::BadRequest(_) => "BadRequest",
             ApiError::Gone(_) => "Expired",
@@ -183,6 +186,10 @@ impl ApiError {
                     .collect();
                 Some(d)
             }
+            ApiError::ApplyConflict { causes, .. } => Some(json!({"causes": causes
+                .iter()
+                .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
+                .collect::<Vec<_>>()})),
             ApiError::Internal(msg) => Some(json!({"causes": [{"message": msg}]})),
             _ => None,
         };

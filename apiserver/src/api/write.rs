@@ -170,6 +170,12 @@ pub async fn create(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Re
     if object::meta_str(&obj, "resourceVersion").is_some_and(|v| !v.is_empty()) {
         return Err(ApiError::BadRequest("resourceVersion should not be set on objects to be created".into()));
     }
+    create_object(api, r, req, obj, false).await
+}
+
+/// Creates an object (already decoded and checked against the endpoint). `applied`
+/// means server-side apply already recorded its managed fields.
+pub async fn create_object(api: &Arc<Api>, r: &Resource, req: &ApiRequest, obj: Value, applied: bool) -> Result<Response<Body>> {
     let generate = object::meta_str(&obj, "name").is_none_or(str::is_empty)
         .then(|| object::meta_str(&obj, "generateName").map(str::to_string))
         .flatten()
@@ -183,6 +189,9 @@ pub async fn create(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Re
         strategy::prepare_create(r, &mut obj);
         admit(r, req, &mut obj, None)?;
         strategy::validate(r, &obj)?;
+        if !applied {
+            obj = super::fields::track(r, req, None, obj);
+        }
         let name = object::name(&obj).to_string();
         if let Some(ns) = req.namespace() {
             check_namespace(api, r, ns, &name).await?;
@@ -211,9 +220,11 @@ pub async fn create(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Re
 }
 
 /// How an update derives the new object from the stored one.
-enum Change<'a> {
+pub enum Change<'a> {
     Replace(Value),
     Patch { media: String, body: &'a Bytes },
+    /// Server-side apply of this configuration.
+    Apply { applied: Value, manager: String, force: bool },
 }
 
 pub async fn update(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
@@ -232,6 +243,9 @@ pub async fn update(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) 
 
 pub async fn patch(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
     let media = media_type(&req.content_type);
+    if media == "application/apply-patch+yaml" {
+        return super::apply::serve(api, r, req, name).await;
+    }
     let (code, out) = read_modify_write(api, r, req, name, Change::Patch { media, body: &req.body }).await?;
     object_response(r, req, code, &out)
 }
@@ -273,7 +287,7 @@ pub fn apply_patch(current: &Value, media: &str, body: &Bytes, smp_meta: Option<
 
 /// Reads the object, derives the new one, and writes it back if nothing changed in
 /// between (retrying when the caller gave no resourceVersion precondition).
-async fn read_modify_write(
+pub async fn read_modify_write(
     api: &Arc<Api>,
     r: &Resource,
     req: &ApiRequest,
@@ -293,6 +307,11 @@ async fn read_modify_write(
                 let meta = r.builtin.then(|| crate::smp::patch_meta_for(&r.group, &r.kind));
                 apply_patch(&base, media, body, meta.as_ref())?
             }
+            Change::Apply { applied, manager, force } => {
+                let mut base = current.clone();
+                base["apiVersion"] = json!(r.api_version());
+                super::fields::apply(r, req, &base, applied, manager, *force)?
+            }
         };
         let precondition = object::meta_str(&new, "resourceVersion").filter(|v| !v.is_empty()).map(str::to_string);
         match &precondition {
@@ -311,6 +330,9 @@ async fn read_modify_write(
         let mut next = strategy::prepare_update(r, &current, new, status_only)?;
         admit(r, req, &mut next, Some(&current))?;
         strategy::validate(r, &next)?;
+        if !matches!(change, Change::Apply { .. }) {
+            next = super::fields::track(r, req, Some(&current), next);
+        }
         if strategy::same_object(&current, &next) {
             return Ok((StatusCode::OK, current));
         }

@@ -38,7 +38,7 @@ pub type Fallback = Box<dyn Fn(&[PathElement]) -> Option<ListType> + Send + Sync
 
 /// A [`Schema`] over an OpenAPI v3 structural schema (such as a CRD's `openAPIV3Schema`).
 pub struct SchemaFromOpenApi {
-    root: Option<Value>,
+    root: Option<std::sync::Arc<Value>>,
     fallback: Option<Fallback>,
 }
 
@@ -46,6 +46,11 @@ impl SchemaFromOpenApi {
     /// `root` is the schema of the whole object; `None` means no schema (every list atomic
     /// unless the fallback says otherwise).
     pub fn new(root: Option<Value>) -> SchemaFromOpenApi {
+        SchemaFromOpenApi { root: root.map(std::sync::Arc::new), fallback: None }
+    }
+
+    /// Like `new`, sharing a schema the caller already holds (no copy).
+    pub fn shared(root: Option<std::sync::Arc<Value>>) -> SchemaFromOpenApi {
         SchemaFromOpenApi { root, fallback: None }
     }
 
@@ -57,7 +62,7 @@ impl SchemaFromOpenApi {
 
     /// The schema node at `path`, following `properties`, `additionalProperties` and `items`.
     fn node(&self, path: &[PathElement]) -> Option<&Value> {
-        let mut node = self.root.as_ref()?;
+        let mut node: &Value = self.root.as_deref()?;
         for pe in path {
             node = match pe {
                 PathElement::Field(name) => node
