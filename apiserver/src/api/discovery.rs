@@ -19,6 +19,11 @@ pub async fn serve(api: &Api, method: &Method, path: &Path, accept: &Accept) -> 
         }
         Path::Other(p) if p == "/version" => version(),
         Path::Other(p) if p == "/openapi/v3" => api.openapi.index(&snap),
+        Path::Other(p) if p == "/openapi/v2" => {
+            // Served as JSON only; clients asking for protobuf alone get 406 and fall back.
+            accept.require_json()?;
+            return Ok(bytes_response(StatusCode::OK, "application/json", api.openapi.v2(&snap)));
+        }
         Path::Other(p) if p.starts_with("/openapi/v3/") => {
             let doc = api.openapi.group_version(&snap, &p["/openapi/v3/".len()..]).ok_or(ApiError::NoSuchResource)?;
             return Ok(bytes_response(StatusCode::OK, "application/json", doc));

@@ -100,6 +100,30 @@ fn document(snap: &Snapshot, group: &str, version: &str) -> Value {
     })
 }
 
+/// An OpenAPI v3 path item in Swagger 2.0 form (parameters typed inline, responses
+/// with a schema, references into `#/definitions/`).
+fn v2_path_item(item: &Value) -> Value {
+    let mut out = Map::new();
+    for (method, op) in item.as_object().into_iter().flatten() {
+        let mut op = op.clone();
+        if let Some(params) = op.get_mut("parameters").and_then(Value::as_array_mut) {
+            for p in params {
+                if let Some(m) = p.as_object_mut() {
+                    m.remove("schema");
+                    m.insert("type".into(), json!("string"));
+                    m.insert("uniqueItems".into(), json!(true));
+                }
+            }
+        }
+        if let Some(r) = op.pointer("/responses/200/content/application~1json/schema/$ref").and_then(Value::as_str) {
+            let target = r.replace("#/components/schemas/", "#/definitions/");
+            op["responses"] = json!({"200": {"description": "OK", "schema": {"$ref": target}}});
+        }
+        out.insert(method.clone(), op);
+    }
+    Value::Object(out)
+}
+
 fn hash_of(bytes: &[u8]) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
@@ -133,6 +157,40 @@ impl OpenApiCache {
             }
         }
         json!({"paths": paths})
+    }
+
+    /// `/openapi/v2` (Swagger 2.0, JSON): every group-version's paths and definitions.
+    pub fn v2(&self, snap: &Arc<Snapshot>) -> Bytes {
+        let id = Arc::as_ptr(snap) as usize;
+        if let Some((sid, doc, _)) = self.docs.lock().expect("openapi cache poisoned").get("v2") {
+            if *sid == id {
+                return doc.clone();
+            }
+        }
+        let mut paths = Map::new();
+        let mut definitions = Map::new();
+        for (group, versions) in snap.groups() {
+            for version in versions {
+                let doc = document(snap, &group, &version);
+                if let Some(p) = doc.get("paths").and_then(Value::as_object) {
+                    for (path, item) in p {
+                        paths.insert(path.clone(), v2_path_item(item));
+                    }
+                }
+                if let Some(d) = doc.pointer("/components/schemas").and_then(Value::as_object) {
+                    definitions.extend(d.clone());
+                }
+            }
+        }
+        let doc = json!({
+            "swagger": "2.0",
+            "info": {"title": "Kubernetes", "version": super::KUBERNETES_VERSION},
+            "paths": paths,
+            "definitions": definitions,
+        });
+        let bytes = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+        self.docs.lock().expect("openapi cache poisoned").insert("v2".into(), (id, bytes.clone(), String::new()));
+        bytes
     }
 
     /// `/openapi/v3/<gv path>`, if that group-version is served.
