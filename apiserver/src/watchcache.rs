@@ -255,3 +255,30 @@ async fn follow(cache: std::sync::Weak<WatchCache>, storage: Arc<dyn Storage>, m
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::embedded::EmbeddedStore;
+
+    #[tokio::test]
+    async fn a_watch_from_before_the_cache_history_is_gone_and_later_ones_replay() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(&dir.path().join("db")).expect("open store");
+        let obj = |n: &str| Bytes::from(format!("{{\"metadata\":{{\"name\":\"{n}\"}}}}"));
+        let first = store.create("/registry/core/configmaps/ns/a", obj("a")).await.expect("create a");
+        store.create("/registry/core/configmaps/ns/b", obj("b")).await.expect("create b");
+        let cache = WatchCache::start(store.clone(), "/registry/core/configmaps/".into()).await.expect("cache");
+        // The cache started after both writes: their events are not in its history.
+        let err = cache.subscribe("/registry/core/configmaps/", Some(first)).err().expect("410");
+        assert_eq!(err.code(), 410);
+        assert!(err.to_string().starts_with("too old resource version"), "{err}");
+        let now = cache.revision();
+        let third = store.create("/registry/core/configmaps/ns/c", obj("c")).await.expect("create c");
+        assert!(cache.wait_for(third, Duration::from_secs(5)).await);
+        let sub = cache.subscribe("/registry/core/configmaps/", Some(now)).expect("resume");
+        assert_eq!(sub.backlog.len(), 1);
+        assert_eq!(sub.backlog[0].kind, EventType::Added);
+        assert_eq!(sub.backlog[0].object["metadata"]["resourceVersion"], third.to_string());
+    }
+}
