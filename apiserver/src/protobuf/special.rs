@@ -62,27 +62,13 @@ impl Special {
     }
 }
 
-/// Days since 1970-01-01 -> (year, month, day), proleptic Gregorian.
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
-}
-
 /// RFC 3339 in UTC, as metav1.Time (`micros: false`, whole seconds) or MicroTime (6 digits).
 pub fn rfc3339(seconds: i64, nanos: i32, micros: bool) -> String {
-    let (y, mo, d) = civil_from_days(seconds.div_euclid(86_400));
-    let s = seconds.rem_euclid(86_400);
-    let (h, mi, se) = (s / 3600, s % 3600 / 60, s % 60);
-    let frac = if micros { format!(".{:06}", nanos.clamp(0, 999_999_999) / 1000) } else { String::new() };
-    format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{se:02}{frac}Z")
+    let whole = crate::object::rfc3339(seconds);
+    if !micros {
+        return whole;
+    }
+    format!("{}.{:06}Z", whole.trim_end_matches('Z'), nanos.clamp(0, 999_999_999) / 1000)
 }
 
 /// `v` (in units of 10^-prec) as a decimal with trailing zeros trimmed: 1500, 3 -> "1.5".
