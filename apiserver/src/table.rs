@@ -273,6 +273,18 @@ pub fn human_duration(seconds: i64) -> String {
 
 pub use crate::object::{parse_rfc3339, rfc3339 as format_rfc3339};
 
+/// `status.loadBalancer.ingress` addresses (IP, else hostname), sorted and unique, as
+/// the Service and Ingress printers show them.
+fn load_balancer_addresses(obj: &Value) -> Vec<String> {
+    let mut out: Vec<String> = arr(obj, &["status", "loadBalancer", "ingress"])
+        .iter()
+        .filter_map(|i| [s(i, &["ip"]), s(i, &["hostname"])].into_iter().find(|v| !v.is_empty()).map(str::to_string))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Upstream's translateTimestampSince: `<unknown>` for a missing time.
 pub(crate) fn since(ts: Option<&Value>, now: i64) -> String {
     match ts.and_then(Value::as_str).and_then(parse_rfc3339) {

@@ -118,22 +118,7 @@ fn service_external_ip(svc: &Value) -> String {
             if external.is_empty() { "<none>".into() } else { external.join(",") }
         }
         "LoadBalancer" => {
-            let mut lb: Vec<String> = arr(svc, &["status", "loadBalancer", "ingress"])
-                .iter()
-                .filter_map(|i| {
-                    let ip = s(i, &["ip"]);
-                    let host = s(i, &["hostname"]);
-                    if !ip.is_empty() {
-                        Some(ip.to_string())
-                    } else if !host.is_empty() {
-                        Some(host.to_string())
-                    } else {
-                        None
-                    }
-                })
-                .collect();
-            lb.sort();
-            lb.dedup();
+            let mut lb = super::load_balancer_addresses(svc);
             if !external.is_empty() {
                 lb.extend(external);
                 return lb.join(",");

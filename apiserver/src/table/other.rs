@@ -226,22 +226,7 @@ fn ingress_cells(ing: &Value, now: i64) -> Vec<Value> {
     } else {
         hosts.join(",")
     };
-    let mut addrs: Vec<String> = arr(ing, &["status", "loadBalancer", "ingress"])
-        .iter()
-        .filter_map(|i| {
-            let ip = s(i, &["ip"]);
-            let host = s(i, &["hostname"]);
-            if !ip.is_empty() {
-                Some(ip.to_string())
-            } else if !host.is_empty() {
-                Some(host.to_string())
-            } else {
-                None
-            }
-        })
-        .collect();
-    addrs.sort();
-    addrs.dedup();
+    let addrs = super::load_balancer_addresses(ing);
     let ports = if arr(ing, &["spec", "tls"]).is_empty() { "80" } else { "80, 443" };
     vec![name(ing), json!(class), json!(hosts_text), json!(addrs.join(",")), json!(ports), age(ing, now)]
 }
