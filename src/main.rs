@@ -82,6 +82,29 @@ impl CommonArgs {
     }
 }
 
+/// Long-running roles re-execute themselves once with glibc's allocator tuned for a
+/// server: two arenas instead of one per thread, and fixed trim/mmap thresholds so
+/// large temporary buffers (a LIST of thousands of objects) go back to the system
+/// instead of staying in the heap. Variables the user set are kept.
+fn tune_allocator() {
+    use std::os::unix::process::CommandExt;
+    const MARK: &str = "KYBERN_ALLOCATOR_TUNED";
+    if std::env::var_os(MARK).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1)).env(MARK, "1");
+    for (k, v) in [("MALLOC_ARENA_MAX", "2"), ("MALLOC_TRIM_THRESHOLD_", "1048576"), ("MALLOC_MMAP_THRESHOLD_", "262144")] {
+        if std::env::var_os(k).is_none() {
+            cmd.env(k, v);
+        }
+    }
+    // exec only returns on failure; then run untuned.
+    let err = cmd.exec();
+    eprintln!("kybern: could not re-execute with a tuned allocator ({err}); continuing");
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -90,6 +113,9 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Server(_) | Command::Up(_)) {
+        tune_allocator();
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {

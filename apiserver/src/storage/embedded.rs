@@ -74,7 +74,7 @@ struct Request {
 
 /// The redb-backed store. Open it with [`EmbeddedStore::open`].
 /// redb page cache size.
-const CACHE_BYTES: usize = 16 * 1024 * 1024;
+const CACHE_BYTES: usize = 4 * 1024 * 1024;
 
 pub struct EmbeddedStore {
     db: Arc<Database>,
