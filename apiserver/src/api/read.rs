@@ -93,6 +93,38 @@ pub async fn get_object(api: &Api, r: &Resource, ns: Option<&str>, name: &str, c
     decode(&kv.value, kv.mod_revision)
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_top_level_metadata_only() {
+        let cases = [
+            ("metadata_first", r#"{"metadata":{"name":"a"},"spec":{}}"#, Some(12)),
+            ("nested_template_metadata_skipped", r#"{"spec":{"template":{"metadata":{}}},"metadata":{"name":"a"}}"#, Some(48)),
+            ("lookalike_in_a_string_skipped", r#"{"data":{"k":"\"metadata\":{"},"metadata":{}}"#, Some(42)),
+            ("no_metadata", r#"{"kind":"X"}"#, None),
+        ];
+        for (name, json, want) in cases {
+            assert_eq!(metadata_open_brace(json.as_bytes()), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn stored_items_get_their_resource_version_spliced_in() {
+        let mut r = crate::registry::Registry::with_builtins().unwrap().snapshot().get("", "v1", "configmaps").unwrap().as_ref().clone();
+        r.storage_version = r.version.clone();
+        for (name, stored, want) in [
+            ("with_fields", r#"{"metadata":{"name":"a"}}"#, r#"{"metadata":{"resourceVersion":"7","name":"a"}}"#),
+            ("empty_metadata", r#"{"metadata":{}}"#, r#"{"metadata":{"resourceVersion":"7"}}"#),
+        ] {
+            let mut buf = Vec::new();
+            Item::Stored { json: bytes::Bytes::from(stored), revision: 7 }.write_json(&r, &mut buf).unwrap();
+            assert_eq!(String::from_utf8(buf).unwrap(), want, "{name}");
+        }
+    }
+}
+
 #[derive(serde::Serialize, serde::Deserialize)]
 struct ContinueToken {
     v: String,
@@ -111,9 +143,80 @@ fn decode_continue(token: &str) -> Result<ContinueToken> {
     serde_json::from_slice(&raw).map_err(|_| bad())
 }
 
+/// One listed object: parsed (from the cache, or because a selector needed it) or
+/// still the stored JSON, which a plain LIST sends on with only its resourceVersion
+/// added, without building a JSON tree.
+pub enum Item {
+    Object(Arc<Value>),
+    Stored { json: bytes::Bytes, revision: i64 },
+}
+
+impl Item {
+    pub fn object(&self) -> Result<Arc<Value>> {
+        match self {
+            Item::Object(o) => Ok(o.clone()),
+            Item::Stored { json, revision } => decode(json, *revision).map(Arc::new),
+        }
+    }
+
+    /// Appends the object as served at `r`'s version.
+    fn write_json(&self, r: &Resource, buf: &mut Vec<u8>) -> Result<()> {
+        if let Item::Stored { json, revision } = self {
+            if r.version == r.storage_version {
+                if let Some(at) = metadata_open_brace(json) {
+                    buf.extend_from_slice(&json[..=at]);
+                    buf.extend_from_slice(format!("\"resourceVersion\":\"{revision}\"").as_bytes());
+                    if json.get(at + 1) != Some(&b'}') {
+                        buf.push(b',');
+                    }
+                    buf.extend_from_slice(&json[at + 1..]);
+                    return Ok(());
+                }
+            }
+        }
+        let obj = self.object()?;
+        match in_version(r, &obj) {
+            Some(o) => serde_json::to_writer(&mut *buf, &o),
+            None => serde_json::to_writer(&mut *buf, &*obj),
+        }
+        .map_err(internal)
+    }
+}
+
+/// The index of the `{` that opens the top-level `"metadata"` object of compact JSON
+/// (as stored), or None. Tracks strings and nesting so nested `metadata` keys (pod
+/// templates) and look-alikes inside strings are skipped.
+fn metadata_open_brace(json: &[u8]) -> Option<usize> {
+    const KEY: &[u8] = b"\"metadata\":{";
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for (i, &b) in json.iter().enumerate() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => {
+                if depth == 1 && json[i..].starts_with(KEY) {
+                    return Some(i + KEY.len() - 1);
+                }
+                in_string = true;
+            }
+            b'{' | b'[' => depth += 1,
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
+}
+
 /// The items of a list and where the next page starts.
 pub struct Page {
-    pub items: Vec<Arc<Value>>,
+    pub items: Vec<Item>,
     pub revision: i64,
     pub continue_token: Option<String>,
 }
@@ -123,7 +226,8 @@ pub async fn list(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Resp
     let rv = page.revision.to_string();
     if req.accept.table {
         let printer = TablePrinter::new(&r.group, &r.plural, r.printer_columns.as_ref());
-        let converted: Vec<Value> = page.items.iter().map(|o| in_version(r, o).unwrap_or_else(|| (**o).clone())).collect();
+        let objects = page.items.iter().map(Item::object).collect::<Result<Vec<_>>>()?;
+        let converted: Vec<Value> = objects.iter().map(|o| in_version(r, o).unwrap_or_else(|| (**o).clone())).collect();
         let refs: Vec<&Value> = converted.iter().collect();
         let t = table::table(&printer, &refs, include_object(req), true, &rv, page.continue_token.as_deref(), None, std::time::SystemTime::now());
         return Ok(json_response(StatusCode::OK, &t));
@@ -145,11 +249,7 @@ pub async fn list(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Resp
         if i > 0 {
             buf.push(b',');
         }
-        match in_version(r, item) {
-            Some(o) => serde_json::to_writer(&mut buf, &o),
-            None => serde_json::to_writer(&mut buf, &**item),
-        }
-        .map_err(internal)?;
+        item.write_json(r, &mut buf)?;
     }
     buf.extend_from_slice(b"]}");
     Ok(bytes_response(StatusCode::OK, "application/json", Bytes::from(buf)))
@@ -219,7 +319,7 @@ async fn cache_page(api: &Arc<Api>, r: &Resource, prefix: &str, filter: &Filter)
     if !filter.is_empty() {
         items.retain(|o| filter.matches(o));
     }
-    Ok(Page { items, revision, continue_token: None })
+    Ok(Page { items: items.into_iter().map(Item::Object).collect(), revision, continue_token: None })
 }
 
 /// Reads from storage until `limit` objects passed the filter (all when 0).
@@ -238,10 +338,15 @@ async fn storage_page(
         opts.revision = Some(page.revision);
         let mut last_key = None;
         for kv in &page.kvs {
-            let obj = decode(&kv.value, kv.mod_revision)?;
             last_key = Some(kv.key.clone());
-            if filter.matches(&obj) {
-                items.push(Arc::new(obj));
+            let item = if filter.is_empty() {
+                Some(Item::Stored { json: kv.value.clone(), revision: kv.mod_revision })
+            } else {
+                let obj = decode(&kv.value, kv.mod_revision)?;
+                filter.matches(&obj).then(|| Item::Object(Arc::new(obj)))
+            };
+            if let Some(item) = item {
+                items.push(item);
                 if limit > 0 && items.len() == limit {
                     let more = page.more || kv.key != page.kvs.last().map(|k| k.key.clone()).unwrap_or_default();
                     let continue_token = more.then(|| encode_continue(page.revision, &kv.key));
