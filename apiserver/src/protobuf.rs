@@ -151,3 +151,53 @@ impl<'a> Unknown<'a> {
         Ok(u)
     }
 }
+
+/// Decodes a protobuf `DeleteOptions` body (client-go sends one with every delete of a
+/// built-in kind, e.g. Helm purging its release Secrets) into its JSON form. Its message
+/// (1 gracePeriodSeconds, 2 preconditions {1 uid, 2 resourceVersion}, 4 propagationPolicy,
+/// 5 dryRun) is fixed by meta/v1, so it is read here rather than from the descriptors.
+pub fn decode_delete_options(body: &[u8]) -> Result<Value, ProtobufError> {
+    let rest = body.strip_prefix(&MAGIC).ok_or(ProtobufError::BadMagic)?;
+    let unknown = Unknown::decode(rest)?;
+    if !unknown.content_encoding.is_empty() {
+        return Err(ProtobufError::ContentEncoding(unknown.content_encoding));
+    }
+    let bad = |e: wire::WireError| envelope_error("DeleteOptions", e);
+    let mut out = Map::new();
+    let mut r = Reader::new(unknown.raw);
+    while let Some((tag, v)) = r.next_field().map_err(bad)? {
+        match (tag, v) {
+            (1, WireValue::Varint(n)) => {
+                out.insert("gracePeriodSeconds".into(), Value::from(n as i64));
+            }
+            (2, WireValue::Bytes(pre)) => {
+                let mut p = Map::new();
+                let mut pr = Reader::new(pre);
+                while let Some((t, v)) = pr.next_field().map_err(bad)? {
+                    let name = match t {
+                        1 => "uid",
+                        2 => "resourceVersion",
+                        _ => continue,
+                    };
+                    p.insert(name.into(), Value::String(string_field(v, "DeleteOptions.preconditions")?));
+                }
+                out.insert("preconditions".into(), Value::Object(p));
+            }
+            (4, v) => {
+                let policy = string_field(v, "DeleteOptions.propagationPolicy")?;
+                if !policy.is_empty() {
+                    out.insert("propagationPolicy".into(), Value::String(policy));
+                }
+            }
+            (5, v) => {
+                let dry = string_field(v, "DeleteOptions.dryRun")?;
+                match out.entry("dryRun").or_insert_with(|| Value::Array(Vec::new())) {
+                    Value::Array(a) => a.push(Value::String(dry)),
+                    _ => unreachable!("dryRun is inserted as an array"),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(Value::Object(out))
+}

@@ -112,10 +112,12 @@ pub async fn update(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) 
         }
         let mut next = current.clone();
         set_at(&mut next, &spec.spec_replicas_path, json!(replicas));
-        let mut next = strategy::prepare_update(r, &current, next, false)?;
+        let next = strategy::prepare_update(r, &current, next, false)?;
         if strategy::same_object(&current, &next) || req.dry_run() {
             return Ok(json_response(StatusCode::OK, &to_scale(r, &next)));
         }
+        // The replicas a scaler set are its own: a later apply of another value conflicts.
+        let mut next = super::fields::track(r, req, Some(&current), next);
         let mut stored = next.clone();
         object::metadata_mut(&mut stored).remove("resourceVersion");
         let bytes = serde_json::to_vec(&stored).map_err(|e| ApiError::Internal(e.to_string()))?;

@@ -130,6 +130,17 @@ pub fn prepare_update(r: &Resource, old: &Value, new: Value, status_only: bool) 
                 merged.as_object_mut().map(|m| m.remove("status"));
             }
         }
+        // As upstream's status strategies do, keep the new managedFields: a status apply
+        // has just recorded its manager there (an update without any gets the old ones back
+        // when its change is tracked).
+        match new.pointer("/metadata/managedFields") {
+            Some(m) => {
+                object::metadata_mut(&mut merged).insert("managedFields".into(), m.clone());
+            }
+            None => {
+                object::metadata_mut(&mut merged).remove("managedFields");
+            }
+        }
         new = merged;
     } else if r.status {
         match old.get("status") {

@@ -390,6 +390,8 @@ struct DeleteOptions {
 fn delete_options(req: &ApiRequest) -> Result<DeleteOptions> {
     let body: Value = if req.body.is_empty() {
         json!({})
+    } else if crate::protobuf::is_protobuf(&req.content_type) {
+        crate::protobuf::decode_delete_options(&req.body).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
     } else {
         serde_json::from_slice(&req.body).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
     };

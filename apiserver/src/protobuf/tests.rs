@@ -307,3 +307,16 @@ fn an_old_api_version_of_a_built_in_kind_is_refused() {
     let err = decode_body(&body("extensions/v1beta1", "Deployment", Msg::new())).unwrap_err();
     assert_eq!(err, ProtobufError::UnknownKind { api_version: "extensions/v1beta1".into(), kind: "Deployment".into() });
 }
+
+#[test]
+fn delete_options_as_client_go_sends_them_decode() {
+    // Go writes the unset propagationPolicy-less fields too: an empty dryRun list is absent.
+    let opts = Msg::new().int(1, 0).msg(2, Msg::new().str(1, "uid-1").str(2, "")).str(4, "Background").str(5, "All");
+    let got = decode_delete_options(&body("v1", "DeleteOptions", opts)).unwrap();
+    assert_eq!(
+        got,
+        json!({"gracePeriodSeconds": 0, "preconditions": {"uid": "uid-1", "resourceVersion": ""}, "propagationPolicy": "Background", "dryRun": ["All"]})
+    );
+    assert_eq!(decode_delete_options(&body("v1", "DeleteOptions", Msg::new())).unwrap(), json!({}));
+    assert_eq!(decode_delete_options(b"{}"), Err(ProtobufError::BadMagic));
+}

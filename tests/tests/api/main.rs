@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod crds;
 mod crud;
 mod discovery;
 mod errors;

@@ -4,8 +4,11 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod apply;
+mod create;
 mod objects;
 mod restart;
+mod services;
 mod watch;
 
 use std::path::{Path, PathBuf};
