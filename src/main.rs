@@ -23,6 +23,30 @@ enum Command {
     Up(UpArgs),
     /// Benchmarks (`kybern bench api`).
     Bench(bench::BenchArgs),
+    /// Run a node agent; today only simulated nodes (`--simulate N`) for scale tests.
+    Agent(AgentArgs),
+}
+
+#[derive(Args)]
+struct AgentArgs {
+    /// Simulate this many nodes (no containers; bound pods are reported Running).
+    #[arg(long, value_name = "N")]
+    simulate: Option<usize>,
+    /// The kubeconfig to reach the apiserver with.
+    #[arg(long, env = "KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Simulated nodes are named <prefix><index>.
+    #[arg(long, default_value = "sim-")]
+    name_prefix: String,
+    /// CPU capacity of each simulated node.
+    #[arg(long, default_value = "32")]
+    cpu: String,
+    /// Memory capacity of each simulated node.
+    #[arg(long, default_value = "128Gi")]
+    memory: String,
+    /// Pod capacity of each simulated node.
+    #[arg(long, default_value = "110")]
+    pods: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -122,6 +146,7 @@ fn main() -> anyhow::Result<()> {
             Command::Server(args) => serve(args.common.config(args.data_dir), false).await,
             Command::Up(args) => serve(args.common.config(args.data_dir), true).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Agent(args) => agent(args).await,
         }
     })
 }
@@ -138,6 +163,34 @@ async fn serve(config: Config, up: bool) -> anyhow::Result<()> {
     }
     tokio::select! {
         r = server.wait() => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
+async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+    let Some(count) = args.simulate else {
+        eprintln!("error: the real node agent is not implemented yet; only simulated nodes are (kybern agent --simulate N --kubeconfig K)");
+        std::process::exit(2);
+    };
+    let Some(path) = args.kubeconfig else {
+        eprintln!("error: --kubeconfig (or $KUBECONFIG) is required");
+        std::process::exit(2);
+    };
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    let client = kube::Client::try_from(config)?;
+    let sim = agent::simulate::SimConfig {
+        name_prefix: args.name_prefix,
+        cpu: args.cpu,
+        memory: args.memory,
+        pods: args.pods,
+        ..agent::simulate::SimConfig::new(count)
+    };
+    let simulator = agent::simulate::Simulator::start(client, sim).await?;
+    println!("simulating {} nodes", simulator.nodes().len());
+    tokio::select! {
+        r = simulator.wait() => Ok(r?),
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
