@@ -36,7 +36,12 @@ use queue::{QueuedPod, SchedulingQueue};
 /// `Loop { name: "scheduler", run }`: the scheduler with the default configuration.
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     let client = ctx.client.clone();
-    async move { Scheduler::new(client, SchedulerConfig::default()).run().await }.boxed()
+    async move {
+        Scheduler::new(client, SchedulerConfig::default())
+            .run()
+            .await
+    }
+    .boxed()
 }
 
 pub struct Scheduler {
@@ -60,13 +65,19 @@ impl Scheduler {
 
     /// Runs until a watcher fails for good.
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
-        let (nodes_synced, pods_synced) = (Arc::new(tokio::sync::Notify::new()), Arc::new(tokio::sync::Notify::new()));
+        let (nodes_synced, pods_synced) = (
+            Arc::new(tokio::sync::Notify::new()),
+            Arc::new(tokio::sync::Notify::new()),
+        );
         let nodes = tokio::spawn(informers::watch_nodes(self.clone(), nodes_synced.clone()));
         let pods = tokio::spawn(informers::watch_pods(self.clone(), pods_synced.clone()));
         // Like upstream, schedule only once the caches have synced.
         nodes_synced.notified().await;
         pods_synced.notified().await;
-        info!(nodes = self.cache().nodes().len(), "scheduler caches synced");
+        info!(
+            nodes = self.cache().nodes().len(),
+            "scheduler caches synced"
+        );
         let flusher = {
             let queue = self.queue.clone();
             tokio::spawn(async move {
@@ -137,7 +148,12 @@ impl Scheduler {
     }
 
     async fn spawn_bind(self: &Arc<Self>, queued: QueuedPod, node: String) {
-        let permit = self.binds.clone().acquire_owned().await.expect("bind semaphore never closes");
+        let permit = self
+            .binds
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("bind semaphore never closes");
         let me = self.clone();
         tokio::spawn(async move {
             let _permit = permit;
@@ -151,7 +167,12 @@ impl Scheduler {
         });
     }
 
-    async fn report(&self, pod: Arc<PodInfo>, message: String, preempt: Option<preemption::Candidate>) {
+    async fn report(
+        &self,
+        pod: Arc<PodInfo>,
+        message: String,
+        preempt: Option<preemption::Candidate>,
+    ) {
         let nominated = preempt.as_ref().map(|c| c.node.as_str());
         if let Some(c) = &preempt {
             info!(pod = %pod.name, node = %c.node, victims = c.victims.len(), "preempting");

@@ -28,7 +28,9 @@ async fn places_pods_as_kube_scheduler_does_and_reports_unschedulable_ones() {
     let nodes = vec![
         Node::test("n1").label("disk", "ssd"),
         Node::test("n2").label("disk", "ssd"),
-        Node::test("n3").label("gpu", "true").taint("dedicated", "gpu", "NoSchedule"),
+        Node::test("n3")
+            .label("gpu", "true")
+            .taint("dedicated", "gpu", "NoSchedule"),
         Node::test("n4").cpu("1").label("only", "here"),
         Node::test("n5").cpu("2").label("pool", "spread"),
         Node::test("n6").cpu("2").label("pool", "spread"),
@@ -44,12 +46,21 @@ async fn places_pods_as_kube_scheduler_does_and_reports_unschedulable_ones() {
 
     let mut pods = vec![
         Pod::test("on-ssd").node_selector("disk", "ssd"),
-        Pod::test("on-gpu").node_selector("gpu", "true").toleration("dedicated", "Equal", "gpu", "NoSchedule"),
+        Pod::test("on-gpu").node_selector("gpu", "true").toleration(
+            "dedicated",
+            "Equal",
+            "gpu",
+            "NoSchedule",
+        ),
         // 3 cpu fits only the 4-cpu nodes; n3's taint is not tolerated.
         Pod::test("big").requests("3", "1Gi"),
         // Each fits n4 alone: exactly one may land there.
-        Pod::test("once-a").requests("800m", "100Mi").node_selector("only", "here"),
-        Pod::test("once-b").requests("800m", "100Mi").node_selector("only", "here"),
+        Pod::test("once-a")
+            .requests("800m", "100Mi")
+            .node_selector("only", "here"),
+        Pod::test("once-b")
+            .requests("800m", "100Mi")
+            .node_selector("only", "here"),
     ];
     for i in 0..6 {
         pods.push(
@@ -82,17 +93,41 @@ async fn places_pods_as_kube_scheduler_does_and_reports_unschedulable_ones() {
     })
     .await;
 
-    assert!(["n1", "n2"].contains(&placed["on-ssd"].as_str()), "nodeSelector: {placed:?}");
+    assert!(
+        ["n1", "n2"].contains(&placed["on-ssd"].as_str()),
+        "nodeSelector: {placed:?}"
+    );
     assert_eq!(placed["on-gpu"], "n3", "toleration + selector");
-    assert!(["n1", "n2"].contains(&placed["big"].as_str()), "only 4-cpu untainted nodes fit 3 cpu: {placed:?}");
+    assert!(
+        ["n1", "n2"].contains(&placed["big"].as_str()),
+        "only 4-cpu untainted nodes fit 3 cpu: {placed:?}"
+    );
     let spread: BTreeSet<&String> = (0..6).map(|i| &placed[&format!("spread-{i}")]).collect();
     let pool: BTreeSet<String> = (5..=10).map(|i| format!("n{i}")).collect();
-    assert_eq!(spread, pool.iter().collect(), "anti-affinity puts one per node of the pool");
-    let once: Vec<&String> = ["once-a", "once-b"].iter().filter_map(|n| placed.get(*n)).collect();
-    assert_eq!(once, vec!["n4"], "two pods that each fit only once never overcommit n4");
-    assert!(!placed.contains_key("other-scheduler"), "pods for another scheduler are ignored");
+    assert_eq!(
+        spread,
+        pool.iter().collect(),
+        "anti-affinity puts one per node of the pool"
+    );
+    let once: Vec<&String> = ["once-a", "once-b"]
+        .iter()
+        .filter_map(|n| placed.get(*n))
+        .collect();
+    assert_eq!(
+        once,
+        vec!["n4"],
+        "two pods that each fit only once never overcommit n4"
+    );
+    assert!(
+        !placed.contains_key("other-scheduler"),
+        "pods for another scheduler are ignored"
+    );
 
-    let loser = if placed.contains_key("once-a") { "once-b" } else { "once-a" };
+    let loser = if placed.contains_key("once-a") {
+        "once-b"
+    } else {
+        "once-a"
+    };
     let want = "0/10 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}, \
                 8 node(s) didn't match Pod's node affinity/selector. preemption: 0/10 nodes are available: \
                 1 No preemption victims found for incoming pod, 9 Preemption is not helpful for scheduling..";
@@ -100,7 +135,10 @@ async fn places_pods_as_kube_scheduler_does_and_reports_unschedulable_ones() {
         let api = api.clone();
         async move {
             let p = api.get(loser).await.ok()?;
-            p.status?.conditions?.into_iter().find(|c| c.type_ == "PodScheduled" && c.status == "False")
+            p.status?
+                .conditions?
+                .into_iter()
+                .find(|c| c.type_ == "PodScheduled" && c.status == "False")
         }
     })
     .await;
@@ -113,7 +151,8 @@ async fn places_pods_as_kube_scheduler_does_and_reports_unschedulable_ones() {
         async move {
             let list = events.list(&ListParams::default()).await.ok()?;
             list.items.into_iter().find(|e| {
-                e.involved_object.name.as_deref() == Some(loser) && e.reason.as_deref() == Some("FailedScheduling")
+                e.involved_object.name.as_deref() == Some(loser)
+                    && e.reason.as_deref() == Some("FailedScheduling")
             })
         }
     })

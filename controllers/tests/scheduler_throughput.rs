@@ -41,7 +41,10 @@ async fn run(scheduler_first: bool) {
         .for_each_concurrent(16, |i| {
             let client = client.clone();
             async move {
-                let n = Node::test(&format!("node-{i}")).cpu("32").memory("128Gi").pods(110);
+                let n = Node::test(&format!("node-{i}"))
+                    .cpu("32")
+                    .memory("128Gi")
+                    .pods(110);
                 create_node(&client, &n).await;
             }
         })
@@ -74,7 +77,11 @@ async fn run(scheduler_first: bool) {
         .for_each_concurrent(16, |i| {
             let client = client.clone();
             async move {
-                create_pod(&client, &Pod::test(&format!("pod-{i}")).requests("10m", "10Mi")).await;
+                create_pod(
+                    &client,
+                    &Pod::test(&format!("pod-{i}")).requests("10m", "10Mi"),
+                )
+                .await;
             }
         })
         .await;

@@ -14,7 +14,11 @@ pub const FIELD_MANAGER: &str = "default-scheduler";
 #[derive(Debug, thiserror::Error)]
 pub enum BindError {
     #[error("binding {pod} to {node}: {source}")]
-    Api { pod: String, node: String, source: kube::Error },
+    Api {
+        pod: String,
+        node: String,
+        source: kube::Error,
+    },
 }
 
 impl BindError {
@@ -37,22 +41,34 @@ pub async fn bind(client: &Client, pod: &PodInfo, node: &str) -> Result<(), Bind
         "target": {"apiVersion": "v1", "kind": "Node", "name": node},
     });
     pods(client, pod)
-        .create_subresource::<_, serde_json::Value>("binding", &pod.name, &PostParams::default(), &binding)
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            &pod.name,
+            &PostParams::default(),
+            &binding,
+        )
         .await
         .map(|_| ())
-        .map_err(|source| BindError::Api { pod: format!("{}/{}", pod.namespace, pod.name), node: node.into(), source })
+        .map_err(|source| BindError::Api {
+            pod: format!("{}/{}", pod.namespace, pod.name),
+            node: node.into(),
+            source,
+        })
 }
 
 /// Whether the pod already carries exactly this PodScheduled=False condition.
 fn already_reported(pod: &Pod, message: &str) -> bool {
-    pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| {
-        cs.iter().any(|c| {
-            c.type_ == "PodScheduled"
-                && c.status == "False"
-                && c.reason.as_deref() == Some("Unschedulable")
-                && c.message.as_deref() == Some(message)
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+                    && c.message.as_deref() == Some(message)
+            })
         })
-    })
 }
 
 /// Sets PodScheduled=False/Unschedulable with the message (strategic merge on the
@@ -76,7 +92,11 @@ pub async fn report_unschedulable(
             status["nominatedNodeName"] = json!(n);
         }
         pods(client, pod)
-            .patch_status(&pod.name, &PatchParams::default(), &Patch::Strategic(json!({"status": status})))
+            .patch_status(
+                &pod.name,
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"status": status})),
+            )
             .await?;
     }
     let event = Event {
@@ -115,7 +135,10 @@ pub async fn report_unschedulable(
 
 /// Deletes a preemption victim gracefully (its own termination grace period).
 pub async fn evict(client: &Client, victim: &PodInfo) -> Result<(), kube::Error> {
-    match pods(client, victim).delete(&victim.name, &DeleteParams::default()).await {
+    match pods(client, victim)
+        .delete(&victim.name, &DeleteParams::default())
+        .await
+    {
         Ok(_) => Ok(()),
         Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e),

@@ -75,10 +75,18 @@ impl PodInfo {
             requests: pod_requests(&pod),
             non_zero: non_zero_requests(&pod),
             ports,
-            required_affinity: pa.required_during_scheduling_ignored_during_execution.unwrap_or_default(),
-            preferred_affinity: pa.preferred_during_scheduling_ignored_during_execution.unwrap_or_default(),
-            required_anti_affinity: anti.required_during_scheduling_ignored_during_execution.unwrap_or_default(),
-            preferred_anti_affinity: anti.preferred_during_scheduling_ignored_during_execution.unwrap_or_default(),
+            required_affinity: pa
+                .required_during_scheduling_ignored_during_execution
+                .unwrap_or_default(),
+            preferred_affinity: pa
+                .preferred_during_scheduling_ignored_during_execution
+                .unwrap_or_default(),
+            required_anti_affinity: anti
+                .required_during_scheduling_ignored_during_execution
+                .unwrap_or_default(),
+            preferred_anti_affinity: anti
+                .preferred_during_scheduling_ignored_during_execution
+                .unwrap_or_default(),
             pod,
         }
     }
@@ -156,7 +164,10 @@ impl NodeInfo {
             .flatten()
             .flat_map(|i| {
                 let size = i.size_bytes.unwrap_or(0);
-                i.names.iter().flatten().map(move |n| (normalize_image(n), size))
+                i.names
+                    .iter()
+                    .flatten()
+                    .map(move |n| (normalize_image(n), size))
             })
             .collect();
         self.node = node;
@@ -195,9 +206,14 @@ pub fn normalize_image(name: &str) -> String {
         n.push_str(":latest");
     }
     let first = n.split('/').next().unwrap_or("");
-    let has_registry = n.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    let has_registry =
+        n.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
     if !has_registry {
-        n = if n.contains('/') { format!("docker.io/{n}") } else { format!("docker.io/library/{n}") };
+        n = if n.contains('/') {
+            format!("docker.io/{n}")
+        } else {
+            format!("docker.io/library/{n}")
+        };
     }
     n
 }
@@ -258,7 +274,9 @@ impl Cache {
     }
 
     pub fn delete_node(&mut self, name: &str) {
-        let Some(i) = self.index.remove(name) else { return };
+        let Some(i) = self.index.remove(name) else {
+            return;
+        };
         self.count_images(i, -1);
         let gone = self.nodes.swap_remove(i);
         if i < self.nodes.len() {
@@ -291,13 +309,22 @@ impl Cache {
     /// An assigned pod as the informer shows it: adds it, updates it, or confirms an
     /// assumed pod (which may have moved if someone else bound it elsewhere).
     pub fn apply_pod(&mut self, pod: Arc<Pod>) {
-        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else { return };
+        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            return;
+        };
         let info = Arc::new(PodInfo::new(pod));
         if let Some(old) = self.pods.remove(&info.uid) {
             self.unplace(&old.info.uid, &old.node);
         }
         self.place(info.clone(), &node);
-        self.pods.insert(info.uid.clone(), CachedPod { info, node, assumed: false });
+        self.pods.insert(
+            info.uid.clone(),
+            CachedPod {
+                info,
+                node,
+                assumed: false,
+            },
+        );
     }
 
     pub fn delete_pod(&mut self, uid: &str) {
@@ -310,7 +337,14 @@ impl Cache {
     pub fn assume(&mut self, info: Arc<PodInfo>, node: &str) {
         self.delete_pod(&info.uid);
         self.place(info.clone(), node);
-        self.pods.insert(info.uid.clone(), CachedPod { info, node: node.into(), assumed: true });
+        self.pods.insert(
+            info.uid.clone(),
+            CachedPod {
+                info,
+                node: node.into(),
+                assumed: true,
+            },
+        );
     }
 
     /// Undoes `assume` after a failed bind; a pod the informer already confirmed stays.
@@ -339,19 +373,38 @@ mod tests {
         let pod = Pod::test("p").requests("1", "1Gi");
         let info = Arc::new(PodInfo::new(Arc::new(pod.clone())));
         cache.assume(info, "n1");
-        assert_eq!(cache.node("n1").unwrap().requested.milli_cpu, 1000, "assumed pod counts");
+        assert_eq!(
+            cache.node("n1").unwrap().requested.milli_cpu,
+            1000,
+            "assumed pod counts"
+        );
         cache.apply_pod(Arc::new(pod.clone().on_node("n1")));
-        assert_eq!(cache.node("n1").unwrap().requested.milli_cpu, 1000, "confirmation replaces");
+        assert_eq!(
+            cache.node("n1").unwrap().requested.milli_cpu,
+            1000,
+            "confirmation replaces"
+        );
         cache.forget("uid-p");
-        assert_eq!(cache.node("n1").unwrap().requested.pods, 1, "confirmed pod is not forgotten");
+        assert_eq!(
+            cache.node("n1").unwrap().requested.pods,
+            1,
+            "confirmed pod is not forgotten"
+        );
         cache.delete_pod("uid-p");
-        assert_eq!(cache.node("n1").unwrap().requested, Resource::default(), "deletion frees");
+        assert_eq!(
+            cache.node("n1").unwrap().requested,
+            Resource::default(),
+            "deletion frees"
+        );
     }
 
     #[test]
     fn images_normalize_to_full_references() {
         assert_eq!(normalize_image("nginx"), "docker.io/library/nginx:latest");
         assert_eq!(normalize_image("foo/bar:1"), "docker.io/foo/bar:1");
-        assert_eq!(normalize_image("registry.k8s.io/pause:3.9"), "registry.k8s.io/pause:3.9");
+        assert_eq!(
+            normalize_image("registry.k8s.io/pause:3.9"),
+            "registry.k8s.io/pause:3.9"
+        );
     }
 }

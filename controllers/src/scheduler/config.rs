@@ -138,29 +138,47 @@ impl SchedulerConfig {
             percentage_of_nodes_to_score: file.percentage_of_nodes_to_score,
             ..Default::default()
         };
-        let Some(p) = file.profiles.into_iter().next() else { return Ok(c) };
+        let Some(p) = file.profiles.into_iter().next() else {
+            return Ok(c);
+        };
         if let Some(name) = p.scheduler_name {
             c.scheduler_name = name;
         }
-        c.percentage_of_nodes_to_score = p.percentage_of_nodes_to_score.or(c.percentage_of_nodes_to_score);
+        c.percentage_of_nodes_to_score = p
+            .percentage_of_nodes_to_score
+            .or(c.percentage_of_nodes_to_score);
         for d in &p.plugins.score.disabled {
             if d.name == "*" {
-                c.weights = Weights { node_resources_fit: 0, balanced_allocation: 0, node_affinity: 0,
-                    inter_pod_affinity: 0, taint_toleration: 0, pod_topology_spread: 0, image_locality: 0 };
+                c.weights = Weights {
+                    node_resources_fit: 0,
+                    balanced_allocation: 0,
+                    node_affinity: 0,
+                    inter_pod_affinity: 0,
+                    taint_toleration: 0,
+                    pod_topology_spread: 0,
+                    image_locality: 0,
+                };
             } else {
-                *c.weights.slot(&d.name).ok_or_else(|| ConfigError::UnknownPlugin(d.name.clone()))? = 0;
+                *c.weights
+                    .slot(&d.name)
+                    .ok_or_else(|| ConfigError::UnknownPlugin(d.name.clone()))? = 0;
             }
         }
         for e in &p.plugins.score.enabled {
             let default = Weights::default().slot(&e.name).map(|w| *w);
-            let slot = c.weights.slot(&e.name).ok_or_else(|| ConfigError::UnknownPlugin(e.name.clone()))?;
+            let slot = c
+                .weights
+                .slot(&e.name)
+                .ok_or_else(|| ConfigError::UnknownPlugin(e.name.clone()))?;
             *slot = e.weight.or(default).unwrap_or(1);
         }
         for pc in &p.plugin_config {
             if pc.name == "NodeResourcesFit" {
                 if let Some(t) = pc.args.pointer("/scoringStrategy/type") {
                     c.strategy = serde_json::from_value(t.clone()).map_err(|e| {
-                        ConfigError::Yaml(serde::de::Error::custom(format!("scoringStrategy.type: {e}")))
+                        ConfigError::Yaml(serde::de::Error::custom(format!(
+                            "scoringStrategy.type: {e}"
+                        )))
                     })?;
                 }
             }
@@ -212,12 +230,18 @@ profiles:
 
     #[test]
     fn empty_file_gives_upstream_defaults() {
-        assert_eq!(SchedulerConfig::from_yaml("{}").unwrap(), SchedulerConfig::default());
+        assert_eq!(
+            SchedulerConfig::from_yaml("{}").unwrap(),
+            SchedulerConfig::default()
+        );
     }
 
     #[test]
     fn unknown_plugins_are_errors() {
         let yaml = "profiles:\n- plugins:\n    score:\n      enabled:\n      - name: Nope\n";
-        assert!(matches!(SchedulerConfig::from_yaml(yaml), Err(ConfigError::UnknownPlugin(_))));
+        assert!(matches!(
+            SchedulerConfig::from_yaml(yaml),
+            Err(ConfigError::UnknownPlugin(_))
+        ));
     }
 }

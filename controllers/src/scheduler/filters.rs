@@ -14,7 +14,10 @@ use k8s_openapi::api::core::v1::{Taint, Toleration};
 
 /// Upstream `Toleration.ToleratesTaint`.
 pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
-    if t.effect.as_deref().is_some_and(|e| !e.is_empty() && e != taint.effect) {
+    if t.effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != taint.effect)
+    {
         return false;
     }
     let key = t.key.as_deref().unwrap_or("");
@@ -25,7 +28,8 @@ pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
         "Exists" => true,
         "Equal" | "" => {
             // An empty key is only valid with Exists.
-            !key.is_empty() && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+            !key.is_empty()
+                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
         }
         _ => false,
     }
@@ -41,9 +45,9 @@ pub(crate) mod test_support {
 
     use k8s_openapi::api::core::v1::{Node, Pod};
 
+    use crate::scheduler::cache::NodeInfo;
     use crate::scheduler::cache::{Cache, PodInfo};
     use crate::scheduler::framework::{CycleState, FilterResult};
-    use crate::scheduler::cache::NodeInfo;
 
     /// Builds a cache of `nodes` with `existing` pods placed, and the cycle state of `pod`.
     pub fn cluster(nodes: Vec<Node>, existing: Vec<Pod>) -> Cache {

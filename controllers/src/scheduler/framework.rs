@@ -26,10 +26,16 @@ pub enum Code {
 
 impl Status {
     pub fn unschedulable(reason: impl Into<String>) -> Status {
-        Status { code: Code::Unschedulable, reasons: vec![reason.into()] }
+        Status {
+            code: Code::Unschedulable,
+            reasons: vec![reason.into()],
+        }
     }
     pub fn unresolvable(reason: impl Into<String>) -> Status {
-        Status { code: Code::UnschedulableAndUnresolvable, reasons: vec![reason.into()] }
+        Status {
+            code: Code::UnschedulableAndUnresolvable,
+            reasons: vec![reason.into()],
+        }
     }
 }
 
@@ -91,13 +97,31 @@ pub fn score_nodes(
             }
         }
     };
-    add(w.node_resources_fit, scores::resources::fit(state, nodes, config.strategy));
-    add(w.balanced_allocation, scores::resources::balanced(state, nodes));
+    add(
+        w.node_resources_fit,
+        scores::resources::fit(state, nodes, config.strategy),
+    );
+    add(
+        w.balanced_allocation,
+        scores::resources::balanced(state, nodes),
+    );
     add(w.node_affinity, scores::node_affinity::score(state, nodes));
-    add(w.inter_pod_affinity, scores::inter_pod_affinity::score(state, nodes, cache.nodes()));
-    add(w.taint_toleration, scores::taint_toleration::score(state, nodes));
-    add(w.pod_topology_spread, scores::topology_spread::score(state, nodes, cache.nodes()));
-    add(w.image_locality, scores::image_locality::score(state, nodes, cache));
+    add(
+        w.inter_pod_affinity,
+        scores::inter_pod_affinity::score(state, nodes, cache.nodes()),
+    );
+    add(
+        w.taint_toleration,
+        scores::taint_toleration::score(state, nodes),
+    );
+    add(
+        w.pod_topology_spread,
+        scores::topology_spread::score(state, nodes, cache.nodes()),
+    );
+    add(
+        w.image_locality,
+        scores::image_locality::score(state, nodes, cache),
+    );
     total
 }
 
@@ -127,7 +151,10 @@ pub fn histogram(statuses: &HashMap<String, Status>) -> Vec<String> {
             *counts.entry(r).or_default() += 1;
         }
     }
-    let mut v: Vec<String> = counts.into_iter().map(|(r, n)| format!("{n} {r}")).collect();
+    let mut v: Vec<String> = counts
+        .into_iter()
+        .map(|(r, n)| format!("{n} {r}"))
+        .collect();
     v.sort();
     v
 }
@@ -170,8 +197,14 @@ mod tests {
     fn fit_error_sorts_reasons_and_appends_preemption() {
         let statuses: HashMap<String, Status> = [
             ("a".to_string(), Status::unschedulable("Insufficient cpu")),
-            ("b".to_string(), Status::unresolvable("node(s) had untolerated taint {k: v}")),
-            ("c".to_string(), Status::unresolvable("node(s) had untolerated taint {k: v}")),
+            (
+                "b".to_string(),
+                Status::unresolvable("node(s) had untolerated taint {k: v}"),
+            ),
+            (
+                "c".to_string(),
+                Status::unresolvable("node(s) had untolerated taint {k: v}"),
+            ),
         ]
         .into();
         let post = "preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling.";

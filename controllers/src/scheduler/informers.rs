@@ -16,7 +16,8 @@ use super::Scheduler;
 
 pub async fn watch_nodes(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
     let api: Api<Node> = Api::all(s.client.clone());
-    let mut stream = std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+    let mut stream =
+        std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
     let mut seen: HashSet<String> = HashSet::new();
     while let Some(ev) = stream.try_next().await? {
         match ev {
@@ -28,7 +29,12 @@ pub async fn watch_nodes(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Resu
             Event::InitDone => {
                 let gone: Vec<String> = {
                     let cache = s.cache();
-                    cache.nodes().iter().map(|n| n.name.clone()).filter(|n| !seen.contains(n)).collect()
+                    cache
+                        .nodes()
+                        .iter()
+                        .map(|n| n.name.clone())
+                        .filter(|n| !seen.contains(n))
+                        .collect()
                 };
                 for n in gone {
                     s.cache().delete_node(&n);
@@ -40,7 +46,9 @@ pub async fn watch_nodes(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Resu
                 s.cache().apply_node(n);
                 s.queue.move_all();
             }
-            Event::Delete(n) => s.cache().delete_node(n.metadata.name.as_deref().unwrap_or("")),
+            Event::Delete(n) => s
+                .cache()
+                .delete_node(n.metadata.name.as_deref().unwrap_or("")),
         }
     }
     Ok(())
@@ -52,7 +60,8 @@ fn uid(p: &Pod) -> String {
 
 pub async fn watch_pods(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
     let api: Api<Pod> = Api::all(s.client.clone());
-    let mut stream = std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+    let mut stream =
+        std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
     let mut seen: HashSet<String> = HashSet::new();
     let mut known: HashSet<String> = HashSet::new();
     while let Some(ev) = stream.try_next().await? {
@@ -91,13 +100,17 @@ fn apply_pod(s: &Scheduler, pod: Pod) {
         return;
     }
     let spec = pod.spec.as_ref();
-    let assigned = spec.and_then(|sp| sp.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+    let assigned = spec
+        .and_then(|sp| sp.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
     if assigned {
         s.queue.delete(&uid(&pod));
         s.cache().apply_pod(Arc::new(pod));
         return;
     }
-    let name = spec.and_then(|sp| sp.scheduler_name.as_deref()).unwrap_or("default-scheduler");
+    let name = spec
+        .and_then(|sp| sp.scheduler_name.as_deref())
+        .unwrap_or("default-scheduler");
     if name != s.config.scheduler_name || pod.metadata.deletion_timestamp.is_some() {
         return;
     }

@@ -44,8 +44,14 @@ fn requirement_matches(r: &NodeSelectorRequirement, value: Option<&String>) -> b
             let (Some(v), [bound]) = (value.and_then(|v| int(v)), values) else {
                 return false;
             };
-            let Some(bound) = int(bound) else { return false };
-            if r.operator == "Gt" { v > bound } else { v < bound }
+            let Some(bound) = int(bound) else {
+                return false;
+            };
+            if r.operator == "Gt" {
+                v > bound
+            } else {
+                v < bound
+            }
         }
         _ => false,
     }
@@ -60,7 +66,9 @@ pub fn node_term_matches(term: &NodeSelectorTerm, labels: &Labels, node_name: &s
         return false;
     }
     let name = node_name.to_string();
-    exprs.iter().all(|r| requirement_matches(r, labels.get(&r.key)))
+    exprs
+        .iter()
+        .all(|r| requirement_matches(r, labels.get(&r.key)))
         && fields
             .iter()
             .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&name)))
@@ -83,18 +91,42 @@ mod tests {
 
     #[test]
     fn node_selector_operators_match_as_upstream() {
-        let labels: Labels = [("zone".to_string(), "a".to_string()), ("cores".into(), "8".into())].into();
+        let labels: Labels = [
+            ("zone".to_string(), "a".to_string()),
+            ("cores".into(), "8".into()),
+        ]
+        .into();
         let cases = [
-            ("In matches listed value", req("zone", "In", &["a", "b"]), true),
+            (
+                "In matches listed value",
+                req("zone", "In", &["a", "b"]),
+                true,
+            ),
             ("In misses unlisted value", req("zone", "In", &["b"]), false),
-            ("NotIn passes other value", req("zone", "NotIn", &["b"]), true),
-            ("NotIn passes missing label", req("disk", "NotIn", &["ssd"]), true),
+            (
+                "NotIn passes other value",
+                req("zone", "NotIn", &["b"]),
+                true,
+            ),
+            (
+                "NotIn passes missing label",
+                req("disk", "NotIn", &["ssd"]),
+                true,
+            ),
             ("Exists", req("zone", "Exists", &[]), true),
-            ("DoesNotExist on present label", req("zone", "DoesNotExist", &[]), false),
+            (
+                "DoesNotExist on present label",
+                req("zone", "DoesNotExist", &[]),
+                false,
+            ),
             ("Gt compares integers", req("cores", "Gt", &["4"]), true),
             ("Gt is strict", req("cores", "Gt", &["8"]), false),
             ("Lt compares integers", req("cores", "Lt", &["10"]), true),
-            ("Gt on non-integer label fails", req("zone", "Gt", &["1"]), false),
+            (
+                "Gt on non-integer label fails",
+                req("zone", "Gt", &["1"]),
+                false,
+            ),
         ];
         for (name, term, want) in cases {
             assert_eq!(node_term_matches(&term, &labels, "n1"), want, "{name}");

@@ -23,32 +23,50 @@ pub struct Candidate {
 }
 
 /// Either a candidate or the message for the FailedScheduling event ("preemption: …").
-pub fn preempt(state: &CycleState, cache: &Cache, filter: &HashMap<String, Status>) -> Result<Candidate, String> {
+pub fn preempt(
+    state: &CycleState,
+    cache: &Cache,
+    filter: &HashMap<String, Status>,
+) -> Result<Candidate, String> {
     let pod = &state.pod;
     let spec = pod.pod.spec.as_ref();
     if spec.and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
         return Err("preemption: not eligible due to preemptionPolicy=Never".into());
     }
     // A pod that already preempted waits while its victims terminate.
-    let nominated = pod.pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref());
+    let nominated = pod
+        .pod
+        .status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.as_deref());
     if let Some(node) = nominated.and_then(|n| cache.node(n)) {
         let terminating = node
             .pods
             .iter()
             .any(|p| p.priority < pod.priority && p.pod.metadata.deletion_timestamp.is_some());
         if terminating {
-            return Err("preemption: not eligible due to a terminating pod on the nominated node".into());
+            return Err(
+                "preemption: not eligible due to a terminating pod on the nominated node".into(),
+            );
         }
     }
     let mut statuses: HashMap<String, Status> = HashMap::new();
     let mut candidates = vec![];
     for node in cache.nodes() {
-        if filter.get(&node.name).is_some_and(|s| s.code == Code::UnschedulableAndUnresolvable) {
+        if filter
+            .get(&node.name)
+            .is_some_and(|s| s.code == Code::UnschedulableAndUnresolvable)
+        {
             statuses.insert(node.name.clone(), Status::unresolvable(NOT_HELPFUL));
             continue;
         }
         let mut trial = node.clone();
-        let mut lower: Vec<Arc<PodInfo>> = node.pods.iter().filter(|p| p.priority < pod.priority).cloned().collect();
+        let mut lower: Vec<Arc<PodInfo>> = node
+            .pods
+            .iter()
+            .filter(|p| p.priority < pod.priority)
+            .cloned()
+            .collect();
         if lower.is_empty() {
             statuses.insert(node.name.clone(), Status::unresolvable(NO_VICTIMS));
             continue;
@@ -70,17 +88,30 @@ pub fn preempt(state: &CycleState, cache: &Cache, filter: &HashMap<String, Statu
                 victims.push(p);
             }
         }
-        candidates.push(Candidate { node: node.name.clone(), victims });
+        candidates.push(Candidate {
+            node: node.name.clone(),
+            victims,
+        });
     }
     // Fewest important victims: lowest top priority, then lowest priority sum, then fewest.
     candidates
         .into_iter()
         .min_by_key(|c| {
-            let top = c.victims.iter().map(|v| v.priority).max().unwrap_or(i32::MIN);
+            let top = c
+                .victims
+                .iter()
+                .map(|v| v.priority)
+                .max()
+                .unwrap_or(i32::MIN);
             let sum: i64 = c.victims.iter().map(|v| v.priority as i64).sum();
             (top, sum, c.victims.len())
         })
-        .ok_or_else(|| format!("preemption: {}", fit_error_message(cache.nodes().len(), &statuses, "")))
+        .ok_or_else(|| {
+            format!(
+                "preemption: {}",
+                fit_error_message(cache.nodes().len(), &statuses, "")
+            )
+        })
 }
 
 #[cfg(test)]
@@ -88,14 +119,15 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
+    use crate::scheduler::config::SchedulerConfig;
     use crate::scheduler::filters::test_support::{cluster, state};
     use crate::scheduler::schedule_one::schedule;
-    use crate::scheduler::config::SchedulerConfig;
     use crate::scheduler::testing::{NodeFixture, PodFixture};
 
     fn run(cache: &Cache, pod: Pod) -> Result<(String, Vec<String>), String> {
         let st = state(pod, cache);
-        let err = schedule(&st, cache, &SchedulerConfig::default(), 0).expect_err("pod must not fit");
+        let err =
+            schedule(&st, cache, &SchedulerConfig::default(), 0).expect_err("pod must not fit");
         let c = preempt(&st, cache, &err.statuses)?;
         let mut v: Vec<String> = c.victims.iter().map(|v| v.name.clone()).collect();
         v.sort();
@@ -105,12 +137,28 @@ mod tests {
     #[test]
     fn evicts_the_fewest_lowest_priority_pods() {
         let cache = cluster(
-            vec![Node::test("n1").cpu("4"), Node::test("n2").cpu("4"), Node::test("tainted").cpu("8").taint("k", "v", "NoSchedule")],
             vec![
-                Pod::test("n1-low").on_node("n1").requests("2", "1Gi").priority(1),
-                Pod::test("n1-mid").on_node("n1").requests("2", "1Gi").priority(5),
-                Pod::test("n2-mid-a").on_node("n2").requests("2", "1Gi").priority(5),
-                Pod::test("n2-mid-b").on_node("n2").requests("2", "1Gi").priority(5),
+                Node::test("n1").cpu("4"),
+                Node::test("n2").cpu("4"),
+                Node::test("tainted").cpu("8").taint("k", "v", "NoSchedule"),
+            ],
+            vec![
+                Pod::test("n1-low")
+                    .on_node("n1")
+                    .requests("2", "1Gi")
+                    .priority(1),
+                Pod::test("n1-mid")
+                    .on_node("n1")
+                    .requests("2", "1Gi")
+                    .priority(5),
+                Pod::test("n2-mid-a")
+                    .on_node("n2")
+                    .requests("2", "1Gi")
+                    .priority(5),
+                Pod::test("n2-mid-b")
+                    .on_node("n2")
+                    .requests("2", "1Gi")
+                    .priority(5),
             ],
         );
         let cases = [

@@ -81,10 +81,16 @@ fn creation(info: &PodInfo) -> String {
 }
 
 impl Inner {
-    fn to_active(&mut self, uid: &str) {
-        let Some(e) = self.entries.get_mut(uid) else { return };
+    fn activate(&mut self, uid: &str) {
+        let Some(e) = self.entries.get_mut(uid) else {
+            return;
+        };
         self.seq += 1;
-        e.key = (Reverse(e.pod.info.priority), creation(&e.pod.info), self.seq);
+        e.key = (
+            Reverse(e.pod.info.priority),
+            creation(&e.pod.info),
+            self.seq,
+        );
         e.place = Place::Active;
         self.active.insert((e.key.clone(), uid.to_string()));
     }
@@ -98,14 +104,14 @@ impl Inner {
     }
 
     /// Active if its back-off has passed, else the back-off queue.
-    fn to_active_or_backoff(&mut self, uid: &str, now: Instant) {
+    fn activate_or_backoff(&mut self, uid: &str, now: Instant) {
         let until = self.entries.get(uid).and_then(|e| e.pod.backoff_until());
         if until.is_some_and(|u| u > now) {
             if let Some(e) = self.entries.get_mut(uid) {
                 e.place = Place::Backoff;
             }
         } else {
-            self.to_active(uid);
+            self.activate(uid);
         }
     }
 }
@@ -128,16 +134,27 @@ impl SchedulingQueue {
                 match place {
                     Place::Active => {
                         q.leave_active(&uid);
-                        q.to_active(&uid);
+                        q.activate(&uid);
                     }
-                    Place::Unschedulable(_) => q.to_active_or_backoff(&uid, now),
+                    Place::Unschedulable(_) => q.activate_or_backoff(&uid, now),
                     Place::Backoff | Place::InFlight => {}
                 }
             }
             None => {
-                let pod = QueuedPod { info, attempts: 0, last_attempt: None };
-                q.entries.insert(uid.clone(), Entry { pod, place: Place::Active, key: (Reverse(0), String::new(), 0) });
-                q.to_active(&uid);
+                let pod = QueuedPod {
+                    info,
+                    attempts: 0,
+                    last_attempt: None,
+                };
+                q.entries.insert(
+                    uid.clone(),
+                    Entry {
+                        pod,
+                        place: Place::Active,
+                        key: (Reverse(0), String::new(), 0),
+                    },
+                );
+                q.activate(&uid);
             }
         }
         drop(q);
@@ -175,7 +192,10 @@ impl SchedulingQueue {
     /// The pod was assumed onto a node; the queue forgets it.
     pub fn done(&self, uid: &str) {
         let mut q = self.inner.lock().expect("queue lock");
-        if q.entries.get(uid).is_some_and(|e| e.place == Place::InFlight) {
+        if q.entries
+            .get(uid)
+            .is_some_and(|e| e.place == Place::InFlight)
+        {
             q.entries.remove(uid);
         }
     }
@@ -187,11 +207,17 @@ impl SchedulingQueue {
         let mut q = self.inner.lock().expect("queue lock");
         let uid = pod.info.uid.clone();
         let moved = q.move_request_cycle >= cycle;
-        let Some(e) = q.entries.get_mut(&uid) else { return };
+        let Some(e) = q.entries.get_mut(&uid) else {
+            return;
+        };
         if e.place != Place::InFlight {
             return;
         }
-        e.place = if moved { Place::Backoff } else { Place::Unschedulable(Instant::now()) };
+        e.place = if moved {
+            Place::Backoff
+        } else {
+            Place::Unschedulable(Instant::now())
+        };
     }
 
     /// Binding or an API call failed: retry after back-off, whether or not anything changed.
@@ -223,7 +249,7 @@ impl SchedulingQueue {
             .collect();
         let any = !parked.is_empty();
         for uid in parked {
-            q.to_active_or_backoff(&uid, now);
+            q.activate_or_backoff(&uid, now);
         }
         drop(q);
         if any {
@@ -239,14 +265,22 @@ impl SchedulingQueue {
             .entries
             .iter()
             .filter_map(|(k, e)| match e.place {
-                Place::Backoff if e.pod.backoff_until().is_none_or(|u| u <= now) => Some((k.clone(), true)),
-                Place::Unschedulable(since) if now - since >= UNSCHEDULABLE_TIMEOUT => Some((k.clone(), false)),
+                Place::Backoff if e.pod.backoff_until().is_none_or(|u| u <= now) => {
+                    Some((k.clone(), true))
+                }
+                Place::Unschedulable(since) if now - since >= UNSCHEDULABLE_TIMEOUT => {
+                    Some((k.clone(), false))
+                }
                 _ => None,
             })
             .collect();
         let any = !due.is_empty();
         for (uid, from_backoff) in due {
-            if from_backoff { q.to_active(&uid) } else { q.to_active_or_backoff(&uid, now) }
+            if from_backoff {
+                q.activate(&uid)
+            } else {
+                q.activate_or_backoff(&uid, now)
+            }
         }
         drop(q);
         if any {
@@ -258,7 +292,11 @@ impl SchedulingQueue {
     pub fn lens(&self) -> (usize, usize, usize) {
         let q = self.inner.lock().expect("queue lock");
         let count = |f: fn(&Place) -> bool| q.entries.values().filter(|e| f(&e.place)).count();
-        (q.active.len(), count(|p| *p == Place::Backoff), count(|p| matches!(p, Place::Unschedulable(_))))
+        (
+            q.active.len(),
+            count(|p| *p == Place::Backoff),
+            count(|p| matches!(p, Place::Unschedulable(_))),
+        )
     }
 }
 
@@ -313,7 +351,11 @@ mod tests {
         let (pod, cycle) = q.pop().await;
         q.move_all();
         q.unschedulable(pod, cycle);
-        assert_eq!(q.lens(), (0, 1, 0), "not parked: the change might have helped");
+        assert_eq!(
+            q.lens(),
+            (0, 1, 0),
+            "not parked: the change might have helped"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -47,7 +47,11 @@ pub fn parse_quantity(q: &str, scale: i64) -> Option<i64> {
     };
     // 1e-9 absorbs binary noise ("0.1" * 1000 = 100.00000000000001 must stay 100).
     let scaled = value * factor * scale as f64;
-    Some((scaled - 1e-9).ceil().max(if scaled > 0.0 { 1.0 } else { scaled.ceil() }) as i64)
+    Some(
+        (scaled - 1e-9)
+            .ceil()
+            .max(if scaled > 0.0 { 1.0 } else { scaled.ceil() }) as i64,
+    )
 }
 
 /// Cpu, memory, ephemeral storage, pod count and extended resources.
@@ -171,8 +175,16 @@ pub fn non_zero_requests(pod: &Pod) -> (i64, i64) {
                 .and_then(|r| r.requests.as_ref())
                 .is_some_and(|m| m.contains_key(n))
         };
-        cpu += if has(CPU) { r.milli_cpu } else { DEFAULT_MILLI_CPU };
-        mem += if has(MEMORY) { r.memory } else { DEFAULT_MEMORY };
+        cpu += if has(CPU) {
+            r.milli_cpu
+        } else {
+            DEFAULT_MILLI_CPU
+        };
+        mem += if has(MEMORY) {
+            r.memory
+        } else {
+            DEFAULT_MEMORY
+        };
     }
     let overhead = Resource::from_list(spec.overhead.as_ref());
     (cpu + overhead.milli_cpu, mem + overhead.memory)

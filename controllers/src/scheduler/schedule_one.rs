@@ -26,7 +26,12 @@ pub fn schedule(
     let nodes = cache.nodes();
     let all = nodes.len();
     // A pod nominated by an earlier preemption tries its node first.
-    let nominated = state.pod.pod.status.as_ref().and_then(|s| s.nominated_node_name.as_deref());
+    let nominated = state
+        .pod
+        .pod
+        .status
+        .as_ref()
+        .and_then(|s| s.nominated_node_name.as_deref());
     if let Some(n) = nominated.and_then(|n| cache.node(n)) {
         if run_filters(state, n).is_ok() {
             return Ok((n.name.clone(), start));
@@ -51,9 +56,16 @@ pub fn schedule(
             }
         }
     }
-    let next = if all == 0 { 0 } else { (start + processed) % all };
+    let next = if all == 0 {
+        0
+    } else {
+        (start + processed) % all
+    };
     match feasible.len() {
-        0 => Err(FitError { num_all_nodes: all, statuses }),
+        0 => Err(FitError {
+            num_all_nodes: all,
+            statuses,
+        }),
         1 => Ok((feasible[0].name.clone(), next)),
         _ => {
             let scores = score_nodes(state, &feasible, cache, config);
@@ -96,13 +108,20 @@ mod tests {
             seen[select_host(&[5, 9, 9, 1])] += 1;
         }
         assert_eq!((seen[0], seen[3]), (0, 0), "never a lower score");
-        assert!(seen[1] > 100 && seen[2] > 100, "both best nodes chosen: {seen:?}");
+        assert!(
+            seen[1] > 100 && seen[2] > 100,
+            "both best nodes chosen: {seen:?}"
+        );
     }
 
     #[test]
     fn picks_the_least_loaded_feasible_node_and_reports_every_failure() {
         let cache = cluster(
-            vec![Node::test("busy"), Node::test("idle"), Node::test("tainted").taint("k", "v", "NoSchedule")],
+            vec![
+                Node::test("busy"),
+                Node::test("idle"),
+                Node::test("tainted").taint("k", "v", "NoSchedule"),
+            ],
             vec![Pod::test("x").on_node("busy").requests("3", "6Gi")],
         );
         let st = state(Pod::test("p").requests("500m", "1Gi"), &cache);
@@ -112,8 +131,19 @@ mod tests {
         let st = state(Pod::test("p").requests("5", "1Gi"), &cache);
         let err = schedule(&st, &cache, &SchedulerConfig::default(), 0).unwrap_err();
         assert_eq!(err.num_all_nodes, 3);
-        let mut reasons: Vec<_> = err.statuses.iter().map(|(n, s)| format!("{n}: {}", s.reasons.join(","))).collect();
+        let mut reasons: Vec<_> = err
+            .statuses
+            .iter()
+            .map(|(n, s)| format!("{n}: {}", s.reasons.join(",")))
+            .collect();
         reasons.sort();
-        assert_eq!(reasons, vec!["busy: Insufficient cpu", "idle: Insufficient cpu", "tainted: node(s) had untolerated taint {k: v}"]);
+        assert_eq!(
+            reasons,
+            vec![
+                "busy: Insufficient cpu",
+                "idle: Insufficient cpu",
+                "tainted: node(s) had untolerated taint {k: v}"
+            ]
+        );
     }
 }

@@ -250,12 +250,20 @@ impl PodFixture for Pod {
             .node_affinity
             .get_or_insert_with(NodeAffinity::default);
         na.required_during_scheduling_ignored_during_execution
-            .get_or_insert_with(|| NodeSelector { node_selector_terms: vec![] })
+            .get_or_insert_with(|| NodeSelector {
+                node_selector_terms: vec![],
+            })
             .node_selector_terms
             .push(requirement(key, op, values));
         self
     }
-    fn preferred_node_affinity(mut self, weight: i32, key: &str, op: &str, values: &[&str]) -> Self {
+    fn preferred_node_affinity(
+        mut self,
+        weight: i32,
+        key: &str,
+        op: &str,
+        values: &[&str],
+    ) -> Self {
         let na = affinity(&mut self)
             .node_affinity
             .get_or_insert_with(NodeAffinity::default);

@@ -31,7 +31,11 @@ pub async fn start() -> Cluster {
         .await
         .expect("usable kubeconfig");
     let client = Client::try_from(config).expect("client");
-    Cluster { server, client, _dir: dir }
+    Cluster {
+        server,
+        client,
+        _dir: dir,
+    }
 }
 
 /// Creates the node, then sets its status (allocatable, Ready) through nodes/status, as
@@ -39,7 +43,9 @@ pub async fn start() -> Cluster {
 pub async fn create_node(client: &Client, node: &Node) {
     let api: Api<Node> = Api::all(client.clone());
     let name = node.metadata.name.clone().unwrap();
-    api.create(&PostParams::default(), node).await.expect("creating node");
+    api.create(&PostParams::default(), node)
+        .await
+        .expect("creating node");
     let status = serde_json::json!({"status": node.status});
     api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&status))
         .await

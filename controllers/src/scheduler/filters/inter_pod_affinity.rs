@@ -21,14 +21,17 @@ type Counts = HashMap<(String, String), i64>;
 /// The term's namespaces default to the owner's; an empty namespaceSelector means all
 /// namespaces (a non-empty one is not evaluated: namespaces' labels are not watched).
 pub fn term_matches(term: &PodAffinityTerm, owner_ns: &str, target: &PodInfo) -> bool {
-    let all_namespaces = term
-        .namespace_selector
-        .as_ref()
-        .is_some_and(|s| s.match_labels.as_ref().is_none_or(|m| m.is_empty())
-            && s.match_expressions.as_ref().is_none_or(|e| e.is_empty()));
+    let all_namespaces = term.namespace_selector.as_ref().is_some_and(|s| {
+        s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+            && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+    });
     let namespaces = term.namespaces.as_deref().unwrap_or_default();
     let ns_ok = all_namespaces
-        || if namespaces.is_empty() { target.namespace == owner_ns } else { namespaces.contains(&target.namespace) };
+        || if namespaces.is_empty() {
+            target.namespace == owner_ns
+        } else {
+            namespaces.contains(&target.namespace)
+        };
     ns_ok && selector_matches(term.label_selector.as_ref(), &target.labels)
 }
 
@@ -61,7 +64,10 @@ impl AffinityState {
                     continue;
                 }
                 let all = !pod.required_affinity.is_empty()
-                    && pod.required_affinity.iter().all(|t| term_matches(t, &pod.namespace, existing));
+                    && pod
+                        .required_affinity
+                        .iter()
+                        .all(|t| term_matches(t, &pod.namespace, existing));
                 if all {
                     for term in &pod.required_affinity {
                         if let Some(p) = pair(term, node) {
@@ -83,7 +89,9 @@ impl AffinityState {
 }
 
 fn count(c: &Counts, term: &PodAffinityTerm, node: &NodeInfo) -> i64 {
-    pair(term, node).and_then(|p| c.get(&p).copied()).unwrap_or(0)
+    pair(term, node)
+        .and_then(|p| c.get(&p).copied())
+        .unwrap_or(0)
 }
 
 pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
@@ -94,15 +102,28 @@ pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
         .all(|t| node.labels.contains_key(&t.topology_key) && count(&s.affinity, t, node) > 0);
     // The first pod of a group that is affine to itself may go anywhere with the keys.
     let first_of_group = s.affinity.is_empty()
-        && pod.required_affinity.iter().all(|t| node.labels.contains_key(&t.topology_key))
-        && pod.required_affinity.iter().all(|t| term_matches(t, &pod.namespace, pod));
+        && pod
+            .required_affinity
+            .iter()
+            .all(|t| node.labels.contains_key(&t.topology_key))
+        && pod
+            .required_affinity
+            .iter()
+            .all(|t| term_matches(t, &pod.namespace, pod));
     if !affinity_ok && !first_of_group {
         return Err(Status::unresolvable(AFFINITY));
     }
-    if pod.required_anti_affinity.iter().any(|t| count(&s.anti, t, node) > 0) {
+    if pod
+        .required_anti_affinity
+        .iter()
+        .any(|t| count(&s.anti, t, node) > 0)
+    {
         return Err(Status::unschedulable(ANTI_AFFINITY));
     }
-    if s.existing_anti.iter().any(|((k, v), c)| *c > 0 && node.labels.get(k) == Some(v)) {
+    if s.existing_anti
+        .iter()
+        .any(|((k, v), c)| *c > 0 && node.labels.get(k) == Some(v))
+    {
         return Err(Status::unschedulable(EXISTING_ANTI_AFFINITY));
     }
     Ok(())
@@ -130,21 +151,81 @@ mod tests {
             ],
             vec![
                 Pod::test("db").on_node("a1").label("app", "db"),
-                Pod::test("loner").on_node("b1").label("app", "loner").anti_affinity_to("app", "web", HOST),
+                Pod::test("loner")
+                    .on_node("b1")
+                    .label("app", "loner")
+                    .anti_affinity_to("app", "web", HOST),
             ],
         );
         let cases = [
-            ("affinity: same zone as db", Pod::test("p").affinity_to("app", "db", ZONE), "a2", None),
-            ("affinity: other zone", Pod::test("p").affinity_to("app", "db", ZONE), "b1", Some(AFFINITY)),
-            ("affinity: node lacks key", Pod::test("p").affinity_to("app", "db", ZONE), "nozone", Some(AFFINITY)),
-            ("affinity: first of a self-affine group", Pod::test("p").label("app", "cache").affinity_to("app", "cache", ZONE), "b1", None),
-            ("affinity: no match and not self-affine", Pod::test("p").affinity_to("app", "cache", ZONE), "b1", Some(AFFINITY)),
-            ("anti-affinity: zone with db", Pod::test("p").anti_affinity_to("app", "db", ZONE), "a2", Some(ANTI_AFFINITY)),
-            ("anti-affinity: other zone", Pod::test("p").anti_affinity_to("app", "db", ZONE), "b1", None),
-            ("anti-affinity: per host", Pod::test("p").anti_affinity_to("app", "db", HOST), "a2", None),
-            ("existing anti-affinity repels web", Pod::test("p").label("app", "web"), "b1", Some(EXISTING_ANTI_AFFINITY)),
-            ("existing anti-affinity only on its host", Pod::test("p").label("app", "web"), "a1", None),
-            ("existing anti-affinity ignores others", Pod::test("p").label("app", "api"), "b1", None),
+            (
+                "affinity: same zone as db",
+                Pod::test("p").affinity_to("app", "db", ZONE),
+                "a2",
+                None,
+            ),
+            (
+                "affinity: other zone",
+                Pod::test("p").affinity_to("app", "db", ZONE),
+                "b1",
+                Some(AFFINITY),
+            ),
+            (
+                "affinity: node lacks key",
+                Pod::test("p").affinity_to("app", "db", ZONE),
+                "nozone",
+                Some(AFFINITY),
+            ),
+            (
+                "affinity: first of a self-affine group",
+                Pod::test("p")
+                    .label("app", "cache")
+                    .affinity_to("app", "cache", ZONE),
+                "b1",
+                None,
+            ),
+            (
+                "affinity: no match and not self-affine",
+                Pod::test("p").affinity_to("app", "cache", ZONE),
+                "b1",
+                Some(AFFINITY),
+            ),
+            (
+                "anti-affinity: zone with db",
+                Pod::test("p").anti_affinity_to("app", "db", ZONE),
+                "a2",
+                Some(ANTI_AFFINITY),
+            ),
+            (
+                "anti-affinity: other zone",
+                Pod::test("p").anti_affinity_to("app", "db", ZONE),
+                "b1",
+                None,
+            ),
+            (
+                "anti-affinity: per host",
+                Pod::test("p").anti_affinity_to("app", "db", HOST),
+                "a2",
+                None,
+            ),
+            (
+                "existing anti-affinity repels web",
+                Pod::test("p").label("app", "web"),
+                "b1",
+                Some(EXISTING_ANTI_AFFINITY),
+            ),
+            (
+                "existing anti-affinity only on its host",
+                Pod::test("p").label("app", "web"),
+                "a1",
+                None,
+            ),
+            (
+                "existing anti-affinity ignores others",
+                Pod::test("p").label("app", "api"),
+                "b1",
+                None,
+            ),
         ];
         for (name, pod, node, want) in cases {
             assert_eq!(check(filter, pod, &cache, node).as_deref(), want, "{name}");

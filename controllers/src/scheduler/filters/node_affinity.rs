@@ -22,10 +22,15 @@ pub fn required_matches(pod: &Pod, labels: &Labels, node_name: &str) -> bool {
         .affinity
         .as_ref()
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.required_during_scheduling_ignored_during_execution.as_ref());
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
     selector_ok
         && required.is_none_or(|r| {
-            r.node_selector_terms.iter().any(|t| node_term_matches(t, labels, node_name))
+            r.node_selector_terms
+                .iter()
+                .any(|t| node_term_matches(t, labels, node_name))
         })
 }
 
@@ -48,22 +53,79 @@ mod tests {
     #[test]
     fn node_selector_and_required_affinity_filter_nodes() {
         let cache = cluster(
-            vec![Node::test("ssd").label("disk", "ssd").label("cores", "16"), Node::test("hdd").label("disk", "hdd")],
+            vec![
+                Node::test("ssd").label("disk", "ssd").label("cores", "16"),
+                Node::test("hdd").label("disk", "hdd"),
+            ],
             vec![],
         );
         let r = Some(REASON);
         let cases = [
             ("no constraints", Pod::test("p"), "hdd", None),
-            ("selector matches", Pod::test("p").node_selector("disk", "ssd"), "ssd", None),
-            ("selector misses", Pod::test("p").node_selector("disk", "ssd"), "hdd", r),
-            ("In", Pod::test("p").node_affinity("disk", "In", &["ssd", "nvme"]), "ssd", None),
-            ("NotIn", Pod::test("p").node_affinity("disk", "NotIn", &["ssd"]), "ssd", r),
-            ("Exists", Pod::test("p").node_affinity("cores", "Exists", &[]), "hdd", r),
-            ("DoesNotExist", Pod::test("p").node_affinity("cores", "DoesNotExist", &[]), "hdd", None),
-            ("Gt", Pod::test("p").node_affinity("cores", "Gt", &["8"]), "ssd", None),
-            ("Lt", Pod::test("p").node_affinity("cores", "Lt", &["8"]), "ssd", r),
-            ("terms are ORed", Pod::test("p").node_affinity("disk", "In", &["x"]).node_affinity("disk", "In", &["hdd"]), "hdd", None),
-            ("selector and affinity both apply", Pod::test("p").node_selector("disk", "ssd").node_affinity("cores", "Exists", &[]), "ssd", None),
+            (
+                "selector matches",
+                Pod::test("p").node_selector("disk", "ssd"),
+                "ssd",
+                None,
+            ),
+            (
+                "selector misses",
+                Pod::test("p").node_selector("disk", "ssd"),
+                "hdd",
+                r,
+            ),
+            (
+                "In",
+                Pod::test("p").node_affinity("disk", "In", &["ssd", "nvme"]),
+                "ssd",
+                None,
+            ),
+            (
+                "NotIn",
+                Pod::test("p").node_affinity("disk", "NotIn", &["ssd"]),
+                "ssd",
+                r,
+            ),
+            (
+                "Exists",
+                Pod::test("p").node_affinity("cores", "Exists", &[]),
+                "hdd",
+                r,
+            ),
+            (
+                "DoesNotExist",
+                Pod::test("p").node_affinity("cores", "DoesNotExist", &[]),
+                "hdd",
+                None,
+            ),
+            (
+                "Gt",
+                Pod::test("p").node_affinity("cores", "Gt", &["8"]),
+                "ssd",
+                None,
+            ),
+            (
+                "Lt",
+                Pod::test("p").node_affinity("cores", "Lt", &["8"]),
+                "ssd",
+                r,
+            ),
+            (
+                "terms are ORed",
+                Pod::test("p")
+                    .node_affinity("disk", "In", &["x"])
+                    .node_affinity("disk", "In", &["hdd"]),
+                "hdd",
+                None,
+            ),
+            (
+                "selector and affinity both apply",
+                Pod::test("p")
+                    .node_selector("disk", "ssd")
+                    .node_affinity("cores", "Exists", &[]),
+                "ssd",
+                None,
+            ),
         ];
         for (name, pod, node, want) in cases {
             assert_eq!(check(filter, pod, &cache, node).as_deref(), want, "{name}");

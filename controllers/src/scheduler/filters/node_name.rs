@@ -7,7 +7,13 @@ use crate::scheduler::framework::{CycleState, FilterResult, Status};
 pub const REASON: &str = "node(s) didn't match the requested node name";
 
 pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
-    match state.pod.pod.spec.as_ref().and_then(|s| s.node_name.as_deref()) {
+    match state
+        .pod
+        .pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+    {
         Some(want) if !want.is_empty() && want != node.name => Err(Status::unresolvable(REASON)),
         _ => Ok(()),
     }
@@ -27,7 +33,12 @@ mod tests {
         let cases = [
             ("no name fits anywhere", Pod::test("p"), "n2", None),
             ("named node fits", Pod::test("p").on_node("n1"), "n1", None),
-            ("other node does not", Pod::test("p").on_node("n1"), "n2", Some(REASON)),
+            (
+                "other node does not",
+                Pod::test("p").on_node("n1"),
+                "n2",
+                Some(REASON),
+            ),
         ];
         for (name, pod, node, want) in cases {
             assert_eq!(check(filter, pod, &cache, node).as_deref(), want, "{name}");

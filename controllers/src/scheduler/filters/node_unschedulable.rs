@@ -34,8 +34,16 @@ mod tests {
 
     #[test]
     fn cordoned_nodes_take_only_pods_tolerating_unschedulable() {
-        let cache = cluster(vec![Node::test("open"), Node::test("cordoned").unschedulable()], vec![]);
-        let tolerant = Pod::test("p").toleration("node.kubernetes.io/unschedulable", "Exists", "", "NoSchedule");
+        let cache = cluster(
+            vec![Node::test("open"), Node::test("cordoned").unschedulable()],
+            vec![],
+        );
+        let tolerant = Pod::test("p").toleration(
+            "node.kubernetes.io/unschedulable",
+            "Exists",
+            "",
+            "NoSchedule",
+        );
         let cases = [
             ("open node", Pod::test("p"), "open", None),
             ("cordoned node", Pod::test("p"), "cordoned", Some(REASON)),

@@ -14,7 +14,8 @@ use crate::scheduler::framework::{CycleState, FilterResult, Status};
 use crate::scheduler::labels::selector_matches;
 
 pub const REASON: &str = "node(s) didn't match pod topology spread constraints";
-pub const MISSING_LABEL: &str = "node(s) didn't match pod topology spread constraints (missing required label)";
+pub const MISSING_LABEL: &str =
+    "node(s) didn't match pod topology spread constraints (missing required label)";
 
 pub fn constraints(pod: &PodInfo, when: &str) -> Vec<TopologySpreadConstraint> {
     let spec = pod.pod.spec.as_ref();
@@ -48,7 +49,9 @@ pub fn domain_counts(
                         && selector_matches(c.label_selector.as_ref(), &p.labels)
                 })
                 .count() as i64;
-            *count.entry(node.labels[&c.topology_key].clone()).or_insert(0) += matching;
+            *count
+                .entry(node.labels[&c.topology_key].clone())
+                .or_insert(0) += matching;
         }
     }
     counts
@@ -74,10 +77,18 @@ impl SpreadState {
             .zip(&counts)
             .map(|(c, m)| {
                 let min_domains = c.min_domains.unwrap_or(1).max(1) as usize;
-                if m.len() < min_domains { 0 } else { m.values().copied().min().unwrap_or(0) }
+                if m.len() < min_domains {
+                    0
+                } else {
+                    m.values().copied().min().unwrap_or(0)
+                }
             })
             .collect();
-        SpreadState { constraints, counts, min }
+        SpreadState {
+            constraints,
+            counts,
+            min,
+        }
     }
 }
 
@@ -118,14 +129,35 @@ mod tests {
             ],
             vec![web("w1", "a1"), web("w2", "a1"), web("w3", "b1")],
         );
-        let spread = |skew| Pod::test("p").label("app", "web").spread(skew, ZONE, "DoNotSchedule", "app", "web");
+        let spread = |skew| {
+            Pod::test("p")
+                .label("app", "web")
+                .spread(skew, ZONE, "DoNotSchedule", "app", "web")
+        };
         let cases = [
             ("empty zone fits", spread(1), "c1", None),
-            ("zone at min+1 exceeds skew 1", spread(1), "b1", Some(REASON)),
+            (
+                "zone at min+1 exceeds skew 1",
+                spread(1),
+                "b1",
+                Some(REASON),
+            ),
             ("skew 2 allows it", spread(2), "b1", None),
             ("fullest zone rejected", spread(2), "a1", Some(REASON)),
-            ("node without the key", spread(1), "nozone", Some(MISSING_LABEL)),
-            ("ScheduleAnyway does not filter", Pod::test("p").label("app", "web").spread(1, ZONE, "ScheduleAnyway", "app", "web"), "a1", None),
+            (
+                "node without the key",
+                spread(1),
+                "nozone",
+                Some(MISSING_LABEL),
+            ),
+            (
+                "ScheduleAnyway does not filter",
+                Pod::test("p")
+                    .label("app", "web")
+                    .spread(1, ZONE, "ScheduleAnyway", "app", "web"),
+                "a1",
+                None,
+            ),
         ];
         for (name, pod, node, want) in cases {
             assert_eq!(check(filter, pod, &cache, node).as_deref(), want, "{name}");

@@ -59,11 +59,19 @@ mod tests {
         );
         // app:v1 is on 2 of 4 nodes → 500 MiB scaled: 100×(500−23)/(1000−23) = 48
         let cases = [
-            ("image present on half the nodes", Pod::test("p").image("app:v1"), vec![48, 0, 0, 48]),
-            ("small images score 0", Pod::test("p").image("small"), vec![0, 0, 0, 0]),
+            (
+                "image present on half the nodes",
+                Pod::test("p").image("app:v1"),
+                vec![48, 0, 0, 48],
+            ),
+            (
+                "small images score 0",
+                Pod::test("p").image("small"),
+                vec![0, 0, 0, 0],
+            ),
         ];
         for (name, pod, want) in cases {
-            assert_eq!(scores(&cache, pod, |s, n, c| score(s, n, c)), want, "{name}");
+            assert_eq!(scores(&cache, pod, score), want, "{name}");
         }
     }
 }

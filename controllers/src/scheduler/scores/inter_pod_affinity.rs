@@ -18,7 +18,9 @@ pub fn score(state: &CycleState, nodes: &[&NodeInfo], all: &[NodeInfo]) -> Vec<i
     let mut domains: HashMap<(String, String), i64> = HashMap::new();
     let mut add = |term: &PodAffinityTerm, node: &NodeInfo, w: i64| {
         if let Some(v) = node.labels.get(&term.topology_key) {
-            *domains.entry((term.topology_key.clone(), v.clone())).or_default() += w;
+            *domains
+                .entry((term.topology_key.clone(), v.clone()))
+                .or_default() += w;
         }
     };
     let own = !pod.preferred_affinity.is_empty() || !pod.preferred_anti_affinity.is_empty();
@@ -66,9 +68,18 @@ pub fn score(state: &CycleState, nodes: &[&NodeInfo], all: &[NodeInfo]) -> Vec<i
                 .sum()
         })
         .collect();
-    let (min, max) = (raw.iter().copied().min().unwrap_or(0), raw.iter().copied().max().unwrap_or(0));
+    let (min, max) = (
+        raw.iter().copied().min().unwrap_or(0),
+        raw.iter().copied().max().unwrap_or(0),
+    );
     raw.iter()
-        .map(|s| if max > min { (super::MAX as f64 * (s - min) as f64 / (max - min) as f64) as i64 } else { 0 })
+        .map(|s| {
+            if max > min {
+                (super::MAX as f64 * (s - min) as f64 / (max - min) as f64) as i64
+            } else {
+                0
+            }
+        })
         .collect()
 }
 
@@ -86,19 +97,36 @@ mod tests {
     #[test]
     fn preferred_pod_affinity_scores_domains() {
         let cache = cluster(
-            vec![Node::test("a1").label(ZONE, "a"), Node::test("b1").label(ZONE, "b"), Node::test("c1").label(ZONE, "c")],
+            vec![
+                Node::test("a1").label(ZONE, "a"),
+                Node::test("b1").label(ZONE, "b"),
+                Node::test("c1").label(ZONE, "c"),
+            ],
             vec![
                 Pod::test("db").on_node("a1").label("app", "db"),
                 Pod::test("noisy").on_node("b1").label("app", "noisy"),
-                Pod::test("fan").on_node("c1").label("app", "fan").preferred_affinity_to(50, "app", "web", ZONE),
+                Pod::test("fan")
+                    .on_node("c1")
+                    .label("app", "fan")
+                    .preferred_affinity_to(50, "app", "web", ZONE),
             ],
         );
-        let f = |s: &CycleState, n: &[&NodeInfo], c: &crate::scheduler::cache::Cache| score(s, n, c.nodes());
+        let f = |s: &CycleState, n: &[&NodeInfo], c: &crate::scheduler::cache::Cache| {
+            score(s, n, c.nodes())
+        };
         let cases = [
-            ("no terms: only the existing pod's preference counts", Pod::test("p").label("app", "web"), vec![0, 0, 100]),
-            ("near db, away from noisy",
-                Pod::test("p").preferred_affinity_to(10, "app", "db", ZONE).preferred_anti_affinity_to(10, "app", "noisy", ZONE),
-                vec![100, 0, 50]),
+            (
+                "no terms: only the existing pod's preference counts",
+                Pod::test("p").label("app", "web"),
+                vec![0, 0, 100],
+            ),
+            (
+                "near db, away from noisy",
+                Pod::test("p")
+                    .preferred_affinity_to(10, "app", "db", ZONE)
+                    .preferred_anti_affinity_to(10, "app", "noisy", ZONE),
+                vec![100, 0, 50],
+            ),
             ("nothing matches", Pod::test("p"), vec![0, 0, 0]),
         ];
         for (name, pod, want) in cases {

@@ -13,7 +13,10 @@ pub fn score(state: &CycleState, nodes: &[&NodeInfo]) -> Vec<i64> {
         .as_ref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| n.preferred_during_scheduling_ignored_during_execution.as_deref())
+        .and_then(|n| {
+            n.preferred_during_scheduling_ignored_during_execution
+                .as_deref()
+        })
         .unwrap_or_default();
     let mut raw: Vec<i64> = nodes
         .iter()
@@ -52,7 +55,9 @@ mod tests {
             ("no preferences", Pod::test("p"), vec![0, 0, 0]),
             (
                 "weights 80 and 20",
-                Pod::test("p").preferred_node_affinity(80, "disk", "In", &["ssd"]).preferred_node_affinity(20, "zone", "In", &["a"]),
+                Pod::test("p")
+                    .preferred_node_affinity(80, "disk", "In", &["ssd"])
+                    .preferred_node_affinity(20, "zone", "In", &["a"]),
                 vec![100, 80, 0],
             ),
         ];

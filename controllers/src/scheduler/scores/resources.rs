@@ -40,7 +40,13 @@ pub fn balanced(state: &CycleState, nodes: &[&NodeInfo]) -> Vec<i64> {
     nodes
         .iter()
         .map(|n| {
-            let frac = |req: i64, cap: i64| if cap == 0 { 0.0 } else { (req as f64 / cap as f64).min(1.0) };
+            let frac = |req: i64, cap: i64| {
+                if cap == 0 {
+                    0.0
+                } else {
+                    (req as f64 / cap as f64).min(1.0)
+                }
+            };
             let cpu = frac(n.requested.milli_cpu + r.milli_cpu, n.allocatable.milli_cpu);
             let mem = frac(n.requested.memory + r.memory, n.allocatable.memory);
             let std = (cpu - mem).abs() / 2.0;
@@ -61,16 +67,32 @@ mod tests {
     #[test]
     fn least_and_most_allocated_and_balanced_scores() {
         let cache = cluster(
-            vec![Node::test("empty").cpu("4").memory("4Gi"), Node::test("busy").cpu("4").memory("4Gi")],
+            vec![
+                Node::test("empty").cpu("4").memory("4Gi"),
+                Node::test("busy").cpu("4").memory("4Gi"),
+            ],
             vec![Pod::test("x").on_node("busy").requests("2", "1Gi")],
         );
         let pod = || Pod::test("p").requests("1", "1Gi");
-        let cases: [(&str, fn(&CycleState, &[&NodeInfo], &crate::scheduler::cache::Cache) -> Vec<i64>, Vec<i64>); 3] = [
+        type Scorer = fn(&CycleState, &[&NodeInfo], &crate::scheduler::cache::Cache) -> Vec<i64>;
+        let cases: [(&str, Scorer, Vec<i64>); 3] = [
             // empty: cpu (4-1)/4=75, mem (4-1)/4=75 → 75; busy: cpu 25, mem 50 → 37
-            ("least allocated prefers the empty node", |s, n, _| fit(s, n, ScoringStrategy::LeastAllocated), vec![75, 37]),
-            ("most allocated prefers the busy node", |s, n, _| fit(s, n, ScoringStrategy::MostAllocated), vec![25, 62]),
+            (
+                "least allocated prefers the empty node",
+                |s, n, _| fit(s, n, ScoringStrategy::LeastAllocated),
+                vec![75, 37],
+            ),
+            (
+                "most allocated prefers the busy node",
+                |s, n, _| fit(s, n, ScoringStrategy::MostAllocated),
+                vec![25, 62],
+            ),
             // empty: 25%/25% → 100; busy: 75% vs 50% → 1 - 0.125 → 87
-            ("balanced prefers equal fractions", |s, n, _| balanced(s, n), vec![100, 87]),
+            (
+                "balanced prefers equal fractions",
+                |s, n, _| balanced(s, n),
+                vec![100, 87],
+            ),
         ];
         for (name, f, want) in cases {
             assert_eq!(scores(&cache, pod(), f), want, "{name}");
@@ -81,7 +103,9 @@ mod tests {
     fn pods_without_requests_count_as_100m_and_200mi() {
         let cache = cluster(vec![Node::test("n").cpu("1").memory("1000Mi")], vec![]);
         // cpu (1000-100)/1000 = 90, memory (1000-200)/1000 = 80 → 85
-        let got = scores(&cache, Pod::test("p"), |s, n, _| fit(s, n, ScoringStrategy::LeastAllocated));
+        let got = scores(&cache, Pod::test("p"), |s, n, _| {
+            fit(s, n, ScoringStrategy::LeastAllocated)
+        });
         assert_eq!(got, vec![85], "non-zero defaults");
     }
 }

@@ -10,14 +10,21 @@ pub fn score(state: &CycleState, nodes: &[&NodeInfo]) -> Vec<i64> {
     let tolerations: Vec<_> = state
         .tolerations
         .iter()
-        .filter(|t| t.effect.as_deref().is_none_or(|e| e.is_empty() || e == "PreferNoSchedule"))
+        .filter(|t| {
+            t.effect
+                .as_deref()
+                .is_none_or(|e| e.is_empty() || e == "PreferNoSchedule")
+        })
         .collect();
     let mut raw: Vec<i64> = nodes
         .iter()
         .map(|n| {
             n.taints
                 .iter()
-                .filter(|t| t.effect == "PreferNoSchedule" && !tolerations.iter().any(|tol| tolerates(tol, t)))
+                .filter(|t| {
+                    t.effect == "PreferNoSchedule"
+                        && !tolerations.iter().any(|tol| tolerates(tol, t))
+                })
                 .count() as i64
         })
         .collect();
@@ -40,13 +47,19 @@ mod tests {
             vec![
                 Node::test("clean"),
                 Node::test("one").taint("spot", "", "PreferNoSchedule"),
-                Node::test("two").taint("spot", "", "PreferNoSchedule").taint("old", "", "PreferNoSchedule"),
+                Node::test("two")
+                    .taint("spot", "", "PreferNoSchedule")
+                    .taint("old", "", "PreferNoSchedule"),
             ],
             vec![],
         );
         let cases = [
             ("untolerated", Pod::test("p"), vec![100, 50, 0]),
-            ("spot tolerated", Pod::test("p").toleration("spot", "Exists", "", "PreferNoSchedule"), vec![100, 100, 0]),
+            (
+                "spot tolerated",
+                Pod::test("p").toleration("spot", "Exists", "", "PreferNoSchedule"),
+                vec![100, 100, 0],
+            ),
         ];
         for (name, pod, want) in cases {
             assert_eq!(scores(&cache, pod, |s, n, _| score(s, n)), want, "{name}");

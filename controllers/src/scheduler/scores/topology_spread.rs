@@ -16,7 +16,10 @@ pub fn score(state: &CycleState, nodes: &[&NodeInfo], all: &[NodeInfo]) -> Vec<i
     let weights: Vec<f64> = cs
         .iter()
         .map(|c| {
-            let mut values: Vec<&String> = nodes.iter().filter_map(|n| n.labels.get(&c.topology_key)).collect();
+            let mut values: Vec<&String> = nodes
+                .iter()
+                .filter_map(|n| n.labels.get(&c.topology_key))
+                .collect();
             values.sort();
             values.dedup();
             ((values.len() + 2) as f64).ln()
@@ -61,13 +64,26 @@ mod tests {
     fn schedule_anyway_prefers_emptier_domains() {
         let web = |n: &str, node: &str| Pod::test(n).label("app", "web").on_node(node);
         let cache = cluster(
-            vec![Node::test("a1").label(ZONE, "a"), Node::test("b1").label(ZONE, "b"), Node::test("c1").label(ZONE, "c"), Node::test("x")],
+            vec![
+                Node::test("a1").label(ZONE, "a"),
+                Node::test("b1").label(ZONE, "b"),
+                Node::test("c1").label(ZONE, "c"),
+                Node::test("x"),
+            ],
             vec![web("w1", "a1"), web("w2", "a1"), web("w3", "b1")],
         );
-        let f = |s: &CycleState, n: &[&NodeInfo], c: &crate::scheduler::cache::Cache| score(s, n, c.nodes());
+        let f = |s: &CycleState, n: &[&NodeInfo], c: &crate::scheduler::cache::Cache| {
+            score(s, n, c.nodes())
+        };
         // 3 zones → weight ln(5) = 1.609; a: round(2×1.609) = 3, b: 2, c: 0 → 100×(3+0−s)/3
         let cases = [
-            ("spread over zones", Pod::test("p").label("app", "web").spread(1, ZONE, "ScheduleAnyway", "app", "web"), vec![0, 33, 100, 0]),
+            (
+                "spread over zones",
+                Pod::test("p")
+                    .label("app", "web")
+                    .spread(1, ZONE, "ScheduleAnyway", "app", "web"),
+                vec![0, 33, 100, 0],
+            ),
             ("no soft constraints", Pod::test("p"), vec![0, 0, 0, 0]),
         ];
         for (name, pod, want) in cases {
