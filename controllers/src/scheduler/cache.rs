@@ -245,14 +245,34 @@ impl Cache {
         self.index.get(name).map(|i| &self.nodes[*i])
     }
 
-    pub fn apply_node(&mut self, node: Node) {
+    /// Adds or updates a node. Returns whether anything a filter looks at changed (a new
+    /// node, labels, taints, allocatable, cordon, readiness), so a heartbeat that only
+    /// bumps timestamps does not send every unschedulable pod back to the active queue.
+    pub fn apply_node(&mut self, node: Node) -> bool {
         let name = node.metadata.name.clone().unwrap_or_default();
         let node = Arc::new(node);
         match self.index.get(&name) {
             Some(&i) => {
+                let before = &self.nodes[i];
+                let before = (
+                    before.labels.clone(),
+                    before.taints.clone(),
+                    before.allocatable.clone(),
+                    before.unschedulable,
+                    before.ready,
+                );
                 self.count_images(i, -1);
                 self.nodes[i].set_node(node);
                 self.count_images(i, 1);
+                let after = &self.nodes[i];
+                before
+                    != (
+                        after.labels.clone(),
+                        after.taints.clone(),
+                        after.allocatable.clone(),
+                        after.unschedulable,
+                        after.ready,
+                    )
             }
             None => {
                 let mut info = NodeInfo::new(node);
@@ -262,6 +282,7 @@ impl Cache {
                 self.index.insert(name, self.nodes.len());
                 self.nodes.push(info);
                 self.count_images(self.nodes.len() - 1, 1);
+                true
             }
         }
     }
@@ -385,6 +406,23 @@ mod tests {
             "confirmation replaces"
         );
         cache.forget("uid-p");
+        let mut heartbeat = Node::test("n1");
+        heartbeat
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()[0]
+            .reason = Some("KubeletReady".into());
+        assert!(
+            !cache.apply_node(heartbeat),
+            "a heartbeat is not a scheduling-relevant change"
+        );
+        assert!(
+            cache.apply_node(Node::test("n1").label("new", "label")),
+            "a new label is"
+        );
         assert_eq!(
             cache.node("n1").unwrap().requested.pods,
             1,

@@ -43,8 +43,10 @@ pub async fn watch_nodes(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Resu
                 s.queue.move_all();
             }
             Event::Apply(n) => {
-                s.cache().apply_node(n);
-                s.queue.move_all();
+                let changed = s.cache().apply_node(n);
+                if changed {
+                    s.queue.move_all();
+                }
             }
             Event::Delete(n) => s
                 .cache()
