@@ -164,3 +164,58 @@ async fn places_pods_as_kube_scheduler_does_and_reports_unschedulable_ones() {
     let foreign = api.get("other-scheduler").await.unwrap();
     assert_eq!(node_of(&foreign), None, "foreign pod untouched");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_higher_priority_pod_preempts_the_lowest_priority_victim() {
+    let cluster = start().await;
+    let client = cluster.client.clone();
+    create_node(&client, &Node::test("n1").cpu("2")).await;
+    tokio::spawn(Scheduler::new(client.clone(), SchedulerConfig::default()).run());
+
+    create_pod(&client, &Pod::test("low").requests("1", "1Gi").priority(1)).await;
+    create_pod(&client, &Pod::test("mid").requests("1", "1Gi").priority(5)).await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    for name in ["low", "mid"] {
+        eventually(WAIT, "low and mid bound", || {
+            let api = api.clone();
+            async move { node_of(&api.get(name).await.ok()?) }
+        })
+        .await;
+    }
+
+    create_pod(
+        &client,
+        &Pod::test("high").requests("1", "1Gi").priority(10),
+    )
+    .await;
+    let nominated = eventually(WAIT, "nominatedNodeName on the preemptor", || {
+        let api = api.clone();
+        async move { api.get("high").await.ok()?.status?.nominated_node_name }
+    })
+    .await;
+    assert_eq!(nominated, "n1");
+    // The victim is deleted (gracefully: without a kubelet it may linger as terminating).
+    eventually(WAIT, "low deleted", || {
+        let api = api.clone();
+        async move {
+            match api.get_opt("low").await.ok()? {
+                None => Some(()),
+                Some(p) => p.metadata.deletion_timestamp.map(|_| ()),
+            }
+        }
+    })
+    .await;
+    let mid = api.get("mid").await.unwrap();
+    assert!(
+        mid.metadata.deletion_timestamp.is_none(),
+        "the higher-priority pod is reprieved"
+    );
+    if api.get_opt("low").await.unwrap().is_none() {
+        let node = eventually(WAIT, "the preemptor bound once the victim is gone", || {
+            let api = api.clone();
+            async move { node_of(&api.get("high").await.ok()?) }
+        })
+        .await;
+        assert_eq!(node, "n1");
+    }
+}
