@@ -52,7 +52,9 @@ impl AffinityState {
         let mut s = AffinityState::default();
         let own = !pod.required_affinity.is_empty() || !pod.required_anti_affinity.is_empty();
         for node in nodes {
-            for existing in &node.pods {
+            // Only pods with terms can repel the pod; all pods matter only for its own terms.
+            let existing_pods = if own { &node.pods } else { &node.affinity_pods };
+            for existing in existing_pods {
                 for term in &existing.required_anti_affinity {
                     if term_matches(term, &existing.namespace, pod) {
                         if let Some(p) = pair(term, node) {

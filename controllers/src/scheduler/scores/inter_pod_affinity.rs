@@ -25,7 +25,8 @@ pub fn score(state: &CycleState, nodes: &[&NodeInfo], all: &[NodeInfo]) -> Vec<i
     };
     let own = !pod.preferred_affinity.is_empty() || !pod.preferred_anti_affinity.is_empty();
     for node in all {
-        for existing in &node.pods {
+        let existing_pods = if own { &node.pods } else { &node.affinity_pods };
+        for existing in existing_pods {
             if own {
                 for t in &pod.preferred_affinity {
                     if term_matches(&t.pod_affinity_term, &pod.namespace, existing) {
