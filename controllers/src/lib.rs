@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+pub mod scheduler;
+
 /// What every loop gets: a client for the API server, and the identity it runs as.
 pub struct Context {
     pub client: kube::Client,
@@ -24,5 +26,8 @@ pub struct Loop {
 
 /// Every control loop kybern has.
 pub fn loops() -> Vec<Loop> {
-    vec![]
+    vec![Loop {
+        name: "scheduler",
+        run: scheduler::run,
+    }]
 }

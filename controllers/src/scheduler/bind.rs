@@ -1,0 +1,146 @@
+//! The scheduler's writes: POST pods/{name}/binding, the PodScheduled=False condition
+//! (pods/status), nominatedNodeName, FailedScheduling events, and victim deletion.
+
+use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Client};
+use serde_json::json;
+
+use super::cache::PodInfo;
+
+pub const FIELD_MANAGER: &str = "default-scheduler";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    #[error("binding {pod} to {node}: {source}")]
+    Api {
+        pod: String,
+        node: String,
+        source: kube::Error,
+    },
+}
+
+impl BindError {
+    /// The pod is gone (404) or already bound elsewhere (409): nothing to retry.
+    pub fn is_final(&self) -> bool {
+        let BindError::Api { source, .. } = self;
+        matches!(source, kube::Error::Api(s) if s.code == 404 || s.code == 409)
+    }
+}
+
+fn pods(client: &Client, pod: &PodInfo) -> Api<Pod> {
+    Api::namespaced(client.clone(), &pod.namespace)
+}
+
+pub async fn bind(client: &Client, pod: &PodInfo, node: &str) -> Result<(), BindError> {
+    let binding = json!({
+        "apiVersion": "v1",
+        "kind": "Binding",
+        "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.pod.metadata.uid},
+        "target": {"apiVersion": "v1", "kind": "Node", "name": node},
+    });
+    pods(client, pod)
+        .create_subresource::<_, serde_json::Value>(
+            "binding",
+            &pod.name,
+            &PostParams::default(),
+            &binding,
+        )
+        .await
+        .map(|_| ())
+        .map_err(|source| BindError::Api {
+            pod: format!("{}/{}", pod.namespace, pod.name),
+            node: node.into(),
+            source,
+        })
+}
+
+/// Whether the pod already carries exactly this PodScheduled=False condition.
+fn already_reported(pod: &Pod, message: &str) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|cs| {
+            cs.iter().any(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+                    && c.message.as_deref() == Some(message)
+            })
+        })
+}
+
+/// Sets PodScheduled=False/Unschedulable with the message (strategic merge on the
+/// conditions list, keyed by type) and, after a preemption, status.nominatedNodeName.
+pub async fn report_unschedulable(
+    client: &Client,
+    pod: &PodInfo,
+    message: &str,
+    nominated: Option<&str>,
+) -> Result<(), kube::Error> {
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    if !already_reported(&pod.pod, message) || nominated.is_some() {
+        let mut status = json!({"conditions": [{
+            "type": "PodScheduled",
+            "status": "False",
+            "reason": "Unschedulable",
+            "message": message,
+            "lastTransitionTime": now,
+        }]});
+        if let Some(n) = nominated {
+            status["nominatedNodeName"] = json!(n);
+        }
+        pods(client, pod)
+            .patch_status(
+                &pod.name,
+                &PatchParams::default(),
+                &Patch::Strategic(json!({"status": status})),
+            )
+            .await?;
+    }
+    let event = Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{}.{:x}", pod.name, now.0.as_nanosecond())),
+            namespace: Some(pod.namespace.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.name.clone()),
+            namespace: Some(pod.namespace.clone()),
+            uid: pod.pod.metadata.uid.clone(),
+            resource_version: pod.pod.metadata.resource_version.clone(),
+            ..Default::default()
+        },
+        reason: Some("FailedScheduling".into()),
+        message: Some(message.into()),
+        type_: Some("Warning".into()),
+        count: Some(1),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        source: Some(k8s_openapi::api::core::v1::EventSource {
+            component: Some(FIELD_MANAGER.into()),
+            host: None,
+        }),
+        reporting_component: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
+    Api::<Event>::namespaced(client.clone(), &pod.namespace)
+        .create(&PostParams::default(), &event)
+        .await?;
+    Ok(())
+}
+
+/// Deletes a preemption victim gracefully (its own termination grace period).
+pub async fn evict(client: &Client, victim: &PodInfo) -> Result<(), kube::Error> {
+    match pods(client, victim)
+        .delete(&victim.name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}

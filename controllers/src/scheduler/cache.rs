@@ -1,0 +1,456 @@
+//! The scheduler's view of the cluster: one precomputed `NodeInfo` per node (allocatable,
+//! requested, host ports, labels, taints, pods) kept current from the node and pod
+//! informers, plus pods this scheduler has assumed onto a node before the informer shows
+//! the binding, so two pods that each fit only once never land on the same node.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm, Taint, WeightedPodAffinityTerm};
+
+use super::labels::Labels;
+use super::resources::{node_allocatable, non_zero_requests, pod_requests, Resource};
+
+/// A host port a pod claims: two claims conflict on the same protocol and port when
+/// their IPs are equal or either is the wildcard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    pub protocol: String,
+    pub ip: String,
+    pub port: i32,
+}
+
+impl HostPort {
+    pub fn conflicts(&self, o: &HostPort) -> bool {
+        let wild = |ip: &str| ip.is_empty() || ip == "0.0.0.0" || ip == "::";
+        self.port == o.port
+            && self.protocol == o.protocol
+            && (self.ip == o.ip || wild(&self.ip) || wild(&o.ip))
+    }
+}
+
+/// A pod with everything the plugins ask of it parsed once.
+#[derive(Debug)]
+pub struct PodInfo {
+    pub pod: Arc<Pod>,
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    pub labels: Labels,
+    pub priority: i32,
+    pub requests: Resource,
+    pub non_zero: (i64, i64),
+    pub ports: Vec<HostPort>,
+    pub required_affinity: Vec<PodAffinityTerm>,
+    pub required_anti_affinity: Vec<PodAffinityTerm>,
+    pub preferred_affinity: Vec<WeightedPodAffinityTerm>,
+    pub preferred_anti_affinity: Vec<WeightedPodAffinityTerm>,
+}
+
+impl PodInfo {
+    pub fn new(pod: Arc<Pod>) -> PodInfo {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let ports = spec
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter().flatten())
+            .filter_map(|p| {
+                let port = p.host_port.filter(|p| *p > 0)?;
+                Some(HostPort {
+                    protocol: p.protocol.clone().unwrap_or_else(|| "TCP".into()),
+                    ip: p.host_ip.clone().unwrap_or_default(),
+                    port,
+                })
+            })
+            .collect();
+        let aff = spec.affinity.clone().unwrap_or_default();
+        let pa = aff.pod_affinity.unwrap_or_default();
+        let anti = aff.pod_anti_affinity.unwrap_or_default();
+        PodInfo {
+            uid: pod.metadata.uid.clone().unwrap_or_else(|| pod_key(&pod)),
+            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
+            name: pod.metadata.name.clone().unwrap_or_default(),
+            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            priority: spec.priority.unwrap_or(0),
+            requests: pod_requests(&pod),
+            non_zero: non_zero_requests(&pod),
+            ports,
+            required_affinity: pa
+                .required_during_scheduling_ignored_during_execution
+                .unwrap_or_default(),
+            preferred_affinity: pa
+                .preferred_during_scheduling_ignored_during_execution
+                .unwrap_or_default(),
+            required_anti_affinity: anti
+                .required_during_scheduling_ignored_during_execution
+                .unwrap_or_default(),
+            preferred_anti_affinity: anti
+                .preferred_during_scheduling_ignored_during_execution
+                .unwrap_or_default(),
+            pod,
+        }
+    }
+
+    pub fn has_affinity(&self) -> bool {
+        !(self.required_affinity.is_empty()
+            && self.required_anti_affinity.is_empty()
+            && self.preferred_affinity.is_empty()
+            && self.preferred_anti_affinity.is_empty())
+    }
+}
+
+pub fn pod_key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or(""),
+        pod.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+/// One node and what is placed on it.
+#[derive(Clone, Debug)]
+pub struct NodeInfo {
+    pub name: String,
+    pub node: Arc<Node>,
+    pub labels: Labels,
+    pub taints: Vec<Taint>,
+    pub unschedulable: bool,
+    pub ready: bool,
+    pub allocatable: Resource,
+    pub requested: Resource,
+    /// Cpu and memory with the 100m / 200Mi defaults for pods that request none.
+    pub non_zero_requested: (i64, i64),
+    pub ports: Vec<HostPort>,
+    pub pods: Vec<Arc<PodInfo>>,
+    /// The subset of `pods` with any pod (anti-)affinity term, so pods without terms
+    /// cost O(nodes) rather than O(pods) in the inter-pod plugins.
+    pub affinity_pods: Vec<Arc<PodInfo>>,
+    /// Image name → size in bytes, from node.status.images.
+    pub images: HashMap<String, i64>,
+}
+
+impl NodeInfo {
+    pub fn new(node: Arc<Node>) -> NodeInfo {
+        let mut info = NodeInfo {
+            name: node.metadata.name.clone().unwrap_or_default(),
+            node: node.clone(),
+            labels: Labels::new(),
+            taints: vec![],
+            unschedulable: false,
+            ready: false,
+            allocatable: Resource::default(),
+            requested: Resource::default(),
+            non_zero_requested: (0, 0),
+            ports: vec![],
+            pods: vec![],
+            affinity_pods: vec![],
+            images: HashMap::new(),
+        };
+        info.set_node(node);
+        info
+    }
+
+    fn set_node(&mut self, node: Arc<Node>) {
+        let spec = node.spec.clone().unwrap_or_default();
+        let status = node.status.clone().unwrap_or_default();
+        self.labels = node.metadata.labels.clone().unwrap_or_default();
+        self.taints = spec.taints.unwrap_or_default();
+        self.unschedulable = spec.unschedulable.unwrap_or(false);
+        self.ready = status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
+        self.allocatable = node_allocatable(&node);
+        self.images = status
+            .images
+            .iter()
+            .flatten()
+            .flat_map(|i| {
+                let size = i.size_bytes.unwrap_or(0);
+                i.names
+                    .iter()
+                    .flatten()
+                    .map(move |n| (normalize_image(n), size))
+            })
+            .collect();
+        self.node = node;
+    }
+
+    pub fn add_pod(&mut self, p: Arc<PodInfo>) {
+        self.requested.add(&p.requests);
+        self.requested.pods += 1;
+        self.non_zero_requested.0 += p.non_zero.0;
+        self.non_zero_requested.1 += p.non_zero.1;
+        self.ports.extend(p.ports.iter().cloned());
+        if p.has_affinity() {
+            self.affinity_pods.push(p.clone());
+        }
+        self.pods.push(p);
+    }
+
+    pub fn remove_pod(&mut self, uid: &str) -> Option<Arc<PodInfo>> {
+        let i = self.pods.iter().position(|p| p.uid == uid)?;
+        let p = self.pods.swap_remove(i);
+        self.affinity_pods.retain(|a| a.uid != uid);
+        self.requested.sub(&p.requests);
+        self.requested.pods -= 1;
+        self.non_zero_requested.0 -= p.non_zero.0;
+        self.non_zero_requested.1 -= p.non_zero.1;
+        for port in &p.ports {
+            if let Some(j) = self.ports.iter().position(|q| q == port) {
+                self.ports.swap_remove(j);
+            }
+        }
+        Some(p)
+    }
+}
+
+/// "nginx" and "docker.io/library/nginx:latest" name the same image.
+pub fn normalize_image(name: &str) -> String {
+    let mut n = name.to_string();
+    let last = n.rsplit('/').next().unwrap_or("");
+    if !last.contains(':') && !last.contains('@') {
+        n.push_str(":latest");
+    }
+    let first = n.split('/').next().unwrap_or("");
+    let has_registry =
+        n.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    if !has_registry {
+        n = if n.contains('/') {
+            format!("docker.io/{n}")
+        } else {
+            format!("docker.io/library/{n}")
+        };
+    }
+    n
+}
+
+struct CachedPod {
+    info: Arc<PodInfo>,
+    node: String,
+    assumed: bool,
+}
+
+/// Nodes in a vector (stable indices for the rotating search start) plus an index by name.
+#[derive(Default)]
+pub struct Cache {
+    nodes: Vec<NodeInfo>,
+    index: HashMap<String, usize>,
+    pods: HashMap<String, CachedPod>,
+    /// Pods whose node the informer has not shown yet; they wait here.
+    orphans: HashMap<String, Vec<Arc<PodInfo>>>,
+    /// Image → number of nodes that have it (ImageLocality's spread factor).
+    pub image_nodes: HashMap<String, usize>,
+}
+
+impl Cache {
+    pub fn nodes(&self) -> &[NodeInfo] {
+        &self.nodes
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeInfo> {
+        self.index.get(name).map(|i| &self.nodes[*i])
+    }
+
+    /// Adds or updates a node. Returns whether anything a filter looks at changed (a new
+    /// node, labels, taints, allocatable, cordon, readiness), so a heartbeat that only
+    /// bumps timestamps does not send every unschedulable pod back to the active queue.
+    pub fn apply_node(&mut self, node: Node) -> bool {
+        let name = node.metadata.name.clone().unwrap_or_default();
+        let node = Arc::new(node);
+        match self.index.get(&name) {
+            Some(&i) => {
+                let before = &self.nodes[i];
+                let before = (
+                    before.labels.clone(),
+                    before.taints.clone(),
+                    before.allocatable.clone(),
+                    before.unschedulable,
+                    before.ready,
+                );
+                self.count_images(i, -1);
+                self.nodes[i].set_node(node);
+                self.count_images(i, 1);
+                let after = &self.nodes[i];
+                before
+                    != (
+                        after.labels.clone(),
+                        after.taints.clone(),
+                        after.allocatable.clone(),
+                        after.unschedulable,
+                        after.ready,
+                    )
+            }
+            None => {
+                let mut info = NodeInfo::new(node);
+                for p in self.orphans.remove(&name).unwrap_or_default() {
+                    info.add_pod(p);
+                }
+                self.index.insert(name, self.nodes.len());
+                self.nodes.push(info);
+                self.count_images(self.nodes.len() - 1, 1);
+                true
+            }
+        }
+    }
+
+    fn count_images(&mut self, i: usize, delta: isize) {
+        for name in self.nodes[i].images.keys() {
+            let c = self.image_nodes.entry(name.clone()).or_default();
+            *c = c.saturating_add_signed(delta);
+        }
+    }
+
+    pub fn delete_node(&mut self, name: &str) {
+        let Some(i) = self.index.remove(name) else {
+            return;
+        };
+        self.count_images(i, -1);
+        let gone = self.nodes.swap_remove(i);
+        if i < self.nodes.len() {
+            self.index.insert(self.nodes[i].name.clone(), i);
+        }
+        // Pods still bound to a deleted node keep waiting for it (or for their deletion).
+        self.orphans.insert(name.to_string(), gone.pods);
+    }
+
+    fn place(&mut self, info: Arc<PodInfo>, node: &str) {
+        match self.index.get(node) {
+            Some(&i) => self.nodes[i].add_pod(info),
+            None => self.orphans.entry(node.to_string()).or_default().push(info),
+        }
+    }
+
+    fn unplace(&mut self, uid: &str, node: &str) {
+        match self.index.get(node) {
+            Some(&i) => {
+                self.nodes[i].remove_pod(uid);
+            }
+            None => {
+                if let Some(list) = self.orphans.get_mut(node) {
+                    list.retain(|p| p.uid != uid);
+                }
+            }
+        }
+    }
+
+    /// An assigned pod as the informer shows it: adds it, updates it, or confirms an
+    /// assumed pod (which may have moved if someone else bound it elsewhere).
+    pub fn apply_pod(&mut self, pod: Arc<Pod>) {
+        let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            return;
+        };
+        let info = Arc::new(PodInfo::new(pod));
+        if let Some(old) = self.pods.remove(&info.uid) {
+            self.unplace(&old.info.uid, &old.node);
+        }
+        self.place(info.clone(), &node);
+        self.pods.insert(
+            info.uid.clone(),
+            CachedPod {
+                info,
+                node,
+                assumed: false,
+            },
+        );
+    }
+
+    pub fn delete_pod(&mut self, uid: &str) {
+        if let Some(old) = self.pods.remove(uid) {
+            self.unplace(uid, &old.node);
+        }
+    }
+
+    /// Counts the pod on `node` now, before the bind the informer will confirm.
+    pub fn assume(&mut self, info: Arc<PodInfo>, node: &str) {
+        self.delete_pod(&info.uid);
+        self.place(info.clone(), node);
+        self.pods.insert(
+            info.uid.clone(),
+            CachedPod {
+                info,
+                node: node.into(),
+                assumed: true,
+            },
+        );
+    }
+
+    /// Undoes `assume` after a failed bind; a pod the informer already confirmed stays.
+    pub fn forget(&mut self, uid: &str) {
+        if self.pods.get(uid).is_some_and(|p| p.assumed) {
+            self.delete_pod(uid);
+        }
+    }
+
+    /// Whether the pod is bound or assumed (so an informer update of the still-pending
+    /// pod object must not queue it again).
+    pub fn has_pod(&self, uid: &str) -> bool {
+        self.pods.contains_key(uid)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::scheduler::testing::{NodeFixture, PodFixture};
+
+    #[test]
+    fn assumed_pods_count_until_forgotten_and_confirmation_keeps_one_copy() {
+        let mut cache = Cache::default();
+        cache.apply_node(Node::test("n1"));
+        let pod = Pod::test("p").requests("1", "1Gi");
+        let info = Arc::new(PodInfo::new(Arc::new(pod.clone())));
+        cache.assume(info, "n1");
+        assert_eq!(
+            cache.node("n1").unwrap().requested.milli_cpu,
+            1000,
+            "assumed pod counts"
+        );
+        cache.apply_pod(Arc::new(pod.clone().on_node("n1")));
+        assert_eq!(
+            cache.node("n1").unwrap().requested.milli_cpu,
+            1000,
+            "confirmation replaces"
+        );
+        cache.forget("uid-p");
+        let mut heartbeat = Node::test("n1");
+        heartbeat
+            .status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()[0]
+            .reason = Some("KubeletReady".into());
+        assert!(
+            !cache.apply_node(heartbeat),
+            "a heartbeat is not a scheduling-relevant change"
+        );
+        assert!(
+            cache.apply_node(Node::test("n1").label("new", "label")),
+            "a new label is"
+        );
+        assert_eq!(
+            cache.node("n1").unwrap().requested.pods,
+            1,
+            "confirmed pod is not forgotten"
+        );
+        cache.delete_pod("uid-p");
+        assert_eq!(
+            cache.node("n1").unwrap().requested,
+            Resource::default(),
+            "deletion frees"
+        );
+    }
+
+    #[test]
+    fn images_normalize_to_full_references() {
+        assert_eq!(normalize_image("nginx"), "docker.io/library/nginx:latest");
+        assert_eq!(normalize_image("foo/bar:1"), "docker.io/foo/bar:1");
+        assert_eq!(
+            normalize_image("registry.k8s.io/pause:3.9"),
+            "registry.k8s.io/pause:3.9"
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! Filter plugins: each decides whether one node can take the pod, with upstream's
+//! reason strings (they end up, counted, in the FailedScheduling message).
+
+pub mod inter_pod_affinity;
+pub mod node_affinity;
+pub mod node_name;
+pub mod node_ports;
+pub mod node_unschedulable;
+pub mod resources_fit;
+pub mod taint_toleration;
+pub mod topology_spread;
+
+use k8s_openapi::api::core::v1::{Taint, Toleration};
+
+/// Upstream `Toleration.ToleratesTaint`.
+pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
+    if t.effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != taint.effect)
+    {
+        return false;
+    }
+    let key = t.key.as_deref().unwrap_or("");
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match t.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "Equal" | "" => {
+            // An empty key is only valid with Exists.
+            !key.is_empty()
+                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
+        _ => false,
+    }
+}
+
+pub fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
+    tolerations.iter().any(|t| tolerates(t, taint))
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use std::sync::Arc;
+
+    use k8s_openapi::api::core::v1::{Node, Pod};
+
+    use crate::scheduler::cache::NodeInfo;
+    use crate::scheduler::cache::{Cache, PodInfo};
+    use crate::scheduler::framework::{CycleState, FilterResult};
+
+    /// Builds a cache of `nodes` with `existing` pods placed, and the cycle state of `pod`.
+    pub fn cluster(nodes: Vec<Node>, existing: Vec<Pod>) -> Cache {
+        let mut cache = Cache::default();
+        for n in nodes {
+            cache.apply_node(n);
+        }
+        for p in existing {
+            cache.apply_pod(Arc::new(p));
+        }
+        cache
+    }
+
+    pub fn state(pod: Pod, cache: &Cache) -> CycleState {
+        CycleState::new(Arc::new(PodInfo::new(Arc::new(pod))), cache)
+    }
+
+    /// Runs `filter` for `pod` on node `node` of the cluster; returns the first reason.
+    pub fn check(
+        filter: fn(&CycleState, &NodeInfo) -> FilterResult,
+        pod: Pod,
+        cache: &Cache,
+        node: &str,
+    ) -> Option<String> {
+        let st = state(pod, cache);
+        filter(&st, cache.node(node).expect("node in cluster"))
+            .err()
+            .map(|s| s.reasons.join("; "))
+    }
+}

@@ -1,0 +1,236 @@
+//! InterPodAffinity: the pod's required affinity and anti-affinity to pods in the same
+//! topology domain, and existing pods' required anti-affinity against the pod. Counts
+//! per (topologyKey, value) are computed once per pod (upstream's PreFilter), so each
+//! node is an O(terms) lookup.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::PodAffinityTerm;
+
+use crate::scheduler::cache::{NodeInfo, PodInfo};
+use crate::scheduler::framework::{CycleState, FilterResult, Status};
+use crate::scheduler::labels::selector_matches;
+
+pub const AFFINITY: &str = "node(s) didn't match pod affinity rules";
+pub const ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
+pub const EXISTING_ANTI_AFFINITY: &str = "node(s) didn't satisfy existing pods anti-affinity rules";
+
+type Counts = HashMap<(String, String), i64>;
+
+/// Whether `target` is selected by `term`, which belongs to a pod in `owner_ns`.
+/// The term's namespaces default to the owner's; an empty namespaceSelector means all
+/// namespaces (a non-empty one is not evaluated: namespaces' labels are not watched).
+pub fn term_matches(term: &PodAffinityTerm, owner_ns: &str, target: &PodInfo) -> bool {
+    let all_namespaces = term.namespace_selector.as_ref().is_some_and(|s| {
+        s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+            && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+    });
+    let namespaces = term.namespaces.as_deref().unwrap_or_default();
+    let ns_ok = all_namespaces
+        || if namespaces.is_empty() {
+            target.namespace == owner_ns
+        } else {
+            namespaces.contains(&target.namespace)
+        };
+    ns_ok && selector_matches(term.label_selector.as_ref(), &target.labels)
+}
+
+fn pair(term: &PodAffinityTerm, node: &NodeInfo) -> Option<(String, String)> {
+    let v = node.labels.get(&term.topology_key)?;
+    Some((term.topology_key.clone(), v.clone()))
+}
+
+#[derive(Default)]
+pub struct AffinityState {
+    existing_anti: Counts,
+    affinity: Counts,
+    anti: Counts,
+}
+
+impl AffinityState {
+    pub fn new(pod: &PodInfo, nodes: &[NodeInfo]) -> AffinityState {
+        let mut s = AffinityState::default();
+        let own = !pod.required_affinity.is_empty() || !pod.required_anti_affinity.is_empty();
+        for node in nodes {
+            // Only pods with terms can repel the pod; all pods matter only for its own terms.
+            let existing_pods = if own { &node.pods } else { &node.affinity_pods };
+            for existing in existing_pods {
+                for term in &existing.required_anti_affinity {
+                    if term_matches(term, &existing.namespace, pod) {
+                        if let Some(p) = pair(term, node) {
+                            *s.existing_anti.entry(p).or_default() += 1;
+                        }
+                    }
+                }
+                if !own || existing.uid == pod.uid {
+                    continue;
+                }
+                let all = !pod.required_affinity.is_empty()
+                    && pod
+                        .required_affinity
+                        .iter()
+                        .all(|t| term_matches(t, &pod.namespace, existing));
+                if all {
+                    for term in &pod.required_affinity {
+                        if let Some(p) = pair(term, node) {
+                            *s.affinity.entry(p).or_default() += 1;
+                        }
+                    }
+                }
+                for term in &pod.required_anti_affinity {
+                    if term_matches(term, &pod.namespace, existing) {
+                        if let Some(p) = pair(term, node) {
+                            *s.anti.entry(p).or_default() += 1;
+                        }
+                    }
+                }
+            }
+        }
+        s
+    }
+}
+
+fn count(c: &Counts, term: &PodAffinityTerm, node: &NodeInfo) -> i64 {
+    pair(term, node)
+        .and_then(|p| c.get(&p).copied())
+        .unwrap_or(0)
+}
+
+pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
+    let (pod, s) = (&state.pod, &state.affinity);
+    let affinity_ok = pod
+        .required_affinity
+        .iter()
+        .all(|t| node.labels.contains_key(&t.topology_key) && count(&s.affinity, t, node) > 0);
+    // The first pod of a group that is affine to itself may go anywhere with the keys.
+    let first_of_group = s.affinity.is_empty()
+        && pod
+            .required_affinity
+            .iter()
+            .all(|t| node.labels.contains_key(&t.topology_key))
+        && pod
+            .required_affinity
+            .iter()
+            .all(|t| term_matches(t, &pod.namespace, pod));
+    if !affinity_ok && !first_of_group {
+        return Err(Status::unresolvable(AFFINITY));
+    }
+    if pod
+        .required_anti_affinity
+        .iter()
+        .any(|t| count(&s.anti, t, node) > 0)
+    {
+        return Err(Status::unschedulable(ANTI_AFFINITY));
+    }
+    if s.existing_anti
+        .iter()
+        .any(|((k, v), c)| *c > 0 && node.labels.get(k) == Some(v))
+    {
+        return Err(Status::unschedulable(EXISTING_ANTI_AFFINITY));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+
+    use super::*;
+    use crate::scheduler::filters::test_support::{check, cluster};
+    use crate::scheduler::testing::{NodeFixture, PodFixture};
+
+    const ZONE: &str = "topology.kubernetes.io/zone";
+    const HOST: &str = "kubernetes.io/hostname";
+
+    #[test]
+    fn required_affinity_and_anti_affinity_follow_topology() {
+        let cache = cluster(
+            vec![
+                Node::test("a1").label(ZONE, "a"),
+                Node::test("a2").label(ZONE, "a"),
+                Node::test("b1").label(ZONE, "b"),
+                Node::test("nozone"),
+            ],
+            vec![
+                Pod::test("db").on_node("a1").label("app", "db"),
+                Pod::test("loner")
+                    .on_node("b1")
+                    .label("app", "loner")
+                    .anti_affinity_to("app", "web", HOST),
+            ],
+        );
+        let cases = [
+            (
+                "affinity: same zone as db",
+                Pod::test("p").affinity_to("app", "db", ZONE),
+                "a2",
+                None,
+            ),
+            (
+                "affinity: other zone",
+                Pod::test("p").affinity_to("app", "db", ZONE),
+                "b1",
+                Some(AFFINITY),
+            ),
+            (
+                "affinity: node lacks key",
+                Pod::test("p").affinity_to("app", "db", ZONE),
+                "nozone",
+                Some(AFFINITY),
+            ),
+            (
+                "affinity: first of a self-affine group",
+                Pod::test("p")
+                    .label("app", "cache")
+                    .affinity_to("app", "cache", ZONE),
+                "b1",
+                None,
+            ),
+            (
+                "affinity: no match and not self-affine",
+                Pod::test("p").affinity_to("app", "cache", ZONE),
+                "b1",
+                Some(AFFINITY),
+            ),
+            (
+                "anti-affinity: zone with db",
+                Pod::test("p").anti_affinity_to("app", "db", ZONE),
+                "a2",
+                Some(ANTI_AFFINITY),
+            ),
+            (
+                "anti-affinity: other zone",
+                Pod::test("p").anti_affinity_to("app", "db", ZONE),
+                "b1",
+                None,
+            ),
+            (
+                "anti-affinity: per host",
+                Pod::test("p").anti_affinity_to("app", "db", HOST),
+                "a2",
+                None,
+            ),
+            (
+                "existing anti-affinity repels web",
+                Pod::test("p").label("app", "web"),
+                "b1",
+                Some(EXISTING_ANTI_AFFINITY),
+            ),
+            (
+                "existing anti-affinity only on its host",
+                Pod::test("p").label("app", "web"),
+                "a1",
+                None,
+            ),
+            (
+                "existing anti-affinity ignores others",
+                Pod::test("p").label("app", "api"),
+                "b1",
+                None,
+            ),
+        ];
+        for (name, pod, node, want) in cases {
+            assert_eq!(check(filter, pod, &cache, node).as_deref(), want, "{name}");
+        }
+    }
+}

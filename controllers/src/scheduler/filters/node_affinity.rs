@@ -1,0 +1,134 @@
+//! NodeAffinity: spec.nodeSelector and required node affinity (terms ORed, expressions
+//! within a term ANDed; In, NotIn, Exists, DoesNotExist, Gt, Lt; matchFields on
+//! metadata.name).
+
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::scheduler::cache::NodeInfo;
+use crate::scheduler::framework::{CycleState, FilterResult, Status};
+use crate::scheduler::labels::{node_term_matches, Labels};
+
+pub const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
+
+/// Whether the node satisfies the pod's nodeSelector and required node affinity.
+pub fn required_matches(pod: &Pod, labels: &Labels, node_name: &str) -> bool {
+    let Some(spec) = &pod.spec else { return true };
+    let selector_ok = spec
+        .node_selector
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let required = spec
+        .affinity
+        .as_ref()
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    selector_ok
+        && required.is_none_or(|r| {
+            r.node_selector_terms
+                .iter()
+                .any(|t| node_term_matches(t, labels, node_name))
+        })
+}
+
+pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
+    if required_matches(&state.pod.pod, &node.labels, &node.name) {
+        Ok(())
+    } else {
+        Err(Status::unresolvable(REASON))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+
+    use super::*;
+    use crate::scheduler::filters::test_support::{check, cluster};
+    use crate::scheduler::testing::{NodeFixture, PodFixture};
+
+    #[test]
+    fn node_selector_and_required_affinity_filter_nodes() {
+        let cache = cluster(
+            vec![
+                Node::test("ssd").label("disk", "ssd").label("cores", "16"),
+                Node::test("hdd").label("disk", "hdd"),
+            ],
+            vec![],
+        );
+        let r = Some(REASON);
+        let cases = [
+            ("no constraints", Pod::test("p"), "hdd", None),
+            (
+                "selector matches",
+                Pod::test("p").node_selector("disk", "ssd"),
+                "ssd",
+                None,
+            ),
+            (
+                "selector misses",
+                Pod::test("p").node_selector("disk", "ssd"),
+                "hdd",
+                r,
+            ),
+            (
+                "In",
+                Pod::test("p").node_affinity("disk", "In", &["ssd", "nvme"]),
+                "ssd",
+                None,
+            ),
+            (
+                "NotIn",
+                Pod::test("p").node_affinity("disk", "NotIn", &["ssd"]),
+                "ssd",
+                r,
+            ),
+            (
+                "Exists",
+                Pod::test("p").node_affinity("cores", "Exists", &[]),
+                "hdd",
+                r,
+            ),
+            (
+                "DoesNotExist",
+                Pod::test("p").node_affinity("cores", "DoesNotExist", &[]),
+                "hdd",
+                None,
+            ),
+            (
+                "Gt",
+                Pod::test("p").node_affinity("cores", "Gt", &["8"]),
+                "ssd",
+                None,
+            ),
+            (
+                "Lt",
+                Pod::test("p").node_affinity("cores", "Lt", &["8"]),
+                "ssd",
+                r,
+            ),
+            (
+                "terms are ORed",
+                Pod::test("p")
+                    .node_affinity("disk", "In", &["x"])
+                    .node_affinity("disk", "In", &["hdd"]),
+                "hdd",
+                None,
+            ),
+            (
+                "selector and affinity both apply",
+                Pod::test("p")
+                    .node_selector("disk", "ssd")
+                    .node_affinity("cores", "Exists", &[]),
+                "ssd",
+                None,
+            ),
+        ];
+        for (name, pod, node, want) in cases {
+            assert_eq!(check(filter, pod, &cache, node).as_deref(), want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! PodTopologySpread with whenUnsatisfiable=DoNotSchedule: placing the pod in a domain
+//! must keep (matching pods in that domain + 1) - (fewest in any domain) <= maxSkew.
+//! Only nodes that pass the pod's node affinity and carry every constraint's key form
+//! domains (nodeAffinityPolicy=Honor, nodeTaintsPolicy=Ignore, the defaults).
+//! Example: zones a=2, b=0, maxSkew 1 → a: 2+1-0 = 3 > 1 rejected; b: 0+1-0 = 1 fits.
+
+use std::collections::HashMap;
+
+use k8s_openapi::api::core::v1::TopologySpreadConstraint;
+
+use crate::scheduler::cache::{NodeInfo, PodInfo};
+use crate::scheduler::filters::node_affinity::required_matches;
+use crate::scheduler::framework::{CycleState, FilterResult, Status};
+use crate::scheduler::labels::selector_matches;
+
+pub const REASON: &str = "node(s) didn't match pod topology spread constraints";
+pub const MISSING_LABEL: &str =
+    "node(s) didn't match pod topology spread constraints (missing required label)";
+
+pub fn constraints(pod: &PodInfo, when: &str) -> Vec<TopologySpreadConstraint> {
+    let spec = pod.pod.spec.as_ref();
+    spec.and_then(|s| s.topology_spread_constraints.clone())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| c.when_unsatisfiable == when)
+        .collect()
+}
+
+/// Matching pods per domain value, for each constraint, over eligible nodes.
+pub fn domain_counts(
+    pod: &PodInfo,
+    cs: &[TopologySpreadConstraint],
+    nodes: &[NodeInfo],
+) -> Vec<HashMap<String, i64>> {
+    let mut counts = vec![HashMap::new(); cs.len()];
+    for node in nodes {
+        let eligible = required_matches(&pod.pod, &node.labels, &node.name)
+            && cs.iter().all(|c| node.labels.contains_key(&c.topology_key));
+        if !eligible {
+            continue;
+        }
+        for (c, count) in cs.iter().zip(counts.iter_mut()) {
+            let matching = node
+                .pods
+                .iter()
+                .filter(|p| {
+                    p.namespace == pod.namespace
+                        && p.pod.metadata.deletion_timestamp.is_none()
+                        && selector_matches(c.label_selector.as_ref(), &p.labels)
+                })
+                .count() as i64;
+            *count
+                .entry(node.labels[&c.topology_key].clone())
+                .or_insert(0) += matching;
+        }
+    }
+    counts
+}
+
+#[derive(Default)]
+pub struct SpreadState {
+    constraints: Vec<TopologySpreadConstraint>,
+    counts: Vec<HashMap<String, i64>>,
+    /// Fewest matching pods in any domain (0 when there are fewer than minDomains).
+    min: Vec<i64>,
+}
+
+impl SpreadState {
+    pub fn new(pod: &PodInfo, nodes: &[NodeInfo]) -> SpreadState {
+        let constraints = constraints(pod, "DoNotSchedule");
+        if constraints.is_empty() {
+            return SpreadState::default();
+        }
+        let counts = domain_counts(pod, &constraints, nodes);
+        let min = constraints
+            .iter()
+            .zip(&counts)
+            .map(|(c, m)| {
+                let min_domains = c.min_domains.unwrap_or(1).max(1) as usize;
+                if m.len() < min_domains {
+                    0
+                } else {
+                    m.values().copied().min().unwrap_or(0)
+                }
+            })
+            .collect();
+        SpreadState {
+            constraints,
+            counts,
+            min,
+        }
+    }
+}
+
+pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
+    let s = &state.spread;
+    for (i, c) in s.constraints.iter().enumerate() {
+        let Some(value) = node.labels.get(&c.topology_key) else {
+            return Err(Status::unresolvable(MISSING_LABEL));
+        };
+        let self_match = selector_matches(c.label_selector.as_ref(), &state.pod.labels) as i64;
+        let here = s.counts[i].get(value).copied().unwrap_or(0);
+        if here + self_match - s.min[i] > c.max_skew as i64 {
+            return Err(Status::unschedulable(REASON));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+
+    use super::*;
+    use crate::scheduler::filters::test_support::{check, cluster};
+    use crate::scheduler::testing::{NodeFixture, PodFixture};
+
+    const ZONE: &str = "topology.kubernetes.io/zone";
+
+    #[test]
+    fn do_not_schedule_keeps_skew_within_max() {
+        let web = |n: &str, node: &str| Pod::test(n).label("app", "web").on_node(node);
+        let cache = cluster(
+            vec![
+                Node::test("a1").label(ZONE, "a"),
+                Node::test("b1").label(ZONE, "b"),
+                Node::test("c1").label(ZONE, "c"),
+                Node::test("nozone"),
+            ],
+            vec![web("w1", "a1"), web("w2", "a1"), web("w3", "b1")],
+        );
+        let spread = |skew| {
+            Pod::test("p")
+                .label("app", "web")
+                .spread(skew, ZONE, "DoNotSchedule", "app", "web")
+        };
+        let cases = [
+            ("empty zone fits", spread(1), "c1", None),
+            (
+                "zone at min+1 exceeds skew 1",
+                spread(1),
+                "b1",
+                Some(REASON),
+            ),
+            ("skew 2 allows it", spread(2), "b1", None),
+            ("fullest zone rejected", spread(2), "a1", Some(REASON)),
+            (
+                "node without the key",
+                spread(1),
+                "nozone",
+                Some(MISSING_LABEL),
+            ),
+            (
+                "ScheduleAnyway does not filter",
+                Pod::test("p")
+                    .label("app", "web")
+                    .spread(1, ZONE, "ScheduleAnyway", "app", "web"),
+                "a1",
+                None,
+            ),
+        ];
+        for (name, pod, node, want) in cases {
+            assert_eq!(check(filter, pod, &cache, node).as_deref(), want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,218 @@
+//! The scheduling framework: per-pod state computed once (upstream's PreFilter), the
+//! filter chain in upstream's order, and the weighted score sum.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use k8s_openapi::api::core::v1::Toleration;
+
+use super::cache::{Cache, NodeInfo, PodInfo};
+use super::config::SchedulerConfig;
+use super::filters::{self, inter_pod_affinity::AffinityState, topology_spread::SpreadState};
+use super::scores;
+
+/// Why a node rejected a pod. `Unresolvable` means preempting pods cannot help.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Status {
+    pub code: Code,
+    pub reasons: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Code {
+    Unschedulable,
+    UnschedulableAndUnresolvable,
+}
+
+impl Status {
+    pub fn unschedulable(reason: impl Into<String>) -> Status {
+        Status {
+            code: Code::Unschedulable,
+            reasons: vec![reason.into()],
+        }
+    }
+    pub fn unresolvable(reason: impl Into<String>) -> Status {
+        Status {
+            code: Code::UnschedulableAndUnresolvable,
+            reasons: vec![reason.into()],
+        }
+    }
+}
+
+pub type FilterResult = Result<(), Status>;
+
+/// Everything about the pod being scheduled that does not depend on the node.
+pub struct CycleState {
+    pub pod: Arc<PodInfo>,
+    pub tolerations: Vec<Toleration>,
+    pub affinity: AffinityState,
+    pub spread: SpreadState,
+}
+
+impl CycleState {
+    /// O(nodes + pods with affinity): walks the cache once for the cluster-wide plugins.
+    pub fn new(pod: Arc<PodInfo>, cache: &Cache) -> CycleState {
+        let tolerations = pod
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.tolerations.clone())
+            .unwrap_or_default();
+        CycleState {
+            affinity: AffinityState::new(&pod, cache.nodes()),
+            spread: SpreadState::new(&pod, cache.nodes()),
+            tolerations,
+            pod,
+        }
+    }
+}
+
+/// Runs every filter in upstream's order and stops at the first failure, as the
+/// default profile does.
+pub fn run_filters(state: &CycleState, node: &NodeInfo) -> FilterResult {
+    filters::node_unschedulable::filter(state, node)?;
+    filters::node_name::filter(state, node)?;
+    filters::taint_toleration::filter(state, node)?;
+    filters::node_affinity::filter(state, node)?;
+    filters::node_ports::filter(state, node)?;
+    filters::resources_fit::filter(&state.pod, node)?;
+    filters::topology_spread::filter(state, node)?;
+    filters::inter_pod_affinity::filter(state, node)?;
+    Ok(())
+}
+
+/// Scores feasible nodes (indices into `nodes`) and returns the weighted totals.
+pub fn score_nodes(
+    state: &CycleState,
+    nodes: &[&NodeInfo],
+    cache: &Cache,
+    config: &SchedulerConfig,
+) -> Vec<i64> {
+    let w = &config.weights;
+    let mut total = vec![0i64; nodes.len()];
+    let mut add = |weight: i64, scores: Vec<i64>| {
+        if weight != 0 {
+            for (t, s) in total.iter_mut().zip(scores) {
+                *t += weight * s;
+            }
+        }
+    };
+    add(
+        w.node_resources_fit,
+        scores::resources::fit(state, nodes, config.strategy),
+    );
+    add(
+        w.balanced_allocation,
+        scores::resources::balanced(state, nodes),
+    );
+    add(w.node_affinity, scores::node_affinity::score(state, nodes));
+    add(
+        w.inter_pod_affinity,
+        scores::inter_pod_affinity::score(state, nodes, cache.nodes()),
+    );
+    add(
+        w.taint_toleration,
+        scores::taint_toleration::score(state, nodes),
+    );
+    add(
+        w.pod_topology_spread,
+        scores::topology_spread::score(state, nodes, cache.nodes()),
+    );
+    add(
+        w.image_locality,
+        scores::image_locality::score(state, nodes, cache),
+    );
+    total
+}
+
+/// Upstream's `numFeasibleNodesToFind`: all nodes below 100; otherwise a percentage that
+/// shrinks as clusters grow (50% - nodes/125, at least 5%), never below 100 nodes.
+/// 1000 nodes → 42% → 420; 5000 nodes → 10% → 500.
+pub fn nodes_to_find(all: usize, percentage: Option<u32>) -> usize {
+    const MIN: usize = 100;
+    if all < MIN {
+        return all;
+    }
+    let pct = match percentage {
+        Some(p) if p > 0 => p as usize,
+        _ => 50usize.saturating_sub(all / 125).max(5),
+    };
+    if pct >= 100 {
+        return all;
+    }
+    (all * pct / 100).max(MIN)
+}
+
+/// Counts failures per reason for the FitError message.
+pub fn histogram(statuses: &HashMap<String, Status>) -> Vec<String> {
+    let mut counts: HashMap<&str, usize> = HashMap::new();
+    for s in statuses.values() {
+        for r in &s.reasons {
+            *counts.entry(r).or_default() += 1;
+        }
+    }
+    let mut v: Vec<String> = counts
+        .into_iter()
+        .map(|(r, n)| format!("{n} {r}"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// Upstream's `FitError.Error()`: "0/3 nodes are available: 1 Insufficient cpu, 2
+/// node(s) had untolerated taint {k: v}." plus the PostFilter (preemption) message.
+pub fn fit_error_message(all: usize, statuses: &HashMap<String, Status>, post: &str) -> String {
+    let mut msg = format!("0/{all} nodes are available:");
+    let reasons = histogram(statuses);
+    if !reasons.is_empty() {
+        msg += &format!(" {}.", reasons.join(", "));
+    }
+    if !post.is_empty() {
+        msg += &format!(" {post}.");
+    }
+    msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nodes_to_find_is_adaptive_as_upstream() {
+        let cases = [
+            ("small cluster scores all", 50, None, 50),
+            ("100 nodes: 50% is below the 100 floor", 100, None, 100),
+            ("1000 nodes: 42%", 1000, None, 420),
+            ("5000 nodes: 10%", 5000, None, 500),
+            ("10000 nodes: floor of 5%", 10000, None, 500),
+            ("configured 100% scores all", 1000, Some(100), 1000),
+            ("configured 20%", 1000, Some(20), 200),
+        ];
+        for (name, all, pct, want) in cases {
+            assert_eq!(nodes_to_find(all, pct), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn fit_error_sorts_reasons_and_appends_preemption() {
+        let statuses: HashMap<String, Status> = [
+            ("a".to_string(), Status::unschedulable("Insufficient cpu")),
+            (
+                "b".to_string(),
+                Status::unresolvable("node(s) had untolerated taint {k: v}"),
+            ),
+            (
+                "c".to_string(),
+                Status::unresolvable("node(s) had untolerated taint {k: v}"),
+            ),
+        ]
+        .into();
+        let post = "preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling.";
+        assert_eq!(
+            fit_error_message(3, &statuses, post),
+            "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {k: v}. \
+             preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, \
+             2 Preemption is not helpful for scheduling.."
+        );
+    }
+}

@@ -1,0 +1,130 @@
+//! Node and pod watchers feeding the cache and the queue. A re-list (after a watch
+//! gap) replaces the set: objects missing from it are treated as deleted.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use futures::TryStreamExt;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::Api;
+use tokio::sync::Notify;
+
+use super::cache::PodInfo;
+use super::Scheduler;
+
+pub async fn watch_nodes(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
+    let api: Api<Node> = Api::all(s.client.clone());
+    let mut stream =
+        std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+    let mut seen: HashSet<String> = HashSet::new();
+    while let Some(ev) = stream.try_next().await? {
+        match ev {
+            Event::Init => seen.clear(),
+            Event::InitApply(n) => {
+                seen.insert(n.metadata.name.clone().unwrap_or_default());
+                s.cache().apply_node(n);
+            }
+            Event::InitDone => {
+                let gone: Vec<String> = {
+                    let cache = s.cache();
+                    cache
+                        .nodes()
+                        .iter()
+                        .map(|n| n.name.clone())
+                        .filter(|n| !seen.contains(n))
+                        .collect()
+                };
+                for n in gone {
+                    s.cache().delete_node(&n);
+                }
+                synced.notify_one();
+                s.queue.move_all();
+            }
+            Event::Apply(n) => {
+                let changed = s.cache().apply_node(n);
+                if changed {
+                    s.queue.move_all();
+                }
+            }
+            Event::Delete(n) => s
+                .cache()
+                .delete_node(n.metadata.name.as_deref().unwrap_or("")),
+        }
+    }
+    Ok(())
+}
+
+fn uid(p: &Pod) -> String {
+    p.metadata.uid.clone().unwrap_or_default()
+}
+
+pub async fn watch_pods(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
+    let api: Api<Pod> = Api::all(s.client.clone());
+    let mut stream =
+        std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut known: HashSet<String> = HashSet::new();
+    while let Some(ev) = stream.try_next().await? {
+        match ev {
+            Event::Init => seen.clear(),
+            Event::InitApply(p) => {
+                seen.insert(uid(&p));
+                known.insert(uid(&p));
+                apply_pod(&s, p);
+            }
+            Event::InitDone => {
+                for gone in known.difference(&seen).cloned().collect::<Vec<_>>() {
+                    delete_pod(&s, &gone);
+                    known.remove(&gone);
+                }
+                synced.notify_one();
+            }
+            Event::Apply(p) => {
+                known.insert(uid(&p));
+                apply_pod(&s, p);
+            }
+            Event::Delete(p) => {
+                known.remove(&uid(&p));
+                delete_pod(&s, &uid(&p));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn apply_pod(s: &Scheduler, pod: Pod) {
+    let phase = pod.status.as_ref().and_then(|st| st.phase.as_deref());
+    if matches!(phase, Some("Succeeded" | "Failed")) {
+        // Finished pods hold no resources.
+        delete_pod(s, &uid(&pod));
+        return;
+    }
+    let spec = pod.spec.as_ref();
+    let assigned = spec
+        .and_then(|sp| sp.node_name.as_deref())
+        .is_some_and(|n| !n.is_empty());
+    if assigned {
+        s.queue.delete(&uid(&pod));
+        s.cache().apply_pod(Arc::new(pod));
+        return;
+    }
+    let name = spec
+        .and_then(|sp| sp.scheduler_name.as_deref())
+        .unwrap_or("default-scheduler");
+    if name != s.config.scheduler_name || pod.metadata.deletion_timestamp.is_some() {
+        return;
+    }
+    // A pod we assumed but whose binding the informer has not shown yet stays out.
+    if s.cache().has_pod(&uid(&pod)) {
+        return;
+    }
+    s.queue.add(Arc::new(PodInfo::new(Arc::new(pod))));
+}
+
+fn delete_pod(s: &Scheduler, uid: &str) {
+    s.cache().delete_pod(uid);
+    s.queue.delete(uid);
+    s.queue.move_all();
+}

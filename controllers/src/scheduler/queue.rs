@@ -1,0 +1,371 @@
+//! The scheduling queue, as upstream's PriorityQueue: an active queue ordered by
+//! priority (higher first) then creation time (older first); a back-off queue (1 s after
+//! the first failed attempt, doubling to at most 10 s); and an unschedulable set whose
+//! pods move back when the cluster changes (a node added or updated, a pod deleted) or
+//! after `UNSCHEDULABLE_TIMEOUT` at the latest.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::cache::PodInfo;
+
+pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
+pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
+pub const UNSCHEDULABLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Back-off after `attempts` failed attempts: 1 s, 2 s, 4 s, 8 s, then 10 s.
+pub fn backoff(attempts: u32) -> Duration {
+    let shift = attempts.saturating_sub(1).min(16);
+    (INITIAL_BACKOFF * (1u32 << shift)).min(MAX_BACKOFF)
+}
+
+/// A pod waiting to be scheduled.
+#[derive(Clone, Debug)]
+pub struct QueuedPod {
+    pub info: Arc<PodInfo>,
+    pub attempts: u32,
+    pub last_attempt: Option<Instant>,
+}
+
+impl QueuedPod {
+    fn backoff_until(&self) -> Option<Instant> {
+        self.last_attempt.map(|t| t + backoff(self.attempts))
+    }
+}
+
+type ActiveKey = (Reverse<i32>, String, u64);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Place {
+    Active,
+    Backoff,
+    Unschedulable(Instant),
+    InFlight,
+}
+
+struct Entry {
+    pod: QueuedPod,
+    place: Place,
+    key: ActiveKey,
+}
+
+#[derive(Default)]
+struct Inner {
+    entries: HashMap<String, Entry>,
+    active: BTreeSet<(ActiveKey, String)>,
+    seq: u64,
+    cycle: u64,
+    move_request_cycle: u64,
+}
+
+/// Shared between the informers (producers) and the one scheduling loop (consumer).
+#[derive(Default)]
+pub struct SchedulingQueue {
+    inner: Mutex<Inner>,
+    notify: Notify,
+}
+
+fn creation(info: &PodInfo) -> String {
+    info.pod
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|t| serde_json::to_value(t).ok())
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+impl Inner {
+    fn activate(&mut self, uid: &str) {
+        let Some(e) = self.entries.get_mut(uid) else {
+            return;
+        };
+        self.seq += 1;
+        e.key = (
+            Reverse(e.pod.info.priority),
+            creation(&e.pod.info),
+            self.seq,
+        );
+        e.place = Place::Active;
+        self.active.insert((e.key.clone(), uid.to_string()));
+    }
+
+    fn leave_active(&mut self, uid: &str) {
+        if let Some(e) = self.entries.get(uid) {
+            if e.place == Place::Active {
+                self.active.remove(&(e.key.clone(), uid.to_string()));
+            }
+        }
+    }
+
+    /// Active if its back-off has passed, else the back-off queue.
+    fn activate_or_backoff(&mut self, uid: &str, now: Instant) {
+        let until = self.entries.get(uid).and_then(|e| e.pod.backoff_until());
+        if until.is_some_and(|u| u > now) {
+            if let Some(e) = self.entries.get_mut(uid) {
+                e.place = Place::Backoff;
+            }
+        } else {
+            self.activate(uid);
+        }
+    }
+}
+
+impl SchedulingQueue {
+    pub fn new() -> Arc<SchedulingQueue> {
+        Arc::new(SchedulingQueue::default())
+    }
+
+    /// A pending pod was added or updated. An update of a pod parked as unschedulable
+    /// gives it another try (its spec may now fit).
+    pub fn add(&self, info: Arc<PodInfo>) {
+        let mut q = self.inner.lock().expect("queue lock");
+        let uid = info.uid.clone();
+        let now = Instant::now();
+        match q.entries.get_mut(&uid) {
+            Some(e) => {
+                let place = e.place;
+                e.pod.info = info;
+                match place {
+                    Place::Active => {
+                        q.leave_active(&uid);
+                        q.activate(&uid);
+                    }
+                    Place::Unschedulable(_) => q.activate_or_backoff(&uid, now),
+                    Place::Backoff | Place::InFlight => {}
+                }
+            }
+            None => {
+                let pod = QueuedPod {
+                    info,
+                    attempts: 0,
+                    last_attempt: None,
+                };
+                q.entries.insert(
+                    uid.clone(),
+                    Entry {
+                        pod,
+                        place: Place::Active,
+                        key: (Reverse(0), String::new(), 0),
+                    },
+                );
+                q.activate(&uid);
+            }
+        }
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    pub fn delete(&self, uid: &str) {
+        let mut q = self.inner.lock().expect("queue lock");
+        q.leave_active(uid);
+        q.entries.remove(uid);
+    }
+
+    fn try_pop(&self) -> Option<(QueuedPod, u64)> {
+        let mut q = self.inner.lock().expect("queue lock");
+        let (_, uid) = q.active.pop_first()?;
+        q.cycle += 1;
+        let cycle = q.cycle;
+        let e = q.entries.get_mut(&uid)?;
+        e.place = Place::InFlight;
+        e.pod.attempts += 1;
+        e.pod.last_attempt = Some(Instant::now());
+        Some((e.pod.clone(), cycle))
+    }
+
+    /// Waits for the highest-priority active pod; returns it with its scheduling cycle.
+    pub async fn pop(&self) -> (QueuedPod, u64) {
+        loop {
+            if let Some(p) = self.try_pop() {
+                return p;
+            }
+            self.notify.notified().await;
+        }
+    }
+
+    /// The pod was assumed onto a node; the queue forgets it.
+    pub fn done(&self, uid: &str) {
+        let mut q = self.inner.lock().expect("queue lock");
+        if q.entries
+            .get(uid)
+            .is_some_and(|e| e.place == Place::InFlight)
+        {
+            q.entries.remove(uid);
+        }
+    }
+
+    /// No node fits. If the cluster changed while the pod was being scheduled (a move
+    /// request in or after its cycle), it goes to back-off instead of waiting for the next
+    /// change, which it might otherwise miss.
+    pub fn unschedulable(&self, pod: QueuedPod, cycle: u64) {
+        let mut q = self.inner.lock().expect("queue lock");
+        let uid = pod.info.uid.clone();
+        let moved = q.move_request_cycle >= cycle;
+        let Some(e) = q.entries.get_mut(&uid) else {
+            return;
+        };
+        if e.place != Place::InFlight {
+            return;
+        }
+        e.place = if moved {
+            Place::Backoff
+        } else {
+            Place::Unschedulable(Instant::now())
+        };
+    }
+
+    /// Binding or an API call failed: retry after back-off, whether or not anything changed.
+    pub fn retry(&self, pod: QueuedPod) {
+        let mut q = self.inner.lock().expect("queue lock");
+        let uid = pod.info.uid.clone();
+        let entry = q.entries.entry(uid).or_insert(Entry {
+            pod: pod.clone(),
+            place: Place::Backoff,
+            key: (Reverse(0), String::new(), 0),
+        });
+        entry.pod.attempts = entry.pod.attempts.max(pod.attempts);
+        entry.pod.last_attempt = pod.last_attempt;
+        if entry.place != Place::Active {
+            entry.place = Place::Backoff;
+        }
+    }
+
+    /// A cluster event that may make unschedulable pods fit: move them all back.
+    pub fn move_all(&self) {
+        let mut q = self.inner.lock().expect("queue lock");
+        q.move_request_cycle = q.cycle;
+        let now = Instant::now();
+        let parked: Vec<String> = q
+            .entries
+            .iter()
+            .filter(|(_, e)| matches!(e.place, Place::Unschedulable(_)))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let any = !parked.is_empty();
+        for uid in parked {
+            q.activate_or_backoff(&uid, now);
+        }
+        drop(q);
+        if any {
+            self.notify.notify_one();
+        }
+    }
+
+    /// Periodic: back-off expired → active; unschedulable for too long → active.
+    pub fn flush(&self) {
+        let mut q = self.inner.lock().expect("queue lock");
+        let now = Instant::now();
+        let due: Vec<(String, bool)> = q
+            .entries
+            .iter()
+            .filter_map(|(k, e)| match e.place {
+                Place::Backoff if e.pod.backoff_until().is_none_or(|u| u <= now) => {
+                    Some((k.clone(), true))
+                }
+                Place::Unschedulable(since) if now - since >= UNSCHEDULABLE_TIMEOUT => {
+                    Some((k.clone(), false))
+                }
+                _ => None,
+            })
+            .collect();
+        let any = !due.is_empty();
+        for (uid, from_backoff) in due {
+            if from_backoff {
+                q.activate(&uid)
+            } else {
+                q.activate_or_backoff(&uid, now)
+            }
+        }
+        drop(q);
+        if any {
+            self.notify.notify_one();
+        }
+    }
+
+    /// (active, back-off, unschedulable) sizes, for tests and logs.
+    pub fn lens(&self) -> (usize, usize, usize) {
+        let q = self.inner.lock().expect("queue lock");
+        let count = |f: fn(&Place) -> bool| q.entries.values().filter(|e| f(&e.place)).count();
+        (
+            q.active.len(),
+            count(|p| *p == Place::Backoff),
+            count(|p| matches!(p, Place::Unschedulable(_))),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::Pod;
+
+    use super::*;
+    use crate::scheduler::testing::PodFixture;
+
+    fn info(pod: Pod) -> Arc<PodInfo> {
+        Arc::new(PodInfo::new(Arc::new(pod)))
+    }
+
+    #[test]
+    fn backoff_doubles_from_one_second_to_ten() {
+        let got: Vec<u64> = (1..=6).map(|a| backoff(a).as_secs()).collect();
+        assert_eq!(got, vec![1, 2, 4, 8, 10, 10]);
+    }
+
+    #[tokio::test]
+    async fn higher_priority_pops_first_then_fifo() {
+        let q = SchedulingQueue::new();
+        q.add(info(Pod::test("low1")));
+        q.add(info(Pod::test("high").priority(100)));
+        q.add(info(Pod::test("low2")));
+        let mut order = vec![];
+        for _ in 0..3 {
+            order.push(q.pop().await.0.info.name.clone());
+        }
+        assert_eq!(order, vec!["high", "low1", "low2"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unschedulable_pods_wait_for_a_move_then_back_off() {
+        let q = SchedulingQueue::new();
+        q.add(info(Pod::test("p")));
+        let (pod, cycle) = q.pop().await;
+        q.unschedulable(pod, cycle);
+        assert_eq!(q.lens(), (0, 0, 1), "parked as unschedulable");
+        q.move_all();
+        assert_eq!(q.lens(), (0, 1, 0), "moved, but still backing off 1s");
+        tokio::time::advance(Duration::from_millis(1001)).await;
+        q.flush();
+        assert_eq!(q.lens(), (1, 0, 0), "back-off over: active");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_move_during_the_cycle_sends_the_pod_to_backoff() {
+        let q = SchedulingQueue::new();
+        q.add(info(Pod::test("p")));
+        let (pod, cycle) = q.pop().await;
+        q.move_all();
+        q.unschedulable(pod, cycle);
+        assert_eq!(
+            q.lens(),
+            (0, 1, 0),
+            "not parked: the change might have helped"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unschedulable_pods_retry_after_a_minute_without_events() {
+        let q = SchedulingQueue::new();
+        q.add(info(Pod::test("p")));
+        let (pod, cycle) = q.pop().await;
+        q.unschedulable(pod, cycle);
+        tokio::time::advance(UNSCHEDULABLE_TIMEOUT).await;
+        q.flush();
+        assert_eq!(q.lens(), (1, 0, 0), "timed out into active");
+    }
+}
