@@ -40,7 +40,7 @@ async fn services_get_a_cluster_ip_and_a_node_port_held_by_one_service_at_a_time
     assert!(!refused.status.success(), "{stderr}");
     assert!(stderr.contains("422 Unprocessable Entity"), "{stderr}");
     assert!(
-        stderr.contains("spec.ports[0].nodePort: Invalid value:") && stderr.contains("provided port is already allocated"),
+        stderr.contains("spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"),
         "{stderr}"
     );
 
