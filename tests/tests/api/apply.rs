@@ -225,3 +225,35 @@ async fn a_delete_honours_delete_options_sent_as_protobuf() {
         .unwrap();
     assert_eq!(code(api.get("p").await), 404);
 }
+
+#[tokio::test]
+async fn a_dry_run_delete_answers_like_a_delete_and_deletes_nothing() {
+    let s = InProcess::start().await;
+    let api: Api<ConfigMap> = Api::namespaced(s.client.clone(), "default");
+    api.create(&PostParams::default(), &configmap("kept", json!({})))
+        .await
+        .unwrap();
+    // kube-rs, like client-go, sends dryRun in the DeleteOptions body.
+    api.delete("kept", &kube::api::DeleteParams::default().dry_run())
+        .await
+        .unwrap();
+    assert!(
+        api.get("kept").await.is_ok(),
+        "a dry-run delete deletes nothing"
+    );
+    let all = api
+        .delete_collection(
+            &kube::api::DeleteParams::default().dry_run(),
+            &Default::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        all.is_left(),
+        "a collection delete lists what it would delete"
+    );
+    assert!(
+        api.get("kept").await.is_ok(),
+        "a dry-run delete deletes nothing"
+    );
+}

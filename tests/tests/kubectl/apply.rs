@@ -218,6 +218,38 @@ async fn kubectl_apply_server_side_conflicts_with_a_client_side_apply_of_another
     assert_eq!(get(&k, "configmap/conf", "{.data.kept}"), "changed");
 }
 
+#[tokio::test]
+async fn kubectl_delete_with_a_server_dry_run_deletes_nothing() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let k = c.kubectl();
+    k.run(&["apply", "-f", path_str(&app_folder(&c))]);
+    let out = k.run(&[
+        "delete",
+        "-f",
+        path_str(&c.dir.path().join("app")),
+        "--dry-run=server",
+    ]);
+    assert!(
+        out.contains("configmap \"conf\" deleted (server dry run)"),
+        "{out}"
+    );
+    assert_eq!(
+        k.run(&[
+            "get",
+            "configmap,deployment,service",
+            "-l",
+            "app=web",
+            "-o",
+            "name"
+        ])
+        .lines()
+        .count(),
+        1
+    );
+    assert_eq!(get(&k, "configmap/conf", "{.metadata.name}"), "conf");
+    assert_eq!(get(&k, "deployment/web", "{.metadata.name}"), "web");
+}
+
 /// A CRD whose schema descriptions make its YAML over 300 KiB.
 fn big_crd() -> String {
     let mut yaml = String::from(
