@@ -160,13 +160,13 @@ async fn allocate_node_ports(api: &Api, svc: &mut Value, ty: &str, claims: &mut 
             Some(n) => {
                 let port = u16::try_from(n).ok().filter(|n| NODE_PORT_RANGE.contains(n));
                 let Some(port) = port else {
-                    return Err(invalid(&snapshot, vec![Cause::invalid(format!("spec.ports[{i}].nodePort"), &n.to_string(),
+                    return Err(invalid(&snapshot, vec![node_port_invalid(i, n,
                         &format!("provided port is not in the valid range. The range of valid ports is {}-{}", NODE_PORT_RANGE.start(), NODE_PORT_RANGE.end()))]));
                 };
                 let existing = api.storage.get(&node_port_key(port)).await?.is_some_and(|kv| kv.value == owner(&snapshot).as_bytes());
                 if !existing {
                     if !claim_port(api, &snapshot, port).await? {
-                        return Err(invalid(&snapshot, vec![Cause::invalid(format!("spec.ports[{i}].nodePort"), &n.to_string(), "provided port is already allocated")]));
+                        return Err(invalid(&snapshot, vec![node_port_invalid(i, n, "provided port is already allocated")]));
                     }
                     claims.push(Claim::NodePort(port));
                 }
@@ -240,4 +240,9 @@ mod tests {
         assert_eq!(claims_of(&svc), vec![Claim::ClusterIp("10.43.1.2".into()), Claim::NodePort(30080)]);
         assert!(claims_of(&json!({"spec": {"clusterIP": "None"}})).is_empty());
     }
+}
+
+/// A refused nodePort; upstream shows the int32 value unquoted (`Invalid value: 30080: ...`).
+fn node_port_invalid(i: usize, port: u64, detail: &str) -> Cause {
+    Cause { reason: "FieldValueInvalid", field: format!("spec.ports[{i}].nodePort"), message: format!("Invalid value: {port}: {detail}") }
 }

@@ -385,6 +385,8 @@ struct DeleteOptions {
     grace_seconds: Option<i64>,
     precondition_uid: Option<String>,
     precondition_rv: Option<String>,
+    /// `dryRun: ["All"]` in the body (kubectl delete --dry-run=server) or the query.
+    dry_run: bool,
 }
 
 fn delete_options(req: &ApiRequest) -> Result<DeleteOptions> {
@@ -413,6 +415,8 @@ fn delete_options(req: &ApiRequest) -> Result<DeleteOptions> {
         grace_seconds,
         precondition_uid: s("/preconditions/uid"),
         precondition_rv: s("/preconditions/resourceVersion"),
+        dry_run: req.dry_run()
+            || body.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|v| v == "All")),
     })
 }
 
@@ -467,7 +471,7 @@ async fn delete_one(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str, 
         });
         let graceful = pod_on_node && grace > 0;
         if finalizers.is_empty() && !namespace_finalizers && !graceful {
-            if req.dry_run() {
+            if opts.dry_run {
                 return Ok((StatusCode::OK, current));
             }
             match api.storage.delete(&key, Some(rv)).await {
@@ -496,7 +500,7 @@ async fn delete_one(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str, 
         if namespace_finalizers {
             marked["status"]["phase"] = json!("Terminating");
         }
-        if req.dry_run() {
+        if opts.dry_run {
             return Ok((StatusCode::OK, marked));
         }
         match api.storage.update(&key, encode(&marked)?, rv).await {

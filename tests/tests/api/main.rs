@@ -4,6 +4,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod apply;
 mod crds;
 mod crud;
 mod discovery;

@@ -51,7 +51,11 @@ spec:
 fn app_folder(c: &Cluster) -> std::path::PathBuf {
     let dir = c.dir.path().join("app");
     std::fs::create_dir_all(&dir).unwrap();
-    for (file, content) in [("configmap.yaml", CONFIGMAP), ("deployment.yaml", DEPLOYMENT), ("service.yaml", SERVICE)] {
+    for (file, content) in [
+        ("configmap.yaml", CONFIGMAP),
+        ("deployment.yaml", DEPLOYMENT),
+        ("service.yaml", SERVICE),
+    ] {
         std::fs::write(dir.join(file), content).unwrap();
     }
     dir
@@ -60,7 +64,11 @@ fn app_folder(c: &Cluster) -> std::path::PathBuf {
 /// Removes every line containing `needle` from a file.
 fn drop_lines(path: &std::path::Path, needle: &str) {
     let text = std::fs::read_to_string(path).unwrap();
-    let kept: String = text.lines().filter(|l| !l.contains(needle)).map(|l| format!("{l}\n")).collect();
+    let kept: String = text
+        .lines()
+        .filter(|l| !l.contains(needle))
+        .map(|l| format!("{l}\n"))
+        .collect();
     assert_ne!(kept, text, "{needle} is in {}", path.display());
     std::fs::write(path, kept).unwrap();
 }
@@ -75,19 +83,31 @@ async fn kubectl_apply_of_a_folder_removes_the_fields_dropped_from_its_files() {
     let k = c.kubectl();
     let dir = app_folder(&c);
     let first = k.run(&["apply", "-f", path_str(&dir)]);
-    for line in ["configmap/conf created", "deployment.apps/web created", "service/web created"] {
+    for line in [
+        "configmap/conf created",
+        "deployment.apps/web created",
+        "service/web created",
+    ] {
         assert!(first.contains(line), "{first}");
     }
 
     drop_lines(&dir.join("configmap.yaml"), "dropped");
     drop_lines(&dir.join("deployment.yaml"), "DROPPED");
     let second = k.run(&["apply", "-f", path_str(&dir)]);
-    for line in ["configmap/conf configured", "deployment.apps/web configured", "service/web unchanged"] {
+    for line in [
+        "configmap/conf configured",
+        "deployment.apps/web configured",
+        "service/web unchanged",
+    ] {
         assert!(second.contains(line), "{second}");
     }
     assert_eq!(get(&k, "configmap/conf", "{.data}"), r#"{"kept":"1"}"#);
     assert_eq!(
-        get(&k, "deployment/web", "{.spec.template.spec.containers[0].env}"),
+        get(
+            &k,
+            "deployment/web",
+            "{.spec.template.spec.containers[0].env}"
+        ),
         r#"[{"name":"KEPT","value":"1"}]"#
     );
     // The server's own fields survive a re-apply: the ClusterIP it allocated stays.
@@ -101,16 +121,33 @@ async fn kubectl_diff_shows_a_pending_change_exits_1_and_changes_nothing() {
     let dir = app_folder(&c);
     k.run(&["apply", "-f", path_str(&dir)]);
     let unchanged = k.output(&["diff", "-f", path_str(&dir)]);
-    assert_eq!(unchanged.status.code(), Some(0), "{}", String::from_utf8_lossy(&unchanged.stderr));
-    assert!(unchanged.stdout.is_empty(), "{}", String::from_utf8_lossy(&unchanged.stdout));
+    assert_eq!(
+        unchanged.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&unchanged.stderr)
+    );
+    assert!(
+        unchanged.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&unchanged.stdout)
+    );
 
     let rv = get(&k, "configmap/conf", "{.metadata.resourceVersion}");
     drop_lines(&dir.join("configmap.yaml"), "dropped");
     let changed = k.output(&["diff", "-f", path_str(&dir)]);
     let out = String::from_utf8_lossy(&changed.stdout);
-    assert_eq!(changed.status.code(), Some(1), "{out}\n{}", String::from_utf8_lossy(&changed.stderr));
+    assert_eq!(
+        changed.status.code(),
+        Some(1),
+        "{out}\n{}",
+        String::from_utf8_lossy(&changed.stderr)
+    );
     assert!(out.contains("-  dropped: \"2\""), "{out}");
-    assert!(!out.contains("Deployment.default.web"), "the Deployment did not change:\n{out}");
+    assert!(
+        !out.contains("Deployment.default.web"),
+        "the Deployment did not change:\n{out}"
+    );
 
     // The diff was a dry run: nothing was written.
     assert_eq!(get(&k, "configmap/conf", "{.metadata.resourceVersion}"), rv);
@@ -122,17 +159,34 @@ async fn kubectl_apply_server_side_conflicts_with_a_scale_until_forced() {
     let c = Cluster::start(Backend::Embedded).await;
     let k = c.kubectl();
     let file = c.manifest("web.yaml", DEPLOYMENT);
-    assert_eq!(k.run(&["apply", "--server-side", "-f", path_str(&file)]).trim(), "deployment.apps/web serverside-applied");
+    assert_eq!(
+        k.run(&["apply", "--server-side", "-f", path_str(&file)])
+            .trim(),
+        "deployment.apps/web serverside-applied"
+    );
     k.run(&["scale", "deployment/web", "--replicas=3"]);
 
     let refused = k.output(&["apply", "--server-side", "-f", path_str(&file)]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "{stderr}");
-    assert!(stderr.contains("Apply failed with 1 conflict: conflict with"), "{stderr}");
+    assert!(
+        stderr.contains("Apply failed with 1 conflict: conflict with"),
+        "{stderr}"
+    );
     assert!(stderr.contains(".spec.replicas"), "{stderr}");
-    assert_eq!(get(&k, "deployment/web", "{.spec.replicas}"), "3", "a refused apply changes nothing");
+    assert_eq!(
+        get(&k, "deployment/web", "{.spec.replicas}"),
+        "3",
+        "a refused apply changes nothing"
+    );
 
-    k.run(&["apply", "--server-side", "--force-conflicts", "-f", path_str(&file)]);
+    k.run(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        path_str(&file),
+    ]);
     assert_eq!(get(&k, "deployment/web", "{.spec.replicas}"), "1");
 }
 
@@ -142,7 +196,10 @@ async fn kubectl_apply_server_side_conflicts_with_a_client_side_apply_of_another
     let k = c.kubectl();
     let file = c.manifest("conf.yaml", CONFIGMAP);
     k.run(&["apply", "-f", path_str(&file)]);
-    let other = c.manifest("other.yaml", &CONFIGMAP.replace("kept: \"1\"", "kept: \"changed\""));
+    let other = c.manifest(
+        "other.yaml",
+        &CONFIGMAP.replace("kept: \"1\"", "kept: \"changed\""),
+    );
 
     let refused = k.output(&["apply", "--server-side", "-f", path_str(&other)]);
     let stderr = String::from_utf8_lossy(&refused.stderr);
@@ -151,8 +208,46 @@ async fn kubectl_apply_server_side_conflicts_with_a_client_side_apply_of_another
         stderr.contains(r#"Apply failed with 1 conflict: conflict with "kubectl-client-side-apply" using v1: .data.kept"#),
         "{stderr}"
     );
-    k.run(&["apply", "--server-side", "--force-conflicts", "-f", path_str(&other)]);
+    k.run(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        path_str(&other),
+    ]);
     assert_eq!(get(&k, "configmap/conf", "{.data.kept}"), "changed");
+}
+
+#[tokio::test]
+async fn kubectl_delete_with_a_server_dry_run_deletes_nothing() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let k = c.kubectl();
+    k.run(&["apply", "-f", path_str(&app_folder(&c))]);
+    let out = k.run(&[
+        "delete",
+        "-f",
+        path_str(&c.dir.path().join("app")),
+        "--dry-run=server",
+    ]);
+    assert!(
+        out.contains("configmap \"conf\" deleted (server dry run)"),
+        "{out}"
+    );
+    assert_eq!(
+        k.run(&[
+            "get",
+            "configmap,deployment,service",
+            "-l",
+            "app=web",
+            "-o",
+            "name"
+        ])
+        .lines()
+        .count(),
+        1
+    );
+    assert_eq!(get(&k, "configmap/conf", "{.metadata.name}"), "conf");
+    assert_eq!(get(&k, "deployment/web", "{.metadata.name}"), "web");
 }
 
 /// A CRD whose schema descriptions make its YAML over 300 KiB.
@@ -197,13 +292,22 @@ async fn a_crd_too_big_for_the_last_applied_annotation_applies_only_server_side(
     let client_side = k.output(&["apply", "-f", path_str(&file)]);
     let stderr = String::from_utf8_lossy(&client_side.stderr);
     assert!(!client_side.status.success(), "{stderr}");
-    assert!(stderr.contains("metadata.annotations: Too long: must have at most 262144 bytes"), "{stderr}");
+    assert!(
+        stderr.contains("metadata.annotations: Too long: must have at most 262144 bytes"),
+        "{stderr}"
+    );
     let missing = k.output(&["get", "crd", "bigs.example.com"]);
-    assert!(!missing.status.success(), "the refused apply created nothing");
+    assert!(
+        !missing.status.success(),
+        "the refused apply created nothing"
+    );
 
     assert_eq!(
-        k.run(&["apply", "--server-side", "-f", path_str(&file)]).trim(),
+        k.run(&["apply", "--server-side", "-f", path_str(&file)])
+            .trim(),
         "customresourcedefinition.apiextensions.k8s.io/bigs.example.com serverside-applied"
     );
-    assert!(k.run(&["get", "crd", "bigs.example.com", "-o", "name"]).contains("bigs.example.com"));
+    assert!(k
+        .run(&["get", "crd", "bigs.example.com", "-o", "name"])
+        .contains("bigs.example.com"));
 }

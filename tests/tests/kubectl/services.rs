@@ -18,7 +18,13 @@ fn node_port_service(name: &str, node_port: Option<u16>) -> String {
 async fn services_get_a_cluster_ip_and_a_node_port_held_by_one_service_at_a_time() {
     let c = Cluster::start(Backend::Embedded).await;
     let k = c.kubectl();
-    let kubernetes = k.run(&["get", "svc", "kubernetes", "-o", "jsonpath={.spec.clusterIP} {.spec.ports[0].port}"]);
+    let kubernetes = k.run(&[
+        "get",
+        "svc",
+        "kubernetes",
+        "-o",
+        "jsonpath={.spec.clusterIP} {.spec.ports[0].port}",
+    ]);
     assert_eq!(kubernetes, "10.43.0.1 443");
 
     let first = c.manifest("first.yaml", &node_port_service("first", Some(30080)));
@@ -27,7 +33,13 @@ async fn services_get_a_cluster_ip_and_a_node_port_held_by_one_service_at_a_time
     k.run(&["create", "-f", path_str(&first)]);
     k.run(&["create", "-f", path_str(&any)]);
 
-    let fields = k.run(&["get", "svc", "any", "-o", "jsonpath={.spec.clusterIP} {.spec.ports[0].nodePort}"]);
+    let fields = k.run(&[
+        "get",
+        "svc",
+        "any",
+        "-o",
+        "jsonpath={.spec.clusterIP} {.spec.ports[0].nodePort}",
+    ]);
     let (ip, port) = fields.split_once(' ').unwrap();
     let ip: Ipv4Addr = ip.parse().unwrap_or_else(|_| panic!("{fields}"));
     assert_eq!(ip.octets()[..2], [10, 43], "{ip} is in 10.43.0.0/16");
@@ -40,11 +52,22 @@ async fn services_get_a_cluster_ip_and_a_node_port_held_by_one_service_at_a_time
     assert!(!refused.status.success(), "{stderr}");
     assert!(stderr.contains("422 Unprocessable Entity"), "{stderr}");
     assert!(
-        stderr.contains("spec.ports[0].nodePort: Invalid value:") && stderr.contains("provided port is already allocated"),
+        stderr.contains(
+            "spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated"
+        ),
         "{stderr}"
     );
 
     k.run(&["delete", "svc", "first"]);
     k.run(&["create", "-f", path_str(&second)]);
-    assert_eq!(k.run(&["get", "svc", "second", "-o", "jsonpath={.spec.ports[0].nodePort}"]), "30080");
+    assert_eq!(
+        k.run(&[
+            "get",
+            "svc",
+            "second",
+            "-o",
+            "jsonpath={.spec.ports[0].nodePort}"
+        ]),
+        "30080"
+    );
 }
