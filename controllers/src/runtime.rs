@@ -55,6 +55,32 @@ pub fn identity() -> String {
     format!("{host}_{:08x}", fastrand::u32(..))
 }
 
+/// A context from a kubeconfig file: its client, a fresh identity, and the CA it
+/// trusts the apiserver with (published as `kube-root-ca.crt`).
+pub async fn context_from_kubeconfig(path: &std::path::Path) -> anyhow::Result<Context> {
+    use anyhow::Context as _;
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("loading kubeconfig {}", path.display()))?;
+    let ca_pem = config.root_cert.as_ref().map(|certs| certs.iter().map(|der| pem("CERTIFICATE", der)).collect::<String>());
+    let client = kube::Client::try_from(config).context("building a client from the kubeconfig")?;
+    Ok(Context::new(client, identity()).with_ca(ca_pem))
+}
+
+/// PEM armour: base64 in 64-character lines between BEGIN and END.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
 /// Runs the named loops (see [`select`]) until the process ends. Loops that need the
 /// cluster CA (serviceaccount) get none; use [`run_with`] to pass it.
 pub async fn run(names: &[String], client: kube::Client, disable: &[String]) -> anyhow::Result<()> {
@@ -114,6 +140,16 @@ mod tests {
 
     fn selected(run: &[&str], disable: &[&str]) -> Vec<&'static str> {
         select(&names(run), &names(disable)).unwrap().iter().map(|l| l.name).collect()
+    }
+
+    #[test]
+    fn pem_wraps_base64_at_64_columns() {
+        let p = pem("CERTIFICATE", &[0u8; 60]);
+        let lines: Vec<&str> = p.lines().collect();
+        assert_eq!(lines[0], "-----BEGIN CERTIFICATE-----");
+        assert_eq!(lines[1].len(), 64);
+        assert_eq!(lines[2].len(), 16);
+        assert_eq!(lines[3], "-----END CERTIFICATE-----");
     }
 
     #[test]
