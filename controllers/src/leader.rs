@@ -79,6 +79,12 @@ pub fn next_spec(previous: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Leas
     }
 }
 
+#[derive(Debug, PartialEq, Eq)]
+enum Attempt {
+    Leading,
+    Following { expires_in: Duration },
+}
+
 /// One candidate for one lease.
 pub struct Elector {
     api: Api<Lease>,
@@ -94,12 +100,16 @@ impl Elector {
     /// One round: reads the lease and acquires or renews it if the rule allows.
     /// Returns whether we lead afterwards; a lost write race (409) means we do not.
     pub async fn try_acquire_or_renew(&self) -> Result<bool> {
+        Ok(self.attempt().await? == Attempt::Leading)
+    }
+
+    async fn attempt(&self) -> Result<Attempt> {
         let err = |source| Error::Api { name: self.name.clone(), source };
         let current = self.api.get_opt(&self.name).await.map_err(err)?;
         let now = Timestamp::now();
         let spec = current.as_ref().and_then(|l| l.spec.as_ref());
-        if let Decision::Follow { .. } = decide(spec, &self.identity, now) {
-            return Ok(false);
+        if let Decision::Follow { remaining_ms, .. } = decide(spec, &self.identity, now) {
+            return Ok(Attempt::Following { expires_in: Duration::from_millis(remaining_ms.max(0) as u64) });
         }
         let lease = Lease {
             metadata: ObjectMeta {
@@ -116,8 +126,8 @@ impl Elector {
             Some(_) => self.api.replace(&self.name, &PostParams::default(), &lease).await,
         };
         match written {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Ok(_) => Ok(Attempt::Leading),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::Following { expires_in: RETRY_INTERVAL }),
             Err(e) => Err(err(e)),
         }
     }
@@ -149,12 +159,18 @@ impl Elector {
         loop {
             // Follow until we lead.
             loop {
-                match self.try_acquire_or_renew().await {
-                    Ok(true) => break,
-                    Ok(false) => {}
-                    Err(e) => tracing::warn!(lease = %self.name, error = %e, "leader election: lease not readable"),
-                }
-                tokio::time::sleep(RETRY_INTERVAL).await;
+                let wait = match self.attempt().await {
+                    Ok(Attempt::Leading) => break,
+                    // Look again at the latest when the lease expires, so a dead
+                    // leader is replaced as soon as its lease lapses, not up to one
+                    // retry interval later.
+                    Ok(Attempt::Following { expires_in }) => RETRY_INTERVAL.min(expires_in + Duration::from_millis(10)),
+                    Err(e) => {
+                        tracing::warn!(lease = %self.name, error = %e, "leader election: lease not readable");
+                        RETRY_INTERVAL
+                    }
+                };
+                tokio::time::sleep(wait).await;
             }
             tracing::info!(lease = %self.name, identity = %self.identity, "became leader");
             let led_since = tokio::time::Instant::now();
