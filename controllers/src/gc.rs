@@ -178,7 +178,7 @@ impl Collector {
             OwnerStep::Nothing => {}
             OwnerStep::Orphan { dependents: deps } => {
                 for d in deps.iter().filter_map(|d| self.graph.get(d).cloned()) {
-                    self.drop_owners(&d, &[node.uid.clone()]).await?;
+                    self.drop_owners(&d, std::slice::from_ref(&node.uid)).await?;
                 }
                 return self.remove_finalizer(&node, ORPHAN).await;
             }
