@@ -25,6 +25,9 @@ use crate::{Context, LoopFuture};
 const IGNORED: [(&str, &str); 2] = [("", "events"), ("events.k8s.io", "events")];
 /// How soon a failed step is tried again.
 const RETRY: Duration = Duration::from_secs(1);
+/// How often discovery is read again for resources added since (CRDs), like
+/// upstream's 30 s garbage-collector resync.
+const REDISCOVER: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -56,15 +59,30 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move { Ok(collect(ctx.client.clone()).await?) })
 }
 
-async fn collect(client: kube::Client) -> Result<()> {
+/// Every resource the collector can watch and act on.
+async fn discover(client: &kube::Client) -> Result<Vec<Kind>> {
     let found = crate::runtime::discovery::resources(client.clone(), &[verbs::LIST, verbs::WATCH, verbs::DELETE, verbs::PATCH])
         .await
         .map_err(Error::Discovery)?;
-    let kinds: Vec<Kind> = found
+    Ok(found
         .into_iter()
         .filter(|(ar, _)| !IGNORED.contains(&(ar.group.as_str(), ar.plural.as_str())))
         .map(|(ar, caps)| Kind { namespaced: caps.scope == Scope::Namespaced, ar })
-        .collect();
+        .collect())
+}
+
+/// Whether two discoveries list the same resources (by group, version, plural).
+fn same_resources(a: &[Kind], b: &[Kind]) -> bool {
+    let key = |k: &Kind| (k.ar.group.clone(), k.ar.version.clone(), k.ar.plural.clone());
+    let mut a: Vec<_> = a.iter().map(key).collect();
+    let mut b: Vec<_> = b.iter().map(key).collect();
+    a.sort();
+    b.sort();
+    a == b
+}
+
+async fn collect(client: kube::Client) -> Result<()> {
+    let kinds = discover(&client).await?;
     let by_kind = kinds.iter().enumerate().map(|(i, k)| ((k.ar.group.clone(), k.ar.kind.clone()), i)).collect();
     let watches = kinds.iter().enumerate().map(|(i, k)| {
         watcher(Api::<DynamicObject>::all_with(client.clone(), &k.ar), watcher::Config::default())
@@ -79,6 +97,7 @@ async fn collect(client: kube::Client) -> Result<()> {
     let mut relisting: HashMap<usize, HashSet<String>> = HashMap::new();
     let mut retry = Vec::new();
     let mut retry_tick = tokio::time::interval(RETRY);
+    let mut rediscover = tokio::time::interval_at(tokio::time::Instant::now() + REDISCOVER, REDISCOVER);
     loop {
         tokio::select! {
             ev = events.next() => {
@@ -90,6 +109,16 @@ async fn collect(client: kube::Client) -> Result<()> {
                 }
             }
             _ = retry_tick.tick() => c.enqueue(std::mem::take(&mut retry)),
+            _ = rediscover.tick() => match discover(&c.client).await {
+                // Resources came or went (a CRD): start over with watches of the new
+                // set; the runtime restarts the loop, and the graph is rebuilt from lists.
+                Ok(now) if !same_resources(&now, &c.kinds) => {
+                    tracing::info!(before = c.kinds.len(), after = now.len(), "served resources changed; restarting the collector");
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "rediscovery failed; keeping the current watches"),
+            },
         }
         while let Some(uid) = c.queue.pop_front() {
             c.queued.remove(&uid);
@@ -277,5 +306,30 @@ impl Collector {
                     Err(e) if not_found(&e) => Ok(()),
             Err(e) => Err(self.err("removing a finalizer of", node)(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kind(group: &str, plural: &str) -> Kind {
+        let ar = ApiResource {
+            group: group.into(),
+            version: "v1".into(),
+            api_version: if group.is_empty() { "v1".into() } else { format!("{group}/v1") },
+            kind: plural.trim_end_matches('s').into(),
+            plural: plural.into(),
+        };
+        Kind { ar, namespaced: true }
+    }
+
+    #[test]
+    fn a_new_resource_changes_the_watched_set_but_order_does_not() {
+        let before = [kind("", "configmaps"), kind("apps", "deployments")];
+        let reordered = [kind("apps", "deployments"), kind("", "configmaps")];
+        let grown = [kind("", "configmaps"), kind("apps", "deployments"), kind("example.com", "widgets")];
+        assert!(same_resources(&before, &reordered));
+        assert!(!same_resources(&before, &grown));
     }
 }
