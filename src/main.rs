@@ -17,10 +17,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the API server (and, as they land, the controllers and scheduler).
+    /// Run the API server and every control loop (switch parts off with --disable).
     Server(ServerArgs),
     /// Run a single-node cluster with a default data dir and tell how to reach it.
     Up(UpArgs),
+    /// Run control loops against an API server: the named ones, or all (see --list).
+    Controller(ControllerArgs),
     /// Benchmarks (`kybern bench api`).
     Bench(bench::BenchArgs),
     /// Run a node agent; today only simulated nodes (`--simulate N`) for scale tests.
@@ -73,6 +75,21 @@ struct UpArgs {
     data_dir: PathBuf,
     #[command(flatten)]
     common: CommonArgs,
+}
+
+#[derive(Args)]
+struct ControllerArgs {
+    /// Control loops to run; all of them when none is named.
+    names: Vec<String>,
+    /// Kubeconfig to reach the API server with.
+    #[arg(long, env = "KUBECONFIG", required_unless_present = "list")]
+    kubeconfig: Option<PathBuf>,
+    /// List the known control loops and exit.
+    #[arg(long)]
+    list: bool,
+    /// Loops not to run (names that do not exist are ignored).
+    #[arg(long, value_delimiter = ',')]
+    disable: Vec<String>,
 }
 
 #[derive(Args)]
@@ -145,15 +162,41 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => serve(args.common.config(args.data_dir), false).await,
             Command::Up(args) => serve(args.common.config(args.data_dir), true).await,
+            Command::Controller(args) => controller(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Agent(args) => agent(args).await,
         }
     })
 }
 
+async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
+    if args.list {
+        for name in controllers::runtime::known() {
+            println!("{name}");
+        }
+        return Ok(());
+    }
+    // Unknown names fail here, before any connection, with the list of known ones.
+    controllers::runtime::select(&args.names, &args.disable)?;
+    let kubeconfig = args.kubeconfig.expect("clap requires --kubeconfig without --list");
+    let ctx = controllers::runtime::context_from_kubeconfig(&kubeconfig).await?;
+    tokio::select! {
+        r = controllers::runtime::run_with(&args.names, ctx, &args.disable) => r,
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
+}
+
 async fn serve(config: Config, up: bool) -> anyhow::Result<()> {
+    let disable = config.disable.clone();
     let server = server::start(config).await?;
     wait_ready(&server).await?;
+    // The loops reach the server as any client would: over HTTPS with admin.kubeconfig.
+    let ctx = controllers::runtime::context_from_kubeconfig(&server.kubeconfig).await?;
+    tokio::spawn(async move {
+        if let Err(e) = controllers::runtime::run_with(&[], ctx, &disable).await {
+            tracing::error!(error = format!("{e:#}"), "control loops stopped");
+        }
+    });
     println!("ready {}", server.url);
     if up {
         eprintln!(

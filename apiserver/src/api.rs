@@ -7,6 +7,7 @@ mod crd;
 mod defaults;
 mod discovery;
 mod fields;
+mod finalize;
 mod negotiate;
 mod openapi;
 mod read;
@@ -152,6 +153,7 @@ impl Api {
             None => {}
             Some("status") if r.status => {}
             Some("scale") if r.scale.is_some() => {}
+            Some("finalize") if finalize::is_namespaces(&r) => {}
             Some(_) => return Err(ApiError::NoSuchResource),
         }
         let watch = req.query.flag("watch") || p.legacy_watch;
@@ -166,6 +168,8 @@ impl Api {
             (&Method::GET, Some(name), Some("scale")) => scale::get(self, &r, &req, name).await,
             (&Method::GET, Some(name), _) => read::get(self, &r, &req, name).await,
             (&Method::POST, None, None) => write::create(self, &r, &req).await,
+            (&Method::PUT, Some(name), Some("finalize")) => finalize::update(self, &r, &req, name).await,
+            (_, _, Some("finalize")) => Err(ApiError::MethodNotAllowed),
             (&Method::PUT, Some(name), Some("scale")) => scale::update(self, &r, &req, name).await,
             (&Method::PATCH, Some(name), Some("scale")) => scale::update(self, &r, &req, name).await,
             (&Method::PUT, Some(name), _) => write::update(self, &r, &req, name).await,

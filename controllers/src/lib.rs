@@ -6,13 +6,31 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
+pub mod gc;
+pub mod leader;
+pub mod namespace;
+pub mod runtime;
 pub mod scheduler;
+pub mod serviceaccount;
 
 /// What every loop gets: a client for the API server, and the identity it runs as.
 pub struct Context {
     pub client: kube::Client,
     /// This process's identity for leader election (hostname + a random suffix).
     pub identity: String,
+    /// The cluster CA certificate (PEM) clients verify the apiserver with, published
+    /// in every namespace as the `kube-root-ca.crt` ConfigMap; `None` if unknown.
+    pub ca_pem: Option<String>,
+}
+
+impl Context {
+    pub fn new(client: kube::Client, identity: String) -> Self {
+        Context { client, identity, ca_pem: None }
+    }
+
+    pub fn with_ca(self, ca_pem: Option<String>) -> Self {
+        Context { ca_pem, ..self }
+    }
 }
 
 /// A loop runs until it fails (or forever); the runner restarts or reports it.
@@ -26,8 +44,10 @@ pub struct Loop {
 
 /// Every control loop kybern has.
 pub fn loops() -> Vec<Loop> {
-    vec![Loop {
-        name: "scheduler",
-        run: scheduler::run,
-    }]
+    vec![
+        Loop { name: "namespace", run: namespace::run },
+        Loop { name: "serviceaccount", run: serviceaccount::run },
+        Loop { name: "garbagecollector", run: gc::run },
+        Loop { name: "scheduler", run: scheduler::run },
+    ]
 }

@@ -152,6 +152,15 @@ pub fn prepare_update(r: &Resource, old: &Value, new: Value, status_only: bool) 
     }
     new["apiVersion"] = json!(storage_api_version(r));
     new["kind"] = json!(r.kind);
+    if r.group.is_empty() && r.plural == "namespaces" {
+        // Like upstream, spec.finalizers changes only through namespaces/NAME/finalize.
+        match old.pointer("/spec/finalizers") {
+            Some(f) => new["spec"]["finalizers"] = f.clone(),
+            None => {
+                new.get_mut("spec").and_then(Value::as_object_mut).map(|s| s.remove("finalizers"));
+            }
+        }
+    }
     let old_meta = old.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
     let meta = object::metadata_mut(&mut new);
     for f in SYSTEM_FIELDS {

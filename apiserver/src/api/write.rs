@@ -340,7 +340,7 @@ pub async fn read_modify_write(
             return Ok((StatusCode::OK, next));
         }
         let rev: i64 = current_rv.parse().unwrap_or(0);
-        let deleted = object::is_deleting(&next) && object::finalizers(&next).is_empty();
+        let deleted = object::is_deleting(&next) && super::finalize::nothing_holds(r, &next);
         let claims = if is_service(r) && !status_only && !deleted {
             services::allocate(api, &mut next, Some(&current)).await?
         } else {

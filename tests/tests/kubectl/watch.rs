@@ -8,10 +8,17 @@ use std::time::Duration;
 use crate::common::{Backend, ChildGuard};
 use crate::{path_str, Cluster};
 
+/// The next line, skipping rows of `kube-root-ca.crt`, which the serviceaccount loop
+/// publishes (and may re-publish) in every namespace.
 fn next_line(lines: &mpsc::Receiver<String>, what: &str) -> String {
-    lines
-        .recv_timeout(Duration::from_secs(20))
-        .unwrap_or_else(|_| panic!("kubectl get -w printed no {what} within 20s"))
+    loop {
+        let line = lines
+            .recv_timeout(Duration::from_secs(20))
+            .unwrap_or_else(|_| panic!("kubectl get -w printed no {what} within 20s"));
+        if !line.starts_with("kube-root-ca.crt ") {
+            return line;
+        }
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,183 @@
+//! Running control loops: choosing them by name, each under its own leader election,
+//! and restarting one that fails after a back-off, so one broken loop never stops the
+//! others (kube-controller-manager runs its controllers the same way).
+
+pub mod discovery;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::leader::Elector;
+use crate::{loops, Context, Loop};
+
+/// Back-off before restarting a failed loop: 1 s, doubling to at most 60 s.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("unknown control loop {name:?}; known loops: {}", known.join(", "))]
+    UnknownLoop { name: String, known: Vec<String> },
+}
+
+/// Names of every loop, in the order `loops()` lists them.
+pub fn known() -> Vec<String> {
+    loops().iter().map(|l| l.name.to_string()).collect()
+}
+
+/// The loops to run: the named ones (all when `names` is empty) minus `disable`;
+/// `controllers` in `disable` switches all off. Unknown names in `names` are an error;
+/// in `disable` they are accepted and ignored, so a flag may name a loop that a later
+/// version adds (or that lives elsewhere, like `scheduler`).
+pub fn select(names: &[String], disable: &[String]) -> Result<Vec<Loop>, Error> {
+    let all = loops();
+    for n in names {
+        if !all.iter().any(|l| l.name == n) {
+            return Err(Error::UnknownLoop { name: n.clone(), known: known() });
+        }
+    }
+    if disable.iter().any(|d| d == "controllers") {
+        return Ok(Vec::new());
+    }
+    Ok(all
+        .into_iter()
+        .filter(|l| names.is_empty() || names.iter().any(|n| n == l.name))
+        .filter(|l| !disable.iter().any(|d| d == l.name))
+        .collect())
+}
+
+/// A leader-election identity: the host name and a random suffix, so two replicas on
+/// one host differ.
+pub fn identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "kybern".into());
+    format!("{host}_{:08x}", fastrand::u32(..))
+}
+
+/// A context from a kubeconfig file: its client, a fresh identity, and the CA it
+/// trusts the apiserver with (published as `kube-root-ca.crt`).
+pub async fn context_from_kubeconfig(path: &std::path::Path) -> anyhow::Result<Context> {
+    use anyhow::Context as _;
+    let kubeconfig = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("loading kubeconfig {}", path.display()))?;
+    let ca_pem = config.root_cert.as_ref().map(|certs| certs.iter().map(|der| pem("CERTIFICATE", der)).collect::<String>());
+    let client = kube::Client::try_from(config).context("building a client from the kubeconfig")?;
+    Ok(Context::new(client, identity()).with_ca(ca_pem))
+}
+
+/// PEM armour: base64 in 64-character lines between BEGIN and END.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// Runs the named loops (see [`select`]) until the process ends. Loops that need the
+/// cluster CA (serviceaccount) get none; use [`run_with`] to pass it.
+pub async fn run(names: &[String], client: kube::Client, disable: &[String]) -> anyhow::Result<()> {
+    run_with(names, Context::new(client, identity()), disable).await
+}
+
+/// Runs the named loops with a given context (its client, identity and CA).
+pub async fn run_with(names: &[String], ctx: Context, disable: &[String]) -> anyhow::Result<()> {
+    let selected = select(names, disable)?;
+    if selected.is_empty() {
+        tracing::info!("no control loops to run");
+        return Ok(());
+    }
+    let ctx = Arc::new(ctx);
+    let mut tasks = tokio::task::JoinSet::new();
+    for l in selected {
+        tasks.spawn(lead_and_run(l, ctx.clone()));
+    }
+    while let Some(done) = tasks.join_next().await {
+        done?;
+    }
+    Ok(())
+}
+
+/// One loop under its lease, restarted after each failure.
+async fn lead_and_run(l: Loop, ctx: Arc<Context>) {
+    let elector = Elector::new(ctx.client.clone(), &format!("kybern-{}", l.name), &ctx.identity);
+    elector.run(|| supervise(l.name, l.run, ctx.clone())).await
+}
+
+/// Runs a loop forever: a loop that returns (error or not) is started again after a
+/// back-off that doubles up to a minute and resets once a run lasted that long.
+async fn supervise(name: &'static str, run: fn(Arc<Context>) -> crate::LoopFuture, ctx: Arc<Context>) {
+    let mut backoff = FIRST_BACKOFF;
+    loop {
+        tracing::info!(control_loop = name, "starting");
+        let started = tokio::time::Instant::now();
+        match run(ctx.clone()).await {
+            Ok(()) => tracing::warn!(control_loop = name, "ended; restarting"),
+            Err(e) => tracing::error!(control_loop = name, error = format!("{e:#}"), ?backoff, "failed; restarting after back-off"),
+        }
+        if started.elapsed() >= MAX_BACKOFF {
+            backoff = FIRST_BACKOFF;
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn selected(run: &[&str], disable: &[&str]) -> Vec<&'static str> {
+        select(&names(run), &names(disable)).unwrap().iter().map(|l| l.name).collect()
+    }
+
+    #[test]
+    fn pem_wraps_base64_at_64_columns() {
+        let p = pem("CERTIFICATE", &[0u8; 60]);
+        let lines: Vec<&str> = p.lines().collect();
+        assert_eq!(lines[0], "-----BEGIN CERTIFICATE-----");
+        assert_eq!(lines[1].len(), 64);
+        assert_eq!(lines[2].len(), 16);
+        assert_eq!(lines[3], "-----END CERTIFICATE-----");
+    }
+
+    #[test]
+    fn no_names_selects_every_loop() {
+        assert_eq!(selected(&[], &[]).len(), loops().len());
+    }
+
+    #[test]
+    fn disabling_controllers_selects_none() {
+        assert!(selected(&[], &["controllers"]).is_empty());
+        assert!(selected(&["namespace"], &["controllers"]).is_empty());
+    }
+
+    #[test]
+    fn disabled_loops_are_left_out_and_unknown_disables_ignored() {
+        let got = selected(&[], &["namespace", "scheduler", "no-such-loop"]);
+        assert!(!got.contains(&"namespace"));
+        assert!(got.contains(&"garbagecollector"));
+    }
+
+    #[test]
+    fn named_loops_only_are_selected() {
+        assert_eq!(selected(&["serviceaccount"], &[]), vec!["serviceaccount"]);
+    }
+
+    #[test]
+    fn an_unknown_name_is_an_error_listing_known_loops() {
+        let err = select(&names(&["nope"]), &[]).err().expect("an error").to_string();
+        assert!(err.contains("\"nope\"") && err.contains("namespace") && err.contains("garbagecollector"), "{err}");
+    }
+}

@@ -1,0 +1,26 @@
+//! `kybern controller` as a user runs it.
+
+use std::process::Command;
+
+use crate::common::kybern_binary;
+
+#[test]
+fn controller_list_prints_every_loop() {
+    let out = Command::new(kybern_binary()).args(["controller", "--list"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let listed = String::from_utf8(out.stdout).unwrap();
+    for name in ["namespace", "serviceaccount", "garbagecollector"] {
+        assert!(listed.lines().any(|l| l == name), "{name} missing from:\n{listed}");
+    }
+}
+
+#[test]
+fn an_unknown_loop_name_fails_listing_the_known_ones() {
+    let out = Command::new(kybern_binary())
+        .args(["controller", "no-such-loop", "--kubeconfig", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown control loop \"no-such-loop\"") && err.contains("garbagecollector"), "{err}");
+}

@@ -1,0 +1,65 @@
+//! Integration tests of the control loops: the apiserver in-process on a free port,
+//! the loops running against it over HTTPS with its admin.kubeconfig, as in
+//! `kybern server`.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod cli;
+mod gc;
+mod leader;
+mod namespace;
+mod serviceaccount;
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use common::InProcess;
+
+/// An in-process apiserver with some control loops running against it; the loops
+/// are stopped (their task aborted) when this is dropped.
+pub struct Cluster {
+    pub api: InProcess,
+    loops: tokio::task::JoinHandle<()>,
+}
+
+impl Cluster {
+    pub async fn start(loops: &[&str]) -> Self {
+        let api = InProcess::start().await;
+        let ctx = controllers::runtime::context_from_kubeconfig(&api.server.kubeconfig)
+            .await
+            .expect("a context from admin.kubeconfig");
+        let names: Vec<String> = loops.iter().map(|s| s.to_string()).collect();
+        let loops = tokio::spawn(async move {
+            controllers::runtime::run_with(&names, ctx, &[]).await.expect("the loops run");
+        });
+        Cluster { api, loops }
+    }
+
+    pub fn client(&self) -> kube::Client {
+        self.api.client.clone()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.loops.abort();
+    }
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics after `within`
+/// saying what was awaited.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
