@@ -285,6 +285,20 @@ pub fn apply_patch(current: &Value, media: &str, body: &Bytes, smp_meta: Option<
     Ok(target)
 }
 
+/// The `metadata.resourceVersion` a patch body itself sets, if any.
+fn patch_resource_version(media: &str, body: &Bytes) -> Option<String> {
+    let parsed: Value = serde_json::from_slice(body).ok()?;
+    let rv = if media == "application/json-patch+json" {
+        parsed.as_array()?.iter().rev().find(|op| {
+            op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion")
+                && matches!(op.get("op").and_then(Value::as_str), Some("add" | "replace" | "test"))
+        })?.get("value")?.as_str()?.to_string()
+    } else {
+        parsed.pointer("/metadata/resourceVersion")?.as_str()?.to_string()
+    };
+    Some(rv)
+}
+
 /// Reads the object, derives the new one, and writes it back if nothing changed in
 /// between (retrying when the caller gave no resourceVersion precondition).
 pub async fn read_modify_write(
@@ -313,7 +327,16 @@ pub async fn read_modify_write(
                 super::fields::apply(r, req, &base, applied, manager, *force)?
             }
         };
-        let precondition = object::meta_str(&new, "resourceVersion").filter(|v| !v.is_empty()).map(str::to_string);
+        // Only a resourceVersion the client sent is a precondition: a patch applied to
+        // the stored object always carries the stored one, and is simply re-applied to
+        // the newer object when it loses a race.
+        let precondition = match &change {
+            Change::Replace(obj) | Change::Apply { applied: obj, .. } => {
+                object::meta_str(obj, "resourceVersion").map(str::to_string)
+            }
+            Change::Patch { media, body } => patch_resource_version(media, body),
+        }
+        .filter(|v| !v.is_empty());
         match &precondition {
             Some(rv) if *rv != current_rv => {
                 return Err(ApiError::Conflict(req.target(r, name), CONFLICT_MESSAGE.into()));
