@@ -2,6 +2,10 @@
 //! talks to the API server only through the Kubernetes API; `loops()` lists them so
 //! `kybern controller NAME...` can run any subset and `kybern server` all of them.
 
+pub mod expectations;
+pub mod podcontrol;
+pub mod replicaset;
+
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -24,5 +28,7 @@ pub struct Loop {
 
 /// Every control loop kybern has.
 pub fn loops() -> Vec<Loop> {
-    vec![]
+    vec![
+        Loop { name: "replicaset", run: replicaset::run },
+    ]
 }
