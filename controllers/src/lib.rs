@@ -2,6 +2,7 @@
 //! talks to the API server only through the Kubernetes API; `loops()` lists them so
 //! `kybern controller NAME...` can run any subset and `kybern server` all of them.
 
+pub mod deployment;
 pub mod expectations;
 pub mod podcontrol;
 pub mod replicaset;
@@ -30,5 +31,6 @@ pub struct Loop {
 pub fn loops() -> Vec<Loop> {
     vec![
         Loop { name: "replicaset", run: replicaset::run },
+        Loop { name: "deployment", run: deployment::run },
     ]
 }
