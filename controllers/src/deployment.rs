@@ -49,6 +49,20 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// A write lost a race with another writer (409): retry soon, from fresh caches.
+    pub fn is_conflict(&self) -> bool {
+        let source = match self {
+            Error::CreateReplicaSet { source, .. }
+            | Error::UpdateReplicaSet { source, .. }
+            | Error::DeleteReplicaSet { source, .. }
+            | Error::UpdateDeployment { source, .. } => source,
+            Error::NoNamespace(_) | Error::HashCollision(_) => return false,
+        };
+        matches!(source, kube::Error::Api(e) if e.code == 409)
+    }
+}
+
 /// What the reconciler reads: ReplicaSets and pods from reflector stores.
 pub struct State {
     pub client: kube::Client,
@@ -134,6 +148,9 @@ pub async fn reconcile(d: Arc<Deployment>, state: Arc<State>) -> Result<Action> 
 }
 
 pub fn error_policy(d: Arc<Deployment>, error: &Error, _state: Arc<State>) -> Action {
+    if error.is_conflict() || matches!(error, Error::HashCollision(_)) {
+        return Action::requeue(Duration::from_millis(200));
+    }
     warn!(deployment = %d.name_any(), %error, "sync failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }

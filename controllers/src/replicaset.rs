@@ -44,6 +44,20 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl Error {
+    /// A write lost a race with another writer (409): retry soon, from fresh caches.
+    pub fn is_conflict(&self) -> bool {
+        let source = match self {
+            Error::CreatePods { source, .. }
+            | Error::DeletePod { source, .. }
+            | Error::Claim { source, .. }
+            | Error::Status { source, .. } => source,
+            Error::NoNamespace(_) => return false,
+        };
+        matches!(source, kube::Error::Api(e) if e.code == 409)
+    }
+}
+
 /// What the reconciler reads and remembers between syncs.
 pub struct State {
     pub client: kube::Client,
@@ -239,6 +253,9 @@ async fn manage_replicas(
 }
 
 pub fn error_policy(rs: Arc<ReplicaSet>, error: &Error, _state: Arc<State>) -> Action {
+    if error.is_conflict() {
+        return Action::requeue(Duration::from_millis(200));
+    }
     warn!(replicaset = %rs.name_any(), %error, "sync failed; retrying");
     Action::requeue(Duration::from_secs(5))
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use common::*;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, PostParams};
 use kube::ResourceExt;
 use serde_json::json;
 
@@ -44,7 +44,7 @@ async fn a_deployment_rolls_out_scales_and_never_drops_below_its_availability() 
         })
     };
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:2"}]}}}});
-    c.deployments().patch("web", &PatchParams::default(), &Patch::Strategic(patch)).await.unwrap();
+    merge_patch(&c.deployments(), "web", patch).await;
     wait_rolled_out(&c, "web", 3).await;
     eventually("the old replicaset to be scaled to 0", || async {
         let rses = c.replica_sets().list(&ListParams::default()).await.map_err(|e| e.to_string())?.items;
@@ -71,7 +71,7 @@ async fn a_deployment_rolls_out_scales_and_never_drops_below_its_availability() 
         assert_eq!((owner.controller, owner.block_owner_deletion), (Some(true), Some(true)));
     }
 
-    c.deployments().patch("web", &PatchParams::default(), &Patch::Merge(json!({"spec": {"replicas": 5}}))).await.unwrap();
+    merge_patch(&c.deployments(), "web", json!({"spec": {"replicas": 5}})).await;
     wait_rolled_out(&c, "web", 5).await;
     assert_eq!(c.live_pods().await.len(), 5);
 }
@@ -116,7 +116,7 @@ async fn a_pod_relabelled_out_of_the_selector_is_released_and_replaced() {
     .await;
     let victim = c.live_pods().await[0].name_any();
     let relabel = json!({"metadata": {"labels": {"app": "debug"}}});
-    c.pods().patch(&victim, &PatchParams::default(), &Patch::Merge(relabel)).await.unwrap();
+    merge_patch(&c.pods(), &victim, relabel).await;
     eventually("the relabelled pod released and replaced", || async {
         let pods = c.live_pods().await;
         let released = pods.iter().find(|p| p.name_any() == victim).is_some_and(|p| owner_uid(p).is_none());

@@ -51,7 +51,9 @@ pub fn without_hash(template: &PodTemplateSpec) -> PodTemplateSpec {
     if let Some(labels) = t.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(TEMPLATE_HASH_LABEL);
         if labels.is_empty() {
-            t.metadata.as_mut().map(|m| m.labels = None);
+            if let Some(m) = t.metadata.as_mut() {
+                m.labels = None;
+            }
         }
     }
     t

@@ -208,3 +208,22 @@ pub async fn replica_set_summary(c: &Cluster) -> Vec<(String, i32, i64)> {
     out.sort_by_key(|r| r.2);
     out
 }
+
+/// Merge-patches an object, retrying 409s: the in-process apiserver answers a patch
+/// without resourceVersion with 409 when a controller wrote in between (upstream
+/// retries such patches server-side; see the report on apiserver read_modify_write).
+pub async fn merge_patch<K>(api: &Api<K>, name: &str, body: serde_json::Value)
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    for _ in 0..50 {
+        match api.patch(name, &PatchParams::default(), &Patch::Merge(body.clone())).await {
+            Err(kube::Error::Api(e)) if e.code == 409 => tokio::time::sleep(Duration::from_millis(50)).await,
+            result => {
+                result.unwrap();
+                return;
+            }
+        }
+    }
+    panic!("patching {name} kept conflicting");
+}
