@@ -19,7 +19,7 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use tracing::{instrument, warn};
@@ -85,17 +85,17 @@ pub async fn run_controller(client: kube::Client) {
         .default_backoff()
         .reflect(rs_writer)
         .touched_objects();
-    // Pods only matter to Recreate (wait until the old ones are gone); they are read
-    // from the store, and their owners' ReplicaSet events trigger the Deployment.
+    // Pods only matter to Recreate (wait until the old ones are gone, terminating ones
+    // included, which no ReplicaSet status change announces).
     let (pods, pod_writer) = reflector::store();
     let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(pod_writer)
         .touched_objects();
-    let state = Arc::new(State { client: client.clone(), replica_sets, pods });
+    let state = Arc::new(State { client: client.clone(), replica_sets: replica_sets.clone(), pods });
     Controller::new(Api::<Deployment>::all(client), watcher::Config::default())
         .owns_stream(rs_events)
-        .watches_stream(pod_events, |_: Pod| Vec::new())
+        .watches_stream(pod_events, move |pod: Pod| deployment_of_pod(&replica_sets, &pod))
         .run(reconcile, error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -103,6 +103,15 @@ pub async fn run_controller(client: kube::Client) {
             }
         })
         .await;
+}
+
+/// The Deployment whose ReplicaSet controls `pod`, if any.
+fn deployment_of_pod(replica_sets: &Store<ReplicaSet>, pod: &Pod) -> Option<ObjectRef<Deployment>> {
+    let ns = pod.namespace()?;
+    let owner = crate::podcontrol::controller_of(&pod.metadata).filter(|o| o.kind == "ReplicaSet")?;
+    let rs = replica_sets.get(&ObjectRef::new(&owner.name).within(&ns))?;
+    let d = crate::podcontrol::controller_of(&rs.metadata).filter(|o| o.kind == "Deployment")?;
+    Some(ObjectRef::new(&d.name).within(&ns))
 }
 
 /// One sync of one Deployment: its ReplicaSets split into the one running the current

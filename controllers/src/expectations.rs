@@ -37,9 +37,16 @@ pub trait Observed {
     fn has_live_uid(&self, uid: &str) -> bool;
 }
 
+/// Drops expired entries, so controllers deleted with writes in flight (never
+/// reconciled again) do not leave their entries behind forever.
+fn prune(pending: &mut HashMap<String, Pending>, now: Instant) {
+    pending.retain(|_, e| e.since.is_none_or(|t| now.duration_since(t) < EXPECTATIONS_TIMEOUT));
+}
+
 impl Expectations {
     pub fn expect_creations(&self, key: &str, names: impl IntoIterator<Item = String>, now: Instant) {
         let mut pending = self.pending.lock().expect("expectations lock");
+        prune(&mut pending, now);
         let entry = pending.entry(key.to_string()).or_default();
         entry.creates.extend(names);
         entry.since = Some(now);
@@ -47,6 +54,7 @@ impl Expectations {
 
     pub fn expect_deletions(&self, key: &str, uids: impl IntoIterator<Item = String>, now: Instant) {
         let mut pending = self.pending.lock().expect("expectations lock");
+        prune(&mut pending, now);
         let entry = pending.entry(key.to_string()).or_default();
         entry.deletes.extend(uids);
         entry.since = Some(now);
@@ -122,6 +130,16 @@ mod tests {
         let empty = Cache { names: vec![], live_uids: vec![] };
         assert_eq!(e.satisfied("ns/rs", &empty, t0 + Duration::from_secs(299)), Err(1));
         assert_eq!(e.satisfied("ns/rs", &empty, t0 + EXPECTATIONS_TIMEOUT), Ok(()));
+    }
+
+    #[test]
+    fn entries_of_controllers_never_reconciled_again_are_pruned() {
+        let e = Expectations::default();
+        let t0 = Instant::now();
+        e.expect_creations("ns/deleted", ["x".to_string()], t0);
+        e.expect_creations("ns/live", ["y".to_string()], t0 + EXPECTATIONS_TIMEOUT);
+        let keys: Vec<String> = e.pending.lock().unwrap().keys().cloned().collect();
+        assert_eq!(keys, vec!["ns/live".to_string()]);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use super::util::{self, deployment_replicas};
 use super::{Error, Result, Rollout};
 
 pub const AVAILABLE: &str = "Available";
+pub const REPLICA_FAILURE: &str = "ReplicaFailure";
 
 /// Counts from the ReplicaSets; conditions and collisionCount carried over from
 /// `working`, with Available recomputed: at least `replicas - maxUnavailable` available.
@@ -30,6 +31,18 @@ pub fn calculate_status(d: &Deployment, new_rs: Option<&ReplicaSet>, all: &[&Rep
         conditions: working.conditions.clone(),
         terminating_replicas: working.terminating_replicas,
     };
+    // A ReplicaSet that cannot create pods (quota, admission) surfaces on the
+    // Deployment as ReplicaFailure, the new ReplicaSet's failure first.
+    let failure = new_rs.into_iter().chain(all.iter().copied()).find_map(|rs| {
+        rs.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == REPLICA_FAILURE && c.status == "True").cloned()
+    });
+    match failure {
+        Some(f) => {
+            let message = f.message.unwrap_or_default();
+            set_condition(&mut status, condition(REPLICA_FAILURE, "True", f.reason.as_deref().unwrap_or("FailedCreate"), message, now.clone()));
+        }
+        None => remove_condition(&mut status, REPLICA_FAILURE),
+    }
     let minimum = deployment_replicas(d) - util::max_unavailable(d);
     let condition = if available >= minimum {
         condition(AVAILABLE, "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", now)
@@ -154,6 +167,25 @@ mod tests {
         let status = calculate_status(&d, Some(&new), &[&new], &DeploymentStatus::default(), at(10));
         let available = get_condition(&status, AVAILABLE).unwrap();
         assert_eq!((available.status.as_str(), available.reason.as_deref()), ("False", Some("MinimumReplicasUnavailable")));
+    }
+
+    #[test]
+    fn a_replica_set_failure_shows_on_the_deployment_until_it_clears() {
+        let d = deployment(1);
+        let mut failing = rs(1, 0, 0, 0);
+        failing.status.as_mut().unwrap().conditions = Some(vec![k8s_openapi::api::apps::v1::ReplicaSetCondition {
+            type_: REPLICA_FAILURE.into(),
+            status: "True".into(),
+            reason: Some("FailedCreate".into()),
+            message: Some("quota exceeded".into()),
+            last_transition_time: None,
+        }]);
+        let status = calculate_status(&d, Some(&failing), &[&failing], &DeploymentStatus::default(), at(1));
+        let c = get_condition(&status, REPLICA_FAILURE).expect("ReplicaFailure is copied");
+        assert_eq!((c.reason.as_deref(), c.message.as_deref()), (Some("FailedCreate"), Some("quota exceeded")));
+        let healthy = rs(1, 1, 1, 1);
+        let cleared = calculate_status(&d, Some(&healthy), &[&healthy], &status, at(2));
+        assert!(get_condition(&cleared, REPLICA_FAILURE).is_none());
     }
 
     #[test]
