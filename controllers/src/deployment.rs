@@ -25,7 +25,7 @@ use kube::{Api, ResourceExt};
 use tracing::{instrument, warn};
 
 pub use progress::{progressing_condition, ProgressInput};
-pub use rolling::{max_scaled_down, new_rs_new_replicas, scale_down_old, cleanup_unhealthy};
+pub use rolling::{cleanup_unhealthy, max_scaled_down, new_rs_new_replicas, scale_down_old};
 pub use status::calculate_status;
 pub use sync::{proportional_sizes, Sizing};
 
@@ -81,10 +81,13 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
 /// Runs the controller until its streams end.
 pub async fn run_controller(client: kube::Client) {
     let (replica_sets, rs_writer) = reflector::store();
-    let rs_events = watcher(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(rs_writer)
-        .touched_objects();
+    let rs_events = watcher(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(rs_writer)
+    .touched_objects();
     // Pods only matter to Recreate (wait until the old ones are gone, terminating ones
     // included, which no ReplicaSet status change announces).
     let (pods, pod_writer) = reflector::store();
@@ -92,10 +95,16 @@ pub async fn run_controller(client: kube::Client) {
         .default_backoff()
         .reflect(pod_writer)
         .touched_objects();
-    let state = Arc::new(State { client: client.clone(), replica_sets: replica_sets.clone(), pods });
+    let state = Arc::new(State {
+        client: client.clone(),
+        replica_sets: replica_sets.clone(),
+        pods,
+    });
     Controller::new(Api::<Deployment>::all(client), watcher::Config::default())
         .owns_stream(rs_events)
-        .watches_stream(pod_events, move |pod: Pod| deployment_of_pod(&replica_sets, &pod))
+        .watches_stream(pod_events, move |pod: Pod| {
+            deployment_of_pod(&replica_sets, &pod)
+        })
         .run(reconcile, error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -108,7 +117,8 @@ pub async fn run_controller(client: kube::Client) {
 /// The Deployment whose ReplicaSet controls `pod`, if any.
 fn deployment_of_pod(replica_sets: &Store<ReplicaSet>, pod: &Pod) -> Option<ObjectRef<Deployment>> {
     let ns = pod.namespace()?;
-    let owner = crate::podcontrol::controller_of(&pod.metadata).filter(|o| o.kind == "ReplicaSet")?;
+    let owner =
+        crate::podcontrol::controller_of(&pod.metadata).filter(|o| o.kind == "ReplicaSet")?;
     let rs = replica_sets.get(&ObjectRef::new(&owner.name).within(&ns))?;
     let d = crate::podcontrol::controller_of(&rs.metadata).filter(|o| o.kind == "Deployment")?;
     Some(ObjectRef::new(&d.name).within(&ns))
@@ -129,10 +139,18 @@ pub struct Rollout {
 /// scale only; a replica change -> scale; otherwise roll out by strategy.
 #[instrument(skip_all, fields(key = %format!("{}/{}", d.namespace().unwrap_or_default(), d.name_any())))]
 pub async fn reconcile(d: Arc<Deployment>, state: Arc<State>) -> Result<Action> {
-    let ns = d.namespace().ok_or_else(|| Error::NoNamespace(d.name_any()))?;
+    let ns = d
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(d.name_any()))?;
     let selector_empty = d.spec.as_ref().is_none_or(|s| {
-        s.selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-            && s.selector.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+        s.selector
+            .match_labels
+            .as_ref()
+            .is_none_or(|m| m.is_empty())
+            && s.selector
+                .match_expressions
+                .as_ref()
+                .is_none_or(|e| e.is_empty())
     });
     if selector_empty {
         warn!("deployment has an empty selector; it would select every pod, so it is left alone");
@@ -153,7 +171,10 @@ pub async fn reconcile(d: Arc<Deployment>, state: Arc<State>) -> Result<Action> 
     } else {
         r.rollout_recreate().await?
     };
-    Ok(requeue.map_or_else(|| Action::requeue(Duration::from_secs(300)), Action::requeue))
+    Ok(requeue.map_or_else(
+        || Action::requeue(Duration::from_secs(300)),
+        Action::requeue,
+    ))
 }
 
 pub fn error_policy(d: Arc<Deployment>, error: &Error, _state: Arc<State>) -> Action {

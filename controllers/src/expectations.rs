@@ -40,11 +40,19 @@ pub trait Observed {
 /// Drops expired entries, so controllers deleted with writes in flight (never
 /// reconciled again) do not leave their entries behind forever.
 fn prune(pending: &mut HashMap<String, Pending>, now: Instant) {
-    pending.retain(|_, e| e.since.is_none_or(|t| now.duration_since(t) < EXPECTATIONS_TIMEOUT));
+    pending.retain(|_, e| {
+        e.since
+            .is_none_or(|t| now.duration_since(t) < EXPECTATIONS_TIMEOUT)
+    });
 }
 
 impl Expectations {
-    pub fn expect_creations(&self, key: &str, names: impl IntoIterator<Item = String>, now: Instant) {
+    pub fn expect_creations(
+        &self,
+        key: &str,
+        names: impl IntoIterator<Item = String>,
+        now: Instant,
+    ) {
         let mut pending = self.pending.lock().expect("expectations lock");
         prune(&mut pending, now);
         let entry = pending.entry(key.to_string()).or_default();
@@ -52,7 +60,12 @@ impl Expectations {
         entry.since = Some(now);
     }
 
-    pub fn expect_deletions(&self, key: &str, uids: impl IntoIterator<Item = String>, now: Instant) {
+    pub fn expect_deletions(
+        &self,
+        key: &str,
+        uids: impl IntoIterator<Item = String>,
+        now: Instant,
+    ) {
         let mut pending = self.pending.lock().expect("expectations lock");
         prune(&mut pending, now);
         let entry = pending.entry(key.to_string()).or_default();
@@ -64,11 +77,15 @@ impl Expectations {
     /// forgotten. Returns the number of writes still in flight when not satisfied.
     pub fn satisfied(&self, key: &str, cache: &impl Observed, now: Instant) -> Result<(), usize> {
         let mut pending = self.pending.lock().expect("expectations lock");
-        let Some(entry) = pending.get_mut(key) else { return Ok(()) };
+        let Some(entry) = pending.get_mut(key) else {
+            return Ok(());
+        };
         entry.creates.retain(|name| !cache.has_name(name));
         entry.deletes.retain(|uid| cache.has_live_uid(uid));
         let left = entry.creates.len() + entry.deletes.len();
-        let expired = entry.since.is_some_and(|t| now.duration_since(t) >= EXPECTATIONS_TIMEOUT);
+        let expired = entry
+            .since
+            .is_some_and(|t| now.duration_since(t) >= EXPECTATIONS_TIMEOUT);
         if left == 0 || expired {
             pending.remove(key);
             return Ok(());
@@ -104,11 +121,25 @@ mod tests {
         let e = Expectations::default();
         let t0 = Instant::now();
         e.expect_creations("ns/rs", ["rs-a".to_string(), "rs-b".to_string()], t0);
-        let stale = Cache { names: vec!["rs-a"], live_uids: vec![] };
-        assert_eq!(e.satisfied("ns/rs", &stale, t0), Err(1), "one create still in flight");
-        let fresh = Cache { names: vec!["rs-a", "rs-b"], live_uids: vec![] };
+        let stale = Cache {
+            names: vec!["rs-a"],
+            live_uids: vec![],
+        };
+        assert_eq!(
+            e.satisfied("ns/rs", &stale, t0),
+            Err(1),
+            "one create still in flight"
+        );
+        let fresh = Cache {
+            names: vec!["rs-a", "rs-b"],
+            live_uids: vec![],
+        };
         assert_eq!(e.satisfied("ns/rs", &fresh, t0), Ok(()));
-        assert_eq!(e.satisfied("ns/rs", &stale, t0), Ok(()), "observed writes are forgotten");
+        assert_eq!(
+            e.satisfied("ns/rs", &stale, t0),
+            Ok(()),
+            "observed writes are forgotten"
+        );
     }
 
     #[test]
@@ -116,9 +147,15 @@ mod tests {
         let e = Expectations::default();
         let t0 = Instant::now();
         e.expect_deletions("ns/rs", ["u1".to_string()], t0);
-        let stale = Cache { names: vec![], live_uids: vec!["u1"] };
+        let stale = Cache {
+            names: vec![],
+            live_uids: vec!["u1"],
+        };
         assert_eq!(e.satisfied("ns/rs", &stale, t0), Err(1));
-        let fresh = Cache { names: vec![], live_uids: vec![] };
+        let fresh = Cache {
+            names: vec![],
+            live_uids: vec![],
+        };
         assert_eq!(e.satisfied("ns/rs", &fresh, t0), Ok(()));
     }
 
@@ -127,9 +164,18 @@ mod tests {
         let e = Expectations::default();
         let t0 = Instant::now();
         e.expect_creations("ns/rs", ["rs-a".to_string()], t0);
-        let empty = Cache { names: vec![], live_uids: vec![] };
-        assert_eq!(e.satisfied("ns/rs", &empty, t0 + Duration::from_secs(299)), Err(1));
-        assert_eq!(e.satisfied("ns/rs", &empty, t0 + EXPECTATIONS_TIMEOUT), Ok(()));
+        let empty = Cache {
+            names: vec![],
+            live_uids: vec![],
+        };
+        assert_eq!(
+            e.satisfied("ns/rs", &empty, t0 + Duration::from_secs(299)),
+            Err(1)
+        );
+        assert_eq!(
+            e.satisfied("ns/rs", &empty, t0 + EXPECTATIONS_TIMEOUT),
+            Ok(())
+        );
     }
 
     #[test]
@@ -145,7 +191,10 @@ mod tests {
     #[test]
     fn keys_without_writes_are_satisfied() {
         let e = Expectations::default();
-        let empty = Cache { names: vec![], live_uids: vec![] };
+        let empty = Cache {
+            names: vec![],
+            live_uids: vec![],
+        };
         assert_eq!(e.satisfied("ns/other", &empty, Instant::now()), Ok(()));
     }
 }

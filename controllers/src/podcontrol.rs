@@ -5,7 +5,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, ObjectMeta, OwnerReference, Time,
+};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Resource, ResourceExt};
@@ -142,8 +144,12 @@ pub async fn adopt<K: Resource + Clone + serde::de::DeserializeOwned + std::fmt:
     owner: OwnerReference,
 ) -> kube::Result<K> {
     let patch = json!({"metadata": {"ownerReferences": [owner], "uid": child.meta().uid}});
-    api.patch(&child.name_any(), &PatchParams::default(), &Patch::Strategic(patch))
-        .await
+    api.patch(
+        &child.name_any(),
+        &PatchParams::default(),
+        &Patch::Strategic(patch),
+    )
+    .await
 }
 
 /// Removes `owner_uid`'s owner reference from a child that no longer matches.
@@ -156,7 +162,14 @@ pub async fn release<K: Resource + Clone + serde::de::DeserializeOwned + std::fm
         "ownerReferences": [{"$patch": "delete", "uid": owner_uid}],
         "uid": child.meta().uid,
     }});
-    match api.patch(&child.name_any(), &PatchParams::default(), &Patch::Strategic(patch)).await {
+    match api
+        .patch(
+            &child.name_any(),
+            &PatchParams::default(),
+            &Patch::Strategic(patch),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         // Gone or changed under us: nothing of ours is left to release.
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => Ok(()),
@@ -170,7 +183,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
@@ -181,34 +197,54 @@ mod tests {
             values: Some(values.iter().map(|v| v.to_string()).collect()),
         };
         let cases = [
-            ("empty selects nothing", LabelSelector::default(), labels(&[("a", "1")]), false),
+            (
+                "empty selects nothing",
+                LabelSelector::default(),
+                labels(&[("a", "1")]),
+                false,
+            ),
             (
                 "matchLabels subset",
-                LabelSelector { match_labels: Some(labels(&[("a", "1")])), ..Default::default() },
+                LabelSelector {
+                    match_labels: Some(labels(&[("a", "1")])),
+                    ..Default::default()
+                },
                 labels(&[("a", "1"), ("b", "2")]),
                 true,
             ),
             (
                 "matchLabels differ",
-                LabelSelector { match_labels: Some(labels(&[("a", "1")])), ..Default::default() },
+                LabelSelector {
+                    match_labels: Some(labels(&[("a", "1")])),
+                    ..Default::default()
+                },
                 labels(&[("a", "2")]),
                 false,
             ),
             (
                 "In",
-                LabelSelector { match_expressions: Some(vec![expr("a", "In", &["1", "2"])]), ..Default::default() },
+                LabelSelector {
+                    match_expressions: Some(vec![expr("a", "In", &["1", "2"])]),
+                    ..Default::default()
+                },
                 labels(&[("a", "2")]),
                 true,
             ),
             (
                 "NotIn on a missing key",
-                LabelSelector { match_expressions: Some(vec![expr("a", "NotIn", &["1"])]), ..Default::default() },
+                LabelSelector {
+                    match_expressions: Some(vec![expr("a", "NotIn", &["1"])]),
+                    ..Default::default()
+                },
                 labels(&[]),
                 true,
             ),
             (
                 "DoesNotExist",
-                LabelSelector { match_expressions: Some(vec![expr("a", "DoesNotExist", &[])]), ..Default::default() },
+                LabelSelector {
+                    match_expressions: Some(vec![expr("a", "DoesNotExist", &[])]),
+                    ..Default::default()
+                },
                 labels(&[("a", "1")]),
                 false,
             ),

@@ -25,7 +25,9 @@ pub use decide::{claim_pods, deletion_order, desired_pods, pods_to_delete, Claim
 pub use status::calculate_status;
 
 use crate::expectations::{Expectations, Observed};
-use crate::podcontrol::{self, controller_of, controller_ref, is_active, seconds_until_available, selector_matches};
+use crate::podcontrol::{
+    self, controller_of, controller_ref, is_active, seconds_until_available, selector_matches,
+};
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -80,9 +82,16 @@ pub async fn run_controller(client: kube::Client) {
         .default_backoff()
         .reflect(writer)
         .touched_objects();
-    let controller = Controller::new(Api::<ReplicaSet>::all(client.clone()), watcher::Config::default());
+    let controller = Controller::new(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let replica_sets = controller.store();
-    let state = Arc::new(State { client, pods, expectations: Expectations::default() });
+    let state = Arc::new(State {
+        client,
+        pods,
+        expectations: Expectations::default(),
+    });
     controller
         .watches_stream(pod_events, move |pod| replica_sets_for(&replica_sets, &pod))
         .run(reconcile, error_policy, state)
@@ -110,7 +119,11 @@ fn replica_sets_for(replica_sets: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRe
         .state()
         .iter()
         .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|rs| rs.spec.as_ref().is_some_and(|s| selector_matches(&s.selector, labels)))
+        .filter(|rs| {
+            rs.spec
+                .as_ref()
+                .is_some_and(|s| selector_matches(&s.selector, labels))
+        })
         .map(|rs| ObjectRef::from_obj(rs.as_ref()))
         .collect()
 }
@@ -120,18 +133,22 @@ struct Cached<'a>(&'a [Pod]);
 
 impl Observed for Cached<'_> {
     fn has_name(&self, name: &str) -> bool {
-        self.0.iter().any(|p| p.metadata.name.as_deref() == Some(name))
-    }
-    fn has_live_uid(&self, uid: &str) -> bool {
         self.0
             .iter()
-            .any(|p| p.metadata.uid.as_deref() == Some(uid) && !podcontrol::is_deleting(&p.metadata))
+            .any(|p| p.metadata.name.as_deref() == Some(name))
+    }
+    fn has_live_uid(&self, uid: &str) -> bool {
+        self.0.iter().any(|p| {
+            p.metadata.uid.as_deref() == Some(uid) && !podcontrol::is_deleting(&p.metadata)
+        })
     }
 }
 
 #[instrument(skip_all, fields(key = %format!("{}/{}", rs.namespace().unwrap_or_default(), rs.name_any())))]
 pub async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action> {
-    let ns = rs.namespace().ok_or_else(|| Error::NoNamespace(rs.name_any()))?;
+    let ns = rs
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(rs.name_any()))?;
     let key = format!("{ns}/{}", rs.name_any());
     let pods_api: Api<Pod> = Api::namespaced(state.client.clone(), &ns);
     let in_namespace: Vec<Pod> = state
@@ -146,7 +163,10 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action>
     for pod in &claim.release {
         podcontrol::release(&pods_api, *pod, rs.uid().as_deref().unwrap_or_default())
             .await
-            .map_err(|source| Error::Claim { pod: pod.name_any(), source })?;
+            .map_err(|source| Error::Claim {
+                pod: pod.name_any(),
+                source,
+            })?;
         info!(pod = %pod.name_any(), "released pod that no longer matches the selector");
     }
     let mut adopted = Vec::new();
@@ -155,16 +175,32 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action>
             Ok(pod) => adopted.push(pod),
             // Deleted or changed since the cache saw it: the next event brings us back.
             Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 || e.code == 422 => {}
-            Err(source) => return Err(Error::Claim { pod: pod.name_any(), source }),
+            Err(source) => {
+                return Err(Error::Claim {
+                    pod: pod.name_any(),
+                    source,
+                })
+            }
         }
     }
-    let active: Vec<&Pod> = claim.owned.iter().copied().chain(adopted.iter()).filter(|p| is_active(p)).collect();
+    let active: Vec<&Pod> = claim
+        .owned
+        .iter()
+        .copied()
+        .chain(adopted.iter())
+        .filter(|p| is_active(p))
+        .collect();
 
     let mut manage_error = None;
     let now = Instant::now();
-    let satisfied = state.expectations.satisfied(&key, &Cached(&in_namespace), now);
+    let satisfied = state
+        .expectations
+        .satisfied(&key, &Cached(&in_namespace), now);
     if let Err(in_flight) = satisfied {
-        info!(in_flight, "waiting for the cache to observe earlier creates/deletes");
+        info!(
+            in_flight,
+            "waiting for the cache to observe earlier creates/deletes"
+        );
     } else if !podcontrol::is_deleting(&rs.metadata) {
         let replicas = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
         if let Err(e) = manage_replicas(&state, &rs, &key, &pods_api, &active, replicas).await {
@@ -174,15 +210,26 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action>
 
     let now_ts = Timestamp::now();
     let reason_message = manage_error.as_ref().map(|e| {
-        let reason = if matches!(e, Error::CreatePods { .. }) { "FailedCreate" } else { "FailedDelete" };
+        let reason = if matches!(e, Error::CreatePods { .. }) {
+            "FailedCreate"
+        } else {
+            "FailedDelete"
+        };
         (reason, e.to_string())
     });
     let new_status = calculate_status(&rs, &active, reason_message, now_ts);
     if status::differs(rs.status.as_ref(), &new_status) {
         Api::<ReplicaSet>::namespaced(state.client.clone(), &ns)
-            .patch_status(&rs.name_any(), &PatchParams::default(), &Patch::Merge(status::status_patch(&new_status)))
+            .patch_status(
+                &rs.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(status::status_patch(&new_status)),
+            )
             .await
-            .map_err(|source| Error::Status { key: key.clone(), source })?;
+            .map_err(|source| Error::Status {
+                key: key.clone(),
+                source,
+            })?;
     }
     if let Some(e) = manage_error {
         return Err(e);
@@ -190,8 +237,15 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action>
 
     // A ready pod becomes available minReadySeconds after it turned ready; no event
     // announces that, so come back then.
-    let min_ready = rs.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0);
-    let next = active.iter().filter_map(|p| seconds_until_available(p, min_ready, now_ts)).min();
+    let min_ready = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0);
+    let next = active
+        .iter()
+        .filter_map(|p| seconds_until_available(p, min_ready, now_ts))
+        .min();
     Ok(match (next, satisfied) {
         (Some(secs), _) => Action::requeue(Duration::from_secs(secs.unsigned_abs() + 1)),
         (None, Err(_)) => Action::requeue(Duration::from_secs(5)),
@@ -211,10 +265,14 @@ async fn manage_replicas(
     match desired_pods(replicas, active.len()) {
         Diff::Steady => Ok(()),
         Diff::Create(n) => {
-            let Some(template) = rs.spec.as_ref().and_then(|s| s.template.as_ref()) else { return Ok(()) };
+            let Some(template) = rs.spec.as_ref().and_then(|s| s.template.as_ref()) else {
+                return Ok(());
+            };
             let generate_name = format!("{}-", rs.name_any());
             for batch in decide::slow_start_batches(n) {
-                let creates = (0..batch).map(|_| podcontrol::create_pod(pods_api, template, &generate_name, controller_ref(rs)));
+                let creates = (0..batch).map(|_| {
+                    podcontrol::create_pod(pods_api, template, &generate_name, controller_ref(rs))
+                });
                 let results = futures::future::join_all(creates).await;
                 let mut failure = None;
                 let mut names = Vec::new();
@@ -225,9 +283,14 @@ async fn manage_replicas(
                     }
                 }
                 info!(created = names.len(), "created pods");
-                state.expectations.expect_creations(key, names, Instant::now());
+                state
+                    .expectations
+                    .expect_creations(key, names, Instant::now());
                 if let Some(source) = failure {
-                    return Err(Error::CreatePods { key: key.to_string(), source });
+                    return Err(Error::CreatePods {
+                        key: key.to_string(),
+                        source,
+                    });
                 }
             }
             Ok(())
@@ -235,11 +298,16 @@ async fn manage_replicas(
         Diff::Delete(n) => {
             let victims = pods_to_delete(active, n);
             let uids = victims.iter().filter_map(|p| p.uid());
-            state.expectations.expect_deletions(key, uids, Instant::now());
+            state
+                .expectations
+                .expect_deletions(key, uids, Instant::now());
             let deletes = victims.iter().map(|p| async move {
                 podcontrol::delete_pod(pods_api, &p.name_any())
                     .await
-                    .map_err(|source| Error::DeletePod { pod: p.name_any(), source })
+                    .map_err(|source| Error::DeletePod {
+                        pod: p.name_any(),
+                        source,
+                    })
             });
             let results = futures::future::join_all(deletes).await;
             info!(deleted = victims.len(), "deleted pods");

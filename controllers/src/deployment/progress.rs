@@ -35,14 +35,20 @@ pub struct ProgressInput<'a> {
 }
 
 fn subject(new_rs: Option<&str>) -> String {
-    new_rs.map_or_else(|| "Deployment".to_string(), |n| format!("ReplicaSet \"{n}\""))
+    new_rs.map_or_else(
+        || "Deployment".to_string(),
+        |n| format!("ReplicaSet \"{n}\""),
+    )
 }
 
 /// The Progressing condition to set, if it changes: complete -> NewReplicaSetAvailable;
 /// progress -> ReplicaSetUpdated (refreshing lastUpdateTime, which restarts the
 /// deadline); no progress for longer than the deadline -> ProgressDeadlineExceeded.
 /// A timed-out rollout stays timed out until the template changes.
-pub fn progressing_condition(current: Option<&DeploymentCondition>, input: &ProgressInput) -> Option<DeploymentCondition> {
+pub fn progressing_condition(
+    current: Option<&DeploymentCondition>,
+    input: &ProgressInput,
+) -> Option<DeploymentCondition> {
     let deadline = input.deadline?;
     let reason = current.and_then(|c| c.reason.as_deref());
     if reason == Some(TIMED_OUT) {
@@ -50,25 +56,56 @@ pub fn progressing_condition(current: Option<&DeploymentCondition>, input: &Prog
     }
     let who = subject(input.new_rs_name);
     if input.complete {
-        return Some(condition(PROGRESSING, "True", NEW_RS_AVAILABLE, format!("{who} has successfully progressed."), input.now.clone()));
+        return Some(condition(
+            PROGRESSING,
+            "True",
+            NEW_RS_AVAILABLE,
+            format!("{who} has successfully progressed."),
+            input.now.clone(),
+        ));
     }
     if input.progressed {
-        let mut c = condition(PROGRESSING, "True", UPDATED, format!("{who} is progressing."), input.now.clone());
+        let mut c = condition(
+            PROGRESSING,
+            "True",
+            UPDATED,
+            format!("{who} is progressing."),
+            input.now.clone(),
+        );
         if let Some(cur) = current.filter(|c| c.status == "True") {
             c.last_transition_time.clone_from(&cur.last_transition_time);
         }
         return Some(c);
     }
     let since = current?.last_update_time.as_ref()?;
-    let timed_out = reason != Some(NEW_RS_AVAILABLE) && since.0.as_second() + i64::from(deadline) < input.now.0.as_second();
-    timed_out.then(|| condition(PROGRESSING, "False", TIMED_OUT, format!("{who} has timed out progressing."), input.now.clone()))
+    let timed_out = reason != Some(NEW_RS_AVAILABLE)
+        && since.0.as_second() + i64::from(deadline) < input.now.0.as_second();
+    timed_out.then(|| {
+        condition(
+            PROGRESSING,
+            "False",
+            TIMED_OUT,
+            format!("{who} has timed out progressing."),
+            input.now.clone(),
+        )
+    })
 }
 
 /// When to look again so a stuck rollout is marked timed out on time.
-pub fn requeue_after(current: Option<&DeploymentCondition>, deadline: Option<i32>, complete: bool, now: &Time) -> Option<Duration> {
+pub fn requeue_after(
+    current: Option<&DeploymentCondition>,
+    deadline: Option<i32>,
+    complete: bool,
+    now: &Time,
+) -> Option<Duration> {
     let deadline = deadline?;
     let current = current?;
-    if complete || matches!(current.reason.as_deref(), Some(NEW_RS_AVAILABLE | TIMED_OUT)) {
+    if complete
+        || matches!(
+            current.reason.as_deref(),
+            Some(NEW_RS_AVAILABLE | TIMED_OUT)
+        )
+    {
         return None;
     }
     let since = current.last_update_time.as_ref()?.0.as_second();
@@ -89,13 +126,26 @@ pub fn progressed(old: &DeploymentStatus, new: &DeploymentStatus) -> bool {
 
 impl Rollout {
     fn deadline(&self) -> Option<i32> {
-        let deadline = self.d.spec.as_ref().and_then(|s| s.progress_deadline_seconds).unwrap_or(DEFAULT_DEADLINE);
+        let deadline = self
+            .d
+            .spec
+            .as_ref()
+            .and_then(|s| s.progress_deadline_seconds)
+            .unwrap_or(DEFAULT_DEADLINE);
         (deadline != i32::MAX).then_some(deadline)
     }
 
-    pub(crate) fn set_progressing_if_deadline(&mut self, status: &str, reason: &str, message: String) {
+    pub(crate) fn set_progressing_if_deadline(
+        &mut self,
+        status: &str,
+        reason: &str,
+        message: String,
+    ) {
         if self.deadline().is_some() {
-            set_condition(&mut self.status, condition(PROGRESSING, status, reason, message, Rollout::now()));
+            set_condition(
+                &mut self.status,
+                condition(PROGRESSING, status, reason, message, Rollout::now()),
+            );
         }
     }
 
@@ -139,9 +189,16 @@ impl Rollout {
             && status.observed_generation >= self.d.metadata.generation;
         let new_rs_name = self.new_rs.as_ref().map(ResourceExt::name_any);
         let current = get_condition(&status, PROGRESSING).cloned();
-        let already_complete = status.replicas == status.updated_replicas && current.as_ref().and_then(|c| c.reason.as_deref()) == Some(NEW_RS_AVAILABLE);
+        let already_complete = status.replicas == status.updated_replicas
+            && current.as_ref().and_then(|c| c.reason.as_deref()) == Some(NEW_RS_AVAILABLE);
         if !already_complete {
-            let input = ProgressInput { deadline, complete, progressed: progressed(&old, &status), new_rs_name: new_rs_name.as_deref(), now: Rollout::now() };
+            let input = ProgressInput {
+                deadline,
+                complete,
+                progressed: progressed(&old, &status),
+                new_rs_name: new_rs_name.as_deref(),
+                now: Rollout::now(),
+            };
             if let Some(c) = progressing_condition(current.as_ref(), &input) {
                 if c.reason.as_deref() == Some(UPDATED) {
                     // A fresh lastUpdateTime is the point: it restarts the deadline.
@@ -152,7 +209,12 @@ impl Rollout {
         }
         self.status = status;
         self.write_status().await?;
-        Ok(requeue_after(get_condition(&self.status, PROGRESSING), deadline, complete, &Rollout::now()))
+        Ok(requeue_after(
+            get_condition(&self.status, PROGRESSING),
+            deadline,
+            complete,
+            &Rollout::now(),
+        ))
     }
 }
 
@@ -162,7 +224,13 @@ mod tests {
     use crate::replicaset::fixtures::at;
 
     fn input(complete: bool, progressed: bool, now: i64) -> ProgressInput<'static> {
-        ProgressInput { deadline: Some(600), complete, progressed, new_rs_name: Some("web-abc"), now: at(now) }
+        ProgressInput {
+            deadline: Some(600),
+            complete,
+            progressed,
+            new_rs_name: Some("web-abc"),
+            now: at(now),
+        }
     }
 
     fn reason(c: &Option<DeploymentCondition>) -> Option<&str> {
@@ -174,34 +242,86 @@ mod tests {
         let created = condition(PROGRESSING, "True", "NewReplicaSetCreated", "m", at(0));
         let timed_out = condition(PROGRESSING, "False", TIMED_OUT, "m", at(0));
         let cases = [
-            ("complete", Some(&created), input(true, false, 10), Some(NEW_RS_AVAILABLE)),
-            ("progress", Some(&created), input(false, true, 10), Some(UPDATED)),
-            ("stuck within the deadline", Some(&created), input(false, false, 600), None),
-            ("stuck past the deadline (0 + 600 < 601)", Some(&created), input(false, false, 601), Some(TIMED_OUT)),
-            ("timed out stays timed out", Some(&timed_out), input(true, true, 900), None),
+            (
+                "complete",
+                Some(&created),
+                input(true, false, 10),
+                Some(NEW_RS_AVAILABLE),
+            ),
+            (
+                "progress",
+                Some(&created),
+                input(false, true, 10),
+                Some(UPDATED),
+            ),
+            (
+                "stuck within the deadline",
+                Some(&created),
+                input(false, false, 600),
+                None,
+            ),
+            (
+                "stuck past the deadline (0 + 600 < 601)",
+                Some(&created),
+                input(false, false, 601),
+                Some(TIMED_OUT),
+            ),
+            (
+                "timed out stays timed out",
+                Some(&timed_out),
+                input(true, true, 900),
+                None,
+            ),
         ];
         for (name, current, input, want) in cases {
-            assert_eq!(reason(&progressing_condition(current, &input)), want, "{name}");
+            assert_eq!(
+                reason(&progressing_condition(current, &input)),
+                want,
+                "{name}"
+            );
         }
-        let no_deadline = ProgressInput { deadline: None, ..input(true, false, 1) };
-        assert!(progressing_condition(None, &no_deadline).is_none(), "no deadline, no condition");
+        let no_deadline = ProgressInput {
+            deadline: None,
+            ..input(true, false, 1)
+        };
+        assert!(
+            progressing_condition(None, &no_deadline).is_none(),
+            "no deadline, no condition"
+        );
     }
 
     #[test]
     fn progress_keeps_the_transition_time_but_not_the_update_time() {
         let created = condition(PROGRESSING, "True", "NewReplicaSetCreated", "m", at(3));
         let c = progressing_condition(Some(&created), &input(false, true, 50)).unwrap();
-        assert_eq!((c.last_transition_time, c.last_update_time), (Some(at(3)), Some(at(50))));
-        assert_eq!(c.message.as_deref(), Some("ReplicaSet \"web-abc\" is progressing."));
+        assert_eq!(
+            (c.last_transition_time, c.last_update_time),
+            (Some(at(3)), Some(at(50)))
+        );
+        assert_eq!(
+            c.message.as_deref(),
+            Some("ReplicaSet \"web-abc\" is progressing.")
+        );
     }
 
     #[test]
     fn stuck_rollouts_are_checked_again_at_the_deadline() {
         let updated = condition(PROGRESSING, "True", UPDATED, "m", at(100));
         // Updated at 100, deadline 600: check at 700, 250s after now=450 (+1s margin).
-        assert_eq!(requeue_after(Some(&updated), Some(600), false, &at(450)), Some(Duration::from_secs(251)));
-        assert_eq!(requeue_after(Some(&updated), Some(600), true, &at(450)), None, "complete");
-        assert_eq!(requeue_after(Some(&updated), None, false, &at(450)), None, "no deadline");
+        assert_eq!(
+            requeue_after(Some(&updated), Some(600), false, &at(450)),
+            Some(Duration::from_secs(251))
+        );
+        assert_eq!(
+            requeue_after(Some(&updated), Some(600), true, &at(450)),
+            None,
+            "complete"
+        );
+        assert_eq!(
+            requeue_after(Some(&updated), None, false, &at(450)),
+            None,
+            "no deadline"
+        );
     }
 
     #[test]
@@ -214,7 +334,10 @@ mod tests {
             ..Default::default()
         };
         assert!(progressed(&s(3, 0, 3, 3), &s(4, 1, 3, 3)), "more updated");
-        assert!(progressed(&s(4, 1, 4, 4), &s(3, 1, 3, 3)), "fewer old (3 -> 2)");
+        assert!(
+            progressed(&s(4, 1, 4, 4), &s(3, 1, 3, 3)),
+            "fewer old (3 -> 2)"
+        );
         assert!(!progressed(&s(4, 1, 4, 4), &s(4, 1, 4, 4)), "nothing moved");
     }
 }

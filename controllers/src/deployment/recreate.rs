@@ -15,12 +15,19 @@ use crate::podcontrol::controller_of;
 /// Whether any pod of an old ReplicaSet may still be running. Terminating pods count:
 /// Recreate promises the old and new versions never run side by side.
 pub fn old_pods_running(old: &[ReplicaSet], pods: &[Arc<Pod>]) -> bool {
-    if old.iter().any(|rs| rs.status.as_ref().is_some_and(|s| s.replicas > 0)) {
+    if old
+        .iter()
+        .any(|rs| rs.status.as_ref().is_some_and(|s| s.replicas > 0))
+    {
         return true;
     }
-    let old_uids: Vec<&str> = old.iter().filter_map(|rs| rs.metadata.uid.as_deref()).collect();
+    let old_uids: Vec<&str> = old
+        .iter()
+        .filter_map(|rs| rs.metadata.uid.as_deref())
+        .collect();
     pods.iter().any(|pod| {
-        let owned = controller_of(&pod.metadata).is_some_and(|o| old_uids.contains(&o.uid.as_str()));
+        let owned =
+            controller_of(&pod.metadata).is_some_and(|o| old_uids.contains(&o.uid.as_str()));
         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
         owned && !matches!(phase, Some("Succeeded" | "Failed"))
     })
@@ -29,7 +36,12 @@ pub fn old_pods_running(old: &[ReplicaSet], pods: &[Arc<Pod>]) -> bool {
 impl Rollout {
     pub(crate) async fn rollout_recreate(&mut self) -> Result<Option<Duration>> {
         self.ensure_new_rs(false).await?;
-        let active_old: Vec<String> = self.old.iter().filter(|rs| spec_replicas(rs) > 0).map(ResourceExt::name_any).collect();
+        let active_old: Vec<String> = self
+            .old
+            .iter()
+            .filter(|rs| spec_replicas(rs) > 0)
+            .map(ResourceExt::name_any)
+            .collect();
         let mut scaled_down = false;
         for name in active_old {
             scaled_down |= self.set_size(&name, 0).await?;
@@ -59,14 +71,34 @@ mod tests {
         let rs = replica_set(0);
         let cases = [
             ("no pods", vec![], false),
-            ("a running pod of the old set", vec![pod("a").running().owned_by(&rs)], true),
-            ("a terminating pod still counts", vec![pod("a").running().deleting().owned_by(&rs)], true),
-            ("finished pods do not", vec![pod("a").phase("Succeeded").owned_by(&rs)], false),
-            ("someone else's pod does not", vec![pod("a").running()], false),
+            (
+                "a running pod of the old set",
+                vec![pod("a").running().owned_by(&rs)],
+                true,
+            ),
+            (
+                "a terminating pod still counts",
+                vec![pod("a").running().deleting().owned_by(&rs)],
+                true,
+            ),
+            (
+                "finished pods do not",
+                vec![pod("a").phase("Succeeded").owned_by(&rs)],
+                false,
+            ),
+            (
+                "someone else's pod does not",
+                vec![pod("a").running()],
+                false,
+            ),
         ];
         for (name, pods, want) in cases {
             let pods: Vec<Arc<Pod>> = pods.into_iter().map(Arc::new).collect();
-            assert_eq!(old_pods_running(std::slice::from_ref(&rs), &pods), want, "{name}");
+            assert_eq!(
+                old_pods_running(std::slice::from_ref(&rs), &pods),
+                want,
+                "{name}"
+            );
         }
     }
 }

@@ -19,7 +19,11 @@ use super::{Error, Result, Rollout};
 /// The annotations the existing new ReplicaSet should have, if they differ from what it
 /// has: the Deployment's copied annotations, and `new_revision` when its own is lower
 /// (a rollback, or a template change back to an old one).
-pub fn new_rs_annotations(d: &Deployment, rs: &ReplicaSet, new_revision: i64) -> Option<BTreeMap<String, String>> {
+pub fn new_rs_annotations(
+    d: &Deployment,
+    rs: &ReplicaSet,
+    new_revision: i64,
+) -> Option<BTreeMap<String, String>> {
     let current = rs.metadata.annotations.clone().unwrap_or_default();
     let mut wanted = current.clone();
     wanted.extend(util::copied_annotations(d));
@@ -34,10 +38,17 @@ impl Rollout {
     /// minReadySeconds; then records the revision on the Deployment.
     pub(crate) async fn sync_new_rs_revision(&mut self, new_revision: i64) -> Result<()> {
         let d = self.d.clone();
-        let Some(rs) = self.new_rs.as_mut() else { return Ok(()) };
+        let Some(rs) = self.new_rs.as_mut() else {
+            return Ok(());
+        };
         let annotations = new_rs_annotations(&d, rs, new_revision);
         let min_ready = d.spec.as_ref().and_then(|s| s.min_ready_seconds);
-        let min_ready_differs = rs.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0) != min_ready.unwrap_or(0);
+        let min_ready_differs = rs
+            .spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+            != min_ready.unwrap_or(0);
         if annotations.is_some() || min_ready_differs {
             let mut patch = json!({});
             if let Some(a) = &annotations {
@@ -49,9 +60,16 @@ impl Rollout {
             let from = util::revision(rs);
             *rs = self
                 .rs_api
-                .patch(&rs.name_any(), &PatchParams::default(), &Patch::Merge(patch))
+                .patch(
+                    &rs.name_any(),
+                    &PatchParams::default(),
+                    &Patch::Merge(patch),
+                )
                 .await
-                .map_err(|source| Error::UpdateReplicaSet { name: rs.name_any(), source })?;
+                .map_err(|source| Error::UpdateReplicaSet {
+                    name: rs.name_any(),
+                    source,
+                })?;
             let to = util::revision(rs);
             if from != to {
                 info!(replicaset = %rs.name_any(), from, to, "reusing replicaset under a new revision");
@@ -59,9 +77,18 @@ impl Rollout {
         }
         let revision = util::revision(rs);
         let name = rs.name_any();
-        let has_progressing = self.status.conditions.iter().flatten().any(|c| c.type_ == super::progress::PROGRESSING);
+        let has_progressing = self
+            .status
+            .conditions
+            .iter()
+            .flatten()
+            .any(|c| c.type_ == super::progress::PROGRESSING);
         if !has_progressing {
-            self.set_progressing_if_deadline("True", "FoundNewReplicaSet", format!("Found new replica set \"{name}\""));
+            self.set_progressing_if_deadline(
+                "True",
+                "FoundNewReplicaSet",
+                format!("Found new replica set \"{name}\""),
+            );
         }
         self.set_deployment_revision(revision).await
     }
@@ -98,14 +125,23 @@ mod tests {
         let mut d = Deployment::default();
         d.metadata.annotations = Some(
             [
-                ("kubernetes.io/change-cause".to_string(), "image bump".to_string()),
-                ("kubectl.kubernetes.io/last-applied-configuration".to_string(), "{}".to_string()),
+                (
+                    "kubernetes.io/change-cause".to_string(),
+                    "image bump".to_string(),
+                ),
+                (
+                    "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                    "{}".to_string(),
+                ),
             ]
             .into(),
         );
         let rs = with_revision(replica_set(3), "2");
         let got = new_rs_annotations(&d, &rs, 2).expect("change-cause is new");
-        assert_eq!(got.get("kubernetes.io/change-cause").map(String::as_str), Some("image bump"));
+        assert_eq!(
+            got.get("kubernetes.io/change-cause").map(String::as_str),
+            Some("image bump")
+        );
         assert!(!got.contains_key("kubectl.kubernetes.io/last-applied-configuration"));
     }
 }

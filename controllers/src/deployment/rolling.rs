@@ -30,7 +30,13 @@ pub fn new_rs_new_replicas(replicas: i32, max_surge: i32, old_total: i32, new_si
 ///
 /// 3 replicas, maxUnavailable 0, old 3 (all available) + new 1 (not yet available):
 /// 4 - 3 - 1 = 0, nothing may go. Once the new pod is available: 4 - 3 - 0 = 1.
-pub fn max_scaled_down(all_total: i32, replicas: i32, max_unavailable: i32, new_size: i32, new_available: i32) -> i32 {
+pub fn max_scaled_down(
+    all_total: i32,
+    replicas: i32,
+    max_unavailable: i32,
+    new_size: i32,
+    new_available: i32,
+) -> i32 {
     let min_available = replicas - max_unavailable;
     let new_unavailable = new_size - new_available;
     all_total - min_available - new_unavailable
@@ -92,14 +98,20 @@ fn oldest_first(old: &[ReplicaSet]) -> Vec<Old> {
     let mut sorted: Vec<&ReplicaSet> = old.iter().collect();
     sorted.sort_by(|a, b| {
         let created = |rs: &ReplicaSet| rs.metadata.creation_timestamp.as_ref().map(|t| t.0);
-        created(a).cmp(&created(b)).then_with(|| a.name_any().cmp(&b.name_any()))
+        created(a)
+            .cmp(&created(b))
+            .then_with(|| a.name_any().cmp(&b.name_any()))
     });
     sorted
         .into_iter()
         .map(|rs| Old {
             name: rs.name_any(),
             size: spec_replicas(rs),
-            available: rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0),
+            available: rs
+                .status
+                .as_ref()
+                .and_then(|s| s.available_replicas)
+                .unwrap_or(0),
         })
         .collect()
 }
@@ -118,13 +130,20 @@ impl Rollout {
 
     async fn reconcile_new_rs(&mut self) -> Result<bool> {
         let d = self.d.clone();
-        let Some(new_rs) = self.new_rs.as_ref() else { return Ok(false) };
+        let Some(new_rs) = self.new_rs.as_ref() else {
+            return Ok(false);
+        };
         let (name, size) = (new_rs.name_any(), spec_replicas(new_rs));
         let replicas = deployment_replicas(&d);
         let target = if size > replicas {
             replicas
         } else {
-            new_rs_new_replicas(replicas, util::max_surge(&d), util::sum_spec(&self.old), size)
+            new_rs_new_replicas(
+                replicas,
+                util::max_surge(&d),
+                util::sum_spec(&self.old),
+                size,
+            )
         };
         self.set_size(&name, target).await
     }
@@ -137,10 +156,22 @@ impl Rollout {
         let replicas = deployment_replicas(&d);
         let max_unavailable = util::max_unavailable(&d);
         let (new_size, new_available) = self.new_rs.as_ref().map_or((0, 0), |rs| {
-            (spec_replicas(rs), rs.status.as_ref().and_then(|s| s.available_replicas).unwrap_or(0))
+            (
+                spec_replicas(rs),
+                rs.status
+                    .as_ref()
+                    .and_then(|s| s.available_replicas)
+                    .unwrap_or(0),
+            )
         });
         let all_total = util::sum_spec(self.all());
-        let budget = max_scaled_down(all_total, replicas, max_unavailable, new_size, new_available);
+        let budget = max_scaled_down(
+            all_total,
+            replicas,
+            max_unavailable,
+            new_size,
+            new_available,
+        );
         if budget <= 0 {
             return Ok(false);
         }
@@ -149,7 +180,11 @@ impl Rollout {
             changed |= self.set_size(&name, size).await?;
         }
         let available_total = util::sum_available(self.all());
-        for (name, size) in scale_down_old(&oldest_first(&self.old), available_total, replicas - max_unavailable) {
+        for (name, size) in scale_down_old(
+            &oldest_first(&self.old),
+            available_total,
+            replicas - max_unavailable,
+        ) {
             changed |= self.set_size(&name, size).await?;
         }
         Ok(changed)
@@ -161,7 +196,11 @@ mod tests {
     use super::*;
 
     fn old(name: &str, size: i32, available: i32) -> Old {
-        Old { name: name.into(), size, available }
+        Old {
+            name: name.into(),
+            size,
+            available,
+        }
     }
 
     #[test]
@@ -170,13 +209,24 @@ mod tests {
             // (name, replicas, surge, old total, new size, want)
             ("3 at surge 1, fresh rollout: 3+1-3 = 1 room", 3, 1, 3, 0, 1),
             ("3 at surge 1, 4 pods exist: no room", 3, 1, 3, 1, 1),
-            ("3 at surge 1, old down to 2: room for 1 more", 3, 1, 2, 1, 2),
+            (
+                "3 at surge 1, old down to 2: room for 1 more",
+                3,
+                1,
+                2,
+                1,
+                2,
+            ),
             ("10 at surge 3: room 3 of the 10 wanted", 10, 3, 10, 0, 3),
             ("room never takes the new RS past replicas", 3, 5, 0, 2, 3),
             ("surge 0 waits for old pods to go", 3, 0, 3, 0, 0),
         ];
         for (name, replicas, surge, old_total, new_size, want) in cases {
-            assert_eq!(new_rs_new_replicas(replicas, surge, old_total, new_size), want, "{name}");
+            assert_eq!(
+                new_rs_new_replicas(replicas, surge, old_total, new_size),
+                want,
+                "{name}"
+            );
         }
     }
 
@@ -186,10 +236,22 @@ mod tests {
             // (name, all total, replicas, maxUnavailable, new size, new available, want)
             ("new pod not yet available: 4 - 3 - 1 = 0", 4, 3, 0, 1, 0, 0),
             ("new pod available: 4 - 3 - 0 = 1", 4, 3, 0, 1, 1, 1),
-            ("10 at unavailable 2, new 3 unavailable: 13 - 8 - 3 = 2", 13, 10, 2, 3, 0, 2),
+            (
+                "10 at unavailable 2, new 3 unavailable: 13 - 8 - 3 = 2",
+                13,
+                10,
+                2,
+                3,
+                0,
+                2,
+            ),
         ];
         for (name, all_total, replicas, unavailable, new_size, new_available, want) in cases {
-            assert_eq!(max_scaled_down(all_total, replicas, unavailable, new_size, new_available), want, "{name}");
+            assert_eq!(
+                max_scaled_down(all_total, replicas, unavailable, new_size, new_available),
+                want,
+                "{name}"
+            );
         }
     }
 
@@ -198,18 +260,29 @@ mod tests {
         let got = cleanup_unhealthy(&[old("a", 3, 1), old("b", 2, 0)], 3);
         // a drops its 2 unavailable pods, b 1 of its 2 (budget 3).
         assert_eq!(got, vec![("a".to_string(), 1), ("b".to_string(), 1)]);
-        assert_eq!(cleanup_unhealthy(&[old("a", 3, 3)], 3), vec![], "healthy replica sets keep their pods");
+        assert_eq!(
+            cleanup_unhealthy(&[old("a", 3, 3)], 3),
+            vec![],
+            "healthy replica sets keep their pods"
+        );
     }
 
     #[test]
     fn healthy_old_pods_go_as_availability_allows() {
         // min 3 available, 4 available: one old pod may go.
-        assert_eq!(scale_down_old(&[old("a", 3, 3)], 4, 3), vec![("a".to_string(), 2)]);
+        assert_eq!(
+            scale_down_old(&[old("a", 3, 3)], 4, 3),
+            vec![("a".to_string(), 2)]
+        );
         // 7 available, min 3: 4 may go, a (oldest) empties by 2, b loses 2.
         assert_eq!(
             scale_down_old(&[old("a", 2, 2), old("b", 3, 3)], 7, 3),
             vec![("a".to_string(), 0), ("b".to_string(), 1)]
         );
-        assert_eq!(scale_down_old(&[old("a", 3, 3)], 3, 3), vec![], "at the minimum nothing goes");
+        assert_eq!(
+            scale_down_old(&[old("a", 3, 3)], 3, 3),
+            vec![],
+            "at the minimum nothing goes"
+        );
     }
 }

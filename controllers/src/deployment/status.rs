@@ -17,7 +17,13 @@ pub const REPLICA_FAILURE: &str = "ReplicaFailure";
 /// `working`, with Available recomputed: at least `replicas - maxUnavailable` available.
 ///
 /// 3 replicas, maxUnavailable 1: 2 available is MinimumReplicasAvailable, 1 is not.
-pub fn calculate_status(d: &Deployment, new_rs: Option<&ReplicaSet>, all: &[&ReplicaSet], working: &DeploymentStatus, now: Time) -> DeploymentStatus {
+pub fn calculate_status(
+    d: &Deployment,
+    new_rs: Option<&ReplicaSet>,
+    all: &[&ReplicaSet],
+    working: &DeploymentStatus,
+    now: Time,
+) -> DeploymentStatus {
     let available = util::sum_available(all.iter().copied());
     let unavailable = (util::sum_spec(all.iter().copied()) - available).max(0);
     let mut status = DeploymentStatus {
@@ -33,27 +39,63 @@ pub fn calculate_status(d: &Deployment, new_rs: Option<&ReplicaSet>, all: &[&Rep
     };
     // A ReplicaSet that cannot create pods (quota, admission) surfaces on the
     // Deployment as ReplicaFailure, the new ReplicaSet's failure first.
-    let failure = new_rs.into_iter().chain(all.iter().copied()).find_map(|rs| {
-        rs.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == REPLICA_FAILURE && c.status == "True").cloned()
-    });
+    let failure = new_rs
+        .into_iter()
+        .chain(all.iter().copied())
+        .find_map(|rs| {
+            rs.status
+                .as_ref()?
+                .conditions
+                .as_ref()?
+                .iter()
+                .find(|c| c.type_ == REPLICA_FAILURE && c.status == "True")
+                .cloned()
+        });
     match failure {
         Some(f) => {
             let message = f.message.unwrap_or_default();
-            set_condition(&mut status, condition(REPLICA_FAILURE, "True", f.reason.as_deref().unwrap_or("FailedCreate"), message, now.clone()));
+            set_condition(
+                &mut status,
+                condition(
+                    REPLICA_FAILURE,
+                    "True",
+                    f.reason.as_deref().unwrap_or("FailedCreate"),
+                    message,
+                    now.clone(),
+                ),
+            );
         }
         None => remove_condition(&mut status, REPLICA_FAILURE),
     }
     let minimum = deployment_replicas(d) - util::max_unavailable(d);
     let condition = if available >= minimum {
-        condition(AVAILABLE, "True", "MinimumReplicasAvailable", "Deployment has minimum availability.", now)
+        condition(
+            AVAILABLE,
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.",
+            now,
+        )
     } else {
-        condition(AVAILABLE, "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.", now)
+        condition(
+            AVAILABLE,
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.",
+            now,
+        )
     };
     set_condition(&mut status, condition);
     status
 }
 
-pub fn condition(type_: &str, status: &str, reason: &str, message: impl Into<String>, now: Time) -> DeploymentCondition {
+pub fn condition(
+    type_: &str,
+    status: &str,
+    reason: &str,
+    message: impl Into<String>,
+    now: Time,
+) -> DeploymentCondition {
     DeploymentCondition {
         type_: type_.into(),
         status: status.into(),
@@ -64,8 +106,15 @@ pub fn condition(type_: &str, status: &str, reason: &str, message: impl Into<Str
     }
 }
 
-pub fn get_condition<'a>(status: &'a DeploymentStatus, type_: &str) -> Option<&'a DeploymentCondition> {
-    status.conditions.as_deref()?.iter().find(|c| c.type_ == type_)
+pub fn get_condition<'a>(
+    status: &'a DeploymentStatus,
+    type_: &str,
+) -> Option<&'a DeploymentCondition> {
+    status
+        .conditions
+        .as_deref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 pub fn remove_condition(status: &mut DeploymentStatus, type_: &str) {
@@ -82,7 +131,8 @@ pub fn set_condition(status: &mut DeploymentStatus, mut new: DeploymentCondition
             return;
         }
         if current.status == new.status {
-            new.last_transition_time.clone_from(&current.last_transition_time);
+            new.last_transition_time
+                .clone_from(&current.last_transition_time);
         }
     }
     remove_condition(status, &new.type_);
@@ -92,7 +142,13 @@ pub fn set_condition(status: &mut DeploymentStatus, mut new: DeploymentCondition
 impl Rollout {
     pub(crate) fn calculate(&self) -> DeploymentStatus {
         let all: Vec<&ReplicaSet> = self.all().collect();
-        calculate_status(&self.d, self.new_rs.as_ref(), &all, &self.status, Rollout::now())
+        calculate_status(
+            &self.d,
+            self.new_rs.as_ref(),
+            &all,
+            &self.status,
+            Rollout::now(),
+        )
     }
 
     /// Status without progress bookkeeping (paused, scaling, deleted).
@@ -106,11 +162,21 @@ impl Rollout {
         if self.d.status.as_ref() == Some(&self.status) {
             return Ok(());
         }
-        let api: Api<Deployment> = Api::namespaced(self.rs_api.clone().into_client(), &self.d.namespace().unwrap_or_default());
+        let api: Api<Deployment> = Api::namespaced(
+            self.rs_api.clone().into_client(),
+            &self.d.namespace().unwrap_or_default(),
+        );
         let patch = json!({"status": self.status});
-        api.patch_status(&self.d.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map_err(|source| Error::UpdateDeployment { name: self.d.name_any(), source })?;
+        api.patch_status(
+            &self.d.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+        .map_err(|source| Error::UpdateDeployment {
+            name: self.d.name_any(),
+            source,
+        })?;
         Ok(())
     }
 }
@@ -135,7 +201,10 @@ mod tests {
     fn deployment(replicas: i32) -> Deployment {
         let mut d = Deployment::default();
         d.metadata.generation = Some(4);
-        d.spec = Some(DeploymentSpec { replicas: Some(replicas), ..Default::default() });
+        d.spec = Some(DeploymentSpec {
+            replicas: Some(replicas),
+            ..Default::default()
+        });
         d
     }
 
@@ -144,45 +213,77 @@ mod tests {
         // 3 replicas at 25%/25%: maxUnavailable floor(0.75) = 0, so 3 must be available.
         let d = deployment(3);
         let (new, old) = (rs(1, 1, 1, 0), rs(3, 3, 3, 3));
-        let status = calculate_status(&d, Some(&new), &[&new, &old], &DeploymentStatus::default(), at(10));
+        let status = calculate_status(
+            &d,
+            Some(&new),
+            &[&new, &old],
+            &DeploymentStatus::default(),
+            at(10),
+        );
         let cases = [
             ("replicas", status.replicas, 4),
             ("updatedReplicas", status.updated_replicas, 1),
             ("readyReplicas", status.ready_replicas, 4),
             ("availableReplicas", status.available_replicas, 3),
-            ("unavailableReplicas = spec 4 - available 3", status.unavailable_replicas, 1),
+            (
+                "unavailableReplicas = spec 4 - available 3",
+                status.unavailable_replicas,
+                1,
+            ),
         ];
         for (name, got, want) in cases {
             assert_eq!(got, Some(want), "{name}");
         }
         assert_eq!(status.observed_generation, Some(4));
         let available = get_condition(&status, AVAILABLE).unwrap();
-        assert_eq!((available.status.as_str(), available.reason.as_deref()), ("True", Some("MinimumReplicasAvailable")));
+        assert_eq!(
+            (available.status.as_str(), available.reason.as_deref()),
+            ("True", Some("MinimumReplicasAvailable"))
+        );
     }
 
     #[test]
     fn too_few_available_is_minimum_replicas_unavailable() {
         let d = deployment(3);
         let new = rs(3, 3, 1, 1);
-        let status = calculate_status(&d, Some(&new), &[&new], &DeploymentStatus::default(), at(10));
+        let status = calculate_status(
+            &d,
+            Some(&new),
+            &[&new],
+            &DeploymentStatus::default(),
+            at(10),
+        );
         let available = get_condition(&status, AVAILABLE).unwrap();
-        assert_eq!((available.status.as_str(), available.reason.as_deref()), ("False", Some("MinimumReplicasUnavailable")));
+        assert_eq!(
+            (available.status.as_str(), available.reason.as_deref()),
+            ("False", Some("MinimumReplicasUnavailable"))
+        );
     }
 
     #[test]
     fn a_replica_set_failure_shows_on_the_deployment_until_it_clears() {
         let d = deployment(1);
         let mut failing = rs(1, 0, 0, 0);
-        failing.status.as_mut().unwrap().conditions = Some(vec![k8s_openapi::api::apps::v1::ReplicaSetCondition {
-            type_: REPLICA_FAILURE.into(),
-            status: "True".into(),
-            reason: Some("FailedCreate".into()),
-            message: Some("quota exceeded".into()),
-            last_transition_time: None,
-        }]);
-        let status = calculate_status(&d, Some(&failing), &[&failing], &DeploymentStatus::default(), at(1));
+        failing.status.as_mut().unwrap().conditions =
+            Some(vec![k8s_openapi::api::apps::v1::ReplicaSetCondition {
+                type_: REPLICA_FAILURE.into(),
+                status: "True".into(),
+                reason: Some("FailedCreate".into()),
+                message: Some("quota exceeded".into()),
+                last_transition_time: None,
+            }]);
+        let status = calculate_status(
+            &d,
+            Some(&failing),
+            &[&failing],
+            &DeploymentStatus::default(),
+            at(1),
+        );
         let c = get_condition(&status, REPLICA_FAILURE).expect("ReplicaFailure is copied");
-        assert_eq!((c.reason.as_deref(), c.message.as_deref()), (Some("FailedCreate"), Some("quota exceeded")));
+        assert_eq!(
+            (c.reason.as_deref(), c.message.as_deref()),
+            (Some("FailedCreate"), Some("quota exceeded"))
+        );
         let healthy = rs(1, 1, 1, 1);
         let cleared = calculate_status(&d, Some(&healthy), &[&healthy], &status, at(2));
         assert!(get_condition(&cleared, REPLICA_FAILURE).is_none());
@@ -191,13 +292,39 @@ mod tests {
     #[test]
     fn set_condition_keeps_transition_time_when_status_holds() {
         let mut status = DeploymentStatus::default();
-        set_condition(&mut status, condition("Progressing", "True", "NewReplicaSetCreated", "m", at(1)));
-        set_condition(&mut status, condition("Progressing", "True", "ReplicaSetUpdated", "m", at(5)));
+        set_condition(
+            &mut status,
+            condition("Progressing", "True", "NewReplicaSetCreated", "m", at(1)),
+        );
+        set_condition(
+            &mut status,
+            condition("Progressing", "True", "ReplicaSetUpdated", "m", at(5)),
+        );
         let c = get_condition(&status, "Progressing").unwrap();
-        assert_eq!((c.reason.as_deref(), c.last_transition_time.clone(), c.last_update_time.clone()), (Some("ReplicaSetUpdated"), Some(at(1)), Some(at(5))));
-        set_condition(&mut status, condition("Progressing", "False", "ProgressDeadlineExceeded", "m", at(9)));
+        assert_eq!(
+            (
+                c.reason.as_deref(),
+                c.last_transition_time.clone(),
+                c.last_update_time.clone()
+            ),
+            (Some("ReplicaSetUpdated"), Some(at(1)), Some(at(5)))
+        );
+        set_condition(
+            &mut status,
+            condition(
+                "Progressing",
+                "False",
+                "ProgressDeadlineExceeded",
+                "m",
+                at(9),
+            ),
+        );
         let c = get_condition(&status, "Progressing").unwrap();
-        assert_eq!(c.last_transition_time, Some(at(9)), "a status flip moves the transition time");
+        assert_eq!(
+            c.last_transition_time,
+            Some(at(9)),
+            "a status flip moves the transition time"
+        );
         assert_eq!(status.conditions.as_ref().unwrap().len(), 1);
     }
 }

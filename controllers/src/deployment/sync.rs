@@ -22,7 +22,11 @@ impl Rollout {
     pub(crate) async fn load(state: &State, d: Arc<Deployment>, ns: &str) -> Result<Self> {
         let rs_api: Api<ReplicaSet> = Api::namespaced(state.client.clone(), ns);
         let uid = d.uid().unwrap_or_default();
-        let selector = d.spec.as_ref().map(|s| s.selector.clone()).unwrap_or_default();
+        let selector = d
+            .spec
+            .as_ref()
+            .map(|s| s.selector.clone())
+            .unwrap_or_default();
         let mut mine = Vec::new();
         for rs in state.replica_sets.state() {
             if rs.namespace().as_deref() != Some(ns) {
@@ -30,11 +34,20 @@ impl Rollout {
             }
             match controller_of(&rs.metadata) {
                 Some(owner) if owner.uid == uid => mine.push(rs.as_ref().clone()),
-                None if selector_matches(&selector, rs.labels()) && d.metadata.deletion_timestamp.is_none() => {
-                    match podcontrol::adopt(&rs_api, rs.as_ref(), controller_ref(d.as_ref())).await {
+                None if selector_matches(&selector, rs.labels())
+                    && d.metadata.deletion_timestamp.is_none() =>
+                {
+                    match podcontrol::adopt(&rs_api, rs.as_ref(), controller_ref(d.as_ref())).await
+                    {
                         Ok(adopted) => mine.push(adopted),
-                        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 || e.code == 422 => {}
-                        Err(source) => return Err(Error::UpdateReplicaSet { name: rs.name_any(), source }),
+                        Err(kube::Error::Api(e))
+                            if e.code == 404 || e.code == 409 || e.code == 422 => {}
+                        Err(source) => {
+                            return Err(Error::UpdateReplicaSet {
+                                name: rs.name_any(),
+                                source,
+                            })
+                        }
                     }
                 }
                 _ => {}
@@ -44,12 +57,26 @@ impl Rollout {
         // be two after a hash collision).
         mine.sort_by(|a, b| {
             let created = |rs: &ReplicaSet| rs.metadata.creation_timestamp.as_ref().map(|t| t.0);
-            created(a).cmp(&created(b)).then_with(|| a.name_any().cmp(&b.name_any()))
+            created(a)
+                .cmp(&created(b))
+                .then_with(|| a.name_any().cmp(&b.name_any()))
         });
         let new_index = mine.iter().position(|rs| util::template_matches(rs, &d));
         let new_rs = new_index.map(|i| mine.remove(i));
-        let pods = state.pods.state().into_iter().filter(|p| p.namespace().as_deref() == Some(ns)).collect();
-        Ok(Rollout { status: d.status.clone().unwrap_or_default(), d, rs_api, pods, new_rs, old: mine })
+        let pods = state
+            .pods
+            .state()
+            .into_iter()
+            .filter(|p| p.namespace().as_deref() == Some(ns))
+            .collect();
+        Ok(Rollout {
+            status: d.status.clone().unwrap_or_default(),
+            d,
+            rs_api,
+            pods,
+            new_rs,
+            old: mine,
+        })
     }
 
     pub(crate) fn all(&self) -> impl Iterator<Item = &ReplicaSet> {
@@ -72,14 +99,24 @@ impl Rollout {
         let name = format!("{}-{hash}", d.name_any());
         let mut template = spec.template.clone();
         let meta = template.metadata.get_or_insert_default();
-        meta.labels.get_or_insert_default().insert(util::TEMPLATE_HASH_LABEL.into(), hash.clone());
+        meta.labels
+            .get_or_insert_default()
+            .insert(util::TEMPLATE_HASH_LABEL.into(), hash.clone());
         let mut selector = spec.selector.clone();
-        selector.match_labels.get_or_insert_default().insert(util::TEMPLATE_HASH_LABEL.into(), hash.clone());
+        selector
+            .match_labels
+            .get_or_insert_default()
+            .insert(util::TEMPLATE_HASH_LABEL.into(), hash.clone());
         let mut annotations = util::copied_annotations(&d);
         annotations.insert(util::REVISION.into(), new_revision.to_string());
         annotations.extend(util::replica_annotations(&d).map(|(k, v)| (k.to_string(), v)));
         let replicas = if util::is_rolling(&d) {
-            super::rolling::new_rs_new_replicas(deployment_replicas(&d), util::max_surge(&d), util::sum_spec(&self.old), 0)
+            super::rolling::new_rs_new_replicas(
+                deployment_replicas(&d),
+                util::max_surge(&d),
+                util::sum_spec(&self.old),
+                0,
+            )
         } else {
             deployment_replicas(&d)
         };
@@ -111,12 +148,16 @@ impl Rollout {
             Err(kube::Error::Api(e)) if e.code == 409 => {
                 // Someone made it first: ours if it is controlled by us with our template,
                 // otherwise a hash collision, resolved by a new collisionCount.
-                let existing = self
-                    .rs_api
-                    .get(&name)
-                    .await
-                    .map_err(|source| Error::CreateReplicaSet { name: name.clone(), source })?;
-                let ours = controller_of(&existing.metadata).is_some_and(|o| Some(&o.uid) == d.metadata.uid.as_ref());
+                let existing =
+                    self.rs_api
+                        .get(&name)
+                        .await
+                        .map_err(|source| Error::CreateReplicaSet {
+                            name: name.clone(),
+                            source,
+                        })?;
+                let ours = controller_of(&existing.metadata)
+                    .is_some_and(|o| Some(&o.uid) == d.metadata.uid.as_ref());
                 if ours && util::template_matches(&existing, &d) {
                     self.new_rs = Some(existing);
                     return Ok(());
@@ -133,12 +174,19 @@ impl Rollout {
     /// Returns whether anything was written.
     pub(crate) async fn set_size(&mut self, name: &str, size: i32) -> Result<bool> {
         let d = self.d.clone();
-        let Some(rs) = self.new_rs.iter_mut().chain(self.old.iter_mut()).find(|rs| rs.name_any() == name) else {
+        let Some(rs) = self
+            .new_rs
+            .iter_mut()
+            .chain(self.old.iter_mut())
+            .find(|rs| rs.name_any() == name)
+        else {
             return Ok(false);
         };
         let annotations = util::replica_annotations(&d);
         let current = rs.metadata.annotations.as_ref();
-        let annotations_ok = annotations.iter().all(|(k, v)| util::annotation(current, k) == Some(v.as_str()));
+        let annotations_ok = annotations
+            .iter()
+            .all(|(k, v)| util::annotation(current, k) == Some(v.as_str()));
         if spec_replicas(rs) == size && annotations_ok {
             return Ok(false);
         }
@@ -151,7 +199,10 @@ impl Rollout {
             .rs_api
             .patch(name, &PatchParams::default(), &Patch::Merge(patch))
             .await
-            .map_err(|source| Error::UpdateReplicaSet { name: name.to_string(), source })?;
+            .map_err(|source| Error::UpdateReplicaSet {
+                name: name.to_string(),
+                source,
+            })?;
         if from != size {
             info!(replicaset = %name, from, to = size, "scaled replicaset");
         }
@@ -161,9 +212,10 @@ impl Rollout {
     /// A replica count changed on some active ReplicaSet since it was last sized.
     pub(crate) fn is_scaling_event(&self) -> bool {
         let replicas = deployment_replicas(&self.d).to_string();
-        self.all()
-            .filter(|rs| spec_replicas(rs) > 0)
-            .any(|rs| util::annotation(rs.metadata.annotations.as_ref(), util::DESIRED_REPLICAS) != Some(replicas.as_str()))
+        self.all().filter(|rs| spec_replicas(rs) > 0).any(|rs| {
+            util::annotation(rs.metadata.annotations.as_ref(), util::DESIRED_REPLICAS)
+                != Some(replicas.as_str())
+        })
     }
 
     /// Scaling only (paused, or a replica change): no new ReplicaSet is made.
@@ -183,7 +235,11 @@ impl Rollout {
         let active: Vec<&ReplicaSet> = self.all().filter(|rs| spec_replicas(rs) > 0).collect();
         // One active ReplicaSet (or none: the newest) simply takes all replicas.
         let only = match active.as_slice() {
-            [] => self.new_rs.as_ref().or_else(|| self.old.iter().max_by_key(|rs| rs.metadata.creation_timestamp.as_ref().map(|t| t.0))),
+            [] => self.new_rs.as_ref().or_else(|| {
+                self.old
+                    .iter()
+                    .max_by_key(|rs| rs.metadata.creation_timestamp.as_ref().map(|t| t.0))
+            }),
             [one] => Some(*one),
             _ => None,
         };
@@ -192,7 +248,13 @@ impl Rollout {
             return Ok(());
         }
         if util::is_saturated(&d, self.new_rs.as_ref()) {
-            for name in self.old.iter().filter(|rs| spec_replicas(rs) > 0).map(ResourceExt::name_any).collect::<Vec<_>>() {
+            for name in self
+                .old
+                .iter()
+                .filter(|rs| spec_replicas(rs) > 0)
+                .map(ResourceExt::name_any)
+                .collect::<Vec<_>>()
+            {
                 self.set_size(&name, 0).await?;
             }
             return Ok(());
@@ -200,13 +262,21 @@ impl Rollout {
         if !util::is_rolling(&d) {
             return Ok(());
         }
-        let allowed = if replicas > 0 { replicas + util::max_surge(&d) } else { 0 };
+        let allowed = if replicas > 0 {
+            replicas + util::max_surge(&d)
+        } else {
+            0
+        };
         let sizing: Vec<Sizing> = active
             .iter()
             .map(|rs| Sizing {
                 name: rs.name_any(),
                 replicas: spec_replicas(rs),
-                max_replicas: util::annotation(rs.metadata.annotations.as_ref(), util::MAX_REPLICAS).and_then(|v| v.parse().ok()),
+                max_replicas: util::annotation(
+                    rs.metadata.annotations.as_ref(),
+                    util::MAX_REPLICAS,
+                )
+                .and_then(|v| v.parse().ok()),
                 created: rs.metadata.creation_timestamp.as_ref().map(|t| t.0),
             })
             .collect();
@@ -219,9 +289,20 @@ impl Rollout {
 
     /// Deletes the oldest fully scaled-down ReplicaSets beyond revisionHistoryLimit.
     pub(crate) async fn cleanup(&mut self) -> Result<()> {
-        let limit = self.d.spec.as_ref().and_then(|s| s.revision_history_limit).unwrap_or(10);
-        let mut alive: Vec<&ReplicaSet> = self.old.iter().filter(|rs| rs.metadata.deletion_timestamp.is_none()).collect();
-        let excess = alive.len().saturating_sub(usize::try_from(limit).unwrap_or(0));
+        let limit = self
+            .d
+            .spec
+            .as_ref()
+            .and_then(|s| s.revision_history_limit)
+            .unwrap_or(10);
+        let mut alive: Vec<&ReplicaSet> = self
+            .old
+            .iter()
+            .filter(|rs| rs.metadata.deletion_timestamp.is_none())
+            .collect();
+        let excess = alive
+            .len()
+            .saturating_sub(usize::try_from(limit).unwrap_or(0));
         if excess == 0 {
             return Ok(());
         }
@@ -232,19 +313,29 @@ impl Rollout {
                 let status = rs.status.clone().unwrap_or_default();
                 spec_replicas(rs) == 0
                     && status.replicas == 0
-                    && rs.metadata.generation.unwrap_or(0) <= status.observed_generation.unwrap_or(0)
+                    && rs.metadata.generation.unwrap_or(0)
+                        <= status.observed_generation.unwrap_or(0)
             })
             .take(excess)
             .map(|rs| (rs.name_any(), rs.uid()))
             .collect();
         for (name, uid) in doomed {
-            let params = DeleteParams { preconditions: Some(Preconditions { uid, resource_version: None }), ..Default::default() };
+            let params = DeleteParams {
+                preconditions: Some(Preconditions {
+                    uid,
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
             match self.rs_api.delete(&name, &params).await {
-                Ok(_) => info!(replicaset = %name, "deleted old replicaset beyond revisionHistoryLimit"),
+                Ok(_) => {
+                    info!(replicaset = %name, "deleted old replicaset beyond revisionHistoryLimit")
+                }
                 Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
                 Err(source) => return Err(Error::DeleteReplicaSet { name, source }),
             }
-            self.old.retain(|rs| rs.metadata.name.as_deref() != Some(name.as_str()));
+            self.old
+                .retain(|rs| rs.metadata.name.as_deref() != Some(name.as_str()));
         }
         Ok(())
     }
@@ -256,11 +347,21 @@ impl Rollout {
         if current == Some(revision.to_string().as_str()) {
             return Ok(());
         }
-        let api: Api<Deployment> = Api::namespaced(self.rs_api.clone().into_client(), &self.d.namespace().unwrap_or_default());
+        let api: Api<Deployment> = Api::namespaced(
+            self.rs_api.clone().into_client(),
+            &self.d.namespace().unwrap_or_default(),
+        );
         let patch = json!({"metadata": {"annotations": {util::REVISION: revision.to_string()}}});
-        api.patch(&self.d.name_any(), &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map_err(|source| Error::UpdateDeployment { name: self.d.name_any(), source })?;
+        api.patch(
+            &self.d.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(patch),
+        )
+        .await
+        .map_err(|source| Error::UpdateDeployment {
+            name: self.d.name_any(),
+            source,
+        })?;
         Ok(())
     }
 
@@ -287,13 +388,25 @@ pub struct Sizing {
 /// Worked example: 10 -> 15 replicas at maxSurge 3, old RS 8 and new RS 5, both sized for
 /// 13. allowed = 18, to add = 18 - 13 = 5. Old: round(8 * 18 / 13) = round(11.08) = 11,
 /// +3. New: round(5 * 18 / 13) = round(6.92) = 7, +2. Total 5, no leftover: 11 + 7 = 18.
-pub fn proportional_sizes(rses: &[Sizing], replicas: i32, allowed: i32, status_replicas: i32) -> Vec<(String, i32)> {
+pub fn proportional_sizes(
+    rses: &[Sizing],
+    replicas: i32,
+    allowed: i32,
+    status_replicas: i32,
+) -> Vec<(String, i32)> {
     let to_add = allowed - rses.iter().map(|r| r.replicas).sum::<i32>();
     let mut sorted = rses.to_vec();
     // Larger first; ties: newer first when growing, older first when shrinking.
     sorted.sort_by(|a, b| {
-        let by_age = if to_add > 0 { b.created.cmp(&a.created) } else { a.created.cmp(&b.created) };
-        b.replicas.cmp(&a.replicas).then(by_age).then_with(|| a.name.cmp(&b.name))
+        let by_age = if to_add > 0 {
+            b.created.cmp(&a.created)
+        } else {
+            a.created.cmp(&b.created)
+        };
+        b.replicas
+            .cmp(&a.replicas)
+            .then(by_age)
+            .then_with(|| a.name.cmp(&b.name))
     });
     let mut added = 0;
     let mut sizes: Vec<(String, i32)> = Vec::new();
@@ -316,7 +429,11 @@ pub fn proportional_sizes(rses: &[Sizing], replicas: i32, allowed: i32, status_r
                 }
             };
             let allowed_left = to_add - added;
-            if to_add > 0 { fraction.min(allowed_left) } else { fraction.max(allowed_left) }
+            if to_add > 0 {
+                fraction.min(allowed_left)
+            } else {
+                fraction.max(allowed_left)
+            }
         };
         added += proportion;
         sizes.push((rs.name.clone(), rs.replicas + proportion));
@@ -334,7 +451,12 @@ mod tests {
     use super::*;
 
     fn rs(name: &str, replicas: i32, max: i32, created: i64) -> Sizing {
-        Sizing { name: name.into(), replicas, max_replicas: Some(max), created: Some(Timestamp::from_second(created).unwrap()) }
+        Sizing {
+            name: name.into(),
+            replicas,
+            max_replicas: Some(max),
+            created: Some(Timestamp::from_second(created).unwrap()),
+        }
     }
 
     #[test]
@@ -374,7 +496,8 @@ mod tests {
         ];
         for (name, rses, replicas, allowed, want) in cases {
             let got = proportional_sizes(&rses, replicas, allowed, 0);
-            let want: Vec<(String, i32)> = want.into_iter().map(|(n, s)| (n.to_string(), s)).collect();
+            let want: Vec<(String, i32)> =
+                want.into_iter().map(|(n, s)| (n.to_string(), s)).collect();
             assert_eq!(got, want, "{name}");
         }
     }

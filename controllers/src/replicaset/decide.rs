@@ -27,11 +27,16 @@ pub struct Claim<'a> {
 /// and releases nothing (the garbage collector is about to act on its children).
 pub fn claim_pods<'a>(rs: &ReplicaSet, pods: &'a [Pod]) -> Claim<'a> {
     let mut claim = Claim::default();
-    let Some(spec) = rs.spec.as_ref() else { return claim };
+    let Some(spec) = rs.spec.as_ref() else {
+        return claim;
+    };
     let uid = rs.metadata.uid.as_deref().unwrap_or_default();
     let rs_deleting = is_deleting(&rs.metadata);
     for pod in pods {
-        let matches = selector_matches(&spec.selector, pod.metadata.labels.as_ref().unwrap_or(&Default::default()));
+        let matches = selector_matches(
+            &spec.selector,
+            pod.metadata.labels.as_ref().unwrap_or(&Default::default()),
+        );
         match controller_of(&pod.metadata) {
             Some(owner) if owner.uid == uid => {
                 if matches {
@@ -89,7 +94,11 @@ fn phase_rank(pod: &Pod) -> u8 {
 }
 
 fn restarts(pod: &Pod) -> i32 {
-    let statuses = pod.status.as_ref().and_then(|s| s.container_statuses.as_deref()).unwrap_or_default();
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default();
     statuses.iter().map(|c| c.restart_count).max().unwrap_or(0)
 }
 
@@ -97,7 +106,12 @@ fn restarts(pod: &Pod) -> i32 {
 /// unassigned < assigned; Pending < Unknown < Running; not ready < ready; ready for less
 /// time first; more restarts first; newer first.
 pub fn deletion_order(a: &Pod, b: &Pod) -> Ordering {
-    let assigned = |p: &Pod| p.spec.as_ref().and_then(|s| s.node_name.as_deref()).is_some_and(|n| !n.is_empty());
+    let assigned = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty())
+    };
     let ready_at = |p: &Pod| ready_since(p).flatten().map(|t| t.0);
     let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
     assigned(a)
@@ -124,7 +138,9 @@ mod tests {
     use crate::replicaset::fixtures::*;
 
     fn names(pods: &[&Pod]) -> Vec<String> {
-        pods.iter().map(|p| p.metadata.name.clone().unwrap_or_default()).collect()
+        pods.iter()
+            .map(|p| p.metadata.name.clone().unwrap_or_default())
+            .collect()
     }
 
     #[test]
@@ -153,10 +169,26 @@ mod tests {
     #[test]
     fn scale_down_ranks_pods_like_upstream_active_pods() {
         let cases: Vec<(&str, Pod, Pod)> = vec![
-            ("unassigned before assigned", pod("a").running(), pod("b").on_node("n").running()),
-            ("pending before running", pod("a").on_node("n"), pod("b").on_node("n").running()),
-            ("unknown before running", pod("a").on_node("n").phase("Unknown"), pod("b").on_node("n").running()),
-            ("not ready before ready", pod("a").on_node("n").running(), pod("b").on_node("n").running().ready_since(5)),
+            (
+                "unassigned before assigned",
+                pod("a").running(),
+                pod("b").on_node("n").running(),
+            ),
+            (
+                "pending before running",
+                pod("a").on_node("n"),
+                pod("b").on_node("n").running(),
+            ),
+            (
+                "unknown before running",
+                pod("a").on_node("n").phase("Unknown"),
+                pod("b").on_node("n").running(),
+            ),
+            (
+                "not ready before ready",
+                pod("a").on_node("n").running(),
+                pod("b").on_node("n").running().ready_since(5),
+            ),
             (
                 "ready more recently first",
                 pod("a").on_node("n").running().ready_since(50),
@@ -175,9 +207,17 @@ mod tests {
         ];
         for (name, first, second) in &cases {
             assert_eq!(deletion_order(first, second), Ordering::Less, "{name}");
-            assert_eq!(deletion_order(second, first), Ordering::Greater, "{name} (reversed)");
+            assert_eq!(
+                deletion_order(second, first),
+                Ordering::Greater,
+                "{name} (reversed)"
+            );
             let picked = pods_to_delete(&[second, first], 1);
-            assert_eq!(names(&picked), vec!["a"], "{name}: pods_to_delete picks the first-ranked");
+            assert_eq!(
+                names(&picked),
+                vec!["a"],
+                "{name}: pods_to_delete picks the first-ranked"
+            );
         }
     }
 
@@ -204,7 +244,10 @@ mod tests {
     fn a_deleted_replica_set_neither_adopts_nor_releases() {
         let mut rs = replica_set(2);
         rs.metadata.deletion_timestamp = Some(at(1));
-        let pods = vec![pod("orphan"), pod("relabelled").labelled(&[("app", "db")]).owned_by(&rs)];
+        let pods = vec![
+            pod("orphan"),
+            pod("relabelled").labelled(&[("app", "db")]).owned_by(&rs),
+        ];
         let claim = claim_pods(&rs, &pods);
         assert!(claim.adopt.is_empty() && claim.release.is_empty());
     }

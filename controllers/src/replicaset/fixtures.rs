@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
-use k8s_openapi::api::core::v1::{ContainerStatus, Pod, PodCondition, PodSpec, PodStatus, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    ContainerStatus, Pod, PodCondition, PodSpec, PodStatus, PodTemplateSpec,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 
@@ -15,7 +17,10 @@ pub fn at(second: i64) -> Time {
 }
 
 pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 pub fn pod(name: &str) -> Pod {
@@ -29,7 +34,10 @@ pub fn pod(name: &str) -> Pod {
             ..Default::default()
         },
         spec: Some(PodSpec::default()),
-        status: Some(PodStatus { phase: Some("Pending".into()), ..Default::default() }),
+        status: Some(PodStatus {
+            phase: Some("Pending".into()),
+            ..Default::default()
+        }),
     }
 }
 
@@ -68,8 +76,11 @@ impl PodFixture for Pod {
         self
     }
     fn restarts(mut self, n: i32) -> Self {
-        self.status.get_or_insert_default().container_statuses =
-            Some(vec![ContainerStatus { name: "c".into(), restart_count: n, ..Default::default() }]);
+        self.status.get_or_insert_default().container_statuses = Some(vec![ContainerStatus {
+            name: "c".into(),
+            restart_count: n,
+            ..Default::default()
+        }]);
         self
     }
     fn created(mut self, second: i64) -> Self {
@@ -102,9 +113,15 @@ pub fn replica_set(replicas: i32) -> ReplicaSet {
         },
         spec: Some(ReplicaSetSpec {
             replicas: Some(replicas),
-            selector: LabelSelector { match_labels: Some(labels(&[("app", "web")])), ..Default::default() },
+            selector: LabelSelector {
+                match_labels: Some(labels(&[("app", "web")])),
+                ..Default::default()
+            },
             template: Some(PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels(&[("app", "web")])), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&[("app", "web")])),
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec::default()),
             }),
             ..Default::default()

@@ -18,7 +18,12 @@ fn count(pods: &[&Pod], f: impl Fn(&Pod) -> bool) -> i32 {
 /// Status from the active pods the ReplicaSet owns. `manage_error` is the create or
 /// delete failure of this sync, if any: it sets the ReplicaFailure condition, and a
 /// clean sync clears it.
-pub fn calculate_status(rs: &ReplicaSet, active: &[&Pod], manage_error: Option<(&str, String)>, now: Timestamp) -> ReplicaSetStatus {
+pub fn calculate_status(
+    rs: &ReplicaSet,
+    active: &[&Pod],
+    manage_error: Option<(&str, String)>,
+    now: Timestamp,
+) -> ReplicaSetStatus {
     let spec = rs.spec.as_ref();
     let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0);
     let template_labels = spec
@@ -28,7 +33,9 @@ pub fn calculate_status(rs: &ReplicaSet, active: &[&Pod], manage_error: Option<(
         .unwrap_or_default();
     let fully_labeled = count(active, |p| {
         let labels = p.metadata.labels.as_ref();
-        template_labels.iter().all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
+        template_labels
+            .iter()
+            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
     });
     let old = rs.status.clone().unwrap_or_default();
     let mut conditions: Vec<ReplicaSetCondition> = old.conditions.unwrap_or_default();
@@ -84,7 +91,7 @@ mod tests {
         rs.spec.as_mut().unwrap().min_ready_seconds = Some(30);
         rs.metadata.generation = Some(7);
         let pods = [
-            pod("ready-long").running().ready_since(10),  // ready 90s >= 30s: available
+            pod("ready-long").running().ready_since(10), // ready 90s >= 30s: available
             pod("ready-short").running().ready_since(90), // ready 10s < 30s: not yet
             pod("running").running(),
             pod("extra-label").labelled(&[("app", "web"), ("x", "y")]),
@@ -93,7 +100,11 @@ mod tests {
         let status = calculate_status(&rs, &refs, None, now);
         let cases = [
             ("replicas", status.replicas, 4),
-            ("fullyLabeledReplicas", status.fully_labeled_replicas.unwrap(), 4),
+            (
+                "fullyLabeledReplicas",
+                status.fully_labeled_replicas.unwrap(),
+                4,
+            ),
             ("readyReplicas", status.ready_replicas.unwrap(), 2),
             ("availableReplicas", status.available_replicas.unwrap(), 1),
         ];
@@ -107,7 +118,16 @@ mod tests {
     #[test]
     fn pods_missing_a_template_label_are_not_fully_labelled() {
         let mut rs = replica_set(1);
-        let template_meta = rs.spec.as_mut().unwrap().template.as_mut().unwrap().metadata.as_mut().unwrap();
+        let template_meta = rs
+            .spec
+            .as_mut()
+            .unwrap()
+            .template
+            .as_mut()
+            .unwrap()
+            .metadata
+            .as_mut()
+            .unwrap();
         template_meta.labels = Some(labels(&[("app", "web"), ("tier", "front")]));
         let pods = [pod("a")];
         let refs: Vec<&Pod> = pods.iter().collect();
@@ -121,7 +141,10 @@ mod tests {
         let mut rs = replica_set(1);
         let failed = calculate_status(&rs, &[], Some(("FailedCreate", "quota".into())), now);
         let cond = &failed.conditions.as_ref().unwrap()[0];
-        assert_eq!((cond.type_.as_str(), cond.reason.as_deref()), (REPLICA_FAILURE, Some("FailedCreate")));
+        assert_eq!(
+            (cond.type_.as_str(), cond.reason.as_deref()),
+            (REPLICA_FAILURE, Some("FailedCreate"))
+        );
         rs.status = Some(failed);
         let cleared = calculate_status(&rs, &[], None, now);
         assert!(cleared.conditions.is_none());

@@ -42,14 +42,30 @@ impl Drop for Cluster {
 impl Cluster {
     pub async fn start(ns: &str) -> Self {
         let dir = tempfile::tempdir().expect("a temp data dir");
-        let config = Config { listen: "127.0.0.1:0".parse().unwrap(), ..Config::new(dir.path()) };
-        let server = server::start(config).await.expect("starting the apiserver in-process");
-        let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).expect("reading admin.kubeconfig");
-        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await.unwrap();
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            ..Config::new(dir.path())
+        };
+        let server = server::start(config)
+            .await
+            .expect("starting the apiserver in-process");
+        let kubeconfig =
+            Kubeconfig::read_from(&server.kubeconfig).expect("reading admin.kubeconfig");
+        let config =
+            kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .unwrap();
         let client = Client::try_from(config).unwrap();
-        let namespace: Namespace = serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
-        Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap();
-        let ctx = Arc::new(Context { client: client.clone(), identity: "test".into() });
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap();
+        Api::<Namespace>::all(client.clone())
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap();
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            identity: "test".into(),
+        });
         let mut tasks = Vec::new();
         for run in [replicaset::run, deployment::run] {
             let ctx = ctx.clone();
@@ -60,7 +76,14 @@ impl Cluster {
             }));
         }
         tasks.push(tokio::spawn(kubelet(client.clone(), ns.to_string())));
-        Cluster { kubeconfig: server.kubeconfig.clone(), client, ns: ns.into(), tasks, _server: server, _dir: dir }
+        Cluster {
+            kubeconfig: server.kubeconfig.clone(),
+            client,
+            ns: ns.into(),
+            tasks,
+            _server: server,
+            _dir: dir,
+        }
     }
 
     pub fn pods(&self) -> Api<Pod> {
@@ -74,8 +97,15 @@ impl Cluster {
     }
 
     pub async fn live_pods(&self) -> Vec<Pod> {
-        let pods = self.pods().list(&ListParams::default()).await.unwrap().items;
-        pods.into_iter().filter(|p| p.metadata.deletion_timestamp.is_none()).collect()
+        let pods = self
+            .pods()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items;
+        pods.into_iter()
+            .filter(|p| p.metadata.deletion_timestamp.is_none())
+            .collect()
     }
 }
 
@@ -85,8 +115,16 @@ pub async fn kubelet(client: Client, ns: String) {
     loop {
         if let Ok(list) = api.list(&ListParams::default()).await {
             for pod in list.items {
-                let marked = pod.metadata.labels.as_ref().is_some_and(|l| l.contains_key("never-ready"));
-                let ready = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|c| c.iter().any(|c| c.type_ == "Ready"));
+                let marked = pod
+                    .metadata
+                    .labels
+                    .as_ref()
+                    .is_some_and(|l| l.contains_key("never-ready"));
+                let ready = pod
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready"));
                 if !marked && !ready && pod.metadata.deletion_timestamp.is_none() {
                     let _ = mark_ready(&api, &pod.name_any()).await;
                 }
@@ -101,7 +139,8 @@ pub async fn mark_ready(api: &Api<Pod>, name: &str) -> kube::Result<Pod> {
         "phase": "Running",
         "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": Timestamp::now().to_string()}],
     }});
-    api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch)).await
+    api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))
+        .await
 }
 
 pub async fn eventually<F, Fut>(what: &str, mut check: F)
@@ -113,7 +152,9 @@ where
     loop {
         match check().await {
             Ok(()) => return,
-            Err(state) if tokio::time::Instant::now() > deadline => panic!("timed out waiting for {what}; last state: {state}"),
+            Err(state) if tokio::time::Instant::now() > deadline => {
+                panic!("timed out waiting for {what}; last state: {state}")
+            }
             Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
@@ -136,17 +177,24 @@ pub fn deployment_manifest(name: &str, replicas: i32, image: &str) -> Deployment
 }
 
 pub async fn wait_rolled_out(c: &Cluster, name: &str, replicas: i32) {
-    eventually(&format!("{name} to have {replicas} updated, ready, available replicas"), || async {
-        let d = c.deployments().get(name).await.map_err(|e| e.to_string())?;
-        let s = d.status.clone().unwrap_or_default();
-        let want = Some(replicas);
-        let done = s.observed_generation == d.metadata.generation
-            && s.replicas == want
-            && s.updated_replicas == want
-            && s.ready_replicas == want
-            && s.available_replicas == want;
-        if done { Ok(()) } else { Err(format!("{s:?}")) }
-    })
+    eventually(
+        &format!("{name} to have {replicas} updated, ready, available replicas"),
+        || async {
+            let d = c.deployments().get(name).await.map_err(|e| e.to_string())?;
+            let s = d.status.clone().unwrap_or_default();
+            let want = Some(replicas);
+            let done = s.observed_generation == d.metadata.generation
+                && s.replicas == want
+                && s.updated_replicas == want
+                && s.ready_replicas == want
+                && s.available_replicas == want;
+            if done {
+                Ok(())
+            } else {
+                Err(format!("{s:?}"))
+            }
+        },
+    )
     .await;
 }
 
@@ -171,9 +219,11 @@ pub fn orphan(name: &str, app: &str) -> Pod {
 }
 
 pub fn owner_uid(pod: &Pod) -> Option<String> {
-    pod.owner_references().iter().find(|o| o.controller == Some(true)).map(|o| o.uid.clone())
+    pod.owner_references()
+        .iter()
+        .find(|o| o.controller == Some(true))
+        .map(|o| o.uid.clone())
 }
-
 
 /// Runs the real kubectl against the cluster's namespace: (success, stdout + stderr).
 pub async fn kubectl(c: &Cluster, args: &[&str]) -> (bool, String) {
@@ -186,23 +236,49 @@ pub async fn kubectl(c: &Cluster, args: &[&str]) -> (bool, String) {
         .output()
         .await
         .expect("running kubectl (apt-get install kubectl)");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }
 
 /// The image of a ReplicaSet's first container.
 pub fn image_of(rs: &ReplicaSet) -> Option<String> {
-    rs.spec.as_ref()?.template.as_ref()?.spec.as_ref()?.containers.first()?.image.clone()
+    rs.spec
+        .as_ref()?
+        .template
+        .as_ref()?
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .image
+        .clone()
 }
 
 /// (image, spec.replicas, revision) of every ReplicaSet, sorted by revision.
 pub async fn replica_set_summary(c: &Cluster) -> Vec<(String, i32, i64)> {
-    let rses = c.replica_sets().list(&ListParams::default()).await.unwrap().items;
+    let rses = c
+        .replica_sets()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
     let mut out: Vec<(String, i32, i64)> = rses
         .iter()
         .map(|rs| {
-            let revision = rs.annotations().get("deployment.kubernetes.io/revision").and_then(|r| r.parse().ok()).unwrap_or(0);
-            (image_of(rs).unwrap_or_default(), rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0), revision)
+            let revision = rs
+                .annotations()
+                .get("deployment.kubernetes.io/revision")
+                .and_then(|r| r.parse().ok())
+                .unwrap_or(0);
+            (
+                image_of(rs).unwrap_or_default(),
+                rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
+                revision,
+            )
         })
         .collect();
     out.sort_by_key(|r| r.2);
@@ -217,8 +293,13 @@ where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {
     for _ in 0..50 {
-        match api.patch(name, &PatchParams::default(), &Patch::Merge(body.clone())).await {
-            Err(kube::Error::Api(e)) if e.code == 409 => tokio::time::sleep(Duration::from_millis(50)).await,
+        match api
+            .patch(name, &PatchParams::default(), &Patch::Merge(body.clone()))
+            .await
+        {
+            Err(kube::Error::Api(e)) if e.code == 409 => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
             result => {
                 result.unwrap();
                 return;
