@@ -1,10 +1,11 @@
 //! The Deployment controller: one ReplicaSet per pod template (`<name>-<hash>`), rolled
 //! forward by strategy, with revisions, history cleanup, pause, proportional scaling and
 //! progress conditions (upstream pkg/controller/deployment). One file per phase:
-//! `sync` (ReplicaSets, scaling, cleanup), `rolling`, `recreate`, `rollback`,
+//! `sync` (ReplicaSets, scaling, cleanup) with `proportional` (its arithmetic), `rolling`, `recreate`, `rollback`,
 //! `progress`, `status`; `util` holds the shared arithmetic.
 
 mod progress;
+mod proportional;
 mod recreate;
 mod rollback;
 mod rolling;
@@ -25,9 +26,9 @@ use kube::{Api, ResourceExt};
 use tracing::{instrument, warn};
 
 pub use progress::{progressing_condition, ProgressInput};
+pub use proportional::{proportional_sizes, Sizing};
 pub use rolling::{cleanup_unhealthy, max_scaled_down, new_rs_new_replicas, scale_down_old};
 pub use status::calculate_status;
-pub use sync::{proportional_sizes, Sizing};
 
 use crate::{Context, LoopFuture};
 
