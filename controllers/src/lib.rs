@@ -2,16 +2,20 @@
 //! talks to the API server only through the Kubernetes API; `loops()` lists them so
 //! `kybern controller NAME...` can run any subset and `kybern server` all of them.
 
-use std::sync::Arc;
-
-use futures::future::BoxFuture;
-
+pub mod deployment;
+pub mod expectations;
 pub mod gc;
 pub mod leader;
 pub mod namespace;
+pub mod podcontrol;
+pub mod replicaset;
 pub mod runtime;
 pub mod scheduler;
 pub mod serviceaccount;
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
 
 /// What every loop gets: a client for the API server, and the identity it runs as.
 pub struct Context {
@@ -48,6 +52,8 @@ pub fn loops() -> Vec<Loop> {
         Loop { name: "namespace", run: namespace::run },
         Loop { name: "serviceaccount", run: serviceaccount::run },
         Loop { name: "garbagecollector", run: gc::run },
+        Loop { name: "replicaset", run: replicaset::run },
+        Loop { name: "deployment", run: deployment::run },
         Loop { name: "scheduler", run: scheduler::run },
     ]
 }

@@ -1,0 +1,256 @@
+//! What the workload controllers share about pods and owners: label-selector matching,
+//! controller owner references, pod readiness and availability, and the few API writes
+//! (create from a template, delete, adopt, release) every workload controller makes.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, ObjectMeta, OwnerReference, Time,
+};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
+use kube::{Api, Resource, ResourceExt};
+use serde_json::json;
+
+/// Whether `labels` satisfy `selector`. An empty selector selects nothing here: a
+/// controller with an empty selector would otherwise adopt every pod in the namespace.
+pub fn selector_matches(selector: &LabelSelector, labels: &BTreeMap<String, String>) -> bool {
+    let match_labels = selector.match_labels.as_ref();
+    let exprs = selector.match_expressions.as_deref().unwrap_or_default();
+    if match_labels.is_none_or(BTreeMap::is_empty) && exprs.is_empty() {
+        return false;
+    }
+    let labels_ok = match_labels
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    labels_ok
+        && exprs.iter().all(|e| {
+            let values = e.values.as_deref().unwrap_or_default();
+            let value = labels.get(&e.key);
+            match e.operator.as_str() {
+                "In" => value.is_some_and(|v| values.contains(v)),
+                "NotIn" => value.is_none_or(|v| !values.contains(v)),
+                "Exists" => value.is_some(),
+                "DoesNotExist" => value.is_none(),
+                _ => false,
+            }
+        })
+}
+
+/// The owner reference that makes `owner` the controller of a child: the garbage
+/// collector follows it, and `blockOwnerDeletion` makes foreground deletion wait.
+pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReference {
+    OwnerReference {
+        api_version: K::api_version(&()).into_owned(),
+        kind: K::kind(&()).into_owned(),
+        name: owner.meta().name.clone().unwrap_or_default(),
+        uid: owner.meta().uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The controller owner reference of an object, if it has one.
+pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
+    meta.owner_references
+        .as_deref()
+        .unwrap_or_default()
+        .iter()
+        .find(|r| r.controller == Some(true))
+}
+
+pub fn is_deleting(meta: &ObjectMeta) -> bool {
+    meta.deletion_timestamp.is_some()
+}
+
+/// Upstream's "active" pod: not finished and not being deleted.
+pub fn is_active(pod: &Pod) -> bool {
+    let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
+    !matches!(phase, Some("Succeeded" | "Failed")) && !is_deleting(&pod.metadata)
+}
+
+/// When the pod's Ready condition last became True, if it is True now.
+pub fn ready_since(pod: &Pod) -> Option<Option<&Time>> {
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_deref()?
+        .iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")
+        .map(|c| c.last_transition_time.as_ref())
+}
+
+pub fn is_ready(pod: &Pod) -> bool {
+    ready_since(pod).is_some()
+}
+
+/// Ready for at least `min_ready_seconds` at `now`. A Ready condition without a
+/// transition time counts as available only when no minimum is asked for.
+pub fn is_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> bool {
+    match ready_since(pod) {
+        None => false,
+        Some(_) if min_ready_seconds <= 0 => true,
+        Some(None) => false,
+        Some(Some(t)) => t.0.as_second() + i64::from(min_ready_seconds) <= now.as_second(),
+    }
+}
+
+/// Seconds until a ready pod becomes available, if it is ready but not yet available.
+pub fn seconds_until_available(pod: &Pod, min_ready_seconds: i32, now: Timestamp) -> Option<i64> {
+    let since = ready_since(pod)??;
+    let left = since.0.as_second() + i64::from(min_ready_seconds) - now.as_second();
+    (left > 0).then_some(left)
+}
+
+/// Creates a pod from `template` named `<generate_name>xxxxx`, controlled by `owner`.
+pub async fn create_pod(
+    api: &Api<Pod>,
+    template: &PodTemplateSpec,
+    generate_name: &str,
+    owner: OwnerReference,
+) -> kube::Result<Pod> {
+    let tmeta = template.metadata.clone().unwrap_or_default();
+    let pod = Pod {
+        metadata: ObjectMeta {
+            generate_name: Some(generate_name.to_string()),
+            labels: tmeta.labels,
+            annotations: tmeta.annotations,
+            finalizers: tmeta.finalizers,
+            owner_references: Some(vec![owner]),
+            ..ObjectMeta::default()
+        },
+        spec: template.spec.clone(),
+        status: None,
+    };
+    api.create(&PostParams::default(), &pod).await
+}
+
+/// Deletes a pod; one already gone is fine (someone else finished the job).
+pub async fn delete_pod(api: &Api<Pod>, name: &str) -> kube::Result<()> {
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Makes `owner` the controller of an orphan. The pod's uid in the patch is a
+/// precondition: a pod recreated under the same name is not adopted by mistake.
+pub async fn adopt<K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug>(
+    api: &Api<K>,
+    child: &K,
+    owner: OwnerReference,
+) -> kube::Result<K> {
+    let patch = json!({"metadata": {"ownerReferences": [owner], "uid": child.meta().uid}});
+    api.patch(
+        &child.name_any(),
+        &PatchParams::default(),
+        &Patch::Strategic(patch),
+    )
+    .await
+}
+
+/// Removes `owner_uid`'s owner reference from a child that no longer matches.
+pub async fn release<K: Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug>(
+    api: &Api<K>,
+    child: &K,
+    owner_uid: &str,
+) -> kube::Result<()> {
+    let patch = json!({"metadata": {
+        "ownerReferences": [{"$patch": "delete", "uid": owner_uid}],
+        "uid": child.meta().uid,
+    }});
+    match api
+        .patch(
+            &child.name_any(),
+            &PatchParams::default(),
+            &Patch::Strategic(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Gone or changed under us: nothing of ours is left to release.
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 422 => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelectorRequirement;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn selectors_match_like_upstream() {
+        let expr = |key: &str, op: &str, values: &[&str]| LabelSelectorRequirement {
+            key: key.into(),
+            operator: op.into(),
+            values: Some(values.iter().map(|v| v.to_string()).collect()),
+        };
+        let cases = [
+            (
+                "empty selects nothing",
+                LabelSelector::default(),
+                labels(&[("a", "1")]),
+                false,
+            ),
+            (
+                "matchLabels subset",
+                LabelSelector {
+                    match_labels: Some(labels(&[("a", "1")])),
+                    ..Default::default()
+                },
+                labels(&[("a", "1"), ("b", "2")]),
+                true,
+            ),
+            (
+                "matchLabels differ",
+                LabelSelector {
+                    match_labels: Some(labels(&[("a", "1")])),
+                    ..Default::default()
+                },
+                labels(&[("a", "2")]),
+                false,
+            ),
+            (
+                "In",
+                LabelSelector {
+                    match_expressions: Some(vec![expr("a", "In", &["1", "2"])]),
+                    ..Default::default()
+                },
+                labels(&[("a", "2")]),
+                true,
+            ),
+            (
+                "NotIn on a missing key",
+                LabelSelector {
+                    match_expressions: Some(vec![expr("a", "NotIn", &["1"])]),
+                    ..Default::default()
+                },
+                labels(&[]),
+                true,
+            ),
+            (
+                "DoesNotExist",
+                LabelSelector {
+                    match_expressions: Some(vec![expr("a", "DoesNotExist", &[])]),
+                    ..Default::default()
+                },
+                labels(&[("a", "1")]),
+                false,
+            ),
+        ];
+        for (name, selector, labels, want) in cases {
+            assert_eq!(selector_matches(&selector, &labels), want, "{name}");
+        }
+    }
+}

@@ -1,0 +1,329 @@
+//! The ReplicaSet controller: keeps `spec.replicas` active pods matching the selector,
+//! adopting matching orphans and releasing pods that stop matching, and reports what it
+//! sees in the status (upstream pkg/controller/replicaset).
+
+mod decide;
+#[cfg(test)]
+pub(crate) mod fixtures;
+mod status;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::{Api, ResourceExt};
+use tracing::{info, instrument, warn};
+
+pub use decide::{claim_pods, deletion_order, desired_pods, pods_to_delete, Claim, Diff};
+pub use status::calculate_status;
+
+use crate::expectations::{Expectations, Observed};
+use crate::podcontrol::{
+    self, controller_of, controller_ref, is_active, seconds_until_available, selector_matches,
+};
+use crate::{Context, LoopFuture};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("replicaset {0} has no namespace")]
+    NoNamespace(String),
+    #[error("creating pods for {key}: {source}")]
+    CreatePods { key: String, source: kube::Error },
+    #[error("deleting pod {pod}: {source}")]
+    DeletePod { pod: String, source: kube::Error },
+    #[error("adopting or releasing pod {pod}: {source}")]
+    Claim { pod: String, source: kube::Error },
+    #[error("writing status of {key}: {source}")]
+    Status { key: String, source: kube::Error },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A write lost a race with another writer (409): retry soon, from fresh caches.
+    pub fn is_conflict(&self) -> bool {
+        let source = match self {
+            Error::CreatePods { source, .. }
+            | Error::DeletePod { source, .. }
+            | Error::Claim { source, .. }
+            | Error::Status { source, .. } => source,
+            Error::NoNamespace(_) => return false,
+        };
+        matches!(source, kube::Error::Api(e) if e.code == 409)
+    }
+}
+
+/// What the reconciler reads and remembers between syncs.
+pub struct State {
+    pub client: kube::Client,
+    pub pods: Store<Pod>,
+    pub expectations: Expectations,
+}
+
+/// The loop entry for [`crate::loops`].
+pub fn run(ctx: Arc<Context>) -> LoopFuture {
+    Box::pin(async move {
+        run_controller(ctx.client.clone()).await;
+        anyhow::bail!("the replicaset controller stopped")
+    })
+}
+
+/// Runs the controller until its streams end.
+pub async fn run_controller(client: kube::Client) {
+    let (pods, writer) = reflector::store();
+    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects();
+    let controller = Controller::new(
+        Api::<ReplicaSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let replica_sets = controller.store();
+    let state = Arc::new(State {
+        client,
+        pods,
+        expectations: Expectations::default(),
+    });
+    controller
+        .watches_stream(pod_events, move |pod| replica_sets_for(&replica_sets, &pod))
+        .run(reconcile, error_policy, state)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "replicaset reconcile failed");
+            }
+        })
+        .await;
+}
+
+/// The ReplicaSets a pod event concerns: its controller, or every ReplicaSet in the
+/// namespace that would adopt it.
+fn replica_sets_for(replica_sets: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRef<ReplicaSet>> {
+    let ns = pod.namespace().unwrap_or_default();
+    if let Some(owner) = controller_of(&pod.metadata) {
+        return if owner.kind == "ReplicaSet" {
+            vec![ObjectRef::new(&owner.name).within(&ns)]
+        } else {
+            vec![]
+        };
+    }
+    let labels = pod.labels();
+    replica_sets
+        .state()
+        .iter()
+        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|rs| {
+            rs.spec
+                .as_ref()
+                .is_some_and(|s| selector_matches(&s.selector, labels))
+        })
+        .map(|rs| ObjectRef::from_obj(rs.as_ref()))
+        .collect()
+}
+
+/// The namespace's pods as the cache sees them, for expectations.
+struct Cached<'a>(&'a [Pod]);
+
+impl Observed for Cached<'_> {
+    fn has_name(&self, name: &str) -> bool {
+        self.0
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some(name))
+    }
+    fn has_live_uid(&self, uid: &str) -> bool {
+        self.0.iter().any(|p| {
+            p.metadata.uid.as_deref() == Some(uid) && !podcontrol::is_deleting(&p.metadata)
+        })
+    }
+}
+
+#[instrument(skip_all, fields(key = %format!("{}/{}", rs.namespace().unwrap_or_default(), rs.name_any())))]
+pub async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action> {
+    let ns = rs
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(rs.name_any()))?;
+    let key = format!("{ns}/{}", rs.name_any());
+    let pods_api: Api<Pod> = Api::namespaced(state.client.clone(), &ns);
+    let in_namespace: Vec<Pod> = state
+        .pods
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .map(|p| p.as_ref().clone())
+        .collect();
+
+    let claim = claim_pods(&rs, &in_namespace);
+    for pod in &claim.release {
+        podcontrol::release(&pods_api, *pod, rs.uid().as_deref().unwrap_or_default())
+            .await
+            .map_err(|source| Error::Claim {
+                pod: pod.name_any(),
+                source,
+            })?;
+        info!(pod = %pod.name_any(), "released pod that no longer matches the selector");
+    }
+    let mut adopted = Vec::new();
+    for pod in &claim.adopt {
+        match podcontrol::adopt(&pods_api, *pod, controller_ref(rs.as_ref())).await {
+            Ok(pod) => adopted.push(pod),
+            // Deleted or changed since the cache saw it: the next event brings us back.
+            Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 || e.code == 422 => {}
+            Err(source) => {
+                return Err(Error::Claim {
+                    pod: pod.name_any(),
+                    source,
+                })
+            }
+        }
+    }
+    let active: Vec<&Pod> = claim
+        .owned
+        .iter()
+        .copied()
+        .chain(adopted.iter())
+        .filter(|p| is_active(p))
+        .collect();
+
+    let mut manage_error = None;
+    let now = Instant::now();
+    let satisfied = state
+        .expectations
+        .satisfied(&key, &Cached(&in_namespace), now);
+    if let Err(in_flight) = satisfied {
+        info!(
+            in_flight,
+            "waiting for the cache to observe earlier creates/deletes"
+        );
+    } else if !podcontrol::is_deleting(&rs.metadata) {
+        let replicas = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+        if let Err(e) = manage_replicas(&state, &rs, &key, &pods_api, &active, replicas).await {
+            manage_error = Some(e);
+        }
+    }
+
+    let now_ts = Timestamp::now();
+    let reason_message = manage_error.as_ref().map(|e| {
+        let reason = if matches!(e, Error::CreatePods { .. }) {
+            "FailedCreate"
+        } else {
+            "FailedDelete"
+        };
+        (reason, e.to_string())
+    });
+    let new_status = calculate_status(&rs, &active, reason_message, now_ts);
+    if status::differs(rs.status.as_ref(), &new_status) {
+        Api::<ReplicaSet>::namespaced(state.client.clone(), &ns)
+            .patch_status(
+                &rs.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(status::status_patch(&new_status)),
+            )
+            .await
+            .map_err(|source| Error::Status {
+                key: key.clone(),
+                source,
+            })?;
+    }
+    if let Some(e) = manage_error {
+        return Err(e);
+    }
+
+    // A ready pod becomes available minReadySeconds after it turned ready; no event
+    // announces that, so come back then.
+    let min_ready = rs
+        .spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0);
+    let next = active
+        .iter()
+        .filter_map(|p| seconds_until_available(p, min_ready, now_ts))
+        .min();
+    Ok(match (next, satisfied) {
+        (Some(secs), _) => Action::requeue(Duration::from_secs(secs.unsigned_abs() + 1)),
+        (None, Err(_)) => Action::requeue(Duration::from_secs(5)),
+        (None, Ok(())) => Action::requeue(Duration::from_secs(300)),
+    })
+}
+
+/// Creates or deletes pods so `replicas` are active, recording each write as expected.
+async fn manage_replicas(
+    state: &State,
+    rs: &ReplicaSet,
+    key: &str,
+    pods_api: &Api<Pod>,
+    active: &[&Pod],
+    replicas: i32,
+) -> Result<()> {
+    match desired_pods(replicas, active.len()) {
+        Diff::Steady => Ok(()),
+        Diff::Create(n) => {
+            let Some(template) = rs.spec.as_ref().and_then(|s| s.template.as_ref()) else {
+                return Ok(());
+            };
+            let generate_name = format!("{}-", rs.name_any());
+            for batch in decide::slow_start_batches(n) {
+                let creates = (0..batch).map(|_| {
+                    podcontrol::create_pod(pods_api, template, &generate_name, controller_ref(rs))
+                });
+                let results = futures::future::join_all(creates).await;
+                let mut failure = None;
+                let mut names = Vec::new();
+                for result in results {
+                    match result {
+                        Ok(pod) => names.push(pod.name_any()),
+                        Err(source) => failure = Some(source),
+                    }
+                }
+                info!(created = names.len(), "created pods");
+                state
+                    .expectations
+                    .expect_creations(key, names, Instant::now());
+                if let Some(source) = failure {
+                    return Err(Error::CreatePods {
+                        key: key.to_string(),
+                        source,
+                    });
+                }
+            }
+            Ok(())
+        }
+        Diff::Delete(n) => {
+            let victims = pods_to_delete(active, n);
+            let uids = victims.iter().filter_map(|p| p.uid());
+            state
+                .expectations
+                .expect_deletions(key, uids, Instant::now());
+            let deletes = victims.iter().map(|p| async move {
+                podcontrol::delete_pod(pods_api, &p.name_any())
+                    .await
+                    .map_err(|source| Error::DeletePod {
+                        pod: p.name_any(),
+                        source,
+                    })
+            });
+            let results = futures::future::join_all(deletes).await;
+            info!(deleted = victims.len(), "deleted pods");
+            if results.iter().any(Result::is_err) {
+                // The failed deletes will never be observed; start afresh next sync.
+                state.expectations.forget(key);
+            }
+            results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
+        }
+    }
+}
+
+pub fn error_policy(rs: Arc<ReplicaSet>, error: &Error, _state: Arc<State>) -> Action {
+    if error.is_conflict() {
+        return Action::requeue(Duration::from_millis(200));
+    }
+    warn!(replicaset = %rs.name_any(), %error, "sync failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}

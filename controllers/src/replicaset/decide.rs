@@ -1,0 +1,254 @@
+//! The ReplicaSet's decisions, as pure functions of the ReplicaSet and the pods in its
+//! namespace: which pods it owns, adopts and releases; how many to create or delete;
+//! and which pods go first on scale-down.
+
+use std::cmp::Ordering;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Pod;
+
+use crate::podcontrol::{controller_of, is_deleting, is_ready, ready_since, selector_matches};
+
+/// At most this many creates or deletes per sync (upstream's burstReplicas).
+pub const BURST_REPLICAS: usize = 500;
+
+/// How the ReplicaSet's claim on the namespace's pods splits them.
+#[derive(Debug, Default)]
+pub struct Claim<'a> {
+    /// Controlled by this ReplicaSet and matching its selector.
+    pub owned: Vec<&'a Pod>,
+    /// Orphans that match: to be given a controller reference to this ReplicaSet.
+    pub adopt: Vec<&'a Pod>,
+    /// Controlled by this ReplicaSet but no longer matching: to lose the reference.
+    pub release: Vec<&'a Pod>,
+}
+
+/// Splits `pods` like upstream's ClaimPods. A ReplicaSet being deleted adopts nothing
+/// and releases nothing (the garbage collector is about to act on its children).
+pub fn claim_pods<'a>(rs: &ReplicaSet, pods: &'a [Pod]) -> Claim<'a> {
+    let mut claim = Claim::default();
+    let Some(spec) = rs.spec.as_ref() else {
+        return claim;
+    };
+    let uid = rs.metadata.uid.as_deref().unwrap_or_default();
+    let rs_deleting = is_deleting(&rs.metadata);
+    for pod in pods {
+        let matches = selector_matches(
+            &spec.selector,
+            pod.metadata.labels.as_ref().unwrap_or(&Default::default()),
+        );
+        match controller_of(&pod.metadata) {
+            Some(owner) if owner.uid == uid => {
+                if matches {
+                    claim.owned.push(pod);
+                } else if !rs_deleting {
+                    claim.release.push(pod);
+                }
+            }
+            Some(_) => {}
+            None if matches && !rs_deleting && !is_deleting(&pod.metadata) => claim.adopt.push(pod),
+            None => {}
+        }
+    }
+    claim
+}
+
+/// What to do about the pod count.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Diff {
+    Create(usize),
+    Delete(usize),
+    Steady,
+}
+
+/// The change that brings `active` pods to `replicas`, capped at [`BURST_REPLICAS`].
+pub fn desired_pods(replicas: i32, active: usize) -> Diff {
+    let want = usize::try_from(replicas).unwrap_or(0);
+    match active.cmp(&want) {
+        Ordering::Less => Diff::Create((want - active).min(BURST_REPLICAS)),
+        Ordering::Greater => Diff::Delete((active - want).min(BURST_REPLICAS)),
+        Ordering::Equal => Diff::Steady,
+    }
+}
+
+/// Batch sizes for creating `n` pods: 1, 2, 4, ... so a template that can never be
+/// created (quota, bad admission) fails after one request, not after `n`.
+pub fn slow_start_batches(n: usize) -> Vec<usize> {
+    let mut batches = Vec::new();
+    let (mut left, mut size) = (n, 1);
+    while left > 0 {
+        let batch = size.min(left);
+        batches.push(batch);
+        left -= batch;
+        size *= 2;
+    }
+    batches
+}
+
+fn phase_rank(pod: &Pod) -> u8 {
+    match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Pending") => 0,
+        Some("Running") => 2,
+        _ => 1, // Unknown, or not reported yet
+    }
+}
+
+fn restarts(pod: &Pod) -> i32 {
+    let statuses = pod
+        .status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_deref())
+        .unwrap_or_default();
+    statuses.iter().map(|c| c.restart_count).max().unwrap_or(0)
+}
+
+/// Upstream's ActivePods order: the pod that sorts first is deleted first.
+/// unassigned < assigned; Pending < Unknown < Running; not ready < ready; ready for less
+/// time first; more restarts first; newer first.
+pub fn deletion_order(a: &Pod, b: &Pod) -> Ordering {
+    let assigned = |p: &Pod| {
+        p.spec
+            .as_ref()
+            .and_then(|s| s.node_name.as_deref())
+            .is_some_and(|n| !n.is_empty())
+    };
+    let ready_at = |p: &Pod| ready_since(p).flatten().map(|t| t.0);
+    let created = |p: &Pod| p.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    assigned(a)
+        .cmp(&assigned(b))
+        .then_with(|| phase_rank(a).cmp(&phase_rank(b)))
+        .then_with(|| is_ready(a).cmp(&is_ready(b)))
+        // Both ready: the one ready more recently goes first (later time sorts first).
+        .then_with(|| ready_at(b).cmp(&ready_at(a)))
+        .then_with(|| restarts(b).cmp(&restarts(a)))
+        .then_with(|| created(b).cmp(&created(a)))
+}
+
+/// The `n` pods to delete on scale-down.
+pub fn pods_to_delete<'a>(pods: &[&'a Pod], n: usize) -> Vec<&'a Pod> {
+    let mut ranked = pods.to_vec();
+    ranked.sort_by(|a, b| deletion_order(a, b));
+    ranked.truncate(n);
+    ranked
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replicaset::fixtures::*;
+
+    fn names(pods: &[&Pod]) -> Vec<String> {
+        pods.iter()
+            .map(|p| p.metadata.name.clone().unwrap_or_default())
+            .collect()
+    }
+
+    #[test]
+    fn desired_pods_creates_deletes_and_caps_bursts() {
+        let cases = [
+            ("too few", 3, 1, Diff::Create(2)),
+            ("too many", 1, 3, Diff::Delete(2)),
+            ("just right", 2, 2, Diff::Steady),
+            ("scale to zero", 0, 4, Diff::Delete(4)),
+            ("huge scale-up is capped at 500", 1000, 0, Diff::Create(500)),
+            ("negative replicas mean zero", -1, 1, Diff::Delete(1)),
+        ];
+        for (name, replicas, active, want) in cases {
+            assert_eq!(desired_pods(replicas, active), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn slow_start_doubles_the_batch() {
+        assert_eq!(slow_start_batches(0), Vec::<usize>::new());
+        assert_eq!(slow_start_batches(1), vec![1]);
+        // 10 = 1 + 2 + 4 + 3
+        assert_eq!(slow_start_batches(10), vec![1, 2, 4, 3]);
+    }
+
+    #[test]
+    fn scale_down_ranks_pods_like_upstream_active_pods() {
+        let cases: Vec<(&str, Pod, Pod)> = vec![
+            (
+                "unassigned before assigned",
+                pod("a").running(),
+                pod("b").on_node("n").running(),
+            ),
+            (
+                "pending before running",
+                pod("a").on_node("n"),
+                pod("b").on_node("n").running(),
+            ),
+            (
+                "unknown before running",
+                pod("a").on_node("n").phase("Unknown"),
+                pod("b").on_node("n").running(),
+            ),
+            (
+                "not ready before ready",
+                pod("a").on_node("n").running(),
+                pod("b").on_node("n").running().ready_since(5),
+            ),
+            (
+                "ready more recently first",
+                pod("a").on_node("n").running().ready_since(50),
+                pod("b").on_node("n").running().ready_since(10),
+            ),
+            (
+                "more restarts first",
+                pod("a").on_node("n").running().ready_since(5).restarts(3),
+                pod("b").on_node("n").running().ready_since(5).restarts(1),
+            ),
+            (
+                "newer first",
+                pod("a").on_node("n").running().ready_since(5).created(20),
+                pod("b").on_node("n").running().ready_since(5).created(10),
+            ),
+        ];
+        for (name, first, second) in &cases {
+            assert_eq!(deletion_order(first, second), Ordering::Less, "{name}");
+            assert_eq!(
+                deletion_order(second, first),
+                Ordering::Greater,
+                "{name} (reversed)"
+            );
+            let picked = pods_to_delete(&[second, first], 1);
+            assert_eq!(
+                names(&picked),
+                vec!["a"],
+                "{name}: pods_to_delete picks the first-ranked"
+            );
+        }
+    }
+
+    #[test]
+    fn claim_adopts_orphans_and_releases_mismatches() {
+        let rs = replica_set(2);
+        let mut other = replica_set(1);
+        other.metadata.uid = Some("uid-other".into());
+        let pods = vec![
+            pod("owned").owned_by(&rs),
+            pod("orphan"),
+            pod("orphan-other-app").labelled(&[("app", "db")]),
+            pod("relabelled").labelled(&[("app", "db")]).owned_by(&rs),
+            pod("someone-elses").owned_by(&other),
+            pod("orphan-deleting").deleting(),
+        ];
+        let claim = claim_pods(&rs, &pods);
+        assert_eq!(names(&claim.owned), vec!["owned"]);
+        assert_eq!(names(&claim.adopt), vec!["orphan"]);
+        assert_eq!(names(&claim.release), vec!["relabelled"]);
+    }
+
+    #[test]
+    fn a_deleted_replica_set_neither_adopts_nor_releases() {
+        let mut rs = replica_set(2);
+        rs.metadata.deletion_timestamp = Some(at(1));
+        let pods = vec![
+            pod("orphan"),
+            pod("relabelled").labelled(&[("app", "db")]).owned_by(&rs),
+        ];
+        let claim = claim_pods(&rs, &pods);
+        assert!(claim.adopt.is_empty() && claim.release.is_empty());
+    }
+}
