@@ -295,7 +295,9 @@ pub async fn list_page(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result
         (Some(0), _) => Ok(cache_page(api, r, &prefix, &filter).await?),
         (Some(n), Some("NotOlderThan")) | (Some(n), None) if rv_match.is_some() || limit == 0 => {
             let cache = api.cache(r).await?;
-            if cache.wait_for(n, Duration::from_secs(3)).await {
+            // The cache moves only with this resource's events: when it has not reached
+            // `n` shortly, storage answers instead (a consistent read is never older).
+            if cache.wait_for(n, Duration::from_millis(100)).await {
                 let mut page = cache_page(api, r, &prefix, &filter).await?;
                 page.revision = page.revision.max(n);
                 return Ok(page);

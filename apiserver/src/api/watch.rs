@@ -22,6 +22,9 @@ use crate::status::{ApiError, Result};
 use crate::table::{self, IncludeObject, TablePrinter};
 use crate::watchcache::{CacheEvent, EventType};
 
+/// How long a watch waits for the cache to catch up with a revision.
+const CATCH_UP: Duration = Duration::from_millis(100);
+
 /// How often an idle watch that allows bookmarks gets one.
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
 
@@ -110,7 +113,9 @@ pub async fn serve(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Res
     };
     let cache = api.cache(r).await?;
     // With no resourceVersion, or with sendInitialEvents, the stream starts with the
-    // current state; "current" means at least what storage has acknowledged by now.
+    // current state. The cache's revision moves only with its own resource's events,
+    // so it may never reach a newer global revision: wait briefly for writes in
+    // flight, then start; anything written since arrives as a live event.
     let initial = send_initial.unwrap_or(matches!(rv, None | Some(0)));
     if initial {
         let wanted = match rv {
@@ -118,7 +123,7 @@ pub async fn serve(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Res
             _ if rv.is_none() => api.storage.current_revision().await?,
             _ => 0,
         };
-        cache.wait_for(wanted, Duration::from_secs(3)).await;
+        cache.wait_for(wanted, CATCH_UP).await;
     }
     let after = if initial { None } else { Some(rv.unwrap_or(0)) };
     let mut enc = Encoder {

@@ -10,6 +10,7 @@ mod crud;
 mod discovery;
 mod errors;
 mod patch;
+mod semantics;
 mod selectors;
 mod subresources;
 mod watch;
