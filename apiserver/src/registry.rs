@@ -37,14 +37,33 @@ pub struct Resource {
     pub storage_version: String,
     /// The CRD version's `additionalPrinterColumns`, if any.
     pub printer_columns: Option<Value>,
-    /// The version's `openAPIV3Schema`, if the CRD has one.
-    pub schema: Option<Arc<Value>>,
+    /// The version's `openAPIV3Schema`, if the CRD has one (see [`Resource::schema`]).
+    pub schema: Schema,
     /// Whether objects carry a spec whose changes bump `metadata.generation`.
     pub has_spec: bool,
     pub builtin: bool,
 }
 
+/// A version's schema: parsed from a user CRD, or a built-in's JSON text compiled into
+/// the binary and parsed on first use (most kinds' schemas are never needed).
+#[derive(Clone, Debug, Default)]
+pub enum Schema {
+    #[default]
+    None,
+    Parsed(Arc<Value>),
+    Builtin(&'static str, Arc<std::sync::OnceLock<Option<Arc<Value>>>>),
+}
+
 impl Resource {
+    /// The version's `openAPIV3Schema`, if any.
+    pub fn schema(&self) -> Option<Arc<Value>> {
+        match &self.schema {
+            Schema::None => None,
+            Schema::Parsed(s) => Some(s.clone()),
+            Schema::Builtin(text, cell) => cell.get_or_init(|| serde_json::from_str(text).ok().map(Arc::new)).clone(),
+        }
+    }
+
     pub fn api_version(&self) -> String {
         if self.group.is_empty() {
             self.version.clone()
@@ -133,9 +152,11 @@ pub fn resources_from_crd(crd: &Value, builtin: bool) -> Result<Vec<Resource>, C
             scale,
             storage_version: storage_version.clone(),
             printer_columns: v.get("additionalPrinterColumns").cloned(),
-            schema: v.pointer("/schema/openAPIV3Schema").cloned().map(Arc::new),
+            schema: v.pointer("/schema/openAPIV3Schema").cloned().map_or(Schema::None, |s| Schema::Parsed(Arc::new(s))),
             // User CRDs always track generation; built-ins only when they have a spec.
-            has_spec: !builtin || props.is_some_and(|p| p.get("spec").is_some()),
+            has_spec: !builtin
+                || props.is_some_and(|p| p.get("spec").is_some())
+                || v.get("x-kybern-schema-has-spec").and_then(Value::as_bool) == Some(true),
             builtin,
         });
     }
@@ -215,10 +236,16 @@ impl Registry {
     /// A registry serving every built-in kind from `crds/`.
     pub fn with_builtins() -> Result<Self, CrdError> {
         let registry = Registry::default();
-        for (file, text) in BUILTIN_CRDS {
+        for (file, text, schemas) in BUILTIN_CRDS {
             let crd: Value = serde_json::from_str(text)
                 .map_err(|e| CrdError { name: file.to_string(), problem: format!("not valid JSON: {e}") })?;
-            registry.register(&crd, true)?;
+            let mut resources = resources_from_crd(&crd, true)?;
+            for r in &mut resources {
+                if let Some((_, schema)) = schemas.iter().find(|(v, _)| *v == r.version) {
+                    r.schema = Schema::Builtin(schema, Default::default());
+                }
+            }
+            registry.insert(resources);
         }
         Ok(registry)
     }
@@ -229,7 +256,11 @@ impl Registry {
 
     /// Serves (or re-serves, replacing the old definition) the versions of a CRD.
     pub fn register(&self, crd: &Value, builtin: bool) -> Result<(), CrdError> {
-        let resources = resources_from_crd(crd, builtin)?;
+        self.insert(resources_from_crd(crd, builtin)?);
+        Ok(())
+    }
+
+    fn insert(&self, resources: Vec<Resource>) {
         let mut current = self.current.write().expect("registry lock poisoned");
         let mut by_gvr = current.by_gvr.clone();
         if let Some(first) = resources.first() {
@@ -239,7 +270,6 @@ impl Registry {
             by_gvr.insert((r.group.clone(), r.version.clone(), r.plural.clone()), Arc::new(r));
         }
         *current = Arc::new(Snapshot { by_gvr });
-        Ok(())
     }
 
     /// Stops serving a group/resource.
@@ -268,6 +298,8 @@ mod tests {
         let snap = reg.snapshot();
         let pods = snap.get("", "v1", "pods").expect("pods served");
         assert!(pods.namespaced && pods.status && pods.has_spec);
+        let schema = pods.schema().expect("pods have a schema");
+        assert!(schema.pointer("/properties/spec/properties/containers").is_some());
         assert_eq!(pods.key(Some("default"), "web"), "/registry/core/pods/default/web");
         let deploy = snap.get("apps", "v1", "deployments").expect("deployments served");
         assert!(deploy.scale.is_some());

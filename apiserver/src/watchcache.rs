@@ -18,7 +18,7 @@ use crate::status::{ApiError, Result};
 /// Events kept per resource for watches that resume from an older resourceVersion
 /// (upstream sizes its cache for a few minutes of changes; with the five-minute
 /// compaction a resumed watch older than this gets 410 and relists).
-const HISTORY: usize = 2_000;
+const HISTORY: usize = 1_000;
 /// Live events buffered per watcher before a slow watcher is cut off.
 const FANOUT_BUFFER: usize = 1024;
 

@@ -12,7 +12,7 @@ use crate::status::{ApiError, Cause, Result};
 /// The list types of a resource: its schema's markers, and for built-in kinds the
 /// merge keys upstream's types declare.
 fn schema_for(r: &Resource) -> SchemaFromOpenApi {
-    let schema = SchemaFromOpenApi::shared(r.schema.clone());
+    let schema = SchemaFromOpenApi::shared(r.schema());
     if r.builtin {
         schema.with_fallback(Box::new(apply::builtin_list_type))
     } else {

@@ -61,7 +61,7 @@ fn document(snap: &Snapshot, group: &str, version: &str) -> Value {
     for r in snap.group_version(group, version) {
         let name = schema_name(r);
         let schema_ref = format!("#/components/schemas/{name}");
-        let mut schema = r.schema.as_deref().cloned().unwrap_or_else(|| json!({"type": "object"}));
+        let mut schema = r.schema().as_deref().cloned().unwrap_or_else(|| json!({"type": "object"}));
         schema["x-kubernetes-group-version-kind"] = json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
         schemas.insert(name, schema);
         let base = format!("/{}", gv_path(group, version));

@@ -64,8 +64,8 @@ fn admit(r: &Resource, req: &ApiRequest, obj: &mut Value, old: Option<&Value>) -
     if r.builtin {
         super::defaults::apply(&r.group, &r.plural, obj);
     }
-    if let Some(schema) = &r.schema {
-        let out = crate::schema::process(schema, obj);
+    if let Some(schema) = r.schema() {
+        let out = crate::schema::process(&schema, obj);
         causes = out.causes;
         let mode = req.query.value("fieldValidation").unwrap_or("Warn");
         if !matches!(mode, "Strict" | "Warn" | "Ignore") {
