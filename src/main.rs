@@ -90,6 +90,10 @@ struct ControllerArgs {
     /// Loops not to run (names that do not exist are ignored).
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
+    /// A KubeSchedulerConfiguration file (plugin weights, scoring strategy,
+    /// percentageOfNodesToScore) for the scheduler loop.
+    #[arg(long)]
+    scheduler_config: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -106,6 +110,10 @@ struct CommonArgs {
     /// Parts not to run: `controllers`, `scheduler`, or a control loop's name.
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
+    /// A KubeSchedulerConfiguration file (plugin weights, scoring strategy,
+    /// percentageOfNodesToScore) for the scheduler.
+    #[arg(long)]
+    scheduler_config: Option<PathBuf>,
 }
 
 impl CommonArgs {
@@ -160,8 +168,14 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
         match cli.command {
-            Command::Server(args) => serve(args.common.config(args.data_dir), false).await,
-            Command::Up(args) => serve(args.common.config(args.data_dir), true).await,
+            Command::Server(args) => {
+                let scheduler = args.common.scheduler_config.clone();
+                serve(args.common.config(args.data_dir), scheduler, false).await
+            }
+            Command::Up(args) => {
+                let scheduler = args.common.scheduler_config.clone();
+                serve(args.common.config(args.data_dir), scheduler, true).await
+            }
             Command::Controller(args) => controller(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Agent(args) => agent(args).await,
@@ -178,20 +192,31 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     }
     // Unknown names fail here, before any connection, with the list of known ones.
     controllers::runtime::select(&args.names, &args.disable)?;
+    let scheduler = load_scheduler_config(args.scheduler_config.as_deref())?;
     let kubeconfig = args.kubeconfig.expect("clap requires --kubeconfig without --list");
-    let ctx = controllers::runtime::context_from_kubeconfig(&kubeconfig).await?;
+    let ctx = controllers::runtime::context_from_kubeconfig(&kubeconfig).await?.with_scheduler_config(scheduler);
     tokio::select! {
         r = controllers::runtime::run_with(&args.names, ctx, &args.disable) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
 }
 
-async fn serve(config: Config, up: bool) -> anyhow::Result<()> {
+/// Reads `--scheduler-config`, failing before anything starts when it is invalid.
+fn load_scheduler_config(path: Option<&std::path::Path>) -> anyhow::Result<Option<controllers::scheduler::config::SchedulerConfig>> {
+    path.map(|p| {
+        controllers::scheduler::config::SchedulerConfig::from_file(p)
+            .map_err(|e| anyhow::anyhow!("reading the scheduler configuration {}: {e:#}", p.display()))
+    })
+    .transpose()
+}
+
+async fn serve(config: Config, scheduler: Option<PathBuf>, up: bool) -> anyhow::Result<()> {
+    let scheduler = load_scheduler_config(scheduler.as_deref())?;
     let disable = config.disable.clone();
     let server = server::start(config).await?;
     wait_ready(&server).await?;
     // The loops reach the server as any client would: over HTTPS with admin.kubeconfig.
-    let ctx = controllers::runtime::context_from_kubeconfig(&server.kubeconfig).await?;
+    let ctx = controllers::runtime::context_from_kubeconfig(&server.kubeconfig).await?.with_scheduler_config(scheduler);
     tokio::spawn(async move {
         if let Err(e) = controllers::runtime::run_with(&[], ctx, &disable).await {
             tracing::error!(error = format!("{e:#}"), "control loops stopped");

@@ -25,15 +25,21 @@ pub struct Context {
     /// The cluster CA certificate (PEM) clients verify the apiserver with, published
     /// in every namespace as the `kube-root-ca.crt` ConfigMap; `None` if unknown.
     pub ca_pem: Option<String>,
+    /// The scheduler's configuration (`--scheduler-config`); defaults when `None`.
+    pub scheduler_config: Option<Arc<scheduler::config::SchedulerConfig>>,
 }
 
 impl Context {
     pub fn new(client: kube::Client, identity: String) -> Self {
-        Context { client, identity, ca_pem: None }
+        Context { client, identity, ca_pem: None, scheduler_config: None }
     }
 
     pub fn with_ca(self, ca_pem: Option<String>) -> Self {
         Context { ca_pem, ..self }
+    }
+
+    pub fn with_scheduler_config(self, config: Option<scheduler::config::SchedulerConfig>) -> Self {
+        Context { scheduler_config: config.map(Arc::new), ..self }
     }
 }
 

@@ -33,11 +33,13 @@ use config::SchedulerConfig;
 use framework::{fit_error_message, CycleState};
 use queue::{QueuedPod, SchedulingQueue};
 
-/// `Loop { name: "scheduler", run }`: the scheduler with the default configuration.
+/// `Loop { name: "scheduler", run }`: the scheduler with the context's configuration
+/// (`--scheduler-config`), or the default one.
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     let client = ctx.client.clone();
+    let config = ctx.scheduler_config.as_deref().cloned().unwrap_or_default();
     async move {
-        Scheduler::new(client, SchedulerConfig::default())
+        Scheduler::new(client, config)
             .run()
             .await
     }

@@ -9,7 +9,7 @@ fn controller_list_prints_every_loop() {
     let out = Command::new(kybern_binary()).args(["controller", "--list"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let listed = String::from_utf8(out.stdout).unwrap();
-    for name in ["namespace", "serviceaccount", "garbagecollector"] {
+    for name in ["namespace", "serviceaccount", "garbagecollector", "replicaset", "deployment", "scheduler"] {
         assert!(listed.lines().any(|l| l == name), "{name} missing from:\n{listed}");
     }
 }
@@ -23,4 +23,19 @@ fn an_unknown_loop_name_fails_listing_the_known_ones() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("unknown control loop \"no-such-loop\"") && err.contains("garbagecollector"), "{err}");
+}
+
+#[test]
+fn an_invalid_scheduler_configuration_fails_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("scheduler.yaml");
+    std::fs::write(&config, "profiles:\n- plugins:\n    score:\n      enabled:\n      - name: NoSuchPlugin\n        weight: 2\n").unwrap();
+    let out = Command::new(kybern_binary())
+        .args(["controller", "scheduler", "--kubeconfig", "/nonexistent", "--scheduler-config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("reading the scheduler configuration") && err.contains("NoSuchPlugin"), "{err}");
 }
