@@ -2,6 +2,9 @@
 //! shape as the upstream reference figures (kube-apiserver + etcd measured on
 //! the same kind of machine), printed side by side with them.
 //!
+//! `kybern bench scheduler` (see `bench/scheduler.rs`) does the same for the
+//! scheduler: throughput and the scheduler process's own memory.
+//!
 //! # Running it
 //!
 //! ```text
@@ -53,6 +56,7 @@
 
 mod procs;
 mod report;
+mod scheduler;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -75,6 +79,8 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Benchmark the API server against the upstream reference figures.
     Api(ApiArgs),
+    /// Benchmark the scheduler (throughput and its own memory) against kube-scheduler.
+    Scheduler(scheduler::SchedulerArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -126,6 +132,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Api(a) => {
             tokio::select! {
                 r = api(a) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; started processes are killed"),
+            }
+        }
+        BenchCommand::Scheduler(a) => {
+            tokio::select! {
+                r = scheduler::run(a) => r,
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; started processes are killed"),
             }
         }

@@ -99,14 +99,19 @@ pub struct Server {
 
 /// Starts `kybern server` and waits for its `ready <url>` line.
 pub async fn start_server(data_dir: &Path, etcd: Option<&str>, log: &Path) -> Result<Server> {
+    // The reference figures are kube-apiserver + etcd with no controllers running.
+    start_server_with(data_dir, etcd, log, "controllers").await
+}
+
+/// [`start_server`] with the given `--disable` list (comma-separated).
+pub async fn start_server_with(data_dir: &Path, etcd: Option<&str>, log: &Path, disable: &str) -> Result<Server> {
     let exe = std::env::current_exe().context("finding the kybern executable")?;
     let mut cmd = Command::new(exe);
     cmd.arg("server")
         .arg("--data-dir")
         .arg(data_dir)
         .args(["--listen", "127.0.0.1:0"])
-        // The reference figures are kube-apiserver + etcd with no controllers running.
-        .args(["--disable", "controllers"]);
+        .args(["--disable", disable]);
     match etcd {
         Some(url) => {
             cmd.args(["--storage", "etcd", "--etcd-endpoints", url]);
@@ -139,6 +144,32 @@ pub async fn start_server(data_dir: &Path, etcd: Option<&str>, log: &Path) -> Re
     // Keep draining stdout so the server never writes into a closed pipe.
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Ok(Server { proc, url, startup })
+}
+
+/// Starts `kybern controller <names...> --kubeconfig <kubeconfig>` as its own
+/// process (stdout and stderr to `log`). There is no readiness line; the
+/// caller decides how long to give it.
+pub async fn start_controller(names: &[&str], kubeconfig: &Path, log: &Path) -> Result<Proc> {
+    let exe = std::env::current_exe().context("finding the kybern executable")?;
+    let mut cmd = Command::new(exe);
+    cmd.arg("controller")
+        .args(names)
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .stdin(Stdio::null())
+        .stdout(log_file(log)?)
+        .stderr(log_file(log)?)
+        .kill_on_drop(true);
+    let child = cmd.spawn().context("starting kybern controller")?;
+    let pid = child.id().context("kybern controller has no pid")?;
+    Ok(Proc { name: format!("kybern controller {}", names.join(" ")), child, pid })
+}
+
+impl Proc {
+    /// Whether the process has exited (and its status, if so).
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
 }
 
 /// A started etcd.
@@ -208,20 +239,30 @@ async fn etcd_healthy(port: u16) -> bool {
 
 /// Resident set size of a process in bytes, from /proc/<pid>/status.
 pub fn rss_bytes(pid: u32) -> Result<u64> {
+    status_bytes(pid, "VmRSS")
+}
+
+/// Peak resident set size ("high water mark") of a process in bytes.
+pub fn peak_rss_bytes(pid: u32) -> Result<u64> {
+    status_bytes(pid, "VmHWM")
+}
+
+/// A `kB` field of /proc/<pid>/status, in bytes.
+fn status_bytes(pid: u32, field: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("reading /proc/{pid}/status"))?;
     for line in status.lines() {
-        if let Some(rest) = line.strip_prefix("VmRSS:") {
+        if let Some(rest) = line.strip_prefix(field).and_then(|r| r.strip_prefix(':')) {
             let kb: u64 = rest
                 .trim()
                 .trim_end_matches("kB")
                 .trim()
                 .parse()
-                .context("parsing VmRSS")?;
+                .with_context(|| format!("parsing {field}"))?;
             return Ok(kb * 1024);
         }
     }
-    bail!("no VmRSS in /proc/{pid}/status")
+    bail!("no {field} in /proc/{pid}/status")
 }
 
 /// Disk usage of a directory tree like `du`: allocated blocks, not
