@@ -8,8 +8,7 @@ use serde_json::{json, Value};
 
 use super::negotiate::{decode_object, media_type};
 use super::read::get_object;
-use super::strategy;
-use super::write::{apply_patch, CONFLICT_MESSAGE};
+use super::write::{apply_patch, read_modify_write, Change};
 use super::{json_response, Api, ApiRequest, Body};
 use crate::object;
 use crate::registry::{Resource, ScaleSpec};
@@ -82,58 +81,35 @@ pub async fn get(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> 
 }
 
 pub async fn update(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
-    let spec = r.scale.clone().expect("only scalable resources reach here");
-    let key = r.key(req.namespace(), name);
-    for _ in 0..16 {
-        let current = get_object(api, r, req.namespace(), name, false).await?;
-        let scale = to_scale(r, &current);
-        let wanted = if req.method == http::Method::PUT {
-            decode_object(&req.content_type, &req.body)?
-        } else {
-            apply_patch(&scale, &media_type(&req.content_type), &req.body, Some(&crate::smp::PatchMeta::new()))?
-        };
-        let precondition = object::meta_str(&wanted, "resourceVersion").filter(|v| !v.is_empty());
-        let current_rv = object::meta_str(&current, "resourceVersion").unwrap_or("");
-        if precondition.is_some_and(|p| p != current_rv) {
-            return Err(ApiError::Conflict(req.target(r, name), CONFLICT_MESSAGE.into()));
-        }
-        let replicas = match wanted.pointer("/spec/replicas") {
-            None | Some(Value::Null) => 0,
-            Some(v) => v.as_i64().ok_or_else(|| {
-                ApiError::BadRequest(format!("spec.replicas must be an integer, got {v}"))
-            })?,
-        };
-        if replicas < 0 {
-            return Err(ApiError::Invalid {
-                target: req.target(r, name),
-                kind: "Scale".into(),
-                causes: vec![Cause::invalid("spec.replicas", &replicas.to_string(), "must be greater than or equal to 0")],
-            });
-        }
-        let mut next = current.clone();
-        set_at(&mut next, &spec.spec_replicas_path, json!(replicas));
-        let next = strategy::prepare_update(r, &current, next, false)?;
-        if strategy::same_object(&current, &next) || req.dry_run() {
-            return Ok(json_response(StatusCode::OK, &to_scale(r, &next)));
-        }
-        // The replicas a scaler set are its own: a later apply of another value conflicts.
-        let mut next = super::fields::track(r, req, Some(&current), next);
-        let mut stored = next.clone();
-        object::metadata_mut(&mut stored).remove("resourceVersion");
-        let bytes = serde_json::to_vec(&stored).map_err(|e| ApiError::Internal(e.to_string()))?;
-        match api.storage.update(&key, bytes.into(), current_rv.parse().unwrap_or(0)).await {
-            Ok(rev) => {
-                object::set_resource_version(&mut next, rev);
-                return Ok(json_response(StatusCode::OK, &to_scale(r, &next)));
-            }
-            Err(crate::storage::Error::Conflict { .. }) if precondition.is_none() => continue,
-            Err(crate::storage::Error::Conflict { .. }) => {
-                return Err(ApiError::Conflict(req.target(r, name), CONFLICT_MESSAGE.into()))
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let (_, obj) = read_modify_write(api, r, req, name, Change::Scale).await?;
+    Ok(json_response(StatusCode::OK, &to_scale(r, &obj)))
+}
+
+/// The object with the replicas the request's Scale asks for (a PUT body, or a patch
+/// of the current Scale), and the resourceVersion the client made it conditional on.
+pub fn scaled(r: &Resource, req: &ApiRequest, current: &Value) -> Result<(Value, Option<String>)> {
+    let spec = r.scale.as_ref().expect("only scalable resources reach here");
+    let wanted = if req.method == http::Method::PUT {
+        decode_object(&req.content_type, &req.body)?
+    } else {
+        apply_patch(&to_scale(r, current), &media_type(&req.content_type), &req.body, Some(&crate::smp::PatchMeta::new()))?
+    };
+    let name = object::name(current);
+    let replicas = match wanted.pointer("/spec/replicas") {
+        None | Some(Value::Null) => 0,
+        Some(v) => v.as_i64().ok_or_else(|| ApiError::BadRequest(format!("spec.replicas must be an integer, got {v}")))?,
+    };
+    if replicas < 0 {
+        return Err(ApiError::Invalid {
+            target: req.target(r, name),
+            kind: "Scale".into(),
+            causes: vec![Cause::invalid("spec.replicas", &replicas.to_string(), "must be greater than or equal to 0")],
+        });
     }
-    Err(ApiError::Conflict(req.target(r, name), CONFLICT_MESSAGE.into()))
+    let mut next = current.clone();
+    set_at(&mut next, &spec.spec_replicas_path, json!(replicas));
+    let precondition = object::meta_str(&wanted, "resourceVersion").map(str::to_string);
+    Ok((next, precondition))
 }
 
 #[cfg(test)]

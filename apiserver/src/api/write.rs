@@ -225,6 +225,8 @@ pub enum Change<'a> {
     Patch { media: String, body: &'a Bytes },
     /// Server-side apply of this configuration.
     Apply { applied: Value, manager: String, force: bool },
+    /// A write through `/scale`: the request's Scale (PUT) or patch of it sets replicas.
+    Scale,
 }
 
 pub async fn update(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
@@ -313,8 +315,14 @@ pub async fn read_modify_write(
     for _ in 0..MAX_RETRIES {
         let current = get_object(api, r, req.namespace(), name, false).await?;
         let current_rv = object::meta_str(&current, "resourceVersion").unwrap_or("").to_string();
+        let mut scale_precondition = None;
         let new = match &change {
             Change::Replace(obj) => obj.clone(),
+            Change::Scale => {
+                let (obj, precondition) = super::scale::scaled(r, req, &current)?;
+                scale_precondition = precondition;
+                obj
+            }
             Change::Patch { media, body } => {
                 let mut base = current.clone();
                 base["apiVersion"] = json!(r.api_version());
@@ -335,6 +343,7 @@ pub async fn read_modify_write(
                 object::meta_str(obj, "resourceVersion").map(str::to_string)
             }
             Change::Patch { media, body } => patch_resource_version(media, body),
+            Change::Scale => scale_precondition,
         }
         .filter(|v| !v.is_empty());
         match &precondition {
