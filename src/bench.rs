@@ -54,6 +54,7 @@
 //! Progress goes to stderr. Nothing here asserts on timings: machines are
 //! noisy (15–25 % between identical runs), so compare several runs.
 
+mod deployment;
 mod procs;
 mod report;
 mod scheduler;
@@ -81,6 +82,8 @@ enum BenchCommand {
     Api(ApiArgs),
     /// Benchmark the scheduler (throughput and its own memory) against kube-scheduler.
     Scheduler(scheduler::SchedulerArgs),
+    /// Roll a large Deployment out on simulated nodes: times and the controllers' memory.
+    Deployment(deployment::DeploymentArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -138,6 +141,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         BenchCommand::Scheduler(a) => {
             tokio::select! {
                 r = scheduler::run(a) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; started processes are killed"),
+            }
+        }
+        BenchCommand::Deployment(a) => {
+            tokio::select! {
+                r = deployment::run(a) => r,
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; started processes are killed"),
             }
         }

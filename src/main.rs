@@ -162,7 +162,13 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    if matches!(cli.command, Command::Server(_) | Command::Up(_)) {
+    // Every long-running process; not the short-lived ones (--list, bench drivers).
+    let daemon = match &cli.command {
+        Command::Server(_) | Command::Up(_) | Command::Agent(_) => true,
+        Command::Controller(args) => !args.list,
+        Command::Bench(_) => false,
+    };
+    if daemon {
         tune_allocator();
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

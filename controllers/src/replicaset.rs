@@ -129,7 +129,7 @@ fn replica_sets_for(replica_sets: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRe
 }
 
 /// The namespace's pods as the cache sees them, for expectations.
-struct Cached<'a>(&'a [Pod]);
+struct Cached<'a>(&'a [Arc<Pod>]);
 
 impl Observed for Cached<'_> {
     fn has_name(&self, name: &str) -> bool {
@@ -151,15 +151,16 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action>
         .ok_or_else(|| Error::NoNamespace(rs.name_any()))?;
     let key = format!("{ns}/{}", rs.name_any());
     let pods_api: Api<Pod> = Api::namespaced(state.client.clone(), &ns);
-    let in_namespace: Vec<Pod> = state
+    // Shared, not copied: a deep copy of every pod per sync is most of the memory a
+    // large ReplicaSet's syncs would otherwise churn through.
+    let in_namespace: Vec<Arc<Pod>> = state
         .pods
         .state()
-        .iter()
+        .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-        .map(|p| p.as_ref().clone())
         .collect();
 
-    let claim = claim_pods(&rs, &in_namespace);
+    let claim = claim_pods(&rs, in_namespace.iter().map(AsRef::as_ref));
     for pod in &claim.release {
         podcontrol::release(&pods_api, *pod, rs.uid().as_deref().unwrap_or_default())
             .await

@@ -25,23 +25,50 @@ async fn a_deployment_becomes_available_on_simulated_nodes() {
         },
     }))
     .unwrap();
-    c.api::<Deployment>().create(&PostParams::default(), &d).await.unwrap();
+    c.api::<Deployment>()
+        .create(&PostParams::default(), &d)
+        .await
+        .unwrap();
     eventually("6 available replicas", || async {
-        let d = c.api::<Deployment>().get("web").await.map_err(|e| e.to_string())?;
+        let d = c
+            .api::<Deployment>()
+            .get("web")
+            .await
+            .map_err(|e| e.to_string())?;
         let s = d.status.unwrap_or_default();
-        (s.available_replicas == Some(6)).then_some(()).ok_or(format!("{s:?}"))
+        (s.available_replicas == Some(6))
+            .then_some(())
+            .ok_or(format!("{s:?}"))
     })
     .await;
-    let pods = c.api::<Pod>().list(&ListParams::default()).await.unwrap().items;
+    let pods = c
+        .api::<Pod>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
     let nodes: std::collections::BTreeSet<_> = pods
         .iter()
-        .map(|p| p.spec.as_ref().unwrap().node_name.clone().expect("every pod is bound"))
+        .map(|p| {
+            p.spec
+                .as_ref()
+                .unwrap()
+                .node_name
+                .clone()
+                .expect("every pod is bound")
+        })
         .collect();
     // Six identical pods on three empty identical nodes: the spreading scores put two on each.
     assert_eq!(nodes.len(), 3, "pods spread over {nodes:?}");
     for p in &pods {
         let status = p.status.as_ref().unwrap();
         assert_eq!(status.phase.as_deref(), Some("Running"));
-        assert!(status.pod_ip.as_deref().is_some_and(|ip| ip.starts_with("10.42.")), "{status:?}");
+        assert!(
+            status
+                .pod_ip
+                .as_deref()
+                .is_some_and(|ip| ip.starts_with("10.42.")),
+            "{status:?}"
+        );
     }
 }

@@ -262,3 +262,61 @@ async fn a_pod_relabelled_out_of_the_selector_is_released_and_replaced() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_set_relabelled_out_of_the_deployment_is_released_and_replaced() {
+    let c = Cluster::start("rsrelease").await;
+    let d = c
+        .deployments()
+        .create(
+            &PostParams::default(),
+            &deployment_manifest("shop", 2, "nginx:1"),
+        )
+        .await
+        .unwrap();
+    wait_rolled_out(&c, "shop", 2).await;
+    let owned_by_d = |rs: &ReplicaSet| {
+        rs.owner_references()
+            .iter()
+            .any(|r| Some(&r.uid) == d.metadata.uid.as_ref())
+    };
+    let rss = c
+        .replica_sets()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    let old = rss
+        .iter()
+        .find(|rs| owned_by_d(rs))
+        .expect("the deployment's ReplicaSet")
+        .name_any();
+    // The selector is app=shop: relabel the ReplicaSet (not its pods) out of it.
+    merge_patch(
+        &c.replica_sets(),
+        &old,
+        json!({"metadata": {"labels": {"app": "debug"}}}),
+    )
+    .await;
+    eventually(
+        "the relabelled ReplicaSet released and a new one rolled out",
+        || async {
+            let rss = c
+                .replica_sets()
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items;
+            let released = rss
+                .iter()
+                .any(|rs| rs.name_any() == old && rs.owner_references().is_empty());
+            let replacement = rss.iter().any(|rs| rs.name_any() != old && owned_by_d(rs));
+            if released && replacement {
+                Ok(())
+            } else {
+                Err(format!("released={released} replacement={replacement}"))
+            }
+        },
+    )
+    .await;
+}

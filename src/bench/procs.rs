@@ -155,14 +155,20 @@ pub async fn start_controller(names: &[&str], kubeconfig: &Path, log: &Path) -> 
     cmd.arg("controller")
         .args(names)
         .arg("--kubeconfig")
-        .arg(kubeconfig)
-        .stdin(Stdio::null())
+        .arg(kubeconfig);
+    spawn(cmd, &format!("kybern controller {}", names.join(" ")), log)
+}
+
+/// Spawns `cmd` as a [`Proc`] named `name`, stdout and stderr to `log`,
+/// killed on drop.
+pub fn spawn(mut cmd: Command, name: &str, log: &Path) -> Result<Proc> {
+    cmd.stdin(Stdio::null())
         .stdout(log_file(log)?)
         .stderr(log_file(log)?)
         .kill_on_drop(true);
-    let child = cmd.spawn().context("starting kybern controller")?;
-    let pid = child.id().context("kybern controller has no pid")?;
-    Ok(Proc { name: format!("kybern controller {}", names.join(" ")), child, pid })
+    let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
+    let pid = child.id().with_context(|| format!("{name} has no pid"))?;
+    Ok(Proc { name: name.into(), child, pid })
 }
 
 impl Proc {

@@ -33,11 +33,23 @@ impl Rollout {
             if rs.namespace().as_deref() != Some(ns) {
                 continue;
             }
+            let matches = selector_matches(&selector, rs.labels());
             match controller_of(&rs.metadata) {
-                Some(owner) if owner.uid == uid => mine.push(rs.as_ref().clone()),
-                None if selector_matches(&selector, rs.labels())
-                    && d.metadata.deletion_timestamp.is_none() =>
-                {
+                Some(owner) if owner.uid == uid && matches => mine.push(rs.as_ref().clone()),
+                // Relabelled out of the selector: no longer ours (upstream's
+                // ClaimReplicaSets), unless the Deployment is going away anyway.
+                Some(owner) if owner.uid == uid => {
+                    if d.metadata.deletion_timestamp.is_none() {
+                        podcontrol::release(&rs_api, rs.as_ref(), &uid)
+                            .await
+                            .map_err(|source| Error::UpdateReplicaSet {
+                                name: rs.name_any(),
+                                source,
+                            })?;
+                        info!(replicaset = %rs.name_any(), "released ReplicaSet that no longer matches the selector");
+                    }
+                }
+                None if matches && d.metadata.deletion_timestamp.is_none() => {
                     match podcontrol::adopt(&rs_api, rs.as_ref(), controller_ref(d.as_ref())).await
                     {
                         Ok(adopted) => mine.push(adopted),

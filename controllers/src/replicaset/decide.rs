@@ -25,7 +25,7 @@ pub struct Claim<'a> {
 
 /// Splits `pods` like upstream's ClaimPods. A ReplicaSet being deleted adopts nothing
 /// and releases nothing (the garbage collector is about to act on its children).
-pub fn claim_pods<'a>(rs: &ReplicaSet, pods: &'a [Pod]) -> Claim<'a> {
+pub fn claim_pods<'a>(rs: &ReplicaSet, pods: impl IntoIterator<Item = &'a Pod>) -> Claim<'a> {
     let mut claim = Claim::default();
     let Some(spec) = rs.spec.as_ref() else {
         return claim;
