@@ -94,6 +94,40 @@ async fn kubectl_rollout_status_history_undo_pause_and_resume_behave_as_upstream
             .map(String::as_str),
         Some("3")
     );
+    // As upstream: revision 1 became revision 3, so history no longer lists it.
+    let (ok, history) = kubectl(&c, &["rollout", "history", "deployment/web"]).await;
+    assert!(ok, "rollout history after undo: {history}");
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<i64>().is_ok())
+        .collect();
+    assert_eq!(revisions, vec!["2", "3"], "history after undo:\n{history}");
+    let rs1 = c
+        .replica_sets()
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .find(|rs| {
+            rs.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("deployment.kubernetes.io/revision"))
+                .map(String::as_str)
+                == Some("3")
+        })
+        .expect("the ReplicaSet of revision 3");
+    assert_eq!(
+        rs1.metadata
+            .annotations
+            .unwrap()
+            .get("deployment.kubernetes.io/revision-history")
+            .map(String::as_str),
+        Some("1"),
+        "the reused ReplicaSet remembers its earlier revision"
+    );
 
     // Paused: a template change makes no ReplicaSet, but scaling still works.
     let (ok, out) = kubectl(&c, &["rollout", "pause", "deployment/web"]).await;

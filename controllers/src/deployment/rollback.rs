@@ -19,6 +19,9 @@ use super::{Error, Result, Rollout};
 /// The annotations the existing new ReplicaSet should have, if they differ from what it
 /// has: the Deployment's copied annotations, and `new_revision` when its own is lower
 /// (a rollback, or a template change back to an old one).
+/// The revisions a ReplicaSet had before its current one, comma-separated.
+pub const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
+
 pub fn new_rs_annotations(
     d: &Deployment,
     rs: &ReplicaSet,
@@ -27,8 +30,18 @@ pub fn new_rs_annotations(
     let current = rs.metadata.annotations.clone().unwrap_or_default();
     let mut wanted = current.clone();
     wanted.extend(util::copied_annotations(d));
-    if util::revision(rs) < new_revision {
+    let old_revision = util::revision(rs);
+    if old_revision < new_revision {
         wanted.insert(util::REVISION.into(), new_revision.to_string());
+        // A ReplicaSet brought back by a rollback keeps the revisions it had before,
+        // oldest first (upstream's revision-history annotation).
+        if old_revision > 0 {
+            let history = match current.get(REVISION_HISTORY).filter(|h| !h.is_empty()) {
+                Some(h) => format!("{h},{old_revision}"),
+                None => old_revision.to_string(),
+            };
+            wanted.insert(REVISION_HISTORY.into(), history);
+        }
     }
     (wanted != current).then_some(wanted)
 }
@@ -111,6 +124,20 @@ mod tests {
         // Revisions 1 (this one) and 2 exist; undo to 1 makes it revision 3.
         let got = new_rs_annotations(&d, &rs, 3).expect("the revision changes");
         assert_eq!(got.get(util::REVISION).map(String::as_str), Some("3"));
+        assert_eq!(got.get(REVISION_HISTORY).map(String::as_str), Some("1"));
+    }
+
+    #[test]
+    fn revision_history_appends_each_earlier_revision() {
+        let d = Deployment::default();
+        let mut rs = with_revision(replica_set(0), "3");
+        rs.metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .insert(REVISION_HISTORY.into(), "1".into());
+        let got = new_rs_annotations(&d, &rs, 5).expect("the revision changes");
+        assert_eq!(got.get(REVISION_HISTORY).map(String::as_str), Some("1,3"));
     }
 
     #[test]
