@@ -10,6 +10,7 @@ mod objects;
 mod restart;
 mod services;
 mod watch;
+mod workloads;
 
 use std::path::{Path, PathBuf};
 
