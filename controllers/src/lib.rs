@@ -31,12 +31,7 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: kube::Client, identity: String) -> Self {
-        Context {
-            client,
-            identity,
-            ca_pem: None,
-            scheduler_config: None,
-        }
+        Context { client, identity, ca_pem: None, scheduler_config: None }
     }
 
     pub fn with_ca(self, ca_pem: Option<String>) -> Self {
@@ -44,10 +39,7 @@ impl Context {
     }
 
     pub fn with_scheduler_config(self, config: Option<scheduler::config::SchedulerConfig>) -> Self {
-        Context {
-            scheduler_config: config.map(Arc::new),
-            ..self
-        }
+        Context { scheduler_config: config.map(Arc::new), ..self }
     }
 }
 
@@ -63,29 +55,11 @@ pub struct Loop {
 /// Every control loop kybern has.
 pub fn loops() -> Vec<Loop> {
     vec![
-        Loop {
-            name: "namespace",
-            run: namespace::run,
-        },
-        Loop {
-            name: "serviceaccount",
-            run: serviceaccount::run,
-        },
-        Loop {
-            name: "garbagecollector",
-            run: gc::run,
-        },
-        Loop {
-            name: "replicaset",
-            run: replicaset::run,
-        },
-        Loop {
-            name: "deployment",
-            run: deployment::run,
-        },
-        Loop {
-            name: "scheduler",
-            run: scheduler::run,
-        },
+        Loop { name: "namespace", run: namespace::run },
+        Loop { name: "serviceaccount", run: serviceaccount::run },
+        Loop { name: "garbagecollector", run: gc::run },
+        Loop { name: "replicaset", run: replicaset::run },
+        Loop { name: "deployment", run: deployment::run },
+        Loop { name: "scheduler", run: scheduler::run },
     ]
 }
