@@ -5,6 +5,7 @@
 pub mod deployment;
 pub mod expectations;
 pub mod gc;
+pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod podcontrol;
@@ -61,5 +62,6 @@ pub fn loops() -> Vec<Loop> {
         Loop { name: "replicaset", run: replicaset::run },
         Loop { name: "deployment", run: deployment::run },
         Loop { name: "scheduler", run: scheduler::run },
+        Loop { name: "job", run: job::run },
     ]
 }
