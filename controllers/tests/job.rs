@@ -29,22 +29,16 @@ async fn create(c: &SimCluster, j: &Job) {
 
 /// Waits for a condition of type `type_` with status True, returning the Job.
 async fn wait_condition(c: &SimCluster, name: &str, type_: &str) -> Job {
-    let mut found = None;
-    eventually(&format!("job {name} {type_}"), || {
-        let api = c.api::<Job>();
-        let found = &mut found;
-        async move {
-            let j = api.get(name).await.map_err(|e| e.to_string())?;
-            let conds = j.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
-            if conds.iter().any(|c| c.type_ == type_ && c.status == "True") {
-                *found = Some(j);
-                return Ok(());
-            }
-            Err(format!("{:?}", j.status))
+    eventually(&format!("job {name} {type_}"), || async {
+        let j = c.api::<Job>().get(name).await.map_err(|e| e.to_string())?;
+        let conds = j.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        if conds.iter().any(|c| c.type_ == type_ && c.status == "True") {
+            return Ok(());
         }
+        Err(format!("{:?}", j.status))
     })
     .await;
-    found.unwrap()
+    c.api::<Job>().get(name).await.unwrap()
 }
 
 fn condition_reason(j: &Job, type_: &str) -> Option<String> {
