@@ -2,6 +2,7 @@
 //! talks to the API server only through the Kubernetes API; `loops()` lists them so
 //! `kybern controller NAME...` can run any subset and `kybern server` all of them.
 
+pub mod cronjob;
 pub mod deployment;
 pub mod expectations;
 pub mod gc;
@@ -63,5 +64,6 @@ pub fn loops() -> Vec<Loop> {
         Loop { name: "deployment", run: deployment::run },
         Loop { name: "scheduler", run: scheduler::run },
         Loop { name: "job", run: job::run },
+        Loop { name: "cronjob", run: cronjob::run },
     ]
 }
