@@ -5,6 +5,7 @@
 //! failure policy). Suspension and ttlSecondsAfterFinished are handled here too.
 
 mod indexes;
+mod orphans;
 mod policy;
 mod pods;
 mod status;
@@ -104,12 +105,23 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
 
 /// Runs the controller until its streams end.
 pub async fn run_controller(client: kube::Client) {
+    let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default());
+    let jobs = controller.store();
+    let (orphans_tx, orphans_rx) = tokio::sync::mpsc::unbounded_channel();
     let (pods, writer) = reflector::store();
     let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(writer)
-        .touched_objects();
-    let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default());
+        .touched_objects()
+        .inspect(move |event| {
+            if let Ok(pod) = event {
+                if orphans::maybe_orphan(pod, &jobs) {
+                    // The receiver lives as long as this stream; a send cannot fail.
+                    let _ = orphans_tx.send(pod.clone());
+                }
+            }
+        });
+    tokio::spawn(orphans::release_orphans(client.clone(), orphans_rx));
     let state = Arc::new(State {
         client,
         pods,

@@ -184,3 +184,22 @@ async fn a_finished_job_is_deleted_after_its_ttl() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_running_job_deletes_its_tracked_pods() {
+    let c = SimCluster::start("jobdelete", &["job", "scheduler", "garbagecollector"], 1).await;
+    create(&c, &job("running", json!({"parallelism": 2, "completions": 2}), json!({}))).await;
+    eventually("two running pods", || async {
+        let j = c.api::<Job>().get("running").await.map_err(|e| e.to_string())?;
+        let s = j.status.unwrap_or_default();
+        (s.ready == Some(2)).then_some(()).ok_or(format!("{s:?}"))
+    })
+    .await;
+    c.api::<Job>().delete("running", &kube::api::DeleteParams::background()).await.unwrap();
+    // The pods hold the tracking finalizer; with their Job gone it must be released.
+    eventually("pods gone with their job", || async {
+        let pods: Vec<String> = job_pods(&c, "running").await.into_iter().filter_map(|p| p.metadata.name).collect();
+        pods.is_empty().then_some(()).ok_or(format!("{pods:?}"))
+    })
+    .await;
+}
