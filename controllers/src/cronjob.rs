@@ -82,8 +82,15 @@ pub async fn run_controller(client: kube::Client, clock: Arc<dyn Clock>) {
         .default_backoff()
         .reflect(writer)
         .touched_objects();
-    let controller = Controller::new(Api::<CronJob>::all(client.clone()), watcher::Config::default());
-    let state = Arc::new(State { client, jobs, clock });
+    let controller = Controller::new(
+        Api::<CronJob>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let state = Arc::new(State {
+        client,
+        jobs,
+        clock,
+    });
     controller
         .watches_stream(job_events, |job| cronjob_of(&job))
         .run(reconcile, error_policy, state)
@@ -106,7 +113,12 @@ fn job_outcome(job: &Job) -> Option<(bool, Option<Timestamp>)> {
     conds
         .iter()
         .find(|c| (c.type_ == "Complete" || c.type_ == "Failed") && c.status == "True")
-        .map(|c| (c.type_ == "Complete", c.last_transition_time.as_ref().map(|t| t.0)))
+        .map(|c| {
+            (
+                c.type_ == "Complete",
+                c.last_transition_time.as_ref().map(|t| t.0),
+            )
+        })
 }
 
 fn reference(job: &Job) -> ObjectReference {
@@ -126,7 +138,9 @@ fn time(t: Timestamp) -> Time {
 }
 
 pub async fn reconcile(cj: Arc<CronJob>, state: Arc<State>) -> Result<Action> {
-    let ns = cj.namespace().ok_or_else(|| Error::NoNamespace(cj.name_any()))?;
+    let ns = cj
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(cj.name_any()))?;
     let name = cj.name_any();
     let key = format!("{ns}/{name}");
     let uid = cj.uid().unwrap_or_default();
@@ -163,7 +177,10 @@ pub async fn reconcile(cj: Arc<CronJob>, state: Arc<State>) -> Result<Action> {
         }
     }
     for j in &children {
-        if job_outcome(j).is_none() && !is_deleting(&j.metadata) && !active.iter().any(|r| r.uid == j.uid()) {
+        if job_outcome(j).is_none()
+            && !is_deleting(&j.metadata)
+            && !active.iter().any(|r| r.uid == j.uid())
+        {
             active.push(reference(j));
         }
     }
@@ -171,12 +188,21 @@ pub async fn reconcile(cj: Arc<CronJob>, state: Arc<State>) -> Result<Action> {
     let last_success = children
         .iter()
         .filter_map(|j| match job_outcome(j) {
-            Some((true, at)) => j.status.as_ref().and_then(|s| s.completion_time.as_ref()).map(|t| t.0).or(at),
+            Some((true, at)) => j
+                .status
+                .as_ref()
+                .and_then(|s| s.completion_time.as_ref())
+                .map(|t| t.0)
+                .or(at),
             _ => None,
         })
         .max();
     if let Some(t) = last_success {
-        if status.last_successful_time.as_ref().is_none_or(|old| old.0 < t) {
+        if status
+            .last_successful_time
+            .as_ref()
+            .is_none_or(|old| old.0 < t)
+        {
             status.last_successful_time = Some(time(t));
         }
     }
@@ -244,7 +270,11 @@ async fn schedule_run(
     };
     let until = |next: Option<Timestamp>| {
         // A little past the time, so the run is due when the reconcile comes.
-        next.map(|n| Duration::from_millis(u64::try_from(n.as_millisecond() - now.as_millisecond()).unwrap_or(0) + 100))
+        next.map(|n| {
+            Duration::from_millis(
+                u64::try_from(n.as_millisecond() - now.as_millisecond()).unwrap_or(0) + 100,
+            )
+        })
     };
     match decide(&inputs) {
         Decision::Wait { next } => Ok(until(next)),
@@ -252,7 +282,12 @@ async fn schedule_run(
             info!(cronjob = %name, %scheduled, "not starting a job: the previous one still runs and concurrencyPolicy is Forbid");
             Ok(until(next))
         }
-        Decision::Start { scheduled, replace, missed, next } => {
+        Decision::Start {
+            scheduled,
+            replace,
+            missed,
+            next,
+        } => {
             if missed > TOO_MANY_MISSED {
                 warn!(cronjob = %name, missed, "too many missed start times; set or decrease .spec.startingDeadlineSeconds or check clock skew");
             }
@@ -260,7 +295,9 @@ async fn schedule_run(
                 for r in active.drain(..) {
                     let jname = r.name.unwrap_or_default();
                     match jobs_api.delete(&jname, &DeleteParams::background()).await {
-                        Ok(_) => info!(cronjob = %name, job = %jname, "deleted active job (concurrencyPolicy Replace)"),
+                        Ok(_) => {
+                            info!(cronjob = %name, job = %jname, "deleted active job (concurrencyPolicy Replace)")
+                        }
                         Err(kube::Error::Api(e)) if e.code == 404 => {}
                         Err(source) => return Err(Error::DeleteJob { job: jname, source }),
                     }
@@ -286,10 +323,17 @@ async fn schedule_run(
 /// The Job for the run at `scheduled`: the template, the scheduled-time annotation (in
 /// the CronJob's time zone) and the CronJob as controller.
 pub fn job_for(cj: &CronJob, scheduled: Timestamp, tz: &TimeZone) -> Job {
-    let template = cj.spec.as_ref().map(|s| s.job_template.clone()).unwrap_or_default();
+    let template = cj
+        .spec
+        .as_ref()
+        .map(|s| s.job_template.clone())
+        .unwrap_or_default();
     let tmeta = template.metadata.unwrap_or_default();
     let mut annotations = tmeta.annotations.unwrap_or_default();
-    let stamp = scheduled.to_zoned(tz.clone()).strftime("%Y-%m-%dT%H:%M:%S%:z").to_string();
+    let stamp = scheduled
+        .to_zoned(tz.clone())
+        .strftime("%Y-%m-%dT%H:%M:%S%:z")
+        .to_string();
     let stamp = stamp.replace("+00:00", "Z");
     annotations.insert(SCHEDULED_TIMESTAMP.into(), stamp);
     Job {
@@ -334,7 +378,9 @@ async fn prune_history(
 pub fn jobs_beyond_limit(children: &[Arc<Job>], succeeded: bool, limit: i32) -> Vec<Arc<Job>> {
     let mut done: Vec<Arc<Job>> = children
         .iter()
-        .filter(|j| !is_deleting(&j.metadata) && job_outcome(j).is_some_and(|(ok, _)| ok == succeeded))
+        .filter(|j| {
+            !is_deleting(&j.metadata) && job_outcome(j).is_some_and(|(ok, _)| ok == succeeded)
+        })
         .cloned()
         .collect();
     let started = |j: &Job| {
@@ -390,7 +436,11 @@ mod tests {
             ("limit above count", false, 5, vec![]),
         ];
         for (name, succeeded, limit, want) in cases {
-            assert_eq!(names(jobs_beyond_limit(&jobs, succeeded, limit)), want, "{name}");
+            assert_eq!(
+                names(jobs_beyond_limit(&jobs, succeeded, limit)),
+                want,
+                "{name}"
+            );
         }
     }
 
@@ -407,10 +457,16 @@ mod tests {
         let at: Timestamp = "2024-01-01T10:05:00Z".parse().unwrap();
         let utc = job_for(&cj, at, &TimeZone::UTC);
         assert_eq!(utc.name_any(), "hello-28401725");
-        assert_eq!(utc.annotations()[SCHEDULED_TIMESTAMP], "2024-01-01T10:05:00Z");
+        assert_eq!(
+            utc.annotations()[SCHEDULED_TIMESTAMP],
+            "2024-01-01T10:05:00Z"
+        );
         assert_eq!(utc.labels()["app"], "x");
         assert_eq!(utc.owner_references()[0].kind, "CronJob");
         let ny = job_for(&cj, at, &time_zone(Some("America/New_York")).unwrap());
-        assert_eq!(ny.annotations()[SCHEDULED_TIMESTAMP], "2024-01-01T05:05:00-05:00");
+        assert_eq!(
+            ny.annotations()[SCHEDULED_TIMESTAMP],
+            "2024-01-01T05:05:00-05:00"
+        );
     }
 }

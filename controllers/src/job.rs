@@ -6,8 +6,8 @@
 
 mod indexes;
 mod orphans;
-mod policy;
 mod pods;
+mod policy;
 mod status;
 mod sync;
 
@@ -150,17 +150,21 @@ struct Cached<'a>(&'a [Pod]);
 
 impl Observed for Cached<'_> {
     fn has_name(&self, name: &str) -> bool {
-        self.0.iter().any(|p| p.metadata.name.as_deref() == Some(name))
-    }
-    fn has_live_uid(&self, uid: &str) -> bool {
         self.0
             .iter()
-            .any(|p| p.metadata.uid.as_deref() == Some(uid) && !podcontrol::is_deleting(&p.metadata))
+            .any(|p| p.metadata.name.as_deref() == Some(name))
+    }
+    fn has_live_uid(&self, uid: &str) -> bool {
+        self.0.iter().any(|p| {
+            p.metadata.uid.as_deref() == Some(uid) && !podcontrol::is_deleting(&p.metadata)
+        })
     }
 }
 
 pub async fn reconcile(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
-    let ns = job.namespace().ok_or_else(|| Error::NoNamespace(job.name_any()))?;
+    let ns = job
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(job.name_any()))?;
     let key = format!("{ns}/{}", job.name_any());
     let uid = job.uid().unwrap_or_default();
     let pods: Vec<Pod> = state
@@ -190,11 +194,15 @@ async fn finished(
     done: Timestamp,
     now: Timestamp,
 ) -> Result<Action> {
-    let pods_api: Api<Pod> = Api::namespaced(state.client.clone(), &job.namespace().unwrap_or_default());
+    let pods_api: Api<Pod> =
+        Api::namespaced(state.client.clone(), &job.namespace().unwrap_or_default());
     for pod in pods.iter().filter(|p| pods::has_tracking_finalizer(p)) {
         pods::remove_tracking_finalizer(&pods_api, pod)
             .await
-            .map_err(|source| Error::Finalizer { pod: pod.name_any(), source })?;
+            .map_err(|source| Error::Finalizer {
+                pod: pod.name_any(),
+                source,
+            })?;
     }
     state.expectations.forget(key);
     state.backoff.lock().expect("backoff lock").remove(key);
@@ -211,14 +219,23 @@ async fn finished(
     // Like upstream's TTL-after-finished controller: the Job goes, its pods follow it
     // through the garbage collector. The uid precondition spares a recreated namesake.
     let params = DeleteParams {
-        preconditions: Some(kube::api::Preconditions { uid: job.uid(), resource_version: None }),
+        preconditions: Some(kube::api::Preconditions {
+            uid: job.uid(),
+            resource_version: None,
+        }),
         ..DeleteParams::background()
     };
-    let jobs: Api<Job> = Api::namespaced(state.client.clone(), &job.namespace().unwrap_or_default());
+    let jobs: Api<Job> =
+        Api::namespaced(state.client.clone(), &job.namespace().unwrap_or_default());
     match jobs.delete(&job.name_any(), &params).await {
         Ok(_) => info!(job = %key, "deleted job after ttlSecondsAfterFinished"),
         Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
-        Err(source) => return Err(Error::DeleteJob { key: key.into(), source }),
+        Err(source) => {
+            return Err(Error::DeleteJob {
+                key: key.into(),
+                source,
+            })
+        }
     }
     Ok(Action::await_change())
 }
@@ -236,7 +253,10 @@ async fn write_status(
     updated.status = Some(new);
     api.replace_status(&job.name_any(), &PostParams::default(), &updated)
         .await
-        .map_err(|source| Error::Status { key: key.into(), source })
+        .map_err(|source| Error::Status {
+            key: key.into(),
+            source,
+        })
 }
 
 pub fn error_policy(job: Arc<Job>, error: &Error, _state: Arc<State>) -> Action {

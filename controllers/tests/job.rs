@@ -24,14 +24,21 @@ fn succeeding(name: &str, spec: Value) -> Job {
 }
 
 async fn create(c: &SimCluster, j: &Job) {
-    c.api::<Job>().create(&PostParams::default(), j).await.unwrap();
+    c.api::<Job>()
+        .create(&PostParams::default(), j)
+        .await
+        .unwrap();
 }
 
 /// Waits for a condition of type `type_` with status True, returning the Job.
 async fn wait_condition(c: &SimCluster, name: &str, type_: &str) -> Job {
     eventually(&format!("job {name} {type_}"), || async {
         let j = c.api::<Job>().get(name).await.map_err(|e| e.to_string())?;
-        let conds = j.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+        let conds = j
+            .status
+            .as_ref()
+            .and_then(|s| s.conditions.clone())
+            .unwrap_or_default();
         if conds.iter().any(|c| c.type_ == type_ && c.status == "True") {
             return Ok(());
         }
@@ -42,7 +49,14 @@ async fn wait_condition(c: &SimCluster, name: &str, type_: &str) -> Job {
 }
 
 fn condition_reason(j: &Job, type_: &str) -> Option<String> {
-    j.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)?.reason.clone()
+    j.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)?
+        .reason
+        .clone()
 }
 
 async fn job_pods(c: &SimCluster, name: &str) -> Vec<Pod> {
@@ -53,20 +67,41 @@ async fn job_pods(c: &SimCluster, name: &str) -> Vec<Pod> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_with_five_completions_and_parallelism_two_completes() {
     let c = SimCluster::start("jobcomplete", &["job", "scheduler"], 2).await;
-    create(&c, &succeeding("five", json!({"completions": 5, "parallelism": 2}))).await;
+    create(
+        &c,
+        &succeeding("five", json!({"completions": 5, "parallelism": 2})),
+    )
+    .await;
     let j = wait_condition(&c, "five", "Complete").await;
     let s = j.status.clone().unwrap();
     assert_eq!(s.succeeded, Some(5), "{s:?}");
     assert_eq!(s.failed, Some(0), "{s:?}");
     assert_eq!(s.active, Some(0), "{s:?}");
-    assert!(s.completion_time.is_some() && s.start_time.is_some(), "{s:?}");
-    assert_eq!(condition_reason(&j, "SuccessCriteriaMet").as_deref(), Some("CompletionsReached"));
+    assert!(
+        s.completion_time.is_some() && s.start_time.is_some(),
+        "{s:?}"
+    );
+    assert_eq!(
+        condition_reason(&j, "SuccessCriteriaMet").as_deref(),
+        Some("CompletionsReached")
+    );
     let pods = job_pods(&c, "five").await;
     assert_eq!(pods.len(), 5, "one pod per completion, none extra");
     for p in &pods {
-        assert!(p.metadata.finalizers.as_deref().unwrap_or_default().is_empty(), "tracking finalizer removed from {:?}", p.metadata.name);
+        assert!(
+            p.metadata
+                .finalizers
+                .as_deref()
+                .unwrap_or_default()
+                .is_empty(),
+            "tracking finalizer removed from {:?}",
+            p.metadata.name
+        );
         let labels = p.metadata.labels.as_ref().unwrap();
-        assert_eq!(labels["batch.kubernetes.io/controller-uid"], j.metadata.uid.clone().unwrap());
+        assert_eq!(
+            labels["batch.kubernetes.io/controller-uid"],
+            j.metadata.uid.clone().unwrap()
+        );
         assert_eq!(labels["job-name"], "five");
     }
 }
@@ -74,7 +109,14 @@ async fn a_job_with_five_completions_and_parallelism_two_completes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_indexed_job_runs_every_index_once() {
     let c = SimCluster::start("jobindexed", &["job", "scheduler"], 2).await;
-    create(&c, &succeeding("idx", json!({"completions": 4, "parallelism": 3, "completionMode": "Indexed"}))).await;
+    create(
+        &c,
+        &succeeding(
+            "idx",
+            json!({"completions": 4, "parallelism": 3, "completionMode": "Indexed"}),
+        ),
+    )
+    .await;
     let j = wait_condition(&c, "idx", "Complete").await;
     let s = j.status.unwrap();
     assert_eq!(s.completed_indexes.as_deref(), Some("0-3"), "{s:?}");
@@ -83,11 +125,24 @@ async fn an_indexed_job_runs_every_index_once() {
         .await
         .iter()
         .map(|p| {
-            let index = p.metadata.annotations.as_ref().unwrap()["batch.kubernetes.io/job-completion-index"].clone();
+            let index = p.metadata.annotations.as_ref().unwrap()
+                ["batch.kubernetes.io/job-completion-index"]
+                .clone();
             let spec = p.spec.as_ref().unwrap();
-            assert_eq!(spec.hostname.as_deref(), Some(format!("idx-{index}").as_str()));
-            assert!(spec.containers[0].env.as_ref().unwrap().iter().any(|e| e.name == "JOB_COMPLETION_INDEX"));
-            assert_eq!(p.metadata.labels.as_ref().unwrap()["batch.kubernetes.io/job-completion-index"], index);
+            assert_eq!(
+                spec.hostname.as_deref(),
+                Some(format!("idx-{index}").as_str())
+            );
+            assert!(spec.containers[0]
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .any(|e| e.name == "JOB_COMPLETION_INDEX"));
+            assert_eq!(
+                p.metadata.labels.as_ref().unwrap()["batch.kubernetes.io/job-completion-index"],
+                index
+            );
             index
         })
         .collect();
@@ -99,14 +154,32 @@ async fn an_indexed_job_runs_every_index_once() {
 async fn a_failing_job_stops_at_its_backoff_limit() {
     let c = SimCluster::start("jobbackoff", &["job", "scheduler"], 1).await;
     // backoffLimit 1: the first failure is retried after the 10 s back-off, the second ends it.
-    create(&c, &job("fails", json!({"backoffLimit": 1}), json!({"kybern.io/simulate-exit-code": "1"}))).await;
+    create(
+        &c,
+        &job(
+            "fails",
+            json!({"backoffLimit": 1}),
+            json!({"kybern.io/simulate-exit-code": "1"}),
+        ),
+    )
+    .await;
     let j = wait_condition(&c, "fails", "Failed").await;
     let s = j.status.clone().unwrap();
-    assert_eq!(condition_reason(&j, "Failed").as_deref(), Some("BackoffLimitExceeded"));
+    assert_eq!(
+        condition_reason(&j, "Failed").as_deref(),
+        Some("BackoffLimitExceeded")
+    );
     assert_eq!(s.failed, Some(2), "{s:?}");
     assert_eq!(s.succeeded, Some(0));
-    assert!(s.completion_time.is_none(), "a failed job has no completion time");
-    assert_eq!(job_pods(&c, "fails").await.len(), 2, "no pod after the limit");
+    assert!(
+        s.completion_time.is_none(),
+        "a failed job has no completion time"
+    );
+    assert_eq!(
+        job_pods(&c, "fails").await.len(),
+        2,
+        "no pod after the limit"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,26 +192,78 @@ async fn a_pod_failure_policy_fails_the_job_on_a_matching_exit_code() {
             {"action": "FailJob", "onExitCodes": {"containerName": "main", "operator": "In", "values": [42]}},
         ]},
     });
-    create(&c, &job("policy", spec, json!({"kybern.io/simulate-exit-code": "42"}))).await;
+    create(
+        &c,
+        &job(
+            "policy",
+            spec,
+            json!({"kybern.io/simulate-exit-code": "42"}),
+        ),
+    )
+    .await;
     let j = wait_condition(&c, "policy", "Failed").await;
-    assert_eq!(condition_reason(&j, "Failed").as_deref(), Some("PodFailurePolicy"));
-    let message = j.status.as_ref().unwrap().conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Failed").unwrap().message.clone().unwrap();
-    assert!(message.contains("exit code 42") && message.contains("rule at index 1"), "{message}");
-    assert_eq!(j.status.unwrap().failed, Some(1), "no retry although backoffLimit is 6");
+    assert_eq!(
+        condition_reason(&j, "Failed").as_deref(),
+        Some("PodFailurePolicy")
+    );
+    let message = j
+        .status
+        .as_ref()
+        .unwrap()
+        .conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.type_ == "Failed")
+        .unwrap()
+        .message
+        .clone()
+        .unwrap();
+    assert!(
+        message.contains("exit code 42") && message.contains("rule at index 1"),
+        "{message}"
+    );
+    assert_eq!(
+        j.status.unwrap().failed,
+        Some(1),
+        "no retry although backoffLimit is 6"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_past_its_active_deadline_fails_and_its_pods_go() {
     let c = SimCluster::start("jobdeadline", &["job", "scheduler"], 1).await;
     // Pods that run forever (no exit code), stopped by the deadline.
-    create(&c, &job("slow", json!({"activeDeadlineSeconds": 3, "parallelism": 2, "completions": 2}), json!({}))).await;
+    create(
+        &c,
+        &job(
+            "slow",
+            json!({"activeDeadlineSeconds": 3, "parallelism": 2, "completions": 2}),
+            json!({}),
+        ),
+    )
+    .await;
     let j = wait_condition(&c, "slow", "Failed").await;
-    assert_eq!(condition_reason(&j, "Failed").as_deref(), Some("DeadlineExceeded"));
-    assert_eq!(condition_reason(&j, "FailureTarget").as_deref(), Some("DeadlineExceeded"));
+    assert_eq!(
+        condition_reason(&j, "Failed").as_deref(),
+        Some("DeadlineExceeded")
+    );
+    assert_eq!(
+        condition_reason(&j, "FailureTarget").as_deref(),
+        Some("DeadlineExceeded")
+    );
     let s = j.status.unwrap();
-    assert_eq!((s.active, s.failed), (Some(0), Some(2)), "running pods counted as failed");
+    assert_eq!(
+        (s.active, s.failed),
+        (Some(0), Some(2)),
+        "running pods counted as failed"
+    );
     eventually("running pods deleted", || async {
-        let left: Vec<String> = job_pods(&c, "slow").await.into_iter().filter_map(|p| p.metadata.name).collect();
+        let left: Vec<String> = job_pods(&c, "slow")
+            .await
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
         left.is_empty().then_some(()).ok_or(format!("{left:?}"))
     })
     .await;
@@ -147,28 +272,58 @@ async fn a_job_past_its_active_deadline_fails_and_its_pods_go() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_job_runs_no_pods_until_resumed() {
     let c = SimCluster::start("jobsuspend", &["job", "scheduler"], 1).await;
-    create(&c, &job("later", json!({"suspend": true, "completions": 2, "parallelism": 2}), json!({}))).await;
+    create(
+        &c,
+        &job(
+            "later",
+            json!({"suspend": true, "completions": 2, "parallelism": 2}),
+            json!({}),
+        ),
+    )
+    .await;
     let j = wait_condition(&c, "later", "Suspended").await;
-    assert!(j.status.as_ref().unwrap().start_time.is_none(), "a job created suspended has not started");
+    assert!(
+        j.status.as_ref().unwrap().start_time.is_none(),
+        "a job created suspended has not started"
+    );
     assert!(job_pods(&c, "later").await.is_empty());
     let patch = |suspend: bool| Patch::Merge(json!({"spec": {"suspend": suspend}}));
-    c.api::<Job>().patch("later", &PatchParams::default(), &patch(false)).await.unwrap();
+    c.api::<Job>()
+        .patch("later", &PatchParams::default(), &patch(false))
+        .await
+        .unwrap();
     eventually("two running pods after resume", || async {
-        let j = c.api::<Job>().get("later").await.map_err(|e| e.to_string())?;
+        let j = c
+            .api::<Job>()
+            .get("later")
+            .await
+            .map_err(|e| e.to_string())?;
         let s = j.status.clone().unwrap_or_default();
-        (s.active == Some(2) && s.ready == Some(2) && condition_reason(&j, "Suspended").as_deref() == Some("JobResumed"))
-            .then_some(())
-            .ok_or(format!("{s:?}"))
+        (s.active == Some(2)
+            && s.ready == Some(2)
+            && condition_reason(&j, "Suspended").as_deref() == Some("JobResumed"))
+        .then_some(())
+        .ok_or(format!("{s:?}"))
     })
     .await;
-    c.api::<Job>().patch("later", &PatchParams::default(), &patch(true)).await.unwrap();
+    c.api::<Job>()
+        .patch("later", &PatchParams::default(), &patch(true))
+        .await
+        .unwrap();
     eventually("pods deleted on suspend, not counted as failed", || async {
-        let j = c.api::<Job>().get("later").await.map_err(|e| e.to_string())?;
+        let j = c
+            .api::<Job>()
+            .get("later")
+            .await
+            .map_err(|e| e.to_string())?;
         let s = j.status.clone().unwrap_or_default();
         let pods = job_pods(&c, "later").await;
-        (pods.is_empty() && s.active == Some(0) && s.failed == Some(0) && condition_reason(&j, "Suspended").as_deref() == Some("JobSuspended"))
-            .then_some(())
-            .ok_or(format!("{} pods, {s:?}", pods.len()))
+        (pods.is_empty()
+            && s.active == Some(0)
+            && s.failed == Some(0)
+            && condition_reason(&j, "Suspended").as_deref() == Some("JobSuspended"))
+        .then_some(())
+        .ok_or(format!("{} pods, {s:?}", pods.len()))
     })
     .await;
 }
@@ -176,11 +331,25 @@ async fn a_suspended_job_runs_no_pods_until_resumed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_job_is_deleted_after_its_ttl() {
     let c = SimCluster::start("jobttl", &["job", "scheduler", "garbagecollector"], 1).await;
-    create(&c, &succeeding("short", json!({"ttlSecondsAfterFinished": 1}))).await;
+    create(
+        &c,
+        &succeeding("short", json!({"ttlSecondsAfterFinished": 1})),
+    )
+    .await;
     eventually("the job and its pod deleted", || async {
-        let job = c.api::<Job>().get_opt("short").await.map_err(|e| e.to_string())?;
+        let job = c
+            .api::<Job>()
+            .get_opt("short")
+            .await
+            .map_err(|e| e.to_string())?;
         let pods = job_pods(&c, "short").await;
-        (job.is_none() && pods.is_empty()).then_some(()).ok_or(format!("job {:?}, {} pods", job.map(|j| j.status), pods.len()))
+        (job.is_none() && pods.is_empty())
+            .then_some(())
+            .ok_or(format!(
+                "job {:?}, {} pods",
+                job.map(|j| j.status),
+                pods.len()
+            ))
     })
     .await;
 }
@@ -188,17 +357,36 @@ async fn a_finished_job_is_deleted_after_its_ttl() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_running_job_deletes_its_tracked_pods() {
     let c = SimCluster::start("jobdelete", &["job", "scheduler", "garbagecollector"], 1).await;
-    create(&c, &job("running", json!({"parallelism": 2, "completions": 2}), json!({}))).await;
+    create(
+        &c,
+        &job(
+            "running",
+            json!({"parallelism": 2, "completions": 2}),
+            json!({}),
+        ),
+    )
+    .await;
     eventually("two running pods", || async {
-        let j = c.api::<Job>().get("running").await.map_err(|e| e.to_string())?;
+        let j = c
+            .api::<Job>()
+            .get("running")
+            .await
+            .map_err(|e| e.to_string())?;
         let s = j.status.unwrap_or_default();
         (s.ready == Some(2)).then_some(()).ok_or(format!("{s:?}"))
     })
     .await;
-    c.api::<Job>().delete("running", &kube::api::DeleteParams::background()).await.unwrap();
+    c.api::<Job>()
+        .delete("running", &kube::api::DeleteParams::background())
+        .await
+        .unwrap();
     // The pods hold the tracking finalizer; with their Job gone it must be released.
     eventually("pods gone with their job", || async {
-        let pods: Vec<String> = job_pods(&c, "running").await.into_iter().filter_map(|p| p.metadata.name).collect();
+        let pods: Vec<String> = job_pods(&c, "running")
+            .await
+            .into_iter()
+            .filter_map(|p| p.metadata.name)
+            .collect();
         pods.is_empty().then_some(()).ok_or(format!("{pods:?}"))
     })
     .await;

@@ -32,7 +32,9 @@ pub struct Fields {
     dow_star: bool,
 }
 
-const MONTHS: [&str; 12] = ["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"];
+const MONTHS: [&str; 12] = [
+    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
+];
 const DAYS: [&str; 7] = ["sun", "mon", "tue", "wed", "thu", "fri", "sat"];
 
 /// How far ahead to look for a matching day: long enough for Feb 29 (eight years
@@ -43,7 +45,10 @@ impl Schedule {
     pub fn parse(spec: &str) -> Result<Schedule, String> {
         let spec = spec.trim();
         if spec.starts_with("TZ=") || spec.starts_with("CRON_TZ=") {
-            return Err("CRON_TZ or TZ used in schedule is not supported, please use timeZone instead".into());
+            return Err(
+                "CRON_TZ or TZ used in schedule is not supported, please use timeZone instead"
+                    .into(),
+            );
         }
         if let Some(d) = spec.strip_prefix('@') {
             let fields = match d {
@@ -64,14 +69,25 @@ impl Schedule {
         }
         let parts: Vec<&str> = spec.split_whitespace().collect();
         if parts.len() != 5 {
-            return Err(format!("expected exactly 5 fields, found {}: {spec}", parts.len()));
+            return Err(format!(
+                "expected exactly 5 fields, found {}: {spec}",
+                parts.len()
+            ));
         }
         let (minutes, _) = field(parts[0], 0, 59, &[])?;
         let (hours, _) = field(parts[1], 0, 23, &[])?;
         let (days_of_month, dom_star) = field(parts[2], 1, 31, &[])?;
         let (months, _) = field(parts[3], 1, 12, &MONTHS)?;
         let (days_of_week, dow_star) = field(parts[4], 0, 6, &DAYS)?;
-        Ok(Schedule::Fields(Fields { minutes, hours, days_of_month, months, days_of_week, dom_star, dow_star }))
+        Ok(Schedule::Fields(Fields {
+            minutes,
+            hours,
+            days_of_month,
+            months,
+            days_of_week,
+            dom_star,
+            dow_star,
+        }))
     }
 
     /// The first scheduled time strictly after `after`, in `tz`; `None` when the
@@ -94,7 +110,12 @@ impl Schedule {
 
     /// The last scheduled time at or before `at`, looking no further back than
     /// `not_before` (exclusive).
-    pub fn previous(&self, at: Timestamp, not_before: Timestamp, tz: &TimeZone) -> Option<Timestamp> {
+    pub fn previous(
+        &self,
+        at: Timestamp,
+        not_before: Timestamp,
+        tz: &TimeZone,
+    ) -> Option<Timestamp> {
         match self {
             Schedule::Every(_) => {
                 // A constant interval counts from `not_before` (the last run).
@@ -115,7 +136,11 @@ impl Schedule {
                     if day < stop {
                         return None;
                     }
-                    let found = f.times_on(day, tz).into_iter().filter(|t| *t <= at && *t > not_before).max();
+                    let found = f
+                        .times_on(day, tz)
+                        .into_iter()
+                        .filter(|t| *t <= at && *t > not_before)
+                        .max();
                     if found.is_some() {
                         return found;
                     }
@@ -129,7 +154,10 @@ impl Schedule {
 impl Fields {
     fn day_matches(&self, day: Date) -> bool {
         let dom = bit(self.days_of_month, i64::from(day.day()));
-        let dow = bit(self.days_of_week, i64::from(day.weekday().to_sunday_zero_offset()));
+        let dow = bit(
+            self.days_of_week,
+            i64::from(day.weekday().to_sunday_zero_offset()),
+        );
         if self.dom_star || self.dow_star {
             dom && dow
         } else {
@@ -145,7 +173,9 @@ impl Fields {
         let mut times = Vec::new();
         for h in (0..24).filter(|h| bit(self.hours, *h)) {
             for m in (0..60).filter(|m| bit(self.minutes, *m)) {
-                let (Ok(h), Ok(m)) = (i8::try_from(h), i8::try_from(m)) else { continue };
+                let (Ok(h), Ok(m)) = (i8::try_from(h), i8::try_from(m)) else {
+                    continue;
+                };
                 let dt = DateTime::from_parts(day, k8s_openapi::jiff::civil::time(h, m, 0, 0));
                 let offsets = match tz.to_ambiguous_timestamp(dt).offset() {
                     AmbiguousOffset::Unambiguous { offset } => vec![offset],
@@ -170,7 +200,13 @@ fn field(s: &str, min: u32, max: u32, names: &[&str]) -> Result<(u64, bool), Str
     let mut star = false;
     for part in s.split(',') {
         let (range, step) = match part.split_once('/') {
-            Some((r, st)) => (r, Some(st.parse::<u32>().map_err(|_| format!("failed to parse int from {st}"))?)),
+            Some((r, st)) => (
+                r,
+                Some(
+                    st.parse::<u32>()
+                        .map_err(|_| format!("failed to parse int from {st}"))?,
+                ),
+            ),
             None => (part, None),
         };
         let (lo, hi) = if range == "*" || range == "?" {
@@ -187,7 +223,9 @@ fn field(s: &str, min: u32, max: u32, names: &[&str]) -> Result<(u64, bool), Str
             return Err(format!("end of range ({hi}) above maximum ({max}) or beginning ({lo}) below minimum ({min}): {part}"));
         }
         if lo > hi {
-            return Err(format!("beginning of range ({lo}) beyond end of range ({hi}): {part}"));
+            return Err(format!(
+                "beginning of range ({lo}) beyond end of range ({hi}): {part}"
+            ));
         }
         let step = step.unwrap_or(1);
         if step == 0 {
@@ -205,7 +243,8 @@ fn value(s: &str, names: &[&str], min: u32) -> Result<u32, String> {
     if let Some(i) = names.iter().position(|n| n.eq_ignore_ascii_case(s)) {
         return Ok(u32::try_from(i).unwrap_or(0) + min);
     }
-    s.parse::<u32>().map_err(|_| format!("failed to parse int from {s}"))
+    s.parse::<u32>()
+        .map_err(|_| format!("failed to parse int from {s}"))
 }
 
 /// A Go duration as `@every` takes it: "1h30m", "90s", "1.5h".
@@ -216,10 +255,16 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("empty duration".into());
     }
     while !rest.is_empty() {
-        let num_len = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let n: f64 = rest[..num_len].parse().map_err(|_| format!("invalid duration {s}"))?;
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let n: f64 = rest[..num_len]
+            .parse()
+            .map_err(|_| format!("invalid duration {s}"))?;
         rest = &rest[num_len..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit() || c == '.').unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
             "h" => 3600.0,
             "m" => 60.0,
@@ -239,8 +284,12 @@ pub fn time_zone(name: Option<&str>) -> Result<TimeZone, String> {
     let Some(name) = name.filter(|n| !n.is_empty()) else {
         return Ok(TimeZone::UTC);
     };
-    let valid = name.split('/').all(|p| !p.is_empty() && p != "." && p != "..")
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c));
+    let valid = name
+        .split('/')
+        .all(|p| !p.is_empty() && p != "." && p != "..")
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/_-+".contains(c));
     if !valid {
         return Err(format!("unknown time zone {name}"));
     }
@@ -278,29 +327,114 @@ mod tests {
             ("CRON_TZ prefix", "CRON_TZ=UTC * * * * *", false),
         ];
         for (name, spec, ok) in cases {
-            assert_eq!(Schedule::parse(spec).is_ok(), ok, "{name}: {spec} -> {:?}", Schedule::parse(spec));
+            assert_eq!(
+                Schedule::parse(spec).is_ok(),
+                ok,
+                "{name}: {spec} -> {:?}",
+                Schedule::parse(spec)
+            );
         }
     }
 
     #[test]
     fn next_times_in_utc() {
         let cases = [
-            ("every minute", "* * * * *", "2024-01-01T10:00:30Z", "2024-01-01T10:01:00Z"),
-            ("strictly after", "* * * * *", "2024-01-01T10:00:00Z", "2024-01-01T10:01:00Z"),
-            ("step", "*/15 * * * *", "2024-01-01T10:16:00Z", "2024-01-01T10:30:00Z"),
-            ("N/step means N-max", "5/20 * * * *", "2024-01-01T10:26:00Z", "2024-01-01T10:45:00Z"),
-            ("hourly", "@hourly", "2024-01-01T10:00:00Z", "2024-01-01T11:00:00Z"),
-            ("daily over month end", "@daily", "2024-01-31T12:00:00Z", "2024-02-01T00:00:00Z"),
-            ("monthly", "@monthly", "2024-01-15T00:00:00Z", "2024-02-01T00:00:00Z"),
-            ("yearly", "@yearly", "2024-06-01T00:00:00Z", "2025-01-01T00:00:00Z"),
-            ("weekly is Sunday", "@weekly", "2024-01-01T00:00:00Z", "2024-01-07T00:00:00Z"),
-            ("weekday names", "30 9 * * mon-fri", "2024-01-05T10:00:00Z", "2024-01-08T09:30:00Z"),
-            ("dom or dow when both restricted", "0 0 13 * fri", "2024-01-01T00:00:00Z", "2024-01-05T00:00:00Z"),
-            ("dom and dow when one is a star", "0 0 13 * *", "2024-01-01T00:00:00Z", "2024-01-13T00:00:00Z"),
-            ("Feb 29 from a leap year", "0 0 29 2 *", "2024-03-01T00:00:00Z", "2028-02-29T00:00:00Z"),
-            ("Feb 29 on the day", "0 0 29 2 *", "2024-02-28T23:00:00Z", "2024-02-29T00:00:00Z"),
-            ("Feb 29 skips 2100", "0 0 29 2 *", "2097-01-01T00:00:00Z", "2104-02-29T00:00:00Z"),
-            ("every 90 minutes", "@every 1h30m", "2024-01-01T10:00:00Z", "2024-01-01T11:30:00Z"),
+            (
+                "every minute",
+                "* * * * *",
+                "2024-01-01T10:00:30Z",
+                "2024-01-01T10:01:00Z",
+            ),
+            (
+                "strictly after",
+                "* * * * *",
+                "2024-01-01T10:00:00Z",
+                "2024-01-01T10:01:00Z",
+            ),
+            (
+                "step",
+                "*/15 * * * *",
+                "2024-01-01T10:16:00Z",
+                "2024-01-01T10:30:00Z",
+            ),
+            (
+                "N/step means N-max",
+                "5/20 * * * *",
+                "2024-01-01T10:26:00Z",
+                "2024-01-01T10:45:00Z",
+            ),
+            (
+                "hourly",
+                "@hourly",
+                "2024-01-01T10:00:00Z",
+                "2024-01-01T11:00:00Z",
+            ),
+            (
+                "daily over month end",
+                "@daily",
+                "2024-01-31T12:00:00Z",
+                "2024-02-01T00:00:00Z",
+            ),
+            (
+                "monthly",
+                "@monthly",
+                "2024-01-15T00:00:00Z",
+                "2024-02-01T00:00:00Z",
+            ),
+            (
+                "yearly",
+                "@yearly",
+                "2024-06-01T00:00:00Z",
+                "2025-01-01T00:00:00Z",
+            ),
+            (
+                "weekly is Sunday",
+                "@weekly",
+                "2024-01-01T00:00:00Z",
+                "2024-01-07T00:00:00Z",
+            ),
+            (
+                "weekday names",
+                "30 9 * * mon-fri",
+                "2024-01-05T10:00:00Z",
+                "2024-01-08T09:30:00Z",
+            ),
+            (
+                "dom or dow when both restricted",
+                "0 0 13 * fri",
+                "2024-01-01T00:00:00Z",
+                "2024-01-05T00:00:00Z",
+            ),
+            (
+                "dom and dow when one is a star",
+                "0 0 13 * *",
+                "2024-01-01T00:00:00Z",
+                "2024-01-13T00:00:00Z",
+            ),
+            (
+                "Feb 29 from a leap year",
+                "0 0 29 2 *",
+                "2024-03-01T00:00:00Z",
+                "2028-02-29T00:00:00Z",
+            ),
+            (
+                "Feb 29 on the day",
+                "0 0 29 2 *",
+                "2024-02-28T23:00:00Z",
+                "2024-02-29T00:00:00Z",
+            ),
+            (
+                "Feb 29 skips 2100",
+                "0 0 29 2 *",
+                "2097-01-01T00:00:00Z",
+                "2104-02-29T00:00:00Z",
+            ),
+            (
+                "every 90 minutes",
+                "@every 1h30m",
+                "2024-01-01T10:00:00Z",
+                "2024-01-01T11:30:00Z",
+            ),
         ];
         for (name, spec, after, want) in cases {
             let s = Schedule::parse(spec).unwrap();
@@ -319,15 +453,55 @@ mod tests {
         let ny = time_zone(Some("America/New_York")).expect("tzdata installed");
         let cases = [
             // 2012-03-11: 02:00 EST jumps to 03:00 EDT.
-            ("hourly skips the missing hour", "0 * * * *", "2012-03-11T01:00:00-05:00", "2012-03-11T03:00:00-04:00"),
-            ("a time in the gap is skipped that day", "0 2 * * *", "2012-03-11T00:00:00-05:00", "2012-03-12T02:00:00-04:00"),
-            ("a yearly time in the gap waits a year", "30 2 11 3 *", "2012-03-11T00:00:00-05:00", "2013-03-11T02:30:00-04:00"),
+            (
+                "hourly skips the missing hour",
+                "0 * * * *",
+                "2012-03-11T01:00:00-05:00",
+                "2012-03-11T03:00:00-04:00",
+            ),
+            (
+                "a time in the gap is skipped that day",
+                "0 2 * * *",
+                "2012-03-11T00:00:00-05:00",
+                "2012-03-12T02:00:00-04:00",
+            ),
+            (
+                "a yearly time in the gap waits a year",
+                "30 2 11 3 *",
+                "2012-03-11T00:00:00-05:00",
+                "2013-03-11T02:30:00-04:00",
+            ),
             // 2012-11-04: 02:00 EDT falls back to 01:00 EST.
-            ("hourly runs the repeated hour twice", "0 * * * *", "2012-11-04T01:00:00-04:00", "2012-11-04T01:00:00-05:00"),
-            ("then continues", "0 * * * *", "2012-11-04T01:00:00-05:00", "2012-11-04T02:00:00-05:00"),
-            ("nightly at 1 runs first in EDT", "0 1 * * *", "2012-11-03T23:59:00-04:00", "2012-11-04T01:00:00-04:00"),
-            ("and again in EST", "0 1 * * *", "2012-11-04T01:00:00-04:00", "2012-11-04T01:00:00-05:00"),
-            ("1:30 after 1:45 EDT is 1:30 EST", "30 1 4 11 *", "2012-11-04T01:45:00-04:00", "2012-11-04T01:30:00-05:00"),
+            (
+                "hourly runs the repeated hour twice",
+                "0 * * * *",
+                "2012-11-04T01:00:00-04:00",
+                "2012-11-04T01:00:00-05:00",
+            ),
+            (
+                "then continues",
+                "0 * * * *",
+                "2012-11-04T01:00:00-05:00",
+                "2012-11-04T02:00:00-05:00",
+            ),
+            (
+                "nightly at 1 runs first in EDT",
+                "0 1 * * *",
+                "2012-11-03T23:59:00-04:00",
+                "2012-11-04T01:00:00-04:00",
+            ),
+            (
+                "and again in EST",
+                "0 1 * * *",
+                "2012-11-04T01:00:00-04:00",
+                "2012-11-04T01:00:00-05:00",
+            ),
+            (
+                "1:30 after 1:45 EDT is 1:30 EST",
+                "30 1 4 11 *",
+                "2012-11-04T01:45:00-04:00",
+                "2012-11-04T01:30:00-05:00",
+            ),
         ];
         for (name, spec, after, want) in cases {
             let s = Schedule::parse(spec).unwrap();
@@ -339,13 +513,26 @@ mod tests {
     fn a_time_zone_shifts_the_schedule() {
         let berlin = time_zone(Some("Europe/Berlin")).unwrap();
         let s = Schedule::parse("0 9 * * *").unwrap();
-        assert_eq!(s.next(ts("2024-07-01T00:00:00Z"), &berlin), Some(ts("2024-07-01T07:00:00Z")), "summer, UTC+2");
-        assert_eq!(s.next(ts("2024-12-01T00:00:00Z"), &berlin), Some(ts("2024-12-01T08:00:00Z")), "winter, UTC+1");
+        assert_eq!(
+            s.next(ts("2024-07-01T00:00:00Z"), &berlin),
+            Some(ts("2024-07-01T07:00:00Z")),
+            "summer, UTC+2"
+        );
+        assert_eq!(
+            s.next(ts("2024-12-01T00:00:00Z"), &berlin),
+            Some(ts("2024-12-01T08:00:00Z")),
+            "winter, UTC+1"
+        );
     }
 
     #[test]
     fn unknown_or_hostile_time_zones_are_rejected() {
-        for name in ["Mars/Olympus", "../etc/passwd", "/etc/passwd", "Europe/../../x"] {
+        for name in [
+            "Mars/Olympus",
+            "../etc/passwd",
+            "/etc/passwd",
+            "Europe/../../x",
+        ] {
             assert!(time_zone(Some(name)).is_err(), "{name}");
         }
         assert_eq!(time_zone(None).unwrap(), TimeZone::UTC);
@@ -354,15 +541,49 @@ mod tests {
     #[test]
     fn previous_finds_the_most_recent_time() {
         let cases = [
-            ("every minute", "* * * * *", "2024-01-01T10:05:30Z", "2024-01-01T00:00:00Z", Some("2024-01-01T10:05:00Z")),
-            ("at the time itself", "*/5 * * * *", "2024-01-01T10:05:00Z", "2024-01-01T00:00:00Z", Some("2024-01-01T10:05:00Z")),
-            ("days back", "0 0 * * mon", "2024-01-10T12:00:00Z", "2023-12-01T00:00:00Z", Some("2024-01-08T00:00:00Z")),
-            ("nothing after not_before", "0 0 * * *", "2024-01-10T12:00:00Z", "2024-01-10T00:00:00Z", None),
-            ("every", "@every 10m", "2024-01-01T10:35:00Z", "2024-01-01T10:00:00Z", Some("2024-01-01T10:30:00Z")),
+            (
+                "every minute",
+                "* * * * *",
+                "2024-01-01T10:05:30Z",
+                "2024-01-01T00:00:00Z",
+                Some("2024-01-01T10:05:00Z"),
+            ),
+            (
+                "at the time itself",
+                "*/5 * * * *",
+                "2024-01-01T10:05:00Z",
+                "2024-01-01T00:00:00Z",
+                Some("2024-01-01T10:05:00Z"),
+            ),
+            (
+                "days back",
+                "0 0 * * mon",
+                "2024-01-10T12:00:00Z",
+                "2023-12-01T00:00:00Z",
+                Some("2024-01-08T00:00:00Z"),
+            ),
+            (
+                "nothing after not_before",
+                "0 0 * * *",
+                "2024-01-10T12:00:00Z",
+                "2024-01-10T00:00:00Z",
+                None,
+            ),
+            (
+                "every",
+                "@every 10m",
+                "2024-01-01T10:35:00Z",
+                "2024-01-01T10:00:00Z",
+                Some("2024-01-01T10:30:00Z"),
+            ),
         ];
         for (name, spec, at, not_before, want) in cases {
             let s = Schedule::parse(spec).unwrap();
-            assert_eq!(s.previous(ts(at), ts(not_before), &TimeZone::UTC), want.map(ts), "{name}");
+            assert_eq!(
+                s.previous(ts(at), ts(not_before), &TimeZone::UTC),
+                want.map(ts),
+                "{name}"
+            );
         }
     }
 }

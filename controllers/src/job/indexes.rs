@@ -102,7 +102,14 @@ mod tests {
     fn missing_indexes_are_created_lowest_first() {
         let cases = [
             ("fresh job", 5, set(&[]), set(&[]), 2, vec![0, 1]),
-            ("skips done and running", 5, set(&[0, 2]), set(&[1]), 5, vec![3, 4]),
+            (
+                "skips done and running",
+                5,
+                set(&[0, 2]),
+                set(&[1]),
+                5,
+                vec![3, 4],
+            ),
             ("nothing left", 3, set(&[0, 1]), set(&[2]), 2, vec![]),
         ];
         for (name, completions, completed, active, n, want) in cases {

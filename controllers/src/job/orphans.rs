@@ -23,7 +23,8 @@ pub fn maybe_orphan(pod: &Pod, jobs: &Store<Job>) -> bool {
         return true;
     };
     let key = ObjectRef::new(&owner.name).within(&pod.namespace().unwrap_or_default());
-    jobs.get(&key).is_none_or(|j| j.uid().as_deref() != Some(owner.uid.as_str()))
+    jobs.get(&key)
+        .is_none_or(|j| j.uid().as_deref() != Some(owner.uid.as_str()))
 }
 
 /// Consumes pods the watch flagged with [`maybe_orphan`]; asks the apiserver before
@@ -45,8 +46,12 @@ pub async fn release_orphans(client: kube::Client, mut rx: UnboundedReceiver<Pod
         }
         let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
         match remove_tracking_finalizer(&api, &pod).await {
-            Ok(()) => info!(pod = %format!("{ns}/{}", pod.name_any()), "removed the tracking finalizer of a pod without its job"),
-            Err(e) => warn!(pod = %pod.name_any(), error = %e, "removing the tracking finalizer of an orphan"),
+            Ok(()) => {
+                info!(pod = %format!("{ns}/{}", pod.name_any()), "removed the tracking finalizer of a pod without its job")
+            }
+            Err(e) => {
+                warn!(pod = %pod.name_any(), error = %e, "removing the tracking finalizer of an orphan")
+            }
         }
     }
 }

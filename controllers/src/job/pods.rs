@@ -22,7 +22,11 @@ pub fn has_tracking_finalizer(pod: &Pod) -> bool {
 /// The pod to create for `job` (with completion `index` when Indexed).
 pub fn pod_for(job: &Job, index: Option<i32>) -> Pod {
     let name = job.name_any();
-    let template = job.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = job
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let tmeta = template.metadata.unwrap_or_default();
     let mut labels = tmeta.labels.unwrap_or_default();
     let mut annotations = tmeta.annotations.unwrap_or_default();
@@ -36,7 +40,11 @@ pub fn pod_for(job: &Job, index: Option<i32>) -> Pod {
             if spec.hostname.as_deref().unwrap_or_default().is_empty() {
                 spec.hostname = Some(format!("{name}-{i}"));
             }
-            for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
+            for c in spec
+                .containers
+                .iter_mut()
+                .chain(spec.init_containers.iter_mut().flatten())
+            {
                 add_index_env(c);
             }
             format!("{name}-{i}-")
@@ -82,7 +90,11 @@ pub async fn remove_tracking_finalizer(api: &Api<Pod>, pod: &Pod) -> kube::Resul
         "uid": pod.uid(),
     }});
     match api
-        .patch(&pod.name_any(), &PatchParams::default(), &Patch::Strategic(patch))
+        .patch(
+            &pod.name_any(),
+            &PatchParams::default(),
+            &Patch::Strategic(patch),
+        )
         .await
     {
         Ok(_) => Ok(()),
@@ -119,7 +131,10 @@ mod tests {
         assert_eq!(spec.hostname.as_deref(), Some("pi-3"));
         let env = spec.containers[0].env.as_ref().unwrap();
         assert_eq!(env[0].name, "JOB_COMPLETION_INDEX");
-        assert!(has_tracking_finalizer(&Pod { metadata: pod.metadata, ..Default::default() }));
+        assert!(has_tracking_finalizer(&Pod {
+            metadata: pod.metadata,
+            ..Default::default()
+        }));
     }
 
     #[test]
@@ -127,7 +142,10 @@ mod tests {
         let pod = pod_for(&job(), None);
         assert_eq!(pod.metadata.generate_name.as_deref(), Some("pi-"));
         assert!(pod.metadata.annotations.is_none());
-        assert_eq!(pod.metadata.owner_references.as_ref().unwrap()[0].kind, "Job");
+        assert_eq!(
+            pod.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "Job"
+        );
         assert!(pod.spec.unwrap().containers[0].env.is_none());
     }
 }

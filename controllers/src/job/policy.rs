@@ -20,15 +20,18 @@ pub fn backoff_delay(failures: u32) -> Duration {
         return Duration::ZERO;
     }
     let doublings = (failures - 1).min(16);
-    BACKOFF_BASE
-        .saturating_mul(1 << doublings)
-        .min(BACKOFF_MAX)
+    BACKOFF_BASE.saturating_mul(1 << doublings).min(BACKOFF_MAX)
 }
 
 /// How many pods a NonIndexed Job wants running: parallelism, but no more than the
 /// completions still missing. A work-queue Job (no completions) starts no new pods
 /// once one has succeeded: the others are finishing the queue.
-pub fn wanted_active(parallelism: i32, completions: Option<i32>, succeeded: i32, active: i32) -> i32 {
+pub fn wanted_active(
+    parallelism: i32,
+    completions: Option<i32>,
+    succeeded: i32,
+    active: i32,
+) -> i32 {
     let parallelism = parallelism.max(0);
     match completions {
         Some(c) => (c - succeeded).clamp(0, parallelism),
@@ -119,7 +122,11 @@ pub fn match_failure_policy(policy: &PodFailurePolicy, pod: &Pod) -> PolicyActio
             }
         }
         for pattern in rule.on_pod_conditions.iter().flatten() {
-            let want = if pattern.status.is_empty() { "True" } else { pattern.status.as_str() };
+            let want = if pattern.status.is_empty() {
+                "True"
+            } else {
+                pattern.status.as_str()
+            };
             let has = pod
                 .status
                 .as_ref()
@@ -174,7 +181,14 @@ mod tests {
             ("done", 2, Some(5), 5, 0, 0),
             ("more succeeded than asked", 2, Some(5), 7, 0, 0),
             ("work queue before success", 3, None, 0, 1, 3),
-            ("work queue after a success keeps the rest", 3, None, 1, 2, 2),
+            (
+                "work queue after a success keeps the rest",
+                3,
+                None,
+                1,
+                2,
+                2,
+            ),
             ("parallelism zero", 0, Some(5), 0, 0, 0),
         ];
         for (name, parallelism, completions, succeeded, active, want) in cases {
@@ -214,12 +228,36 @@ mod tests {
             {"action": "FailJob", "onExitCodes": {"operator": "NotIn", "values": [7]}},
         ]));
         let cases = [
-            ("disruption is ignored", failed_pod(&[("main", 42)], &["DisruptionTarget"]), "Ignore"),
-            ("exit 42 in main fails the job", failed_pod(&[("main", 42)], &[]), "FailJob"),
-            ("exit 42 in another container is counted by NotIn", failed_pod(&[("side", 42)], &[]), "Count"),
-            ("exit 1 falls through to the last rule", failed_pod(&[("main", 1)], &[]), "FailJob"),
-            ("exit 7 matches no rule", failed_pod(&[("main", 7)], &[]), "Count"),
-            ("exit 0 never matches", failed_pod(&[("main", 0)], &[]), "Count"),
+            (
+                "disruption is ignored",
+                failed_pod(&[("main", 42)], &["DisruptionTarget"]),
+                "Ignore",
+            ),
+            (
+                "exit 42 in main fails the job",
+                failed_pod(&[("main", 42)], &[]),
+                "FailJob",
+            ),
+            (
+                "exit 42 in another container is counted by NotIn",
+                failed_pod(&[("side", 42)], &[]),
+                "Count",
+            ),
+            (
+                "exit 1 falls through to the last rule",
+                failed_pod(&[("main", 1)], &[]),
+                "FailJob",
+            ),
+            (
+                "exit 7 matches no rule",
+                failed_pod(&[("main", 7)], &[]),
+                "Count",
+            ),
+            (
+                "exit 0 never matches",
+                failed_pod(&[("main", 0)], &[]),
+                "Count",
+            ),
         ];
         for (name, pod, want) in cases {
             let got = match match_failure_policy(&rules, &pod) {
@@ -233,12 +271,15 @@ mod tests {
 
     #[test]
     fn fail_job_message_names_container_code_and_rule() {
-        let rules = policy(json!([{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [3]}}]));
+        let rules = policy(
+            json!([{"action": "FailJob", "onExitCodes": {"operator": "In", "values": [3]}}]),
+        );
         let got = match_failure_policy(&rules, &failed_pod(&[("c", 3)], &[]));
         assert_eq!(
             got,
             PolicyAction::FailJob(
-                "Container c for pod ns/p failed with exit code 3 matching FailJob rule at index 0".into()
+                "Container c for pod ns/p failed with exit code 3 matching FailJob rule at index 0"
+                    .into()
             )
         );
     }
@@ -254,7 +295,13 @@ mod tests {
         let (one, two) = (running(1), running(2));
         let cases = [
             ("Never ignores restarts", "Never", 1, vec![&two], false),
-            ("limit zero and one restart", "OnFailure", 0, vec![&one], true),
+            (
+                "limit zero and one restart",
+                "OnFailure",
+                0,
+                vec![&one],
+                true,
+            ),
             ("below the limit", "OnFailure", 4, vec![&one, &two], false),
             ("at the limit", "OnFailure", 3, vec![&one, &two], true),
         ];

@@ -21,7 +21,11 @@ pub fn has_condition(status: Option<&JobStatus>, type_: &str) -> bool {
 }
 
 pub fn condition<'a>(status: Option<&'a JobStatus>, type_: &str) -> Option<&'a JobCondition> {
-    status?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+    status?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 /// Whether the Job has ended (Complete or Failed), and when.
@@ -61,7 +65,10 @@ pub fn set_condition(
 ) -> bool {
     let now = Time(Timestamp::from_second(now.as_second()).unwrap_or(now));
     if let Some(c) = conditions.iter_mut().find(|c| c.type_ == type_) {
-        if c.status == status && c.reason.as_deref() == Some(reason) && c.message.as_deref() == Some(message) {
+        if c.status == status
+            && c.reason.as_deref() == Some(reason)
+            && c.message.as_deref() == Some(message)
+        {
             return false;
         }
         if c.status != status {
@@ -96,7 +103,11 @@ pub fn completions_reached(completions: Option<i32>, succeeded: i32, active: usi
 
 /// Whether `activeDeadlineSeconds` has passed since the Job (last) started, and if not,
 /// how many seconds are left.
-pub fn deadline_left(start: Option<&Time>, deadline_seconds: Option<i64>, now: Timestamp) -> Option<i64> {
+pub fn deadline_left(
+    start: Option<&Time>,
+    deadline_seconds: Option<i64>,
+    now: Timestamp,
+) -> Option<i64> {
     let (start, secs) = (start?, deadline_seconds?);
     Some(start.0.as_second() + secs - now.as_second())
 }
@@ -110,13 +121,23 @@ mod tests {
         let cases = [
             ("fixed count not reached", Some(5), 4, 1, false),
             ("fixed count reached", Some(5), 5, 0, true),
-            ("fixed count reached while others still run", Some(2), 2, 1, true),
+            (
+                "fixed count reached while others still run",
+                Some(2),
+                2,
+                1,
+                true,
+            ),
             ("work queue waits for running pods", None, 1, 1, false),
             ("work queue done", None, 1, 0, true),
             ("work queue without success", None, 0, 0, false),
         ];
         for (name, completions, succeeded, active, want) in cases {
-            assert_eq!(completions_reached(completions, succeeded, active), want, "{name}");
+            assert_eq!(
+                completions_reached(completions, succeeded, active),
+                want,
+                "{name}"
+            );
         }
     }
 
@@ -125,9 +146,30 @@ mod tests {
         let t0 = Timestamp::from_second(1000).unwrap();
         let t1 = Timestamp::from_second(2000).unwrap();
         let mut conds = Vec::new();
-        assert!(set_condition(&mut conds, "Suspended", "True", "JobSuspended", "Job suspended", t0));
-        assert!(!set_condition(&mut conds, "Suspended", "True", "JobSuspended", "Job suspended", t1));
-        assert!(set_condition(&mut conds, "Suspended", "False", "JobResumed", "Job resumed", t1));
+        assert!(set_condition(
+            &mut conds,
+            "Suspended",
+            "True",
+            "JobSuspended",
+            "Job suspended",
+            t0
+        ));
+        assert!(!set_condition(
+            &mut conds,
+            "Suspended",
+            "True",
+            "JobSuspended",
+            "Job suspended",
+            t1
+        ));
+        assert!(set_condition(
+            &mut conds,
+            "Suspended",
+            "False",
+            "JobResumed",
+            "Job resumed",
+            t1
+        ));
         assert_eq!(conds.len(), 1);
         assert_eq!(conds[0].last_transition_time.as_ref().unwrap().0, t1);
     }

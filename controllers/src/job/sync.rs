@@ -15,8 +15,8 @@ use kube::{Api, ResourceExt};
 use tracing::info;
 
 use super::indexes::{format_ranges, indexes_to_create, parse_ranges, pod_index};
-use super::policy::{match_failure_policy, restarts_exceed_limit, wanted_active, PolicyAction};
 use super::pods::{has_tracking_finalizer, pod_for, remove_tracking_finalizer};
+use super::policy::{match_failure_policy, restarts_exceed_limit, wanted_active, PolicyAction};
 use super::status::{completions_reached, deadline_left, pending_finish, set_condition, Finish};
 use super::status::{COMPLETIONS_REACHED, COMPLETIONS_REACHED_MESSAGE};
 use super::{write_status, BackoffRecord, Cached, Error, Result, State};
@@ -24,7 +24,10 @@ use crate::podcontrol::{self, is_active, is_ready};
 use crate::replicaset::pods_to_delete;
 
 fn phase(pod: &Pod) -> &str {
-    pod.status.as_ref().and_then(|s| s.phase.as_deref()).unwrap_or("")
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .unwrap_or("")
 }
 
 fn now_time(now: Timestamp) -> Time {
@@ -68,31 +71,45 @@ pub(super) async fn sync_job(
     let parallelism = spec.parallelism.unwrap_or(1);
     let suspended = spec.suspend.unwrap_or(false);
     let mut uncounted = status.uncounted_terminated_pods.take().unwrap_or_default();
-    let uncounted_uids: HashSet<String> =
-        uncounted.succeeded.iter().chain(uncounted.failed.iter()).flatten().cloned().collect();
+    let uncounted_uids: HashSet<String> = uncounted
+        .succeeded
+        .iter()
+        .chain(uncounted.failed.iter())
+        .flatten()
+        .cloned()
+        .collect();
     // With a failure policy (or podReplacementPolicy Failed) a terminating pod counts
     // only once it reaches phase Failed; otherwise a deleted pod counts as failed.
-    let only_failed_phase =
-        spec.pod_failure_policy.is_some() || spec.pod_replacement_policy.as_deref() == Some("Failed");
+    let only_failed_phase = spec.pod_failure_policy.is_some()
+        || spec.pod_replacement_policy.as_deref() == Some("Failed");
     let active: Vec<&Pod> = pods.iter().filter(|p| is_active(p)).collect();
-    let mut completed: BTreeSet<i32> =
-        parse_ranges(status.completed_indexes.as_deref().unwrap_or_default(), completions.unwrap_or(0));
+    let mut completed: BTreeSet<i32> = parse_ranges(
+        status.completed_indexes.as_deref().unwrap_or_default(),
+        completions.unwrap_or(0),
+    );
 
     // 1. Classify pods that finished since the last sync.
     let mut finish = pending_finish(job.status.as_ref());
     let mut new = NewlyFinished::default();
-    let tracked = pods
-        .iter()
-        .filter(|p| has_tracking_finalizer(p) && !p.uid().is_some_and(|u| uncounted_uids.contains(&u)));
+    let tracked = pods.iter().filter(|p| {
+        has_tracking_finalizer(p) && !p.uid().is_some_and(|u| uncounted_uids.contains(&u))
+    });
     for pod in tracked.clone() {
         let deleting = podcontrol::is_deleting(&pod.metadata);
         match phase(pod) {
             "Succeeded" => new.succeeded.push(pod),
-            "Failed" => match spec.pod_failure_policy.as_ref().map(|p| match_failure_policy(p, pod)) {
+            "Failed" => match spec
+                .pod_failure_policy
+                .as_ref()
+                .map(|p| match_failure_policy(p, pod))
+            {
                 Some(PolicyAction::Ignore) => new.ignored.push(pod),
                 Some(PolicyAction::FailJob(message)) => {
                     if finish.is_none() {
-                        finish = Some(Finish::Failure { reason: "PodFailurePolicy".into(), message });
+                        finish = Some(Finish::Failure {
+                            reason: "PodFailurePolicy".into(),
+                            message,
+                        });
                     }
                     new.failed.push(pod);
                 }
@@ -105,7 +122,12 @@ pub(super) async fn sync_job(
     record_backoff(state, key, &new, now);
     if indexed {
         let c = completions.unwrap_or(0);
-        completed.extend(new.succeeded.iter().filter_map(|p| pod_index(p)).filter(|i| *i < c));
+        completed.extend(
+            new.succeeded
+                .iter()
+                .filter_map(|p| pod_index(p))
+                .filter(|i| *i < c),
+        );
     }
     let failed_total = old_status.failed.unwrap_or(0)
         + count(&uncounted.failed)
@@ -127,8 +149,14 @@ pub(super) async fn sync_job(
         .unwrap_or_default();
     let backoff_limit = spec.backoff_limit.unwrap_or(6);
     if finish.is_none() {
-        let deadline = deadline_left(status.start_time.as_ref(), spec.active_deadline_seconds, now);
-        finish = if failed_total > backoff_limit || restarts_exceed_limit(&restart_policy, backoff_limit, &active) {
+        let deadline = deadline_left(
+            status.start_time.as_ref(),
+            spec.active_deadline_seconds,
+            now,
+        );
+        finish = if failed_total > backoff_limit
+            || restarts_exceed_limit(&restart_policy, backoff_limit, &active)
+        {
             Some(Finish::Failure {
                 reason: "BackoffLimitExceeded".into(),
                 message: "Job has reached the specified backoff limit".into(),
@@ -155,7 +183,12 @@ pub(super) async fn sync_job(
             .filter_map(|p| p.metadata.uid.as_deref())
             .collect();
         let rest: Vec<&Pod> = tracked
-            .filter(|p| !p.metadata.uid.as_deref().is_some_and(|u| accounted.contains(u)))
+            .filter(|p| {
+                !p.metadata
+                    .uid
+                    .as_deref()
+                    .is_some_and(|u| accounted.contains(u))
+            })
             .collect();
         for pod in rest {
             match f {
@@ -169,8 +202,14 @@ pub(super) async fn sync_job(
     let mut job = job.clone();
     let uids = |v: &[&Pod]| v.iter().filter_map(|p| p.uid()).collect::<Vec<_>>();
     if !new.succeeded.is_empty() || !new.failed.is_empty() {
-        uncounted.succeeded.get_or_insert_with(Vec::new).extend(uids(&new.succeeded));
-        uncounted.failed.get_or_insert_with(Vec::new).extend(uids(&new.failed));
+        uncounted
+            .succeeded
+            .get_or_insert_with(Vec::new)
+            .extend(uids(&new.succeeded));
+        uncounted
+            .failed
+            .get_or_insert_with(Vec::new)
+            .extend(uids(&new.failed));
         let mut interim = old_status.clone();
         interim.uncounted_terminated_pods = Some(uncounted.clone());
         if indexed {
@@ -183,8 +222,16 @@ pub(super) async fn sync_job(
     let mut released: HashSet<String> = HashSet::new();
     let holding: Vec<&Pod> = pods
         .iter()
-        .filter(|p| has_tracking_finalizer(p) && p.uid().is_some_and(|u| uncounted_uids.contains(&u)))
-        .chain(new.succeeded.iter().chain(&new.failed).chain(&new.ignored).copied())
+        .filter(|p| {
+            has_tracking_finalizer(p) && p.uid().is_some_and(|u| uncounted_uids.contains(&u))
+        })
+        .chain(
+            new.succeeded
+                .iter()
+                .chain(&new.failed)
+                .chain(&new.ignored)
+                .copied(),
+        )
         .collect();
     let mut finalizer_error = None;
     for pod in holding {
@@ -192,7 +239,12 @@ pub(super) async fn sync_job(
             Ok(()) => {
                 released.extend(pod.uid());
             }
-            Err(source) => finalizer_error = Some(Error::Finalizer { pod: pod.name_any(), source }),
+            Err(source) => {
+                finalizer_error = Some(Error::Finalizer {
+                    pod: pod.name_any(),
+                    source,
+                })
+            }
         }
     }
 
@@ -203,10 +255,18 @@ pub(super) async fn sync_job(
                 .iter()
                 .any(|p| p.uid().as_ref() == Some(uid) && has_tracking_finalizer(p))
     };
-    let (done_s, left_s): (Vec<String>, Vec<String>) =
-        uncounted.succeeded.take().unwrap_or_default().into_iter().partition(|u| gone(u));
-    let (done_f, left_f): (Vec<String>, Vec<String>) =
-        uncounted.failed.take().unwrap_or_default().into_iter().partition(|u| gone(u));
+    let (done_s, left_s): (Vec<String>, Vec<String>) = uncounted
+        .succeeded
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .partition(|u| gone(u));
+    let (done_f, left_f): (Vec<String>, Vec<String>) = uncounted
+        .failed
+        .take()
+        .unwrap_or_default()
+        .into_iter()
+        .partition(|u| gone(u));
     status.succeeded = Some(if indexed {
         succeeded_total
     } else {
@@ -231,8 +291,15 @@ pub(super) async fn sync_job(
     if let Some(f) = &finish {
         deleted = delete_pods(state, key, &pods_api, &active, false).await?;
         let (interim, terminal, reason, message) = match f {
-            Finish::Success => ("SuccessCriteriaMet", "Complete", COMPLETIONS_REACHED, COMPLETIONS_REACHED_MESSAGE),
-            Finish::Failure { reason, message } => ("FailureTarget", "Failed", reason.as_str(), message.as_str()),
+            Finish::Success => (
+                "SuccessCriteriaMet",
+                "Complete",
+                COMPLETIONS_REACHED,
+                COMPLETIONS_REACHED_MESSAGE,
+            ),
+            Finish::Failure { reason, message } => {
+                ("FailureTarget", "Failed", reason.as_str(), message.as_str())
+            }
         };
         set_condition(&mut conditions, interim, "True", reason, message, now);
         // The terminal condition waits until no pod runs and every pod is counted.
@@ -245,13 +312,29 @@ pub(super) async fn sync_job(
         }
     } else if suspended {
         deleted = delete_pods(state, key, &pods_api, &active, true).await?;
-        if set_condition(&mut conditions, "Suspended", "True", "JobSuspended", "Job suspended", now) {
+        if set_condition(
+            &mut conditions,
+            "Suspended",
+            "True",
+            "JobSuspended",
+            "Job suspended",
+            now,
+        ) {
             info!(job = %key, "job suspended");
         }
     } else {
-        let was_suspended = conditions.iter().any(|c| c.type_ == "Suspended" && c.status == "True");
+        let was_suspended = conditions
+            .iter()
+            .any(|c| c.type_ == "Suspended" && c.status == "True");
         if was_suspended {
-            set_condition(&mut conditions, "Suspended", "False", "JobResumed", "Job resumed", now);
+            set_condition(
+                &mut conditions,
+                "Suspended",
+                "False",
+                "JobResumed",
+                "Job resumed",
+                now,
+            );
             // Resuming restarts the activeDeadlineSeconds clock, as upstream does.
             status.start_time = Some(now_time(now));
         }
@@ -267,7 +350,12 @@ pub(super) async fn sync_job(
                 (completions.unwrap_or(0) - i32::try_from(completed.len()).unwrap_or(i32::MAX))
                     .clamp(0, parallelism.max(0))
             } else {
-                wanted_active(parallelism, completions, succeeded_total, i32::try_from(active.len()).unwrap_or(i32::MAX))
+                wanted_active(
+                    parallelism,
+                    completions,
+                    succeeded_total,
+                    i32::try_from(active.len()).unwrap_or(i32::MAX),
+                )
             };
             let want = usize::try_from(want).unwrap_or(0);
             if active.len() > want {
@@ -281,13 +369,19 @@ pub(super) async fn sync_job(
                 victims.truncate(active.len() - want);
                 deleted = delete_pods(state, key, &pods_api, &victims, true).await?;
             } else if active.len() < want {
-                let backoff = state.backoff.lock().expect("backoff lock").get(key).map(|r| r.remaining(now));
+                let backoff = state
+                    .backoff
+                    .lock()
+                    .expect("backoff lock")
+                    .get(key)
+                    .map(|r| r.remaining(now));
                 match backoff.filter(|d| !d.is_zero()) {
                     Some(wait) => requeue = Some(wait),
                     None => {
                         let n = want - active.len();
                         let to_create: Vec<Option<i32>> = if indexed {
-                            let running: BTreeSet<i32> = active.iter().filter_map(|p| pod_index(p)).collect();
+                            let running: BTreeSet<i32> =
+                                active.iter().filter_map(|p| pod_index(p)).collect();
                             indexes_to_create(completions.unwrap_or(0), &completed, &running, n)
                                 .into_iter()
                                 .map(Some)
@@ -306,7 +400,11 @@ pub(super) async fn sync_job(
                 }
             }
         }
-        if let Some(left) = deadline_left(status.start_time.as_ref(), spec.active_deadline_seconds, now) {
+        if let Some(left) = deadline_left(
+            status.start_time.as_ref(),
+            spec.active_deadline_seconds,
+            now,
+        ) {
             let left = Duration::from_secs(left.max(0).unsigned_abs() + 1);
             requeue = Some(requeue.map_or(left, |r| r.min(left)));
         }
@@ -315,7 +413,9 @@ pub(super) async fn sync_job(
     // 7. Status.
     let deleting = pods
         .iter()
-        .filter(|p| podcontrol::is_deleting(&p.metadata) && !matches!(phase(p), "Succeeded" | "Failed"))
+        .filter(|p| {
+            podcontrol::is_deleting(&p.metadata) && !matches!(phase(p), "Succeeded" | "Failed")
+        })
         .count();
     let to_i32 = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     status.active = Some(to_i32((active.len() + created).saturating_sub(deleted)));
@@ -341,13 +441,22 @@ fn record_backoff(state: &State, key: &str, new: &NewlyFinished<'_>, now: Timest
         return;
     }
     let mut records = state.backoff.lock().expect("backoff lock");
-    let record = records.entry(key.to_string()).or_insert(BackoffRecord { failures: 0, last_failure: now });
+    let record = records.entry(key.to_string()).or_insert(BackoffRecord {
+        failures: 0,
+        last_failure: now,
+    });
     if !new.succeeded.is_empty() {
         record.failures = 0;
     }
     if !new.failed.is_empty() {
         record.failures += u32::try_from(new.failed.len()).unwrap_or(u32::MAX);
-        record.last_failure = new.failed.iter().filter_map(|p| finished_time(p)).max().unwrap_or(now).min(now);
+        record.last_failure = new
+            .failed
+            .iter()
+            .filter_map(|p| finished_time(p))
+            .max()
+            .unwrap_or(now)
+            .min(now);
     }
 }
 
@@ -381,9 +490,17 @@ async fn create_pods(
         }
         created += names.len();
         info!(job = %key, created = names.len(), "created pods");
-        state.expectations.expect_creations(key, names, Instant::now());
+        state
+            .expectations
+            .expect_creations(key, names, Instant::now());
         if let Some(source) = failure {
-            return Err((created, Error::CreatePods { key: key.into(), source }));
+            return Err((
+                created,
+                Error::CreatePods {
+                    key: key.into(),
+                    source,
+                },
+            ));
         }
     }
     Ok(created)
@@ -391,21 +508,35 @@ async fn create_pods(
 
 /// Deletes pods. Pods the Job stops on purpose (suspension, lower parallelism) first
 /// lose the tracking finalizer so they are not counted as failed, as upstream does.
-async fn delete_pods(state: &State, key: &str, api: &Api<Pod>, pods: &[&Pod], uncount: bool) -> Result<usize> {
+async fn delete_pods(
+    state: &State,
+    key: &str,
+    api: &Api<Pod>,
+    pods: &[&Pod],
+    uncount: bool,
+) -> Result<usize> {
     if pods.is_empty() {
         return Ok(0);
     }
-    state.expectations.expect_deletions(key, pods.iter().filter_map(|p| p.uid()), Instant::now());
+    state
+        .expectations
+        .expect_deletions(key, pods.iter().filter_map(|p| p.uid()), Instant::now());
     for pod in pods {
         let result = async {
             if uncount && has_tracking_finalizer(pod) {
                 remove_tracking_finalizer(api, pod)
                     .await
-                    .map_err(|source| Error::Finalizer { pod: pod.name_any(), source })?;
+                    .map_err(|source| Error::Finalizer {
+                        pod: pod.name_any(),
+                        source,
+                    })?;
             }
             podcontrol::delete_pod(api, &pod.name_any())
                 .await
-                .map_err(|source| Error::DeletePod { pod: pod.name_any(), source })
+                .map_err(|source| Error::DeletePod {
+                    pod: pod.name_any(),
+                    source,
+                })
         }
         .await;
         if let Err(e) = result {
