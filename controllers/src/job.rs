@@ -5,6 +5,7 @@
 //! failure policy). Suspension and ttlSecondsAfterFinished are handled here too.
 
 mod indexes;
+mod manage;
 mod orphans;
 mod pods;
 mod policy;
