@@ -6,7 +6,7 @@
 # agent will add containerd, runc and nftables here.
 set -euo pipefail
 
-packages=(protobuf-compiler libprotobuf-dev etcd-server unzip)
+packages=(protobuf-compiler libprotobuf-dev etcd-server unzip tzdata)
 
 missing=()
 for p in "${packages[@]}"; do

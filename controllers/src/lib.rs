@@ -2,9 +2,11 @@
 //! talks to the API server only through the Kubernetes API; `loops()` lists them so
 //! `kybern controller NAME...` can run any subset and `kybern server` all of them.
 
+pub mod cronjob;
 pub mod deployment;
 pub mod expectations;
 pub mod gc;
+pub mod job;
 pub mod leader;
 pub mod namespace;
 pub mod podcontrol;
@@ -61,5 +63,7 @@ pub fn loops() -> Vec<Loop> {
         Loop { name: "replicaset", run: replicaset::run },
         Loop { name: "deployment", run: deployment::run },
         Loop { name: "scheduler", run: scheduler::run },
+        Loop { name: "job", run: job::run },
+        Loop { name: "cronjob", run: cronjob::run },
     ]
 }

@@ -1,0 +1,269 @@
+//! The Job controller: runs pods to completion (upstream pkg/controller/job). It counts
+//! finished pods through the `batch.kubernetes.io/job-tracking` finalizer, so a pod is
+//! never lost from the counts even when deleted; replaces failed pods with exponential
+//! back-off; and ends the Job as Complete or Failed (back-off limit, deadline, pod
+//! failure policy). Suspension and ttlSecondsAfterFinished are handled here too.
+
+mod indexes;
+mod manage;
+mod orphans;
+mod pods;
+mod policy;
+mod status;
+mod sync;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::{Api, ResourceExt};
+use tracing::{info, warn};
+
+pub use indexes::{format_ranges, indexes_to_create, parse_ranges, pod_index, INDEX_KEY};
+pub use pods::{pod_for, TRACKING_FINALIZER};
+pub use policy::{
+    backoff_delay, match_failure_policy, restarts_exceed_limit, wanted_active, PolicyAction,
+};
+pub use status::{completions_reached, Finish};
+
+use crate::expectations::{Expectations, Observed};
+use crate::podcontrol::{self, controller_of};
+use crate::{Context, LoopFuture};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("job {0} has no namespace")]
+    NoNamespace(String),
+    #[error("creating pods for {key}: {source}")]
+    CreatePods { key: String, source: kube::Error },
+    #[error("deleting pod {pod}: {source}")]
+    DeletePod { pod: String, source: kube::Error },
+    #[error("removing the tracking finalizer of pod {pod}: {source}")]
+    Finalizer { pod: String, source: kube::Error },
+    #[error("writing status of {key}: {source}")]
+    Status { key: String, source: kube::Error },
+    #[error("deleting finished job {key}: {source}")]
+    DeleteJob { key: String, source: kube::Error },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// A write lost a race with another writer (409): retry soon, from fresh caches.
+    pub fn is_conflict(&self) -> bool {
+        let source = match self {
+            Error::CreatePods { source, .. }
+            | Error::DeletePod { source, .. }
+            | Error::Finalizer { source, .. }
+            | Error::Status { source, .. }
+            | Error::DeleteJob { source, .. } => source,
+            Error::NoNamespace(_) => return false,
+        };
+        matches!(source, kube::Error::Api(e) if e.code == 409)
+    }
+}
+
+/// Failures since the Job's last success, for the replacement back-off.
+#[derive(Debug, Clone, Copy)]
+pub struct BackoffRecord {
+    pub failures: u32,
+    pub last_failure: Timestamp,
+}
+
+impl BackoffRecord {
+    /// How long to wait before creating a replacement at `now` (zero when none).
+    pub fn remaining(&self, now: Timestamp) -> Duration {
+        let delay = backoff_delay(self.failures);
+        let elapsed = now.as_millisecond() - self.last_failure.as_millisecond();
+        let elapsed = Duration::from_millis(u64::try_from(elapsed).unwrap_or(0));
+        delay.saturating_sub(elapsed)
+    }
+}
+
+/// What the reconciler reads and remembers between syncs.
+pub struct State {
+    pub client: kube::Client,
+    pub pods: Store<Pod>,
+    pub expectations: Expectations,
+    pub backoff: Mutex<HashMap<String, BackoffRecord>>,
+}
+
+/// The loop entry for [`crate::loops`].
+pub fn run(ctx: Arc<Context>) -> LoopFuture {
+    Box::pin(async move {
+        run_controller(ctx.client.clone()).await;
+        anyhow::bail!("the job controller stopped")
+    })
+}
+
+/// Runs the controller until its streams end.
+pub async fn run_controller(client: kube::Client) {
+    let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default());
+    let jobs = controller.store();
+    let (orphans_tx, orphans_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (pods, writer) = reflector::store();
+    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects()
+        .inspect(move |event| {
+            if let Ok(pod) = event {
+                if orphans::maybe_orphan(pod, &jobs) {
+                    // The receiver lives as long as this stream; a send cannot fail.
+                    let _ = orphans_tx.send(pod.clone());
+                }
+            }
+        });
+    tokio::spawn(orphans::release_orphans(client.clone(), orphans_rx));
+    let state = Arc::new(State {
+        client,
+        pods,
+        expectations: Expectations::default(),
+        backoff: Mutex::default(),
+    });
+    controller
+        .watches_stream(pod_events, |pod| job_of(&pod))
+        .run(reconcile, error_policy, state)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "job reconcile failed");
+            }
+        })
+        .await;
+}
+
+/// The Job a pod event concerns: its controller, when that is a Job.
+fn job_of(pod: &Pod) -> Option<ObjectRef<Job>> {
+    let owner = controller_of(&pod.metadata).filter(|o| o.kind == "Job")?;
+    Some(ObjectRef::new(&owner.name).within(&pod.namespace()?))
+}
+
+/// The namespace's pods as the cache sees them, for expectations.
+struct Cached<'a>(&'a [Pod]);
+
+impl Observed for Cached<'_> {
+    fn has_name(&self, name: &str) -> bool {
+        self.0
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some(name))
+    }
+    fn has_live_uid(&self, uid: &str) -> bool {
+        self.0.iter().any(|p| {
+            p.metadata.uid.as_deref() == Some(uid) && !podcontrol::is_deleting(&p.metadata)
+        })
+    }
+}
+
+pub async fn reconcile(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
+    let ns = job
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(job.name_any()))?;
+    let key = format!("{ns}/{}", job.name_any());
+    let uid = job.uid().unwrap_or_default();
+    let pods: Vec<Pod> = state
+        .pods
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|p| controller_of(&p.metadata).is_some_and(|o| o.uid == uid))
+        .map(|p| p.as_ref().clone())
+        .collect();
+    let now = Timestamp::now();
+    if let Some(done) = status::finished_at(&job) {
+        return finished(&state, &job, &key, &pods, done, now).await;
+    }
+    if podcontrol::is_deleting(&job.metadata) {
+        return Ok(Action::await_change());
+    }
+    sync::sync_job(&state, &job, &key, &pods, now).await
+}
+
+/// A finished Job only lets go of its pods and waits out its TTL.
+async fn finished(
+    state: &State,
+    job: &Job,
+    key: &str,
+    pods: &[Pod],
+    done: Timestamp,
+    now: Timestamp,
+) -> Result<Action> {
+    let pods_api: Api<Pod> =
+        Api::namespaced(state.client.clone(), &job.namespace().unwrap_or_default());
+    for pod in pods.iter().filter(|p| pods::has_tracking_finalizer(p)) {
+        pods::remove_tracking_finalizer(&pods_api, pod)
+            .await
+            .map_err(|source| Error::Finalizer {
+                pod: pod.name_any(),
+                source,
+            })?;
+    }
+    state.expectations.forget(key);
+    state.backoff.lock().expect("backoff lock").remove(key);
+    let Some(ttl) = job.spec.as_ref().and_then(|s| s.ttl_seconds_after_finished) else {
+        return Ok(Action::await_change());
+    };
+    let left = done.as_second() + i64::from(ttl) - now.as_second();
+    if left > 0 {
+        return Ok(Action::requeue(Duration::from_secs(left.unsigned_abs())));
+    }
+    if podcontrol::is_deleting(&job.metadata) {
+        return Ok(Action::await_change());
+    }
+    // Like upstream's TTL-after-finished controller: the Job goes, its pods follow it
+    // through the garbage collector. The uid precondition spares a recreated namesake.
+    let params = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: job.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    let jobs: Api<Job> =
+        Api::namespaced(state.client.clone(), &job.namespace().unwrap_or_default());
+    match jobs.delete(&job.name_any(), &params).await {
+        Ok(_) => info!(job = %key, "deleted job after ttlSecondsAfterFinished"),
+        Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => {}
+        Err(source) => {
+            return Err(Error::DeleteJob {
+                key: key.into(),
+                source,
+            })
+        }
+    }
+    Ok(Action::await_change())
+}
+
+/// Writes a new status with the Job's resourceVersion as precondition: the counts must
+/// never be computed from a stale Job.
+async fn write_status(
+    client: &kube::Client,
+    job: &Job,
+    new: k8s_openapi::api::batch::v1::JobStatus,
+    key: &str,
+) -> Result<Job> {
+    let api: Api<Job> = Api::namespaced(client.clone(), &job.namespace().unwrap_or_default());
+    let mut updated = job.clone();
+    updated.status = Some(new);
+    api.replace_status(&job.name_any(), &PostParams::default(), &updated)
+        .await
+        .map_err(|source| Error::Status {
+            key: key.into(),
+            source,
+        })
+}
+
+pub fn error_policy(job: Arc<Job>, error: &Error, _state: Arc<State>) -> Action {
+    if error.is_conflict() {
+        return Action::requeue(Duration::from_millis(200));
+    }
+    warn!(job = %job.name_any(), %error, "sync failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
