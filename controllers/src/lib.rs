@@ -3,10 +3,14 @@
 //! `kybern controller NAME...` can run any subset and `kybern server` all of them.
 
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod expectations;
 pub mod gc;
 pub mod leader;
 pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod podcontrol;
 pub mod replicaset;
 pub mod runtime;
@@ -61,5 +65,9 @@ pub fn loops() -> Vec<Loop> {
         Loop { name: "replicaset", run: replicaset::run },
         Loop { name: "deployment", run: deployment::run },
         Loop { name: "scheduler", run: scheduler::run },
+        Loop { name: "endpoints", run: endpoints::run },
+        Loop { name: "endpointslice", run: endpointslice::run },
+        Loop { name: "nodeipam", run: nodeipam::run },
+        Loop { name: "nodelifecycle", run: nodelifecycle::run },
     ]
 }
