@@ -66,35 +66,53 @@ pub async fn run_controller(client: kube::Client) {
         .reflect(pod_writer)
         .touched_objects();
     let (endpoints, ep_writer) = reflector::store();
-    let ep_events = watcher(Api::<Endpoints>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(ep_writer)
-        .touched_objects();
+    let ep_events = watcher(
+        Api::<Endpoints>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(ep_writer)
+    .touched_objects();
     // Deleted Services are seen here, before the reflector forgets them: the
     // reconciler never runs for an object that is gone.
     let (services, svc_writer) = reflector::store();
     let (deleted_tx, deleted_rx) = tokio::sync::mpsc::unbounded_channel::<Service>();
-    let svc_events = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .inspect(move |event| {
-            if let Ok(watcher::Event::Delete(svc)) = event {
-                let _ = deleted_tx.send(svc.clone());
-            }
-        })
-        .reflect(svc_writer)
-        .applied_objects();
+    let svc_events = watcher(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .inspect(move |event| {
+        if let Ok(watcher::Event::Delete(svc)) = event {
+            let _ = deleted_tx.send(svc.clone());
+        }
+    })
+    .reflect(svc_writer)
+    .applied_objects();
 
-    let state = Arc::new(State { client: client.clone(), pods, endpoints: endpoints.clone() });
+    let state = Arc::new(State {
+        client: client.clone(),
+        pods,
+        endpoints: endpoints.clone(),
+    });
     tokio::spawn(delete_for_deleted_services(client.clone(), deleted_rx));
-    tokio::spawn(delete_leftovers(client.clone(), services.clone(), endpoints.clone()));
+    tokio::spawn(delete_leftovers(
+        client.clone(),
+        services.clone(),
+        endpoints.clone(),
+    ));
 
     let services_for_pods = services.clone();
     let endpoints_for_pods = endpoints.clone();
     Controller::for_stream(svc_events, services)
         .watches_stream(pod_events, move |pod| {
-            pods::services_for_pod(&services_for_pods, &pod, |svc| lists_pod(&endpoints_for_pods, svc, &pod))
+            pods::services_for_pod(&services_for_pods, &pod, |svc| {
+                lists_pod(&endpoints_for_pods, svc, &pod)
+            })
         })
-        .watches_stream(ep_events, |ep: Endpoints| Some(ObjectRef::new(&ep.name_any()).within(&ep.namespace()?)))
+        .watches_stream(ep_events, |ep: Endpoints| {
+            Some(ObjectRef::new(&ep.name_any()).within(&ep.namespace()?))
+        })
         .run(reconcile, error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -106,13 +124,19 @@ pub async fn run_controller(client: kube::Client) {
 
 /// Whether the Endpoints of `svc` name `pod` (so a pod that stopped matching leaves).
 fn lists_pod(endpoints: &Store<Endpoints>, svc: &Service, pod: &Pod) -> bool {
-    let Some(ep) = endpoints.get(&endpoints_ref(svc)) else { return false };
+    let Some(ep) = endpoints.get(&endpoints_ref(svc)) else {
+        return false;
+    };
     ep.subsets.iter().flatten().any(|s| {
         s.addresses
             .iter()
             .chain(s.not_ready_addresses.iter())
             .flatten()
-            .any(|a| a.target_ref.as_ref().is_some_and(|r| r.uid == pod.metadata.uid))
+            .any(|a| {
+                a.target_ref
+                    .as_ref()
+                    .is_some_and(|r| r.uid == pod.metadata.uid)
+            })
     })
 }
 
@@ -121,7 +145,10 @@ fn endpoints_ref(svc: &Service) -> ObjectRef<Endpoints> {
     ObjectRef::new(&svc.name_any()).within(&svc.namespace().unwrap_or_default())
 }
 
-async fn delete_for_deleted_services(client: kube::Client, mut deleted: tokio::sync::mpsc::UnboundedReceiver<Service>) {
+async fn delete_for_deleted_services(
+    client: kube::Client,
+    mut deleted: tokio::sync::mpsc::UnboundedReceiver<Service>,
+) {
     while let Some(svc) = deleted.recv().await {
         let Some(ns) = svc.namespace() else { continue };
         delete_endpoints(&client, &ns, &svc.name_any()).await;
@@ -130,24 +157,39 @@ async fn delete_for_deleted_services(client: kube::Client, mut deleted: tokio::s
 
 /// Upstream's checkLeftoverEndpoints: Endpoints whose Service went away while no
 /// controller watched are deleted once, at start.
-async fn delete_leftovers(client: kube::Client, services: Store<Service>, endpoints: Store<Endpoints>) {
+async fn delete_leftovers(
+    client: kube::Client,
+    services: Store<Service>,
+    endpoints: Store<Endpoints>,
+) {
     if services.wait_until_ready().await.is_err() || endpoints.wait_until_ready().await.is_err() {
         return;
     }
     for ep in endpoints.state() {
         let Some(ns) = ep.namespace() else { continue };
         let leader_lock = ep.annotations().contains_key(LEADER_ANNOTATION);
-        if !leader_lock && services.get(&ObjectRef::new(&ep.name_any()).within(&ns)).is_none() {
+        if !leader_lock
+            && services
+                .get(&ObjectRef::new(&ep.name_any()).within(&ns))
+                .is_none()
+        {
             delete_endpoints(&client, &ns, &ep.name_any()).await;
         }
     }
 }
 
 async fn delete_endpoints(client: &kube::Client, ns: &str, name: &str) {
-    match Api::<Endpoints>::namespaced(client.clone(), ns).delete(name, &DeleteParams::default()).await {
-        Ok(_) => info!(endpoints = %format!("{ns}/{name}"), "deleted the endpoints of a deleted service"),
+    match Api::<Endpoints>::namespaced(client.clone(), ns)
+        .delete(name, &DeleteParams::default())
+        .await
+    {
+        Ok(_) => {
+            info!(endpoints = %format!("{ns}/{name}"), "deleted the endpoints of a deleted service")
+        }
         Err(kube::Error::Api(e)) if e.code == 404 => {}
-        Err(e) => warn!(endpoints = %format!("{ns}/{name}"), error = %e, "deleting the endpoints of a deleted service"),
+        Err(e) => {
+            warn!(endpoints = %format!("{ns}/{name}"), error = %e, "deleting the endpoints of a deleted service")
+        }
     }
 }
 
@@ -172,7 +214,9 @@ pub fn up_to_date(existing: &Endpoints, desired: &Endpoints) -> bool {
 
 #[instrument(skip_all, fields(key = %format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())))]
 pub async fn reconcile(svc: Arc<Service>, state: Arc<State>) -> Result<Action> {
-    let ns = svc.namespace().ok_or_else(|| Error::NoNamespace(svc.name_any()))?;
+    let ns = svc
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(svc.name_any()))?;
     if pods::managed_selector(&svc).is_none() || svc.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
@@ -181,7 +225,10 @@ pub async fn reconcile(svc: Arc<Service>, state: Arc<State>) -> Result<Action> {
     let selected: Vec<&Pod> = selected.iter().map(Arc::as_ref).collect();
     let desired = desired_endpoints(&svc, &selected);
     let api: Api<Endpoints> = Api::namespaced(state.client.clone(), &ns);
-    let write_err = |source| Error::Write { key: key.clone(), source };
+    let write_err = |source| Error::Write {
+        key: key.clone(),
+        source,
+    };
     match state.endpoints.get(&endpoints_ref(&svc)) {
         Some(existing) if up_to_date(&existing, &desired) => {}
         Some(existing) => {
@@ -189,11 +236,21 @@ pub async fn reconcile(svc: Arc<Service>, state: Arc<State>) -> Result<Action> {
             updated.subsets = desired.subsets;
             updated.metadata.labels = desired.metadata.labels;
             // Replace carries the resourceVersion read: a stale cache gets a 409 and a retry.
-            api.replace(&svc.name_any(), &PostParams::default(), &updated).await.map_err(write_err)?;
-            info!(ready = count(&updated, true), not_ready = count(&updated, false), "updated endpoints");
+            api.replace(&svc.name_any(), &PostParams::default(), &updated)
+                .await
+                .map_err(write_err)?;
+            info!(
+                ready = count(&updated, true),
+                not_ready = count(&updated, false),
+                "updated endpoints"
+            );
         }
         None => match api.create(&PostParams::default(), &desired).await {
-            Ok(created) => info!(ready = count(&created, true), not_ready = count(&created, false), "created endpoints"),
+            Ok(created) => info!(
+                ready = count(&created, true),
+                not_ready = count(&created, false),
+                "created endpoints"
+            ),
             // Made by someone else since the cache looked: its event brings us back.
             Err(kube::Error::Api(e)) if e.code == 409 => {}
             Err(source) => return Err(write_err(source)),
@@ -206,7 +263,13 @@ fn count(ep: &Endpoints, ready: bool) -> usize {
     ep.subsets
         .iter()
         .flatten()
-        .map(|s| if ready { &s.addresses } else { &s.not_ready_addresses })
+        .map(|s| {
+            if ready {
+                &s.addresses
+            } else {
+                &s.not_ready_addresses
+            }
+        })
         .map(|a| a.as_ref().map_or(0, Vec::len))
         .sum()
 }
@@ -233,9 +296,17 @@ mod tests {
         let current = desired_endpoints(&svc, &[&a, &b]);
         let cases = [
             ("same pods", desired_endpoints(&svc, &[&b, &a]), true),
-            ("a pod turned ready", desired_endpoints(&svc, &[&a, &b.clone().ready()]), false),
+            (
+                "a pod turned ready",
+                desired_endpoints(&svc, &[&a, &b.clone().ready()]),
+                false,
+            ),
             ("a pod left", desired_endpoints(&svc, &[&a]), false),
-            ("the service became headless", desired_endpoints(&svc.clone().headless(), &[&a, &b]), false),
+            (
+                "the service became headless",
+                desired_endpoints(&svc.clone().headless(), &[&a, &b]),
+                false,
+            ),
         ];
         for (name, desired, want) in cases {
             assert_eq!(up_to_date(&current, &desired), want, "{name}");

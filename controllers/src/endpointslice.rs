@@ -20,7 +20,10 @@ use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
-pub use desired::{desired_groups, plan, Plan, MANAGED_BY, MANAGED_BY_LABEL, MAX_ENDPOINTS_PER_SLICE, SERVICE_NAME_LABEL};
+pub use desired::{
+    desired_groups, plan, Plan, MANAGED_BY, MANAGED_BY_LABEL, MAX_ENDPOINTS_PER_SLICE,
+    SERVICE_NAME_LABEL,
+};
 
 use crate::endpoints::pods;
 use crate::expectations::{Expectations, Observed};
@@ -31,7 +34,11 @@ pub enum Error {
     #[error("service {0} has no namespace")]
     NoNamespace(String),
     #[error("{action} endpointslice for {key}: {source}")]
-    Write { action: &'static str, key: String, source: kube::Error },
+    Write {
+        action: &'static str,
+        key: String,
+        source: kube::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -72,11 +79,21 @@ pub async fn run_controller(client: kube::Client) {
         .default_backoff()
         .reflect(slice_writer)
         .touched_objects();
-    let controller = Controller::new(Api::<Service>::all(client.clone()), watcher::Config::default());
+    let controller = Controller::new(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let services = controller.store();
-    let state = Arc::new(State { client, pods, slices: slices.clone(), expectations: Expectations::default() });
+    let state = Arc::new(State {
+        client,
+        pods,
+        slices: slices.clone(),
+        expectations: Expectations::default(),
+    });
     controller
-        .watches_stream(pod_events, move |pod| pods::services_for_pod(&services, &pod, |svc| lists_pod(&slices, svc, &pod)))
+        .watches_stream(pod_events, move |pod| {
+            pods::services_for_pod(&services, &pod, |svc| lists_pod(&slices, svc, &pod))
+        })
         .watches_stream(slice_events, |slice: EndpointSlice| {
             let service = slice.labels().get(SERVICE_NAME_LABEL)?;
             Some(ObjectRef::new(service).within(&slice.namespace()?))
@@ -106,52 +123,89 @@ fn lists_pod(slices: &Store<EndpointSlice>, svc: &Service, pod: &Pod) -> bool {
     slices_of(slices, svc)
         .iter()
         .flat_map(|s| s.endpoints.iter())
-        .any(|e| e.target_ref.as_ref().is_some_and(|r| r.uid == pod.metadata.uid))
+        .any(|e| {
+            e.target_ref
+                .as_ref()
+                .is_some_and(|r| r.uid == pod.metadata.uid)
+        })
 }
 
 struct Cached<'a>(&'a [EndpointSlice]);
 
 impl Observed for Cached<'_> {
     fn has_name(&self, name: &str) -> bool {
-        self.0.iter().any(|s| s.metadata.name.as_deref() == Some(name))
+        self.0
+            .iter()
+            .any(|s| s.metadata.name.as_deref() == Some(name))
     }
     fn has_live_uid(&self, uid: &str) -> bool {
-        self.0.iter().any(|s| s.metadata.uid.as_deref() == Some(uid))
+        self.0
+            .iter()
+            .any(|s| s.metadata.uid.as_deref() == Some(uid))
     }
 }
 
 #[instrument(skip_all, fields(key = %format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())))]
 pub async fn reconcile(svc: Arc<Service>, state: Arc<State>) -> Result<Action> {
-    let ns = svc.namespace().ok_or_else(|| Error::NoNamespace(svc.name_any()))?;
+    let ns = svc
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(svc.name_any()))?;
     if pods::managed_selector(&svc).is_none() || svc.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let key = format!("{ns}/{}", svc.name_any());
     let existing = slices_of(&state.slices, &svc);
-    if let Err(in_flight) = state.expectations.satisfied(&key, &Cached(&existing), Instant::now()) {
-        info!(in_flight, "waiting for the cache to observe earlier slice writes");
+    if let Err(in_flight) = state
+        .expectations
+        .satisfied(&key, &Cached(&existing), Instant::now())
+    {
+        info!(
+            in_flight,
+            "waiting for the cache to observe earlier slice writes"
+        );
         return Ok(Action::requeue(Duration::from_millis(500)));
     }
     let selected = pods::selected_pods(&svc, &state.pods);
     let selected: Vec<&Pod> = selected.iter().map(Arc::as_ref).collect();
-    let plan = plan(&svc, &existing, desired_groups(&svc, &selected), MAX_ENDPOINTS_PER_SLICE);
+    let plan = plan(
+        &svc,
+        &existing,
+        desired_groups(&svc, &selected),
+        MAX_ENDPOINTS_PER_SLICE,
+    );
     let api: Api<EndpointSlice> = Api::namespaced(state.client.clone(), &ns);
     let err = |action| {
         let key = key.clone();
-        move |source| Error::Write { action, key, source }
+        move |source| Error::Write {
+            action,
+            key,
+            source,
+        }
     };
     let (creates, updates, deletes) = (plan.create.len(), plan.update.len(), plan.delete.len());
     for slice in plan.create {
-        let created = api.create(&PostParams::default(), &slice).await.map_err(err("creating"))?;
-        state.expectations.expect_creations(&key, [created.name_any()], Instant::now());
+        let created = api
+            .create(&PostParams::default(), &slice)
+            .await
+            .map_err(err("creating"))?;
+        state
+            .expectations
+            .expect_creations(&key, [created.name_any()], Instant::now());
     }
     for slice in plan.update {
         // Replace carries the resourceVersion read: a stale cache gets a 409 and a retry.
-        api.replace(&slice.name_any(), &PostParams::default(), &slice).await.map_err(err("updating"))?;
+        api.replace(&slice.name_any(), &PostParams::default(), &slice)
+            .await
+            .map_err(err("updating"))?;
     }
     for slice in plan.delete {
-        state.expectations.expect_deletions(&key, slice.uid(), Instant::now());
-        match api.delete(&slice.name_any(), &DeleteParams::default()).await {
+        state
+            .expectations
+            .expect_deletions(&key, slice.uid(), Instant::now());
+        match api
+            .delete(&slice.name_any(), &DeleteParams::default())
+            .await
+        {
             Ok(_) => {}
             Err(kube::Error::Api(e)) if e.code == 404 => {}
             Err(source) => {

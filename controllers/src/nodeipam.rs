@@ -25,10 +25,16 @@ use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("invalid cluster CIDR {0:?}: want an IPv4 a.b.c.d/n with n at most the node mask size")]
+    #[error(
+        "invalid cluster CIDR {0:?}: want an IPv4 a.b.c.d/n with n at most the node mask size"
+    )]
     BadClusterCidr(String),
     #[error("no free /{mask} left in the cluster CIDR {cidr} for node {node}")]
-    Exhausted { node: String, cidr: String, mask: u8 },
+    Exhausted {
+        node: String,
+        cidr: String,
+        mask: u8,
+    },
     #[error("setting the pod CIDR of node {node}: {source}")]
     Patch { node: String, source: kube::Error },
 }
@@ -46,7 +52,10 @@ pub struct Config {
 
 impl Default for Config {
     fn default() -> Self {
-        Config { cluster_cidr: "10.42.0.0/16".into(), node_mask: 24 }
+        Config {
+            cluster_cidr: "10.42.0.0/16".into(),
+            node_mask: 24,
+        }
     }
 }
 
@@ -70,7 +79,11 @@ impl Range {
         }
         let host_bits = 32 - u32::from(cluster_mask);
         let base = u32::from(ip) & !(u32::MAX.checked_shr(32 - host_bits).unwrap_or(0));
-        Ok(Range { base, cluster_mask, node_mask })
+        Ok(Range {
+            base,
+            cluster_mask,
+            node_mask,
+        })
     }
 
     /// How many node blocks the range holds: 2^(24-16) = 256 for a /16 in /24s.
@@ -106,13 +119,22 @@ pub fn used_blocks<'a>(range: &Range, nodes: impl IntoIterator<Item = &'a Node>)
     nodes
         .into_iter()
         .filter_map(|n| n.spec.as_ref())
-        .flat_map(|s| s.pod_cidrs.clone().unwrap_or_default().into_iter().chain(s.pod_cidr.clone()))
+        .flat_map(|s| {
+            s.pod_cidrs
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .chain(s.pod_cidr.clone())
+        })
         .filter_map(|c| range.index_of(&c))
         .collect()
 }
 
 pub fn has_pod_cidr(node: &Node) -> bool {
-    node.spec.as_ref().and_then(|s| s.pod_cidr.as_deref()).is_some_and(|c| !c.is_empty())
+    node.spec
+        .as_ref()
+        .and_then(|s| s.pod_cidr.as_deref())
+        .is_some_and(|c| !c.is_empty())
 }
 
 pub struct State {
@@ -135,7 +157,12 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
 pub async fn run_with(client: kube::Client, config: Config) -> Result<()> {
     let range = Range::parse(&config.cluster_cidr, config.node_mask)?;
     let controller = Controller::new(Api::<Node>::all(client.clone()), watcher::Config::default());
-    let state = Arc::new(State { client, nodes: controller.store(), range, in_flight: Mutex::default() });
+    let state = Arc::new(State {
+        client,
+        nodes: controller.store(),
+        range,
+        in_flight: Mutex::default(),
+    });
     controller
         .run(reconcile, error_policy, state)
         .for_each(|result| async move {
@@ -153,7 +180,11 @@ fn choose(state: &State, node: &str) -> Option<u32> {
     let nodes = state.nodes.state();
     let mut in_flight = state.in_flight.lock().expect("nodeipam lock");
     // Forget hand-outs the cache now shows, or whose node is gone.
-    in_flight.retain(|name, _| nodes.iter().any(|n| n.name_any() == *name && !has_pod_cidr(n)));
+    in_flight.retain(|name, _| {
+        nodes
+            .iter()
+            .any(|n| n.name_any() == *name && !has_pod_cidr(n))
+    });
     if let Some(i) = in_flight.get(node) {
         return Some(*i);
     }
@@ -176,9 +207,22 @@ async fn reconcile(node: Arc<Node>, state: Arc<State>) -> Result<Action> {
         return Ok(Action::await_change());
     }
     let Some(i) = choose(&state, &name) else {
-        let err = Error::Exhausted { node: name.clone(), cidr: state.range.block(0), mask: state.range.node_mask };
+        let err = Error::Exhausted {
+            node: name.clone(),
+            cidr: state.range.block(0),
+            mask: state.range.node_mask,
+        };
         let message = format!("Node {name} status is now: CIDRNotAvailable");
-        if let Err(e) = crate::podcontrol::record_event(&state.client, &*node, "Normal", "CIDRNotAvailable", &message, "nodeipam").await {
+        if let Err(e) = crate::podcontrol::record_event(
+            &state.client,
+            &*node,
+            "Normal",
+            "CIDRNotAvailable",
+            &message,
+            "nodeipam",
+        )
+        .await
+        {
             warn!(error = %e, "recording the CIDRNotAvailable event");
         }
         return Err(err);
@@ -190,7 +234,9 @@ async fn reconcile(node: Arc<Node>, state: Arc<State>) -> Result<Action> {
         "metadata": {"resourceVersion": node.resource_version()},
         "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
     });
-    let result = Api::<Node>::all(state.client.clone()).patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await;
+    let result = Api::<Node>::all(state.client.clone())
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await;
     match result {
         Ok(_) => {
             info!(%cidr, "allocated pod CIDR");
@@ -206,7 +252,10 @@ async fn reconcile(node: Arc<Node>, state: Arc<State>) -> Result<Action> {
 fn error_policy(node: Arc<Node>, error: &Error, _state: Arc<State>) -> Action {
     warn!(node = %node.name_any(), %error, "pod CIDR allocation failed; retrying");
     match error {
-        Error::Patch { source: kube::Error::Api(e), .. } if e.code == 409 => Action::requeue(Duration::from_millis(200)),
+        Error::Patch {
+            source: kube::Error::Api(e),
+            ..
+        } if e.code == 409 => Action::requeue(Duration::from_millis(200)),
         Error::Exhausted { .. } => Action::requeue(Duration::from_secs(30)),
         _ => Action::requeue(Duration::from_secs(5)),
     }
@@ -218,7 +267,13 @@ mod tests {
     use k8s_openapi::api::core::v1::NodeSpec;
 
     fn node(cidr: Option<&str>) -> Node {
-        Node { spec: Some(NodeSpec { pod_cidr: cidr.map(Into::into), ..Default::default() }), ..Default::default() }
+        Node {
+            spec: Some(NodeSpec {
+                pod_cidr: cidr.map(Into::into),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -240,7 +295,10 @@ mod tests {
         }
         let small = Range::parse("10.0.0.0/22", 24).unwrap();
         assert_eq!((small.count(), small.block(3).as_str()), (4, "10.0.3.0/24"));
-        assert!(Range::parse("10.0.0.0/25", 24).is_err(), "a range smaller than a block");
+        assert!(
+            Range::parse("10.0.0.0/25", 24).is_err(),
+            "a range smaller than a block"
+        );
     }
 
     #[test]
@@ -248,12 +306,29 @@ mod tests {
         let r = Range::parse("10.0.0.0/22", 24).unwrap();
         let cases: [(&str, Vec<Node>, Option<u32>); 5] = [
             ("empty range gives the first", vec![], Some(0)),
-            ("held blocks are skipped", vec![node(Some("10.0.0.0/24")), node(Some("10.0.1.0/24"))], Some(2)),
-            ("a freed block is reused", vec![node(Some("10.0.0.0/24")), node(Some("10.0.2.0/24"))], Some(1)),
-            ("blocks outside the range do not count", vec![node(Some("10.42.0.0/24")), node(None)], Some(0)),
+            (
+                "held blocks are skipped",
+                vec![node(Some("10.0.0.0/24")), node(Some("10.0.1.0/24"))],
+                Some(2),
+            ),
+            (
+                "a freed block is reused",
+                vec![node(Some("10.0.0.0/24")), node(Some("10.0.2.0/24"))],
+                Some(1),
+            ),
+            (
+                "blocks outside the range do not count",
+                vec![node(Some("10.42.0.0/24")), node(None)],
+                Some(0),
+            ),
             (
                 "exhausted",
-                vec![node(Some("10.0.0.0/24")), node(Some("10.0.1.0/24")), node(Some("10.0.2.0/24")), node(Some("10.0.3.0/24"))],
+                vec![
+                    node(Some("10.0.0.0/24")),
+                    node(Some("10.0.1.0/24")),
+                    node(Some("10.0.2.0/24")),
+                    node(Some("10.0.3.0/24")),
+                ],
                 None,
             ),
         ];

@@ -33,7 +33,11 @@ pub fn selects(svc: &Service, pod: &Pod) -> bool {
 
 /// The pods of `ns` a Service selects, in name order.
 pub fn selected_pods(svc: &Service, pods: &Store<Pod>) -> Vec<Arc<Pod>> {
-    let mut selected: Vec<Arc<Pod>> = pods.state().into_iter().filter(|p| selects(svc, p)).collect();
+    let mut selected: Vec<Arc<Pod>> = pods
+        .state()
+        .into_iter()
+        .filter(|p| selects(svc, p))
+        .collect();
     selected.sort_by_key(|p| p.name_any());
     selected
 }
@@ -73,7 +77,9 @@ pub fn belongs_in_endpoints(pod: &Pod, include_terminating: bool) -> bool {
 /// The pod's IPv4 address, the only family these controllers publish.
 pub fn ipv4(pod: &Pod) -> Option<String> {
     let ip = pod.status.as_ref()?.pod_ip.as_deref()?;
-    ip.parse::<std::net::Ipv4Addr>().ok().map(|_| ip.to_string())
+    ip.parse::<std::net::Ipv4Addr>()
+        .ok()
+        .map(|_| ip.to_string())
 }
 
 /// The port `svc_port` reaches on `pod` (upstream FindPort): a numeric targetPort as is
@@ -97,7 +103,10 @@ pub fn find_port(pod: &Pod, svc_port: &ServicePort) -> Option<i32> {
                 .iter()
                 .chain(sidecars)
                 .flat_map(|c| c.ports.iter().flatten())
-                .find(|p| p.name.as_deref() == Some(name.as_str()) && p.protocol.as_deref().unwrap_or("TCP") == protocol)
+                .find(|p| {
+                    p.name.as_deref() == Some(name.as_str())
+                        && p.protocol.as_deref().unwrap_or("TCP") == protocol
+                })
                 .map(|p| p.container_port)
         }
     }
@@ -109,8 +118,9 @@ pub fn find_port(pod: &Pod, svc_port: &ServicePort) -> Option<i32> {
 pub fn hostname(pod: &Pod, svc: &Service) -> Option<String> {
     let spec = pod.spec.as_ref()?;
     let hostname = spec.hostname.as_deref().filter(|h| !h.is_empty())?;
-    (spec.subdomain.as_deref() == svc.metadata.name.as_deref() && pod.namespace() == svc.namespace())
-        .then(|| hostname.to_string())
+    (spec.subdomain.as_deref() == svc.metadata.name.as_deref()
+        && pod.namespace() == svc.namespace())
+    .then(|| hostname.to_string())
 }
 
 pub fn target_ref(pod: &Pod) -> ObjectReference {
@@ -141,14 +151,19 @@ pub fn is_headless(svc: &Service) -> bool {
 }
 
 pub fn publishes_not_ready(svc: &Service) -> bool {
-    svc.spec.as_ref().and_then(|s| s.publish_not_ready_addresses).unwrap_or(false)
+    svc.spec
+        .as_ref()
+        .and_then(|s| s.publish_not_ready_addresses)
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
 pub(crate) mod fixtures {
     //! `pod("a").ip("10.42.0.5").ready().port("http", 8080)` and `service("web")`.
     use super::*;
-    use k8s_openapi::api::core::v1::{Container, ContainerPort, PodCondition, PodSpec, PodStatus, ServiceSpec};
+    use k8s_openapi::api::core::v1::{
+        Container, ContainerPort, PodCondition, PodSpec, PodStatus, ServiceSpec,
+    };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
     use k8s_openapi::jiff::Timestamp;
 
@@ -161,8 +176,17 @@ pub(crate) mod fixtures {
                 labels: Some(BTreeMap::from([("app".to_string(), "web".to_string())])),
                 ..Default::default()
             },
-            spec: Some(PodSpec { containers: vec![Container { name: "c".into(), ..Default::default() }], ..Default::default() }),
-            status: Some(PodStatus { phase: Some("Running".into()), ..Default::default() }),
+            spec: Some(PodSpec {
+                containers: vec![Container {
+                    name: "c".into(),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            status: Some(PodStatus {
+                phase: Some("Running".into()),
+                ..Default::default()
+            }),
         }
     }
 
@@ -198,8 +222,11 @@ pub(crate) mod fixtures {
             self
         }
         fn ready(mut self) -> Self {
-            self.status.get_or_insert_default().conditions =
-                Some(vec![PodCondition { type_: "Ready".into(), status: "True".into(), ..Default::default() }]);
+            self.status.get_or_insert_default().conditions = Some(vec![PodCondition {
+                type_: "Ready".into(),
+                status: "True".into(),
+                ..Default::default()
+            }]);
             self
         }
         fn on_node(mut self, node: &str) -> Self {
@@ -259,7 +286,9 @@ pub(crate) mod fixtures {
             self
         }
         fn publish_not_ready(mut self) -> Self {
-            self.spec.get_or_insert_default().publish_not_ready_addresses = Some(true);
+            self.spec
+                .get_or_insert_default()
+                .publish_not_ready_addresses = Some(true);
             self
         }
         fn no_selector(mut self) -> Self {
@@ -279,11 +308,42 @@ mod tests {
         let named = |n: &str| IntOrString::String(n.into());
         let with_http = pod("a").port("http", 8080);
         let cases = [
-            ("numeric target port", svc_port("p", 80, IntOrString::Int(9090)), with_http.clone(), Some(9090)),
-            ("unset target port is the port", ServicePort { target_port: None, ..svc_port("p", 80, IntOrString::Int(0)) }, with_http.clone(), Some(80)),
-            ("named port found", svc_port("p", 80, named("http")), with_http.clone(), Some(8080)),
-            ("named port missing on the pod", svc_port("p", 80, named("metrics")), with_http.clone(), None),
-            ("named port of another protocol", ServicePort { protocol: Some("UDP".into()), ..svc_port("p", 80, named("http")) }, with_http, None),
+            (
+                "numeric target port",
+                svc_port("p", 80, IntOrString::Int(9090)),
+                with_http.clone(),
+                Some(9090),
+            ),
+            (
+                "unset target port is the port",
+                ServicePort {
+                    target_port: None,
+                    ..svc_port("p", 80, IntOrString::Int(0))
+                },
+                with_http.clone(),
+                Some(80),
+            ),
+            (
+                "named port found",
+                svc_port("p", 80, named("http")),
+                with_http.clone(),
+                Some(8080),
+            ),
+            (
+                "named port missing on the pod",
+                svc_port("p", 80, named("metrics")),
+                with_http.clone(),
+                None,
+            ),
+            (
+                "named port of another protocol",
+                ServicePort {
+                    protocol: Some("UDP".into()),
+                    ..svc_port("p", 80, named("http"))
+                },
+                with_http,
+                None,
+            ),
         ];
         for (name, port, pod, want) in cases {
             assert_eq!(find_port(&pod, &port), want, "{name}");
@@ -293,15 +353,44 @@ mod tests {
     #[test]
     fn pods_belong_in_endpoints_like_upstream() {
         let cases = [
-            ("running with an address", pod("a").ip("10.42.0.1"), false, true),
+            (
+                "running with an address",
+                pod("a").ip("10.42.0.1"),
+                false,
+                true,
+            ),
             ("no address yet", pod("a"), false, false),
-            ("terminating", pod("a").ip("10.42.0.1").terminating(), false, false),
-            ("terminating when asked for", pod("a").ip("10.42.0.1").terminating(), true, true),
-            ("succeeded", pod("a").ip("10.42.0.1").phase("Succeeded"), true, false),
-            ("failed", pod("a").ip("10.42.0.1").phase("Failed"), true, false),
+            (
+                "terminating",
+                pod("a").ip("10.42.0.1").terminating(),
+                false,
+                false,
+            ),
+            (
+                "terminating when asked for",
+                pod("a").ip("10.42.0.1").terminating(),
+                true,
+                true,
+            ),
+            (
+                "succeeded",
+                pod("a").ip("10.42.0.1").phase("Succeeded"),
+                true,
+                false,
+            ),
+            (
+                "failed",
+                pod("a").ip("10.42.0.1").phase("Failed"),
+                true,
+                false,
+            ),
         ];
         for (name, pod, include_terminating, want) in cases {
-            assert_eq!(belongs_in_endpoints(&pod, include_terminating), want, "{name}");
+            assert_eq!(
+                belongs_in_endpoints(&pod, include_terminating),
+                want,
+                "{name}"
+            );
         }
     }
 
@@ -310,8 +399,30 @@ mod tests {
         let cases = [
             ("matching labels", service("web"), pod("a"), true),
             ("no selector", service("web").no_selector(), pod("a"), false),
-            ("another namespace", service("web"), Pod { metadata: kube::api::ObjectMeta { namespace: Some("other".into()), ..pod("a").metadata }, ..pod("a") }, false),
-            ("label missing", service("web"), Pod { metadata: kube::api::ObjectMeta { labels: None, ..pod("a").metadata }, ..pod("a") }, false),
+            (
+                "another namespace",
+                service("web"),
+                Pod {
+                    metadata: kube::api::ObjectMeta {
+                        namespace: Some("other".into()),
+                        ..pod("a").metadata
+                    },
+                    ..pod("a")
+                },
+                false,
+            ),
+            (
+                "label missing",
+                service("web"),
+                Pod {
+                    metadata: kube::api::ObjectMeta {
+                        labels: None,
+                        ..pod("a").metadata
+                    },
+                    ..pod("a")
+                },
+                false,
+            ),
         ];
         for (name, svc, pod, want) in cases {
             assert_eq!(selects(&svc, &pod), want, "{name}");
@@ -320,8 +431,14 @@ mod tests {
 
     #[test]
     fn hostnames_are_published_when_the_subdomain_names_the_service() {
-        assert_eq!(hostname(&pod("a").host("a", "web"), &service("web")).as_deref(), Some("a"));
-        assert_eq!(hostname(&pod("a").host("a", "other"), &service("web")), None);
+        assert_eq!(
+            hostname(&pod("a").host("a", "web"), &service("web")).as_deref(),
+            Some("a")
+        );
+        assert_eq!(
+            hostname(&pod("a").host("a", "other"), &service("web")),
+            None
+        );
         assert_eq!(hostname(&pod("a"), &service("web")), None);
     }
 }

@@ -6,14 +6,28 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Pod, Service};
 
-use super::pods::{belongs_in_endpoints, find_port, hostname, ipv4, is_headless, publishes_not_ready, target_ref};
+use super::pods::{
+    belongs_in_endpoints, find_port, hostname, ipv4, is_headless, publishes_not_ready, target_ref,
+};
 use crate::podcontrol::is_ready;
 
 /// (name, port, protocol, appProtocol): an EndpointPort as an ordered key.
 type PortKey = (Option<String>, i32, Option<String>, Option<String>);
 
+/// An address by IP and the pod it belongs to (two pods may share a host IP).
+type AddrKey = (String, Option<String>);
+/// The addresses offering one port, each with whether it is ready.
+type Addresses = BTreeMap<AddrKey, (EndpointAddress, bool)>;
+/// The ports one set of addresses offers, and those addresses.
+type PortsAndAddresses = (Vec<EndpointPort>, Vec<(EndpointAddress, bool)>);
+
 fn port_key(p: &EndpointPort) -> PortKey {
-    (p.name.clone(), p.port, p.protocol.clone(), p.app_protocol.clone())
+    (
+        p.name.clone(),
+        p.port,
+        p.protocol.clone(),
+        p.app_protocol.clone(),
+    )
 }
 
 /// One address offering one port (or none, for a headless service without ports).
@@ -26,7 +40,11 @@ pub struct Offer {
 /// What the Endpoints of `svc` should list for `pods` (the pods it selects).
 pub fn desired_subsets(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> {
     let tolerate_unready = publishes_not_ready(svc);
-    let service_ports = svc.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
+    let service_ports = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .unwrap_or_default();
     let mut offers = Vec::new();
     for pod in pods {
         if !belongs_in_endpoints(pod, tolerate_unready) {
@@ -43,7 +61,11 @@ pub fn desired_subsets(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> {
         if service_ports.is_empty() {
             // Only a headless service has endpoints without ports (DNS needs no port).
             if is_headless(svc) {
-                offers.push(Offer { address, ready, port: None });
+                offers.push(Offer {
+                    address,
+                    ready,
+                    port: None,
+                });
             }
             continue;
         }
@@ -72,19 +94,29 @@ pub fn desired_subsets(svc: &Service, pods: &[&Pod]) -> Vec<EndpointSubset> {
 /// (subsets by their addresses, addresses by IP, ports by name), so equal inputs give
 /// equal Endpoints and nothing is written when nothing changed.
 pub fn repack(offers: Vec<Offer>) -> Vec<EndpointSubset> {
-    // The address key: IP and the pod it belongs to (two pods may share a host IP).
-    let addr_key = |a: &EndpointAddress| (a.ip.clone(), a.target_ref.as_ref().and_then(|r| r.uid.clone()));
-    let mut by_port: BTreeMap<Option<PortKey>, (Option<EndpointPort>, BTreeMap<_, (EndpointAddress, bool)>)> = BTreeMap::new();
+    let addr_key = |a: &EndpointAddress| {
+        (
+            a.ip.clone(),
+            a.target_ref.as_ref().and_then(|r| r.uid.clone()),
+        )
+    };
+    let mut by_port: BTreeMap<Option<PortKey>, (Option<EndpointPort>, Addresses)> = BTreeMap::new();
     for o in offers {
-        let entry = by_port.entry(o.port.as_ref().map(port_key)).or_insert_with(|| (o.port.clone(), BTreeMap::new()));
+        let entry = by_port
+            .entry(o.port.as_ref().map(port_key))
+            .or_insert_with(|| (o.port.clone(), BTreeMap::new()));
         entry.1.insert(addr_key(&o.address), (o.address, o.ready));
     }
     // Group ports by the exact set of (address, ready) offering them.
-    type AddrSet = Vec<((String, Option<String>), bool)>;
-    let mut by_addresses: BTreeMap<AddrSet, (Vec<EndpointPort>, Vec<(EndpointAddress, bool)>)> = BTreeMap::new();
+    let mut by_addresses: BTreeMap<Vec<(AddrKey, bool)>, PortsAndAddresses> = BTreeMap::new();
     for (_, (port, addrs)) in by_port {
-        let key: AddrSet = addrs.iter().map(|(k, (_, ready))| (k.clone(), *ready)).collect();
-        let entry = by_addresses.entry(key).or_insert_with(|| (Vec::new(), addrs.into_values().collect()));
+        let key: Vec<(AddrKey, bool)> = addrs
+            .iter()
+            .map(|(k, (_, ready))| (k.clone(), *ready))
+            .collect();
+        let entry = by_addresses
+            .entry(key)
+            .or_insert_with(|| (Vec::new(), addrs.into_values().collect()));
         entry.0.extend(port);
     }
     by_addresses
@@ -115,9 +147,25 @@ mod tests {
         subsets
             .iter()
             .map(|s| {
-                let ips = |v: &Option<Vec<EndpointAddress>>| v.iter().flatten().map(|a| a.ip.clone()).collect::<Vec<_>>().join(",");
-                let ports = s.ports.iter().flatten().map(|p| format!("{}={}", p.name.clone().unwrap_or_default(), p.port)).collect::<Vec<_>>();
-                format!("{} | {} | {}", ips(&s.addresses), ips(&s.not_ready_addresses), ports.join(","))
+                let ips = |v: &Option<Vec<EndpointAddress>>| {
+                    v.iter()
+                        .flatten()
+                        .map(|a| a.ip.clone())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                let ports = s
+                    .ports
+                    .iter()
+                    .flatten()
+                    .map(|p| format!("{}={}", p.name.clone().unwrap_or_default(), p.port))
+                    .collect::<Vec<_>>();
+                format!(
+                    "{} | {} | {}",
+                    ips(&s.addresses),
+                    ips(&s.not_ready_addresses),
+                    ports.join(",")
+                )
             })
             .collect()
     }
@@ -125,40 +173,72 @@ mod tests {
     #[test]
     fn subsets_are_packed_by_the_ports_their_addresses_offer() {
         let named = |n: &str| IntOrString::String(n.into());
-        let two_ports = || service("web").ports(vec![svc_port("http", 80, named("http")), svc_port("metrics", 9100, IntOrString::Int(9100))]);
+        let two_ports = || {
+            service("web").ports(vec![
+                svc_port("http", 80, named("http")),
+                svc_port("metrics", 9100, IntOrString::Int(9100)),
+            ])
+        };
         let cases: Vec<(&str, Service, Vec<Pod>, Vec<&str>)> = vec![
             (
                 "ready and unready pods share a subset",
                 two_ports(),
-                vec![pod("a").ip("10.42.0.1").ready().port("http", 8080), pod("b").ip("10.42.0.2").port("http", 8080)],
+                vec![
+                    pod("a").ip("10.42.0.1").ready().port("http", 8080),
+                    pod("b").ip("10.42.0.2").port("http", 8080),
+                ],
                 vec!["10.42.0.1 | 10.42.0.2 | http=8080,metrics=9100"],
             ),
             (
                 "a pod without the named port gets its own subset",
                 two_ports(),
-                vec![pod("a").ip("10.42.0.1").ready().port("http", 8080), pod("b").ip("10.42.0.2").ready()],
-                vec!["10.42.0.1 |  | http=8080", "10.42.0.1,10.42.0.2 |  | metrics=9100"],
+                vec![
+                    pod("a").ip("10.42.0.1").ready().port("http", 8080),
+                    pod("b").ip("10.42.0.2").ready(),
+                ],
+                vec![
+                    "10.42.0.1 |  | http=8080",
+                    "10.42.0.1,10.42.0.2 |  | metrics=9100",
+                ],
             ),
             (
                 "named ports resolving differently split subsets",
                 two_ports(),
-                vec![pod("a").ip("10.42.0.1").ready().port("http", 8080), pod("b").ip("10.42.0.2").ready().port("http", 8081)],
-                vec!["10.42.0.1 |  | http=8080", "10.42.0.1,10.42.0.2 |  | metrics=9100", "10.42.0.2 |  | http=8081"],
+                vec![
+                    pod("a").ip("10.42.0.1").ready().port("http", 8080),
+                    pod("b").ip("10.42.0.2").ready().port("http", 8081),
+                ],
+                vec![
+                    "10.42.0.1 |  | http=8080",
+                    "10.42.0.1,10.42.0.2 |  | metrics=9100",
+                    "10.42.0.2 |  | http=8081",
+                ],
             ),
             (
                 "pods without an address, terminating or finished are left out",
                 two_ports(),
                 vec![
                     pod("a").ready().port("http", 8080),
-                    pod("b").ip("10.42.0.2").ready().port("http", 8080).terminating(),
-                    pod("c").ip("10.42.0.3").ready().port("http", 8080).phase("Succeeded"),
+                    pod("b")
+                        .ip("10.42.0.2")
+                        .ready()
+                        .port("http", 8080)
+                        .terminating(),
+                    pod("c")
+                        .ip("10.42.0.3")
+                        .ready()
+                        .port("http", 8080)
+                        .phase("Succeeded"),
                 ],
                 vec![],
             ),
             (
                 "publishNotReadyAddresses lists every pod as ready",
                 two_ports().publish_not_ready(),
-                vec![pod("a").ip("10.42.0.1").port("http", 8080), pod("b").ip("10.42.0.2").port("http", 8080).terminating()],
+                vec![
+                    pod("a").ip("10.42.0.1").port("http", 8080),
+                    pod("b").ip("10.42.0.2").port("http", 8080).terminating(),
+                ],
                 vec!["10.42.0.1,10.42.0.2 |  | http=8080,metrics=9100"],
             ),
             (
@@ -167,7 +247,12 @@ mod tests {
                 vec![pod("a").ip("10.42.0.1").ready()],
                 vec!["10.42.0.1 |  | "],
             ),
-            ("a service without ports that is not headless lists nothing", service("web"), vec![pod("a").ip("10.42.0.1").ready()], vec![]),
+            (
+                "a service without ports that is not headless lists nothing",
+                service("web"),
+                vec![pod("a").ip("10.42.0.1").ready()],
+                vec![],
+            ),
         ];
         for (name, svc, pods, want) in cases {
             let pods: Vec<&Pod> = pods.iter().collect();
@@ -177,13 +262,22 @@ mod tests {
 
     #[test]
     fn addresses_carry_node_pod_and_hostname() {
-        let svc = service("web").headless().ports(vec![svc_port("http", 80, IntOrString::Int(80))]);
-        let p = pod("a").ip("10.42.0.1").ready().on_node("sim-0").host("a", "web");
+        let svc = service("web")
+            .headless()
+            .ports(vec![svc_port("http", 80, IntOrString::Int(80))]);
+        let p = pod("a")
+            .ip("10.42.0.1")
+            .ready()
+            .on_node("sim-0")
+            .host("a", "web");
         let subsets = desired_subsets(&svc, &[&p]);
         let addr = &subsets[0].addresses.as_ref().unwrap()[0];
         assert_eq!(addr.node_name.as_deref(), Some("sim-0"));
         assert_eq!(addr.hostname.as_deref(), Some("a"));
         let r = addr.target_ref.as_ref().unwrap();
-        assert_eq!((r.kind.as_deref(), r.name.as_deref(), r.uid.as_deref()), (Some("Pod"), Some("a"), Some("uid-a")));
+        assert_eq!(
+            (r.kind.as_deref(), r.name.as_deref(), r.uid.as_deref()),
+            (Some("Pod"), Some("a"), Some("uid-a"))
+        );
     }
 }

@@ -26,7 +26,17 @@ pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 pub type PortsKey = Vec<(Option<String>, Option<i32>, Option<String>, Option<String>)>;
 
 pub fn ports_key(ports: &[EndpointPort]) -> PortsKey {
-    ports.iter().map(|p| (p.name.clone(), p.port, p.protocol.clone(), p.app_protocol.clone())).collect()
+    ports
+        .iter()
+        .map(|p| {
+            (
+                p.name.clone(),
+                p.port,
+                p.protocol.clone(),
+                p.app_protocol.clone(),
+            )
+        })
+        .collect()
 }
 
 /// Endpoints sharing one set of ports, keyed (and so ordered) by their address.
@@ -41,14 +51,20 @@ pub struct Group {
 /// terminating true) so that proxies can drain them.
 pub fn desired_groups(svc: &Service, pods: &[&Pod]) -> BTreeMap<PortsKey, Group> {
     let publish_not_ready = pods::publishes_not_ready(svc);
-    let service_ports = svc.spec.as_ref().and_then(|s| s.ports.clone()).unwrap_or_default();
+    let service_ports = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.ports.clone())
+        .unwrap_or_default();
     let mut groups: BTreeMap<PortsKey, Group> = BTreeMap::new();
     for pod in pods {
         if !belongs_in_endpoints(pod, true) {
             continue;
         }
         let Some(ip) = ipv4(pod) else { continue };
-        let Ok(key) = ip.parse::<Ipv4Addr>() else { continue };
+        let Ok(key) = ip.parse::<Ipv4Addr>() else {
+            continue;
+        };
         let ports: Vec<EndpointPort> = service_ports
             .iter()
             .filter_map(|sp| {
@@ -75,7 +91,10 @@ pub fn desired_groups(svc: &Service, pods: &[&Pod]) -> BTreeMap<PortsKey, Group>
             target_ref: Some(target_ref(pod)),
             ..Default::default()
         };
-        let group = groups.entry(ports_key(&ports)).or_insert_with(|| Group { ports, ..Default::default() });
+        let group = groups.entry(ports_key(&ports)).or_insert_with(|| Group {
+            ports,
+            ..Default::default()
+        });
         group.endpoints.insert(key, endpoint);
     }
     groups
@@ -90,7 +109,11 @@ pub fn slice_labels(svc: &Service) -> BTreeMap<String, String> {
 }
 
 /// A new slice of `svc` (named by the apiserver from `<service>-`).
-pub fn new_slice(svc: &Service, ports: Vec<EndpointPort>, endpoints: Vec<Endpoint>) -> EndpointSlice {
+pub fn new_slice(
+    svc: &Service,
+    ports: Vec<EndpointPort>,
+    endpoints: Vec<Endpoint>,
+) -> EndpointSlice {
     EndpointSlice {
         metadata: ObjectMeta {
             generate_name: Some(format!("{}-", svc.name_any())),
@@ -118,7 +141,12 @@ fn address_of(e: &Endpoint) -> Option<Ipv4Addr> {
 }
 
 /// Plans the writes for `svc`, whose slices are `existing`, to hold `desired`.
-pub fn plan(svc: &Service, existing: &[EndpointSlice], mut desired: BTreeMap<PortsKey, Group>, max_per_slice: usize) -> Plan {
+pub fn plan(
+    svc: &Service,
+    existing: &[EndpointSlice],
+    mut desired: BTreeMap<PortsKey, Group>,
+    max_per_slice: usize,
+) -> Plan {
     let mut plan = Plan::default();
     let labels = slice_labels(svc);
     let owner = controller_ref(svc);
@@ -131,8 +159,18 @@ pub fn plan(svc: &Service, existing: &[EndpointSlice], mut desired: BTreeMap<Por
         let mut slices = existing.into_iter();
         match slices.next() {
             Some(first) => {
-                let placeholder = EndpointSlice { endpoints: vec![], ports: Some(vec![]), ..first.clone() };
-                if differs(first, &placeholder.endpoints, &placeholder.ports, &labels, &owner) {
+                let placeholder = EndpointSlice {
+                    endpoints: vec![],
+                    ports: Some(vec![]),
+                    ..first.clone()
+                };
+                if differs(
+                    first,
+                    &placeholder.endpoints,
+                    &placeholder.ports,
+                    &labels,
+                    &owner,
+                ) {
                     plan.update.push(with_meta(placeholder, &labels, &owner));
                 }
             }
@@ -163,16 +201,29 @@ pub fn plan(svc: &Service, existing: &[EndpointSlice], mut desired: BTreeMap<Por
             continue;
         }
         let changed = differs(slice, &endpoints, &slice.ports, &labels, &owner);
-        kept.push((EndpointSlice { endpoints, ..slice.clone() }, key, changed));
+        kept.push((
+            EndpointSlice {
+                endpoints,
+                ..slice.clone()
+            },
+            key,
+            changed,
+        ));
     }
     for (key, group) in desired.iter_mut() {
-        group.endpoints.retain(|a, _| !placed.contains(&(key.clone(), *a)));
+        group
+            .endpoints
+            .retain(|a, _| !placed.contains(&(key.clone(), *a)));
     }
     // Fill slices with room, then create new ones for what is left.
     for (slice, key, changed) in &mut kept {
-        let Some(group) = desired.get_mut(key) else { continue };
+        let Some(group) = desired.get_mut(key) else {
+            continue;
+        };
         while slice.endpoints.len() < max_per_slice {
-            let Some((_, e)) = group.endpoints.pop_first() else { break };
+            let Some((_, e)) = group.endpoints.pop_first() else {
+                break;
+            };
             slice.endpoints.push(e);
             *changed = true;
         }
@@ -185,7 +236,8 @@ pub fn plan(svc: &Service, existing: &[EndpointSlice], mut desired: BTreeMap<Por
     for group in desired.into_values() {
         let endpoints: Vec<Endpoint> = group.endpoints.into_values().collect();
         for chunk in endpoints.chunks(max_per_slice.max(1)) {
-            plan.create.push(new_slice(svc, group.ports.clone(), chunk.to_vec()));
+            plan.create
+                .push(new_slice(svc, group.ports.clone(), chunk.to_vec()));
         }
     }
     plan
@@ -201,13 +253,24 @@ fn differs(
     slice.endpoints != endpoints
         || slice.ports.as_deref().unwrap_or_default() != ports.as_deref().unwrap_or_default()
         || slice.labels() != labels
-        || !slice.owner_references().iter().any(|r| r.uid == owner.uid && r.controller == Some(true))
+        || !slice
+            .owner_references()
+            .iter()
+            .any(|r| r.uid == owner.uid && r.controller == Some(true))
 }
 
-fn with_meta(mut slice: EndpointSlice, labels: &BTreeMap<String, String>, owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference) -> EndpointSlice {
+fn with_meta(
+    mut slice: EndpointSlice,
+    labels: &BTreeMap<String, String>,
+    owner: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+) -> EndpointSlice {
     slice.metadata.labels = Some(labels.clone());
     if !slice.owner_references().iter().any(|r| r.uid == owner.uid) {
-        slice.metadata.owner_references.get_or_insert_default().push(owner.clone());
+        slice
+            .metadata
+            .owner_references
+            .get_or_insert_default()
+            .push(owner.clone());
     }
     slice
 }

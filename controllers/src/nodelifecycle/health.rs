@@ -13,7 +13,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 /// The conditions a silent node has set to Unknown, as upstream.
-pub const WATCHED_CONDITIONS: [&str; 4] = ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
+pub const WATCHED_CONDITIONS: [&str; 4] =
+    ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
 pub const REASON_UNKNOWN: &str = "NodeStatusUnknown";
 pub const MESSAGE_UNKNOWN: &str = "Kubelet stopped posting node status.";
 pub const REASON_NEVER_UPDATED: &str = "NodeStatusNeverUpdated";
@@ -30,8 +31,12 @@ pub struct Heartbeat {
 impl Heartbeat {
     pub fn of(node: &Node, lease: Option<&Lease>) -> Self {
         Heartbeat {
-            ready_heartbeat: condition(node, "Ready").and_then(|c| c.last_heartbeat_time.as_ref()).map(|t| t.0),
-            lease_renewed: lease.and_then(|l| l.spec.as_ref()?.renew_time.as_ref()).map(|t| t.0),
+            ready_heartbeat: condition(node, "Ready")
+                .and_then(|c| c.last_heartbeat_time.as_ref())
+                .map(|t| t.0),
+            lease_renewed: lease
+                .and_then(|l| l.spec.as_ref()?.renew_time.as_ref())
+                .map(|t| t.0),
         }
     }
 }
@@ -45,7 +50,10 @@ pub struct Tracker {
 impl Tracker {
     /// Notes `heartbeat` of `node` at `now`; returns when it last changed.
     pub fn observe(&mut self, node: &str, heartbeat: Heartbeat, now: Timestamp) -> Timestamp {
-        let entry = self.seen.entry(node.to_string()).or_insert_with(|| (heartbeat.clone(), now));
+        let entry = self
+            .seen
+            .entry(node.to_string())
+            .or_insert_with(|| (heartbeat.clone(), now));
         if entry.0 != heartbeat {
             *entry = (heartbeat, now);
         }
@@ -65,7 +73,12 @@ pub fn is_silent(probed: Timestamp, now: Timestamp, grace: std::time::Duration) 
 }
 
 pub fn condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
-    node.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_)
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
 }
 
 /// The Ready condition's status ("True", "False", "Unknown"); Unknown when missing.
@@ -77,7 +90,11 @@ pub fn ready_status(node: &Node) -> &str {
 /// or NodeStatusNeverUpdated for one the kubelet never posted), the rest as they were.
 /// `None` when they already say so.
 pub fn unknown_conditions(node: &Node, now: Timestamp) -> Option<Vec<NodeCondition>> {
-    let mut conditions = node.status.as_ref().and_then(|s| s.conditions.clone()).unwrap_or_default();
+    let mut conditions = node
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.clone())
+        .unwrap_or_default();
     let mut changed = false;
     for type_ in WATCHED_CONDITIONS {
         match conditions.iter_mut().find(|c| c.type_ == type_) {
@@ -115,19 +132,28 @@ mod tests {
     }
 
     fn beat(lease: i64) -> Heartbeat {
-        Heartbeat { ready_heartbeat: Some(at(0)), lease_renewed: Some(at(lease)) }
+        Heartbeat {
+            ready_heartbeat: Some(at(0)),
+            lease_renewed: Some(at(lease)),
+        }
     }
 
     #[test]
     fn a_node_is_silent_once_its_lease_went_unrenewed_for_the_grace_period() {
         let grace = Duration::from_secs(40);
-        // (name, lease renewals seen at these controller times, now, silent?)
-        let cases: [(&str, &[(i64, i64)], i64, bool); 5] = [
+        // (name, (controller time, lease renewTime) seen, now, silent?)
+        type Case = (&'static str, &'static [(i64, i64)], i64, bool);
+        let cases: [Case; 5] = [
             ("just seen", &[(0, 0)], 10, false),
             ("renewed recently", &[(0, 0), (30, 30)], 60, false),
             ("exactly the grace period", &[(0, 0)], 40, false),
             ("renewals stopped", &[(0, 0), (10, 10)], 51, true),
-            ("the same renewal seen again is no proof", &[(0, 0), (30, 0)], 41, true),
+            (
+                "the same renewal seen again is no proof",
+                &[(0, 0), (30, 0)],
+                41,
+                true,
+            ),
         ];
         for (name, seen, now, want) in cases {
             let mut t = Tracker::default();
@@ -141,20 +167,47 @@ mod tests {
 
     #[test]
     fn a_silent_node_has_its_conditions_set_to_unknown() {
-        let ready = NodeCondition { type_: "Ready".into(), status: "True".into(), last_heartbeat_time: Some(Time(at(0))), ..Default::default() };
+        let ready = NodeCondition {
+            type_: "Ready".into(),
+            status: "True".into(),
+            last_heartbeat_time: Some(Time(at(0))),
+            ..Default::default()
+        };
         let node = Node {
-            status: Some(k8s_openapi::api::core::v1::NodeStatus { conditions: Some(vec![ready]), ..Default::default() }),
+            status: Some(k8s_openapi::api::core::v1::NodeStatus {
+                conditions: Some(vec![ready]),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let conditions = unknown_conditions(&node, at(50)).expect("a change");
         let ready = conditions.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.status, "Unknown");
         assert_eq!(ready.reason.as_deref(), Some("NodeStatusUnknown"));
-        assert_eq!(ready.message.as_deref(), Some("Kubelet stopped posting node status."));
-        assert_eq!(ready.last_heartbeat_time, Some(Time(at(0))), "the last heartbeat is kept");
-        let memory = conditions.iter().find(|c| c.type_ == "MemoryPressure").unwrap();
-        assert_eq!((memory.status.as_str(), memory.reason.as_deref()), ("Unknown", Some("NodeStatusNeverUpdated")));
-        let node = Node { status: Some(k8s_openapi::api::core::v1::NodeStatus { conditions: Some(conditions), ..Default::default() }), ..Default::default() };
+        assert_eq!(
+            ready.message.as_deref(),
+            Some("Kubelet stopped posting node status.")
+        );
+        assert_eq!(
+            ready.last_heartbeat_time,
+            Some(Time(at(0))),
+            "the last heartbeat is kept"
+        );
+        let memory = conditions
+            .iter()
+            .find(|c| c.type_ == "MemoryPressure")
+            .unwrap();
+        assert_eq!(
+            (memory.status.as_str(), memory.reason.as_deref()),
+            ("Unknown", Some("NodeStatusNeverUpdated"))
+        );
+        let node = Node {
+            status: Some(k8s_openapi::api::core::v1::NodeStatus {
+                conditions: Some(conditions),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
         assert_eq!(unknown_conditions(&node, at(60)), None, "already unknown");
     }
 }

@@ -17,14 +17,27 @@ pub const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
 const CONDITION_TAINTS: [(&str, &str, &str); 6] = [
     ("Ready", "False", NOT_READY),
     ("Ready", "Unknown", UNREACHABLE),
-    ("MemoryPressure", "True", "node.kubernetes.io/memory-pressure"),
+    (
+        "MemoryPressure",
+        "True",
+        "node.kubernetes.io/memory-pressure",
+    ),
     ("DiskPressure", "True", "node.kubernetes.io/disk-pressure"),
-    ("NetworkUnavailable", "True", "node.kubernetes.io/network-unavailable"),
+    (
+        "NetworkUnavailable",
+        "True",
+        "node.kubernetes.io/network-unavailable",
+    ),
     ("PIDPressure", "True", "node.kubernetes.io/pid-pressure"),
 ];
 
 fn taint(key: &str, effect: &str, now: Timestamp) -> Taint {
-    Taint { key: key.into(), effect: effect.into(), value: None, time_added: Some(Time(now)) }
+    Taint {
+        key: key.into(),
+        effect: effect.into(),
+        value: None,
+        time_added: Some(Time(now)),
+    }
 }
 
 /// The NoSchedule taint keys the node's conditions (and spec.unschedulable) call for.
@@ -38,7 +51,12 @@ pub fn no_schedule_keys(node: &Node) -> Vec<&'static str> {
         })
         .map(|(_, _, key)| *key)
         .collect();
-    if node.spec.as_ref().and_then(|s| s.unschedulable).unwrap_or(false) {
+    if node
+        .spec
+        .as_ref()
+        .and_then(|s| s.unschedulable)
+        .unwrap_or(false)
+    {
         keys.push(UNSCHEDULABLE);
     }
     keys
@@ -58,14 +76,23 @@ pub fn no_execute_key(node: &Node) -> Option<&'static str> {
 /// swapped (unreachable -> not-ready) stays as it is. NoSchedule taints and removals
 /// are never held back.
 pub fn desired_taints(node: &Node, may_add_no_execute: bool, now: Timestamp) -> Vec<Taint> {
-    let current = node.spec.as_ref().and_then(|s| s.taints.clone()).unwrap_or_default();
+    let current = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.clone())
+        .unwrap_or_default();
     let managed = |t: &Taint, effect: &str| {
         t.effect == effect
-            && (CONDITION_TAINTS.iter().any(|(_, _, k)| *k == t.key) || (effect == "NoSchedule" && t.key == UNSCHEDULABLE))
+            && (CONDITION_TAINTS.iter().any(|(_, _, k)| *k == t.key)
+                || (effect == "NoSchedule" && t.key == UNSCHEDULABLE))
     };
     let no_schedule = no_schedule_keys(node);
     let no_execute = no_execute_key(node);
-    let has_no_execute = no_execute.is_some_and(|k| current.iter().any(|t| t.key == k && t.effect == "NoExecute"));
+    let has_no_execute = no_execute.is_some_and(|k| {
+        current
+            .iter()
+            .any(|t| t.key == k && t.effect == "NoExecute")
+    });
     let hold_no_execute = no_execute.is_some() && !has_no_execute && !may_add_no_execute;
 
     let mut taints: Vec<Taint> = current
@@ -81,7 +108,10 @@ pub fn desired_taints(node: &Node, may_add_no_execute: bool, now: Timestamp) -> 
         })
         .collect();
     for key in no_schedule {
-        if !taints.iter().any(|t| t.key == key && t.effect == "NoSchedule") {
+        if !taints
+            .iter()
+            .any(|t| t.key == key && t.effect == "NoSchedule")
+        {
             taints.push(taint(key, "NoSchedule", now));
         }
     }
@@ -93,8 +123,13 @@ pub fn desired_taints(node: &Node, may_add_no_execute: bool, now: Timestamp) -> 
 
 /// Whether `node` is waiting for a NoExecute taint (so the rate limiter is asked).
 pub fn needs_no_execute(node: &Node) -> bool {
-    let taints = node.spec.as_ref().and_then(|s| s.taints.as_deref()).unwrap_or_default();
-    no_execute_key(node).is_some_and(|k| !taints.iter().any(|t| t.key == k && t.effect == "NoExecute"))
+    let taints = node
+        .spec
+        .as_ref()
+        .and_then(|s| s.taints.as_deref())
+        .unwrap_or_default();
+    no_execute_key(node)
+        .is_some_and(|k| !taints.iter().any(|t| t.key == k && t.effect == "NoExecute"))
 }
 
 /// A token bucket: `rate` tokens a second up to `burst`, starting full. Upstream
@@ -111,7 +146,12 @@ pub struct TokenBucket {
 impl TokenBucket {
     pub fn new(rate: f64, burst: u32) -> Self {
         let burst = f64::from(burst.max(1));
-        TokenBucket { rate, burst, tokens: burst, last: None }
+        TokenBucket {
+            rate,
+            burst,
+            tokens: burst,
+            last: None,
+        }
     }
 
     /// Takes a token at `now` if one is there.
@@ -138,11 +178,24 @@ mod tests {
     fn node(ready: &str, taints: &[(&str, &str)]) -> Node {
         Node {
             spec: Some(NodeSpec {
-                taints: Some(taints.iter().map(|(k, e)| Taint { key: k.to_string(), effect: e.to_string(), ..Default::default() }).collect()),
+                taints: Some(
+                    taints
+                        .iter()
+                        .map(|(k, e)| Taint {
+                            key: k.to_string(),
+                            effect: e.to_string(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                ),
                 ..Default::default()
             }),
             status: Some(NodeStatus {
-                conditions: Some(vec![NodeCondition { type_: "Ready".into(), status: ready.into(), ..Default::default() }]),
+                conditions: Some(vec![NodeCondition {
+                    type_: "Ready".into(),
+                    status: ready.into(),
+                    ..Default::default()
+                }]),
                 ..Default::default()
             }),
             ..Default::default()
@@ -150,7 +203,10 @@ mod tests {
     }
 
     fn keys(taints: &[Taint]) -> Vec<String> {
-        let mut v: Vec<String> = taints.iter().map(|t| format!("{}:{}", t.key, t.effect)).collect();
+        let mut v: Vec<String> = taints
+            .iter()
+            .map(|t| format!("{}:{}", t.key, t.effect))
+            .collect();
         v.sort();
         v
     }
@@ -164,32 +220,59 @@ mod tests {
                 "unreachable node",
                 node("Unknown", &[]),
                 true,
-                vec!["node.kubernetes.io/unreachable:NoExecute", "node.kubernetes.io/unreachable:NoSchedule"],
+                vec![
+                    "node.kubernetes.io/unreachable:NoExecute",
+                    "node.kubernetes.io/unreachable:NoSchedule",
+                ],
             ),
-            ("unreachable, rate limited", node("Unknown", &[]), false, vec!["node.kubernetes.io/unreachable:NoSchedule"]),
+            (
+                "unreachable, rate limited",
+                node("Unknown", &[]),
+                false,
+                vec!["node.kubernetes.io/unreachable:NoSchedule"],
+            ),
             (
                 "not ready node",
                 node("False", &[]),
                 true,
-                vec!["node.kubernetes.io/not-ready:NoExecute", "node.kubernetes.io/not-ready:NoSchedule"],
+                vec![
+                    "node.kubernetes.io/not-ready:NoExecute",
+                    "node.kubernetes.io/not-ready:NoSchedule",
+                ],
             ),
             (
                 "back to ready: our taints go, others stay",
-                node("True", &[(UNREACHABLE, "NoExecute"), (UNREACHABLE, "NoSchedule"), ("dedicated", "NoSchedule")]),
+                node(
+                    "True",
+                    &[
+                        (UNREACHABLE, "NoExecute"),
+                        (UNREACHABLE, "NoSchedule"),
+                        ("dedicated", "NoSchedule"),
+                    ],
+                ),
                 false,
                 vec!["dedicated:NoSchedule"],
             ),
             (
                 "unreachable to not ready waits for a token to swap",
-                node("False", &[(UNREACHABLE, "NoExecute"), (UNREACHABLE, "NoSchedule")]),
+                node(
+                    "False",
+                    &[(UNREACHABLE, "NoExecute"), (UNREACHABLE, "NoSchedule")],
+                ),
                 false,
-                vec!["node.kubernetes.io/not-ready:NoSchedule", "node.kubernetes.io/unreachable:NoExecute"],
+                vec![
+                    "node.kubernetes.io/not-ready:NoSchedule",
+                    "node.kubernetes.io/unreachable:NoExecute",
+                ],
             ),
             (
                 "unreachable to not ready with a token",
                 node("False", &[(UNREACHABLE, "NoExecute")]),
                 true,
-                vec!["node.kubernetes.io/not-ready:NoExecute", "node.kubernetes.io/not-ready:NoSchedule"],
+                vec![
+                    "node.kubernetes.io/not-ready:NoExecute",
+                    "node.kubernetes.io/not-ready:NoSchedule",
+                ],
             ),
         ];
         for (name, node, token, want) in cases {
@@ -200,20 +283,32 @@ mod tests {
     #[test]
     fn pressure_conditions_and_unschedulable_give_no_schedule_taints() {
         let mut n = node("True", &[]);
-        n.status.as_mut().unwrap().conditions.as_mut().unwrap().push(NodeCondition {
-            type_: "DiskPressure".into(),
-            status: "True".into(),
-            ..Default::default()
-        });
+        n.status
+            .as_mut()
+            .unwrap()
+            .conditions
+            .as_mut()
+            .unwrap()
+            .push(NodeCondition {
+                type_: "DiskPressure".into(),
+                status: "True".into(),
+                ..Default::default()
+            });
         n.spec.as_mut().unwrap().unschedulable = Some(true);
-        assert_eq!(no_schedule_keys(&n), vec!["node.kubernetes.io/disk-pressure", UNSCHEDULABLE]);
+        assert_eq!(
+            no_schedule_keys(&n),
+            vec!["node.kubernetes.io/disk-pressure", UNSCHEDULABLE]
+        );
     }
 
     #[test]
     fn the_eviction_bucket_refills_at_its_rate() {
         let t = |s: i64| Timestamp::from_second(s).unwrap();
         let mut b = TokenBucket::new(0.1, 1);
-        let got: Vec<bool> = [0, 1, 5, 10, 11, 25].iter().map(|s| b.take(t(*s))).collect();
+        let got: Vec<bool> = [0, 1, 5, 10, 11, 25]
+            .iter()
+            .map(|s| b.take(t(*s)))
+            .collect();
         assert_eq!(got, vec![true, false, false, true, false, true]);
     }
 }
