@@ -4,11 +4,15 @@
 
 pub mod cronjob;
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 pub mod expectations;
 pub mod gc;
 pub mod job;
 pub mod leader;
 pub mod namespace;
+pub mod nodeipam;
+pub mod nodelifecycle;
 pub mod podcontrol;
 pub mod replicaset;
 pub mod runtime;
@@ -65,5 +69,9 @@ pub fn loops() -> Vec<Loop> {
         Loop { name: "scheduler", run: scheduler::run },
         Loop { name: "job", run: job::run },
         Loop { name: "cronjob", run: cronjob::run },
+        Loop { name: "endpoints", run: endpoints::run },
+        Loop { name: "endpointslice", run: endpointslice::run },
+        Loop { name: "nodeipam", run: nodeipam::run },
+        Loop { name: "nodelifecycle", run: nodelifecycle::run },
     ]
 }

@@ -197,6 +197,53 @@ pub async fn release<K: Resource + Clone + serde::de::DeserializeOwned + std::fm
     }
 }
 
+/// Records a core/v1 Event about `object` (what `kubectl describe` shows), as the
+/// `component` reporting it. Events are best effort: callers log a failure and go on.
+pub async fn record_event<K: Resource<DynamicType = ()>>(
+    client: &kube::Client,
+    object: &K,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) -> kube::Result<()> {
+    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    let meta = object.meta();
+    let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
+    let now = Time(Timestamp::now());
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", meta.name.clone().unwrap_or_default())),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some(K::api_version(&()).into_owned()),
+            kind: Some(K::kind(&()).into_owned()),
+            name: meta.name.clone(),
+            namespace: meta.namespace.clone(),
+            uid: meta.uid.clone(),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(type_.into()),
+        source: Some(EventSource {
+            component: Some(component.into()),
+            host: None,
+        }),
+        reporting_component: Some(component.into()),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        ..Default::default()
+    };
+    Api::<Event>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &event)
+        .await
+        .map(drop)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -274,3 +321,4 @@ mod tests {
         }
     }
 }
+

@@ -1,0 +1,229 @@
+//! The EndpointSlice controller: for every Service with a selector, discovery.k8s.io/v1
+//! EndpointSlices (at most 100 endpoints each, one set of ports each) listing the
+//! selected pods with ready/serving/terminating conditions, labelled with the service
+//! name and `managed-by: endpointslice-controller.k8s.io` and owned by the Service, so
+//! the garbage collector removes them with it (upstream pkg/controller/endpointslice).
+//! Slices managed by others (the apiserver's `kubernetes` slice) are never touched.
+
+pub mod desired;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{DeleteParams, PostParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::{Api, ResourceExt};
+use tracing::{info, instrument, warn};
+
+pub use desired::{
+    desired_groups, plan, Plan, MANAGED_BY, MANAGED_BY_LABEL, MAX_ENDPOINTS_PER_SLICE,
+    SERVICE_NAME_LABEL,
+};
+
+use crate::endpoints::pods;
+use crate::expectations::{Expectations, Observed};
+use crate::{Context, LoopFuture};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("service {0} has no namespace")]
+    NoNamespace(String),
+    #[error("{action} endpointslice for {key}: {source}")]
+    Write {
+        action: &'static str,
+        key: String,
+        source: kube::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Write { source: kube::Error::Api(e), .. } if e.code == 409)
+    }
+}
+
+pub struct State {
+    pub client: kube::Client,
+    pub pods: Store<Pod>,
+    pub slices: Store<EndpointSlice>,
+    /// Slices created or deleted but not yet seen in the cache: until they are, the
+    /// cache would make us create the same endpoints twice.
+    pub expectations: Expectations,
+}
+
+/// The loop entry for [`crate::loops`].
+pub fn run(ctx: Arc<Context>) -> LoopFuture {
+    Box::pin(async move {
+        run_controller(ctx.client.clone()).await;
+        anyhow::bail!("the endpointslice controller stopped")
+    })
+}
+
+/// Runs the controller until its streams end.
+pub async fn run_controller(client: kube::Client) {
+    let (pods, pod_writer) = reflector::store();
+    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(pod_writer)
+        .touched_objects();
+    let (slices, slice_writer) = reflector::store();
+    let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
+    let slice_events = watcher(Api::<EndpointSlice>::all(client.clone()), ours)
+        .default_backoff()
+        .reflect(slice_writer)
+        .touched_objects();
+    let controller = Controller::new(
+        Api::<Service>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let services = controller.store();
+    let state = Arc::new(State {
+        client,
+        pods,
+        slices: slices.clone(),
+        expectations: Expectations::default(),
+    });
+    controller
+        .watches_stream(pod_events, move |pod| {
+            pods::services_for_pod(&services, &pod, |svc| lists_pod(&slices, svc, &pod))
+        })
+        .watches_stream(slice_events, |slice: EndpointSlice| {
+            let service = slice.labels().get(SERVICE_NAME_LABEL)?;
+            Some(ObjectRef::new(service).within(&slice.namespace()?))
+        })
+        .run(reconcile, error_policy, state)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                tracing::debug!(error = %e, "endpointslice reconcile failed");
+            }
+        })
+        .await;
+}
+
+/// The slices of `svc` this controller manages.
+fn slices_of(slices: &Store<EndpointSlice>, svc: &Service) -> Vec<EndpointSlice> {
+    slices
+        .state()
+        .iter()
+        .filter(|s| s.namespace() == svc.namespace())
+        .filter(|s| s.labels().get(SERVICE_NAME_LABEL) == svc.metadata.name.as_ref())
+        .filter(|s| s.labels().get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY))
+        .map(|s| s.as_ref().clone())
+        .collect()
+}
+
+fn lists_pod(slices: &Store<EndpointSlice>, svc: &Service, pod: &Pod) -> bool {
+    slices_of(slices, svc)
+        .iter()
+        .flat_map(|s| s.endpoints.iter())
+        .any(|e| {
+            e.target_ref
+                .as_ref()
+                .is_some_and(|r| r.uid == pod.metadata.uid)
+        })
+}
+
+struct Cached<'a>(&'a [EndpointSlice]);
+
+impl Observed for Cached<'_> {
+    fn has_name(&self, name: &str) -> bool {
+        self.0
+            .iter()
+            .any(|s| s.metadata.name.as_deref() == Some(name))
+    }
+    fn has_live_uid(&self, uid: &str) -> bool {
+        self.0
+            .iter()
+            .any(|s| s.metadata.uid.as_deref() == Some(uid))
+    }
+}
+
+#[instrument(skip_all, fields(key = %format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())))]
+pub async fn reconcile(svc: Arc<Service>, state: Arc<State>) -> Result<Action> {
+    let ns = svc
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(svc.name_any()))?;
+    if pods::managed_selector(&svc).is_none() || svc.metadata.deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    let key = format!("{ns}/{}", svc.name_any());
+    let existing = slices_of(&state.slices, &svc);
+    if let Err(in_flight) = state
+        .expectations
+        .satisfied(&key, &Cached(&existing), Instant::now())
+    {
+        info!(
+            in_flight,
+            "waiting for the cache to observe earlier slice writes"
+        );
+        return Ok(Action::requeue(Duration::from_millis(500)));
+    }
+    let selected = pods::selected_pods(&svc, &state.pods);
+    let selected: Vec<&Pod> = selected.iter().map(Arc::as_ref).collect();
+    let plan = plan(
+        &svc,
+        &existing,
+        desired_groups(&svc, &selected),
+        MAX_ENDPOINTS_PER_SLICE,
+    );
+    let api: Api<EndpointSlice> = Api::namespaced(state.client.clone(), &ns);
+    let err = |action| {
+        let key = key.clone();
+        move |source| Error::Write {
+            action,
+            key,
+            source,
+        }
+    };
+    let (creates, updates, deletes) = (plan.create.len(), plan.update.len(), plan.delete.len());
+    for slice in plan.create {
+        let created = api
+            .create(&PostParams::default(), &slice)
+            .await
+            .map_err(err("creating"))?;
+        state
+            .expectations
+            .expect_creations(&key, [created.name_any()], Instant::now());
+    }
+    for slice in plan.update {
+        // Replace carries the resourceVersion read: a stale cache gets a 409 and a retry.
+        api.replace(&slice.name_any(), &PostParams::default(), &slice)
+            .await
+            .map_err(err("updating"))?;
+    }
+    for slice in plan.delete {
+        state
+            .expectations
+            .expect_deletions(&key, slice.uid(), Instant::now());
+        match api
+            .delete(&slice.name_any(), &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(source) => {
+                state.expectations.forget(&key);
+                return Err(err("deleting")(source));
+            }
+        }
+    }
+    if creates + updates + deletes > 0 {
+        info!(creates, updates, deletes, "synced endpointslices");
+    }
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+pub fn error_policy(svc: Arc<Service>, error: &Error, _state: Arc<State>) -> Action {
+    if error.is_conflict() {
+        return Action::requeue(Duration::from_millis(200));
+    }
+    warn!(service = %svc.name_any(), %error, "endpointslice sync failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
