@@ -2,6 +2,7 @@
 //! talks to the API server only through the Kubernetes API; `loops()` lists them so
 //! `kybern controller NAME...` can run any subset and `kybern server` all of them.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod expectations;
 pub mod gc;
@@ -60,6 +61,7 @@ pub fn loops() -> Vec<Loop> {
         Loop { name: "garbagecollector", run: gc::run },
         Loop { name: "replicaset", run: replicaset::run },
         Loop { name: "deployment", run: deployment::run },
+        Loop { name: "daemonset", run: daemonset::run },
         Loop { name: "scheduler", run: scheduler::run },
     ]
 }
