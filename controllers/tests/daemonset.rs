@@ -462,3 +462,66 @@ async fn on_delete_waits_for_the_user_to_delete_old_pods() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_rollout_history_and_undo_go_through_controller_revisions() {
+    let c = SimCluster::start("ds-undo", LOOPS, 2).await;
+    c.api::<DaemonSet>()
+        .create(&PostParams::default(), &daemon_set("agent", json!({})))
+        .await
+        .unwrap();
+    wait_ready_on(&c, "agent", &["sim-0", "sim-1"]).await;
+    let first_hash = placed(&c, "agent").await.unwrap()[0].hash.clone();
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "agent:2"}]}}}});
+    c.api::<DaemonSet>()
+        .patch("agent", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    let out = tokio::task::block_in_place(|| {
+        c.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=40s"])
+    });
+    assert!(out.contains("successfully rolled out"), "{out}");
+
+    let history =
+        tokio::task::block_in_place(|| c.kubectl(&["rollout", "history", "daemonset/agent"]));
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.parse::<i64>().is_ok())
+        .collect();
+    assert_eq!(
+        revisions,
+        vec!["1", "2"],
+        "history lists both revisions:\n{history}"
+    );
+
+    let out = tokio::task::block_in_place(|| c.kubectl(&["rollout", "undo", "daemonset/agent"]));
+    assert!(out.contains("rolled back"), "{out}");
+    let out = tokio::task::block_in_place(|| {
+        c.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=40s"])
+    });
+    assert!(out.contains("successfully rolled out"), "{out}");
+    eventually(
+        "the first template back, as revision 3 of its original ControllerRevision",
+        || async {
+            let pods = placed(&c, "agent").await?;
+            let revs = c
+                .api::<ControllerRevision>()
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?
+                .items;
+            let mut numbers: Vec<(i64, String)> = revs
+                .iter()
+                .map(|r| (r.revision, r.labels()["controller-revision-hash"].clone()))
+                .collect();
+            numbers.sort();
+            let back = pods.len() == 2 && pods.iter().all(|p| p.ready && p.hash == first_hash);
+            let renumbered = numbers.len() == 2 && numbers[1] == (3, first_hash.clone());
+            (back && renumbered)
+                .then_some(())
+                .ok_or(format!("{pods:?} {numbers:?}"))
+        },
+    )
+    .await;
+}

@@ -314,10 +314,19 @@ mod tests {
             .collect()
     }
 
+    /// (name, DaemonSet, node count, pods as (old|new, node, available), expected step)
+    type RollingCase = (
+        &'static str,
+        DaemonSet,
+        usize,
+        Vec<(&'static str, &'static str, bool)>,
+        Step,
+    );
+
     #[test]
     fn rolling_steps_respect_max_unavailable_and_max_surge() {
         let now = Timestamp::from_second(100).unwrap();
-        let cases: Vec<(&str, DaemonSet, usize, Vec<(&str, &str, bool)>, Step)> = vec![
+        let cases: Vec<RollingCase> = vec![
             (
                 "maxUnavailable 1: one old pod at a time",
                 daemon_set("ds"),
