@@ -407,6 +407,48 @@ async fn a_rolling_update_replaces_pods_within_max_unavailable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_surging_update_keeps_every_node_served() {
+    let c = SimCluster::start("ds-surge", LOOPS, 3).await;
+    let strategy =
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}});
+    let ds = daemon_set("agent", json!({"updateStrategy": strategy}));
+    c.api::<DaemonSet>()
+        .create(&PostParams::default(), &ds)
+        .await
+        .unwrap();
+    let all = ["sim-0", "sim-1", "sim-2"];
+    wait_ready_on(&c, "agent", &all).await;
+    let old_hash = placed(&c, "agent").await.unwrap()[0].hash.clone();
+
+    let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "agent:2"}]}}}});
+    c.api::<DaemonSet>()
+        .patch("agent", &PatchParams::default(), &Patch::Merge(patch))
+        .await
+        .unwrap();
+    // maxUnavailable 0: every node keeps a ready pod throughout; maxSurge 1: at most one
+    // node runs two pods at a time.
+    let fewest_ready = AtomicUsize::new(all.len());
+    let most_pods = AtomicUsize::new(all.len());
+    eventually("every pod on the new revision and ready", || async {
+        let pods = placed(&c, "agent").await?;
+        fewest_ready.fetch_min(ready_per_node(&pods).len(), Ordering::SeqCst);
+        most_pods.fetch_max(pods.len(), Ordering::SeqCst);
+        let done = pods.len() == 3 && pods.iter().all(|p| p.ready && p.hash != old_hash);
+        done.then_some(()).ok_or(format!("{pods:?}"))
+    })
+    .await;
+    assert_eq!(
+        fewest_ready.into_inner(),
+        3,
+        "a node was left without a ready pod"
+    );
+    assert!(
+        most_pods.into_inner() <= 4,
+        "more than one surge pod at once"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_delete_waits_for_the_user_to_delete_old_pods() {
     let c = SimCluster::start("ds-ondelete", LOOPS, 2).await;
     let ds = daemon_set("agent", json!({"updateStrategy": {"type": "OnDelete"}}));
