@@ -65,9 +65,9 @@ pub struct Plan<'a> {
     pub create_on: Vec<String>,
     /// Pods to delete.
     pub delete: Vec<&'a Pod>,
-    /// Pods meant for nodes that no longer exist: deleted with no grace period, since no
-    /// kubelet is left to confirm they stopped (upstream leaves these to the pod GC,
-    /// which kybern does not have).
+    /// Pods meant for nodes that no longer exist, terminating ones included: deleted
+    /// with no grace period, since no kubelet is left to confirm they stopped (upstream
+    /// leaves these to the pod GC, which kybern does not have).
     pub orphaned: Vec<&'a Pod>,
     /// A failed pod is waiting out its back-off: sync again then.
     pub retry_after: Option<Duration>,
@@ -106,8 +106,8 @@ pub fn plan<'a>(
         .collect();
     for (node, pods) in by_node {
         if !known.contains(node.as_str()) {
-            plan.orphaned
-                .extend(pods.iter().filter(|p| !is_deleting(&p.metadata)));
+            // Terminating ones too: with no kubelet to finish them they would hang.
+            plan.orphaned.extend(pods.iter());
         }
     }
     plan
@@ -324,10 +324,14 @@ mod tests {
                 name: "pods of vanished nodes are orphaned",
                 ds: daemon_set("ds"),
                 nodes: vec![Node::test("n1")],
-                pods: vec![pod("a").on_node("n1"), pod("b").on_node("gone")],
+                pods: vec![
+                    pod("a").on_node("n1"),
+                    pod("b").on_node("gone"),
+                    pod("c").on_node("gone").deleting(),
+                ],
                 create_on: vec![],
                 delete: vec![],
-                orphaned: vec!["b"],
+                orphaned: vec!["b", "c"],
             },
             Case {
                 name: "surging: an available new pod retires the old one",
