@@ -3,6 +3,7 @@
 //! `kybern controller NAME...` can run any subset and `kybern server` all of them.
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
@@ -66,6 +67,7 @@ pub fn loops() -> Vec<Loop> {
         Loop { name: "garbagecollector", run: gc::run },
         Loop { name: "replicaset", run: replicaset::run },
         Loop { name: "deployment", run: deployment::run },
+        Loop { name: "daemonset", run: daemonset::run },
         Loop { name: "scheduler", run: scheduler::run },
         Loop { name: "job", run: job::run },
         Loop { name: "cronjob", run: cronjob::run },

@@ -322,3 +322,102 @@ mod tests {
     }
 }
 
+/// How a controller's claim splits candidate children (pods, ControllerRevisions).
+#[derive(Debug)]
+pub struct Claimed<'a, K> {
+    /// Controlled by the owner and matching its selector.
+    pub owned: Vec<&'a K>,
+    /// Orphans that match: to be adopted.
+    pub adopt: Vec<&'a K>,
+    /// Controlled by the owner but no longer matching: to be released.
+    pub release: Vec<&'a K>,
+}
+
+/// Upstream ClaimObjects for any kind: the owner (by uid) keeps its matching children,
+/// adopts matching orphans that are not being deleted and releases children that stopped
+/// matching. An owner being deleted adopts and releases nothing.
+pub fn claim<'a, K: Resource>(
+    selector: &LabelSelector,
+    owner: &ObjectMeta,
+    candidates: impl IntoIterator<Item = &'a K>,
+) -> Claimed<'a, K> {
+    let mut claimed = Claimed {
+        owned: Vec::new(),
+        adopt: Vec::new(),
+        release: Vec::new(),
+    };
+    let uid = owner.uid.as_deref().unwrap_or_default();
+    let owner_deleting = is_deleting(owner);
+    let no_labels = BTreeMap::new();
+    for child in candidates {
+        let meta = child.meta();
+        let matches = selector_matches(selector, meta.labels.as_ref().unwrap_or(&no_labels));
+        match controller_of(meta) {
+            Some(o) if o.uid == uid && matches => claimed.owned.push(child),
+            Some(o) if o.uid == uid && !owner_deleting => claimed.release.push(child),
+            None if matches && !owner_deleting && !is_deleting(meta) => claimed.adopt.push(child),
+            _ => {}
+        }
+    }
+    claimed
+}
+
+#[cfg(test)]
+mod claim_tests {
+    use super::*;
+
+    fn child(name: &str, app: &str, owner_uid: Option<&str>) -> Pod {
+        Pod {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: Some([("app".to_string(), app.to_string())].into()),
+                owner_references: owner_uid.map(|uid| {
+                    vec![OwnerReference {
+                        uid: uid.into(),
+                        controller: Some(true),
+                        ..Default::default()
+                    }]
+                }),
+                ..Default::default()
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn claim_keeps_adopts_and_releases_by_uid_and_selector() {
+        let selector = LabelSelector {
+            match_labels: Some([("app".to_string(), "web".to_string())].into()),
+            ..Default::default()
+        };
+        let owner = ObjectMeta {
+            uid: Some("me".into()),
+            ..Default::default()
+        };
+        let pods = [
+            child("owned", "web", Some("me")),
+            child("orphan", "web", None),
+            child("relabelled", "db", Some("me")),
+            child("someone-elses", "web", Some("other")),
+            child("orphan-db", "db", None),
+        ];
+        let c = claim(&selector, &owner, &pods);
+        let names = |v: &[&Pod]| {
+            v.iter()
+                .map(|p| p.metadata.name.clone().unwrap())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&c.owned), vec!["owned"]);
+        assert_eq!(names(&c.adopt), vec!["orphan"]);
+        assert_eq!(names(&c.release), vec!["relabelled"]);
+        let deleting = ObjectMeta {
+            deletion_timestamp: Some(Time(Timestamp::UNIX_EPOCH)),
+            ..owner
+        };
+        let c = claim(&selector, &deleting, &pods);
+        assert!(
+            c.adopt.is_empty() && c.release.is_empty(),
+            "an owner being deleted claims nothing new"
+        );
+    }
+}
