@@ -12,6 +12,7 @@ pub mod replicaset;
 pub mod runtime;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use std::sync::Arc;
 
@@ -61,5 +62,6 @@ pub fn loops() -> Vec<Loop> {
         Loop { name: "replicaset", run: replicaset::run },
         Loop { name: "deployment", run: deployment::run },
         Loop { name: "scheduler", run: scheduler::run },
+        Loop { name: "statefulset", run: statefulset::run },
     ]
 }
