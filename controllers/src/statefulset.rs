@@ -38,15 +38,26 @@ pub enum Error {
     #[error("statefulset {0} has no namespace")]
     NoNamespace(String),
     #[error("{action} {what}: {source}")]
-    Api { action: &'static str, what: String, source: kube::Error },
+    Api {
+        action: &'static str,
+        what: String,
+        source: kube::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
-    pub(crate) fn api(action: &'static str, what: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+    pub(crate) fn api(
+        action: &'static str,
+        what: impl Into<String>,
+    ) -> impl FnOnce(kube::Error) -> Error {
         let what = what.into();
-        move |source| Error::Api { action, what, source }
+        move |source| Error::Api {
+            action,
+            what,
+            source,
+        }
     }
 
     /// A write lost a race with another writer (409 Conflict): retry soon, from fresh
@@ -96,7 +107,10 @@ pub async fn run_controller(client: kube::Client) {
     .default_backoff()
     .reflect(revision_writer)
     .touched_objects();
-    let controller = Controller::new(Api::<StatefulSet>::all(client.clone()), watcher::Config::default());
+    let controller = Controller::new(
+        Api::<StatefulSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let sets = controller.store();
     let sets_of_claims = sets.clone();
     let state = Arc::new(State {
@@ -110,7 +124,9 @@ pub async fn run_controller(client: kube::Client) {
         .owns_stream(revision_events)
         .watches_stream(pod_events, move |pod| sets_for(&sets, &pod))
         // A claim a new pod waits for (stale or being deleted) going away.
-        .watches_stream(claim_events, move |claim| set_of_claim(&sets_of_claims, &claim))
+        .watches_stream(claim_events, move |claim| {
+            set_of_claim(&sets_of_claims, &claim)
+        })
         .run(reconcile, error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -148,7 +164,10 @@ fn sets_for(sets: &Store<StatefulSet>, pod: &Pod) -> Vec<ObjectRef<StatefulSet>>
 
 /// The set a claim `<template>-<set>-<ordinal>` belongs to: both names may hold dashes,
 /// so the sets of the namespace are matched against the name.
-fn set_of_claim(sets: &Store<StatefulSet>, claim: &PersistentVolumeClaim) -> Vec<ObjectRef<StatefulSet>> {
+fn set_of_claim(
+    sets: &Store<StatefulSet>,
+    claim: &PersistentVolumeClaim,
+) -> Vec<ObjectRef<StatefulSet>> {
     let ns = claim.namespace().unwrap_or_default();
     let name = claim.name_any();
     let Some((rest, _)) = identity::parent_and_ordinal(&name) else {

@@ -22,7 +22,10 @@ pub fn at(second: i64) -> Time {
 }
 
 pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// A StatefulSet `web` in `ns` selecting `app=web`, OrderedReady, RollingUpdate with
@@ -38,18 +41,31 @@ pub fn stateful_set(replicas: i32) -> StatefulSet {
         },
         spec: Some(StatefulSetSpec {
             replicas: Some(replicas),
-            selector: LabelSelector { match_labels: Some(labels(&[("app", "web")])), ..Default::default() },
+            selector: LabelSelector {
+                match_labels: Some(labels(&[("app", "web")])),
+                ..Default::default()
+            },
             template: PodTemplateSpec {
-                metadata: Some(ObjectMeta { labels: Some(labels(&[("app", "web")])), ..Default::default() }),
+                metadata: Some(ObjectMeta {
+                    labels: Some(labels(&[("app", "web")])),
+                    ..Default::default()
+                }),
                 spec: Some(PodSpec {
-                    containers: vec![Container { name: "c".into(), image: Some("nginx:1".into()), ..Default::default() }],
+                    containers: vec![Container {
+                        name: "c".into(),
+                        image: Some("nginx:1".into()),
+                        ..Default::default()
+                    }],
                     ..Default::default()
                 }),
             },
             pod_management_policy: Some("OrderedReady".into()),
             update_strategy: Some(StatefulSetUpdateStrategy {
                 type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateStatefulSetStrategy { partition: Some(0), max_unavailable: None }),
+                rolling_update: Some(RollingUpdateStatefulSetStrategy {
+                    partition: Some(0),
+                    max_unavailable: None,
+                }),
             }),
             ..Default::default()
         }),
@@ -75,18 +91,32 @@ impl SetFixture for StatefulSet {
         self
     }
     fn partition(mut self, p: i32) -> Self {
-        let s = self.spec.as_mut().unwrap().update_strategy.as_mut().unwrap();
+        let s = self
+            .spec
+            .as_mut()
+            .unwrap()
+            .update_strategy
+            .as_mut()
+            .unwrap();
         s.rolling_update.get_or_insert_default().partition = Some(p);
         self
     }
     fn max_unavailable(mut self, v: IntOrString) -> Self {
-        let s = self.spec.as_mut().unwrap().update_strategy.as_mut().unwrap();
+        let s = self
+            .spec
+            .as_mut()
+            .unwrap()
+            .update_strategy
+            .as_mut()
+            .unwrap();
         s.rolling_update.get_or_insert_default().max_unavailable = Some(v);
         self
     }
     fn on_delete(mut self) -> Self {
-        self.spec.as_mut().unwrap().update_strategy =
-            Some(StatefulSetUpdateStrategy { type_: Some("OnDelete".into()), rolling_update: None });
+        self.spec.as_mut().unwrap().update_strategy = Some(StatefulSetUpdateStrategy {
+            type_: Some("OnDelete".into()),
+            rolling_update: None,
+        });
         self
     }
     fn image(mut self, image: &str) -> Self {
@@ -96,10 +126,18 @@ impl SetFixture for StatefulSet {
     }
     fn with_claim(mut self, name: &str) -> Self {
         let claim = PersistentVolumeClaim {
-            metadata: ObjectMeta { name: Some(name.into()), ..Default::default() },
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                ..Default::default()
+            },
             ..Default::default()
         };
-        self.spec.as_mut().unwrap().volume_claim_templates.get_or_insert_default().push(claim);
+        self.spec
+            .as_mut()
+            .unwrap()
+            .volume_claim_templates
+            .get_or_insert_default()
+            .push(claim);
         self
     }
     fn serving(mut self, service: &str) -> Self {
@@ -107,7 +145,10 @@ impl SetFixture for StatefulSet {
         self
     }
     fn retaining(mut self, when_deleted: Option<&str>, when_scaled: Option<&str>) -> Self {
-        self.spec.as_mut().unwrap().persistent_volume_claim_retention_policy =
+        self.spec
+            .as_mut()
+            .unwrap()
+            .persistent_volume_claim_retention_policy =
             Some(StatefulSetPersistentVolumeClaimRetentionPolicy {
                 when_deleted: when_deleted.map(Into::into),
                 when_scaled: when_scaled.map(Into::into),
@@ -127,12 +168,19 @@ pub fn member(name: &str, revision: &str) -> Pod {
             name: Some(name.into()),
             namespace: Some("ns".into()),
             uid: Some(format!("uid-{name}")),
-            labels: Some(labels(&[("app", "web"), (POD_NAME_LABEL, name), (REVISION_LABEL, revision)])),
+            labels: Some(labels(&[
+                ("app", "web"),
+                (POD_NAME_LABEL, name),
+                (REVISION_LABEL, revision),
+            ])),
             creation_timestamp: Some(at(0)),
             ..Default::default()
         },
         spec: Some(PodSpec::default()),
-        status: Some(PodStatus { phase: Some("Pending".into()), ..Default::default() }),
+        status: Some(PodStatus {
+            phase: Some("Pending".into()),
+            ..Default::default()
+        }),
     }
 }
 

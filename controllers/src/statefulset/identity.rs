@@ -55,7 +55,9 @@ pub fn identity_matches(set: &StatefulSet, pod: &Pod) -> bool {
     };
     let labels = pod.metadata.labels.as_ref();
     pod.namespace() == set.namespace()
-        && labels.and_then(|l| l.get(POD_NAME_LABEL)).map(String::as_str)
+        && labels
+            .and_then(|l| l.get(POD_NAME_LABEL))
+            .map(String::as_str)
             == Some(pod_name(set, ordinal).as_str())
 }
 
@@ -168,7 +170,10 @@ pub fn claim_pods<'a>(set: &StatefulSet, pods: &'a [Pod]) -> Claim<'a> {
     let deleting = is_deleting(&set.metadata);
     let empty = BTreeMap::new();
     for pod in pods.iter().filter(|p| ordinal_of(set, p).is_some()) {
-        let matches = selector_matches(&spec.selector, pod.metadata.labels.as_ref().unwrap_or(&empty));
+        let matches = selector_matches(
+            &spec.selector,
+            pod.metadata.labels.as_ref().unwrap_or(&empty),
+        );
         match controller_of(&pod.metadata) {
             Some(owner) if owner.uid == uid => {
                 if matches {
@@ -235,7 +240,12 @@ pub fn claim_owner_refs(
         .filter(|r| r.uid != set_uid && r.uid != pod_uid)
         .collect();
     if want_set {
-        refs.push(plain_ref("apps/v1", "StatefulSet", &set.name_any(), &set_uid));
+        refs.push(plain_ref(
+            "apps/v1",
+            "StatefulSet",
+            &set.name_any(),
+            &set_uid,
+        ));
     }
     if want_pod {
         refs.push(plain_ref("v1", "Pod", &pod.name_any(), &pod_uid));
@@ -289,7 +299,11 @@ mod tests {
         let volumes = spec.volumes.unwrap();
         assert_eq!(volumes.len(), 1);
         assert_eq!(
-            volumes[0].persistent_volume_claim.as_ref().unwrap().claim_name,
+            volumes[0]
+                .persistent_volume_claim
+                .as_ref()
+                .unwrap()
+                .claim_name,
             "data-web-2"
         );
         let again = new_pod(&set, &set.spec.as_ref().unwrap().template, 2, "r");
@@ -301,18 +315,52 @@ mod tests {
         let pod = member("web-1", "r");
         let cases = [
             ("retain/retain", None, None, true, (false, false)),
-            ("whenDeleted=Delete", Some("Delete"), None, true, (true, false)),
-            ("whenScaled=Delete in range", None, Some("Delete"), true, (false, false)),
-            ("whenScaled=Delete scaled down", None, Some("Delete"), false, (false, true)),
-            ("both Delete in range", Some("Delete"), Some("Delete"), true, (true, false)),
-            ("both Delete scaled down", Some("Delete"), Some("Delete"), false, (false, true)),
+            (
+                "whenDeleted=Delete",
+                Some("Delete"),
+                None,
+                true,
+                (true, false),
+            ),
+            (
+                "whenScaled=Delete in range",
+                None,
+                Some("Delete"),
+                true,
+                (false, false),
+            ),
+            (
+                "whenScaled=Delete scaled down",
+                None,
+                Some("Delete"),
+                false,
+                (false, true),
+            ),
+            (
+                "both Delete in range",
+                Some("Delete"),
+                Some("Delete"),
+                true,
+                (true, false),
+            ),
+            (
+                "both Delete scaled down",
+                Some("Delete"),
+                Some("Delete"),
+                false,
+                (false, true),
+            ),
         ];
         for (name, deleted, scaled, in_range, (want_set, want_pod)) in cases {
             let set = stateful_set(1).retaining(deleted, scaled);
             let claim = PersistentVolumeClaim::default();
             let refs = claim_owner_refs(&set, &pod, in_range, &claim).unwrap_or_default();
             let kinds: Vec<&str> = refs.iter().map(|r| r.kind.as_str()).collect();
-            assert_eq!(kinds.contains(&"StatefulSet"), want_set, "{name}: {kinds:?}");
+            assert_eq!(
+                kinds.contains(&"StatefulSet"),
+                want_set,
+                "{name}: {kinds:?}"
+            );
             assert_eq!(kinds.contains(&"Pod"), want_pod, "{name}: {kinds:?}");
         }
     }
@@ -323,7 +371,10 @@ mod tests {
         assert!(!claim_is_stale(&claim, None), "no owners");
         claim.metadata.owner_references = Some(vec![plain_ref("v1", "Pod", "web-1", "old")]);
         assert!(claim_is_stale(&claim, None), "owned by a pod that is gone");
-        assert!(!claim_is_stale(&claim, Some("old")), "owned by this very pod");
+        assert!(
+            !claim_is_stale(&claim, Some("old")),
+            "owned by this very pod"
+        );
     }
 
     #[test]
@@ -334,7 +385,9 @@ mod tests {
             member("web-1", "r"),
             member("other-0", "r"),
             member("web-x", "r"),
-            member("web-2", "r").labelled(&[("app", "db")]).owned_by(&set),
+            member("web-2", "r")
+                .labelled(&[("app", "db")])
+                .owned_by(&set),
         ];
         let claim = claim_pods(&set, &pods);
         let names = |ps: &[&Pod]| ps.iter().map(|p| p.name_any()).collect::<Vec<_>>();

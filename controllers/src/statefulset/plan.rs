@@ -34,10 +34,19 @@ pub enum Why {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
     /// Create the claims, then the pod, of this ordinal.
-    Create { ordinal: i32, revision: Revision },
-    Delete { name: String, uid: String, why: Why },
+    Create {
+        ordinal: i32,
+        revision: Revision,
+    },
+    Delete {
+        name: String,
+        uid: String,
+        why: Why,
+    },
     /// Put the identity labels back on a member pod.
-    Relabel { name: String },
+    Relabel {
+        name: String,
+    },
 }
 
 #[derive(Debug)]
@@ -47,7 +56,11 @@ pub struct Plan {
 }
 
 pub fn replicas(set: &StatefulSet) -> i32 {
-    set.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1).max(0)
+    set.spec
+        .as_ref()
+        .and_then(|s| s.replicas)
+        .unwrap_or(1)
+        .max(0)
 }
 
 pub fn start_ordinal(set: &StatefulSet) -> i32 {
@@ -59,7 +72,10 @@ pub fn start_ordinal(set: &StatefulSet) -> i32 {
 }
 
 pub fn is_parallel(set: &StatefulSet) -> bool {
-    set.spec.as_ref().and_then(|s| s.pod_management_policy.as_deref()) == Some("Parallel")
+    set.spec
+        .as_ref()
+        .and_then(|s| s.pod_management_policy.as_deref())
+        == Some("Parallel")
 }
 
 pub fn is_on_delete(set: &StatefulSet) -> bool {
@@ -72,12 +88,21 @@ pub fn is_on_delete(set: &StatefulSet) -> bool {
 }
 
 fn partition(set: &StatefulSet) -> Option<i32> {
-    let rolling = set.spec.as_ref()?.update_strategy.as_ref()?.rolling_update.as_ref()?;
+    let rolling = set
+        .spec
+        .as_ref()?
+        .update_strategy
+        .as_ref()?
+        .rolling_update
+        .as_ref()?;
     Some(rolling.partition.unwrap_or(0))
 }
 
 fn min_ready_seconds(set: &StatefulSet) -> i32 {
-    set.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0)
+    set.spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0)
 }
 
 /// maxUnavailable in pods, if set: percentages of replicas round down, and at least 1
@@ -139,7 +164,13 @@ fn count(n: usize) -> i32 {
 
 /// The status the pods show (upstream counts every claimed pod in `replicas`, and only
 /// created, not terminating pods per revision).
-fn observed_status(set: &StatefulSet, current: &str, update: &str, pods: &[&Pod], now: Timestamp) -> StatefulSetStatus {
+fn observed_status(
+    set: &StatefulSet,
+    current: &str,
+    update: &str,
+    pods: &[&Pod],
+    now: Timestamp,
+) -> StatefulSetStatus {
     let min_ready = min_ready_seconds(set);
     let live = |p: &&&Pod| phase(p).is_some() && !is_deleting(&p.metadata);
     StatefulSetStatus {
@@ -150,8 +181,18 @@ fn observed_status(set: &StatefulSet, current: &str, update: &str, pods: &[&Pod]
                 .filter(|p| running_and_ready(p) && running_and_available(p, min_ready, now))
                 .count(),
         )),
-        current_replicas: Some(count(pods.iter().filter(live).filter(|p| pod_revision(p) == current).count())),
-        updated_replicas: Some(count(pods.iter().filter(live).filter(|p| pod_revision(p) == update).count())),
+        current_replicas: Some(count(
+            pods.iter()
+                .filter(live)
+                .filter(|p| pod_revision(p) == current)
+                .count(),
+        )),
+        updated_replicas: Some(count(
+            pods.iter()
+                .filter(live)
+                .filter(|p| pod_revision(p) == update)
+                .count(),
+        )),
         current_revision: Some(current.to_string()),
         update_revision: Some(update.to_string()),
         observed_generation: set.metadata.generation,
@@ -186,7 +227,9 @@ pub fn plan(set: &StatefulSet, current: &str, update: &str, pods: &[&Pod], now: 
     let mut slots: Vec<Option<&Pod>> = vec![None; usize::try_from(want).unwrap_or(0)];
     let mut condemned: Vec<(i32, &Pod)> = Vec::new();
     for pod in pods {
-        let Some(ordinal) = ordinal_of(set, pod) else { continue };
+        let Some(ordinal) = ordinal_of(set, pod) else {
+            continue;
+        };
         if (start..start + want).contains(&ordinal) {
             slots[usize::try_from(ordinal - start).unwrap_or(0)] = Some(pod);
         } else {
@@ -199,7 +242,11 @@ pub fn plan(set: &StatefulSet, current: &str, update: &str, pods: &[&Pod], now: 
     let first_unhealthy: Option<String> = if slots.iter().any(|s| s.is_none_or(|p| !healthy(p))) {
         None
     } else {
-        condemned.iter().rev().find(|(_, p)| !healthy(p)).map(|(_, p)| p.name_any())
+        condemned
+            .iter()
+            .rev()
+            .find(|(_, p)| !healthy(p))
+            .map(|(_, p)| p.name_any())
     };
     if is_deleting(&set.metadata) {
         return finish(set, Plan { steps, status });
@@ -210,7 +257,11 @@ pub fn plan(set: &StatefulSet, current: &str, update: &str, pods: &[&Pod], now: 
         let ordinal = start + count(i);
         let Some(pod) = slot else {
             let revision = revision_for_new(set, ordinal);
-            let name = if revision == Revision::Current { current } else { update };
+            let name = if revision == Revision::Current {
+                current
+            } else {
+                update
+            };
             steps.push(Step::Create { ordinal, revision });
             status.replicas += 1;
             if name == current {
@@ -222,14 +273,24 @@ pub fn plan(set: &StatefulSet, current: &str, update: &str, pods: &[&Pod], now: 
             if monotonic {
                 return finish(set, Plan { steps, status });
             }
-            view.push(Slot { pod: None, revision: name.into(), healthy: false, available: false, terminating: false });
+            view.push(Slot {
+                pod: None,
+                revision: name.into(),
+                healthy: false,
+                available: false,
+                terminating: false,
+            });
             continue;
         };
         let terminating = is_deleting(&pod.metadata);
         if is_finished(pod) {
             // Deleted now, recreated on a later sync once the old pod is gone.
             if !terminating {
-                steps.push(Step::Delete { name: pod.name_any(), uid: pod.uid().unwrap_or_default(), why: Why::Finished });
+                steps.push(Step::Delete {
+                    name: pod.name_any(),
+                    uid: pod.uid().unwrap_or_default(),
+                    why: Why::Finished,
+                });
                 let rev = pod_revision(pod);
                 status.replicas -= 1;
                 if rev == current {
@@ -243,12 +304,16 @@ pub fn plan(set: &StatefulSet, current: &str, update: &str, pods: &[&Pod], now: 
                 return finish(set, Plan { steps, status });
             }
         } else if monotonic
-            && (terminating || !running_and_ready(pod) || !running_and_available(pod, min_ready, now))
+            && (terminating
+                || !running_and_ready(pod)
+                || !running_and_available(pod, min_ready, now))
         {
             // OrderedReady: every predecessor Running, Ready (and available) first.
             return finish(set, Plan { steps, status });
         } else if !identity_matches(set, pod) {
-            steps.push(Step::Relabel { name: pod.name_any() });
+            steps.push(Step::Relabel {
+                name: pod.name_any(),
+            });
         }
         view.push(Slot {
             pod: Some(pod),
@@ -275,7 +340,11 @@ pub fn plan(set: &StatefulSet, current: &str, update: &str, pods: &[&Pod], now: 
         {
             return finish(set, Plan { steps, status });
         }
-        steps.push(Step::Delete { name: pod.name_any(), uid: pod.uid().unwrap_or_default(), why: Why::ScaleDown });
+        steps.push(Step::Delete {
+            name: pod.name_any(),
+            uid: pod.uid().unwrap_or_default(),
+            why: Why::ScaleDown,
+        });
         if monotonic {
             return finish(set, Plan { steps, status });
         }
@@ -290,12 +359,22 @@ pub fn plan(set: &StatefulSet, current: &str, update: &str, pods: &[&Pod], now: 
 /// Deletes out-of-date pods from the highest ordinal down to the partition: one at a
 /// time, waiting for each replacement to be healthy; or, with maxUnavailable, as many
 /// as keep at most that many in-range pods unavailable.
-fn rolling_update(set: &StatefulSet, update: &str, view: &[Slot], steps: &mut Vec<Step>, status: &mut StatefulSetStatus) {
+fn rolling_update(
+    set: &StatefulSet,
+    update: &str,
+    view: &[Slot],
+    steps: &mut Vec<Step>,
+    status: &mut StatefulSetStatus,
+) {
     let floor = usize::try_from(partition(set).unwrap_or(0)).unwrap_or(0);
     let outdated = |s: &Slot| s.revision != update && !s.terminating;
     let mut delete = |s: &Slot, steps: &mut Vec<Step>| {
         if let Some(pod) = s.pod {
-            steps.push(Step::Delete { name: pod.name_any(), uid: pod.uid().unwrap_or_default(), why: Why::Update });
+            steps.push(Step::Delete {
+                name: pod.name_any(),
+                uid: pod.uid().unwrap_or_default(),
+                why: Why::Update,
+            });
             bump(&mut status.current_replicas, -1);
         }
     };
@@ -328,7 +407,10 @@ fn rolling_update(set: &StatefulSet, update: &str, view: &[Slot], steps: &mut Ve
 /// ready, the update revision becomes the current one.
 fn finish(set: &StatefulSet, mut plan: Plan) -> Plan {
     let s = &mut plan.status;
-    if !is_on_delete(set) && s.updated_replicas.unwrap_or(0) == s.replicas && s.ready_replicas.unwrap_or(0) == s.replicas {
+    if !is_on_delete(set)
+        && s.updated_replicas.unwrap_or(0) == s.replicas
+        && s.ready_replicas.unwrap_or(0) == s.replicas
+    {
         s.current_replicas = s.updated_replicas;
         s.current_revision = s.update_revision.clone();
     }

@@ -21,7 +21,11 @@ fn described(set: &StatefulSet, pods: &[Pod]) -> Vec<String> {
         .iter()
         .map(|s| match s {
             Step::Create { ordinal, revision } => {
-                let r = if *revision == Revision::Current { "current" } else { "update" };
+                let r = if *revision == Revision::Current {
+                    "current"
+                } else {
+                    "update"
+                };
                 format!("create web-{ordinal} ({r})")
             }
             Step::Delete { name, why, .. } => {
@@ -48,8 +52,18 @@ fn pending(name: &str, rev: &str) -> Pod {
 #[test]
 fn scaling_creates_and_deletes_ordinals_in_policy_order() {
     let cases: Vec<(&str, StatefulSet, Vec<Pod>, Vec<&str>)> = vec![
-        ("ordered: an empty set creates ordinal 0 only", stateful_set(3), vec![], vec!["create web-0 (update)"]),
-        ("ordered: waits for a pending predecessor", stateful_set(3), vec![pending("web-0", "v2")], vec![]),
+        (
+            "ordered: an empty set creates ordinal 0 only",
+            stateful_set(3),
+            vec![],
+            vec!["create web-0 (update)"],
+        ),
+        (
+            "ordered: waits for a pending predecessor",
+            stateful_set(3),
+            vec![pending("web-0", "v2")],
+            vec![],
+        ),
         (
             "ordered: the next ordinal once predecessors are running and ready",
             stateful_set(3),
@@ -72,7 +86,11 @@ fn scaling_creates_and_deletes_ordinals_in_policy_order() {
             "parallel: every missing ordinal at once",
             stateful_set(3).parallel(),
             vec![],
-            vec!["create web-0 (update)", "create web-1 (update)", "create web-2 (update)"],
+            vec![
+                "create web-0 (update)",
+                "create web-1 (update)",
+                "create web-2 (update)",
+            ],
         ),
         (
             "parallel: pending pods do not block",
@@ -83,13 +101,21 @@ fn scaling_creates_and_deletes_ordinals_in_policy_order() {
         (
             "ordered: scale down from the highest ordinal, one at a time",
             stateful_set(1),
-            vec![ready("web-0", "v2"), ready("web-1", "v2"), ready("web-2", "v2")],
+            vec![
+                ready("web-0", "v2"),
+                ready("web-1", "v2"),
+                ready("web-2", "v2"),
+            ],
             vec!["delete web-2 (scale down)"],
         ),
         (
             "ordered: a terminating pod is waited for",
             stateful_set(1),
-            vec![ready("web-0", "v2"), ready("web-1", "v2"), ready("web-2", "v2").deleting()],
+            vec![
+                ready("web-0", "v2"),
+                ready("web-1", "v2"),
+                ready("web-2", "v2").deleting(),
+            ],
             vec![],
         ),
         (
@@ -101,19 +127,31 @@ fn scaling_creates_and_deletes_ordinals_in_policy_order() {
         (
             "ordered: the first unhealthy condemned pod may go",
             stateful_set(1),
-            vec![ready("web-0", "v2"), ready("web-1", "v2"), pending("web-2", "v2")],
+            vec![
+                ready("web-0", "v2"),
+                ready("web-1", "v2"),
+                pending("web-2", "v2"),
+            ],
             vec!["delete web-2 (scale down)"],
         ),
         (
             "ordered: an unhealthy condemned pod below the highest blocks it",
             stateful_set(1),
-            vec![ready("web-0", "v2"), pending("web-1", "v2"), pending("web-2", "v2")],
+            vec![
+                ready("web-0", "v2"),
+                pending("web-1", "v2"),
+                pending("web-2", "v2"),
+            ],
             vec![],
         ),
         (
             "parallel: every condemned pod at once, highest first",
             stateful_set(1).parallel(),
-            vec![ready("web-0", "v2"), pending("web-1", "v2"), ready("web-2", "v2")],
+            vec![
+                ready("web-0", "v2"),
+                pending("web-1", "v2"),
+                ready("web-2", "v2"),
+            ],
             vec!["delete web-2 (scale down)", "delete web-1 (scale down)"],
         ),
         (
@@ -131,7 +169,8 @@ fn scaling_creates_and_deletes_ordinals_in_policy_order() {
         (
             "a member without its pod-name label is relabelled",
             stateful_set(1),
-            vec![ready("web-0", "v2").labelled(&[("app", "web"), ("controller-revision-hash", "v2")])],
+            vec![ready("web-0", "v2")
+                .labelled(&[("app", "web"), ("controller-revision-hash", "v2")])],
             vec!["relabel web-0"],
         ),
         (
@@ -152,29 +191,62 @@ fn scaling_creates_and_deletes_ordinals_in_policy_order() {
 
 #[test]
 fn rolling_updates_go_from_the_highest_ordinal_down_to_the_partition() {
-    let old3 = || vec![ready("web-0", "v1"), ready("web-1", "v1"), ready("web-2", "v1")];
+    let old3 = || {
+        vec![
+            ready("web-0", "v1"),
+            ready("web-1", "v1"),
+            ready("web-2", "v1"),
+        ]
+    };
     let cases: Vec<(&str, StatefulSet, Vec<Pod>, Vec<&str>)> = vec![
-        ("the highest ordinal first", stateful_set(3), old3(), vec!["delete web-2 (update)"]),
+        (
+            "the highest ordinal first",
+            stateful_set(3),
+            old3(),
+            vec!["delete web-2 (update)"],
+        ),
         (
             "waits for the replacement to be ready",
             stateful_set(3).parallel(),
-            vec![ready("web-0", "v1"), ready("web-1", "v1"), pending("web-2", "v2")],
+            vec![
+                ready("web-0", "v1"),
+                ready("web-1", "v1"),
+                pending("web-2", "v2"),
+            ],
             vec![],
         ),
         (
             "then the next lower ordinal",
             stateful_set(3),
-            vec![ready("web-0", "v1"), ready("web-1", "v1"), ready("web-2", "v2")],
+            vec![
+                ready("web-0", "v1"),
+                ready("web-1", "v1"),
+                ready("web-2", "v2"),
+            ],
             vec!["delete web-1 (update)"],
         ),
         (
             "ordinals below the partition are left alone",
             stateful_set(3).partition(2),
-            vec![ready("web-0", "v1"), ready("web-1", "v1"), ready("web-2", "v2")],
+            vec![
+                ready("web-0", "v1"),
+                ready("web-1", "v1"),
+                ready("web-2", "v2"),
+            ],
             vec![],
         ),
-        ("ordinals at the partition are updated", stateful_set(3).partition(2), old3(), vec!["delete web-2 (update)"]),
-        ("OnDelete never deletes for an update", stateful_set(3).on_delete(), old3(), vec![]),
+        (
+            "ordinals at the partition are updated",
+            stateful_set(3).partition(2),
+            old3(),
+            vec!["delete web-2 (update)"],
+        ),
+        (
+            "OnDelete never deletes for an update",
+            stateful_set(3).on_delete(),
+            old3(),
+            vec![],
+        ),
         (
             "maxUnavailable 2 replaces two at once",
             stateful_set(3).max_unavailable(IntOrString::Int(2)),
@@ -183,8 +255,14 @@ fn rolling_updates_go_from_the_highest_ordinal_down_to_the_partition() {
         ),
         (
             "maxUnavailable counts pods already unavailable",
-            stateful_set(3).parallel().max_unavailable(IntOrString::Int(2)),
-            vec![ready("web-0", "v1"), ready("web-1", "v1"), pending("web-2", "v2")],
+            stateful_set(3)
+                .parallel()
+                .max_unavailable(IntOrString::Int(2)),
+            vec![
+                ready("web-0", "v1"),
+                ready("web-1", "v1"),
+                pending("web-2", "v2"),
+            ],
             vec!["delete web-1 (update)"],
         ),
         (
@@ -208,10 +286,25 @@ fn rolling_updates_go_from_the_highest_ordinal_down_to_the_partition() {
 #[test]
 fn new_pods_below_the_partition_keep_the_current_revision() {
     let cases = [
-        ("below the partition", stateful_set(3).partition(2), 1, Revision::Current),
-        ("at the partition", stateful_set(3).partition(2), 2, Revision::Update),
+        (
+            "below the partition",
+            stateful_set(3).partition(2),
+            1,
+            Revision::Current,
+        ),
+        (
+            "at the partition",
+            stateful_set(3).partition(2),
+            2,
+            Revision::Update,
+        ),
         ("no partition", stateful_set(3), 0, Revision::Update),
-        ("OnDelete recreates from the update revision", stateful_set(3).on_delete(), 0, Revision::Update),
+        (
+            "OnDelete recreates from the update revision",
+            stateful_set(3).on_delete(),
+            0,
+            Revision::Update,
+        ),
     ];
     for (name, set, ordinal, want) in cases {
         assert_eq!(revision_for_new(&set, ordinal), want, "{name}");
@@ -226,18 +319,44 @@ fn new_pods_below_the_partition_keep_the_current_revision() {
 #[test]
 fn status_counts_pods_per_revision_and_completes_rollouts() {
     let set = stateful_set(3).min_ready(30);
-    let mid = [ready("web-0", "v1"), member("web-1", "v2").ready_since(90), pending("web-2", "v2")];
-    let done = [ready("web-0", "v2"), ready("web-1", "v2"), ready("web-2", "v2")];
+    let mid = [
+        ready("web-0", "v1"),
+        member("web-1", "v2").ready_since(90),
+        pending("web-2", "v2"),
+    ];
+    let done = [
+        ready("web-0", "v2"),
+        ready("web-1", "v2"),
+        ready("web-2", "v2"),
+    ];
     let status = |pods: &[Pod]| {
         let refs: Vec<&Pod> = pods.iter().collect();
         plan(&set, "v1", "v2", &refs, now()).status
     };
     let s = status(&mid);
-    let got = (s.replicas, s.ready_replicas, s.available_replicas, s.current_replicas, s.updated_replicas);
-    assert_eq!(got, (3, Some(2), Some(1), Some(1), Some(2)), "mid-rollout counts");
-    assert_eq!(s.current_revision.as_deref(), Some("v1"), "mid-rollout current revision");
+    let got = (
+        s.replicas,
+        s.ready_replicas,
+        s.available_replicas,
+        s.current_replicas,
+        s.updated_replicas,
+    );
+    assert_eq!(
+        got,
+        (3, Some(2), Some(1), Some(1), Some(2)),
+        "mid-rollout counts"
+    );
+    assert_eq!(
+        s.current_revision.as_deref(),
+        Some("v1"),
+        "mid-rollout current revision"
+    );
     let s = status(&done);
-    assert_eq!(s.current_revision.as_deref(), Some("v2"), "a finished rollout makes v2 current");
+    assert_eq!(
+        s.current_revision.as_deref(),
+        Some("v2"),
+        "a finished rollout makes v2 current"
+    );
     assert_eq!(s.current_replicas, Some(3));
     assert_eq!(s.observed_generation, Some(1));
 }

@@ -58,13 +58,15 @@ pub fn template_of(revision: &ControllerRevision) -> Option<PodTemplateSpec> {
 /// The revision a set's current template would be stored as: number `number`, named
 /// with `collision_count`, labelled like the template plus the hash.
 pub fn new_revision(set: &StatefulSet, number: i64, collision_count: i32) -> ControllerRevision {
-    let template = set.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default();
+    let template = set
+        .spec
+        .as_ref()
+        .map(|s| s.template.clone())
+        .unwrap_or_default();
     let data = data_of(&template);
     let hash = hash(&data, collision_count);
-    let mut labels: BTreeMap<String, String> = template
-        .metadata
-        .and_then(|m| m.labels)
-        .unwrap_or_default();
+    let mut labels: BTreeMap<String, String> =
+        template.metadata.and_then(|m| m.labels).unwrap_or_default();
     labels.insert(REVISION_LABEL.into(), hash.clone());
     ControllerRevision {
         metadata: ObjectMeta {
@@ -94,7 +96,8 @@ pub fn sort(revisions: &mut [ControllerRevision]) {
         a.revision
             .cmp(&b.revision)
             .then_with(|| {
-                let t = |r: &ControllerRevision| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
+                let t =
+                    |r: &ControllerRevision| r.metadata.creation_timestamp.as_ref().map(|t| t.0);
                 t(a).cmp(&t(b))
             })
             .then_with(|| a.name_any().cmp(&b.name_any()))
@@ -117,11 +120,16 @@ pub enum UpdateRevision {
     Create,
 }
 
-pub fn choose_update(sorted: &[ControllerRevision], candidate: &ControllerRevision) -> UpdateRevision {
+pub fn choose_update(
+    sorted: &[ControllerRevision],
+    candidate: &ControllerRevision,
+) -> UpdateRevision {
     let Some(equal_rev) = sorted.iter().rev().find(|r| equal(r, candidate)) else {
         return UpdateRevision::Create;
     };
-    let latest = sorted.last().expect("an equal revision exists, so the history is not empty");
+    let latest = sorted
+        .last()
+        .expect("an equal revision exists, so the history is not empty");
     if latest.name_any() == equal_rev.name_any() {
         UpdateRevision::Latest(equal_rev.name_any())
     } else {
@@ -134,7 +142,11 @@ pub fn choose_update(sorted: &[ControllerRevision], candidate: &ControllerRevisi
 
 /// The revisions to delete so at most `limit` revisions that no pod uses (and that are
 /// neither current nor update) remain, oldest first.
-pub fn history_to_delete(sorted: &[ControllerRevision], live: &HashSet<String>, limit: i32) -> Vec<String> {
+pub fn history_to_delete(
+    sorted: &[ControllerRevision],
+    live: &HashSet<String>,
+    limit: i32,
+) -> Vec<String> {
     let old: Vec<String> = sorted
         .iter()
         .map(ResourceExt::name_any)
@@ -159,8 +171,18 @@ mod tests {
         let a = stateful_set(1);
         let b = stateful_set(1).image("nginx:2");
         let cases = [
-            ("same template, same name", rev(&a, 1).name_any(), rev(&a, 7).name_any(), true),
-            ("other template, other name", rev(&a, 1).name_any(), rev(&b, 1).name_any(), false),
+            (
+                "same template, same name",
+                rev(&a, 1).name_any(),
+                rev(&a, 7).name_any(),
+                true,
+            ),
+            (
+                "other template, other name",
+                rev(&a, 1).name_any(),
+                rev(&b, 1).name_any(),
+                false,
+            ),
             (
                 "a collision count makes another name",
                 new_revision(&a, 1, 0).name_any(),
@@ -192,11 +214,18 @@ mod tests {
         let v3 = stateful_set(1).image("nginx:3");
         let history = vec![rev(&v1, 1), rev(&v2, 2)];
         let cases = [
-            ("unchanged template", &v2, UpdateRevision::Latest(rev(&v2, 2).name_any())),
+            (
+                "unchanged template",
+                &v2,
+                UpdateRevision::Latest(rev(&v2, 2).name_any()),
+            ),
             (
                 "rolled back to an older template",
                 &v1,
-                UpdateRevision::Renumber { name: rev(&v1, 1).name_any(), number: 3 },
+                UpdateRevision::Renumber {
+                    name: rev(&v1, 1).name_any(),
+                    number: 3,
+                },
             ),
             ("a new template", &v3, UpdateRevision::Create),
         ];
@@ -204,14 +233,24 @@ mod tests {
             let candidate = new_revision(set, next_number(&history), 0);
             assert_eq!(choose_update(&history, &candidate), want, "{name}");
         }
-        assert_eq!(choose_update(&[], &rev(&v1, 1)), UpdateRevision::Create, "empty history");
+        assert_eq!(
+            choose_update(&[], &rev(&v1, 1)),
+            UpdateRevision::Create,
+            "empty history"
+        );
     }
 
     #[test]
     fn history_sorts_by_number_and_keeps_live_and_recent_revisions() {
-        let sets: Vec<StatefulSet> = (1..=5).map(|i| stateful_set(1).image(&format!("nginx:{i}"))).collect();
-        let mut history: Vec<ControllerRevision> =
-            sets.iter().enumerate().rev().map(|(i, s)| rev(s, i as i64 + 1)).collect();
+        let sets: Vec<StatefulSet> = (1..=5)
+            .map(|i| stateful_set(1).image(&format!("nginx:{i}")))
+            .collect();
+        let mut history: Vec<ControllerRevision> = sets
+            .iter()
+            .enumerate()
+            .rev()
+            .map(|(i, s)| rev(s, i as i64 + 1))
+            .collect();
         sort(&mut history);
         let numbers: Vec<i64> = history.iter().map(|r| r.revision).collect();
         assert_eq!(numbers, vec![1, 2, 3, 4, 5]);
@@ -219,7 +258,11 @@ mod tests {
         // Live: 2 (a pod still runs it) and 5 (update). Old: 1, 3, 4.
         let live: HashSet<String> = [name(1), name(4)].into();
         let cases = [
-            ("limit 0 deletes every old one", 0, vec![name(0), name(2), name(3)]),
+            (
+                "limit 0 deletes every old one",
+                0,
+                vec![name(0), name(2), name(3)],
+            ),
             ("limit 2 deletes the oldest", 2, vec![name(0)]),
             ("limit 10 deletes nothing", 10, vec![]),
         ];

@@ -22,14 +22,18 @@ use super::plan::{self, Revision, Step};
 use super::revision::{self, UpdateRevision};
 use super::{Error, Result, State};
 use crate::expectations::Observed;
-use crate::podcontrol::{self, controller_of, controller_ref, is_deleting, seconds_until_available, selector_matches};
+use crate::podcontrol::{
+    self, controller_of, controller_ref, is_deleting, seconds_until_available, selector_matches,
+};
 
 /// The namespace's pods as the cache sees them, for expectations.
 struct Cached<'a>(&'a [Pod]);
 
 impl Observed for Cached<'_> {
     fn has_name(&self, name: &str) -> bool {
-        self.0.iter().any(|p| p.metadata.name.as_deref() == Some(name))
+        self.0
+            .iter()
+            .any(|p| p.metadata.name.as_deref() == Some(name))
     }
     fn has_live_uid(&self, uid: &str) -> bool {
         self.0
@@ -54,7 +58,9 @@ struct Sync<'a> {
 
 #[instrument(skip_all, fields(key = %format!("{}/{}", set.namespace().unwrap_or_default(), set.name_any())))]
 pub async fn reconcile(set: Arc<StatefulSet>, state: Arc<State>) -> Result<Action> {
-    let ns = set.namespace().ok_or_else(|| Error::NoNamespace(set.name_any()))?;
+    let ns = set
+        .namespace()
+        .ok_or_else(|| Error::NoNamespace(set.name_any()))?;
     let client = state.client.clone();
     let s = Sync {
         state: &state,
@@ -74,8 +80,15 @@ pub async fn reconcile(set: Arc<StatefulSet>, state: Arc<State>) -> Result<Actio
     let owned = s.claim_pods(&in_namespace).await?;
     let (history, current, update, collision_count) = s.settle_revisions().await?;
 
-    if let Err(in_flight) = state.expectations.satisfied(&s.key, &Cached(&in_namespace), Instant::now()) {
-        info!(in_flight, "waiting for the cache to observe earlier creates/deletes");
+    if let Err(in_flight) =
+        state
+            .expectations
+            .satisfied(&s.key, &Cached(&in_namespace), Instant::now())
+    {
+        info!(
+            in_flight,
+            "waiting for the cache to observe earlier creates/deletes"
+        );
         return Ok(Action::requeue(Duration::from_secs(2)));
     }
     s.fix_claim_owners(&owned).await?;
@@ -91,14 +104,25 @@ pub async fn reconcile(set: Arc<StatefulSet>, state: Arc<State>) -> Result<Actio
     status.collision_count = Some(collision_count);
     if set.status.as_ref() != Some(&status) {
         let api: Api<StatefulSet> = Api::namespaced(state.client.clone(), &ns);
-        api.patch_status(&set.name_any(), &PatchParams::default(), &Patch::Merge(json!({ "status": status })))
-            .await
-            .map_err(Error::api("writing status of", &s.key))?;
+        api.patch_status(
+            &set.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": status })),
+        )
+        .await
+        .map_err(Error::api("writing status of", &s.key))?;
     }
 
-    let mut live: HashSet<String> = owned.iter().map(|p| identity::pod_revision(p).to_string()).collect();
+    let mut live: HashSet<String> = owned
+        .iter()
+        .map(|p| identity::pod_revision(p).to_string())
+        .collect();
     live.extend([current.name_any(), update.name_any()]);
-    let limit = set.spec.as_ref().and_then(|s| s.revision_history_limit).unwrap_or(10);
+    let limit = set
+        .spec
+        .as_ref()
+        .and_then(|s| s.revision_history_limit)
+        .unwrap_or(10);
     for name in revision::history_to_delete(&history, &live, limit) {
         match s.revisions.delete(&name, &DeleteParams::default()).await {
             Ok(_) => info!(revision = %name, "deleted old revision"),
@@ -109,8 +133,15 @@ pub async fn reconcile(set: Arc<StatefulSet>, state: Arc<State>) -> Result<Actio
 
     // A ready pod becomes available minReadySeconds after it turned ready; no event
     // announces that, so come back then.
-    let min_ready = set.spec.as_ref().and_then(|s| s.min_ready_seconds).unwrap_or(0);
-    let next = owned.iter().filter_map(|p| seconds_until_available(p, min_ready, now)).min();
+    let min_ready = set
+        .spec
+        .as_ref()
+        .and_then(|s| s.min_ready_seconds)
+        .unwrap_or(0);
+    let next = owned
+        .iter()
+        .filter_map(|p| seconds_until_available(p, min_ready, now))
+        .min();
     Ok(match (next, waiting) {
         (Some(secs), _) => Action::requeue(Duration::from_secs(secs.unsigned_abs() + 1)),
         (None, true) => Action::requeue(Duration::from_secs(2)),
@@ -148,7 +179,14 @@ impl Sync<'_> {
     /// The sorted history, the current and update revisions, and the collision count
     /// (upstream's getStatefulSetRevisions): the set's template is found in the history
     /// (renumbered if older than the newest) or stored as a new revision.
-    async fn settle_revisions(&self) -> Result<(Vec<ControllerRevision>, ControllerRevision, ControllerRevision, i32)> {
+    async fn settle_revisions(
+        &self,
+    ) -> Result<(
+        Vec<ControllerRevision>,
+        ControllerRevision,
+        ControllerRevision,
+        i32,
+    )> {
         let set = self.set;
         let ns = set.namespace();
         let uid = set.uid().unwrap_or_default();
@@ -162,9 +200,12 @@ impl Sync<'_> {
             match controller_of(&r.metadata) {
                 Some(owner) if owner.uid == uid => history.push(r.as_ref().clone()),
                 None if !is_deleting(&set.metadata)
-                    && selector.is_some_and(|sel| selector_matches(sel, r.metadata.labels.as_ref().unwrap_or(&empty))) =>
+                    && selector.is_some_and(|sel| {
+                        selector_matches(sel, r.metadata.labels.as_ref().unwrap_or(&empty))
+                    }) =>
                 {
-                    match podcontrol::adopt(&self.revisions, r.as_ref(), controller_ref(set)).await {
+                    match podcontrol::adopt(&self.revisions, r.as_ref(), controller_ref(set)).await
+                    {
                         Ok(adopted) => history.push(adopted),
                         Err(kube::Error::Api(e)) if matches!(e.code, 404 | 409 | 422) => {}
                         Err(e) => return Err(Error::api("adopting revision", r.name_any())(e)),
@@ -174,7 +215,11 @@ impl Sync<'_> {
             }
         }
         revision::sort(&mut history);
-        let mut collision_count = set.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0);
+        let mut collision_count = set
+            .status
+            .as_ref()
+            .and_then(|s| s.collision_count)
+            .unwrap_or(0);
         let number = revision::next_number(&history);
         let mut candidate = revision::new_revision(set, number, collision_count);
         let update = match revision::choose_update(&history, &candidate) {
@@ -186,12 +231,20 @@ impl Sync<'_> {
             UpdateRevision::Renumber { name, number } => {
                 info!(revision = %name, number, "template rolled back to an earlier revision");
                 self.revisions
-                    .patch(&name, &PatchParams::default(), &Patch::Merge(json!({ "revision": number })))
+                    .patch(
+                        &name,
+                        &PatchParams::default(),
+                        &Patch::Merge(json!({ "revision": number })),
+                    )
                     .await
                     .map_err(Error::api("renumbering revision", &name))?
             }
             UpdateRevision::Create => loop {
-                match self.revisions.create(&PostParams::default(), &candidate).await {
+                match self
+                    .revisions
+                    .create(&PostParams::default(), &candidate)
+                    .await
+                {
                     Ok(created) => {
                         info!(revision = %created.name_any(), "stored a new revision");
                         break created;
@@ -230,15 +283,21 @@ impl Sync<'_> {
         let start = plan::start_ordinal(self.set);
         let range = start..start + plan::replicas(self.set);
         for pod in owned.iter().filter(|p| !is_deleting(&p.metadata)) {
-            let Some(ordinal) = ordinal_of(self.set, pod) else { continue };
+            let Some(ordinal) = ordinal_of(self.set, pod) else {
+                continue;
+            };
             for (_, claim) in claims_for(self.set, ordinal) {
                 let name = claim.name_any();
                 let key = ObjectRef::new(&name).within(&claim.namespace().unwrap_or_default());
-                let Some(existing) = self.state.claims.get(&key) else { continue };
+                let Some(existing) = self.state.claims.get(&key) else {
+                    continue;
+                };
                 if is_deleting(&existing.metadata) {
                     continue;
                 }
-                let Some(refs) = claim_owner_refs(self.set, pod, range.contains(&ordinal), &existing) else {
+                let Some(refs) =
+                    claim_owner_refs(self.set, pod, range.contains(&ordinal), &existing)
+                else {
                     continue;
                 };
                 let patch = json!({"metadata": {"ownerReferences": refs, "resourceVersion": existing.resource_version()}});
@@ -254,7 +313,12 @@ impl Sync<'_> {
 
     /// Carries out one step; returns whether it is waiting for something no event of
     /// its own announces (a stale claim).
-    async fn apply(&self, step: &Step, current: &ControllerRevision, update: &ControllerRevision) -> Result<bool> {
+    async fn apply(
+        &self,
+        step: &Step,
+        current: &ControllerRevision,
+        update: &ControllerRevision,
+    ) -> Result<bool> {
         match step {
             Step::Create { ordinal, revision } => {
                 let (rev, template) = match revision {
@@ -262,7 +326,11 @@ impl Sync<'_> {
                     Revision::Update => (update, None),
                 };
                 let template = template.unwrap_or_else(|| {
-                    self.set.spec.as_ref().map(|s| s.template.clone()).unwrap_or_default()
+                    self.set
+                        .spec
+                        .as_ref()
+                        .map(|s| s.template.clone())
+                        .unwrap_or_default()
                 });
                 let pod = identity::new_pod(self.set, &template, *ordinal, &rev.name_any());
                 if !self.create_claims(*ordinal).await? {
@@ -274,14 +342,19 @@ impl Sync<'_> {
                     .await
                     .map_err(Error::api("creating pod", &name))?;
                 info!(pod = %name, revision = %rev.name_any(), "created pod");
-                self.state.expectations.expect_creations(&self.key, [name], Instant::now());
+                self.state
+                    .expectations
+                    .expect_creations(&self.key, [name], Instant::now());
             }
             Step::Delete { name, uid, why } => {
                 self.state
                     .expectations
                     .expect_deletions(&self.key, [uid.clone()], Instant::now());
                 let params = DeleteParams {
-                    preconditions: Some(Preconditions { uid: Some(uid.clone()), resource_version: None }),
+                    preconditions: Some(Preconditions {
+                        uid: Some(uid.clone()),
+                        resource_version: None,
+                    }),
                     ..DeleteParams::default()
                 };
                 match self.pods.delete(name, &params).await {
@@ -296,7 +369,8 @@ impl Sync<'_> {
             }
             Step::Relabel { name } => {
                 let ordinal = identity::parent_and_ordinal(name).map_or(0, |(_, o)| o);
-                let patch = json!({"metadata": {"labels": identity::identity_labels(self.set, ordinal)}});
+                let patch =
+                    json!({"metadata": {"labels": identity::identity_labels(self.set, ordinal)}});
                 self.pods
                     .patch(name, &PatchParams::default(), &Patch::Merge(patch))
                     .await
@@ -322,8 +396,9 @@ impl Sync<'_> {
                 continue;
             }
             let placeholder = Pod::default();
-            claim.metadata.owner_references = claim_owner_refs(self.set, &placeholder, in_range, &claim)
-                .filter(|refs| !refs.is_empty());
+            claim.metadata.owner_references =
+                claim_owner_refs(self.set, &placeholder, in_range, &claim)
+                    .filter(|refs| !refs.is_empty());
             match self.claims.create(&PostParams::default(), &claim).await {
                 Ok(_) => info!(claim = %name, "created claim"),
                 Err(e) if is_status(&e, 409) => {}
