@@ -259,7 +259,7 @@ async fn scale_down_goes_from_the_highest_ordinal_and_claims_outlive_pods() {
         "highest ordinal first"
     );
     for name in ["data-web-0", "data-web-1", "data-web-2"] {
-        let claim = claims_api.get(&name).await.unwrap();
+        let claim = claims_api.get(name).await.unwrap();
         assert!(
             claim.metadata.deletion_timestamp.is_none(),
             "{name} is kept"

@@ -228,7 +228,8 @@ pub fn claim_owner_refs(
     let (when_deleted, when_scaled) = retention(set);
     let set_uid = set.uid().unwrap_or_default();
     let pod_uid = pod.uid().unwrap_or_default();
-    let want_set = when_deleted && !(when_scaled && !in_range);
+    // The set owns the claim unless whenScaled=Delete handed it to a condemned pod.
+    let want_set = when_deleted && (in_range || !when_scaled);
     let want_pod = when_scaled && !in_range;
     let current = claim.metadata.owner_references.clone().unwrap_or_default();
     let has = |uid: &str| current.iter().any(|r| r.uid == uid);

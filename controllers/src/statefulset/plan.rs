@@ -236,7 +236,7 @@ pub fn plan(set: &StatefulSet, current: &str, update: &str, pods: &[&Pod], now: 
             condemned.push((ordinal, pod));
         }
     }
-    condemned.sort_by(|a, b| b.0.cmp(&a.0));
+    condemned.sort_by_key(|(ordinal, _)| std::cmp::Reverse(*ordinal));
     // The first pod, in ordinal order, that is not healthy (a missing one counts): the
     // one condemned pod that may be deleted though unhealthy.
     let first_unhealthy: Option<String> = if slots.iter().any(|s| s.is_none_or(|p| !healthy(p))) {

@@ -174,6 +174,17 @@ fn scaling_creates_and_deletes_ordinals_in_policy_order() {
             vec!["relabel web-0"],
         ),
         (
+            "ordinals.start shifts the ordinals",
+            {
+                let mut s = stateful_set(2);
+                s.spec.as_mut().unwrap().ordinals =
+                    Some(k8s_openapi::api::apps::v1::StatefulSetOrdinals { start: Some(5) });
+                s
+            },
+            vec![ready("web-5", "v2"), ready("web-0", "v2")],
+            vec!["create web-6 (update)"],
+        ),
+        (
             "a set being deleted does nothing",
             {
                 let mut s = stateful_set(2);
