@@ -236,6 +236,43 @@ async fn ordered_ready_creates_pods_in_ordinal_order_with_stable_identity_and_cl
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_creates_every_pod_without_waiting_for_readiness() {
+    let c = SimCluster::start("sts-parallel", LOOPS, 2).await;
+    let mut set = manifest(3, json!({"podManagementPolicy": "Parallel"}));
+    let template = set
+        .spec
+        .as_mut()
+        .unwrap()
+        .template
+        .metadata
+        .as_mut()
+        .unwrap();
+    // Simulated containers that never become ready: OrderedReady would stop at web-0.
+    template.annotations =
+        Some([("kybern.io/simulate-ready".to_string(), "false".to_string())].into());
+    create(&c, &set).await;
+    eventually("all three pods running, none ready", || async {
+        let pods = pods(&c).await;
+        let names: Vec<String> = pods.iter().map(|p| p.name_any()).collect();
+        let running = pods
+            .iter()
+            .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"));
+        let ok = names == ["web-0", "web-1", "web-2"] && running;
+        ok.then_some(()).ok_or(format!("{names:?}"))
+    })
+    .await;
+    assert!(!pods(&c).await.iter().any(is_running_ready));
+    let st = c
+        .api::<StatefulSet>()
+        .get("web")
+        .await
+        .unwrap()
+        .status
+        .unwrap_or_default();
+    assert_eq!(st.ready_replicas.unwrap_or(0), 0, "{st:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_down_goes_from_the_highest_ordinal_and_claims_outlive_pods() {
     let c = SimCluster::start("sts-scale", LOOPS, 2).await;
     create(&c, &manifest(3, json!({}))).await;
