@@ -19,6 +19,7 @@ pub mod replicaset;
 pub mod runtime;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod statefulset;
 
 use std::sync::Arc;
 
@@ -75,5 +76,6 @@ pub fn loops() -> Vec<Loop> {
         Loop { name: "endpointslice", run: endpointslice::run },
         Loop { name: "nodeipam", run: nodeipam::run },
         Loop { name: "nodelifecycle", run: nodelifecycle::run },
+        Loop { name: "statefulset", run: statefulset::run },
     ]
 }

@@ -1,0 +1,190 @@
+//! The StatefulSet controller: pods with stable names `<set>-<ordinal>`, hostnames and
+//! claims `<template>-<set>-<ordinal>` that outlive them, created and removed in ordinal
+//! order (OrderedReady) or all at once (Parallel), rolled to new templates from the
+//! highest ordinal down to a partition (or on delete), with the template history kept
+//! as ControllerRevisions (upstream pkg/controller/statefulset). `identity` names pods
+//! and claims, `revision` keeps the history, `plan` decides, `sync` writes.
+
+pub mod identity;
+pub mod plan;
+pub mod revision;
+mod sync;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
+#[cfg(test)]
+mod plan_tests;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::{Api, ResourceExt};
+use tracing::warn;
+
+pub use sync::reconcile;
+
+use crate::expectations::Expectations;
+use crate::podcontrol::{controller_of, selector_matches};
+use crate::{Context, LoopFuture};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("statefulset {0} has no namespace")]
+    NoNamespace(String),
+    #[error("{action} {what}: {source}")]
+    Api {
+        action: &'static str,
+        what: String,
+        source: kube::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    pub(crate) fn api(
+        action: &'static str,
+        what: impl Into<String>,
+    ) -> impl FnOnce(kube::Error) -> Error {
+        let what = what.into();
+        move |source| Error::Api {
+            action,
+            what,
+            source,
+        }
+    }
+
+    /// A write lost a race with another writer (409 Conflict): retry soon, from fresh
+    /// caches. (AlreadyExists is also a 409, but retrying it fast would only spin.)
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Error::Api { source: kube::Error::Api(e), .. } if e.code == 409 && e.reason == "Conflict")
+    }
+}
+
+/// What the reconciler reads and remembers between syncs.
+pub struct State {
+    pub client: kube::Client,
+    pub pods: Store<Pod>,
+    pub claims: Store<PersistentVolumeClaim>,
+    pub revisions: Store<ControllerRevision>,
+    pub expectations: Expectations,
+}
+
+/// The loop entry for [`crate::loops`].
+pub fn run(ctx: Arc<Context>) -> LoopFuture {
+    Box::pin(async move {
+        run_controller(ctx.client.clone()).await;
+        anyhow::bail!("the statefulset controller stopped")
+    })
+}
+
+/// Runs the controller until its streams end.
+pub async fn run_controller(client: kube::Client) {
+    let (pods, pod_writer) = reflector::store();
+    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(pod_writer)
+        .touched_objects();
+    let (claims, claim_writer) = reflector::store();
+    let claim_events = watcher(
+        Api::<PersistentVolumeClaim>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(claim_writer)
+    .touched_objects();
+    let (revisions, revision_writer) = reflector::store();
+    let revision_events = watcher(
+        Api::<ControllerRevision>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .reflect(revision_writer)
+    .touched_objects();
+    let controller = Controller::new(
+        Api::<StatefulSet>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let sets = controller.store();
+    let sets_of_claims = sets.clone();
+    let state = Arc::new(State {
+        client,
+        pods,
+        claims,
+        revisions,
+        expectations: Expectations::default(),
+    });
+    controller
+        .owns_stream(revision_events)
+        .watches_stream(pod_events, move |pod| sets_for(&sets, &pod))
+        // A claim a new pod waits for (stale or being deleted) going away.
+        .watches_stream(claim_events, move |claim| {
+            set_of_claim(&sets_of_claims, &claim)
+        })
+        .run(reconcile, error_policy, state)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "statefulset reconcile failed");
+            }
+        })
+        .await;
+}
+
+/// The StatefulSets a pod event concerns: its controller, or the set it is named after
+/// when that set would adopt it.
+fn sets_for(sets: &Store<StatefulSet>, pod: &Pod) -> Vec<ObjectRef<StatefulSet>> {
+    let ns = pod.namespace().unwrap_or_default();
+    if let Some(owner) = controller_of(&pod.metadata) {
+        return if owner.kind == "StatefulSet" {
+            vec![ObjectRef::new(&owner.name).within(&ns)]
+        } else {
+            vec![]
+        };
+    }
+    let name = pod.name_any();
+    let Some((parent, _)) = identity::parent_and_ordinal(&name) else {
+        return vec![];
+    };
+    let key = ObjectRef::new(parent).within(&ns);
+    sets.get(&key)
+        .filter(|s| {
+            s.spec
+                .as_ref()
+                .is_some_and(|spec| selector_matches(&spec.selector, pod.labels()))
+        })
+        .map(|_| vec![key])
+        .unwrap_or_default()
+}
+
+/// The set a claim `<template>-<set>-<ordinal>` belongs to: both names may hold dashes,
+/// so the sets of the namespace are matched against the name.
+fn set_of_claim(
+    sets: &Store<StatefulSet>,
+    claim: &PersistentVolumeClaim,
+) -> Vec<ObjectRef<StatefulSet>> {
+    let ns = claim.namespace().unwrap_or_default();
+    let name = claim.name_any();
+    let Some((rest, _)) = identity::parent_and_ordinal(&name) else {
+        return vec![];
+    };
+    sets.state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|s| rest.ends_with(&format!("-{}", s.name_any())))
+        .map(|s| ObjectRef::from_obj(s.as_ref()))
+        .collect()
+}
+
+pub fn error_policy(set: Arc<StatefulSet>, error: &Error, _state: Arc<State>) -> Action {
+    if error.is_conflict() {
+        return Action::requeue(Duration::from_millis(200));
+    }
+    warn!(statefulset = %set.name_any(), %error, "sync failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
