@@ -10,6 +10,7 @@ pub mod config;
 pub mod filters;
 pub mod framework;
 pub mod labels;
+pub mod objects;
 pub mod preemption;
 pub mod queue;
 pub mod resources;

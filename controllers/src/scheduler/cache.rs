@@ -6,7 +6,9 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm, Taint, WeightedPodAffinityTerm};
+use k8s_openapi::api::core::v1::{PodAffinityTerm, Taint, WeightedPodAffinityTerm};
+
+use super::objects::{Node, Pod};
 
 use super::labels::Labels;
 use super::resources::{node_allocatable, non_zero_requests, pod_requests, Resource};
@@ -49,7 +51,8 @@ pub struct PodInfo {
 
 impl PodInfo {
     pub fn new(pod: Arc<Pod>) -> PodInfo {
-        let spec = pod.spec.clone().unwrap_or_default();
+        let no_spec = Default::default();
+        let spec = pod.spec.as_ref().unwrap_or(&no_spec);
         let ports = spec
             .containers
             .iter()
@@ -64,6 +67,7 @@ impl PodInfo {
             })
             .collect();
         let aff = spec.affinity.clone().unwrap_or_default();
+        let priority = spec.priority.unwrap_or(0);
         let pa = aff.pod_affinity.unwrap_or_default();
         let anti = aff.pod_anti_affinity.unwrap_or_default();
         PodInfo {
@@ -71,7 +75,7 @@ impl PodInfo {
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
             labels: pod.metadata.labels.clone().unwrap_or_default(),
-            priority: spec.priority.unwrap_or(0),
+            priority,
             requests: pod_requests(&pod),
             non_zero: non_zero_requests(&pod),
             ports,
@@ -111,7 +115,6 @@ pub fn pod_key(pod: &Pod) -> String {
 #[derive(Clone, Debug)]
 pub struct NodeInfo {
     pub name: String,
-    pub node: Arc<Node>,
     pub labels: Labels,
     pub taints: Vec<Taint>,
     pub unschedulable: bool,
@@ -130,10 +133,9 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    pub fn new(node: Arc<Node>) -> NodeInfo {
+    pub fn new(node: Node) -> NodeInfo {
         let mut info = NodeInfo {
             name: node.metadata.name.clone().unwrap_or_default(),
-            node: node.clone(),
             labels: Labels::new(),
             taints: vec![],
             unschedulable: false,
@@ -150,10 +152,12 @@ impl NodeInfo {
         info
     }
 
-    fn set_node(&mut self, node: Arc<Node>) {
-        let spec = node.spec.clone().unwrap_or_default();
-        let status = node.status.clone().unwrap_or_default();
-        self.labels = node.metadata.labels.clone().unwrap_or_default();
+    /// Takes what the plugins read out of the node object; the object itself is dropped.
+    fn set_node(&mut self, node: Node) {
+        self.allocatable = node_allocatable(&node);
+        let spec = node.spec.unwrap_or_default();
+        let status = node.status.unwrap_or_default();
+        self.labels = node.metadata.labels.unwrap_or_default();
         self.taints = spec.taints.unwrap_or_default();
         self.unschedulable = spec.unschedulable.unwrap_or(false);
         self.ready = status
@@ -161,7 +165,6 @@ impl NodeInfo {
             .iter()
             .flatten()
             .any(|c| c.type_ == "Ready" && c.status == "True");
-        self.allocatable = node_allocatable(&node);
         self.images = status
             .images
             .iter()
@@ -174,7 +177,6 @@ impl NodeInfo {
                     .map(move |n| (normalize_image(n), size))
             })
             .collect();
-        self.node = node;
     }
 
     pub fn add_pod(&mut self, p: Arc<PodInfo>) {
@@ -258,7 +260,6 @@ impl Cache {
     /// bumps timestamps does not send every unschedulable pod back to the active queue.
     pub fn apply_node(&mut self, node: Node) -> bool {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let node = Arc::new(node);
         match self.index.get(&name) {
             Some(&i) => {
                 let before = &self.nodes[i];
@@ -392,22 +393,24 @@ impl Cache {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+
     use super::*;
     use crate::scheduler::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn assumed_pods_count_until_forgotten_and_confirmation_keeps_one_copy() {
         let mut cache = Cache::default();
-        cache.apply_node(Node::test("n1"));
+        cache.apply_node(Node::test("n1").into());
         let pod = Pod::test("p").requests("1", "1Gi");
-        let info = Arc::new(PodInfo::new(Arc::new(pod.clone())));
+        let info = Arc::new(PodInfo::new(Arc::new(pod.clone().into())));
         cache.assume(info, "n1");
         assert_eq!(
             cache.node("n1").unwrap().requested.milli_cpu,
             1000,
             "assumed pod counts"
         );
-        cache.apply_pod(Arc::new(pod.clone().on_node("n1")));
+        cache.apply_pod(Arc::new(pod.clone().on_node("n1").into()));
         assert_eq!(
             cache.node("n1").unwrap().requested.milli_cpu,
             1000,
@@ -424,11 +427,11 @@ mod tests {
             .unwrap()[0]
             .reason = Some("KubeletReady".into());
         assert!(
-            !cache.apply_node(heartbeat),
+            !cache.apply_node(heartbeat.into()),
             "a heartbeat is not a scheduling-relevant change"
         );
         assert!(
-            cache.apply_node(Node::test("n1").label("new", "label")),
+            cache.apply_node(Node::test("n1").label("new", "label").into()),
             "a new label is"
         );
         assert_eq!(

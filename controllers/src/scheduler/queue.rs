@@ -308,7 +308,7 @@ mod tests {
     use crate::scheduler::testing::PodFixture;
 
     fn info(pod: Pod) -> Arc<PodInfo> {
-        Arc::new(PodInfo::new(Arc::new(pod)))
+        Arc::new(PodInfo::new(Arc::new(pod.into())))
     }
 
     #[test]
