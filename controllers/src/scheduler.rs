@@ -39,12 +39,7 @@ use queue::{QueuedPod, SchedulingQueue};
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     let client = ctx.client.clone();
     let config = ctx.scheduler_config.as_deref().cloned().unwrap_or_default();
-    async move {
-        Scheduler::new(client, config)
-            .run()
-            .await
-    }
-    .boxed()
+    async move { Scheduler::new(client, config).run().await }.boxed()
 }
 
 pub struct Scheduler {

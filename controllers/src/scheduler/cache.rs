@@ -244,11 +244,34 @@ pub struct Cache {
     orphans: HashMap<String, Vec<Arc<PodInfo>>>,
     /// Image → number of nodes that have it (ImageLocality's spread factor).
     pub image_nodes: HashMap<String, usize>,
+    /// How many cached pods carry any pod (anti-)affinity term: while none do, a pod
+    /// without terms of its own skips the inter-pod plugins' walk over every node.
+    affinity_pods: usize,
 }
 
 impl Cache {
     pub fn nodes(&self) -> &[NodeInfo] {
         &self.nodes
+    }
+
+    /// Whether any bound or assumed pod has a pod (anti-)affinity term.
+    pub fn any_affinity_pods(&self) -> bool {
+        self.affinity_pods > 0
+    }
+
+    fn remember(&mut self, info: Arc<PodInfo>, node: String, assumed: bool) {
+        self.place(info.clone(), &node);
+        self.affinity_pods += info.has_affinity() as usize;
+        if let Some(old) = self.pods.insert(
+            info.uid.clone(),
+            CachedPod {
+                info,
+                node,
+                assumed,
+            },
+        ) {
+            self.affinity_pods -= old.info.has_affinity() as usize;
+        }
     }
 
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
@@ -343,22 +366,13 @@ impl Cache {
             return;
         };
         let info = Arc::new(PodInfo::new(pod));
-        if let Some(old) = self.pods.remove(&info.uid) {
-            self.unplace(&old.info.uid, &old.node);
-        }
-        self.place(info.clone(), &node);
-        self.pods.insert(
-            info.uid.clone(),
-            CachedPod {
-                info,
-                node,
-                assumed: false,
-            },
-        );
+        self.delete_pod(&info.uid);
+        self.remember(info, node, false);
     }
 
     pub fn delete_pod(&mut self, uid: &str) {
         if let Some(old) = self.pods.remove(uid) {
+            self.affinity_pods -= old.info.has_affinity() as usize;
             self.unplace(uid, &old.node);
         }
     }
@@ -366,15 +380,7 @@ impl Cache {
     /// Counts the pod on `node` now, before the bind the informer will confirm.
     pub fn assume(&mut self, info: Arc<PodInfo>, node: &str) {
         self.delete_pod(&info.uid);
-        self.place(info.clone(), node);
-        self.pods.insert(
-            info.uid.clone(),
-            CachedPod {
-                info,
-                node: node.into(),
-                assumed: true,
-            },
-        );
+        self.remember(info, node.into(), true);
     }
 
     /// Undoes `assume` after a failed bind; a pod the informer already confirmed stays.

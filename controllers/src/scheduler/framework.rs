@@ -58,8 +58,15 @@ impl CycleState {
             .as_ref()
             .and_then(|s| s.tolerations.clone())
             .unwrap_or_default();
+        let own_terms = !pod.required_affinity.is_empty() || !pod.required_anti_affinity.is_empty();
+        // Without terms on either side there is nothing to count.
+        let affinity = if own_terms || cache.any_affinity_pods() {
+            AffinityState::new(&pod, cache.nodes())
+        } else {
+            AffinityState::default()
+        };
         CycleState {
-            affinity: AffinityState::new(&pod, cache.nodes()),
+            affinity,
             spread: SpreadState::new(&pod, cache.nodes()),
             tolerations,
             pod,
@@ -106,10 +113,14 @@ pub fn score_nodes(
         scores::resources::balanced(state, nodes),
     );
     add(w.node_affinity, scores::node_affinity::score(state, nodes));
-    add(
-        w.inter_pod_affinity,
-        scores::inter_pod_affinity::score(state, nodes, cache.nodes()),
-    );
+    let preferred =
+        !state.pod.preferred_affinity.is_empty() || !state.pod.preferred_anti_affinity.is_empty();
+    if preferred || cache.any_affinity_pods() {
+        add(
+            w.inter_pod_affinity,
+            scores::inter_pod_affinity::score(state, nodes, cache.nodes()),
+        );
+    }
     add(
         w.taint_toleration,
         scores::taint_toleration::score(state, nodes),
@@ -118,10 +129,13 @@ pub fn score_nodes(
         w.pod_topology_spread,
         scores::topology_spread::score(state, nodes, cache.nodes()),
     );
-    add(
-        w.image_locality,
-        scores::image_locality::score(state, nodes, cache),
-    );
+    // No node reports images: every node scores 0.
+    if !cache.image_nodes.is_empty() {
+        add(
+            w.image_locality,
+            scores::image_locality::score(state, nodes, cache),
+        );
+    }
     total
 }
 

@@ -242,7 +242,10 @@ mod tests {
         assert!(p.metadata.creation_timestamp.is_some());
         let spec = p.spec.unwrap();
         assert_eq!(spec.priority, Some(5));
-        assert_eq!(spec.containers[0].ports.as_ref().unwrap()[0].host_port, Some(8080));
+        assert_eq!(
+            spec.containers[0].ports.as_ref().unwrap()[0].host_port,
+            Some(8080)
+        );
         assert_eq!(spec.tolerations.unwrap()[0].key.as_deref(), Some("k"));
         assert_eq!(p.status.unwrap().nominated_node_name.as_deref(), Some("n1"));
     }

@@ -38,7 +38,8 @@ impl QueuedPod {
     }
 }
 
-type ActiveKey = (Reverse<i32>, String, u64);
+/// Priority (higher first), creation time in ns (older first), arrival order.
+type ActiveKey = (Reverse<i32>, i128, u64);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Place {
@@ -70,14 +71,12 @@ pub struct SchedulingQueue {
     notify: Notify,
 }
 
-fn creation(info: &PodInfo) -> String {
+fn creation(info: &PodInfo) -> i128 {
     info.pod
         .metadata
         .creation_timestamp
         .as_ref()
-        .and_then(|t| serde_json::to_value(t).ok())
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+        .map_or(0, |t| t.0.as_nanosecond())
 }
 
 impl Inner {
@@ -151,7 +150,7 @@ impl SchedulingQueue {
                     Entry {
                         pod,
                         place: Place::Active,
-                        key: (Reverse(0), String::new(), 0),
+                        key: (Reverse(0), 0, 0),
                     },
                 );
                 q.activate(&uid);
@@ -227,7 +226,7 @@ impl SchedulingQueue {
         let entry = q.entries.entry(uid).or_insert(Entry {
             pod: pod.clone(),
             place: Place::Backoff,
-            key: (Reverse(0), String::new(), 0),
+            key: (Reverse(0), 0, 0),
         });
         entry.pod.attempts = entry.pod.attempts.max(pod.attempts);
         entry.pod.last_attempt = pod.last_attempt;
