@@ -7,9 +7,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PodAffinityTerm, Taint, WeightedPodAffinityTerm};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
 use super::objects::{Node, Pod};
 
+use super::framework::event;
 use super::labels::Labels;
 use super::resources::{node_allocatable, non_zero_requests, pod_requests, Resource};
 
@@ -40,6 +43,9 @@ pub struct PodInfo {
     pub name: String,
     pub labels: Labels,
     pub priority: i32,
+    /// status.startTime (else creation time) in ns: among equal priorities the pod
+    /// running longer is the more important one to keep.
+    pub started: i128,
     pub requests: Resource,
     pub non_zero: (i64, i64),
     pub ports: Vec<HostPort>,
@@ -70,7 +76,14 @@ impl PodInfo {
         let priority = spec.priority.unwrap_or(0);
         let pa = aff.pod_affinity.unwrap_or_default();
         let anti = aff.pod_anti_affinity.unwrap_or_default();
+        let started = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .or(pod.metadata.creation_timestamp.as_ref())
+            .map_or(0, |t| t.0.as_nanosecond());
         PodInfo {
+            started,
             uid: pod.metadata.uid.clone().unwrap_or_else(|| pod_key(&pod)),
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
@@ -95,6 +108,28 @@ impl PodInfo {
         }
     }
 
+    /// For a pod bound to a node: everything the plugins read of existing pods is parsed
+    /// into the fields above, so the object keeps only its identity and deletion mark.
+    /// The cache holds every pod in the cluster; this keeps each small.
+    pub fn new_assigned(pod: Arc<Pod>) -> PodInfo {
+        let mut info = PodInfo::new(pod);
+        let m = &info.pod.metadata;
+        let lean = Pod {
+            metadata: ObjectMeta {
+                name: m.name.clone(),
+                namespace: m.namespace.clone(),
+                uid: m.uid.clone(),
+                resource_version: m.resource_version.clone(),
+                deletion_timestamp: m.deletion_timestamp.clone(),
+                ..Default::default()
+            },
+            spec: None,
+            status: None,
+        };
+        info.pod = Arc::new(lean);
+        info
+    }
+
     pub fn has_affinity(&self) -> bool {
         !(self.required_affinity.is_empty()
             && self.required_anti_affinity.is_empty()
@@ -109,6 +144,32 @@ pub fn pod_key(pod: &Pod) -> String {
         pod.metadata.namespace.as_deref().unwrap_or(""),
         pod.metadata.name.as_deref().unwrap_or("")
     )
+}
+
+/// What preemption needs of a PodDisruptionBudget.
+#[derive(Clone, Debug, Default)]
+pub struct Pdb {
+    pub namespace: String,
+    pub selector: Option<LabelSelector>,
+    /// status.disruptionsAllowed.
+    pub allowed: i32,
+    /// status.disruptedPods: names already being disrupted (they spend nothing).
+    pub disrupted: Vec<String>,
+}
+
+impl Pdb {
+    pub fn new(pdb: &PodDisruptionBudget) -> Pdb {
+        let status = pdb.status.as_ref();
+        Pdb {
+            namespace: pdb.metadata.namespace.clone().unwrap_or_default(),
+            selector: pdb.spec.as_ref().and_then(|s| s.selector.clone()),
+            allowed: status.map_or(0, |s| s.disruptions_allowed),
+            disrupted: status
+                .and_then(|s| s.disrupted_pods.as_ref())
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
 }
 
 /// One node and what is placed on it.
@@ -244,6 +305,11 @@ pub struct Cache {
     orphans: HashMap<String, Vec<Arc<PodInfo>>>,
     /// Image → number of nodes that have it (ImageLocality's spread factor).
     pub image_nodes: HashMap<String, usize>,
+    /// PodDisruptionBudgets by namespace/name, for preemption.
+    pub pdbs: HashMap<String, Pdb>,
+    pdb_list: Vec<Pdb>,
+    /// Namespace labels, for namespaceSelector in pod (anti-)affinity terms.
+    pub namespaces: HashMap<String, Labels>,
     /// How many cached pods carry any pod (anti-)affinity term: while none do, a pod
     /// without terms of its own skips the inter-pod plugins' walk over every node.
     affinity_pods: usize,
@@ -252,6 +318,18 @@ pub struct Cache {
 impl Cache {
     pub fn nodes(&self) -> &[NodeInfo] {
         &self.nodes
+    }
+
+    pub fn set_pdb(&mut self, key: String, pdb: Option<Pdb>) {
+        match pdb {
+            Some(p) => self.pdbs.insert(key, p),
+            None => self.pdbs.remove(&key),
+        };
+        self.pdb_list = self.pdbs.values().cloned().collect();
+    }
+
+    pub fn pdbs(&self) -> &[Pdb] {
+        &self.pdb_list
     }
 
     /// Whether any bound or assumed pod has a pod (anti-)affinity term.
@@ -278,33 +356,39 @@ impl Cache {
         self.index.get(name).map(|i| &self.nodes[*i])
     }
 
-    /// Adds or updates a node. Returns whether anything a filter looks at changed (a new
-    /// node, labels, taints, allocatable, cordon, readiness), so a heartbeat that only
-    /// bumps timestamps does not send every unschedulable pod back to the active queue.
-    pub fn apply_node(&mut self, node: Node) -> bool {
+    /// Adds or updates a node. Returns the event it amounts to (`framework::event`
+    /// bits; 0 when nothing a filter looks at changed), so a heartbeat that only bumps
+    /// timestamps does not send unschedulable pods back to the active queue.
+    pub fn apply_node(&mut self, node: Node) -> u16 {
         let name = node.metadata.name.clone().unwrap_or_default();
         match self.index.get(&name) {
             Some(&i) => {
-                let before = &self.nodes[i];
+                let b = &self.nodes[i];
                 let before = (
-                    before.labels.clone(),
-                    before.taints.clone(),
-                    before.allocatable.clone(),
-                    before.unschedulable,
-                    before.ready,
+                    b.labels.clone(),
+                    b.taints.clone(),
+                    b.allocatable.clone(),
+                    b.unschedulable,
+                    b.ready,
                 );
                 self.count_images(i, -1);
                 self.nodes[i].set_node(node);
                 self.count_images(i, 1);
-                let after = &self.nodes[i];
-                before
-                    != (
-                        after.labels.clone(),
-                        after.taints.clone(),
-                        after.allocatable.clone(),
-                        after.unschedulable,
-                        after.ready,
-                    )
+                let a = &self.nodes[i];
+                let mut ev = 0;
+                if before.0 != a.labels {
+                    ev |= event::NODE_LABELS;
+                }
+                if before.1 != a.taints || before.4 != a.ready {
+                    ev |= event::NODE_TAINTS;
+                }
+                if before.2 != a.allocatable {
+                    ev |= event::NODE_ALLOCATABLE;
+                }
+                if before.3 != a.unschedulable {
+                    ev |= event::NODE_CORDON;
+                }
+                ev
             }
             None => {
                 let mut info = NodeInfo::new(node);
@@ -314,7 +398,7 @@ impl Cache {
                 self.index.insert(name, self.nodes.len());
                 self.nodes.push(info);
                 self.count_images(self.nodes.len() - 1, 1);
-                true
+                event::NODE_ADD
             }
         }
     }
@@ -360,21 +444,31 @@ impl Cache {
     }
 
     /// An assigned pod as the informer shows it: adds it, updates it, or confirms an
-    /// assumed pod (which may have moved if someone else bound it elsewhere).
-    pub fn apply_pod(&mut self, pod: Arc<Pod>) {
+    /// assumed pod (which may have moved if someone else bound it elsewhere). Returns
+    /// whether the informer shows it on this node for the first time (upstream's
+    /// AssignedPodAdd, which also fires for the scheduler's own bindings).
+    pub fn apply_pod(&mut self, pod: Arc<Pod>) -> bool {
         let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
-            return;
+            return false;
         };
-        let info = Arc::new(PodInfo::new(pod));
+        let info = Arc::new(PodInfo::new_assigned(pod));
+        let new = self
+            .pods
+            .get(&info.uid)
+            .is_none_or(|old| old.assumed || old.node != node);
         self.delete_pod(&info.uid);
         self.remember(info, node, false);
+        new
     }
 
-    pub fn delete_pod(&mut self, uid: &str) {
-        if let Some(old) = self.pods.remove(uid) {
-            self.affinity_pods -= old.info.has_affinity() as usize;
-            self.unplace(uid, &old.node);
-        }
+    /// Forgets a bound or assumed pod; returns whether there was one.
+    pub fn delete_pod(&mut self, uid: &str) -> bool {
+        let Some(old) = self.pods.remove(uid) else {
+            return false;
+        };
+        self.affinity_pods -= old.info.has_affinity() as usize;
+        self.unplace(uid, &old.node);
+        true
     }
 
     /// Counts the pod on `node` now, before the bind the informer will confirm.
@@ -432,13 +526,20 @@ mod tests {
             .as_mut()
             .unwrap()[0]
             .reason = Some("KubeletReady".into());
-        assert!(
-            !cache.apply_node(heartbeat.into()),
+        assert_eq!(
+            cache.apply_node(heartbeat.into()),
+            0,
             "a heartbeat is not a scheduling-relevant change"
         );
-        assert!(
+        assert_eq!(
             cache.apply_node(Node::test("n1").label("new", "label").into()),
+            event::NODE_LABELS,
             "a new label is"
+        );
+        assert_eq!(
+            cache.apply_node(Node::test("n1").label("new", "label").cpu("8").into()),
+            event::NODE_ALLOCATABLE,
+            "so is more cpu"
         );
         assert_eq!(
             cache.node("n1").unwrap().requested.pods,

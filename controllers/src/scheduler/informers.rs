@@ -7,11 +7,13 @@ use std::sync::Arc;
 use futures::TryStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use tokio::sync::Notify;
 
-use super::cache::PodInfo;
-use super::objects::{Node, Pod};
+use super::cache::{Pdb, PodInfo};
+use super::framework::{event, plugin};
+use super::objects::{Namespace, Node, Pod};
 use super::Scheduler;
 
 pub async fn watch_nodes(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
@@ -40,17 +42,91 @@ pub async fn watch_nodes(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Resu
                     s.cache().delete_node(&n);
                 }
                 synced.notify_one();
-                s.queue.move_all();
+                s.queue.move_for(event::NODE_ADD);
             }
             Event::Apply(n) => {
-                let changed = s.cache().apply_node(n);
-                if changed {
-                    s.queue.move_all();
+                let ev = s.cache().apply_node(n);
+                if ev != 0 {
+                    s.queue.move_for(ev);
                 }
             }
             Event::Delete(n) => s
                 .cache()
                 .delete_node(n.metadata.name.as_deref().unwrap_or("")),
+        }
+    }
+    Ok(())
+}
+
+/// Namespace labels for namespaceSelector. A label change may let a pod parked by
+/// InterPodAffinity fit.
+pub async fn watch_namespaces(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(s.client.clone());
+    let mut stream =
+        std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+    let mut seen: HashSet<String> = HashSet::new();
+    let name = |n: &Namespace| n.metadata.name.clone().unwrap_or_default();
+    while let Some(ev) = stream.try_next().await? {
+        match ev {
+            Event::Init => seen.clear(),
+            Event::InitApply(n) => {
+                let key = name(&n);
+                seen.insert(key.clone());
+                s.cache().namespaces.insert(key, n.metadata.labels.unwrap_or_default());
+            }
+            Event::InitDone => {
+                s.cache().namespaces.retain(|k, _| seen.contains(k));
+                synced.notify_one();
+            }
+            Event::Apply(n) => {
+                let labels = n.metadata.labels.clone().unwrap_or_default();
+                let old = s.cache().namespaces.insert(name(&n), labels.clone());
+                if old.is_none_or(|o| o != labels) {
+                    s.queue.move_for(plugin::INTER_POD_AFFINITY);
+                }
+            }
+            Event::Delete(n) => {
+                s.cache().namespaces.remove(&name(&n));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// PodDisruptionBudgets, which preemption avoids violating.
+pub async fn watch_pdbs(s: Arc<Scheduler>) -> anyhow::Result<()> {
+    let api: Api<PodDisruptionBudget> = Api::all(s.client.clone());
+    let mut stream =
+        std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+    let mut seen: HashSet<String> = HashSet::new();
+    let key = |p: &PodDisruptionBudget| {
+        format!(
+            "{}/{}",
+            p.metadata.namespace.as_deref().unwrap_or(""),
+            p.metadata.name.as_deref().unwrap_or("")
+        )
+    };
+    while let Some(ev) = stream.try_next().await? {
+        match ev {
+            Event::Init => seen.clear(),
+            Event::InitApply(p) => {
+                seen.insert(key(&p));
+                s.cache().set_pdb(key(&p), Some(Pdb::new(&p)));
+            }
+            Event::InitDone => {
+                let gone: Vec<String> = s
+                    .cache()
+                    .pdbs
+                    .keys()
+                    .filter(|k| !seen.contains(*k))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    s.cache().set_pdb(k, None);
+                }
+            }
+            Event::Apply(p) => s.cache().set_pdb(key(&p), Some(Pdb::new(&p))),
+            Event::Delete(p) => s.cache().set_pdb(key(&p), None),
         }
     }
     Ok(())
@@ -107,7 +183,9 @@ fn apply_pod(s: &Scheduler, pod: Pod) {
         .is_some_and(|n| !n.is_empty());
     if assigned {
         s.queue.delete(&uid(&pod));
-        s.cache().apply_pod(Arc::new(pod));
+        if s.cache().apply_pod(Arc::new(pod)) {
+            s.queue.move_for(event::ASSIGNED_POD_ADD);
+        }
         return;
     }
     let name = spec
@@ -124,7 +202,9 @@ fn apply_pod(s: &Scheduler, pod: Pod) {
 }
 
 fn delete_pod(s: &Scheduler, uid: &str) {
-    s.cache().delete_pod(uid);
+    let was_assigned = s.cache().delete_pod(uid);
     s.queue.delete(uid);
-    s.queue.move_all();
+    if was_assigned {
+        s.queue.move_for(event::ASSIGNED_POD_DELETE);
+    }
 }

@@ -91,6 +91,7 @@ pub struct Container {
 pub struct PodStatus {
     pub phase: Option<String>,
     pub nominated_node_name: Option<String>,
+    pub start_time: Option<Time>,
     pub conditions: Option<Vec<PodCondition>>,
 }
 
@@ -172,6 +173,13 @@ impl From<k8s_openapi::api::core::v1::Node> for Node {
     }
 }
 
+/// A namespace as namespaceSelector sees it: its name and labels.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct Namespace {
+    #[serde(default, deserialize_with = "lean_meta")]
+    pub metadata: ObjectMeta,
+}
+
 macro_rules! core_v1_resource {
     ($ty:ty, $kind:literal, $plural:literal, $scope:ty) => {
         impl kube::Resource for $ty {
@@ -205,6 +213,7 @@ macro_rules! core_v1_resource {
 
 core_v1_resource!(Pod, "Pod", "pods", NamespaceResourceScope);
 core_v1_resource!(Node, "Node", "nodes", ClusterResourceScope);
+core_v1_resource!(Namespace, "Namespace", "namespaces", ClusterResourceScope);
 
 #[cfg(test)]
 mod tests {
