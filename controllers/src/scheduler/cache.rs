@@ -56,9 +56,22 @@ pub struct PodInfo {
 }
 
 impl PodInfo {
+    /// Parses the pod once. What is parsed into fields (labels, pod (anti-)affinity
+    /// terms, container resource requests) is moved out of the object rather than
+    /// copied, so each pod's data is held once.
     pub fn new(pod: Arc<Pod>) -> PodInfo {
-        let no_spec = Default::default();
-        let spec = pod.spec.as_ref().unwrap_or(&no_spec);
+        let mut pod = Arc::unwrap_or_clone(pod);
+        let requests = pod_requests(&pod);
+        let non_zero = non_zero_requests(&pod);
+        let labels = pod.metadata.labels.take().unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_else(|| pod_key(&pod));
+        let started = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .or(pod.metadata.creation_timestamp.as_ref())
+            .map_or(0, |t| t.0.as_nanosecond());
+        let spec = pod.spec.get_or_insert_with(Default::default);
         let ports = spec
             .containers
             .iter()
@@ -72,25 +85,31 @@ impl PodInfo {
                 })
             })
             .collect();
-        let aff = spec.affinity.clone().unwrap_or_default();
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            c.resources = None;
+            c.ports = None;
+        }
         let priority = spec.priority.unwrap_or(0);
-        let pa = aff.pod_affinity.unwrap_or_default();
-        let anti = aff.pod_anti_affinity.unwrap_or_default();
-        let started = pod
-            .status
-            .as_ref()
-            .and_then(|s| s.start_time.as_ref())
-            .or(pod.metadata.creation_timestamp.as_ref())
-            .map_or(0, |t| t.0.as_nanosecond());
+        let (pa, anti) = match spec.affinity.as_mut() {
+            Some(a) => (
+                a.pod_affinity.take().unwrap_or_default(),
+                a.pod_anti_affinity.take().unwrap_or_default(),
+            ),
+            None => Default::default(),
+        };
         PodInfo {
             started,
-            uid: pod.metadata.uid.clone().unwrap_or_else(|| pod_key(&pod)),
+            uid,
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
+            labels,
             priority,
-            requests: pod_requests(&pod),
-            non_zero: non_zero_requests(&pod),
+            requests,
+            non_zero,
             ports,
             required_affinity: pa
                 .required_during_scheduling_ignored_during_execution
@@ -104,7 +123,7 @@ impl PodInfo {
             preferred_anti_affinity: anti
                 .preferred_during_scheduling_ignored_during_execution
                 .unwrap_or_default(),
-            pod,
+            pod: Arc::new(pod),
         }
     }
 
@@ -330,6 +349,11 @@ impl Cache {
 
     pub fn pdbs(&self) -> &[Pdb] {
         &self.pdb_list
+    }
+
+    /// The uids of every bound or assumed pod.
+    pub fn pod_uids(&self) -> Vec<String> {
+        self.pods.keys().cloned().collect()
     }
 
     /// Whether any bound or assumed pod has a pod (anti-)affinity term.

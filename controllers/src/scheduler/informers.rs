@@ -41,6 +41,7 @@ pub async fn watch_nodes(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Resu
                 for n in gone {
                     s.cache().delete_node(&n);
                 }
+                seen = HashSet::new();
                 synced.notify_one();
                 s.queue.move_for(event::NODE_ADD);
             }
@@ -140,31 +141,26 @@ pub async fn watch_pods(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Resul
     let api: Api<Pod> = Api::all(s.client.clone());
     let mut stream =
         std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+    // The uids of a (re-)list, kept only until it is done.
     let mut seen: HashSet<String> = HashSet::new();
-    let mut known: HashSet<String> = HashSet::new();
     while let Some(ev) = stream.try_next().await? {
         match ev {
             Event::Init => seen.clear(),
             Event::InitApply(p) => {
                 seen.insert(uid(&p));
-                known.insert(uid(&p));
                 apply_pod(&s, p);
             }
             Event::InitDone => {
-                for gone in known.difference(&seen).cloned().collect::<Vec<_>>() {
+                let mut known = s.cache().pod_uids();
+                known.extend(s.queue.uids());
+                for gone in known.into_iter().filter(|u| !seen.contains(u)) {
                     delete_pod(&s, &gone);
-                    known.remove(&gone);
                 }
+                seen = HashSet::new();
                 synced.notify_one();
             }
-            Event::Apply(p) => {
-                known.insert(uid(&p));
-                apply_pod(&s, p);
-            }
-            Event::Delete(p) => {
-                known.remove(&uid(&p));
-                delete_pod(&s, &uid(&p));
-            }
+            Event::Apply(p) => apply_pod(&s, p),
+            Event::Delete(p) => delete_pod(&s, &uid(&p)),
         }
     }
     Ok(())

@@ -307,6 +307,12 @@ impl SchedulingQueue {
         }
     }
 
+    /// The uids of every queued pod (active, backing off, parked or in flight).
+    pub fn uids(&self) -> Vec<String> {
+        let q = self.inner.lock().expect("queue lock");
+        q.entries.keys().cloned().collect()
+    }
+
     /// (active, back-off, unschedulable) sizes, for tests and logs.
     pub fn lens(&self) -> (usize, usize, usize) {
         let q = self.inner.lock().expect("queue lock");
