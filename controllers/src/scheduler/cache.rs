@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::{PodAffinityTerm, Taint, WeightedPodAffinityTerm};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::objects::{Node, Pod};
 
@@ -43,6 +43,8 @@ pub struct PodInfo {
     pub name: String,
     pub labels: Labels,
     pub priority: i32,
+    /// metadata.deletionTimestamp is set (the pod is terminating).
+    pub deleting: bool,
     /// status.startTime (else creation time) in ns: among equal priorities the pod
     /// running longer is the more important one to keep.
     pub started: i128,
@@ -102,6 +104,7 @@ impl PodInfo {
             None => Default::default(),
         };
         PodInfo {
+            deleting: pod.metadata.deletion_timestamp.is_some(),
             started,
             uid,
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
@@ -128,24 +131,12 @@ impl PodInfo {
     }
 
     /// For a pod bound to a node: everything the plugins read of existing pods is parsed
-    /// into the fields above, so the object keeps only its identity and deletion mark.
-    /// The cache holds every pod in the cluster; this keeps each small.
+    /// into the fields above, so the object itself is not kept (all such pods share one
+    /// empty object). The cache holds every pod in the cluster; this keeps each small.
     pub fn new_assigned(pod: Arc<Pod>) -> PodInfo {
+        static EMPTY: std::sync::LazyLock<Arc<Pod>> = std::sync::LazyLock::new(Default::default);
         let mut info = PodInfo::new(pod);
-        let m = &info.pod.metadata;
-        let lean = Pod {
-            metadata: ObjectMeta {
-                name: m.name.clone(),
-                namespace: m.namespace.clone(),
-                uid: m.uid.clone(),
-                resource_version: m.resource_version.clone(),
-                deletion_timestamp: m.deletion_timestamp.clone(),
-                ..Default::default()
-            },
-            spec: None,
-            status: None,
-        };
-        info.pod = Arc::new(lean);
+        info.pod = EMPTY.clone();
         info
     }
 

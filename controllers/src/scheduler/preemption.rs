@@ -88,7 +88,7 @@ pub fn preempt(
         let terminating = node
             .pods
             .iter()
-            .any(|p| p.priority < pod.priority && p.pod.metadata.deletion_timestamp.is_some());
+            .any(|p| p.priority < pod.priority && p.deleting);
         if terminating {
             return Err(
                 "preemption: not eligible due to a terminating pod on the nominated node".into(),
