@@ -77,8 +77,7 @@ impl Scheduler {
         let (nodes_synced, pods_synced, ns_synced) = (notify(), notify(), notify());
         let nodes = tokio::spawn(informers::watch_nodes(self.clone(), nodes_synced.clone()));
         let pods = tokio::spawn(informers::watch_pods(self.clone(), pods_synced.clone()));
-        let namespaces =
-            tokio::spawn(informers::watch_namespaces(self.clone(), ns_synced.clone()));
+        let namespaces = tokio::spawn(informers::watch_namespaces(self.clone(), ns_synced.clone()));
         let pdbs = tokio::spawn(informers::watch_pdbs(self.clone()));
         // Leadership lost (this future dropped) or a watcher failed: stop them all.
         let _stop = AbortOnDrop(vec![

@@ -124,9 +124,7 @@ fn progress(started: Instant, scheduler: Option<u32>, what: &str) {
 /// RssAnon and RssFile (kB) from /proc/<pid>/status.
 fn rss_split(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| {
-        status.lines().find_map(|l| l.strip_prefix(name)?.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-    };
+    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)?.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
     Some((field("RssAnon:")?, field("RssFile:")?))
 }
 

@@ -5,9 +5,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
-use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::Api;
 use tokio::sync::Notify;
 
@@ -28,8 +28,7 @@ fn list_options() -> watcher::Config {
 
 pub async fn watch_nodes(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
     let api: Api<Node> = Api::all(s.client.clone());
-    let mut stream =
-        std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
+    let mut stream = std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
     let mut seen: HashSet<String> = HashSet::new();
     while let Some(ev) = stream.try_next().await? {
         match ev {
@@ -73,8 +72,7 @@ pub async fn watch_nodes(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Resu
 /// InterPodAffinity fit.
 pub async fn watch_namespaces(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
     let api: Api<Namespace> = Api::all(s.client.clone());
-    let mut stream =
-        std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
+    let mut stream = std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
     let mut seen: HashSet<String> = HashSet::new();
     let name = |n: &Namespace| n.metadata.name.clone().unwrap_or_default();
     while let Some(ev) = stream.try_next().await? {
@@ -83,7 +81,9 @@ pub async fn watch_namespaces(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow:
             Event::InitApply(n) => {
                 let key = name(&n);
                 seen.insert(key.clone());
-                s.cache().namespaces.insert(key, n.metadata.labels.unwrap_or_default());
+                s.cache()
+                    .namespaces
+                    .insert(key, n.metadata.labels.unwrap_or_default());
             }
             Event::InitDone => {
                 s.cache().namespaces.retain(|k, _| seen.contains(k));
@@ -107,8 +107,7 @@ pub async fn watch_namespaces(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow:
 /// PodDisruptionBudgets, which preemption avoids violating.
 pub async fn watch_pdbs(s: Arc<Scheduler>) -> anyhow::Result<()> {
     let api: Api<PodDisruptionBudget> = Api::all(s.client.clone());
-    let mut stream =
-        std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
+    let mut stream = std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
     let mut seen: HashSet<String> = HashSet::new();
     let key = |p: &PodDisruptionBudget| {
         format!(
@@ -149,8 +148,7 @@ fn uid(p: &Pod) -> String {
 
 pub async fn watch_pods(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
     let api: Api<Pod> = Api::all(s.client.clone());
-    let mut stream =
-        std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
+    let mut stream = std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
     // The uids of a (re-)list, kept only until it is done.
     let mut seen: HashSet<String> = HashSet::new();
     while let Some(ev) = stream.try_next().await? {

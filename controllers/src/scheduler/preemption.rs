@@ -14,8 +14,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::cache::{Cache, Pdb, PodInfo};
-use super::labels::selector_matches;
 use super::framework::{fit_error_message, run_filters, Code, CycleState, Status};
+use super::labels::selector_matches;
 
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
 pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
@@ -256,17 +256,40 @@ mod tests {
         let pods = || {
             vec![
                 // The lower priority would make "guarded" the cheaper node without PDBs.
-                Pod::test("db").on_node("guarded").requests("2", "1Gi").priority(1).label("app", "db"),
-                Pod::test("web").on_node("free").requests("2", "1Gi").priority(2).label("app", "web"),
+                Pod::test("db")
+                    .on_node("guarded")
+                    .requests("2", "1Gi")
+                    .priority(1)
+                    .label("app", "db"),
+                Pod::test("web")
+                    .on_node("free")
+                    .requests("2", "1Gi")
+                    .priority(2)
+                    .label("app", "web"),
             ]
         };
         let incoming = || Pod::test("p").requests("2", "1Gi").priority(10);
         let cases = [
             ("no PDB: lowest priority victim", vec![], "guarded"),
-            ("db PDB allows one disruption", vec![pdb("db", 1)], "guarded"),
+            (
+                "db PDB allows one disruption",
+                vec![pdb("db", 1)],
+                "guarded",
+            ),
             ("db PDB allows none: spare it", vec![pdb("db", 0)], "free"),
-            ("both exhausted: back to priorities", vec![pdb("db", 0), pdb("web", 0)], "guarded"),
-            ("an empty selector protects nothing", vec![Pdb { selector: Some(LabelSelector::default()), ..pdb("", 0) }], "guarded"),
+            (
+                "both exhausted: back to priorities",
+                vec![pdb("db", 0), pdb("web", 0)],
+                "guarded",
+            ),
+            (
+                "an empty selector protects nothing",
+                vec![Pdb {
+                    selector: Some(LabelSelector::default()),
+                    ..pdb("", 0)
+                }],
+                "guarded",
+            ),
         ];
         for (name, pdbs, want) in cases {
             let mut cache = cluster(nodes(), pods());
@@ -280,14 +303,33 @@ mod tests {
 
     #[test]
     fn pdb_split_spends_allowed_disruptions_in_order() {
-        let info = |name: &str| Arc::new(PodInfo::new(Arc::new(Pod::test(name).label("app", "db").into())));
+        let info = |name: &str| {
+            Arc::new(PodInfo::new(Arc::new(
+                Pod::test(name).label("app", "db").into(),
+            )))
+        };
         let mut already = pdb("db", 1);
         already.disrupted = vec!["a".into()];
         let cases = [
             ("three allowed", pdb("db", 3), vec![], 3),
-            ("two allowed: the third violates", pdb("db", 2), vec!["c"], 2),
-            ("one allowed: the rest violate", pdb("db", 1), vec!["b", "c"], 1),
-            ("already disrupted pods spend nothing", already, vec!["c"], 2),
+            (
+                "two allowed: the third violates",
+                pdb("db", 2),
+                vec!["c"],
+                2,
+            ),
+            (
+                "one allowed: the rest violate",
+                pdb("db", 1),
+                vec!["b", "c"],
+                1,
+            ),
+            (
+                "already disrupted pods spend nothing",
+                already,
+                vec!["c"],
+                2,
+            ),
         ];
         for (name, budget, want_violating, want_fine) in cases {
             let (violating, fine) = split_by_pdb(vec![info("a"), info("b"), info("c")], &[budget]);

@@ -96,14 +96,14 @@ impl Inner {
             self.seq,
         );
         e.place = Place::Active;
-        self.active.insert((e.key.clone(), uid.to_string()));
+        self.active.insert((e.key, uid.to_string()));
         self.parked.remove(uid);
     }
 
     fn leave_active(&mut self, uid: &str) {
         if let Some(e) = self.entries.get(uid) {
             if e.place == Place::Active {
-                self.active.remove(&(e.key.clone(), uid.to_string()));
+                self.active.remove(&(e.key, uid.to_string()));
             }
         }
     }

@@ -287,20 +287,67 @@ mod tests {
         let mut cache = cluster(
             vec![Node::test("prod-node"), Node::test("dev-node")],
             vec![
-                in_namespace(Pod::test("db").on_node("prod-node").label("app", "db"), "prod"),
-                in_namespace(Pod::test("db").on_node("dev-node").label("app", "db"), "dev"),
+                in_namespace(
+                    Pod::test("db").on_node("prod-node").label("app", "db"),
+                    "prod",
+                ),
+                in_namespace(
+                    Pod::test("db").on_node("dev-node").label("app", "db"),
+                    "dev",
+                ),
             ],
         );
-        cache.namespaces.insert("prod".into(), [("env".to_string(), "prod".to_string())].into());
-        cache.namespaces.insert("dev".into(), [("env".to_string(), "dev".to_string())].into());
+        cache.namespaces.insert(
+            "prod".into(),
+            [("env".to_string(), "prod".to_string())].into(),
+        );
+        cache.namespaces.insert(
+            "dev".into(),
+            [("env".to_string(), "dev".to_string())].into(),
+        );
         let cases = [
-            ("no list, no selector: own namespace only", anti_db(None, None), "prod-node", None),
-            ("listed namespace", anti_db(Some(&["prod"]), None), "prod-node", Some(ANTI_AFFINITY)),
-            ("unlisted namespace", anti_db(Some(&["prod"]), None), "dev-node", None),
-            ("selector matches prod", anti_db(None, Some(("env", "prod"))), "prod-node", Some(ANTI_AFFINITY)),
-            ("selector does not match dev", anti_db(None, Some(("env", "prod"))), "dev-node", None),
-            ("empty selector: every namespace", anti_db(None, Some(("", ""))), "dev-node", Some(ANTI_AFFINITY)),
-            ("list and selector are ORed", anti_db(Some(&["dev"]), Some(("env", "prod"))), "dev-node", Some(ANTI_AFFINITY)),
+            (
+                "no list, no selector: own namespace only",
+                anti_db(None, None),
+                "prod-node",
+                None,
+            ),
+            (
+                "listed namespace",
+                anti_db(Some(&["prod"]), None),
+                "prod-node",
+                Some(ANTI_AFFINITY),
+            ),
+            (
+                "unlisted namespace",
+                anti_db(Some(&["prod"]), None),
+                "dev-node",
+                None,
+            ),
+            (
+                "selector matches prod",
+                anti_db(None, Some(("env", "prod"))),
+                "prod-node",
+                Some(ANTI_AFFINITY),
+            ),
+            (
+                "selector does not match dev",
+                anti_db(None, Some(("env", "prod"))),
+                "dev-node",
+                None,
+            ),
+            (
+                "empty selector: every namespace",
+                anti_db(None, Some(("", ""))),
+                "dev-node",
+                Some(ANTI_AFFINITY),
+            ),
+            (
+                "list and selector are ORed",
+                anti_db(Some(&["dev"]), Some(("env", "prod"))),
+                "dev-node",
+                Some(ANTI_AFFINITY),
+            ),
         ];
         for (name, pod, node, want) in cases {
             assert_eq!(check(filter, pod, &cache, node).as_deref(), want, "{name}");

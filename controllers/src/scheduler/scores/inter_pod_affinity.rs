@@ -113,9 +113,8 @@ mod tests {
                     .preferred_affinity_to(50, "app", "web", ZONE),
             ],
         );
-        let f = |s: &CycleState, n: &[&NodeInfo], c: &crate::scheduler::cache::Cache| {
-            score(s, n, c)
-        };
+        let f =
+            |s: &CycleState, n: &[&NodeInfo], c: &crate::scheduler::cache::Cache| score(s, n, c);
         let cases = [
             (
                 "no terms: only the existing pod's preference counts",
