@@ -10,6 +10,7 @@ pub mod config;
 pub mod filters;
 pub mod framework;
 pub mod labels;
+pub mod objects;
 pub mod preemption;
 pub mod queue;
 pub mod resources;
@@ -38,12 +39,17 @@ use queue::{QueuedPod, SchedulingQueue};
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     let client = ctx.client.clone();
     let config = ctx.scheduler_config.as_deref().cloned().unwrap_or_default();
-    async move {
-        Scheduler::new(client, config)
-            .run()
-            .await
+    async move { Scheduler::new(client, config).run().await }.boxed()
+}
+
+struct AbortOnDrop(Vec<tokio::task::AbortHandle>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for h in &self.0 {
+            h.abort();
+        }
     }
-    .boxed()
 }
 
 pub struct Scheduler {
@@ -67,15 +73,23 @@ impl Scheduler {
 
     /// Runs until a watcher fails for good.
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
-        let (nodes_synced, pods_synced) = (
-            Arc::new(tokio::sync::Notify::new()),
-            Arc::new(tokio::sync::Notify::new()),
-        );
+        let notify = || Arc::new(tokio::sync::Notify::new());
+        let (nodes_synced, pods_synced, ns_synced) = (notify(), notify(), notify());
         let nodes = tokio::spawn(informers::watch_nodes(self.clone(), nodes_synced.clone()));
         let pods = tokio::spawn(informers::watch_pods(self.clone(), pods_synced.clone()));
+        let namespaces = tokio::spawn(informers::watch_namespaces(self.clone(), ns_synced.clone()));
+        let pdbs = tokio::spawn(informers::watch_pdbs(self.clone()));
+        // Leadership lost (this future dropped) or a watcher failed: stop them all.
+        let _stop = AbortOnDrop(vec![
+            nodes.abort_handle(),
+            pods.abort_handle(),
+            namespaces.abort_handle(),
+            pdbs.abort_handle(),
+        ]);
         // Like upstream, schedule only once the caches have synced.
         nodes_synced.notified().await;
         pods_synced.notified().await;
+        ns_synced.notified().await;
         info!(
             nodes = self.cache().nodes().len(),
             "scheduler caches synced"
@@ -90,13 +104,15 @@ impl Scheduler {
                 }
             })
         };
+        let _stop_flusher = AbortOnDrop(vec![flusher.abort_handle()]);
         let mut start = 0;
         let result = tokio::select! {
             r = nodes => r.map_err(anyhow::Error::from).and_then(|r| r),
             r = pods => r.map_err(anyhow::Error::from).and_then(|r| r),
+            r = namespaces => r.map_err(anyhow::Error::from).and_then(|r| r),
+            r = pdbs => r.map_err(anyhow::Error::from).and_then(|r| r),
             () = async { loop { start = self.clone().schedule_next(start).await; } } => Ok(()),
         };
-        flusher.abort();
         result
     }
 
@@ -141,7 +157,7 @@ impl Scheduler {
                     fit_error_message(fit.num_all_nodes, &fit.statuses, &post)
                 };
                 debug!(pod = %format!("{}/{}", info.namespace, info.name), %message, "unschedulable");
-                self.queue.unschedulable(queued, cycle);
+                self.queue.unschedulable(queued, cycle, fit.rejected);
                 let me = self.clone();
                 tokio::spawn(async move { me.report(info, message, pre.ok()).await });
                 start

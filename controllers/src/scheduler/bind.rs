@@ -1,13 +1,14 @@
 //! The scheduler's writes: POST pods/{name}/binding, the PodScheduled=False condition
 //! (pods/status), nominatedNodeName, FailedScheduling events, and victim deletion.
 
-use k8s_openapi::api::core::v1::{Event, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
 use super::cache::PodInfo;
+use super::objects::Pod;
 
 pub const FIELD_MANAGER: &str = "default-scheduler";
 

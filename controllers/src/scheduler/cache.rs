@@ -6,8 +6,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::core::v1::{Node, Pod, PodAffinityTerm, Taint, WeightedPodAffinityTerm};
+use k8s_openapi::api::core::v1::{PodAffinityTerm, Taint, WeightedPodAffinityTerm};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
+use super::objects::{Node, Pod};
+
+use super::framework::event;
 use super::labels::Labels;
 use super::resources::{node_allocatable, non_zero_requests, pod_requests, Resource};
 
@@ -38,6 +43,11 @@ pub struct PodInfo {
     pub name: String,
     pub labels: Labels,
     pub priority: i32,
+    /// metadata.deletionTimestamp is set (the pod is terminating).
+    pub deleting: bool,
+    /// status.startTime (else creation time) in ns: among equal priorities the pod
+    /// running longer is the more important one to keep.
+    pub started: i128,
     pub requests: Resource,
     pub non_zero: (i64, i64),
     pub ports: Vec<HostPort>,
@@ -48,8 +58,22 @@ pub struct PodInfo {
 }
 
 impl PodInfo {
+    /// Parses the pod once. What is parsed into fields (labels, pod (anti-)affinity
+    /// terms, container resource requests) is moved out of the object rather than
+    /// copied, so each pod's data is held once.
     pub fn new(pod: Arc<Pod>) -> PodInfo {
-        let spec = pod.spec.clone().unwrap_or_default();
+        let mut pod = Arc::unwrap_or_clone(pod);
+        let requests = pod_requests(&pod);
+        let non_zero = non_zero_requests(&pod);
+        let labels = pod.metadata.labels.take().unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_else(|| pod_key(&pod));
+        let started = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.start_time.as_ref())
+            .or(pod.metadata.creation_timestamp.as_ref())
+            .map_or(0, |t| t.0.as_nanosecond());
+        let spec = pod.spec.get_or_insert_with(Default::default);
         let ports = spec
             .containers
             .iter()
@@ -63,17 +87,32 @@ impl PodInfo {
                 })
             })
             .collect();
-        let aff = spec.affinity.clone().unwrap_or_default();
-        let pa = aff.pod_affinity.unwrap_or_default();
-        let anti = aff.pod_anti_affinity.unwrap_or_default();
+        for c in spec
+            .containers
+            .iter_mut()
+            .chain(spec.init_containers.iter_mut().flatten())
+        {
+            c.resources = None;
+            c.ports = None;
+        }
+        let priority = spec.priority.unwrap_or(0);
+        let (pa, anti) = match spec.affinity.as_mut() {
+            Some(a) => (
+                a.pod_affinity.take().unwrap_or_default(),
+                a.pod_anti_affinity.take().unwrap_or_default(),
+            ),
+            None => Default::default(),
+        };
         PodInfo {
-            uid: pod.metadata.uid.clone().unwrap_or_else(|| pod_key(&pod)),
+            deleting: pod.metadata.deletion_timestamp.is_some(),
+            started,
+            uid,
             namespace: pod.metadata.namespace.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
-            labels: pod.metadata.labels.clone().unwrap_or_default(),
-            priority: spec.priority.unwrap_or(0),
-            requests: pod_requests(&pod),
-            non_zero: non_zero_requests(&pod),
+            labels,
+            priority,
+            requests,
+            non_zero,
             ports,
             required_affinity: pa
                 .required_during_scheduling_ignored_during_execution
@@ -87,8 +126,18 @@ impl PodInfo {
             preferred_anti_affinity: anti
                 .preferred_during_scheduling_ignored_during_execution
                 .unwrap_or_default(),
-            pod,
+            pod: Arc::new(pod),
         }
+    }
+
+    /// For a pod bound to a node: everything the plugins read of existing pods is parsed
+    /// into the fields above, so the object itself is not kept (all such pods share one
+    /// empty object). The cache holds every pod in the cluster; this keeps each small.
+    pub fn new_assigned(pod: Arc<Pod>) -> PodInfo {
+        static EMPTY: std::sync::LazyLock<Arc<Pod>> = std::sync::LazyLock::new(Default::default);
+        let mut info = PodInfo::new(pod);
+        info.pod = EMPTY.clone();
+        info
     }
 
     pub fn has_affinity(&self) -> bool {
@@ -107,11 +156,36 @@ pub fn pod_key(pod: &Pod) -> String {
     )
 }
 
+/// What preemption needs of a PodDisruptionBudget.
+#[derive(Clone, Debug, Default)]
+pub struct Pdb {
+    pub namespace: String,
+    pub selector: Option<LabelSelector>,
+    /// status.disruptionsAllowed.
+    pub allowed: i32,
+    /// status.disruptedPods: names already being disrupted (they spend nothing).
+    pub disrupted: Vec<String>,
+}
+
+impl Pdb {
+    pub fn new(pdb: &PodDisruptionBudget) -> Pdb {
+        let status = pdb.status.as_ref();
+        Pdb {
+            namespace: pdb.metadata.namespace.clone().unwrap_or_default(),
+            selector: pdb.spec.as_ref().and_then(|s| s.selector.clone()),
+            allowed: status.map_or(0, |s| s.disruptions_allowed),
+            disrupted: status
+                .and_then(|s| s.disrupted_pods.as_ref())
+                .map(|m| m.keys().cloned().collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
 /// One node and what is placed on it.
 #[derive(Clone, Debug)]
 pub struct NodeInfo {
     pub name: String,
-    pub node: Arc<Node>,
     pub labels: Labels,
     pub taints: Vec<Taint>,
     pub unschedulable: bool,
@@ -130,10 +204,9 @@ pub struct NodeInfo {
 }
 
 impl NodeInfo {
-    pub fn new(node: Arc<Node>) -> NodeInfo {
+    pub fn new(node: Node) -> NodeInfo {
         let mut info = NodeInfo {
             name: node.metadata.name.clone().unwrap_or_default(),
-            node: node.clone(),
             labels: Labels::new(),
             taints: vec![],
             unschedulable: false,
@@ -150,10 +223,12 @@ impl NodeInfo {
         info
     }
 
-    fn set_node(&mut self, node: Arc<Node>) {
-        let spec = node.spec.clone().unwrap_or_default();
-        let status = node.status.clone().unwrap_or_default();
-        self.labels = node.metadata.labels.clone().unwrap_or_default();
+    /// Takes what the plugins read out of the node object; the object itself is dropped.
+    fn set_node(&mut self, node: Node) {
+        self.allocatable = node_allocatable(&node);
+        let spec = node.spec.unwrap_or_default();
+        let status = node.status.unwrap_or_default();
+        self.labels = node.metadata.labels.unwrap_or_default();
         self.taints = spec.taints.unwrap_or_default();
         self.unschedulable = spec.unschedulable.unwrap_or(false);
         self.ready = status
@@ -161,7 +236,6 @@ impl NodeInfo {
             .iter()
             .flatten()
             .any(|c| c.type_ == "Ready" && c.status == "True");
-        self.allocatable = node_allocatable(&node);
         self.images = status
             .images
             .iter()
@@ -174,7 +248,6 @@ impl NodeInfo {
                     .map(move |n| (normalize_image(n), size))
             })
             .collect();
-        self.node = node;
     }
 
     pub fn add_pod(&mut self, p: Arc<PodInfo>) {
@@ -242,6 +315,14 @@ pub struct Cache {
     orphans: HashMap<String, Vec<Arc<PodInfo>>>,
     /// Image → number of nodes that have it (ImageLocality's spread factor).
     pub image_nodes: HashMap<String, usize>,
+    /// PodDisruptionBudgets by namespace/name, for preemption.
+    pub pdbs: HashMap<String, Pdb>,
+    pdb_list: Vec<Pdb>,
+    /// Namespace labels, for namespaceSelector in pod (anti-)affinity terms.
+    pub namespaces: HashMap<String, Labels>,
+    /// How many cached pods carry any pod (anti-)affinity term: while none do, a pod
+    /// without terms of its own skips the inter-pod plugins' walk over every node.
+    affinity_pods: usize,
 }
 
 impl Cache {
@@ -249,38 +330,80 @@ impl Cache {
         &self.nodes
     }
 
+    pub fn set_pdb(&mut self, key: String, pdb: Option<Pdb>) {
+        match pdb {
+            Some(p) => self.pdbs.insert(key, p),
+            None => self.pdbs.remove(&key),
+        };
+        self.pdb_list = self.pdbs.values().cloned().collect();
+    }
+
+    pub fn pdbs(&self) -> &[Pdb] {
+        &self.pdb_list
+    }
+
+    /// The uids of every bound or assumed pod.
+    pub fn pod_uids(&self) -> Vec<String> {
+        self.pods.keys().cloned().collect()
+    }
+
+    /// Whether any bound or assumed pod has a pod (anti-)affinity term.
+    pub fn any_affinity_pods(&self) -> bool {
+        self.affinity_pods > 0
+    }
+
+    fn remember(&mut self, info: Arc<PodInfo>, node: String, assumed: bool) {
+        self.place(info.clone(), &node);
+        self.affinity_pods += info.has_affinity() as usize;
+        if let Some(old) = self.pods.insert(
+            info.uid.clone(),
+            CachedPod {
+                info,
+                node,
+                assumed,
+            },
+        ) {
+            self.affinity_pods -= old.info.has_affinity() as usize;
+        }
+    }
+
     pub fn node(&self, name: &str) -> Option<&NodeInfo> {
         self.index.get(name).map(|i| &self.nodes[*i])
     }
 
-    /// Adds or updates a node. Returns whether anything a filter looks at changed (a new
-    /// node, labels, taints, allocatable, cordon, readiness), so a heartbeat that only
-    /// bumps timestamps does not send every unschedulable pod back to the active queue.
-    pub fn apply_node(&mut self, node: Node) -> bool {
+    /// Adds or updates a node. Returns the event it amounts to (`framework::event`
+    /// bits; 0 when nothing a filter looks at changed), so a heartbeat that only bumps
+    /// timestamps does not send unschedulable pods back to the active queue.
+    pub fn apply_node(&mut self, node: Node) -> u16 {
         let name = node.metadata.name.clone().unwrap_or_default();
-        let node = Arc::new(node);
         match self.index.get(&name) {
             Some(&i) => {
-                let before = &self.nodes[i];
+                let b = &self.nodes[i];
                 let before = (
-                    before.labels.clone(),
-                    before.taints.clone(),
-                    before.allocatable.clone(),
-                    before.unschedulable,
-                    before.ready,
+                    b.labels.clone(),
+                    b.taints.clone(),
+                    b.allocatable.clone(),
+                    b.unschedulable,
+                    b.ready,
                 );
                 self.count_images(i, -1);
                 self.nodes[i].set_node(node);
                 self.count_images(i, 1);
-                let after = &self.nodes[i];
-                before
-                    != (
-                        after.labels.clone(),
-                        after.taints.clone(),
-                        after.allocatable.clone(),
-                        after.unschedulable,
-                        after.ready,
-                    )
+                let a = &self.nodes[i];
+                let mut ev = 0;
+                if before.0 != a.labels {
+                    ev |= event::NODE_LABELS;
+                }
+                if before.1 != a.taints || before.4 != a.ready {
+                    ev |= event::NODE_TAINTS;
+                }
+                if before.2 != a.allocatable {
+                    ev |= event::NODE_ALLOCATABLE;
+                }
+                if before.3 != a.unschedulable {
+                    ev |= event::NODE_CORDON;
+                }
+                ev
             }
             None => {
                 let mut info = NodeInfo::new(node);
@@ -290,7 +413,7 @@ impl Cache {
                 self.index.insert(name, self.nodes.len());
                 self.nodes.push(info);
                 self.count_images(self.nodes.len() - 1, 1);
-                true
+                event::NODE_ADD
             }
         }
     }
@@ -336,44 +459,37 @@ impl Cache {
     }
 
     /// An assigned pod as the informer shows it: adds it, updates it, or confirms an
-    /// assumed pod (which may have moved if someone else bound it elsewhere).
-    pub fn apply_pod(&mut self, pod: Arc<Pod>) {
+    /// assumed pod (which may have moved if someone else bound it elsewhere). Returns
+    /// whether the informer shows it on this node for the first time (upstream's
+    /// AssignedPodAdd, which also fires for the scheduler's own bindings).
+    pub fn apply_pod(&mut self, pod: Arc<Pod>) -> bool {
         let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.clone()) else {
-            return;
+            return false;
         };
-        let info = Arc::new(PodInfo::new(pod));
-        if let Some(old) = self.pods.remove(&info.uid) {
-            self.unplace(&old.info.uid, &old.node);
-        }
-        self.place(info.clone(), &node);
-        self.pods.insert(
-            info.uid.clone(),
-            CachedPod {
-                info,
-                node,
-                assumed: false,
-            },
-        );
+        let info = Arc::new(PodInfo::new_assigned(pod));
+        let new = self
+            .pods
+            .get(&info.uid)
+            .is_none_or(|old| old.assumed || old.node != node);
+        self.delete_pod(&info.uid);
+        self.remember(info, node, false);
+        new
     }
 
-    pub fn delete_pod(&mut self, uid: &str) {
-        if let Some(old) = self.pods.remove(uid) {
-            self.unplace(uid, &old.node);
-        }
+    /// Forgets a bound or assumed pod; returns whether there was one.
+    pub fn delete_pod(&mut self, uid: &str) -> bool {
+        let Some(old) = self.pods.remove(uid) else {
+            return false;
+        };
+        self.affinity_pods -= old.info.has_affinity() as usize;
+        self.unplace(uid, &old.node);
+        true
     }
 
     /// Counts the pod on `node` now, before the bind the informer will confirm.
     pub fn assume(&mut self, info: Arc<PodInfo>, node: &str) {
         self.delete_pod(&info.uid);
-        self.place(info.clone(), node);
-        self.pods.insert(
-            info.uid.clone(),
-            CachedPod {
-                info,
-                node: node.into(),
-                assumed: true,
-            },
-        );
+        self.remember(info, node.into(), true);
     }
 
     /// Undoes `assume` after a failed bind; a pod the informer already confirmed stays.
@@ -392,22 +508,24 @@ impl Cache {
 
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::core::v1::{Node, Pod};
+
     use super::*;
     use crate::scheduler::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn assumed_pods_count_until_forgotten_and_confirmation_keeps_one_copy() {
         let mut cache = Cache::default();
-        cache.apply_node(Node::test("n1"));
+        cache.apply_node(Node::test("n1").into());
         let pod = Pod::test("p").requests("1", "1Gi");
-        let info = Arc::new(PodInfo::new(Arc::new(pod.clone())));
+        let info = Arc::new(PodInfo::new(Arc::new(pod.clone().into())));
         cache.assume(info, "n1");
         assert_eq!(
             cache.node("n1").unwrap().requested.milli_cpu,
             1000,
             "assumed pod counts"
         );
-        cache.apply_pod(Arc::new(pod.clone().on_node("n1")));
+        cache.apply_pod(Arc::new(pod.clone().on_node("n1").into()));
         assert_eq!(
             cache.node("n1").unwrap().requested.milli_cpu,
             1000,
@@ -423,13 +541,20 @@ mod tests {
             .as_mut()
             .unwrap()[0]
             .reason = Some("KubeletReady".into());
-        assert!(
-            !cache.apply_node(heartbeat),
+        assert_eq!(
+            cache.apply_node(heartbeat.into()),
+            0,
             "a heartbeat is not a scheduling-relevant change"
         );
-        assert!(
-            cache.apply_node(Node::test("n1").label("new", "label")),
+        assert_eq!(
+            cache.apply_node(Node::test("n1").label("new", "label").into()),
+            event::NODE_LABELS,
             "a new label is"
+        );
+        assert_eq!(
+            cache.apply_node(Node::test("n1").label("new", "label").cpu("8").into()),
+            event::NODE_ALLOCATABLE,
+            "so is more cpu"
         );
         assert_eq!(
             cache.node("n1").unwrap().requested.pods,

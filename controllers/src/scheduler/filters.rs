@@ -53,16 +53,16 @@ pub(crate) mod test_support {
     pub fn cluster(nodes: Vec<Node>, existing: Vec<Pod>) -> Cache {
         let mut cache = Cache::default();
         for n in nodes {
-            cache.apply_node(n);
+            cache.apply_node(n.into());
         }
         for p in existing {
-            cache.apply_pod(Arc::new(p));
+            cache.apply_pod(Arc::new(p.into()));
         }
         cache
     }
 
     pub fn state(pod: Pod, cache: &Cache) -> CycleState {
-        CycleState::new(Arc::new(PodInfo::new(Arc::new(pod))), cache)
+        CycleState::new(Arc::new(PodInfo::new(Arc::new(pod.into()))), cache)
     }
 
     /// Runs `filter` for `pod` on node `node` of the cluster; returns the first reason.

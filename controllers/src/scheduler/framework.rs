@@ -41,6 +41,40 @@ impl Status {
 
 pub type FilterResult = Result<(), Status>;
 
+/// The filter plugins as bits. A pod parked as unschedulable remembers which plugins
+/// rejected it, and a cluster event moves it back only if one of them could now
+/// answer differently (upstream's QueueingHints, at the granularity of plugins).
+pub mod plugin {
+    pub const NODE_UNSCHEDULABLE: u16 = 1 << 0;
+    pub const NODE_NAME: u16 = 1 << 1;
+    pub const TAINT_TOLERATION: u16 = 1 << 2;
+    pub const NODE_AFFINITY: u16 = 1 << 3;
+    pub const NODE_PORTS: u16 = 1 << 4;
+    pub const RESOURCES_FIT: u16 = 1 << 5;
+    pub const TOPOLOGY_SPREAD: u16 = 1 << 6;
+    pub const INTER_POD_AFFINITY: u16 = 1 << 7;
+    pub const ALL: u16 = u16::MAX;
+}
+
+/// Cluster events as the set of plugins each may change the verdict of.
+pub mod event {
+    use super::plugin::*;
+
+    /// A new node can satisfy any filter.
+    pub const NODE_ADD: u16 = ALL;
+    /// A node's labels changed.
+    pub const NODE_LABELS: u16 = NODE_AFFINITY | TOPOLOGY_SPREAD | INTER_POD_AFFINITY;
+    /// A node's taints or readiness changed (not-ready counts as a taint).
+    pub const NODE_TAINTS: u16 = TAINT_TOLERATION;
+    pub const NODE_ALLOCATABLE: u16 = RESOURCES_FIT;
+    pub const NODE_CORDON: u16 = NODE_UNSCHEDULABLE;
+    /// A pod left a node: its resources, ports and (anti-)affinity go with it.
+    pub const ASSIGNED_POD_DELETE: u16 =
+        RESOURCES_FIT | NODE_PORTS | INTER_POD_AFFINITY | TOPOLOGY_SPREAD;
+    /// A pod landed on a node: affinity to it or spreading around it may now fit.
+    pub const ASSIGNED_POD_ADD: u16 = INTER_POD_AFFINITY | TOPOLOGY_SPREAD;
+}
+
 /// Everything about the pod being scheduled that does not depend on the node.
 pub struct CycleState {
     pub pod: Arc<PodInfo>,
@@ -58,8 +92,15 @@ impl CycleState {
             .as_ref()
             .and_then(|s| s.tolerations.clone())
             .unwrap_or_default();
+        let own_terms = !pod.required_affinity.is_empty() || !pod.required_anti_affinity.is_empty();
+        // Without terms on either side there is nothing to count.
+        let affinity = if own_terms || cache.any_affinity_pods() {
+            AffinityState::new(&pod, cache)
+        } else {
+            AffinityState::default()
+        };
         CycleState {
-            affinity: AffinityState::new(&pod, cache.nodes()),
+            affinity,
             spread: SpreadState::new(&pod, cache.nodes()),
             tolerations,
             pod,
@@ -70,14 +111,21 @@ impl CycleState {
 /// Runs every filter in upstream's order and stops at the first failure, as the
 /// default profile does.
 pub fn run_filters(state: &CycleState, node: &NodeInfo) -> FilterResult {
-    filters::node_unschedulable::filter(state, node)?;
-    filters::node_name::filter(state, node)?;
-    filters::taint_toleration::filter(state, node)?;
-    filters::node_affinity::filter(state, node)?;
-    filters::node_ports::filter(state, node)?;
-    filters::resources_fit::filter(&state.pod, node)?;
-    filters::topology_spread::filter(state, node)?;
-    filters::inter_pod_affinity::filter(state, node)?;
+    run_filters_tagged(state, node).map_err(|(_, s)| s)
+}
+
+/// [`run_filters`], also naming the rejecting plugin (a [`plugin`] bit).
+pub fn run_filters_tagged(state: &CycleState, node: &NodeInfo) -> Result<(), (u16, Status)> {
+    use plugin::*;
+    let tag = |bit: u16| move |s: Status| (bit, s);
+    filters::node_unschedulable::filter(state, node).map_err(tag(NODE_UNSCHEDULABLE))?;
+    filters::node_name::filter(state, node).map_err(tag(NODE_NAME))?;
+    filters::taint_toleration::filter(state, node).map_err(tag(TAINT_TOLERATION))?;
+    filters::node_affinity::filter(state, node).map_err(tag(NODE_AFFINITY))?;
+    filters::node_ports::filter(state, node).map_err(tag(NODE_PORTS))?;
+    filters::resources_fit::filter(&state.pod, node).map_err(tag(RESOURCES_FIT))?;
+    filters::topology_spread::filter(state, node).map_err(tag(TOPOLOGY_SPREAD))?;
+    filters::inter_pod_affinity::filter(state, node).map_err(tag(INTER_POD_AFFINITY))?;
     Ok(())
 }
 
@@ -106,10 +154,14 @@ pub fn score_nodes(
         scores::resources::balanced(state, nodes),
     );
     add(w.node_affinity, scores::node_affinity::score(state, nodes));
-    add(
-        w.inter_pod_affinity,
-        scores::inter_pod_affinity::score(state, nodes, cache.nodes()),
-    );
+    let preferred =
+        !state.pod.preferred_affinity.is_empty() || !state.pod.preferred_anti_affinity.is_empty();
+    if preferred || cache.any_affinity_pods() {
+        add(
+            w.inter_pod_affinity,
+            scores::inter_pod_affinity::score(state, nodes, cache),
+        );
+    }
     add(
         w.taint_toleration,
         scores::taint_toleration::score(state, nodes),
@@ -118,10 +170,13 @@ pub fn score_nodes(
         w.pod_topology_spread,
         scores::topology_spread::score(state, nodes, cache.nodes()),
     );
-    add(
-        w.image_locality,
-        scores::image_locality::score(state, nodes, cache),
-    );
+    // No node reports images: every node scores 0.
+    if !cache.image_nodes.is_empty() {
+        add(
+            w.image_locality,
+            scores::image_locality::score(state, nodes, cache),
+        );
+    }
     total
 }
 

@@ -5,19 +5,30 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures::TryStreamExt;
-use k8s_openapi::api::core::v1::{Node, Pod};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
 use tokio::sync::Notify;
 
-use super::cache::PodInfo;
+use super::cache::{Pdb, PodInfo};
+use super::framework::{event, plugin};
+use super::objects::{Namespace, Node, Pod};
 use super::Scheduler;
+
+/// The scheduler's list+watch options. Consistent, paginated lists (500 objects a page)
+/// rather than resourceVersion=0, which the watch cache answers in one response with
+/// every object: with 10000 pods that single response and its decoded objects were the
+/// largest part of the scheduler's peak memory.
+fn list_options() -> watcher::Config {
+    watcher::Config::default()
+        .list_semantic(watcher::ListSemantic::MostRecent)
+        .page_size(500)
+}
 
 pub async fn watch_nodes(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
     let api: Api<Node> = Api::all(s.client.clone());
-    let mut stream =
-        std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+    let mut stream = std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
     let mut seen: HashSet<String> = HashSet::new();
     while let Some(ev) = stream.try_next().await? {
         match ev {
@@ -39,18 +50,93 @@ pub async fn watch_nodes(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Resu
                 for n in gone {
                     s.cache().delete_node(&n);
                 }
+                seen = HashSet::new();
                 synced.notify_one();
-                s.queue.move_all();
+                s.queue.move_for(event::NODE_ADD);
             }
             Event::Apply(n) => {
-                let changed = s.cache().apply_node(n);
-                if changed {
-                    s.queue.move_all();
+                let ev = s.cache().apply_node(n);
+                if ev != 0 {
+                    s.queue.move_for(ev);
                 }
             }
             Event::Delete(n) => s
                 .cache()
                 .delete_node(n.metadata.name.as_deref().unwrap_or("")),
+        }
+    }
+    Ok(())
+}
+
+/// Namespace labels for namespaceSelector. A label change may let a pod parked by
+/// InterPodAffinity fit.
+pub async fn watch_namespaces(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
+    let api: Api<Namespace> = Api::all(s.client.clone());
+    let mut stream = std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
+    let mut seen: HashSet<String> = HashSet::new();
+    let name = |n: &Namespace| n.metadata.name.clone().unwrap_or_default();
+    while let Some(ev) = stream.try_next().await? {
+        match ev {
+            Event::Init => seen.clear(),
+            Event::InitApply(n) => {
+                let key = name(&n);
+                seen.insert(key.clone());
+                s.cache()
+                    .namespaces
+                    .insert(key, n.metadata.labels.unwrap_or_default());
+            }
+            Event::InitDone => {
+                s.cache().namespaces.retain(|k, _| seen.contains(k));
+                synced.notify_one();
+            }
+            Event::Apply(n) => {
+                let labels = n.metadata.labels.clone().unwrap_or_default();
+                let old = s.cache().namespaces.insert(name(&n), labels.clone());
+                if old.is_none_or(|o| o != labels) {
+                    s.queue.move_for(plugin::INTER_POD_AFFINITY);
+                }
+            }
+            Event::Delete(n) => {
+                s.cache().namespaces.remove(&name(&n));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// PodDisruptionBudgets, which preemption avoids violating.
+pub async fn watch_pdbs(s: Arc<Scheduler>) -> anyhow::Result<()> {
+    let api: Api<PodDisruptionBudget> = Api::all(s.client.clone());
+    let mut stream = std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
+    let mut seen: HashSet<String> = HashSet::new();
+    let key = |p: &PodDisruptionBudget| {
+        format!(
+            "{}/{}",
+            p.metadata.namespace.as_deref().unwrap_or(""),
+            p.metadata.name.as_deref().unwrap_or("")
+        )
+    };
+    while let Some(ev) = stream.try_next().await? {
+        match ev {
+            Event::Init => seen.clear(),
+            Event::InitApply(p) => {
+                seen.insert(key(&p));
+                s.cache().set_pdb(key(&p), Some(Pdb::new(&p)));
+            }
+            Event::InitDone => {
+                let gone: Vec<String> = s
+                    .cache()
+                    .pdbs
+                    .keys()
+                    .filter(|k| !seen.contains(*k))
+                    .cloned()
+                    .collect();
+                for k in gone {
+                    s.cache().set_pdb(k, None);
+                }
+            }
+            Event::Apply(p) => s.cache().set_pdb(key(&p), Some(Pdb::new(&p))),
+            Event::Delete(p) => s.cache().set_pdb(key(&p), None),
         }
     }
     Ok(())
@@ -62,33 +148,27 @@ fn uid(p: &Pod) -> String {
 
 pub async fn watch_pods(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
     let api: Api<Pod> = Api::all(s.client.clone());
-    let mut stream =
-        std::pin::pin!(watcher::watcher(api, watcher::Config::default()).default_backoff());
+    let mut stream = std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
+    // The uids of a (re-)list, kept only until it is done.
     let mut seen: HashSet<String> = HashSet::new();
-    let mut known: HashSet<String> = HashSet::new();
     while let Some(ev) = stream.try_next().await? {
         match ev {
             Event::Init => seen.clear(),
             Event::InitApply(p) => {
                 seen.insert(uid(&p));
-                known.insert(uid(&p));
                 apply_pod(&s, p);
             }
             Event::InitDone => {
-                for gone in known.difference(&seen).cloned().collect::<Vec<_>>() {
+                let mut known = s.cache().pod_uids();
+                known.extend(s.queue.uids());
+                for gone in known.into_iter().filter(|u| !seen.contains(u)) {
                     delete_pod(&s, &gone);
-                    known.remove(&gone);
                 }
+                seen = HashSet::new();
                 synced.notify_one();
             }
-            Event::Apply(p) => {
-                known.insert(uid(&p));
-                apply_pod(&s, p);
-            }
-            Event::Delete(p) => {
-                known.remove(&uid(&p));
-                delete_pod(&s, &uid(&p));
-            }
+            Event::Apply(p) => apply_pod(&s, p),
+            Event::Delete(p) => delete_pod(&s, &uid(&p)),
         }
     }
     Ok(())
@@ -107,7 +187,9 @@ fn apply_pod(s: &Scheduler, pod: Pod) {
         .is_some_and(|n| !n.is_empty());
     if assigned {
         s.queue.delete(&uid(&pod));
-        s.cache().apply_pod(Arc::new(pod));
+        if s.cache().apply_pod(Arc::new(pod)) {
+            s.queue.move_for(event::ASSIGNED_POD_ADD);
+        }
         return;
     }
     let name = spec
@@ -124,7 +206,9 @@ fn apply_pod(s: &Scheduler, pod: Pod) {
 }
 
 fn delete_pod(s: &Scheduler, uid: &str) {
-    s.cache().delete_pod(uid);
+    let was_assigned = s.cache().delete_pod(uid);
     s.queue.delete(uid);
-    s.queue.move_all();
+    if was_assigned {
+        s.queue.move_for(event::ASSIGNED_POD_DELETE);
+    }
 }

@@ -2,15 +2,20 @@
 //! evicting lower-priority pods makes it fit, keep as few victims as possible (reprieve
 //! the highest-priority ones first), and pick the node whose victims matter least.
 //!
-//! Simplifications, stated: PodDisruptionBudgets are not consulted, and the
-//! cluster-wide plugin state (inter-pod affinity, topology spread) is not recomputed
-//! without the victims.
+//! PodDisruptionBudgets count as upstream counts them: walking a node's potential
+//! victims from the most important down, each PDB matching a victim spends one of its
+//! `disruptionsAllowed`; victims that overdraw a PDB are reprieved first, and nodes
+//! are ranked by how many PDB-violating victims they need before anything else.
+//!
+//! Simplification, stated: the cluster-wide plugin state (inter-pod affinity, topology
+//! spread) is not recomputed without the victims.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::cache::{Cache, PodInfo};
+use super::cache::{Cache, Pdb, PodInfo};
 use super::framework::{fit_error_message, run_filters, Code, CycleState, Status};
+use super::labels::selector_matches;
 
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
 pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
@@ -20,6 +25,46 @@ pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
 pub struct Candidate {
     pub node: String,
     pub victims: Vec<Arc<PodInfo>>,
+    /// How many victims' eviction exceeds a PodDisruptionBudget.
+    pub pdb_violations: usize,
+}
+
+/// Splits `pods` (most important first) into those whose eviction some matching PDB
+/// cannot afford and the rest (upstream `filterPodsWithPDBViolation`). A PDB with an
+/// empty selector matches nothing here, as upstream; pods already listed in a PDB's
+/// disruptedPods do not spend from it.
+pub fn split_by_pdb(
+    pods: Vec<Arc<PodInfo>>,
+    pdbs: &[Pdb],
+) -> (Vec<Arc<PodInfo>>, Vec<Arc<PodInfo>>) {
+    let mut allowed: Vec<i64> = pdbs.iter().map(|p| p.allowed as i64).collect();
+    let (mut violating, mut fine) = (vec![], vec![]);
+    for pod in pods {
+        let mut violated = false;
+        for (i, pdb) in pdbs.iter().enumerate() {
+            let empty = pdb.selector.as_ref().is_none_or(|s| {
+                s.match_labels.as_ref().is_none_or(|m| m.is_empty())
+                    && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
+            });
+            if pdb.namespace != pod.namespace
+                || empty
+                || !selector_matches(pdb.selector.as_ref(), &pod.labels)
+                || pdb.disrupted.contains(&pod.name)
+            {
+                continue;
+            }
+            allowed[i] -= 1;
+            if allowed[i] < 0 {
+                violated = true;
+            }
+        }
+        if violated {
+            violating.push(pod);
+        } else {
+            fine.push(pod);
+        }
+    }
+    (violating, fine)
 }
 
 /// Either a candidate or the message for the FailedScheduling event ("preemption: …").
@@ -43,7 +88,7 @@ pub fn preempt(
         let terminating = node
             .pods
             .iter()
-            .any(|p| p.priority < pod.priority && p.pod.metadata.deletion_timestamp.is_some());
+            .any(|p| p.priority < pod.priority && p.deleting);
         if terminating {
             return Err(
                 "preemption: not eligible due to a terminating pod on the nominated node".into(),
@@ -78,22 +123,33 @@ pub fn preempt(
             statuses.insert(node.name.clone(), s);
             continue;
         }
-        // Reprieve from the highest priority down: add each back if the pod still fits.
-        lower.sort_by_key(|p| std::cmp::Reverse(p.priority));
+        // Reprieve from the most important down (higher priority, then older), PDB
+        // violators first: add each back if the pod still fits.
+        lower.sort_by_key(|p| (std::cmp::Reverse(p.priority), p.started));
+        let (violating, fine) = split_by_pdb(lower, cache.pdbs());
         let mut victims = vec![];
-        for p in lower {
+        let mut pdb_violations = 0;
+        for (p, violates) in violating
+            .into_iter()
+            .map(|p| (p, true))
+            .chain(fine.into_iter().map(|p| (p, false)))
+        {
             trial.add_pod(p.clone());
             if run_filters(state, &trial).is_err() {
                 trial.remove_pod(&p.uid);
                 victims.push(p);
+                pdb_violations += violates as usize;
             }
         }
         candidates.push(Candidate {
             node: node.name.clone(),
             victims,
+            pdb_violations,
         });
     }
-    // Fewest important victims: lowest top priority, then lowest priority sum, then fewest.
+    // Upstream's pickOneNodeForPreemption: fewest PDB violations, then the lowest
+    // top victim priority, then the lowest sum of priorities each shifted by 2^31 (so
+    // fewer victims weigh less whatever their priorities), then the fewest victims.
     candidates
         .into_iter()
         .min_by_key(|c| {
@@ -103,8 +159,12 @@ pub fn preempt(
                 .map(|v| v.priority)
                 .max()
                 .unwrap_or(i32::MIN);
-            let sum: i64 = c.victims.iter().map(|v| v.priority as i64).sum();
-            (top, sum, c.victims.len())
+            let sum: i64 = c
+                .victims
+                .iter()
+                .map(|v| v.priority as i64 + i32::MAX as i64 + 1)
+                .sum();
+            (c.pdb_violations, top, sum, c.victims.len())
         })
         .ok_or_else(|| {
             format!(
@@ -117,6 +177,7 @@ pub fn preempt(
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
     use super::*;
     use crate::scheduler::config::SchedulerConfig;
@@ -174,6 +235,107 @@ mod tests {
         ];
         for (name, pod, want) in cases {
             assert_eq!(run(&cache, pod), want, "{name}");
+        }
+    }
+
+    fn pdb(app: &str, allowed: i32) -> Pdb {
+        Pdb {
+            namespace: "default".into(),
+            selector: Some(LabelSelector {
+                match_labels: Some([("app".to_string(), app.to_string())].into()),
+                ..Default::default()
+            }),
+            allowed,
+            disrupted: vec![],
+        }
+    }
+
+    #[test]
+    fn prefers_victims_whose_eviction_no_pdb_forbids() {
+        let nodes = || vec![Node::test("guarded").cpu("2"), Node::test("free").cpu("2")];
+        let pods = || {
+            vec![
+                // The lower priority would make "guarded" the cheaper node without PDBs.
+                Pod::test("db")
+                    .on_node("guarded")
+                    .requests("2", "1Gi")
+                    .priority(1)
+                    .label("app", "db"),
+                Pod::test("web")
+                    .on_node("free")
+                    .requests("2", "1Gi")
+                    .priority(2)
+                    .label("app", "web"),
+            ]
+        };
+        let incoming = || Pod::test("p").requests("2", "1Gi").priority(10);
+        let cases = [
+            ("no PDB: lowest priority victim", vec![], "guarded"),
+            (
+                "db PDB allows one disruption",
+                vec![pdb("db", 1)],
+                "guarded",
+            ),
+            ("db PDB allows none: spare it", vec![pdb("db", 0)], "free"),
+            (
+                "both exhausted: back to priorities",
+                vec![pdb("db", 0), pdb("web", 0)],
+                "guarded",
+            ),
+            (
+                "an empty selector protects nothing",
+                vec![Pdb {
+                    selector: Some(LabelSelector::default()),
+                    ..pdb("", 0)
+                }],
+                "guarded",
+            ),
+        ];
+        for (name, pdbs, want) in cases {
+            let mut cache = cluster(nodes(), pods());
+            for (i, p) in pdbs.into_iter().enumerate() {
+                cache.set_pdb(format!("default/pdb{i}"), Some(p));
+            }
+            let got = run(&cache, incoming()).map(|(node, _)| node);
+            assert_eq!(got.as_deref(), Ok(want), "{name}");
+        }
+    }
+
+    #[test]
+    fn pdb_split_spends_allowed_disruptions_in_order() {
+        let info = |name: &str| {
+            Arc::new(PodInfo::new(Arc::new(
+                Pod::test(name).label("app", "db").into(),
+            )))
+        };
+        let mut already = pdb("db", 1);
+        already.disrupted = vec!["a".into()];
+        let cases = [
+            ("three allowed", pdb("db", 3), vec![], 3),
+            (
+                "two allowed: the third violates",
+                pdb("db", 2),
+                vec!["c"],
+                2,
+            ),
+            (
+                "one allowed: the rest violate",
+                pdb("db", 1),
+                vec!["b", "c"],
+                1,
+            ),
+            (
+                "already disrupted pods spend nothing",
+                already,
+                vec!["c"],
+                2,
+            ),
+        ];
+        for (name, budget, want_violating, want_fine) in cases {
+            let (violating, fine) = split_by_pdb(vec![info("a"), info("b"), info("c")], &[budget]);
+            let names: Vec<&str> = violating.iter().map(|p| p.name.as_str()).collect();
+            let want: Vec<&str> = want_violating;
+            assert_eq!((names, fine.len()), (want, want_fine), "{name}");
         }
     }
 }

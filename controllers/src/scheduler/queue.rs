@@ -1,11 +1,12 @@
 //! The scheduling queue, as upstream's PriorityQueue: an active queue ordered by
 //! priority (higher first) then creation time (older first); a back-off queue (1 s after
 //! the first failed attempt, doubling to at most 10 s); and an unschedulable set whose
-//! pods move back when the cluster changes (a node added or updated, a pod deleted) or
-//! after `UNSCHEDULABLE_TIMEOUT` at the latest.
+//! pods move back when a cluster event could help them (a node added, a node change or a
+//! pod added or deleted that concerns a plugin which rejected the pod) or after
+//! `UNSCHEDULABLE_TIMEOUT` (upstream's 5 minutes) at the latest.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,7 +17,7 @@ use super::cache::PodInfo;
 
 pub const INITIAL_BACKOFF: Duration = Duration::from_secs(1);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(10);
-pub const UNSCHEDULABLE_TIMEOUT: Duration = Duration::from_secs(60);
+pub const UNSCHEDULABLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Back-off after `attempts` failed attempts: 1 s, 2 s, 4 s, 8 s, then 10 s.
 pub fn backoff(attempts: u32) -> Duration {
@@ -38,7 +39,8 @@ impl QueuedPod {
     }
 }
 
-type ActiveKey = (Reverse<i32>, String, u64);
+/// Priority (higher first), creation time in ns (older first), arrival order.
+type ActiveKey = (Reverse<i32>, i128, u64);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Place {
@@ -52,12 +54,16 @@ struct Entry {
     pod: QueuedPod,
     place: Place,
     key: ActiveKey,
+    /// Plugins that rejected the pod in its last attempt (`framework::plugin` bits).
+    rejected: u16,
 }
 
 #[derive(Default)]
 struct Inner {
     entries: HashMap<String, Entry>,
     active: BTreeSet<(ActiveKey, String)>,
+    /// The uids in `Place::Unschedulable`, so events look at parked pods only.
+    parked: HashSet<String>,
     seq: u64,
     cycle: u64,
     move_request_cycle: u64,
@@ -70,14 +76,12 @@ pub struct SchedulingQueue {
     notify: Notify,
 }
 
-fn creation(info: &PodInfo) -> String {
+fn creation(info: &PodInfo) -> i128 {
     info.pod
         .metadata
         .creation_timestamp
         .as_ref()
-        .and_then(|t| serde_json::to_value(t).ok())
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+        .map_or(0, |t| t.0.as_nanosecond())
 }
 
 impl Inner {
@@ -92,13 +96,14 @@ impl Inner {
             self.seq,
         );
         e.place = Place::Active;
-        self.active.insert((e.key.clone(), uid.to_string()));
+        self.active.insert((e.key, uid.to_string()));
+        self.parked.remove(uid);
     }
 
     fn leave_active(&mut self, uid: &str) {
         if let Some(e) = self.entries.get(uid) {
             if e.place == Place::Active {
-                self.active.remove(&(e.key.clone(), uid.to_string()));
+                self.active.remove(&(e.key, uid.to_string()));
             }
         }
     }
@@ -110,6 +115,7 @@ impl Inner {
             if let Some(e) = self.entries.get_mut(uid) {
                 e.place = Place::Backoff;
             }
+            self.parked.remove(uid);
         } else {
             self.activate(uid);
         }
@@ -151,7 +157,8 @@ impl SchedulingQueue {
                     Entry {
                         pod,
                         place: Place::Active,
-                        key: (Reverse(0), String::new(), 0),
+                        key: (Reverse(0), 0, 0),
+                        rejected: 0,
                     },
                 );
                 q.activate(&uid);
@@ -165,6 +172,7 @@ impl SchedulingQueue {
         let mut q = self.inner.lock().expect("queue lock");
         q.leave_active(uid);
         q.entries.remove(uid);
+        q.parked.remove(uid);
     }
 
     fn try_pop(&self) -> Option<(QueuedPod, u64)> {
@@ -200,11 +208,12 @@ impl SchedulingQueue {
         }
     }
 
-    /// No node fits. If the cluster changed while the pod was being scheduled (a move
-    /// request in or after its cycle), it goes to back-off instead of waiting for the next
-    /// change, which it might otherwise miss.
-    pub fn unschedulable(&self, pod: QueuedPod, cycle: u64) {
-        let mut q = self.inner.lock().expect("queue lock");
+    /// No node fits; `rejected` names the plugins that said no. If the cluster changed
+    /// while the pod was being scheduled (a move request in or after its cycle), it goes
+    /// to back-off instead of waiting for the next change, which it might otherwise miss.
+    pub fn unschedulable(&self, pod: QueuedPod, cycle: u64, rejected: u16) {
+        let mut guard = self.inner.lock().expect("queue lock");
+        let q = &mut *guard;
         let uid = pod.info.uid.clone();
         let moved = q.move_request_cycle >= cycle;
         let Some(e) = q.entries.get_mut(&uid) else {
@@ -213,11 +222,13 @@ impl SchedulingQueue {
         if e.place != Place::InFlight {
             return;
         }
-        e.place = if moved {
-            Place::Backoff
+        e.rejected = rejected;
+        if moved {
+            e.place = Place::Backoff;
         } else {
-            Place::Unschedulable(Instant::now())
-        };
+            e.place = Place::Unschedulable(Instant::now());
+            q.parked.insert(uid);
+        }
     }
 
     /// Binding or an API call failed: retry after back-off, whether or not anything changed.
@@ -227,25 +238,33 @@ impl SchedulingQueue {
         let entry = q.entries.entry(uid).or_insert(Entry {
             pod: pod.clone(),
             place: Place::Backoff,
-            key: (Reverse(0), String::new(), 0),
+            key: (Reverse(0), 0, 0),
+            rejected: 0,
         });
         entry.pod.attempts = entry.pod.attempts.max(pod.attempts);
         entry.pod.last_attempt = pod.last_attempt;
         if entry.place != Place::Active {
             entry.place = Place::Backoff;
         }
+        q.parked.remove(&pod.info.uid);
     }
 
-    /// A cluster event that may make unschedulable pods fit: move them all back.
-    pub fn move_all(&self) {
+    /// A cluster event that may make unschedulable pods fit, as the set of plugins whose
+    /// verdict it may change (`framework::event`): moves back the parked pods that one
+    /// of those plugins rejected.
+    pub fn move_for(&self, event: u16) {
         let mut q = self.inner.lock().expect("queue lock");
         q.move_request_cycle = q.cycle;
         let now = Instant::now();
         let parked: Vec<String> = q
-            .entries
+            .parked
             .iter()
-            .filter(|(_, e)| matches!(e.place, Place::Unschedulable(_)))
-            .map(|(k, _)| k.clone())
+            .filter(|uid| {
+                q.entries
+                    .get(*uid)
+                    .is_some_and(|e| e.rejected == 0 || e.rejected & event != 0)
+            })
+            .cloned()
             .collect();
         let any = !parked.is_empty();
         for uid in parked {
@@ -288,6 +307,12 @@ impl SchedulingQueue {
         }
     }
 
+    /// The uids of every queued pod (active, backing off, parked or in flight).
+    pub fn uids(&self) -> Vec<String> {
+        let q = self.inner.lock().expect("queue lock");
+        q.entries.keys().cloned().collect()
+    }
+
     /// (active, back-off, unschedulable) sizes, for tests and logs.
     pub fn lens(&self) -> (usize, usize, usize) {
         let q = self.inner.lock().expect("queue lock");
@@ -305,10 +330,11 @@ mod tests {
     use k8s_openapi::api::core::v1::Pod;
 
     use super::*;
+    use crate::scheduler::framework::{event, plugin};
     use crate::scheduler::testing::PodFixture;
 
     fn info(pod: Pod) -> Arc<PodInfo> {
-        Arc::new(PodInfo::new(Arc::new(pod)))
+        Arc::new(PodInfo::new(Arc::new(pod.into())))
     }
 
     #[test]
@@ -335,9 +361,11 @@ mod tests {
         let q = SchedulingQueue::new();
         q.add(info(Pod::test("p")));
         let (pod, cycle) = q.pop().await;
-        q.unschedulable(pod, cycle);
+        q.unschedulable(pod, cycle, plugin::RESOURCES_FIT);
         assert_eq!(q.lens(), (0, 0, 1), "parked as unschedulable");
-        q.move_all();
+        q.move_for(event::NODE_LABELS);
+        assert_eq!(q.lens(), (0, 0, 1), "a label change cannot free resources");
+        q.move_for(event::ASSIGNED_POD_DELETE);
         assert_eq!(q.lens(), (0, 1, 0), "moved, but still backing off 1s");
         tokio::time::advance(Duration::from_millis(1001)).await;
         q.flush();
@@ -349,8 +377,8 @@ mod tests {
         let q = SchedulingQueue::new();
         q.add(info(Pod::test("p")));
         let (pod, cycle) = q.pop().await;
-        q.move_all();
-        q.unschedulable(pod, cycle);
+        q.move_for(event::NODE_ADD);
+        q.unschedulable(pod, cycle, plugin::RESOURCES_FIT);
         assert_eq!(
             q.lens(),
             (0, 1, 0),
@@ -359,12 +387,15 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn unschedulable_pods_retry_after_a_minute_without_events() {
+    async fn unschedulable_pods_retry_after_five_minutes_without_events() {
         let q = SchedulingQueue::new();
         q.add(info(Pod::test("p")));
         let (pod, cycle) = q.pop().await;
-        q.unschedulable(pod, cycle);
-        tokio::time::advance(UNSCHEDULABLE_TIMEOUT).await;
+        q.unschedulable(pod, cycle, plugin::NODE_AFFINITY);
+        tokio::time::advance(UNSCHEDULABLE_TIMEOUT - Duration::from_secs(1)).await;
+        q.flush();
+        assert_eq!(q.lens(), (0, 0, 1), "still parked just before the timeout");
+        tokio::time::advance(Duration::from_secs(1)).await;
         q.flush();
         assert_eq!(q.lens(), (1, 0, 0), "timed out into active");
     }

@@ -5,7 +5,9 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{Node, Pod, ResourceRequirements};
+use k8s_openapi::api::core::v1::ResourceRequirements;
+
+use super::objects::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
 pub const CPU: &str = "cpu";

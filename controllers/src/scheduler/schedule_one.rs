@@ -6,13 +6,17 @@ use std::collections::HashMap;
 
 use super::cache::{Cache, NodeInfo};
 use super::config::SchedulerConfig;
-use super::framework::{nodes_to_find, run_filters, score_nodes, CycleState, Status};
+use super::framework::{
+    nodes_to_find, plugin, run_filters, run_filters_tagged, score_nodes, CycleState, Status,
+};
 
 /// Why no node fits: the failing status of every node that was tried.
 #[derive(Debug)]
 pub struct FitError {
     pub num_all_nodes: usize,
     pub statuses: HashMap<String, Status>,
+    /// The plugins that rejected some node ([`plugin`] bits).
+    pub rejected: u16,
 }
 
 /// Picks a node for the pod; `start` rotates the search so every node gets its turn when
@@ -40,18 +44,20 @@ pub fn schedule(
     let want = nodes_to_find(all, config.percentage_of_nodes_to_score);
     let mut feasible: Vec<&NodeInfo> = Vec::with_capacity(want.min(all));
     let mut statuses = HashMap::new();
+    let mut rejected = 0;
     let mut processed = 0;
     for i in 0..all {
         let node = &nodes[(start + i) % all.max(1)];
         processed += 1;
-        match run_filters(state, node) {
+        match run_filters_tagged(state, node) {
             Ok(()) => {
                 feasible.push(node);
                 if feasible.len() >= want {
                     break;
                 }
             }
-            Err(s) => {
+            Err((bit, s)) => {
+                rejected |= bit;
                 statuses.insert(node.name.clone(), s);
             }
         }
@@ -65,6 +71,8 @@ pub fn schedule(
         0 => Err(FitError {
             num_all_nodes: all,
             statuses,
+            // No nodes at all: only a new node helps.
+            rejected: if all == 0 { plugin::ALL } else { rejected },
         }),
         1 => Ok((feasible[0].name.clone(), next)),
         _ => {

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::PodAffinityTerm;
 
-use crate::scheduler::cache::{NodeInfo, PodInfo};
+use crate::scheduler::cache::{Cache, NodeInfo, PodInfo};
 use crate::scheduler::framework::{CycleState, FilterResult, Status};
-use crate::scheduler::labels::selector_matches;
+use crate::scheduler::labels::{selector_matches, Labels};
 
 pub const AFFINITY: &str = "node(s) didn't match pod affinity rules";
 pub const ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
@@ -17,21 +17,32 @@ pub const EXISTING_ANTI_AFFINITY: &str = "node(s) didn't satisfy existing pods a
 
 type Counts = HashMap<(String, String), i64>;
 
+/// Namespace name → its labels, for namespaceSelector.
+pub type NamespaceLabels = HashMap<String, Labels>;
+
 /// Whether `target` is selected by `term`, which belongs to a pod in `owner_ns`.
-/// The term's namespaces default to the owner's; an empty namespaceSelector means all
-/// namespaces (a non-empty one is not evaluated: namespaces' labels are not watched).
-pub fn term_matches(term: &PodAffinityTerm, owner_ns: &str, target: &PodInfo) -> bool {
-    let all_namespaces = term.namespace_selector.as_ref().is_some_and(|s| {
-        s.match_labels.as_ref().is_none_or(|m| m.is_empty())
-            && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
-    });
-    let namespaces = term.namespaces.as_deref().unwrap_or_default();
-    let ns_ok = all_namespaces
-        || if namespaces.is_empty() {
-            target.namespace == owner_ns
-        } else {
-            namespaces.contains(&target.namespace)
-        };
+/// A term selects pods in the namespaces it lists or whose labels its
+/// namespaceSelector matches (an empty selector matches every namespace); with
+/// neither, the owner's namespace (upstream `GetNamespacesFromPodAffinityTerm` and
+/// `mergeAffinityTermNamespacesIfNotEmpty`).
+pub fn term_matches(
+    term: &PodAffinityTerm,
+    owner_ns: &str,
+    target: &PodInfo,
+    namespaces: &NamespaceLabels,
+) -> bool {
+    let listed = term.namespaces.as_deref().unwrap_or_default();
+    let ns_ok = match &term.namespace_selector {
+        None if listed.is_empty() => target.namespace == owner_ns,
+        None => listed.contains(&target.namespace),
+        Some(sel) => {
+            listed.contains(&target.namespace)
+                || selector_matches(
+                    Some(sel),
+                    namespaces.get(&target.namespace).unwrap_or(&Labels::new()),
+                )
+        }
+    };
     ns_ok && selector_matches(term.label_selector.as_ref(), &target.labels)
 }
 
@@ -45,18 +56,27 @@ pub struct AffinityState {
     existing_anti: Counts,
     affinity: Counts,
     anti: Counts,
+    /// The pod matches all its own required affinity terms (it may start a group).
+    self_affine: bool,
 }
 
 impl AffinityState {
-    pub fn new(pod: &PodInfo, nodes: &[NodeInfo]) -> AffinityState {
-        let mut s = AffinityState::default();
+    pub fn new(pod: &PodInfo, cache: &Cache) -> AffinityState {
+        let (nodes, namespaces) = (cache.nodes(), &cache.namespaces);
+        let mut s = AffinityState {
+            self_affine: pod
+                .required_affinity
+                .iter()
+                .all(|t| term_matches(t, &pod.namespace, pod, namespaces)),
+            ..Default::default()
+        };
         let own = !pod.required_affinity.is_empty() || !pod.required_anti_affinity.is_empty();
         for node in nodes {
             // Only pods with terms can repel the pod; all pods matter only for its own terms.
             let existing_pods = if own { &node.pods } else { &node.affinity_pods };
             for existing in existing_pods {
                 for term in &existing.required_anti_affinity {
-                    if term_matches(term, &existing.namespace, pod) {
+                    if term_matches(term, &existing.namespace, pod, namespaces) {
                         if let Some(p) = pair(term, node) {
                             *s.existing_anti.entry(p).or_default() += 1;
                         }
@@ -69,7 +89,7 @@ impl AffinityState {
                     && pod
                         .required_affinity
                         .iter()
-                        .all(|t| term_matches(t, &pod.namespace, existing));
+                        .all(|t| term_matches(t, &pod.namespace, existing, namespaces));
                 if all {
                     for term in &pod.required_affinity {
                         if let Some(p) = pair(term, node) {
@@ -78,7 +98,7 @@ impl AffinityState {
                     }
                 }
                 for term in &pod.required_anti_affinity {
-                    if term_matches(term, &pod.namespace, existing) {
+                    if term_matches(term, &pod.namespace, existing, namespaces) {
                         if let Some(p) = pair(term, node) {
                             *s.anti.entry(p).or_default() += 1;
                         }
@@ -108,10 +128,7 @@ pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
             .required_affinity
             .iter()
             .all(|t| node.labels.contains_key(&t.topology_key))
-        && pod
-            .required_affinity
-            .iter()
-            .all(|t| term_matches(t, &pod.namespace, pod));
+        && s.self_affine;
     if !affinity_ok && !first_of_group {
         return Err(Status::unresolvable(AFFINITY));
     }
@@ -134,6 +151,7 @@ pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
 #[cfg(test)]
 mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
     use super::*;
     use crate::scheduler::filters::test_support::{check, cluster};
@@ -227,6 +245,108 @@ mod tests {
                 Pod::test("p").label("app", "api"),
                 "b1",
                 None,
+            ),
+        ];
+        for (name, pod, node, want) in cases {
+            assert_eq!(check(filter, pod, &cache, node).as_deref(), want, "{name}");
+        }
+    }
+
+    fn in_namespace(mut p: Pod, ns: &str) -> Pod {
+        p.metadata.namespace = Some(ns.into());
+        p.metadata.uid = Some(format!("uid-{ns}-{}", p.metadata.name.as_deref().unwrap()));
+        p
+    }
+
+    /// Anti-affinity to app=db with the term's namespaces / namespaceSelector set.
+    fn anti_db(namespaces: Option<&[&str]>, selector: Option<(&str, &str)>) -> Pod {
+        let mut p = Pod::test("p").anti_affinity_to("app", "db", HOST);
+        let term = &mut p
+            .spec
+            .as_mut()
+            .unwrap()
+            .affinity
+            .as_mut()
+            .unwrap()
+            .pod_anti_affinity
+            .as_mut()
+            .unwrap()
+            .required_during_scheduling_ignored_during_execution
+            .as_mut()
+            .unwrap()[0];
+        term.namespaces = namespaces.map(|n| n.iter().map(|s| s.to_string()).collect());
+        term.namespace_selector = selector.map(|(k, v)| LabelSelector {
+            match_labels: (!k.is_empty()).then(|| [(k.to_string(), v.to_string())].into()),
+            ..Default::default()
+        });
+        p
+    }
+
+    #[test]
+    fn terms_select_namespaces_by_list_and_by_namespace_selector() {
+        let mut cache = cluster(
+            vec![Node::test("prod-node"), Node::test("dev-node")],
+            vec![
+                in_namespace(
+                    Pod::test("db").on_node("prod-node").label("app", "db"),
+                    "prod",
+                ),
+                in_namespace(
+                    Pod::test("db").on_node("dev-node").label("app", "db"),
+                    "dev",
+                ),
+            ],
+        );
+        cache.namespaces.insert(
+            "prod".into(),
+            [("env".to_string(), "prod".to_string())].into(),
+        );
+        cache.namespaces.insert(
+            "dev".into(),
+            [("env".to_string(), "dev".to_string())].into(),
+        );
+        let cases = [
+            (
+                "no list, no selector: own namespace only",
+                anti_db(None, None),
+                "prod-node",
+                None,
+            ),
+            (
+                "listed namespace",
+                anti_db(Some(&["prod"]), None),
+                "prod-node",
+                Some(ANTI_AFFINITY),
+            ),
+            (
+                "unlisted namespace",
+                anti_db(Some(&["prod"]), None),
+                "dev-node",
+                None,
+            ),
+            (
+                "selector matches prod",
+                anti_db(None, Some(("env", "prod"))),
+                "prod-node",
+                Some(ANTI_AFFINITY),
+            ),
+            (
+                "selector does not match dev",
+                anti_db(None, Some(("env", "prod"))),
+                "dev-node",
+                None,
+            ),
+            (
+                "empty selector: every namespace",
+                anti_db(None, Some(("", ""))),
+                "dev-node",
+                Some(ANTI_AFFINITY),
+            ),
+            (
+                "list and selector are ORed",
+                anti_db(Some(&["dev"]), Some(("env", "prod"))),
+                "dev-node",
+                Some(ANTI_AFFINITY),
             ),
         ];
         for (name, pod, node, want) in cases {

@@ -2,7 +2,7 @@
 //! within a term ANDed; In, NotIn, Exists, DoesNotExist, Gt, Lt; matchFields on
 //! metadata.name).
 
-use k8s_openapi::api::core::v1::Pod;
+use crate::scheduler::objects::Pod;
 
 use crate::scheduler::cache::NodeInfo;
 use crate::scheduler::framework::{CycleState, FilterResult, Status};

@@ -136,7 +136,7 @@ mod tests {
             ),
         ];
         for (name, node, pod, want) in cases {
-            let info = PodInfo::new(Arc::new(pod));
+            let info = PodInfo::new(Arc::new(pod.into()));
             assert_eq!(
                 insufficient(&info, cache.node(node).unwrap()),
                 want,

@@ -45,7 +45,7 @@ pub fn domain_counts(
                 .iter()
                 .filter(|p| {
                     p.namespace == pod.namespace
-                        && p.pod.metadata.deletion_timestamp.is_none()
+                        && !p.deleting
                         && selector_matches(c.label_selector.as_ref(), &p.labels)
                 })
                 .count() as i64;

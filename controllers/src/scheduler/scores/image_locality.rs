@@ -10,7 +10,9 @@ const MIN_THRESHOLD: i64 = 23 * MB;
 const MAX_CONTAINER_THRESHOLD: i64 = 1000 * MB;
 
 pub fn score(state: &CycleState, nodes: &[&NodeInfo], cache: &Cache) -> Vec<i64> {
-    let spec = state.pod.pod.spec.clone().unwrap_or_default();
+    let Some(spec) = state.pod.pod.spec.as_ref() else {
+        return vec![0; nodes.len()];
+    };
     let images: Vec<String> = spec
         .init_containers
         .iter()

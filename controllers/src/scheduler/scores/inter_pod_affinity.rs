@@ -7,13 +7,14 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::PodAffinityTerm;
 
-use crate::scheduler::cache::NodeInfo;
+use crate::scheduler::cache::{Cache, NodeInfo};
 use crate::scheduler::filters::inter_pod_affinity::term_matches;
 use crate::scheduler::framework::CycleState;
 
 const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 
-pub fn score(state: &CycleState, nodes: &[&NodeInfo], all: &[NodeInfo]) -> Vec<i64> {
+pub fn score(state: &CycleState, nodes: &[&NodeInfo], cache: &Cache) -> Vec<i64> {
+    let (all, namespaces) = (cache.nodes(), &cache.namespaces);
     let pod = &state.pod;
     let mut domains: HashMap<(String, String), i64> = HashMap::new();
     let mut add = |term: &PodAffinityTerm, node: &NodeInfo, w: i64| {
@@ -29,12 +30,12 @@ pub fn score(state: &CycleState, nodes: &[&NodeInfo], all: &[NodeInfo]) -> Vec<i
         for existing in existing_pods {
             if own {
                 for t in &pod.preferred_affinity {
-                    if term_matches(&t.pod_affinity_term, &pod.namespace, existing) {
+                    if term_matches(&t.pod_affinity_term, &pod.namespace, existing, namespaces) {
                         add(&t.pod_affinity_term, node, t.weight as i64);
                     }
                 }
                 for t in &pod.preferred_anti_affinity {
-                    if term_matches(&t.pod_affinity_term, &pod.namespace, existing) {
+                    if term_matches(&t.pod_affinity_term, &pod.namespace, existing, namespaces) {
                         add(&t.pod_affinity_term, node, -(t.weight as i64));
                     }
                 }
@@ -43,17 +44,17 @@ pub fn score(state: &CycleState, nodes: &[&NodeInfo], all: &[NodeInfo]) -> Vec<i
                 continue;
             }
             for t in &existing.required_affinity {
-                if term_matches(t, &existing.namespace, pod) {
+                if term_matches(t, &existing.namespace, pod, namespaces) {
                     add(t, node, HARD_POD_AFFINITY_WEIGHT);
                 }
             }
             for t in &existing.preferred_affinity {
-                if term_matches(&t.pod_affinity_term, &existing.namespace, pod) {
+                if term_matches(&t.pod_affinity_term, &existing.namespace, pod, namespaces) {
                     add(&t.pod_affinity_term, node, t.weight as i64);
                 }
             }
             for t in &existing.preferred_anti_affinity {
-                if term_matches(&t.pod_affinity_term, &existing.namespace, pod) {
+                if term_matches(&t.pod_affinity_term, &existing.namespace, pod, namespaces) {
                     add(&t.pod_affinity_term, node, -(t.weight as i64));
                 }
             }
@@ -112,9 +113,8 @@ mod tests {
                     .preferred_affinity_to(50, "app", "web", ZONE),
             ],
         );
-        let f = |s: &CycleState, n: &[&NodeInfo], c: &crate::scheduler::cache::Cache| {
-            score(s, n, c.nodes())
-        };
+        let f =
+            |s: &CycleState, n: &[&NodeInfo], c: &crate::scheduler::cache::Cache| score(s, n, c);
         let cases = [
             (
                 "no terms: only the existing pod's preference counts",
