@@ -11,6 +11,7 @@ use k8s_openapi::api::core::v1::{
 
 use crate::scheduler::filters::node_affinity::required_matches;
 use crate::scheduler::filters::tolerated;
+use crate::scheduler::objects::Pod as LeanPod;
 
 /// The pod label naming the ControllerRevision a daemon pod was made from.
 pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
@@ -123,7 +124,7 @@ pub fn node_fit(node: &Node, ds: &DaemonSet) -> Fit {
     }
     let pod = pod_for(ds, name);
     let labels = node.metadata.labels.clone().unwrap_or_default();
-    if !required_matches(&pod, &labels, name) {
+    if !required_matches(&LeanPod::from_api(&pod), &labels, name) {
         return never;
     }
     let taints = node
@@ -449,11 +450,11 @@ mod tests {
         };
         let labels = Default::default();
         assert!(
-            required_matches(&pod, &labels, "n1"),
+            required_matches(&LeanPod::from_api(&pod), &labels, "n1"),
             "the pinned node matches even without the zone label"
         );
         assert!(
-            !required_matches(&pod, &labels, "n2"),
+            !required_matches(&LeanPod::from_api(&pod), &labels, "n2"),
             "no other node matches"
         );
     }
