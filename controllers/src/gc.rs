@@ -225,6 +225,27 @@ impl Collector {
         for r in &node.owners {
             states.push((r, self.owner_state(&node, r).await?));
         }
+        if dependent_step(&states, !dependents.is_empty()) == DependentStep::Nothing {
+            return Ok(());
+        }
+        // About to drop references or delete: decide on the object as it is now, not as
+        // this watch last showed it (as upstream does). The graph can lag: an orphaning
+        // owner may have just had its reference removed from this very object.
+        let Some(live) = self.api(&node).get_opt(&node.name).await.map_err(self.err("reading", &node))? else {
+            return Ok(());
+        };
+        if live.uid().as_deref() != Some(node.uid.as_str()) || live.metadata.deletion_timestamp.is_some() {
+            return Ok(());
+        }
+        let node = Node {
+            resource_version: live.resource_version(),
+            owners: live.owner_references().to_vec(),
+            ..node
+        };
+        let mut states = Vec::new();
+        for r in &node.owners {
+            states.push((r, self.owner_state(&node, r).await?));
+        }
         match dependent_step(&states, !dependents.is_empty()) {
             DependentStep::Nothing => Ok(()),
             DependentStep::DropOwners(drop) => self.drop_owners(&node, &drop).await,
