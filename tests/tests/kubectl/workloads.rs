@@ -106,8 +106,10 @@ impl Workloads {
     }
 
     fn rollout_status(&self, ns: &str, what: &str) {
+        // Deployments say "successfully rolled out", StatefulSets "roll out complete" (a
+        // defaulted rollingUpdate has a partition) and DaemonSets "successfully rolled out".
         let out = self.run(&["rollout", "status", "-n", ns, what, "--timeout=90s"]);
-        assert!(out.contains("successfully rolled out"), "rollout status {what}: {out}");
+        assert!(out.contains("successfully rolled out") || out.contains("roll out complete"), "rollout status {what}: {out}");
     }
 
     /// Every live `app=<app>` pod runs `image` on a simulated node, and there are `n`.
@@ -158,7 +160,13 @@ async fn kubectl_drives_a_deployment_through_its_life_on_simulated_nodes() {
         assert!(rs["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty), "orphaned ReplicaSets have no owner: {rs}");
     }
     std::thread::sleep(Duration::from_secs(1));
-    assert_eq!(w.pods("shop", "web").len(), 5, "orphaning keeps the pods");
+    let pods = w.pods("shop", "web");
+    if pods.len() != 5 {
+        let events = w.run(&["get", "events", "-n", "shop"]);
+        let all = w.run(&["get", "pods", "-n", "shop", "-o", "yaml"]);
+        let log = std::fs::read_to_string(w.cluster.dir.path().join("data/server.log")).unwrap_or_default();
+        panic!("orphaning keeps the pods: {pods:?}\nevents:\n{events}\npods:\n{all}\nlog:\n{log}");
+    }
 
     // Foreground: kubectl returns once the Deployment is gone, and by then its
     // ReplicaSets and pods are gone too (the Deployment waited for them).
