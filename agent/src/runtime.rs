@@ -106,7 +106,9 @@ pub trait Runtime: Send + Sync {
     /// The image of this name, or `None` when it is not present.
     async fn image(&self, name: &str) -> Result<Option<ImageInfo>>;
     /// Prepares the container's root filesystem from its image and creates the container and
-    /// its task, not yet running.
+    /// its task, not yet running. When it fails part-way (say runc cannot exec the command),
+    /// what was made stays until [`Runtime::delete`]; calling this again with the same
+    /// config resumes where it stopped.
     async fn create_container(&self, config: &ContainerConfig) -> Result<()>;
     /// Starts the created task; returns its pid.
     async fn start(&self, id: &str) -> Result<u32>;
