@@ -15,7 +15,10 @@ pub enum Error {
     #[error("OCI image layout: {0}")]
     Layout(String),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("building the test server: {0}")]
     Build(String),
 }

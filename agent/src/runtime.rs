@@ -18,9 +18,15 @@ pub mod spec;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("connecting to containerd at {socket}: {source}")]
-    Connect { socket: String, source: containerd_client::tonic::transport::Error },
+    Connect {
+        socket: String,
+        source: containerd_client::tonic::transport::Error,
+    },
     #[error("containerd {op}: {status}")]
-    Containerd { op: &'static str, status: Box<containerd_client::tonic::Status> },
+    Containerd {
+        op: &'static str,
+        status: Box<containerd_client::tonic::Status>,
+    },
     #[error("image {0} not found")]
     ImageNotFound(String),
     #[error("container {0} not found")]
@@ -28,7 +34,10 @@ pub enum Error {
     #[error(transparent)]
     Image(#[from] crate::images::Error),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("containerd did not start: {0}")]
     Daemon(String),
 }
@@ -37,7 +46,9 @@ impl Error {
     /// Whether containerd said the object is absent (deleting it again is then a no-op).
     pub fn is_not_found(&self) -> bool {
         match self {
-            Error::Containerd { status, .. } => status.code() == containerd_client::tonic::Code::NotFound,
+            Error::Containerd { status, .. } => {
+                status.code() == containerd_client::tonic::Code::NotFound
+            }
             Error::ImageNotFound(_) | Error::ContainerNotFound(_) => true,
             _ => false,
         }

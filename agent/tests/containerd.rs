@@ -15,8 +15,17 @@ use runtime_env::{eventually, get_in_netns, Env};
 async fn busybox_command_exits_with_its_code_and_its_output_reaches_the_log() {
     let env = Env::start().await;
     let image = env.import_busybox().await;
-    let info = env.rt.image(&image).await.unwrap().expect("imported image is listed");
-    assert_eq!(info.config.cmd, vec!["sh"], "image config survives the import");
+    let info = env
+        .rt
+        .image(&image)
+        .await
+        .unwrap()
+        .expect("imported image is listed");
+    assert_eq!(
+        info.config.cmd,
+        vec!["sh"],
+        "image config survives the import"
+    );
 
     let log = env.log_path("echo-exit");
     let config = ContainerConfig {
@@ -29,19 +38,37 @@ async fn busybox_command_exits_with_its_code_and_its_output_reaches_the_log() {
         ..Default::default()
     };
     env.rt.create_container(&config).await.unwrap();
-    assert!(env.rt.start("echo-exit").await.unwrap() > 0, "a started task has a pid");
-    let status = tokio::time::timeout(Duration::from_secs(20), env.rt.wait("echo-exit")).await.expect("exits").unwrap();
+    assert!(
+        env.rt.start("echo-exit").await.unwrap() > 0,
+        "a started task has a pid"
+    );
+    let status = tokio::time::timeout(Duration::from_secs(20), env.rt.wait("echo-exit"))
+        .await
+        .expect("exits")
+        .unwrap();
     assert_eq!(status.code, 3);
     assert!(status.exited_at.is_some());
     eventually("hello in the log", Duration::from_secs(10), || async {
-        std::fs::read_to_string(&log).ok().filter(|l| l.contains("hello"))
+        std::fs::read_to_string(&log)
+            .ok()
+            .filter(|l| l.contains("hello"))
     })
     .await;
 
     env.rt.delete("echo-exit").await.unwrap();
-    assert_eq!(env.rt.list_containers().await.unwrap(), Vec::<String>::new());
-    let leftover: Vec<String> = env.mounts_under_data_dir().into_iter().filter(|m| m.contains("echo-exit")).collect();
-    assert!(leftover.is_empty(), "the container's rootfs is unmounted after delete: {leftover:?}");
+    assert_eq!(
+        env.rt.list_containers().await.unwrap(),
+        Vec::<String>::new()
+    );
+    let leftover: Vec<String> = env
+        .mounts_under_data_dir()
+        .into_iter()
+        .filter(|m| m.contains("echo-exit"))
+        .collect();
+    assert!(
+        leftover.is_empty(),
+        "the container's rootfs is unmounted after delete: {leftover:?}"
+    );
     // Deleting again finds nothing and is not an error, so an interrupted delete can finish.
     env.rt.delete("echo-exit").await.unwrap();
 }
@@ -64,7 +91,10 @@ async fn kill_ends_a_running_container_and_reports_the_signal() {
     env.rt.start("sleeper").await.unwrap();
     // SIGKILL: as PID 1 of its namespace, sleep would ignore SIGTERM (it has no handler).
     env.rt.kill("sleeper", 9).await.unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(20), env.rt.wait("sleeper")).await.expect("exits").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), env.rt.wait("sleeper"))
+        .await
+        .expect("exits")
+        .unwrap();
     assert_eq!(status.code, 128 + 9);
     env.rt.delete("sleeper").await.unwrap();
 }
@@ -80,15 +110,40 @@ async fn a_container_whose_command_cannot_start_fails_to_create_and_delete_remov
         cgroup_path: format!("{}/broken", env.cgroup_parent),
         ..Default::default()
     };
-    let err = env.rt.create_container(&config).await.expect_err("runc cannot exec a missing binary");
-    assert!(err.to_string().contains("no/such/binary"), "the error names the command: {err}");
-    assert_eq!(env.rt.list_containers().await.unwrap(), vec!["broken"], "the container record stays for delete");
+    let err = env
+        .rt
+        .create_container(&config)
+        .await
+        .expect_err("runc cannot exec a missing binary");
+    assert!(
+        err.to_string().contains("no/such/binary"),
+        "the error names the command: {err}"
+    );
+    assert_eq!(
+        env.rt.list_containers().await.unwrap(),
+        vec!["broken"],
+        "the container record stays for delete"
+    );
     env.rt.delete("broken").await.unwrap();
-    assert_eq!(env.rt.list_containers().await.unwrap(), Vec::<String>::new());
+    assert_eq!(
+        env.rt.list_containers().await.unwrap(),
+        Vec::<String>::new()
+    );
 
-    let missing = ContainerConfig { id: "ghost".into(), image: "kybern.local/none:latest".into(), ..Default::default() };
-    let err = env.rt.create_container(&missing).await.expect_err("no such image");
-    assert!(err.is_not_found(), "a missing image is reported as not found: {err}");
+    let missing = ContainerConfig {
+        id: "ghost".into(),
+        image: "kybern.local/none:latest".into(),
+        ..Default::default()
+    };
+    let err = env
+        .rt
+        .create_container(&missing)
+        .await
+        .expect_err("no such image");
+    assert!(
+        err.is_not_found(),
+        "a missing image is reported as not found: {err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -118,24 +173,41 @@ async fn test_server_in_a_test_network_namespace_answers_http_and_exits_on_reque
     env.rt.create_container(&config).await.unwrap();
     env.rt.start("web").await.unwrap();
 
-    let hostname = eventually("the server answering /hostname", Duration::from_secs(20), || async {
-        let (ok, body) = get_in_netns(&netns, &client, "127.0.0.1:8080", "/hostname").await;
-        ok.then_some(body)
-    })
+    let hostname = eventually(
+        "the server answering /hostname",
+        Duration::from_secs(20),
+        || async {
+            let (ok, body) = get_in_netns(&netns, &client, "127.0.0.1:8080", "/hostname").await;
+            ok.then_some(body)
+        },
+    )
     .await;
-    assert_eq!(hostname, "web-0", "the container has the hostname from its config");
+    assert_eq!(
+        hostname, "web-0",
+        "the container has the hostname from its config"
+    );
 
     let limit = memory_limit(&cgroup);
-    assert_eq!(limit, Some(64 << 20), "the memory limit is applied to the container's cgroup");
+    assert_eq!(
+        limit,
+        Some(64 << 20),
+        "the memory limit is applied to the container's cgroup"
+    );
 
     let (ok, _) = get_in_netns(&netns, &client, "127.0.0.1:8080", "/ready/toggle").await;
     assert!(ok);
     let (ready, body) = get_in_netns(&netns, &client, "127.0.0.1:8080", "/ready").await;
-    assert!(!ready, "after the toggle /ready answers 503, got body {body:?}");
+    assert!(
+        !ready,
+        "after the toggle /ready answers 503, got body {body:?}"
+    );
 
     let (ok, _) = get_in_netns(&netns, &client, "127.0.0.1:8080", "/exit?code=5").await;
     assert!(ok, "/exit answers before exiting");
-    let status = tokio::time::timeout(Duration::from_secs(20), env.rt.wait("web")).await.expect("exits").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), env.rt.wait("web"))
+        .await
+        .expect("exits")
+        .unwrap();
     assert_eq!(status.code, 5);
     env.rt.delete("web").await.unwrap();
 }
@@ -143,7 +215,16 @@ async fn test_server_in_a_test_network_namespace_answers_http_and_exits_on_reque
 /// The memory limit of a cgroup, from cgroup v1's memory hierarchy or v2's unified one.
 fn memory_limit(cgroup: &str) -> Option<i64> {
     let rel = cgroup.trim_start_matches('/');
-    let v1 = std::path::Path::new("/sys/fs/cgroup/memory").join(rel).join("memory.limit_in_bytes");
-    let v2 = std::path::Path::new("/sys/fs/cgroup").join(rel).join("memory.max");
-    std::fs::read_to_string(v1).or_else(|_| std::fs::read_to_string(v2)).ok()?.trim().parse().ok()
+    let v1 = std::path::Path::new("/sys/fs/cgroup/memory")
+        .join(rel)
+        .join("memory.limit_in_bytes");
+    let v2 = std::path::Path::new("/sys/fs/cgroup")
+        .join(rel)
+        .join("memory.max");
+    std::fs::read_to_string(v1)
+        .or_else(|_| std::fs::read_to_string(v2))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
 }

@@ -30,7 +30,11 @@ pub struct ImageConfig {
     pub cmd: Vec<String>,
     #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty")]
     pub env: Vec<String>,
-    #[serde(rename = "WorkingDir", default, skip_serializing_if = "String::is_empty")]
+    #[serde(
+        rename = "WorkingDir",
+        default,
+        skip_serializing_if = "String::is_empty"
+    )]
     pub working_dir: String,
 }
 
@@ -87,14 +91,27 @@ impl OciImage {
         });
         let manifest = serde_json::to_vec(&manifest).map_err(|e| Error::Layout(e.to_string()))?;
         let mut manifest_desc = Descriptor::of(MEDIA_TYPE_MANIFEST, &manifest);
-        manifest_desc.annotations.insert(ANNOTATION_CONTAINERD_NAME.into(), self.name.clone());
-        manifest_desc.annotations.insert(ANNOTATION_REF_NAME.into(), self.name.clone());
+        manifest_desc
+            .annotations
+            .insert(ANNOTATION_CONTAINERD_NAME.into(), self.name.clone());
+        manifest_desc
+            .annotations
+            .insert(ANNOTATION_REF_NAME.into(), self.name.clone());
         let index = json!({ "schemaVersion": 2, "mediaType": MEDIA_TYPE_INDEX, "manifests": [manifest_desc] });
         let index = serde_json::to_vec(&index).map_err(|e| Error::Layout(e.to_string()))?;
 
         let mut tree = Tree::new();
-        tree.file("oci-layout", 0o644, br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec()).file("index.json", 0o644, index);
-        for (desc, data) in [(&layer_desc, layer), (&config_desc, config), (&manifest_desc, manifest)] {
+        tree.file(
+            "oci-layout",
+            0o644,
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        )
+        .file("index.json", 0o644, index);
+        for (desc, data) in [
+            (&layer_desc, layer),
+            (&config_desc, config),
+            (&manifest_desc, manifest),
+        ] {
             tree.file(&blob_path(&desc.digest)?, 0o644, data);
         }
         tree.to_tar()
@@ -155,37 +172,56 @@ struct RootFs {
 /// with a name annotation (nested indexes are not followed yet). Blob digests are verified.
 pub fn read_layout(archive: &[u8]) -> Result<Layout> {
     let files = read_files(archive)?;
-    let index = files.get("index.json").ok_or_else(|| Error::Layout("no index.json".into()))?;
-    let index: IndexJson = serde_json::from_slice(index).map_err(|e| Error::Layout(format!("index.json: {e}")))?;
+    let index = files
+        .get("index.json")
+        .ok_or_else(|| Error::Layout("no index.json".into()))?;
+    let index: IndexJson =
+        serde_json::from_slice(index).map_err(|e| Error::Layout(format!("index.json: {e}")))?;
     let mut blobs = BTreeMap::new();
     for (path, data) in &files {
         if let Some(hex) = path.strip_prefix("blobs/sha256/") {
             let digest = format!("sha256:{hex}");
             if sha256_digest(data) != digest {
-                return Err(Error::Layout(format!("blob {digest} does not match its content")));
+                return Err(Error::Layout(format!(
+                    "blob {digest} does not match its content"
+                )));
             }
             blobs.insert(digest, data.clone());
         }
     }
     let blob = |d: &Descriptor| -> Result<&Vec<u8>> {
-        blobs.get(&d.digest).ok_or_else(|| Error::Layout(format!("missing blob {}", d.digest)))
+        blobs
+            .get(&d.digest)
+            .ok_or_else(|| Error::Layout(format!("missing blob {}", d.digest)))
     };
     let mut images = Vec::new();
     for manifest in &index.manifests {
-        if manifest.media_type != MEDIA_TYPE_MANIFEST && manifest.media_type != DOCKER_MEDIA_TYPE_MANIFEST {
-            return Err(Error::Layout(format!("unsupported index entry {}", manifest.media_type)));
+        if manifest.media_type != MEDIA_TYPE_MANIFEST
+            && manifest.media_type != DOCKER_MEDIA_TYPE_MANIFEST
+        {
+            return Err(Error::Layout(format!(
+                "unsupported index entry {}",
+                manifest.media_type
+            )));
         }
         let name = manifest
             .annotations
             .get(ANNOTATION_CONTAINERD_NAME)
             .or_else(|| manifest.annotations.get(ANNOTATION_REF_NAME))
-            .ok_or_else(|| Error::Layout(format!("manifest {} has no name annotation", manifest.digest)))?;
-        let parsed: ManifestJson =
-            serde_json::from_slice(blob(manifest)?).map_err(|e| Error::Layout(format!("manifest: {e}")))?;
-        let config: ConfigJson =
-            serde_json::from_slice(blob(&parsed.config)?).map_err(|e| Error::Layout(format!("config: {e}")))?;
+            .ok_or_else(|| {
+                Error::Layout(format!(
+                    "manifest {} has no name annotation",
+                    manifest.digest
+                ))
+            })?;
+        let parsed: ManifestJson = serde_json::from_slice(blob(manifest)?)
+            .map_err(|e| Error::Layout(format!("manifest: {e}")))?;
+        let config: ConfigJson = serde_json::from_slice(blob(&parsed.config)?)
+            .map_err(|e| Error::Layout(format!("config: {e}")))?;
         if config.rootfs.diff_ids.len() != parsed.layers.len() {
-            return Err(Error::Layout(format!("{name}: layers and diff_ids differ in number")));
+            return Err(Error::Layout(format!(
+                "{name}: layers and diff_ids differ in number"
+            )));
         }
         for layer in &parsed.layers {
             blob(layer)?;
@@ -222,10 +258,16 @@ mod tests {
 
     fn image(name: &str, content: &[u8]) -> OciImage {
         let mut rootfs = Tree::new();
-        rootfs.dir("bin", 0o755).file("bin/tool", 0o755, content.to_vec());
+        rootfs
+            .dir("bin", 0o755)
+            .file("bin/tool", 0o755, content.to_vec());
         OciImage {
             name: name.into(),
-            config: ImageConfig { cmd: vec!["/bin/tool".into()], env: vec!["PATH=/bin".into()], ..Default::default() },
+            config: ImageConfig {
+                cmd: vec!["/bin/tool".into()],
+                env: vec!["PATH=/bin".into()],
+                ..Default::default()
+            },
             rootfs,
         }
     }
@@ -236,18 +278,28 @@ mod tests {
         let b = read_layout(&image("t:1", b"x").to_layout_tar().unwrap()).unwrap();
         let c = read_layout(&image("t:1", b"y").to_layout_tar().unwrap()).unwrap();
         assert_eq!(a.images[0].manifest.digest, b.images[0].manifest.digest);
-        assert_ne!(a.images[0].manifest.digest, c.images[0].manifest.digest, "content changes the digest");
+        assert_ne!(
+            a.images[0].manifest.digest, c.images[0].manifest.digest,
+            "content changes the digest"
+        );
     }
 
     #[test]
     fn a_packed_layout_reads_back_with_name_config_and_layer() {
-        let layout = read_layout(&image("kybern.local/t:1", b"x").to_layout_tar().unwrap()).unwrap();
-        let [img] = layout.images.as_slice() else { panic!("one image expected") };
+        let layout =
+            read_layout(&image("kybern.local/t:1", b"x").to_layout_tar().unwrap()).unwrap();
+        let [img] = layout.images.as_slice() else {
+            panic!("one image expected")
+        };
         assert_eq!(img.name, "kybern.local/t:1");
         assert_eq!(img.image_config.cmd, vec!["/bin/tool"]);
         assert_eq!(img.layers.len(), 1);
         assert_eq!(img.layers[0].media_type, MEDIA_TYPE_LAYER);
-        assert_eq!(img.diff_ids, vec![img.layers[0].digest.clone()], "uncompressed layer: digest is the diff ID");
+        assert_eq!(
+            img.diff_ids,
+            vec![img.layers[0].digest.clone()],
+            "uncompressed layer: digest is the diff ID"
+        );
         let layer = read_files(&layout.blobs[&img.layers[0].digest]).unwrap();
         assert_eq!(layer["bin/tool"], b"x");
     }
@@ -256,8 +308,15 @@ mod tests {
     fn a_blob_that_does_not_match_its_digest_is_rejected() {
         let mut t = Tree::new();
         t.file("index.json", 0o644, br#"{"manifests":[]}"#.to_vec())
-            .file(&format!("blobs/sha256/{}", "0".repeat(64)), 0o644, b"not it".to_vec());
-        assert!(matches!(read_layout(&t.to_tar().unwrap()), Err(Error::Layout(_))));
+            .file(
+                &format!("blobs/sha256/{}", "0".repeat(64)),
+                0o644,
+                b"not it".to_vec(),
+            );
+        assert!(matches!(
+            read_layout(&t.to_tar().unwrap()),
+            Err(Error::Layout(_))
+        ));
     }
 
     #[test]

@@ -33,12 +33,23 @@ impl Tree {
     }
 
     pub fn file(&mut self, path: &str, mode: u32, data: impl Into<Vec<u8>>) -> &mut Self {
-        self.entries.insert(clean(path), Entry::File { mode, data: data.into() });
+        self.entries.insert(
+            clean(path),
+            Entry::File {
+                mode,
+                data: data.into(),
+            },
+        );
         self
     }
 
     pub fn symlink(&mut self, path: &str, target: &str) -> &mut Self {
-        self.entries.insert(clean(path), Entry::Symlink { target: target.to_string() });
+        self.entries.insert(
+            clean(path),
+            Entry::Symlink {
+                target: target.to_string(),
+            },
+        );
         self
     }
 
@@ -80,7 +91,9 @@ fn header(name: &str, kind: u8, mode: u32, size: u64, link: &str) -> Result<[u8;
         (&name[..split], &name[split + 1..])
     };
     if link.len() > 100 {
-        return Err(Error::Tar(format!("symlink target too long for ustar: {link}")));
+        return Err(Error::Tar(format!(
+            "symlink target too long for ustar: {link}"
+        )));
     }
     h[..short.len()].copy_from_slice(short.as_bytes());
     octal(&mut h[100..108], mode as u64);
@@ -119,16 +132,30 @@ pub fn read_files(archive: &[u8]) -> Result<BTreeMap<String, Vec<u8>>> {
             break;
         }
         let name = field_str(&h[..100]);
-        let prefix = if &h[257..262] == b"ustar" { field_str(&h[345..500]) } else { String::new() };
-        let path = if prefix.is_empty() { name } else { format!("{prefix}/{name}") };
-        let size = parse_octal(&h[124..136]).ok_or_else(|| Error::Tar(format!("bad size in header of {path}")))?;
+        let prefix = if &h[257..262] == b"ustar" {
+            field_str(&h[345..500])
+        } else {
+            String::new()
+        };
+        let path = if prefix.is_empty() {
+            name
+        } else {
+            format!("{prefix}/{name}")
+        };
+        let size = parse_octal(&h[124..136])
+            .ok_or_else(|| Error::Tar(format!("bad size in header of {path}")))?;
         let data_start = at + BLOCK;
         let data_end = data_start + size as usize;
         if data_end > archive.len() {
-            return Err(Error::Tar(format!("{path} runs past the end of the archive")));
+            return Err(Error::Tar(format!(
+                "{path} runs past the end of the archive"
+            )));
         }
         if matches!(h[156], b'0' | 0 | b'7') {
-            let key = path.trim_start_matches("./").trim_start_matches('/').to_string();
+            let key = path
+                .trim_start_matches("./")
+                .trim_start_matches('/')
+                .to_string();
             files.insert(key, archive[data_start..data_end].to_vec());
         }
         at = data_start + (size as usize).next_multiple_of(BLOCK);
@@ -157,9 +184,13 @@ mod tests {
     #[test]
     fn same_files_in_any_insertion_order_give_identical_archives() {
         let mut a = Tree::new();
-        a.dir("bin", 0o755).file("bin/busybox", 0o755, b"elf".to_vec()).symlink("bin/sh", "busybox");
+        a.dir("bin", 0o755)
+            .file("bin/busybox", 0o755, b"elf".to_vec())
+            .symlink("bin/sh", "busybox");
         let mut b = Tree::new();
-        b.symlink("/bin/sh", "busybox").file("/bin/busybox", 0o755, b"elf".to_vec()).dir("/bin/", 0o755);
+        b.symlink("/bin/sh", "busybox")
+            .file("/bin/busybox", 0o755, b"elf".to_vec())
+            .dir("/bin/", 0o755);
         assert_eq!(a.to_tar().unwrap(), b.to_tar().unwrap());
     }
 
@@ -174,7 +205,12 @@ mod tests {
             .dir("blobs", 0o755)
             .symlink("link", "index.json");
         let files = read_files(&t.to_tar().unwrap()).unwrap();
-        assert_eq!(files.len(), 3, "only regular files are read: {:?}", files.keys());
+        assert_eq!(
+            files.len(),
+            3,
+            "only regular files are read: {:?}",
+            files.keys()
+        );
         assert_eq!(files["index.json"], b"{}");
         assert_eq!(files["blobs/sha256/abc"], vec![7u8; 1000]);
         assert_eq!(files[&long_path], b"long");

@@ -16,9 +16,10 @@ pub const DEBIAN_BUSYBOX: &str = "/bin/busybox";
 /// Applets linked to /bin/busybox in the image: what test commands, probes and `kubectl
 /// exec` sessions use.
 const APPLETS: &[&str] = &[
-    "cat", "cp", "date", "dd", "df", "echo", "env", "false", "grep", "head", "hostname", "id", "ip", "kill", "ln",
-    "ls", "mkdir", "mount", "mv", "nc", "nslookup", "ping", "printenv", "ps", "pwd", "rm", "sed", "sh", "sleep",
-    "stat", "tail", "tee", "test", "timeout", "top", "touch", "tr", "true", "uname", "wc", "wget", "whoami", "yes",
+    "cat", "cp", "date", "dd", "df", "echo", "env", "false", "grep", "head", "hostname", "id",
+    "ip", "kill", "ln", "ls", "mkdir", "mount", "mv", "nc", "nslookup", "ping", "printenv", "ps",
+    "pwd", "rm", "sed", "sh", "sleep", "stat", "tail", "tee", "test", "timeout", "top", "touch",
+    "tr", "true", "uname", "wc", "wget", "whoami", "yes",
 ];
 
 /// The source of the test server, a single std-only file.
@@ -33,8 +34,16 @@ fn base_tree(busybox: &[u8]) -> Tree {
         t.dir(dir, 0o755);
     }
     t.dir("tmp", 0o1777);
-    t.file("etc/passwd", 0o644, b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n".to_vec());
-    t.file("etc/group", 0o644, b"root:x:0:\nnogroup:x:65534:\n".to_vec());
+    t.file(
+        "etc/passwd",
+        0o644,
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n".to_vec(),
+    );
+    t.file(
+        "etc/group",
+        0o644,
+        b"root:x:0:\nnogroup:x:65534:\n".to_vec(),
+    );
     t.file("bin/busybox", 0o755, busybox.to_vec());
     for applet in APPLETS {
         t.symlink(&format!("bin/{applet}"), "busybox");
@@ -80,24 +89,44 @@ pub fn build_testserver(out_dir: &Path) -> Result<PathBuf> {
     let source = testserver_source();
     let out = out_dir.join("testserver");
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let src_dir = source.parent().and_then(Path::parent).unwrap_or(Path::new("."));
+    let src_dir = source
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(Path::new("."));
     let output = std::process::Command::new(&rustc)
-        .args(["--edition", "2021", "-C", "opt-level=2", "-C", "strip=debuginfo", "-C", "target-feature=+crt-static"])
-        .arg(format!("--remap-path-prefix={}=testserver", src_dir.display()))
+        .args([
+            "--edition",
+            "2021",
+            "-C",
+            "opt-level=2",
+            "-C",
+            "strip=debuginfo",
+            "-C",
+            "target-feature=+crt-static",
+        ])
+        .arg(format!(
+            "--remap-path-prefix={}=testserver",
+            src_dir.display()
+        ))
         .arg(&source)
         .arg("-o")
         .arg(&out)
         .output()
         .map_err(|e| Error::Build(format!("running {rustc}: {e}")))?;
     if !output.status.success() {
-        return Err(Error::Build(String::from_utf8_lossy(&output.stderr).into_owned()));
+        return Err(Error::Build(
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        ));
     }
     Ok(out)
 }
 
 /// Reads a file, naming it in the error.
 pub fn read(path: &Path) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|source| Error::Io { context: format!("reading {}", path.display()), source })
+    std::fs::read(path).map_err(|source| Error::Io {
+        context: format!("reading {}", path.display()),
+        source,
+    })
 }
 
 #[cfg(test)]
@@ -114,15 +143,22 @@ mod tests {
         let layer = &layout.blobs[&img.layers[0].digest];
         assert_eq!(read_files(layer).unwrap()["bin/busybox"], b"fake busybox");
         // Symlinks are not regular files; find the sh entry's header by name and type.
-        let sh = layer.chunks(512).find(|h| h.starts_with(b"bin/sh\0")).expect("bin/sh entry");
+        let sh = layer
+            .chunks(512)
+            .find(|h| h.starts_with(b"bin/sh\0"))
+            .expect("bin/sh entry");
         assert_eq!((sh[156], &sh[157..164]), (b'2', &b"busybox"[..]));
     }
 
     #[test]
     fn testserver_image_runs_the_server_by_default() {
-        let layout = read_layout(&testserver_image(b"bb", b"srv").to_layout_tar().unwrap()).unwrap();
+        let layout =
+            read_layout(&testserver_image(b"bb", b"srv").to_layout_tar().unwrap()).unwrap();
         let img = &layout.images[0];
         assert_eq!(img.image_config.entrypoint, vec!["/testserver"]);
-        assert_eq!(read_files(&layout.blobs[&img.layers[0].digest]).unwrap()["testserver"], b"srv");
+        assert_eq!(
+            read_files(&layout.blobs[&img.layers[0].digest]).unwrap()["testserver"],
+            b"srv"
+        );
     }
 }

@@ -10,13 +10,18 @@ use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::images_client::ImagesClient;
 use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
-use containerd_client::services::v1::snapshots::{MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest};
+use containerd_client::services::v1::snapshots::{
+    MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
+};
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
-    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest, DeleteTaskRequest,
-    GetContainerRequest, GetImageRequest, KillRequest, ListContainersRequest, StartRequest, WaitRequest,
+    Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
+    DeleteTaskRequest, GetContainerRequest, GetImageRequest, KillRequest, ListContainersRequest,
+    StartRequest, WaitRequest,
 };
-use containerd_client::services::v1::{CreateRequest as CreateLeaseRequest, DeleteRequest as DeleteLeaseRequest};
+use containerd_client::services::v1::{
+    CreateRequest as CreateLeaseRequest, DeleteRequest as DeleteLeaseRequest,
+};
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request, Status};
 
@@ -44,23 +49,39 @@ pub struct Containerd {
 
 /// Maps a gRPC status to our error, naming the call.
 fn grpc(op: &'static str) -> impl FnOnce(Status) -> Error {
-    move |status| Error::Containerd { op, status: Box::new(status) }
+    move |status| Error::Containerd {
+        op,
+        status: Box::new(status),
+    }
 }
 
 impl Containerd {
     /// Connects to containerd's socket (e.g. `/run/containerd/containerd.sock`).
     pub async fn connect(socket: impl AsRef<std::path::Path>, namespace: &str) -> Result<Self> {
         let socket = socket.as_ref();
-        let channel = containerd_client::connect(socket)
-            .await
-            .map_err(|source| Error::Connect { socket: socket.display().to_string(), source })?;
-        Ok(Containerd { channel, namespace: namespace.to_string() })
+        let channel =
+            containerd_client::connect(socket)
+                .await
+                .map_err(|source| Error::Connect {
+                    socket: socket.display().to_string(),
+                    source,
+                })?;
+        Ok(Containerd {
+            channel,
+            namespace: namespace.to_string(),
+        })
     }
 
     /// The server's version, which also proves it answers.
     pub async fn version(&self) -> Result<String> {
-        let mut client = containerd_client::services::v1::version_client::VersionClient::new(self.channel.clone());
-        let v = client.version(()).await.map_err(grpc("version"))?.into_inner();
+        let mut client = containerd_client::services::v1::version_client::VersionClient::new(
+            self.channel.clone(),
+        );
+        let v = client
+            .version(())
+            .await
+            .map_err(grpc("version"))?
+            .into_inner();
         Ok(v.version)
     }
 
@@ -87,7 +108,13 @@ impl Containerd {
         // Should the agent die before deleting it, containerd drops the lease after an hour.
         labels.insert("containerd.io/gc.expire".to_string(), expire_in(3600));
         LeasesClient::new(self.channel.clone())
-            .create(self.req(CreateLeaseRequest { id: id.clone(), labels }, None))
+            .create(self.req(
+                CreateLeaseRequest {
+                    id: id.clone(),
+                    labels,
+                },
+                None,
+            ))
             .await
             .map_err(grpc("create lease"))?;
         Ok(id)
@@ -95,14 +122,23 @@ impl Containerd {
 
     async fn drop_lease(&self, id: &str) -> Result<()> {
         LeasesClient::new(self.channel.clone())
-            .delete(self.req(DeleteLeaseRequest { id: id.to_string(), sync: false }, None))
+            .delete(self.req(
+                DeleteLeaseRequest {
+                    id: id.to_string(),
+                    sync: false,
+                },
+                None,
+            ))
             .await
             .map_err(grpc("delete lease"))?;
         Ok(())
     }
 
     async fn create_container_in_lease(&self, config: &ContainerConfig, lease: &str) -> Result<()> {
-        let image = self.image(&config.image).await?.ok_or_else(|| Error::ImageNotFound(config.image.clone()))?;
+        let image = self
+            .image(&config.image)
+            .await?
+            .ok_or_else(|| Error::ImageNotFound(config.image.clone()))?;
         let chain_id = self.image_chain_id(&config.image).await?;
         let mut snapshots = SnapshotsClient::new(self.channel.clone());
         let prepare = PrepareSnapshotRequest {
@@ -115,8 +151,16 @@ impl Containerd {
             Ok(resp) => resp.into_inner().mounts,
             // A retry after a failed create finds the snapshot already prepared.
             Err(s) if s.code() == Code::AlreadyExists => {
-                let req = MountsRequest { snapshotter: SNAPSHOTTER.into(), key: config.id.clone() };
-                snapshots.mounts(self.req(req, Some(lease))).await.map_err(grpc("snapshot mounts"))?.into_inner().mounts
+                let req = MountsRequest {
+                    snapshotter: SNAPSHOTTER.into(),
+                    key: config.id.clone(),
+                };
+                snapshots
+                    .mounts(self.req(req, Some(lease)))
+                    .await
+                    .map_err(grpc("snapshot mounts"))?
+                    .into_inner()
+                    .mounts
             }
             Err(s) => return Err(grpc("prepare snapshot")(s)),
         };
@@ -128,20 +172,32 @@ impl Containerd {
             id: config.id.clone(),
             labels: config.labels.clone().into_iter().collect(),
             image: image.name,
-            runtime: Some(ContainerRuntime { name: RUNC_RUNTIME.into(), options: None }),
-            spec: Some(prost_types::Any { type_url: SPEC_TYPE_URL.into(), value: spec }),
+            runtime: Some(ContainerRuntime {
+                name: RUNC_RUNTIME.into(),
+                options: None,
+            }),
+            spec: Some(prost_types::Any {
+                type_url: SPEC_TYPE_URL.into(),
+                value: spec,
+            }),
             snapshotter: SNAPSHOTTER.into(),
             snapshot_key: config.id.clone(),
             ..Default::default()
         };
         let mut containers = ContainersClient::new(self.channel.clone());
-        let create = CreateContainerRequest { container: Some(container) };
+        let create = CreateContainerRequest {
+            container: Some(container),
+        };
         match containers.create(self.req(create, Some(lease))).await {
             Ok(_) => {}
             Err(s) if s.code() == Code::AlreadyExists => {}
             Err(s) => return Err(grpc("create container")(s)),
         }
-        let log = config.log_path.as_ref().map(|p| format!("file://{}", p.display())).unwrap_or_default();
+        let log = config
+            .log_path
+            .as_ref()
+            .map(|p| format!("file://{}", p.display()))
+            .unwrap_or_default();
         let task = CreateTaskRequest {
             container_id: config.id.clone(),
             rootfs: mounts,
@@ -149,13 +205,21 @@ impl Containerd {
             stderr: log,
             ..Default::default()
         };
-        TasksClient::new(self.channel.clone()).create(self.req(task, None)).await.map_err(grpc("create task"))?;
+        TasksClient::new(self.channel.clone())
+            .create(self.req(task, None))
+            .await
+            .map_err(grpc("create task"))?;
         Ok(())
     }
 
     async fn image_labels(&self, name: &str) -> Result<Option<HashMap<String, String>>> {
-        let req = GetImageRequest { name: name.to_string() };
-        match ImagesClient::new(self.channel.clone()).get(self.req(req, None)).await {
+        let req = GetImageRequest {
+            name: name.to_string(),
+        };
+        match ImagesClient::new(self.channel.clone())
+            .get(self.req(req, None))
+            .await
+        {
             Ok(resp) => Ok(resp.into_inner().image.map(|i| i.labels)),
             Err(s) if s.code() == Code::NotFound => Ok(None),
             Err(s) => Err(grpc("get image")(s)),
@@ -163,8 +227,14 @@ impl Containerd {
     }
 
     async fn image_chain_id(&self, name: &str) -> Result<String> {
-        let labels = self.image_labels(name).await?.ok_or_else(|| Error::ImageNotFound(name.to_string()))?;
-        labels.get(LABEL_CHAIN_ID).cloned().ok_or_else(|| Error::ImageNotFound(format!("{name} (not unpacked)")))
+        let labels = self
+            .image_labels(name)
+            .await?
+            .ok_or_else(|| Error::ImageNotFound(name.to_string()))?;
+        labels
+            .get(LABEL_CHAIN_ID)
+            .cloned()
+            .ok_or_else(|| Error::ImageNotFound(format!("{name} (not unpacked)")))
     }
 }
 
@@ -180,8 +250,13 @@ impl Runtime for Containerd {
     }
 
     async fn image(&self, name: &str) -> Result<Option<ImageInfo>> {
-        let req = GetImageRequest { name: name.to_string() };
-        let image = match ImagesClient::new(self.channel.clone()).get(self.req(req, None)).await {
+        let req = GetImageRequest {
+            name: name.to_string(),
+        };
+        let image = match ImagesClient::new(self.channel.clone())
+            .get(self.req(req, None))
+            .await
+        {
             Ok(resp) => resp.into_inner().image,
             Err(s) if s.code() == Code::NotFound => None,
             Err(s) => return Err(grpc("get image")(s)),
@@ -208,27 +283,55 @@ impl Runtime for Containerd {
     }
 
     async fn start(&self, id: &str) -> Result<u32> {
-        let req = StartRequest { container_id: id.to_string(), exec_id: String::new() };
-        let resp = TasksClient::new(self.channel.clone()).start(self.req(req, None)).await.map_err(grpc("start task"))?;
+        let req = StartRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+        };
+        let resp = TasksClient::new(self.channel.clone())
+            .start(self.req(req, None))
+            .await
+            .map_err(grpc("start task"))?;
         Ok(resp.into_inner().pid)
     }
 
     async fn wait(&self, id: &str) -> Result<ExitStatus> {
-        let req = WaitRequest { container_id: id.to_string(), exec_id: String::new() };
-        let resp = TasksClient::new(self.channel.clone()).wait(self.req(req, None)).await.map_err(grpc("wait task"))?;
+        let req = WaitRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+        };
+        let resp = TasksClient::new(self.channel.clone())
+            .wait(self.req(req, None))
+            .await
+            .map_err(grpc("wait task"))?;
         let resp = resp.into_inner();
-        Ok(ExitStatus { code: resp.exit_status, exited_at: resp.exited_at.map(|t| (t.seconds, t.nanos)) })
+        Ok(ExitStatus {
+            code: resp.exit_status,
+            exited_at: resp.exited_at.map(|t| (t.seconds, t.nanos)),
+        })
     }
 
     async fn kill(&self, id: &str, signal: u32) -> Result<()> {
-        let req = KillRequest { container_id: id.to_string(), exec_id: String::new(), signal, all: false };
-        TasksClient::new(self.channel.clone()).kill(self.req(req, None)).await.map_err(grpc("kill task"))?;
+        let req = KillRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+            signal,
+            all: false,
+        };
+        TasksClient::new(self.channel.clone())
+            .kill(self.req(req, None))
+            .await
+            .map_err(grpc("kill task"))?;
         Ok(())
     }
 
     async fn delete(&self, id: &str) -> Result<()> {
-        let req = DeleteTaskRequest { container_id: id.to_string() };
-        match TasksClient::new(self.channel.clone()).delete(self.req(req, None)).await {
+        let req = DeleteTaskRequest {
+            container_id: id.to_string(),
+        };
+        match TasksClient::new(self.channel.clone())
+            .delete(self.req(req, None))
+            .await
+        {
             Ok(_) => {}
             Err(s) if s.code() == Code::NotFound => {}
             Err(s) => return Err(grpc("delete task")(s)),
@@ -236,18 +339,28 @@ impl Runtime for Containerd {
         let mut containers = ContainersClient::new(self.channel.clone());
         let get = GetContainerRequest { id: id.to_string() };
         let snapshot = match containers.get(self.req(get, None)).await {
-            Ok(resp) => resp.into_inner().container.map(|c| (c.snapshotter, c.snapshot_key)),
+            Ok(resp) => resp
+                .into_inner()
+                .container
+                .map(|c| (c.snapshotter, c.snapshot_key)),
             Err(s) if s.code() == Code::NotFound => None,
             Err(s) => return Err(grpc("get container")(s)),
         };
-        let (snapshotter, key) = snapshot.unwrap_or_else(|| (SNAPSHOTTER.to_string(), id.to_string()));
+        let (snapshotter, key) =
+            snapshot.unwrap_or_else(|| (SNAPSHOTTER.to_string(), id.to_string()));
         let req = RemoveSnapshotRequest { snapshotter, key };
-        match SnapshotsClient::new(self.channel.clone()).remove(self.req(req, None)).await {
+        match SnapshotsClient::new(self.channel.clone())
+            .remove(self.req(req, None))
+            .await
+        {
             Ok(_) => {}
             Err(s) if s.code() == Code::NotFound => {}
             Err(s) => return Err(grpc("remove snapshot")(s)),
         }
-        match containers.delete(self.req(DeleteContainerRequest { id: id.to_string() }, None)).await {
+        match containers
+            .delete(self.req(DeleteContainerRequest { id: id.to_string() }, None))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(s) if s.code() == Code::NotFound => Ok(()),
             Err(s) => Err(grpc("delete container")(s)),
@@ -255,10 +368,19 @@ impl Runtime for Containerd {
     }
 
     async fn list_containers(&self) -> Result<Vec<String>> {
-        let req = ListContainersRequest { filters: Vec::new() };
-        let resp =
-            ContainersClient::new(self.channel.clone()).list(self.req(req, None)).await.map_err(grpc("list containers"))?;
-        let mut ids: Vec<String> = resp.into_inner().containers.into_iter().map(|c| c.id).collect();
+        let req = ListContainersRequest {
+            filters: Vec::new(),
+        };
+        let resp = ContainersClient::new(self.channel.clone())
+            .list(self.req(req, None))
+            .await
+            .map_err(grpc("list containers"))?;
+        let mut ids: Vec<String> = resp
+            .into_inner()
+            .containers
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
         ids.sort();
         Ok(ids)
     }
@@ -268,13 +390,21 @@ impl Runtime for Containerd {
 fn unique_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{}-{nanos}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!(
+        "{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// An RFC 3339 UTC time `secs` from now, the form containerd's `gc.expire` label takes.
 fn expire_in(secs: u64) -> String {
-    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     rfc3339(now + secs)
 }
 
@@ -291,7 +421,12 @@ fn rfc3339(epoch_secs: u64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 #[cfg(test)]

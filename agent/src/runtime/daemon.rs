@@ -55,12 +55,17 @@ impl ContainerdDaemon {
     /// socket answers. Its log goes to `data_dir/containerd.log`.
     pub async fn start(data_dir: &Path) -> Result<Self> {
         let io = |context: String| move |source| Error::Io { context, source };
-        std::fs::create_dir_all(data_dir).map_err(io(format!("creating {}", data_dir.display())))?;
+        std::fs::create_dir_all(data_dir)
+            .map_err(io(format!("creating {}", data_dir.display())))?;
         let config = data_dir.join("config.toml");
-        std::fs::write(&config, config_toml(data_dir)).map_err(io(format!("writing {}", config.display())))?;
+        std::fs::write(&config, config_toml(data_dir))
+            .map_err(io(format!("writing {}", config.display())))?;
         let log_path = data_dir.join("containerd.log");
-        let log = std::fs::File::create(&log_path).map_err(io(format!("creating {}", log_path.display())))?;
-        let log_err = log.try_clone().map_err(io("duplicating the log file".into()))?;
+        let log = std::fs::File::create(&log_path)
+            .map_err(io(format!("creating {}", log_path.display())))?;
+        let log_err = log
+            .try_clone()
+            .map_err(io("duplicating the log file".into()))?;
         let child = Command::new("containerd")
             .arg("--config")
             .arg(&config)
@@ -70,7 +75,11 @@ impl ContainerdDaemon {
             .kill_on_drop(true)
             .spawn()
             .map_err(io("starting containerd".into()))?;
-        let mut daemon = ContainerdDaemon { child: Some(child), data_dir: data_dir.to_path_buf(), socket: data_dir.join("containerd.sock") };
+        let mut daemon = ContainerdDaemon {
+            child: Some(child),
+            data_dir: data_dir.to_path_buf(),
+            socket: data_dir.join("containerd.sock"),
+        };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(client) = Containerd::connect(&daemon.socket, "default").await {
@@ -80,11 +89,16 @@ impl ContainerdDaemon {
             }
             if let Some(Ok(Some(status))) = daemon.child.as_mut().map(Child::try_wait) {
                 let log = std::fs::read_to_string(&log_path).unwrap_or_default();
-                return Err(Error::Daemon(format!("containerd exited with {status}: {log}")));
+                return Err(Error::Daemon(format!(
+                    "containerd exited with {status}: {log}"
+                )));
             }
             if Instant::now() > deadline {
                 daemon.stop().await?;
-                return Err(Error::Daemon(format!("no answer on {} after {START_TIMEOUT:?}", daemon.socket.display())));
+                return Err(Error::Daemon(format!(
+                    "no answer on {} after {START_TIMEOUT:?}",
+                    daemon.socket.display()
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -105,16 +119,26 @@ impl ContainerdDaemon {
     /// SIGTERM, then SIGKILL after [`STOP_TIMEOUT`]. Containers keep running in their shims,
     /// as with any containerd restart.
     pub async fn stop(&mut self) -> Result<()> {
-        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
         if let Some(pid) = child.id() {
             // `kill` by pid: unsafe code is kept out of this crate, and this is our own child.
-            let sent = Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
+            let sent = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .status()
+                .await;
             if sent.is_ok_and(|s| s.success())
-                && tokio::time::timeout(STOP_TIMEOUT, child.wait()).await.is_ok()
+                && tokio::time::timeout(STOP_TIMEOUT, child.wait())
+                    .await
+                    .is_ok()
             {
                 return Ok(());
             }
         }
-        child.kill().await.map_err(|source| Error::Io { context: "killing containerd".into(), source })
+        child.kill().await.map_err(|source| Error::Io {
+            context: "killing containerd".into(),
+            source,
+        })
     }
 }

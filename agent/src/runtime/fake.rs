@@ -87,7 +87,11 @@ impl Runtime for FakeRuntime {
         let mut inner = self.lock();
         let names: Vec<String> = layout.images.iter().map(|i| i.name.clone()).collect();
         for i in layout.images {
-            let info = ImageInfo { name: i.name.clone(), digest: i.manifest.digest, config: i.image_config };
+            let info = ImageInfo {
+                name: i.name.clone(),
+                digest: i.manifest.digest,
+                config: i.image_config,
+            };
             inner.images.insert(i.name, info);
         }
         inner.calls.push(Call::ImportImage(names.clone()));
@@ -104,8 +108,14 @@ impl Runtime for FakeRuntime {
         if !inner.images.contains_key(&config.image) {
             return Err(Error::ImageNotFound(config.image.clone()));
         }
-        let container = FakeContainer { config: config.clone(), state: watch::Sender::new(State::Created) };
-        inner.containers.entry(config.id.clone()).or_insert(container);
+        let container = FakeContainer {
+            config: config.clone(),
+            state: watch::Sender::new(State::Created),
+        };
+        inner
+            .containers
+            .entry(config.id.clone())
+            .or_insert(container);
         Ok(())
     }
 
@@ -114,7 +124,10 @@ impl Runtime for FakeRuntime {
         inner.calls.push(Call::Start(id.to_string()));
         inner.next_pid += 1;
         let pid = 1000 + inner.next_pid;
-        let c = inner.containers.get(id).ok_or_else(|| Error::ContainerNotFound(id.to_string()))?;
+        let c = inner
+            .containers
+            .get(id)
+            .ok_or_else(|| Error::ContainerNotFound(id.to_string()))?;
         c.state.send_replace(State::Running);
         Ok(pid)
     }
@@ -122,20 +135,33 @@ impl Runtime for FakeRuntime {
     async fn wait(&self, id: &str) -> Result<ExitStatus> {
         let mut rx = {
             let inner = self.lock();
-            inner.containers.get(id).ok_or_else(|| Error::ContainerNotFound(id.to_string()))?.state.subscribe()
+            inner
+                .containers
+                .get(id)
+                .ok_or_else(|| Error::ContainerNotFound(id.to_string()))?
+                .state
+                .subscribe()
         };
         let state = rx
             .wait_for(|s| matches!(s, State::Exited(_)))
             .await
             .map_err(|_| Error::ContainerNotFound(id.to_string()))?;
-        let State::Exited(code) = *state else { unreachable!("wait_for returned a state it did not wait for") };
-        Ok(ExitStatus { code, exited_at: None })
+        let State::Exited(code) = *state else {
+            unreachable!("wait_for returned a state it did not wait for")
+        };
+        Ok(ExitStatus {
+            code,
+            exited_at: None,
+        })
     }
 
     async fn kill(&self, id: &str, signal: u32) -> Result<()> {
         let mut inner = self.lock();
         inner.calls.push(Call::Kill(id.to_string(), signal));
-        let c = inner.containers.get(id).ok_or_else(|| Error::ContainerNotFound(id.to_string()))?;
+        let c = inner
+            .containers
+            .get(id)
+            .ok_or_else(|| Error::ContainerNotFound(id.to_string()))?;
         // A signal ends the process as the kernel reports it: 128 + signal number.
         if *c.state.borrow() == State::Running {
             c.state.send_replace(State::Exited(128 + signal));
@@ -163,8 +189,15 @@ mod tests {
     #[tokio::test]
     async fn fake_records_lifecycle_and_reports_signal_exits() {
         let rt = FakeRuntime::new();
-        let names = rt.import_image(&busybox_image(b"bb").to_layout_tar().unwrap()).await.unwrap();
-        let config = ContainerConfig { id: "c1".into(), image: names[0].clone(), ..Default::default() };
+        let names = rt
+            .import_image(&busybox_image(b"bb").to_layout_tar().unwrap())
+            .await
+            .unwrap();
+        let config = ContainerConfig {
+            id: "c1".into(),
+            image: names[0].clone(),
+            ..Default::default()
+        };
         rt.create_container(&config).await.unwrap();
         rt.start("c1").await.unwrap();
         assert_eq!(rt.state("c1"), Some(State::Running));
@@ -187,7 +220,13 @@ mod tests {
     #[tokio::test]
     async fn creating_from_a_missing_image_fails_as_not_found() {
         let rt = FakeRuntime::new();
-        let err = rt.create_container(&ContainerConfig { id: "c".into(), image: "nope".into(), ..Default::default() }).await;
+        let err = rt
+            .create_container(&ContainerConfig {
+                id: "c".into(),
+                image: "nope".into(),
+                ..Default::default()
+            })
+            .await;
         assert!(err.is_err_and(|e| e.is_not_found()));
     }
 }

@@ -31,7 +31,11 @@ pub const DEFAULT_CAPABILITIES: &[&str] = &[
 /// The argv a container runs, as the kubelet resolves it: `command` replaces the image's
 /// entrypoint (and then the image's cmd is dropped), `args` replaces the image's cmd.
 pub fn resolve_args(image: &ImageConfig, command: &[String], args: &[String]) -> Vec<String> {
-    let entrypoint = if command.is_empty() { &image.entrypoint } else { command };
+    let entrypoint = if command.is_empty() {
+        &image.entrypoint
+    } else {
+        command
+    };
     let cmd = match (command.is_empty(), args.is_empty()) {
         (_, false) => args,
         (true, true) => &image.cmd[..],
@@ -45,7 +49,10 @@ pub fn merge_env(image: &[String], container: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for kv in image.iter().chain(container) {
         let name = kv.split_once('=').map_or(kv.as_str(), |(n, _)| n);
-        match out.iter_mut().find(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == name) {
+        match out
+            .iter_mut()
+            .find(|e| e.split_once('=').map_or(e.as_str(), |(n, _)| n) == name)
+        {
             Some(existing) => *existing = kv.clone(),
             None => out.push(kv.clone()),
         }
@@ -56,7 +63,12 @@ pub fn merge_env(image: &[String], container: &[String]) -> Vec<String> {
 /// The runtime spec for `config`; the root filesystem is the shim's `rootfs` mount.
 pub fn runtime_spec(config: &ContainerConfig) -> Value {
     let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
-    let mut namespaces = vec![json!({"type": "pid"}), json!({"type": "ipc"}), json!({"type": "uts"}), json!({"type": "mount"})];
+    let mut namespaces = vec![
+        json!({"type": "pid"}),
+        json!({"type": "ipc"}),
+        json!({"type": "uts"}),
+        json!({"type": "mount"}),
+    ];
     namespaces.push(match &config.netns_path {
         Some(path) => json!({"type": "network", "path": path}),
         None => json!({"type": "network"}),
@@ -79,7 +91,11 @@ pub fn runtime_spec(config: &ContainerConfig) -> Value {
     if !cpu.is_empty() {
         resources["cpu"] = Value::Object(cpu);
     }
-    let cwd = if config.cwd.is_empty() { "/" } else { &config.cwd };
+    let cwd = if config.cwd.is_empty() {
+        "/"
+    } else {
+        &config.cwd
+    };
     let mut spec = json!({
         "ociVersion": "1.0.2-dev",
         "process": {
@@ -137,7 +153,11 @@ mod tests {
 
     #[test]
     fn args_resolve_as_the_kubelet_does() {
-        let image = ImageConfig { entrypoint: strings(&["/ep"]), cmd: strings(&["c1"]), ..Default::default() };
+        let image = ImageConfig {
+            entrypoint: strings(&["/ep"]),
+            cmd: strings(&["c1"]),
+            ..Default::default()
+        };
         let cases = [
             ("image defaults", vec![], vec![], vec!["/ep", "c1"]),
             ("args replace cmd", vec![], vec!["a"], vec!["/ep", "a"]),
@@ -152,7 +172,10 @@ mod tests {
 
     #[test]
     fn container_env_overrides_image_env_in_place() {
-        let got = merge_env(&strings(&["PATH=/bin", "A=1"]), &strings(&["B=2", "PATH=/usr/bin"]));
+        let got = merge_env(
+            &strings(&["PATH=/bin", "A=1"]),
+            &strings(&["B=2", "PATH=/usr/bin"]),
+        );
         assert_eq!(got, strings(&["PATH=/usr/bin", "A=1", "B=2"]));
     }
 
@@ -173,19 +196,35 @@ mod tests {
             ..Default::default()
         };
         let spec = runtime_spec(&config);
-        let net = spec["linux"]["namespaces"].as_array().unwrap().iter().find(|n| n["type"] == "network").unwrap();
+        let net = spec["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["type"] == "network")
+            .unwrap();
         assert_eq!(net["path"], "/var/run/netns/pod");
         assert_eq!(spec["linux"]["cgroupsPath"], "/kybern/pod/c");
         assert_eq!(spec["linux"]["resources"]["memory"]["limit"], 64 << 20);
-        assert_eq!(spec["linux"]["resources"]["cpu"], json!({"shares": 512, "quota": 50_000, "period": 100_000}));
+        assert_eq!(
+            spec["linux"]["resources"]["cpu"],
+            json!({"shares": 512, "quota": 50_000, "period": 100_000})
+        );
         assert_eq!(spec["hostname"], "pod");
         assert_eq!(spec["process"]["cwd"], "/", "an empty working dir means /");
     }
 
     #[test]
     fn spec_without_netns_or_limits_gets_a_new_network_namespace_and_no_limits() {
-        let spec = runtime_spec(&ContainerConfig { id: "c".into(), ..Default::default() });
-        let net = spec["linux"]["namespaces"].as_array().unwrap().iter().find(|n| n["type"] == "network").unwrap();
+        let spec = runtime_spec(&ContainerConfig {
+            id: "c".into(),
+            ..Default::default()
+        });
+        let net = spec["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|n| n["type"] == "network")
+            .unwrap();
         assert!(net.get("path").is_none());
         assert!(spec["linux"]["resources"].get("memory").is_none());
         assert!(spec["linux"]["resources"].get("cpu").is_none());

@@ -24,7 +24,11 @@ pub struct Env {
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
 fn unique(prefix: &str) -> String {
-    format!("{prefix}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// Fails with a clear message when the machine cannot run these tests; scripts/install-deps.sh
@@ -32,7 +36,11 @@ fn unique(prefix: &str) -> String {
 fn require_prerequisites() {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string()));
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+        });
     assert_eq!(uid.as_deref(), Some("0"), "containerd tests run as root");
     for bin in ["containerd", "containerd-shim-runc-v2", "runc", "ip"] {
         let found = std::env::var_os("PATH")
@@ -40,32 +48,65 @@ fn require_prerequisites() {
             .unwrap_or(false);
         assert!(found, "{bin} not on PATH: run scripts/install-deps.sh");
     }
-    assert!(Path::new(test_images::DEBIAN_BUSYBOX).is_file(), "no /bin/busybox: install busybox-static");
+    assert!(
+        Path::new(test_images::DEBIAN_BUSYBOX).is_file(),
+        "no /bin/busybox: install busybox-static"
+    );
 }
 
 impl Env {
     pub async fn start() -> Env {
         require_prerequisites();
-        let dir = tempfile::Builder::new().prefix("kyb-ctrd").tempdir().expect("temp dir");
-        let daemon = ContainerdDaemon::start(&dir.path().join("containerd")).await.expect("start containerd");
-        let rt = Containerd::connect(daemon.socket(), "kybern").await.expect("connect");
-        Env { rt, daemon: Some(daemon), dir, cgroup_parent: format!("/{}", unique("kybern-test")), netns: Vec::new() }
+        let dir = tempfile::Builder::new()
+            .prefix("kyb-ctrd")
+            .tempdir()
+            .expect("temp dir");
+        let daemon = ContainerdDaemon::start(&dir.path().join("containerd"))
+            .await
+            .expect("start containerd");
+        let rt = Containerd::connect(daemon.socket(), "kybern")
+            .await
+            .expect("connect");
+        Env {
+            rt,
+            daemon: Some(daemon),
+            dir,
+            cgroup_parent: format!("/{}", unique("kybern-test")),
+            netns: Vec::new(),
+        }
     }
 
     pub async fn import_busybox(&self) -> String {
-        let busybox = test_images::read(Path::new(test_images::DEBIAN_BUSYBOX)).expect("read busybox");
-        let tar = test_images::busybox_image(&busybox).to_layout_tar().expect("pack busybox");
-        self.rt.import_image(&tar).await.expect("import busybox").remove(0)
+        let busybox =
+            test_images::read(Path::new(test_images::DEBIAN_BUSYBOX)).expect("read busybox");
+        let tar = test_images::busybox_image(&busybox)
+            .to_layout_tar()
+            .expect("pack busybox");
+        self.rt
+            .import_image(&tar)
+            .await
+            .expect("import busybox")
+            .remove(0)
     }
 
     /// Builds the test server, imports its image, and returns the image name and the host
     /// copy of the binary (its client mode talks to the server from inside a netns).
     pub async fn import_testserver(&self) -> (String, PathBuf) {
         let bin = test_images::build_testserver(self.dir.path()).expect("build testserver");
-        let busybox = test_images::read(Path::new(test_images::DEBIAN_BUSYBOX)).expect("read busybox");
+        let busybox =
+            test_images::read(Path::new(test_images::DEBIAN_BUSYBOX)).expect("read busybox");
         let server = test_images::read(&bin).expect("read testserver");
-        let tar = test_images::testserver_image(&busybox, &server).to_layout_tar().expect("pack testserver");
-        (self.rt.import_image(&tar).await.expect("import testserver").remove(0), bin)
+        let tar = test_images::testserver_image(&busybox, &server)
+            .to_layout_tar()
+            .expect("pack testserver");
+        (
+            self.rt
+                .import_image(&tar)
+                .await
+                .expect("import testserver")
+                .remove(0),
+            bin,
+        )
     }
 
     /// A network namespace with only loopback up: nothing in it can reach beyond it.
@@ -98,7 +139,10 @@ fn mounts_under(dir: &Path) -> Vec<String> {
 }
 
 pub fn run(cmd: &str, args: &[&str]) {
-    let status = std::process::Command::new(cmd).args(args).status().expect(cmd);
+    let status = std::process::Command::new(cmd)
+        .args(args)
+        .status()
+        .expect(cmd);
     assert!(status.success(), "{cmd} {args:?}: {status}");
 }
 
@@ -109,7 +153,10 @@ impl Drop for Env {
         let rt = self.rt.clone();
         let daemon = self.daemon.take();
         let cleanup = std::thread::spawn(move || {
-            let tokio = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let tokio = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             tokio.block_on(async move {
                 if let Ok(ids) = rt.list_containers().await {
                     for id in ids {
@@ -129,18 +176,25 @@ impl Drop for Env {
         });
         let _ = cleanup.join();
         for mount in self.mounts_under_data_dir().iter().rev() {
-            let _ = std::process::Command::new("umount").args(["-l", mount]).status();
+            let _ = std::process::Command::new("umount")
+                .args(["-l", mount])
+                .status();
         }
         for ns in &self.netns {
-            let _ = std::process::Command::new("ip").args(["netns", "del", ns]).status();
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .status();
         }
         // runc removed each container's cgroup; the parent is ours to remove.
         if let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") {
             for h in hierarchies.flatten() {
-                let _ = std::fs::remove_dir(h.path().join(self.cgroup_parent.trim_start_matches('/')));
+                let _ =
+                    std::fs::remove_dir(h.path().join(self.cgroup_parent.trim_start_matches('/')));
             }
         }
-        let _ = std::fs::remove_dir(Path::new("/sys/fs/cgroup").join(self.cgroup_parent.trim_start_matches('/')));
+        let _ = std::fs::remove_dir(
+            Path::new("/sys/fs/cgroup").join(self.cgroup_parent.trim_start_matches('/')),
+        );
     }
 }
 
@@ -155,7 +209,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -169,5 +226,8 @@ pub async fn get_in_netns(netns: &str, client: &Path, addr: &str, path: &str) ->
         .output()
         .await
         .expect("ip netns exec");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
 }

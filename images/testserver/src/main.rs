@@ -31,7 +31,9 @@ fn main() {
         std::process::exit(client_get(addr, path));
     }
     let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_string());
-    let ready = Arc::new(AtomicBool::new(std::env::var("READY").as_deref() != Ok("false")));
+    let ready = Arc::new(AtomicBool::new(
+        std::env::var("READY").as_deref() != Ok("false"),
+    ));
     let listener = match TcpListener::bind(format!("0.0.0.0:{port}")) {
         Ok(l) => l,
         Err(e) => {
@@ -60,7 +62,11 @@ struct Reply {
 
 impl Reply {
     fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
-        Reply { status, body: body.into(), exit_with: None }
+        Reply {
+            status,
+            body: body.into(),
+            exit_with: None,
+        }
     }
 }
 
@@ -117,18 +123,33 @@ fn serve(stream: TcpStream, ready: &AtomicBool) -> std::io::Result<()> {
     Ok(())
 }
 
-fn route(path: &str, query: &str, headers: &[(String, String)], body: Vec<u8>, ready: &AtomicBool) -> Reply {
+fn route(
+    path: &str,
+    query: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+    ready: &AtomicBool,
+) -> Reply {
     match path {
-        "/" => Reply::new(200, "kybern testserver: /hostname /echo /headers /exit /file /ready /ready/toggle\n"),
+        "/" => Reply::new(
+            200,
+            "kybern testserver: /hostname /echo /headers /exit /file /ready /ready/toggle\n",
+        ),
         "/hostname" => Reply::new(200, hostname()),
         "/echo" if !body.is_empty() => Reply::new(200, body),
         "/echo" => Reply::new(200, query_param(query, "msg").unwrap_or_default()),
         "/headers" => {
-            let text: String = headers.iter().map(|(n, v)| format!("{}: {v}\n", n.to_ascii_lowercase())).collect();
+            let text: String = headers
+                .iter()
+                .map(|(n, v)| format!("{}: {v}\n", n.to_ascii_lowercase()))
+                .collect();
             Reply::new(200, text)
         }
         "/exit" => match query_param(query, "code").map(|c| c.parse::<i32>()) {
-            Some(Ok(code)) => Reply { exit_with: Some(code), ..Reply::new(200, format!("exiting with {code}\n")) },
+            Some(Ok(code)) => Reply {
+                exit_with: Some(code),
+                ..Reply::new(200, format!("exiting with {code}\n"))
+            },
             _ => Reply::new(400, "need ?code=N\n"),
         },
         "/file" => match query_param(query, "path").map(std::fs::read) {
@@ -195,9 +216,16 @@ fn client_get(addr: &str, path: &str) -> i32 {
         write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kybern-testserver\r\nConnection: close\r\n\r\n")?;
         let mut response = Vec::new();
         stream.read_to_end(&mut response)?;
-        let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(response.len());
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(response.len());
         let head = String::from_utf8_lossy(&response[..split]);
-        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
         Ok((status, response[(split + 4).min(response.len())..].to_vec()))
     })();
     match result {
@@ -226,7 +254,12 @@ mod tests {
     fn query_params_are_percent_decoded() {
         let cases = [
             ("plain", "code=3", "code", Some("3")),
-            ("slash escaped", "path=%2Fetc%2Fhostname", "path", Some("/etc/hostname")),
+            (
+                "slash escaped",
+                "path=%2Fetc%2Fhostname",
+                "path",
+                Some("/etc/hostname"),
+            ),
             ("plus is space", "msg=a+b", "msg", Some("a b")),
             ("second key", "a=1&msg=hi", "msg", Some("hi")),
             ("missing", "a=1", "msg", None),

@@ -20,7 +20,10 @@ use containerd_client::services::v1::{
 use containerd_client::tonic::Code;
 use containerd_client::types::Descriptor as CtrDescriptor;
 
-use super::{grpc, unique_suffix, Containerd, GC_REF_SNAPSHOT, LABEL_CHAIN_ID, LABEL_IMAGE_CONFIG, SNAPSHOTTER};
+use super::{
+    grpc, unique_suffix, Containerd, GC_REF_SNAPSHOT, LABEL_CHAIN_ID, LABEL_IMAGE_CONFIG,
+    SNAPSHOTTER,
+};
 use crate::images::oci::{chain_ids, read_layout, Descriptor, LayoutImage};
 use crate::runtime::{Error, Result};
 
@@ -39,28 +42,57 @@ fn ctr_descriptor(d: &Descriptor) -> CtrDescriptor {
 /// Labels on a manifest that make the garbage collector keep its config and layers.
 fn manifest_gc_labels(image: &LayoutImage) -> HashMap<String, String> {
     let mut labels = HashMap::new();
-    labels.insert("containerd.io/gc.ref.content.config".to_string(), image.config.digest.clone());
+    labels.insert(
+        "containerd.io/gc.ref.content.config".to_string(),
+        image.config.digest.clone(),
+    );
     for (i, layer) in image.layers.iter().enumerate() {
-        labels.insert(format!("containerd.io/gc.ref.content.l.{i}"), layer.digest.clone());
+        labels.insert(
+            format!("containerd.io/gc.ref.content.l.{i}"),
+            layer.digest.clone(),
+        );
     }
     labels
 }
 
 impl Containerd {
-    pub(super) async fn import_in_lease(&self, layout_tar: &[u8], lease: &str) -> Result<Vec<String>> {
+    pub(super) async fn import_in_lease(
+        &self,
+        layout_tar: &[u8],
+        lease: &str,
+    ) -> Result<Vec<String>> {
         let layout = read_layout(layout_tar)?;
         let mut names = Vec::new();
         for image in &layout.images {
             for layer in &image.layers {
-                self.write_blob(&layout.blobs[&layer.digest], &layer.digest, HashMap::new(), lease).await?;
+                self.write_blob(
+                    &layout.blobs[&layer.digest],
+                    &layer.digest,
+                    HashMap::new(),
+                    lease,
+                )
+                .await?;
             }
-            self.write_blob(&layout.blobs[&image.config.digest], &image.config.digest, HashMap::new(), lease).await?;
+            self.write_blob(
+                &layout.blobs[&image.config.digest],
+                &image.config.digest,
+                HashMap::new(),
+                lease,
+            )
+            .await?;
             let manifest = &layout.blobs[&image.manifest.digest];
-            self.write_blob(manifest, &image.manifest.digest, manifest_gc_labels(image), lease).await?;
+            self.write_blob(
+                manifest,
+                &image.manifest.digest,
+                manifest_gc_labels(image),
+                lease,
+            )
+            .await?;
             let chain_id = self.unpack(image, lease).await?;
             let mut labels = HashMap::new();
             labels.insert(GC_REF_SNAPSHOT.to_string(), chain_id.clone());
-            self.set_content_labels(&image.config.digest, labels, lease).await?;
+            self.set_content_labels(&image.config.digest, labels, lease)
+                .await?;
             self.record_image(image, &chain_id, lease).await?;
             names.push(image.name.clone());
         }
@@ -68,9 +100,22 @@ impl Containerd {
     }
 
     /// Writes one blob unless the store already has it; `labels` are set either way.
-    async fn write_blob(&self, data: &[u8], digest: &str, labels: HashMap<String, String>, lease: &str) -> Result<()> {
+    async fn write_blob(
+        &self,
+        data: &[u8],
+        digest: &str,
+        labels: HashMap<String, String>,
+        lease: &str,
+    ) -> Result<()> {
         let mut content = ContentClient::new(self.channel.clone());
-        let info = content.info(self.req(InfoRequest { digest: digest.to_string() }, Some(lease))).await;
+        let info = content
+            .info(self.req(
+                InfoRequest {
+                    digest: digest.to_string(),
+                },
+                Some(lease),
+            ))
+            .await;
         match info {
             Ok(_) => return self.set_content_labels(digest, labels, lease).await,
             Err(s) if s.code() == Code::NotFound => {}
@@ -79,12 +124,20 @@ impl Containerd {
         let ingest_ref = format!("kybern-import-{digest}-{}", unique_suffix());
         let total = data.len() as i64;
         let mut requests = Vec::new();
-        let chunks: Vec<&[u8]> = if data.is_empty() { vec![&[][..]] } else { data.chunks(CHUNK).collect() };
+        let chunks: Vec<&[u8]> = if data.is_empty() {
+            vec![&[][..]]
+        } else {
+            data.chunks(CHUNK).collect()
+        };
         let mut offset = 0i64;
         let last = chunks.len() - 1;
         for (i, chunk) in chunks.into_iter().enumerate() {
             // The last piece also commits, naming the digest containerd must verify.
-            let action = if i == last { WriteAction::Commit } else { WriteAction::Write };
+            let action = if i == last {
+                WriteAction::Commit
+            } else {
+                WriteAction::Write
+            };
             requests.push(WriteContentRequest {
                 action: action as i32,
                 r#ref: ingest_ref.clone(),
@@ -92,14 +145,22 @@ impl Containerd {
                 expected: digest.to_string(),
                 offset,
                 data: chunk.to_vec(),
-                labels: if i == last { labels.clone() } else { HashMap::new() },
+                labels: if i == last {
+                    labels.clone()
+                } else {
+                    HashMap::new()
+                },
             });
             offset += chunk.len() as i64;
         }
-        let responses = content.write(self.req(futures::stream::iter(requests), Some(lease))).await;
+        let responses = content
+            .write(self.req(futures::stream::iter(requests), Some(lease)))
+            .await;
         let mut stream = match responses {
             Ok(r) => r.into_inner(),
-            Err(s) if s.code() == Code::AlreadyExists => return self.set_content_labels(digest, labels, lease).await,
+            Err(s) if s.code() == Code::AlreadyExists => {
+                return self.set_content_labels(digest, labels, lease).await
+            }
             Err(s) => return Err(grpc("write content")(s)),
         };
         loop {
@@ -107,22 +168,36 @@ impl Containerd {
                 Ok(Some(_)) => {}
                 Ok(None) => return Ok(()),
                 // Someone else committed the same blob meanwhile: the content is there.
-                Err(s) if s.code() == Code::AlreadyExists => return self.set_content_labels(digest, labels, lease).await,
+                Err(s) if s.code() == Code::AlreadyExists => {
+                    return self.set_content_labels(digest, labels, lease).await
+                }
                 Err(s) => return Err(grpc("write content")(s)),
             }
         }
     }
 
-    async fn set_content_labels(&self, digest: &str, labels: HashMap<String, String>, lease: &str) -> Result<()> {
+    async fn set_content_labels(
+        &self,
+        digest: &str,
+        labels: HashMap<String, String>,
+        lease: &str,
+    ) -> Result<()> {
         if labels.is_empty() {
             return Ok(());
         }
         let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
         let req = UpdateRequest {
-            info: Some(Info { digest: digest.to_string(), labels, ..Default::default() }),
+            info: Some(Info {
+                digest: digest.to_string(),
+                labels,
+                ..Default::default()
+            }),
             update_mask: Some(prost_types::FieldMask { paths }),
         };
-        ContentClient::new(self.channel.clone()).update(self.req(req, Some(lease))).await.map_err(grpc("label content"))?;
+        ContentClient::new(self.channel.clone())
+            .update(self.req(req, Some(lease)))
+            .await
+            .map_err(grpc("label content"))?;
         Ok(())
     }
 
@@ -133,7 +208,10 @@ impl Containerd {
         let chain = chain_ids(&image.diff_ids);
         let mut parent = String::new();
         for (layer, chain_id) in image.layers.iter().zip(&chain) {
-            let stat = StatSnapshotRequest { snapshotter: SNAPSHOTTER.into(), key: chain_id.clone() };
+            let stat = StatSnapshotRequest {
+                snapshotter: SNAPSHOTTER.into(),
+                key: chain_id.clone(),
+            };
             match snapshots.stat(self.req(stat, Some(lease))).await {
                 Ok(_) => {
                     parent = chain_id.clone();
@@ -149,10 +227,21 @@ impl Containerd {
                 parent: parent.clone(),
                 labels: HashMap::new(),
             };
-            let mounts =
-                snapshots.prepare(self.req(prepare, Some(lease))).await.map_err(grpc("prepare snapshot"))?.into_inner().mounts;
-            let apply = ApplyRequest { diff: Some(ctr_descriptor(layer)), mounts, payloads: HashMap::new(), sync_fs: false };
-            let applied = DiffClient::new(self.channel.clone()).apply(self.req(apply, Some(lease))).await;
+            let mounts = snapshots
+                .prepare(self.req(prepare, Some(lease)))
+                .await
+                .map_err(grpc("prepare snapshot"))?
+                .into_inner()
+                .mounts;
+            let apply = ApplyRequest {
+                diff: Some(ctr_descriptor(layer)),
+                mounts,
+                payloads: HashMap::new(),
+                sync_fs: false,
+            };
+            let applied = DiffClient::new(self.channel.clone())
+                .apply(self.req(apply, Some(lease)))
+                .await;
             let commit = match applied {
                 Ok(_) => {
                     let commit = CommitSnapshotRequest {
@@ -168,7 +257,9 @@ impl Containerd {
             match commit {
                 Ok(_) => {}
                 // Unpacked concurrently by another import: use theirs, drop ours.
-                Err(s) if s.code() == Code::AlreadyExists => self.remove_snapshot(&key, lease).await?,
+                Err(s) if s.code() == Code::AlreadyExists => {
+                    self.remove_snapshot(&key, lease).await?
+                }
                 Err(s) => {
                     self.remove_snapshot(&key, lease).await?;
                     return Err(grpc("unpack layer")(s));
@@ -180,8 +271,14 @@ impl Containerd {
     }
 
     async fn remove_snapshot(&self, key: &str, lease: &str) -> Result<()> {
-        let req = RemoveSnapshotRequest { snapshotter: SNAPSHOTTER.into(), key: key.to_string() };
-        match SnapshotsClient::new(self.channel.clone()).remove(self.req(req, Some(lease))).await {
+        let req = RemoveSnapshotRequest {
+            snapshotter: SNAPSHOTTER.into(),
+            key: key.to_string(),
+        };
+        match SnapshotsClient::new(self.channel.clone())
+            .remove(self.req(req, Some(lease)))
+            .await
+        {
             Ok(_) => Ok(()),
             Err(s) if s.code() == Code::NotFound => Ok(()),
             Err(s) => Err(grpc("remove snapshot")(s)),
@@ -200,16 +297,29 @@ impl Containerd {
         let record = Image {
             name: image.name.clone(),
             labels,
-            target: Some(ctr_descriptor(&Descriptor { annotations: Default::default(), ..image.manifest.clone() })),
+            target: Some(ctr_descriptor(&Descriptor {
+                annotations: Default::default(),
+                ..image.manifest.clone()
+            })),
             ..Default::default()
         };
         let mut images = ImagesClient::new(self.channel.clone());
-        let create = CreateImageRequest { image: Some(record.clone()), source_date_epoch: None };
+        let create = CreateImageRequest {
+            image: Some(record.clone()),
+            source_date_epoch: None,
+        };
         match images.create(self.req(create, Some(lease))).await {
             Ok(_) => Ok(()),
             Err(s) if s.code() == Code::AlreadyExists => {
-                let update = UpdateImageRequest { image: Some(record), update_mask: None, source_date_epoch: None };
-                images.update(self.req(update, Some(lease))).await.map_err(grpc("update image"))?;
+                let update = UpdateImageRequest {
+                    image: Some(record),
+                    update_mask: None,
+                    source_date_epoch: None,
+                };
+                images
+                    .update(self.req(update, Some(lease)))
+                    .await
+                    .map_err(grpc("update image"))?;
                 Ok(())
             }
             Err(s) => Err(grpc("create image")(s)),
