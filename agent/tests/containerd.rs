@@ -15,6 +15,8 @@ use runtime_env::{eventually, get_in_netns, Env};
 async fn busybox_command_exits_with_its_code_and_its_output_reaches_the_log() {
     let env = Env::start().await;
     let image = env.import_busybox().await;
+    // The import's lease is gone; only the GC labels keep blobs and snapshots now.
+    env.rt.collect_garbage().await.unwrap();
     let info = env
         .rt
         .image(&image)
@@ -31,7 +33,11 @@ async fn busybox_command_exits_with_its_code_and_its_output_reaches_the_log() {
     let config = ContainerConfig {
         id: "echo-exit".into(),
         image: image.clone(),
-        args: vec!["sh".into(), "-c".into(), "echo hello; exit 3".into()],
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo hello; echo oops >&2; exit 3".into(),
+        ],
         env: info.config.env.clone(),
         cgroup_path: format!("{}/echo-exit", env.cgroup_parent),
         log_path: Some(log.clone()),
@@ -48,11 +54,15 @@ async fn busybox_command_exits_with_its_code_and_its_output_reaches_the_log() {
         .unwrap();
     assert_eq!(status.code, 3);
     assert!(status.exited_at.is_some());
-    eventually("hello in the log", Duration::from_secs(10), || async {
-        std::fs::read_to_string(&log)
-            .ok()
-            .filter(|l| l.contains("hello"))
-    })
+    eventually(
+        "stdout and stderr in the log",
+        Duration::from_secs(10),
+        || async {
+            std::fs::read_to_string(&log)
+                .ok()
+                .filter(|l| l.contains("hello") && l.contains("oops"))
+        },
+    )
     .await;
 
     env.rt.delete("echo-exit").await.unwrap();
@@ -71,6 +81,22 @@ async fn busybox_command_exits_with_its_code_and_its_output_reaches_the_log() {
     );
     // Deleting again finds nothing and is not an error, so an interrupted delete can finish.
     env.rt.delete("echo-exit").await.unwrap();
+
+    // With the container gone and garbage collected, the image still runs containers.
+    env.rt.collect_garbage().await.unwrap();
+    let again = ContainerConfig {
+        id: "again".into(),
+        args: vec!["true".into()],
+        ..config
+    };
+    env.rt.create_container(&again).await.unwrap();
+    env.rt.start("again").await.unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(20), env.rt.wait("again"))
+        .await
+        .expect("exits")
+        .unwrap();
+    assert_eq!(status.code, 0);
+    env.rt.delete("again").await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
