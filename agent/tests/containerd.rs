@@ -7,6 +7,7 @@ mod runtime_env;
 
 use std::time::Duration;
 
+use agent::runtime::daemon::ContainerdDaemon;
 use agent::runtime::spec::{merge_env, resolve_args};
 use agent::runtime::{ContainerConfig, Resources, Runtime};
 use runtime_env::{eventually, get_in_netns, Env};
@@ -115,6 +116,12 @@ async fn kill_ends_a_running_container_and_reports_the_signal() {
     };
     env.rt.create_container(&config).await.unwrap();
     env.rt.start("sleeper").await.unwrap();
+    // `kybern up` on a data dir whose containerd is running reuses it, containers and all.
+    let (reused, started) = ContainerdDaemon::connect_or_start(&env.containerd_dir(), "kybern")
+        .await
+        .unwrap();
+    assert!(started.is_none(), "no second containerd is started");
+    assert_eq!(reused.list_containers().await.unwrap(), vec!["sleeper"]);
     // SIGKILL: as PID 1 of its namespace, sleep would ignore SIGTERM (it has no handler).
     env.rt.kill("sleeper", 9).await.unwrap();
     let status = tokio::time::timeout(Duration::from_secs(20), env.rt.wait("sleeper"))
@@ -219,6 +226,19 @@ async fn test_server_in_a_test_network_namespace_answers_http_and_exits_on_reque
         Some(64 << 20),
         "the memory limit is applied to the container's cgroup"
     );
+    // cgroup v2 writes cpu as `cpu.max` ("50000 100000") and a weight instead of shares.
+    let cpu = cgroup_file(&cgroup, "cpu", "cpu.cfs_quota_us").zip(cgroup_file(
+        &cgroup,
+        "cpu",
+        "cpu.shares",
+    ));
+    let cpu = cpu.or_else(|| cgroup_file(&cgroup, "", "cpu.max").map(|max| (max, String::new())));
+    let (quota, shares) = cpu.expect("the container's cpu cgroup files");
+    assert!(quota.starts_with("50000"), "cpu quota applied: {quota}");
+    assert!(
+        shares.is_empty() || shares == "512",
+        "cpu shares applied: {shares}"
+    );
 
     let (ok, _) = get_in_netns(&netns, &client, "127.0.0.1:8080", "/ready/toggle").await;
     assert!(ok);
@@ -253,4 +273,15 @@ fn memory_limit(cgroup: &str) -> Option<i64> {
         .trim()
         .parse()
         .ok()
+}
+
+/// A cgroup file of `cgroup` in v1 `controller`'s hierarchy (or the unified one for "").
+fn cgroup_file(cgroup: &str, controller: &str, file: &str) -> Option<String> {
+    let path = std::path::Path::new("/sys/fs/cgroup")
+        .join(controller)
+        .join(cgroup.trim_start_matches('/'))
+        .join(file);
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
 }

@@ -104,6 +104,24 @@ impl ContainerdDaemon {
         }
     }
 
+    /// The containerd for `kybern up`: the one already answering on `data_dir`'s socket (left
+    /// running by an earlier agent, its containers intact), or a new one started there. The
+    /// daemon is returned only when this call started it.
+    pub async fn connect_or_start(
+        data_dir: &Path,
+        namespace: &str,
+    ) -> Result<(Containerd, Option<Self>)> {
+        let socket = data_dir.join("containerd.sock");
+        if let Ok(client) = Containerd::connect(&socket, namespace).await {
+            if client.version().await.is_ok() {
+                return Ok((client, None));
+            }
+        }
+        let daemon = Self::start(data_dir).await?;
+        let client = Containerd::connect(daemon.socket(), namespace).await?;
+        Ok((client, Some(daemon)))
+    }
+
     pub fn socket(&self) -> &Path {
         &self.socket
     }
@@ -140,5 +158,27 @@ impl ContainerdDaemon {
             context: "killing containerd".into(),
             source,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn config_keeps_every_path_under_the_data_dir() {
+        let config = super::config_toml(std::path::Path::new("/var/lib/kybern/containerd"));
+        for line in config.lines().filter(|l| {
+            l.contains("path") || l.contains("address") || l.contains("root") || l.contains("state")
+        }) {
+            let Some((_, value)) = line.split_once('=') else {
+                continue;
+            };
+            let value = value.trim().trim_matches('"');
+            assert!(
+                value.is_empty() || value.starts_with("/var/lib/kybern/containerd/"),
+                "{line}"
+            );
+        }
+        assert!(config.contains(r#"address = "/var/lib/kybern/containerd/containerd.sock""#));
+        assert!(config.contains(r#"disabled_plugins = ["io.containerd.grpc.v1.cri"]"#));
     }
 }

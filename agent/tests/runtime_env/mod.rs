@@ -118,6 +118,11 @@ impl Env {
         name
     }
 
+    /// The private containerd's data dir (config, root, state, socket).
+    pub fn containerd_dir(&self) -> PathBuf {
+        self.dir.path().join("containerd")
+    }
+
     pub fn log_path(&self, id: &str) -> PathBuf {
         self.dir.path().join(format!("{id}.log"))
     }
