@@ -1,6 +1,7 @@
 //! [`Runtime`] on containerd's gRPC API, in a containerd namespace of our own ("kybern" by
 //! default), with the overlayfs snapshotter and the runc v2 shim. Image import and unpack
-//! live in [`import`]; this file holds the connection and the container/task calls.
+//! live in `import`, leases and garbage collection in `lease`; this file holds the
+//! connection and the container and task calls.
 
 use std::collections::HashMap;
 
@@ -8,7 +9,6 @@ use async_trait::async_trait;
 use containerd_client::services::v1::container::Runtime as ContainerRuntime;
 use containerd_client::services::v1::containers_client::ContainersClient;
 use containerd_client::services::v1::images_client::ImagesClient;
-use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
     MountsRequest, PrepareSnapshotRequest, RemoveSnapshotRequest,
@@ -19,9 +19,6 @@ use containerd_client::services::v1::{
     DeleteTaskRequest, GetContainerRequest, GetImageRequest, KillRequest, ListContainersRequest,
     StartRequest, WaitRequest,
 };
-use containerd_client::services::v1::{
-    CreateRequest as CreateLeaseRequest, DeleteRequest as DeleteLeaseRequest,
-};
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request, Status};
 
@@ -29,6 +26,7 @@ use super::spec::{runtime_spec, SPEC_TYPE_URL};
 use super::{ContainerConfig, Error, ExitStatus, ImageInfo, Result, Runtime};
 
 mod import;
+mod lease;
 
 pub const DEFAULT_NAMESPACE: &str = "kybern";
 pub const SNAPSHOTTER: &str = "overlayfs";
@@ -85,18 +83,6 @@ impl Containerd {
         Ok(v.version)
     }
 
-    /// Runs containerd's garbage collector now and waits for it: deleting a lease with
-    /// `sync` collects synchronously. Whatever the GC labels set at import do not keep
-    /// alive is gone afterwards, which is what tests use this to prove.
-    pub async fn collect_garbage(&self) -> Result<()> {
-        let id = self.lease("gc").await?;
-        LeasesClient::new(self.channel.clone())
-            .delete(self.req(DeleteLeaseRequest { id, sync: true }, None))
-            .await
-            .map_err(grpc("collect garbage"))?;
-        Ok(())
-    }
-
     /// A request carrying our namespace, and a lease when given (containerd then keeps
     /// everything the call creates until the lease is deleted).
     fn req<T>(&self, msg: T, lease: Option<&str>) -> Request<T> {
@@ -110,40 +96,6 @@ impl Containerd {
             md.insert("containerd-lease", lease);
         }
         req
-    }
-
-    /// Creates a short-lived lease; the caller deletes it once what it protected is
-    /// referenced from a root (an image, a container).
-    async fn lease(&self, purpose: &str) -> Result<String> {
-        let id = format!("kybern-{purpose}-{}", unique_suffix());
-        let mut labels = HashMap::new();
-        // Should the agent die before deleting it, containerd drops the lease after an hour.
-        labels.insert("containerd.io/gc.expire".to_string(), expire_in(3600));
-        LeasesClient::new(self.channel.clone())
-            .create(self.req(
-                CreateLeaseRequest {
-                    id: id.clone(),
-                    labels,
-                },
-                None,
-            ))
-            .await
-            .map_err(grpc("create lease"))?;
-        Ok(id)
-    }
-
-    async fn drop_lease(&self, id: &str) -> Result<()> {
-        LeasesClient::new(self.channel.clone())
-            .delete(self.req(
-                DeleteLeaseRequest {
-                    id: id.to_string(),
-                    sync: false,
-                },
-                None,
-            ))
-            .await
-            .map_err(grpc("delete lease"))?;
-        Ok(())
     }
 
     async fn create_container_in_lease(&self, config: &ContainerConfig, lease: &str) -> Result<()> {
@@ -395,63 +347,5 @@ impl Runtime for Containerd {
             .collect();
         ids.sort();
         Ok(ids)
-    }
-}
-
-/// A suffix that makes lease and ingest names unique across calls and processes.
-fn unique_suffix() -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos());
-    format!(
-        "{}-{nanos}-{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-/// An RFC 3339 UTC time `secs` from now, the form containerd's `gc.expire` label takes.
-fn expire_in(secs: u64) -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    rfc3339(now + secs)
-}
-
-/// Seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (civil-from-days, proleptic Gregorian).
-fn rfc3339(epoch_secs: u64) -> String {
-    let days = (epoch_secs / 86_400) as i64;
-    let rem = epoch_secs % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339_formats_known_instants() {
-        let cases = [
-            ("epoch", 0, "1970-01-01T00:00:00Z"),
-            ("leap day", 951_782_400, "2000-02-29T00:00:00Z"),
-            ("late in a day", 1_700_000_000, "2023-11-14T22:13:20Z"),
-        ];
-        for (name, secs, want) in cases {
-            assert_eq!(super::rfc3339(secs), want, "{name}");
-        }
     }
 }

@@ -20,10 +20,8 @@ use containerd_client::services::v1::{
 use containerd_client::tonic::Code;
 use containerd_client::types::Descriptor as CtrDescriptor;
 
-use super::{
-    grpc, unique_suffix, Containerd, GC_REF_SNAPSHOT, LABEL_CHAIN_ID, LABEL_IMAGE_CONFIG,
-    SNAPSHOTTER,
-};
+use super::lease::unique_suffix;
+use super::{grpc, Containerd, GC_REF_SNAPSHOT, LABEL_CHAIN_ID, LABEL_IMAGE_CONFIG, SNAPSHOTTER};
 use crate::images::oci::{chain_ids, read_layout, Descriptor, LayoutImage};
 use crate::runtime::{Error, Result};
 
