@@ -204,6 +204,7 @@ impl Containerd {
 
 #[async_trait]
 impl Runtime for Containerd {
+    #[tracing::instrument(skip_all, fields(bytes = layout_tar.len()))]
     async fn import_image(&self, layout_tar: &[u8]) -> Result<Vec<String>> {
         let lease = self.lease("import").await?;
         let result = self.import_in_lease(layout_tar, &lease).await;
@@ -238,6 +239,7 @@ impl Runtime for Containerd {
         }))
     }
 
+    #[tracing::instrument(skip_all, fields(id = %config.id, image = %config.image))]
     async fn create_container(&self, config: &ContainerConfig) -> Result<()> {
         let lease = self.lease("create").await?;
         let result = self.create_container_in_lease(config, &lease).await;
@@ -246,6 +248,7 @@ impl Runtime for Containerd {
         dropped
     }
 
+    #[tracing::instrument(skip(self))]
     async fn start(&self, id: &str) -> Result<u32> {
         let req = StartRequest {
             container_id: id.to_string(),
@@ -274,6 +277,7 @@ impl Runtime for Containerd {
         })
     }
 
+    #[tracing::instrument(skip(self))]
     async fn kill(&self, id: &str, signal: u32) -> Result<()> {
         let req = KillRequest {
             container_id: id.to_string(),
@@ -288,6 +292,7 @@ impl Runtime for Containerd {
         Ok(())
     }
 
+    #[tracing::instrument(skip(self))]
     async fn delete(&self, id: &str) -> Result<()> {
         let req = DeleteTaskRequest {
             container_id: id.to_string(),

@@ -92,6 +92,7 @@ impl Containerd {
             self.set_content_labels(&image.config.digest, labels, lease)
                 .await?;
             self.record_image(image, &chain_id, lease).await?;
+            tracing::debug!(image = %image.name, digest = %image.manifest.digest, %chain_id, "imported and unpacked");
             names.push(image.name.clone());
         }
         Ok(names)
