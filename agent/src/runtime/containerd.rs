@@ -100,10 +100,14 @@ impl Containerd {
 
     async fn create_container_in_lease(&self, config: &ContainerConfig, lease: &str) -> Result<()> {
         let image = self
-            .image(&config.image)
+            .get_image(&config.image)
             .await?
             .ok_or_else(|| Error::ImageNotFound(config.image.clone()))?;
-        let chain_id = self.image_chain_id(&config.image).await?;
+        let chain_id = image
+            .labels
+            .get(LABEL_CHAIN_ID)
+            .cloned()
+            .ok_or_else(|| Error::ImageNotFound(format!("{} (not unpacked)", config.image)))?;
         let mut snapshots = SnapshotsClient::new(self.channel.clone());
         let prepare = PrepareSnapshotRequest {
             snapshotter: SNAPSHOTTER.into(),
@@ -176,7 +180,11 @@ impl Containerd {
         Ok(())
     }
 
-    async fn image_labels(&self, name: &str) -> Result<Option<HashMap<String, String>>> {
+    /// containerd's image record, `None` when there is no image of that name.
+    async fn get_image(
+        &self,
+        name: &str,
+    ) -> Result<Option<containerd_client::services::v1::Image>> {
         let req = GetImageRequest {
             name: name.to_string(),
         };
@@ -184,21 +192,10 @@ impl Containerd {
             .get(self.req(req, None))
             .await
         {
-            Ok(resp) => Ok(resp.into_inner().image.map(|i| i.labels)),
+            Ok(resp) => Ok(resp.into_inner().image),
             Err(s) if s.code() == Code::NotFound => Ok(None),
             Err(s) => Err(grpc("get image")(s)),
         }
-    }
-
-    async fn image_chain_id(&self, name: &str) -> Result<String> {
-        let labels = self
-            .image_labels(name)
-            .await?
-            .ok_or_else(|| Error::ImageNotFound(name.to_string()))?;
-        labels
-            .get(LABEL_CHAIN_ID)
-            .cloned()
-            .ok_or_else(|| Error::ImageNotFound(format!("{name} (not unpacked)")))
     }
 }
 
@@ -215,18 +212,9 @@ impl Runtime for Containerd {
     }
 
     async fn image(&self, name: &str) -> Result<Option<ImageInfo>> {
-        let req = GetImageRequest {
-            name: name.to_string(),
+        let Some(image) = self.get_image(name).await? else {
+            return Ok(None);
         };
-        let image = match ImagesClient::new(self.channel.clone())
-            .get(self.req(req, None))
-            .await
-        {
-            Ok(resp) => resp.into_inner().image,
-            Err(s) if s.code() == Code::NotFound => None,
-            Err(s) => return Err(grpc("get image")(s)),
-        };
-        let Some(image) = image else { return Ok(None) };
         let config = image
             .labels
             .get(LABEL_IMAGE_CONFIG)
