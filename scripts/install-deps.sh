@@ -2,11 +2,12 @@
 # Installs the system packages kybern needs to build, test and run (Debian/Ubuntu).
 # protobuf: build-time for etcd-client's gRPC; etcd-server: the etcd storage backend
 # and its tests; unzip: unpacking the Helm binary the Helm tests fetch from npm (npm
-# itself comes from Debian's npm package when the machine has no Node.js). The node
-# agent will add containerd, runc and nftables here.
+# itself comes from Debian's npm package when the machine has no Node.js). containerd,
+# runc: the node agent's runtime and its tests; busybox-static: the test busybox image.
+# The node agent will add nftables here.
 set -euo pipefail
 
-packages=(protobuf-compiler libprotobuf-dev etcd-server unzip tzdata)
+packages=(protobuf-compiler libprotobuf-dev etcd-server unzip tzdata containerd runc busybox-static)
 
 missing=()
 for p in "${packages[@]}"; do

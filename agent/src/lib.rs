@@ -1,5 +1,8 @@
-//! kybern's node agent. Today it holds only the simulator (`kybern agent --simulate N`):
-//! nodes that register, heartbeat and report pods as running without running anything.
-//! The real agent (containerd, netlink, nftables) is separate work.
+//! kybern's node agent. Today it holds the simulator (`kybern agent --simulate N`: nodes that
+//! register, heartbeat and report pods as running without running anything) and the
+//! foundations of the real agent: the container runtime on containerd ([`runtime`]) and the
+//! images it builds itself ([`images`]).
 
+pub mod images;
+pub mod runtime;
 pub mod simulate;

@@ -1,0 +1,135 @@
+//! The container runtime behind a narrow trait: import images, create a container from an
+//! image (snapshot + OCI spec + task), start it, wait for its exit, signal it, delete it.
+//! One real implementation talks to containerd ([`containerd::Containerd`]); a recording
+//! fake ([`fake::FakeRuntime`]) serves unit tests. [`daemon`] starts a private containerd.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+pub use crate::images::ImageConfig;
+
+pub mod containerd;
+pub mod daemon;
+pub mod fake;
+pub mod spec;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("connecting to containerd at {socket}: {source}")]
+    Connect {
+        socket: String,
+        source: containerd_client::tonic::transport::Error,
+    },
+    #[error("containerd {op}: {status}")]
+    Containerd {
+        op: &'static str,
+        status: Box<containerd_client::tonic::Status>,
+    },
+    #[error("image {0} not found")]
+    ImageNotFound(String),
+    #[error("container {0} not found")]
+    ContainerNotFound(String),
+    #[error(transparent)]
+    Image(#[from] crate::images::Error),
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("containerd did not start: {0}")]
+    Daemon(String),
+}
+
+impl Error {
+    /// Whether containerd said the object is absent (deleting it again is then a no-op).
+    pub fn is_not_found(&self) -> bool {
+        match self {
+            Error::Containerd { status, .. } => {
+                status.code() == containerd_client::tonic::Code::NotFound
+            }
+            Error::ImageNotFound(_) | Error::ContainerNotFound(_) => true,
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// An image the runtime holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub name: String,
+    /// The manifest digest, `sha256:...`.
+    pub digest: String,
+    pub config: ImageConfig,
+}
+
+/// cgroup limits of a container, as the OCI spec expresses them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub memory_limit_bytes: Option<i64>,
+    /// Relative CPU weight (cgroup v1 `cpu.shares`; 1024 is one CPU's worth).
+    pub cpu_shares: Option<u64>,
+    /// CPU time allowed per period, in microseconds (`cpu.cfs_quota_us`).
+    pub cpu_quota: Option<i64>,
+    pub cpu_period: Option<u64>,
+}
+
+/// Everything needed to create one container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerConfig {
+    /// Unique within the runtime's namespace; also the snapshot key and the task ID.
+    pub id: String,
+    /// An image name as imported or pulled.
+    pub image: String,
+    /// The full argv (entrypoint and command already resolved, see [`spec::resolve_args`]).
+    pub args: Vec<String>,
+    pub env: Vec<String>,
+    /// Working directory; `/` when empty.
+    pub cwd: String,
+    pub hostname: Option<String>,
+    /// Join this network namespace (e.g. `/var/run/netns/<pod>`) instead of a new one.
+    pub netns_path: Option<PathBuf>,
+    /// The cgroup (relative to each hierarchy's root), e.g. `/kybern/<pod>/<container>`.
+    pub cgroup_path: String,
+    pub resources: Resources,
+    /// Where the container's stdout and stderr are appended; discarded when `None`.
+    pub log_path: Option<PathBuf>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// How a container's process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExitStatus {
+    /// The exit code, or 128 + signal number when a signal ended it (as containerd reports).
+    pub code: u32,
+    /// Seconds and nanoseconds since the epoch, when known.
+    pub exited_at: Option<(i64, i32)>,
+}
+
+#[async_trait]
+pub trait Runtime: Send + Sync {
+    /// Imports every image in an OCI image layout archive and unpacks it into snapshots;
+    /// returns the names imported.
+    async fn import_image(&self, layout_tar: &[u8]) -> Result<Vec<String>>;
+    /// The image of this name, or `None` when it is not present.
+    async fn image(&self, name: &str) -> Result<Option<ImageInfo>>;
+    /// Prepares the container's root filesystem from its image and creates the container and
+    /// its task, not yet running. When it fails part-way (say runc cannot exec the command),
+    /// what was made stays until [`Runtime::delete`]; calling this again with the same
+    /// config resumes where it stopped.
+    async fn create_container(&self, config: &ContainerConfig) -> Result<()>;
+    /// Starts the created task; returns its pid.
+    async fn start(&self, id: &str) -> Result<u32>;
+    /// Waits until the task exits (returns at once if it already has).
+    async fn wait(&self, id: &str) -> Result<ExitStatus>;
+    /// Sends a signal to the task's main process.
+    async fn kill(&self, id: &str, signal: u32) -> Result<()>;
+    /// Deletes the task (which must have exited), the container and its snapshot. Parts that
+    /// are already gone are skipped, so it can finish an interrupted delete.
+    async fn delete(&self, id: &str) -> Result<()>;
+    /// IDs of all containers in the runtime's namespace.
+    async fn list_containers(&self) -> Result<Vec<String>>;
+}

@@ -1,0 +1,290 @@
+//! kybern's test server: the program inside the project's own test image. A std-only HTTP/1.1
+//! server (one thread per connection, `Connection: close`) whose endpoints let end-to-end tests
+//! see what a container sees and steer it:
+//!
+//! - `GET /hostname`: the container's hostname
+//! - `GET|POST /echo?msg=...`: the request body, or `msg` when there is no body
+//! - `GET /headers`: the request headers, one `name: value` per line
+//! - `GET /exit?code=N`: answers, then exits the process with status N
+//! - `GET /file?path=P`: the contents of file P (404 when it cannot be read)
+//! - `GET /ready`: 200 while ready, 503 otherwise; `GET /ready/toggle` flips it
+//!
+//! It listens on `0.0.0.0:$PORT` (default 8080); `READY=false` starts it unready.
+//!
+//! Client mode, for tests that need an HTTP client inside a network namespace where nothing
+//! else is installed: `testserver get HOST:PORT /path` prints the body to stdout and exits 0
+//! for a 2xx answer, 1 otherwise.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("get") {
+        let (Some(addr), Some(path)) = (args.get(2), args.get(3)) else {
+            eprintln!("usage: testserver get HOST:PORT /path");
+            std::process::exit(2);
+        };
+        std::process::exit(client_get(addr, path));
+    }
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_string());
+    let ready = Arc::new(AtomicBool::new(
+        std::env::var("READY").as_deref() != Ok("false"),
+    ));
+    let listener = match TcpListener::bind(format!("0.0.0.0:{port}")) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("testserver: cannot listen on port {port}: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!("testserver listening on 0.0.0.0:{port}");
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        let ready = ready.clone();
+        std::thread::spawn(move || {
+            if let Err(e) = serve(stream, &ready) {
+                eprintln!("testserver: connection: {e}");
+            }
+        });
+    }
+}
+
+/// What a handler answers: status code, body, and whether to exit afterwards.
+struct Reply {
+    status: u16,
+    body: Vec<u8>,
+    exit_with: Option<i32>,
+}
+
+impl Reply {
+    fn new(status: u16, body: impl Into<Vec<u8>>) -> Self {
+        Reply {
+            status,
+            body: body.into(),
+            exit_with: None,
+        }
+    }
+}
+
+fn serve(stream: TcpStream, ready: &AtomicBool) -> std::io::Result<()> {
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let mut reader = BufReader::new(stream.try_clone()?);
+    let mut request_line = String::new();
+    reader.read_line(&mut request_line)?;
+    let mut parts = request_line.split_whitespace();
+    let (_method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+    let mut headers = Vec::new();
+    let mut content_length = 0usize;
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line)? == 0 {
+            break;
+        }
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((name, value)) = line.split_once(':') {
+            let value = value.trim().to_string();
+            if name.eq_ignore_ascii_case("content-length") {
+                content_length = value.parse().unwrap_or(0);
+            }
+            headers.push((name.to_string(), value));
+        }
+    }
+    let mut body = vec![0; content_length.min(1 << 20)];
+    reader.read_exact(&mut body)?;
+
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let reply = route(path, query, &headers, body, ready);
+    let reason = match reply.status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        503 => "Service Unavailable",
+        _ => "",
+    };
+    let mut out = stream;
+    write!(
+        out,
+        "HTTP/1.1 {} {reason}\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        reply.status,
+        reply.body.len()
+    )?;
+    out.write_all(&reply.body)?;
+    out.flush()?;
+    if let Some(code) = reply.exit_with {
+        std::process::exit(code);
+    }
+    Ok(())
+}
+
+fn route(
+    path: &str,
+    query: &str,
+    headers: &[(String, String)],
+    body: Vec<u8>,
+    ready: &AtomicBool,
+) -> Reply {
+    match path {
+        "/" => Reply::new(
+            200,
+            "kybern testserver: /hostname /echo /headers /exit /file /ready /ready/toggle\n",
+        ),
+        "/hostname" => Reply::new(200, hostname()),
+        "/echo" if !body.is_empty() => Reply::new(200, body),
+        "/echo" => Reply::new(200, query_param(query, "msg").unwrap_or_default()),
+        "/headers" => {
+            let text: String = headers
+                .iter()
+                .map(|(n, v)| format!("{}: {v}\n", n.to_ascii_lowercase()))
+                .collect();
+            Reply::new(200, text)
+        }
+        "/exit" => match query_param(query, "code").map(|c| c.parse::<i32>()) {
+            Some(Ok(code)) => Reply {
+                exit_with: Some(code),
+                ..Reply::new(200, format!("exiting with {code}\n"))
+            },
+            _ => Reply::new(400, "need ?code=N\n"),
+        },
+        "/file" => match query_param(query, "path").map(std::fs::read) {
+            Some(Ok(content)) => Reply::new(200, content),
+            Some(Err(e)) => Reply::new(404, format!("{e}\n")),
+            None => Reply::new(400, "need ?path=P\n"),
+        },
+        "/ready" if ready.load(Ordering::SeqCst) => Reply::new(200, "ready\n"),
+        "/ready" => Reply::new(503, "not ready\n"),
+        "/ready/toggle" => {
+            let now = !ready.fetch_xor(true, Ordering::SeqCst);
+            Reply::new(200, if now { "ready\n" } else { "not ready\n" })
+        }
+        _ => Reply::new(404, "not found\n"),
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
+/// The percent-decoded value of `key` in a query string.
+fn query_param(query: &str, key: &str) -> Option<String> {
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == key)
+        .map(|(_, v)| percent_decode(v))
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => {
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
+                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
+                    Some(b) => {
+                        out.push(b);
+                        i += 3;
+                        continue;
+                    }
+                    None => out.push(b'%'),
+                }
+            }
+            b'+' => out.push(b' '),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `testserver get HOST:PORT /path`: one GET, body to stdout, exit 0 on 2xx.
+fn client_get(addr: &str, path: &str) -> i32 {
+    let result = (|| -> std::io::Result<(u16, Vec<u8>)> {
+        let mut stream = TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(stream, "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: kybern-testserver\r\nConnection: close\r\n\r\n")?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response)?;
+        let split = response
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or(response.len());
+        let head = String::from_utf8_lossy(&response[..split]);
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(0);
+        Ok((status, response[(split + 4).min(response.len())..].to_vec()))
+    })();
+    match result {
+        Ok((status, body)) => {
+            // A closed stdout (caller gone) is not this program's failure to report.
+            let _ = std::io::stdout().write_all(&body);
+            if (200..300).contains(&status) {
+                0
+            } else {
+                eprintln!("testserver get: status {status}");
+                1
+            }
+        }
+        Err(e) => {
+            eprintln!("testserver get {addr}{path}: {e}");
+            1
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_params_are_percent_decoded() {
+        let cases = [
+            ("plain", "code=3", "code", Some("3")),
+            (
+                "slash escaped",
+                "path=%2Fetc%2Fhostname",
+                "path",
+                Some("/etc/hostname"),
+            ),
+            ("plus is space", "msg=a+b", "msg", Some("a b")),
+            ("second key", "a=1&msg=hi", "msg", Some("hi")),
+            ("missing", "a=1", "msg", None),
+            ("truncated escape kept", "msg=50%", "msg", Some("50%")),
+        ];
+        for (name, query, key, want) in cases {
+            assert_eq!(query_param(query, key).as_deref(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn ready_endpoint_follows_the_toggle() {
+        let ready = AtomicBool::new(true);
+        assert_eq!(route("/ready", "", &[], vec![], &ready).status, 200);
+        assert_eq!(route("/ready/toggle", "", &[], vec![], &ready).status, 200);
+        assert_eq!(route("/ready", "", &[], vec![], &ready).status, 503);
+        route("/ready/toggle", "", &[], vec![], &ready);
+        assert_eq!(route("/ready", "", &[], vec![], &ready).status, 200);
+    }
+
+    #[test]
+    fn exit_answers_before_exiting_with_the_code() {
+        let reply = route("/exit", "code=7", &[], vec![], &AtomicBool::new(true));
+        assert_eq!((reply.status, reply.exit_with), (200, Some(7)));
+        let bad = route("/exit", "code=x", &[], vec![], &AtomicBool::new(true));
+        assert_eq!((bad.status, bad.exit_with), (400, None));
+    }
+}
