@@ -23,7 +23,7 @@ enum Command {
     Up(UpArgs),
     /// Run control loops against an API server: the named ones, or all (see --list).
     Controller(ControllerArgs),
-    /// Benchmarks with figures beside upstream's (`kybern bench api`, `kybern bench scheduler`).
+    /// Benchmarks that print figures (`kybern bench api|scheduler|deployment`).
     Bench(bench::BenchArgs),
     /// Run a node agent; today only simulated nodes (`--simulate N`) for scale tests.
     Agent(AgentArgs),
