@@ -30,7 +30,7 @@ use kube::runtime::{watcher, Controller, WatchStreamExt};
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use crate::expectations::{Expectations, Observed};
+use crate::expectations::{cached, Expectations};
 use crate::podcontrol::{self, controller_of, seconds_until_available, selector_matches};
 use crate::{Context, LoopFuture};
 
@@ -166,22 +166,6 @@ fn daemon_sets_for(daemon_sets: &Store<DaemonSet>, pod: &Pod) -> Vec<ObjectRef<D
         .collect()
 }
 
-/// The namespace's pods as the cache sees them, for expectations.
-struct Cached<'a>(&'a [Arc<Pod>]);
-
-impl Observed for Cached<'_> {
-    fn has_name(&self, name: &str) -> bool {
-        self.0
-            .iter()
-            .any(|p| p.metadata.name.as_deref() == Some(name))
-    }
-    fn has_live_uid(&self, uid: &str) -> bool {
-        self.0.iter().any(|p| {
-            p.metadata.uid.as_deref() == Some(uid) && !podcontrol::is_deleting(&p.metadata)
-        })
-    }
-}
-
 /// Upstream syncDaemonSet: claim pods and revisions, find the current revision; then,
 /// unless earlier writes are still unobserved, run the core loop, and if it had nothing
 /// to do, one rolling-update step; prune history; write the status.
@@ -248,7 +232,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> 
     let now_ts = Timestamp::now();
     let satisfied = state
         .expectations
-        .satisfied(&key, &Cached(&in_namespace), now);
+        .satisfied(&key, &cached(in_namespace.iter().map(AsRef::as_ref)), now);
     let mut retry_after = None;
     if let Err(in_flight) = satisfied {
         info!(

@@ -26,7 +26,7 @@ pub use desired::{
 };
 
 use crate::endpoints::pods;
-use crate::expectations::{Expectations, Observed};
+use crate::expectations::{cached, Expectations};
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -130,21 +130,6 @@ fn lists_pod(slices: &Store<EndpointSlice>, svc: &Service, pod: &Pod) -> bool {
         })
 }
 
-struct Cached<'a>(&'a [EndpointSlice]);
-
-impl Observed for Cached<'_> {
-    fn has_name(&self, name: &str) -> bool {
-        self.0
-            .iter()
-            .any(|s| s.metadata.name.as_deref() == Some(name))
-    }
-    fn has_live_uid(&self, uid: &str) -> bool {
-        self.0
-            .iter()
-            .any(|s| s.metadata.uid.as_deref() == Some(uid))
-    }
-}
-
 #[instrument(skip_all, fields(key = %format!("{}/{}", svc.namespace().unwrap_or_default(), svc.name_any())))]
 pub async fn reconcile(svc: Arc<Service>, state: Arc<State>) -> Result<Action> {
     let ns = svc
@@ -157,7 +142,7 @@ pub async fn reconcile(svc: Arc<Service>, state: Arc<State>) -> Result<Action> {
     let existing = slices_of(&state.slices, &svc);
     if let Err(in_flight) = state
         .expectations
-        .satisfied(&key, &Cached(&existing), Instant::now())
+        .satisfied(&key, &cached(&existing), Instant::now())
     {
         info!(
             in_flight,

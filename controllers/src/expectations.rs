@@ -37,6 +37,24 @@ pub trait Observed {
     fn has_live_uid(&self, uid: &str) -> bool;
 }
 
+/// The objects of a cache (a reflector store's, or a slice of them) as expectations see
+/// them: build it with [`cached`].
+pub struct Cached<'a>(Vec<&'a k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta>);
+
+/// What the cache holds of the objects a controller writes (pods, slices, ...).
+pub fn cached<'a, K: kube::Resource + 'a>(objects: impl IntoIterator<Item = &'a K>) -> Cached<'a> {
+    Cached(objects.into_iter().map(kube::Resource::meta).collect())
+}
+
+impl Observed for Cached<'_> {
+    fn has_name(&self, name: &str) -> bool {
+        self.0.iter().any(|m| m.name.as_deref() == Some(name))
+    }
+    fn has_live_uid(&self, uid: &str) -> bool {
+        self.0.iter().any(|m| m.uid.as_deref() == Some(uid) && m.deletion_timestamp.is_none())
+    }
+}
+
 /// Drops expired entries, so controllers deleted with writes in flight (never
 /// reconciled again) do not leave their entries behind forever.
 fn prune(pending: &mut HashMap<String, Pending>, now: Instant) {

@@ -34,7 +34,7 @@ pub use policy::{
 };
 pub use status::{completions_reached, Finish};
 
-use crate::expectations::{Expectations, Observed};
+use crate::expectations::Expectations;
 use crate::podcontrol::{self, controller_of};
 use crate::{Context, LoopFuture};
 
@@ -144,22 +144,6 @@ pub async fn run_controller(client: kube::Client) {
 fn job_of(pod: &Pod) -> Option<ObjectRef<Job>> {
     let owner = controller_of(&pod.metadata).filter(|o| o.kind == "Job")?;
     Some(ObjectRef::new(&owner.name).within(&pod.namespace()?))
-}
-
-/// The namespace's pods as the cache sees them, for expectations.
-struct Cached<'a>(&'a [Pod]);
-
-impl Observed for Cached<'_> {
-    fn has_name(&self, name: &str) -> bool {
-        self.0
-            .iter()
-            .any(|p| p.metadata.name.as_deref() == Some(name))
-    }
-    fn has_live_uid(&self, uid: &str) -> bool {
-        self.0.iter().any(|p| {
-            p.metadata.uid.as_deref() == Some(uid) && !podcontrol::is_deleting(&p.metadata)
-        })
-    }
 }
 
 pub async fn reconcile(job: Arc<Job>, state: Arc<State>) -> Result<Action> {

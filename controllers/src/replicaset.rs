@@ -24,7 +24,7 @@ use tracing::{info, instrument, warn};
 pub use decide::{claim_pods, deletion_order, desired_pods, pods_to_delete, Claim, Diff};
 pub use status::calculate_status;
 
-use crate::expectations::{Expectations, Observed};
+use crate::expectations::{cached, Expectations};
 use crate::podcontrol::{
     self, controller_of, controller_ref, is_active, seconds_until_available, selector_matches,
 };
@@ -128,22 +128,6 @@ fn replica_sets_for(replica_sets: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRe
         .collect()
 }
 
-/// The namespace's pods as the cache sees them, for expectations.
-struct Cached<'a>(&'a [Arc<Pod>]);
-
-impl Observed for Cached<'_> {
-    fn has_name(&self, name: &str) -> bool {
-        self.0
-            .iter()
-            .any(|p| p.metadata.name.as_deref() == Some(name))
-    }
-    fn has_live_uid(&self, uid: &str) -> bool {
-        self.0.iter().any(|p| {
-            p.metadata.uid.as_deref() == Some(uid) && !podcontrol::is_deleting(&p.metadata)
-        })
-    }
-}
-
 #[instrument(skip_all, fields(key = %format!("{}/{}", rs.namespace().unwrap_or_default(), rs.name_any())))]
 pub async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action> {
     let ns = rs
@@ -196,7 +180,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action>
     let now = Instant::now();
     let satisfied = state
         .expectations
-        .satisfied(&key, &Cached(&in_namespace), now);
+        .satisfied(&key, &cached(in_namespace.iter().map(AsRef::as_ref)), now);
     if let Err(in_flight) = satisfied {
         info!(
             in_flight,

@@ -20,7 +20,8 @@ use super::pods::{has_tracking_finalizer, remove_tracking_finalizer};
 use super::policy::{match_failure_policy, restarts_exceed_limit, wanted_active, PolicyAction};
 use super::status::{completions_reached, deadline_left, pending_finish, set_condition, Finish};
 use super::status::{COMPLETIONS_REACHED, COMPLETIONS_REACHED_MESSAGE};
-use super::{write_status, Cached, Error, Result, State};
+use super::{write_status, Error, Result, State};
+use crate::expectations::cached;
 use crate::podcontrol::{self, is_active, is_ready};
 use crate::replicaset::pods_to_delete;
 
@@ -322,7 +323,7 @@ pub(super) async fn sync_job(
         if status.start_time.is_none() {
             status.start_time = Some(now_time(now));
         }
-        let cache = Cached(pods);
+        let cache = cached(pods);
         if let Err(in_flight) = state.expectations.satisfied(key, &cache, Instant::now()) {
             info!(job = %key, in_flight, "waiting for the cache to observe earlier creates/deletes");
             requeue = Some(Duration::from_secs(5));

@@ -21,26 +21,10 @@ use super::identity::{self, claim_is_stale, claim_owner_refs, claims_for, ordina
 use super::plan::{self, Revision, Step};
 use super::revision::{self, UpdateRevision};
 use super::{Error, Result, State};
-use crate::expectations::Observed;
+use crate::expectations::cached;
 use crate::podcontrol::{
     self, controller_of, controller_ref, is_deleting, seconds_until_available, selector_matches,
 };
-
-/// The namespace's pods as the cache sees them, for expectations.
-struct Cached<'a>(&'a [Pod]);
-
-impl Observed for Cached<'_> {
-    fn has_name(&self, name: &str) -> bool {
-        self.0
-            .iter()
-            .any(|p| p.metadata.name.as_deref() == Some(name))
-    }
-    fn has_live_uid(&self, uid: &str) -> bool {
-        self.0
-            .iter()
-            .any(|p| p.metadata.uid.as_deref() == Some(uid) && !is_deleting(&p.metadata))
-    }
-}
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
     matches!(e, kube::Error::Api(s) if s.code == code)
@@ -83,7 +67,7 @@ pub async fn reconcile(set: Arc<StatefulSet>, state: Arc<State>) -> Result<Actio
     if let Err(in_flight) =
         state
             .expectations
-            .satisfied(&s.key, &Cached(&in_namespace), Instant::now())
+            .satisfied(&s.key, &cached(&in_namespace), Instant::now())
     {
         info!(
             in_flight,
