@@ -68,14 +68,14 @@ pub fn loops() -> Vec<Loop> {
         Loop { name: "garbagecollector", run: gc::run },
         Loop { name: "replicaset", run: replicaset::run },
         Loop { name: "deployment", run: deployment::run },
+        Loop { name: "statefulset", run: statefulset::run },
         Loop { name: "daemonset", run: daemonset::run },
-        Loop { name: "scheduler", run: scheduler::run },
         Loop { name: "job", run: job::run },
         Loop { name: "cronjob", run: cronjob::run },
         Loop { name: "endpoints", run: endpoints::run },
         Loop { name: "endpointslice", run: endpointslice::run },
         Loop { name: "nodeipam", run: nodeipam::run },
         Loop { name: "nodelifecycle", run: nodelifecycle::run },
-        Loop { name: "statefulset", run: statefulset::run },
+        Loop { name: "scheduler", run: scheduler::run },
     ]
 }

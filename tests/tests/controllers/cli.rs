@@ -9,7 +9,12 @@ fn controller_list_prints_every_loop() {
     let out = Command::new(kybern_binary()).args(["controller", "--list"]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let listed = String::from_utf8(out.stdout).unwrap();
-    for name in ["namespace", "serviceaccount", "garbagecollector", "replicaset", "deployment", "scheduler"] {
+    let every = [
+        "namespace", "serviceaccount", "garbagecollector", "replicaset", "deployment", "statefulset", "daemonset",
+        "job", "cronjob", "endpoints", "endpointslice", "nodeipam", "nodelifecycle", "scheduler",
+    ];
+    assert_eq!(listed.lines().count(), every.len(), "one line per loop:\n{listed}");
+    for name in every {
         assert!(listed.lines().any(|l| l == name), "{name} missing from:\n{listed}");
     }
 }
