@@ -61,6 +61,14 @@ async fn kubectl_rollout_status_history_undo_pause_and_resume_behave_as_upstream
         "change-cause is shown:\n{history}"
     );
 
+    // `kubectl describe` shows upstream's scaling events.
+    let (ok, described) = kubectl(&c, &["describe", "deployment/web"]).await;
+    assert!(ok, "describe: {described}");
+    assert!(
+        described.contains("ScalingReplicaSet") && described.contains("Scaled up replica set web-"),
+        "describe lists the scaling events:\n{described}"
+    );
+
     // Undo: kubectl copies revision 1's template back; the controller must reuse that
     // ReplicaSet as revision 3 rather than make a third one.
     let (ok, out) = kubectl(&c, &["rollout", "undo", "deployment/web"]).await;

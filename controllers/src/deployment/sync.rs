@@ -218,6 +218,16 @@ impl Rollout {
             })?;
         if from != size {
             info!(replicaset = %name, from, to = size, "scaled replicaset");
+            // What `kubectl describe deployment` lists, worded as upstream's.
+            let direction = if size > from { "up" } else { "down" };
+            let message = format!("Scaled {direction} replica set {name} from {from} to {size}");
+            let client = self.rs_api.clone().into_client();
+            if let Err(e) =
+                podcontrol::record_event(&client, d.as_ref(), "Normal", "ScalingReplicaSet", &message, "deployment-controller")
+                    .await
+            {
+                tracing::warn!(error = %e, "recording the ScalingReplicaSet event failed");
+            }
         }
         Ok(true)
     }
