@@ -38,16 +38,14 @@ impl Rollout {
                 Some(owner) if owner.uid == uid && matches => mine.push(rs.as_ref().clone()),
                 // Relabelled out of the selector: no longer ours (upstream's
                 // ClaimReplicaSets), unless the Deployment is going away anyway.
-                Some(owner) if owner.uid == uid => {
-                    if d.metadata.deletion_timestamp.is_none() {
-                        podcontrol::release(&rs_api, rs.as_ref(), &uid)
-                            .await
-                            .map_err(|source| Error::UpdateReplicaSet {
-                                name: rs.name_any(),
-                                source,
-                            })?;
-                        info!(replicaset = %rs.name_any(), "released ReplicaSet that no longer matches the selector");
-                    }
+                Some(owner) if owner.uid == uid && d.metadata.deletion_timestamp.is_none() => {
+                    podcontrol::release(&rs_api, rs.as_ref(), &uid)
+                        .await
+                        .map_err(|source| Error::UpdateReplicaSet {
+                            name: rs.name_any(),
+                            source,
+                        })?;
+                    info!(replicaset = %rs.name_any(), "released ReplicaSet that no longer matches the selector");
                 }
                 None if matches && d.metadata.deletion_timestamp.is_none() => {
                     match podcontrol::adopt(&rs_api, rs.as_ref(), controller_ref(d.as_ref())).await
@@ -222,9 +220,15 @@ impl Rollout {
             let direction = if size > from { "up" } else { "down" };
             let message = format!("Scaled {direction} replica set {name} from {from} to {size}");
             let client = self.rs_api.clone().into_client();
-            if let Err(e) =
-                podcontrol::record_event(&client, d.as_ref(), "Normal", "ScalingReplicaSet", &message, "deployment-controller")
-                    .await
+            if let Err(e) = podcontrol::record_event(
+                &client,
+                d.as_ref(),
+                "Normal",
+                "ScalingReplicaSet",
+                &message,
+                "deployment-controller",
+            )
+            .await
             {
                 tracing::warn!(error = %e, "recording the ScalingReplicaSet event failed");
             }

@@ -92,12 +92,17 @@ fn semantic(template: &PodTemplateSpec) -> serde_json::Value {
             Value::String(s) if s.is_empty() => None,
             Value::Array(items) => {
                 // Elements stay (positions matter); only empty lists go.
-                let items: Vec<Value> = items.into_iter().map(|i| prune(i).unwrap_or(Value::Null)).collect();
+                let items: Vec<Value> = items
+                    .into_iter()
+                    .map(|i| prune(i).unwrap_or(Value::Null))
+                    .collect();
                 (!items.is_empty()).then_some(Value::Array(items))
             }
             Value::Object(map) => {
-                let map: serde_json::Map<String, Value> =
-                    map.into_iter().filter_map(|(k, v)| prune(v).map(|v| (k, v))).collect();
+                let map: serde_json::Map<String, Value> = map
+                    .into_iter()
+                    .filter_map(|(k, v)| prune(v).map(|v| (k, v)))
+                    .collect();
                 (!map.is_empty()).then_some(Value::Object(map))
             }
             v => Some(v),
@@ -301,15 +306,28 @@ mod tests {
     #[test]
     fn templates_match_semantically_ignoring_the_hash_label_and_zero_values() {
         let rs_of = |t: PodTemplateSpec| ReplicaSet {
-            spec: Some(k8s_openapi::api::apps::v1::ReplicaSetSpec { template: Some(t), ..Default::default() }),
+            spec: Some(k8s_openapi::api::apps::v1::ReplicaSetSpec {
+                template: Some(t),
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let d_of = |t: PodTemplateSpec| Deployment {
-            spec: Some(k8s_openapi::api::apps::v1::DeploymentSpec { template: t, ..Default::default() }),
+            spec: Some(k8s_openapi::api::apps::v1::DeploymentSpec {
+                template: t,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let mut hashed = template("nginx:1");
-        hashed.metadata.as_mut().unwrap().labels.as_mut().unwrap().insert(TEMPLATE_HASH_LABEL.into(), "abc".into());
+        hashed
+            .metadata
+            .as_mut()
+            .unwrap()
+            .labels
+            .as_mut()
+            .unwrap()
+            .insert(TEMPLATE_HASH_LABEL.into(), "abc".into());
         // What a protobuf write stores: Go's zero values spelled out.
         let mut zeroes = hashed.clone();
         let spec = zeroes.spec.as_mut().unwrap();
@@ -318,14 +336,29 @@ mod tests {
         spec.containers[0].tty = Some(false);
         zeroes.metadata.as_mut().unwrap().generation = Some(0);
         let cases = [
-            ("identical but for the hash label", hashed.clone(), template("nginx:1"), true),
-            ("zero values against absent ones", zeroes, template("nginx:1"), true),
+            (
+                "identical but for the hash label",
+                hashed.clone(),
+                template("nginx:1"),
+                true,
+            ),
+            (
+                "zero values against absent ones",
+                zeroes,
+                template("nginx:1"),
+                true,
+            ),
             ("another image", hashed.clone(), template("nginx:2"), false),
-            ("a real setting differs", hashed.clone(), {
-                let mut t = template("nginx:1");
-                t.spec.as_mut().unwrap().host_network = Some(true);
-                t
-            }, false),
+            (
+                "a real setting differs",
+                hashed.clone(),
+                {
+                    let mut t = template("nginx:1");
+                    t.spec.as_mut().unwrap().host_network = Some(true);
+                    t
+                },
+                false,
+            ),
         ];
         for (name, rs, d, want) in cases {
             assert_eq!(template_matches(&rs_of(rs), &d_of(d)), want, "{name}");
