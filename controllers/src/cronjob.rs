@@ -19,7 +19,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{reflector, watcher, Controller, WatchStreamExt};
+use kube::runtime::{watcher, Controller};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
@@ -29,6 +29,7 @@ pub use jobs::{job_for, jobs_beyond_limit};
 pub use schedule::{time_zone, Schedule};
 
 use crate::podcontrol::{controller_of, is_deleting};
+use crate::runtime::reflect_all;
 use crate::{Context, LoopFuture};
 
 /// The annotation recording which scheduled time a Job was created for.
@@ -78,11 +79,7 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
 }
 
 pub async fn run_controller(client: kube::Client, clock: Arc<dyn Clock>) {
-    let (jobs, writer) = reflector::store();
-    let job_events = watcher(Api::<Job>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
+    let (jobs, job_events) = reflect_all::<Job>(&client, watcher::Config::default());
     let controller = Controller::new(
         Api::<CronJob>::all(client.clone()),
         watcher::Config::default(),

@@ -25,13 +25,14 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
 use crate::expectations::{cached, Expectations};
-use crate::podcontrol::{self, controller_of, seconds_until_available, selector_matches};
+use crate::podcontrol::{self, seconds_until_available};
+use crate::runtime::reflect_all;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -90,24 +91,10 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
 
 /// Runs the controller until its streams end.
 pub async fn run_controller(client: kube::Client) {
-    let (pods, pod_writer) = reflector::store();
-    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(pod_writer)
-        .touched_objects();
-    let (nodes, node_writer) = reflector::store();
-    let node_events = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(node_writer)
-        .touched_objects();
-    let (revisions, cr_writer) = reflector::store();
-    let cr_events = watcher(
-        Api::<ControllerRevision>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(cr_writer)
-    .touched_objects();
+    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
+    let (nodes, node_events) = reflect_all::<Node>(&client, watcher::Config::default());
+    let (revisions, cr_events) =
+        reflect_all::<ControllerRevision>(&client, watcher::Config::default());
     let controller = Controller::new(
         Api::<DaemonSet>::all(client.clone()),
         watcher::Config::default(),
@@ -124,7 +111,9 @@ pub async fn run_controller(client: kube::Client) {
     });
     controller
         .owns_stream(cr_events)
-        .watches_stream(pod_events, move |pod| daemon_sets_for(&daemon_sets, &pod))
+        .watches_stream(pod_events, move |pod| {
+            podcontrol::owners_for_pod(&daemon_sets, &pod, |o| o.spec.as_ref().map(|s| &s.selector))
+        })
         // Any node change may change where every DaemonSet runs.
         .watches_stream(node_events, move |_node: Node| {
             for_nodes
@@ -140,30 +129,6 @@ pub async fn run_controller(client: kube::Client) {
             }
         })
         .await;
-}
-
-/// The DaemonSets a pod event concerns: its controller, or every DaemonSet in the
-/// namespace that would adopt it.
-fn daemon_sets_for(daemon_sets: &Store<DaemonSet>, pod: &Pod) -> Vec<ObjectRef<DaemonSet>> {
-    let ns = pod.namespace().unwrap_or_default();
-    if let Some(owner) = controller_of(&pod.metadata) {
-        return if owner.kind == "DaemonSet" {
-            vec![ObjectRef::new(&owner.name).within(&ns)]
-        } else {
-            vec![]
-        };
-    }
-    daemon_sets
-        .state()
-        .iter()
-        .filter(|ds| ds.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|ds| {
-            ds.spec
-                .as_ref()
-                .is_some_and(|s| selector_matches(&s.selector, pod.labels()))
-        })
-        .map(|ds| ObjectRef::from_obj(ds.as_ref()))
-        .collect()
 }
 
 /// Upstream syncDaemonSet: claim pods and revisions, find the current revision; then,
@@ -230,9 +195,10 @@ pub async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> 
     let by_node = manage::pods_by_node(&pod_refs, false);
     let now = Instant::now();
     let now_ts = Timestamp::now();
-    let satisfied = state
-        .expectations
-        .satisfied(&key, &cached(in_namespace.iter().map(AsRef::as_ref)), now);
+    let satisfied =
+        state
+            .expectations
+            .satisfied(&key, &cached(in_namespace.iter().map(AsRef::as_ref)), now);
     let mut retry_after = None;
     if let Err(in_flight) = satisfied {
         info!(

@@ -20,8 +20,8 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 use tracing::{instrument, warn};
 
@@ -30,6 +30,7 @@ pub use proportional::{proportional_sizes, Sizing};
 pub use rolling::{cleanup_unhealthy, max_scaled_down, new_rs_new_replicas, scale_down_old};
 pub use status::calculate_status;
 
+use crate::runtime::reflect_all;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -81,21 +82,10 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
 
 /// Runs the controller until its streams end.
 pub async fn run_controller(client: kube::Client) {
-    let (replica_sets, rs_writer) = reflector::store();
-    let rs_events = watcher(
-        Api::<ReplicaSet>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(rs_writer)
-    .touched_objects();
+    let (replica_sets, rs_events) = reflect_all::<ReplicaSet>(&client, watcher::Config::default());
     // Pods only matter to Recreate (wait until the old ones are gone, terminating ones
     // included, which no ReplicaSet status change announces).
-    let (pods, pod_writer) = reflector::store();
-    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(pod_writer)
-        .touched_objects();
+    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
     let state = Arc::new(State {
         client: client.clone(),
         replica_sets: replica_sets.clone(),

@@ -22,6 +22,7 @@ use tracing::{info, instrument, warn};
 
 pub use subsets::desired_subsets;
 
+use crate::runtime::reflect_all;
 use crate::{Context, LoopFuture};
 
 /// Upstream marks Endpoints used as leader-election locks with this; they have no
@@ -60,19 +61,8 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
 
 /// Runs the controller until its streams end.
 pub async fn run_controller(client: kube::Client) {
-    let (pods, pod_writer) = reflector::store();
-    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(pod_writer)
-        .touched_objects();
-    let (endpoints, ep_writer) = reflector::store();
-    let ep_events = watcher(
-        Api::<Endpoints>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(ep_writer)
-    .touched_objects();
+    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
+    let (endpoints, ep_events) = reflect_all::<Endpoints>(&client, watcher::Config::default());
     // Deleted Services are seen here, before the reflector forgets them: the
     // reconciler never runs for an object that is gone.
     let (services, svc_writer) = reflector::store();

@@ -15,8 +15,8 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
@@ -27,6 +27,7 @@ pub use desired::{
 
 use crate::endpoints::pods;
 use crate::expectations::{cached, Expectations};
+use crate::runtime::reflect_all;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,17 +69,9 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
 
 /// Runs the controller until its streams end.
 pub async fn run_controller(client: kube::Client) {
-    let (pods, pod_writer) = reflector::store();
-    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(pod_writer)
-        .touched_objects();
-    let (slices, slice_writer) = reflector::store();
+    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
     let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    let slice_events = watcher(Api::<EndpointSlice>::all(client.clone()), ours)
-        .default_backoff()
-        .reflect(slice_writer)
-        .touched_objects();
+    let (slices, slice_events) = reflect_all::<EndpointSlice>(&client, ours);
     let controller = Controller::new(
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),

@@ -22,8 +22,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
@@ -36,6 +36,7 @@ pub use status::{completions_reached, Finish};
 
 use crate::expectations::Expectations;
 use crate::podcontrol::{self, controller_of};
+use crate::runtime::reflect_all;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -109,19 +110,15 @@ pub async fn run_controller(client: kube::Client) {
     let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default());
     let jobs = controller.store();
     let (orphans_tx, orphans_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (pods, writer) = reflector::store();
-    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects()
-        .inspect(move |event| {
-            if let Ok(pod) = event {
-                if orphans::maybe_orphan(pod, &jobs) {
-                    // The receiver lives as long as this stream; a send cannot fail.
-                    let _ = orphans_tx.send(pod.clone());
-                }
+    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
+    let pod_events = pod_events.inspect(move |event| {
+        if let Ok(pod) = event {
+            if orphans::maybe_orphan(pod, &jobs) {
+                // The receiver lives as long as this stream; a send cannot fail.
+                let _ = orphans_tx.send(pod.clone());
             }
-        });
+        }
+    });
     tokio::spawn(orphans::release_orphans(client.clone(), orphans_rx));
     let state = Arc::new(State {
         client,

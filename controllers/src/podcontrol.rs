@@ -52,6 +52,35 @@ pub fn controller_ref<K: Resource<DynamicType = ()>>(owner: &K) -> OwnerReferenc
     }
 }
 
+/// The owners of kind `K` a pod event concerns: its controller when that is a `K`, or,
+/// for an orphan, every `K` of its namespace whose selector (`selector_of`) would
+/// adopt it. A pod controlled by something else concerns no `K`.
+pub fn owners_for_pod<K>(
+    owners: &kube::runtime::reflector::Store<K>,
+    pod: &Pod,
+    selector_of: impl Fn(&K) -> Option<&LabelSelector>,
+) -> Vec<kube::runtime::reflector::ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone,
+{
+    use kube::runtime::reflector::ObjectRef;
+    let ns = pod.namespace().unwrap_or_default();
+    if let Some(owner) = controller_of(&pod.metadata) {
+        return if owner.kind == K::kind(&()) {
+            vec![ObjectRef::new(&owner.name).within(&ns)]
+        } else {
+            vec![]
+        };
+    }
+    owners
+        .state()
+        .iter()
+        .filter(|o| o.meta().namespace.as_deref() == Some(ns.as_str()))
+        .filter(|o| selector_of(o).is_some_and(|s| selector_matches(s, pod.labels())))
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
 /// The controller owner reference of an object, if it has one.
 pub fn controller_of(meta: &ObjectMeta) -> Option<&OwnerReference> {
     meta.owner_references

@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::reflector::Store;
+use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
@@ -25,9 +25,8 @@ pub use decide::{claim_pods, deletion_order, desired_pods, pods_to_delete, Claim
 pub use status::calculate_status;
 
 use crate::expectations::{cached, Expectations};
-use crate::podcontrol::{
-    self, controller_of, controller_ref, is_active, seconds_until_available, selector_matches,
-};
+use crate::podcontrol::{self, controller_ref, is_active, seconds_until_available};
+use crate::runtime::reflect_all;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -77,11 +76,7 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
 
 /// Runs the controller until its streams end.
 pub async fn run_controller(client: kube::Client) {
-    let (pods, writer) = reflector::store();
-    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
+    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
     let controller = Controller::new(
         Api::<ReplicaSet>::all(client.clone()),
         watcher::Config::default(),
@@ -93,7 +88,11 @@ pub async fn run_controller(client: kube::Client) {
         expectations: Expectations::default(),
     });
     controller
-        .watches_stream(pod_events, move |pod| replica_sets_for(&replica_sets, &pod))
+        .watches_stream(pod_events, move |pod| {
+            podcontrol::owners_for_pod(&replica_sets, &pod, |o| {
+                o.spec.as_ref().map(|s| &s.selector)
+            })
+        })
         .run(reconcile, error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -101,31 +100,6 @@ pub async fn run_controller(client: kube::Client) {
             }
         })
         .await;
-}
-
-/// The ReplicaSets a pod event concerns: its controller, or every ReplicaSet in the
-/// namespace that would adopt it.
-fn replica_sets_for(replica_sets: &Store<ReplicaSet>, pod: &Pod) -> Vec<ObjectRef<ReplicaSet>> {
-    let ns = pod.namespace().unwrap_or_default();
-    if let Some(owner) = controller_of(&pod.metadata) {
-        return if owner.kind == "ReplicaSet" {
-            vec![ObjectRef::new(&owner.name).within(&ns)]
-        } else {
-            vec![]
-        };
-    }
-    let labels = pod.labels();
-    replica_sets
-        .state()
-        .iter()
-        .filter(|rs| rs.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|rs| {
-            rs.spec
-                .as_ref()
-                .is_some_and(|s| selector_matches(&s.selector, labels))
-        })
-        .map(|rs| ObjectRef::from_obj(rs.as_ref()))
-        .collect()
 }
 
 #[instrument(skip_all, fields(key = %format!("{}/{}", rs.namespace().unwrap_or_default(), rs.name_any())))]
@@ -178,9 +152,10 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action>
 
     let mut manage_error = None;
     let now = Instant::now();
-    let satisfied = state
-        .expectations
-        .satisfied(&key, &cached(in_namespace.iter().map(AsRef::as_ref)), now);
+    let satisfied =
+        state
+            .expectations
+            .satisfied(&key, &cached(in_namespace.iter().map(AsRef::as_ref)), now);
     if let Err(in_flight) = satisfied {
         info!(
             in_flight,

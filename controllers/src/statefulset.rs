@@ -22,8 +22,8 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 use tracing::warn;
 
@@ -31,6 +31,7 @@ pub use sync::reconcile;
 
 use crate::expectations::Expectations;
 use crate::podcontrol::{controller_of, selector_matches};
+use crate::runtime::reflect_all;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -86,27 +87,11 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
 
 /// Runs the controller until its streams end.
 pub async fn run_controller(client: kube::Client) {
-    let (pods, pod_writer) = reflector::store();
-    let pod_events = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(pod_writer)
-        .touched_objects();
-    let (claims, claim_writer) = reflector::store();
-    let claim_events = watcher(
-        Api::<PersistentVolumeClaim>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(claim_writer)
-    .touched_objects();
-    let (revisions, revision_writer) = reflector::store();
-    let revision_events = watcher(
-        Api::<ControllerRevision>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .reflect(revision_writer)
-    .touched_objects();
+    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
+    let (claims, claim_events) =
+        reflect_all::<PersistentVolumeClaim>(&client, watcher::Config::default());
+    let (revisions, revision_events) =
+        reflect_all::<ControllerRevision>(&client, watcher::Config::default());
     let controller = Controller::new(
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
