@@ -4,5 +4,8 @@
 //! images it builds itself ([`images`]).
 
 pub mod images;
+pub mod network;
+pub mod probe;
 pub mod runtime;
 pub mod simulate;
+pub mod volumes;

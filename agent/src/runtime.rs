@@ -40,6 +40,14 @@ pub enum Error {
     },
     #[error("containerd did not start: {0}")]
     Daemon(String),
+    #[error("timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// A registry refused or failed a pull; the message is what the user sees in the pod's
+    /// ErrImagePull status.
+    #[error("{0}")]
+    Pull(String),
+    #[error("{0} is not supported yet")]
+    Unsupported(&'static str),
 }
 
 impl Error {
@@ -77,6 +85,24 @@ pub struct Resources {
     pub cpu_period: Option<u64>,
 }
 
+/// A bind mount of a host path into a container (volumes, /etc/hosts, /etc/resolv.conf,
+/// the termination log). Memory-backed emptyDirs are tmpfs mounted on the host first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Mount {
+    /// The path inside the container.
+    pub destination: String,
+    pub source: PathBuf,
+    pub readonly: bool,
+}
+
+/// The identity a container's process runs as (`securityContext.runAsUser` and friends).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct User {
+    pub uid: u32,
+    pub gid: u32,
+    pub additional_gids: Vec<u32>,
+}
+
 /// Everything needed to create one container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ContainerConfig {
@@ -92,6 +118,22 @@ pub struct ContainerConfig {
     pub hostname: Option<String>,
     /// Join this network namespace (e.g. `/var/run/netns/<pod>`) instead of a new one.
     pub netns_path: Option<PathBuf>,
+    /// Join these IPC and UTS namespaces (the pod sandbox's) instead of new ones.
+    pub ipc_ns_path: Option<PathBuf>,
+    pub uts_ns_path: Option<PathBuf>,
+    /// Bind mounts, in order, after the default /proc, /dev, /sys mounts.
+    pub mounts: Vec<Mount>,
+    /// Runs as root (uid 0, gid 0) when `None`.
+    pub user: Option<User>,
+    pub readonly_rootfs: bool,
+    /// All capabilities, no masked paths, all devices.
+    pub privileged: bool,
+    /// Capability names with the `CAP_` prefix, added to or dropped from the default set
+    /// ("ALL" drops everything).
+    pub cap_add: Vec<String>,
+    pub cap_drop: Vec<String>,
+    /// `allowPrivilegeEscalation: false`.
+    pub no_new_privileges: bool,
     /// The cgroup (relative to each hierarchy's root), e.g. `/kybern/<pod>/<container>`.
     pub cgroup_path: String,
     pub resources: Resources,
@@ -107,6 +149,37 @@ pub struct ExitStatus {
     pub code: u32,
     /// Seconds and nanoseconds since the epoch, when known.
     pub exited_at: Option<(i64, i32)>,
+}
+
+/// A container the runtime holds, with the labels it was created with.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ContainerSummary {
+    pub id: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// The state of a container's task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskState {
+    /// The container exists but has no task, or its task was created and not started.
+    Created,
+    Running { pid: u32 },
+    Exited(ExitStatus),
+}
+
+/// The outcome of running a command inside a running container.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: u32,
+    /// stdout and stderr interleaved, truncated to a few KiB (probe messages quote it).
+    pub output: Vec<u8>,
+}
+
+/// Credentials for a registry, from an imagePullSecret or the agent's configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryAuth {
+    pub username: String,
+    pub password: String,
 }
 
 #[async_trait]
@@ -130,6 +203,16 @@ pub trait Runtime: Send + Sync {
     /// Deletes the task (which must have exited), the container and its snapshot. Parts that
     /// are already gone are skipped, so it can finish an interrupted delete.
     async fn delete(&self, id: &str) -> Result<()>;
-    /// IDs of all containers in the runtime's namespace.
-    async fn list_containers(&self) -> Result<Vec<String>>;
+    /// All containers in the runtime's namespace, sorted by ID.
+    async fn list_containers(&self) -> Result<Vec<ContainerSummary>>;
+    /// The state of the container's task; `Err` with [`Error::is_not_found`] when there is
+    /// no such container.
+    async fn task_state(&self, id: &str) -> Result<TaskState>;
+    /// Runs `args` inside the running container `id` (in its namespaces, as its user) and
+    /// waits for it, at most `timeout`; on timeout the process is killed and
+    /// [`Error::Timeout`] returned.
+    async fn exec(&self, id: &str, args: &[String], timeout: std::time::Duration) -> Result<ExecOutput>;
+    /// Pulls `reference` (e.g. `127.0.0.1:5000/app:v1`, `busybox`) from its registry, picking
+    /// linux/amd64 from a manifest list, and unpacks it; returns the stored image.
+    async fn pull_image(&self, reference: &str, auth: Option<&RegistryAuth>) -> Result<ImageInfo>;
 }

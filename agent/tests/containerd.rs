@@ -68,7 +68,7 @@ async fn busybox_command_exits_with_its_code_and_its_output_reaches_the_log() {
 
     env.rt.delete("echo-exit").await.unwrap();
     assert_eq!(
-        env.rt.list_containers().await.unwrap(),
+        ids(&env.rt).await,
         Vec::<String>::new()
     );
     let leftover: Vec<String> = env
@@ -121,7 +121,7 @@ async fn kill_ends_a_running_container_and_reports_the_signal() {
         .await
         .unwrap();
     assert!(started.is_none(), "no second containerd is started");
-    assert_eq!(reused.list_containers().await.unwrap(), vec!["sleeper"]);
+    assert_eq!(ids(&reused).await, vec!["sleeper"]);
     // SIGKILL: as PID 1 of its namespace, sleep would ignore SIGTERM (it has no handler).
     env.rt.kill("sleeper", 9).await.unwrap();
     let status = tokio::time::timeout(Duration::from_secs(20), env.rt.wait("sleeper"))
@@ -153,13 +153,13 @@ async fn a_container_whose_command_cannot_start_fails_to_create_and_delete_remov
         "the error names the command: {err}"
     );
     assert_eq!(
-        env.rt.list_containers().await.unwrap(),
+        ids(&env.rt).await,
         vec!["broken"],
         "the container record stays for delete"
     );
     env.rt.delete("broken").await.unwrap();
     assert_eq!(
-        env.rt.list_containers().await.unwrap(),
+        ids(&env.rt).await,
         Vec::<String>::new()
     );
 
@@ -284,4 +284,10 @@ fn cgroup_file(cgroup: &str, controller: &str, file: &str) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()
         .map(|s| s.trim().to_string())
+}
+
+/// The IDs of the containers `rt` holds.
+async fn ids(rt: &impl Runtime) -> Vec<String> {
+    let all = rt.list_containers().await.unwrap();
+    all.into_iter().map(|c| c.id).collect()
 }

@@ -16,17 +16,22 @@ use containerd_client::services::v1::snapshots::{
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, GetContainerRequest, GetImageRequest, KillRequest, ListContainersRequest,
+    DeleteTaskRequest, GetContainerRequest, GetRequest, GetImageRequest, KillRequest, ListContainersRequest,
     StartRequest, WaitRequest,
 };
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request, Status};
 
 use super::spec::{runtime_spec, SPEC_TYPE_URL};
-use super::{ContainerConfig, Error, ExitStatus, ImageInfo, Result, Runtime};
+use super::{
+    ContainerConfig, ContainerSummary, Error, ExecOutput, ExitStatus, ImageInfo, RegistryAuth,
+    Result, Runtime, TaskState,
+};
 
+mod exec;
 mod import;
 mod lease;
+mod pull;
 
 pub const DEFAULT_NAMESPACE: &str = "kybern";
 pub const SNAPSHOTTER: &str = "overlayfs";
@@ -324,7 +329,7 @@ impl Runtime for Containerd {
         }
     }
 
-    async fn list_containers(&self) -> Result<Vec<String>> {
+    async fn list_containers(&self) -> Result<Vec<ContainerSummary>> {
         let req = ListContainersRequest {
             filters: Vec::new(),
         };
@@ -332,13 +337,65 @@ impl Runtime for Containerd {
             .list(self.req(req, None))
             .await
             .map_err(grpc("list containers"))?;
-        let mut ids: Vec<String> = resp
+        let mut all: Vec<ContainerSummary> = resp
             .into_inner()
             .containers
             .into_iter()
-            .map(|c| c.id)
+            .map(|c| ContainerSummary {
+                id: c.id,
+                labels: c.labels.into_iter().collect(),
+            })
             .collect();
-        ids.sort();
-        Ok(ids)
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(all)
+    }
+
+    async fn task_state(&self, id: &str) -> Result<TaskState> {
+        let req = GetRequest {
+            container_id: id.to_string(),
+            exec_id: String::new(),
+        };
+        let process = match TasksClient::new(self.channel.clone())
+            .get(self.req(req, None))
+            .await
+        {
+            Ok(resp) => resp.into_inner().process,
+            Err(s) if s.code() == Code::NotFound => {
+                // No task: either the container exists without one, or nothing exists.
+                let get = GetContainerRequest { id: id.to_string() };
+                ContainersClient::new(self.channel.clone())
+                    .get(self.req(get, None))
+                    .await
+                    .map_err(grpc("get container"))?;
+                return Ok(TaskState::Created);
+            }
+            Err(s) => return Err(grpc("get task")(s)),
+        };
+        let Some(p) = process else {
+            return Ok(TaskState::Created);
+        };
+        // containerd.v1.types.Status: 1 created, 2 running, 3 stopped, 4 paused, 5 pausing.
+        Ok(match p.status {
+            2 | 4 | 5 => TaskState::Running { pid: p.pid },
+            3 => TaskState::Exited(ExitStatus {
+                code: p.exit_status,
+                exited_at: p.exited_at.map(|t| (t.seconds, t.nanos)),
+            }),
+            _ => TaskState::Created,
+        })
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        args: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<ExecOutput> {
+        exec::exec(self, id, args, timeout).await
+    }
+
+    #[tracing::instrument(skip(self, auth))]
+    async fn pull_image(&self, reference: &str, auth: Option<&RegistryAuth>) -> Result<ImageInfo> {
+        pull::pull(self, reference, auth).await
     }
 }

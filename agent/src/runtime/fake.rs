@@ -7,7 +7,10 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use tokio::sync::watch;
 
-use super::{ContainerConfig, Error, ExitStatus, ImageInfo, Result, Runtime};
+use super::{
+    ContainerConfig, ContainerSummary, Error, ExecOutput, ExitStatus, ImageInfo, RegistryAuth,
+    Result, Runtime, TaskState,
+};
 use crate::images::oci::read_layout;
 
 /// One call the fake received, for assertions.
@@ -18,6 +21,8 @@ pub enum Call {
     Start(String),
     Kill(String, u32),
     Delete(String),
+    Exec(String, Vec<String>),
+    Pull(String, Option<RegistryAuth>),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,6 +35,7 @@ pub enum State {
 struct FakeContainer {
     config: ContainerConfig,
     state: watch::Sender<State>,
+    pid: u32,
 }
 
 #[derive(Default)]
@@ -38,6 +44,9 @@ struct Inner {
     containers: BTreeMap<String, FakeContainer>,
     calls: Vec<Call>,
     next_pid: u32,
+    /// Images [`Runtime::pull_image`] finds, by reference.
+    registry: BTreeMap<String, ImageInfo>,
+    exec_results: BTreeMap<(String, Vec<String>), ExecOutput>,
 }
 
 #[derive(Default)]
@@ -70,6 +79,17 @@ impl FakeRuntime {
 
     pub fn config(&self, id: &str) -> Option<ContainerConfig> {
         self.lock().containers.get(id).map(|c| c.config.clone())
+    }
+
+    /// Makes `reference` pullable: [`Runtime::pull_image`] then stores `image`.
+    pub fn add_registry_image(&self, reference: &str, image: ImageInfo) {
+        self.lock().registry.insert(reference.to_string(), image);
+    }
+
+    /// What [`Runtime::exec`] of `args` in `id` returns (exit code 0, no output otherwise).
+    pub fn set_exec_result(&self, id: &str, args: &[&str], result: ExecOutput) {
+        let key = (id.to_string(), args.iter().map(|a| a.to_string()).collect());
+        self.lock().exec_results.insert(key, result);
     }
 
     /// Makes a running container exit with `code`, waking its waiters.
@@ -111,6 +131,7 @@ impl Runtime for FakeRuntime {
         let container = FakeContainer {
             config: config.clone(),
             state: watch::Sender::new(State::Created),
+            pid: 0,
         };
         inner
             .containers
@@ -126,8 +147,9 @@ impl Runtime for FakeRuntime {
         let pid = 1000 + inner.next_pid;
         let c = inner
             .containers
-            .get(id)
+            .get_mut(id)
             .ok_or_else(|| Error::ContainerNotFound(id.to_string()))?;
+        c.pid = pid;
         c.state.send_replace(State::Running);
         Ok(pid)
     }
@@ -176,8 +198,71 @@ impl Runtime for FakeRuntime {
         Ok(())
     }
 
-    async fn list_containers(&self) -> Result<Vec<String>> {
-        Ok(self.lock().containers.keys().cloned().collect())
+    async fn list_containers(&self) -> Result<Vec<ContainerSummary>> {
+        Ok(self
+            .lock()
+            .containers
+            .iter()
+            .map(|(id, c)| ContainerSummary {
+                id: id.clone(),
+                labels: c.config.labels.clone(),
+            })
+            .collect())
+    }
+
+    async fn task_state(&self, id: &str) -> Result<TaskState> {
+        let inner = self.lock();
+        let c = inner
+            .containers
+            .get(id)
+            .ok_or_else(|| Error::ContainerNotFound(id.to_string()))?;
+        let state = *c.state.borrow();
+        Ok(match state {
+            State::Created => TaskState::Created,
+            State::Running => TaskState::Running { pid: c.pid },
+            State::Exited(code) => TaskState::Exited(ExitStatus {
+                code,
+                exited_at: None,
+            }),
+        })
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        args: &[String],
+        _timeout: std::time::Duration,
+    ) -> Result<ExecOutput> {
+        let mut inner = self.lock();
+        inner.calls.push(Call::Exec(id.to_string(), args.to_vec()));
+        let running = inner
+            .containers
+            .get(id)
+            .is_some_and(|c| *c.state.borrow() == State::Running);
+        if !running {
+            return Err(Error::ContainerNotFound(id.to_string()));
+        }
+        Ok(inner
+            .exec_results
+            .get(&(id.to_string(), args.to_vec()))
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    async fn pull_image(&self, reference: &str, auth: Option<&RegistryAuth>) -> Result<ImageInfo> {
+        let mut inner = self.lock();
+        inner
+            .calls
+            .push(Call::Pull(reference.to_string(), auth.cloned()));
+        inner
+            .registry
+            .get(reference)
+            .cloned()
+            .ok_or_else(|| Error::Pull(format!("{reference}: not found")))
+            .map(|image| {
+                inner.images.insert(image.name.clone(), image.clone());
+                image
+            })
     }
 }
 

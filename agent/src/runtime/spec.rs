@@ -62,19 +62,20 @@ pub fn merge_env(image: &[String], container: &[String]) -> Vec<String> {
 
 /// The runtime spec for `config`; the root filesystem is the shim's `rootfs` mount.
 pub fn runtime_spec(config: &ContainerConfig) -> Value {
-    let caps: Vec<&str> = DEFAULT_CAPABILITIES.to_vec();
-    let mut namespaces = vec![
+    let caps = capabilities(config);
+    let join = |kind: &str, path: &Option<std::path::PathBuf>| match path {
+        Some(path) => json!({"type": kind, "path": path}),
+        None => json!({"type": kind}),
+    };
+    let namespaces = vec![
         json!({"type": "pid"}),
-        json!({"type": "ipc"}),
-        json!({"type": "uts"}),
+        join("ipc", &config.ipc_ns_path),
+        join("uts", &config.uts_ns_path),
         json!({"type": "mount"}),
+        join("network", &config.netns_path),
     ];
-    namespaces.push(match &config.netns_path {
-        Some(path) => json!({"type": "network", "path": path}),
-        None => json!({"type": "network"}),
-    });
     let r = &config.resources;
-    let mut resources = json!({ "devices": [{"allow": false, "access": "rwm"}] });
+    let mut resources = json!({ "devices": [{"allow": config.privileged, "access": "rwm"}] });
     if let Some(limit) = r.memory_limit_bytes {
         resources["memory"] = json!({ "limit": limit });
     }
@@ -96,38 +97,108 @@ pub fn runtime_spec(config: &ContainerConfig) -> Value {
     } else {
         &config.cwd
     };
+    let user = match &config.user {
+        Some(u) => json!({ "uid": u.uid, "gid": u.gid, "additionalGids": u.additional_gids }),
+        None => json!({ "uid": 0, "gid": 0 }),
+    };
+    let mut mounts = default_mounts();
+    if let Value::Array(list) = &mut mounts {
+        for m in &config.mounts {
+            let mode = if m.readonly { "ro" } else { "rw" };
+            list.push(json!({
+                "destination": m.destination,
+                "type": "bind",
+                "source": m.source,
+                "options": ["rbind", "rprivate", mode],
+            }));
+        }
+    }
+    let mut linux = json!({
+        "namespaces": namespaces,
+        "cgroupsPath": config.cgroup_path,
+        "resources": resources,
+    });
+    if !config.privileged {
+        linux["maskedPaths"] = json!([
+            "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
+            "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
+            "/proc/scsi",
+        ]);
+        linux["readonlyPaths"] = json!([
+            "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
+        ]);
+    }
     let mut spec = json!({
         "ociVersion": "1.0.2-dev",
         "process": {
             "terminal": false,
-            "user": { "uid": 0, "gid": 0 },
+            "user": user,
             "args": config.args,
             "env": config.env,
             "cwd": cwd,
             "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
-            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024 }],
-            "noNewPrivileges": true,
+            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576 }],
+            "noNewPrivileges": config.no_new_privileges,
         },
-        "root": { "path": "rootfs", "readonly": false },
-        "mounts": default_mounts(),
-        "linux": {
-            "namespaces": namespaces,
-            "cgroupsPath": config.cgroup_path,
-            "resources": resources,
-            "maskedPaths": [
-                "/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats",
-                "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware",
-                "/proc/scsi",
-            ],
-            "readonlyPaths": [
-                "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
-            ],
-        },
+        "root": { "path": "rootfs", "readonly": config.readonly_rootfs },
+        "mounts": mounts,
+        "linux": linux,
     });
     if let Some(hostname) = &config.hostname {
         spec["hostname"] = json!(hostname);
     }
     spec
+}
+
+/// Every capability the kernel knows, which a privileged container gets.
+const ALL_CAPABILITIES: &[&str] = &[
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_DAC_READ_SEARCH", "CAP_FOWNER", "CAP_FSETID",
+    "CAP_KILL", "CAP_SETGID", "CAP_SETUID", "CAP_SETPCAP", "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE", "CAP_NET_BROADCAST", "CAP_NET_ADMIN", "CAP_NET_RAW",
+    "CAP_IPC_LOCK", "CAP_IPC_OWNER", "CAP_SYS_MODULE", "CAP_SYS_RAWIO", "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE", "CAP_SYS_PACCT", "CAP_SYS_ADMIN", "CAP_SYS_BOOT", "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE", "CAP_SYS_TIME", "CAP_SYS_TTY_CONFIG", "CAP_MKNOD", "CAP_LEASE",
+    "CAP_AUDIT_WRITE", "CAP_AUDIT_CONTROL", "CAP_SETFCAP", "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN", "CAP_SYSLOG", "CAP_WAKE_ALARM", "CAP_BLOCK_SUSPEND", "CAP_AUDIT_READ",
+];
+
+/// The process's capability set: everything when privileged, otherwise the default set with
+/// `cap_drop` removed (all of it for "ALL") and `cap_add` added ("ALL" adds everything), as
+/// the kubelet asks runtimes to. Names are accepted with or without the `CAP_` prefix.
+fn capabilities(config: &ContainerConfig) -> Vec<String> {
+    if config.privileged {
+        return ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect();
+    }
+    let norm = |c: &String| {
+        let c = c.to_ascii_uppercase();
+        if c == "ALL" || c.starts_with("CAP_") {
+            c
+        } else {
+            format!("CAP_{c}")
+        }
+    };
+    let drop: Vec<String> = config.cap_drop.iter().map(norm).collect();
+    let add: Vec<String> = config.cap_add.iter().map(norm).collect();
+    let mut caps: Vec<String> = if drop.iter().any(|c| c == "ALL") {
+        Vec::new()
+    } else {
+        DEFAULT_CAPABILITIES
+            .iter()
+            .map(|c| c.to_string())
+            .filter(|c| !drop.contains(c))
+            .collect()
+    };
+    let added: Vec<String> = if add.iter().any(|c| c == "ALL") {
+        ALL_CAPABILITIES.iter().map(|c| c.to_string()).collect()
+    } else {
+        add
+    };
+    for c in added {
+        if !caps.contains(&c) {
+            caps.push(c);
+        }
+    }
+    caps
 }
 
 fn default_mounts() -> Value {
@@ -211,6 +282,70 @@ mod tests {
         );
         assert_eq!(spec["hostname"], "pod");
         assert_eq!(spec["process"]["cwd"], "/", "an empty working dir means /");
+    }
+
+    #[test]
+    fn capabilities_follow_add_drop_and_privileged() {
+        let caps = |add: &[&str], drop: &[&str], privileged: bool| {
+            capabilities(&ContainerConfig {
+                cap_add: strings(add),
+                cap_drop: strings(drop),
+                privileged,
+                ..Default::default()
+            })
+        };
+        let default = caps(&[], &[], false);
+        assert_eq!(default.len(), DEFAULT_CAPABILITIES.len(), "default set");
+        assert_eq!(caps(&[], &["ALL"], false), Vec::<String>::new(), "drop ALL");
+        assert_eq!(
+            caps(&["NET_ADMIN"], &["ALL"], false),
+            strings(&["CAP_NET_ADMIN"]),
+            "drop ALL then add one, without the CAP_ prefix"
+        );
+        assert!(!caps(&[], &["CAP_CHOWN"], false).contains(&"CAP_CHOWN".to_string()));
+        assert_eq!(caps(&[], &["ALL"], true).len(), ALL_CAPABILITIES.len(), "privileged");
+    }
+
+    #[test]
+    fn spec_carries_user_mounts_namespaces_and_readonly_root() {
+        let spec = runtime_spec(&ContainerConfig {
+            id: "c".into(),
+            ipc_ns_path: Some("/run/kybern/ns/ipc".into()),
+            uts_ns_path: Some("/run/kybern/ns/uts".into()),
+            mounts: vec![crate::runtime::Mount {
+                destination: "/etc/config".into(),
+                source: "/var/lib/kybern/pods/u/volumes/cfg".into(),
+                readonly: true,
+            }],
+            user: Some(crate::runtime::User {
+                uid: 1000,
+                gid: 3000,
+                additional_gids: vec![2000],
+            }),
+            readonly_rootfs: true,
+            no_new_privileges: true,
+            ..Default::default()
+        });
+        let ns = |kind: &str| {
+            spec["linux"]["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["type"] == kind)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(ns("ipc")["path"], "/run/kybern/ns/ipc");
+        assert_eq!(ns("uts")["path"], "/run/kybern/ns/uts");
+        assert_eq!(
+            spec["process"]["user"],
+            json!({"uid": 1000, "gid": 3000, "additionalGids": [2000]})
+        );
+        assert_eq!(spec["root"]["readonly"], true);
+        assert_eq!(spec["process"]["noNewPrivileges"], true);
+        let last = spec["mounts"].as_array().unwrap().last().unwrap().clone();
+        assert_eq!(last["destination"], "/etc/config");
+        assert_eq!(last["options"], json!(["rbind", "rprivate", "ro"]));
     }
 
     #[test]

@@ -163,8 +163,8 @@ impl Drop for Env {
                 .build()
                 .expect("runtime");
             tokio.block_on(async move {
-                if let Ok(ids) = rt.list_containers().await {
-                    for id in ids {
+                if let Ok(all) = rt.list_containers().await {
+                    for id in all.into_iter().map(|c| c.id) {
                         let _ = rt.kill(&id, 9).await;
                         let _ = tokio::time::timeout(Duration::from_secs(10), rt.wait(&id)).await;
                         if let Err(e) = rt.delete(&id).await {

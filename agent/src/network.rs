@@ -1,0 +1,74 @@
+//! Pod networking behind a narrow trait: each pod gets a sandbox (its own network, IPC and
+//! UTS namespaces, bind-mounted under the agent's state dir so they outlive any process), a
+//! veth into the node's bridge `kybern0`, an address from the node's podCIDR and the
+//! bridge's address as default gateway. Containers of the pod join these namespaces
+//! (the role the pause container plays upstream).
+//!
+//! The real implementation is in [`linux`] (netlink); [`fake`] records calls for unit tests.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+
+pub mod fake;
+pub mod linux;
+
+/// The name of the bridge pods are attached to.
+pub const BRIDGE: &str = "kybern0";
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    #[error("netlink {op}: {message}")]
+    Netlink { op: &'static str, message: String },
+    #[error("podCIDR {0} has no free address left")]
+    Exhausted(String),
+    #[error("invalid podCIDR {0:?}")]
+    BadCidr(String),
+    #[error("the network is not initialised; call init with the node's podCIDR first")]
+    NotInitialised,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What identifies a pod's sandbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SandboxRequest {
+    /// The pod's UID; the key of everything the sandbox holds.
+    pub uid: String,
+    pub namespace: String,
+    pub name: String,
+    /// Set in the sandbox's UTS namespace (the pod's hostname).
+    pub hostname: String,
+}
+
+/// A pod's sandbox, as containers join it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sandbox {
+    pub uid: String,
+    pub netns: PathBuf,
+    pub ipc_ns: PathBuf,
+    pub uts_ns: PathBuf,
+    pub ip: Ipv4Addr,
+}
+
+#[async_trait]
+pub trait Network: Send + Sync {
+    /// Prepares the node for pods of `pod_cidr` (e.g. "10.42.0.0/24"): the bridge with the
+    /// CIDR's first address, up, and IPv4 forwarding. Idempotent; called at every start.
+    async fn init(&self, pod_cidr: &str) -> Result<()>;
+    /// Creates the pod's sandbox, or returns the existing one for the same UID (also after
+    /// an agent restart) with the same address.
+    async fn setup(&self, req: &SandboxRequest) -> Result<Sandbox>;
+    /// Removes the sandbox: veth, namespaces, the address reservation. Parts already gone
+    /// are skipped, so an interrupted teardown can be finished; unknown UIDs are a no-op.
+    async fn teardown(&self, uid: &str) -> Result<()>;
+    /// UIDs of every sandbox that exists, so a restarted agent can remove those of pods
+    /// deleted while it was down.
+    async fn sandboxes(&self) -> Result<Vec<String>>;
+}

@@ -1,0 +1,1 @@
+//! A recording [`Network`](super::Network) for unit tests.

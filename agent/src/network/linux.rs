@@ -1,0 +1,1 @@
+//! [`Network`](super::Network) on the host's kernel through netlink.
