@@ -4,7 +4,10 @@
 //! images it builds itself ([`images`]).
 
 pub mod images;
+pub mod kubelet;
 pub mod network;
+pub mod node;
+pub mod pods;
 pub mod probe;
 pub mod runtime;
 pub mod simulate;

@@ -75,6 +75,10 @@ impl ContainerdDaemon {
             .kill_on_drop(true)
             .spawn()
             .map_err(io("starting containerd".into()))?;
+        if let Some(pid) = child.id() {
+            // For `kybern agent reset`, which stops a containerd an earlier agent left running.
+            let _ = std::fs::write(data_dir.join("containerd.pid"), pid.to_string());
+        }
         let mut daemon = ContainerdDaemon {
             child: Some(child),
             data_dir: data_dir.to_path_buf(),
@@ -120,6 +124,42 @@ impl ContainerdDaemon {
         let daemon = Self::start(data_dir).await?;
         let client = Containerd::connect(daemon.socket(), namespace).await?;
         Ok((client, Some(daemon)))
+    }
+
+    /// Lets the daemon outlive this handle (and the agent process): containers keep their
+    /// containerd across agent restarts, and the next agent finds it on its socket.
+    pub fn detach(mut self) {
+        if let Some(child) = self.child.take() {
+            std::mem::forget(child);
+        }
+    }
+
+    /// Stops the containerd an earlier agent left running on `data_dir`, by the pid it
+    /// recorded there: SIGTERM, then SIGKILL. Returns whether there was one.
+    pub async fn stop_recorded(data_dir: &Path) -> Result<bool> {
+        let pid_file = data_dir.join("containerd.pid");
+        let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok()) else {
+            return Ok(false);
+        };
+        let alive = |pid: u32| {
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with("containerd\0"))
+        };
+        if !alive(pid) {
+            let _ = std::fs::remove_file(&pid_file);
+            return Ok(false);
+        }
+        for signal in ["-TERM", "-KILL"] {
+            let _ = Command::new("kill").args([signal, &pid.to_string()]).status().await;
+            let deadline = Instant::now() + STOP_TIMEOUT;
+            while alive(pid) && Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            if !alive(pid) {
+                break;
+            }
+        }
+        let _ = std::fs::remove_file(&pid_file);
+        Ok(true)
     }
 
     pub fn socket(&self) -> &Path {

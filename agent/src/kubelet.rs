@@ -1,0 +1,93 @@
+//! The whole node agent: register the node, wait for its podCIDR, prepare the pod network,
+//! keep the Lease and status fresh, and run the pods bound to it.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use kube::Client;
+
+use crate::network::Network;
+use crate::node::{self, NodeConfig};
+use crate::pods::{self, BackoffConfig, ClusterDns, PodContext};
+use crate::runtime::Runtime;
+use crate::volumes::VolumeHost;
+
+/// How the agent is set up (`kybern agent` flags).
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub node_name: String,
+    pub node_ip: Ipv4Addr,
+    /// Pods' volumes, logs and the network's state live below this.
+    pub data_dir: PathBuf,
+    pub labels: BTreeMap<String, String>,
+    pub dns: ClusterDns,
+    /// `containerd://1.6.20`.
+    pub runtime_version: String,
+    pub backoff: BackoffConfig,
+    /// Static pod manifests (`--pod-manifest-path`).
+    pub static_pods_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Node(#[from] node::Error),
+    #[error("setting up the pod network for {cidr}: {source}")]
+    Network { cidr: String, source: crate::network::Error },
+    #[error(transparent)]
+    Pods(#[from] pods::Error),
+}
+
+/// Runs the agent until the pod watch ends (it does not, short of the process ending).
+pub async fn run(client: Client, config: AgentConfig, runtime: Arc<dyn Runtime>, network: Arc<dyn Network>) -> Result<(), Error> {
+    let node_config = NodeConfig {
+        name: config.node_name.clone(),
+        ip: config.node_ip,
+        data_dir: config.data_dir.clone(),
+        labels: config.labels.clone(),
+        runtime_version: config.runtime_version.clone(),
+    };
+    let readiness: Arc<Mutex<Result<(), String>>> =
+        Arc::new(Mutex::new(Err("container runtime network not ready: waiting for the node's podCIDR".into())));
+    let registered = node::register(&client, &node_config, &readiness.lock().expect("not poisoned").clone()).await?;
+    let heartbeat = {
+        let (client, node_config, registered, readiness) = (client.clone(), node_config.clone(), registered.clone(), readiness.clone());
+        tokio::spawn(node::heartbeat_forever(client, node_config, registered, move || {
+            readiness.lock().map(|r| r.clone()).unwrap_or_else(|_| Err("agent state poisoned".into()))
+        }))
+    };
+    let _heartbeat = AbortOnDrop(heartbeat);
+    let cidr = node::wait_for_pod_cidr(&client, &config.node_name).await?;
+    network.init(&cidr).await.map_err(|source| Error::Network { cidr: cidr.clone(), source })?;
+    *readiness.lock().expect("not poisoned") = Ok(());
+    // Report Ready now rather than at the next tick.
+    if let Err(e) = node::report(&client, &node_config, &registered, &Ok(()), None, true).await {
+        tracing::warn!(error = %e, "reporting the node ready; the heartbeat retries");
+    }
+    tracing::info!(node = %config.node_name, %cidr, "node ready");
+    let ctx = Arc::new(PodContext {
+        client: client.clone(),
+        node_name: config.node_name.clone(),
+        node_ip: config.node_ip,
+        runtime,
+        network,
+        volumes: VolumeHost { client, pods_dir: config.data_dir.join("pods"), node_name: config.node_name.clone() },
+        dns: config.dns.clone(),
+        logs_dir: config.data_dir.join("logs"),
+        cgroup_parent: "/kybern".into(),
+        backoff: config.backoff,
+        static_pods_dir: config.static_pods_dir.clone(),
+    });
+    pods::run(ctx).await?;
+    Ok(())
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}

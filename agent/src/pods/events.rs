@@ -1,0 +1,51 @@
+//! Events about a pod, as the kubelet records them (source component "kubelet", the node as
+//! host, `spec.containers{name}` as the field path), best effort.
+
+use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference, Pod};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, PostParams};
+use kube::{Client, ResourceExt};
+
+pub const NORMAL: &str = "Normal";
+pub const WARNING: &str = "Warning";
+
+/// The field path naming a container in events (`spec.initContainers{setup}`).
+pub fn field_path(init: bool, container: &str) -> String {
+    if init {
+        format!("spec.initContainers{{{container}}}")
+    } else {
+        format!("spec.containers{{{container}}}")
+    }
+}
+
+/// Records an event; a failure is logged and otherwise ignored, as the kubelet does.
+pub async fn record(client: &Client, node: &str, pod: &Pod, field_path: Option<String>, type_: &str, reason: &str, message: &str) {
+    let ns = pod.namespace().unwrap_or_else(|| "default".into());
+    let now = Time(Timestamp::now());
+    let event = Event {
+        metadata: ObjectMeta { generate_name: Some(format!("{}.", pod.name_any())), namespace: Some(ns.clone()), ..Default::default() },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(pod.name_any()),
+            namespace: Some(ns.clone()),
+            uid: pod.uid(),
+            field_path,
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(type_.into()),
+        source: Some(EventSource { component: Some("kubelet".into()), host: Some(node.into()) }),
+        reporting_component: Some("kubelet".into()),
+        reporting_instance: Some(node.into()),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        ..Default::default()
+    };
+    if let Err(e) = Api::<Event>::namespaced(client.clone(), &ns).create(&PostParams::default(), &event).await {
+        tracing::debug!(pod = %pod.name_any(), reason, error = %e, "recording an event failed");
+    }
+}
