@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use async_trait::async_trait;
 
 pub mod fake;
+pub mod ipam;
 pub mod linux;
+mod netns;
 
 /// The name of the bridge pods are attached to.
 pub const BRIDGE: &str = "kybern0";
@@ -32,6 +34,23 @@ pub enum Error {
     BadCidr(String),
     #[error("the network is not initialised; call init with the node's podCIDR first")]
     NotInitialised,
+    /// A pod UID names files under the state dir, so it must be one plain path component.
+    #[error("invalid pod UID {0:?}")]
+    InvalidUid(String),
+}
+
+/// Checks that `uid` can name a file under the state dir: non-empty, no `/`, not `.`/`..`.
+pub fn check_uid(uid: &str) -> Result<()> {
+    let plain = !uid.is_empty()
+        && uid != "."
+        && uid != ".."
+        && !uid.starts_with('.')
+        && !uid.contains(['/', '\0']);
+    if plain {
+        Ok(())
+    } else {
+        Err(Error::InvalidUid(uid.to_string()))
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,1 +1,389 @@
-//! [`Network`](super::Network) on the host's kernel through netlink.
+//! [`Network`](super::Network) on the host's kernel through netlink: a bridge holding the
+//! podCIDR's gateway address, per pod a sandbox of namespace files (see `netns`), a veth
+//! pair from the bridge to `eth0` in the pod, and an address from [`Ipam`].
+//!
+//! State under the state dir: `ns/<uid>/{net,ipc,uts}` and `ipam/<ip>`. Everything else
+//! (links, addresses, routes) is found again by name, so every step can be repeated.
+
+use std::fs::File;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::{
+    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+};
+
+use super::ipam::{Cidr, Ipam};
+use super::{check_uid, netns, Error, Network, Result, Sandbox, SandboxRequest, BRIDGE};
+
+/// The interface name pods see.
+const POD_IFACE: &str = "eth0";
+
+const EEXIST: i32 = 17;
+const ENODEV: i32 = 19;
+
+/// Pod networking on this host.
+#[derive(Debug)]
+pub struct HostNetwork {
+    state_dir: PathBuf,
+    bridge: String,
+    ipam: Ipam,
+    /// Set by `init`; `setup` needs it.
+    cidr: Mutex<Option<Cidr>>,
+    /// One sandbox change at a time: setup and teardown of the same UID must not interleave,
+    /// and each takes milliseconds.
+    changes: tokio::sync::Mutex<()>,
+}
+
+/// The host end of a pod's veth: `veth` and 8 hex digits of SHA-256 of the UID, 12 characters
+/// (the kernel allows 15), the same after every restart.
+pub fn host_veth_name(uid: &str) -> String {
+    let digest = ring::digest::digest(&ring::digest::SHA256, uid.as_bytes());
+    let hex: String = digest.as_ref()[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("veth{hex}")
+}
+
+fn netlink_err(op: &'static str) -> impl FnOnce(rtnetlink::Error) -> Error {
+    move |e| Error::Netlink {
+        op,
+        message: e.to_string(),
+    }
+}
+
+fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { context, source }
+}
+
+/// The kernel's errno in a netlink error, as a positive number.
+fn errno(e: &rtnetlink::Error) -> Option<i32> {
+    match e {
+        rtnetlink::Error::NetlinkError(msg) => Some(msg.raw_code().abs()),
+        _ => None,
+    }
+}
+
+/// Treats "already exists" as done, for steps that are repeated after a restart.
+fn exists_ok(result: Result<(), rtnetlink::Error>, op: &'static str) -> Result<()> {
+    match result {
+        Err(e) if errno(&e) != Some(EEXIST) => Err(netlink_err(op)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// A netlink connection in the agent's own network namespace.
+fn host_handle() -> Result<Handle> {
+    let (connection, handle, _) =
+        rtnetlink::new_connection().map_err(io_err("open a netlink socket".into()))?;
+    tokio::spawn(connection);
+    Ok(handle)
+}
+
+/// A netlink connection in the network namespace at `netns`: the socket is opened by a
+/// thread inside it and stays bound to it, while the connection runs on this runtime.
+async fn pod_handle(netns: &Path) -> Result<Handle> {
+    let runtime = tokio::runtime::Handle::current();
+    let netns = netns.to_path_buf();
+    let (connection, handle, _) = tokio::task::spawn_blocking(move || {
+        netns::in_netns(&netns, move || {
+            let _entered = runtime.enter();
+            rtnetlink::new_connection().map_err(io_err("open a netlink socket in the pod".into()))
+        })
+    })
+    .await
+    .map_err(|e| io_err("open a netlink socket in the pod".into())(std::io::Error::other(e)))??;
+    tokio::spawn(connection);
+    Ok(handle)
+}
+
+/// The index of the link called `name`, if there is one.
+async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>> {
+    match handle
+        .link()
+        .get()
+        .match_name(name)
+        .execute()
+        .try_next()
+        .await
+    {
+        Ok(link) => Ok(link.map(|l| l.header.index)),
+        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
+        Err(e) => Err(netlink_err("get link")(e)),
+    }
+}
+
+async fn delete_link(handle: &Handle, name: &str) -> Result<()> {
+    if let Some(index) = link_index(handle, name).await? {
+        match handle.link().del(index).execute().await {
+            Err(e) if errno(&e) != Some(ENODEV) => return Err(netlink_err("delete link")(e)),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+async fn set_up(handle: &Handle, index: u32) -> Result<()> {
+    handle
+        .link()
+        .set(LinkUnspec::new_with_index(index).up().build())
+        .execute()
+        .await
+        .map_err(netlink_err("set link up"))
+}
+
+impl HostNetwork {
+    /// Pods on the bridge `kybern0`, state under `state_dir` (e.g. `<data>/network`).
+    pub fn new(state_dir: PathBuf) -> Self {
+        Self::with_bridge(state_dir, BRIDGE)
+    }
+
+    /// Like [`new`](Self::new) with another bridge name (at most 15 characters); tests use
+    /// names of their own so they never touch a real node's bridge.
+    pub fn with_bridge(state_dir: PathBuf, bridge: &str) -> Self {
+        Self {
+            ipam: Ipam::new(state_dir.join("ipam")),
+            state_dir,
+            bridge: bridge.to_string(),
+            cidr: Mutex::new(None),
+            changes: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn bridge(&self) -> &str {
+        &self.bridge
+    }
+
+    /// Address reservations on disk: (address, pod UID).
+    pub fn reservations(&self) -> Result<Vec<(Ipv4Addr, String)>> {
+        self.ipam.reservations()
+    }
+
+    /// Deletes the bridge (a no-op when it is not there). For tests and node removal; pods'
+    /// veths go with their sandboxes.
+    pub async fn remove_bridge(&self) -> Result<()> {
+        delete_link(&host_handle()?, &self.bridge).await
+    }
+
+    fn ns_root(&self) -> PathBuf {
+        self.state_dir.join("ns")
+    }
+
+    fn sandbox(&self, uid: &str, ip: Ipv4Addr) -> Sandbox {
+        let dir = self.ns_root().join(uid);
+        Sandbox {
+            uid: uid.to_string(),
+            netns: dir.join("net"),
+            ipc_ns: dir.join("ipc"),
+            uts_ns: dir.join("uts"),
+            ip,
+        }
+    }
+
+    fn cidr(&self) -> Result<Cidr> {
+        self.cidr
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ok_or(Error::NotInitialised)
+    }
+
+    /// Links the sandbox to the bridge and configures its side. `fresh`: its namespaces were
+    /// just made, so a host veth of the same name belongs to an older sandbox.
+    async fn connect(&self, sandbox: &Sandbox, cidr: &Cidr, fresh: bool) -> Result<()> {
+        let host = host_handle()?;
+        let bridge = link_index(&host, &self.bridge)
+            .await?
+            .ok_or(Error::NotInitialised)?;
+        let veth = host_veth_name(&sandbox.uid);
+        let mut existing = link_index(&host, &veth).await?;
+        if fresh && existing.is_some() {
+            delete_link(&host, &veth).await?;
+            existing = None;
+        }
+        match existing {
+            Some(index) => host
+                .link()
+                .set(
+                    LinkUnspec::new_with_index(index)
+                        .controller(bridge)
+                        .up()
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(netlink_err("attach veth to bridge"))?,
+            None => {
+                // The peer is created straight in the pod's namespace under its final name,
+                // as `ip link add vethX type veth peer name eth0 netns <file>`; no other
+                // name ever shows up on the host.
+                let netns = File::open(&sandbox.netns)
+                    .map_err(io_err(format!("open {}", sandbox.netns.display())))?;
+                let peer = LinkMessageBuilder::<LinkUnspec>::new()
+                    .name(POD_IFACE)
+                    .setns_by_fd(netns.as_raw_fd())
+                    .build();
+                let pair = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(InfoKind::Veth)
+                    .name(veth.clone())
+                    .controller(bridge)
+                    .up()
+                    .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+                    .build();
+                host.link()
+                    .add(pair)
+                    .execute()
+                    .await
+                    .map_err(netlink_err("create veth pair"))?;
+            }
+        }
+
+        let pod = pod_handle(&sandbox.netns).await?;
+        let lo = link_index(&pod, "lo").await?.ok_or(Error::Netlink {
+            op: "find lo in the pod",
+            message: "no such link".into(),
+        })?;
+        set_up(&pod, lo).await?;
+        let eth0 = link_index(&pod, POD_IFACE).await?.ok_or(Error::Netlink {
+            op: "find eth0 in the pod",
+            message: "no such link".into(),
+        })?;
+        exists_ok(
+            pod.address()
+                .add(eth0, IpAddr::V4(sandbox.ip), cidr.prefix())
+                .execute()
+                .await,
+            "add the pod's address",
+        )?;
+        // Up before the route: the kernel refuses a gateway behind a link that is down.
+        set_up(&pod, eth0).await?;
+        let default = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(cidr.gateway())
+            .build();
+        exists_ok(
+            pod.route().add(default).execute().await,
+            "add the pod's default route",
+        )
+    }
+
+    async fn teardown_locked(&self, uid: &str) -> Result<()> {
+        delete_link(&host_handle()?, &host_veth_name(uid)).await?;
+        let dir = self.ns_root().join(uid);
+        tokio::task::spawn_blocking(move || netns::remove(&dir))
+            .await
+            .map_err(|e| io_err("remove namespaces".into())(std::io::Error::other(e)))??;
+        self.ipam.release(uid)
+    }
+}
+
+#[async_trait]
+impl Network for HostNetwork {
+    async fn init(&self, pod_cidr: &str) -> Result<()> {
+        let cidr = Cidr::parse(pod_cidr)?;
+        let host = host_handle()?;
+        if link_index(&host, &self.bridge).await?.is_none() {
+            exists_ok(
+                host.link()
+                    .add(LinkBridge::new(&self.bridge).build())
+                    .execute()
+                    .await,
+                "create bridge",
+            )?;
+        }
+        let bridge = link_index(&host, &self.bridge)
+            .await?
+            .ok_or(Error::Netlink {
+                op: "find bridge",
+                message: format!("{} vanished after creation", self.bridge),
+            })?;
+        exists_ok(
+            host.address()
+                .add(bridge, IpAddr::V4(cidr.gateway()), cidr.prefix())
+                .execute()
+                .await,
+            "add the gateway address to the bridge",
+        )?;
+        set_up(&host, bridge).await?;
+        // Pods reach other nodes and the world through the host.
+        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+            .map_err(io_err("enable net.ipv4.ip_forward".into()))?;
+        *self.cidr.lock().unwrap_or_else(|e| e.into_inner()) = Some(cidr);
+        tracing::info!(bridge = %self.bridge, %cidr, "pod network ready");
+        Ok(())
+    }
+
+    async fn setup(&self, req: &SandboxRequest) -> Result<Sandbox> {
+        check_uid(&req.uid)?;
+        let cidr = self.cidr()?;
+        let _change = self.changes.lock().await;
+        let ip = self.ipam.reserve(&cidr, &req.uid)?;
+        let sandbox = self.sandbox(&req.uid, ip);
+        let dir = self.ns_root().join(&req.uid);
+        let fresh = !netns::all_mounted(&dir);
+        if fresh {
+            // Whatever is left of an older sandbox (a reboot leaves the empty files) goes.
+            let hostname = req.hostname.clone();
+            let made = tokio::task::spawn_blocking(move || {
+                netns::remove(&dir)?;
+                netns::create(&dir, &hostname)
+            })
+            .await
+            .map_err(|e| io_err("create namespaces".into())(std::io::Error::other(e)))?;
+            if let Err(e) = made {
+                self.ipam.release(&req.uid)?;
+                return Err(e);
+            }
+        }
+        match self.connect(&sandbox, &cidr, fresh).await {
+            Ok(()) => {
+                tracing::info!(uid = %req.uid, pod = %format!("{}/{}", req.namespace, req.name), %ip, fresh, "pod sandbox ready");
+                Ok(sandbox)
+            }
+            Err(e) => {
+                // A sandbox made just now is undone; one that existed before is left for the
+                // caller to retry or tear down, since containers may be in it.
+                if fresh {
+                    if let Err(undo) = self.teardown_locked(&req.uid).await {
+                        tracing::warn!(uid = %req.uid, error = %undo, "undoing a failed sandbox");
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn teardown(&self, uid: &str) -> Result<()> {
+        check_uid(uid)?;
+        let _change = self.changes.lock().await;
+        self.teardown_locked(uid).await
+    }
+
+    async fn sandboxes(&self) -> Result<Vec<String>> {
+        let mut uids: Vec<String> = self
+            .ipam
+            .reservations()?
+            .into_iter()
+            .map(|(_, uid)| uid)
+            .collect();
+        match std::fs::read_dir(self.ns_root()) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry =
+                        entry.map_err(io_err(format!("read {}", self.ns_root().display())))?;
+                    if let Some(name) = entry.file_name().to_str() {
+                        uids.push(name.to_string());
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err(format!("read {}", self.ns_root().display()))(e)),
+        }
+        uids.sort();
+        uids.dedup();
+        Ok(uids)
+    }
+}

@@ -1,0 +1,395 @@
+//! Pod networking on the real kernel (root only): sandboxes get namespaces joinable by path,
+//! an address on eth0 and a default route; pods reach each other and the host reaches them
+//! over the bridge; teardown leaves nothing behind; a restarted agent finds its sandboxes.
+//! Each test uses a bridge and a /24 of its own, sends traffic only between its own
+//! namespaces and the bridge, and removes all it made on drop, also when it fails.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use agent::network::linux::{host_veth_name, HostNetwork};
+use agent::network::{Error, Network, Sandbox, SandboxRequest};
+use nix::sched::{setns, CloneFlags};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// What a test made on the host, removed on drop with plain tools (not the code under test).
+struct Guard {
+    state: tempfile::TempDir,
+    bridge: String,
+    cidr: String,
+    prefix: String,
+    forward_before: String,
+}
+
+impl Guard {
+    /// A unique bridge name (`kybt` + 8 hex digits) and a 10.251.N.0/24 no route on this host
+    /// mentions yet.
+    fn new() -> Guard {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let uid = status
+            .lines()
+            .find(|l| l.starts_with("Uid:"))
+            .unwrap_or_default();
+        assert_eq!(
+            uid.split_whitespace().nth(1),
+            Some("0"),
+            "network tests run as root"
+        );
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let bridge = format!("kybt{:08x}", (std::process::id() << 4) ^ n);
+        let routes = output("ip", &["-4", "route", "show", "table", "all"]);
+        let addrs = output("ip", &["-4", "addr"]);
+        let third = (0..250)
+            .map(|i| (std::process::id() + n * 7 + i) % 250 + 1)
+            .find(|t| {
+                let prefix = format!("10.251.{t}.");
+                !routes.contains(&prefix) && !addrs.contains(&prefix)
+            })
+            .expect("a free 10.251.x.0/24");
+        Guard {
+            state: tempfile::Builder::new()
+                .prefix("kybern-net-")
+                .tempdir()
+                .unwrap(),
+            bridge,
+            cidr: format!("10.251.{third}.0/24"),
+            prefix: format!("10.251.{third}."),
+            forward_before: std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        }
+    }
+
+    fn network(&self) -> HostNetwork {
+        HostNetwork::with_bridge(self.state.path().join("network"), &self.bridge)
+    }
+
+    fn ip(&self, last: u8) -> Ipv4Addr {
+        format!("{}{last}", self.prefix).parse().unwrap()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let ns_root = self.state.path().join("network/ns");
+        for sandbox in std::fs::read_dir(&ns_root).into_iter().flatten().flatten() {
+            let uid = sandbox.file_name().to_string_lossy().to_string();
+            let _ = Command::new("ip")
+                .args(["link", "del", &host_veth_name(&uid)])
+                .output();
+            for kind in ["net", "ipc", "uts"] {
+                let _ = Command::new("umount")
+                    .arg("-l")
+                    .arg(sandbox.path().join(kind))
+                    .output();
+            }
+        }
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .output();
+        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &self.forward_before);
+    }
+}
+
+fn output(program: &str, args: &[&str]) -> String {
+    let out = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `cmd` run by nsenter(1) in the namespace file `ns` of kind `flag` ("--net", "--uts").
+fn in_ns(flag: &str, ns: &Path, cmd: &[&str]) -> String {
+    let mut args = vec![format!("{flag}={}", ns.display())];
+    args.extend(cmd.iter().map(|s| s.to_string()));
+    let out = Command::new("nsenter")
+        .args(&args)
+        .output()
+        .expect("nsenter");
+    assert!(
+        out.status.success(),
+        "nsenter {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn link_exists(name: &str) -> bool {
+    Command::new("ip")
+        .args(["link", "show", name])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+fn mounted(path: &Path) -> bool {
+    let needle = path.to_string_lossy().to_string();
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.contains(&needle))
+}
+
+fn inode(path: impl AsRef<Path>) -> u64 {
+    std::fs::metadata(path).unwrap().ino()
+}
+
+fn req(uid: &str, hostname: &str) -> SandboxRequest {
+    SandboxRequest {
+        uid: uid.into(),
+        namespace: "default".into(),
+        name: hostname.into(),
+        hostname: hostname.into(),
+    }
+}
+
+/// Runs `f` on a thread inside the network namespace `netns`.
+fn spawn_in_netns<T: Send + 'static>(
+    netns: &Path,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    let file = std::fs::File::open(netns).unwrap();
+    std::thread::spawn(move || {
+        setns(&file, CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+/// Sends "ping" to `addr` and returns the reply line.
+fn ping(addr: SocketAddr) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    stream.write_all(b"ping\n").unwrap();
+    let mut reply = String::new();
+    BufReader::new(stream).read_line(&mut reply).unwrap();
+    reply.trim().to_string()
+}
+
+fn assert_configured(sandbox: &Sandbox, gateway: Ipv4Addr) {
+    let addrs = in_ns(
+        "--net",
+        &sandbox.netns,
+        &["ip", "-4", "-o", "addr", "show", "dev", "eth0"],
+    );
+    assert!(
+        addrs.contains(&format!("inet {}/24", sandbox.ip)),
+        "{}: eth0 has {addrs:?}",
+        sandbox.uid
+    );
+    let links = in_ns("--net", &sandbox.netns, &["ip", "-o", "link", "show", "up"]);
+    assert!(
+        links.contains("eth0") && links.contains("lo"),
+        "{}: links up: {links:?}",
+        sandbox.uid
+    );
+    let routes = in_ns(
+        "--net",
+        &sandbox.netns,
+        &["ip", "-4", "route", "show", "default"],
+    );
+    assert!(
+        routes.contains(&format!("default via {gateway} dev eth0")),
+        "{}: default route {routes:?}",
+        sandbox.uid
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_get_namespaces_and_addresses_and_reach_each_other_over_the_bridge() {
+    let guard = Guard::new();
+    let net = guard.network();
+    assert!(matches!(
+        net.setup(&req("pod-a", "alpha")).await,
+        Err(Error::NotInitialised)
+    ));
+    net.init(&guard.cidr).await.unwrap();
+    net.init(&guard.cidr).await.expect("init is idempotent");
+    let bridge_addrs = output("ip", &["-4", "-o", "addr", "show", "dev", &guard.bridge]);
+    assert!(
+        bridge_addrs.contains(&format!("inet {}/24", guard.ip(1))),
+        "bridge has {bridge_addrs:?}"
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
+            .unwrap()
+            .trim(),
+        "1"
+    );
+
+    let a = net.setup(&req("pod-a", "alpha")).await.unwrap();
+    let b = net.setup(&req("pod-b", "bravo")).await.unwrap();
+    assert_eq!(
+        (a.ip, b.ip),
+        (guard.ip(2), guard.ip(3)),
+        "first addresses after the gateway"
+    );
+    for (sandbox, hostname) in [(&a, "alpha"), (&b, "bravo")] {
+        assert_configured(sandbox, guard.ip(1));
+        let seen = in_ns(
+            "--uts",
+            &sandbox.uts_ns,
+            &["cat", "/proc/sys/kernel/hostname"],
+        );
+        assert_eq!(seen.trim(), hostname, "{}: hostname", sandbox.uid);
+        for (ns, own) in [
+            (&sandbox.netns, "net"),
+            (&sandbox.ipc_ns, "ipc"),
+            (&sandbox.uts_ns, "uts"),
+        ] {
+            assert_ne!(
+                inode(ns),
+                inode(format!("/proc/self/ns/{own}")),
+                "{}: {own} is the host's",
+                sandbox.uid
+            );
+        }
+        assert!(
+            link_exists(&host_veth_name(&sandbox.uid)),
+            "{}: host veth",
+            sandbox.uid
+        );
+    }
+    assert_eq!(
+        net.setup(&req("pod-a", "alpha")).await.unwrap(),
+        a,
+        "setup again returns the same sandbox"
+    );
+
+    // B listens on its address; A and then the host (the agent's probes) connect to it.
+    let b_ip = b.ip;
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let server = spawn_in_netns(&b.netns, move || {
+        let listener = TcpListener::bind((b_ip, 0)).unwrap();
+        port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+        let mut peers = Vec::new();
+        for _ in 0..2 {
+            let (mut stream, peer) = listener.accept().unwrap();
+            let mut line = String::new();
+            BufReader::new(stream.try_clone().unwrap())
+                .read_line(&mut line)
+                .unwrap();
+            writeln!(stream, "pong from bravo to {}", line.trim()).unwrap();
+            peers.push(peer.ip());
+        }
+        peers
+    });
+    let port = port_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("B listens");
+    let target = SocketAddr::from((b.ip, port));
+    let from_a = spawn_in_netns(&a.netns, move || ping(target))
+        .join()
+        .unwrap();
+    assert_eq!(from_a, "pong from bravo to ping");
+    let from_host = tokio::task::spawn_blocking(move || ping(target))
+        .await
+        .unwrap();
+    assert_eq!(from_host, "pong from bravo to ping");
+    let peers = server.join().unwrap();
+    assert_eq!(
+        peers,
+        vec![a.ip, guard.ip(1)],
+        "A came from its own address, the host from the gateway"
+    );
+
+    // Teardown leaves no veth, namespace file, mount or reservation of A.
+    net.teardown("pod-a").await.unwrap();
+    assert!(!link_exists(&host_veth_name("pod-a")), "A's veth is gone");
+    for ns in [&a.netns, &a.ipc_ns, &a.uts_ns] {
+        assert!(!ns.exists(), "{} is gone", ns.display());
+        assert!(!mounted(ns), "{} is unmounted", ns.display());
+    }
+    assert_eq!(
+        net.reservations().unwrap(),
+        vec![(b.ip, "pod-b".to_string())]
+    );
+    assert_eq!(net.sandboxes().await.unwrap(), vec!["pod-b".to_string()]);
+    net.teardown("pod-a")
+        .await
+        .expect("teardown again is a no-op");
+    net.teardown("never-was")
+        .await
+        .expect("teardown of an unknown pod is a no-op");
+
+    // A restarted agent: the same state dir gives B the same address and namespaces.
+    let b_netns_inode = inode(&b.netns);
+    drop(net);
+    let restarted = guard.network();
+    restarted.init(&guard.cidr).await.unwrap();
+    assert_eq!(
+        restarted.sandboxes().await.unwrap(),
+        vec!["pod-b".to_string()]
+    );
+    let again = restarted.setup(&req("pod-b", "bravo")).await.unwrap();
+    assert_eq!(again, b, "B after a restart");
+    assert_eq!(
+        inode(&again.netns),
+        b_netns_inode,
+        "B keeps its network namespace"
+    );
+    assert_configured(&again, guard.ip(1));
+    // The address A freed is not the next one handed out (round-robin).
+    let c = restarted.setup(&req("pod-c", "charlie")).await.unwrap();
+    assert_eq!(c.ip, guard.ip(4));
+
+    restarted.teardown("pod-b").await.unwrap();
+    restarted.teardown("pod-c").await.unwrap();
+    assert_eq!(restarted.sandboxes().await.unwrap(), Vec::<String>::new());
+    assert!(restarted.reservations().unwrap().is_empty());
+    restarted.remove_bridge().await.unwrap();
+    assert!(!link_exists(&guard.bridge), "bridge removed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_whose_namespaces_are_gone_is_made_again_with_its_address() {
+    let guard = Guard::new();
+    let net = guard.network();
+    net.init(&guard.cidr).await.unwrap();
+    let first = net.setup(&req("pod-r", "romeo")).await.unwrap();
+    let old_inode = inode(&first.netns);
+
+    // As after a reboot: the namespace files are plain empty files; the veth died with the
+    // network namespace.
+    for ns in [&first.netns, &first.ipc_ns, &first.uts_ns] {
+        let status = Command::new("umount").arg(ns).status().unwrap();
+        assert!(status.success(), "umount {}", ns.display());
+    }
+    let veth = host_veth_name("pod-r");
+    for _ in 0..200 {
+        if !link_exists(&veth) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!link_exists(&veth), "the veth went with its namespace");
+
+    let remade = net.setup(&req("pod-r", "romeo")).await.unwrap();
+    assert_eq!(remade, first, "same paths and address");
+    assert_ne!(inode(&remade.netns), old_inode, "a new network namespace");
+    assert_configured(&remade, guard.ip(1));
+    let seen = in_ns(
+        "--uts",
+        &remade.uts_ns,
+        &["cat", "/proc/sys/kernel/hostname"],
+    );
+    assert_eq!(seen.trim(), "romeo");
+
+    // A teardown interrupted after the namespaces went is finished by the next one.
+    for ns in [&remade.netns, &remade.ipc_ns, &remade.uts_ns] {
+        Command::new("umount").arg(ns).status().unwrap();
+        std::fs::remove_file(ns).unwrap();
+    }
+    net.teardown("pod-r").await.unwrap();
+    assert!(net.sandboxes().await.unwrap().is_empty());
+    assert!(net.reservations().unwrap().is_empty());
+    net.remove_bridge().await.unwrap();
+}
