@@ -219,10 +219,9 @@ async fn pods_get_namespaces_and_addresses_and_reach_each_other_over_the_bridge(
         "bridge has {bridge_addrs:?}"
     );
     assert_eq!(
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
-            .unwrap()
-            .trim(),
-        "1"
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        guard.forward_before,
+        "forwarding is left alone unless asked for"
     );
 
     let a = net.setup(&req("pod-a", "alpha")).await.unwrap();

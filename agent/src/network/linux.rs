@@ -38,6 +38,8 @@ pub struct HostNetwork {
     /// One sandbox change at a time: setup and teardown of the same UID must not interleave,
     /// and each takes milliseconds.
     changes: tokio::sync::Mutex<()>,
+    /// Whether `init` turns on IPv4 forwarding (see [`HostNetwork::forwarding`]).
+    forward: bool,
 }
 
 /// The host end of a pod's veth: `veth` and 8 hex digits of SHA-256 of the UID, 12 characters
@@ -153,7 +155,17 @@ impl HostNetwork {
             bridge: bridge.to_string(),
             cidr: Mutex::new(None),
             changes: tokio::sync::Mutex::new(()),
+            forward: false,
         }
+    }
+
+    /// Turn on the host's IPv4 forwarding in `init`, so pods reach beyond this host (other
+    /// nodes, the outside world). Off by default: a single node needs none (pods reach each
+    /// other over the bridge and the host directly), and with it off no packet from a pod
+    /// can leave the machine through the host's default route.
+    pub fn forwarding(mut self, on: bool) -> Self {
+        self.forward = on;
+        self
     }
 
     pub fn bridge(&self) -> &str {
@@ -308,9 +320,10 @@ impl Network for HostNetwork {
             "add the gateway address to the bridge",
         )?;
         set_up(&host, bridge).await?;
-        // Pods reach other nodes and the world through the host.
-        std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
-            .map_err(io_err("enable net.ipv4.ip_forward".into()))?;
+        if self.forward {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+                .map_err(io_err("enable net.ipv4.ip_forward".into()))?;
+        }
         *self.cidr.lock().unwrap_or_else(|e| e.into_inner()) = Some(cidr);
         tracing::info!(bridge = %self.bridge, %cidr, "pod network ready");
         Ok(())
