@@ -55,6 +55,7 @@
 //! noisy (15–25 % between identical runs), so compare several runs.
 
 mod deployment;
+mod pods;
 mod procs;
 mod report;
 mod scheduler;
@@ -84,6 +85,9 @@ enum BenchCommand {
     Scheduler(scheduler::SchedulerArgs),
     /// Roll a large Deployment out on simulated nodes: times and the controllers' memory.
     Deployment(deployment::DeploymentArgs),
+    /// Pod startup latency with real containers (root): create to Ready for 1, 10 and 30
+    /// pods at once, and the agent's memory.
+    Pods(pods::PodsArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -148,6 +152,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             tokio::select! {
                 r = deployment::run(a) => r,
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; started processes are killed"),
+            }
+        }
+        BenchCommand::Pods(a) => {
+            tokio::select! {
+                r = pods::run(a) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; started processes are killed; run `kybern agent --reset --bridge kybbench0 --agent-dir DIR` for the node"),
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The `kybern` command: one binary, each role a subcommand.
 
 mod bench;
+mod node_agent;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,7 +26,8 @@ enum Command {
     Controller(ControllerArgs),
     /// Benchmarks that print figures (`kybern bench api|scheduler|deployment`).
     Bench(bench::BenchArgs),
-    /// Run a node agent; today only simulated nodes (`--simulate N`) for scale tests.
+    /// Run the node agent: register this host as a node and run its pods on containerd
+    /// (or, with `--simulate N`, N simulated nodes for scale tests).
     Agent(AgentArgs),
 }
 
@@ -34,6 +36,12 @@ struct AgentArgs {
     /// Simulate this many nodes (no containers; bound pods are reported Running).
     #[arg(long, value_name = "N")]
     simulate: Option<usize>,
+    /// Stop and remove every container, pod sandbox and pod volume the agent made, remove
+    /// its bridge, stop its private containerd, and exit. Images stay.
+    #[arg(long, conflicts_with = "simulate")]
+    reset: bool,
+    #[command(flatten)]
+    node: node_agent::NodeArgs,
     /// The kubeconfig to reach the apiserver with.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -75,6 +83,8 @@ struct UpArgs {
     data_dir: PathBuf,
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    node: node_agent::NodeArgs,
 }
 
 #[derive(Args)]
@@ -107,7 +117,8 @@ struct CommonArgs {
     /// etcd client URLs, comma-separated (with --storage etcd).
     #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
     etcd_endpoints: Vec<String>,
-    /// Parts not to run: `controllers`, `scheduler`, or a control loop's name.
+    /// Parts not to run: `controllers`, `scheduler`, a control loop's name, or (with `up`)
+    /// `agent`.
     #[arg(long, value_delimiter = ',')]
     disable: Vec<String>,
     /// A KubeSchedulerConfiguration file (plugin weights, scoring strategy,
@@ -176,11 +187,13 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Server(args) => {
                 let scheduler = args.common.scheduler_config.clone();
-                serve(args.common.config(args.data_dir), scheduler, false).await
+                serve(args.common.config(args.data_dir), scheduler, None).await
             }
             Command::Up(args) => {
                 let scheduler = args.common.scheduler_config.clone();
-                serve(args.common.config(args.data_dir), scheduler, true).await
+                let mut node = args.node;
+                node.agent_dir.get_or_insert_with(|| args.data_dir.join("agent"));
+                serve(args.common.config(args.data_dir), scheduler, Some(node)).await
             }
             Command::Controller(args) => controller(args).await,
             Command::Bench(args) => bench::run(args).await,
@@ -216,7 +229,11 @@ fn load_scheduler_config(path: Option<&std::path::Path>) -> anyhow::Result<Optio
     .transpose()
 }
 
-async fn serve(config: Config, scheduler: Option<PathBuf>, up: bool) -> anyhow::Result<()> {
+/// The API server and the control loops; with `agent` (from `kybern up`), also the node
+/// agent for this host unless `--disable agent`.
+async fn serve(config: Config, scheduler: Option<PathBuf>, agent: Option<node_agent::NodeArgs>) -> anyhow::Result<()> {
+    let up = agent.is_some();
+    let agent = agent.filter(|_| !config.disable.iter().any(|d| d == "agent"));
     let scheduler = load_scheduler_config(scheduler.as_deref())?;
     let disable = config.disable.clone();
     let server = server::start(config).await?;
@@ -228,6 +245,15 @@ async fn serve(config: Config, scheduler: Option<PathBuf>, up: bool) -> anyhow::
             tracing::error!(error = format!("{e:#}"), "control loops stopped");
         }
     });
+    if let Some(node) = agent {
+        let client = client_from(&server.kubeconfig).await?;
+        tokio::spawn(async move {
+            if let Err(e) = node_agent::run(client, node).await {
+                tracing::error!(error = format!("{e:#}"), "the node agent stopped");
+                eprintln!("error: the node agent stopped: {e:#}");
+            }
+        });
+    }
     println!("ready {}", server.url);
     if up {
         eprintln!(
@@ -241,19 +267,28 @@ async fn serve(config: Config, scheduler: Option<PathBuf>, up: bool) -> anyhow::
     }
 }
 
+async fn client_from(path: &std::path::Path) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    Ok(kube::Client::try_from(config)?)
+}
+
 async fn agent(args: AgentArgs) -> anyhow::Result<()> {
-    let Some(count) = args.simulate else {
-        eprintln!("error: the real node agent is not implemented yet; only simulated nodes are (kybern agent --simulate N --kubeconfig K)");
-        std::process::exit(2);
-    };
+    if args.reset {
+        return node_agent::reset(args.node).await;
+    }
     let Some(path) = args.kubeconfig else {
         eprintln!("error: --kubeconfig (or $KUBECONFIG) is required");
         std::process::exit(2);
     };
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path)
-        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    let client = kube::Client::try_from(config)?;
+    let client = client_from(&path).await?;
+    let Some(count) = args.simulate else {
+        return tokio::select! {
+            r = node_agent::run(client, args.node) => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        };
+    };
     let sim = agent::simulate::SimConfig {
         name_prefix: args.name_prefix,
         cpu: args.cpu,

@@ -1,0 +1,263 @@
+//! `kybern bench pods` (root): pod startup latency on this machine with real containers.
+//!
+//! The benchmark:
+//!
+//! 1. starts `kybern server` (every control loop and the scheduler; fresh temp data dir,
+//!    `--listen 127.0.0.1:0`);
+//! 2. registers a node with a /24 of 10.42.0.0/16 that no route of the host uses, and starts
+//!    `kybern agent` for it as its own process, on a private containerd under the temp dir,
+//!    with a bridge of its own and the busybox test image imported (so the image is
+//!    present, as the target assumes);
+//! 3. for each batch size (`--batches`, 1, 10 and 30) creates that many pods at once
+//!    (`sleep 3600`, no probes) and, through a watch opened before the creates, takes for
+//!    each pod the time from its create request to the watch event showing it Ready;
+//!    prints p50 and p99 per batch, then deletes the pods and waits until they are gone;
+//! 4. samples the agent's RSS while the largest batch runs, and its peak (VmHWM);
+//! 5. stops the agent, runs `kybern agent --reset` (containers, sandboxes, bridge, the
+//!    private containerd), and stops the server.
+//!
+//! Nothing here asserts on timings; compare several runs.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use serde_json::json;
+use tokio::sync::Mutex;
+
+use super::procs::{self, TempDir};
+use super::report::{Report, Row, Samples, Target, Unit, MIB};
+use super::workload;
+
+#[derive(Args)]
+pub struct PodsArgs {
+    /// Batch sizes: pods created at once, one batch after the other.
+    #[arg(long, value_delimiter = ',', default_value = "1,10,30")]
+    batches: Vec<usize>,
+    /// Rounds of each batch (the figures pool every round's pods).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Keep the temp dir (data, logs).
+    #[arg(long)]
+    keep: bool,
+}
+
+const NODE: &str = "bench-node";
+const BRIDGE: &str = "kybbench0";
+
+pub async fn run(args: PodsArgs) -> Result<()> {
+    let started = Instant::now();
+    let progress = |what: &str| eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
+    println!("# kybern bench pods");
+    println!();
+    println!(
+        "Pod startup on one real node (containerd, runc), {} cores, load average at start {}",
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        super::loadavg()
+    );
+    let tmp = TempDir::new("pods", args.keep)?;
+    let data_dir = tmp.sub("data")?;
+    let agent_dir = tmp.path.join("agent");
+    let busybox = agent::images::test_images::read(Path::new(agent::images::test_images::DEBIAN_BUSYBOX))
+        .context("reading Debian's busybox-static (scripts/install-deps.sh installs it)")?;
+    let image_tar = tmp.path.join("busybox.tar");
+    std::fs::write(&image_tar, agent::images::test_images::busybox_image(&busybox).to_layout_tar()?)?;
+    let server = procs::start_server_with(&data_dir, None, &tmp.path.join("server.log"), "").await?;
+    progress(&format!("server ready at {} (pid {})", server.url, server.proc.pid()));
+    let kubeconfig = data_dir.join("admin.kubeconfig");
+    let client = kube::Client::try_from(workload::client_config(&kubeconfig).await?)?;
+    let cidr = free_subnet()?;
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": NODE},
+        "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
+    }))?;
+    Api::<Node>::all(client.clone()).create(&PostParams::default(), &node).await.context("registering the node")?;
+    let exe = std::env::current_exe().context("finding the kybern executable")?;
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.args(["agent", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args(["--node-name", NODE, "--node-ip", "127.0.0.1", "--bridge", BRIDGE, "--agent-dir"])
+        .arg(&agent_dir)
+        .arg("--import")
+        .arg(&image_tar);
+    let agent = procs::spawn(cmd, "kybern agent", &tmp.path.join("agent.log"))?;
+    progress(&format!("agent started (pid {}) for node {NODE} with podCIDR {cidr}", agent.pid()));
+    let result = measure(&args, &client, agent.pid(), &progress).await;
+    let peak = procs::peak_rss_bytes(agent.pid());
+    agent.stop().await;
+    let reset = tokio::process::Command::new(&exe)
+        .args(["agent", "--reset", "--bridge", BRIDGE, "--agent-dir"])
+        .arg(&agent_dir)
+        .status()
+        .await;
+    if !reset.is_ok_and(|s| s.success()) {
+        eprintln!("kybern agent --reset failed; run it by hand: kybern agent --reset --bridge {BRIDGE} --agent-dir {}", agent_dir.display());
+    }
+    server.proc.stop().await;
+    let (batches, rss_with_largest) =
+        result.with_context(|| format!("see the logs in {} (run with --keep to keep them)", tmp.path.display()))?;
+
+    let mut report = Report::new("Pod startup: create to Ready, as seen through a watch (image present)");
+    for (n, samples) in &batches {
+        let mut p99 = Row::new(format!("{n} pod(s) at once: p99"), samples.p99_ms(), None, Unit::Ms);
+        if *n == 1 {
+            p99 = p99.target(Target::Below(1000.0));
+        }
+        report.row(Row::new(format!("{n} pod(s) at once: p50"), samples.p50_ms(), None, Unit::Ms));
+        report.row(p99);
+    }
+    let largest = batches.iter().map(|(n, _)| *n).max().unwrap_or(0);
+    report.row(Row::new(format!("agent RSS with {largest} pods running"), rss_with_largest as f64 / MIB, None, Unit::MiB).target(Target::Below(50.0)));
+    report.row(Row::new("agent peak RSS", peak? as f64 / MIB, None, Unit::MiB));
+    report.note(format!("{} round(s) per batch size; the agent runs as its own process with a private containerd", args.rounds));
+    report.print();
+    Ok(())
+}
+
+/// A /24 of 10.42.0.0/16 that no route of the host mentions.
+fn free_subnet() -> Result<String> {
+    let out = std::process::Command::new("ip").args(["-4", "route"]).output().context("running ip route")?;
+    let routes = String::from_utf8_lossy(&out.stdout);
+    (250..=254)
+        .rev()
+        .map(|third| format!("10.42.{third}.0/24"))
+        .find(|cidr| !routes.contains(&cidr[..cidr.len() - 4]))
+        .context("10.42.250-254.0/24 are all routed on this host; is another kybern running?")
+}
+
+async fn measure(
+    args: &PodsArgs,
+    client: &kube::Client,
+    agent_pid: u32,
+    progress: &dyn Fn(&str),
+) -> Result<(Vec<(usize, Samples)>, u64)> {
+    wait_ready(client, progress).await?;
+    let mut out = Vec::new();
+    let mut rss_largest = 0;
+    let largest = args.batches.iter().copied().max().unwrap_or(0);
+    for &n in &args.batches {
+        let mut all = Vec::new();
+        for round in 0..args.rounds {
+            let ns = format!("bench-{n}-{round}");
+            let times = batch(client, &ns, n).await?;
+            if n == largest {
+                rss_largest = rss_largest.max(procs::rss_bytes(agent_pid)?);
+            }
+            all.extend(times);
+            cleanup(client, &ns).await?;
+        }
+        let samples = Samples::new(all);
+        progress(&format!("{n} pod(s) at once: p50 {:.0} ms, p99 {:.0} ms", samples.p50_ms(), samples.p99_ms()));
+        out.push((n, samples));
+    }
+    Ok((out, rss_largest))
+}
+
+async fn wait_ready(client: &kube::Client, progress: &dyn Fn(&str)) -> Result<()> {
+    let nodes: Api<Node> = Api::all(client.clone());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let node = nodes.get(NODE).await?;
+        let ready = node.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        if ready {
+            progress("node Ready");
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the node did not become Ready within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Creates `n` pods at once in a fresh namespace; returns each one's create-to-Ready time.
+async fn batch(client: &kube::Client, ns: &str, n: usize) -> Result<Vec<Duration>> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?).await?;
+    let api: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    let ready: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
+    // The watch is open before the first create.
+    let list = api.list(&ListParams::default()).await?;
+    let rv = list.metadata.resource_version.unwrap_or_default();
+    let mut events = watcher::watch_object_changes(&api, &rv);
+    let creates = futures::future::try_join_all((0..n).map(|i| {
+        let (api, sent) = (api.clone(), sent.clone());
+        async move {
+            let name = format!("p{i}");
+            let pod: Pod = serde_json::from_value(json!({
+                "metadata": {"name": name},
+                "spec": {
+                    "terminationGracePeriodSeconds": 0,
+                    "containers": [{"name": "main", "image": agent::images::test_images::BUSYBOX_IMAGE,
+                        "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}],
+                },
+            }))?;
+            sent.lock().await.insert(name, Instant::now());
+            api.create(&PostParams::default(), &pod).await.context("creating a pod")?;
+            anyhow::Ok(())
+        }
+    }));
+    let watching = async {
+        let deadline = Instant::now() + Duration::from_secs(300);
+        while ready.lock().await.len() < n {
+            let next = tokio::time::timeout_at(deadline.into(), events.next()).await;
+            let Ok(Some(event)) = next else { bail!("pods not Ready within 300 s ({} of {n})", ready.lock().await.len()) };
+            if let Some(pod) = event? {
+                let is_ready = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                if is_ready {
+                    ready.lock().await.entry(pod.metadata.name.unwrap_or_default()).or_insert_with(Instant::now);
+                }
+            }
+        }
+        anyhow::Ok(())
+    };
+    let (created, watched) = tokio::join!(creates, watching);
+    created?;
+    watched?;
+    let sent = sent.lock().await;
+    let ready = ready.lock().await;
+    Ok(ready.iter().filter_map(|(name, at)| sent.get(name).map(|s| at.duration_since(*s))).collect())
+}
+
+async fn cleanup(client: &kube::Client, ns: &str) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces.delete(ns, &DeleteParams::default()).await?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while namespaces.get_opt(ns).await?.is_some() {
+        if Instant::now() > deadline {
+            bail!("namespace {ns} not gone within 120 s");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// Watch events of pods from a resourceVersion: each modified object, or `None` for others.
+mod watcher {
+    use futures::{Stream, StreamExt};
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, WatchEvent, WatchParams};
+
+    pub fn watch_object_changes<'a>(api: &'a Api<Pod>, rv: &'a str) -> impl Stream<Item = anyhow::Result<Option<Pod>>> + Unpin + 'a {
+        Box::pin(
+            futures::stream::once(async move { api.watch(&WatchParams::default().timeout(290), rv).await })
+                .map(|r| match r {
+                    Ok(s) => s.boxed(),
+                    Err(e) => futures::stream::once(async move { Err(e) }).boxed(),
+                })
+                .flatten()
+                .map(|e| match e {
+                    Ok(WatchEvent::Added(p)) | Ok(WatchEvent::Modified(p)) => Ok(Some(p)),
+                    Ok(_) => Ok(None),
+                    Err(e) => Err(anyhow::anyhow!("watching pods: {e}")),
+                }),
+        )
+    }
+}

@@ -1,0 +1,169 @@
+//! `kybern agent` (and the agent inside `kybern up`): flags to configuration, containerd
+//! (the one on --containerd-socket, or a private one under the data dir), image imports,
+//! and `--reset`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use agent::kubelet::AgentConfig;
+use agent::network::linux::HostNetwork;
+use agent::network::Network;
+use agent::runtime::containerd::{Containerd, DEFAULT_NAMESPACE};
+use agent::runtime::daemon::ContainerdDaemon;
+use agent::runtime::Runtime;
+use anyhow::Context;
+use clap::Args;
+
+#[derive(Args, Clone, Debug)]
+pub struct NodeArgs {
+    /// The node's name (default: this host's name).
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// The address other nodes reach this one at (default: the source address of the
+    /// host's default route, else 127.0.0.1).
+    #[arg(long)]
+    pub node_ip: Option<Ipv4Addr>,
+    /// Labels to add to the node, `key=value,...`.
+    #[arg(long, value_delimiter = ',')]
+    pub node_labels: Vec<String>,
+    /// Where pods' volumes and logs, the network state and the private containerd live
+    /// (default: /var/lib/kybern/agent; under `kybern up`, <data-dir>/agent).
+    #[arg(long)]
+    pub agent_dir: Option<PathBuf>,
+    /// Use the containerd on this socket instead of starting a private one.
+    #[arg(long)]
+    pub containerd_socket: Option<PathBuf>,
+    /// The bridge pods are attached to.
+    #[arg(long, default_value = agent::network::BRIDGE)]
+    pub bridge: String,
+    /// The cluster DNS server written into pods' resolv.conf.
+    #[arg(long, default_value = "10.43.0.10")]
+    pub cluster_dns: String,
+    #[arg(long, default_value = "cluster.local")]
+    pub cluster_domain: String,
+    /// Image archives (OCI image layouts or `docker save` tarballs) to import at start.
+    #[arg(long = "import", value_name = "TAR")]
+    pub imports: Vec<PathBuf>,
+    /// A folder of static pod manifests, run without the API and mirrored into it.
+    #[arg(long)]
+    pub pod_manifest_path: Option<PathBuf>,
+    /// Container restart back-off: the first delay, doubled up to --restart-backoff-max.
+    #[arg(long, default_value = "10s", value_parser = humantime_secs)]
+    pub restart_backoff: std::time::Duration,
+    #[arg(long, default_value = "300s", value_parser = humantime_secs)]
+    pub restart_backoff_max: std::time::Duration,
+}
+
+fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 10s, 5m or 500ms"))?;
+    match unit {
+        "ms" => Ok(std::time::Duration::from_millis(n)),
+        "s" | "" => Ok(std::time::Duration::from_secs(n)),
+        "m" => Ok(std::time::Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} is not a duration like 10s, 5m or 500ms")),
+    }
+}
+
+impl NodeArgs {
+    pub fn dir(&self) -> PathBuf {
+        self.agent_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/kybern/agent"))
+    }
+}
+
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_lowercase())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "kybern-node".into())
+}
+
+/// containerd: the given socket, or the private one under the agent dir (started when not
+/// running; left running when the agent stops, so containers keep theirs).
+async fn containerd(args: &NodeArgs) -> anyhow::Result<Containerd> {
+    if let Some(socket) = &args.containerd_socket {
+        return Containerd::connect(socket, DEFAULT_NAMESPACE)
+            .await
+            .with_context(|| format!("connecting to containerd at {}; is it running?", socket.display()));
+    }
+    let dir = args.dir().join("containerd");
+    eprintln!("starting containerd under {} (if not already running)", dir.display());
+    let (client, daemon) = ContainerdDaemon::connect_or_start(&dir, DEFAULT_NAMESPACE)
+        .await
+        .with_context(|| format!("starting containerd under {}; is containerd installed (scripts/install-deps.sh)?", dir.display()))?;
+    if let Some(daemon) = daemon {
+        daemon.detach();
+    }
+    Ok(client)
+}
+
+fn network(args: &NodeArgs) -> Arc<dyn Network> {
+    Arc::new(HostNetwork::with_bridge(args.dir().join("network"), &args.bridge))
+}
+
+/// Runs the agent until it fails or the process ends.
+pub async fn run(client: kube::Client, args: NodeArgs) -> anyhow::Result<()> {
+    let runtime = containerd(&args).await?;
+    let version = runtime.version().await?;
+    for path in &args.imports {
+        let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        let names = runtime.import_image(&data).await.with_context(|| format!("importing {}", path.display()))?;
+        eprintln!("imported {} from {}", names.join(", "), path.display());
+    }
+    let labels: BTreeMap<String, String> = args
+        .node_labels
+        .iter()
+        .map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| anyhow::anyhow!("--node-labels: {l:?} is not key=value")))
+        .collect::<anyhow::Result<_>>()?;
+    let config = AgentConfig {
+        node_name: args.node_name.clone().unwrap_or_else(host_name),
+        node_ip: args.node_ip.unwrap_or_else(agent::node::primary_ip),
+        data_dir: args.dir(),
+        labels,
+        dns: agent::pods::ClusterDns { servers: vec![args.cluster_dns.clone()], domain: args.cluster_domain.clone() },
+        runtime_version: format!("containerd://{version}"),
+        backoff: agent::pods::BackoffConfig { initial: args.restart_backoff, max: args.restart_backoff_max },
+        static_pods_dir: args.pod_manifest_path.clone(),
+    };
+    eprintln!("agent: node {} ({}), containerd {version}", config.node_name, config.node_ip);
+    let runtime: Arc<dyn Runtime> = Arc::new(runtime);
+    agent::kubelet::run(client, config, runtime, network(&args)).await?;
+    Ok(())
+}
+
+/// `kybern agent --reset`: stops and removes every container, sandbox and pod volume the
+/// agent made, removes the bridge, and stops the private containerd. Images stay.
+pub async fn reset(args: NodeArgs) -> anyhow::Result<()> {
+    let runtime = containerd(&args).await?;
+    let all = runtime.list_containers().await?;
+    eprintln!("removing {} containers", all.len());
+    for c in all {
+        let _ = runtime.kill(&c.id, 9).await;
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), runtime.wait(&c.id)).await;
+        runtime.delete(&c.id).await.with_context(|| format!("deleting container {}", c.id))?;
+    }
+    let net = HostNetwork::with_bridge(args.dir().join("network"), &args.bridge);
+    for uid in net.sandboxes().await? {
+        net.teardown(&uid).await.with_context(|| format!("removing the sandbox of pod {uid}"))?;
+    }
+    net.remove_bridge().await?;
+    let volumes = agent::volumes::VolumeHost {
+        client: kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse()?))?,
+        pods_dir: args.dir().join("pods"),
+        node_name: String::new(),
+    };
+    if let Ok(dirs) = std::fs::read_dir(&volumes.pods_dir) {
+        for uid in dirs.flatten().map(|d| d.file_name().to_string_lossy().into_owned()) {
+            agent::volumes::teardown(&volumes, &uid).await.with_context(|| format!("removing the volumes of pod {uid}"))?;
+        }
+    }
+    if args.containerd_socket.is_none() {
+        ContainerdDaemon::stop_recorded(&args.dir().join("containerd")).await?;
+    }
+    let _ = std::fs::remove_dir_all(args.dir().join("logs"));
+    eprintln!("reset done");
+    Ok(())
+}

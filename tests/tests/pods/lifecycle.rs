@@ -1,0 +1,165 @@
+//! Container lifecycle as users see it through kubectl: restart back-off, OOM kills, init
+//! containers in order, volumes and env from ConfigMaps and Secrets, Jobs to completion,
+//! liveness restarts.
+
+use crate::{at, Node, BUSYBOX};
+
+fn pod(name: &str, restart: &str, body: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: {restart}
+  terminationGracePeriodSeconds: 1
+{body}"#
+    )
+}
+
+#[test]
+fn a_crashing_container_backs_off_with_growing_delays() {
+    // The agent runs with a 2 s initial back-off (see Node::start_agent), doubling to 16 s.
+    let node = Node::start(&[]);
+    node.apply(
+        "crash.yaml",
+        &pod(
+            "crash",
+            "Always",
+            &format!("  containers:\n  - name: main\n    image: {BUSYBOX}\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'exit 3']\n"),
+        ),
+    );
+    let mut seen = Vec::new();
+    for delay in ["2s", "4s", "8s"] {
+        let p = node.eventually(&format!("CrashLoopBackOff with back-off {delay}"), || {
+            let p = node.pod("crash");
+            let msg = at(&p, "/status/containerStatuses/0/state/waiting/message");
+            (at(&p, "/status/containerStatuses/0/state/waiting/reason") == "CrashLoopBackOff" && msg.starts_with(&format!("back-off {delay} ")))
+                .then_some(p.clone())
+                .ok_or(p.to_string())
+        });
+        seen.push(at(&p, "/status/containerStatuses/0/restartCount").parse::<u32>().unwrap());
+        assert_eq!(at(&p, "/status/containerStatuses/0/lastState/terminated/exitCode"), "3");
+        assert_eq!(at(&p, "/status/containerStatuses/0/lastState/terminated/reason"), "Error");
+        assert_eq!(at(&p, "/status/phase"), "Running");
+    }
+    assert!(seen.windows(2).all(|w| w[0] < w[1]), "restart counts grow: {seen:?}");
+    let events = node.run(&["get", "events", "--field-selector", "involvedObject.name=crash", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(events.contains("BackOff"), "{events}");
+}
+
+#[test]
+fn a_memory_hog_is_oom_killed() {
+    let node = Node::start(&[]);
+    node.apply(
+        "hog.yaml",
+        &pod(
+            "hog",
+            "Never",
+            &format!("  containers:\n  - name: main\n    image: {BUSYBOX}\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'tail /dev/zero']\n    resources:\n      limits: {{memory: 32Mi}}\n"),
+        ),
+    );
+    let p = node.eventually("the pod Failed", || {
+        let p = node.pod("hog");
+        (at(&p, "/status/phase") == "Failed").then_some(p.clone()).ok_or(p.to_string())
+    });
+    assert_eq!(at(&p, "/status/containerStatuses/0/state/terminated/reason"), "OOMKilled", "{p}");
+    assert_eq!(at(&p, "/status/containerStatuses/0/state/terminated/exitCode"), "137");
+    assert_eq!(at(&p, "/status/qosClass"), "Burstable");
+}
+
+#[test]
+fn init_containers_run_in_order_and_configmaps_and_secrets_reach_the_container() {
+    let node = Node::start(&[]);
+    node.run(&["create", "configmap", "cfg", "--from-literal=greeting=hello", "--from-literal=color=blue"]);
+    node.run(&["create", "secret", "generic", "sec", "--from-literal=password=s3cret"]);
+    node.apply(
+        "inputs.yaml",
+        &pod(
+            "inputs",
+            "Never",
+            &format!(
+                r#"  volumes:
+  - name: work
+    emptyDir: {{}}
+  - name: cfg
+    configMap: {{name: cfg}}
+  - name: sec
+    secret: {{secretName: sec}}
+  initContainers:
+  - name: first
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'echo one >> /work/order']
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  - name: second
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'echo two >> /work/order']
+    volumeMounts: [{{name: work, mountPath: /work}}]
+  containers:
+  - name: main
+    image: {BUSYBOX}
+    imagePullPolicy: IfNotPresent
+    command: [sh, -c, 'cat /work/order /etc/cfg/greeting /etc/sec/password > /dev/termination-log; echo " $GREETING $PASSWORD $POD_NAME" >> /dev/termination-log']
+    env:
+    - name: GREETING
+      valueFrom: {{configMapKeyRef: {{name: cfg, key: greeting}}}}
+    - name: PASSWORD
+      valueFrom: {{secretKeyRef: {{name: sec, key: password}}}}
+    - name: POD_NAME
+      valueFrom: {{fieldRef: {{fieldPath: metadata.name}}}}
+    volumeMounts:
+    - {{name: work, mountPath: /work}}
+    - {{name: cfg, mountPath: /etc/cfg}}
+    - {{name: sec, mountPath: /etc/sec}}
+"#
+            ),
+        ),
+    );
+    let p = node.eventually("the pod Succeeded", || {
+        let p = node.pod("inputs");
+        (at(&p, "/status/phase") == "Succeeded").then_some(p.clone()).ok_or(p.to_string())
+    });
+    assert_eq!(
+        at(&p, "/status/containerStatuses/0/state/terminated/message"),
+        "one\ntwo\nhellos3cret hello s3cret inputs\n",
+        "{p}"
+    );
+    for i in 0..2 {
+        assert_eq!(at(&p, &format!("/status/initContainerStatuses/{i}/state/terminated/reason")), "Completed");
+    }
+    let init_done = |i: usize| at(&p, &format!("/status/initContainerStatuses/{i}/state/terminated/finishedAt"));
+    let second_start = at(&p, "/status/initContainerStatuses/1/state/terminated/startedAt");
+    assert!(init_done(0) <= second_start, "the second init container starts after the first ends");
+}
+
+#[test]
+fn a_job_runs_to_completion() {
+    let node = Node::start(&[]);
+    node.apply(
+        "job.yaml",
+        &format!(
+            r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  name: count
+spec:
+  completions: 2
+  parallelism: 1
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: main
+        image: {BUSYBOX}
+        imagePullPolicy: IfNotPresent
+        command: [sh, -c, 'echo done']
+"#
+        ),
+    );
+    node.run(&["wait", "--for=condition=Complete", "job/count", "--timeout=120s"]);
+    let job: serde_json::Value = serde_json::from_str(&node.run(&["get", "job", "count", "-o", "json"])).unwrap();
+    assert_eq!(at(&job, "/status/succeeded"), "2");
+}

@@ -1,0 +1,325 @@
+//! Pods for real, end to end (root): the real `kybern server`, the real `kybern agent` on a
+//! private containerd with runc, real network namespaces on a bridge of the test's own, and
+//! the real kubectl. Traffic to pods only ever comes from a network namespace the test
+//! created on that bridge.
+
+#[path = "../common/mod.rs"]
+mod common;
+
+mod lifecycle;
+mod network;
+mod recovery;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use common::{kybern_binary, Binary, ChildGuard, Kubectl};
+use tempfile::TempDir;
+
+/// Test images built once per test binary: busybox and the test server, as OCI layouts.
+fn image_tars() -> &'static (PathBuf, PathBuf) {
+    static TARS: OnceLock<(TempDir, PathBuf, PathBuf)> = OnceLock::new();
+    let (_, busybox, server) = TARS.get_or_init(|| {
+        use agent::images::test_images;
+        let dir = tempfile::tempdir().unwrap();
+        let busybox_bin = test_images::read(Path::new(test_images::DEBIAN_BUSYBOX)).expect("busybox-static (scripts/install-deps.sh)");
+        let server_bin = test_images::build_testserver(dir.path()).expect("building the test server");
+        let server_bin = test_images::read(&server_bin).unwrap();
+        let busybox = dir.path().join("busybox.tar");
+        std::fs::write(&busybox, test_images::busybox_image(&busybox_bin).to_layout_tar().unwrap()).unwrap();
+        let server = dir.path().join("testserver.tar");
+        std::fs::write(&server, test_images::testserver_image(&busybox_bin, &server_bin).to_layout_tar().unwrap()).unwrap();
+        (dir, busybox, server)
+    });
+    static PATHS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    PATHS.get_or_init(|| (busybox.clone(), server.clone()))
+}
+
+pub const BUSYBOX: &str = agent::images::test_images::BUSYBOX_IMAGE;
+pub const TESTSERVER: &str = agent::images::test_images::TESTSERVER_IMAGE;
+
+/// A /24 of 10.42.0.0/16 no other test (and no route of the host) uses, held through a
+/// directory created atomically and removed on drop.
+struct Subnet {
+    third: u8,
+    lock: PathBuf,
+}
+
+impl Subnet {
+    fn claim() -> Subnet {
+        let routes = String::from_utf8_lossy(&Command::new("ip").args(["-4", "route"]).output().expect("ip route").stdout).into_owned();
+        let locks = Path::new("/run/kybern-tests");
+        std::fs::create_dir_all(locks).unwrap();
+        let start = 100 + (std::process::id() % 100) as u8;
+        for i in 0..150u8 {
+            let third = 100 + (start - 100 + i) % 150;
+            if routes.contains(&format!("10.42.{third}.")) {
+                continue;
+            }
+            let lock = locks.join(format!("subnet-{third}"));
+            if std::fs::create_dir(&lock).is_ok() {
+                std::fs::write(lock.join("pid"), std::process::id().to_string()).unwrap();
+                return Subnet { third, lock };
+            }
+            // A lock left by a test process that is gone is stale.
+            let owner = std::fs::read_to_string(lock.join("pid")).unwrap_or_default();
+            if !owner.is_empty() && !Path::new(&format!("/proc/{}", owner.trim())).exists() {
+                let _ = std::fs::remove_dir_all(&lock);
+            }
+        }
+        panic!("no free /24 in 10.42.100-249.0 for this test");
+    }
+
+    fn cidr(&self) -> String {
+        format!("10.42.{}.0/24", self.third)
+    }
+}
+
+impl Drop for Subnet {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.lock);
+    }
+}
+
+/// A network namespace of the test's own on the node's bridge, to send traffic to pods from.
+pub struct ClientNs {
+    pub name: String,
+    host_link: String,
+}
+
+impl ClientNs {
+    fn create(subnet: &Subnet, bridge: &str) -> ClientNs {
+        let name = format!("kbtc-{}", subnet.third);
+        let host_link = format!("kbtc{}h", subnet.third);
+        let peer = format!("kbtc{}p", subnet.third);
+        let ns = ClientNs { name: name.clone(), host_link: host_link.clone() };
+        let _ = Command::new("ip").args(["netns", "del", &name]).status();
+        let _ = Command::new("ip").args(["link", "del", &host_link]).status();
+        let ip = format!("10.42.{}.250/24", subnet.third);
+        for args in [
+            vec!["netns", "add", &name],
+            vec!["link", "add", &host_link, "type", "veth", "peer", "name", &peer],
+            vec!["link", "set", &peer, "netns", &name],
+            vec!["link", "set", &host_link, "master", bridge],
+            vec!["link", "set", &host_link, "up"],
+            vec!["-n", &name, "addr", "add", &ip, "dev", &peer],
+            vec!["-n", &name, "link", "set", &peer, "up"],
+            vec!["-n", &name, "link", "set", "lo", "up"],
+        ] {
+            let ok = Command::new("ip").args(&args).status().expect("ip").success();
+            assert!(ok, "ip {}", args.join(" "));
+        }
+        ns
+    }
+
+    /// `testserver get ADDR PATH` from inside the namespace: (succeeded, body or error).
+    pub fn get(&self, testserver: &Path, addr: &str, path: &str) -> (bool, String) {
+        let out = Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .arg(testserver)
+            .args(["get", addr, path])
+            .output()
+            .expect("ip netns exec");
+        let text = String::from_utf8_lossy(if out.status.success() { &out.stdout } else { &out.stderr }).into_owned();
+        (out.status.success(), text)
+    }
+}
+
+impl Drop for ClientNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["link", "del", &self.host_link]).status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+    }
+}
+
+/// A one-node cluster: `kybern server`, and `kybern agent` on a private containerd with a
+/// bridge and subnet of the test's own. Dropping it stops the agent and resets the node.
+pub struct Node {
+    pub name: String,
+    pub kubectl: Kubectl,
+    pub dir: TempDir,
+    pub agent_dir: PathBuf,
+    pub bridge: String,
+    agent: Option<ChildGuard>,
+    server: Option<Binary>,
+    subnet: Subnet,
+    pub testserver: PathBuf,
+    client: Option<ClientNs>,
+}
+
+impl Node {
+    /// Starts everything; `extra` are more `kybern agent` flags.
+    pub fn start(extra: &[&str]) -> Node {
+        require_root();
+        let (busybox, server_tar) = image_tars();
+        let dir = tempfile::tempdir().unwrap();
+        let server = Binary::start(&dir.path().join("data"), 0, None);
+        let subnet = Subnet::claim();
+        let name = format!("e2e-{}", subnet.third);
+        let bridge = format!("kbt{}", subnet.third);
+        let kubectl = server.kubectl();
+        // The node with a podCIDR of the test's choosing; the agent adopts it.
+        let manifest = dir.path().join("node.yaml");
+        std::fs::write(&manifest, format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\nspec:\n  podCIDR: {}\n  podCIDRs: [{}]\n", subnet.cidr(), subnet.cidr())).unwrap();
+        kubectl.run(&["apply", "-f", manifest.to_str().unwrap()]);
+        let agent_dir = dir.path().join("agent");
+        let testserver = dir.path().join("testserver");
+        agent::images::test_images::build_testserver(dir.path()).expect("building the test server client");
+        let mut node = Node {
+            name,
+            kubectl,
+            agent_dir,
+            bridge,
+            agent: None,
+            server: Some(server),
+            subnet,
+            testserver,
+            client: None,
+            dir,
+        };
+        let mut flags = vec!["--import", busybox.to_str().unwrap(), "--import", server_tar.to_str().unwrap()];
+        flags.extend_from_slice(extra);
+        node.start_agent(&flags);
+        node.wait_ready();
+        node.client = Some(ClientNs::create(&node.subnet, &node.bridge));
+        node
+    }
+
+    /// Starts `kybern agent` (again, after [`Node::kill_agent`]).
+    pub fn start_agent(&mut self, extra: &[&str]) {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("agent.log")).unwrap();
+        let kubeconfig = self.server.as_ref().unwrap().kubeconfig.clone();
+        let child = Command::new(kybern_binary())
+            .args(["agent", "--kubeconfig"])
+            .arg(&kubeconfig)
+            .args(["--node-name", &self.name, "--node-ip", "127.0.0.1", "--bridge", &self.bridge])
+            .arg("--agent-dir")
+            .arg(&self.agent_dir)
+            .args(["--restart-backoff", "2s", "--restart-backoff-max", "16s"])
+            .args(extra)
+            .env("KYBERN_LOG", "agent=info,warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting kybern agent");
+        self.agent = Some(ChildGuard(child));
+    }
+
+    /// SIGKILL the agent, as a crash would; its containers keep running.
+    pub fn kill_agent(&mut self) {
+        self.agent = None;
+    }
+
+    fn wait_ready(&self) {
+        self.eventually("the node to be Ready", || {
+            let out = self.kubectl.output(&["get", "node", &self.name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            (text == "True").then_some(()).ok_or(text)
+        });
+    }
+
+    pub fn client(&self) -> &ClientNs {
+        self.client.as_ref().expect("client namespace")
+    }
+
+    pub fn run(&self, args: &[&str]) -> String {
+        self.kubectl.run(args)
+    }
+
+    pub fn apply(&self, name: &str, yaml: &str) {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, yaml).unwrap();
+        self.run(&["apply", "-f", path.to_str().unwrap()]);
+    }
+
+    /// `kubectl get pod NAME -o json`.
+    pub fn pod(&self, name: &str) -> serde_json::Value {
+        let out = self.kubectl.output(&["get", "pod", name, "-o", "json"]);
+        serde_json::from_slice(&out.stdout).unwrap_or(serde_json::Value::Null)
+    }
+
+    /// Polls `check` every 250 ms for up to 120 s; on timeout shows the agent's log.
+    pub fn eventually<T>(&self, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            match check() {
+                Ok(v) => return v,
+                Err(state) if Instant::now() > deadline => {
+                    let log = std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default();
+                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                    panic!("timed out waiting for {what}; last state:\n{state}\nagent log tail (newest first):\n{}", tail.join("\n"))
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(250)),
+            }
+        }
+    }
+
+    /// Containers in the agent's containerd namespace, from the runtime itself.
+    pub fn runtime_containers(&self) -> Vec<String> {
+        let socket = self.agent_dir.join("containerd/containerd.sock");
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["-n", "kybern", "containers", "ls", "-q"])
+            .output()
+            .expect("ctr (from the containerd package)");
+        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+    }
+
+    /// Mounts below the agent's directory.
+    pub fn mounts(&self) -> Vec<String> {
+        let dir = self.agent_dir.to_string_lossy().into_owned();
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+            .filter(|m| m.starts_with(&dir) && !m.contains("/containerd/"))
+            .collect()
+    }
+
+    /// Links attached to the node's bridge besides the test's client.
+    pub fn pod_links(&self) -> Vec<String> {
+        let out = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output().expect("ip link");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(':').nth(1).map(|s| s.trim().split('@').next().unwrap_or("").to_string()))
+            .filter(|l| !l.starts_with("kbtc"))
+            .collect()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.client = None;
+        self.agent = None;
+        let status = Command::new(kybern_binary())
+            .args(["agent", "--reset", "--bridge", &self.bridge])
+            .arg("--agent-dir")
+            .arg(&self.agent_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .status();
+        if !status.is_ok_and(|s| s.success()) {
+            eprintln!("kybern agent --reset failed for {}", self.agent_dir.display());
+        }
+        self.server = None;
+    }
+}
+
+fn require_root() {
+    let uid = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1).map(str::to_string)));
+    assert_eq!(uid.as_deref(), Some("0"), "these tests run as root (containerd, network namespaces)");
+}
+
+/// A JSON value at a pointer as a string ("" when absent).
+pub fn at(v: &serde_json::Value, pointer: &str) -> String {
+    match v.pointer(pointer) {
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(serde_json::Value::Null) | None => String::new(),
+        Some(other) => other.to_string(),
+    }
+}
