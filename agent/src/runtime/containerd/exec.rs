@@ -1,8 +1,9 @@
 //! Running a command inside a running container: a containerd task exec. The process spec is
 //! the container's own (user, env, cwd, capabilities, rlimits) with the argv replaced, as
-//! `ctr task exec` and the CRI plugin build it. stdout and stderr go to one temp file through
+//! `ctr task exec` and the CRI plugin build it. stdout and stderr go to temp files through
 //! the shim's `file://` IO, which the shim has finished writing once the exec process is
-//! deleted (it waits for its copy loops then), so the output is read after the delete.
+//! deleted (it waits for its copy loops then), so the output is read after the delete. The
+//! output is stdout followed by stderr, as the kubelet joins what CRI's ExecSync returns.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -39,14 +40,14 @@ pub(super) async fn exec(
         rt: rt.clone(),
         container_id: id.to_string(),
         exec_id: format!("exec-{}", unique_suffix()),
-        output: std::env::temp_dir().join(format!("kybern-exec-{}.out", unique_suffix())),
+        stdout: std::env::temp_dir().join(format!("kybern-exec-{}.out", unique_suffix())),
+        stderr: std::env::temp_dir().join(format!("kybern-exec-{}.err", unique_suffix())),
     };
-    let uri = format!("file://{}", exec.output.display());
     let req = ExecProcessRequest {
         container_id: id.to_string(),
         stdin: String::new(),
-        stdout: uri.clone(),
-        stderr: uri,
+        stdout: format!("file://{}", exec.stdout.display()),
+        stderr: format!("file://{}", exec.stderr.display()),
         terminal: false,
         spec: Some(prost_types::Any {
             type_url: PROCESS_TYPE_URL.into(),
@@ -58,7 +59,7 @@ pub(super) async fn exec(
         .exec(rt.req(req, None))
         .await;
     if let Err(status) = created {
-        let _ = tokio::fs::remove_file(&exec.output).await;
+        exec.remove_output().await;
         return Err(match status.code() {
             // No task: the container is not running (or does not exist).
             Code::NotFound => Error::ContainerNotFound(id.to_string()),
@@ -74,8 +75,8 @@ pub(super) async fn exec(
     match ran {
         Ok(Ok(exit_code)) => {
             let deleted = exec.delete().await;
-            let output = read_head(&exec.output, MAX_OUTPUT).await;
-            let _ = tokio::fs::remove_file(&exec.output).await;
+            let output = exec.read_output().await;
+            exec.remove_output().await;
             deleted?;
             Ok(ExecOutput {
                 exit_code,
@@ -145,12 +146,13 @@ async fn read_head(path: &Path, limit: usize) -> Result<Vec<u8>> {
     Ok(out)
 }
 
-/// One exec process in containerd and the file its output goes to.
+/// One exec process in containerd and the files its output goes to.
 struct ExecProcess {
     rt: Containerd,
     container_id: String,
     exec_id: String,
-    output: PathBuf,
+    stdout: PathBuf,
+    stderr: PathBuf,
 }
 
 impl ExecProcess {
@@ -228,7 +230,20 @@ impl ExecProcess {
         if let Err(e) = self.delete().await {
             tracing::warn!(container = %self.container_id, exec = %self.exec_id, "deleting exec process: {e}");
         }
-        let _ = tokio::fs::remove_file(&self.output).await;
+        self.remove_output().await;
+    }
+
+    /// stdout then stderr, as the kubelet joins an exec's output, at most [`MAX_OUTPUT`].
+    async fn read_output(&self) -> Result<Vec<u8>> {
+        let mut output = read_head(&self.stdout, MAX_OUTPUT).await?;
+        let rest = MAX_OUTPUT - output.len();
+        output.extend(read_head(&self.stderr, rest).await?);
+        Ok(output)
+    }
+
+    async fn remove_output(&self) {
+        let _ = tokio::fs::remove_file(&self.stdout).await;
+        let _ = tokio::fs::remove_file(&self.stderr).await;
     }
 }
 
