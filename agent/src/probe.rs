@@ -73,14 +73,22 @@ mod tests {
         let cases: &[(&str, IntOrString, Result<u16, &str>)] = &[
             ("number", IntOrString::Int(80), Ok(80)),
             ("name", IntOrString::String("grpc".into()), Ok(9090)),
-            ("digits as a name", IntOrString::String("8443".into()), Ok(8443)),
+            (
+                "digits as a name",
+                IntOrString::String("8443".into()),
+                Ok(8443),
+            ),
             (
                 "unknown name",
                 IntOrString::String("metrics".into()),
                 Err("port \"metrics\" not found in the container's ports"),
             ),
             ("zero", IntOrString::Int(0), Err("invalid port number: 0")),
-            ("too big", IntOrString::Int(70000), Err("invalid port number: 70000")),
+            (
+                "too big",
+                IntOrString::Int(70000),
+                Err("invalid port number: 70000"),
+            ),
         ];
         for (name, port, want) in cases {
             let got = resolve_port(port, &ports);

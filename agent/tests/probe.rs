@@ -38,7 +38,12 @@ async fn sleeper(env: &Env, id: &str, tweak: impl FnOnce(&mut ContainerConfig)) 
     env.rt.start(id).await.unwrap();
 }
 
-async fn exec(env: &Env, id: &str, argv: &[&str], timeout: Duration) -> agent::runtime::Result<agent::runtime::ExecOutput> {
+async fn exec(
+    env: &Env,
+    id: &str,
+    argv: &[&str],
+    timeout: Duration,
+) -> agent::runtime::Result<agent::runtime::ExecOutput> {
     tokio::time::timeout(GENEROUS, env.rt.exec(id, &args(argv), timeout))
         .await
         .expect("exec returns")
@@ -61,7 +66,11 @@ async fn exec_returns_the_exit_code_and_output_in_the_containers_context() {
     let out = exec(
         &env,
         "execd",
-        &["sh", "-c", "echo $GREETING; pwd; id -u; echo oops >&2; exit 3"],
+        &[
+            "sh",
+            "-c",
+            "echo $GREETING; pwd; id -u; echo oops >&2; exit 3",
+        ],
         Duration::from_secs(10),
     )
     .await
@@ -73,9 +82,14 @@ async fn exec_returns_the_exit_code_and_output_in_the_containers_context() {
     }
 
     // Output past 10 KiB is cut, as the kubelet cuts an exec probe's output.
-    let big = exec(&env, "execd", &["sh", "-c", "yes | head -c 50000"], Duration::from_secs(10))
-        .await
-        .unwrap();
+    let big = exec(
+        &env,
+        "execd",
+        &["sh", "-c", "yes | head -c 50000"],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     assert_eq!(big.exit_code, 0);
     assert_eq!(big.output.len(), 10 * 1024);
 
@@ -98,11 +112,19 @@ async fn exec_past_its_timeout_is_killed_and_leaves_no_process() {
         "timed out: {result:?}"
     );
 
-    let ps = exec(&env, "slow", &["ps", "-o", "pid,args"], Duration::from_secs(10))
-        .await
-        .unwrap();
+    let ps = exec(
+        &env,
+        "slow",
+        &["ps", "-o", "pid,args"],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     let listing = String::from_utf8_lossy(&ps.output);
-    assert!(listing.contains("sleep 1000"), "ps sees the container: {listing}");
+    assert!(
+        listing.contains("sleep 1000"),
+        "ps sees the container: {listing}"
+    );
     assert!(
         !listing.contains("sleep 300"),
         "the timed-out exec was killed: {listing}"
@@ -144,17 +166,27 @@ async fn exec_readiness_probe_follows_a_file_appearing_and_disappearing() {
     let message = failed.last_failure.unwrap_or_default();
     assert!(message.contains("/tmp/ready"), "cat's complaint: {message}");
 
-    exec(&env, "ready", &["touch", "/tmp/ready"], Duration::from_secs(10))
-        .await
-        .unwrap();
+    exec(
+        &env,
+        "ready",
+        &["touch", "/tmp/ready"],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     eventually("ready once the file exists", GENEROUS, || async {
         handle.current().success.then_some(())
     })
     .await;
 
-    exec(&env, "ready", &["rm", "/tmp/ready"], Duration::from_secs(10))
-        .await
-        .unwrap();
+    exec(
+        &env,
+        "ready",
+        &["rm", "/tmp/ready"],
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap();
     eventually("not ready once the file is gone", GENEROUS, || async {
         (!handle.current().success).then_some(())
     })

@@ -37,7 +37,10 @@ impl Outcome {
 
 /// The probe's timeout (`timeoutSeconds`, at least 1 second).
 pub fn timeout_of(probe: &Probe) -> Duration {
-    let secs = probe.timeout_seconds.unwrap_or(DEFAULT_TIMEOUT_SECONDS).max(1);
+    let secs = probe
+        .timeout_seconds
+        .unwrap_or(DEFAULT_TIMEOUT_SECONDS)
+        .max(1);
     Duration::from_secs(secs as u64)
 }
 

@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
-use crate::probe::test_support::{grpc_health_server, http_server, https_server, running, SlowExec};
+use crate::probe::test_support::{
+    grpc_health_server, http_server, https_server, running, SlowExec,
+};
 use crate::runtime::fake::FakeRuntime;
 use crate::runtime::ExecOutput;
 
@@ -61,7 +63,11 @@ async fn http_status_codes_decide_the_outcome() {
             "/elsewhere",
             Outcome::Warning("Probe terminated redirects".into()),
         ),
-        ("304", "/not-modified", Outcome::Warning("Probe terminated redirects".into())),
+        (
+            "304",
+            "/not-modified",
+            Outcome::Warning("Probe terminated redirects".into()),
+        ),
         (
             "404",
             "/missing",
@@ -89,7 +95,10 @@ async fn http_follows_redirects_on_the_same_host_up_to_ten_requests() {
     })
     .await;
     let port = IntOrString::Int(server.port.into());
-    assert_eq!(attempt(&http_probe(port.clone(), "/old"), &[]).await, Outcome::Success(String::new()));
+    assert_eq!(
+        attempt(&http_probe(port.clone(), "/old"), &[]).await,
+        Outcome::Success(String::new())
+    );
     assert_eq!(
         attempt(&http_probe(port.clone(), "/dir/rel"), &[]).await,
         Outcome::Success(String::new()),
@@ -106,7 +115,11 @@ async fn http_follows_redirects_on_the_same_host_up_to_ten_requests() {
             server.port
         ))
     );
-    assert_eq!(server.seen().len(), 4 + 10, "ten requests in the looping chain");
+    assert_eq!(
+        server.seen().len(),
+        4 + 10,
+        "ten requests in the looping chain"
+    );
 }
 
 #[tokio::test]
@@ -118,7 +131,10 @@ async fn http_sends_the_kubelets_headers_and_the_users() {
         container_port: server.port.into(),
         ..Default::default()
     }];
-    assert!(attempt(&probe, &ports).await.is_success(), "the named port resolves");
+    assert!(
+        attempt(&probe, &ports).await.is_success(),
+        "the named port resolves"
+    );
     let header = |name: &str, value: &str| HTTPHeader {
         name: name.into(),
         value: value.into(),
@@ -132,14 +148,23 @@ async fn http_sends_the_kubelets_headers_and_the_users() {
 
     let seen = server.seen();
     let first = &seen[0];
-    assert_eq!(first.path, "/healthz?full=1", "a path without a slash gets one");
+    assert_eq!(
+        first.path, "/healthz?full=1",
+        "a path without a slash gets one"
+    );
     assert_eq!(first.headers["user-agent"], "kube-probe/1.33");
     assert_eq!(first.headers["accept"], "*/*");
     assert_eq!(first.headers["host"], format!("127.0.0.1:{}", server.port));
     let second = &seen[1];
     assert_eq!(second.headers["x-custom"], "yes");
-    assert_eq!(second.headers["host"], "app.example", "a Host header sets the host");
-    assert_eq!(second.headers["user-agent"], "mine/1", "the user's User-Agent wins");
+    assert_eq!(
+        second.headers["host"], "app.example",
+        "a Host header sets the host"
+    );
+    assert_eq!(
+        second.headers["user-agent"], "mine/1",
+        "the user's User-Agent wins"
+    );
 }
 
 #[tokio::test]
@@ -180,7 +205,14 @@ async fn http_failures_read_like_the_kubelets_events() {
 
 #[tokio::test]
 async fn https_does_not_verify_the_certificate() {
-    let server = https_server(|path| if path == "/ok" { (200, None) } else { (503, None) }).await;
+    let server = https_server(|path| {
+        if path == "/ok" {
+            (200, None)
+        } else {
+            (503, None)
+        }
+    })
+    .await;
     let mut probe = http_probe(IntOrString::Int(server.port.into()), "/ok");
     probe.http_get.as_mut().unwrap().scheme = Some("HTTPS".into());
     assert_eq!(attempt(&probe, &[]).await, Outcome::Success(String::new()));
@@ -203,7 +235,10 @@ async fn tcp_succeeds_when_the_port_accepts() {
         }),
         ..Default::default()
     };
-    assert_eq!(attempt(&tcp(open), &[]).await, Outcome::Success(String::new()));
+    assert_eq!(
+        attempt(&tcp(open), &[]).await,
+        Outcome::Success(String::new())
+    );
     assert_eq!(
         attempt(&tcp(closed), &[]).await,
         Outcome::Failure(format!(
@@ -258,7 +293,9 @@ async fn grpc_health_check_succeeds_only_when_serving() {
         panic!("a refused connection fails the probe");
     };
     assert!(
-        message.starts_with(&format!("error: failed to connect service at \"127.0.0.1:{port}\"")),
+        message.starts_with(&format!(
+            "error: failed to connect service at \"127.0.0.1:{port}\""
+        )),
         "{message}"
     );
 }
@@ -294,7 +331,10 @@ async fn exec_succeeds_on_exit_zero_and_reports_the_output_otherwise() {
 
     rt.exit("c1", 0);
     let gone = probe_once(&rt, &local(), &[], &exec_probe(&["true"])).await;
-    assert!(matches!(gone, Outcome::Error(_)), "no running container: {gone:?}");
+    assert!(
+        matches!(gone, Outcome::Error(_)),
+        "no running container: {gone:?}"
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -305,6 +345,13 @@ async fn an_exec_that_times_out_fails_the_probe() {
     probe.timeout_seconds = Some(2);
     let started = tokio::time::Instant::now();
     let got = probe_once(&rt, &local(), &[], &probe).await;
-    assert_eq!(got, Outcome::Failure("command \"sh -c sleep 5\" timed out".into()));
-    assert_eq!(started.elapsed(), Duration::from_secs(2), "bounded by timeoutSeconds");
+    assert_eq!(
+        got,
+        Outcome::Failure("command \"sh -c sleep 5\" timed out".into())
+    );
+    assert_eq!(
+        started.elapsed(),
+        Duration::from_secs(2),
+        "bounded by timeoutSeconds"
+    );
 }

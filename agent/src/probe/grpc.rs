@@ -38,13 +38,23 @@ fn status_name(status: i32) -> String {
 
 /// Checks `service` at `ip:port` within `timeout`: `Ok` with the success message, `Err`
 /// with the failure message.
-pub async fn check(ip: IpAddr, port: u16, service: &str, timeout: Duration) -> Result<String, String> {
+pub async fn check(
+    ip: IpAddr,
+    port: u16,
+    service: &str,
+    timeout: Duration,
+) -> Result<String, String> {
     let addr = join_host_port(&ip.to_string(), port);
     let deadline = tokio::time::Instant::now() + timeout;
     let timeout_text = go_duration(timeout);
     let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
         .and_then(|e| e.user_agent(format!("kube-probe/{}", super::KUBE_VERSION)))
-        .map_err(|e| format!("error: failed to connect service at {addr:?}: {}", error_chain(&e)))?
+        .map_err(|e| {
+            format!(
+                "error: failed to connect service at {addr:?}: {}",
+                error_chain(&e)
+            )
+        })?
         .connect_timeout(timeout);
     let channel = match tokio::time::timeout_at(deadline, endpoint.connect()).await {
         Ok(Ok(channel)) => channel,

@@ -53,9 +53,7 @@ pub async fn run_hook(
         return Ok(());
     }
     if handler.tcp_socket.is_some() {
-        return Err(
-            "invalid handler: tcpSocket is not supported as a lifecycle handler".into(),
-        );
+        return Err("invalid handler: tcpSocket is not supported as a lifecycle handler".into());
     }
     Err("invalid handler: no action given".into())
 }

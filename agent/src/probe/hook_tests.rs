@@ -57,7 +57,10 @@ async fn exec_hooks_fail_on_a_non_zero_exit_with_the_output() {
             output: b"oops".to_vec(),
         },
     );
-    assert_eq!(run_hook(&rt, &local(), &exec(&["true"]), &[], MINUTE).await, Ok(()));
+    assert_eq!(
+        run_hook(&rt, &local(), &exec(&["true"]), &[], MINUTE).await,
+        Ok(())
+    );
     assert_eq!(
         run_hook(&rt, &local(), &exec(&["sh", "-c", "exit 3"]), &[], MINUTE).await,
         Err("command 'sh -c exit 3' exited with 3: oops".into())
@@ -94,7 +97,10 @@ async fn http_hooks_ignore_the_status_and_fail_without_a_response() {
 async fn sleep_hooks_sleep_and_fail_when_the_time_runs_out() {
     let rt = FakeRuntime::new();
     let start = tokio::time::Instant::now();
-    assert_eq!(run_hook(&rt, &local(), &sleep(5), &[], MINUTE).await, Ok(()));
+    assert_eq!(
+        run_hook(&rt, &local(), &sleep(5), &[], MINUTE).await,
+        Ok(())
+    );
     assert_eq!(start.elapsed(), Duration::from_secs(5));
 
     let start = tokio::time::Instant::now();
@@ -102,7 +108,11 @@ async fn sleep_hooks_sleep_and_fail_when_the_time_runs_out() {
         run_hook(&rt, &local(), &sleep(50), &[], Duration::from_secs(10)).await,
         Err("container terminated before sleep hook finished".into())
     );
-    assert_eq!(start.elapsed(), Duration::from_secs(10), "cut short at the timeout");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(10),
+        "cut short at the timeout"
+    );
 }
 
 #[tokio::test]

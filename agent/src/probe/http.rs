@@ -63,7 +63,12 @@ impl HttpGet {
         product: &str,
     ) -> Result<HttpGet, String> {
         let port = resolve_port(&action.port, ports)?;
-        let https = match action.scheme.as_deref().map(str::to_ascii_uppercase).as_deref() {
+        let https = match action
+            .scheme
+            .as_deref()
+            .map(str::to_ascii_uppercase)
+            .as_deref()
+        {
             None | Some("" | "HTTP") => false,
             Some("HTTPS") => true,
             Some(other) => return Err(format!("unsupported scheme: {other:?}")),
@@ -87,7 +92,10 @@ impl HttpGet {
             hs.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
         };
         if !has("User-Agent", &headers) {
-            headers.push(("User-Agent".into(), format!("{product}/{}", super::KUBE_VERSION)));
+            headers.push((
+                "User-Agent".into(),
+                format!("{product}/{}", super::KUBE_VERSION),
+            ));
         }
         if !has("Accept", &headers) {
             headers.push(("Accept".into(), "*/*".into()));
@@ -202,9 +210,8 @@ impl HttpGet {
 /// Where a `Location` header points, relative to `base`.
 fn resolve_location(base: &Url, location: &str) -> Result<Url, String> {
     let location = location.split('#').next().unwrap_or("");
-    let bad = |e: &dyn std::fmt::Display| {
-        format!("failed to parse Location header {location:?}: {e}")
-    };
+    let bad =
+        |e: &dyn std::fmt::Display| format!("failed to parse Location header {location:?}: {e}");
     let absolute = if location.starts_with("//") {
         let scheme = if base.https { "https:" } else { "http:" };
         Some(format!("{scheme}{location}"))
@@ -221,7 +228,10 @@ fn resolve_location(base: &Url, location: &str) -> Result<Url, String> {
             other => return Err(bad(&format!("unsupported protocol scheme {other:?}"))),
         };
         let authority = uri.authority().ok_or_else(|| bad(&"no host"))?;
-        let host = authority.host().trim_start_matches('[').trim_end_matches(']');
+        let host = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
         let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
         let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_string();
         return Ok(Url {

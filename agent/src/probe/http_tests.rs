@@ -18,8 +18,16 @@ fn url(https: bool, host: &str, port: u16, path: &str) -> Url {
 fn locations_resolve_against_the_request() {
     let base = url(false, "10.42.0.5", 8080, "/app/health?x=1");
     let cases = [
-        ("absolute path", "/other", url(false, "10.42.0.5", 8080, "/other")),
-        ("relative path", "ready", url(false, "10.42.0.5", 8080, "/app/ready")),
+        (
+            "absolute path",
+            "/other",
+            url(false, "10.42.0.5", 8080, "/other"),
+        ),
+        (
+            "relative path",
+            "ready",
+            url(false, "10.42.0.5", 8080, "/app/ready"),
+        ),
         (
             "absolute URL on another port and scheme",
             "https://10.42.0.5:8443/h",
@@ -35,8 +43,16 @@ fn locations_resolve_against_the_request() {
             "//10.42.0.6/x",
             url(false, "10.42.0.6", 80, "/x"),
         ),
-        ("fragment dropped", "/f#top", url(false, "10.42.0.5", 8080, "/f")),
-        ("IPv6 host", "http://[fd00::1]:81/", url(false, "fd00::1", 81, "/")),
+        (
+            "fragment dropped",
+            "/f#top",
+            url(false, "10.42.0.5", 8080, "/f"),
+        ),
+        (
+            "IPv6 host",
+            "http://[fd00::1]:81/",
+            url(false, "fd00::1", 81, "/"),
+        ),
     ];
     for (name, location, want) in cases {
         assert_eq!(resolve_location(&base, location), Ok(want), "{name}");
@@ -48,9 +64,21 @@ fn locations_resolve_against_the_request() {
 #[test]
 fn urls_print_as_in_the_kubelets_messages() {
     let cases = [
-        ("with a path", url(false, "10.42.0.5", 8080, "/healthz"), "http://10.42.0.5:8080/healthz"),
-        ("without a path", url(true, "10.42.0.5", 443, ""), "https://10.42.0.5:443"),
-        ("IPv6", url(false, "fd00::1", 80, "/"), "http://[fd00::1]:80/"),
+        (
+            "with a path",
+            url(false, "10.42.0.5", 8080, "/healthz"),
+            "http://10.42.0.5:8080/healthz",
+        ),
+        (
+            "without a path",
+            url(true, "10.42.0.5", 443, ""),
+            "https://10.42.0.5:443",
+        ),
+        (
+            "IPv6",
+            url(false, "fd00::1", 80, "/"),
+            "http://[fd00::1]:80/",
+        ),
     ];
     for (name, u, want) in cases {
         assert_eq!(u.to_string(), want, "{name}");

@@ -69,7 +69,7 @@ pub fn go_duration(d: Duration) -> String {
     }
     let (h, m) = (ms / 3_600_000, ms / 60_000 % 60);
     let s = (ms % 60_000) as f64 / 1000.0;
-    let secs = if ms % 1000 == 0 {
+    let secs = if ms.is_multiple_of(1000) {
         format!("{}s", ms % 60_000 / 1000)
     } else {
         format!("{s}s")

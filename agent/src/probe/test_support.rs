@@ -52,12 +52,16 @@ impl Server {
     }
 }
 
-pub async fn http_server(respond: impl Fn(&str) -> (u16, Option<String>) + Send + Sync + 'static) -> Server {
+pub async fn http_server(
+    respond: impl Fn(&str) -> (u16, Option<String>) + Send + Sync + 'static,
+) -> Server {
     serve_http(Arc::new(respond), None).await
 }
 
 /// The same server behind TLS with a fresh self-signed certificate for "localhost".
-pub async fn https_server(respond: impl Fn(&str) -> (u16, Option<String>) + Send + Sync + 'static) -> Server {
+pub async fn https_server(
+    respond: impl Fn(&str) -> (u16, Option<String>) + Send + Sync + 'static,
+) -> Server {
     let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let cert = key.cert.der().clone();
     let private = rustls::pki_types::PrivateKeyDer::Pkcs8(key.signing_key.serialize_der().into());
@@ -83,11 +87,17 @@ async fn serve_http(respond: Responder, tls: Option<tokio_rustls::TlsAcceptor>) 
     let recorded = seen.clone();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let (respond, recorded, tls) = (respond.clone(), recorded.clone(), tls.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: http::Request<Incoming>| {
-                    let path = req.uri().path_and_query().map_or("/", |p| p.as_str()).to_string();
+                    let path = req
+                        .uri()
+                        .path_and_query()
+                        .map_or("/", |p| p.as_str())
+                        .to_string();
                     recorded.lock().unwrap().push(Seen {
                         path: path.clone(),
                         headers: req.headers().clone(),
@@ -127,7 +137,9 @@ impl tonic::server::UnaryService<HealthCheckRequest> for Health {
     fn call(&mut self, req: tonic::Request<HealthCheckRequest>) -> Self::Future {
         let service = req.into_inner().service;
         std::future::ready(match self.0.get(&service) {
-            Some(status) => Ok(tonic::Response::new(HealthCheckResponse { status: *status })),
+            Some(status) => Ok(tonic::Response::new(HealthCheckResponse {
+                status: *status,
+            })),
             None => Err(tonic::Status::not_found("unknown service")),
         })
     }
@@ -145,7 +157,9 @@ pub async fn grpc_health_server(services: &[(&str, i32)], implemented: bool) -> 
     let recorded = seen.clone();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((stream, _)) = listener.accept().await else { return };
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
             let (health, recorded) = (health.clone(), recorded.clone());
             tokio::spawn(async move {
                 let service = service_fn(move |req: http::Request<Incoming>| {
@@ -157,12 +171,16 @@ pub async fn grpc_health_server(services: &[(&str, i32)], implemented: bool) -> 
                     async move {
                         if !implemented || req.uri().path() != CHECK_PATH {
                             return Ok::<_, Infallible>(
-                                tonic::Status::unimplemented("unknown service grpc.health.v1.Health")
-                                    .into_http(),
+                                tonic::Status::unimplemented(
+                                    "unknown service grpc.health.v1.Health",
+                                )
+                                .into_http(),
                             );
                         }
-                        let codec =
-                            tonic_prost::ProstCodec::<HealthCheckResponse, HealthCheckRequest>::default();
+                        let codec = tonic_prost::ProstCodec::<
+                            HealthCheckResponse,
+                            HealthCheckRequest,
+                        >::default();
                         Ok(tonic::server::Grpc::new(codec).unary(health, req).await)
                     }
                 });

@@ -118,9 +118,8 @@ pub struct Schedule {
 
 impl Schedule {
     pub fn of(probe: &Probe) -> Schedule {
-        let secs = |v: Option<i32>, default: i32| {
-            Duration::from_secs(v.unwrap_or(default).max(0) as u64)
-        };
+        let secs =
+            |v: Option<i32>, default: i32| Duration::from_secs(v.unwrap_or(default).max(0) as u64);
         let count = |v: Option<i32>, default: i32| v.unwrap_or(default).max(1) as u32;
         Schedule {
             initial_delay: secs(probe.initial_delay_seconds, 0),
@@ -157,7 +156,8 @@ async fn run(
     tx: &watch::Sender<ProbeState>,
 ) {
     let schedule = Schedule::of(probe);
-    let mut ticks = tokio::time::interval_at(Instant::now() + schedule.initial_delay, schedule.period);
+    let mut ticks =
+        tokio::time::interval_at(Instant::now() + schedule.initial_delay, schedule.period);
     // As with Go's ticker, an attempt that overruns the period is followed at once by the
     // next one, never by a burst of catch-up attempts.
     ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -215,7 +215,12 @@ async fn run(
 }
 
 /// One attempt, retried while it could not run at all.
-async fn attempt(rt: &dyn Runtime, target: &Target, ports: &[ContainerPort], probe: &Probe) -> Outcome {
+async fn attempt(
+    rt: &dyn Runtime,
+    target: &Target,
+    ports: &[ContainerPort],
+    probe: &Probe,
+) -> Outcome {
     let mut outcome = probe_once(rt, target, ports, probe).await;
     for _ in 1..MAX_RETRIES {
         if !matches!(outcome, Outcome::Error(_)) {

@@ -44,13 +44,20 @@ async fn runtime() -> Arc<FakeRuntime> {
 
 /// Makes the next attempts pass (exit 0) or fail (exit 1 with `boom`).
 fn answer(rt: &FakeRuntime, pass: bool) {
-    let (exit_code, output) = if pass { (0, Vec::new()) } else { (1, b"boom".to_vec()) };
+    let (exit_code, output) = if pass {
+        (0, Vec::new())
+    } else {
+        (1, b"boom".to_vec())
+    };
     rt.set_exec_result("c1", CHECK, ExecOutput { exit_code, output });
 }
 
 /// Waits for the `n`th attempt and returns the state after it.
 async fn after_attempt(rx: &mut watch::Receiver<ProbeState>, n: u64) -> ProbeState {
-    rx.wait_for(|s| s.attempts >= n).await.expect("worker running").clone()
+    rx.wait_for(|s| s.attempts >= n)
+        .await
+        .expect("worker running")
+        .clone()
 }
 
 #[tokio::test(start_paused = true)]
@@ -73,22 +80,51 @@ async fn results_start_as_the_kubelets() {
 async fn attempts_start_after_the_initial_delay_then_follow_the_period() {
     let rt = runtime().await;
     let start = Instant::now();
-    let handle = spawn(ProbeKind::Readiness, probe(5, 1, 3), target(), vec![], rt.clone());
+    let handle = spawn(
+        ProbeKind::Readiness,
+        probe(5, 1, 3),
+        target(),
+        vec![],
+        rt.clone(),
+    );
     let mut rx = handle.subscribe();
     let first = after_attempt(&mut rx, 1).await;
-    assert_eq!(start.elapsed(), Duration::from_secs(5), "first attempt after initialDelaySeconds");
-    assert!(first.success, "one success makes it ready with successThreshold 1");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(5),
+        "first attempt after initialDelaySeconds"
+    );
+    assert!(
+        first.success,
+        "one success makes it ready with successThreshold 1"
+    );
     after_attempt(&mut rx, 2).await;
-    assert_eq!(start.elapsed(), Duration::from_secs(15), "then every periodSeconds (10)");
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_secs(15),
+        "then every periodSeconds (10)"
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn readiness_needs_success_threshold_successes_in_a_row() {
     let rt = runtime().await;
-    let handle = spawn(ProbeKind::Readiness, probe(0, 2, 3), target(), vec![], rt.clone());
+    let handle = spawn(
+        ProbeKind::Readiness,
+        probe(0, 2, 3),
+        target(),
+        vec![],
+        rt.clone(),
+    );
     let mut rx = handle.subscribe();
-    assert!(!after_attempt(&mut rx, 1).await.success, "one success of two");
-    assert!(after_attempt(&mut rx, 2).await.success, "two successes in a row");
+    assert!(
+        !after_attempt(&mut rx, 1).await.success,
+        "one success of two"
+    );
+    assert!(
+        after_attempt(&mut rx, 2).await.success,
+        "two successes in a row"
+    );
 
     // Failures flip it back only after failureThreshold of them in a row; a success in
     // between starts the count again.
@@ -101,14 +137,20 @@ async fn readiness_needs_success_threshold_successes_in_a_row() {
     assert_eq!(after_attempt(&mut rx, 5).await.consecutive_failures, 0);
     answer(&rt, false);
     for n in 6..=7 {
-        assert!(after_attempt(&mut rx, n).await.success, "attempt {n}: below the threshold");
+        assert!(
+            after_attempt(&mut rx, n).await.success,
+            "attempt {n}: below the threshold"
+        );
     }
     let state = after_attempt(&mut rx, 8).await;
     assert!(!state.success, "three failures in a row");
     assert_eq!(state.last_failure.as_deref(), Some("boom"));
     assert!(!state.stopped, "readiness keeps probing");
     answer(&rt, true);
-    assert!(!after_attempt(&mut rx, 9).await.success, "one success of two again");
+    assert!(
+        !after_attempt(&mut rx, 9).await.success,
+        "one success of two again"
+    );
     assert!(after_attempt(&mut rx, 10).await.success);
 }
 
@@ -116,17 +158,29 @@ async fn readiness_needs_success_threshold_successes_in_a_row() {
 async fn liveness_fails_after_failure_threshold_and_stops_probing() {
     let rt = runtime().await;
     answer(&rt, false);
-    let handle = spawn(ProbeKind::Liveness, probe(0, 1, 3), target(), vec![], rt.clone());
+    let handle = spawn(
+        ProbeKind::Liveness,
+        probe(0, 1, 3),
+        target(),
+        vec![],
+        rt.clone(),
+    );
     let mut rx = handle.subscribe();
     for n in 1..=2 {
         let state = after_attempt(&mut rx, n).await;
-        assert!(state.success, "attempt {n}: still healthy below the threshold");
+        assert!(
+            state.success,
+            "attempt {n}: still healthy below the threshold"
+        );
         assert_eq!(state.consecutive_failures, n as u32);
         assert_eq!(state.last_failure.as_deref(), Some("boom"));
     }
     let state = after_attempt(&mut rx, 3).await;
     assert!(!state.success);
-    assert!(state.stopped, "the container is to be restarted; no more attempts");
+    assert!(
+        state.stopped,
+        "the container is to be restarted; no more attempts"
+    );
     tokio::time::sleep(Duration::from_secs(120)).await;
     assert_eq!(handle.current().attempts, 3);
 }
@@ -135,7 +189,13 @@ async fn liveness_fails_after_failure_threshold_and_stops_probing() {
 async fn startup_stops_probing_once_it_succeeds() {
     let rt = runtime().await;
     answer(&rt, false);
-    let handle = spawn(ProbeKind::Startup, probe(0, 1, 30), target(), vec![], rt.clone());
+    let handle = spawn(
+        ProbeKind::Startup,
+        probe(0, 1, 30),
+        target(),
+        vec![],
+        rt.clone(),
+    );
     let mut rx = handle.subscribe();
     assert!(!after_attempt(&mut rx, 1).await.success);
     answer(&rt, true);
@@ -149,7 +209,13 @@ async fn startup_stops_probing_once_it_succeeds() {
 async fn attempts_that_cannot_run_are_retried_and_do_not_count() {
     let rt = runtime().await;
     rt.exit("c1", 0);
-    let handle = spawn(ProbeKind::Liveness, probe(0, 1, 1), target(), vec![], rt.clone());
+    let handle = spawn(
+        ProbeKind::Liveness,
+        probe(0, 1, 1),
+        target(),
+        vec![],
+        rt.clone(),
+    );
     let mut rx = handle.subscribe();
     let state = rx
         .wait_for(|s| s.last_error.is_some())
@@ -158,7 +224,11 @@ async fn attempts_that_cannot_run_are_retried_and_do_not_count() {
         .clone();
     assert!(state.success, "an error leaves the result as it was");
     assert_eq!(state.attempts, 0);
-    let execs = rt.calls().iter().filter(|c| matches!(c, Call::Exec(..))).count();
+    let execs = rt
+        .calls()
+        .iter()
+        .filter(|c| matches!(c, Call::Exec(..)))
+        .count();
     assert_eq!(execs, 3, "tried three times in one period");
 }
 
@@ -166,7 +236,13 @@ async fn attempts_that_cannot_run_are_retried_and_do_not_count() {
 async fn an_exec_running_past_the_timeout_is_a_failure() {
     let rt = Arc::new(SlowExec::new(Duration::from_secs(5)));
     running(rt.as_ref(), &rt.fake, "c1").await;
-    let handle = spawn(ProbeKind::Readiness, probe(0, 1, 1), target(), vec![], rt.clone());
+    let handle = spawn(
+        ProbeKind::Readiness,
+        probe(0, 1, 1),
+        target(),
+        vec![],
+        rt.clone(),
+    );
     let mut rx = handle.subscribe();
     let state = after_attempt(&mut rx, 1).await;
     assert!(!state.success);
@@ -179,14 +255,24 @@ async fn an_exec_running_past_the_timeout_is_a_failure() {
 #[tokio::test(start_paused = true)]
 async fn dropping_the_handle_stops_the_worker() {
     let rt = runtime().await;
-    let handle = spawn(ProbeKind::Readiness, probe(0, 1, 3), target(), vec![], rt.clone());
+    let handle = spawn(
+        ProbeKind::Readiness,
+        probe(0, 1, 3),
+        target(),
+        vec![],
+        rt.clone(),
+    );
     let mut rx = handle.subscribe();
     after_attempt(&mut rx, 1).await;
     drop(handle);
     while rx.changed().await.is_ok() {}
     let execs = rt.calls().len();
     tokio::time::sleep(Duration::from_secs(60)).await;
-    assert_eq!(rt.calls().len(), execs, "no attempts after the handle is gone");
+    assert_eq!(
+        rt.calls().len(),
+        execs,
+        "no attempts after the handle is gone"
+    );
 }
 
 #[test]
