@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use agent::probe::{self, ProbeKind, Target};
 use agent::runtime::{ContainerConfig, Error, Runtime, User};
-use k8s_openapi::api::core::v1::{ExecAction, Probe};
+use k8s_openapi::api::core::v1::{ExecAction, LifecycleHandler, Probe};
 use runtime_env::{eventually, Env};
 
 const GENEROUS: Duration = Duration::from_secs(60);
@@ -92,6 +92,26 @@ async fn exec_returns_the_exit_code_and_output_in_the_containers_context() {
     .unwrap();
     assert_eq!(big.exit_code, 0);
     assert_eq!(big.output.len(), 10 * 1024);
+
+    // A command that cannot start is an error (a probe then keeps its result), not an exit.
+    let unstartable = exec(&env, "execd", &["/no/such/binary"], Duration::from_secs(10)).await;
+    assert!(unstartable.is_err(), "{unstartable:?}");
+
+    // Hooks run through the same exec; a failing one says what the command said.
+    let target = Target {
+        container_id: "execd".into(),
+        pod_ip: Ipv4Addr::LOCALHOST,
+    };
+    let hook = LifecycleHandler {
+        exec: Some(ExecAction {
+            command: Some(args(&["sh", "-c", "echo no way; exit 2"])),
+        }),
+        ..Default::default()
+    };
+    assert_eq!(
+        probe::run_hook(&env.rt, &target, &hook, &[], GENEROUS).await,
+        Err("command 'sh -c echo no way; exit 2' exited with 2: no way\n".into())
+    );
 
     let missing = exec(&env, "nope", &["true"], Duration::from_secs(10)).await;
     assert!(
