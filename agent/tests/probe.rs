@@ -149,6 +149,23 @@ async fn exec_past_its_timeout_is_killed_and_leaves_no_process() {
         !listing.contains("sleep 300"),
         "the timed-out exec was killed: {listing}"
     );
+
+    // An exec whose caller gives up (a probe worker stopped mid-attempt) is killed and
+    // deleted in the background.
+    let abandoned = tokio::time::timeout(
+        Duration::from_secs(1),
+        env.rt.exec("slow", &args(&["sleep", "301"]), GENEROUS),
+    )
+    .await;
+    assert!(abandoned.is_err(), "still running when dropped");
+    eventually("the abandoned exec is killed", GENEROUS, || async {
+        let ps = exec(&env, "slow", &["ps", "-o", "args"], Duration::from_secs(10))
+            .await
+            .ok()?;
+        (!String::from_utf8_lossy(&ps.output).contains("sleep 301")).then_some(())
+    })
+    .await;
+
     // The container itself is untouched.
     assert!(matches!(
         env.rt.task_state("slow").await.unwrap(),
