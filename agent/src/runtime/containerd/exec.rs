@@ -67,21 +67,17 @@ pub(super) async fn exec(
         });
     }
     // From here on the exec process exists in containerd and must be deleted, also when this
-    // future is dropped half-way (a probe worker stopped mid-exec).
+    // future is dropped half-way (a probe worker stopped mid-exec): the guard stays armed
+    // until the cleanup below is done, and cleaning up twice is harmless.
     let guard = CleanupOnDrop(Some(exec));
     let exec = guard.0.as_ref().expect("set above");
-    let ran = tokio::time::timeout(timeout, exec.start_and_wait()).await;
-    let exec = guard.disarm();
-    match ran {
+    let result = match tokio::time::timeout(timeout, exec.start_and_wait()).await {
         Ok(Ok(exit_code)) => {
             let deleted = exec.delete().await;
             let output = exec.read_output().await;
-            exec.remove_output().await;
-            deleted?;
-            Ok(ExecOutput {
-                exit_code,
-                output: output?,
-            })
+            deleted
+                .and(output)
+                .map(|output| ExecOutput { exit_code, output })
         }
         Ok(Err(e)) => {
             exec.kill_and_delete().await;
@@ -92,7 +88,10 @@ pub(super) async fn exec(
             exec.kill_and_delete().await;
             Err(Error::Timeout(timeout))
         }
-    }
+    };
+    exec.remove_output().await;
+    guard.disarm();
+    result
 }
 
 /// The container's process spec with `args` as the argv and no terminal.
@@ -251,8 +250,8 @@ impl ExecProcess {
 struct CleanupOnDrop(Option<ExecProcess>);
 
 impl CleanupOnDrop {
-    fn disarm(mut self) -> ExecProcess {
-        self.0.take().expect("armed until disarmed")
+    fn disarm(mut self) {
+        self.0 = None;
     }
 }
 
