@@ -137,7 +137,7 @@ pub fn runtime_spec(config: &ContainerConfig) -> Value {
             "env": config.env,
             "cwd": cwd,
             "capabilities": { "bounding": caps, "effective": caps, "permitted": caps },
-            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": 1048576, "soft": 1048576 }],
+            "rlimits": [{ "type": "RLIMIT_NOFILE", "hard": nofile_limit(), "soft": nofile_limit() }],
             "noNewPrivileges": config.no_new_privileges,
         },
         "root": { "path": "rootfs", "readonly": config.readonly_rootfs },
@@ -199,6 +199,20 @@ fn capabilities(config: &ContainerConfig) -> Vec<String> {
         }
     }
     caps
+}
+
+/// The open-files limit containers get: 1048576, or the hard limit this process has when
+/// that is lower, since runc cannot raise it past the hard limit without CAP_SYS_RESOURCE
+/// (containerd, started by or beside the agent, shares its limits).
+fn nofile_limit() -> u64 {
+    const WANTED: u64 = 1_048_576;
+    std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|l| {
+            let line = l.lines().find(|l| l.starts_with("Max open files"))?;
+            line.split_whitespace().nth(4)?.parse::<u64>().ok()
+        })
+        .map_or(WANTED, |hard| hard.min(WANTED))
 }
 
 fn default_mounts() -> Value {
