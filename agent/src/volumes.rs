@@ -476,6 +476,8 @@ pub async fn teardown(host: &VolumeHost, uid: &str) -> io::Result<()> {
     if fs::symlink_metadata(&root).is_err() {
         return Ok(());
     }
+    // mountinfo shows resolved paths.
+    let root = root.canonicalize()?;
     for mount_point in mount::mounts_under(&root)? {
         mount::unmount(&mount_point).await?;
     }

@@ -6,9 +6,8 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{Container, Pod, ResourceFieldSelector};
-use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 
-use super::downward::{field_value, find_container, resource_value};
+use super::downward::{field_value, find_container};
 use super::expand::expand;
 use super::objects::Objects;
 use super::{VolumeError, VolumeHost};
@@ -180,22 +179,10 @@ async fn container_resource(
             .ok_or_else(|| config_error(format!("container {name} not found")))?,
         None => container,
     };
-    let limit_missing = selector
-        .resource
-        .strip_prefix("limits.")
-        .is_some_and(|resource| {
-            !target
-                .resources
-                .as_ref()
-                .and_then(|r| r.limits.as_ref())
-                .is_some_and(|l| l.contains_key(resource))
-        });
-    let allocatable: BTreeMap<String, Quantity> = if limit_missing {
-        objects.node_allocatable().await.map_err(config_error)?
-    } else {
-        BTreeMap::new()
-    };
-    resource_value(selector, target, &allocatable).map_err(config_error)
+    objects
+        .resource_value(selector, target)
+        .await
+        .map_err(config_error)
 }
 
 #[cfg(test)]

@@ -129,7 +129,8 @@ mod tests {
         let missing = dir.join("missing");
         let d = dir.display();
         let f = file.display();
-        let cases: [(&str, &Path, Option<&str>, Result<(), String>); 12] = [
+        type Case<'a> = (&'a str, &'a Path, Option<&'a str>, Result<(), String>);
+        let cases: [Case; 12] = [
             ("no type, anything goes", &missing, None, Ok(())),
             ("empty type", &missing, Some(""), Ok(())),
             ("directory", &dir, Some("Directory"), Ok(())),

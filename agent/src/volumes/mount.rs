@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 /// Mounts a tmpfs on `dir` unless something is mounted there already. `size_bytes` becomes
 /// `size=`; without it the kernel's default (half of RAM) applies.
 pub async fn mount_tmpfs(dir: &Path, size_bytes: Option<i128>) -> io::Result<()> {
+    let dir = &dir.canonicalize()?;
     if mount_points()?.iter().any(|m| m == dir) {
         return Ok(());
     }

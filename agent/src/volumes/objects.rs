@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, Node, ResourceFieldSelector, Secret};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use kube::Api;
 use tokio::sync::Mutex;
@@ -77,5 +77,30 @@ impl<'a> Objects<'a> {
             .unwrap_or_default();
         *cache = Some(allocatable.clone());
         Ok(allocatable)
+    }
+
+    /// A `resourceFieldRef` of `container`; the node's allocatable resources are read only
+    /// when a limit it asks for is not set.
+    pub async fn resource_value(
+        &self,
+        selector: &ResourceFieldSelector,
+        container: &Container,
+    ) -> Result<String, String> {
+        let limit_missing = selector
+            .resource
+            .strip_prefix("limits.")
+            .is_some_and(|resource| {
+                !container
+                    .resources
+                    .as_ref()
+                    .and_then(|r| r.limits.as_ref())
+                    .is_some_and(|l| l.contains_key(resource))
+            });
+        let allocatable = if limit_missing {
+            self.node_allocatable().await?
+        } else {
+            BTreeMap::new()
+        };
+        super::downward::resource_value(selector, container, &allocatable)
     }
 }

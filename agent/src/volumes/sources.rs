@@ -15,7 +15,7 @@ use kube::api::PostParams;
 use kube::Api;
 
 use super::atomic::{FileProjection, Payload};
-use super::downward::{field_value, find_container, resource_value};
+use super::downward::{field_value, find_container};
 use super::objects::Objects;
 use super::VolumeHost;
 
@@ -127,10 +127,7 @@ pub async fn downward_payload(
             let name = resource.container_name.as_deref().unwrap_or_default();
             match find_container(pod, name) {
                 None => Err(format!("container {name} not found")),
-                Some(container) => match objects.node_allocatable().await {
-                    Ok(allocatable) => resource_value(resource, container, &allocatable),
-                    Err(e) => Err(e),
-                },
+                Some(container) => objects.resource_value(resource, container).await,
             }
         } else {
             Ok(String::new())
