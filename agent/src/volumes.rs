@@ -26,6 +26,7 @@ mod host_path;
 mod mount;
 mod objects;
 pub mod quantity;
+pub mod services;
 mod sources;
 
 pub use env::{is_env_var_name, ContainerEnv};
@@ -496,7 +497,9 @@ pub async fn teardown(host: &VolumeHost, uid: &str) -> io::Result<()> {
 
 /// The container's environment as `NAME=value` strings: `envFrom` first, then `env` (later
 /// entries win), with `$(VAR)` references expanded, values from ConfigMaps, Secrets, the
-/// downward API (fieldRef, resourceFieldRef) resolved.
+/// downward API (fieldRef, resourceFieldRef) resolved, and the service variables
+/// (`KUBERNETES_SERVICE_HOST`, and with `enableServiceLinks` those of the pod's namespace)
+/// added for names the container does not set.
 pub async fn container_env(
     host: &VolumeHost,
     pod: &Pod,

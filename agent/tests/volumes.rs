@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use agent::volumes::{self, PodVolumes, VolumeHost};
 use apiserver::server::{self, Config, Server};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, Container, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret,
+    ConfigMap, Container, Node, PersistentVolume, PersistentVolumeClaim, Pod, Secret, Service,
 };
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -339,6 +339,12 @@ async fn container_env_resolves_every_source_in_kubelet_order() {
         json!({ "metadata": { "name": "env" }, "data": { "TOKEN": "dG9r" } }),
     )
     .await;
+    create::<Service>(
+        &cluster.client,
+        json!({ "metadata": { "name": "web" }, "spec": { "clusterIP": "10.43.0.20", "ports": [{ "port": 8080 }] } }),
+    )
+    .await;
+    // The apiserver itself keeps `kubernetes` (10.43.0.1, 443 named https) in `default`.
     let pod = pod(
         "u-env",
         json!({
@@ -353,6 +359,7 @@ async fn container_env_resolves_every_source_in_kubelet_order() {
                 ],
                 "env": [
                     { "name": "MODE", "value": "dev" },
+                { "name": "WEB", "value": "$(WEB_SERVICE_HOST):$(WEB_SERVICE_PORT)" },
                     { "name": "URL", "value": "http://$(MODE):$(PORT)/$(LEVEL)$$(LEVEL)" },
                     { "name": "FROM_KEY", "valueFrom": { "configMapKeyRef": { "name": "env", "key": "LEVEL" } } },
                     { "name": "SECRET", "valueFrom": { "secretKeyRef": { "name": "env", "key": "TOKEN" } } },
@@ -403,6 +410,9 @@ async fn container_env_resolves_every_source_in_kubelet_order() {
         ("CPU_M", Some("500")),
         ("MEM_MI", Some("64")),
         ("1bad=key", None),
+        ("WEB", Some("10.43.0.20:8080")),
+        ("WEB_SERVICE_HOST", Some("10.43.0.20")),
+        ("WEB_PORT_8080_TCP_ADDR", Some("10.43.0.20")),
     ];
     for (name, want) in expected {
         assert_eq!(get(name), want, "{name}");
@@ -441,6 +451,7 @@ async fn container_env_resolves_every_source_in_kubelet_order() {
     let unlimited = self::pod(
         "u-env2",
         json!({
+            "enableServiceLinks": false,
             "containers": [{ "name": "app", "image": "busybox", "env": [
                 { "name": "CPUS", "valueFrom": { "resourceFieldRef": { "resource": "limits.cpu" } } },
                 { "name": "MEM_GI", "valueFrom": { "resourceFieldRef": { "resource": "limits.memory", "divisor": "1Gi" } } },
@@ -450,7 +461,19 @@ async fn container_env_resolves_every_source_in_kubelet_order() {
     let env = volumes::container_env(&host.host, &unlimited, &container(&unlimited, "app"))
         .await
         .expect("env");
-    assert_eq!(env, ["CPUS=4", "MEM_GI=8"]);
+    assert_eq!(env[..2], ["CPUS=4", "MEM_GI=8"]);
+    assert!(
+        env.contains(&"KUBERNETES_SERVICE_HOST=10.43.0.1".to_string()),
+        "always: {env:?}"
+    );
+    assert!(
+        env.contains(&"KUBERNETES_SERVICE_PORT_HTTPS=443".to_string()),
+        "{env:?}"
+    );
+    assert!(
+        !env.iter().any(|e| e.starts_with("WEB_")),
+        "no links without enableServiceLinks: {env:?}"
+    );
 
     let failures = [
         (

@@ -1,7 +1,8 @@
 //! A container's environment as the kubelet builds it (`makeEnvironmentVariables`):
 //! `envFrom` sources first, then `env` entries in order, each `value` with `$(VAR)`
 //! references to the variables defined before it expanded; a later entry with the same name
-//! replaces the earlier value.
+//! replaces the earlier value. Service variables ([`super::services`]) can be referenced
+//! and are added last for names the container does not define.
 
 use std::collections::BTreeMap;
 
@@ -10,6 +11,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, ResourceFieldSelector};
 use super::downward::{field_value, find_container};
 use super::expand::expand;
 use super::objects::Objects;
+use super::services::{service_env, services_for};
 use super::{VolumeError, VolumeHost};
 
 /// A resolved environment plus the warnings the kubelet turns into events.
@@ -67,6 +69,8 @@ pub async fn resolve(
     let namespace = pod.metadata.namespace.as_deref().unwrap_or("default");
     let objects = Objects::new(host, namespace);
     let mut env = ContainerEnv::default();
+    let services = services_for(host, pod).await.map_err(config_error)?;
+    let service_vars = service_env(&services);
 
     for source in container.env_from.iter().flatten() {
         let prefix = source.prefix.as_deref().unwrap_or_default();
@@ -113,7 +117,14 @@ pub async fn resolve(
     for var in container.env.iter().flatten() {
         let literal = var.value.as_deref().unwrap_or_default();
         let value = if !literal.is_empty() {
-            expand(literal, |name| env.get(name))
+            expand(literal, |name| {
+                env.get(name).or_else(|| {
+                    service_vars
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| v.clone())
+                })
+            })
         } else if let Some(from) = &var.value_from {
             if let Some(field) = &from.field_ref {
                 field_value(pod, field).map_err(config_error)?
@@ -162,6 +173,12 @@ pub async fn resolve(
             String::new()
         };
         env.set(var.name.clone(), value);
+    }
+    // Service variables come last and never replace a variable the container defines.
+    for (name, value) in service_vars {
+        if env.get(&name).is_none() {
+            env.vars.push((name, value));
+        }
     }
     Ok(env)
 }
