@@ -779,3 +779,49 @@ async fn downward_and_projected_volumes_hold_pod_fields_and_the_cluster_ca() {
     }
     volumes::teardown(&host.host, "u-tok").await.unwrap();
 }
+
+#[tokio::test]
+async fn fs_group_owns_volume_files_as_upstream() {
+    use std::os::unix::fs::MetadataExt;
+    let cluster = cluster().await;
+    let host = Host::new(&cluster.client);
+    create::<Secret>(
+        &cluster.client,
+        json!({ "metadata": { "name": "key" }, "data": { "key.pem": "cGVt" } }),
+    )
+    .await;
+    let pod = pod(
+        "u-fsg",
+        json!({
+            "securityContext": { "fsGroup": 2000 },
+            "containers": [{ "name": "app", "image": "busybox" }],
+            "volumes": [
+                { "name": "key", "secret": { "secretName": "key", "defaultMode": 0o400 } },
+                { "name": "scratch", "emptyDir": {} },
+            ],
+        }),
+    );
+    let prepared = host.setup(&pod).await.expect("setting up");
+    let key = prepared.paths["key"].join("key.pem");
+    let meta = std::fs::metadata(&key).unwrap();
+    assert_eq!(
+        (meta.mode() & 0o7777, meta.gid()),
+        (0o440, 2000),
+        "0400 becomes group-readable for the fsGroup"
+    );
+    let scratch = std::fs::metadata(&prepared.paths["scratch"]).unwrap();
+    assert_eq!(
+        (scratch.mode() & 0o7777, scratch.gid()),
+        (0o2777, 2000),
+        "emptyDir: group-owned, setgid"
+    );
+
+    let data_link = std::fs::read_link(prepared.paths["key"].join("..data")).unwrap();
+    host.setup(&pod).await.expect("refreshing");
+    assert_eq!(
+        std::fs::read_link(prepared.paths["key"].join("..data")).unwrap(),
+        data_link,
+        "an unchanged secret is not rewritten because of its fsGroup bits"
+    );
+    volumes::teardown(&host.host, "u-fsg").await.unwrap();
+}
