@@ -615,6 +615,10 @@ async fn host_path_types_are_checked_and_created() {
     assert_eq!(mode(&created), 0o755);
     assert!(root.path().join("new").is_file());
     assert_eq!(prepared.paths["file"], file);
+    assert!(
+        root.path().join("anything").is_dir(),
+        "a missing untyped hostPath becomes a directory, as runtimes do"
+    );
 
     let wrong = pod(
         "u-hp2",

@@ -55,6 +55,21 @@ pub fn check_type(path: &Path, kind: Option<&str>) -> Result<(), String> {
     }
 }
 
+/// A hostPath with no `type` that does not exist becomes an empty directory (0755), as the
+/// CRI runtimes (containerd, Docker) create a missing bind-mount source; the agent builds
+/// the OCI spec itself, so it does that step here.
+pub fn check_and_prepare(path: &Path, kind: Option<&str>) -> Result<(), String> {
+    check_type(path, kind)?;
+    if kind.unwrap_or_default().is_empty() && fs::symlink_metadata(path).is_err() {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(path)
+            .map_err(|e| format!("creating hostPath {}: {e}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// The host path a claim's PersistentVolume puts at the pod's disposal. The claim must be
 /// Bound, its volume must name it, and it must be a hostPath or local volume.
 pub async fn claim_path(
@@ -96,7 +111,7 @@ pub async fn claim_path(
     }
     if let Some(hp) = spec.host_path {
         let path = PathBuf::from(&hp.path);
-        check_type(&path, hp.type_.as_deref())?;
+        check_and_prepare(&path, hp.type_.as_deref())?;
         return Ok(path);
     }
     if let Some(local) = spec.local {

@@ -46,7 +46,7 @@ pub async fn setup_volume(
     }
     if let Some(hp) = &volume.host_path {
         let path = PathBuf::from(&hp.path);
-        host_path::check_type(&path, hp.type_.as_deref())?;
+        host_path::check_and_prepare(&path, hp.type_.as_deref())?;
         return Ok(path);
     }
     if let Some(claim) = &volume.persistent_volume_claim {
