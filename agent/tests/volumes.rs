@@ -770,7 +770,7 @@ async fn downward_and_projected_volumes_hold_pod_fields_and_the_cluster_ca() {
         Err(err) => {
             assert_eq!(err.reason, "FailedMount");
             assert!(
-                err.message.starts_with("MountVolume.SetUp failed for volume \"kube-api-access\" : failed to fetch token: default/default:"),
+                err.message.starts_with("MountVolume.SetUp failed for volume \"kube-api-access\" : failed to fetch token for service account default/default: "),
                 "{}",
                 err.message
             );

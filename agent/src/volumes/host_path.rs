@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim};
 use kube::Api;
 
+use super::objects::api_message;
 use super::VolumeHost;
 
 /// Checks (or creates) `path` as hostPath `type` asks. Errors are upstream's words.
@@ -81,7 +82,12 @@ pub async fn claim_path(
     let pvc = claims
         .get_opt(claim)
         .await
-        .map_err(|e| format!("failed to get persistentvolumeclaim {namespace}/{claim}: {e}"))?
+        .map_err(|e| {
+            format!(
+                "failed to get persistentvolumeclaim {namespace}/{claim}: {}",
+                api_message(&e)
+            )
+        })?
         .ok_or_else(|| format!("persistentvolumeclaim \"{claim}\" not found"))?;
     let phase = pvc
         .status
@@ -100,7 +106,12 @@ pub async fn claim_path(
     let pv = volumes
         .get_opt(volume_name)
         .await
-        .map_err(|e| format!("failed to get persistentvolume {volume_name}: {e}"))?
+        .map_err(|e| {
+            format!(
+                "failed to get persistentvolume {volume_name}: {}",
+                api_message(&e)
+            )
+        })?
         .ok_or_else(|| format!("persistentvolume \"{volume_name}\" not found"))?;
     let spec = pv.spec.unwrap_or_default();
     let claim_uid = spec.claim_ref.as_ref().and_then(|r| r.uid.as_deref());

@@ -10,6 +10,15 @@ use tokio::sync::Mutex;
 
 use super::VolumeHost;
 
+/// A client error as a user reads it: the apiserver's own message for API errors (`the
+/// server could not find the requested resource`), the transport error otherwise.
+pub fn api_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
 /// Per-call cache of the objects of one pod's namespace.
 pub struct Objects<'a> {
     host: &'a VolumeHost,
@@ -37,10 +46,13 @@ impl<'a> Objects<'a> {
             return Ok(found.clone());
         }
         let api: Api<ConfigMap> = Api::namespaced(self.host.client.clone(), &self.namespace);
-        let found = api
-            .get_opt(name)
-            .await
-            .map_err(|e| format!("failed to get configmap {}/{name}: {e}", self.namespace))?;
+        let found = api.get_opt(name).await.map_err(|e| {
+            format!(
+                "failed to get configmap {}/{name}: {}",
+                self.namespace,
+                api_message(&e)
+            )
+        })?;
         cache.insert(name.to_string(), found.clone());
         Ok(found)
     }
@@ -51,10 +63,13 @@ impl<'a> Objects<'a> {
             return Ok(found.clone());
         }
         let api: Api<Secret> = Api::namespaced(self.host.client.clone(), &self.namespace);
-        let found = api
-            .get_opt(name)
-            .await
-            .map_err(|e| format!("failed to get secret {}/{name}: {e}", self.namespace))?;
+        let found = api.get_opt(name).await.map_err(|e| {
+            format!(
+                "failed to get secret {}/{name}: {}",
+                self.namespace,
+                api_message(&e)
+            )
+        })?;
         cache.insert(name.to_string(), found.clone());
         Ok(found)
     }
@@ -69,7 +84,13 @@ impl<'a> Objects<'a> {
         let node = api
             .get_opt(&self.host.node_name)
             .await
-            .map_err(|e| format!("failed to get node {}: {e}", self.host.node_name))?
+            .map_err(|e| {
+                format!(
+                    "failed to get node {}: {}",
+                    self.host.node_name,
+                    api_message(&e)
+                )
+            })?
             .ok_or_else(|| format!("node \"{}\" not found", self.host.node_name))?;
         let allocatable = node
             .status

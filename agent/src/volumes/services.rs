@@ -6,6 +6,7 @@ use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::ListParams;
 use kube::Api;
 
+use super::objects::api_message;
 use super::VolumeHost;
 
 /// Variables for `services`, in upstream's shape: for a service `redis-primary` on
@@ -79,10 +80,12 @@ pub async fn services_for(host: &VolumeHost, pod: &Pod) -> Result<Vec<Service>, 
     let mut services = Vec::new();
     if links {
         let api: Api<Service> = Api::namespaced(host.client.clone(), namespace);
-        let list = api
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| format!("failed to list services of {namespace}: {e}"))?;
+        let list = api.list(&ListParams::default()).await.map_err(|e| {
+            format!(
+                "failed to list services of {namespace}: {}",
+                api_message(&e)
+            )
+        })?;
         services.extend(list.items);
     }
     let has_kubernetes = services
@@ -90,10 +93,12 @@ pub async fn services_for(host: &VolumeHost, pod: &Pod) -> Result<Vec<Service>, 
         .any(|s| s.metadata.name.as_deref() == Some("kubernetes"));
     if !has_kubernetes {
         let api: Api<Service> = Api::namespaced(host.client.clone(), "default");
-        let master = api
-            .get_opt("kubernetes")
-            .await
-            .map_err(|e| format!("failed to get service default/kubernetes: {e}"))?;
+        let master = api.get_opt("kubernetes").await.map_err(|e| {
+            format!(
+                "failed to get service default/kubernetes: {}",
+                api_message(&e)
+            )
+        })?;
         services.extend(master);
     }
     Ok(services)

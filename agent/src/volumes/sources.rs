@@ -16,7 +16,7 @@ use kube::Api;
 
 use super::atomic::{FileProjection, Payload};
 use super::downward::{field_value, find_container};
-use super::objects::Objects;
+use super::objects::{api_message, Objects};
 use super::VolumeHost;
 
 /// API default of `defaultMode` for configMap, secret, downwardAPI and projected volumes.
@@ -235,11 +235,16 @@ pub async fn service_account_token(
     let response = api
         .create_token_request(account, &PostParams::default(), &request)
         .await
-        .map_err(|e| format!("failed to fetch token: {namespace}/{account}: {e}"))?;
+        .map_err(|e| {
+            format!(
+                "failed to fetch token for service account {namespace}/{account}: {}",
+                api_message(&e)
+            )
+        })?;
     let token = response.status.map(|s| s.token).unwrap_or_default();
     if token.is_empty() {
         return Err(format!(
-            "failed to fetch token: {namespace}/{account}: the response holds no token"
+            "failed to fetch token for service account {namespace}/{account}: the response holds no token"
         ));
     }
     Ok(token.into_bytes())
