@@ -575,6 +575,60 @@ async fn memory_empty_dir_is_a_tmpfs_until_teardown() {
     );
     assert!(mounts[1].source.is_dir(), "a missing subPath is created");
 
+    // subPathExpr expands the container's env; a variable without a value is an error.
+    let mut with_expr = container(&pod, "app");
+    with_expr.volume_mounts = Some(vec![serde_json::from_value(
+        json!({ "name": "cache", "mountPath": "/per-pod", "subPathExpr": "pods/$(POD_NAME)" }),
+    )
+    .unwrap()]);
+    let mounts = prepared
+        .mounts_with_env(&pod, &with_expr, &["POD_NAME=web-0".to_string()])
+        .expect("an expanded subPathExpr");
+    assert_eq!(
+        mounts[0].source,
+        prepared.paths["cache"]
+            .join("pods/web-0")
+            .canonicalize()
+            .unwrap()
+    );
+    let err = prepared
+        .mounts_with_env(&pod, &with_expr, &[])
+        .expect_err("POD_NAME is not set");
+    assert_eq!(
+        (err.reason, err.message.as_str()),
+        ("CreateContainerConfigError", "missing value for POD_NAME")
+    );
+
+    // A subPath that is a symlink leading out of the volume is refused, so a container
+    // cannot get a host directory of its choosing mounted on its next start.
+    std::os::unix::fs::symlink("/etc", prepared.paths["cache"].join("escape")).unwrap();
+    let mut escaping = container(&pod, "app");
+    escaping.volume_mounts = Some(vec![serde_json::from_value(
+        json!({ "name": "cache", "mountPath": "/x", "subPath": "escape" }),
+    )
+    .unwrap()]);
+    let err = prepared
+        .mounts(&pod, &escaping)
+        .expect_err("a symlink out of the volume");
+    assert_eq!(err.reason, "CreateContainerConfigError");
+    assert!(
+        err.message.contains("not within volume path"),
+        "{}",
+        err.message
+    );
+    let mut backstep = container(&pod, "app");
+    backstep.volume_mounts = Some(vec![serde_json::from_value(
+        json!({ "name": "cache", "mountPath": "/x", "subPath": "../../.." }),
+    )
+    .unwrap()]);
+    let err = prepared
+        .mounts(&pod, &backstep)
+        .expect_err("a subPath with ..");
+    assert_eq!(
+        err.message,
+        "unable to provision SubPath `../../..`: must not contain '..'"
+    );
+
     assert_eq!(volumes::pod_dirs(&host.host).unwrap(), ["u-mem"]);
     volumes::teardown(&host.host, "u-mem")
         .await
