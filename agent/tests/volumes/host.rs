@@ -237,3 +237,76 @@ async fn claims_resolve_to_their_bound_host_path_volume() {
     volumes::teardown(&host.host, "u-pvc").await.unwrap();
     assert!(data.is_dir(), "teardown keeps the volume's data");
 }
+
+#[tokio::test]
+async fn claims_resolve_to_local_volumes_and_honour_read_only() {
+    let cluster = cluster().await;
+    let host = Host::new(&cluster.client);
+    let disk = tempfile::tempdir().unwrap();
+    let pvs: Api<PersistentVolume> = Api::all(cluster.client.clone());
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(cluster.client.clone(), "default");
+    let claim: PersistentVolumeClaim = create(
+        &cluster.client,
+        json!({
+            "metadata": { "name": "local" },
+            "spec": { "accessModes": ["ReadWriteOnce"], "resources": { "requests": { "storage": "1Gi" } }, "volumeName": "pv-local" },
+        }),
+    )
+    .await;
+    let pv: PersistentVolume = serde_json::from_value(json!({
+        "metadata": { "name": "pv-local" },
+        "spec": {
+            "capacity": { "storage": "1Gi" }, "accessModes": ["ReadWriteOnce"],
+            "local": { "path": disk.path() },
+            "nodeAffinity": { "required": { "nodeSelectorTerms": [{ "matchExpressions": [
+                { "key": "kubernetes.io/hostname", "operator": "In", "values": ["n1"] },
+            ]}]}},
+            "claimRef": { "namespace": "default", "name": "local", "uid": claim.metadata.uid },
+        },
+    }))
+    .unwrap();
+    pvs.create(&PostParams::default(), &pv)
+        .await
+        .expect("creating the PV");
+    claims
+        .patch_status(
+            "local",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": { "phase": "Bound" } })),
+        )
+        .await
+        .expect("binding the claim");
+    let pod = pod(
+        "u-local",
+        json!({
+            "containers": [{ "name": "app", "image": "busybox", "volumeMounts": [{ "name": "disk", "mountPath": "/disk" }] }],
+            "volumes": [{ "name": "disk", "persistentVolumeClaim": { "claimName": "local", "readOnly": true } }],
+        }),
+    );
+    let prepared = host
+        .setup(&pod)
+        .await
+        .expect("a claim bound to a local volume");
+    assert_eq!(prepared.paths["disk"], disk.path());
+    let mounts = prepared.mounts(&pod, &container(&pod, "app")).unwrap();
+    assert!(
+        mounts[0].readonly,
+        "the claim's readOnly makes the mount read-only"
+    );
+
+    // The volume's directory vanished from the disk: the mount fails instead of using an
+    // empty directory in its place.
+    let gone = disk.path().to_path_buf();
+    drop(disk);
+    let err = host.setup(&pod).await.expect_err("a missing local path");
+    assert_eq!(err.reason, "FailedMount");
+    assert!(
+        err.message.contains(&format!(
+            "local volume path {} of persistentvolume \"pv-local\" does not exist",
+            gone.display()
+        )),
+        "{}",
+        err.message
+    );
+    volumes::teardown(&host.host, "u-local").await.unwrap();
+}
