@@ -199,6 +199,12 @@ fn sub_path_source(volume: &Path, sub: &str) -> io::Result<PathBuf> {
     Ok(resolved)
 }
 
+/// Whether `name` names exactly one directory entry (API names and UIDs always do; this
+/// keeps a malformed one from reaching outside the pods dir).
+fn is_path_component(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\0'])
+}
+
 /// `<pods_dir>/<uid>`: the pod's own directory (volumes, and the per-pod files the agent
 /// mounts into containers such as etc-hosts).
 pub fn pod_dir(host: &VolumeHost, uid: &str) -> PathBuf {
@@ -243,10 +249,10 @@ pub async fn setup(host: &VolumeHost, pod: &Pod) -> Result<PodVolumes, VolumeErr
         .metadata
         .uid
         .as_deref()
-        .filter(|u| !u.is_empty())
+        .filter(|u| is_path_component(u))
         .ok_or_else(|| VolumeError {
             reason: "FailedMount",
-            message: "the pod has no uid".into(),
+            message: format!("the pod has no usable uid ({:?})", pod.metadata.uid),
         })?;
     let volumes_dir = pod_dir(host, uid).join("volumes");
     fs::DirBuilder::new()
@@ -292,7 +298,7 @@ pub async fn setup(host: &VolumeHost, pod: &Pod) -> Result<PodVolumes, VolumeErr
 /// Unmounts and removes everything under `<pods_dir>/<uid>`. Absent parts are skipped.
 /// Refuses to delete anything while a mount below the pod directory remains.
 pub async fn teardown(host: &VolumeHost, uid: &str) -> io::Result<()> {
-    if uid.is_empty() || uid.contains('/') || uid == "." || uid == ".." {
+    if !is_path_component(uid) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("invalid pod uid {uid:?}"),
@@ -346,6 +352,22 @@ pub async fn resolve_container_env(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accepts_only_single_path_components_as_uids_and_volume_names() {
+        let cases = [
+            ("uid", "6f1c2f6e-0b7a-4d33-9d0e-1b2c3d4e5f60", true),
+            ("volume name", "kube-api-access-x7k2p", true),
+            ("empty", "", false),
+            ("dot", ".", false),
+            ("dot dot", "..", false),
+            ("slash", "a/b", false),
+            ("NUL", "a\0b", false),
+        ];
+        for (name, input, ok) in cases {
+            assert_eq!(is_path_component(input), ok, "{name}");
+        }
+    }
 
     #[test]
     fn validates_sub_paths_as_upstream() {

@@ -21,6 +21,9 @@ pub async fn setup_volume(
     volumes_dir: &Path,
     volume: &Volume,
 ) -> Result<PathBuf, String> {
+    if !super::is_path_component(&volume.name) {
+        return Err(format!("invalid volume name {:?}", volume.name));
+    }
     let dir = |plugin: &str| {
         volumes_dir
             .join(format!("kubernetes.io~{plugin}"))
