@@ -229,6 +229,12 @@ async fn downward_and_projected_volumes_hold_pod_fields_and_the_cluster_ca() {
     assert_eq!(read(info.join("annotations")), "owner=\"team \\\"a\\\"\"");
     assert_eq!(read(info.join("name")), "pod-u-dw");
     assert_eq!(read(info.join("mem")), "64");
+
+    // New labels reach the file on the next refresh, as the kubelet resyncs them.
+    let mut relabelled = downward.clone();
+    relabelled.metadata.labels = Some([("app".to_string(), "api".to_string())].into());
+    host.setup(&relabelled).await.expect("refreshing");
+    assert_eq!(read(info.join("labels")), "app=\"api\"");
     let ca = &prepared.paths["ca"];
     assert_eq!(
         *ca,
