@@ -51,7 +51,8 @@ pub async fn run(client: Client, config: AgentConfig, runtime: Arc<dyn Runtime>,
     };
     let readiness: Arc<Mutex<Result<(), String>>> =
         Arc::new(Mutex::new(Err("container runtime network not ready: waiting for the node's podCIDR".into())));
-    let registered = node::register(&client, &node_config, &readiness.lock().expect("not poisoned").clone()).await?;
+    let initial = readiness.lock().expect("not poisoned").clone();
+    let registered = node::register(&client, &node_config, &initial).await?;
     let heartbeat = {
         let (client, node_config, registered, readiness) = (client.clone(), node_config.clone(), registered.clone(), readiness.clone());
         tokio::spawn(node::heartbeat_forever(client, node_config, registered, move || {
@@ -61,7 +62,9 @@ pub async fn run(client: Client, config: AgentConfig, runtime: Arc<dyn Runtime>,
     let _heartbeat = AbortOnDrop(heartbeat);
     let cidr = node::wait_for_pod_cidr(&client, &config.node_name).await?;
     network.init(&cidr).await.map_err(|source| Error::Network { cidr: cidr.clone(), source })?;
-    *readiness.lock().expect("not poisoned") = Ok(());
+    {
+        *readiness.lock().expect("not poisoned") = Ok(());
+    }
     // Report Ready now rather than at the next tick.
     if let Err(e) = node::report(&client, &node_config, &registered, &Ok(()), None, true).await {
         tracing::warn!(error = %e, "reporting the node ready; the heartbeat retries");

@@ -24,9 +24,10 @@ pub mod backoff;
 pub mod config;
 pub mod events;
 pub mod files;
+pub mod probes;
 pub mod state;
 pub mod static_pods;
-mod worker;
+pub(crate) mod worker;
 
 pub use backoff::BackoffConfig;
 pub use files::ClusterDns;

@@ -19,6 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::backoff::{go_duration, Backoff};
+use super::probes::{self, Probes};
 use super::events::{self, field_path, NORMAL, WARNING};
 use super::state::{self, Record, State, Terminated};
 use super::{config, container_id, files, labels, PodContext, LABEL_ATTEMPT, LABEL_CONTAINER_NAME, LABEL_CREATED, LABEL_INIT};
@@ -38,7 +39,7 @@ const MAX_TERMINATION_MESSAGE: usize = 4096;
 
 /// What wakes a worker besides pod updates.
 #[derive(Debug)]
-pub(super) enum Wake {
+pub enum Wake {
     Exited { id: String, status: ExitStatus },
     Probe,
 }
@@ -55,7 +56,7 @@ struct Slot {
     next_attempt: u32,
     restart: Backoff,
     pull: Backoff,
-    probes: probe_glue::Probes,
+    probes: Probes,
     /// Set while the agent is stopping the container on purpose (liveness, deletion).
     killing: Option<&'static str>,
 }
@@ -71,7 +72,7 @@ impl Slot {
             next_attempt: 0,
             restart: Backoff::default(),
             pull: Backoff::default(),
-            probes: probe_glue::Probes::default(),
+            probes: Probes::default(),
             killing: None,
         }
     }
@@ -233,10 +234,12 @@ impl Worker {
             }
         }
         if let Some(pod) = self.pod() {
+            let ip = self.probe_ip(&pod);
             for slot in self.app.iter_mut().chain(self.init.iter_mut()) {
                 if slot.rec.is_running() {
-                    slot.probes.start(&self.ctx, &pod, &slot.spec, slot.current.as_deref().unwrap_or_default(), &self.wake_tx, None);
-                    probe_glue::apply(slot);
+                    let id = slot.current.clone().unwrap_or_default();
+                    slot.probes.start(self.ctx.runtime.clone(), &slot.spec, &id, ip, &self.wake_tx);
+                    slot.probes.apply(&mut slot.rec);
                 }
             }
         }
@@ -280,6 +283,18 @@ impl Worker {
             self.start_time = Some(now());
         }
         let host_network = spec.host_network.unwrap_or(false);
+        // Probe results since the last pass.
+        let mut unhealthy = Vec::new();
+        for slot in self.init.iter_mut().chain(self.app.iter_mut()) {
+            if slot.rec.is_running() {
+                for m in slot.probes.apply(&mut slot.rec) {
+                    unhealthy.push((field_path(false, &slot.spec.name), m));
+                }
+            }
+        }
+        for (fp, m) in unhealthy {
+            self.event(pod, Some(fp), WARNING, "Unhealthy", &m).await;
+        }
         // The sandbox.
         if self.sandbox.is_none() && !host_network {
             if let Err(wait) = self.sandbox_retry.attempt(&self.ctx.backoff, Instant::now()) {
@@ -360,8 +375,8 @@ impl Worker {
                 let slot = &self.app[i];
                 if slot.rec.is_running() {
                     // Liveness or startup failure: stop it; the exit restarts it.
-                    if let Some(reason) = probe_glue::wants_restart(slot) {
-                        let grace = probe_glue::kill_grace(slot, pod);
+                    if let Some(reason) = slot.probes.wants_restart() {
+                        let grace = slot.probes.kill_grace(pod, reason);
                         let msg = format!("Container {} failed {reason} probe, will be restarted", slot.spec.name);
                         self.event(pod, Some(field_path(false, &slot.spec.name)), NORMAL, "Killing", &msg).await;
                         let slot = &mut self.app[i];
@@ -401,6 +416,12 @@ impl Worker {
     fn records(&self, init: bool) -> Vec<Record> {
         let slots = if init { &self.init } else { &self.app };
         slots.iter().map(|s| s.rec.clone()).collect()
+    }
+
+    /// The address probes and hooks reach the pod at.
+    fn probe_ip(&self, pod: &Pod) -> std::net::Ipv4Addr {
+        let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+        self.pod_ip(host_network).parse().unwrap_or(self.ctx.node_ip)
     }
 
     fn pod_ip(&self, host_network: bool) -> String {
@@ -547,14 +568,16 @@ impl Worker {
         self.event(pod, Some(fp.clone()), NORMAL, "Started", &format!("Started container {}", spec.name)).await;
         spawn_waiter(&ctx, &self.wake_tx, &id);
         let wake = self.wake_tx.clone();
+        let ip = self.probe_ip(pod);
         let slot = self.slot_mut(init, i);
         slot.current = Some(id.clone());
         slot.rec.state = State::Running { started_at: now() };
-        slot.probes.start(&ctx, pod, &spec, &id, &wake, None);
-        probe_glue::apply(slot);
-        // postStart runs before the container counts as started; a failure kills it.
+        slot.probes.start(ctx.runtime.clone(), &spec, &id, ip, &wake);
+        slot.probes.apply(&mut slot.rec);
+        // postStart runs right after the start; a failure kills the container.
         if let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
-            if let Err(msg) = probe_glue::run_hook(&ctx, &spec, &id, pod_ip, &hook).await {
+            let timeout = Duration::from_secs(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30).max(1) as u64);
+            if let Err(msg) = probes::run_hook(ctx.runtime.as_ref(), &spec, &id, ip, &hook, timeout).await {
                 let text = format!("PostStartHook failed: {msg}");
                 self.event(pod, Some(fp), WARNING, "FailedPostStartHook", &text).await;
                 let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
@@ -772,19 +795,17 @@ impl Worker {
 
     /// Stops every running container: preStop, the stop signal, SIGKILL after `grace`.
     async fn stop_all(&mut self, pod: &Pod, grace: Duration) {
-        let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
-        let pod_ip = self.pod_ip(host_network);
+        let pod_ip = self.probe_ip(pod);
         let mut stops = Vec::new();
         for slot in self.init.iter_mut().chain(self.app.iter_mut()) {
             slot.probes.stop();
             let Some(id) = slot.current.clone().filter(|_| slot.rec.is_running()) else { continue };
             let ctx = self.ctx.clone();
             let spec = slot.spec.clone();
-            let pod_ip = pod_ip.clone();
             stops.push(tokio::spawn(async move {
                 let deadline = Instant::now() + grace;
                 if let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) {
-                    let run = probe_glue::run_hook(&ctx, &spec, &id, &pod_ip, &hook);
+                    let run = probes::run_hook(ctx.runtime.as_ref(), &spec, &id, pod_ip, &hook, grace);
                     if let Ok(Err(msg)) = tokio::time::timeout(grace, run).await {
                         tracing::info!(container = %spec.name, %msg, "preStop hook failed");
                     }
@@ -1054,53 +1075,6 @@ mod registry_glue {
 
     pub fn credentials_for(_image: &str, _secrets: &[Secret]) -> Option<RegistryAuth> {
         None
-    }
-}
-
-/// Until the prober lands: containers are ready once running, and never restarted by a
-/// probe.
-mod probe_glue {
-    use std::sync::Arc;
-    use std::time::Duration;
-
-    use k8s_openapi::api::core::v1::{Container, LifecycleHandler, Pod};
-    use tokio::sync::mpsc;
-
-    use super::{PodContext, Slot, Wake};
-
-    #[derive(Default)]
-    pub struct Probes {}
-
-    impl Probes {
-        pub fn start(
-            &mut self,
-            _ctx: &Arc<PodContext>,
-            _pod: &Pod,
-            _spec: &Container,
-            _id: &str,
-            _wake: &mpsc::UnboundedSender<Wake>,
-            _pod_ip: Option<&str>,
-        ) {
-        }
-
-        pub fn stop(&mut self) {}
-    }
-
-    pub fn apply(slot: &mut Slot) {
-        slot.rec.started = slot.rec.is_running();
-        slot.rec.ready = slot.rec.is_running();
-    }
-
-    pub fn wants_restart(_slot: &Slot) -> Option<&'static str> {
-        None
-    }
-
-    pub fn kill_grace(_slot: &Slot, pod: &Pod) -> Duration {
-        Duration::from_secs(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30).max(0) as u64)
-    }
-
-    pub async fn run_hook(_ctx: &PodContext, _spec: &Container, _id: &str, _pod_ip: &str, _hook: &LifecycleHandler) -> Result<(), String> {
-        Err("lifecycle hooks are not implemented yet".into())
     }
 }
 
