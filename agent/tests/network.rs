@@ -252,9 +252,10 @@ async fn pods_get_namespaces_and_addresses_and_reach_each_other_over_the_bridge(
                 sandbox.uid
             );
         }
+        let veth = output("ip", &["-d", "link", "show", &host_veth_name(&sandbox.uid)]);
         assert!(
-            link_exists(&host_veth_name(&sandbox.uid)),
-            "{}: host veth",
+            veth.contains(&format!("master {}", guard.bridge)) && veth.contains("hairpin on"),
+            "{}: host veth on the bridge with hairpin: {veth}",
             sandbox.uid
         );
     }
@@ -320,7 +321,15 @@ async fn pods_get_namespaces_and_addresses_and_reach_each_other_over_the_bridge(
         .await
         .expect("teardown of an unknown pod is a no-op");
 
-    // A restarted agent: the same state dir gives B the same address and namespaces.
+    // A restarted agent: the same state dir gives B the same address and namespaces, and
+    // setup repairs what changed meanwhile (a stray address, a lost default route).
+    let stray = format!("{}/24", guard.ip(200));
+    in_ns(
+        "--net",
+        &b.netns,
+        &["ip", "addr", "add", &stray, "dev", "eth0"],
+    );
+    in_ns("--net", &b.netns, &["ip", "route", "del", "default"]);
     let b_netns_inode = inode(&b.netns);
     drop(net);
     let restarted = guard.network();
@@ -337,6 +346,15 @@ async fn pods_get_namespaces_and_addresses_and_reach_each_other_over_the_bridge(
         "B keeps its network namespace"
     );
     assert_configured(&again, guard.ip(1));
+    let addrs = in_ns(
+        "--net",
+        &again.netns,
+        &["ip", "-4", "-o", "addr", "show", "dev", "eth0"],
+    );
+    assert!(
+        !addrs.contains(&stray),
+        "the stray address is removed: {addrs}"
+    );
     // The address A freed is not the next one handed out (round-robin).
     let c = restarted.setup(&req("pod-c", "charlie")).await.unwrap();
     assert_eq!(c.ip, guard.ip(4));

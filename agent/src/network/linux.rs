@@ -13,9 +13,11 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
+use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
+    RouteMessageBuilder,
 };
 
 use super::ipam::{Cidr, Ipam};
@@ -124,6 +126,34 @@ async fn delete_link(handle: &Handle, name: &str) -> Result<()> {
         match handle.link().del(index).execute().await {
             Err(e) if errno(&e) != Some(ENODEV) => return Err(netlink_err("delete link")(e)),
             _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Removes IPv4 addresses of link `index` other than `keep`: an existing sandbox whose
+/// reservation changed (the podCIDR changed) must not keep answering on the old address.
+async fn remove_other_addresses(handle: &Handle, index: u32, keep: Ipv4Addr) -> Result<()> {
+    let addresses: Vec<_> = handle
+        .address()
+        .get()
+        .set_link_index_filter(index)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(netlink_err("list the pod's addresses"))?;
+    for address in addresses {
+        let stale = address
+            .attributes
+            .iter()
+            .any(|a| matches!(a, AddressAttribute::Address(IpAddr::V4(ip)) if *ip != keep));
+        if stale {
+            handle
+                .address()
+                .del(address)
+                .execute()
+                .await
+                .map_err(netlink_err("remove a stale pod address"))?;
         }
     }
     Ok(())
@@ -242,6 +272,18 @@ impl HostNetwork {
             }
         }
 
+        // Hairpin: a pod reaching itself through a service address (the proxy's DNAT sends
+        // the packet back out of the port it came in by), as kubenet's hairpin-veth does.
+        let port = link_index(&host, &veth).await?.ok_or(Error::Netlink {
+            op: "find the pod's veth",
+            message: format!("{veth} vanished after creation"),
+        })?;
+        host.link()
+            .set_port(LinkBridgePort::new(port).hairpin(true).build())
+            .execute()
+            .await
+            .map_err(netlink_err("set hairpin on the pod's bridge port"))?;
+
         let pod = pod_handle(&sandbox.netns).await?;
         let lo = link_index(&pod, "lo").await?.ok_or(Error::Netlink {
             op: "find lo in the pod",
@@ -252,6 +294,7 @@ impl HostNetwork {
             op: "find eth0 in the pod",
             message: "no such link".into(),
         })?;
+        remove_other_addresses(&pod, eth0, sandbox.ip).await?;
         exists_ok(
             pod.address()
                 .add(eth0, IpAddr::V4(sandbox.ip), cidr.prefix())
