@@ -18,13 +18,18 @@ use nix::sched::{setns, CloneFlags};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Live guards and the net.ipv4.ip_forward value from before the first: `init` turns
+/// forwarding on, and the last guard to go puts the old value back (tests run in parallel).
+static FORWARDING: std::sync::Mutex<(usize, String)> = std::sync::Mutex::new((0, String::new()));
+
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
+
 /// What a test made on the host, removed on drop with plain tools (not the code under test).
 struct Guard {
     state: tempfile::TempDir,
     bridge: String,
     cidr: String,
     prefix: String,
-    forward_before: String,
 }
 
 impl Guard {
@@ -52,15 +57,20 @@ impl Guard {
                 !routes.contains(&prefix) && !addrs.contains(&prefix)
             })
             .expect("a free 10.251.x.0/24");
+        let state = tempfile::Builder::new()
+            .prefix("kybern-net-")
+            .tempdir()
+            .unwrap();
+        let mut forwarding = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
+        if forwarding.0 == 0 {
+            forwarding.1 = std::fs::read_to_string(IP_FORWARD).unwrap();
+        }
+        forwarding.0 += 1;
         Guard {
-            state: tempfile::Builder::new()
-                .prefix("kybern-net-")
-                .tempdir()
-                .unwrap(),
+            state,
             bridge,
             cidr: format!("10.251.{third}.0/24"),
             prefix: format!("10.251.{third}."),
-            forward_before: std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
         }
     }
 
@@ -91,7 +101,11 @@ impl Drop for Guard {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();
-        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &self.forward_before);
+        let mut forwarding = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
+        forwarding.0 -= 1;
+        if forwarding.0 == 0 {
+            let _ = std::fs::write(IP_FORWARD, &forwarding.1);
+        }
     }
 }
 
@@ -218,12 +232,7 @@ async fn pods_get_namespaces_and_addresses_and_reach_each_other_over_the_bridge(
         bridge_addrs.contains(&format!("inet {}/24", guard.ip(1))),
         "bridge has {bridge_addrs:?}"
     );
-    assert_eq!(
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward")
-            .unwrap()
-            .trim(),
-        "1"
-    );
+    assert_eq!(std::fs::read_to_string(IP_FORWARD).unwrap().trim(), "1");
 
     let a = net.setup(&req("pod-a", "alpha")).await.unwrap();
     let b = net.setup(&req("pod-b", "bravo")).await.unwrap();
