@@ -76,6 +76,14 @@ pub struct Sandbox {
     pub ip: Ipv4Addr,
 }
 
+/// A route to another node's pods (host-gw): its podCIDR through its node address, which
+/// must be on a network this node is directly connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRoute {
+    pub pod_cidr: String,
+    pub node_ip: Ipv4Addr,
+}
+
 #[async_trait]
 pub trait Network: Send + Sync {
     /// Prepares the node for pods of `pod_cidr` (e.g. "10.42.0.0/24"): the bridge with the
@@ -90,4 +98,8 @@ pub trait Network: Send + Sync {
     /// UIDs of every sandbox that exists, so a restarted agent can remove those of pods
     /// deleted while it was down.
     async fn sandboxes(&self) -> Result<Vec<String>>;
+    /// Makes the routes to other nodes' pods exactly `peers`: missing ones are added,
+    /// changed ones replaced, ones for nodes no longer listed removed. A peer with this
+    /// node's own podCIDR is skipped.
+    async fn sync_peer_routes(&self, peers: &[PeerRoute]) -> Result<()>;
 }

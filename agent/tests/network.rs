@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use agent::network::linux::{host_veth_name, HostNetwork};
-use agent::network::{Error, Network, Sandbox, SandboxRequest};
+use agent::network::{Error, Network, PeerRoute, Sandbox, SandboxRequest};
 use nix::sched::{setns, CloneFlags};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -30,6 +30,8 @@ struct Guard {
     bridge: String,
     cidr: String,
     prefix: String,
+    /// For a pretend other node's pods.
+    peer_cidr: String,
 }
 
 impl Guard {
@@ -53,10 +55,11 @@ impl Guard {
         let third = (0..250)
             .map(|i| (std::process::id() + n * 7 + i) % 250 + 1)
             .find(|t| {
-                let prefix = format!("10.251.{t}.");
-                !routes.contains(&prefix) && !addrs.contains(&prefix)
+                [format!("10.251.{t}."), format!("10.252.{t}.")]
+                    .iter()
+                    .all(|p| !routes.contains(p) && !addrs.contains(p))
             })
-            .expect("a free 10.251.x.0/24");
+            .expect("a free 10.251.x.0/24 and 10.252.x.0/24");
         let state = tempfile::Builder::new()
             .prefix("kybern-net-")
             .tempdir()
@@ -71,6 +74,7 @@ impl Guard {
             bridge,
             cidr: format!("10.251.{third}.0/24"),
             prefix: format!("10.251.{third}."),
+            peer_cidr: format!("10.252.{third}.0/24"),
         }
     }
 
@@ -85,6 +89,9 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["route", "del", &self.peer_cidr])
+            .output();
         let ns_root = self.state.path().join("network/ns");
         for sandbox in std::fs::read_dir(&ns_root).into_iter().flatten().flatten() {
             let uid = sandbox.file_name().to_string_lossy().to_string();
@@ -416,5 +423,74 @@ async fn a_sandbox_whose_namespaces_are_gone_is_made_again_with_its_address() {
     net.teardown("pod-r").await.unwrap();
     assert!(net.sandboxes().await.unwrap().is_empty());
     assert!(net.reservations().unwrap().is_empty());
+    net.remove_bridge().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_to_a_peer_nodes_pods_go_through_that_node_until_it_leaves() {
+    let guard = Guard::new();
+    let net = guard.network();
+    net.init(&guard.cidr).await.unwrap();
+    // Pod P plays the other node: its address is the node address, and it holds an
+    // address of the peer podCIDR the way that node's pod would.
+    let node = net.setup(&req("pod-p", "peer")).await.unwrap();
+    let peer_pod: Ipv4Addr = guard.peer_cidr.replace("0/24", "5").parse().unwrap();
+    in_ns(
+        "--net",
+        &node.netns,
+        &["ip", "addr", "add", &format!("{peer_pod}/32"), "dev", "lo"],
+    );
+    let peers = [
+        PeerRoute {
+            pod_cidr: guard.peer_cidr.clone(),
+            node_ip: node.ip,
+        },
+        // This node's own podCIDR is never routed elsewhere.
+        PeerRoute {
+            pod_cidr: guard.cidr.clone(),
+            node_ip: node.ip,
+        },
+    ];
+    net.sync_peer_routes(&peers).await.unwrap();
+    net.sync_peer_routes(&peers)
+        .await
+        .expect("a sync is idempotent");
+    let routes = output("ip", &["-4", "route", "show", "proto", "75"]);
+    let expected = format!("{} via {} dev {}", guard.peer_cidr, node.ip, guard.bridge);
+    assert!(
+        routes.contains(&expected),
+        "route {expected:?} in {routes:?}"
+    );
+    assert!(
+        !routes.contains(&guard.cidr),
+        "own podCIDR routed away: {routes:?}"
+    );
+
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let server = spawn_in_netns(&node.netns, move || {
+        let listener = TcpListener::bind((peer_pod, 0)).unwrap();
+        port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(stream.try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        writeln!(stream, "pong from the peer's pod").unwrap();
+    });
+    let port = port_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("listening");
+    let target = SocketAddr::from((peer_pod, port));
+    let reply = tokio::task::spawn_blocking(move || ping(target))
+        .await
+        .unwrap();
+    assert_eq!(reply, "pong from the peer's pod");
+    server.join().unwrap();
+
+    net.sync_peer_routes(&[]).await.unwrap();
+    let routes = output("ip", &["-4", "route", "show", &guard.peer_cidr]);
+    assert_eq!(routes.trim(), "", "the departed peer's route is removed");
+
+    net.teardown("pod-p").await.unwrap();
     net.remove_bridge().await.unwrap();
 }

@@ -15,19 +15,27 @@ use async_trait::async_trait;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol};
 use rtnetlink::{
     Handle, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth,
     RouteMessageBuilder,
 };
 
 use super::ipam::{Cidr, Ipam};
-use super::{check_uid, netns, Error, Network, Result, Sandbox, SandboxRequest, BRIDGE};
+use super::{check_uid, netns, Error, Network, PeerRoute, Result, Sandbox, SandboxRequest, BRIDGE};
 
 /// The interface name pods see.
 const POD_IFACE: &str = "eth0";
 
+/// The routing protocol number marking routes to other nodes' pods as ours (`ip route`
+/// shows `proto 75`), so a sync finds them again without state and leaves others alone.
+const PEER_ROUTE_PROTOCOL: u8 = 75;
+/// The kernel's main routing table.
+const RT_TABLE_MAIN: u8 = 254;
+
 const EEXIST: i32 = 17;
 const ENODEV: i32 = 19;
+const ESRCH: i32 = 3;
 
 /// Pod networking on this host.
 #[derive(Debug)]
@@ -157,6 +165,24 @@ async fn remove_other_addresses(handle: &Handle, index: u32, keep: Ipv4Addr) -> 
         }
     }
     Ok(())
+}
+
+/// A route's destination and gateway, when both are IPv4.
+fn route_key(route: &RouteMessage) -> Option<(Ipv4Addr, u8, Ipv4Addr)> {
+    let mut destination = None;
+    let mut gateway = None;
+    for attribute in &route.attributes {
+        match attribute {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => destination = Some(*ip),
+            RouteAttribute::Gateway(RouteAddress::Inet(ip)) => gateway = Some(*ip),
+            _ => {}
+        }
+    }
+    Some((
+        destination?,
+        route.header.destination_prefix_length,
+        gateway?,
+    ))
 }
 
 async fn set_up(handle: &Handle, index: u32) -> Result<()> {
@@ -403,6 +429,53 @@ impl Network for HostNetwork {
         check_uid(uid)?;
         let _change = self.changes.lock().await;
         self.teardown_locked(uid).await
+    }
+
+    async fn sync_peer_routes(&self, peers: &[PeerRoute]) -> Result<()> {
+        let own = self.cidr()?;
+        let mut desired = Vec::new();
+        for peer in peers {
+            let cidr = Cidr::parse(&peer.pod_cidr)?;
+            if cidr == own {
+                tracing::warn!(node_ip = %peer.node_ip, %cidr, "a peer with this node's podCIDR; skipped");
+                continue;
+            }
+            desired.push((cidr.network(), cidr.prefix(), peer.node_ip));
+        }
+        let host = host_handle()?;
+        let ours = RouteProtocol::Other(PEER_ROUTE_PROTOCOL);
+        let existing: Vec<RouteMessage> = host
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(netlink_err("list routes"))?;
+        for route in existing {
+            let mine = route.header.protocol == ours && route.header.table == RT_TABLE_MAIN;
+            if mine && !route_key(&route).is_some_and(|key| desired.contains(&key)) {
+                match host.route().del(route).execute().await {
+                    Err(e) if errno(&e) != Some(ESRCH) => {
+                        return Err(netlink_err("remove a route to a former peer")(e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (network, prefix, node_ip) in desired {
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(network, prefix)
+                .gateway(node_ip)
+                .protocol(ours)
+                .build();
+            host.route()
+                .add(route)
+                .replace()
+                .execute()
+                .await
+                .map_err(netlink_err("add a route to a peer's pods"))?;
+        }
+        Ok(())
     }
 
     async fn sandboxes(&self) -> Result<Vec<String>> {
