@@ -18,10 +18,9 @@ use nix::sched::{setns, CloneFlags};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
-/// Live guards and the net.ipv4.ip_forward value from before the first: `init` turns
-/// forwarding on, and the last guard to go puts the old value back (tests run in parallel).
-static FORWARDING: std::sync::Mutex<(usize, String)> = std::sync::Mutex::new((0, String::new()));
-
+/// `init` turns net.ipv4.ip_forward on, as a node needs. The tests leave it on: nextest runs
+/// them as parallel processes, and one putting the old value back would turn forwarding off
+/// under another; it is a host setting, not an object a test creates.
 const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
 /// What a test made on the host, removed on drop with plain tools (not the code under test).
@@ -64,11 +63,6 @@ impl Guard {
             .prefix("kybern-net-")
             .tempdir()
             .unwrap();
-        let mut forwarding = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
-        if forwarding.0 == 0 {
-            forwarding.1 = std::fs::read_to_string(IP_FORWARD).unwrap();
-        }
-        forwarding.0 += 1;
         Guard {
             state,
             bridge,
@@ -108,11 +102,6 @@ impl Drop for Guard {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();
-        let mut forwarding = FORWARDING.lock().unwrap_or_else(|e| e.into_inner());
-        forwarding.0 -= 1;
-        if forwarding.0 == 0 {
-            let _ = std::fs::write(IP_FORWARD, &forwarding.1);
-        }
     }
 }
 
