@@ -14,6 +14,7 @@ use async_trait::async_trait;
 pub mod fake;
 pub mod ipam;
 pub mod linux;
+mod netlink;
 mod netns;
 
 /// The name of the bridge pods are attached to.
@@ -54,6 +55,11 @@ pub fn check_uid(uid: &str) -> Result<()> {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Wraps an I/O error with what was being done.
+fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { context, source }
+}
 
 /// What identifies a pod's sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
