@@ -377,6 +377,16 @@ async fn a_sandbox_whose_namespaces_are_gone_is_made_again_with_its_address() {
     let guard = Guard::new();
     let net = guard.network();
     net.init(&guard.cidr).await.unwrap();
+
+    // A sandbox that cannot be made (the kernel refuses a 100-character hostname) leaves
+    // no namespace file, mount, veth or reservation behind.
+    let refused = net.setup(&req("pod-bad", &"h".repeat(100))).await;
+    assert!(matches!(refused, Err(Error::Io { .. })), "{refused:?}");
+    assert_eq!(net.sandboxes().await.unwrap(), Vec::<String>::new());
+    assert!(net.reservations().unwrap().is_empty());
+    assert!(!link_exists(&host_veth_name("pod-bad")));
+    assert!(!mounted(&guard.state.path().join("network/ns/pod-bad")));
+
     let first = net.setup(&req("pod-r", "romeo")).await.unwrap();
 
     // As after a reboot: the namespace files are plain empty files; the veth died with the

@@ -270,7 +270,9 @@ impl Network for HostNetwork {
             .await
             .map_err(|e| io_err("create namespaces".into())(std::io::Error::other(e)))?;
             if let Err(e) = made {
-                self.ipam.release(&req.uid)?;
+                if let Err(undo) = self.ipam.release(&req.uid) {
+                    tracing::warn!(uid = %req.uid, error = %undo, "releasing the address of a failed sandbox");
+                }
                 return Err(e);
             }
         }
