@@ -14,6 +14,7 @@ use async_trait::async_trait;
 pub mod fake;
 pub mod ipam;
 pub mod linux;
+mod netlink;
 mod netns;
 
 /// The name of the bridge pods are attached to.
@@ -55,6 +56,11 @@ pub fn check_uid(uid: &str) -> Result<()> {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// Wraps an I/O error with what was being done.
+fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::Io { context, source }
+}
+
 /// What identifies a pod's sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxRequest {
@@ -76,6 +82,14 @@ pub struct Sandbox {
     pub ip: Ipv4Addr,
 }
 
+/// A route to another node's pods (host-gw): its podCIDR through its node address, which
+/// must be on a network this node is directly connected to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerRoute {
+    pub pod_cidr: String,
+    pub node_ip: Ipv4Addr,
+}
+
 #[async_trait]
 pub trait Network: Send + Sync {
     /// Prepares the node for pods of `pod_cidr` (e.g. "10.42.0.0/24"): the bridge with the
@@ -90,4 +104,8 @@ pub trait Network: Send + Sync {
     /// UIDs of every sandbox that exists, so a restarted agent can remove those of pods
     /// deleted while it was down.
     async fn sandboxes(&self) -> Result<Vec<String>>;
+    /// Makes the routes to other nodes' pods exactly `peers`: missing ones are added,
+    /// changed ones replaced, ones for nodes no longer listed removed. A peer with this
+    /// node's own podCIDR is skipped.
+    async fn sync_peer_routes(&self, peers: &[PeerRoute]) -> Result<()>;
 }

@@ -13,10 +13,14 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use agent::network::linux::{host_veth_name, HostNetwork};
-use agent::network::{Error, Network, Sandbox, SandboxRequest};
+use agent::network::{Error, Network, PeerRoute, Sandbox, SandboxRequest};
 use nix::sched::{setns, CloneFlags};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// `init` leaves net.ipv4.ip_forward alone unless the network was built with forwarding on;
+/// these tests never ask for it, so the host's setting is never changed.
+const IP_FORWARD: &str = "/proc/sys/net/ipv4/ip_forward";
 
 /// What a test made on the host, removed on drop with plain tools (not the code under test).
 struct Guard {
@@ -24,7 +28,8 @@ struct Guard {
     bridge: String,
     cidr: String,
     prefix: String,
-    forward_before: String,
+    /// For a pretend other node's pods.
+    peer_cidr: String,
 }
 
 impl Guard {
@@ -48,19 +53,21 @@ impl Guard {
         let third = (0..250)
             .map(|i| (std::process::id() + n * 7 + i) % 250 + 1)
             .find(|t| {
-                let prefix = format!("10.251.{t}.");
-                !routes.contains(&prefix) && !addrs.contains(&prefix)
+                [format!("10.251.{t}."), format!("10.252.{t}.")]
+                    .iter()
+                    .all(|p| !routes.contains(p) && !addrs.contains(p))
             })
-            .expect("a free 10.251.x.0/24");
+            .expect("a free 10.251.x.0/24 and 10.252.x.0/24");
+        let state = tempfile::Builder::new()
+            .prefix("kybern-net-")
+            .tempdir()
+            .unwrap();
         Guard {
-            state: tempfile::Builder::new()
-                .prefix("kybern-net-")
-                .tempdir()
-                .unwrap(),
+            state,
             bridge,
             cidr: format!("10.251.{third}.0/24"),
             prefix: format!("10.251.{third}."),
-            forward_before: std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+            peer_cidr: format!("10.252.{third}.0/24"),
         }
     }
 
@@ -75,6 +82,9 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["route", "del", &self.peer_cidr])
+            .output();
         let ns_root = self.state.path().join("network/ns");
         for sandbox in std::fs::read_dir(&ns_root).into_iter().flatten().flatten() {
             let uid = sandbox.file_name().to_string_lossy().to_string();
@@ -91,7 +101,6 @@ impl Drop for Guard {
         let _ = Command::new("ip")
             .args(["link", "del", &self.bridge])
             .output();
-        let _ = std::fs::write("/proc/sys/net/ipv4/ip_forward", &self.forward_before);
     }
 }
 
@@ -211,6 +220,7 @@ async fn pods_get_namespaces_and_addresses_and_reach_each_other_over_the_bridge(
         net.setup(&req("pod-a", "alpha")).await,
         Err(Error::NotInitialised)
     ));
+    let forward_before = std::fs::read_to_string(IP_FORWARD).unwrap();
     net.init(&guard.cidr).await.unwrap();
     net.init(&guard.cidr).await.expect("init is idempotent");
     let bridge_addrs = output("ip", &["-4", "-o", "addr", "show", "dev", &guard.bridge]);
@@ -219,8 +229,8 @@ async fn pods_get_namespaces_and_addresses_and_reach_each_other_over_the_bridge(
         "bridge has {bridge_addrs:?}"
     );
     assert_eq!(
-        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
-        guard.forward_before,
+        std::fs::read_to_string(IP_FORWARD).unwrap(),
+        forward_before,
         "forwarding is left alone unless asked for"
     );
 
@@ -251,9 +261,10 @@ async fn pods_get_namespaces_and_addresses_and_reach_each_other_over_the_bridge(
                 sandbox.uid
             );
         }
+        let veth = output("ip", &["-d", "link", "show", &host_veth_name(&sandbox.uid)]);
         assert!(
-            link_exists(&host_veth_name(&sandbox.uid)),
-            "{}: host veth",
+            veth.contains(&format!("master {}", guard.bridge)) && veth.contains("hairpin on"),
+            "{}: host veth on the bridge with hairpin: {veth}",
             sandbox.uid
         );
     }
@@ -319,7 +330,15 @@ async fn pods_get_namespaces_and_addresses_and_reach_each_other_over_the_bridge(
         .await
         .expect("teardown of an unknown pod is a no-op");
 
-    // A restarted agent: the same state dir gives B the same address and namespaces.
+    // A restarted agent: the same state dir gives B the same address and namespaces, and
+    // setup repairs what changed meanwhile (a stray address, a lost default route).
+    let stray = format!("{}/24", guard.ip(200));
+    in_ns(
+        "--net",
+        &b.netns,
+        &["ip", "addr", "add", &stray, "dev", "eth0"],
+    );
+    in_ns("--net", &b.netns, &["ip", "route", "del", "default"]);
     let b_netns_inode = inode(&b.netns);
     drop(net);
     let restarted = guard.network();
@@ -336,6 +355,15 @@ async fn pods_get_namespaces_and_addresses_and_reach_each_other_over_the_bridge(
         "B keeps its network namespace"
     );
     assert_configured(&again, guard.ip(1));
+    let addrs = in_ns(
+        "--net",
+        &again.netns,
+        &["ip", "-4", "-o", "addr", "show", "dev", "eth0"],
+    );
+    assert!(
+        !addrs.contains(&stray),
+        "the stray address is removed: {addrs}"
+    );
     // The address A freed is not the next one handed out (round-robin).
     let c = restarted.setup(&req("pod-c", "charlie")).await.unwrap();
     assert_eq!(c.ip, guard.ip(4));
@@ -353,8 +381,17 @@ async fn a_sandbox_whose_namespaces_are_gone_is_made_again_with_its_address() {
     let guard = Guard::new();
     let net = guard.network();
     net.init(&guard.cidr).await.unwrap();
+
+    // A sandbox that cannot be made (the kernel refuses a 100-character hostname) leaves
+    // no namespace file, mount, veth or reservation behind.
+    let refused = net.setup(&req("pod-bad", &"h".repeat(100))).await;
+    assert!(matches!(refused, Err(Error::Io { .. })), "{refused:?}");
+    assert_eq!(net.sandboxes().await.unwrap(), Vec::<String>::new());
+    assert!(net.reservations().unwrap().is_empty());
+    assert!(!link_exists(&host_veth_name("pod-bad")));
+    assert!(!mounted(&guard.state.path().join("network/ns/pod-bad")));
+
     let first = net.setup(&req("pod-r", "romeo")).await.unwrap();
-    let old_inode = inode(&first.netns);
 
     // As after a reboot: the namespace files are plain empty files; the veth died with the
     // network namespace.
@@ -373,7 +410,6 @@ async fn a_sandbox_whose_namespaces_are_gone_is_made_again_with_its_address() {
 
     let remade = net.setup(&req("pod-r", "romeo")).await.unwrap();
     assert_eq!(remade, first, "same paths and address");
-    assert_ne!(inode(&remade.netns), old_inode, "a new network namespace");
     assert_configured(&remade, guard.ip(1));
     let seen = in_ns(
         "--uts",
@@ -390,5 +426,74 @@ async fn a_sandbox_whose_namespaces_are_gone_is_made_again_with_its_address() {
     net.teardown("pod-r").await.unwrap();
     assert!(net.sandboxes().await.unwrap().is_empty());
     assert!(net.reservations().unwrap().is_empty());
+    net.remove_bridge().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_to_a_peer_nodes_pods_go_through_that_node_until_it_leaves() {
+    let guard = Guard::new();
+    let net = guard.network();
+    net.init(&guard.cidr).await.unwrap();
+    // Pod P plays the other node: its address is the node address, and it holds an
+    // address of the peer podCIDR the way that node's pod would.
+    let node = net.setup(&req("pod-p", "peer")).await.unwrap();
+    let peer_pod: Ipv4Addr = guard.peer_cidr.replace("0/24", "5").parse().unwrap();
+    in_ns(
+        "--net",
+        &node.netns,
+        &["ip", "addr", "add", &format!("{peer_pod}/32"), "dev", "lo"],
+    );
+    let peers = [
+        PeerRoute {
+            pod_cidr: guard.peer_cidr.clone(),
+            node_ip: node.ip,
+        },
+        // This node's own podCIDR is never routed elsewhere.
+        PeerRoute {
+            pod_cidr: guard.cidr.clone(),
+            node_ip: node.ip,
+        },
+    ];
+    net.sync_peer_routes(&peers).await.unwrap();
+    net.sync_peer_routes(&peers)
+        .await
+        .expect("a sync is idempotent");
+    let routes = output("ip", &["-4", "route", "show", "proto", "75"]);
+    let expected = format!("{} via {} dev {}", guard.peer_cidr, node.ip, guard.bridge);
+    assert!(
+        routes.contains(&expected),
+        "route {expected:?} in {routes:?}"
+    );
+    assert!(
+        !routes.contains(&guard.cidr),
+        "own podCIDR routed away: {routes:?}"
+    );
+
+    let (port_tx, port_rx) = std::sync::mpsc::channel();
+    let server = spawn_in_netns(&node.netns, move || {
+        let listener = TcpListener::bind((peer_pod, 0)).unwrap();
+        port_tx.send(listener.local_addr().unwrap().port()).unwrap();
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut line = String::new();
+        BufReader::new(stream.try_clone().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        writeln!(stream, "pong from the peer's pod").unwrap();
+    });
+    let port = port_rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("listening");
+    let target = SocketAddr::from((peer_pod, port));
+    let reply = tokio::task::spawn_blocking(move || ping(target))
+        .await
+        .unwrap();
+    assert_eq!(reply, "pong from the peer's pod");
+    server.join().unwrap();
+
+    net.sync_peer_routes(&[]).await.unwrap();
+    let routes = output("ip", &["-4", "route", "show", &guard.peer_cidr]);
+    assert_eq!(routes.trim(), "", "the departed peer's route is removed");
+
+    net.teardown("pod-p").await.unwrap();
     net.remove_bridge().await.unwrap();
 }

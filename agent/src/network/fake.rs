@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::ipam::Cidr;
-use super::{check_uid, Error, Network, Result, Sandbox, SandboxRequest};
+use super::{check_uid, Error, Network, PeerRoute, Result, Sandbox, SandboxRequest};
 
 /// One call as the fake saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +19,7 @@ pub enum Call {
     Setup(SandboxRequest),
     Teardown(String),
     Sandboxes,
+    SyncPeerRoutes(Vec<PeerRoute>),
 }
 
 #[derive(Debug, Default)]
@@ -28,6 +29,7 @@ struct State {
     sandboxes: BTreeMap<String, Sandbox>,
     hostnames: BTreeMap<String, String>,
     fail_setup: Option<String>,
+    peer_routes: Vec<PeerRoute>,
 }
 
 #[derive(Debug, Default)]
@@ -65,6 +67,11 @@ impl FakeNetwork {
     /// The hostname `uid`'s sandbox was made with.
     pub fn hostname(&self, uid: &str) -> Option<String> {
         self.lock().hostnames.get(uid).cloned()
+    }
+
+    /// The routes to other nodes' pods as last synced.
+    pub fn peer_routes(&self) -> Vec<PeerRoute> {
+        self.lock().peer_routes.clone()
     }
 
     /// Makes a sandbox exist as if left by an earlier run of the agent.
@@ -135,6 +142,16 @@ impl Network for FakeNetwork {
         state.calls.push(Call::Sandboxes);
         Ok(state.sandboxes.keys().cloned().collect())
     }
+
+    async fn sync_peer_routes(&self, peers: &[PeerRoute]) -> Result<()> {
+        let mut state = self.lock();
+        state.calls.push(Call::SyncPeerRoutes(peers.to_vec()));
+        for peer in peers {
+            Cidr::parse(&peer.pod_cidr)?;
+        }
+        state.peer_routes = peers.to_vec();
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +186,14 @@ mod tests {
         );
         net.teardown("a").await.unwrap();
         assert_eq!(net.sandbox("a"), None);
+        let peer = PeerRoute {
+            pod_cidr: "10.42.1.0/24".into(),
+            node_ip: Ipv4Addr::new(192, 168, 1, 11),
+        };
+        net.sync_peer_routes(std::slice::from_ref(&peer))
+            .await
+            .unwrap();
+        assert_eq!(net.peer_routes(), vec![peer.clone()]);
         assert_eq!(net.sandboxes().await.unwrap(), vec!["b".to_string()]);
         assert_eq!(
             net.calls(),
@@ -179,6 +204,7 @@ mod tests {
                 Call::Setup(req("b")),
                 Call::Setup(req("a")),
                 Call::Teardown("a".into()),
+                Call::SyncPeerRoutes(vec![peer]),
                 Call::Sandboxes,
             ]
         );

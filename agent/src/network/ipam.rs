@@ -10,7 +10,7 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use super::{check_uid, Error, Result};
+use super::{check_uid, io_err, Error, Result};
 
 /// The file remembering the last address handed out (host-local's `last_reserved_ip.0`).
 const LAST_RESERVED: &str = "last_reserved_ip";
@@ -94,10 +94,6 @@ pub struct Ipam {
     /// Serialises reservations within the agent; the exclusive file creation guards against
     /// anything else writing the directory.
     lock: Mutex<()>,
-}
-
-fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
-    move |source| Error::Io { context, source }
 }
 
 impl Ipam {

@@ -8,24 +8,34 @@
 use std::fs::File;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{InfoData, InfoKind, InfoVeth};
+use rtnetlink::packet_route::route::{RouteMessage, RouteProtocol};
 use rtnetlink::{
-    Handle, LinkBridge, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
+    LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder,
 };
 
 use super::ipam::{Cidr, Ipam};
-use super::{check_uid, netns, Error, Network, Result, Sandbox, SandboxRequest, BRIDGE};
+use super::netlink::{
+    delete_link, errno, exists_ok, host_handle, link_index, netlink_err, pod_handle,
+    remove_other_addresses, route_key, set_up, ESRCH,
+};
+use super::{
+    check_uid, io_err, netns, Error, Network, PeerRoute, Result, Sandbox, SandboxRequest, BRIDGE,
+};
 
 /// The interface name pods see.
 const POD_IFACE: &str = "eth0";
 
-const EEXIST: i32 = 17;
-const ENODEV: i32 = 19;
+/// The routing protocol number marking routes to other nodes' pods as ours (`ip route`
+/// shows `proto 75`), so a sync finds them again without state and leaves others alone.
+const PEER_ROUTE_PROTOCOL: u8 = 75;
+/// The kernel's main routing table.
+const RT_TABLE_MAIN: u8 = 254;
 
 /// Pod networking on this host.
 #[derive(Debug)]
@@ -51,93 +61,6 @@ pub fn host_veth_name(uid: &str) -> String {
         .map(|b| format!("{b:02x}"))
         .collect();
     format!("veth{hex}")
-}
-
-fn netlink_err(op: &'static str) -> impl FnOnce(rtnetlink::Error) -> Error {
-    move |e| Error::Netlink {
-        op,
-        message: e.to_string(),
-    }
-}
-
-fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
-    move |source| Error::Io { context, source }
-}
-
-/// The kernel's errno in a netlink error, as a positive number.
-fn errno(e: &rtnetlink::Error) -> Option<i32> {
-    match e {
-        rtnetlink::Error::NetlinkError(msg) => Some(msg.raw_code().abs()),
-        _ => None,
-    }
-}
-
-/// Treats "already exists" as done, for steps that are repeated after a restart.
-fn exists_ok(result: Result<(), rtnetlink::Error>, op: &'static str) -> Result<()> {
-    match result {
-        Err(e) if errno(&e) != Some(EEXIST) => Err(netlink_err(op)(e)),
-        _ => Ok(()),
-    }
-}
-
-/// A netlink connection in the agent's own network namespace.
-fn host_handle() -> Result<Handle> {
-    let (connection, handle, _) =
-        rtnetlink::new_connection().map_err(io_err("open a netlink socket".into()))?;
-    tokio::spawn(connection);
-    Ok(handle)
-}
-
-/// A netlink connection in the network namespace at `netns`: the socket is opened by a
-/// thread inside it and stays bound to it, while the connection runs on this runtime.
-async fn pod_handle(netns: &Path) -> Result<Handle> {
-    let runtime = tokio::runtime::Handle::current();
-    let netns = netns.to_path_buf();
-    let (connection, handle, _) = tokio::task::spawn_blocking(move || {
-        netns::in_netns(&netns, move || {
-            let _entered = runtime.enter();
-            rtnetlink::new_connection().map_err(io_err("open a netlink socket in the pod".into()))
-        })
-    })
-    .await
-    .map_err(|e| io_err("open a netlink socket in the pod".into())(std::io::Error::other(e)))??;
-    tokio::spawn(connection);
-    Ok(handle)
-}
-
-/// The index of the link called `name`, if there is one.
-async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>> {
-    match handle
-        .link()
-        .get()
-        .match_name(name)
-        .execute()
-        .try_next()
-        .await
-    {
-        Ok(link) => Ok(link.map(|l| l.header.index)),
-        Err(e) if errno(&e) == Some(ENODEV) => Ok(None),
-        Err(e) => Err(netlink_err("get link")(e)),
-    }
-}
-
-async fn delete_link(handle: &Handle, name: &str) -> Result<()> {
-    if let Some(index) = link_index(handle, name).await? {
-        match handle.link().del(index).execute().await {
-            Err(e) if errno(&e) != Some(ENODEV) => return Err(netlink_err("delete link")(e)),
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-async fn set_up(handle: &Handle, index: u32) -> Result<()> {
-    handle
-        .link()
-        .set(LinkUnspec::new_with_index(index).up().build())
-        .execute()
-        .await
-        .map_err(netlink_err("set link up"))
 }
 
 impl HostNetwork {
@@ -254,6 +177,18 @@ impl HostNetwork {
             }
         }
 
+        // Hairpin: a pod reaching itself through a service address (the proxy's DNAT sends
+        // the packet back out of the port it came in by), as kubenet's hairpin-veth does.
+        let port = link_index(&host, &veth).await?.ok_or(Error::Netlink {
+            op: "find the pod's veth",
+            message: format!("{veth} vanished after creation"),
+        })?;
+        host.link()
+            .set_port(LinkBridgePort::new(port).hairpin(true).build())
+            .execute()
+            .await
+            .map_err(netlink_err("set hairpin on the pod's bridge port"))?;
+
         let pod = pod_handle(&sandbox.netns).await?;
         let lo = link_index(&pod, "lo").await?.ok_or(Error::Netlink {
             op: "find lo in the pod",
@@ -264,6 +199,7 @@ impl HostNetwork {
             op: "find eth0 in the pod",
             message: "no such link".into(),
         })?;
+        remove_other_addresses(&pod, eth0, sandbox.ip).await?;
         exists_ok(
             pod.address()
                 .add(eth0, IpAddr::V4(sandbox.ip), cidr.prefix())
@@ -347,7 +283,9 @@ impl Network for HostNetwork {
             .await
             .map_err(|e| io_err("create namespaces".into())(std::io::Error::other(e)))?;
             if let Err(e) = made {
-                self.ipam.release(&req.uid)?;
+                if let Err(undo) = self.ipam.release(&req.uid) {
+                    tracing::warn!(uid = %req.uid, error = %undo, "releasing the address of a failed sandbox");
+                }
                 return Err(e);
             }
         }
@@ -373,6 +311,53 @@ impl Network for HostNetwork {
         check_uid(uid)?;
         let _change = self.changes.lock().await;
         self.teardown_locked(uid).await
+    }
+
+    async fn sync_peer_routes(&self, peers: &[PeerRoute]) -> Result<()> {
+        let own = self.cidr()?;
+        let mut desired = Vec::new();
+        for peer in peers {
+            let cidr = Cidr::parse(&peer.pod_cidr)?;
+            if cidr == own {
+                tracing::warn!(node_ip = %peer.node_ip, %cidr, "a peer with this node's podCIDR; skipped");
+                continue;
+            }
+            desired.push((cidr.network(), cidr.prefix(), peer.node_ip));
+        }
+        let host = host_handle()?;
+        let ours = RouteProtocol::Other(PEER_ROUTE_PROTOCOL);
+        let existing: Vec<RouteMessage> = host
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(netlink_err("list routes"))?;
+        for route in existing {
+            let mine = route.header.protocol == ours && route.header.table == RT_TABLE_MAIN;
+            if mine && !route_key(&route).is_some_and(|key| desired.contains(&key)) {
+                match host.route().del(route).execute().await {
+                    Err(e) if errno(&e) != Some(ESRCH) => {
+                        return Err(netlink_err("remove a route to a former peer")(e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        for (network, prefix, node_ip) in desired {
+            let route = RouteMessageBuilder::<Ipv4Addr>::new()
+                .destination_prefix(network, prefix)
+                .gateway(node_ip)
+                .protocol(ours)
+                .build();
+            host.route()
+                .add(route)
+                .replace()
+                .execute()
+                .await
+                .map_err(netlink_err("add a route to a peer's pods"))?;
+        }
+        Ok(())
     }
 
     async fn sandboxes(&self) -> Result<Vec<String>> {

@@ -10,7 +10,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::statfs::{statfs, NSFS_MAGIC};
 
-use super::{Error, Result};
+use super::{io_err, Error, Result};
 
 /// The namespace kinds of a sandbox: file name (also the name under /proc/<tid>/ns) and flag.
 pub const KINDS: [(&str, CloneFlags); 3] = [
@@ -18,10 +18,6 @@ pub const KINDS: [(&str, CloneFlags); 3] = [
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
 ];
-
-fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
-    move |source| Error::Io { context, source }
-}
 
 fn errno_err(context: String) -> impl FnOnce(nix::errno::Errno) -> Error {
     move |errno| Error::Io {
