@@ -6,6 +6,7 @@
 pub mod images;
 pub mod network;
 pub mod probe;
+pub mod registry;
 pub mod runtime;
 pub mod simulate;
 pub mod volumes;

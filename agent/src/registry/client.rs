@@ -1,0 +1,483 @@
+//! An HTTP client for the OCI distribution API v2 (hyper, rustls). HTTPS by default with
+//! the system's CA bundle (`SSL_CERT_FILE`, else Debian's `/etc/ssl/certs/ca-certificates.crt`)
+//! plus configured CA files; plain HTTP for loopback registries and hosts configured as
+//! insecure, as containerd's and k3s's registry configuration allow. A [`Session`] talks to
+//! one repository and answers 401 challenges once: `Basic` with the credentials given,
+//! `Bearer` by fetching a token from the challenge's realm (with the credentials, if any).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+use super::reference::Reference;
+use super::{Error, Result};
+use crate::runtime::RegistryAuth;
+
+/// Debian's bundle of the system's trusted CAs (package ca-certificates).
+const SYSTEM_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
+/// How long one request may wait for the registry's response headers.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long reading one body may take (layers can be large).
+const BODY_TIMEOUT: Duration = Duration::from_secs(600);
+const MAX_REDIRECTS: usize = 5;
+
+/// How the agent reaches registries (the `registries` part of its configuration).
+#[derive(Debug, Clone, Default)]
+pub struct RegistryConfig {
+    /// Registries (`host` or `host:port`) spoken to over plain HTTP.
+    pub insecure: Vec<String>,
+    /// PEM files of extra CAs trusted for registry TLS.
+    pub ca_files: Vec<PathBuf>,
+    /// Trust only `ca_files`, not the system bundle.
+    pub no_system_roots: bool,
+}
+
+type HyperClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// Shared by all pulls: connection pool and TLS configuration.
+#[derive(Clone)]
+pub struct Client {
+    http: HyperClient,
+    insecure: Arc<Vec<String>>,
+}
+
+impl Client {
+    pub fn new(config: &RegistryConfig) -> Result<Client> {
+        let mut roots = rustls::RootCertStore::empty();
+        if !config.no_system_roots {
+            let bundle = std::env::var_os("SSL_CERT_FILE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from(SYSTEM_CA_BUNDLE));
+            // A machine without a bundle still reaches registries with configured CAs.
+            if bundle.is_file() {
+                add_pem_file(&mut roots, &bundle)?;
+            }
+        }
+        for file in &config.ca_files {
+            add_pem_file(&mut roots, file)?;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Tls(e.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(Duration::from_secs(10)));
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
+        Ok(Client {
+            http,
+            insecure: Arc::new(config.insecure.clone()),
+        })
+    }
+
+    /// `http` or `https` for a registry host.
+    fn scheme(&self, host: &str) -> &'static str {
+        let bare = host_without_port(host);
+        let loopback = matches!(bare, "localhost" | "127.0.0.1" | "[::1]" | "::1");
+        if loopback || self.insecure.iter().any(|h| h == host || h == bare) {
+            "http"
+        } else {
+            "https"
+        }
+    }
+
+    /// A session for one repository; `push` asks tokens for push access too.
+    pub fn session(&self, reference: &Reference, auth: Option<&RegistryAuth>, push: bool) -> Session {
+        let host = reference.api_host();
+        Session {
+            client: self.clone(),
+            base: format!("{}://{host}", self.scheme(host)),
+            repository: reference.repository.clone(),
+            scope: format!(
+                "repository:{}:{}",
+                reference.repository,
+                if push { "pull,push" } else { "pull" }
+            ),
+            auth: auth.cloned(),
+            authorization: None,
+        }
+    }
+}
+
+fn host_without_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.split_once(']').map_or(host, |(h, _)| h).trim_start_matches('[');
+    }
+    host.rsplit_once(':').map_or(host, |(h, _)| h)
+}
+
+fn add_pem_file(roots: &mut rustls::RootCertStore, path: &std::path::Path) -> Result<()> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| Error::Tls(format!("reading {}: {e}", path.display())))?;
+    let mut added = 0;
+    for cert in certs {
+        let cert = cert.map_err(|e| Error::Tls(format!("reading {}: {e}", path.display())))?;
+        // The system bundle may hold certificates rustls cannot parse; skip those.
+        if roots.add(cert).is_ok() {
+            added += 1;
+        }
+    }
+    if added == 0 {
+        return Err(Error::Tls(format!("{} holds no usable CA certificate", path.display())));
+    }
+    Ok(())
+}
+
+/// Talks to one repository of one registry, keeping the authorization it earned.
+pub struct Session {
+    client: Client,
+    /// `https://host:port`
+    base: String,
+    pub(super) repository: String,
+    scope: String,
+    auth: Option<RegistryAuth>,
+    /// The `Authorization` header value once a challenge was answered.
+    authorization: Option<String>,
+}
+
+/// A response with its whole body.
+pub(super) struct Reply {
+    pub status: StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: Bytes,
+    pub url: String,
+}
+
+impl Session {
+    /// `base/v2/<repository>/<path>`
+    pub(super) fn url(&self, path: &str) -> String {
+        format!("{}/v2/{}/{path}", self.base, self.repository)
+    }
+
+    /// Resolves a `Location` header against the registry.
+    pub(super) fn absolute(&self, location: &str) -> String {
+        if location.starts_with("http://") || location.starts_with("https://") {
+            location.to_string()
+        } else {
+            format!("{}/{}", self.base, location.trim_start_matches('/'))
+        }
+    }
+
+    /// Sends a request, answering one 401 challenge and following redirects (without our
+    /// credentials when they leave the registry), and reads the whole body.
+    pub(super) async fn send(
+        &mut self,
+        method: Method,
+        url: &str,
+        headers: &[(header::HeaderName, String)],
+        body: Bytes,
+    ) -> Result<Reply> {
+        let mut url = url.to_string();
+        let mut challenged = false;
+        let mut redirects = 0;
+        loop {
+            let same_registry = url.starts_with(&format!("{}/", self.base));
+            let authorization = self.authorization.clone().filter(|_| same_registry);
+            let resp = self
+                .raw(method.clone(), &url, headers, body.clone(), authorization.as_deref())
+                .await?;
+            let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED && same_registry && !challenged {
+                challenged = true;
+                let challenge = resp
+                    .headers()
+                    .get(header::WWW_AUTHENTICATE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string);
+                if let Some(challenge) = challenge {
+                    if self.answer(&challenge).await? {
+                        continue;
+                    }
+                }
+            }
+            if status.is_redirection() && redirects < MAX_REDIRECTS {
+                if let Some(location) = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+                    redirects += 1;
+                    url = self.absolute(location);
+                    continue;
+                }
+            }
+            let headers = resp.headers().clone();
+            let body = read_body(resp, &method, &url).await?;
+            return Ok(Reply {
+                status,
+                headers,
+                body,
+                url,
+            });
+        }
+    }
+
+    async fn raw(
+        &self,
+        method: Method,
+        url: &str,
+        headers: &[(header::HeaderName, String)],
+        body: Bytes,
+        authorization: Option<&str>,
+    ) -> Result<Response<Incoming>> {
+        let transport = |message: String| Error::Transport {
+            method: method.to_string(),
+            url: url.to_string(),
+            message,
+        };
+        let mut req = Request::builder().method(method.clone()).uri(url);
+        for (name, value) in headers {
+            req = req.header(name, value);
+        }
+        if let Some(a) = authorization {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let req = req
+            .body(Full::new(body))
+            .map_err(|e| transport(e.to_string()))?;
+        match tokio::time::timeout(REQUEST_TIMEOUT, self.client.http.request(req)).await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(transport(error_chain(&e))),
+            Err(_) => Err(transport(format!("no response within {REQUEST_TIMEOUT:?}"))),
+        }
+    }
+
+    /// Sets the authorization a challenge asks for; false when there is nothing new to try.
+    async fn answer(&mut self, challenge: &str) -> Result<bool> {
+        let (scheme, params) = parse_challenge(challenge);
+        if scheme.eq_ignore_ascii_case("basic") {
+            let Some(auth) = &self.auth else {
+                return Ok(false);
+            };
+            let basic = basic_header(auth);
+            if self.authorization.as_deref() == Some(basic.as_str()) {
+                return Ok(false);
+            }
+            self.authorization = Some(basic);
+            return Ok(true);
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Ok(false);
+        }
+        let realm = params
+            .iter()
+            .find(|(k, _)| k == "realm")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| Error::Auth(format!("bearer challenge without realm: {challenge}")))?;
+        let mut query = Vec::new();
+        if let Some((_, service)) = params.iter().find(|(k, _)| k == "service") {
+            query.push(format!("service={}", encode(service)));
+        }
+        let scope = params
+            .iter()
+            .find(|(k, _)| k == "scope")
+            .map_or(self.scope.clone(), |(_, v)| v.clone());
+        query.push(format!("scope={}", encode(&scope)));
+        let sep = if realm.contains('?') { '&' } else { '?' };
+        let url = format!("{realm}{sep}{}", query.join("&"));
+        let basic = self.auth.as_ref().map(basic_header);
+        let resp = self.raw(Method::GET, &url, &[], Bytes::new(), basic.as_deref()).await?;
+        let status = resp.status();
+        let body = read_body(resp, &Method::GET, &url).await?;
+        if !status.is_success() {
+            let what = if self.auth.is_some() { "token" } else { "anonymous token" };
+            return Err(Error::Auth(format!(
+                "failed to fetch {what}: unexpected status from GET request to {url}: {status}{}",
+                server_message(&body)
+            )));
+        }
+        #[derive(serde::Deserialize)]
+        struct Token {
+            #[serde(default)]
+            token: String,
+            #[serde(default)]
+            access_token: String,
+        }
+        let token: Token = serde_json::from_slice(&body)
+            .map_err(|e| Error::Auth(format!("token response from {url}: {e}")))?;
+        let token = if token.token.is_empty() { token.access_token } else { token.token };
+        if token.is_empty() {
+            return Err(Error::Auth(format!("token response from {url} holds no token")));
+        }
+        self.authorization = Some(format!("Bearer {token}"));
+        Ok(true)
+    }
+}
+
+async fn read_body(resp: Response<Incoming>, method: &Method, url: &str) -> Result<Bytes> {
+    match tokio::time::timeout(BODY_TIMEOUT, resp.into_body().collect()).await {
+        Ok(Ok(body)) => Ok(body.to_bytes()),
+        Ok(Err(e)) => Err(Error::Transport {
+            method: method.to_string(),
+            url: url.to_string(),
+            message: format!("reading the body: {}", error_chain(&e)),
+        }),
+        Err(_) => Err(Error::Transport {
+            method: method.to_string(),
+            url: url.to_string(),
+            message: format!("body not read within {BODY_TIMEOUT:?}"),
+        }),
+    }
+}
+
+/// An error with its causes, `outer: inner: ...` (hyper's own text says little).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    out
+}
+
+pub(super) fn basic_header(auth: &RegistryAuth) -> String {
+    let raw = format!("{}:{}", auth.username, auth.password);
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+}
+
+/// The registry's error body (`{"errors":[{"code","message"}]}`) as `: server message: ...`.
+pub(super) fn server_message(body: &[u8]) -> String {
+    #[derive(serde::Deserialize)]
+    struct Errors {
+        errors: Vec<ErrorItem>,
+    }
+    #[derive(serde::Deserialize)]
+    struct ErrorItem {
+        #[serde(default)]
+        code: String,
+        #[serde(default)]
+        message: String,
+    }
+    match serde_json::from_slice::<Errors>(body) {
+        Ok(e) if !e.errors.is_empty() => {
+            let items: Vec<String> = e
+                .errors
+                .iter()
+                .map(|i| format!("{}: {}", i.code, i.message).to_lowercase())
+                .collect();
+            format!(": server message: {}", items.join("; "))
+        }
+        _ => String::new(),
+    }
+}
+
+/// Splits `Bearer realm="...",service="...",scope="a:b:pull,push"` into the scheme and its
+/// parameters (quoted values may hold commas).
+fn parse_challenge(header: &str) -> (String, Vec<(String, String)>) {
+    let header = header.trim();
+    let (scheme, rest) = header.split_once(' ').unwrap_or((header, ""));
+    let mut params = Vec::new();
+    let mut chars = rest.chars().peekable();
+    loop {
+        while matches!(chars.peek(), Some(' ' | ',')) {
+            chars.next();
+        }
+        let key: String = chars.by_ref().take_while(|&c| c != '=').collect();
+        if key.is_empty() {
+            break;
+        }
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            while let Some(c) = chars.next() {
+                match c {
+                    '\\' => value.extend(chars.next()),
+                    '"' => break,
+                    c => value.push(c),
+                }
+            }
+        } else {
+            value = chars.by_ref().take_while(|&c| c != ',').collect();
+        }
+        params.push((key.trim().to_ascii_lowercase(), value));
+    }
+    (scheme.to_string(), params)
+}
+
+/// Percent-encodes a query value (RFC 3986 unreserved characters stay).
+fn encode(value: &str) -> String {
+    value
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenges_parse_into_scheme_and_parameters() {
+        let cases = [
+            (
+                "bearer with scope list",
+                r#"Bearer realm="https://auth.example.com/token",service="registry.example.com",scope="repository:a/b:pull,push""#,
+                "Bearer",
+                vec![
+                    ("realm", "https://auth.example.com/token"),
+                    ("service", "registry.example.com"),
+                    ("scope", "repository:a/b:pull,push"),
+                ],
+            ),
+            ("basic", r#"Basic realm="basic-realm""#, "Basic", vec![("realm", "basic-realm")]),
+            ("unquoted", "Bearer realm=http://x/t, service=s", "Bearer", vec![("realm", "http://x/t"), ("service", "s")]),
+        ];
+        for (name, header, scheme, want) in cases {
+            let (s, params) = parse_challenge(header);
+            assert_eq!(s, scheme, "{name}");
+            let got: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn loopback_and_configured_registries_use_plain_http() {
+        let client = Client::new(&RegistryConfig {
+            insecure: vec!["reg.internal:5000".into(), "plain.example.com".into()],
+            no_system_roots: true,
+            ..Default::default()
+        });
+        // No roots at all is fine as long as no HTTPS registry is contacted.
+        let client = client.expect("client");
+        let cases = [
+            ("ipv4 loopback", "127.0.0.1:5000", "http"),
+            ("localhost", "localhost:5000", "http"),
+            ("ipv6 loopback", "[::1]:5000", "http"),
+            ("configured host:port", "reg.internal:5000", "http"),
+            ("configured other port", "reg.internal:6000", "https"),
+            ("configured host any port", "plain.example.com:443", "http"),
+            ("default", "registry-1.docker.io", "https"),
+        ];
+        for (name, host, want) in cases {
+            assert_eq!(client.scheme(host), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn registry_error_bodies_become_server_messages() {
+        let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}"#;
+        assert_eq!(server_message(body), ": server message: unauthorized: authentication required");
+        assert_eq!(server_message(b"<html>"), "");
+    }
+}

@@ -1,0 +1,190 @@
+//! Fetching one image for this node's platform: resolve the reference to a manifest
+//! (through a manifest list when there is one), then the config and every layer, each
+//! checked against its digest, ready to be written into the content store.
+
+use std::collections::BTreeMap;
+
+use bytes::Bytes;
+use http::{header, Method, StatusCode};
+
+use super::client::{server_message, Reply, Session};
+use super::manifest::{self, Manifest};
+use super::{Client, Error, Reference, Result};
+use crate::images::oci::{parse_config, Descriptor, LayoutImage};
+use crate::images::sha256_digest;
+use crate::runtime::RegistryAuth;
+
+/// Manifests larger than this are refused (registries cap them at 4 MiB too).
+const MAX_MANIFEST: usize = 4 << 20;
+
+/// An image as fetched: what an importer records, and every blob by digest.
+#[derive(Debug, Clone)]
+pub struct FetchedImage {
+    /// `name` is the normalized reference; `manifest` the platform manifest.
+    pub image: LayoutImage,
+    pub blobs: BTreeMap<String, Vec<u8>>,
+}
+
+/// Fetches `reference` (linux/amd64 from a manifest list). Errors say which step failed:
+/// [`Error::Resolve`] for the manifest, [`Error::Copy`] for a blob.
+pub async fn fetch_image(
+    client: &Client,
+    reference: &Reference,
+    auth: Option<&RegistryAuth>,
+) -> Result<FetchedImage> {
+    let name = reference.to_string();
+    let resolve = |e: Error| Error::Resolve {
+        reference: name.clone(),
+        source: Box::new(e),
+    };
+    let mut session = client.session(reference, auth, false);
+    let (mut desc, mut body, mut parsed) = session
+        .get_manifest(reference.manifest_reference(), reference.digest.as_deref(), &name)
+        .await
+        .map_err(resolve)?;
+    if let Manifest::Index { manifests } = &parsed {
+        let entry = manifest::pick_platform(manifests, manifest::OS, manifest::ARCHITECTURE)
+            .ok_or_else(|| {
+                resolve(Error::NotFound(format!(
+                    "no match for platform {}/{} in manifest {}",
+                    manifest::OS,
+                    manifest::ARCHITECTURE,
+                    desc.digest
+                )))
+            })?;
+        let digest = entry.descriptor.digest.clone();
+        (desc, body, parsed) = session
+            .get_manifest(&digest, Some(&digest), &format!("{}@{digest}", reference.name()))
+            .await
+            .map_err(resolve)?;
+    }
+    let Manifest::Image { config, layers } = parsed else {
+        return Err(resolve(Error::Manifest(format!(
+            "manifest {} for linux/amd64 is itself an index",
+            desc.digest
+        ))));
+    };
+    let copy = |digest: &str| {
+        let digest = digest.to_string();
+        move |e: Error| Error::Copy {
+            digest,
+            source: Box::new(e),
+        }
+    };
+    let mut blobs = BTreeMap::new();
+    let config_bytes = session.get_blob(&config).await.map_err(copy(&config.digest))?;
+    let (image_config, diff_ids) = parse_config(&config_bytes)
+        .map_err(|e| copy(&config.digest)(Error::Manifest(e.to_string())))?;
+    if diff_ids.len() != layers.len() {
+        return Err(Error::Manifest(format!(
+            "{name}: the manifest has {} layers but the config {} diff IDs",
+            layers.len(),
+            diff_ids.len()
+        )));
+    }
+    blobs.insert(config.digest.clone(), config_bytes);
+    for layer in &layers {
+        if blobs.contains_key(&layer.digest) {
+            continue;
+        }
+        let data = session.get_blob(layer).await.map_err(copy(&layer.digest))?;
+        blobs.insert(layer.digest.clone(), data);
+    }
+    blobs.insert(desc.digest.clone(), body);
+    Ok(FetchedImage {
+        image: LayoutImage {
+            name,
+            manifest: desc,
+            config,
+            layers,
+            diff_ids,
+            image_config,
+        },
+        blobs,
+    })
+}
+
+/// Maps a non-success reply to an error (404 as not found, naming `what`).
+pub(super) fn check(reply: &Reply, method: &Method, ok: &[StatusCode], what: &str) -> Result<()> {
+    if ok.contains(&reply.status) {
+        return Ok(());
+    }
+    if reply.status == StatusCode::NOT_FOUND {
+        return Err(Error::NotFound(what.to_string()));
+    }
+    Err(Error::Status {
+        method: method.to_string(),
+        url: reply.url.clone(),
+        status: reply.status,
+        message: server_message(&reply.body),
+    })
+}
+
+fn verify(data: &[u8], desc_digest: &str, size: Option<i64>) -> Result<()> {
+    let actual = sha256_digest(data);
+    if actual != desc_digest {
+        return Err(Error::Digest {
+            digest: desc_digest.to_string(),
+            actual,
+        });
+    }
+    if let Some(size) = size.filter(|&s| s >= 0 && s as usize != data.len()) {
+        return Err(Error::Digest {
+            digest: desc_digest.to_string(),
+            actual: format!("{} bytes where {size} were expected", data.len()),
+        });
+    }
+    Ok(())
+}
+
+impl Session {
+    /// The manifest at `reference` (tag or digest): its descriptor, bytes and parsed form.
+    /// When `digest` is given the bytes must hash to it; otherwise a `Docker-Content-Digest`
+    /// header, if sent, must match. `what` names the image in a not-found error.
+    pub async fn get_manifest(
+        &mut self,
+        reference: &str,
+        digest: Option<&str>,
+        what: &str,
+    ) -> Result<(Descriptor, Vec<u8>, Manifest)> {
+        let url = self.url(&format!("manifests/{reference}"));
+        let accept = [(header::ACCEPT, manifest::ACCEPT.to_string())];
+        let reply = self.send(Method::GET, &url, &accept, Bytes::new()).await?;
+        check(&reply, &Method::GET, &[StatusCode::OK], what)?;
+        if reply.body.len() > MAX_MANIFEST {
+            return Err(Error::Manifest(format!("manifest of {what} is larger than 4 MiB")));
+        }
+        let header_digest = reply
+            .headers
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .filter(|d| d.starts_with("sha256:"));
+        let expected = digest.or(header_digest);
+        let actual = sha256_digest(&reply.body);
+        if let Some(expected) = expected {
+            verify(&reply.body, expected, None)?;
+        }
+        let content_type = reply
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let (media_type, parsed) = manifest::parse(content_type, &reply.body)?;
+        let desc = Descriptor {
+            media_type,
+            digest: actual,
+            size: reply.body.len() as i64,
+            annotations: Default::default(),
+        };
+        Ok((desc, reply.body.to_vec(), parsed))
+    }
+
+    /// A blob, checked against the descriptor's digest and size.
+    pub async fn get_blob(&mut self, desc: &Descriptor) -> Result<Vec<u8>> {
+        let url = self.url(&format!("blobs/{}", desc.digest));
+        let reply = self.send(Method::GET, &url, &[], Bytes::new()).await?;
+        check(&reply, &Method::GET, &[StatusCode::OK], &desc.digest)?;
+        verify(&reply.body, &desc.digest, Some(desc.size))?;
+        Ok(reply.body.to_vec())
+    }
+}
