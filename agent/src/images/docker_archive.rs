@@ -9,8 +9,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::oci::{
-    parse_config, read_layout, Descriptor, Layout, LayoutImage, MEDIA_TYPE_CONFIG, MEDIA_TYPE_LAYER,
-    MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST,
+    parse_config, read_layout, Descriptor, Layout, LayoutImage, MEDIA_TYPE_CONFIG,
+    MEDIA_TYPE_LAYER, MEDIA_TYPE_LAYER_GZIP, MEDIA_TYPE_MANIFEST,
 };
 use super::tar::{read_files, Tree};
 use super::{sha256_digest, Error, Result};
@@ -58,7 +58,12 @@ fn read_docker_archive(manifest: &[u8], files: &BTreeMap<String, Vec<u8>>) -> Re
         let config = file(&entry.config)?;
         let config_desc = descriptor(MEDIA_TYPE_CONFIG, config);
         // Docker names the config after its digest: `<hex>.json` or `blobs/sha256/<hex>`.
-        let stem = entry.config.rsplit('/').next().unwrap_or("").trim_end_matches(".json");
+        let stem = entry
+            .config
+            .rsplit('/')
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(".json");
         if stem.len() == 64 && config_desc.digest != format!("sha256:{stem}") {
             return Err(bad(format!("{} does not match its content", entry.config)));
         }
@@ -75,9 +80,18 @@ fn read_docker_archive(manifest: &[u8], files: &BTreeMap<String, Vec<u8>>) -> Re
         for (path, diff_id) in entry.layers.iter().zip(&diff_ids) {
             let data = file(path)?;
             let gzip = data.starts_with(&[0x1f, 0x8b]);
-            let desc = descriptor(if gzip { MEDIA_TYPE_LAYER_GZIP } else { MEDIA_TYPE_LAYER }, data);
+            let desc = descriptor(
+                if gzip {
+                    MEDIA_TYPE_LAYER_GZIP
+                } else {
+                    MEDIA_TYPE_LAYER
+                },
+                data,
+            );
             if !gzip && &desc.digest != diff_id {
-                return Err(bad(format!("layer {path} does not match diff ID {diff_id}")));
+                return Err(bad(format!(
+                    "layer {path} does not match diff ID {diff_id}"
+                )));
             }
             blobs.insert(desc.digest.clone(), data.clone());
             layers.push(desc);
@@ -115,7 +129,11 @@ fn read_docker_archive(manifest: &[u8], files: &BTreeMap<String, Vec<u8>>) -> Re
 
 /// Writes a `docker save` archive in Docker's classic layout (`<hex>.json`,
 /// `<hex>/layer.tar`) from uncompressed layers and a config; for tests and tools.
-pub fn write_docker_archive(layers: &[Vec<u8>], config: &[u8], repo_tags: &[&str]) -> Result<Vec<u8>> {
+pub fn write_docker_archive(
+    layers: &[Vec<u8>],
+    config: &[u8],
+    repo_tags: &[&str],
+) -> Result<Vec<u8>> {
     let config_hex = sha256_digest(config)["sha256:".len()..].to_string();
     let mut tree = Tree::new();
     let mut layer_paths = Vec::new();
@@ -161,23 +179,38 @@ mod tests {
     #[test]
     fn a_docker_archive_reads_as_one_image_per_tag_with_an_oci_manifest() {
         let (l1, l2) = (layer(b"one"), layer(b"two"));
-        let archive =
-            write_docker_archive(&[l1.clone(), l2.clone()], &config(&[&l1, &l2]), &["busybox:latest", "me/bb:1"])
-                .unwrap();
+        let archive = write_docker_archive(
+            &[l1.clone(), l2.clone()],
+            &config(&[&l1, &l2]),
+            &["busybox:latest", "me/bb:1"],
+        )
+        .unwrap();
         let layout = read_archive(&archive).unwrap();
         let names: Vec<&str> = layout.images.iter().map(|i| i.name.as_str()).collect();
         assert_eq!(names, ["busybox:latest", "me/bb:1"]);
         let img = &layout.images[0];
         assert_eq!(img.image_config.cmd, ["/bin/tool"]);
-        assert!(img.image_config.entrypoint.is_empty(), "null entrypoint reads as none");
+        assert!(
+            img.image_config.entrypoint.is_empty(),
+            "null entrypoint reads as none"
+        );
         assert_eq!(img.layers.len(), 2);
         assert_eq!(img.diff_ids, [sha256_digest(&l1), sha256_digest(&l2)]);
         assert_eq!(img.layers[0].media_type, MEDIA_TYPE_LAYER);
-        let manifest: serde_json::Value = serde_json::from_slice(&layout.blobs[&img.manifest.digest]).unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&layout.blobs[&img.manifest.digest]).unwrap();
         assert_eq!(manifest["config"]["digest"], img.config.digest);
         assert_eq!(manifest["layers"][1]["digest"], sha256_digest(&l2));
-        for d in [&img.config.digest, &img.layers[0].digest, &img.layers[1].digest] {
-            assert_eq!(&sha256_digest(&layout.blobs[d]), d, "blob {d} is stored under its digest");
+        for d in [
+            &img.config.digest,
+            &img.layers[0].digest,
+            &img.layers[1].digest,
+        ] {
+            assert_eq!(
+                &sha256_digest(&layout.blobs[d]),
+                d,
+                "blob {d} is stored under its digest"
+            );
         }
     }
 
@@ -187,7 +220,11 @@ mod tests {
         let good_config = config(&[&l]);
         let other = layer(b"y");
         let cases: Vec<(&str, Vec<u8>, &str)> = vec![
-            ("untagged", write_docker_archive(&[l.clone()], &good_config, &[]).unwrap(), "no RepoTags"),
+            (
+                "untagged",
+                write_docker_archive(std::slice::from_ref(&l), &good_config, &[]).unwrap(),
+                "no RepoTags",
+            ),
             (
                 "layer not matching diff ID",
                 write_docker_archive(&[other], &good_config, &["a:1"]).unwrap(),

@@ -1,7 +1,8 @@
 //! An HTTP client for the OCI distribution API v2 (hyper, rustls). HTTPS by default with
 //! the system's CA bundle (`SSL_CERT_FILE`, else Debian's `/etc/ssl/certs/ca-certificates.crt`)
-//! plus configured CA files; plain HTTP for loopback registries and hosts configured as
-//! insecure, as containerd's and k3s's registry configuration allow. A [`Session`] talks to
+//! plus configured CA files; plain HTTP for hosts configured as insecure (containerd's and
+//! k3s's registry configuration), and for a loopback registry whose answer to the TLS
+//! handshake shows it speaks plain HTTP (containerd's localhost fallback). A [`Session`] talks to
 //! one repository and answers 401 challenges once: `Basic` with the credentials given,
 //! `Bearer` by fetching a token from the challenge's realm (with the credentials, if any).
 
@@ -81,30 +82,38 @@ impl Client {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
-        let http = hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
+        let http =
+            hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build(connector);
         Ok(Client {
             http,
             insecure: Arc::new(config.insecure.clone()),
         })
     }
 
-    /// `http` or `https` for a registry host.
-    fn scheme(&self, host: &str) -> &'static str {
+    /// `http` or `https` for a registry host, and whether a loopback registry that turns out
+    /// to speak plain HTTP may be retried over HTTP (containerd's fallback for localhost).
+    fn scheme(&self, host: &str) -> (&'static str, bool) {
         let bare = host_without_port(host);
-        let loopback = matches!(bare, "localhost" | "127.0.0.1" | "[::1]" | "::1");
-        if loopback || self.insecure.iter().any(|h| h == host || h == bare) {
-            "http"
-        } else {
-            "https"
+        if self.insecure.iter().any(|h| h == host || h == bare) {
+            return ("http", false);
         }
+        let loopback = matches!(bare, "localhost" | "127.0.0.1" | "::1");
+        ("https", loopback)
     }
 
     /// A session for one repository; `push` asks tokens for push access too.
-    pub fn session(&self, reference: &Reference, auth: Option<&RegistryAuth>, push: bool) -> Session {
+    pub fn session(
+        &self,
+        reference: &Reference,
+        auth: Option<&RegistryAuth>,
+        push: bool,
+    ) -> Session {
         let host = reference.api_host();
+        let (scheme, http_fallback) = self.scheme(host);
         Session {
             client: self.clone(),
-            base: format!("{}://{host}", self.scheme(host)),
+            base: format!("{scheme}://{host}"),
+            http_fallback,
             repository: reference.repository.clone(),
             scope: format!(
                 "repository:{}:{}",
@@ -119,7 +128,10 @@ impl Client {
 
 fn host_without_port(host: &str) -> &str {
     if host.starts_with('[') {
-        return host.split_once(']').map_or(host, |(h, _)| h).trim_start_matches('[');
+        return host
+            .split_once(']')
+            .map_or(host, |(h, _)| h)
+            .trim_start_matches('[');
     }
     host.rsplit_once(':').map_or(host, |(h, _)| h)
 }
@@ -136,7 +148,10 @@ fn add_pem_file(roots: &mut rustls::RootCertStore, path: &std::path::Path) -> Re
         }
     }
     if added == 0 {
-        return Err(Error::Tls(format!("{} holds no usable CA certificate", path.display())));
+        return Err(Error::Tls(format!(
+            "{} holds no usable CA certificate",
+            path.display()
+        )));
     }
     Ok(())
 }
@@ -146,6 +161,8 @@ pub struct Session {
     client: Client,
     /// `https://host:port`
     base: String,
+    /// Whether to switch `base` to plain HTTP when the registry answers TLS with HTTP.
+    http_fallback: bool,
     pub(super) repository: String,
     scope: String,
     auth: Option<RegistryAuth>,
@@ -191,9 +208,26 @@ impl Session {
         loop {
             let same_registry = url.starts_with(&format!("{}/", self.base));
             let authorization = self.authorization.clone().filter(|_| same_registry);
-            let resp = self
-                .raw(method.clone(), &url, headers, body.clone(), authorization.as_deref())
-                .await?;
+            let resp = match self
+                .raw(
+                    method.clone(),
+                    &url,
+                    headers,
+                    body.clone(),
+                    authorization.as_deref(),
+                )
+                .await
+            {
+                Ok(resp) => resp,
+                Err((_, true)) if same_registry && self.http_fallback => {
+                    self.http_fallback = false;
+                    let http_base = self.base.replacen("https://", "http://", 1);
+                    url = url.replacen(&self.base, &http_base, 1);
+                    self.base = http_base;
+                    continue;
+                }
+                Err((e, _)) => return Err(e),
+            };
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && same_registry && !challenged {
                 challenged = true;
@@ -209,7 +243,11 @@ impl Session {
                 }
             }
             if status.is_redirection() && redirects < MAX_REDIRECTS {
-                if let Some(location) = resp.headers().get(header::LOCATION).and_then(|v| v.to_str().ok()) {
+                if let Some(location) = resp
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                {
                     redirects += 1;
                     url = self.absolute(location);
                     continue;
@@ -233,7 +271,7 @@ impl Session {
         headers: &[(header::HeaderName, String)],
         body: Bytes,
         authorization: Option<&str>,
-    ) -> Result<Response<Incoming>> {
+    ) -> std::result::Result<Response<Incoming>, (Error, bool)> {
         let transport = |message: String| Error::Transport {
             method: method.to_string(),
             url: url.to_string(),
@@ -248,11 +286,14 @@ impl Session {
         }
         let req = req
             .body(Full::new(body))
-            .map_err(|e| transport(e.to_string()))?;
+            .map_err(|e| (transport(e.to_string()), false))?;
         match tokio::time::timeout(REQUEST_TIMEOUT, self.client.http.request(req)).await {
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) => Err(transport(error_chain(&e))),
-            Err(_) => Err(transport(format!("no response within {REQUEST_TIMEOUT:?}"))),
+            Ok(Err(e)) => Err((transport(error_chain(&e)), server_speaks_plain_http(&e))),
+            Err(_) => Err((
+                transport(format!("no response within {REQUEST_TIMEOUT:?}")),
+                false,
+            )),
         }
     }
 
@@ -290,11 +331,18 @@ impl Session {
         let sep = if realm.contains('?') { '&' } else { '?' };
         let url = format!("{realm}{sep}{}", query.join("&"));
         let basic = self.auth.as_ref().map(basic_header);
-        let resp = self.raw(Method::GET, &url, &[], Bytes::new(), basic.as_deref()).await?;
+        let resp = self
+            .raw(Method::GET, &url, &[], Bytes::new(), basic.as_deref())
+            .await
+            .map_err(|(e, _)| e)?;
         let status = resp.status();
         let body = read_body(resp, &Method::GET, &url).await?;
         if !status.is_success() {
-            let what = if self.auth.is_some() { "token" } else { "anonymous token" };
+            let what = if self.auth.is_some() {
+                "token"
+            } else {
+                "anonymous token"
+            };
             return Err(Error::Auth(format!(
                 "failed to fetch {what}: unexpected status from GET request to {url}: {status}{}",
                 server_message(&body)
@@ -309,9 +357,15 @@ impl Session {
         }
         let token: Token = serde_json::from_slice(&body)
             .map_err(|e| Error::Auth(format!("token response from {url}: {e}")))?;
-        let token = if token.token.is_empty() { token.access_token } else { token.token };
+        let token = if token.token.is_empty() {
+            token.access_token
+        } else {
+            token.token
+        };
         if token.is_empty() {
-            return Err(Error::Auth(format!("token response from {url} holds no token")));
+            return Err(Error::Auth(format!(
+                "token response from {url} holds no token"
+            )));
         }
         self.authorization = Some(format!("Bearer {token}"));
         Ok(true)
@@ -334,6 +388,20 @@ async fn read_body(resp: Response<Incoming>, method: &Method, url: &str) -> Resu
     }
 }
 
+/// Whether a TLS handshake failed because the server answered with something that is not
+/// TLS (a plain HTTP registry): rustls then reports an invalid message.
+fn server_speaks_plain_http(e: &(dyn std::error::Error + 'static)) -> bool {
+    if let Some(tls) = e.downcast_ref::<rustls::Error>() {
+        return matches!(tls, rustls::Error::InvalidMessage(_));
+    }
+    // hyper-rustls wraps tokio-rustls's io::Error (which wraps rustls's) in another one.
+    let wrapped = e
+        .downcast_ref::<std::io::Error>()
+        .and_then(|io| io.get_ref())
+        .is_some_and(|inner| server_speaks_plain_http(inner));
+    wrapped || e.source().is_some_and(server_speaks_plain_http)
+}
+
 /// An error with its causes, `outer: inner: ...` (hyper's own text says little).
 fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
@@ -347,7 +415,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 pub(super) fn basic_header(auth: &RegistryAuth) -> String {
     let raw = format!("{}:{}", auth.username, auth.password);
-    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(raw))
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
 }
 
 /// The registry's error body (`{"errors":[{"code","message"}]}`) as `: server message: ...`.
@@ -440,19 +511,32 @@ mod tests {
                     ("scope", "repository:a/b:pull,push"),
                 ],
             ),
-            ("basic", r#"Basic realm="basic-realm""#, "Basic", vec![("realm", "basic-realm")]),
-            ("unquoted", "Bearer realm=http://x/t, service=s", "Bearer", vec![("realm", "http://x/t"), ("service", "s")]),
+            (
+                "basic",
+                r#"Basic realm="basic-realm""#,
+                "Basic",
+                vec![("realm", "basic-realm")],
+            ),
+            (
+                "unquoted",
+                "Bearer realm=http://x/t, service=s",
+                "Bearer",
+                vec![("realm", "http://x/t"), ("service", "s")],
+            ),
         ];
         for (name, header, scheme, want) in cases {
             let (s, params) = parse_challenge(header);
             assert_eq!(s, scheme, "{name}");
-            let got: Vec<(&str, &str)> = params.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+            let got: Vec<(&str, &str)> = params
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
             assert_eq!(got, want, "{name}");
         }
     }
 
     #[test]
-    fn loopback_and_configured_registries_use_plain_http() {
+    fn configured_registries_use_plain_http_and_loopback_may_fall_back_to_it() {
         let client = Client::new(&RegistryConfig {
             insecure: vec!["reg.internal:5000".into(), "plain.example.com".into()],
             no_system_roots: true,
@@ -461,13 +545,21 @@ mod tests {
         // No roots at all is fine as long as no HTTPS registry is contacted.
         let client = client.expect("client");
         let cases = [
-            ("ipv4 loopback", "127.0.0.1:5000", "http"),
-            ("localhost", "localhost:5000", "http"),
-            ("ipv6 loopback", "[::1]:5000", "http"),
-            ("configured host:port", "reg.internal:5000", "http"),
-            ("configured other port", "reg.internal:6000", "https"),
-            ("configured host any port", "plain.example.com:443", "http"),
-            ("default", "registry-1.docker.io", "https"),
+            ("ipv4 loopback", "127.0.0.1:5000", ("https", true)),
+            ("localhost", "localhost:5000", ("https", true)),
+            ("ipv6 loopback", "[::1]:5000", ("https", true)),
+            ("configured host:port", "reg.internal:5000", ("http", false)),
+            (
+                "configured other port",
+                "reg.internal:6000",
+                ("https", false),
+            ),
+            (
+                "configured host any port",
+                "plain.example.com:443",
+                ("http", false),
+            ),
+            ("default", "registry-1.docker.io", ("https", false)),
         ];
         for (name, host, want) in cases {
             assert_eq!(client.scheme(host), want, "{name}");
@@ -477,7 +569,10 @@ mod tests {
     #[test]
     fn registry_error_bodies_become_server_messages() {
         let body = br#"{"errors":[{"code":"UNAUTHORIZED","message":"authentication required","detail":null}]}"#;
-        assert_eq!(server_message(body), ": server message: unauthorized: authentication required");
+        assert_eq!(
+            server_message(body),
+            ": server message: unauthorized: authentication required"
+        );
         assert_eq!(server_message(b"<html>"), "");
     }
 }

@@ -95,7 +95,10 @@ struct Target {
 }
 
 fn is_docker_hub(host: &str) -> bool {
-    matches!(host, "docker.io" | "index.docker.io" | "registry-1.docker.io")
+    matches!(
+        host,
+        "docker.io" | "index.docker.io" | "registry-1.docker.io"
+    )
 }
 
 /// Parses a config key (`https://host:port/path`, `host`, `*.example.com`).
@@ -110,7 +113,10 @@ fn parse_key(key: &str) -> Target {
     // Docker's own config writes Hub credentials under https://index.docker.io/v1/; that
     // path is the old API version, not a repository prefix.
     if is_docker_hub(&host) {
-        path = path.trim_start_matches("v1").trim_start_matches('/').to_string();
+        path = path
+            .trim_start_matches("v1")
+            .trim_start_matches('/')
+            .to_string();
     }
     Target { host, port, path }
 }
@@ -237,23 +243,120 @@ mod tests {
         let b64 = r#"{"auth":"YWxpY2U6czNjcmV0"}"#;
         let fields = r#"{"username":"bob","password":"pw"}"#;
         let cases: Vec<(&str, Secret, &str, Option<RegistryAuth>)> = vec![
-            ("auth field", config_json("127.0.0.1:5000", b64), "127.0.0.1:5000/app:v1", auth("alice", "s3cret")),
-            ("username and password", config_json("127.0.0.1:5000", fields), "127.0.0.1:5000/app", auth("bob", "pw")),
-            ("bare host asked", config_json("127.0.0.1:5000", fields), "127.0.0.1:5000", auth("bob", "pw")),
-            ("scheme in key", config_json("https://reg.example.com", fields), "reg.example.com/x/y", auth("bob", "pw")),
-            ("other port", config_json("127.0.0.1:5001", fields), "127.0.0.1:5000/app", None),
-            ("other host", config_json("reg.example.com", fields), "other.example.com/app", None),
-            ("hub v1 key for short name", config_json("https://index.docker.io/v1/", b64), "busybox", auth("alice", "s3cret")),
-            ("docker.io key for hub image", config_json("docker.io", fields), "docker.io/library/busybox:1", auth("bob", "pw")),
-            ("hub key does not match others", config_json("docker.io", fields), "quay.io/app", None),
-            ("wildcard label", config_json("*.example.com", fields), "reg.example.com/app", auth("bob", "pw")),
-            ("wildcard needs same depth", config_json("*.example.com", fields), "a.b.example.com/app", None),
-            ("path prefix matches", config_json("reg.example.com/team", fields), "reg.example.com/team/app", auth("bob", "pw")),
-            ("path prefix is per component", config_json("reg.example.com/team", fields), "reg.example.com/teamx/app", None),
-            ("empty entry is no credential", config_json("127.0.0.1:5000", "{}"), "127.0.0.1:5000/app", None),
-            ("dockercfg secret", secret(SECRET_TYPE_DOCKERCFG, ".dockercfg", &format!(r#"{{"127.0.0.1:5000":{fields}}}"#)), "127.0.0.1:5000/app", auth("bob", "pw")),
-            ("opaque secret ignored", secret("Opaque", ".dockerconfigjson", &format!(r#"{{"auths":{{"127.0.0.1:5000":{fields}}}}}"#)), "127.0.0.1:5000/app", None),
-            ("garbage ignored", secret(SECRET_TYPE_DOCKERCONFIGJSON, ".dockerconfigjson", "not json"), "127.0.0.1:5000/app", None),
+            (
+                "auth field",
+                config_json("127.0.0.1:5000", b64),
+                "127.0.0.1:5000/app:v1",
+                auth("alice", "s3cret"),
+            ),
+            (
+                "username and password",
+                config_json("127.0.0.1:5000", fields),
+                "127.0.0.1:5000/app",
+                auth("bob", "pw"),
+            ),
+            (
+                "bare host asked",
+                config_json("127.0.0.1:5000", fields),
+                "127.0.0.1:5000",
+                auth("bob", "pw"),
+            ),
+            (
+                "scheme in key",
+                config_json("https://reg.example.com", fields),
+                "reg.example.com/x/y",
+                auth("bob", "pw"),
+            ),
+            (
+                "other port",
+                config_json("127.0.0.1:5001", fields),
+                "127.0.0.1:5000/app",
+                None,
+            ),
+            (
+                "other host",
+                config_json("reg.example.com", fields),
+                "other.example.com/app",
+                None,
+            ),
+            (
+                "hub v1 key for short name",
+                config_json("https://index.docker.io/v1/", b64),
+                "busybox",
+                auth("alice", "s3cret"),
+            ),
+            (
+                "docker.io key for hub image",
+                config_json("docker.io", fields),
+                "docker.io/library/busybox:1",
+                auth("bob", "pw"),
+            ),
+            (
+                "hub key does not match others",
+                config_json("docker.io", fields),
+                "quay.io/app",
+                None,
+            ),
+            (
+                "wildcard label",
+                config_json("*.example.com", fields),
+                "reg.example.com/app",
+                auth("bob", "pw"),
+            ),
+            (
+                "wildcard needs same depth",
+                config_json("*.example.com", fields),
+                "a.b.example.com/app",
+                None,
+            ),
+            (
+                "path prefix matches",
+                config_json("reg.example.com/team", fields),
+                "reg.example.com/team/app",
+                auth("bob", "pw"),
+            ),
+            (
+                "path prefix is per component",
+                config_json("reg.example.com/team", fields),
+                "reg.example.com/teamx/app",
+                None,
+            ),
+            (
+                "empty entry is no credential",
+                config_json("127.0.0.1:5000", "{}"),
+                "127.0.0.1:5000/app",
+                None,
+            ),
+            (
+                "dockercfg secret",
+                secret(
+                    SECRET_TYPE_DOCKERCFG,
+                    ".dockercfg",
+                    &format!(r#"{{"127.0.0.1:5000":{fields}}}"#),
+                ),
+                "127.0.0.1:5000/app",
+                auth("bob", "pw"),
+            ),
+            (
+                "opaque secret ignored",
+                secret(
+                    "Opaque",
+                    ".dockerconfigjson",
+                    &format!(r#"{{"auths":{{"127.0.0.1:5000":{fields}}}}}"#),
+                ),
+                "127.0.0.1:5000/app",
+                None,
+            ),
+            (
+                "garbage ignored",
+                secret(
+                    SECRET_TYPE_DOCKERCONFIGJSON,
+                    ".dockerconfigjson",
+                    "not json",
+                ),
+                "127.0.0.1:5000/app",
+                None,
+            ),
         ];
         for (name, secret, image, want) in cases {
             assert_eq!(credentials_for(image, &[secret]), want, "{name}");
@@ -267,8 +370,14 @@ mod tests {
             ".dockerconfigjson",
             r#"{"auths":{"reg.example.com":{"username":"any","password":"1"},"reg.example.com/team":{"username":"team","password":"2"}}}"#,
         );
-        assert_eq!(credentials_for("reg.example.com/team/app", std::slice::from_ref(&both)), auth("team", "2"));
-        assert_eq!(credentials_for("reg.example.com/other", std::slice::from_ref(&both)), auth("any", "1"));
+        assert_eq!(
+            credentials_for("reg.example.com/team/app", std::slice::from_ref(&both)),
+            auth("team", "2")
+        );
+        assert_eq!(
+            credentials_for("reg.example.com/other", std::slice::from_ref(&both)),
+            auth("any", "1")
+        );
         let unrelated = config_json("quay.io", r#"{"username":"q","password":"q"}"#);
         assert_eq!(
             credentials_for("reg.example.com/other", &[unrelated, both]),

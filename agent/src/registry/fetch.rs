@@ -39,7 +39,11 @@ pub async fn fetch_image(
     };
     let mut session = client.session(reference, auth, false);
     let (mut desc, mut body, mut parsed) = session
-        .get_manifest(reference.manifest_reference(), reference.digest.as_deref(), &name)
+        .get_manifest(
+            reference.manifest_reference(),
+            reference.digest.as_deref(),
+            &name,
+        )
         .await
         .map_err(resolve)?;
     if let Manifest::Index { manifests } = &parsed {
@@ -54,7 +58,11 @@ pub async fn fetch_image(
             })?;
         let digest = entry.descriptor.digest.clone();
         (desc, body, parsed) = session
-            .get_manifest(&digest, Some(&digest), &format!("{}@{digest}", reference.name()))
+            .get_manifest(
+                &digest,
+                Some(&digest),
+                &format!("{}@{digest}", reference.name()),
+            )
             .await
             .map_err(resolve)?;
     }
@@ -72,7 +80,10 @@ pub async fn fetch_image(
         }
     };
     let mut blobs = BTreeMap::new();
-    let config_bytes = session.get_blob(&config).await.map_err(copy(&config.digest))?;
+    let config_bytes = session
+        .get_blob(&config)
+        .await
+        .map_err(copy(&config.digest))?;
     let (image_config, diff_ids) = parse_config(&config_bytes)
         .map_err(|e| copy(&config.digest)(Error::Manifest(e.to_string())))?;
     if diff_ids.len() != layers.len() {
@@ -152,7 +163,9 @@ impl Session {
         let reply = self.send(Method::GET, &url, &accept, Bytes::new()).await?;
         check(&reply, &Method::GET, &[StatusCode::OK], what)?;
         if reply.body.len() > MAX_MANIFEST {
-            return Err(Error::Manifest(format!("manifest of {what} is larger than 4 MiB")));
+            return Err(Error::Manifest(format!(
+                "manifest of {what} is larger than 4 MiB"
+            )));
         }
         let header_digest = reply
             .headers

@@ -40,7 +40,12 @@ impl Session {
     }
 
     /// Puts a manifest (or index) under `reference` (a tag or its digest).
-    pub async fn push_manifest(&mut self, reference: &str, media_type: &str, data: &[u8]) -> Result<()> {
+    pub async fn push_manifest(
+        &mut self,
+        reference: &str,
+        media_type: &str,
+        data: &[u8],
+    ) -> Result<()> {
         let url = self.url(&format!("manifests/{reference}"));
         let headers = [(header::CONTENT_TYPE, media_type.to_string())];
         let reply = self

@@ -55,7 +55,8 @@ impl Reference {
             let ok = !t.is_empty()
                 && t.len() <= 128
                 && !t.starts_with(['.', '-'])
-                && t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+                && t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
             if !ok {
                 return Err(invalid("invalid tag"));
             }
@@ -85,7 +86,8 @@ impl Reference {
         }
         let component_ok = |c: &str| {
             !c.is_empty()
-                && c.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
+                && c.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b))
                 && c.starts_with(|ch: char| ch.is_ascii_alphanumeric())
                 && c.ends_with(|ch: char| ch.is_ascii_alphanumeric())
         };
@@ -163,14 +165,34 @@ mod tests {
         let both = format!("127.0.0.1:5000/app:v1@{D}");
         let cases: &[(&str, &str, &str)] = &[
             ("short name", "busybox", "docker.io/library/busybox:latest"),
-            ("short name with tag", "busybox:1.36", "docker.io/library/busybox:1.36"),
+            (
+                "short name with tag",
+                "busybox:1.36",
+                "docker.io/library/busybox:1.36",
+            ),
             ("hub user repo", "user/app", "docker.io/user/app:latest"),
-            ("index alias", "index.docker.io/library/busybox", "docker.io/library/busybox:latest"),
-            ("explicit hub", "docker.io/busybox", "docker.io/library/busybox:latest"),
+            (
+                "index alias",
+                "index.docker.io/library/busybox",
+                "docker.io/library/busybox:latest",
+            ),
+            (
+                "explicit hub",
+                "docker.io/busybox",
+                "docker.io/library/busybox:latest",
+            ),
             ("host with port", "host:5000/a/b:tag", "host:5000/a/b:tag"),
-            ("loopback port no tag", "127.0.0.1:5000/app", "127.0.0.1:5000/app:latest"),
+            (
+                "loopback port no tag",
+                "127.0.0.1:5000/app",
+                "127.0.0.1:5000/app:latest",
+            ),
             ("localhost", "localhost/app", "localhost/app:latest"),
-            ("domain", "kybern.local/busybox:latest", "kybern.local/busybox:latest"),
+            (
+                "domain",
+                "kybern.local/busybox:latest",
+                "kybern.local/busybox:latest",
+            ),
             ("digest only", &pinned, &pinned_want),
             ("tag and digest", &both, &both),
         ];
@@ -183,7 +205,12 @@ mod tests {
     fn references_split_into_registry_repository_and_reference() {
         let r = Reference::parse("127.0.0.1:5000/team/app:v1").unwrap();
         assert_eq!(
-            (r.registry.as_str(), r.repository.as_str(), r.manifest_reference(), r.api_host()),
+            (
+                r.registry.as_str(),
+                r.repository.as_str(),
+                r.manifest_reference(),
+                r.api_host()
+            ),
             ("127.0.0.1:5000", "team/app", "v1", "127.0.0.1:5000")
         );
         let hub = Reference::parse(&format!("busybox:1@{D}")).unwrap();

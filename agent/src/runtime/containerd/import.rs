@@ -57,11 +57,7 @@ fn manifest_gc_labels(image: &LayoutImage) -> HashMap<String, String> {
 impl Containerd {
     /// Imports an OCI image layout archive or a `docker save` archive (told apart by the
     /// latter's `manifest.json`).
-    pub(super) async fn import_in_lease(
-        &self,
-        archive: &[u8],
-        lease: &str,
-    ) -> Result<Vec<String>> {
+    pub(super) async fn import_in_lease(&self, archive: &[u8], lease: &str) -> Result<Vec<String>> {
         let layout = read_archive(archive)?;
         let mut names = Vec::new();
         for image in &layout.images {
@@ -85,9 +81,11 @@ impl Containerd {
         lease: &str,
     ) -> Result<()> {
         let blob = |digest: &str| {
-            blobs
-                .get(digest)
-                .ok_or_else(|| Error::Image(crate::images::Error::Layout(format!("missing blob {digest}"))))
+            blobs.get(digest).ok_or_else(|| {
+                Error::Image(crate::images::Error::Layout(format!(
+                    "missing blob {digest}"
+                )))
+            })
         };
         for layer in &image.layers {
             self.write_blob(blob(&layer.digest)?, &layer.digest, HashMap::new(), lease)

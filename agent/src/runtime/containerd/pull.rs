@@ -13,7 +13,9 @@ pub(super) async fn pull(
     auth: Option<&RegistryAuth>,
 ) -> Result<ImageInfo> {
     let failed = |e: &dyn std::fmt::Display| {
-        Error::Pull(format!("failed to pull and unpack image \"{reference}\": {e}"))
+        Error::Pull(format!(
+            "failed to pull and unpack image \"{reference}\": {e}"
+        ))
     };
     let parsed = Reference::parse(reference).map_err(|e| failed(&e))?;
     let client = rt.registry_client().map_err(|e| failed(&e))?;

@@ -1,0 +1,353 @@
+//! Pulling from a real registry (Debian's docker-registry on 127.0.0.1, htpasswd auth, a
+//! temp storage dir) into a private containerd (root only), and importing `docker save`
+//! archives: the right credentials pull and unpack an image; wrong or missing
+//! credentials fail with 401; a missing tag fails "not found"; a manifest list yields its
+//! linux/amd64 image; an HTTPS registry is trusted through a configured CA.
+
+#[allow(dead_code)] // the harness serves several test binaries; this one uses part of it
+mod runtime_env;
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use agent::images::docker_archive::write_docker_archive;
+use agent::images::oci::{
+    read_layout, Layout, MEDIA_TYPE_CONFIG, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
+};
+use agent::images::{sha256_digest, test_images};
+use agent::registry::push::push_layout;
+use agent::registry::{normalize, Client, Reference, RegistryConfig};
+use agent::runtime::{Error, RegistryAuth, Runtime};
+use runtime_env::Env;
+use serde_json::json;
+
+const USER: &str = "puller";
+const PASSWORD: &str = "right-password";
+
+/// A docker-registry process on 127.0.0.1, killed by its pid on drop.
+struct Registry {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+struct Tls {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Registry {
+    fn start(tls: Option<&Tls>) -> Registry {
+        for bin in ["docker-registry", "htpasswd"] {
+            assert!(
+                Command::new("which")
+                    .arg(bin)
+                    .stdout(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success()),
+                "{bin} not on PATH: run scripts/install-deps.sh (docker-registry, apache2-utils)"
+            );
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("kyb-registry")
+            .tempdir()
+            .expect("temp dir");
+        let htpasswd = Command::new("htpasswd")
+            .args(["-Bbn", USER, PASSWORD])
+            .output()
+            .expect("htpasswd");
+        assert!(htpasswd.status.success(), "htpasswd: {htpasswd:?}");
+        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
+        // A free port: bound and released; the registry takes it right after.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let tls_config = tls.map_or(String::new(), |t| {
+            format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                t.cert.display(),
+                t.key.display()
+            )
+        });
+        let config = format!(
+            "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
+             storage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\n\
+             http:\n  addr: 127.0.0.1:{port}\n  secret: kybern-test\n{tls_config}\
+             auth:\n  htpasswd:\n    realm: kybern-test\n    path: {d}/htpasswd\n",
+            d = dir.path().display()
+        );
+        let config_path = dir.path().join("config.yml");
+        std::fs::write(&config_path, config).unwrap();
+        let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config_path)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("start docker-registry");
+        let mut registry = Registry {
+            child,
+            port,
+            _dir: dir,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(status)) = registry.child.try_wait() {
+                panic!("docker-registry exited: {status}; log: {}", registry.log());
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "registry did not listen: {}",
+                registry.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        registry
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self._dir.path().join("registry.log")).unwrap_or_default()
+    }
+
+    fn reference(&self, repo_tag: &str) -> String {
+        format!("127.0.0.1:{}/{repo_tag}", self.port)
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        // Child::kill sends SIGKILL to this pid only.
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn right() -> RegistryAuth {
+    RegistryAuth {
+        username: USER.into(),
+        password: PASSWORD.into(),
+    }
+}
+
+fn busybox_layout() -> Layout {
+    let busybox = test_images::read(Path::new(test_images::DEBIAN_BUSYBOX)).expect("read busybox");
+    read_layout(
+        &test_images::busybox_image(&busybox)
+            .to_layout_tar()
+            .unwrap(),
+    )
+    .unwrap()
+}
+
+async fn push(client: &Client, layout: &Layout, reference: &str) -> String {
+    push_layout(
+        client,
+        layout,
+        &Reference::parse(reference).unwrap(),
+        Some(&right()),
+    )
+    .await
+    .expect("push")
+}
+
+fn pull_error(result: agent::runtime::Result<agent::runtime::ImageInfo>) -> String {
+    match result {
+        Err(Error::Pull(msg)) => {
+            eprintln!("pull error: {msg}");
+            msg
+        }
+        Err(e) => panic!("expected a pull error, got {e}"),
+        Ok(info) => panic!("pull succeeded: {info:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pulling_with_the_right_credentials_stores_the_image_and_its_config() {
+    let env = Env::start().await;
+    let registry = Registry::start(None);
+    let client = Client::new(&RegistryConfig::default()).unwrap();
+    let reference = registry.reference("kybern/busybox:v1");
+    let pushed = push(&client, &busybox_layout(), &reference).await;
+
+    let info = env
+        .rt
+        .pull_image(&reference, Some(&right()))
+        .await
+        .expect("pull");
+    assert_eq!(info.name, normalize(&reference));
+    assert_eq!(info.digest, pushed, "the stored manifest is the one pushed");
+    // Only the GC labels keep the pulled content once the pull's lease is gone.
+    env.rt.collect_garbage().await.unwrap();
+    let stored = env
+        .rt
+        .image(&info.name)
+        .await
+        .unwrap()
+        .expect("pulled image is listed");
+    assert_eq!(stored.config.cmd, ["sh"], "image config survives the pull");
+
+    let again = env
+        .rt
+        .pull_image(&reference, Some(&right()))
+        .await
+        .expect("pull again");
+    assert_eq!(
+        again.digest, pushed,
+        "pulling what is present is a no-op that succeeds"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_or_missing_credentials_fail_with_401_and_a_missing_tag_with_not_found() {
+    let env = Env::start().await;
+    let registry = Registry::start(None);
+    let client = Client::new(&RegistryConfig::default()).unwrap();
+    let reference = registry.reference("kybern/busybox:v1");
+    push(&client, &busybox_layout(), &reference).await;
+
+    let wrong = RegistryAuth {
+        username: USER.into(),
+        password: "wrong".into(),
+    };
+    let cases = [("wrong password", Some(&wrong)), ("no credentials", None)];
+    for (name, auth) in cases {
+        let msg = pull_error(env.rt.pull_image(&reference, auth).await);
+        assert!(
+            msg.starts_with(&format!("failed to pull and unpack image \"{reference}\"")),
+            "{name}: {msg}"
+        );
+        assert!(msg.contains("401 Unauthorized"), "{name}: {msg}");
+    }
+
+    let missing = registry.reference("kybern/busybox:nope");
+    let msg = pull_error(env.rt.pull_image(&missing, Some(&right())).await);
+    assert!(msg.contains("not found"), "{msg}");
+    assert!(msg.contains(&normalize(&missing)), "names the image: {msg}");
+    assert!(env.rt.image(&normalize(&missing)).await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_list_yields_its_linux_amd64_image() {
+    let env = Env::start().await;
+    let registry = Registry::start(None);
+    let client = Client::new(&RegistryConfig::default()).unwrap();
+    let layout = busybox_layout();
+    let image = &layout.images[0];
+    let amd64 = push(&client, &layout, &registry.reference("kybern/multi:amd64")).await;
+
+    // A bogus arm64 image: its own config, busybox's layer.
+    let target = Reference::parse(&registry.reference("kybern/multi:latest")).unwrap();
+    let mut session = client.session(&target, Some(&right()), true);
+    let arm_config = serde_json::to_vec(&json!({
+        "architecture": "arm64", "os": "linux",
+        "config": {"Cmd": ["arm-only"]},
+        "rootfs": {"type": "layers", "diff_ids": image.diff_ids},
+    }))
+    .unwrap();
+    session.push_blob(&arm_config).await.unwrap();
+    let arm_manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_MANIFEST,
+        "config": {"mediaType": MEDIA_TYPE_CONFIG, "digest": sha256_digest(&arm_config), "size": arm_config.len()},
+        "layers": image.layers,
+    }))
+    .unwrap();
+    let arm64 = sha256_digest(&arm_manifest);
+    session
+        .push_manifest(&arm64, MEDIA_TYPE_MANIFEST, &arm_manifest)
+        .await
+        .unwrap();
+    let entry = |digest: &str, size: usize, arch: &str| {
+        json!({"mediaType": MEDIA_TYPE_MANIFEST, "digest": digest, "size": size,
+               "platform": {"architecture": arch, "os": "linux"}})
+    };
+    let amd64_size = layout.blobs[&amd64].len();
+    let index = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_INDEX,
+        "manifests": [entry(&arm64, arm_manifest.len(), "arm64"), entry(&amd64, amd64_size, "amd64")],
+    }))
+    .unwrap();
+    session
+        .push_manifest("latest", MEDIA_TYPE_INDEX, &index)
+        .await
+        .unwrap();
+
+    let info = env
+        .rt
+        .pull_image(&target.to_string(), Some(&right()))
+        .await
+        .expect("pull the list");
+    assert_eq!(info.digest, amd64, "the amd64 manifest is picked");
+    assert_eq!(info.config.cmd, ["sh"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_docker_save_archive_imports_under_its_normalized_tag() {
+    let env = Env::start().await;
+    let layout = busybox_layout();
+    let image = &layout.images[0];
+    let layers: Vec<Vec<u8>> = image
+        .layers
+        .iter()
+        .map(|l| layout.blobs[&l.digest].clone())
+        .collect();
+    let archive = write_docker_archive(
+        &layers,
+        &layout.blobs[&image.config.digest],
+        &["busybox:saved"],
+    )
+    .unwrap();
+    let names = env
+        .rt
+        .import_image(&archive)
+        .await
+        .expect("import docker archive");
+    assert_eq!(names, ["docker.io/library/busybox:saved"]);
+    let info = env
+        .rt
+        .image(&normalize("busybox:saved"))
+        .await
+        .unwrap()
+        .expect("listed");
+    assert_eq!(info.config.cmd, ["sh"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_registry_is_trusted_through_a_configured_ca_only() {
+    let env = Env::start().await;
+    let pki_dir = tempfile::tempdir().unwrap();
+    apiserver::pki::ensure(pki_dir.path(), &["127.0.0.1".into()]).expect("pki");
+    let pki = pki_dir.path().join("pki");
+    let tls = Tls {
+        cert: pki.join("server.crt"),
+        key: pki.join("server.key"),
+    };
+    let registry = Registry::start(Some(&tls));
+    let trusting = RegistryConfig {
+        ca_files: vec![pki.join("ca.crt")],
+        ..Default::default()
+    };
+    let client = Client::new(&trusting).unwrap();
+    let reference = registry.reference("kybern/busybox:tls");
+    let pushed = push(&client, &busybox_layout(), &reference).await;
+
+    let msg = pull_error(env.rt.pull_image(&reference, Some(&right())).await);
+    assert!(
+        msg.to_lowercase().contains("certificate"),
+        "untrusted CA: {msg}"
+    );
+
+    let rt = env.rt.clone().with_registry(&trusting).unwrap();
+    let info = rt
+        .pull_image(&reference, Some(&right()))
+        .await
+        .expect("pull over TLS");
+    assert_eq!(info.digest, pushed);
+}
