@@ -2,7 +2,9 @@
 //! temp storage dir) into a private containerd (root only), and importing `docker save`
 //! archives: the right credentials pull and unpack an image; wrong or missing
 //! credentials fail with 401; a missing tag fails "not found"; a manifest list yields its
-//! linux/amd64 image; an HTTPS registry is trusted through a configured CA.
+//! linux/amd64 image; an HTTPS registry is trusted through a configured CA; a registry with
+//! token auth (a token server in the test signing JWTs) grants pulls for the right
+//! credentials only.
 
 #[allow(dead_code)] // the harness serves several test binaries; this one uses part of it
 mod runtime_env;
@@ -10,6 +12,8 @@ mod runtime_env;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use agent::images::docker_archive::write_docker_archive;
@@ -20,7 +24,11 @@ use agent::images::{sha256_digest, test_images};
 use agent::registry::push::push_layout;
 use agent::registry::{normalize, Client, Reference, RegistryConfig};
 use agent::runtime::{Error, RegistryAuth, Runtime};
+use base64::Engine;
+use ring::signature::{EcdsaKeyPair, ECDSA_P256_SHA256_FIXED_SIGNING};
 use runtime_env::Env;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use serde_json::json;
 
 const USER: &str = "puller";
@@ -39,7 +47,8 @@ struct Tls {
 }
 
 impl Registry {
-    fn start(tls: Option<&Tls>) -> Registry {
+    /// htpasswd auth unless `token` names a token server to trust instead.
+    fn start(tls: Option<&Tls>, token: Option<&TokenAuth>) -> Registry {
         for bin in ["docker-registry", "htpasswd"] {
             assert!(
                 Command::new("which")
@@ -73,11 +82,21 @@ impl Registry {
                 t.key.display()
             )
         });
+        let auth_config = match token {
+            None => format!(
+                "auth:\n  htpasswd:\n    realm: kybern-test\n    path: {}/htpasswd\n",
+                dir.path().display()
+            ),
+            Some(t) => format!(
+                "auth:\n  token:\n    realm: {}\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                t.realm,
+                t.root_bundle.display()
+            ),
+        };
         let config = format!(
             "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\n\
              storage:\n  filesystem:\n    rootdirectory: {d}/data\n  delete:\n    enabled: true\n\
-             http:\n  addr: 127.0.0.1:{port}\n  secret: kybern-test\n{tls_config}\
-             auth:\n  htpasswd:\n    realm: kybern-test\n    path: {d}/htpasswd\n",
+             http:\n  addr: 127.0.0.1:{port}\n  secret: kybern-test\n{tls_config}{auth_config}",
             d = dir.path().display()
         );
         let config_path = dir.path().join("config.yml");
@@ -128,6 +147,168 @@ impl Drop for Registry {
     }
 }
 
+const SERVICE: &str = "kybern-test-registry";
+const ISSUER: &str = "kybern-test-token-issuer";
+
+/// What the registry needs to trust a token server.
+struct TokenAuth {
+    realm: String,
+    root_bundle: PathBuf,
+}
+
+/// A token server as docker's distribution specifies it, on a thread of its own on
+/// 127.0.0.1: `GET /token?service=&scope=` with basic credentials returns a JWT (ES256,
+/// the signing certificate in `x5c`) granting the scope asked for; wrong or missing
+/// credentials get 401. Stopped and joined on drop.
+struct TokenServer {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TokenServer {
+    fn start(cert_pem: &Path, key_pem: &Path) -> TokenServer {
+        let cert = CertificateDer::from_pem_file(cert_pem)
+            .expect("signing cert")
+            .to_vec();
+        let key = PrivatePkcs8KeyDer::from_pem_file(key_pem).expect("signing key");
+        let rng = ring::rand::SystemRandom::new();
+        let key = EcdsaKeyPair::from_pkcs8(
+            &ECDSA_P256_SHA256_FIXED_SIGNING,
+            key.secret_pkcs8_der(),
+            &rng,
+        )
+        .expect("an ECDSA P-256 key");
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((conn, _)) => serve_token(conn, &cert, &key, &rng),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        std::thread::sleep(Duration::from_millis(20))
+                    }
+                    Err(e) => panic!("token server accept: {e}"),
+                }
+            }
+        });
+        TokenServer {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn serve_token(
+    mut conn: std::net::TcpStream,
+    cert: &[u8],
+    key: &EcdsaKeyPair,
+    rng: &ring::rand::SystemRandom,
+) {
+    use std::io::{Read, Write};
+    conn.set_nonblocking(false).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut request = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+        match conn.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => request.extend_from_slice(&buf[..n]),
+        }
+    }
+    let request = String::from_utf8_lossy(&request).into_owned();
+    let target = request.split_whitespace().nth(1).unwrap_or("");
+    let query = target.split_once('?').map_or("", |(_, q)| q);
+    let param = |name: &str| {
+        query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .map(percent_decode)
+            .unwrap_or_default()
+    };
+    let expected = format!("authorization: {}", basic_header_value(&right()));
+    let authorized = request.lines().any(|l| l.eq_ignore_ascii_case(&expected));
+    let (status, body) = if authorized && param("service") == SERVICE {
+        // scope = repository:<name>:<actions>
+        let scope = param("scope");
+        let mut parts = scope.splitn(3, ':');
+        let (kind, name, actions) = (
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+            parts.next().unwrap_or(""),
+        );
+        let actions: Vec<&str> = actions.split(',').collect();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let b64url = |data: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data);
+        let header = json!({"typ": "JWT", "alg": "ES256",
+                            "x5c": [base64::engine::general_purpose::STANDARD.encode(cert)]});
+        let claims = json!({"iss": ISSUER, "sub": USER, "aud": SERVICE, "iat": now, "nbf": now - 10,
+                            "exp": now + 300, "jti": format!("{now}-{}", std::process::id()),
+                            "access": [{"type": kind, "name": name, "actions": actions}]});
+        let signing_input = format!(
+            "{}.{}",
+            b64url(&serde_json::to_vec(&header).unwrap()),
+            b64url(&serde_json::to_vec(&claims).unwrap())
+        );
+        let signature = key.sign(rng, signing_input.as_bytes()).expect("sign");
+        let token = format!("{signing_input}.{}", b64url(signature.as_ref()));
+        ("200 OK", json!({"token": token}).to_string())
+    } else {
+        (
+            "401 Unauthorized",
+            r#"{"details":"bad credentials"}"#.to_string(),
+        )
+    };
+    let _ = write!(
+        conn,
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn basic_header_value(auth: &RegistryAuth) -> String {
+    let raw = format!("{}:{}", auth.username, auth.password);
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(raw)
+    )
+}
+
 fn right() -> RegistryAuth {
     RegistryAuth {
         username: USER.into(),
@@ -170,7 +351,7 @@ fn pull_error(result: agent::runtime::Result<agent::runtime::ImageInfo>) -> Stri
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pulling_with_the_right_credentials_stores_the_image_and_its_config() {
     let env = Env::start().await;
-    let registry = Registry::start(None);
+    let registry = Registry::start(None, None);
     let client = Client::new(&RegistryConfig::default()).unwrap();
     let reference = registry.reference("kybern/busybox:v1");
     let pushed = push(&client, &busybox_layout(), &reference).await;
@@ -206,7 +387,7 @@ async fn pulling_with_the_right_credentials_stores_the_image_and_its_config() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wrong_or_missing_credentials_fail_with_401_and_a_missing_tag_with_not_found() {
     let env = Env::start().await;
-    let registry = Registry::start(None);
+    let registry = Registry::start(None, None);
     let client = Client::new(&RegistryConfig::default()).unwrap();
     let reference = registry.reference("kybern/busybox:v1");
     push(&client, &busybox_layout(), &reference).await;
@@ -235,7 +416,7 @@ async fn wrong_or_missing_credentials_fail_with_401_and_a_missing_tag_with_not_f
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_manifest_list_yields_its_linux_amd64_image() {
     let env = Env::start().await;
-    let registry = Registry::start(None);
+    let registry = Registry::start(None, None);
     let client = Client::new(&RegistryConfig::default()).unwrap();
     let layout = busybox_layout();
     let image = &layout.images[0];
@@ -329,7 +510,7 @@ async fn an_https_registry_is_trusted_through_a_configured_ca_only() {
         cert: pki.join("server.crt"),
         key: pki.join("server.key"),
     };
-    let registry = Registry::start(Some(&tls));
+    let registry = Registry::start(Some(&tls), None);
     let trusting = RegistryConfig {
         ca_files: vec![pki.join("ca.crt")],
         ..Default::default()
@@ -350,4 +531,46 @@ async fn an_https_registry_is_trusted_through_a_configured_ca_only() {
         .await
         .expect("pull over TLS");
     assert_eq!(info.digest, pushed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bearer_token_registry_grants_pulls_to_the_right_credentials_only() {
+    let env = Env::start().await;
+    let pki_dir = tempfile::tempdir().unwrap();
+    apiserver::pki::ensure(pki_dir.path(), &["127.0.0.1".into()]).expect("pki");
+    let pki = pki_dir.path().join("pki");
+    // The token server signs with the serving key; the registry trusts the CA above it.
+    let tokens = TokenServer::start(&pki.join("server.crt"), &pki.join("server.key"));
+    let registry = Registry::start(
+        None,
+        Some(&TokenAuth {
+            realm: format!("http://127.0.0.1:{}/token", tokens.port),
+            root_bundle: pki.join("ca.crt"),
+        }),
+    );
+    let client = Client::new(&RegistryConfig::default()).unwrap();
+    let reference = registry.reference("kybern/busybox:bearer");
+    let pushed = push(&client, &busybox_layout(), &reference).await;
+
+    let info = env
+        .rt
+        .pull_image(&reference, Some(&right()))
+        .await
+        .expect("pull with a token");
+    assert_eq!(info.digest, pushed);
+
+    let wrong = RegistryAuth {
+        username: USER.into(),
+        password: "wrong".into(),
+    };
+    let msg = pull_error(env.rt.pull_image(&reference, Some(&wrong)).await);
+    assert!(
+        msg.contains("failed to fetch token") && msg.contains("401 Unauthorized"),
+        "{msg}"
+    );
+    let msg = pull_error(env.rt.pull_image(&reference, None).await);
+    assert!(
+        msg.contains("failed to fetch anonymous token") && msg.contains("401"),
+        "{msg}"
+    );
 }
