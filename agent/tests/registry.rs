@@ -373,15 +373,21 @@ async fn pulling_with_the_right_credentials_stores_the_image_and_its_config() {
         .expect("pulled image is listed");
     assert_eq!(stored.config.cmd, ["sh"], "image config survives the pull");
 
+    // With the layer gone from the registry, a second pull still works: layers the
+    // content store holds are not downloaded again.
+    let layout = busybox_layout();
+    let target = Reference::parse(&reference).unwrap();
+    let mut session = client.session(&target, Some(&right()), true);
+    session
+        .delete_blob(&layout.images[0].layers[0].digest)
+        .await
+        .expect("delete layer");
     let again = env
         .rt
         .pull_image(&reference, Some(&right()))
         .await
         .expect("pull again");
-    assert_eq!(
-        again.digest, pushed,
-        "pulling what is present is a no-op that succeeds"
-    );
+    assert_eq!(again.digest, pushed);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -572,5 +578,50 @@ async fn a_bearer_token_registry_grants_pulls_to_the_right_credentials_only() {
     assert!(
         msg.contains("failed to fetch anonymous token") && msg.contains("401"),
         "{msg}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_that_does_not_match_its_diff_id_is_refused() {
+    let env = Env::start().await;
+    let registry = Registry::start(None, None);
+    let client = Client::new(&RegistryConfig::default()).unwrap();
+    let layout = busybox_layout();
+    let image = &layout.images[0];
+    let reference = registry.reference("kybern/lying:v1");
+    let target = Reference::parse(&reference).unwrap();
+    let mut session = client.session(&target, Some(&right()), true);
+    session
+        .push_blob(&layout.blobs[&image.layers[0].digest])
+        .await
+        .unwrap();
+    let config = serde_json::to_vec(&json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [sha256_digest(b"some other layer")]},
+    }))
+    .unwrap();
+    session.push_blob(&config).await.unwrap();
+    let manifest = serde_json::to_vec(&json!({
+        "schemaVersion": 2,
+        "mediaType": MEDIA_TYPE_MANIFEST,
+        "config": {"mediaType": MEDIA_TYPE_CONFIG, "digest": sha256_digest(&config), "size": config.len()},
+        "layers": image.layers,
+    }))
+    .unwrap();
+    session
+        .push_manifest("v1", MEDIA_TYPE_MANIFEST, &manifest)
+        .await
+        .unwrap();
+
+    let msg = pull_error(env.rt.pull_image(&reference, Some(&right())).await);
+    assert!(msg.contains("does not match diff ID"), "{msg}");
+    assert!(
+        env.rt
+            .image(&normalize(&reference))
+            .await
+            .unwrap()
+            .is_none(),
+        "nothing recorded"
     );
 }

@@ -10,7 +10,7 @@ use http::{header, Method, StatusCode};
 use super::client::{server_message, Reply, Session};
 use super::manifest::{self, Manifest};
 use super::{Client, Error, Reference, Result};
-use crate::images::oci::{parse_config, Descriptor, LayoutImage};
+use crate::images::oci::{parse_config, Descriptor, ImageConfig, LayoutImage};
 use crate::images::sha256_digest;
 use crate::runtime::RegistryAuth;
 
@@ -25,13 +25,55 @@ pub struct FetchedImage {
     pub blobs: BTreeMap<String, Vec<u8>>,
 }
 
-/// Fetches `reference` (linux/amd64 from a manifest list). Errors say which step failed:
-/// [`Error::Resolve`] for the manifest, [`Error::Copy`] for a blob.
-pub async fn fetch_image(
+/// A reference resolved to its linux/amd64 image manifest, with the session that can fetch
+/// its blobs.
+pub struct Resolved {
+    /// The normalized reference.
+    pub name: String,
+    pub manifest: Descriptor,
+    pub manifest_bytes: Vec<u8>,
+    pub config: Descriptor,
+    pub layers: Vec<Descriptor>,
+    session: Session,
+}
+
+impl Resolved {
+    /// A blob of this image, verified; errors are [`Error::Copy`].
+    pub async fn fetch_blob(&mut self, desc: &Descriptor) -> Result<Vec<u8>> {
+        self.session.get_blob(desc).await.map_err(|e| Error::Copy {
+            digest: desc.digest.clone(),
+            source: Box::new(e),
+        })
+    }
+
+    /// The config blob: the container defaults and the layers' diff IDs (as many as there
+    /// are layers).
+    pub async fn fetch_config(&mut self) -> Result<(Vec<u8>, ImageConfig, Vec<String>)> {
+        let config = self.config.clone();
+        let bytes = self.fetch_blob(&config).await?;
+        let (image_config, diff_ids) = parse_config(&bytes).map_err(|e| Error::Copy {
+            digest: config.digest.clone(),
+            source: Box::new(Error::Manifest(e.to_string())),
+        })?;
+        if diff_ids.len() != self.layers.len() {
+            return Err(Error::Manifest(format!(
+                "{}: the manifest has {} layers but the config {} diff IDs",
+                self.name,
+                self.layers.len(),
+                diff_ids.len()
+            )));
+        }
+        Ok((bytes, image_config, diff_ids))
+    }
+}
+
+/// Resolves `reference` to its image manifest, picking linux/amd64 from a manifest list;
+/// errors are [`Error::Resolve`].
+pub async fn resolve(
     client: &Client,
     reference: &Reference,
     auth: Option<&RegistryAuth>,
-) -> Result<FetchedImage> {
+) -> Result<Resolved> {
     let name = reference.to_string();
     let resolve = |e: Error| Error::Resolve {
         reference: name.clone(),
@@ -72,42 +114,39 @@ pub async fn fetch_image(
             desc.digest
         ))));
     };
-    let copy = |digest: &str| {
-        let digest = digest.to_string();
-        move |e: Error| Error::Copy {
-            digest,
-            source: Box::new(e),
-        }
-    };
+    Ok(Resolved {
+        name,
+        manifest: desc,
+        manifest_bytes: body,
+        config,
+        layers,
+        session,
+    })
+}
+
+/// Fetches a whole image into memory (see [`resolve`] to fetch blob by blob).
+pub async fn fetch_image(
+    client: &Client,
+    reference: &Reference,
+    auth: Option<&RegistryAuth>,
+) -> Result<FetchedImage> {
+    let mut resolved = resolve(client, reference, auth).await?;
+    let (config_bytes, image_config, diff_ids) = resolved.fetch_config().await?;
     let mut blobs = BTreeMap::new();
-    let config_bytes = session
-        .get_blob(&config)
-        .await
-        .map_err(copy(&config.digest))?;
-    let (image_config, diff_ids) = parse_config(&config_bytes)
-        .map_err(|e| copy(&config.digest)(Error::Manifest(e.to_string())))?;
-    if diff_ids.len() != layers.len() {
-        return Err(Error::Manifest(format!(
-            "{name}: the manifest has {} layers but the config {} diff IDs",
-            layers.len(),
-            diff_ids.len()
-        )));
-    }
-    blobs.insert(config.digest.clone(), config_bytes);
-    for layer in &layers {
-        if blobs.contains_key(&layer.digest) {
-            continue;
+    blobs.insert(resolved.config.digest.clone(), config_bytes);
+    for layer in resolved.layers.clone() {
+        if !blobs.contains_key(&layer.digest) {
+            let data = resolved.fetch_blob(&layer).await?;
+            blobs.insert(layer.digest.clone(), data);
         }
-        let data = session.get_blob(layer).await.map_err(copy(&layer.digest))?;
-        blobs.insert(layer.digest.clone(), data);
     }
-    blobs.insert(desc.digest.clone(), body);
+    blobs.insert(resolved.manifest.digest.clone(), resolved.manifest_bytes);
     Ok(FetchedImage {
         image: LayoutImage {
-            name,
-            manifest: desc,
-            config,
-            layers,
+            name: resolved.name,
+            manifest: resolved.manifest,
+            config: resolved.config,
+            layers: resolved.layers,
             diff_ids,
             image_config,
         },

@@ -1,5 +1,6 @@
-//! Pushing to a registry (monolithic blob upload: POST then PUT; manifest PUT): how tests
-//! fill their registry, and what `kybern` can use to publish the images it builds.
+//! Pushing to a registry (monolithic blob upload: POST then PUT; manifest PUT) and deleting
+//! blobs: how tests fill their registry, and what `kybern` can use to publish the images it
+//! builds.
 
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
@@ -52,6 +53,15 @@ impl Session {
             .send(Method::PUT, &url, &headers, Bytes::copy_from_slice(data))
             .await?;
         check(&reply, &Method::PUT, &[StatusCode::CREATED], &url)
+    }
+}
+
+impl Session {
+    /// Deletes a blob from the repository (registries that allow deletes only).
+    pub async fn delete_blob(&mut self, digest: &str) -> Result<()> {
+        let url = self.url(&format!("blobs/{digest}"));
+        let reply = self.send(Method::DELETE, &url, &[], Bytes::new()).await?;
+        check(&reply, &Method::DELETE, &[StatusCode::ACCEPTED], digest)
     }
 }
 

@@ -9,13 +9,14 @@ use std::collections::{BTreeMap, HashMap};
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::diff_client::DiffClient;
 use containerd_client::services::v1::images_client::ImagesClient;
+use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    ApplyRequest, CreateImageRequest, Image, Info, InfoRequest, UpdateImageRequest, UpdateRequest,
-    WriteAction, WriteContentRequest,
+    AddResourceRequest, ApplyRequest, CreateImageRequest, Image, Info, InfoRequest, Resource,
+    UpdateImageRequest, UpdateRequest, WriteAction, WriteContentRequest,
 };
 use containerd_client::tonic::Code;
 use containerd_client::types::Descriptor as CtrDescriptor;
@@ -72,8 +73,8 @@ impl Containerd {
     }
 
     /// Writes an image's layers, config and manifest (with the GC labels that tie them
-    /// together), unpacks it into snapshots and records it under `image.name`. Shared by
-    /// import and pull; every blob `image` names must be in `blobs`.
+    /// together), unpacks it into snapshots and records it under `image.name`. Every blob
+    /// `image` names must be in `blobs`.
     pub(super) async fn store_image(
         &self,
         image: &LayoutImage,
@@ -91,15 +92,29 @@ impl Containerd {
             self.write_blob(blob(&layer.digest)?, &layer.digest, HashMap::new(), lease)
                 .await?;
         }
-        self.write_blob(
+        self.finish_image(
+            image,
             blob(&image.config.digest)?,
-            &image.config.digest,
-            HashMap::new(),
+            blob(&image.manifest.digest)?,
             lease,
         )
-        .await?;
+        .await
+    }
+
+    /// Once every layer is in the content store: writes the config and the manifest (with
+    /// the GC labels that tie them together), unpacks the layers into snapshots and records
+    /// the image under `image.name`. Shared by import and pull.
+    pub(super) async fn finish_image(
+        &self,
+        image: &LayoutImage,
+        config: &[u8],
+        manifest: &[u8],
+        lease: &str,
+    ) -> Result<()> {
+        self.write_blob(config, &image.config.digest, HashMap::new(), lease)
+            .await?;
         self.write_blob(
-            blob(&image.manifest.digest)?,
+            manifest,
             &image.manifest.digest,
             manifest_gc_labels(image),
             lease,
@@ -115,8 +130,37 @@ impl Containerd {
         Ok(())
     }
 
+    /// Whether the content store holds this blob (a pull then skips downloading it). A blob
+    /// found is added to `lease`, so the collector cannot take it before the image that
+    /// will reference it is recorded.
+    pub(super) async fn has_content(&self, digest: &str, lease: &str) -> Result<bool> {
+        let req = InfoRequest {
+            digest: digest.to_string(),
+        };
+        match ContentClient::new(self.channel.clone())
+            .info(self.req(req, Some(lease)))
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => return Ok(false),
+            Err(s) => return Err(grpc("content info")(s)),
+        }
+        let add = AddResourceRequest {
+            id: lease.to_string(),
+            resource: Some(Resource {
+                id: digest.to_string(),
+                r#type: "content".into(),
+            }),
+        };
+        LeasesClient::new(self.channel.clone())
+            .add_resource(self.req(add, None))
+            .await
+            .map_err(grpc("add content to lease"))?;
+        Ok(true)
+    }
+
     /// Writes one blob unless the store already has it; `labels` are set either way.
-    async fn write_blob(
+    pub(super) async fn write_blob(
         &self,
         data: &[u8],
         digest: &str,
@@ -223,7 +267,7 @@ impl Containerd {
         let mut snapshots = SnapshotsClient::new(self.channel.clone());
         let chain = chain_ids(&image.diff_ids);
         let mut parent = String::new();
-        for (layer, chain_id) in image.layers.iter().zip(&chain) {
+        for ((layer, chain_id), diff_id) in image.layers.iter().zip(&chain).zip(&image.diff_ids) {
             let stat = StatSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
                 key: chain_id.clone(),
@@ -258,6 +302,18 @@ impl Containerd {
             let applied = DiffClient::new(self.channel.clone())
                 .apply(self.req(apply, Some(lease)))
                 .await;
+            let applied = applied.map(|r| r.into_inner().applied.map(|d| d.digest));
+            // What containerd unpacked must be what the config says, or the chain IDs (and
+            // so the snapshot names) would lie about the content.
+            if let Ok(Some(unpacked)) = &applied {
+                if unpacked != diff_id {
+                    self.remove_snapshot(&key, lease).await?;
+                    return Err(Error::Image(crate::images::Error::Layout(format!(
+                        "layer {}: unpacked content {unpacked} does not match diff ID {diff_id}",
+                        layer.digest
+                    ))));
+                }
+            }
             let commit = match applied {
                 Ok(_) => {
                     let commit = CommitSnapshotRequest {
