@@ -14,7 +14,7 @@ pub mod reference;
 
 pub use client::{Client, RegistryConfig};
 pub use credentials::credentials_for;
-pub use fetch::{fetch_image, resolve, FetchedImage, Resolved};
+pub use fetch::{fetch_image, resolve, BlobReader, FetchedImage, Resolved};
 pub use reference::{normalize, Reference};
 
 #[derive(Debug, thiserror::Error)]

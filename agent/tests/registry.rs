@@ -625,3 +625,33 @@ async fn a_layer_that_does_not_match_its_diff_id_is_refused() {
         "nothing recorded"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_layer_corrupted_in_the_registry_is_refused() {
+    let env = Env::start().await;
+    let registry = Registry::start(None, None);
+    let client = Client::new(&RegistryConfig::default()).unwrap();
+    let layout = busybox_layout();
+    let reference = registry.reference("kybern/busybox:corrupt");
+    push(&client, &layout, &reference).await;
+    // Flip one byte of the stored layer (same length, so the registry serves it as is).
+    let layer = &layout.images[0].layers[0].digest;
+    let hex = layer.trim_start_matches("sha256:");
+    let data = registry._dir.path().join(format!(
+        "data/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+        &hex[..2]
+    ));
+    let mut bytes = std::fs::read(&data).expect("stored layer");
+    bytes[600] ^= 0xff;
+    std::fs::write(&data, bytes).unwrap();
+
+    let msg = pull_error(env.rt.pull_image(&reference, Some(&right())).await);
+    assert!(msg.contains(&format!("failed to copy {layer}")), "{msg}");
+    assert!(msg.contains("digest mismatch"), "{msg}");
+    assert!(env
+        .rt
+        .image(&normalize(&reference))
+        .await
+        .unwrap()
+        .is_none());
+}

@@ -202,6 +202,27 @@ impl Session {
         headers: &[(header::HeaderName, String)],
         body: Bytes,
     ) -> Result<Reply> {
+        let (resp, url) = self.send_unread(method.clone(), url, headers, body).await?;
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = read_body(resp, &method, &url).await?;
+        Ok(Reply {
+            status,
+            headers,
+            body,
+            url,
+        })
+    }
+
+    /// [`Session::send`] without reading the final body; returns it with the URL that
+    /// answered (after redirects).
+    pub(super) async fn send_unread(
+        &mut self,
+        method: Method,
+        url: &str,
+        headers: &[(header::HeaderName, String)],
+        body: Bytes,
+    ) -> Result<(Response<Incoming>, String)> {
         let mut url = url.to_string();
         let mut challenged = false;
         let mut redirects = 0;
@@ -253,14 +274,7 @@ impl Session {
                     continue;
                 }
             }
-            let headers = resp.headers().clone();
-            let body = read_body(resp, &method, &url).await?;
-            return Ok(Reply {
-                status,
-                headers,
-                body,
-                url,
-            });
+            return Ok((resp, url));
         }
     }
 
@@ -372,7 +386,11 @@ impl Session {
     }
 }
 
-async fn read_body(resp: Response<Incoming>, method: &Method, url: &str) -> Result<Bytes> {
+pub(super) async fn read_body(
+    resp: Response<Incoming>,
+    method: &Method,
+    url: &str,
+) -> Result<Bytes> {
     match tokio::time::timeout(BODY_TIMEOUT, resp.into_body().collect()).await {
         Ok(Ok(body)) => Ok(body.to_bytes()),
         Ok(Err(e)) => Err(Error::Transport {

@@ -7,13 +7,15 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use http::{header, Method, StatusCode};
 
-use super::client::{server_message, Reply, Session};
+use super::client::{read_body, server_message, Reply, Session};
 use super::manifest::{self, Manifest};
 use super::{Client, Error, Reference, Result};
 use crate::images::oci::{parse_config, Descriptor, ImageConfig, LayoutImage};
 use crate::images::sha256_digest;
 use crate::runtime::RegistryAuth;
 
+/// How long a blob download may stall before it is given up.
+const CHUNK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 /// Manifests larger than this are refused (registries cap them at 4 MiB too).
 const MAX_MANIFEST: usize = 4 << 20;
 
@@ -43,6 +45,39 @@ impl Resolved {
         self.session.get_blob(desc).await.map_err(|e| Error::Copy {
             digest: desc.digest.clone(),
             source: Box::new(e),
+        })
+    }
+
+    /// Opens a blob of this image for reading piece by piece; errors are [`Error::Copy`].
+    pub async fn open_blob(&mut self, desc: &Descriptor) -> Result<BlobReader> {
+        let copy = |e: Error| Error::Copy {
+            digest: desc.digest.clone(),
+            source: Box::new(e),
+        };
+        let url = self.session.url(&format!("blobs/{}", desc.digest));
+        let (resp, url) = self
+            .session
+            .send_unread(Method::GET, &url, &[], Bytes::new())
+            .await
+            .map_err(copy)?;
+        if resp.status() != StatusCode::OK {
+            let status = resp.status();
+            let headers = resp.headers().clone();
+            let body = read_body(resp, &Method::GET, &url).await.map_err(copy)?;
+            let reply = Reply {
+                status,
+                headers,
+                body,
+                url,
+            };
+            return Err(copy(status_error(&reply, &Method::GET, &desc.digest)));
+        }
+        Ok(BlobReader {
+            body: resp.into_body(),
+            hasher: ring::digest::Context::new(&ring::digest::SHA256),
+            read: 0,
+            desc: desc.clone(),
+            url,
         })
     }
 
@@ -154,20 +189,103 @@ pub async fn fetch_image(
     })
 }
 
+/// A blob being downloaded: pieces as they arrive, its digest and size checked at the end.
+pub struct BlobReader {
+    body: hyper::body::Incoming,
+    hasher: ring::digest::Context,
+    read: u64,
+    desc: Descriptor,
+    url: String,
+}
+
+impl BlobReader {
+    /// The next piece, or `None` at the end once the whole blob matched its descriptor.
+    /// Errors are [`Error::Copy`].
+    pub async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
+        use http_body_util::BodyExt;
+        let copy = |e: Error| Error::Copy {
+            digest: self.desc.digest.clone(),
+            source: Box::new(e),
+        };
+        loop {
+            let frame = tokio::time::timeout(CHUNK_TIMEOUT, self.body.frame()).await;
+            let frame = match frame {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(Some(Err(e))) => {
+                    return Err(copy(Error::Transport {
+                        method: "GET".into(),
+                        url: self.url.clone(),
+                        message: format!("reading the body: {e}"),
+                    }))
+                }
+                Err(_) => {
+                    return Err(copy(Error::Transport {
+                        method: "GET".into(),
+                        url: self.url.clone(),
+                        message: format!("no data for {CHUNK_TIMEOUT:?}"),
+                    }))
+                }
+                Ok(None) => {
+                    let hex: String = self
+                        .hasher
+                        .clone()
+                        .finish()
+                        .as_ref()
+                        .iter()
+                        .map(|b| format!("{b:02x}"))
+                        .collect();
+                    let actual = format!("sha256:{hex}");
+                    if actual != self.desc.digest {
+                        return Err(copy(Error::Digest {
+                            digest: self.desc.digest.clone(),
+                            actual,
+                        }));
+                    }
+                    if self.desc.size >= 0 && self.read != self.desc.size as u64 {
+                        return Err(copy(Error::Digest {
+                            digest: self.desc.digest.clone(),
+                            actual: format!(
+                                "{} bytes where {} were expected",
+                                self.read, self.desc.size
+                            ),
+                        }));
+                    }
+                    return Ok(None);
+                }
+            };
+            if let Ok(data) = frame.into_data() {
+                self.read += data.len() as u64;
+                if self.desc.size >= 0 && self.read > self.desc.size as u64 {
+                    return Err(copy(Error::Digest {
+                        digest: self.desc.digest.clone(),
+                        actual: format!("more than the {} bytes expected", self.desc.size),
+                    }));
+                }
+                self.hasher.update(&data);
+                return Ok(Some(data));
+            }
+        }
+    }
+}
+
 /// Maps a non-success reply to an error (404 as not found, naming `what`).
 pub(super) fn check(reply: &Reply, method: &Method, ok: &[StatusCode], what: &str) -> Result<()> {
     if ok.contains(&reply.status) {
         return Ok(());
     }
+    Err(status_error(reply, method, what))
+}
+
+fn status_error(reply: &Reply, method: &Method, what: &str) -> Error {
     if reply.status == StatusCode::NOT_FOUND {
-        return Err(Error::NotFound(what.to_string()));
+        return Error::NotFound(what.to_string());
     }
-    Err(Error::Status {
+    Error::Status {
         method: method.to_string(),
         url: reply.url.clone(),
         status: reply.status,
         message: server_message(&reply.body),
-    })
+    }
 }
 
 fn verify(data: &[u8], desc_digest: &str, size: Option<i64>) -> Result<()> {

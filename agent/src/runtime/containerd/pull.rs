@@ -1,11 +1,10 @@
 //! Pulling images from registries: [`crate::registry`] resolves the reference and fetches
 //! each blob, verified against its digest; layers the content store already holds are not
-//! downloaded again, the others are written one at a time as they arrive. The config and
+//! downloaded again, the others stream into the content store as they arrive (never whole
+//! in memory). The config and
 //! manifest then go in and the image is unpacked and recorded under a lease exactly as an
 //! import is (`import::finish_image`). Failures read as containerd's and the kubelet's do:
 //! `failed to pull and unpack image "<ref>": <why>`.
-
-use std::collections::HashMap;
 
 use super::Containerd;
 use crate::images::oci::LayoutImage;
@@ -34,9 +33,10 @@ pub(super) async fn pull(
             if rt.has_content(&layer.digest, &lease).await? {
                 continue;
             }
-            let data = resolved.fetch_blob(&layer).await.map_err(|e| failed(&e))?;
-            rt.write_blob(&data, &layer.digest, HashMap::new(), &lease)
-                .await?;
+            let mut reader = resolved.open_blob(&layer).await.map_err(|e| failed(&e))?;
+            rt.write_blob_from(&mut reader, &layer.digest, layer.size, &lease)
+                .await?
+                .map_err(|e| failed(&e))?;
         }
         let image = LayoutImage {
             name: resolved.name.clone(),
