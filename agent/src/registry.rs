@@ -5,6 +5,7 @@
 //! from imagePullSecrets ([`credentials`]). Writing what was fetched into containerd is the
 //! runtime's part (`runtime::containerd::pull`).
 
+pub mod auth;
 pub mod client;
 pub mod credentials;
 pub mod fetch;

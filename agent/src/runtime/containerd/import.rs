@@ -9,14 +9,13 @@ use std::collections::{BTreeMap, HashMap};
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::diff_client::DiffClient;
 use containerd_client::services::v1::images_client::ImagesClient;
-use containerd_client::services::v1::leases_client::LeasesClient;
 use containerd_client::services::v1::snapshots::snapshots_client::SnapshotsClient;
 use containerd_client::services::v1::snapshots::{
     CommitSnapshotRequest, PrepareSnapshotRequest, RemoveSnapshotRequest, StatSnapshotRequest,
 };
 use containerd_client::services::v1::{
-    AbortRequest, AddResourceRequest, ApplyRequest, CreateImageRequest, Image, Info, InfoRequest,
-    Resource, UpdateImageRequest, UpdateRequest, WriteAction, WriteContentRequest,
+    ApplyRequest, CreateImageRequest, Image, Info, InfoRequest, UpdateImageRequest, UpdateRequest,
+    WriteAction, WriteContentRequest,
 };
 use containerd_client::tonic::Code;
 use containerd_client::types::Descriptor as CtrDescriptor;
@@ -130,35 +129,6 @@ impl Containerd {
         Ok(())
     }
 
-    /// Whether the content store holds this blob (a pull then skips downloading it). A blob
-    /// found is added to `lease`, so the collector cannot take it before the image that
-    /// will reference it is recorded.
-    pub(super) async fn has_content(&self, digest: &str, lease: &str) -> Result<bool> {
-        let req = InfoRequest {
-            digest: digest.to_string(),
-        };
-        match ContentClient::new(self.channel.clone())
-            .info(self.req(req, Some(lease)))
-            .await
-        {
-            Ok(_) => {}
-            Err(s) if s.code() == Code::NotFound => return Ok(false),
-            Err(s) => return Err(grpc("content info")(s)),
-        }
-        let add = AddResourceRequest {
-            id: lease.to_string(),
-            resource: Some(Resource {
-                id: digest.to_string(),
-                r#type: "content".into(),
-            }),
-        };
-        LeasesClient::new(self.channel.clone())
-            .add_resource(self.req(add, None))
-            .await
-            .map_err(grpc("add content to lease"))?;
-        Ok(true)
-    }
-
     /// Writes one blob unless the store already has it; `labels` are set either way.
     pub(super) async fn write_blob(
         &self,
@@ -234,97 +204,6 @@ impl Containerd {
                 Err(s) => return Err(grpc("write content")(s)),
             }
         }
-    }
-
-    /// Streams a blob from a registry into the content store as it downloads; containerd
-    /// checks the digest at commit and the reader checks it too, so a blob that does not
-    /// match is never committed.
-    pub(super) async fn write_blob_from(
-        &self,
-        reader: &mut crate::registry::BlobReader,
-        digest: &str,
-        size: i64,
-        lease: &str,
-    ) -> Result<std::result::Result<(), crate::registry::Error>> {
-        use futures::SinkExt;
-        let (mut tx, rx) = futures::channel::mpsc::channel::<WriteContentRequest>(4);
-        let ingest_ref = format!("kybern-pull-{digest}-{}", unique_suffix());
-        let feed = async {
-            let mut offset = 0i64;
-            let result = loop {
-                let chunk = match reader.next_chunk().await {
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => break Ok(()),
-                    Err(e) => break Err(e),
-                };
-                let len = chunk.len() as i64;
-                let piece = WriteContentRequest {
-                    action: WriteAction::Write as i32,
-                    r#ref: ingest_ref.clone(),
-                    total: size,
-                    expected: digest.to_string(),
-                    offset,
-                    data: chunk.to_vec(),
-                    labels: HashMap::new(),
-                };
-                offset += len;
-                if tx.send(piece).await.is_err() {
-                    // containerd ended the call; its answer says why.
-                    return Ok(());
-                }
-            };
-            if result.is_ok() {
-                let commit = WriteContentRequest {
-                    action: WriteAction::Commit as i32,
-                    r#ref: ingest_ref.clone(),
-                    total: size,
-                    expected: digest.to_string(),
-                    offset,
-                    data: Vec::new(),
-                    labels: HashMap::new(),
-                };
-                let _ = tx.send(commit).await;
-            }
-            // Dropping the sender ends the call; without a commit nothing is stored.
-            drop(tx);
-            result
-        };
-        let write = async {
-            let mut content = ContentClient::new(self.channel.clone());
-            let mut stream = content.write(self.req(rx, Some(lease))).await?.into_inner();
-            while stream.message().await?.is_some() {}
-            Ok::<_, containerd_client::tonic::Status>(())
-        };
-        let (fed, written) = tokio::join!(feed, write);
-        match written {
-            Ok(()) => {}
-            // Someone else committed the same blob meanwhile: the content is there.
-            Err(s) if s.code() == Code::AlreadyExists => return Ok(Ok(())),
-            Err(s) => {
-                // A download that failed explains the write that ended early.
-                if let Err(e) = fed {
-                    return Ok(Err(e));
-                }
-                return Err(grpc("write content")(s));
-            }
-        }
-        if let Err(e) = fed {
-            // Drop the partial download rather than leave it for containerd to expire.
-            let abort = AbortRequest {
-                r#ref: ingest_ref.clone(),
-            };
-            if let Err(s) = ContentClient::new(self.channel.clone())
-                .abort(self.req(abort, Some(lease)))
-                .await
-            {
-                tracing::debug!(%digest, status = %s, "aborting the failed download");
-            }
-            return Ok(Err(e));
-        }
-        if !self.has_content(digest, lease).await? {
-            return Err(Error::Pull(format!("blob {digest} was not stored")));
-        }
-        Ok(Ok(()))
     }
 
     async fn set_content_labels(
