@@ -99,7 +99,8 @@ async fn pulling_with_the_right_credentials_stores_the_image_and_its_config() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn wrong_or_missing_credentials_fail_with_401_and_a_missing_tag_with_not_found() {
+async fn wrong_or_missing_credentials_fail_with_401_node_credentials_fill_in_and_a_missing_tag_is_not_found(
+) {
     let env = Env::start().await;
     let registry = Registry::start(None, None);
     let client = Client::new(&RegistryConfig::default()).unwrap();
@@ -119,6 +120,16 @@ async fn wrong_or_missing_credentials_fail_with_401_and_a_missing_tag_with_not_f
         );
         assert!(msg.contains("401 Unauthorized"), "{name}: {msg}");
     }
+
+    // Node-wide credentials for the registry stand in for a pod without pull secrets.
+    let configured = RegistryConfig {
+        auths: [(format!("127.0.0.1:{}", registry.port), right())].into(),
+        ..Default::default()
+    };
+    let node = env.rt.clone().with_registry(&configured).unwrap();
+    node.pull_image(&reference, None)
+        .await
+        .expect("pull with the node's credentials");
 
     let missing = registry.reference("kybern/busybox:nope");
     let msg = pull_error(env.rt.pull_image(&missing, Some(&right())).await);

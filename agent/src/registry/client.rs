@@ -40,6 +40,9 @@ pub struct RegistryConfig {
     pub ca_files: Vec<PathBuf>,
     /// Trust only `ca_files`, not the system bundle.
     pub no_system_roots: bool,
+    /// Node-wide credentials by registry (`host` or `host:port`, Docker Hub as `docker.io`),
+    /// used when a pull brings none of its own (k3s's `configs.<host>.auth`).
+    pub auths: std::collections::BTreeMap<String, RegistryAuth>,
 }
 
 type HyperClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
@@ -49,6 +52,7 @@ type HyperClient = hyper_util::client::legacy::Client<HttpsConnector<HttpConnect
 pub struct Client {
     http: HyperClient,
     insecure: Arc<Vec<String>>,
+    auths: Arc<std::collections::BTreeMap<String, RegistryAuth>>,
 }
 
 impl Client {
@@ -85,6 +89,7 @@ impl Client {
         Ok(Client {
             http,
             insecure: Arc::new(config.insecure.clone()),
+            auths: Arc::new(config.auths.clone()),
         })
     }
 
@@ -99,13 +104,15 @@ impl Client {
         ("https", loopback)
     }
 
-    /// A session for one repository; `push` asks tokens for push access too.
+    /// A session for one repository; `push` asks tokens for push access too. Without
+    /// `auth`, the node-wide credentials for the registry (if configured) are used.
     pub fn session(
         &self,
         reference: &Reference,
         auth: Option<&RegistryAuth>,
         push: bool,
     ) -> Session {
+        let auth = auth.or_else(|| self.auths.get(&reference.registry));
         let host = reference.api_host();
         let (scheme, http_fallback) = self.scheme(host);
         Session {
