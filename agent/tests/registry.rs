@@ -1,10 +1,11 @@
 //! Pulling from a real registry (Debian's docker-registry on 127.0.0.1, htpasswd auth, a
-//! temp storage dir) into a private containerd (root only), and importing `docker save`
-//! archives: the right credentials pull and unpack an image; wrong or missing
-//! credentials fail with 401; a missing tag fails "not found"; a manifest list yields its
-//! linux/amd64 image; an HTTPS registry is trusted through a configured CA; a registry with
-//! token auth (a token server in the test signing JWTs) grants pulls for the right
-//! credentials only.
+//! temp storage dir; see `registry_env`) into a private containerd (root only), and
+//! importing `docker save` archives: the right credentials (the pod's or the node's) pull
+//! and unpack an image, and a re-pull skips layers already held; wrong or missing
+//! credentials fail with 401; a missing tag or digest fails "not found"; a manifest list
+//! yields its linux/amd64 image; a layer corrupted in the registry or not matching its diff
+//! ID is refused; an HTTPS registry is trusted through a configured CA only; a registry
+//! with token auth grants pulls for the right credentials only.
 
 mod registry_env;
 #[allow(dead_code)] // the harness serves several test binaries; this one uses part of it
@@ -139,7 +140,7 @@ async fn wrong_or_missing_credentials_fail_with_401_node_credentials_fill_in_and
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_manifest_list_yields_its_linux_amd64_image() {
+async fn a_manifest_list_yields_its_linux_amd64_image_and_digests_pin_manifests() {
     let env = Env::start().await;
     let registry = Registry::start(None, None);
     let client = Client::new(&RegistryConfig::default()).unwrap();
@@ -192,6 +193,22 @@ async fn a_manifest_list_yields_its_linux_amd64_image() {
         .expect("pull the list");
     assert_eq!(info.digest, amd64, "the amd64 manifest is picked");
     assert_eq!(info.config.cmd, ["sh"]);
+
+    // A reference pinned by digest pulls exactly that manifest and is stored under it.
+    let pinned = format!("{}@{amd64}", target.name());
+    let info = env
+        .rt
+        .pull_image(&pinned, Some(&right()))
+        .await
+        .expect("pull by digest");
+    assert_eq!(
+        (info.name.as_str(), info.digest.as_str()),
+        (pinned.as_str(), amd64.as_str())
+    );
+    assert!(env.rt.image(&pinned).await.unwrap().is_some());
+    let wrong = format!("{}@{}", target.name(), sha256_digest(b"no such manifest"));
+    let msg = pull_error(env.rt.pull_image(&wrong, Some(&right())).await);
+    assert!(msg.contains("not found"), "{msg}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
