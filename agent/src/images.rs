@@ -2,6 +2,7 @@
 //! layer, deterministic bytes) and the project's test images, busybox from Debian's
 //! busybox-static and kybern's own test server.
 
+pub mod docker_archive;
 pub mod oci;
 pub mod tar;
 pub mod test_images;

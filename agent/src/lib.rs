@@ -9,6 +9,7 @@ pub mod network;
 pub mod node;
 pub mod pods;
 pub mod probe;
+pub mod registry;
 pub mod runtime;
 pub mod simulate;
 pub mod volumes;

@@ -24,18 +24,43 @@ pub const ANNOTATION_CONTAINERD_NAME: &str = "io.containerd.image.name";
 /// What a container gets from its image when the pod spec does not say otherwise.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageConfig {
-    #[serde(rename = "Entrypoint", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "Entrypoint",
+        default,
+        deserialize_with = "null_is_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub entrypoint: Vec<String>,
-    #[serde(rename = "Cmd", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "Cmd",
+        default,
+        deserialize_with = "null_is_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub cmd: Vec<String>,
-    #[serde(rename = "Env", default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        rename = "Env",
+        default,
+        deserialize_with = "null_is_default",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub env: Vec<String>,
     #[serde(
         rename = "WorkingDir",
         default,
+        deserialize_with = "null_is_default",
         skip_serializing_if = "String::is_empty"
     )]
     pub working_dir: String,
+}
+
+/// Docker writes `null` for unset fields (`"Entrypoint": null`); read it as empty.
+fn null_is_default<'de, D, T>(d: D) -> std::result::Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
 /// A content descriptor: what a manifest or index points at.
@@ -158,7 +183,7 @@ struct ManifestJson {
 
 #[derive(Deserialize)]
 struct ConfigJson {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "null_is_default")]
     config: ImageConfig,
     rootfs: RootFs,
 }
@@ -166,6 +191,14 @@ struct ConfigJson {
 #[derive(Deserialize)]
 struct RootFs {
     diff_ids: Vec<String>,
+}
+
+/// What an importer needs from an image config blob: the container defaults and the
+/// layers' diff IDs, in order.
+pub fn parse_config(data: &[u8]) -> Result<(ImageConfig, Vec<String>)> {
+    let config: ConfigJson =
+        serde_json::from_slice(data).map_err(|e| Error::Layout(format!("image config: {e}")))?;
+    Ok((config.config, config.rootfs.diff_ids))
 }
 
 /// Reads an OCI image layout archive. Each index entry must be a single-platform manifest

@@ -48,6 +48,8 @@ const LABEL_IMAGE_CONFIG: &str = "kybern.io/image-config";
 pub struct Containerd {
     channel: Channel,
     namespace: String,
+    /// How pulls reach registries; the default configuration when not set.
+    registry: Option<crate::registry::Client>,
 }
 
 /// Maps a gRPC status to our error, naming the call.
@@ -72,7 +74,23 @@ impl Containerd {
         Ok(Containerd {
             channel,
             namespace: namespace.to_string(),
+            registry: None,
         })
+    }
+
+    /// Pulls through registries as `config` says (insecure hosts, extra CAs).
+    pub fn with_registry(mut self, config: &crate::registry::RegistryConfig) -> Result<Self> {
+        let client = crate::registry::Client::new(config)
+            .map_err(|e| Error::Pull(e.to_string()))?;
+        self.registry = Some(client);
+        Ok(self)
+    }
+
+    fn registry_client(&self) -> std::result::Result<crate::registry::Client, crate::registry::Error> {
+        match &self.registry {
+            Some(c) => Ok(c.clone()),
+            None => crate::registry::Client::new(&Default::default()),
+        }
     }
 
     /// The server's version, which also proves it answers.

@@ -1,10 +1,10 @@
-//! Importing an OCI image layout archive into containerd 1.6+ without the Transfer service
+//! Importing an OCI image layout or `docker save` archive into containerd 1.6+ without the Transfer service
 //! (added in 1.7): write every blob into the content store, record the image, then unpack
 //! each layer into an overlayfs snapshot named by its chain ID, the way containerd's own
 //! client does. All of it runs under the caller's lease; the garbage-collection labels set
 //! here (image -> manifest -> config and layers -> snapshot) keep it alive afterwards.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use containerd_client::services::v1::content_client::ContentClient;
 use containerd_client::services::v1::diff_client::DiffClient;
@@ -22,7 +22,8 @@ use containerd_client::types::Descriptor as CtrDescriptor;
 
 use super::lease::unique_suffix;
 use super::{grpc, Containerd, GC_REF_SNAPSHOT, LABEL_CHAIN_ID, LABEL_IMAGE_CONFIG, SNAPSHOTTER};
-use crate::images::oci::{chain_ids, read_layout, Descriptor, LayoutImage};
+use crate::images::docker_archive::read_archive;
+use crate::images::oci::{chain_ids, Descriptor, LayoutImage};
 use crate::runtime::{Error, Result};
 
 /// Blobs go to the content store in pieces of this size, well under gRPC's message limit.
@@ -54,52 +55,82 @@ fn manifest_gc_labels(image: &LayoutImage) -> HashMap<String, String> {
 }
 
 impl Containerd {
-    pub(super) async fn import_in_lease(
-        &self,
-        layout_tar: &[u8],
-        lease: &str,
-    ) -> Result<Vec<String>> {
-        let layout = read_layout(layout_tar)?;
+    /// Imports an OCI image layout archive or a `docker save` archive (told apart by the
+    /// latter's `manifest.json`).
+    pub(super) async fn import_in_lease(&self, archive: &[u8], lease: &str) -> Result<Vec<String>> {
+        let layout = read_archive(archive)?;
         let mut names = Vec::new();
         for image in &layout.images {
-            for layer in &image.layers {
-                self.write_blob(
-                    &layout.blobs[&layer.digest],
-                    &layer.digest,
-                    HashMap::new(),
-                    lease,
-                )
-                .await?;
-            }
-            self.write_blob(
-                &layout.blobs[&image.config.digest],
-                &image.config.digest,
-                HashMap::new(),
-                lease,
-            )
-            .await?;
-            let manifest = &layout.blobs[&image.manifest.digest];
-            self.write_blob(
-                manifest,
-                &image.manifest.digest,
-                manifest_gc_labels(image),
-                lease,
-            )
-            .await?;
-            let chain_id = self.unpack(image, lease).await?;
-            let mut labels = HashMap::new();
-            labels.insert(GC_REF_SNAPSHOT.to_string(), chain_id.clone());
-            self.set_content_labels(&image.config.digest, labels, lease)
-                .await?;
-            self.record_image(image, &chain_id, lease).await?;
-            tracing::debug!(image = %image.name, digest = %image.manifest.digest, %chain_id, "imported and unpacked");
-            names.push(image.name.clone());
+            let image = LayoutImage {
+                name: crate::registry::normalize(&image.name),
+                ..image.clone()
+            };
+            self.store_image(&image, &layout.blobs, lease).await?;
+            names.push(image.name);
         }
         Ok(names)
     }
 
+    /// Writes an image's layers, config and manifest (with the GC labels that tie them
+    /// together), unpacks it into snapshots and records it under `image.name`. Every blob
+    /// `image` names must be in `blobs`.
+    pub(super) async fn store_image(
+        &self,
+        image: &LayoutImage,
+        blobs: &BTreeMap<String, Vec<u8>>,
+        lease: &str,
+    ) -> Result<()> {
+        let blob = |digest: &str| {
+            blobs.get(digest).ok_or_else(|| {
+                Error::Image(crate::images::Error::Layout(format!(
+                    "missing blob {digest}"
+                )))
+            })
+        };
+        for layer in &image.layers {
+            self.write_blob(blob(&layer.digest)?, &layer.digest, HashMap::new(), lease)
+                .await?;
+        }
+        self.finish_image(
+            image,
+            blob(&image.config.digest)?,
+            blob(&image.manifest.digest)?,
+            lease,
+        )
+        .await
+    }
+
+    /// Once every layer is in the content store: writes the config and the manifest (with
+    /// the GC labels that tie them together), unpacks the layers into snapshots and records
+    /// the image under `image.name`. Shared by import and pull.
+    pub(super) async fn finish_image(
+        &self,
+        image: &LayoutImage,
+        config: &[u8],
+        manifest: &[u8],
+        lease: &str,
+    ) -> Result<()> {
+        self.write_blob(config, &image.config.digest, HashMap::new(), lease)
+            .await?;
+        self.write_blob(
+            manifest,
+            &image.manifest.digest,
+            manifest_gc_labels(image),
+            lease,
+        )
+        .await?;
+        let chain_id = self.unpack(image, lease).await?;
+        let mut labels = HashMap::new();
+        labels.insert(GC_REF_SNAPSHOT.to_string(), chain_id.clone());
+        self.set_content_labels(&image.config.digest, labels, lease)
+            .await?;
+        self.record_image(image, &chain_id, lease).await?;
+        tracing::debug!(image = %image.name, digest = %image.manifest.digest, %chain_id, "stored and unpacked");
+        Ok(())
+    }
+
     /// Writes one blob unless the store already has it; `labels` are set either way.
-    async fn write_blob(
+    pub(super) async fn write_blob(
         &self,
         data: &[u8],
         digest: &str,
@@ -206,7 +237,7 @@ impl Containerd {
         let mut snapshots = SnapshotsClient::new(self.channel.clone());
         let chain = chain_ids(&image.diff_ids);
         let mut parent = String::new();
-        for (layer, chain_id) in image.layers.iter().zip(&chain) {
+        for ((layer, chain_id), diff_id) in image.layers.iter().zip(&chain).zip(&image.diff_ids) {
             let stat = StatSnapshotRequest {
                 snapshotter: SNAPSHOTTER.into(),
                 key: chain_id.clone(),
@@ -241,6 +272,18 @@ impl Containerd {
             let applied = DiffClient::new(self.channel.clone())
                 .apply(self.req(apply, Some(lease)))
                 .await;
+            let applied = applied.map(|r| r.into_inner().applied.map(|d| d.digest));
+            // What containerd unpacked must be what the config says, or the chain IDs (and
+            // so the snapshot names) would lie about the content.
+            if let Ok(Some(unpacked)) = &applied {
+                if unpacked != diff_id {
+                    self.remove_snapshot(&key, lease).await?;
+                    return Err(Error::Image(crate::images::Error::Layout(format!(
+                        "layer {}: unpacked content {unpacked} does not match diff ID {diff_id}",
+                        layer.digest
+                    ))));
+                }
+            }
             let commit = match applied {
                 Ok(_) => {
                     let commit = CommitSnapshotRequest {
