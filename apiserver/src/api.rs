@@ -37,7 +37,7 @@ use crate::tls::ClientIdentity;
 use crate::watchcache::WatchCache;
 
 pub use negotiate::{Accept, MAX_BODY_BYTES};
-pub use token::TokenSigner;
+pub use token::{ServiceAccountUser, TokenError, TokenSigner};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 

@@ -93,7 +93,8 @@ async fn kubectl_create_token_issues_a_signed_token_for_the_account() {
         "kubectl create token: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let claims = c.verified_claims(&String::from_utf8(out.stdout).unwrap());
+    let token = String::from_utf8(out.stdout).unwrap();
+    let claims = c.verified_claims(&token);
     assert_eq!(
         claims["iss"],
         "https://kubernetes.default.svc.cluster.local"
@@ -113,6 +114,30 @@ async fn kubectl_create_token_issues_a_signed_token_for_the_account() {
         claims["kubernetes.io"],
         json!({"namespace": "default", "serviceaccount": {"name": "robot", "uid": sa.uid().unwrap()}})
     );
+
+    // What a bearer-token authenticator gets from the server's own verifier.
+    let signer = c
+        .server
+        .api
+        .token_signer
+        .get()
+        .expect("the server loaded its signing key");
+    let user = signer
+        .verify(
+            &token,
+            &["https://kubernetes.default.svc.cluster.local"],
+            iat + 10,
+        )
+        .unwrap();
+    assert_eq!(user.name, "system:serviceaccount:default:robot");
+    assert_eq!(
+        user.groups,
+        vec!["system:serviceaccounts", "system:serviceaccounts:default"]
+    );
+    assert!(
+        signer.verify(&token, &["vault"], iat + 10).is_err(),
+        "another audience is refused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,7 +146,7 @@ async fn a_token_bound_to_a_pod_names_it_and_carries_the_requested_audience_and_
     service_account(&c.client, "robot").await;
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": "web"},
-        "spec": {"serviceAccountName": "robot", "containers": [{"name": "c", "image": "busybox"}]},
+        "spec": {"serviceAccountName": "robot", "nodeName": "n1", "containers": [{"name": "c", "image": "busybox"}]},
     }))
     .unwrap();
     let pod = Api::<Pod>::namespaced(c.client.clone(), "default")
@@ -158,6 +183,8 @@ async fn a_token_bound_to_a_pod_names_it_and_carries_the_requested_audience_and_
         claims["kubernetes.io"]["pod"],
         json!({"name": "web", "uid": pod.uid().unwrap()})
     );
+    // The pod's node is named too; with no Node object there is no uid to add.
+    assert_eq!(claims["kubernetes.io"]["node"], json!({"name": "n1"}));
 
     // A uid from an earlier pod of that name is refused as upstream does (409).
     let stale: TokenRequest = serde_json::from_value(json!({

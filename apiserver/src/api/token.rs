@@ -5,16 +5,14 @@
 //! its public half in `pki/service-account.pub` for verifiers).
 
 mod proto;
+mod signer;
 
-use std::path::Path;
 use std::sync::Arc;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use http::{Response, StatusCode};
-use ring::rand::SystemRandom;
-use ring::signature::{EcdsaKeyPair, KeyPair as _, ECDSA_P256_SHA256_FIXED_SIGNING};
 use serde_json::{json, Value};
+
+pub use signer::{ServiceAccountUser, TokenError, TokenSigner};
 
 use super::negotiate::decode_object;
 use super::read::get_object;
@@ -30,141 +28,6 @@ pub const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
 pub const MIN_EXPIRATION_SECONDS: i64 = 600;
 /// ... and longer than 2^32 seconds.
 pub const MAX_EXPIRATION_SECONDS: i64 = 1 << 32;
-const KEY_FILE: &str = "service-account.key";
-const PUBLIC_KEY_FILE: &str = "service-account.pub";
-
-#[derive(Debug, thiserror::Error)]
-pub enum SignerError {
-    #[error("I/O error on {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
-    #[error("service-account key {path}: {reason}")]
-    Key { path: String, reason: String },
-}
-
-/// The key tokens are signed with, and how verifiers name it (`kid`).
-pub struct TokenSigner {
-    key: EcdsaKeyPair,
-    kid: String,
-    issuer: String,
-    /// The public key as PEM (SubjectPublicKeyInfo), what verifiers load.
-    pub public_key_pem: String,
-}
-
-impl std::fmt::Debug for TokenSigner {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenSigner")
-            .field("kid", &self.kid)
-            .field("issuer", &self.issuer)
-            .finish_non_exhaustive()
-    }
-}
-
-impl TokenSigner {
-    /// Loads `dir/pki/service-account.key`, making a P-256 key (0600) the first time,
-    /// and (re)writes its public half next to it.
-    pub fn ensure(dir: &Path) -> std::result::Result<Self, SignerError> {
-        let pki = dir.join("pki");
-        let key_path = pki.join(KEY_FILE);
-        let shown = key_path.display().to_string();
-        let io = |path: &Path| {
-            let path = path.display().to_string();
-            move |source| SignerError::Io { path, source }
-        };
-        let bad = |reason: String| SignerError::Key {
-            path: shown.clone(),
-            reason,
-        };
-        std::fs::create_dir_all(&pki).map_err(io(&pki))?;
-        let pem = match std::fs::read_to_string(&key_path) {
-            Ok(pem) => pem,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
-                    .map_err(|e| bad(e.to_string()))?;
-                let pem = pair.serialize_pem();
-                write_private(&key_path, pem.as_bytes()).map_err(io(&key_path))?;
-                pem
-            }
-            Err(e) => return Err(io(&key_path)(e)),
-        };
-        let pair = rcgen::KeyPair::from_pem(&pem).map_err(|e| bad(e.to_string()))?;
-        let signer = Self::from_pkcs8(
-            &pair.serialize_der(),
-            &rcgen::PublicKeyData::subject_public_key_info(&pair),
-            ISSUER,
-        )
-        .map_err(bad)?;
-        let pub_path = pki.join(PUBLIC_KEY_FILE);
-        std::fs::write(&pub_path, &signer.public_key_pem).map_err(io(&pub_path))?;
-        Ok(signer)
-    }
-
-    fn from_pkcs8(
-        pkcs8: &[u8],
-        spki_der: &[u8],
-        issuer: &str,
-    ) -> std::result::Result<Self, String> {
-        let key = EcdsaKeyPair::from_pkcs8(
-            &ECDSA_P256_SHA256_FIXED_SIGNING,
-            pkcs8,
-            &SystemRandom::new(),
-        )
-        .map_err(|e| format!("not a P-256 PKCS#8 key: {e}"))?;
-        // Upstream's key id: the unpadded base64url SHA-256 of the DER public key.
-        let kid = URL_SAFE_NO_PAD.encode(ring::digest::digest(&ring::digest::SHA256, spki_der));
-        let public_key_pem = pem("PUBLIC KEY", spki_der);
-        Ok(TokenSigner {
-            key,
-            kid,
-            issuer: issuer.into(),
-            public_key_pem,
-        })
-    }
-
-    /// The public key point (uncompressed SEC1), for verifying with ring.
-    pub fn public_key(&self) -> &[u8] {
-        self.key.public_key().as_ref()
-    }
-
-    /// A compact JWS: `header.claims.signature`, ES256 (r‖s, 64 bytes).
-    pub fn sign(&self, claims: &Value) -> std::result::Result<String, ApiError> {
-        let header = json!({"alg": "ES256", "kid": self.kid});
-        let part = |v: &Value| URL_SAFE_NO_PAD.encode(serde_json::to_vec(v).unwrap_or_default());
-        let input = format!("{}.{}", part(&header), part(claims));
-        let sig = self
-            .key
-            .sign(&SystemRandom::new(), input.as_bytes())
-            .map_err(|_| ApiError::Internal("failed to generate token: signing failed".into()))?;
-        Ok(format!("{input}.{}", URL_SAFE_NO_PAD.encode(sig.as_ref())))
-    }
-}
-
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(contents)?;
-    f.sync_all()
-}
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = b64
-        .as_bytes()
-        .chunks(64)
-        .map(|c| std::str::from_utf8(c).unwrap_or_default())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
 
 /// What a TokenRequest asks for, defaulted as upstream defaults it.
 #[derive(Debug, PartialEq)]
@@ -238,20 +101,30 @@ pub fn token_spec(body: &Value) -> Result<TokenSpec> {
     })
 }
 
-/// The JWT claims upstream's service-account token generator writes.
+/// A `{name, uid}` reference claim (uid left out when unknown, as for a pod's node
+/// that has no Node object).
+fn reference(o: &Value) -> Value {
+    let mut r = json!({"name": object::name(o)});
+    if let Some(uid) = object::meta_str(o, "uid").filter(|u| !u.is_empty()) {
+        r["uid"] = json!(uid);
+    }
+    r
+}
+
+/// The JWT claims upstream's service-account token generator writes; `bound` are the
+/// objects the token is bound to, by claim name (`pod`, `secret`, `node`).
 pub fn claims(
     ns: &str,
     sa: &Value,
-    bound: Option<(&str, &Value)>,
+    bound: &[(&str, Value)],
     spec: &TokenSpec,
     issuer: &str,
     now: i64,
 ) -> Value {
     let sa_name = object::name(sa);
-    let reference = |o: &Value| json!({"name": object::name(o), "uid": object::meta_str(o, "uid").unwrap_or_default()});
     let mut k8s = json!({"namespace": ns, "serviceaccount": reference(sa)});
-    if let Some((field, obj)) = bound {
-        k8s[field] = reference(obj);
+    for (field, obj) in bound {
+        k8s[*field] = reference(obj);
     }
     json!({
         "iss": issuer,
@@ -288,57 +161,62 @@ pub async fn create(api: &Arc<Api>, req: &ApiRequest, name: &str) -> Result<Resp
             .ok_or(ApiError::NoSuchResource)
     };
     let sa = get_object(api, &*resource("serviceaccounts")?, Some(&ns), name, false).await?;
-    let bound = match &spec.bound {
-        None => None,
-        Some(r) => {
-            let group = r.api_version.rsplit_once('/').map_or("", |(g, _)| g);
-            let (plural, field) = match (group, r.kind.as_str()) {
-                ("", "Pod") => ("pods", "pod"),
-                ("", "Secret") => ("secrets", "secret"),
-                ("", "Node") => ("nodes", "node"),
-                _ => {
-                    let version = r.api_version.rsplit('/').next().unwrap_or_default();
-                    return Err(ApiError::BadRequest(format!(
-                        "cannot bind token to object of type {group}/{version}, Kind={}",
-                        r.kind
-                    )));
-                }
-            };
-            let in_ns = (field != "node").then_some(ns.as_str());
-            let obj = get_object(api, &*resource(plural)?, in_ns, &r.name, false).await?;
-            if field == "pod" {
-                let account = obj
-                    .pointer("/spec/serviceAccountName")
-                    .and_then(Value::as_str)
-                    .filter(|s| !s.is_empty());
-                if account.unwrap_or("default") != name {
-                    return Err(ApiError::BadRequest(format!(
-                        "cannot bind token for serviceaccount {name:?} to pod running with different serviceaccount name."
-                    )));
-                }
+    let mut bound = Vec::new();
+    if let Some(r) = &spec.bound {
+        let group = r.api_version.rsplit_once('/').map_or("", |(g, _)| g);
+        let (plural, field) = match (group, r.kind.as_str()) {
+            ("", "Pod") => ("pods", "pod"),
+            ("", "Secret") => ("secrets", "secret"),
+            ("", "Node") => ("nodes", "node"),
+            _ => {
+                let version = r.api_version.rsplit('/').next().unwrap_or_default();
+                return Err(ApiError::BadRequest(format!(
+                    "cannot bind token to object of type {group}/{version}, Kind={}",
+                    r.kind
+                )));
             }
-            let uid = object::meta_str(&obj, "uid").unwrap_or_default();
-            if !r.uid.is_empty() && r.uid != uid {
-                return Err(ApiError::Conflict(
-                    Target::new(group, &r.kind, &r.name),
-                    format!("the UID in the bound object reference ({}) does not match the UID in record. The object might have been deleted and then recreated", r.uid),
-                ));
+        };
+        let in_ns = (field != "node").then_some(ns.as_str());
+        let obj = get_object(api, &*resource(plural)?, in_ns, &r.name, false).await?;
+        let uid = object::meta_str(&obj, "uid").unwrap_or_default();
+        if field == "pod" {
+            let account = obj
+                .pointer("/spec/serviceAccountName")
+                .and_then(Value::as_str)
+                .filter(|s| !s.is_empty());
+            if account.unwrap_or("default") != name {
+                return Err(ApiError::BadRequest(format!(
+                    "cannot bind token for serviceaccount {name:?} to pod running with different serviceaccount name."
+                )));
             }
-            Some((field, obj))
         }
-    };
+        if !r.uid.is_empty() && r.uid != uid {
+            return Err(ApiError::Conflict(
+                Target::new(group, &r.kind, &r.name),
+                format!("the UID in the bound object reference ({}) does not match the UID in record. The object might have been deleted and then recreated", r.uid),
+            ));
+        }
+        // A pod-bound token also names the pod's node (upstream's ServiceAccountTokenPodNodeInfo,
+        // on by default): its uid when the Node exists, else the name alone.
+        let node_name = (field == "pod")
+            .then(|| obj.pointer("/spec/nodeName").and_then(Value::as_str))
+            .flatten();
+        let node_name = node_name.filter(|n| !n.is_empty()).map(String::from);
+        bound.push((field, obj));
+        if let Some(node_name) = node_name {
+            let node = match get_object(api, &*resource("nodes")?, None, &node_name, true).await {
+                Ok(node) => node,
+                Err(ApiError::NotFound(_)) => json!({"metadata": {"name": node_name}}),
+                Err(e) => return Err(e),
+            };
+            bound.push(("node", node));
+        }
+    }
     let signer = api.token_signer.get().ok_or_else(|| {
         ApiError::ServiceUnavailable("the service-account token signing key is not loaded".into())
     })?;
     let now = object::unix_now();
-    let claims = claims(
-        &ns,
-        &sa,
-        bound.as_ref().map(|(f, o)| (*f, o)),
-        &spec,
-        &signer.issuer,
-        now,
-    );
+    let claims = claims(&ns, &sa, &bound, &spec, signer.issuer(), now);
     let token = signer.sign(&claims)?;
     let mut out_spec = json!({"audiences": spec.audiences, "expirationSeconds": spec.expiration_seconds, "boundObjectRef": null});
     if let Some(r) = body
@@ -360,17 +238,6 @@ pub async fn create(api: &Arc<Api>, req: &ApiRequest, name: &str) -> Result<Resp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ring::signature::{UnparsedPublicKey, ECDSA_P256_SHA256_FIXED};
-
-    fn signer() -> TokenSigner {
-        let pair = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
-        TokenSigner::from_pkcs8(
-            &pair.serialize_der(),
-            &rcgen::PublicKeyData::subject_public_key_info(&pair),
-            ISSUER,
-        )
-        .unwrap()
-    }
 
     #[test]
     fn token_requests_are_defaulted_and_validated_as_upstream() {
@@ -415,7 +282,7 @@ mod tests {
         let spec =
             token_spec(&json!({"spec": {"audiences": ["a", "b"], "expirationSeconds": 700}}))
                 .unwrap();
-        let c = claims("prod", &sa, Some(("pod", &pod)), &spec, ISSUER, 1000);
+        let c = claims("prod", &sa, &[("pod", pod)], &spec, ISSUER, 1000);
         assert_eq!(c["iss"], ISSUER);
         assert_eq!(c["sub"], "system:serviceaccount:prod:robot");
         assert_eq!(c["aud"], json!(["a", "b"]));
@@ -428,45 +295,5 @@ mod tests {
             json!({"namespace": "prod", "serviceaccount": {"name": "robot", "uid": "sa-uid"}, "pod": {"name": "web-0", "uid": "pod-uid"}})
         );
         assert!(c["jti"].as_str().is_some_and(|j| !j.is_empty()));
-    }
-
-    #[test]
-    fn signed_tokens_verify_with_the_public_key_and_fail_when_altered() {
-        let s = signer();
-        let token = s.sign(&json!({"sub": "x"})).unwrap();
-        let parts: Vec<&str> = token.split('.').collect();
-        assert_eq!(parts.len(), 3);
-        let header: Value =
-            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).unwrap()).unwrap();
-        assert_eq!(header, json!({"alg": "ES256", "kid": s.kid}));
-        let key = UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, s.public_key());
-        let sig = URL_SAFE_NO_PAD.decode(parts[2]).unwrap();
-        assert!(key
-            .verify(format!("{}.{}", parts[0], parts[1]).as_bytes(), &sig)
-            .is_ok());
-        let forged = URL_SAFE_NO_PAD.encode(br#"{"sub":"admin"}"#);
-        assert!(key
-            .verify(format!("{}.{forged}", parts[0]).as_bytes(), &sig)
-            .is_err());
-    }
-
-    #[test]
-    fn the_key_is_made_once_and_kept() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = TokenSigner::ensure(dir.path()).unwrap();
-        let second = TokenSigner::ensure(dir.path()).unwrap();
-        assert_eq!(first.kid, second.kid);
-        assert_eq!(first.public_key(), second.public_key());
-        let key = dir.path().join("pki").join(KEY_FILE);
-        use std::os::unix::fs::PermissionsExt;
-        assert_eq!(
-            std::fs::metadata(&key).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
-        let public = std::fs::read_to_string(dir.path().join("pki").join(PUBLIC_KEY_FILE)).unwrap();
-        assert!(
-            public.starts_with("-----BEGIN PUBLIC KEY-----\n"),
-            "{public}"
-        );
     }
 }
