@@ -6,7 +6,7 @@
 mod sim;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
@@ -91,6 +91,29 @@ fn affinity_nodes(pv: &PersistentVolume) -> Vec<String> {
         ("kubernetes.io/hostname", "In")
     );
     expr.values.clone().unwrap_or_default()
+}
+
+/// Waits for an event with `reason` about the claim `claim`.
+async fn wait_event(c: &SimCluster, claim: &str, reason: &str) {
+    let events = c.api::<Event>();
+    eventually(&format!("a {reason} event on claim {claim}"), || async {
+        let list = events
+            .list(&Default::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        let about: Vec<String> = list
+            .items
+            .iter()
+            .filter(|e| e.involved_object.name.as_deref() == Some(claim))
+            .filter_map(|e| e.reason.clone())
+            .collect();
+        about
+            .iter()
+            .any(|r| r == reason)
+            .then_some(())
+            .ok_or(format!("{about:?}"))
+    })
+    .await;
 }
 
 async fn wait_volume_gone(c: &SimCluster, name: &str) {
@@ -291,6 +314,13 @@ async fn deleting_a_claim_deletes_its_volume_or_keeps_it_released_under_retain()
         .delete("precious", &DeleteParams::default())
         .await
         .unwrap();
+    for reason in [
+        "Provisioning",
+        "ProvisioningSucceeded",
+        "ExternalProvisioning",
+    ] {
+        wait_event(&c, "scratch", reason).await;
+    }
     wait_volume_gone(&c, &scratch).await;
     eventually("the retained volume Released", || async {
         let pv = pvs.get(&precious).await.map_err(|e| e.to_string())?;
@@ -325,6 +355,14 @@ async fn a_claim_of_another_class_stays_pending() {
         claim_manifest("ours", None),
     )
     .await;
+    // Without a consumer, our claim waits (and says so, as upstream's PV controller does).
+    wait_event(&c, "ours", "WaitForFirstConsumer").await;
+    let waiting = c.api::<PersistentVolumeClaim>().get("ours").await.unwrap();
+    assert_eq!(
+        waiting.spec.unwrap().volume_name,
+        None,
+        "no volume before a consumer is scheduled"
+    );
     create(
         &c.api::<Pod>(),
         pod_manifest("user", &["theirs", "none", "ours"]),

@@ -104,6 +104,18 @@ pub async fn reconcile(claim: Arc<PersistentVolumeClaim>, state: Arc<State>) -> 
     let Some(node) = consumer_node(&claim, &state.pods) else {
         // WaitForFirstConsumer (and, having no other way to pick a node, Immediate too):
         // a consumer pod's scheduling brings the claim back.
+        if class.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer") {
+            let message = "waiting for first consumer to be created before binding";
+            event(
+                &state.client,
+                claim.as_ref(),
+                "Normal",
+                "WaitForFirstConsumer",
+                message,
+                PV_CONTROLLER,
+            )
+            .await;
+        }
         return Ok(Action::await_change());
     };
     let waiting = format!("Waiting for a volume to be created either by the external provisioner '{PROVISIONER}' or manually by the system administrator. If volume creation is delayed, please verify that the provisioner is running and correctly registered.");
