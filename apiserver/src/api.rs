@@ -14,6 +14,7 @@ mod read;
 mod scale;
 mod services;
 mod strategy;
+mod token;
 mod watch;
 mod workloads;
 mod write;
@@ -36,6 +37,7 @@ use crate::tls::ClientIdentity;
 use crate::watchcache::WatchCache;
 
 pub use negotiate::{Accept, MAX_BODY_BYTES};
+pub use token::{ServiceAccountUser, TokenError, TokenSigner};
 
 pub type Body = BoxBody<Bytes, Infallible>;
 
@@ -47,6 +49,8 @@ pub struct Api {
     /// host:port clients reach this server at (for `/api`'s serverAddressByClientCIDRs).
     pub server_address: String,
     openapi: openapi::OpenApiCache,
+    /// Signs service-account tokens (`serviceaccounts/token`); set once at server start.
+    pub token_signer: std::sync::OnceLock<TokenSigner>,
 }
 
 /// The Kubernetes version kybern reports and implements the API of.
@@ -72,7 +76,7 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
 
 impl Api {
     pub fn new(storage: Arc<dyn Storage>, registry: Arc<Registry>, server_address: String) -> Arc<Self> {
-        Arc::new(Api { storage, registry, caches: Mutex::new(HashMap::new()), server_address, openapi: Default::default() })
+        Arc::new(Api { storage, registry, caches: Mutex::new(HashMap::new()), server_address, openapi: Default::default(), token_signer: Default::default() })
     }
 
     /// The watch cache of a resource, started on first use.
@@ -138,6 +142,9 @@ impl Api {
             }
             ("", "pods", Some("binding"), &Method::POST) if p.name.is_some() => {
                 return binding::bind(self, &*pods()?, &req, p.name.as_deref()).await;
+            }
+            ("", "serviceaccounts", Some("token"), method) if p.name.is_some() && p.namespace.is_some() => {
+                return if method == Method::POST { token::create(self, &req, p.name.as_deref().unwrap_or_default()).await } else { Err(ApiError::MethodNotAllowed) };
             }
             _ => {}
         }

@@ -121,6 +121,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let storage = open_storage(&config).await?;
     let registry = Arc::new(Registry::with_builtins().context("loading built-in CRDs")?);
     let api = Api::new(storage.clone(), registry, format!("{host}:{}", addr.port()));
+    let signer = crate::api::TokenSigner::ensure(&config.data_dir).context("preparing the service-account signing key")?;
+    api.token_signer.set(signer).expect("a new Api has no signer yet");
     crate::api::bootstrap(&api).await.context("creating the default namespaces and serving stored CRDs")?;
 
     let kubeconfig = config.data_dir.join("admin.kubeconfig");

@@ -11,6 +11,7 @@ pub mod expectations;
 pub mod gc;
 pub mod job;
 pub mod leader;
+pub mod localpath;
 pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
@@ -76,6 +77,7 @@ pub fn loops() -> Vec<Loop> {
         Loop { name: "endpointslice", run: endpointslice::run },
         Loop { name: "nodeipam", run: nodeipam::run },
         Loop { name: "nodelifecycle", run: nodelifecycle::run },
+        Loop { name: "localpath", run: localpath::run },
         Loop { name: "scheduler", run: scheduler::run },
     ]
 }

@@ -130,7 +130,16 @@ fn legacy_entries(r: &Resource) -> Vec<Value> {
         out.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced,
             "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
     }
+    if is_serviceaccounts(r) {
+        out.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true,
+            "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
+    }
     out
+}
+
+/// ServiceAccounts have the `token` subresource (TokenRequest), served by `api::token`.
+fn is_serviceaccounts(r: &Resource) -> bool {
+    r.group.is_empty() && r.plural == "serviceaccounts"
 }
 
 /// Aggregated discovery (`apidiscovery.k8s.io` APIGroupDiscoveryList) for `/api` or `/apis`.
@@ -184,6 +193,11 @@ fn aggregated_resource(r: &Resource) -> Value {
         subs.push(json!({"subresource": "status",
             "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
             "verbs": ["get", "patch", "update"]}));
+    }
+    if is_serviceaccounts(r) {
+        subs.push(json!({"subresource": "token",
+            "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"},
+            "verbs": ["create"]}));
     }
     if !subs.is_empty() {
         v["subresources"] = json!(subs);

@@ -11,7 +11,7 @@ fn controller_list_prints_every_loop() {
     let listed = String::from_utf8(out.stdout).unwrap();
     let every = [
         "namespace", "serviceaccount", "garbagecollector", "replicaset", "deployment", "statefulset", "daemonset",
-        "job", "cronjob", "endpoints", "endpointslice", "nodeipam", "nodelifecycle", "scheduler",
+        "job", "cronjob", "endpoints", "endpointslice", "nodeipam", "nodelifecycle", "localpath", "scheduler",
     ];
     assert_eq!(listed.lines().count(), every.len(), "one line per loop:\n{listed}");
     for name in every {

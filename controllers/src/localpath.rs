@@ -1,0 +1,189 @@
+//! The local-path provisioner: claims of a StorageClass whose provisioner is
+//! `kybern.io/local-path` (the default `local-path` class among them) get a hostPath
+//! PersistentVolume on the node their first consumer was scheduled to, and are bound to
+//! it; a volume whose claim is gone is deleted (reclaim policy Delete) or marked Released
+//! (Retain). This is what k3s ships as rancher's local-path-provisioner plus the binding
+//! part of upstream's PV controller for our own classes. Only API objects are handled
+//! here: the directory is made by the agent when a pod mounts the volume
+//! (`DirectoryOrCreate`), and removing it after the volume is deleted is the agent's job.
+
+pub mod bind;
+pub mod class;
+pub mod provision;
+pub mod release;
+
+#[cfg(test)]
+mod fixtures;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{watcher, Controller};
+use kube::ResourceExt;
+use tracing::warn;
+
+use crate::runtime::reflect_all;
+use crate::{Context, LoopFuture};
+
+/// The provisioner name our StorageClasses carry, and the `provisioned-by` annotation
+/// value on the volumes we make.
+pub const PROVISIONER: &str = "kybern.io/local-path";
+/// The default class created at start when absent.
+pub const DEFAULT_CLASS: &str = "local-path";
+/// Where volumes live on a node unless configured otherwise.
+pub const DEFAULT_BASE: &str = "/var/lib/kybern/storage";
+/// The component name events are reported under.
+const COMPONENT: &str = "kybern.io/local-path";
+/// Upstream's PV controller reports its events under this name.
+const PV_CONTROLLER: &str = "persistentvolume-controller";
+
+/// The loop's settings.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The directory on each node under which volume directories are made.
+    pub base_path: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            base_path: DEFAULT_BASE.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action} {object}: {source}")]
+    Api {
+        action: &'static str,
+        object: String,
+        source: kube::Error,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    fn api(action: &'static str, object: impl Into<String>) -> impl FnOnce(kube::Error) -> Error {
+        let object = object.into();
+        move |source| Error::Api {
+            action,
+            object,
+            source,
+        }
+    }
+
+    /// A write lost a race (409 Conflict): retry soon from fresher caches.
+    fn is_conflict(&self) -> bool {
+        matches!(self, Error::Api { source: kube::Error::Api(e), .. } if e.code == 409)
+    }
+}
+
+/// What both reconcilers read.
+pub struct State {
+    pub client: kube::Client,
+    pub config: Config,
+    pub claims: Store<PersistentVolumeClaim>,
+    pub volumes: Store<PersistentVolume>,
+    pub pods: Store<Pod>,
+    pub classes: Store<StorageClass>,
+}
+
+/// The loop entry for [`crate::loops`], with the default [`Config`].
+pub fn run(ctx: Arc<Context>) -> LoopFuture {
+    let client = ctx.client.clone();
+    Box::pin(async move { run_with(client, Config::default()).await })
+}
+
+/// Ensures the default class, then runs the claim and volume reconcilers until their
+/// streams end (which is an error: the loop is restarted).
+pub async fn run_with(client: kube::Client, config: Config) -> anyhow::Result<()> {
+    class::ensure_default_class(&client).await?;
+    let (claims, claim_events) =
+        reflect_all::<PersistentVolumeClaim>(&client, watcher::Config::default());
+    // A second watch on claims: each controller consumes its own event stream, and the
+    // volume side must see claim deletions (which never reach a claim reconcile).
+    let (_, claim_events_for_volumes) =
+        reflect_all::<PersistentVolumeClaim>(&client, watcher::Config::default());
+    let (volumes, volume_events) =
+        reflect_all::<PersistentVolume>(&client, watcher::Config::default());
+    let (_, volume_events_for_claims) =
+        reflect_all::<PersistentVolume>(&client, watcher::Config::default());
+    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
+    let (classes, class_events) = reflect_all::<StorageClass>(&client, watcher::Config::default());
+    let state = Arc::new(State {
+        client,
+        config,
+        claims: claims.clone(),
+        volumes: volumes.clone(),
+        pods,
+        classes,
+    });
+
+    let claims_of_class = claims.clone();
+    let claims_controller = Controller::for_stream(claim_events, claims)
+        .watches_stream(pod_events, |pod| provision::claims_of_pod(&pod))
+        .watches_stream(volume_events_for_claims, |pv| claim_of_volume(&pv))
+        // A claim waiting for its class (or for a default class) is retried when it appears.
+        .watches_stream(class_events, move |sc| {
+            class::waiting_claims(&claims_of_class, &sc)
+        })
+        .run(bind::reconcile, error_policy, state.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "local-path claim reconcile failed");
+            }
+        });
+    let volumes_controller = Controller::for_stream(volume_events, volumes)
+        .watches_stream(claim_events_for_volumes, |claim| {
+            release::volumes_of_claim(&claim)
+        })
+        .run(release::reconcile, error_policy, state)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "local-path volume reconcile failed");
+            }
+        });
+    futures::join!(claims_controller, volumes_controller);
+    anyhow::bail!("the local-path provisioner stopped")
+}
+
+/// The claim a volume's claimRef names.
+fn claim_of_volume(pv: &PersistentVolume) -> Option<ObjectRef<PersistentVolumeClaim>> {
+    let r = pv.spec.as_ref()?.claim_ref.as_ref()?;
+    Some(ObjectRef::new(r.name.as_deref()?).within(r.namespace.as_deref()?))
+}
+
+fn error_policy<K: kube::Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    error: &Error,
+    _: Arc<State>,
+) -> Action {
+    if error.is_conflict() {
+        return Action::requeue(Duration::from_millis(500));
+    }
+    warn!(object = %obj.name_any(), kind = %K::kind(&()), %error, "local-path sync failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+/// Records an event; events are best effort, so a failure is only logged.
+async fn event<K: kube::Resource<DynamicType = ()>>(
+    client: &kube::Client,
+    obj: &K,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
+    if let Err(e) =
+        crate::podcontrol::record_event(client, obj, type_, reason, message, component).await
+    {
+        warn!(object = %obj.name_any(), reason, error = %e, "recording an event");
+    }
+}
