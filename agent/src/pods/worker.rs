@@ -702,7 +702,7 @@ impl Worker {
                 Err(e) => tracing::warn!(secret = %n, error = %e, "reading an imagePullSecret"),
             }
         }
-        registry_glue::credentials_for(image, &secrets)
+        crate::registry::credentials_for(image, &secrets)
     }
 
     /// /etc/hosts, /etc/resolv.conf, /etc/hostname and the termination log.
@@ -1040,42 +1040,7 @@ fn default_pull_policy(image: &str) -> &'static str {
 }
 
 fn normalize(image: &str) -> String {
-    registry_glue::normalize(image)
-}
-
-/// Until the registry client lands: docker's reference normalization.
-mod registry_glue {
-    use k8s_openapi::api::core::v1::Secret;
-
-    use crate::runtime::RegistryAuth;
-
-    pub fn normalize(image: &str) -> String {
-        let (name, digest) = match image.split_once('@') {
-            Some((n, d)) => (n, Some(d)),
-            None => (image, None),
-        };
-        let first = name.split('/').next().unwrap_or_default();
-        let has_host = name.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
-        let mut full = if has_host {
-            name.to_string()
-        } else if name.contains('/') {
-            format!("docker.io/{name}")
-        } else {
-            format!("docker.io/library/{name}")
-        };
-        let last = full.rsplit('/').next().unwrap_or_default();
-        if digest.is_none() && !last.contains(':') {
-            full.push_str(":latest");
-        }
-        match digest {
-            Some(d) => format!("{full}@{d}"),
-            None => full,
-        }
-    }
-
-    pub fn credentials_for(_image: &str, _secrets: &[Secret]) -> Option<RegistryAuth> {
-        None
-    }
+    crate::registry::normalize(image)
 }
 
 #[cfg(test)]
