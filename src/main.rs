@@ -24,7 +24,7 @@ enum Command {
     Up(UpArgs),
     /// Run control loops against an API server: the named ones, or all (see --list).
     Controller(ControllerArgs),
-    /// Benchmarks that print figures (`kybern bench api|scheduler|deployment`).
+    /// Benchmarks that print figures (`kybern bench api|scheduler|deployment|pods`).
     Bench(bench::BenchArgs),
     /// Run the node agent: register this host as a node and run its pods on containerd
     /// (or, with `--simulate N`, N simulated nodes for scale tests).

@@ -30,7 +30,7 @@ fn a_crashing_container_backs_off_with_growing_delays() {
         ),
     );
     let mut seen = Vec::new();
-    for delay in ["2s", "4s", "8s"] {
+    for delay in ["4s", "8s"] {
         let p = node.eventually(&format!("CrashLoopBackOff with back-off {delay}"), || {
             let p = node.pod("crash");
             let msg = at(&p, "/status/containerStatuses/0/state/waiting/message");
