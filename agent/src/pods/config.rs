@@ -11,31 +11,11 @@ pub const CPU_PERIOD: u64 = 100_000;
 /// cpu.shares for a container without a cpu request (the kernel's minimum useful value).
 pub const MIN_SHARES: u64 = 2;
 
-/// A quantity ("500m", "1.5Gi", "2e3") times `scale`, rounded up.
-pub fn quantity(q: &str, scale: f64) -> Option<i64> {
-    let q = q.trim();
-    let split = q.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-')).unwrap_or(q.len());
-    let (num, suffix) = q.split_at(split);
-    let value: f64 = num.parse().ok()?;
-    let factor = match suffix {
-        "" => 1.0,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => 1024.0,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse().ok()?),
-        _ => return None,
-    };
-    Some((value * factor * scale - 1e-9).ceil() as i64)
+/// A quantity ("500m", "1.5Gi", "2e3") times `scale` (1000 for millicores), rounded up;
+/// exact, through the volumes' Quantity arithmetic.
+pub fn quantity(q: &str, scale: i128) -> Option<i64> {
+    let nanos = crate::volumes::quantity::parse_nanos(q)?;
+    i64::try_from(crate::volumes::quantity::ceil_div(nanos.checked_mul(scale)?, 1_000_000_000)).ok()
 }
 
 /// cgroup settings from requests and limits: cpu.shares from the cpu request (1024 per
@@ -43,16 +23,16 @@ pub fn quantity(q: &str, scale: f64) -> Option<i64> {
 pub fn resources(r: Option<&ResourceRequirements>) -> Resources {
     let get = |list: Option<&std::collections::BTreeMap<String, k8s_openapi::apimachinery::pkg::api::resource::Quantity>>,
                name: &str,
-               scale: f64| list.and_then(|l| l.get(name)).and_then(|q| quantity(&q.0, scale));
+               scale: i128| list.and_then(|l| l.get(name)).and_then(|q| quantity(&q.0, scale));
     let requests = r.and_then(|r| r.requests.as_ref());
     let limits = r.and_then(|r| r.limits.as_ref());
     // A limit without a request means a request equal to the limit (the apiserver defaults
     // it; older objects may not have been).
-    let milli_request = get(requests, "cpu", 1000.0).or_else(|| get(limits, "cpu", 1000.0));
+    let milli_request = get(requests, "cpu", 1000).or_else(|| get(limits, "cpu", 1000));
     let shares = milli_request.map_or(MIN_SHARES, |m| ((m as u64) * 1024 / 1000).max(MIN_SHARES));
-    let milli_limit = get(limits, "cpu", 1000.0);
+    let milli_limit = get(limits, "cpu", 1000);
     Resources {
-        memory_limit_bytes: get(limits, "memory", 1.0),
+        memory_limit_bytes: get(limits, "memory", 1),
         cpu_shares: Some(shares),
         // The kernel refuses quotas under 1 ms.
         cpu_quota: milli_limit.map(|m| (m * CPU_PERIOD as i64 / 1000).max(1000)),
@@ -145,10 +125,10 @@ mod tests {
 
     #[test]
     fn quantities_parse_with_suffixes() {
-        for (q, scale, want) in [("500m", 1000.0, 500), ("1.5", 1000.0, 1500), ("64Mi", 1.0, 64 << 20), ("1G", 1.0, 1_000_000_000), ("2e3", 1.0, 2000)] {
+        for (q, scale, want) in [("500m", 1000, 500), ("1.5", 1000, 1500), ("64Mi", 1, 64 << 20), ("1G", 1, 1_000_000_000), ("2e3", 1, 2000)] {
             assert_eq!(quantity(q, scale), Some(want), "{q}");
         }
-        assert_eq!(quantity("12x", 1.0), None);
+        assert_eq!(quantity("12x", 1), None);
     }
 
     #[test]
