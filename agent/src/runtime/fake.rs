@@ -259,9 +259,8 @@ impl Runtime for FakeRuntime {
             .get(reference)
             .cloned()
             .ok_or_else(|| Error::Pull(format!("{reference}: not found")))
-            .map(|image| {
+            .inspect(|image| {
                 inner.images.insert(image.name.clone(), image.clone());
-                image
             })
     }
 }
