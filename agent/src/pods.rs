@@ -185,13 +185,32 @@ fn apply(
     }
     let pod = Arc::new(pod);
     if let Some(e) = workers.get(&uid) {
-        e.pod.send_replace(Some(pod));
+        // The worker always reads the newest pod, but is woken only for a change it acts on.
+        e.pod.send_if_modified(|current| {
+            let wake = current.as_deref().is_none_or(|old| differs_for_the_worker(old, &pod));
+            *current = Some(pod);
+            wake
+        });
         return;
     }
     let (tx, rx) = watch::channel(Some(pod));
     let adopt = adoptable.remove(&uid).unwrap_or_default();
     let task = tokio::spawn(worker::run(ctx.clone(), uid.clone(), rx, adopt));
     workers.insert(uid, Entry { pod: tx, task });
+}
+
+/// Whether `new` asks a pod's worker for anything `old` did not. As upstream's kubelet, a
+/// pod is synced again when its spec, labels, annotations or deletion changed, not when
+/// only its status did: above all not on the echo of the worker's own status write, which
+/// would run the next pass at once and, for one, replace a just reported ErrImagePull with
+/// ImagePullBackOff before any client could see it.
+fn differs_for_the_worker(old: &Pod, new: &Pod) -> bool {
+    let (a, b) = (&old.metadata, &new.metadata);
+    old.spec != new.spec
+        || a.labels != b.labels
+        || a.annotations != b.annotations
+        || a.deletion_timestamp != b.deletion_timestamp
+        || a.deletion_grace_period_seconds != b.deletion_grace_period_seconds
 }
 
 /// Containers by the pod UID label; containers without one are not ours to judge.
@@ -232,6 +251,37 @@ pub fn labels(pod: &Pod, container: &str, attempt: u32, init: bool) -> BTreeMap<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_changes_a_worker_acts_on_wake_it() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "p", "uid": "u", "resourceVersion": "5", "labels": {"app": "a"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        }))
+        .unwrap();
+        let with = |f: &dyn Fn(&mut Pod)| {
+            let mut p = pod.clone();
+            f(&mut p);
+            p
+        };
+        let cases: Vec<(&str, Pod, bool)> = vec![
+            (
+                "a status write and its new resourceVersion",
+                with(&|p| {
+                    p.metadata.resource_version = Some("6".into());
+                    p.status = Some(serde_json::from_value(serde_json::json!({"phase": "Running"})).unwrap());
+                }),
+                false,
+            ),
+            ("a new label", with(&|p| p.metadata.labels = None), true),
+            ("a new annotation", with(&|p| p.metadata.annotations = Some([("a".into(), "b".into())].into())), true),
+            ("deletion", with(&|p| p.metadata.deletion_grace_period_seconds = Some(30)), true),
+            ("a new image", with(&|p| p.spec.as_mut().unwrap().containers[0].image = Some("busybox:2".into())), true),
+        ];
+        for (name, new, wakes) in cases {
+            assert_eq!(differs_for_the_worker(&pod, &new), wakes, "{name}");
+        }
+    }
 
     #[test]
     fn container_ids_are_stable_short_and_per_attempt() {

@@ -675,7 +675,11 @@ impl Worker {
                 self.event(pod, Some(fp), WARNING, "Failed", "Error: ErrImagePull").await;
                 let slot = self.slot_mut(init, i);
                 slot.rec.state = State::waiting("ErrImagePull", Some(msg));
-                Err(slot.pull.delay())
+                // The next pass comes halfway through the back-off and reports
+                // ImagePullBackOff for the rest of it, so clients see both states in turn
+                // as they do with the kubelet, whose next sync after a failed one comes
+                // 10-15 s later, inside the doubled image back-off.
+                Err(slot.pull.delay().map(|d| d / 2))
             }
         }
     }
