@@ -129,11 +129,13 @@ fn now() -> Time {
     Time(Timestamp::from_second(Timestamp::now().as_second()).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
+/// A Unix time in seconds as a status timestamp.
+fn time_at(seconds: i64) -> Option<Time> {
+    Timestamp::from_second(seconds).ok().map(Time)
+}
+
 fn time_of(exited_at: Option<(i64, i32)>) -> Time {
-    exited_at
-        .and_then(|(s, _)| Timestamp::from_second(s).ok())
-        .map(Time)
-        .unwrap_or_else(now)
+    exited_at.and_then(|(s, _)| time_at(s)).unwrap_or_else(now)
 }
 
 impl Worker {
@@ -214,13 +216,16 @@ impl Worker {
                 .labels
                 .get(LABEL_CREATED)
                 .and_then(|s| s.parse().ok())
-                .and_then(|s| Timestamp::from_second(s).ok())
-                .map(Time)
+                .and_then(time_at)
                 .unwrap_or_else(now);
             match self.ctx.runtime.task_state(&current.id).await {
                 Ok(TaskState::Running { .. }) => {
+                    let recorded = std::fs::read_to_string(start_record(&self.ctx, &self.uid, &name, &current.id))
+                        .ok()
+                        .and_then(|s| s.trim().parse().ok())
+                        .and_then(time_at);
                     slot.current = Some(current.id.clone());
-                    slot.rec.state = State::Running { started_at };
+                    slot.rec.state = State::Running { started_at: recorded.unwrap_or(started_at) };
                     spawn_waiter(&self.ctx, &self.wake_tx, &current.id);
                     tracing::info!(pod = %self.uid, container = %name, "adopted a running container");
                 }
@@ -569,9 +574,13 @@ impl Worker {
         spawn_waiter(&ctx, &self.wake_tx, &id);
         let wake = self.wake_tx.clone();
         let ip = self.probe_ip(pod);
+        let started_at = now();
+        if let Err(e) = std::fs::write(start_record(&ctx, &self.uid, &spec.name, &id), started_at.0.as_second().to_string()) {
+            tracing::warn!(container = %id, error = %e, "recording the start time; a restarted agent will report the creation time");
+        }
         let slot = self.slot_mut(init, i);
         slot.current = Some(id.clone());
-        slot.rec.state = State::Running { started_at: now() };
+        slot.rec.state = State::Running { started_at };
         slot.probes.start(ctx.runtime.clone(), &spec, &id, ip, &wake);
         slot.probes.apply(&mut slot.rec);
         // postStart runs right after the start; a failure kills the container.
@@ -995,6 +1004,13 @@ fn oom_killed(ctx: &PodContext, uid: &str, id: &str) -> bool {
 
 fn termination_log(ctx: &PodContext, uid: &str, container: &str, id: &str) -> PathBuf {
     ctx.pod_dir(uid).join("containers").join(container).join(id)
+}
+
+/// When a container started, kept beside its termination log. containerd's task API has
+/// no start time (the kubelet's CRI runtime keeps one with each container), and a restarted
+/// agent that adopts the container must report the same startedAt as before.
+fn start_record(ctx: &PodContext, uid: &str, container: &str, id: &str) -> PathBuf {
+    termination_log(ctx, uid, container, id).with_extension("started")
 }
 
 /// The termination message: the file the container wrote, else (FallbackToLogsOnError and
