@@ -196,6 +196,12 @@ impl Binary {
         if let Some(etcd) = etcd {
             cmd.args(["--storage", "etcd", "--etcd-endpoints", &etcd.endpoint]);
         }
+        Self::spawn(cmd, data_dir)
+    }
+
+    /// Runs `cmd` (a `kybern server` or `kybern up` on `data_dir`), its stderr into
+    /// `<data_dir>/server.log`, and waits for its `ready <url>` line.
+    pub fn spawn(mut cmd: Command, data_dir: &Path) -> Self {
         std::fs::create_dir_all(data_dir).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -206,7 +212,7 @@ impl Binary {
             .stdout(Stdio::piped())
             .stderr(log)
             .spawn()
-            .expect("starting kybern server");
+            .expect("starting kybern");
         let stdout = child.stdout.take().unwrap();
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -231,7 +237,7 @@ impl Binary {
                         mpsc::RecvTimeoutError::Timeout => "printed no `ready` line within 60s",
                         mpsc::RecvTimeoutError::Disconnected => "exited before printing `ready`",
                     };
-                    panic!("kybern server {what}; its log:\n{log}");
+                    panic!("kybern {what}; its log:\n{log}");
                 }
             }
         };
