@@ -2,7 +2,7 @@
 //! containers in order, volumes and env from ConfigMaps and Secrets, Jobs to completion,
 //! liveness restarts.
 
-use crate::{at, Node, BUSYBOX};
+use crate::{at, Node, BUSYBOX, TESTSERVER};
 
 fn pod(name: &str, restart: &str, body: &str) -> String {
     format!(
@@ -162,4 +162,51 @@ spec:
     node.run(&["wait", "--for=condition=Complete", "job/count", "--timeout=120s"]);
     let job: serde_json::Value = serde_json::from_str(&node.run(&["get", "job", "count", "-o", "json"])).unwrap();
     assert_eq!(at(&job, "/status/succeeded"), "2");
+}
+
+#[test]
+fn a_failing_liveness_probe_restarts_the_container() {
+    let node = Node::start(&[]);
+    node.apply(
+        "live.yaml",
+        &pod(
+            "live",
+            "Always",
+            &format!(
+                r#"  containers:
+  - name: server
+    image: {TESTSERVER}
+    imagePullPolicy: IfNotPresent
+    livenessProbe:
+      httpGet: {{path: /ready, port: 8080}}
+      periodSeconds: 1
+      failureThreshold: 2
+"#
+            ),
+        ),
+    );
+    let p = node.eventually("the server running", || {
+        let p = node.pod("live");
+        (at(&p, "/status/containerStatuses/0/ready") == "true").then_some(p.clone()).ok_or(p.to_string())
+    });
+    let first = at(&p, "/status/containerStatuses/0/containerID");
+    let addr = format!("{}:8080", at(&p, "/status/podIP"));
+    // The test server answers /ready with 503 from now on: the liveness probe fails.
+    let (ok, body) = node.client().get(&node.testserver, &addr, "/ready/toggle");
+    assert!(ok, "toggling readiness: {body}");
+    let p = node.eventually("the container restarted", || {
+        let p = node.pod("live");
+        let restarted = at(&p, "/status/containerStatuses/0/restartCount") == "1"
+            && at(&p, "/status/containerStatuses/0/state/running/startedAt") != ""
+            && at(&p, "/status/containerStatuses/0/containerID") != first;
+        restarted.then_some(p.clone()).ok_or(p.to_string())
+    });
+    assert_ne!(at(&p, "/status/containerStatuses/0/lastState/terminated/finishedAt"), "", "{p}");
+    assert_eq!(at(&p, "/status/podIP"), addr.trim_end_matches(":8080"), "a container restart keeps the pod's sandbox and address");
+    // A new process: its /ready answers 200 again, so the probe passes and it stays.
+    let (ok, body) = node.client().get(&node.testserver, &addr, "/ready");
+    assert!(ok && body.trim() == "ready", "the restarted server is healthy: {body}");
+    let events = node.run(&["get", "events", "--field-selector", "involvedObject.name=live", "-o", "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}"]);
+    assert!(events.contains("Unhealthy: Liveness probe failed: HTTP probe failed with statuscode: 503"), "{events}");
+    assert!(events.contains("Killing: Container server failed liveness probe, will be restarted"), "{events}");
 }

@@ -9,6 +9,11 @@ mod common;
 mod lifecycle;
 mod network;
 mod recovery;
+mod registry;
+#[path = "../../../agent/tests/registry_env/registry.rs"]
+#[allow(dead_code)] // the agent's registry tests use the rest of this harness
+mod registry_env;
+mod up;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -241,19 +246,8 @@ impl Node {
     }
 
     /// Polls `check` every 250 ms for up to 120 s; on timeout shows the agent's log.
-    pub fn eventually<T>(&self, what: &str, mut check: impl FnMut() -> Result<T, String>) -> T {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
-            match check() {
-                Ok(v) => return v,
-                Err(state) if Instant::now() > deadline => {
-                    let log = std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default();
-                    let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                    panic!("timed out waiting for {what}; last state:\n{state}\nagent log tail (newest first):\n{}", tail.join("\n"))
-                }
-                Err(_) => std::thread::sleep(Duration::from_millis(250)),
-            }
-        }
+    pub fn eventually<T>(&self, what: &str, check: impl FnMut() -> Result<T, String>) -> T {
+        eventually(what, &self.dir.path().join("agent.log"), check)
     }
 
     /// Containers in the agent's containerd namespace, from the runtime itself.
@@ -305,6 +299,22 @@ impl Drop for Node {
             eprintln!("kybern agent --reset failed for {}", self.agent_dir.display());
         }
         self.server = None;
+    }
+}
+
+/// Polls `check` every 250 ms for up to 120 s; on timeout shows the tail of `log`.
+pub fn eventually<T>(what: &str, log: &Path, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match check() {
+            Ok(v) => return v,
+            Err(state) if Instant::now() > deadline => {
+                let log = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                panic!("timed out waiting for {what}; last state:\n{state}\nlog tail (newest first):\n{}", tail.join("\n"))
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(250)),
+        }
     }
 }
 
