@@ -7,7 +7,7 @@ use k8s_openapi::api::core::v1::{Node, Taint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
-use super::health::{condition, ready_status};
+use super::health::condition;
 
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
@@ -41,14 +41,15 @@ fn taint(key: &str, effect: &str, now: Timestamp) -> Taint {
 }
 
 /// The NoSchedule taint keys the node's conditions (and spec.unschedulable) call for.
-/// A node that never reported Ready counts as unreachable.
+/// A node that never posted a Ready condition has none to mirror yet, as upstream: it is
+/// tainted once the grace period has passed and the health pass set its conditions
+/// Unknown (NodeStatusNeverUpdated). Until then the scheduler's own readiness check keeps
+/// pods off it, and an agent that registers and reports Ready within the grace period
+/// never sees an unreachable taint.
 pub fn no_schedule_keys(node: &Node) -> Vec<&'static str> {
     let mut keys: Vec<&'static str> = CONDITION_TAINTS
         .iter()
-        .filter(|(type_, status, _)| match *type_ {
-            "Ready" => ready_status(node) == *status,
-            _ => condition(node, type_).is_some_and(|c| c.status == *status),
-        })
+        .filter(|(type_, status, _)| condition(node, type_).is_some_and(|c| c.status == *status))
         .map(|(_, _, key)| *key)
         .collect();
     if node
@@ -62,9 +63,10 @@ pub fn no_schedule_keys(node: &Node) -> Vec<&'static str> {
     keys
 }
 
-/// The NoExecute taint key the node's readiness calls for: none while Ready.
+/// The NoExecute taint key the node's readiness calls for: none while Ready, nor before
+/// it has a Ready condition at all.
 pub fn no_execute_key(node: &Node) -> Option<&'static str> {
-    match ready_status(node) {
+    match condition(node, "Ready")?.status.as_str() {
         "True" => None,
         "False" => Some(NOT_READY),
         _ => Some(UNREACHABLE),
@@ -214,8 +216,10 @@ mod tests {
     #[test]
     fn taints_follow_the_ready_condition() {
         let now = Timestamp::UNIX_EPOCH;
-        let cases: [(&str, Node, bool, Vec<&str>); 7] = [
+        let never_posted = Node { status: None, ..node("True", &[]) };
+        let cases: [(&str, Node, bool, Vec<&str>); 8] = [
             ("ready node, no taints", node("True", &[]), true, vec![]),
+            ("a node that never posted its status yet", never_posted, true, vec![]),
             (
                 "unreachable node",
                 node("Unknown", &[]),
