@@ -150,14 +150,10 @@ pub async fn reset(args: NodeArgs) -> anyhow::Result<()> {
         net.teardown(&uid).await.with_context(|| format!("removing the sandbox of pod {uid}"))?;
     }
     net.remove_bridge().await?;
-    let volumes = agent::volumes::VolumeHost {
-        client: kube::Client::try_from(kube::Config::new("http://127.0.0.1:1".parse()?))?,
-        pods_dir: args.dir().join("pods"),
-        node_name: String::new(),
-    };
-    if let Ok(dirs) = std::fs::read_dir(&volumes.pods_dir) {
+    let pods_dir = args.dir().join("pods");
+    if let Ok(dirs) = std::fs::read_dir(&pods_dir) {
         for uid in dirs.flatten().map(|d| d.file_name().to_string_lossy().into_owned()) {
-            agent::volumes::teardown(&volumes, &uid).await.with_context(|| format!("removing the volumes of pod {uid}"))?;
+            agent::volumes::teardown(&pods_dir, &uid).await.with_context(|| format!("removing the volumes of pod {uid}"))?;
         }
     }
     if args.containerd_socket.is_none() {

@@ -297,14 +297,14 @@ pub async fn setup(host: &VolumeHost, pod: &Pod) -> Result<PodVolumes, VolumeErr
 
 /// Unmounts and removes everything under `<pods_dir>/<uid>`. Absent parts are skipped.
 /// Refuses to delete anything while a mount below the pod directory remains.
-pub async fn teardown(host: &VolumeHost, uid: &str) -> io::Result<()> {
+pub async fn teardown(pods_dir: &Path, uid: &str) -> io::Result<()> {
     if !is_path_component(uid) {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("invalid pod uid {uid:?}"),
         ));
     }
-    let root = pod_dir(host, uid);
+    let root = pods_dir.join(uid);
     if fs::symlink_metadata(&root).is_err() {
         return Ok(());
     }

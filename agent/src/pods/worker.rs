@@ -800,7 +800,7 @@ impl Worker {
         if let Err(e) = self.ctx.network.teardown(&self.uid).await {
             tracing::warn!(pod = %self.uid, error = %e, "removing the pod's sandbox");
         }
-        if let Err(e) = volumes::teardown(&self.ctx.volumes, &self.uid).await {
+        if let Err(e) = volumes::teardown(&self.ctx.volumes.pods_dir, &self.uid).await {
             tracing::warn!(pod = %self.uid, error = %e, "removing the pod's volumes");
         }
         self.volumes = None;
@@ -903,7 +903,7 @@ pub(super) async fn remove_orphans(ctx: &PodContext, containers: Vec<ContainerSu
     if let Ok(dirs) = std::fs::read_dir(&ctx.volumes.pods_dir) {
         for uid in dirs.flatten().map(|d| d.file_name().to_string_lossy().into_owned()) {
             if !live.contains(&uid) {
-                if let Err(e) = volumes::teardown(&ctx.volumes, &uid).await {
+                if let Err(e) = volumes::teardown(&ctx.volumes.pods_dir, &uid).await {
                     tracing::warn!(pod = %uid, error = %e, "removing leftover volumes");
                 }
             }

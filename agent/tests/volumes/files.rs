@@ -106,7 +106,7 @@ async fn config_map_and_secret_volumes_hold_their_keys_and_refresh_atomically() 
         "exactly one version dir after a refresh: {versions:?}"
     );
 
-    volumes::teardown(&host.host, "u-cm")
+    volumes::teardown(&host.host.pods_dir, "u-cm")
         .await
         .expect("teardown");
     assert!(!host.host.pods_dir.join("u-cm").exists());
@@ -187,7 +187,7 @@ async fn optional_missing_sources_are_empty_and_required_ones_fail_the_mount() {
         "cannot find volume \"ghost\" to mount into container \"app\""
     );
     for uid in ["u-opt", "u-req", "u-nfs", "u-unk"] {
-        volumes::teardown(&host.host, uid).await.unwrap();
+        volumes::teardown(&host.host.pods_dir, uid).await.unwrap();
     }
 }
 
@@ -244,7 +244,7 @@ async fn downward_and_projected_volumes_hold_pod_fields_and_the_cluster_ca() {
     );
     assert_eq!(read(ca.join("ca.crt")), "-----BEGIN CERTIFICATE-----\n");
     assert_eq!(read(ca.join("namespace")), "default");
-    volumes::teardown(&host.host, "u-dw").await.unwrap();
+    volumes::teardown(&host.host.pods_dir, "u-dw").await.unwrap();
 
     // The service-account token comes from the TokenRequest API and nowhere else: when the
     // apiserver cannot issue one the mount fails, it never holds a made-up token.
@@ -281,7 +281,7 @@ async fn downward_and_projected_volumes_hold_pod_fields_and_the_cluster_ca() {
             assert!(!dir.join("token").exists(), "no token file without a token");
         }
     }
-    volumes::teardown(&host.host, "u-tok").await.unwrap();
+    volumes::teardown(&host.host.pods_dir, "u-tok").await.unwrap();
 }
 
 #[tokio::test]
@@ -327,5 +327,5 @@ async fn fs_group_owns_volume_files_as_upstream() {
         data_link,
         "an unchanged secret is not rewritten because of its fsGroup bits"
     );
-    volumes::teardown(&host.host, "u-fsg").await.unwrap();
+    volumes::teardown(&host.host.pods_dir, "u-fsg").await.unwrap();
 }

@@ -117,7 +117,7 @@ async fn memory_empty_dir_is_a_tmpfs_until_teardown() {
     );
 
     assert_eq!(volumes::pod_dirs(&host.host).unwrap(), ["u-mem"]);
-    volumes::teardown(&host.host, "u-mem")
+    volumes::teardown(&host.host.pods_dir, "u-mem")
         .await
         .expect("teardown");
     assert!(!is_mounted(&scratch), "teardown unmounts the tmpfs");
@@ -125,7 +125,7 @@ async fn memory_empty_dir_is_a_tmpfs_until_teardown() {
         !host.host.pods_dir.join("u-mem").exists(),
         "and removes the pod dir"
     );
-    volumes::teardown(&host.host, "u-mem")
+    volumes::teardown(&host.host.pods_dir, "u-mem")
         .await
         .expect("teardown again is a no-op");
     assert!(volumes::pod_dirs(&host.host).unwrap().is_empty());
@@ -178,7 +178,7 @@ async fn host_path_types_are_checked_and_created() {
         format!("MountVolume.SetUp failed for volume \"dir\" : hostPath type check failed: {} is not a directory", file.display())
     );
     for uid in ["u-hp", "u-hp2"] {
-        volumes::teardown(&host.host, uid).await.unwrap();
+        volumes::teardown(&host.host.pods_dir, uid).await.unwrap();
     }
     assert!(file.exists(), "teardown never touches host paths");
 }
@@ -234,7 +234,7 @@ async fn claims_resolve_to_their_bound_host_path_volume() {
         (mounts[0].source.clone(), mounts[0].readonly),
         (PathBuf::from(&data), false)
     );
-    volumes::teardown(&host.host, "u-pvc").await.unwrap();
+    volumes::teardown(&host.host.pods_dir, "u-pvc").await.unwrap();
     assert!(data.is_dir(), "teardown keeps the volume's data");
 }
 
@@ -308,5 +308,5 @@ async fn claims_resolve_to_local_volumes_and_honour_read_only() {
         "{}",
         err.message
     );
-    volumes::teardown(&host.host, "u-local").await.unwrap();
+    volumes::teardown(&host.host.pods_dir, "u-local").await.unwrap();
 }

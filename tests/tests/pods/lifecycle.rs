@@ -2,20 +2,7 @@
 //! containers in order, volumes and env from ConfigMaps and Secrets, Jobs to completion,
 //! liveness restarts.
 
-use crate::{at, Node, BUSYBOX, TESTSERVER};
-
-fn pod(name: &str, restart: &str, body: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  restartPolicy: {restart}
-  terminationGracePeriodSeconds: 1
-{body}"#
-    )
-}
+use crate::{at, pod_yaml as pod, Node, BUSYBOX, TESTSERVER};
 
 #[test]
 fn a_crashing_container_backs_off_with_growing_delays() {

@@ -325,6 +325,20 @@ fn require_root() {
     assert_eq!(uid.as_deref(), Some("0"), "these tests run as root (containerd, network namespaces)");
 }
 
+/// A pod manifest: `body` is the rest of its spec, indented by two spaces.
+pub fn pod_yaml(name: &str, restart: &str, body: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+spec:
+  restartPolicy: {restart}
+  terminationGracePeriodSeconds: 1
+{body}"#
+    )
+}
+
 /// A JSON value at a pointer as a string ("" when absent).
 pub fn at(v: &serde_json::Value, pointer: &str) -> String {
     match v.pointer(pointer) {

@@ -1,23 +1,10 @@
 //! Restarting the agent: healthy containers keep running (same container, no restart), and
 //! a pod deleted while the agent was down is cleaned up when it comes back.
 
-use crate::{at, Node, BUSYBOX};
+use crate::{at, pod_yaml, Node, BUSYBOX};
 
 fn sleeper(name: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  terminationGracePeriodSeconds: 1
-  containers:
-  - name: main
-    image: {BUSYBOX}
-    imagePullPolicy: IfNotPresent
-    command: ["sleep", "3600"]
-"#
-    )
+    pod_yaml(name, "Always", &format!("  containers:\n  - name: main\n    image: {BUSYBOX}\n    imagePullPolicy: IfNotPresent\n    command: [sleep, \"3600\"]\n"))
 }
 
 #[test]

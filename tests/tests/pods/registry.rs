@@ -9,36 +9,24 @@ use agent::images::oci::read_layout;
 use agent::images::test_images;
 use agent::registry::push::push_layout;
 use agent::registry::{Client, Reference, RegistryConfig};
+use agent::runtime::RegistryAuth;
 use crate::registry_env::{right, Registry, PASSWORD, USER};
-use crate::{at, Node};
+use crate::{at, pod_yaml, Node};
 
-/// Pushes the busybox test image to `reference` with the right credentials; its digest.
-fn push_busybox(reference: &str) -> String {
+/// Pushes the busybox test image to `reference` (with `auth`, if any); its digest.
+pub fn push_busybox(reference: &str, auth: Option<&RegistryAuth>) -> String {
     let busybox = test_images::read(Path::new(test_images::DEBIAN_BUSYBOX)).expect("busybox-static (scripts/install-deps.sh)");
     let layout = read_layout(&test_images::busybox_image(&busybox).to_layout_tar().unwrap()).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let client = Client::new(&RegistryConfig::default()).unwrap();
-        push_layout(&client, &layout, &Reference::parse(reference).unwrap(), Some(&right())).await.expect("pushing to the test registry")
+        push_layout(&client, &layout, &Reference::parse(reference).unwrap(), auth).await.expect("pushing to the test registry")
     })
 }
 
 fn pod(name: &str, image: &str, secret: &str) -> String {
-    format!(
-        r#"apiVersion: v1
-kind: Pod
-metadata:
-  name: {name}
-spec:
-  terminationGracePeriodSeconds: 1
-  imagePullSecrets: [{{name: {secret}}}]
-  containers:
-  - name: main
-    image: {image}
-    imagePullPolicy: Always
-    command: [sleep, "3600"]
-"#
-    )
+    let body = format!("  imagePullSecrets: [{{name: {secret}}}]\n  containers:\n  - name: main\n    image: {image}\n    imagePullPolicy: Always\n    command: [sleep, \"3600\"]\n");
+    pod_yaml(name, "Always", &body)
 }
 
 #[test]
@@ -46,7 +34,7 @@ fn pods_pull_from_a_registry_with_their_pull_secret_and_a_wrong_password_is_err_
     let node = Node::start(&[]);
     let registry = Registry::start(None, None);
     let image = registry.reference("kybern/pulled:v1");
-    let digest = push_busybox(&image);
+    let digest = push_busybox(&image, Some(&right()));
     let server = format!("127.0.0.1:{}", registry.port);
     for (secret, password) in [("right", PASSWORD), ("wrong", "not-the-password")] {
         node.run(&[

@@ -1,15 +1,10 @@
 //! `kybern up` as the README has users run it: one process, server and agent, and
 //! `kubectl create deployment` of an image from a registry ends with containers running.
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 
-use agent::images::oci::read_layout;
-use agent::images::test_images;
-use agent::registry::push::push_layout;
-use agent::registry::{Client, Reference, RegistryConfig};
-
 use crate::common::{kybern_binary, Binary};
+use crate::registry::push_busybox;
 use crate::registry_env::Registry;
 use crate::{at, eventually, require_root};
 
@@ -55,13 +50,7 @@ fn kybern_up_runs_a_deployment_created_with_kubectl() {
     require_root();
     let registry = Registry::start_anonymous();
     let image = registry.reference("library/busybox:1.36");
-    let busybox = test_images::read(Path::new(test_images::DEBIAN_BUSYBOX)).expect("busybox-static (scripts/install-deps.sh)");
-    let layout = read_layout(&test_images::busybox_image(&busybox).to_layout_tar().unwrap()).unwrap();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let client = Client::new(&RegistryConfig::default()).unwrap();
-        push_layout(&client, &layout, &Reference::parse(&image).unwrap(), None).await.expect("pushing to the test registry");
-    });
+    push_busybox(&image, None);
 
     let up = Up::start("kbtup", "e2e-up");
     let kubectl = up.server.as_ref().unwrap().kubectl();
