@@ -51,13 +51,22 @@ impl Backoff {
     }
 }
 
-/// "10s", "1m20s", "5m0s" as Go's time.Duration prints whole seconds.
+/// A duration as Go's time.Duration prints it, to the millisecond: "500ms", "2.5s",
+/// "10s", "1m20s", "5m0s".
 pub fn go_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    if s < 60 {
-        format!("{s}s")
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (minutes, ms) = (ms / 60_000, ms % 60_000);
+    let seconds = match ms % 1000 {
+        0 => format!("{}s", ms / 1000),
+        frac => format!("{}.{}s", ms / 1000, format!("{frac:03}").trim_end_matches('0')),
+    };
+    if minutes == 0 {
+        seconds
     } else {
-        format!("{}m{}s", s / 60, s % 60)
+        format!("{minutes}m{seconds}")
     }
 }
 
@@ -99,5 +108,8 @@ mod tests {
         assert_eq!(go_duration(Duration::from_secs(10)), "10s");
         assert_eq!(go_duration(Duration::from_secs(80)), "1m20s");
         assert_eq!(go_duration(Duration::from_secs(300)), "5m0s");
+        assert_eq!(go_duration(Duration::from_millis(500)), "500ms");
+        assert_eq!(go_duration(Duration::from_millis(2500)), "2.5s");
+        assert_eq!(go_duration(Duration::from_millis(80_250)), "1m20.25s");
     }
 }
