@@ -54,6 +54,10 @@ pub struct NodeArgs {
     pub restart_backoff: std::time::Duration,
     #[arg(long, default_value = "300s", value_parser = humantime_secs)]
     pub restart_backoff_max: std::time::Duration,
+    /// Hard eviction thresholds, as the kubelet's flag: the node reports MemoryPressure or
+    /// DiskPressure (and takes no new pods) below them, and allocatable leaves them aside.
+    #[arg(long, default_value = "memory.available<100Mi,nodefs.available<10%")]
+    pub eviction_hard: agent::node::Eviction,
 }
 
 fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
@@ -127,6 +131,7 @@ pub async fn run(client: kube::Client, args: NodeArgs) -> anyhow::Result<()> {
         runtime_version: format!("containerd://{version}"),
         backoff: agent::pods::BackoffConfig { initial: args.restart_backoff, max: args.restart_backoff_max },
         static_pods_dir: args.pod_manifest_path.clone(),
+        eviction: args.eviction_hard,
     };
     eprintln!("agent: node {} ({}), containerd {version}", config.node_name, config.node_ip);
     let runtime: Arc<dyn Runtime> = Arc::new(runtime);

@@ -28,6 +28,8 @@ pub struct AgentConfig {
     pub backoff: BackoffConfig,
     /// Static pod manifests (`--pod-manifest-path`).
     pub static_pods_dir: Option<PathBuf>,
+    /// The hard eviction thresholds (`--eviction-hard`).
+    pub eviction: node::Eviction,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -48,6 +50,7 @@ pub async fn run(client: Client, config: AgentConfig, runtime: Arc<dyn Runtime>,
         data_dir: config.data_dir.clone(),
         labels: config.labels.clone(),
         runtime_version: config.runtime_version.clone(),
+        eviction: config.eviction,
     };
     let readiness: Arc<Mutex<Result<(), String>>> =
         Arc::new(Mutex::new(Err("container runtime network not ready: waiting for the node's podCIDR".into())));

@@ -22,6 +22,10 @@ use kube::Client;
 use serde_json::json;
 
 pub const FIELD_MANAGER: &str = "kybern-agent";
+pub mod eviction;
+
+pub use eviction::Eviction;
+
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// How often the Lease is renewed, and for how long it holds (the kubelet's figures).
 pub const LEASE_RENEW: Duration = Duration::from_secs(10);
@@ -31,9 +35,6 @@ pub const LEASE_DURATION_SECONDS: i32 = 40;
 pub const STATUS_REPORT: Duration = Duration::from_secs(60);
 /// Pods a node accepts, as the kubelet's default maxPods.
 pub const MAX_PODS: u32 = 110;
-/// The kubelet's default hard eviction thresholds, which allocatable leaves aside.
-pub const EVICTION_MEMORY_BYTES: u64 = 100 << 20;
-pub const EVICTION_DISK_PERCENT: u64 = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -134,6 +135,8 @@ pub struct NodeConfig {
     pub labels: BTreeMap<String, String>,
     /// `containerd://1.6.20`.
     pub runtime_version: String,
+    /// The hard eviction thresholds (`--eviction-hard`).
+    pub eviction: Eviction,
 }
 
 pub fn labels(config: &NodeConfig) -> BTreeMap<String, String> {
@@ -161,9 +164,9 @@ pub fn arch() -> &'static str {
     }
 }
 
-/// Capacity and allocatable: allocatable leaves aside the hard eviction thresholds (100Mi of
-/// memory, 10% of the disk), as the kubelet's defaults do.
-pub fn resources(facts: &HostFacts) -> (BTreeMap<String, Quantity>, BTreeMap<String, Quantity>) {
+/// Capacity and allocatable: allocatable leaves aside the hard eviction thresholds (by
+/// default 100Mi of memory and 10% of the disk), as the kubelet does.
+pub fn resources(facts: &HostFacts, eviction: &Eviction) -> (BTreeMap<String, Quantity>, BTreeMap<String, Quantity>) {
     let q = |s: String| Quantity(s);
     let capacity: BTreeMap<String, Quantity> = [
         ("cpu", q(facts.cpus.to_string())),
@@ -175,16 +178,16 @@ pub fn resources(facts: &HostFacts) -> (BTreeMap<String, Quantity>, BTreeMap<Str
     .map(|(k, v)| (k.to_string(), v))
     .collect();
     let mut allocatable = capacity.clone();
-    let memory = facts.memory_bytes.saturating_sub(EVICTION_MEMORY_BYTES);
+    let memory = facts.memory_bytes.saturating_sub(eviction.memory_bytes);
     allocatable.insert("memory".into(), q(format!("{}Ki", memory / 1024)));
-    let disk = facts.disk_bytes - facts.disk_bytes * EVICTION_DISK_PERCENT / 100;
+    let disk = facts.disk_bytes - facts.disk_bytes * eviction.disk_percent / 100;
     allocatable.insert("ephemeral-storage".into(), q(disk.to_string()));
     (capacity, allocatable)
 }
 
 /// The four conditions, with upstream's reasons and messages. `ready` is `Err(message)`
 /// while the runtime or the pod network is not ready.
-pub fn conditions(facts: &HostFacts, ready: &Result<(), String>, now: &Time) -> Vec<NodeCondition> {
+pub fn conditions(facts: &HostFacts, eviction: &Eviction, ready: &Result<(), String>, now: &Time) -> Vec<NodeCondition> {
     let condition = |type_: &str, status: bool, reason: &str, message: &str| NodeCondition {
         type_: type_.into(),
         status: if status { "True" } else { "False" }.into(),
@@ -193,9 +196,9 @@ pub fn conditions(facts: &HostFacts, ready: &Result<(), String>, now: &Time) -> 
         last_heartbeat_time: Some(now.clone()),
         last_transition_time: Some(now.clone()),
     };
-    let memory_pressure = facts.memory_available_bytes < EVICTION_MEMORY_BYTES;
+    let memory_pressure = facts.memory_available_bytes < eviction.memory_bytes;
     let disk_pressure =
-        facts.disk_bytes > 0 && facts.disk_available_bytes * 100 < facts.disk_bytes * EVICTION_DISK_PERCENT;
+        facts.disk_bytes > 0 && facts.disk_available_bytes * 100 < facts.disk_bytes * eviction.disk_percent;
     // The kubelet's pid.available threshold is unset by default; report pressure when the
     // host is within 10% of pid_max, where forks start failing.
     let pid_pressure = facts.pids * 10 > facts.pid_max * 9;
@@ -261,11 +264,11 @@ pub fn status(
     kubelet_version: &str,
     now: &Time,
 ) -> NodeStatus {
-    let (capacity, allocatable) = resources(facts);
+    let (capacity, allocatable) = resources(facts, &config.eviction);
     NodeStatus {
         capacity: Some(capacity),
         allocatable: Some(allocatable),
-        conditions: Some(conditions(facts, ready, now)),
+        conditions: Some(conditions(facts, &config.eviction, ready, now)),
         addresses: Some(vec![
             NodeAddress { type_: "InternalIP".into(), address: config.ip.to_string() },
             NodeAddress { type_: "Hostname".into(), address: config.name.clone() },
@@ -484,12 +487,13 @@ mod tests {
             data_dir: "/tmp".into(),
             labels: [("role".to_string(), "edge".to_string())].into(),
             runtime_version: "containerd://1.6.20".into(),
+            eviction: Eviction::default(),
         }
     }
 
     #[test]
     fn allocatable_leaves_aside_the_eviction_thresholds() {
-        let (capacity, allocatable) = resources(&facts());
+        let (capacity, allocatable) = resources(&facts(), &Eviction::default());
         assert_eq!(capacity["cpu"].0, "2");
         assert_eq!(capacity["memory"].0, "4194304Ki");
         assert_eq!(allocatable["memory"].0, format!("{}Ki", 4194304 - 102400));
@@ -501,7 +505,7 @@ mod tests {
     fn pressure_conditions_follow_the_thresholds() {
         let now = now();
         let status_of = |f: &HostFacts, t: &str| {
-            conditions(f, &Ok(()), &now).into_iter().find(|c| c.type_ == t).unwrap().status
+            conditions(f, &Eviction::default(), &Ok(()), &now).into_iter().find(|c| c.type_ == t).unwrap().status
         };
         let cases = [
             ("plenty", facts(), [("MemoryPressure", "False"), ("DiskPressure", "False"), ("PIDPressure", "False")]),
@@ -530,7 +534,7 @@ mod tests {
 
     #[test]
     fn not_ready_carries_the_reason() {
-        let c = conditions(&facts(), &Err("network not ready".into()), &now());
+        let c = conditions(&facts(), &Eviction::default(), &Err("network not ready".into()), &now());
         let ready = c.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.status, "False");
         assert_eq!(ready.reason.as_deref(), Some("KubeletNotReady"));

@@ -62,6 +62,7 @@ async fn cluster(static_pods: bool) -> Cluster {
         runtime_version: "fake://1".into(),
         backoff: BackoffConfig { initial: Duration::from_millis(400), max: Duration::from_millis(1600) },
         static_pods_dir: static_pods.then_some(manifests),
+        eviction: Default::default(),
     };
     let agent = {
         let (client, runtime, network) = (client.clone(), runtime.clone() as Arc<dyn Runtime>, network.clone() as Arc<dyn agent::network::Network>);

@@ -42,6 +42,11 @@ fn image_tars() -> &'static (PathBuf, PathBuf) {
     PATHS.get_or_init(|| (busybox.clone(), server.clone()))
 }
 
+/// The test nodes share this host's disk with build output, which can leave less than
+/// the kubelet's 10% free: they keep 1%, so a full target dir does not give them
+/// DiskPressure (and its NoSchedule taint).
+pub const TEST_EVICTION: &str = "memory.available<100Mi,nodefs.available<1%";
+
 pub const BUSYBOX: &str = agent::images::test_images::BUSYBOX_IMAGE;
 pub const TESTSERVER: &str = agent::images::test_images::TESTSERVER_IMAGE;
 
@@ -203,6 +208,7 @@ impl Node {
             .arg("--agent-dir")
             .arg(&self.agent_dir)
             .args(["--restart-backoff", "2s", "--restart-backoff-max", "16s"])
+            .args(["--eviction-hard", TEST_EVICTION])
             .args(extra)
             .env("KYBERN_LOG", "agent=info,warn")
             .stdout(Stdio::null())

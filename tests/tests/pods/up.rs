@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use crate::common::{kybern_binary, Binary};
 use crate::registry::push_busybox;
 use crate::registry_env::Registry;
-use crate::{at, eventually, require_root};
+use crate::{at, eventually, require_root, TEST_EVICTION};
 
 /// `kybern up` on a temp data dir; dropping it kills the process by pid and resets the
 /// node (`kybern agent --reset`: containers, sandboxes, the bridge, the private containerd).
@@ -23,7 +23,7 @@ impl Up {
         cmd.arg("up")
             .arg("--data-dir")
             .arg(data.path())
-            .args(["--listen", "127.0.0.1:0", "--node-name", node, "--node-ip", "127.0.0.1", "--bridge", bridge])
+            .args(["--listen", "127.0.0.1:0", "--node-name", node, "--node-ip", "127.0.0.1", "--bridge", bridge, "--eviction-hard", TEST_EVICTION])
             .env("KYBERN_LOG", "agent=info,warn");
         let server = Binary::spawn(cmd, data.path());
         Up { server: Some(server), data, bridge: bridge.into() }
