@@ -11,7 +11,9 @@
 //! 3. for each batch size (`--batches`, 1, 10 and 30) creates that many pods at once
 //!    (`sleep 3600`, no probes) and, through a watch opened before the creates, takes for
 //!    each pod the time from its create request to the watch event showing it Ready;
-//!    prints p50 and p99 per batch, then deletes the pods and waits until they are gone;
+//!    prints p50 and p99 per batch, then deletes the pods and waits until they are gone
+//!    (a grace period of 1 s, so they are gone only once the agent removed their
+//!    containers and the next batch starts on a quiet node);
 //! 4. samples the agent's RSS while the largest batch runs, and its peak (VmHWM);
 //! 5. stops the agent, runs `kybern agent --reset` (containers, sandboxes, bridge, the
 //!    private containerd), and stops the server.
@@ -199,7 +201,9 @@ async fn batch(client: &kube::Client, ns: &str, n: usize) -> Result<Vec<Duration
             let pod: Pod = serde_json::from_value(json!({
                 "metadata": {"name": name},
                 "spec": {
-                    "terminationGracePeriodSeconds": 0,
+                    // Graceful (not immediate) deletion: the namespace is gone only once the agent
+                    // has stopped and removed the containers, so each round starts on a quiet node.
+                    "terminationGracePeriodSeconds": 1,
                     "containers": [{"name": "main", "image": agent::images::test_images::BUSYBOX_IMAGE,
                         "imagePullPolicy": "IfNotPresent", "command": ["sleep", "3600"]}],
                 },
