@@ -149,7 +149,9 @@ pub fn preempt(
     }
     // Upstream's pickOneNodeForPreemption: fewest PDB violations, then the lowest
     // top victim priority, then the lowest sum of priorities each shifted by 2^31 (so
-    // fewer victims weigh less whatever their priorities), then the fewest victims.
+    // fewer victims weigh less whatever their priorities), then the fewest victims,
+    // then the node whose top-priority victims started latest (the least work lost);
+    // on a full tie the first node.
     candidates
         .into_iter()
         .min_by_key(|c| {
@@ -164,7 +166,14 @@ pub fn preempt(
                 .iter()
                 .map(|v| v.priority as i64 + i32::MAX as i64 + 1)
                 .sum();
-            (c.pdb_violations, top, sum, c.victims.len())
+            let earliest_top_start = c
+                .victims
+                .iter()
+                .filter(|v| v.priority == top)
+                .map(|v| v.started)
+                .min()
+                .unwrap_or(i128::MAX);
+            (c.pdb_violations, top, sum, c.victims.len(), std::cmp::Reverse(earliest_top_start))
         })
         .ok_or_else(|| {
             format!(
@@ -235,6 +244,29 @@ mod tests {
         ];
         for (name, pod, want) in cases {
             assert_eq!(run(&cache, pod), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn among_equal_victims_the_node_whose_victims_started_latest_is_chosen() {
+        // Each node has one 2-cpu victim of priority 1 (and "n3" one of priority 2, which
+        // loses on priority first); only their start times differ.
+        let cases = [
+            ("the later start wins", [100, 200], "n2"),
+            ("whatever the node order", [300, 200], "n1"),
+            ("a tie goes to the first node", [200, 200], "n1"),
+        ];
+        for (name, [t1, t2], want) in cases {
+            let cache = cluster(
+                vec![Node::test("n1").cpu("2"), Node::test("n2").cpu("2"), Node::test("n3").cpu("2")],
+                vec![
+                    Pod::test("v1").on_node("n1").requests("2", "1Gi").priority(1).started_at(t1),
+                    Pod::test("v2").on_node("n2").requests("2", "1Gi").priority(1).started_at(t2),
+                    Pod::test("v3").on_node("n3").requests("2", "1Gi").priority(2).started_at(1000),
+                ],
+            );
+            let got = run(&cache, Pod::test("p").requests("2", "1Gi").priority(10)).map(|(node, _)| node);
+            assert_eq!(got.as_deref(), Ok(want), "{name}");
         }
     }
 

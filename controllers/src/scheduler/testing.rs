@@ -123,6 +123,8 @@ pub trait PodFixture: Sized {
     fn label(self, k: &str, v: &str) -> Self;
     fn on_node(self, node: &str) -> Self;
     fn priority(self, p: i32) -> Self;
+    /// status.startTime, in seconds since the epoch.
+    fn started_at(self, seconds: i64) -> Self;
     fn node_selector(self, k: &str, v: &str) -> Self;
     /// Required node affinity: one term with one requirement.
     fn node_affinity(self, key: &str, op: &str, values: &[&str]) -> Self;
@@ -236,6 +238,11 @@ impl PodFixture for Pod {
     }
     fn priority(mut self, p: i32) -> Self {
         spec(&mut self).priority = Some(p);
+        self
+    }
+    fn started_at(mut self, seconds: i64) -> Self {
+        let at = k8s_openapi::jiff::Timestamp::from_second(seconds).expect("a valid time");
+        self.status.get_or_insert_with(Default::default).start_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at));
         self
     }
     fn node_selector(mut self, k: &str, v: &str) -> Self {
