@@ -196,7 +196,8 @@ async fn a_failing_container_restarts_with_growing_back_off() {
         .pod_until("crash", "CrashLoopBackOff", |p| statuses(p)[0]["state"]["waiting"]["reason"] == "CrashLoopBackOff")
         .await;
     let message = statuses(&p)[0]["state"]["waiting"]["message"].as_str().unwrap_or_default().to_string();
-    assert!(message.starts_with("back-off 1s restarting failed container=main pod=crash_default("), "{message}");
+    // Go prints 1.6 s as "1.6s", as the kubelet's message does.
+    assert!(message.starts_with("back-off 1.6s restarting failed container=main pod=crash_default("), "{message}");
     let _ = messages;
 }
 
