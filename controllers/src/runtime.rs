@@ -127,6 +127,13 @@ pub async fn run_with(names: &[String], ctx: Context, disable: &[String]) -> any
     Ok(())
 }
 
+/// Runs one loop (under its lease, restarted after each failure) until the process
+/// ends, without naming the others: a binary that runs only this loop (the standalone
+/// `kybern-scheduler`) links only its code.
+pub async fn run_one(l: Loop, ctx: Context) {
+    lead_and_run(l, Arc::new(ctx)).await
+}
+
 /// One loop under its lease, restarted after each failure.
 async fn lead_and_run(l: Loop, ctx: Arc<Context>) {
     let elector = Elector::new(ctx.client.clone(), &format!("kybern-{}", l.name), &ctx.identity);
