@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{PodAffinityTerm, Taint, WeightedPodAffinityTerm
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::objects::{Node, Pod};
+use super::objects::{Node, Pod, PodSpec};
 
 use super::framework::event;
 use super::labels::Labels;
@@ -35,10 +35,25 @@ impl HostPort {
 }
 
 /// A pod with everything the plugins ask of it parsed once.
+///
+/// It keeps no `Pod` object: the scheduler holds one of these for every pod in the
+/// cluster (3000 pending pods in `kybern bench scheduler`), and a lean `Pod` with its
+/// `ObjectMeta` of mostly empty fields was ~850 bytes before its strings. What is left of
+/// the spec after parsing (node selection, tolerations, topology spread, images) is kept
+/// boxed for pods still to schedule and dropped for assigned ones.
 #[derive(Debug)]
 pub struct PodInfo {
-    pub pod: Arc<Pod>,
+    /// The rest of the spec, for pods the scheduler places; None once assigned.
+    pub spec: Option<Box<PodSpec>>,
     pub uid: String,
+    pub resource_version: Option<String>,
+    /// metadata.creationTimestamp in ns: the queue's order among equal priorities.
+    pub created: i128,
+    /// status.nominatedNodeName (set after this pod preempted others).
+    pub nominated_node: Option<String>,
+    /// The message of the pod's PodScheduled=False/Unschedulable condition, if any, so
+    /// the same verdict is not written twice.
+    pub unschedulable_message: Option<String>,
     pub namespace: String,
     pub name: String,
     pub labels: Labels,
@@ -73,6 +88,14 @@ impl PodInfo {
             .and_then(|s| s.start_time.as_ref())
             .or(pod.metadata.creation_timestamp.as_ref())
             .map_or(0, |t| t.0.as_nanosecond());
+        let created = pod.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_nanosecond());
+        let status = pod.status.take().unwrap_or_default();
+        let unschedulable_message = status
+            .conditions
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
+            .map(|c| c.message.unwrap_or_default());
         let spec = pod.spec.get_or_insert_with(Default::default);
         let ports = spec
             .containers
@@ -94,6 +117,15 @@ impl PodInfo {
         {
             c.resources = None;
             c.ports = None;
+        }
+        // Decoding grows vectors to 4 elements; most pods have one container and a
+        // couple of tolerations, held for as long as they are pending.
+        spec.containers.shrink_to_fit();
+        for v in [&mut spec.init_containers].into_iter().flatten() {
+            v.shrink_to_fit();
+        }
+        for v in [&mut spec.tolerations].into_iter().flatten() {
+            v.shrink_to_fit();
         }
         let priority = spec.priority.unwrap_or(0);
         let (pa, anti) = match spec.affinity.as_mut() {
@@ -126,7 +158,11 @@ impl PodInfo {
             preferred_anti_affinity: anti
                 .preferred_during_scheduling_ignored_during_execution
                 .unwrap_or_default(),
-            pod: Arc::new(pod),
+            resource_version: pod.metadata.resource_version.take(),
+            created,
+            nominated_node: status.nominated_node_name,
+            unschedulable_message,
+            spec: pod.spec.map(Box::new),
         }
     }
 
@@ -134,9 +170,10 @@ impl PodInfo {
     /// into the fields above, so the object itself is not kept (all such pods share one
     /// empty object). The cache holds every pod in the cluster; this keeps each small.
     pub fn new_assigned(pod: Arc<Pod>) -> PodInfo {
-        static EMPTY: std::sync::LazyLock<Arc<Pod>> = std::sync::LazyLock::new(Default::default);
         let mut info = PodInfo::new(pod);
-        info.pod = EMPTY.clone();
+        info.spec = None;
+        info.resource_version = None;
+        info.unschedulable_message = None;
         info
     }
 

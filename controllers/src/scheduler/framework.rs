@@ -87,9 +87,8 @@ impl CycleState {
     /// O(nodes + pods with affinity): walks the cache once for the cluster-wide plugins.
     pub fn new(pod: Arc<PodInfo>, cache: &Cache) -> CycleState {
         let tolerations = pod
-            .pod
             .spec
-            .as_ref()
+            .as_deref()
             .and_then(|s| s.tolerations.clone())
             .unwrap_or_default();
         let own_terms = !pod.required_affinity.is_empty() || !pod.required_anti_affinity.is_empty();

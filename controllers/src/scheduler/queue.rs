@@ -77,11 +77,7 @@ pub struct SchedulingQueue {
 }
 
 fn creation(info: &PodInfo) -> i128 {
-    info.pod
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or(0, |t| t.0.as_nanosecond())
+    info.created
 }
 
 impl Inner {
