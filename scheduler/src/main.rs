@@ -21,6 +21,17 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<()> {
+    // One thread, so one malloc arena. Memory freed at the top of the heap goes back at
+    // 128 KiB instead of glibc's threshold that grows with the largest freed block, and
+    // blocks from 64 KiB (a list page's body, a hash table of every pod) are mapped
+    // apart and returned whole when freed. `kybern bench scheduler`, 3000 pods: peak
+    // RSS 15.6 -> 14.9 MiB.
+    controllers::runtime::reexec_with_malloc_settings(&[
+        ("MALLOC_ARENA_MAX", "1"),
+        ("MALLOC_TRIM_THRESHOLD_", "131072"),
+        ("MALLOC_MMAP_THRESHOLD_", "65536"),
+        ("MALLOC_TOP_PAD_", "0"),
+    ]);
     // A level only (error, warn, info, debug, trace): EnvFilter's directive parser
     // compiles regular expressions at start-up, code and heap this process does not
     // otherwise need.

@@ -164,7 +164,7 @@ pub async fn run(args: SchedulerArgs) -> Result<()> {
     }
     let mut runs = Vec::new();
     for (nodes, pods, large) in [(args.nodes, args.pods, false), (5000, 10000, true)] {
-        if large && !(args.also_large || !args.skip_large) {
+        if large && args.skip_large && !args.also_large {
             continue;
         }
         if let Some(p) = &standalone {
