@@ -4,9 +4,9 @@
 //! the binding, so two pods that each fit only once never land on the same node.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{PodAffinityTerm, Taint, WeightedPodAffinityTerm};
+use k8s_openapi::api::core::v1::{PodAffinityTerm, Taint, Toleration, WeightedPodAffinityTerm};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -66,6 +66,36 @@ pub struct PodInfo {
     pub requests: Resource,
     pub non_zero: (i64, i64),
     pub ports: Vec<HostPort>,
+    /// The pod's (anti-)affinity terms; None for the many pods without any.
+    pub terms: Option<Box<PodTerms>>,
+    /// spec.tolerations, shared between pods with the same list (see [`intern`]).
+    pub tolerations: Arc<[Toleration]>,
+}
+
+/// One shared copy of each recently seen toleration list. Admission gives nearly every
+/// pod the same two (not-ready and unreachable, NoExecute for 300 s), ~400 bytes a pod
+/// with their strings, held for every pending pod; a handful of distinct lists covers a
+/// cluster's pods, and a pod whose list is not among the last few keeps its own.
+fn intern(list: Vec<Toleration>) -> Arc<[Toleration]> {
+    static RECENT: Mutex<Vec<Arc<[Toleration]>>> = Mutex::new(Vec::new());
+    const KEEP: usize = 8;
+    let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = recent.iter().position(|l| **l == *list) {
+        let l = recent.remove(i);
+        recent.push(l.clone());
+        return l;
+    }
+    let l: Arc<[Toleration]> = list.into();
+    if recent.len() == KEEP {
+        recent.remove(0);
+    }
+    recent.push(l.clone());
+    l
+}
+
+/// A pod's inter-pod (anti-)affinity terms.
+#[derive(Debug, Default)]
+pub struct PodTerms {
     pub required_affinity: Vec<PodAffinityTerm>,
     pub required_anti_affinity: Vec<PodAffinityTerm>,
     pub preferred_affinity: Vec<WeightedPodAffinityTerm>,
@@ -81,7 +111,7 @@ impl PodInfo {
         let requests = pod_requests(&pod);
         let non_zero = non_zero_requests(&pod);
         let labels = pod.metadata.labels.take().unwrap_or_default();
-        let uid = pod.metadata.uid.clone().unwrap_or_else(|| pod_key(&pod));
+        let uid = pod.metadata.uid.take().unwrap_or_else(|| pod_key(&pod));
         let started = pod
             .status
             .as_ref()
@@ -124,9 +154,7 @@ impl PodInfo {
         for v in [&mut spec.init_containers].into_iter().flatten() {
             v.shrink_to_fit();
         }
-        for v in [&mut spec.tolerations].into_iter().flatten() {
-            v.shrink_to_fit();
-        }
+        let tolerations = intern(spec.tolerations.take().unwrap_or_default());
         let priority = spec.priority.unwrap_or(0);
         let (pa, anti) = match spec.affinity.as_mut() {
             Some(a) => (
@@ -136,28 +164,29 @@ impl PodInfo {
             None => Default::default(),
         };
         PodInfo {
+            tolerations,
             deleting: pod.metadata.deletion_timestamp.is_some(),
             started,
             uid,
-            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-            name: pod.metadata.name.clone().unwrap_or_default(),
+            namespace: pod.metadata.namespace.take().unwrap_or_default(),
+            name: pod.metadata.name.take().unwrap_or_default(),
             labels,
             priority,
             requests,
             non_zero,
             ports,
-            required_affinity: pa
-                .required_during_scheduling_ignored_during_execution
-                .unwrap_or_default(),
-            preferred_affinity: pa
-                .preferred_during_scheduling_ignored_during_execution
-                .unwrap_or_default(),
-            required_anti_affinity: anti
-                .required_during_scheduling_ignored_during_execution
-                .unwrap_or_default(),
-            preferred_anti_affinity: anti
-                .preferred_during_scheduling_ignored_during_execution
-                .unwrap_or_default(),
+            terms: Some(Box::new(PodTerms {
+                required_affinity: pa.required_during_scheduling_ignored_during_execution.unwrap_or_default(),
+                preferred_affinity: pa.preferred_during_scheduling_ignored_during_execution.unwrap_or_default(),
+                required_anti_affinity: anti.required_during_scheduling_ignored_during_execution.unwrap_or_default(),
+                preferred_anti_affinity: anti.preferred_during_scheduling_ignored_during_execution.unwrap_or_default(),
+            }))
+            .filter(|t| {
+                !(t.required_affinity.is_empty()
+                    && t.required_anti_affinity.is_empty()
+                    && t.preferred_affinity.is_empty()
+                    && t.preferred_anti_affinity.is_empty())
+            }),
             resource_version: pod.metadata.resource_version.take(),
             created,
             nominated_node: status.nominated_node_name,
@@ -178,10 +207,23 @@ impl PodInfo {
     }
 
     pub fn has_affinity(&self) -> bool {
-        !(self.required_affinity.is_empty()
-            && self.required_anti_affinity.is_empty()
-            && self.preferred_affinity.is_empty()
-            && self.preferred_anti_affinity.is_empty())
+        self.terms.is_some()
+    }
+
+    pub fn required_affinity(&self) -> &[PodAffinityTerm] {
+        self.terms.as_ref().map_or(&[], |t| &t.required_affinity)
+    }
+
+    pub fn required_anti_affinity(&self) -> &[PodAffinityTerm] {
+        self.terms.as_ref().map_or(&[], |t| &t.required_anti_affinity)
+    }
+
+    pub fn preferred_affinity(&self) -> &[WeightedPodAffinityTerm] {
+        self.terms.as_ref().map_or(&[], |t| &t.preferred_affinity)
+    }
+
+    pub fn preferred_anti_affinity(&self) -> &[WeightedPodAffinityTerm] {
+        self.terms.as_ref().map_or(&[], |t| &t.preferred_anti_affinity)
     }
 }
 
@@ -379,9 +421,9 @@ impl Cache {
         &self.pdb_list
     }
 
-    /// The uids of every bound or assumed pod.
-    pub fn pod_uids(&self) -> Vec<String> {
-        self.pods.keys().cloned().collect()
+    /// The uids of bound or assumed pods that `keep` rejects.
+    pub fn pod_uids_except(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        self.pods.keys().filter(|u| !keep(u)).cloned().collect()
     }
 
     /// Whether any bound or assumed pod has a pod (anti-)affinity term.

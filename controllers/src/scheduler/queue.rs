@@ -304,9 +304,10 @@ impl SchedulingQueue {
     }
 
     /// The uids of every queued pod (active, backing off, parked or in flight).
-    pub fn uids(&self) -> Vec<String> {
+    /// The uids of queued pods that `keep` rejects.
+    pub fn uids_except(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
         let q = self.inner.lock().expect("queue lock");
-        q.entries.keys().cloned().collect()
+        q.entries.keys().filter(|u| !keep(u)).cloned().collect()
     }
 
     /// (active, back-off, unschedulable) sizes, for tests and logs.
