@@ -155,6 +155,8 @@ impl PodInfo {
             v.shrink_to_fit();
         }
         let tolerations = intern(spec.tolerations.take().unwrap_or_default());
+        // The informer checked it before queueing the pod; nothing reads it after.
+        spec.scheduler_name = None;
         let priority = spec.priority.unwrap_or(0);
         let (pa, anti) = match spec.affinity.as_mut() {
             Some(a) => (
