@@ -81,7 +81,9 @@ pub struct BenchArgs {
 enum BenchCommand {
     /// Benchmark the API server against the upstream reference figures.
     Api(ApiArgs),
-    /// Benchmark the scheduler (throughput and its own memory) against kube-scheduler.
+    /// Benchmark the scheduler (throughput and its own memory) against kube-scheduler: the
+    /// standalone `kybern-scheduler` (build it with `cargo build --profile release-small -p
+    /// kybern-scheduler`) and, for comparison, `kybern controller scheduler`.
     Scheduler(scheduler::SchedulerArgs),
     /// Roll a large Deployment out on simulated nodes: times and the controllers' memory.
     Deployment(deployment::DeploymentArgs),

@@ -147,22 +147,11 @@ impl CommonArgs {
 /// large temporary buffers (a LIST of thousands of objects) go back to the system
 /// instead of staying in the heap. Variables the user set are kept.
 fn tune_allocator() {
-    use std::os::unix::process::CommandExt;
-    const MARK: &str = "KYBERN_ALLOCATOR_TUNED";
-    if std::env::var_os(MARK).is_some() {
-        return;
-    }
-    let Ok(exe) = std::env::current_exe() else { return };
-    let mut cmd = std::process::Command::new(exe);
-    cmd.args(std::env::args_os().skip(1)).env(MARK, "1");
-    for (k, v) in [("MALLOC_ARENA_MAX", "2"), ("MALLOC_TRIM_THRESHOLD_", "1048576"), ("MALLOC_MMAP_THRESHOLD_", "262144")] {
-        if std::env::var_os(k).is_none() {
-            cmd.env(k, v);
-        }
-    }
-    // exec only returns on failure; then run untuned.
-    let err = cmd.exec();
-    eprintln!("kybern: could not re-execute with a tuned allocator ({err}); continuing");
+    controllers::runtime::reexec_with_malloc_settings(&[
+        ("MALLOC_ARENA_MAX", "2"),
+        ("MALLOC_TRIM_THRESHOLD_", "1048576"),
+        ("MALLOC_MMAP_THRESHOLD_", "262144"),
+    ]);
 }
 
 fn main() -> anyhow::Result<()> {

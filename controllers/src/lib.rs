@@ -78,6 +78,6 @@ pub fn loops() -> Vec<Loop> {
         Loop { name: "nodeipam", run: nodeipam::run },
         Loop { name: "nodelifecycle", run: nodelifecycle::run },
         Loop { name: "localpath", run: localpath::run },
-        Loop { name: "scheduler", run: scheduler::run },
+        scheduler::LOOP,
     ]
 }

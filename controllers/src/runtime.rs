@@ -32,6 +32,29 @@ where
     (store, events)
 }
 
+/// Re-executes this process once with glibc's allocator settings `settings` (environment
+/// variables such as `MALLOC_ARENA_MAX`), keeping any the user set, so a long-running
+/// process gets them from its first allocation. Returns (and the process runs
+/// untuned) only if the exec fails. The same pid runs on, so a supervisor or a benchmark
+/// still sees one process.
+pub fn reexec_with_malloc_settings(settings: &[(&str, &str)]) {
+    use std::os::unix::process::CommandExt;
+    const MARK: &str = "KYBERN_ALLOCATOR_TUNED";
+    if std::env::var_os(MARK).is_some() {
+        return;
+    }
+    let Ok(exe) = std::env::current_exe() else { return };
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1)).env(MARK, "1");
+    for (k, v) in settings {
+        if std::env::var_os(k).is_none() {
+            cmd.env(k, v);
+        }
+    }
+    let err = cmd.exec();
+    eprintln!("could not re-execute with a tuned allocator ({err}); continuing");
+}
+
 /// Back-off before restarting a failed loop: 1 s, doubling to at most 60 s.
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(60);
@@ -125,6 +148,13 @@ pub async fn run_with(names: &[String], ctx: Context, disable: &[String]) -> any
         done?;
     }
     Ok(())
+}
+
+/// Runs one loop (under its lease, restarted after each failure) until the process
+/// ends, without naming the others: a binary that runs only this loop (the standalone
+/// `kybern-scheduler`) links only its code.
+pub async fn run_one(l: Loop, ctx: Context) {
+    lead_and_run(l, Arc::new(ctx)).await
 }
 
 /// One loop under its lease, restarted after each failure.

@@ -34,8 +34,12 @@ use config::SchedulerConfig;
 use framework::{fit_error_message, CycleState};
 use queue::{QueuedPod, SchedulingQueue};
 
-/// `Loop { name: "scheduler", run }`: the scheduler with the context's configuration
-/// (`--scheduler-config`), or the default one.
+/// The scheduler as a control loop: what `kybern controller scheduler`, `kybern server`
+/// and the standalone `kybern-scheduler` binary all run.
+pub const LOOP: crate::Loop = crate::Loop { name: "scheduler", run };
+
+/// The scheduler with the context's configuration (`--scheduler-config`), or the default
+/// one.
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     let client = ctx.client.clone();
     let config = ctx.scheduler_config.as_deref().cloned().unwrap_or_default();

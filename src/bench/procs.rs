@@ -159,6 +159,35 @@ pub async fn start_controller(names: &[&str], kubeconfig: &Path, log: &Path) -> 
     spawn(cmd, &format!("kybern controller {}", names.join(" ")), log)
 }
 
+/// The standalone scheduler binary a user would run: `kybern-scheduler` next to this
+/// executable, or in the `release-small` profile's directory beside it (where
+/// `cargo build --profile release-small -p kybern-scheduler` puts it when this is
+/// `target/release/kybern`).
+pub fn find_scheduler_binary() -> Result<PathBuf> {
+    const BUILD: &str = "cargo build --profile release-small -p kybern-scheduler";
+    let exe = std::env::current_exe().context("finding the kybern executable")?;
+    let dir = exe.parent().context("the kybern executable has no directory")?;
+    let mut candidates = vec![dir.join("kybern-scheduler")];
+    if let Some(target) = dir.parent() {
+        candidates.push(target.join("release-small").join("kybern-scheduler"));
+    }
+    match candidates.iter().find(|c| c.is_file()) {
+        Some(found) => Ok(found.clone()),
+        None => bail!(
+            "no kybern-scheduler binary at {}; build it with `{BUILD}` (or pass --scheduler-binary PATH)",
+            candidates.iter().map(|c| c.display().to_string()).collect::<Vec<_>>().join(" or ")
+        ),
+    }
+}
+
+/// Starts the standalone scheduler `exe --kubeconfig <kubeconfig>` (stdout and stderr
+/// to `log`).
+pub async fn start_scheduler(exe: &Path, kubeconfig: &Path, log: &Path) -> Result<Proc> {
+    let mut cmd = Command::new(exe);
+    cmd.arg("--kubeconfig").arg(kubeconfig);
+    spawn(cmd, "kybern-scheduler", log)
+}
+
 /// Spawns `cmd` as a [`Proc`] named `name`, stdout and stderr to `log`,
 /// killed on drop.
 pub fn spawn(mut cmd: Command, name: &str, log: &Path) -> Result<Proc> {

@@ -124,7 +124,7 @@ pub fn node_fit(node: &Node, ds: &DaemonSet) -> Fit {
     }
     let pod = pod_for(ds, name);
     let labels = node.metadata.labels.clone().unwrap_or_default();
-    if !required_matches(&LeanPod::from_api(&pod), &labels, name) {
+    if !required_matches(LeanPod::from_api(&pod).spec.as_ref(), &labels, name) {
         return never;
     }
     let taints = node
@@ -450,11 +450,11 @@ mod tests {
         };
         let labels = Default::default();
         assert!(
-            required_matches(&LeanPod::from_api(&pod), &labels, "n1"),
+            required_matches(LeanPod::from_api(&pod).spec.as_ref(), &labels, "n1"),
             "the pinned node matches even without the zone label"
         );
         assert!(
-            !required_matches(&LeanPod::from_api(&pod), &labels, "n2"),
+            !required_matches(LeanPod::from_api(&pod).spec.as_ref(), &labels, "n2"),
             "no other node matches"
         );
     }

@@ -38,7 +38,7 @@ pub async fn bind(client: &Client, pod: &PodInfo, node: &str) -> Result<(), Bind
     let binding = json!({
         "apiVersion": "v1",
         "kind": "Binding",
-        "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.pod.metadata.uid},
+        "metadata": {"name": pod.name, "namespace": pod.namespace, "uid": pod.uid},
         "target": {"apiVersion": "v1", "kind": "Node", "name": node},
     });
     pods(client, pod)
@@ -58,18 +58,8 @@ pub async fn bind(client: &Client, pod: &PodInfo, node: &str) -> Result<(), Bind
 }
 
 /// Whether the pod already carries exactly this PodScheduled=False condition.
-fn already_reported(pod: &Pod, message: &str) -> bool {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| {
-            cs.iter().any(|c| {
-                c.type_ == "PodScheduled"
-                    && c.status == "False"
-                    && c.reason.as_deref() == Some("Unschedulable")
-                    && c.message.as_deref() == Some(message)
-            })
-        })
+fn already_reported(pod: &PodInfo, message: &str) -> bool {
+    pod.unschedulable_message.as_deref() == Some(message)
 }
 
 /// Sets PodScheduled=False/Unschedulable with the message (strategic merge on the
@@ -81,7 +71,7 @@ pub async fn report_unschedulable(
     nominated: Option<&str>,
 ) -> Result<(), kube::Error> {
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    if !already_reported(&pod.pod, message) || nominated.is_some() {
+    if !already_reported(pod, message) || nominated.is_some() {
         let mut status = json!({"conditions": [{
             "type": "PodScheduled",
             "status": "False",
@@ -111,8 +101,8 @@ pub async fn report_unschedulable(
             kind: Some("Pod".into()),
             name: Some(pod.name.clone()),
             namespace: Some(pod.namespace.clone()),
-            uid: pod.pod.metadata.uid.clone(),
-            resource_version: pod.pod.metadata.resource_version.clone(),
+            uid: Some(pod.uid.clone()),
+            resource_version: pod.resource_version.clone(),
             ..Default::default()
         },
         reason: Some("FailedScheduling".into()),

@@ -4,13 +4,13 @@
 //! the binding, so two pods that each fit only once never land on the same node.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use k8s_openapi::api::core::v1::{PodAffinityTerm, Taint, WeightedPodAffinityTerm};
+use k8s_openapi::api::core::v1::{PodAffinityTerm, Taint, Toleration, WeightedPodAffinityTerm};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::objects::{Node, Pod};
+use super::objects::{Node, Pod, PodSpec};
 
 use super::framework::event;
 use super::labels::Labels;
@@ -35,10 +35,25 @@ impl HostPort {
 }
 
 /// A pod with everything the plugins ask of it parsed once.
+///
+/// It keeps no `Pod` object: the scheduler holds one of these for every pod in the
+/// cluster (3000 pending pods in `kybern bench scheduler`), and a lean `Pod` with its
+/// `ObjectMeta` of mostly empty fields was ~850 bytes before its strings. What is left of
+/// the spec after parsing (node selection, tolerations, topology spread, images) is kept
+/// boxed for pods still to schedule and dropped for assigned ones.
 #[derive(Debug)]
 pub struct PodInfo {
-    pub pod: Arc<Pod>,
+    /// The rest of the spec, for pods the scheduler places; None once assigned.
+    pub spec: Option<Box<PodSpec>>,
     pub uid: String,
+    pub resource_version: Option<String>,
+    /// metadata.creationTimestamp in ns: the queue's order among equal priorities.
+    pub created: i128,
+    /// status.nominatedNodeName (set after this pod preempted others).
+    pub nominated_node: Option<String>,
+    /// The message of the pod's PodScheduled=False/Unschedulable condition, if any, so
+    /// the same verdict is not written twice.
+    pub unschedulable_message: Option<String>,
     pub namespace: String,
     pub name: String,
     pub labels: Labels,
@@ -51,6 +66,36 @@ pub struct PodInfo {
     pub requests: Resource,
     pub non_zero: (i64, i64),
     pub ports: Vec<HostPort>,
+    /// The pod's (anti-)affinity terms; None for the many pods without any.
+    pub terms: Option<Box<PodTerms>>,
+    /// spec.tolerations, shared between pods with the same list (see [`intern`]).
+    pub tolerations: Arc<[Toleration]>,
+}
+
+/// One shared copy of each recently seen toleration list. Admission gives nearly every
+/// pod the same two (not-ready and unreachable, NoExecute for 300 s), ~400 bytes a pod
+/// with their strings, held for every pending pod; a handful of distinct lists covers a
+/// cluster's pods, and a pod whose list is not among the last few keeps its own.
+fn intern(list: Vec<Toleration>) -> Arc<[Toleration]> {
+    static RECENT: Mutex<Vec<Arc<[Toleration]>>> = Mutex::new(Vec::new());
+    const KEEP: usize = 8;
+    let mut recent = RECENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(i) = recent.iter().position(|l| **l == *list) {
+        let l = recent.remove(i);
+        recent.push(l.clone());
+        return l;
+    }
+    let l: Arc<[Toleration]> = list.into();
+    if recent.len() == KEEP {
+        recent.remove(0);
+    }
+    recent.push(l.clone());
+    l
+}
+
+/// A pod's inter-pod (anti-)affinity terms.
+#[derive(Debug, Default)]
+pub struct PodTerms {
     pub required_affinity: Vec<PodAffinityTerm>,
     pub required_anti_affinity: Vec<PodAffinityTerm>,
     pub preferred_affinity: Vec<WeightedPodAffinityTerm>,
@@ -66,13 +111,21 @@ impl PodInfo {
         let requests = pod_requests(&pod);
         let non_zero = non_zero_requests(&pod);
         let labels = pod.metadata.labels.take().unwrap_or_default();
-        let uid = pod.metadata.uid.clone().unwrap_or_else(|| pod_key(&pod));
+        let uid = pod.metadata.uid.take().unwrap_or_else(|| pod_key(&pod));
         let started = pod
             .status
             .as_ref()
             .and_then(|s| s.start_time.as_ref())
             .or(pod.metadata.creation_timestamp.as_ref())
             .map_or(0, |t| t.0.as_nanosecond());
+        let created = pod.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_nanosecond());
+        let status = pod.status.take().unwrap_or_default();
+        let unschedulable_message = status
+            .conditions
+            .into_iter()
+            .flatten()
+            .find(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
+            .map(|c| c.message.unwrap_or_default());
         let spec = pod.spec.get_or_insert_with(Default::default);
         let ports = spec
             .containers
@@ -95,6 +148,15 @@ impl PodInfo {
             c.resources = None;
             c.ports = None;
         }
+        // Decoding grows vectors to 4 elements; most pods have one container and a
+        // couple of tolerations, held for as long as they are pending.
+        spec.containers.shrink_to_fit();
+        for v in [&mut spec.init_containers].into_iter().flatten() {
+            v.shrink_to_fit();
+        }
+        let tolerations = intern(spec.tolerations.take().unwrap_or_default());
+        // The informer checked it before queueing the pod; nothing reads it after.
+        spec.scheduler_name = None;
         let priority = spec.priority.unwrap_or(0);
         let (pa, anti) = match spec.affinity.as_mut() {
             Some(a) => (
@@ -104,29 +166,34 @@ impl PodInfo {
             None => Default::default(),
         };
         PodInfo {
+            tolerations,
             deleting: pod.metadata.deletion_timestamp.is_some(),
             started,
             uid,
-            namespace: pod.metadata.namespace.clone().unwrap_or_default(),
-            name: pod.metadata.name.clone().unwrap_or_default(),
+            namespace: pod.metadata.namespace.take().unwrap_or_default(),
+            name: pod.metadata.name.take().unwrap_or_default(),
             labels,
             priority,
             requests,
             non_zero,
             ports,
-            required_affinity: pa
-                .required_during_scheduling_ignored_during_execution
-                .unwrap_or_default(),
-            preferred_affinity: pa
-                .preferred_during_scheduling_ignored_during_execution
-                .unwrap_or_default(),
-            required_anti_affinity: anti
-                .required_during_scheduling_ignored_during_execution
-                .unwrap_or_default(),
-            preferred_anti_affinity: anti
-                .preferred_during_scheduling_ignored_during_execution
-                .unwrap_or_default(),
-            pod: Arc::new(pod),
+            terms: Some(Box::new(PodTerms {
+                required_affinity: pa.required_during_scheduling_ignored_during_execution.unwrap_or_default(),
+                preferred_affinity: pa.preferred_during_scheduling_ignored_during_execution.unwrap_or_default(),
+                required_anti_affinity: anti.required_during_scheduling_ignored_during_execution.unwrap_or_default(),
+                preferred_anti_affinity: anti.preferred_during_scheduling_ignored_during_execution.unwrap_or_default(),
+            }))
+            .filter(|t| {
+                !(t.required_affinity.is_empty()
+                    && t.required_anti_affinity.is_empty()
+                    && t.preferred_affinity.is_empty()
+                    && t.preferred_anti_affinity.is_empty())
+            }),
+            resource_version: pod.metadata.resource_version.take(),
+            created,
+            nominated_node: status.nominated_node_name,
+            unschedulable_message,
+            spec: pod.spec.map(Box::new),
         }
     }
 
@@ -134,17 +201,31 @@ impl PodInfo {
     /// into the fields above, so the object itself is not kept (all such pods share one
     /// empty object). The cache holds every pod in the cluster; this keeps each small.
     pub fn new_assigned(pod: Arc<Pod>) -> PodInfo {
-        static EMPTY: std::sync::LazyLock<Arc<Pod>> = std::sync::LazyLock::new(Default::default);
         let mut info = PodInfo::new(pod);
-        info.pod = EMPTY.clone();
+        info.spec = None;
+        info.resource_version = None;
+        info.unschedulable_message = None;
         info
     }
 
     pub fn has_affinity(&self) -> bool {
-        !(self.required_affinity.is_empty()
-            && self.required_anti_affinity.is_empty()
-            && self.preferred_affinity.is_empty()
-            && self.preferred_anti_affinity.is_empty())
+        self.terms.is_some()
+    }
+
+    pub fn required_affinity(&self) -> &[PodAffinityTerm] {
+        self.terms.as_ref().map_or(&[], |t| &t.required_affinity)
+    }
+
+    pub fn required_anti_affinity(&self) -> &[PodAffinityTerm] {
+        self.terms.as_ref().map_or(&[], |t| &t.required_anti_affinity)
+    }
+
+    pub fn preferred_affinity(&self) -> &[WeightedPodAffinityTerm] {
+        self.terms.as_ref().map_or(&[], |t| &t.preferred_affinity)
+    }
+
+    pub fn preferred_anti_affinity(&self) -> &[WeightedPodAffinityTerm] {
+        self.terms.as_ref().map_or(&[], |t| &t.preferred_anti_affinity)
     }
 }
 
@@ -342,9 +423,9 @@ impl Cache {
         &self.pdb_list
     }
 
-    /// The uids of every bound or assumed pod.
-    pub fn pod_uids(&self) -> Vec<String> {
-        self.pods.keys().cloned().collect()
+    /// The uids of bound or assumed pods that `keep` rejects.
+    pub fn pod_uids_except(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        self.pods.keys().filter(|u| !keep(u)).cloned().collect()
     }
 
     /// Whether any bound or assumed pod has a pod (anti-)affinity term.

@@ -78,7 +78,7 @@ pub mod event {
 /// Everything about the pod being scheduled that does not depend on the node.
 pub struct CycleState {
     pub pod: Arc<PodInfo>,
-    pub tolerations: Vec<Toleration>,
+    pub tolerations: Arc<[Toleration]>,
     pub affinity: AffinityState,
     pub spread: SpreadState,
 }
@@ -86,13 +86,8 @@ pub struct CycleState {
 impl CycleState {
     /// O(nodes + pods with affinity): walks the cache once for the cluster-wide plugins.
     pub fn new(pod: Arc<PodInfo>, cache: &Cache) -> CycleState {
-        let tolerations = pod
-            .pod
-            .spec
-            .as_ref()
-            .and_then(|s| s.tolerations.clone())
-            .unwrap_or_default();
-        let own_terms = !pod.required_affinity.is_empty() || !pod.required_anti_affinity.is_empty();
+        let tolerations = pod.tolerations.clone();
+        let own_terms = !pod.required_affinity().is_empty() || !pod.required_anti_affinity().is_empty();
         // Without terms on either side there is nothing to count.
         let affinity = if own_terms || cache.any_affinity_pods() {
             AffinityState::new(&pod, cache)
@@ -155,7 +150,7 @@ pub fn score_nodes(
     );
     add(w.node_affinity, scores::node_affinity::score(state, nodes));
     let preferred =
-        !state.pod.preferred_affinity.is_empty() || !state.pod.preferred_anti_affinity.is_empty();
+        !state.pod.preferred_affinity().is_empty() || !state.pod.preferred_anti_affinity().is_empty();
     if preferred || cache.any_affinity_pods() {
         add(
             w.inter_pod_affinity,

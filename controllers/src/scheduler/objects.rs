@@ -79,7 +79,8 @@ pub struct PodSpec {
     pub init_containers: Option<Vec<Container>>,
     pub overhead: Option<BTreeMap<String, Quantity>>,
     pub node_selector: Option<BTreeMap<String, String>>,
-    pub affinity: Option<Affinity>,
+    /// Boxed: most pods have none, and every pending pod holds its spec.
+    pub affinity: Option<Box<Affinity>>,
     pub tolerations: Option<Vec<Toleration>>,
     pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
 }
@@ -88,7 +89,9 @@ pub struct PodSpec {
 #[serde(rename_all = "camelCase")]
 pub struct Container {
     pub image: Option<String>,
-    pub resources: Option<ResourceRequirements>,
+    /// Boxed: parsed into `PodInfo::requests` and dropped, so a pending pod's
+    /// containers hold only a null pointer here.
+    pub resources: Option<Box<ResourceRequirements>>,
     pub ports: Option<Vec<ContainerPort>>,
     /// "Always" on an init container makes it a sidecar.
     pub restart_policy: Option<String>,

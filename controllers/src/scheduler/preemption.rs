@@ -74,16 +74,12 @@ pub fn preempt(
     filter: &HashMap<String, Status>,
 ) -> Result<Candidate, String> {
     let pod = &state.pod;
-    let spec = pod.pod.spec.as_ref();
+    let spec = pod.spec.as_deref();
     if spec.and_then(|s| s.preemption_policy.as_deref()) == Some("Never") {
         return Err("preemption: not eligible due to preemptionPolicy=Never".into());
     }
     // A pod that already preempted waits while its victims terminate.
-    let nominated = pod
-        .pod
-        .status
-        .as_ref()
-        .and_then(|s| s.nominated_node_name.as_deref());
+    let nominated = pod.nominated_node.as_deref();
     if let Some(node) = nominated.and_then(|n| cache.node(n)) {
         let terminating = node
             .pods

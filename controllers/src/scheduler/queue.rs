@@ -6,7 +6,7 @@
 //! `UNSCHEDULABLE_TIMEOUT` (upstream's 5 minutes) at the latest.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -61,7 +61,9 @@ struct Entry {
 #[derive(Default)]
 struct Inner {
     entries: HashMap<String, Entry>,
-    active: BTreeSet<(ActiveKey, String)>,
+    /// Keys are unique (arrival order last); the value is the entry's pod, whose uid
+    /// finds the entry, so the active queue holds no copy of every uid.
+    active: BTreeMap<ActiveKey, Arc<PodInfo>>,
     /// The uids in `Place::Unschedulable`, so events look at parked pods only.
     parked: HashSet<String>,
     seq: u64,
@@ -77,11 +79,7 @@ pub struct SchedulingQueue {
 }
 
 fn creation(info: &PodInfo) -> i128 {
-    info.pod
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map_or(0, |t| t.0.as_nanosecond())
+    info.created
 }
 
 impl Inner {
@@ -96,14 +94,14 @@ impl Inner {
             self.seq,
         );
         e.place = Place::Active;
-        self.active.insert((e.key, uid.to_string()));
+        self.active.insert(e.key, e.pod.info.clone());
         self.parked.remove(uid);
     }
 
     fn leave_active(&mut self, uid: &str) {
         if let Some(e) = self.entries.get(uid) {
             if e.place == Place::Active {
-                self.active.remove(&(e.key, uid.to_string()));
+                self.active.remove(&e.key);
             }
         }
     }
@@ -177,10 +175,11 @@ impl SchedulingQueue {
 
     fn try_pop(&self) -> Option<(QueuedPod, u64)> {
         let mut q = self.inner.lock().expect("queue lock");
-        let (_, uid) = q.active.pop_first()?;
+        let (_, info) = q.active.pop_first()?;
+        let uid = &*info.uid;
         q.cycle += 1;
         let cycle = q.cycle;
-        let e = q.entries.get_mut(&uid)?;
+        let e = q.entries.get_mut(uid)?;
         e.place = Place::InFlight;
         e.pod.attempts += 1;
         e.pod.last_attempt = Some(Instant::now());
@@ -307,10 +306,11 @@ impl SchedulingQueue {
         }
     }
 
-    /// The uids of every queued pod (active, backing off, parked or in flight).
-    pub fn uids(&self) -> Vec<String> {
+    /// The uids of queued pods (active, backing off, parked or in flight) that `keep`
+    /// rejects.
+    pub fn uids_except(&self, keep: impl Fn(&str) -> bool) -> Vec<String> {
         let q = self.inner.lock().expect("queue lock");
-        q.entries.keys().cloned().collect()
+        q.entries.keys().filter(|u| !keep(u)).cloned().collect()
     }
 
     /// (active, back-off, unschedulable) sizes, for tests and logs.

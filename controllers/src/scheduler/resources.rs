@@ -144,12 +144,12 @@ pub fn pod_requests(pod: &Pod) -> Resource {
     let mut r = Resource::default();
     let Some(spec) = &pod.spec else { return r };
     for c in &spec.containers {
-        r.add(&requests(c.resources.as_ref()));
+        r.add(&requests(c.resources.as_deref()));
     }
     let mut sidecars = Resource::default();
     let mut init_max = Resource::default();
     for c in spec.init_containers.iter().flatten() {
-        let req = requests(c.resources.as_ref());
+        let req = requests(c.resources.as_deref());
         if c.restart_policy.as_deref() == Some("Always") {
             sidecars.add(&req);
             r.add(&req);
@@ -170,7 +170,7 @@ pub fn non_zero_requests(pod: &Pod) -> (i64, i64) {
     let Some(spec) = &pod.spec else { return (0, 0) };
     let (mut cpu, mut mem) = (0, 0);
     for c in &spec.containers {
-        let r = requests(c.resources.as_ref());
+        let r = requests(c.resources.as_deref());
         let has = |n: &str| {
             c.resources
                 .as_ref()

@@ -32,10 +32,8 @@ pub fn schedule(
     // A pod nominated by an earlier preemption tries its node first.
     let nominated = state
         .pod
-        .pod
-        .status
-        .as_ref()
-        .and_then(|s| s.nominated_node_name.as_deref());
+        .nominated_node
+        .as_deref();
     if let Some(n) = nominated.and_then(|n| cache.node(n)) {
         if run_filters(state, n).is_ok() {
             return Ok((n.name.clone(), start));

@@ -65,17 +65,17 @@ impl AffinityState {
         let (nodes, namespaces) = (cache.nodes(), &cache.namespaces);
         let mut s = AffinityState {
             self_affine: pod
-                .required_affinity
+                .required_affinity()
                 .iter()
                 .all(|t| term_matches(t, &pod.namespace, pod, namespaces)),
             ..Default::default()
         };
-        let own = !pod.required_affinity.is_empty() || !pod.required_anti_affinity.is_empty();
+        let own = !pod.required_affinity().is_empty() || !pod.required_anti_affinity().is_empty();
         for node in nodes {
             // Only pods with terms can repel the pod; all pods matter only for its own terms.
             let existing_pods = if own { &node.pods } else { &node.affinity_pods };
             for existing in existing_pods {
-                for term in &existing.required_anti_affinity {
+                for term in existing.required_anti_affinity() {
                     if term_matches(term, &existing.namespace, pod, namespaces) {
                         if let Some(p) = pair(term, node) {
                             *s.existing_anti.entry(p).or_default() += 1;
@@ -85,19 +85,19 @@ impl AffinityState {
                 if !own || existing.uid == pod.uid {
                     continue;
                 }
-                let all = !pod.required_affinity.is_empty()
+                let all = !pod.required_affinity().is_empty()
                     && pod
-                        .required_affinity
+                        .required_affinity()
                         .iter()
                         .all(|t| term_matches(t, &pod.namespace, existing, namespaces));
                 if all {
-                    for term in &pod.required_affinity {
+                    for term in pod.required_affinity() {
                         if let Some(p) = pair(term, node) {
                             *s.affinity.entry(p).or_default() += 1;
                         }
                     }
                 }
-                for term in &pod.required_anti_affinity {
+                for term in pod.required_anti_affinity() {
                     if term_matches(term, &pod.namespace, existing, namespaces) {
                         if let Some(p) = pair(term, node) {
                             *s.anti.entry(p).or_default() += 1;
@@ -119,13 +119,13 @@ fn count(c: &Counts, term: &PodAffinityTerm, node: &NodeInfo) -> i64 {
 pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
     let (pod, s) = (&state.pod, &state.affinity);
     let affinity_ok = pod
-        .required_affinity
+        .required_affinity()
         .iter()
         .all(|t| node.labels.contains_key(&t.topology_key) && count(&s.affinity, t, node) > 0);
     // The first pod of a group that is affine to itself may go anywhere with the keys.
     let first_of_group = s.affinity.is_empty()
         && pod
-            .required_affinity
+            .required_affinity()
             .iter()
             .all(|t| node.labels.contains_key(&t.topology_key))
         && s.self_affine;
@@ -133,7 +133,7 @@ pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
         return Err(Status::unresolvable(AFFINITY));
     }
     if pod
-        .required_anti_affinity
+        .required_anti_affinity()
         .iter()
         .any(|t| count(&s.anti, t, node) > 0)
     {

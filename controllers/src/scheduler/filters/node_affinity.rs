@@ -2,7 +2,7 @@
 //! within a term ANDed; In, NotIn, Exists, DoesNotExist, Gt, Lt; matchFields on
 //! metadata.name).
 
-use crate::scheduler::objects::Pod;
+use crate::scheduler::objects::PodSpec;
 
 use crate::scheduler::cache::NodeInfo;
 use crate::scheduler::framework::{CycleState, FilterResult, Status};
@@ -11,8 +11,8 @@ use crate::scheduler::labels::{node_term_matches, Labels};
 pub const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
 
 /// Whether the node satisfies the pod's nodeSelector and required node affinity.
-pub fn required_matches(pod: &Pod, labels: &Labels, node_name: &str) -> bool {
-    let Some(spec) = &pod.spec else { return true };
+pub fn required_matches(spec: Option<&PodSpec>, labels: &Labels, node_name: &str) -> bool {
+    let Some(spec) = spec else { return true };
     let selector_ok = spec
         .node_selector
         .iter()
@@ -35,7 +35,7 @@ pub fn required_matches(pod: &Pod, labels: &Labels, node_name: &str) -> bool {
 }
 
 pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
-    if required_matches(&state.pod.pod, &node.labels, &node.name) {
+    if required_matches(state.pod.spec.as_deref(), &node.labels, &node.name) {
         Ok(())
     } else {
         Err(Status::unresolvable(REASON))

@@ -9,9 +9,8 @@ pub const REASON: &str = "node(s) didn't match the requested node name";
 pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
     match state
         .pod
-        .pod
         .spec
-        .as_ref()
+        .as_deref()
         .and_then(|s| s.node_name.as_deref())
     {
         Some(want) if !want.is_empty() && want != node.name => Err(Status::unresolvable(REASON)),

@@ -18,7 +18,7 @@ pub const MISSING_LABEL: &str =
     "node(s) didn't match pod topology spread constraints (missing required label)";
 
 pub fn constraints(pod: &PodInfo, when: &str) -> Vec<TopologySpreadConstraint> {
-    let spec = pod.pod.spec.as_ref();
+    let spec = pod.spec.as_deref();
     spec.and_then(|s| s.topology_spread_constraints.clone())
         .unwrap_or_default()
         .into_iter()
@@ -34,7 +34,7 @@ pub fn domain_counts(
 ) -> Vec<HashMap<String, i64>> {
     let mut counts = vec![HashMap::new(); cs.len()];
     for node in nodes {
-        let eligible = required_matches(&pod.pod, &node.labels, &node.name)
+        let eligible = required_matches(pod.spec.as_deref(), &node.labels, &node.name)
             && cs.iter().all(|c| node.labels.contains_key(&c.topology_key));
         if !eligible {
             continue;

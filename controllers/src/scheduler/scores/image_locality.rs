@@ -10,7 +10,7 @@ const MIN_THRESHOLD: i64 = 23 * MB;
 const MAX_CONTAINER_THRESHOLD: i64 = 1000 * MB;
 
 pub fn score(state: &CycleState, nodes: &[&NodeInfo], cache: &Cache) -> Vec<i64> {
-    let Some(spec) = state.pod.pod.spec.as_ref() else {
+    let Some(spec) = state.pod.spec.as_deref() else {
         return vec![0; nodes.len()];
     };
     let images: Vec<String> = spec

@@ -24,17 +24,17 @@ pub fn score(state: &CycleState, nodes: &[&NodeInfo], cache: &Cache) -> Vec<i64>
                 .or_default() += w;
         }
     };
-    let own = !pod.preferred_affinity.is_empty() || !pod.preferred_anti_affinity.is_empty();
+    let own = !pod.preferred_affinity().is_empty() || !pod.preferred_anti_affinity().is_empty();
     for node in all {
         let existing_pods = if own { &node.pods } else { &node.affinity_pods };
         for existing in existing_pods {
             if own {
-                for t in &pod.preferred_affinity {
+                for t in pod.preferred_affinity() {
                     if term_matches(&t.pod_affinity_term, &pod.namespace, existing, namespaces) {
                         add(&t.pod_affinity_term, node, t.weight as i64);
                     }
                 }
-                for t in &pod.preferred_anti_affinity {
+                for t in pod.preferred_anti_affinity() {
                     if term_matches(&t.pod_affinity_term, &pod.namespace, existing, namespaces) {
                         add(&t.pod_affinity_term, node, -(t.weight as i64));
                     }
@@ -43,17 +43,17 @@ pub fn score(state: &CycleState, nodes: &[&NodeInfo], cache: &Cache) -> Vec<i64>
             if !existing.has_affinity() {
                 continue;
             }
-            for t in &existing.required_affinity {
+            for t in existing.required_affinity() {
                 if term_matches(t, &existing.namespace, pod, namespaces) {
                     add(t, node, HARD_POD_AFFINITY_WEIGHT);
                 }
             }
-            for t in &existing.preferred_affinity {
+            for t in existing.preferred_affinity() {
                 if term_matches(&t.pod_affinity_term, &existing.namespace, pod, namespaces) {
                     add(&t.pod_affinity_term, node, t.weight as i64);
                 }
             }
-            for t in &existing.preferred_anti_affinity {
+            for t in existing.preferred_anti_affinity() {
                 if term_matches(&t.pod_affinity_term, &existing.namespace, pod, namespaces) {
                     add(&t.pod_affinity_term, node, -(t.weight as i64));
                 }

@@ -8,9 +8,8 @@ use crate::scheduler::labels::node_term_matches;
 pub fn score(state: &CycleState, nodes: &[&NodeInfo]) -> Vec<i64> {
     let preferred = state
         .pod
-        .pod
         .spec
-        .as_ref()
+        .as_deref()
         .and_then(|s| s.affinity.as_ref())
         .and_then(|a| a.node_affinity.as_ref())
         .and_then(|n| {
