@@ -8,7 +8,8 @@ use k8s_openapi::api::core::v1::Toleration;
 
 use super::cache::{Cache, NodeInfo, PodInfo};
 use super::config::SchedulerConfig;
-use super::filters::{self, inter_pod_affinity::AffinityState, topology_spread::SpreadState};
+use super::filters::inter_pod_affinity::{AffinityState, NamespaceLabels};
+use super::filters::{self, topology_spread::SpreadState};
 use super::scores;
 
 /// Why a node rejected a pod. `Unresolvable` means preempting pods cannot help.
@@ -76,6 +77,7 @@ pub mod event {
 }
 
 /// Everything about the pod being scheduled that does not depend on the node.
+#[derive(Clone)]
 pub struct CycleState {
     pub pod: Arc<PodInfo>,
     pub tolerations: Arc<[Toleration]>,
@@ -100,6 +102,15 @@ impl CycleState {
             tolerations,
             pod,
         }
+    }
+}
+
+impl CycleState {
+    /// The cluster-wide plugin state (inter-pod affinity, topology spread) as if
+    /// `existing` were added to (`delta` 1) or removed from (-1) `node`.
+    pub fn update_for(&mut self, existing: &PodInfo, node: &NodeInfo, namespaces: &NamespaceLabels, delta: i64) {
+        self.affinity.update(&self.pod, existing, node, namespaces, delta);
+        self.spread.update(&self.pod, existing, node, delta);
     }
 }
 

@@ -7,8 +7,10 @@
 //! `disruptionsAllowed`; victims that overdraw a PDB are reprieved first, and nodes
 //! are ranked by how many PDB-violating victims they need before anything else.
 //!
-//! Simplification, stated: the cluster-wide plugin state (inter-pod affinity, topology
-//! spread) is not recomputed without the victims.
+//! A node is judged without its victims for every plugin: the node's own resources and
+//! ports, and the cluster-wide state of inter-pod affinity and topology spread, which is
+//! updated pod by pod as upstream's AddPod/RemovePod do (so evicting a pod that repels
+//! the preemptor by anti-affinity makes room).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -102,6 +104,7 @@ pub fn preempt(
             continue;
         }
         let mut trial = node.clone();
+        let mut trial_state = state.clone();
         let mut lower: Vec<Arc<PodInfo>> = node
             .pods
             .iter()
@@ -114,8 +117,9 @@ pub fn preempt(
         }
         for p in &lower {
             trial.remove_pod(&p.uid);
+            trial_state.update_for(p, node, &cache.namespaces, -1);
         }
-        if let Err(s) = run_filters(state, &trial) {
+        if let Err(s) = run_filters(&trial_state, &trial) {
             statuses.insert(node.name.clone(), s);
             continue;
         }
@@ -131,8 +135,10 @@ pub fn preempt(
             .chain(fine.into_iter().map(|p| (p, false)))
         {
             trial.add_pod(p.clone());
-            if run_filters(state, &trial).is_err() {
+            trial_state.update_for(&p, node, &cache.namespaces, 1);
+            if run_filters(&trial_state, &trial).is_err() {
                 trial.remove_pod(&p.uid);
+                trial_state.update_for(&p, node, &cache.namespaces, -1);
                 victims.push(p);
                 pdb_violations += violates as usize;
             }
@@ -263,6 +269,54 @@ mod tests {
             );
             let got = run(&cache, Pod::test("p").requests("2", "1Gi").priority(10)).map(|(node, _)| node);
             assert_eq!(got.as_deref(), Ok(want), "{name}");
+        }
+    }
+
+    #[test]
+    fn victims_that_repel_the_pod_or_skew_its_spread_are_evicted_too() {
+        const ZONE: &str = "topology.kubernetes.io/zone";
+        const HOST: &str = "kubernetes.io/hostname";
+        let node = |n: &str, zone: &str| Node::test(n).cpu("4").label(ZONE, zone).label(HOST, n);
+        let cases = [
+            (
+                "a low-priority pod the preemptor's anti-affinity rejects",
+                vec![node("n1", "a")],
+                vec![Pod::test("rival").on_node("n1").label("app", "rival").priority(1)],
+                Pod::test("p").anti_affinity_to("app", "rival", HOST).priority(10),
+                Ok(("n1".to_string(), vec!["rival".to_string()])),
+            ),
+            (
+                "a low-priority pod whose anti-affinity rejects the preemptor",
+                vec![node("n1", "a")],
+                vec![Pod::test("hermit").on_node("n1").label("app", "hermit").anti_affinity_to("app", "web", HOST).priority(1)],
+                Pod::test("p").label("app", "web").priority(10),
+                Ok(("n1".to_string(), vec!["hermit".to_string()])),
+            ),
+            (
+                "spread: evicting one of zone a's pods brings its skew within 1",
+                // b1's taint keeps the pod off it but not out of the spread's domains
+                // (nodeTaintsPolicy Ignore): a=2, b=1, so a1 gives 2+1-1 > 1. Without
+                // both web pods a=0; w1 is reprieved (a=1: 1+1-1 fits), w2 is not.
+                vec![node("a1", "a"), node("b1", "b").taint("dedicated", "x", "NoSchedule")],
+                vec![
+                    Pod::test("w1").on_node("a1").label("app", "web").priority(1),
+                    Pod::test("w2").on_node("a1").label("app", "web").priority(1),
+                    Pod::test("w3").on_node("b1").label("app", "web").priority(5),
+                ],
+                Pod::test("p").label("app", "web").spread(1, ZONE, "DoNotSchedule", "app", "web").priority(10),
+                Ok(("a1".to_string(), vec!["w2".to_string()])),
+            ),
+            (
+                "a higher-priority rival cannot be evicted",
+                vec![node("n1", "a")],
+                vec![Pod::test("rival").on_node("n1").label("app", "rival").priority(20)],
+                Pod::test("p").anti_affinity_to("app", "rival", HOST).priority(10),
+                Err("preemption: 0/1 nodes are available: 1 No preemption victims found for incoming pod.".to_string()),
+            ),
+        ];
+        for (name, nodes, pods, incoming, want) in cases {
+            let cache = cluster(nodes, pods);
+            assert_eq!(run(&cache, incoming), want, "{name}");
         }
     }
 

@@ -51,13 +51,23 @@ fn pair(term: &PodAffinityTerm, node: &NodeInfo) -> Option<(String, String)> {
     Some((term.topology_key.clone(), v.clone()))
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct AffinityState {
     existing_anti: Counts,
     affinity: Counts,
     anti: Counts,
     /// The pod matches all its own required affinity terms (it may start a group).
     self_affine: bool,
+}
+
+/// Adds `delta` to a domain's count; a domain whose count falls to zero is dropped, so an
+/// empty `affinity` still means "no pod anywhere matches".
+fn bump(counts: &mut Counts, key: (String, String), delta: i64) {
+    let c = counts.entry(key).or_default();
+    *c += delta;
+    if *c <= 0 {
+        counts.retain(|_, c| *c > 0);
+    }
 }
 
 impl AffinityState {
@@ -75,38 +85,45 @@ impl AffinityState {
             // Only pods with terms can repel the pod; all pods matter only for its own terms.
             let existing_pods = if own { &node.pods } else { &node.affinity_pods };
             for existing in existing_pods {
-                for term in existing.required_anti_affinity() {
-                    if term_matches(term, &existing.namespace, pod, namespaces) {
-                        if let Some(p) = pair(term, node) {
-                            *s.existing_anti.entry(p).or_default() += 1;
-                        }
-                    }
-                }
-                if !own || existing.uid == pod.uid {
-                    continue;
-                }
-                let all = !pod.required_affinity().is_empty()
-                    && pod
-                        .required_affinity()
-                        .iter()
-                        .all(|t| term_matches(t, &pod.namespace, existing, namespaces));
-                if all {
-                    for term in pod.required_affinity() {
-                        if let Some(p) = pair(term, node) {
-                            *s.affinity.entry(p).or_default() += 1;
-                        }
-                    }
-                }
-                for term in pod.required_anti_affinity() {
-                    if term_matches(term, &pod.namespace, existing, namespaces) {
-                        if let Some(p) = pair(term, node) {
-                            *s.anti.entry(p).or_default() += 1;
-                        }
-                    }
-                }
+                s.update(pod, existing, node, namespaces, 1);
             }
         }
         s
+    }
+
+    /// Counts `existing` on `node` in (`delta` 1) or out (-1) of the state of `pod`:
+    /// upstream's AddPod/RemovePod, which preemption uses to judge a node without its
+    /// victims.
+    pub fn update(&mut self, pod: &PodInfo, existing: &PodInfo, node: &NodeInfo, namespaces: &NamespaceLabels, delta: i64) {
+        for term in existing.required_anti_affinity() {
+            if term_matches(term, &existing.namespace, pod, namespaces) {
+                if let Some(p) = pair(term, node) {
+                    bump(&mut self.existing_anti, p, delta);
+                }
+            }
+        }
+        if existing.uid == pod.uid {
+            return;
+        }
+        let all = !pod.required_affinity().is_empty()
+            && pod
+                .required_affinity()
+                .iter()
+                .all(|t| term_matches(t, &pod.namespace, existing, namespaces));
+        if all {
+            for term in pod.required_affinity() {
+                if let Some(p) = pair(term, node) {
+                    bump(&mut self.affinity, p, delta);
+                }
+            }
+        }
+        for term in pod.required_anti_affinity() {
+            if term_matches(term, &pod.namespace, existing, namespaces) {
+                if let Some(p) = pair(term, node) {
+                    bump(&mut self.anti, p, delta);
+                }
+            }
+        }
     }
 }
 

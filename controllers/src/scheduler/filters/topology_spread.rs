@@ -34,21 +34,11 @@ pub fn domain_counts(
 ) -> Vec<HashMap<String, i64>> {
     let mut counts = vec![HashMap::new(); cs.len()];
     for node in nodes {
-        let eligible = required_matches(pod.spec.as_deref(), &node.labels, &node.name)
-            && cs.iter().all(|c| node.labels.contains_key(&c.topology_key));
-        if !eligible {
+        if !eligible(pod, cs, node) {
             continue;
         }
         for (c, count) in cs.iter().zip(counts.iter_mut()) {
-            let matching = node
-                .pods
-                .iter()
-                .filter(|p| {
-                    p.namespace == pod.namespace
-                        && !p.deleting
-                        && selector_matches(c.label_selector.as_ref(), &p.labels)
-                })
-                .count() as i64;
+            let matching = node.pods.iter().filter(|p| counts_towards(c, &pod.namespace, p)).count() as i64;
             *count
                 .entry(node.labels[&c.topology_key].clone())
                 .or_insert(0) += matching;
@@ -57,12 +47,22 @@ pub fn domain_counts(
     counts
 }
 
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct SpreadState {
     constraints: Vec<TopologySpreadConstraint>,
     counts: Vec<HashMap<String, i64>>,
     /// Fewest matching pods in any domain (0 when there are fewer than minDomains).
     min: Vec<i64>,
+}
+
+/// Whether `node` forms a domain for `pod`'s constraints.
+fn eligible(pod: &PodInfo, cs: &[TopologySpreadConstraint], node: &NodeInfo) -> bool {
+    required_matches(pod.spec.as_deref(), &node.labels, &node.name) && cs.iter().all(|c| node.labels.contains_key(&c.topology_key))
+}
+
+/// Whether `existing` counts towards constraint `c` of a pod in `namespace`.
+fn counts_towards(c: &TopologySpreadConstraint, namespace: &str, existing: &PodInfo) -> bool {
+    existing.namespace == namespace && !existing.deleting && selector_matches(c.label_selector.as_ref(), &existing.labels)
 }
 
 impl SpreadState {
@@ -72,23 +72,31 @@ impl SpreadState {
             return SpreadState::default();
         }
         let counts = domain_counts(pod, &constraints, nodes);
-        let min = constraints
-            .iter()
-            .zip(&counts)
-            .map(|(c, m)| {
-                let min_domains = c.min_domains.unwrap_or(1).max(1) as usize;
-                if m.len() < min_domains {
-                    0
-                } else {
-                    m.values().copied().min().unwrap_or(0)
-                }
-            })
-            .collect();
-        SpreadState {
-            constraints,
-            counts,
-            min,
+        let mut s = SpreadState { min: vec![0; constraints.len()], constraints, counts };
+        s.recompute_min();
+        s
+    }
+
+    fn recompute_min(&mut self) {
+        for ((c, m), min) in self.constraints.iter().zip(&self.counts).zip(self.min.iter_mut()) {
+            let min_domains = c.min_domains.unwrap_or(1).max(1) as usize;
+            *min = if m.len() < min_domains { 0 } else { m.values().copied().min().unwrap_or(0) };
         }
+    }
+
+    /// Counts `existing` on `node` in (`delta` 1) or out (-1) of the state of `pod`:
+    /// upstream's AddPod/RemovePod, which preemption uses to judge a node without its
+    /// victims.
+    pub fn update(&mut self, pod: &PodInfo, existing: &PodInfo, node: &NodeInfo, delta: i64) {
+        if self.constraints.is_empty() || !eligible(pod, &self.constraints, node) {
+            return;
+        }
+        for (c, counts) in self.constraints.iter().zip(self.counts.iter_mut()) {
+            if counts_towards(c, &pod.namespace, existing) {
+                *counts.entry(node.labels[&c.topology_key].clone()).or_insert(0) += delta;
+            }
+        }
+        self.recompute_min();
     }
 }
 
