@@ -184,7 +184,7 @@ fn a_failing_liveness_probe_restarts_the_container() {
     let p = node.eventually("the container restarted", || {
         let p = node.pod("live");
         let restarted = at(&p, "/status/containerStatuses/0/restartCount") == "1"
-            && at(&p, "/status/containerStatuses/0/state/running/startedAt") != ""
+            && !at(&p, "/status/containerStatuses/0/state/running/startedAt").is_empty()
             && at(&p, "/status/containerStatuses/0/containerID") != first;
         restarted.then_some(p.clone()).ok_or(p.to_string())
     });
