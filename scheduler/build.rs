@@ -9,8 +9,13 @@ fn main() {
     if target != "x86_64-unknown-linux-gnu" || std::env::var_os("KYBERN_NO_SYMBOL_ORDER").is_some() {
         return;
     }
-    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={dir}/symbol-order.txt");
+    // The linker reads a copy in OUT_DIR, not the source file: a target dir shared by
+    // several checkouts (CI clones) keeps this script's output, and a path into a
+    // checkout that is gone would fail the link.
+    let source = std::path::Path::new(&std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR")).join("symbol-order.txt");
+    let copy = std::path::Path::new(&std::env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("symbol-order.txt");
+    std::fs::copy(&source, &copy).unwrap_or_else(|e| panic!("copying {} to {}: {e}", source.display(), copy.display()));
+    println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}", copy.display());
     println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
     // A position-dependent executable, as Go links kube-scheduler: the linker resolves
     // the ~14000 relocations a PIE's loader applies at start-up, whose table (330 KB)
