@@ -3,6 +3,7 @@
 //! per (topologyKey, value) are computed once per pod (upstream's PreFilter), so each
 //! node is an O(terms) lookup.
 
+use std::collections::hash_map::Entry;
 use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::PodAffinityTerm;
@@ -63,10 +64,18 @@ pub struct AffinityState {
 /// Adds `delta` to a domain's count; a domain whose count falls to zero is dropped, so an
 /// empty `affinity` still means "no pod anywhere matches".
 fn bump(counts: &mut Counts, key: (String, String), delta: i64) {
-    let c = counts.entry(key).or_default();
-    *c += delta;
-    if *c <= 0 {
-        counts.retain(|_, c| *c > 0);
+    match counts.entry(key) {
+        Entry::Occupied(mut e) => {
+            *e.get_mut() += delta;
+            if *e.get() <= 0 {
+                e.remove();
+            }
+        }
+        Entry::Vacant(e) => {
+            if delta > 0 {
+                e.insert(delta);
+            }
+        }
     }
 }
 
