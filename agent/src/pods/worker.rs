@@ -212,20 +212,17 @@ impl Worker {
             if let Ok(Some(image)) = self.ctx.runtime.image(&normalize(slot.spec.image.as_deref().unwrap_or_default())).await {
                 slot.rec.image_id = image_id(&image);
             }
-            let started_at = current
-                .labels
-                .get(LABEL_CREATED)
-                .and_then(|s| s.parse().ok())
-                .and_then(time_at)
+            // The start the first agent recorded, else the creation label.
+            let parse = |s: &str| s.trim().parse().ok().and_then(time_at);
+            let started_at = std::fs::read_to_string(start_record(&self.ctx, &self.uid, &name, &current.id))
+                .ok()
+                .and_then(|s| parse(&s))
+                .or_else(|| current.labels.get(LABEL_CREATED).and_then(|s| parse(s)))
                 .unwrap_or_else(now);
             match self.ctx.runtime.task_state(&current.id).await {
                 Ok(TaskState::Running { .. }) => {
-                    let recorded = std::fs::read_to_string(start_record(&self.ctx, &self.uid, &name, &current.id))
-                        .ok()
-                        .and_then(|s| s.trim().parse().ok())
-                        .and_then(time_at);
                     slot.current = Some(current.id.clone());
-                    slot.rec.state = State::Running { started_at: recorded.unwrap_or(started_at) };
+                    slot.rec.state = State::Running { started_at };
                     spawn_waiter(&self.ctx, &self.wake_tx, &current.id);
                     tracing::info!(pod = %self.uid, container = %name, "adopted a running container");
                 }
