@@ -56,7 +56,7 @@ pub struct NodeArgs {
     pub restart_backoff_max: std::time::Duration,
     /// Hard eviction thresholds, as the kubelet's flag: the node reports MemoryPressure or
     /// DiskPressure (and takes no new pods) below them, and allocatable leaves them aside.
-    #[arg(long, default_value = "memory.available<100Mi,nodefs.available<10%")]
+    #[arg(long, default_value_t = agent::node::Eviction::default())]
     pub eviction_hard: agent::node::Eviction,
 }
 
@@ -156,10 +156,8 @@ pub async fn reset(args: NodeArgs) -> anyhow::Result<()> {
     }
     net.remove_bridge().await?;
     let pods_dir = args.dir().join("pods");
-    if let Ok(dirs) = std::fs::read_dir(&pods_dir) {
-        for uid in dirs.flatten().map(|d| d.file_name().to_string_lossy().into_owned()) {
-            agent::volumes::teardown(&pods_dir, &uid).await.with_context(|| format!("removing the volumes of pod {uid}"))?;
-        }
+    for uid in agent::volumes::pod_dirs(&pods_dir).with_context(|| format!("listing {}", pods_dir.display()))? {
+        agent::volumes::teardown(&pods_dir, &uid).await.with_context(|| format!("removing the volumes of pod {uid}"))?;
     }
     if args.containerd_socket.is_none() {
         ContainerdDaemon::stop_recorded(&args.dir().join("containerd")).await?;

@@ -21,11 +21,11 @@ use kube::runtime::watcher;
 use kube::Client;
 use serde_json::json;
 
-pub const FIELD_MANAGER: &str = "kybern-agent";
 pub mod eviction;
 
 pub use eviction::Eviction;
 
+pub const FIELD_MANAGER: &str = "kybern-agent";
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
 /// How often the Lease is renewed, and for how long it holds (the kubelet's figures).
 pub const LEASE_RENEW: Duration = Duration::from_secs(10);

@@ -213,8 +213,8 @@ pub fn pod_dir(host: &VolumeHost, uid: &str) -> PathBuf {
 
 /// The pod UIDs that have a directory under `pods_dir`, e.g. to tear down leftovers of
 /// pods deleted while the agent was down.
-pub fn pod_dirs(host: &VolumeHost) -> io::Result<Vec<String>> {
-    let entries = match fs::read_dir(&host.pods_dir) {
+pub fn pod_dirs(pods_dir: &Path) -> io::Result<Vec<String>> {
+    let entries = match fs::read_dir(pods_dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),

@@ -22,6 +22,19 @@ impl Default for Eviction {
     }
 }
 
+impl std::fmt::Display for Eviction {
+    /// As the kubelet's flag takes it, so the value round-trips through [`FromStr`].
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let b = self.memory_bytes;
+        let memory = match (b % (1 << 20), b % 1024) {
+            (0, _) => format!("{}Mi", b >> 20),
+            (_, 0) => format!("{}Ki", b >> 10),
+            _ => b.to_string(),
+        };
+        write!(f, "memory.available<{memory},nodefs.available<{}%", self.disk_percent)
+    }
+}
+
 impl FromStr for Eviction {
     type Err = String;
 
@@ -70,5 +83,10 @@ mod tests {
         for (name, input, want) in cases {
             assert_eq!(input.parse::<Eviction>(), want.map_err(String::from), "{name}");
         }
+        let default = Eviction::default();
+        assert_eq!(default.to_string(), "memory.available<100Mi,nodefs.available<10%");
+        let odd = Eviction { memory_bytes: 1536, disk_percent: 1 };
+        assert_eq!(odd.to_string().parse::<Eviction>(), Ok(odd), "{odd}");
+        assert_eq!(default.to_string().parse::<Eviction>(), Ok(default), "the printed default parses back");
     }
 }

@@ -116,7 +116,7 @@ async fn memory_empty_dir_is_a_tmpfs_until_teardown() {
         "unable to provision SubPath `../../..`: must not contain '..'"
     );
 
-    assert_eq!(volumes::pod_dirs(&host.host).unwrap(), ["u-mem"]);
+    assert_eq!(volumes::pod_dirs(&host.host.pods_dir).unwrap(), ["u-mem"]);
     volumes::teardown(&host.host.pods_dir, "u-mem")
         .await
         .expect("teardown");
@@ -128,7 +128,7 @@ async fn memory_empty_dir_is_a_tmpfs_until_teardown() {
     volumes::teardown(&host.host.pods_dir, "u-mem")
         .await
         .expect("teardown again is a no-op");
-    assert!(volumes::pod_dirs(&host.host).unwrap().is_empty());
+    assert!(volumes::pod_dirs(&host.host.pods_dir).unwrap().is_empty());
 }
 
 #[tokio::test]
