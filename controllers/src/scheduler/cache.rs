@@ -151,8 +151,8 @@ impl PodInfo {
         // Decoding grows vectors to 4 elements; most pods have one container and a
         // couple of tolerations, held for as long as they are pending.
         spec.containers.shrink_to_fit();
-        for v in [&mut spec.init_containers].into_iter().flatten() {
-            v.shrink_to_fit();
+        if let Some(init) = spec.init_containers.as_mut() {
+            init.shrink_to_fit();
         }
         let tolerations = intern(spec.tolerations.take().unwrap_or_default());
         // The informer checked it before queueing the pod; nothing reads it after.
