@@ -171,24 +171,35 @@ fn main() -> anyhow::Result<()> {
     if daemon {
         tune_allocator();
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // Stacks deep enough for the most deeply nested object the API takes (only the
+    // pages a request really uses are committed).
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_stack_size(apiserver::json::STACK_BYTES)
+        .build()?;
     runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => {
                 let scheduler = args.common.scheduler_config.clone();
-                serve(args.common.config(args.data_dir), scheduler, None).await
+                on_runtime_thread(serve(args.common.config(args.data_dir), scheduler, None)).await
             }
             Command::Up(args) => {
                 let scheduler = args.common.scheduler_config.clone();
                 let mut node = args.node;
                 node.agent_dir.get_or_insert_with(|| args.data_dir.join("agent"));
-                serve(args.common.config(args.data_dir), scheduler, Some(node)).await
+                on_runtime_thread(serve(args.common.config(args.data_dir), scheduler, Some(node))).await
             }
             Command::Controller(args) => controller(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Agent(args) => agent(args).await,
         }
     })
+}
+
+/// Runs the server on a runtime thread, not the main thread: start-up reads every
+/// stored object, and runtime threads have stacks sized for the deepest one.
+async fn on_runtime_thread(f: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static) -> anyhow::Result<()> {
+    tokio::spawn(f).await?
 }
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {

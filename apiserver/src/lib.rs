@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod json;
 pub mod object;
 pub mod pki;
 pub mod protobuf;
@@ -17,3 +18,4 @@ pub mod table;
 pub mod tls;
 pub mod validation;
 pub mod watchcache;
+pub mod yaml;

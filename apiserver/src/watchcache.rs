@@ -89,7 +89,7 @@ pub struct WatchCache {
 
 /// Parses a stored value into an object carrying its resourceVersion.
 pub fn decode(value: &[u8], revision: i64) -> Result<Value> {
-    let mut obj: Value = serde_json::from_slice(value)
+    let mut obj: Value = crate::json::from_stored(value)
         .map_err(|e| ApiError::Internal(format!("stored object is not valid JSON: {e}")))?;
     object::set_resource_version(&mut obj, revision);
     Ok(obj)

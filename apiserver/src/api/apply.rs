@@ -19,7 +19,7 @@ pub async fn serve(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -
         ApiError::BadRequest("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into())
     })?;
     let force = req.query.flag("force");
-    let mut applied: Value = serde_yaml::from_slice(&req.body)
+    let mut applied: Value = crate::yaml::from_slice(&req.body)
         .map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?;
     if !applied.is_object() {
         return Err(ApiError::BadRequest("the apply configuration must be an object".into()));

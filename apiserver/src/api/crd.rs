@@ -178,7 +178,7 @@ async fn cleanup(api: &Arc<Api>, name: &str) -> Result<()> {
     }
     loop {
         let Some(kv) = api.storage.get(&key).await? else { return Ok(()) };
-        let mut crd: Value = serde_json::from_slice(&kv.value).map_err(|e| crate::status::ApiError::Internal(e.to_string()))?;
+        let mut crd: Value = crate::json::from_stored(&kv.value).map_err(|e| crate::status::ApiError::Internal(e.to_string()))?;
         let remaining: Vec<String> = object::finalizers(&crd).into_iter().filter(|f| f != CLEANUP_FINALIZER).collect();
         let result = if remaining.is_empty() {
             api.storage.delete(&key, Some(kv.mod_revision)).await.map(|_| ())

@@ -72,9 +72,9 @@ pub fn media_type(content_type: &str) -> String {
 /// Decodes a JSON or YAML object body.
 pub fn decode_object(content_type: &str, body: &Bytes) -> Result<Value> {
     let value: Value = match media_type(content_type).as_str() {
-        "" | "application/json" => serde_json::from_slice(body)
+        "" | "application/json" => crate::json::from_slice(body)
             .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?,
-        "application/yaml" | "application/x-yaml" | "text/yaml" => serde_yaml::from_slice(body)
+        "application/yaml" | "application/x-yaml" | "text/yaml" => crate::yaml::from_slice(body)
             .map_err(|e| ApiError::BadRequest(format!("the request body is not valid YAML: {e}")))?,
         crate::protobuf::MEDIA_TYPE => crate::protobuf::decode_body(body).map_err(|e| ApiError::BadRequest(e.to_string()))?,
         _ => return Err(ApiError::UnsupportedMediaType),

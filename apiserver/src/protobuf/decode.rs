@@ -276,5 +276,5 @@ fn raw_json(d: &Ctx<'_>, raw: &[u8], path: &str) -> Result<Value, ProtobufError>
     if raw.starts_with(&super::MAGIC) {
         return super::decode_body_at(raw, d.depth()).map_err(|e| malformed(path, format!("embedded object: {e}")));
     }
-    serde_json::from_slice(raw).map_err(|e| malformed(path, format!("raw bytes are not JSON: {e}")))
+    crate::json::from_slice(raw).map_err(|e| malformed(path, format!("raw bytes are not JSON: {e}")))
 }
