@@ -53,6 +53,10 @@ pub struct Api {
     pub token_signer: std::sync::OnceLock<TokenSigner>,
 }
 
+/// Bodies up to this size are decoded on the thread that read them (a few tens of
+/// microseconds of work); larger ones on the blocking pool.
+const INLINE_BODY_BYTES: usize = 16 * 1024;
+
 /// The Kubernetes version kybern reports and implements the API of.
 pub const KUBERNETES_VERSION: &str = "v1.33.0+kybern";
 
@@ -71,7 +75,11 @@ pub fn bytes_response(code: StatusCode, content_type: &str, body: Bytes) -> Resp
 
 pub fn error_response(e: &ApiError) -> Response<Body> {
     let code = StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    json_response(code, &e.to_status())
+    let mut resp = json_response(code, &e.to_status());
+    if let Some(seconds) = e.retry_after() {
+        resp.headers_mut().insert("retry-after", http::HeaderValue::from(seconds));
+    }
+    resp
 }
 
 impl Api {
@@ -111,7 +119,7 @@ impl Api {
                 let (ctype, user_agent) = (header("content-type"), header("user-agent"));
                 let warnings = Warnings::default();
                 let req = ApiRequest { method: parts.method, path: rp, query, accept, content_type: ctype, user_agent, body, warnings: warnings.clone() };
-                let mut resp = match self.resource_request(req).await {
+                let mut resp = match self.serve_resource(req).await {
                     Ok(resp) => resp,
                     Err(e) => error_response(&e),
                 };
@@ -129,6 +137,19 @@ impl Api {
                 Err(e) => error_response(&e),
             },
         }
+    }
+
+    /// Serves a resource request. One with a large body is served on a blocking-pool
+    /// thread: decoding, patching and validating it is CPU work in proportion to the
+    /// body, which must not hold up the threads that serve every other request.
+    async fn serve_resource(self: &Arc<Self>, req: ApiRequest) -> Result<Response<Body>> {
+        if req.body.len() <= INLINE_BODY_BYTES {
+            return self.resource_request(req).await;
+        }
+        let (api, runtime) = (self.clone(), tokio::runtime::Handle::current());
+        tokio::task::spawn_blocking(move || runtime.block_on(api.resource_request(req)))
+            .await
+            .map_err(|e| ApiError::Internal(format!("serving the request failed: {e}")))?
     }
 
     async fn resource_request(self: &Arc<Self>, req: ApiRequest) -> Result<Response<Body>> {
@@ -330,7 +351,7 @@ where
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            Err(ApiError::TooLarge(MAX_BODY_BYTES))
+            Err(ApiError::TooLarge(format!("limit is {MAX_BODY_BYTES}")))
         }
         Err(e) => Err(ApiError::BadRequest(format!("reading the request body: {e}"))),
     }

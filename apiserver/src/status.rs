@@ -96,8 +96,9 @@ pub enum ApiError {
     UnsupportedPatch,
     #[error("only the following media types are accepted: application/json, application/yaml, application/json;as=Table;v=v1;g=meta.k8s.io")]
     NotAcceptable,
-    #[error("Request entity too large: limit is {0}")]
-    TooLarge(usize),
+    /// What is over which limit, e.g. `limit is 3145728`.
+    #[error("Request entity too large: {0}")]
+    TooLarge(String),
     #[error("Unauthorized")]
     Unauthorized,
     #[error("{} \"{}\" is forbidden: {}", .0.qualified(), .0.name, .1)]
@@ -106,7 +107,14 @@ pub enum ApiError {
     Internal(String),
     #[error("{0}")]
     ServiceUnavailable(String),
+    /// A read or watch asked for a resourceVersion the store has not reached, even
+    /// after waiting briefly (upstream's `NewTooLargeResourceVersionError`).
+    #[error("Timeout: Too large resource version: {requested}, current resource version: {current}")]
+    TooLargeResourceVersion { requested: i64, current: i64 },
 }
+
+/// How long a client is told to wait before retrying a too-large resourceVersion.
+const TOO_LARGE_RV_RETRY_SECONDS: u64 = 1;
 
 fn invalid_message(kind: &str, name: &str, causes: &[Cause]) -> String {
     let details: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
@@ -135,6 +143,7 @@ impl ApiError {
             ApiError::Forbidden(..) => 403,
             ApiError::Internal(_) => 500,
             ApiError::ServiceUnavailable(_) => 503,
+            ApiError::TooLargeResourceVersion { .. } => 504,
         }
     }
 
@@ -154,7 +163,13 @@ impl ApiError {
             ApiError::Forbidden(..) => "Forbidden",
             ApiError::Internal(_) => "InternalError",
             ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
+            ApiError::TooLargeResourceVersion { .. } => "Timeout",
         }
+    }
+
+    /// Seconds the client should wait before retrying (the `Retry-After` header).
+    pub fn retry_after(&self) -> Option<u64> {
+        matches!(self, ApiError::TooLargeResourceVersion { .. }).then_some(TOO_LARGE_RV_RETRY_SECONDS)
     }
 
     /// The `metav1.Status` body upstream sends for this error.
@@ -191,6 +206,10 @@ impl ApiError {
                 .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
                 .collect::<Vec<_>>()})),
             ApiError::Internal(msg) => Some(json!({"causes": [{"message": msg}]})),
+            ApiError::TooLargeResourceVersion { .. } => Some(json!({
+                "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
+                "retryAfterSeconds": TOO_LARGE_RV_RETRY_SECONDS,
+            })),
             _ => None,
         };
         if let Some(d) = details {
@@ -215,9 +234,7 @@ impl From<crate::storage::Error> for ApiError {
             E::Compacted { requested, compacted } => {
                 ApiError::Gone(format!("too old resource version: {requested} ({compacted})"))
             }
-            E::FutureRevision { requested, current } => ApiError::ServiceUnavailable(format!(
-                "Too large resource version: {requested}, current resource version: {current}"
-            )),
+            E::FutureRevision { requested, current } => ApiError::TooLargeResourceVersion { requested, current },
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -16,7 +16,11 @@ use crate::storage;
 
 pub async fn bind(api: &Arc<Api>, pods: &Resource, req: &ApiRequest, name: Option<&str>) -> Result<Response<Body>> {
     let binding = decode_object(&req.content_type, &req.body)?;
-    let name = name.unwrap_or_else(|| object::name(&binding)).to_string();
+    let body_name = object::name(&binding);
+    if name.is_some_and(|n| !body_name.is_empty() && n != body_name) {
+        return Err(ApiError::BadRequest("name in URL does not match name in Binding object".into()));
+    }
+    let name = name.unwrap_or(body_name).to_string();
     let target = Target::new("", "pods/binding", &name);
     let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
     if node.is_empty() {

@@ -38,6 +38,12 @@ pub fn nothing_holds(r: &Resource, obj: &Value) -> bool {
 /// PUT namespaces/NAME/finalize: takes only `spec.finalizers` from the body.
 pub async fn update(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
     let body = decode_object(&req.content_type, &req.body)?;
+    let body_name = object::name(&body);
+    if !body_name.is_empty() && body_name != name {
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
+    }
     let wanted = spec_finalizers(&body);
     let precondition = object::meta_str(&body, "resourceVersion").filter(|v| !v.is_empty()).map(str::to_string);
     let key = r.key(None, name);
