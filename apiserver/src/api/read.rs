@@ -140,7 +140,34 @@ fn encode_continue(rv: i64, key: &str) -> String {
 fn decode_continue(token: &str) -> Result<ContinueToken> {
     let bad = || ApiError::BadRequest("continue key is not valid: the continue token could not be decoded".into());
     let raw = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| bad())?;
-    serde_json::from_slice(&raw).map_err(|_| bad())
+    let t: ContinueToken = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    if t.rv < 0 {
+        return Err(ApiError::BadRequest(format!(
+            "continue key is not valid: incorrect encoded start resourceVersion (version {})",
+            t.v
+        )));
+    }
+    Ok(t)
+}
+
+/// A resourceVersion from a query: a revision, never negative (upstream parses it as
+/// an unsigned number).
+pub fn parse_resource_version(v: &str) -> Result<i64> {
+    v.parse::<u64>()
+        .ok()
+        .and_then(|n| i64::try_from(n).ok())
+        .ok_or_else(|| ApiError::BadRequest(format!("invalid resource version: {v}")))
+}
+
+/// `resourceVersionMatch`, as upstream's ListOptions validation takes it.
+pub fn check_resource_version_match(q: &crate::request::Query) -> Result<()> {
+    match q.value("resourceVersionMatch") {
+        None | Some("Exact" | "NotOlderThan") => Ok(()),
+        Some(other) => Err(ApiError::BadRequest(format!(
+            "resourceVersionMatch: Unsupported value: {}: supported values: \"Exact\", \"NotOlderThan\", \"\"",
+            json!(other)
+        ))),
+    }
 }
 
 /// One listed object: parsed (from the cache, or because a selector needed it) or
@@ -270,6 +297,7 @@ pub async fn list_page(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result
         Some(l) => l.parse().map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
         None => 0,
     };
+    check_resource_version_match(q)?;
     let rv = q.value("resourceVersion");
     let rv_match = q.value("resourceVersionMatch");
     let cont = q.value("continue");
@@ -279,10 +307,7 @@ pub async fn list_page(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result
     if rv_match.is_some() && rv.is_none() {
         return Err(ApiError::BadRequest("resourceVersionMatch is forbidden unless resourceVersion is provided".into()));
     }
-    let parsed_rv: Option<i64> = match rv {
-        Some(v) => Some(v.parse().map_err(|_| ApiError::BadRequest(format!("invalid resource version: {v}")))?),
-        None => None,
-    };
+    let parsed_rv = rv.map(parse_resource_version).transpose()?;
     let prefix = r.prefix_in(req.namespace());
     if let Some(token) = cont {
         let t = decode_continue(token)?;
@@ -302,16 +327,30 @@ pub async fn list_page(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result
                 page.revision = page.revision.max(n);
                 return Ok(page);
             }
-            let current = api.storage.current_revision().await?;
-            if n > current {
-                return Err(ApiError::ServiceUnavailable(format!(
-                    "Too large resource version: {n}, current resource version: {current}"
-                )));
-            }
+            wait_for_revision(api, n).await?;
             storage_page(api, &prefix, &filter, limit, None, None).await
         }
         (Some(n), _) => storage_page(api, &prefix, &filter, limit, Some(n), None).await,
         (None, _) => storage_page(api, &prefix, &filter, limit, None, None).await,
+    }
+}
+
+/// How long a read or watch from a resourceVersion the store has not reached waits for
+/// it before answering "Too large resource version" (upstream's watch cache: 3 s).
+const FUTURE_REVISION_WAIT: Duration = Duration::from_secs(3);
+
+/// Waits (up to [`FUTURE_REVISION_WAIT`]) until the store has reached `revision`.
+pub async fn wait_for_revision(api: &Api, revision: i64) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + FUTURE_REVISION_WAIT;
+    loop {
+        let current = api.storage.current_revision().await?;
+        if current >= revision {
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(ApiError::TooLargeResourceVersion { requested: revision, current });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 

@@ -15,7 +15,7 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use super::read::{in_version, include_object, Filter};
+use super::read::{check_resource_version_match, in_version, include_object, parse_resource_version, wait_for_revision, Filter};
 use super::{Api, ApiRequest, Body};
 use crate::registry::Resource;
 use crate::status::{ApiError, Result};
@@ -96,22 +96,30 @@ pub async fn serve(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Res
     let q = &req.query;
     let filter = Filter::from_request(r, req)?;
     let bookmarks = q.flag("allowWatchBookmarks");
+    check_resource_version_match(q)?;
     let send_initial = q.get("sendInitialEvents").map(|v| v == "true");
+    if send_initial.is_none() && q.value("resourceVersionMatch").is_some() {
+        return Err(ApiError::BadRequest(
+            "resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided".into(),
+        ));
+    }
     if send_initial == Some(true) && q.get("resourceVersionMatch") != Some("NotOlderThan") {
         return Err(ApiError::BadRequest(
             "sendInitialEvents requires resourceVersionMatch=NotOlderThan".into(),
         ));
     }
-    let rv: Option<i64> = match q.value("resourceVersion") {
-        Some(v) => Some(v.parse().map_err(|_| ApiError::BadRequest(format!("invalid resource version: {v}")))?),
-        None => None,
-    };
+    let rv = q.value("resourceVersion").map(parse_resource_version).transpose()?;
     let timeout = match q.value("timeoutSeconds") {
         Some(t) => Duration::from_secs(t.parse().map_err(|_| ApiError::BadRequest(format!("invalid timeoutSeconds {t:?}")))?),
         // Upstream spreads watch lifetimes between 30 and 60 minutes.
         None => Duration::from_secs(1800 + fastrand::u64(..1800)),
     };
     let cache = api.cache(r).await?;
+    // A watch from a revision the store has not reached would skip every event up to
+    // it: wait briefly for the store, then refuse, as upstream's watch cache does.
+    if let Some(n) = rv.filter(|n| *n > cache.revision()) {
+        wait_for_revision(api, n).await?;
+    }
     // With no resourceVersion, or with sendInitialEvents, the stream starts with the
     // current state. The cache's revision moves only with its own resource's events,
     // so it may never reach a newer global revision: wait briefly for writes in
