@@ -174,6 +174,10 @@ impl Merger<'_> {
         if original.is_empty() && patch.is_empty() {
             return Ok(original);
         }
+        // `$deleteFromPrimitiveList` names values to remove; objects and lists are no such values.
+        if delete_list && patch.iter().any(|v| v.is_object() || v.is_array()) {
+            return Err(SmpError::primitive_list_format());
+        }
         if order::element_kind(&original, patch)? != Kind::Map {
             if delete_list {
                 return Ok(order::delete_from(original, patch));
