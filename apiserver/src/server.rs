@@ -14,6 +14,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::Api;
 use crate::registry::Registry;
+use crate::storage::compaction::{self, Clock};
 use crate::storage::{embedded::EmbeddedStore, etcd::EtcdStore, Storage};
 use crate::{pki, tls};
 
@@ -34,6 +35,10 @@ pub struct Config {
     pub etcd_prefix: String,
     /// Parts switched off (`controllers`, `scheduler`, or one loop's name).
     pub disable: Vec<String>,
+    /// How often storage history is compacted (upstream's `--etcd-compaction-interval`).
+    pub compaction_interval: Duration,
+    /// The wall clock the compaction schedule reads (tests inject their own).
+    pub compaction_clock: Arc<dyn Clock>,
 }
 
 impl Config {
@@ -45,6 +50,8 @@ impl Config {
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             etcd_prefix: String::new(),
             disable: Vec::new(),
+            compaction_interval: compaction::DEFAULT_INTERVAL,
+            compaction_clock: Arc::new(compaction::SystemClock),
         }
     }
 }
@@ -131,7 +138,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
 
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(listener, TlsAcceptor::from(tls_config), api.clone()));
-    tasks.spawn(compact_loop(storage));
+    let schedule = compaction::Schedule { interval: config.compaction_interval, clock: config.compaction_clock.clone() };
+    tasks.spawn(compaction::run(storage, schedule));
     Ok(Server { url, addr, kubeconfig, api, data_dir: config.data_dir.clone(), tasks })
 }
 
@@ -170,21 +178,5 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<Api>
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
-    }
-}
-
-/// Like upstream, compact history every five minutes up to the revision current five
-/// minutes earlier, so watches can resume across short disconnects.
-async fn compact_loop(storage: Arc<dyn Storage>) {
-    const INTERVAL: Duration = Duration::from_secs(300);
-    let mut previous: Option<i64> = None;
-    loop {
-        tokio::time::sleep(INTERVAL).await;
-        if let Some(rev) = previous {
-            if let Err(e) = storage.compact(rev).await {
-                tracing::warn!(revision = rev, error = %e, "compaction failed");
-            }
-        }
-        previous = storage.current_revision().await.ok();
     }
 }
