@@ -2,7 +2,8 @@
 //! HTTPS listener (HTTP/1.1 and HTTP/2) and periodic compaction.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -114,8 +115,7 @@ async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
 
 /// Starts serving. Returns once the listener is bound and storage answers.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    create_private_dir(&config.data_dir)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {} (is another server using it? pick another with --listen)", config.listen))?;
@@ -135,6 +135,8 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let kubeconfig = config.data_dir.join("admin.kubeconfig");
     pki::write_kubeconfig(&kubeconfig, &url, &pki, &pki.admin_cert_pem, &pki.admin_key_pem)
         .context("writing admin.kubeconfig")?;
+    // Last, so that files written above with looser modes (certificates) are covered too.
+    restrict_data_dir(&config.data_dir)?;
 
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(listener, TlsAcceptor::from(tls_config), api.clone()));
@@ -179,4 +181,48 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<Api>
             }
         });
     }
+}
+
+/// Creates the data dir (and its parents) readable by its owner only, and makes an
+/// existing one so before anything is written into it.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating data dir {}", dir.display()))?;
+    set_mode(dir, 0o700)
+}
+
+/// The data dir holds private keys, the admin kubeconfig and every stored Secret: the
+/// dir and `pki/` are 0700 and every file the server writes there 0600, also in a data
+/// dir an older version left readable by everyone. Other subdirs (the agent's, with pod
+/// volumes) keep their own modes.
+fn restrict_data_dir(dir: &Path) -> anyhow::Result<()> {
+    for d in [dir.to_path_buf(), dir.join("pki")] {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("listing {}", d.display())),
+        };
+        set_mode(&d, 0o700)?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("listing {}", d.display()))?;
+            let file_type = entry.file_type().with_context(|| format!("reading {}", entry.path().display()))?;
+            if file_type.is_file() {
+                set_mode(&entry.path(), 0o600)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    let current = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode() & 0o777;
+    if current != mode {
+        tracing::info!(path = %path.display(), from = format!("{current:o}"), to = format!("{mode:o}"), "restricting file mode");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("restricting {} to mode {mode:o}", path.display()))?;
+    }
+    Ok(())
 }
