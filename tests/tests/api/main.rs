@@ -12,6 +12,7 @@ mod errors;
 mod patch;
 mod semantics;
 mod selectors;
+mod storage;
 mod subresources;
 mod watch;
 
