@@ -338,7 +338,10 @@ async fn etcd_lists_more_than_one_response_can_hold_as_one_snapshot() {
         tokio::spawn(async move {
             for i in 0..200 {
                 let key = format!("/cm/{}{i:05}", if i % 2 == 0 { "0" } else { "z" });
-                store.create(&key, Bytes::from_static(b"late")).await.unwrap();
+                store
+                    .create(&key, Bytes::from_static(b"late"))
+                    .await
+                    .unwrap();
             }
         })
     };
@@ -348,11 +351,23 @@ async fn etcd_lists_more_than_one_response_can_hold_as_one_snapshot() {
     assert!(all.kvs.len() >= 5_000, "{} keys listed", all.kvs.len());
     // Exactly the keys that existed at the list's revision, each as it was then.
     let now = store.list("/cm/", ListOptions::default()).await.unwrap();
-    let existed = now.kvs.iter().filter(|kv| kv.create_revision <= all.revision).count();
-    assert_eq!(all.kvs.len(), existed, "listed at revision {}", all.revision);
+    let existed = now
+        .kvs
+        .iter()
+        .filter(|kv| kv.create_revision <= all.revision)
+        .count();
+    assert_eq!(
+        all.kvs.len(),
+        existed,
+        "listed at revision {}",
+        all.revision
+    );
     assert!(all.kvs.iter().all(|kv| kv.mod_revision <= all.revision));
     // A limit over one page's worth is met across pages, with `more` still right.
-    let limited = ListOptions { limit: 1_200, ..Default::default() };
+    let limited = ListOptions {
+        limit: 1_200,
+        ..Default::default()
+    };
     let page = store.list("/cm/", limited).await.unwrap();
     assert_eq!(page.kvs.len(), 1_200);
     assert!(page.more);
@@ -413,9 +428,15 @@ async fn a_reopened_embedded_store_gives_the_space_of_compacted_history_back() {
     };
     let store = EmbeddedStore::open(&path).unwrap();
     let shrunk = store.size_on_disk().await.unwrap();
-    assert!(shrunk * 4 < grown, "{grown} bytes before, {shrunk} after reopening");
+    assert!(
+        shrunk * 4 < grown,
+        "{grown} bytes before, {shrunk} after reopening"
+    );
     let list = store.list("/r/", ListOptions::default()).await.unwrap();
     assert_eq!(list.kvs.len(), keys);
     let last = b'a' + rounds as u8 - 1;
-    assert!(list.kvs.iter().all(|kv| kv.value.len() == size && kv.value[0] == last));
+    assert!(list
+        .kvs
+        .iter()
+        .all(|kv| kv.value.len() == size && kv.value[0] == last));
 }

@@ -94,7 +94,10 @@ pub fn next(checkpoint: Option<Checkpoint>, now: SystemTime, interval: Duration)
 }
 
 fn encode(time: SystemTime) -> Bytes {
-    let millis = time.duration_since(UNIX_EPOCH).unwrap_or_default().as_millis() as u64;
+    let millis = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64;
     Bytes::from(json!({ "unixMillis": millis }).to_string())
 }
 
@@ -114,7 +117,10 @@ pub async fn tick(storage: &dyn Storage, schedule: &Schedule) -> Result<Duration
     let checkpoint = stored.as_ref().and_then(|kv| {
         let checkpoint = decode(kv);
         if checkpoint.is_none() {
-            tracing::warn!(key = CHECKPOINT_KEY, "unreadable compaction checkpoint, writing a new one");
+            tracing::warn!(
+                key = CHECKPOINT_KEY,
+                "unreadable compaction checkpoint, writing a new one"
+            );
         }
         checkpoint
     });
@@ -125,7 +131,11 @@ pub async fn tick(storage: &dyn Storage, schedule: &Schedule) -> Result<Duration
         Next::Compact { to } => Some(to),
     };
     let written = match &stored {
-        Some(kv) => storage.update(CHECKPOINT_KEY, encode(now), kv.mod_revision).await,
+        Some(kv) => {
+            storage
+                .update(CHECKPOINT_KEY, encode(now), kv.mod_revision)
+                .await
+        }
         None => storage.create(CHECKPOINT_KEY, encode(now)).await,
     };
     match written {
@@ -196,11 +206,36 @@ mod tests {
         let cases = [
             ("no checkpoint yet", None, t0, Next::Record),
             ("a fresh checkpoint", at(7, t0), t0, Next::Wait(5 * MINUTE)),
-            ("two minutes old", at(7, t0), t0 + 2 * MINUTE, Next::Wait(3 * MINUTE)),
-            ("exactly an interval old", at(7, t0), t0 + 5 * MINUTE, Next::Compact { to: 7 }),
-            ("an hour old", at(7, t0), t0 + 60 * MINUTE, Next::Compact { to: 7 }),
-            ("a minute ahead of our clock", at(7, t0 + MINUTE), t0, Next::Wait(6 * MINUTE)),
-            ("a day ahead of our clock", at(7, t0 + 24 * 60 * MINUTE), t0, Next::Record),
+            (
+                "two minutes old",
+                at(7, t0),
+                t0 + 2 * MINUTE,
+                Next::Wait(3 * MINUTE),
+            ),
+            (
+                "exactly an interval old",
+                at(7, t0),
+                t0 + 5 * MINUTE,
+                Next::Compact { to: 7 },
+            ),
+            (
+                "an hour old",
+                at(7, t0),
+                t0 + 60 * MINUTE,
+                Next::Compact { to: 7 },
+            ),
+            (
+                "a minute ahead of our clock",
+                at(7, t0 + MINUTE),
+                t0,
+                Next::Wait(6 * MINUTE),
+            ),
+            (
+                "a day ahead of our clock",
+                at(7, t0 + 24 * 60 * MINUTE),
+                t0,
+                Next::Record,
+            ),
         ];
         for (name, checkpoint, now, want) in cases {
             assert_eq!(next(checkpoint, now, 5 * MINUTE), want, "{name}");
@@ -211,13 +246,21 @@ mod tests {
     async fn a_store_whose_server_restarts_every_two_minutes_is_still_compacted() {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(&dir.path().join("db")).unwrap();
-        let clock = Arc::new(FakeClock(Mutex::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000))));
-        let schedule = Schedule { interval: 5 * MINUTE, clock: clock.clone() };
+        let clock = Arc::new(FakeClock(Mutex::new(
+            UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        )));
+        let schedule = Schedule {
+            interval: 5 * MINUTE,
+            clock: clock.clone(),
+        };
         let mut first_write = None;
         // Each "server" looks at the schedule once when it starts and lives two minutes:
         // never long enough for a timer of its own to reach the interval.
         for restart in 0..4 {
-            let rev = store.create(&format!("/registry/x/{restart}"), Bytes::from_static(b"{}")).await.unwrap();
+            let rev = store
+                .create(&format!("/registry/x/{restart}"), Bytes::from_static(b"{}"))
+                .await
+                .unwrap();
             first_write.get_or_insert(rev);
             tick(&*store, &schedule).await.unwrap();
             clock.advance(2 * MINUTE);
@@ -227,6 +270,9 @@ mod tests {
         // checkpoint of minute 0, written right after the first object.
         assert!(compacted > first_write.unwrap(), "compacted to {compacted}");
         let checkpoint = store.get(CHECKPOINT_KEY).await.unwrap().unwrap();
-        assert!(compacted < checkpoint.mod_revision, "history since the new checkpoint is kept");
+        assert!(
+            compacted < checkpoint.mod_revision,
+            "history since the new checkpoint is kept"
+        );
     }
 }

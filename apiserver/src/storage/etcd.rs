@@ -17,8 +17,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, KvClient, Txn,
-    TxnOp, TxnOpResponse, TxnResponse, WatchClient, WatchOptions,
+    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, KvClient, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, WatchClient, WatchOptions,
 };
 use futures::StreamExt;
 
@@ -369,12 +369,7 @@ impl Storage for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(k, value.to_vec(), None)]);
-        let resp = self
-            .kv
-            .clone()
-            .txn(txn)
-            .await
-            .map_err(backend("create"))?;
+        let resp = self.kv.clone().txn(txn).await.map_err(backend("create"))?;
         if !resp.succeeded() {
             return Err(Error::AlreadyExists(key.to_owned()));
         }
@@ -390,12 +385,7 @@ impl Storage for EtcdStore {
             ])
             .and_then([TxnOp::put(k.clone(), value.to_vec(), None)])
             .or_else([TxnOp::get(k, None)]);
-        let resp = self
-            .kv
-            .clone()
-            .txn(txn)
-            .await
-            .map_err(backend("update"))?;
+        let resp = self.kv.clone().txn(txn).await.map_err(backend("update"))?;
         if !resp.succeeded() {
             return Err(self.cas_failure(key, expected_revision, &resp));
         }
@@ -415,12 +405,7 @@ impl Storage for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(k, None)]);
-        let resp = self
-            .kv
-            .clone()
-            .txn(txn)
-            .await
-            .map_err(backend("delete"))?;
+        let resp = self.kv.clone().txn(txn).await.map_err(backend("delete"))?;
         if !resp.succeeded() {
             return Err(self.cas_failure(key, expected_revision.unwrap_or(0), &resp));
         }
