@@ -2,7 +2,8 @@
 //! HTTPS listener (HTTP/1.1 and HTTP/2) and periodic compaction.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +15,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::api::Api;
 use crate::registry::Registry;
+use crate::storage::compaction::{self, Clock};
 use crate::storage::{embedded::EmbeddedStore, etcd::EtcdStore, Storage};
 use crate::{pki, tls};
 
@@ -34,6 +36,10 @@ pub struct Config {
     pub etcd_prefix: String,
     /// Parts switched off (`controllers`, `scheduler`, or one loop's name).
     pub disable: Vec<String>,
+    /// How often storage history is compacted (upstream's `--etcd-compaction-interval`).
+    pub compaction_interval: Duration,
+    /// The wall clock the compaction schedule reads (tests inject their own).
+    pub compaction_clock: Arc<dyn Clock>,
 }
 
 impl Config {
@@ -45,6 +51,8 @@ impl Config {
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             etcd_prefix: String::new(),
             disable: Vec::new(),
+            compaction_interval: compaction::DEFAULT_INTERVAL,
+            compaction_clock: Arc::new(compaction::SystemClock),
         }
     }
 }
@@ -107,8 +115,7 @@ async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
 
 /// Starts serving. Returns once the listener is bound and storage answers.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating data dir {}", config.data_dir.display()))?;
+    create_private_dir(&config.data_dir)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {} (is another server using it? pick another with --listen)", config.listen))?;
@@ -128,10 +135,13 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     let kubeconfig = config.data_dir.join("admin.kubeconfig");
     pki::write_kubeconfig(&kubeconfig, &url, &pki, &pki.admin_cert_pem, &pki.admin_key_pem)
         .context("writing admin.kubeconfig")?;
+    // Last, so that files written above with looser modes (certificates) are covered too.
+    restrict_data_dir(&config.data_dir)?;
 
     let mut tasks = JoinSet::new();
     tasks.spawn(accept_loop(listener, TlsAcceptor::from(tls_config), api.clone()));
-    tasks.spawn(compact_loop(storage));
+    let schedule = compaction::Schedule { interval: config.compaction_interval, clock: config.compaction_clock.clone() };
+    tasks.spawn(compaction::run(storage, schedule));
     Ok(Server { url, addr, kubeconfig, api, data_dir: config.data_dir.clone(), tasks })
 }
 
@@ -173,18 +183,46 @@ async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<Api>
     }
 }
 
-/// Like upstream, compact history every five minutes up to the revision current five
-/// minutes earlier, so watches can resume across short disconnects.
-async fn compact_loop(storage: Arc<dyn Storage>) {
-    const INTERVAL: Duration = Duration::from_secs(300);
-    let mut previous: Option<i64> = None;
-    loop {
-        tokio::time::sleep(INTERVAL).await;
-        if let Some(rev) = previous {
-            if let Err(e) = storage.compact(rev).await {
-                tracing::warn!(revision = rev, error = %e, "compaction failed");
+/// Creates the data dir (and its parents) readable by its owner only, and makes an
+/// existing one so before anything is written into it.
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating data dir {}", dir.display()))?;
+    set_mode(dir, 0o700)
+}
+
+/// The data dir holds private keys, the admin kubeconfig and every stored Secret: the
+/// dir and `pki/` are 0700 and every file the server writes there 0600, also in a data
+/// dir an older version left readable by everyone. Other subdirs (the agent's, with pod
+/// volumes) keep their own modes.
+fn restrict_data_dir(dir: &Path) -> anyhow::Result<()> {
+    for d in [dir.to_path_buf(), dir.join("pki")] {
+        let entries = match std::fs::read_dir(&d) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e).with_context(|| format!("listing {}", d.display())),
+        };
+        set_mode(&d, 0o700)?;
+        for entry in entries {
+            let entry = entry.with_context(|| format!("listing {}", d.display()))?;
+            let file_type = entry.file_type().with_context(|| format!("reading {}", entry.path().display()))?;
+            if file_type.is_file() {
+                set_mode(&entry.path(), 0o600)?;
             }
         }
-        previous = storage.current_revision().await.ok();
     }
+    Ok(())
+}
+
+fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
+    let current = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode() & 0o777;
+    if current != mode {
+        tracing::info!(path = %path.display(), from = format!("{current:o}"), to = format!("{mode:o}"), "restricting file mode");
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .with_context(|| format!("restricting {} to mode {mode:o}", path.display()))?;
+    }
+    Ok(())
 }

@@ -6,7 +6,9 @@
 //! history older than a revision (a watch or read below it fails with `Compacted`,
 //! which the API turns into 410 Gone). Two backends implement it: [`embedded`]
 //! (redb, the default) and [`etcd`]; [`suite`] is the one test suite both pass.
+//! [`compaction`] runs the periodic compaction.
 
+pub mod compaction;
 pub mod embedded;
 pub mod etcd;
 pub mod suite;

@@ -95,6 +95,25 @@ pub fn decode(value: &[u8], revision: i64) -> Result<Value> {
     Ok(obj)
 }
 
+/// The stored value of `key` as an object, or `None` (logged with the key and the
+/// reason) when the server cannot read it: one such record must not stop a watch cache.
+fn readable(key: &str, value: &[u8], revision: i64) -> Option<Value> {
+    match decode(value, revision) {
+        Ok(obj) => Some(obj),
+        Err(e) => {
+            tracing::error!(key, revision, error = %e, "skipping a stored object the server cannot read");
+            None
+        }
+    }
+}
+
+/// `obj` as of `revision` (how a delete reports the last state it removed).
+fn at_revision(obj: &Value, revision: i64) -> Value {
+    let mut obj = obj.clone();
+    object::set_resource_version(&mut obj, revision);
+    obj
+}
+
 impl WatchCache {
     /// Loads every object under `prefix` and starts following changes.
     pub async fn start(storage: Arc<dyn Storage>, prefix: String) -> Result<Arc<Self>> {
@@ -112,14 +131,17 @@ impl WatchCache {
         Ok(cache)
     }
 
-    /// Replaces the state with a fresh read of storage; returns the read revision.
+    /// Replaces the state with a fresh read of storage; returns the read revision. A
+    /// record the server cannot read is left out (and logged), never fails the reload.
     async fn reload(&self, storage: &dyn Storage) -> Result<i64> {
         let mut objects = BTreeMap::new();
         let mut opts = ListOptions { limit: 5000, ..Default::default() };
         let revision = loop {
             let page = storage.list(&self.prefix, opts.clone()).await?;
             for kv in &page.kvs {
-                objects.insert(kv.key.clone(), Arc::new(decode(&kv.value, kv.mod_revision)?));
+                if let Some(obj) = readable(&kv.key, &kv.value, kv.mod_revision) {
+                    objects.insert(kv.key.clone(), Arc::new(obj));
+                }
             }
             if !page.more {
                 break page.revision;
@@ -136,34 +158,48 @@ impl WatchCache {
         Ok(revision)
     }
 
-    fn apply(&self, event: crate::storage::Event) -> Result<()> {
+    /// Applies one storage event. A value the server cannot read is logged and skipped:
+    /// an object it replaced leaves the cache as deleted (a list from the cache no longer
+    /// has it either), and the cache still moves on to the event's revision.
+    fn apply(&self, event: crate::storage::Event) {
         let revision = event.revision();
         let mut state = self.state.write().expect("watch cache lock poisoned");
         let prev = state.objects.get(&event.kv.key).cloned();
-        let (kind, object) = match event.kind {
-            EventKind::Put => {
-                let obj = Arc::new(decode(&event.kv.value, revision)?);
-                state.objects.insert(event.kv.key.clone(), obj.clone());
-                (if prev.is_some() { EventType::Modified } else { EventType::Added }, obj)
-            }
+        let change = match event.kind {
+            EventKind::Put => match readable(&event.kv.key, &event.kv.value, revision) {
+                Some(obj) => {
+                    let obj = Arc::new(obj);
+                    state.objects.insert(event.kv.key.clone(), obj.clone());
+                    Some((if prev.is_some() { EventType::Modified } else { EventType::Added }, obj))
+                }
+                None => {
+                    state.objects.remove(&event.kv.key);
+                    prev.as_ref().map(|p| (EventType::Deleted, Arc::new(at_revision(p, revision))))
+                }
+            },
             EventKind::Delete => {
                 state.objects.remove(&event.kv.key);
-                // Upstream reports a deleted object with the revision of the delete.
-                (EventType::Deleted, Arc::new(decode(&event.kv.value, revision)?))
+                // Upstream reports a deleted object with the revision of the delete. Its
+                // last value, if unreadable, was never in the cache: nothing to report.
+                match decode(&event.kv.value, revision) {
+                    Ok(obj) => Some((EventType::Deleted, Arc::new(obj))),
+                    Err(_) => prev.as_ref().map(|p| (EventType::Deleted, Arc::new(at_revision(p, revision)))),
+                }
             }
         };
-        let ev = Arc::new(CacheEvent::new(kind, event.kv.key, object, prev, revision));
         state.revision = revision;
-        if state.history.len() == HISTORY {
-            if let Some(old) = state.history.pop_front() {
-                state.complete_after = old.revision;
+        if let Some((kind, object)) = change {
+            let ev = Arc::new(CacheEvent::new(kind, event.kv.key, object, prev, revision));
+            if state.history.len() == HISTORY {
+                if let Some(old) = state.history.pop_front() {
+                    state.complete_after = old.revision;
+                }
             }
+            state.history.push_back(ev.clone());
+            let _ = self.fanout.read().expect("fanout lock poisoned").send(ev);
         }
-        state.history.push_back(ev.clone());
-        let _ = self.fanout.read().expect("fanout lock poisoned").send(ev);
         drop(state);
         self.progress.send_replace(revision);
-        Ok(())
     }
 
     pub fn revision(&self) -> i64 {
@@ -232,12 +268,11 @@ async fn follow(cache: std::sync::Weak<WatchCache>, storage: Arc<dyn Storage>, m
             Ok(mut stream) => {
                 while let Some(item) = stream.next().await {
                     let Some(c) = cache.upgrade() else { return };
-                    let result = item.map_err(ApiError::from).and_then(|ev| {
-                        let rev = ev.revision();
-                        c.apply(ev).map(|_| rev)
-                    });
-                    match result {
-                        Ok(rev) => revision = rev,
+                    match item {
+                        Ok(ev) => {
+                            revision = ev.revision();
+                            c.apply(ev);
+                        }
                         Err(e) => {
                             tracing::warn!(prefix = %prefix, error = %e, "watch cache lost its storage watch");
                             break;
@@ -280,5 +315,39 @@ mod tests {
         assert_eq!(sub.backlog.len(), 1);
         assert_eq!(sub.backlog[0].kind, EventType::Added);
         assert_eq!(sub.backlog[0].object["metadata"]["resourceVersion"], third.to_string());
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_record_is_skipped_and_the_cache_keeps_following() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = EmbeddedStore::open(&dir.path().join("db")).expect("open store");
+        let prefix = "/registry/core/configmaps/";
+        let key = |n: &str| format!("{prefix}ns/{n}");
+        let obj = |n: &str| Bytes::from(format!("{{\"metadata\":{{\"name\":\"{n}\"}}}}"));
+        let garbage = || Bytes::from_static(b"\xff not an object");
+        let names = |cache: &WatchCache| -> Vec<String> {
+            cache.list(prefix).0.iter().map(|o| o["metadata"]["name"].as_str().unwrap_or("").to_string()).collect()
+        };
+        store.create(&key("a"), obj("a")).await.expect("create a");
+        let bad = store.create(&key("bad"), garbage()).await.expect("create bad");
+        let cache = WatchCache::start(store.clone(), prefix.into()).await.expect("a cache starts past an unreadable record");
+        assert_eq!(names(&cache), ["a"]);
+        let mut sub = cache.subscribe(prefix, None).expect("subscribe");
+
+        store.update(&key("bad"), garbage(), bad).await.expect("rewrite bad");
+        let c = store.create(&key("c"), obj("c")).await.expect("create c");
+        assert!(cache.wait_for(c, Duration::from_secs(5)).await, "the cache follows events after an unreadable one");
+        assert_eq!(names(&cache), ["a", "c"]);
+        let ev = sub.live.recv().await.expect("an event");
+        assert_eq!((ev.kind, ev.key.as_str()), (EventType::Added, key("c").as_str()));
+
+        // An object overwritten with something unreadable leaves the cache as deleted.
+        let a = cache.get(&key("a")).expect("a cached");
+        let rev: i64 = a["metadata"]["resourceVersion"].as_str().unwrap_or("").parse().expect("a's revision");
+        let broken = store.update(&key("a"), garbage(), rev).await.expect("break a");
+        assert!(cache.wait_for(broken, Duration::from_secs(5)).await);
+        assert_eq!(names(&cache), ["c"]);
+        let ev = sub.live.recv().await.expect("an event");
+        assert_eq!((ev.kind, ev.key.as_str(), ev.revision), (EventType::Deleted, key("a").as_str(), broken));
     }
 }

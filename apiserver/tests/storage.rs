@@ -305,3 +305,138 @@ async fn etcd_suite() {
         .kvs
         .is_empty());
 }
+
+/// tonic's default receive limit, which the etcd client used to keep.
+const OLD_RECEIVE_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Creates `count` keys `{prefix}{i:05}` with `value`, many at a time.
+async fn seed(store: &Arc<EtcdStore>, prefix: &str, count: usize, value: Bytes) {
+    futures::stream::iter(0..count)
+        .map(|i| {
+            let (store, value) = (store.clone(), value.clone());
+            let key = format!("{prefix}{i:05}");
+            async move { store.create(&key, value).await.unwrap() }
+        })
+        .buffer_unordered(128)
+        .collect::<Vec<_>>()
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_lists_more_than_one_response_can_hold_as_one_snapshot() {
+    let etcd = start_etcd().await;
+    let endpoints = std::slice::from_ref(&etcd.endpoint);
+    let store = EtcdStore::connect_with_response_limit(endpoints, "/kybern", OLD_RECEIVE_LIMIT)
+        .await
+        .unwrap();
+    // 5,000 objects of 1.2 KB: 6 MB, more than one 4 MiB response holds.
+    seed(&store, "/cm/a", 5_000, Bytes::from(vec![b'x'; 1200])).await;
+    // Writes go on while the list reads its pages, of keys before and after all others:
+    // a list that read later pages at a later revision would miss the first kind.
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                let key = format!("/cm/{}{i:05}", if i % 2 == 0 { "0" } else { "z" });
+                store
+                    .create(&key, Bytes::from_static(b"late"))
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let all = store.list("/cm/", ListOptions::default()).await.unwrap();
+    writer.await.unwrap();
+    assert!(!all.more);
+    assert!(all.kvs.len() >= 5_000, "{} keys listed", all.kvs.len());
+    // Exactly the keys that existed at the list's revision, each as it was then.
+    let now = store.list("/cm/", ListOptions::default()).await.unwrap();
+    let existed = now
+        .kvs
+        .iter()
+        .filter(|kv| kv.create_revision <= all.revision)
+        .count();
+    assert_eq!(
+        all.kvs.len(),
+        existed,
+        "listed at revision {}",
+        all.revision
+    );
+    assert!(all.kvs.iter().all(|kv| kv.mod_revision <= all.revision));
+    // A limit over one page's worth is met across pages, with `more` still right.
+    let limited = ListOptions {
+        limit: 1_200,
+        ..Default::default()
+    };
+    let page = store.list("/cm/", limited).await.unwrap();
+    assert_eq!(page.kvs.len(), 1_200);
+    assert!(page.more);
+    let rest = ListOptions {
+        start_after: page.kvs.last().map(|kv| kv.key.clone()),
+        revision: Some(page.revision),
+        ..Default::default()
+    };
+    let rest = store.list("/cm/", rest).await.unwrap();
+    assert_eq!(page.kvs.len() + rest.kvs.len(), now.kvs.len());
+    assert!(!rest.more);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_asks_for_smaller_pages_when_one_is_still_too_large() {
+    let etcd = start_etcd().await;
+    let endpoints = std::slice::from_ref(&etcd.endpoint);
+    let store = EtcdStore::connect_with_response_limit(endpoints, "/kybern", OLD_RECEIVE_LIMIT)
+        .await
+        .unwrap();
+    // Objects of 1 MiB (etcd takes up to 1.5 MiB): 8 of them are twice the 4 MiB limit.
+    seed(&store, "/big/", 8, Bytes::from(vec![b'x'; 1024 * 1024])).await;
+    let all = store.list("/big/", ListOptions::default()).await.unwrap();
+    assert_eq!(all.kvs.len(), 8);
+    assert!(all.kvs.iter().all(|kv| kv.value.len() == 1024 * 1024));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_reopened_embedded_store_gives_the_space_of_compacted_history_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kybern.db");
+    let (keys, rounds, size) = (200, 6, 16 * 1024);
+    let grown = {
+        let store = EmbeddedStore::open(&path).unwrap();
+        // Every key rewritten in each round (one batch each): the pages of the live
+        // objects end up spread among ~40 MB of logged history, so no free tail is left
+        // for redb to trim by itself once that history is compacted.
+        for round in 0..rounds {
+            let value = Bytes::from(vec![b'a' + round as u8; size]);
+            futures::stream::iter(0..keys)
+                .map(|i| {
+                    let (store, value) = (store.clone(), value.clone());
+                    async move {
+                        let key = format!("/r/{i:03}");
+                        match store.get(&key).await.unwrap() {
+                            Some(kv) => store.update(&key, value, kv.mod_revision).await.unwrap(),
+                            None => store.create(&key, value).await.unwrap(),
+                        }
+                    }
+                })
+                .buffer_unordered(keys)
+                .collect::<Vec<_>>()
+                .await;
+        }
+        let current = store.current_revision().await.unwrap();
+        store.compact(current).await.unwrap();
+        store.size_on_disk().await.unwrap()
+    };
+    let store = EmbeddedStore::open(&path).unwrap();
+    let shrunk = store.size_on_disk().await.unwrap();
+    assert!(
+        shrunk * 4 < grown,
+        "{grown} bytes before, {shrunk} after reopening"
+    );
+    let list = store.list("/r/", ListOptions::default()).await.unwrap();
+    assert_eq!(list.kvs.len(), keys);
+    let last = b'a' + rounds as u8 - 1;
+    assert!(list
+        .kvs
+        .iter()
+        .all(|kv| kv.value.len() == size && kv.value[0] == last));
+}

@@ -201,8 +201,11 @@ pub async fn load_all(api: &Arc<Api>) -> Result<()> {
     let crds = snap.get("apiextensions.k8s.io", "v1", "customresourcedefinitions").cloned().expect("CRDs are built in");
     let page = api.storage.list(&crds.key_prefix(), ListOptions::default()).await?;
     for kv in page.kvs {
-        let crd = crate::watchcache::decode(&kv.value, kv.mod_revision)?;
-        after_write(api, &crd);
+        // One unreadable record must not stop start-up: the other CRDs are still served.
+        match crate::watchcache::decode(&kv.value, kv.mod_revision) {
+            Ok(crd) => after_write(api, &crd),
+            Err(e) => tracing::error!(key = %kv.key, error = %e, "skipping a stored CustomResourceDefinition the server cannot read"),
+        }
     }
     Ok(())
 }

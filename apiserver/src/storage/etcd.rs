@@ -5,6 +5,10 @@
 //! one it compacted to and, when asked, finds the oldest readable revision by bisection.
 //! Like the embedded store, after `compact(C)` reads at C and watches after C work, and a
 //! watch after C - 1 fails with `Compacted` (etcd itself would still serve that one).
+//!
+//! Range reads are paged (like upstream's storage) so that no single etcd response can
+//! outgrow what the client accepts, whatever the object sizes; every page of one list is
+//! read at the revision of the first, so the pages form one consistent snapshot.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -13,8 +17,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, Txn, TxnOp, TxnOpResponse,
-    TxnResponse, WatchOptions,
+    Client, Compare, CompareOp, DeleteOptions, EventType, GetOptions, KvClient, Txn, TxnOp,
+    TxnOpResponse, TxnResponse, WatchClient, WatchOptions,
 };
 use futures::StreamExt;
 
@@ -25,9 +29,30 @@ use super::{
 const COMPACTED_MSG: &str = "required revision has been compacted";
 const FUTURE_MSG: &str = "required revision is a future revision";
 
+/// The largest etcd response the client decodes: what etcd sends at most (its gRPC
+/// server's send limit is Go's math.MaxInt32) and what etcd's own Go client accepts by
+/// default. tonic's default of 4 MiB is what about 4,500 ConfigMaps of 1.2 KB fill.
+/// Requests need no client-side cap: etcd refuses those over its --max-request-bytes.
+pub const MAX_RESPONSE_BYTES: usize = i32::MAX as usize;
+
+/// Keys per range request. etcd refuses writes over its --max-request-bytes (1.5 MiB by
+/// default), so a page holds at most 500 x 1.5 MiB = 750 MiB, well under
+/// [`MAX_RESPONSE_BYTES`] (2 GiB); with objects of a few KB it is a few MB. A page that
+/// is still too large (an etcd with a raised request limit, a client with a lower
+/// receive limit) is asked for again at half the size.
+const PAGE_KEYS: usize = 500;
+
+/// gRPC status codes (tonic's `Code` as its number).
+const GRPC_RESOURCE_EXHAUSTED: i32 = 8;
+const GRPC_OUT_OF_RANGE: i32 = 11;
+
 /// A [`Storage`] on an etcd cluster. Connect with [`EtcdStore::connect`].
 pub struct EtcdStore {
+    /// Kept for the calls without a tuned client (status); it also owns the connection
+    /// the two clients below share.
     client: Client,
+    kv: KvClient,
+    watch: WatchClient,
     prefix: String,
     /// The highest compacted revision seen so far.
     compacted: AtomicI64,
@@ -53,14 +78,52 @@ fn revision_of(header: Option<&etcd_client::ResponseHeader>) -> i64 {
     header.map_or(0, |h| h.revision())
 }
 
+/// Whether a range read failed only because its response was too large: refused by
+/// etcd's send limit (RESOURCE_EXHAUSTED) or by our receive limit (OUT_OF_RANGE, the
+/// code etcd also uses for compacted and future revisions, which are told apart first).
+fn response_too_large(e: &etcd_client::Error) -> bool {
+    let etcd_client::Error::GRpcStatus(status) = e else {
+        return false;
+    };
+    let msg = status.message();
+    match i32::from(status.code()) {
+        GRPC_RESOURCE_EXHAUSTED => true,
+        GRPC_OUT_OF_RANGE => !msg.contains(COMPACTED_MSG) && !msg.contains(FUTURE_MSG),
+        _ => false,
+    }
+}
+
+/// The smallest key strictly greater than `key`.
+fn key_after(key: &[u8]) -> Vec<u8> {
+    let mut next = key.to_vec();
+    next.push(0);
+    next
+}
+
 impl EtcdStore {
     /// Connects to `endpoints`, storing every key under `prefix` (e.g. `/kybern`).
     pub async fn connect(endpoints: &[String], prefix: &str) -> Result<Arc<Self>> {
+        Self::connect_with_response_limit(endpoints, prefix, MAX_RESPONSE_BYTES).await
+    }
+
+    /// Like [`EtcdStore::connect`], decoding etcd responses of at most `max_response_bytes`
+    /// (tests use tonic's old default of 4 MiB to show that reads are paged).
+    pub async fn connect_with_response_limit(
+        endpoints: &[String],
+        prefix: &str,
+        max_response_bytes: usize,
+    ) -> Result<Arc<Self>> {
         let client = Client::connect(endpoints, None)
             .await
             .map_err(backend("connect"))?;
         tracing::info!(?endpoints, prefix, "connected to etcd");
         Ok(Arc::new(Self {
+            kv: client
+                .kv_client()
+                .max_decoding_message_size(max_response_bytes),
+            watch: client
+                .watch_client()
+                .max_decoding_message_size(max_response_bytes),
             client,
             prefix: prefix.to_owned(),
             compacted: AtomicI64::new(0),
@@ -71,7 +134,7 @@ impl EtcdStore {
         format!("{}{key}", self.prefix)
     }
 
-    fn kv(&self, kv: &etcd_client::KeyValue) -> KeyValue {
+    fn key_value(&self, kv: &etcd_client::KeyValue) -> KeyValue {
         let key = String::from_utf8_lossy(kv.key());
         KeyValue {
             key: key.strip_prefix(&self.prefix).unwrap_or(&key).to_owned(),
@@ -100,7 +163,7 @@ impl EtcdStore {
     /// Whether `revision` can still be read.
     async fn readable(&self, revision: i64) -> Result<bool> {
         let opts = GetOptions::new().with_revision(revision).with_count_only();
-        match self.client.clone().get(self.full("/"), Some(opts)).await {
+        match self.kv.clone().get(self.full("/"), Some(opts)).await {
             Ok(_) => Ok(true),
             Err(e) if e.to_string().contains(COMPACTED_MSG) => Ok(false),
             Err(e) => Err(backend("probe compaction")(e)),
@@ -212,7 +275,7 @@ impl Storage for EtcdStore {
     async fn current_revision(&self) -> Result<i64> {
         let opts = GetOptions::new().with_count_only();
         let resp = self
-            .client
+            .kv
             .clone()
             .get(self.full("/"), Some(opts))
             .await
@@ -222,25 +285,22 @@ impl Storage for EtcdStore {
 
     async fn get(&self, key: &str) -> Result<Option<KeyValue>> {
         let resp = self
-            .client
+            .kv
             .clone()
             .get(self.full(key), None)
             .await
             .map_err(backend("get"))?;
-        Ok(resp.kvs().first().map(|kv| self.kv(kv)))
+        Ok(resp.kvs().first().map(|kv| self.key_value(kv)))
     }
 
     async fn list(&self, prefix: &str, opts: ListOptions) -> Result<ListResult> {
         let full = self.full(prefix);
-        let start = match &opts.start_after {
-            // The smallest key strictly greater than `after`.
-            Some(after) if after.as_str() >= prefix => format!("{}\0", self.full(after)),
-            _ => full.clone(),
+        let range_end = prefix_end(full.as_bytes());
+        let mut start = match &opts.start_after {
+            Some(after) if after.as_str() >= prefix => key_after(self.full(after).as_bytes()),
+            _ => full.into_bytes(),
         };
-        let mut get = GetOptions::new()
-            .with_range(prefix_end(full.as_bytes()))
-            .with_limit(opts.limit as i64);
-        let at = opts.revision.filter(|r| *r > 0);
+        let mut at = opts.revision.filter(|r| *r > 0);
         if let Some(at) = at {
             let compacted = self.compacted.load(Ordering::Relaxed);
             if at < compacted {
@@ -249,31 +309,59 @@ impl Storage for EtcdStore {
                     compacted,
                 });
             }
-            get = get.with_revision(at);
         }
-        let resp = match self.client.clone().get(start, Some(get)).await {
-            Ok(resp) => resp,
-            Err(e) if e.to_string().contains(COMPACTED_MSG) => {
-                let requested = at.unwrap_or(0);
-                return Err(Error::Compacted {
-                    requested,
-                    compacted: self.compacted_revision().await?,
-                });
-            }
-            Err(e) if e.to_string().contains(FUTURE_MSG) => {
-                let current = self.current_revision().await?;
-                return Err(Error::FutureRevision {
-                    requested: at.unwrap_or(0),
-                    current,
-                });
-            }
-            Err(e) => return Err(backend("list")(e)),
+        let wanted = if opts.limit == 0 {
+            usize::MAX
+        } else {
+            opts.limit
         };
-        Ok(ListResult {
-            kvs: resp.kvs().iter().map(|kv| self.kv(kv)).collect(),
-            revision: at.unwrap_or_else(|| revision_of(resp.header())),
-            more: resp.more(),
-        })
+        let mut page_keys = PAGE_KEYS;
+        let mut kvs = Vec::new();
+        loop {
+            let ask = page_keys.min(wanted - kvs.len());
+            let mut get = GetOptions::new()
+                .with_range(range_end.clone())
+                .with_limit(ask as i64);
+            if let Some(at) = at {
+                get = get.with_revision(at);
+            }
+            let resp = match self.kv.clone().get(start.clone(), Some(get)).await {
+                Ok(resp) => resp,
+                Err(e) if e.to_string().contains(COMPACTED_MSG) => {
+                    let requested = at.unwrap_or(0);
+                    return Err(Error::Compacted {
+                        requested,
+                        compacted: self.compacted_revision().await?,
+                    });
+                }
+                Err(e) if e.to_string().contains(FUTURE_MSG) => {
+                    let current = self.current_revision().await?;
+                    return Err(Error::FutureRevision {
+                        requested: at.unwrap_or(0),
+                        current,
+                    });
+                }
+                Err(e) if response_too_large(&e) && page_keys > 1 => {
+                    page_keys /= 2;
+                    tracing::warn!(prefix, page_keys, error = %e, "etcd page too large, asking for a smaller one");
+                    continue;
+                }
+                Err(e) => return Err(backend("list")(e)),
+            };
+            // The first page fixes the revision every later page is read at.
+            let revision = *at.get_or_insert_with(|| revision_of(resp.header()));
+            if let Some(last) = resp.kvs().last() {
+                start = key_after(last.key());
+            }
+            kvs.extend(resp.kvs().iter().map(|kv| self.key_value(kv)));
+            if !resp.more() || kvs.len() >= wanted || resp.kvs().is_empty() {
+                return Ok(ListResult {
+                    kvs,
+                    revision,
+                    more: resp.more(),
+                });
+            }
+        }
     }
 
     async fn create(&self, key: &str, value: Bytes) -> Result<i64> {
@@ -281,12 +369,7 @@ impl Storage for EtcdStore {
         let txn = Txn::new()
             .when([Compare::create_revision(k.clone(), CompareOp::Equal, 0)])
             .and_then([TxnOp::put(k, value.to_vec(), None)]);
-        let resp = self
-            .client
-            .clone()
-            .txn(txn)
-            .await
-            .map_err(backend("create"))?;
+        let resp = self.kv.clone().txn(txn).await.map_err(backend("create"))?;
         if !resp.succeeded() {
             return Err(Error::AlreadyExists(key.to_owned()));
         }
@@ -302,12 +385,7 @@ impl Storage for EtcdStore {
             ])
             .and_then([TxnOp::put(k.clone(), value.to_vec(), None)])
             .or_else([TxnOp::get(k, None)]);
-        let resp = self
-            .client
-            .clone()
-            .txn(txn)
-            .await
-            .map_err(backend("update"))?;
+        let resp = self.kv.clone().txn(txn).await.map_err(backend("update"))?;
         if !resp.succeeded() {
             return Err(self.cas_failure(key, expected_revision, &resp));
         }
@@ -327,17 +405,12 @@ impl Storage for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(k, None)]);
-        let resp = self
-            .client
-            .clone()
-            .txn(txn)
-            .await
-            .map_err(backend("delete"))?;
+        let resp = self.kv.clone().txn(txn).await.map_err(backend("delete"))?;
         if !resp.succeeded() {
             return Err(self.cas_failure(key, expected_revision.unwrap_or(0), &resp));
         }
         let prev = resp.op_responses().into_iter().find_map(|r| match r {
-            TxnOpResponse::Delete(del) => del.prev_kvs().first().map(|kv| self.kv(kv)),
+            TxnOpResponse::Delete(del) => del.prev_kvs().first().map(|kv| self.key_value(kv)),
             _ => None,
         });
         let prev = prev.ok_or_else(|| {
@@ -360,7 +433,7 @@ impl Storage for EtcdStore {
             .with_start_revision(after_revision + 1)
             .with_prev_key();
         let mut stream = self
-            .client
+            .watch
             .clone()
             .watch(full, Some(opts))
             .await
@@ -407,7 +480,7 @@ impl Storage for EtcdStore {
     }
 
     async fn compact(&self, revision: i64) -> Result<()> {
-        match self.client.clone().compact(revision, None).await {
+        match self.kv.clone().compact(revision, None).await {
             Ok(_) => {}
             // Already compacted that far: nothing left to do.
             Err(e) if e.to_string().contains(COMPACTED_MSG) => {}

@@ -13,6 +13,7 @@ mod limits;
 mod patch;
 mod semantics;
 mod selectors;
+mod storage;
 mod subresources;
 mod watch;
 
