@@ -1,5 +1,7 @@
 //! Starting the API server: data dir, certificates, storage, bootstrap objects, the
-//! HTTPS listener (HTTP/1.1 and HTTP/2) and periodic compaction.
+//! HTTPS listener (HTTP/1.1 and HTTP/2, served by `conn`) and periodic compaction.
+
+mod conn;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -16,6 +17,8 @@ use crate::api::Api;
 use crate::registry::Registry;
 use crate::storage::{embedded::EmbeddedStore, etcd::EtcdStore, Storage};
 use crate::{pki, tls};
+
+pub use conn::{ConnectionTimeouts, MAX_HEADER_BYTES, MAX_URL_BYTES};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StorageBackend {
@@ -34,6 +37,8 @@ pub struct Config {
     pub etcd_prefix: String,
     /// Parts switched off (`controllers`, `scheduler`, or one loop's name).
     pub disable: Vec<String>,
+    /// Deadlines for connections that do not send requests (upstream's by default).
+    pub connections: ConnectionTimeouts,
 }
 
 impl Config {
@@ -45,6 +50,7 @@ impl Config {
             etcd_endpoints: vec!["http://127.0.0.1:2379".into()],
             etcd_prefix: String::new(),
             disable: Vec::new(),
+            connections: ConnectionTimeouts::default(),
         }
     }
 }
@@ -130,47 +136,9 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .context("writing admin.kubeconfig")?;
 
     let mut tasks = JoinSet::new();
-    tasks.spawn(accept_loop(listener, TlsAcceptor::from(tls_config), api.clone()));
+    tasks.spawn(conn::accept_loop(listener, TlsAcceptor::from(tls_config), api.clone(), config.connections));
     tasks.spawn(compact_loop(storage));
     Ok(Server { url, addr, kubeconfig, api, data_dir: config.data_dir.clone(), tasks })
-}
-
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<Api>) {
-    let mut connections = JoinSet::new();
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let api = api.clone();
-        // Reap finished connections so the set does not grow without bound.
-        while connections.try_join_next().is_some() {}
-        connections.spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-            };
-            let identity = tls.get_ref().1.peer_certificates().and_then(tls::identity_from_certs);
-            let service = hyper::service::service_fn(move |req| {
-                let api = api.clone();
-                let identity = identity.clone();
-                async move { Ok::<_, std::convert::Infallible>(api.handle(req, identity).await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
 }
 
 /// Like upstream, compact history every five minutes up to the revision current five
