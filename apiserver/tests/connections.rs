@@ -26,15 +26,15 @@ use apiserver::server::{
 };
 use apiserver::{pki, tls};
 
-/// Every deadline one second, so a test outlasts them all within a few seconds.
+/// Every deadline two seconds: short, yet long enough for a TLS handshake on a busy machine.
 const SHORT: ConnectionTimeouts = ConnectionTimeouts {
-    tls_handshake: Duration::from_secs(1),
-    request_headers: Duration::from_secs(1),
-    idle: Duration::from_secs(1),
+    tls_handshake: Duration::from_secs(2),
+    request_headers: Duration::from_secs(2),
+    idle: Duration::from_secs(2),
 };
 
-/// Longer than every deadline in [`SHORT`] together.
-const OUTLAST: Duration = Duration::from_secs(4);
+/// Longer than the deadlines in [`SHORT`] together.
+const OUTLAST: Duration = Duration::from_secs(7);
 
 /// Bounds every wait so a broken server fails a test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(60);
