@@ -154,6 +154,23 @@ fn tune_allocator() {
     ]);
 }
 
+/// Raises the soft limit on open files to the hard limit, as Go's runtime does for
+/// kube-apiserver: a server holds a descriptor for every connection, and the soft limit
+/// shells start with (1024) only protects programs that use select(2), which kybern does
+/// not. The hard limit, set by whoever runs us, stays the bound.
+fn raise_open_file_limit() {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => {
+            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+                tracing::warn!(soft, hard, error = %e, "raising the open-file soft limit failed");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "reading the open-file limit failed"),
+    }
+}
+
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -161,6 +178,7 @@ fn main() -> anyhow::Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
+    raise_open_file_limit();
     let cli = Cli::parse();
     // Every long-running process; not the short-lived ones (--list, bench drivers).
     let daemon = match &cli.command {

@@ -15,6 +15,7 @@ mod scale;
 mod services;
 mod strategy;
 mod token;
+mod warning;
 mod watch;
 mod workloads;
 mod write;
@@ -123,12 +124,8 @@ impl Api {
                     Ok(resp) => resp,
                     Err(e) => error_response(&e),
                 };
-                for w in warnings.take() {
-                    // RFC 7234 warn-code 299 with an escaped quoted text, as upstream sends.
-                    let text = format!("299 - {}", serde_json::to_string(&w).unwrap_or_default());
-                    if let Ok(v) = http::HeaderValue::from_str(&text) {
-                        resp.headers_mut().append("warning", v);
-                    }
+                for v in warning::headers(warnings.take()) {
+                    resp.headers_mut().append("warning", v);
                 }
                 resp
             }

@@ -1,5 +1,7 @@
 //! Starting the API server: data dir, certificates, storage, bootstrap objects, the
-//! HTTPS listener (HTTP/1.1 and HTTP/2) and periodic compaction.
+//! HTTPS listener (HTTP/1.1 and HTTP/2, served by `conn`) and periodic compaction.
+
+mod conn;
 
 use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -8,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -18,6 +19,8 @@ use crate::registry::Registry;
 use crate::storage::compaction::{self, Clock};
 use crate::storage::{embedded::EmbeddedStore, etcd::EtcdStore, Storage};
 use crate::{pki, tls};
+
+pub use conn::{ConnectionTimeouts, MAX_HEADER_BYTES, MAX_URL_BYTES};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StorageBackend {
@@ -40,6 +43,8 @@ pub struct Config {
     pub compaction_interval: Duration,
     /// The wall clock the compaction schedule reads (tests inject their own).
     pub compaction_clock: Arc<dyn Clock>,
+    /// Deadlines for connections that do not send requests (upstream's by default).
+    pub connections: ConnectionTimeouts,
 }
 
 impl Config {
@@ -53,6 +58,7 @@ impl Config {
             disable: Vec::new(),
             compaction_interval: compaction::DEFAULT_INTERVAL,
             compaction_clock: Arc::new(compaction::SystemClock),
+            connections: ConnectionTimeouts::default(),
         }
     }
 }
@@ -139,48 +145,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     restrict_data_dir(&config.data_dir)?;
 
     let mut tasks = JoinSet::new();
-    tasks.spawn(accept_loop(listener, TlsAcceptor::from(tls_config), api.clone()));
+    tasks.spawn(conn::accept_loop(listener, TlsAcceptor::from(tls_config), api.clone(), config.connections));
     let schedule = compaction::Schedule { interval: config.compaction_interval, clock: config.compaction_clock.clone() };
     tasks.spawn(compaction::run(storage, schedule));
     Ok(Server { url, addr, kubeconfig, api, data_dir: config.data_dir.clone(), tasks })
-}
-
-async fn accept_loop(listener: TcpListener, acceptor: TlsAcceptor, api: Arc<Api>) {
-    let mut connections = JoinSet::new();
-    loop {
-        let (tcp, peer) = match listener.accept().await {
-            Ok(c) => c,
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        let acceptor = acceptor.clone();
-        let api = api.clone();
-        // Reap finished connections so the set does not grow without bound.
-        while connections.try_join_next().is_some() {}
-        connections.spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(t) => t,
-                Err(e) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-            };
-            let identity = tls.get_ref().1.peer_certificates().and_then(tls::identity_from_certs);
-            let service = hyper::service::service_fn(move |req| {
-                let api = api.clone();
-                let identity = identity.clone();
-                async move { Ok::<_, std::convert::Infallible>(api.handle(req, identity).await) }
-            });
-            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(tls), service).await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
 }
 
 /// Creates the data dir (and its parents) readable by its owner only, and makes an

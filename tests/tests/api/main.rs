@@ -10,6 +10,7 @@ mod crud;
 mod discovery;
 mod errors;
 mod limits;
+mod open_files;
 mod patch;
 mod semantics;
 mod selectors;

@@ -255,6 +255,11 @@ impl Binary {
         }
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// SIGKILL, as a crash or `kill -9` would.
     pub fn kill(mut self) {
         kill(&mut self.child);
