@@ -1,7 +1,9 @@
 //! `Warning` response headers from the warnings a request collected, with the rules of
 //! upstream's warning recorder (`endpoints/filters/warning.go`): empty and repeated texts
 //! are dropped; once the texts add up to more than 4 Ki characters every text is cut to
-//! 256 characters, and texts arriving after the budget is spent are dropped.
+//! 256 characters, and texts arriving after the budget is spent are dropped. When any
+//! were dropped, a last `additional warnings truncated` says so (upstream drops them
+//! silently; the client should know its list is incomplete).
 
 use http::HeaderValue;
 
@@ -10,6 +12,9 @@ const TOTAL_CHARS: usize = 4 * 1024;
 
 /// What each warning is cut to once the total is over [`TOTAL_CHARS`].
 const ITEM_CHARS: usize = 256;
+
+/// The last warning when others were dropped.
+const TRUNCATED: &str = "additional warnings truncated";
 
 /// The `Warning` header values for `warnings`, in order.
 pub(super) fn headers(warnings: impl IntoIterator<Item = String>) -> Vec<HeaderValue> {
@@ -23,6 +28,7 @@ pub(super) fn headers(warnings: impl IntoIterator<Item = String>) -> Vec<HeaderV
             continue;
         }
         if truncating && written >= TOTAL_CHARS {
+            out.extend(header(TRUNCATED));
             break;
         }
         if !seen.insert(text.clone()) {
@@ -146,8 +152,9 @@ mod tests {
         // Each cut to 256: 3 + 13 of them make 16 * 256 = 4,096, the budget.
         warnings.extend((0..13).map(|i| format!("{i:02}{}", "d".repeat(300))));
         warnings.push("dropped".into());
-        let sent = headers(warnings.clone());
-        assert_eq!(sent.len(), 16, "all but the last warning: {:?}", sent.len());
+        let mut sent = headers(warnings.clone());
+        assert_eq!(sent.len(), 17, "all but the last warning, and the note: {:?}", sent.len());
+        assert_eq!(sent.pop().unwrap(), "299 - \"additional warnings truncated\"");
         for (header, text) in sent.iter().zip(&warnings) {
             let cut: String = text.chars().take(256).collect();
             assert_eq!(header.to_str().unwrap(), format!("299 - \"{cut}\""));
