@@ -26,9 +26,11 @@ use activity::{Activity, TrackedIo};
 pub use guard::{MAX_HEADER_BYTES, MAX_URL_BYTES};
 
 /// How long a connection may go without doing what a client that uses it does. The
-/// defaults are kube-apiserver's (`secure_serving.go`): `ReadHeaderTimeout` 32 s (Go's
-/// `http.Server` also bounds the TLS handshake by it) and `IdleTimeout` 90 s (for HTTP/2
-/// too). Nothing here limits a request once its headers are in: watches and slow
+/// defaults are kube-apiserver's (`secure_serving.go`): `ReadHeaderTimeout` 32 s and
+/// `IdleTimeout` 90 s (for HTTP/2 too). The TLS handshake gets 10 s: Go bounds it by
+/// the header timeout (32 s), but 10 s is Go's own handshake timeout elsewhere and
+/// ample for any real client, and a connection that has not even finished its
+/// handshake holds a file descriptor for nothing. Nothing here limits a request once its headers are in: watches and slow
 /// uploads run as long as they need.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ConnectionTimeouts {
@@ -45,7 +47,7 @@ pub struct ConnectionTimeouts {
 impl Default for ConnectionTimeouts {
     fn default() -> Self {
         ConnectionTimeouts {
-            tls_handshake: Duration::from_secs(32),
+            tls_handshake: Duration::from_secs(10),
             request_headers: Duration::from_secs(32),
             idle: Duration::from_secs(90),
         }
