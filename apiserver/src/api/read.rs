@@ -90,7 +90,12 @@ pub async fn get_object(api: &Api, r: &Resource, ns: Option<&str>, name: &str, c
         return cache.get(&key).map(|o| (*o).clone()).ok_or_else(not_found);
     }
     let kv = api.storage.get(&key).await?.ok_or_else(not_found)?;
-    decode(&kv.value, kv.mod_revision)
+    // Nothing the server writes is unreadable (see `json`), but a record written by
+    // something else may be: say which one.
+    decode(&kv.value, kv.mod_revision).map_err(|e| match e {
+        ApiError::Internal(m) => ApiError::Internal(format!("{m} (key {key})")),
+        other => other,
+    })
 }
 
 #[cfg(test)]
