@@ -9,6 +9,7 @@ mod crds;
 mod crud;
 mod discovery;
 mod errors;
+mod fuzz;
 mod limits;
 mod open_files;
 mod patch;
