@@ -41,11 +41,12 @@ pub enum Error {
     Syntax(#[from] serde_json::Error),
 }
 
-/// How deeply objects and arrays nest in a JSON text (0 for a scalar), counted in one
-/// pass that skips strings. Malformed text gets a count too; the parser rejects it later.
-pub fn nesting(text: &[u8]) -> usize {
-    let (mut depth, mut max, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for &b in text {
+/// The bytes of a JSON text outside its string literals, with their index: what gives
+/// the text its structure. The opening quote of each string is included; the string's
+/// content and closing quote are not.
+pub fn structural(text: &[u8]) -> impl Iterator<Item = (usize, u8)> + '_ {
+    let (mut in_string, mut escaped) = (false, false);
+    text.iter().enumerate().filter_map(move |(i, &b)| {
         if in_string {
             match (escaped, b) {
                 (true, _) => escaped = false,
@@ -53,10 +54,19 @@ pub fn nesting(text: &[u8]) -> usize {
                 (false, b'"') => in_string = false,
                 _ => {}
             }
-            continue;
+            return None;
         }
+        in_string = b == b'"';
+        Some((i, b))
+    })
+}
+
+/// How deeply objects and arrays nest in a JSON text (0 for a scalar), counted in one
+/// pass that skips strings. Malformed text gets a count too; the parser rejects it later.
+pub fn nesting(text: &[u8]) -> usize {
+    let (mut depth, mut max) = (0usize, 0usize);
+    for (_, b) in structural(text) {
         match b {
-            b'"' => in_string = true,
             b'{' | b'[' => {
                 depth += 1;
                 max = max.max(depth);

@@ -220,24 +220,10 @@ impl Item {
 /// templates) and look-alikes inside strings are skipped.
 fn metadata_open_brace(json: &[u8]) -> Option<usize> {
     const KEY: &[u8] = b"\"metadata\":{";
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for (i, &b) in json.iter().enumerate() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let mut depth = 0usize;
+    for (i, b) in crate::json::structural(json) {
         match b {
-            b'"' => {
-                if depth == 1 && json[i..].starts_with(KEY) {
-                    return Some(i + KEY.len() - 1);
-                }
-                in_string = true;
-            }
+            b'"' if depth == 1 && json[i..].starts_with(KEY) => return Some(i + KEY.len() - 1),
             b'{' | b'[' => depth += 1,
             b'}' | b']' => depth = depth.saturating_sub(1),
             _ => {}
