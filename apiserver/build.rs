@@ -18,7 +18,9 @@ fn main() {
     let mut out = String::from(
         "/// Every built-in CRD of `crds/`: (file name, CRD JSON without schemas, [(version, schema JSON)]).\n",
     );
-    out.push_str("pub static BUILTIN_CRDS: &[(&str, &str, &[(&str, &str)])] = &[\n");
+    out.push_str("/// A built-in CRD: its file name, its JSON, and each version's schema JSON.\n");
+    out.push_str("pub type BuiltinCrd = (&'static str, &'static str, &'static [(&'static str, &'static str)]);\n");
+    out.push_str("pub static BUILTIN_CRDS: &[BuiltinCrd] = &[\n");
     for f in &files {
         let canonical = f.canonicalize().unwrap();
         let name = f.file_name().unwrap().to_string_lossy().to_string();

@@ -230,14 +230,15 @@ pub async fn bootstrap(api: &Arc<Api>) -> Result<()> {
     kubernetes_service(api).await
 }
 
-/// A request the server makes of itself, through the same path as a client's.
-async fn internal(api: &Arc<Api>, method: Method, group: &str, version: &str, resource: &str, ns: Option<&str>, name: Option<&str>, body: &Value) -> Result<Response<Body>> {
+/// A request the server makes of itself for a v1 object in `default`, through the same
+/// path as a client's.
+async fn internal(api: &Arc<Api>, method: Method, group: &str, resource: &str, name: Option<&str>, body: &Value) -> Result<Response<Body>> {
     let req = ApiRequest {
         method,
         path: ResourcePath {
             group: group.into(),
-            version: version.into(),
-            namespace: ns.map(str::to_string),
+            version: "v1".into(),
+            namespace: Some("default".into()),
             resource: resource.into(),
             name: name.map(str::to_string),
             subresource: None,
@@ -277,19 +278,19 @@ async fn kubernetes_service(api: &Arc<Api>) -> Result<()> {
     });
     for (group, resource, body) in [("", "services", service), ("", "endpoints", endpoints), ("discovery.k8s.io", "endpointslices", slice)] {
         if resource == "services"
-            && internal(api, Method::GET, group, "v1", resource, Some("default"), Some("kubernetes"), &Value::Null).await.is_ok()
+            && internal(api, Method::GET, group, resource, Some("kubernetes"), &Value::Null).await.is_ok()
         {
             // Kept from an earlier start: creating it again would fail on its own clusterIP
             // ("provided IP is already allocated", 422) before reaching AlreadyExists.
             continue;
         }
-        let created = internal(api, Method::POST, group, "v1", resource, Some("default"), None, &body).await;
+        let created = internal(api, Method::POST, group, resource, None, &body).await;
         match created {
             Ok(_) => {}
             Err(ApiError::AlreadyExists(_)) if resource != "services" => {
                 let mut body = body;
                 body["metadata"]["resourceVersion"] = Value::Null;
-                internal(api, Method::PUT, group, "v1", resource, Some("default"), Some("kubernetes"), &body).await?;
+                internal(api, Method::PUT, group, resource, Some("kubernetes"), &body).await?;
             }
             Err(ApiError::AlreadyExists(_)) => {}
             Err(e) => return Err(e),

@@ -253,7 +253,7 @@ fn hostname() -> Option<String> {
 }
 
 /// The key identifier in `cert`'s authority key identifier extension, if any.
-fn authority_key_id(cert: &X509Certificate) -> Option<Vec<u8>> {
+fn authority_key_id(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
     cert.extensions().iter().find_map(|ext| match ext.parsed_extension() {
         ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref().map(|k| k.0.to_vec()),
         _ => None,
@@ -261,7 +261,7 @@ fn authority_key_id(cert: &X509Certificate) -> Option<Vec<u8>> {
 }
 
 /// Runs `f` on the parsed certificate in `pem`.
-fn with_cert<T>(what: &str, pem: &str, f: impl FnOnce(&X509Certificate) -> T) -> Result<T> {
+fn with_cert<T>(what: &str, pem: &str, f: impl FnOnce(&X509Certificate<'_>) -> T) -> Result<T> {
     let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| invalid(what, e))?;
     let (_, cert) = x509_parser::parse_x509_certificate(&parsed.contents).map_err(|e| invalid(what, e))?;
     Ok(f(&cert))

@@ -194,7 +194,7 @@ impl Snapshot {
         let mut out: Vec<(String, Vec<String>)> = groups
             .into_iter()
             .map(|(g, mut vs)| {
-                vs.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+                vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
                 (g.to_string(), vs)
             })
             .collect();
@@ -288,7 +288,7 @@ mod tests {
     #[test]
     fn versions_sort_as_kubernetes_does() {
         let mut vs = vec!["v1beta1", "v1", "v2", "v1alpha1", "v2beta2", "foo"];
-        vs.sort_by(|a, b| version_priority(b).cmp(&version_priority(a)));
+        vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
         assert_eq!(vs, vec!["v2", "v1", "v2beta2", "v1beta1", "v1alpha1", "foo"]);
     }
 

@@ -155,7 +155,7 @@ pub fn validate_metadata(obj: &Value, rule: NameRule) -> Vec<Cause> {
             match v.as_str() {
                 Some(s) => {
                     for p in label_value_problems(s) {
-                        causes.push(Cause::invalid(format!("metadata.labels"), s, &p));
+                        causes.push(Cause::invalid("metadata.labels", s, &p));
                     }
                 }
                 None => causes.push(Cause::invalid("metadata.labels", &v.to_string(), "label values must be strings")),

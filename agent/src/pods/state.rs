@@ -355,7 +355,9 @@ mod tests {
     fn phase_follows_the_kubelet() {
         let waiting = State::waiting("ContainerCreating", None);
         let crash = State::waiting("CrashLoopBackOff", None);
-        let cases: Vec<(&str, &str, Vec<Record>, Vec<Record>, bool, &str)> = vec![
+        // (name, restart policy, init containers, containers, init failed for good, phase)
+        type Case = (&'static str, &'static str, Vec<Record>, Vec<Record>, bool, &'static str);
+        let cases: Vec<Case> = vec![
             ("nothing started", "Always", vec![], vec![rec("a", waiting.clone(), false)], false, "Pending"),
             ("running", "Always", vec![], vec![rec("a", running(), false)], false, "Running"),
             ("init pending", "Always", vec![rec("i", running(), false)], vec![rec("a", waiting.clone(), false)], false, "Pending"),
@@ -408,8 +410,7 @@ mod tests {
     fn status_keeps_conditions_others_own_and_transition_times() {
         let then = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
         let later = Time(k8s_openapi::jiff::Timestamp::from_second(100).unwrap());
-        let mut pod = Pod::default();
-        pod.status = Some(PodStatus {
+        let pod = Pod { status: Some(PodStatus {
             conditions: Some(vec![
                 PodCondition { type_: "PodScheduled".into(), status: "True".into(), ..Default::default() },
                 PodCondition {
@@ -421,7 +422,7 @@ mod tests {
             ]),
             qos_class: Some("BestEffort".into()),
             ..Default::default()
-        });
+        }), ..Default::default() };
         let s = pod_status(&pod, true, &[], &[rec("a", running(), false)], false, "10.0.0.1", Some("10.42.0.5"), &then, &later);
         let conds = s.conditions.unwrap();
         assert!(conds.iter().any(|c| c.type_ == "PodScheduled"));

@@ -156,7 +156,7 @@ mod tests {
         let d = dir.display();
         let f = file.display();
         type Case<'a> = (&'a str, &'a Path, Option<&'a str>, Result<(), String>);
-        let cases: [Case; 12] = [
+        let cases: [Case<'_>; 12] = [
             ("no type, anything goes", &missing, None, Ok(())),
             ("empty type", &missing, Some(""), Ok(())),
             ("directory", &dir, Some("Directory"), Ok(())),

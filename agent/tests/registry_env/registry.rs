@@ -44,7 +44,7 @@ impl Registry {
         Self::launch(None, Auth::Anonymous)
     }
 
-    fn launch(tls: Option<&Tls>, auth: Auth) -> Registry {
+    fn launch(tls: Option<&Tls>, auth: Auth<'_>) -> Registry {
         for bin in ["docker-registry", "htpasswd"] {
             assert!(
                 Command::new("which")

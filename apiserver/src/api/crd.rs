@@ -39,7 +39,7 @@ pub fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
         causes.push(Cause::required("spec.names.kind", ""));
     }
     if !plural.is_empty() && !group.is_empty() && name != format!("{plural}.{group}") {
-        causes.push(Cause::invalid("metadata.name", name, &format!("must be spec.names.plural+\".\"+spec.group")));
+        causes.push(Cause::invalid("metadata.name", name, "must be spec.names.plural+\".\"+spec.group"));
     }
     if !matches!(s(crd, "/spec/scope"), "Namespaced" | "Cluster") {
         causes.push(Cause {

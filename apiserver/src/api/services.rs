@@ -221,6 +221,11 @@ pub fn claims_of(svc: &Value) -> Vec<Claim> {
     out
 }
 
+/// A refused nodePort; upstream shows the int32 value unquoted (`Invalid value: 30080: ...`).
+fn node_port_invalid(i: usize, port: u64, detail: &str) -> Cause {
+    Cause { reason: "FieldValueInvalid", field: format!("spec.ports[{i}].nodePort"), message: format!("Invalid value: {port}: {detail}") }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,9 +245,4 @@ mod tests {
         assert_eq!(claims_of(&svc), vec![Claim::ClusterIp("10.43.1.2".into()), Claim::NodePort(30080)]);
         assert!(claims_of(&json!({"spec": {"clusterIP": "None"}})).is_empty());
     }
-}
-
-/// A refused nodePort; upstream shows the int32 value unquoted (`Invalid value: 30080: ...`).
-fn node_port_invalid(i: usize, port: u64, detail: &str) -> Cause {
-    Cause { reason: "FieldValueInvalid", field: format!("spec.ports[{i}].nodePort"), message: format!("Invalid value: {port}: {detail}") }
 }

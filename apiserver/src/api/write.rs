@@ -567,7 +567,7 @@ pub async fn delete(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) 
 async fn delete_one(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str, opts: &DeleteOptions) -> Result<(StatusCode, Value)> {
     let key = r.key(req.namespace(), name);
     if r.group.is_empty() && r.plural == "namespaces" && SYSTEM_NAMESPACES.contains(&name) {
-        return Err(ApiError::Forbidden(req.target(r, name), format!("this namespace may not be deleted"), None));
+        return Err(ApiError::Forbidden(req.target(r, name), "this namespace may not be deleted".to_string(), None));
     }
     for _ in 0..MAX_RETRIES {
         let current = get_object(api, r, req.namespace(), name, false).await?;

@@ -22,9 +22,9 @@ use super::{
     Error, Event, EventKind, KeyValue, ListOptions, ListResult, Result, Storage, WatchStream,
 };
 
-const STATE: TableDefinition<&str, &[u8]> = TableDefinition::new("state");
-const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("log");
-const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const STATE: TableDefinition<'static, &str, &[u8]> = TableDefinition::new("state");
+const LOG: TableDefinition<'static, u64, &[u8]> = TableDefinition::new("log");
+const META: TableDefinition<'static, &str, u64> = TableDefinition::new("meta");
 const META_REV: &str = "revision";
 const META_COMPACTED: &str = "compacted";
 /// Most requests applied in one write transaction.

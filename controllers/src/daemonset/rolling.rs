@@ -107,7 +107,7 @@ pub struct Step {
 pub fn step(
     ds: &DaemonSet,
     nodes: &[&Node],
-    by_node: &PodsByNode,
+    by_node: &PodsByNode<'_>,
     hash: &str,
     now: Timestamp,
 ) -> Step {

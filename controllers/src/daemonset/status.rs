@@ -24,7 +24,7 @@ fn count(n: usize) -> i32 {
 pub fn calculate_status(
     ds: &DaemonSet,
     nodes: &[&Node],
-    by_node: &PodsByNode,
+    by_node: &PodsByNode<'_>,
     hash: &str,
     now: Timestamp,
     observed: bool,

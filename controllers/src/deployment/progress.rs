@@ -47,7 +47,7 @@ fn subject(new_rs: Option<&str>) -> String {
 /// A timed-out rollout stays timed out until the template changes.
 pub fn progressing_condition(
     current: Option<&DeploymentCondition>,
-    input: &ProgressInput,
+    input: &ProgressInput<'_>,
 ) -> Option<DeploymentCondition> {
     let deadline = input.deadline?;
     let reason = current.and_then(|c| c.reason.as_deref());

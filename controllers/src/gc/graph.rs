@@ -216,7 +216,7 @@ mod tests {
         let (a, b) = (owner_ref("a", false), owner_ref("b", true));
         use OwnerState::*;
         type Case<'a> = (&'a str, Vec<(&'a OwnerReference, OwnerState)>, bool, DependentStep);
-        let cases: Vec<Case> = vec![
+        let cases: Vec<Case<'_>> = vec![
             ("no_owners_is_left_alone", vec![], false, DependentStep::Nothing),
             ("present_owner_keeps_it", vec![(&a, Present)], false, DependentStep::Nothing),
             ("only_owner_gone_deletes_in_background", vec![(&a, Gone)], false, DependentStep::Delete { foreground: false }),

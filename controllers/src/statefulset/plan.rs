@@ -252,7 +252,7 @@ pub fn plan(set: &StatefulSet, current: &str, update: &str, pods: &[&Pod], now: 
         return finish(set, Plan { steps, status });
     }
 
-    let mut view: Vec<Slot> = Vec::new();
+    let mut view: Vec<Slot<'_>> = Vec::new();
     for (i, slot) in slots.iter().enumerate() {
         let ordinal = start + count(i);
         let Some(pod) = slot else {
@@ -362,13 +362,13 @@ pub fn plan(set: &StatefulSet, current: &str, update: &str, pods: &[&Pod], now: 
 fn rolling_update(
     set: &StatefulSet,
     update: &str,
-    view: &[Slot],
+    view: &[Slot<'_>],
     steps: &mut Vec<Step>,
     status: &mut StatefulSetStatus,
 ) {
     let floor = usize::try_from(partition(set).unwrap_or(0)).unwrap_or(0);
-    let outdated = |s: &Slot| s.revision != update && !s.terminating;
-    let mut delete = |s: &Slot, steps: &mut Vec<Step>| {
+    let outdated = |s: &Slot<'_>| s.revision != update && !s.terminating;
+    let mut delete = |s: &Slot<'_>, steps: &mut Vec<Step>| {
         if let Some(pod) = s.pod {
             steps.push(Step::Delete {
                 name: pod.name_any(),
