@@ -26,21 +26,38 @@ fn main() {
         let name = f.file_name().unwrap().to_string_lossy().to_string();
         println!("cargo:rerun-if-changed={}", canonical.display());
         let text = fs::read_to_string(&canonical).unwrap();
-        let mut value: serde_json::Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut value: serde_json::Value =
+            serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{name}: {e}"));
         let mut schemas = String::new();
-        for v in value.pointer_mut("/spec/versions").and_then(|v| v.as_array_mut()).into_iter().flatten() {
+        for v in value
+            .pointer_mut("/spec/versions")
+            .and_then(|v| v.as_array_mut())
+            .into_iter()
+            .flatten()
+        {
             let version = v["name"].as_str().unwrap_or_default().to_string();
-            let Some(schema) = v.pointer("/schema/openAPIV3Schema").cloned() else { continue };
+            let Some(schema) = v.pointer("/schema/openAPIV3Schema").cloned() else {
+                continue;
+            };
             let has_spec = schema.pointer("/properties/spec").is_some();
             v.as_object_mut().unwrap().remove("schema");
             v["x-kybern-schema-has-spec"] = serde_json::Value::Bool(has_spec);
-            let schema_path = out_dir.join(format!("{}.{version}.schema.json", name.trim_end_matches(".yaml")));
+            let schema_path = out_dir.join(format!(
+                "{}.{version}.schema.json",
+                name.trim_end_matches(".yaml")
+            ));
             fs::write(&schema_path, serde_json::to_vec(&schema).unwrap()).unwrap();
-            schemas.push_str(&format!("({version:?}, include_str!({:?})), ", schema_path.display().to_string()));
+            schemas.push_str(&format!(
+                "({version:?}, include_str!({:?})), ",
+                schema_path.display().to_string()
+            ));
         }
         let json_path = out_dir.join(name.replace(".yaml", ".json"));
         fs::write(&json_path, serde_json::to_vec(&value).unwrap()).unwrap();
-        out.push_str(&format!("    ({name:?}, include_str!({:?}), &[{schemas}]),\n", json_path.display().to_string()));
+        out.push_str(&format!(
+            "    ({name:?}, include_str!({:?}), &[{schemas}]),\n",
+            json_path.display().to_string()
+        ));
     }
     out.push_str("];\n");
     fs::write(out_dir.join("builtin_crds.rs"), out).unwrap();

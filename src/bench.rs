@@ -225,7 +225,9 @@ fn loadavg() -> String {
 }
 
 async fn api(args: ApiArgs) -> Result<()> {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     println!("# kybern bench api");
     println!();
     println!(
@@ -237,15 +239,23 @@ async fn api(args: ApiArgs) -> Result<()> {
     );
     if let Some(kc) = args.kubeconfig.clone() {
         let mut report = Report::new(format!("server at {}", kc.display()));
-        let pids = Pids { server: args.server_pid, etcd: None };
+        let pids = Pids {
+            server: args.server_pid,
+            etcd: None,
+        };
         PROGRESS_PID.store(args.server_pid.unwrap_or(0), Ordering::Relaxed);
         let started = Instant::now();
         let cfg = workload::client_config(&kc).await?;
         if let Some(pid) = pids.server {
             let rss = procs::rss_bytes(pid)? as f64 / MIB;
             report.row(
-                Row::new("RSS at bench start (not right after start)", rss, Some(upstream::RSS_IDLE_TOTAL), Unit::MiB)
-                    .target(Target::Ratio(5.0)),
+                Row::new(
+                    "RSS at bench start (not right after start)",
+                    rss,
+                    Some(upstream::RSS_IDLE_TOTAL),
+                    Unit::MiB,
+                )
+                .target(Target::Ratio(5.0)),
             );
         }
         let ns = run_workload(&cfg, &args, &mut report, started).await?;
@@ -278,12 +288,20 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn secs_list(v: &[Duration]) -> String {
-    v.iter().map(|d| format!("{:.3}", d.as_secs_f64())).collect::<Vec<_>>().join(", ")
+    v.iter()
+        .map(|d| format!("{:.3}", d.as_secs_f64()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn disk_row(report: &mut Report, label: &str, dir: &Path) -> Result<()> {
     let (allocated, apparent) = procs::disk_usage(dir)?;
-    report.row(Row::new(label, allocated as f64 / MIB, Some(upstream::DISK_MIB), Unit::MiB));
+    report.row(Row::new(
+        label,
+        allocated as f64 / MIB,
+        Some(upstream::DISK_MIB),
+        Unit::MiB,
+    ));
     report.note(format!(
         "{label}: {} ({:.1} MiB allocated, {:.1} MiB apparent)",
         dir.display(),
@@ -293,24 +311,49 @@ fn disk_row(report: &mut Report, label: &str, dir: &Path) -> Result<()> {
     Ok(())
 }
 
-fn rss_rows(report: &mut Report, when: &str, pids: Pids, up_total: f64, up_apiserver: f64) -> Result<()> {
-    let Some(server) = pids.server else { return Ok(()) };
+fn rss_rows(
+    report: &mut Report,
+    when: &str,
+    pids: Pids,
+    up_total: f64,
+    up_apiserver: f64,
+) -> Result<()> {
+    let Some(server) = pids.server else {
+        return Ok(());
+    };
     let ours = procs::rss_bytes(server)? as f64 / MIB;
     match pids.etcd {
         None => {
             report.row(
-                Row::new(format!("RSS {when} (kybern, vs apiserver+etcd)"), ours, Some(up_total), Unit::MiB)
-                    .target(Target::Ratio(5.0)),
+                Row::new(
+                    format!("RSS {when} (kybern, vs apiserver+etcd)"),
+                    ours,
+                    Some(up_total),
+                    Unit::MiB,
+                )
+                .target(Target::Ratio(5.0)),
             );
         }
         Some(etcd) => {
             let e = procs::rss_bytes(etcd)? as f64 / MIB;
             report.row(
-                Row::new(format!("RSS {when} (kybern + etcd)"), ours + e, Some(up_total), Unit::MiB)
-                    .target(Target::Ratio(5.0)),
+                Row::new(
+                    format!("RSS {when} (kybern + etcd)"),
+                    ours + e,
+                    Some(up_total),
+                    Unit::MiB,
+                )
+                .target(Target::Ratio(5.0)),
             );
-            report.row(Row::new(format!("RSS {when}, kybern alone (vs apiserver)"), ours, Some(up_apiserver), Unit::MiB));
-            report.note(format!("RSS {when}: kybern {ours:.1} MiB + etcd {e:.1} MiB"));
+            report.row(Row::new(
+                format!("RSS {when}, kybern alone (vs apiserver)"),
+                ours,
+                Some(up_apiserver),
+                Unit::MiB,
+            ));
+            report.note(format!(
+                "RSS {when}: kybern {ours:.1} MiB + etcd {e:.1} MiB"
+            ));
         }
     }
     Ok(())
@@ -320,14 +363,19 @@ fn rss_rows(report: &mut Report, when: &str, pids: Pids, up_total: f64, up_apise
 async fn spawned(args: &ApiArgs, etcd: bool) -> Result<Report> {
     let name = if etcd { "etcd" } else { "embedded" };
     let started = Instant::now();
-    let mut report = Report::new(format!("kybern server, {name} storage (upstream: kube-apiserver v1.28 + etcd 3.4)"));
+    let mut report = Report::new(format!(
+        "kybern server, {name} storage (upstream: kube-apiserver v1.28 + etcd 3.4)"
+    ));
     let tmp = TempDir::new(name, args.keep)?;
     let server_log = tmp.path.join("server.log");
     let etcd_log = tmp.path.join("etcd.log");
     progress(started, &format!("{name}: temp dir {}", tmp.path.display()));
 
     // Cold starts with fresh data dirs.
-    progress(started, &format!("{name}: cold start with a fresh data dir x{}", args.starts));
+    progress(
+        started,
+        &format!("{name}: cold start with a fresh data dir x{}", args.starts),
+    );
     let mut fresh = Vec::new();
     let mut etcd_starts = Vec::new();
     for k in 0..args.starts {
@@ -351,30 +399,69 @@ async fn spawned(args: &ApiArgs, etcd: bool) -> Result<Report> {
 
     // The server (and etcd) for the run.
     progress(started, &format!("{name}: starting the server for the run"));
-    let etcd_proc = if etcd { Some(procs::start_etcd(&tmp.sub("etcd")?, &etcd_log).await?) } else { None };
+    let etcd_proc = if etcd {
+        Some(procs::start_etcd(&tmp.sub("etcd")?, &etcd_log).await?)
+    } else {
+        None
+    };
     let etcd_url = etcd_proc.as_ref().map(|e| e.url.clone());
     let data_dir = tmp.sub("data")?;
     let server = procs::start_server(&data_dir, etcd_url.as_deref(), &server_log).await?;
-    progress(started, &format!("{name}: ready at {} after {:.3} s", server.url, server.startup.as_secs_f64()));
+    progress(
+        started,
+        &format!(
+            "{name}: ready at {} after {:.3} s",
+            server.url,
+            server.startup.as_secs_f64()
+        ),
+    );
     PROGRESS_PID.store(server.proc.pid(), Ordering::Relaxed);
-    let pids = Pids { server: Some(server.proc.pid()), etcd: etcd_proc.as_ref().map(|e| e.proc.pid()) };
-    rss_rows(&mut report, "idle right after ready", pids, upstream::RSS_IDLE_TOTAL, upstream::RSS_IDLE_APISERVER)?;
+    let pids = Pids {
+        server: Some(server.proc.pid()),
+        etcd: etcd_proc.as_ref().map(|e| e.proc.pid()),
+    };
+    rss_rows(
+        &mut report,
+        "idle right after ready",
+        pids,
+        upstream::RSS_IDLE_TOTAL,
+        upstream::RSS_IDLE_APISERVER,
+    )?;
 
     let kubeconfig = data_dir.join("admin.kubeconfig");
     let cfg = workload::client_config(&kubeconfig).await?;
     run_workload(&cfg, args, &mut report, started).await?;
-    rss_rows(&mut report, "after the run", pids, upstream::RSS_RUN_TOTAL, upstream::RSS_RUN_APISERVER)?;
+    rss_rows(
+        &mut report,
+        "after the run",
+        pids,
+        upstream::RSS_RUN_TOTAL,
+        upstream::RSS_RUN_APISERVER,
+    )?;
     match &etcd_proc {
         None => disk_row(&mut report, "data on disk after the run", &data_dir)?,
         Some(_) => {
-            disk_row(&mut report, "data on disk after the run (etcd dir)", &tmp.path.join("etcd"))?;
+            disk_row(
+                &mut report,
+                "data on disk after the run (etcd dir)",
+                &tmp.path.join("etcd"),
+            )?;
             let (a, _) = procs::disk_usage(&data_dir)?;
-            report.note(format!("kybern's own data dir with etcd storage: {:.1} MiB", a as f64 / MIB));
+            report.note(format!(
+                "kybern's own data dir with etcd storage: {:.1} MiB",
+                a as f64 / MIB
+            ));
         }
     }
 
     // Cold start with the existing data.
-    progress(started, &format!("{name}: recreating {} objects for the restart figure", args.objects));
+    progress(
+        started,
+        &format!(
+            "{name}: recreating {} objects for the restart figure",
+            args.objects
+        ),
+    );
     let keep_ns = format!("bench-keep-{}", procs::random_suffix(6));
     let cs = workload::clients(&cfg, args.concurrency)?;
     workload::create_namespace(&cs[0], &keep_ns).await?;
@@ -383,7 +470,10 @@ async fn spawned(args: &ApiArgs, etcd: bool) -> Result<Report> {
         report.note(n);
     }
     drop(cs);
-    progress(started, &format!("{name}: cold start with the existing data x{}", args.starts));
+    progress(
+        started,
+        &format!("{name}: cold start with the existing data x{}", args.starts),
+    );
     PROGRESS_PID.store(0, Ordering::Relaxed);
     server.proc.stop().await;
     let mut existing = Vec::new();
@@ -418,7 +508,11 @@ async fn spawned(args: &ApiArgs, etcd: bool) -> Result<Report> {
     }
     report.row(row);
     report.note(format!("cold starts, fresh (s): {}", secs_list(&fresh)));
-    report.note(format!("cold starts, existing data with {} ConfigMaps (s): {}", args.objects, secs_list(&existing)));
+    report.note(format!(
+        "cold starts, existing data with {} ConfigMaps (s): {}",
+        args.objects,
+        secs_list(&existing)
+    ));
     if etcd {
         report.note(format!(
             "cold starts with etcd: a fresh etcd was started (and healthy) before each fresh kybern start; \
@@ -430,7 +524,10 @@ async fn spawned(args: &ApiArgs, etcd: bool) -> Result<Report> {
     if problems.is_empty() {
         report.note("server log: no warnings or errors");
     } else {
-        report.note(format!("server log: {} warning/error lines; first ones:", problems.len()));
+        report.note(format!(
+            "server log: {} warning/error lines; first ones:",
+            problems.len()
+        ));
         for p in problems.iter().take(5) {
             report.note(format!("  {p}"));
         }
@@ -454,25 +551,64 @@ async fn run_workload(
     workload::create_namespace(&main, &ns).await?;
     workload::warm_up(&clients, &ns).await?;
 
-    progress(started, &format!("create {n} ConfigMaps in {ns} from {} clients", clients.len()));
+    progress(
+        started,
+        &format!(
+            "create {n} ConfigMaps in {ns} from {} clients",
+            clients.len()
+        ),
+    );
     let res = workload::create_objects(&clients, &ns, n).await;
     report.row(
-        Row::new(format!("create, {} clients", clients.len()), res.per_sec(), Some(upstream::CREATE_PER_S), Unit::PerSec)
-            .target(Target::Ratio(2.0)),
+        Row::new(
+            format!("create, {} clients", clients.len()),
+            res.per_sec(),
+            Some(upstream::CREATE_PER_S),
+            Unit::PerSec,
+        )
+        .target(Target::Ratio(2.0)),
     );
-    report.row(Row::new("  create p50", res.latencies.p50_ms(), Some(upstream::CREATE_P50), Unit::Ms));
+    report.row(Row::new(
+        "  create p50",
+        res.latencies.p50_ms(),
+        Some(upstream::CREATE_P50),
+        Unit::Ms,
+    ));
     report.row(
-        Row::new("  create p99", res.latencies.p99_ms(), Some(upstream::CREATE_P99), Unit::Ms).target(Target::Ratio(1.0)),
+        Row::new(
+            "  create p99",
+            res.latencies.p99_ms(),
+            Some(upstream::CREATE_P99),
+            Unit::Ms,
+        )
+        .target(Target::Ratio(1.0)),
     );
-    report.note(format!("create: {} objects in {:.3} s", res.ok, res.wall.as_secs_f64()));
+    report.note(format!(
+        "create: {} objects in {:.3} s",
+        res.ok,
+        res.wall.as_secs_f64()
+    ));
     if let Some(e) = res.error_note("create") {
         report.note(e);
     }
 
     progress(started, &format!("GET one object x{}, 1 client", args.gets));
     let g = workload::get_one(&main, &ns, args.gets).await?;
-    report.row(Row::new("GET, 1 client, p50", g.p50_ms(), Some(upstream::GET_P50), Unit::Ms));
-    report.row(Row::new("GET, 1 client, p99", g.p99_ms(), Some(upstream::GET_P99), Unit::Ms).target(Target::Ratio(1.0)));
+    report.row(Row::new(
+        "GET, 1 client, p50",
+        g.p50_ms(),
+        Some(upstream::GET_P50),
+        Unit::Ms,
+    ));
+    report.row(
+        Row::new(
+            "GET, 1 client, p99",
+            g.p99_ms(),
+            Some(upstream::GET_P99),
+            Unit::Ms,
+        )
+        .target(Target::Ratio(1.0)),
+    );
     let get_rate = g.len() as f64 / g.total().as_secs_f64();
     report.note(format!(
         "GET, 1 client: p90 {:.2} ms, p95 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms over {} GETs",
@@ -483,14 +619,36 @@ async fn run_workload(
         report::ms(g.pct(100.0)),
         g.len()
     ));
-    report.row(Row::new("GET, 1 client, req/s", get_rate, Some(upstream::GET_PER_S), Unit::PerSec));
+    report.row(Row::new(
+        "GET, 1 client, req/s",
+        get_rate,
+        Some(upstream::GET_PER_S),
+        Unit::PerSec,
+    ));
 
-    progress(started, &format!("GET random objects x{}, {} clients", args.gets * 2, clients.len()));
+    progress(
+        started,
+        &format!(
+            "GET random objects x{}, {} clients",
+            args.gets * 2,
+            clients.len()
+        ),
+    );
     let gp = workload::get_parallel(&clients, &ns, n, args.gets * 2).await;
-    report.row(Row::new(format!("GET, {} clients, req/s", clients.len()), gp.per_sec(), Some(upstream::GET8_PER_S), Unit::PerSec));
+    report.row(Row::new(
+        format!("GET, {} clients, req/s", clients.len()),
+        gp.per_sec(),
+        Some(upstream::GET8_PER_S),
+        Unit::PerSec,
+    ));
     report.row(
-        Row::new(format!("GET, {} clients, p99", clients.len()), gp.latencies.p99_ms(), Some(upstream::GET8_P99), Unit::Ms)
-            .target(Target::Ratio(1.0)),
+        Row::new(
+            format!("GET, {} clients, p99", clients.len()),
+            gp.latencies.p99_ms(),
+            Some(upstream::GET8_P99),
+            Unit::Ms,
+        )
+        .target(Target::Ratio(1.0)),
     );
     if let Some(e) = gp.error_note("parallel GET") {
         report.note(e);
@@ -498,15 +656,35 @@ async fn run_workload(
 
     progress(started, &format!("LIST {n} objects"));
     let l = workload::list_phase(&main, &ns, n, args.lists).await?;
-    report.row(Row::new(format!("LIST {n}, consistent, p50"), l.consistent.p50_ms(), Some(upstream::LIST_P50), Unit::Ms));
+    report.row(Row::new(
+        format!("LIST {n}, consistent, p50"),
+        l.consistent.p50_ms(),
+        Some(upstream::LIST_P50),
+        Unit::Ms,
+    ));
     report.row(
-        Row::new(format!("LIST {n}, consistent, p99"), l.consistent.p99_ms(), Some(upstream::LIST_P99), Unit::Ms)
-            .target(Target::Ratio(1.0)),
+        Row::new(
+            format!("LIST {n}, consistent, p99"),
+            l.consistent.p99_ms(),
+            Some(upstream::LIST_P99),
+            Unit::Ms,
+        )
+        .target(Target::Ratio(1.0)),
     );
-    report.row(Row::new(format!("LIST {n}, resourceVersion=0, p50"), l.rv0.p50_ms(), Some(upstream::LIST_RV0_P50), Unit::Ms));
+    report.row(Row::new(
+        format!("LIST {n}, resourceVersion=0, p50"),
+        l.rv0.p50_ms(),
+        Some(upstream::LIST_RV0_P50),
+        Unit::Ms,
+    ));
     report.row(
-        Row::new(format!("LIST {n}, resourceVersion=0, p99"), l.rv0.p99_ms(), Some(upstream::LIST_RV0_P99), Unit::Ms)
-            .target(Target::Ratio(1.0)),
+        Row::new(
+            format!("LIST {n}, resourceVersion=0, p99"),
+            l.rv0.p99_ms(),
+            Some(upstream::LIST_RV0_P99),
+            Unit::Ms,
+        )
+        .target(Target::Ratio(1.0)),
     );
     report.row(Row::new(
         format!("LIST limit=500 walk ({} pages), p50", l.pages),
@@ -515,8 +693,13 @@ async fn run_workload(
         Unit::Ms,
     ));
     report.row(
-        Row::new(format!("LIST limit=500 walk ({} pages), p99", l.pages), l.paged.p99_ms(), Some(upstream::LIST_PAGED_P99), Unit::Ms)
-            .target(Target::Ratio(1.0)),
+        Row::new(
+            format!("LIST limit=500 walk ({} pages), p99", l.pages),
+            l.paged.p99_ms(),
+            Some(upstream::LIST_PAGED_P99),
+            Unit::Ms,
+        )
+        .target(Target::Ratio(1.0)),
     );
     report.note(format!(
         "LIST body {:.2} MiB; {} samples per LIST figure",
@@ -528,15 +711,39 @@ async fn run_workload(
     }
 
     for watchers in [1usize, 50] {
-        progress(started, &format!("watch delivery, {watchers} watcher(s), {} updates", args.updates));
+        progress(
+            started,
+            &format!(
+                "watch delivery, {watchers} watcher(s), {} updates",
+                args.updates
+            ),
+        );
         let w = workload::watch_phase(cfg, &main, &ns, watchers, args.updates).await?;
-        let label = if watchers == 1 { "1 watcher".to_string() } else { format!("{watchers} watchers") };
+        let label = if watchers == 1 {
+            "1 watcher".to_string()
+        } else {
+            format!("{watchers} watchers")
+        };
         let up50 = (watchers > 1).then_some(upstream::WATCH50_P50);
-        let up99 = if watchers == 1 { upstream::WATCH1_P99 } else { upstream::WATCH50_P99 };
-        report.row(Row::new(format!("watch delivery, {label}, p50"), w.latencies.p50_ms(), up50, Unit::Ms));
+        let up99 = if watchers == 1 {
+            upstream::WATCH1_P99
+        } else {
+            upstream::WATCH50_P99
+        };
+        report.row(Row::new(
+            format!("watch delivery, {label}, p50"),
+            w.latencies.p50_ms(),
+            up50,
+            Unit::Ms,
+        ));
         report.row(
-            Row::new(format!("watch delivery, {label}, p99"), w.latencies.p99_ms(), Some(up99), Unit::Ms)
-                .target(Target::Ratio(1.0)),
+            Row::new(
+                format!("watch delivery, {label}, p99"),
+                w.latencies.p99_ms(),
+                Some(up99),
+                Unit::Ms,
+            )
+            .target(Target::Ratio(1.0)),
         );
         report.note(format!(
             "watch, {label}: from sending the PUT to the event at the watcher: p50 {:.2} ms, p99 {:.2} ms",
@@ -554,18 +761,50 @@ async fn run_workload(
         }
     }
 
-    progress(started, &format!("PUT with resourceVersion x{n}, {} clients", clients.len()));
+    progress(
+        started,
+        &format!("PUT with resourceVersion x{n}, {} clients", clients.len()),
+    );
     let (p, conflicts) = workload::put_phase(&clients, &ns).await?;
-    report.row(Row::new(format!("PUT, {} clients", clients.len()), p.per_sec(), Some(upstream::PUT_PER_S), Unit::PerSec));
-    report.row(Row::new("  PUT p99", p.latencies.p99_ms(), Some(upstream::PUT_P99), Unit::Ms).target(Target::Ratio(1.0)));
+    report.row(Row::new(
+        format!("PUT, {} clients", clients.len()),
+        p.per_sec(),
+        Some(upstream::PUT_PER_S),
+        Unit::PerSec,
+    ));
+    report.row(
+        Row::new(
+            "  PUT p99",
+            p.latencies.p99_ms(),
+            Some(upstream::PUT_P99),
+            Unit::Ms,
+        )
+        .target(Target::Ratio(1.0)),
+    );
     if let Some(e) = p.error_note("PUT") {
         report.note(format!("{e} ({conflicts} conflicts)"));
     }
 
-    progress(started, &format!("merge PATCH x{n}, {} clients", clients.len()));
+    progress(
+        started,
+        &format!("merge PATCH x{n}, {} clients", clients.len()),
+    );
     let p = workload::patch_phase(&clients, &ns, n).await;
-    report.row(Row::new(format!("merge PATCH, {} clients", clients.len()), p.per_sec(), Some(upstream::PATCH_PER_S), Unit::PerSec));
-    report.row(Row::new("  PATCH p99", p.latencies.p99_ms(), Some(upstream::PATCH_P99), Unit::Ms).target(Target::Ratio(1.0)));
+    report.row(Row::new(
+        format!("merge PATCH, {} clients", clients.len()),
+        p.per_sec(),
+        Some(upstream::PATCH_PER_S),
+        Unit::PerSec,
+    ));
+    report.row(
+        Row::new(
+            "  PATCH p99",
+            p.latencies.p99_ms(),
+            Some(upstream::PATCH_P99),
+            Unit::Ms,
+        )
+        .target(Target::Ratio(1.0)),
+    );
     if let Some(e) = p.error_note("PATCH") {
         report.note(e);
     }
@@ -579,8 +818,10 @@ async fn run_workload(
         Some(upstream::DELETECOLLECTION_S),
         Unit::Secs,
     ));
-    report.note(format!("deletecollection call itself returned after {:.3} s", call.as_secs_f64()));
+    report.note(format!(
+        "deletecollection call itself returned after {:.3} s",
+        call.as_secs_f64()
+    ));
     progress(started, "workload done");
     Ok(ns)
 }
-

@@ -10,7 +10,11 @@ use apiserver::server::{self, Config, StorageBackend};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser)]
-#[command(name = "kybern", version, about = "A small Kubernetes-compatible cluster in one binary")]
+#[command(
+    name = "kybern",
+    version,
+    about = "A small Kubernetes-compatible cluster in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -174,7 +178,8 @@ fn raise_open_file_limit() {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KYBERN_LOG").unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_env("KYBERN_LOG")
+                .unwrap_or_else(|_| "warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -204,8 +209,14 @@ fn main() -> anyhow::Result<()> {
             Command::Up(args) => {
                 let scheduler = args.common.scheduler_config.clone();
                 let mut node = args.node;
-                node.agent_dir.get_or_insert_with(|| args.data_dir.join("agent"));
-                on_runtime_thread(serve(args.common.config(args.data_dir), scheduler, Some(node))).await
+                node.agent_dir
+                    .get_or_insert_with(|| args.data_dir.join("agent"));
+                on_runtime_thread(serve(
+                    args.common.config(args.data_dir),
+                    scheduler,
+                    Some(node),
+                ))
+                .await
             }
             Command::Controller(args) => controller(args).await,
             Command::Bench(args) => bench::run(args).await,
@@ -216,7 +227,9 @@ fn main() -> anyhow::Result<()> {
 
 /// Runs the server on a runtime thread, not the main thread: start-up reads every
 /// stored object, and runtime threads have stacks sized for the deepest one.
-async fn on_runtime_thread(f: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static) -> anyhow::Result<()> {
+async fn on_runtime_thread(
+    f: impl std::future::Future<Output = anyhow::Result<()>> + Send + 'static,
+) -> anyhow::Result<()> {
     tokio::spawn(f).await?
 }
 
@@ -230,8 +243,12 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     // Unknown names fail here, before any connection, with the list of known ones.
     controllers::runtime::select(&args.names, &args.disable)?;
     let scheduler = load_scheduler_config(args.scheduler_config.as_deref())?;
-    let kubeconfig = args.kubeconfig.expect("clap requires --kubeconfig without --list");
-    let ctx = controllers::runtime::context_from_kubeconfig(&kubeconfig).await?.with_scheduler_config(scheduler);
+    let kubeconfig = args
+        .kubeconfig
+        .expect("clap requires --kubeconfig without --list");
+    let ctx = controllers::runtime::context_from_kubeconfig(&kubeconfig)
+        .await?
+        .with_scheduler_config(scheduler);
     tokio::select! {
         r = controllers::runtime::run_with(&args.names, ctx, &args.disable) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
@@ -239,17 +256,24 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
 }
 
 /// Reads `--scheduler-config`, failing before anything starts when it is invalid.
-fn load_scheduler_config(path: Option<&std::path::Path>) -> anyhow::Result<Option<controllers::scheduler::config::SchedulerConfig>> {
+fn load_scheduler_config(
+    path: Option<&std::path::Path>,
+) -> anyhow::Result<Option<controllers::scheduler::config::SchedulerConfig>> {
     path.map(|p| {
-        controllers::scheduler::config::SchedulerConfig::from_file(p)
-            .map_err(|e| anyhow::anyhow!("reading the scheduler configuration {}: {e:#}", p.display()))
+        controllers::scheduler::config::SchedulerConfig::from_file(p).map_err(|e| {
+            anyhow::anyhow!("reading the scheduler configuration {}: {e:#}", p.display())
+        })
     })
     .transpose()
 }
 
 /// The API server and the control loops; with `agent` (from `kybern up`), also the node
 /// agent for this host unless `--disable agent`.
-async fn serve(config: Config, scheduler: Option<PathBuf>, agent: Option<node_agent::NodeArgs>) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    scheduler: Option<PathBuf>,
+    agent: Option<node_agent::NodeArgs>,
+) -> anyhow::Result<()> {
     let up = agent.is_some();
     let agent = agent.filter(|_| !config.disable.iter().any(|d| d == "agent"));
     let scheduler = load_scheduler_config(scheduler.as_deref())?;
@@ -257,7 +281,9 @@ async fn serve(config: Config, scheduler: Option<PathBuf>, agent: Option<node_ag
     let server = server::start(config).await?;
     wait_ready(&server).await?;
     // The loops reach the server as any client would: over HTTPS with admin.kubeconfig.
-    let ctx = controllers::runtime::context_from_kubeconfig(&server.kubeconfig).await?.with_scheduler_config(scheduler);
+    let ctx = controllers::runtime::context_from_kubeconfig(&server.kubeconfig)
+        .await?
+        .with_scheduler_config(scheduler);
     tokio::spawn(async move {
         if let Err(e) = controllers::runtime::run_with(&[], ctx, &disable).await {
             tracing::error!(error = format!("{e:#}"), "control loops stopped");
@@ -331,5 +357,7 @@ async fn wait_ready(server: &server::Server) -> anyhow::Result<()> {
         }
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     }
-    anyhow::bail!("the server did not answer /readyz within 10 seconds; run with KYBERN_LOG=debug to see why")
+    anyhow::bail!(
+        "the server did not answer /readyz within 10 seconds; run with KYBERN_LOG=debug to see why"
+    )
 }

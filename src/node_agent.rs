@@ -62,7 +62,9 @@ pub struct NodeArgs {
 
 fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a duration like 10s, 5m or 500ms"))?;
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 10s, 5m or 500ms"))?;
     match unit {
         "ms" => Ok(std::time::Duration::from_millis(n)),
         "s" | "" => Ok(std::time::Duration::from_secs(n)),
@@ -73,7 +75,9 @@ fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
 
 impl NodeArgs {
     pub fn dir(&self) -> PathBuf {
-        self.agent_dir.clone().unwrap_or_else(|| PathBuf::from("/var/lib/kybern/agent"))
+        self.agent_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/kybern/agent"))
     }
 }
 
@@ -91,13 +95,26 @@ async fn containerd(args: &NodeArgs) -> anyhow::Result<Containerd> {
     if let Some(socket) = &args.containerd_socket {
         return Containerd::connect(socket, DEFAULT_NAMESPACE)
             .await
-            .with_context(|| format!("connecting to containerd at {}; is it running?", socket.display()));
+            .with_context(|| {
+                format!(
+                    "connecting to containerd at {}; is it running?",
+                    socket.display()
+                )
+            });
     }
     let dir = args.dir().join("containerd");
-    eprintln!("starting containerd under {} (if not already running)", dir.display());
+    eprintln!(
+        "starting containerd under {} (if not already running)",
+        dir.display()
+    );
     let (client, daemon) = ContainerdDaemon::connect_or_start(&dir, DEFAULT_NAMESPACE)
         .await
-        .with_context(|| format!("starting containerd under {}; is containerd installed (scripts/install-deps.sh)?", dir.display()))?;
+        .with_context(|| {
+            format!(
+                "starting containerd under {}; is containerd installed (scripts/install-deps.sh)?",
+                dir.display()
+            )
+        })?;
     if let Some(daemon) = daemon {
         daemon.detach();
     }
@@ -105,7 +122,10 @@ async fn containerd(args: &NodeArgs) -> anyhow::Result<Containerd> {
 }
 
 fn network(args: &NodeArgs) -> Arc<dyn Network> {
-    Arc::new(HostNetwork::with_bridge(args.dir().join("network"), &args.bridge))
+    Arc::new(HostNetwork::with_bridge(
+        args.dir().join("network"),
+        &args.bridge,
+    ))
 }
 
 /// Runs the agent until it fails or the process ends.
@@ -114,26 +134,42 @@ pub async fn run(client: kube::Client, args: NodeArgs) -> anyhow::Result<()> {
     let version = runtime.version().await?;
     for path in &args.imports {
         let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-        let names = runtime.import_image(&data).await.with_context(|| format!("importing {}", path.display()))?;
+        let names = runtime
+            .import_image(&data)
+            .await
+            .with_context(|| format!("importing {}", path.display()))?;
         eprintln!("imported {} from {}", names.join(", "), path.display());
     }
     let labels: BTreeMap<String, String> = args
         .node_labels
         .iter()
-        .map(|l| l.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())).ok_or_else(|| anyhow::anyhow!("--node-labels: {l:?} is not key=value")))
+        .map(|l| {
+            l.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .ok_or_else(|| anyhow::anyhow!("--node-labels: {l:?} is not key=value"))
+        })
         .collect::<anyhow::Result<_>>()?;
     let config = AgentConfig {
         node_name: args.node_name.clone().unwrap_or_else(host_name),
         node_ip: args.node_ip.unwrap_or_else(agent::node::primary_ip),
         data_dir: args.dir(),
         labels,
-        dns: agent::pods::ClusterDns { servers: vec![args.cluster_dns.clone()], domain: args.cluster_domain.clone() },
+        dns: agent::pods::ClusterDns {
+            servers: vec![args.cluster_dns.clone()],
+            domain: args.cluster_domain.clone(),
+        },
         runtime_version: format!("containerd://{version}"),
-        backoff: agent::pods::BackoffConfig { initial: args.restart_backoff, max: args.restart_backoff_max },
+        backoff: agent::pods::BackoffConfig {
+            initial: args.restart_backoff,
+            max: args.restart_backoff_max,
+        },
         static_pods_dir: args.pod_manifest_path.clone(),
         eviction: args.eviction_hard,
     };
-    eprintln!("agent: node {} ({}), containerd {version}", config.node_name, config.node_ip);
+    eprintln!(
+        "agent: node {} ({}), containerd {version}",
+        config.node_name, config.node_ip
+    );
     let runtime: Arc<dyn Runtime> = Arc::new(runtime);
     agent::kubelet::run(client, config, runtime, network(&args)).await?;
     Ok(())
@@ -148,16 +184,25 @@ pub async fn reset(args: NodeArgs) -> anyhow::Result<()> {
     for c in all {
         let _ = runtime.kill(&c.id, 9).await;
         let _ = tokio::time::timeout(std::time::Duration::from_secs(10), runtime.wait(&c.id)).await;
-        runtime.delete(&c.id).await.with_context(|| format!("deleting container {}", c.id))?;
+        runtime
+            .delete(&c.id)
+            .await
+            .with_context(|| format!("deleting container {}", c.id))?;
     }
     let net = HostNetwork::with_bridge(args.dir().join("network"), &args.bridge);
     for uid in net.sandboxes().await? {
-        net.teardown(&uid).await.with_context(|| format!("removing the sandbox of pod {uid}"))?;
+        net.teardown(&uid)
+            .await
+            .with_context(|| format!("removing the sandbox of pod {uid}"))?;
     }
     net.remove_bridge().await?;
     let pods_dir = args.dir().join("pods");
-    for uid in agent::volumes::pod_dirs(&pods_dir).with_context(|| format!("listing {}", pods_dir.display()))? {
-        agent::volumes::teardown(&pods_dir, &uid).await.with_context(|| format!("removing the volumes of pod {uid}"))?;
+    for uid in agent::volumes::pod_dirs(&pods_dir)
+        .with_context(|| format!("listing {}", pods_dir.display()))?
+    {
+        agent::volumes::teardown(&pods_dir, &uid)
+            .await
+            .with_context(|| format!("removing the volumes of pod {uid}"))?;
     }
     if args.containerd_socket.is_none() {
         ContainerdDaemon::stop_recorded(&args.dir().join("containerd")).await?;

@@ -37,13 +37,21 @@ pub enum Error {
     #[error(transparent)]
     Node(#[from] node::Error),
     #[error("setting up the pod network for {cidr}: {source}")]
-    Network { cidr: String, source: crate::network::Error },
+    Network {
+        cidr: String,
+        source: crate::network::Error,
+    },
     #[error(transparent)]
     Pods(#[from] pods::Error),
 }
 
 /// Runs the agent until the pod watch ends (it does not, short of the process ending).
-pub async fn run(client: Client, config: AgentConfig, runtime: Arc<dyn Runtime>, network: Arc<dyn Network>) -> Result<(), Error> {
+pub async fn run(
+    client: Client,
+    config: AgentConfig,
+    runtime: Arc<dyn Runtime>,
+    network: Arc<dyn Network>,
+) -> Result<(), Error> {
     let node_config = NodeConfig {
         name: config.node_name.clone(),
         ip: config.node_ip,
@@ -52,19 +60,36 @@ pub async fn run(client: Client, config: AgentConfig, runtime: Arc<dyn Runtime>,
         runtime_version: config.runtime_version.clone(),
         eviction: config.eviction,
     };
-    let readiness: Arc<Mutex<Result<(), String>>> =
-        Arc::new(Mutex::new(Err("container runtime network not ready: waiting for the node's podCIDR".into())));
+    let readiness: Arc<Mutex<Result<(), String>>> = Arc::new(Mutex::new(Err(
+        "container runtime network not ready: waiting for the node's podCIDR".into(),
+    )));
     let initial = readiness.lock().expect("not poisoned").clone();
     let registered = node::register(&client, &node_config, &initial).await?;
     let heartbeat = {
-        let (client, node_config, registered, readiness) = (client.clone(), node_config.clone(), registered.clone(), readiness.clone());
-        tokio::spawn(node::heartbeat_forever(client, node_config, registered, move || {
-            readiness.lock().map(|r| r.clone()).unwrap_or_else(|_| Err("agent state poisoned".into()))
-        }))
+        let (client, node_config, registered, readiness) = (
+            client.clone(),
+            node_config.clone(),
+            registered.clone(),
+            readiness.clone(),
+        );
+        tokio::spawn(node::heartbeat_forever(
+            client,
+            node_config,
+            registered,
+            move || {
+                readiness
+                    .lock()
+                    .map(|r| r.clone())
+                    .unwrap_or_else(|_| Err("agent state poisoned".into()))
+            },
+        ))
     };
     let _heartbeat = AbortOnDrop(heartbeat);
     let cidr = node::wait_for_pod_cidr(&client, &config.node_name).await?;
-    network.init(&cidr).await.map_err(|source| Error::Network { cidr: cidr.clone(), source })?;
+    network.init(&cidr).await.map_err(|source| Error::Network {
+        cidr: cidr.clone(),
+        source,
+    })?;
     {
         *readiness.lock().expect("not poisoned") = Ok(());
     }
@@ -79,7 +104,11 @@ pub async fn run(client: Client, config: AgentConfig, runtime: Arc<dyn Runtime>,
         node_ip: config.node_ip,
         runtime,
         network,
-        volumes: VolumeHost { client, pods_dir: config.data_dir.join("pods"), node_name: config.node_name.clone() },
+        volumes: VolumeHost {
+            client,
+            pods_dir: config.data_dir.join("pods"),
+            node_name: config.node_name.clone(),
+        },
         dns: config.dns.clone(),
         logs_dir: config.data_dir.join("logs"),
         cgroup_parent: "/kybern".into(),

@@ -12,9 +12,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-    MicroTime, ObjectMeta, OwnerReference, Time,
-};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kube::runtime::watcher;
@@ -39,7 +37,10 @@ pub const MAX_PODS: u32 = 110;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("{context}: {source}")]
-    Api { context: String, source: kube::Error },
+    Api {
+        context: String,
+        source: kube::Error,
+    },
     #[error("{0}")]
     Other(String),
 }
@@ -80,10 +81,17 @@ impl HostFacts {
             disk_available_bytes,
             pids: std::fs::read_dir("/proc").map_or(0, |d| {
                 d.flatten()
-                    .filter(|e| e.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()))
+                    .filter(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .bytes()
+                            .all(|b| b.is_ascii_digit())
+                    })
                     .count() as u64
             }),
-            pid_max: read_trimmed("/proc/sys/kernel/pid_max").and_then(|s| s.parse().ok()).unwrap_or(32768),
+            pid_max: read_trimmed("/proc/sys/kernel/pid_max")
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(32768),
         }
     }
 }
@@ -100,14 +108,21 @@ fn meminfo_kib(meminfo: &str, key: &str) -> u64 {
 /// Total and available bytes of the file system holding `path` (from df, which is in every
 /// base system; the workspace has no statvfs binding and forbids unsafe code).
 fn disk_space(path: &Path) -> Option<(u64, u64)> {
-    let out = std::process::Command::new("df").args(["-P", "-B1"]).arg(path).output().ok()?;
+    let out = std::process::Command::new("df")
+        .args(["-P", "-B1"])
+        .arg(path)
+        .output()
+        .ok()?;
     let text = String::from_utf8_lossy(&out.stdout);
     let fields: Vec<&str> = text.lines().nth(1)?.split_whitespace().collect();
     Some((fields.get(1)?.parse().ok()?, fields.get(3)?.parse().ok()?))
 }
 
 fn read_trimmed(path: impl AsRef<Path>) -> Option<String> {
-    std::fs::read_to_string(path).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+    std::fs::read_to_string(path)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
 }
 
 /// The address other hosts reach this one at: the source address the kernel picks for
@@ -166,12 +181,18 @@ pub fn arch() -> &'static str {
 
 /// Capacity and allocatable: allocatable leaves aside the hard eviction thresholds (by
 /// default 100Mi of memory and 10% of the disk), as the kubelet does.
-pub fn resources(facts: &HostFacts, eviction: &Eviction) -> (BTreeMap<String, Quantity>, BTreeMap<String, Quantity>) {
+pub fn resources(
+    facts: &HostFacts,
+    eviction: &Eviction,
+) -> (BTreeMap<String, Quantity>, BTreeMap<String, Quantity>) {
     let q = |s: String| Quantity(s);
     let capacity: BTreeMap<String, Quantity> = [
         ("cpu", q(facts.cpus.to_string())),
         ("memory", q(format!("{}Ki", facts.memory_bytes / 1024))),
-        ("ephemeral-storage", q(format!("{}Ki", facts.disk_bytes / 1024))),
+        (
+            "ephemeral-storage",
+            q(format!("{}Ki", facts.disk_bytes / 1024)),
+        ),
         ("pods", q(MAX_PODS.to_string())),
     ]
     .into_iter()
@@ -187,7 +208,12 @@ pub fn resources(facts: &HostFacts, eviction: &Eviction) -> (BTreeMap<String, Qu
 
 /// The four conditions, with upstream's reasons and messages. `ready` is `Err(message)`
 /// while the runtime or the pod network is not ready.
-pub fn conditions(facts: &HostFacts, eviction: &Eviction, ready: &Result<(), String>, now: &Time) -> Vec<NodeCondition> {
+pub fn conditions(
+    facts: &HostFacts,
+    eviction: &Eviction,
+    ready: &Result<(), String>,
+    now: &Time,
+) -> Vec<NodeCondition> {
     let condition = |type_: &str, status: bool, reason: &str, message: &str| NodeCondition {
         type_: type_.into(),
         status: if status { "True" } else { "False" }.into(),
@@ -197,29 +223,64 @@ pub fn conditions(facts: &HostFacts, eviction: &Eviction, ready: &Result<(), Str
         last_transition_time: Some(now.clone()),
     };
     let memory_pressure = facts.memory_available_bytes < eviction.memory_bytes;
-    let disk_pressure =
-        facts.disk_bytes > 0 && facts.disk_available_bytes * 100 < facts.disk_bytes * eviction.disk_percent;
+    let disk_pressure = facts.disk_bytes > 0
+        && facts.disk_available_bytes * 100 < facts.disk_bytes * eviction.disk_percent;
     // The kubelet's pid.available threshold is unset by default; report pressure when the
     // host is within 10% of pid_max, where forks start failing.
     let pid_pressure = facts.pids * 10 > facts.pid_max * 9;
     vec![
         if memory_pressure {
-            condition("MemoryPressure", true, "KubeletHasInsufficientMemory", "kubelet has insufficient memory available")
+            condition(
+                "MemoryPressure",
+                true,
+                "KubeletHasInsufficientMemory",
+                "kubelet has insufficient memory available",
+            )
         } else {
-            condition("MemoryPressure", false, "KubeletHasSufficientMemory", "kubelet has sufficient memory available")
+            condition(
+                "MemoryPressure",
+                false,
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            )
         },
         if disk_pressure {
-            condition("DiskPressure", true, "KubeletHasDiskPressure", "kubelet has disk pressure")
+            condition(
+                "DiskPressure",
+                true,
+                "KubeletHasDiskPressure",
+                "kubelet has disk pressure",
+            )
         } else {
-            condition("DiskPressure", false, "KubeletHasNoDiskPressure", "kubelet has no disk pressure")
+            condition(
+                "DiskPressure",
+                false,
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            )
         },
         if pid_pressure {
-            condition("PIDPressure", true, "KubeletHasInsufficientPID", "kubelet has insufficient PID available")
+            condition(
+                "PIDPressure",
+                true,
+                "KubeletHasInsufficientPID",
+                "kubelet has insufficient PID available",
+            )
         } else {
-            condition("PIDPressure", false, "KubeletHasSufficientPID", "kubelet has sufficient PID available")
+            condition(
+                "PIDPressure",
+                false,
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            )
         },
         match ready {
-            Ok(()) => condition("Ready", true, "KubeletReady", "kubelet is posting ready status"),
+            Ok(()) => condition(
+                "Ready",
+                true,
+                "KubeletReady",
+                "kubelet is posting ready status",
+            ),
             Err(message) => condition("Ready", false, "KubeletNotReady", message),
         },
     ]
@@ -244,7 +305,8 @@ pub fn node_info(config: &NodeConfig, kubelet_version: &str) -> NodeSystemInfo {
         container_runtime_version: config.runtime_version.clone(),
         kubelet_version: kubelet_version.into(),
         kube_proxy_version: String::new(),
-        system_uuid: read_trimmed("/sys/class/dmi/id/product_uuid").unwrap_or_else(|| machine_id.clone()),
+        system_uuid: read_trimmed("/sys/class/dmi/id/product_uuid")
+            .unwrap_or_else(|| machine_id.clone()),
         boot_id: read_trimmed("/proc/sys/kernel/random/boot_id").unwrap_or_default(),
         machine_id,
         ..Default::default()
@@ -254,7 +316,14 @@ pub fn node_info(config: &NodeConfig, kubelet_version: &str) -> NodeSystemInfo {
 /// The version the node reports: the control plane's Kubernetes version with kybern's own,
 /// as k3s reports `v1.33.1+k3s1`.
 pub fn kubelet_version(apiserver_version: &str) -> String {
-    format!("{}+kybern-{}", apiserver_version.split('+').next().unwrap_or(apiserver_version), env!("CARGO_PKG_VERSION"))
+    format!(
+        "{}+kybern-{}",
+        apiserver_version
+            .split('+')
+            .next()
+            .unwrap_or(apiserver_version),
+        env!("CARGO_PKG_VERSION")
+    )
 }
 
 pub fn status(
@@ -270,8 +339,14 @@ pub fn status(
         allocatable: Some(allocatable),
         conditions: Some(conditions(facts, &config.eviction, ready, now)),
         addresses: Some(vec![
-            NodeAddress { type_: "InternalIP".into(), address: config.ip.to_string() },
-            NodeAddress { type_: "Hostname".into(), address: config.name.clone() },
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: config.ip.to_string(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: config.name.clone(),
+            },
         ]),
         node_info: Some(node_info(config, kubelet_version)),
         ..Default::default()
@@ -283,7 +358,10 @@ pub fn status(
 fn keep_transitions(new: &mut [NodeCondition], old: Option<&Vec<NodeCondition>>) {
     let Some(old) = old else { return };
     for c in new {
-        if let Some(prev) = old.iter().find(|o| o.type_ == c.type_ && o.status == c.status) {
+        if let Some(prev) = old
+            .iter()
+            .find(|o| o.type_ == c.type_ && o.status == c.status)
+        {
             c.last_transition_time = prev.last_transition_time.clone();
         }
     }
@@ -297,7 +375,13 @@ fn changed(old: Option<&NodeStatus>, new: &NodeStatus) -> bool {
         for c in s.conditions.iter_mut().flatten() {
             c.last_heartbeat_time = None;
         }
-        (s.capacity, s.allocatable, s.conditions, s.addresses, s.node_info)
+        (
+            s.capacity,
+            s.allocatable,
+            s.conditions,
+            s.addresses,
+            s.node_info,
+        )
     };
     strip(old) != strip(new)
 }
@@ -315,15 +399,29 @@ pub struct Registered {
 
 /// Creates the Node, or brings an existing one's labels up to date (its spec.podCIDR may
 /// have come from node IPAM and cannot change), then reports status and takes the Lease.
-pub async fn register(client: &Client, config: &NodeConfig, ready: &Result<(), String>) -> Result<Registered> {
+pub async fn register(
+    client: &Client,
+    config: &NodeConfig,
+    ready: &Result<(), String>,
+) -> Result<Registered> {
     let api: Api<Node> = Api::all(client.clone());
-    let version = client.apiserver_version().await.map_err(api_err("reading the apiserver's version"))?;
+    let version = client
+        .apiserver_version()
+        .await
+        .map_err(api_err("reading the apiserver's version"))?;
     let kubelet_version = kubelet_version(&version.git_version);
     let node = Node {
-        metadata: ObjectMeta { name: Some(config.name.clone()), labels: Some(labels(config)), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(config.name.clone()),
+            labels: Some(labels(config)),
+            ..Default::default()
+        },
         ..Default::default()
     };
-    let post = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    let post = PostParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
     let node = match api.create(&post, &node).await {
         Ok(node) => node,
         Err(e) if is_status(&e, 409) => {
@@ -334,14 +432,28 @@ pub async fn register(client: &Client, config: &NodeConfig, ready: &Result<(), S
         }
         Err(e) => return Err(api_err(format!("registering node {}", config.name))(e)),
     };
-    let registered = Registered { uid: node.metadata.uid.clone().unwrap_or_default(), kubelet_version };
-    report(client, config, &registered, ready, node.status.as_ref(), true).await?;
+    let registered = Registered {
+        uid: node.metadata.uid.clone().unwrap_or_default(),
+        kubelet_version,
+    };
+    report(
+        client,
+        config,
+        &registered,
+        ready,
+        node.status.as_ref(),
+        true,
+    )
+    .await?;
     renew_lease(client, config, &registered).await?;
     Ok(registered)
 }
 
 fn params() -> PatchParams {
-    PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    }
 }
 
 /// Sends the node's status when it changed (or always, with `force`); returns whether it did.
@@ -362,9 +474,16 @@ pub async fn report(
         return Ok(false);
     }
     let api: Api<Node> = Api::all(client.clone());
-    api.patch_status(&config.name, &params(), &Patch::Merge(&json!({ "status": new })))
-        .await
-        .map_err(api_err(format!("reporting the status of node {}", config.name)))?;
+    api.patch_status(
+        &config.name,
+        &params(),
+        &Patch::Merge(&json!({ "status": new })),
+    )
+    .await
+    .map_err(api_err(format!(
+        "reporting the status of node {}",
+        config.name
+    )))?;
     Ok(true)
 }
 
@@ -394,19 +513,39 @@ pub fn lease_object(config: &NodeConfig, registered: &Registered) -> Lease {
 }
 
 /// Renews the node's Lease, creating it when missing.
-pub async fn renew_lease(client: &Client, config: &NodeConfig, registered: &Registered) -> Result<()> {
+pub async fn renew_lease(
+    client: &Client,
+    config: &NodeConfig,
+    registered: &Registered,
+) -> Result<()> {
     let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let lease = lease_object(config, registered);
-    match api.patch(&config.name, &params(), &Patch::Merge(&json!({ "spec": lease.spec }))).await {
+    match api
+        .patch(
+            &config.name,
+            &params(),
+            &Patch::Merge(&json!({ "spec": lease.spec })),
+        )
+        .await
+    {
         Ok(_) => Ok(()),
         Err(e) if is_status(&e, 404) => {
-            let post = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            let post = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
             match api.create(&post, &lease).await {
                 Err(e) if is_status(&e, 409) => Ok(()),
-                other => other.map(drop).map_err(api_err(format!("creating the lease of node {}", config.name))),
+                other => other.map(drop).map_err(api_err(format!(
+                    "creating the lease of node {}",
+                    config.name
+                ))),
             }
         }
-        Err(e) => Err(api_err(format!("renewing the lease of node {}", config.name))(e)),
+        Err(e) => Err(api_err(format!(
+            "renewing the lease of node {}",
+            config.name
+        ))(e)),
     }
 }
 
@@ -436,7 +575,16 @@ pub async fn heartbeat_forever(
             }
         };
         let force = last_report.elapsed() >= STATUS_REPORT;
-        match report(&client, &config, &registered, &ready(), previous.as_ref(), force).await {
+        match report(
+            &client,
+            &config,
+            &registered,
+            &ready(),
+            previous.as_ref(),
+            force,
+        )
+        .await
+        {
             Ok(true) => last_report = tokio::time::Instant::now(),
             Ok(false) => {}
             Err(e) => tracing::warn!(error = %e, "node status report failed; retrying in 10s"),
@@ -447,21 +595,35 @@ pub async fn heartbeat_forever(
 /// Waits until node IPAM gave the node its spec.podCIDR, and returns it.
 pub async fn wait_for_pod_cidr(client: &Client, name: &str) -> Result<String> {
     let api: Api<Node> = Api::all(client.clone());
-    let cidr_of = |n: &Node| n.spec.as_ref().and_then(|s| s.pod_cidr.clone()).filter(|c| !c.is_empty());
+    let cidr_of = |n: &Node| {
+        n.spec
+            .as_ref()
+            .and_then(|s| s.pod_cidr.clone())
+            .filter(|c| !c.is_empty())
+    };
     if let Some(cidr) = api.get(name).await.ok().as_ref().and_then(cidr_of) {
         return Ok(cidr);
     }
-    tracing::info!(node = name, "waiting for node IPAM to give this node a podCIDR");
+    tracing::info!(
+        node = name,
+        "waiting for node IPAM to give this node a podCIDR"
+    );
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let mut events = watcher::watcher(api, config).boxed();
-    while let Some(event) = events.try_next().await.map_err(|e| Error::Other(format!("watching node {name}: {e}")))? {
+    while let Some(event) = events
+        .try_next()
+        .await
+        .map_err(|e| Error::Other(format!("watching node {name}: {e}")))?
+    {
         if let watcher::Event::Apply(n) | watcher::Event::InitApply(n) = event {
             if let Some(cidr) = cidr_of(&n) {
                 return Ok(cidr);
             }
         }
     }
-    Err(Error::Other(format!("the watch of node {name} ended before it got a podCIDR")))
+    Err(Error::Other(format!(
+        "the watch of node {name} ended before it got a podCIDR"
+    )))
 }
 
 #[cfg(test)]
@@ -498,31 +660,67 @@ mod tests {
         assert_eq!(capacity["memory"].0, "4194304Ki");
         assert_eq!(allocatable["memory"].0, format!("{}Ki", 4194304 - 102400));
         assert_eq!(capacity["pods"].0, "110");
-        assert_eq!(allocatable["ephemeral-storage"].0, (90u64 * (1 << 30)).to_string());
+        assert_eq!(
+            allocatable["ephemeral-storage"].0,
+            (90u64 * (1 << 30)).to_string()
+        );
     }
 
     #[test]
     fn pressure_conditions_follow_the_thresholds() {
         let now = now();
         let status_of = |f: &HostFacts, t: &str| {
-            conditions(f, &Eviction::default(), &Ok(()), &now).into_iter().find(|c| c.type_ == t).unwrap().status
+            conditions(f, &Eviction::default(), &Ok(()), &now)
+                .into_iter()
+                .find(|c| c.type_ == t)
+                .unwrap()
+                .status
         };
         let cases = [
-            ("plenty", facts(), [("MemoryPressure", "False"), ("DiskPressure", "False"), ("PIDPressure", "False")]),
+            (
+                "plenty",
+                facts(),
+                [
+                    ("MemoryPressure", "False"),
+                    ("DiskPressure", "False"),
+                    ("PIDPressure", "False"),
+                ],
+            ),
             (
                 "memory low",
-                HostFacts { memory_available_bytes: 50 << 20, ..facts() },
-                [("MemoryPressure", "True"), ("DiskPressure", "False"), ("PIDPressure", "False")],
+                HostFacts {
+                    memory_available_bytes: 50 << 20,
+                    ..facts()
+                },
+                [
+                    ("MemoryPressure", "True"),
+                    ("DiskPressure", "False"),
+                    ("PIDPressure", "False"),
+                ],
             ),
             (
                 "disk low",
-                HostFacts { disk_available_bytes: 5 << 30, ..facts() },
-                [("MemoryPressure", "False"), ("DiskPressure", "True"), ("PIDPressure", "False")],
+                HostFacts {
+                    disk_available_bytes: 5 << 30,
+                    ..facts()
+                },
+                [
+                    ("MemoryPressure", "False"),
+                    ("DiskPressure", "True"),
+                    ("PIDPressure", "False"),
+                ],
             ),
             (
                 "pids near max",
-                HostFacts { pids: 30000, ..facts() },
-                [("MemoryPressure", "False"), ("DiskPressure", "False"), ("PIDPressure", "True")],
+                HostFacts {
+                    pids: 30000,
+                    ..facts()
+                },
+                [
+                    ("MemoryPressure", "False"),
+                    ("DiskPressure", "False"),
+                    ("PIDPressure", "True"),
+                ],
             ),
         ];
         for (name, f, want) in cases {
@@ -534,7 +732,12 @@ mod tests {
 
     #[test]
     fn not_ready_carries_the_reason() {
-        let c = conditions(&facts(), &Eviction::default(), &Err("network not ready".into()), &now());
+        let c = conditions(
+            &facts(),
+            &Eviction::default(),
+            &Err("network not ready".into()),
+            &now(),
+        );
         let ready = c.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.status, "False");
         assert_eq!(ready.reason.as_deref(), Some("KubeletNotReady"));
@@ -552,8 +755,14 @@ mod tests {
 
     #[test]
     fn version_joins_the_control_plane_and_kybern() {
-        assert_eq!(kubelet_version("v1.33.0"), format!("v1.33.0+kybern-{}", env!("CARGO_PKG_VERSION")));
-        assert_eq!(kubelet_version("v1.33.0+abc"), format!("v1.33.0+kybern-{}", env!("CARGO_PKG_VERSION")));
+        assert_eq!(
+            kubelet_version("v1.33.0"),
+            format!("v1.33.0+kybern-{}", env!("CARGO_PKG_VERSION"))
+        );
+        assert_eq!(
+            kubelet_version("v1.33.0+abc"),
+            format!("v1.33.0+kybern-{}", env!("CARGO_PKG_VERSION"))
+        );
     }
 
     #[test]
@@ -571,7 +780,10 @@ mod tests {
         let a = status(&c, &f, &Ok(()), "v", &Time(Timestamp::UNIX_EPOCH));
         let b = status(&c, &f, &Ok(()), "v", &now());
         let mut b_same_transitions = b.clone();
-        keep_transitions(b_same_transitions.conditions.as_mut().unwrap(), a.conditions.as_ref());
+        keep_transitions(
+            b_same_transitions.conditions.as_mut().unwrap(),
+            a.conditions.as_ref(),
+        );
         assert!(!changed(Some(&a), &b_same_transitions));
         let not_ready = status(&c, &f, &Err("x".into()), "v", &now());
         assert!(changed(Some(&a), &not_ready));

@@ -131,11 +131,19 @@ pub async fn run(ctx: Arc<PodContext>) -> Result<(), Error> {
                 }
                 if !cleaned {
                     cleaned = true;
-                    let orphans: Vec<String> = adoptable.keys().filter(|u| !seen.contains(*u)).cloned().collect();
-                    let leftovers: Vec<ContainerSummary> =
-                        orphans.iter().flat_map(|u| adoptable.remove(u).unwrap_or_default()).collect();
+                    let orphans: Vec<String> = adoptable
+                        .keys()
+                        .filter(|u| !seen.contains(*u))
+                        .cloned()
+                        .collect();
+                    let leftovers: Vec<ContainerSummary> = orphans
+                        .iter()
+                        .flat_map(|u| adoptable.remove(u).unwrap_or_default())
+                        .collect();
                     let ctx = ctx.clone();
-                    tokio::spawn(async move { worker::remove_orphans(&ctx, leftovers, &seen).await });
+                    tokio::spawn(
+                        async move { worker::remove_orphans(&ctx, leftovers, &seen).await },
+                    );
                 }
             }
         }
@@ -150,7 +158,9 @@ async fn sync_static(
     adoptable: &mut HashMap<String, Vec<ContainerSummary>>,
     statics: &mut BTreeMap<String, Arc<Pod>>,
 ) {
-    let Some(dir) = &ctx.static_pods_dir else { return };
+    let Some(dir) = &ctx.static_pods_dir else {
+        return;
+    };
     let now = static_pods::read_dir(dir, &ctx.node_name);
     for (uid, old) in std::mem::take(statics) {
         if !now.contains_key(&uid) {
@@ -158,7 +168,10 @@ async fn sync_static(
                 e.pod.send_replace(None);
             }
             let (ns, name) = (old.namespace().unwrap_or_default(), old.name_any());
-            if !now.values().any(|p| p.name_any() == name && p.namespace().unwrap_or_default() == ns) {
+            if !now
+                .values()
+                .any(|p| p.name_any() == name && p.namespace().unwrap_or_default() == ns)
+            {
                 static_pods::delete_mirror(&ctx.client, &ns, &name).await;
             }
         }
@@ -187,7 +200,9 @@ fn apply(
     if let Some(e) = workers.get(&uid) {
         // The worker always reads the newest pod, but is woken only for a change it acts on.
         e.pod.send_if_modified(|current| {
-            let wake = current.as_deref().is_none_or(|old| differs_for_the_worker(old, &pod));
+            let wake = current
+                .as_deref()
+                .is_none_or(|old| differs_for_the_worker(old, &pod));
             *current = Some(pod);
             wake
         });
@@ -229,7 +244,9 @@ fn group_by_pod(all: Vec<ContainerSummary>) -> HashMap<String, Vec<ContainerSumm
 pub fn container_id(uid: &str, name: &str, attempt: u32) -> String {
     let h = format!("{uid}/{name}")
         .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+        });
     format!("{h:016x}-{attempt}")
 }
 
@@ -241,7 +258,10 @@ pub fn labels(pod: &Pod, container: &str, attempt: u32, init: bool) -> BTreeMap<
         (LABEL_CONTAINER_NAME, container.to_string()),
         (LABEL_ATTEMPT, attempt.to_string()),
         (LABEL_INIT, init.to_string()),
-        (LABEL_CREATED, k8s_openapi::jiff::Timestamp::now().as_second().to_string()),
+        (
+            LABEL_CREATED,
+            k8s_openapi::jiff::Timestamp::now().as_second().to_string(),
+        ),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
@@ -269,14 +289,28 @@ mod tests {
                 "a status write and its new resourceVersion",
                 with(&|p| {
                     p.metadata.resource_version = Some("6".into());
-                    p.status = Some(serde_json::from_value(serde_json::json!({"phase": "Running"})).unwrap());
+                    p.status = Some(
+                        serde_json::from_value(serde_json::json!({"phase": "Running"})).unwrap(),
+                    );
                 }),
                 false,
             ),
             ("a new label", with(&|p| p.metadata.labels = None), true),
-            ("a new annotation", with(&|p| p.metadata.annotations = Some([("a".into(), "b".into())].into())), true),
-            ("deletion", with(&|p| p.metadata.deletion_grace_period_seconds = Some(30)), true),
-            ("a new image", with(&|p| p.spec.as_mut().unwrap().containers[0].image = Some("busybox:2".into())), true),
+            (
+                "a new annotation",
+                with(&|p| p.metadata.annotations = Some([("a".into(), "b".into())].into())),
+                true,
+            ),
+            (
+                "deletion",
+                with(&|p| p.metadata.deletion_grace_period_seconds = Some(30)),
+                true,
+            ),
+            (
+                "a new image",
+                with(&|p| p.spec.as_mut().unwrap().containers[0].image = Some("busybox:2".into())),
+                true,
+            ),
         ];
         for (name, new, wakes) in cases {
             assert_eq!(differs_for_the_worker(&pod, &new), wakes, "{name}");
@@ -286,9 +320,18 @@ mod tests {
     #[test]
     fn container_ids_are_stable_short_and_per_attempt() {
         let a = container_id("0b7c6f2e-0000-4000-8000-000000000001", "web", 0);
-        assert_eq!(a, container_id("0b7c6f2e-0000-4000-8000-000000000001", "web", 0));
-        assert_ne!(a, container_id("0b7c6f2e-0000-4000-8000-000000000001", "web", 1));
-        assert_ne!(a, container_id("0b7c6f2e-0000-4000-8000-000000000001", "sidecar", 0));
+        assert_eq!(
+            a,
+            container_id("0b7c6f2e-0000-4000-8000-000000000001", "web", 0)
+        );
+        assert_ne!(
+            a,
+            container_id("0b7c6f2e-0000-4000-8000-000000000001", "web", 1)
+        );
+        assert_ne!(
+            a,
+            container_id("0b7c6f2e-0000-4000-8000-000000000001", "sidecar", 0)
+        );
         assert!(container_id("u", &"x".repeat(63), 99999).len() <= 76);
     }
 }

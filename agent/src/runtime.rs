@@ -163,7 +163,9 @@ pub struct ContainerSummary {
 pub enum TaskState {
     /// The container exists but has no task, or its task was created and not started.
     Created,
-    Running { pid: u32 },
+    Running {
+        pid: u32,
+    },
     Exited(ExitStatus),
 }
 
@@ -211,7 +213,12 @@ pub trait Runtime: Send + Sync {
     /// Runs `args` inside the running container `id` (in its namespaces, as its user) and
     /// waits for it, at most `timeout`; on timeout the process is killed and
     /// [`Error::Timeout`] returned.
-    async fn exec(&self, id: &str, args: &[String], timeout: std::time::Duration) -> Result<ExecOutput>;
+    async fn exec(
+        &self,
+        id: &str,
+        args: &[String],
+        timeout: std::time::Duration,
+    ) -> Result<ExecOutput>;
     /// Pulls `reference` (e.g. `127.0.0.1:5000/app:v1`, `busybox`) from its registry, picking
     /// linux/amd64 from a manifest list, and unpacks it; returns the stored image.
     async fn pull_image(&self, reference: &str, auth: Option<&RegistryAuth>) -> Result<ImageInfo>;

@@ -56,7 +56,10 @@ pub(crate) trait Context<T> {
 
 impl<T> Context<T> for std::result::Result<T, kube::Error> {
     fn context(self, what: impl FnOnce() -> String) -> Result<T> {
-        self.map_err(|source| Error::Kube { what: what(), source })
+        self.map_err(|source| Error::Kube {
+            what: what(),
+            source,
+        })
     }
 }
 
@@ -124,7 +127,12 @@ impl Simulator {
         }
         let limit = Semaphore::new(config.max_in_flight.max(1));
         let nodes = nodes::register_all(&client, &config, &limit).await?;
-        let shared = Arc::new(Shared { client, config, nodes, limit });
+        let shared = Arc::new(Shared {
+            client,
+            config,
+            nodes,
+            limit,
+        });
         let mut tasks = JoinSet::new();
         tasks.spawn(lease::renew_forever(shared.clone()));
         tasks.spawn(pods::report_forever(shared.clone()));

@@ -67,10 +67,7 @@ async fn busybox_command_exits_with_its_code_and_its_output_reaches_the_log() {
     .await;
 
     env.rt.delete("echo-exit").await.unwrap();
-    assert_eq!(
-        ids(&env.rt).await,
-        Vec::<String>::new()
-    );
+    assert_eq!(ids(&env.rt).await, Vec::<String>::new());
     let leftover: Vec<String> = env
         .mounts_under_data_dir()
         .into_iter()
@@ -158,10 +155,7 @@ async fn a_container_whose_command_cannot_start_fails_to_create_and_delete_remov
         "the container record stays for delete"
     );
     env.rt.delete("broken").await.unwrap();
-    assert_eq!(
-        ids(&env.rt).await,
-        Vec::<String>::new()
-    );
+    assert_eq!(ids(&env.rt).await, Vec::<String>::new());
 
     let missing = ContainerConfig {
         id: "ghost".into(),

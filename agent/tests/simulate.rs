@@ -22,14 +22,23 @@ struct Cluster {
 
 async fn cluster() -> Cluster {
     let dir = tempfile::tempdir().expect("a temp data dir");
-    let config = Config { listen: "127.0.0.1:0".parse().unwrap(), ..Config::new(dir.path()) };
-    let server = server::start(config).await.expect("starting the apiserver in-process");
+    let config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        ..Config::new(dir.path())
+    };
+    let server = server::start(config)
+        .await
+        .expect("starting the apiserver in-process");
     let kubeconfig = Kubeconfig::read_from(&server.kubeconfig).expect("reading admin.kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
         .await
         .expect("a usable admin.kubeconfig");
     let client = Client::try_from(config).expect("a client");
-    Cluster { client, _server: server, _dir: dir }
+    Cluster {
+        client,
+        _server: server,
+        _dir: dir,
+    }
 }
 
 /// Three nodes, leases renewed every 200 ms, deleted pods removed within 200 ms.
@@ -63,7 +72,13 @@ where
 
 /// Creates a pod (unscheduled) and binds it to `node` through pods/binding, as the
 /// scheduler does.
-async fn bound_pod(client: &Client, name: &str, node: &str, restart_policy: &str, annotations: serde_json::Value) -> Api<Pod> {
+async fn bound_pod(
+    client: &Client,
+    name: &str,
+    node: &str,
+    restart_policy: &str,
+    annotations: serde_json::Value,
+) -> Api<Pod> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
     let pod: Pod = serde_json::from_value(json!({
         "metadata": { "name": name, "annotations": annotations },
@@ -74,7 +89,9 @@ async fn bound_pod(client: &Client, name: &str, node: &str, restart_policy: &str
         },
     }))
     .unwrap();
-    pods.create(&PostParams::default(), &pod).await.expect("creating the pod");
+    pods.create(&PostParams::default(), &pod)
+        .await
+        .expect("creating the pod");
     let binding = json!({
         "apiVersion": "v1", "kind": "Binding",
         "metadata": { "name": name },
@@ -88,7 +105,13 @@ async fn bound_pod(client: &Client, name: &str, node: &str, restart_policy: &str
 }
 
 fn condition(pod: &Pod, type_: &str) -> Option<String> {
-    pod.status.as_ref()?.conditions.as_ref()?.iter().find(|c| c.type_ == type_).map(|c| c.status.clone())
+    pod.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_)
+        .map(|c| c.status.clone())
 }
 
 fn phase(pod: &Pod) -> Option<&str> {
@@ -98,7 +121,9 @@ fn phase(pod: &Pod) -> Option<&str> {
 #[tokio::test]
 async fn registering_three_nodes_gives_three_ready_nodes_with_leases_that_renew() {
     let cluster = cluster().await;
-    let sim = Simulator::start(cluster.client.clone(), test_config()).await.expect("starting the simulator");
+    let sim = Simulator::start(cluster.client.clone(), test_config())
+        .await
+        .expect("starting the simulator");
     let names: Vec<&str> = sim.nodes().iter().map(|n| n.name.as_str()).collect();
     assert_eq!(names, ["sim-0", "sim-1", "sim-2"]);
 
@@ -107,26 +132,55 @@ async fn registering_three_nodes_gives_three_ready_nodes_with_leases_that_renew(
     assert_eq!(list.items.len(), 3);
     for node in &list.items {
         let name = node.metadata.name.as_deref().unwrap();
-        let status = node.status.as_ref().unwrap_or_else(|| panic!("{name} has no status"));
-        let ready = status.conditions.as_ref().unwrap().iter().find(|c| c.type_ == "Ready").unwrap();
+        let status = node
+            .status
+            .as_ref()
+            .unwrap_or_else(|| panic!("{name} has no status"));
+        let ready = status
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == "Ready")
+            .unwrap();
         assert_eq!(ready.status, "True", "{name}");
         assert_eq!(ready.reason.as_deref(), Some("KubeletReady"), "{name}");
-        assert_eq!(node.metadata.labels.as_ref().unwrap()["kubernetes.io/hostname"], name);
+        assert_eq!(
+            node.metadata.labels.as_ref().unwrap()["kubernetes.io/hostname"],
+            name
+        );
         let info = status.node_info.as_ref().unwrap();
-        assert!(info.kubelet_version.starts_with("v1."), "{name}: kubeletVersion {}", info.kubelet_version);
+        assert!(
+            info.kubelet_version.starts_with("v1."),
+            "{name}: kubeletVersion {}",
+            info.kubelet_version
+        );
         assert_eq!(status.capacity.as_ref().unwrap()["pods"].0, "110", "{name}");
     }
 
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), "kube-node-lease");
-    let renew_time = |lease: &Lease| lease.spec.as_ref().and_then(|s| s.renew_time.clone()).map(|t| t.0);
+    let renew_time = |lease: &Lease| {
+        lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.renew_time.clone())
+            .map(|t| t.0)
+    };
     let first = leases.get("sim-1").await.expect("sim-1 has a lease");
     let spec = first.spec.as_ref().unwrap();
     assert_eq!(spec.holder_identity.as_deref(), Some("sim-1"));
     assert_eq!(spec.lease_duration_seconds, Some(40));
     let before = renew_time(&first).expect("a renewTime");
-    eventually("sim-1's lease to be renewed", || leases.get("sim-1"), |l| {
-        l.as_ref().ok().and_then(renew_time).is_some_and(|t| t > before)
-    })
+    eventually(
+        "sim-1's lease to be renewed",
+        || leases.get("sim-1"),
+        |l| {
+            l.as_ref()
+                .ok()
+                .and_then(renew_time)
+                .is_some_and(|t| t > before)
+        },
+    )
     .await
     .unwrap();
 }
@@ -134,46 +188,103 @@ async fn registering_three_nodes_gives_three_ready_nodes_with_leases_that_renew(
 #[tokio::test]
 async fn a_pod_bound_to_sim_node_one_becomes_running_and_ready_with_an_address_in_its_slash_24() {
     let cluster = cluster().await;
-    let sim = Simulator::start(cluster.client.clone(), test_config()).await.unwrap();
+    let sim = Simulator::start(cluster.client.clone(), test_config())
+        .await
+        .unwrap();
     let node = sim.nodes()[1].clone();
     let pods = bound_pod(&cluster.client, "web", &node.name, "Always", json!({})).await;
 
-    let pod = eventually("web to be Running and Ready", || pods.get("web"), |p| {
-        p.as_ref().is_ok_and(|p| phase(p) == Some("Running") && condition(p, "Ready").as_deref() == Some("True"))
-    })
+    let pod = eventually(
+        "web to be Running and Ready",
+        || pods.get("web"),
+        |p| {
+            p.as_ref().is_ok_and(|p| {
+                phase(p) == Some("Running") && condition(p, "Ready").as_deref() == Some("True")
+            })
+        },
+    )
     .await
     .unwrap();
     let status = pod.status.unwrap();
     let ip: Ipv4Addr = status.pod_ip.as_deref().unwrap().parse().unwrap();
     assert_eq!(node.pod_cidr(), "10.42.1.0/24");
-    assert_eq!(ip.octets()[..3], [10, 42, 1], "podIP {ip} is in sim-1's /24");
-    assert_eq!(status.host_ip.as_deref(), Some(node.ip.to_string().as_str()));
+    assert_eq!(
+        ip.octets()[..3],
+        [10, 42, 1],
+        "podIP {ip} is in sim-1's /24"
+    );
+    assert_eq!(
+        status.host_ip.as_deref(),
+        Some(node.ip.to_string().as_str())
+    );
     assert!(status.start_time.is_some());
-    for t in ["PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready", "PodScheduled"] {
-        let c = status.conditions.as_ref().unwrap().iter().find(|c| c.type_ == t).unwrap_or_else(|| panic!("no {t}"));
+    for t in [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+        "PodScheduled",
+    ] {
+        let c = status
+            .conditions
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|c| c.type_ == t)
+            .unwrap_or_else(|| panic!("no {t}"));
         assert_eq!(c.status, "True", "{t}");
         assert!(c.last_transition_time.is_some(), "{t}");
     }
     let containers = status.container_statuses.unwrap();
     assert_eq!(containers.len(), 2);
     for c in &containers {
-        assert!(c.ready && c.started == Some(true) && c.restart_count == 0, "{}", c.name);
-        assert!(c.container_id.as_deref().unwrap().starts_with("simulated://"), "{}", c.name);
+        assert!(
+            c.ready && c.started == Some(true) && c.restart_count == 0,
+            "{}",
+            c.name
+        );
+        assert!(
+            c.container_id
+                .as_deref()
+                .unwrap()
+                .starts_with("simulated://"),
+            "{}",
+            c.name
+        );
         assert!(c.state.as_ref().unwrap().running.is_some(), "{}", c.name);
     }
     let init = &status.init_container_statuses.unwrap()[0];
-    assert_eq!(init.state.as_ref().unwrap().terminated.as_ref().unwrap().reason.as_deref(), Some("Completed"));
+    assert_eq!(
+        init.state
+            .as_ref()
+            .unwrap()
+            .terminated
+            .as_ref()
+            .unwrap()
+            .reason
+            .as_deref(),
+        Some("Completed")
+    );
 
     // Reported once: rebuilding the status of the written pod finds nothing to change.
     let written = pods.get("web").await.unwrap().metadata.resource_version;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(pods.get("web").await.unwrap().metadata.resource_version, written, "no further status writes");
+    assert_eq!(
+        pods.get("web").await.unwrap().metadata.resource_version,
+        written,
+        "no further status writes"
+    );
 
     // A second pod on the same node gets another address of the same /24.
     bound_pod(&cluster.client, "web-2", &node.name, "Always", json!({})).await;
-    let other = eventually("web-2 to get an address", || pods.get("web-2"), |p| {
-        p.as_ref().is_ok_and(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
-    })
+    let other = eventually(
+        "web-2 to get an address",
+        || pods.get("web-2"),
+        |p| {
+            p.as_ref()
+                .is_ok_and(|p| p.status.as_ref().and_then(|s| s.pod_ip.as_ref()).is_some())
+        },
+    )
     .await
     .unwrap();
     let other_ip: Ipv4Addr = other.status.unwrap().pod_ip.unwrap().parse().unwrap();
@@ -184,47 +295,107 @@ async fn a_pod_bound_to_sim_node_one_becomes_running_and_ready_with_an_address_i
 #[tokio::test]
 async fn the_exit_code_annotation_gives_succeeded_or_failed() {
     let cluster = cluster().await;
-    let _sim = Simulator::start(cluster.client.clone(), test_config()).await.unwrap();
-    let pods = bound_pod(&cluster.client, "ok", "sim-0", "Never", json!({ EXIT_CODE_ANNOTATION: "0" })).await;
-    bound_pod(&cluster.client, "bad", "sim-2", "Never", json!({ EXIT_CODE_ANNOTATION: "3" })).await;
-    bound_pod(&cluster.client, "retried", "sim-2", "OnFailure", json!({ EXIT_CODE_ANNOTATION: "3" })).await;
-
-    eventually("ok to succeed", || pods.get("ok"), |p| p.as_ref().is_ok_and(|p| phase(p) == Some("Succeeded"))).await.unwrap();
-    let bad = eventually("bad to fail", || pods.get("bad"), |p| p.as_ref().is_ok_and(|p| phase(p) == Some("Failed")))
+    let _sim = Simulator::start(cluster.client.clone(), test_config())
         .await
         .unwrap();
-    let exit = bad.status.unwrap().container_statuses.unwrap()[0].state.clone().unwrap().terminated.unwrap();
-    assert_eq!(exit.exit_code, 3);
-    let retried = eventually("retried to run again", || pods.get("retried"), |p| {
-        p.as_ref().is_ok_and(|p| phase(p) == Some("Running"))
-    })
+    let pods = bound_pod(
+        &cluster.client,
+        "ok",
+        "sim-0",
+        "Never",
+        json!({ EXIT_CODE_ANNOTATION: "0" }),
+    )
+    .await;
+    bound_pod(
+        &cluster.client,
+        "bad",
+        "sim-2",
+        "Never",
+        json!({ EXIT_CODE_ANNOTATION: "3" }),
+    )
+    .await;
+    bound_pod(
+        &cluster.client,
+        "retried",
+        "sim-2",
+        "OnFailure",
+        json!({ EXIT_CODE_ANNOTATION: "3" }),
+    )
+    .await;
+
+    eventually(
+        "ok to succeed",
+        || pods.get("ok"),
+        |p| p.as_ref().is_ok_and(|p| phase(p) == Some("Succeeded")),
+    )
     .await
     .unwrap();
-    assert_eq!(retried.status.unwrap().container_statuses.unwrap()[0].restart_count, 1);
+    let bad = eventually(
+        "bad to fail",
+        || pods.get("bad"),
+        |p| p.as_ref().is_ok_and(|p| phase(p) == Some("Failed")),
+    )
+    .await
+    .unwrap();
+    let exit = bad.status.unwrap().container_statuses.unwrap()[0]
+        .state
+        .clone()
+        .unwrap()
+        .terminated
+        .unwrap();
+    assert_eq!(exit.exit_code, 3);
+    let retried = eventually(
+        "retried to run again",
+        || pods.get("retried"),
+        |p| p.as_ref().is_ok_and(|p| phase(p) == Some("Running")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        retried.status.unwrap().container_statuses.unwrap()[0].restart_count,
+        1
+    );
 }
 
 #[tokio::test]
 async fn a_deleted_pod_disappears() {
     let cluster = cluster().await;
-    let _sim = Simulator::start(cluster.client.clone(), test_config()).await.unwrap();
-    let pods = bound_pod(&cluster.client, "doomed", "sim-2", "Always", json!({})).await;
-    eventually("doomed to run", || pods.get("doomed"), |p| p.as_ref().is_ok_and(|p| phase(p) == Some("Running")))
+    let _sim = Simulator::start(cluster.client.clone(), test_config())
         .await
         .unwrap();
+    let pods = bound_pod(&cluster.client, "doomed", "sim-2", "Always", json!({})).await;
+    eventually(
+        "doomed to run",
+        || pods.get("doomed"),
+        |p| p.as_ref().is_ok_and(|p| phase(p) == Some("Running")),
+    )
+    .await
+    .unwrap();
 
     // Default grace (30 s): the apiserver only marks it; the node removes it.
-    pods.delete("doomed", &DeleteParams::default()).await.expect("deleting");
-    let gone = eventually("doomed to be gone", || pods.get_opt("doomed"), |p| matches!(p, Ok(None))).await;
+    pods.delete("doomed", &DeleteParams::default())
+        .await
+        .expect("deleting");
+    let gone = eventually(
+        "doomed to be gone",
+        || pods.get_opt("doomed"),
+        |p| matches!(p, Ok(None)),
+    )
+    .await;
     assert!(gone.unwrap().is_none());
 }
 
 #[tokio::test]
 async fn registering_again_does_not_duplicate_nodes() {
     let cluster = cluster().await;
-    let first = Simulator::start(cluster.client.clone(), test_config()).await.unwrap();
+    let first = Simulator::start(cluster.client.clone(), test_config())
+        .await
+        .unwrap();
     let uids: Vec<String> = first.nodes().iter().map(|n| n.uid.clone()).collect();
     drop(first);
-    let again = Simulator::start(cluster.client.clone(), test_config()).await.expect("registering again");
+    let again = Simulator::start(cluster.client.clone(), test_config())
+        .await
+        .expect("registering again");
 
     let nodes: Api<Node> = Api::all(cluster.client.clone());
     let list = nodes.list(&ListParams::default()).await.unwrap();
@@ -232,5 +403,13 @@ async fn registering_again_does_not_duplicate_nodes() {
     let again_uids: Vec<String> = again.nodes().iter().map(|n| n.uid.clone()).collect();
     assert_eq!(again_uids, uids, "the same Node objects, updated in place");
     let leases: Api<Lease> = Api::namespaced(cluster.client.clone(), "kube-node-lease");
-    assert_eq!(leases.list(&ListParams::default()).await.unwrap().items.len(), 3);
+    assert_eq!(
+        leases
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .len(),
+        3
+    );
 }

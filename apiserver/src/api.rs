@@ -62,7 +62,11 @@ const INLINE_BODY_BYTES: usize = 16 * 1024;
 pub const KUBERNETES_VERSION: &str = "v1.33.0+kybern";
 
 pub fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
-    bytes_response(code, "application/json", Bytes::from(serde_json::to_vec(value).unwrap_or_default()))
+    bytes_response(
+        code,
+        "application/json",
+        Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
+    )
 }
 
 pub fn bytes_response(code: StatusCode, content_type: &str, body: Bytes) -> Response<Body> {
@@ -78,48 +82,97 @@ pub fn error_response(e: &ApiError) -> Response<Body> {
     let code = StatusCode::from_u16(e.code()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = json_response(code, &e.to_status());
     if let Some(seconds) = e.retry_after() {
-        resp.headers_mut().insert("retry-after", http::HeaderValue::from(seconds));
+        resp.headers_mut()
+            .insert("retry-after", http::HeaderValue::from(seconds));
     }
     resp
 }
 
 impl Api {
-    pub fn new(storage: Arc<dyn Storage>, registry: Arc<Registry>, server_address: String) -> Arc<Self> {
-        Arc::new(Api { storage, registry, caches: Mutex::new(HashMap::new()), server_address, openapi: Default::default(), token_signer: Default::default() })
+    pub fn new(
+        storage: Arc<dyn Storage>,
+        registry: Arc<Registry>,
+        server_address: String,
+    ) -> Arc<Self> {
+        Arc::new(Api {
+            storage,
+            registry,
+            caches: Mutex::new(HashMap::new()),
+            server_address,
+            openapi: Default::default(),
+            token_signer: Default::default(),
+        })
     }
 
     /// The watch cache of a resource, started on first use.
     pub async fn cache(&self, r: &Resource) -> Result<Arc<WatchCache>> {
         let prefix = r.key_prefix();
-        let cell = self.caches.lock().expect("cache map poisoned").entry(prefix.clone()).or_default().clone();
+        let cell = self
+            .caches
+            .lock()
+            .expect("cache map poisoned")
+            .entry(prefix.clone())
+            .or_default()
+            .clone();
         let storage = self.storage.clone();
-        cell.get_or_try_init(|| WatchCache::start(storage, prefix)).await.cloned()
+        cell.get_or_try_init(|| WatchCache::start(storage, prefix))
+            .await
+            .cloned()
     }
 
     /// Serves one request. `identity` is the authenticated client, if any.
-    pub async fn handle<B>(self: Arc<Self>, req: Request<B>, identity: Option<ClientIdentity>) -> Response<Body>
+    pub async fn handle<B>(
+        self: Arc<Self>,
+        req: Request<B>,
+        identity: Option<ClientIdentity>,
+    ) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
-        let public = matches!(path.as_str(), "/healthz" | "/livez" | "/readyz" | "/version");
+        let public = matches!(
+            path.as_str(),
+            "/healthz" | "/livez" | "/readyz" | "/version"
+        );
         if identity.is_none() && !public {
             return error_response(&ApiError::Unauthorized);
         }
         let query = Query::parse(parts.uri.query());
-        let accept = Accept::parse(parts.headers.get("accept").and_then(|v| v.to_str().ok()).unwrap_or(""));
+        let accept = Accept::parse(
+            parts
+                .headers
+                .get("accept")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or(""),
+        );
         match parse_path(&path) {
             Path::Resource(rp) => {
                 let body = match read_body(body).await {
                     Ok(b) => b,
                     Err(e) => return error_response(&e),
                 };
-                let header = |h: &str| parts.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("").to_string();
+                let header = |h: &str| {
+                    parts
+                        .headers
+                        .get(h)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("")
+                        .to_string()
+                };
                 let (ctype, user_agent) = (header("content-type"), header("user-agent"));
                 let warnings = Warnings::default();
-                let req = ApiRequest { method: parts.method, path: rp, query, accept, content_type: ctype, user_agent, body, warnings: warnings.clone() };
+                let req = ApiRequest {
+                    method: parts.method,
+                    path: rp,
+                    query,
+                    accept,
+                    content_type: ctype,
+                    user_agent,
+                    body,
+                    warnings: warnings.clone(),
+                };
                 let mut resp = match self.serve_resource(req).await {
                     Ok(resp) => resp,
                     Err(e) => error_response(&e),
@@ -152,21 +205,40 @@ impl Api {
     async fn resource_request(self: &Arc<Self>, req: ApiRequest) -> Result<Response<Body>> {
         let snapshot = self.registry.snapshot();
         let p = &req.path;
-        let pods = || snapshot.get("", "v1", "pods").cloned().ok_or(ApiError::NoSuchResource);
+        let pods = || {
+            snapshot
+                .get("", "v1", "pods")
+                .cloned()
+                .ok_or(ApiError::NoSuchResource)
+        };
         // Bindings are not stored objects: they assign a pod to a node.
-        match (p.group.as_str(), p.resource.as_str(), p.subresource.as_deref(), &req.method) {
+        match (
+            p.group.as_str(),
+            p.resource.as_str(),
+            p.subresource.as_deref(),
+            &req.method,
+        ) {
             ("", "bindings", None, &Method::POST) if p.namespace.is_some() && p.name.is_none() => {
                 return binding::bind(self, &*pods()?, &req, None).await;
             }
             ("", "pods", Some("binding"), &Method::POST) if p.name.is_some() => {
                 return binding::bind(self, &*pods()?, &req, p.name.as_deref()).await;
             }
-            ("", "serviceaccounts", Some("token"), method) if p.name.is_some() && p.namespace.is_some() => {
-                return if method == Method::POST { token::create(self, &req, p.name.as_deref().unwrap_or_default()).await } else { Err(ApiError::MethodNotAllowed) };
+            ("", "serviceaccounts", Some("token"), method)
+                if p.name.is_some() && p.namespace.is_some() =>
+            {
+                return if method == Method::POST {
+                    token::create(self, &req, p.name.as_deref().unwrap_or_default()).await
+                } else {
+                    Err(ApiError::MethodNotAllowed)
+                };
             }
             _ => {}
         }
-        let r = snapshot.get(&p.group, &p.version, &p.resource).ok_or(ApiError::NoSuchResource)?.clone();
+        let r = snapshot
+            .get(&p.group, &p.version, &p.resource)
+            .ok_or(ApiError::NoSuchResource)?
+            .clone();
         if p.namespace.is_some() && !r.namespaced {
             return Err(ApiError::NoSuchResource);
         }
@@ -186,17 +258,23 @@ impl Api {
             (&Method::GET, None, _) if watch => watch::serve(self, &r, &req).await,
             (&Method::GET, Some(name), _) if watch => {
                 let mut req = req.clone();
-                req.query.0.insert("fieldSelector".into(), format!("metadata.name={name}"));
+                req.query
+                    .0
+                    .insert("fieldSelector".into(), format!("metadata.name={name}"));
                 watch::serve(self, &r, &req).await
             }
             (&Method::GET, None, None) => read::list(self, &r, &req).await,
             (&Method::GET, Some(name), Some("scale")) => scale::get(self, &r, &req, name).await,
             (&Method::GET, Some(name), _) => read::get(self, &r, &req, name).await,
             (&Method::POST, None, None) => write::create(self, &r, &req).await,
-            (&Method::PUT, Some(name), Some("finalize")) => finalize::update(self, &r, &req, name).await,
+            (&Method::PUT, Some(name), Some("finalize")) => {
+                finalize::update(self, &r, &req, name).await
+            }
             (_, _, Some("finalize")) => Err(ApiError::MethodNotAllowed),
             (&Method::PUT, Some(name), Some("scale")) => scale::update(self, &r, &req, name).await,
-            (&Method::PATCH, Some(name), Some("scale")) => scale::update(self, &r, &req, name).await,
+            (&Method::PATCH, Some(name), Some("scale")) => {
+                scale::update(self, &r, &req, name).await
+            }
             (&Method::PUT, Some(name), _) => write::update(self, &r, &req, name).await,
             (&Method::PATCH, Some(name), _) => write::patch(self, &r, &req, name).await,
             (&Method::DELETE, Some(name), None) => write::delete(self, &r, &req, name).await,
@@ -209,13 +287,16 @@ impl Api {
 /// Creates what every cluster has from its first start: the system namespaces.
 pub async fn bootstrap(api: &Arc<Api>) -> Result<()> {
     let snap = api.registry.snapshot();
-    let r = snap.get("", "v1", "namespaces").ok_or(ApiError::NoSuchResource)?;
+    let r = snap
+        .get("", "v1", "namespaces")
+        .ok_or(ApiError::NoSuchResource)?;
     for ns in strategy::SYSTEM_NAMESPACES {
         let key = r.key(None, ns);
         if api.storage.get(&key).await?.is_some() {
             continue;
         }
-        let mut obj = serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
+        let mut obj =
+            serde_json::json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}});
         strategy::prepare_create(r, &mut obj);
         match api.storage.create(&key, write::encode(&obj)?).await {
             Ok(_) | Err(crate::storage::Error::AlreadyExists(_)) => {}
@@ -232,7 +313,14 @@ pub async fn bootstrap(api: &Arc<Api>) -> Result<()> {
 
 /// A request the server makes of itself for a v1 object in `default`, through the same
 /// path as a client's.
-async fn internal(api: &Arc<Api>, method: Method, group: &str, resource: &str, name: Option<&str>, body: &Value) -> Result<Response<Body>> {
+async fn internal(
+    api: &Arc<Api>,
+    method: Method,
+    group: &str,
+    resource: &str,
+    name: Option<&str>,
+    body: &Value,
+) -> Result<Response<Body>> {
     let req = ApiRequest {
         method,
         path: ResourcePath {
@@ -245,7 +333,10 @@ async fn internal(api: &Arc<Api>, method: Method, group: &str, resource: &str, n
             legacy_watch: false,
         },
         query: Query::default(),
-        accept: Accept { json: true, ..Default::default() },
+        accept: Accept {
+            json: true,
+            ..Default::default()
+        },
         content_type: "application/json".into(),
         user_agent: "kybern-apiserver".into(),
         body: Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
@@ -257,7 +348,10 @@ async fn internal(api: &Arc<Api>, method: Method, group: &str, resource: &str, n
 /// The `kubernetes` Service in `default` and its endpoints, pointing at this server
 /// (re-pointed on every start, since the port may change).
 async fn kubernetes_service(api: &Arc<Api>) -> Result<()> {
-    let (host, port) = api.server_address.rsplit_once(':').unwrap_or((&api.server_address, "6443"));
+    let (host, port) = api
+        .server_address
+        .rsplit_once(':')
+        .unwrap_or((&api.server_address, "6443"));
     let port: u16 = port.parse().unwrap_or(6443);
     let service = serde_json::json!({
         "apiVersion": "v1", "kind": "Service",
@@ -276,9 +370,22 @@ async fn kubernetes_service(api: &Arc<Api>) -> Result<()> {
         "endpoints": [{"addresses": [host], "conditions": {"ready": true}}],
         "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
     });
-    for (group, resource, body) in [("", "services", service), ("", "endpoints", endpoints), ("discovery.k8s.io", "endpointslices", slice)] {
+    for (group, resource, body) in [
+        ("", "services", service),
+        ("", "endpoints", endpoints),
+        ("discovery.k8s.io", "endpointslices", slice),
+    ] {
         if resource == "services"
-            && internal(api, Method::GET, group, resource, Some("kubernetes"), &Value::Null).await.is_ok()
+            && internal(
+                api,
+                Method::GET,
+                group,
+                resource,
+                Some("kubernetes"),
+                &Value::Null,
+            )
+            .await
+            .is_ok()
         {
             // Kept from an earlier start: creating it again would fail on its own clusterIP
             // ("provided IP is already allocated", 422) before reaching AlreadyExists.
@@ -348,9 +455,14 @@ where
 {
     match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+        Err(e)
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
             Err(ApiError::TooLarge(format!("limit is {MAX_BODY_BYTES}")))
         }
-        Err(e) => Err(ApiError::BadRequest(format!("reading the request body: {e}"))),
+        Err(e) => Err(ApiError::BadRequest(format!(
+            "reading the request body: {e}"
+        ))),
     }
 }

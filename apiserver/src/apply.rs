@@ -58,7 +58,12 @@ impl fmt::Display for ApplyError {
         match self {
             ApplyError::BadRequest(msg) => f.write_str(msg),
             ApplyError::Conflict(c) if c.len() == 1 => {
-                write!(f, "Apply failed with 1 conflict: {}: {}", c[0].cause_message(), c[0].field)
+                write!(
+                    f,
+                    "Apply failed with 1 conflict: {}: {}",
+                    c[0].cause_message(),
+                    c[0].field
+                )
             }
             ApplyError::Conflict(c) => {
                 let mut ids: Vec<&str> = c.iter().map(|x| x.identifier.as_str()).collect();
@@ -70,7 +75,12 @@ impl fmt::Display for ApplyError {
                     lines.push(format!("conflicts with {}:", group[0].description));
                     lines.extend(group.iter().map(|x| format!("- {}", x.field)));
                 }
-                write!(f, "Apply failed with {} conflicts: {}", c.len(), lines.join("\n"))
+                write!(
+                    f,
+                    "Apply failed with {} conflicts: {}",
+                    c.len(),
+                    lines.join("\n")
+                )
             }
         }
     }
@@ -80,7 +90,14 @@ impl std::error::Error for ApplyError {}
 
 /// Applies to the main resource. Everything in `applied` is merged, `status` included;
 /// the caller drops `status` from `applied` first when the resource has a status subresource.
-pub fn apply(live: &Value, applied: &Value, manager: &str, force: bool, schema: &dyn Schema, now: &str) -> Result<Value, ApplyError> {
+pub fn apply(
+    live: &Value,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+    schema: &dyn Schema,
+    now: &str,
+) -> Result<Value, ApplyError> {
     apply_to(live, applied, manager, None, force, schema, now)
 }
 
@@ -98,21 +115,34 @@ pub fn apply_to(
     now: &str,
 ) -> Result<Value, ApplyError> {
     if !applied.is_object() {
-        return Err(ApplyError::BadRequest("the applied configuration must be a JSON object".into()));
+        return Err(ApplyError::BadRequest(
+            "the applied configuration must be a JSON object".into(),
+        ));
     }
-    if applied.pointer("/metadata/managedFields").is_some_and(|m| !m.is_null() && m != &json!([])) {
-        return Err(ApplyError::BadRequest("metadata.managedFields must be nil".into()));
+    if applied
+        .pointer("/metadata/managedFields")
+        .is_some_and(|m| !m.is_null() && m != &json!([]))
+    {
+        return Err(ApplyError::BadRequest(
+            "metadata.managedFields must be nil".into(),
+        ));
     }
     if let Some(dup) = merge::duplicate(applied, &mut Vec::new(), schema) {
         return Err(ApplyError::BadRequest(dup));
     }
-    let live = if live.is_null() { json!({}) } else { live.clone() };
+    let live = if live.is_null() {
+        json!({})
+    } else {
+        live.clone()
+    };
     let mut applied = applied.clone();
     merge::strip_applied_meta(&mut applied);
     if subresource == Some("status") {
         applied = merge::only(&applied, &["apiVersion", "kind", "status"]);
     }
-    let api_version = str_field(&applied, "apiVersion").or_else(|| str_field(&live, "apiVersion")).unwrap_or_default();
+    let api_version = str_field(&applied, "apiVersion")
+        .or_else(|| str_field(&live, "apiVersion"))
+        .unwrap_or_default();
     let me = ManagedEntry {
         manager: manager.to_string(),
         operation: APPLY.into(),
@@ -122,11 +152,16 @@ pub fn apply_to(
         fields: field_set(&applied, schema),
     };
     let mut entries = managed::read(&live);
-    let previous = entries.iter().position(|e| e.same_manager(&me)).map(|i| entries.remove(i));
+    let previous = entries
+        .iter()
+        .position(|e| e.same_manager(&me))
+        .map(|i| entries.remove(i));
 
     let mut merged = merge::merge(&live, &applied, &mut Vec::new(), schema);
     if let Some(prev) = &previous {
-        let owned = entries.iter().fold(me.fields.clone(), |acc, e| acc.union(&e.fields));
+        let owned = entries
+            .iter()
+            .fold(me.fields.clone(), |acc, e| acc.union(&e.fields));
         merge::prune(&mut merged, &prev.fields.difference(&me.fields), &owned);
     }
     if subresource == Some("status") {
@@ -169,8 +204,19 @@ pub fn apply_to(
 /// `old` is `null` (or `{}`) on create. As upstream, managedFields sent in `new` replace
 /// the stored ones when they decode to something (`[]` or `[{}]` resets them), except on
 /// subresources.
-pub fn track_update(old: &Value, new: &Value, manager: &str, subresource: Option<&str>, schema: &dyn Schema, now: &str) -> Value {
-    let old = if old.is_null() { json!({}) } else { old.clone() };
+pub fn track_update(
+    old: &Value,
+    new: &Value,
+    manager: &str,
+    subresource: Option<&str>,
+    schema: &dyn Schema,
+    now: &str,
+) -> Value {
+    let old = if old.is_null() {
+        json!({})
+    } else {
+        old.clone()
+    };
     let mut out = new.clone();
     let mut entries = managed::decode_live_or_new(&old, new, subresource.is_some());
     let cmp = compare(&old, new, schema);
@@ -178,7 +224,9 @@ pub fn track_update(old: &Value, new: &Value, manager: &str, subresource: Option
     let me = ManagedEntry {
         manager: manager.to_string(),
         operation: UPDATE.into(),
-        api_version: str_field(new, "apiVersion").or_else(|| str_field(&old, "apiVersion")).unwrap_or_default(),
+        api_version: str_field(new, "apiVersion")
+            .or_else(|| str_field(&old, "apiVersion"))
+            .unwrap_or_default(),
         time: Some(now.to_string()),
         subresource: subresource.map(str::to_string),
         fields: changed.clone(),
@@ -206,7 +254,13 @@ pub fn track_update(old: &Value, new: &Value, manager: &str, subresource: Option
 pub fn default_manager(user_agent: &str) -> String {
     let mut out = String::new();
     let printable = |c: &char| *c == ' ' || !(c.is_control() || c.is_whitespace());
-    for c in user_agent.split('/').next().unwrap_or_default().chars().filter(printable) {
+    for c in user_agent
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .filter(printable)
+    {
         if out.len() + c.len_utf8() > 128 {
             break;
         }

@@ -167,16 +167,31 @@ mod tests {
         std::thread::Builder::new()
             .stack_size(STACK_BYTES)
             .spawn(|| {
-                let v: Value = from_slice(nested(MAX_DEPTH).as_bytes()).expect("10,000 levels are read");
+                let v: Value =
+                    from_slice(nested(MAX_DEPTH).as_bytes()).expect("10,000 levels are read");
                 assert_eq!(depth(&v), MAX_DEPTH);
-                assert!(matches!(from_slice::<Value>(nested(MAX_DEPTH + 1).as_bytes()), Err(Error::TooDeep(MAX_DEPTH))));
+                assert!(matches!(
+                    from_slice::<Value>(nested(MAX_DEPTH + 1).as_bytes()),
+                    Err(Error::TooDeep(MAX_DEPTH))
+                ));
                 let stored = nested(MAX_STORED_DEPTH);
-                assert!(from_stored::<Value>(stored.as_bytes()).is_ok(), "what is stored is read");
-                assert!(from_slice::<Value>(stored.as_bytes()).is_err(), "but not taken in a request");
+                assert!(
+                    from_stored::<Value>(stored.as_bytes()).is_ok(),
+                    "what is stored is read"
+                );
+                assert!(
+                    from_slice::<Value>(stored.as_bytes()).is_err(),
+                    "but not taken in a request"
+                );
                 // A syntax error in a shallow document is reported as such.
                 let err = from_slice::<Value>(b"{\"a\":}").unwrap_err();
                 assert!(matches!(err, Error::Syntax(_)), "{err}");
-                assert_eq!(from_slice::<Value>(nested(200).as_bytes()).map(|v| depth(&v)).ok(), Some(200));
+                assert_eq!(
+                    from_slice::<Value>(nested(200).as_bytes())
+                        .map(|v| depth(&v))
+                        .ok(),
+                    Some(200)
+                );
                 let text = serde_json::to_vec(&v).expect("serializes");
                 assert_eq!(text.len(), encoded_len(&v));
             })

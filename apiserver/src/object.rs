@@ -20,7 +20,9 @@ pub fn namespace(obj: &Value) -> Option<&str> {
 /// The object's `metadata` map, created if missing (or replaced if not an object).
 pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
     let map = obj.as_object_mut().expect("objects are JSON objects");
-    let meta = map.entry("metadata").or_insert_with(|| Value::Object(Map::new()));
+    let meta = map
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(Map::new()));
     if !meta.is_object() {
         *meta = Value::Object(Map::new());
     }
@@ -34,22 +36,33 @@ pub fn labels(obj: &Value) -> Option<&Map<String, Value>> {
 pub fn finalizers(obj: &Value) -> Vec<String> {
     obj.pointer("/metadata/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
 pub fn is_deleting(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp").is_some_and(|v| !v.is_null())
+    obj.pointer("/metadata/deletionTimestamp")
+        .is_some_and(|v| !v.is_null())
 }
 
 /// Sets `metadata.resourceVersion` to a storage revision.
 pub fn set_resource_version(obj: &mut Value, revision: i64) {
-    metadata_mut(obj).insert("resourceVersion".into(), Value::String(revision.to_string()));
+    metadata_mut(obj).insert(
+        "resourceVersion".into(),
+        Value::String(revision.to_string()),
+    );
 }
 
 /// Seconds since the Unix epoch, now.
 pub fn unix_now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
 }
 
 /// RFC 3339 UTC with second precision, as Kubernetes writes `metav1.Time`.
@@ -57,7 +70,12 @@ pub fn rfc3339(unix_seconds: i64) -> String {
     let days = unix_seconds.div_euclid(86_400);
     let secs = unix_seconds.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", secs / 3600, secs / 60 % 60, secs % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    )
 }
 
 pub fn now_rfc3339() -> String {
@@ -83,7 +101,8 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
         "Z" | "z" => 0,
         _ if rest.len() == 6 => {
             let sign = if rest.starts_with('-') { -1 } else { 1 };
-            sign * (rest.get(1..3)?.parse::<i64>().ok()? * 3600 + rest.get(4..6)?.parse::<i64>().ok()? * 60)
+            sign * (rest.get(1..3)?.parse::<i64>().ok()? * 3600
+                + rest.get(4..6)?.parse::<i64>().ok()? * 60)
         }
         _ => return None,
     };
@@ -121,7 +140,9 @@ pub fn new_uid() -> String {
 /// that cannot spell words).
 pub fn name_suffix() -> String {
     const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-    (0..5).map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char).collect()
+    (0..5)
+        .map(|_| ALPHABET[fastrand::usize(..ALPHABET.len())] as char)
+        .collect()
 }
 
 #[cfg(test)]
@@ -130,11 +151,18 @@ mod tests {
 
     #[test]
     fn formats_and_parses_rfc3339_round_trip() {
-        for (secs, text) in [(0, "1970-01-01T00:00:00Z"), (1_700_000_000, "2023-11-14T22:13:20Z"), (951_782_400, "2000-02-29T00:00:00Z")] {
+        for (secs, text) in [
+            (0, "1970-01-01T00:00:00Z"),
+            (1_700_000_000, "2023-11-14T22:13:20Z"),
+            (951_782_400, "2000-02-29T00:00:00Z"),
+        ] {
             assert_eq!(rfc3339(secs), text, "format {secs}");
             assert_eq!(parse_rfc3339(text), Some(secs), "parse {text}");
         }
-        assert_eq!(parse_rfc3339("2023-11-14T23:13:20.123+01:00"), Some(1_700_000_000));
+        assert_eq!(
+            parse_rfc3339("2023-11-14T23:13:20.123+01:00"),
+            Some(1_700_000_000)
+        );
         assert_eq!(parse_rfc3339("yesterday"), None);
     }
 
@@ -142,6 +170,9 @@ mod tests {
     fn generated_suffixes_use_upstreams_alphabet() {
         let s = name_suffix();
         assert_eq!(s.len(), 5);
-        assert!(s.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)), "{s}");
+        assert!(
+            s.chars().all(|c| "bcdfghjklmnpqrstvwxz2456789".contains(c)),
+            "{s}"
+        );
     }
 }

@@ -12,8 +12,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose as Ku, PublicKeyData, SanType, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose as Ku, PublicKeyData, SanType, PKCS_ECDSA_P256_SHA256,
 };
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
@@ -63,11 +63,17 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io { path: path.to_path_buf(), source }
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
 }
 
 fn invalid(what: impl Into<String>, reason: impl fmt::Display) -> Error {
-    Error::Invalid { what: what.into(), reason: reason.to_string() }
+    Error::Invalid {
+        what: what.into(),
+        reason: reason.to_string(),
+    }
 }
 
 /// PEM-encoded cluster credentials. `Debug` omits the private keys.
@@ -83,7 +89,9 @@ pub struct Pki {
 
 impl fmt::Debug for Pki {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Pki").field("ca_cert_pem", &self.ca_cert_pem).finish_non_exhaustive()
+        f.debug_struct("Pki")
+            .field("ca_cert_pem", &self.ca_cert_pem)
+            .finish_non_exhaustive()
     }
 }
 
@@ -108,7 +116,12 @@ pub fn ensure(dir: &Path, server_hosts: &[String]) -> Result<Pki> {
             write_pair(&file("ca.crt"), &file("ca.key"), &pair)?;
             pair
         }
-        _ => return Err(invalid(pki_dir.display().to_string(), "only one of ca.crt and ca.key exists")),
+        _ => {
+            return Err(invalid(
+                pki_dir.display().to_string(),
+                "only one of ca.crt and ca.key exists",
+            ))
+        }
     };
     let mut pki = Pki {
         ca_cert_pem,
@@ -144,11 +157,16 @@ impl Pki {
     /// supported; more yield [`Error::Unsupported`].
     pub fn issue_client_cert(&self, cn: &str, groups: &[&str]) -> Result<(String, String)> {
         if groups.len() > 1 {
-            return Err(Error::Unsupported(format!("{cn:?} with {} groups: at most one O is encodable", groups.len())));
+            return Err(Error::Unsupported(format!(
+                "{cn:?} with {} groups: at most one O is encodable",
+                groups.len()
+            )));
         }
         let mut params = params(cn, LEAF_DAYS);
         if let Some(group) = groups.first() {
-            params.distinguished_name.push(DnType::OrganizationName, *group);
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, *group);
         }
         params.key_usages = vec![Ku::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -178,7 +196,13 @@ impl Pki {
 
 /// Writes a kubeconfig for `server_url` with the given client credentials (cluster and context
 /// `kybern`, user `kybern-admin`), mode 0600, atomically (temp file + rename).
-pub fn write_kubeconfig(path: &Path, server_url: &str, pki: &Pki, cert_pem: &str, key_pem: &str) -> Result<()> {
+pub fn write_kubeconfig(
+    path: &Path,
+    server_url: &str,
+    pki: &Pki,
+    cert_pem: &str,
+    key_pem: &str,
+) -> Result<()> {
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
     let doc = serde_json::json!({
         "apiVersion": "v1",
@@ -218,7 +242,10 @@ fn params(cn: &str, days: u32) -> CertificateParams {
     params.distinguished_name = DistinguishedName::new();
     params.distinguished_name.push(DnType::CommonName, cn);
     params.use_authority_key_identifier_extension = true;
-    let now = rcgen::date_time_ymd(1970, 1, 1) + SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let now = rcgen::date_time_ymd(1970, 1, 1)
+        + SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
     params.not_before = now - DAY;
     params.not_after = now + DAY * days;
     params
@@ -227,7 +254,10 @@ fn params(cn: &str, days: u32) -> CertificateParams {
 /// Default hosts, the machine's hostname and `extra`, deduplicated, order-preserving.
 fn required_hosts(extra: &[String]) -> Vec<String> {
     let mut seen = BTreeSet::new();
-    let defaults = DEFAULT_SERVER_HOSTS.iter().map(|h| h.to_string()).chain(hostname());
+    let defaults = DEFAULT_SERVER_HOSTS
+        .iter()
+        .map(|h| h.to_string())
+        .chain(hostname());
     defaults
         .chain(extra.iter().map(|h| h.trim().to_string()))
         .filter(|h| !h.is_empty() && seen.insert(normalize_host(h)))
@@ -248,22 +278,30 @@ fn hostname() -> Option<String> {
         .ok()
         .or_else(|| std::env::var("HOSTNAME").ok())?;
     let name = raw.trim().to_ascii_lowercase();
-    let dns_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+    let dns_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
     (!name.is_empty() && name.len() <= 253 && dns_chars).then_some(name)
 }
 
 /// The key identifier in `cert`'s authority key identifier extension, if any.
 fn authority_key_id(cert: &X509Certificate<'_>) -> Option<Vec<u8>> {
-    cert.extensions().iter().find_map(|ext| match ext.parsed_extension() {
-        ParsedExtension::AuthorityKeyIdentifier(aki) => aki.key_identifier.as_ref().map(|k| k.0.to_vec()),
-        _ => None,
-    })
+    cert.extensions()
+        .iter()
+        .find_map(|ext| match ext.parsed_extension() {
+            ParsedExtension::AuthorityKeyIdentifier(aki) => {
+                aki.key_identifier.as_ref().map(|k| k.0.to_vec())
+            }
+            _ => None,
+        })
 }
 
 /// Runs `f` on the parsed certificate in `pem`.
 fn with_cert<T>(what: &str, pem: &str, f: impl FnOnce(&X509Certificate<'_>) -> T) -> Result<T> {
-    let (_, parsed) = x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| invalid(what, e))?;
-    let (_, cert) = x509_parser::parse_x509_certificate(&parsed.contents).map_err(|e| invalid(what, e))?;
+    let (_, parsed) =
+        x509_parser::pem::parse_x509_pem(pem.as_bytes()).map_err(|e| invalid(what, e))?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&parsed.contents).map_err(|e| invalid(what, e))?;
     Ok(f(&cert))
 }
 
@@ -273,24 +311,36 @@ fn missing_hosts(cert_pem: &str, hosts: &[String]) -> Result<Vec<String>> {
         let Ok(Some(san)) = cert.subject_alternative_name() else {
             return BTreeSet::new();
         };
-        let names = san.value.general_names.iter().filter_map(|name| match name {
-            GeneralName::DNSName(d) => Some(normalize_host(d)),
-            GeneralName::IPAddress(b) => <[u8; 4]>::try_from(*b)
-                .map(IpAddr::from)
-                .or_else(|_| <[u8; 16]>::try_from(*b).map(IpAddr::from))
-                .ok()
-                .map(|ip| ip.to_string()),
-            _ => None,
-        });
+        let names = san
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::DNSName(d) => Some(normalize_host(d)),
+                GeneralName::IPAddress(b) => <[u8; 4]>::try_from(*b)
+                    .map(IpAddr::from)
+                    .or_else(|_| <[u8; 16]>::try_from(*b).map(IpAddr::from))
+                    .ok()
+                    .map(|ip| ip.to_string()),
+                _ => None,
+            });
         names.collect::<BTreeSet<_>>()
     })?;
-    Ok(hosts.iter().filter(|h| !have.contains(&normalize_host(h))).cloned().collect())
+    Ok(hosts
+        .iter()
+        .filter(|h| !have.contains(&normalize_host(h)))
+        .cloned()
+        .collect())
 }
 
 /// Whether `key_pem` is the private key of `cert_pem`; errors if either does not parse.
 fn pair_matches(what: &str, cert_pem: &str, key_pem: &str) -> Result<bool> {
-    let spki = KeyPair::from_pem(key_pem).map_err(|e| invalid(what, e))?.subject_public_key_info();
-    with_cert(what, cert_pem, |cert| cert.public_key().raw == spki.as_slice())
+    let spki = KeyPair::from_pem(key_pem)
+        .map_err(|e| invalid(what, e))?
+        .subject_public_key_info();
+    with_cert(what, cert_pem, |cert| {
+        cert.public_key().raw == spki.as_slice()
+    })
 }
 
 /// Returns the stored pair at `paths` if present, matching, issued by the CA with key id
@@ -302,7 +352,8 @@ fn load_or_issue(
     issue: impl FnOnce() -> Result<(String, String)>,
 ) -> Result<(String, String)> {
     if let (Some(cert), Some(key)) = (read_opt(cert_path)?, read_opt(key_path)?) {
-        let same_ca = with_cert("leaf", &cert, authority_key_id).is_ok_and(|id| id.as_deref() == Some(ca_key_id));
+        let same_ca = with_cert("leaf", &cert, authority_key_id)
+            .is_ok_and(|id| id.as_deref() == Some(ca_key_id));
         if same_ca && pair_matches("leaf", &cert, &key).unwrap_or(false) && acceptable(&cert) {
             return Ok((cert, key));
         }
@@ -329,11 +380,18 @@ fn read_opt(path: &Path) -> Result<Option<String>> {
 /// Writes `contents` to a fresh temporary sibling with `mode`, fsyncs it, renames it over `path`.
 fn write_atomic(path: &Path, contents: &[u8], mode: u32) -> Result<()> {
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let seq = SEQ.fetch_add(1, Ordering::Relaxed);
     let tmp = path.with_file_name(format!(".{name}.tmp.{}.{seq}", std::process::id()));
     let result = (|| {
-        let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.set_permissions(fs::Permissions::from_mode(mode))?;
         f.write_all(contents)?;
         f.sync_all()?;
@@ -357,7 +415,11 @@ mod tests {
     fn ensure_twice_keeps_everything_and_files_are_private() {
         let dir = tempfile::tempdir().unwrap();
         let first = ensure(dir.path(), &[]).unwrap();
-        assert_eq!(first, ensure(dir.path(), &[]).unwrap(), "nothing may be regenerated");
+        assert_eq!(
+            first,
+            ensure(dir.path(), &[]).unwrap(),
+            "nothing may be regenerated"
+        );
         let pki_dir = dir.path().join("pki");
         for key in ["ca.key", "server.key", "admin.key"] {
             assert_eq!(mode(&pki_dir.join(key)), 0o600, "{key}");
@@ -366,8 +428,14 @@ mod tests {
             assert_eq!(mode(&pki_dir.join(cert)), 0o644, "{cert}");
         }
         assert_eq!(mode(&pki_dir), 0o700);
-        let wanted: Vec<String> = DEFAULT_SERVER_HOSTS.iter().map(|h| h.to_string()).chain(hostname()).collect();
-        assert!(missing_hosts(&first.server_cert_pem, &wanted).unwrap().is_empty());
+        let wanted: Vec<String> = DEFAULT_SERVER_HOSTS
+            .iter()
+            .map(|h| h.to_string())
+            .chain(hostname())
+            .collect();
+        assert!(missing_hosts(&first.server_cert_pem, &wanted)
+            .unwrap()
+            .is_empty());
     }
 
     #[test]
@@ -376,12 +444,21 @@ mod tests {
         let first = ensure(dir.path(), &[]).unwrap();
         let extra = vec!["api.example.com".to_string(), "192.168.7.9".to_string()];
         let second = ensure(dir.path(), &extra).unwrap();
-        assert_eq!((&first.ca_cert_pem, &first.ca_key_pem), (&second.ca_cert_pem, &second.ca_key_pem));
+        assert_eq!(
+            (&first.ca_cert_pem, &first.ca_key_pem),
+            (&second.ca_cert_pem, &second.ca_key_pem)
+        );
         assert_eq!(first.admin_cert_pem, second.admin_cert_pem);
         assert_ne!(first.server_cert_pem, second.server_cert_pem);
-        assert!(missing_hosts(&second.server_cert_pem, &extra).unwrap().is_empty());
+        assert!(missing_hosts(&second.server_cert_pem, &extra)
+            .unwrap()
+            .is_empty());
         // Already covered (case and address spelling differ): no further reissue.
-        let third = ensure(dir.path(), &["API.example.com".into(), "0:0:0:0:0:0:0:1".into()]).unwrap();
+        let third = ensure(
+            dir.path(),
+            &["API.example.com".into(), "0:0:0:0:0:0:0:1".into()],
+        )
+        .unwrap();
         assert_eq!(second.server_cert_pem, third.server_cert_pem);
     }
 
@@ -391,15 +468,25 @@ mod tests {
         let first = ensure(dir.path(), &[]).unwrap();
         fs::write(dir.path().join("pki/admin.key"), &first.server_key_pem).unwrap();
         let second = ensure(dir.path(), &[]).unwrap();
-        assert_ne!(first.admin_cert_pem, second.admin_cert_pem, "mismatched leaf is reissued");
+        assert_ne!(
+            first.admin_cert_pem, second.admin_cert_pem,
+            "mismatched leaf is reissued"
+        );
         assert!(pair_matches("admin", &second.admin_cert_pem, &second.admin_key_pem).unwrap());
         fs::remove_file(dir.path().join("pki/ca.key")).unwrap();
-        assert!(matches!(ensure(dir.path(), &[]), Err(Error::Invalid { .. })), "half a CA is refused");
+        assert!(
+            matches!(ensure(dir.path(), &[]), Err(Error::Invalid { .. })),
+            "half a CA is refused"
+        );
         // A CA replaced from elsewhere: leaves issued by the old CA are reissued.
         let other = tempfile::tempdir().unwrap();
         let foreign = ensure(other.path(), &[]).unwrap();
         for name in ["ca.crt", "ca.key"] {
-            fs::copy(other.path().join("pki").join(name), dir.path().join("pki").join(name)).unwrap();
+            fs::copy(
+                other.path().join("pki").join(name),
+                dir.path().join("pki").join(name),
+            )
+            .unwrap();
         }
         let third = ensure(dir.path(), &[]).unwrap();
         assert_eq!(third.ca_cert_pem, foreign.ca_cert_pem);
@@ -413,21 +500,30 @@ mod tests {
         let pki = ensure(dir.path(), &[]).unwrap();
         let ca_subject = with_cert("ca", &pki.ca_cert_pem, |ca| {
             assert!(ca.is_ca());
-            let validity = ca.validity().not_after.timestamp() - ca.validity().not_before.timestamp();
+            let validity =
+                ca.validity().not_after.timestamp() - ca.validity().not_before.timestamp();
             assert!(validity >= 3650 * 86400, "CA validity {validity}s");
             ca.subject().to_string()
         })
         .unwrap();
         assert_eq!(ca_subject, "CN=kybern-ca");
         with_cert("admin", &pki.admin_cert_pem, |cert| {
-            assert_eq!(cert.subject().to_string(), "CN=kybern-admin, O=system:masters");
+            assert_eq!(
+                cert.subject().to_string(),
+                "CN=kybern-admin, O=system:masters"
+            );
             assert_eq!(cert.issuer().to_string(), ca_subject);
             let eku = cert.extended_key_usage().unwrap().unwrap().value;
             assert!(eku.client_auth && !eku.server_auth);
         })
         .unwrap();
-        assert!(matches!(pki.issue_client_cert("x", &["a", "b"]), Err(Error::Unsupported(_))));
-        let (cert, key) = pki.issue_client_cert("system:node:n1", &["system:nodes"]).unwrap();
+        assert!(matches!(
+            pki.issue_client_cert("x", &["a", "b"]),
+            Err(Error::Unsupported(_))
+        ));
+        let (cert, key) = pki
+            .issue_client_cert("system:node:n1", &["system:nodes"])
+            .unwrap();
         assert!(pair_matches("node", &cert, &key).unwrap());
     }
 
@@ -437,14 +533,31 @@ mod tests {
         let pki = ensure(dir.path(), &[]).unwrap();
         let path = dir.path().join("conf/kubeconfig");
         for _ in 0..2 {
-            write_kubeconfig(&path, "https://127.0.0.1:6443", &pki, &pki.admin_cert_pem, &pki.admin_key_pem).unwrap();
+            write_kubeconfig(
+                &path,
+                "https://127.0.0.1:6443",
+                &pki,
+                &pki.admin_cert_pem,
+                &pki.admin_key_pem,
+            )
+            .unwrap();
         }
         assert_eq!(mode(&path), 0o600);
-        assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1, "temporary files left behind");
+        assert_eq!(
+            fs::read_dir(path.parent().unwrap()).unwrap().count(),
+            1,
+            "temporary files left behind"
+        );
 
-        let doc: serde_yaml::Value = serde_yaml::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
+        let doc: serde_yaml::Value =
+            serde_yaml::from_str(&fs::read_to_string(&path).unwrap()).unwrap();
         let b64 = |v: &serde_yaml::Value| {
-            String::from_utf8(base64::engine::general_purpose::STANDARD.decode(v.as_str().unwrap()).unwrap()).unwrap()
+            String::from_utf8(
+                base64::engine::general_purpose::STANDARD
+                    .decode(v.as_str().unwrap())
+                    .unwrap(),
+            )
+            .unwrap()
         };
         let s = |v: &serde_yaml::Value| v.as_str().unwrap().to_string();
         assert_eq!(s(&doc["kind"]), "Config");
@@ -452,9 +565,15 @@ mod tests {
         let (cluster, user, context) = (&doc["clusters"][0], &doc["users"][0], &doc["contexts"][0]);
         assert_eq!(s(&cluster["name"]), "kybern");
         assert_eq!(s(&cluster["cluster"]["server"]), "https://127.0.0.1:6443");
-        assert_eq!(b64(&cluster["cluster"]["certificate-authority-data"]), pki.ca_cert_pem);
+        assert_eq!(
+            b64(&cluster["cluster"]["certificate-authority-data"]),
+            pki.ca_cert_pem
+        );
         assert_eq!(s(&user["name"]), "kybern-admin");
-        assert_eq!(b64(&user["user"]["client-certificate-data"]), pki.admin_cert_pem);
+        assert_eq!(
+            b64(&user["user"]["client-certificate-data"]),
+            pki.admin_cert_pem
+        );
         assert_eq!(b64(&user["user"]["client-key-data"]), pki.admin_key_pem);
         assert_eq!(s(&context["name"]), "kybern");
         assert_eq!(s(&context["context"]["cluster"]), "kybern");

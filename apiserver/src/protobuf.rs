@@ -53,7 +53,12 @@ pub enum ProtobufError {
 
 /// Whether a Content-Type header names the Kubernetes protobuf encoding (parameters ignored).
 pub fn is_protobuf(content_type: &str) -> bool {
-    content_type.split(';').next().unwrap_or_default().trim().eq_ignore_ascii_case(MEDIA_TYPE)
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .eq_ignore_ascii_case(MEDIA_TYPE)
 }
 
 /// The descriptor tables, parsed on first use.
@@ -84,14 +89,21 @@ fn decode_body_at(body: &[u8], depth: usize) -> Result<Value, ProtobufError> {
         return Err(ProtobufError::ContentEncoding(unknown.content_encoding));
     }
     let d = descriptors();
-    let message = d.message_of(&unknown.api_version, &unknown.kind).ok_or_else(|| ProtobufError::UnknownKind {
-        api_version: unknown.api_version.clone(),
-        kind: unknown.kind.clone(),
-    })?;
+    let message = d
+        .message_of(&unknown.api_version, &unknown.kind)
+        .ok_or_else(|| ProtobufError::UnknownKind {
+            api_version: unknown.api_version.clone(),
+            kind: unknown.kind.clone(),
+        })?;
     let mut out = Map::new();
     out.insert("apiVersion".into(), Value::String(unknown.api_version));
     out.insert("kind".into(), Value::String(unknown.kind));
-    out.extend(decode::object(&decode::Ctx::new(d, depth), message, unknown.raw, "")?);
+    out.extend(decode::object(
+        &decode::Ctx::new(d, depth),
+        message,
+        unknown.raw,
+        "",
+    )?);
     Ok(Value::Object(out))
 }
 
@@ -105,13 +117,21 @@ struct Unknown<'a> {
 }
 
 fn envelope_error(at: &str, e: impl std::fmt::Display) -> ProtobufError {
-    ProtobufError::Malformed { at: at.to_owned(), reason: e.to_string() }
+    ProtobufError::Malformed {
+        at: at.to_owned(),
+        reason: e.to_string(),
+    }
 }
 
 fn string_field(v: WireValue<'_>, at: &str) -> Result<String, ProtobufError> {
     match v {
-        WireValue::Bytes(b) => String::from_utf8(b.to_vec()).map_err(|_| envelope_error(at, "not valid UTF-8")),
-        other => Err(envelope_error(at, format!("expected a string, found a {} field", other.type_name()))),
+        WireValue::Bytes(b) => {
+            String::from_utf8(b.to_vec()).map_err(|_| envelope_error(at, "not valid UTF-8"))
+        }
+        other => Err(envelope_error(
+            at,
+            format!("expected a string, found a {} field", other.type_name()),
+        )),
     }
 }
 
@@ -119,11 +139,16 @@ impl<'a> Unknown<'a> {
     fn decode(buf: &'a [u8]) -> Result<Unknown<'a>, ProtobufError> {
         let mut u = Unknown::default();
         let mut r = Reader::new(buf);
-        while let Some((tag, v)) = r.next_field().map_err(|e| envelope_error("the runtime.Unknown envelope", e))? {
+        while let Some((tag, v)) = r
+            .next_field()
+            .map_err(|e| envelope_error("the runtime.Unknown envelope", e))?
+        {
             match (tag, v) {
                 (1, WireValue::Bytes(meta)) => {
                     let mut m = Reader::new(meta);
-                    while let Some((t, v)) = m.next_field().map_err(|e| envelope_error("typeMeta", e))? {
+                    while let Some((t, v)) =
+                        m.next_field().map_err(|e| envelope_error("typeMeta", e))?
+                    {
                         match t {
                             1 => u.api_version = string_field(v, "typeMeta.apiVersion")?,
                             2 => u.kind = string_field(v, "typeMeta.kind")?,
@@ -139,14 +164,20 @@ impl<'a> Unknown<'a> {
                 (1 | 2, v) => {
                     return Err(envelope_error(
                         "the runtime.Unknown envelope",
-                        format!("field {tag} is a {} field, expected length-delimited", v.type_name()),
+                        format!(
+                            "field {tag} is a {} field, expected length-delimited",
+                            v.type_name()
+                        ),
                     ))
                 }
                 _ => {}
             }
         }
         if u.kind.is_empty() || u.api_version.is_empty() {
-            return Err(envelope_error("typeMeta", "apiVersion and kind are required"));
+            return Err(envelope_error(
+                "typeMeta",
+                "apiVersion and kind are required",
+            ));
         }
         Ok(u)
     }
@@ -179,7 +210,10 @@ pub fn decode_delete_options(body: &[u8]) -> Result<Value, ProtobufError> {
                         2 => "resourceVersion",
                         _ => continue,
                     };
-                    p.insert(name.into(), Value::String(string_field(v, "DeleteOptions.preconditions")?));
+                    p.insert(
+                        name.into(),
+                        Value::String(string_field(v, "DeleteOptions.preconditions")?),
+                    );
                 }
                 out.insert("preconditions".into(), Value::Object(p));
             }
@@ -191,7 +225,10 @@ pub fn decode_delete_options(body: &[u8]) -> Result<Value, ProtobufError> {
             }
             (5, v) => {
                 let dry = string_field(v, "DeleteOptions.dryRun")?;
-                match out.entry("dryRun").or_insert_with(|| Value::Array(Vec::new())) {
+                match out
+                    .entry("dryRun")
+                    .or_insert_with(|| Value::Array(Vec::new()))
+                {
                     Value::Array(a) => a.push(Value::String(dry)),
                     _ => unreachable!("dryRun is inserted as an array"),
                 }

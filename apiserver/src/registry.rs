@@ -60,7 +60,9 @@ impl Resource {
         match &self.schema {
             Schema::None => None,
             Schema::Parsed(s) => Some(s.clone()),
-            Schema::Builtin(text, cell) => cell.get_or_init(|| serde_json::from_str(text).ok().map(Arc::new)).clone(),
+            Schema::Builtin(text, cell) => cell
+                .get_or_init(|| serde_json::from_str(text).ok().map(Arc::new))
+                .clone(),
         }
     }
 
@@ -74,7 +76,11 @@ impl Resource {
 
     /// Storage key prefix of all objects of this resource (every version shares it).
     pub fn key_prefix(&self) -> String {
-        let group = if self.group.is_empty() { "core" } else { &self.group };
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            &self.group
+        };
         format!("/registry/{group}/{}/", self.plural)
     }
 
@@ -91,7 +97,16 @@ impl Resource {
     }
 
     pub fn verbs(&self) -> Vec<&'static str> {
-        vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
+        vec![
+            "create",
+            "delete",
+            "deletecollection",
+            "get",
+            "list",
+            "patch",
+            "update",
+            "watch",
+        ]
     }
 }
 
@@ -104,14 +119,25 @@ pub struct CrdError {
 
 /// Turns a CRD object into the resources it serves (one per served version).
 pub fn resources_from_crd(crd: &Value, builtin: bool) -> Result<Vec<Resource>, CrdError> {
-    let name = crd.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("").to_string();
-    let err = |problem: &str| CrdError { name: name.clone(), problem: problem.to_string() };
+    let name = crd
+        .pointer("/metadata/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
+    let err = |problem: &str| CrdError {
+        name: name.clone(),
+        problem: problem.to_string(),
+    };
     let spec = crd.get("spec").ok_or_else(|| err("spec is missing"))?;
     let s = |v: &Value, p: &str| v.pointer(p).and_then(Value::as_str).map(str::to_string);
     let strings = |v: &Value, p: &str| -> Vec<String> {
         v.pointer(p)
             .and_then(Value::as_array)
-            .map(|a| a.iter().filter_map(|x| x.as_str().map(str::to_string)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|x| x.as_str().map(str::to_string))
+                    .collect()
+            })
             .unwrap_or_default()
     };
     let group = s(spec, "/group").unwrap_or_default();
@@ -120,7 +146,10 @@ pub fn resources_from_crd(crd: &Value, builtin: bool) -> Result<Vec<Resource>, C
     let singular = s(spec, "/names/singular").unwrap_or_else(|| kind.to_lowercase());
     let list_kind = s(spec, "/names/listKind").unwrap_or_else(|| format!("{kind}List"));
     let namespaced = s(spec, "/scope").as_deref() != Some("Cluster");
-    let versions = spec.get("versions").and_then(Value::as_array).ok_or_else(|| err("spec.versions is missing"))?;
+    let versions = spec
+        .get("versions")
+        .and_then(Value::as_array)
+        .ok_or_else(|| err("spec.versions is missing"))?;
     let storage_version = versions
         .iter()
         .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
@@ -133,8 +162,10 @@ pub fn resources_from_crd(crd: &Value, builtin: bool) -> Result<Vec<Resource>, C
         }
         let version = s(v, "/name").ok_or_else(|| err("a version has no name"))?;
         let scale = v.pointer("/subresources/scale").map(|sc| ScaleSpec {
-            spec_replicas_path: s(sc, "/specReplicasPath").unwrap_or_else(|| ".spec.replicas".into()),
-            status_replicas_path: s(sc, "/statusReplicasPath").unwrap_or_else(|| ".status.replicas".into()),
+            spec_replicas_path: s(sc, "/specReplicasPath")
+                .unwrap_or_else(|| ".spec.replicas".into()),
+            status_replicas_path: s(sc, "/statusReplicasPath")
+                .unwrap_or_else(|| ".status.replicas".into()),
             label_selector_path: s(sc, "/labelSelectorPath"),
         });
         let props = v.pointer("/schema/openAPIV3Schema/properties");
@@ -152,7 +183,10 @@ pub fn resources_from_crd(crd: &Value, builtin: bool) -> Result<Vec<Resource>, C
             scale,
             storage_version: storage_version.clone(),
             printer_columns: v.get("additionalPrinterColumns").cloned(),
-            schema: v.pointer("/schema/openAPIV3Schema").cloned().map_or(Schema::None, |s| Schema::Parsed(Arc::new(s))),
+            schema: v
+                .pointer("/schema/openAPIV3Schema")
+                .cloned()
+                .map_or(Schema::None, |s| Schema::Parsed(Arc::new(s))),
             // User CRDs always track generation; built-ins only when they have a spec.
             has_spec: !builtin
                 || props.is_some_and(|p| p.get("spec").is_some())
@@ -172,7 +206,8 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn get(&self, group: &str, version: &str, plural: &str) -> Option<&Arc<Resource>> {
-        self.by_gvr.get(&(group.to_string(), version.to_string(), plural.to_string()))
+        self.by_gvr
+            .get(&(group.to_string(), version.to_string(), plural.to_string()))
     }
 
     pub fn resources(&self) -> impl Iterator<Item = &Arc<Resource>> {
@@ -204,15 +239,22 @@ impl Snapshot {
 
     /// The resources of one group/version, in name order.
     pub fn group_version(&self, group: &str, version: &str) -> Vec<&Arc<Resource>> {
-        self.by_gvr.values().filter(|r| r.group == group && r.version == version).collect()
+        self.by_gvr
+            .values()
+            .filter(|r| r.group == group && r.version == version)
+            .collect()
     }
 }
 
 /// Kubernetes version ordering: GA > beta > alpha, higher numbers first (v2 > v1 > v1beta2).
 pub fn version_priority(v: &str) -> (u8, u32, u32) {
-    let Some(rest) = v.strip_prefix('v') else { return (0, 0, 0) };
+    let Some(rest) = v.strip_prefix('v') else {
+        return (0, 0, 0);
+    };
     let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    let Ok(major) = digits.parse::<u32>() else { return (0, 0, 0) };
+    let Ok(major) = digits.parse::<u32>() else {
+        return (0, 0, 0);
+    };
     let tail = &rest[digits.len()..];
     let (stage, n) = if tail.is_empty() {
         (3, 0)
@@ -237,8 +279,10 @@ impl Registry {
     pub fn with_builtins() -> Result<Self, CrdError> {
         let registry = Registry::default();
         for (file, text, schemas) in BUILTIN_CRDS {
-            let crd: Value = serde_json::from_str(text)
-                .map_err(|e| CrdError { name: file.to_string(), problem: format!("not valid JSON: {e}") })?;
+            let crd: Value = serde_json::from_str(text).map_err(|e| CrdError {
+                name: file.to_string(),
+                problem: format!("not valid JSON: {e}"),
+            })?;
             let mut resources = resources_from_crd(&crd, true)?;
             for r in &mut resources {
                 if let Some((_, schema)) = schemas.iter().find(|(v, _)| *v == r.version) {
@@ -267,7 +311,10 @@ impl Registry {
             by_gvr.retain(|(g, _, p), _| !(g == &first.group && p == &first.plural));
         }
         for r in resources {
-            by_gvr.insert((r.group.clone(), r.version.clone(), r.plural.clone()), Arc::new(r));
+            by_gvr.insert(
+                (r.group.clone(), r.version.clone(), r.plural.clone()),
+                Arc::new(r),
+            );
         }
         *current = Arc::new(Snapshot { by_gvr });
     }
@@ -289,7 +336,10 @@ mod tests {
     fn versions_sort_as_kubernetes_does() {
         let mut vs = vec!["v1beta1", "v1", "v2", "v1alpha1", "v2beta2", "foo"];
         vs.sort_by_key(|v| std::cmp::Reverse(version_priority(v)));
-        assert_eq!(vs, vec!["v2", "v1", "v2beta2", "v1beta1", "v1alpha1", "foo"]);
+        assert_eq!(
+            vs,
+            vec!["v2", "v1", "v2beta2", "v1beta1", "v1alpha1", "foo"]
+        );
     }
 
     #[test]
@@ -299,9 +349,16 @@ mod tests {
         let pods = snap.get("", "v1", "pods").expect("pods served");
         assert!(pods.namespaced && pods.status && pods.has_spec);
         let schema = pods.schema().expect("pods have a schema");
-        assert!(schema.pointer("/properties/spec/properties/containers").is_some());
-        assert_eq!(pods.key(Some("default"), "web"), "/registry/core/pods/default/web");
-        let deploy = snap.get("apps", "v1", "deployments").expect("deployments served");
+        assert!(schema
+            .pointer("/properties/spec/properties/containers")
+            .is_some());
+        assert_eq!(
+            pods.key(Some("default"), "web"),
+            "/registry/core/pods/default/web"
+        );
+        let deploy = snap
+            .get("apps", "v1", "deployments")
+            .expect("deployments served");
         assert!(deploy.scale.is_some());
         let ns = snap.get("", "v1", "namespaces").expect("namespaces served");
         assert!(!ns.namespaced);
@@ -310,7 +367,10 @@ mod tests {
         assert!(!cm.has_spec && !cm.status);
         let groups = snap.groups();
         assert_eq!(groups[0].0, "");
-        let autoscaling = groups.iter().find(|(g, _)| g == "autoscaling").expect("autoscaling");
+        let autoscaling = groups
+            .iter()
+            .find(|(g, _)| g == "autoscaling")
+            .expect("autoscaling");
         assert_eq!(autoscaling.1, vec!["v2", "v1"]);
     }
 }

@@ -20,11 +20,18 @@ pub struct ResourcePath {
 pub enum Path {
     Resource(ResourcePath),
     /// `/api` (core) or `/apis`.
-    DiscoveryRoot { core: bool },
+    DiscoveryRoot {
+        core: bool,
+    },
     /// `/api/v1` or `/apis/<group>/<version>`.
-    GroupVersion { group: String, version: String },
+    GroupVersion {
+        group: String,
+        version: String,
+    },
     /// `/apis/<group>`.
-    Group { group: String },
+    Group {
+        group: String,
+    },
     Other(String),
 }
 
@@ -54,9 +61,23 @@ pub fn parse_path(path: &str) -> Path {
     let (group, version, rest) = match parts.as_slice() {
         ["api"] => return Path::DiscoveryRoot { core: true },
         ["apis"] => return Path::DiscoveryRoot { core: false },
-        ["api", v] => return Path::GroupVersion { group: String::new(), version: v.to_string() },
-        ["apis", g] => return Path::Group { group: g.to_string() },
-        ["apis", g, v] => return Path::GroupVersion { group: g.to_string(), version: v.to_string() },
+        ["api", v] => {
+            return Path::GroupVersion {
+                group: String::new(),
+                version: v.to_string(),
+            }
+        }
+        ["apis", g] => {
+            return Path::Group {
+                group: g.to_string(),
+            }
+        }
+        ["apis", g, v] => {
+            return Path::GroupVersion {
+                group: g.to_string(),
+                version: v.to_string(),
+            }
+        }
         ["api", v, rest @ ..] => (String::new(), v.to_string(), rest),
         ["apis", g, v, rest @ ..] => (g.to_string(), v.to_string(), rest),
         _ => return Path::Other(path.to_string()),
@@ -141,16 +162,32 @@ mod tests {
         let r = res("/api/v1/namespaces/default/pods/web/status");
         assert_eq!((r.group.as_str(), r.version.as_str()), ("", "v1"));
         assert_eq!(r.namespace.as_deref(), Some("default"));
-        assert_eq!((r.resource.as_str(), r.name.as_deref(), r.subresource.as_deref()), ("pods", Some("web"), Some("status")));
+        assert_eq!(
+            (
+                r.resource.as_str(),
+                r.name.as_deref(),
+                r.subresource.as_deref()
+            ),
+            ("pods", Some("web"), Some("status"))
+        );
 
         let r = res("/api/v1/namespaces/kube-system");
-        assert_eq!((r.namespace, r.resource.as_str(), r.name.as_deref()), (None, "namespaces", Some("kube-system")));
+        assert_eq!(
+            (r.namespace, r.resource.as_str(), r.name.as_deref()),
+            (None, "namespaces", Some("kube-system"))
+        );
 
         let r = res("/api/v1/namespaces/x/finalize");
-        assert_eq!((r.name.as_deref(), r.subresource.as_deref()), (Some("x"), Some("finalize")));
+        assert_eq!(
+            (r.name.as_deref(), r.subresource.as_deref()),
+            (Some("x"), Some("finalize"))
+        );
 
         let r = res("/apis/apps/v1/namespaces/default/deployments");
-        assert_eq!((r.group.as_str(), r.resource.as_str(), r.name), ("apps", "deployments", None));
+        assert_eq!(
+            (r.group.as_str(), r.resource.as_str(), r.name),
+            ("apps", "deployments", None)
+        );
 
         let r = res("/apis/rbac.authorization.k8s.io/v1/clusterroles/system%3Aadmin");
         assert_eq!(r.name.as_deref(), Some("system:admin"));
@@ -164,13 +201,21 @@ mod tests {
     fn parses_discovery_paths() {
         assert_eq!(parse_path("/api"), Path::DiscoveryRoot { core: true });
         assert_eq!(parse_path("/apis/"), Path::DiscoveryRoot { core: false });
-        assert_eq!(parse_path("/apis/apps/v1"), Path::GroupVersion { group: "apps".into(), version: "v1".into() });
+        assert_eq!(
+            parse_path("/apis/apps/v1"),
+            Path::GroupVersion {
+                group: "apps".into(),
+                version: "v1".into()
+            }
+        );
         assert_eq!(parse_path("/version"), Path::Other("/version".into()));
     }
 
     #[test]
     fn query_values_are_form_decoded() {
-        let q = Query::parse(Some("labelSelector=app%3Dweb%2Ctier+in+(a)&watch=true&limit=500"));
+        let q = Query::parse(Some(
+            "labelSelector=app%3Dweb%2Ctier+in+(a)&watch=true&limit=500",
+        ));
         assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
         assert!(q.flag("watch"));
         assert!(!q.flag("missing"));

@@ -21,7 +21,9 @@ pub struct Outcome {
 /// The root's `apiVersion`, `kind` and `metadata` are left to the metadata rules.
 pub fn process(schema: &Value, obj: &mut Value) -> Outcome {
     let mut out = Outcome::default();
-    let Some(map) = obj.as_object_mut() else { return out };
+    let Some(map) = obj.as_object_mut() else {
+        return out;
+    };
     let props = schema.get("properties").and_then(Value::as_object);
     for (key, value) in map.iter_mut() {
         if matches!(key.as_str(), "apiVersion" | "kind" | "metadata") {
@@ -40,7 +42,10 @@ pub fn process(schema: &Value, obj: &mut Value) -> Outcome {
 }
 
 fn preserves(schema: &Value) -> bool {
-    schema.get("x-kubernetes-preserve-unknown-fields").and_then(Value::as_bool) == Some(true)
+    schema
+        .get("x-kubernetes-preserve-unknown-fields")
+        .and_then(Value::as_bool)
+        == Some(true)
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -53,7 +58,11 @@ fn join(path: &str, key: &str) -> String {
 
 fn remove_unknown(map: &mut Map<String, Value>, unknown: &[String], path: &str) {
     for u in unknown {
-        let rest = if path.is_empty() { Some(u.as_str()) } else { u.strip_prefix(&format!("{path}.")) };
+        let rest = if path.is_empty() {
+            Some(u.as_str())
+        } else {
+            u.strip_prefix(&format!("{path}."))
+        };
         if let Some(k) = rest.filter(|r| !r.contains('.') && !r.contains('[')) {
             map.remove(k);
         }
@@ -85,11 +94,20 @@ fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut Outcome) {
     if value.is_null() {
         return; // nulls of non-nullable fields are pruned by the parent
     }
-    if schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
+    if schema
+        .get("x-kubernetes-int-or-string")
+        .and_then(Value::as_bool)
+        == Some(true)
+    {
         if !(value.is_string() || value.is_i64() || value.is_u64()) {
-            out.causes.push(Cause::invalid(path, type_name(value), &format!(
-                "{path} in body must be of type int-or-string: {}", short(value)
-            )));
+            out.causes.push(Cause::invalid(
+                path,
+                type_name(value),
+                &format!(
+                    "{path} in body must be of type int-or-string: {}",
+                    short(value)
+                ),
+            ));
         }
         return;
     }
@@ -103,8 +121,19 @@ fn walk(schema: &Value, value: &mut Value, path: &str, out: &mut Outcome) {
         _ => false,
     };
     if !ok {
-        let msg = format!("{path} in body must be of type {}: {}", ty.unwrap_or(""), serde_json::to_string(type_name(value)).unwrap_or_default());
-        out.causes.push(Cause { reason: "FieldValueTypeInvalid", field: path.to_string(), message: format!("Invalid value: {}: {msg}", serde_json::to_string(type_name(value)).unwrap_or_default()) });
+        let msg = format!(
+            "{path} in body must be of type {}: {}",
+            ty.unwrap_or(""),
+            serde_json::to_string(type_name(value)).unwrap_or_default()
+        );
+        out.causes.push(Cause {
+            reason: "FieldValueTypeInvalid",
+            field: path.to_string(),
+            message: format!(
+                "Invalid value: {}: {msg}",
+                serde_json::to_string(type_name(value)).unwrap_or_default()
+            ),
+        });
         return;
     }
     check_enum_and_bounds(schema, value, path, out);
@@ -125,12 +154,17 @@ fn walk_object(schema: &Value, map: &mut Map<String, Value>, path: &str, out: &m
     let props = schema.get("properties").and_then(Value::as_object);
     let additional = schema.get("additionalProperties");
     let keep_unknown = preserves(schema) || additional.and_then(Value::as_bool) == Some(true);
-    let embedded = schema.get("x-kubernetes-embedded-resource").and_then(Value::as_bool) == Some(true);
+    let embedded = schema
+        .get("x-kubernetes-embedded-resource")
+        .and_then(Value::as_bool)
+        == Some(true);
     let mut unknown = Vec::new();
     let mut nulls = Vec::new();
     for (key, value) in map.iter_mut() {
         let child = join(path, key);
-        let s = props.and_then(|p| p.get(key)).or_else(|| additional.filter(|a| a.is_object()));
+        let s = props
+            .and_then(|p| p.get(key))
+            .or_else(|| additional.filter(|a| a.is_object()));
         match s {
             Some(s) => {
                 if value.is_null() && s.get("nullable").and_then(Value::as_bool) != Some(true) {
@@ -139,7 +173,8 @@ fn walk_object(schema: &Value, map: &mut Map<String, Value>, path: &str, out: &m
                     walk(s, value, &child, out);
                 }
             }
-            None if keep_unknown || (embedded && matches!(key.as_str(), "apiVersion" | "kind" | "metadata")) => {}
+            None if keep_unknown
+                || (embedded && matches!(key.as_str(), "apiVersion" | "kind" | "metadata")) => {}
             None => unknown.push(key.clone()),
         }
     }
@@ -155,7 +190,9 @@ fn walk_object(schema: &Value, map: &mut Map<String, Value>, path: &str, out: &m
 }
 
 fn apply_defaults(schema: &Value, map: &mut Map<String, Value>, path: &str, out: &mut Outcome) {
-    let Some(props) = schema.get("properties").and_then(Value::as_object) else { return };
+    let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+        return;
+    };
     for (key, s) in props {
         if let Some(default) = s.get("default") {
             if !map.contains_key(key) {
@@ -168,7 +205,12 @@ fn apply_defaults(schema: &Value, map: &mut Map<String, Value>, path: &str, out:
 }
 
 fn required(schema: &Value, map: &Map<String, Value>, path: &str, out: &mut Outcome) {
-    for r in schema.get("required").and_then(Value::as_array).into_iter().flatten() {
+    for r in schema
+        .get("required")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+    {
         if let Some(k) = r.as_str() {
             if !map.contains_key(k) {
                 out.causes.push(Cause::required(join(path, k), ""));
@@ -179,8 +221,13 @@ fn required(schema: &Value, map: &Map<String, Value>, path: &str, out: &mut Outc
 
 fn pattern_matches(pattern: &str, s: &str) -> bool {
     static CACHE: OnceLock<Mutex<HashMap<String, Option<regex::Regex>>>> = OnceLock::new();
-    let mut cache = CACHE.get_or_init(Default::default).lock().expect("regex cache poisoned");
-    let re = cache.entry(pattern.to_string()).or_insert_with(|| regex::Regex::new(pattern).ok());
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .expect("regex cache poisoned");
+    let re = cache
+        .entry(pattern.to_string())
+        .or_insert_with(|| regex::Regex::new(pattern).ok());
     re.as_ref().is_none_or(|re| re.is_match(s))
 }
 
@@ -191,7 +238,11 @@ fn check_enum_and_bounds(schema: &Value, value: &Value, path: &str, out: &mut Ou
             out.causes.push(Cause {
                 reason: "FieldValueNotSupported",
                 field: path.to_string(),
-                message: format!("Unsupported value: {}: supported values: {}", short(value), list.join(", ")),
+                message: format!(
+                    "Unsupported value: {}: supported values: {}",
+                    short(value),
+                    list.join(", ")
+                ),
             });
         }
     }
@@ -200,30 +251,42 @@ fn check_enum_and_bounds(schema: &Value, value: &Value, path: &str, out: &mut Ou
     let mut problems: Vec<Cause> = Vec::new();
     let mut invalid_too_long: Option<Cause> = None;
     let mut too_many: Option<Cause> = None;
-    let mut invalid = |msg: String| problems.push(Cause::invalid(path, "", "").with_message(value, msg));
+    let mut invalid =
+        |msg: String| problems.push(Cause::invalid(path, "", "").with_message(value, msg));
     match value {
         Value::Number(n) => {
             let x = n.as_f64().unwrap_or(0.0);
             if let Some(max) = num("maximum") {
                 let excl = schema.get("exclusiveMaximum").and_then(Value::as_bool) == Some(true);
                 if x > max || (excl && x >= max) {
-                    invalid(format!("{path} in body should be less than {}{max}", if excl { "" } else { "or equal to " }));
+                    invalid(format!(
+                        "{path} in body should be less than {}{max}",
+                        if excl { "" } else { "or equal to " }
+                    ));
                 }
             }
             if let Some(min) = num("minimum") {
                 let excl = schema.get("exclusiveMinimum").and_then(Value::as_bool) == Some(true);
                 if x < min || (excl && x <= min) {
-                    invalid(format!("{path} in body should be greater than {}{min}", if excl { "" } else { "or equal to " }));
+                    invalid(format!(
+                        "{path} in body should be greater than {}{min}",
+                        if excl { "" } else { "or equal to " }
+                    ));
                 }
             }
         }
         Value::String(s) => {
             let len = s.chars().count() as u64;
             if let Some(max) = int("maxLength").filter(|m| len > *m) {
-                invalid_too_long = Some(Cause::too_long(path, &format!("may not be more than {max} bytes")));
+                invalid_too_long = Some(Cause::too_long(
+                    path,
+                    &format!("may not be more than {max} bytes"),
+                ));
             }
             if let Some(min) = int("minLength").filter(|m| len < *m) {
-                invalid(format!("{path} in body should be at least {min} chars long"));
+                invalid(format!(
+                    "{path} in body should be at least {min} chars long"
+                ));
             }
             if let Some(p) = schema.get("pattern").and_then(Value::as_str) {
                 if !pattern_matches(p, s) {
@@ -234,7 +297,11 @@ fn check_enum_and_bounds(schema: &Value, value: &Value, path: &str, out: &mut Ou
         Value::Array(items) => {
             let len = items.len() as u64;
             if let Some(max) = int("maxItems").filter(|m| len > *m) {
-                too_many = Some(Cause { reason: "FieldValueTooMany", field: path.to_string(), message: format!("Too many: {len}: must have at most {max} items") });
+                too_many = Some(Cause {
+                    reason: "FieldValueTooMany",
+                    field: path.to_string(),
+                    message: format!("Too many: {len}: must have at most {max} items"),
+                });
             }
             if let Some(min) = int("minItems").filter(|m| len < *m) {
                 invalid(format!("{path} in body should have at least {min} items"));
@@ -276,7 +343,10 @@ mod tests {
     }
 
     fn messages(o: &Outcome) -> Vec<String> {
-        o.causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect()
+        o.causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect()
     }
 
     #[test]
@@ -309,7 +379,11 @@ mod tests {
         for (name, spec, want) in cases {
             let mut obj = json!({"spec": spec});
             let out = process(&schema(), &mut obj);
-            assert!(messages(&out).contains(&want.to_string()), "{name}: got {:?}", messages(&out));
+            assert!(
+                messages(&out).contains(&want.to_string()),
+                "{name}: got {:?}",
+                messages(&out)
+            );
         }
     }
 

@@ -90,13 +90,23 @@ impl Server {
             let config = tls::anonymous_client_config(&pki).ok()?;
             let tcp = tokio::net::TcpStream::connect(self.addr).await.ok()?;
             let name = rustls::pki_types::ServerName::try_from("localhost").ok()?;
-            let mut stream = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await.ok()?;
-            stream.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.ok()?;
+            let mut stream = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await
+                .ok()?;
+            stream
+                .write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+                .await
+                .ok()?;
             let mut response = Vec::new();
             stream.read_to_end(&mut response).await.ok()?;
             Some(response.starts_with(b"HTTP/1.1 200"))
         };
-        tokio::time::timeout(Duration::from_secs(5), attempt).await.ok().flatten().unwrap_or(false)
+        tokio::time::timeout(Duration::from_secs(5), attempt)
+            .await
+            .ok()
+            .flatten()
+            .unwrap_or(false)
     }
 
     /// Stops accepting connections and ends background work.
@@ -109,12 +119,16 @@ async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
     Ok(match config.storage {
         StorageBackend::Embedded => {
             let path = config.data_dir.join("kybern.db");
-            EmbeddedStore::open(&path).with_context(|| format!("opening embedded storage {}", path.display()))?
+            EmbeddedStore::open(&path)
+                .with_context(|| format!("opening embedded storage {}", path.display()))?
         }
         StorageBackend::Etcd => EtcdStore::connect(&config.etcd_endpoints, &config.etcd_prefix)
             .await
             .with_context(|| {
-                format!("connecting to etcd at {} (is it running? check --etcd-endpoints)", config.etcd_endpoints.join(","))
+                format!(
+                    "connecting to etcd at {} (is it running? check --etcd-endpoints)",
+                    config.etcd_endpoints.join(",")
+                )
             })?,
     })
 }
@@ -122,33 +136,71 @@ async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
 /// Starts serving. Returns once the listener is bound and storage answers.
 pub async fn start(config: Config) -> anyhow::Result<Server> {
     create_private_dir(&config.data_dir)?;
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {} (is another server using it? pick another with --listen)", config.listen))?;
+    let listener = TcpListener::bind(config.listen).await.with_context(|| {
+        format!(
+            "binding {} (is another server using it? pick another with --listen)",
+            config.listen
+        )
+    })?;
     let addr = listener.local_addr()?;
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
-    let url = if host.contains(':') { format!("https://[{host}]:{}", addr.port()) } else { format!("https://{host}:{}", addr.port()) };
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_string()
+    } else {
+        addr.ip().to_string()
+    };
+    let url = if host.contains(':') {
+        format!("https://[{host}]:{}", addr.port())
+    } else {
+        format!("https://{host}:{}", addr.port())
+    };
 
-    let pki = pki::ensure(&config.data_dir, std::slice::from_ref(&host)).context("preparing certificates")?;
+    let pki = pki::ensure(&config.data_dir, std::slice::from_ref(&host))
+        .context("preparing certificates")?;
     let tls_config = tls::server_config(&pki).context("configuring TLS")?;
     let storage = open_storage(&config).await?;
     let registry = Arc::new(Registry::with_builtins().context("loading built-in CRDs")?);
     let api = Api::new(storage.clone(), registry, format!("{host}:{}", addr.port()));
-    let signer = crate::api::TokenSigner::ensure(&config.data_dir).context("preparing the service-account signing key")?;
-    api.token_signer.set(signer).expect("a new Api has no signer yet");
-    crate::api::bootstrap(&api).await.context("creating the default namespaces and serving stored CRDs")?;
+    let signer = crate::api::TokenSigner::ensure(&config.data_dir)
+        .context("preparing the service-account signing key")?;
+    api.token_signer
+        .set(signer)
+        .expect("a new Api has no signer yet");
+    crate::api::bootstrap(&api)
+        .await
+        .context("creating the default namespaces and serving stored CRDs")?;
 
     let kubeconfig = config.data_dir.join("admin.kubeconfig");
-    pki::write_kubeconfig(&kubeconfig, &url, &pki, &pki.admin_cert_pem, &pki.admin_key_pem)
-        .context("writing admin.kubeconfig")?;
+    pki::write_kubeconfig(
+        &kubeconfig,
+        &url,
+        &pki,
+        &pki.admin_cert_pem,
+        &pki.admin_key_pem,
+    )
+    .context("writing admin.kubeconfig")?;
     // Last, so that files written above with looser modes (certificates) are covered too.
     restrict_data_dir(&config.data_dir)?;
 
     let mut tasks = JoinSet::new();
-    tasks.spawn(conn::accept_loop(listener, TlsAcceptor::from(tls_config), api.clone(), config.connections));
-    let schedule = compaction::Schedule { interval: config.compaction_interval, clock: config.compaction_clock.clone() };
+    tasks.spawn(conn::accept_loop(
+        listener,
+        TlsAcceptor::from(tls_config),
+        api.clone(),
+        config.connections,
+    ));
+    let schedule = compaction::Schedule {
+        interval: config.compaction_interval,
+        clock: config.compaction_clock.clone(),
+    };
     tasks.spawn(compaction::run(storage, schedule));
-    Ok(Server { url, addr, kubeconfig, api, data_dir: config.data_dir.clone(), tasks })
+    Ok(Server {
+        url,
+        addr,
+        kubeconfig,
+        api,
+        data_dir: config.data_dir.clone(),
+        tasks,
+    })
 }
 
 /// Creates the data dir (and its parents) readable by its owner only, and makes an
@@ -176,7 +228,9 @@ fn restrict_data_dir(dir: &Path) -> anyhow::Result<()> {
         set_mode(&d, 0o700)?;
         for entry in entries {
             let entry = entry.with_context(|| format!("listing {}", d.display()))?;
-            let file_type = entry.file_type().with_context(|| format!("reading {}", entry.path().display()))?;
+            let file_type = entry
+                .file_type()
+                .with_context(|| format!("reading {}", entry.path().display()))?;
             if file_type.is_file() {
                 set_mode(&entry.path(), 0o600)?;
             }
@@ -186,7 +240,11 @@ fn restrict_data_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn set_mode(path: &Path, mode: u32) -> anyhow::Result<()> {
-    let current = std::fs::metadata(path).with_context(|| format!("reading {}", path.display()))?.permissions().mode() & 0o777;
+    let current = std::fs::metadata(path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .permissions()
+        .mode()
+        & 0o777;
     if current != mode {
         tracing::info!(path = %path.display(), from = format!("{current:o}"), to = format!("{mode:o}"), "restricting file mode");
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))

@@ -27,5 +27,7 @@ pub fn apply(original: &Value, patch: &Value, schema: &PatchMeta) -> Result<Valu
     let (Value::Object(original), Value::Object(patch)) = (original, patch) else {
         return Err(SmpError::bad_json_doc());
     };
-    merge::Merger { meta: schema }.merge_map(original.clone(), patch, "").map(Value::Object)
+    merge::Merger { meta: schema }
+        .merge_map(original.clone(), patch, "")
+        .map(Value::Object)
 }

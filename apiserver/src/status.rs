@@ -28,15 +28,27 @@ impl Cause {
         } else {
             format!("Required value: {detail}")
         };
-        Cause { reason: "FieldValueRequired", field: field.into(), message }
+        Cause {
+            reason: "FieldValueRequired",
+            field: field.into(),
+            message,
+        }
     }
 
     pub fn forbidden(field: impl Into<String>, detail: &str) -> Self {
-        Cause { reason: "FieldValueForbidden", field: field.into(), message: format!("Forbidden: {detail}") }
+        Cause {
+            reason: "FieldValueForbidden",
+            field: field.into(),
+            message: format!("Forbidden: {detail}"),
+        }
     }
 
     pub fn too_long(field: impl Into<String>, detail: &str) -> Self {
-        Cause { reason: "FieldValueTooLong", field: field.into(), message: format!("Too long: {detail}") }
+        Cause {
+            reason: "FieldValueTooLong",
+            field: field.into(),
+            message: format!("Too long: {detail}"),
+        }
     }
 }
 
@@ -51,7 +63,11 @@ pub struct Target {
 
 impl Target {
     pub fn new(group: &str, resource: &str, name: &str) -> Self {
-        Target { group: group.into(), resource: resource.into(), name: name.into() }
+        Target {
+            group: group.into(),
+            resource: resource.into(),
+            name: name.into(),
+        }
     }
 
     /// `deployments.apps` or `configmaps`: how upstream names a resource in messages.
@@ -76,7 +92,11 @@ pub enum ApiError {
     Conflict(Target, String),
     /// `kind` is the object's Kind (`ConfigMap`), as upstream uses in Invalid messages.
     #[error("{}", invalid_message(.kind, &.target.name, .causes))]
-    Invalid { target: Target, kind: String, causes: Vec<Cause> },
+    Invalid {
+        target: Target,
+        kind: String,
+        causes: Vec<Cause>,
+    },
     /// Server-side apply found fields owned by other managers.
     #[error("{message}")]
     ApplyConflict { message: String, causes: Vec<Cause> },
@@ -109,7 +129,9 @@ pub enum ApiError {
     ServiceUnavailable(String),
     /// A read or watch asked for a resourceVersion the store has not reached, even
     /// after waiting briefly (upstream's `NewTooLargeResourceVersionError`).
-    #[error("Timeout: Too large resource version: {requested}, current resource version: {current}")]
+    #[error(
+        "Timeout: Too large resource version: {requested}, current resource version: {current}"
+    )]
     TooLargeResourceVersion { requested: i64, current: i64 },
 }
 
@@ -117,7 +139,10 @@ pub enum ApiError {
 const TOO_LARGE_RV_RETRY_SECONDS: u64 = 1;
 
 fn invalid_message(kind: &str, name: &str, causes: &[Cause]) -> String {
-    let details: Vec<String> = causes.iter().map(|c| format!("{}: {}", c.field, c.message)).collect();
+    let details: Vec<String> = causes
+        .iter()
+        .map(|c| format!("{}: {}", c.field, c.message))
+        .collect();
     match details.len() {
         0 => format!("{kind} \"{name}\" is invalid"),
         1 => format!("{kind} \"{name}\" is invalid: {}", details[0]),
@@ -131,7 +156,9 @@ impl ApiError {
     pub fn code(&self) -> u16 {
         match self {
             ApiError::NotFound(_) | ApiError::NoSuchResource => 404,
-            ApiError::AlreadyExists(_) | ApiError::Conflict(..) | ApiError::ApplyConflict { .. } => 409,
+            ApiError::AlreadyExists(_)
+            | ApiError::Conflict(..)
+            | ApiError::ApplyConflict { .. } => 409,
             ApiError::Invalid { .. } | ApiError::Unprocessable(_) => 422,
             ApiError::BadRequest(_) => 400,
             ApiError::Gone(_) => 410,
@@ -169,7 +196,8 @@ impl ApiError {
 
     /// Seconds the client should wait before retrying (the `Retry-After` header).
     pub fn retry_after(&self) -> Option<u64> {
-        matches!(self, ApiError::TooLargeResourceVersion { .. }).then_some(TOO_LARGE_RV_RETRY_SECONDS)
+        matches!(self, ApiError::TooLargeResourceVersion { .. })
+            .then_some(TOO_LARGE_RV_RETRY_SECONDS)
     }
 
     /// The `metav1.Status` body upstream sends for this error.
@@ -184,15 +212,22 @@ impl ApiError {
             "code": self.code(),
         });
         let details = match self {
-            ApiError::NotFound(t) | ApiError::AlreadyExists(t) | ApiError::Conflict(t, _) => Some(target_details(t)),
+            ApiError::NotFound(t) | ApiError::AlreadyExists(t) | ApiError::Conflict(t, _) => {
+                Some(target_details(t))
+            }
             ApiError::Forbidden(t, _, cause) => {
                 let mut d = target_details(t);
                 if let Some(c) = cause {
-                    d["causes"] = json!([{"reason": c.reason, "message": c.message, "field": c.field}]);
+                    d["causes"] =
+                        json!([{"reason": c.reason, "message": c.message, "field": c.field}]);
                 }
                 Some(d)
             }
-            ApiError::Invalid { target, kind, causes } => {
+            ApiError::Invalid {
+                target,
+                kind,
+                causes,
+            } => {
                 let mut d = target_details(target);
                 d["kind"] = json!(kind);
                 d["causes"] = causes
@@ -231,10 +266,15 @@ impl From<crate::storage::Error> for ApiError {
     fn from(e: crate::storage::Error) -> Self {
         use crate::storage::Error as E;
         match e {
-            E::Compacted { requested, compacted } => {
-                ApiError::Gone(format!("too old resource version: {requested} ({compacted})"))
+            E::Compacted {
+                requested,
+                compacted,
+            } => ApiError::Gone(format!(
+                "too old resource version: {requested} ({compacted})"
+            )),
+            E::FutureRevision { requested, current } => {
+                ApiError::TooLargeResourceVersion { requested, current }
             }
-            E::FutureRevision { requested, current } => ApiError::TooLargeResourceVersion { requested, current },
             other => ApiError::Internal(other.to_string()),
         }
     }
@@ -259,7 +299,10 @@ mod tests {
         let e = ApiError::Invalid {
             target: Target::new("", "configmaps", "Bad"),
             kind: "ConfigMap".into(),
-            causes: vec![Cause::invalid("metadata.name", "Bad", "must be lowercase"), Cause::required("data", "")],
+            causes: vec![
+                Cause::invalid("metadata.name", "Bad", "must be lowercase"),
+                Cause::required("data", ""),
+            ],
         };
         let s = e.to_status();
         assert_eq!(
@@ -274,7 +317,11 @@ mod tests {
 
     #[test]
     fn compacted_storage_error_is_410_expired() {
-        let e: ApiError = crate::storage::Error::Compacted { requested: 3, compacted: 10 }.into();
+        let e: ApiError = crate::storage::Error::Compacted {
+            requested: 3,
+            compacted: 10,
+        }
+        .into();
         assert_eq!(e.code(), 410);
         assert_eq!(e.reason(), "Expired");
         assert_eq!(e.to_string(), "too old resource version: 3 (10)");

@@ -79,7 +79,11 @@ pub enum Error {
     NotFound(String),
     /// A compare-and-swap lost: the key's current revision is `actual`.
     #[error("key {key} was modified: expected revision {expected}, found {actual}")]
-    Conflict { key: String, expected: i64, actual: i64 },
+    Conflict {
+        key: String,
+        expected: i64,
+        actual: i64,
+    },
     /// The requested revision is older than the oldest one kept.
     #[error("revision {requested} has been compacted (oldest kept is {compacted})")]
     Compacted { requested: i64, compacted: i64 },

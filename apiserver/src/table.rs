@@ -71,15 +71,29 @@ pub(crate) fn c(name: &str, ty: &str, description: &str) -> ColumnDef {
 
 /// A priority-1 column, shown by kubectl only with `-o wide`.
 pub(crate) fn wide(name: &str, ty: &str, description: &str) -> ColumnDef {
-    ColumnDef { priority: 1, ..c(name, ty, description) }
+    ColumnDef {
+        priority: 1,
+        ..c(name, ty, description)
+    }
 }
 
 pub(crate) fn name_col() -> ColumnDef {
-    ColumnDef { format: "name".into(), ..c("Name", "string", "Name of the object, unique within its namespace.") }
+    ColumnDef {
+        format: "name".into(),
+        ..c(
+            "Name",
+            "string",
+            "Name of the object, unique within its namespace.",
+        )
+    }
 }
 
 pub(crate) fn age_col() -> ColumnDef {
-    c("Age", "string", "Time elapsed since the object was created.")
+    c(
+        "Age",
+        "string",
+        "Time elapsed since the object was created.",
+    )
 }
 
 type CellFn = fn(&Value, i64) -> Vec<Value>;
@@ -104,18 +118,27 @@ impl TablePrinter {
     pub fn new(group: &str, resource: &str, additional_printer_columns: Option<&Value>) -> Self {
         if let Some(cols) = additional_printer_columns {
             let (columns, crd_cols) = crd::columns(cols);
-            return Self { columns, cells: Cells::Crd(crd_cols) };
+            return Self {
+                columns,
+                cells: Cells::Crd(crd_cols),
+            };
         }
         let builtin = core::printer(group, resource)
             .or_else(|| apps::printer(group, resource))
             .or_else(|| batch::printer(group, resource))
             .or_else(|| other::printer(group, resource));
         match builtin {
-            Some((columns, f)) => Self { columns, cells: Cells::Builtin(f) },
+            Some((columns, f)) => Self {
+                columns,
+                cells: Cells::Builtin(f),
+            },
             None => {
                 // Custom resources without printer columns: NAME and AGE (a date column), as upstream.
                 let (columns, crd_cols) = crd::columns(&Value::Array(Vec::new()));
-                Self { columns, cells: Cells::Crd(crd_cols) }
+                Self {
+                    columns,
+                    cells: Cells::Crd(crd_cols),
+                }
             }
         }
     }
@@ -186,7 +209,11 @@ pub fn table(
     if let Some(n) = remaining {
         metadata.insert("remainingItemCount".into(), json!(n));
     }
-    let columns = if with_column_definitions { printer.column_definitions() } else { json!([]) };
+    let columns = if with_column_definitions {
+        printer.column_definitions()
+    } else {
+        json!([])
+    };
     let rows: Vec<Value> = objs.iter().map(|o| printer.row(o, include, now)).collect();
     json!({
         "kind": "Table",
@@ -207,7 +234,9 @@ pub(crate) fn unix_seconds(t: SystemTime) -> i64 {
 }
 
 pub(crate) fn get<'a>(v: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(v, |v, k| v.get(*k)).filter(|v| !v.is_null())
+    path.iter()
+        .try_fold(v, |v, k| v.get(*k))
+        .filter(|v| !v.is_null())
 }
 
 pub(crate) fn s<'a>(v: &'a Value, path: &[&str]) -> &'a str {
@@ -219,7 +248,10 @@ pub(crate) fn int(v: &Value, path: &[&str]) -> i64 {
 }
 
 pub(crate) fn arr<'a>(v: &'a Value, path: &[&str]) -> &'a [Value] {
-    get(v, path).and_then(Value::as_array).map(Vec::as_slice).unwrap_or(&[])
+    get(v, path)
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
 }
 
 pub(crate) fn name(obj: &Value) -> Value {
@@ -240,7 +272,11 @@ pub fn human_duration(seconds: i64) -> String {
     let minutes = seconds / 60;
     if minutes < 10 {
         let sec = seconds % 60;
-        return if sec == 0 { format!("{minutes}m") } else { format!("{minutes}m{sec}s") };
+        return if sec == 0 {
+            format!("{minutes}m")
+        } else {
+            format!("{minutes}m{sec}s")
+        };
     }
     if minutes < 180 {
         return format!("{minutes}m");
@@ -248,14 +284,22 @@ pub fn human_duration(seconds: i64) -> String {
     let hours = seconds / 3600;
     if hours < 8 {
         let m = minutes % 60;
-        return if m == 0 { format!("{hours}h") } else { format!("{hours}h{m}m") };
+        return if m == 0 {
+            format!("{hours}h")
+        } else {
+            format!("{hours}h{m}m")
+        };
     }
     if hours < 48 {
         return format!("{hours}h");
     }
     if hours < 24 * 8 {
         let h = hours % 24;
-        return if h == 0 { format!("{}d", hours / 24) } else { format!("{}d{h}h", hours / 24) };
+        return if h == 0 {
+            format!("{}d", hours / 24)
+        } else {
+            format!("{}d{h}h", hours / 24)
+        };
     }
     if hours < 24 * 365 * 2 {
         return format!("{}d", hours / 24);
@@ -278,7 +322,12 @@ pub use crate::object::{parse_rfc3339, rfc3339 as format_rfc3339};
 fn load_balancer_addresses(obj: &Value) -> Vec<String> {
     let mut out: Vec<String> = arr(obj, &["status", "loadBalancer", "ingress"])
         .iter()
-        .filter_map(|i| [s(i, &["ip"]), s(i, &["hostname"])].into_iter().find(|v| !v.is_empty()).map(str::to_string))
+        .filter_map(|i| {
+            [s(i, &["ip"]), s(i, &["hostname"])]
+                .into_iter()
+                .find(|v| !v.is_empty())
+                .map(str::to_string)
+        })
         .collect();
     out.sort();
     out.dedup();
@@ -302,7 +351,10 @@ pub(crate) fn format_labels(map: Option<&Value>) -> String {
     let Some(m) = map.and_then(Value::as_object) else {
         return "<none>".into();
     };
-    let mut pairs: Vec<String> = m.iter().map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default())).collect();
+    let mut pairs: Vec<String> = m
+        .iter()
+        .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+        .collect();
     if pairs.is_empty() {
         return "<none>".into();
     }
@@ -318,7 +370,11 @@ pub(crate) fn format_label_selector(sel: Option<&Value>) -> String {
     match crate::selectors::LabelSelector::from_label_selector(sel) {
         Ok(s) => {
             let text = s.to_string();
-            if text.is_empty() { "<none>".into() } else { text }
+            if text.is_empty() {
+                "<none>".into()
+            } else {
+                text
+            }
         }
         Err(_) => "<error>".into(),
     }

@@ -101,9 +101,12 @@ pub fn anonymous_client_config(pki: &Pki) -> Result<Arc<ClientConfig>> {
     Ok(Arc::new(client_builder(pki)?.with_no_client_auth()))
 }
 
-fn client_builder(pki: &Pki) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>> {
+fn client_builder(
+    pki: &Pki,
+) -> Result<rustls::ConfigBuilder<ClientConfig, rustls::client::WantsClientCert>> {
     let provider = provider();
-    let verifier = WebPkiServerVerifier::builder_with_provider(ca_roots(pki)?, provider.clone()).build()?;
+    let verifier =
+        WebPkiServerVerifier::builder_with_provider(ca_roots(pki)?, provider.clone()).build()?;
     Ok(ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_webpki_verifier(verifier))
@@ -118,11 +121,20 @@ pub fn identity_from_certs(certs: &[CertificateDer<'_>]) -> Option<ClientIdentit
     let leaf = certs.first()?;
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let subject = cert.subject();
-    let user = subject.iter_common_name().next()?.as_str().ok()?.to_string();
+    let user = subject
+        .iter_common_name()
+        .next()?
+        .as_str()
+        .ok()?
+        .to_string();
     if user.is_empty() {
         return None;
     }
-    let groups = subject.iter_organization().filter_map(|o| o.as_str().ok()).map(str::to_string).collect();
+    let groups = subject
+        .iter_organization()
+        .filter_map(|o| o.as_str().ok())
+        .map(str::to_string)
+        .collect();
     Some(ClientIdentity { user, groups })
 }
 
@@ -136,7 +148,11 @@ mod tests {
 
     /// Handshakes once with `client` against a server built from `pki`, as `server_name`;
     /// returns the identity the server derived from the client's certificates.
-    async fn handshake(pki: &Pki, client: Arc<ClientConfig>, server_name: &str) -> Option<ClientIdentity> {
+    async fn handshake(
+        pki: &Pki,
+        client: Arc<ClientConfig>,
+        server_name: &str,
+    ) -> Option<ClientIdentity> {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let acceptor = TlsAcceptor::from(server_config(pki).unwrap());
@@ -165,10 +181,21 @@ mod tests {
         let pki = crate::pki::ensure(dir.path(), &[]).unwrap();
         let admin = client_config(&pki, &pki.admin_cert_pem, &pki.admin_key_pem).unwrap();
         let anonymous = anonymous_client_config(&pki).unwrap();
-        let expected = ClientIdentity { user: "kybern-admin".into(), groups: vec!["system:masters".into()] };
+        let expected = ClientIdentity {
+            user: "kybern-admin".into(),
+            groups: vec!["system:masters".into()],
+        };
         for host in ["localhost", "127.0.0.1", "kubernetes.default.svc"] {
-            assert_eq!(handshake(&pki, admin.clone(), host).await, Some(expected.clone()), "{host}");
-            assert_eq!(handshake(&pki, anonymous.clone(), host).await, None, "{host}");
+            assert_eq!(
+                handshake(&pki, admin.clone(), host).await,
+                Some(expected.clone()),
+                "{host}"
+            );
+            assert_eq!(
+                handshake(&pki, anonymous.clone(), host).await,
+                None,
+                "{host}"
+            );
         }
     }
 
@@ -176,20 +203,26 @@ mod tests {
     async fn issued_client_cert_identity() {
         let dir = tempfile::tempdir().unwrap();
         let pki = crate::pki::ensure(dir.path(), &[]).unwrap();
-        let (cert, key) = pki.issue_client_cert("system:node:n1", &["system:nodes"]).unwrap();
+        let (cert, key) = pki
+            .issue_client_cert("system:node:n1", &["system:nodes"])
+            .unwrap();
         let client = client_config(&pki, &cert, &key).unwrap();
         let identity = handshake(&pki, client, "127.0.0.1").await.unwrap();
         assert_eq!(identity.user, "system:node:n1");
         assert_eq!(identity.groups, ["system:nodes"]);
         let (cert, key) = pki.issue_client_cert("controller", &[]).unwrap();
-        let identity = handshake(&pki, client_config(&pki, &cert, &key).unwrap(), "localhost").await;
+        let identity =
+            handshake(&pki, client_config(&pki, &cert, &key).unwrap(), "localhost").await;
         assert_eq!(identity.map(|i| i.groups), Some(vec![]));
     }
 
     #[tokio::test]
     async fn foreign_ca_client_cert_is_rejected() {
         let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-        let (pki_a, pki_b) = (crate::pki::ensure(a.path(), &[]).unwrap(), crate::pki::ensure(b.path(), &[]).unwrap());
+        let (pki_a, pki_b) = (
+            crate::pki::ensure(a.path(), &[]).unwrap(),
+            crate::pki::ensure(b.path(), &[]).unwrap(),
+        );
         // Client trusts A's server but presents a certificate from CA B.
         let client = client_config(&pki_a, &pki_b.admin_cert_pem, &pki_b.admin_key_pem).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -206,7 +239,10 @@ mod tests {
             let mut buf = Vec::new();
             let _ = tls.read_to_end(&mut buf).await;
         }
-        assert!(!server.await.unwrap(), "server accepted a certificate from a foreign CA");
+        assert!(
+            !server.await.unwrap(),
+            "server accepted a certificate from a foreign CA"
+        );
     }
 
     #[test]
@@ -214,12 +250,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pki = crate::pki::ensure(dir.path(), &[]).unwrap();
         let config = server_config(&pki).unwrap();
-        assert_eq!(config.alpn_protocols, vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+        assert_eq!(
+            config.alpn_protocols,
+            vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+        );
     }
 
     #[test]
     fn identity_edge_cases() {
         assert_eq!(identity_from_certs(&[]), None);
-        assert_eq!(identity_from_certs(&[CertificateDer::from(vec![1, 2, 3])]), None);
+        assert_eq!(
+            identity_from_certs(&[CertificateDer::from(vec![1, 2, 3])]),
+            None
+        );
     }
 }

@@ -37,7 +37,8 @@ pub fn name_rule(group: &str, plural: &str) -> NameRule {
 fn is_dns_label_chars(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -69,7 +70,8 @@ pub fn name_problems(rule: NameRule, name: &str) -> Vec<String> {
             let starts_alpha = name.bytes().next().is_some_and(|c| c.is_ascii_lowercase());
             if rule == NameRule::Dns1123Label && !is_dns_label_chars(name) {
                 out.push(DNS1123_LABEL.to_string());
-            } else if rule == NameRule::Dns1035Label && !(is_dns_label_chars(name) && starts_alpha) {
+            } else if rule == NameRule::Dns1035Label && !(is_dns_label_chars(name) && starts_alpha)
+            {
                 out.push(DNS1035_LABEL.to_string());
             }
         }
@@ -91,7 +93,8 @@ fn is_qualified_name_part(s: &str) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && s.len() <= 63
-        && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
 }
@@ -139,15 +142,24 @@ pub fn label_value_problems(value: &str) -> Vec<String> {
 pub fn validate_metadata(obj: &Value, rule: NameRule) -> Vec<Cause> {
     let mut causes = Vec::new();
     let meta = obj.get("metadata");
-    let name = meta.and_then(|m| m.get("name")).and_then(Value::as_str).unwrap_or("");
+    let name = meta
+        .and_then(|m| m.get("name"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if name.is_empty() {
-        causes.push(Cause::required("metadata.name", "name or generateName is required"));
+        causes.push(Cause::required(
+            "metadata.name",
+            "name or generateName is required",
+        ));
     } else {
         for p in name_problems(rule, name) {
             causes.push(Cause::invalid("metadata.name", name, &p));
         }
     }
-    if let Some(labels) = meta.and_then(|m| m.get("labels")).and_then(Value::as_object) {
+    if let Some(labels) = meta
+        .and_then(|m| m.get("labels"))
+        .and_then(Value::as_object)
+    {
         for (k, v) in labels {
             for p in key_problems(k) {
                 causes.push(Cause::invalid("metadata.labels", k, &p));
@@ -158,11 +170,18 @@ pub fn validate_metadata(obj: &Value, rule: NameRule) -> Vec<Cause> {
                         causes.push(Cause::invalid("metadata.labels", s, &p));
                     }
                 }
-                None => causes.push(Cause::invalid("metadata.labels", &v.to_string(), "label values must be strings")),
+                None => causes.push(Cause::invalid(
+                    "metadata.labels",
+                    &v.to_string(),
+                    "label values must be strings",
+                )),
             }
         }
     }
-    if let Some(annotations) = meta.and_then(|m| m.get("annotations")).and_then(Value::as_object) {
+    if let Some(annotations) = meta
+        .and_then(|m| m.get("annotations"))
+        .and_then(Value::as_object)
+    {
         let mut total = 0;
         for (k, v) in annotations {
             for p in key_problems(k) {
@@ -188,18 +207,46 @@ mod tests {
     #[test]
     fn name_rules_match_upstream_examples() {
         let cases = [
-            ("subdomain_with_dots_is_valid", NameRule::Dns1123Subdomain, "my.app-1", true),
-            ("subdomain_rejects_uppercase", NameRule::Dns1123Subdomain, "Bad_Name", false),
+            (
+                "subdomain_with_dots_is_valid",
+                NameRule::Dns1123Subdomain,
+                "my.app-1",
+                true,
+            ),
+            (
+                "subdomain_rejects_uppercase",
+                NameRule::Dns1123Subdomain,
+                "Bad_Name",
+                false,
+            ),
             ("label_rejects_dots", NameRule::Dns1123Label, "a.b", false),
-            ("label_accepts_leading_digit", NameRule::Dns1123Label, "123-abc", true),
-            ("dns1035_rejects_leading_digit", NameRule::Dns1035Label, "1svc", false),
-            ("rbac_allows_colons", NameRule::PathSegment, "system:controller:x", true),
+            (
+                "label_accepts_leading_digit",
+                NameRule::Dns1123Label,
+                "123-abc",
+                true,
+            ),
+            (
+                "dns1035_rejects_leading_digit",
+                NameRule::Dns1035Label,
+                "1svc",
+                false,
+            ),
+            (
+                "rbac_allows_colons",
+                NameRule::PathSegment,
+                "system:controller:x",
+                true,
+            ),
             ("rbac_rejects_slash", NameRule::PathSegment, "a/b", false),
         ];
         for (name, rule, value, ok) in cases {
             assert_eq!(name_problems(rule, value).is_empty(), ok, "{name}");
         }
-        assert_eq!(name_problems(NameRule::Dns1123Subdomain, &"a".repeat(254))[0], "must be no more than 253 characters");
+        assert_eq!(
+            name_problems(NameRule::Dns1123Subdomain, &"a".repeat(254))[0],
+            "must be no more than 253 characters"
+        );
     }
 
     #[test]
@@ -213,10 +260,17 @@ mod tests {
 
     #[test]
     fn missing_name_and_huge_annotations_are_reported() {
-        let obj = json!({"metadata": {"annotations": {"big": "x".repeat(MAX_ANNOTATIONS_BYTES + 1)}}});
+        let obj =
+            json!({"metadata": {"annotations": {"big": "x".repeat(MAX_ANNOTATIONS_BYTES + 1)}}});
         let causes = validate_metadata(&obj, NameRule::Dns1123Subdomain);
         assert_eq!(causes[0].field, "metadata.name");
-        assert_eq!(causes[0].message, "Required value: name or generateName is required");
-        assert_eq!(causes[1].message, "Too long: must have at most 262144 bytes");
+        assert_eq!(
+            causes[0].message,
+            "Required value: name or generateName is required"
+        );
+        assert_eq!(
+            causes[1].message,
+            "Too long: must have at most 262144 bytes"
+        );
     }
 }

@@ -12,8 +12,8 @@ use serde_json::Value;
 use tokio::sync::{broadcast, watch};
 
 use crate::object;
-use crate::storage::{EventKind, ListOptions, Storage};
 use crate::status::{ApiError, Result};
+use crate::storage::{EventKind, ListOptions, Storage};
 
 /// Events kept per resource for watches that resume from an older resourceVersion
 /// (upstream sizes its cache for a few minutes of changes; with the five-minute
@@ -51,13 +51,27 @@ pub struct CacheEvent {
 }
 
 impl CacheEvent {
-    fn new(kind: EventType, key: String, object: Arc<Value>, prev: Option<Arc<Value>>, revision: i64) -> Self {
-        CacheEvent { kind, key, object, prev, revision, json: OnceLock::new() }
+    fn new(
+        kind: EventType,
+        key: String,
+        object: Arc<Value>,
+        prev: Option<Arc<Value>>,
+        revision: i64,
+    ) -> Self {
+        CacheEvent {
+            kind,
+            key,
+            object,
+            prev,
+            revision,
+            json: OnceLock::new(),
+        }
     }
 
     /// The object serialized once and shared by every watcher.
     pub fn object_json(&self) -> &Bytes {
-        self.json.get_or_init(|| Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default()))
+        self.json
+            .get_or_init(|| Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default()))
     }
 }
 
@@ -135,7 +149,10 @@ impl WatchCache {
     /// record the server cannot read is left out (and logged), never fails the reload.
     async fn reload(&self, storage: &dyn Storage) -> Result<i64> {
         let mut objects = BTreeMap::new();
-        let mut opts = ListOptions { limit: 5000, ..Default::default() };
+        let mut opts = ListOptions {
+            limit: 5000,
+            ..Default::default()
+        };
         let revision = loop {
             let page = storage.list(&self.prefix, opts.clone()).await?;
             for kv in &page.kvs {
@@ -150,7 +167,12 @@ impl WatchCache {
             opts.start_after = page.kvs.last().map(|kv| kv.key.clone());
         };
         let mut state = self.state.write().expect("watch cache lock poisoned");
-        *state = State { objects, revision, history: VecDeque::new(), complete_after: revision };
+        *state = State {
+            objects,
+            revision,
+            history: VecDeque::new(),
+            complete_after: revision,
+        };
         // Watchers of the old state cannot be continued without a gap: end them.
         *self.fanout.write().expect("fanout lock poisoned") = broadcast::channel(FANOUT_BUFFER).0;
         drop(state);
@@ -170,11 +192,19 @@ impl WatchCache {
                 Some(obj) => {
                     let obj = Arc::new(obj);
                     state.objects.insert(event.kv.key.clone(), obj.clone());
-                    Some((if prev.is_some() { EventType::Modified } else { EventType::Added }, obj))
+                    Some((
+                        if prev.is_some() {
+                            EventType::Modified
+                        } else {
+                            EventType::Added
+                        },
+                        obj,
+                    ))
                 }
                 None => {
                     state.objects.remove(&event.kv.key);
-                    prev.as_ref().map(|p| (EventType::Deleted, Arc::new(at_revision(p, revision))))
+                    prev.as_ref()
+                        .map(|p| (EventType::Deleted, Arc::new(at_revision(p, revision))))
                 }
             },
             EventKind::Delete => {
@@ -183,7 +213,9 @@ impl WatchCache {
                 // last value, if unreadable, was never in the cache: nothing to report.
                 match decode(&event.kv.value, revision) {
                     Ok(obj) => Some((EventType::Deleted, Arc::new(obj))),
-                    Err(_) => prev.as_ref().map(|p| (EventType::Deleted, Arc::new(at_revision(p, revision)))),
+                    Err(_) => prev
+                        .as_ref()
+                        .map(|p| (EventType::Deleted, Arc::new(at_revision(p, revision)))),
                 }
             }
         };
@@ -203,17 +235,27 @@ impl WatchCache {
     }
 
     pub fn revision(&self) -> i64 {
-        self.state.read().expect("watch cache lock poisoned").revision
+        self.state
+            .read()
+            .expect("watch cache lock poisoned")
+            .revision
     }
 
     /// Waits (briefly) until the cache has seen `revision`; false if it did not.
     pub async fn wait_for(&self, revision: i64, timeout: Duration) -> bool {
         let mut rx = self.progress.subscribe();
-        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision)).await.is_ok_and(|r| r.is_ok())
+        tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     pub fn get(&self, key: &str) -> Option<Arc<Value>> {
-        self.state.read().expect("watch cache lock poisoned").objects.get(key).cloned()
+        self.state
+            .read()
+            .expect("watch cache lock poisoned")
+            .objects
+            .get(key)
+            .cloned()
     }
 
     /// Every object under `prefix` (a namespace or the whole resource), and the revision.
@@ -233,7 +275,11 @@ impl WatchCache {
     /// 410 Gone when they are no longer kept.
     pub fn subscribe(&self, prefix: &str, after: Option<i64>) -> Result<Subscription> {
         let state = self.state.read().expect("watch cache lock poisoned");
-        let live = self.fanout.read().expect("fanout lock poisoned").subscribe();
+        let live = self
+            .fanout
+            .read()
+            .expect("fanout lock poisoned")
+            .subscribe();
         match after {
             None => Ok(Subscription {
                 initial: state
@@ -252,7 +298,12 @@ impl WatchCache {
             ))),
             Some(rev) => Ok(Subscription {
                 initial: Vec::new(),
-                backlog: state.history.iter().filter(|e| e.revision > rev).cloned().collect(),
+                backlog: state
+                    .history
+                    .iter()
+                    .filter(|e| e.revision > rev)
+                    .cloned()
+                    .collect(),
                 live,
                 revision: rev.max(state.revision),
             }),
@@ -263,7 +314,9 @@ impl WatchCache {
 /// Applies storage events to the cache until it is dropped; reloads after errors.
 async fn follow(cache: std::sync::Weak<WatchCache>, storage: Arc<dyn Storage>, mut revision: i64) {
     loop {
-        let Some(prefix) = cache.upgrade().map(|c| c.prefix.clone()) else { return };
+        let Some(prefix) = cache.upgrade().map(|c| c.prefix.clone()) else {
+            return;
+        };
         match storage.watch(&prefix, revision).await {
             Ok(mut stream) => {
                 while let Some(item) = stream.next().await {
@@ -280,7 +333,9 @@ async fn follow(cache: std::sync::Weak<WatchCache>, storage: Arc<dyn Storage>, m
                     }
                 }
             }
-            Err(e) => tracing::warn!(prefix = %prefix, error = %e, "watch cache cannot watch storage"),
+            Err(e) => {
+                tracing::warn!(prefix = %prefix, error = %e, "watch cache cannot watch storage")
+            }
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
         let Some(c) = cache.upgrade() else { return };
@@ -301,20 +356,42 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let store = EmbeddedStore::open(&dir.path().join("db")).expect("open store");
         let obj = |n: &str| Bytes::from(format!("{{\"metadata\":{{\"name\":\"{n}\"}}}}"));
-        let first = store.create("/registry/core/configmaps/ns/a", obj("a")).await.expect("create a");
-        store.create("/registry/core/configmaps/ns/b", obj("b")).await.expect("create b");
-        let cache = WatchCache::start(store.clone(), "/registry/core/configmaps/".into()).await.expect("cache");
+        let first = store
+            .create("/registry/core/configmaps/ns/a", obj("a"))
+            .await
+            .expect("create a");
+        store
+            .create("/registry/core/configmaps/ns/b", obj("b"))
+            .await
+            .expect("create b");
+        let cache = WatchCache::start(store.clone(), "/registry/core/configmaps/".into())
+            .await
+            .expect("cache");
         // The cache started after both writes: their events are not in its history.
-        let err = cache.subscribe("/registry/core/configmaps/", Some(first)).err().expect("410");
+        let err = cache
+            .subscribe("/registry/core/configmaps/", Some(first))
+            .err()
+            .expect("410");
         assert_eq!(err.code(), 410);
-        assert!(err.to_string().starts_with("too old resource version"), "{err}");
+        assert!(
+            err.to_string().starts_with("too old resource version"),
+            "{err}"
+        );
         let now = cache.revision();
-        let third = store.create("/registry/core/configmaps/ns/c", obj("c")).await.expect("create c");
+        let third = store
+            .create("/registry/core/configmaps/ns/c", obj("c"))
+            .await
+            .expect("create c");
         assert!(cache.wait_for(third, Duration::from_secs(5)).await);
-        let sub = cache.subscribe("/registry/core/configmaps/", Some(now)).expect("resume");
+        let sub = cache
+            .subscribe("/registry/core/configmaps/", Some(now))
+            .expect("resume");
         assert_eq!(sub.backlog.len(), 1);
         assert_eq!(sub.backlog[0].kind, EventType::Added);
-        assert_eq!(sub.backlog[0].object["metadata"]["resourceVersion"], third.to_string());
+        assert_eq!(
+            sub.backlog[0].object["metadata"]["resourceVersion"],
+            third.to_string()
+        );
     }
 
     #[tokio::test]
@@ -326,28 +403,57 @@ mod tests {
         let obj = |n: &str| Bytes::from(format!("{{\"metadata\":{{\"name\":\"{n}\"}}}}"));
         let garbage = || Bytes::from_static(b"\xff not an object");
         let names = |cache: &WatchCache| -> Vec<String> {
-            cache.list(prefix).0.iter().map(|o| o["metadata"]["name"].as_str().unwrap_or("").to_string()).collect()
+            cache
+                .list(prefix)
+                .0
+                .iter()
+                .map(|o| o["metadata"]["name"].as_str().unwrap_or("").to_string())
+                .collect()
         };
         store.create(&key("a"), obj("a")).await.expect("create a");
-        let bad = store.create(&key("bad"), garbage()).await.expect("create bad");
-        let cache = WatchCache::start(store.clone(), prefix.into()).await.expect("a cache starts past an unreadable record");
+        let bad = store
+            .create(&key("bad"), garbage())
+            .await
+            .expect("create bad");
+        let cache = WatchCache::start(store.clone(), prefix.into())
+            .await
+            .expect("a cache starts past an unreadable record");
         assert_eq!(names(&cache), ["a"]);
         let mut sub = cache.subscribe(prefix, None).expect("subscribe");
 
-        store.update(&key("bad"), garbage(), bad).await.expect("rewrite bad");
+        store
+            .update(&key("bad"), garbage(), bad)
+            .await
+            .expect("rewrite bad");
         let c = store.create(&key("c"), obj("c")).await.expect("create c");
-        assert!(cache.wait_for(c, Duration::from_secs(5)).await, "the cache follows events after an unreadable one");
+        assert!(
+            cache.wait_for(c, Duration::from_secs(5)).await,
+            "the cache follows events after an unreadable one"
+        );
         assert_eq!(names(&cache), ["a", "c"]);
         let ev = sub.live.recv().await.expect("an event");
-        assert_eq!((ev.kind, ev.key.as_str()), (EventType::Added, key("c").as_str()));
+        assert_eq!(
+            (ev.kind, ev.key.as_str()),
+            (EventType::Added, key("c").as_str())
+        );
 
         // An object overwritten with something unreadable leaves the cache as deleted.
         let a = cache.get(&key("a")).expect("a cached");
-        let rev: i64 = a["metadata"]["resourceVersion"].as_str().unwrap_or("").parse().expect("a's revision");
-        let broken = store.update(&key("a"), garbage(), rev).await.expect("break a");
+        let rev: i64 = a["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .parse()
+            .expect("a's revision");
+        let broken = store
+            .update(&key("a"), garbage(), rev)
+            .await
+            .expect("break a");
         assert!(cache.wait_for(broken, Duration::from_secs(5)).await);
         assert_eq!(names(&cache), ["c"]);
         let ev = sub.live.recv().await.expect("an event");
-        assert_eq!((ev.kind, ev.key.as_str(), ev.revision), (EventType::Deleted, key("a").as_str(), broken));
+        assert_eq!(
+            (ev.kind, ev.key.as_str(), ev.revision),
+            (EventType::Deleted, key("a").as_str(), broken)
+        );
     }
 }

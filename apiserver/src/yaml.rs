@@ -94,14 +94,21 @@ impl Scanner {
             i = indent;
             // Entries (`- x`, `? key`), maybe compact (`- - x`): a sequence at this
             // column, and a level at the column where each entry's content starts.
-            while i < line.len() && matches!(line[i], b'-' | b'?') && line.get(i + 1).is_none_or(|b| *b == b' ' || *b == b'\t') {
+            while i < line.len()
+                && matches!(line[i], b'-' | b'?')
+                && line.get(i + 1).is_none_or(|b| *b == b' ' || *b == b'\t')
+            {
                 if let Some(level) = self.indents.last_mut() {
                     level.1 = true;
                 }
                 i = skip_spaces(line, i + 1);
                 self.indents.push((i, false));
             }
-            self.block = self.indents.iter().map(|&(_, seq)| 1 + usize::from(seq)).sum();
+            self.block = self
+                .indents
+                .iter()
+                .map(|&(_, seq)| 1 + usize::from(seq))
+                .sum();
             self.max = self.max.max(self.block);
             i = self.node(line, i, indent);
         }
@@ -133,7 +140,11 @@ impl Scanner {
                     loop {
                         match line.get(j) {
                             None => return line.len(),
-                            Some(b':') if line.get(j + 1).is_none_or(|b| *b == b' ' || *b == b'\t') => break,
+                            Some(b':')
+                                if line.get(j + 1).is_none_or(|b| *b == b' ' || *b == b'\t') =>
+                            {
+                                break
+                            }
                             Some(b'#') if j > i && line[j - 1] == b' ' => return line.len(),
                             _ => j += 1,
                         }
@@ -208,20 +219,35 @@ mod tests {
     fn the_estimate_is_never_below_the_real_depth() {
         let cases = [
             ("flat_mapping", "a: 1\nb: two\n"),
-            ("block_nesting", "a:\n  b:\n    c:\n      - d\n      - e: [1, {f: 2}]\n"),
+            (
+                "block_nesting",
+                "a:\n  b:\n    c:\n      - d\n      - e: [1, {f: 2}]\n",
+            ),
             ("compact_sequences", "- - - x\n  - y\n"),
             ("flow_over_lines", "a: {b: [1,\n  2, {c: d}],\n  e: f}\n"),
             ("quoted_brackets_ignored", "a: \"{{[[\"\nb: '[[{'\n"),
             ("comment_brackets_ignored", "a: 1 # [[[[\n# {{{{\n"),
-            ("block_scalar_skipped", "a: |\n  {{{{ [[[[\n  more\nb: {c: 1}\n"),
+            (
+                "block_scalar_skipped",
+                "a: |\n  {{{{ [[[[\n  more\nb: {c: 1}\n",
+            ),
             ("plain_scalar_brackets", "cmd: echo {{ .Values }} [x]\n"),
             ("quoted_key", "\"k\": [1, [2]]\n"),
-            ("sequence_of_mappings", "items:\n- name: a\n  value: {x: [1]}\n- name: b\n"),
+            (
+                "sequence_of_mappings",
+                "items:\n- name: a\n  value: {x: [1]}\n- name: b\n",
+            ),
         ];
         for (name, text) in cases {
             let (estimate, real) = (nesting(text.as_bytes()), real_depth(text));
-            assert!(estimate >= real, "{name}: estimated {estimate}, real {real}");
-            assert!(estimate <= 2 * real + 2, "{name}: estimated {estimate}, far above real {real}");
+            assert!(
+                estimate >= real,
+                "{name}: estimated {estimate}, real {real}"
+            );
+            assert!(
+                estimate <= 2 * real + 2,
+                "{name}: estimated {estimate}, far above real {real}"
+            );
         }
     }
 
@@ -242,8 +268,17 @@ mod tests {
 
     #[test]
     fn json_bodies_are_read_as_json_and_flow_yaml_as_yaml() {
-        assert_eq!(from_slice(br#" {"a": [1]}"#).unwrap(), serde_json::json!({"a": [1]}));
-        assert_eq!(from_slice(b"{a: b}").unwrap(), serde_json::json!({"a": "b"}));
-        assert_eq!(from_slice(b"kind: X\nspec: {n: 1}\n").unwrap(), serde_json::json!({"kind": "X", "spec": {"n": 1}}));
+        assert_eq!(
+            from_slice(br#" {"a": [1]}"#).unwrap(),
+            serde_json::json!({"a": [1]})
+        );
+        assert_eq!(
+            from_slice(b"{a: b}").unwrap(),
+            serde_json::json!({"a": "b"})
+        );
+        assert_eq!(
+            from_slice(b"kind: X\nspec: {n: 1}\n").unwrap(),
+            serde_json::json!({"kind": "X", "spec": {"n": 1}})
+        );
     }
 }

@@ -51,7 +51,9 @@ impl Observed for Cached<'_> {
         self.0.iter().any(|m| m.name.as_deref() == Some(name))
     }
     fn has_live_uid(&self, uid: &str) -> bool {
-        self.0.iter().any(|m| m.uid.as_deref() == Some(uid) && m.deletion_timestamp.is_none())
+        self.0
+            .iter()
+            .any(|m| m.uid.as_deref() == Some(uid) && m.deletion_timestamp.is_none())
     }
 }
 

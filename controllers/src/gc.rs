@@ -11,13 +11,18 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::{stream, FutureExt, StreamExt};
-use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions, PropagationPolicy,
+};
 use kube::discovery::{verbs, ApiResource, Scope};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
 use serde_json::json;
 
-use self::graph::{dependent_step, owner_step, DependentStep, Graph, Node, OwnerState, OwnerStep, FOREGROUND, ORPHAN};
+use self::graph::{
+    dependent_step, owner_step, DependentStep, Graph, Node, OwnerState, OwnerStep, FOREGROUND,
+    ORPHAN,
+};
 use crate::{Context, LoopFuture};
 
 /// Kinds the collector leaves alone, as upstream's default `ignoredResources` does:
@@ -34,7 +39,12 @@ pub enum Error {
     #[error("discovering resources: {0}")]
     Discovery(#[source] kube::Error),
     #[error("{action} {resource} {name}: {source}")]
-    Api { action: &'static str, resource: String, name: String, source: kube::Error },
+    Api {
+        action: &'static str,
+        resource: String,
+        name: String,
+        source: kube::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -61,19 +71,31 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
 
 /// Every resource the collector can watch and act on.
 async fn discover(client: &kube::Client) -> Result<Vec<Kind>> {
-    let found = crate::runtime::discovery::resources(client.clone(), &[verbs::LIST, verbs::WATCH, verbs::DELETE, verbs::PATCH])
-        .await
-        .map_err(Error::Discovery)?;
+    let found = crate::runtime::discovery::resources(
+        client.clone(),
+        &[verbs::LIST, verbs::WATCH, verbs::DELETE, verbs::PATCH],
+    )
+    .await
+    .map_err(Error::Discovery)?;
     Ok(found
         .into_iter()
         .filter(|(ar, _)| !IGNORED.contains(&(ar.group.as_str(), ar.plural.as_str())))
-        .map(|(ar, caps)| Kind { namespaced: caps.scope == Scope::Namespaced, ar })
+        .map(|(ar, caps)| Kind {
+            namespaced: caps.scope == Scope::Namespaced,
+            ar,
+        })
         .collect())
 }
 
 /// Whether two discoveries list the same resources (by group, version, plural).
 fn same_resources(a: &[Kind], b: &[Kind]) -> bool {
-    let key = |k: &Kind| (k.ar.group.clone(), k.ar.version.clone(), k.ar.plural.clone());
+    let key = |k: &Kind| {
+        (
+            k.ar.group.clone(),
+            k.ar.version.clone(),
+            k.ar.plural.clone(),
+        )
+    };
     let mut a: Vec<_> = a.iter().map(key).collect();
     let mut b: Vec<_> = b.iter().map(key).collect();
     a.sort();
@@ -83,21 +105,36 @@ fn same_resources(a: &[Kind], b: &[Kind]) -> bool {
 
 async fn collect(client: kube::Client) -> Result<()> {
     let kinds = discover(&client).await?;
-    let by_kind = kinds.iter().enumerate().map(|(i, k)| ((k.ar.group.clone(), k.ar.kind.clone()), i)).collect();
+    let by_kind = kinds
+        .iter()
+        .enumerate()
+        .map(|(i, k)| ((k.ar.group.clone(), k.ar.kind.clone()), i))
+        .collect();
     let watches = kinds.iter().enumerate().map(|(i, k)| {
-        watcher(Api::<DynamicObject>::all_with(client.clone(), &k.ar), watcher::Config::default())
-            .default_backoff()
-            .map(move |e| (i, e))
-            .boxed()
+        watcher(
+            Api::<DynamicObject>::all_with(client.clone(), &k.ar),
+            watcher::Config::default(),
+        )
+        .default_backoff()
+        .map(move |e| (i, e))
+        .boxed()
     });
     let mut events = stream::select_all(watches);
     tracing::info!(resources = kinds.len(), "garbage collector watching");
-    let mut c = Collector { client, kinds, by_kind, graph: Graph::default(), queue: VecDeque::new(), queued: HashSet::new() };
+    let mut c = Collector {
+        client,
+        kinds,
+        by_kind,
+        graph: Graph::default(),
+        queue: VecDeque::new(),
+        queued: HashSet::new(),
+    };
     // Uids seen since each resource's (re)list began, to drop what the list lacks.
     let mut relisting: HashMap<usize, HashSet<String>> = HashMap::new();
     let mut retry = Vec::new();
     let mut retry_tick = tokio::time::interval(RETRY);
-    let mut rediscover = tokio::time::interval_at(tokio::time::Instant::now() + REDISCOVER, REDISCOVER);
+    let mut rediscover =
+        tokio::time::interval_at(tokio::time::Instant::now() + REDISCOVER, REDISCOVER);
     loop {
         tokio::select! {
             ev = events.next() => {
@@ -137,18 +174,31 @@ fn not_found(e: &kube::Error) -> bool {
 }
 
 impl Collector {
-    fn handle(&mut self, i: usize, ev: WatchEvent, relisting: &mut HashMap<usize, HashSet<String>>) {
+    fn handle(
+        &mut self,
+        i: usize,
+        ev: WatchEvent,
+        relisting: &mut HashMap<usize, HashSet<String>>,
+    ) {
         match ev {
             Ok(watcher::Event::Init) => {
                 relisting.insert(i, HashSet::new());
             }
             Ok(watcher::Event::InitApply(o)) => {
-                relisting.entry(i).or_default().insert(o.uid().unwrap_or_default());
+                relisting
+                    .entry(i)
+                    .or_default()
+                    .insert(o.uid().unwrap_or_default());
                 self.apply(i, &o);
             }
             Ok(watcher::Event::InitDone) => {
                 let seen = relisting.remove(&i).unwrap_or_default();
-                for uid in self.graph.uids_of(i).into_iter().filter(|u| !seen.contains(u)) {
+                for uid in self
+                    .graph
+                    .uids_of(i)
+                    .into_iter()
+                    .filter(|u| !seen.contains(u))
+                {
                     let dirty = self.graph.remove(&uid);
                     self.enqueue(dirty);
                 }
@@ -158,7 +208,9 @@ impl Collector {
                 let dirty = self.graph.remove(&o.uid().unwrap_or_default());
                 self.enqueue(dirty);
             }
-            Err(e) => tracing::warn!(resource = %self.kinds[i].ar.plural, error = %e, "watch failed; retrying"),
+            Err(e) => {
+                tracing::warn!(resource = %self.kinds[i].ar.plural, error = %e, "watch failed; retrying")
+            }
         }
     }
 
@@ -194,24 +246,41 @@ impl Collector {
     }
 
     fn err(&self, action: &'static str, node: &Node) -> impl FnOnce(kube::Error) -> Error {
-        let (resource, name) = (self.kinds[node.resource].ar.plural.clone(), node.name.clone());
-        move |source| Error::Api { action, resource, name, source }
+        let (resource, name) = (
+            self.kinds[node.resource].ar.plural.clone(),
+            node.name.clone(),
+        );
+        move |source| Error::Api {
+            action,
+            resource,
+            name,
+            source,
+        }
     }
 
     #[tracing::instrument(skip(self), fields(key))]
     async fn process(&mut self, uid: &str) -> Result<()> {
-        let Some(node) = self.graph.get(uid).cloned() else { return Ok(()) };
-        tracing::Span::current().record("key", format!("{}/{}", node.namespace.as_deref().unwrap_or(""), node.name));
+        let Some(node) = self.graph.get(uid).cloned() else {
+            return Ok(());
+        };
+        tracing::Span::current().record(
+            "key",
+            format!("{}/{}", node.namespace.as_deref().unwrap_or(""), node.name),
+        );
         let dependents: Vec<Node> = self.graph.dependents(uid).into_iter().cloned().collect();
         match owner_step(&node, &dependents.iter().collect::<Vec<_>>()) {
             OwnerStep::Nothing => {}
             OwnerStep::Orphan { dependents: deps } => {
                 for d in deps.iter().filter_map(|d| self.graph.get(d).cloned()) {
-                    self.drop_owners(&d, std::slice::from_ref(&node.uid)).await?;
+                    self.drop_owners(&d, std::slice::from_ref(&node.uid))
+                        .await?;
                 }
                 return self.remove_finalizer(&node, ORPHAN).await;
             }
-            OwnerStep::Foreground { dependents: deps, remove_finalizer } => {
+            OwnerStep::Foreground {
+                dependents: deps,
+                remove_finalizer,
+            } => {
                 self.enqueue(deps);
                 if remove_finalizer {
                     return self.remove_finalizer(&node, FOREGROUND).await;
@@ -231,10 +300,17 @@ impl Collector {
         // About to drop references or delete: decide on the object as it is now, not as
         // this watch last showed it (as upstream does). The graph can lag: an orphaning
         // owner may have just had its reference removed from this very object.
-        let Some(live) = self.api(&node).get_opt(&node.name).await.map_err(self.err("reading", &node))? else {
+        let Some(live) = self
+            .api(&node)
+            .get_opt(&node.name)
+            .await
+            .map_err(self.err("reading", &node))?
+        else {
             return Ok(());
         };
-        if live.uid().as_deref() != Some(node.uid.as_str()) || live.metadata.deletion_timestamp.is_some() {
+        if live.uid().as_deref() != Some(node.uid.as_str())
+            || live.metadata.deletion_timestamp.is_some()
+        {
             return Ok(());
         }
         let node = Node {
@@ -250,12 +326,19 @@ impl Collector {
             DependentStep::Nothing => Ok(()),
             DependentStep::DropOwners(drop) => self.drop_owners(&node, &drop).await,
             DependentStep::Delete { foreground } => {
-                let policy = if foreground { PropagationPolicy::Foreground } else { PropagationPolicy::Background };
+                let policy = if foreground {
+                    PropagationPolicy::Foreground
+                } else {
+                    PropagationPolicy::Background
+                };
                 tracing::info!(?policy, "deleting: its owners are gone");
                 let dp = DeleteParams {
                     propagation_policy: Some(policy),
                     // Never delete a newer object that took the name.
-                    preconditions: Some(Preconditions { uid: Some(node.uid.clone()), resource_version: None }),
+                    preconditions: Some(Preconditions {
+                        uid: Some(node.uid.clone()),
+                        resource_version: None,
+                    }),
                     ..Default::default()
                 };
                 match self.api(&node).delete(&node.name, &dp).await {
@@ -269,9 +352,17 @@ impl Collector {
 
     /// An owner's state: from the graph when it is there, otherwise from the apiserver
     /// (the owner's watch may not have caught up), Gone when absent or of another uid.
-    async fn owner_state(&self, dependent: &Node, r: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference) -> Result<OwnerState> {
+    async fn owner_state(
+        &self,
+        dependent: &Node,
+        r: &k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference,
+    ) -> Result<OwnerState> {
         if let Some(owner) = self.graph.get(&r.uid) {
-            return Ok(if owner.waiting_for_dependents() { OwnerState::WaitingForDependents } else { OwnerState::Present });
+            return Ok(if owner.waiting_for_dependents() {
+                OwnerState::WaitingForDependents
+            } else {
+                OwnerState::Present
+            });
         }
         let group = r.api_version.rsplit_once('/').map(|(g, _)| g).unwrap_or("");
         let Some(&i) = self.by_kind.get(&(group.to_string(), r.kind.clone())) else {
@@ -295,8 +386,13 @@ impl Collector {
         })?;
         Ok(match found {
             Some(o) if o.uid().as_deref() == Some(r.uid.as_str()) => {
-                let waiting = o.metadata.deletion_timestamp.is_some() && o.finalizers().iter().any(|f| f == FOREGROUND);
-                if waiting { OwnerState::WaitingForDependents } else { OwnerState::Present }
+                let waiting = o.metadata.deletion_timestamp.is_some()
+                    && o.finalizers().iter().any(|f| f == FOREGROUND);
+                if waiting {
+                    OwnerState::WaitingForDependents
+                } else {
+                    OwnerState::Present
+                }
             }
             _ => OwnerState::Gone,
         })
@@ -309,9 +405,13 @@ impl Collector {
             "ownerReferences": graph::without_owners(&node.owners, drop),
             "resourceVersion": node.resource_version,
         }});
-        match self.api(node).patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match self
+            .api(node)
+            .patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => Ok(()),
-                    Err(e) if not_found(&e) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
             Err(e) => Err(self.err("removing owner references of", node)(e)),
         }
     }
@@ -322,9 +422,13 @@ impl Collector {
             "finalizers": graph::without_finalizer(&node.finalizers, finalizer),
             "resourceVersion": node.resource_version,
         }});
-        match self.api(node).patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        match self
+            .api(node)
+            .patch(&node.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+        {
             Ok(_) => Ok(()),
-                    Err(e) if not_found(&e) => Ok(()),
+            Err(e) if not_found(&e) => Ok(()),
             Err(e) => Err(self.err("removing a finalizer of", node)(e)),
         }
     }
@@ -338,18 +442,29 @@ mod tests {
         let ar = ApiResource {
             group: group.into(),
             version: "v1".into(),
-            api_version: if group.is_empty() { "v1".into() } else { format!("{group}/v1") },
+            api_version: if group.is_empty() {
+                "v1".into()
+            } else {
+                format!("{group}/v1")
+            },
             kind: plural.trim_end_matches('s').into(),
             plural: plural.into(),
         };
-        Kind { ar, namespaced: true }
+        Kind {
+            ar,
+            namespaced: true,
+        }
     }
 
     #[test]
     fn a_new_resource_changes_the_watched_set_but_order_does_not() {
         let before = [kind("", "configmaps"), kind("apps", "deployments")];
         let reordered = [kind("apps", "deployments"), kind("", "configmaps")];
-        let grown = [kind("", "configmaps"), kind("apps", "deployments"), kind("example.com", "widgets")];
+        let grown = [
+            kind("", "configmaps"),
+            kind("apps", "deployments"),
+            kind("example.com", "widgets"),
+        ];
         assert!(same_resources(&before, &reordered));
         assert!(!same_resources(&before, &grown));
     }

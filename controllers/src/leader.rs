@@ -45,7 +45,9 @@ pub enum Decision {
 /// take if it is free or expired (renewTime + leaseDurationSeconds <= now), and
 /// someone else's otherwise. A lease without renewTime has expired.
 pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
-    let Some(spec) = spec else { return Decision::Acquire };
+    let Some(spec) = spec else {
+        return Decision::Acquire;
+    };
     let holder = spec.holder_identity.as_deref().unwrap_or("");
     if holder.is_empty() {
         return Decision::Acquire;
@@ -53,13 +55,21 @@ pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
     if holder == me {
         return Decision::Renew;
     }
-    let duration_ms = i64::from(spec.lease_duration_seconds.unwrap_or(LEASE_DURATION.as_secs() as i32)) * 1000;
-    let Some(renewed) = &spec.renew_time else { return Decision::Acquire };
+    let duration_ms = i64::from(
+        spec.lease_duration_seconds
+            .unwrap_or(LEASE_DURATION.as_secs() as i32),
+    ) * 1000;
+    let Some(renewed) = &spec.renew_time else {
+        return Decision::Acquire;
+    };
     let remaining_ms = renewed.0.as_millisecond() + duration_ms - now.as_millisecond();
     if remaining_ms <= 0 {
         Decision::Acquire
     } else {
-        Decision::Follow { holder: holder.to_string(), remaining_ms }
+        Decision::Follow {
+            holder: holder.to_string(),
+            remaining_ms,
+        }
     }
 }
 
@@ -72,9 +82,17 @@ pub fn next_spec(previous: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Leas
     LeaseSpec {
         holder_identity: Some(me.to_string()),
         lease_duration_seconds: Some(LEASE_DURATION.as_secs() as i32),
-        acquire_time: if changed_hands { Some(MicroTime(now)) } else { prev.acquire_time.clone() },
+        acquire_time: if changed_hands {
+            Some(MicroTime(now))
+        } else {
+            prev.acquire_time.clone()
+        },
         renew_time: Some(MicroTime(now)),
-        lease_transitions: Some(if changed_hands && previous.is_some() { transitions + 1 } else { transitions }),
+        lease_transitions: Some(if changed_hands && previous.is_some() {
+            transitions + 1
+        } else {
+            transitions
+        }),
         ..prev
     }
 }
@@ -94,7 +112,11 @@ pub struct Elector {
 
 impl Elector {
     pub fn new(client: kube::Client, lease_name: &str, identity: &str) -> Self {
-        Elector { api: Api::namespaced(client, LEASE_NAMESPACE), name: lease_name.to_string(), identity: identity.to_string() }
+        Elector {
+            api: Api::namespaced(client, LEASE_NAMESPACE),
+            name: lease_name.to_string(),
+            identity: identity.to_string(),
+        }
     }
 
     /// One round: reads the lease and acquires or renews it if the rule allows.
@@ -104,45 +126,75 @@ impl Elector {
     }
 
     async fn attempt(&self) -> Result<Attempt> {
-        let err = |source| Error::Api { name: self.name.clone(), source };
+        let err = |source| Error::Api {
+            name: self.name.clone(),
+            source,
+        };
         let current = self.api.get_opt(&self.name).await.map_err(err)?;
         let now = Timestamp::now();
         let spec = current.as_ref().and_then(|l| l.spec.as_ref());
         if let Decision::Follow { remaining_ms, .. } = decide(spec, &self.identity, now) {
-            return Ok(Attempt::Following { expires_in: Duration::from_millis(remaining_ms.max(0) as u64) });
+            return Ok(Attempt::Following {
+                expires_in: Duration::from_millis(remaining_ms.max(0) as u64),
+            });
         }
         let lease = Lease {
             metadata: ObjectMeta {
                 name: Some(self.name.clone()),
                 namespace: Some(LEASE_NAMESPACE.into()),
                 // The resourceVersion we decided on: if anyone wrote in between, 409.
-                resource_version: current.as_ref().and_then(|l| l.metadata.resource_version.clone()),
-                ..current.as_ref().map(|l| l.metadata.clone()).unwrap_or_default()
+                resource_version: current
+                    .as_ref()
+                    .and_then(|l| l.metadata.resource_version.clone()),
+                ..current
+                    .as_ref()
+                    .map(|l| l.metadata.clone())
+                    .unwrap_or_default()
             },
             spec: Some(next_spec(spec, &self.identity, now)),
         };
         let written = match &current {
             None => self.api.create(&PostParams::default(), &lease).await,
-            Some(_) => self.api.replace(&self.name, &PostParams::default(), &lease).await,
+            Some(_) => {
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+            }
         };
         match written {
             Ok(_) => Ok(Attempt::Leading),
-            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::Following { expires_in: RETRY_INTERVAL }),
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(Attempt::Following {
+                expires_in: RETRY_INTERVAL,
+            }),
             Err(e) => Err(err(e)),
         }
     }
 
     /// Gives the lease up (holder cleared) so another replica need not wait it out.
     pub async fn release(&self) -> Result<()> {
-        let err = |source| Error::Api { name: self.name.clone(), source };
-        let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(err)? else { return Ok(()) };
-        if lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref()) != Some(self.identity.as_str()) {
+        let err = |source| Error::Api {
+            name: self.name.clone(),
+            source,
+        };
+        let Some(mut lease) = self.api.get_opt(&self.name).await.map_err(err)? else {
+            return Ok(());
+        };
+        if lease
+            .spec
+            .as_ref()
+            .and_then(|s| s.holder_identity.as_deref())
+            != Some(self.identity.as_str())
+        {
             return Ok(());
         }
         if let Some(spec) = lease.spec.as_mut() {
             spec.holder_identity = None;
         }
-        match self.api.replace(&self.name, &PostParams::default(), &lease).await {
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
             Ok(_) | Err(kube::Error::Api(_)) => Ok(()),
             Err(e) => Err(err(e)),
         }
@@ -164,7 +216,9 @@ impl Elector {
                     // Look again at the latest when the lease expires, so a dead
                     // leader is replaced as soon as its lease lapses, not up to one
                     // retry interval later.
-                    Ok(Attempt::Following { expires_in }) => RETRY_INTERVAL.min(expires_in + Duration::from_millis(10)),
+                    Ok(Attempt::Following { expires_in }) => {
+                        RETRY_INTERVAL.min(expires_in + Duration::from_millis(10))
+                    }
                     Err(e) => {
                         tracing::warn!(lease = %self.name, error = %e, "leader election: lease not readable");
                         RETRY_INTERVAL
@@ -228,22 +282,35 @@ mod tests {
 
     #[test]
     fn a_lease_without_holder_is_acquired() {
-        let spec = LeaseSpec { holder_identity: Some(String::new()), ..held_by("x", 0) };
+        let spec = LeaseSpec {
+            holder_identity: Some(String::new()),
+            ..held_by("x", 0)
+        };
         assert_eq!(decide(Some(&spec), "me", at(1)), Decision::Acquire);
     }
 
     #[test]
     fn our_own_lease_is_renewed_even_when_expired() {
-        assert_eq!(decide(Some(&held_by("me", 0)), "me", at(100)), Decision::Renew);
+        assert_eq!(
+            decide(Some(&held_by("me", 0)), "me", at(100)),
+            Decision::Renew
+        );
     }
 
     #[test]
     fn anothers_fresh_lease_is_followed_until_it_expires() {
-        let cases = [("renewed_just_now", 0, 15_000), ("renewed_10s_ago", 10, 5_000), ("one_ms_before_expiry", 14, 1_000)];
+        let cases = [
+            ("renewed_just_now", 0, 15_000),
+            ("renewed_10s_ago", 10, 5_000),
+            ("one_ms_before_expiry", 14, 1_000),
+        ];
         for (name, now, remaining_ms) in cases {
             assert_eq!(
                 decide(Some(&held_by("other", 0)), "me", at(now)),
-                Decision::Follow { holder: "other".into(), remaining_ms },
+                Decision::Follow {
+                    holder: "other".into(),
+                    remaining_ms
+                },
                 "{name}"
             );
         }
@@ -251,13 +318,22 @@ mod tests {
 
     #[test]
     fn anothers_expired_lease_is_acquired() {
-        assert_eq!(decide(Some(&held_by("other", 0)), "me", at(15)), Decision::Acquire);
-        assert_eq!(decide(Some(&held_by("other", 0)), "me", at(60)), Decision::Acquire);
+        assert_eq!(
+            decide(Some(&held_by("other", 0)), "me", at(15)),
+            Decision::Acquire
+        );
+        assert_eq!(
+            decide(Some(&held_by("other", 0)), "me", at(60)),
+            Decision::Acquire
+        );
     }
 
     #[test]
     fn a_lease_never_renewed_is_acquired() {
-        let spec = LeaseSpec { renew_time: None, ..held_by("other", 0) };
+        let spec = LeaseSpec {
+            renew_time: None,
+            ..held_by("other", 0)
+        };
         assert_eq!(decide(Some(&spec), "me", at(0)), Decision::Acquire);
     }
 
@@ -276,6 +352,9 @@ mod tests {
     #[test]
     fn the_first_holder_starts_with_zero_transitions() {
         let first = next_spec(None, "me", at(0));
-        assert_eq!((first.lease_transitions, first.lease_duration_seconds), (Some(0), Some(15)));
+        assert_eq!(
+            (first.lease_transitions, first.lease_duration_seconds),
+            (Some(0), Some(15))
+        );
     }
 }

@@ -40,7 +40,12 @@ pub struct Context {
 
 impl Context {
     pub fn new(client: kube::Client, identity: String) -> Self {
-        Context { client, identity, ca_pem: None, scheduler_config: None }
+        Context {
+            client,
+            identity,
+            ca_pem: None,
+            scheduler_config: None,
+        }
     }
 
     pub fn with_ca(self, ca_pem: Option<String>) -> Self {
@@ -48,7 +53,10 @@ impl Context {
     }
 
     pub fn with_scheduler_config(self, config: Option<scheduler::config::SchedulerConfig>) -> Self {
-        Context { scheduler_config: config.map(Arc::new), ..self }
+        Context {
+            scheduler_config: config.map(Arc::new),
+            ..self
+        }
     }
 }
 
@@ -64,20 +72,62 @@ pub struct Loop {
 /// Every control loop kybern has.
 pub fn loops() -> Vec<Loop> {
     vec![
-        Loop { name: "namespace", run: namespace::run },
-        Loop { name: "serviceaccount", run: serviceaccount::run },
-        Loop { name: "garbagecollector", run: gc::run },
-        Loop { name: "replicaset", run: replicaset::run },
-        Loop { name: "deployment", run: deployment::run },
-        Loop { name: "statefulset", run: statefulset::run },
-        Loop { name: "daemonset", run: daemonset::run },
-        Loop { name: "job", run: job::run },
-        Loop { name: "cronjob", run: cronjob::run },
-        Loop { name: "endpoints", run: endpoints::run },
-        Loop { name: "endpointslice", run: endpointslice::run },
-        Loop { name: "nodeipam", run: nodeipam::run },
-        Loop { name: "nodelifecycle", run: nodelifecycle::run },
-        Loop { name: "localpath", run: localpath::run },
+        Loop {
+            name: "namespace",
+            run: namespace::run,
+        },
+        Loop {
+            name: "serviceaccount",
+            run: serviceaccount::run,
+        },
+        Loop {
+            name: "garbagecollector",
+            run: gc::run,
+        },
+        Loop {
+            name: "replicaset",
+            run: replicaset::run,
+        },
+        Loop {
+            name: "deployment",
+            run: deployment::run,
+        },
+        Loop {
+            name: "statefulset",
+            run: statefulset::run,
+        },
+        Loop {
+            name: "daemonset",
+            run: daemonset::run,
+        },
+        Loop {
+            name: "job",
+            run: job::run,
+        },
+        Loop {
+            name: "cronjob",
+            run: cronjob::run,
+        },
+        Loop {
+            name: "endpoints",
+            run: endpoints::run,
+        },
+        Loop {
+            name: "endpointslice",
+            run: endpointslice::run,
+        },
+        Loop {
+            name: "nodeipam",
+            run: nodeipam::run,
+        },
+        Loop {
+            name: "nodelifecycle",
+            run: nodelifecycle::run,
+        },
+        Loop {
+            name: "localpath",
+            run: localpath::run,
+        },
         scheduler::LOOP,
     ]
 }

@@ -72,7 +72,9 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
         return Ok(Action::await_change());
     }
     let name = ns.name_any();
-    let resources = crate::runtime::discovery::namespaced_deletable(ctx.client.clone()).await.map_err(Error::Discovery)?;
+    let resources = crate::runtime::discovery::namespaced_deletable(ctx.client.clone())
+        .await
+        .map_err(Error::Discovery)?;
     let mut failures = Vec::new();
     let mut remaining = Vec::new();
     for ar in &resources {
@@ -82,7 +84,12 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
             Err(e) => failures.push(format!("{}: {e}", resource_key(ar))),
         }
     }
-    let conditions = conditions(&failures, &remaining, previous_conditions(&ns), Timestamp::now());
+    let conditions = conditions(
+        &failures,
+        &remaining,
+        previous_conditions(&ns),
+        Timestamp::now(),
+    );
     if previous_conditions(&ns) != conditions.as_slice() {
         let patch = serde_json::json!({"status": {"conditions": conditions}});
         Api::<Namespace>::all(ctx.client.clone())
@@ -91,12 +98,18 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
             .map_err(|e| Error::Status(name.clone(), e))?;
     }
     if !failures.is_empty() || !remaining.is_empty() {
-        tracing::info!(remaining = remaining.len(), failures = failures.len(), "namespace content remains");
+        tracing::info!(
+            remaining = remaining.len(),
+            failures = failures.len(),
+            "namespace content remains"
+        );
         return Ok(Action::requeue(RECHECK));
     }
     let mut finalized = (*ns).clone();
     if let Some(spec) = finalized.spec.as_mut() {
-        spec.finalizers = Some(without_kubernetes(spec.finalizers.as_deref().unwrap_or_default()));
+        spec.finalizers = Some(without_kubernetes(
+            spec.finalizers.as_deref().unwrap_or_default(),
+        ));
     }
     Api::<Namespace>::all(ctx.client.clone())
         .replace_subresource("finalize", &name, &PostParams::default(), &finalized)
@@ -107,15 +120,23 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
 }
 
 /// Deletes every object of one resource in the namespace and says what is left.
-async fn clean(client: kube::Client, ns: &str, ar: &ApiResource) -> Result<Option<Remaining>, kube::Error> {
+async fn clean(
+    client: kube::Client,
+    ns: &str,
+    ar: &ApiResource,
+) -> Result<Option<Remaining>, kube::Error> {
     let api = Api::<DynamicObject>::namespaced_with(client, ns, ar);
     let left = api.list(&ListParams::default()).await?;
     if left.items.is_empty() {
         return Ok(None);
     }
-    api.delete_collection(&DeleteParams::background(), &ListParams::default()).await?;
+    api.delete_collection(&DeleteParams::background(), &ListParams::default())
+        .await?;
     let left = api.list(&ListParams::default()).await?;
-    Ok(summarize(&resource_key(ar), left.items.iter().map(|o| o.finalizers())))
+    Ok(summarize(
+        &resource_key(ar),
+        left.items.iter().map(|o| o.finalizers()),
+    ))
 }
 
 fn resource_key(ar: &ApiResource) -> String {
@@ -125,15 +146,26 @@ fn resource_key(ar: &ApiResource) -> String {
 /// Whether a namespace is terminating and still carries our finalizer.
 pub fn needs_cleanup(ns: &Namespace) -> bool {
     ns.metadata.deletion_timestamp.is_some()
-        && ns.spec.as_ref().and_then(|s| s.finalizers.as_ref()).is_some_and(|f| f.iter().any(|f| f == FINALIZER))
+        && ns
+            .spec
+            .as_ref()
+            .and_then(|s| s.finalizers.as_ref())
+            .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
 }
 
 pub fn without_kubernetes(finalizers: &[String]) -> Vec<String> {
-    finalizers.iter().filter(|f| *f != FINALIZER).cloned().collect()
+    finalizers
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect()
 }
 
 /// What is left of one resource, given the finalizers of each remaining object.
-pub fn summarize<'a>(resource: &str, objects: impl Iterator<Item = &'a [String]>) -> Option<Remaining> {
+pub fn summarize<'a>(
+    resource: &str,
+    objects: impl Iterator<Item = &'a [String]>,
+) -> Option<Remaining> {
     let mut count = 0;
     let mut finalizers: Vec<(String, usize)> = Vec::new();
     for fins in objects {
@@ -145,11 +177,18 @@ pub fn summarize<'a>(resource: &str, objects: impl Iterator<Item = &'a [String]>
             }
         }
     }
-    (count > 0).then(|| Remaining { resource: resource.to_string(), count, finalizers })
+    (count > 0).then(|| Remaining {
+        resource: resource.to_string(),
+        count,
+        finalizers,
+    })
 }
 
 fn previous_conditions(ns: &Namespace) -> &[NamespaceCondition] {
-    ns.status.as_ref().and_then(|s| s.conditions.as_deref()).unwrap_or_default()
+    ns.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_deref())
+        .unwrap_or_default()
 }
 
 /// The deletion conditions upstream sets on a terminating namespace, each True while
@@ -167,23 +206,46 @@ pub fn conditions(
         }
     }
     finalizers.sort();
-    let content: Vec<String> = remaining.iter().map(|r| format!("{} has {} resource instances", r.resource, r.count)).collect();
+    let content: Vec<String> = remaining
+        .iter()
+        .map(|r| format!("{} has {} resource instances", r.resource, r.count))
+        .collect();
     let table = [
-        ("NamespaceDeletionDiscoveryFailure", None, ("DiscoveryFailed", "ResourcesDiscovered")),
-        ("NamespaceDeletionGroupVersionParsingFailure", None, ("GroupVersionParsingFailed", "ParsedGroupVersions")),
+        (
+            "NamespaceDeletionDiscoveryFailure",
+            None,
+            ("DiscoveryFailed", "ResourcesDiscovered"),
+        ),
+        (
+            "NamespaceDeletionGroupVersionParsingFailure",
+            None,
+            ("GroupVersionParsingFailed", "ParsedGroupVersions"),
+        ),
         (
             "NamespaceDeletionContentFailure",
-            (!failures.is_empty()).then(|| format!("Failed to delete all resource types, {} remaining: {}", failures.len(), failures.join(", "))),
+            (!failures.is_empty()).then(|| {
+                format!(
+                    "Failed to delete all resource types, {} remaining: {}",
+                    failures.len(),
+                    failures.join(", ")
+                )
+            }),
             ("ContentDeletionFailed", "ContentDeleted"),
         ),
         (
             "NamespaceContentRemaining",
-            (!content.is_empty()).then(|| format!("Some resources are remaining: {}", content.join(", "))),
+            (!content.is_empty())
+                .then(|| format!("Some resources are remaining: {}", content.join(", "))),
             ("SomeResourcesRemain", "ContentRemoved"),
         ),
         (
             "NamespaceFinalizersRemaining",
-            (!finalizers.is_empty()).then(|| format!("Some content in the namespace has finalizers remaining: {}", finalizers.join(", "))),
+            (!finalizers.is_empty()).then(|| {
+                format!(
+                    "Some content in the namespace has finalizers remaining: {}",
+                    finalizers.join(", ")
+                )
+            }),
             ("SomeFinalizersRemain", "ContentHasNoFinalizers"),
         ),
     ];
@@ -201,9 +263,15 @@ pub fn conditions(
                 status: status.to_string(),
                 reason: Some(if problem.is_some() { bad } else { good }.to_string()),
                 message: Some(problem.unwrap_or_else(|| match type_ {
-                    "NamespaceDeletionDiscoveryFailure" => "All resources successfully discovered".into(),
-                    "NamespaceDeletionGroupVersionParsingFailure" => "All legacy kube types successfully parsed".into(),
-                    "NamespaceDeletionContentFailure" => "All content successfully deleted, may be waiting on finalization".into(),
+                    "NamespaceDeletionDiscoveryFailure" => {
+                        "All resources successfully discovered".into()
+                    }
+                    "NamespaceDeletionGroupVersionParsingFailure" => {
+                        "All legacy kube types successfully parsed".into()
+                    }
+                    "NamespaceDeletionContentFailure" => {
+                        "All content successfully deleted, may be waiting on finalization".into()
+                    }
                     "NamespaceContentRemaining" => "All content successfully removed".into(),
                     _ => "All content-preserving finalizers finished".into(),
                 })),
@@ -225,14 +293,22 @@ mod tests {
 
     fn namespace(deleting: bool, finalizers: &[&str]) -> Namespace {
         Namespace {
-            metadata: ObjectMeta { name: Some("n".into()), deletion_timestamp: deleting.then(|| Time(at(0))), ..Default::default() },
-            spec: Some(NamespaceSpec { finalizers: Some(finalizers.iter().map(|s| s.to_string()).collect()) }),
+            metadata: ObjectMeta {
+                name: Some("n".into()),
+                deletion_timestamp: deleting.then(|| Time(at(0))),
+                ..Default::default()
+            },
+            spec: Some(NamespaceSpec {
+                finalizers: Some(finalizers.iter().map(|s| s.to_string()).collect()),
+            }),
             status: None,
         }
     }
 
     fn condition<'a>(cs: &'a [NamespaceCondition], t: &str) -> &'a NamespaceCondition {
-        cs.iter().find(|c| c.type_ == t).unwrap_or_else(|| panic!("no {t} condition"))
+        cs.iter()
+            .find(|c| c.type_ == t)
+            .unwrap_or_else(|| panic!("no {t} condition"))
     }
 
     #[test]
@@ -241,7 +317,11 @@ mod tests {
             ("active", namespace(false, &["kubernetes"]), false),
             ("terminating", namespace(true, &["kubernetes"]), true),
             ("terminating_already_finalized", namespace(true, &[]), false),
-            ("terminating_with_another_finalizer_only", namespace(true, &["example.com/x"]), false),
+            (
+                "terminating_with_another_finalizer_only",
+                namespace(true, &["example.com/x"]),
+                false,
+            ),
         ];
         for (name, ns, want) in cases {
             assert_eq!(needs_cleanup(&ns), want, "{name}");
@@ -256,7 +336,11 @@ mod tests {
 
     #[test]
     fn remaining_objects_are_counted_with_their_finalizers() {
-        let objs: Vec<Vec<String>> = vec![vec!["foregroundDeletion".into()], vec![], vec!["foregroundDeletion".into()]];
+        let objs: Vec<Vec<String>> = vec![
+            vec!["foregroundDeletion".into()],
+            vec![],
+            vec!["foregroundDeletion".into()],
+        ];
         let left = summarize("configmaps.", objs.iter().map(Vec::as_slice)).unwrap();
         assert_eq!(left.count, 3);
         assert_eq!(left.finalizers, vec![("foregroundDeletion".to_string(), 2)]);
@@ -265,15 +349,32 @@ mod tests {
 
     #[test]
     fn remaining_content_sets_content_remaining_true_with_what_remains() {
-        let left = Remaining { resource: "configmaps.".into(), count: 2, finalizers: vec![("example.com/x".into(), 1)] };
+        let left = Remaining {
+            resource: "configmaps.".into(),
+            count: 2,
+            finalizers: vec![("example.com/x".into(), 1)],
+        };
         let cs = conditions(&[], &[left], &[], at(5));
         let remaining = condition(&cs, "NamespaceContentRemaining");
-        assert_eq!((remaining.status.as_str(), remaining.reason.as_deref()), ("True", Some("SomeResourcesRemain")));
-        assert_eq!(remaining.message.as_deref(), Some("Some resources are remaining: configmaps. has 2 resource instances"));
+        assert_eq!(
+            (remaining.status.as_str(), remaining.reason.as_deref()),
+            ("True", Some("SomeResourcesRemain"))
+        );
+        assert_eq!(
+            remaining.message.as_deref(),
+            Some("Some resources are remaining: configmaps. has 2 resource instances")
+        );
         let fins = condition(&cs, "NamespaceFinalizersRemaining");
         assert_eq!(fins.status, "True");
-        assert!(fins.message.as_deref().unwrap().contains("example.com/x in 1 resource instances"));
-        assert_eq!(condition(&cs, "NamespaceDeletionContentFailure").status, "False");
+        assert!(fins
+            .message
+            .as_deref()
+            .unwrap()
+            .contains("example.com/x in 1 resource instances"));
+        assert_eq!(
+            condition(&cs, "NamespaceDeletionContentFailure").status,
+            "False"
+        );
     }
 
     #[test]
@@ -286,12 +387,25 @@ mod tests {
 
     #[test]
     fn transition_time_moves_only_when_the_status_changes() {
-        let left = Remaining { resource: "configmaps.".into(), count: 1, finalizers: vec![] };
+        let left = Remaining {
+            resource: "configmaps.".into(),
+            count: 1,
+            finalizers: vec![],
+        };
         let first = conditions(&[], std::slice::from_ref(&left), &[], at(0));
         let again = conditions(&[], std::slice::from_ref(&left), &first, at(10));
-        assert_eq!(condition(&again, "NamespaceContentRemaining").last_transition_time, Some(Time(at(0))));
+        assert_eq!(
+            condition(&again, "NamespaceContentRemaining").last_transition_time,
+            Some(Time(at(0)))
+        );
         let cleared = conditions(&[], &[], &again, at(20));
-        assert_eq!(condition(&cleared, "NamespaceContentRemaining").last_transition_time, Some(Time(at(20))));
-        assert_eq!(condition(&cleared, "NamespaceDeletionContentFailure").last_transition_time, Some(Time(at(0))));
+        assert_eq!(
+            condition(&cleared, "NamespaceContentRemaining").last_transition_time,
+            Some(Time(at(20)))
+        );
+        assert_eq!(
+            condition(&cleared, "NamespaceDeletionContentFailure").last_transition_time,
+            Some(Time(at(0)))
+        );
     }
 }

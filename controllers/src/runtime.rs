@@ -21,7 +21,13 @@ pub fn reflect_all<K>(
     impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static,
 )
 where
-    K: kube::Resource<DynamicType = ()> + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + Sync + 'static,
+    K: kube::Resource<DynamicType = ()>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
 {
     use kube::runtime::WatchStreamExt;
     let (store, writer) = kube::runtime::reflector::store();
@@ -43,7 +49,9 @@ pub fn reexec_with_malloc_settings(settings: &[(&str, &str)]) {
     if std::env::var_os(MARK).is_some() {
         return;
     }
-    let Ok(exe) = std::env::current_exe() else { return };
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
     let mut cmd = std::process::Command::new(exe);
     cmd.args(std::env::args_os().skip(1)).env(MARK, "1");
     for (k, v) in settings {
@@ -78,7 +86,10 @@ pub fn select(names: &[String], disable: &[String]) -> Result<Vec<Loop>, Error> 
     let all = loops();
     for n in names {
         if !all.iter().any(|l| l.name == n) {
-            return Err(Error::UnknownLoop { name: n.clone(), known: known() });
+            return Err(Error::UnknownLoop {
+                name: n.clone(),
+                known: known(),
+            });
         }
     }
     if disable.iter().any(|d| d == "controllers") {
@@ -104,11 +115,20 @@ pub fn identity() -> String {
 /// trusts the apiserver with (published as `kube-root-ca.crt`).
 pub async fn context_from_kubeconfig(path: &std::path::Path) -> anyhow::Result<Context> {
     use anyhow::Context as _;
-    let kubeconfig = kube::config::Kubeconfig::read_from(path).with_context(|| format!("reading kubeconfig {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-        .await
-        .with_context(|| format!("loading kubeconfig {}", path.display()))?;
-    let ca_pem = config.root_cert.as_ref().map(|certs| certs.iter().map(|der| pem("CERTIFICATE", der)).collect::<String>());
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .with_context(|| format!("loading kubeconfig {}", path.display()))?;
+    let ca_pem = config.root_cert.as_ref().map(|certs| {
+        certs
+            .iter()
+            .map(|der| pem("CERTIFICATE", der))
+            .collect::<String>()
+    });
     let client = kube::Client::try_from(config).context("building a client from the kubeconfig")?;
     Ok(Context::new(client, identity()).with_ca(ca_pem))
 }
@@ -159,20 +179,33 @@ pub async fn run_one(l: Loop, ctx: Context) {
 
 /// One loop under its lease, restarted after each failure.
 async fn lead_and_run(l: Loop, ctx: Arc<Context>) {
-    let elector = Elector::new(ctx.client.clone(), &format!("kybern-{}", l.name), &ctx.identity);
+    let elector = Elector::new(
+        ctx.client.clone(),
+        &format!("kybern-{}", l.name),
+        &ctx.identity,
+    );
     elector.run(|| supervise(l.name, l.run, ctx.clone())).await
 }
 
 /// Runs a loop forever: a loop that returns (error or not) is started again after a
 /// back-off that doubles up to a minute and resets once a run lasted that long.
-async fn supervise(name: &'static str, run: fn(Arc<Context>) -> crate::LoopFuture, ctx: Arc<Context>) {
+async fn supervise(
+    name: &'static str,
+    run: fn(Arc<Context>) -> crate::LoopFuture,
+    ctx: Arc<Context>,
+) {
     let mut backoff = FIRST_BACKOFF;
     loop {
         tracing::info!(control_loop = name, "starting");
         let started = tokio::time::Instant::now();
         match run(ctx.clone()).await {
             Ok(()) => tracing::warn!(control_loop = name, "ended; restarting"),
-            Err(e) => tracing::error!(control_loop = name, error = format!("{e:#}"), ?backoff, "failed; restarting after back-off"),
+            Err(e) => tracing::error!(
+                control_loop = name,
+                error = format!("{e:#}"),
+                ?backoff,
+                "failed; restarting after back-off"
+            ),
         }
         if started.elapsed() >= MAX_BACKOFF {
             backoff = FIRST_BACKOFF;
@@ -191,7 +224,11 @@ mod tests {
     }
 
     fn selected(run: &[&str], disable: &[&str]) -> Vec<&'static str> {
-        select(&names(run), &names(disable)).unwrap().iter().map(|l| l.name).collect()
+        select(&names(run), &names(disable))
+            .unwrap()
+            .iter()
+            .map(|l| l.name)
+            .collect()
     }
 
     #[test]
@@ -229,7 +266,15 @@ mod tests {
 
     #[test]
     fn an_unknown_name_is_an_error_listing_known_loops() {
-        let err = select(&names(&["nope"]), &[]).err().expect("an error").to_string();
-        assert!(err.contains("\"nope\"") && err.contains("namespace") && err.contains("garbagecollector"), "{err}");
+        let err = select(&names(&["nope"]), &[])
+            .err()
+            .expect("an error")
+            .to_string();
+        assert!(
+            err.contains("\"nope\"")
+                && err.contains("namespace")
+                && err.contains("garbagecollector"),
+            "{err}"
+        );
     }
 }

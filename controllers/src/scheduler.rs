@@ -36,7 +36,10 @@ use queue::{QueuedPod, SchedulingQueue};
 
 /// The scheduler as a control loop: what `kybern controller scheduler`, `kybern server`
 /// and the standalone `kybern-scheduler` binary all run.
-pub const LOOP: crate::Loop = crate::Loop { name: "scheduler", run };
+pub const LOOP: crate::Loop = crate::Loop {
+    name: "scheduler",
+    run,
+};
 
 /// The scheduler with the context's configuration (`--scheduler-config`), or the default
 /// one.

@@ -27,7 +27,11 @@ const DESCRIPTION: &str = "Contains a CA bundle that can be used to verify the k
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("ensuring {what} in namespace {namespace}: {source}")]
-    Api { what: &'static str, namespace: String, source: kube::Error },
+    Api {
+        what: &'static str,
+        namespace: String,
+        source: kube::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -39,24 +43,27 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
         }
         let client = ctx.client.clone();
         let to_namespace = |ns: Option<String>| ns.map(|n| ObjectRef::<Namespace>::new(&n));
-        Controller::new(Api::<Namespace>::all(client.clone()), watcher::Config::default())
-            .watches(
-                Api::<ServiceAccount>::all(client.clone()),
-                watcher::Config::default().fields(&format!("metadata.name={DEFAULT_SERVICE_ACCOUNT}")),
-                move |sa| to_namespace(sa.namespace()),
-            )
-            .watches(
-                Api::<ConfigMap>::all(client),
-                watcher::Config::default().fields(&format!("metadata.name={ROOT_CA_CONFIGMAP}")),
-                move |cm| to_namespace(cm.namespace()),
-            )
-            .run(reconcile, error_policy, ctx)
-            .for_each(|r| async move {
-                if let Err(e) = r {
-                    tracing::debug!(error = %e, "serviceaccount reconcile failed");
-                }
-            })
-            .await;
+        Controller::new(
+            Api::<Namespace>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .watches(
+            Api::<ServiceAccount>::all(client.clone()),
+            watcher::Config::default().fields(&format!("metadata.name={DEFAULT_SERVICE_ACCOUNT}")),
+            move |sa| to_namespace(sa.namespace()),
+        )
+        .watches(
+            Api::<ConfigMap>::all(client),
+            watcher::Config::default().fields(&format!("metadata.name={ROOT_CA_CONFIGMAP}")),
+            move |cm| to_namespace(cm.namespace()),
+        )
+        .run(reconcile, error_policy, ctx)
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "serviceaccount reconcile failed");
+            }
+        })
+        .await;
         Ok(())
     })
 }
@@ -75,20 +82,38 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
     let name = ns.name_any();
     let err = |what| {
         let namespace = name.clone();
-        move |source| Error::Api { what, namespace, source }
+        move |source| Error::Api {
+            what,
+            namespace,
+            source,
+        }
     };
     let accounts = Api::<ServiceAccount>::namespaced(ctx.client.clone(), &name);
-    if accounts.get_opt(DEFAULT_SERVICE_ACCOUNT).await.map_err(err("ServiceAccount default"))?.is_none() {
-        ignore_conflicts(accounts.create(&PostParams::default(), &default_service_account()).await)
-            .map_err(err("ServiceAccount default"))?;
+    if accounts
+        .get_opt(DEFAULT_SERVICE_ACCOUNT)
+        .await
+        .map_err(err("ServiceAccount default"))?
+        .is_none()
+    {
+        ignore_conflicts(
+            accounts
+                .create(&PostParams::default(), &default_service_account())
+                .await,
+        )
+        .map_err(err("ServiceAccount default"))?;
         tracing::info!("created ServiceAccount default");
     }
     if let Some(ca) = &ctx.ca_pem {
         let maps = Api::<ConfigMap>::namespaced(ctx.client.clone(), &name);
         let desired = root_ca_configmap(ca);
-        match maps.get_opt(ROOT_CA_CONFIGMAP).await.map_err(err("ConfigMap kube-root-ca.crt"))? {
+        match maps
+            .get_opt(ROOT_CA_CONFIGMAP)
+            .await
+            .map_err(err("ConfigMap kube-root-ca.crt"))?
+        {
             None => {
-                ignore_conflicts(maps.create(&PostParams::default(), &desired).await).map_err(err("ConfigMap kube-root-ca.crt"))?;
+                ignore_conflicts(maps.create(&PostParams::default(), &desired).await)
+                    .map_err(err("ConfigMap kube-root-ca.crt"))?;
                 tracing::info!("published kube-root-ca.crt");
             }
             Some(existing) if needs_update(&existing, ca) => {
@@ -96,7 +121,9 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
                 updated.data = desired.data;
                 updated.metadata.annotations = desired.metadata.annotations;
                 // Replace keeps the resourceVersion we read: a concurrent change gets a 409 and a retry.
-                maps.replace(ROOT_CA_CONFIGMAP, &PostParams::default(), &updated).await.map_err(err("ConfigMap kube-root-ca.crt"))?;
+                maps.replace(ROOT_CA_CONFIGMAP, &PostParams::default(), &updated)
+                    .await
+                    .map_err(err("ConfigMap kube-root-ca.crt"))?;
                 tracing::info!("updated kube-root-ca.crt");
             }
             Some(_) => {}
@@ -107,17 +134,24 @@ async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
 
 /// A create that lost a race to another writer (409 AlreadyExists) or found the
 /// namespace terminating (403) has nothing left to do.
-fn ignore_conflicts<T>(r: std::result::Result<T, kube::Error>) -> std::result::Result<(), kube::Error> {
+fn ignore_conflicts<T>(
+    r: std::result::Result<T, kube::Error>,
+) -> std::result::Result<(), kube::Error> {
     match r {
         Ok(_) => Ok(()),
-        Err(kube::Error::Api(s)) if s.code == 409 || (s.code == 403 && s.reason == "Forbidden") => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 409 || (s.code == 403 && s.reason == "Forbidden") => {
+            Ok(())
+        }
         Err(e) => Err(e),
     }
 }
 
 pub fn default_service_account() -> ServiceAccount {
     ServiceAccount {
-        metadata: ObjectMeta { name: Some(DEFAULT_SERVICE_ACCOUNT.into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(DEFAULT_SERVICE_ACCOUNT.into()),
+            ..Default::default()
+        },
         ..Default::default()
     }
 }
@@ -126,10 +160,16 @@ pub fn root_ca_configmap(ca_pem: &str) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(ROOT_CA_CONFIGMAP.into()),
-            annotations: Some(BTreeMap::from([("kubernetes.io/description".to_string(), DESCRIPTION.to_string())])),
+            annotations: Some(BTreeMap::from([(
+                "kubernetes.io/description".to_string(),
+                DESCRIPTION.to_string(),
+            )])),
             ..Default::default()
         },
-        data: Some(BTreeMap::from([(ROOT_CA_KEY.to_string(), ca_pem.to_string())])),
+        data: Some(BTreeMap::from([(
+            ROOT_CA_KEY.to_string(),
+            ca_pem.to_string(),
+        )])),
         ..Default::default()
     }
 }
@@ -137,7 +177,8 @@ pub fn root_ca_configmap(ca_pem: &str) -> ConfigMap {
 /// Whether a published CA differs from the cluster's (edited, or the CA rotated).
 pub fn needs_update(existing: &ConfigMap, ca_pem: &str) -> bool {
     let data = existing.data.as_ref();
-    data.and_then(|d| d.get(ROOT_CA_KEY)).map(String::as_str) != Some(ca_pem) || data.is_some_and(|d| d.len() != 1)
+    data.and_then(|d| d.get(ROOT_CA_KEY)).map(String::as_str) != Some(ca_pem)
+        || data.is_some_and(|d| d.len() != 1)
 }
 
 #[cfg(test)]
@@ -148,13 +189,20 @@ mod tests {
     fn the_published_configmap_carries_the_ca_under_ca_crt() {
         let cm = root_ca_configmap("PEM");
         assert_eq!(cm.metadata.name.as_deref(), Some("kube-root-ca.crt"));
-        assert_eq!(cm.data.unwrap().get("ca.crt").map(String::as_str), Some("PEM"));
+        assert_eq!(
+            cm.data.unwrap().get("ca.crt").map(String::as_str),
+            Some("PEM")
+        );
     }
 
     #[test]
     fn a_configmap_is_updated_only_when_its_data_differs_from_the_ca() {
         let with = |data: &[(&str, &str)]| ConfigMap {
-            data: Some(data.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()),
+            data: Some(
+                data.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
             ..Default::default()
         };
         let cases = [

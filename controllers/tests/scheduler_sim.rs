@@ -37,8 +37,13 @@ async fn pods_land_where_upstream_puts_them_and_run_on_simulated_nodes() {
     eventually("10 simulated nodes registered", || {
         let nodes = nodes.clone();
         async move {
-            let n = nodes.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
-            (n.items.len() == 10).then_some(()).ok_or(format!("{} nodes", n.items.len()))
+            let n = nodes
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| e.to_string())?;
+            (n.items.len() == 10)
+                .then_some(())
+                .ok_or(format!("{} nodes", n.items.len()))
         }
     })
     .await;
@@ -53,13 +58,23 @@ async fn pods_land_where_upstream_puts_them_and_run_on_simulated_nodes() {
             }),
             _ => json!({"metadata": {"labels": {"pool": "general"}}}),
         };
-        nodes.patch(&name, &PatchParams::default(), &Patch::Merge(&patch)).await.unwrap();
+        nodes
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .unwrap();
     }
     tokio::spawn(Scheduler::new(cluster.client.clone(), SchedulerConfig::default()).run());
 
     let mut pods = vec![
-        Pod::test("on-ssd").node_selector("disk", "ssd").requests("500m", "1Gi"),
-        Pod::test("on-gpu").node_selector("gpu", "true").toleration("dedicated", "Equal", "gpu", "NoSchedule"),
+        Pod::test("on-ssd")
+            .node_selector("disk", "ssd")
+            .requests("500m", "1Gi"),
+        Pod::test("on-gpu").node_selector("gpu", "true").toleration(
+            "dedicated",
+            "Equal",
+            "gpu",
+            "NoSchedule",
+        ),
         // Wants the gpu node but does not tolerate its taint.
         Pod::test("gpu-untolerated").node_selector("gpu", "true"),
         // 3 cpu fits no 2-cpu node.
@@ -67,7 +82,11 @@ async fn pods_land_where_upstream_puts_them_and_run_on_simulated_nodes() {
     ];
     // 1500m each: exactly one per 2-cpu node of the pool.
     for i in 0..7 {
-        pods.push(Pod::test(&format!("general-{i}")).node_selector("pool", "general").requests("1500m", "100Mi"));
+        pods.push(
+            Pod::test(&format!("general-{i}"))
+                .node_selector("pool", "general")
+                .requests("1500m", "100Mi"),
+        );
     }
     let api: Api<Pod> = cluster.api();
     for p in pods {
@@ -75,7 +94,10 @@ async fn pods_land_where_upstream_puts_them_and_run_on_simulated_nodes() {
     }
 
     let placed_now = |api: Api<Pod>| async move {
-        let list = api.list(&ListParams::default()).await.map_err(|e| e.to_string())?;
+        let list = api
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?;
         let placed: BTreeMap<String, (String, String)> = list
             .items
             .iter()
@@ -91,19 +113,32 @@ async fn pods_land_where_upstream_puts_them_and_run_on_simulated_nodes() {
         let api = api.clone();
         async move {
             let placed = placed_now(api).await?;
-            let running = placed.values().filter(|(_, phase)| phase == "Running").count();
+            let running = placed
+                .values()
+                .filter(|(_, phase)| phase == "Running")
+                .count();
             (running == 9).then_some(()).ok_or(format!("{placed:?}"))
         }
     })
     .await;
     let placed = placed_now(api.clone()).await.unwrap();
     let node = |name: &str| placed[name].0.as_str();
-    assert!(["sim-0", "sim-1"].contains(&node("on-ssd")), "nodeSelector: {placed:?}");
+    assert!(
+        ["sim-0", "sim-1"].contains(&node("on-ssd")),
+        "nodeSelector: {placed:?}"
+    );
     assert_eq!(node("on-gpu"), "sim-2", "selector + toleration: {placed:?}");
     let general: BTreeSet<&str> = (0..7).map(|i| node(&format!("general-{i}"))).collect();
     let pool: BTreeSet<String> = (3..10).map(|i| format!("sim-{i}")).collect();
-    assert_eq!(general, pool.iter().map(String::as_str).collect(), "one 1500m pod per 2-cpu pool node");
-    assert!(!placed.contains_key("gpu-untolerated") && !placed.contains_key("too-big"), "{placed:?}");
+    assert_eq!(
+        general,
+        pool.iter().map(String::as_str).collect(),
+        "one 1500m pod per 2-cpu pool node"
+    );
+    assert!(
+        !placed.contains_key("gpu-untolerated") && !placed.contains_key("too-big"),
+        "{placed:?}"
+    );
 
     let cases = [
         (
@@ -132,7 +167,9 @@ async fn pods_land_where_upstream_puts_them_and_run_on_simulated_nodes() {
                     .find(|c| c.type_ == "PodScheduled")
                     .ok_or("no PodScheduled condition")?;
                 let got = (c.status.as_str(), c.reason.as_deref(), c.message.as_deref());
-                (got == ("False", Some("Unschedulable"), Some(want))).then_some(()).ok_or(format!("{got:?}"))
+                (got == ("False", Some("Unschedulable"), Some(want)))
+                    .then_some(())
+                    .ok_or(format!("{got:?}"))
             }
         })
         .await;

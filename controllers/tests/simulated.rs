@@ -60,7 +60,10 @@ async fn a_deployment_becomes_available_on_simulated_nodes() {
         .collect();
     // Placement itself is the scheduler tests' business (here the scheduler may start
     // before it has seen every node); every pod is on a simulated node.
-    assert!(nodes.iter().all(|n| n.starts_with("sim-")), "pods on {nodes:?}");
+    assert!(
+        nodes.iter().all(|n| n.starts_with("sim-")),
+        "pods on {nodes:?}"
+    );
     for p in &pods {
         let status = p.status.as_ref().unwrap();
         assert_eq!(status.phase.as_deref(), Some("Running"));

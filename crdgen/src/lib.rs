@@ -11,9 +11,10 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, autoscaling::v1 as autoscaling1, autoscaling::v2 as autoscaling2, batch::v1 as batch,
-    coordination::v1 as coordination, core::v1 as core, discovery::v1 as discovery, networking::v1 as networking,
-    policy::v1 as policy, rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
+    apps::v1 as apps, autoscaling::v1 as autoscaling1, autoscaling::v2 as autoscaling2,
+    batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
+    discovery::v1 as discovery, networking::v1 as networking, policy::v1 as policy,
+    rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
@@ -62,8 +63,15 @@ pub fn schema_of<T: JsonSchema>() -> anyhow::Result<Value> {
     let root = generator.subschema_for::<T>();
     let defs = generator.take_definitions(true);
     let name = match root.get("$ref").and_then(Value::as_str) {
-        Some(r) => r.strip_prefix("#/$defs/").unwrap_or(r).replace("~1", "/").replace("~0", "~"),
-        None => anyhow::bail!("schema of {} was inlined, expected a $ref", T::schema_name()),
+        Some(r) => r
+            .strip_prefix("#/$defs/")
+            .unwrap_or(r)
+            .replace("~1", "/")
+            .replace("~0", "~"),
+        None => anyhow::bail!(
+            "schema of {} was inlined, expected a $ref",
+            T::schema_name()
+        ),
     };
     schema::structural(&name, &defs)
 }
@@ -83,7 +91,12 @@ impl Crd {
             short_names: Vec::new(),
             categories: Vec::new(),
             scale: false,
-            versions: vec![Version { name: T::VERSION.to_owned(), served: true, storage: true, schema: schema_of::<T>()? }],
+            versions: vec![Version {
+                name: T::VERSION.to_owned(),
+                served: true,
+                storage: true,
+                schema: schema_of::<T>()?,
+            }],
         })
     }
 
@@ -95,7 +108,9 @@ impl Crd {
         T::Scope: ScopeName,
     {
         anyhow::ensure!(
-            T::GROUP == self.group && T::KIND == self.kind && T::URL_PATH_SEGMENT == self.plural
+            T::GROUP == self.group
+                && T::KIND == self.kind
+                && T::URL_PATH_SEGMENT == self.plural
                 && <T::Scope as ScopeName>::NAME == self.scope,
             "{} {} is not another version of {}/{}",
             T::API_VERSION,
@@ -108,7 +123,12 @@ impl Crd {
                 v.storage = false;
             }
         }
-        self.versions.push(Version { name: T::VERSION.to_owned(), served: true, storage, schema: schema_of::<T>()? });
+        self.versions.push(Version {
+            name: T::VERSION.to_owned(),
+            served: true,
+            storage,
+            schema: schema_of::<T>()?,
+        });
         Ok(self)
     }
 
@@ -140,7 +160,11 @@ impl Crd {
 
     /// `crds/` file name: `<group-or-core>_<plural>.yaml`.
     pub fn file_name(&self) -> String {
-        let group = if self.group.is_empty() { "core" } else { &self.group };
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            &self.group
+        };
         format!("{group}_{}.yaml", self.plural)
     }
 
@@ -162,7 +186,11 @@ impl Crd {
             .iter()
             .map(|v| {
                 let mut subresources = Map::new();
-                let has_status = v.schema.get("properties").and_then(|p| p.get("status")).is_some();
+                let has_status = v
+                    .schema
+                    .get("properties")
+                    .and_then(|p| p.get("status"))
+                    .is_some();
                 if has_status {
                     subresources.insert("status".into(), json!({}));
                 }
@@ -222,7 +250,10 @@ pub fn all_crds() -> anyhow::Result<Vec<Crd>> {
         Crd::of::<core::PersistentVolumeClaim>()?.short(&["pvc"]),
         Crd::of::<core::Pod>()?.short(&["po"]).categories(ALL),
         Crd::of::<core::PodTemplate>()?,
-        Crd::of::<core::ReplicationController>()?.short(&["rc"]).categories(ALL).scale(),
+        Crd::of::<core::ReplicationController>()?
+            .short(&["rc"])
+            .categories(ALL)
+            .scale(),
         Crd::of::<core::ResourceQuota>()?.short(&["quota"]),
         Crd::of::<core::Secret>()?,
         Crd::of::<core::Service>()?.short(&["svc"]).categories(ALL),
@@ -230,9 +261,18 @@ pub fn all_crds() -> anyhow::Result<Vec<Crd>> {
         // apps/v1
         Crd::of::<apps::ControllerRevision>()?,
         Crd::of::<apps::DaemonSet>()?.short(&["ds"]).categories(ALL),
-        Crd::of::<apps::Deployment>()?.short(&["deploy"]).categories(ALL).scale(),
-        Crd::of::<apps::ReplicaSet>()?.short(&["rs"]).categories(ALL).scale(),
-        Crd::of::<apps::StatefulSet>()?.short(&["sts"]).categories(ALL).scale(),
+        Crd::of::<apps::Deployment>()?
+            .short(&["deploy"])
+            .categories(ALL)
+            .scale(),
+        Crd::of::<apps::ReplicaSet>()?
+            .short(&["rs"])
+            .categories(ALL)
+            .scale(),
+        Crd::of::<apps::StatefulSet>()?
+            .short(&["sts"])
+            .categories(ALL)
+            .scale(),
         // autoscaling: v1 served, v2 served + storage
         Crd::of::<autoscaling1::HorizontalPodAutoscaler>()?
             .version::<autoscaling2::HorizontalPodAutoscaler>(true)?
@@ -267,7 +307,9 @@ pub fn all_crds() -> anyhow::Result<Vec<Crd>> {
         Crd::of::<storage::StorageClass>()?.short(&["sc"]),
         Crd::of::<storage::VolumeAttachment>()?,
         // apiextensions.k8s.io/v1
-        Crd::of::<apiextensions::CustomResourceDefinition>()?.short(&["crd", "crds"]).categories(&["api-extensions"]),
+        Crd::of::<apiextensions::CustomResourceDefinition>()?
+            .short(&["crd", "crds"])
+            .categories(&["api-extensions"]),
     ];
     Ok(crds)
 }
@@ -283,7 +325,12 @@ pub fn readme(crds: &[Crd]) -> String {
          Files:\n\n",
     );
     for c in crds {
-        s.push_str(&format!("- `{}`: {} ({})\n", c.file_name(), c.kind, c.name()));
+        s.push_str(&format!(
+            "- `{}`: {} ({})\n",
+            c.file_name(),
+            c.kind,
+            c.name()
+        ));
     }
     s
 }
@@ -412,17 +459,28 @@ mod tests {
                 let ctx = format!("{} {}", crd.file_name(), v.name);
                 let mut problems = Vec::new();
                 visit("", &v.schema, &mut |path, obj| {
-                    for forbidden in ["$ref", "$schema", "$defs", "definitions", "title", "nullable"] {
+                    for forbidden in [
+                        "$ref",
+                        "$schema",
+                        "$defs",
+                        "definitions",
+                        "title",
+                        "nullable",
+                    ] {
                         if obj.contains_key(forbidden) {
                             problems.push(format!("{path}: has {forbidden}"));
                         }
                     }
                     match obj.get("type") {
                         Some(Value::String(_)) => {}
-                        Some(other) => problems.push(format!("{path}: type is not a string: {other}")),
+                        Some(other) => {
+                            problems.push(format!("{path}: type is not a string: {other}"))
+                        }
                         None => {
-                            let int_or_string = obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
-                            let preserve = obj.get("x-kubernetes-preserve-unknown-fields") == Some(&Value::Bool(true));
+                            let int_or_string =
+                                obj.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true));
+                            let preserve = obj.get("x-kubernetes-preserve-unknown-fields")
+                                == Some(&Value::Bool(true));
                             if !int_or_string && !preserve {
                                 problems.push(format!("{path}: no type"));
                             }
@@ -437,15 +495,25 @@ mod tests {
                         }
                     }
                 });
-                assert!(problems.is_empty(), "{ctx} not structural:\n{}", problems.join("\n"));
+                assert!(
+                    problems.is_empty(),
+                    "{ctx} not structural:\n{}",
+                    problems.join("\n")
+                );
                 assert_eq!(v.schema["type"], "object", "{ctx}: root type");
-                assert_eq!(v.schema["properties"]["metadata"], json!({"type": "object"}), "{ctx}: metadata");
+                assert_eq!(
+                    v.schema["properties"]["metadata"],
+                    json!({"type": "object"}),
+                    "{ctx}: metadata"
+                );
             }
         }
     }
 
     fn find<'a>(crds: &'a [Crd], file: &str) -> &'a Crd {
-        crds.iter().find(|c| c.file_name() == file).unwrap_or_else(|| panic!("no {file}"))
+        crds.iter()
+            .find(|c| c.file_name() == file)
+            .unwrap_or_else(|| panic!("no {file}"))
     }
 
     #[test]
@@ -466,13 +534,23 @@ mod tests {
         let containers = &schema["properties"]["spec"]["properties"]["containers"];
         assert_eq!(containers["type"], "array");
         assert_eq!(containers["items"]["type"], "object");
-        assert!(containers["items"]["required"].as_array().unwrap().contains(&json!("name")));
-        assert_eq!(schema["properties"]["spec"]["required"], json!(["containers"]));
+        assert!(containers["items"]["required"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("name")));
+        assert_eq!(
+            schema["properties"]["spec"]["required"],
+            json!(["containers"])
+        );
         // Quantity and IntOrString.
         let resources = &containers["items"]["properties"]["resources"]["properties"];
         assert_eq!(resources["limits"]["type"], "object");
-        assert_eq!(resources["limits"]["additionalProperties"]["x-kubernetes-int-or-string"], true);
-        let port = &containers["items"]["properties"]["livenessProbe"]["properties"]["httpGet"]["properties"]["port"];
+        assert_eq!(
+            resources["limits"]["additionalProperties"]["x-kubernetes-int-or-string"],
+            true
+        );
+        let port = &containers["items"]["properties"]["livenessProbe"]["properties"]["httpGet"]
+            ["properties"]["port"];
         assert_eq!(port["x-kubernetes-int-or-string"], true);
         assert!(port.get("type").is_none());
         // Time.
@@ -491,7 +569,11 @@ mod tests {
             json!({"specReplicasPath": ".spec.replicas", "statusReplicasPath": ".status.replicas", "labelSelectorPath": ".status.selector"})
         );
         let hpa = find(&crds, "autoscaling_horizontalpodautoscalers.yaml");
-        let names: Vec<_> = hpa.versions.iter().map(|v| (v.name.as_str(), v.served, v.storage)).collect();
+        let names: Vec<_> = hpa
+            .versions
+            .iter()
+            .map(|v| (v.name.as_str(), v.served, v.storage))
+            .collect();
         assert_eq!(names, [("v1", true, false), ("v2", true, true)]);
         assert_ne!(hpa.versions[0].schema, hpa.versions[1].schema);
         let cm = find(&crds, "core_configmaps.yaml").to_value();
@@ -505,17 +587,23 @@ mod tests {
         let crds = all_crds().unwrap();
         let crd = find(&crds, "apiextensions.k8s.io_customresourcedefinitions.yaml");
         assert_eq!(crd.name(), "customresourcedefinitions.apiextensions.k8s.io");
-        let props = &crd.versions[0].schema["properties"]["spec"]["properties"]["versions"]["items"]["properties"]
-            ["schema"]["properties"]["openAPIV3Schema"]["properties"];
+        let props = &crd.versions[0].schema["properties"]["spec"]["properties"]["versions"]
+            ["items"]["properties"]["schema"]["properties"]["openAPIV3Schema"]["properties"];
         // JSONSchemaProps inlined once, its self references cut.
         assert_eq!(props["type"]["type"], "string");
         assert_eq!(
             props["properties"]["additionalProperties"],
             json!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
         );
-        assert_eq!(props["default"]["x-kubernetes-preserve-unknown-fields"], true);
+        assert_eq!(
+            props["default"]["x-kubernetes-preserve-unknown-fields"],
+            true
+        );
         let rev = find(&crds, "apps_controllerrevisions.yaml");
-        assert_eq!(rev.versions[0].schema["properties"]["data"]["x-kubernetes-preserve-unknown-fields"], true);
+        assert_eq!(
+            rev.versions[0].schema["properties"]["data"]["x-kubernetes-preserve-unknown-fields"],
+            true
+        );
     }
 
     #[test]

@@ -29,7 +29,9 @@ fn run() -> anyhow::Result<ExitCode> {
                 println!("usage: crdgen [--check] DIR | crdgen protobuf [--check]");
                 return Ok(ExitCode::SUCCESS);
             }
-            a if a.starts_with('-') => anyhow::bail!("unknown option {a}; usage: crdgen [--check] DIR"),
+            a if a.starts_with('-') => {
+                anyhow::bail!("unknown option {a}; usage: crdgen [--check] DIR")
+            }
             a if dir.is_none() => dir = Some(PathBuf::from(a)),
             a => anyhow::bail!("unexpected argument {a}; usage: crdgen [--check] DIR"),
         }
@@ -43,7 +45,11 @@ fn run() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         } else {
             eprint!("{drift}");
-            eprintln!("{} is out of date; regenerate with: {}", dir.display(), crdgen::REGENERATE);
+            eprintln!(
+                "{} is out of date; regenerate with: {}",
+                dir.display(),
+                crdgen::REGENERATE
+            );
             Ok(ExitCode::FAILURE)
         }
     } else {

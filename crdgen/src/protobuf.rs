@@ -37,10 +37,21 @@ pub fn k8s_pb_src() -> anyhow::Result<(PathBuf, String)> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR")).join("../Cargo.toml");
     let out = std::process::Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--features", "crdgen/k8s-pb", "--manifest-path"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--features",
+            "crdgen/k8s-pb",
+            "--manifest-path",
+        ])
         .arg(&manifest)
         .output()?;
-    anyhow::ensure!(out.status.success(), "cargo metadata failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "cargo metadata failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: Value = serde_json::from_slice(&out.stdout)?;
     let package = meta["packages"]
         .as_array()
@@ -48,9 +59,17 @@ pub fn k8s_pb_src() -> anyhow::Result<(PathBuf, String)> {
         .flatten()
         .find(|p| p["name"] == "k8s-pb")
         .ok_or_else(|| anyhow::anyhow!("k8s-pb is not in cargo metadata's packages"))?;
-    let path = package["manifest_path"].as_str().ok_or_else(|| anyhow::anyhow!("k8s-pb has no manifest_path"))?;
+    let path = package["manifest_path"]
+        .as_str()
+        .ok_or_else(|| anyhow::anyhow!("k8s-pb has no manifest_path"))?;
     let version = package["version"].as_str().unwrap_or("?").to_owned();
-    Ok((Path::new(path).parent().unwrap_or(Path::new(".")).join("src"), version))
+    Ok((
+        Path::new(path)
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("src"),
+        version,
+    ))
 }
 
 /// The proto module of an API group version (`apps`, `v1` -> `api.apps.v1`).
@@ -75,7 +94,11 @@ pub fn generate_from(src: &Path, version: &str) -> anyhow::Result<Generated> {
     let mut roots = Vec::new();
     for crd in &crds {
         for v in &crd.versions {
-            let api_version = if crd.group.is_empty() { v.name.clone() } else { format!("{}/{}", crd.group, v.name) };
+            let api_version = if crd.group.is_empty() {
+                v.name.clone()
+            } else {
+                format!("{}/{}", crd.group, v.name)
+            };
             let module = module_of(&crd.group, &v.name);
             let found = messages.keys().find(|m| {
                 m.strip_prefix(&module)
@@ -83,7 +106,10 @@ pub fn generate_from(src: &Path, version: &str) -> anyhow::Result<Generated> {
                     .is_some_and(|n| n.eq_ignore_ascii_case(&crd.kind))
             });
             let Some(message) = found else {
-                warnings.push(format!("no message for {api_version} {} (looked in {module})", crd.kind));
+                warnings.push(format!(
+                    "no message for {api_version} {} (looked in {module})",
+                    crd.kind
+                ));
                 continue;
             };
             names.walk(&messages, message, &v.schema);
@@ -94,20 +120,34 @@ pub fn generate_from(src: &Path, version: &str) -> anyhow::Result<Generated> {
     let reachable = reachable(&messages, roots);
     let source = Value::from(format!("k8s-pb {version} (prost), JSON names from crds/"));
     let mut out = format!("{{\n  \"source\": {source},\n  \"kinds\": [\n");
-    out.push_str(&kinds.iter().map(|k| format!("    {k}")).collect::<Vec<_>>().join(",\n"));
+    out.push_str(
+        &kinds
+            .iter()
+            .map(|k| format!("    {k}"))
+            .collect::<Vec<_>>()
+            .join(",\n"),
+    );
     out.push_str("\n  ],\n  \"messages\": {\n");
     let mut blocks = Vec::new();
     for msg in &reachable {
         let fields = &messages[msg];
-        if !fields.is_empty() && !names.properties.contains_key(msg) && !names::SPECIAL.contains(&msg.as_str()) {
-            warnings.push(format!("{msg}: no schema reaches it; its field names are lowerCamelCase"));
+        if !fields.is_empty()
+            && !names.properties.contains_key(msg)
+            && !names::SPECIAL.contains(&msg.as_str())
+        {
+            warnings.push(format!(
+                "{msg}: no schema reaches it; its field names are lowerCamelCase"
+            ));
         }
         let mut lines = Vec::new();
         for f in fields {
             let (name, confirmed) = names.json_name(msg, f);
             let inline = names.inline.contains(&(msg.clone(), f.tag));
             if !confirmed && !inline && names.properties.contains_key(msg) {
-                warnings.push(format!("{msg}.{}: no schema property matches; using {name}", f.rust_name));
+                warnings.push(format!(
+                    "{msg}.{}: no schema property matches; using {name}",
+                    f.rust_name
+                ));
             }
             let mut d = serde_json::Map::new();
             d.insert("tag".into(), f.tag.into());
@@ -131,12 +171,19 @@ pub fn generate_from(src: &Path, version: &str) -> anyhow::Result<Generated> {
             }
             lines.push(format!("      {}", Value::Object(d)));
         }
-        let body = if lines.is_empty() { String::new() } else { format!("\n{}\n    ", lines.join(",\n")) };
+        let body = if lines.is_empty() {
+            String::new()
+        } else {
+            format!("\n{}\n    ", lines.join(",\n"))
+        };
         blocks.push(format!("    {}: [{body}]", Value::from(msg.as_str())));
     }
     out.push_str(&blocks.join(",\n"));
     out.push_str("\n  }\n}\n");
-    Ok(Generated { json: out, warnings })
+    Ok(Generated {
+        json: out,
+        warnings,
+    })
 }
 
 /// Every message reachable from `roots` through message-typed fields, sorted.
@@ -174,7 +221,10 @@ pub fn check(path: &Path, json: &str) -> anyhow::Result<Option<String>> {
     let new: BTreeMap<&str, ()> = json.lines().map(|l| (l, ())).collect();
     let added = new.keys().filter(|l| !old.contains_key(*l)).count();
     let removed = old.keys().filter(|l| !new.contains_key(*l)).count();
-    Ok(Some(format!("{} differs: {added} lines would be added, {removed} removed\n", path.display())))
+    Ok(Some(format!(
+        "{} differs: {added} lines would be added, {removed} removed\n",
+        path.display()
+    )))
 }
 
 /// Writes `json` to `path`, creating its directory.

@@ -31,9 +31,8 @@ fn special(name: &str) -> Option<Value> {
     match name {
         // RawExtension holds an embedded object; FieldsV1 (managedFields) is a
         // free-form field set.
-        "io.k8s.apimachinery.pkg.runtime.RawExtension" | "io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1" => {
-            Some(any_object())
-        }
+        "io.k8s.apimachinery.pkg.runtime.RawExtension"
+        | "io.k8s.apimachinery.pkg.apis.meta.v1.FieldsV1" => Some(any_object()),
         "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSON"
         | "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrBool"
         | "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.v1.JSONSchemaPropsOrArray"
@@ -66,7 +65,11 @@ pub fn structural(root: &str, defs: &Map<String, Value>) -> anyhow::Result<Value
     Ok(out)
 }
 
-fn resolve(name: &str, defs: &Map<String, Value>, stack: &mut Vec<String>) -> anyhow::Result<Value> {
+fn resolve(
+    name: &str,
+    defs: &Map<String, Value>,
+    stack: &mut Vec<String>,
+) -> anyhow::Result<Value> {
     if let Some(v) = special(name) {
         return Ok(v);
     }
@@ -94,7 +97,10 @@ fn walk(node: Value, defs: &Map<String, Value>, stack: &mut Vec<String>) -> anyh
     };
 
     if let Some(r) = obj.remove("$ref") {
-        let r = r.as_str().ok_or_else(|| anyhow::anyhow!("non-string $ref"))?.to_owned();
+        let r = r
+            .as_str()
+            .ok_or_else(|| anyhow::anyhow!("non-string $ref"))?
+            .to_owned();
         let name = r
             .strip_prefix(DEFS_PREFIX)
             .map(decode_ref_name)
@@ -118,7 +124,12 @@ fn walk(node: Value, defs: &Map<String, Value>, stack: &mut Vec<String>) -> anyh
     finish(Value::Object(out))
 }
 
-fn walk_keyword(k: &str, v: Value, defs: &Map<String, Value>, stack: &mut Vec<String>) -> anyhow::Result<Value> {
+fn walk_keyword(
+    k: &str,
+    v: Value,
+    defs: &Map<String, Value>,
+    stack: &mut Vec<String>,
+) -> anyhow::Result<Value> {
     Ok(match k {
         "properties" | "patternProperties" => match v {
             Value::Object(props) => {
@@ -137,7 +148,10 @@ fn walk_keyword(k: &str, v: Value, defs: &Map<String, Value>, stack: &mut Vec<St
         },
         "allOf" | "anyOf" | "oneOf" => match v {
             Value::Array(items) => Value::Array(
-                items.into_iter().map(|s| walk(s, defs, stack)).collect::<anyhow::Result<_>>()?,
+                items
+                    .into_iter()
+                    .map(|s| walk(s, defs, stack))
+                    .collect::<anyhow::Result<_>>()?,
             ),
             other => other,
         },
@@ -152,8 +166,18 @@ fn is_null_schema(v: &Value) -> bool {
 /// Per-node clean-up: drop keywords CRDs forbid and flatten the nullable forms
 /// (`type: [T, "null"]`, `anyOf/oneOf: [T, {type: null}]`, `nullable`).
 fn finish(node: Value) -> anyhow::Result<Value> {
-    let Value::Object(mut obj) = node else { return Ok(node) };
-    for k in ["$schema", "title", "$defs", "definitions", "nullable", "$id", "$comment"] {
+    let Value::Object(mut obj) = node else {
+        return Ok(node);
+    };
+    for k in [
+        "$schema",
+        "title",
+        "$defs",
+        "definitions",
+        "nullable",
+        "$id",
+        "$comment",
+    ] {
         obj.remove(k);
     }
     if let Some(Value::Array(types)) = obj.get("type").cloned() {
@@ -169,7 +193,9 @@ fn finish(node: Value) -> anyhow::Result<Value> {
         }
     }
     for key in ["anyOf", "oneOf"] {
-        let Some(Value::Array(alts)) = obj.get(key).cloned() else { continue };
+        let Some(Value::Array(alts)) = obj.get(key).cloned() else {
+            continue;
+        };
         if !alts.iter().any(is_null_schema) {
             continue;
         }

@@ -16,9 +16,12 @@ fn crds_dir_is_up_to_date() {
 
 #[test]
 fn protobuf_descriptors_are_up_to_date() {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(crdgen::protobuf::PATH);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(crdgen::protobuf::PATH);
     let generated = crdgen::protobuf::generate().expect("generating protobuf descriptors");
-    let drift = crdgen::protobuf::check(&path, &generated.json).expect("reading protobuf/descriptors.json");
+    let drift =
+        crdgen::protobuf::check(&path, &generated.json).expect("reading protobuf/descriptors.json");
     assert!(
         drift.is_none(),
         "{}regenerate with: {} (from the workspace root)",

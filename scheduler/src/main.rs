@@ -9,7 +9,11 @@ use anyhow::Context as _;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "kybern-scheduler", version, about = "kybern's scheduler as its own process (same code as `kybern controller scheduler`)")]
+#[command(
+    name = "kybern-scheduler",
+    version,
+    about = "kybern's scheduler as its own process (same code as `kybern controller scheduler`)"
+)]
 struct Cli {
     /// Kubeconfig to reach the API server with.
     #[arg(long, env = "KUBECONFIG")]
@@ -39,7 +43,10 @@ fn main() -> anyhow::Result<()> {
         .ok()
         .and_then(|l| l.parse::<tracing_subscriber::filter::LevelFilter>().ok())
         .unwrap_or(tracing_subscriber::filter::LevelFilter::WARN);
-    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let config = cli
         .scheduler_config
@@ -49,9 +56,13 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("reading the scheduler configuration {}", p.display()))
         })
         .transpose()?;
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async move {
-        let ctx = controllers::runtime::context_from_kubeconfig(&cli.kubeconfig).await?.with_scheduler_config(config);
+        let ctx = controllers::runtime::context_from_kubeconfig(&cli.kubeconfig)
+            .await?
+            .with_scheduler_config(config);
         tokio::select! {
             () = controllers::runtime::run_one(controllers::scheduler::LOOP, ctx) => Ok(()),
             r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C"),

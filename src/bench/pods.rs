@@ -60,18 +60,29 @@ pub async fn run(args: PodsArgs) -> Result<()> {
     println!();
     println!(
         "Pod startup on one real node (containerd, runc), {} cores, load average at start {}",
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
         super::loadavg()
     );
     let tmp = TempDir::new("pods", args.keep)?;
     let data_dir = tmp.sub("data")?;
     let agent_dir = tmp.path.join("agent");
-    let busybox = agent::images::test_images::read(Path::new(agent::images::test_images::DEBIAN_BUSYBOX))
-        .context("reading Debian's busybox-static (scripts/install-deps.sh installs it)")?;
+    let busybox =
+        agent::images::test_images::read(Path::new(agent::images::test_images::DEBIAN_BUSYBOX))
+            .context("reading Debian's busybox-static (scripts/install-deps.sh installs it)")?;
     let image_tar = tmp.path.join("busybox.tar");
-    std::fs::write(&image_tar, agent::images::test_images::busybox_image(&busybox).to_layout_tar()?)?;
-    let server = procs::start_server_with(&data_dir, None, &tmp.path.join("server.log"), "").await?;
-    progress(&format!("server ready at {} (pid {})", server.url, server.proc.pid()));
+    std::fs::write(
+        &image_tar,
+        agent::images::test_images::busybox_image(&busybox).to_layout_tar()?,
+    )?;
+    let server =
+        procs::start_server_with(&data_dir, None, &tmp.path.join("server.log"), "").await?;
+    progress(&format!(
+        "server ready at {} (pid {})",
+        server.url,
+        server.proc.pid()
+    ));
     let kubeconfig = data_dir.join("admin.kubeconfig");
     let client = kube::Client::try_from(workload::client_config(&kubeconfig).await?)?;
     let cidr = free_subnet()?;
@@ -79,19 +90,33 @@ pub async fn run(args: PodsArgs) -> Result<()> {
         "metadata": {"name": NODE},
         "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
     }))?;
-    Api::<Node>::all(client.clone()).create(&PostParams::default(), &node).await.context("registering the node")?;
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .context("registering the node")?;
     let exe = std::env::current_exe().context("finding the kybern executable")?;
     let mut cmd = tokio::process::Command::new(&exe);
     cmd.args(["agent", "--kubeconfig"])
         .arg(&kubeconfig)
-        .args(["--node-name", NODE, "--node-ip", "127.0.0.1", "--bridge", BRIDGE, "--agent-dir"])
+        .args([
+            "--node-name",
+            NODE,
+            "--node-ip",
+            "127.0.0.1",
+            "--bridge",
+            BRIDGE,
+            "--agent-dir",
+        ])
         .arg(&agent_dir)
         .arg("--import")
         .arg(&image_tar)
         // The host's disk also holds build output; startup is measured, not disk pressure.
         .args(["--eviction-hard", "nodefs.available<1%"]);
     let agent = procs::spawn(cmd, "kybern agent", &tmp.path.join("agent.log"))?;
-    progress(&format!("agent started (pid {}) for node {NODE} with podCIDR {cidr}", agent.pid()));
+    progress(&format!(
+        "agent started (pid {}) for node {NODE} with podCIDR {cidr}",
+        agent.pid()
+    ));
     let result = measure(&args, &client, agent.pid(), &progress).await;
     let peak = procs::peak_rss_bytes(agent.pid());
     agent.stop().await;
@@ -104,21 +129,49 @@ pub async fn run(args: PodsArgs) -> Result<()> {
         eprintln!("kybern agent --reset failed; run it by hand: kybern agent --reset --bridge {BRIDGE} --agent-dir {}", agent_dir.display());
     }
     server.proc.stop().await;
-    let (batches, rss_with_largest) =
-        result.with_context(|| format!("see the logs in {} (run with --keep to keep them)", tmp.path.display()))?;
+    let (batches, rss_with_largest) = result.with_context(|| {
+        format!(
+            "see the logs in {} (run with --keep to keep them)",
+            tmp.path.display()
+        )
+    })?;
 
-    let mut report = Report::new("Pod startup: create to Ready, as seen through a watch (image present)");
+    let mut report =
+        Report::new("Pod startup: create to Ready, as seen through a watch (image present)");
     for (n, samples) in &batches {
-        let mut p99 = Row::new(format!("{n} pod(s) at once: p99"), samples.p99_ms(), None, Unit::Ms);
+        let mut p99 = Row::new(
+            format!("{n} pod(s) at once: p99"),
+            samples.p99_ms(),
+            None,
+            Unit::Ms,
+        );
         if *n == 1 {
             p99 = p99.target(Target::Below(1000.0));
         }
-        report.row(Row::new(format!("{n} pod(s) at once: p50"), samples.p50_ms(), None, Unit::Ms));
+        report.row(Row::new(
+            format!("{n} pod(s) at once: p50"),
+            samples.p50_ms(),
+            None,
+            Unit::Ms,
+        ));
         report.row(p99);
     }
     let largest = batches.iter().map(|(n, _)| *n).max().unwrap_or(0);
-    report.row(Row::new(format!("agent RSS with {largest} pods running"), rss_with_largest as f64 / MIB, None, Unit::MiB).target(Target::Below(50.0)));
-    report.row(Row::new("agent peak RSS", peak? as f64 / MIB, None, Unit::MiB));
+    report.row(
+        Row::new(
+            format!("agent RSS with {largest} pods running"),
+            rss_with_largest as f64 / MIB,
+            None,
+            Unit::MiB,
+        )
+        .target(Target::Below(50.0)),
+    );
+    report.row(Row::new(
+        "agent peak RSS",
+        peak? as f64 / MIB,
+        None,
+        Unit::MiB,
+    ));
     report.note(format!(
         "{} round(s) per batch size; the agent runs as its own process with a private containerd and --eviction-hard nodefs.available<1%",
         args.rounds
@@ -129,7 +182,10 @@ pub async fn run(args: PodsArgs) -> Result<()> {
 
 /// A /24 of 10.42.0.0/16 that no route of the host mentions.
 fn free_subnet() -> Result<String> {
-    let out = std::process::Command::new("ip").args(["-4", "route"]).output().context("running ip route")?;
+    let out = std::process::Command::new("ip")
+        .args(["-4", "route"])
+        .output()
+        .context("running ip route")?;
     let routes = String::from_utf8_lossy(&out.stdout);
     (250..=254)
         .rev()
@@ -160,7 +216,11 @@ async fn measure(
             cleanup(client, &ns).await?;
         }
         let samples = Samples::new(all);
-        progress(&format!("{n} pod(s) at once: p50 {:.0} ms, p99 {:.0} ms", samples.p50_ms(), samples.p99_ms()));
+        progress(&format!(
+            "{n} pod(s) at once: p50 {:.0} ms, p99 {:.0} ms",
+            samples.p50_ms(),
+            samples.p99_ms()
+        ));
         out.push((n, samples));
     }
     Ok((out, rss_largest))
@@ -171,7 +231,12 @@ async fn wait_ready(client: &kube::Client, progress: &dyn Fn(&str)) -> Result<()
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let node = nodes.get(NODE).await?;
-        let ready = node.status.and_then(|s| s.conditions).unwrap_or_default().iter().any(|c| c.type_ == "Ready" && c.status == "True");
+        let ready = node
+            .status
+            .and_then(|s| s.conditions)
+            .unwrap_or_default()
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True");
         if ready {
             progress("node Ready");
             return Ok(());
@@ -186,14 +251,23 @@ async fn wait_ready(client: &kube::Client, progress: &dyn Fn(&str)) -> Result<()
 /// Creates `n` pods at once in a fresh namespace; returns each one's create-to-Ready time.
 async fn batch(client: &kube::Client, ns: &str, n: usize) -> Result<Vec<Duration>> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces.create(&PostParams::default(), &serde_json::from_value(json!({"metadata": {"name": ns}}))?).await?;
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}}))?,
+        )
+        .await?;
     let api: Api<Pod> = Api::namespaced(client.clone(), ns);
     let sent: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let ready: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     // The watch is open before the first create.
     let list = api.list(&ListParams::default()).await?;
     let mut rv = list.metadata.resource_version.unwrap_or_default();
-    let mut events = api.watch(&WatchParams::default().timeout(290), &rv).await.context("watching pods")?.boxed();
+    let mut events = api
+        .watch(&WatchParams::default().timeout(290), &rv)
+        .await
+        .context("watching pods")?
+        .boxed();
     let creates = futures::future::try_join_all((0..n).map(|i| {
         let (api, sent) = (api.clone(), sent.clone());
         async move {
@@ -217,20 +291,46 @@ async fn batch(client: &kube::Client, ns: &str, n: usize) -> Result<Vec<Duration
         let deadline = Instant::now() + Duration::from_secs(300);
         while ready.lock().await.len() < n {
             let next = tokio::time::timeout_at(deadline.into(), events.try_next()).await;
-            let Ok(next) = next else { bail!("pods not Ready within 300 s ({} of {n})", ready.lock().await.len()) };
+            let Ok(next) = next else {
+                bail!(
+                    "pods not Ready within 300 s ({} of {n})",
+                    ready.lock().await.len()
+                )
+            };
             match next.context("watching pods")? {
                 // The server ended the watch: resume where it stopped, as a client does.
-                None => events = api.watch(&WatchParams::default().timeout(290), &rv).await.context("watching pods")?.boxed(),
+                None => {
+                    events = api
+                        .watch(&WatchParams::default().timeout(290), &rv)
+                        .await
+                        .context("watching pods")?
+                        .boxed()
+                }
                 Some(WatchEvent::Added(pod) | WatchEvent::Modified(pod)) => {
                     rv = pod.metadata.resource_version.clone().unwrap_or_default();
-                    let is_ready = pod.status.as_ref().and_then(|s| s.conditions.as_ref()).is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
+                    let is_ready = pod
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.conditions.as_ref())
+                        .is_some_and(|cs| {
+                            cs.iter().any(|c| c.type_ == "Ready" && c.status == "True")
+                        });
                     if is_ready {
-                        ready.lock().await.entry(pod.metadata.name.unwrap_or_default()).or_insert_with(Instant::now);
+                        ready
+                            .lock()
+                            .await
+                            .entry(pod.metadata.name.unwrap_or_default())
+                            .or_insert_with(Instant::now);
                     }
                 }
                 Some(WatchEvent::Bookmark(b)) => rv = b.metadata.resource_version,
                 Some(WatchEvent::Deleted(_)) => {}
-                Some(WatchEvent::Error(e)) => bail!("the pod watch failed: {} ({} {})", e.message, e.code, e.reason),
+                Some(WatchEvent::Error(e)) => bail!(
+                    "the pod watch failed: {} ({} {})",
+                    e.message,
+                    e.code,
+                    e.reason
+                ),
             }
         }
         anyhow::Ok(())
@@ -240,7 +340,10 @@ async fn batch(client: &kube::Client, ns: &str, n: usize) -> Result<Vec<Duration
     watched?;
     let sent = sent.lock().await;
     let ready = ready.lock().await;
-    Ok(ready.iter().filter_map(|(name, at)| sent.get(name).map(|s| at.duration_since(*s))).collect())
+    Ok(ready
+        .iter()
+        .filter_map(|(name, at)| sent.get(name).map(|s| at.duration_since(*s)))
+        .collect())
 }
 
 async fn cleanup(client: &kube::Client, ns: &str) -> Result<()> {

@@ -37,7 +37,10 @@ impl Proc {
         if sent && tokio::time::timeout(grace, self.child.wait()).await.is_ok() {
             return;
         }
-        eprintln!("  {} (pid {}) did not exit within {:?}; killing it", self.name, self.pid, grace);
+        eprintln!(
+            "  {} (pid {}) did not exit within {:?}; killing it",
+            self.name, self.pid, grace
+        );
         let _ = self.child.kill().await;
     }
 
@@ -104,7 +107,12 @@ pub async fn start_server(data_dir: &Path, etcd: Option<&str>, log: &Path) -> Re
 }
 
 /// [`start_server`] with the given `--disable` list (comma-separated).
-pub async fn start_server_with(data_dir: &Path, etcd: Option<&str>, log: &Path, disable: &str) -> Result<Server> {
+pub async fn start_server_with(
+    data_dir: &Path,
+    etcd: Option<&str>,
+    log: &Path,
+    disable: &str,
+) -> Result<Server> {
     let exe = std::env::current_exe().context("finding the kybern executable")?;
     let mut cmd = Command::new(exe);
     cmd.arg("server")
@@ -128,11 +136,18 @@ pub async fn start_server_with(data_dir: &Path, etcd: Option<&str>, log: &Path, 
     let mut child = cmd.spawn().context("starting kybern server")?;
     let pid = child.id().context("kybern server has no pid")?;
     let stdout = child.stdout.take().context("no stdout pipe")?;
-    let proc = Proc { name: "kybern server".into(), child, pid };
+    let proc = Proc {
+        name: "kybern server".into(),
+        child,
+        pid,
+    };
     let mut lines = BufReader::new(stdout).lines();
     let line = match tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await {
         Ok(Ok(Some(line))) => line,
-        Ok(Ok(None)) => bail!("kybern server exited before it was ready; see {}", log.display()),
+        Ok(Ok(None)) => bail!(
+            "kybern server exited before it was ready; see {}",
+            log.display()
+        ),
         Ok(Err(e)) => return Err(e).context("reading kybern server's stdout"),
         Err(_) => bail!("kybern server not ready within 30 s; see {}", log.display()),
     };
@@ -166,7 +181,9 @@ pub async fn start_controller(names: &[&str], kubeconfig: &Path, log: &Path) -> 
 pub fn find_scheduler_binary() -> Result<PathBuf> {
     const BUILD: &str = "cargo build --profile release-small -p kybern-scheduler";
     let exe = std::env::current_exe().context("finding the kybern executable")?;
-    let dir = exe.parent().context("the kybern executable has no directory")?;
+    let dir = exe
+        .parent()
+        .context("the kybern executable has no directory")?;
     let mut candidates = vec![dir.join("kybern-scheduler")];
     if let Some(target) = dir.parent() {
         candidates.push(target.join("release-small").join("kybern-scheduler"));
@@ -197,7 +214,11 @@ pub fn spawn(mut cmd: Command, name: &str, log: &Path) -> Result<Proc> {
         .kill_on_drop(true);
     let child = cmd.spawn().with_context(|| format!("starting {name}"))?;
     let pid = child.id().with_context(|| format!("{name} has no pid"))?;
-    Ok(Proc { name: name.into(), child, pid })
+    Ok(Proc {
+        name: name.into(),
+        child,
+        pid,
+    })
 }
 
 impl Proc {
@@ -233,9 +254,24 @@ pub async fn start_etcd(data_dir: &Path, log: &Path) -> Result<Etcd> {
     cmd.args(["--name", "bench"])
         .arg("--data-dir")
         .arg(data_dir)
-        .args(["--listen-client-urls", &curl, "--advertise-client-urls", &curl])
-        .args(["--listen-peer-urls", &purl, "--initial-advertise-peer-urls", &purl])
-        .args(["--initial-cluster", &format!("bench={purl}"), "--initial-cluster-state", "new"])
+        .args([
+            "--listen-client-urls",
+            &curl,
+            "--advertise-client-urls",
+            &curl,
+        ])
+        .args([
+            "--listen-peer-urls",
+            &purl,
+            "--initial-advertise-peer-urls",
+            &purl,
+        ])
+        .args([
+            "--initial-cluster",
+            &format!("bench={purl}"),
+            "--initial-cluster-state",
+            "new",
+        ])
         .stdin(Stdio::null())
         .stdout(log_file(log)?)
         .stderr(log_file(log)?)
@@ -243,33 +279,48 @@ pub async fn start_etcd(data_dir: &Path, log: &Path) -> Result<Etcd> {
     let started = Instant::now();
     let child = cmd.spawn().context("starting /usr/bin/etcd")?;
     let pid = child.id().context("etcd has no pid")?;
-    let mut proc = Proc { name: "etcd".into(), child, pid };
+    let mut proc = Proc {
+        name: "etcd".into(),
+        child,
+        pid,
+    };
     let deadline = started + Duration::from_secs(30);
     loop {
         if etcd_healthy(client).await {
             break;
         }
         if let Ok(Some(status)) = proc.child.try_wait() {
-            bail!("etcd exited ({status}) before it was healthy; see {}", log.display());
+            bail!(
+                "etcd exited ({status}) before it was healthy; see {}",
+                log.display()
+            );
         }
         if Instant::now() > deadline {
             bail!("etcd not healthy within 30 s; see {}", log.display());
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Ok(Etcd { proc, url: curl, startup: started.elapsed() })
+    Ok(Etcd {
+        proc,
+        url: curl,
+        startup: started.elapsed(),
+    })
 }
 
 async fn etcd_healthy(port: u16) -> bool {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let attempt = async {
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-        s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").await?;
+        s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+            .await?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await?;
         Ok::<_, std::io::Error>(String::from_utf8_lossy(&buf).contains("\"health\":\"true\""))
     };
-    matches!(tokio::time::timeout(Duration::from_secs(2), attempt).await, Ok(Ok(true)))
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), attempt).await,
+        Ok(Ok(true))
+    )
 }
 
 /// Resident set size of a process in bytes, from /proc/<pid>/status.
@@ -308,13 +359,16 @@ pub fn disk_usage(path: &Path) -> Result<(u64, u64)> {
     let mut apparent = 0;
     let mut stack = vec![path.to_path_buf()];
     while let Some(p) = stack.pop() {
-        let meta = std::fs::symlink_metadata(&p).with_context(|| format!("stat {}", p.display()))?;
+        let meta =
+            std::fs::symlink_metadata(&p).with_context(|| format!("stat {}", p.display()))?;
         allocated += meta.blocks() * 512;
         if meta.is_file() {
             apparent += meta.len();
         }
         if meta.is_dir() {
-            for entry in std::fs::read_dir(&p).with_context(|| format!("reading {}", p.display()))? {
+            for entry in
+                std::fs::read_dir(&p).with_context(|| format!("reading {}", p.display()))?
+            {
                 stack.push(entry?.path());
             }
         }
@@ -330,7 +384,10 @@ pub fn log_problems(path: &Path) -> Vec<String> {
     text.lines()
         .filter(|l| {
             let u = l.to_ascii_uppercase();
-            u.contains("WARN") || u.contains("ERROR") || u.contains("PANIC") || u.contains("\"LEVEL\":\"ERROR\"")
+            u.contains("WARN")
+                || u.contains("ERROR")
+                || u.contains("PANIC")
+                || u.contains("\"LEVEL\":\"ERROR\"")
         })
         .map(str::to_string)
         .collect()

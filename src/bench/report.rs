@@ -96,7 +96,13 @@ pub struct Row {
 
 impl Row {
     pub fn new(figure: impl Into<String>, ours: f64, upstream: Option<f64>, unit: Unit) -> Row {
-        Row { figure: figure.into(), ours, upstream, unit, target: None }
+        Row {
+            figure: figure.into(),
+            ours,
+            upstream,
+            unit,
+            target: None,
+        }
     }
 
     pub fn target(mut self, t: Target) -> Row {
@@ -128,7 +134,11 @@ pub struct Report {
 
 impl Report {
     pub fn new(title: impl Into<String>) -> Report {
-        Report { title: title.into(), rows: Vec::new(), notes: Vec::new() }
+        Report {
+            title: title.into(),
+            rows: Vec::new(),
+            notes: Vec::new(),
+        }
     }
 
     pub fn row(&mut self, r: Row) {
@@ -140,11 +150,20 @@ impl Report {
     }
 
     pub fn print(&self) {
-        let header = ["figure", "kybern", "upstream", "ratio (>1 = kybern better)", "target"];
+        let header = [
+            "figure",
+            "kybern",
+            "upstream",
+            "ratio (>1 = kybern better)",
+            "target",
+        ];
         let mut cells: Vec<[String; 5]> = Vec::new();
         for r in &self.rows {
             let ours = r.unit.fmt(r.ours);
-            let up = r.upstream.map(|u| r.unit.fmt(u)).unwrap_or_else(|| "-".into());
+            let up = r
+                .upstream
+                .map(|u| r.unit.fmt(u))
+                .unwrap_or_else(|| "-".into());
             let ratio = match r.ratio() {
                 Some(x) => {
                     let verdict = if x >= 1.05 {
@@ -170,7 +189,11 @@ impl Report {
                 }
                 Some(Target::Below(t)) => {
                     let met = r.ours < t;
-                    format!("< {}: {}", r.unit.fmt(t), if met { "met" } else { "MISSED" })
+                    format!(
+                        "< {}: {}",
+                        r.unit.fmt(t),
+                        if met { "met" } else { "MISSED" }
+                    )
                 }
             };
             cells.push([r.figure.clone(), ours, up, ratio, target]);
@@ -182,8 +205,11 @@ impl Report {
             }
         }
         let line = |c: &[String; 5]| {
-            let parts: Vec<String> =
-                c.iter().zip(width.iter()).map(|(s, w)| format!("{s:<w$}", w = *w)).collect();
+            let parts: Vec<String> = c
+                .iter()
+                .zip(width.iter())
+                .map(|(s, w)| format!("{s:<w$}", w = *w))
+                .collect();
             format!("| {} |", parts.join(" | "))
         };
         println!();

@@ -43,7 +43,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use futures::TryStreamExt;
-use k8s_openapi::api::core::v1::{Container, Node, NodeCondition, NodeStatus, Pod, PodSpec, ResourceRequirements};
+use k8s_openapi::api::core::v1::{
+    Container, Node, NodeCondition, NodeStatus, Pod, PodSpec, ResourceRequirements,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -105,7 +107,9 @@ impl Binary {
     fn label(&self) -> &'static str {
         match self {
             Binary::Standalone(_) => "kybern-scheduler (standalone binary)",
-            Binary::AllInOne => "kybern controller scheduler (all-in-one kybern binary, not compared with targets)",
+            Binary::AllInOne => {
+                "kybern controller scheduler (all-in-one kybern binary, not compared with targets)"
+            }
         }
     }
 
@@ -140,7 +144,9 @@ const MEMORY: &str = "128Gi";
 const PODS_PER_NODE: &str = "110";
 
 pub async fn run(args: SchedulerArgs) -> Result<()> {
-    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
     println!("# kybern bench scheduler");
     println!();
     println!(
@@ -192,7 +198,16 @@ fn progress(started: Instant, scheduler: Option<u32>, what: &str) {
 /// RssAnon and RssFile (kB) from /proc/<pid>/status.
 fn rss_split(pid: u32) -> Option<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)?.trim().trim_end_matches("kB").trim().parse::<u64>().ok());
+    let field = |name: &str| {
+        status.lines().find_map(|l| {
+            l.strip_prefix(name)?
+                .trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+    };
     Some((field("RssAnon:")?, field("RssFile:")?))
 }
 
@@ -220,14 +235,23 @@ fn node_status() -> NodeStatus {
 }
 
 fn pod(name: String) -> Pod {
-    let requests = [("cpu", "10m"), ("memory", "10Mi")].into_iter().map(|(k, v)| (k.to_string(), quantity(v))).collect();
+    let requests = [("cpu", "10m"), ("memory", "10Mi")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), quantity(v)))
+        .collect();
     Pod {
-        metadata: ObjectMeta { name: Some(name), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name),
+            ..Default::default()
+        },
         spec: Some(PodSpec {
             containers: vec![Container {
                 name: "c".into(),
                 image: Some("registry.k8s.io/pause:3.9".into()),
-                resources: Some(ResourceRequirements { requests: Some(requests), ..Default::default() }),
+                resources: Some(ResourceRequirements {
+                    requests: Some(requests),
+                    ..Default::default()
+                }),
                 ..Default::default()
             }],
             ..Default::default()
@@ -236,26 +260,64 @@ fn pod(name: String) -> Pod {
     }
 }
 
-async fn one_size(args: &SchedulerArgs, nodes: usize, pods: usize, large: bool, binary: &Binary, started: Instant) -> Result<Report> {
+async fn one_size(
+    args: &SchedulerArgs,
+    nodes: usize,
+    pods: usize,
+    large: bool,
+    binary: &Binary,
+    started: Instant,
+) -> Result<Report> {
     let tag = format!("{nodes} nodes / {pods} pods");
     let mut report = Report::new(format!(
         "{}, {tag} (upstream: kube-scheduler v1.28, {})",
         binary.label(),
-        if large { "published scheduler_perf minimum" } else { "--kube-api-qps=5000, same machine" }
+        if large {
+            "published scheduler_perf minimum"
+        } else {
+            "--kube-api-qps=5000, same machine"
+        }
     ));
     let tmp = TempDir::new("scheduler", args.keep)?;
     let data_dir = tmp.sub("data")?;
     let server_log = tmp.path.join("server.log");
     let sched_log = tmp.path.join("scheduler.log");
-    progress(started, None, &format!("{tag}: temp dir {}", tmp.path.display()));
-    let server = procs::start_server_with(&data_dir, None, &server_log, "scheduler,controllers").await?;
-    progress(started, None, &format!("{tag}: server ready at {} (pid {})", server.url, server.proc.pid()));
+    progress(
+        started,
+        None,
+        &format!("{tag}: temp dir {}", tmp.path.display()),
+    );
+    let server =
+        procs::start_server_with(&data_dir, None, &server_log, "scheduler,controllers").await?;
+    progress(
+        started,
+        None,
+        &format!(
+            "{tag}: server ready at {} (pid {})",
+            server.url,
+            server.proc.pid()
+        ),
+    );
     let kubeconfig = data_dir.join("admin.kubeconfig");
     let mut scheduler = None;
-    let res = measure(args, binary, &kubeconfig, &sched_log, &mut scheduler, nodes, pods, large, started, &mut report).await;
+    let res = measure(
+        args,
+        binary,
+        &kubeconfig,
+        &sched_log,
+        &mut scheduler,
+        nodes,
+        pods,
+        large,
+        started,
+        &mut report,
+    )
+    .await;
     let Some(scheduler) = scheduler else {
         server.proc.stop().await;
-        return Err(res.err().unwrap_or_else(|| anyhow::anyhow!("the scheduler was never started")));
+        return Err(res
+            .err()
+            .unwrap_or_else(|| anyhow::anyhow!("the scheduler was never started")));
     };
     let spid = scheduler.pid();
     let end_rss = procs::rss_bytes(spid);
@@ -266,7 +328,11 @@ async fn one_size(args: &SchedulerArgs, nodes: usize, pods: usize, large: bool, 
     server.proc.stop().await;
     res?;
 
-    let (up_peak, up_end) = if large { (None, None) } else { (Some(upstream::PEAK_RSS_MIB), Some(upstream::END_RSS_MIB)) };
+    let (up_peak, up_end) = if large {
+        (None, None)
+    } else {
+        (Some(upstream::PEAK_RSS_MIB), Some(upstream::END_RSS_MIB))
+    };
     let peak = peak_rss? as f64 / MIB;
     let end = end_rss? as f64 / MIB;
     let mut row = Row::new("scheduler peak RSS (VmHWM)", peak, up_peak, Unit::MiB);
@@ -282,7 +348,9 @@ async fn one_size(args: &SchedulerArgs, nodes: usize, pods: usize, large: bool, 
     if large {
         report.note("no upstream memory figure at 5000 nodes / 10k pods");
     } else {
-        report.note("upstream RSS: 104–150 MiB at the end, 108–174 MiB peak; compared with the lower ends");
+        report.note(
+            "upstream RSS: 104–150 MiB at the end, 108–174 MiB peak; compared with the lower ends",
+        );
     }
     if let Some((anon, file)) = split {
         report.note(format!(
@@ -293,14 +361,20 @@ async fn one_size(args: &SchedulerArgs, nodes: usize, pods: usize, large: bool, 
         ));
     }
     if let Ok(b) = server_rss {
-        report.note(format!("kybern server RSS at the end (apiserver + storage, not compared): {:.1} MiB", b as f64 / MIB));
+        report.note(format!(
+            "kybern server RSS at the end (apiserver + storage, not compared): {:.1} MiB",
+            b as f64 / MIB
+        ));
     }
     for (name, log) in [("server", &server_log), ("scheduler", &sched_log)] {
         let problems = procs::log_problems(log);
         if problems.is_empty() {
             report.note(format!("{name} log: no warnings or errors"));
         } else {
-            report.note(format!("{name} log: {} warning/error lines; first ones:", problems.len()));
+            report.note(format!(
+                "{name} log: {} warning/error lines; first ones:",
+                problems.len()
+            ));
             for p in problems.iter().take(3) {
                 report.note(format!("  {p}"));
             }
@@ -329,16 +403,30 @@ async fn measure(
     let main = clients[0].clone();
     workload::warm_up(&clients, "default").await?;
 
-    progress(started, None, &format!("creating {nodes} Ready nodes from {} clients", clients.len()));
+    progress(
+        started,
+        None,
+        &format!(
+            "creating {nodes} Ready nodes from {} clients",
+            clients.len()
+        ),
+    );
     let status = Arc::new(serde_json::json!({ "status": node_status() }));
     let res = workload::parallel(&clients, nodes, move |c, i| {
         let status = status.clone();
         async move {
             let api: Api<Node> = Api::all(c);
             let name = format!("node-{i:05}");
-            let node = Node { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+            let node = Node {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    ..Default::default()
+                },
+                ..Default::default()
+            };
             api.create(&PostParams::default(), &node).await?;
-            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&*status)).await?;
+            api.patch_status(&name, &PatchParams::default(), &Patch::Merge(&*status))
+                .await?;
             Ok(())
         }
     })
@@ -346,13 +434,26 @@ async fn measure(
     if let Some(e) = res.error_note("node create") {
         bail!(e);
     }
-    report.note(format!("{nodes} nodes created (create + status) in {:.2} s", res.wall.as_secs_f64()));
+    report.note(format!(
+        "{nodes} nodes created (create + status) in {:.2} s",
+        res.wall.as_secs_f64()
+    ));
 
     // All pods exist before the scheduler starts: its figure is not bounded by
     // how fast one client can create pods.
-    progress(started, None, &format!("creating {pods} pods from {} clients (no scheduler running)", clients.len()));
+    progress(
+        started,
+        None,
+        &format!(
+            "creating {pods} pods from {} clients (no scheduler running)",
+            clients.len()
+        ),
+    );
     let created = workload::parallel(&clients, pods, move |c, i| async move {
-        Api::<Pod>::namespaced(c, "default").create(&PostParams::default(), &pod(format!("pod-{i:05}"))).await.map(|_| ())
+        Api::<Pod>::namespaced(c, "default")
+            .create(&PostParams::default(), &pod(format!("pod-{i:05}")))
+            .await
+            .map(|_| ())
     })
     .await;
     if let Some(e) = created.error_note("pod create") {
@@ -403,7 +504,11 @@ async fn measure(
     let t0 = Instant::now();
     let scheduler = slot.insert(binary.start(kubeconfig, sched_log).await?);
     let spid = scheduler.pid();
-    progress(started, Some(spid), &format!("scheduler started (pid {spid})"));
+    progress(
+        started,
+        Some(spid),
+        &format!("scheduler started (pid {spid})"),
+    );
     // Progress while waiting; a hang guard (no new binding for 60 s), not a timed assertion.
     let mut last_count = 0;
     let mut last_change = Instant::now();
@@ -432,9 +537,16 @@ async fn measure(
             bail!("the scheduler exited ({st}) with {n}/{pods} pods bound");
         }
     }
-    let (first_bound, last_bound) = counter.await.context("pod watcher")?.context("no pod bound")?;
+    let (first_bound, last_bound) = counter
+        .await
+        .context("pod watcher")?
+        .context("no pod bound")?;
     let all = last_bound.duration_since(t0);
-    let up = if large { upstream::LARGE_PODS_PER_S } else { upstream::PODS_PER_S };
+    let up = if large {
+        upstream::LARGE_PODS_PER_S
+    } else {
+        upstream::PODS_PER_S
+    };
     let binding = last_bound.duration_since(first_bound).as_secs_f64();
     let mut row = Row::new(
         format!("pods bound per second ({pods} pre-created pods, first to last binding)"),
@@ -449,10 +561,19 @@ async fn measure(
     report.row(Row::new(
         format!("pods bound per second (scheduler launch to all {pods} bound)"),
         pods as f64 / all.as_secs_f64(),
-        if large { None } else { Some(upstream::LAUNCH_PODS_PER_S) },
+        if large {
+            None
+        } else {
+            Some(upstream::LAUNCH_PODS_PER_S)
+        },
         Unit::PerSec,
     ));
-    report.row(Row::new("  scheduler launch to last pod bound", all.as_secs_f64(), None, Unit::Secs));
+    report.row(Row::new(
+        "  scheduler launch to last pod bound",
+        all.as_secs_f64(),
+        None,
+        Unit::Secs,
+    ));
     report.row(Row::new(
         "  scheduler launch to first pod bound (start-up, lease, cache sync)",
         first_bound.duration_since(t0).as_secs_f64(),
@@ -469,6 +590,10 @@ async fn measure(
              pods created first, then kube-scheduler started: 3000 bound 10.7 s after launch (~280 pods/s)",
         );
     }
-    progress(started, Some(spid), &format!("all {pods} pods bound after {:.2} s", all.as_secs_f64()));
+    progress(
+        started,
+        Some(spid),
+        &format!("all {pods} pods bound after {:.2} s", all.as_secs_f64()),
+    );
     Ok(())
 }

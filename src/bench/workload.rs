@@ -45,7 +45,10 @@ fn config_map(ns: &str, name: String) -> ConfigMap {
         metadata: ObjectMeta {
             name: Some(name),
             namespace: Some(ns.to_string()),
-            labels: Some(BTreeMap::from([("app".to_string(), "kybern-bench".to_string())])),
+            labels: Some(BTreeMap::from([(
+                "app".to_string(),
+                "kybern-bench".to_string(),
+            )])),
             ..Default::default()
         },
         data: Some(BTreeMap::from([("payload".to_string(), payload)])),
@@ -121,7 +124,13 @@ where
     }
     let wall = started.elapsed();
     let (errors, first_error) = std::mem::take(&mut *errors.lock().unwrap());
-    Parallel { ok: all.len(), latencies: Samples::new(all), wall, errors, first_error }
+    Parallel {
+        ok: all.len(),
+        latencies: Samples::new(all),
+        wall,
+        errors,
+        first_error,
+    }
 }
 
 /// Sequential timing of `n` runs of `op` after `warm` untimed ones.
@@ -144,7 +153,10 @@ where
 
 pub async fn create_namespace(client: &Client, name: &str) -> Result<()> {
     let ns = Namespace {
-        metadata: ObjectMeta { name: Some(name.to_string()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..Default::default()
+        },
         ..Default::default()
     };
     Api::<Namespace>::all(client.clone())
@@ -181,7 +193,9 @@ pub async fn create_objects(clients: &[Client], ns: &str, n: usize) -> Parallel 
         let ns = ns.clone();
         async move {
             let api = Api::<ConfigMap>::namespaced(c, &ns);
-            api.create(&PostParams::default(), &config_map(&ns, object_name(i))).await.map(drop)
+            api.create(&PostParams::default(), &config_map(&ns, object_name(i)))
+                .await
+                .map(drop)
         }
     })
     .await
@@ -203,15 +217,29 @@ struct ListBody {
 }
 
 fn get(path: String) -> http::Request<Vec<u8>> {
-    http::Request::get(path).body(Vec::new()).expect("valid request")
+    http::Request::get(path)
+        .body(Vec::new())
+        .expect("valid request")
 }
 
 /// A raw LIST: returns (items, continue token, resourceVersion, body bytes).
-pub async fn raw_list(client: &Client, path: String) -> Result<(usize, Option<String>, String, usize)> {
-    let text = client.request_text(get(path.clone())).await.with_context(|| format!("GET {path}"))?;
-    let body: ListBody = serde_json::from_str(&text).with_context(|| format!("decoding GET {path}"))?;
+pub async fn raw_list(
+    client: &Client,
+    path: String,
+) -> Result<(usize, Option<String>, String, usize)> {
+    let text = client
+        .request_text(get(path.clone()))
+        .await
+        .with_context(|| format!("GET {path}"))?;
+    let body: ListBody =
+        serde_json::from_str(&text).with_context(|| format!("decoding GET {path}"))?;
     let cont = body.metadata.cont.filter(|c| !c.is_empty());
-    Ok((body.items.len(), cont, body.metadata.resource_version.unwrap_or_default(), text.len()))
+    Ok((
+        body.items.len(),
+        cont,
+        body.metadata.resource_version.unwrap_or_default(),
+        text.len(),
+    ))
 }
 
 pub fn collection(ns: &str) -> String {
@@ -233,11 +261,15 @@ pub async fn list_phase(client: &Client, ns: &str, expect: usize, n: usize) -> R
     let mut notes = Vec::new();
     let (count, _, _, body_bytes) = raw_list(client, base.clone()).await?;
     if count != expect {
-        notes.push(format!("consistent LIST returned {count} items, expected {expect}"));
+        notes.push(format!(
+            "consistent LIST returned {count} items, expected {expect}"
+        ));
     }
     let (count0, _, _, _) = raw_list(client, format!("{base}?resourceVersion=0")).await?;
     if count0 != expect {
-        notes.push(format!("LIST resourceVersion=0 returned {count0} items, expected {expect}"));
+        notes.push(format!(
+            "LIST resourceVersion=0 returned {count0} items, expected {expect}"
+        ));
     }
     eprintln!("  LIST consistent x{n}");
     let consistent = sequential(2, n, || async {
@@ -284,9 +316,18 @@ pub async fn list_phase(client: &Client, ns: &str, expect: usize, n: usize) -> R
     .await?;
     let walked = walked.load(Ordering::Relaxed);
     if walked != expect {
-        notes.push(format!("paginated walk returned {walked} items, expected {expect}"));
+        notes.push(format!(
+            "paginated walk returned {walked} items, expected {expect}"
+        ));
     }
-    Ok(ListFigures { consistent, rv0, paged, pages: pages.load(Ordering::Relaxed), body_bytes, notes })
+    Ok(ListFigures {
+        consistent,
+        rv0,
+        paged,
+        pages: pages.load(Ordering::Relaxed),
+        body_bytes,
+        notes,
+    })
 }
 
 fn urlencode(s: &str) -> String {
@@ -319,7 +360,9 @@ pub async fn get_parallel(clients: &[Client], ns: &str, objects: usize, n: usize
         let ns = ns.clone();
         async move {
             let api = Api::<ConfigMap>::namespaced(c, &ns);
-            api.get(&object_name(fastrand::usize(..objects))).await.map(drop)
+            api.get(&object_name(fastrand::usize(..objects)))
+                .await
+                .map(drop)
         }
     })
     .await
@@ -363,7 +406,13 @@ type Seen = (u64, String, Instant);
 /// resourceVersion of the namespace's ConfigMaps, then updates one object
 /// `updates` times sequentially and times, per watcher, from the PUT
 /// response to the arrival of the event.
-pub async fn watch_phase(cfg: &kube::Config, client: &Client, ns: &str, watchers: usize, updates: usize) -> Result<WatchFigures> {
+pub async fn watch_phase(
+    cfg: &kube::Config,
+    client: &Client,
+    ns: &str,
+    watchers: usize,
+    updates: usize,
+) -> Result<WatchFigures> {
     let base = collection(ns);
     let (_, _, rv, _) = raw_list(client, format!("{base}?limit=1")).await?;
     let watch_clients = clients(cfg, watchers)?;
@@ -371,7 +420,10 @@ pub async fn watch_phase(cfg: &kube::Config, client: &Client, ns: &str, watchers
     let mut tasks = Vec::new();
     for c in &watch_clients {
         let path = format!("{base}?watch=true&resourceVersion={rv}&timeoutSeconds=600");
-        let stream = c.request_stream(get(path)).await.context("opening a watch")?;
+        let stream = c
+            .request_stream(get(path))
+            .await
+            .context("opening a watch")?;
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<Seen>();
         receivers.push(rx);
         tasks.push(tokio::spawn(async move {
@@ -391,25 +443,45 @@ pub async fn watch_phase(cfg: &kube::Config, client: &Client, ns: &str, watchers
                     .and_then(|d| d.get("seq"))
                     .and_then(|s| s.parse().ok())
                     .unwrap_or(u64::MAX);
-                let _ = tx.send((seq, ev.object.metadata.resource_version.unwrap_or_default(), at));
+                let _ = tx.send((
+                    seq,
+                    ev.object.metadata.resource_version.unwrap_or_default(),
+                    at,
+                ));
             }
         }));
     }
     let api = Api::<ConfigMap>::namespaced(client.clone(), ns);
     let name = object_name(1);
-    let mut obj = api.get(&name).await.context("reading the object to update")?;
+    let mut obj = api
+        .get(&name)
+        .await
+        .context("reading the object to update")?;
     let mut lat = Vec::new();
     let mut from_req = Vec::new();
     let (mut early, mut missed, mut mismatch) = (0, 0, 0);
     // Update 0 is a warm-up: it makes sure every watch is live.
     for seq in 0..=updates as u64 {
-        obj.data.get_or_insert_with(Default::default).insert("seq".into(), seq.to_string());
+        obj.data
+            .get_or_insert_with(Default::default)
+            .insert("seq".into(), seq.to_string());
         let sent = Instant::now();
-        let updated = api.replace(&name, &PostParams::default(), &obj).await.context("PUT during the watch phase")?;
+        let updated = api
+            .replace(&name, &PostParams::default(), &obj)
+            .await
+            .context("PUT during the watch phase")?;
         let responded = Instant::now();
-        let new_rv = updated.metadata.resource_version.clone().unwrap_or_default();
+        let new_rv = updated
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
         obj = updated;
-        let wait = if seq == 0 { Duration::from_secs(30) } else { Duration::from_secs(10) };
+        let wait = if seq == 0 {
+            Duration::from_secs(30)
+        } else {
+            Duration::from_secs(10)
+        };
         for rx in receivers.iter_mut() {
             let deadline = tokio::time::Instant::now() + wait;
             loop {
@@ -442,7 +514,13 @@ pub async fn watch_phase(cfg: &kube::Config, client: &Client, ns: &str, watchers
     for t in tasks {
         t.abort();
     }
-    Ok(WatchFigures { latencies: Samples::new(lat), from_request: Samples::new(from_req), early, missed, rv_mismatch: mismatch })
+    Ok(WatchFigures {
+        latencies: Samples::new(lat),
+        from_request: Samples::new(from_req),
+        early,
+        missed,
+        rv_mismatch: mismatch,
+    })
 }
 
 fn is_conflict(e: &kube::Error) -> bool {
@@ -452,7 +530,12 @@ fn is_conflict(e: &kube::Error) -> bool {
 /// PUT with resourceVersion of every object (each exactly once, so no conflicts).
 pub async fn put_phase(clients: &[Client], ns: &str) -> Result<(Parallel, usize)> {
     let api = Api::<ConfigMap>::namespaced(clients[0].clone(), ns);
-    let objects = Arc::new(api.list(&ListParams::default()).await.context("listing before the PUTs")?.items);
+    let objects = Arc::new(
+        api.list(&ListParams::default())
+            .await
+            .context("listing before the PUTs")?
+            .items,
+    );
     let conflicts = Arc::new(AtomicUsize::new(0));
     let n = objects.len();
     let ns = ns.to_string();
@@ -463,8 +546,13 @@ pub async fn put_phase(clients: &[Client], ns: &str) -> Result<(Parallel, usize)
             let api = Api::<ConfigMap>::namespaced(c, &ns);
             let mut obj = objects[i].clone();
             let name = obj.metadata.name.clone().unwrap_or_default();
-            obj.data.get_or_insert_with(Default::default).insert("put".into(), "1".into());
-            let r = api.replace(&name, &PostParams::default(), &obj).await.map(drop);
+            obj.data
+                .get_or_insert_with(Default::default)
+                .insert("put".into(), "1".into());
+            let r = api
+                .replace(&name, &PostParams::default(), &obj)
+                .await
+                .map(drop);
             if let Err(e) = &r {
                 if is_conflict(e) {
                     conflicts.fetch_add(1, Ordering::Relaxed);
@@ -485,7 +573,13 @@ pub async fn patch_phase(clients: &[Client], ns: &str, n: usize) -> Parallel {
         async move {
             let api = Api::<ConfigMap>::namespaced(c, &ns);
             let patch = serde_json::json!({"data": {"patched": i.to_string()}});
-            api.patch(&object_name(i), &PatchParams::default(), &Patch::Merge(&patch)).await.map(drop)
+            api.patch(
+                &object_name(i),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await
+            .map(drop)
         }
     })
     .await

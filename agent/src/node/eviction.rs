@@ -18,7 +18,10 @@ pub struct Eviction {
 impl Default for Eviction {
     /// The kubelet's defaults: `memory.available<100Mi,nodefs.available<10%`.
     fn default() -> Self {
-        Eviction { memory_bytes: 100 << 20, disk_percent: 10 }
+        Eviction {
+            memory_bytes: 100 << 20,
+            disk_percent: 10,
+        }
     }
 }
 
@@ -31,7 +34,11 @@ impl std::fmt::Display for Eviction {
             (_, 0) => format!("{}Ki", b >> 10),
             _ => b.to_string(),
         };
-        write!(f, "memory.available<{memory},nodefs.available<{}%", self.disk_percent)
+        write!(
+            f,
+            "memory.available<{memory},nodefs.available<{}%",
+            self.disk_percent
+        )
     }
 }
 
@@ -43,9 +50,9 @@ impl FromStr for Eviction {
     fn from_str(s: &str) -> Result<Self, String> {
         let mut out = Eviction::default();
         for item in s.split(',').map(str::trim).filter(|i| !i.is_empty()) {
-            let (signal, value) = item
-                .split_once('<')
-                .ok_or_else(|| format!("{item:?}: expected SIGNAL<VALUE, e.g. nodefs.available<10%"))?;
+            let (signal, value) = item.split_once('<').ok_or_else(|| {
+                format!("{item:?}: expected SIGNAL<VALUE, e.g. nodefs.available<10%")
+            })?;
             match signal {
                 "memory.available" => {
                     let nanos = parse_nanos(value).filter(|n| *n >= 0).ok_or_else(|| format!("{item:?}: {value:?} is not a quantity such as 100Mi"))?;
@@ -81,12 +88,26 @@ mod tests {
             ("a disk quantity", "nodefs.available<1Gi", Err("\"nodefs.available<1Gi\": kybern takes nodefs.available as a whole percentage such as 10%")),
         ];
         for (name, input, want) in cases {
-            assert_eq!(input.parse::<Eviction>(), want.map_err(String::from), "{name}");
+            assert_eq!(
+                input.parse::<Eviction>(),
+                want.map_err(String::from),
+                "{name}"
+            );
         }
         let default = Eviction::default();
-        assert_eq!(default.to_string(), "memory.available<100Mi,nodefs.available<10%");
-        let odd = Eviction { memory_bytes: 1536, disk_percent: 1 };
+        assert_eq!(
+            default.to_string(),
+            "memory.available<100Mi,nodefs.available<10%"
+        );
+        let odd = Eviction {
+            memory_bytes: 1536,
+            disk_percent: 1,
+        };
         assert_eq!(odd.to_string().parse::<Eviction>(), Ok(odd), "{odd}");
-        assert_eq!(default.to_string().parse::<Eviction>(), Ok(default), "the printed default parses back");
+        assert_eq!(
+            default.to_string().parse::<Eviction>(),
+            Ok(default),
+            "the printed default parses back"
+        );
     }
 }

@@ -14,7 +14,10 @@ pub struct BackoffConfig {
 
 impl Default for BackoffConfig {
     fn default() -> Self {
-        BackoffConfig { initial: Duration::from_secs(10), max: Duration::from_secs(300) }
+        BackoffConfig {
+            initial: Duration::from_secs(10),
+            max: Duration::from_secs(300),
+        }
     }
 }
 
@@ -61,7 +64,11 @@ pub fn go_duration(d: Duration) -> String {
     let (minutes, ms) = (ms / 60_000, ms % 60_000);
     let seconds = match ms % 1000 {
         0 => format!("{}s", ms / 1000),
-        frac => format!("{}.{}s", ms / 1000, format!("{frac:03}").trim_end_matches('0')),
+        frac => format!(
+            "{}.{}s",
+            ms / 1000,
+            format!("{frac:03}").trim_end_matches('0')
+        ),
     };
     if minutes == 0 {
         seconds
@@ -79,8 +86,15 @@ mod tests {
         let config = BackoffConfig::default();
         let mut b = Backoff::default();
         let t0 = Instant::now();
-        assert_eq!(b.attempt(&config, t0), Ok(()), "the first retry is immediate");
-        assert_eq!(b.attempt(&config, t0 + Duration::from_secs(4)), Err(Duration::from_secs(6)));
+        assert_eq!(
+            b.attempt(&config, t0),
+            Ok(()),
+            "the first retry is immediate"
+        );
+        assert_eq!(
+            b.attempt(&config, t0 + Duration::from_secs(4)),
+            Err(Duration::from_secs(6))
+        );
         let mut now = t0 + Duration::from_secs(10);
         let mut delays = vec![];
         for _ in 0..7 {

@@ -20,11 +20,23 @@ pub fn field_path(init: bool, container: &str) -> String {
 }
 
 /// Records an event; a failure is logged and otherwise ignored, as the kubelet does.
-pub async fn record(client: &Client, node: &str, pod: &Pod, field_path: Option<String>, type_: &str, reason: &str, message: &str) {
+pub async fn record(
+    client: &Client,
+    node: &str,
+    pod: &Pod,
+    field_path: Option<String>,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) {
     let ns = pod.namespace().unwrap_or_else(|| "default".into());
     let now = Time(Timestamp::now());
     let event = Event {
-        metadata: ObjectMeta { generate_name: Some(format!("{}.", pod.name_any())), namespace: Some(ns.clone()), ..Default::default() },
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{}.", pod.name_any())),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
         involved_object: ObjectReference {
             api_version: Some("v1".into()),
             kind: Some("Pod".into()),
@@ -37,7 +49,10 @@ pub async fn record(client: &Client, node: &str, pod: &Pod, field_path: Option<S
         reason: Some(reason.into()),
         message: Some(message.into()),
         type_: Some(type_.into()),
-        source: Some(EventSource { component: Some("kubelet".into()), host: Some(node.into()) }),
+        source: Some(EventSource {
+            component: Some("kubelet".into()),
+            host: Some(node.into()),
+        }),
         reporting_component: Some("kubelet".into()),
         reporting_instance: Some(node.into()),
         first_timestamp: Some(now.clone()),
@@ -45,7 +60,10 @@ pub async fn record(client: &Client, node: &str, pod: &Pod, field_path: Option<S
         count: Some(1),
         ..Default::default()
     };
-    if let Err(e) = Api::<Event>::namespaced(client.clone(), &ns).create(&PostParams::default(), &event).await {
+    if let Err(e) = Api::<Event>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &event)
+        .await
+    {
         tracing::debug!(pod = %pod.name_any(), reason, error = %e, "recording an event failed");
     }
 }

@@ -14,13 +14,20 @@ pub struct ClusterDns {
 
 impl Default for ClusterDns {
     fn default() -> Self {
-        ClusterDns { servers: vec!["10.43.0.10".into()], domain: "cluster.local".into() }
+        ClusterDns {
+            servers: vec!["10.43.0.10".into()],
+            domain: "cluster.local".into(),
+        }
     }
 }
 
 /// The pod's hostname: spec.hostname, else its name, cut to 63 characters as upstream.
 pub fn hostname(pod: &Pod) -> String {
-    let spec_hostname = pod.spec.as_ref().and_then(|s| s.hostname.clone()).filter(|h| !h.is_empty());
+    let spec_hostname = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.hostname.clone())
+        .filter(|h| !h.is_empty());
     let name = spec_hostname.unwrap_or_else(|| pod.metadata.name.clone().unwrap_or_default());
     let cut: String = name.chars().take(63).collect();
     cut.trim_end_matches(['-', '.']).to_string()
@@ -37,7 +44,10 @@ pub fn hosts(pod: &Pod, pod_ip: &str, dns: &ClusterDns) -> String {
     match spec.subdomain.as_deref().filter(|s| !s.is_empty()) {
         Some(sub) => {
             let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
-            out.push_str(&format!("{pod_ip}\t{host}.{sub}.{ns}.svc.{}\t{host}\n", dns.domain));
+            out.push_str(&format!(
+                "{pod_ip}\t{host}.{sub}.{ns}.svc.{}\t{host}\n",
+                dns.domain
+            ));
         }
         None => out.push_str(&format!("{pod_ip}\t{host}\n")),
     }
@@ -60,7 +70,8 @@ pub fn resolv_conf(pod: &Pod, dns: &ClusterDns, host_resolv: &str) -> String {
     let spec = pod.spec.clone().unwrap_or_default();
     let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
     let host_network = spec.host_network.unwrap_or(false);
-    let (mut servers, mut searches, mut options): (Vec<String>, Vec<String>, Vec<String>) = (vec![], vec![], vec![]);
+    let (mut servers, mut searches, mut options): (Vec<String>, Vec<String>, Vec<String>) =
+        (vec![], vec![], vec![]);
     let cluster = match policy {
         "ClusterFirstWithHostNet" => true,
         "ClusterFirst" => !host_network,
@@ -69,7 +80,11 @@ pub fn resolv_conf(pod: &Pod, dns: &ClusterDns, host_resolv: &str) -> String {
     if cluster {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         servers = dns.servers.clone();
-        searches = vec![format!("{ns}.svc.{}", dns.domain), format!("svc.{}", dns.domain), dns.domain.clone()];
+        searches = vec![
+            format!("{ns}.svc.{}", dns.domain),
+            format!("svc.{}", dns.domain),
+            dns.domain.clone(),
+        ];
         searches.extend(parse_host(host_resolv).1);
         options = vec!["ndots:5".into()];
     } else if policy != "None" {
@@ -120,7 +135,10 @@ fn parse_host(text: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
         let mut words = line.split_whitespace();
         match words.next() {
             Some("nameserver") => {
-                if let Some(s) = words.next().filter(|s| !s.starts_with("127.") && *s != "::1") {
+                if let Some(s) = words
+                    .next()
+                    .filter(|s| !s.starts_with("127.") && *s != "::1")
+                {
                     servers.push(s.to_string());
                 }
             }
@@ -136,14 +154,21 @@ fn parse_host(text: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
 pub fn write_all(dir: &Path, pod: &Pod, pod_ip: &str, dns: &ClusterDns) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
     let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-    let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+    let host_network = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false);
     let hosts_text = if host_network {
         std::fs::read_to_string("/etc/hosts").unwrap_or_default()
     } else {
         hosts(pod, pod_ip, dns)
     };
     let host = if host_network {
-        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default().trim().to_string()
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .unwrap_or_default()
+            .trim()
+            .to_string()
     } else {
         hostname(pod)
     };
@@ -165,7 +190,10 @@ mod tests {
     use k8s_openapi::api::core::v1::{HostAlias, PodDNSConfig, PodDNSConfigOption, PodSpec};
 
     fn pod(spec: PodSpec) -> Pod {
-        let mut p = Pod { spec: Some(spec), ..Default::default() };
+        let mut p = Pod {
+            spec: Some(spec),
+            ..Default::default()
+        };
         p.metadata.name = Some("web-0".into());
         p.metadata.namespace = Some("shop".into());
         p
@@ -173,7 +201,11 @@ mod tests {
 
     #[test]
     fn hosts_name_the_pod_and_its_subdomain_and_aliases() {
-        let plain = hosts(&pod(PodSpec::default()), "10.42.0.7", &ClusterDns::default());
+        let plain = hosts(
+            &pod(PodSpec::default()),
+            "10.42.0.7",
+            &ClusterDns::default(),
+        );
         assert!(plain.starts_with("# Kubernetes-managed hosts file.\n127.0.0.1\tlocalhost\n"));
         assert!(plain.ends_with("10.42.0.7\tweb-0\n"), "{plain}");
         let sub = hosts(
@@ -188,8 +220,14 @@ mod tests {
             "10.42.0.7",
             &ClusterDns::default(),
         );
-        assert!(sub.contains("10.42.0.7\tweb-0.web.shop.svc.cluster.local\tweb-0\n"), "{sub}");
-        assert!(sub.ends_with("# Entries added by HostAliases.\n1.2.3.4\ta\tb\n"), "{sub}");
+        assert!(
+            sub.contains("10.42.0.7\tweb-0.web.shop.svc.cluster.local\tweb-0\n"),
+            "{sub}"
+        );
+        assert!(
+            sub.ends_with("# Entries added by HostAliases.\n1.2.3.4\ta\tb\n"),
+            "{sub}"
+        );
     }
 
     #[test]
@@ -237,7 +275,13 @@ mod tests {
 
     #[test]
     fn hostname_prefers_spec_hostname_and_is_cut_to_63() {
-        assert_eq!(hostname(&pod(PodSpec { hostname: Some("h".into()), ..Default::default() })), "h");
+        assert_eq!(
+            hostname(&pod(PodSpec {
+                hostname: Some("h".into()),
+                ..Default::default()
+            })),
+            "h"
+        );
         let mut long = pod(PodSpec::default());
         long.metadata.name = Some(format!("{}-x", "a".repeat(62)));
         assert_eq!(hostname(&long), "a".repeat(62));

@@ -46,12 +46,22 @@ pub struct Probes {
 impl Probes {
     /// Starts the container's probes: the startup probe if it has one, else liveness and
     /// readiness.
-    pub fn start(&mut self, runtime: Arc<dyn Runtime>, spec: &Container, id: &str, pod_ip: Ipv4Addr, wake: &mpsc::UnboundedSender<Wake>) {
+    pub fn start(
+        &mut self,
+        runtime: Arc<dyn Runtime>,
+        spec: &Container,
+        id: &str,
+        pod_ip: Ipv4Addr,
+        wake: &mpsc::UnboundedSender<Wake>,
+    ) {
         self.stop();
         self.setup = Some(Setup {
             runtime,
             spec: spec.clone(),
-            target: Target { container_id: id.to_string(), pod_ip },
+            target: Target {
+                container_id: id.to_string(),
+                pod_ip,
+            },
             wake: wake.clone(),
         });
         match spec.startup_probe.clone() {
@@ -62,7 +72,10 @@ impl Probes {
 
     fn start_after_startup(&mut self) {
         let Some(setup) = &self.setup else { return };
-        let (liveness, readiness) = (setup.spec.liveness_probe.clone(), setup.spec.readiness_probe.clone());
+        let (liveness, readiness) = (
+            setup.spec.liveness_probe.clone(),
+            setup.spec.readiness_probe.clone(),
+        );
         if let Some(p) = liveness {
             self.spawn(ProbeKind::Liveness, p);
         }
@@ -84,7 +97,12 @@ impl Probes {
                 }
             }
         });
-        self.running.push(Running { kind, handle, forwarder, seen: 0 });
+        self.running.push(Running {
+            kind,
+            handle,
+            forwarder,
+            seen: 0,
+        });
     }
 
     pub fn stop(&mut self) {
@@ -93,7 +111,10 @@ impl Probes {
     }
 
     fn state(&self, kind: ProbeKind) -> Option<probe::ProbeState> {
-        self.running.iter().find(|r| r.kind == kind).map(|r| r.handle.current())
+        self.running
+            .iter()
+            .find(|r| r.kind == kind)
+            .map(|r| r.handle.current())
     }
 
     /// Applies the probes' results to the record: started, ready. Starts liveness and
@@ -112,7 +133,8 @@ impl Probes {
             self.start_after_startup();
         }
         rec.started = rec.is_running() && started;
-        rec.ready = rec.started && (!has_readiness || self.state(ProbeKind::Readiness).is_some_and(|s| s.success));
+        rec.ready = rec.started
+            && (!has_readiness || self.state(ProbeKind::Readiness).is_some_and(|s| s.success));
         let mut events = Vec::new();
         for r in &mut self.running {
             let s = r.handle.current();
@@ -133,7 +155,10 @@ impl Probes {
         if self.state(ProbeKind::Liveness).is_some_and(|s| !s.success) {
             return Some("liveness");
         }
-        if self.state(ProbeKind::Startup).is_some_and(|s| s.stopped && !s.success) {
+        if self
+            .state(ProbeKind::Startup)
+            .is_some_and(|s| s.stopped && !s.success)
+        {
             return Some("startup");
         }
         None
@@ -148,14 +173,35 @@ impl Probes {
         });
         let secs = probe
             .and_then(|p| p.termination_grace_period_seconds)
-            .or_else(|| pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds))
+            .or_else(|| {
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
             .unwrap_or(30);
         Duration::from_secs(secs.max(0) as u64)
     }
 }
 
 /// Runs a lifecycle hook (postStart, preStop) in or against the container.
-pub async fn run_hook(runtime: &dyn Runtime, spec: &Container, id: &str, pod_ip: Ipv4Addr, hook: &LifecycleHandler, timeout: Duration) -> Result<(), String> {
-    let target = Target { container_id: id.to_string(), pod_ip };
-    probe::run_hook(runtime, &target, hook, spec.ports.as_deref().unwrap_or(&[]), timeout).await
+pub async fn run_hook(
+    runtime: &dyn Runtime,
+    spec: &Container,
+    id: &str,
+    pod_ip: Ipv4Addr,
+    hook: &LifecycleHandler,
+    timeout: Duration,
+) -> Result<(), String> {
+    let target = Target {
+        container_id: id.to_string(),
+        pod_ip,
+    };
+    probe::run_hook(
+        runtime,
+        &target,
+        hook,
+        spec.ports.as_deref().unwrap_or(&[]),
+        timeout,
+    )
+    .await
 }

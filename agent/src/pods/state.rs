@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
     ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStateWaiting,
-    ContainerStatus, Pod, PodCondition, PodIP, HostIP, PodStatus,
+    ContainerStatus, HostIP, Pod, PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -25,14 +25,22 @@ pub struct Terminated {
 /// The state of a container as the status shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
-    Waiting { reason: String, message: Option<String> },
-    Running { started_at: Time },
+    Waiting {
+        reason: String,
+        message: Option<String>,
+    },
+    Running {
+        started_at: Time,
+    },
     Terminated(Terminated),
 }
 
 impl State {
     pub fn waiting(reason: &str, message: Option<String>) -> State {
-        State::Waiting { reason: reason.into(), message }
+        State::Waiting {
+            reason: reason.into(),
+            message,
+        }
     }
 }
 
@@ -100,11 +108,16 @@ impl Record {
 fn api_state(state: &State) -> ContainerState {
     match state {
         State::Waiting { reason, message } => ContainerState {
-            waiting: Some(ContainerStateWaiting { reason: Some(reason.clone()), message: message.clone() }),
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.clone()),
+                message: message.clone(),
+            }),
             ..Default::default()
         },
         State::Running { started_at } => ContainerState {
-            running: Some(ContainerStateRunning { started_at: Some(started_at.clone()) }),
+            running: Some(ContainerStateRunning {
+                started_at: Some(started_at.clone()),
+            }),
             ..Default::default()
         },
         State::Terminated(t) => ContainerState {
@@ -123,7 +136,12 @@ fn api_state(state: &State) -> ContainerState {
 }
 
 /// The pod's phase from its containers, as the kubelet's getPhase decides it.
-pub fn phase(restart_policy: &str, init: &[Record], app: &[Record], init_failed_for_good: bool) -> &'static str {
+pub fn phase(
+    restart_policy: &str,
+    init: &[Record],
+    app: &[Record],
+    init_failed_for_good: bool,
+) -> &'static str {
     if init_failed_for_good {
         return "Failed";
     }
@@ -180,8 +198,17 @@ pub fn conditions(
     phase: &str,
 ) -> Vec<(String, bool, Option<String>, Option<String>)> {
     let mut out = Vec::new();
-    out.push(("PodReadyToStartContainers".to_string(), sandbox_ready, None, None));
-    let incomplete: Vec<&str> = init.iter().filter(|c| !c.succeeded()).map(|c| c.name.as_str()).collect();
+    out.push((
+        "PodReadyToStartContainers".to_string(),
+        sandbox_ready,
+        None,
+        None,
+    ));
+    let incomplete: Vec<&str> = init
+        .iter()
+        .filter(|c| !c.succeeded())
+        .map(|c| c.name.as_str())
+        .collect();
     if incomplete.is_empty() {
         out.push(("Initialized".into(), true, None, None));
     } else {
@@ -189,11 +216,18 @@ pub fn conditions(
             "Initialized".into(),
             false,
             Some("ContainersNotInitialized".into()),
-            Some(format!("containers with incomplete status: [{}]", incomplete.join(" "))),
+            Some(format!(
+                "containers with incomplete status: [{}]",
+                incomplete.join(" ")
+            )),
         ));
     }
     // A pod that finished is not ready; its containers all are, by definition, not running.
-    let unready: Vec<&str> = app.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
+    let unready: Vec<&str> = app
+        .iter()
+        .filter(|c| !c.ready)
+        .map(|c| c.name.as_str())
+        .collect();
     let (ready, reason, message) = if phase == "Succeeded" {
         (false, Some("PodCompleted".to_string()), None)
     } else if unready.is_empty() {
@@ -202,10 +236,18 @@ pub fn conditions(
         (
             false,
             Some("ContainersNotReady".to_string()),
-            Some(format!("containers with unready status: [{}]", unready.join(" "))),
+            Some(format!(
+                "containers with unready status: [{}]",
+                unready.join(" ")
+            )),
         )
     };
-    out.push(("ContainersReady".into(), ready, reason.clone(), message.clone()));
+    out.push((
+        "ContainersReady".into(),
+        ready,
+        reason.clone(),
+        message.clone(),
+    ));
     // Readiness gates: Ready also needs every gate's condition True.
     let status_conditions = pod.status.as_ref().and_then(|s| s.conditions.as_ref());
     let gates: Vec<String> = pod
@@ -216,7 +258,10 @@ pub fn conditions(
         .unwrap_or_default();
     let missing: Vec<&str> = gates
         .iter()
-        .filter(|g| !status_conditions.is_some_and(|cs| cs.iter().any(|c| &c.type_ == *g && c.status == "True")))
+        .filter(|g| {
+            !status_conditions
+                .is_some_and(|cs| cs.iter().any(|c| &c.type_ == *g && c.status == "True"))
+        })
         .map(String::as_str)
         .collect();
     if ready && !missing.is_empty() {
@@ -224,7 +269,10 @@ pub fn conditions(
             "Ready".into(),
             false,
             Some("ReadinessGatesNotReady".into()),
-            Some(format!("corresponding condition of pod readiness gate \"{}\" does not exist.", missing[0])),
+            Some(format!(
+                "corresponding condition of pod readiness gate \"{}\" does not exist.",
+                missing[0]
+            )),
         ));
     } else {
         out.push(("Ready".into(), ready, reason, message));
@@ -252,8 +300,11 @@ pub fn pod_status(
     let old = pod.status.clone().unwrap_or_default();
     let old_conditions = old.conditions.clone().unwrap_or_default();
     let mine = conditions(pod, sandbox_ready, init, app, phase);
-    let mut conditions: Vec<PodCondition> =
-        old_conditions.iter().filter(|c| !mine.iter().any(|m| m.0 == c.type_)).cloned().collect();
+    let mut conditions: Vec<PodCondition> = old_conditions
+        .iter()
+        .filter(|c| !mine.iter().any(|m| m.0 == c.type_))
+        .cloned()
+        .collect();
     for (type_, ok, reason, message) in mine {
         let status = if ok { "True" } else { "False" }.to_string();
         let transition = old_conditions
@@ -272,10 +323,16 @@ pub fn pod_status(
         });
     }
     let order = |t: &str| {
-        ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
-            .iter()
-            .position(|x| *x == t)
-            .unwrap_or(5)
+        [
+            "PodReadyToStartContainers",
+            "Initialized",
+            "Ready",
+            "ContainersReady",
+            "PodScheduled",
+        ]
+        .iter()
+        .position(|x| *x == t)
+        .unwrap_or(5)
     };
     conditions.sort_by_key(|c| order(&c.type_));
     let ips = |ip: &str| (!ip.is_empty()).then(|| ip.to_string());
@@ -288,7 +345,8 @@ pub fn pod_status(
         pod_ips: pod_ip.map(|ip| vec![PodIP { ip: ip.into() }]),
         start_time: Some(start_time.clone()),
         qos_class: old.qos_class.clone(),
-        init_container_statuses: (!init.is_empty()).then(|| init.iter().map(Record::to_status).collect()),
+        init_container_statuses: (!init.is_empty())
+            .then(|| init.iter().map(Record::to_status).collect()),
         container_statuses: Some(app.iter().map(Record::to_status).collect()),
         nominated_node_name: old.nominated_node_name.clone(),
         ..Default::default()
@@ -337,7 +395,9 @@ mod tests {
     }
 
     fn running() -> State {
-        State::Running { started_at: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH) }
+        State::Running {
+            started_at: Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH),
+        }
     }
 
     fn exited(code: i32) -> State {
@@ -356,19 +416,103 @@ mod tests {
         let waiting = State::waiting("ContainerCreating", None);
         let crash = State::waiting("CrashLoopBackOff", None);
         // (name, restart policy, init containers, containers, init failed for good, phase)
-        type Case = (&'static str, &'static str, Vec<Record>, Vec<Record>, bool, &'static str);
+        type Case = (
+            &'static str,
+            &'static str,
+            Vec<Record>,
+            Vec<Record>,
+            bool,
+            &'static str,
+        );
         let cases: Vec<Case> = vec![
-            ("nothing started", "Always", vec![], vec![rec("a", waiting.clone(), false)], false, "Pending"),
-            ("running", "Always", vec![], vec![rec("a", running(), false)], false, "Running"),
-            ("init pending", "Always", vec![rec("i", running(), false)], vec![rec("a", waiting.clone(), false)], false, "Pending"),
-            ("init failed for good", "Never", vec![rec("i", exited(1), false)], vec![rec("a", waiting.clone(), false)], true, "Failed"),
-            ("crash looping is running", "Always", vec![], vec![rec("a", crash.clone(), true)], false, "Running"),
-            ("all succeeded, Never", "Never", vec![], vec![rec("a", exited(0), false), rec("b", exited(0), false)], false, "Succeeded"),
-            ("all succeeded, OnFailure", "OnFailure", vec![], vec![rec("a", exited(0), false)], false, "Succeeded"),
-            ("one failed, Never", "Never", vec![], vec![rec("a", exited(0), false), rec("b", exited(2), false)], false, "Failed"),
-            ("failed, OnFailure restarts", "OnFailure", vec![], vec![rec("a", exited(2), false)], false, "Running"),
-            ("exited, Always restarts", "Always", vec![], vec![rec("a", exited(0), false)], false, "Running"),
-            ("one running one done", "Never", vec![], vec![rec("a", exited(0), false), rec("b", running(), false)], false, "Running"),
+            (
+                "nothing started",
+                "Always",
+                vec![],
+                vec![rec("a", waiting.clone(), false)],
+                false,
+                "Pending",
+            ),
+            (
+                "running",
+                "Always",
+                vec![],
+                vec![rec("a", running(), false)],
+                false,
+                "Running",
+            ),
+            (
+                "init pending",
+                "Always",
+                vec![rec("i", running(), false)],
+                vec![rec("a", waiting.clone(), false)],
+                false,
+                "Pending",
+            ),
+            (
+                "init failed for good",
+                "Never",
+                vec![rec("i", exited(1), false)],
+                vec![rec("a", waiting.clone(), false)],
+                true,
+                "Failed",
+            ),
+            (
+                "crash looping is running",
+                "Always",
+                vec![],
+                vec![rec("a", crash.clone(), true)],
+                false,
+                "Running",
+            ),
+            (
+                "all succeeded, Never",
+                "Never",
+                vec![],
+                vec![rec("a", exited(0), false), rec("b", exited(0), false)],
+                false,
+                "Succeeded",
+            ),
+            (
+                "all succeeded, OnFailure",
+                "OnFailure",
+                vec![],
+                vec![rec("a", exited(0), false)],
+                false,
+                "Succeeded",
+            ),
+            (
+                "one failed, Never",
+                "Never",
+                vec![],
+                vec![rec("a", exited(0), false), rec("b", exited(2), false)],
+                false,
+                "Failed",
+            ),
+            (
+                "failed, OnFailure restarts",
+                "OnFailure",
+                vec![],
+                vec![rec("a", exited(2), false)],
+                false,
+                "Running",
+            ),
+            (
+                "exited, Always restarts",
+                "Always",
+                vec![],
+                vec![rec("a", exited(0), false)],
+                false,
+                "Running",
+            ),
+            (
+                "one running one done",
+                "Never",
+                vec![],
+                vec![rec("a", exited(0), false), rec("b", running(), false)],
+                false,
+                "Running",
+            ),
         ];
         for (name, policy, init, app, failed, want) in cases {
             assert_eq!(phase(policy, &init, &app, failed), want, "{name}");
@@ -384,9 +528,18 @@ mod tests {
         let b = rec("b", running(), false);
         let c = conditions(&pod, true, &init, &[a.clone(), b], "Pending");
         let get = |t: &str| c.iter().find(|x| x.0 == t).unwrap().clone();
-        assert_eq!(get("Initialized").3.as_deref(), Some("containers with incomplete status: [setup]"));
-        assert_eq!(get("ContainersReady").2.as_deref(), Some("ContainersNotReady"));
-        assert_eq!(get("Ready").3.as_deref(), Some("containers with unready status: [b]"));
+        assert_eq!(
+            get("Initialized").3.as_deref(),
+            Some("containers with incomplete status: [setup]")
+        );
+        assert_eq!(
+            get("ContainersReady").2.as_deref(),
+            Some("ContainersNotReady")
+        );
+        assert_eq!(
+            get("Ready").3.as_deref(),
+            Some("containers with unready status: [b]")
+        );
         assert!(get("PodReadyToStartContainers").1);
         let all_ready = conditions(&pod, true, &[], &[a], "Running");
         assert!(all_ready.iter().all(|x| x.1), "{all_ready:?}");
@@ -394,7 +547,13 @@ mod tests {
 
     #[test]
     fn a_completed_pod_is_not_ready_with_reason_pod_completed() {
-        let c = conditions(&Pod::default(), false, &[], &[rec("a", exited(0), false)], "Succeeded");
+        let c = conditions(
+            &Pod::default(),
+            false,
+            &[],
+            &[rec("a", exited(0), false)],
+            "Succeeded",
+        );
         let ready = c.iter().find(|x| x.0 == "Ready").unwrap();
         assert_eq!((ready.1, ready.2.as_deref()), (false, Some("PodCompleted")));
     }
@@ -410,24 +569,45 @@ mod tests {
     fn status_keeps_conditions_others_own_and_transition_times() {
         let then = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
         let later = Time(k8s_openapi::jiff::Timestamp::from_second(100).unwrap());
-        let pod = Pod { status: Some(PodStatus {
-            conditions: Some(vec![
-                PodCondition { type_: "PodScheduled".into(), status: "True".into(), ..Default::default() },
-                PodCondition {
-                    type_: "Initialized".into(),
-                    status: "True".into(),
-                    last_transition_time: Some(then.clone()),
-                    ..Default::default()
-                },
-            ]),
-            qos_class: Some("BestEffort".into()),
+        let pod = Pod {
+            status: Some(PodStatus {
+                conditions: Some(vec![
+                    PodCondition {
+                        type_: "PodScheduled".into(),
+                        status: "True".into(),
+                        ..Default::default()
+                    },
+                    PodCondition {
+                        type_: "Initialized".into(),
+                        status: "True".into(),
+                        last_transition_time: Some(then.clone()),
+                        ..Default::default()
+                    },
+                ]),
+                qos_class: Some("BestEffort".into()),
+                ..Default::default()
+            }),
             ..Default::default()
-        }), ..Default::default() };
-        let s = pod_status(&pod, true, &[], &[rec("a", running(), false)], false, "10.0.0.1", Some("10.42.0.5"), &then, &later);
+        };
+        let s = pod_status(
+            &pod,
+            true,
+            &[],
+            &[rec("a", running(), false)],
+            false,
+            "10.0.0.1",
+            Some("10.42.0.5"),
+            &then,
+            &later,
+        );
         let conds = s.conditions.unwrap();
         assert!(conds.iter().any(|c| c.type_ == "PodScheduled"));
         let init = conds.iter().find(|c| c.type_ == "Initialized").unwrap();
-        assert_eq!(init.last_transition_time, Some(then), "unchanged condition keeps its time");
+        assert_eq!(
+            init.last_transition_time,
+            Some(then),
+            "unchanged condition keeps its time"
+        );
         let ready = conds.iter().find(|c| c.type_ == "Ready").unwrap();
         assert_eq!(ready.last_transition_time, Some(later));
         assert_eq!(s.qos_class.as_deref(), Some("BestEffort"));

@@ -24,7 +24,9 @@ pub fn is_mirror(pod: &Pod) -> bool {
 }
 
 fn fnv_hex(bytes: &[u8]) -> String {
-    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3));
+    let h = bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    });
     format!("{h:016x}")
 }
 
@@ -32,12 +34,27 @@ fn fnv_hex(bytes: &[u8]) -> String {
 /// `<name>-<node>`, in `default` unless it says otherwise, bound to this node, with a UID
 /// and the config annotations.
 pub fn from_manifest(text: &str, source: &Path, node: &str) -> Result<Pod, String> {
-    let mut pod: Pod = serde_yaml::from_str(text).map_err(|e| format!("{}: not a Pod manifest: {e}", source.display()))?;
-    let name = pod.metadata.name.clone().filter(|n| !n.is_empty()).ok_or_else(|| format!("{}: the pod has no name", source.display()))?;
+    let mut pod: Pod = serde_yaml::from_str(text)
+        .map_err(|e| format!("{}: not a Pod manifest: {e}", source.display()))?;
+    let name = pod
+        .metadata
+        .name
+        .clone()
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| format!("{}: the pod has no name", source.display()))?;
     let hash = fnv_hex(format!("{node}\n{}\n{text}", source.display()).as_bytes());
-    let uid = format!("{}-{}-{}-{}-{}", &hash[0..8], &hash[8..12], &hash[12..16], &hash[0..4], &hash[4..16]);
+    let uid = format!(
+        "{}-{}-{}-{}-{}",
+        &hash[0..8],
+        &hash[8..12],
+        &hash[12..16],
+        &hash[0..4],
+        &hash[4..16]
+    );
     pod.metadata.name = Some(format!("{name}-{node}"));
-    pod.metadata.namespace.get_or_insert_with(|| "default".into());
+    pod.metadata
+        .namespace
+        .get_or_insert_with(|| "default".into());
     pod.metadata.uid = Some(uid);
     let annotations = pod.metadata.annotations.get_or_insert_with(BTreeMap::new);
     annotations.insert(ANNOTATION_SOURCE.into(), "file".into());
@@ -47,9 +64,15 @@ pub fn from_manifest(text: &str, source: &Path, node: &str) -> Result<Pod, Strin
     spec.restart_policy.get_or_insert_with(|| "Always".into());
     spec.dns_policy.get_or_insert_with(|| "ClusterFirst".into());
     spec.termination_grace_period_seconds.get_or_insert(30);
-    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut().flatten()) {
-        c.termination_message_path.get_or_insert_with(|| "/dev/termination-log".into());
-        c.termination_message_policy.get_or_insert_with(|| "File".into());
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut().flatten())
+    {
+        c.termination_message_path
+            .get_or_insert_with(|| "/dev/termination-log".into());
+        c.termination_message_policy
+            .get_or_insert_with(|| "File".into());
     }
     pod.status = None;
     Ok(pod)
@@ -59,20 +82,33 @@ pub fn from_manifest(text: &str, source: &Path, node: &str) -> Result<Pod, Strin
 /// do not parse are logged and skipped.
 pub fn read_dir(dir: &Path, node: &str) -> BTreeMap<String, Pod> {
     let mut out = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
     let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
     paths.sort();
     for path in paths {
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let wanted = !name.starts_with('.') && [".yaml", ".yml", ".json"].iter().any(|ext| name.ends_with(ext));
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let wanted = !name.starts_with('.')
+            && [".yaml", ".yml", ".json"]
+                .iter()
+                .any(|ext| name.ends_with(ext));
         if !wanted {
             continue;
         }
-        match std::fs::read_to_string(&path).map_err(|e| e.to_string()).and_then(|t| from_manifest(&t, &path, node)) {
+        match std::fs::read_to_string(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|t| from_manifest(&t, &path, node))
+        {
             Ok(pod) => {
                 out.insert(pod.uid().unwrap_or_default(), pod);
             }
-            Err(e) => tracing::warn!(file = %path.display(), error = %e, "skipping a static pod manifest"),
+            Err(e) => {
+                tracing::warn!(file = %path.display(), error = %e, "skipping a static pod manifest")
+            }
         }
     }
     out
@@ -84,8 +120,16 @@ pub fn mirror_of(pod: &Pod, node: &Node) -> Pod {
     let mut mirror = pod.clone();
     mirror.metadata.uid = None;
     mirror.metadata.resource_version = None;
-    let hash = pod.annotations().get(ANNOTATION_HASH).cloned().unwrap_or_default();
-    mirror.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(ANNOTATION_MIRROR.into(), hash);
+    let hash = pod
+        .annotations()
+        .get(ANNOTATION_HASH)
+        .cloned()
+        .unwrap_or_default();
+    mirror
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(ANNOTATION_MIRROR.into(), hash);
     mirror.metadata.owner_references = Some(vec![OwnerReference {
         api_version: "v1".into(),
         kind: "Node".into(),
@@ -104,9 +148,19 @@ pub async fn ensure_mirror(client: &Client, pod: &Pod, node_name: &str) {
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let hash = pod.annotations().get(ANNOTATION_HASH).cloned();
     match api.get_opt(&pod.name_any()).await {
-        Ok(Some(existing)) if existing.annotations().get(ANNOTATION_MIRROR) == hash.as_ref() => return,
+        Ok(Some(existing)) if existing.annotations().get(ANNOTATION_MIRROR) == hash.as_ref() => {
+            return
+        }
         Ok(Some(_)) => {
-            let _ = api.delete(&pod.name_any(), &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+            let _ = api
+                .delete(
+                    &pod.name_any(),
+                    &DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    },
+                )
+                .await;
         }
         Ok(None) => {}
         Err(e) => {
@@ -121,7 +175,10 @@ pub async fn ensure_mirror(client: &Client, pod: &Pod, node_name: &str) {
             return;
         }
     };
-    if let Err(e) = api.create(&PostParams::default(), &mirror_of(pod, &node)).await {
+    if let Err(e) = api
+        .create(&PostParams::default(), &mirror_of(pod, &node))
+        .await
+    {
         tracing::warn!(pod = %pod.name_any(), error = %e, "creating a mirror pod; retrying");
     }
 }
@@ -131,7 +188,15 @@ pub async fn delete_mirror(client: &Client, namespace: &str, name: &str) {
     let api: Api<Pod> = Api::namespaced(client.clone(), namespace);
     match api.get_opt(name).await {
         Ok(Some(p)) if is_mirror(&p) => {
-            let _ = api.delete(name, &DeleteParams { grace_period_seconds: Some(0), ..Default::default() }).await;
+            let _ = api
+                .delete(
+                    name,
+                    &DeleteParams {
+                        grace_period_seconds: Some(0),
+                        ..Default::default()
+                    },
+                )
+                .await;
         }
         _ => {}
     }
@@ -145,14 +210,21 @@ mod tests {
 
     #[test]
     fn a_manifest_becomes_a_pod_of_this_node_with_a_stable_uid() {
-        let pod = from_manifest(MANIFEST, Path::new("/etc/kybern/manifests/web.yaml"), "n1").unwrap();
+        let pod =
+            from_manifest(MANIFEST, Path::new("/etc/kybern/manifests/web.yaml"), "n1").unwrap();
         assert_eq!(pod.metadata.name.as_deref(), Some("web-n1"));
         assert_eq!(pod.metadata.namespace.as_deref(), Some("default"));
         assert_eq!(pod.spec.as_ref().unwrap().node_name.as_deref(), Some("n1"));
         assert_eq!(pod.annotations()[ANNOTATION_SOURCE], "file");
-        let again = from_manifest(MANIFEST, Path::new("/etc/kybern/manifests/web.yaml"), "n1").unwrap();
+        let again =
+            from_manifest(MANIFEST, Path::new("/etc/kybern/manifests/web.yaml"), "n1").unwrap();
         assert_eq!(pod.uid(), again.uid(), "same file, same pod");
-        let edited = from_manifest(&MANIFEST.replace("busybox", "busybox:2"), Path::new("/etc/kybern/manifests/web.yaml"), "n1").unwrap();
+        let edited = from_manifest(
+            &MANIFEST.replace("busybox", "busybox:2"),
+            Path::new("/etc/kybern/manifests/web.yaml"),
+            "n1",
+        )
+        .unwrap();
         assert_ne!(pod.uid(), edited.uid(), "an edited manifest is a new pod");
         assert_eq!(pod.uid().unwrap().len(), 36);
     }
@@ -178,6 +250,9 @@ mod tests {
         std::fs::write(dir.path().join("notes.txt"), MANIFEST).unwrap();
         let pods = read_dir(dir.path(), "n1");
         assert_eq!(pods.len(), 1);
-        assert_eq!(pods.values().next().unwrap().metadata.name.as_deref(), Some("web-n1"));
+        assert_eq!(
+            pods.values().next().unwrap().metadata.name.as_deref(),
+            Some("web-n1")
+        );
     }
 }

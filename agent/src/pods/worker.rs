@@ -19,12 +19,17 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::backoff::{go_duration, Backoff};
-use super::probes::{self, Probes};
 use super::events::{self, field_path, NORMAL, WARNING};
+use super::probes::{self, Probes};
 use super::state::{self, Record, State, Terminated};
-use super::{config, container_id, files, labels, PodContext, LABEL_ATTEMPT, LABEL_CONTAINER_NAME, LABEL_CREATED, LABEL_INIT};
+use super::{
+    config, container_id, files, labels, PodContext, LABEL_ATTEMPT, LABEL_CONTAINER_NAME,
+    LABEL_CREATED, LABEL_INIT,
+};
 use crate::network::{Sandbox, SandboxRequest};
-use crate::runtime::{ContainerConfig, ContainerSummary, ExitStatus, ImageInfo, Mount, RegistryAuth, TaskState};
+use crate::runtime::{
+    ContainerConfig, ContainerSummary, ExitStatus, ImageInfo, Mount, RegistryAuth, TaskState,
+};
 use crate::volumes::{self, PodVolumes};
 
 const FIELD_MANAGER: &str = "kybern-agent";
@@ -63,9 +68,17 @@ struct Slot {
 
 impl Slot {
     fn new(spec: &Container, init: bool) -> Slot {
-        let waiting = if init { "PodInitializing" } else { "ContainerCreating" };
+        let waiting = if init {
+            "PodInitializing"
+        } else {
+            "ContainerCreating"
+        };
         Slot {
-            rec: Record::new(&spec.name, spec.image.as_deref().unwrap_or_default(), waiting),
+            rec: Record::new(
+                &spec.name,
+                spec.image.as_deref().unwrap_or_default(),
+                waiting,
+            ),
             spec: spec.clone(),
             current: None,
             previous: None,
@@ -80,7 +93,11 @@ impl Slot {
     fn terminated(&self) -> Option<&Terminated> {
         match &self.rec.state {
             State::Terminated(t) => Some(t),
-            _ => self.rec.last.as_ref().filter(|_| matches!(self.rec.state, State::Waiting { .. })),
+            _ => self
+                .rec
+                .last
+                .as_ref()
+                .filter(|_| matches!(self.rec.state, State::Waiting { .. })),
         }
     }
 }
@@ -104,7 +121,12 @@ pub(super) struct Worker {
     finished: bool,
 }
 
-pub(super) async fn run(ctx: Arc<PodContext>, uid: String, pod_rx: watch::Receiver<Option<Arc<Pod>>>, adopt: Vec<ContainerSummary>) {
+pub(super) async fn run(
+    ctx: Arc<PodContext>,
+    uid: String,
+    pod_rx: watch::Receiver<Option<Arc<Pod>>>,
+    adopt: Vec<ContainerSummary>,
+) {
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let mut w = Worker {
         ctx,
@@ -146,13 +168,24 @@ impl Worker {
     async fn run(&mut self, adopt: Vec<ContainerSummary>) {
         let Some(pod) = self.pod() else { return };
         let spec = pod.spec.clone().unwrap_or_default();
-        self.init = spec.init_containers.iter().flatten().map(|c| Slot::new(c, true)).collect();
-        self.app = spec.containers.iter().map(|c| Slot::new(c, false)).collect();
+        self.init = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| Slot::new(c, true))
+            .collect();
+        self.app = spec
+            .containers
+            .iter()
+            .map(|c| Slot::new(c, false))
+            .collect();
         self.start_time = pod.status.as_ref().and_then(|s| s.start_time.clone());
         self.adopt(adopt).await;
         loop {
             let pod = self.pod();
-            let deleting = pod.as_ref().is_none_or(|p| p.metadata.deletion_timestamp.is_some());
+            let deleting = pod
+                .as_ref()
+                .is_none_or(|p| p.metadata.deletion_timestamp.is_some());
             if deleting {
                 self.terminate(pod.as_deref()).await;
                 return;
@@ -182,9 +215,17 @@ impl Worker {
     async fn adopt(&mut self, adopt: Vec<ContainerSummary>) {
         let mut by_name: BTreeMap<(String, bool), Vec<(u32, ContainerSummary)>> = BTreeMap::new();
         for c in adopt {
-            let name = c.labels.get(LABEL_CONTAINER_NAME).cloned().unwrap_or_default();
+            let name = c
+                .labels
+                .get(LABEL_CONTAINER_NAME)
+                .cloned()
+                .unwrap_or_default();
             let init = c.labels.get(LABEL_INIT).is_some_and(|v| v == "true");
-            let attempt = c.labels.get(LABEL_ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(0);
+            let attempt = c
+                .labels
+                .get(LABEL_ATTEMPT)
+                .and_then(|a| a.parse().ok())
+                .unwrap_or(0);
             by_name.entry((name, init)).or_default().push((attempt, c));
         }
         for ((name, init), mut runs) in by_name {
@@ -209,16 +250,22 @@ impl Worker {
             slot.next_attempt = attempt + 1;
             slot.rec.restart_count = attempt as i32;
             slot.rec.container_id = Some(format!("containerd://{}", current.id));
-            if let Ok(Some(image)) = self.ctx.runtime.image(&normalize(slot.spec.image.as_deref().unwrap_or_default())).await {
+            if let Ok(Some(image)) = self
+                .ctx
+                .runtime
+                .image(&normalize(slot.spec.image.as_deref().unwrap_or_default()))
+                .await
+            {
                 slot.rec.image_id = image_id(&image);
             }
             // The start the first agent recorded, else the creation label.
             let parse = |s: &str| s.trim().parse().ok().and_then(time_at);
-            let started_at = std::fs::read_to_string(start_record(&self.ctx, &self.uid, &name, &current.id))
-                .ok()
-                .and_then(|s| parse(&s))
-                .or_else(|| current.labels.get(LABEL_CREATED).and_then(|s| parse(s)))
-                .unwrap_or_else(now);
+            let started_at =
+                std::fs::read_to_string(start_record(&self.ctx, &self.uid, &name, &current.id))
+                    .ok()
+                    .and_then(|s| parse(&s))
+                    .or_else(|| current.labels.get(LABEL_CREATED).and_then(|s| parse(s)))
+                    .unwrap_or_else(now);
             match self.ctx.runtime.task_state(&current.id).await {
                 Ok(TaskState::Running { .. }) => {
                     slot.current = Some(current.id.clone());
@@ -240,7 +287,8 @@ impl Worker {
             for slot in self.app.iter_mut().chain(self.init.iter_mut()) {
                 if slot.rec.is_running() {
                     let id = slot.current.clone().unwrap_or_default();
-                    slot.probes.start(self.ctx.runtime.clone(), &slot.spec, &id, ip, &self.wake_tx);
+                    slot.probes
+                        .start(self.ctx.runtime.clone(), &slot.spec, &id, ip, &self.wake_tx);
                     slot.probes.apply(&mut slot.rec);
                 }
             }
@@ -252,7 +300,12 @@ impl Worker {
             Wake::Probe => {}
             Wake::Exited { id, status } => {
                 let ctx = self.ctx.clone();
-                let Some(slot) = self.init.iter_mut().chain(self.app.iter_mut()).find(|s| s.current.as_deref() == Some(&id)) else {
+                let Some(slot) = self
+                    .init
+                    .iter_mut()
+                    .chain(self.app.iter_mut())
+                    .find(|s| s.current.as_deref() == Some(&id))
+                else {
                     return;
                 };
                 let oom = oom_killed(&ctx, &self.uid, &id);
@@ -299,7 +352,10 @@ impl Worker {
         }
         // The sandbox.
         if self.sandbox.is_none() && !host_network {
-            if let Err(wait) = self.sandbox_retry.attempt(&self.ctx.backoff, Instant::now()) {
+            if let Err(wait) = self
+                .sandbox_retry
+                .attempt(&self.ctx.backoff, Instant::now())
+            {
                 return Some(wait);
             }
             let req = SandboxRequest {
@@ -315,18 +371,23 @@ impl Worker {
                 }
                 Err(e) => {
                     let msg = format!("Failed to create pod sandbox: {e}");
-                    self.event(pod, None, WARNING, "FailedCreatePodSandBox", &msg).await;
+                    self.event(pod, None, WARNING, "FailedCreatePodSandBox", &msg)
+                        .await;
                     return Some(SETUP_RETRY);
                 }
             }
         }
         let pod_ip = self.pod_ip(host_network);
-        if let Err(e) = files::write_all(&self.ctx.pod_dir(&self.uid), pod, &pod_ip, &self.ctx.dns) {
+        if let Err(e) = files::write_all(&self.ctx.pod_dir(&self.uid), pod, &pod_ip, &self.ctx.dns)
+        {
             tracing::warn!(pod = %self.uid, error = %e, "writing the pod's hosts and resolv.conf");
             return Some(SETUP_RETRY);
         }
         // Volumes, refreshed now and then.
-        let refresh = self.volumes.as_ref().is_none_or(|(_, at)| at.elapsed() >= VOLUME_REFRESH);
+        let refresh = self
+            .volumes
+            .as_ref()
+            .is_none_or(|(_, at)| at.elapsed() >= VOLUME_REFRESH);
         if refresh {
             let with_ips = self.pod_with_ips(pod, &pod_ip);
             match volumes::setup(&self.ctx.volumes, &with_ips).await {
@@ -335,18 +396,31 @@ impl Worker {
                     tracing::warn!(pod = %self.uid, error = %e, "refreshing volumes failed; keeping the last content");
                 }
                 Err(e) => {
-                    self.event(pod, None, WARNING, e.reason, &format!("MountVolume.SetUp failed: {}", e.message)).await;
+                    self.event(
+                        pod,
+                        None,
+                        WARNING,
+                        e.reason,
+                        &format!("MountVolume.SetUp failed: {}", e.message),
+                    )
+                    .await;
                     return Some(SETUP_RETRY);
                 }
             }
         }
-        let mut next: Option<Duration> = self.volumes.as_ref().map(|(_, at)| VOLUME_REFRESH.saturating_sub(at.elapsed()));
+        let mut next: Option<Duration> = self
+            .volumes
+            .as_ref()
+            .map(|(_, at)| VOLUME_REFRESH.saturating_sub(at.elapsed()));
         let mut soonest = |d: Option<Duration>| {
             if let Some(d) = d {
                 next = Some(next.map_or(d, |n| n.min(d)));
             }
         };
-        let policy = spec.restart_policy.clone().unwrap_or_else(|| "Always".into());
+        let policy = spec
+            .restart_policy
+            .clone()
+            .unwrap_or_else(|| "Always".into());
 
         // Init containers, one at a time, in order.
         let mut initialized = true;
@@ -379,12 +453,27 @@ impl Worker {
                     // Liveness or startup failure: stop it; the exit restarts it.
                     if let Some(reason) = slot.probes.wants_restart() {
                         let grace = slot.probes.kill_grace(pod, reason);
-                        let msg = format!("Container {} failed {reason} probe, will be restarted", slot.spec.name);
-                        self.event(pod, Some(field_path(false, &slot.spec.name)), NORMAL, "Killing", &msg).await;
+                        let msg = format!(
+                            "Container {} failed {reason} probe, will be restarted",
+                            slot.spec.name
+                        );
+                        self.event(
+                            pod,
+                            Some(field_path(false, &slot.spec.name)),
+                            NORMAL,
+                            "Killing",
+                            &msg,
+                        )
+                        .await;
                         let slot = &mut self.app[i];
                         slot.killing = Some("probe");
                         slot.probes.stop();
-                        stop_container(&self.ctx, slot.current.clone().unwrap_or_default(), grace, stop_signal(&slot.spec));
+                        stop_container(
+                            &self.ctx,
+                            slot.current.clone().unwrap_or_default(),
+                            grace,
+                            stop_signal(&slot.spec),
+                        );
                     }
                     continue;
                 }
@@ -407,7 +496,12 @@ impl Worker {
                 }
             }
         }
-        let phase = state::phase(&policy, &self.records(true), &self.records(false), self.init_failed_for_good);
+        let phase = state::phase(
+            &policy,
+            &self.records(true),
+            &self.records(false),
+            self.init_failed_for_good,
+        );
         if phase == "Succeeded" || phase == "Failed" {
             self.finish(pod).await;
             return None;
@@ -422,15 +516,24 @@ impl Worker {
 
     /// The address probes and hooks reach the pod at.
     fn probe_ip(&self, pod: &Pod) -> std::net::Ipv4Addr {
-        let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
-        self.pod_ip(host_network).parse().unwrap_or(self.ctx.node_ip)
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
+        self.pod_ip(host_network)
+            .parse()
+            .unwrap_or(self.ctx.node_ip)
     }
 
     fn pod_ip(&self, host_network: bool) -> String {
         if host_network {
             self.ctx.node_ip.to_string()
         } else {
-            self.sandbox.as_ref().map(|s| s.ip.to_string()).unwrap_or_default()
+            self.sandbox
+                .as_ref()
+                .map(|s| s.ip.to_string())
+                .unwrap_or_default()
         }
     }
 
@@ -445,7 +548,13 @@ impl Worker {
 
     /// Starts a new run of a container when its back-off allows; returns how long until it
     /// does when it does not yet.
-    async fn start_slot(&mut self, pod: &Pod, init: bool, i: usize, pod_ip: &str) -> Option<Duration> {
+    async fn start_slot(
+        &mut self,
+        pod: &Pod,
+        init: bool,
+        i: usize,
+        pod_ip: &str,
+    ) -> Option<Duration> {
         let ctx = self.ctx.clone();
         let uid = self.uid.clone();
         let fp = field_path(init, &self.slot(init, i).spec.name);
@@ -466,7 +575,12 @@ impl Worker {
                 }
                 slot.rec.state = State::waiting("CrashLoopBackOff", Some(message));
                 if !was_backing_off {
-                    let msg = format!("Back-off restarting failed container {} in pod {}_{}({uid})", slot.spec.name, pod.name_any(), pod.namespace().unwrap_or_default());
+                    let msg = format!(
+                        "Back-off restarting failed container {} in pod {}_{}({uid})",
+                        slot.spec.name,
+                        pod.name_any(),
+                        pod.namespace().unwrap_or_default()
+                    );
                     self.event(pod, Some(fp), WARNING, "BackOff", &msg).await;
                 }
                 return Some(wait);
@@ -498,14 +612,26 @@ impl Worker {
             None => Vec::new(),
         };
         mounts.extend(self.pod_mounts(pod, &spec, &id));
-        let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
         let mut cfg: ContainerConfig = config::base(pod, &spec, &image.config, env);
         cfg.id = id.clone();
         cfg.image = image.name.clone();
         cfg.mounts = mounts;
         cfg.labels = labels(pod, &spec.name, attempt, init);
         cfg.cgroup_path = format!("{}/{}/{}", ctx.cgroup_parent, uid, id);
-        let log_dir = ctx.logs_dir.join(format!("{}_{}_{}", pod.namespace().unwrap_or_default(), pod.name_any(), uid)).join(&spec.name);
+        let log_dir = ctx
+            .logs_dir
+            .join(format!(
+                "{}_{}_{}",
+                pod.namespace().unwrap_or_default(),
+                pod.name_any(),
+                uid
+            ))
+            .join(&spec.name);
         if let Err(e) = std::fs::create_dir_all(&log_dir) {
             tracing::warn!(error = %e, "creating the log directory");
         }
@@ -542,7 +668,14 @@ impl Worker {
         let created = ctx.runtime.create_container(&cfg).await;
         let started = match created {
             Ok(()) => {
-                self.event(pod, Some(fp.clone()), NORMAL, "Created", &format!("Created container: {}", spec.name)).await;
+                self.event(
+                    pod,
+                    Some(fp.clone()),
+                    NORMAL,
+                    "Created",
+                    &format!("Created container: {}", spec.name),
+                )
+                .await;
                 ctx.runtime.start(&id).await.map(drop)
             }
             Err(e) => Err(e),
@@ -551,7 +684,14 @@ impl Worker {
             // As upstream: the run counts, ends with StartError (128), and is retried
             // with back-off.
             let message = format!("failed to create containerd task: {e}");
-            self.event(pod, Some(fp), WARNING, "Failed", &format!("Error: {message}")).await;
+            self.event(
+                pod,
+                Some(fp),
+                WARNING,
+                "Failed",
+                &format!("Error: {message}"),
+            )
+            .await;
             remove_container(&ctx, &id).await;
             let slot = self.slot_mut(init, i);
             slot.current = Some(id.clone());
@@ -567,29 +707,58 @@ impl Worker {
             let _ = self.wake_tx.send(Wake::Probe);
             return None;
         }
-        self.event(pod, Some(fp.clone()), NORMAL, "Started", &format!("Started container {}", spec.name)).await;
+        self.event(
+            pod,
+            Some(fp.clone()),
+            NORMAL,
+            "Started",
+            &format!("Started container {}", spec.name),
+        )
+        .await;
         spawn_waiter(&ctx, &self.wake_tx, &id);
         let wake = self.wake_tx.clone();
         let ip = self.probe_ip(pod);
         let started_at = now();
-        if let Err(e) = std::fs::write(start_record(&ctx, &self.uid, &spec.name, &id), started_at.0.as_second().to_string()) {
+        if let Err(e) = std::fs::write(
+            start_record(&ctx, &self.uid, &spec.name, &id),
+            started_at.0.as_second().to_string(),
+        ) {
             tracing::warn!(container = %id, error = %e, "recording the start time; a restarted agent will report the creation time");
         }
         let slot = self.slot_mut(init, i);
         slot.current = Some(id.clone());
         slot.rec.state = State::Running { started_at };
-        slot.probes.start(ctx.runtime.clone(), &spec, &id, ip, &wake);
+        slot.probes
+            .start(ctx.runtime.clone(), &spec, &id, ip, &wake);
         slot.probes.apply(&mut slot.rec);
         // postStart runs right after the start; a failure kills the container.
         if let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.post_start.clone()) {
-            let timeout = Duration::from_secs(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30).max(1) as u64);
-            if let Err(msg) = probes::run_hook(ctx.runtime.as_ref(), &spec, &id, ip, &hook, timeout).await {
+            let timeout = Duration::from_secs(
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+                    .unwrap_or(30)
+                    .max(1) as u64,
+            );
+            if let Err(msg) =
+                probes::run_hook(ctx.runtime.as_ref(), &spec, &id, ip, &hook, timeout).await
+            {
                 let text = format!("PostStartHook failed: {msg}");
-                self.event(pod, Some(fp), WARNING, "FailedPostStartHook", &text).await;
-                let grace = pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30);
+                self.event(pod, Some(fp), WARNING, "FailedPostStartHook", &text)
+                    .await;
+                let grace = pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+                    .unwrap_or(30);
                 let slot = self.slot_mut(init, i);
                 slot.killing = Some("postStart");
-                stop_container(&ctx, id, Duration::from_secs(grace.max(0) as u64), stop_signal(&spec));
+                stop_container(
+                    &ctx,
+                    id,
+                    Duration::from_secs(grace.max(0) as u64),
+                    stop_signal(&spec),
+                );
             }
         }
         None
@@ -620,18 +789,33 @@ impl Worker {
         }
         slot.rec.state = State::waiting("CreateContainerConfigError", Some(message.to_string()));
         if !already {
-            self.event(pod, Some(fp), WARNING, "Failed", &format!("Error: {message}")).await;
+            self.event(
+                pod,
+                Some(fp),
+                WARNING,
+                "Failed",
+                &format!("Error: {message}"),
+            )
+            .await;
         }
     }
 
     /// The image per the pull policy; `Err(retry)` after setting the waiting state.
-    async fn ensure_image(&mut self, pod: &Pod, init: bool, i: usize) -> Result<ImageInfo, Option<Duration>> {
+    async fn ensure_image(
+        &mut self,
+        pod: &Pod,
+        init: bool,
+        i: usize,
+    ) -> Result<ImageInfo, Option<Duration>> {
         let ctx = self.ctx.clone();
         let spec = self.slot(init, i).spec.clone();
         let fp = field_path(init, &spec.name);
         let image = spec.image.clone().unwrap_or_default();
         let name = normalize(&image);
-        let policy = spec.image_pull_policy.clone().unwrap_or_else(|| default_pull_policy(&image).into());
+        let policy = spec
+            .image_pull_policy
+            .clone()
+            .unwrap_or_else(|| default_pull_policy(&image).into());
         let present = match ctx.runtime.image(&name).await {
             Ok(found) => found,
             Err(e) => {
@@ -642,12 +826,14 @@ impl Worker {
         match (policy.as_str(), present) {
             ("Never", Some(found)) | ("IfNotPresent", Some(found)) => return Ok(found),
             ("Never", None) => {
-                let msg = format!("Container image \"{image}\" is not present with pull policy of Never");
+                let msg =
+                    format!("Container image \"{image}\" is not present with pull policy of Never");
                 let slot = self.slot_mut(init, i);
                 let already = matches!(&slot.rec.state, State::Waiting { reason, .. } if reason == "ErrImageNeverPull");
                 slot.rec.state = State::waiting("ErrImageNeverPull", Some(msg.clone()));
                 if !already {
-                    self.event(pod, Some(fp), WARNING, "ErrImageNeverPull", &msg).await;
+                    self.event(pod, Some(fp), WARNING, "ErrImageNeverPull", &msg)
+                        .await;
                 }
                 return Err(Some(ctx.backoff.initial));
             }
@@ -657,14 +843,31 @@ impl Worker {
             let slot = self.slot_mut(init, i);
             if let Err(wait) = slot.pull.attempt(&ctx.backoff, Instant::now()) {
                 let was_pull_error = matches!(&slot.rec.state, State::Waiting { reason, .. } if reason == "ErrImagePull");
-                slot.rec.state = State::waiting("ImagePullBackOff", Some(format!("Back-off pulling image \"{image}\"")));
+                slot.rec.state = State::waiting(
+                    "ImagePullBackOff",
+                    Some(format!("Back-off pulling image \"{image}\"")),
+                );
                 if was_pull_error {
-                    self.event(pod, Some(fp), NORMAL, "BackOff", &format!("Back-off pulling image \"{image}\"")).await;
+                    self.event(
+                        pod,
+                        Some(fp),
+                        NORMAL,
+                        "BackOff",
+                        &format!("Back-off pulling image \"{image}\""),
+                    )
+                    .await;
                 }
                 return Err(Some(wait));
             }
         }
-        self.event(pod, Some(fp.clone()), NORMAL, "Pulling", &format!("Pulling image \"{image}\"")).await;
+        self.event(
+            pod,
+            Some(fp.clone()),
+            NORMAL,
+            "Pulling",
+            &format!("Pulling image \"{image}\""),
+        )
+        .await;
         let auth = self.pull_credentials(pod, &name).await;
         let started = Instant::now();
         match ctx.runtime.pull_image(&name, auth.as_ref()).await {
@@ -677,8 +880,10 @@ impl Worker {
             }
             Err(e) => {
                 let msg = format!("Failed to pull image \"{image}\": {e}");
-                self.event(pod, Some(fp.clone()), WARNING, "Failed", &msg).await;
-                self.event(pod, Some(fp), WARNING, "Failed", "Error: ErrImagePull").await;
+                self.event(pod, Some(fp.clone()), WARNING, "Failed", &msg)
+                    .await;
+                self.event(pod, Some(fp), WARNING, "Failed", "Error: ErrImagePull")
+                    .await;
                 let slot = self.slot_mut(init, i);
                 slot.rec.state = State::waiting("ErrImagePull", Some(msg));
                 // The next pass comes halfway through the back-off and reports
@@ -703,12 +908,17 @@ impl Worker {
         if names.is_empty() {
             return None;
         }
-        let api: Api<Secret> = Api::namespaced(self.ctx.client.clone(), &pod.namespace().unwrap_or_default());
+        let api: Api<Secret> = Api::namespaced(
+            self.ctx.client.clone(),
+            &pod.namespace().unwrap_or_default(),
+        );
         let mut secrets = Vec::new();
         for n in names {
             match api.get_opt(&n).await {
                 Ok(Some(s)) => secrets.push(s),
-                Ok(None) => tracing::warn!(secret = %n, "imagePullSecret not found; pulling without it"),
+                Ok(None) => {
+                    tracing::warn!(secret = %n, "imagePullSecret not found; pulling without it")
+                }
                 Err(e) => tracing::warn!(secret = %n, error = %e, "reading an imagePullSecret"),
             }
         }
@@ -719,20 +929,39 @@ impl Worker {
     fn pod_mounts(&self, pod: &Pod, spec: &Container, id: &str) -> Vec<Mount> {
         let dir = self.ctx.pod_dir(&self.uid);
         let mut mounts = Vec::new();
-        let explicit: BTreeSet<&str> =
-            spec.volume_mounts.iter().flatten().map(|m| m.mount_path.as_str()).collect();
-        for (file, dest) in [("etc-hosts", "/etc/hosts"), ("resolv.conf", "/etc/resolv.conf"), ("hostname", "/etc/hostname")] {
+        let explicit: BTreeSet<&str> = spec
+            .volume_mounts
+            .iter()
+            .flatten()
+            .map(|m| m.mount_path.as_str())
+            .collect();
+        for (file, dest) in [
+            ("etc-hosts", "/etc/hosts"),
+            ("resolv.conf", "/etc/resolv.conf"),
+            ("hostname", "/etc/hostname"),
+        ] {
             if !explicit.contains(dest) {
-                mounts.push(Mount { destination: dest.into(), source: dir.join(file), readonly: false });
+                mounts.push(Mount {
+                    destination: dest.into(),
+                    source: dir.join(file),
+                    readonly: false,
+                });
             }
         }
-        let path = spec.termination_message_path.clone().unwrap_or_else(|| "/dev/termination-log".into());
+        let path = spec
+            .termination_message_path
+            .clone()
+            .unwrap_or_else(|| "/dev/termination-log".into());
         let log = termination_log(&self.ctx, &self.uid, &spec.name, id);
         if let Some(parent) = log.parent() {
             let _ = std::fs::create_dir_all(parent);
         }
         if std::fs::write(&log, b"").is_ok() && !path.is_empty() {
-            mounts.push(Mount { destination: path, source: log, readonly: false });
+            mounts.push(Mount {
+                destination: path,
+                source: log,
+                readonly: false,
+            });
         }
         let _ = pod;
         mounts
@@ -740,7 +969,11 @@ impl Worker {
 
     /// Reports the status when it differs from what the pod shows.
     async fn report(&mut self, pod: &Pod) {
-        let host_network = pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false);
+        let host_network = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.host_network)
+            .unwrap_or(false);
         let ip = self.pod_ip(host_network);
         let status = state::pod_status(
             pod,
@@ -753,7 +986,10 @@ impl Worker {
             self.start_time.as_ref().unwrap_or(&now()),
             &now(),
         );
-        let pod_rv: u64 = pod.resource_version().and_then(|rv| rv.parse().ok()).unwrap_or(0);
+        let pod_rv: u64 = pod
+            .resource_version()
+            .and_then(|rv| rv.parse().ok())
+            .unwrap_or(0);
         if pod.status.as_ref() == Some(&status) {
             return;
         }
@@ -762,8 +998,14 @@ impl Worker {
                 return;
             }
         }
-        let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &pod.namespace().unwrap_or_default());
-        let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+        let api: Api<Pod> = Api::namespaced(
+            self.ctx.client.clone(),
+            &pod.namespace().unwrap_or_default(),
+        );
+        let params = PatchParams {
+            field_manager: Some(FIELD_MANAGER.into()),
+            ..Default::default()
+        };
         // Only this pod, not a newer one of the same name; a static pod's status goes to its
         // mirror, which has a UID of its own.
         let patch = if is_static(pod) {
@@ -771,12 +1013,20 @@ impl Worker {
         } else {
             json!({ "metadata": { "uid": self.uid }, "status": status })
         };
-        match api.patch_status(&pod.name_any(), &params, &Patch::Merge(&patch)).await {
+        match api
+            .patch_status(&pod.name_any(), &params, &Patch::Merge(&patch))
+            .await
+        {
             Ok(written) => {
-                let rv = written.resource_version().and_then(|rv| rv.parse().ok()).unwrap_or(0);
+                let rv = written
+                    .resource_version()
+                    .and_then(|rv| rv.parse().ok())
+                    .unwrap_or(0);
                 self.reported = Some((status, rv));
             }
-            Err(e) => tracing::warn!(pod = %pod.name_any(), error = %e, "reporting pod status failed; retrying"),
+            Err(e) => {
+                tracing::warn!(pod = %pod.name_any(), error = %e, "reporting pod status failed; retrying")
+            }
         }
     }
 
@@ -787,7 +1037,13 @@ impl Worker {
             return;
         }
         self.report(pod).await;
-        let grace = Duration::from_secs(pod.spec.as_ref().and_then(|s| s.termination_grace_period_seconds).unwrap_or(30).max(0) as u64);
+        let grace = Duration::from_secs(
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.termination_grace_period_seconds)
+                .unwrap_or(30)
+                .max(0) as u64,
+        );
         self.stop_all(pod, grace).await;
         self.release().await;
         self.finished = true;
@@ -809,13 +1065,16 @@ impl Worker {
         let mut stops = Vec::new();
         for slot in self.init.iter_mut().chain(self.app.iter_mut()) {
             slot.probes.stop();
-            let Some(id) = slot.current.clone().filter(|_| slot.rec.is_running()) else { continue };
+            let Some(id) = slot.current.clone().filter(|_| slot.rec.is_running()) else {
+                continue;
+            };
             let ctx = self.ctx.clone();
             let spec = slot.spec.clone();
             stops.push(tokio::spawn(async move {
                 let deadline = Instant::now() + grace;
                 if let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) {
-                    let run = probes::run_hook(ctx.runtime.as_ref(), &spec, &id, pod_ip, &hook, grace);
+                    let run =
+                        probes::run_hook(ctx.runtime.as_ref(), &spec, &id, pod_ip, &hook, grace);
                     if let Ok(Err(msg)) = tokio::time::timeout(grace, run).await {
                         tracing::info!(container = %spec.name, %msg, "preStop hook failed");
                     }
@@ -833,7 +1092,9 @@ impl Worker {
     async fn terminate(&mut self, pod: Option<&Pod>) {
         let grace = pod
             .and_then(|p| p.metadata.deletion_grace_period_seconds)
-            .map_or(Duration::from_secs(2), |g| Duration::from_secs(g.max(0) as u64));
+            .map_or(Duration::from_secs(2), |g| {
+                Duration::from_secs(g.max(0) as u64)
+            });
         if let Some(pod) = pod {
             self.stop_all(pod, grace).await;
         } else {
@@ -845,41 +1106,73 @@ impl Worker {
             }
         }
         for slot in self.init.iter_mut().chain(self.app.iter_mut()) {
-            for id in [slot.current.take(), slot.previous.take()].into_iter().flatten() {
+            for id in [slot.current.take(), slot.previous.take()]
+                .into_iter()
+                .flatten()
+            {
                 remove_container(&self.ctx, &id).await;
             }
         }
         // Containers this worker never knew (a crash between create and bookkeeping).
         if let Ok(all) = self.ctx.runtime.list_containers().await {
-            for c in all.into_iter().filter(|c| c.labels.get(super::LABEL_POD_UID) == Some(&self.uid)) {
+            for c in all
+                .into_iter()
+                .filter(|c| c.labels.get(super::LABEL_POD_UID) == Some(&self.uid))
+            {
                 remove_container(&self.ctx, &c.id).await;
             }
         }
         self.release().await;
         if let Some(pod) = pod {
-            let logs = self.ctx.logs_dir.join(format!("{}_{}_{}", pod.namespace().unwrap_or_default(), pod.name_any(), self.uid));
+            let logs = self.ctx.logs_dir.join(format!(
+                "{}_{}_{}",
+                pod.namespace().unwrap_or_default(),
+                pod.name_any(),
+                self.uid
+            ));
             let _ = std::fs::remove_dir_all(logs);
-            let api: Api<Pod> = Api::namespaced(self.ctx.client.clone(), &pod.namespace().unwrap_or_default());
+            let api: Api<Pod> = Api::namespaced(
+                self.ctx.client.clone(),
+                &pod.namespace().unwrap_or_default(),
+            );
             let params = DeleteParams {
                 grace_period_seconds: Some(0),
-                preconditions: Some(Preconditions { uid: Some(self.uid.clone()), resource_version: None }),
+                preconditions: Some(Preconditions {
+                    uid: Some(self.uid.clone()),
+                    resource_version: None,
+                }),
                 ..Default::default()
             };
             match api.delete(&pod.name_any(), &params).await {
                 Ok(_) => {}
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => {}
-                Err(e) => tracing::warn!(pod = %pod.name_any(), error = %e, "the final delete failed; the pod stays Terminating until the next attempt"),
+                Err(e) => {
+                    tracing::warn!(pod = %pod.name_any(), error = %e, "the final delete failed; the pod stays Terminating until the next attempt")
+                }
             }
         }
     }
 
     async fn event(&self, pod: &Pod, fp: Option<String>, type_: &str, reason: &str, message: &str) {
-        events::record(&self.ctx.client, &self.ctx.node_name, pod, fp, type_, reason, message).await;
+        events::record(
+            &self.ctx.client,
+            &self.ctx.node_name,
+            pod,
+            fp,
+            type_,
+            reason,
+            message,
+        )
+        .await;
     }
 }
 
 /// Removes what belongs to pods that no longer exist: containers, sandboxes, volumes.
-pub(super) async fn remove_orphans(ctx: &PodContext, containers: Vec<ContainerSummary>, live: &BTreeSet<String>) {
+pub(super) async fn remove_orphans(
+    ctx: &PodContext,
+    containers: Vec<ContainerSummary>,
+    live: &BTreeSet<String>,
+) {
     for c in containers {
         tracing::info!(container = %c.id, "removing a container of a pod that is gone");
         let _ = ctx.runtime.kill(&c.id, 9).await;
@@ -898,7 +1191,10 @@ pub(super) async fn remove_orphans(ctx: &PodContext, containers: Vec<ContainerSu
         Err(e) => tracing::warn!(error = %e, "listing sandboxes"),
     }
     if let Ok(dirs) = std::fs::read_dir(&ctx.volumes.pods_dir) {
-        for uid in dirs.flatten().map(|d| d.file_name().to_string_lossy().into_owned()) {
+        for uid in dirs
+            .flatten()
+            .map(|d| d.file_name().to_string_lossy().into_owned())
+        {
             if !live.contains(&uid) {
                 if let Err(e) = volumes::teardown(&ctx.volumes.pods_dir, &uid).await {
                     tracing::warn!(pod = %uid, error = %e, "removing leftover volumes");
@@ -909,7 +1205,9 @@ pub(super) async fn remove_orphans(ctx: &PodContext, containers: Vec<ContainerSu
 }
 
 fn is_static(pod: &Pod) -> bool {
-    pod.annotations().get(super::static_pods::ANNOTATION_SOURCE).is_some_and(|s| s == "file")
+    pod.annotations()
+        .get(super::static_pods::ANNOTATION_SOURCE)
+        .is_some_and(|s| s == "file")
 }
 
 fn spawn_waiter(ctx: &Arc<PodContext>, wake: &mpsc::UnboundedSender<Wake>, id: &str) {
@@ -936,7 +1234,10 @@ async fn terminate(ctx: &PodContext, id: &str, deadline: Instant, signal: u32) {
     if ctx.runtime.kill(id, signal).await.is_err() {
         return;
     }
-    if tokio::time::timeout_at(deadline, ctx.runtime.wait(id)).await.is_ok() {
+    if tokio::time::timeout_at(deadline, ctx.runtime.wait(id))
+        .await
+        .is_ok()
+    {
         return;
     }
     let _ = ctx.runtime.kill(id, 9).await;
@@ -951,7 +1252,11 @@ fn stop_container(ctx: &Arc<PodContext>, id: String, grace: Duration, signal: u3
 
 /// SIGTERM, unless the container's lifecycle names another stop signal.
 fn stop_signal(spec: &Container) -> u32 {
-    match spec.lifecycle.as_ref().and_then(|l| l.stop_signal.as_deref()) {
+    match spec
+        .lifecycle
+        .as_ref()
+        .and_then(|l| l.stop_signal.as_deref())
+    {
         Some("SIGKILL") => 9,
         Some("SIGINT") => 2,
         Some("SIGQUIT") => 3,
@@ -972,7 +1277,12 @@ async fn remove_container(ctx: &PodContext, id: &str) {
     }
 }
 
-fn terminated_from(status: &ExitStatus, started_at: Option<Time>, id: &str, oom: bool) -> Terminated {
+fn terminated_from(
+    status: &ExitStatus,
+    started_at: Option<Time>,
+    id: &str,
+    oom: bool,
+) -> Terminated {
     let code = status.code as i32;
     Terminated {
         exit_code: code,
@@ -987,14 +1297,31 @@ fn terminated_from(status: &ExitStatus, started_at: Option<Time>, id: &str, oom:
 /// Whether the kernel's OOM killer ended a process of the container's cgroup (v1's
 /// memory.oom_control or v2's memory.events), read before the task is deleted.
 fn oom_killed(ctx: &PodContext, uid: &str, id: &str) -> bool {
-    let rel = format!("{}/{}/{}", ctx.cgroup_parent.trim_start_matches('/'), uid, id);
+    let rel = format!(
+        "{}/{}/{}",
+        ctx.cgroup_parent.trim_start_matches('/'),
+        uid,
+        id
+    );
     let candidates = [
-        (Path::new("/sys/fs/cgroup/memory").join(&rel).join("memory.oom_control"), "oom_kill "),
-        (Path::new("/sys/fs/cgroup").join(&rel).join("memory.events"), "oom_kill "),
+        (
+            Path::new("/sys/fs/cgroup/memory")
+                .join(&rel)
+                .join("memory.oom_control"),
+            "oom_kill ",
+        ),
+        (
+            Path::new("/sys/fs/cgroup").join(&rel).join("memory.events"),
+            "oom_kill ",
+        ),
     ];
     candidates.iter().any(|(path, key)| {
         std::fs::read_to_string(path).is_ok_and(|text| {
-            text.lines().any(|l| l.strip_prefix(key).and_then(|n| n.trim().parse::<u64>().ok()).is_some_and(|n| n > 0))
+            text.lines().any(|l| {
+                l.strip_prefix(key)
+                    .and_then(|n| n.trim().parse::<u64>().ok())
+                    .is_some_and(|n| n > 0)
+            })
         })
     })
 }
@@ -1012,17 +1339,31 @@ fn start_record(ctx: &PodContext, uid: &str, container: &str, id: &str) -> PathB
 
 /// The termination message: the file the container wrote, else (FallbackToLogsOnError and
 /// a failure) the end of its log, as upstream.
-fn termination_message(ctx: &PodContext, pod: &Pod, spec: &Container, uid: &str, id: &str, exit_code: i32) -> Option<String> {
+fn termination_message(
+    ctx: &PodContext,
+    pod: &Pod,
+    spec: &Container,
+    uid: &str,
+    id: &str,
+    exit_code: i32,
+) -> Option<String> {
     let file = std::fs::read(termination_log(ctx, uid, &spec.name, id)).unwrap_or_default();
-    let text = String::from_utf8_lossy(&file[..file.len().min(MAX_TERMINATION_MESSAGE)]).into_owned();
+    let text =
+        String::from_utf8_lossy(&file[..file.len().min(MAX_TERMINATION_MESSAGE)]).into_owned();
     if !text.is_empty() {
         return Some(text);
     }
-    if spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError") && exit_code != 0 {
+    if spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError") && exit_code != 0
+    {
         let attempt = id.rsplit('-').next().unwrap_or("0");
         let log = ctx
             .logs_dir
-            .join(format!("{}_{}_{}", pod.namespace().unwrap_or_default(), pod.name_any(), uid))
+            .join(format!(
+                "{}_{}_{}",
+                pod.namespace().unwrap_or_default(),
+                pod.name_any(),
+                uid
+            ))
             .join(&spec.name)
             .join(format!("{attempt}.log"));
         let data = std::fs::read(log).unwrap_or_default();
@@ -1030,7 +1371,9 @@ fn termination_message(ctx: &PodContext, pod: &Pod, spec: &Container, uid: &str,
         let lines: Vec<&str> = text.lines().collect();
         let tail = lines[lines.len().saturating_sub(80)..].join("\n");
         let cut = tail.len().saturating_sub(2048);
-        let start = (cut..tail.len()).find(|i| tail.is_char_boundary(*i)).unwrap_or(tail.len());
+        let start = (cut..tail.len())
+            .find(|i| tail.is_char_boundary(*i))
+            .unwrap_or(tail.len());
         return Some(tail[start..].to_string()).filter(|s| !s.is_empty());
     }
     None
@@ -1078,12 +1421,19 @@ mod tests {
         assert_eq!(normalize("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(normalize("me/app:v1"), "docker.io/me/app:v1");
         assert_eq!(normalize("127.0.0.1:5000/app"), "127.0.0.1:5000/app:latest");
-        assert_eq!(normalize("kybern.local/busybox:latest"), "kybern.local/busybox:latest");
+        assert_eq!(
+            normalize("kybern.local/busybox:latest"),
+            "kybern.local/busybox:latest"
+        );
     }
 
     #[test]
     fn image_ids_name_the_repository_and_digest() {
-        let image = ImageInfo { name: "127.0.0.1:5000/app:v1".into(), digest: "sha256:ab".into(), config: Default::default() };
+        let image = ImageInfo {
+            name: "127.0.0.1:5000/app:v1".into(),
+            digest: "sha256:ab".into(),
+            config: Default::default(),
+        };
         assert_eq!(image_id(&image), "127.0.0.1:5000/app@sha256:ab");
     }
 }

@@ -16,8 +16,8 @@ use containerd_client::services::v1::snapshots::{
 use containerd_client::services::v1::tasks_client::TasksClient;
 use containerd_client::services::v1::{
     Container, CreateContainerRequest, CreateTaskRequest, DeleteContainerRequest,
-    DeleteTaskRequest, GetContainerRequest, GetRequest, GetImageRequest, KillRequest, ListContainersRequest,
-    StartRequest, WaitRequest,
+    DeleteTaskRequest, GetContainerRequest, GetImageRequest, GetRequest, KillRequest,
+    ListContainersRequest, StartRequest, WaitRequest,
 };
 use containerd_client::tonic::transport::Channel;
 use containerd_client::tonic::{Code, Request, Status};
@@ -80,13 +80,15 @@ impl Containerd {
 
     /// Pulls through registries as `config` says (insecure hosts, extra CAs).
     pub fn with_registry(mut self, config: &crate::registry::RegistryConfig) -> Result<Self> {
-        let client = crate::registry::Client::new(config)
-            .map_err(|e| Error::Pull(e.to_string()))?;
+        let client =
+            crate::registry::Client::new(config).map_err(|e| Error::Pull(e.to_string()))?;
         self.registry = Some(client);
         Ok(self)
     }
 
-    fn registry_client(&self) -> std::result::Result<crate::registry::Client, crate::registry::Error> {
+    fn registry_client(
+        &self,
+    ) -> std::result::Result<crate::registry::Client, crate::registry::Error> {
         match &self.registry {
             Some(c) => Ok(c.clone()),
             None => crate::registry::Client::new(&Default::default()),

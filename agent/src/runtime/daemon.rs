@@ -138,18 +138,25 @@ impl ContainerdDaemon {
     /// recorded there: SIGTERM, then SIGKILL. Returns whether there was one.
     pub async fn stop_recorded(data_dir: &Path) -> Result<bool> {
         let pid_file = data_dir.join("containerd.pid");
-        let Some(pid) = std::fs::read_to_string(&pid_file).ok().and_then(|s| s.trim().parse::<u32>().ok()) else {
+        let Some(pid) = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        else {
             return Ok(false);
         };
         let alive = |pid: u32| {
-            std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with("containerd\0"))
+            std::fs::read_to_string(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| c.starts_with("containerd\0"))
         };
         if !alive(pid) {
             let _ = std::fs::remove_file(&pid_file);
             return Ok(false);
         }
         for signal in ["-TERM", "-KILL"] {
-            let _ = Command::new("kill").args([signal, &pid.to_string()]).status().await;
+            let _ = Command::new("kill")
+                .args([signal, &pid.to_string()])
+                .status()
+                .await;
             let deadline = Instant::now() + STOP_TIMEOUT;
             while alive(pid) && Instant::now() < deadline {
                 tokio::time::sleep(Duration::from_millis(100)).await;

@@ -61,12 +61,18 @@ impl PodAddresses {
         }
         let kept = reported
             .and_then(|r| r.parse::<Ipv4Addr>().ok())
-            .filter(|a| a.octets()[..3] == prefix && (FIRST_HOST..=LAST_HOST).contains(&a.octets()[3]))
+            .filter(|a| {
+                a.octets()[..3] == prefix && (FIRST_HOST..=LAST_HOST).contains(&a.octets()[3])
+            })
             .map(|a| a.octets()[3])
             .filter(|h| !n.used.contains(h));
         let host = kept.or_else(|| lowest_free(&n.used)).or_else(|| {
-            let gone: Vec<String> =
-                n.by_pod.iter().filter(|(k, (u, _))| !live(k, u)).map(|(k, _)| k.clone()).collect();
+            let gone: Vec<String> = n
+                .by_pod
+                .iter()
+                .filter(|(k, (u, _))| !live(k, u))
+                .map(|(k, _)| k.clone())
+                .collect();
             for k in gone {
                 if let Some((_, h)) = n.by_pod.remove(&k) {
                     n.used.remove(&h);
@@ -115,19 +121,40 @@ mod tests {
     #[test]
     fn hands_out_the_lowest_free_address_and_the_same_one_again_for_the_same_pod() {
         let a = PodAddresses::default();
-        assert_eq!(a.assign("n", P, "ns/a", "u1", None, all_live), Some(Ipv4Addr::new(10, 42, 1, 2)));
-        assert_eq!(a.assign("n", P, "ns/b", "u2", None, all_live), Some(Ipv4Addr::new(10, 42, 1, 3)));
-        assert_eq!(a.assign("n", P, "ns/a", "u1", None, all_live), Some(Ipv4Addr::new(10, 42, 1, 2)));
+        assert_eq!(
+            a.assign("n", P, "ns/a", "u1", None, all_live),
+            Some(Ipv4Addr::new(10, 42, 1, 2))
+        );
+        assert_eq!(
+            a.assign("n", P, "ns/b", "u2", None, all_live),
+            Some(Ipv4Addr::new(10, 42, 1, 3))
+        );
+        assert_eq!(
+            a.assign("n", P, "ns/a", "u1", None, all_live),
+            Some(Ipv4Addr::new(10, 42, 1, 2))
+        );
         a.release("n", "ns/a");
-        assert_eq!(a.assign("n", P, "ns/c", "u3", None, all_live), Some(Ipv4Addr::new(10, 42, 1, 2)));
+        assert_eq!(
+            a.assign("n", P, "ns/c", "u3", None, all_live),
+            Some(Ipv4Addr::new(10, 42, 1, 2))
+        );
     }
 
     #[test]
     fn keeps_a_reported_address_after_a_restart_unless_it_is_taken_or_foreign() {
         let a = PodAddresses::default();
-        assert_eq!(a.assign("n", P, "ns/a", "u1", Some("10.42.1.77"), all_live), Some(Ipv4Addr::new(10, 42, 1, 77)));
-        assert_eq!(a.assign("n", P, "ns/b", "u2", Some("10.42.1.77"), all_live), Some(Ipv4Addr::new(10, 42, 1, 2)));
-        assert_eq!(a.assign("n", P, "ns/c", "u3", Some("10.42.9.5"), all_live), Some(Ipv4Addr::new(10, 42, 1, 3)));
+        assert_eq!(
+            a.assign("n", P, "ns/a", "u1", Some("10.42.1.77"), all_live),
+            Some(Ipv4Addr::new(10, 42, 1, 77))
+        );
+        assert_eq!(
+            a.assign("n", P, "ns/b", "u2", Some("10.42.1.77"), all_live),
+            Some(Ipv4Addr::new(10, 42, 1, 2))
+        );
+        assert_eq!(
+            a.assign("n", P, "ns/c", "u3", Some("10.42.9.5"), all_live),
+            Some(Ipv4Addr::new(10, 42, 1, 3))
+        );
     }
 
     #[test]
@@ -135,14 +162,21 @@ mod tests {
         let a = PodAddresses::default();
         a.assign("n", P, "ns/web-0", "old", None, all_live);
         a.assign("n", P, "ns/other", "x", None, all_live);
-        assert_eq!(a.assign("n", P, "ns/web-0", "new", None, all_live), Some(Ipv4Addr::new(10, 42, 1, 2)));
+        assert_eq!(
+            a.assign("n", P, "ns/web-0", "new", None, all_live),
+            Some(Ipv4Addr::new(10, 42, 1, 2))
+        );
     }
 
     #[test]
     fn a_full_node_reclaims_addresses_of_pods_that_are_gone() {
         let a = PodAddresses::default();
         for i in 0..253 {
-            assert!(a.assign("n", P, &format!("ns/p{i}"), "u", None, all_live).is_some(), "pod {i}");
+            assert!(
+                a.assign("n", P, &format!("ns/p{i}"), "u", None, all_live)
+                    .is_some(),
+                "pod {i}"
+            );
         }
         assert_eq!(a.assign("n", P, "ns/extra", "u", None, all_live), None);
         let got = a.assign("n", P, "ns/extra", "u", None, |key, _| key != "ns/p5");

@@ -11,7 +11,9 @@ use kube::Client;
 use serde_json::json;
 use tokio::sync::Semaphore;
 
-use super::{is_status, Context, Result, Shared, SimConfig, SimNode, FIELD_MANAGER, LEASE_NAMESPACE};
+use super::{
+    is_status, Context, Result, Shared, SimConfig, SimNode, FIELD_MANAGER, LEASE_NAMESPACE,
+};
 
 pub fn lease_object(node: &SimNode, duration_seconds: i32, now: MicroTime) -> Lease {
     Lease {
@@ -43,10 +45,18 @@ fn micro_now() -> MicroTime {
 }
 
 /// Renews the lease of `node`, creating it when it is missing (first start, or deleted).
-pub async fn ensure(client: &Client, config: &SimConfig, limit: &Semaphore, node: &SimNode) -> Result<()> {
+pub async fn ensure(
+    client: &Client,
+    config: &SimConfig,
+    limit: &Semaphore,
+    node: &SimNode,
+) -> Result<()> {
     let api: Api<Lease> = Api::namespaced(client.clone(), LEASE_NAMESPACE);
     let lease = lease_object(node, config.lease_duration_seconds, micro_now());
-    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
     let renewed = {
         let _permit = limit.acquire().await;
         let patch = json!({ "spec": lease.spec });
@@ -56,11 +66,16 @@ pub async fn ensure(client: &Client, config: &SimConfig, limit: &Semaphore, node
         Ok(_) => Ok(()),
         Err(e) if is_status(&e, 404) => {
             let _permit = limit.acquire().await;
-            let post = PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+            let post = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            };
             match api.create(&post, &lease).await {
                 // Someone created it between the two calls: the next renewal patches it.
                 Err(e) if is_status(&e, 409) => Ok(()),
-                other => other.map(drop).context(|| format!("creating the lease of node {}", node.name)),
+                other => other
+                    .map(drop)
+                    .context(|| format!("creating the lease of node {}", node.name)),
             }
         }
         Err(e) => Err(e).context(|| format!("renewing the lease of node {}", node.name)),
@@ -105,7 +120,10 @@ mod tests {
         assert_eq!(lease.metadata.namespace.as_deref(), Some("kube-node-lease"));
         assert_eq!(lease.metadata.name.as_deref(), Some("sim-1"));
         let owner = &lease.metadata.owner_references.unwrap()[0];
-        assert_eq!((owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()), ("Node", "sim-1", "u-1"));
+        assert_eq!(
+            (owner.kind.as_str(), owner.name.as_str(), owner.uid.as_str()),
+            ("Node", "sim-1", "u-1")
+        );
         let spec = lease.spec.unwrap();
         assert_eq!(spec.holder_identity.as_deref(), Some("sim-1"));
         assert_eq!(spec.lease_duration_seconds, Some(40));

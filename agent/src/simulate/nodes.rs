@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use futures::{stream, StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo};
+use k8s_openapi::api::core::v1::{
+    Node, NodeAddress, NodeCondition, NodeSpec, NodeStatus, NodeSystemInfo,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -71,8 +73,16 @@ pub fn node_object(name: &str, index: usize) -> Node {
     let [a, b, c] = default_pod_prefix(index);
     let cidr = format!("{a}.{b}.{c}.0/24");
     Node {
-        metadata: ObjectMeta { name: Some(name.into()), labels: Some(labels(name)), ..Default::default() },
-        spec: Some(NodeSpec { pod_cidr: Some(cidr.clone()), pod_cidrs: Some(vec![cidr]), ..Default::default() }),
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            labels: Some(labels(name)),
+            ..Default::default()
+        },
+        spec: Some(NodeSpec {
+            pod_cidr: Some(cidr.clone()),
+            pod_cidrs: Some(vec![cidr]),
+            ..Default::default()
+        }),
         status: None,
     }
 }
@@ -80,7 +90,13 @@ pub fn node_object(name: &str, index: usize) -> Node {
 /// The status a healthy kubelet reports: capacity (all of it allocatable), Ready and no
 /// pressure, addresses, and what it runs. `kubelet_version` is the apiserver's version,
 /// as upstream nodes match their control plane.
-pub fn node_status(config: &SimConfig, name: &str, ip: Ipv4Addr, kubelet_version: &str, now: &Time) -> NodeStatus {
+pub fn node_status(
+    config: &SimConfig,
+    name: &str,
+    ip: Ipv4Addr,
+    kubelet_version: &str,
+    now: &Time,
+) -> NodeStatus {
     let resources: BTreeMap<String, Quantity> = [
         ("cpu", &config.cpu),
         ("memory", &config.memory),
@@ -103,14 +119,40 @@ pub fn node_status(config: &SimConfig, name: &str, ip: Ipv4Addr, kubelet_version
         capacity: Some(resources.clone()),
         allocatable: Some(resources),
         conditions: Some(vec![
-            condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "kubelet has sufficient memory available"),
-            condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "kubelet has no disk pressure"),
-            condition("PIDPressure", "False", "KubeletHasSufficientPID", "kubelet has sufficient PID available"),
-            condition("Ready", "True", "KubeletReady", "kubelet is posting ready status"),
+            condition(
+                "MemoryPressure",
+                "False",
+                "KubeletHasSufficientMemory",
+                "kubelet has sufficient memory available",
+            ),
+            condition(
+                "DiskPressure",
+                "False",
+                "KubeletHasNoDiskPressure",
+                "kubelet has no disk pressure",
+            ),
+            condition(
+                "PIDPressure",
+                "False",
+                "KubeletHasSufficientPID",
+                "kubelet has sufficient PID available",
+            ),
+            condition(
+                "Ready",
+                "True",
+                "KubeletReady",
+                "kubelet is posting ready status",
+            ),
         ]),
         addresses: Some(vec![
-            NodeAddress { type_: "InternalIP".into(), address: ip.to_string() },
-            NodeAddress { type_: "Hostname".into(), address: name.into() },
+            NodeAddress {
+                type_: "InternalIP".into(),
+                address: ip.to_string(),
+            },
+            NodeAddress {
+                type_: "Hostname".into(),
+                address: name.into(),
+            },
         ]),
         node_info: Some(NodeSystemInfo {
             architecture: "amd64".into(),
@@ -131,10 +173,18 @@ pub fn node_status(config: &SimConfig, name: &str, ip: Ipv4Addr, kubelet_version
 }
 
 /// Registers every node (bounded concurrency) and its lease.
-pub async fn register_all(client: &Client, config: &SimConfig, limit: &Semaphore) -> Result<Vec<SimNode>> {
+pub async fn register_all(
+    client: &Client,
+    config: &SimConfig,
+    limit: &Semaphore,
+) -> Result<Vec<SimNode>> {
     let version = {
         let _permit = limit.acquire().await;
-        client.apiserver_version().await.context(|| "reading the apiserver's version".into())?.git_version
+        client
+            .apiserver_version()
+            .await
+            .context(|| "reading the apiserver's version".into())?
+            .git_version
     };
     let now = super::status::now();
     let mut nodes: Vec<SimNode> = stream::iter(0..config.nodes)
@@ -159,7 +209,16 @@ async fn register(
     let ip = node_ip(index);
     let created = {
         let _permit = limit.acquire().await;
-        match api.create(&PostParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &node_object(&name, index)).await {
+        match api
+            .create(
+                &PostParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &node_object(&name, index),
+            )
+            .await
+        {
             Err(e) if is_status(&e, 409) => None,
             other => Some(other.context(|| format!("creating node {name}"))?),
         }
@@ -171,17 +230,31 @@ async fn register(
             // rest (spec.podCIDR may have come from node IPAM and cannot change).
             let _permit = limit.acquire().await;
             let patch = json!({ "metadata": { "labels": labels(&name) } });
-            api.patch(&name, &PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &Patch::Merge(&patch))
-                .await
-                .context(|| format!("updating node {name}"))?
+            api.patch(
+                &name,
+                &PatchParams {
+                    field_manager: Some(FIELD_MANAGER.into()),
+                    ..Default::default()
+                },
+                &Patch::Merge(&patch),
+            )
+            .await
+            .context(|| format!("updating node {name}"))?
         }
     };
     {
         let _permit = limit.acquire().await;
         let status = json!({ "status": node_status(config, &name, ip, version, now) });
-        api.patch_status(&name, &PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() }, &Patch::Merge(&status))
-            .await
-            .context(|| format!("reporting the status of node {name}"))?;
+        api.patch_status(
+            &name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..Default::default()
+            },
+            &Patch::Merge(&status),
+        )
+        .await
+        .context(|| format!("reporting the status of node {name}"))?;
     }
     let pod_prefix = node
         .spec
@@ -189,7 +262,13 @@ async fn register(
         .and_then(|s| s.pod_cidr.as_deref())
         .and_then(ipam::parse_slash24)
         .unwrap_or_else(|| default_pod_prefix(index));
-    let sim = SimNode { name, index, uid: node.metadata.uid.unwrap_or_default(), ip, pod_prefix };
+    let sim = SimNode {
+        name,
+        index,
+        uid: node.metadata.uid.unwrap_or_default(),
+        ip,
+        pod_prefix,
+    };
     lease::ensure(client, config, limit, &sim).await?;
     Ok(sim)
 }
@@ -224,10 +303,18 @@ mod tests {
         let now = super::super::status::now();
         let status = node_status(&SimConfig::new(3), "sim-1", node_ip(1), "v1.33.0", &now);
         let conditions = status.conditions.unwrap();
-        let get = |t: &str| conditions.iter().find(|c| c.type_ == t).unwrap_or_else(|| panic!("no {t}"));
+        let get = |t: &str| {
+            conditions
+                .iter()
+                .find(|c| c.type_ == t)
+                .unwrap_or_else(|| panic!("no {t}"))
+        };
         assert_eq!(get("Ready").status, "True");
         assert_eq!(get("Ready").reason.as_deref(), Some("KubeletReady"));
-        assert_eq!(get("Ready").message.as_deref(), Some("kubelet is posting ready status"));
+        assert_eq!(
+            get("Ready").message.as_deref(),
+            Some("kubelet is posting ready status")
+        );
         for t in ["MemoryPressure", "DiskPressure", "PIDPressure"] {
             assert_eq!(get(t).status, "False", "{t}");
         }
@@ -244,7 +331,10 @@ mod tests {
         let info = status.node_info.unwrap();
         assert_eq!(info.kubelet_version, "v1.33.0");
         assert_eq!(info.container_runtime_version, "simulated://1.0");
-        assert_eq!((info.architecture.as_str(), info.operating_system.as_str()), ("amd64", "linux"));
+        assert_eq!(
+            (info.architecture.as_str(), info.operating_system.as_str()),
+            ("amd64", "linux")
+        );
     }
 
     #[test]

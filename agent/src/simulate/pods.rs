@@ -31,10 +31,16 @@ struct Ctx {
 /// Runs the pod controller; it only stops if its watch stream ends.
 pub async fn report_forever(shared: Arc<Shared>) -> Result<()> {
     let api: Api<Pod> = Api::all(shared.client.clone());
-    let controller = Controller::new(api, watcher::Config::default().any_semantic())
-        .with_config(controller::Config::default().concurrency(shared.config.max_in_flight.clamp(1, u16::MAX as usize) as u16));
+    let controller = Controller::new(api, watcher::Config::default().any_semantic()).with_config(
+        controller::Config::default()
+            .concurrency(shared.config.max_in_flight.clamp(1, u16::MAX as usize) as u16),
+    );
     let ctx = Arc::new(Ctx {
-        by_name: shared.nodes.iter().map(|n| (n.name.clone(), n.clone())).collect(),
+        by_name: shared
+            .nodes
+            .iter()
+            .map(|n| (n.name.clone(), n.clone()))
+            .collect(),
         shared: shared.clone(),
         addresses: PodAddresses::default(),
         store: controller.store(),
@@ -63,13 +69,25 @@ fn key(pod: &Pod) -> String {
 }
 
 async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
-    let Some(node) = pod.spec.as_ref().and_then(|s| s.node_name.as_deref()).and_then(|n| ctx.by_name.get(n)) else {
+    let Some(node) = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .and_then(|n| ctx.by_name.get(n))
+    else {
         return Ok(Action::await_change());
     };
     let key = key(&pod);
-    let api: Api<Pod> = Api::namespaced(ctx.shared.client.clone(), &pod.namespace().unwrap_or_default());
+    let api: Api<Pod> = Api::namespaced(
+        ctx.shared.client.clone(),
+        &pod.namespace().unwrap_or_default(),
+    );
 
-    if let Some(wait) = status::termination_delay(&pod, Timestamp::now(), ctx.shared.config.max_termination_delay) {
+    if let Some(wait) = status::termination_delay(
+        &pod,
+        Timestamp::now(),
+        ctx.shared.config.max_termination_delay,
+    ) {
         if !wait.is_zero() {
             return Ok(Action::requeue(wait));
         }
@@ -77,7 +95,10 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
         // StatefulSet may already have made a new one with the same name).
         let params = DeleteParams {
             grace_period_seconds: Some(0),
-            preconditions: Some(Preconditions { uid: pod.uid(), resource_version: None }),
+            preconditions: Some(Preconditions {
+                uid: pod.uid(),
+                resource_version: None,
+            }),
             ..Default::default()
         };
         let result = {
@@ -109,18 +130,27 @@ async fn reconcile(pod: Arc<Pod>, ctx: Arc<Ctx>) -> Result<Action> {
         let uid = pod.uid().unwrap_or_default();
         ctx.addresses
             .assign(&node.name, node.pod_prefix, &key, &uid, reported, live)
-            .ok_or_else(|| Error::AddressesExhausted { node: node.name.clone() })?
+            .ok_or_else(|| Error::AddressesExhausted {
+                node: node.name.clone(),
+            })?
     };
-    let addresses = Addresses { host_ip: node.ip.to_string(), pod_ip: pod_ip.to_string() };
+    let addresses = Addresses {
+        host_ip: node.ip.to_string(),
+        pod_ip: pod_ip.to_string(),
+    };
     let desired = status::desired_status(&pod, &addresses, &status::now());
     if !status::needs_update(pod.status.as_ref(), &desired) {
         return Ok(Action::await_change());
     }
     let patch = json!({ "status": desired });
-    let params = PatchParams { field_manager: Some(FIELD_MANAGER.into()), ..Default::default() };
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..Default::default()
+    };
     let result = {
         let _permit = ctx.shared.limit.acquire().await;
-        api.patch_status(&pod.name_any(), &params, &Patch::Merge(&patch)).await
+        api.patch_status(&pod.name_any(), &params, &Patch::Merge(&patch))
+            .await
     };
     match result {
         Ok(_) => Ok(Action::await_change()),

@@ -15,8 +15,8 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{
-    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, Pod, PodCondition, PodIP, HostIP,
-    PodStatus,
+    ContainerState, ContainerStateRunning, ContainerStateTerminated, ContainerStatus, HostIP, Pod,
+    PodCondition, PodIP, PodStatus,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -30,18 +30,25 @@ pub fn now() -> Time {
 
 /// FNV-1a: stable across builds, so simulated IDs do not change between runs.
 pub fn fnv64(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 fn hex64(seed: &str) -> String {
-    (0..4).map(|i| format!("{:016x}", fnv64(format!("{i}/{seed}").as_bytes()))).collect()
+    (0..4)
+        .map(|i| format!("{:016x}", fnv64(format!("{i}/{seed}").as_bytes())))
+        .collect()
 }
 
 /// What the pod's containers do (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Outcome {
     /// Running; `restarted_after` is the exit code of the one earlier run, if any.
-    Running { ready: bool, restarted_after: Option<i32> },
+    Running {
+        ready: bool,
+        restarted_after: Option<i32>,
+    },
     /// Exited with this code and not restarted.
     Exited(i32),
 }
@@ -51,23 +58,39 @@ pub fn outcome(pod: &Pod) -> Outcome {
     let annotation = |key: &str| annotations.and_then(|a| a.get(key)).map(|v| v.trim());
     let ready = annotation(READY_ANNOTATION) != Some("false");
     let Some(code) = annotation(EXIT_CODE_ANNOTATION).and_then(|v| v.parse::<i32>().ok()) else {
-        return Outcome::Running { ready, restarted_after: None };
+        return Outcome::Running {
+            ready,
+            restarted_after: None,
+        };
     };
-    let policy = pod.spec.as_ref().and_then(|s| s.restart_policy.as_deref()).unwrap_or("Always");
+    let policy = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.restart_policy.as_deref())
+        .unwrap_or("Always");
     let restarts = policy == "Always" || (policy == "OnFailure" && code != 0);
     if restarts {
-        Outcome::Running { ready, restarted_after: Some(code) }
+        Outcome::Running {
+            ready,
+            restarted_after: Some(code),
+        }
     } else {
         Outcome::Exited(code)
     }
 }
 
 pub fn is_terminal(pod: &Pod) -> bool {
-    matches!(pod.status.as_ref().and_then(|s| s.phase.as_deref()), Some("Succeeded" | "Failed"))
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
 
 pub fn uses_host_network(pod: &Pod) -> bool {
-    pod.spec.as_ref().and_then(|s| s.host_network).unwrap_or(false)
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.host_network)
+        .unwrap_or(false)
 }
 
 /// Where the pod "runs".
@@ -76,7 +99,12 @@ pub struct Addresses {
     pub pod_ip: String,
 }
 
-fn terminated(code: i32, started_at: &Time, finished_at: &Time, container_id: &str) -> ContainerStateTerminated {
+fn terminated(
+    code: i32,
+    started_at: &Time,
+    finished_at: &Time,
+    container_id: &str,
+) -> ContainerStateTerminated {
     ContainerStateTerminated {
         exit_code: code,
         reason: Some(if code == 0 { "Completed" } else { "Error" }.into()),
@@ -101,19 +129,38 @@ fn container_status(
     let prev_state = previous.and_then(|p| p.state.as_ref());
     let started_at = prev_state
         .and_then(|s| s.running.as_ref().and_then(|r| r.started_at.clone()))
-        .or_else(|| prev_state.and_then(|s| s.terminated.as_ref().and_then(|t| t.started_at.clone())))
+        .or_else(|| {
+            prev_state.and_then(|s| s.terminated.as_ref().and_then(|t| t.started_at.clone()))
+        })
         .unwrap_or_else(|| start.clone());
-    let finished_at =
-        prev_state.and_then(|s| s.terminated.as_ref().and_then(|t| t.finished_at.clone())).unwrap_or_else(|| now.clone());
+    let finished_at = prev_state
+        .and_then(|s| s.terminated.as_ref().and_then(|t| t.finished_at.clone()))
+        .unwrap_or_else(|| now.clone());
     let restart_count = match outcome {
-        Outcome::Running { restarted_after: Some(_), .. } => 1,
+        Outcome::Running {
+            restarted_after: Some(_),
+            ..
+        } => 1,
         _ => 0,
     };
-    let id = |restart: i32| format!("simulated://{}", hex64(&format!("{pod_uid}/{name}/{restart}")));
+    let id = |restart: i32| {
+        format!(
+            "simulated://{}",
+            hex64(&format!("{pod_uid}/{name}/{restart}"))
+        )
+    };
     let container_id = id(restart_count);
     let (state, last_state, ready, started) = match outcome {
-        Outcome::Running { ready, restarted_after } => (
-            ContainerState { running: Some(ContainerStateRunning { started_at: Some(started_at.clone()) }), ..Default::default() },
+        Outcome::Running {
+            ready,
+            restarted_after,
+        } => (
+            ContainerState {
+                running: Some(ContainerStateRunning {
+                    started_at: Some(started_at.clone()),
+                }),
+                ..Default::default()
+            },
             restarted_after.map(|code| ContainerState {
                 terminated: Some(terminated(code, start, &started_at, &id(0))),
                 ..Default::default()
@@ -122,7 +169,10 @@ fn container_status(
             true,
         ),
         Outcome::Exited(code) => (
-            ContainerState { terminated: Some(terminated(code, &started_at, &finished_at, &container_id)), ..Default::default() },
+            ContainerState {
+                terminated: Some(terminated(code, &started_at, &finished_at, &container_id)),
+                ..Default::default()
+            },
             None,
             false,
             false,
@@ -142,7 +192,14 @@ fn container_status(
     }
 }
 
-fn condition(type_: &str, ok: bool, reason: Option<&str>, message: Option<String>, previous: &[PodCondition], now: &Time) -> PodCondition {
+fn condition(
+    type_: &str,
+    ok: bool,
+    reason: Option<&str>,
+    message: Option<String>,
+    previous: &[PodCondition],
+    now: &Time,
+) -> PodCondition {
     let status = if ok { "True" } else { "False" };
     // The transition time moves only when the status does.
     let since = previous
@@ -176,7 +233,15 @@ pub fn desired_status(pod: &Pod, addresses: &Addresses, now: &Time) -> PodStatus
         .iter()
         .map(|c| {
             let image = c.image.as_deref().unwrap_or("");
-            container_status(uid, &c.name, image, outcome, find(&prev_containers, &c.name).as_ref(), &start, now)
+            container_status(
+                uid,
+                &c.name,
+                image,
+                outcome,
+                find(&prev_containers, &c.name).as_ref(),
+                &start,
+                now,
+            )
         })
         .collect();
     let init_containers: Vec<ContainerStatus> = spec
@@ -188,8 +253,23 @@ pub fn desired_status(pod: &Pod, addresses: &Addresses, now: &Time) -> PodStatus
             let prev = find(&prev_init, &c.name);
             // A sidecar (restartPolicy Always) keeps running; others ran to completion.
             let sidecar = c.restart_policy.as_deref() == Some("Always");
-            let init_outcome = if sidecar { Outcome::Running { ready: true, restarted_after: None } } else { Outcome::Exited(0) };
-            let mut status = container_status(uid, &c.name, image, init_outcome, prev.as_ref(), &start, now);
+            let init_outcome = if sidecar {
+                Outcome::Running {
+                    ready: true,
+                    restarted_after: None,
+                }
+            } else {
+                Outcome::Exited(0)
+            };
+            let mut status = container_status(
+                uid,
+                &c.name,
+                image,
+                init_outcome,
+                prev.as_ref(),
+                &start,
+                now,
+            );
             // Completed init containers count as ready upstream.
             status.ready = true;
             status
@@ -202,21 +282,52 @@ pub fn desired_status(pod: &Pod, addresses: &Addresses, now: &Time) -> PodStatus
         Outcome::Running { .. } => "Running",
     };
     let terminal = phase != "Running";
-    let unready: Vec<&str> = containers.iter().filter(|c| !c.ready).map(|c| c.name.as_str()).collect();
+    let unready: Vec<&str> = containers
+        .iter()
+        .filter(|c| !c.ready)
+        .map(|c| c.name.as_str())
+        .collect();
     let (ready_reason, ready_message) = if phase == "Succeeded" {
         (Some("PodCompleted"), None)
     } else if unready.is_empty() {
         (None, None)
     } else {
-        (Some("ContainersNotReady"), Some(format!("containers with unready status: [{}]", unready.join(" "))))
+        (
+            Some("ContainersNotReady"),
+            Some(format!(
+                "containers with unready status: [{}]",
+                unready.join(" ")
+            )),
+        )
     };
     let prev_conditions = previous.conditions.clone().unwrap_or_default();
     let ready = unready.is_empty() && !terminal;
     let mut conditions = vec![
-        condition("PodReadyToStartContainers", !terminal, None, None, &prev_conditions, now),
+        condition(
+            "PodReadyToStartContainers",
+            !terminal,
+            None,
+            None,
+            &prev_conditions,
+            now,
+        ),
         condition("Initialized", true, None, None, &prev_conditions, now),
-        condition("Ready", ready, ready_reason, ready_message.clone(), &prev_conditions, now),
-        condition("ContainersReady", ready, ready_reason, ready_message, &prev_conditions, now),
+        condition(
+            "Ready",
+            ready,
+            ready_reason,
+            ready_message.clone(),
+            &prev_conditions,
+            now,
+        ),
+        condition(
+            "ContainersReady",
+            ready,
+            ready_reason,
+            ready_message,
+            &prev_conditions,
+            now,
+        ),
         prev_conditions
             .iter()
             .find(|c| c.type_ == "PodScheduled" && c.status == "True")
@@ -224,16 +335,31 @@ pub fn desired_status(pod: &Pod, addresses: &Addresses, now: &Time) -> PodStatus
             .unwrap_or_else(|| condition("PodScheduled", true, None, None, &prev_conditions, now)),
     ];
     // Conditions others own (readiness gates, DisruptionTarget) stay as they are.
-    const OURS: [&str; 5] = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"];
-    conditions.extend(prev_conditions.iter().filter(|c| !OURS.contains(&c.type_.as_str())).cloned());
+    const OURS: [&str; 5] = [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "Ready",
+        "ContainersReady",
+        "PodScheduled",
+    ];
+    conditions.extend(
+        prev_conditions
+            .iter()
+            .filter(|c| !OURS.contains(&c.type_.as_str()))
+            .cloned(),
+    );
 
     PodStatus {
         phase: Some(phase.into()),
         conditions: Some(conditions),
         host_ip: Some(addresses.host_ip.clone()),
-        host_ips: Some(vec![HostIP { ip: addresses.host_ip.clone() }]),
+        host_ips: Some(vec![HostIP {
+            ip: addresses.host_ip.clone(),
+        }]),
         pod_ip: Some(addresses.pod_ip.clone()),
-        pod_ips: Some(vec![PodIP { ip: addresses.pod_ip.clone() }]),
+        pod_ips: Some(vec![PodIP {
+            ip: addresses.pod_ip.clone(),
+        }]),
         start_time: Some(start),
         container_statuses: Some(containers),
         init_container_statuses: (!init_containers.is_empty()).then_some(init_containers),
@@ -246,7 +372,9 @@ pub fn desired_status(pod: &Pod, addresses: &Addresses, now: &Time) -> PodStatus
 pub fn needs_update(current: Option<&PodStatus>, desired: &PodStatus) -> bool {
     let current = serde_json::to_value(current.cloned().unwrap_or_default()).unwrap_or_default();
     let desired = serde_json::to_value(desired).unwrap_or_default();
-    let Some(fields) = desired.as_object() else { return true };
+    let Some(fields) = desired.as_object() else {
+        return true;
+    };
     fields.iter().any(|(k, v)| current.get(k) != Some(v))
 }
 
@@ -255,7 +383,11 @@ pub fn needs_update(current: Option<&PodStatus>, desired: &PodStatus) -> bool {
 /// grace period, and never later than `cap`. `None` when the pod is not being deleted.
 pub fn termination_delay(pod: &Pod, now: Timestamp, cap: Duration) -> Option<Duration> {
     let deadline = pod.metadata.deletion_timestamp.as_ref()?.0;
-    let grace = pod.metadata.deletion_grace_period_seconds.unwrap_or(0).max(0);
+    let grace = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .unwrap_or(0)
+        .max(0);
     // deletionTimestamp = time of the request + grace, so the request came at deadline - grace.
     let requested = deadline.as_second() - grace;
     let wait = Duration::from_secs(grace as u64).min(cap);

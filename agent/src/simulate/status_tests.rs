@@ -12,12 +12,25 @@ struct TestPod(Pod);
 
 fn pod() -> TestPod {
     TestPod(Pod {
-        metadata: ObjectMeta { name: Some("p".into()), namespace: Some("ns".into()), uid: Some("uid-1".into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("p".into()),
+            namespace: Some("ns".into()),
+            uid: Some("uid-1".into()),
+            ..Default::default()
+        },
         spec: Some(PodSpec {
             node_name: Some("sim-1".into()),
             containers: vec![
-                Container { name: "app".into(), image: Some("busybox".into()), ..Default::default() },
-                Container { name: "side".into(), image: Some("nginx".into()), ..Default::default() },
+                Container {
+                    name: "app".into(),
+                    image: Some("busybox".into()),
+                    ..Default::default()
+                },
+                Container {
+                    name: "side".into(),
+                    image: Some("nginx".into()),
+                    ..Default::default()
+                },
             ],
             ..Default::default()
         }),
@@ -31,18 +44,35 @@ impl TestPod {
         self
     }
     fn annotate(mut self, key: &str, value: &str) -> Self {
-        self.0.metadata.annotations.get_or_insert_with(BTreeMap::new).insert(key.into(), value.into());
+        self.0
+            .metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(key.into(), value.into());
         self
     }
     fn with_init(mut self, name: &str) -> Self {
-        let c = Container { name: name.into(), image: Some("busybox".into()), ..Default::default() };
-        self.0.spec.as_mut().unwrap().init_containers.get_or_insert_with(Vec::new).push(c);
+        let c = Container {
+            name: name.into(),
+            image: Some("busybox".into()),
+            ..Default::default()
+        };
+        self.0
+            .spec
+            .as_mut()
+            .unwrap()
+            .init_containers
+            .get_or_insert_with(Vec::new)
+            .push(c);
         self
     }
 }
 
 fn addresses() -> Addresses {
-    Addresses { host_ip: "10.255.0.2".into(), pod_ip: "10.42.1.2".into() }
+    Addresses {
+        host_ip: "10.255.0.2".into(),
+        pod_ip: "10.42.1.2".into(),
+    }
 }
 
 fn time(s: i64) -> Time {
@@ -50,7 +80,13 @@ fn time(s: i64) -> Time {
 }
 
 fn cond<'a>(status: &'a PodStatus, t: &str) -> &'a PodCondition {
-    status.conditions.as_ref().unwrap().iter().find(|c| c.type_ == t).unwrap_or_else(|| panic!("no {t} condition"))
+    status
+        .conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .find(|c| c.type_ == t)
+        .unwrap_or_else(|| panic!("no {t} condition"))
 }
 
 #[test]
@@ -60,8 +96,23 @@ fn a_plain_pod_runs_and_is_ready_with_every_container_started() {
     assert_eq!(s.pod_ip.as_deref(), Some("10.42.1.2"));
     assert_eq!(s.host_ip.as_deref(), Some("10.255.0.2"));
     assert_eq!(s.start_time, Some(time(1000)));
-    let types: Vec<&str> = s.conditions.as_ref().unwrap().iter().map(|c| c.type_.as_str()).collect();
-    assert_eq!(types, ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]);
+    let types: Vec<&str> = s
+        .conditions
+        .as_ref()
+        .unwrap()
+        .iter()
+        .map(|c| c.type_.as_str())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "PodReadyToStartContainers",
+            "Initialized",
+            "Ready",
+            "ContainersReady",
+            "PodScheduled"
+        ]
+    );
     for c in s.conditions.as_ref().unwrap() {
         assert_eq!(c.status, "True", "{}", c.type_);
         assert_eq!(c.last_transition_time, Some(time(1000)), "{}", c.type_);
@@ -69,8 +120,19 @@ fn a_plain_pod_runs_and_is_ready_with_every_container_started() {
     let containers = s.container_statuses.as_ref().unwrap();
     assert_eq!(containers.len(), 2);
     for c in containers {
-        assert!(c.ready && c.started == Some(true) && c.restart_count == 0, "{}", c.name);
-        assert!(c.container_id.as_deref().unwrap().starts_with("simulated://"), "{}", c.name);
+        assert!(
+            c.ready && c.started == Some(true) && c.restart_count == 0,
+            "{}",
+            c.name
+        );
+        assert!(
+            c.container_id
+                .as_deref()
+                .unwrap()
+                .starts_with("simulated://"),
+            "{}",
+            c.name
+        );
         assert!(c.image_id.contains("@sha256:"), "{}", c.name);
         let running = c.state.as_ref().unwrap().running.as_ref().unwrap();
         assert_eq!(running.started_at, Some(time(1000)), "{}", c.name);
@@ -113,15 +175,27 @@ fn init_containers_are_reported_completed() {
 
 #[test]
 fn the_ready_false_annotation_runs_the_pod_without_readiness() {
-    let s = desired_status(&pod().annotate(READY_ANNOTATION, "false").0, &addresses(), &time(1000));
+    let s = desired_status(
+        &pod().annotate(READY_ANNOTATION, "false").0,
+        &addresses(),
+        &time(1000),
+    );
     assert_eq!(s.phase.as_deref(), Some("Running"));
     for t in ["Ready", "ContainersReady"] {
         let c = cond(&s, t);
         assert_eq!(c.status, "False", "{t}");
         assert_eq!(c.reason.as_deref(), Some("ContainersNotReady"), "{t}");
-        assert_eq!(c.message.as_deref(), Some("containers with unready status: [app side]"), "{t}");
+        assert_eq!(
+            c.message.as_deref(),
+            Some("containers with unready status: [app side]"),
+            "{t}"
+        );
     }
-    assert!(s.container_statuses.unwrap().iter().all(|c| !c.ready && c.started == Some(true)));
+    assert!(s
+        .container_statuses
+        .unwrap()
+        .iter()
+        .all(|c| !c.ready && c.started == Some(true)));
 }
 
 #[test]
@@ -134,15 +208,54 @@ fn the_exit_code_annotation_follows_the_restart_policy() {
         restarts: i32,
     }
     let cases = [
-        Case { name: "never_zero", policy: "Never", code: "0", phase: "Succeeded", restarts: 0 },
-        Case { name: "never_nonzero", policy: "Never", code: "3", phase: "Failed", restarts: 0 },
-        Case { name: "onfailure_zero", policy: "OnFailure", code: "0", phase: "Succeeded", restarts: 0 },
-        Case { name: "onfailure_nonzero", policy: "OnFailure", code: "3", phase: "Running", restarts: 1 },
-        Case { name: "always_zero", policy: "Always", code: "0", phase: "Running", restarts: 1 },
-        Case { name: "always_nonzero", policy: "Always", code: "3", phase: "Running", restarts: 1 },
+        Case {
+            name: "never_zero",
+            policy: "Never",
+            code: "0",
+            phase: "Succeeded",
+            restarts: 0,
+        },
+        Case {
+            name: "never_nonzero",
+            policy: "Never",
+            code: "3",
+            phase: "Failed",
+            restarts: 0,
+        },
+        Case {
+            name: "onfailure_zero",
+            policy: "OnFailure",
+            code: "0",
+            phase: "Succeeded",
+            restarts: 0,
+        },
+        Case {
+            name: "onfailure_nonzero",
+            policy: "OnFailure",
+            code: "3",
+            phase: "Running",
+            restarts: 1,
+        },
+        Case {
+            name: "always_zero",
+            policy: "Always",
+            code: "0",
+            phase: "Running",
+            restarts: 1,
+        },
+        Case {
+            name: "always_nonzero",
+            policy: "Always",
+            code: "3",
+            phase: "Running",
+            restarts: 1,
+        },
     ];
     for case in cases {
-        let p = pod().restart(case.policy).annotate(EXIT_CODE_ANNOTATION, case.code).0;
+        let p = pod()
+            .restart(case.policy)
+            .annotate(EXIT_CODE_ANNOTATION, case.code)
+            .0;
         let s = desired_status(&p, &addresses(), &time(1000));
         assert_eq!(s.phase.as_deref(), Some(case.phase), "{}", case.name);
         let code: i32 = case.code.parse().unwrap();
@@ -157,12 +270,27 @@ fn the_exit_code_annotation_follows_the_restart_policy() {
             };
             let ended = ended.unwrap_or_else(|| panic!("{}: no terminated state", case.name));
             assert_eq!(ended.exit_code, code, "{}", case.name);
-            assert_eq!(ended.reason.as_deref(), Some(if code == 0 { "Completed" } else { "Error" }), "{}", case.name);
+            assert_eq!(
+                ended.reason.as_deref(),
+                Some(if code == 0 { "Completed" } else { "Error" }),
+                "{}",
+                case.name
+            );
         }
         let ready = cond(&s, "Ready");
-        assert_eq!(ready.status == "True", case.phase == "Running", "{}", case.name);
+        assert_eq!(
+            ready.status == "True",
+            case.phase == "Running",
+            "{}",
+            case.name
+        );
         if case.phase == "Succeeded" {
-            assert_eq!(ready.reason.as_deref(), Some("PodCompleted"), "{}", case.name);
+            assert_eq!(
+                ready.reason.as_deref(),
+                Some("PodCompleted"),
+                "{}",
+                case.name
+            );
         }
     }
 }
@@ -174,7 +302,10 @@ fn transition_times_move_only_when_a_condition_changes() {
     p.metadata.annotations = Some([(READY_ANNOTATION.to_string(), "false".to_string())].into());
     let s = desired_status(&p, &addresses(), &time(2000));
     assert_eq!(cond(&s, "Ready").last_transition_time, Some(time(2000)));
-    assert_eq!(cond(&s, "Initialized").last_transition_time, Some(time(1000)));
+    assert_eq!(
+        cond(&s, "Initialized").last_transition_time,
+        Some(time(1000))
+    );
 }
 
 #[test]
@@ -188,8 +319,20 @@ fn a_deleted_pod_is_removed_after_its_grace_period_but_no_later_than_the_cap() {
     };
     let at = |s: i64| Timestamp::from_second(s).unwrap();
     assert_eq!(termination_delay(&pod().0, at(100), cap), None);
-    assert_eq!(termination_delay(&deleting(1, 100), at(100), cap), Some(Duration::from_secs(1)));
-    assert_eq!(termination_delay(&deleting(30, 100), at(100), cap), Some(Duration::from_secs(2)));
-    assert_eq!(termination_delay(&deleting(30, 100), at(105), cap), Some(Duration::ZERO));
-    assert_eq!(termination_delay(&deleting(0, 100), at(100), cap), Some(Duration::ZERO));
+    assert_eq!(
+        termination_delay(&deleting(1, 100), at(100), cap),
+        Some(Duration::from_secs(1))
+    );
+    assert_eq!(
+        termination_delay(&deleting(30, 100), at(100), cap),
+        Some(Duration::from_secs(2))
+    );
+    assert_eq!(
+        termination_delay(&deleting(30, 100), at(105), cap),
+        Some(Duration::ZERO)
+    );
+    assert_eq!(
+        termination_delay(&deleting(0, 100), at(100), cap),
+        Some(Duration::ZERO)
+    );
 }

@@ -19,7 +19,6 @@ use serde_json::json;
 
 pub use registry::*;
 
-
 /// A token server as docker's distribution specifies it, on a thread of its own on
 /// 127.0.0.1: `GET /token?service=&scope=` with basic credentials returns a JWT (ES256,
 /// the signing certificate in `x5c`) granting the scope asked for; wrong or missing

@@ -244,7 +244,9 @@ async fn downward_and_projected_volumes_hold_pod_fields_and_the_cluster_ca() {
     );
     assert_eq!(read(ca.join("ca.crt")), "-----BEGIN CERTIFICATE-----\n");
     assert_eq!(read(ca.join("namespace")), "default");
-    volumes::teardown(&host.host.pods_dir, "u-dw").await.unwrap();
+    volumes::teardown(&host.host.pods_dir, "u-dw")
+        .await
+        .unwrap();
 
     // The service-account token comes from the TokenRequest API and nowhere else: when the
     // apiserver cannot issue one the mount fails, it never holds a made-up token.
@@ -281,7 +283,9 @@ async fn downward_and_projected_volumes_hold_pod_fields_and_the_cluster_ca() {
             assert!(!dir.join("token").exists(), "no token file without a token");
         }
     }
-    volumes::teardown(&host.host.pods_dir, "u-tok").await.unwrap();
+    volumes::teardown(&host.host.pods_dir, "u-tok")
+        .await
+        .unwrap();
 }
 
 #[tokio::test]
@@ -327,5 +331,7 @@ async fn fs_group_owns_volume_files_as_upstream() {
         data_link,
         "an unchanged secret is not rewritten because of its fsGroup bits"
     );
-    volumes::teardown(&host.host.pods_dir, "u-fsg").await.unwrap();
+    volumes::teardown(&host.host.pods_dir, "u-fsg")
+        .await
+        .unwrap();
 }

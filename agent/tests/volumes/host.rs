@@ -234,7 +234,9 @@ async fn claims_resolve_to_their_bound_host_path_volume() {
         (mounts[0].source.clone(), mounts[0].readonly),
         (PathBuf::from(&data), false)
     );
-    volumes::teardown(&host.host.pods_dir, "u-pvc").await.unwrap();
+    volumes::teardown(&host.host.pods_dir, "u-pvc")
+        .await
+        .unwrap();
     assert!(data.is_dir(), "teardown keeps the volume's data");
 }
 
@@ -308,5 +310,7 @@ async fn claims_resolve_to_local_volumes_and_honour_read_only() {
         "{}",
         err.message
     );
-    volumes::teardown(&host.host.pods_dir, "u-local").await.unwrap();
+    volumes::teardown(&host.host.pods_dir, "u-local")
+        .await
+        .unwrap();
 }

@@ -14,7 +14,12 @@ use crate::object;
 use crate::registry::Resource;
 use crate::status::{ApiError, Result};
 
-pub async fn serve(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
+pub async fn serve(
+    api: &Arc<Api>,
+    r: &Resource,
+    req: &ApiRequest,
+    name: &str,
+) -> Result<Response<Body>> {
     let manager = req.query.value("fieldManager").map(str::to_string).ok_or_else(|| {
         ApiError::BadRequest("PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch".into())
     })?;
@@ -22,9 +27,14 @@ pub async fn serve(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -
     let mut applied: Value = crate::yaml::from_slice(&req.body)
         .map_err(|e| ApiError::BadRequest(format!("error decoding YAML: {e}")))?;
     if !applied.is_object() {
-        return Err(ApiError::BadRequest("the apply configuration must be an object".into()));
+        return Err(ApiError::BadRequest(
+            "the apply configuration must be an object".into(),
+        ));
     }
-    let av = applied.get("apiVersion").and_then(Value::as_str).unwrap_or("");
+    let av = applied
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if av != r.api_version() {
         return Err(ApiError::BadRequest(format!(
             "Incorrect version specified in apply patch. Specified patch version: {av}, expected: {}",
@@ -33,11 +43,16 @@ pub async fn serve(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -
     }
     let kind = applied.get("kind").and_then(Value::as_str).unwrap_or("");
     if kind != r.kind {
-        return Err(ApiError::BadRequest(format!("Incorrect kind specified in apply patch. Specified patch kind: {kind}, expected: {}", r.kind)));
+        return Err(ApiError::BadRequest(format!(
+            "Incorrect kind specified in apply patch. Specified patch kind: {kind}, expected: {}",
+            r.kind
+        )));
     }
     let body_name = object::name(&applied);
     if !body_name.is_empty() && body_name != name {
-        return Err(ApiError::BadRequest(format!("the name of the object ({body_name}) does not match the name on the URL ({name})")));
+        return Err(ApiError::BadRequest(format!(
+            "the name of the object ({body_name}) does not match the name on the URL ({name})"
+        )));
     }
     let status_only = req.path.subresource.as_deref() == Some("status");
     if r.status && !status_only {
@@ -57,7 +72,18 @@ pub async fn serve(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -
         }
         Err(e) => Err(e),
         Ok(_) => {
-            let (code, out) = read_modify_write(api, r, req, name, Change::Apply { applied, manager, force }).await?;
+            let (code, out) = read_modify_write(
+                api,
+                r,
+                req,
+                name,
+                Change::Apply {
+                    applied,
+                    manager,
+                    force,
+                },
+            )
+            .await?;
             object_response(r, req, code, &out)
         }
     }

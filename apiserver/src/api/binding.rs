@@ -14,32 +14,66 @@ use crate::registry::Resource;
 use crate::status::{ApiError, Cause, Result, Target};
 use crate::storage;
 
-pub async fn bind(api: &Arc<Api>, pods: &Resource, req: &ApiRequest, name: Option<&str>) -> Result<Response<Body>> {
+pub async fn bind(
+    api: &Arc<Api>,
+    pods: &Resource,
+    req: &ApiRequest,
+    name: Option<&str>,
+) -> Result<Response<Body>> {
     let binding = decode_object(&req.content_type, &req.body)?;
     let body_name = object::name(&binding);
     if name.is_some_and(|n| !body_name.is_empty() && n != body_name) {
-        return Err(ApiError::BadRequest("name in URL does not match name in Binding object".into()));
+        return Err(ApiError::BadRequest(
+            "name in URL does not match name in Binding object".into(),
+        ));
     }
     let name = name.unwrap_or(body_name).to_string();
     let target = Target::new("", "pods/binding", &name);
-    let node = binding.pointer("/target/name").and_then(Value::as_str).unwrap_or("").to_string();
+    let node = binding
+        .pointer("/target/name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     if node.is_empty() {
-        return Err(ApiError::Invalid { target, kind: "Binding".into(), causes: vec![Cause::required("target.name", "")] });
+        return Err(ApiError::Invalid {
+            target,
+            kind: "Binding".into(),
+            causes: vec![Cause::required("target.name", "")],
+        });
     }
     let key = pods.key(req.namespace(), &name);
     for _ in 0..16 {
         let mut pod = get_object(api, pods, req.namespace(), &name, false).await?;
         if object::is_deleting(&pod) {
-            return Err(ApiError::Conflict(target, format!("pod {name} is being deleted, cannot be assigned to a host")));
+            return Err(ApiError::Conflict(
+                target,
+                format!("pod {name} is being deleted, cannot be assigned to a host"),
+            ));
         }
-        if let Some(current) = pod.pointer("/spec/nodeName").and_then(Value::as_str).filter(|n| !n.is_empty()) {
-            return Err(ApiError::Conflict(target, format!("pod {name} is already assigned to node {current:?}")));
+        if let Some(current) = pod
+            .pointer("/spec/nodeName")
+            .and_then(Value::as_str)
+            .filter(|n| !n.is_empty())
+        {
+            return Err(ApiError::Conflict(
+                target,
+                format!("pod {name} is already assigned to node {current:?}"),
+            ));
         }
-        let rev: i64 = object::meta_str(&pod, "resourceVersion").unwrap_or("0").parse().unwrap_or(0);
+        let rev: i64 = object::meta_str(&pod, "resourceVersion")
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0);
         pod["spec"]["nodeName"] = json!(node);
         let condition = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()});
-        let status = pod.as_object_mut().expect("pods are objects").entry("status").or_insert_with(|| json!({}));
-        let conditions = status.as_object_mut().map(|s| s.entry("conditions").or_insert_with(|| json!([])));
+        let status = pod
+            .as_object_mut()
+            .expect("pods are objects")
+            .entry("status")
+            .or_insert_with(|| json!({}));
+        let conditions = status
+            .as_object_mut()
+            .map(|s| s.entry("conditions").or_insert_with(|| json!([])));
         if let Some(list) = conditions.and_then(Value::as_array_mut) {
             list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
             list.push(condition);
@@ -50,9 +84,14 @@ pub async fn bind(api: &Arc<Api>, pods: &Resource, req: &ApiRequest, name: Optio
         match api.storage.update(&key, encode(&pod)?, rev).await {
             Ok(_) => break,
             Err(storage::Error::Conflict { .. }) => continue,
-            Err(storage::Error::NotFound(_)) => return Err(ApiError::NotFound(Target::new("", "pods", &name))),
+            Err(storage::Error::NotFound(_)) => {
+                return Err(ApiError::NotFound(Target::new("", "pods", &name)))
+            }
             Err(e) => return Err(e.into()),
         }
     }
-    Ok(json_response(StatusCode::CREATED, &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201})))
+    Ok(json_response(
+        StatusCode::CREATED,
+        &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
+    ))
 }

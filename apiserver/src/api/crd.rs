@@ -30,7 +30,11 @@ pub fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
     if group.is_empty() {
         causes.push(Cause::required("spec.group", ""));
     } else if !group.contains('.') {
-        causes.push(Cause::invalid("spec.group", group, "should be a domain with at least one dot"));
+        causes.push(Cause::invalid(
+            "spec.group",
+            group,
+            "should be a domain with at least one dot",
+        ));
     }
     if plural.is_empty() {
         causes.push(Cause::required("spec.names.plural", ""));
@@ -39,31 +43,65 @@ pub fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
         causes.push(Cause::required("spec.names.kind", ""));
     }
     if !plural.is_empty() && !group.is_empty() && name != format!("{plural}.{group}") {
-        causes.push(Cause::invalid("metadata.name", name, "must be spec.names.plural+\".\"+spec.group"));
+        causes.push(Cause::invalid(
+            "metadata.name",
+            name,
+            "must be spec.names.plural+\".\"+spec.group",
+        ));
     }
     if !matches!(s(crd, "/spec/scope"), "Namespaced" | "Cluster") {
         causes.push(Cause {
             reason: "FieldValueNotSupported",
             field: "spec.scope".into(),
-            message: format!("Unsupported value: {:?}: supported values: \"Cluster\", \"Namespaced\"", s(crd, "/spec/scope")),
+            message: format!(
+                "Unsupported value: {:?}: supported values: \"Cluster\", \"Namespaced\"",
+                s(crd, "/spec/scope")
+            ),
         });
     }
-    let versions = crd.pointer("/spec/versions").and_then(Value::as_array).cloned().unwrap_or_default();
+    let versions = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if versions.is_empty() {
-        causes.push(Cause::invalid("spec.versions", "", "must have exactly one version marked as storage version"));
+        causes.push(Cause::invalid(
+            "spec.versions",
+            "",
+            "must have exactly one version marked as storage version",
+        ));
     }
-    let storage = versions.iter().filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true)).count();
+    let storage = versions
+        .iter()
+        .filter(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+        .count();
     if !versions.is_empty() && storage != 1 {
-        causes.push(Cause::invalid("spec.versions", "", "must have exactly one version marked as storage version"));
+        causes.push(Cause::invalid(
+            "spec.versions",
+            "",
+            "must have exactly one version marked as storage version",
+        ));
     }
     for (i, v) in versions.iter().enumerate() {
         match v.pointer("/schema/openAPIV3Schema") {
-            None => causes.push(Cause::required(format!("spec.versions[{i}].schema.openAPIV3Schema"), "schemas are required")),
-            Some(schema) => structural(schema, &format!("spec.versions[{i}].schema.openAPIV3Schema"), true, &mut causes),
+            None => causes.push(Cause::required(
+                format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                "schemas are required",
+            )),
+            Some(schema) => structural(
+                schema,
+                &format!("spec.versions[{i}].schema.openAPIV3Schema"),
+                true,
+                &mut causes,
+            ),
         }
     }
     if let Some(old) = old {
-        for (field, p) in [("spec.group", "/spec/group"), ("spec.names.plural", "/spec/names/plural"), ("spec.scope", "/spec/scope")] {
+        for (field, p) in [
+            ("spec.group", "/spec/group"),
+            ("spec.names.plural", "/spec/names/plural"),
+            ("spec.scope", "/spec/scope"),
+        ] {
             if s(old, p) != s(crd, p) {
                 causes.push(Cause::invalid(field, s(crd, p), "field is immutable"));
             }
@@ -77,14 +115,27 @@ pub fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
 fn structural(schema: &Value, path: &str, root: bool, causes: &mut Vec<Cause>) {
     let flag = |k: &str| schema.get(k).and_then(Value::as_bool) == Some(true);
     if schema.get("$ref").is_some() {
-        causes.push(Cause::forbidden(format!("{path}.$ref"), "$ref is not supported"));
+        causes.push(Cause::forbidden(
+            format!("{path}.$ref"),
+            "$ref is not supported",
+        ));
     }
     let ty = schema.get("type").and_then(Value::as_str);
     if root && ty != Some("object") {
-        causes.push(Cause::invalid(format!("{path}.type"), ty.unwrap_or(""), "must be object at the root"));
+        causes.push(Cause::invalid(
+            format!("{path}.type"),
+            ty.unwrap_or(""),
+            "must be object at the root",
+        ));
     }
-    if ty.is_none() && !flag("x-kubernetes-int-or-string") && !flag("x-kubernetes-preserve-unknown-fields") {
-        causes.push(Cause::required(format!("{path}.type"), "must not be empty for specified object fields"));
+    if ty.is_none()
+        && !flag("x-kubernetes-int-or-string")
+        && !flag("x-kubernetes-preserve-unknown-fields")
+    {
+        causes.push(Cause::required(
+            format!("{path}.type"),
+            "must not be empty for specified object fields",
+        ));
     }
     if let Some(props) = schema.get("properties").and_then(Value::as_object) {
         for (k, v) in props {
@@ -104,7 +155,10 @@ fn structural(schema: &Value, path: &str, root: bool, causes: &mut Vec<Cause>) {
 
 /// Sets what upstream's CRD controllers report: accepted names, Established, stored versions.
 pub fn set_status(crd: &mut Value, old: Option<&Value>) {
-    let mut names = crd.pointer("/spec/names").cloned().unwrap_or_else(|| json!({}));
+    let mut names = crd
+        .pointer("/spec/names")
+        .cloned()
+        .unwrap_or_else(|| json!({}));
     if names.get("singular").is_none() {
         names["singular"] = json!(s(crd, "/spec/names/kind").to_lowercase());
     }
@@ -116,19 +170,32 @@ pub fn set_status(crd: &mut Value, old: Option<&Value>) {
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
-    if let Some(v) = crd.pointer("/spec/versions").and_then(Value::as_array).and_then(|vs| {
-        vs.iter().find(|v| v.get("storage").and_then(Value::as_bool) == Some(true)).and_then(|v| v.get("name")).cloned()
-    }) {
+    if let Some(v) = crd
+        .pointer("/spec/versions")
+        .and_then(Value::as_array)
+        .and_then(|vs| {
+            vs.iter()
+                .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
+                .and_then(|v| v.get("name"))
+                .cloned()
+        })
+    {
         if !stored.contains(&v) {
             stored.push(v);
         }
     }
     let now = object::now_rfc3339();
-    let since = |t: &str| old.and_then(|o| {
-        o.pointer("/status/conditions").and_then(Value::as_array)?.iter()
-            .find(|c| c.get("type").and_then(Value::as_str) == Some(t))?
-            .get("lastTransitionTime").cloned()
-    }).unwrap_or_else(|| json!(now));
+    let since = |t: &str| {
+        old.and_then(|o| {
+            o.pointer("/status/conditions")
+                .and_then(Value::as_array)?
+                .iter()
+                .find(|c| c.get("type").and_then(Value::as_str) == Some(t))?
+                .get("lastTransitionTime")
+                .cloned()
+        })
+        .unwrap_or_else(|| json!(now))
+    };
     crd["status"] = json!({
         "acceptedNames": names,
         "conditions": [
@@ -156,19 +223,31 @@ pub fn after_write(api: &Arc<Api>, crd: &Value) {
 
 /// Stops serving a deleted CRD.
 pub fn after_delete(api: &Api, crd: &Value) {
-    api.registry.unregister(s(crd, "/spec/group"), s(crd, "/spec/names/plural"));
+    api.registry
+        .unregister(s(crd, "/spec/group"), s(crd, "/spec/names/plural"));
 }
 
 /// Deletes every object of a deleted CRD, then drops the cleanup finalizer.
 async fn cleanup(api: &Arc<Api>, name: &str) -> Result<()> {
     let snap = api.registry.snapshot();
-    let crds = snap.get("apiextensions.k8s.io", "v1", "customresourcedefinitions").cloned().expect("CRDs are built in");
+    let crds = snap
+        .get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        .cloned()
+        .expect("CRDs are built in");
     let key = crds.key(None, name);
-    let Some(kv) = api.storage.get(&key).await? else { return Ok(()) };
+    let Some(kv) = api.storage.get(&key).await? else {
+        return Ok(());
+    };
     let crd: Value = crate::watchcache::decode(&kv.value, kv.mod_revision)?;
-    if let Some(r) = resources_from_crd(&crd, false).ok().and_then(|rs| rs.into_iter().next()) {
+    if let Some(r) = resources_from_crd(&crd, false)
+        .ok()
+        .and_then(|rs| rs.into_iter().next())
+    {
         api.registry.unregister(&r.group, &r.plural);
-        let page = api.storage.list(&r.key_prefix(), ListOptions::default()).await?;
+        let page = api
+            .storage
+            .list(&r.key_prefix(), ListOptions::default())
+            .await?;
         for kv in page.kvs {
             match api.storage.delete(&kv.key, None).await {
                 Ok(_) | Err(storage::Error::NotFound(_)) => {}
@@ -177,15 +256,28 @@ async fn cleanup(api: &Arc<Api>, name: &str) -> Result<()> {
         }
     }
     loop {
-        let Some(kv) = api.storage.get(&key).await? else { return Ok(()) };
-        let mut crd: Value = crate::json::from_stored(&kv.value).map_err(|e| crate::status::ApiError::Internal(e.to_string()))?;
-        let remaining: Vec<String> = object::finalizers(&crd).into_iter().filter(|f| f != CLEANUP_FINALIZER).collect();
+        let Some(kv) = api.storage.get(&key).await? else {
+            return Ok(());
+        };
+        let mut crd: Value = crate::json::from_stored(&kv.value)
+            .map_err(|e| crate::status::ApiError::Internal(e.to_string()))?;
+        let remaining: Vec<String> = object::finalizers(&crd)
+            .into_iter()
+            .filter(|f| f != CLEANUP_FINALIZER)
+            .collect();
         let result = if remaining.is_empty() {
-            api.storage.delete(&key, Some(kv.mod_revision)).await.map(|_| ())
+            api.storage
+                .delete(&key, Some(kv.mod_revision))
+                .await
+                .map(|_| ())
         } else {
             object::metadata_mut(&mut crd).insert("finalizers".into(), json!(remaining));
-            let bytes = serde_json::to_vec(&crd).map_err(|e| crate::status::ApiError::Internal(e.to_string()))?;
-            api.storage.update(&key, bytes.into(), kv.mod_revision).await.map(|_| ())
+            let bytes = serde_json::to_vec(&crd)
+                .map_err(|e| crate::status::ApiError::Internal(e.to_string()))?;
+            api.storage
+                .update(&key, bytes.into(), kv.mod_revision)
+                .await
+                .map(|_| ())
         };
         match result {
             Ok(()) => return Ok(()),
@@ -198,13 +290,21 @@ async fn cleanup(api: &Arc<Api>, name: &str) -> Result<()> {
 /// Serves every stored CRD (at start-up) and resumes interrupted clean-ups.
 pub async fn load_all(api: &Arc<Api>) -> Result<()> {
     let snap = api.registry.snapshot();
-    let crds = snap.get("apiextensions.k8s.io", "v1", "customresourcedefinitions").cloned().expect("CRDs are built in");
-    let page = api.storage.list(&crds.key_prefix(), ListOptions::default()).await?;
+    let crds = snap
+        .get("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+        .cloned()
+        .expect("CRDs are built in");
+    let page = api
+        .storage
+        .list(&crds.key_prefix(), ListOptions::default())
+        .await?;
     for kv in page.kvs {
         // One unreadable record must not stop start-up: the other CRDs are still served.
         match crate::watchcache::decode(&kv.value, kv.mod_revision) {
             Ok(crd) => after_write(api, &crd),
-            Err(e) => tracing::error!(key = %kv.key, error = %e, "skipping a stored CustomResourceDefinition the server cannot read"),
+            Err(e) => {
+                tracing::error!(key = %kv.key, error = %e, "skipping a stored CustomResourceDefinition the server cannot read")
+            }
         }
     }
     Ok(())
@@ -236,9 +336,13 @@ mod tests {
     fn rejects_wrong_names_and_non_structural_schemas() {
         let mut c = crd();
         c["metadata"]["name"] = json!("widget.example.com");
-        c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"] = json!({"properties": {}});
+        c["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"] =
+            json!({"properties": {}});
         let fields: Vec<String> = validate(&c, None).into_iter().map(|c| c.field).collect();
         assert!(fields.contains(&"metadata.name".to_string()), "{fields:?}");
-        assert!(fields.iter().any(|f| f.ends_with("properties[spec].type")), "{fields:?}");
+        assert!(
+            fields.iter().any(|f| f.ends_with("properties[spec].type")),
+            "{fields:?}"
+        );
     }
 }

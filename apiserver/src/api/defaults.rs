@@ -20,8 +20,15 @@ fn at<'a>(obj: &'a mut Value, path: &[&str]) -> Option<&'a mut Map<String, Value
     cur.as_object_mut()
 }
 
-fn each_in<'a>(map: &'a mut Map<String, Value>, key: &str) -> impl Iterator<Item = &'a mut Map<String, Value>> {
-    map.get_mut(key).and_then(Value::as_array_mut).into_iter().flatten().filter_map(Value::as_object_mut)
+fn each_in<'a>(
+    map: &'a mut Map<String, Value>,
+    key: &str,
+) -> impl Iterator<Item = &'a mut Map<String, Value>> {
+    map.get_mut(key)
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_object_mut)
 }
 
 /// Applies the defaults of a built-in group/resource to an object being written.
@@ -49,7 +56,10 @@ pub fn apply(group: &str, plural: &str, obj: &mut Value) {
                 if let Some(strategy) = spec.get_mut("strategy").and_then(Value::as_object_mut) {
                     if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
                         default(strategy, "rollingUpdate", json!({}));
-                        if let Some(ru) = strategy.get_mut("rollingUpdate").and_then(Value::as_object_mut) {
+                        if let Some(ru) = strategy
+                            .get_mut("rollingUpdate")
+                            .and_then(Value::as_object_mut)
+                        {
                             default(ru, "maxUnavailable", json!("25%"));
                             default(ru, "maxSurge", json!("25%"));
                         }
@@ -70,12 +80,19 @@ pub fn apply(group: &str, plural: &str, obj: &mut Value) {
                 default(spec, "podManagementPolicy", json!("OrderedReady"));
                 default(spec, "revisionHistoryLimit", json!(10));
                 default(spec, "updateStrategy", json!({"type": "RollingUpdate"}));
-                if let Some(us) = spec.get_mut("updateStrategy").and_then(Value::as_object_mut) {
+                if let Some(us) = spec
+                    .get_mut("updateStrategy")
+                    .and_then(Value::as_object_mut)
+                {
                     if us.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
                         default(us, "rollingUpdate", json!({"partition": 0}));
                     }
                 }
-                default(spec, "persistentVolumeClaimRetentionPolicy", json!({"whenDeleted": "Retain", "whenScaled": "Retain"}));
+                default(
+                    spec,
+                    "persistentVolumeClaimRetentionPolicy",
+                    json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
+                );
                 for pvc in each_in(spec, "volumeClaimTemplates") {
                     if let Some(s) = pvc.get_mut("spec").and_then(Value::as_object_mut) {
                         default(s, "volumeMode", json!("Filesystem"));
@@ -89,10 +106,14 @@ pub fn apply(group: &str, plural: &str, obj: &mut Value) {
             if let Some(spec) = at(obj, &["spec"]) {
                 default(spec, "revisionHistoryLimit", json!(10));
                 default(spec, "updateStrategy", json!({"type": "RollingUpdate"}));
-                if let Some(us) = spec.get_mut("updateStrategy").and_then(Value::as_object_mut) {
+                if let Some(us) = spec
+                    .get_mut("updateStrategy")
+                    .and_then(Value::as_object_mut)
+                {
                     if us.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
                         default(us, "rollingUpdate", json!({}));
-                        if let Some(ru) = us.get_mut("rollingUpdate").and_then(Value::as_object_mut) {
+                        if let Some(ru) = us.get_mut("rollingUpdate").and_then(Value::as_object_mut)
+                        {
                             default(ru, "maxUnavailable", json!(1));
                             default(ru, "maxSurge", json!(0));
                         }
@@ -146,7 +167,9 @@ pub fn apply(group: &str, plural: &str, obj: &mut Value) {
 
 fn job_spec(spec: &mut Map<String, Value>) {
     // Both unset means one pod to completion; parallelism alone leaves completions unset.
-    if spec.get("completions").is_none_or(Value::is_null) && spec.get("parallelism").is_none_or(Value::is_null) {
+    if spec.get("completions").is_none_or(Value::is_null)
+        && spec.get("parallelism").is_none_or(Value::is_null)
+    {
         spec.insert("completions".into(), json!(1));
     }
     default(spec, "parallelism", json!(1));
@@ -181,7 +204,12 @@ pub fn pod_spec(spec: &mut Map<String, Value>) {
         }
     }
     for v in each_in(spec, "volumes") {
-        for (source, mode_key) in [("configMap", "defaultMode"), ("secret", "defaultMode"), ("projected", "defaultMode"), ("downwardAPI", "defaultMode")] {
+        for (source, mode_key) in [
+            ("configMap", "defaultMode"),
+            ("secret", "defaultMode"),
+            ("projected", "defaultMode"),
+            ("downwardAPI", "defaultMode"),
+        ] {
             if let Some(s) = v.get_mut(source).and_then(Value::as_object_mut) {
                 default(s, mode_key, json!(420));
             }
@@ -199,11 +227,16 @@ fn admission_defaults(spec: &mut Map<String, Value>) {
     default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
     let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
     if let Some(list) = tolerations.as_array_mut() {
-        for taint in ["node.kubernetes.io/not-ready", "node.kubernetes.io/unreachable"] {
+        for taint in [
+            "node.kubernetes.io/not-ready",
+            "node.kubernetes.io/unreachable",
+        ] {
             let covered = list.iter().any(|t| {
                 let key = t.get("key").and_then(Value::as_str);
                 let effect = t.get("effect").and_then(Value::as_str);
-                t.get("operator").and_then(Value::as_str) == Some("Exists") && key.is_none() && effect.is_none_or(|e| e == "NoExecute")
+                t.get("operator").and_then(Value::as_str) == Some("Exists")
+                    && key.is_none()
+                    && effect.is_none_or(|e| e == "NoExecute")
                     || key == Some(taint) && effect.is_none_or(|e| e == "NoExecute")
             });
             if !covered {
@@ -219,8 +252,20 @@ fn container(c: &mut Map<String, Value>) {
     default(c, "resources", json!({}));
     let image = c.get("image").and_then(Value::as_str).unwrap_or("");
     let last = image.rsplit('/').next().unwrap_or("");
-    let tag = if last.contains('@') { Some("digest") } else { last.split_once(':').map(|(_, t)| t) };
-    default(c, "imagePullPolicy", json!(if tag.is_none() || tag == Some("latest") { "Always" } else { "IfNotPresent" }));
+    let tag = if last.contains('@') {
+        Some("digest")
+    } else {
+        last.split_once(':').map(|(_, t)| t)
+    };
+    default(
+        c,
+        "imagePullPolicy",
+        json!(if tag.is_none() || tag == Some("latest") {
+            "Always"
+        } else {
+            "IfNotPresent"
+        }),
+    );
     for p in each_in(c, "ports") {
         default(p, "protocol", json!("TCP"));
     }
@@ -237,7 +282,11 @@ fn container(c: &mut Map<String, Value>) {
         }
     }
     for e in each_in(c, "env") {
-        if let Some(f) = e.get_mut("valueFrom").and_then(|v| v.get_mut("fieldRef")).and_then(Value::as_object_mut) {
+        if let Some(f) = e
+            .get_mut("valueFrom")
+            .and_then(|v| v.get_mut("fieldRef"))
+            .and_then(Value::as_object_mut)
+        {
             default(f, "apiVersion", json!("v1"));
         }
     }
@@ -246,7 +295,11 @@ fn container(c: &mut Map<String, Value>) {
 fn service_spec(spec: &mut Map<String, Value>) {
     default(spec, "type", json!("ClusterIP"));
     default(spec, "sessionAffinity", json!("None"));
-    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("ClusterIP").to_string();
+    let ty = spec
+        .get("type")
+        .and_then(Value::as_str)
+        .unwrap_or("ClusterIP")
+        .to_string();
     if ty != "ExternalName" {
         default(spec, "internalTrafficPolicy", json!("Cluster"));
         default(spec, "ipFamilyPolicy", json!("SingleStack"));
@@ -275,12 +328,18 @@ mod tests {
         let mut d = json!({"spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "web", "image": "nginx", "ports": [{"containerPort": 80}]}]}}}});
         apply("apps", "deployments", &mut d);
         assert_eq!(d["spec"]["replicas"], 1);
-        assert_eq!(d["spec"]["strategy"], json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}}));
+        assert_eq!(
+            d["spec"]["strategy"],
+            json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+        );
         let pod = &d["spec"]["template"]["spec"];
         assert_eq!(pod["restartPolicy"], "Always");
         assert_eq!(pod["containers"][0]["imagePullPolicy"], "Always");
         assert_eq!(pod["containers"][0]["ports"][0]["protocol"], "TCP");
-        assert!(pod.get("tolerations").is_none(), "admission defaults are for pods only");
+        assert!(
+            pod.get("tolerations").is_none(),
+            "admission defaults are for pods only"
+        );
         let mut p = json!({"spec": {"containers": [{"name": "c", "image": "x"}]}});
         apply("", "pods", &mut p);
         assert_eq!(p["spec"]["tolerations"].as_array().map(Vec::len), Some(2));
@@ -289,8 +348,13 @@ mod tests {
 
     #[test]
     fn image_pull_policy_follows_the_tag() {
-        let cases = [("untagged", "nginx", "Always"), ("latest", "nginx:latest", "Always"), ("pinned", "nginx:1.25", "IfNotPresent"),
-            ("registry_port", "localhost:5000/app", "Always"), ("digest", "nginx@sha256:abc", "IfNotPresent")];
+        let cases = [
+            ("untagged", "nginx", "Always"),
+            ("latest", "nginx:latest", "Always"),
+            ("pinned", "nginx:1.25", "IfNotPresent"),
+            ("registry_port", "localhost:5000/app", "Always"),
+            ("digest", "nginx@sha256:abc", "IfNotPresent"),
+        ];
         for (name, image, want) in cases {
             let mut c = json!({"name": "c", "image": image});
             container(c.as_object_mut().unwrap());
@@ -302,7 +366,14 @@ mod tests {
     fn job_and_service_defaults() {
         let mut j = json!({"spec": {"template": {"spec": {"containers": []}}}});
         apply("batch", "jobs", &mut j);
-        assert_eq!((j["spec"]["completions"].clone(), j["spec"]["parallelism"].clone(), j["spec"]["backoffLimit"].clone()), (json!(1), json!(1), json!(6)));
+        assert_eq!(
+            (
+                j["spec"]["completions"].clone(),
+                j["spec"]["parallelism"].clone(),
+                j["spec"]["backoffLimit"].clone()
+            ),
+            (json!(1), json!(1), json!(6))
+        );
         let mut s = json!({"spec": {"ports": [{"port": 80}]}});
         apply("", "services", &mut s);
         assert_eq!(s["spec"]["ports"][0]["targetPort"], 80);

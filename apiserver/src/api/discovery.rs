@@ -8,7 +8,12 @@ use crate::registry::{Resource, Snapshot};
 use crate::request::Path;
 use crate::status::{ApiError, Result};
 
-pub async fn serve(api: &Api, method: &Method, path: &Path, accept: &Accept) -> Result<Response<Body>> {
+pub async fn serve(
+    api: &Api,
+    method: &Method,
+    path: &Path,
+    accept: &Accept,
+) -> Result<Response<Body>> {
     if method != Method::GET && method != Method::HEAD {
         return Err(ApiError::MethodNotAllowed);
     }
@@ -22,17 +27,30 @@ pub async fn serve(api: &Api, method: &Method, path: &Path, accept: &Accept) -> 
         Path::Other(p) if p == "/openapi/v2" => {
             // Served as JSON only; clients asking for protobuf alone get 406 and fall back.
             accept.require_json()?;
-            return Ok(bytes_response(StatusCode::OK, "application/json", api.openapi.v2(&snap)));
+            return Ok(bytes_response(
+                StatusCode::OK,
+                "application/json",
+                api.openapi.v2(&snap),
+            ));
         }
         Path::Other(p) if p.starts_with("/openapi/v3/") => {
-            let doc = api.openapi.group_version(&snap, &p["/openapi/v3/".len()..]).ok_or(ApiError::NoSuchResource)?;
+            let doc = api
+                .openapi
+                .group_version(&snap, &p["/openapi/v3/".len()..])
+                .ok_or(ApiError::NoSuchResource)?;
             return Ok(bytes_response(StatusCode::OK, "application/json", doc));
         }
         Path::DiscoveryRoot { core } => {
             if let Some(v) = &accept.aggregated_discovery {
                 let body = aggregated(&snap, *core, v);
-                let ctype = format!("application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList");
-                return Ok(bytes_response(StatusCode::OK, &ctype, serde_json::to_vec(&body).unwrap_or_default().into()));
+                let ctype = format!(
+                    "application/json;g=apidiscovery.k8s.io;v={v};as=APIGroupDiscoveryList"
+                );
+                return Ok(bytes_response(
+                    StatusCode::OK,
+                    &ctype,
+                    serde_json::to_vec(&body).unwrap_or_default().into(),
+                ));
             }
             if *core {
                 json!({
@@ -41,14 +59,21 @@ pub async fn serve(api: &Api, method: &Method, path: &Path, accept: &Accept) -> 
                     "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": api.server_address}],
                 })
             } else {
-                let groups: Vec<Value> =
-                    snap.groups().iter().filter(|(g, _)| !g.is_empty()).map(|(g, vs)| api_group(g, vs)).collect();
+                let groups: Vec<Value> = snap
+                    .groups()
+                    .iter()
+                    .filter(|(g, _)| !g.is_empty())
+                    .map(|(g, vs)| api_group(g, vs))
+                    .collect();
                 json!({"kind": "APIGroupList", "apiVersion": "v1", "groups": groups})
             }
         }
         Path::Group { group } => {
             let groups = snap.groups();
-            let (g, vs) = groups.iter().find(|(g, _)| g == group).ok_or(ApiError::NoSuchResource)?;
+            let (g, vs) = groups
+                .iter()
+                .find(|(g, _)| g == group)
+                .ok_or(ApiError::NoSuchResource)?;
             let mut v = api_group(g, vs);
             v["kind"] = json!("APIGroup");
             v["apiVersion"] = json!("v1");
@@ -59,7 +84,11 @@ pub async fn serve(api: &Api, method: &Method, path: &Path, accept: &Accept) -> 
             if resources.is_empty() {
                 return Err(ApiError::NoSuchResource);
             }
-            let gv = if group.is_empty() { version.clone() } else { format!("{group}/{version}") };
+            let gv = if group.is_empty() {
+                version.clone()
+            } else {
+                format!("{group}/{version}")
+            };
             let list: Vec<Value> = resources.iter().flat_map(|r| legacy_entries(r)).collect();
             json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": list})
         }
@@ -74,10 +103,18 @@ async fn health(api: &Api, path: &str) -> Result<Response<Body>> {
     if path == "/readyz" {
         if let Err(e) = api.storage.current_revision().await {
             let body = format!("[-]etcd failed: {e}\nreadyz check failed\n");
-            return Ok(bytes_response(StatusCode::INTERNAL_SERVER_ERROR, "text/plain; charset=utf-8", body.into()));
+            return Ok(bytes_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "text/plain; charset=utf-8",
+                body.into(),
+            ));
         }
     }
-    Ok(bytes_response(StatusCode::OK, "text/plain; charset=utf-8", "ok".into()))
+    Ok(bytes_response(
+        StatusCode::OK,
+        "text/plain; charset=utf-8",
+        "ok".into(),
+    ))
 }
 
 fn version() -> Value {
@@ -97,8 +134,10 @@ fn version() -> Value {
 }
 
 fn api_group(group: &str, versions: &[String]) -> Value {
-    let gvs: Vec<Value> =
-        versions.iter().map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v})).collect();
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
     json!({"name": group, "versions": gvs, "preferredVersion": gvs[0]})
 }
 
@@ -152,7 +191,11 @@ fn aggregated(snap: &Snapshot, core: bool, version: &str) -> Value {
             let versions: Vec<Value> = vs
                 .iter()
                 .map(|v| {
-                    let resources: Vec<Value> = snap.group_version(g, v).iter().map(|r| aggregated_resource(r)).collect();
+                    let resources: Vec<Value> = snap
+                        .group_version(g, v)
+                        .iter()
+                        .map(|r| aggregated_resource(r))
+                        .collect();
                     json!({"version": v, "resources": resources, "freshness": "Current"})
                 })
                 .collect();

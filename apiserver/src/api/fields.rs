@@ -35,22 +35,52 @@ pub fn manager(req: &ApiRequest) -> String {
 /// Records the fields a create or update changed under its manager's Update entry.
 pub fn track(r: &Resource, req: &ApiRequest, old: Option<&Value>, new: Value) -> Value {
     let empty = json!({});
-    let mut new = apply::track_update(old.unwrap_or(&empty), &new, &manager(req), subresource(req), &schema_for(r), &object::now_rfc3339());
+    let mut new = apply::track_update(
+        old.unwrap_or(&empty),
+        &new,
+        &manager(req),
+        subresource(req),
+        &schema_for(r),
+        &object::now_rfc3339(),
+    );
     // The stored form never carries a resourceVersion inside managedFields entries.
-    if new.pointer("/metadata/managedFields").is_some_and(|m| m.as_array().is_some_and(Vec::is_empty)) {
+    if new
+        .pointer("/metadata/managedFields")
+        .is_some_and(|m| m.as_array().is_some_and(Vec::is_empty))
+    {
         object::metadata_mut(&mut new).remove("managedFields");
     }
     new
 }
 
 /// Merges an applied configuration into the live object.
-pub fn apply(r: &Resource, req: &ApiRequest, live: &Value, applied: &Value, manager: &str, force: bool) -> Result<Value> {
-    apply::apply_to(live, applied, manager, subresource(req), force, &schema_for(r), &object::now_rfc3339()).map_err(|e| match e {
+pub fn apply(
+    r: &Resource,
+    req: &ApiRequest,
+    live: &Value,
+    applied: &Value,
+    manager: &str,
+    force: bool,
+) -> Result<Value> {
+    apply::apply_to(
+        live,
+        applied,
+        manager,
+        subresource(req),
+        force,
+        &schema_for(r),
+        &object::now_rfc3339(),
+    )
+    .map_err(|e| match e {
         ApplyError::Conflict(conflicts) => ApiError::ApplyConflict {
             message: ApplyError::Conflict(conflicts.clone()).to_string(),
             causes: conflicts
                 .iter()
-                .map(|c| Cause { reason: "FieldManagerConflict", field: c.field.clone(), message: c.cause_message() })
+                .map(|c| Cause {
+                    reason: "FieldManagerConflict",
+                    field: c.field.clone(),
+                    message: c.cause_message(),
+                })
                 .collect(),
         },
         ApplyError::BadRequest(m) => ApiError::BadRequest(m),

@@ -25,7 +25,11 @@ pub fn is_namespaces(r: &Resource) -> bool {
 pub fn spec_finalizers(ns: &Value) -> Vec<String> {
     ns.pointer("/spec/finalizers")
         .and_then(Value::as_array)
-        .map(|a| a.iter().filter_map(|f| f.as_str().map(str::to_string)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|f| f.as_str().map(str::to_string))
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -36,7 +40,12 @@ pub fn nothing_holds(r: &Resource, obj: &Value) -> bool {
 }
 
 /// PUT namespaces/NAME/finalize: takes only `spec.finalizers` from the body.
-pub async fn update(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
+pub async fn update(
+    api: &Arc<Api>,
+    r: &Resource,
+    req: &ApiRequest,
+    name: &str,
+) -> Result<Response<Body>> {
     let body = decode_object(&req.content_type, &req.body)?;
     let body_name = object::name(&body);
     if !body_name.is_empty() && body_name != name {
@@ -45,13 +54,20 @@ pub async fn update(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) 
         )));
     }
     let wanted = spec_finalizers(&body);
-    let precondition = object::meta_str(&body, "resourceVersion").filter(|v| !v.is_empty()).map(str::to_string);
+    let precondition = object::meta_str(&body, "resourceVersion")
+        .filter(|v| !v.is_empty())
+        .map(str::to_string);
     let key = r.key(None, name);
     for _ in 0..16 {
         let current = get_object(api, r, None, name, false).await?;
-        let current_rv = object::meta_str(&current, "resourceVersion").unwrap_or("").to_string();
+        let current_rv = object::meta_str(&current, "resourceVersion")
+            .unwrap_or("")
+            .to_string();
         if precondition.as_ref().is_some_and(|p| *p != current_rv) {
-            return Err(ApiError::Conflict(req.target(r, name), CONFLICT_MESSAGE.into()));
+            return Err(ApiError::Conflict(
+                req.target(r, name),
+                CONFLICT_MESSAGE.into(),
+            ));
         }
         let mut next = current.clone();
         next["spec"]["finalizers"] = json!(wanted);
@@ -72,11 +88,19 @@ pub async fn update(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) 
             }
             Err(storage::Error::Conflict { .. }) if precondition.is_none() => continue,
             Err(storage::Error::Conflict { .. }) => {
-                return Err(ApiError::Conflict(req.target(r, name), CONFLICT_MESSAGE.into()))
+                return Err(ApiError::Conflict(
+                    req.target(r, name),
+                    CONFLICT_MESSAGE.into(),
+                ))
             }
-            Err(storage::Error::NotFound(_)) => return Err(ApiError::NotFound(req.target(r, name))),
+            Err(storage::Error::NotFound(_)) => {
+                return Err(ApiError::NotFound(req.target(r, name)))
+            }
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::Conflict(req.target(r, name), CONFLICT_MESSAGE.into()))
+    Err(ApiError::Conflict(
+        req.target(r, name),
+        CONFLICT_MESSAGE.into(),
+    ))
 }

@@ -31,13 +31,25 @@ impl Accept {
             let mut parts = item.split(';').map(str::trim);
             let media = parts.next().unwrap_or("").to_ascii_lowercase();
             let params: Vec<(String, String)> = parts
-                .filter_map(|p| p.split_once('=').map(|(k, v)| (k.trim().to_string(), v.trim().to_string())))
+                .filter_map(|p| {
+                    p.split_once('=')
+                        .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                })
                 .collect();
-            let param = |k: &str| params.iter().find(|(pk, _)| pk == k).map(|(_, v)| v.as_str());
+            let param = |k: &str| {
+                params
+                    .iter()
+                    .find(|(pk, _)| pk == k)
+                    .map(|(_, v)| v.as_str())
+            };
             let json_like = matches!(media.as_str(), "application/json" | "*/*" | "application/*");
             match (param("as"), param("g"), param("v")) {
-                (Some("Table"), Some("meta.k8s.io"), Some("v1" | "v1beta1")) if json_like => accept.table = true,
-                (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some(v)) if json_like => {
+                (Some("Table"), Some("meta.k8s.io"), Some("v1" | "v1beta1")) if json_like => {
+                    accept.table = true
+                }
+                (Some("APIGroupDiscoveryList"), Some("apidiscovery.k8s.io"), Some(v))
+                    if json_like =>
+                {
                     let better = match (&accept.aggregated_discovery, v) {
                         (None, "v2" | "v2beta1") => true,
                         (Some(cur), "v2") => cur != "v2",
@@ -66,21 +78,33 @@ impl Accept {
 
 /// The media type of a request body, without parameters.
 pub fn media_type(content_type: &str) -> String {
-    content_type.split(';').next().unwrap_or("").trim().to_ascii_lowercase()
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase()
 }
 
 /// Decodes a JSON or YAML object body.
 pub fn decode_object(content_type: &str, body: &Bytes) -> Result<Value> {
     let value: Value = match media_type(content_type).as_str() {
-        "" | "application/json" => crate::json::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("the request body is not valid JSON: {e}")))?,
+        "" | "application/json" => crate::json::from_slice(body).map_err(|e| {
+            ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))
+        })?,
         "application/yaml" | "application/x-yaml" | "text/yaml" => crate::yaml::from_slice(body)
-            .map_err(|e| ApiError::BadRequest(format!("the request body is not valid YAML: {e}")))?,
-        crate::protobuf::MEDIA_TYPE => crate::protobuf::decode_body(body).map_err(|e| ApiError::BadRequest(e.to_string()))?,
+            .map_err(|e| {
+                ApiError::BadRequest(format!("the request body is not valid YAML: {e}"))
+            })?,
+        crate::protobuf::MEDIA_TYPE => {
+            crate::protobuf::decode_body(body).map_err(|e| ApiError::BadRequest(e.to_string()))?
+        }
         _ => return Err(ApiError::UnsupportedMediaType),
     };
     if !value.is_object() {
-        return Err(ApiError::BadRequest("the request body must be a JSON object".into()));
+        return Err(ApiError::BadRequest(
+            "the request body must be a JSON object".into(),
+        ));
     }
     Ok(value)
 }
@@ -109,9 +133,31 @@ mod tests {
 
     #[test]
     fn malformed_json_and_unknown_media_types_are_refused() {
-        assert_eq!(decode_object("application/json", &Bytes::from_static(b"{")).unwrap_err().code(), 400);
-        assert_eq!(decode_object("application/vnd.kubernetes.protobuf", &Bytes::from_static(b"k8s")).unwrap_err().code(), 400);
-        assert_eq!(decode_object("application/cbor", &Bytes::from_static(b"k8s")).unwrap_err().code(), 415);
-        assert!(decode_object("application/yaml", &Bytes::from_static(b"kind: ConfigMap\n")).is_ok());
+        assert_eq!(
+            decode_object("application/json", &Bytes::from_static(b"{"))
+                .unwrap_err()
+                .code(),
+            400
+        );
+        assert_eq!(
+            decode_object(
+                "application/vnd.kubernetes.protobuf",
+                &Bytes::from_static(b"k8s")
+            )
+            .unwrap_err()
+            .code(),
+            400
+        );
+        assert_eq!(
+            decode_object("application/cbor", &Bytes::from_static(b"k8s"))
+                .unwrap_err()
+                .code(),
+            415
+        );
+        assert!(decode_object(
+            "application/yaml",
+            &Bytes::from_static(b"kind: ConfigMap\n")
+        )
+        .is_ok());
     }
 }

@@ -32,8 +32,19 @@ fn gv_path(group: &str, version: &str) -> String {
 pub fn schema_name(r: &Resource) -> String {
     if r.builtin {
         match r.group.as_str() {
-            "apiextensions.k8s.io" => format!("io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{}.{}", r.version, r.kind),
-            g => format!("io.k8s.api.{}.{}.{}", g.split('.').next().filter(|s| !s.is_empty()).unwrap_or("core"), r.version, r.kind),
+            "apiextensions.k8s.io" => format!(
+                "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{}.{}",
+                r.version, r.kind
+            ),
+            g => format!(
+                "io.k8s.api.{}.{}.{}",
+                g.split('.')
+                    .next()
+                    .filter(|s| !s.is_empty())
+                    .unwrap_or("core"),
+                r.version,
+                r.kind
+            ),
         }
     } else {
         let reversed: Vec<&str> = r.group.split('.').rev().collect();
@@ -61,8 +72,13 @@ fn document(snap: &Snapshot, group: &str, version: &str) -> Value {
     for r in snap.group_version(group, version) {
         let name = schema_name(r);
         let schema_ref = format!("#/components/schemas/{name}");
-        let mut schema = r.schema().as_deref().cloned().unwrap_or_else(|| json!({"type": "object"}));
-        schema["x-kubernetes-group-version-kind"] = json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
+        let mut schema = r
+            .schema()
+            .as_deref()
+            .cloned()
+            .unwrap_or_else(|| json!({"type": "object"}));
+        schema["x-kubernetes-group-version-kind"] =
+            json!([{"group": r.group, "version": r.version, "kind": r.kind}]);
         schemas.insert(name, schema);
         let base = format!("/{}", gv_path(group, version));
         let collection = if r.namespaced {
@@ -85,11 +101,14 @@ fn document(snap: &Snapshot, group: &str, version: &str) -> Value {
             "delete": operation(r, "delete", &["dryRun", "gracePeriodSeconds", "propagationPolicy"], &schema_ref),
         }));
         if r.status {
-            paths.insert(format!("{item}/status"), json!({
-                "get": operation(r, "get", &[], &schema_ref),
-                "put": operation(r, "put", &write, &schema_ref),
-                "patch": operation(r, "patch", &patch, &schema_ref),
-            }));
+            paths.insert(
+                format!("{item}/status"),
+                json!({
+                    "get": operation(r, "get", &[], &schema_ref),
+                    "put": operation(r, "put", &write, &schema_ref),
+                    "patch": operation(r, "patch", &patch, &schema_ref),
+                }),
+            );
         }
     }
     json!({
@@ -115,7 +134,10 @@ fn v2_path_item(item: &Value) -> Value {
                 }
             }
         }
-        if let Some(r) = op.pointer("/responses/200/content/application~1json/schema/$ref").and_then(Value::as_str) {
+        if let Some(r) = op
+            .pointer("/responses/200/content/application~1json/schema/$ref")
+            .and_then(Value::as_str)
+        {
             let target = r.replace("#/components/schemas/", "#/definitions/");
             op["responses"] = json!({"200": {"description": "OK", "schema": {"$ref": target}}});
         }
@@ -135,14 +157,19 @@ impl OpenApiCache {
     fn get(&self, snap: &Arc<Snapshot>, group: &str, version: &str) -> (Bytes, String) {
         let key = gv_path(group, version);
         let id = Arc::as_ptr(snap) as usize;
-        if let Some((sid, doc, hash)) = self.docs.lock().expect("openapi cache poisoned").get(&key) {
+        if let Some((sid, doc, hash)) = self.docs.lock().expect("openapi cache poisoned").get(&key)
+        {
             if *sid == id {
                 return (doc.clone(), hash.clone());
             }
         }
-        let doc = Bytes::from(serde_json::to_vec(&document(snap, group, version)).unwrap_or_default());
+        let doc =
+            Bytes::from(serde_json::to_vec(&document(snap, group, version)).unwrap_or_default());
         let hash = hash_of(&doc);
-        self.docs.lock().expect("openapi cache poisoned").insert(key, (id, doc.clone(), hash.clone()));
+        self.docs
+            .lock()
+            .expect("openapi cache poisoned")
+            .insert(key, (id, doc.clone(), hash.clone()));
         (doc, hash)
     }
 
@@ -153,7 +180,10 @@ impl OpenApiCache {
             for version in versions {
                 let (_, hash) = self.get(snap, &group, &version);
                 let p = gv_path(&group, &version);
-                paths.insert(p.clone(), json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}));
+                paths.insert(
+                    p.clone(),
+                    json!({"serverRelativeURL": format!("/openapi/v3/{p}?hash={hash}")}),
+                );
             }
         }
         json!({"paths": paths})
@@ -177,7 +207,10 @@ impl OpenApiCache {
                         paths.insert(path.clone(), v2_path_item(item));
                     }
                 }
-                if let Some(d) = doc.pointer("/components/schemas").and_then(Value::as_object) {
+                if let Some(d) = doc
+                    .pointer("/components/schemas")
+                    .and_then(Value::as_object)
+                {
                     definitions.extend(d.clone());
                 }
             }
@@ -189,7 +222,10 @@ impl OpenApiCache {
             "definitions": definitions,
         });
         let bytes = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
-        self.docs.lock().expect("openapi cache poisoned").insert("v2".into(), (id, bytes.clone(), String::new()));
+        self.docs
+            .lock()
+            .expect("openapi cache poisoned")
+            .insert("v2".into(), (id, bytes.clone(), String::new()));
         bytes
     }
 

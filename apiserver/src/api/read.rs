@@ -26,18 +26,25 @@ pub struct Filter {
 impl Filter {
     pub fn from_request(r: &Resource, req: &ApiRequest) -> Result<Filter> {
         let label = match req.query.value("labelSelector") {
-            Some(s) => Some(LabelSelector::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))?),
+            Some(s) => {
+                Some(LabelSelector::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))?)
+            }
             None => None,
         };
         let field = match req.query.value("fieldSelector") {
-            Some(s) => Some(FieldSelector::parse(s, &r.group, &r.plural).map_err(|e| ApiError::BadRequest(e.to_string()))?),
+            Some(s) => Some(
+                FieldSelector::parse(s, &r.group, &r.plural)
+                    .map_err(|e| ApiError::BadRequest(e.to_string()))?,
+            ),
             None => None,
         };
         Ok(Filter { label, field })
     }
 
     pub fn matches(&self, obj: &Value) -> bool {
-        self.label.as_ref().is_none_or(|l| l.matches(crate::object::labels(obj)))
+        self.label
+            .as_ref()
+            .is_none_or(|l| l.matches(crate::object::labels(obj)))
             && self.field.as_ref().is_none_or(|f| f.matches(obj))
     }
 
@@ -56,13 +63,27 @@ pub fn in_version(r: &Resource, obj: &Value) -> Option<Value> {
     })
 }
 
-pub fn object_response(r: &Resource, req: &ApiRequest, code: StatusCode, obj: &Value) -> Result<Response<Body>> {
+pub fn object_response(
+    r: &Resource,
+    req: &ApiRequest,
+    code: StatusCode,
+    obj: &Value,
+) -> Result<Response<Body>> {
     let converted = in_version(r, obj);
     let obj = converted.as_ref().unwrap_or(obj);
     if req.accept.table {
         let printer = TablePrinter::new(&r.group, &r.plural, r.printer_columns.as_ref());
         let rv = crate::object::meta_str(obj, "resourceVersion").unwrap_or("");
-        let t = table::table(&printer, &[obj], include_object(req), true, rv, None, None, std::time::SystemTime::now());
+        let t = table::table(
+            &printer,
+            &[obj],
+            include_object(req),
+            true,
+            rv,
+            None,
+            None,
+            std::time::SystemTime::now(),
+        );
         return Ok(json_response(code, &t));
     }
     req.accept.require_json()?;
@@ -70,19 +91,40 @@ pub fn object_response(r: &Resource, req: &ApiRequest, code: StatusCode, obj: &V
 }
 
 pub fn include_object(req: &ApiRequest) -> IncludeObject {
-    req.query.get("includeObject").and_then(IncludeObject::parse).unwrap_or(IncludeObject::Metadata)
+    req.query
+        .get("includeObject")
+        .and_then(IncludeObject::parse)
+        .unwrap_or(IncludeObject::Metadata)
 }
 
-pub async fn get(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
+pub async fn get(
+    api: &Arc<Api>,
+    r: &Resource,
+    req: &ApiRequest,
+    name: &str,
+) -> Result<Response<Body>> {
     // A client may watch from the resourceVersion it reads here: the watch cache must
     // already be following changes from this point on, or that watch would be 410 Gone.
     api.cache(r).await?;
-    let obj = get_object(api, r, req.namespace(), name, req.query.get("resourceVersion") == Some("0")).await?;
+    let obj = get_object(
+        api,
+        r,
+        req.namespace(),
+        name,
+        req.query.get("resourceVersion") == Some("0"),
+    )
+    .await?;
     object_response(r, req, StatusCode::OK, &obj)
 }
 
 /// Reads one object (from the watch cache when `cached`), or 404.
-pub async fn get_object(api: &Api, r: &Resource, ns: Option<&str>, name: &str, cached: bool) -> Result<Value> {
+pub async fn get_object(
+    api: &Api,
+    r: &Resource,
+    ns: Option<&str>,
+    name: &str,
+    cached: bool,
+) -> Result<Value> {
     let key = r.key(ns, name);
     let not_found = || ApiError::NotFound(crate::status::Target::new(&r.group, &r.plural, name));
     if cached {
@@ -105,9 +147,21 @@ mod tests {
     #[test]
     fn finds_the_top_level_metadata_only() {
         let cases = [
-            ("metadata_first", r#"{"metadata":{"name":"a"},"spec":{}}"#, Some(12)),
-            ("nested_template_metadata_skipped", r#"{"spec":{"template":{"metadata":{}}},"metadata":{"name":"a"}}"#, Some(48)),
-            ("lookalike_in_a_string_skipped", r#"{"data":{"k":"\"metadata\":{"},"metadata":{}}"#, Some(42)),
+            (
+                "metadata_first",
+                r#"{"metadata":{"name":"a"},"spec":{}}"#,
+                Some(12),
+            ),
+            (
+                "nested_template_metadata_skipped",
+                r#"{"spec":{"template":{"metadata":{}}},"metadata":{"name":"a"}}"#,
+                Some(48),
+            ),
+            (
+                "lookalike_in_a_string_skipped",
+                r#"{"data":{"k":"\"metadata\":{"},"metadata":{}}"#,
+                Some(42),
+            ),
             ("no_metadata", r#"{"kind":"X"}"#, None),
         ];
         for (name, json, want) in cases {
@@ -117,14 +171,33 @@ mod tests {
 
     #[test]
     fn stored_items_get_their_resource_version_spliced_in() {
-        let mut r = crate::registry::Registry::with_builtins().unwrap().snapshot().get("", "v1", "configmaps").unwrap().as_ref().clone();
+        let mut r = crate::registry::Registry::with_builtins()
+            .unwrap()
+            .snapshot()
+            .get("", "v1", "configmaps")
+            .unwrap()
+            .as_ref()
+            .clone();
         r.storage_version = r.version.clone();
         for (name, stored, want) in [
-            ("with_fields", r#"{"metadata":{"name":"a"}}"#, r#"{"metadata":{"resourceVersion":"7","name":"a"}}"#),
-            ("empty_metadata", r#"{"metadata":{}}"#, r#"{"metadata":{"resourceVersion":"7"}}"#),
+            (
+                "with_fields",
+                r#"{"metadata":{"name":"a"}}"#,
+                r#"{"metadata":{"resourceVersion":"7","name":"a"}}"#,
+            ),
+            (
+                "empty_metadata",
+                r#"{"metadata":{}}"#,
+                r#"{"metadata":{"resourceVersion":"7"}}"#,
+            ),
         ] {
             let mut buf = Vec::new();
-            Item::Stored { json: bytes::Bytes::from(stored), revision: 7 }.write_json(&r, &mut buf).unwrap();
+            Item::Stored {
+                json: bytes::Bytes::from(stored),
+                revision: 7,
+            }
+            .write_json(&r, &mut buf)
+            .unwrap();
             assert_eq!(String::from_utf8(buf).unwrap(), want, "{name}");
         }
     }
@@ -138,13 +211,23 @@ struct ContinueToken {
 }
 
 fn encode_continue(rv: i64, key: &str) -> String {
-    let t = ContinueToken { v: "meta.k8s.io/v1".into(), rv, start: key.to_string() };
+    let t = ContinueToken {
+        v: "meta.k8s.io/v1".into(),
+        rv,
+        start: key.to_string(),
+    };
     base64::engine::general_purpose::STANDARD.encode(serde_json::to_vec(&t).unwrap_or_default())
 }
 
 fn decode_continue(token: &str) -> Result<ContinueToken> {
-    let bad = || ApiError::BadRequest("continue key is not valid: the continue token could not be decoded".into());
-    let raw = base64::engine::general_purpose::STANDARD.decode(token).map_err(|_| bad())?;
+    let bad = || {
+        ApiError::BadRequest(
+            "continue key is not valid: the continue token could not be decoded".into(),
+        )
+    };
+    let raw = base64::engine::general_purpose::STANDARD
+        .decode(token)
+        .map_err(|_| bad())?;
     let t: ContinueToken = serde_json::from_slice(&raw).map_err(|_| bad())?;
     if t.rv < 0 {
         return Err(ApiError::BadRequest(format!(
@@ -244,10 +327,26 @@ pub async fn list(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Resp
     let rv = page.revision.to_string();
     if req.accept.table {
         let printer = TablePrinter::new(&r.group, &r.plural, r.printer_columns.as_ref());
-        let objects = page.items.iter().map(Item::object).collect::<Result<Vec<_>>>()?;
-        let converted: Vec<Value> = objects.iter().map(|o| in_version(r, o).unwrap_or_else(|| (**o).clone())).collect();
+        let objects = page
+            .items
+            .iter()
+            .map(Item::object)
+            .collect::<Result<Vec<_>>>()?;
+        let converted: Vec<Value> = objects
+            .iter()
+            .map(|o| in_version(r, o).unwrap_or_else(|| (**o).clone()))
+            .collect();
         let refs: Vec<&Value> = converted.iter().collect();
-        let t = table::table(&printer, &refs, include_object(req), true, &rv, page.continue_token.as_deref(), None, std::time::SystemTime::now());
+        let t = table::table(
+            &printer,
+            &refs,
+            include_object(req),
+            true,
+            &rv,
+            page.continue_token.as_deref(),
+            None,
+            std::time::SystemTime::now(),
+        );
         return Ok(json_response(StatusCode::OK, &t));
     }
     req.accept.require_json()?;
@@ -270,7 +369,11 @@ pub async fn list(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Resp
         item.write_json(r, &mut buf)?;
     }
     buf.extend_from_slice(b"]}");
-    Ok(bytes_response(StatusCode::OK, "application/json", Bytes::from(buf)))
+    Ok(bytes_response(
+        StatusCode::OK,
+        "application/json",
+        Bytes::from(buf),
+    ))
 }
 
 fn internal(e: serde_json::Error) -> ApiError {
@@ -285,7 +388,9 @@ pub async fn list_page(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result
     let q = &req.query;
     let filter = Filter::from_request(r, req)?;
     let limit: usize = match q.value("limit") {
-        Some(l) => l.parse().map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
+        Some(l) => l
+            .parse()
+            .map_err(|_| ApiError::BadRequest(format!("invalid limit {l:?}")))?,
         None => 0,
     };
     check_resource_version_match(q)?;
@@ -293,10 +398,14 @@ pub async fn list_page(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result
     let rv_match = q.value("resourceVersionMatch");
     let cont = q.value("continue");
     if cont.is_some() && rv.is_some_and(|v| v != "0") {
-        return Err(ApiError::BadRequest("specifying resource version is not allowed when using continue".into()));
+        return Err(ApiError::BadRequest(
+            "specifying resource version is not allowed when using continue".into(),
+        ));
     }
     if rv_match.is_some() && rv.is_none() {
-        return Err(ApiError::BadRequest("resourceVersionMatch is forbidden unless resourceVersion is provided".into()));
+        return Err(ApiError::BadRequest(
+            "resourceVersionMatch is forbidden unless resourceVersion is provided".into(),
+        ));
     }
     let parsed_rv = rv.map(parse_resource_version).transpose()?;
     let prefix = r.prefix_in(req.namespace());
@@ -305,9 +414,9 @@ pub async fn list_page(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result
         return storage_page(api, &prefix, &filter, limit, Some(t.rv), Some(t.start)).await;
     }
     match (parsed_rv, rv_match) {
-        (Some(0), Some("Exact")) => {
-            Err(ApiError::BadRequest("resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"".into()))
-        }
+        (Some(0), Some("Exact")) => Err(ApiError::BadRequest(
+            "resourceVersionMatch \"Exact\" is forbidden for resourceVersion \"0\"".into(),
+        )),
         (Some(0), _) => Ok(cache_page(api, r, &prefix, &filter).await?),
         (Some(n), Some("NotOlderThan")) | (Some(n), None) if rv_match.is_some() || limit == 0 => {
             let cache = api.cache(r).await?;
@@ -339,7 +448,10 @@ pub async fn wait_for_revision(api: &Api, revision: i64) -> Result<()> {
             return Ok(());
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(ApiError::TooLargeResourceVersion { requested: revision, current });
+            return Err(ApiError::TooLargeResourceVersion {
+                requested: revision,
+                current,
+            });
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -351,7 +463,11 @@ async fn cache_page(api: &Arc<Api>, r: &Resource, prefix: &str, filter: &Filter)
     if !filter.is_empty() {
         items.retain(|o| filter.matches(o));
     }
-    Ok(Page { items: items.into_iter().map(Item::Object).collect(), revision, continue_token: None })
+    Ok(Page {
+        items: items.into_iter().map(Item::Object).collect(),
+        revision,
+        continue_token: None,
+    })
 }
 
 /// Reads from storage until `limit` objects passed the filter (all when 0).
@@ -364,7 +480,11 @@ async fn storage_page(
     start_after: Option<String>,
 ) -> Result<Page> {
     let mut items = Vec::new();
-    let mut opts = ListOptions { start_after, limit: if limit == 0 { 0 } else { limit.max(50) }, revision };
+    let mut opts = ListOptions {
+        start_after,
+        limit: if limit == 0 { 0 } else { limit.max(50) },
+        revision,
+    };
     loop {
         let page = api.storage.list(prefix, opts.clone()).await?;
         opts.revision = Some(page.revision);
@@ -372,7 +492,10 @@ async fn storage_page(
         for kv in &page.kvs {
             last_key = Some(kv.key.clone());
             let item = if filter.is_empty() {
-                Some(Item::Stored { json: kv.value.clone(), revision: kv.mod_revision })
+                Some(Item::Stored {
+                    json: kv.value.clone(),
+                    revision: kv.mod_revision,
+                })
             } else {
                 let obj = decode(&kv.value, kv.mod_revision)?;
                 filter.matches(&obj).then(|| Item::Object(Arc::new(obj)))
@@ -380,14 +503,23 @@ async fn storage_page(
             if let Some(item) = item {
                 items.push(item);
                 if limit > 0 && items.len() == limit {
-                    let more = page.more || kv.key != page.kvs.last().map(|k| k.key.clone()).unwrap_or_default();
+                    let more = page.more
+                        || kv.key != page.kvs.last().map(|k| k.key.clone()).unwrap_or_default();
                     let continue_token = more.then(|| encode_continue(page.revision, &kv.key));
-                    return Ok(Page { items, revision: page.revision, continue_token });
+                    return Ok(Page {
+                        items,
+                        revision: page.revision,
+                        continue_token,
+                    });
                 }
             }
         }
         if !page.more || last_key.is_none() {
-            return Ok(Page { items, revision: page.revision, continue_token: None });
+            return Ok(Page {
+                items,
+                revision: page.revision,
+                continue_token: None,
+            });
         }
         opts.start_after = last_key;
     }

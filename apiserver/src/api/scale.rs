@@ -17,7 +17,9 @@ use crate::status::{ApiError, Cause, Result};
 
 /// `.spec.replicas` -> `/spec/replicas`.
 fn pointer(path: &str) -> String {
-    path.trim_start_matches('.').split('.').fold(String::new(), |acc, p| format!("{acc}/{p}"))
+    path.trim_start_matches('.')
+        .split('.')
+        .fold(String::new(), |acc, p| format!("{acc}/{p}"))
 }
 
 fn set_at(obj: &mut Value, path: &str, value: Value) {
@@ -46,14 +48,25 @@ fn selector(r: &Resource, spec: &ScaleSpec, obj: &Value) -> Option<String> {
         } else {
             json!({"matchLabels": sel})
         };
-        return LabelSelector::from_label_selector(&sel).ok().map(|s| s.to_string());
+        return LabelSelector::from_label_selector(&sel)
+            .ok()
+            .map(|s| s.to_string());
     }
-    obj.pointer(&pointer(spec.label_selector_path.as_deref()?))?.as_str().map(str::to_string)
+    obj.pointer(&pointer(spec.label_selector_path.as_deref()?))?
+        .as_str()
+        .map(str::to_string)
 }
 
 fn to_scale(r: &Resource, obj: &Value) -> Value {
-    let spec = r.scale.as_ref().expect("only scalable resources reach here");
-    let int = |p: &str| obj.pointer(&pointer(p)).and_then(Value::as_i64).unwrap_or(0);
+    let spec = r
+        .scale
+        .as_ref()
+        .expect("only scalable resources reach here");
+    let int = |p: &str| {
+        obj.pointer(&pointer(p))
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+    };
     let meta = obj.get("metadata").cloned().unwrap_or_default();
     let mut status = json!({"replicas": int(&spec.status_replicas_path)});
     if let Some(sel) = selector(r, spec, obj) {
@@ -74,13 +87,23 @@ fn to_scale(r: &Resource, obj: &Value) -> Value {
     })
 }
 
-pub async fn get(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
+pub async fn get(
+    api: &Arc<Api>,
+    r: &Resource,
+    req: &ApiRequest,
+    name: &str,
+) -> Result<Response<Body>> {
     let obj = get_object(api, r, req.namespace(), name, false).await?;
     req.accept.require_json()?;
     Ok(json_response(StatusCode::OK, &to_scale(r, &obj)))
 }
 
-pub async fn update(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
+pub async fn update(
+    api: &Arc<Api>,
+    r: &Resource,
+    req: &ApiRequest,
+    name: &str,
+) -> Result<Response<Body>> {
     let (_, obj) = read_modify_write(api, r, req, name, Change::Scale).await?;
     Ok(json_response(StatusCode::OK, &to_scale(r, &obj)))
 }
@@ -88,22 +111,36 @@ pub async fn update(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) 
 /// The object with the replicas the request's Scale asks for (a PUT body, or a patch
 /// of the current Scale), and the resourceVersion the client made it conditional on.
 pub fn scaled(r: &Resource, req: &ApiRequest, current: &Value) -> Result<(Value, Option<String>)> {
-    let spec = r.scale.as_ref().expect("only scalable resources reach here");
+    let spec = r
+        .scale
+        .as_ref()
+        .expect("only scalable resources reach here");
     let wanted = if req.method == http::Method::PUT {
         decode_object(&req.content_type, &req.body)?
     } else {
-        apply_patch(&to_scale(r, current), &media_type(&req.content_type), &req.body, Some(&crate::smp::PatchMeta::new()))?
+        apply_patch(
+            &to_scale(r, current),
+            &media_type(&req.content_type),
+            &req.body,
+            Some(&crate::smp::PatchMeta::new()),
+        )?
     };
     let name = object::name(current);
     let replicas = match wanted.pointer("/spec/replicas") {
         None | Some(Value::Null) => 0,
-        Some(v) => v.as_i64().ok_or_else(|| ApiError::BadRequest(format!("spec.replicas must be an integer, got {v}")))?,
+        Some(v) => v.as_i64().ok_or_else(|| {
+            ApiError::BadRequest(format!("spec.replicas must be an integer, got {v}"))
+        })?,
     };
     if replicas < 0 {
         return Err(ApiError::Invalid {
             target: req.target(r, name),
             kind: "Scale".into(),
-            causes: vec![Cause::invalid("spec.replicas", &replicas.to_string(), "must be greater than or equal to 0")],
+            causes: vec![Cause::invalid(
+                "spec.replicas",
+                &replicas.to_string(),
+                "must be greater than or equal to 0",
+            )],
         });
     }
     let mut next = current.clone();

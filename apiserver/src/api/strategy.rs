@@ -10,11 +10,18 @@ use crate::status::{ApiError, Cause, Result};
 use crate::validation::{self, name_rule};
 
 /// Metadata fields only the server sets; a client's values are replaced.
-const SYSTEM_FIELDS: [&str; 6] =
-    ["uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "generation", "resourceVersion"];
+const SYSTEM_FIELDS: [&str; 6] = [
+    "uid",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "generation",
+    "resourceVersion",
+];
 
 /// Namespaces the server creates at start-up and that cannot be deleted.
-pub const SYSTEM_NAMESPACES: [&str; 4] = ["default", "kube-system", "kube-public", "kube-node-lease"];
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Prepares a new object for storage: system metadata, initial status, defaults.
 pub fn prepare_create(r: &Resource, obj: &mut Value) {
@@ -62,17 +69,31 @@ fn job_selector(job: &mut Value, uid: &str) {
         return;
     }
     let name = object::name(job).to_string();
-    let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else { return };
-    spec.insert("selector".into(), json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}));
+    let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    spec.insert(
+        "selector".into(),
+        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
+    );
     let template = spec.entry("template").or_insert_with(|| json!({}));
     if !template.is_object() {
         return;
     }
-    let labels = template.as_object_mut().expect("checked").entry("metadata").or_insert_with(|| json!({}));
+    let labels = template
+        .as_object_mut()
+        .expect("checked")
+        .entry("metadata")
+        .or_insert_with(|| json!({}));
     if let Some(meta) = labels.as_object_mut() {
         let l = meta.entry("labels").or_insert_with(|| json!({}));
         if let Some(l) = l.as_object_mut() {
-            for (k, v) in [("batch.kubernetes.io/controller-uid", uid), ("batch.kubernetes.io/job-name", &name), ("controller-uid", uid), ("job-name", &name)] {
+            for (k, v) in [
+                ("batch.kubernetes.io/controller-uid", uid),
+                ("batch.kubernetes.io/job-name", &name),
+                ("controller-uid", uid),
+                ("job-name", &name),
+            ] {
                 l.insert(k.into(), json!(v));
             }
         }
@@ -157,11 +178,17 @@ pub fn prepare_update(r: &Resource, old: &Value, new: Value, status_only: bool) 
         match old.pointer("/spec/finalizers") {
             Some(f) => new["spec"]["finalizers"] = f.clone(),
             None => {
-                new.get_mut("spec").and_then(Value::as_object_mut).map(|s| s.remove("finalizers"));
+                new.get_mut("spec")
+                    .and_then(Value::as_object_mut)
+                    .map(|s| s.remove("finalizers"));
             }
         }
     }
-    let old_meta = old.get("metadata").and_then(Value::as_object).cloned().unwrap_or_default();
+    let old_meta = old
+        .get("metadata")
+        .and_then(Value::as_object)
+        .cloned()
+        .unwrap_or_default();
     let meta = object::metadata_mut(&mut new);
     for f in SYSTEM_FIELDS {
         match old_meta.get(f) {
@@ -171,7 +198,10 @@ pub fn prepare_update(r: &Resource, old: &Value, new: Value, status_only: bool) 
     }
     if object::is_deleting(old) {
         let old_f = object::finalizers(old);
-        if let Some(added) = object::finalizers(&new).into_iter().find(|f| !old_f.contains(f)) {
+        if let Some(added) = object::finalizers(&new)
+            .into_iter()
+            .find(|f| !old_f.contains(f))
+        {
             return Err(invalid(r, old, vec![Cause::forbidden(
                 "metadata.finalizers",
                 &format!("no new finalizers can be added if the object is being deleted, found new finalizers []string{{{added:?}}}"),
@@ -179,7 +209,10 @@ pub fn prepare_update(r: &Resource, old: &Value, new: Value, status_only: bool) 
         }
     }
     if r.has_spec && !status_only && spec_changed(old, &new) {
-        let generation = old.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0);
+        let generation = old
+            .pointer("/metadata/generation")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         object::metadata_mut(&mut new).insert("generation".into(), json!(generation + 1));
     }
     Ok(new)
@@ -234,8 +267,16 @@ mod tests {
         let pod = |res: Value| json!({"spec": {"containers": [{"name": "c", "resources": res}]}});
         let cases = [
             ("no_resources_is_best_effort", pod(json!({})), "BestEffort"),
-            ("equal_limits_are_guaranteed", pod(json!({"limits": {"cpu": "1", "memory": "1Gi"}})), "Guaranteed"),
-            ("requests_only_is_burstable", pod(json!({"requests": {"cpu": "100m"}})), "Burstable"),
+            (
+                "equal_limits_are_guaranteed",
+                pod(json!({"limits": {"cpu": "1", "memory": "1Gi"}})),
+                "Guaranteed",
+            ),
+            (
+                "requests_only_is_burstable",
+                pod(json!({"requests": {"cpu": "100m"}})),
+                "Burstable",
+            ),
         ];
         for (name, p, want) in cases {
             assert_eq!(qos_class(&p), want, "{name}");

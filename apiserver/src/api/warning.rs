@@ -153,8 +153,16 @@ mod tests {
         warnings.extend((0..13).map(|i| format!("{i:02}{}", "d".repeat(300))));
         warnings.push("dropped".into());
         let mut sent = headers(warnings.clone());
-        assert_eq!(sent.len(), 17, "all but the last warning, and the note: {:?}", sent.len());
-        assert_eq!(sent.pop().unwrap(), "299 - \"additional warnings truncated\"");
+        assert_eq!(
+            sent.len(),
+            17,
+            "all but the last warning, and the note: {:?}",
+            sent.len()
+        );
+        assert_eq!(
+            sent.pop().unwrap(),
+            "299 - \"additional warnings truncated\""
+        );
         for (header, text) in sent.iter().zip(&warnings) {
             let cut: String = text.chars().take(256).collect();
             assert_eq!(header.to_str().unwrap(), format!("299 - \"{cut}\""));

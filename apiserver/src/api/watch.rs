@@ -15,7 +15,10 @@ use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::StreamExt;
 
-use super::read::{check_resource_version_match, in_version, include_object, parse_resource_version, wait_for_revision, Filter};
+use super::read::{
+    check_resource_version_match, in_version, include_object, parse_resource_version,
+    wait_for_revision, Filter,
+};
 use super::{Api, ApiRequest, Body};
 use crate::registry::Resource;
 use crate::status::{ApiError, Result};
@@ -48,7 +51,16 @@ impl Encoder {
         match (&self.printer, precomputed) {
             (Some(printer), _) => {
                 let rv = crate::object::meta_str(obj, "resourceVersion").unwrap_or("");
-                let t = table::table(printer, &[obj], self.include, !self.sent_columns, rv, None, None, std::time::SystemTime::now());
+                let t = table::table(
+                    printer,
+                    &[obj],
+                    self.include,
+                    !self.sent_columns,
+                    rv,
+                    None,
+                    None,
+                    std::time::SystemTime::now(),
+                );
                 self.sent_columns = true;
                 out.put_slice(&serde_json::to_vec(&t).unwrap_or_default());
             }
@@ -88,7 +100,10 @@ impl Encoder {
 }
 
 fn error_frame(e: &ApiError) -> Bytes {
-    Bytes::from(format!("{{\"type\":\"ERROR\",\"object\":{}}}\n", e.to_status()))
+    Bytes::from(format!(
+        "{{\"type\":\"ERROR\",\"object\":{}}}\n",
+        e.to_status()
+    ))
 }
 
 pub async fn serve(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Response<Body>> {
@@ -108,9 +123,15 @@ pub async fn serve(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Res
             "sendInitialEvents requires resourceVersionMatch=NotOlderThan".into(),
         ));
     }
-    let rv = q.value("resourceVersion").map(parse_resource_version).transpose()?;
+    let rv = q
+        .value("resourceVersion")
+        .map(parse_resource_version)
+        .transpose()?;
     let timeout = match q.value("timeoutSeconds") {
-        Some(t) => Duration::from_secs(t.parse().map_err(|_| ApiError::BadRequest(format!("invalid timeoutSeconds {t:?}")))?),
+        Some(t) => Duration::from_secs(
+            t.parse()
+                .map_err(|_| ApiError::BadRequest(format!("invalid timeoutSeconds {t:?}")))?,
+        ),
         // Upstream spreads watch lifetimes between 30 and 60 minutes.
         None => Duration::from_secs(1800 + fastrand::u64(..1800)),
     };
@@ -138,7 +159,10 @@ pub async fn serve(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Res
         resource: r.clone(),
         filter,
         prefix: r.prefix_in(req.namespace()),
-        printer: req.accept.table.then(|| TablePrinter::new(&r.group, &r.plural, r.printer_columns.as_ref())),
+        printer: req
+            .accept
+            .table
+            .then(|| TablePrinter::new(&r.group, &r.plural, r.printer_columns.as_ref())),
         include: include_object(req),
         sent_columns: false,
     };
@@ -159,7 +183,10 @@ pub async fn serve(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Res
                         }
                     }
                 }
-                if send_initial == Some(true) && bookmarks && tx.send(enc.bookmark(last, true)).await.is_err() {
+                if send_initial == Some(true)
+                    && bookmarks
+                    && tx.send(enc.bookmark(last, true)).await.is_err()
+                {
                     return;
                 }
                 for ev in &sub.backlog {

@@ -11,9 +11,8 @@ use crate::validation::is_dns1123_label;
 /// Where the pod template and selector of a workload kind live.
 fn template_path(group: &str, plural: &str) -> Option<(&'static str, &'static str)> {
     match (group, plural) {
-        ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets") | ("batch", "jobs") => {
-            Some(("/spec/template", "/spec/selector"))
-        }
+        ("apps", "deployments" | "replicasets" | "statefulsets" | "daemonsets")
+        | ("batch", "jobs") => Some(("/spec/template", "/spec/selector")),
         ("", "replicationcontrollers") => Some(("/spec/template", "/spec/selector")),
         ("batch", "cronjobs") => Some(("/spec/jobTemplate/spec/template", "")),
         ("", "podtemplates") => Some(("/template", "")),
@@ -40,12 +39,17 @@ pub fn validate(group: &str, plural: &str, obj: &Value, old: Option<&Value>) -> 
             selector_matches(group, plural, obj, template, selector, &mut causes);
         }
         if group == "batch" {
-            let policy = obj.pointer(&format!("{spec_ptr}/restartPolicy")).and_then(Value::as_str).unwrap_or("");
+            let policy = obj
+                .pointer(&format!("{spec_ptr}/restartPolicy"))
+                .and_then(Value::as_str)
+                .unwrap_or("");
             if !matches!(policy, "Never" | "OnFailure") {
                 causes.push(Cause {
                     reason: "FieldValueNotSupported",
                     field: format!("{}.restartPolicy", field(&spec_ptr)),
-                    message: format!("Unsupported value: {policy:?}: supported values: \"OnFailure\", \"Never\""),
+                    message: format!(
+                        "Unsupported value: {policy:?}: supported values: \"OnFailure\", \"Never\""
+                    ),
                 });
             }
         }
@@ -56,9 +60,18 @@ pub fn validate(group: &str, plural: &str, obj: &Value, old: Option<&Value>) -> 
     causes
 }
 
-fn selector_matches(group: &str, plural: &str, obj: &Value, template: &str, selector: &str, causes: &mut Vec<Cause>) {
+fn selector_matches(
+    group: &str,
+    plural: &str,
+    obj: &Value,
+    template: &str,
+    selector: &str,
+    causes: &mut Vec<Cause>,
+) {
     let sel = obj.pointer(selector);
-    let labels = obj.pointer(&format!("{template}/metadata/labels")).and_then(Value::as_object);
+    let labels = obj
+        .pointer(&format!("{template}/metadata/labels"))
+        .and_then(Value::as_object);
     // ReplicationControllers keep a plain map as selector (defaulted from the labels).
     let parsed = match sel {
         None | Some(Value::Null) if plural == "replicationcontrollers" => return,
@@ -67,14 +80,21 @@ fn selector_matches(group: &str, plural: &str, obj: &Value, template: &str, sele
             causes.push(Cause::required(field(selector), ""));
             return;
         }
-        Some(s) if plural == "replicationcontrollers" => LabelSelector::from_label_selector(&json!({"matchLabels": s})),
+        Some(s) if plural == "replicationcontrollers" => {
+            LabelSelector::from_label_selector(&json!({"matchLabels": s}))
+        }
         Some(s) => LabelSelector::from_label_selector(s),
     };
     match parsed {
         Err(e) => causes.push(Cause::invalid(field(selector), "", &e.to_string())),
-        Ok(s) if s.is_empty() && group == "apps" => {
-            causes.push(Cause::invalid(field(selector), "", &format!("empty selector is invalid for {}", &plural[..plural.len() - 1])))
-        }
+        Ok(s) if s.is_empty() && group == "apps" => causes.push(Cause::invalid(
+            field(selector),
+            "",
+            &format!(
+                "empty selector is invalid for {}",
+                &plural[..plural.len() - 1]
+            ),
+        )),
         Ok(s) if !s.matches(labels) => causes.push(Cause::invalid(
             format!("{}.metadata.labels", field(template)),
             &serde_json::to_string(&labels).unwrap_or_default(),
@@ -99,18 +119,42 @@ fn pod_spec(spec: &Value, path: &str, causes: &mut Vec<Cause>) {
             } else if !is_dns1123_label(name) {
                 causes.push(Cause::invalid(format!("{at}.name"), name, "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"));
             } else if !names.insert(name.to_string()) {
-                causes.push(Cause { reason: "FieldValueDuplicate", field: format!("{at}.name"), message: format!("Duplicate value: {name:?}") });
+                causes.push(Cause {
+                    reason: "FieldValueDuplicate",
+                    field: format!("{at}.name"),
+                    message: format!("Duplicate value: {name:?}"),
+                });
             }
-            if c.get("image").and_then(Value::as_str).is_none_or(|s| s.trim().is_empty()) {
+            if c.get("image")
+                .and_then(Value::as_str)
+                .is_none_or(|s| s.trim().is_empty())
+            {
                 causes.push(Cause::required(format!("{at}.image"), ""));
             }
-            for (j, p) in c.get("ports").and_then(Value::as_array).into_iter().flatten().enumerate() {
+            for (j, p) in c
+                .get("ports")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
                 let port = p.get("containerPort").and_then(Value::as_i64).unwrap_or(0);
                 if !(1..=65535).contains(&port) {
-                    causes.push(Cause::invalid(format!("{at}.ports[{j}].containerPort"), &port.to_string(), "must be between 1 and 65535, inclusive").numeric(port));
+                    causes.push(
+                        Cause::invalid(
+                            format!("{at}.ports[{j}].containerPort"),
+                            &port.to_string(),
+                            "must be between 1 and 65535, inclusive",
+                        )
+                        .numeric(port),
+                    );
                 }
                 if let Some(n) = p.get("name").and_then(Value::as_str) {
-                    if n.len() > 15 || !n.bytes().any(|b| b.is_ascii_lowercase()) || !is_dns1123_label(n) || n.contains("--") {
+                    if n.len() > 15
+                        || !n.bytes().any(|b| b.is_ascii_lowercase())
+                        || !is_dns1123_label(n)
+                        || n.contains("--")
+                    {
                         causes.push(Cause::invalid(format!("{at}.ports[{j}].name"), n, "must be no more than 15 characters, contain only lowercase alphanumeric characters or '-', contain at least one letter, and not start, end with or contain consecutive '-'"));
                     }
                 }
@@ -138,13 +182,29 @@ fn immutable(group: &str, plural: &str, obj: &Value, old: &Value, causes: &mut V
     };
     for p in fields {
         if changed(p) {
-            causes.push(Cause::invalid(field(p), &obj.pointer(p).map(Value::to_string).unwrap_or_default(), "field is immutable"));
+            causes.push(Cause::invalid(
+                field(p),
+                &obj.pointer(p).map(Value::to_string).unwrap_or_default(),
+                "field is immutable",
+            ));
         }
     }
     if (group, plural) == ("apps", "statefulsets") {
-        let allowed = ["replicas", "ordinals", "template", "updateStrategy", "persistentVolumeClaimRetentionPolicy", "minReadySeconds", "revisionHistoryLimit"];
+        let allowed = [
+            "replicas",
+            "ordinals",
+            "template",
+            "updateStrategy",
+            "persistentVolumeClaimRetentionPolicy",
+            "minReadySeconds",
+            "revisionHistoryLimit",
+        ];
         let strip = |v: &Value| {
-            let mut m = v.get("spec").and_then(Value::as_object).cloned().unwrap_or_default();
+            let mut m = v
+                .get("spec")
+                .and_then(Value::as_object)
+                .cloned()
+                .unwrap_or_default();
             m.retain(|k, _| !allowed.contains(&k.as_str()));
             m
         };
@@ -164,19 +224,38 @@ mod tests {
 
     #[test]
     fn selector_must_match_template_labels() {
-        let ok = deployment(json!({"matchLabels": {"app": "web"}}), json!({"app": "web", "x": "y"}));
+        let ok = deployment(
+            json!({"matchLabels": {"app": "web"}}),
+            json!({"app": "web", "x": "y"}),
+        );
         assert!(validate("apps", "deployments", &ok, None).is_empty());
         let bad = deployment(json!({"matchLabels": {"app": "db"}}), json!({"app": "web"}));
         let causes = validate("apps", "deployments", &bad, None);
         assert_eq!(causes[0].field, "spec.template.metadata.labels");
-        assert!(causes[0].message.ends_with("`selector` does not match template `labels`"), "{}", causes[0].message);
+        assert!(
+            causes[0]
+                .message
+                .ends_with("`selector` does not match template `labels`"),
+            "{}",
+            causes[0].message
+        );
     }
 
     #[test]
     fn container_mistakes_are_reported() {
         let pod = json!({"spec": {"containers": [{"name": "Web"}, {"name": "db", "image": "x", "ports": [{"containerPort": 70000}]}]}});
-        let fields: Vec<String> = validate("", "pods", &pod, None).into_iter().map(|c| c.field).collect();
-        assert_eq!(fields, vec!["spec.containers[0].name", "spec.containers[0].image", "spec.containers[1].ports[0].containerPort"]);
+        let fields: Vec<String> = validate("", "pods", &pod, None)
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.containers[0].name",
+                "spec.containers[0].image",
+                "spec.containers[1].ports[0].containerPort"
+            ]
+        );
     }
 
     #[test]
@@ -185,8 +264,14 @@ mod tests {
         let mut new = old.clone();
         new["spec"]["selector"]["matchLabels"]["a"] = json!("2");
         new["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
-        let fields: Vec<String> = validate("batch", "jobs", &new, Some(&old)).into_iter().map(|c| c.field).collect();
-        assert!(fields.contains(&"spec.template.spec.restartPolicy".to_string()), "{fields:?}");
+        let fields: Vec<String> = validate("batch", "jobs", &new, Some(&old))
+            .into_iter()
+            .map(|c| c.field)
+            .collect();
+        assert!(
+            fields.contains(&"spec.template.spec.restartPolicy".to_string()),
+            "{fields:?}"
+        );
         assert!(fields.contains(&"spec.selector".to_string()), "{fields:?}");
     }
 }

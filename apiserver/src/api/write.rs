@@ -8,17 +8,17 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::negotiate::{decode_object, media_type};
 use super::crd;
-use super::services;
+use super::negotiate::{decode_object, media_type};
 use super::read::{get_object, object_response, Filter};
+use super::services;
 use super::strategy::{self, SYSTEM_NAMESPACES};
 use super::{json_response, Api, ApiRequest, Body};
 use crate::registry::Resource;
-use crate::{json, object};
 use crate::status::{ApiError, Cause, Result, Target};
 use crate::storage::{self, ListOptions};
 use crate::watchcache::decode;
+use crate::{json, object};
 
 /// Retries of a read-modify-write that lost a compare-and-swap race.
 const MAX_RETRIES: usize = 16;
@@ -56,20 +56,32 @@ pub fn encode(obj: &Value) -> Result<Bytes> {
 /// Rejects namespaced writes into a namespace that is missing or terminating.
 async fn check_namespace(api: &Api, r: &Resource, ns: &str, name: &str) -> Result<()> {
     let snap = api.registry.snapshot();
-    let ns_res = snap.get("", "v1", "namespaces").ok_or(ApiError::NoSuchResource)?;
+    let ns_res = snap
+        .get("", "v1", "namespaces")
+        .ok_or(ApiError::NoSuchResource)?;
     let key = ns_res.key(None, ns);
     // The cache is almost always current; a miss may only mean it has not caught up yet.
     let cached = api.cache(ns_res).await?.get(&key);
     let namespace = match cached {
         Some(n) => Some((*n).clone()),
-        None => api.storage.get(&key).await?.map(|kv| decode(&kv.value, kv.mod_revision)).transpose()?,
+        None => api
+            .storage
+            .get(&key)
+            .await?
+            .map(|kv| decode(&kv.value, kv.mod_revision))
+            .transpose()?,
     };
     match namespace {
         None => Err(ApiError::NotFound(Target::new("", "namespaces", ns))),
-        Some(n) if n.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating") || object::is_deleting(&n) => {
+        Some(n)
+            if n.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
+                || object::is_deleting(&n) =>
+        {
             Err(ApiError::Forbidden(
                 Target::new(&r.group, &r.plural, name),
-                format!("unable to create new content in namespace {ns} because it is being terminated"),
+                format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
                 Some(Cause {
                     reason: "NamespaceTerminating",
                     field: "metadata.namespace".into(),
@@ -103,7 +115,11 @@ fn admit(r: &Resource, req: &ApiRequest, obj: &mut Value, old: Option<&Value>) -
             }
         }
         if !out.unknown_fields.is_empty() && mode == "Strict" {
-            let list: Vec<String> = out.unknown_fields.iter().map(|f| format!("unknown field {:?}", f)).collect();
+            let list: Vec<String> = out
+                .unknown_fields
+                .iter()
+                .map(|f| format!("unknown field {:?}", f))
+                .collect();
             return Err(ApiError::BadRequest(format!(
                 "{kind} in version {version:?} cannot be handled as a {kind}: strict decoding error: {}",
                 list.join(", "),
@@ -170,9 +186,13 @@ fn check_body(r: &Resource, req: &ApiRequest, obj: &mut Value) -> Result<()> {
         }
     }
     let meta = object::metadata_mut(obj);
-    match (req.namespace(), meta.get("namespace").and_then(Value::as_str)) {
+    match (
+        req.namespace(),
+        meta.get("namespace").and_then(Value::as_str),
+    ) {
         (Some(url), Some(body)) if !body.is_empty() && body != url => Err(ApiError::BadRequest(
-            "the namespace of the provided object does not match the namespace sent on the request".into(),
+            "the namespace of the provided object does not match the namespace sent on the request"
+                .into(),
         )),
         (Some(url), _) => {
             meta.insert("namespace".into(), json!(url));
@@ -192,15 +212,24 @@ pub async fn create(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Re
     let mut obj = decode_object(&req.content_type, &req.body)?;
     check_body(r, req, &mut obj)?;
     if object::meta_str(&obj, "resourceVersion").is_some_and(|v| !v.is_empty()) {
-        return Err(ApiError::BadRequest("resourceVersion should not be set on objects to be created".into()));
+        return Err(ApiError::BadRequest(
+            "resourceVersion should not be set on objects to be created".into(),
+        ));
     }
     create_object(api, r, req, obj, false).await
 }
 
 /// Creates an object (already decoded and checked against the endpoint). `applied`
 /// means server-side apply already recorded its managed fields.
-pub async fn create_object(api: &Arc<Api>, r: &Resource, req: &ApiRequest, obj: Value, applied: bool) -> Result<Response<Body>> {
-    let generate = object::meta_str(&obj, "name").is_none_or(str::is_empty)
+pub async fn create_object(
+    api: &Arc<Api>,
+    r: &Resource,
+    req: &ApiRequest,
+    obj: Value,
+    applied: bool,
+) -> Result<Response<Body>> {
+    let generate = object::meta_str(&obj, "name")
+        .is_none_or(str::is_empty)
         .then(|| object::meta_str(&obj, "generateName").map(str::to_string))
         .flatten()
         .filter(|g| !g.is_empty());
@@ -208,7 +237,10 @@ pub async fn create_object(api: &Arc<Api>, r: &Resource, req: &ApiRequest, obj: 
     for attempt in 0.. {
         let mut obj = body.clone();
         if let Some(base) = &generate {
-            object::metadata_mut(&mut obj).insert("name".into(), json!(format!("{base}{}", object::name_suffix())));
+            object::metadata_mut(&mut obj).insert(
+                "name".into(),
+                json!(format!("{base}{}", object::name_suffix())),
+            );
         }
         strategy::prepare_create(r, &mut obj);
         admit(r, req, &mut obj, None)?;
@@ -223,8 +255,15 @@ pub async fn create_object(api: &Arc<Api>, r: &Resource, req: &ApiRequest, obj: 
         if req.dry_run() {
             return object_response(r, req, StatusCode::CREATED, &obj);
         }
-        let claims = if is_service(r) { services::allocate(api, &mut obj, None).await? } else { Vec::new() };
-        let created = api.storage.create(&r.key(req.namespace(), &name), encode(&obj)?).await;
+        let claims = if is_service(r) {
+            services::allocate(api, &mut obj, None).await?
+        } else {
+            Vec::new()
+        };
+        let created = api
+            .storage
+            .create(&r.key(req.namespace(), &name), encode(&obj)?)
+            .await;
         if created.is_err() {
             services::release(api, &claims).await;
         }
@@ -236,7 +275,9 @@ pub async fn create_object(api: &Arc<Api>, r: &Resource, req: &ApiRequest, obj: 
             }
             // A generated name collided: upstream retries with a fresh suffix.
             Err(storage::Error::AlreadyExists(_)) if generate.is_some() && attempt < 8 => continue,
-            Err(storage::Error::AlreadyExists(_)) => return Err(ApiError::AlreadyExists(req.target(r, &name))),
+            Err(storage::Error::AlreadyExists(_)) => {
+                return Err(ApiError::AlreadyExists(req.target(r, &name)))
+            }
             Err(e) => return Err(e.into()),
         }
     }
@@ -246,14 +287,26 @@ pub async fn create_object(api: &Arc<Api>, r: &Resource, req: &ApiRequest, obj: 
 /// How an update derives the new object from the stored one.
 pub enum Change<'a> {
     Replace(Value),
-    Patch { media: String, body: &'a Bytes },
+    Patch {
+        media: String,
+        body: &'a Bytes,
+    },
     /// Server-side apply of this configuration.
-    Apply { applied: Value, manager: String, force: bool },
+    Apply {
+        applied: Value,
+        manager: String,
+        force: bool,
+    },
     /// A write through `/scale`: the request's Scale (PUT) or patch of it sets replicas.
     Scale,
 }
 
-pub async fn update(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
+pub async fn update(
+    api: &Arc<Api>,
+    r: &Resource,
+    req: &ApiRequest,
+    name: &str,
+) -> Result<Response<Body>> {
     let mut obj = decode_object(&req.content_type, &req.body)?;
     check_body(r, req, &mut obj)?;
     let body_name = object::name(&obj);
@@ -267,24 +320,46 @@ pub async fn update(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) 
     object_response(r, req, code, &out)
 }
 
-pub async fn patch(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
+pub async fn patch(
+    api: &Arc<Api>,
+    r: &Resource,
+    req: &ApiRequest,
+    name: &str,
+) -> Result<Response<Body>> {
     let media = media_type(&req.content_type);
     if media == "application/apply-patch+yaml" {
         return super::apply::serve(api, r, req, name).await;
     }
-    let (code, out) = read_modify_write(api, r, req, name, Change::Patch { media, body: &req.body }).await?;
+    let (code, out) = read_modify_write(
+        api,
+        r,
+        req,
+        name,
+        Change::Patch {
+            media,
+            body: &req.body,
+        },
+    )
+    .await?;
     object_response(r, req, code, &out)
 }
 
 /// Applies a merge, strategic merge (built-in kinds only, with their patch metadata;
 /// `None` refuses it as upstream does for custom resources) or JSON patch.
-pub fn apply_patch(current: &Value, media: &str, body: &Bytes, smp_meta: Option<&crate::smp::PatchMeta>) -> Result<Value> {
+pub fn apply_patch(
+    current: &Value,
+    media: &str,
+    body: &Bytes,
+    smp_meta: Option<&crate::smp::PatchMeta>,
+) -> Result<Value> {
     let mut target = current.clone();
     let parse_object = || -> Result<Value> {
         let patch: Value = json::from_slice(body)
             .map_err(|e| ApiError::BadRequest(format!("the patch is not valid JSON: {e}")))?;
         if !patch.is_object() {
-            return Err(ApiError::BadRequest("a merge patch must be a JSON object".into()));
+            return Err(ApiError::BadRequest(
+                "a merge patch must be a JSON object".into(),
+            ));
         }
         Ok(patch)
     };
@@ -295,18 +370,23 @@ pub fn apply_patch(current: &Value, media: &str, body: &Bytes, smp_meta: Option<
             // Upstream answers the errors it has no class for (a list element without its
             // merge key, mixed element types) with a bare 500; every one of them is about
             // the patch the client sent, so they are 400s here.
-            target = crate::smp::apply(current, &parse_object()?, meta).map_err(|e| match e.kind() {
-                crate::smp::SmpErrorKind::Unprocessable => ApiError::Unprocessable(e.to_string()),
-                crate::smp::SmpErrorKind::BadRequest | crate::smp::SmpErrorKind::Other => {
-                    ApiError::BadRequest(e.to_string())
-                }
-            })?;
+            target =
+                crate::smp::apply(current, &parse_object()?, meta).map_err(|e| match e.kind() {
+                    crate::smp::SmpErrorKind::Unprocessable => {
+                        ApiError::Unprocessable(e.to_string())
+                    }
+                    crate::smp::SmpErrorKind::BadRequest | crate::smp::SmpErrorKind::Other => {
+                        ApiError::BadRequest(e.to_string())
+                    }
+                })?;
         }
         "application/json-patch+json" => apply_json_patch(&mut target, body)?,
         _ => return Err(ApiError::UnsupportedPatch),
     }
     if !target.is_object() {
-        return Err(ApiError::Unprocessable("the patched object is not a JSON object".into()));
+        return Err(ApiError::Unprocessable(
+            "the patched object is not a JSON object".into(),
+        ));
     }
     Ok(target)
 }
@@ -318,8 +398,8 @@ pub fn apply_patch(current: &Value, media: &str, body: &Bytes, smp_meta: Option<
 /// value deeper than [`json::MAX_DEPTH`] or copy more than [`MAX_PATCH_COPY_BYTES`].
 fn apply_json_patch(target: &mut Value, body: &[u8]) -> Result<()> {
     use json_patch::PatchOperation as Op;
-    let ops: json_patch::Patch =
-        json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("the JSON patch is not valid: {e}")))?;
+    let ops: json_patch::Patch = json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("the JSON patch is not valid: {e}")))?;
     if ops.0.len() > MAX_PATCH_OPERATIONS {
         return Err(ApiError::TooLarge(format!(
             "The allowed maximum operations in a JSON patch is {MAX_PATCH_OPERATIONS}, got {}",
@@ -339,7 +419,9 @@ fn apply_json_patch(target: &mut Value, body: &[u8]) -> Result<()> {
         let depth = match op {
             Op::Add(o) => placed(o.path.as_str(), &o.value),
             Op::Replace(o) => placed(o.path.as_str(), &o.value),
-            Op::Move(o) => target.pointer(o.from.as_str()).map_or(0, |v| placed(o.path.as_str(), v)),
+            Op::Move(o) => target
+                .pointer(o.from.as_str())
+                .map_or(0, |v| placed(o.path.as_str(), v)),
             Op::Copy(o) => match target.pointer(o.from.as_str()) {
                 Some(v) => {
                     copied += json::encoded_len(v);
@@ -358,7 +440,11 @@ fn apply_json_patch(target: &mut Value, body: &[u8]) -> Result<()> {
             return Err(too_deep(i));
         }
         json_patch::patch_unsafe(target, std::slice::from_ref(op)).map_err(|e| {
-            ApiError::Unprocessable(format!("JSON patch operation {i} failed at path {:?}: {}", e.path.as_str(), e.kind))
+            ApiError::Unprocessable(format!(
+                "JSON patch operation {i} failed at path {:?}: {}",
+                e.path.as_str(),
+                e.kind
+            ))
         })?;
     }
     Ok(())
@@ -375,10 +461,16 @@ fn check_identity(r: &Resource, req: &ApiRequest, name: &str, obj: &mut Value) -
         )));
     }
     let meta = object::metadata_mut(obj);
-    match (r.namespaced, req.namespace(), meta.get("namespace").and_then(Value::as_str)) {
-        (true, Some(url), Some(ns)) if !ns.is_empty() && ns != url => Err(ApiError::BadRequest(format!(
+    match (
+        r.namespaced,
+        req.namespace(),
+        meta.get("namespace").and_then(Value::as_str),
+    ) {
+        (true, Some(url), Some(ns)) if !ns.is_empty() && ns != url => {
+            Err(ApiError::BadRequest(format!(
             "the namespace of the object ({ns}) does not match the namespace on the URL ({url})"
-        ))),
+        )))
+        }
         (true, Some(url), _) => {
             meta.insert("namespace".into(), json!(url));
             Ok(())
@@ -394,12 +486,25 @@ fn check_identity(r: &Resource, req: &ApiRequest, name: &str, obj: &mut Value) -
 fn patch_resource_version(media: &str, body: &Bytes) -> Option<String> {
     let parsed: Value = json::from_slice(body).ok()?;
     let rv = if media == "application/json-patch+json" {
-        parsed.as_array()?.iter().rev().find(|op| {
-            op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion")
-                && matches!(op.get("op").and_then(Value::as_str), Some("add" | "replace" | "test"))
-        })?.get("value")?.as_str()?.to_string()
+        parsed
+            .as_array()?
+            .iter()
+            .rev()
+            .find(|op| {
+                op.get("path").and_then(Value::as_str) == Some("/metadata/resourceVersion")
+                    && matches!(
+                        op.get("op").and_then(Value::as_str),
+                        Some("add" | "replace" | "test")
+                    )
+            })?
+            .get("value")?
+            .as_str()?
+            .to_string()
     } else {
-        parsed.pointer("/metadata/resourceVersion")?.as_str()?.to_string()
+        parsed
+            .pointer("/metadata/resourceVersion")?
+            .as_str()?
+            .to_string()
     };
     Some(rv)
 }
@@ -417,7 +522,9 @@ pub async fn read_modify_write(
     let status_only = req.path.subresource.as_deref() == Some("status");
     for _ in 0..MAX_RETRIES {
         let current = get_object(api, r, req.namespace(), name, false).await?;
-        let current_rv = object::meta_str(&current, "resourceVersion").unwrap_or("").to_string();
+        let current_rv = object::meta_str(&current, "resourceVersion")
+            .unwrap_or("")
+            .to_string();
         let mut scale_precondition = None;
         let mut new = match &change {
             Change::Replace(obj) => obj.clone(),
@@ -429,10 +536,16 @@ pub async fn read_modify_write(
             Change::Patch { media, body } => {
                 let mut base = current.clone();
                 base["apiVersion"] = json!(r.api_version());
-                let meta = r.builtin.then(|| crate::smp::patch_meta_for(&r.group, &r.kind));
+                let meta = r
+                    .builtin
+                    .then(|| crate::smp::patch_meta_for(&r.group, &r.kind));
                 apply_patch(&base, media, body, meta.as_ref())?
             }
-            Change::Apply { applied, manager, force } => {
+            Change::Apply {
+                applied,
+                manager,
+                force,
+            } => {
                 let mut base = current.clone();
                 base["apiVersion"] = json!(r.api_version());
                 super::fields::apply(r, req, &base, applied, manager, *force)?
@@ -452,14 +565,21 @@ pub async fn read_modify_write(
         .filter(|v| !v.is_empty());
         match &precondition {
             Some(rv) if *rv != current_rv => {
-                return Err(ApiError::Conflict(req.target(r, name), CONFLICT_MESSAGE.into()));
+                return Err(ApiError::Conflict(
+                    req.target(r, name),
+                    CONFLICT_MESSAGE.into(),
+                ));
             }
             None if !r.builtin && matches!(change, Change::Replace(_)) => {
-                return Err(strategy::invalid(r, &current, vec![Cause::invalid(
-                    "metadata.resourceVersion",
-                    "",
-                    "must be specified for an update",
-                )]));
+                return Err(strategy::invalid(
+                    r,
+                    &current,
+                    vec![Cause::invalid(
+                        "metadata.resourceVersion",
+                        "",
+                        "must be specified for an update",
+                    )],
+                ));
             }
             _ => {}
         }
@@ -492,7 +612,10 @@ pub async fn read_modify_write(
             services::release(api, &claims).await;
         } else if is_service(r) && !deleted {
             let kept = services::claims_of(&next);
-            let dropped: Vec<_> = services::claims_of(&current).into_iter().filter(|c| !kept.contains(c)).collect();
+            let dropped: Vec<_> = services::claims_of(&current)
+                .into_iter()
+                .filter(|c| !kept.contains(c))
+                .collect();
             services::release(api, &dropped).await;
         }
         match result {
@@ -503,13 +626,21 @@ pub async fn read_modify_write(
             }
             Err(storage::Error::Conflict { .. }) if precondition.is_none() => continue,
             Err(storage::Error::Conflict { .. }) => {
-                return Err(ApiError::Conflict(req.target(r, name), CONFLICT_MESSAGE.into()))
+                return Err(ApiError::Conflict(
+                    req.target(r, name),
+                    CONFLICT_MESSAGE.into(),
+                ))
             }
-            Err(storage::Error::NotFound(_)) => return Err(ApiError::NotFound(req.target(r, name))),
+            Err(storage::Error::NotFound(_)) => {
+                return Err(ApiError::NotFound(req.target(r, name)))
+            }
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::Conflict(req.target(r, name), CONFLICT_MESSAGE.into()))
+    Err(ApiError::Conflict(
+        req.target(r, name),
+        CONFLICT_MESSAGE.into(),
+    ))
 }
 
 pub const CONFLICT_MESSAGE: &str =
@@ -529,12 +660,15 @@ fn delete_options(req: &ApiRequest) -> Result<DeleteOptions> {
     let body: Value = if req.body.is_empty() {
         json!({})
     } else if crate::protobuf::is_protobuf(&req.content_type) {
-        crate::protobuf::decode_delete_options(&req.body).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
+        crate::protobuf::decode_delete_options(&req.body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
     } else {
-        serde_json::from_slice(&req.body).map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
+        serde_json::from_slice(&req.body)
+            .map_err(|e| ApiError::BadRequest(format!("invalid DeleteOptions: {e}")))?
     };
     let s = |p: &str| body.pointer(p).and_then(Value::as_str).map(str::to_string);
-    let propagation = s("/propagationPolicy").or_else(|| req.query.value("propagationPolicy").map(str::to_string));
+    let propagation = s("/propagationPolicy")
+        .or_else(|| req.query.value("propagationPolicy").map(str::to_string));
     if let Some(p) = &propagation {
         if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
             return Err(ApiError::BadRequest(format!(
@@ -545,18 +679,30 @@ fn delete_options(req: &ApiRequest) -> Result<DeleteOptions> {
     let grace_seconds = body
         .get("gracePeriodSeconds")
         .and_then(Value::as_i64)
-        .or_else(|| req.query.value("gracePeriodSeconds").and_then(|g| g.parse().ok()));
+        .or_else(|| {
+            req.query
+                .value("gracePeriodSeconds")
+                .and_then(|g| g.parse().ok())
+        });
     Ok(DeleteOptions {
         propagation,
         grace_seconds,
         precondition_uid: s("/preconditions/uid"),
         precondition_rv: s("/preconditions/resourceVersion"),
         dry_run: req.dry_run()
-            || body.get("dryRun").and_then(Value::as_array).is_some_and(|d| d.iter().any(|v| v == "All")),
+            || body
+                .get("dryRun")
+                .and_then(Value::as_array)
+                .is_some_and(|d| d.iter().any(|v| v == "All")),
     })
 }
 
-pub async fn delete(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
+pub async fn delete(
+    api: &Arc<Api>,
+    r: &Resource,
+    req: &ApiRequest,
+    name: &str,
+) -> Result<Response<Body>> {
     let opts = delete_options(req)?;
     let (code, body) = delete_one(api, r, req, name, &opts).await?;
     Ok(json_response(code, &body))
@@ -564,20 +710,36 @@ pub async fn delete(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str) 
 
 /// Deletes one object, or only marks it (deletionTimestamp) while finalizers remain or
 /// a node must first stop a pod. Returns the response body upstream sends.
-async fn delete_one(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str, opts: &DeleteOptions) -> Result<(StatusCode, Value)> {
+async fn delete_one(
+    api: &Arc<Api>,
+    r: &Resource,
+    req: &ApiRequest,
+    name: &str,
+    opts: &DeleteOptions,
+) -> Result<(StatusCode, Value)> {
     let key = r.key(req.namespace(), name);
     if r.group.is_empty() && r.plural == "namespaces" && SYSTEM_NAMESPACES.contains(&name) {
-        return Err(ApiError::Forbidden(req.target(r, name), "this namespace may not be deleted".to_string(), None));
+        return Err(ApiError::Forbidden(
+            req.target(r, name),
+            "this namespace may not be deleted".to_string(),
+            None,
+        ));
     }
     for _ in 0..MAX_RETRIES {
         let current = get_object(api, r, req.namespace(), name, false).await?;
-        let rv: i64 = object::meta_str(&current, "resourceVersion").unwrap_or("0").parse().unwrap_or(0);
+        let rv: i64 = object::meta_str(&current, "resourceVersion")
+            .unwrap_or("0")
+            .parse()
+            .unwrap_or(0);
         if let Some(uid) = &opts.precondition_uid {
             if object::meta_str(&current, "uid") != Some(uid.as_str()) {
-                return Err(ApiError::Conflict(req.target(r, name), format!(
-                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                    object::meta_str(&current, "uid").unwrap_or("")
-                )));
+                return Err(ApiError::Conflict(
+                    req.target(r, name),
+                    format!(
+                        "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
+                        object::meta_str(&current, "uid").unwrap_or("")
+                    ),
+                ));
             }
         }
         if let Some(want) = &opts.precondition_rv {
@@ -591,19 +753,35 @@ async fn delete_one(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str, 
         let mut finalizers = object::finalizers(&current);
         // The garbage collector reads the propagation policy from these finalizers.
         match opts.propagation.as_deref() {
-            Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => finalizers.push("orphan".into()),
+            Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => {
+                finalizers.push("orphan".into())
+            }
             Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
                 finalizers.push("foregroundDeletion".into())
             }
             _ => {}
         }
-        let namespace_finalizers = r.group.is_empty() && r.plural == "namespaces"
-            && current.pointer("/spec/finalizers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
-        let pod_on_node = r.group.is_empty() && r.plural == "pods"
-            && current.pointer("/spec/nodeName").and_then(Value::as_str).is_some_and(|n| !n.is_empty())
-            && !matches!(current.pointer("/status/phase").and_then(Value::as_str), Some("Succeeded" | "Failed"));
+        let namespace_finalizers = r.group.is_empty()
+            && r.plural == "namespaces"
+            && current
+                .pointer("/spec/finalizers")
+                .and_then(Value::as_array)
+                .is_some_and(|a| !a.is_empty());
+        let pod_on_node = r.group.is_empty()
+            && r.plural == "pods"
+            && current
+                .pointer("/spec/nodeName")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty())
+            && !matches!(
+                current.pointer("/status/phase").and_then(Value::as_str),
+                Some("Succeeded" | "Failed")
+            );
         let grace = opts.grace_seconds.unwrap_or_else(|| {
-            current.pointer("/spec/terminationGracePeriodSeconds").and_then(Value::as_i64).unwrap_or(30)
+            current
+                .pointer("/spec/terminationGracePeriodSeconds")
+                .and_then(Value::as_i64)
+                .unwrap_or(30)
         });
         let graceful = pod_on_node && grace > 0;
         if finalizers.is_empty() && !namespace_finalizers && !graceful {
@@ -616,17 +794,23 @@ async fn delete_one(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str, 
                     return Ok((StatusCode::OK, success_status(r, &current)));
                 }
                 Err(storage::Error::Conflict { .. }) => continue,
-                Err(storage::Error::NotFound(_)) => return Err(ApiError::NotFound(req.target(r, name))),
+                Err(storage::Error::NotFound(_)) => {
+                    return Err(ApiError::NotFound(req.target(r, name)))
+                }
                 Err(e) => return Err(e.into()),
             }
         }
-        if object::is_deleting(&current) && finalizers == object::finalizers(&current) && !graceful {
+        if object::is_deleting(&current) && finalizers == object::finalizers(&current) && !graceful
+        {
             return Ok((StatusCode::OK, current));
         }
         let meta = object::metadata_mut(&mut marked);
         if !meta.contains_key("deletionTimestamp") {
             let grace_used = if graceful { grace } else { 0 };
-            meta.insert("deletionTimestamp".into(), json!(object::rfc3339(object::unix_now() + grace_used)));
+            meta.insert(
+                "deletionTimestamp".into(),
+                json!(object::rfc3339(object::unix_now() + grace_used)),
+            );
             meta.insert("deletionGracePeriodSeconds".into(), json!(grace_used));
         }
         meta.insert("finalizers".into(), json!(finalizers));
@@ -646,26 +830,39 @@ async fn delete_one(api: &Arc<Api>, r: &Resource, req: &ApiRequest, name: &str, 
                 return Ok((StatusCode::OK, marked));
             }
             Err(storage::Error::Conflict { .. }) => continue,
-            Err(storage::Error::NotFound(_)) => return Err(ApiError::NotFound(req.target(r, name))),
+            Err(storage::Error::NotFound(_)) => {
+                return Err(ApiError::NotFound(req.target(r, name)))
+            }
             Err(e) => return Err(e.into()),
         }
     }
-    Err(ApiError::Conflict(req.target(r, name), CONFLICT_MESSAGE.into()))
+    Err(ApiError::Conflict(
+        req.target(r, name),
+        CONFLICT_MESSAGE.into(),
+    ))
 }
 
 fn success_status(r: &Resource, obj: &Value) -> Value {
-    let mut details = json!({"name": object::name(obj), "kind": r.plural, "uid": object::meta_str(obj, "uid")});
+    let mut details =
+        json!({"name": object::name(obj), "kind": r.plural, "uid": object::meta_str(obj, "uid")});
     if !r.group.is_empty() {
         details["group"] = json!(r.group);
     }
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
 }
 
-pub async fn delete_collection(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Response<Body>> {
+pub async fn delete_collection(
+    api: &Arc<Api>,
+    r: &Resource,
+    req: &ApiRequest,
+) -> Result<Response<Body>> {
     use futures::StreamExt;
     let opts = delete_options(req)?;
     let filter = Filter::from_request(r, req)?;
-    let page = api.storage.list(&r.prefix_in(req.namespace()), ListOptions::default()).await?;
+    let page = api
+        .storage
+        .list(&r.prefix_in(req.namespace()), ListOptions::default())
+        .await?;
     let mut targets = Vec::new();
     for kv in page.kvs {
         let obj = decode(&kv.value, kv.mod_revision)?;

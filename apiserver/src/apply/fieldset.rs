@@ -26,11 +26,20 @@ pub type Path = Vec<PathElement>;
 impl PathElement {
     /// The key element for a list-map item, or `None` when the item is not an object.
     /// A key field the item lacks takes `default(field)`, or is left out of the key.
-    pub fn key_of(item: &Value, keys: &[String], default: impl Fn(&str) -> Option<Value>) -> Option<PathElement> {
+    pub fn key_of(
+        item: &Value,
+        keys: &[String],
+        default: impl Fn(&str) -> Option<Value>,
+    ) -> Option<PathElement> {
         let obj = item.as_object()?;
         let mut fields: Vec<(String, String)> = keys
             .iter()
-            .filter_map(|k| obj.get(k).cloned().or_else(|| default(k)).map(|v| (k.clone(), canonical(&v))))
+            .filter_map(|k| {
+                obj.get(k)
+                    .cloned()
+                    .or_else(|| default(k))
+                    .map(|v| (k.clone(), canonical(&v)))
+            })
             .collect();
         fields.sort();
         Some(PathElement::Key(fields))
@@ -48,21 +57,31 @@ impl PathElement {
 
     /// Parses a FieldsV1 object key (other than `.`).
     pub fn decode(s: &str) -> Result<PathElement, String> {
-        let (kind, rest) = s.split_at_checked(2).ok_or_else(|| format!("invalid path element {s:?}"))?;
+        let (kind, rest) = s
+            .split_at_checked(2)
+            .ok_or_else(|| format!("invalid path element {s:?}"))?;
         match kind {
             "f:" => Ok(PathElement::Field(rest.to_string())),
             "v:" => {
-                let v: Value = serde_json::from_str(rest).map_err(|e| format!("invalid value in {s:?}: {e}"))?;
+                let v: Value = serde_json::from_str(rest)
+                    .map_err(|e| format!("invalid value in {s:?}: {e}"))?;
                 Ok(PathElement::Value(canonical(&v)))
             }
             "k:" => {
-                let v: Value = serde_json::from_str(rest).map_err(|e| format!("invalid key in {s:?}: {e}"))?;
-                let obj = v.as_object().ok_or_else(|| format!("key {s:?} is not a JSON object"))?;
-                let mut fields: Vec<(String, String)> = obj.iter().map(|(k, v)| (k.clone(), canonical(v))).collect();
+                let v: Value =
+                    serde_json::from_str(rest).map_err(|e| format!("invalid key in {s:?}: {e}"))?;
+                let obj = v
+                    .as_object()
+                    .ok_or_else(|| format!("key {s:?} is not a JSON object"))?;
+                let mut fields: Vec<(String, String)> =
+                    obj.iter().map(|(k, v)| (k.clone(), canonical(v))).collect();
                 fields.sort();
                 Ok(PathElement::Key(fields))
             }
-            "i:" => rest.parse().map(PathElement::Index).map_err(|_| format!("invalid index in {s:?}")),
+            "i:" => rest
+                .parse()
+                .map(PathElement::Index)
+                .map_err(|_| format!("invalid index in {s:?}")),
             _ => Err(format!("invalid path element {s:?}")),
         }
     }
@@ -71,9 +90,11 @@ impl PathElement {
     pub fn selects(&self, index: usize, item: &Value) -> bool {
         match self {
             // An item lacking a key field matches: it was keyed by that field's default.
-            PathElement::Key(fields) => item
-                .as_object()
-                .is_some_and(|o| fields.iter().all(|(k, v)| o.get(k).is_none_or(|x| canonical(x) == *v))),
+            PathElement::Key(fields) => item.as_object().is_some_and(|o| {
+                fields
+                    .iter()
+                    .all(|(k, v)| o.get(k).is_none_or(|x| canonical(x) == *v))
+            }),
             PathElement::Value(json) => canonical(item) == *json,
             PathElement::Index(i) => *i == index,
             PathElement::Field(_) => false,
@@ -102,17 +123,25 @@ pub fn canonical(v: &Value) -> String {
         Value::Object(m) => {
             let mut fields: Vec<(&String, &Value)> = m.iter().collect();
             fields.sort_by(|a, b| a.0.cmp(b.0));
-            let parts: Vec<String> =
-                fields.iter().map(|(k, v)| format!("{}:{}", Value::String((*k).clone()), canonical(v))).collect();
+            let parts: Vec<String> = fields
+                .iter()
+                .map(|(k, v)| format!("{}:{}", Value::String((*k).clone()), canonical(v)))
+                .collect();
             format!("{{{}}}", parts.join(","))
         }
-        Value::Array(items) => format!("[{}]", items.iter().map(canonical).collect::<Vec<_>>().join(",")),
+        Value::Array(items) => format!(
+            "[{}]",
+            items.iter().map(canonical).collect::<Vec<_>>().join(",")
+        ),
         other => other.to_string(),
     }
 }
 
 fn key_json(fields: &[(String, String)]) -> String {
-    let parts: Vec<String> = fields.iter().map(|(k, v)| format!("{}:{v}", Value::String(k.clone()))).collect();
+    let parts: Vec<String> = fields
+        .iter()
+        .map(|(k, v)| format!("{}:{v}", Value::String(k.clone())))
+        .collect();
     format!("{{{}}}", parts.join(","))
 }
 
@@ -159,7 +188,10 @@ impl FieldSet {
     }
     /// Whether some member lies strictly below `prefix`.
     pub fn has_descendant(&self, prefix: &[PathElement]) -> bool {
-        self.0.range(prefix.to_vec()..).find(|p| p.as_slice() != prefix).is_some_and(|p| p.starts_with(prefix))
+        self.0
+            .range(prefix.to_vec()..)
+            .find(|p| p.as_slice() != prefix)
+            .is_some_and(|p| p.starts_with(prefix))
     }
 
     /// Encodes the set as a FieldsV1 object.
@@ -207,7 +239,12 @@ fn encode_level(paths: &[&[PathElement]]) -> Map<String, Value> {
 }
 
 fn decode_level(v: &Value, prefix: &mut Path, set: &mut FieldSet) -> Result<(), String> {
-    let obj = v.as_object().ok_or_else(|| format!("FieldsV1 node at {:?} is not an object", path_string(prefix)))?;
+    let obj = v.as_object().ok_or_else(|| {
+        format!(
+            "FieldsV1 node at {:?} is not an object",
+            path_string(prefix)
+        )
+    })?;
     if obj.is_empty() && !prefix.is_empty() {
         set.insert(prefix.clone());
     }

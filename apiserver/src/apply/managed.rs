@@ -116,7 +116,10 @@ pub fn decode_live_or_new(live: &Value, new: &Value, subresource: bool) -> Vec<M
         return read(live);
     }
     match new.pointer("/metadata/managedFields") {
-        Some(Value::Array(list)) if list.is_empty() || (list.len() == 1 && list[0] == Value::Object(Default::default())) => {
+        Some(Value::Array(list))
+            if list.is_empty()
+                || (list.len() == 1 && list[0] == Value::Object(Default::default())) =>
+        {
             Vec::new()
         }
         _ => match decode(new) {
@@ -131,20 +134,34 @@ pub fn decode_live_or_new(live: &Value, new: &Value, subresource: bool) -> Vec<M
 pub fn write(obj: &mut Value, mut entries: Vec<ManagedEntry>) {
     entries.retain(|e| !e.fields.is_empty());
     entries.sort_by(|p, q| {
-        (&p.operation, &p.time, &p.manager, &p.api_version, &p.subresource).cmp(&(
-            &q.operation,
-            &q.time,
-            &q.manager,
-            &q.api_version,
-            &q.subresource,
-        ))
+        (
+            &p.operation,
+            &p.time,
+            &p.manager,
+            &p.api_version,
+            &p.subresource,
+        )
+            .cmp(&(
+                &q.operation,
+                &q.time,
+                &q.manager,
+                &q.api_version,
+                &q.subresource,
+            ))
     });
-    let Some(obj) = obj.as_object_mut() else { return };
+    let Some(obj) = obj.as_object_mut() else {
+        return;
+    };
     let meta = obj.entry("metadata").or_insert_with(|| json!({}));
-    let Some(meta) = meta.as_object_mut() else { return };
+    let Some(meta) = meta.as_object_mut() else {
+        return;
+    };
     if entries.is_empty() {
         meta.shift_remove("managedFields");
     } else {
-        meta.insert("managedFields".into(), Value::Array(entries.iter().map(ManagedEntry::to_json).collect()));
+        meta.insert(
+            "managedFields".into(),
+            Value::Array(entries.iter().map(ManagedEntry::to_json).collect()),
+        );
     }
 }

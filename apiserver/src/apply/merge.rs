@@ -22,7 +22,9 @@ const IGNORED_META: [&str; 9] = [
 fn ignored(path: &[PathElement]) -> bool {
     match path {
         [PathElement::Field(f)] => f == "apiVersion" || f == "kind",
-        [PathElement::Field(m), PathElement::Field(f)] => m == "metadata" && IGNORED_META.contains(&f.as_str()),
+        [PathElement::Field(m), PathElement::Field(f)] => {
+            m == "metadata" && IGNORED_META.contains(&f.as_str())
+        }
         _ => false,
     }
 }
@@ -37,7 +39,9 @@ pub fn field_set(obj: &Value, schema: &dyn Schema) -> FieldSet {
 
 fn walk(v: &Value, path: &mut Path, schema: &dyn Schema, set: &mut FieldSet) {
     match v {
-        Value::Object(m) if !path.is_empty() && (m.is_empty() || schema.is_atomic_map(path)) => set.insert(path.clone()),
+        Value::Object(m) if !path.is_empty() && (m.is_empty() || schema.is_atomic_map(path)) => {
+            set.insert(path.clone())
+        }
         Value::Object(m) => {
             for (k, child) in m {
                 path.push(PathElement::Field(k.clone()));
@@ -73,7 +77,12 @@ fn walk(v: &Value, path: &mut Path, schema: &dyn Schema, set: &mut FieldSet) {
 }
 
 /// The key of a list-map item, missing key fields taking the schema's defaults.
-fn item_key(item: &Value, keys: &[String], list: &[PathElement], schema: &dyn Schema) -> Option<PathElement> {
+fn item_key(
+    item: &Value,
+    keys: &[String],
+    list: &[PathElement],
+    schema: &dyn Schema,
+) -> Option<PathElement> {
     PathElement::key_of(item, keys, |k| schema.key_default(list, k))
 }
 
@@ -94,11 +103,20 @@ pub fn duplicate(v: &Value, path: &mut Path, schema: &dyn Schema) -> Option<Stri
                 let pe = match &list_type {
                     ListType::Atomic => return None,
                     ListType::Set => PathElement::Value(canonical(item)),
-                    ListType::Map(keys) => item_key(item, keys, path, schema).unwrap_or(PathElement::Index(i)),
+                    ListType::Map(keys) => {
+                        item_key(item, keys, path, schema).unwrap_or(PathElement::Index(i))
+                    }
                 };
                 if seen.contains(&pe) {
-                    let what = if matches!(pe, PathElement::Value(_)) { "value" } else { "key" };
-                    return Some(format!("{}: duplicate entries for {what} {pe}", super::path_string(path)));
+                    let what = if matches!(pe, PathElement::Value(_)) {
+                        "value"
+                    } else {
+                        "key"
+                    };
+                    return Some(format!(
+                        "{}: duplicate entries for {what} {pe}",
+                        super::path_string(path)
+                    ));
                 }
                 path.push(pe.clone());
                 if let Some(found) = duplicate(item, path, schema) {
@@ -160,20 +178,25 @@ fn merge_list(
 ) -> Value {
     let in_applied = |k: &Option<PathElement>| k.is_some() && ak.contains(k);
     // Applied keys also in live, in applied order: the order shared items come out in.
-    let shared: Vec<&PathElement> = ak.iter().flatten().filter(|k| lk.iter().flatten().any(|l| l == *k)).collect();
+    let shared: Vec<&PathElement> = ak
+        .iter()
+        .flatten()
+        .filter(|k| lk.iter().flatten().any(|l| l == *k))
+        .collect();
     let mut next_shared = 0;
     let mut emitted: Vec<&PathElement> = Vec::new();
     let mut out = Vec::with_capacity(live.len().max(applied.len()));
     let (mut li, mut ai) = (0, 0);
-    let merged = |l: Option<&Value>, a: &Value, k: &Option<PathElement>, path: &mut Path| match (l, k) {
-        (Some(l), Some(k)) => {
-            path.push(k.clone());
-            let m = merge(l, a, path, schema);
-            path.pop();
-            m
-        }
-        _ => a.clone(),
-    };
+    let merged =
+        |l: Option<&Value>, a: &Value, k: &Option<PathElement>, path: &mut Path| match (l, k) {
+            (Some(l), Some(k)) => {
+                path.push(k.clone());
+                let m = merge(l, a, path, schema);
+                path.pop();
+                m
+            }
+            _ => a.clone(),
+        };
     while li < live.len() || ai < applied.len() {
         if li < live.len() && ai < applied.len() {
             if lk[li].is_some() && lk[li] == ak[ai] {
@@ -187,7 +210,11 @@ fn merge_list(
                 continue;
             }
             // A shared item that comes later in the applied order waits for its turn.
-            if in_applied(&lk[li]) && shared.get(next_shared).is_some_and(|s| Some(*s) != lk[li].as_ref()) {
+            if in_applied(&lk[li])
+                && shared
+                    .get(next_shared)
+                    .is_some_and(|s| Some(*s) != lk[li].as_ref())
+            {
                 li += 1;
                 continue;
             }
@@ -204,7 +231,10 @@ fn merge_list(
             }
         }
         if ai < applied.len() {
-            let l = ak[ai].as_ref().and_then(|k| lk.iter().position(|x| x.as_ref() == Some(k))).map(|i| &live[i]);
+            let l = ak[ai]
+                .as_ref()
+                .and_then(|k| lk.iter().position(|x| x.as_ref() == Some(k)))
+                .map(|i| &live[i]);
             out.push(merged(l, &applied[ai], &ak[ai], path));
             emitted.extend(ak[ai].as_ref());
             if shared.get(next_shared).copied() == ak[ai].as_ref() && ak[ai].is_some() {
@@ -222,7 +252,11 @@ fn merge_list(
 pub fn get<'a>(v: &'a Value, path: &[PathElement]) -> Option<&'a Value> {
     path.iter().try_fold(v, |v, pe| match (pe, v) {
         (PathElement::Field(f), Value::Object(m)) => m.get(f),
-        (_, Value::Array(items)) => items.iter().enumerate().find(|(i, x)| pe.selects(*i, x)).map(|(_, x)| x),
+        (_, Value::Array(items)) => items
+            .iter()
+            .enumerate()
+            .find(|(i, x)| pe.selects(*i, x))
+            .map(|(_, x)| x),
         _ => None,
     })
 }
@@ -230,14 +264,20 @@ pub fn get<'a>(v: &'a Value, path: &[PathElement]) -> Option<&'a Value> {
 fn get_mut<'a>(v: &'a mut Value, path: &[PathElement]) -> Option<&'a mut Value> {
     path.iter().try_fold(v, |v, pe| match (pe, v) {
         (PathElement::Field(f), Value::Object(m)) => m.get_mut(f),
-        (_, Value::Array(items)) => items.iter_mut().enumerate().find(|(i, x)| pe.selects(*i, x)).map(|(_, x)| x),
+        (_, Value::Array(items)) => items
+            .iter_mut()
+            .enumerate()
+            .find(|(i, x)| pe.selects(*i, x))
+            .map(|(_, x)| x),
         _ => None,
     })
 }
 
 /// Removes the field or item at `path`; returns whether it was there.
 pub fn remove(v: &mut Value, path: &[PathElement]) -> bool {
-    let Some((last, parent)) = path.split_last() else { return false };
+    let Some((last, parent)) = path.split_last() else {
+        return false;
+    };
     match (last, get_mut(v, parent)) {
         (PathElement::Field(f), Some(Value::Object(m))) => m.shift_remove(f).is_some(),
         (_, Some(Value::Array(items))) => {
@@ -281,7 +321,11 @@ pub fn compare(old: &Value, new: &Value, schema: &dyn Schema) -> Comparison {
         .filter(|p| !after.has_descendant(p) && get(old, p) != get(new, p))
         .cloned()
         .collect();
-    Comparison { added: after.difference(&before), modified, removed: before.difference(&after) }
+    Comparison {
+        added: after.difference(&before),
+        modified,
+        removed: before.difference(&after),
+    }
 }
 
 /// Removes the fields of `to_remove` from `obj` unless `owned` (everyone's fields after the
@@ -319,7 +363,14 @@ fn is_key_field(path: &[PathElement]) -> bool {
 /// Drops the metadata an applied configuration must not carry into the live object.
 pub fn strip_applied_meta(applied: &mut Value) {
     if let Some(Value::Object(meta)) = applied.get_mut("metadata") {
-        for f in ["managedFields", "resourceVersion", "uid", "creationTimestamp", "generation", "selfLink"] {
+        for f in [
+            "managedFields",
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "selfLink",
+        ] {
             meta.shift_remove(f);
         }
     }

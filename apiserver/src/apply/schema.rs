@@ -46,12 +46,18 @@ impl SchemaFromOpenApi {
     /// `root` is the schema of the whole object; `None` means no schema (every list atomic
     /// unless the fallback says otherwise).
     pub fn new(root: Option<Value>) -> SchemaFromOpenApi {
-        SchemaFromOpenApi { root: root.map(std::sync::Arc::new), fallback: None }
+        SchemaFromOpenApi {
+            root: root.map(std::sync::Arc::new),
+            fallback: None,
+        }
     }
 
     /// Like `new`, sharing a schema the caller already holds (no copy).
     pub fn shared(root: Option<std::sync::Arc<Value>>) -> SchemaFromOpenApi {
-        SchemaFromOpenApi { root, fallback: None }
+        SchemaFromOpenApi {
+            root,
+            fallback: None,
+        }
     }
 
     /// Consulted when the schema gives no list type for a path.
@@ -66,7 +72,10 @@ impl SchemaFromOpenApi {
         for pe in path {
             node = match pe {
                 PathElement::Field(name) => node
-                    .pointer(&format!("/properties/{}", name.replace('~', "~0").replace('/', "~1")))
+                    .pointer(&format!(
+                        "/properties/{}",
+                        name.replace('~', "~0").replace('/', "~1")
+                    ))
                     .or_else(|| node.get("additionalProperties").filter(|a| a.is_object()))?,
                 _ => node.get("items")?,
             };
@@ -78,33 +87,50 @@ impl SchemaFromOpenApi {
 impl Schema for SchemaFromOpenApi {
     fn list_type(&self, path: &[PathElement]) -> ListType {
         let node = self.node(path);
-        let declared = node.and_then(|n| n.get("x-kubernetes-list-type")).and_then(Value::as_str);
+        let declared = node
+            .and_then(|n| n.get("x-kubernetes-list-type"))
+            .and_then(Value::as_str);
         match declared {
             Some("set") => return ListType::Set,
             Some("map") => {
                 let keys = node
                     .and_then(|n| n.get("x-kubernetes-list-map-keys"))
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().filter_map(Value::as_str).map(str::to_string).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(Value::as_str)
+                            .map(str::to_string)
+                            .collect()
+                    })
                     .unwrap_or_default();
                 return ListType::Map(keys);
             }
             Some(_) => return ListType::Atomic,
             None => {}
         }
-        self.fallback.as_ref().and_then(|f| f(path)).unwrap_or(ListType::Atomic)
+        self.fallback
+            .as_ref()
+            .and_then(|f| f(path))
+            .unwrap_or(ListType::Atomic)
     }
 
     fn is_atomic_map(&self, path: &[PathElement]) -> bool {
-        self.node(path).and_then(|n| n.get("x-kubernetes-map-type")).and_then(Value::as_str) == Some("atomic")
+        self.node(path)
+            .and_then(|n| n.get("x-kubernetes-map-type"))
+            .and_then(Value::as_str)
+            == Some("atomic")
     }
 
     /// The key field's schema `default`; for `protocol` of a `ports` list, `TCP`, as the
     /// built-in types default it.
     fn key_default(&self, list: &[PathElement], field: &str) -> Option<Value> {
-        let declared = self.node(list).and_then(|n| n.pointer(&format!("/items/properties/{field}/default"))).cloned();
+        let declared = self
+            .node(list)
+            .and_then(|n| n.pointer(&format!("/items/properties/{field}/default")))
+            .cloned();
         declared.or_else(|| {
-            (field == "protocol" && list.last() == Some(&PathElement::Field("ports".into()))).then(|| Value::from("TCP"))
+            (field == "protocol" && list.last() == Some(&PathElement::Field("ports".into())))
+                .then(|| Value::from("TCP"))
         })
     }
 }
@@ -121,11 +147,19 @@ pub fn builtin_list_type(path: &[PathElement]) -> Option<ListType> {
     // The field holding the list item that holds this list, e.g. "containers" for a container's ports.
     let grandparent = name(3);
     match name(1)? {
-        "containers" | "initContainers" | "ephemeralContainers" | "volumes" | "env" | "imagePullSecrets" => {
-            keys(&["name"])
-        }
+        "containers"
+        | "initContainers"
+        | "ephemeralContainers"
+        | "volumes"
+        | "env"
+        | "imagePullSecrets" => keys(&["name"]),
         "hostAliases" => keys(&["ip"]),
-        "ports" if matches!(grandparent, Some("containers" | "initContainers" | "ephemeralContainers")) => {
+        "ports"
+            if matches!(
+                grandparent,
+                Some("containers" | "initContainers" | "ephemeralContainers")
+            ) =>
+        {
             keys(&["containerPort", "protocol"])
         }
         "ports" if name(2) == Some("spec") => keys(&["port", "protocol"]),

@@ -103,11 +103,23 @@ impl Descriptors {
                     k => (false, k),
                 };
                 let ty = match (type_name, &f.ty) {
-                    ("message", Some(m)) if raw.messages.contains_key(m) => Type::Message(m.clone()),
-                    ("message", m) => return Err(format!("{name}.{}: undescribed message {m:?}", f.name)),
-                    (s, _) => Type::Scalar(Scalar::parse(s).ok_or_else(|| format!("{name}.{}: type {s}", f.name))?),
+                    ("message", Some(m)) if raw.messages.contains_key(m) => {
+                        Type::Message(m.clone())
+                    }
+                    ("message", m) => {
+                        return Err(format!("{name}.{}: undescribed message {m:?}", f.name))
+                    }
+                    (s, _) => Type::Scalar(
+                        Scalar::parse(s).ok_or_else(|| format!("{name}.{}: type {s}", f.name))?,
+                    ),
                 };
-                let field = Field { name: f.name.clone(), ty, repeated: f.repeated, map, inline: f.inline };
+                let field = Field {
+                    name: f.name.clone(),
+                    ty,
+                    repeated: f.repeated,
+                    map,
+                    inline: f.inline,
+                };
                 table.insert(f.tag, field);
             }
             out.messages.insert(name.clone(), table);
@@ -122,6 +134,8 @@ impl Descriptors {
 
     /// The message of a built-in kind.
     pub fn message_of(&self, api_version: &str, kind: &str) -> Option<&str> {
-        self.kinds.get(&(api_version.to_owned(), kind.to_owned())).map(String::as_str)
+        self.kinds
+            .get(&(api_version.to_owned(), kind.to_owned()))
+            .map(String::as_str)
     }
 }

@@ -68,7 +68,11 @@ pub fn rfc3339(seconds: i64, nanos: i32, micros: bool) -> String {
     if !micros {
         return whole;
     }
-    format!("{}.{:06}Z", whole.trim_end_matches('Z'), nanos.clamp(0, 999_999_999) / 1000)
+    format!(
+        "{}.{:06}Z",
+        whole.trim_end_matches('Z'),
+        nanos.clamp(0, 999_999_999) / 1000
+    )
 }
 
 /// `v` (in units of 10^-prec) as a decimal with trailing zeros trimmed: 1500, 3 -> "1.5".
@@ -123,7 +127,10 @@ mod tests {
     #[test]
     fn times_print_as_rfc3339_in_utc() {
         assert_eq!(rfc3339(1_704_164_645, 0, false), "2024-01-02T03:04:05Z");
-        assert_eq!(rfc3339(1_704_164_645, 123_456_789, true), "2024-01-02T03:04:05.123456Z");
+        assert_eq!(
+            rfc3339(1_704_164_645, 123_456_789, true),
+            "2024-01-02T03:04:05.123456Z"
+        );
         assert_eq!(rfc3339(951_782_400, 0, false), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339(-1, 0, false), "1969-12-31T23:59:59Z");
     }

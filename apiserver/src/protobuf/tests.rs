@@ -12,7 +12,11 @@ use encode::{body, Msg};
 
 /// ObjectMeta as a Go client sends it: name, namespace, the empty strings and the zero creationTimestamp.
 fn meta(name: &str) -> Msg {
-    Msg::new().str(1, name).str(2, "").str(3, "default").msg(8, Msg::new())
+    Msg::new()
+        .str(1, name)
+        .str(2, "")
+        .str(3, "default")
+        .msg(8, Msg::new())
 }
 
 fn quantity(s: &str) -> Msg {
@@ -22,7 +26,12 @@ fn quantity(s: &str) -> Msg {
 #[test]
 fn a_configmap_with_data_and_labels_decodes_to_its_json_form() {
     let cm = Msg::new()
-        .msg(1, meta("settings").entry(11, "app", b"web").entry(11, "tier", b"front"))
+        .msg(
+            1,
+            meta("settings")
+                .entry(11, "app", b"web")
+                .entry(11, "tier", b"front"),
+        )
         .entry(2, "color", b"blue")
         .entry(2, "empty", b"");
     let got = decode_body(&body("v1", "ConfigMap", cm)).unwrap();
@@ -54,10 +63,22 @@ fn a_deployment_with_a_pod_template_decodes_to_its_json_form() {
         .str(2, "nginx:1.27")
         .msg(6, Msg::new().int(3, 80).str(4, "TCP"))
         .msg(7, Msg::new().str(1, "MODE").str(2, "prod"))
-        .msg(8, Msg::new().msg(2, Msg::new().str(1, "cpu").msg(2, quantity("100m"))));
-    let template = Msg::new().msg(1, Msg::new().entry(11, "app", b"web")).msg(2, Msg::new().msg(2, container));
-    let spec = Msg::new().int(1, 3).msg(2, Msg::new().entry(1, "app", b"web")).msg(3, template).msg(4, Msg::new());
-    let deploy = Msg::new().msg(1, Msg::new().str(1, "web")).msg(2, spec).msg(3, Msg::new());
+        .msg(
+            8,
+            Msg::new().msg(2, Msg::new().str(1, "cpu").msg(2, quantity("100m"))),
+        );
+    let template = Msg::new()
+        .msg(1, Msg::new().entry(11, "app", b"web"))
+        .msg(2, Msg::new().msg(2, container));
+    let spec = Msg::new()
+        .int(1, 3)
+        .msg(2, Msg::new().entry(1, "app", b"web"))
+        .msg(3, template)
+        .msg(4, Msg::new());
+    let deploy = Msg::new()
+        .msg(1, Msg::new().str(1, "web"))
+        .msg(2, spec)
+        .msg(3, Msg::new());
     let got = decode_body(&body("apps/v1", "Deployment", deploy)).unwrap();
     let want = json!({
         "apiVersion": "apps/v1", "kind": "Deployment",
@@ -88,9 +109,19 @@ fn a_job_with_a_zero_backoff_limit_keeps_it_and_reads_packed_and_unpacked_exit_c
     let policy = Msg::new()
         .msg(1, Msg::new().str(1, "FailJob").msg(2, packed))
         .msg(1, Msg::new().str(1, "Ignore").msg(2, unpacked));
-    let pod = Msg::new().msg(2, Msg::new().str(1, "work").str(2, "busybox")).str(3, "Never");
-    let spec = Msg::new().int(7, 0).msg(6, Msg::new().msg(2, pod)).msg(11, policy);
-    let got = decode_body(&body("batch/v1", "Job", Msg::new().msg(1, Msg::new().str(1, "once")).msg(2, spec))).unwrap();
+    let pod = Msg::new()
+        .msg(2, Msg::new().str(1, "work").str(2, "busybox"))
+        .str(3, "Never");
+    let spec = Msg::new()
+        .int(7, 0)
+        .msg(6, Msg::new().msg(2, pod))
+        .msg(11, policy);
+    let got = decode_body(&body(
+        "batch/v1",
+        "Job",
+        Msg::new().msg(1, Msg::new().str(1, "once")).msg(2, spec),
+    ))
+    .unwrap();
     assert_eq!(
         got["spec"],
         json!({
@@ -106,10 +137,19 @@ fn a_job_with_a_zero_backoff_limit_keeps_it_and_reads_packed_and_unpacked_exit_c
 
 #[test]
 fn a_cronjob_with_a_schedule_decodes_to_its_json_form() {
-    let pod = Msg::new().msg(2, Msg::new().str(1, "tick").str(2, "busybox")).str(3, "OnFailure");
-    let job_template = Msg::new().msg(1, Msg::new()).msg(2, Msg::new().msg(6, Msg::new().msg(2, pod)));
+    let pod = Msg::new()
+        .msg(2, Msg::new().str(1, "tick").str(2, "busybox"))
+        .str(3, "OnFailure");
+    let job_template = Msg::new()
+        .msg(1, Msg::new())
+        .msg(2, Msg::new().msg(6, Msg::new().msg(2, pod)));
     let spec = Msg::new().str(1, "*/5 * * * *").msg(5, job_template);
-    let got = decode_body(&body("batch/v1", "CronJob", Msg::new().msg(1, meta("tick")).msg(2, spec))).unwrap();
+    let got = decode_body(&body(
+        "batch/v1",
+        "CronJob",
+        Msg::new().msg(1, meta("tick")).msg(2, spec),
+    ))
+    .unwrap();
     assert_eq!(
         got,
         json!({
@@ -126,11 +166,28 @@ fn a_cronjob_with_a_schedule_decodes_to_its_json_form() {
 
 #[test]
 fn a_service_decodes_int_or_string_target_ports_and_its_creation_timestamp() {
-    let by_name = Msg::new().str(1, "http").int(3, 80).msg(4, Msg::new().int(1, 1).str(3, "web"));
-    let by_number = Msg::new().str(1, "https").int(3, 443).msg(4, Msg::new().int(1, 0).int(2, 8443));
-    let spec = Msg::new().msg(1, by_name).msg(1, by_number).entry(2, "app", b"web").str(4, "ClusterIP");
-    let metadata = Msg::new().str(1, "web").msg(8, Msg::new().int(1, 1_704_164_645));
-    let got = decode_body(&body("v1", "Service", Msg::new().msg(1, metadata).msg(2, spec))).unwrap();
+    let by_name = Msg::new()
+        .str(1, "http")
+        .int(3, 80)
+        .msg(4, Msg::new().int(1, 1).str(3, "web"));
+    let by_number = Msg::new()
+        .str(1, "https")
+        .int(3, 443)
+        .msg(4, Msg::new().int(1, 0).int(2, 8443));
+    let spec = Msg::new()
+        .msg(1, by_name)
+        .msg(1, by_number)
+        .entry(2, "app", b"web")
+        .str(4, "ClusterIP");
+    let metadata = Msg::new()
+        .str(1, "web")
+        .msg(8, Msg::new().int(1, 1_704_164_645));
+    let got = decode_body(&body(
+        "v1",
+        "Service",
+        Msg::new().msg(1, metadata).msg(2, spec),
+    ))
+    .unwrap();
     assert_eq!(
         got,
         json!({
@@ -150,8 +207,10 @@ fn a_service_decodes_int_or_string_target_ports_and_its_creation_timestamp() {
 
 #[test]
 fn a_controller_revision_embeds_its_raw_json_data() {
-    let rev =
-        Msg::new().msg(1, Msg::new().str(1, "web-1")).msg(2, Msg::new().bytes(1, br#"{"spec":{"a":1}}"#)).int(3, 1);
+    let rev = Msg::new()
+        .msg(1, Msg::new().str(1, "web-1"))
+        .msg(2, Msg::new().bytes(1, br#"{"spec":{"a":1}}"#))
+        .int(3, 1);
     let got = decode_body(&body("apps/v1", "ControllerRevision", rev)).unwrap();
     assert_eq!(got["data"], json!({"spec": {"a": 1}}));
     assert_eq!(got["revision"], json!(1));
@@ -159,10 +218,18 @@ fn a_controller_revision_embeds_its_raw_json_data() {
 
 #[test]
 fn volumes_and_config_map_references_are_inlined_as_in_json() {
-    let volume = Msg::new().str(1, "cfg").msg(2, Msg::new().msg(19, Msg::new().msg(1, Msg::new().str(1, "settings"))));
-    let pod = Msg::new().msg(1, Msg::new().str(1, "p")).msg(2, Msg::new().msg(1, volume));
+    let volume = Msg::new().str(1, "cfg").msg(
+        2,
+        Msg::new().msg(19, Msg::new().msg(1, Msg::new().str(1, "settings"))),
+    );
+    let pod = Msg::new()
+        .msg(1, Msg::new().str(1, "p"))
+        .msg(2, Msg::new().msg(1, volume));
     let got = decode_body(&body("v1", "Pod", pod)).unwrap();
-    assert_eq!(got["spec"]["volumes"], json!([{"name": "cfg", "configMap": {"name": "settings"}}]));
+    assert_eq!(
+        got["spec"]["volumes"],
+        json!([{"name": "cfg", "configMap": {"name": "settings"}}])
+    );
 }
 
 #[test]
@@ -175,7 +242,9 @@ fn a_body_without_the_magic_is_refused() {
 
 #[test]
 fn a_truncated_body_is_refused_and_the_error_says_where() {
-    let cm = Msg::new().msg(1, meta("settings")).entry(2, "color", b"blue");
+    let cm = Msg::new()
+        .msg(1, meta("settings"))
+        .entry(2, "color", b"blue");
     let b = body("v1", "ConfigMap", cm);
     let err = decode_body(&b[..b.len() - 10]).unwrap_err();
     assert!(matches!(err, ProtobufError::Malformed { .. }), "{err}");
@@ -190,13 +259,18 @@ fn a_truncated_body_is_refused_and_the_error_says_where() {
 fn a_kind_that_is_not_built_in_is_refused_with_a_hint_to_send_json() {
     let err = decode_body(&body("example.com/v1", "Widget", Msg::new())).unwrap_err();
     assert!(matches!(err, ProtobufError::UnknownKind { .. }));
-    assert!(err.to_string().contains("only accepted for built-in kinds"), "{err}");
+    assert!(
+        err.to_string().contains("only accepted for built-in kinds"),
+        "{err}"
+    );
 }
 
 #[test]
 fn only_the_kubernetes_protobuf_media_type_is_protobuf() {
     assert!(is_protobuf("application/vnd.kubernetes.protobuf"));
-    assert!(is_protobuf("Application/Vnd.Kubernetes.Protobuf; charset=binary"));
+    assert!(is_protobuf(
+        "Application/Vnd.Kubernetes.Protobuf; charset=binary"
+    ));
     assert!(!is_protobuf("application/json"));
     assert!(!is_protobuf("application/vnd.kubernetes.protobuf.extra"));
 }
@@ -204,15 +278,32 @@ fn only_the_kubernetes_protobuf_media_type_is_protobuf() {
 #[test]
 fn every_built_in_kind_has_a_message() {
     let d = descriptors();
-    assert_eq!(d.message_of("v1", "ConfigMap"), Some("api.core.v1.ConfigMap"));
-    assert_eq!(d.message_of("apps/v1", "Deployment"), Some("api.apps.v1.Deployment"));
+    assert_eq!(
+        d.message_of("v1", "ConfigMap"),
+        Some("api.core.v1.ConfigMap")
+    );
+    assert_eq!(
+        d.message_of("apps/v1", "Deployment"),
+        Some("api.apps.v1.Deployment")
+    );
     assert_eq!(
         d.message_of("autoscaling/v1", "HorizontalPodAutoscaler"),
         Some("api.autoscaling.v1.HorizontalPodAutoscaler")
     );
-    assert!(is_builtin("apiextensions.k8s.io/v1", "CustomResourceDefinition"));
+    assert!(is_builtin(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition"
+    ));
     let crds = std::fs::read_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/../crds")).unwrap();
-    let yamls = crds.filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "yaml")).count();
+    let yamls = crds
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "yaml")
+        })
+        .count();
     // One message per CRD, plus autoscaling's second version.
     assert_eq!(d.kinds.len(), yamls + 1);
 }
@@ -220,8 +311,16 @@ fn every_built_in_kind_has_a_message() {
 #[test]
 fn an_empty_storage_class_name_is_kept_because_it_means_no_class() {
     let spec = Msg::new().str(1, "ReadWriteOnce").str(3, "").str(5, "");
-    let got = decode_body(&body("v1", "PersistentVolumeClaim", Msg::new().msg(2, spec))).unwrap();
-    assert_eq!(got["spec"], json!({"accessModes": ["ReadWriteOnce"], "storageClassName": ""}));
+    let got = decode_body(&body(
+        "v1",
+        "PersistentVolumeClaim",
+        Msg::new().msg(2, spec),
+    ))
+    .unwrap();
+    assert_eq!(
+        got["spec"],
+        json!({"accessModes": ["ReadWriteOnce"], "storageClassName": ""})
+    );
 }
 
 #[test]
@@ -233,7 +332,12 @@ fn deeply_nested_messages_are_refused_instead_of_exhausting_the_stack() {
     }
     let version = Msg::new().str(1, "v1").msg(4, Msg::new().msg(1, schema));
     let crd = Msg::new().msg(2, Msg::new().msg(7, version));
-    let err = decode_body(&body("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd)).unwrap_err();
+    let err = decode_body(&body(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        crd,
+    ))
+    .unwrap_err();
     assert!(err.to_string().contains("nest deeper than"), "{err}");
 }
 
@@ -244,15 +348,62 @@ fn a_crd_schema_decodes_its_unions_and_x_kubernetes_names() {
     let root = Msg::new()
         .str(5, "object")
         .msg(29, prop("spec", Msg::new().str(5, "object").int(38, 1)))
-        .msg(29, prop("tags", Msg::new().str(5, "array").msg(24, Msg::new().msg(1, string.clone())).str(42, "set")))
-        .msg(29, prop("labels", Msg::new().str(5, "object").msg(30, Msg::new().msg(2, string))))
-        .msg(29, prop("strict", Msg::new().str(5, "object").msg(30, Msg::new().int(1, 0))))
-        .msg(29, prop("size", Msg::new().str(5, "number").key(9, 1).fixed(&2.5f64.to_bits().to_le_bytes())));
-    let version = Msg::new().str(1, "v1").int(2, 1).int(3, 1).msg(4, Msg::new().msg(1, root));
+        .msg(
+            29,
+            prop(
+                "tags",
+                Msg::new()
+                    .str(5, "array")
+                    .msg(24, Msg::new().msg(1, string.clone()))
+                    .str(42, "set"),
+            ),
+        )
+        .msg(
+            29,
+            prop(
+                "labels",
+                Msg::new()
+                    .str(5, "object")
+                    .msg(30, Msg::new().msg(2, string)),
+            ),
+        )
+        .msg(
+            29,
+            prop(
+                "strict",
+                Msg::new().str(5, "object").msg(30, Msg::new().int(1, 0)),
+            ),
+        )
+        .msg(
+            29,
+            prop(
+                "size",
+                Msg::new()
+                    .str(5, "number")
+                    .key(9, 1)
+                    .fixed(&2.5f64.to_bits().to_le_bytes()),
+            ),
+        );
+    let version = Msg::new()
+        .str(1, "v1")
+        .int(2, 1)
+        .int(3, 1)
+        .msg(4, Msg::new().msg(1, root));
     let names = Msg::new().str(1, "widgets").str(4, "Widget");
-    let spec = Msg::new().str(1, "example.com").msg(3, names).str(4, "Namespaced").msg(7, version);
-    let crd = Msg::new().msg(1, Msg::new().str(1, "widgets.example.com")).msg(2, spec);
-    let got = decode_body(&body("apiextensions.k8s.io/v1", "CustomResourceDefinition", crd)).unwrap();
+    let spec = Msg::new()
+        .str(1, "example.com")
+        .msg(3, names)
+        .str(4, "Namespaced")
+        .msg(7, version);
+    let crd = Msg::new()
+        .msg(1, Msg::new().str(1, "widgets.example.com"))
+        .msg(2, spec);
+    let got = decode_body(&body(
+        "apiextensions.k8s.io/v1",
+        "CustomResourceDefinition",
+        crd,
+    ))
+    .unwrap();
     assert_eq!(
         got["spec"]["versions"][0],
         json!({"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
@@ -266,16 +417,28 @@ fn a_crd_schema_decodes_its_unions_and_x_kubernetes_names() {
             },
         }}})
     );
-    assert_eq!(got["spec"]["names"], json!({"plural": "widgets", "kind": "Widget"}));
+    assert_eq!(
+        got["spec"]["names"],
+        json!({"plural": "widgets", "kind": "Widget"})
+    );
 }
 
 #[test]
 fn a_lease_renewal_decodes_micro_times_with_six_fractional_digits() {
     let renew = Msg::new().int(1, 1_704_164_645).int(2, 123_456_789);
-    let spec = Msg::new().str(1, "node-a").int(2, 40).msg(4, renew).int(5, 0);
-    let lease = Msg::new().msg(1, Msg::new().str(1, "node-a").str(6, "812")).msg(2, spec);
+    let spec = Msg::new()
+        .str(1, "node-a")
+        .int(2, 40)
+        .msg(4, renew)
+        .int(5, 0);
+    let lease = Msg::new()
+        .msg(1, Msg::new().str(1, "node-a").str(6, "812"))
+        .msg(2, spec);
     let got = decode_body(&body("coordination.k8s.io/v1", "Lease", lease)).unwrap();
-    assert_eq!(got["metadata"], json!({"name": "node-a", "resourceVersion": "812"}));
+    assert_eq!(
+        got["metadata"],
+        json!({"name": "node-a", "resourceVersion": "812"})
+    );
     assert_eq!(
         got["spec"],
         json!({"holderIdentity": "node-a", "leaseDurationSeconds": 40,
@@ -291,7 +454,10 @@ fn managed_fields_decode_their_time_and_raw_fields_v1_json() {
         .str(3, "v1")
         .msg(4, Msg::new().int(1, 1_704_164_645))
         .str(6, "FieldsV1")
-        .msg(7, Msg::new().bytes(1, br#"{"f:data":{".":{},"f:color":{}}}"#));
+        .msg(
+            7,
+            Msg::new().bytes(1, br#"{"f:data":{".":{},"f:color":{}}}"#),
+        );
     let cm = Msg::new().msg(1, Msg::new().str(1, "settings").msg(17, entry));
     let got = decode_body(&body("v1", "ConfigMap", cm)).unwrap();
     assert_eq!(
@@ -305,18 +471,31 @@ fn managed_fields_decode_their_time_and_raw_fields_v1_json() {
 #[test]
 fn an_old_api_version_of_a_built_in_kind_is_refused() {
     let err = decode_body(&body("extensions/v1beta1", "Deployment", Msg::new())).unwrap_err();
-    assert_eq!(err, ProtobufError::UnknownKind { api_version: "extensions/v1beta1".into(), kind: "Deployment".into() });
+    assert_eq!(
+        err,
+        ProtobufError::UnknownKind {
+            api_version: "extensions/v1beta1".into(),
+            kind: "Deployment".into()
+        }
+    );
 }
 
 #[test]
 fn delete_options_as_client_go_sends_them_decode() {
     // Go writes the unset propagationPolicy-less fields too: an empty dryRun list is absent.
-    let opts = Msg::new().int(1, 0).msg(2, Msg::new().str(1, "uid-1").str(2, "")).str(4, "Background").str(5, "All");
+    let opts = Msg::new()
+        .int(1, 0)
+        .msg(2, Msg::new().str(1, "uid-1").str(2, ""))
+        .str(4, "Background")
+        .str(5, "All");
     let got = decode_delete_options(&body("v1", "DeleteOptions", opts)).unwrap();
     assert_eq!(
         got,
         json!({"gracePeriodSeconds": 0, "preconditions": {"uid": "uid-1", "resourceVersion": ""}, "propagationPolicy": "Background", "dryRun": ["All"]})
     );
-    assert_eq!(decode_delete_options(&body("v1", "DeleteOptions", Msg::new())).unwrap(), json!({}));
+    assert_eq!(
+        decode_delete_options(&body("v1", "DeleteOptions", Msg::new())).unwrap(),
+        json!({})
+    );
     assert_eq!(decode_delete_options(b"{}"), Err(ProtobufError::BadMagic));
 }

@@ -52,7 +52,10 @@ impl<'a> Reader<'a> {
     }
 
     fn error(&self, reason: impl Into<String>) -> WireError {
-        WireError { offset: self.pos, reason: reason.into() }
+        WireError {
+            offset: self.pos,
+            reason: reason.into(),
+        }
     }
 
     /// A base-128 varint of at most 10 bytes.
@@ -81,9 +84,10 @@ impl<'a> Reader<'a> {
                 self.pos = end;
                 Ok(s)
             }
-            None => {
-                Err(self.error(format!("truncated {what}: {n} bytes announced, {} left", self.buf.len() - self.pos)))
-            }
+            None => Err(self.error(format!(
+                "truncated {what}: {n} bytes announced, {} left",
+                self.buf.len() - self.pos
+            ))),
         }
     }
 
@@ -140,7 +144,9 @@ mod tests {
     #[test]
     fn every_wire_type_is_read() {
         // 1: varint 300; 2: bytes "hi"; 3: fixed64 1; 4: fixed32 2
-        let buf = [0x08, 0xac, 0x02, 0x12, 2, b'h', b'i', 0x19, 1, 0, 0, 0, 0, 0, 0, 0, 0x25, 2, 0, 0, 0];
+        let buf = [
+            0x08, 0xac, 0x02, 0x12, 2, b'h', b'i', 0x19, 1, 0, 0, 0, 0, 0, 0, 0, 0x25, 2, 0, 0, 0,
+        ];
         let mut r = Reader::new(&buf);
         assert_eq!(r.next_field().unwrap(), Some((1, WireValue::Varint(300))));
         assert_eq!(r.next_field().unwrap(), Some((2, WireValue::Bytes(b"hi"))));
@@ -151,8 +157,18 @@ mod tests {
 
     #[test]
     fn truncated_input_is_an_error_with_its_offset() {
-        assert_eq!(Reader::new(&[0x12, 5, b'a']).next_field().unwrap_err().offset, 2);
+        assert_eq!(
+            Reader::new(&[0x12, 5, b'a'])
+                .next_field()
+                .unwrap_err()
+                .offset,
+            2
+        );
         assert!(Reader::new(&[0x08, 0x80]).next_field().is_err());
-        assert!(Reader::new(&[0x0b]).next_field().unwrap_err().reason.contains("groups"));
+        assert!(Reader::new(&[0x0b])
+            .next_field()
+            .unwrap_err()
+            .reason
+            .contains("groups"));
     }
 }

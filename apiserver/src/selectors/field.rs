@@ -61,14 +61,13 @@ fn kind_fields(group: &str, resource: &str) -> &'static [&'static str] {
         ("", "secrets") => &["type"],
         ("", "namespaces") => &["status.phase"],
         ("", "nodes") => &["spec.unschedulable"],
-        ("", "replicationcontrollers") | ("apps", "replicasets") | ("extensions", "replicasets") => {
-            &["status.replicas"]
-        }
+        ("", "replicationcontrollers")
+        | ("apps", "replicasets")
+        | ("extensions", "replicasets") => &["status.replicas"],
         ("batch", "jobs") => &["status.successful"],
         ("", "services") => &["spec.clusterIP", "spec.type"],
-        ("certificates.k8s.io", "certificatesigningrequests") | ("certificates.k8s.io", "clustertrustbundles") => {
-            &["spec.signerName"]
-        }
+        ("certificates.k8s.io", "certificatesigningrequests")
+        | ("certificates.k8s.io", "clustertrustbundles") => &["spec.signerName"],
         _ => &[],
     }
 }
@@ -222,7 +221,11 @@ impl FieldSelector {
                 )));
             };
             let value = unescape(rhs)?;
-            terms.push(Term { field: lhs.to_string(), value, negated: op == "!=" });
+            terms.push(Term {
+                field: lhs.to_string(),
+                value,
+                negated: op == "!=",
+            });
         }
         let supported = kind_fields(group, resource);
         for t in &terms {
@@ -231,10 +234,17 @@ impl FieldSelector {
                 || supported.contains(&t.field.as_str())
                 || extra_fields.contains(&t.field.as_str());
             if !ok {
-                return Err(SelectorError::new(format!("field label not supported: {}", t.field)));
+                return Err(SelectorError::new(format!(
+                    "field label not supported: {}",
+                    t.field
+                )));
             }
         }
-        Ok(Self { group: group.to_string(), resource: resource.to_string(), terms })
+        Ok(Self {
+            group: group.to_string(),
+            resource: resource.to_string(),
+            terms,
+        })
     }
 
     /// Whether the object satisfies every term.
@@ -290,12 +300,28 @@ mod tests {
             ("namespace_equals", "metadata.namespace=prod", true),
             ("node_name", "spec.nodeName=node-a", true),
             ("node_name_other", "spec.nodeName=node-b", false),
-            ("phase_and_node", "status.phase=Running,spec.nodeName=node-a", true),
+            (
+                "phase_and_node",
+                "status.phase=Running,spec.nodeName=node-a",
+                true,
+            ),
             ("phase_not_running", "status.phase!=Running", false),
             ("pod_ip_from_pod_ips", "status.podIP=10.0.0.5", true),
-            ("host_network_defaults_false", "spec.hostNetwork=false", true),
-            ("missing_field_is_empty_string", "status.nominatedNodeName=", true),
-            ("missing_field_not_equal_value", "status.nominatedNodeName!=x", true),
+            (
+                "host_network_defaults_false",
+                "spec.hostNetwork=false",
+                true,
+            ),
+            (
+                "missing_field_is_empty_string",
+                "status.nominatedNodeName=",
+                true,
+            ),
+            (
+                "missing_field_not_equal_value",
+                "status.nominatedNodeName!=x",
+                true,
+            ),
             ("restart_policy", "spec.restartPolicy=Always", true),
             ("empty_selector", "", true),
         ];
@@ -309,23 +335,122 @@ mod tests {
     #[test]
     fn kind_specific_fields_table() {
         let cases = [
-            ("secret_type", "", "secrets", "type=Opaque", json!({"type": "Opaque"}), true),
-            ("namespace_phase", "", "namespaces", "status.phase=Active", json!({"status": {"phase": "Active"}}), true),
-            ("node_unschedulable_true", "", "nodes", "spec.unschedulable=true", json!({"spec": {"unschedulable": true}}), true),
-            ("node_unschedulable_default", "", "nodes", "spec.unschedulable=false", json!({"spec": {}}), true),
-            ("rs_replicas", "apps", "replicasets", "status.replicas=3", json!({"status": {"replicas": 3}}), true),
-            ("rc_replicas_missing_zero", "", "replicationcontrollers", "status.replicas=0", json!({}), true),
-            ("job_successful", "batch", "jobs", "status.successful=1", json!({"status": {"succeeded": 1}}), true),
-            ("service_type", "", "services", "spec.type=ClusterIP", json!({"spec": {"type": "ClusterIP"}}), true),
-            ("service_cluster_ip", "", "services", "spec.clusterIP=None", json!({"spec": {"clusterIP": "None"}}), true),
-            ("csr_signer", "certificates.k8s.io", "certificatesigningrequests", "spec.signerName=a/b", json!({"spec": {"signerName": "a/b"}}), true),
-            ("event_involved_kind", "", "events", "involvedObject.kind=Pod,involvedObject.name=p", json!({"involvedObject": {"kind": "Pod", "name": "p"}}), true),
-            ("event_source", "", "events", "source=kubelet", json!({"source": {"component": "kubelet"}}), true),
-            ("event_reporting_component", "", "events", "reportingComponent=ctl", json!({"reportingComponent": "ctl"}), true),
-            ("crd_name_only", "example.com", "widgets", "metadata.name=w", json!({"metadata": {"name": "w"}}), true),
+            (
+                "secret_type",
+                "",
+                "secrets",
+                "type=Opaque",
+                json!({"type": "Opaque"}),
+                true,
+            ),
+            (
+                "namespace_phase",
+                "",
+                "namespaces",
+                "status.phase=Active",
+                json!({"status": {"phase": "Active"}}),
+                true,
+            ),
+            (
+                "node_unschedulable_true",
+                "",
+                "nodes",
+                "spec.unschedulable=true",
+                json!({"spec": {"unschedulable": true}}),
+                true,
+            ),
+            (
+                "node_unschedulable_default",
+                "",
+                "nodes",
+                "spec.unschedulable=false",
+                json!({"spec": {}}),
+                true,
+            ),
+            (
+                "rs_replicas",
+                "apps",
+                "replicasets",
+                "status.replicas=3",
+                json!({"status": {"replicas": 3}}),
+                true,
+            ),
+            (
+                "rc_replicas_missing_zero",
+                "",
+                "replicationcontrollers",
+                "status.replicas=0",
+                json!({}),
+                true,
+            ),
+            (
+                "job_successful",
+                "batch",
+                "jobs",
+                "status.successful=1",
+                json!({"status": {"succeeded": 1}}),
+                true,
+            ),
+            (
+                "service_type",
+                "",
+                "services",
+                "spec.type=ClusterIP",
+                json!({"spec": {"type": "ClusterIP"}}),
+                true,
+            ),
+            (
+                "service_cluster_ip",
+                "",
+                "services",
+                "spec.clusterIP=None",
+                json!({"spec": {"clusterIP": "None"}}),
+                true,
+            ),
+            (
+                "csr_signer",
+                "certificates.k8s.io",
+                "certificatesigningrequests",
+                "spec.signerName=a/b",
+                json!({"spec": {"signerName": "a/b"}}),
+                true,
+            ),
+            (
+                "event_involved_kind",
+                "",
+                "events",
+                "involvedObject.kind=Pod,involvedObject.name=p",
+                json!({"involvedObject": {"kind": "Pod", "name": "p"}}),
+                true,
+            ),
+            (
+                "event_source",
+                "",
+                "events",
+                "source=kubelet",
+                json!({"source": {"component": "kubelet"}}),
+                true,
+            ),
+            (
+                "event_reporting_component",
+                "",
+                "events",
+                "reportingComponent=ctl",
+                json!({"reportingComponent": "ctl"}),
+                true,
+            ),
+            (
+                "crd_name_only",
+                "example.com",
+                "widgets",
+                "metadata.name=w",
+                json!({"metadata": {"name": "w"}}),
+                true,
+            ),
         ];
         for (name, group, resource, sel, obj, want) in cases {
-            let s = FieldSelector::parse(sel, group, resource).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let s = FieldSelector::parse(sel, group, resource)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(s.matches(&obj), want, "{name}");
         }
     }
@@ -333,11 +458,41 @@ mod tests {
     #[test]
     fn parse_errors_table() {
         let cases = [
-            ("unsupported_field", "spec.foo=bar", "", "pods", "field label not supported: spec.foo"),
-            ("unsupported_on_configmaps", "type=x", "", "configmaps", "field label not supported: type"),
-            ("no_operator", "metadata.name", "", "pods", "invalid selector: 'metadata.name'; can't understand 'metadata.name'"),
-            ("bad_escape", "metadata.name=a\\x", "", "pods", "invalid field selector: invalid escape sequence: \\x"),
-            ("unescaped_equals", "metadata.name=a=b", "", "pods", "invalid field selector: unescaped character in value: 61"),
+            (
+                "unsupported_field",
+                "spec.foo=bar",
+                "",
+                "pods",
+                "field label not supported: spec.foo",
+            ),
+            (
+                "unsupported_on_configmaps",
+                "type=x",
+                "",
+                "configmaps",
+                "field label not supported: type",
+            ),
+            (
+                "no_operator",
+                "metadata.name",
+                "",
+                "pods",
+                "invalid selector: 'metadata.name'; can't understand 'metadata.name'",
+            ),
+            (
+                "bad_escape",
+                "metadata.name=a\\x",
+                "",
+                "pods",
+                "invalid field selector: invalid escape sequence: \\x",
+            ),
+            (
+                "unescaped_equals",
+                "metadata.name=a=b",
+                "",
+                "pods",
+                "invalid field selector: unescaped character in value: 61",
+            ),
         ];
         for (name, sel, group, resource, want) in cases {
             let err = FieldSelector::parse(sel, group, resource).expect_err(name);
@@ -347,13 +502,18 @@ mod tests {
 
     #[test]
     fn escaped_value_matches() {
-        let s = FieldSelector::parse("metadata.name=a\\,b", "", "pods").expect("escaped_value_matches");
-        assert!(s.matches(&json!({"metadata": {"name": "a,b"}})), "escaped_value_matches");
+        let s =
+            FieldSelector::parse("metadata.name=a\\,b", "", "pods").expect("escaped_value_matches");
+        assert!(
+            s.matches(&json!({"metadata": {"name": "a,b"}})),
+            "escaped_value_matches"
+        );
     }
 
     #[test]
     fn crd_selectable_fields() {
-        let obj = json!({"metadata": {"name": "w"}, "spec": {"color": "blue", "size": 3, "on": true}});
+        let obj =
+            json!({"metadata": {"name": "w"}, "spec": {"color": "blue", "size": 3, "on": true}});
         let cases = [
             ("string_field", "spec.color=blue", true),
             ("integer_field", "spec.size=3", true),
@@ -366,9 +526,14 @@ mod tests {
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(s.matches(&obj), want, "{name}");
         }
-        let err = FieldSelector::parse_with_fields("spec.other=x", "example.com", "widgets", &extra)
-            .expect_err("undeclared_field");
-        assert_eq!(err.message(), "field label not supported: spec.other", "undeclared_field");
+        let err =
+            FieldSelector::parse_with_fields("spec.other=x", "example.com", "widgets", &extra)
+                .expect_err("undeclared_field");
+        assert_eq!(
+            err.message(),
+            "field label not supported: spec.other",
+            "undeclared_field"
+        );
     }
 
     #[test]
@@ -377,12 +542,17 @@ mod tests {
             ("plain_name", "metadata.name=foo", Some("foo")),
             ("double_equals_name", "metadata.name==foo", Some("foo")),
             ("negated_name", "metadata.name!=foo", None),
-            ("name_and_more", "metadata.name=foo,metadata.namespace=x", None),
+            (
+                "name_and_more",
+                "metadata.name=foo,metadata.namespace=x",
+                None,
+            ),
             ("other_field", "metadata.namespace=x", None),
             ("empty", "", None),
         ];
         for (name, sel, want) in cases {
-            let s = FieldSelector::parse(sel, "", "configmaps").unwrap_or_else(|e| panic!("{name}: {e}"));
+            let s = FieldSelector::parse(sel, "", "configmaps")
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert_eq!(s.single_name(), want, "{name}");
         }
     }

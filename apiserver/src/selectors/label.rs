@@ -79,11 +79,19 @@ impl Requirement {
         for (i, v) in values.iter().enumerate() {
             let verrs = label_value_errors(v);
             if !verrs.is_empty() {
-                errs.push(invalid(&format!("values[{i}][{key}]"), v, &verrs.join("; ")));
+                errs.push(invalid(
+                    &format!("values[{i}][{key}]"),
+                    v,
+                    &verrs.join("; "),
+                ));
             }
         }
         match errs.len() {
-            0 => Ok(Self { key: key.to_string(), operator, values }),
+            0 => Ok(Self {
+                key: key.to_string(),
+                operator,
+                values,
+            }),
             1 => Err(SelectorError::new(errs.remove(0))),
             _ => Err(SelectorError::new(format!("[{}]", errs.join(", ")))),
         }
@@ -109,7 +117,9 @@ impl Requirement {
         });
         let has = |v: &str| self.values.iter().any(|x| x == v);
         match self.operator {
-            Operator::In | Operator::Equals | Operator::DoubleEquals => value.is_some_and(|v| has(&v)),
+            Operator::In | Operator::Equals | Operator::DoubleEquals => {
+                value.is_some_and(|v| has(&v))
+            }
             Operator::NotIn | Operator::NotEquals => value.is_none_or(|v| !has(&v)),
             Operator::Exists => found.is_some(),
             Operator::DoesNotExist => found.is_none(),
@@ -177,7 +187,10 @@ impl LabelSelector {
 
     /// A selector matching no object (upstream's labels.Nothing()).
     pub fn nothing() -> Self {
-        Self { requirements: Vec::new(), nothing: true }
+        Self {
+            requirements: Vec::new(),
+            nothing: true,
+        }
     }
 
     /// Parses the string syntax of `labelSelector` query parameters.
@@ -186,7 +199,10 @@ impl LabelSelector {
         let mut p = Parser { tokens, pos: 0 };
         let mut requirements = p.parse()?;
         requirements.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(Self { requirements, nothing: false })
+        Ok(Self {
+            requirements,
+            nothing: false,
+        })
     }
 
     /// Converts a metav1.LabelSelector object (matchLabels + matchExpressions).
@@ -213,7 +229,10 @@ impl LabelSelector {
         if let Some(Value::Array(exprs)) = obj.get("matchExpressions") {
             for expr in exprs {
                 let key = expr.get("key").and_then(Value::as_str).unwrap_or_default();
-                let op_text = expr.get("operator").and_then(Value::as_str).unwrap_or_default();
+                let op_text = expr
+                    .get("operator")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
                 let op = match op_text {
                     "In" => Operator::In,
                     "NotIn" => Operator::NotIn,
@@ -229,13 +248,20 @@ impl LabelSelector {
                 let values: Vec<String> = expr
                     .get("values")
                     .and_then(Value::as_array)
-                    .map(|a| a.iter().map(|x| x.as_str().unwrap_or_default().to_string()).collect())
+                    .map(|a| {
+                        a.iter()
+                            .map(|x| x.as_str().unwrap_or_default().to_string())
+                            .collect()
+                    })
                     .unwrap_or_default();
                 requirements.push(Requirement::new(key, op, values)?);
             }
         }
         requirements.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(Self { requirements, nothing: false })
+        Ok(Self {
+            requirements,
+            nothing: false,
+        })
     }
 
     /// Whether every requirement matches the given `metadata.labels`.
@@ -414,7 +440,9 @@ struct Parser {
 
 impl Parser {
     fn peek_value(&self) -> Tok {
-        self.tokens[self.pos.min(self.tokens.len() - 1)].clone().into_value()
+        self.tokens[self.pos.min(self.tokens.len() - 1)]
+            .clone()
+            .into_value()
     }
 
     fn next_value(&mut self) -> Tok {
@@ -476,14 +504,25 @@ impl Parser {
             t = self.next_value();
         }
         let Tok::Ident(key) = t else {
-            return Err(SelectorError::new(format!("found '{}', expected: identifier", t.literal())));
+            return Err(SelectorError::new(format!(
+                "found '{}', expected: identifier",
+                t.literal()
+            )));
         };
         let key_errs = label_key_errors(&key);
         if !key_errs.is_empty() {
-            return Err(SelectorError::new(invalid("<nil>", &key, &key_errs.join("; "))));
+            return Err(SelectorError::new(invalid(
+                "<nil>",
+                &key,
+                &key_errs.join("; "),
+            )));
         }
         if matches!(self.peek_value(), Tok::End | Tok::Comma) {
-            let op = if negated { Operator::DoesNotExist } else { Operator::Exists };
+            let op = if negated {
+                Operator::DoesNotExist
+            } else {
+                Operator::Exists
+            };
             return Requirement::new(&key, op, Vec::new());
         }
         // A `!key` followed by anything else falls through to operator parsing,
@@ -513,14 +552,20 @@ impl Parser {
     fn set_values(&mut self) -> Result<Vec<String>, SelectorError> {
         let t = self.next_value();
         if t != Tok::OpenPar {
-            return Err(SelectorError::new(format!("found '{}' expected: '('", t.literal())));
+            return Err(SelectorError::new(format!(
+                "found '{}' expected: '('",
+                t.literal()
+            )));
         }
         let t = self.peek_value();
         match t {
             Tok::Ident(_) | Tok::Comma => {
                 let set = self.identifiers()?;
                 if self.next_value() != Tok::ClosedPar {
-                    return Err(SelectorError::new(format!("found '{}', expected: ')'", t.literal())));
+                    return Err(SelectorError::new(format!(
+                        "found '{}', expected: ')'",
+                        t.literal()
+                    )));
                 }
                 Ok(set)
             }
@@ -588,7 +633,10 @@ impl Parser {
         }
         match self.next_value() {
             Tok::Ident(v) => Ok(vec![v]),
-            t => Err(SelectorError::new(format!("found '{}', expected: identifier", t.literal()))),
+            t => Err(SelectorError::new(format!(
+                "found '{}', expected: identifier",
+                t.literal()
+            ))),
         }
     }
 }
@@ -611,34 +659,160 @@ mod tests {
             want: bool,
         }
         let cases = [
-            Case { name: "equality_matches", selector: "app=web", labels: json!({"app": "web"}), want: true },
-            Case { name: "double_equals_matches", selector: "app==web", labels: json!({"app": "web"}), want: true },
-            Case { name: "equality_mismatch", selector: "app=web", labels: json!({"app": "db"}), want: false },
-            Case { name: "equality_missing_label", selector: "app=web", labels: json!({}), want: false },
-            Case { name: "not_equals_matches_other", selector: "app!=web", labels: json!({"app": "db"}), want: true },
-            Case { name: "not_equals_matches_missing_label", selector: "app!=web", labels: json!({}), want: true },
-            Case { name: "not_equals_rejects_same", selector: "app!=web", labels: json!({"app": "web"}), want: false },
-            Case { name: "set_based_in_matches", selector: "tier in (a,b)", labels: json!({"tier": "b"}), want: true },
-            Case { name: "set_based_in_rejects", selector: "tier in (a,b)", labels: json!({"tier": "c"}), want: false },
-            Case { name: "set_based_in_missing_label", selector: "tier in (a)", labels: json!({}), want: false },
-            Case { name: "set_based_notin_matches_missing_label", selector: "tier notin (x)", labels: json!({}), want: true },
-            Case { name: "set_based_notin_rejects_listed", selector: "tier notin (x)", labels: json!({"tier": "x"}), want: false },
-            Case { name: "exists_matches", selector: "app", labels: json!({"app": ""}), want: true },
-            Case { name: "exists_rejects_missing", selector: "app", labels: json!({"b": "c"}), want: false },
-            Case { name: "does_not_exist_matches", selector: "!app", labels: json!({"b": "c"}), want: true },
-            Case { name: "does_not_exist_rejects", selector: "!app", labels: json!({"app": "x"}), want: false },
-            Case { name: "conjunction_all_match", selector: "a=1, b in (2,3), !c", labels: json!({"a": "1", "b": "3"}), want: true },
-            Case { name: "conjunction_one_fails", selector: "a=1,b in (2,3),!c", labels: json!({"a": "1", "b": "3", "c": ""}), want: false },
-            Case { name: "whitespace_tolerant", selector: "  a  =  1  ,  b  notin  ( x , y )  ", labels: json!({"a": "1"}), want: true },
-            Case { name: "empty_selector_matches_all", selector: "", labels: json!({"x": "y"}), want: true },
-            Case { name: "empty_value_equality", selector: "a=", labels: json!({"a": ""}), want: true },
-            Case { name: "in_keyword_as_value", selector: "a in (in,notin)", labels: json!({"a": "notin"}), want: true },
-            Case { name: "greater_than_matches", selector: "n>5", labels: json!({"n": "7"}), want: true },
-            Case { name: "less_than_rejects", selector: "n<5", labels: json!({"n": "7"}), want: false },
-            Case { name: "prefixed_key", selector: "app.kubernetes.io/name=web", labels: json!({"app.kubernetes.io/name": "web"}), want: true },
+            Case {
+                name: "equality_matches",
+                selector: "app=web",
+                labels: json!({"app": "web"}),
+                want: true,
+            },
+            Case {
+                name: "double_equals_matches",
+                selector: "app==web",
+                labels: json!({"app": "web"}),
+                want: true,
+            },
+            Case {
+                name: "equality_mismatch",
+                selector: "app=web",
+                labels: json!({"app": "db"}),
+                want: false,
+            },
+            Case {
+                name: "equality_missing_label",
+                selector: "app=web",
+                labels: json!({}),
+                want: false,
+            },
+            Case {
+                name: "not_equals_matches_other",
+                selector: "app!=web",
+                labels: json!({"app": "db"}),
+                want: true,
+            },
+            Case {
+                name: "not_equals_matches_missing_label",
+                selector: "app!=web",
+                labels: json!({}),
+                want: true,
+            },
+            Case {
+                name: "not_equals_rejects_same",
+                selector: "app!=web",
+                labels: json!({"app": "web"}),
+                want: false,
+            },
+            Case {
+                name: "set_based_in_matches",
+                selector: "tier in (a,b)",
+                labels: json!({"tier": "b"}),
+                want: true,
+            },
+            Case {
+                name: "set_based_in_rejects",
+                selector: "tier in (a,b)",
+                labels: json!({"tier": "c"}),
+                want: false,
+            },
+            Case {
+                name: "set_based_in_missing_label",
+                selector: "tier in (a)",
+                labels: json!({}),
+                want: false,
+            },
+            Case {
+                name: "set_based_notin_matches_missing_label",
+                selector: "tier notin (x)",
+                labels: json!({}),
+                want: true,
+            },
+            Case {
+                name: "set_based_notin_rejects_listed",
+                selector: "tier notin (x)",
+                labels: json!({"tier": "x"}),
+                want: false,
+            },
+            Case {
+                name: "exists_matches",
+                selector: "app",
+                labels: json!({"app": ""}),
+                want: true,
+            },
+            Case {
+                name: "exists_rejects_missing",
+                selector: "app",
+                labels: json!({"b": "c"}),
+                want: false,
+            },
+            Case {
+                name: "does_not_exist_matches",
+                selector: "!app",
+                labels: json!({"b": "c"}),
+                want: true,
+            },
+            Case {
+                name: "does_not_exist_rejects",
+                selector: "!app",
+                labels: json!({"app": "x"}),
+                want: false,
+            },
+            Case {
+                name: "conjunction_all_match",
+                selector: "a=1, b in (2,3), !c",
+                labels: json!({"a": "1", "b": "3"}),
+                want: true,
+            },
+            Case {
+                name: "conjunction_one_fails",
+                selector: "a=1,b in (2,3),!c",
+                labels: json!({"a": "1", "b": "3", "c": ""}),
+                want: false,
+            },
+            Case {
+                name: "whitespace_tolerant",
+                selector: "  a  =  1  ,  b  notin  ( x , y )  ",
+                labels: json!({"a": "1"}),
+                want: true,
+            },
+            Case {
+                name: "empty_selector_matches_all",
+                selector: "",
+                labels: json!({"x": "y"}),
+                want: true,
+            },
+            Case {
+                name: "empty_value_equality",
+                selector: "a=",
+                labels: json!({"a": ""}),
+                want: true,
+            },
+            Case {
+                name: "in_keyword_as_value",
+                selector: "a in (in,notin)",
+                labels: json!({"a": "notin"}),
+                want: true,
+            },
+            Case {
+                name: "greater_than_matches",
+                selector: "n>5",
+                labels: json!({"n": "7"}),
+                want: true,
+            },
+            Case {
+                name: "less_than_rejects",
+                selector: "n<5",
+                labels: json!({"n": "7"}),
+                want: false,
+            },
+            Case {
+                name: "prefixed_key",
+                selector: "app.kubernetes.io/name=web",
+                labels: json!({"app.kubernetes.io/name": "web"}),
+                want: true,
+            },
         ];
         for c in cases {
-            let sel = LabelSelector::parse(c.selector).unwrap_or_else(|e| panic!("{}: parse failed: {e}", c.name));
+            let sel = LabelSelector::parse(c.selector)
+                .unwrap_or_else(|e| panic!("{}: parse failed: {e}", c.name));
             let l = labels(c.labels);
             assert_eq!(sel.matches(Some(&l)), c.want, "{}", c.name);
         }
@@ -655,7 +829,11 @@ mod tests {
     #[test]
     fn canonical_string_table() {
         let cases = [
-            ("sorted_by_key", "tier in (b,a),app=web", "app=web,tier in (a,b)"),
+            (
+                "sorted_by_key",
+                "tier in (b,a),app=web",
+                "app=web,tier in (a,b)",
+            ),
             ("keeps_double_equals", "a==b", "a==b"),
             ("notin_and_not_exists", "!z, y notin (q)", "y notin (q),!z"),
             ("empty_parens_become_empty_value", "a in ()", "a in ()"),
@@ -711,8 +889,20 @@ mod tests {
             text: &'static str,
         }
         let cases = [
-            Case { name: "empty_object_matches_everything", selector: json!({}), labels: json!({"a": "b"}), want: true, text: "" },
-            Case { name: "null_matches_nothing", selector: Value::Null, labels: json!({"a": "b"}), want: false, text: "" },
+            Case {
+                name: "empty_object_matches_everything",
+                selector: json!({}),
+                labels: json!({"a": "b"}),
+                want: true,
+                text: "",
+            },
+            Case {
+                name: "null_matches_nothing",
+                selector: Value::Null,
+                labels: json!({"a": "b"}),
+                want: false,
+                text: "",
+            },
             Case {
                 name: "match_labels_and_expressions",
                 selector: json!({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "tier", "operator": "In", "values": ["b", "a"]}]}),
@@ -736,22 +926,41 @@ mod tests {
             },
         ];
         for c in cases {
-            let sel = LabelSelector::from_label_selector(&c.selector).unwrap_or_else(|e| panic!("{}: {e}", c.name));
+            let sel = LabelSelector::from_label_selector(&c.selector)
+                .unwrap_or_else(|e| panic!("{}: {e}", c.name));
             let l = labels(c.labels);
             assert_eq!(sel.matches(Some(&l)), c.want, "{}", c.name);
             assert_eq!(sel.to_string(), c.text, "{}", c.name);
         }
-        assert!(LabelSelector::from_label_selector(&json!({})).expect("empty").is_empty(), "empty_object_is_empty");
-        assert!(!LabelSelector::from_label_selector(&Value::Null).expect("null").is_empty(), "null_is_not_empty");
+        assert!(
+            LabelSelector::from_label_selector(&json!({}))
+                .expect("empty")
+                .is_empty(),
+            "empty_object_is_empty"
+        );
+        assert!(
+            !LabelSelector::from_label_selector(&Value::Null)
+                .expect("null")
+                .is_empty(),
+            "null_is_not_empty"
+        );
     }
 
     #[test]
     fn from_label_selector_errors() {
-        let err = LabelSelector::from_label_selector(&json!({"matchExpressions": [{"key": "x", "operator": "Gt", "values": ["1"]}]}))
-            .expect_err("bad_operator");
-        assert_eq!(err.message(), "\"Gt\" is not a valid label selector operator", "bad_operator");
-        let err = LabelSelector::from_label_selector(&json!({"matchExpressions": [{"key": "x", "operator": "In", "values": []}]}))
-            .expect_err("in_without_values");
+        let err = LabelSelector::from_label_selector(
+            &json!({"matchExpressions": [{"key": "x", "operator": "Gt", "values": ["1"]}]}),
+        )
+        .expect_err("bad_operator");
+        assert_eq!(
+            err.message(),
+            "\"Gt\" is not a valid label selector operator",
+            "bad_operator"
+        );
+        let err = LabelSelector::from_label_selector(
+            &json!({"matchExpressions": [{"key": "x", "operator": "In", "values": []}]}),
+        )
+        .expect_err("in_without_values");
         assert_eq!(
             err.message(),
             "values: Invalid value: []string{}: for 'in', 'notin' operators, values set can't be empty",

@@ -25,7 +25,10 @@ pub struct SmpError {
 
 impl SmpError {
     fn new(kind: SmpErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, message: message.into() }
+        Self {
+            kind,
+            message: message.into(),
+        }
     }
 
     pub(crate) fn other(message: impl Into<String>) -> Self {
@@ -47,33 +50,53 @@ impl SmpError {
     }
 
     pub(crate) fn no_list_of_lists() -> Self {
-        Self::new(SmpErrorKind::Unprocessable, "lists of lists are not supported")
+        Self::new(
+            SmpErrorKind::Unprocessable,
+            "lists of lists are not supported",
+        )
     }
 
     pub(crate) fn primitive_list_format() -> Self {
-        Self::new(SmpErrorKind::BadRequest, "invalid patch format of primitive list")
+        Self::new(
+            SmpErrorKind::BadRequest,
+            "invalid patch format of primitive list",
+        )
     }
 
     pub(crate) fn retain_keys_format() -> Self {
-        Self::new(SmpErrorKind::BadRequest, "invalid patch format of retainKeys")
+        Self::new(
+            SmpErrorKind::BadRequest,
+            "invalid patch format of retainKeys",
+        )
     }
 
     pub(crate) fn set_element_order_format() -> Self {
-        Self::new(SmpErrorKind::BadRequest, "invalid patch format of setElementOrder list")
+        Self::new(
+            SmpErrorKind::BadRequest,
+            "invalid patch format of setElementOrder list",
+        )
     }
 
     pub(crate) fn no_merge_key(map: &serde_json::Map<String, Value>, key: &str) -> Self {
         let map = go_value(&Value::Object(map.clone()));
-        Self::other(format!("map: {map} does not contain declared merge key: {key}"))
+        Self::other(format!(
+            "map: {map} does not contain declared merge key: {key}"
+        ))
     }
 
     pub(crate) fn bad_patch_type(directive: &Value, map: &serde_json::Map<String, Value>) -> Self {
         let map = go_value(&Value::Object(map.clone()));
-        Self::other(format!("unknown patch type: {} in map: {map}", go_string_verb(directive)))
+        Self::other(format!(
+            "unknown patch type: {} in map: {map}",
+            go_string_verb(directive)
+        ))
     }
 
     pub(crate) fn bad_arg_type(expected: &str, actual: &Value) -> Self {
-        Self::other(format!("expected a {expected}, but received a {}", go_type(actual)))
+        Self::other(format!(
+            "expected a {expected}, but received a {}",
+            go_type(actual)
+        ))
     }
 }
 
@@ -120,7 +143,10 @@ pub(crate) fn go_value(v: &Value) -> String {
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
             entries.sort_by(|a, b| a.0.cmp(b.0));
-            let entries: Vec<String> = entries.iter().map(|(k, v)| format!("{k}:{}", go_value(v))).collect();
+            let entries: Vec<String> = entries
+                .iter()
+                .map(|(k, v)| format!("{k}:{}", go_value(v)))
+                .collect();
             format!("map[{}]", entries.join(" "))
         }
     }

@@ -23,7 +23,11 @@ pub(crate) struct Merger<'a> {
 }
 
 fn child(path: &str, key: &str) -> String {
-    if path.is_empty() { key.to_string() } else { format!("{path}.{key}") }
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
 }
 
 /// The field named by a `$prefix/field` directive key, `None` when the key
@@ -40,19 +44,27 @@ fn directive_field<'k>(key: &'k str, prefix: &str) -> Result<Option<&'k str>, Sm
 }
 
 fn as_list(v: &Value) -> Result<&Vec<Value>, SmpError> {
-    v.as_array().ok_or_else(|| SmpError::bad_arg_type(LIST_TYPE, v))
+    v.as_array()
+        .ok_or_else(|| SmpError::bad_arg_type(LIST_TYPE, v))
 }
 
 fn same_scalar_type(a: &Value, b: &Value) -> bool {
     matches!(
         (a, b),
-        (Value::Bool(_), Value::Bool(_)) | (Value::Number(_), Value::Number(_)) | (Value::String(_), Value::String(_))
+        (Value::Bool(_), Value::Bool(_))
+            | (Value::Number(_), Value::Number(_))
+            | (Value::String(_), Value::String(_))
     )
 }
 
 impl Merger<'_> {
     /// Merges `patch` into `original`; `path` is the field path of both.
-    pub(crate) fn merge_map(&self, mut original: Object, patch: &Object, path: &str) -> Result<Object, SmpError> {
+    pub(crate) fn merge_map(
+        &self,
+        mut original: Object,
+        patch: &Object,
+        path: &str,
+    ) -> Result<Object, SmpError> {
         if let Some(directive) = patch.get(DIRECTIVE) {
             return match directive.as_str() {
                 Some("replace") => {
@@ -103,7 +115,11 @@ impl Merger<'_> {
             let merged = match (original.get_mut(key), patch_v) {
                 (Some(Value::Object(o)), Value::Object(p)) => {
                     let o = std::mem::take(o);
-                    let base = if meta.strategy == Strategy::Replace { Object::new() } else { o };
+                    let base = if meta.strategy == Strategy::Replace {
+                        Object::new()
+                    } else {
+                        o
+                    };
                     Value::Object(self.merge_map(base, p, &field_path)?)
                 }
                 (Some(Value::Array(o)), Value::Array(p)) => {
@@ -124,7 +140,9 @@ impl Merger<'_> {
     fn fresh(&self, patch: &Value, meta: FieldMeta, path: &str) -> Result<Value, SmpError> {
         Ok(match patch {
             Value::Object(p) => Value::Object(self.merge_map(Object::new(), p, path)?),
-            Value::Array(p) => Value::Array(self.merge_list_field(Vec::new(), p, meta, false, path)?),
+            Value::Array(p) => {
+                Value::Array(self.merge_list_field(Vec::new(), p, meta, false, path)?)
+            }
             scalar => scalar.clone(),
         })
     }
@@ -187,8 +205,9 @@ impl Merger<'_> {
             order::dedup_scalars(&mut merged);
             return order::normalize(merged, patch, &original, None);
         }
-        let key = merge_key
-            .ok_or_else(|| SmpError::other(format!("cannot merge lists without merge key for {path}")))?;
+        let key = merge_key.ok_or_else(|| {
+            SmpError::other(format!("cannot merge lists without merge key for {path}"))
+        })?;
         let mut base = original;
         let mut plain = Vec::new();
         let mut replace = false;
@@ -199,11 +218,17 @@ impl Merger<'_> {
             };
             match directive.as_str() {
                 Some("delete") => {
-                    let value = element.get(key).ok_or_else(|| SmpError::no_merge_key(element, key))?;
+                    let value = element
+                        .get(key)
+                        .ok_or_else(|| SmpError::no_merge_key(element, key))?;
                     base.retain(|o| !o.get(key).is_some_and(|v| json_eq(v, value)));
                 }
                 Some("replace") => replace = true,
-                Some("merge") => return Err(SmpError::other("merging lists cannot yet be specified in the patch")),
+                Some("merge") => {
+                    return Err(SmpError::other(
+                        "merging lists cannot yet be specified in the patch",
+                    ))
+                }
                 _ => return Err(SmpError::bad_patch_type(directive, element)),
             }
         }
@@ -214,18 +239,33 @@ impl Merger<'_> {
         }
         let mut merged = base.clone();
         for element in &plain {
-            let value = element.get(key).ok_or_else(|| SmpError::no_merge_key(element, key))?;
-            let found = merged.iter().position(|o| o.get(key).is_some_and(|v| json_eq(v, value)));
+            let value = element
+                .get(key)
+                .ok_or_else(|| SmpError::no_merge_key(element, key))?;
+            let found = merged
+                .iter()
+                .position(|o| o.get(key).is_some_and(|v| json_eq(v, value)));
             match found {
                 Some(i) => {
                     let o = std::mem::take(&mut merged[i]);
-                    let o = if let Value::Object(o) = o { o } else { Object::new() };
+                    let o = if let Value::Object(o) = o {
+                        o
+                    } else {
+                        Object::new()
+                    };
                     merged[i] = Value::Object(self.merge_map(o, element, path)?);
                 }
-                None => merged.push(Value::Object(self.merge_map(Object::new(), element, path)?)),
+                None => merged.push(Value::Object(self.merge_map(
+                    Object::new(),
+                    element,
+                    path,
+                )?)),
             }
         }
-        let plain: Vec<Value> = plain.into_iter().map(|m| Value::Object(m.clone())).collect();
+        let plain: Vec<Value> = plain
+            .into_iter()
+            .map(|m| Value::Object(m.clone()))
+            .collect();
         order::normalize(merged, &plain, &base, Some(key))
     }
 
@@ -256,7 +296,11 @@ impl Merger<'_> {
             Ok(Kind::Map) => meta.merge_key,
             _ => None,
         };
-        let merged = if merged.is_empty() { merged } else { order::normalize(merged, order, &server, key)? };
+        let merged = if merged.is_empty() {
+            merged
+        } else {
+            order::normalize(merged, order, &server, key)?
+        };
         original.insert(field.to_string(), Value::Array(merged));
         Ok(())
     }
@@ -271,7 +315,9 @@ fn validate_order(patch: &[Value], order: &[Value], key: Option<&str>) -> Result
     let mut kept = Vec::new();
     for item in patch {
         if key.is_some() {
-            let m = item.as_object().ok_or_else(|| SmpError::bad_arg_type(MAP_TYPE, item))?;
+            let m = item
+                .as_object()
+                .ok_or_else(|| SmpError::bad_arg_type(MAP_TYPE, item))?;
             if m.get(DIRECTIVE).and_then(Value::as_str) == Some("delete") {
                 continue;
             }
@@ -280,7 +326,10 @@ fn validate_order(patch: &[Value], order: &[Value], key: Option<&str>) -> Result
     }
     let (mut p, mut o) = (0, 0);
     while p < kept.len() && o < order.len() {
-        if kept[p].as_object().is_some_and(|m| m.contains_key(DIRECTIVE)) {
+        if kept[p]
+            .as_object()
+            .is_some_and(|m| m.contains_key(DIRECTIVE))
+        {
             p += 1;
             continue;
         }
@@ -300,10 +349,16 @@ fn validate_order(patch: &[Value], order: &[Value], key: Option<&str>) -> Result
 }
 
 fn key_equal(left: &Value, right: &Value, key: Option<&str>) -> Result<bool, SmpError> {
-    let Some(key) = key else { return Ok(json_eq(left, right)) };
+    let Some(key) = key else {
+        return Ok(json_eq(left, right));
+    };
     let value = |v: &Value| -> Result<Value, SmpError> {
-        let m = v.as_object().ok_or_else(|| SmpError::bad_arg_type(MAP_TYPE, v))?;
-        m.get(key).cloned().ok_or_else(|| SmpError::no_merge_key(m, key))
+        let m = v
+            .as_object()
+            .ok_or_else(|| SmpError::bad_arg_type(MAP_TYPE, v))?;
+        m.get(key)
+            .cloned()
+            .ok_or_else(|| SmpError::no_merge_key(m, key))
     };
     Ok(json_eq(&value(left)?, &value(right)?))
 }

@@ -32,22 +32,38 @@ pub struct FieldMeta {
 impl FieldMeta {
     /// A merging list of maps keyed by `key`.
     pub const fn merge_by(key: &'static str) -> Self {
-        Self { strategy: Strategy::Merge, merge_key: Some(key), retain_keys: false }
+        Self {
+            strategy: Strategy::Merge,
+            merge_key: Some(key),
+            retain_keys: false,
+        }
     }
 
     /// A merging list of primitives (a set that keeps order).
     pub const fn merge_primitives() -> Self {
-        Self { strategy: Strategy::Merge, merge_key: None, retain_keys: false }
+        Self {
+            strategy: Strategy::Merge,
+            merge_key: None,
+            retain_keys: false,
+        }
     }
 
     /// A field replaced as a whole.
     pub const fn replace() -> Self {
-        Self { strategy: Strategy::Replace, merge_key: None, retain_keys: false }
+        Self {
+            strategy: Strategy::Replace,
+            merge_key: None,
+            retain_keys: false,
+        }
     }
 
     /// A field with only the `retainKeys` strategy.
     pub const fn retain_keys() -> Self {
-        Self { strategy: Strategy::Default, merge_key: None, retain_keys: true }
+        Self {
+            strategy: Strategy::Default,
+            merge_key: None,
+            retain_keys: true,
+        }
     }
 
     /// Adds the `retainKeys` strategy to this field.

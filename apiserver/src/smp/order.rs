@@ -18,9 +18,13 @@ pub(crate) enum Kind {
 pub(crate) fn json_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => x.as_f64() == y.as_f64(),
-        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b)),
+        (Value::Array(x), Value::Array(y)) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(a, b)| json_eq(a, b))
+        }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len() && x.iter().all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+            x.len() == y.len()
+                && x.iter()
+                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
         }
         _ => a == b,
     }
@@ -35,8 +39,14 @@ pub(crate) fn element_kind(original: &[Value], patch: &[Value]) -> Result<Kind, 
             None if v.is_array() => return Err(SmpError::no_list_of_lists()),
             None => first = Some(v),
             Some(f) if go_type(f) != go_type(v) => {
-                let lists = Value::Array(vec![Value::Array(original.to_vec()), Value::Array(patch.to_vec())]);
-                return Err(SmpError::other(format!("list element types are not identical: {}", go_value(&lists))));
+                let lists = Value::Array(vec![
+                    Value::Array(original.to_vec()),
+                    Value::Array(patch.to_vec()),
+                ]);
+                return Err(SmpError::other(format!(
+                    "list element types are not identical: {}",
+                    go_value(&lists)
+                )));
             }
             Some(_) => {}
         }
@@ -67,7 +77,10 @@ pub(crate) fn dedup_scalars(s: &mut Vec<Value>) {
 
 /// `current` without the values listed in `to_delete`.
 pub(crate) fn delete_from(current: Vec<Value>, to_delete: &[Value]) -> Vec<Value> {
-    current.into_iter().filter(|v| !to_delete.iter().any(|d| json_eq(v, d))).collect()
+    current
+        .into_iter()
+        .filter(|v| !to_delete.iter().any(|d| json_eq(v, d)))
+        .collect()
 }
 
 fn key_of<'v>(v: &'v Value, key: Option<&str>) -> Option<&'v Value> {
@@ -89,7 +102,9 @@ fn index(list: &[Value], item: &Value, key: Option<&str>) -> Option<usize> {
 
 fn check_merge_keys(key: &str, lists: &[&[Value]]) -> Result<(), SmpError> {
     for item in lists.iter().flat_map(|l| l.iter()) {
-        let m = item.as_object().ok_or_else(|| SmpError::bad_arg_type("map[string]interface {}", item))?;
+        let m = item
+            .as_object()
+            .ok_or_else(|| SmpError::bad_arg_type("map[string]interface {}", item))?;
         if !m.contains_key(key) {
             return Err(SmpError::no_merge_key(m, key));
         }
@@ -99,7 +114,11 @@ fn check_merge_keys(key: &str, lists: &[&[Value]]) -> Result<(), SmpError> {
 
 /// Sorts `items` by their position in `order` (stable; items not in `order`
 /// go last), with `$patch: delete` elements moved to the end.
-fn sort_by(mut items: Vec<Value>, order: &[Value], key: Option<&str>) -> Result<Vec<Value>, SmpError> {
+fn sort_by(
+    mut items: Vec<Value>,
+    order: &[Value],
+    key: Option<&str>,
+) -> Result<Vec<Value>, SmpError> {
     let mut deletes = Vec::new();
     if let Some(k) = key {
         check_merge_keys(k, &[&items, order])?;
@@ -128,7 +147,9 @@ pub(crate) fn normalize(
     let mut server_only = Vec::new();
     for item in merged {
         if let Some(k) = key {
-            let m = item.as_object().ok_or_else(|| SmpError::bad_arg_type("map[string]interface {}", &item))?;
+            let m = item
+                .as_object()
+                .ok_or_else(|| SmpError::bad_arg_type("map[string]interface {}", &item))?;
             if !m.contains_key(k) {
                 return Err(SmpError::no_merge_key(m, k));
             }
@@ -149,7 +170,12 @@ pub(crate) fn normalize(
 
 /// Merges two sorted lists, taking from `left` first only when both heads
 /// are found in `server` and the left one comes earlier there.
-fn interleave(left: Vec<Value>, right: Vec<Value>, server: &[Value], key: Option<&str>) -> Vec<Value> {
+fn interleave(
+    left: Vec<Value>,
+    right: Vec<Value>,
+    server: &[Value],
+    key: Option<&str>,
+) -> Vec<Value> {
     let mut out = Vec::with_capacity(left.len() + right.len());
     let mut left = left.into_iter().peekable();
     let mut right = right.into_iter().peekable();

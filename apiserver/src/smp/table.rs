@@ -41,7 +41,10 @@ const POD_SPEC: &[Rule] = &[
     Embed("ephemeralContainers", CONTAINER),
     Field("imagePullSecrets", BY_NAME),
     Field("hostAliases", BY_IP),
-    Field("topologySpreadConstraints", FieldMeta::merge_by("topologyKey")),
+    Field(
+        "topologySpreadConstraints",
+        FieldMeta::merge_by("topologyKey"),
+    ),
     Field("schedulingGates", BY_NAME),
     Field("resourceClaims", BY_NAME.and_retain_keys()),
 ];
@@ -67,42 +70,79 @@ const POD_STATUS: &[Rule] = &[
 const POD_TEMPLATE: &[Rule] = &[Embed("metadata", OBJECT_META), Embed("spec", POD_SPEC)];
 
 /// Workloads: a pod template at `spec.template` and conditions in status.
-const WORKLOAD: &[Rule] = &[Embed("spec.template", POD_TEMPLATE), Field("status.conditions", BY_TYPE)];
+const WORKLOAD: &[Rule] = &[
+    Embed("spec.template", POD_TEMPLATE),
+    Field("status.conditions", BY_TYPE),
+];
 
 const STATUS_CONDITIONS: &[Rule] = &[Field("status.conditions", BY_TYPE)];
 
 /// The per-kind tables, by API group ("" is core) and kind. Every kind also
 /// gets ObjectMeta at `metadata`.
 const KINDS: &[(&str, &str, &[Rule])] = &[
-    ("", "Pod", &[Embed("spec", POD_SPEC), Embed("status", POD_STATUS)]),
+    (
+        "",
+        "Pod",
+        &[Embed("spec", POD_SPEC), Embed("status", POD_STATUS)],
+    ),
     ("", "PodTemplate", &[Embed("template", POD_TEMPLATE)]),
     ("", "ReplicationController", WORKLOAD),
-    ("", "Node", &[
-        Field("spec.podCIDRs", FieldMeta::merge_primitives()),
-        Field("status.conditions", BY_TYPE),
-        Field("status.addresses", BY_TYPE),
-    ]),
+    (
+        "",
+        "Node",
+        &[
+            Field("spec.podCIDRs", FieldMeta::merge_primitives()),
+            Field("status.conditions", BY_TYPE),
+            Field("status.addresses", BY_TYPE),
+        ],
+    ),
     ("", "Namespace", STATUS_CONDITIONS),
-    ("", "Service", &[Field("spec.ports", FieldMeta::merge_by("port")), Field("status.conditions", BY_TYPE)]),
+    (
+        "",
+        "Service",
+        &[
+            Field("spec.ports", FieldMeta::merge_by("port")),
+            Field("status.conditions", BY_TYPE),
+        ],
+    ),
     ("", "PersistentVolumeClaim", STATUS_CONDITIONS),
     ("", "ServiceAccount", &[Field("secrets", BY_NAME)]),
     ("", "ComponentStatus", &[Field("conditions", BY_TYPE)]),
-    ("apps", "Deployment", &[Embed("", WORKLOAD), Field("spec.strategy", FieldMeta::retain_keys())]),
+    (
+        "apps",
+        "Deployment",
+        &[
+            Embed("", WORKLOAD),
+            Field("spec.strategy", FieldMeta::retain_keys()),
+        ],
+    ),
     ("apps", "ReplicaSet", WORKLOAD),
     ("apps", "StatefulSet", WORKLOAD),
     ("apps", "DaemonSet", WORKLOAD),
     ("batch", "Job", WORKLOAD),
-    ("batch", "CronJob", &[
-        Embed("spec.jobTemplate.metadata", OBJECT_META),
-        Embed("spec.jobTemplate.spec.template", POD_TEMPLATE),
-    ]),
-    ("policy", "PodDisruptionBudget", &[
-        Field("spec.selector", FieldMeta::replace()),
-        Field("status.conditions", BY_TYPE),
-    ]),
+    (
+        "batch",
+        "CronJob",
+        &[
+            Embed("spec.jobTemplate.metadata", OBJECT_META),
+            Embed("spec.jobTemplate.spec.template", POD_TEMPLATE),
+        ],
+    ),
+    (
+        "policy",
+        "PodDisruptionBudget",
+        &[
+            Field("spec.selector", FieldMeta::replace()),
+            Field("status.conditions", BY_TYPE),
+        ],
+    ),
     ("autoscaling", "HorizontalPodAutoscaler", STATUS_CONDITIONS),
     ("networking.k8s.io", "ServiceCIDR", STATUS_CONDITIONS),
-    ("storage.k8s.io", "CSINode", &[Field("spec.drivers", BY_NAME)]),
+    (
+        "storage.k8s.io",
+        "CSINode",
+        &[Field("spec.drivers", BY_NAME)],
+    ),
 ];
 
 fn join(prefix: &str, path: &str) -> String {

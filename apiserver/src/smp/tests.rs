@@ -45,7 +45,8 @@ fn apply_table() {
     let cases = vec![
         Case {
             name: "merging containers by name: changing one image keeps the other",
-            group: "apps", kind: "Deployment",
+            group: "apps",
+            kind: "Deployment",
             original: deployment(two_containers()),
             patch: template_spec(json!({"containers": [{"name": "sidecar", "image": "envoy:2"}]})),
             want: deployment(json!([
@@ -57,15 +58,21 @@ fn apply_table() {
             // Without $setElementOrder upstream puts elements new to the list
             // before the live ones.
             name: "adding an env var",
-            group: "apps", kind: "Deployment",
-            original: deployment(json!([{"name": "web", "image": "nginx:1", "env": [{"name": "A", "value": "1"}]}])),
-            patch: template_spec(json!({"containers": [{"name": "web", "env": [{"name": "C", "value": "3"}]}]})),
+            group: "apps",
+            kind: "Deployment",
+            original: deployment(
+                json!([{"name": "web", "image": "nginx:1", "env": [{"name": "A", "value": "1"}]}]),
+            ),
+            patch: template_spec(
+                json!({"containers": [{"name": "web", "env": [{"name": "C", "value": "3"}]}]}),
+            ),
             want: deployment(json!([{"name": "web", "image": "nginx:1",
                 "env": [{"name": "C", "value": "3"}, {"name": "A", "value": "1"}]}])),
         },
         Case {
             name: "deleting a container with $patch: delete",
-            group: "apps", kind: "Deployment",
+            group: "apps",
+            kind: "Deployment",
             original: deployment(two_containers()),
             patch: template_spec(json!({"containers": [{"name": "sidecar", "$patch": "delete"}]})),
             want: deployment(json!([{"name": "web", "image": "nginx:1",
@@ -73,14 +80,18 @@ fn apply_table() {
         },
         Case {
             name: "replacing a list with $patch: replace",
-            group: "apps", kind: "Deployment",
+            group: "apps",
+            kind: "Deployment",
             original: deployment(two_containers()),
-            patch: template_spec(json!({"containers": [{"$patch": "replace"}, {"name": "only", "image": "busybox"}]})),
+            patch: template_spec(
+                json!({"containers": [{"$patch": "replace"}, {"name": "only", "image": "busybox"}]}),
+            ),
             want: deployment(json!([{"name": "only", "image": "busybox"}])),
         },
         Case {
             name: "$setElementOrder orders the merged list",
-            group: "apps", kind: "Deployment",
+            group: "apps",
+            kind: "Deployment",
             original: deployment(json!([{"name": "a"}, {"name": "b"}, {"name": "c"}])),
             patch: template_spec(json!({
                 "$setElementOrder/containers": [{"name": "c"}, {"name": "a"}, {"name": "b"}],
@@ -90,7 +101,8 @@ fn apply_table() {
         },
         Case {
             name: "$setElementOrder places a new element where it names it",
-            group: "apps", kind: "Deployment",
+            group: "apps",
+            kind: "Deployment",
             original: deployment(json!([{"name": "a"}, {"name": "b"}])),
             patch: template_spec(json!({
                 "$setElementOrder/containers": [{"name": "a"}, {"name": "n"}, {"name": "b"}],
@@ -100,26 +112,35 @@ fn apply_table() {
         },
         Case {
             name: "$retainKeys drops a volume source",
-            group: "apps", kind: "Deployment",
-            original: with_template_spec(deployment(json!([{"name": "web"}])), "volumes",
-                json!([{"name": "data", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}}])),
+            group: "apps",
+            kind: "Deployment",
+            original: with_template_spec(
+                deployment(json!([{"name": "web"}])),
+                "volumes",
+                json!([{"name": "data", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "c"}}]),
+            ),
             patch: template_spec(json!({
                 "$setElementOrder/volumes": [{"name": "data"}, {"name": "cfg"}],
                 "volumes": [{"$retainKeys": ["hostPath", "name"], "name": "data", "hostPath": {"path": "/x"}}],
             })),
-            want: with_template_spec(deployment(json!([{"name": "web"}])), "volumes",
-                json!([{"name": "data", "hostPath": {"path": "/x"}}, {"name": "cfg", "configMap": {"name": "c"}}])),
+            want: with_template_spec(
+                deployment(json!([{"name": "web"}])),
+                "volumes",
+                json!([{"name": "data", "hostPath": {"path": "/x"}}, {"name": "cfg", "configMap": {"name": "c"}}]),
+            ),
         },
         Case {
             name: "$retainKeys on the deployment strategy",
-            group: "apps", kind: "Deployment",
+            group: "apps",
+            kind: "Deployment",
             original: json!({"spec": {"strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1}}}}),
             patch: json!({"spec": {"strategy": {"$retainKeys": ["type"], "type": "Recreate"}}}),
             want: json!({"spec": {"strategy": {"type": "Recreate"}}}),
         },
         Case {
             name: "null deletes a label",
-            group: "apps", kind: "Deployment",
+            group: "apps",
+            kind: "Deployment",
             original: deployment(json!([{"name": "web"}])),
             patch: json!({"metadata": {"labels": {"tier": null, "missing": null}}}),
             want: {
@@ -130,28 +151,32 @@ fn apply_table() {
         },
         Case {
             name: "finalizers are a union",
-            group: "", kind: "ConfigMap",
+            group: "",
+            kind: "ConfigMap",
             original: json!({"metadata": {"finalizers": ["a", "b"]}, "data": {"k": "v"}}),
             patch: json!({"metadata": {"finalizers": ["b", "c"]}, "data": {"k2": "v2"}}),
             want: json!({"metadata": {"finalizers": ["a", "b", "c"]}, "data": {"k": "v", "k2": "v2"}}),
         },
         Case {
             name: "$deleteFromPrimitiveList/finalizers removes values",
-            group: "", kind: "ConfigMap",
+            group: "",
+            kind: "ConfigMap",
             original: json!({"metadata": {"finalizers": ["a", "b", "c"]}}),
             patch: json!({"metadata": {"$deleteFromPrimitiveList/finalizers": ["b"]}}),
             want: json!({"metadata": {"finalizers": ["a", "c"]}}),
         },
         Case {
             name: "tolerations are replaced as a whole",
-            group: "", kind: "Pod",
+            group: "",
+            kind: "Pod",
             original: json!({"spec": {"tolerations": [{"key": "a", "operator": "Exists"}, {"key": "b", "operator": "Exists"}]}}),
             patch: json!({"spec": {"tolerations": [{"key": "c", "operator": "Exists"}]}}),
             want: json!({"spec": {"tolerations": [{"key": "c", "operator": "Exists"}]}}),
         },
         Case {
             name: "service ports merge by port",
-            group: "", kind: "Service",
+            group: "",
+            kind: "Service",
             original: json!({"spec": {"ports": [
                 {"name": "http", "port": 80, "targetPort": 8080}, {"name": "https", "port": 443}]}}),
             patch: json!({"spec": {"ports": [{"port": 80, "targetPort": 9090}]}}),
@@ -160,7 +185,8 @@ fn apply_table() {
         },
         Case {
             name: "kubectl rollout restart adds the restartedAt annotation",
-            group: "apps", kind: "Deployment",
+            group: "apps",
+            kind: "Deployment",
             original: deployment(two_containers()),
             patch: json!({"spec": {"template": {"metadata": {"annotations": {
                 "kubectl.kubernetes.io/restartedAt": "2026-11-23T03:00:00Z"}}}}}),
@@ -173,14 +199,20 @@ fn apply_table() {
         },
         Case {
             name: "kubectl set image patch shape",
-            group: "apps", kind: "Deployment",
-            original: deployment(json!([{"name": "web", "image": "nginx:1", "ports": [{"containerPort": 80}]}])),
+            group: "apps",
+            kind: "Deployment",
+            original: deployment(
+                json!([{"name": "web", "image": "nginx:1", "ports": [{"containerPort": 80}]}]),
+            ),
             patch: json!({"spec": {"template": {"spec": {"containers": [{"name": "web", "image": "nginx:2"}]}}}}),
-            want: deployment(json!([{"name": "web", "image": "nginx:2", "ports": [{"containerPort": 80}]}])),
+            want: deployment(
+                json!([{"name": "web", "image": "nginx:2", "ports": [{"containerPort": 80}]}]),
+            ),
         },
         Case {
             name: "kubectl apply removing an env var from the file",
-            group: "apps", kind: "Deployment",
+            group: "apps",
+            kind: "Deployment",
             original: deployment(two_containers()),
             patch: template_spec(json!({
                 "$setElementOrder/containers": [{"name": "web"}, {"name": "sidecar"}],
@@ -193,7 +225,8 @@ fn apply_table() {
         },
         Case {
             name: "$patch: replace in a map replaces the map",
-            group: "", kind: "Pod",
+            group: "",
+            kind: "Pod",
             original: json!({"spec": {"nodeSelector": {"a": "1", "b": "2"}}}),
             patch: json!({"spec": {"nodeSelector": {"$patch": "replace", "c": "3"}}}),
             want: json!({"spec": {"nodeSelector": {"c": "3"}}}),
@@ -201,14 +234,16 @@ fn apply_table() {
         Case {
             // Upstream leaves an empty map where the deleted one was.
             name: "$patch: delete in a map empties it",
-            group: "", kind: "Pod",
+            group: "",
+            kind: "Pod",
             original: json!({"spec": {"affinity": {"nodeAffinity": {}}, "hostname": "h"}}),
             patch: json!({"spec": {"affinity": {"$patch": "delete"}}}),
             want: json!({"spec": {"affinity": {}, "hostname": "h"}}),
         },
         Case {
             name: "directives are consumed when the field is new",
-            group: "", kind: "Pod",
+            group: "",
+            kind: "Pod",
             original: json!({"spec": {"containers": [{"name": "web"}]}}),
             patch: json!({"spec": {
                 "$setElementOrder/volumes": [{"name": "v"}],
@@ -222,7 +257,8 @@ fn apply_table() {
         },
         Case {
             name: "cronjob reaches the pod spec through the job template",
-            group: "batch", kind: "CronJob",
+            group: "batch",
+            kind: "CronJob",
             original: json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [
                 {"name": "a", "image": "1"}, {"name": "b", "image": "1"}]}}}}}}),
             patch: json!({"spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "2"}]}}}}}}),
@@ -231,7 +267,8 @@ fn apply_table() {
         },
         Case {
             name: "node status conditions merge by type",
-            group: "", kind: "Node",
+            group: "",
+            kind: "Node",
             original: json!({"status": {"conditions": [{"type": "Ready", "status": "False"}, {"type": "DiskPressure", "status": "False"}]}}),
             patch: json!({"status": {"conditions": [{"type": "Ready", "status": "True"}]}}),
             want: json!({"status": {"conditions": [{"type": "Ready", "status": "True"}, {"type": "DiskPressure", "status": "False"}]}}),
@@ -239,7 +276,8 @@ fn apply_table() {
         Case {
             // The example of upstream's preserve-order design proposal.
             name: "without $setElementOrder server-only elements interleave by live order",
-            group: "", kind: "Pod",
+            group: "",
+            kind: "Pod",
             original: json!({"spec": {"containers": [{"name": "B"}, {"name": "C"}, {"name": "A"}]}}),
             patch: json!({"spec": {"containers": [{"name": "A", "image": "a"}, {"name": "B", "image": "b"}, {"name": "D"}]}}),
             want: json!({"spec": {"containers": [
@@ -247,35 +285,40 @@ fn apply_table() {
         },
         Case {
             name: "$setElementOrder on a primitive list",
-            group: "", kind: "Secret",
+            group: "",
+            kind: "Secret",
             original: json!({"metadata": {"finalizers": ["a", "b"]}}),
             patch: json!({"metadata": {"$setElementOrder/finalizers": ["b", "c", "a"], "finalizers": ["c"]}}),
             want: json!({"metadata": {"finalizers": ["b", "c", "a"]}}),
         },
         Case {
             name: "merge keys compare as numbers",
-            group: "", kind: "Service",
+            group: "",
+            kind: "Service",
             original: json!({"spec": {"ports": [{"port": 80, "name": "http"}]}}),
             patch: json!({"spec": {"ports": [{"port": 80.0, "targetPort": 8080}]}}),
             want: json!({"spec": {"ports": [{"port": 80.0, "name": "http", "targetPort": 8080}]}}),
         },
         Case {
             name: "$patch: replace list element when the list is new",
-            group: "", kind: "Pod",
+            group: "",
+            kind: "Pod",
             original: json!({"spec": {}}),
             patch: json!({"spec": {"imagePullSecrets": [{"$patch": "replace"}, {"name": "reg"}]}}),
             want: json!({"spec": {"imagePullSecrets": [{"name": "reg"}]}}),
         },
         Case {
             name: "owner references merge by uid",
-            group: "apps", kind: "ReplicaSet",
+            group: "apps",
+            kind: "ReplicaSet",
             original: json!({"metadata": {"ownerReferences": [{"uid": "1", "name": "a"}]}}),
             patch: json!({"metadata": {"ownerReferences": [{"uid": "1", "controller": true}]}}),
             want: json!({"metadata": {"ownerReferences": [{"uid": "1", "name": "a", "controller": true}]}}),
         },
         Case {
             name: "secret data merges as a map",
-            group: "", kind: "Secret",
+            group: "",
+            kind: "Secret",
             original: json!({"data": {"a": "YQ==", "b": "Yg=="}, "type": "Opaque"}),
             patch: json!({"data": {"b": null, "c": "Yw=="}}),
             want: json!({"data": {"a": "YQ==", "c": "Yw=="}, "type": "Opaque"}),
@@ -283,7 +326,8 @@ fn apply_table() {
     ];
     for c in cases {
         let meta = patch_meta_for(c.group, c.kind);
-        let got = apply(&c.original, &c.patch, &meta).unwrap_or_else(|e| panic!("{}: unexpected error: {e}", c.name));
+        let got = apply(&c.original, &c.patch, &meta)
+            .unwrap_or_else(|e| panic!("{}: unexpected error: {e}", c.name));
         assert_eq!(got, c.want, "{}: got {got:#}", c.name);
     }
 }
@@ -341,29 +385,99 @@ fn error_table() {
 fn patch_meta_table() {
     let merge = FieldMeta::merge_by;
     let cases: Vec<(&str, &str, &str, FieldMeta)> = vec![
-        ("apps", "Deployment", "spec.template.spec.containers", merge("name")),
-        ("apps", "Deployment", "spec.template.spec.containers.env", merge("name")),
-        ("apps", "Deployment", "spec.template.spec.initContainers.ports", merge("containerPort")),
-        ("apps", "Deployment", "spec.template.spec.volumes", merge("name").and_retain_keys()),
-        ("apps", "Deployment", "spec.template.spec.tolerations", FieldMeta::default()),
-        ("apps", "Deployment", "spec.template.metadata.finalizers", FieldMeta::merge_primitives()),
-        ("apps", "Deployment", "spec.strategy", FieldMeta::retain_keys()),
+        (
+            "apps",
+            "Deployment",
+            "spec.template.spec.containers",
+            merge("name"),
+        ),
+        (
+            "apps",
+            "Deployment",
+            "spec.template.spec.containers.env",
+            merge("name"),
+        ),
+        (
+            "apps",
+            "Deployment",
+            "spec.template.spec.initContainers.ports",
+            merge("containerPort"),
+        ),
+        (
+            "apps",
+            "Deployment",
+            "spec.template.spec.volumes",
+            merge("name").and_retain_keys(),
+        ),
+        (
+            "apps",
+            "Deployment",
+            "spec.template.spec.tolerations",
+            FieldMeta::default(),
+        ),
+        (
+            "apps",
+            "Deployment",
+            "spec.template.metadata.finalizers",
+            FieldMeta::merge_primitives(),
+        ),
+        (
+            "apps",
+            "Deployment",
+            "spec.strategy",
+            FieldMeta::retain_keys(),
+        ),
         ("apps", "Deployment", "status.conditions", merge("type")),
-        ("", "Pod", "spec.ephemeralContainers.volumeMounts", merge("mountPath")),
-        ("", "Pod", "spec.containers.volumeDevices", merge("devicePath")),
+        (
+            "",
+            "Pod",
+            "spec.ephemeralContainers.volumeMounts",
+            merge("mountPath"),
+        ),
+        (
+            "",
+            "Pod",
+            "spec.containers.volumeDevices",
+            merge("devicePath"),
+        ),
         ("", "Pod", "spec.containers.envFrom", FieldMeta::default()),
-        ("", "Pod", "spec.topologySpreadConstraints", merge("topologyKey")),
+        (
+            "",
+            "Pod",
+            "spec.topologySpreadConstraints",
+            merge("topologyKey"),
+        ),
         ("", "Pod", "spec.hostAliases", merge("ip")),
         ("", "Pod", "status.podIPs", merge("ip")),
         ("", "Pod", "metadata.ownerReferences", merge("uid")),
-        ("", "PodTemplate", "template.spec.imagePullSecrets", merge("name")),
-        ("", "ReplicationController", "spec.template.spec.resourceClaims", merge("name").and_retain_keys()),
-        ("batch", "CronJob", "spec.jobTemplate.spec.template.spec.containers", merge("name")),
+        (
+            "",
+            "PodTemplate",
+            "template.spec.imagePullSecrets",
+            merge("name"),
+        ),
+        (
+            "",
+            "ReplicationController",
+            "spec.template.spec.resourceClaims",
+            merge("name").and_retain_keys(),
+        ),
+        (
+            "batch",
+            "CronJob",
+            "spec.jobTemplate.spec.template.spec.containers",
+            merge("name"),
+        ),
         ("batch", "Job", "status.conditions", merge("type")),
         ("", "Node", "spec.taints", FieldMeta::default()),
         ("", "Node", "status.addresses", merge("type")),
         ("", "Service", "spec.ports", merge("port")),
-        ("policy", "PodDisruptionBudget", "spec.selector", FieldMeta::replace()),
+        (
+            "policy",
+            "PodDisruptionBudget",
+            "spec.selector",
+            FieldMeta::replace(),
+        ),
         ("", "ConfigMap", "data", FieldMeta::default()),
     ];
     for (group, kind, path, want) in cases {

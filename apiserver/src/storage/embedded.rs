@@ -93,7 +93,10 @@ impl EmbeddedStore {
     pub fn open(path: &Path) -> Result<Arc<Self>> {
         // redb's default page cache is 1 GiB; the watch cache already holds every
         // object in memory, so a small cache keeps RSS low without slowing reads.
-        let db = db!("open", Database::builder().set_cache_size(CACHE_BYTES).create(path))?;
+        let db = db!(
+            "open",
+            Database::builder().set_cache_size(CACHE_BYTES).create(path)
+        )?;
         let txn = db!("begin init", db.begin_write())?;
         {
             db!("init state", txn.open_table(STATE))?;

@@ -3,12 +3,16 @@
 use serde_json::{json, Value};
 
 use super::{
-    age, age_col, arr, c, container_cells, format_label_selector, format_labels, get, int, name, name_col, s, wide,
-    CellFn, ColumnDef,
+    age, age_col, arr, c, container_cells, format_label_selector, format_labels, get, int, name,
+    name_col, s, wide, CellFn, ColumnDef,
 };
 
 fn containers_col() -> ColumnDef {
-    wide("Containers", "string", "Container names in the pod template.")
+    wide(
+        "Containers",
+        "string",
+        "Container names in the pod template.",
+    )
 }
 
 fn images_col() -> ColumnDef {
@@ -63,12 +67,28 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
         "daemonsets" => (
             vec![
                 name_col(),
-                c("Desired", "integer", "Nodes that should run the daemon pod."),
+                c(
+                    "Desired",
+                    "integer",
+                    "Nodes that should run the daemon pod.",
+                ),
                 c("Current", "integer", "Nodes running the daemon pod."),
                 c("Ready", "integer", "Nodes with a ready daemon pod."),
-                c("Up-to-date", "integer", "Nodes running the latest template."),
-                c("Available", "integer", "Nodes with an available daemon pod."),
-                c("Node Selector", "string", "Node selector of the pod template."),
+                c(
+                    "Up-to-date",
+                    "integer",
+                    "Nodes running the latest template.",
+                ),
+                c(
+                    "Available",
+                    "integer",
+                    "Nodes with an available daemon pod.",
+                ),
+                c(
+                    "Node Selector",
+                    "string",
+                    "Node selector of the pod template.",
+                ),
                 age_col(),
                 containers_col(),
                 images_col(),
@@ -90,7 +110,9 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
 }
 
 fn desired(obj: &Value) -> i64 {
-    get(obj, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(1)
+    get(obj, &["spec", "replicas"])
+        .and_then(Value::as_i64)
+        .unwrap_or(1)
 }
 
 fn template_containers(obj: &Value) -> &[Value] {
@@ -108,7 +130,11 @@ fn deployment_cells(d: &Value, now: i64) -> Vec<Value> {
     };
     vec![
         name(d),
-        json!(format!("{}/{}", int(d, &["status", "readyReplicas"]), desired(d))),
+        json!(format!(
+            "{}/{}",
+            int(d, &["status", "readyReplicas"]),
+            desired(d)
+        )),
         json!(int(d, &["status", "updatedReplicas"])),
         json!(int(d, &["status", "availableReplicas"])),
         age(d, now),
@@ -136,7 +162,11 @@ fn statefulset_cells(ss: &Value, now: i64) -> Vec<Value> {
     let (names, images) = container_cells(template_containers(ss));
     vec![
         name(ss),
-        json!(format!("{}/{}", int(ss, &["status", "readyReplicas"]), desired(ss))),
+        json!(format!(
+            "{}/{}",
+            int(ss, &["status", "readyReplicas"]),
+            desired(ss)
+        )),
         age(ss, now),
         names,
         images,
@@ -152,7 +182,10 @@ fn daemonset_cells(ds: &Value, now: i64) -> Vec<Value> {
         json!(int(ds, &["status", "numberReady"])),
         json!(int(ds, &["status", "updatedNumberScheduled"])),
         json!(int(ds, &["status", "numberAvailable"])),
-        json!(format_labels(get(ds, &["spec", "template", "spec", "nodeSelector"]))),
+        json!(format_labels(get(
+            ds,
+            &["spec", "template", "spec", "nodeSelector"]
+        ))),
         age(ds, now),
         names,
         images,
@@ -174,7 +207,11 @@ pub(crate) fn controller_name(obj: &Value) -> String {
         None => "",
     };
     let kind = s(owner, &["kind"]);
-    let gk = if group.is_empty() { kind.to_string() } else { format!("{kind}.{group}") };
+    let gk = if group.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}.{group}")
+    };
     let owner_name = s(owner, &["name"]);
     if gk.is_empty() {
         owner_name.to_string()
@@ -184,5 +221,10 @@ pub(crate) fn controller_name(obj: &Value) -> String {
 }
 
 fn controllerrevision_cells(cr: &Value, now: i64) -> Vec<Value> {
-    vec![name(cr), json!(controller_name(cr)), json!(int(cr, &["revision"])), age(cr, now)]
+    vec![
+        name(cr),
+        json!(controller_name(cr)),
+        json!(int(cr, &["revision"])),
+        age(cr, now),
+    ]
 }

@@ -3,8 +3,8 @@
 use serde_json::{json, Value};
 
 use super::{
-    age, age_col, arr, c, container_cells, format_label_selector, get, human_duration, int, name, name_col,
-    parse_rfc3339, s, since, wide, CellFn, ColumnDef,
+    age, age_col, arr, c, container_cells, format_label_selector, get, human_duration, int, name,
+    name_col, parse_rfc3339, s, since, wide, CellFn, ColumnDef,
 };
 
 pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, CellFn)> {
@@ -13,7 +13,11 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
     }
     let tail = || {
         vec![
-            wide("Containers", "string", "Container names in the pod template."),
+            wide(
+                "Containers",
+                "string",
+                "Container names in the pod template.",
+            ),
             wide("Images", "string", "Container images in the pod template."),
             wide("Selector", "string", "Label selector for the job's pods."),
         ]
@@ -23,8 +27,16 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
             let mut cols = vec![
                 name_col(),
                 c("Status", "string", "Summary of the job's conditions."),
-                c("Completions", "string", "Succeeded pods out of required completions."),
-                c("Duration", "string", "How long the job ran or has been running."),
+                c(
+                    "Completions",
+                    "string",
+                    "Succeeded pods out of required completions.",
+                ),
+                c(
+                    "Duration",
+                    "string",
+                    "How long the job ran or has been running.",
+                ),
                 age_col(),
             ];
             cols.extend(tail());
@@ -37,7 +49,11 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
                 c("Timezone", "string", "Time zone of the schedule."),
                 c("Suspend", "boolean", "Whether new runs are suspended."),
                 c("Active", "integer", "Currently running jobs."),
-                c("Last Schedule", "string", "Time since the last scheduled run."),
+                c(
+                    "Last Schedule",
+                    "string",
+                    "Time since the last scheduled run.",
+                ),
                 age_col(),
             ];
             cols.extend(tail());
@@ -84,7 +100,11 @@ fn job_cells(job: &Value, now: i64) -> Vec<Value> {
             }
         }
     };
-    let time = |k: &str| get(job, &["status", k]).and_then(Value::as_str).and_then(parse_rfc3339);
+    let time = |k: &str| {
+        get(job, &["status", k])
+            .and_then(Value::as_str)
+            .and_then(parse_rfc3339)
+    };
     let duration = match (time("startTime"), time("completionTime")) {
         (None, _) => String::new(),
         (Some(start), None) => human_duration(now - start),
@@ -117,7 +137,9 @@ fn cronjob_cells(cj: &Value, now: i64) -> Vec<Value> {
         Some(false) => "False",
         None => "<unset>",
     };
-    let job_spec = get(cj, &["spec", "jobTemplate", "spec"]).cloned().unwrap_or(Value::Null);
+    let job_spec = get(cj, &["spec", "jobTemplate", "spec"])
+        .cloned()
+        .unwrap_or(Value::Null);
     let (names, images) = container_cells(arr(&job_spec, &["template", "spec", "containers"]));
     vec![
         name(cj),

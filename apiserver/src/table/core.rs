@@ -4,8 +4,8 @@ use serde_json::{json, Value};
 
 use super::pod::none_if_empty;
 use super::{
-    age, age_col, arr, c, container_cells, format_labels, get, int, name, name_col, s, since,
-    wide, CellFn, ColumnDef,
+    age, age_col, arr, c, container_cells, format_labels, get, int, name, name_col, s, since, wide,
+    CellFn, ColumnDef,
 };
 
 pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, CellFn)> {
@@ -19,7 +19,11 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
                 name_col(),
                 c("Type", "string", "How the service is exposed."),
                 c("Cluster-IP", "string", "The service's cluster IP address."),
-                c("External-IP", "string", "Addresses the service is reachable on from outside the cluster."),
+                c(
+                    "External-IP",
+                    "string",
+                    "Addresses the service is reachable on from outside the cluster.",
+                ),
                 c("Port(s)", "string", "Ports the service exposes."),
                 age_col(),
                 wide("Selector", "string", "Labels selecting the backing pods."),
@@ -27,16 +31,36 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
             service_cells,
         ),
         "endpoints" => (
-            vec![name_col(), c("Endpoints", "string", "Addresses backing the service."), age_col()],
+            vec![
+                name_col(),
+                c("Endpoints", "string", "Addresses backing the service."),
+                age_col(),
+            ],
             endpoints_cells,
         ),
-        "configmaps" => (vec![name_col(), c("Data", "string", "Number of data keys."), age_col()], configmap_cells),
+        "configmaps" => (
+            vec![
+                name_col(),
+                c("Data", "string", "Number of data keys."),
+                age_col(),
+            ],
+            configmap_cells,
+        ),
         "secrets" => (
-            vec![name_col(), c("Type", "string", "Secret type."), c("Data", "string", "Number of data keys."), age_col()],
+            vec![
+                name_col(),
+                c("Type", "string", "Secret type."),
+                c("Data", "string", "Number of data keys."),
+                age_col(),
+            ],
             secret_cells,
         ),
         "namespaces" => (
-            vec![name_col(), c("Status", "string", "Lifecycle phase of the namespace."), age_col()],
+            vec![
+                name_col(),
+                c("Status", "string", "Lifecycle phase of the namespace."),
+                age_col(),
+            ],
             namespace_cells,
         ),
         "nodes" => (
@@ -50,12 +74,20 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
                 wide("External-IP", "string", "First external address."),
                 wide("OS-Image", "string", "Operating system image."),
                 wide("Kernel-Version", "string", "Kernel version."),
-                wide("Container-Runtime", "string", "Container runtime and version."),
+                wide(
+                    "Container-Runtime",
+                    "string",
+                    "Container runtime and version.",
+                ),
             ],
             node_cells,
         ),
         "serviceaccounts" => (
-            vec![name_col(), c("Secrets", "string", "Number of referenced secrets."), age_col()],
+            vec![
+                name_col(),
+                c("Secrets", "string", "Number of referenced secrets."),
+                age_col(),
+            ],
             serviceaccount_cells,
         ),
         "events" => (event_columns(), event_cells),
@@ -68,7 +100,11 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
                 c("Status", "string", "Volume phase."),
                 c("Claim", "string", "Bound claim as namespace/name."),
                 c("StorageClass", "string", "Storage class of the volume."),
-                c("VolumeAttributesClass", "string", "Volume attributes class of the volume."),
+                c(
+                    "VolumeAttributesClass",
+                    "string",
+                    "Volume attributes class of the volume.",
+                ),
                 c("Reason", "string", "Reason for the current phase."),
                 age_col(),
                 wide("VolumeMode", "string", "Filesystem or Block."),
@@ -81,9 +117,17 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
                 c("Status", "string", "Claim phase."),
                 c("Volume", "string", "Bound volume."),
                 c("Capacity", "string", "Capacity of the bound volume."),
-                c("Access Modes", "string", "Access modes of the bound volume."),
+                c(
+                    "Access Modes",
+                    "string",
+                    "Access modes of the bound volume.",
+                ),
                 c("StorageClass", "string", "Storage class of the claim."),
-                c("VolumeAttributesClass", "string", "Volume attributes class of the claim."),
+                c(
+                    "VolumeAttributesClass",
+                    "string",
+                    "Volume attributes class of the claim.",
+                ),
                 age_col(),
                 wide("VolumeMode", "string", "Filesystem or Block."),
             ],
@@ -107,7 +151,11 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
 }
 
 fn strings(v: &Value, path: &[&str]) -> Vec<String> {
-    arr(v, path).iter().filter_map(Value::as_str).map(str::to_string).collect()
+    arr(v, path)
+        .iter()
+        .filter_map(Value::as_str)
+        .map(str::to_string)
+        .collect()
 }
 
 /// Upstream's getServiceExternalIP with wide output (no truncation).
@@ -115,7 +163,11 @@ fn service_external_ip(svc: &Value) -> String {
     let external = strings(svc, &["spec", "externalIPs"]);
     match s(svc, &["spec", "type"]) {
         "ClusterIP" | "NodePort" | "" => {
-            if external.is_empty() { "<none>".into() } else { external.join(",") }
+            if external.is_empty() {
+                "<none>".into()
+            } else {
+                external.join(",")
+            }
         }
         "LoadBalancer" => {
             let mut lb = super::load_balancer_addresses(svc);
@@ -123,7 +175,11 @@ fn service_external_ip(svc: &Value) -> String {
                 lb.extend(external);
                 return lb.join(",");
             }
-            if lb.is_empty() { "<pending>".into() } else { lb.join(",") }
+            if lb.is_empty() {
+                "<pending>".into()
+            } else {
+                lb.join(",")
+            }
         }
         "ExternalName" => s(svc, &["spec", "externalName"]).to_string(),
         _ => "<unknown>".into(),
@@ -141,14 +197,25 @@ pub(crate) fn service_ports(svc: &Value) -> String {
             };
             let port = int(p, &["port"]);
             let node_port = int(p, &["nodePort"]);
-            if node_port > 0 { format!("{port}:{node_port}/{proto}") } else { format!("{port}/{proto}") }
+            if node_port > 0 {
+                format!("{port}:{node_port}/{proto}")
+            } else {
+                format!("{port}/{proto}")
+            }
         })
         .collect();
-    if pieces.is_empty() { "<none>".into() } else { pieces.join(",") }
+    if pieces.is_empty() {
+        "<none>".into()
+    } else {
+        pieces.join(",")
+    }
 }
 
 fn service_cells(svc: &Value, now: i64) -> Vec<Value> {
-    let mut cluster_ip = arr(svc, &["spec", "clusterIPs"]).first().and_then(Value::as_str).unwrap_or("");
+    let mut cluster_ip = arr(svc, &["spec", "clusterIPs"])
+        .first()
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if cluster_ip.is_empty() {
         cluster_ip = s(svc, &["spec", "clusterIP"]);
     }
@@ -164,7 +231,11 @@ fn service_cells(svc: &Value, now: i64) -> Vec<Value> {
 }
 
 fn join_host_port(host: &str, port: i64) -> String {
-    if host.contains(':') { format!("[{host}]:{port}") } else { format!("{host}:{port}") }
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 fn format_endpoints(ep: &Value) -> String {
@@ -202,7 +273,11 @@ fn format_endpoints(ep: &Value) -> String {
         }
     }
     let joined = list.join(",");
-    if more { format!("{joined} + {} more...", count - MAX) } else { joined }
+    if more {
+        format!("{joined} + {} more...", count - MAX)
+    } else {
+        joined
+    }
 }
 
 fn endpoints_cells(ep: &Value, now: i64) -> Vec<Value> {
@@ -210,15 +285,26 @@ fn endpoints_cells(ep: &Value, now: i64) -> Vec<Value> {
 }
 
 fn obj_len(v: &Value, key: &str) -> i64 {
-    get(v, &[key]).and_then(Value::as_object).map_or(0, |m| m.len() as i64)
+    get(v, &[key])
+        .and_then(Value::as_object)
+        .map_or(0, |m| m.len() as i64)
 }
 
 fn configmap_cells(cm: &Value, now: i64) -> Vec<Value> {
-    vec![name(cm), json!(obj_len(cm, "data") + obj_len(cm, "binaryData")), age(cm, now)]
+    vec![
+        name(cm),
+        json!(obj_len(cm, "data") + obj_len(cm, "binaryData")),
+        age(cm, now),
+    ]
 }
 
 fn secret_cells(sec: &Value, now: i64) -> Vec<Value> {
-    vec![name(sec), json!(s(sec, &["type"])), json!(obj_len(sec, "data")), age(sec, now)]
+    vec![
+        name(sec),
+        json!(s(sec, &["type"])),
+        json!(obj_len(sec, "data")),
+        age(sec, now),
+    ]
 }
 
 fn namespace_cells(ns: &Value, now: i64) -> Vec<Value> {
@@ -227,8 +313,16 @@ fn namespace_cells(ns: &Value, now: i64) -> Vec<Value> {
 
 fn node_cells(node: &Value, now: i64) -> Vec<Value> {
     let mut status: Vec<String> = Vec::new();
-    if let Some(cond) = arr(node, &["status", "conditions"]).iter().rev().find(|c| s(c, &["type"]) == "Ready") {
-        status.push(if s(cond, &["status"]) == "True" { "Ready".into() } else { "NotReady".into() });
+    if let Some(cond) = arr(node, &["status", "conditions"])
+        .iter()
+        .rev()
+        .find(|c| s(c, &["type"]) == "Ready")
+    {
+        status.push(if s(cond, &["status"]) == "True" {
+            "Ready".into()
+        } else {
+            "NotReady".into()
+        });
     }
     if status.is_empty() {
         status.push("Unknown".into());
@@ -265,7 +359,11 @@ fn node_cells(node: &Value, now: i64) -> Vec<Value> {
     vec![
         name(node),
         json!(status.join(",")),
-        json!(if roles.is_empty() { "<none>".to_string() } else { roles.join(",") }),
+        json!(if roles.is_empty() {
+            "<none>".to_string()
+        } else {
+            roles.join(",")
+        }),
         age(node, now),
         json!(s(node, &["status", "nodeInfo", "kubeletVersion"])),
         json!(address("InternalIP")),
@@ -277,26 +375,42 @@ fn node_cells(node: &Value, now: i64) -> Vec<Value> {
 }
 
 fn serviceaccount_cells(sa: &Value, now: i64) -> Vec<Value> {
-    vec![name(sa), json!(arr(sa, &["secrets"]).len() as i64), age(sa, now)]
+    vec![
+        name(sa),
+        json!(arr(sa, &["secrets"]).len() as i64),
+        age(sa, now),
+    ]
 }
 
 fn event_columns() -> Vec<ColumnDef> {
     vec![
-        c("Last Seen", "string", "Time since the event was last observed."),
+        c(
+            "Last Seen",
+            "string",
+            "Time since the event was last observed.",
+        ),
         c("Type", "string", "Normal or Warning."),
         c("Reason", "string", "Short machine-readable reason."),
         c("Object", "string", "The object the event is about."),
         wide("Subobject", "string", "Field path within the object."),
         wide("Source", "string", "Component that reported the event."),
         c("Message", "string", "Human-readable description."),
-        wide("First Seen", "string", "Time since the event was first observed."),
+        wide(
+            "First Seen",
+            "string",
+            "Time since the event was first observed.",
+        ),
         wide("Count", "string", "How many times the event occurred."),
-        ColumnDef { priority: 1, ..name_col() },
+        ColumnDef {
+            priority: 1,
+            ..name_col()
+        },
     ]
 }
 
 fn event_cells(ev: &Value, now: i64) -> Vec<Value> {
-    let nonempty = |path: &[&str]| get(ev, path).filter(|v| v.as_str().is_some_and(|s| !s.is_empty()));
+    let nonempty =
+        |path: &[&str]| get(ev, path).filter(|v| v.as_str().is_some_and(|s| !s.is_empty()));
     let first = match nonempty(&["firstTimestamp"]) {
         Some(t) => since(Some(t), now),
         None => since(nonempty(&["eventTime"]), now),
@@ -314,11 +428,28 @@ fn event_cells(ev: &Value, now: i64) -> Vec<Value> {
     }
     let kind = s(ev, &["involvedObject", "kind"]).to_lowercase();
     let obj_name = s(ev, &["involvedObject", "name"]);
-    let target = if obj_name.is_empty() { kind } else { format!("{kind}/{obj_name}") };
-    let pick = |a: &str, b: &str| if a.is_empty() { b.to_string() } else { a.to_string() };
-    let component = pick(s(ev, &["source", "component"]), s(ev, &["reportingComponent"]));
+    let target = if obj_name.is_empty() {
+        kind
+    } else {
+        format!("{kind}/{obj_name}")
+    };
+    let pick = |a: &str, b: &str| {
+        if a.is_empty() {
+            b.to_string()
+        } else {
+            a.to_string()
+        }
+    };
+    let component = pick(
+        s(ev, &["source", "component"]),
+        s(ev, &["reportingComponent"]),
+    );
     let host = pick(s(ev, &["source", "host"]), s(ev, &["reportingInstance"]));
-    let source = if host.is_empty() { component } else { format!("{component}, {host}") };
+    let source = if host.is_empty() {
+        component
+    } else {
+        format!("{component}, {host}")
+    };
     vec![
         json!(last),
         json!(s(ev, &["type"])),
@@ -351,7 +482,14 @@ fn access_modes(v: &Value, path: &[&str]) -> String {
 }
 
 fn storage_class(v: &Value) -> String {
-    let beta = s(v, &["metadata", "annotations", "volume.beta.kubernetes.io/storage-class"]);
+    let beta = s(
+        v,
+        &[
+            "metadata",
+            "annotations",
+            "volume.beta.kubernetes.io/storage-class",
+        ],
+    );
     if !beta.is_empty() {
         return beta.to_string();
     }
@@ -408,7 +546,10 @@ fn pvc_cells(pvc: &Value, now: i64) -> Vec<Value> {
     let (capacity, modes) = if volume.is_empty() {
         (String::new(), String::new())
     } else {
-        (quantity(get(pvc, &["status", "capacity", "storage"])), access_modes(pvc, &["status", "accessModes"]))
+        (
+            quantity(get(pvc, &["status", "capacity", "storage"])),
+            access_modes(pvc, &["status", "accessModes"]),
+        )
     };
     vec![
         name(pvc),
@@ -417,14 +558,19 @@ fn pvc_cells(pvc: &Value, now: i64) -> Vec<Value> {
         json!(capacity),
         json!(modes),
         json!(storage_class(pvc)),
-        json!(unset_if_missing(pvc, &["spec", "volumeAttributesClassName"])),
+        json!(unset_if_missing(
+            pvc,
+            &["spec", "volumeAttributesClassName"]
+        )),
         age(pvc, now),
         json!(unset_if_missing(pvc, &["spec", "volumeMode"])),
     ]
 }
 
 fn rc_cells(rc: &Value, now: i64) -> Vec<Value> {
-    let desired = get(rc, &["spec", "replicas"]).and_then(Value::as_i64).unwrap_or(1);
+    let desired = get(rc, &["spec", "replicas"])
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
     let (names, images) = container_cells(arr(rc, &["spec", "template", "spec", "containers"]));
     vec![
         name(rc),

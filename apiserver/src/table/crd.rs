@@ -23,7 +23,11 @@ pub(crate) struct Column {
 /// and `\.` escapes inside names.
 fn parse_path(p: &str) -> Option<Vec<Seg>> {
     let p = p.trim();
-    let p = p.strip_prefix('{').and_then(|x| x.strip_suffix('}')).unwrap_or(p).trim();
+    let p = p
+        .strip_prefix('{')
+        .and_then(|x| x.strip_suffix('}'))
+        .unwrap_or(p)
+        .trim();
     let mut chars = p.chars().peekable();
     let mut segs = Vec::new();
     match chars.peek() {
@@ -130,7 +134,12 @@ pub(crate) fn columns(cols: &Value) -> (Vec<ColumnDef>, Vec<Column>) {
     let mut defs = vec![name_col()];
     let mut out = Vec::new();
     for col in &declared {
-        let text = |k: &str| col.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let text = |k: &str| {
+            col.get(k)
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string()
+        };
         let path_text = text("jsonPath");
         let mut description = text("description");
         if description.is_empty() {
@@ -143,7 +152,10 @@ pub(crate) fn columns(cols: &Value) -> (Vec<ColumnDef>, Vec<Column>) {
             description,
             priority: col.get("priority").and_then(Value::as_i64).unwrap_or(0),
         });
-        out.push(Column { ty: text("type"), path: parse_path(&path_text) });
+        out.push(Column {
+            ty: text("type"),
+            path: parse_path(&path_text),
+        });
     }
     (defs, out)
 }
@@ -152,7 +164,9 @@ fn print_text(v: &Value) -> Value {
     match v {
         Value::Null => Value::Null,
         Value::String(s) => json!(s),
-        Value::Bool(_) | Value::Number(_) | Value::Array(_) | Value::Object(_) => json!(v.to_string()),
+        Value::Bool(_) | Value::Number(_) | Value::Array(_) | Value::Object(_) => {
+            json!(v.to_string())
+        }
     }
 }
 
@@ -182,7 +196,10 @@ fn cell(ty: &str, v: &Value, now: i64) -> Value {
 pub(crate) fn cells(cols: &[Column], obj: &Value, now: i64) -> Vec<Value> {
     let mut out = vec![name(obj)];
     for col in cols {
-        let first = col.path.as_ref().and_then(|p| eval(p, obj).into_iter().next());
+        let first = col
+            .path
+            .as_ref()
+            .and_then(|p| eval(p, obj).into_iter().next());
         out.push(first.map_or(Value::Null, |v| cell(&col.ty, v, now)));
     }
     out
@@ -195,12 +212,47 @@ mod tests {
     #[test]
     fn path_parsing_table() {
         let cases: &[(&str, &str, Option<Vec<Seg>>)] = &[
-            ("dotted", ".spec.replicas", Some(vec![Seg::Field("spec".into()), Seg::Field("replicas".into())])),
-            ("braced", "{.spec.x}", Some(vec![Seg::Field("spec".into()), Seg::Field("x".into())])),
-            ("index", ".a[0].b", Some(vec![Seg::Field("a".into()), Seg::Index(0), Seg::Field("b".into())])),
-            ("wildcard", ".a[*].b", Some(vec![Seg::Field("a".into()), Seg::Wildcard, Seg::Field("b".into())])),
-            ("quoted_key", ".m['x.y']", Some(vec![Seg::Field("m".into()), Seg::Field("x.y".into())])),
-            ("escaped_dot", r".m.x\.y", Some(vec![Seg::Field("m".into()), Seg::Field("x.y".into())])),
+            (
+                "dotted",
+                ".spec.replicas",
+                Some(vec![
+                    Seg::Field("spec".into()),
+                    Seg::Field("replicas".into()),
+                ]),
+            ),
+            (
+                "braced",
+                "{.spec.x}",
+                Some(vec![Seg::Field("spec".into()), Seg::Field("x".into())]),
+            ),
+            (
+                "index",
+                ".a[0].b",
+                Some(vec![
+                    Seg::Field("a".into()),
+                    Seg::Index(0),
+                    Seg::Field("b".into()),
+                ]),
+            ),
+            (
+                "wildcard",
+                ".a[*].b",
+                Some(vec![
+                    Seg::Field("a".into()),
+                    Seg::Wildcard,
+                    Seg::Field("b".into()),
+                ]),
+            ),
+            (
+                "quoted_key",
+                ".m['x.y']",
+                Some(vec![Seg::Field("m".into()), Seg::Field("x.y".into())]),
+            ),
+            (
+                "escaped_dot",
+                r".m.x\.y",
+                Some(vec![Seg::Field("m".into()), Seg::Field("x.y".into())]),
+            ),
             ("no_leading_dot", "spec.x", None),
             ("filter_unsupported", ".a[?(@.x)]", None),
         ];

@@ -4,14 +4,17 @@
 use serde_json::{json, Value};
 
 use super::{
-    age, age_col, arr, c, format_label_selector, format_rfc3339, get, int, name, name_col, parse_rfc3339, s,
-    wide, CellFn, ColumnDef,
+    age, age_col, arr, c, format_label_selector, format_rfc3339, get, int, name, name_col,
+    parse_rfc3339, s, wide, CellFn, ColumnDef,
 };
 
 /// Upstream's default table convertor (kinds without a printer): NAME and CREATED AT.
 fn created_at() -> (Vec<ColumnDef>, CellFn) {
     (
-        vec![name_col(), c("Created At", "date", "Time the object was created.")],
+        vec![
+            name_col(),
+            c("Created At", "date", "Time the object was created."),
+        ],
         created_at_cells,
     )
 }
@@ -28,14 +31,19 @@ fn created_at_cells(obj: &Value, _now: i64) -> Vec<Value> {
 pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, CellFn)> {
     Some(match (group, resource) {
         ("coordination.k8s.io", "leases") => (
-            vec![name_col(), c("Holder", "string", "Current holder of the lease."), age_col()],
+            vec![
+                name_col(),
+                c("Holder", "string", "Current holder of the lease."),
+                age_col(),
+            ],
             lease_cells as CellFn,
         ),
         ("apiextensions.k8s.io", "customresourcedefinitions")
         | ("rbac.authorization.k8s.io", "roles")
         | ("rbac.authorization.k8s.io", "clusterroles")
         | ("apiregistration.k8s.io", "apiservices") => created_at(),
-        ("rbac.authorization.k8s.io", "rolebindings") | ("rbac.authorization.k8s.io", "clusterrolebindings") => (
+        ("rbac.authorization.k8s.io", "rolebindings")
+        | ("rbac.authorization.k8s.io", "clusterrolebindings") => (
             vec![
                 name_col(),
                 c("Role", "string", "Referenced role as Kind/name."),
@@ -50,7 +58,11 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
             vec![
                 name_col(),
                 c("Value", "integer", "Priority value."),
-                c("Global-Default", "boolean", "Whether this is the default class."),
+                c(
+                    "Global-Default",
+                    "boolean",
+                    "Whether this is the default class.",
+                ),
                 age_col(),
                 wide("PreemptionPolicy", "string", "Preemption policy."),
             ],
@@ -60,9 +72,17 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
             vec![
                 name_col(),
                 c("Provisioner", "string", "Volume provisioner."),
-                c("ReclaimPolicy", "string", "Reclaim policy of provisioned volumes."),
+                c(
+                    "ReclaimPolicy",
+                    "string",
+                    "Reclaim policy of provisioned volumes.",
+                ),
                 c("VolumeBindingMode", "string", "When volumes are bound."),
-                c("AllowVolumeExpansion", "string", "Whether volumes may grow."),
+                c(
+                    "AllowVolumeExpansion",
+                    "string",
+                    "Whether volumes may grow.",
+                ),
                 age_col(),
             ],
             storageclass_cells,
@@ -88,7 +108,11 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
             ingressclass_cells,
         ),
         ("networking.k8s.io", "networkpolicies") => (
-            vec![name_col(), c("Pod-Selector", "string", "Pods the policy applies to."), age_col()],
+            vec![
+                name_col(),
+                c("Pod-Selector", "string", "Pods the policy applies to."),
+                age_col(),
+            ],
             networkpolicy_cells,
         ),
         ("autoscaling", "horizontalpodautoscalers") => (
@@ -108,7 +132,11 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
                 name_col(),
                 c("Min Available", "string", "Pods that must stay available."),
                 c("Max Unavailable", "string", "Pods that may be unavailable."),
-                c("Allowed Disruptions", "integer", "Disruptions currently allowed."),
+                c(
+                    "Allowed Disruptions",
+                    "integer",
+                    "Disruptions currently allowed.",
+                ),
                 age_col(),
             ],
             pdb_cells,
@@ -124,12 +152,20 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
             endpointslice_cells,
         ),
         ("node.k8s.io", "runtimeclasses") => (
-            vec![name_col(), c("Handler", "string", "Runtime handler."), age_col()],
+            vec![
+                name_col(),
+                c("Handler", "string", "Runtime handler."),
+                age_col(),
+            ],
             runtimeclass_cells,
         ),
         ("admissionregistration.k8s.io", "mutatingwebhookconfigurations")
         | ("admissionregistration.k8s.io", "validatingwebhookconfigurations") => (
-            vec![name_col(), c("Webhooks", "integer", "Number of webhooks."), age_col()],
+            vec![
+                name_col(),
+                c("Webhooks", "integer", "Number of webhooks."),
+                age_col(),
+            ],
             webhook_cells,
         ),
         ("certificates.k8s.io", "certificatesigningrequests") => (
@@ -138,7 +174,11 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
                 age_col(),
                 c("SignerName", "string", "Requested signer."),
                 c("Requestor", "string", "User that created the request."),
-                c("RequestedDuration", "string", "Requested certificate lifetime."),
+                c(
+                    "RequestedDuration",
+                    "string",
+                    "Requested certificate lifetime.",
+                ),
                 c("Condition", "string", "Approval state."),
             ],
             csr_cells,
@@ -148,7 +188,11 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
 }
 
 fn lease_cells(l: &Value, now: i64) -> Vec<Value> {
-    vec![name(l), json!(s(l, &["spec", "holderIdentity"])), age(l, now)]
+    vec![
+        name(l),
+        json!(s(l, &["spec", "holderIdentity"])),
+        age(l, now),
+    ]
 }
 
 fn binding_cells(b: &Value, now: i64) -> Vec<Value> {
@@ -159,13 +203,19 @@ fn binding_cells(b: &Value, now: i64) -> Vec<Value> {
         match s(sub, &["kind"]) {
             "User" => users.push(s(sub, &["name"]).to_string()),
             "Group" => groups.push(s(sub, &["name"]).to_string()),
-            "ServiceAccount" => sas.push(format!("{}/{}", s(sub, &["namespace"]), s(sub, &["name"]))),
+            "ServiceAccount" => {
+                sas.push(format!("{}/{}", s(sub, &["namespace"]), s(sub, &["name"])))
+            }
             _ => {}
         }
     }
     vec![
         name(b),
-        json!(format!("{}/{}", s(b, &["roleRef", "kind"]), s(b, &["roleRef", "name"]))),
+        json!(format!(
+            "{}/{}",
+            s(b, &["roleRef", "kind"]),
+            s(b, &["roleRef", "name"])
+        )),
         age(b, now),
         json!(users.join(", ")),
         json!(groups.join(", ")),
@@ -177,27 +227,40 @@ fn priorityclass_cells(pc: &Value, now: i64) -> Vec<Value> {
     vec![
         name(pc),
         json!(int(pc, &["value"])),
-        json!(get(pc, &["globalDefault"]).and_then(Value::as_bool).unwrap_or(false)),
+        json!(get(pc, &["globalDefault"])
+            .and_then(Value::as_bool)
+            .unwrap_or(false)),
         age(pc, now),
         json!(s(pc, &["preemptionPolicy"])),
     ]
 }
 
 fn storageclass_cells(sc: &Value, now: i64) -> Vec<Value> {
-    let is_default = ["storageclass.kubernetes.io/is-default-class", "storageclass.beta.kubernetes.io/is-default-class"]
-        .iter()
-        .any(|k| s(sc, &["metadata", "annotations", k]) == "true");
+    let is_default = [
+        "storageclass.kubernetes.io/is-default-class",
+        "storageclass.beta.kubernetes.io/is-default-class",
+    ]
+    .iter()
+    .any(|k| s(sc, &["metadata", "annotations", k]) == "true");
     let mut n = s(sc, &["metadata", "name"]).to_string();
     if is_default {
         n.push_str(" (default)");
     }
-    let or = |v: &str, d: &str| if v.is_empty() { d.to_string() } else { v.to_string() };
+    let or = |v: &str, d: &str| {
+        if v.is_empty() {
+            d.to_string()
+        } else {
+            v.to_string()
+        }
+    };
     vec![
         json!(n),
         json!(s(sc, &["provisioner"])),
         json!(or(s(sc, &["reclaimPolicy"]), "Delete")),
         json!(or(s(sc, &["volumeBindingMode"]), "Immediate")),
-        json!(get(sc, &["allowVolumeExpansion"]).and_then(Value::as_bool).unwrap_or(false)),
+        json!(get(sc, &["allowVolumeExpansion"])
+            .and_then(Value::as_bool)
+            .unwrap_or(false)),
         age(sc, now),
     ]
 }
@@ -227,8 +290,19 @@ fn ingress_cells(ing: &Value, now: i64) -> Vec<Value> {
         hosts.join(",")
     };
     let addrs = super::load_balancer_addresses(ing);
-    let ports = if arr(ing, &["spec", "tls"]).is_empty() { "80" } else { "80, 443" };
-    vec![name(ing), json!(class), json!(hosts_text), json!(addrs.join(",")), json!(ports), age(ing, now)]
+    let ports = if arr(ing, &["spec", "tls"]).is_empty() {
+        "80"
+    } else {
+        "80, 443"
+    };
+    vec![
+        name(ing),
+        json!(class),
+        json!(hosts_text),
+        json!(addrs.join(",")),
+        json!(ports),
+        age(ing, now),
+    ]
 }
 
 fn ingressclass_cells(ic: &Value, now: i64) -> Vec<Value> {
@@ -242,12 +316,23 @@ fn ingressclass_cells(ic: &Value, now: i64) -> Vec<Value> {
             format!("{t}/{}", s(p, &["name"]))
         }
     };
-    vec![name(ic), json!(s(ic, &["spec", "controller"])), json!(params), age(ic, now)]
+    vec![
+        name(ic),
+        json!(s(ic, &["spec", "controller"])),
+        json!(params),
+        age(ic, now),
+    ]
 }
 
 fn networkpolicy_cells(np: &Value, now: i64) -> Vec<Value> {
-    let sel = get(np, &["spec", "podSelector"]).cloned().unwrap_or_else(|| json!({}));
-    vec![name(np), json!(format_label_selector(Some(&sel))), age(np, now)]
+    let sel = get(np, &["spec", "podSelector"])
+        .cloned()
+        .unwrap_or_else(|| json!({}));
+    vec![
+        name(np),
+        json!(format_label_selector(Some(&sel))),
+        age(np, now),
+    ]
 }
 
 fn quantity_text(v: Option<&Value>) -> String {
@@ -264,8 +349,12 @@ fn hpa_targets(hpa: &Value) -> String {
     let specs = arr(hpa, &["spec", "metrics"]);
     let statuses = arr(hpa, &["status", "currentMetrics"]);
     if specs.is_empty() {
-        if let Some(target) = get(hpa, &["spec", "targetCPUUtilizationPercentage"]).and_then(Value::as_i64) {
-            let current = match get(hpa, &["status", "currentCPUUtilizationPercentage"]).and_then(Value::as_i64) {
+        if let Some(target) =
+            get(hpa, &["spec", "targetCPUUtilizationPercentage"]).and_then(Value::as_i64)
+        {
+            let current = match get(hpa, &["status", "currentCPUUtilizationPercentage"])
+                .and_then(Value::as_i64)
+            {
                 Some(c) => format!("{c}%"),
                 None => "<unknown>".into(),
             };
@@ -291,15 +380,24 @@ fn hpa_targets(hpa: &Value) -> String {
                         .and_then(|st| get(st, &["current", "averageValue"]))
                         .map_or_else(|| "<unknown>".to_string(), |v| quantity_text(Some(v)));
                     let suffix = if ty == "Pods" { "" } else { " (avg)" };
-                    format!("{cur}/{}{suffix}", quantity_text(get(&target, &["averageValue"])))
+                    format!(
+                        "{cur}/{}{suffix}",
+                        quantity_text(get(&target, &["averageValue"]))
+                    )
                 } else {
-                    let cur = st
-                        .map_or_else(|| "<unknown>".to_string(), |st| quantity_text(get(st, &["current", "value"])));
+                    let cur = st.map_or_else(
+                        || "<unknown>".to_string(),
+                        |st| quantity_text(get(st, &["current", "value"])),
+                    );
                     format!("{cur}/{}", quantity_text(get(&target, &["value"])))
                 }
             }
             "Resource" | "ContainerResource" => {
-                let key = if ty == "Resource" { "resource" } else { "containerResource" };
+                let key = if ty == "Resource" {
+                    "resource"
+                } else {
+                    "containerResource"
+                };
                 let res_name = s(spec, &[key, "name"]);
                 let st = status.and_then(|st| get(st, &[key]));
                 let target = get(spec, &[key, "target"]).cloned().unwrap_or(Value::Null);
@@ -339,7 +437,11 @@ fn hpa_cells(hpa: &Value, now: i64) -> Vec<Value> {
     };
     vec![
         name(hpa),
-        json!(format!("{}/{}", s(hpa, &["spec", "scaleTargetRef", "kind"]), s(hpa, &["spec", "scaleTargetRef", "name"]))),
+        json!(format!(
+            "{}/{}",
+            s(hpa, &["spec", "scaleTargetRef", "kind"]),
+            s(hpa, &["spec", "scaleTargetRef", "name"])
+        )),
         json!(hpa_targets(hpa)),
         json!(min),
         json!(int(hpa, &["spec", "maxReplicas"])),
@@ -371,7 +473,11 @@ fn list_with_more(list: &[String], more: bool, count: usize, max: usize) -> Stri
     if more {
         return format!("{joined} + {} more...", count - max);
     }
-    if joined.is_empty() { "<unset>".into() } else { joined }
+    if joined.is_empty() {
+        "<unset>".into()
+    } else {
+        joined
+    }
 }
 
 fn endpointslice_cells(es: &Value, now: i64) -> Vec<Value> {
@@ -381,7 +487,10 @@ fn endpointslice_cells(es: &Value, now: i64) -> Vec<Value> {
     let mut pmore = false;
     for p in ports {
         if plist.len() < MAX {
-            let text = match (get(p, &["port"]).and_then(Value::as_i64), get(p, &["name"]).and_then(Value::as_str)) {
+            let text = match (
+                get(p, &["port"]).and_then(Value::as_i64),
+                get(p, &["name"]).and_then(Value::as_str),
+            ) {
                 (Some(n), _) => n.to_string(),
                 (None, Some(n)) => n.to_string(),
                 (None, None) => "*".to_string(),
@@ -418,7 +527,11 @@ fn runtimeclass_cells(rc: &Value, now: i64) -> Vec<Value> {
 }
 
 fn webhook_cells(w: &Value, now: i64) -> Vec<Value> {
-    vec![name(w), json!(arr(w, &["webhooks"]).len() as i64), age(w, now)]
+    vec![
+        name(w),
+        json!(arr(w, &["webhooks"]).len() as i64),
+        age(w, now),
+    ]
 }
 
 fn csr_cells(csr: &Value, now: i64) -> Vec<Value> {
@@ -452,5 +565,12 @@ fn csr_cells(csr: &Value, now: i64) -> Vec<Value> {
         Some(secs) => super::human_duration(secs),
         None => "<none>".into(),
     };
-    vec![name(csr), age(csr, now), json!(signer), json!(s(csr, &["spec", "username"])), json!(duration), json!(status)]
+    vec![
+        name(csr),
+        age(csr, now),
+        json!(signer),
+        json!(s(csr, &["spec", "username"])),
+        json!(duration),
+        json!(status),
+    ]
 }

@@ -8,18 +8,32 @@ pub(super) fn columns() -> Vec<ColumnDef> {
     vec![
         name_col(),
         c("Ready", "string", "Ready containers out of all containers."),
-        c("Status", "string", "Summary of the pod's and its containers' state."),
-        c("Restarts", "string", "Container restarts, with the time of the last one."),
+        c(
+            "Status",
+            "string",
+            "Summary of the pod's and its containers' state.",
+        ),
+        c(
+            "Restarts",
+            "string",
+            "Container restarts, with the time of the last one.",
+        ),
         age_col(),
         wide("IP", "string", "Primary pod IP."),
         wide("Node", "string", "Node the pod is bound to."),
         wide("Nominated Node", "string", "Node nominated by preemption."),
-        wide("Readiness Gates", "string", "Readiness gates that are true out of all gates."),
+        wide(
+            "Readiness Gates",
+            "string",
+            "Readiness gates that are true out of all gates.",
+        ),
     ]
 }
 
 fn condition_true(conds: &[Value], ty: &str) -> bool {
-    conds.iter().any(|c| s(c, &["type"]) == ty && s(c, &["status"]) == "True")
+    conds
+        .iter()
+        .any(|c| s(c, &["type"]) == ty && s(c, &["status"]) == "True")
 }
 
 fn is_restartable_init(spec: &Value, name: &str) -> bool {
@@ -29,7 +43,9 @@ fn is_restartable_init(spec: &Value, name: &str) -> bool {
 }
 
 fn terminated_at(status: &Value) -> Option<i64> {
-    get(status, &["lastState", "terminated", "finishedAt"]).and_then(Value::as_str).and_then(parse_rfc3339)
+    get(status, &["lastState", "terminated", "finishedAt"])
+        .and_then(Value::as_str)
+        .and_then(parse_rfc3339)
 }
 
 fn terminated_reason(t: &Value, prefix: &str) -> String {
@@ -55,7 +71,10 @@ pub(crate) fn pod_summary(pod: &Value, now: i64) -> (String, String, String) {
     let mut restarts = 0i64;
     let mut sidecar_restarts = 0i64;
     let mut total = arr(&spec, &["containers"]).len() as i64;
-    total += init_specs.iter().filter(|c| s(c, &["restartPolicy"]) == "Always").count() as i64;
+    total += init_specs
+        .iter()
+        .filter(|c| s(c, &["restartPolicy"]) == "Always")
+        .count() as i64;
     let mut ready = 0i64;
     let mut last_restart: Option<i64> = None;
     let mut last_sidecar_restart: Option<i64> = None;
@@ -65,7 +84,10 @@ pub(crate) fn pod_summary(pod: &Value, now: i64) -> (String, String, String) {
     if !s(&status, &["reason"]).is_empty() {
         reason = s(&status, &["reason"]).to_string();
     }
-    if conditions.iter().any(|c| s(c, &["type"]) == "PodScheduled" && s(c, &["reason"]) == "SchedulingGated") {
+    if conditions
+        .iter()
+        .any(|c| s(c, &["type"]) == "PodScheduled" && s(c, &["reason"]) == "SchedulingGated")
+    {
         reason = "SchedulingGated".into();
     }
 
@@ -127,7 +149,11 @@ pub(crate) fn pod_summary(pod: &Value, now: i64) -> (String, String, String) {
             }
         }
         if reason == "Completed" && has_running {
-            reason = if condition_true(conditions, "Ready") { "Running".into() } else { "NotReady".into() };
+            reason = if condition_true(conditions, "Ready") {
+                "Running".into()
+            } else {
+                "NotReady".into()
+            };
         }
     }
 
@@ -146,12 +172,19 @@ pub(crate) fn pod_summary(pod: &Value, now: i64) -> (String, String, String) {
 }
 
 pub(super) fn none_if_empty(v: &str) -> String {
-    if v.is_empty() { "<none>".into() } else { v.to_string() }
+    if v.is_empty() {
+        "<none>".into()
+    } else {
+        v.to_string()
+    }
 }
 
 pub(super) fn cells(pod: &Value, now: i64) -> Vec<Value> {
     let (ready, reason, restarts) = pod_summary(pod, now);
-    let mut ip = arr(pod, &["status", "podIPs"]).first().map(|p| s(p, &["ip"])).unwrap_or("");
+    let mut ip = arr(pod, &["status", "podIPs"])
+        .first()
+        .map(|p| s(p, &["ip"]))
+        .unwrap_or("");
     if ip.is_empty() {
         ip = s(pod, &["status", "podIP"]);
     }
@@ -164,7 +197,10 @@ pub(super) fn cells(pod: &Value, now: i64) -> Vec<Value> {
             .iter()
             .filter(|g| {
                 let ty = s(g, &["conditionType"]);
-                conds.iter().find(|c| s(c, &["type"]) == ty).is_some_and(|c| s(c, &["status"]) == "True")
+                conds
+                    .iter()
+                    .find(|c| s(c, &["type"]) == ty)
+                    .is_some_and(|c| s(c, &["status"]) == "True")
             })
             .count();
         format!("{ok}/{}", gates.len())
@@ -181,4 +217,3 @@ pub(super) fn cells(pod: &Value, now: i64) -> Vec<Value> {
         json!(gates_text),
     ]
 }
-

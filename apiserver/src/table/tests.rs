@@ -18,7 +18,8 @@ fn cells(group: &str, resource: &str, obj: &Value) -> Vec<Value> {
 }
 
 fn pod(status: Value, extra_meta: Value) -> Value {
-    let mut meta = json!({"name": "p", "namespace": "default", "creationTimestamp": "2024-05-01T11:55:00Z"});
+    let mut meta =
+        json!({"name": "p", "namespace": "default", "creationTimestamp": "2024-05-01T11:55:00Z"});
     if let (Some(m), Some(e)) = (meta.as_object_mut(), extra_meta.as_object()) {
         for (k, v) in e {
             m.insert(k.clone(), v.clone());
@@ -41,7 +42,12 @@ fn pod_status_reasons() {
             json!({}),
             "Running",
         ),
-        ("pending_no_statuses", json!({"phase": "Pending"}), json!({}), "Pending"),
+        (
+            "pending_no_statuses",
+            json!({"phase": "Pending"}),
+            json!({}),
+            "Pending",
+        ),
         (
             "crash_loop_back_off",
             json!({"phase": "Running", "containerStatuses": [{"name": "app", "ready": false, "restartCount": 4,
@@ -102,7 +108,12 @@ fn pod_status_reasons() {
             json!({"deletionTimestamp": "2024-05-01T11:59:00Z"}),
             "Completed",
         ),
-        ("evicted_status_reason", json!({"phase": "Failed", "reason": "Evicted"}), json!({}), "Evicted"),
+        (
+            "evicted_status_reason",
+            json!({"phase": "Failed", "reason": "Evicted"}),
+            json!({}),
+            "Evicted",
+        ),
         (
             "scheduling_gated",
             json!({"phase": "Pending", "conditions": [{"type": "PodScheduled", "status": "False", "reason": "SchedulingGated"}]}),
@@ -119,7 +130,12 @@ fn pod_status_reasons() {
 #[test]
 fn pod_ready_counts() {
     let cases = [
-        ("none_ready", json!({"phase": "Running", "containerStatuses": [{"name": "a", "ready": false, "state": {"running": {}}}]}), 2, "0/2"),
+        (
+            "none_ready",
+            json!({"phase": "Running", "containerStatuses": [{"name": "a", "ready": false, "state": {"running": {}}}]}),
+            2,
+            "0/2",
+        ),
         (
             "one_of_two_ready",
             json!({"phase": "Running", "containerStatuses": [
@@ -149,14 +165,26 @@ fn pod_ready_counts() {
                    "initContainerStatuses": [{"name": "s", "started": true, "ready": true, "state": {"running": {}}}],
                    "containerStatuses": [{"name": "a", "ready": true, "state": {"running": {}}}]}
     });
-    assert_eq!(cells("", "pods", &sidecar)[1], json!("2/2"), "sidecar_counts_toward_total_and_ready");
+    assert_eq!(
+        cells("", "pods", &sidecar)[1],
+        json!("2/2"),
+        "sidecar_counts_toward_total_and_ready"
+    );
 }
 
 #[test]
 fn pod_restarts_text() {
     let cases = [
-        ("no_restarts", json!([{"name": "a", "restartCount": 0, "state": {"running": {}}}]), "0"),
-        ("restarts_without_last_state", json!([{"name": "a", "restartCount": 2, "state": {"running": {}}}]), "2"),
+        (
+            "no_restarts",
+            json!([{"name": "a", "restartCount": 0, "state": {"running": {}}}]),
+            "0",
+        ),
+        (
+            "restarts_without_last_state",
+            json!([{"name": "a", "restartCount": 2, "state": {"running": {}}}]),
+            "2",
+        ),
         (
             "restarts_with_last_termination",
             json!([{"name": "a", "restartCount": 3, "state": {"running": {}},
@@ -184,11 +212,30 @@ fn pod_wide_columns() {
                    "readinessGates": [{"conditionType": "x/ok"}, {"conditionType": "x/no"}]},
                    "status": {"podIPs": [{"ip": "10.1.0.4"}], "conditions": [{"type": "x/ok", "status": "True"}]}});
     let c = cells("", "pods", &p);
-    assert_eq!(&c[5..], &[json!("10.1.0.4"), json!("n1"), json!("<none>"), json!("1/2")], "pod_wide_columns");
+    assert_eq!(
+        &c[5..],
+        &[
+            json!("10.1.0.4"),
+            json!("n1"),
+            json!("<none>"),
+            json!("1/2")
+        ],
+        "pod_wide_columns"
+    );
     let printer = TablePrinter::new("", "pods", None);
     assert_eq!(
         printer.column_names(),
-        ["Name", "Ready", "Status", "Restarts", "Age", "IP", "Node", "Nominated Node", "Readiness Gates"],
+        [
+            "Name",
+            "Ready",
+            "Status",
+            "Restarts",
+            "Age",
+            "IP",
+            "Node",
+            "Nominated Node",
+            "Readiness Gates"
+        ],
         "pod_column_names"
     );
     let defs = printer.column_definitions();
@@ -221,9 +268,18 @@ fn age_formatting() {
         assert_eq!(human_duration(secs), want, "{name}");
     }
     let missing = json!({"metadata": {"name": "x"}});
-    assert_eq!(cells("", "configmaps", &missing)[2], json!("<unknown>"), "missing_creation_timestamp");
-    let fractional = json!({"metadata": {"name": "x", "creationTimestamp": "2024-05-01T11:59:15.123456+00:00"}});
-    assert_eq!(cells("", "configmaps", &fractional)[2], json!("45s"), "fractional_offset_timestamp");
+    assert_eq!(
+        cells("", "configmaps", &missing)[2],
+        json!("<unknown>"),
+        "missing_creation_timestamp"
+    );
+    let fractional =
+        json!({"metadata": {"name": "x", "creationTimestamp": "2024-05-01T11:59:15.123456+00:00"}});
+    assert_eq!(
+        cells("", "configmaps", &fractional)[2],
+        json!("45s"),
+        "fractional_offset_timestamp"
+    );
 }
 
 #[test]
@@ -236,17 +292,37 @@ fn rfc3339_round_trip() {
     for (name, text, secs) in cases {
         assert_eq!(parse_rfc3339(text), Some(secs), "{name}");
     }
-    assert_eq!(format_rfc3339(1_709_251_199), "2024-02-29T23:59:59Z", "format_leap_day");
+    assert_eq!(
+        format_rfc3339(1_709_251_199),
+        "2024-02-29T23:59:59Z",
+        "format_leap_day"
+    );
     assert_eq!(parse_rfc3339("yesterday"), None, "garbage_rejected");
 }
 
 #[test]
 fn service_ports_text() {
     let cases = [
-        ("single_tcp", json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80, "protocol": "TCP"}]}}), "80/TCP"),
-        ("default_protocol", json!({"spec": {"ports": [{"port": 53}]}}), "53/TCP"),
-        ("node_port", json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]}}), "80:30080/TCP"),
-        ("multiple", json!({"spec": {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}}), "53/UDP,53/TCP"),
+        (
+            "single_tcp",
+            json!({"spec": {"type": "ClusterIP", "ports": [{"port": 80, "protocol": "TCP"}]}}),
+            "80/TCP",
+        ),
+        (
+            "default_protocol",
+            json!({"spec": {"ports": [{"port": 53}]}}),
+            "53/TCP",
+        ),
+        (
+            "node_port",
+            json!({"spec": {"type": "NodePort", "ports": [{"port": 80, "nodePort": 30080, "protocol": "TCP"}]}}),
+            "80:30080/TCP",
+        ),
+        (
+            "multiple",
+            json!({"spec": {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}}),
+            "53/UDP,53/TCP",
+        ),
         ("no_ports", json!({"spec": {"type": "ClusterIP"}}), "<none>"),
     ];
     for (name, svc, want) in cases {
@@ -261,17 +337,41 @@ fn service_columns() {
             "cluster_ip_service",
             json!({"metadata": {"name": "web", "creationTimestamp": "2024-05-01T09:00:00Z"},
                    "spec": {"type": "ClusterIP", "clusterIPs": ["10.96.0.10"], "ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": "web", "a": "b"}}}),
-            json!(["web", "ClusterIP", "10.96.0.10", "<none>", "80/TCP", "3h", "a=b,app=web"]),
+            json!([
+                "web",
+                "ClusterIP",
+                "10.96.0.10",
+                "<none>",
+                "80/TCP",
+                "3h",
+                "a=b,app=web"
+            ]),
         ),
         (
             "pending_load_balancer",
             json!({"metadata": {"name": "lb"}, "spec": {"type": "LoadBalancer", "clusterIP": "10.0.0.1", "ports": [{"port": 443, "nodePort": 31000, "protocol": "TCP"}]}}),
-            json!(["lb", "LoadBalancer", "10.0.0.1", "<pending>", "443:31000/TCP", "<unknown>", "<none>"]),
+            json!([
+                "lb",
+                "LoadBalancer",
+                "10.0.0.1",
+                "<pending>",
+                "443:31000/TCP",
+                "<unknown>",
+                "<none>"
+            ]),
         ),
         (
             "external_name",
             json!({"metadata": {"name": "ext"}, "spec": {"type": "ExternalName", "externalName": "example.com"}}),
-            json!(["ext", "ExternalName", "<none>", "example.com", "<none>", "<unknown>", "<none>"]),
+            json!([
+                "ext",
+                "ExternalName",
+                "<none>",
+                "example.com",
+                "<none>",
+                "<unknown>",
+                "<none>"
+            ]),
         ),
     ];
     for (name, svc, want) in cases {
@@ -290,16 +390,38 @@ fn deployment_columns() {
     let printer = TablePrinter::new("apps", "deployments", None);
     assert_eq!(
         printer.column_names(),
-        ["Name", "Ready", "Up-to-date", "Available", "Age", "Containers", "Images", "Selector"],
+        [
+            "Name",
+            "Ready",
+            "Up-to-date",
+            "Available",
+            "Age",
+            "Containers",
+            "Images",
+            "Selector"
+        ],
         "deployment_column_names"
     );
     assert_eq!(
         Value::Array(printer.cells(&d, now())),
-        json!(["web", "2/3", 3, 2, "2d5h", "nginx,side", "nginx:1.25,busybox", "app=web"]),
+        json!([
+            "web",
+            "2/3",
+            3,
+            2,
+            "2d5h",
+            "nginx,side",
+            "nginx:1.25,busybox",
+            "app=web"
+        ]),
         "deployment_cells"
     );
     let bare = json!({"metadata": {"name": "d"}, "spec": {}});
-    assert_eq!(printer.cells(&bare, now())[1], json!("0/1"), "deployment_default_replicas");
+    assert_eq!(
+        printer.cells(&bare, now())[1],
+        json!("0/1"),
+        "deployment_default_replicas"
+    );
 }
 
 #[test]
@@ -333,7 +455,16 @@ fn other_builtin_cells() {
             "batch",
             "jobs",
             json!({"metadata": {"name": "j"}, "spec": {"parallelism": 3}, "status": {"startTime": "2024-05-01T11:58:00Z"}}),
-            json!(["j", "Running", "0/1 of 3", "2m", "<unknown>", "", "", "<none>"]),
+            json!([
+                "j",
+                "Running",
+                "0/1 of 3",
+                "2m",
+                "<unknown>",
+                "",
+                "",
+                "<none>"
+            ]),
         ),
         (
             "cronjob",
@@ -341,11 +472,40 @@ fn other_builtin_cells() {
             "cronjobs",
             json!({"metadata": {"name": "cj"}, "spec": {"schedule": "*/5 * * * *", "suspend": false},
                    "status": {"active": [{}], "lastScheduleTime": "2024-05-01T11:55:00Z"}}),
-            json!(["cj", "*/5 * * * *", "<none>", "False", 1, "5m", "<unknown>", "", "", "<none>"]),
+            json!([
+                "cj",
+                "*/5 * * * *",
+                "<none>",
+                "False",
+                1,
+                "5m",
+                "<unknown>",
+                "",
+                "",
+                "<none>"
+            ]),
         ),
-        ("configmap_data", "", "configmaps", json!({"metadata": {"name": "c"}, "data": {"a": "1"}, "binaryData": {"b": ""}}), json!(["c", 2, "<unknown>"])),
-        ("secret_type_data", "", "secrets", json!({"metadata": {"name": "s"}, "type": "Opaque", "data": {"a": "eA=="}}), json!(["s", "Opaque", 1, "<unknown>"])),
-        ("namespace_status", "", "namespaces", json!({"metadata": {"name": "ns"}, "status": {"phase": "Active"}}), json!(["ns", "Active", "<unknown>"])),
+        (
+            "configmap_data",
+            "",
+            "configmaps",
+            json!({"metadata": {"name": "c"}, "data": {"a": "1"}, "binaryData": {"b": ""}}),
+            json!(["c", 2, "<unknown>"]),
+        ),
+        (
+            "secret_type_data",
+            "",
+            "secrets",
+            json!({"metadata": {"name": "s"}, "type": "Opaque", "data": {"a": "eA=="}}),
+            json!(["s", "Opaque", 1, "<unknown>"]),
+        ),
+        (
+            "namespace_status",
+            "",
+            "namespaces",
+            json!({"metadata": {"name": "ns"}, "status": {"phase": "Active"}}),
+            json!(["ns", "Active", "<unknown>"]),
+        ),
         (
             "node_not_ready_unschedulable",
             "",
@@ -353,14 +513,29 @@ fn other_builtin_cells() {
             json!({"metadata": {"name": "n", "labels": {"node-role.kubernetes.io/control-plane": ""}}, "spec": {"unschedulable": true},
                    "status": {"conditions": [{"type": "Ready", "status": "False"}], "nodeInfo": {"kubeletVersion": "v1.32.0"},
                               "addresses": [{"type": "InternalIP", "address": "192.168.1.2"}]}}),
-            json!(["n", "NotReady,SchedulingDisabled", "control-plane", "<unknown>", "v1.32.0", "192.168.1.2", "<none>", "<unknown>", "<unknown>", "<unknown>"]),
+            json!([
+                "n",
+                "NotReady,SchedulingDisabled",
+                "control-plane",
+                "<unknown>",
+                "v1.32.0",
+                "192.168.1.2",
+                "<none>",
+                "<unknown>",
+                "<unknown>",
+                "<unknown>"
+            ]),
         ),
         (
             "endpoints_more",
             "",
             "endpoints",
             json!({"metadata": {"name": "e"}, "subsets": [{"addresses": [{"ip": "1.1.1.1"}, {"ip": "1.1.1.2"}, {"ip": "1.1.1.3"}, {"ip": "1.1.1.4"}], "ports": [{"port": 80}]}]}),
-            json!(["e", "1.1.1.1:80,1.1.1.2:80,1.1.1.3:80 + 1 more...", "<unknown>"]),
+            json!([
+                "e",
+                "1.1.1.1:80,1.1.1.2:80,1.1.1.3:80 + 1 more...",
+                "<unknown>"
+            ]),
         ),
         (
             "event_row",
@@ -369,9 +544,26 @@ fn other_builtin_cells() {
             json!({"metadata": {"name": "ev"}, "type": "Warning", "reason": "BackOff", "message": " restarting ",
                    "involvedObject": {"kind": "Pod", "name": "p"}, "source": {"component": "kubelet", "host": "n1"},
                    "firstTimestamp": "2024-05-01T11:00:00Z", "lastTimestamp": "2024-05-01T11:59:00Z", "count": 7}),
-            json!(["60s", "Warning", "BackOff", "pod/p", "", "kubelet, n1", "restarting", "60m", 7, "ev"]),
+            json!([
+                "60s",
+                "Warning",
+                "BackOff",
+                "pod/p",
+                "",
+                "kubelet, n1",
+                "restarting",
+                "60m",
+                7,
+                "ev"
+            ]),
         ),
-        ("lease_holder", "coordination.k8s.io", "leases", json!({"metadata": {"name": "l"}, "spec": {"holderIdentity": "me"}}), json!(["l", "me", "<unknown>"])),
+        (
+            "lease_holder",
+            "coordination.k8s.io",
+            "leases",
+            json!({"metadata": {"name": "l"}, "spec": {"holderIdentity": "me"}}),
+            json!(["l", "me", "<unknown>"]),
+        ),
         (
             "crd_created_at",
             "apiextensions.k8s.io",
@@ -401,7 +593,15 @@ fn other_builtin_cells() {
             json!({"metadata": {"name": "h"}, "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "minReplicas": 1, "maxReplicas": 5,
                    "metrics": [{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]},
                    "status": {"currentReplicas": 2, "currentMetrics": [{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 30}}}]}}),
-            json!(["h", "Deployment/web", "cpu: 30%/80%", "1", 5, 2, "<unknown>"]),
+            json!([
+                "h",
+                "Deployment/web",
+                "cpu: 30%/80%",
+                "1",
+                5,
+                2,
+                "<unknown>"
+            ]),
         ),
         (
             "pdb_min_available",
@@ -415,7 +615,14 @@ fn other_builtin_cells() {
             "storage.k8s.io",
             "storageclasses",
             json!({"metadata": {"name": "std", "annotations": {"storageclass.kubernetes.io/is-default-class": "true"}}, "provisioner": "x.io/p"}),
-            json!(["std (default)", "x.io/p", "Delete", "Immediate", false, "<unknown>"]),
+            json!([
+                "std (default)",
+                "x.io/p",
+                "Delete",
+                "Immediate",
+                false,
+                "<unknown>"
+            ]),
         ),
     ];
     for (name, group, resource, obj, want) in cases {
@@ -436,7 +643,15 @@ fn crd_printer_columns_with_jsonpath() {
     let printer = TablePrinter::new("example.com", "widgets", Some(&cols));
     assert_eq!(
         printer.column_names(),
-        ["Name", "Replicas", "First Host", "Ports", "Ready", "Missing", "Age"],
+        [
+            "Name",
+            "Replicas",
+            "First Host",
+            "Ports",
+            "Ready",
+            "Missing",
+            "Age"
+        ],
         "crd_column_names"
     );
     let defs = printer.column_definitions();
@@ -457,15 +672,29 @@ fn crd_printer_columns_with_jsonpath() {
 #[test]
 fn default_name_and_age() {
     let cases = [
-        ("custom_resource_without_columns", "example.com", "gadgets", None),
-        ("custom_resource_with_empty_columns", "example.com", "gadgets", Some(json!([]))),
+        (
+            "custom_resource_without_columns",
+            "example.com",
+            "gadgets",
+            None,
+        ),
+        (
+            "custom_resource_with_empty_columns",
+            "example.com",
+            "gadgets",
+            Some(json!([])),
+        ),
         ("unknown_core_resource", "", "podtemplates", None),
     ];
     let obj = json!({"metadata": {"name": "g", "creationTimestamp": "2024-05-01T11:59:58Z"}});
     for (name, group, resource, cols) in cases {
         let printer = TablePrinter::new(group, resource, cols.as_ref());
         assert_eq!(printer.column_names(), ["Name", "Age"], "{name}");
-        assert_eq!(Value::Array(printer.cells(&obj, now())), json!(["g", "2s"]), "{name}");
+        assert_eq!(
+            Value::Array(printer.cells(&obj, now())),
+            json!(["g", "2s"]),
+            "{name}"
+        );
     }
 }
 
@@ -474,8 +703,18 @@ fn include_object_modes() {
     let printer = TablePrinter::new("", "configmaps", None);
     let obj = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c", "resourceVersion": "5"}, "data": {"k": "v"}});
     let cases = [
-        ("metadata_default", IncludeObject::parse(""), Some(json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": {"name": "c", "resourceVersion": "5"}}))),
-        ("whole_object", IncludeObject::parse("Object"), Some(obj.clone())),
+        (
+            "metadata_default",
+            IncludeObject::parse(""),
+            Some(
+                json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1", "metadata": {"name": "c", "resourceVersion": "5"}}),
+            ),
+        ),
+        (
+            "whole_object",
+            IncludeObject::parse("Object"),
+            Some(obj.clone()),
+        ),
         ("none_omits_object", IncludeObject::parse("None"), None),
     ];
     for (name, include, want) in cases {
@@ -484,7 +723,11 @@ fn include_object_modes() {
         assert_eq!(row.get("object").cloned(), want, "{name}");
         assert_eq!(row["cells"][0], json!("c"), "{name}");
     }
-    assert_eq!(IncludeObject::parse("Bogus"), None, "unknown_include_object");
+    assert_eq!(
+        IncludeObject::parse("Bogus"),
+        None,
+        "unknown_include_object"
+    );
 }
 
 #[test]
@@ -492,13 +735,47 @@ fn table_envelope() {
     let printer = TablePrinter::new("", "configmaps", None);
     let a = json!({"metadata": {"name": "a"}});
     let b = json!({"metadata": {"name": "b"}});
-    let t = table(&printer, &[&a, &b], IncludeObject::None, true, "42", Some("tok"), Some(7), now());
+    let t = table(
+        &printer,
+        &[&a, &b],
+        IncludeObject::None,
+        true,
+        "42",
+        Some("tok"),
+        Some(7),
+        now(),
+    );
     assert_eq!(t["kind"], json!("Table"), "table_kind");
-    assert_eq!(t["apiVersion"], json!("meta.k8s.io/v1"), "table_api_version");
-    assert_eq!(t["metadata"], json!({"resourceVersion": "42", "continue": "tok", "remainingItemCount": 7}), "table_metadata");
-    assert_eq!(t["columnDefinitions"].as_array().map(Vec::len), Some(3), "table_columns");
+    assert_eq!(
+        t["apiVersion"],
+        json!("meta.k8s.io/v1"),
+        "table_api_version"
+    );
+    assert_eq!(
+        t["metadata"],
+        json!({"resourceVersion": "42", "continue": "tok", "remainingItemCount": 7}),
+        "table_metadata"
+    );
+    assert_eq!(
+        t["columnDefinitions"].as_array().map(Vec::len),
+        Some(3),
+        "table_columns"
+    );
     assert_eq!(t["rows"].as_array().map(Vec::len), Some(2), "table_rows");
-    let t = table(&printer, &[], IncludeObject::Metadata, false, "1", None, None, now());
-    assert_eq!(t["metadata"], json!({"resourceVersion": "1"}), "table_metadata_minimal");
+    let t = table(
+        &printer,
+        &[],
+        IncludeObject::Metadata,
+        false,
+        "1",
+        None,
+        None,
+        now(),
+    );
+    assert_eq!(
+        t["metadata"],
+        json!({"resourceVersion": "1"}),
+        "table_metadata_minimal"
+    );
     assert_eq!(t["columnDefinitions"], json!([]), "table_without_headers");
 }

@@ -53,12 +53,21 @@ impl Graph {
     }
 
     pub fn dependents(&self, uid: &str) -> Vec<&Node> {
-        self.dependents.get(uid).into_iter().flatten().filter_map(|d| self.nodes.get(d)).collect()
+        self.dependents
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|d| self.nodes.get(d))
+            .collect()
     }
 
     /// Uids of every node of one resource (to drop those a relist no longer has).
     pub fn uids_of(&self, resource: usize) -> Vec<String> {
-        self.nodes.values().filter(|n| n.resource == resource).map(|n| n.uid.clone()).collect()
+        self.nodes
+            .values()
+            .filter(|n| n.resource == resource)
+            .map(|n| n.uid.clone())
+            .collect()
     }
 
     /// Adds or updates a node; returns the uids whose decisions may have changed:
@@ -75,10 +84,19 @@ impl Graph {
         }
         for owner in node.owner_uids() {
             dirty.push(owner.to_string());
-            self.dependents.entry(owner.to_string()).or_default().insert(node.uid.clone());
+            self.dependents
+                .entry(owner.to_string())
+                .or_default()
+                .insert(node.uid.clone());
         }
         if node.deleting {
-            dirty.extend(self.dependents.get(&node.uid).into_iter().flatten().cloned());
+            dirty.extend(
+                self.dependents
+                    .get(&node.uid)
+                    .into_iter()
+                    .flatten()
+                    .cloned(),
+            );
         }
         self.dependents.retain(|_, set| !set.is_empty());
         self.nodes.insert(node.uid.clone(), node);
@@ -88,7 +106,9 @@ impl Graph {
     /// Removes a node that is gone; returns its owners (one fewer dependent to wait
     /// for) and its dependents (one owner gone).
     pub fn remove(&mut self, uid: &str) -> Vec<String> {
-        let Some(old) = self.nodes.remove(uid) else { return Vec::new() };
+        let Some(old) = self.nodes.remove(uid) else {
+            return Vec::new();
+        };
         let mut dirty = Vec::new();
         for owner in old.owner_uids() {
             dirty.push(owner.to_string());
@@ -119,7 +139,9 @@ pub enum DependentStep {
     Nothing,
     /// Every owner is gone or deleting in the foreground: delete it; in the foreground
     /// when an owner waits for it and it has dependents of its own to remove first.
-    Delete { foreground: bool },
+    Delete {
+        foreground: bool,
+    },
     /// Some owners remain: drop only the references to the gone or waiting ones.
     DropOwners(Vec<String>),
 }
@@ -127,19 +149,33 @@ pub enum DependentStep {
 /// Upstream's rule: owners that exist ("solid") keep a dependent alive; references to
 /// gone owners ("dangling") and to owners deleting in the foreground are dropped from
 /// it then; with no solid owner left it is deleted.
-pub fn dependent_step(owners: &[(&OwnerReference, OwnerState)], has_dependents: bool) -> DependentStep {
+pub fn dependent_step(
+    owners: &[(&OwnerReference, OwnerState)],
+    has_dependents: bool,
+) -> DependentStep {
     if owners.is_empty() {
         return DependentStep::Nothing;
     }
-    let solid = owners.iter().filter(|(_, s)| *s == OwnerState::Present).count();
-    let drop: Vec<String> = owners.iter().filter(|(_, s)| *s != OwnerState::Present).map(|(o, _)| o.uid.clone()).collect();
-    let waiting = owners.iter().any(|(_, s)| *s == OwnerState::WaitingForDependents);
+    let solid = owners
+        .iter()
+        .filter(|(_, s)| *s == OwnerState::Present)
+        .count();
+    let drop: Vec<String> = owners
+        .iter()
+        .filter(|(_, s)| *s != OwnerState::Present)
+        .map(|(o, _)| o.uid.clone())
+        .collect();
+    let waiting = owners
+        .iter()
+        .any(|(_, s)| *s == OwnerState::WaitingForDependents);
     if drop.is_empty() {
         DependentStep::Nothing
     } else if solid > 0 {
         DependentStep::DropOwners(drop)
     } else {
-        DependentStep::Delete { foreground: waiting && has_dependents }
+        DependentStep::Delete {
+            foreground: waiting && has_dependents,
+        }
     }
 }
 
@@ -148,10 +184,15 @@ pub fn dependent_step(owners: &[(&OwnerReference, OwnerState)], has_dependents: 
 pub enum OwnerStep {
     Nothing,
     /// `orphan`: remove the references to it from these dependents, then the finalizer.
-    Orphan { dependents: Vec<String> },
+    Orphan {
+        dependents: Vec<String>,
+    },
     /// `foregroundDeletion`: look at (delete) these dependents; remove the finalizer
     /// once no dependent blocks the owner's deletion any more.
-    Foreground { dependents: Vec<String>, remove_finalizer: bool },
+    Foreground {
+        dependents: Vec<String>,
+        remove_finalizer: bool,
+    },
 }
 
 pub fn owner_step(owner: &Node, dependents: &[&Node]) -> OwnerStep {
@@ -159,14 +200,22 @@ pub fn owner_step(owner: &Node, dependents: &[&Node]) -> OwnerStep {
         return OwnerStep::Nothing;
     }
     if owner.has_finalizer(ORPHAN) {
-        return OwnerStep::Orphan { dependents: dependents.iter().map(|d| d.uid.clone()).collect() };
+        return OwnerStep::Orphan {
+            dependents: dependents.iter().map(|d| d.uid.clone()).collect(),
+        };
     }
     if owner.has_finalizer(FOREGROUND) {
         let blocking = dependents.iter().any(|d| {
-            d.owners.iter().any(|r| r.uid == owner.uid && r.block_owner_deletion == Some(true))
+            d.owners
+                .iter()
+                .any(|r| r.uid == owner.uid && r.block_owner_deletion == Some(true))
         });
         return OwnerStep::Foreground {
-            dependents: dependents.iter().filter(|d| !d.deleting).map(|d| d.uid.clone()).collect(),
+            dependents: dependents
+                .iter()
+                .filter(|d| !d.deleting)
+                .map(|d| d.uid.clone())
+                .collect(),
             remove_finalizer: !blocking,
         };
     }
@@ -175,7 +224,10 @@ pub fn owner_step(owner: &Node, dependents: &[&Node]) -> OwnerStep {
 
 /// The owner references left after dropping some owners.
 pub fn without_owners(refs: &[OwnerReference], drop: &[String]) -> Vec<OwnerReference> {
-    refs.iter().filter(|r| !drop.contains(&r.uid)).cloned().collect()
+    refs.iter()
+        .filter(|r| !drop.contains(&r.uid))
+        .cloned()
+        .collect()
 }
 
 pub fn without_finalizer(finalizers: &[String], f: &str) -> Vec<String> {
@@ -198,11 +250,18 @@ mod tests {
     }
 
     fn node(uid: &str) -> Node {
-        Node { uid: uid.into(), name: uid.into(), ..Default::default() }
+        Node {
+            uid: uid.into(),
+            name: uid.into(),
+            ..Default::default()
+        }
     }
 
     fn owned_by(uid: &str, owners: &[(&str, bool)]) -> Node {
-        Node { owners: owners.iter().map(|(o, b)| owner_ref(o, *b)).collect(), ..node(uid) }
+        Node {
+            owners: owners.iter().map(|(o, b)| owner_ref(o, *b)).collect(),
+            ..node(uid)
+        }
     }
 
     fn deleting(mut n: Node, finalizers: &[&str]) -> Node {
@@ -215,16 +274,61 @@ mod tests {
     fn dependent_decisions_follow_owner_states() {
         let (a, b) = (owner_ref("a", false), owner_ref("b", true));
         use OwnerState::*;
-        type Case<'a> = (&'a str, Vec<(&'a OwnerReference, OwnerState)>, bool, DependentStep);
+        type Case<'a> = (
+            &'a str,
+            Vec<(&'a OwnerReference, OwnerState)>,
+            bool,
+            DependentStep,
+        );
         let cases: Vec<Case<'_>> = vec![
-            ("no_owners_is_left_alone", vec![], false, DependentStep::Nothing),
-            ("present_owner_keeps_it", vec![(&a, Present)], false, DependentStep::Nothing),
-            ("only_owner_gone_deletes_in_background", vec![(&a, Gone)], false, DependentStep::Delete { foreground: false }),
-            ("all_owners_gone_deletes", vec![(&a, Gone), (&b, Gone)], true, DependentStep::Delete { foreground: false }),
-            ("one_of_two_gone_drops_that_reference", vec![(&a, Present), (&b, Gone)], false, DependentStep::DropOwners(vec!["b".into()])),
-            ("waiting_owner_deletes_a_leaf_in_background", vec![(&b, WaitingForDependents)], false, DependentStep::Delete { foreground: false }),
-            ("waiting_owner_deletes_a_parent_in_foreground", vec![(&b, WaitingForDependents)], true, DependentStep::Delete { foreground: true }),
-            ("waiting_owner_with_a_solid_one_drops_the_waiting_reference", vec![(&a, Present), (&b, WaitingForDependents)], false, DependentStep::DropOwners(vec!["b".into()])),
+            (
+                "no_owners_is_left_alone",
+                vec![],
+                false,
+                DependentStep::Nothing,
+            ),
+            (
+                "present_owner_keeps_it",
+                vec![(&a, Present)],
+                false,
+                DependentStep::Nothing,
+            ),
+            (
+                "only_owner_gone_deletes_in_background",
+                vec![(&a, Gone)],
+                false,
+                DependentStep::Delete { foreground: false },
+            ),
+            (
+                "all_owners_gone_deletes",
+                vec![(&a, Gone), (&b, Gone)],
+                true,
+                DependentStep::Delete { foreground: false },
+            ),
+            (
+                "one_of_two_gone_drops_that_reference",
+                vec![(&a, Present), (&b, Gone)],
+                false,
+                DependentStep::DropOwners(vec!["b".into()]),
+            ),
+            (
+                "waiting_owner_deletes_a_leaf_in_background",
+                vec![(&b, WaitingForDependents)],
+                false,
+                DependentStep::Delete { foreground: false },
+            ),
+            (
+                "waiting_owner_deletes_a_parent_in_foreground",
+                vec![(&b, WaitingForDependents)],
+                true,
+                DependentStep::Delete { foreground: true },
+            ),
+            (
+                "waiting_owner_with_a_solid_one_drops_the_waiting_reference",
+                vec![(&a, Present), (&b, WaitingForDependents)],
+                false,
+                DependentStep::DropOwners(vec!["b".into()]),
+            ),
         ];
         for (name, owners, has_dependents, want) in cases {
             assert_eq!(dependent_step(&owners, has_dependents), want, "{name}");
@@ -239,32 +343,64 @@ mod tests {
 
     #[test]
     fn an_orphaning_owner_releases_every_dependent() {
-        let (d1, d2) = (owned_by("d1", &[("o", true)]), owned_by("d2", &[("o", false)]));
+        let (d1, d2) = (
+            owned_by("d1", &[("o", true)]),
+            owned_by("d2", &[("o", false)]),
+        );
         let step = owner_step(&deleting(node("o"), &[ORPHAN]), &[&d1, &d2]);
-        assert_eq!(step, OwnerStep::Orphan { dependents: vec!["d1".into(), "d2".into()] });
+        assert_eq!(
+            step,
+            OwnerStep::Orphan {
+                dependents: vec!["d1".into(), "d2".into()]
+            }
+        );
     }
 
     #[test]
     fn a_foreground_owner_waits_while_a_blocking_dependent_remains() {
         let blocking = owned_by("d1", &[("o", true)]);
         let step = owner_step(&deleting(node("o"), &[FOREGROUND]), &[&blocking]);
-        assert_eq!(step, OwnerStep::Foreground { dependents: vec!["d1".into()], remove_finalizer: false });
+        assert_eq!(
+            step,
+            OwnerStep::Foreground {
+                dependents: vec!["d1".into()],
+                remove_finalizer: false
+            }
+        );
     }
 
     #[test]
     fn a_foreground_owner_is_released_when_only_non_blocking_dependents_remain() {
         let free = owned_by("d1", &[("o", false)]);
         let step = owner_step(&deleting(node("o"), &[FOREGROUND]), &[&free]);
-        assert_eq!(step, OwnerStep::Foreground { dependents: vec!["d1".into()], remove_finalizer: true });
+        assert_eq!(
+            step,
+            OwnerStep::Foreground {
+                dependents: vec!["d1".into()],
+                remove_finalizer: true
+            }
+        );
         let step = owner_step(&deleting(node("o"), &[FOREGROUND]), &[]);
-        assert_eq!(step, OwnerStep::Foreground { dependents: vec![], remove_finalizer: true });
+        assert_eq!(
+            step,
+            OwnerStep::Foreground {
+                dependents: vec![],
+                remove_finalizer: true
+            }
+        );
     }
 
     #[test]
     fn dependents_already_deleting_are_not_deleted_again_but_still_block() {
         let dying = deleting(owned_by("d1", &[("o", true)]), &[FOREGROUND]);
         let step = owner_step(&deleting(node("o"), &[FOREGROUND]), &[&dying]);
-        assert_eq!(step, OwnerStep::Foreground { dependents: vec![], remove_finalizer: false });
+        assert_eq!(
+            step,
+            OwnerStep::Foreground {
+                dependents: vec![],
+                remove_finalizer: false
+            }
+        );
     }
 
     #[test]
@@ -272,10 +408,22 @@ mod tests {
         let mut g = Graph::default();
         g.upsert(node("o"));
         let dirty = g.upsert(owned_by("d", &[("o", true)]));
-        assert!(dirty.contains(&"d".to_string()) && dirty.contains(&"o".to_string()), "{dirty:?}");
-        assert_eq!(g.dependents("o").iter().map(|n| n.uid.as_str()).collect::<Vec<_>>(), vec!["d"]);
+        assert!(
+            dirty.contains(&"d".to_string()) && dirty.contains(&"o".to_string()),
+            "{dirty:?}"
+        );
+        assert_eq!(
+            g.dependents("o")
+                .iter()
+                .map(|n| n.uid.as_str())
+                .collect::<Vec<_>>(),
+            vec!["d"]
+        );
         let dirty = g.upsert(deleting(node("o"), &[ORPHAN]));
-        assert!(dirty.contains(&"d".to_string()), "a deleting owner's dependents are rechecked: {dirty:?}");
+        assert!(
+            dirty.contains(&"d".to_string()),
+            "a deleting owner's dependents are rechecked: {dirty:?}"
+        );
         // The dependent loses its reference: the owner has no dependents left.
         let dirty = g.upsert(node("d"));
         assert!(dirty.contains(&"o".to_string()), "{dirty:?}");
@@ -295,7 +443,10 @@ mod tests {
     #[test]
     fn dropping_owners_and_finalizers_keeps_the_rest() {
         let refs = vec![owner_ref("a", false), owner_ref("b", true)];
-        assert_eq!(without_owners(&refs, &["a".into()]), vec![owner_ref("b", true)]);
+        assert_eq!(
+            without_owners(&refs, &["a".into()]),
+            vec![owner_ref("b", true)]
+        );
         let f = vec![ORPHAN.to_string(), "x".to_string()];
         assert_eq!(without_finalizer(&f, ORPHAN), vec!["x".to_string()]);
     }

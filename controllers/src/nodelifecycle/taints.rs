@@ -216,10 +216,18 @@ mod tests {
     #[test]
     fn taints_follow_the_ready_condition() {
         let now = Timestamp::UNIX_EPOCH;
-        let never_posted = Node { status: None, ..node("True", &[]) };
+        let never_posted = Node {
+            status: None,
+            ..node("True", &[])
+        };
         let cases: [(&str, Node, bool, Vec<&str>); 8] = [
             ("ready node, no taints", node("True", &[]), true, vec![]),
-            ("a node that never posted its status yet", never_posted, true, vec![]),
+            (
+                "a node that never posted its status yet",
+                never_posted,
+                true,
+                vec![],
+            ),
             (
                 "unreachable node",
                 node("Unknown", &[]),

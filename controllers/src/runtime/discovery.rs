@@ -4,7 +4,10 @@
 use kube::discovery::{verbs, ApiCapabilities, ApiResource, Discovery, Scope};
 
 /// Every resource (preferred version of each group) that supports all of `needed`.
-pub async fn resources(client: kube::Client, needed: &[&str]) -> Result<Vec<(ApiResource, ApiCapabilities)>, kube::Error> {
+pub async fn resources(
+    client: kube::Client,
+    needed: &[&str],
+) -> Result<Vec<(ApiResource, ApiCapabilities)>, kube::Error> {
     let discovery = Discovery::new(client).run().await?;
     Ok(discovery
         .groups()

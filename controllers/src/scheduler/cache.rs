@@ -118,13 +118,21 @@ impl PodInfo {
             .and_then(|s| s.start_time.as_ref())
             .or(pod.metadata.creation_timestamp.as_ref())
             .map_or(0, |t| t.0.as_nanosecond());
-        let created = pod.metadata.creation_timestamp.as_ref().map_or(0, |t| t.0.as_nanosecond());
+        let created = pod
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map_or(0, |t| t.0.as_nanosecond());
         let status = pod.status.take().unwrap_or_default();
         let unschedulable_message = status
             .conditions
             .into_iter()
             .flatten()
-            .find(|c| c.type_ == "PodScheduled" && c.status == "False" && c.reason.as_deref() == Some("Unschedulable"))
+            .find(|c| {
+                c.type_ == "PodScheduled"
+                    && c.status == "False"
+                    && c.reason.as_deref() == Some("Unschedulable")
+            })
             .map(|c| c.message.unwrap_or_default());
         let spec = pod.spec.get_or_insert_with(Default::default);
         let ports = spec
@@ -178,10 +186,18 @@ impl PodInfo {
             non_zero,
             ports,
             terms: Some(Box::new(PodTerms {
-                required_affinity: pa.required_during_scheduling_ignored_during_execution.unwrap_or_default(),
-                preferred_affinity: pa.preferred_during_scheduling_ignored_during_execution.unwrap_or_default(),
-                required_anti_affinity: anti.required_during_scheduling_ignored_during_execution.unwrap_or_default(),
-                preferred_anti_affinity: anti.preferred_during_scheduling_ignored_during_execution.unwrap_or_default(),
+                required_affinity: pa
+                    .required_during_scheduling_ignored_during_execution
+                    .unwrap_or_default(),
+                preferred_affinity: pa
+                    .preferred_during_scheduling_ignored_during_execution
+                    .unwrap_or_default(),
+                required_anti_affinity: anti
+                    .required_during_scheduling_ignored_during_execution
+                    .unwrap_or_default(),
+                preferred_anti_affinity: anti
+                    .preferred_during_scheduling_ignored_during_execution
+                    .unwrap_or_default(),
             }))
             .filter(|t| {
                 !(t.required_affinity.is_empty()
@@ -217,7 +233,9 @@ impl PodInfo {
     }
 
     pub fn required_anti_affinity(&self) -> &[PodAffinityTerm] {
-        self.terms.as_ref().map_or(&[], |t| &t.required_anti_affinity)
+        self.terms
+            .as_ref()
+            .map_or(&[], |t| &t.required_anti_affinity)
     }
 
     pub fn preferred_affinity(&self) -> &[WeightedPodAffinityTerm] {
@@ -225,7 +243,9 @@ impl PodInfo {
     }
 
     pub fn preferred_anti_affinity(&self) -> &[WeightedPodAffinityTerm] {
-        self.terms.as_ref().map_or(&[], |t| &t.preferred_anti_affinity)
+        self.terms
+            .as_ref()
+            .map_or(&[], |t| &t.preferred_anti_affinity)
     }
 }
 

@@ -89,7 +89,8 @@ impl CycleState {
     /// O(nodes + pods with affinity): walks the cache once for the cluster-wide plugins.
     pub fn new(pod: Arc<PodInfo>, cache: &Cache) -> CycleState {
         let tolerations = pod.tolerations.clone();
-        let own_terms = !pod.required_affinity().is_empty() || !pod.required_anti_affinity().is_empty();
+        let own_terms =
+            !pod.required_affinity().is_empty() || !pod.required_anti_affinity().is_empty();
         // Without terms on either side there is nothing to count.
         let affinity = if own_terms || cache.any_affinity_pods() {
             AffinityState::new(&pod, cache)
@@ -108,8 +109,15 @@ impl CycleState {
 impl CycleState {
     /// The cluster-wide plugin state (inter-pod affinity, topology spread) as if
     /// `existing` were added to (`delta` 1) or removed from (-1) `node`.
-    pub fn update_for(&mut self, existing: &PodInfo, node: &NodeInfo, namespaces: &NamespaceLabels, delta: i64) {
-        self.affinity.update(&self.pod, existing, node, namespaces, delta);
+    pub fn update_for(
+        &mut self,
+        existing: &PodInfo,
+        node: &NodeInfo,
+        namespaces: &NamespaceLabels,
+        delta: i64,
+    ) {
+        self.affinity
+            .update(&self.pod, existing, node, namespaces, delta);
         self.spread.update(&self.pod, existing, node, delta);
     }
 }
@@ -160,8 +168,8 @@ pub fn score_nodes(
         scores::resources::balanced(state, nodes),
     );
     add(w.node_affinity, scores::node_affinity::score(state, nodes));
-    let preferred =
-        !state.pod.preferred_affinity().is_empty() || !state.pod.preferred_anti_affinity().is_empty();
+    let preferred = !state.pod.preferred_affinity().is_empty()
+        || !state.pod.preferred_anti_affinity().is_empty();
     if preferred || cache.any_affinity_pods() {
         add(
             w.inter_pod_affinity,

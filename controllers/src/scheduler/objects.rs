@@ -63,7 +63,10 @@ impl Pod {
     /// The lean view of a full API pod (for callers outside the scheduler that share its
     /// filters, such as the DaemonSet controller).
     pub fn from_api(pod: &k8s_openapi::api::core::v1::Pod) -> Pod {
-        serde_json::to_value(pod).ok().and_then(|v| serde_json::from_value(v).ok()).unwrap_or_default()
+        serde_json::to_value(pod)
+            .ok()
+            .and_then(|v| serde_json::from_value(v).ok())
+            .unwrap_or_default()
     }
 }
 

@@ -175,7 +175,13 @@ pub fn preempt(
                 .map(|v| v.started)
                 .min()
                 .unwrap_or(i128::MAX);
-            (c.pdb_violations, top, sum, c.victims.len(), std::cmp::Reverse(earliest_top_start))
+            (
+                c.pdb_violations,
+                top,
+                sum,
+                c.victims.len(),
+                std::cmp::Reverse(earliest_top_start),
+            )
         })
         .ok_or_else(|| {
             format!(
@@ -260,14 +266,31 @@ mod tests {
         ];
         for (name, [t1, t2], want) in cases {
             let cache = cluster(
-                vec![Node::test("n1").cpu("2"), Node::test("n2").cpu("2"), Node::test("n3").cpu("2")],
                 vec![
-                    Pod::test("v1").on_node("n1").requests("2", "1Gi").priority(1).started_at(t1),
-                    Pod::test("v2").on_node("n2").requests("2", "1Gi").priority(1).started_at(t2),
-                    Pod::test("v3").on_node("n3").requests("2", "1Gi").priority(2).started_at(1000),
+                    Node::test("n1").cpu("2"),
+                    Node::test("n2").cpu("2"),
+                    Node::test("n3").cpu("2"),
+                ],
+                vec![
+                    Pod::test("v1")
+                        .on_node("n1")
+                        .requests("2", "1Gi")
+                        .priority(1)
+                        .started_at(t1),
+                    Pod::test("v2")
+                        .on_node("n2")
+                        .requests("2", "1Gi")
+                        .priority(1)
+                        .started_at(t2),
+                    Pod::test("v3")
+                        .on_node("n3")
+                        .requests("2", "1Gi")
+                        .priority(2)
+                        .started_at(1000),
                 ],
             );
-            let got = run(&cache, Pod::test("p").requests("2", "1Gi").priority(10)).map(|(node, _)| node);
+            let got =
+                run(&cache, Pod::test("p").requests("2", "1Gi").priority(10)).map(|(node, _)| node);
             assert_eq!(got.as_deref(), Ok(want), "{name}");
         }
     }

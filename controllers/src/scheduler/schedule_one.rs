@@ -30,10 +30,7 @@ pub fn schedule(
     let nodes = cache.nodes();
     let all = nodes.len();
     // A pod nominated by an earlier preemption tries its node first.
-    let nominated = state
-        .pod
-        .nominated_node
-        .as_deref();
+    let nominated = state.pod.nominated_node.as_deref();
     if let Some(n) = nominated.and_then(|n| cache.node(n)) {
         if run_filters(state, n).is_ok() {
             return Ok((n.name.clone(), start));

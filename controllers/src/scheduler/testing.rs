@@ -242,7 +242,8 @@ impl PodFixture for Pod {
     }
     fn started_at(mut self, seconds: i64) -> Self {
         let at = k8s_openapi::jiff::Timestamp::from_second(seconds).expect("a valid time");
-        self.status.get_or_insert_with(Default::default).start_time = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at));
+        self.status.get_or_insert_with(Default::default).start_time =
+            Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at));
         self
     }
     fn node_selector(mut self, k: &str, v: &str) -> Self {

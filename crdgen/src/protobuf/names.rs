@@ -38,7 +38,10 @@ pub struct Names {
 
 /// Lowercase without `_`, `-` and `$`: the key two spellings of one name share.
 pub fn normalize(s: &str) -> String {
-    s.chars().filter(|c| !matches!(c, '_' | '-' | '$')).flat_map(char::to_lowercase).collect()
+    s.chars()
+        .filter(|c| !matches!(c, '_' | '-' | '$'))
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// `pod_ip` -> `podIp`.
@@ -64,11 +67,16 @@ impl Names {
         if SPECIAL.contains(&msg) {
             return;
         }
-        let Some(fields) = messages.get(msg) else { return };
-        let Some(props) = schema.get("properties").and_then(Value::as_object) else { return };
+        let Some(fields) = messages.get(msg) else {
+            return;
+        };
+        let Some(props) = schema.get("properties").and_then(Value::as_object) else {
+            return;
+        };
         let seen = self.properties.entry(msg.to_owned()).or_default();
         seen.extend(props.keys().cloned());
-        let by_norm: BTreeMap<String, &Value> = props.iter().map(|(k, v)| (normalize(k), v)).collect();
+        let by_norm: BTreeMap<String, &Value> =
+            props.iter().map(|(k, v)| (normalize(k), v)).collect();
         for f in fields {
             let Type::Message(ty) = &f.ty else { continue };
             match by_norm.get(&normalize(&f.rust_name)) {
@@ -102,7 +110,11 @@ impl Names {
             }
         }
         let norm = normalize(&f.rust_name);
-        if let Some(p) = self.properties.get(msg).and_then(|ps| ps.iter().find(|p| normalize(p) == norm)) {
+        if let Some(p) = self
+            .properties
+            .get(msg)
+            .and_then(|ps| ps.iter().find(|p| normalize(p) == norm))
+        {
             return (p.clone(), true);
         }
         (lower_camel(&f.rust_name), false)
@@ -111,8 +123,13 @@ impl Names {
 
 /// Whether most fields of `ty` are properties of the parent schema.
 fn is_inline(messages: &Messages, ty: &str, parent: &BTreeMap<String, &Value>) -> bool {
-    let Some(fields) = messages.get(ty) else { return false };
-    let hits = fields.iter().filter(|f| parent.contains_key(&normalize(&f.rust_name))).count();
+    let Some(fields) = messages.get(ty) else {
+        return false;
+    };
+    let hits = fields
+        .iter()
+        .filter(|f| parent.contains_key(&normalize(&f.rust_name)))
+        .count();
     hits > 0 && hits * 2 >= fields.len()
 }
 

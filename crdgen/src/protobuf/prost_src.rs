@@ -38,7 +38,11 @@ pub type Messages = BTreeMap<String, Vec<Field>>;
 pub fn read_messages(src: &Path) -> anyhow::Result<Messages> {
     let mut out = Messages::new();
     walk(src, &mut Vec::new(), &mut out)?;
-    anyhow::ensure!(!out.is_empty(), "no prost messages found under {}", src.display());
+    anyhow::ensure!(
+        !out.is_empty(),
+        "no prost messages found under {}",
+        src.display()
+    );
     Ok(out)
 }
 
@@ -53,7 +57,8 @@ fn walk(dir: &Path, module: &mut Vec<String>, out: &mut Messages) -> anyhow::Res
             module.pop();
         } else if name == "mod.rs" && !module.is_empty() {
             let text = std::fs::read_to_string(e.path())?;
-            parse_module(&text, module, out).map_err(|err| anyhow::anyhow!("{}: {err}", e.path().display()))?;
+            parse_module(&text, module, out)
+                .map_err(|err| anyhow::anyhow!("{}: {err}", e.path().display()))?;
         }
     }
     Ok(())
@@ -78,7 +83,9 @@ pub fn parse_module(text: &str, module: &[String], out: &mut Messages) -> anyhow
                 out.insert(name, fields);
             }
         } else if let Some(attr) = line.strip_prefix("#[prost(") {
-            let Some((_, fields)) = current.as_mut() else { continue };
+            let Some((_, fields)) = current.as_mut() else {
+                continue;
+            };
             // The declaration may span several lines (rustfmt breaks long types).
             let mut decl = String::new();
             for l in lines.by_ref() {
@@ -115,14 +122,28 @@ fn parse_field(attr: &str, decl: &str, module: &[String]) -> anyhow::Result<Fiel
         .and_then(|d| d.split_once(':'))
         .ok_or_else(|| anyhow::anyhow!("unexpected field declaration {decl:?}"))?;
     let rust_name = name.trim().trim_start_matches("r#").to_owned();
-    let ty = ty.trim().trim_end_matches(',').replace(' ', "").replace(",>", ">");
+    let ty = ty
+        .trim()
+        .trim_end_matches(',')
+        .replace(' ', "")
+        .replace(",>", ">");
     let first = attr.split(',').next().unwrap_or_default().trim();
     let repeated = attr.split(',').any(|p| p.trim() == "repeated");
     let (label, ty) = if let Some(map) = attr.strip_prefix("btree_map = \"") {
-        let value = map.split('"').next().unwrap_or_default().split(',').nth(1).unwrap_or_default().trim();
+        let value = map
+            .split('"')
+            .next()
+            .unwrap_or_default()
+            .split(',')
+            .nth(1)
+            .unwrap_or_default()
+            .trim();
         let ty = match value {
             "message" => {
-                let inner = ty.rsplit_once(',').map(|(_, v)| v.trim_end_matches('>')).unwrap_or_default();
+                let inner = ty
+                    .rsplit_once(',')
+                    .map(|(_, v)| v.trim_end_matches('>'))
+                    .unwrap_or_default();
                 Type::Message(resolve(inner, module)?)
             }
             "string" | "bytes" => Type::Scalar(value.to_owned()),
@@ -130,7 +151,11 @@ fn parse_field(attr: &str, decl: &str, module: &[String]) -> anyhow::Result<Fiel
         };
         (Label::Map, ty)
     } else {
-        let label = if repeated { Label::Repeated } else { Label::Single };
+        let label = if repeated {
+            Label::Repeated
+        } else {
+            Label::Single
+        };
         let ty = match first {
             "message" => Type::Message(resolve(&innermost(&ty), module)?),
             "bytes = \"vec\"" => Type::Scalar("bytes".into()),
@@ -139,13 +164,22 @@ fn parse_field(attr: &str, decl: &str, module: &[String]) -> anyhow::Result<Fiel
         };
         (label, ty)
     };
-    Ok(Field { tag, rust_name, ty, label })
+    Ok(Field {
+        tag,
+        rust_name,
+        ty,
+        label,
+    })
 }
 
 /// `Option<Box<super::X>>` -> `super::X`.
 fn innermost(ty: &str) -> String {
     let mut t = ty;
-    for wrapper in ["::core::option::Option<", "::prost::alloc::vec::Vec<", "::prost::alloc::boxed::Box<"] {
+    for wrapper in [
+        "::core::option::Option<",
+        "::prost::alloc::vec::Vec<",
+        "::prost::alloc::boxed::Box<",
+    ] {
         if let Some(inner) = t.strip_prefix(wrapper) {
             t = inner.strip_suffix('>').unwrap_or(inner);
         }
@@ -166,7 +200,8 @@ fn resolve(path: &str, module: &[String]) -> anyhow::Result<String> {
     }
     let rest: Vec<&str> = parts.collect();
     anyhow::ensure!(
-        rest.iter().all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_')),
+        rest.iter()
+            .all(|p| !p.is_empty() && p.chars().all(|c| c.is_alphanumeric() || c == '_')),
         "unexpected type path {path:?}"
     );
     base.extend(rest.iter().map(|s| s.to_string()));
@@ -207,8 +242,14 @@ pub struct Empty {}
         let foo = &out["api.x.v1.Foo"];
         assert_eq!(foo.len(), 5);
         assert_eq!(foo[0].ty, Type::Message("api.meta.v1.ObjectMeta".into()));
-        assert_eq!((foo[1].label, &foo[1].ty), (Label::Map, &Type::Message("api.resource.Quantity".into())));
-        assert_eq!((foo[2].tag, foo[2].rust_name.as_str(), foo[2].label), (3, "type", Label::Repeated));
+        assert_eq!(
+            (foo[1].label, &foo[1].ty),
+            (Label::Map, &Type::Message("api.resource.Quantity".into()))
+        );
+        assert_eq!(
+            (foo[2].tag, foo[2].rust_name.as_str(), foo[2].label),
+            (3, "type", Label::Repeated)
+        );
         assert_eq!(foo[3].ty, Type::Message("api.x.v1.Foo".into()));
         assert_eq!(foo[4].ty, Type::Scalar("bytes".into()));
         assert!(out["api.x.v1.Empty"].is_empty());

@@ -40,7 +40,6 @@ impl Rng {
     }
 }
 
-
 struct Kind {
     collection: &'static str,
     seed: Value,
@@ -107,11 +106,34 @@ fn random_value(rng: &mut Rng, depth: usize) -> Value {
         1 => json!(rng.chance(50)),
         2 => json!(*rng.pick(&[0i64, -1, 1, i64::MAX, i64::MIN, 3])),
         3 => json!(*rng.pick(&[0.5f64, -1e300, 1e300, 3.0])),
-        4 => json!(*rng.pick(&["", "x", "Ünïcödé", "a:b/c", "-", "UPPER", "{{[[", "\\\"", "0"])),
+        4 => json!(*rng.pick(&[
+            "",
+            "x",
+            "Ünïcödé",
+            "a:b/c",
+            "-",
+            "UPPER",
+            "{{[[",
+            "\\\"",
+            "0"
+        ])),
         5 => json!("y".repeat(rng.below(3000))),
-        6 => Value::Array((0..rng.below(4)).map(|_| random_value(rng, depth - 1)).collect()),
+        6 => Value::Array(
+            (0..rng.below(4))
+                .map(|_| random_value(rng, depth - 1))
+                .collect(),
+        ),
         7 => {
-            let keys = ["name", "spec", "metadata", "items", "x", "$patch", "$retainKeys", "$setElementOrder/containers"];
+            let keys = [
+                "name",
+                "spec",
+                "metadata",
+                "items",
+                "x",
+                "$patch",
+                "$retainKeys",
+                "$setElementOrder/containers",
+            ];
             let mut m = Map::new();
             for _ in 0..rng.below(4) {
                 m.insert(rng.pick(&keys).to_string(), random_value(rng, depth - 1));
@@ -123,7 +145,11 @@ fn random_value(rng: &mut Rng, depth: usize) -> Value {
             let levels = *rng.pick(&[50usize, 130, 300, 1000]);
             let mut v = json!(1);
             for _ in 0..levels {
-                v = if rng.chance(50) { json!({ "n": v }) } else { json!([v]) };
+                v = if rng.chance(50) {
+                    json!({ "n": v })
+                } else {
+                    json!([v])
+                };
             }
             v
         }
@@ -192,7 +218,10 @@ fn mutate(rng: &mut Rng, mut v: Value) -> Value {
             }
             1 => {
                 if let Some(Value::Object(m)) = at(&mut v, &path) {
-                    m.insert(rng.pick(&["extra", "status", "x", "$patch"]).to_string(), random_value(rng, 2));
+                    m.insert(
+                        rng.pick(&["extra", "status", "x", "$patch"]).to_string(),
+                        random_value(rng, 2),
+                    );
                 }
             }
             _ => {
@@ -222,7 +251,10 @@ fn body_text(rng: &mut Rng, v: &Value) -> (String, Vec<u8>) {
             t[i] = *rng.pick(b"{}[]\",:\\\x00\xff");
             ("application/json".into(), t)
         }
-        2 => ("application/yaml".into(), serde_yaml::to_string(v).unwrap_or_default().into_bytes()),
+        2 => (
+            "application/yaml".into(),
+            serde_yaml::to_string(v).unwrap_or_default().into_bytes(),
+        ),
         _ => ("application/json".into(), text),
     }
 }
@@ -237,7 +269,9 @@ fn json_patch(rng: &mut Rng, v: &Value) -> Value {
             let from: &Vec<Value> = rng.pick(&all);
             let from = pointer(from);
             match rng.below(6) {
-                0 => json!({"op": "add", "path": format!("{path}/-"), "value": random_value(rng, 2)}),
+                0 => {
+                    json!({"op": "add", "path": format!("{path}/-"), "value": random_value(rng, 2)})
+                }
                 1 => json!({"op": "remove", "path": path}),
                 2 => json!({"op": "replace", "path": path, "value": random_value(rng, 2)}),
                 3 => json!({"op": "move", "from": from, "path": path}),
@@ -250,8 +284,19 @@ fn json_patch(rng: &mut Rng, v: &Value) -> Value {
 }
 
 /// What one request got: an answer with its code, or a failure of the connection.
-async fn send(client: &Client, method: &str, uri: &str, content_type: &str, body: Vec<u8>) -> Result<u16, String> {
-    let req = http::Request::builder().method(method).uri(uri).header("content-type", content_type).body(body).unwrap();
+async fn send(
+    client: &Client,
+    method: &str,
+    uri: &str,
+    content_type: &str,
+    body: Vec<u8>,
+) -> Result<u16, String> {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", content_type)
+        .body(body)
+        .unwrap();
     match client.request_text(req).await {
         Ok(_) => Ok(200),
         Err(kube::Error::Api(status)) => {
@@ -261,12 +306,17 @@ async fn send(client: &Client, method: &str, uri: &str, content_type: &str, body
                 Ok(status.code)
             }
         }
-        Err(e) => Err(format!("no Status answer (dropped connection or unreadable body): {e}")),
+        Err(e) => Err(format!(
+            "no Status answer (dropped connection or unreadable body): {e}"
+        )),
     }
 }
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -277,13 +327,24 @@ async fn mutated_bodies_never_crash_the_server_or_leave_an_unreadable_object() {
     println!("fuzz seed {seed:#x}, {iterations} iterations, {budget:?} at most");
     let s = InProcess::start().await;
     let kubeconfig = kube::config::Kubeconfig::read_from(&s.server.kubeconfig).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
     config.default_retry = false;
     let client = Client::try_from(config).unwrap();
     let ok = |r: Result<u16, String>| r.expect("setting up");
-    ok(send(&client, "POST", "/api/v1/namespaces", "application/json", br#"{"metadata":{"name":"fuzz"}}"#.to_vec()).await);
+    ok(send(
+        &client,
+        "POST",
+        "/api/v1/namespaces",
+        "application/json",
+        br#"{"metadata":{"name":"fuzz"}}"#.to_vec(),
+    )
+    .await);
     let crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
-    let gizmos = gizmo_crd("gizmos.fuzz.example.com", "Gizmo", "gizmos").to_string().into_bytes();
+    let gizmos = gizmo_crd("gizmos.fuzz.example.com", "Gizmo", "gizmos")
+        .to_string()
+        .into_bytes();
     ok(send(&client, "POST", crds, "application/json", gizmos).await);
 
     let kinds = kinds();
@@ -295,12 +356,23 @@ async fn mutated_bodies_never_crash_the_server_or_leave_an_unreadable_object() {
     while done < iterations && started.elapsed() < budget {
         done += 1;
         let kind = rng.pick(&kinds);
-        let name = format!("{}-{}", kind.seed["metadata"]["name"].as_str().unwrap(), rng.below(4));
+        let name = format!(
+            "{}-{}",
+            kind.seed["metadata"]["name"].as_str().unwrap(),
+            rng.below(4)
+        );
         let mut valid = kind.seed.clone();
         valid["metadata"]["name"] = json!(name);
         let item = format!("{}/{name}", kind.collection);
         // The object exists for most operations; creating it may fail when it already does.
-        let _ = send(&client, "POST", kind.collection, "application/json", serde_json::to_vec(&valid).unwrap()).await;
+        let _ = send(
+            &client,
+            "POST",
+            kind.collection,
+            "application/json",
+            serde_json::to_vec(&valid).unwrap(),
+        )
+        .await;
         let mutated = mutate(&mut rng, valid.clone());
         let (what, method, uri, content_type, body) = match rng.below(7) {
             0 => {
@@ -328,29 +400,49 @@ async fn mutated_bodies_never_crash_the_server_or_leave_an_unreadable_object() {
             break;
         }
     }
-    println!("{done} requests in {:?}; answers by code: {codes:?}", started.elapsed());
-    assert!(failures.is_empty(), "seed {seed:#x}: {} failures:\n{}", failures.len(), failures.join("\n"));
+    println!(
+        "{done} requests in {:?}; answers by code: {codes:?}",
+        started.elapsed()
+    );
+    assert!(
+        failures.is_empty(),
+        "seed {seed:#x}: {} failures:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 
     // The server is alive, and every object of every fuzzed resource reads back, from
     // storage and from the watch cache.
-    let ready = client.request_text(http::Request::get("/readyz").body(Vec::new()).unwrap()).await;
-    assert_eq!(ready.as_deref().map(str::trim).ok(), Some("ok"), "the server is alive: {ready:?}");
+    let ready = client
+        .request_text(http::Request::get("/readyz").body(Vec::new()).unwrap())
+        .await;
+    assert_eq!(
+        ready.as_deref().map(str::trim).ok(),
+        Some("ok"),
+        "the server is alive: {ready:?}"
+    );
     let mut collections: Vec<String> = kinds.iter().map(|k| k.collection.to_string()).collect();
     collections.push("/apis/fuzz.example.com/v1/namespaces/fuzz/widgets".into());
     for collection in collections {
         for query in ["", "?resourceVersion=0"] {
             let uri = format!("{collection}{query}");
-            let text = match client.request_text(http::Request::get(&uri).body(Vec::new()).unwrap()).await {
+            let text = match client
+                .request_text(http::Request::get(&uri).body(Vec::new()).unwrap())
+                .await
+            {
                 Ok(t) => t,
                 // A CRD created by the run may have been mutated into another group.
                 Err(kube::Error::Api(st)) if st.code == 404 => continue,
                 Err(e) => panic!("LIST {uri}: {e}"),
             };
-            let list: Value = json::from_stored(text.as_bytes()).unwrap_or_else(|e| panic!("LIST {uri} is readable JSON: {e}"));
+            let list: Value = json::from_stored(text.as_bytes())
+                .unwrap_or_else(|e| panic!("LIST {uri} is readable JSON: {e}"));
             for obj in list["items"].as_array().unwrap() {
                 let name = obj["metadata"]["name"].as_str().unwrap();
                 let one = format!("{collection}/{name}");
-                let got = client.request_text(http::Request::get(&one).body(Vec::new()).unwrap()).await;
+                let got = client
+                    .request_text(http::Request::get(&one).body(Vec::new()).unwrap())
+                    .await;
                 assert!(got.is_ok(), "GET {one} after the run: {got:?}");
             }
         }

@@ -6,16 +6,43 @@ use crate::common::kybern_binary;
 
 #[test]
 fn controller_list_prints_every_loop() {
-    let out = Command::new(kybern_binary()).args(["controller", "--list"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(kybern_binary())
+        .args(["controller", "--list"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let listed = String::from_utf8(out.stdout).unwrap();
     let every = [
-        "namespace", "serviceaccount", "garbagecollector", "replicaset", "deployment", "statefulset", "daemonset",
-        "job", "cronjob", "endpoints", "endpointslice", "nodeipam", "nodelifecycle", "localpath", "scheduler",
+        "namespace",
+        "serviceaccount",
+        "garbagecollector",
+        "replicaset",
+        "deployment",
+        "statefulset",
+        "daemonset",
+        "job",
+        "cronjob",
+        "endpoints",
+        "endpointslice",
+        "nodeipam",
+        "nodelifecycle",
+        "localpath",
+        "scheduler",
     ];
-    assert_eq!(listed.lines().count(), every.len(), "one line per loop:\n{listed}");
+    assert_eq!(
+        listed.lines().count(),
+        every.len(),
+        "one line per loop:\n{listed}"
+    );
     for name in every {
-        assert!(listed.lines().any(|l| l == name), "{name} missing from:\n{listed}");
+        assert!(
+            listed.lines().any(|l| l == name),
+            "{name} missing from:\n{listed}"
+        );
     }
 }
 
@@ -27,7 +54,10 @@ fn an_unknown_loop_name_fails_listing_the_known_ones() {
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("unknown control loop \"no-such-loop\"") && err.contains("garbagecollector"), "{err}");
+    assert!(
+        err.contains("unknown control loop \"no-such-loop\"") && err.contains("garbagecollector"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -36,11 +66,20 @@ fn an_invalid_scheduler_configuration_fails_before_anything_starts() {
     let config = dir.path().join("scheduler.yaml");
     std::fs::write(&config, "profiles:\n- plugins:\n    score:\n      enabled:\n      - name: NoSuchPlugin\n        weight: 2\n").unwrap();
     let out = Command::new(kybern_binary())
-        .args(["controller", "scheduler", "--kubeconfig", "/nonexistent", "--scheduler-config"])
+        .args([
+            "controller",
+            "scheduler",
+            "--kubeconfig",
+            "/nonexistent",
+            "--scheduler-config",
+        ])
         .arg(&config)
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("reading the scheduler configuration") && err.contains("NoSuchPlugin"), "{err}");
+    assert!(
+        err.contains("reading the scheduler configuration") && err.contains("NoSuchPlugin"),
+        "{err}"
+    );
 }

@@ -31,7 +31,9 @@ impl Cluster {
             .expect("a context from admin.kubeconfig");
         let names: Vec<String> = loops.iter().map(|s| s.to_string()).collect();
         let loops = tokio::spawn(async move {
-            controllers::runtime::run_with(&names, ctx, &[]).await.expect("the loops run");
+            controllers::runtime::run_with(&names, ctx, &[])
+                .await
+                .expect("the loops run");
         });
         Cluster { api, loops }
     }
@@ -59,7 +61,10 @@ where
         if let Some(v) = check().await {
             return v;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

@@ -307,7 +307,8 @@ async fn kubectl_apply_creates_then_configures_and_delete_by_label_removes_only_
     assert_eq!(
         // Only the labelled ones: `kube-root-ca.crt` (published in every namespace by
         // the serviceaccount loop) is not part of this test.
-        k.run(&["get", "configmaps", "-l", "set", "-o", "name"]).trim(),
+        k.run(&["get", "configmaps", "-l", "set", "-o", "name"])
+            .trim(),
         "configmap/other"
     );
 }

@@ -38,7 +38,10 @@ impl Workloads {
         w.eventually(&format!("{nodes} Ready nodes"), || {
             let out = w.kubectl.output(&["get", "nodes", "--no-headers"]);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
-            let ready = text.lines().filter(|l| l.split_whitespace().nth(1) == Some("Ready")).count();
+            let ready = text
+                .lines()
+                .filter(|l| l.split_whitespace().nth(1) == Some("Ready"))
+                .count();
             (ready == nodes).then_some(()).ok_or(text)
         });
         w
@@ -55,7 +58,9 @@ impl Workloads {
             match check() {
                 Ok(()) => return,
                 Err(state) if Instant::now() > deadline => {
-                    let log = std::fs::read_to_string(self.cluster.dir.path().join("data/server.log")).unwrap_or_default();
+                    let log =
+                        std::fs::read_to_string(self.cluster.dir.path().join("data/server.log"))
+                            .unwrap_or_default();
                     let tail: Vec<&str> = log.lines().rev().take(30).collect();
                     panic!("timed out waiting for {what}; last state:\n{state}\nserver log tail (newest first):\n{}", tail.join("\n"))
                 }
@@ -78,7 +83,8 @@ impl Workloads {
         let mut args = vec!["get", "-n", ns];
         args.extend_from_slice(what);
         args.extend_from_slice(&["-o", "json"]);
-        let list: serde_json::Value = serde_json::from_str(&self.run(&args)).expect("kubectl prints JSON");
+        let list: serde_json::Value =
+            serde_json::from_str(&self.run(&args)).expect("kubectl prints JSON");
         list["items"]
             .as_array()
             .cloned()
@@ -109,7 +115,10 @@ impl Workloads {
         // Deployments say "successfully rolled out", StatefulSets "roll out complete" (a
         // defaulted rollingUpdate has a partition) and DaemonSets "successfully rolled out".
         let out = self.run(&["rollout", "status", "-n", ns, what, "--timeout=90s"]);
-        assert!(out.contains("successfully rolled out") || out.contains("roll out complete"), "rollout status {what}: {out}");
+        assert!(
+            out.contains("successfully rolled out") || out.contains("roll out complete"),
+            "rollout status {what}: {out}"
+        );
     }
 
     /// Every live `app=<app>` pod runs `image` on a simulated node, and there are `n`.
@@ -118,9 +127,13 @@ impl Workloads {
             let pods = self.pods(ns, app);
             let good = pods
                 .iter()
-                .filter(|(_, node, phase, img)| node.starts_with("sim-") && phase == "Running" && img == image)
+                .filter(|(_, node, phase, img)| {
+                    node.starts_with("sim-") && phase == "Running" && img == image
+                })
                 .count();
-            (good == n && pods.len() == n).then_some(()).ok_or(format!("{pods:?}"))
+            (good == n && pods.len() == n)
+                .then_some(())
+                .ok_or(format!("{pods:?}"))
         });
     }
 }
@@ -129,17 +142,35 @@ impl Workloads {
 async fn kubectl_drives_a_deployment_through_its_life_on_simulated_nodes() {
     let w = Workloads::start(3).await;
     w.run(&["create", "namespace", "shop"]);
-    w.run(&["create", "deployment", "web", "-n", "shop", "--image=busybox:1", "--replicas=3"]);
+    w.run(&[
+        "create",
+        "deployment",
+        "web",
+        "-n",
+        "shop",
+        "--image=busybox:1",
+        "--replicas=3",
+    ]);
     w.rollout_status("shop", "deployment/web");
     w.expect_pods("shop", "web", 3, "busybox:1");
 
     // `kubectl create deployment` names the container after the image.
-    w.run(&["set", "image", "-n", "shop", "deployment/web", "busybox=busybox:2"]);
+    w.run(&[
+        "set",
+        "image",
+        "-n",
+        "shop",
+        "deployment/web",
+        "busybox=busybox:2",
+    ]);
     w.rollout_status("shop", "deployment/web");
     w.expect_pods("shop", "web", 3, "busybox:2");
     let history = w.run(&["rollout", "history", "-n", "shop", "deployment/web"]);
-    let revisions: Vec<&str> =
-        history.lines().filter_map(|l| l.split_whitespace().next()).filter(|r| r.parse::<u32>().is_ok()).collect();
+    let revisions: Vec<&str> = history
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|r| r.parse::<u32>().is_ok())
+        .collect();
     assert_eq!(revisions, ["1", "2"], "{history}");
 
     w.run(&["rollout", "undo", "-n", "shop", "deployment/web"]);
@@ -149,36 +180,79 @@ async fn kubectl_drives_a_deployment_through_its_life_on_simulated_nodes() {
     w.run(&["scale", "-n", "shop", "deployment/web", "--replicas=5"]);
     w.rollout_status("shop", "deployment/web");
     w.expect_pods("shop", "web", 5, "busybox:1");
-    let ready = w.jsonpath("shop", &["deployment", "web"], "{.status.readyReplicas}/{.status.availableReplicas}");
+    let ready = w.jsonpath(
+        "shop",
+        &["deployment", "web"],
+        "{.status.readyReplicas}/{.status.availableReplicas}",
+    );
     assert_eq!(ready, "5/5");
 
     // Orphan: the Deployment goes; its ReplicaSets and pods stay, without an owner.
-    w.run(&["delete", "-n", "shop", "deployment/web", "--cascade=orphan", "--wait=true"]);
+    w.run(&[
+        "delete",
+        "-n",
+        "shop",
+        "deployment/web",
+        "--cascade=orphan",
+        "--wait=true",
+    ]);
     let rss = w.live("shop", &["replicasets"]);
     assert_eq!(rss.len(), 2, "both revisions' ReplicaSets remain: {rss:?}");
     for rs in &rss {
-        assert!(rs["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty), "orphaned ReplicaSets have no owner: {rs}");
+        assert!(
+            rs["metadata"]["ownerReferences"]
+                .as_array()
+                .is_none_or(Vec::is_empty),
+            "orphaned ReplicaSets have no owner: {rs}"
+        );
     }
     std::thread::sleep(Duration::from_secs(1));
     let pods = w.pods("shop", "web");
     if pods.len() != 5 {
         let events = w.run(&["get", "events", "-n", "shop"]);
         let all = w.run(&["get", "pods", "-n", "shop", "-o", "yaml"]);
-        let log = std::fs::read_to_string(w.cluster.dir.path().join("data/server.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(w.cluster.dir.path().join("data/server.log"))
+            .unwrap_or_default();
         panic!("orphaning keeps the pods: {pods:?}\nevents:\n{events}\npods:\n{all}\nlog:\n{log}");
     }
 
     // Foreground: kubectl returns once the Deployment is gone, and by then its
     // ReplicaSets and pods are gone too (the Deployment waited for them).
-    w.run(&["create", "deployment", "fg", "-n", "shop", "--image=busybox:1", "--replicas=2"]);
+    w.run(&[
+        "create",
+        "deployment",
+        "fg",
+        "-n",
+        "shop",
+        "--image=busybox:1",
+        "--replicas=2",
+    ]);
     w.rollout_status("shop", "deployment/fg");
-    w.run(&["delete", "-n", "shop", "deployment/fg", "--cascade=foreground", "--wait=true", "--timeout=60s"]);
+    w.run(&[
+        "delete",
+        "-n",
+        "shop",
+        "deployment/fg",
+        "--cascade=foreground",
+        "--wait=true",
+        "--timeout=60s",
+    ]);
     let left = w.live("shop", &["replicasets,pods", "-l", "app=fg"]);
-    assert!(left.is_empty(), "foreground deletion leaves no dependents behind: {left:?}");
+    assert!(
+        left.is_empty(),
+        "foreground deletion leaves no dependents behind: {left:?}"
+    );
 
     // Background (the default): the ReplicaSet orphaned above is adopted by nobody and
     // deleting it takes its pods with it.
-    w.run(&["delete", "-n", "shop", "replicasets", "--all", "--wait=true"]);
+    w.run(&[
+        "delete",
+        "-n",
+        "shop",
+        "replicasets",
+        "--all",
+        "--wait=true",
+    ]);
     w.eventually("the orphaned pods to go with their ReplicaSets", || {
         let pods = w.pods("shop", "web");
         pods.is_empty().then_some(()).ok_or(format!("{pods:?}"))
@@ -244,17 +318,41 @@ async fn deleting_a_namespace_removes_its_deployment_statefulset_and_job() {
     w.rollout_status("doomed", "statefulset/db");
     w.eventually("the job's pod to run", || {
         let pods = w.pods("doomed", "report");
-        pods.iter().any(|p| p.2 == "Running").then_some(()).ok_or(format!("{pods:?}"))
+        pods.iter()
+            .any(|p| p.2 == "Running")
+            .then_some(())
+            .ok_or(format!("{pods:?}"))
     });
     let claims = w.live("doomed", &["persistentvolumeclaims"]);
-    assert_eq!(claims.len(), 2, "one claim per StatefulSet replica: {claims:?}");
+    assert_eq!(
+        claims.len(),
+        2,
+        "one claim per StatefulSet replica: {claims:?}"
+    );
 
     // kubectl waits for the namespace itself to disappear, which happens only after
     // everything in it is gone and the namespace controller drops its finalizer.
-    w.run(&["delete", "namespace", "doomed", "--wait=true", "--timeout=90s"]);
+    w.run(&[
+        "delete",
+        "namespace",
+        "doomed",
+        "--wait=true",
+        "--timeout=90s",
+    ]);
     let out = w.kubectl.output(&["get", "namespace", "doomed"]);
     assert!(!out.status.success(), "the namespace is gone");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("NotFound"), "{}", String::from_utf8_lossy(&out.stderr));
-    let everything = w.run(&["get", "pods,replicasets,deployments,statefulsets,jobs,persistentvolumeclaims,services", "-n", "doomed", "-o", "name"]);
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("NotFound"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let everything = w.run(&[
+        "get",
+        "pods,replicasets,deployments,statefulsets,jobs,persistentvolumeclaims,services",
+        "-n",
+        "doomed",
+        "-o",
+        "name",
+    ]);
     assert_eq!(everything.trim(), "", "nothing of the namespace is left");
 }

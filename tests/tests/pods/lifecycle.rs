@@ -21,17 +21,44 @@ fn a_crashing_container_backs_off_with_growing_delays() {
         let p = node.eventually(&format!("CrashLoopBackOff with back-off {delay}"), || {
             let p = node.pod("crash");
             let msg = at(&p, "/status/containerStatuses/0/state/waiting/message");
-            (at(&p, "/status/containerStatuses/0/state/waiting/reason") == "CrashLoopBackOff" && msg.starts_with(&format!("back-off {delay} ")))
-                .then_some(p.clone())
-                .ok_or(p.to_string())
+            (at(&p, "/status/containerStatuses/0/state/waiting/reason") == "CrashLoopBackOff"
+                && msg.starts_with(&format!("back-off {delay} ")))
+            .then_some(p.clone())
+            .ok_or(p.to_string())
         });
-        seen.push(at(&p, "/status/containerStatuses/0/restartCount").parse::<u32>().unwrap());
-        assert_eq!(at(&p, "/status/containerStatuses/0/lastState/terminated/exitCode"), "3");
-        assert_eq!(at(&p, "/status/containerStatuses/0/lastState/terminated/reason"), "Error");
+        seen.push(
+            at(&p, "/status/containerStatuses/0/restartCount")
+                .parse::<u32>()
+                .unwrap(),
+        );
+        assert_eq!(
+            at(
+                &p,
+                "/status/containerStatuses/0/lastState/terminated/exitCode"
+            ),
+            "3"
+        );
+        assert_eq!(
+            at(
+                &p,
+                "/status/containerStatuses/0/lastState/terminated/reason"
+            ),
+            "Error"
+        );
         assert_eq!(at(&p, "/status/phase"), "Running");
     }
-    assert!(seen.windows(2).all(|w| w[0] < w[1]), "restart counts grow: {seen:?}");
-    let events = node.run(&["get", "events", "--field-selector", "involvedObject.name=crash", "-o", "jsonpath={.items[*].reason}"]);
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "restart counts grow: {seen:?}"
+    );
+    let events = node.run(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=crash",
+        "-o",
+        "jsonpath={.items[*].reason}",
+    ]);
     assert!(events.contains("BackOff"), "{events}");
 }
 
@@ -48,18 +75,39 @@ fn a_memory_hog_is_oom_killed() {
     );
     let p = node.eventually("the pod Failed", || {
         let p = node.pod("hog");
-        (at(&p, "/status/phase") == "Failed").then_some(p.clone()).ok_or(p.to_string())
+        (at(&p, "/status/phase") == "Failed")
+            .then_some(p.clone())
+            .ok_or(p.to_string())
     });
-    assert_eq!(at(&p, "/status/containerStatuses/0/state/terminated/reason"), "OOMKilled", "{p}");
-    assert_eq!(at(&p, "/status/containerStatuses/0/state/terminated/exitCode"), "137");
+    assert_eq!(
+        at(&p, "/status/containerStatuses/0/state/terminated/reason"),
+        "OOMKilled",
+        "{p}"
+    );
+    assert_eq!(
+        at(&p, "/status/containerStatuses/0/state/terminated/exitCode"),
+        "137"
+    );
     assert_eq!(at(&p, "/status/qosClass"), "Burstable");
 }
 
 #[test]
 fn init_containers_run_in_order_and_configmaps_and_secrets_reach_the_container() {
     let node = Node::start(&[]);
-    node.run(&["create", "configmap", "cfg", "--from-literal=greeting=hello", "--from-literal=color=blue"]);
-    node.run(&["create", "secret", "generic", "sec", "--from-literal=password=s3cret"]);
+    node.run(&[
+        "create",
+        "configmap",
+        "cfg",
+        "--from-literal=greeting=hello",
+        "--from-literal=color=blue",
+    ]);
+    node.run(&[
+        "create",
+        "secret",
+        "generic",
+        "sec",
+        "--from-literal=password=s3cret",
+    ]);
     node.apply(
         "inputs.yaml",
         &pod(
@@ -106,7 +154,9 @@ fn init_containers_run_in_order_and_configmaps_and_secrets_reach_the_container()
     );
     let p = node.eventually("the pod Succeeded", || {
         let p = node.pod("inputs");
-        (at(&p, "/status/phase") == "Succeeded").then_some(p.clone()).ok_or(p.to_string())
+        (at(&p, "/status/phase") == "Succeeded")
+            .then_some(p.clone())
+            .ok_or(p.to_string())
     });
     assert_eq!(
         at(&p, "/status/containerStatuses/0/state/terminated/message"),
@@ -114,11 +164,28 @@ fn init_containers_run_in_order_and_configmaps_and_secrets_reach_the_container()
         "{p}"
     );
     for i in 0..2 {
-        assert_eq!(at(&p, &format!("/status/initContainerStatuses/{i}/state/terminated/reason")), "Completed");
+        assert_eq!(
+            at(
+                &p,
+                &format!("/status/initContainerStatuses/{i}/state/terminated/reason")
+            ),
+            "Completed"
+        );
     }
-    let init_done = |i: usize| at(&p, &format!("/status/initContainerStatuses/{i}/state/terminated/finishedAt"));
-    let second_start = at(&p, "/status/initContainerStatuses/1/state/terminated/startedAt");
-    assert!(init_done(0) <= second_start, "the second init container starts after the first ends");
+    let init_done = |i: usize| {
+        at(
+            &p,
+            &format!("/status/initContainerStatuses/{i}/state/terminated/finishedAt"),
+        )
+    };
+    let second_start = at(
+        &p,
+        "/status/initContainerStatuses/1/state/terminated/startedAt",
+    );
+    assert!(
+        init_done(0) <= second_start,
+        "the second init container starts after the first ends"
+    );
 }
 
 #[test]
@@ -146,8 +213,14 @@ spec:
 "#
         ),
     );
-    node.run(&["wait", "--for=condition=Complete", "job/count", "--timeout=120s"]);
-    let job: serde_json::Value = serde_json::from_str(&node.run(&["get", "job", "count", "-o", "json"])).unwrap();
+    node.run(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/count",
+        "--timeout=120s",
+    ]);
+    let job: serde_json::Value =
+        serde_json::from_str(&node.run(&["get", "job", "count", "-o", "json"])).unwrap();
     assert_eq!(at(&job, "/status/succeeded"), "2");
 }
 
@@ -174,7 +247,9 @@ fn a_failing_liveness_probe_restarts_the_container() {
     );
     let p = node.eventually("the server running", || {
         let p = node.pod("live");
-        (at(&p, "/status/containerStatuses/0/ready") == "true").then_some(p.clone()).ok_or(p.to_string())
+        (at(&p, "/status/containerStatuses/0/ready") == "true")
+            .then_some(p.clone())
+            .ok_or(p.to_string())
     });
     let first = at(&p, "/status/containerStatuses/0/containerID");
     let addr = format!("{}:8080", at(&p, "/status/podIP"));
@@ -188,12 +263,39 @@ fn a_failing_liveness_probe_restarts_the_container() {
             && at(&p, "/status/containerStatuses/0/containerID") != first;
         restarted.then_some(p.clone()).ok_or(p.to_string())
     });
-    assert_ne!(at(&p, "/status/containerStatuses/0/lastState/terminated/finishedAt"), "", "{p}");
-    assert_eq!(at(&p, "/status/podIP"), addr.trim_end_matches(":8080"), "a container restart keeps the pod's sandbox and address");
+    assert_ne!(
+        at(
+            &p,
+            "/status/containerStatuses/0/lastState/terminated/finishedAt"
+        ),
+        "",
+        "{p}"
+    );
+    assert_eq!(
+        at(&p, "/status/podIP"),
+        addr.trim_end_matches(":8080"),
+        "a container restart keeps the pod's sandbox and address"
+    );
     // A new process: its /ready answers 200 again, so the probe passes and it stays.
     let (ok, body) = node.client().get(&node.testserver, &addr, "/ready");
-    assert!(ok && body.trim() == "ready", "the restarted server is healthy: {body}");
-    let events = node.run(&["get", "events", "--field-selector", "involvedObject.name=live", "-o", "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}"]);
-    assert!(events.contains("Unhealthy: Liveness probe failed: HTTP probe failed with statuscode: 503"), "{events}");
-    assert!(events.contains("Killing: Container server failed liveness probe, will be restarted"), "{events}");
+    assert!(
+        ok && body.trim() == "ready",
+        "the restarted server is healthy: {body}"
+    );
+    let events = node.run(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=live",
+        "-o",
+        "jsonpath={range .items[*]}{.reason}: {.message}{\"\\n\"}{end}",
+    ]);
+    assert!(
+        events.contains("Unhealthy: Liveness probe failed: HTTP probe failed with statuscode: 503"),
+        "{events}"
+    );
+    assert!(
+        events.contains("Killing: Container server failed liveness probe, will be restarted"),
+        "{events}"
+    );
 }

@@ -29,13 +29,27 @@ fn image_tars() -> &'static (PathBuf, PathBuf) {
     let (_, busybox, server) = TARS.get_or_init(|| {
         use agent::images::test_images;
         let dir = tempfile::tempdir().unwrap();
-        let busybox_bin = test_images::read(Path::new(test_images::DEBIAN_BUSYBOX)).expect("busybox-static (scripts/install-deps.sh)");
-        let server_bin = test_images::build_testserver(dir.path()).expect("building the test server");
+        let busybox_bin = test_images::read(Path::new(test_images::DEBIAN_BUSYBOX))
+            .expect("busybox-static (scripts/install-deps.sh)");
+        let server_bin =
+            test_images::build_testserver(dir.path()).expect("building the test server");
         let server_bin = test_images::read(&server_bin).unwrap();
         let busybox = dir.path().join("busybox.tar");
-        std::fs::write(&busybox, test_images::busybox_image(&busybox_bin).to_layout_tar().unwrap()).unwrap();
+        std::fs::write(
+            &busybox,
+            test_images::busybox_image(&busybox_bin)
+                .to_layout_tar()
+                .unwrap(),
+        )
+        .unwrap();
         let server = dir.path().join("testserver.tar");
-        std::fs::write(&server, test_images::testserver_image(&busybox_bin, &server_bin).to_layout_tar().unwrap()).unwrap();
+        std::fs::write(
+            &server,
+            test_images::testserver_image(&busybox_bin, &server_bin)
+                .to_layout_tar()
+                .unwrap(),
+        )
+        .unwrap();
         (dir, busybox, server)
     });
     static PATHS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
@@ -59,7 +73,14 @@ struct Subnet {
 
 impl Subnet {
     fn claim() -> Subnet {
-        let routes = String::from_utf8_lossy(&Command::new("ip").args(["-4", "route"]).output().expect("ip route").stdout).into_owned();
+        let routes = String::from_utf8_lossy(
+            &Command::new("ip")
+                .args(["-4", "route"])
+                .output()
+                .expect("ip route")
+                .stdout,
+        )
+        .into_owned();
         let locks = Path::new("/run/kybern-tests");
         std::fs::create_dir_all(locks).unwrap();
         let start = 100 + (std::process::id() % 100) as u8;
@@ -104,13 +125,20 @@ impl ClientNs {
         let name = format!("kbtc-{}", subnet.third);
         let host_link = format!("kbtc{}h", subnet.third);
         let peer = format!("kbtc{}p", subnet.third);
-        let ns = ClientNs { name: name.clone(), host_link: host_link.clone() };
+        let ns = ClientNs {
+            name: name.clone(),
+            host_link: host_link.clone(),
+        };
         let _ = Command::new("ip").args(["netns", "del", &name]).status();
-        let _ = Command::new("ip").args(["link", "del", &host_link]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &host_link])
+            .status();
         let ip = format!("10.42.{}.250/24", subnet.third);
         for args in [
             vec!["netns", "add", &name],
-            vec!["link", "add", &host_link, "type", "veth", "peer", "name", &peer],
+            vec![
+                "link", "add", &host_link, "type", "veth", "peer", "name", &peer,
+            ],
             vec!["link", "set", &peer, "netns", &name],
             vec!["link", "set", &host_link, "master", bridge],
             vec!["link", "set", &host_link, "up"],
@@ -118,7 +146,11 @@ impl ClientNs {
             vec!["-n", &name, "link", "set", &peer, "up"],
             vec!["-n", &name, "link", "set", "lo", "up"],
         ] {
-            let ok = Command::new("ip").args(&args).status().expect("ip").success();
+            let ok = Command::new("ip")
+                .args(&args)
+                .status()
+                .expect("ip")
+                .success();
             assert!(ok, "ip {}", args.join(" "));
         }
         ns
@@ -132,15 +164,24 @@ impl ClientNs {
             .args(["get", addr, path])
             .output()
             .expect("ip netns exec");
-        let text = String::from_utf8_lossy(if out.status.success() { &out.stdout } else { &out.stderr }).into_owned();
+        let text = String::from_utf8_lossy(if out.status.success() {
+            &out.stdout
+        } else {
+            &out.stderr
+        })
+        .into_owned();
         (out.status.success(), text)
     }
 }
 
 impl Drop for ClientNs {
     fn drop(&mut self) {
-        let _ = Command::new("ip").args(["link", "del", &self.host_link]).status();
-        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_link])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
     }
 }
 
@@ -176,7 +217,8 @@ impl Node {
         kubectl.run(&["apply", "-f", manifest.to_str().unwrap()]);
         let agent_dir = dir.path().join("agent");
         let testserver = dir.path().join("testserver");
-        agent::images::test_images::build_testserver(dir.path()).expect("building the test server client");
+        agent::images::test_images::build_testserver(dir.path())
+            .expect("building the test server client");
         let mut node = Node {
             name,
             kubectl,
@@ -189,7 +231,12 @@ impl Node {
             client: None,
             dir,
         };
-        let mut flags = vec!["--import", busybox.to_str().unwrap(), "--import", server_tar.to_str().unwrap()];
+        let mut flags = vec![
+            "--import",
+            busybox.to_str().unwrap(),
+            "--import",
+            server_tar.to_str().unwrap(),
+        ];
         flags.extend_from_slice(extra);
         node.start_agent(&flags);
         node.wait_ready();
@@ -199,12 +246,23 @@ impl Node {
 
     /// Starts `kybern agent` (again, after [`Node::kill_agent`]).
     pub fn start_agent(&mut self, extra: &[&str]) {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("agent.log")).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agent.log"))
+            .unwrap();
         let kubeconfig = self.server.as_ref().unwrap().kubeconfig.clone();
         let child = Command::new(kybern_binary())
             .args(["agent", "--kubeconfig"])
             .arg(&kubeconfig)
-            .args(["--node-name", &self.name, "--node-ip", "127.0.0.1", "--bridge", &self.bridge])
+            .args([
+                "--node-name",
+                &self.name,
+                "--node-ip",
+                "127.0.0.1",
+                "--bridge",
+                &self.bridge,
+            ])
             .arg("--agent-dir")
             .arg(&self.agent_dir)
             .args(["--restart-backoff", "2s", "--restart-backoff-max", "16s"])
@@ -225,7 +283,13 @@ impl Node {
 
     fn wait_ready(&self) {
         self.eventually("the node to be Ready", || {
-            let out = self.kubectl.output(&["get", "node", &self.name, "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}"]);
+            let out = self.kubectl.output(&[
+                "get",
+                "node",
+                &self.name,
+                "-o",
+                "jsonpath={.status.conditions[?(@.type==\"Ready\")].status}",
+            ]);
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             (text == "True").then_some(()).ok_or(text)
         });
@@ -265,7 +329,10 @@ impl Node {
             .args(["-n", "kybern", "containers", "ls", "-q"])
             .output()
             .expect("ctr (from the containerd package)");
-        String::from_utf8_lossy(&out.stdout).lines().map(str::to_string).collect()
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     /// Mounts below the agent's directory.
@@ -281,10 +348,17 @@ impl Node {
 
     /// Links attached to the node's bridge besides the test's client.
     pub fn pod_links(&self) -> Vec<String> {
-        let out = Command::new("ip").args(["-o", "link", "show", "master", &self.bridge]).output().expect("ip link");
+        let out = Command::new("ip")
+            .args(["-o", "link", "show", "master", &self.bridge])
+            .output()
+            .expect("ip link");
         String::from_utf8_lossy(&out.stdout)
             .lines()
-            .filter_map(|l| l.split(':').nth(1).map(|s| s.trim().split('@').next().unwrap_or("").to_string()))
+            .filter_map(|l| {
+                l.split(':')
+                    .nth(1)
+                    .map(|s| s.trim().split('@').next().unwrap_or("").to_string())
+            })
             .filter(|l| !l.starts_with("kbtc"))
             .collect()
     }
@@ -302,7 +376,10 @@ impl Drop for Node {
             .stderr(Stdio::inherit())
             .status();
         if !status.is_ok_and(|s| s.success()) {
-            eprintln!("kybern agent --reset failed for {}", self.agent_dir.display());
+            eprintln!(
+                "kybern agent --reset failed for {}",
+                self.agent_dir.display()
+            );
         }
         self.server = None;
     }
@@ -327,8 +404,16 @@ pub fn eventually<T>(what: &str, log: &Path, mut check: impl FnMut() -> Result<T
 fn require_root() {
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Uid:")).and_then(|l| l.split_whitespace().nth(1).map(str::to_string)));
-    assert_eq!(uid.as_deref(), Some("0"), "these tests run as root (containerd, network namespaces)");
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(str::to_string))
+        });
+    assert_eq!(
+        uid.as_deref(),
+        Some("0"),
+        "these tests run as root (containerd, network namespaces)"
+    );
 }
 
 /// A pod manifest: `body` is the rest of its spec, indented by two spaces.

@@ -8,11 +8,24 @@ use crate::{at, Node, TESTSERVER};
 fn a_deployment_of_the_test_server_answers_on_its_pod_ips() {
     let node = Node::start(&[]);
     // The node as registered.
-    let n: serde_json::Value = serde_json::from_str(&node.run(&["get", "node", &node.name, "-o", "json"])).unwrap();
-    assert!(at(&n, "/status/nodeInfo/containerRuntimeVersion").starts_with("containerd://"), "{n}");
-    assert!(at(&n, "/status/nodeInfo/kubeletVersion").contains("+kybern-"), "{n}");
-    assert_eq!(at(&n, "/metadata/labels/kubernetes.io~1hostname"), node.name);
-    let cpus = std::thread::available_parallelism().unwrap().get().to_string();
+    let n: serde_json::Value =
+        serde_json::from_str(&node.run(&["get", "node", &node.name, "-o", "json"])).unwrap();
+    assert!(
+        at(&n, "/status/nodeInfo/containerRuntimeVersion").starts_with("containerd://"),
+        "{n}"
+    );
+    assert!(
+        at(&n, "/status/nodeInfo/kubeletVersion").contains("+kybern-"),
+        "{n}"
+    );
+    assert_eq!(
+        at(&n, "/metadata/labels/kubernetes.io~1hostname"),
+        node.name
+    );
+    let cpus = std::thread::available_parallelism()
+        .unwrap()
+        .get()
+        .to_string();
     assert_eq!(at(&n, "/status/capacity/cpu"), cpus);
     node.run(&["get", "lease", "-n", "kube-node-lease", &node.name]);
 
@@ -41,7 +54,8 @@ spec:
         ),
     );
     node.run(&["rollout", "status", "deployment/web", "--timeout=120s"]);
-    let pods: serde_json::Value = serde_json::from_str(&node.run(&["get", "pods", "-l", "app=web", "-o", "json"])).unwrap();
+    let pods: serde_json::Value =
+        serde_json::from_str(&node.run(&["get", "pods", "-l", "app=web", "-o", "json"])).unwrap();
     let items = pods["items"].as_array().unwrap();
     assert_eq!(items.len(), 3);
     let prefix = node_prefix(&n);
@@ -49,18 +63,38 @@ spec:
     for pod in items {
         let name = at(pod, "/metadata/name");
         let ip = at(pod, "/status/podIP");
-        assert!(ip.starts_with(&prefix), "pod {name} has {ip}, outside {prefix}0/24");
+        assert!(
+            ip.starts_with(&prefix),
+            "pod {name} has {ip}, outside {prefix}0/24"
+        );
         assert!(ips.insert(ip.clone()), "{ip} handed out twice");
         assert_eq!(at(pod, "/status/phase"), "Running");
         assert_eq!(at(pod, "/status/qosClass"), "BestEffort");
         assert!(at(pod, "/status/containerStatuses/0/containerID").starts_with("containerd://"));
-        let (ok, body) = node.client().get(&node.testserver, &format!("{ip}:8080"), "/hostname");
-        assert!(ok, "GET http://{ip}:8080/hostname from the test's namespace: {body}");
+        let (ok, body) = node
+            .client()
+            .get(&node.testserver, &format!("{ip}:8080"), "/hostname");
+        assert!(
+            ok,
+            "GET http://{ip}:8080/hostname from the test's namespace: {body}"
+        );
         assert_eq!(body.trim(), name, "the pod's hostname is its name");
-        let (ok, resolv) = node.client().get(&node.testserver, &format!("{ip}:8080"), "/file?path=/etc/resolv.conf");
+        let (ok, resolv) = node.client().get(
+            &node.testserver,
+            &format!("{ip}:8080"),
+            "/file?path=/etc/resolv.conf",
+        );
         assert!(ok, "{resolv}");
-        assert!(resolv.contains("nameserver 10.43.0.10") && resolv.contains("search default.svc.cluster.local"), "{resolv}");
-        let (ok, hosts) = node.client().get(&node.testserver, &format!("{ip}:8080"), "/file?path=/etc/hosts");
+        assert!(
+            resolv.contains("nameserver 10.43.0.10")
+                && resolv.contains("search default.svc.cluster.local"),
+            "{resolv}"
+        );
+        let (ok, hosts) = node.client().get(
+            &node.testserver,
+            &format!("{ip}:8080"),
+            "/file?path=/etc/hosts",
+        );
         assert!(ok && hosts.contains(&format!("{ip}\t{name}")), "{hosts}");
     }
     assert_eq!(node.pod_links().len(), 3, "one veth per pod on the bridge");
@@ -71,10 +105,13 @@ spec:
         left.trim().is_empty().then_some(()).ok_or(left)
     });
     node.eventually("nothing left on the node", || {
-        let (links, containers, mounts) = (node.pod_links(), node.runtime_containers(), node.mounts());
+        let (links, containers, mounts) =
+            (node.pod_links(), node.runtime_containers(), node.mounts());
         (links.is_empty() && containers.is_empty() && mounts.is_empty())
             .then_some(())
-            .ok_or(format!("links {links:?} containers {containers:?} mounts {mounts:?}"))
+            .ok_or(format!(
+                "links {links:?} containers {containers:?} mounts {mounts:?}"
+            ))
     });
 }
 

@@ -5,22 +5,38 @@
 
 use std::path::Path;
 
+use crate::registry_env::{right, Registry, PASSWORD, USER};
+use crate::{at, pod_yaml, Node};
 use agent::images::oci::read_layout;
 use agent::images::test_images;
 use agent::registry::push::push_layout;
 use agent::registry::{Client, Reference, RegistryConfig};
 use agent::runtime::RegistryAuth;
-use crate::registry_env::{right, Registry, PASSWORD, USER};
-use crate::{at, pod_yaml, Node};
 
 /// Pushes the busybox test image to `reference` (with `auth`, if any); its digest.
 pub fn push_busybox(reference: &str, auth: Option<&RegistryAuth>) -> String {
-    let busybox = test_images::read(Path::new(test_images::DEBIAN_BUSYBOX)).expect("busybox-static (scripts/install-deps.sh)");
-    let layout = read_layout(&test_images::busybox_image(&busybox).to_layout_tar().unwrap()).unwrap();
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let busybox = test_images::read(Path::new(test_images::DEBIAN_BUSYBOX))
+        .expect("busybox-static (scripts/install-deps.sh)");
+    let layout = read_layout(
+        &test_images::busybox_image(&busybox)
+            .to_layout_tar()
+            .unwrap(),
+    )
+    .unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let client = Client::new(&RegistryConfig::default()).unwrap();
-        push_layout(&client, &layout, &Reference::parse(reference).unwrap(), auth).await.expect("pushing to the test registry")
+        push_layout(
+            &client,
+            &layout,
+            &Reference::parse(reference).unwrap(),
+            auth,
+        )
+        .await
+        .expect("pushing to the test registry")
     })
 }
 
@@ -51,28 +67,71 @@ fn pods_pull_from_a_registry_with_their_pull_secret_and_a_wrong_password_is_err_
     node.apply("pulled.yaml", &pod("pulled", &image, "right"));
     let p = node.eventually("the pulled image running", || {
         let p = node.pod("pulled");
-        (at(&p, "/status/phase") == "Running").then_some(p.clone()).ok_or(p.to_string())
+        (at(&p, "/status/phase") == "Running")
+            .then_some(p.clone())
+            .ok_or(p.to_string())
     });
     assert_eq!(at(&p, "/status/containerStatuses/0/image"), image, "{p}");
-    assert!(at(&p, "/status/containerStatuses/0/imageID").ends_with(&digest), "the running image is the one pushed ({digest}): {p}");
-    let events = node.run(&["get", "events", "--field-selector", "involvedObject.name=pulled", "-o", "jsonpath={.items[*].message}"]);
-    assert!(events.contains(&format!("Successfully pulled image \"{image}\"")), "{events}");
+    assert!(
+        at(&p, "/status/containerStatuses/0/imageID").ends_with(&digest),
+        "the running image is the one pushed ({digest}): {p}"
+    );
+    let events = node.run(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=pulled",
+        "-o",
+        "jsonpath={.items[*].message}",
+    ]);
+    assert!(
+        events.contains(&format!("Successfully pulled image \"{image}\"")),
+        "{events}"
+    );
 
     node.apply("denied.yaml", &pod("denied", &image, "wrong"));
     for reason in ["ErrImagePull", "ImagePullBackOff"] {
         node.eventually(&format!("the container waiting in {reason}"), || {
             let p = node.pod("denied");
-            (at(&p, "/status/containerStatuses/0/state/waiting/reason") == reason).then_some(()).ok_or(p.to_string())
+            (at(&p, "/status/containerStatuses/0/state/waiting/reason") == reason)
+                .then_some(())
+                .ok_or(p.to_string())
         });
     }
     let p = node.pod("denied");
     assert_eq!(at(&p, "/status/phase"), "Pending", "{p}");
     assert_eq!(at(&p, "/status/containerStatuses/0/ready"), "false");
-    let events = node.run(&["get", "events", "--field-selector", "involvedObject.name=denied", "-o", "json"]);
+    let events = node.run(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=denied",
+        "-o",
+        "json",
+    ]);
     let events: serde_json::Value = serde_json::from_str(&events).unwrap();
-    let messages: Vec<String> = events["items"].as_array().unwrap().iter().map(|e| format!("{}: {}", at(e, "/reason"), at(e, "/message"))).collect();
-    let failed = messages.iter().find(|m| m.starts_with(&format!("Failed: Failed to pull image \"{image}\""))).unwrap_or_else(|| panic!("{messages:?}"));
-    assert!(failed.contains("401") || failed.to_lowercase().contains("unauthorized"), "the registry refused the credentials: {failed}");
-    assert!(messages.iter().any(|m| m == "Failed: Error: ErrImagePull"), "{messages:?}");
-    assert!(messages.iter().any(|m| m == &format!("BackOff: Back-off pulling image \"{image}\"")), "{messages:?}");
+    let messages: Vec<String> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| format!("{}: {}", at(e, "/reason"), at(e, "/message")))
+        .collect();
+    let failed = messages
+        .iter()
+        .find(|m| m.starts_with(&format!("Failed: Failed to pull image \"{image}\"")))
+        .unwrap_or_else(|| panic!("{messages:?}"));
+    assert!(
+        failed.contains("401") || failed.to_lowercase().contains("unauthorized"),
+        "the registry refused the credentials: {failed}"
+    );
+    assert!(
+        messages.iter().any(|m| m == "Failed: Error: ErrImagePull"),
+        "{messages:?}"
+    );
+    assert!(
+        messages
+            .iter()
+            .any(|m| m == &format!("BackOff: Back-off pulling image \"{image}\"")),
+        "{messages:?}"
+    );
 }

@@ -60,7 +60,11 @@ impl Msg {
 
 /// A whole body: magic, then runtime.Unknown with empty contentEncoding and contentType, as Go writes it.
 pub fn body(api_version: &str, kind: &str, raw: Msg) -> Vec<u8> {
-    let unknown = Msg::new().msg(1, Msg::new().str(1, api_version).str(2, kind)).msg(2, raw).str(3, "").str(4, "");
+    let unknown = Msg::new()
+        .msg(1, Msg::new().str(1, api_version).str(2, kind))
+        .msg(2, raw)
+        .str(3, "")
+        .str(4, "");
     let mut out = MAGIC.to_vec();
     out.extend(unknown.0);
     out

@@ -19,7 +19,10 @@ fn assert_json_form(decoded: &Value, form: &Value, path: &str) {
                 }
             }
             for (k, dv) in d.iter().filter(|(k, _)| !f.contains_key(*k)) {
-                assert!(dv == &json!(0) || dv == &json!(false), "{path}.{k} = {dv} is not in the JSON form");
+                assert!(
+                    dv == &json!(0) || dv == &json!(false),
+                    "{path}.{k} = {dv} is not in the JSON form"
+                );
             }
         }
         (Value::Array(d), Value::Array(f)) => {
@@ -79,7 +82,10 @@ fn a_deployment_from_kubectl_has_no_empty_strings_where_its_json_form_has_none()
     let d = decode_body(include_bytes!("../testdata/kubectl-create-deployment.pb")).unwrap();
     let container = &d["spec"]["template"]["spec"]["containers"][0];
     assert_eq!(container.get("imagePullPolicy"), None);
-    assert_eq!(container["ports"], json!([{"hostPort": 0, "containerPort": 80}]));
+    assert_eq!(
+        container["ports"],
+        json!([{"hostPort": 0, "containerPort": 80}])
+    );
     assert_eq!(d["metadata"].get("namespace"), None);
     assert_eq!(d["spec"]["strategy"], json!({}));
 }

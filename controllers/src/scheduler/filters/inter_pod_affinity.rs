@@ -103,7 +103,14 @@ impl AffinityState {
     /// Counts `existing` on `node` in (`delta` 1) or out (-1) of the state of `pod`:
     /// upstream's AddPod/RemovePod, which preemption uses to judge a node without its
     /// victims.
-    pub fn update(&mut self, pod: &PodInfo, existing: &PodInfo, node: &NodeInfo, namespaces: &NamespaceLabels, delta: i64) {
+    pub fn update(
+        &mut self,
+        pod: &PodInfo,
+        existing: &PodInfo,
+        node: &NodeInfo,
+        namespaces: &NamespaceLabels,
+        delta: i64,
+    ) {
         for term in existing.required_anti_affinity() {
             if term_matches(term, &existing.namespace, pod, namespaces) {
                 if let Some(p) = pair(term, node) {

@@ -38,7 +38,11 @@ pub fn domain_counts(
             continue;
         }
         for (c, count) in cs.iter().zip(counts.iter_mut()) {
-            let matching = node.pods.iter().filter(|p| counts_towards(c, &pod.namespace, p)).count() as i64;
+            let matching = node
+                .pods
+                .iter()
+                .filter(|p| counts_towards(c, &pod.namespace, p))
+                .count() as i64;
             *count
                 .entry(node.labels[&c.topology_key].clone())
                 .or_insert(0) += matching;
@@ -57,12 +61,15 @@ pub struct SpreadState {
 
 /// Whether `node` forms a domain for `pod`'s constraints.
 fn eligible(pod: &PodInfo, cs: &[TopologySpreadConstraint], node: &NodeInfo) -> bool {
-    required_matches(pod.spec.as_deref(), &node.labels, &node.name) && cs.iter().all(|c| node.labels.contains_key(&c.topology_key))
+    required_matches(pod.spec.as_deref(), &node.labels, &node.name)
+        && cs.iter().all(|c| node.labels.contains_key(&c.topology_key))
 }
 
 /// Whether `existing` counts towards constraint `c` of a pod in `namespace`.
 fn counts_towards(c: &TopologySpreadConstraint, namespace: &str, existing: &PodInfo) -> bool {
-    existing.namespace == namespace && !existing.deleting && selector_matches(c.label_selector.as_ref(), &existing.labels)
+    existing.namespace == namespace
+        && !existing.deleting
+        && selector_matches(c.label_selector.as_ref(), &existing.labels)
 }
 
 impl SpreadState {
@@ -72,15 +79,28 @@ impl SpreadState {
             return SpreadState::default();
         }
         let counts = domain_counts(pod, &constraints, nodes);
-        let mut s = SpreadState { min: vec![0; constraints.len()], constraints, counts };
+        let mut s = SpreadState {
+            min: vec![0; constraints.len()],
+            constraints,
+            counts,
+        };
         s.recompute_min();
         s
     }
 
     fn recompute_min(&mut self) {
-        for ((c, m), min) in self.constraints.iter().zip(&self.counts).zip(self.min.iter_mut()) {
+        for ((c, m), min) in self
+            .constraints
+            .iter()
+            .zip(&self.counts)
+            .zip(self.min.iter_mut())
+        {
             let min_domains = c.min_domains.unwrap_or(1).max(1) as usize;
-            *min = if m.len() < min_domains { 0 } else { m.values().copied().min().unwrap_or(0) };
+            *min = if m.len() < min_domains {
+                0
+            } else {
+                m.values().copied().min().unwrap_or(0)
+            };
         }
     }
 
@@ -93,7 +113,9 @@ impl SpreadState {
         }
         for (c, counts) in self.constraints.iter().zip(self.counts.iter_mut()) {
             if counts_towards(c, &pod.namespace, existing) {
-                *counts.entry(node.labels[&c.topology_key].clone()).or_insert(0) += delta;
+                *counts
+                    .entry(node.labels[&c.topology_key].clone())
+                    .or_insert(0) += delta;
             }
         }
         self.recompute_min();
