@@ -8,6 +8,7 @@ mod defaults;
 mod discovery;
 mod fields;
 mod finalize;
+mod guarded;
 mod negotiate;
 mod openapi;
 mod read;

@@ -5,14 +5,12 @@ use std::sync::Arc;
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::guarded::{self, Decision};
 use super::negotiate::decode_object;
-use super::read::get_object;
-use super::write::encode;
 use super::{json_response, Api, ApiRequest, Body};
 use crate::object;
 use crate::registry::Resource;
 use crate::status::{ApiError, Cause, Result, Target};
-use crate::storage;
 
 pub async fn bind(
     api: &Arc<Api>,
@@ -42,11 +40,12 @@ pub async fn bind(
         });
     }
     let key = pods.key(req.namespace(), &name);
-    for _ in 0..16 {
-        let mut pod = get_object(api, pods, req.namespace(), &name, false).await?;
+    let pod_target = Target::new("", "pods", &name);
+    guarded::update(api, &key, &target, |pod| {
+        let mut pod = pod.cloned().ok_or_else(|| ApiError::NotFound(pod_target.clone()))?;
         if object::is_deleting(&pod) {
             return Err(ApiError::Conflict(
-                target,
+                target.clone(),
                 format!("pod {name} is being deleted, cannot be assigned to a host"),
             ));
         }
@@ -56,14 +55,10 @@ pub async fn bind(
             .filter(|n| !n.is_empty())
         {
             return Err(ApiError::Conflict(
-                target,
+                target.clone(),
                 format!("pod {name} is already assigned to node {current:?}"),
             ));
         }
-        let rev: i64 = object::meta_str(&pod, "resourceVersion")
-            .unwrap_or("0")
-            .parse()
-            .unwrap_or(0);
         pod["spec"]["nodeName"] = json!(node);
         let condition = json!({"type": "PodScheduled", "status": "True", "lastProbeTime": null, "lastTransitionTime": object::now_rfc3339()});
         let status = pod
@@ -78,18 +73,9 @@ pub async fn bind(
             list.retain(|c| c.get("type").and_then(Value::as_str) != Some("PodScheduled"));
             list.push(condition);
         }
-        if req.dry_run() {
-            break;
-        }
-        match api.storage.update(&key, encode(&pod)?, rev).await {
-            Ok(_) => break,
-            Err(storage::Error::Conflict { .. }) => continue,
-            Err(storage::Error::NotFound(_)) => {
-                return Err(ApiError::NotFound(Target::new("", "pods", &name)))
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
+        Ok(if req.dry_run() { Decision::Unchanged } else { Decision::Write(pod) })
+    })
+    .await?;
     Ok(json_response(
         StatusCode::CREATED,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),

@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+use super::guarded::{self, Decision};
 use super::Api;
 use crate::object;
 use crate::registry::{resources_from_crd, Resource};
-use crate::status::{Cause, Result};
+use crate::status::{Cause, Result, Target};
 use crate::storage::{self, ListOptions};
 
 pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
@@ -255,36 +256,29 @@ async fn cleanup(api: &Arc<Api>, name: &str) -> Result<()> {
             }
         }
     }
-    loop {
-        let Some(kv) = api.storage.get(&key).await? else {
-            return Ok(());
-        };
-        let mut crd: Value = crate::json::from_stored(&kv.value)
-            .map_err(|e| crate::status::ApiError::Internal(e.to_string()))?;
-        let remaining: Vec<String> = object::finalizers(&crd)
-            .into_iter()
-            .filter(|f| f != CLEANUP_FINALIZER)
-            .collect();
-        let result = if remaining.is_empty() {
-            api.storage
-                .delete(&key, Some(kv.mod_revision))
-                .await
-                .map(|_| ())
-        } else {
+    // Drop the clean-up finalizer, and the CRD with it when nothing else holds it.
+    guarded::update(
+        api,
+        &key,
+        &Target::new(&crds.group, &crds.plural, name),
+        |crd| {
+            let Some(crd) = crd else {
+                return Ok(Decision::Unchanged);
+            };
+            let remaining: Vec<String> = object::finalizers(crd)
+                .into_iter()
+                .filter(|f| f != CLEANUP_FINALIZER)
+                .collect();
+            if remaining.is_empty() {
+                return Ok(Decision::Delete);
+            }
+            let mut crd = crd.clone();
             object::metadata_mut(&mut crd).insert("finalizers".into(), json!(remaining));
-            let bytes = serde_json::to_vec(&crd)
-                .map_err(|e| crate::status::ApiError::Internal(e.to_string()))?;
-            api.storage
-                .update(&key, bytes.into(), kv.mod_revision)
-                .await
-                .map(|_| ())
-        };
-        match result {
-            Ok(()) => return Ok(()),
-            Err(storage::Error::Conflict { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
+            Ok(Decision::Write(crd))
+        },
+    )
+    .await?;
+    Ok(())
 }
 
 /// Serves every stored CRD (at start-up) and resumes interrupted clean-ups.

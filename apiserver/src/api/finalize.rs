@@ -7,14 +7,14 @@ use std::sync::Arc;
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
+use super::guarded::{self, Decision, Outcome};
 use super::negotiate::decode_object;
-use super::read::{get_object, object_response};
-use super::write::{encode, CONFLICT_MESSAGE};
+use super::read::object_response;
+use super::write::CONFLICT_MESSAGE;
 use super::{Api, ApiRequest, Body};
 use crate::object;
 use crate::registry::Resource;
 use crate::status::{ApiError, Result};
-use crate::storage;
 
 /// Whether a resource is core/v1 namespaces.
 pub fn is_namespaces(r: &Resource) -> bool {
@@ -58,49 +58,34 @@ pub async fn update(
         .filter(|v| !v.is_empty())
         .map(str::to_string);
     let key = r.key(None, name);
-    for _ in 0..16 {
-        let current = get_object(api, r, None, name, false).await?;
-        let current_rv = object::meta_str(&current, "resourceVersion")
-            .unwrap_or("")
-            .to_string();
-        if precondition.as_ref().is_some_and(|p| *p != current_rv) {
-            return Err(ApiError::Conflict(
-                req.target(r, name),
-                CONFLICT_MESSAGE.into(),
-            ));
+    let target = req.target(r, name);
+    // What the namespace becomes; also the answer to a dry run or a no-op.
+    let mut next = Value::Null;
+    let outcome = guarded::update(api, &key, &target, |current| {
+        let current = current.ok_or_else(|| ApiError::NotFound(target.clone()))?;
+        if precondition
+            .as_deref()
+            .is_some_and(|p| Some(p) != object::meta_str(current, "resourceVersion"))
+        {
+            return Err(ApiError::Conflict(target.clone(), CONFLICT_MESSAGE.into()));
         }
-        let mut next = current.clone();
+        next = current.clone();
         next["spec"]["finalizers"] = json!(wanted);
-        if next == current || req.dry_run() {
-            return object_response(r, req, StatusCode::OK, &next);
-        }
-        let rev: i64 = current_rv.parse().unwrap_or(0);
-        let deleted = object::is_deleting(&next) && nothing_holds(r, &next);
-        let result = if deleted {
-            api.storage.delete(&key, Some(rev)).await.map(|(_, r)| r)
+        Ok(if next == *current || req.dry_run() {
+            Decision::Unchanged
+        } else if object::is_deleting(&next) && nothing_holds(r, &next) {
+            Decision::Delete
         } else {
-            api.storage.update(&key, encode(&next)?, rev).await
-        };
-        match result {
-            Ok(new_rev) => {
-                object::set_resource_version(&mut next, new_rev);
-                return object_response(r, req, StatusCode::OK, &next);
-            }
-            Err(storage::Error::Conflict { .. }) if precondition.is_none() => continue,
-            Err(storage::Error::Conflict { .. }) => {
-                return Err(ApiError::Conflict(
-                    req.target(r, name),
-                    CONFLICT_MESSAGE.into(),
-                ))
-            }
-            Err(storage::Error::NotFound(_)) => {
-                return Err(ApiError::NotFound(req.target(r, name)))
-            }
-            Err(e) => return Err(e.into()),
+            Decision::Write(next.clone())
+        })
+    })
+    .await?;
+    match outcome {
+        Outcome::Written(stored) => object_response(r, req, StatusCode::OK, &stored),
+        Outcome::Deleted(rev) => {
+            object::set_resource_version(&mut next, rev);
+            object_response(r, req, StatusCode::OK, &next)
         }
+        Outcome::Unchanged => object_response(r, req, StatusCode::OK, &next),
     }
-    Err(ApiError::Conflict(
-        req.target(r, name),
-        CONFLICT_MESSAGE.into(),
-    ))
 }
