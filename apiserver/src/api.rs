@@ -53,7 +53,15 @@ pub struct Api {
     openapi: openapi::OpenApiCache,
     /// Signs service-account tokens (`serviceaccounts/token`); set once at server start.
     pub token_signer: std::sync::OnceLock<TokenSigner>,
+    /// Requests with large bodies served at once (see `serve_resource`).
+    large_bodies: tokio::sync::Semaphore,
 }
+
+/// How many requests with large bodies are decoded at once. Each may need tens of
+/// megabytes (a 3 MiB body, the `Value` tree of a deeply nested object, the stack pages
+/// its recursion touches), so their number is bounded instead of growing with the
+/// blocking pool (512 threads); more wait their turn.
+const LARGE_BODIES_AT_ONCE: usize = 8;
 
 /// Bodies up to this size are decoded on the thread that read them (a few tens of
 /// microseconds of work); larger ones on the blocking pool.
@@ -102,6 +110,7 @@ impl Api {
             server_address,
             openapi: Default::default(),
             token_signer: Default::default(),
+            large_bodies: tokio::sync::Semaphore::new(LARGE_BODIES_AT_ONCE),
         })
     }
 
@@ -197,6 +206,11 @@ impl Api {
         if req.body.len() <= INLINE_BODY_BYTES {
             return self.resource_request(req).await;
         }
+        let _permit = self
+            .large_bodies
+            .acquire()
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
         let (api, runtime) = (self.clone(), tokio::runtime::Handle::current());
         tokio::task::spawn_blocking(move || runtime.block_on(api.resource_request(req)))
             .await
