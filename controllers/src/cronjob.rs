@@ -49,6 +49,8 @@ pub enum Error {
     Status { key: String, source: kube::Error },
 }
 
+impl crate::runtime::retry::ReconcileError for Error {}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// The controller's clock, injectable so a test can decide what "now" is.
@@ -91,7 +93,7 @@ pub async fn run_controller(client: kube::Client, clock: Arc<dyn Clock>) {
     });
     controller
         .watches_stream(job_events, |job| cronjob_of(&job))
-        .run(reconcile, error_policy, state)
+        .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "cronjob reconcile failed");
@@ -316,9 +318,4 @@ async fn schedule_run(
             Ok(until(next))
         }
     }
-}
-
-pub fn error_policy(cj: Arc<CronJob>, error: &Error, _state: Arc<State>) -> Action {
-    warn!(cronjob = %cj.name_any(), %error, "sync failed; retrying");
-    Action::requeue(Duration::from_secs(5))
 }

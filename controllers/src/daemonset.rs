@@ -53,23 +53,9 @@ pub enum Error {
     Status { key: String, source: kube::Error },
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+impl crate::runtime::retry::ReconcileError for Error {}
 
-impl Error {
-    /// A write lost a race with another writer (409): retry soon, from fresh caches.
-    pub fn is_conflict(&self) -> bool {
-        let source = match self {
-            Error::CreatePods { source, .. }
-            | Error::DeletePod { source, .. }
-            | Error::Claim { source, .. }
-            | Error::Revision { source, .. }
-            | Error::Status { source, .. } => source,
-            Error::HashCollision(_) => return true,
-            Error::NoNamespace(_) => return false,
-        };
-        matches!(source, kube::Error::Api(e) if e.code == 409)
-    }
-}
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What the reconciler reads and remembers between syncs.
 pub struct State {
@@ -122,7 +108,7 @@ pub async fn run_controller(client: kube::Client) {
                 .map(|ds| ObjectRef::from_obj(ds.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .run(reconcile, error_policy, state)
+        .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "daemonset reconcile failed");
@@ -267,12 +253,4 @@ pub async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> 
         .flatten()
         .min();
     Ok(Action::requeue(next.unwrap_or(Duration::from_secs(300))))
-}
-
-pub fn error_policy(ds: Arc<DaemonSet>, error: &Error, _state: Arc<State>) -> Action {
-    if error.is_conflict() {
-        return Action::requeue(Duration::from_millis(200));
-    }
-    warn!(daemonset = %ds.name_any(), %error, "sync failed; retrying");
-    Action::requeue(Duration::from_secs(5))
 }

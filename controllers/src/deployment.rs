@@ -49,21 +49,14 @@ pub enum Error {
     UpdateDeployment { name: String, source: kube::Error },
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-impl Error {
-    /// A write lost a race with another writer (409): retry soon, from fresh caches.
-    pub fn is_conflict(&self) -> bool {
-        let source = match self {
-            Error::CreateReplicaSet { source, .. }
-            | Error::UpdateReplicaSet { source, .. }
-            | Error::DeleteReplicaSet { source, .. }
-            | Error::UpdateDeployment { source, .. } => source,
-            Error::NoNamespace(_) | Error::HashCollision(_) => return false,
-        };
-        matches!(source, kube::Error::Api(e) if e.code == 409)
+impl crate::runtime::retry::ReconcileError for Error {
+    fn retry_after(&self) -> Option<Duration> {
+        // The next attempt uses the bumped collision count.
+        matches!(self, Error::HashCollision(_)).then_some(crate::runtime::retry::CONFLICT_RETRY)
     }
 }
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What the reconciler reads: ReplicaSets and pods from reflector stores.
 pub struct State {
@@ -96,7 +89,7 @@ pub async fn run_controller(client: kube::Client) {
         .watches_stream(pod_events, move |pod: Pod| {
             deployment_of_pod(&replica_sets, &pod)
         })
-        .run(reconcile, error_policy, state)
+        .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "deployment reconcile failed");
@@ -166,12 +159,4 @@ pub async fn reconcile(d: Arc<Deployment>, state: Arc<State>) -> Result<Action> 
         || Action::requeue(Duration::from_secs(300)),
         Action::requeue,
     ))
-}
-
-pub fn error_policy(d: Arc<Deployment>, error: &Error, _state: Arc<State>) -> Action {
-    if error.is_conflict() || matches!(error, Error::HashCollision(_)) {
-        return Action::requeue(Duration::from_millis(200));
-    }
-    warn!(deployment = %d.name_any(), %error, "sync failed; retrying");
-    Action::requeue(Duration::from_secs(5))
 }

@@ -37,13 +37,9 @@ pub enum Error {
     Write { key: String, source: kube::Error },
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+impl crate::runtime::retry::ReconcileError for Error {}
 
-impl Error {
-    fn is_conflict(&self) -> bool {
-        matches!(self, Error::Write { source: kube::Error::Api(e), .. } if e.code == 409)
-    }
-}
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub struct State {
     pub client: kube::Client,
@@ -103,7 +99,7 @@ pub async fn run_controller(client: kube::Client) {
         .watches_stream(ep_events, |ep: Endpoints| {
             Some(ObjectRef::new(&ep.name_any()).within(&ep.namespace()?))
         })
-        .run(reconcile, error_policy, state)
+        .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "endpoints reconcile failed");
@@ -262,14 +258,6 @@ fn count(ep: &Endpoints, ready: bool) -> usize {
         })
         .map(|a| a.as_ref().map_or(0, Vec::len))
         .sum()
-}
-
-pub fn error_policy(svc: Arc<Service>, error: &Error, _state: Arc<State>) -> Action {
-    if error.is_conflict() {
-        return Action::requeue(Duration::from_millis(200));
-    }
-    warn!(service = %svc.name_any(), %error, "endpoints sync failed; retrying");
-    Action::requeue(Duration::from_secs(5))
 }
 
 #[cfg(test)]

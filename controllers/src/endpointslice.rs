@@ -18,7 +18,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 pub use desired::{
     desired_groups, plan, Plan, MANAGED_BY, MANAGED_BY_LABEL, MAX_ENDPOINTS_PER_SLICE,
@@ -42,13 +42,9 @@ pub enum Error {
     },
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+impl crate::runtime::retry::ReconcileError for Error {}
 
-impl Error {
-    fn is_conflict(&self) -> bool {
-        matches!(self, Error::Write { source: kube::Error::Api(e), .. } if e.code == 409)
-    }
-}
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub struct State {
     pub client: kube::Client,
@@ -91,7 +87,7 @@ pub async fn run_controller(client: kube::Client) {
             let service = slice.labels().get(SERVICE_NAME_LABEL)?;
             Some(ObjectRef::new(service).within(&slice.namespace()?))
         })
-        .run(reconcile, error_policy, state)
+        .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "endpointslice reconcile failed");
@@ -196,12 +192,4 @@ pub async fn reconcile(svc: Arc<Service>, state: Arc<State>) -> Result<Action> {
         info!(creates, updates, deletes, "synced endpointslices");
     }
     Ok(Action::requeue(Duration::from_secs(300)))
-}
-
-pub fn error_policy(svc: Arc<Service>, error: &Error, _state: Arc<State>) -> Action {
-    if error.is_conflict() {
-        return Action::requeue(Duration::from_millis(200));
-    }
-    warn!(service = %svc.name_any(), %error, "endpointslice sync failed; retrying");
-    Action::requeue(Duration::from_secs(5))
 }

@@ -55,22 +55,9 @@ pub enum Error {
     DeleteJob { key: String, source: kube::Error },
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+impl crate::runtime::retry::ReconcileError for Error {}
 
-impl Error {
-    /// A write lost a race with another writer (409): retry soon, from fresh caches.
-    pub fn is_conflict(&self) -> bool {
-        let source = match self {
-            Error::CreatePods { source, .. }
-            | Error::DeletePod { source, .. }
-            | Error::Finalizer { source, .. }
-            | Error::Status { source, .. }
-            | Error::DeleteJob { source, .. } => source,
-            Error::NoNamespace(_) => return false,
-        };
-        matches!(source, kube::Error::Api(e) if e.code == 409)
-    }
-}
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Failures since the Job's last success, for the replacement back-off.
 #[derive(Debug, Clone, Copy)]
@@ -128,7 +115,7 @@ pub async fn run_controller(client: kube::Client) {
     });
     controller
         .watches_stream(pod_events, |pod| job_of(&pod))
-        .run(reconcile, error_policy, state)
+        .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "job reconcile failed");
@@ -239,12 +226,4 @@ async fn write_status(
             key: key.into(),
             source,
         })
-}
-
-pub fn error_policy(job: Arc<Job>, error: &Error, _state: Arc<State>) -> Action {
-    if error.is_conflict() {
-        return Action::requeue(Duration::from_millis(200));
-    }
-    warn!(job = %job.name_any(), %error, "sync failed; retrying");
-    Action::requeue(Duration::from_secs(5))
 }

@@ -16,12 +16,10 @@ pub mod release;
 mod fixtures;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::ResourceExt;
@@ -67,6 +65,8 @@ pub enum Error {
     },
 }
 
+impl crate::runtime::retry::ReconcileError for Error {}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
@@ -77,11 +77,6 @@ impl Error {
             object,
             source,
         }
-    }
-
-    /// A write lost a race (409 Conflict): retry soon from fresher caches.
-    fn is_conflict(&self) -> bool {
-        matches!(self, Error::Api { source: kube::Error::Api(e), .. } if e.code == 409)
     }
 }
 
@@ -134,7 +129,11 @@ pub async fn run_with(client: kube::Client, config: Config) -> anyhow::Result<()
         .watches_stream(class_events, move |sc| {
             class::waiting_claims(&claims_of_class, &sc)
         })
-        .run(bind::reconcile, error_policy, state.clone())
+        .run(
+            bind::reconcile,
+            crate::runtime::retry::error_policy,
+            state.clone(),
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "local-path claim reconcile failed");
@@ -144,7 +143,11 @@ pub async fn run_with(client: kube::Client, config: Config) -> anyhow::Result<()
         .watches_stream(claim_events_for_volumes, |claim| {
             release::volumes_of_claim(&claim)
         })
-        .run(release::reconcile, error_policy, state)
+        .run(
+            release::reconcile,
+            crate::runtime::retry::error_policy,
+            state,
+        )
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "local-path volume reconcile failed");
@@ -158,18 +161,6 @@ pub async fn run_with(client: kube::Client, config: Config) -> anyhow::Result<()
 fn claim_of_volume(pv: &PersistentVolume) -> Option<ObjectRef<PersistentVolumeClaim>> {
     let r = pv.spec.as_ref()?.claim_ref.as_ref()?;
     Some(ObjectRef::new(r.name.as_deref()?).within(r.namespace.as_deref()?))
-}
-
-fn error_policy<K: kube::Resource<DynamicType = ()>>(
-    obj: Arc<K>,
-    error: &Error,
-    _: Arc<State>,
-) -> Action {
-    if error.is_conflict() {
-        return Action::requeue(Duration::from_millis(500));
-    }
-    warn!(object = %obj.name_any(), kind = %K::kind(&()), %error, "local-path sync failed; retrying");
-    Action::requeue(Duration::from_secs(5))
 }
 
 /// Records an event; events are best effort, so a failure is only logged.

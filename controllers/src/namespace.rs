@@ -34,13 +34,20 @@ pub enum Error {
     Finalize(String, #[source] kube::Error),
 }
 
+impl crate::runtime::retry::ReconcileError for Error {
+    fn retry_after(&self) -> Option<Duration> {
+        // A namespace is checked again on a short cycle anyway.
+        Some(RECHECK)
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
         let namespaces = Api::<Namespace>::all(ctx.client.clone());
         Controller::new(namespaces, watcher::Config::default())
-            .run(reconcile, error_policy, ctx)
+            .run(reconcile, crate::runtime::retry::error_policy, ctx)
             .for_each(|r| async move {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "namespace reconcile failed");
@@ -49,11 +56,6 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
             .await;
         Ok(())
     })
-}
-
-fn error_policy(ns: Arc<Namespace>, e: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(namespace = %ns.name_any(), error = %e, "namespace cleanup failed; retrying");
-    Action::requeue(RECHECK)
 }
 
 /// What is left of one resource in a terminating namespace.

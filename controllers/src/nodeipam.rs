@@ -39,6 +39,13 @@ pub enum Error {
     Patch { node: String, source: kube::Error },
 }
 
+impl crate::runtime::retry::ReconcileError for Error {
+    fn retry_after(&self) -> Option<Duration> {
+        // Nothing frees a block of the cluster CIDR soon.
+        matches!(self, Error::Exhausted { .. }).then_some(Duration::from_secs(30))
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What to allocate from.
@@ -164,7 +171,7 @@ pub async fn run_with(client: kube::Client, config: Config) -> Result<()> {
         in_flight: Mutex::default(),
     });
     controller
-        .run(reconcile, error_policy, state)
+        .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "nodeipam reconcile failed");
@@ -246,18 +253,6 @@ async fn reconcile(node: Arc<Node>, state: Arc<State>) -> Result<Action> {
             state.in_flight.lock().expect("nodeipam lock").remove(&name);
             Err(Error::Patch { node: name, source })
         }
-    }
-}
-
-fn error_policy(node: Arc<Node>, error: &Error, _state: Arc<State>) -> Action {
-    warn!(node = %node.name_any(), %error, "pod CIDR allocation failed; retrying");
-    match error {
-        Error::Patch {
-            source: kube::Error::Api(e),
-            ..
-        } if e.code == 409 => Action::requeue(Duration::from_millis(200)),
-        Error::Exhausted { .. } => Action::requeue(Duration::from_secs(30)),
-        _ => Action::requeue(Duration::from_secs(5)),
     }
 }
 

@@ -43,21 +43,9 @@ pub enum Error {
     Status { key: String, source: kube::Error },
 }
 
-pub type Result<T, E = Error> = std::result::Result<T, E>;
+impl crate::runtime::retry::ReconcileError for Error {}
 
-impl Error {
-    /// A write lost a race with another writer (409): retry soon, from fresh caches.
-    pub fn is_conflict(&self) -> bool {
-        let source = match self {
-            Error::CreatePods { source, .. }
-            | Error::DeletePod { source, .. }
-            | Error::Claim { source, .. }
-            | Error::Status { source, .. } => source,
-            Error::NoNamespace(_) => return false,
-        };
-        matches!(source, kube::Error::Api(e) if e.code == 409)
-    }
-}
+pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// What the reconciler reads and remembers between syncs.
 pub struct State {
@@ -93,7 +81,7 @@ pub async fn run_controller(client: kube::Client) {
                 o.spec.as_ref().map(|s| &s.selector)
             })
         })
-        .run(reconcile, error_policy, state)
+        .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "replicaset reconcile failed");
@@ -278,12 +266,4 @@ async fn manage_replicas(
             results.into_iter().collect::<Result<Vec<()>>>().map(|_| ())
         }
     }
-}
-
-pub fn error_policy(rs: Arc<ReplicaSet>, error: &Error, _state: Arc<State>) -> Action {
-    if error.is_conflict() {
-        return Action::requeue(Duration::from_millis(200));
-    }
-    warn!(replicaset = %rs.name_any(), %error, "sync failed; retrying");
-    Action::requeue(Duration::from_secs(5))
 }

@@ -3,6 +3,7 @@
 //! others (kube-controller-manager runs its controllers the same way).
 
 pub mod discovery;
+pub mod retry;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
@@ -34,6 +33,8 @@ pub enum Error {
     },
 }
 
+impl crate::runtime::retry::ReconcileError for Error {}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
@@ -57,7 +58,7 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
             watcher::Config::default().fields(&format!("metadata.name={ROOT_CA_CONFIGMAP}")),
             move |cm| to_namespace(cm.namespace()),
         )
-        .run(reconcile, error_policy, ctx)
+        .run(reconcile, crate::runtime::retry::error_policy, ctx)
         .for_each(|r| async move {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "serviceaccount reconcile failed");
@@ -66,11 +67,6 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
         .await;
         Ok(())
     })
-}
-
-fn error_policy(ns: Arc<Namespace>, e: &Error, _: Arc<Context>) -> Action {
-    tracing::warn!(namespace = %ns.name_any(), error = %e, "serviceaccount reconcile failed; retrying");
-    Action::requeue(Duration::from_secs(5))
 }
 
 #[tracing::instrument(skip_all, fields(key = %ns.name_any()))]

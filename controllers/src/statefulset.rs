@@ -16,12 +16,10 @@ pub(crate) mod fixtures;
 mod plan_tests;
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
-use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
@@ -46,6 +44,8 @@ pub enum Error {
     },
 }
 
+impl crate::runtime::retry::ReconcileError for Error {}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 impl Error {
@@ -59,12 +59,6 @@ impl Error {
             what,
             source,
         }
-    }
-
-    /// A write lost a race with another writer (409 Conflict): retry soon, from fresh
-    /// caches. (AlreadyExists is also a 409, but retrying it fast would only spin.)
-    pub fn is_conflict(&self) -> bool {
-        matches!(self, Error::Api { source: kube::Error::Api(e), .. } if e.code == 409 && e.reason == "Conflict")
     }
 }
 
@@ -112,7 +106,7 @@ pub async fn run_controller(client: kube::Client) {
         .watches_stream(claim_events, move |claim| {
             set_of_claim(&sets_of_claims, &claim)
         })
-        .run(reconcile, error_policy, state)
+        .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "statefulset reconcile failed");
@@ -164,12 +158,4 @@ fn set_of_claim(
         .filter(|s| rest.ends_with(&format!("-{}", s.name_any())))
         .map(|s| ObjectRef::from_obj(s.as_ref()))
         .collect()
-}
-
-pub fn error_policy(set: Arc<StatefulSet>, error: &Error, _state: Arc<State>) -> Action {
-    if error.is_conflict() {
-        return Action::requeue(Duration::from_millis(200));
-    }
-    warn!(statefulset = %set.name_any(), %error, "sync failed; retrying");
-    Action::requeue(Duration::from_secs(5))
 }
