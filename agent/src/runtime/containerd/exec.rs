@@ -74,7 +74,7 @@ pub(super) async fn exec(
     let result = match tokio::time::timeout(timeout, exec.start_and_wait()).await {
         Ok(Ok(exit_code)) => {
             let deleted = exec.delete().await;
-            let output = exec.read_output().await;
+            let output = exec.read_output_of(exit_code).await;
             deleted
                 .and(output)
                 .map(|output| ExecOutput { exit_code, output })
@@ -237,6 +237,23 @@ impl ExecProcess {
         let mut output = read_head(&self.stdout, MAX_OUTPUT).await?;
         let rest = MAX_OUTPUT - output.len();
         output.extend(read_head(&self.stderr, rest).await?);
+        Ok(output)
+    }
+
+    /// The output of a process that exited with `exit_code`. The shim copies a process's
+    /// output to the file in goroutines of its own; once (in one of five full CI runs, a
+    /// readiness probe's `cat` of a missing file) a failed process's complaint had not
+    /// reached the file when its exit was reported. A failure with no output at
+    /// all is read again a few times, 20 ms apart, before it counts as silent.
+    async fn read_output_of(&self, exit_code: u32) -> Result<Vec<u8>> {
+        let mut output = self.read_output().await?;
+        for _ in 0..5 {
+            if exit_code == 0 || !output.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            output = self.read_output().await?;
+        }
         Ok(output)
     }
 
