@@ -56,11 +56,13 @@ where
         Some(ns) => format!("{ns}/{}", obj.name_any()),
         None => obj.name_any(),
     };
-    if is_conflict(error) && error.retry_after().is_none() {
-        tracing::debug!(%kind, %key, %error, "reconcile lost a write race; retrying");
-        return Action::requeue(CONFLICT_RETRY);
-    }
-    let delay = error.retry_after().unwrap_or(ERROR_RETRY);
+    let delay = match error.retry_after() {
+        None if is_conflict(error) => {
+            tracing::debug!(%kind, %key, %error, "reconcile lost a write race; retrying");
+            return Action::requeue(CONFLICT_RETRY);
+        }
+        own => own.unwrap_or(ERROR_RETRY),
+    };
     tracing::warn!(%kind, %key, %error, ?delay, "reconcile failed; retrying");
     Action::requeue(delay)
 }

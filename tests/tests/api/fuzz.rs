@@ -14,7 +14,7 @@ use apiserver::json;
 use kube::Client;
 use serde_json::{json, Map, Value};
 
-use crate::common::InProcess;
+use crate::common::{client_without_retries, InProcess};
 
 /// A small deterministic generator (xorshift64*), so a failing run can be replayed.
 struct Rng(u64);
@@ -326,12 +326,7 @@ async fn mutated_bodies_never_crash_the_server_or_leave_an_unreadable_object() {
     let seed: u64 = env_or("KYBERN_FUZZ_SEED", 0x5eed_1234_abcd_0001);
     println!("fuzz seed {seed:#x}, {iterations} iterations, {budget:?} at most");
     let s = InProcess::start().await;
-    let kubeconfig = kube::config::Kubeconfig::read_from(&s.server.kubeconfig).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    config.default_retry = false;
-    let client = Client::try_from(config).unwrap();
+    let client = client_without_retries(&s.server.kubeconfig).await;
     let ok = |r: Result<u16, String>| r.expect("setting up");
     ok(send(
         &client,

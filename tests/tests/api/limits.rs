@@ -7,7 +7,7 @@ use apiserver::json::{self, MAX_DEPTH};
 use kube::Client;
 use serde_json::{json, Value};
 
-use crate::common::{client_from_kubeconfig, Binary, InProcess};
+use crate::common::{client_from_kubeconfig, client_without_retries, Binary, InProcess};
 use crate::{raw, status};
 
 const BLOBS: &str = "/apis/example.com/v1/namespaces/default/blobs";
@@ -584,12 +584,7 @@ async fn a_crd_whose_schema_nests_sixty_levels_is_served_and_enforced() {
 async fn a_watch_or_list_from_a_future_resource_version_is_too_large_after_a_short_wait() {
     let s = InProcess::start().await;
     // kube-rs retries 504s by itself (fifteen times); this test wants the first answer.
-    let kubeconfig = kube::config::Kubeconfig::read_from(&s.server.kubeconfig).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    config.default_retry = false;
-    let client = Client::try_from(config).unwrap();
+    let client = client_without_retries(&s.server.kubeconfig).await;
     let created = send(
         &client,
         "POST",

@@ -67,11 +67,23 @@ impl InProcess {
 
 /// A kube client exactly as a user gets one from a kubeconfig file.
 pub async fn client_from_kubeconfig(path: &Path) -> Client {
-    let kubeconfig = Kubeconfig::read_from(path).expect("reading admin.kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .expect("admin.kubeconfig is a usable kubeconfig");
+    Client::try_from(config_from_kubeconfig(path).await)
+        .expect("building a client from admin.kubeconfig")
+}
+
+/// The same client without kube-rs's own retries of 429/503/504 (fifteen of them, with
+/// back-off), for tests that assert the first answer the server gives.
+pub async fn client_without_retries(path: &Path) -> Client {
+    let mut config = config_from_kubeconfig(path).await;
+    config.default_retry = false;
     Client::try_from(config).expect("building a client from admin.kubeconfig")
+}
+
+async fn config_from_kubeconfig(path: &Path) -> kube::Config {
+    let kubeconfig = Kubeconfig::read_from(path).expect("reading admin.kubeconfig");
+    kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+        .await
+        .expect("admin.kubeconfig is a usable kubeconfig")
 }
 
 /// A loopback port nobody listens on right now.
