@@ -9,8 +9,10 @@ mod discovery;
 mod fields;
 mod finalize;
 mod guarded;
+mod kinds;
 mod negotiate;
 mod openapi;
+pub mod pipeline;
 mod read;
 mod scale;
 mod services;
@@ -55,6 +57,8 @@ pub struct Api {
     pub token_signer: std::sync::OnceLock<TokenSigner>,
     /// Requests with large bodies served at once (see `serve_resource`).
     large_bodies: tokio::sync::Semaphore,
+    /// Authentication, authorization and admission plugins.
+    pub pipeline: pipeline::Pipeline,
 }
 
 /// How many requests with large bodies are decoded at once. Each may need tens of
@@ -103,6 +107,17 @@ impl Api {
         registry: Arc<Registry>,
         server_address: String,
     ) -> Arc<Self> {
+        Self::with_pipeline(storage, registry, server_address, Default::default())
+    }
+
+    /// An API with other authentication, authorization or admission plugins than
+    /// `kybern server`'s.
+    pub fn with_pipeline(
+        storage: Arc<dyn Storage>,
+        registry: Arc<Registry>,
+        server_address: String,
+        pipeline: pipeline::Pipeline,
+    ) -> Arc<Self> {
         Arc::new(Api {
             storage,
             registry,
@@ -111,6 +126,7 @@ impl Api {
             openapi: Default::default(),
             token_signer: Default::default(),
             large_bodies: tokio::sync::Semaphore::new(LARGE_BODIES_AT_ONCE),
+            pipeline,
         })
     }
 
@@ -146,10 +162,30 @@ impl Api {
             path.as_str(),
             "/healthz" | "/livez" | "/readyz" | "/version"
         );
-        if identity.is_none() && !public {
-            return error_response(&ApiError::Unauthorized);
-        }
         let query = Query::parse(parts.uri.query());
+        let parsed = parse_path(&path);
+        // Authentication, then authorization, before anything is read or decoded.
+        let user = match self.pipeline.authenticate(&pipeline::Credentials {
+            client_certificate: identity.as_ref(),
+            headers: &parts.headers,
+        }) {
+            Ok(user) => Some(user),
+            Err(_) if public => None,
+            Err(e) => return error_response(&e),
+        };
+        if let Some(user) = &user {
+            let resource = match &parsed {
+                Path::Resource(rp) => Some(rp),
+                _ => None,
+            };
+            let attributes =
+                pipeline::Attributes::of(user.clone(), &parts.method, &path, resource, &query);
+            if let Err(e) = self.pipeline.authorize(&attributes) {
+                if !public {
+                    return error_response(&e);
+                }
+            }
+        }
         let accept = Accept::parse(
             parts
                 .headers
@@ -157,8 +193,12 @@ impl Api {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or(""),
         );
-        match parse_path(&path) {
+        match parsed {
             Path::Resource(rp) => {
+                // Resource requests are never public: `user` is set.
+                let Some(user) = user else {
+                    return error_response(&ApiError::Unauthorized);
+                };
                 let body = match read_body(body).await {
                     Ok(b) => b,
                     Err(e) => return error_response(&e),
@@ -182,6 +222,7 @@ impl Api {
                     user_agent,
                     body,
                     warnings: warnings.clone(),
+                    user,
                 };
                 let mut resp = match self.serve_resource(req).await {
                     Ok(resp) => resp,
@@ -291,6 +332,11 @@ impl Api {
                 scale::update(self, &r, &req, name).await
             }
             (&Method::PUT, Some(name), _) => write::update(self, &r, &req, name).await,
+            (&Method::PATCH, Some(name), _)
+                if negotiate::media_type(&req.content_type) == "application/apply-patch+yaml" =>
+            {
+                apply::serve(self, &r, &req, name).await
+            }
             (&Method::PATCH, Some(name), _) => write::patch(self, &r, &req, name).await,
             (&Method::DELETE, Some(name), None) => write::delete(self, &r, &req, name).await,
             (&Method::DELETE, None, None) => write::delete_collection(self, &r, &req).await,
@@ -356,6 +402,7 @@ async fn internal(
         user_agent: "kybern-apiserver".into(),
         body: Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
         warnings: Warnings::default(),
+        user: pipeline::UserInfo::apiserver(),
     };
     api.resource_request(req).await
 }
@@ -433,6 +480,8 @@ pub struct ApiRequest {
     pub body: Bytes,
     /// Warnings for the client, sent as `Warning` headers.
     pub warnings: Warnings,
+    /// Who sent it (authenticated).
+    pub user: pipeline::UserInfo,
 }
 
 /// Warnings collected while serving one request.

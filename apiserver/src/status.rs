@@ -78,6 +78,16 @@ impl Target {
             format!("{}.{}", self.resource, self.group)
         }
     }
+
+    /// `pods "web"`, or `pods` when the request names no object: what upstream's
+    /// messages start with.
+    pub fn subject(&self) -> String {
+        if self.name.is_empty() {
+            self.qualified()
+        } else {
+            format!("{} \"{}\"", self.qualified(), self.name)
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -121,8 +131,11 @@ pub enum ApiError {
     TooLarge(String),
     #[error("Unauthorized")]
     Unauthorized,
-    #[error("{} \"{}\" is forbidden: {}", .0.qualified(), .0.name, .1)]
+    #[error("{} is forbidden: {}", .0.subject(), .1)]
     Forbidden(Target, String, Option<Cause>),
+    /// A non-resource request (`/apis`, `/healthz`) the user may not make.
+    #[error("{0}")]
+    ForbiddenPath(String),
     #[error("Internal error occurred: {0}")]
     Internal(String),
     #[error("{0}")]
@@ -167,7 +180,7 @@ impl ApiError {
             ApiError::NotAcceptable => 406,
             ApiError::TooLarge(_) => 413,
             ApiError::Unauthorized => 401,
-            ApiError::Forbidden(..) => 403,
+            ApiError::Forbidden(..) | ApiError::ForbiddenPath(_) => 403,
             ApiError::Internal(_) => 500,
             ApiError::ServiceUnavailable(_) => 503,
             ApiError::TooLargeResourceVersion { .. } => 504,
@@ -187,7 +200,7 @@ impl ApiError {
             ApiError::NotAcceptable => "NotAcceptable",
             ApiError::TooLarge(_) => "RequestEntityTooLarge",
             ApiError::Unauthorized => "Unauthorized",
-            ApiError::Forbidden(..) => "Forbidden",
+            ApiError::Forbidden(..) | ApiError::ForbiddenPath(_) => "Forbidden",
             ApiError::Internal(_) => "InternalError",
             ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
             ApiError::TooLargeResourceVersion { .. } => "Timeout",

@@ -8,7 +8,7 @@ use http::Response;
 use serde_json::{json, Value};
 
 use super::read::object_response;
-use super::write::{create_object, read_modify_write, Change};
+use super::write::{create_object, read_modify_write, Change, Derive};
 use super::{Api, ApiRequest, Body};
 use crate::object;
 use crate::registry::Resource;
@@ -72,18 +72,15 @@ pub async fn serve(
         }
         Err(e) => Err(e),
         Ok(_) => {
-            let (code, out) = read_modify_write(
-                api,
-                r,
-                req,
-                name,
-                Change::Apply {
-                    applied,
-                    manager,
-                    force,
-                },
-            )
-            .await?;
+            let precondition = object::meta_str(&applied, "resourceVersion").map(str::to_string);
+            let derive = Derive {
+                derive: Box::new(|base: &Value| {
+                    let obj = super::fields::apply(r, req, base, &applied, &manager, force)?;
+                    Ok((obj, precondition.clone()))
+                }),
+                tracks_fields: true,
+            };
+            let (code, out) = read_modify_write(api, r, req, name, Change::Derive(&derive)).await?;
             object_response(r, req, code, &out)
         }
     }

@@ -9,15 +9,11 @@ use serde_json::{json, Value};
 use super::guarded::{self, Decision};
 use super::Api;
 use crate::object;
-use crate::registry::{resources_from_crd, Resource};
+use crate::registry::resources_from_crd;
 use crate::status::{Cause, Result, Target};
 use crate::storage::{self, ListOptions};
 
 pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
-
-pub fn is_crd(r: &Resource) -> bool {
-    r.group == "apiextensions.k8s.io" && r.plural == "customresourcedefinitions"
-}
 
 fn s<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or("")

@@ -8,6 +8,7 @@ use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::guarded::{self, Decision, Outcome};
+use super::kinds::{namespace_finalizers, nothing_holds};
 use super::negotiate::decode_object;
 use super::read::object_response;
 use super::write::CONFLICT_MESSAGE;
@@ -19,24 +20,6 @@ use crate::status::{ApiError, Result};
 /// Whether a resource is core/v1 namespaces.
 pub fn is_namespaces(r: &Resource) -> bool {
     r.group.is_empty() && r.plural == "namespaces"
-}
-
-/// A namespace's `spec.finalizers`.
-pub fn spec_finalizers(ns: &Value) -> Vec<String> {
-    ns.pointer("/spec/finalizers")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|f| f.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Whether a write leaves nothing holding the object: no metadata finalizers and,
-/// for a namespace, no spec finalizers either.
-pub fn nothing_holds(r: &Resource, obj: &Value) -> bool {
-    object::finalizers(obj).is_empty() && (!is_namespaces(r) || spec_finalizers(obj).is_empty())
 }
 
 /// PUT namespaces/NAME/finalize: takes only `spec.finalizers` from the body.
@@ -53,7 +36,7 @@ pub async fn update(
             "the name of the object ({body_name}) does not match the name on the URL ({name})"
         )));
     }
-    let wanted = spec_finalizers(&body);
+    let wanted = namespace_finalizers(&body);
     let precondition = object::meta_str(&body, "resourceVersion")
         .filter(|v| !v.is_empty())
         .map(str::to_string);

@@ -46,43 +46,96 @@ pub async fn update(
     target: &Target,
     mut decide: impl FnMut(Option<&Value>) -> Result<Decision>,
 ) -> Result<Outcome> {
-    for _ in 0..MAX_ATTEMPTS {
-        let current = match api.storage.get(key).await? {
-            Some(kv) => Some((decode(&kv.value, kv.mod_revision)?, kv.mod_revision)),
+    let mut attempts = Attempts::new(api, key, target);
+    loop {
+        let current = attempts.read().await?;
+        if let Some(outcome) = attempts.store(decide(current.as_ref())?).await? {
+            return Ok(outcome);
+        }
+    }
+}
+
+/// The same guarded update in steps, for a caller whose decision awaits (admission
+/// plugins, address allocation): `read`, decide, `store`, and again while `store`
+/// reports a lost race. Whatever the caller reserved for a write that was not stored
+/// it gives back before deciding again.
+pub struct Attempts<'a> {
+    api: &'a Api,
+    key: &'a str,
+    target: &'a Target,
+    made: usize,
+    /// The revision of the object the last `read` returned (0: there was none).
+    revision: Option<i64>,
+}
+
+impl<'a> Attempts<'a> {
+    pub fn new(api: &'a Api, key: &'a str, target: &'a Target) -> Self {
+        Attempts {
+            api,
+            key,
+            target,
+            made: 0,
+            revision: None,
+        }
+    }
+
+    /// The current object, for the next attempt; after [`MAX_ATTEMPTS`] lost races, a
+    /// 409.
+    pub async fn read(&mut self) -> Result<Option<Value>> {
+        if self.made == MAX_ATTEMPTS {
+            return Err(ApiError::Conflict(
+                self.target.clone(),
+                super::write::CONFLICT_MESSAGE.into(),
+            ));
+        }
+        self.made += 1;
+        let key = self.key;
+        let current = match self.api.storage.get(key).await? {
+            // Nothing the server writes is unreadable (see `json`), but a record written
+            // by something else may be: say which one.
+            Some(kv) => Some((
+                decode(&kv.value, kv.mod_revision).map_err(|e| match e {
+                    ApiError::Internal(m) => ApiError::Internal(format!("{m} (key {key})")),
+                    other => other,
+                })?,
+                kv.mod_revision,
+            )),
             None => None,
         };
-        let revision = current.as_ref().map_or(0, |(_, rev)| *rev);
-        let written = match decide(current.as_ref().map(|(obj, _)| obj))? {
-            Decision::Unchanged => return Ok(Outcome::Unchanged),
+        self.revision = current.as_ref().map(|(_, rev)| *rev);
+        Ok(current.map(|(obj, _)| obj))
+    }
+
+    /// Stores the decision made on what `read` returned, with a compare-and-swap on its
+    /// revision. `None`: another write got in between; read and decide again.
+    pub async fn store(&mut self, decision: Decision) -> Result<Option<Outcome>> {
+        let (api, key) = (self.api, self.key);
+        let written = match (decision, self.revision) {
+            (Decision::Unchanged, _) => return Ok(Some(Outcome::Unchanged)),
             // Deciding to write something that is not there is a caller's bug: answer as
             // a lost race would, so the next attempt sees the object's absence.
-            Decision::Write(_) | Decision::Delete if current.is_none() => continue,
-            Decision::Write(mut obj) => {
-                api.storage
-                    .update(key, encode(&obj)?, revision)
-                    .await
-                    .map(|rev| {
-                        object::set_resource_version(&mut obj, rev);
-                        Outcome::Written(obj)
-                    })
-            }
-            Decision::Delete => api
+            (Decision::Write(_) | Decision::Delete, None) => return Ok(None),
+            (Decision::Write(mut obj), Some(revision)) => api
+                .storage
+                .update(key, encode(&obj)?, revision)
+                .await
+                .map(|rev| {
+                    object::set_resource_version(&mut obj, rev);
+                    Outcome::Written(obj)
+                }),
+            (Decision::Delete, Some(revision)) => api
                 .storage
                 .delete(key, Some(revision))
                 .await
                 .map(|(_, rev)| Outcome::Deleted(rev)),
         };
         match written {
-            Ok(outcome) => return Ok(outcome),
+            Ok(outcome) => Ok(Some(outcome)),
             // Changed or deleted since it was read: decide again on what is there now.
-            Err(storage::Error::Conflict { .. } | storage::Error::NotFound(_)) => continue,
-            Err(e) => return Err(e.into()),
+            Err(storage::Error::Conflict { .. } | storage::Error::NotFound(_)) => Ok(None),
+            Err(e) => Err(e.into()),
         }
     }
-    Err(ApiError::Conflict(
-        target.clone(),
-        super::write::CONFLICT_MESSAGE.into(),
-    ))
 }
 
 #[cfg(test)]
@@ -212,6 +265,7 @@ mod tests {
             },
             content_type: "application/json".into(),
             user_agent: "test".into(),
+            user: crate::api::pipeline::UserInfo::apiserver(),
             body: Bytes::from(
                 r#"{"apiVersion":"v1","kind":"Binding","metadata":{"name":"p"},"target":{"name":"n1"}}"#,
             ),

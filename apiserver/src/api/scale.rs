@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::negotiate::{decode_object, media_type};
 use super::read::get_object;
-use super::write::{apply_patch, read_modify_write, Change};
+use super::write::{apply_patch, read_modify_write, Change, Derive};
 use super::{json_response, Api, ApiRequest, Body};
 use crate::object;
 use crate::registry::{Resource, ScaleSpec};
@@ -104,13 +104,17 @@ pub async fn update(
     req: &ApiRequest,
     name: &str,
 ) -> Result<Response<Body>> {
-    let (_, obj) = read_modify_write(api, r, req, name, Change::Scale).await?;
+    let derive = Derive {
+        derive: Box::new(|current: &Value| scaled(r, req, current)),
+        tracks_fields: false,
+    };
+    let (_, obj) = read_modify_write(api, r, req, name, Change::Derive(&derive)).await?;
     Ok(json_response(StatusCode::OK, &to_scale(r, &obj)))
 }
 
 /// The object with the replicas the request's Scale asks for (a PUT body, or a patch
 /// of the current Scale), and the resourceVersion the client made it conditional on.
-pub fn scaled(r: &Resource, req: &ApiRequest, current: &Value) -> Result<(Value, Option<String>)> {
+fn scaled(r: &Resource, req: &ApiRequest, current: &Value) -> Result<(Value, Option<String>)> {
     let spec = r
         .scale
         .as_ref()

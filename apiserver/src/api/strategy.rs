@@ -1,6 +1,6 @@
 //! Per-kind server-side behaviour applied on every write: what a create initializes,
 //! what an update may not change, when `metadata.generation` moves, which name rule
-//! applies. Generic for every kind, with the few built-in specifics upstream has.
+//! applies. Generic for every kind; what a kind adds is in its hooks (`kinds.rs`).
 
 use serde_json::{json, Map, Value};
 
@@ -42,62 +42,7 @@ pub fn prepare_create(r: &Resource, obj: &mut Value) {
             map.remove("status");
         }
     }
-    match (r.group.as_str(), r.plural.as_str()) {
-        ("", "namespaces") => {
-            // Upstream labels every namespace with its own name, for namespaceSelectors.
-            let name = object::name(obj).to_string();
-            let meta = object::metadata_mut(obj);
-            let labels = meta.entry("labels").or_insert_with(|| json!({}));
-            if let Some(l) = labels.as_object_mut() {
-                l.insert("kubernetes.io/metadata.name".into(), json!(name));
-            }
-            obj["spec"] = json!({"finalizers": ["kubernetes"]});
-            obj["status"] = json!({"phase": "Active"});
-        }
-        ("", "pods") => {
-            obj["status"] = json!({"phase": "Pending", "qosClass": qos_class(obj)});
-        }
-        ("batch", "jobs") => job_selector(obj, &uid),
-        _ => {}
-    }
-}
-
-/// Unless the user manages the selector, a Job selects its pods by its own uid, and
-/// its template carries the labels upstream adds.
-fn job_selector(job: &mut Value, uid: &str) {
-    if job.pointer("/spec/manualSelector").and_then(Value::as_bool) == Some(true) {
-        return;
-    }
-    let name = object::name(job).to_string();
-    let Some(spec) = job.get_mut("spec").and_then(Value::as_object_mut) else {
-        return;
-    };
-    spec.insert(
-        "selector".into(),
-        json!({"matchLabels": {"batch.kubernetes.io/controller-uid": uid}}),
-    );
-    let template = spec.entry("template").or_insert_with(|| json!({}));
-    if !template.is_object() {
-        return;
-    }
-    let labels = template
-        .as_object_mut()
-        .expect("checked")
-        .entry("metadata")
-        .or_insert_with(|| json!({}));
-    if let Some(meta) = labels.as_object_mut() {
-        let l = meta.entry("labels").or_insert_with(|| json!({}));
-        if let Some(l) = l.as_object_mut() {
-            for (k, v) in [
-                ("batch.kubernetes.io/controller-uid", uid),
-                ("batch.kubernetes.io/job-name", &name),
-                ("controller-uid", uid),
-                ("job-name", &name),
-            ] {
-                l.insert(k.into(), json!(v));
-            }
-        }
-    }
+    super::kinds::hooks_for(r).prepare_create(obj, &uid);
 }
 
 /// The apiVersion objects of a resource are stored under.
@@ -106,35 +51,6 @@ pub fn storage_api_version(r: &Resource) -> String {
         r.storage_version.clone()
     } else {
         format!("{}/{}", r.group, r.storage_version)
-    }
-}
-
-/// Upstream's QoS class from the containers' requests and limits.
-fn qos_class(pod: &Value) -> &'static str {
-    let containers: Vec<&Value> = ["containers", "initContainers"]
-        .iter()
-        .filter_map(|f| pod.pointer(&format!("/spec/{f}")).and_then(Value::as_array))
-        .flatten()
-        .collect();
-    let mut any = false;
-    let mut guaranteed = true;
-    for c in &containers {
-        for res in ["cpu", "memory"] {
-            let req = c.pointer(&format!("/resources/requests/{res}"));
-            let lim = c.pointer(&format!("/resources/limits/{res}"));
-            any |= req.is_some() || lim.is_some();
-            let effective_req = req.or(lim);
-            if lim.is_none() || effective_req != lim {
-                guaranteed = false;
-            }
-        }
-    }
-    if !any {
-        "BestEffort"
-    } else if guaranteed {
-        "Guaranteed"
-    } else {
-        "Burstable"
     }
 }
 
@@ -173,16 +89,8 @@ pub fn prepare_update(r: &Resource, old: &Value, new: Value, status_only: bool) 
     }
     new["apiVersion"] = json!(storage_api_version(r));
     new["kind"] = json!(r.kind);
-    if r.group.is_empty() && r.plural == "namespaces" {
-        // Like upstream, spec.finalizers changes only through namespaces/NAME/finalize.
-        match old.pointer("/spec/finalizers") {
-            Some(f) => new["spec"]["finalizers"] = f.clone(),
-            None => {
-                new.get_mut("spec")
-                    .and_then(Value::as_object_mut)
-                    .map(|s| s.remove("finalizers"));
-            }
-        }
+    if !status_only {
+        super::kinds::hooks_for(r).prepare_update(old, &mut new);
     }
     let old_meta = old
         .get("metadata")
@@ -256,30 +164,4 @@ pub fn same_object(a: &Value, b: &Value) -> bool {
         v
     };
     strip(a) == strip(b)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn qos_class_follows_requests_and_limits() {
-        let pod = |res: Value| json!({"spec": {"containers": [{"name": "c", "resources": res}]}});
-        let cases = [
-            ("no_resources_is_best_effort", pod(json!({})), "BestEffort"),
-            (
-                "equal_limits_are_guaranteed",
-                pod(json!({"limits": {"cpu": "1", "memory": "1Gi"}})),
-                "Guaranteed",
-            ),
-            (
-                "requests_only_is_burstable",
-                pod(json!({"requests": {"cpu": "100m"}})),
-                "Burstable",
-            ),
-        ];
-        for (name, p, want) in cases {
-            assert_eq!(qos_class(&p), want, "{name}");
-        }
-    }
 }

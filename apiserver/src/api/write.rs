@@ -8,20 +8,18 @@ use bytes::Bytes;
 use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::crd;
+use super::guarded::{self, Decision, Outcome};
+use super::kinds::{self, Reservation};
 use super::negotiate::{decode_object, media_type};
-use super::read::{get_object, object_response, Filter};
-use super::services;
-use super::strategy::{self, SYSTEM_NAMESPACES};
+use super::pipeline::{AdmissionRequest, Operation};
+use super::read::{object_response, Filter};
+use super::strategy;
 use super::{json_response, Api, ApiRequest, Body};
 use crate::registry::Resource;
-use crate::status::{ApiError, Cause, Result, Target};
+use crate::status::{ApiError, Cause, Result};
 use crate::storage::{self, ListOptions};
 use crate::watchcache::decode;
 use crate::{json, object};
-
-/// Retries of a read-modify-write that lost a compare-and-swap race.
-const MAX_RETRIES: usize = 16;
 
 /// Upstream's limits on a JSON patch: how many operations it may have, and how many
 /// bytes its `copy` operations may add up to (copies are how a 2 KB patch could build a
@@ -53,53 +51,13 @@ pub fn encode(obj: &Value) -> Result<Bytes> {
     Ok(Bytes::from(bytes))
 }
 
-/// Rejects namespaced writes into a namespace that is missing or terminating.
-async fn check_namespace(api: &Api, r: &Resource, ns: &str, name: &str) -> Result<()> {
-    let snap = api.registry.snapshot();
-    let ns_res = snap
-        .get("", "v1", "namespaces")
-        .ok_or(ApiError::NoSuchResource)?;
-    let key = ns_res.key(None, ns);
-    // The cache is almost always current; a miss may only mean it has not caught up yet.
-    let cached = api.cache(ns_res).await?.get(&key);
-    let namespace = match cached {
-        Some(n) => Some((*n).clone()),
-        None => api
-            .storage
-            .get(&key)
-            .await?
-            .map(|kv| decode(&kv.value, kv.mod_revision))
-            .transpose()?,
-    };
-    match namespace {
-        None => Err(ApiError::NotFound(Target::new("", "namespaces", ns))),
-        Some(n)
-            if n.pointer("/status/phase").and_then(Value::as_str) == Some("Terminating")
-                || object::is_deleting(&n) =>
-        {
-            Err(ApiError::Forbidden(
-                Target::new(&r.group, &r.plural, name),
-                format!(
-                    "unable to create new content in namespace {ns} because it is being terminated"
-                ),
-                Some(Cause {
-                    reason: "NamespaceTerminating",
-                    field: "metadata.namespace".into(),
-                    message: format!("namespace {ns} is being terminated"),
-                }),
-            ))
-        }
-        Some(_) => Ok(()),
-    }
-}
-
-/// Schema defaulting, pruning and validation (with the request's fieldValidation
-/// directive for unknown fields), and the CRD rules when the object is a CRD.
+/// Defaulting, schema pruning and validation (with the request's fieldValidation
+/// directive for unknown fields), the kind's own rules, then the fields its hooks derive
+/// from a valid object.
 fn admit(r: &Resource, req: &ApiRequest, obj: &mut Value, old: Option<&Value>) -> Result<()> {
+    let hooks = kinds::hooks_for(r);
     let mut causes = Vec::new();
-    if r.builtin {
-        super::defaults::apply(&r.group, &r.plural, obj);
-    }
+    hooks.default(r, obj);
     if let Some(schema) = r.schema() {
         let out = crate::schema::process(&schema, obj);
         causes = out.causes;
@@ -128,42 +86,50 @@ fn admit(r: &Resource, req: &ApiRequest, obj: &mut Value, old: Option<&Value>) -
             )));
         }
     }
-    if r.builtin {
-        causes.extend(super::workloads::validate(&r.group, &r.plural, obj, old));
-    }
-    if crd::is_crd(r) {
-        causes.extend(crd::validate(obj, old));
-        if causes.is_empty() {
-            crd::set_status(obj, old);
-            if old.is_none() {
-                let mut finalizers = object::finalizers(obj);
-                finalizers.push(crd::CLEANUP_FINALIZER.to_string());
-                object::metadata_mut(obj).insert("finalizers".into(), json!(finalizers));
-            }
-        }
-    }
+    causes.extend(hooks.validate(r, obj, old));
     if causes.is_empty() {
+        hooks.canonicalize(obj, old);
         Ok(())
     } else {
         Err(strategy::invalid(r, obj, causes))
     }
 }
 
-fn is_service(r: &Resource) -> bool {
-    r.group.is_empty() && r.plural == "services"
+/// Gives back what a write that was not stored had reserved.
+async fn release(api: &Api, reserved: Option<Box<dyn Reservation>>) {
+    if let Some(r) = reserved {
+        r.release(api).await;
+    }
 }
 
-/// Side effects of a stored write (serving a CRD, cleaning one up).
-async fn after_write(api: &Arc<Api>, r: &Resource, obj: &Value, deleted: bool) {
-    if is_service(r) && deleted {
-        services::release(api, &services::claims_of(obj)).await;
-    }
-    if crd::is_crd(r) {
-        if deleted {
-            crd::after_delete(api, obj);
-        } else {
-            crd::after_write(api, obj);
-        }
+/// Side effects of a stored write (serving a CRD, releasing a Service's addresses).
+async fn after_write(
+    api: &Arc<Api>,
+    r: &Resource,
+    obj: &Value,
+    old: Option<&Value>,
+    deleted: bool,
+) {
+    kinds::hooks_for(r)
+        .after_write(api, obj, old, deleted)
+        .await;
+}
+
+/// What admission plugins are told about a write.
+fn admission<'a>(
+    r: &'a Resource,
+    req: &'a ApiRequest,
+    operation: Operation,
+    name: &'a str,
+) -> AdmissionRequest<'a> {
+    AdmissionRequest {
+        operation,
+        resource: r,
+        subresource: req.path.subresource.as_deref(),
+        namespace: req.namespace(),
+        name,
+        user: &req.user,
+        dry_run: req.dry_run(),
     }
 }
 
@@ -243,43 +209,49 @@ pub async fn create_object(
             );
         }
         strategy::prepare_create(r, &mut obj);
+        let name = object::name(&obj).to_string();
+        let admission = admission(r, req, Operation::Create, &name);
+        api.pipeline.admit(api, &admission, &mut obj, None).await?;
         admit(r, req, &mut obj, None)?;
         strategy::validate(r, &obj)?;
         if !applied {
             obj = super::fields::track(r, req, None, obj);
         }
-        let name = object::name(&obj).to_string();
-        if let Some(ns) = req.namespace() {
-            check_namespace(api, r, ns, &name).await?;
-        }
+        api.pipeline.validate(api, &admission, &obj, None).await?;
         if req.dry_run() {
             return object_response(r, req, StatusCode::CREATED, &obj);
         }
-        let claims = if is_service(r) {
-            services::allocate(api, &mut obj, None).await?
-        } else {
-            Vec::new()
+        let reserved = kinds::hooks_for(r).reserve(api, &mut obj, None).await?;
+        let created = match encode(&obj) {
+            Ok(bytes) => {
+                api.storage
+                    .create(&r.key(req.namespace(), &name), bytes)
+                    .await
+            }
+            Err(e) => {
+                release(api, reserved).await;
+                return Err(e);
+            }
         };
-        let created = api
-            .storage
-            .create(&r.key(req.namespace(), &name), encode(&obj)?)
-            .await;
-        if created.is_err() {
-            services::release(api, &claims).await;
-        }
-        match created {
-            Ok(rev) => {
-                object::set_resource_version(&mut obj, rev);
-                after_write(api, r, &obj, false).await;
-                return object_response(r, req, StatusCode::CREATED, &obj);
+        let rev = match created {
+            Ok(rev) => rev,
+            Err(e) => {
+                release(api, reserved).await;
+                match e {
+                    // A generated name collided: upstream retries with a fresh suffix.
+                    storage::Error::AlreadyExists(_) if generate.is_some() && attempt < 8 => {
+                        continue
+                    }
+                    storage::Error::AlreadyExists(_) => {
+                        return Err(ApiError::AlreadyExists(req.target(r, &name)))
+                    }
+                    e => return Err(e.into()),
+                }
             }
-            // A generated name collided: upstream retries with a fresh suffix.
-            Err(storage::Error::AlreadyExists(_)) if generate.is_some() && attempt < 8 => continue,
-            Err(storage::Error::AlreadyExists(_)) => {
-                return Err(ApiError::AlreadyExists(req.target(r, &name)))
-            }
-            Err(e) => return Err(e.into()),
-        }
+        };
+        object::set_resource_version(&mut obj, rev);
+        after_write(api, r, &obj, None, false).await;
+        return object_response(r, req, StatusCode::CREATED, &obj);
     }
     unreachable!("the loop returns")
 }
@@ -291,14 +263,21 @@ pub enum Change<'a> {
         media: String,
         body: &'a Bytes,
     },
-    /// Server-side apply of this configuration.
-    Apply {
-        applied: Value,
-        manager: String,
-        force: bool,
-    },
-    /// A write through `/scale`: the request's Scale (PUT) or patch of it sets replicas.
-    Scale,
+    /// Derived by an endpoint of its own (server-side apply, `/scale`) from the stored
+    /// object.
+    Derive(&'a Derive<'a>),
+}
+
+/// The new object and the client's resourceVersion precondition, from the stored object.
+pub type DeriveFn<'a> = dyn Fn(&Value) -> Result<(Value, Option<String>)> + Send + Sync + 'a;
+
+/// An endpoint's derivation: the new object from the stored one (with `apiVersion`
+/// set to the endpoint's), and the resourceVersion the client made the write
+/// conditional on.
+pub struct Derive<'a> {
+    pub derive: Box<DeriveFn<'a>>,
+    /// Whether the derivation records managed fields itself (server-side apply does).
+    pub tracks_fields: bool,
 }
 
 pub async fn update(
@@ -327,9 +306,6 @@ pub async fn patch(
     name: &str,
 ) -> Result<Response<Body>> {
     let media = media_type(&req.content_type);
-    if media == "application/apply-patch+yaml" {
-        return super::apply::serve(api, r, req, name).await;
-    }
     let (code, out) = read_modify_write(
         api,
         r,
@@ -510,7 +486,8 @@ fn patch_resource_version(media: &str, body: &Bytes) -> Option<String> {
 }
 
 /// Reads the object, derives the new one, and writes it back if nothing changed in
-/// between (retrying when the caller gave no resourceVersion precondition).
+/// between (deriving it again from the newer object when the caller gave no
+/// resourceVersion precondition). Returns the status code and the object as stored.
 pub async fn read_modify_write(
     api: &Arc<Api>,
     r: &Resource,
@@ -519,128 +496,123 @@ pub async fn read_modify_write(
     change: Change<'_>,
 ) -> Result<(StatusCode, Value)> {
     let key = r.key(req.namespace(), name);
+    let target = req.target(r, name);
     let status_only = req.path.subresource.as_deref() == Some("status");
-    for _ in 0..MAX_RETRIES {
-        let current = get_object(api, r, req.namespace(), name, false).await?;
-        let current_rv = object::meta_str(&current, "resourceVersion")
-            .unwrap_or("")
-            .to_string();
-        let mut scale_precondition = None;
-        let mut new = match &change {
-            Change::Replace(obj) => obj.clone(),
-            Change::Scale => {
-                let (obj, precondition) = super::scale::scaled(r, req, &current)?;
-                scale_precondition = precondition;
-                obj
+    let hooks = kinds::hooks_for(r);
+    let admission = admission(r, req, Operation::Update, name);
+    // The answer when nothing is written (a no-op, a dry run) or the object is deleted.
+    let mut answer = Value::Null;
+    // The object the last decision replaced, for the hooks run after the write.
+    let mut old = Value::Null;
+    // What the last decision reserved; given back if its write was not stored.
+    let mut reserved: Option<Box<dyn Reservation>> = None;
+    let mut attempts = guarded::Attempts::new(api, &key, &target);
+    let outcome = loop {
+        release(api, reserved.take()).await;
+        let current = attempts.read().await?;
+        let current = current
+            .as_ref()
+            .ok_or_else(|| ApiError::NotFound(target.clone()))?;
+        let decision = 'decide: {
+            let current_rv = object::meta_str(current, "resourceVersion")
+                .unwrap_or("")
+                .to_string();
+            // Only a resourceVersion the client sent is a precondition: a patch applied to
+            // the stored object always carries the stored one, and is simply re-applied to
+            // the newer object when it loses a race.
+            let (mut new, precondition) = match &change {
+                Change::Replace(obj) => (
+                    obj.clone(),
+                    object::meta_str(obj, "resourceVersion").map(str::to_string),
+                ),
+                Change::Patch { media, body } => {
+                    let mut base = current.clone();
+                    base["apiVersion"] = json!(r.api_version());
+                    let meta = r
+                        .builtin
+                        .then(|| crate::smp::patch_meta_for(&r.group, &r.kind));
+                    (
+                        apply_patch(&base, media, body, meta.as_ref())?,
+                        patch_resource_version(media, body),
+                    )
+                }
+                Change::Derive(d) => {
+                    let mut base = current.clone();
+                    base["apiVersion"] = json!(r.api_version());
+                    (d.derive)(&base)?
+                }
+            };
+            check_identity(r, req, name, &mut new)?;
+            match precondition.filter(|v| !v.is_empty()) {
+                Some(rv) if rv != current_rv => {
+                    return Err(ApiError::Conflict(target.clone(), CONFLICT_MESSAGE.into()));
+                }
+                None if !r.builtin && matches!(change, Change::Replace(_)) => {
+                    return Err(strategy::invalid(
+                        r,
+                        current,
+                        vec![Cause::invalid(
+                            "metadata.resourceVersion",
+                            "",
+                            "must be specified for an update",
+                        )],
+                    ));
+                }
+                _ => {}
             }
-            Change::Patch { media, body } => {
-                let mut base = current.clone();
-                base["apiVersion"] = json!(r.api_version());
-                let meta = r
-                    .builtin
-                    .then(|| crate::smp::patch_meta_for(&r.group, &r.kind));
-                apply_patch(&base, media, body, meta.as_ref())?
+            let mut next = strategy::prepare_update(r, current, new, status_only)?;
+            api.pipeline
+                .admit(api, &admission, &mut next, Some(current))
+                .await?;
+            admit(r, req, &mut next, Some(current))?;
+            strategy::validate(r, &next)?;
+            let tracked = matches!(&change, Change::Derive(d) if d.tracks_fields);
+            if !tracked {
+                next = super::fields::track(r, req, Some(current), next);
             }
-            Change::Apply {
-                applied,
-                manager,
-                force,
-            } => {
-                let mut base = current.clone();
-                base["apiVersion"] = json!(r.api_version());
-                super::fields::apply(r, req, &base, applied, manager, *force)?
+            api.pipeline
+                .validate(api, &admission, &next, Some(current))
+                .await?;
+            if strategy::same_object(current, &next) {
+                answer = current.clone();
+                break 'decide Decision::Unchanged;
             }
+            if req.dry_run() {
+                answer = next;
+                break 'decide Decision::Unchanged;
+            }
+            old = current.clone();
+            if object::is_deleting(&next) && kinds::nothing_holds(r, &next) {
+                // The last finalizer is gone from an object being deleted: delete it now.
+                answer = next;
+                break 'decide Decision::Delete;
+            }
+            if !status_only {
+                reserved = hooks.reserve(api, &mut next, Some(current)).await?;
+            }
+            Decision::Write(next)
         };
-        check_identity(r, req, name, &mut new)?;
-        // Only a resourceVersion the client sent is a precondition: a patch applied to
-        // the stored object always carries the stored one, and is simply re-applied to
-        // the newer object when it loses a race.
-        let precondition = match &change {
-            Change::Replace(obj) | Change::Apply { applied: obj, .. } => {
-                object::meta_str(obj, "resourceVersion").map(str::to_string)
+        match attempts.store(decision).await {
+            Ok(Some(outcome)) => break outcome,
+            Ok(None) => continue,
+            Err(e) => {
+                release(api, reserved.take()).await;
+                return Err(e);
             }
-            Change::Patch { media, body } => patch_resource_version(media, body),
-            Change::Scale => scale_precondition,
         }
-        .filter(|v| !v.is_empty());
-        match &precondition {
-            Some(rv) if *rv != current_rv => {
-                return Err(ApiError::Conflict(
-                    req.target(r, name),
-                    CONFLICT_MESSAGE.into(),
-                ));
-            }
-            None if !r.builtin && matches!(change, Change::Replace(_)) => {
-                return Err(strategy::invalid(
-                    r,
-                    &current,
-                    vec![Cause::invalid(
-                        "metadata.resourceVersion",
-                        "",
-                        "must be specified for an update",
-                    )],
-                ));
-            }
-            _ => {}
+    };
+    match outcome {
+        Outcome::Written(stored) => {
+            after_write(api, r, &stored, Some(&old), false).await;
+            Ok((StatusCode::OK, stored))
         }
-        let mut next = strategy::prepare_update(r, &current, new, status_only)?;
-        admit(r, req, &mut next, Some(&current))?;
-        strategy::validate(r, &next)?;
-        if !matches!(change, Change::Apply { .. }) {
-            next = super::fields::track(r, req, Some(&current), next);
+        Outcome::Deleted(rev) => {
+            object::set_resource_version(&mut answer, rev);
+            after_write(api, r, &answer, Some(&old), true).await;
+            Ok((StatusCode::OK, answer))
         }
-        if strategy::same_object(&current, &next) {
-            return Ok((StatusCode::OK, current));
-        }
-        if req.dry_run() {
-            return Ok((StatusCode::OK, next));
-        }
-        let rev: i64 = current_rv.parse().unwrap_or(0);
-        let deleted = object::is_deleting(&next) && super::finalize::nothing_holds(r, &next);
-        let claims = if is_service(r) && !status_only && !deleted {
-            services::allocate(api, &mut next, Some(&current)).await?
-        } else {
-            Vec::new()
-        };
-        let result = if deleted {
-            // The last finalizer is gone from an object being deleted: delete it now.
-            api.storage.delete(&key, Some(rev)).await.map(|(_, r)| r)
-        } else {
-            api.storage.update(&key, encode(&next)?, rev).await
-        };
-        if result.is_err() {
-            services::release(api, &claims).await;
-        } else if is_service(r) && !deleted {
-            let kept = services::claims_of(&next);
-            let dropped: Vec<_> = services::claims_of(&current)
-                .into_iter()
-                .filter(|c| !kept.contains(c))
-                .collect();
-            services::release(api, &dropped).await;
-        }
-        match result {
-            Ok(new_rev) => {
-                object::set_resource_version(&mut next, new_rev);
-                after_write(api, r, &next, deleted).await;
-                return Ok((StatusCode::OK, next));
-            }
-            Err(storage::Error::Conflict { .. }) if precondition.is_none() => continue,
-            Err(storage::Error::Conflict { .. }) => {
-                return Err(ApiError::Conflict(
-                    req.target(r, name),
-                    CONFLICT_MESSAGE.into(),
-                ))
-            }
-            Err(storage::Error::NotFound(_)) => {
-                return Err(ApiError::NotFound(req.target(r, name)))
-            }
-            Err(e) => return Err(e.into()),
-        }
+        Outcome::Unchanged => Ok((StatusCode::OK, answer)),
     }
-    Err(ApiError::Conflict(
-        req.target(r, name),
-        CONFLICT_MESSAGE.into(),
-    ))
 }
 
 pub const CONFLICT_MESSAGE: &str =
@@ -718,128 +690,107 @@ async fn delete_one(
     opts: &DeleteOptions,
 ) -> Result<(StatusCode, Value)> {
     let key = r.key(req.namespace(), name);
-    if r.group.is_empty() && r.plural == "namespaces" && SYSTEM_NAMESPACES.contains(&name) {
-        return Err(ApiError::Forbidden(
-            req.target(r, name),
-            "this namespace may not be deleted".to_string(),
-            None,
-        ));
-    }
-    for _ in 0..MAX_RETRIES {
-        let current = get_object(api, r, req.namespace(), name, false).await?;
-        let rv: i64 = object::meta_str(&current, "resourceVersion")
-            .unwrap_or("0")
-            .parse()
-            .unwrap_or(0);
-        if let Some(uid) = &opts.precondition_uid {
-            if object::meta_str(&current, "uid") != Some(uid.as_str()) {
-                return Err(ApiError::Conflict(
-                    req.target(r, name),
-                    format!(
+    let target = req.target(r, name);
+    let hooks = kinds::hooks_for(r);
+    let admission = admission(r, req, Operation::Delete, name);
+    // The object as it was before this delete, and the answer when nothing is written.
+    let mut old: Value;
+    let mut answer = Value::Null;
+    let mut attempts = guarded::Attempts::new(api, &key, &target);
+    let outcome = loop {
+        let current = attempts.read().await?;
+        let current = current
+            .as_ref()
+            .ok_or_else(|| ApiError::NotFound(target.clone()))?;
+        let decision = 'decide: {
+            let rv = object::meta_str(current, "resourceVersion").unwrap_or("0");
+            if let Some(uid) = &opts.precondition_uid {
+                if object::meta_str(current, "uid") != Some(uid.as_str()) {
+                    return Err(ApiError::Conflict(
+                        target.clone(),
+                        format!(
                         "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                        object::meta_str(&current, "uid").unwrap_or("")
+                        object::meta_str(current, "uid").unwrap_or("")
                     ),
-                ));
+                    ));
+                }
             }
-        }
-        if let Some(want) = &opts.precondition_rv {
-            if *want != rv.to_string() {
-                return Err(ApiError::Conflict(req.target(r, name), format!(
+            if let Some(want) = &opts.precondition_rv {
+                if want != rv {
+                    return Err(ApiError::Conflict(target.clone(), format!(
                     "Precondition failed: ResourceVersion in precondition: {want}, ResourceVersion in object meta: {rv}"
                 )));
+                }
             }
-        }
-        let mut marked = current.clone();
-        let mut finalizers = object::finalizers(&current);
-        // The garbage collector reads the propagation policy from these finalizers.
-        match opts.propagation.as_deref() {
-            Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => {
-                finalizers.push("orphan".into())
+            api.pipeline
+                .validate(api, &admission, current, None)
+                .await?;
+            old = current.clone();
+            let mut finalizers = object::finalizers(current);
+            // The garbage collector reads the propagation policy from these finalizers.
+            match opts.propagation.as_deref() {
+                Some("Orphan") if !finalizers.iter().any(|f| f == "orphan") => {
+                    finalizers.push("orphan".into())
+                }
+                Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
+                    finalizers.push("foregroundDeletion".into())
+                }
+                _ => {}
             }
-            Some("Foreground") if !finalizers.iter().any(|f| f == "foregroundDeletion") => {
-                finalizers.push("foregroundDeletion".into())
+            let held = hooks.held(current);
+            let grace = hooks.graceful_delete(current, opts.grace_seconds);
+            if finalizers.is_empty() && !held && grace.is_none() {
+                if opts.dry_run {
+                    answer = current.clone();
+                    break 'decide Decision::Unchanged;
+                }
+                break 'decide Decision::Delete;
             }
-            _ => {}
-        }
-        let namespace_finalizers = r.group.is_empty()
-            && r.plural == "namespaces"
-            && current
-                .pointer("/spec/finalizers")
-                .and_then(Value::as_array)
-                .is_some_and(|a| !a.is_empty());
-        let pod_on_node = r.group.is_empty()
-            && r.plural == "pods"
-            && current
-                .pointer("/spec/nodeName")
-                .and_then(Value::as_str)
-                .is_some_and(|n| !n.is_empty())
-            && !matches!(
-                current.pointer("/status/phase").and_then(Value::as_str),
-                Some("Succeeded" | "Failed")
-            );
-        let grace = opts.grace_seconds.unwrap_or_else(|| {
-            current
-                .pointer("/spec/terminationGracePeriodSeconds")
-                .and_then(Value::as_i64)
-                .unwrap_or(30)
-        });
-        let graceful = pod_on_node && grace > 0;
-        if finalizers.is_empty() && !namespace_finalizers && !graceful {
+            if object::is_deleting(current)
+                && finalizers == object::finalizers(current)
+                && grace.is_none()
+            {
+                answer = current.clone();
+                break 'decide Decision::Unchanged;
+            }
+            let mut marked = current.clone();
+            let meta = object::metadata_mut(&mut marked);
+            if !meta.contains_key("deletionTimestamp") {
+                let grace = grace.unwrap_or(0);
+                meta.insert(
+                    "deletionTimestamp".into(),
+                    json!(object::rfc3339(object::unix_now() + grace)),
+                );
+                meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
+            }
+            meta.insert("finalizers".into(), json!(finalizers));
+            if finalizers.is_empty() {
+                meta.remove("finalizers");
+            }
+            if held {
+                hooks.mark_deleting(&mut marked);
+            }
             if opts.dry_run {
-                return Ok((StatusCode::OK, current));
+                answer = marked;
+                break 'decide Decision::Unchanged;
             }
-            match api.storage.delete(&key, Some(rv)).await {
-                Ok(_) => {
-                    after_write(api, r, &current, true).await;
-                    return Ok((StatusCode::OK, success_status(r, &current)));
-                }
-                Err(storage::Error::Conflict { .. }) => continue,
-                Err(storage::Error::NotFound(_)) => {
-                    return Err(ApiError::NotFound(req.target(r, name)))
-                }
-                Err(e) => return Err(e.into()),
-            }
+            Decision::Write(marked)
+        };
+        if let Some(outcome) = attempts.store(decision).await? {
+            break outcome;
         }
-        if object::is_deleting(&current) && finalizers == object::finalizers(&current) && !graceful
-        {
-            return Ok((StatusCode::OK, current));
+    };
+    match outcome {
+        Outcome::Deleted(_) => {
+            after_write(api, r, &old, None, true).await;
+            Ok((StatusCode::OK, success_status(r, &old)))
         }
-        let meta = object::metadata_mut(&mut marked);
-        if !meta.contains_key("deletionTimestamp") {
-            let grace_used = if graceful { grace } else { 0 };
-            meta.insert(
-                "deletionTimestamp".into(),
-                json!(object::rfc3339(object::unix_now() + grace_used)),
-            );
-            meta.insert("deletionGracePeriodSeconds".into(), json!(grace_used));
+        Outcome::Written(marked) => {
+            after_write(api, r, &marked, Some(&old), false).await;
+            Ok((StatusCode::OK, marked))
         }
-        meta.insert("finalizers".into(), json!(finalizers));
-        if finalizers.is_empty() {
-            meta.remove("finalizers");
-        }
-        if namespace_finalizers {
-            marked["status"]["phase"] = json!("Terminating");
-        }
-        if opts.dry_run {
-            return Ok((StatusCode::OK, marked));
-        }
-        match api.storage.update(&key, encode(&marked)?, rv).await {
-            Ok(new_rev) => {
-                object::set_resource_version(&mut marked, new_rev);
-                after_write(api, r, &marked, false).await;
-                return Ok((StatusCode::OK, marked));
-            }
-            Err(storage::Error::Conflict { .. }) => continue,
-            Err(storage::Error::NotFound(_)) => {
-                return Err(ApiError::NotFound(req.target(r, name)))
-            }
-            Err(e) => return Err(e.into()),
-        }
+        Outcome::Unchanged => Ok((StatusCode::OK, answer)),
     }
-    Err(ApiError::Conflict(
-        req.target(r, name),
-        CONFLICT_MESSAGE.into(),
-    ))
 }
 
 fn success_status(r: &Resource, obj: &Value) -> Value {

@@ -1,0 +1,342 @@
+//! The stages every request passes, in upstream's order: authenticate -> authorize ->
+//! (for writes) mutating admission -> defaulting, schema and validation -> validating
+//! admission -> storage. Each stage is a list of plugins behind a trait, so a later
+//! change (RBAC, webhooks, policies, more authenticators) adds a plugin and touches no
+//! handler.
+//!
+//! Authentication and authorization run in [`super::Api::handle`] before any handler;
+//! the admission stages run in the write path (`write.rs`) around its own validation.
+//!
+//! Today there is one kind of identity (a client certificate signed by the cluster CA)
+//! and every authenticated user may do everything: the authorizer list holds
+//! [`AlwaysAllow`], the admission lists hold upstream's `NamespaceLifecycle`.
+
+use async_trait::async_trait;
+use http::{HeaderMap, Method};
+use serde_json::Value;
+
+use super::Api;
+use crate::registry::Resource;
+use crate::request::Query;
+use crate::status::{ApiError, Result, Target};
+use crate::tls::ClientIdentity;
+
+mod lifecycle;
+
+pub use lifecycle::NamespaceLifecycle;
+
+/// Who made a request, as upstream's `user.Info`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UserInfo {
+    pub name: String,
+    pub uid: String,
+    pub groups: Vec<String>,
+}
+
+impl UserInfo {
+    /// The identity the server uses for requests it makes of itself (upstream's
+    /// loopback client).
+    pub fn apiserver() -> Self {
+        UserInfo {
+            name: "system:apiserver".into(),
+            uid: String::new(),
+            groups: vec!["system:authenticated".into(), "system:masters".into()],
+        }
+    }
+}
+
+/// What the connection and the request headers offer as proof of identity.
+pub struct Credentials<'a> {
+    /// The verified client certificate's identity, if the client presented one.
+    pub client_certificate: Option<&'a ClientIdentity>,
+    pub headers: &'a HeaderMap,
+}
+
+/// One authenticator's answer.
+#[derive(Debug)]
+pub enum Authenticated {
+    /// The credentials name this user.
+    User(UserInfo),
+    /// This authenticator found no credentials of its kind.
+    NoCredentials,
+    /// Credentials of its kind were offered and are not valid.
+    Invalid(String),
+}
+
+pub trait Authenticator: Send + Sync {
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Authenticated;
+}
+
+/// A client certificate signed by the cluster CA: CN is the user, each O a group
+/// (upstream's x509 authenticator).
+pub struct ClientCertificate;
+
+impl Authenticator for ClientCertificate {
+    fn authenticate(&self, credentials: &Credentials<'_>) -> Authenticated {
+        match credentials.client_certificate {
+            Some(id) => {
+                let mut groups = id.groups.clone();
+                if !groups.iter().any(|g| g == "system:authenticated") {
+                    groups.push("system:authenticated".into());
+                }
+                Authenticated::User(UserInfo {
+                    name: id.user.clone(),
+                    uid: String::new(),
+                    groups,
+                })
+            }
+            None => Authenticated::NoCredentials,
+        }
+    }
+}
+
+/// What a request asks to do, as upstream's `authorizer.Attributes`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attributes {
+    pub user: UserInfo,
+    /// get, list, watch, create, update, patch, delete, deletecollection; for a
+    /// non-resource request the lower-cased HTTP method.
+    pub verb: String,
+    pub resource: Option<ResourceAttributes>,
+    /// The URL path (what non-resource rules match).
+    pub path: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResourceAttributes {
+    pub group: String,
+    pub version: String,
+    pub resource: String,
+    pub subresource: Option<String>,
+    pub namespace: Option<String>,
+    pub name: Option<String>,
+}
+
+impl Attributes {
+    /// The attributes of a request for `path`, as upstream's RequestInfo derives them.
+    pub fn of(
+        user: UserInfo,
+        method: &Method,
+        path: &str,
+        resource: Option<&crate::request::ResourcePath>,
+        query: &Query,
+    ) -> Self {
+        let Some(rp) = resource else {
+            return Attributes {
+                user,
+                verb: method.as_str().to_ascii_lowercase(),
+                resource: None,
+                path: path.to_string(),
+            };
+        };
+        let named = rp.name.is_some();
+        let verb = match *method {
+            Method::GET | Method::HEAD if rp.legacy_watch || query.flag("watch") => "watch",
+            Method::GET | Method::HEAD if named => "get",
+            Method::GET | Method::HEAD => "list",
+            Method::POST => "create",
+            Method::PUT => "update",
+            Method::PATCH => "patch",
+            Method::DELETE if named => "delete",
+            Method::DELETE => "deletecollection",
+            _ => "",
+        };
+        let verb = if verb.is_empty() {
+            method.as_str().to_ascii_lowercase()
+        } else {
+            verb.to_string()
+        };
+        Attributes {
+            user,
+            verb,
+            resource: Some(ResourceAttributes {
+                group: rp.group.clone(),
+                version: rp.version.clone(),
+                resource: rp.resource.clone(),
+                subresource: rp.subresource.clone(),
+                namespace: rp.namespace.clone(),
+                name: rp.name.clone(),
+            }),
+            path: path.to_string(),
+        }
+    }
+
+    /// Upstream's 403 for a denied request, with the authorizer's reason if it gave one.
+    pub fn forbidden(&self, reason: &str) -> ApiError {
+        let why = if reason.is_empty() {
+            String::new()
+        } else {
+            format!(": {reason}")
+        };
+        let user = &self.user.name;
+        match &self.resource {
+            Some(r) => {
+                let resource = match &r.subresource {
+                    Some(sub) => format!("{}/{sub}", r.resource),
+                    None => r.resource.clone(),
+                };
+                let scope = match &r.namespace {
+                    Some(ns) => format!("in the namespace \"{ns}\""),
+                    None => "at the cluster scope".to_string(),
+                };
+                ApiError::Forbidden(
+                    Target::new(&r.group, &resource, r.name.as_deref().unwrap_or("")),
+                    format!(
+                        "User \"{user}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}{why}",
+                        self.verb, r.group
+                    ),
+                    None,
+                )
+            }
+            None => ApiError::ForbiddenPath(format!(
+                "forbidden: User \"{user}\" cannot {} path \"{}\"{why}",
+                self.verb, self.path
+            )),
+        }
+    }
+}
+
+/// One authorizer's answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Allow,
+    Deny(String),
+    NoOpinion,
+}
+
+pub trait Authorizer: Send + Sync {
+    fn authorize(&self, attributes: &Attributes) -> Verdict;
+}
+
+/// Allows every authenticated request: kybern's behaviour until RBAC lands.
+pub struct AlwaysAllow;
+
+impl Authorizer for AlwaysAllow {
+    fn authorize(&self, _: &Attributes) -> Verdict {
+        Verdict::Allow
+    }
+}
+
+/// The write an admission plugin is shown.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Operation {
+    Create,
+    Update,
+    Delete,
+}
+
+/// What admission plugins know about a write besides the objects.
+pub struct AdmissionRequest<'a> {
+    pub operation: Operation,
+    pub resource: &'a Resource,
+    pub subresource: Option<&'a str>,
+    pub namespace: Option<&'a str>,
+    pub name: &'a str,
+    pub user: &'a UserInfo,
+    pub dry_run: bool,
+}
+
+/// A plugin that may change the object before it is validated.
+#[async_trait]
+pub trait MutatingAdmission: Send + Sync {
+    /// `obj` is the object to be stored; `old` the stored one on an update.
+    async fn admit(
+        &self,
+        api: &Api,
+        request: &AdmissionRequest<'_>,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<()>;
+}
+
+/// A plugin that may refuse a validated write; it cannot change the object. On a
+/// delete, `obj` is the object being deleted.
+#[async_trait]
+pub trait ValidatingAdmission: Send + Sync {
+    async fn validate(
+        &self,
+        api: &Api,
+        request: &AdmissionRequest<'_>,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> Result<()>;
+}
+
+/// The plugins of every stage, in the order they run.
+pub struct Pipeline {
+    pub authenticators: Vec<Box<dyn Authenticator>>,
+    pub authorizers: Vec<Box<dyn Authorizer>>,
+    pub mutating: Vec<Box<dyn MutatingAdmission>>,
+    pub validating: Vec<Box<dyn ValidatingAdmission>>,
+}
+
+impl Default for Pipeline {
+    /// What `kybern server` runs.
+    fn default() -> Self {
+        Pipeline {
+            authenticators: vec![Box::new(ClientCertificate)],
+            authorizers: vec![Box::new(AlwaysAllow)],
+            mutating: Vec::new(),
+            validating: vec![Box::new(NamespaceLifecycle)],
+        }
+    }
+}
+
+impl Pipeline {
+    /// The first authenticator that recognizes the credentials decides; with none, or
+    /// with invalid credentials, the answer is upstream's 401.
+    pub fn authenticate(&self, credentials: &Credentials<'_>) -> Result<UserInfo> {
+        for a in &self.authenticators {
+            match a.authenticate(credentials) {
+                Authenticated::User(user) => return Ok(user),
+                Authenticated::NoCredentials => {}
+                Authenticated::Invalid(why) => {
+                    tracing::debug!(%why, "credentials refused");
+                    return Err(ApiError::Unauthorized);
+                }
+            }
+        }
+        Err(ApiError::Unauthorized)
+    }
+
+    /// The first authorizer with an opinion decides; with none, the request is denied.
+    pub fn authorize(&self, attributes: &Attributes) -> Result<()> {
+        for a in &self.authorizers {
+            match a.authorize(attributes) {
+                Verdict::Allow => return Ok(()),
+                Verdict::Deny(reason) => return Err(attributes.forbidden(&reason)),
+                Verdict::NoOpinion => {}
+            }
+        }
+        Err(attributes.forbidden(""))
+    }
+
+    pub async fn admit(
+        &self,
+        api: &Api,
+        request: &AdmissionRequest<'_>,
+        obj: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<()> {
+        for plugin in &self.mutating {
+            plugin.admit(api, request, obj, old).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn validate(
+        &self,
+        api: &Api,
+        request: &AdmissionRequest<'_>,
+        obj: &Value,
+        old: Option<&Value>,
+    ) -> Result<()> {
+        for plugin in &self.validating {
+            plugin.validate(api, request, obj, old).await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
