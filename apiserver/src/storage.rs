@@ -5,13 +5,12 @@
 //! revision, watches start at any revision not yet compacted, and compaction forgets
 //! history older than a revision (a watch or read below it fails with `Compacted`,
 //! which the API turns into 410 Gone). Two backends implement it: [`embedded`]
-//! (redb, the default) and [`etcd`]; [`suite`] is the one test suite both pass.
+//! (redb, the default) and [`etcd`]; `apiserver/tests/storage_suite` is the one test suite both pass.
 //! [`compaction`] runs the periodic compaction.
 
 pub mod compaction;
 pub mod embedded;
 pub mod etcd;
-pub mod suite;
 
 use async_trait::async_trait;
 use bytes::Bytes;

@@ -10,9 +10,12 @@ use std::time::{Duration, Instant};
 
 use apiserver::storage::embedded::EmbeddedStore;
 use apiserver::storage::etcd::EtcdStore;
-use apiserver::storage::{suite, Error, ListOptions, Storage};
+mod storage_suite;
+
+use apiserver::storage::{Error, ListOptions, Storage};
 use bytes::Bytes;
 use futures::StreamExt;
+use storage_suite as suite;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn embedded_suite() {

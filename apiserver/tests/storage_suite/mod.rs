@@ -9,7 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::{Error, Event, EventKind, ListOptions, Storage, WatchStream};
+use apiserver::storage::{Error, Event, EventKind, ListOptions, Storage, WatchStream};
 
 type Store = Arc<dyn Storage>;
 
