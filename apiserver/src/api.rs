@@ -12,6 +12,7 @@ mod guarded;
 mod kinds;
 mod negotiate;
 mod openapi;
+mod patch;
 pub mod pipeline;
 mod read;
 mod scale;

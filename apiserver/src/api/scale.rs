@@ -7,8 +7,9 @@ use http::{Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::negotiate::{decode_object, media_type};
+use super::patch::apply_patch;
 use super::read::get_object;
-use super::write::{apply_patch, read_modify_write, Change, Derive};
+use super::write::{read_modify_write, Change, Derive};
 use super::{json_response, Api, ApiRequest, Body};
 use crate::object;
 use crate::registry::{Resource, ScaleSpec};
