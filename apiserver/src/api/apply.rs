@@ -14,7 +14,7 @@ use crate::object;
 use crate::registry::Resource;
 use crate::status::{ApiError, Result};
 
-pub async fn serve(
+pub(super) async fn serve(
     api: &Arc<Api>,
     r: &Resource,
     req: &ApiRequest,

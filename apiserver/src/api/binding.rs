@@ -12,7 +12,7 @@ use crate::object;
 use crate::registry::Resource;
 use crate::status::{ApiError, Cause, Result, Target};
 
-pub async fn bind(
+pub(super) async fn bind(
     api: &Arc<Api>,
     pods: &Resource,
     req: &ApiRequest,

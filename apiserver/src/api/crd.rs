@@ -13,14 +13,14 @@ use crate::registry::resources_from_crd;
 use crate::status::{Cause, Result, Target};
 use crate::storage::{self, ListOptions};
 
-pub const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
+pub(super) const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 
 fn s<'a>(v: &'a Value, p: &str) -> &'a str {
     v.pointer(p).and_then(Value::as_str).unwrap_or("")
 }
 
 /// Checks a CRD as upstream's validation does for the mistakes users make most.
-pub fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
+pub(super) fn validate(crd: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut causes = Vec::new();
     let (group, plural) = (s(crd, "/spec/group"), s(crd, "/spec/names/plural"));
     let name = object::name(crd);
@@ -151,7 +151,7 @@ fn structural(schema: &Value, path: &str, root: bool, causes: &mut Vec<Cause>) {
 }
 
 /// Sets what upstream's CRD controllers report: accepted names, Established, stored versions.
-pub fn set_status(crd: &mut Value, old: Option<&Value>) {
+pub(super) fn set_status(crd: &mut Value, old: Option<&Value>) {
     let mut names = crd
         .pointer("/spec/names")
         .cloned()
@@ -204,7 +204,7 @@ pub fn set_status(crd: &mut Value, old: Option<&Value>) {
 }
 
 /// After a CRD was written: serve it, or, when it is being deleted, clean up.
-pub fn after_write(api: &Arc<Api>, crd: &Value) {
+pub(super) fn after_write(api: &Arc<Api>, crd: &Value) {
     if object::is_deleting(crd) {
         let api = api.clone();
         let name = object::name(crd).to_string();
@@ -219,7 +219,7 @@ pub fn after_write(api: &Arc<Api>, crd: &Value) {
 }
 
 /// Stops serving a deleted CRD.
-pub fn after_delete(api: &Api, crd: &Value) {
+pub(super) fn after_delete(api: &Api, crd: &Value) {
     api.registry
         .unregister(s(crd, "/spec/group"), s(crd, "/spec/names/plural"));
 }
@@ -278,7 +278,7 @@ async fn cleanup(api: &Arc<Api>, name: &str) -> Result<()> {
 }
 
 /// Serves every stored CRD (at start-up) and resumes interrupted clean-ups.
-pub async fn load_all(api: &Arc<Api>) -> Result<()> {
+pub(super) async fn load_all(api: &Arc<Api>) -> Result<()> {
     let snap = api.registry.snapshot();
     let crds = snap
         .get("apiextensions.k8s.io", "v1", "customresourcedefinitions")

@@ -32,7 +32,7 @@ fn each_in<'a>(
 }
 
 /// Applies the defaults of a built-in group/resource to an object being written.
-pub fn apply(group: &str, plural: &str, obj: &mut Value) {
+pub(super) fn apply(group: &str, plural: &str, obj: &mut Value) {
     match (group, plural) {
         ("", "pods") => {
             if let Some(spec) = at(obj, &["spec"]) {
@@ -191,7 +191,7 @@ fn template(obj: &mut Value, path: &[&str]) {
 }
 
 /// PodSpec defaults (for pods and pod templates alike).
-pub fn pod_spec(spec: &mut Map<String, Value>) {
+pub(super) fn pod_spec(spec: &mut Map<String, Value>) {
     default(spec, "restartPolicy", json!("Always"));
     default(spec, "terminationGracePeriodSeconds", json!(30));
     default(spec, "dnsPolicy", json!("ClusterFirst"));

@@ -8,7 +8,7 @@ use crate::registry::{Resource, Snapshot};
 use crate::request::Path;
 use crate::status::{ApiError, Result};
 
-pub async fn serve(
+pub(super) async fn serve(
     api: &Api,
     method: &Method,
     path: &Path,

@@ -25,7 +25,7 @@ fn subresource(req: &ApiRequest) -> Option<&str> {
 }
 
 /// `fieldManager`, or upstream's default derived from the User-Agent.
-pub fn manager(req: &ApiRequest) -> String {
+pub(super) fn manager(req: &ApiRequest) -> String {
     match req.query.value("fieldManager") {
         Some(m) => m.to_string(),
         None => apply::default_manager(&req.user_agent),
@@ -33,7 +33,7 @@ pub fn manager(req: &ApiRequest) -> String {
 }
 
 /// Records the fields a create or update changed under its manager's Update entry.
-pub fn track(r: &Resource, req: &ApiRequest, old: Option<&Value>, new: Value) -> Value {
+pub(super) fn track(r: &Resource, req: &ApiRequest, old: Option<&Value>, new: Value) -> Value {
     let empty = json!({});
     let mut new = apply::track_update(
         old.unwrap_or(&empty),
@@ -54,7 +54,7 @@ pub fn track(r: &Resource, req: &ApiRequest, old: Option<&Value>, new: Value) ->
 }
 
 /// Merges an applied configuration into the live object.
-pub fn apply(
+pub(super) fn apply(
     r: &Resource,
     req: &ApiRequest,
     live: &Value,

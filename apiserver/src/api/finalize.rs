@@ -18,12 +18,12 @@ use crate::registry::Resource;
 use crate::status::{ApiError, Result};
 
 /// Whether a resource is core/v1 namespaces.
-pub fn is_namespaces(r: &Resource) -> bool {
+pub(super) fn is_namespaces(r: &Resource) -> bool {
     r.group.is_empty() && r.plural == "namespaces"
 }
 
 /// PUT namespaces/NAME/finalize: takes only `spec.finalizers` from the body.
-pub async fn update(
+pub(super) async fn update(
     api: &Arc<Api>,
     r: &Resource,
     req: &ApiRequest,

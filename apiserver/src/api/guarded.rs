@@ -14,10 +14,10 @@ use crate::storage;
 use crate::watchcache::decode;
 
 /// Compare-and-swap races a guarded update loses before it answers 409.
-pub const MAX_ATTEMPTS: usize = 16;
+pub(super) const MAX_ATTEMPTS: usize = 16;
 
 /// What the caller decided for the object it was shown.
-pub enum Decision {
+pub(super) enum Decision {
     /// Store this object.
     Write(Value),
     /// Delete the object (nothing holds it any more).
@@ -28,7 +28,7 @@ pub enum Decision {
 
 /// What a guarded update did.
 #[derive(Debug)]
-pub enum Outcome {
+pub(super) enum Outcome {
     /// The object as stored, with its new resourceVersion.
     Written(Value),
     /// Deleted at this revision.
@@ -40,7 +40,7 @@ pub enum Outcome {
 /// Runs `decide` on the object at `key` (with its resourceVersion; `None` when there is
 /// none) until its decision is stored without a race. An error from `decide` (a failed
 /// precondition, an invalid object) ends the update at once, with nothing written.
-pub async fn update(
+pub(super) async fn update(
     api: &Api,
     key: &str,
     target: &Target,
@@ -59,7 +59,7 @@ pub async fn update(
 /// plugins, address allocation): `read`, decide, `store`, and again while `store`
 /// reports a lost race. Whatever the caller reserved for a write that was not stored
 /// it gives back before deciding again.
-pub struct Attempts<'a> {
+pub(super) struct Attempts<'a> {
     api: &'a Api,
     key: &'a str,
     target: &'a Target,
@@ -69,7 +69,7 @@ pub struct Attempts<'a> {
 }
 
 impl<'a> Attempts<'a> {
-    pub fn new(api: &'a Api, key: &'a str, target: &'a Target) -> Self {
+    pub(super) fn new(api: &'a Api, key: &'a str, target: &'a Target) -> Self {
         Attempts {
             api,
             key,
@@ -81,7 +81,7 @@ impl<'a> Attempts<'a> {
 
     /// The current object, for the next attempt; after [`MAX_ATTEMPTS`] lost races, a
     /// 409.
-    pub async fn read(&mut self) -> Result<Option<Value>> {
+    pub(super) async fn read(&mut self) -> Result<Option<Value>> {
         if self.made == MAX_ATTEMPTS {
             return Err(ApiError::Conflict(
                 self.target.clone(),
@@ -108,7 +108,7 @@ impl<'a> Attempts<'a> {
 
     /// Stores the decision made on what `read` returned, with a compare-and-swap on its
     /// revision. `None`: another write got in between; read and decide again.
-    pub async fn store(&mut self, decision: Decision) -> Result<Option<Outcome>> {
+    pub(super) async fn store(&mut self, decision: Decision) -> Result<Option<Outcome>> {
         let (api, key) = (self.api, self.key);
         let written = match (decision, self.revision) {
             (Decision::Unchanged, _) => return Ok(Some(Outcome::Unchanged)),

@@ -18,14 +18,14 @@ mod pod;
 /// Something a write holds for its object (a Service's ClusterIP and NodePorts): kept
 /// when the write is stored, given back when it is not.
 #[async_trait]
-pub trait Reservation: Send + Sync {
+pub(super) trait Reservation: Send + Sync {
     async fn release(self: Box<Self>, api: &Api);
 }
 
 /// A kind's part in create, update and delete. Every method has the behaviour a kind
 /// without specifics gets.
 #[async_trait]
-pub trait KindHooks: Send + Sync {
+pub(super) trait KindHooks: Send + Sync {
     /// On create, after the server set the system metadata: initial status and the
     /// fields the server derives (upstream's `PrepareForCreate`). `uid` is the new
     /// object's uid.
@@ -93,7 +93,7 @@ pub trait KindHooks: Send + Sync {
 }
 
 /// The hooks of a resource.
-pub fn hooks_for(r: &Resource) -> &'static dyn KindHooks {
+pub(super) fn hooks_for(r: &Resource) -> &'static dyn KindHooks {
     match (r.group.as_str(), r.plural.as_str()) {
         ("", "namespaces") => &Namespaces,
         ("", "pods") => &pod::Pods,
@@ -106,7 +106,7 @@ pub fn hooks_for(r: &Resource) -> &'static dyn KindHooks {
 
 /// Whether nothing keeps an object that is being deleted stored: no metadata
 /// finalizers, and nothing its kind holds it by.
-pub fn nothing_holds(r: &Resource, obj: &Value) -> bool {
+pub(super) fn nothing_holds(r: &Resource, obj: &Value) -> bool {
     object::finalizers(obj).is_empty() && !hooks_for(r).held(obj)
 }
 
@@ -118,7 +118,7 @@ impl KindHooks for Generic {}
 struct Namespaces;
 
 /// A namespace's `spec.finalizers`.
-pub fn namespace_finalizers(ns: &Value) -> Vec<String> {
+pub(super) fn namespace_finalizers(ns: &Value) -> Vec<String> {
     ns.pointer("/spec/finalizers")
         .and_then(Value::as_array)
         .map(|a| {

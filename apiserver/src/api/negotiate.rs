@@ -77,7 +77,7 @@ impl Accept {
 }
 
 /// The media type of a request body, without parameters.
-pub fn media_type(content_type: &str) -> String {
+pub(super) fn media_type(content_type: &str) -> String {
     content_type
         .split(';')
         .next()
@@ -87,7 +87,7 @@ pub fn media_type(content_type: &str) -> String {
 }
 
 /// Decodes a JSON or YAML object body.
-pub fn decode_object(content_type: &str, body: &Bytes) -> Result<Value> {
+pub(super) fn decode_object(content_type: &str, body: &Bytes) -> Result<Value> {
     let value: Value = match media_type(content_type).as_str() {
         "" | "application/json" => crate::json::from_slice(body).map_err(|e| {
             ApiError::BadRequest(format!("the request body is not valid JSON: {e}"))

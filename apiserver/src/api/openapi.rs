@@ -14,7 +14,7 @@ use crate::registry::{Resource, Snapshot};
 
 /// Generated documents, kept while the registry snapshot they came from is current.
 #[derive(Default)]
-pub struct OpenApiCache {
+pub(super) struct OpenApiCache {
     docs: Mutex<HashMap<String, (usize, Bytes, String)>>,
 }
 
@@ -29,7 +29,7 @@ fn gv_path(group: &str, version: &str) -> String {
 
 /// The schema name upstream uses (`io.k8s.api.apps.v1.Deployment`), or the reversed
 /// group for user CRDs (`com.example.v1.Widget`).
-pub fn schema_name(r: &Resource) -> String {
+pub(super) fn schema_name(r: &Resource) -> String {
     if r.builtin {
         match r.group.as_str() {
             "apiextensions.k8s.io" => format!(
@@ -174,7 +174,7 @@ impl OpenApiCache {
     }
 
     /// `/openapi/v3`: where each group-version's document is.
-    pub fn index(&self, snap: &Arc<Snapshot>) -> Value {
+    pub(super) fn index(&self, snap: &Arc<Snapshot>) -> Value {
         let mut paths = Map::new();
         for (group, versions) in snap.groups() {
             for version in versions {
@@ -190,7 +190,7 @@ impl OpenApiCache {
     }
 
     /// `/openapi/v2` (Swagger 2.0, JSON): every group-version's paths and definitions.
-    pub fn v2(&self, snap: &Arc<Snapshot>) -> Bytes {
+    pub(super) fn v2(&self, snap: &Arc<Snapshot>) -> Bytes {
         let id = Arc::as_ptr(snap) as usize;
         if let Some((sid, doc, _)) = self.docs.lock().expect("openapi cache poisoned").get("v2") {
             if *sid == id {
@@ -230,7 +230,7 @@ impl OpenApiCache {
     }
 
     /// `/openapi/v3/<gv path>`, if that group-version is served.
-    pub fn group_version(&self, snap: &Arc<Snapshot>, path: &str) -> Option<Bytes> {
+    pub(super) fn group_version(&self, snap: &Arc<Snapshot>, path: &str) -> Option<Bytes> {
         let parts: Vec<&str> = path.split('/').collect();
         let (group, version) = match parts.as_slice() {
             ["api", v] => ("", *v),

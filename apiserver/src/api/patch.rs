@@ -16,7 +16,7 @@ const MAX_PATCH_COPY_BYTES: usize = 3 * 1024 * 1024;
 
 /// Applies a merge, strategic merge (built-in kinds only, with their patch metadata;
 /// `None` refuses it as upstream does for custom resources) or JSON patch.
-pub fn apply_patch(
+pub(super) fn apply_patch(
     current: &Value,
     media: &str,
     body: &Bytes,
@@ -121,7 +121,7 @@ fn apply_json_patch(target: &mut Value, body: &[u8]) -> Result<()> {
 }
 
 /// The `metadata.resourceVersion` a patch body itself sets, if any.
-pub fn patch_resource_version(media: &str, body: &Bytes) -> Option<String> {
+pub(super) fn patch_resource_version(media: &str, body: &Bytes) -> Option<String> {
     let parsed: Value = json::from_slice(body).ok()?;
     let rv = if media == "application/json-patch+json" {
         parsed

@@ -18,13 +18,13 @@ use crate::table::{self, IncludeObject, TablePrinter};
 use crate::watchcache::decode;
 
 /// Label and field selectors of a request, parsed.
-pub struct Filter {
+pub(super) struct Filter {
     pub label: Option<LabelSelector>,
     pub field: Option<FieldSelector>,
 }
 
 impl Filter {
-    pub fn from_request(r: &Resource, req: &ApiRequest) -> Result<Filter> {
+    pub(super) fn from_request(r: &Resource, req: &ApiRequest) -> Result<Filter> {
         let label = match req.query.value("labelSelector") {
             Some(s) => {
                 Some(LabelSelector::parse(s).map_err(|e| ApiError::BadRequest(e.to_string()))?)
@@ -41,20 +41,20 @@ impl Filter {
         Ok(Filter { label, field })
     }
 
-    pub fn matches(&self, obj: &Value) -> bool {
+    pub(super) fn matches(&self, obj: &Value) -> bool {
         self.label
             .as_ref()
             .is_none_or(|l| l.matches(crate::object::labels(obj)))
             && self.field.as_ref().is_none_or(|f| f.matches(obj))
     }
 
-    pub fn is_empty(&self) -> bool {
+    pub(super) fn is_empty(&self) -> bool {
         self.label.is_none() && self.field.is_none()
     }
 }
 
 /// Serves the object in the version it was asked for (conversion strategy None).
-pub fn in_version(r: &Resource, obj: &Value) -> Option<Value> {
+pub(super) fn in_version(r: &Resource, obj: &Value) -> Option<Value> {
     let want = r.api_version();
     (obj.get("apiVersion").and_then(Value::as_str) != Some(want.as_str())).then(|| {
         let mut o = obj.clone();
@@ -63,7 +63,7 @@ pub fn in_version(r: &Resource, obj: &Value) -> Option<Value> {
     })
 }
 
-pub fn object_response(
+pub(super) fn object_response(
     r: &Resource,
     req: &ApiRequest,
     code: StatusCode,
@@ -90,14 +90,14 @@ pub fn object_response(
     Ok(json_response(code, obj))
 }
 
-pub fn include_object(req: &ApiRequest) -> IncludeObject {
+pub(super) fn include_object(req: &ApiRequest) -> IncludeObject {
     req.query
         .get("includeObject")
         .and_then(IncludeObject::parse)
         .unwrap_or(IncludeObject::Metadata)
 }
 
-pub async fn get(
+pub(super) async fn get(
     api: &Arc<Api>,
     r: &Resource,
     req: &ApiRequest,
@@ -118,7 +118,7 @@ pub async fn get(
 }
 
 /// Reads one object (from the watch cache when `cached`), or 404.
-pub async fn get_object(
+pub(super) async fn get_object(
     api: &Api,
     r: &Resource,
     ns: Option<&str>,
@@ -240,7 +240,7 @@ fn decode_continue(token: &str) -> Result<ContinueToken> {
 
 /// A resourceVersion from a query: a revision, never negative (upstream parses it as
 /// an unsigned number).
-pub fn parse_resource_version(v: &str) -> Result<i64> {
+pub(super) fn parse_resource_version(v: &str) -> Result<i64> {
     v.parse::<u64>()
         .ok()
         .and_then(|n| i64::try_from(n).ok())
@@ -248,7 +248,7 @@ pub fn parse_resource_version(v: &str) -> Result<i64> {
 }
 
 /// `resourceVersionMatch`, as upstream's ListOptions validation takes it.
-pub fn check_resource_version_match(q: &crate::request::Query) -> Result<()> {
+pub(super) fn check_resource_version_match(q: &crate::request::Query) -> Result<()> {
     match q.value("resourceVersionMatch") {
         None | Some("Exact" | "NotOlderThan") => Ok(()),
         Some(other) => Err(ApiError::BadRequest(format!(
@@ -261,13 +261,13 @@ pub fn check_resource_version_match(q: &crate::request::Query) -> Result<()> {
 /// One listed object: parsed (from the cache, or because a selector needed it) or
 /// still the stored JSON, which a plain LIST sends on with only its resourceVersion
 /// added, without building a JSON tree.
-pub enum Item {
+pub(super) enum Item {
     Object(Arc<Value>),
     Stored { json: bytes::Bytes, revision: i64 },
 }
 
 impl Item {
-    pub fn object(&self) -> Result<Arc<Value>> {
+    pub(super) fn object(&self) -> Result<Arc<Value>> {
         match self {
             Item::Object(o) => Ok(o.clone()),
             Item::Stored { json, revision } => decode(json, *revision).map(Arc::new),
@@ -316,13 +316,13 @@ fn metadata_open_brace(json: &[u8]) -> Option<usize> {
 }
 
 /// The items of a list and where the next page starts.
-pub struct Page {
+pub(super) struct Page {
     pub items: Vec<Item>,
     pub revision: i64,
     pub continue_token: Option<String>,
 }
 
-pub async fn list(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Response<Body>> {
+pub(super) async fn list(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Response<Body>> {
     let page = list_page(api, r, req).await?;
     let rv = page.revision.to_string();
     if req.accept.table {
@@ -381,7 +381,7 @@ fn internal(e: serde_json::Error) -> ApiError {
 }
 
 /// Resolves a LIST's resourceVersion semantics and reads one page.
-pub async fn list_page(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Page> {
+pub(super) async fn list_page(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Page> {
     // Start the watch cache before reading, so a watch from this list's resourceVersion
     // (what every informer does next) finds its events there.
     api.cache(r).await?;
@@ -440,7 +440,7 @@ pub async fn list_page(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result
 const FUTURE_REVISION_WAIT: Duration = Duration::from_secs(3);
 
 /// Waits (up to [`FUTURE_REVISION_WAIT`]) until the store has reached `revision`.
-pub async fn wait_for_revision(api: &Api, revision: i64) -> Result<()> {
+pub(super) async fn wait_for_revision(api: &Api, revision: i64) -> Result<()> {
     let deadline = tokio::time::Instant::now() + FUTURE_REVISION_WAIT;
     loop {
         let current = api.storage.current_revision().await?;

@@ -88,7 +88,7 @@ fn to_scale(r: &Resource, obj: &Value) -> Value {
     })
 }
 
-pub async fn get(
+pub(super) async fn get(
     api: &Arc<Api>,
     r: &Resource,
     req: &ApiRequest,
@@ -99,7 +99,7 @@ pub async fn get(
     Ok(json_response(StatusCode::OK, &to_scale(r, &obj)))
 }
 
-pub async fn update(
+pub(super) async fn update(
     api: &Arc<Api>,
     r: &Resource,
     req: &ApiRequest,

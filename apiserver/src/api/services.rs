@@ -13,10 +13,10 @@ use crate::status::{ApiError, Cause, Result};
 use crate::storage;
 
 /// The default service CIDR, 10.43.0.0/16.
-pub const SERVICE_CIDR: (Ipv4Addr, u32) = (Ipv4Addr::new(10, 43, 0, 0), 16);
+pub(super) const SERVICE_CIDR: (Ipv4Addr, u32) = (Ipv4Addr::new(10, 43, 0, 0), 16);
 /// The address of the `kubernetes` Service.
-pub const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 1);
-pub const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
+pub(super) const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 1);
+pub(super) const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
 
 fn in_cidr(ip: Ipv4Addr) -> bool {
     let (base, bits) = SERVICE_CIDR;
@@ -28,7 +28,7 @@ fn in_cidr(ip: Ipv4Addr) -> bool {
 
 /// Something claimed for one service, released again if its write fails.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Claim {
+pub(super) enum Claim {
     ClusterIp(String),
     NodePort(u16),
 }
@@ -100,7 +100,11 @@ fn invalid(svc: &Value, causes: Vec<Cause>) -> ApiError {
 
 /// Gives a service its ClusterIP and NodePorts. `old` is the stored service on update.
 /// Returns what was newly claimed.
-pub async fn allocate(api: &Api, svc: &mut Value, old: Option<&Value>) -> Result<Vec<Claim>> {
+pub(super) async fn allocate(
+    api: &Api,
+    svc: &mut Value,
+    old: Option<&Value>,
+) -> Result<Vec<Claim>> {
     let mut claims = Vec::new();
     let ty = svc
         .pointer("/spec/type")
@@ -276,7 +280,7 @@ async fn allocate_node_ports(
 }
 
 /// Releases claims (best effort; a leftover record only wastes one address).
-pub async fn release(api: &Api, claims: &[Claim]) {
+pub(super) async fn release(api: &Api, claims: &[Claim]) {
     for c in claims {
         let key = match c {
             Claim::ClusterIp(ip) => match ip_key(api, ip) {
@@ -294,7 +298,7 @@ pub async fn release(api: &Api, claims: &[Claim]) {
 }
 
 /// Everything a stored service holds.
-pub fn claims_of(svc: &Value) -> Vec<Claim> {
+pub(super) fn claims_of(svc: &Value) -> Vec<Claim> {
     let mut out = Vec::new();
     if let Some(ip) = svc
         .pointer("/spec/clusterIP")

@@ -20,11 +20,11 @@ const SYSTEM_FIELDS: [&str; 6] = [
 ];
 
 /// Namespaces the server creates at start-up and that cannot be deleted.
-pub const SYSTEM_NAMESPACES: [&str; 4] =
+pub(super) const SYSTEM_NAMESPACES: [&str; 4] =
     ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Prepares a new object for storage: system metadata, initial status, defaults.
-pub fn prepare_create(r: &Resource, obj: &mut Value) {
+pub(super) fn prepare_create(r: &Resource, obj: &mut Value) {
     obj["apiVersion"] = json!(storage_api_version(r));
     obj["kind"] = json!(r.kind);
     let uid = object::new_uid();
@@ -46,7 +46,7 @@ pub fn prepare_create(r: &Resource, obj: &mut Value) {
 }
 
 /// The apiVersion objects of a resource are stored under.
-pub fn storage_api_version(r: &Resource) -> String {
+pub(super) fn storage_api_version(r: &Resource) -> String {
     if r.group.is_empty() {
         r.storage_version.clone()
     } else {
@@ -57,7 +57,12 @@ pub fn storage_api_version(r: &Resource) -> String {
 /// Merges an update into the stored object. `status_only` is the `/status`
 /// subresource: only status changes. Otherwise status is kept when the resource has a
 /// status subresource, and the system metadata always is.
-pub fn prepare_update(r: &Resource, old: &Value, new: Value, status_only: bool) -> Result<Value> {
+pub(super) fn prepare_update(
+    r: &Resource,
+    old: &Value,
+    new: Value,
+    status_only: bool,
+) -> Result<Value> {
     let mut new = new;
     if status_only {
         let mut merged = old.clone();
@@ -138,7 +143,7 @@ fn spec_changed(old: &Value, new: &Value) -> bool {
     strip(old) != strip(new)
 }
 
-pub fn invalid(r: &Resource, obj: &Value, causes: Vec<Cause>) -> ApiError {
+pub(super) fn invalid(r: &Resource, obj: &Value, causes: Vec<Cause>) -> ApiError {
     ApiError::Invalid {
         target: crate::status::Target::new(&r.group, &r.plural, object::name(obj)),
         kind: r.kind.clone(),
@@ -147,7 +152,7 @@ pub fn invalid(r: &Resource, obj: &Value, causes: Vec<Cause>) -> ApiError {
 }
 
 /// Validates what every write must satisfy: names, labels, annotations.
-pub fn validate(r: &Resource, obj: &Value) -> Result<()> {
+pub(super) fn validate(r: &Resource, obj: &Value) -> Result<()> {
     let causes = validation::validate_metadata(obj, name_rule(&r.group, &r.plural));
     if causes.is_empty() {
         Ok(())
@@ -157,7 +162,7 @@ pub fn validate(r: &Resource, obj: &Value) -> Result<()> {
 }
 
 /// Whether two stored forms are the same write (a no-op update is not written).
-pub fn same_object(a: &Value, b: &Value) -> bool {
+pub(super) fn same_object(a: &Value, b: &Value) -> bool {
     let strip = |v: &Value| {
         let mut v = v.clone();
         object::metadata_mut(&mut v).remove("resourceVersion");

@@ -21,24 +21,24 @@ use crate::object;
 use crate::status::{ApiError, Cause, Result, Target};
 
 /// The issuer (and default audience) of our tokens, k3s's default.
-pub const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
+pub(super) const ISSUER: &str = "https://kubernetes.default.svc.cluster.local";
 /// Upstream's default token lifetime (TokenRequestSpec defaulting).
-pub const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
+pub(super) const DEFAULT_EXPIRATION_SECONDS: i64 = 3600;
 /// Upstream refuses shorter tokens (authentication validation MinTokenAgeSec).
-pub const MIN_EXPIRATION_SECONDS: i64 = 600;
+pub(super) const MIN_EXPIRATION_SECONDS: i64 = 600;
 /// ... and longer than 2^32 seconds.
-pub const MAX_EXPIRATION_SECONDS: i64 = 1 << 32;
+pub(super) const MAX_EXPIRATION_SECONDS: i64 = 1 << 32;
 
 /// What a TokenRequest asks for, defaulted as upstream defaults it.
 #[derive(Debug, PartialEq)]
-pub struct TokenSpec {
+pub(super) struct TokenSpec {
     pub audiences: Vec<String>,
     pub expiration_seconds: i64,
     pub bound: Option<BoundRef>,
 }
 
 #[derive(Debug, PartialEq)]
-pub struct BoundRef {
+pub(super) struct BoundRef {
     pub api_version: String,
     pub kind: String,
     pub name: String,
@@ -47,7 +47,7 @@ pub struct BoundRef {
 
 /// The request's spec with defaults (audiences: the issuer; lifetime: an hour), or
 /// upstream's validation errors.
-pub fn token_spec(body: &Value) -> Result<TokenSpec> {
+pub(super) fn token_spec(body: &Value) -> Result<TokenSpec> {
     let spec = body.get("spec").cloned().unwrap_or(json!({}));
     let mut audiences: Vec<String> = spec["audiences"]
         .as_array()
@@ -113,7 +113,7 @@ fn reference(o: &Value) -> Value {
 
 /// The JWT claims upstream's service-account token generator writes; `bound` are the
 /// objects the token is bound to, by claim name (`pod`, `secret`, `node`).
-pub fn claims(
+pub(super) fn claims(
     ns: &str,
     sa: &Value,
     bound: &[(&str, Value)],
@@ -139,7 +139,7 @@ pub fn claims(
 }
 
 /// `POST /api/v1/namespaces/{ns}/serviceaccounts/{name}/token`.
-pub async fn create(api: &Arc<Api>, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
+pub(super) async fn create(api: &Arc<Api>, req: &ApiRequest, name: &str) -> Result<Response<Body>> {
     let ns = req.namespace().unwrap_or_default().to_string();
     let body = if crate::protobuf::is_protobuf(&req.content_type) {
         proto::decode(&req.body).map_err(ApiError::BadRequest)?

@@ -106,7 +106,11 @@ fn error_frame(e: &ApiError) -> Bytes {
     ))
 }
 
-pub async fn serve(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Response<Body>> {
+pub(super) async fn serve(
+    api: &Arc<Api>,
+    r: &Resource,
+    req: &ApiRequest,
+) -> Result<Response<Body>> {
     req.accept.require_json()?;
     let q = &req.query;
     let filter = Filter::from_request(r, req)?;

@@ -25,7 +25,7 @@ fn field(pointer: &str) -> String {
 }
 
 /// Problems with a new or updated object of a built-in kind.
-pub fn validate(group: &str, plural: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
+pub(super) fn validate(group: &str, plural: &str, obj: &Value, old: Option<&Value>) -> Vec<Cause> {
     let mut causes = Vec::new();
     if (group, plural) == ("", "pods") {
         pod_spec(obj.get("spec").unwrap_or(&Value::Null), "spec", &mut causes);

@@ -25,7 +25,7 @@ use crate::{json, object};
 /// The stored form of an object. This is the one door into storage for objects, so it
 /// enforces what makes a record readable and storable: upstream's nesting depth and
 /// the storage size limit. A write refused here changes nothing.
-pub fn encode(obj: &Value) -> Result<Bytes> {
+pub(super) fn encode(obj: &Value) -> Result<Bytes> {
     if json::depth(obj) > json::MAX_STORED_DEPTH {
         return Err(ApiError::Unprocessable(format!(
             "the object cannot be stored: {}",
@@ -165,7 +165,11 @@ fn check_body(r: &Resource, req: &ApiRequest, obj: &mut Value) -> Result<()> {
     }
 }
 
-pub async fn create(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Response<Body>> {
+pub(super) async fn create(
+    api: &Arc<Api>,
+    r: &Resource,
+    req: &ApiRequest,
+) -> Result<Response<Body>> {
     // The resourceVersion returned here may be watched from next: start the watch cache
     // first, or its history would begin after this write and the watch be 410 Gone.
     api.cache(r).await?;
@@ -181,7 +185,7 @@ pub async fn create(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Re
 
 /// Creates an object (already decoded and checked against the endpoint). `applied`
 /// means server-side apply already recorded its managed fields.
-pub async fn create_object(
+pub(super) async fn create_object(
     api: &Arc<Api>,
     r: &Resource,
     req: &ApiRequest,
@@ -251,7 +255,7 @@ pub async fn create_object(
 }
 
 /// How an update derives the new object from the stored one.
-pub enum Change<'a> {
+pub(super) enum Change<'a> {
     Replace(Value),
     Patch {
         media: String,
@@ -263,18 +267,18 @@ pub enum Change<'a> {
 }
 
 /// The new object and the client's resourceVersion precondition, from the stored object.
-pub type DeriveFn<'a> = dyn Fn(&Value) -> Result<(Value, Option<String>)> + Send + Sync + 'a;
+pub(super) type DeriveFn<'a> = dyn Fn(&Value) -> Result<(Value, Option<String>)> + Send + Sync + 'a;
 
 /// An endpoint's derivation: the new object from the stored one (with `apiVersion`
 /// set to the endpoint's), and the resourceVersion the client made the write
 /// conditional on.
-pub struct Derive<'a> {
+pub(super) struct Derive<'a> {
     pub derive: Box<DeriveFn<'a>>,
     /// Whether the derivation records managed fields itself (server-side apply does).
     pub tracks_fields: bool,
 }
 
-pub async fn update(
+pub(super) async fn update(
     api: &Arc<Api>,
     r: &Resource,
     req: &ApiRequest,
@@ -293,7 +297,7 @@ pub async fn update(
     object_response(r, req, code, &out)
 }
 
-pub async fn patch(
+pub(super) async fn patch(
     api: &Arc<Api>,
     r: &Resource,
     req: &ApiRequest,
@@ -349,7 +353,7 @@ fn check_identity(r: &Resource, req: &ApiRequest, name: &str, obj: &mut Value) -
 /// Reads the object, derives the new one, and writes it back if nothing changed in
 /// between (deriving it again from the newer object when the caller gave no
 /// resourceVersion precondition). Returns the status code and the object as stored.
-pub async fn read_modify_write(
+pub(super) async fn read_modify_write(
     api: &Arc<Api>,
     r: &Resource,
     req: &ApiRequest,
@@ -476,7 +480,7 @@ pub async fn read_modify_write(
     }
 }
 
-pub const CONFLICT_MESSAGE: &str =
+pub(super) const CONFLICT_MESSAGE: &str =
     "the object has been modified; please apply your changes to the latest version and try again";
 
 /// DeleteOptions from the body or the query.
@@ -530,7 +534,7 @@ fn delete_options(req: &ApiRequest) -> Result<DeleteOptions> {
     })
 }
 
-pub async fn delete(
+pub(super) async fn delete(
     api: &Arc<Api>,
     r: &Resource,
     req: &ApiRequest,
@@ -663,7 +667,7 @@ fn success_status(r: &Resource, obj: &Value) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
 }
 
-pub async fn delete_collection(
+pub(super) async fn delete_collection(
     api: &Arc<Api>,
     r: &Resource,
     req: &ApiRequest,

@@ -104,14 +104,18 @@ fn decode(obj: &Value) -> Result<Vec<ManagedEntry>, String> {
 
 /// The object's entries. Upstream resets managedFields it cannot decode; likewise an
 /// undecodable list yields no entries.
-pub fn read(obj: &Value) -> Vec<ManagedEntry> {
+pub(super) fn read(obj: &Value) -> Vec<ManagedEntry> {
     decode(obj).unwrap_or_default()
 }
 
 /// Upstream's choice for non-apply writes: the live entries on subresources; none when the
 /// request sends `[]` or `[{}]` (a reset); the request's entries when they decode to at
 /// least one; otherwise the live entries.
-pub fn decode_live_or_new(live: &Value, new: &Value, subresource: bool) -> Vec<ManagedEntry> {
+pub(super) fn decode_live_or_new(
+    live: &Value,
+    new: &Value,
+    subresource: bool,
+) -> Vec<ManagedEntry> {
     if subresource {
         return read(live);
     }
@@ -131,7 +135,7 @@ pub fn decode_live_or_new(live: &Value, new: &Value, subresource: bool) -> Vec<M
 
 /// Stores entries (empty ones dropped) in upstream's order: by operation, time, manager,
 /// apiVersion, subresource. No entries removes the key.
-pub fn write(obj: &mut Value, mut entries: Vec<ManagedEntry>) {
+pub(super) fn write(obj: &mut Value, mut entries: Vec<ManagedEntry>) {
     entries.retain(|e| !e.fields.is_empty());
     entries.sort_by(|p, q| {
         (

@@ -88,7 +88,7 @@ fn item_key(
 
 /// The first duplicate item of a map or set list in `v`, as upstream rejects them in an
 /// applied configuration: `.spec.containers: duplicate entries for key [name="web"]`.
-pub fn duplicate(v: &Value, path: &mut Path, schema: &dyn Schema) -> Option<String> {
+pub(super) fn duplicate(v: &Value, path: &mut Path, schema: &dyn Schema) -> Option<String> {
     match v {
         Value::Object(m) => m.iter().find_map(|(k, child)| {
             path.push(PathElement::Field(k.clone()));
@@ -133,7 +133,7 @@ pub fn duplicate(v: &Value, path: &mut Path, schema: &dyn Schema) -> Option<Stri
 
 /// Merges `applied` into `live`: maps merge field by field, map lists by key, set lists
 /// by value (live order kept, new items appended), everything else is replaced.
-pub fn merge(live: &Value, applied: &Value, path: &mut Path, schema: &dyn Schema) -> Value {
+pub(super) fn merge(live: &Value, applied: &Value, path: &mut Path, schema: &dyn Schema) -> Value {
     match (live, applied) {
         (Value::Object(l), Value::Object(a)) if path.is_empty() || !schema.is_atomic_map(path) => {
             let mut out = l.clone();
@@ -249,7 +249,7 @@ fn merge_list(
 }
 
 /// The value at `path`, if present.
-pub fn get<'a>(v: &'a Value, path: &[PathElement]) -> Option<&'a Value> {
+pub(super) fn get<'a>(v: &'a Value, path: &[PathElement]) -> Option<&'a Value> {
     path.iter().try_fold(v, |v, pe| match (pe, v) {
         (PathElement::Field(f), Value::Object(m)) => m.get(f),
         (_, Value::Array(items)) => items
@@ -274,7 +274,7 @@ fn get_mut<'a>(v: &'a mut Value, path: &[PathElement]) -> Option<&'a mut Value> 
 }
 
 /// Removes the field or item at `path`; returns whether it was there.
-pub fn remove(v: &mut Value, path: &[PathElement]) -> bool {
+pub(super) fn remove(v: &mut Value, path: &[PathElement]) -> bool {
     let Some((last, parent)) = path.split_last() else {
         return false;
     };
@@ -331,7 +331,7 @@ pub fn compare(old: &Value, new: &Value, schema: &dyn Schema) -> Comparison {
 /// Removes the fields of `to_remove` from `obj` unless `owned` (everyone's fields after the
 /// apply) holds them or something below them; key fields of a kept item stay, and maps or
 /// lists left empty by a removal go too unless owned.
-pub fn prune(obj: &mut Value, to_remove: &FieldSet, owned: &FieldSet) {
+pub(super) fn prune(obj: &mut Value, to_remove: &FieldSet, owned: &FieldSet) {
     for path in to_remove.iter() {
         if owned.contains(path) || owned.has_descendant(path) || is_key_field(path) {
             continue;
@@ -361,7 +361,7 @@ fn is_key_field(path: &[PathElement]) -> bool {
 }
 
 /// Drops the metadata an applied configuration must not carry into the live object.
-pub fn strip_applied_meta(applied: &mut Value) {
+pub(super) fn strip_applied_meta(applied: &mut Value) {
     if let Some(Value::Object(meta)) = applied.get_mut("metadata") {
         for f in [
             "managedFields",
@@ -377,7 +377,7 @@ pub fn strip_applied_meta(applied: &mut Value) {
 }
 
 /// An object with only the given top-level fields of `v` (used for subresources).
-pub fn only(v: &Value, fields: &[&str]) -> Value {
+pub(super) fn only(v: &Value, fields: &[&str]) -> Value {
     let mut out = Map::new();
     for f in fields {
         if let Some(x) = v.get(*f) {

@@ -12,23 +12,23 @@ use super::wire::{Reader, WireValue};
 use super::ProtobufError;
 
 /// How deep messages may nest (a body is attacker-controlled; recursion must not exhaust the stack).
-pub const MAX_DEPTH: usize = 256;
+pub(super) const MAX_DEPTH: usize = 256;
 
 /// The descriptors, and how deep the decoder currently is.
-pub struct Ctx<'d> {
+pub(super) struct Ctx<'d> {
     d: &'d Descriptors,
     depth: Cell<usize>,
 }
 
 impl<'d> Ctx<'d> {
-    pub fn new(d: &'d Descriptors, depth: usize) -> Ctx<'d> {
+    pub(super) fn new(d: &'d Descriptors, depth: usize) -> Ctx<'d> {
         Ctx {
             d,
             depth: Cell::new(depth),
         }
     }
 
-    pub fn depth(&self) -> usize {
+    pub(super) fn depth(&self) -> usize {
         self.depth.get()
     }
 
@@ -101,7 +101,7 @@ fn bytes<'a>(v: WireValue<'a>, path: &str, what: &str) -> Result<&'a [u8], Proto
 }
 
 /// Decodes message `msg`; `None` when its JSON form is absent (a zero Time, an empty RawExtension).
-pub fn message(
+pub(super) fn message(
     d: &Ctx<'_>,
     msg: &str,
     buf: &[u8],
@@ -114,7 +114,7 @@ pub fn message(
 }
 
 /// Decodes a plain message into a JSON object.
-pub fn object(
+pub(super) fn object(
     d: &Ctx<'_>,
     msg: &str,
     buf: &[u8],

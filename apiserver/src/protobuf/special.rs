@@ -4,18 +4,18 @@
 use serde_json::Value;
 
 /// Messages handled here, by full name.
-pub const QUANTITY: &str = "apimachinery.pkg.api.resource.Quantity";
-pub const INT_OR_STRING: &str = "apimachinery.pkg.util.intstr.IntOrString";
-pub const TIME: &str = "apimachinery.pkg.apis.meta.v1.Time";
-pub const MICRO_TIME: &str = "apimachinery.pkg.apis.meta.v1.MicroTime";
-pub const DURATION: &str = "apimachinery.pkg.apis.meta.v1.Duration";
-pub const FIELDS_V1: &str = "apimachinery.pkg.apis.meta.v1.FieldsV1";
-pub const RAW_EXTENSION: &str = "apimachinery.pkg.runtime.RawExtension";
+pub(super) const QUANTITY: &str = "apimachinery.pkg.api.resource.Quantity";
+pub(super) const INT_OR_STRING: &str = "apimachinery.pkg.util.intstr.IntOrString";
+pub(super) const TIME: &str = "apimachinery.pkg.apis.meta.v1.Time";
+pub(super) const MICRO_TIME: &str = "apimachinery.pkg.apis.meta.v1.MicroTime";
+pub(super) const DURATION: &str = "apimachinery.pkg.apis.meta.v1.Duration";
+pub(super) const FIELDS_V1: &str = "apimachinery.pkg.apis.meta.v1.FieldsV1";
+pub(super) const RAW_EXTENSION: &str = "apimachinery.pkg.runtime.RawExtension";
 const APIEXT: &str = "apiextensions_apiserver.pkg.apis.apiextensions.v1.";
 
 /// Which special form a message has, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Special {
+pub(super) enum Special {
     Quantity,
     IntOrString,
     Time,
@@ -32,7 +32,7 @@ pub enum Special {
 }
 
 impl Special {
-    pub fn of(message: &str) -> Option<Special> {
+    pub(super) fn of(message: &str) -> Option<Special> {
         Some(match message {
             QUANTITY => Special::Quantity,
             INT_OR_STRING => Special::IntOrString,
@@ -53,7 +53,7 @@ impl Special {
 
 impl Special {
     /// Whether `tag` is one of this message's fields (others are skipped as unknown).
-    pub fn has_field(self, tag: u32) -> bool {
+    pub(super) fn has_field(self, tag: u32) -> bool {
         match self {
             Special::Quantity | Special::Duration | Special::RawJson => tag == 1,
             Special::IntOrString => (1..=3).contains(&tag),
@@ -63,7 +63,7 @@ impl Special {
 }
 
 /// RFC 3339 in UTC, as metav1.Time (`micros: false`, whole seconds) or MicroTime (6 digits).
-pub fn rfc3339(seconds: i64, nanos: i32, micros: bool) -> String {
+pub(super) fn rfc3339(seconds: i64, nanos: i32, micros: bool) -> String {
     let whole = crate::object::rfc3339(seconds);
     if !micros {
         return whole;
@@ -88,7 +88,7 @@ fn decimal(v: u64, prec: u32) -> String {
 }
 
 /// A nanosecond count the way Go's `time.Duration.String` prints it: `1h2m3.5s`, `300ms`, `0s`.
-pub fn go_duration(nanos: i64) -> String {
+pub(super) fn go_duration(nanos: i64) -> String {
     let sign = if nanos < 0 { "-" } else { "" };
     let u = nanos.unsigned_abs();
     let body = if u == 0 {
@@ -112,7 +112,7 @@ pub fn go_duration(nanos: i64) -> String {
 }
 
 /// A proto double as JSON: whole numbers as integers (as Go's encoder prints them).
-pub fn double(f: f64) -> Option<Value> {
+pub(super) fn double(f: f64) -> Option<Value> {
     if f.is_finite() && f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
         Some(Value::from(f as i64))
     } else {

@@ -14,7 +14,7 @@ use apiserver::storage::{Error, Event, EventKind, ListOptions, Storage, WatchStr
 type Store = Arc<dyn Storage>;
 
 /// Runs every check, each under a fresh prefix.
-pub async fn run_all(store: Store) {
+pub(crate) async fn run_all(store: Store) {
     let base = format!("/suite-{}", uuid::Uuid::new_v4().simple());
     crud_and_cas(&store, &format!("{base}/crud/")).await;
     revisions_increase(&store, &format!("{base}/revs/")).await;
@@ -31,7 +31,7 @@ fn b(s: &str) -> Bytes {
 }
 
 /// The next event of a watch, failing the test after 10 s.
-pub async fn next_event(stream: &mut WatchStream) -> Event {
+pub(crate) async fn next_event(stream: &mut WatchStream) -> Event {
     match tokio::time::timeout(Duration::from_secs(10), stream.next()).await {
         Ok(Some(Ok(event))) => event,
         Ok(Some(Err(e))) => panic!("watch failed: {e}"),
@@ -41,7 +41,7 @@ pub async fn next_event(stream: &mut WatchStream) -> Event {
 }
 
 /// Create, update, delete with and without compare-and-swap, and their failures.
-pub async fn crud_and_cas(store: &Store, p: &str) {
+pub(crate) async fn crud_and_cas(store: &Store, p: &str) {
     let key = format!("{p}k");
     let r1 = store.create(&key, b("v1")).await.expect("create");
     let kv = store
@@ -127,7 +127,7 @@ pub async fn crud_and_cas(store: &Store, p: &str) {
 }
 
 /// Every write gets a strictly greater revision, which is the key's mod_revision.
-pub async fn revisions_increase(store: &Store, p: &str) {
+pub(crate) async fn revisions_increase(store: &Store, p: &str) {
     let mut last = store.current_revision().await.unwrap();
     for i in 0..10 {
         let key = format!("{p}{i}");
@@ -142,7 +142,7 @@ pub async fn revisions_increase(store: &Store, p: &str) {
 }
 
 /// Prefix listing in key order, without sibling prefixes, paginated.
-pub async fn list_prefix_and_pages(store: &Store, p: &str) {
+pub(crate) async fn list_prefix_and_pages(store: &Store, p: &str) {
     for key in ["a/b/2", "a/b/1", "a/bc/1", "a/b/3", "a/b/5", "a/b/4", "a/a"] {
         store.create(&format!("{p}{key}"), b(key)).await.unwrap();
     }
@@ -207,7 +207,7 @@ pub async fn list_prefix_and_pages(store: &Store, p: &str) {
 }
 
 /// A list at a past revision shows the state of then, pagination included.
-pub async fn list_at_past_revision(store: &Store, p: &str) {
+pub(crate) async fn list_at_past_revision(store: &Store, p: &str) {
     let x = format!("{p}x");
     let y = format!("{p}y");
     let rx = store.create(&x, b("x1")).await.unwrap();
@@ -266,7 +266,7 @@ pub async fn list_at_past_revision(store: &Store, p: &str) {
 
 /// A watch replays exactly the events after its revision, with previous values, then
 /// continues live; events of other prefixes are not delivered.
-pub async fn watch_replay_then_live(store: &Store, p: &str) {
+pub(crate) async fn watch_replay_then_live(store: &Store, p: &str) {
     let start = store.current_revision().await.unwrap();
     let a = format!("{p}w/a");
     let r1 = store.create(&a, b("1")).await.unwrap();
@@ -323,7 +323,7 @@ pub async fn watch_replay_then_live(store: &Store, p: &str) {
 }
 
 /// Two watchers both see every one of many concurrent writes, in revision order.
-pub async fn concurrent_watchers(store: &Store, p: &str) {
+pub(crate) async fn concurrent_watchers(store: &Store, p: &str) {
     let start = store.current_revision().await.unwrap();
     let mut w1 = store.watch(p, start).await.unwrap();
     let mut w2 = store.watch(p, start).await.unwrap();
@@ -355,7 +355,7 @@ pub async fn concurrent_watchers(store: &Store, p: &str) {
 }
 
 /// Eight tasks race a compare-and-swap on one key: exactly one wins each round.
-pub async fn concurrent_cas(store: &Store, p: &str) {
+pub(crate) async fn concurrent_cas(store: &Store, p: &str) {
     let key = format!("{p}contended");
     let mut rev = store.create(&key, b("0")).await.unwrap();
     for round in 0..10 {
@@ -382,7 +382,7 @@ pub async fn concurrent_cas(store: &Store, p: &str) {
 }
 
 /// After compaction, older watches and reads fail with `Compacted`; newer ones work.
-pub async fn compaction(store: &Store, p: &str) {
+pub(crate) async fn compaction(store: &Store, p: &str) {
     let mut revs = Vec::new();
     for i in 0..5 {
         revs.push(store.create(&format!("{p}{i}"), b("x")).await.unwrap());

@@ -11,7 +11,7 @@ use crate::protobuf::wire::{Reader, WireValue};
 use crate::protobuf::MAGIC;
 
 /// Why a body was refused (for a 400).
-pub type Error = String;
+pub(super) type Error = String;
 
 fn text(v: WireValue<'_>, at: &str) -> Result<String, Error> {
     match v {
@@ -52,7 +52,7 @@ fn fields<'a>(
 }
 
 /// The JSON form of a protobuf TokenRequest body (magic + runtime.Unknown envelope).
-pub fn decode(body: &[u8]) -> Result<Value, Error> {
+pub(super) fn decode(body: &[u8]) -> Result<Value, Error> {
     let rest = body
         .strip_prefix(&MAGIC)
         .ok_or("protobuf body does not start with the k8s\\0 magic bytes")?;

@@ -18,7 +18,7 @@ use super::ISSUER;
 use crate::status::ApiError;
 
 /// Clock skew tolerated on `exp` and `nbf` (go-jose's default leeway, which upstream uses).
-pub const LEEWAY_SECONDS: i64 = 60;
+pub(super) const LEEWAY_SECONDS: i64 = 60;
 
 const KEY_FILE: &str = "service-account.key";
 const PUBLIC_KEY_FILE: &str = "service-account.pub";
