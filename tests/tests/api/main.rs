@@ -1,8 +1,7 @@
 //! Integration tests: the apiserver in-process on a free port, driven by kube-rs as a
 //! controller or a user's program would drive it.
 
-#[path = "../common/mod.rs"]
-mod common;
+use kybern_testkit as common;
 
 mod apply;
 mod crds;

@@ -2,8 +2,7 @@
 //! the loops running against it over HTTPS with its admin.kubeconfig, as in
 //! `kybern server`.
 
-#[path = "../common/mod.rs"]
-mod common;
+use kybern_testkit as common;
 
 mod cli;
 mod gc;

@@ -2,8 +2,7 @@
 //! release lifecycle of `helm create`'s chart and of a chart using CRDs, a StatefulSet,
 //! RBAC, a config checksum and a hook (tests/charts/stateful).
 
-#[path = "../common/mod.rs"]
-mod common;
+use kybern_testkit as common;
 
 mod binary;
 mod releases;

@@ -1,8 +1,7 @@
 //! End-to-end tests: the real `kybern server` binary as a child process, driven by the
 //! real kubectl exactly as a user would, with manifests from files.
 
-#[path = "../common/mod.rs"]
-mod common;
+use kybern_testkit as common;
 
 mod apply;
 mod create;

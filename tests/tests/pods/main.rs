@@ -3,8 +3,7 @@
 //! the real kubectl. Traffic to pods only ever comes from a network namespace the test
 //! created on that bridge.
 
-#[path = "../common/mod.rs"]
-mod common;
+use kybern_testkit as common;
 
 mod lifecycle;
 mod network;
