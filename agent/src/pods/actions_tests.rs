@@ -299,6 +299,13 @@ fn a_deleting_pod_kills_what_runs_and_starts_nothing() {
         assert!(got.terminate, "{name}: terminates");
         assert_eq!(got.init, r.want_init, "{name}: init containers");
         assert_eq!(got.app, r.want_app, "{name}: containers");
+        let kills: Vec<(bool, usize)> = (r.want_init.iter().enumerate())
+            .map(|(i, a)| ((true, i), a))
+            .chain(r.want_app.iter().enumerate().map(|(i, a)| ((false, i), a)))
+            .filter(|(_, a)| matches!(a, Kill(_)))
+            .map(|(k, _)| k)
+            .collect();
+        assert_eq!(got.kills(), kills, "{name}: the containers to kill");
     }
 }
 

@@ -129,6 +129,18 @@ impl Harness {
             .unwrap_or_else(|_| panic!("never saw {what}; sent: {:#?}", self.sink.sent()));
     }
 
+    /// Waits until `done` holds, checking whenever the worker's tasks have had their turn.
+    async fn wait_until(&self, what: &str, done: impl Fn() -> bool) {
+        let polled = async {
+            while !done() {
+                tokio::task::yield_now().await;
+            }
+        };
+        tokio::time::timeout(Duration::from_secs(30), polled)
+            .await
+            .unwrap_or_else(|_| panic!("never saw {what}"));
+    }
+
     async fn wait_for_event(&self, reason: &str) {
         self.wait_for(reason, |sent| {
             sent.iter()
@@ -200,9 +212,15 @@ async fn a_pod_whose_container_exits_0_with_restart_policy_never_reports_succeed
     assert_eq!(terminated(&status), (0, Some("Completed".into())));
     assert_eq!(
         h.creates(),
-        vec![id],
+        vec![id.clone()],
         "a succeeded container is not restarted"
     );
+    // A finished pod gives back its address; its exited container stays for its logs.
+    h.wait_until("the sandbox released", || {
+        h.net.calls().contains(&NetCall::Teardown(UID.into()))
+    })
+    .await;
+    assert!(h.rt.calls().iter().all(|c| *c != Call::Delete(id.clone())));
     let sent = h.sink.sent();
     assert!(
         sent.iter()
