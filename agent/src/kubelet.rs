@@ -98,6 +98,10 @@ pub async fn run(
         tracing::warn!(error = %e, "reporting the node ready; the heartbeat retries");
     }
     tracing::info!(node = %config.node_name, %cidr, "node ready");
+    let sink = Arc::new(pods::status::ApiStatusSink::new(
+        client.clone(),
+        &config.node_name,
+    ));
     let ctx = Arc::new(PodContext {
         client: client.clone(),
         node_name: config.node_name.clone(),
@@ -114,6 +118,7 @@ pub async fn run(
         cgroup_parent: "/kybern".into(),
         backoff: config.backoff,
         static_pods_dir: config.static_pods_dir.clone(),
+        sink,
     });
     pods::run(ctx).await?;
     Ok(())

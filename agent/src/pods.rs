@@ -2,6 +2,11 @@
 //! and reports its status, as the kubelet's pod workers do. The manager watches the pods
 //! bound to this node, hands each worker its pod as it changes, and after a restart adopts
 //! the containers that kept running and removes what belongs to pods that are gone.
+//!
+//! Along the kubelet's seams: [`worker`] is the per-pod loop; [`actions`] decides what a
+//! pass does (computePodActions, pure); `containers` starts, stops and removes containers
+//! and keeps their termination record; [`image_manager`] applies pull policies; [`status`]
+//! is the only way to the API for status, events and the final pod removal.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
@@ -20,13 +25,19 @@ use crate::network::Network;
 use crate::runtime::{ContainerSummary, Runtime};
 use crate::volumes::VolumeHost;
 
+pub mod actions;
 pub mod backoff;
 pub mod config;
+mod containers;
 pub mod events;
 pub mod files;
+pub mod image_manager;
 pub mod probes;
+mod slot;
 pub mod state;
 pub mod static_pods;
+pub mod status;
+pub mod wake;
 pub(crate) mod worker;
 
 pub use backoff::BackoffConfig;
@@ -57,6 +68,8 @@ pub struct PodContext {
     pub backoff: BackoffConfig,
     /// The folder of static pod manifests (the kubelet's staticPodPath), if any.
     pub static_pods_dir: Option<PathBuf>,
+    /// Where status writes, events and pod removals go (the apiserver, or a test's recorder).
+    pub sink: Arc<dyn status::StatusSink>,
 }
 
 impl PodContext {
@@ -141,9 +154,7 @@ pub async fn run(ctx: Arc<PodContext>) -> Result<(), Error> {
                         .flat_map(|u| adoptable.remove(u).unwrap_or_default())
                         .collect();
                     let ctx = ctx.clone();
-                    tokio::spawn(
-                        async move { worker::remove_orphans(&ctx, leftovers, &seen).await },
-                    );
+                    tokio::spawn(async move { remove_orphans(&ctx, leftovers, &seen).await });
                 }
             }
         }
@@ -226,6 +237,44 @@ fn differs_for_the_worker(old: &Pod, new: &Pod) -> bool {
         || a.annotations != b.annotations
         || a.deletion_timestamp != b.deletion_timestamp
         || a.deletion_grace_period_seconds != b.deletion_grace_period_seconds
+}
+
+/// Removes what belongs to pods that no longer exist: containers, sandboxes, volumes.
+async fn remove_orphans(
+    ctx: &PodContext,
+    containers: Vec<ContainerSummary>,
+    live: &BTreeSet<String>,
+) {
+    for c in containers {
+        tracing::info!(container = %c.id, "removing a container of a pod that is gone");
+        let _ = ctx.runtime.kill(&c.id, 9).await;
+        let _ =
+            tokio::time::timeout(std::time::Duration::from_secs(10), ctx.runtime.wait(&c.id)).await;
+        containers::remove_container(ctx, &c.id).await;
+    }
+    match ctx.network.sandboxes().await {
+        Ok(uids) => {
+            for uid in uids.into_iter().filter(|u| !live.contains(u)) {
+                tracing::info!(pod = %uid, "removing the sandbox of a pod that is gone");
+                if let Err(e) = ctx.network.teardown(&uid).await {
+                    tracing::warn!(pod = %uid, error = %e, "removing a leftover sandbox");
+                }
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "listing sandboxes"),
+    }
+    if let Ok(dirs) = std::fs::read_dir(&ctx.volumes.pods_dir) {
+        for uid in dirs
+            .flatten()
+            .map(|d| d.file_name().to_string_lossy().into_owned())
+        {
+            if !live.contains(&uid) {
+                if let Err(e) = crate::volumes::teardown(&ctx.volumes.pods_dir, &uid).await {
+                    tracing::warn!(pod = %uid, error = %e, "removing leftover volumes");
+                }
+            }
+        }
+    }
 }
 
 /// Containers by the pod UID label; containers without one are not ours to judge.

@@ -44,6 +44,15 @@ impl Backoff {
         }
     }
 
+    /// How long until a retry may happen, while in back-off; `None` when [`Backoff::attempt`]
+    /// would allow it now. Looks only, records nothing.
+    pub fn pending(&self, now: Instant) -> Option<Duration> {
+        match self.entry {
+            Some((delay, since)) if now < since + delay => Some(since + delay - now),
+            _ => None,
+        }
+    }
+
     /// The delay that is (or was last) running, for messages ("back-off 20s ...").
     pub fn delay(&self) -> Option<Duration> {
         self.entry.map(|(d, _)| d)
@@ -103,6 +112,30 @@ mod tests {
             now += b.delay().unwrap();
         }
         assert_eq!(delays, vec![20, 40, 80, 160, 300, 300, 300]);
+    }
+
+    #[test]
+    fn pending_says_what_attempt_would_refuse_without_recording_it() {
+        let config = BackoffConfig::default();
+        let mut b = Backoff::default();
+        let t0 = Instant::now();
+        assert_eq!(
+            b.pending(t0),
+            None,
+            "nothing to wait for before the first retry"
+        );
+        b.attempt(&config, t0).unwrap();
+        let t1 = t0 + Duration::from_secs(4);
+        assert_eq!(b.pending(t1), Some(Duration::from_secs(6)));
+        assert_eq!(
+            b.pending(t1),
+            Some(Duration::from_secs(6)),
+            "looking records nothing"
+        );
+        assert_eq!(b.attempt(&config, t1), Err(Duration::from_secs(6)));
+        let t2 = t0 + Duration::from_secs(10);
+        assert_eq!(b.pending(t2), None);
+        assert_eq!(b.attempt(&config, t2), Ok(()));
     }
 
     #[test]

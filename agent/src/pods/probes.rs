@@ -13,7 +13,7 @@ use crate::probe::{self, ProbeHandle, ProbeKind, Target};
 use crate::runtime::Runtime;
 
 use super::state::Record;
-use super::worker::Wake;
+use super::wake::Wake;
 
 struct Running {
     kind: ProbeKind,

@@ -82,6 +82,16 @@ impl Record {
         matches!(self.state, State::Running { .. })
     }
 
+    /// How its last run ended: the terminated state, or the run a waiting state
+    /// (CrashLoopBackOff, a config error) follows.
+    pub fn ended(&self) -> Option<&Terminated> {
+        match &self.state {
+            State::Terminated(t) => Some(t),
+            State::Waiting { .. } => self.last.as_ref(),
+            State::Running { .. } => None,
+        }
+    }
+
     pub fn succeeded(&self) -> bool {
         matches!(&self.state, State::Terminated(t) if t.exit_code == 0)
     }
