@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 pub struct Kubectl {
     pub kubeconfig: PathBuf,
     pub(crate) cache_dir: PathBuf,
+    /// The namespace commands run in (kubectl's `-n`), when not the kubeconfig's.
+    pub(crate) namespace: Option<String>,
 }
 
 impl Kubectl {
@@ -25,6 +27,9 @@ impl Kubectl {
             .arg(&self.kubeconfig)
             .arg("--cache-dir")
             .arg(&self.cache_dir);
+        if let Some(ns) = &self.namespace {
+            cmd.args(["-n", ns]);
+        }
         cmd
     }
 

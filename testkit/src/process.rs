@@ -140,6 +140,7 @@ impl Binary {
         Kubectl {
             kubeconfig: self.kubeconfig.clone(),
             cache_dir: self.data_dir.join("kubectl-cache"),
+            namespace: None,
         }
     }
 }
