@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 use async_trait::async_trait;
 
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod ipam;
 pub mod linux;

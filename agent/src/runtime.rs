@@ -12,6 +12,7 @@ pub use crate::images::ImageConfig;
 
 pub mod containerd;
 pub mod daemon;
+#[cfg(any(test, feature = "test-util"))]
 pub mod fake;
 pub mod spec;
 
