@@ -19,8 +19,10 @@ pub mod podcontrol;
 pub mod replicaset;
 pub mod runtime;
 pub mod scheduler;
+pub mod scheduling;
 pub mod serviceaccount;
 pub mod statefulset;
+pub mod testing;
 
 use std::sync::Arc;
 

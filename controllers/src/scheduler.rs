@@ -9,14 +9,12 @@ pub mod cache;
 pub mod config;
 pub mod filters;
 pub mod framework;
-pub mod labels;
 pub mod objects;
 pub mod preemption;
 pub mod queue;
 pub mod resources;
 pub mod schedule_one;
 pub mod scores;
-pub mod testing;
 
 mod informers;
 

@@ -8,8 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use controllers::scheduler::config::SchedulerConfig;
-use controllers::scheduler::testing::{NodeFixture, PodFixture};
 use controllers::scheduler::Scheduler;
+use controllers::testing::{NodeFixture, PodFixture};
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::ListParams;
 use kube::Api;

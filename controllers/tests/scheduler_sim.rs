@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use agent::simulate::SimConfig;
 use controllers::scheduler::config::SchedulerConfig;
-use controllers::scheduler::testing::PodFixture;
 use controllers::scheduler::Scheduler;
+use controllers::testing::PodFixture;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use controllers::scheduler::config::SchedulerConfig;
-use controllers::scheduler::testing::{NodeFixture, PodFixture};
 use controllers::scheduler::Scheduler;
+use controllers::testing::{NodeFixture, PodFixture};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::watcher::{self, Event};

@@ -59,17 +59,6 @@ pub struct Pod {
     pub status: Option<PodStatus>,
 }
 
-impl Pod {
-    /// The lean view of a full API pod (for callers outside the scheduler that share its
-    /// filters, such as the DaemonSet controller).
-    pub fn from_api(pod: &k8s_openapi::api::core::v1::Pod) -> Pod {
-        serde_json::to_value(pod)
-            .ok()
-            .and_then(|v| serde_json::from_value(v).ok())
-            .unwrap_or_default()
-    }
-}
-
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodSpec {

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::cache::{Cache, Pdb, PodInfo};
 use super::framework::{fit_error_message, run_filters, Code, CycleState, Status};
-use super::labels::selector_matches;
+use crate::scheduling::selector_matches;
 
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
 pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
@@ -200,7 +200,7 @@ mod tests {
     use crate::scheduler::config::SchedulerConfig;
     use crate::scheduler::filters::test_support::{cluster, state};
     use crate::scheduler::schedule_one::schedule;
-    use crate::scheduler::testing::{NodeFixture, PodFixture};
+    use crate::testing::{NodeFixture, PodFixture};
 
     fn run(cache: &Cache, pod: Pod) -> Result<(String, Vec<String>), String> {
         let st = state(pod, cache);

@@ -331,7 +331,7 @@ mod tests {
 
     use super::*;
     use crate::scheduler::framework::{event, plugin};
-    use crate::scheduler::testing::PodFixture;
+    use crate::testing::PodFixture;
 
     fn info(pod: Pod) -> Arc<PodInfo> {
         Arc::new(PodInfo::new(Arc::new(pod.into())))

@@ -102,7 +102,7 @@ mod tests {
 
     use super::*;
     use crate::scheduler::filters::test_support::{cluster, state};
-    use crate::scheduler::testing::{NodeFixture, PodFixture};
+    use crate::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn ties_are_broken_at_random_among_the_best() {

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::PodAffinityTerm;
 
 use crate::scheduler::cache::{Cache, NodeInfo, PodInfo};
 use crate::scheduler::framework::{CycleState, FilterResult, Status};
-use crate::scheduler::labels::{selector_matches, Labels};
+use crate::scheduling::{selector_matches, Labels};
 
 pub const AFFINITY: &str = "node(s) didn't match pod affinity rules";
 pub const ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
@@ -188,7 +188,7 @@ mod tests {
 
     use super::*;
     use crate::scheduler::filters::test_support::{check, cluster};
-    use crate::scheduler::testing::{NodeFixture, PodFixture};
+    use crate::testing::{NodeFixture, PodFixture};
 
     const ZONE: &str = "topology.kubernetes.io/zone";
     const HOST: &str = "kubernetes.io/hostname";

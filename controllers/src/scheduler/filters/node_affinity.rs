@@ -6,32 +6,20 @@ use crate::scheduler::objects::PodSpec;
 
 use crate::scheduler::cache::NodeInfo;
 use crate::scheduler::framework::{CycleState, FilterResult, Status};
-use crate::scheduler::labels::{node_term_matches, Labels};
+use crate::scheduling::{node_selector_and_affinity_match, Labels};
 
 pub const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
 
 /// Whether the node satisfies the pod's nodeSelector and required node affinity.
 pub fn required_matches(spec: Option<&PodSpec>, labels: &Labels, node_name: &str) -> bool {
-    let Some(spec) = spec else { return true };
-    let selector_ok = spec
-        .node_selector
-        .iter()
-        .flatten()
-        .all(|(k, v)| labels.get(k) == Some(v));
-    let required = spec
-        .affinity
-        .as_ref()
-        .and_then(|a| a.node_affinity.as_ref())
-        .and_then(|n| {
-            n.required_during_scheduling_ignored_during_execution
-                .as_ref()
-        });
-    selector_ok
-        && required.is_none_or(|r| {
-            r.node_selector_terms
-                .iter()
-                .any(|t| node_term_matches(t, labels, node_name))
-        })
+    spec.is_none_or(|s| {
+        node_selector_and_affinity_match(
+            s.node_selector.as_ref(),
+            s.affinity.as_deref(),
+            labels,
+            node_name,
+        )
+    })
 }
 
 pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
@@ -48,7 +36,7 @@ mod tests {
 
     use super::*;
     use crate::scheduler::filters::test_support::{check, cluster};
-    use crate::scheduler::testing::{NodeFixture, PodFixture};
+    use crate::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn node_selector_and_required_affinity_filter_nodes() {

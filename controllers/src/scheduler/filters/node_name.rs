@@ -24,7 +24,7 @@ mod tests {
 
     use super::*;
     use crate::scheduler::filters::test_support::{check, cluster};
-    use crate::scheduler::testing::{NodeFixture, PodFixture};
+    use crate::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn a_named_node_is_the_only_fit() {

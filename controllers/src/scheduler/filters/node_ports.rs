@@ -25,7 +25,7 @@ mod tests {
 
     use super::*;
     use crate::scheduler::filters::test_support::{check, cluster};
-    use crate::scheduler::testing::{NodeFixture, PodFixture};
+    use crate::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn host_ports_conflict_by_protocol_ip_and_port() {

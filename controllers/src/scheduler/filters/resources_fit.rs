@@ -55,7 +55,7 @@ mod tests {
 
     use super::*;
     use crate::scheduler::filters::test_support::cluster;
-    use crate::scheduler::testing::{NodeFixture, PodFixture};
+    use crate::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn requests_must_fit_in_what_is_left() {

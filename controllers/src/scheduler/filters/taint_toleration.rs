@@ -47,7 +47,7 @@ mod tests {
 
     use super::*;
     use crate::scheduler::filters::test_support::{check, cluster};
-    use crate::scheduler::testing::{NodeFixture, PodFixture};
+    use crate::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn hard_taints_need_tolerations_and_not_ready_nodes_are_tainted() {

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 use crate::scheduler::cache::{NodeInfo, PodInfo};
 use crate::scheduler::filters::node_affinity::required_matches;
 use crate::scheduler::framework::{CycleState, FilterResult, Status};
-use crate::scheduler::labels::selector_matches;
+use crate::scheduling::selector_matches;
 
 pub const REASON: &str = "node(s) didn't match pod topology spread constraints";
 pub const MISSING_LABEL: &str =
@@ -143,7 +143,7 @@ mod tests {
 
     use super::*;
     use crate::scheduler::filters::test_support::{check, cluster};
-    use crate::scheduler::testing::{NodeFixture, PodFixture};
+    use crate::testing::{NodeFixture, PodFixture};
 
     const ZONE: &str = "topology.kubernetes.io/zone";
 

@@ -46,7 +46,7 @@ mod tests {
     use super::*;
     use crate::scheduler::filters::test_support::cluster;
     use crate::scheduler::scores::test_support::scores;
-    use crate::scheduler::testing::{NodeFixture, PodFixture};
+    use crate::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn nodes_with_the_image_score_by_size_and_spread() {

@@ -3,7 +3,7 @@
 
 use crate::scheduler::cache::NodeInfo;
 use crate::scheduler::framework::CycleState;
-use crate::scheduler::labels::node_term_matches;
+use crate::scheduling::node_term_matches;
 
 pub fn score(state: &CycleState, nodes: &[&NodeInfo]) -> Vec<i64> {
     let preferred = state
@@ -38,7 +38,7 @@ mod tests {
     use super::*;
     use crate::scheduler::filters::test_support::cluster;
     use crate::scheduler::scores::test_support::scores;
-    use crate::scheduler::testing::{NodeFixture, PodFixture};
+    use crate::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn preferred_terms_add_their_weights() {

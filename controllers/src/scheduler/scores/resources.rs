@@ -62,7 +62,7 @@ mod tests {
     use super::*;
     use crate::scheduler::filters::test_support::cluster;
     use crate::scheduler::scores::test_support::scores;
-    use crate::scheduler::testing::{NodeFixture, PodFixture};
+    use crate::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn least_and_most_allocated_and_balanced_scores() {

@@ -39,7 +39,7 @@ mod tests {
     use super::*;
     use crate::scheduler::filters::test_support::cluster;
     use crate::scheduler::scores::test_support::scores;
-    use crate::scheduler::testing::{NodeFixture, PodFixture};
+    use crate::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn prefer_no_schedule_taints_lower_the_score() {

@@ -56,7 +56,7 @@ mod tests {
     use super::*;
     use crate::scheduler::filters::test_support::cluster;
     use crate::scheduler::scores::test_support::scores;
-    use crate::scheduler::testing::{NodeFixture, PodFixture};
+    use crate::testing::{NodeFixture, PodFixture};
 
     const ZONE: &str = "topology.kubernetes.io/zone";
 

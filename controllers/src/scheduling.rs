@@ -1,9 +1,16 @@
-//! Label selectors (metav1.LabelSelector) and node selector terms (v1.NodeSelectorTerm),
-//! evaluated against label maps.
+//! Scheduling predicates that the scheduler (crate `kybern-scheduler`) and the loops
+//! that must agree with it (DaemonSet placement, node lifecycle's NoExecute eviction)
+//! share, as upstream's scheduler and controllers share
+//! `k8s.io/component-helpers/scheduling/corev1` and apimachinery's label selectors:
+//! label selectors (metav1.LabelSelector) and node selector terms (v1.NodeSelectorTerm)
+//! evaluated against label maps, a pod's nodeSelector and required node affinity, and
+//! taint toleration.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::core::v1::{NodeSelectorRequirement, NodeSelectorTerm};
+use k8s_openapi::api::core::v1::{
+    Affinity, NodeSelectorRequirement, NodeSelectorTerm, Taint, Toleration,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 pub type Labels = BTreeMap<String, String>;
@@ -72,6 +79,77 @@ pub fn node_term_matches(term: &NodeSelectorTerm, labels: &Labels, node_name: &s
         && fields
             .iter()
             .all(|r| r.key == "metadata.name" && requirement_matches(r, Some(&name)))
+}
+
+/// Whether a node with `labels` satisfies a pod's spec.nodeSelector (every pair) and its
+/// required node affinity (terms ORed): upstream `GetRequiredNodeAffinity(pod).Match`.
+pub fn node_selector_and_affinity_match(
+    node_selector: Option<&BTreeMap<String, String>>,
+    affinity: Option<&Affinity>,
+    labels: &Labels,
+    node_name: &str,
+) -> bool {
+    let selector_ok = node_selector
+        .into_iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let required = affinity
+        .and_then(|a| a.node_affinity.as_ref())
+        .and_then(|n| {
+            n.required_during_scheduling_ignored_during_execution
+                .as_ref()
+        });
+    selector_ok
+        && required.is_none_or(|r| {
+            r.node_selector_terms
+                .iter()
+                .any(|t| node_term_matches(t, labels, node_name))
+        })
+}
+
+/// [`node_selector_and_affinity_match`] for a full API pod (a pod without a spec
+/// matches every node).
+pub fn pod_matches_node(
+    pod: &k8s_openapi::api::core::v1::Pod,
+    labels: &Labels,
+    node_name: &str,
+) -> bool {
+    pod.spec.as_ref().is_none_or(|s| {
+        node_selector_and_affinity_match(
+            s.node_selector.as_ref(),
+            s.affinity.as_ref(),
+            labels,
+            node_name,
+        )
+    })
+}
+
+/// Upstream `Toleration.ToleratesTaint`.
+pub fn tolerates(t: &Toleration, taint: &Taint) -> bool {
+    if t.effect
+        .as_deref()
+        .is_some_and(|e| !e.is_empty() && e != taint.effect)
+    {
+        return false;
+    }
+    let key = t.key.as_deref().unwrap_or("");
+    if !key.is_empty() && key != taint.key {
+        return false;
+    }
+    match t.operator.as_deref().unwrap_or("Equal") {
+        "Exists" => true,
+        "Equal" | "" => {
+            // An empty key is only valid with Exists.
+            !key.is_empty()
+                && t.value.as_deref().unwrap_or("") == taint.value.as_deref().unwrap_or("")
+        }
+        _ => false,
+    }
+}
+
+/// Whether any of `tolerations` tolerates `taint` (upstream `TolerationsTolerateTaint`).
+pub fn tolerated(tolerations: &[Toleration], taint: &Taint) -> bool {
+    tolerations.iter().any(|t| tolerates(t, taint))
 }
 
 #[cfg(test)]
