@@ -1,8 +1,8 @@
 //! NodeResourcesFit: the pod's requests must fit in allocatable minus what pods on the
 //! node (bound or assumed) already request; one reason per short resource.
 
-use crate::scheduler::cache::{NodeInfo, PodInfo};
-use crate::scheduler::framework::{Code, FilterResult, Status};
+use crate::cache::{NodeInfo, PodInfo};
+use crate::framework::{Code, FilterResult, Status};
 
 /// Every resource the pod does not fit, as upstream's reasons ("Too many pods",
 /// "Insufficient cpu", "Insufficient example.com/gpu").
@@ -54,8 +54,8 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::scheduler::filters::test_support::cluster;
-    use crate::testing::{NodeFixture, PodFixture};
+    use crate::filters::test_support::cluster;
+    use controllers::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn requests_must_fit_in_what_is_left() {

@@ -7,12 +7,12 @@ mod scheduler_support;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use controllers::scheduler::config::SchedulerConfig;
-use controllers::scheduler::Scheduler;
 use controllers::testing::{NodeFixture, PodFixture};
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::ListParams;
 use kube::Api;
+use scheduler::config::SchedulerConfig;
+use scheduler::Scheduler;
 use scheduler_support::{create_node, create_pod, eventually, start};
 
 const WAIT: Duration = Duration::from_secs(30);

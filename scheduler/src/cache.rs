@@ -14,7 +14,7 @@ use super::objects::{Node, Pod, PodSpec};
 
 use super::framework::event;
 use super::resources::{node_allocatable, non_zero_requests, pod_requests, Resource};
-use crate::scheduling::Labels;
+use controllers::scheduling::Labels;
 
 /// A host port a pod claims: two claims conflict on the same protocol and port when
 /// their IPs are equal or either is the wildcard.
@@ -612,7 +612,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::testing::{NodeFixture, PodFixture};
+    use controllers::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn assumed_pods_count_until_forgotten_and_confirmation_keeps_one_copy() {

@@ -101,8 +101,8 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::scheduler::filters::test_support::{cluster, state};
-    use crate::testing::{NodeFixture, PodFixture};
+    use crate::filters::test_support::{cluster, state};
+    use controllers::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn ties_are_broken_at_random_among_the_best() {

@@ -1,8 +1,8 @@
 //! NodePorts: a host port is taken when another pod on the node claims the same
 //! protocol and port on the same host IP, or either side binds the wildcard address.
 
-use crate::scheduler::cache::NodeInfo;
-use crate::scheduler::framework::{CycleState, FilterResult, Status};
+use crate::cache::NodeInfo;
+use crate::framework::{CycleState, FilterResult, Status};
 
 pub const REASON: &str = "node(s) didn't have free ports for the requested pod ports";
 
@@ -24,8 +24,8 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::scheduler::filters::test_support::{check, cluster};
-    use crate::testing::{NodeFixture, PodFixture};
+    use crate::filters::test_support::{check, cluster};
+    use controllers::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn host_ports_conflict_by_protocol_ip_and_port() {

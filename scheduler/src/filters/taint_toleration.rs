@@ -5,8 +5,8 @@
 
 use k8s_openapi::api::core::v1::Taint;
 
-use crate::scheduler::cache::NodeInfo;
-use crate::scheduler::framework::{CycleState, FilterResult, Status};
+use crate::cache::NodeInfo;
+use crate::framework::{CycleState, FilterResult, Status};
 
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
 
@@ -46,8 +46,8 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::scheduler::filters::test_support::{check, cluster};
-    use crate::testing::{NodeFixture, PodFixture};
+    use crate::filters::test_support::{check, cluster};
+    use controllers::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn hard_taints_need_tolerations_and_not_ready_nodes_are_tainted() {

@@ -3,17 +3,19 @@
 //! kube-scheduler would put them and ends Running on its node, and pods that fit nowhere
 //! get upstream's PodScheduled condition and message.
 
+// The one simulated-cluster harness, shared with controllers' tests.
+#[path = "../../controllers/tests/sim/mod.rs"]
 mod sim;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use agent::simulate::SimConfig;
-use controllers::scheduler::config::SchedulerConfig;
-use controllers::scheduler::Scheduler;
 use controllers::testing::PodFixture;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
+use scheduler::config::SchedulerConfig;
+use scheduler::Scheduler;
 use serde_json::json;
 use sim::{eventually, SimCluster};
 

@@ -1,9 +1,9 @@
 //! TaintToleration scoring: fewer untolerated PreferNoSchedule taints is better
 //! (counts normalized in reverse: none → 100, the most-tainted node → 0).
 
-use crate::scheduler::cache::NodeInfo;
-use crate::scheduler::filters::tolerates;
-use crate::scheduler::framework::CycleState;
+use crate::cache::NodeInfo;
+use crate::filters::tolerates;
+use crate::framework::CycleState;
 
 pub fn score(state: &CycleState, nodes: &[&NodeInfo]) -> Vec<i64> {
     // Only tolerations that could apply to PreferNoSchedule count (upstream filters them).
@@ -37,9 +37,9 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::scheduler::filters::test_support::cluster;
-    use crate::scheduler::scores::test_support::scores;
-    use crate::testing::{NodeFixture, PodFixture};
+    use crate::filters::test_support::cluster;
+    use crate::scores::test_support::scores;
+    use controllers::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn prefer_no_schedule_taints_lower_the_score() {

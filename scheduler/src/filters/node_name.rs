@@ -1,8 +1,8 @@
 //! NodeName: a pod naming a node in spec.nodeName (left pending for the scheduler by a
 //! client that set it) fits only there.
 
-use crate::scheduler::cache::NodeInfo;
-use crate::scheduler::framework::{CycleState, FilterResult, Status};
+use crate::cache::NodeInfo;
+use crate::framework::{CycleState, FilterResult, Status};
 
 pub const REASON: &str = "node(s) didn't match the requested node name";
 
@@ -23,8 +23,8 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::scheduler::filters::test_support::{check, cluster};
-    use crate::testing::{NodeFixture, PodFixture};
+    use crate::filters::test_support::{check, cluster};
+    use controllers::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn a_named_node_is_the_only_fit() {

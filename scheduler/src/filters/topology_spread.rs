@@ -8,10 +8,10 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 
-use crate::scheduler::cache::{NodeInfo, PodInfo};
-use crate::scheduler::filters::node_affinity::required_matches;
-use crate::scheduler::framework::{CycleState, FilterResult, Status};
-use crate::scheduling::selector_matches;
+use crate::cache::{NodeInfo, PodInfo};
+use crate::filters::node_affinity::required_matches;
+use crate::framework::{CycleState, FilterResult, Status};
+use controllers::scheduling::selector_matches;
 
 pub const REASON: &str = "node(s) didn't match pod topology spread constraints";
 pub const MISSING_LABEL: &str =
@@ -142,8 +142,8 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::scheduler::filters::test_support::{check, cluster};
-    use crate::testing::{NodeFixture, PodFixture};
+    use crate::filters::test_support::{check, cluster};
+    use controllers::testing::{NodeFixture, PodFixture};
 
     const ZONE: &str = "topology.kubernetes.io/zone";
 

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::cache::{Cache, Pdb, PodInfo};
 use super::framework::{fit_error_message, run_filters, Code, CycleState, Status};
-use crate::scheduling::selector_matches;
+use controllers::scheduling::selector_matches;
 
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
 pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
@@ -197,10 +197,10 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
     use super::*;
-    use crate::scheduler::config::SchedulerConfig;
-    use crate::scheduler::filters::test_support::{cluster, state};
-    use crate::scheduler::schedule_one::schedule;
-    use crate::testing::{NodeFixture, PodFixture};
+    use crate::config::SchedulerConfig;
+    use crate::filters::test_support::{cluster, state};
+    use crate::schedule_one::schedule;
+    use controllers::testing::{NodeFixture, PodFixture};
 
     fn run(cache: &Cache, pod: Pod) -> Result<(String, Vec<String>), String> {
         let st = state(pod, cache);

@@ -8,9 +8,9 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::PodAffinityTerm;
 
-use crate::scheduler::cache::{Cache, NodeInfo, PodInfo};
-use crate::scheduler::framework::{CycleState, FilterResult, Status};
-use crate::scheduling::{selector_matches, Labels};
+use crate::cache::{Cache, NodeInfo, PodInfo};
+use crate::framework::{CycleState, FilterResult, Status};
+use controllers::scheduling::{selector_matches, Labels};
 
 pub const AFFINITY: &str = "node(s) didn't match pod affinity rules";
 pub const ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
@@ -187,8 +187,8 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
     use super::*;
-    use crate::scheduler::filters::test_support::{check, cluster};
-    use crate::testing::{NodeFixture, PodFixture};
+    use crate::filters::test_support::{check, cluster};
+    use controllers::testing::{NodeFixture, PodFixture};
 
     const ZONE: &str = "topology.kubernetes.io/zone";
     const HOST: &str = "kubernetes.io/hostname";

@@ -1,5 +1,5 @@
-//! The scheduler: places pending pods (empty spec.nodeName, schedulerName
-//! `default-scheduler`) on nodes the way kube-scheduler does. Node and pod watchers feed
+//! The scheduler (crate `kybern-scheduler`): places pending pods (empty spec.nodeName,
+//! schedulerName `default-scheduler`) on nodes the way kube-scheduler does. Node and pod watchers feed
 //! the cache and the queue; one loop pops a pod, filters and scores nodes from the
 //! cache (no API reads per pod), assumes the pod onto the chosen node, and binds it in
 //! the background with bounded parallelism.
@@ -26,24 +26,28 @@ use kube::Client;
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
 
-use crate::{Context, LoopFuture};
 use cache::{Cache, PodInfo};
 use config::SchedulerConfig;
+use controllers::{Context, Loop, LoopFuture};
 use framework::{fit_error_message, CycleState};
 use queue::{QueuedPod, SchedulingQueue};
 
 /// The scheduler as a control loop: what `kybern controller scheduler`, `kybern server`
 /// and the standalone `kybern-scheduler` binary all run.
-pub const LOOP: crate::Loop = crate::Loop {
+pub const LOOP: Loop = Loop {
     name: "scheduler",
     run,
 };
 
-/// The scheduler with the context's configuration (`--scheduler-config`), or the default
-/// one.
+/// The scheduler with the context's configuration (`--scheduler-config`, a
+/// [`SchedulerConfig`] in `ctx.settings`), or the default one.
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     let client = ctx.client.clone();
-    let config = ctx.scheduler_config.as_deref().cloned().unwrap_or_default();
+    let config = ctx
+        .settings
+        .get::<SchedulerConfig>()
+        .cloned()
+        .unwrap_or_default();
     async move { Scheduler::new(client, config).run().await }.boxed()
 }
 

@@ -1,9 +1,9 @@
 //! NodeAffinity scoring: the sum of weights of the preferred terms a node matches,
 //! normalized so the best node gets 100.
 
-use crate::scheduler::cache::NodeInfo;
-use crate::scheduler::framework::CycleState;
-use crate::scheduling::node_term_matches;
+use crate::cache::NodeInfo;
+use crate::framework::CycleState;
+use controllers::scheduling::node_term_matches;
 
 pub fn score(state: &CycleState, nodes: &[&NodeInfo]) -> Vec<i64> {
     let preferred = state
@@ -36,9 +36,9 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::scheduler::filters::test_support::cluster;
-    use crate::scheduler::scores::test_support::scores;
-    use crate::testing::{NodeFixture, PodFixture};
+    use crate::filters::test_support::cluster;
+    use crate::scores::test_support::scores;
+    use controllers::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn preferred_terms_add_their_weights() {

@@ -9,13 +9,13 @@ mod scheduler_support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use controllers::scheduler::config::SchedulerConfig;
-use controllers::scheduler::Scheduler;
 use controllers::testing::{NodeFixture, PodFixture};
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::watcher::{self, Event};
 use kube::Api;
+use scheduler::config::SchedulerConfig;
+use scheduler::Scheduler;
 use scheduler_support::{create_node, create_pod, start};
 
 const NODES: usize = 1000;

@@ -10,7 +10,7 @@ pub mod resources_fit;
 pub mod taint_toleration;
 pub mod topology_spread;
 
-pub use crate::scheduling::{tolerated, tolerates};
+pub use controllers::scheduling::{tolerated, tolerates};
 
 #[cfg(test)]
 pub(crate) mod test_support {
@@ -18,9 +18,9 @@ pub(crate) mod test_support {
 
     use k8s_openapi::api::core::v1::{Node, Pod};
 
-    use crate::scheduler::cache::NodeInfo;
-    use crate::scheduler::cache::{Cache, PodInfo};
-    use crate::scheduler::framework::{CycleState, FilterResult};
+    use crate::cache::NodeInfo;
+    use crate::cache::{Cache, PodInfo};
+    use crate::framework::{CycleState, FilterResult};
 
     /// Builds a cache of `nodes` with `existing` pods placed, and the cycle state of `pod`.
     pub fn cluster(nodes: Vec<Node>, existing: Vec<Pod>) -> Cache {

@@ -2,11 +2,11 @@
 //! within a term ANDed; In, NotIn, Exists, DoesNotExist, Gt, Lt; matchFields on
 //! metadata.name).
 
-use crate::scheduler::objects::PodSpec;
+use crate::objects::PodSpec;
 
-use crate::scheduler::cache::NodeInfo;
-use crate::scheduler::framework::{CycleState, FilterResult, Status};
-use crate::scheduling::{node_selector_and_affinity_match, Labels};
+use crate::cache::NodeInfo;
+use crate::framework::{CycleState, FilterResult, Status};
+use controllers::scheduling::{node_selector_and_affinity_match, Labels};
 
 pub const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
 
@@ -35,8 +35,8 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::scheduler::filters::test_support::{check, cluster};
-    use crate::testing::{NodeFixture, PodFixture};
+    use crate::filters::test_support::{check, cluster};
+    use controllers::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn node_selector_and_required_affinity_filter_nodes() {

@@ -7,9 +7,9 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::PodAffinityTerm;
 
-use crate::scheduler::cache::{Cache, NodeInfo};
-use crate::scheduler::filters::inter_pod_affinity::term_matches;
-use crate::scheduler::framework::CycleState;
+use crate::cache::{Cache, NodeInfo};
+use crate::filters::inter_pod_affinity::term_matches;
+use crate::framework::CycleState;
 
 const HARD_POD_AFFINITY_WEIGHT: i64 = 1;
 
@@ -90,9 +90,9 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::scheduler::filters::test_support::cluster;
-    use crate::scheduler::scores::test_support::scores;
-    use crate::testing::{NodeFixture, PodFixture};
+    use crate::filters::test_support::cluster;
+    use crate::scores::test_support::scores;
+    use controllers::testing::{NodeFixture, PodFixture};
 
     const ZONE: &str = "topology.kubernetes.io/zone";
 
@@ -113,8 +113,7 @@ mod tests {
                     .preferred_affinity_to(50, "app", "web", ZONE),
             ],
         );
-        let f =
-            |s: &CycleState, n: &[&NodeInfo], c: &crate::scheduler::cache::Cache| score(s, n, c);
+        let f = |s: &CycleState, n: &[&NodeInfo], c: &crate::cache::Cache| score(s, n, c);
         let cases = [
             (
                 "no terms: only the existing pod's preference counts",

@@ -3,8 +3,8 @@
 
 use k8s_openapi::api::core::v1::Taint;
 
-use crate::scheduler::cache::NodeInfo;
-use crate::scheduler::framework::{CycleState, FilterResult, Status};
+use crate::cache::NodeInfo;
+use crate::framework::{CycleState, FilterResult, Status};
 
 pub const REASON: &str = "node(s) were unschedulable";
 
@@ -29,8 +29,8 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::scheduler::filters::test_support::{check, cluster};
-    use crate::testing::{NodeFixture, PodFixture};
+    use crate::filters::test_support::{check, cluster};
+    use controllers::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn cordoned_nodes_take_only_pods_tolerating_unschedulable() {

@@ -330,8 +330,8 @@ mod tests {
     use k8s_openapi::api::core::v1::Pod;
 
     use super::*;
-    use crate::scheduler::framework::{event, plugin};
-    use crate::testing::PodFixture;
+    use crate::framework::{event, plugin};
+    use controllers::testing::PodFixture;
 
     fn info(pod: Pod) -> Arc<PodInfo> {
         Arc::new(PodInfo::new(Arc::new(pod.into())))

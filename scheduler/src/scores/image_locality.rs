@@ -2,8 +2,8 @@
 //! scaled by how widely the image is spread (so one node with a popular image does not
 //! attract everything). Sums below 23 MiB score 0, at 1000 MiB per container 100.
 
-use crate::scheduler::cache::{normalize_image, Cache, NodeInfo};
-use crate::scheduler::framework::CycleState;
+use crate::cache::{normalize_image, Cache, NodeInfo};
+use crate::framework::CycleState;
 
 const MB: i64 = 1024 * 1024;
 const MIN_THRESHOLD: i64 = 23 * MB;
@@ -44,9 +44,9 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::scheduler::filters::test_support::cluster;
-    use crate::scheduler::scores::test_support::scores;
-    use crate::testing::{NodeFixture, PodFixture};
+    use crate::filters::test_support::cluster;
+    use crate::scores::test_support::scores;
+    use controllers::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn nodes_with_the_image_score_by_size_and_spread() {

@@ -1,9 +1,9 @@
 //! NodeResourcesFit scoring (LeastAllocated by default, MostAllocated by config) and
 //! NodeResourcesBalancedAllocation, over cpu and memory with weight 1 each.
 
-use crate::scheduler::cache::NodeInfo;
-use crate::scheduler::config::ScoringStrategy;
-use crate::scheduler::framework::CycleState;
+use crate::cache::NodeInfo;
+use crate::config::ScoringStrategy;
+use crate::framework::CycleState;
 
 use super::MAX;
 
@@ -60,9 +60,9 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::scheduler::filters::test_support::cluster;
-    use crate::scheduler::scores::test_support::scores;
-    use crate::testing::{NodeFixture, PodFixture};
+    use crate::filters::test_support::cluster;
+    use crate::scores::test_support::scores;
+    use controllers::testing::{NodeFixture, PodFixture};
 
     #[test]
     fn least_and_most_allocated_and_balanced_scores() {
@@ -74,7 +74,7 @@ mod tests {
             vec![Pod::test("x").on_node("busy").requests("2", "1Gi")],
         );
         let pod = || Pod::test("p").requests("1", "1Gi");
-        type Scorer = fn(&CycleState, &[&NodeInfo], &crate::scheduler::cache::Cache) -> Vec<i64>;
+        type Scorer = fn(&CycleState, &[&NodeInfo], &crate::cache::Cache) -> Vec<i64>;
         let cases: [(&str, Scorer, Vec<i64>); 3] = [
             // empty: cpu (4-1)/4=75, mem (4-1)/4=75 → 75; busy: cpu 25, mem 50 → 37
             (

@@ -2,9 +2,9 @@
 //! a node's domains is better. Each constraint adds count × log(domains + 2) +
 //! (maxSkew − 1); the totals are reversed so the emptiest domain scores 100.
 
-use crate::scheduler::cache::NodeInfo;
-use crate::scheduler::filters::topology_spread::{constraints, domain_counts};
-use crate::scheduler::framework::CycleState;
+use crate::cache::NodeInfo;
+use crate::filters::topology_spread::{constraints, domain_counts};
+use crate::framework::CycleState;
 
 pub fn score(state: &CycleState, nodes: &[&NodeInfo], all: &[NodeInfo]) -> Vec<i64> {
     let cs = constraints(&state.pod, "ScheduleAnyway");
@@ -54,9 +54,9 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::scheduler::filters::test_support::cluster;
-    use crate::scheduler::scores::test_support::scores;
-    use crate::testing::{NodeFixture, PodFixture};
+    use crate::filters::test_support::cluster;
+    use crate::scores::test_support::scores;
+    use controllers::testing::{NodeFixture, PodFixture};
 
     const ZONE: &str = "topology.kubernetes.io/zone";
 
@@ -72,9 +72,7 @@ mod tests {
             ],
             vec![web("w1", "a1"), web("w2", "a1"), web("w3", "b1")],
         );
-        let f = |s: &CycleState, n: &[&NodeInfo], c: &crate::scheduler::cache::Cache| {
-            score(s, n, c.nodes())
-        };
+        let f = |s: &CycleState, n: &[&NodeInfo], c: &crate::cache::Cache| score(s, n, c.nodes());
         // 3 zones → weight ln(5) = 1.609; a: round(2×1.609) = 3, b: 2, c: 0 → 100×(3+0−s)/3
         let cases = [
             (

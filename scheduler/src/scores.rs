@@ -28,9 +28,9 @@ pub fn normalize(raw: &mut [i64], reverse: bool) {
 pub(crate) mod test_support {
     use k8s_openapi::api::core::v1::Pod;
 
-    use crate::scheduler::cache::{Cache, NodeInfo};
-    use crate::scheduler::filters::test_support::state;
-    use crate::scheduler::framework::CycleState;
+    use crate::cache::{Cache, NodeInfo};
+    use crate::filters::test_support::state;
+    use crate::framework::CycleState;
 
     /// Scores `pod` on every node of `cache` (in insertion order) with `f`.
     pub fn scores(
