@@ -16,6 +16,9 @@ use super::framework::event;
 use super::resources::{node_allocatable, non_zero_requests, pod_requests, Resource};
 use controllers::scheduling::Labels;
 
+/// Namespace name → its labels, for namespaceSelector.
+pub type NamespaceLabels = HashMap<String, Labels>;
+
 /// A host port a pod claims: two claims conflict on the same protocol and port when
 /// their IPs are equal or either is the wildcard.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -420,7 +423,7 @@ pub struct Cache {
     pub pdbs: HashMap<String, Pdb>,
     pdb_list: Vec<Pdb>,
     /// Namespace labels, for namespaceSelector in pod (anti-)affinity terms.
-    pub namespaces: HashMap<String, Labels>,
+    pub namespaces: NamespaceLabels,
     /// How many cached pods carry any pod (anti-)affinity term: while none do, a pod
     /// without terms of its own skips the inter-pod plugins' walk over every node.
     affinity_pods: usize,

@@ -35,7 +35,7 @@ pub(crate) mod test_support {
     }
 
     pub fn state(pod: Pod, cache: &Cache) -> CycleState {
-        CycleState::new(Arc::new(PodInfo::new(Arc::new(pod.into()))), cache)
+        crate::profile::cycle_state(Arc::new(PodInfo::new(Arc::new(pod.into()))), cache)
     }
 
     /// Runs `filter` for `pod` on node `node` of the cluster; returns the first reason.

@@ -1,16 +1,18 @@
-//! The scheduling framework: per-pod state computed once (upstream's PreFilter), the
-//! filter chain in upstream's order, and the weighted score sum.
+//! The scheduling framework (upstream's `pkg/scheduler/framework`): what the plugins
+//! and the scheduler share, naming no plugin. A filter's verdict ([`Status`]), the
+//! per-pod [`CycleState`] in which plugins keep what they compute once per pod
+//! ([`StateData`], upstream's PreFilter results), the plugin and event bits of the
+//! queueing hints, how many nodes to examine, and the FitError message. Plugins
+//! (`filters/`, `scores/`) import this module; which plugins run, in what order and with
+//! what weights is the profile (`profile.rs`).
 
+use std::any::Any;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Toleration;
 
-use super::cache::{Cache, NodeInfo, PodInfo};
-use super::config::SchedulerConfig;
-use super::filters::inter_pod_affinity::{AffinityState, NamespaceLabels};
-use super::filters::{self, topology_spread::SpreadState};
-use super::scores;
+use crate::cache::{NamespaceLabels, NodeInfo, PodInfo};
 
 /// Why a node rejected a pod. `Unresolvable` means preempting pods cannot help.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -76,39 +78,64 @@ pub mod event {
     pub const ASSIGNED_POD_ADD: u16 = INTER_POD_AFFINITY | TOPOLOGY_SPREAD;
 }
 
-/// Everything about the pod being scheduled that does not depend on the node.
+/// What a plugin computes once per pod and reads for every node (upstream's
+/// `StateData`), kept in the [`CycleState`] under its type.
+pub trait StateData: Any + Send + Sync {
+    fn clone_data(&self) -> Box<dyn StateData>;
+
+    /// The state as if `existing` were added to (`delta` 1) or removed from (-1) `node`:
+    /// upstream's PreFilterExtensions AddPod/RemovePod, with which preemption judges a
+    /// node without its victims.
+    fn update(
+        &mut self,
+        pod: &PodInfo,
+        existing: &PodInfo,
+        node: &NodeInfo,
+        namespaces: &NamespaceLabels,
+        delta: i64,
+    );
+}
+
+impl Clone for Box<dyn StateData> {
+    fn clone(&self) -> Self {
+        self.clone_data()
+    }
+}
+
+/// Everything about the pod being scheduled that does not depend on the node: the pod,
+/// its tolerations, and each plugin's [`StateData`] (one value per type).
 #[derive(Clone)]
 pub struct CycleState {
     pub pod: Arc<PodInfo>,
     pub tolerations: Arc<[Toleration]>,
-    pub affinity: AffinityState,
-    pub spread: SpreadState,
+    data: Vec<Box<dyn StateData>>,
 }
 
 impl CycleState {
-    /// O(nodes + pods with affinity): walks the cache once for the cluster-wide plugins.
-    pub fn new(pod: Arc<PodInfo>, cache: &Cache) -> CycleState {
-        let tolerations = pod.tolerations.clone();
-        let own_terms =
-            !pod.required_affinity().is_empty() || !pod.required_anti_affinity().is_empty();
-        // Without terms on either side there is nothing to count.
-        let affinity = if own_terms || cache.any_affinity_pods() {
-            AffinityState::new(&pod, cache)
-        } else {
-            AffinityState::default()
-        };
+    /// The state of `pod` with no plugin's data yet (the profile's PreFilter adds it).
+    pub fn new(pod: Arc<PodInfo>) -> CycleState {
         CycleState {
-            affinity,
-            spread: SpreadState::new(&pod, cache.nodes()),
-            tolerations,
+            tolerations: pod.tolerations.clone(),
             pod,
+            data: Vec::new(),
         }
     }
-}
 
-impl CycleState {
-    /// The cluster-wide plugin state (inter-pod affinity, topology spread) as if
-    /// `existing` were added to (`delta` 1) or removed from (-1) `node`.
+    /// Stores a plugin's data, replacing earlier data of the same type.
+    pub fn write<T: StateData>(&mut self, data: T) {
+        self.data.retain(|d| !(d.as_ref() as &dyn Any).is::<T>());
+        self.data.push(Box::new(data));
+    }
+
+    /// The plugin data of type `T`, if PreFilter wrote it.
+    pub fn read<T: StateData>(&self) -> Option<&T> {
+        self.data
+            .iter()
+            .find_map(|d| (d.as_ref() as &dyn Any).downcast_ref::<T>())
+    }
+
+    /// Every plugin's data as if `existing` were added to (`delta` 1) or removed from
+    /// (-1) `node` (see [`StateData::update`]).
     pub fn update_for(
         &mut self,
         existing: &PodInfo,
@@ -116,82 +143,10 @@ impl CycleState {
         namespaces: &NamespaceLabels,
         delta: i64,
     ) {
-        self.affinity
-            .update(&self.pod, existing, node, namespaces, delta);
-        self.spread.update(&self.pod, existing, node, delta);
-    }
-}
-
-/// Runs every filter in upstream's order and stops at the first failure, as the
-/// default profile does.
-pub fn run_filters(state: &CycleState, node: &NodeInfo) -> FilterResult {
-    run_filters_tagged(state, node).map_err(|(_, s)| s)
-}
-
-/// [`run_filters`], also naming the rejecting plugin (a [`plugin`] bit).
-pub fn run_filters_tagged(state: &CycleState, node: &NodeInfo) -> Result<(), (u16, Status)> {
-    use plugin::*;
-    let tag = |bit: u16| move |s: Status| (bit, s);
-    filters::node_unschedulable::filter(state, node).map_err(tag(NODE_UNSCHEDULABLE))?;
-    filters::node_name::filter(state, node).map_err(tag(NODE_NAME))?;
-    filters::taint_toleration::filter(state, node).map_err(tag(TAINT_TOLERATION))?;
-    filters::node_affinity::filter(state, node).map_err(tag(NODE_AFFINITY))?;
-    filters::node_ports::filter(state, node).map_err(tag(NODE_PORTS))?;
-    filters::resources_fit::filter(&state.pod, node).map_err(tag(RESOURCES_FIT))?;
-    filters::topology_spread::filter(state, node).map_err(tag(TOPOLOGY_SPREAD))?;
-    filters::inter_pod_affinity::filter(state, node).map_err(tag(INTER_POD_AFFINITY))?;
-    Ok(())
-}
-
-/// Scores feasible nodes (indices into `nodes`) and returns the weighted totals.
-pub fn score_nodes(
-    state: &CycleState,
-    nodes: &[&NodeInfo],
-    cache: &Cache,
-    config: &SchedulerConfig,
-) -> Vec<i64> {
-    let w = &config.weights;
-    let mut total = vec![0i64; nodes.len()];
-    let mut add = |weight: i64, scores: Vec<i64>| {
-        if weight != 0 {
-            for (t, s) in total.iter_mut().zip(scores) {
-                *t += weight * s;
-            }
+        for d in &mut self.data {
+            d.update(&self.pod, existing, node, namespaces, delta);
         }
-    };
-    add(
-        w.node_resources_fit,
-        scores::resources::fit(state, nodes, config.strategy),
-    );
-    add(
-        w.balanced_allocation,
-        scores::resources::balanced(state, nodes),
-    );
-    add(w.node_affinity, scores::node_affinity::score(state, nodes));
-    let preferred = !state.pod.preferred_affinity().is_empty()
-        || !state.pod.preferred_anti_affinity().is_empty();
-    if preferred || cache.any_affinity_pods() {
-        add(
-            w.inter_pod_affinity,
-            scores::inter_pod_affinity::score(state, nodes, cache),
-        );
     }
-    add(
-        w.taint_toleration,
-        scores::taint_toleration::score(state, nodes),
-    );
-    add(
-        w.pod_topology_spread,
-        scores::topology_spread::score(state, nodes, cache.nodes()),
-    );
-    // No node reports images: every node scores 0.
-    if !cache.image_nodes.is_empty() {
-        add(
-            w.image_locality,
-            scores::image_locality::score(state, nodes, cache),
-        );
-    }
-    total
 }
 
 /// Upstream's `numFeasibleNodesToFind`: all nodes below 100; otherwise a percentage that
@@ -245,6 +200,55 @@ pub fn fit_error_message(all: usize, statuses: &HashMap<String, Status>, post: &
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Seen(i64);
+
+    impl StateData for Seen {
+        fn clone_data(&self) -> Box<dyn StateData> {
+            Box::new(self.clone())
+        }
+        fn update(
+            &mut self,
+            _: &PodInfo,
+            _: &PodInfo,
+            _: &NodeInfo,
+            _: &NamespaceLabels,
+            delta: i64,
+        ) {
+            self.0 += delta;
+        }
+    }
+
+    #[test]
+    fn plugin_data_is_read_by_type_updated_for_pods_and_cloned_apart() {
+        use controllers::testing::{NodeFixture, PodFixture};
+        use k8s_openapi::api::core::v1::{Node, Pod};
+
+        let pod = |name: &str| Arc::new(PodInfo::new(Arc::new(Pod::test(name).into())));
+        let mut state = CycleState::new(pod("p"));
+        assert_eq!(state.read::<Seen>(), None, "nothing before PreFilter");
+        state.write(Seen(0));
+        state.write(Seen(5));
+        assert_eq!(
+            state.read::<Seen>(),
+            Some(&Seen(5)),
+            "a later write replaces"
+        );
+        let node = NodeInfo::new(Node::test("n1").into());
+        let mut trial = state.clone();
+        trial.update_for(&pod("victim"), &node, &NamespaceLabels::new(), -1);
+        assert_eq!(
+            trial.read::<Seen>(),
+            Some(&Seen(4)),
+            "RemovePod reached the data"
+        );
+        assert_eq!(
+            state.read::<Seen>(),
+            Some(&Seen(5)),
+            "the clone is independent"
+        );
+    }
 
     #[test]
     fn nodes_to_find_is_adaptive_as_upstream() {

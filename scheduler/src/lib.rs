@@ -11,6 +11,7 @@ pub mod filters;
 pub mod framework;
 pub mod objects;
 pub mod preemption;
+pub mod profile;
 pub mod queue;
 pub mod resources;
 pub mod schedule_one;
@@ -29,7 +30,7 @@ use tracing::{debug, info, warn};
 use cache::{Cache, PodInfo};
 use config::SchedulerConfig;
 use controllers::{Context, Loop, LoopFuture};
-use framework::{fit_error_message, CycleState};
+use framework::fit_error_message;
 use queue::{QueuedPod, SchedulingQueue};
 
 /// The scheduler as a control loop: what `kybern controller scheduler`, `kybern server`
@@ -140,7 +141,7 @@ impl Scheduler {
                 self.queue.done(&info.uid);
                 return start;
             }
-            let state = CycleState::new(info.clone(), &cache);
+            let state = profile::cycle_state(info.clone(), &cache);
             match schedule_one::schedule(&state, &cache, &self.config, start) {
                 Ok((node, next)) => {
                     cache.assume(info.clone(), &node);

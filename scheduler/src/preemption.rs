@@ -16,7 +16,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use super::cache::{Cache, Pdb, PodInfo};
-use super::framework::{fit_error_message, run_filters, Code, CycleState, Status};
+use super::framework::{fit_error_message, Code, CycleState, Status};
+use super::profile::run_filters;
 use controllers::scheduling::selector_matches;
 
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";

@@ -6,9 +6,8 @@ use std::collections::HashMap;
 
 use super::cache::{Cache, NodeInfo};
 use super::config::SchedulerConfig;
-use super::framework::{
-    nodes_to_find, plugin, run_filters, run_filters_tagged, score_nodes, CycleState, Status,
-};
+use super::framework::{nodes_to_find, plugin, CycleState, Status};
+use super::profile::{run_filters, run_filters_tagged, score_nodes};
 
 /// Why no node fits: the failing status of every node that was tried.
 #[derive(Debug)]

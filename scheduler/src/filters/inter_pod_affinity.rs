@@ -8,8 +8,9 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::PodAffinityTerm;
 
+pub use crate::cache::NamespaceLabels;
 use crate::cache::{Cache, NodeInfo, PodInfo};
-use crate::framework::{CycleState, FilterResult, Status};
+use crate::framework::{CycleState, FilterResult, StateData, Status};
 use controllers::scheduling::{selector_matches, Labels};
 
 pub const AFFINITY: &str = "node(s) didn't match pod affinity rules";
@@ -17,9 +18,6 @@ pub const ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";
 pub const EXISTING_ANTI_AFFINITY: &str = "node(s) didn't satisfy existing pods anti-affinity rules";
 
 type Counts = HashMap<(String, String), i64>;
-
-/// Namespace name → its labels, for namespaceSelector.
-pub type NamespaceLabels = HashMap<String, Labels>;
 
 /// Whether `target` is selected by `term`, which belongs to a pod in `owner_ns`.
 /// A term selects pods in the namespaces it lists or whose labels its
@@ -143,6 +141,23 @@ impl AffinityState {
     }
 }
 
+impl StateData for AffinityState {
+    fn clone_data(&self) -> Box<dyn StateData> {
+        Box::new(self.clone())
+    }
+
+    fn update(
+        &mut self,
+        pod: &PodInfo,
+        existing: &PodInfo,
+        node: &NodeInfo,
+        namespaces: &NamespaceLabels,
+        delta: i64,
+    ) {
+        AffinityState::update(self, pod, existing, node, namespaces, delta);
+    }
+}
+
 fn count(c: &Counts, term: &PodAffinityTerm, node: &NodeInfo) -> i64 {
     pair(term, node)
         .and_then(|p| c.get(&p).copied())
@@ -150,7 +165,16 @@ fn count(c: &Counts, term: &PodAffinityTerm, node: &NodeInfo) -> i64 {
 }
 
 pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
-    let (pod, s) = (&state.pod, &state.affinity);
+    // A profile without this plugin's PreFilter: judge as if nothing were counted.
+    let none;
+    let s = match state.read::<AffinityState>() {
+        Some(s) => s,
+        None => {
+            none = AffinityState::default();
+            &none
+        }
+    };
+    let pod = &state.pod;
     let affinity_ok = pod
         .required_affinity()
         .iter()

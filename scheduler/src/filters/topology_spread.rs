@@ -8,9 +8,9 @@ use std::collections::HashMap;
 
 use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 
-use crate::cache::{NodeInfo, PodInfo};
+use crate::cache::{NamespaceLabels, NodeInfo, PodInfo};
 use crate::filters::node_affinity::required_matches;
-use crate::framework::{CycleState, FilterResult, Status};
+use crate::framework::{CycleState, FilterResult, StateData, Status};
 use controllers::scheduling::selector_matches;
 
 pub const REASON: &str = "node(s) didn't match pod topology spread constraints";
@@ -122,8 +122,28 @@ impl SpreadState {
     }
 }
 
+impl StateData for SpreadState {
+    fn clone_data(&self) -> Box<dyn StateData> {
+        Box::new(self.clone())
+    }
+
+    fn update(
+        &mut self,
+        pod: &PodInfo,
+        existing: &PodInfo,
+        node: &NodeInfo,
+        _: &NamespaceLabels,
+        delta: i64,
+    ) {
+        SpreadState::update(self, pod, existing, node, delta);
+    }
+}
+
 pub fn filter(state: &CycleState, node: &NodeInfo) -> FilterResult {
-    let s = &state.spread;
+    // A profile without this plugin's PreFilter: no constraints to check.
+    let Some(s) = state.read::<SpreadState>() else {
+        return Ok(());
+    };
     for (i, c) in s.constraints.iter().enumerate() {
         let Some(value) = node.labels.get(&c.topology_key) else {
             return Err(Status::unresolvable(MISSING_LABEL));
