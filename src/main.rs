@@ -1,6 +1,5 @@
 //! The `kybern` command: one binary, each role a subcommand.
 
-mod bench;
 mod node_agent;
 
 use std::net::SocketAddr;
@@ -29,7 +28,7 @@ enum Command {
     /// Run control loops against an API server: the named ones, or all (see --list).
     Controller(ControllerArgs),
     /// Benchmarks that print figures (`kybern bench api|scheduler|deployment|pods`).
-    Bench(bench::BenchArgs),
+    Bench(kybern_bench::BenchArgs),
     /// Run the node agent: register this host as a node and run its pods on containerd
     /// (or, with `--simulate N`, N simulated nodes for scale tests).
     Agent(AgentArgs),
@@ -219,7 +218,7 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Command::Controller(args) => controller(args).await,
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench(args) => kybern_bench::run(args).await,
             Command::Agent(args) => agent(args).await,
         }
     })
