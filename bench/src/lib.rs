@@ -2,7 +2,7 @@
 //! shape as the upstream reference figures (kube-apiserver + etcd measured on
 //! the same kind of machine), printed side by side with them.
 //!
-//! `kybern bench scheduler` (see `bench/scheduler.rs`) does the same for the
+//! `kybern bench scheduler` (see `scheduler.rs`) does the same for the
 //! scheduler: throughput and the scheduler process's own memory.
 //!
 //! # Running it
