@@ -4,8 +4,9 @@
 #
 # It runs `kybern bench scheduler` (1000 nodes / 3000 pods) RUNS times with the
 # scheduler under valgrind's callgrind, and writes every function of the binary that
-# ran, then every other function of `controllers::scheduler` (plugins, preemption:
-# scheduling code a run may not reach), one symbol a line. Functions missing from the
+# ran, then every other function of the scheduler's crates (`scheduler`, the library,
+# and `kybern_scheduler`, the binary: plugins, preemption, scheduling code a run may
+# not reach), one symbol a line. Functions missing from the
 # list still work; they are only laid out after it. Rerun it after changing
 # dependencies or the toolchain (symbol names change), and after large changes to the
 # scheduler or client code.
@@ -39,7 +40,11 @@ done
 sed -n 's/^c\{0,1\}fn=([0-9]*) \(.*\)$/\1/p' "$work"/cg.* | sort -u >"$work/ran"
 nm --defined-only "$bin" | awk '$2 ~ /^[tTwW]$/ {print $3}' | sort -u >"$work/text"
 comm -12 "$work/ran" "$work/text" >"$work/hot"
-c++filt <"$work/text" | paste -d ' ' "$work/text" - | awk '/controllers::scheduler/ {print $1}' |
+# Demangled (after the mangled name and a space), the crate is a path's first segment
+# (`scheduler::queue::…`, also inside `<…>` of generic code); tokio's own
+# `…::runtime::scheduler::` follows `::` instead.
+c++filt <"$work/text" | paste -d ' ' "$work/text" - |
+    awk '/[^A-Za-z0-9_:](kybern_)?scheduler::/ {print $1}' |
     sort -u | comm -23 - "$work/hot" >"$work/rest"
 cat "$work/hot" "$work/rest" >scheduler/symbol-order.txt
 echo "scheduler/symbol-order.txt: $(wc -l <"$work/hot") functions that ran, $(wc -l <"$work/rest") more scheduler functions"

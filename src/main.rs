@@ -1,6 +1,5 @@
 //! The `kybern` command: one binary, each role a subcommand.
 
-mod bench;
 mod node_agent;
 
 use std::net::SocketAddr;
@@ -29,7 +28,7 @@ enum Command {
     /// Run control loops against an API server: the named ones, or all (see --list).
     Controller(ControllerArgs),
     /// Benchmarks that print figures (`kybern bench api|scheduler|deployment|pods`).
-    Bench(bench::BenchArgs),
+    Bench(kybern_bench::BenchArgs),
     /// Run the node agent: register this host as a node and run its pods on containerd
     /// (or, with `--simulate N`, N simulated nodes for scale tests).
     Agent(AgentArgs),
@@ -219,7 +218,7 @@ fn main() -> anyhow::Result<()> {
                 .await
             }
             Command::Controller(args) => controller(args).await,
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench(args) => kybern_bench::run(args).await,
             Command::Agent(args) => agent(args).await,
         }
     })
@@ -235,32 +234,40 @@ async fn on_runtime_thread(
 
 async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     if args.list {
-        for name in controllers::runtime::known() {
+        for name in controllers::runtime::known(&loops()) {
             println!("{name}");
         }
         return Ok(());
     }
     // Unknown names fail here, before any connection, with the list of known ones.
-    controllers::runtime::select(&args.names, &args.disable)?;
+    controllers::runtime::select(&loops(), &args.names, &args.disable)?;
     let scheduler = load_scheduler_config(args.scheduler_config.as_deref())?;
     let kubeconfig = args
         .kubeconfig
         .expect("clap requires --kubeconfig without --list");
     let ctx = controllers::runtime::context_from_kubeconfig(&kubeconfig)
         .await?
-        .with_scheduler_config(scheduler);
+        .with_setting(scheduler);
+    let all = loops();
     tokio::select! {
-        r = controllers::runtime::run_with(&args.names, ctx, &args.disable) => r,
+        r = controllers::runtime::run_with(&all, &args.names, ctx, &args.disable) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// Every control loop: controllers' and the scheduler's (last, as `--list` shows them).
+fn loops() -> Vec<controllers::Loop> {
+    let mut all = controllers::loops();
+    all.push(scheduler::LOOP);
+    all
 }
 
 /// Reads `--scheduler-config`, failing before anything starts when it is invalid.
 fn load_scheduler_config(
     path: Option<&std::path::Path>,
-) -> anyhow::Result<Option<controllers::scheduler::config::SchedulerConfig>> {
+) -> anyhow::Result<Option<scheduler::config::SchedulerConfig>> {
     path.map(|p| {
-        controllers::scheduler::config::SchedulerConfig::from_file(p).map_err(|e| {
+        scheduler::config::SchedulerConfig::from_file(p).map_err(|e| {
             anyhow::anyhow!("reading the scheduler configuration {}: {e:#}", p.display())
         })
     })
@@ -283,9 +290,9 @@ async fn serve(
     // The loops reach the server as any client would: over HTTPS with admin.kubeconfig.
     let ctx = controllers::runtime::context_from_kubeconfig(&server.kubeconfig)
         .await?
-        .with_scheduler_config(scheduler);
+        .with_setting(scheduler);
     tokio::spawn(async move {
-        if let Err(e) = controllers::runtime::run_with(&[], ctx, &disable).await {
+        if let Err(e) = controllers::runtime::run_with(&loops(), &[], ctx, &disable).await {
             tracing::error!(error = format!("{e:#}"), "control loops stopped");
         }
     });

@@ -1,6 +1,7 @@
 //! kybern's control loops. Each loop is an independent kube-runtime reconciler that
 //! talks to the API server only through the Kubernetes API; `loops()` lists them so
-//! `kybern controller NAME...` can run any subset and `kybern server` all of them.
+//! `kybern controller NAME...` can run any subset and `kybern server` all of them (with
+//! the scheduler's loop, which lives in the `kybern-scheduler` crate on this runtime).
 
 pub mod cronjob;
 pub mod daemonset;
@@ -18,10 +19,13 @@ pub mod nodelifecycle;
 pub mod podcontrol;
 pub mod replicaset;
 pub mod runtime;
-pub mod scheduler;
+pub mod scheduling;
 pub mod serviceaccount;
 pub mod statefulset;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 
+use std::any::Any;
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
@@ -34,8 +38,9 @@ pub struct Context {
     /// The cluster CA certificate (PEM) clients verify the apiserver with, published
     /// in every namespace as the `kube-root-ca.crt` ConfigMap; `None` if unknown.
     pub ca_pem: Option<String>,
-    /// The scheduler's configuration (`--scheduler-config`); defaults when `None`.
-    pub scheduler_config: Option<Arc<scheduler::config::SchedulerConfig>>,
+    /// Settings of loops that live in other crates, such as the scheduler's
+    /// `--scheduler-config`; a loop without its setting uses its defaults.
+    pub settings: Settings,
 }
 
 impl Context {
@@ -44,7 +49,7 @@ impl Context {
             client,
             identity,
             ca_pem: None,
-            scheduler_config: None,
+            settings: Settings::default(),
         }
     }
 
@@ -52,11 +57,31 @@ impl Context {
         Context { ca_pem, ..self }
     }
 
-    pub fn with_scheduler_config(self, config: Option<scheduler::config::SchedulerConfig>) -> Self {
-        Context {
-            scheduler_config: config.map(Arc::new),
-            ..self
+    /// With `setting` (when given) as the setting of its type; see [`Settings`].
+    pub fn with_setting<T: Any + Send + Sync>(mut self, setting: Option<T>) -> Self {
+        if let Some(s) = setting {
+            self.settings.insert(s);
         }
+        self
+    }
+}
+
+/// At most one value of each type, found by its type: how a loop defined outside this
+/// crate (the scheduler) gets its own configuration through the shared [`Context`]
+/// without this crate naming the configuration's type.
+#[derive(Default)]
+pub struct Settings(Vec<Arc<dyn Any + Send + Sync>>);
+
+impl Settings {
+    /// Stores `value`, replacing an earlier value of the same type.
+    pub fn insert<T: Any + Send + Sync>(&mut self, value: T) {
+        self.0.retain(|v| !v.is::<T>());
+        self.0.push(Arc::new(value));
+    }
+
+    /// The value of type `T`, if one was stored.
+    pub fn get<T: Any + Send + Sync>(&self) -> Option<&T> {
+        self.0.iter().find_map(|v| v.downcast_ref::<T>())
     }
 }
 
@@ -64,12 +89,14 @@ impl Context {
 pub type LoopFuture = BoxFuture<'static, anyhow::Result<()>>;
 
 /// One control loop, by the name users pass to `--disable` and `kybern controller`.
+#[derive(Clone, Copy)]
 pub struct Loop {
     pub name: &'static str,
     pub run: fn(Arc<Context>) -> LoopFuture,
 }
 
-/// Every control loop kybern has.
+/// Every control loop of this crate (the scheduler's, `scheduler::LOOP`, is added by
+/// whoever runs it beside them).
 pub fn loops() -> Vec<Loop> {
     vec![
         Loop {
@@ -128,6 +155,30 @@ pub fn loops() -> Vec<Loop> {
             name: "localpath",
             run: localpath::run,
         },
-        scheduler::LOOP,
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, PartialEq)]
+    struct Weights(u32);
+
+    #[test]
+    fn a_setting_is_found_by_its_type_and_replaced_by_a_later_one() {
+        let mut s = Settings::default();
+        assert_eq!(s.get::<Weights>(), None, "nothing stored yet");
+        s.insert(Weights(1));
+        s.insert(String::from("other type"));
+        assert_eq!(s.get::<Weights>(), Some(&Weights(1)));
+        assert_eq!(s.get::<String>().map(String::as_str), Some("other type"));
+        s.insert(Weights(2));
+        assert_eq!(
+            s.get::<Weights>(),
+            Some(&Weights(2)),
+            "the later value wins"
+        );
+        assert_eq!(s.0.len(), 2, "one value per type");
+    }
 }

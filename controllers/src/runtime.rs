@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::leader::Elector;
-use crate::{loops, Context, Loop};
+use crate::{Context, Loop};
 
 /// A cache of every `K` in the cluster that `config` selects, and the stream of the
 /// objects each watch event touches (what a loop hands to `Controller::watches_stream`).
@@ -74,22 +74,22 @@ pub enum Error {
     UnknownLoop { name: String, known: Vec<String> },
 }
 
-/// Names of every loop, in the order `loops()` lists them.
-pub fn known() -> Vec<String> {
-    loops().iter().map(|l| l.name.to_string()).collect()
+/// Names of every loop of `all` (the binary's loop table: `crate::loops()` and the
+/// scheduler's), in its order.
+pub fn known(all: &[Loop]) -> Vec<String> {
+    all.iter().map(|l| l.name.to_string()).collect()
 }
 
 /// The loops to run: the named ones (all when `names` is empty) minus `disable`;
 /// `controllers` in `disable` switches all off. Unknown names in `names` are an error;
 /// in `disable` they are accepted and ignored, so a flag may name a loop that a later
 /// version adds (or that lives elsewhere, like `scheduler`).
-pub fn select(names: &[String], disable: &[String]) -> Result<Vec<Loop>, Error> {
-    let all = loops();
+pub fn select(all: &[Loop], names: &[String], disable: &[String]) -> Result<Vec<Loop>, Error> {
     for n in names {
         if !all.iter().any(|l| l.name == n) {
             return Err(Error::UnknownLoop {
                 name: n.clone(),
-                known: known(),
+                known: known(all),
             });
         }
     }
@@ -97,7 +97,8 @@ pub fn select(names: &[String], disable: &[String]) -> Result<Vec<Loop>, Error> 
         return Ok(Vec::new());
     }
     Ok(all
-        .into_iter()
+        .iter()
+        .copied()
         .filter(|l| names.is_empty() || names.iter().any(|n| n == l.name))
         .filter(|l| !disable.iter().any(|d| d == l.name))
         .collect())
@@ -149,13 +150,23 @@ fn pem(label: &str, der: &[u8]) -> String {
 
 /// Runs the named loops (see [`select`]) until the process ends. Loops that need the
 /// cluster CA (serviceaccount) get none; use [`run_with`] to pass it.
-pub async fn run(names: &[String], client: kube::Client, disable: &[String]) -> anyhow::Result<()> {
-    run_with(names, Context::new(client, identity()), disable).await
+pub async fn run(
+    all: &[Loop],
+    names: &[String],
+    client: kube::Client,
+    disable: &[String],
+) -> anyhow::Result<()> {
+    run_with(all, names, Context::new(client, identity()), disable).await
 }
 
 /// Runs the named loops with a given context (its client, identity and CA).
-pub async fn run_with(names: &[String], ctx: Context, disable: &[String]) -> anyhow::Result<()> {
-    let selected = select(names, disable)?;
+pub async fn run_with(
+    all: &[Loop],
+    names: &[String],
+    ctx: Context,
+    disable: &[String],
+) -> anyhow::Result<()> {
+    let selected = select(all, names, disable)?;
     if selected.is_empty() {
         tracing::info!("no control loops to run");
         return Ok(());
@@ -225,7 +236,7 @@ mod tests {
     }
 
     fn selected(run: &[&str], disable: &[&str]) -> Vec<&'static str> {
-        select(&names(run), &names(disable))
+        select(&crate::loops(), &names(run), &names(disable))
             .unwrap()
             .iter()
             .map(|l| l.name)
@@ -244,7 +255,7 @@ mod tests {
 
     #[test]
     fn no_names_selects_every_loop() {
-        assert_eq!(selected(&[], &[]).len(), loops().len());
+        assert_eq!(selected(&[], &[]).len(), crate::loops().len());
     }
 
     #[test]
@@ -267,7 +278,7 @@ mod tests {
 
     #[test]
     fn an_unknown_name_is_an_error_listing_known_loops() {
-        let err = select(&names(&["nope"]), &[])
+        let err = select(&crate::loops(), &names(&["nope"]), &[])
             .err()
             .expect("an error")
             .to_string();

@@ -1,7 +1,7 @@
 //! `kybern-scheduler`: the scheduler control loop alone, in a binary that links nothing
 //! else (no apiserver, agent or other control loops), so a cluster that runs the
 //! scheduler as its own process pays only for its code. It runs exactly what
-//! `kybern controller scheduler` runs: `controllers::scheduler::LOOP` under its lease.
+//! `kybern controller scheduler` runs: `scheduler::LOOP` under its lease.
 
 use std::path::PathBuf;
 
@@ -52,7 +52,7 @@ fn main() -> anyhow::Result<()> {
         .scheduler_config
         .as_deref()
         .map(|p| {
-            controllers::scheduler::config::SchedulerConfig::from_file(p)
+            scheduler::config::SchedulerConfig::from_file(p)
                 .with_context(|| format!("reading the scheduler configuration {}", p.display()))
         })
         .transpose()?;
@@ -62,9 +62,9 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let ctx = controllers::runtime::context_from_kubeconfig(&cli.kubeconfig)
             .await?
-            .with_scheduler_config(config);
+            .with_setting(config);
         tokio::select! {
-            () = controllers::runtime::run_one(controllers::scheduler::LOOP, ctx) => Ok(()),
+            () = controllers::runtime::run_one(scheduler::LOOP, ctx) => Ok(()),
             r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C"),
         }
     })

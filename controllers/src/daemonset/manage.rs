@@ -214,7 +214,7 @@ mod tests {
 
     use super::*;
     use crate::daemonset::fixtures::*;
-    use crate::scheduler::testing::NodeFixture;
+    use crate::testing::NodeFixture;
 
     fn names(pods: &[&Pod]) -> Vec<String> {
         pods.iter()

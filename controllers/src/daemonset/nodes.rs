@@ -9,9 +9,7 @@ use k8s_openapi::api::core::v1::{
     PodSpec, PodTemplateSpec, Taint, Toleration,
 };
 
-use crate::scheduler::filters::node_affinity::required_matches;
-use crate::scheduler::filters::tolerated;
-use crate::scheduler::objects::Pod as LeanPod;
+use crate::scheduling::{pod_matches_node, tolerated};
 
 /// The pod label naming the ControllerRevision a daemon pod was made from.
 pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
@@ -124,7 +122,7 @@ pub fn node_fit(node: &Node, ds: &DaemonSet) -> Fit {
     }
     let pod = pod_for(ds, name);
     let labels = node.metadata.labels.clone().unwrap_or_default();
-    if !required_matches(LeanPod::from_api(&pod).spec.as_ref(), &labels, name) {
+    if !pod_matches_node(&pod, &labels, name) {
         return never;
     }
     let taints = node
@@ -240,7 +238,7 @@ mod tests {
 
     use super::*;
     use crate::daemonset::fixtures::*;
-    use crate::scheduler::testing::NodeFixture;
+    use crate::testing::NodeFixture;
 
     #[test]
     fn nodes_are_eligible_by_selector_affinity_and_taints_like_upstream() {
@@ -450,11 +448,11 @@ mod tests {
         };
         let labels = Default::default();
         assert!(
-            required_matches(LeanPod::from_api(&pod).spec.as_ref(), &labels, "n1"),
+            pod_matches_node(&pod, &labels, "n1"),
             "the pinned node matches even without the zone label"
         );
         assert!(
-            !required_matches(LeanPod::from_api(&pod).spec.as_ref(), &labels, "n2"),
+            !pod_matches_node(&pod, &labels, "n2"),
             "no other node matches"
         );
     }

@@ -85,7 +85,7 @@ mod tests {
     use super::*;
     use crate::daemonset::fixtures::*;
     use crate::daemonset::manage::pods_by_node;
-    use crate::scheduler::testing::NodeFixture;
+    use crate::testing::NodeFixture;
 
     #[test]
     fn status_counts_nodes_like_upstream() {

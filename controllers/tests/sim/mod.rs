@@ -1,5 +1,6 @@
 //! The harness for integration tests on simulated nodes: the real apiserver in-process,
-//! the named control loops (as `kybern server` runs them, through `controllers::loops()`)
+//! the named control loops (as `kybern server` runs them: `controllers::loops()` and
+//! `scheduler::LOOP`)
 //! and `kybern agent --simulate N`'s simulator in the same process. Every test gets its
 //! own data dir and namespace; everything stops when the `SimCluster` is dropped.
 
@@ -71,6 +72,7 @@ impl SimCluster {
         for name in loops {
             let found = controllers::loops()
                 .into_iter()
+                .chain([scheduler::LOOP])
                 .find(|l| l.name == *name)
                 .unwrap_or_else(|| panic!("no control loop named {name}"));
             let ctx = ctx.clone();

@@ -30,7 +30,7 @@ impl Cluster {
             .expect("a context from admin.kubeconfig");
         let names: Vec<String> = loops.iter().map(|s| s.to_string()).collect();
         let loops = tokio::spawn(async move {
-            controllers::runtime::run_with(&names, ctx, &[])
+            controllers::runtime::run_with(&controllers::loops(), &names, ctx, &[])
                 .await
                 .expect("the loops run");
         });
