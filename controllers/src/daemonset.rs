@@ -26,13 +26,13 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::Controller;
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
 use crate::expectations::{cached, Expectations};
 use crate::podcontrol::{self, seconds_until_available};
-use crate::runtime::reflect_all;
+use crate::runtime::informers::Informers;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -70,38 +70,40 @@ pub struct State {
 /// The loop entry for [`crate::loops`].
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
-        run_controller(ctx.client.clone()).await;
+        run_controller(&ctx.informers).await;
         anyhow::bail!("the daemonset controller stopped")
     })
 }
 
 /// Runs the controller until its streams end.
-pub async fn run_controller(client: kube::Client) {
-    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
-    let (nodes, node_events) = reflect_all::<Node>(&client, watcher::Config::default());
-    let (revisions, cr_events) =
-        reflect_all::<ControllerRevision>(&client, watcher::Config::default());
-    let controller = Controller::new(
-        Api::<DaemonSet>::all(client.clone()),
-        watcher::Config::default(),
+pub async fn run_controller(informers: &Informers) {
+    let pods = informers.all::<Pod>();
+    let nodes = informers.all::<Node>();
+    let revisions = informers.all::<ControllerRevision>();
+    let daemon_sets = informers.all::<DaemonSet>();
+    tokio::join!(
+        pods.synced(),
+        nodes.synced(),
+        revisions.synced(),
+        daemon_sets.synced()
     );
-    let daemon_sets = controller.store();
-    let for_nodes = daemon_sets.clone();
+    let for_pods = daemon_sets.store();
+    let for_nodes = daemon_sets.store();
     let state = Arc::new(State {
-        client,
-        nodes,
-        pods,
-        revisions,
+        client: informers.client().clone(),
+        nodes: nodes.store(),
+        pods: pods.store(),
+        revisions: revisions.store(),
         expectations: Expectations::default(),
         failed_backoff: backoff::Backoff::default(),
     });
-    controller
-        .owns_stream(cr_events)
-        .watches_stream(pod_events, move |pod| {
-            podcontrol::owners_for_pod(&daemon_sets, &pod, |o| o.spec.as_ref().map(|s| &s.selector))
+    Controller::for_shared_stream(daemon_sets.touched(), daemon_sets.store())
+        .owns_shared_stream(revisions.touched())
+        .watches_shared_stream(pods.touched(), move |pod| {
+            podcontrol::owners_for_pod(&for_pods, &pod, |o| o.spec.as_ref().map(|s| &s.selector))
         })
         // Any node change may change where every DaemonSet runs.
-        .watches_stream(node_events, move |_node: Node| {
+        .watches_shared_stream(nodes.touched(), move |_node: Arc<Node>| {
             for_nodes
                 .state()
                 .iter()

@@ -26,7 +26,8 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-/// What every loop gets: a client for the API server, and the identity it runs as.
+/// What every loop gets: a client for the API server, the identity it runs as, and
+/// the informers the loops of this process share.
 pub struct Context {
     pub client: kube::Client,
     /// This process's identity for leader election (hostname + a random suffix).
@@ -36,11 +37,14 @@ pub struct Context {
     pub ca_pem: Option<String>,
     /// The scheduler's configuration (`--scheduler-config`); defaults when `None`.
     pub scheduler_config: Option<Arc<scheduler::config::SchedulerConfig>>,
+    /// One watch and cache per kind, shared by every loop this context runs.
+    pub informers: runtime::informers::Informers,
 }
 
 impl Context {
     pub fn new(client: kube::Client, identity: String) -> Self {
         Context {
+            informers: runtime::informers::Informers::new(client.clone()),
             client,
             identity,
             ca_pem: None,

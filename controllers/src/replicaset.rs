@@ -17,7 +17,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::Controller;
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
@@ -26,7 +26,7 @@ pub use status::calculate_status;
 
 use crate::expectations::{cached, Expectations};
 use crate::podcontrol::{self, controller_ref, is_active, seconds_until_available};
-use crate::runtime::reflect_all;
+use crate::runtime::informers::Informers;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,29 +57,25 @@ pub struct State {
 /// The loop entry for [`crate::loops`].
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
-        run_controller(ctx.client.clone()).await;
+        run_controller(&ctx.informers).await;
         anyhow::bail!("the replicaset controller stopped")
     })
 }
 
 /// Runs the controller until its streams end.
-pub async fn run_controller(client: kube::Client) {
-    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
-    let controller = Controller::new(
-        Api::<ReplicaSet>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let replica_sets = controller.store();
+pub async fn run_controller(informers: &Informers) {
+    let pods = informers.all::<Pod>();
+    let replica_sets = informers.all::<ReplicaSet>();
+    tokio::join!(pods.synced(), replica_sets.synced());
     let state = Arc::new(State {
-        client,
-        pods,
+        client: informers.client().clone(),
+        pods: pods.store(),
         expectations: Expectations::default(),
     });
-    controller
-        .watches_stream(pod_events, move |pod| {
-            podcontrol::owners_for_pod(&replica_sets, &pod, |o| {
-                o.spec.as_ref().map(|s| &s.selector)
-            })
+    let rs_store = replica_sets.store();
+    Controller::for_shared_stream(replica_sets.touched(), replica_sets.store())
+        .watches_shared_stream(pods.touched(), move |pod| {
+            podcontrol::owners_for_pod(&rs_store, &pod, |o| o.spec.as_ref().map(|s| &s.selector))
         })
         .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {
