@@ -4,8 +4,8 @@
 //! lastScheduleTime and lastSuccessfulTime, prunes finished Jobs beyond the history
 //! limits, and requeues itself for the next scheduled time.
 
-mod decide;
 mod jobs;
+mod plan;
 mod schedule;
 
 use std::sync::Arc;
@@ -24,8 +24,8 @@ use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-pub use decide::{decide, job_name, Decision, Inputs, TOO_MANY_MISSED};
 pub use jobs::{job_for, jobs_beyond_limit};
+pub use plan::{decide, job_name, Decision, Inputs, TOO_MANY_MISSED};
 pub use schedule::{time_zone, Schedule};
 
 use crate::podcontrol::{controller_of, is_deleting};

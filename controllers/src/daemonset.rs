@@ -6,15 +6,15 @@
 //! reads (upstream pkg/controller/daemon). Phases: `nodes` (eligibility, the pod),
 //! `manage` (the core loop), `rolling`, `history`, `status`, `sync` (the writes).
 
+mod apply;
 mod backoff;
 #[cfg(test)]
 mod fixtures;
 pub mod history;
-pub mod manage;
 pub mod nodes;
+pub mod plan;
 pub mod rolling;
 pub mod status;
-mod sync;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -158,7 +158,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> 
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
 
-    let sync = sync::Sync::new(&state, &ds, &ns, &key);
+    let sync = apply::Sync::new(&state, &ds, &ns, &key);
     let in_namespace: Vec<Arc<Pod>> = state
         .pods
         .state()
@@ -180,7 +180,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> 
 
     let all_nodes = state.nodes.state();
     let nodes: Vec<&Node> = all_nodes.iter().map(|n| n.as_ref()).collect();
-    let by_node = manage::pods_by_node(&pod_refs, false);
+    let by_node = plan::pods_by_node(&pod_refs, false);
     let now = Instant::now();
     let now_ts = Timestamp::now();
     let satisfied =
@@ -194,7 +194,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> 
             "waiting for the cache to observe earlier creates/deletes"
         );
     } else {
-        let plan = manage::plan(
+        let plan = plan::plan(
             &ds,
             &nodes,
             &by_node,

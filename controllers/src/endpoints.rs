@@ -4,8 +4,7 @@
 //! wrote by hand (the apiserver's own `kubernetes` service among them); Endpoints of a
 //! deleted Service are deleted.
 
-pub mod pods;
-pub mod subsets;
+pub mod plan;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +19,8 @@ use kube::runtime::Controller;
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
-pub use subsets::desired_subsets;
+use crate::shared::endpoint_pods as pods;
+pub use plan::desired_subsets;
 
 use crate::runtime::informers::{Informers, Touched};
 use crate::{Context, LoopFuture};
@@ -258,8 +258,8 @@ fn count(ep: &Endpoints, ready: bool) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::pods::fixtures::*;
     use super::*;
+    use crate::shared::endpoint_pods::fixtures::*;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     #[test]

@@ -5,7 +5,7 @@
 //! the garbage collector removes them with it (upstream pkg/controller/endpointslice).
 //! Slices managed by others (the apiserver's `kubernetes` slice) are never touched.
 
-pub mod desired;
+pub mod plan;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,14 +20,14 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument};
 
-pub use desired::{
+pub use plan::{
     desired_groups, plan, Plan, MANAGED_BY, MANAGED_BY_LABEL, MAX_ENDPOINTS_PER_SLICE,
     SERVICE_NAME_LABEL,
 };
 
-use crate::endpoints::pods;
 use crate::expectations::{cached, Expectations};
 use crate::runtime::informers::Informers;
+use crate::shared::endpoint_pods as pods;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]

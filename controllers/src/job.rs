@@ -4,8 +4,8 @@
 //! back-off; and ends the Job as Complete or Failed (back-off limit, deadline, pod
 //! failure policy). Suspension and ttlSecondsAfterFinished are handled here too.
 
+mod apply;
 mod indexes;
-mod manage;
 mod orphans;
 mod pods;
 mod policy;

@@ -20,6 +20,7 @@ pub mod replicaset;
 pub mod runtime;
 pub mod scheduler;
 pub mod serviceaccount;
+pub mod shared;
 pub mod statefulset;
 
 use std::sync::Arc;

@@ -2,9 +2,9 @@
 //! adopting matching orphans and releasing pods that stop matching, and reports what it
 //! sees in the status (upstream pkg/controller/replicaset).
 
-mod decide;
 #[cfg(test)]
 pub(crate) mod fixtures;
+mod plan;
 mod status;
 
 use std::sync::Arc;
@@ -21,12 +21,13 @@ use kube::runtime::Controller;
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
-pub use decide::{claim_pods, deletion_order, desired_pods, pods_to_delete, Claim, Diff};
+pub use plan::{claim_pods, desired_pods, Claim, Diff};
 pub use status::calculate_status;
 
 use crate::expectations::{cached, Expectations};
 use crate::podcontrol::{self, controller_ref, is_active, seconds_until_available};
 use crate::runtime::informers::Informers;
+use crate::shared::ranking::pods_to_delete;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -213,7 +214,7 @@ async fn manage_replicas(
                 return Ok(());
             };
             let generate_name = format!("{}-", rs.name_any());
-            for batch in decide::slow_start_batches(n) {
+            for batch in plan::slow_start_batches(n) {
                 let creates = (0..batch).map(|_| {
                     podcontrol::create_pod(pods_api, template, &generate_name, controller_ref(rs))
                 });

@@ -28,7 +28,7 @@ use tracing::warn;
 pub use sync::reconcile;
 
 use crate::expectations::Expectations;
-use crate::podcontrol::{controller_of, selector_matches};
+use crate::podcontrol::{controller_of, controller_selects};
 use crate::runtime::informers::Informers;
 use crate::{Context, LoopFuture};
 
@@ -136,7 +136,7 @@ fn sets_for(sets: &Store<StatefulSet>, pod: &Pod) -> Vec<ObjectRef<StatefulSet>>
         .filter(|s| {
             s.spec
                 .as_ref()
-                .is_some_and(|spec| selector_matches(&spec.selector, pod.labels()))
+                .is_some_and(|spec| controller_selects(&spec.selector, pod.labels()))
         })
         .map(|_| vec![key])
         .unwrap_or_default()
