@@ -5,24 +5,27 @@
 //!
 //! 1. starts `kybern server --disable controllers,scheduler` (fresh temp data
 //!    dir, embedded storage, `--listen 127.0.0.1:0`): the API server alone;
-//! 2. starts the loops a Deployment needs as separate children, so each
-//!    figure is one process's own: `kybern controller replicaset deployment`
-//!    (the controller process), `kybern controller scheduler`, and
-//!    `kybern agent --simulate N` (`--nodes`, 100 Ready nodes that move bound
-//!    pods to Running and Ready without containers);
+//! 2. starts the loops as separate children, so each figure is one process's
+//!    own: the controller process runs every loop `kybern server` runs except
+//!    the scheduler (`kybern controller --disable scheduler`; with
+//!    `--workload-loops-only`, just `kybern controller replicaset deployment`),
+//!    then `kybern controller scheduler` and `kybern agent --simulate N`
+//!    (`--nodes`, 100 Ready nodes that move bound pods to Running and Ready
+//!    without containers). `--binary PATH` runs these children and the server
+//!    from another `kybern` build (to measure main's code with this benchmark);
 //! 3. creates a Deployment of `--replicas` (1000) pods (RollingUpdate, upstream
 //!    defaults of 25 % surge and 25 % unavailable) and times it from the create
 //!    to the status reporting every replica updated, ready and available;
 //! 4. changes the image and times from the patch to the same all-updated,
 //!    all-available status (the rolling update);
 //! 5. reports both times and the peak RSS (VmHWM) of the controller process,
-//!    the scheduler and the simulator.
+//!    the scheduler, the simulator and the API server.
 //!
 //! Upstream publishes no figure for this shape, so there are no ratios. Every
 //! child is killed by pid at the end, on error and on Ctrl-C. Nothing here
 //! asserts on timings.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -50,6 +53,14 @@ pub struct DeploymentArgs {
     /// Keep the temp dirs (data, logs).
     #[arg(long)]
     keep: bool,
+    /// The `kybern` binary to run the server, controllers, scheduler and simulator
+    /// from; this executable when not given.
+    #[arg(long)]
+    binary: Option<PathBuf>,
+    /// Run only the replicaset and deployment loops in the controller process
+    /// instead of every loop `kybern server` runs (minus the scheduler).
+    #[arg(long)]
+    workload_loops_only: bool,
 }
 
 const NAMESPACE: &str = "default";
@@ -72,7 +83,13 @@ pub async fn run(args: DeploymentArgs) -> Result<()> {
     let tmp = TempDir::new("deployment", args.keep)?;
     let data_dir = tmp.sub("data")?;
     progress(&format!("temp dir {}", tmp.path.display()));
-    let server = procs::start_server_with(
+    let exe = match &args.binary {
+        Some(b) => b.clone(),
+        None => std::env::current_exe().context("finding the kybern executable")?,
+    };
+    progress(&format!("children run {}", exe.display()));
+    let server = procs::start_server_from(
+        &exe,
         &data_dir,
         None,
         &tmp.path.join("server.log"),
@@ -85,16 +102,20 @@ pub async fn run(args: DeploymentArgs) -> Result<()> {
         server.proc.pid()
     ));
     let kubeconfig = data_dir.join("admin.kubeconfig");
-    let controllers = procs::start_controller(
-        &["replicaset", "deployment"],
+    let loops: &[&str] = if args.workload_loops_only {
+        &["replicaset", "deployment"]
+    } else {
+        &["--disable", "scheduler"]
+    };
+    let controllers =
+        procs::start_controller_from(&exe, loops, &kubeconfig, &tmp.path.join("controllers.log"))?;
+    let scheduler = procs::start_controller_from(
+        &exe,
+        &["scheduler"],
         &kubeconfig,
-        &tmp.path.join("controllers.log"),
-    )
-    .await?;
-    let scheduler =
-        procs::start_controller(&["scheduler"], &kubeconfig, &tmp.path.join("scheduler.log"))
-            .await?;
-    let agent = start_simulator(args.nodes, &kubeconfig, &tmp.path.join("agent.log")).await?;
+        &tmp.path.join("scheduler.log"),
+    )?;
+    let agent = start_simulator(&exe, args.nodes, &kubeconfig, &tmp.path.join("agent.log"))?;
     progress(&format!(
         "controllers (pid {}), scheduler (pid {}) and {} simulated nodes (pid {}) started",
         controllers.pid(),
@@ -132,8 +153,13 @@ pub async fn run(args: DeploymentArgs) -> Result<()> {
         None,
         Unit::Secs,
     ));
+    let controller_row = if args.workload_loops_only {
+        "controller process peak RSS (replicaset + deployment)"
+    } else {
+        "controller process peak RSS (every loop but the scheduler)"
+    };
     let names = [
-        "controller process peak RSS (replicaset + deployment)",
+        controller_row,
         "scheduler peak RSS",
         "simulated nodes (kybern agent --simulate) peak RSS",
         "API server peak RSS",
@@ -147,8 +173,7 @@ pub async fn run(args: DeploymentArgs) -> Result<()> {
 }
 
 /// Starts `kybern agent --simulate N --kubeconfig K` as its own process.
-async fn start_simulator(nodes: usize, kubeconfig: &Path, log: &Path) -> Result<Proc> {
-    let exe = std::env::current_exe().context("finding the kybern executable")?;
+fn start_simulator(exe: &Path, nodes: usize, kubeconfig: &Path, log: &Path) -> Result<Proc> {
     let mut cmd = tokio::process::Command::new(exe);
     cmd.args(["agent", "--simulate", &nodes.to_string(), "--kubeconfig"])
         .arg(kubeconfig);

@@ -114,6 +114,18 @@ pub async fn start_server_with(
     disable: &str,
 ) -> Result<Server> {
     let exe = std::env::current_exe().context("finding the kybern executable")?;
+    start_server_from(&exe, data_dir, etcd, log, disable).await
+}
+
+/// [`start_server_with`] running the `kybern` binary at `exe` (to measure another
+/// build, e.g. main's, with this benchmark).
+pub async fn start_server_from(
+    exe: &Path,
+    data_dir: &Path,
+    etcd: Option<&str>,
+    log: &Path,
+    disable: &str,
+) -> Result<Server> {
     let mut cmd = Command::new(exe);
     cmd.arg("server")
         .arg("--data-dir")
@@ -166,12 +178,23 @@ pub async fn start_server_with(
 /// caller decides how long to give it.
 pub async fn start_controller(names: &[&str], kubeconfig: &Path, log: &Path) -> Result<Proc> {
     let exe = std::env::current_exe().context("finding the kybern executable")?;
+    start_controller_from(&exe, names, kubeconfig, log)
+}
+
+/// [`start_controller`] running the `kybern` binary at `exe` with the arguments
+/// `args` after `controller` (loop names, `--disable ...`).
+pub fn start_controller_from(
+    exe: &Path,
+    args: &[&str],
+    kubeconfig: &Path,
+    log: &Path,
+) -> Result<Proc> {
     let mut cmd = Command::new(exe);
     cmd.arg("controller")
-        .args(names)
+        .args(args)
         .arg("--kubeconfig")
         .arg(kubeconfig);
-    spawn(cmd, &format!("kybern controller {}", names.join(" ")), log)
+    spawn(cmd, &format!("kybern controller {}", args.join(" ")), log)
 }
 
 /// The standalone scheduler binary a user would run: `kybern-scheduler` next to this

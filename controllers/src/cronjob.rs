@@ -4,8 +4,8 @@
 //! lastScheduleTime and lastSuccessfulTime, prunes finished Jobs beyond the history
 //! limits, and requeues itself for the next scheduled time.
 
-mod decide;
 mod jobs;
+mod plan;
 mod schedule;
 
 use std::sync::Arc;
@@ -19,17 +19,17 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::Controller;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::{info, warn};
 
-pub use decide::{decide, job_name, Decision, Inputs, TOO_MANY_MISSED};
 pub use jobs::{job_for, jobs_beyond_limit};
+pub use plan::{decide, job_name, Decision, Inputs, TOO_MANY_MISSED};
 pub use schedule::{time_zone, Schedule};
 
 use crate::podcontrol::{controller_of, is_deleting};
-use crate::runtime::reflect_all;
+use crate::runtime::informers::Informers;
 use crate::{Context, LoopFuture};
 
 /// The annotation recording which scheduled time a Job was created for.
@@ -75,24 +75,22 @@ pub struct State {
 /// The loop entry for [`crate::loops`].
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
-        run_controller(ctx.client.clone(), Arc::new(SystemClock)).await;
+        run_controller(&ctx.informers, Arc::new(SystemClock)).await;
         anyhow::bail!("the cronjob controller stopped")
     })
 }
 
-pub async fn run_controller(client: kube::Client, clock: Arc<dyn Clock>) {
-    let (jobs, job_events) = reflect_all::<Job>(&client, watcher::Config::default());
-    let controller = Controller::new(
-        Api::<CronJob>::all(client.clone()),
-        watcher::Config::default(),
-    );
+pub async fn run_controller(informers: &Informers, clock: Arc<dyn Clock>) {
+    let jobs = informers.all::<Job>();
+    let cronjobs = informers.all::<CronJob>();
+    tokio::join!(jobs.synced(), cronjobs.synced());
     let state = Arc::new(State {
-        client,
-        jobs,
+        client: informers.client().clone(),
+        jobs: jobs.store(),
         clock,
     });
-    controller
-        .watches_stream(job_events, |job| cronjob_of(&job))
+    Controller::for_shared_stream(cronjobs.touched(), cronjobs.store())
+        .watches_shared_stream(jobs.touched(), |job| cronjob_of(&job))
         .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {

@@ -6,15 +6,15 @@
 //! reads (upstream pkg/controller/daemon). Phases: `nodes` (eligibility, the pod),
 //! `manage` (the core loop), `rolling`, `history`, `status`, `sync` (the writes).
 
+mod apply;
 mod backoff;
 #[cfg(test)]
 mod fixtures;
 pub mod history;
-pub mod manage;
 pub mod nodes;
+pub mod plan;
 pub mod rolling;
 pub mod status;
-mod sync;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,13 +26,13 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::Controller;
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
 use crate::expectations::{cached, Expectations};
 use crate::podcontrol::{self, seconds_until_available};
-use crate::runtime::reflect_all;
+use crate::runtime::informers::Informers;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -70,38 +70,40 @@ pub struct State {
 /// The loop entry for [`crate::loops`].
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
-        run_controller(ctx.client.clone()).await;
+        run_controller(&ctx.informers).await;
         anyhow::bail!("the daemonset controller stopped")
     })
 }
 
 /// Runs the controller until its streams end.
-pub async fn run_controller(client: kube::Client) {
-    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
-    let (nodes, node_events) = reflect_all::<Node>(&client, watcher::Config::default());
-    let (revisions, cr_events) =
-        reflect_all::<ControllerRevision>(&client, watcher::Config::default());
-    let controller = Controller::new(
-        Api::<DaemonSet>::all(client.clone()),
-        watcher::Config::default(),
+pub async fn run_controller(informers: &Informers) {
+    let pods = informers.all::<Pod>();
+    let nodes = informers.all::<Node>();
+    let revisions = informers.all::<ControllerRevision>();
+    let daemon_sets = informers.all::<DaemonSet>();
+    tokio::join!(
+        pods.synced(),
+        nodes.synced(),
+        revisions.synced(),
+        daemon_sets.synced()
     );
-    let daemon_sets = controller.store();
-    let for_nodes = daemon_sets.clone();
+    let for_pods = daemon_sets.store();
+    let for_nodes = daemon_sets.store();
     let state = Arc::new(State {
-        client,
-        nodes,
-        pods,
-        revisions,
+        client: informers.client().clone(),
+        nodes: nodes.store(),
+        pods: pods.store(),
+        revisions: revisions.store(),
         expectations: Expectations::default(),
         failed_backoff: backoff::Backoff::default(),
     });
-    controller
-        .owns_stream(cr_events)
-        .watches_stream(pod_events, move |pod| {
-            podcontrol::owners_for_pod(&daemon_sets, &pod, |o| o.spec.as_ref().map(|s| &s.selector))
+    Controller::for_shared_stream(daemon_sets.touched(), daemon_sets.store())
+        .owns_shared_stream(revisions.touched())
+        .watches_shared_stream(pods.touched(), move |pod| {
+            podcontrol::owners_for_pod(&for_pods, &pod, |o| o.spec.as_ref().map(|s| &s.selector))
         })
         // Any node change may change where every DaemonSet runs.
-        .watches_stream(node_events, move |_node: Node| {
+        .watches_shared_stream(nodes.touched(), move |_node: Arc<Node>| {
             for_nodes
                 .state()
                 .iter()
@@ -156,7 +158,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> 
         return Ok(Action::requeue(Duration::from_secs(1)));
     }
 
-    let sync = sync::Sync::new(&state, &ds, &ns, &key);
+    let sync = apply::Sync::new(&state, &ds, &ns, &key);
     let in_namespace: Vec<Arc<Pod>> = state
         .pods
         .state()
@@ -178,7 +180,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> 
 
     let all_nodes = state.nodes.state();
     let nodes: Vec<&Node> = all_nodes.iter().map(|n| n.as_ref()).collect();
-    let by_node = manage::pods_by_node(&pod_refs, false);
+    let by_node = plan::pods_by_node(&pod_refs, false);
     let now = Instant::now();
     let now_ts = Timestamp::now();
     let satisfied =
@@ -192,7 +194,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> 
             "waiting for the cache to observe earlier creates/deletes"
         );
     } else {
-        let plan = manage::plan(
+        let plan = plan::plan(
             &ds,
             &nodes,
             &by_node,

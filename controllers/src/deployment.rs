@@ -21,7 +21,7 @@ use k8s_openapi::api::apps::v1::{Deployment, DeploymentStatus, ReplicaSet};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::Controller;
 use kube::{Api, ResourceExt};
 use tracing::{instrument, warn};
 
@@ -30,7 +30,7 @@ pub use proportional::{proportional_sizes, Sizing};
 pub use rolling::{cleanup_unhealthy, max_scaled_down, new_rs_new_replicas, scale_down_old};
 pub use status::calculate_status;
 
-use crate::runtime::reflect_all;
+use crate::runtime::informers::Informers;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -68,26 +68,29 @@ pub struct State {
 /// The loop entry for [`crate::loops`].
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
-        run_controller(ctx.client.clone()).await;
+        run_controller(&ctx.informers).await;
         anyhow::bail!("the deployment controller stopped")
     })
 }
 
 /// Runs the controller until its streams end.
-pub async fn run_controller(client: kube::Client) {
-    let (replica_sets, rs_events) = reflect_all::<ReplicaSet>(&client, watcher::Config::default());
+pub async fn run_controller(informers: &Informers) {
+    let replica_sets = informers.all::<ReplicaSet>();
     // Pods only matter to Recreate (wait until the old ones are gone, terminating ones
     // included, which no ReplicaSet status change announces).
-    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
+    let pods = informers.all::<Pod>();
+    let deployments = informers.all::<Deployment>();
+    tokio::join!(replica_sets.synced(), pods.synced(), deployments.synced());
     let state = Arc::new(State {
-        client: client.clone(),
-        replica_sets: replica_sets.clone(),
-        pods,
+        client: informers.client().clone(),
+        replica_sets: replica_sets.store(),
+        pods: pods.store(),
     });
-    Controller::new(Api::<Deployment>::all(client), watcher::Config::default())
-        .owns_stream(rs_events)
-        .watches_stream(pod_events, move |pod: Pod| {
-            deployment_of_pod(&replica_sets, &pod)
+    let rs_store = replica_sets.store();
+    Controller::for_shared_stream(deployments.touched(), deployments.store())
+        .owns_shared_stream(replica_sets.touched())
+        .watches_shared_stream(pods.touched(), move |pod: Arc<Pod>| {
+            deployment_of_pod(&rs_store, &pod)
         })
         .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {

@@ -4,8 +4,7 @@
 //! wrote by hand (the apiserver's own `kubernetes` service among them); Endpoints of a
 //! deleted Service are deleted.
 
-pub mod pods;
-pub mod subsets;
+pub mod plan;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,14 +14,15 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, Controller, WatchStreamExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::Controller;
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
-pub use subsets::desired_subsets;
+use crate::shared::endpoint_pods as pods;
+pub use plan::desired_subsets;
 
-use crate::runtime::reflect_all;
+use crate::runtime::informers::{Informers, Touched};
 use crate::{Context, LoopFuture};
 
 /// Upstream marks Endpoints used as leader-election locks with this; they have no
@@ -50,53 +50,49 @@ pub struct State {
 /// The loop entry for [`crate::loops`].
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
-        run_controller(ctx.client.clone()).await;
+        run_controller(&ctx.informers).await;
         anyhow::bail!("the endpoints controller stopped")
     })
 }
 
 /// Runs the controller until its streams end.
-pub async fn run_controller(client: kube::Client) {
-    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
-    let (endpoints, ep_events) = reflect_all::<Endpoints>(&client, watcher::Config::default());
-    // Deleted Services are seen here, before the reflector forgets them: the
-    // reconciler never runs for an object that is gone.
-    let (services, svc_writer) = reflector::store();
+pub async fn run_controller(informers: &Informers) {
+    let client = informers.client().clone();
+    let pods = informers.all::<Pod>();
+    let endpoints = informers.all::<Endpoints>();
+    let services = informers.all::<Service>();
+    tokio::join!(pods.synced(), endpoints.synced(), services.synced());
+    // Deleted Services are seen here, in the change stream: the reconciler never runs
+    // for an object that is gone.
     let (deleted_tx, deleted_rx) = tokio::sync::mpsc::unbounded_channel::<Service>();
-    let svc_events = watcher(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-    )
-    .default_backoff()
-    .inspect(move |event| {
-        if let Ok(watcher::Event::Delete(svc)) = event {
-            let _ = deleted_tx.send(svc.clone());
+    let svc_events = services.events().map(move |touched| {
+        if let Touched::Deleted(svc) = &touched {
+            let _ = deleted_tx.send(svc.as_ref().clone());
         }
-    })
-    .reflect(svc_writer)
-    .applied_objects();
+        touched.object()
+    });
 
     let state = Arc::new(State {
         client: client.clone(),
-        pods,
-        endpoints: endpoints.clone(),
+        pods: pods.store(),
+        endpoints: endpoints.store(),
     });
     tokio::spawn(delete_for_deleted_services(client.clone(), deleted_rx));
     tokio::spawn(delete_leftovers(
         client.clone(),
-        services.clone(),
-        endpoints.clone(),
+        services.store(),
+        endpoints.store(),
     ));
 
-    let services_for_pods = services.clone();
-    let endpoints_for_pods = endpoints.clone();
-    Controller::for_stream(svc_events, services)
-        .watches_stream(pod_events, move |pod| {
+    let services_for_pods = services.store();
+    let endpoints_for_pods = endpoints.store();
+    Controller::for_shared_stream(svc_events, services.store())
+        .watches_shared_stream(pods.touched(), move |pod| {
             pods::services_for_pod(&services_for_pods, &pod, |svc| {
                 lists_pod(&endpoints_for_pods, svc, &pod)
             })
         })
-        .watches_stream(ep_events, |ep: Endpoints| {
+        .watches_shared_stream(endpoints.touched(), |ep: Arc<Endpoints>| {
             Some(ObjectRef::new(&ep.name_any()).within(&ep.namespace()?))
         })
         .run(reconcile, crate::runtime::retry::error_policy, state)
@@ -262,8 +258,8 @@ fn count(ep: &Endpoints, ready: bool) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::pods::fixtures::*;
     use super::*;
+    use crate::shared::endpoint_pods::fixtures::*;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     #[test]

@@ -5,7 +5,7 @@
 //! the garbage collector removes them with it (upstream pkg/controller/endpointslice).
 //! Slices managed by others (the apiserver's `kubernetes` slice) are never touched.
 
-pub mod desired;
+pub mod plan;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,14 +20,14 @@ use kube::runtime::{watcher, Controller};
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument};
 
-pub use desired::{
+pub use plan::{
     desired_groups, plan, Plan, MANAGED_BY, MANAGED_BY_LABEL, MAX_ENDPOINTS_PER_SLICE,
     SERVICE_NAME_LABEL,
 };
 
-use crate::endpoints::pods;
 use crate::expectations::{cached, Expectations};
-use crate::runtime::reflect_all;
+use crate::runtime::informers::Informers;
+use crate::shared::endpoint_pods as pods;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -58,32 +58,33 @@ pub struct State {
 /// The loop entry for [`crate::loops`].
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
-        run_controller(ctx.client.clone()).await;
+        run_controller(&ctx.informers).await;
         anyhow::bail!("the endpointslice controller stopped")
     })
 }
 
 /// Runs the controller until its streams end.
-pub async fn run_controller(client: kube::Client) {
-    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
+pub async fn run_controller(informers: &Informers) {
+    let pods = informers.all::<Pod>();
     let ours = watcher::Config::default().labels(&format!("{MANAGED_BY_LABEL}={MANAGED_BY}"));
-    let (slices, slice_events) = reflect_all::<EndpointSlice>(&client, ours);
-    let controller = Controller::new(
-        Api::<Service>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let services = controller.store();
+    let slices = informers.get::<EndpointSlice>(ours);
+    let services = informers.all::<Service>();
+    tokio::join!(pods.synced(), slices.synced(), services.synced());
+    let services_for_pods = services.store();
+    let slices_for_pods = slices.store();
     let state = Arc::new(State {
-        client,
-        pods,
-        slices: slices.clone(),
+        client: informers.client().clone(),
+        pods: pods.store(),
+        slices: slices.store(),
         expectations: Expectations::default(),
     });
-    controller
-        .watches_stream(pod_events, move |pod| {
-            pods::services_for_pod(&services, &pod, |svc| lists_pod(&slices, svc, &pod))
+    Controller::for_shared_stream(services.touched(), services.store())
+        .watches_shared_stream(pods.touched(), move |pod| {
+            pods::services_for_pod(&services_for_pods, &pod, |svc| {
+                lists_pod(&slices_for_pods, svc, &pod)
+            })
         })
-        .watches_stream(slice_events, |slice: EndpointSlice| {
+        .watches_shared_stream(slices.touched(), |slice: Arc<EndpointSlice>| {
             let service = slice.labels().get(SERVICE_NAME_LABEL)?;
             Some(ObjectRef::new(service).within(&slice.namespace()?))
         })

@@ -4,8 +4,8 @@
 //! back-off; and ends the Job as Complete or Failed (back-off limit, deadline, pod
 //! failure policy). Suspension and ttlSecondsAfterFinished are handled here too.
 
+mod apply;
 mod indexes;
-mod manage;
 mod orphans;
 mod pods;
 mod policy;
@@ -23,7 +23,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::Controller;
 use kube::{Api, ResourceExt};
 use tracing::{info, warn};
 
@@ -36,7 +36,7 @@ pub use status::{completions_reached, Finish};
 
 use crate::expectations::Expectations;
 use crate::podcontrol::{self, controller_of};
-use crate::runtime::reflect_all;
+use crate::runtime::informers::Informers;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -87,34 +87,34 @@ pub struct State {
 /// The loop entry for [`crate::loops`].
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
-        run_controller(ctx.client.clone()).await;
+        run_controller(&ctx.informers).await;
         anyhow::bail!("the job controller stopped")
     })
 }
 
 /// Runs the controller until its streams end.
-pub async fn run_controller(client: kube::Client) {
-    let controller = Controller::new(Api::<Job>::all(client.clone()), watcher::Config::default());
-    let jobs = controller.store();
+pub async fn run_controller(informers: &Informers) {
+    let client = informers.client().clone();
+    let jobs = informers.all::<Job>();
+    let job_store = jobs.store();
     let (orphans_tx, orphans_rx) = tokio::sync::mpsc::unbounded_channel();
-    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
-    let pod_events = pod_events.inspect(move |event| {
-        if let Ok(pod) = event {
-            if orphans::maybe_orphan(pod, &jobs) {
-                // The receiver lives as long as this stream; a send cannot fail.
-                let _ = orphans_tx.send(pod.clone());
-            }
+    let pods = informers.all::<Pod>();
+    tokio::join!(jobs.synced(), pods.synced());
+    let pod_events = pods.touched().inspect(move |pod| {
+        if orphans::maybe_orphan(pod, &job_store) {
+            // The receiver lives as long as this stream; a send cannot fail.
+            let _ = orphans_tx.send(pod.clone());
         }
     });
     tokio::spawn(orphans::release_orphans(client.clone(), orphans_rx));
     let state = Arc::new(State {
         client,
-        pods,
+        pods: pods.store(),
         expectations: Expectations::default(),
         backoff: Mutex::default(),
     });
-    controller
-        .watches_stream(pod_events, |pod| job_of(&pod))
+    Controller::for_shared_stream(jobs.touched(), jobs.store())
+        .watches_shared_stream(pod_events, |pod| job_of(&pod))
         .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {

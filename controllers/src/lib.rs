@@ -19,8 +19,8 @@ pub mod nodelifecycle;
 pub mod podcontrol;
 pub mod replicaset;
 pub mod runtime;
-pub mod scheduling;
 pub mod serviceaccount;
+pub mod shared;
 pub mod statefulset;
 #[cfg(any(test, feature = "test-util"))]
 pub mod testing;
@@ -30,7 +30,8 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 
-/// What every loop gets: a client for the API server, and the identity it runs as.
+/// What every loop gets: a client for the API server, the identity it runs as, and
+/// the informers the loops of this process share.
 pub struct Context {
     pub client: kube::Client,
     /// This process's identity for leader election (hostname + a random suffix).
@@ -41,11 +42,14 @@ pub struct Context {
     /// Settings of loops that live in other crates, such as the scheduler's
     /// `--scheduler-config`; a loop without its setting uses its defaults.
     pub settings: Settings,
+    /// One watch and cache per kind, shared by every loop this context runs.
+    pub informers: runtime::informers::Informers,
 }
 
 impl Context {
     pub fn new(client: kube::Client, identity: String) -> Self {
         Context {
+            informers: runtime::informers::Informers::new(client.clone()),
             client,
             identity,
             ca_pem: None,

@@ -21,11 +21,11 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
+use kube::runtime::Controller;
 use kube::ResourceExt;
 use tracing::warn;
 
-use crate::runtime::reflect_all;
+use crate::runtime::informers::Informers;
 use crate::{Context, LoopFuture};
 
 /// The provisioner name our StorageClasses carry, and the `provisioned-by` annotation
@@ -92,41 +92,41 @@ pub struct State {
 
 /// The loop entry for [`crate::loops`], with the default [`Config`].
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
-    let client = ctx.client.clone();
-    Box::pin(async move { run_with(client, Config::default()).await })
+    Box::pin(async move { run_with(&ctx.informers, Config::default()).await })
 }
 
 /// Ensures the default class, then runs the claim and volume reconcilers until their
 /// streams end (which is an error: the loop is restarted).
-pub async fn run_with(client: kube::Client, config: Config) -> anyhow::Result<()> {
+pub async fn run_with(informers: &Informers, config: Config) -> anyhow::Result<()> {
+    let client = informers.client().clone();
     class::ensure_default_class(&client).await?;
-    let (claims, claim_events) =
-        reflect_all::<PersistentVolumeClaim>(&client, watcher::Config::default());
-    // A second watch on claims: each controller consumes its own event stream, and the
+    // Each controller subscribes to the claim and volume changes on its own; the
     // volume side must see claim deletions (which never reach a claim reconcile).
-    let (_, claim_events_for_volumes) =
-        reflect_all::<PersistentVolumeClaim>(&client, watcher::Config::default());
-    let (volumes, volume_events) =
-        reflect_all::<PersistentVolume>(&client, watcher::Config::default());
-    let (_, volume_events_for_claims) =
-        reflect_all::<PersistentVolume>(&client, watcher::Config::default());
-    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
-    let (classes, class_events) = reflect_all::<StorageClass>(&client, watcher::Config::default());
+    let claims = informers.all::<PersistentVolumeClaim>();
+    let volumes = informers.all::<PersistentVolume>();
+    let pods = informers.all::<Pod>();
+    let classes = informers.all::<StorageClass>();
+    tokio::join!(
+        claims.synced(),
+        volumes.synced(),
+        pods.synced(),
+        classes.synced()
+    );
     let state = Arc::new(State {
         client,
         config,
-        claims: claims.clone(),
-        volumes: volumes.clone(),
-        pods,
-        classes,
+        claims: claims.store(),
+        volumes: volumes.store(),
+        pods: pods.store(),
+        classes: classes.store(),
     });
 
-    let claims_of_class = claims.clone();
-    let claims_controller = Controller::for_stream(claim_events, claims)
-        .watches_stream(pod_events, |pod| provision::claims_of_pod(&pod))
-        .watches_stream(volume_events_for_claims, |pv| claim_of_volume(&pv))
+    let claims_of_class = claims.store();
+    let claims_controller = Controller::for_shared_stream(claims.touched(), claims.store())
+        .watches_shared_stream(pods.touched(), |pod| provision::claims_of_pod(&pod))
+        .watches_shared_stream(volumes.touched(), |pv| claim_of_volume(&pv))
         // A claim waiting for its class (or for a default class) is retried when it appears.
-        .watches_stream(class_events, move |sc| {
+        .watches_shared_stream(classes.touched(), move |sc| {
             class::waiting_claims(&claims_of_class, &sc)
         })
         .run(
@@ -139,10 +139,8 @@ pub async fn run_with(client: kube::Client, config: Config) -> anyhow::Result<()
                 tracing::debug!(error = %e, "local-path claim reconcile failed");
             }
         });
-    let volumes_controller = Controller::for_stream(volume_events, volumes)
-        .watches_stream(claim_events_for_volumes, |claim| {
-            release::volumes_of_claim(&claim)
-        })
+    let volumes_controller = Controller::for_shared_stream(volumes.touched(), volumes.store())
+        .watches_shared_stream(claims.touched(), |claim| release::volumes_of_claim(&claim))
         .run(
             release::reconcile,
             crate::runtime::retry::error_policy,

@@ -14,7 +14,6 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::discovery::ApiResource;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::watcher;
 use kube::ResourceExt;
 
 use crate::{Context, LoopFuture};
@@ -45,8 +44,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
-        let namespaces = Api::<Namespace>::all(ctx.client.clone());
-        Controller::new(namespaces, watcher::Config::default())
+        let namespaces = ctx.informers.all::<Namespace>();
+        namespaces.synced().await;
+        Controller::for_shared_stream(namespaces.touched(), namespaces.store())
             .run(reconcile, crate::runtime::retry::error_policy, ctx)
             .for_each(|r| async move {
                 if let Err(e) = r {

@@ -16,11 +16,12 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::Controller;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
+use crate::runtime::informers::Informers;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -155,22 +156,23 @@ pub struct State {
 
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
-        run_with(ctx.client.clone(), Config::default()).await?;
+        run_with(&ctx.informers, Config::default()).await?;
         anyhow::bail!("the nodeipam controller stopped")
     })
 }
 
 /// Runs the allocator over `config`'s range until the node watch ends.
-pub async fn run_with(client: kube::Client, config: Config) -> Result<()> {
+pub async fn run_with(informers: &Informers, config: Config) -> Result<()> {
     let range = Range::parse(&config.cluster_cidr, config.node_mask)?;
-    let controller = Controller::new(Api::<Node>::all(client.clone()), watcher::Config::default());
+    let nodes = informers.all::<Node>();
+    nodes.synced().await;
     let state = Arc::new(State {
-        client,
-        nodes: controller.store(),
+        client: informers.client().clone(),
+        nodes: nodes.store(),
         range,
         in_flight: Mutex::default(),
     });
-    controller
+    Controller::for_shared_stream(nodes.touched(), nodes.store())
         .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {

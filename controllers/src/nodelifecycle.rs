@@ -42,6 +42,7 @@ pub use health::{
 pub use taints::{desired_taints, TokenBucket, NOT_READY, UNREACHABLE};
 
 use crate::podcontrol::{is_ready, record_event};
+use crate::runtime::informers::Informers;
 use crate::{Context, LoopFuture};
 
 pub const LEASE_NAMESPACE: &str = "kube-node-lease";
@@ -79,24 +80,28 @@ pub enum Error {
 
 /// The loop entry for [`crate::loops`].
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
-    Box::pin(async move { Ok(run_with(ctx.client.clone(), Config::default()).await?) })
+    Box::pin(async move { Ok(run_shared(&ctx.informers, Config::default()).await?) })
 }
 
-/// Runs the controller with `config` until a watch ends.
+/// Runs the controller with `config` and informers of its own until a watch ends.
 pub async fn run_with(client: kube::Client, config: Config) -> Result<(), Error> {
-    let (nodes, node_writer) = reflector::store();
-    let node_watch = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(node_writer);
+    run_shared(&Informers::new(client), config).await
+}
+
+/// Runs the controller with `config`, reading nodes and pods from `informers`, until
+/// its lease watch ends.
+pub async fn run_shared(informers: &Informers, config: Config) -> Result<(), Error> {
+    let client = informers.client().clone();
+    let nodes = informers.all::<Node>();
+    let pods = informers.all::<Pod>();
+    tokio::join!(nodes.synced(), pods.synced());
+    let (nodes, pods) = (nodes.store(), pods.store());
+    // Only the node leases, in their own namespace: not shared with other loops.
     let (leases, lease_writer) = reflector::store();
     let lease_api = Api::<Lease>::namespaced(client.clone(), LEASE_NAMESPACE);
     let lease_watch = watcher(lease_api, watcher::Config::default())
         .default_backoff()
         .reflect(lease_writer);
-    let (pods, pod_writer) = reflector::store();
-    let pod_watch = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .default_backoff()
-        .reflect(pod_writer);
 
     let mut monitor = Monitor {
         client,
@@ -109,9 +114,7 @@ pub async fn run_with(client: kube::Client, config: Config) -> Result<(), Error>
         pods,
     };
     tokio::select! {
-        _ = node_watch.for_each(|_| async {}) => Err(Error::WatchEnded("node")),
         _ = lease_watch.for_each(|_| async {}) => Err(Error::WatchEnded("lease")),
-        _ = pod_watch.for_each(|_| async {}) => Err(Error::WatchEnded("pod")),
         _ = monitor.run() => Err(Error::WatchEnded("store")),
     }
 }

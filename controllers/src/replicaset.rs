@@ -2,9 +2,9 @@
 //! adopting matching orphans and releasing pods that stop matching, and reports what it
 //! sees in the status (upstream pkg/controller/replicaset).
 
-mod decide;
 #[cfg(test)]
 pub(crate) mod fixtures;
+mod plan;
 mod status;
 
 use std::sync::Arc;
@@ -17,16 +17,17 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::Store;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::Controller;
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
-pub use decide::{claim_pods, deletion_order, desired_pods, pods_to_delete, Claim, Diff};
+pub use plan::{claim_pods, desired_pods, Claim, Diff};
 pub use status::calculate_status;
 
 use crate::expectations::{cached, Expectations};
 use crate::podcontrol::{self, controller_ref, is_active, seconds_until_available};
-use crate::runtime::reflect_all;
+use crate::runtime::informers::Informers;
+use crate::shared::ranking::pods_to_delete;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -57,29 +58,25 @@ pub struct State {
 /// The loop entry for [`crate::loops`].
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
-        run_controller(ctx.client.clone()).await;
+        run_controller(&ctx.informers).await;
         anyhow::bail!("the replicaset controller stopped")
     })
 }
 
 /// Runs the controller until its streams end.
-pub async fn run_controller(client: kube::Client) {
-    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
-    let controller = Controller::new(
-        Api::<ReplicaSet>::all(client.clone()),
-        watcher::Config::default(),
-    );
-    let replica_sets = controller.store();
+pub async fn run_controller(informers: &Informers) {
+    let pods = informers.all::<Pod>();
+    let replica_sets = informers.all::<ReplicaSet>();
+    tokio::join!(pods.synced(), replica_sets.synced());
     let state = Arc::new(State {
-        client,
-        pods,
+        client: informers.client().clone(),
+        pods: pods.store(),
         expectations: Expectations::default(),
     });
-    controller
-        .watches_stream(pod_events, move |pod| {
-            podcontrol::owners_for_pod(&replica_sets, &pod, |o| {
-                o.spec.as_ref().map(|s| &s.selector)
-            })
+    let rs_store = replica_sets.store();
+    Controller::for_shared_stream(replica_sets.touched(), replica_sets.store())
+        .watches_shared_stream(pods.touched(), move |pod| {
+            podcontrol::owners_for_pod(&rs_store, &pod, |o| o.spec.as_ref().map(|s| &s.selector))
         })
         .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {
@@ -217,7 +214,7 @@ async fn manage_replicas(
                 return Ok(());
             };
             let generate_name = format!("{}-", rs.name_any());
-            for batch in decide::slow_start_batches(n) {
+            for batch in plan::slow_start_batches(n) {
                 let creates = (0..batch).map(|_| {
                     podcontrol::create_pod(pods_api, template, &generate_name, controller_ref(rs))
                 });

@@ -3,6 +3,7 @@
 //! others (kube-controller-manager runs its controllers the same way).
 
 pub mod discovery;
+pub mod informers;
 pub mod retry;
 
 use std::sync::Arc;
@@ -10,34 +11,6 @@ use std::time::Duration;
 
 use crate::leader::Elector;
 use crate::{Context, Loop};
-
-/// A cache of every `K` in the cluster that `config` selects, and the stream of the
-/// objects each watch event touches (what a loop hands to `Controller::watches_stream`).
-/// The stream must be polled for the cache to fill; the watch retries with back-off.
-pub fn reflect_all<K>(
-    client: &kube::Client,
-    config: kube::runtime::watcher::Config,
-) -> (
-    kube::runtime::reflector::Store<K>,
-    impl futures::Stream<Item = Result<K, kube::runtime::watcher::Error>> + Send + 'static,
-)
-where
-    K: kube::Resource<DynamicType = ()>
-        + Clone
-        + serde::de::DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-{
-    use kube::runtime::WatchStreamExt;
-    let (store, writer) = kube::runtime::reflector::store();
-    let events = kube::runtime::watcher(kube::Api::<K>::all(client.clone()), config)
-        .default_backoff()
-        .reflect(writer)
-        .touched_objects();
-    (store, events)
-}
 
 /// Re-executes this process once with glibc's allocator settings `settings` (environment
 /// variables such as `MALLOC_ARENA_MAX`), keeping any the user set, so a long-running

@@ -44,27 +44,27 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
         }
         let client = ctx.client.clone();
         let to_namespace = |ns: Option<String>| ns.map(|n| ObjectRef::<Namespace>::new(&n));
-        Controller::new(
-            Api::<Namespace>::all(client.clone()),
-            watcher::Config::default(),
-        )
-        .watches(
-            Api::<ServiceAccount>::all(client.clone()),
-            watcher::Config::default().fields(&format!("metadata.name={DEFAULT_SERVICE_ACCOUNT}")),
-            move |sa| to_namespace(sa.namespace()),
-        )
-        .watches(
-            Api::<ConfigMap>::all(client),
-            watcher::Config::default().fields(&format!("metadata.name={ROOT_CA_CONFIGMAP}")),
-            move |cm| to_namespace(cm.namespace()),
-        )
-        .run(reconcile, crate::runtime::retry::error_policy, ctx)
-        .for_each(|r| async move {
-            if let Err(e) = r {
-                tracing::debug!(error = %e, "serviceaccount reconcile failed");
-            }
-        })
-        .await;
+        let namespaces = ctx.informers.all::<Namespace>();
+        namespaces.synced().await;
+        Controller::for_shared_stream(namespaces.touched(), namespaces.store())
+            .watches(
+                Api::<ServiceAccount>::all(client.clone()),
+                watcher::Config::default()
+                    .fields(&format!("metadata.name={DEFAULT_SERVICE_ACCOUNT}")),
+                move |sa| to_namespace(sa.namespace()),
+            )
+            .watches(
+                Api::<ConfigMap>::all(client),
+                watcher::Config::default().fields(&format!("metadata.name={ROOT_CA_CONFIGMAP}")),
+                move |cm| to_namespace(cm.namespace()),
+            )
+            .run(reconcile, crate::runtime::retry::error_policy, ctx)
+            .for_each(|r| async move {
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "serviceaccount reconcile failed");
+                }
+            })
+            .await;
         Ok(())
     })
 }

@@ -21,15 +21,15 @@ use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{ControllerRevision, StatefulSet};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{watcher, Controller};
-use kube::{Api, ResourceExt};
+use kube::runtime::Controller;
+use kube::ResourceExt;
 use tracing::warn;
 
 pub use sync::reconcile;
 
 use crate::expectations::Expectations;
-use crate::podcontrol::{controller_of, selector_matches};
-use crate::runtime::reflect_all;
+use crate::podcontrol::{controller_of, controller_selects};
+use crate::runtime::informers::Informers;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -74,36 +74,37 @@ pub struct State {
 /// The loop entry for [`crate::loops`].
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
-        run_controller(ctx.client.clone()).await;
+        run_controller(&ctx.informers).await;
         anyhow::bail!("the statefulset controller stopped")
     })
 }
 
 /// Runs the controller until its streams end.
-pub async fn run_controller(client: kube::Client) {
-    let (pods, pod_events) = reflect_all::<Pod>(&client, watcher::Config::default());
-    let (claims, claim_events) =
-        reflect_all::<PersistentVolumeClaim>(&client, watcher::Config::default());
-    let (revisions, revision_events) =
-        reflect_all::<ControllerRevision>(&client, watcher::Config::default());
-    let controller = Controller::new(
-        Api::<StatefulSet>::all(client.clone()),
-        watcher::Config::default(),
+pub async fn run_controller(informers: &Informers) {
+    let pods = informers.all::<Pod>();
+    let claims = informers.all::<PersistentVolumeClaim>();
+    let revisions = informers.all::<ControllerRevision>();
+    let sets = informers.all::<StatefulSet>();
+    tokio::join!(
+        pods.synced(),
+        claims.synced(),
+        revisions.synced(),
+        sets.synced()
     );
-    let sets = controller.store();
-    let sets_of_claims = sets.clone();
+    let sets_of_pods = sets.store();
+    let sets_of_claims = sets.store();
     let state = Arc::new(State {
-        client,
-        pods,
-        claims,
-        revisions,
+        client: informers.client().clone(),
+        pods: pods.store(),
+        claims: claims.store(),
+        revisions: revisions.store(),
         expectations: Expectations::default(),
     });
-    controller
-        .owns_stream(revision_events)
-        .watches_stream(pod_events, move |pod| sets_for(&sets, &pod))
+    Controller::for_shared_stream(sets.touched(), sets.store())
+        .owns_shared_stream(revisions.touched())
+        .watches_shared_stream(pods.touched(), move |pod| sets_for(&sets_of_pods, &pod))
         // A claim a new pod waits for (stale or being deleted) going away.
-        .watches_stream(claim_events, move |claim| {
+        .watches_shared_stream(claims.touched(), move |claim| {
             set_of_claim(&sets_of_claims, &claim)
         })
         .run(reconcile, crate::runtime::retry::error_policy, state)
@@ -135,7 +136,7 @@ fn sets_for(sets: &Store<StatefulSet>, pod: &Pod) -> Vec<ObjectRef<StatefulSet>>
         .filter(|s| {
             s.spec
                 .as_ref()
-                .is_some_and(|spec| selector_matches(&spec.selector, pod.labels()))
+                .is_some_and(|spec| controller_selects(&spec.selector, pod.labels()))
         })
         .map(|_| vec![key])
         .unwrap_or_default()

@@ -14,7 +14,7 @@ use super::objects::{Node, Pod, PodSpec};
 
 use super::framework::event;
 use super::resources::{node_allocatable, non_zero_requests, pod_requests, Resource};
-use controllers::scheduling::Labels;
+use controllers::shared::labels::Labels;
 
 /// Namespace name → its labels, for namespaceSelector.
 pub type NamespaceLabels = HashMap<String, Labels>;

@@ -10,7 +10,7 @@ pub mod resources_fit;
 pub mod taint_toleration;
 pub mod topology_spread;
 
-pub use controllers::scheduling::{tolerated, tolerates};
+pub use controllers::shared::scheduling::{tolerated, tolerates};
 
 #[cfg(test)]
 pub(crate) mod test_support {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use super::cache::{Cache, Pdb, PodInfo};
 use super::framework::{fit_error_message, Code, CycleState, Status};
 use super::profile::run_filters;
-use controllers::scheduling::selector_matches;
+use controllers::shared::labels::selector_matches;
 
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
 pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";

@@ -1,7 +1,7 @@
 //! Which nodes a DaemonSet runs on, and the pod it puts there (upstream
 //! NodeShouldRunDaemonPod, AddOrUpdateDaemonPodTolerations, CreatePodTemplate and
 //! ReplaceDaemonSetPodNodeNameNodeAffinity). The selector, affinity and toleration
-//! matching is the scheduler's own, so both always agree on what fits.
+//! matching is the shared one the scheduler uses too, so both agree on what fits.
 
 use k8s_openapi::api::apps::v1::DaemonSet;
 use k8s_openapi::api::core::v1::{
@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::{
     PodSpec, PodTemplateSpec, Taint, Toleration,
 };
 
-use crate::scheduling::{pod_matches_node, tolerated};
+use crate::shared::scheduling::{node_selection_matches, tolerated};
 
 /// The pod label naming the ControllerRevision a daemon pod was made from.
 pub const REVISION_HASH_LABEL: &str = "controller-revision-hash";
@@ -122,7 +122,7 @@ pub fn node_fit(node: &Node, ds: &DaemonSet) -> Fit {
     }
     let pod = pod_for(ds, name);
     let labels = node.metadata.labels.clone().unwrap_or_default();
-    if !pod_matches_node(&pod, &labels, name) {
+    if !node_selection_matches(pod.spec.as_ref(), &labels, name) {
         return never;
     }
     let taints = node
@@ -448,11 +448,11 @@ mod tests {
         };
         let labels = Default::default();
         assert!(
-            pod_matches_node(&pod, &labels, "n1"),
+            node_selection_matches(pod.spec.as_ref(), &labels, "n1"),
             "the pinned node matches even without the zone label"
         );
         assert!(
-            !pod_matches_node(&pod, &labels, "n2"),
+            !node_selection_matches(pod.spec.as_ref(), &labels, "n2"),
             "no other node matches"
         );
     }

@@ -10,10 +10,10 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 
-use super::manage::PodsByNode;
 use super::nodes::{node_fit, template_generation, REVISION_HASH_LABEL, TEMPLATE_GENERATION_LABEL};
-use crate::deployment::util::scaled_value;
+use super::plan::PodsByNode;
 use crate::podcontrol::{is_available, is_deleting};
+use crate::shared::scale::scaled_value;
 
 fn rolling_params(ds: &DaemonSet) -> Option<(Option<&IntOrString>, Option<&IntOrString>)> {
     let strategy = ds.spec.as_ref()?.update_strategy.as_ref()?;
@@ -228,7 +228,7 @@ mod tests {
 
     use super::*;
     use crate::daemonset::fixtures::*;
-    use crate::daemonset::manage::pods_by_node;
+    use crate::daemonset::plan::pods_by_node;
     use crate::testing::NodeFixture;
 
     #[test]

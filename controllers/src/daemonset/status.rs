@@ -7,8 +7,8 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 
-use super::manage::{oldest_first, PodsByNode};
 use super::nodes::{node_fit, template_generation};
+use super::plan::{oldest_first, PodsByNode};
 use super::rolling::is_updated;
 use crate::podcontrol::{is_available, is_ready};
 
@@ -84,7 +84,7 @@ mod tests {
 
     use super::*;
     use crate::daemonset::fixtures::*;
-    use crate::daemonset::manage::pods_by_node;
+    use crate::daemonset::plan::pods_by_node;
     use crate::testing::NodeFixture;
 
     #[test]

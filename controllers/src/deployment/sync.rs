@@ -15,7 +15,7 @@ use tracing::info;
 use super::proportional::{proportional_sizes, Sizing};
 use super::util::{self, deployment_replicas, spec_replicas};
 use super::{Error, Result, Rollout, State};
-use crate::podcontrol::{self, controller_of, controller_ref, selector_matches};
+use crate::podcontrol::{self, controller_of, controller_ref, controller_selects};
 
 impl Rollout {
     /// The Deployment's ReplicaSets from the store (adopting matching orphans), split
@@ -33,7 +33,7 @@ impl Rollout {
             if rs.namespace().as_deref() != Some(ns) {
                 continue;
             }
-            let matches = selector_matches(&selector, rs.labels());
+            let matches = controller_selects(&selector, rs.labels());
             match controller_of(&rs.metadata) {
                 Some(owner) if owner.uid == uid && matches => mine.push(rs.as_ref().clone()),
                 // Relabelled out of the selector: no longer ours (upstream's

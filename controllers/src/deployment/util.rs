@@ -8,6 +8,9 @@ use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
+use crate::shared::hash::object_hash;
+use crate::shared::scale::scaled_value;
+
 pub const TEMPLATE_HASH_LABEL: &str = "pod-template-hash";
 pub const REVISION: &str = "deployment.kubernetes.io/revision";
 pub const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
@@ -27,30 +30,9 @@ const NOT_COPIED: [&str; 6] = [
     ROLLBACK_TO,
 ];
 
-/// The alphabet upstream's rand.SafeEncodeString uses: no vowels (no words), no
-/// look-alike characters.
-const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
-fn fnv1a_32(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    })
-}
-
-/// The pod-template-hash: FNV-1a (32 bit) of the template's canonical JSON, plus the
-/// collision count when a hash clashed before, encoded like upstream (each decimal digit
-/// of the hash mapped through the safe alphabet). Stable across processes and releases
-/// because k8s-openapi serializes fields in a fixed order and maps sorted.
+/// The pod-template-hash of `template` (see [`object_hash`]).
 pub fn compute_hash(template: &PodTemplateSpec, collision_count: Option<i32>) -> String {
-    let mut bytes = serde_json::to_vec(template).unwrap_or_default();
-    if let Some(count) = collision_count {
-        bytes.extend_from_slice(count.to_string().as_bytes());
-    }
-    fnv1a_32(&bytes)
-        .to_string()
-        .bytes()
-        .map(|b| char::from(SAFE_ALPHABET[usize::from(b) % SAFE_ALPHABET.len()]))
-        .collect()
+    object_hash(template, collision_count)
 }
 
 /// The template without the pod-template-hash label: what the Deployment's template
@@ -184,25 +166,6 @@ pub fn is_rolling(d: &Deployment) -> bool {
         .and_then(|s| s.strategy.as_ref())
         .and_then(|s| s.type_.as_deref());
     strategy != Some("Recreate")
-}
-
-/// An int, or a percentage of `total` rounded up or down.
-pub fn scaled_value(value: &IntOrString, total: i32, round_up: bool) -> i32 {
-    match value {
-        IntOrString::Int(n) => *n,
-        IntOrString::String(s) => {
-            let Some(percent) = s.strip_suffix('%').and_then(|p| p.parse::<i64>().ok()) else {
-                return s.parse().unwrap_or(0);
-            };
-            let scaled = percent * i64::from(total);
-            let value = if round_up {
-                (scaled + 99).div_euclid(100)
-            } else {
-                scaled.div_euclid(100)
-            };
-            i32::try_from(value).unwrap_or(i32::MAX)
-        }
-    }
 }
 
 /// (maxSurge, maxUnavailable) in pods for `replicas`: surge rounds up, unavailable
@@ -383,17 +346,11 @@ mod tests {
             compute_hash(&template("nginx:1"), Some(1)),
             "a collision count moves the hash"
         );
-        assert!(
-            a.bytes().all(|b| SAFE_ALPHABET.contains(&b)),
-            "{a} uses the safe alphabet"
-        );
         // Pinned: a change here renames every ReplicaSet of every existing Deployment.
         assert_eq!(
             compute_hash(&PodTemplateSpec::default(), None),
             compute_hash(&PodTemplateSpec::default(), None)
         );
-        assert_eq!(fnv1a_32(b""), 0x811c_9dc5, "FNV-1a offset basis");
-        assert_eq!(fnv1a_32(b"a"), 0xe40c_292c, "FNV-1a of \"a\"");
     }
 
     #[test]

@@ -2,6 +2,8 @@
 //! its pods in the background, or orphaned) would never go away: nobody is left to
 //! count them. Upstream's syncOrphanPod removes the finalizer; so does this.
 
+use std::sync::Arc;
+
 use futures::StreamExt;
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
@@ -29,7 +31,7 @@ pub fn maybe_orphan(pod: &Pod, jobs: &Store<Job>) -> bool {
 
 /// Consumes pods the watch flagged with [`maybe_orphan`]; asks the apiserver before
 /// removing the finalizer, since the Job cache may lag behind the pod cache.
-pub async fn release_orphans(client: kube::Client, mut rx: UnboundedReceiver<Pod>) {
+pub async fn release_orphans(client: kube::Client, mut rx: UnboundedReceiver<Arc<Pod>>) {
     let mut pods = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
     while let Some(pod) = pods.next().await {
         let ns = pod.namespace().unwrap_or_default();

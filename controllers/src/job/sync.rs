@@ -14,8 +14,8 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tracing::info;
 
+use super::apply::{create_pods, delete_pods, record_backoff, NewlyFinished};
 use super::indexes::{format_ranges, indexes_to_create, parse_ranges, pod_index};
-use super::manage::{create_pods, delete_pods, record_backoff, NewlyFinished};
 use super::pods::{has_tracking_finalizer, remove_tracking_finalizer};
 use super::policy::{match_failure_policy, restarts_exceed_limit, wanted_active, PolicyAction};
 use super::status::{completions_reached, deadline_left, pending_finish, set_condition, Finish};
@@ -23,7 +23,7 @@ use super::status::{COMPLETIONS_REACHED, COMPLETIONS_REACHED_MESSAGE};
 use super::{write_status, Error, Result, State};
 use crate::expectations::cached;
 use crate::podcontrol::{self, is_active, is_ready};
-use crate::replicaset::pods_to_delete;
+use crate::shared::ranking::pods_to_delete;
 
 fn phase(pod: &Pod) -> &str {
     pod.status

@@ -6,7 +6,7 @@
 use k8s_openapi::api::core::v1::{Pod, Taint};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
-use crate::scheduling::tolerates;
+use crate::shared::scheduling::tolerates;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Eviction {

@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::ResourceExt;
 
-use crate::podcontrol::{controller_of, controller_ref, is_deleting, selector_matches};
+use crate::podcontrol::{controller_of, controller_ref, controller_selects, is_deleting};
 
 pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
@@ -170,7 +170,7 @@ pub fn claim_pods<'a>(set: &StatefulSet, pods: &'a [Pod]) -> Claim<'a> {
     let deleting = is_deleting(&set.metadata);
     let empty = BTreeMap::new();
     for pod in pods.iter().filter(|p| ordinal_of(set, p).is_some()) {
-        let matches = selector_matches(
+        let matches = controller_selects(
             &spec.selector,
             pod.metadata.labels.as_ref().unwrap_or(&empty),
         );

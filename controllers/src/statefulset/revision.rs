@@ -15,27 +15,13 @@ use serde_json::{json, Value};
 
 use super::identity::REVISION_LABEL;
 use crate::podcontrol::controller_ref;
-
-/// The alphabet of upstream's rand.SafeEncodeString: no vowels, no look-alikes.
-const SAFE_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
-
-fn fnv1a_32(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5_u32, |h, b| {
-        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
-    })
-}
+use crate::shared::hash::object_hash;
 
 /// Hash of the revision data plus the collision count (as upstream, the count is always
 /// mixed in, so a raised count gives a new name), each decimal digit of the 32-bit hash
 /// mapped through the safe alphabet.
 pub fn hash(data: &Value, collision_count: i32) -> String {
-    let mut bytes = serde_json::to_vec(data).unwrap_or_default();
-    bytes.extend_from_slice(collision_count.to_string().as_bytes());
-    fnv1a_32(&bytes)
-        .to_string()
-        .bytes()
-        .map(|b| char::from(SAFE_ALPHABET[usize::from(b) % SAFE_ALPHABET.len()]))
-        .collect()
+    object_hash(data, Some(collision_count))
 }
 
 /// The revision data for the set's current template: a strategic merge patch that

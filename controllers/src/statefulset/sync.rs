@@ -23,7 +23,7 @@ use super::revision::{self, UpdateRevision};
 use super::{Error, Result, State};
 use crate::expectations::cached;
 use crate::podcontrol::{
-    self, controller_of, controller_ref, is_deleting, seconds_until_available, selector_matches,
+    self, controller_of, controller_ref, controller_selects, is_deleting, seconds_until_available,
 };
 
 fn is_status(e: &kube::Error, code: u16) -> bool {
@@ -185,7 +185,7 @@ impl Sync<'_> {
                 Some(owner) if owner.uid == uid => history.push(r.as_ref().clone()),
                 None if !is_deleting(&set.metadata)
                     && selector.is_some_and(|sel| {
-                        selector_matches(sel, r.metadata.labels.as_ref().unwrap_or(&empty))
+                        controller_selects(sel, r.metadata.labels.as_ref().unwrap_or(&empty))
                     }) =>
                 {
                     match podcontrol::adopt(&self.revisions, r.as_ref(), controller_ref(set)).await

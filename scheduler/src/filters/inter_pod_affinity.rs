@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::PodAffinityTerm;
 pub use crate::cache::NamespaceLabels;
 use crate::cache::{Cache, NodeInfo, PodInfo};
 use crate::framework::{CycleState, FilterResult, StateData, Status};
-use controllers::scheduling::{selector_matches, Labels};
+use controllers::shared::labels::{selector_matches, Labels};
 
 pub const AFFINITY: &str = "node(s) didn't match pod affinity rules";
 pub const ANTI_AFFINITY: &str = "node(s) didn't match pod anti-affinity rules";

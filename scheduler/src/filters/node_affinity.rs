@@ -6,7 +6,8 @@ use crate::objects::PodSpec;
 
 use crate::cache::NodeInfo;
 use crate::framework::{CycleState, FilterResult, Status};
-use controllers::scheduling::{node_selector_and_affinity_match, Labels};
+use controllers::shared::labels::Labels;
+use controllers::shared::scheduling::node_selector_and_affinity_match;
 
 pub const REASON: &str = "node(s) didn't match Pod's node affinity/selector";
 

@@ -11,7 +11,7 @@ use k8s_openapi::api::core::v1::TopologySpreadConstraint;
 use crate::cache::{NamespaceLabels, NodeInfo, PodInfo};
 use crate::filters::node_affinity::required_matches;
 use crate::framework::{CycleState, FilterResult, StateData, Status};
-use controllers::scheduling::selector_matches;
+use controllers::shared::labels::selector_matches;
 
 pub const REASON: &str = "node(s) didn't match pod topology spread constraints";
 pub const MISSING_LABEL: &str =

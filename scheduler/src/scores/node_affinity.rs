@@ -3,7 +3,7 @@
 
 use crate::cache::NodeInfo;
 use crate::framework::CycleState;
-use controllers::scheduling::node_term_matches;
+use controllers::shared::scheduling::node_term_matches;
 
 pub fn score(state: &CycleState, nodes: &[&NodeInfo]) -> Vec<i64> {
     let preferred = state

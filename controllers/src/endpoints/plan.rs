@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{EndpointAddress, EndpointPort, EndpointSubset, Pod, Service};
 
-use super::pods::{
+use crate::podcontrol::is_ready;
+use crate::shared::endpoint_pods::{
     belongs_in_endpoints, find_port, hostname, ipv4, is_headless, publishes_not_ready, target_ref,
 };
-use crate::podcontrol::is_ready;
 
 /// (name, port, protocol, appProtocol): an EndpointPort as an ordered key.
 type PortKey = (Option<String>, i32, Option<String>, Option<String>);
@@ -138,8 +138,8 @@ pub fn repack(offers: Vec<Offer>) -> Vec<EndpointSubset> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::pods::fixtures::*;
     use super::*;
+    use crate::shared::endpoint_pods::fixtures::*;
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     /// A subset as "ready IPs | not-ready IPs | ports" for readable assertions.

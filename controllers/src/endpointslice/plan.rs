@@ -12,8 +12,10 @@ use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
-use crate::endpoints::pods::{self, belongs_in_endpoints, find_port, hostname, ipv4, target_ref};
 use crate::podcontrol::{controller_ref, is_ready};
+use crate::shared::endpoint_pods::{
+    self as pods, belongs_in_endpoints, find_port, hostname, ipv4, target_ref,
+};
 
 /// Upstream's --max-endpoints-per-slice default.
 pub const MAX_ENDPOINTS_PER_SLICE: usize = 100;
@@ -276,5 +278,5 @@ fn with_meta(
 }
 
 #[cfg(test)]
-#[path = "desired_tests.rs"]
+#[path = "plan_tests.rs"]
 mod tests;

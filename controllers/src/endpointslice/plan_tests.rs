@@ -1,5 +1,5 @@
 use super::*;
-use crate::endpoints::pods::fixtures::*;
+use crate::shared::endpoint_pods::fixtures::*;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 fn ready_pods(n: usize) -> Vec<Pod> {
