@@ -3,12 +3,10 @@
 //! --from=cronjob/NAME` starts one by hand. Scheduling decisions (Forbid, Replace,
 //! deadlines, time zones) are unit-tested in controllers/src/cronjob/.
 
-mod sim;
-
 use k8s_openapi::api::batch::v1::{CronJob, Job};
 use kube::api::{ListParams, PostParams};
+use kybern_testkit::{eventually, Cluster};
 use serde_json::json;
-use sim::{eventually, SimCluster};
 
 fn cronjob(name: &str, schedule: &str) -> CronJob {
     serde_json::from_value(json!({
@@ -40,7 +38,7 @@ fn is_complete(j: &Job) -> bool {
 // Waits for a real minute boundary (up to ~70 s): the one test that uses the real clock.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cronjob_every_minute_creates_a_job_that_completes() {
-    let c = SimCluster::start("cronminute", &["cronjob", "job", "scheduler"], 1).await;
+    let c = Cluster::start("cronminute", &["cronjob", "job", "scheduler"], 1).await;
     c.api::<CronJob>()
         .create(&PostParams::default(), &cronjob("tick", "* * * * *"))
         .await
@@ -93,7 +91,7 @@ async fn a_cronjob_every_minute_creates_a_job_that_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_create_job_from_a_cronjob_runs_it_now() {
-    let c = SimCluster::start("cronmanual", &["cronjob", "job", "scheduler"], 1).await;
+    let c = Cluster::start("cronmanual", &["cronjob", "job", "scheduler"], 1).await;
     // Once a year: only the manual run happens during the test.
     c.api::<CronJob>()
         .create(&PostParams::default(), &cronjob("yearly", "@yearly"))

@@ -2,8 +2,6 @@
 //! nodes gaining and losing eligibility, failed pods replaced, rolling updates within
 //! maxUnavailable, OnDelete, and `kubectl rollout status` as a user runs it.
 
-mod sim;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -11,8 +9,8 @@ use k8s_openapi::api::apps::v1::{ControllerRevision, DaemonSet};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
+use kybern_testkit::{eventually, Cluster};
 use serde_json::{json, Value};
-use sim::{eventually, SimCluster};
 
 const LOOPS: &[&str] = &["daemonset", "scheduler"];
 
@@ -49,7 +47,7 @@ struct Placed {
     phase: String,
 }
 
-async fn placed(c: &SimCluster, app: &str) -> Result<Vec<Placed>, String> {
+async fn placed(c: &Cluster, app: &str) -> Result<Vec<Placed>, String> {
     let lp = ListParams::default().labels(&format!("app={app}"));
     let pods = c.api::<Pod>().list(&lp).await.map_err(|e| e.to_string())?;
     Ok(pods
@@ -95,7 +93,7 @@ fn nodes_map(nodes: &[&str]) -> BTreeMap<String, usize> {
     nodes.iter().map(|n| (n.to_string(), 1)).collect()
 }
 
-async fn wait_ready_on(c: &SimCluster, app: &str, nodes: &[&str]) {
+async fn wait_ready_on(c: &Cluster, app: &str, nodes: &[&str]) {
     let want = nodes_map(nodes);
     eventually(
         &format!("one ready {app} pod on each of {nodes:?}"),
@@ -111,14 +109,14 @@ async fn wait_ready_on(c: &SimCluster, app: &str, nodes: &[&str]) {
     .await;
 }
 
-async fn patch_node(c: &SimCluster, node: &str, patch: Value) {
+async fn patch_node(c: &Cluster, node: &str, patch: Value) {
     Api::<Node>::all(c.client.clone())
         .patch(node, &PatchParams::default(), &Patch::Merge(patch))
         .await
         .unwrap();
 }
 
-async fn ds_status(c: &SimCluster, name: &str) -> Result<(DaemonSet, Value), String> {
+async fn ds_status(c: &Cluster, name: &str) -> Result<(DaemonSet, Value), String> {
     let ds = c
         .api::<DaemonSet>()
         .get(name)
@@ -130,7 +128,7 @@ async fn ds_status(c: &SimCluster, name: &str) -> Result<(DaemonSet, Value), Str
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_pod_runs_on_each_node_except_a_tainted_one() {
-    let c = SimCluster::start("ds-basic", LOOPS, 3).await;
+    let c = Cluster::start("ds-basic", LOOPS, 3).await;
     patch_node(
         &c,
         "sim-2",
@@ -225,7 +223,7 @@ async fn one_pod_runs_on_each_node_except_a_tainted_one() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_that_start_matching_get_a_pod_and_removed_nodes_lose_theirs() {
-    let c = SimCluster::start("ds-nodes", LOOPS, 3).await;
+    let c = Cluster::start("ds-nodes", LOOPS, 3).await;
     patch_node(
         &c,
         "sim-0",
@@ -328,7 +326,7 @@ async fn nodes_that_start_matching_get_a_pod_and_removed_nodes_lose_theirs() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_daemon_pod_is_replaced() {
-    let c = SimCluster::start("ds-failed", LOOPS, 1).await;
+    let c = Cluster::start("ds-failed", LOOPS, 1).await;
     c.api::<DaemonSet>()
         .create(&PostParams::default(), &daemon_set("agent", json!({})))
         .await
@@ -353,7 +351,7 @@ async fn a_failed_daemon_pod_is_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rolling_update_replaces_pods_within_max_unavailable() {
-    let c = SimCluster::start("ds-rolling", LOOPS, 4).await;
+    let c = Cluster::start("ds-rolling", LOOPS, 4).await;
     let ds = daemon_set(
         "agent",
         json!({"updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 1}}}),
@@ -408,7 +406,7 @@ async fn a_rolling_update_replaces_pods_within_max_unavailable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_surging_update_keeps_every_node_served() {
-    let c = SimCluster::start("ds-surge", LOOPS, 3).await;
+    let c = Cluster::start("ds-surge", LOOPS, 3).await;
     let strategy =
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}});
     let ds = daemon_set("agent", json!({"updateStrategy": strategy}));
@@ -450,7 +448,7 @@ async fn a_surging_update_keeps_every_node_served() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_delete_waits_for_the_user_to_delete_old_pods() {
-    let c = SimCluster::start("ds-ondelete", LOOPS, 2).await;
+    let c = Cluster::start("ds-ondelete", LOOPS, 2).await;
     let ds = daemon_set("agent", json!({"updateStrategy": {"type": "OnDelete"}}));
     c.api::<DaemonSet>()
         .create(&PostParams::default(), &ds)
@@ -507,7 +505,7 @@ async fn on_delete_waits_for_the_user_to_delete_old_pods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_rollout_history_and_undo_go_through_controller_revisions() {
-    let c = SimCluster::start("ds-undo", LOOPS, 2).await;
+    let c = Cluster::start("ds-undo", LOOPS, 2).await;
     c.api::<DaemonSet>()
         .create(&PostParams::default(), &daemon_set("agent", json!({})))
         .await

@@ -13,7 +13,7 @@ use kube::api::{ListParams, PostParams};
 use serde_json::json;
 
 async fn patch(c: &Cluster, name: &str, body: serde_json::Value) {
-    merge_patch(&c.deployments(), name, body).await;
+    merge_patch(&c.api::<Deployment>(), name, body).await;
 }
 
 fn set_image(image: &str) -> serde_json::Value {
@@ -33,11 +33,11 @@ fn progressing_reason(d: &Deployment) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn recreate_never_runs_old_and_new_pods_together() {
-    let c = Cluster::start("recreate").await;
+    let c = start("recreate").await;
     let mut d = deployment_manifest("batch", 2, "worker:1");
     d.spec.as_mut().unwrap().strategy =
         serde_json::from_value(json!({"type": "Recreate"})).unwrap();
-    c.deployments()
+    c.api::<Deployment>()
         .create(&PostParams::default(), &d)
         .await
         .unwrap();
@@ -45,7 +45,7 @@ async fn recreate_never_runs_old_and_new_pods_together() {
 
     let mixed = Arc::new(AtomicBool::new(false));
     let monitor = {
-        let (pods, mixed) = (c.pods(), mixed.clone());
+        let (pods, mixed) = (c.api::<Pod>(), mixed.clone());
         tokio::spawn(async move {
             loop {
                 if let Ok(list) = pods.list(&ListParams::default()).await {
@@ -81,13 +81,13 @@ async fn recreate_never_runs_old_and_new_pods_together() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn scaling_mid_rollout_keeps_the_old_to_new_ratio() {
-    let c = Cluster::start("proportional").await;
+    let c = start("proportional").await;
     let mut d = deployment_manifest("web", 10, "nginx:1");
     d.spec.as_mut().unwrap().strategy = serde_json::from_value(
         json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 3, "maxUnavailable": 2}}),
     )
     .unwrap();
-    c.deployments()
+    c.api::<Deployment>()
         .create(&PostParams::default(), &d)
         .await
         .unwrap();
@@ -127,7 +127,7 @@ async fn scaling_mid_rollout_keeps_the_old_to_new_ratio() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_stuck_rollout_exceeds_its_progress_deadline() {
-    let c = Cluster::start("deadline").await;
+    let c = start("deadline").await;
     let mut d = deployment_manifest("stuck", 1, "nginx:1");
     let spec = d.spec.as_mut().unwrap();
     spec.progress_deadline_seconds = Some(2);
@@ -139,13 +139,13 @@ async fn a_stuck_rollout_exceeds_its_progress_deadline() {
         .as_mut()
         .unwrap()
         .insert("never-ready".into(), "true".into());
-    c.deployments()
+    c.api::<Deployment>()
         .create(&PostParams::default(), &d)
         .await
         .unwrap();
     eventually("Progressing=False ProgressDeadlineExceeded", || async {
         let d = c
-            .deployments()
+            .api::<Deployment>()
             .get("stuck")
             .await
             .map_err(|e| e.to_string())?;
@@ -170,10 +170,10 @@ async fn a_stuck_rollout_exceeds_its_progress_deadline() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn old_replica_sets_beyond_the_history_limit_are_deleted() {
-    let c = Cluster::start("history").await;
+    let c = start("history").await;
     let mut d = deployment_manifest("web", 1, "nginx:1");
     d.spec.as_mut().unwrap().revision_history_limit = Some(1);
-    c.deployments()
+    c.api::<Deployment>()
         .create(&PostParams::default(), &d)
         .await
         .unwrap();

@@ -3,8 +3,6 @@
 //! between ready and not ready with the pods, and services without a selector keep the
 //! endpoints written by hand.
 
-mod sim;
-
 use std::collections::BTreeSet;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -12,8 +10,8 @@ use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
+use kybern_testkit::{eventually, Cluster};
 use serde_json::json;
-use sim::{eventually, SimCluster};
 
 const LOOPS: &[&str] = &[
     "endpoints",
@@ -53,7 +51,7 @@ fn summary(ep: &Endpoints) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<Stri
     (ready, not_ready, ports)
 }
 
-async fn pod_ips(c: &SimCluster, selector: &str) -> Result<BTreeSet<String>, String> {
+async fn pod_ips(c: &Cluster, selector: &str) -> Result<BTreeSet<String>, String> {
     let pods = c
         .api::<Pod>()
         .list(&ListParams::default().labels(selector))
@@ -78,7 +76,7 @@ fn slice_ready(slices: &[EndpointSlice]) -> (BTreeSet<String>, BTreeSet<String>)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployments_pods_become_endpoints_with_named_ports_resolved() {
-    let c = SimCluster::start("endpoints-deploy", LOOPS, 2).await;
+    let c = Cluster::start("endpoints-deploy", LOOPS, 2).await;
     create(
         &c.api::<Deployment>(),
         json!({
@@ -264,7 +262,7 @@ async fn a_deployments_pods_become_endpoints_with_named_ports_resolved() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_changes_move_addresses_between_ready_and_not_ready() {
-    let c = SimCluster::start(
+    let c = Cluster::start(
         "endpoints-ready",
         &["endpoints", "endpointslice", "scheduler"],
         1,
@@ -365,7 +363,7 @@ async fn readiness_changes_move_addresses_between_ready_and_not_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn services_without_a_selector_keep_their_hand_written_endpoints() {
-    let c = SimCluster::start("endpoints-manual", &["endpoints", "endpointslice"], 0).await;
+    let c = Cluster::start("endpoints-manual", &["endpoints", "endpointslice"], 0).await;
     create(
         &c.api::<Service>(),
         json!({"metadata": {"name": "external"}, "spec": {"ports": [{"port": 80}]}}),

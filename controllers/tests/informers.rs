@@ -2,8 +2,6 @@
 //! same kind read one cache and each see every change, deletions included; a label
 //! selector gets a cache of its own.
 
-mod sim;
-
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,8 +11,8 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::api::{DeleteParams, PostParams};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
+use kybern_testkit::Cluster;
 use serde_json::json;
-use sim::SimCluster;
 
 fn pod(name: &str, app: &str) -> Pod {
     serde_json::from_value(json!({
@@ -44,7 +42,7 @@ async fn next_for(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn loops_asking_for_the_same_kind_share_one_cache_and_each_see_deletions() {
-    let c = SimCluster::start("informshare", &[], 0).await;
+    let c = Cluster::start("informshare", &[], 0).await;
     let informers = Informers::new(c.client.clone());
     let (one, two) = (informers.all::<Pod>(), informers.all::<Pod>());
     tokio::join!(one.synced(), two.synced());
@@ -82,7 +80,7 @@ async fn loops_asking_for_the_same_kind_share_one_cache_and_each_see_deletions()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_label_selector_gets_a_cache_of_its_own() {
-    let c = SimCluster::start("informselect", &[], 0).await;
+    let c = Cluster::start("informselect", &[], 0).await;
     for (name, app) in [("web", "web"), ("db", "db")] {
         c.api::<Pod>()
             .create(&PostParams::default(), &pod(name, app))

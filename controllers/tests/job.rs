@@ -2,13 +2,11 @@
 //! `kybern.io/simulate-exit-code` annotation decides how they exit), and the Job ends
 //! Complete or Failed the way upstream's does.
 
-mod sim;
-
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kybern_testkit::{eventually, Cluster};
 use serde_json::{json, Value};
-use sim::{eventually, SimCluster};
 
 fn job(name: &str, spec: Value, annotations: Value) -> Job {
     let mut spec = spec;
@@ -23,7 +21,7 @@ fn succeeding(name: &str, spec: Value) -> Job {
     job(name, spec, json!({"kybern.io/simulate-exit-code": "0"}))
 }
 
-async fn create(c: &SimCluster, j: &Job) {
+async fn create(c: &Cluster, j: &Job) {
     c.api::<Job>()
         .create(&PostParams::default(), j)
         .await
@@ -31,7 +29,7 @@ async fn create(c: &SimCluster, j: &Job) {
 }
 
 /// Waits for a condition of type `type_` with status True, returning the Job.
-async fn wait_condition(c: &SimCluster, name: &str, type_: &str) -> Job {
+async fn wait_condition(c: &Cluster, name: &str, type_: &str) -> Job {
     eventually(&format!("job {name} {type_}"), || async {
         let j = c.api::<Job>().get(name).await.map_err(|e| e.to_string())?;
         let conds = j
@@ -59,14 +57,14 @@ fn condition_reason(j: &Job, type_: &str) -> Option<String> {
         .clone()
 }
 
-async fn job_pods(c: &SimCluster, name: &str) -> Vec<Pod> {
+async fn job_pods(c: &Cluster, name: &str) -> Vec<Pod> {
     let lp = ListParams::default().labels(&format!("batch.kubernetes.io/job-name={name}"));
     c.api::<Pod>().list(&lp).await.unwrap().items
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_with_five_completions_and_parallelism_two_completes() {
-    let c = SimCluster::start("jobcomplete", &["job", "scheduler"], 2).await;
+    let c = Cluster::start("jobcomplete", &["job", "scheduler"], 2).await;
     create(
         &c,
         &succeeding("five", json!({"completions": 5, "parallelism": 2})),
@@ -108,7 +106,7 @@ async fn a_job_with_five_completions_and_parallelism_two_completes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_indexed_job_runs_every_index_once() {
-    let c = SimCluster::start("jobindexed", &["job", "scheduler"], 2).await;
+    let c = Cluster::start("jobindexed", &["job", "scheduler"], 2).await;
     create(
         &c,
         &succeeding(
@@ -152,7 +150,7 @@ async fn an_indexed_job_runs_every_index_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_job_stops_at_its_backoff_limit() {
-    let c = SimCluster::start("jobbackoff", &["job", "scheduler"], 1).await;
+    let c = Cluster::start("jobbackoff", &["job", "scheduler"], 1).await;
     // backoffLimit 1: the first failure is retried after the 10 s back-off, the second ends it.
     create(
         &c,
@@ -184,7 +182,7 @@ async fn a_failing_job_stops_at_its_backoff_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_failure_policy_fails_the_job_on_a_matching_exit_code() {
-    let c = SimCluster::start("jobpolicy", &["job", "scheduler"], 1).await;
+    let c = Cluster::start("jobpolicy", &["job", "scheduler"], 1).await;
     let spec = json!({
         "backoffLimit": 6,
         "podFailurePolicy": {"rules": [
@@ -232,7 +230,7 @@ async fn a_pod_failure_policy_fails_the_job_on_a_matching_exit_code() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_past_its_active_deadline_fails_and_its_pods_go() {
-    let c = SimCluster::start("jobdeadline", &["job", "scheduler"], 1).await;
+    let c = Cluster::start("jobdeadline", &["job", "scheduler"], 1).await;
     // Pods that run forever (no exit code), stopped by the deadline.
     create(
         &c,
@@ -271,7 +269,7 @@ async fn a_job_past_its_active_deadline_fails_and_its_pods_go() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_suspended_job_runs_no_pods_until_resumed() {
-    let c = SimCluster::start("jobsuspend", &["job", "scheduler"], 1).await;
+    let c = Cluster::start("jobsuspend", &["job", "scheduler"], 1).await;
     create(
         &c,
         &job(
@@ -330,7 +328,7 @@ async fn a_suspended_job_runs_no_pods_until_resumed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_finished_job_is_deleted_after_its_ttl() {
-    let c = SimCluster::start("jobttl", &["job", "scheduler", "garbagecollector"], 1).await;
+    let c = Cluster::start("jobttl", &["job", "scheduler", "garbagecollector"], 1).await;
     create(
         &c,
         &succeeding("short", json!({"ttlSecondsAfterFinished": 1})),
@@ -356,7 +354,7 @@ async fn a_finished_job_is_deleted_after_its_ttl() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_running_job_deletes_its_tracked_pods() {
-    let c = SimCluster::start("jobdelete", &["job", "scheduler", "garbagecollector"], 1).await;
+    let c = Cluster::start("jobdelete", &["job", "scheduler", "garbagecollector"], 1).await;
     create(
         &c,
         &job(

@@ -3,15 +3,13 @@
 //! hostPath volume on that pod's node; deleting a claim deletes its volume (or keeps it
 //! Released under Retain); claims of other classes are left alone.
 
-mod sim;
-
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
+use kybern_testkit::{eventually, Cluster};
 use serde_json::json;
-use sim::{eventually, SimCluster};
 
 const LOOPS: &[&str] = &["localpath", "statefulset", "scheduler"];
 
@@ -48,7 +46,7 @@ fn pod_manifest(name: &str, claims: &[&str]) -> serde_json::Value {
 }
 
 /// Waits until the claim is Bound and returns it.
-async fn bound_claim(c: &SimCluster, name: &str) -> PersistentVolumeClaim {
+async fn bound_claim(c: &Cluster, name: &str) -> PersistentVolumeClaim {
     let api = c.api::<PersistentVolumeClaim>();
     eventually(&format!("claim {name} Bound"), || async {
         let claim = api.get(name).await.map_err(|e| e.to_string())?;
@@ -62,7 +60,7 @@ async fn bound_claim(c: &SimCluster, name: &str) -> PersistentVolumeClaim {
     api.get(name).await.unwrap()
 }
 
-async fn node_of(c: &SimCluster, pod: &str) -> String {
+async fn node_of(c: &Cluster, pod: &str) -> String {
     let api = c.api::<Pod>();
     eventually(&format!("pod {pod} scheduled"), || async {
         let p = api.get(pod).await.map_err(|e| e.to_string())?;
@@ -94,7 +92,7 @@ fn affinity_nodes(pv: &PersistentVolume) -> Vec<String> {
 }
 
 /// Waits for an event with `reason` about the claim `claim`.
-async fn wait_event(c: &SimCluster, claim: &str, reason: &str) {
+async fn wait_event(c: &Cluster, claim: &str, reason: &str) {
     let events = c.api::<Event>();
     eventually(&format!("a {reason} event on claim {claim}"), || async {
         let list = events
@@ -116,7 +114,7 @@ async fn wait_event(c: &SimCluster, claim: &str, reason: &str) {
     .await;
 }
 
-async fn wait_volume_gone(c: &SimCluster, name: &str) {
+async fn wait_volume_gone(c: &Cluster, name: &str) {
     let pvs = Api::<PersistentVolume>::all(c.client.clone());
     eventually(&format!("volume {name} deleted"), || async {
         match pvs.get_opt(name).await.map_err(|e| e.to_string())? {
@@ -129,7 +127,7 @@ async fn wait_volume_gone(c: &SimCluster, name: &str) {
 
 #[tokio::test]
 async fn statefulset_claims_of_the_default_class_bind_to_a_volume_on_their_pods_node() {
-    let c = SimCluster::start("lp-sts", LOOPS, 2).await;
+    let c = Cluster::start("lp-sts", LOOPS, 2).await;
     let classes = Api::<StorageClass>::all(c.client.clone());
     eventually("the default class", || async {
         classes
@@ -246,7 +244,7 @@ async fn statefulset_claims_of_the_default_class_bind_to_a_volume_on_their_pods_
 
 #[tokio::test]
 async fn deleting_a_claim_deletes_its_volume_or_keeps_it_released_under_retain() {
-    let c = SimCluster::start("lp-delete", LOOPS, 1).await;
+    let c = Cluster::start("lp-delete", LOOPS, 1).await;
     create(
         &Api::<StorageClass>::all(c.client.clone()),
         json!({"metadata": {"name": "keep"}, "provisioner": "kybern.io/local-path", "reclaimPolicy": "Retain", "volumeBindingMode": "WaitForFirstConsumer"}),
@@ -334,7 +332,7 @@ async fn deleting_a_claim_deletes_its_volume_or_keeps_it_released_under_retain()
 
 #[tokio::test]
 async fn a_claim_of_another_class_stays_pending() {
-    let c = SimCluster::start("lp-other", LOOPS, 1).await;
+    let c = Cluster::start("lp-other", LOOPS, 1).await;
     create(
         &Api::<StorageClass>::all(c.client.clone()),
         json!({"metadata": {"name": "ebs"}, "provisioner": "ebs.csi.aws.com", "volumeBindingMode": "WaitForFirstConsumer"}),

@@ -3,8 +3,6 @@
 //! Unknown, taints them, marks their pods not ready and evicts those whose
 //! tolerationSeconds run out, then lifts the taints when the node is back.
 
-mod sim;
-
 use std::time::Duration;
 
 use controllers::nodelifecycle::{self, Config};
@@ -13,8 +11,8 @@ use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::{Api, ResourceExt};
+use kybern_testkit::{eventually, Cluster};
 use serde_json::json;
-use sim::{eventually, SimCluster};
 
 /// Aborts a spawned task when the test ends, pass or fail.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
@@ -56,7 +54,7 @@ fn pod_ready(pod: &Pod) -> bool {
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
 
-async fn create_pod(c: &SimCluster, name: &str, tolerations: serde_json::Value) {
+async fn create_pod(c: &Cluster, name: &str, tolerations: serde_json::Value) {
     let pod: Pod = serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {"containers": [{"name": "c", "image": "busybox"}], "tolerations": tolerations},
@@ -70,7 +68,7 @@ async fn create_pod(c: &SimCluster, name: &str, tolerations: serde_json::Value) 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_nodes_become_unknown_tainted_and_their_pods_are_evicted() {
-    let mut c = SimCluster::start("lifecycle", &["scheduler"], 2).await;
+    let mut c = Cluster::start("lifecycle", &["scheduler"], 2).await;
     let config = Config {
         grace_period: Duration::from_secs(3),
         monitor_period: Duration::from_millis(300),
@@ -245,7 +243,7 @@ async fn silent_nodes_become_unknown_tainted_and_their_pods_are_evicted() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn new_nodes_get_a_free_pod_cidr_and_freed_ones_are_reused() {
     // The two simulated nodes hold 10.42.0.0/24 and 10.42.1.0/24 already.
-    let c = SimCluster::start("nodeipam", &["nodeipam"], 2).await;
+    let c = Cluster::start("nodeipam", &["nodeipam"], 2).await;
     let nodes: Api<Node> = Api::all(c.client.clone());
     let create = |name: &'static str| {
         let nodes = nodes.clone();

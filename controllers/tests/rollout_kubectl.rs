@@ -10,7 +10,7 @@ use kube::api::PostParams;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kubectl_rollout_status_history_undo_pause_and_resume_behave_as_upstream() {
-    let c = Cluster::start("kubectl").await;
+    let c = start("kubectl").await;
     let mut d = deployment_manifest("web", 3, "nginx:1");
     d.metadata.annotations = Some(
         [(
@@ -19,7 +19,7 @@ async fn kubectl_rollout_status_history_undo_pause_and_resume_behave_as_upstream
         )]
         .into(),
     );
-    c.deployments()
+    c.api::<Deployment>()
         .create(&PostParams::default(), &d)
         .await
         .unwrap();
@@ -93,7 +93,7 @@ async fn kubectl_rollout_status_history_undo_pause_and_resume_behave_as_upstream
         },
     )
     .await;
-    let d = c.deployments().get("web").await.unwrap();
+    let d = c.api::<Deployment>().get("web").await.unwrap();
     assert_eq!(
         d.metadata
             .annotations
@@ -112,7 +112,7 @@ async fn kubectl_rollout_status_history_undo_pause_and_resume_behave_as_upstream
         .collect();
     assert_eq!(revisions, vec!["2", "3"], "history after undo:\n{history}");
     let rs1 = c
-        .replica_sets()
+        .api::<ReplicaSet>()
         .list(&Default::default())
         .await
         .unwrap()
@@ -163,7 +163,7 @@ async fn kubectl_rollout_status_history_undo_pause_and_resume_behave_as_upstream
         2,
         "no rollout while paused"
     );
-    let d = c.deployments().get("web").await.unwrap();
+    let d = c.api::<Deployment>().get("web").await.unwrap();
     let progressing = d
         .status
         .unwrap()

@@ -2,17 +2,15 @@
 //! Deployment on simulated nodes, which report them Running and Ready, so the
 //! Deployment becomes available exactly as it would on real nodes.
 
-mod sim;
-
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, PostParams};
+use kybern_testkit::{eventually, Cluster};
 use serde_json::json;
-use sim::{eventually, SimCluster};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deployment_becomes_available_on_simulated_nodes() {
-    let c = SimCluster::start("simdeploy", &["replicaset", "deployment", "scheduler"], 3).await;
+    let c = Cluster::start("simdeploy", &["replicaset", "deployment", "scheduler"], 3).await;
     let d: Deployment = serde_json::from_value(json!({
         "metadata": {"name": "web"},
         "spec": {

@@ -3,8 +3,6 @@
 //! scale-down from the highest ordinal; rolling updates with a partition; OnDelete; and
 //! `kubectl rollout status statefulset/NAME`.
 
-mod sim;
-
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
@@ -14,8 +12,8 @@ use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::ResourceExt;
+use kybern_testkit::{eventually, Cluster};
 use serde_json::{json, Value};
-use sim::{eventually, SimCluster};
 
 const LOOPS: &[&str] = &["statefulset", "scheduler"];
 
@@ -42,14 +40,14 @@ fn manifest(replicas: i32, extra_spec: Value) -> StatefulSet {
     serde_json::from_value(m).unwrap()
 }
 
-async fn create(c: &SimCluster, set: &StatefulSet) {
+async fn create(c: &Cluster, set: &StatefulSet) {
     c.api::<StatefulSet>()
         .create(&PostParams::default(), set)
         .await
         .unwrap();
 }
 
-async fn patch_spec(c: &SimCluster, spec: Value) {
+async fn patch_spec(c: &Cluster, spec: Value) {
     c.api::<StatefulSet>()
         .patch(
             "web",
@@ -62,7 +60,7 @@ async fn patch_spec(c: &SimCluster, spec: Value) {
 
 /// Waits until the set's status reports `ready` ready replicas, all updated, for its
 /// latest generation.
-async fn wait_ready(c: &SimCluster, ready: i32) {
+async fn wait_ready(c: &Cluster, ready: i32) {
     eventually(&format!("{ready} ready, updated replicas"), || async {
         let s = c
             .api::<StatefulSet>()
@@ -79,7 +77,7 @@ async fn wait_ready(c: &SimCluster, ready: i32) {
     .await;
 }
 
-async fn pods(c: &SimCluster) -> Vec<Pod> {
+async fn pods(c: &Cluster) -> Vec<Pod> {
     let mut pods = c
         .api::<Pod>()
         .list(&ListParams::default())
@@ -158,7 +156,7 @@ impl Recorder {
     }
 }
 
-fn record(c: &SimCluster) -> Recorder {
+fn record(c: &Cluster) -> Recorder {
     let seen = Arc::new(Mutex::new(Seen::default()));
     let log = seen.clone();
     // Backoff: once the apiserver stops, an immediately retried watch would spin and
@@ -180,7 +178,7 @@ fn record(c: &SimCluster) -> Recorder {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_ready_creates_pods_in_ordinal_order_with_stable_identity_and_claims() {
-    let c = SimCluster::start("sts-ordered", LOOPS, 2).await;
+    let c = Cluster::start("sts-ordered", LOOPS, 2).await;
     let seen = record(&c);
     create(&c, &manifest(3, json!({}))).await;
     wait_ready(&c, 3).await;
@@ -237,7 +235,7 @@ async fn ordered_ready_creates_pods_in_ordinal_order_with_stable_identity_and_cl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_creates_every_pod_without_waiting_for_readiness() {
-    let c = SimCluster::start("sts-parallel", LOOPS, 2).await;
+    let c = Cluster::start("sts-parallel", LOOPS, 2).await;
     let mut set = manifest(3, json!({"podManagementPolicy": "Parallel"}));
     let template = set
         .spec
@@ -274,7 +272,7 @@ async fn parallel_creates_every_pod_without_waiting_for_readiness() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scale_down_goes_from_the_highest_ordinal_and_claims_outlive_pods() {
-    let c = SimCluster::start("sts-scale", LOOPS, 2).await;
+    let c = Cluster::start("sts-scale", LOOPS, 2).await;
     create(&c, &manifest(3, json!({}))).await;
     wait_ready(&c, 3).await;
     let claims_api = c.api::<PersistentVolumeClaim>();
@@ -324,7 +322,7 @@ async fn scale_down_goes_from_the_highest_ordinal_and_claims_outlive_pods() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn when_scaled_delete_removes_the_claims_of_scaled_down_pods_only() {
-    let c = SimCluster::start(
+    let c = Cluster::start(
         "sts-retention",
         &["statefulset", "scheduler", "garbagecollector"],
         2,
@@ -365,7 +363,7 @@ async fn when_scaled_delete_removes_the_claims_of_scaled_down_pods_only() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_update_replaces_pods_from_the_top_down_to_the_partition() {
-    let c = SimCluster::start("sts-rolling", LOOPS, 2).await;
+    let c = Cluster::start("sts-rolling", LOOPS, 2).await;
     create(
         &c,
         &manifest(
@@ -458,7 +456,7 @@ async fn rolling_update_replaces_pods_from_the_top_down_to_the_partition() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_delete_replaces_only_the_pods_a_user_deletes() {
-    let c = SimCluster::start("sts-ondelete", LOOPS, 2).await;
+    let c = Cluster::start("sts-ondelete", LOOPS, 2).await;
     create(
         &c,
         &manifest(2, json!({"updateStrategy": {"type": "OnDelete"}})),
@@ -522,7 +520,7 @@ async fn on_delete_replaces_only_the_pods_a_user_deletes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_rollout_status_waits_for_a_statefulset() {
-    let c = Arc::new(SimCluster::start("sts-kubectl", LOOPS, 2).await);
+    let c = Arc::new(Cluster::start("sts-kubectl", LOOPS, 2).await);
     create(&c, &manifest(2, json!({}))).await;
     let cluster = c.clone();
     let out = tokio::task::spawn_blocking(move || {

@@ -18,8 +18,8 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_deployment_rolls_out_scales_and_never_drops_below_its_availability() {
-    let c = Cluster::start("rollout").await;
-    c.deployments()
+    let c = start("rollout").await;
+    c.api::<Deployment>()
         .create(
             &PostParams::default(),
             &deployment_manifest("web", 3, "nginx:1"),
@@ -27,7 +27,7 @@ async fn a_deployment_rolls_out_scales_and_never_drops_below_its_availability() 
         .await
         .unwrap();
     wait_rolled_out(&c, "web", 3).await;
-    let d = c.deployments().get("web").await.unwrap();
+    let d = c.api::<Deployment>().get("web").await.unwrap();
     let conditions: BTreeMap<String, String> = d
         .status
         .unwrap()
@@ -52,7 +52,7 @@ async fn a_deployment_rolls_out_scales_and_never_drops_below_its_availability() 
         Arc::new(AtomicI32::new(0)),
     );
     let monitor = {
-        let (pods, min_ready, max_pods) = (c.pods(), min_ready.clone(), max_pods.clone());
+        let (pods, min_ready, max_pods) = (c.api::<Pod>(), min_ready.clone(), max_pods.clone());
         tokio::spawn(async move {
             loop {
                 if let Ok(list) = pods.list(&ListParams::default()).await {
@@ -73,11 +73,11 @@ async fn a_deployment_rolls_out_scales_and_never_drops_below_its_availability() 
         })
     };
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "nginx:2"}]}}}});
-    merge_patch(&c.deployments(), "web", patch).await;
+    merge_patch(&c.api::<Deployment>(), "web", patch).await;
     wait_rolled_out(&c, "web", 3).await;
     eventually("the old replicaset to be scaled to 0", || async {
         let rses = c
-            .replica_sets()
+            .api::<ReplicaSet>()
             .list(&ListParams::default())
             .await
             .map_err(|e| e.to_string())?
@@ -142,20 +142,25 @@ async fn a_deployment_rolls_out_scales_and_never_drops_below_its_availability() 
         );
     }
 
-    merge_patch(&c.deployments(), "web", json!({"spec": {"replicas": 5}})).await;
+    merge_patch(
+        &c.api::<Deployment>(),
+        "web",
+        json!({"spec": {"replicas": 5}}),
+    )
+    .await;
     wait_rolled_out(&c, "web", 5).await;
     assert_eq!(c.live_pods().await.len(), 5);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn matching_orphans_are_adopted_and_extras_deleted() {
-    let c = Cluster::start("adopt").await;
-    c.pods()
+    let c = start("adopt").await;
+    c.api::<Pod>()
         .create(&PostParams::default(), &orphan("orphan-a", "db"))
         .await
         .unwrap();
     let rs = c
-        .replica_sets()
+        .api::<ReplicaSet>()
         .create(&PostParams::default(), &replica_set_manifest("db", 1))
         .await
         .unwrap();
@@ -175,7 +180,7 @@ async fn matching_orphans_are_adopted_and_extras_deleted() {
         },
     )
     .await;
-    c.pods()
+    c.api::<Pod>()
         .create(&PostParams::default(), &orphan("orphan-b", "db"))
         .await
         .unwrap();
@@ -196,7 +201,7 @@ async fn matching_orphans_are_adopted_and_extras_deleted() {
         "the replicaset status to report 1 ready replica",
         || async {
             let s = c
-                .replica_sets()
+                .api::<ReplicaSet>()
                 .get("db")
                 .await
                 .map_err(|e| e.to_string())?
@@ -218,9 +223,9 @@ async fn matching_orphans_are_adopted_and_extras_deleted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_pod_relabelled_out_of_the_selector_is_released_and_replaced() {
-    let c = Cluster::start("release").await;
+    let c = start("release").await;
     let rs = c
-        .replica_sets()
+        .api::<ReplicaSet>()
         .create(&PostParams::default(), &replica_set_manifest("api", 2))
         .await
         .unwrap();
@@ -241,7 +246,7 @@ async fn a_pod_relabelled_out_of_the_selector_is_released_and_replaced() {
     .await;
     let victim = c.live_pods().await[0].name_any();
     let relabel = json!({"metadata": {"labels": {"app": "debug"}}});
-    merge_patch(&c.pods(), &victim, relabel).await;
+    merge_patch(&c.api::<Pod>(), &victim, relabel).await;
     eventually("the relabelled pod released and replaced", || async {
         let pods = c.live_pods().await;
         let released = pods
@@ -265,9 +270,9 @@ async fn a_pod_relabelled_out_of_the_selector_is_released_and_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_replica_set_relabelled_out_of_the_deployment_is_released_and_replaced() {
-    let c = Cluster::start("rsrelease").await;
+    let c = start("rsrelease").await;
     let d = c
-        .deployments()
+        .api::<Deployment>()
         .create(
             &PostParams::default(),
             &deployment_manifest("shop", 2, "nginx:1"),
@@ -281,7 +286,7 @@ async fn a_replica_set_relabelled_out_of_the_deployment_is_released_and_replaced
             .any(|r| Some(&r.uid) == d.metadata.uid.as_ref())
     };
     let rss = c
-        .replica_sets()
+        .api::<ReplicaSet>()
         .list(&ListParams::default())
         .await
         .unwrap()
@@ -293,7 +298,7 @@ async fn a_replica_set_relabelled_out_of_the_deployment_is_released_and_replaced
         .name_any();
     // The selector is app=shop: relabel the ReplicaSet (not its pods) out of it.
     merge_patch(
-        &c.replica_sets(),
+        &c.api::<ReplicaSet>(),
         &old,
         json!({"metadata": {"labels": {"app": "debug"}}}),
     )
@@ -302,7 +307,7 @@ async fn a_replica_set_relabelled_out_of_the_deployment_is_released_and_replaced
         "the relabelled ReplicaSet released and a new one rolled out",
         || async {
             let rss = c
-                .replica_sets()
+                .api::<ReplicaSet>()
                 .list(&ListParams::default())
                 .await
                 .map_err(|e| e.to_string())?

@@ -2,8 +2,6 @@
 //! taints and small capacities; pods land exactly where kube-scheduler would put them,
 //! and an unschedulable pod gets upstream's condition and FailedScheduling event.
 
-mod scheduler_support;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
@@ -11,9 +9,10 @@ use controllers::testing::{NodeFixture, PodFixture};
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::ListParams;
 use kube::Api;
+use kybern_testkit::fixtures::{create_node, create_pod};
+use kybern_testkit::{eventually_some, InProcess};
 use scheduler::config::SchedulerConfig;
 use scheduler::Scheduler;
-use scheduler_support::{create_node, create_pod, eventually, start};
 
 const WAIT: Duration = Duration::from_secs(30);
 
@@ -23,7 +22,7 @@ fn node_of(p: &Pod) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn places_pods_as_kube_scheduler_does_and_reports_unschedulable_ones() {
-    let cluster = start().await;
+    let cluster = InProcess::start().await;
     let client = cluster.client.clone();
     let nodes = vec![
         Node::test("n1").label("disk", "ssd"),
@@ -79,7 +78,7 @@ async fn places_pods_as_kube_scheduler_does_and_reports_unschedulable_ones() {
 
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     // Everything except one of the once-* pods and the foreign pod gets bound.
-    let placed: BTreeMap<String, String> = eventually(WAIT, "10 pods bound", || {
+    let placed: BTreeMap<String, String> = eventually_some(WAIT, "10 pods bound", || {
         let api = api.clone();
         async move {
             let list = api.list(&ListParams::default()).await.ok()?;
@@ -131,7 +130,7 @@ async fn places_pods_as_kube_scheduler_does_and_reports_unschedulable_ones() {
     let want = "0/10 nodes are available: 1 Insufficient cpu, 1 node(s) had untolerated taint {dedicated: gpu}, \
                 8 node(s) didn't match Pod's node affinity/selector. preemption: 0/10 nodes are available: \
                 1 No preemption victims found for incoming pod, 9 Preemption is not helpful for scheduling..";
-    let condition = eventually(WAIT, "PodScheduled=False on the loser", || {
+    let condition = eventually_some(WAIT, "PodScheduled=False on the loser", || {
         let api = api.clone();
         async move {
             let p = api.get(loser).await.ok()?;
@@ -146,7 +145,7 @@ async fn places_pods_as_kube_scheduler_does_and_reports_unschedulable_ones() {
     assert_eq!(condition.message.as_deref(), Some(want));
 
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
-    let event = eventually(WAIT, "FailedScheduling event", || {
+    let event = eventually_some(WAIT, "FailedScheduling event", || {
         let events = events.clone();
         async move {
             let list = events.list(&ListParams::default()).await.ok()?;
@@ -167,7 +166,7 @@ async fn places_pods_as_kube_scheduler_does_and_reports_unschedulable_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_higher_priority_pod_preempts_the_lowest_priority_victim() {
-    let cluster = start().await;
+    let cluster = InProcess::start().await;
     let client = cluster.client.clone();
     create_node(&client, &Node::test("n1").cpu("2")).await;
     tokio::spawn(Scheduler::new(client.clone(), SchedulerConfig::default()).run());
@@ -176,7 +175,7 @@ async fn a_higher_priority_pod_preempts_the_lowest_priority_victim() {
     create_pod(&client, &Pod::test("mid").requests("1", "1Gi").priority(5)).await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     for name in ["low", "mid"] {
-        eventually(WAIT, "low and mid bound", || {
+        eventually_some(WAIT, "low and mid bound", || {
             let api = api.clone();
             async move { node_of(&api.get(name).await.ok()?) }
         })
@@ -188,14 +187,14 @@ async fn a_higher_priority_pod_preempts_the_lowest_priority_victim() {
         &Pod::test("high").requests("1", "1Gi").priority(10),
     )
     .await;
-    let nominated = eventually(WAIT, "nominatedNodeName on the preemptor", || {
+    let nominated = eventually_some(WAIT, "nominatedNodeName on the preemptor", || {
         let api = api.clone();
         async move { api.get("high").await.ok()?.status?.nominated_node_name }
     })
     .await;
     assert_eq!(nominated, "n1");
     // The victim is deleted (gracefully: without a kubelet it may linger as terminating).
-    eventually(WAIT, "low deleted", || {
+    eventually_some(WAIT, "low deleted", || {
         let api = api.clone();
         async move {
             match api.get_opt("low").await.ok()? {
@@ -211,7 +210,7 @@ async fn a_higher_priority_pod_preempts_the_lowest_priority_victim() {
         "the higher-priority pod is reprieved"
     );
     if api.get_opt("low").await.unwrap().is_none() {
-        let node = eventually(WAIT, "the preemptor bound once the victim is gone", || {
+        let node = eventually_some(WAIT, "the preemptor bound once the victim is gone", || {
             let api = api.clone();
             async move { node_of(&api.get("high").await.ok()?) }
         })

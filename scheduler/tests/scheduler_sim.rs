@@ -4,8 +4,6 @@
 //! get upstream's PodScheduled condition and message.
 
 // The one simulated-cluster harness, shared with controllers' tests.
-#[path = "../../controllers/tests/sim/mod.rs"]
-mod sim;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -14,10 +12,10 @@ use controllers::testing::PodFixture;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kube::Api;
+use kybern_testkit::{eventually, Cluster};
 use scheduler::config::SchedulerConfig;
 use scheduler::Scheduler;
 use serde_json::json;
-use sim::{eventually, SimCluster};
 
 const NS: &str = "sched-sim";
 
@@ -34,7 +32,7 @@ async fn pods_land_where_upstream_puts_them_and_run_on_simulated_nodes() {
     config.memory = "4Gi".into();
     // The scheduler starts later, once the nodes carry their labels and taints, so no
     // pod is placed against a node it has not seen labelled yet.
-    let cluster = SimCluster::start_with(NS, &[], Some(config)).await;
+    let cluster = Cluster::start_with(NS, &[], Some(config)).await;
     let nodes: Api<Node> = Api::all(cluster.client.clone());
     eventually("10 simulated nodes registered", || {
         let nodes = nodes.clone();

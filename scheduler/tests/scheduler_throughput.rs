@@ -4,8 +4,6 @@
 //!
 //! cargo test --release -p controllers --test scheduler_throughput -- --ignored --nocapture
 
-mod scheduler_support;
-
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,9 +12,10 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::runtime::watcher::{self, Event};
 use kube::Api;
+use kybern_testkit::fixtures::{create_node, create_pod};
+use kybern_testkit::InProcess;
 use scheduler::config::SchedulerConfig;
 use scheduler::Scheduler;
-use scheduler_support::{create_node, create_pod, start};
 
 const NODES: usize = 1000;
 const PODS: usize = 3000;
@@ -35,7 +34,7 @@ async fn binds_3000_existing_pods_on_1000_nodes_from_start() {
 }
 
 async fn run(scheduler_first: bool) {
-    let cluster = start().await;
+    let cluster = InProcess::start().await;
     let client = cluster.client.clone();
     futures::stream::iter(0..NODES)
         .for_each_concurrent(16, |i| {

@@ -1,17 +1,22 @@
-//! kybern's test support, shared by every crate's integration and end-to-end tests: the
-//! API server in-process ([`InProcess`]), the real `kybern` binary ([`Binary`]), a
-//! throwaway etcd ([`Etcd`]), the real kubectl ([`Kubectl`]), and waiting for a state
-//! ([`eventually`]). Every process is killed by pid and every temp dir removed on drop,
+//! kybern's test support, shared by every crate's integration and end-to-end tests: one
+//! in-process cluster builder ([`Cluster::builder`]: the API server, the control loops a
+//! test names, simulated nodes or a stand-in kubelet, either storage backend), the API
+//! server alone ([`InProcess`]), the real `kybern` binary ([`Binary`]), a throwaway etcd
+//! ([`Etcd`]), the real kubectl ([`Kubectl`]), typed fixtures ([`fixtures`]) and waiting
+//! for a state ([`eventually`]). Every process is killed by pid and every temp dir removed on drop,
 //! also when a test panics. Nothing here is compiled into the product.
 
 mod apiserver;
+mod cluster;
 mod etcd;
+pub mod fixtures;
 mod kubectl;
 mod process;
 mod wait;
 
 pub use crate::apiserver::{client_from_kubeconfig, client_without_retries, Backend, InProcess};
+pub use cluster::{mark_ready, Cluster, ClusterBuilder};
 pub use etcd::Etcd;
 pub use kubectl::Kubectl;
 pub use process::{free_port, kybern_binary, Binary, ChildGuard};
-pub use wait::{eventually, eventually_within, WAIT};
+pub use wait::{eventually, eventually_some, eventually_within, WAIT};

@@ -34,3 +34,17 @@ where
         }
     }
 }
+
+/// [`eventually_within`] for a check that has nothing to report until it is done:
+/// polls until `check` returns `Some`.
+pub async fn eventually_some<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_within(limit, what, || {
+        let next = check();
+        async move { next.await.ok_or_else(|| "not yet".to_string()) }
+    })
+    .await
+}
