@@ -218,3 +218,34 @@ async fn a_higher_priority_pod_preempts_the_lowest_priority_victim() {
         assert_eq!(node, "n1");
     }
 }
+
+/// `--scheduler-config` reaches the loop (`scheduler::LOOP`, what `kybern server`,
+/// `kybern controller scheduler` and `kybern-scheduler` run) through the context's
+/// settings: with a profile named `second-scheduler`, it binds that scheduler's pods,
+/// which the default configuration never takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_schedules_with_the_configuration_its_context_carries() {
+    let cluster = start().await;
+    let client = cluster.client.clone();
+    create_node(&client, &Node::test("n1")).await;
+    let config = SchedulerConfig {
+        scheduler_name: "second-scheduler".into(),
+        ..SchedulerConfig::default()
+    };
+    let ctx = controllers::Context::new(client.clone(), "test".into()).with_setting(Some(config));
+    tokio::spawn((scheduler::LOOP.run)(std::sync::Arc::new(ctx)));
+
+    let mut pod = Pod::test("for-the-second-scheduler");
+    pod.spec
+        .as_mut()
+        .expect("fixture has a spec")
+        .scheduler_name = Some("second-scheduler".into());
+    create_pod(&client, &pod).await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let node = eventually(WAIT, "the second scheduler's pod bound", || {
+        let api = api.clone();
+        async move { node_of(&api.get("for-the-second-scheduler").await.ok()?) }
+    })
+    .await;
+    assert_eq!(node, "n1");
+}
