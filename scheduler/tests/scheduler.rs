@@ -225,7 +225,7 @@ async fn a_higher_priority_pod_preempts_the_lowest_priority_victim() {
 /// which the default configuration never takes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loop_schedules_with_the_configuration_its_context_carries() {
-    let cluster = start().await;
+    let cluster = InProcess::start().await;
     let client = cluster.client.clone();
     create_node(&client, &Node::test("n1")).await;
     let config = SchedulerConfig {
@@ -242,7 +242,7 @@ async fn the_loop_schedules_with_the_configuration_its_context_carries() {
         .scheduler_name = Some("second-scheduler".into());
     create_pod(&client, &pod).await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
-    let node = eventually(WAIT, "the second scheduler's pod bound", || {
+    let node = eventually_some(WAIT, "the second scheduler's pod bound", || {
         let api = api.clone();
         async move { node_of(&api.get("for-the-second-scheduler").await.ok()?) }
     })
