@@ -21,6 +21,9 @@
 //! 5. reports both times and the peak RSS (VmHWM) of the controller process,
 //!    the scheduler, the simulator and the API server.
 //!
+//! With `--in-server`, `kybern server` runs every loop and the scheduler itself, as
+//! it does by default, and the one figure for it is the whole server's.
+//!
 //! Upstream publishes no figure for this shape, so there are no ratios. Every
 //! child is killed by pid at the end, on error and on Ctrl-C. Nothing here
 //! asserts on timings.
@@ -61,6 +64,10 @@ pub struct DeploymentArgs {
     /// instead of every loop `kybern server` runs (minus the scheduler).
     #[arg(long)]
     workload_loops_only: bool,
+    /// Run every loop and the scheduler inside `kybern server` (its default), and
+    /// measure that one process instead of separate controller and scheduler processes.
+    #[arg(long, conflicts_with = "workload_loops_only")]
+    in_server: bool,
 }
 
 const NAMESPACE: &str = "default";
@@ -88,14 +95,15 @@ pub async fn run(args: DeploymentArgs) -> Result<()> {
         None => std::env::current_exe().context("finding the kybern executable")?,
     };
     progress(&format!("children run {}", exe.display()));
-    let server = procs::start_server_from(
-        &exe,
-        &data_dir,
-        None,
-        &tmp.path.join("server.log"),
-        "controllers,scheduler",
-    )
-    .await?;
+    // `none` names no part: the server then runs every loop and the scheduler.
+    let disable = if args.in_server {
+        "none"
+    } else {
+        "controllers,scheduler"
+    };
+    let server =
+        procs::start_server_from(&exe, &data_dir, None, &tmp.path.join("server.log"), disable)
+            .await?;
     progress(&format!(
         "server ready at {} (pid {})",
         server.url,
@@ -107,27 +115,47 @@ pub async fn run(args: DeploymentArgs) -> Result<()> {
     } else {
         &["--disable", "scheduler"]
     };
-    let controllers =
-        procs::start_controller_from(&exe, loops, &kubeconfig, &tmp.path.join("controllers.log"))?;
-    let scheduler = procs::start_controller_from(
-        &exe,
-        &["scheduler"],
-        &kubeconfig,
-        &tmp.path.join("scheduler.log"),
-    )?;
+    let (controllers, scheduler) = if args.in_server {
+        (None, None)
+    } else {
+        let controllers = procs::start_controller_from(
+            &exe,
+            loops,
+            &kubeconfig,
+            &tmp.path.join("controllers.log"),
+        )?;
+        let scheduler = procs::start_controller_from(
+            &exe,
+            &["scheduler"],
+            &kubeconfig,
+            &tmp.path.join("scheduler.log"),
+        )?;
+        (Some(controllers), Some(scheduler))
+    };
     let agent = start_simulator(&exe, args.nodes, &kubeconfig, &tmp.path.join("agent.log"))?;
     progress(&format!(
-        "controllers (pid {}), scheduler (pid {}) and {} simulated nodes (pid {}) started",
-        controllers.pid(),
-        scheduler.pid(),
+        "loops {}, {} simulated nodes (pid {}) started",
+        match (&controllers, &scheduler) {
+            (Some(c), Some(s)) =>
+                format!("in pid {} and the scheduler in pid {}", c.pid(), s.pid()),
+            _ => "and the scheduler inside the server".to_string(),
+        },
         args.nodes,
         agent.pid()
     ));
 
     let res = measure(&args, &kubeconfig, &progress).await;
-    let peaks =
-        [&controllers, &scheduler, &agent, &server.proc].map(|p| procs::peak_rss_bytes(p.pid()));
-    for p in [controllers, scheduler, agent, server.proc] {
+    let peak = |p: Option<&Proc>| p.map(|p| procs::peak_rss_bytes(p.pid()));
+    let peaks = [
+        peak(controllers.as_ref()),
+        peak(scheduler.as_ref()),
+        peak(Some(&agent)),
+        peak(Some(&server.proc)),
+    ];
+    for p in [controllers, scheduler, Some(agent), Some(server.proc)]
+        .into_iter()
+        .flatten()
+    {
         p.stop().await;
     }
     let (ready, rolled) = res.with_context(|| {
@@ -158,14 +186,21 @@ pub async fn run(args: DeploymentArgs) -> Result<()> {
     } else {
         "controller process peak RSS (every loop but the scheduler)"
     };
+    let server_row = if args.in_server {
+        "kybern server peak RSS (API server, every loop and the scheduler)"
+    } else {
+        "API server peak RSS"
+    };
     let names = [
         controller_row,
         "scheduler peak RSS",
         "simulated nodes (kybern agent --simulate) peak RSS",
-        "API server peak RSS",
+        server_row,
     ];
     for (name, peak) in names.into_iter().zip(peaks) {
-        report.row(Row::new(name, peak? as f64 / MIB, None, Unit::MiB));
+        if let Some(peak) = peak {
+            report.row(Row::new(name, peak? as f64 / MIB, None, Unit::MiB));
+        }
     }
     report.note("upstream publishes no figure for this shape; times are wall-clock on this machine, one run");
     report.print();
