@@ -17,7 +17,7 @@ use anyhow::Context;
 use clap::Args;
 
 #[derive(Args, Clone, Debug)]
-pub struct NodeArgs {
+pub(crate) struct NodeArgs {
     /// The node's name (default: this host's name).
     #[arg(long)]
     pub node_name: Option<String>,
@@ -74,7 +74,7 @@ fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
 }
 
 impl NodeArgs {
-    pub fn dir(&self) -> PathBuf {
+    pub(crate) fn dir(&self) -> PathBuf {
         self.agent_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("/var/lib/kybern/agent"))
@@ -129,7 +129,7 @@ fn network(args: &NodeArgs) -> Arc<dyn Network> {
 }
 
 /// Runs the agent until it fails or the process ends.
-pub async fn run(client: kube::Client, args: NodeArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(client: kube::Client, args: NodeArgs) -> anyhow::Result<()> {
     let runtime = containerd(&args).await?;
     let version = runtime.version().await?;
     for path in &args.imports {
@@ -177,7 +177,7 @@ pub async fn run(client: kube::Client, args: NodeArgs) -> anyhow::Result<()> {
 
 /// `kybern agent --reset`: stops and removes every container, sandbox and pod volume the
 /// agent made, removes the bridge, and stops the private containerd. Images stay.
-pub async fn reset(args: NodeArgs) -> anyhow::Result<()> {
+pub(crate) async fn reset(args: NodeArgs) -> anyhow::Result<()> {
     let runtime = containerd(&args).await?;
     let all = runtime.list_containers().await?;
     eprintln!("removing {} containers", all.len());

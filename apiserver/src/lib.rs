@@ -4,9 +4,6 @@
 // threshold by design; errors are the slow path, and boxing them would only add an
 // allocation and a dereference to every handler.
 #![allow(clippy::result_large_err)]
-// What is `pub` is the library's interface (the binary, the tests, the other crates use
-// it); everything else says `pub(crate)`.
-#![warn(unreachable_pub)]
 
 pub mod api;
 pub mod apply;

@@ -43,7 +43,7 @@ use super::report::{Report, Row, Unit, MIB};
 use super::workload;
 
 #[derive(Args)]
-pub struct DeploymentArgs {
+pub(crate) struct DeploymentArgs {
     /// Simulated nodes.
     #[arg(long, default_value_t = 100)]
     nodes: usize,
@@ -73,7 +73,7 @@ pub struct DeploymentArgs {
 const NAMESPACE: &str = "default";
 const NAME: &str = "bench";
 
-pub async fn run(args: DeploymentArgs) -> Result<()> {
+pub(crate) async fn run(args: DeploymentArgs) -> Result<()> {
     let started = Instant::now();
     let progress = |what: &str| eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
     println!("# kybern bench deployment");

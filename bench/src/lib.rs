@@ -167,36 +167,36 @@ pub async fn run(args: BenchArgs) -> Result<()> {
 
 /// Upstream kube-apiserver + etcd figures (see the reference document).
 mod upstream {
-    pub const CREATE_PER_S: f64 = 824.0;
-    pub const CREATE_P50: f64 = 8.7;
-    pub const CREATE_P99: f64 = 24.7;
-    pub const GET_P50: f64 = 1.09;
-    pub const GET_P99: f64 = 3.1;
-    pub const GET_PER_S: f64 = 863.0;
-    pub const GET8_PER_S: f64 = 1883.0;
-    pub const GET8_P99: f64 = 13.0;
-    pub const LIST_P50: f64 = 62.6;
-    pub const LIST_P99: f64 = 106.0;
-    pub const LIST_RV0_P50: f64 = 33.6;
-    pub const LIST_RV0_P99: f64 = 40.7;
-    pub const LIST_PAGED_P50: f64 = 71.0;
-    pub const LIST_PAGED_P99: f64 = 100.0;
-    pub const WATCH1_P99: f64 = 1.55;
-    pub const WATCH50_P50: f64 = 1.7;
-    pub const WATCH50_P99: f64 = 9.4;
-    pub const PUT_PER_S: f64 = 443.0;
-    pub const PUT_P99: f64 = 44.6;
-    pub const PATCH_PER_S: f64 = 647.0;
-    pub const PATCH_P99: f64 = 32.2;
-    pub const DELETECOLLECTION_S: f64 = 3.47;
-    pub const RSS_IDLE_APISERVER: f64 = 238.0;
-    pub const RSS_IDLE_TOTAL: f64 = 277.0;
-    pub const RSS_RUN_APISERVER: f64 = 318.0;
-    pub const RSS_RUN_TOTAL: f64 = 401.0;
-    pub const DISK_MIB: f64 = 136.0;
-    pub const COLD_FRESH_S: f64 = 2.9;
+    pub(crate) const CREATE_PER_S: f64 = 824.0;
+    pub(crate) const CREATE_P50: f64 = 8.7;
+    pub(crate) const CREATE_P99: f64 = 24.7;
+    pub(crate) const GET_P50: f64 = 1.09;
+    pub(crate) const GET_P99: f64 = 3.1;
+    pub(crate) const GET_PER_S: f64 = 863.0;
+    pub(crate) const GET8_PER_S: f64 = 1883.0;
+    pub(crate) const GET8_P99: f64 = 13.0;
+    pub(crate) const LIST_P50: f64 = 62.6;
+    pub(crate) const LIST_P99: f64 = 106.0;
+    pub(crate) const LIST_RV0_P50: f64 = 33.6;
+    pub(crate) const LIST_RV0_P99: f64 = 40.7;
+    pub(crate) const LIST_PAGED_P50: f64 = 71.0;
+    pub(crate) const LIST_PAGED_P99: f64 = 100.0;
+    pub(crate) const WATCH1_P99: f64 = 1.55;
+    pub(crate) const WATCH50_P50: f64 = 1.7;
+    pub(crate) const WATCH50_P99: f64 = 9.4;
+    pub(crate) const PUT_PER_S: f64 = 443.0;
+    pub(crate) const PUT_P99: f64 = 44.6;
+    pub(crate) const PATCH_PER_S: f64 = 647.0;
+    pub(crate) const PATCH_P99: f64 = 32.2;
+    pub(crate) const DELETECOLLECTION_S: f64 = 3.47;
+    pub(crate) const RSS_IDLE_APISERVER: f64 = 238.0;
+    pub(crate) const RSS_IDLE_TOTAL: f64 = 277.0;
+    pub(crate) const RSS_RUN_APISERVER: f64 = 318.0;
+    pub(crate) const RSS_RUN_TOTAL: f64 = 401.0;
+    pub(crate) const DISK_MIB: f64 = 136.0;
+    pub(crate) const COLD_FRESH_S: f64 = 2.9;
     /// Midpoint of 3.5–4.2 s.
-    pub const COLD_EXISTING_S: f64 = 3.85;
+    pub(crate) const COLD_EXISTING_S: f64 = 3.85;
 }
 
 /// Processes whose memory is reported.

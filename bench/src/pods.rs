@@ -38,7 +38,7 @@ use super::report::{Report, Row, Samples, Target, Unit, MIB};
 use super::workload;
 
 #[derive(Args)]
-pub struct PodsArgs {
+pub(crate) struct PodsArgs {
     /// Batch sizes: pods created at once, one batch after the other.
     #[arg(long, value_delimiter = ',', default_value = "1,10,30")]
     batches: Vec<usize>,
@@ -53,7 +53,7 @@ pub struct PodsArgs {
 const NODE: &str = "bench-node";
 const BRIDGE: &str = "kybbench0";
 
-pub async fn run(args: PodsArgs) -> Result<()> {
+pub(crate) async fn run(args: PodsArgs) -> Result<()> {
     let started = Instant::now();
     let progress = |what: &str| eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
     println!("# kybern bench pods");

@@ -11,20 +11,20 @@ use tokio::process::{Child, Command};
 
 /// A child process. Dropping it kills the process (SIGKILL, by pid, through
 /// tokio's `kill_on_drop`); [`Proc::stop`] asks it to exit first.
-pub struct Proc {
+pub(crate) struct Proc {
     pub name: String,
     child: Child,
     pid: u32,
 }
 
 impl Proc {
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Sends `signal` (by pid) and waits up to `grace` for the process to
     /// exit; kills it after that.
-    pub async fn stop_with(mut self, signal: &str, grace: Duration) {
+    pub(crate) async fn stop_with(mut self, signal: &str, grace: Duration) {
         let pid = self.pid.to_string();
         let sent = Command::new("kill")
             .args([signal, pid.as_str()])
@@ -45,25 +45,25 @@ impl Proc {
     }
 
     /// Graceful stop: SIGINT (what the server handles), 10 s grace.
-    pub async fn stop(self) {
+    pub(crate) async fn stop(self) {
         self.stop_with("-INT", Duration::from_secs(10)).await
     }
 }
 
 /// A directory under the system temp dir, removed on drop unless `keep`.
-pub struct TempDir {
+pub(crate) struct TempDir {
     pub path: PathBuf,
     pub keep: bool,
 }
 
 impl TempDir {
-    pub fn new(tag: &str, keep: bool) -> Result<TempDir> {
+    pub(crate) fn new(tag: &str, keep: bool) -> Result<TempDir> {
         let path = std::env::temp_dir().join(format!("kybern-bench-{tag}-{}", random_suffix(8)));
         std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
         Ok(TempDir { path, keep })
     }
 
-    pub fn sub(&self, name: &str) -> Result<PathBuf> {
+    pub(crate) fn sub(&self, name: &str) -> Result<PathBuf> {
         let p = self.path.join(name);
         std::fs::create_dir_all(&p).with_context(|| format!("creating {}", p.display()))?;
         Ok(p)
@@ -80,7 +80,7 @@ impl Drop for TempDir {
     }
 }
 
-pub fn random_suffix(n: usize) -> String {
+pub(crate) fn random_suffix(n: usize) -> String {
     (0..n).map(|_| fastrand::lowercase()).collect()
 }
 
@@ -93,7 +93,7 @@ fn log_file(path: &Path) -> Result<std::fs::File> {
 }
 
 /// A started kybern server.
-pub struct Server {
+pub(crate) struct Server {
     pub proc: Proc,
     pub url: String,
     /// From spawning the process to reading its `ready` line.
@@ -101,13 +101,17 @@ pub struct Server {
 }
 
 /// Starts `kybern server` and waits for its `ready <url>` line.
-pub async fn start_server(data_dir: &Path, etcd: Option<&str>, log: &Path) -> Result<Server> {
+pub(crate) async fn start_server(
+    data_dir: &Path,
+    etcd: Option<&str>,
+    log: &Path,
+) -> Result<Server> {
     // The reference figures are kube-apiserver + etcd with no controllers running.
     start_server_with(data_dir, etcd, log, "controllers").await
 }
 
 /// [`start_server`] with the given `--disable` list (comma-separated).
-pub async fn start_server_with(
+pub(crate) async fn start_server_with(
     data_dir: &Path,
     etcd: Option<&str>,
     log: &Path,
@@ -119,7 +123,7 @@ pub async fn start_server_with(
 
 /// [`start_server_with`] running the `kybern` binary at `exe` (to measure another
 /// build, e.g. main's, with this benchmark).
-pub async fn start_server_from(
+pub(crate) async fn start_server_from(
     exe: &Path,
     data_dir: &Path,
     etcd: Option<&str>,
@@ -176,14 +180,18 @@ pub async fn start_server_from(
 /// Starts `kybern controller <names...> --kubeconfig <kubeconfig>` as its own
 /// process (stdout and stderr to `log`). There is no readiness line; the
 /// caller decides how long to give it.
-pub async fn start_controller(names: &[&str], kubeconfig: &Path, log: &Path) -> Result<Proc> {
+pub(crate) async fn start_controller(
+    names: &[&str],
+    kubeconfig: &Path,
+    log: &Path,
+) -> Result<Proc> {
     let exe = std::env::current_exe().context("finding the kybern executable")?;
     start_controller_from(&exe, names, kubeconfig, log)
 }
 
 /// [`start_controller`] running the `kybern` binary at `exe` with the arguments
 /// `args` after `controller` (loop names, `--disable ...`).
-pub fn start_controller_from(
+pub(crate) fn start_controller_from(
     exe: &Path,
     args: &[&str],
     kubeconfig: &Path,
@@ -201,7 +209,7 @@ pub fn start_controller_from(
 /// executable, or in the `release-small` profile's directory beside it (where
 /// `cargo build --profile release-small -p kybern-scheduler` puts it when this is
 /// `target/release/kybern`).
-pub fn find_scheduler_binary() -> Result<PathBuf> {
+pub(crate) fn find_scheduler_binary() -> Result<PathBuf> {
     const BUILD: &str = "cargo build --profile release-small -p kybern-scheduler";
     let exe = std::env::current_exe().context("finding the kybern executable")?;
     let dir = exe
@@ -222,7 +230,7 @@ pub fn find_scheduler_binary() -> Result<PathBuf> {
 
 /// Starts the standalone scheduler `exe --kubeconfig <kubeconfig>` (stdout and stderr
 /// to `log`).
-pub async fn start_scheduler(exe: &Path, kubeconfig: &Path, log: &Path) -> Result<Proc> {
+pub(crate) async fn start_scheduler(exe: &Path, kubeconfig: &Path, log: &Path) -> Result<Proc> {
     let mut cmd = Command::new(exe);
     cmd.arg("--kubeconfig").arg(kubeconfig);
     spawn(cmd, "kybern-scheduler", log)
@@ -230,7 +238,7 @@ pub async fn start_scheduler(exe: &Path, kubeconfig: &Path, log: &Path) -> Resul
 
 /// Spawns `cmd` as a [`Proc`] named `name`, stdout and stderr to `log`,
 /// killed on drop.
-pub fn spawn(mut cmd: Command, name: &str, log: &Path) -> Result<Proc> {
+pub(crate) fn spawn(mut cmd: Command, name: &str, log: &Path) -> Result<Proc> {
     cmd.stdin(Stdio::null())
         .stdout(log_file(log)?)
         .stderr(log_file(log)?)
@@ -246,13 +254,13 @@ pub fn spawn(mut cmd: Command, name: &str, log: &Path) -> Result<Proc> {
 
 impl Proc {
     /// Whether the process has exited (and its status, if so).
-    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+    pub(crate) fn exited(&mut self) -> Option<std::process::ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
 }
 
 /// A started etcd.
-pub struct Etcd {
+pub(crate) struct Etcd {
     pub proc: Proc,
     pub url: String,
     pub startup: Duration,
@@ -265,7 +273,7 @@ fn free_port() -> Result<u16> {
 
 /// Starts `/usr/bin/etcd` on two free loopback ports with `data_dir`, and
 /// waits until `/health` says it is healthy.
-pub async fn start_etcd(data_dir: &Path, log: &Path) -> Result<Etcd> {
+pub(crate) async fn start_etcd(data_dir: &Path, log: &Path) -> Result<Etcd> {
     let client = free_port()?;
     let mut peer = free_port()?;
     while peer == client {
@@ -347,12 +355,12 @@ async fn etcd_healthy(port: u16) -> bool {
 }
 
 /// Resident set size of a process in bytes, from /proc/<pid>/status.
-pub fn rss_bytes(pid: u32) -> Result<u64> {
+pub(crate) fn rss_bytes(pid: u32) -> Result<u64> {
     status_bytes(pid, "VmRSS")
 }
 
 /// Peak resident set size ("high water mark") of a process in bytes.
-pub fn peak_rss_bytes(pid: u32) -> Result<u64> {
+pub(crate) fn peak_rss_bytes(pid: u32) -> Result<u64> {
     status_bytes(pid, "VmHWM")
 }
 
@@ -376,7 +384,7 @@ fn status_bytes(pid: u32, field: &str) -> Result<u64> {
 
 /// Disk usage of a directory tree like `du`: allocated blocks, not
 /// following symlinks. Returns (allocated, apparent) bytes.
-pub fn disk_usage(path: &Path) -> Result<(u64, u64)> {
+pub(crate) fn disk_usage(path: &Path) -> Result<(u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let mut allocated = 0;
     let mut apparent = 0;
@@ -400,7 +408,7 @@ pub fn disk_usage(path: &Path) -> Result<(u64, u64)> {
 }
 
 /// Lines of a log file that look like warnings or errors.
-pub fn log_problems(path: &Path) -> Vec<String> {
+pub(crate) fn log_problems(path: &Path) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(path) else {
         return Vec::new();
     };

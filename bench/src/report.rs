@@ -4,27 +4,27 @@ use std::time::Duration;
 
 /// Latency samples of one phase.
 #[derive(Default, Clone)]
-pub struct Samples {
+pub(crate) struct Samples {
     sorted: Vec<Duration>,
 }
 
 impl Samples {
-    pub fn new(mut v: Vec<Duration>) -> Samples {
+    pub(crate) fn new(mut v: Vec<Duration>) -> Samples {
         v.sort();
         Samples { sorted: v }
     }
 
     /// Sum of all samples (the busy time of a sequential run).
-    pub fn total(&self) -> Duration {
+    pub(crate) fn total(&self) -> Duration {
         self.sorted.iter().sum()
     }
 
-    pub fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         self.sorted.len()
     }
 
     /// Nearest-rank percentile (`p` in 0..=100); zero when empty.
-    pub fn pct(&self, p: f64) -> Duration {
+    pub(crate) fn pct(&self, p: f64) -> Duration {
         if self.sorted.is_empty() {
             return Duration::ZERO;
         }
@@ -32,23 +32,23 @@ impl Samples {
         self.sorted[rank.clamp(1, self.sorted.len()) - 1]
     }
 
-    pub fn p50_ms(&self) -> f64 {
+    pub(crate) fn p50_ms(&self) -> f64 {
         ms(self.pct(50.0))
     }
 
-    pub fn p99_ms(&self) -> f64 {
+    pub(crate) fn p99_ms(&self) -> f64 {
         ms(self.pct(99.0))
     }
 }
 
-pub fn ms(d: Duration) -> f64 {
+pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-pub const MIB: f64 = 1024.0 * 1024.0;
+pub(crate) const MIB: f64 = 1024.0 * 1024.0;
 
 #[derive(Clone, Copy)]
-pub enum Unit {
+pub(crate) enum Unit {
     PerSec,
     Ms,
     Secs,
@@ -79,14 +79,14 @@ impl Unit {
 
 /// What the issue asks of a figure.
 #[derive(Clone, Copy)]
-pub enum Target {
+pub(crate) enum Target {
     /// The ratio (>1 = kybern better) must be at least this.
     Ratio(f64),
     /// kybern's own value must be below this (in the row's unit).
     Below(f64),
 }
 
-pub struct Row {
+pub(crate) struct Row {
     pub figure: String,
     pub ours: f64,
     pub upstream: Option<f64>,
@@ -95,7 +95,12 @@ pub struct Row {
 }
 
 impl Row {
-    pub fn new(figure: impl Into<String>, ours: f64, upstream: Option<f64>, unit: Unit) -> Row {
+    pub(crate) fn new(
+        figure: impl Into<String>,
+        ours: f64,
+        upstream: Option<f64>,
+        unit: Unit,
+    ) -> Row {
         Row {
             figure: figure.into(),
             ours,
@@ -105,13 +110,13 @@ impl Row {
         }
     }
 
-    pub fn target(mut self, t: Target) -> Row {
+    pub(crate) fn target(mut self, t: Target) -> Row {
         self.target = Some(t);
         self
     }
 
     /// >1 means kybern is better.
-    pub fn ratio(&self) -> Option<f64> {
+    pub(crate) fn ratio(&self) -> Option<f64> {
         let up = self.upstream?;
         if self.unit.higher_is_better() {
             (up > 0.0).then(|| self.ours / up)
@@ -126,14 +131,14 @@ impl Row {
 }
 
 /// All figures of one backend.
-pub struct Report {
+pub(crate) struct Report {
     pub title: String,
     pub rows: Vec<Row>,
     pub notes: Vec<String>,
 }
 
 impl Report {
-    pub fn new(title: impl Into<String>) -> Report {
+    pub(crate) fn new(title: impl Into<String>) -> Report {
         Report {
             title: title.into(),
             rows: Vec::new(),
@@ -141,15 +146,15 @@ impl Report {
         }
     }
 
-    pub fn row(&mut self, r: Row) {
+    pub(crate) fn row(&mut self, r: Row) {
         self.rows.push(r);
     }
 
-    pub fn note(&mut self, n: impl Into<String>) {
+    pub(crate) fn note(&mut self, n: impl Into<String>) {
         self.notes.push(n.into());
     }
 
-    pub fn print(&self) {
+    pub(crate) fn print(&self) {
         let header = [
             "figure",
             "kybern",

@@ -57,7 +57,7 @@ use super::report::{Report, Row, Target, Unit, MIB};
 use super::workload;
 
 #[derive(Args)]
-pub struct SchedulerArgs {
+pub(crate) struct SchedulerArgs {
     /// Ready Node objects for the default size.
     #[arg(long, default_value_t = 1000)]
     nodes: usize,
@@ -128,22 +128,22 @@ impl Binary {
 /// Upstream kube-scheduler figures (see the reference document).
 mod upstream {
     /// `--kube-api-qps=5000`, 1000 nodes, 3000 pods created while it runs.
-    pub const PODS_PER_S: f64 = 282.0;
+    pub(super) const PODS_PER_S: f64 = 282.0;
     /// Published scheduler_perf minimum at 5000 nodes / 10k pods.
-    pub const LARGE_PODS_PER_S: f64 = 680.0;
+    pub(super) const LARGE_PODS_PER_S: f64 = 680.0;
     /// Pods created first, then kube-scheduler started: 3000 pods bound 10.7 s after launch.
-    pub const LAUNCH_PODS_PER_S: f64 = 3000.0 / 10.7;
+    pub(super) const LAUNCH_PODS_PER_S: f64 = 3000.0 / 10.7;
     /// Peak RSS 108–174 MiB: the lower end, so the target is the stricter one.
-    pub const PEAK_RSS_MIB: f64 = 108.0;
+    pub(super) const PEAK_RSS_MIB: f64 = 108.0;
     /// RSS after the run 104–150 MiB: the lower end.
-    pub const END_RSS_MIB: f64 = 104.0;
+    pub(super) const END_RSS_MIB: f64 = 104.0;
 }
 
 const CPU: &str = "32";
 const MEMORY: &str = "128Gi";
 const PODS_PER_NODE: &str = "110";
 
-pub async fn run(args: SchedulerArgs) -> Result<()> {
+pub(crate) async fn run(args: SchedulerArgs) -> Result<()> {
     let cores = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(0);

@@ -20,7 +20,7 @@ use serde::Deserialize;
 use super::report::Samples;
 
 /// Builds client configuration from a kubeconfig file.
-pub async fn client_config(path: &Path) -> Result<kube::Config> {
+pub(crate) async fn client_config(path: &Path) -> Result<kube::Config> {
     let kc = Kubeconfig::read_from(path).with_context(|| format!("reading {}", path.display()))?;
     let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
         .await
@@ -29,13 +29,13 @@ pub async fn client_config(path: &Path) -> Result<kube::Config> {
 }
 
 /// `n` clients, each with its own connection pool.
-pub fn clients(cfg: &kube::Config, n: usize) -> Result<Vec<Client>> {
+pub(crate) fn clients(cfg: &kube::Config, n: usize) -> Result<Vec<Client>> {
     (0..n)
         .map(|_| Client::try_from(cfg.clone()).context("building a kube client"))
         .collect()
 }
 
-pub fn object_name(i: usize) -> String {
+pub(crate) fn object_name(i: usize) -> String {
     format!("cm-{i:05}")
 }
 
@@ -57,7 +57,7 @@ fn config_map(ns: &str, name: String) -> ConfigMap {
 }
 
 /// Outcome of a phase run by several concurrent clients.
-pub struct Parallel {
+pub(crate) struct Parallel {
     pub latencies: Samples,
     pub wall: Duration,
     pub ok: usize,
@@ -66,11 +66,11 @@ pub struct Parallel {
 }
 
 impl Parallel {
-    pub fn per_sec(&self) -> f64 {
+    pub(crate) fn per_sec(&self) -> f64 {
         self.ok as f64 / self.wall.as_secs_f64()
     }
 
-    pub fn error_note(&self, what: &str) -> Option<String> {
+    pub(crate) fn error_note(&self, what: &str) -> Option<String> {
         (self.errors > 0).then(|| {
             format!(
                 "{what}: {} of {} requests failed; first: {}",
@@ -84,7 +84,7 @@ impl Parallel {
 
 /// Runs `total` operations spread over `clients` (one task per client, each
 /// taking the next index), timing each operation.
-pub async fn parallel<F, Fut>(clients: &[Client], total: usize, op: F) -> Parallel
+pub(crate) async fn parallel<F, Fut>(clients: &[Client], total: usize, op: F) -> Parallel
 where
     F: Fn(Client, usize) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), kube::Error>> + Send,
@@ -134,7 +134,7 @@ where
 }
 
 /// Sequential timing of `n` runs of `op` after `warm` untimed ones.
-pub async fn sequential<F, Fut>(warm: usize, n: usize, mut op: F) -> Result<Samples>
+pub(crate) async fn sequential<F, Fut>(warm: usize, n: usize, mut op: F) -> Result<Samples>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<()>>,
@@ -151,7 +151,7 @@ where
     Ok(Samples::new(v))
 }
 
-pub async fn create_namespace(client: &Client, name: &str) -> Result<()> {
+pub(crate) async fn create_namespace(client: &Client, name: &str) -> Result<()> {
     let ns = Namespace {
         metadata: ObjectMeta {
             name: Some(name.to_string()),
@@ -167,7 +167,7 @@ pub async fn create_namespace(client: &Client, name: &str) -> Result<()> {
 }
 
 /// Opens each client's connection (TLS handshake included) before anything is timed.
-pub async fn warm_up(clients: &[Client], ns: &str) -> Result<()> {
+pub(crate) async fn warm_up(clients: &[Client], ns: &str) -> Result<()> {
     let gets = clients.iter().map(|c| {
         let api = Api::<Namespace>::all(c.clone());
         async move { api.get(ns).await }
@@ -178,7 +178,7 @@ pub async fn warm_up(clients: &[Client], ns: &str) -> Result<()> {
     Ok(())
 }
 
-pub async fn delete_namespace(client: &Client, name: &str) -> Result<()> {
+pub(crate) async fn delete_namespace(client: &Client, name: &str) -> Result<()> {
     Api::<Namespace>::all(client.clone())
         .delete(name, &DeleteParams::default())
         .await
@@ -187,7 +187,7 @@ pub async fn delete_namespace(client: &Client, name: &str) -> Result<()> {
 }
 
 /// Creates `n` ConfigMaps of ~1 KiB with the given clients.
-pub async fn create_objects(clients: &[Client], ns: &str, n: usize) -> Parallel {
+pub(crate) async fn create_objects(clients: &[Client], ns: &str, n: usize) -> Parallel {
     let ns = ns.to_string();
     parallel(clients, n, move |c, i| {
         let ns = ns.clone();
@@ -223,7 +223,7 @@ fn get(path: String) -> http::Request<Vec<u8>> {
 }
 
 /// A raw LIST: returns (items, continue token, resourceVersion, body bytes).
-pub async fn raw_list(
+pub(crate) async fn raw_list(
     client: &Client,
     path: String,
 ) -> Result<(usize, Option<String>, String, usize)> {
@@ -242,12 +242,12 @@ pub async fn raw_list(
     ))
 }
 
-pub fn collection(ns: &str) -> String {
+pub(crate) fn collection(ns: &str) -> String {
     format!("/api/v1/namespaces/{ns}/configmaps")
 }
 
 /// LIST timing: consistent, resourceVersion=0 and paginated walks.
-pub struct ListFigures {
+pub(crate) struct ListFigures {
     pub consistent: Samples,
     pub rv0: Samples,
     pub paged: Samples,
@@ -256,7 +256,12 @@ pub struct ListFigures {
     pub notes: Vec<String>,
 }
 
-pub async fn list_phase(client: &Client, ns: &str, expect: usize, n: usize) -> Result<ListFigures> {
+pub(crate) async fn list_phase(
+    client: &Client,
+    ns: &str,
+    expect: usize,
+    n: usize,
+) -> Result<ListFigures> {
     let base = collection(ns);
     let mut notes = Vec::new();
     let (count, _, _, body_bytes) = raw_list(client, base.clone()).await?;
@@ -343,7 +348,7 @@ fn urlencode(s: &str) -> String {
 }
 
 /// GETs of one object: one client sequentially.
-pub async fn get_one(client: &Client, ns: &str, n: usize) -> Result<Samples> {
+pub(crate) async fn get_one(client: &Client, ns: &str, n: usize) -> Result<Samples> {
     let api = Api::<ConfigMap>::namespaced(client.clone(), ns);
     let name = object_name(0);
     sequential(20, n, || async {
@@ -354,7 +359,12 @@ pub async fn get_one(client: &Client, ns: &str, n: usize) -> Result<Samples> {
 }
 
 /// GETs of random objects from several clients.
-pub async fn get_parallel(clients: &[Client], ns: &str, objects: usize, n: usize) -> Parallel {
+pub(crate) async fn get_parallel(
+    clients: &[Client],
+    ns: &str,
+    objects: usize,
+    n: usize,
+) -> Parallel {
     let ns = ns.to_string();
     parallel(clients, n, move |c, _| {
         let ns = ns.clone();
@@ -369,7 +379,7 @@ pub async fn get_parallel(clients: &[Client], ns: &str, objects: usize, n: usize
 }
 
 /// Watch delivery after the update response.
-pub struct WatchFigures {
+pub(crate) struct WatchFigures {
     pub latencies: Samples,
     /// From sending the PUT to the event reaching the watcher.
     pub from_request: Samples,
@@ -406,7 +416,7 @@ type Seen = (u64, String, Instant);
 /// resourceVersion of the namespace's ConfigMaps, then updates one object
 /// `updates` times sequentially and times, per watcher, from the PUT
 /// response to the arrival of the event.
-pub async fn watch_phase(
+pub(crate) async fn watch_phase(
     cfg: &kube::Config,
     client: &Client,
     ns: &str,
@@ -528,7 +538,7 @@ fn is_conflict(e: &kube::Error) -> bool {
 }
 
 /// PUT with resourceVersion of every object (each exactly once, so no conflicts).
-pub async fn put_phase(clients: &[Client], ns: &str) -> Result<(Parallel, usize)> {
+pub(crate) async fn put_phase(clients: &[Client], ns: &str) -> Result<(Parallel, usize)> {
     let api = Api::<ConfigMap>::namespaced(clients[0].clone(), ns);
     let objects = Arc::new(
         api.list(&ListParams::default())
@@ -566,7 +576,7 @@ pub async fn put_phase(clients: &[Client], ns: &str) -> Result<(Parallel, usize)
 }
 
 /// JSON merge patch of every object.
-pub async fn patch_phase(clients: &[Client], ns: &str, n: usize) -> Parallel {
+pub(crate) async fn patch_phase(clients: &[Client], ns: &str, n: usize) -> Parallel {
     let ns = ns.to_string();
     parallel(clients, n, move |c, i| {
         let ns = ns.clone();
@@ -587,7 +597,7 @@ pub async fn patch_phase(clients: &[Client], ns: &str, n: usize) -> Parallel {
 
 /// deletecollection, then polls until a LIST is empty. Returns (time of the
 /// deletecollection call, time until empty).
-pub async fn delete_phase(client: &Client, ns: &str) -> Result<(Duration, Duration)> {
+pub(crate) async fn delete_phase(client: &Client, ns: &str) -> Result<(Duration, Duration)> {
     let api = Api::<ConfigMap>::namespaced(client.clone(), ns);
     let started = Instant::now();
     api.delete_collection(&DeleteParams::default(), &ListParams::default())

@@ -3,7 +3,6 @@
 //!
 //! `cargo run -p crdgen -- crds` writes the files, `cargo run -p crdgen --
 //! --check crds` verifies them.
-#![warn(unreachable_pub)]
 
 pub mod protobuf;
 pub mod schema;

@@ -23,7 +23,7 @@ pub(crate) mod test_support {
     use crate::framework::{CycleState, FilterResult};
 
     /// Builds a cache of `nodes` with `existing` pods placed, and the cycle state of `pod`.
-    pub fn cluster(nodes: Vec<Node>, existing: Vec<Pod>) -> Cache {
+    pub(crate) fn cluster(nodes: Vec<Node>, existing: Vec<Pod>) -> Cache {
         let mut cache = Cache::default();
         for n in nodes {
             cache.apply_node(n.into());
@@ -34,12 +34,12 @@ pub(crate) mod test_support {
         cache
     }
 
-    pub fn state(pod: Pod, cache: &Cache) -> CycleState {
+    pub(crate) fn state(pod: Pod, cache: &Cache) -> CycleState {
         crate::profile::cycle_state(Arc::new(PodInfo::new(Arc::new(pod.into()))), cache)
     }
 
     /// Runs `filter` for `pod` on node `node` of the cluster; returns the first reason.
-    pub fn check(
+    pub(crate) fn check(
         filter: fn(&CycleState, &NodeInfo) -> FilterResult,
         pod: Pod,
         cache: &Cache,

@@ -29,7 +29,7 @@ fn list_options() -> watcher::Config {
         .page_size(25)
 }
 
-pub async fn watch_nodes(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
+pub(crate) async fn watch_nodes(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
     let api: Api<Node> = Api::all(s.client.clone());
     let mut stream = std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
     let mut seen: HashSet<String> = HashSet::new();
@@ -73,7 +73,7 @@ pub async fn watch_nodes(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Resu
 
 /// Namespace labels for namespaceSelector. A label change may let a pod parked by
 /// InterPodAffinity fit.
-pub async fn watch_namespaces(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
+pub(crate) async fn watch_namespaces(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
     let api: Api<Namespace> = Api::all(s.client.clone());
     let mut stream = std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
     let mut seen: HashSet<String> = HashSet::new();
@@ -108,7 +108,7 @@ pub async fn watch_namespaces(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow:
 }
 
 /// PodDisruptionBudgets, which preemption avoids violating.
-pub async fn watch_pdbs(s: Arc<Scheduler>) -> anyhow::Result<()> {
+pub(crate) async fn watch_pdbs(s: Arc<Scheduler>) -> anyhow::Result<()> {
     let api: Api<PodDisruptionBudget> = Api::all(s.client.clone());
     let mut stream = std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
     let mut seen: HashSet<String> = HashSet::new();
@@ -149,7 +149,7 @@ fn uid(p: &Pod) -> String {
     p.metadata.uid.clone().unwrap_or_default()
 }
 
-pub async fn watch_pods(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
+pub(crate) async fn watch_pods(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
     let api: Api<Pod> = Api::all(s.client.clone());
     let mut stream = std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
     // The uids of a (re-)list, kept only until it is done.

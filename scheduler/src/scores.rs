@@ -33,7 +33,7 @@ pub(crate) mod test_support {
     use crate::framework::CycleState;
 
     /// Scores `pod` on every node of `cache` (in insertion order) with `f`.
-    pub fn scores(
+    pub(crate) fn scores(
         cache: &Cache,
         pod: Pod,
         f: impl Fn(&CycleState, &[&NodeInfo], &Cache) -> Vec<i64>,

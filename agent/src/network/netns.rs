@@ -13,7 +13,7 @@ use nix::sys::statfs::{statfs, NSFS_MAGIC};
 use super::{io_err, Error, Result};
 
 /// The namespace kinds of a sandbox: file name (also the name under /proc/<tid>/ns) and flag.
-pub const KINDS: [(&str, CloneFlags); 3] = [
+pub(super) const KINDS: [(&str, CloneFlags); 3] = [
     ("net", CloneFlags::CLONE_NEWNET),
     ("ipc", CloneFlags::CLONE_NEWIPC),
     ("uts", CloneFlags::CLONE_NEWUTS),
@@ -28,18 +28,18 @@ fn errno_err(context: String) -> impl FnOnce(nix::errno::Errno) -> Error {
 
 /// Whether `path` is a namespace bind mount (and not just the empty file under it, as after
 /// a reboot).
-pub fn is_mounted(path: &Path) -> bool {
+pub(super) fn is_mounted(path: &Path) -> bool {
     statfs(path).is_ok_and(|fs| fs.filesystem_type() == NSFS_MAGIC)
 }
 
 /// Whether all three namespaces of the sandbox in `dir` are there.
-pub fn all_mounted(dir: &Path) -> bool {
+pub(super) fn all_mounted(dir: &Path) -> bool {
     KINDS.iter().all(|(kind, _)| is_mounted(&dir.join(kind)))
 }
 
 /// Creates the sandbox's namespaces under `dir` with `hostname` set in its UTS namespace.
 /// Blocks briefly; call it from a blocking context.
-pub fn create(dir: &Path, hostname: &str) -> Result<()> {
+pub(super) fn create(dir: &Path, hostname: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(io_err(format!("create {}", dir.display())))?;
     let targets: Vec<PathBuf> = KINDS.iter().map(|(kind, _)| dir.join(kind)).collect();
     for target in &targets {
@@ -85,7 +85,7 @@ pub fn create(dir: &Path, hostname: &str) -> Result<()> {
 
 /// Unmounts and removes the namespace files under `dir` and `dir` itself; what is already
 /// gone is skipped.
-pub fn remove(dir: &Path) -> Result<()> {
+pub(super) fn remove(dir: &Path) -> Result<()> {
     for (kind, _) in KINDS {
         let path = dir.join(kind);
         // MNT_DETACH: a process still inside keeps the namespace; the file goes anyway.
@@ -110,7 +110,7 @@ pub fn remove(dir: &Path) -> Result<()> {
 
 /// Runs `f` on a thread of its own that has joined the network namespace at `netns`; what
 /// `f` creates there (sockets) stays in that namespace after the thread ends.
-pub fn in_netns<T, F>(netns: &Path, f: F) -> Result<T>
+pub(super) fn in_netns<T, F>(netns: &Path, f: F) -> Result<T>
 where
     T: Send + 'static,
     F: FnOnce() -> Result<T> + Send + 'static,

@@ -9,22 +9,22 @@ use tonic::codegen::http::uri::PathAndQuery;
 
 use super::net::{error_chain, go_duration, join_host_port};
 
-pub const CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
+pub(super) const CHECK_PATH: &str = "/grpc.health.v1.Health/Check";
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct HealthCheckRequest {
+pub(super) struct HealthCheckRequest {
     #[prost(string, tag = "1")]
     pub service: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-pub struct HealthCheckResponse {
+pub(super) struct HealthCheckResponse {
     /// `ServingStatus`: 0 UNKNOWN, 1 SERVING, 2 NOT_SERVING, 3 SERVICE_UNKNOWN.
     #[prost(int32, tag = "1")]
     pub status: i32,
 }
 
-pub const SERVING: i32 = 1;
+pub(super) const SERVING: i32 = 1;
 
 fn status_name(status: i32) -> String {
     match status {
@@ -38,7 +38,7 @@ fn status_name(status: i32) -> String {
 
 /// Checks `service` at `ip:port` within `timeout`: `Ok` with the success message, `Err`
 /// with the failure message.
-pub async fn check(
+pub(super) async fn check(
     ip: IpAddr,
     port: u16,
     service: &str,

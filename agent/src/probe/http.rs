@@ -21,7 +21,7 @@ const MAX_REQUESTS: usize = 10;
 
 /// Where to send a GET and with what.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HttpGet {
+pub(super) struct HttpGet {
     pub url: Url,
     /// Header names and values, in order; a `Host` header replaces the request's host.
     pub headers: Vec<(String, String)>,
@@ -30,7 +30,7 @@ pub struct HttpGet {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Url {
+pub(super) struct Url {
     pub https: bool,
     pub host: String,
     pub port: u16,
@@ -48,7 +48,7 @@ impl std::fmt::Display for Url {
 
 /// How a GET ended when a response came back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Response {
+pub(super) struct Response {
     pub status: u16,
 }
 
@@ -56,7 +56,7 @@ impl HttpGet {
     /// The request an httpGet action describes: host defaults to the pod's IP, the port is
     /// resolved through the container's ports, `product` names the User-Agent default
     /// (`kube-probe`, `kube-lifecycle`).
-    pub fn for_action(
+    pub(super) fn for_action(
         action: &HTTPGetAction,
         target: &Target,
         ports: &[ContainerPort],
@@ -115,7 +115,7 @@ impl HttpGet {
     /// Sends the GET (following redirects) within `timeout`; the error is what Go's client
     /// returns, e.g. `Get "http://10.42.0.5:8080/healthz": dial tcp 10.42.0.5:8080: connect:
     /// connection refused`.
-    pub async fn send(&self, timeout: Duration) -> Result<Response, String> {
+    pub(super) async fn send(&self, timeout: Duration) -> Result<Response, String> {
         let mut url = self.url.clone();
         match tokio::time::timeout(timeout, self.follow(&mut url)).await {
             Ok(result) => result.map_err(|e| format!("Get \"{url}\": {e}")),

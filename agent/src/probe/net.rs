@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::net::TcpStream;
 
 /// `host:port`, with brackets around an IPv6 host (Go's `net.JoinHostPort`).
-pub fn join_host_port(host: &str, port: u16) -> String {
+pub(super) fn join_host_port(host: &str, port: u16) -> String {
     if host.contains(':') {
         format!("[{host}]:{port}")
     } else {
@@ -18,7 +18,7 @@ pub fn join_host_port(host: &str, port: u16) -> String {
 
 /// Connects to `host:port` (resolving a name through the system resolver); the error is the
 /// text Go's `net.Dial("tcp", ...)` returns. The caller bounds the time.
-pub async fn dial(host: &str, port: u16) -> Result<TcpStream, String> {
+pub(super) async fn dial(host: &str, port: u16) -> Result<TcpStream, String> {
     let addr = join_host_port(host, port);
     let ip: IpAddr = match host.parse() {
         Ok(ip) => ip,
@@ -37,7 +37,7 @@ pub async fn dial(host: &str, port: u16) -> Result<TcpStream, String> {
 
 /// The text Go prints for a socket error: the lower-case errno string without Rust's
 /// ` (os error N)` suffix.
-pub fn go_errno_text(e: &std::io::Error) -> String {
+pub(super) fn go_errno_text(e: &std::io::Error) -> String {
     use std::io::ErrorKind::*;
     let known = match e.kind() {
         ConnectionRefused => "connection refused",
@@ -62,7 +62,7 @@ pub fn go_errno_text(e: &std::io::Error) -> String {
 
 /// A duration as Go's `time.Duration.String` prints it, for whole seconds and milliseconds:
 /// `1s`, `500ms`, `1m30s`, `2h0m0s`.
-pub fn go_duration(d: Duration) -> String {
+pub(super) fn go_duration(d: Duration) -> String {
     let ms = d.as_millis();
     if ms < 1000 {
         return format!("{ms}ms");
@@ -82,7 +82,7 @@ pub fn go_duration(d: Duration) -> String {
 }
 
 /// An error and its sources joined by ": ", the way Go wraps errors.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
+pub(super) fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {

@@ -25,16 +25,16 @@ use crate::runtime::{
 
 /// A request the HTTP server received.
 #[derive(Debug, Clone)]
-pub struct Seen {
+pub(super) struct Seen {
     pub path: String,
     pub headers: http::HeaderMap,
 }
 
 /// What the HTTP server answers to a path: a status and, for redirects, a Location.
-pub type Responder = Arc<dyn Fn(&str) -> (u16, Option<String>) + Send + Sync>;
+pub(super) type Responder = Arc<dyn Fn(&str) -> (u16, Option<String>) + Send + Sync>;
 
 /// A server task that stops when dropped.
-pub struct Server {
+pub(super) struct Server {
     pub port: u16,
     pub seen: Arc<Mutex<Vec<Seen>>>,
     task: tokio::task::JoinHandle<()>,
@@ -47,19 +47,19 @@ impl Drop for Server {
 }
 
 impl Server {
-    pub fn seen(&self) -> Vec<Seen> {
+    pub(super) fn seen(&self) -> Vec<Seen> {
         self.seen.lock().unwrap().clone()
     }
 }
 
-pub async fn http_server(
+pub(super) async fn http_server(
     respond: impl Fn(&str) -> (u16, Option<String>) + Send + Sync + 'static,
 ) -> Server {
     serve_http(Arc::new(respond), None).await
 }
 
 /// The same server behind TLS with a fresh self-signed certificate for "localhost".
-pub async fn https_server(
+pub(super) async fn https_server(
     respond: impl Fn(&str) -> (u16, Option<String>) + Send + Sync + 'static,
 ) -> Server {
     let key = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
@@ -147,7 +147,7 @@ impl tonic::server::UnaryService<HealthCheckRequest> for Health {
 
 /// A grpc.health.v1 server knowing `services` (name to ServingStatus); with `implemented`
 /// false it answers every call with UNIMPLEMENTED, as a server without the health service.
-pub async fn grpc_health_server(services: &[(&str, i32)], implemented: bool) -> Server {
+pub(super) async fn grpc_health_server(services: &[(&str, i32)], implemented: bool) -> Server {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     let health = Health(Arc::new(
@@ -195,13 +195,13 @@ pub async fn grpc_health_server(services: &[(&str, i32)], implemented: bool) -> 
 
 /// A [`FakeRuntime`] whose execs take `delay` (virtual time in paused tests), timing out as
 /// the real runtime does when that exceeds the exec's timeout.
-pub struct SlowExec {
+pub(super) struct SlowExec {
     pub fake: FakeRuntime,
     pub delay: Mutex<Duration>,
 }
 
 impl SlowExec {
-    pub fn new(delay: Duration) -> Self {
+    pub(super) fn new(delay: Duration) -> Self {
         SlowExec {
             fake: FakeRuntime::new(),
             delay: Mutex::new(delay),
@@ -253,7 +253,7 @@ impl Runtime for SlowExec {
 }
 
 /// A fake runtime with a running container `id` whose execs succeed unless told otherwise.
-pub async fn running(rt: &dyn Runtime, fake: &FakeRuntime, id: &str) {
+pub(super) async fn running(rt: &dyn Runtime, fake: &FakeRuntime, id: &str) {
     fake.add_image(ImageInfo {
         name: "busybox".into(),
         digest: "sha256:0".into(),

@@ -10,10 +10,10 @@ const FIRST_HOST: u8 = 2;
 const LAST_HOST: u8 = 254;
 
 /// The /24 of a node, as its first three octets.
-pub type Prefix = [u8; 3];
+pub(super) type Prefix = [u8; 3];
 
 /// Parses `a.b.c.0/24` (a node's spec.podCIDR); other shapes are not ours to use.
-pub fn parse_slash24(cidr: &str) -> Option<Prefix> {
+pub(super) fn parse_slash24(cidr: &str) -> Option<Prefix> {
     let (addr, len) = cidr.split_once('/')?;
     let addr: Ipv4Addr = addr.parse().ok()?;
     let [a, b, c, _] = addr.octets();
@@ -29,7 +29,7 @@ struct NodeAddresses {
 
 /// Address bookkeeping for all simulated nodes.
 #[derive(Default)]
-pub struct PodAddresses {
+pub(super) struct PodAddresses {
     nodes: Mutex<HashMap<String, NodeAddresses>>,
 }
 
@@ -38,7 +38,7 @@ impl PodAddresses {
     /// reports when it is free and in the node's /24 (the simulator restarted); otherwise
     /// takes the lowest free one. When the /24 is full, forgets pods `live` says are gone
     /// (deleted or finished) and tries again. `None` when still full.
-    pub fn assign(
+    pub(super) fn assign(
         &self,
         node: &str,
         prefix: Prefix,
@@ -86,7 +86,7 @@ impl PodAddresses {
     }
 
     /// Frees the address of pod `key` on `node` (it finished or was deleted).
-    pub fn release(&self, node: &str, key: &str) {
+    pub(super) fn release(&self, node: &str, key: &str) {
         let mut nodes = self.nodes.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(n) = nodes.get_mut(node) {
             if let Some((_, host)) = n.by_pod.remove(key) {

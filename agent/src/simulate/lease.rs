@@ -15,7 +15,7 @@ use super::{
     is_status, Context, Result, Shared, SimConfig, SimNode, FIELD_MANAGER, LEASE_NAMESPACE,
 };
 
-pub fn lease_object(node: &SimNode, duration_seconds: i32, now: MicroTime) -> Lease {
+pub(super) fn lease_object(node: &SimNode, duration_seconds: i32, now: MicroTime) -> Lease {
     Lease {
         metadata: ObjectMeta {
             name: Some(node.name.clone()),
@@ -45,7 +45,7 @@ fn micro_now() -> MicroTime {
 }
 
 /// Renews the lease of `node`, creating it when it is missing (first start, or deleted).
-pub async fn ensure(
+pub(super) async fn ensure(
     client: &Client,
     config: &SimConfig,
     limit: &Semaphore,
@@ -84,7 +84,7 @@ pub async fn ensure(
 
 /// Renews every lease each interval. A failed renewal is logged and retried at the next
 /// tick (the lease is valid for 40 s, four ticks), as the kubelet does.
-pub async fn renew_forever(shared: Arc<Shared>) -> Result<()> {
+pub(super) async fn renew_forever(shared: Arc<Shared>) -> Result<()> {
     let mut ticks = tokio::time::interval(shared.config.lease_renew_interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     ticks.tick().await; // the first tick is immediate; registration just renewed them

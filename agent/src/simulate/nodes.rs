@@ -46,16 +46,16 @@ pub fn node_name(prefix: &str, index: usize, count: usize) -> String {
 }
 
 /// The node's InternalIP: 10.255.0.1, 10.255.0.2, …, skipping .0 and .255 of each /24.
-pub fn node_ip(index: usize) -> Ipv4Addr {
+pub(super) fn node_ip(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 255, (index / 254) as u8, (index % 254 + 1) as u8)
 }
 
 /// The /24 of 10.42.0.0/16 a node gets when nothing assigned it one before.
-pub fn default_pod_prefix(index: usize) -> Prefix {
+pub(super) fn default_pod_prefix(index: usize) -> Prefix {
     [10, 42, index as u8]
 }
 
-pub fn labels(name: &str) -> BTreeMap<String, String> {
+pub(super) fn labels(name: &str) -> BTreeMap<String, String> {
     [
         ("kubernetes.io/hostname", name),
         ("kubernetes.io/os", "linux"),
@@ -69,7 +69,7 @@ pub fn labels(name: &str) -> BTreeMap<String, String> {
 
 /// The Node a simulated kubelet creates: labels and its pod CIDR. Status goes separately
 /// through nodes/status.
-pub fn node_object(name: &str, index: usize) -> Node {
+pub(super) fn node_object(name: &str, index: usize) -> Node {
     let [a, b, c] = default_pod_prefix(index);
     let cidr = format!("{a}.{b}.{c}.0/24");
     Node {
@@ -90,7 +90,7 @@ pub fn node_object(name: &str, index: usize) -> Node {
 /// The status a healthy kubelet reports: capacity (all of it allocatable), Ready and no
 /// pressure, addresses, and what it runs. `kubelet_version` is the apiserver's version,
 /// as upstream nodes match their control plane.
-pub fn node_status(
+pub(super) fn node_status(
     config: &SimConfig,
     name: &str,
     ip: Ipv4Addr,
@@ -173,7 +173,7 @@ pub fn node_status(
 }
 
 /// Registers every node (bounded concurrency) and its lease.
-pub async fn register_all(
+pub(super) async fn register_all(
     client: &Client,
     config: &SimConfig,
     limit: &Semaphore,

@@ -29,7 +29,7 @@ struct Ctx {
 }
 
 /// Runs the pod controller; it only stops if its watch stream ends.
-pub async fn report_forever(shared: Arc<Shared>) -> Result<()> {
+pub(super) async fn report_forever(shared: Arc<Shared>) -> Result<()> {
     let api: Api<Pod> = Api::all(shared.client.clone());
     let controller = Controller::new(api, watcher::Config::default().any_semantic()).with_config(
         controller::Config::default()

@@ -61,7 +61,7 @@ fn config_error(message: String) -> VolumeError {
     }
 }
 
-pub async fn resolve(
+pub(super) async fn resolve(
     host: &VolumeHost,
     pod: &Pod,
     container: &Container,

@@ -13,7 +13,7 @@ use super::objects::api_message;
 use super::VolumeHost;
 
 /// Checks (or creates) `path` as hostPath `type` asks. Errors are upstream's words.
-pub fn check_type(path: &Path, kind: Option<&str>) -> Result<(), String> {
+pub(super) fn check_type(path: &Path, kind: Option<&str>) -> Result<(), String> {
     let shown = path.display();
     let meta = fs::metadata(path);
     let exists = meta.is_ok();
@@ -59,7 +59,7 @@ pub fn check_type(path: &Path, kind: Option<&str>) -> Result<(), String> {
 /// A hostPath with no `type` that does not exist becomes an empty directory (0755), as the
 /// CRI runtimes (containerd, Docker) create a missing bind-mount source; the agent builds
 /// the OCI spec itself, so it does that step here.
-pub fn check_and_prepare(path: &Path, kind: Option<&str>) -> Result<(), String> {
+pub(super) fn check_and_prepare(path: &Path, kind: Option<&str>) -> Result<(), String> {
     check_type(path, kind)?;
     if kind.unwrap_or_default().is_empty() && fs::symlink_metadata(path).is_err() {
         fs::DirBuilder::new()
@@ -73,7 +73,7 @@ pub fn check_and_prepare(path: &Path, kind: Option<&str>) -> Result<(), String> 
 
 /// The host path a claim's PersistentVolume puts at the pod's disposal. The claim must be
 /// Bound, its volume must name it, and it must be a hostPath or local volume.
-pub async fn claim_path(
+pub(super) async fn claim_path(
     host: &VolumeHost,
     namespace: &str,
     claim: &str,

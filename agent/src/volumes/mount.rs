@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 /// Mounts a tmpfs on `dir` unless something is mounted there already. `size_bytes` becomes
 /// `size=`; without it the kernel's default (half of RAM) applies.
-pub async fn mount_tmpfs(dir: &Path, size_bytes: Option<i128>) -> io::Result<()> {
+pub(super) async fn mount_tmpfs(dir: &Path, size_bytes: Option<i128>) -> io::Result<()> {
     let dir = &dir.canonicalize()?;
     if mount_points()?.iter().any(|m| m == dir) {
         return Ok(());
@@ -22,7 +22,7 @@ pub async fn mount_tmpfs(dir: &Path, size_bytes: Option<i128>) -> io::Result<()>
 }
 
 /// Unmounts `dir`.
-pub async fn unmount(dir: &Path) -> io::Result<()> {
+pub(super) async fn unmount(dir: &Path) -> io::Result<()> {
     let mut cmd = tokio::process::Command::new("umount");
     cmd.arg(dir);
     run(cmd, "umount").await
@@ -42,7 +42,7 @@ async fn run(mut cmd: tokio::process::Command, what: &str) -> io::Result<()> {
 }
 
 /// Every mount point of this mount namespace.
-pub fn mount_points() -> io::Result<Vec<PathBuf>> {
+pub(super) fn mount_points() -> io::Result<Vec<PathBuf>> {
     let text = std::fs::read_to_string("/proc/self/mountinfo")?;
     Ok(text
         .lines()
@@ -52,7 +52,7 @@ pub fn mount_points() -> io::Result<Vec<PathBuf>> {
 }
 
 /// Mount points at or below `root`, deepest first (the order to unmount them in).
-pub fn mounts_under(root: &Path) -> io::Result<Vec<PathBuf>> {
+pub(super) fn mounts_under(root: &Path) -> io::Result<Vec<PathBuf>> {
     let mut found: Vec<PathBuf> = mount_points()?
         .into_iter()
         .filter(|p| p.starts_with(root))

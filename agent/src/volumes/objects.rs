@@ -12,7 +12,7 @@ use super::VolumeHost;
 
 /// A client error as a user reads it: the apiserver's own message for API errors (`the
 /// server could not find the requested resource`), the transport error otherwise.
-pub fn api_message(e: &kube::Error) -> String {
+pub(super) fn api_message(e: &kube::Error) -> String {
     match e {
         kube::Error::Api(status) if !status.message.is_empty() => status.message.clone(),
         other => other.to_string(),
@@ -20,7 +20,7 @@ pub fn api_message(e: &kube::Error) -> String {
 }
 
 /// Per-call cache of the objects of one pod's namespace.
-pub struct Objects<'a> {
+pub(super) struct Objects<'a> {
     host: &'a VolumeHost,
     namespace: String,
     config_maps: Mutex<BTreeMap<String, Option<ConfigMap>>>,
@@ -29,7 +29,7 @@ pub struct Objects<'a> {
 }
 
 impl<'a> Objects<'a> {
-    pub fn new(host: &'a VolumeHost, namespace: &str) -> Self {
+    pub(super) fn new(host: &'a VolumeHost, namespace: &str) -> Self {
         Objects {
             host,
             namespace: namespace.to_string(),
@@ -40,7 +40,7 @@ impl<'a> Objects<'a> {
     }
 
     /// The ConfigMap, `None` when it does not exist; other failures as their message.
-    pub async fn config_map(&self, name: &str) -> Result<Option<ConfigMap>, String> {
+    pub(super) async fn config_map(&self, name: &str) -> Result<Option<ConfigMap>, String> {
         let mut cache = self.config_maps.lock().await;
         if let Some(found) = cache.get(name) {
             return Ok(found.clone());
@@ -57,7 +57,7 @@ impl<'a> Objects<'a> {
         Ok(found)
     }
 
-    pub async fn secret(&self, name: &str) -> Result<Option<Secret>, String> {
+    pub(super) async fn secret(&self, name: &str) -> Result<Option<Secret>, String> {
         let mut cache = self.secrets.lock().await;
         if let Some(found) = cache.get(name) {
             return Ok(found.clone());
@@ -75,7 +75,7 @@ impl<'a> Objects<'a> {
     }
 
     /// `status.allocatable` of this node, what unset limits default to in the downward API.
-    pub async fn node_allocatable(&self) -> Result<BTreeMap<String, Quantity>, String> {
+    pub(super) async fn node_allocatable(&self) -> Result<BTreeMap<String, Quantity>, String> {
         let mut cache = self.allocatable.lock().await;
         if let Some(found) = cache.as_ref() {
             return Ok(found.clone());
@@ -102,7 +102,7 @@ impl<'a> Objects<'a> {
 
     /// A `resourceFieldRef` of `container`; the node's allocatable resources are read only
     /// when a limit it asks for is not set.
-    pub async fn resource_value(
+    pub(super) async fn resource_value(
         &self,
         selector: &ResourceFieldSelector,
         container: &Container,

@@ -18,14 +18,14 @@ const READ_WRITE_MASK: u32 = 0o660;
 const DIR_MASK: u32 = 0o2110;
 
 /// The pod's fsGroup as a gid.
-pub fn fs_group(pod: &Pod) -> Option<u32> {
+pub(super) fn fs_group(pod: &Pod) -> Option<u32> {
     let gid = pod.spec.as_ref()?.security_context.as_ref()?.fs_group?;
     u32::try_from(gid).ok()
 }
 
 /// Adds the group-read bits to every file of a read-only payload up front, so the atomic
 /// writer sees an unchanged payload as unchanged on the next refresh.
-pub fn group_readable(payload: &mut Payload) {
+pub(super) fn group_readable(payload: &mut Payload) {
     for file in payload.values_mut() {
         file.mode |= READ_ONLY_MASK;
     }
@@ -33,7 +33,7 @@ pub fn group_readable(payload: &mut Payload) {
 
 /// Gives everything under `root` (symlinks themselves, not their targets) to `gid` and adds
 /// the group bits; symlinks keep their mode, since chmod would follow them.
-pub fn chown_tree(root: &Path, gid: u32, readonly: bool) -> io::Result<()> {
+pub(super) fn chown_tree(root: &Path, gid: u32, readonly: bool) -> io::Result<()> {
     let mut stack = vec![root.to_path_buf()];
     while let Some(path) = stack.pop() {
         let meta = fs::symlink_metadata(&path)?;
@@ -62,7 +62,7 @@ pub fn chown_tree(root: &Path, gid: u32, readonly: bool) -> io::Result<()> {
 
 /// Only the volume's own directory: for an emptyDir, whose content belongs to the
 /// containers and must not be rewritten on every refresh.
-pub fn chown_dir(dir: &Path, gid: u32) -> io::Result<()> {
+pub(super) fn chown_dir(dir: &Path, gid: u32) -> io::Result<()> {
     lchown(dir, None, Some(gid))?;
     let mode = fs::metadata(dir)?.permissions().mode() & 0o7777;
     fs::set_permissions(

@@ -14,7 +14,7 @@ use super::objects::Objects;
 use super::sources::{self, Source, DEFAULT_MODE};
 use super::{atomic, host_path, mount, ownership, quantity, volume_kind, VolumeHost};
 
-pub async fn setup_volume(
+pub(super) async fn setup_volume(
     host: &VolumeHost,
     pod: &Pod,
     objects: &Objects<'_>,

@@ -20,11 +20,11 @@ use super::objects::{api_message, Objects};
 use super::VolumeHost;
 
 /// API default of `defaultMode` for configMap, secret, downwardAPI and projected volumes.
-pub const DEFAULT_MODE: i32 = 0o644;
+pub(super) const DEFAULT_MODE: i32 = 0o644;
 
 /// Files of a ConfigMap: every key, or only `items` (a missing key is an error unless the
 /// source is optional). `binaryData` keys are files too.
-pub fn config_map_payload(
+pub(super) fn config_map_payload(
     items: Option<&[KeyToPath]>,
     cm: &ConfigMap,
     default_mode: i32,
@@ -51,7 +51,7 @@ pub fn config_map_payload(
 }
 
 /// Files of a Secret (`data`, already base64-decoded by k8s-openapi).
-pub fn secret_payload(
+pub(super) fn secret_payload(
     items: Option<&[KeyToPath]>,
     secret: &Secret,
     default_mode: i32,
@@ -111,7 +111,7 @@ fn payload(
 
 /// Files of downwardAPI items. Resource values of containers without limits use the node's
 /// allocatable resources.
-pub async fn downward_payload(
+pub(super) async fn downward_payload(
     items: &[DownwardAPIVolumeFile],
     pod: &Pod,
     objects: &Objects<'_>,
@@ -162,13 +162,13 @@ fn clean(path: &str) -> String {
 }
 
 /// Outcome of reading a ConfigMap or Secret a volume names.
-pub enum Source<T> {
+pub(super) enum Source<T> {
     Found(T),
     /// Absent and optional: the volume is written empty.
     OptionalMissing,
 }
 
-pub async fn config_map_source(
+pub(super) async fn config_map_source(
     objects: &Objects<'_>,
     name: &str,
     optional: bool,
@@ -180,7 +180,7 @@ pub async fn config_map_source(
     }
 }
 
-pub async fn secret_source(
+pub(super) async fn secret_source(
     objects: &Objects<'_>,
     name: &str,
     optional: bool,
@@ -195,7 +195,7 @@ pub async fn secret_source(
 /// A bound service-account token for `pod`, reusing the one already in `volume_dir` at
 /// `path` while it is fresh: the kubelet renews a token once 80% of its lifetime has passed
 /// or it is older than 24 hours (a 3600 s token is renewed after 2880 s).
-pub async fn service_account_token(
+pub(super) async fn service_account_token(
     host: &VolumeHost,
     pod: &Pod,
     projection: &ServiceAccountTokenProjection,
@@ -258,7 +258,7 @@ fn now_secs() -> i64 {
 }
 
 /// Whether a JWT with `iat` and `exp` claims needs no renewal at `now` (seconds).
-pub fn token_is_fresh(token: &[u8], now: i64) -> bool {
+pub(super) fn token_is_fresh(token: &[u8], now: i64) -> bool {
     let claims = std::str::from_utf8(token)
         .ok()
         .and_then(|t| t.split('.').nth(1))

@@ -17,20 +17,20 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use serde_json::json;
 
-pub use registry::*;
+pub(crate) use registry::*;
 
 /// A token server as docker's distribution specifies it, on a thread of its own on
 /// 127.0.0.1: `GET /token?service=&scope=` with basic credentials returns a JWT (ES256,
 /// the signing certificate in `x5c`) granting the scope asked for; wrong or missing
 /// credentials get 401. Stopped and joined on drop.
-pub struct TokenServer {
+pub(crate) struct TokenServer {
     pub port: u16,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl TokenServer {
-    pub fn start(cert_pem: &Path, key_pem: &Path) -> TokenServer {
+    pub(crate) fn start(cert_pem: &Path, key_pem: &Path) -> TokenServer {
         let cert = CertificateDer::from_pem_file(cert_pem)
             .expect("signing cert")
             .to_vec();

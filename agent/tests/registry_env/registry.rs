@@ -8,17 +8,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use agent::runtime::RegistryAuth;
-pub const USER: &str = "puller";
-pub const PASSWORD: &str = "right-password";
+pub(crate) const USER: &str = "puller";
+pub(crate) const PASSWORD: &str = "right-password";
 
 /// A docker-registry process on 127.0.0.1, killed by its pid on drop.
-pub struct Registry {
+pub(crate) struct Registry {
     child: Child,
     pub port: u16,
     pub dir: tempfile::TempDir,
 }
 
-pub struct Tls {
+pub(crate) struct Tls {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
@@ -35,12 +35,12 @@ enum Auth<'a> {
 
 impl Registry {
     /// htpasswd auth unless `token` names a token server to trust instead.
-    pub fn start(tls: Option<&Tls>, token: Option<&TokenAuth>) -> Registry {
+    pub(crate) fn start(tls: Option<&Tls>, token: Option<&TokenAuth>) -> Registry {
         Self::launch(tls, token.map_or(Auth::Htpasswd, Auth::Token))
     }
 
     /// Plain HTTP, no authentication: anyone on loopback pulls and pushes.
-    pub fn start_anonymous() -> Registry {
+    pub(crate) fn start_anonymous() -> Registry {
         Self::launch(None, Auth::Anonymous)
     }
 
@@ -123,11 +123,11 @@ impl Registry {
         registry
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
-    pub fn reference(&self, repo_tag: &str) -> String {
+    pub(crate) fn reference(&self, repo_tag: &str) -> String {
         format!("127.0.0.1:{}/{repo_tag}", self.port)
     }
 }
@@ -140,16 +140,16 @@ impl Drop for Registry {
     }
 }
 
-pub const SERVICE: &str = "kybern-test-registry";
-pub const ISSUER: &str = "kybern-test-token-issuer";
+pub(crate) const SERVICE: &str = "kybern-test-registry";
+pub(crate) const ISSUER: &str = "kybern-test-token-issuer";
 
 /// What the registry needs to trust a token server.
-pub struct TokenAuth {
+pub(crate) struct TokenAuth {
     pub realm: String,
     pub root_bundle: PathBuf,
 }
 
-pub fn right() -> RegistryAuth {
+pub(crate) fn right() -> RegistryAuth {
     RegistryAuth {
         username: USER.into(),
         password: PASSWORD.into(),

@@ -12,7 +12,7 @@ use agent::runtime::containerd::Containerd;
 use agent::runtime::daemon::ContainerdDaemon;
 use agent::runtime::Runtime;
 
-pub struct Env {
+pub(crate) struct Env {
     pub rt: Containerd,
     daemon: Option<ContainerdDaemon>,
     pub dir: tempfile::TempDir,
@@ -55,7 +55,7 @@ fn require_prerequisites() {
 }
 
 impl Env {
-    pub async fn start() -> Env {
+    pub(crate) async fn start() -> Env {
         require_prerequisites();
         let dir = tempfile::Builder::new()
             .prefix("kyb-ctrd")
@@ -76,7 +76,7 @@ impl Env {
         }
     }
 
-    pub async fn import_busybox(&self) -> String {
+    pub(crate) async fn import_busybox(&self) -> String {
         let busybox =
             test_images::read(Path::new(test_images::DEBIAN_BUSYBOX)).expect("read busybox");
         let tar = test_images::busybox_image(&busybox)
@@ -91,7 +91,7 @@ impl Env {
 
     /// Builds the test server, imports its image, and returns the image name and the host
     /// copy of the binary (its client mode talks to the server from inside a netns).
-    pub async fn import_testserver(&self) -> (String, PathBuf) {
+    pub(crate) async fn import_testserver(&self) -> (String, PathBuf) {
         let bin = test_images::build_testserver(self.dir.path()).expect("build testserver");
         let busybox =
             test_images::read(Path::new(test_images::DEBIAN_BUSYBOX)).expect("read busybox");
@@ -110,7 +110,7 @@ impl Env {
     }
 
     /// A network namespace with only loopback up: nothing in it can reach beyond it.
-    pub fn netns(&mut self) -> String {
+    pub(crate) fn netns(&mut self) -> String {
         let name = unique("kyb-test");
         run("ip", &["netns", "add", &name]);
         self.netns.push(name.clone());
@@ -119,16 +119,16 @@ impl Env {
     }
 
     /// The private containerd's data dir (config, root, state, socket).
-    pub fn containerd_dir(&self) -> PathBuf {
+    pub(crate) fn containerd_dir(&self) -> PathBuf {
         self.dir.path().join("containerd")
     }
 
-    pub fn log_path(&self, id: &str) -> PathBuf {
+    pub(crate) fn log_path(&self, id: &str) -> PathBuf {
         self.dir.path().join(format!("{id}.log"))
     }
 
     /// Mount points under this test's data dir (snapshots, container root filesystems).
-    pub fn mounts_under_data_dir(&self) -> Vec<String> {
+    pub(crate) fn mounts_under_data_dir(&self) -> Vec<String> {
         mounts_under(self.dir.path())
     }
 }
@@ -143,7 +143,7 @@ fn mounts_under(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-pub fn run(cmd: &str, args: &[&str]) {
+pub(crate) fn run(cmd: &str, args: &[&str]) {
     let status = std::process::Command::new(cmd)
         .args(args)
         .status()
@@ -204,7 +204,7 @@ impl Drop for Env {
 }
 
 /// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
-pub async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -223,7 +223,12 @@ where
 }
 
 /// `testserver get 127.0.0.1:PORT PATH` inside `netns`: (exit success, body).
-pub async fn get_in_netns(netns: &str, client: &Path, addr: &str, path: &str) -> (bool, String) {
+pub(crate) async fn get_in_netns(
+    netns: &str,
+    client: &Path,
+    addr: &str,
+    path: &str,
+) -> (bool, String) {
     let out = tokio::process::Command::new("ip")
         .args(["netns", "exec", netns])
         .arg(client)

@@ -17,10 +17,10 @@ use crate::podcontrol::{self, claim, controller_ref};
 
 /// Creates or deletes at most this many pods per sync (upstream's burstReplicas for
 /// DaemonSets); the next sync does the rest.
-pub const BURST: usize = 250;
+pub(super) const BURST: usize = 250;
 
 /// One sync's handles on the API.
-pub struct Sync<'a> {
+pub(super) struct Sync<'a> {
     state: &'a State,
     ds: &'a DaemonSet,
     key: &'a str,
@@ -29,7 +29,7 @@ pub struct Sync<'a> {
 }
 
 impl<'a> Sync<'a> {
-    pub fn new(state: &'a State, ds: &'a DaemonSet, ns: &str, key: &'a str) -> Self {
+    pub(super) fn new(state: &'a State, ds: &'a DaemonSet, ns: &str, key: &'a str) -> Self {
         Sync {
             state,
             ds,
@@ -48,7 +48,7 @@ impl<'a> Sync<'a> {
     }
 
     /// The pods this DaemonSet controls after adopting and releasing.
-    pub async fn claim_pods(&self, in_namespace: &[Arc<Pod>]) -> Result<Vec<Pod>> {
+    pub(super) async fn claim_pods(&self, in_namespace: &[Arc<Pod>]) -> Result<Vec<Pod>> {
         let selector = self.selector();
         let claimed = claim(
             &selector,
@@ -59,7 +59,7 @@ impl<'a> Sync<'a> {
     }
 
     /// The ControllerRevisions this DaemonSet controls after adopting and releasing.
-    pub async fn claim_revisions(&self) -> Result<Vec<ControllerRevision>> {
+    pub(super) async fn claim_revisions(&self) -> Result<Vec<ControllerRevision>> {
         let ns = self.ds.namespace();
         let all: Vec<Arc<ControllerRevision>> = self
             .state
@@ -107,7 +107,7 @@ impl<'a> Sync<'a> {
     /// Deletes `delete` (and `orphaned`, with no grace period), then creates a pod on
     /// every node of `create_on`, in batches of 1, 2, 4, ... so a template that can
     /// never be created fails after one request.
-    pub async fn sync_nodes(
+    pub(super) async fn sync_nodes(
         &self,
         delete: &[&Pod],
         orphaned: &[&Pod],

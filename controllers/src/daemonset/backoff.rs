@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub const INITIAL: Duration = Duration::from_secs(1);
-pub const MAX: Duration = Duration::from_secs(15 * 60);
+pub(super) const INITIAL: Duration = Duration::from_secs(1);
+pub(super) const MAX: Duration = Duration::from_secs(15 * 60);
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {

@@ -12,13 +12,13 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-pub use crate::replicaset::fixtures::{labels, pod, PodFixture};
+pub(super) use crate::replicaset::fixtures::{labels, pod, PodFixture};
 
 use super::nodes::REVISION_HASH_LABEL;
 
 /// A DaemonSet `name` in `ns` selecting `app=web` (the pod fixture's label), rolling
 /// with upstream's defaults (maxUnavailable 1, maxSurge 0).
-pub fn daemon_set(name: &str) -> DaemonSet {
+pub(super) fn daemon_set(name: &str) -> DaemonSet {
     DaemonSet {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -59,7 +59,7 @@ fn rolling_strategy(
     }
 }
 
-pub trait DaemonSetFixture: Sized {
+pub(super) trait DaemonSetFixture: Sized {
     fn node_selector(self, k: &str, v: &str) -> Self;
     fn node_affinity(self, key: &str, op: &str, values: &[&str]) -> Self;
     fn node_name(self, node: &str) -> Self;
@@ -160,7 +160,7 @@ impl DaemonSetFixture for DaemonSet {
     }
 }
 
-pub trait DaemonPodFixture {
+pub(super) trait DaemonPodFixture {
     /// Labels the pod with the ControllerRevision hash it was made from.
     fn revision(self, hash: &str) -> Self;
 }

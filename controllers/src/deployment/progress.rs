@@ -11,9 +11,9 @@ use super::status::{condition, get_condition, remove_condition, set_condition};
 use super::util::deployment_replicas;
 use super::{Result, Rollout};
 
-pub const PROGRESSING: &str = "Progressing";
-pub const NEW_RS_AVAILABLE: &str = "NewReplicaSetAvailable";
-pub const TIMED_OUT: &str = "ProgressDeadlineExceeded";
+pub(super) const PROGRESSING: &str = "Progressing";
+pub(super) const NEW_RS_AVAILABLE: &str = "NewReplicaSetAvailable";
+pub(super) const TIMED_OUT: &str = "ProgressDeadlineExceeded";
 const UPDATED: &str = "ReplicaSetUpdated";
 const PAUSED: &str = "DeploymentPaused";
 const RESUMED: &str = "DeploymentResumed";
@@ -92,7 +92,7 @@ pub fn progressing_condition(
 }
 
 /// When to look again so a stuck rollout is marked timed out on time.
-pub fn requeue_after(
+pub(super) fn requeue_after(
     current: Option<&DeploymentCondition>,
     deadline: Option<i32>,
     complete: bool,
@@ -114,7 +114,7 @@ pub fn requeue_after(
 }
 
 /// Upstream's DeploymentProgressing.
-pub fn progressed(old: &DeploymentStatus, new: &DeploymentStatus) -> bool {
+pub(super) fn progressed(old: &DeploymentStatus, new: &DeploymentStatus) -> bool {
     let v = |x: Option<i32>| x.unwrap_or(0);
     let old_old = v(old.replicas) - v(old.updated_replicas);
     let new_old = v(new.replicas) - v(new.updated_replicas);

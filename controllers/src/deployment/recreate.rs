@@ -14,7 +14,7 @@ use crate::podcontrol::controller_of;
 
 /// Whether any pod of an old ReplicaSet may still be running. Terminating pods count:
 /// Recreate promises the old and new versions never run side by side.
-pub fn old_pods_running(old: &[ReplicaSet], pods: &[Arc<Pod>]) -> bool {
+pub(super) fn old_pods_running(old: &[ReplicaSet], pods: &[Arc<Pod>]) -> bool {
     if old
         .iter()
         .any(|rs| rs.status.as_ref().is_some_and(|s| s.replicas > 0))

@@ -20,9 +20,9 @@ use super::{Error, Result, Rollout};
 /// has: the Deployment's copied annotations, and `new_revision` when its own is lower
 /// (a rollback, or a template change back to an old one).
 /// The revisions a ReplicaSet had before its current one, comma-separated.
-pub const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
+pub(super) const REVISION_HISTORY: &str = "deployment.kubernetes.io/revision-history";
 
-pub fn new_rs_annotations(
+pub(super) fn new_rs_annotations(
     d: &Deployment,
     rs: &ReplicaSet,
     new_revision: i64,

@@ -10,8 +10,8 @@ use serde_json::json;
 use super::util::{self, deployment_replicas};
 use super::{Error, Result, Rollout};
 
-pub const AVAILABLE: &str = "Available";
-pub const REPLICA_FAILURE: &str = "ReplicaFailure";
+pub(super) const AVAILABLE: &str = "Available";
+pub(super) const REPLICA_FAILURE: &str = "ReplicaFailure";
 
 /// Counts from the ReplicaSets; conditions and collisionCount carried over from
 /// `working`, with Available recomputed: at least `replicas - maxUnavailable` available.
@@ -89,7 +89,7 @@ pub fn calculate_status(
     status
 }
 
-pub fn condition(
+pub(super) fn condition(
     type_: &str,
     status: &str,
     reason: &str,
@@ -106,7 +106,7 @@ pub fn condition(
     }
 }
 
-pub fn get_condition<'a>(
+pub(super) fn get_condition<'a>(
     status: &'a DeploymentStatus,
     type_: &str,
 ) -> Option<&'a DeploymentCondition> {
@@ -117,7 +117,7 @@ pub fn get_condition<'a>(
         .find(|c| c.type_ == type_)
 }
 
-pub fn remove_condition(status: &mut DeploymentStatus, type_: &str) {
+pub(super) fn remove_condition(status: &mut DeploymentStatus, type_: &str) {
     if let Some(conditions) = status.conditions.as_mut() {
         conditions.retain(|c| c.type_ != type_);
     }
@@ -125,7 +125,7 @@ pub fn remove_condition(status: &mut DeploymentStatus, type_: &str) {
 
 /// Upstream's SetDeploymentCondition: same status and reason is no change at all; same
 /// status with a new reason keeps the transition time.
-pub fn set_condition(status: &mut DeploymentStatus, mut new: DeploymentCondition) {
+pub(super) fn set_condition(status: &mut DeploymentStatus, mut new: DeploymentCondition) {
     if let Some(current) = get_condition(status, &new.type_) {
         if current.status == new.status && current.reason == new.reason {
             return;

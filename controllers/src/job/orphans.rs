@@ -17,7 +17,7 @@ use crate::podcontrol::controller_of;
 
 /// Whether the cache cannot vouch for the pod's Job: the pod holds the finalizer but
 /// has no Job as controller, or that Job (by uid) is not in the store.
-pub fn maybe_orphan(pod: &Pod, jobs: &Store<Job>) -> bool {
+pub(super) fn maybe_orphan(pod: &Pod, jobs: &Store<Job>) -> bool {
     if !has_tracking_finalizer(pod) {
         return false;
     }
@@ -31,7 +31,7 @@ pub fn maybe_orphan(pod: &Pod, jobs: &Store<Job>) -> bool {
 
 /// Consumes pods the watch flagged with [`maybe_orphan`]; asks the apiserver before
 /// removing the finalizer, since the Job cache may lag behind the pod cache.
-pub async fn release_orphans(client: kube::Client, mut rx: UnboundedReceiver<Arc<Pod>>) {
+pub(super) async fn release_orphans(client: kube::Client, mut rx: UnboundedReceiver<Arc<Pod>>) {
     let mut pods = futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed();
     while let Some(pod) = pods.next().await {
         let ns = pod.namespace().unwrap_or_default();

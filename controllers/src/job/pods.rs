@@ -15,7 +15,7 @@ use crate::podcontrol::controller_ref;
 /// Keeps a finished or deleted pod around until the Job has counted it.
 pub const TRACKING_FINALIZER: &str = "batch.kubernetes.io/job-tracking";
 
-pub fn has_tracking_finalizer(pod: &Pod) -> bool {
+pub(super) fn has_tracking_finalizer(pod: &Pod) -> bool {
     pod.finalizers().iter().any(|f| f == TRACKING_FINALIZER)
 }
 
@@ -84,7 +84,7 @@ fn add_index_env(c: &mut Container) {
 }
 
 /// Removes the tracking finalizer; a pod already gone has nothing left to remove.
-pub async fn remove_tracking_finalizer(api: &Api<Pod>, pod: &Pod) -> kube::Result<()> {
+pub(super) async fn remove_tracking_finalizer(api: &Api<Pod>, pod: &Pod) -> kube::Result<()> {
     let patch = json!({"metadata": {
         "$deleteFromPrimitiveList/finalizers": [TRACKING_FINALIZER],
         "uid": pod.uid(),

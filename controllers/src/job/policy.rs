@@ -9,9 +9,9 @@ use k8s_openapi::api::core::v1::{ContainerStatus, Pod};
 
 /// The first delay before a failed pod is replaced; it doubles with every failure
 /// since the last success.
-pub const BACKOFF_BASE: Duration = Duration::from_secs(10);
+pub(super) const BACKOFF_BASE: Duration = Duration::from_secs(10);
 /// Upstream caps the doubling at six minutes.
-pub const BACKOFF_MAX: Duration = Duration::from_secs(360);
+pub(super) const BACKOFF_MAX: Duration = Duration::from_secs(360);
 
 /// The delay after `failures` consecutive failures: 10 s, 20 s, 40 s, ... 320 s, then
 /// 360 s for good (10 s * 2^5 = 320 s < 360 s < 640 s = 10 s * 2^6).

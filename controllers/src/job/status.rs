@@ -13,14 +13,17 @@ pub enum Finish {
     Failure { reason: String, message: String },
 }
 
-pub const COMPLETIONS_REACHED: &str = "CompletionsReached";
-pub const COMPLETIONS_REACHED_MESSAGE: &str = "Reached expected number of succeeded pods";
+pub(super) const COMPLETIONS_REACHED: &str = "CompletionsReached";
+pub(super) const COMPLETIONS_REACHED_MESSAGE: &str = "Reached expected number of succeeded pods";
 
-pub fn has_condition(status: Option<&JobStatus>, type_: &str) -> bool {
+pub(super) fn has_condition(status: Option<&JobStatus>, type_: &str) -> bool {
     condition(status, type_).is_some_and(|c| c.status == "True")
 }
 
-pub fn condition<'a>(status: Option<&'a JobStatus>, type_: &str) -> Option<&'a JobCondition> {
+pub(super) fn condition<'a>(
+    status: Option<&'a JobStatus>,
+    type_: &str,
+) -> Option<&'a JobCondition> {
     status?
         .conditions
         .as_ref()?
@@ -29,7 +32,7 @@ pub fn condition<'a>(status: Option<&'a JobStatus>, type_: &str) -> Option<&'a J
 }
 
 /// Whether the Job has ended (Complete or Failed), and when.
-pub fn finished_at(job: &Job) -> Option<Timestamp> {
+pub(super) fn finished_at(job: &Job) -> Option<Timestamp> {
     let status = job.status.as_ref();
     ["Complete", "Failed"]
         .iter()
@@ -43,7 +46,7 @@ pub fn finished_at(job: &Job) -> Option<Timestamp> {
 }
 
 /// A finish decided by an earlier sync (the interim condition is already written).
-pub fn pending_finish(status: Option<&JobStatus>) -> Option<Finish> {
+pub(super) fn pending_finish(status: Option<&JobStatus>) -> Option<Finish> {
     if let Some(c) = condition(status, "FailureTarget").filter(|c| c.status == "True") {
         return Some(Finish::Failure {
             reason: c.reason.clone().unwrap_or_default(),
@@ -55,7 +58,7 @@ pub fn pending_finish(status: Option<&JobStatus>) -> Option<Finish> {
 
 /// Sets a condition, moving its transition time only when the status changes.
 /// Returns whether anything changed.
-pub fn set_condition(
+pub(super) fn set_condition(
     conditions: &mut Vec<JobCondition>,
     type_: &str,
     status: &str,
@@ -103,7 +106,7 @@ pub fn completions_reached(completions: Option<i32>, succeeded: i32, active: usi
 
 /// Whether `activeDeadlineSeconds` has passed since the Job (last) started, and if not,
 /// how many seconds are left.
-pub fn deadline_left(
+pub(super) fn deadline_left(
     start: Option<&Time>,
     deadline_seconds: Option<i64>,
     now: Timestamp,

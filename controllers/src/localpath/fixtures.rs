@@ -25,7 +25,7 @@ fn meta(name: &str, ns: Option<&str>) -> ObjectMeta {
     }
 }
 
-pub fn claim(name: &str) -> PersistentVolumeClaim {
+pub(super) fn claim(name: &str) -> PersistentVolumeClaim {
     PersistentVolumeClaim {
         metadata: meta(name, Some("ns")),
         spec: Some(PersistentVolumeClaimSpec {
@@ -40,7 +40,7 @@ pub fn claim(name: &str) -> PersistentVolumeClaim {
     }
 }
 
-pub trait ClaimExt {
+pub(super) trait ClaimExt {
     fn uid(self, uid: &str) -> Self;
     fn class(self, class: &str) -> Self;
     fn annotate(self, key: &str, value: &str) -> Self;
@@ -86,7 +86,7 @@ impl ClaimExt for PersistentVolumeClaim {
     }
 }
 
-pub fn class(name: &str, provisioner: &str) -> StorageClass {
+pub(super) fn class(name: &str, provisioner: &str) -> StorageClass {
     StorageClass {
         metadata: meta(name, None),
         provisioner: provisioner.into(),
@@ -94,7 +94,7 @@ pub fn class(name: &str, provisioner: &str) -> StorageClass {
     }
 }
 
-pub trait ClassExt {
+pub(super) trait ClassExt {
     fn default_class(self) -> Self;
     fn created(self, secs: i64) -> Self;
     fn reclaim(self, policy: &str) -> Self;
@@ -116,7 +116,7 @@ impl ClassExt for StorageClass {
     }
 }
 
-pub fn pod(name: &str) -> Pod {
+pub(super) fn pod(name: &str) -> Pod {
     Pod {
         metadata: meta(name, Some("ns")),
         spec: Some(PodSpec::default()),
@@ -124,7 +124,7 @@ pub fn pod(name: &str) -> Pod {
     }
 }
 
-pub trait PodExt {
+pub(super) trait PodExt {
     fn mounts(self, claim: &str) -> Self;
     fn ephemeral(self, volume: &str) -> Self;
     fn on(self, node: &str) -> Self;
@@ -179,7 +179,7 @@ impl PodExt for Pod {
     }
 }
 
-pub fn volume(name: &str) -> PersistentVolume {
+pub(super) fn volume(name: &str) -> PersistentVolume {
     let mut pv = PersistentVolume {
         metadata: meta(name, None),
         spec: Some(PersistentVolumeSpec {
@@ -193,7 +193,7 @@ pub fn volume(name: &str) -> PersistentVolume {
     pv
 }
 
-pub trait VolumeExt {
+pub(super) trait VolumeExt {
     fn claimed_by(self, claim: &PersistentVolumeClaim) -> Self;
     fn phase(self, phase: &str) -> Self;
     fn reclaim(self, policy: &str) -> Self;

@@ -43,7 +43,7 @@ pub fn eviction(pod: &Pod, taints: &[Taint], first_seen: Timestamp) -> Eviction 
 }
 
 /// Whether `pod` is on the node and still to be judged: not already being deleted.
-pub fn is_evictable(pod: &Pod) -> bool {
+pub(super) fn is_evictable(pod: &Pod) -> bool {
     pod.metadata.deletion_timestamp.is_none()
         && !matches!(
             pod.status.as_ref().and_then(|s| s.phase.as_deref()),

@@ -13,12 +13,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
 /// The conditions a silent node has set to Unknown, as upstream.
-pub const WATCHED_CONDITIONS: [&str; 4] =
+pub(super) const WATCHED_CONDITIONS: [&str; 4] =
     ["Ready", "MemoryPressure", "DiskPressure", "PIDPressure"];
 pub const REASON_UNKNOWN: &str = "NodeStatusUnknown";
 pub const MESSAGE_UNKNOWN: &str = "Kubelet stopped posting node status.";
-pub const REASON_NEVER_UPDATED: &str = "NodeStatusNeverUpdated";
-pub const MESSAGE_NEVER_UPDATED: &str = "Kubelet never posted node status.";
+pub(super) const REASON_NEVER_UPDATED: &str = "NodeStatusNeverUpdated";
+pub(super) const MESSAGE_NEVER_UPDATED: &str = "Kubelet never posted node status.";
 
 /// What proves a node alive: its Ready heartbeat time and its Lease's renew time. Any
 /// change to either is a new proof.
@@ -72,7 +72,7 @@ pub fn is_silent(probed: Timestamp, now: Timestamp, grace: std::time::Duration) 
     now.duration_since(probed) > grace
 }
 
-pub fn condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
+pub(super) fn condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
     node.status
         .as_ref()?
         .conditions
@@ -82,7 +82,7 @@ pub fn condition<'a>(node: &'a Node, type_: &str) -> Option<&'a NodeCondition> {
 }
 
 /// The Ready condition's status ("True", "False", "Unknown"); Unknown when missing.
-pub fn ready_status(node: &Node) -> &str {
+pub(super) fn ready_status(node: &Node) -> &str {
     condition(node, "Ready").map_or("Unknown", |c| c.status.as_str())
 }
 

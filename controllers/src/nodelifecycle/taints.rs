@@ -11,7 +11,7 @@ use super::health::condition;
 
 pub const NOT_READY: &str = "node.kubernetes.io/not-ready";
 pub const UNREACHABLE: &str = "node.kubernetes.io/unreachable";
-pub const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
+pub(super) const UNSCHEDULABLE: &str = "node.kubernetes.io/unschedulable";
 
 /// (condition, status, taint key): upstream's nodeConditionToTaintKeyStatusMap.
 const CONDITION_TAINTS: [(&str, &str, &str); 6] = [
@@ -46,7 +46,7 @@ fn taint(key: &str, effect: &str, now: Timestamp) -> Taint {
 /// Unknown (NodeStatusNeverUpdated). Until then the scheduler's own readiness check keeps
 /// pods off it, and an agent that registers and reports Ready within the grace period
 /// never sees an unreachable taint.
-pub fn no_schedule_keys(node: &Node) -> Vec<&'static str> {
+pub(super) fn no_schedule_keys(node: &Node) -> Vec<&'static str> {
     let mut keys: Vec<&'static str> = CONDITION_TAINTS
         .iter()
         .filter(|(type_, status, _)| condition(node, type_).is_some_and(|c| c.status == *status))
@@ -65,7 +65,7 @@ pub fn no_schedule_keys(node: &Node) -> Vec<&'static str> {
 
 /// The NoExecute taint key the node's readiness calls for: none while Ready, nor before
 /// it has a Ready condition at all.
-pub fn no_execute_key(node: &Node) -> Option<&'static str> {
+pub(super) fn no_execute_key(node: &Node) -> Option<&'static str> {
     match condition(node, "Ready")?.status.as_str() {
         "True" => None,
         "False" => Some(NOT_READY),
@@ -124,7 +124,7 @@ pub fn desired_taints(node: &Node, may_add_no_execute: bool, now: Timestamp) -> 
 }
 
 /// Whether `node` is waiting for a NoExecute taint (so the rate limiter is asked).
-pub fn needs_no_execute(node: &Node) -> bool {
+pub(super) fn needs_no_execute(node: &Node) -> bool {
     let taints = node
         .spec
         .as_ref()

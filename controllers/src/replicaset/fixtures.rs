@@ -12,18 +12,18 @@ use k8s_openapi::jiff::Timestamp;
 
 use crate::podcontrol::controller_ref;
 
-pub fn at(second: i64) -> Time {
+pub(crate) fn at(second: i64) -> Time {
     Time(Timestamp::from_second(second).expect("a valid test timestamp"))
 }
 
-pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+pub(crate) fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect()
 }
 
-pub fn pod(name: &str) -> Pod {
+pub(crate) fn pod(name: &str) -> Pod {
     Pod {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -41,7 +41,7 @@ pub fn pod(name: &str) -> Pod {
     }
 }
 
-pub trait PodFixture {
+pub(crate) trait PodFixture {
     fn on_node(self, node: &str) -> Self;
     fn phase(self, phase: &str) -> Self;
     fn running(self) -> Self;
@@ -102,7 +102,7 @@ impl PodFixture for Pod {
 }
 
 /// A ReplicaSet `web` in `ns` selecting `app=web`, with `replicas` wanted.
-pub fn replica_set(replicas: i32) -> ReplicaSet {
+pub(crate) fn replica_set(replicas: i32) -> ReplicaSet {
     ReplicaSet {
         metadata: ObjectMeta {
             name: Some("web".into()),

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::Pod;
 use crate::podcontrol::{controller_of, controller_selects, is_deleting};
 
 /// At most this many creates or deletes per sync (upstream's burstReplicas).
-pub const BURST_REPLICAS: usize = 500;
+pub(super) const BURST_REPLICAS: usize = 500;
 
 /// How the ReplicaSet's claim on the namespace's pods splits them.
 #[derive(Debug, Default)]
@@ -73,7 +73,7 @@ pub fn desired_pods(replicas: i32, active: usize) -> Diff {
 
 /// Batch sizes for creating `n` pods: 1, 2, 4, ... so a template that can never be
 /// created (quota, bad admission) fails after one request, not after `n`.
-pub fn slow_start_batches(n: usize) -> Vec<usize> {
+pub(super) fn slow_start_batches(n: usize) -> Vec<usize> {
     let mut batches = Vec::new();
     let (mut left, mut size) = (n, 1);
     while left > 0 {

@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 
 use crate::podcontrol::{is_available, is_ready};
 
-pub const REPLICA_FAILURE: &str = "ReplicaFailure";
+pub(super) const REPLICA_FAILURE: &str = "ReplicaFailure";
 
 fn count(pods: &[&Pod], f: impl Fn(&Pod) -> bool) -> i32 {
     i32::try_from(pods.iter().filter(|p| f(p)).count()).unwrap_or(i32::MAX)
@@ -66,7 +66,7 @@ pub fn calculate_status(
 
 /// The merge patch for `/status`: absent conditions are written as null so a cleared
 /// ReplicaFailure really goes away.
-pub fn status_patch(status: &ReplicaSetStatus) -> Value {
+pub(super) fn status_patch(status: &ReplicaSetStatus) -> Value {
     let mut value = serde_json::to_value(status).unwrap_or_default();
     if status.conditions.is_none() {
         value["conditions"] = Value::Null;
@@ -75,7 +75,7 @@ pub fn status_patch(status: &ReplicaSetStatus) -> Value {
 }
 
 /// Whether writing `new` would change what the ReplicaSet says about itself.
-pub fn differs(old: Option<&ReplicaSetStatus>, new: &ReplicaSetStatus) -> bool {
+pub(super) fn differs(old: Option<&ReplicaSetStatus>, new: &ReplicaSetStatus) -> bool {
     old != Some(new)
 }
 

@@ -167,7 +167,7 @@ pub(crate) mod fixtures {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
     use k8s_openapi::jiff::Timestamp;
 
-    pub fn pod(name: &str) -> Pod {
+    pub(crate) fn pod(name: &str) -> Pod {
         Pod {
             metadata: ObjectMeta {
                 name: Some(name.into()),
@@ -190,7 +190,7 @@ pub(crate) mod fixtures {
         }
     }
 
-    pub fn service(name: &str) -> Service {
+    pub(crate) fn service(name: &str) -> Service {
         Service {
             metadata: ObjectMeta {
                 name: Some(name.into()),
@@ -206,7 +206,7 @@ pub(crate) mod fixtures {
         }
     }
 
-    pub trait PodFixture {
+    pub(crate) trait PodFixture {
         fn ip(self, ip: &str) -> Self;
         fn ready(self) -> Self;
         fn on_node(self, node: &str) -> Self;
@@ -259,7 +259,7 @@ pub(crate) mod fixtures {
         }
     }
 
-    pub fn svc_port(name: &str, port: i32, target: IntOrString) -> ServicePort {
+    pub(crate) fn svc_port(name: &str, port: i32, target: IntOrString) -> ServicePort {
         ServicePort {
             name: Some(name.into()),
             port,
@@ -269,7 +269,7 @@ pub(crate) mod fixtures {
         }
     }
 
-    pub trait ServiceFixture {
+    pub(crate) trait ServiceFixture {
         fn ports(self, ports: Vec<ServicePort>) -> Self;
         fn headless(self) -> Self;
         fn publish_not_ready(self) -> Self;

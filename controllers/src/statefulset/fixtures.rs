@@ -17,11 +17,11 @@ use k8s_openapi::jiff::Timestamp;
 use super::identity::{POD_NAME_LABEL, REVISION_LABEL};
 use crate::podcontrol::controller_ref;
 
-pub fn at(second: i64) -> Time {
+pub(crate) fn at(second: i64) -> Time {
     Time(Timestamp::from_second(second).expect("a valid test timestamp"))
 }
 
-pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+pub(crate) fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -30,7 +30,7 @@ pub fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
 
 /// A StatefulSet `web` in `ns` selecting `app=web`, OrderedReady, RollingUpdate with
 /// partition 0 (as the apiserver defaults it).
-pub fn stateful_set(replicas: i32) -> StatefulSet {
+pub(crate) fn stateful_set(replicas: i32) -> StatefulSet {
     StatefulSet {
         metadata: ObjectMeta {
             name: Some("web".into()),
@@ -73,7 +73,7 @@ pub fn stateful_set(replicas: i32) -> StatefulSet {
     }
 }
 
-pub trait SetFixture {
+pub(crate) trait SetFixture {
     fn parallel(self) -> Self;
     fn partition(self, p: i32) -> Self;
     fn max_unavailable(self, v: IntOrString) -> Self;
@@ -162,7 +162,7 @@ impl SetFixture for StatefulSet {
 }
 
 /// A Pending pod named `name` made from revision `revision`, with the identity labels.
-pub fn member(name: &str, revision: &str) -> Pod {
+pub(crate) fn member(name: &str, revision: &str) -> Pod {
     Pod {
         metadata: ObjectMeta {
             name: Some(name.into()),
@@ -184,7 +184,7 @@ pub fn member(name: &str, revision: &str) -> Pod {
     }
 }
 
-pub trait PodFixture {
+pub(crate) trait PodFixture {
     fn phase(self, phase: &str) -> Self;
     /// Running and Ready since second 0.
     fn ready(self) -> Self;

@@ -6,18 +6,18 @@
 
 use std::time::Duration;
 
-pub use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-pub use k8s_openapi::api::core::v1::Pod;
+pub(crate) use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+pub(crate) use k8s_openapi::api::core::v1::Pod;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
-pub use kybern_testkit::fixtures::{
+pub(crate) use kybern_testkit::fixtures::{
     deployment as deployment_manifest, orphan_pod as orphan, replica_set as replica_set_manifest,
 };
-pub use kybern_testkit::{eventually, mark_ready, Cluster};
+pub(crate) use kybern_testkit::{eventually, mark_ready, Cluster};
 
 /// The apiserver, the ReplicaSet and Deployment loops, and a stand-in kubelet that marks
 /// every new pod of `ns` Running and Ready (there are no nodes in these tests).
-pub async fn start(ns: &str) -> Cluster {
+pub(crate) async fn start(ns: &str) -> Cluster {
     Cluster::builder(ns)
         .loops(&["replicaset", "deployment"])
         .ready_pods()
@@ -25,7 +25,7 @@ pub async fn start(ns: &str) -> Cluster {
         .await
 }
 
-pub async fn wait_rolled_out(c: &Cluster, name: &str, replicas: i32) {
+pub(crate) async fn wait_rolled_out(c: &Cluster, name: &str, replicas: i32) {
     eventually(
         &format!("{name} to have {replicas} updated, ready, available replicas"),
         || async {
@@ -51,7 +51,7 @@ pub async fn wait_rolled_out(c: &Cluster, name: &str, replicas: i32) {
     .await;
 }
 
-pub fn owner_uid(pod: &Pod) -> Option<String> {
+pub(crate) fn owner_uid(pod: &Pod) -> Option<String> {
     pod.owner_references()
         .iter()
         .find(|o| o.controller == Some(true))
@@ -59,7 +59,7 @@ pub fn owner_uid(pod: &Pod) -> Option<String> {
 }
 
 /// Runs the real kubectl against the cluster's namespace: (success, stdout + stderr).
-pub async fn kubectl(c: &Cluster, args: &[&str]) -> (bool, String) {
+pub(crate) async fn kubectl(c: &Cluster, args: &[&str]) -> (bool, String) {
     let out = tokio::process::Command::from(c.kubectl_in_namespace().command())
         .args(args)
         .output()
@@ -74,7 +74,7 @@ pub async fn kubectl(c: &Cluster, args: &[&str]) -> (bool, String) {
 }
 
 /// The image of a ReplicaSet's first container.
-pub fn image_of(rs: &ReplicaSet) -> Option<String> {
+pub(crate) fn image_of(rs: &ReplicaSet) -> Option<String> {
     rs.spec
         .as_ref()?
         .template
@@ -88,7 +88,7 @@ pub fn image_of(rs: &ReplicaSet) -> Option<String> {
 }
 
 /// (image, spec.replicas, revision) of every ReplicaSet, sorted by revision.
-pub async fn replica_set_summary(c: &Cluster) -> Vec<(String, i32, i64)> {
+pub(crate) async fn replica_set_summary(c: &Cluster) -> Vec<(String, i32, i64)> {
     let rses = c
         .api::<ReplicaSet>()
         .list(&ListParams::default())
@@ -115,7 +115,7 @@ pub async fn replica_set_summary(c: &Cluster) -> Vec<(String, i32, i64)> {
 }
 
 /// Merge-patches an object, retrying 409s: a controller may write in between.
-pub async fn merge_patch<K>(api: &Api<K>, name: &str, body: serde_json::Value)
+pub(crate) async fn merge_patch<K>(api: &Api<K>, name: &str, body: serde_json::Value)
 where
     K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
 {

@@ -30,14 +30,14 @@ use crate::status;
     printcolumn(name = "Color", type_ = "string", json_path = ".spec.color"),
     printcolumn(name = "Size", type_ = "integer", json_path = ".spec.size")
 )]
-pub struct WidgetSpec {
+pub(crate) struct WidgetSpec {
     color: String,
     #[schemars(range(min = 1, max = 10))]
     size: i32,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-pub struct WidgetStatus {
+pub(crate) struct WidgetStatus {
     ready: bool,
     size: i32,
 }

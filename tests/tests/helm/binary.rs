@@ -27,7 +27,7 @@ fn run(cmd: &mut Command, what: &str) {
 }
 
 /// The path of a working helm binary, fetching it on first use.
-pub fn helm() -> PathBuf {
+pub(crate) fn helm() -> PathBuf {
     if let Some(bin) = std::env::var_os("HELM_BIN") {
         return bin.into();
     }

@@ -14,7 +14,7 @@ use agent::registry::{Client, Reference, RegistryConfig};
 use agent::runtime::RegistryAuth;
 
 /// Pushes the busybox test image to `reference` (with `auth`, if any); its digest.
-pub fn push_busybox(reference: &str, auth: Option<&RegistryAuth>) -> String {
+pub(crate) fn push_busybox(reference: &str, auth: Option<&RegistryAuth>) -> String {
     let busybox = test_images::read(Path::new(test_images::DEBIAN_BUSYBOX))
         .expect("busybox-static (scripts/install-deps.sh)");
     let layout = read_layout(

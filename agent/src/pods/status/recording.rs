@@ -12,7 +12,7 @@ use super::StatusSink;
 
 /// One thing the worker told the API.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Sent {
+pub(crate) enum Sent {
     Status {
         pod: String,
         uid: Option<String>,
@@ -31,7 +31,7 @@ pub enum Sent {
     },
 }
 
-pub struct RecordingSink {
+pub(crate) struct RecordingSink {
     sent: Mutex<Vec<Sent>>,
     next_rv: Mutex<u64>,
     /// Bumped on every call, so tests can wait for one.
@@ -39,7 +39,7 @@ pub struct RecordingSink {
 }
 
 impl RecordingSink {
-    pub fn new() -> Self {
+    pub(crate) fn new() -> Self {
         RecordingSink {
             sent: Mutex::new(Vec::new()),
             next_rv: Mutex::new(1),
@@ -47,17 +47,17 @@ impl RecordingSink {
         }
     }
 
-    pub fn sent(&self) -> Vec<Sent> {
+    pub(crate) fn sent(&self) -> Vec<Sent> {
         self.sent.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The resourceVersion the next status write reports (then one more per write).
-    pub fn set_next_resource_version(&self, rv: u64) {
+    pub(crate) fn set_next_resource_version(&self, rv: u64) {
         *self.next_rv.lock().unwrap_or_else(|p| p.into_inner()) = rv;
     }
 
     /// The status writes, in order.
-    pub fn statuses(&self) -> Vec<PodStatus> {
+    pub(crate) fn statuses(&self) -> Vec<PodStatus> {
         self.sent()
             .into_iter()
             .filter_map(|s| match s {
@@ -68,7 +68,7 @@ impl RecordingSink {
     }
 
     /// The reasons of the events, in order.
-    pub fn event_reasons(&self) -> Vec<String> {
+    pub(crate) fn event_reasons(&self) -> Vec<String> {
         self.sent()
             .into_iter()
             .filter_map(|s| match s {
@@ -79,7 +79,7 @@ impl RecordingSink {
     }
 
     /// Waits until `done` holds for what was sent so far.
-    pub async fn wait_for(&self, done: impl Fn(&[Sent]) -> bool) {
+    pub(crate) async fn wait_for(&self, done: impl Fn(&[Sent]) -> bool) {
         let mut rx = self.changed.subscribe();
         loop {
             if done(&self.sent()) {
