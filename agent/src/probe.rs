@@ -18,7 +18,7 @@ mod net;
 pub mod worker;
 
 #[cfg(test)]
-mod test_support;
+mod fixtures;
 
 pub use check::{probe_once, Outcome};
 pub use hook::run_hook;

@@ -9,6 +9,8 @@ pub mod deployment;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod expectations;
+#[cfg(any(test, feature = "test-util"))]
+pub mod fixtures;
 pub mod gc;
 pub mod job;
 pub mod leader;
@@ -22,8 +24,6 @@ pub mod runtime;
 pub mod serviceaccount;
 pub mod shared;
 pub mod statefulset;
-#[cfg(any(test, feature = "test-util"))]
-pub mod testing;
 
 use std::any::Any;
 use std::sync::Arc;

@@ -615,7 +615,7 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use controllers::testing::{NodeFixture, PodFixture};
+    use controllers::fixtures::{NodeFixture, PodFixture};
 
     #[test]
     fn assumed_pods_count_until_forgotten_and_confirmation_keeps_one_copy() {

@@ -13,7 +13,7 @@ pub mod topology_spread;
 pub use controllers::shared::scheduling::{tolerated, tolerates};
 
 #[cfg(test)]
-pub(crate) mod test_support {
+pub(crate) mod fixtures {
     use std::sync::Arc;
 
     use k8s_openapi::api::core::v1::{Node, Pod};

@@ -222,7 +222,7 @@ mod tests {
 
     #[test]
     fn plugin_data_is_read_by_type_updated_for_pods_and_cloned_apart() {
-        use controllers::testing::{NodeFixture, PodFixture};
+        use controllers::fixtures::{NodeFixture, PodFixture};
         use k8s_openapi::api::core::v1::{Node, Pod};
 
         let pod = |name: &str| Arc::new(PodInfo::new(Arc::new(Pod::test(name).into())));

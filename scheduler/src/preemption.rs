@@ -199,9 +199,9 @@ mod tests {
 
     use super::*;
     use crate::config::SchedulerConfig;
-    use crate::filters::test_support::{cluster, state};
+    use crate::filters::fixtures::{cluster, state};
     use crate::schedule_one::schedule;
-    use controllers::testing::{NodeFixture, PodFixture};
+    use controllers::fixtures::{NodeFixture, PodFixture};
 
     fn run(cache: &Cache, pod: Pod) -> Result<(String, Vec<String>), String> {
         let st = state(pod, cache);

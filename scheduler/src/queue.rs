@@ -331,7 +331,7 @@ mod tests {
 
     use super::*;
     use crate::framework::{event, plugin};
-    use controllers::testing::PodFixture;
+    use controllers::fixtures::PodFixture;
 
     fn info(pod: Pod) -> Arc<PodInfo> {
         Arc::new(PodInfo::new(Arc::new(pod.into())))

@@ -100,8 +100,8 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::filters::test_support::{cluster, state};
-    use controllers::testing::{NodeFixture, PodFixture};
+    use crate::filters::fixtures::{cluster, state};
+    use controllers::fixtures::{NodeFixture, PodFixture};
 
     #[test]
     fn ties_are_broken_at_random_among_the_best() {

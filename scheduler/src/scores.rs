@@ -25,11 +25,11 @@ pub fn normalize(raw: &mut [i64], reverse: bool) {
 }
 
 #[cfg(test)]
-pub(crate) mod test_support {
+pub(crate) mod fixtures {
     use k8s_openapi::api::core::v1::Pod;
 
     use crate::cache::{Cache, NodeInfo};
-    use crate::filters::test_support::state;
+    use crate::filters::fixtures::state;
     use crate::framework::CycleState;
 
     /// Scores `pod` on every node of `cache` (in insertion order) with `f`.

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use controllers::testing::{NodeFixture, PodFixture};
+use controllers::fixtures::{NodeFixture, PodFixture};
 use k8s_openapi::api::core::v1::{Event, Node, Pod};
 use kube::api::ListParams;
 use kube::Api;

@@ -1,4 +1,4 @@
-//! Typed fixtures: the builders of `controllers::testing` (`Node::test("n1")`,
+//! Typed fixtures: the builders of `controllers::fixtures` (`Node::test("n1")`,
 //! `Pod::test("p")` and their options), manifests of the workload kinds, and creating
 //! nodes and pods the way a kubelet and a user would.
 
@@ -8,7 +8,7 @@ use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
 use serde_json::json;
 
-pub use controllers::testing::*;
+pub use controllers::fixtures::*;
 
 /// A RollingUpdate Deployment of `replicas` pods of `image` (one surge, none
 /// unavailable), selecting `app: NAME`.

@@ -10,9 +10,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
-use crate::probe::test_support::{
-    grpc_health_server, http_server, https_server, running, SlowExec,
-};
+use crate::probe::fixtures::{grpc_health_server, http_server, https_server, running, SlowExec};
 use crate::runtime::fake::FakeRuntime;
 use crate::runtime::ExecOutput;
 

@@ -5,7 +5,7 @@ use k8s_openapi::api::core::v1::{ExecAction, HTTPGetAction, SleepAction, TCPSock
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::*;
-use crate::probe::test_support::{http_server, running};
+use crate::probe::fixtures::{http_server, running};
 use crate::runtime::fake::FakeRuntime;
 use crate::runtime::ExecOutput;
 

@@ -10,7 +10,7 @@ use k8s_openapi::api::core::v1::{ExecAction, Probe};
 use tokio::time::Instant;
 
 use super::*;
-use crate::probe::test_support::{running, SlowExec};
+use crate::probe::fixtures::{running, SlowExec};
 use crate::runtime::fake::{Call, FakeRuntime};
 use crate::runtime::ExecOutput;
 

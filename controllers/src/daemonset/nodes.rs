@@ -238,7 +238,7 @@ mod tests {
 
     use super::*;
     use crate::daemonset::fixtures::*;
-    use crate::testing::NodeFixture;
+    use crate::fixtures::NodeFixture;
 
     #[test]
     fn nodes_are_eligible_by_selector_affinity_and_taints_like_upstream() {

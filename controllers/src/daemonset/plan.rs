@@ -214,7 +214,7 @@ mod tests {
 
     use super::*;
     use crate::daemonset::fixtures::*;
-    use crate::testing::NodeFixture;
+    use crate::fixtures::NodeFixture;
 
     fn names(pods: &[&Pod]) -> Vec<String> {
         pods.iter()

@@ -229,7 +229,7 @@ mod tests {
     use super::*;
     use crate::daemonset::fixtures::*;
     use crate::daemonset::plan::pods_by_node;
-    use crate::testing::NodeFixture;
+    use crate::fixtures::NodeFixture;
 
     #[test]
     fn surge_and_unavailable_budgets_round_up_like_upstream() {

@@ -85,7 +85,7 @@ mod tests {
     use super::*;
     use crate::daemonset::fixtures::*;
     use crate::daemonset::plan::pods_by_node;
-    use crate::testing::NodeFixture;
+    use crate::fixtures::NodeFixture;
 
     #[test]
     fn status_counts_nodes_like_upstream() {

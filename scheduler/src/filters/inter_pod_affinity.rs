@@ -211,8 +211,8 @@ mod tests {
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
     use super::*;
-    use crate::filters::test_support::{check, cluster};
-    use controllers::testing::{NodeFixture, PodFixture};
+    use crate::filters::fixtures::{check, cluster};
+    use controllers::fixtures::{NodeFixture, PodFixture};
 
     const ZONE: &str = "topology.kubernetes.io/zone";
     const HOST: &str = "kubernetes.io/hostname";

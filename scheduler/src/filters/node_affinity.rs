@@ -36,8 +36,8 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::filters::test_support::{check, cluster};
-    use controllers::testing::{NodeFixture, PodFixture};
+    use crate::filters::fixtures::{check, cluster};
+    use controllers::fixtures::{NodeFixture, PodFixture};
 
     #[test]
     fn node_selector_and_required_affinity_filter_nodes() {

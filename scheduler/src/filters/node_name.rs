@@ -23,8 +23,8 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::filters::test_support::{check, cluster};
-    use controllers::testing::{NodeFixture, PodFixture};
+    use crate::filters::fixtures::{check, cluster};
+    use controllers::fixtures::{NodeFixture, PodFixture};
 
     #[test]
     fn a_named_node_is_the_only_fit() {

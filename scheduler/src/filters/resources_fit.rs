@@ -54,8 +54,8 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::filters::test_support::cluster;
-    use controllers::testing::{NodeFixture, PodFixture};
+    use crate::filters::fixtures::cluster;
+    use controllers::fixtures::{NodeFixture, PodFixture};
 
     #[test]
     fn requests_must_fit_in_what_is_left() {

@@ -46,8 +46,8 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::filters::test_support::{check, cluster};
-    use controllers::testing::{NodeFixture, PodFixture};
+    use crate::filters::fixtures::{check, cluster};
+    use controllers::fixtures::{NodeFixture, PodFixture};
 
     #[test]
     fn hard_taints_need_tolerations_and_not_ready_nodes_are_tainted() {

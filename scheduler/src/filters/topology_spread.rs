@@ -162,8 +162,8 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::filters::test_support::{check, cluster};
-    use controllers::testing::{NodeFixture, PodFixture};
+    use crate::filters::fixtures::{check, cluster};
+    use controllers::fixtures::{NodeFixture, PodFixture};
 
     const ZONE: &str = "topology.kubernetes.io/zone";
 

@@ -90,9 +90,9 @@ mod tests {
     use k8s_openapi::api::core::v1::{Node, Pod};
 
     use super::*;
-    use crate::filters::test_support::cluster;
-    use crate::scores::test_support::scores;
-    use controllers::testing::{NodeFixture, PodFixture};
+    use crate::filters::fixtures::cluster;
+    use crate::scores::fixtures::scores;
+    use controllers::fixtures::{NodeFixture, PodFixture};
 
     const ZONE: &str = "topology.kubernetes.io/zone";
 
