@@ -1,10 +1,14 @@
 //! Running a command inside a running container: a containerd task exec. The process spec is
 //! the container's own (user, env, cwd, capabilities, rlimits) with the argv replaced, as
-//! `ctr task exec` and the CRI plugin build it. stdout and stderr go to temp files through
-//! the shim's `file://` IO, which the shim has finished writing once the exec process is
-//! deleted (it waits for its copy loops then), so the output is read after the delete. The
-//! output is stdout followed by stderr, as the kubelet joins what CRI's ExecSync returns.
+//! `ctr task exec` and the CRI plugin build it. stdout and stderr go through FIFOs this side
+//! creates and reads to their end from before the process starts, as CRI's ExecSync does:
+//! the output is complete when the shim closes the FIFOs' write ends, whenever its copy
+//! loops finish. (Files through the shim's `file://` IO were read after the exec's delete,
+//! and now and then a last write, such as a line on stderr, had not reached them yet.) The
+//! output is stdout followed by stderr, as the kubelet joins what ExecSync returns.
 
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,7 +19,7 @@ use containerd_client::services::v1::{
     WaitRequest,
 };
 use containerd_client::tonic::Code;
-use tokio::io::AsyncReadExt;
+use tokio::task::JoinHandle;
 
 use super::lease::unique_suffix;
 use super::{grpc, Containerd};
@@ -43,11 +47,19 @@ pub(super) async fn exec(
         stdout: std::env::temp_dir().join(format!("kybern-exec-{}.out", unique_suffix())),
         stderr: std::env::temp_dir().join(format!("kybern-exec-{}.err", unique_suffix())),
     };
+    let readers = match exec.open_output() {
+        Ok(readers) => readers,
+        Err(e) => {
+            exec.remove_output().await;
+            return Err(e);
+        }
+    };
+    // A path without a scheme is a FIFO to the shim.
     let req = ExecProcessRequest {
         container_id: id.to_string(),
         stdin: String::new(),
-        stdout: format!("file://{}", exec.stdout.display()),
-        stderr: format!("file://{}", exec.stderr.display()),
+        stdout: exec.stdout.display().to_string(),
+        stderr: exec.stderr.display().to_string(),
         terminal: false,
         spec: Some(prost_types::Any {
             type_url: PROCESS_TYPE_URL.into(),
@@ -74,7 +86,7 @@ pub(super) async fn exec(
     let result = match tokio::time::timeout(timeout, exec.start_and_wait()).await {
         Ok(Ok(exit_code)) => {
             let deleted = exec.delete().await;
-            let output = exec.read_output_of(exit_code).await;
+            let output = exec.collect_output(readers).await;
             deleted
                 .and(output)
                 .map(|output| ExecOutput { exit_code, output })
@@ -122,30 +134,28 @@ async fn process_spec(rt: &Containerd, id: &str, args: &[String]) -> Result<Vec<
     serde_json::to_vec(process).map_err(|e| decode("encoding the exec process", &e))
 }
 
-/// Reads at most `limit` bytes from the start of `path`; a missing file is no output.
-async fn read_head(path: &Path, limit: usize) -> Result<Vec<u8>> {
-    let file = match tokio::fs::File::open(path).await {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(source) => {
-            return Err(Error::Io {
-                context: format!("opening exec output {}", path.display()),
-                source,
-            })
-        }
-    };
-    let mut out = Vec::new();
-    file.take(limit as u64)
-        .read_to_end(&mut out)
-        .await
-        .map_err(|source| Error::Io {
-            context: format!("reading exec output {}", path.display()),
-            source,
-        })?;
-    Ok(out)
+/// Reads a FIFO to its end, keeping the first `limit` bytes and draining the rest (so the
+/// writer never blocks on a full pipe). Opening blocks until the shim opens the write end.
+fn read_fifo(path: &Path, limit: usize) -> std::io::Result<Vec<u8>> {
+    let mut fifo = std::fs::File::open(path)?;
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        let n = match fifo.read(&mut buf) {
+            Ok(0) => return Ok(kept),
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let room = limit.saturating_sub(kept.len());
+        kept.extend_from_slice(&buf[..n.min(room)]);
+    }
 }
 
-/// One exec process in containerd and the files its output goes to.
+/// The readers of an exec's stdout and stderr FIFOs.
+type Readers = [JoinHandle<std::io::Result<Vec<u8>>>; 2];
+
+/// One exec process in containerd and the FIFOs its output goes to.
 struct ExecProcess {
     rt: Containerd,
     container_id: String,
@@ -232,34 +242,65 @@ impl ExecProcess {
         self.remove_output().await;
     }
 
-    /// stdout then stderr, as the kubelet joins an exec's output, at most [`MAX_OUTPUT`].
-    async fn read_output(&self) -> Result<Vec<u8>> {
-        let mut output = read_head(&self.stdout, MAX_OUTPUT).await?;
-        let rest = MAX_OUTPUT - output.len();
-        output.extend(read_head(&self.stderr, rest).await?);
-        Ok(output)
-    }
-
-    /// The output of a process that exited with `exit_code`. The shim copies a process's
-    /// output to the file in goroutines of its own; once (in one of five full CI runs, a
-    /// readiness probe's `cat` of a missing file) a failed process's complaint had not
-    /// reached the file when its exit was reported. A failure with no output at
-    /// all is read again a few times, 20 ms apart, before it counts as silent.
-    async fn read_output_of(&self, exit_code: u32) -> Result<Vec<u8>> {
-        let mut output = self.read_output().await?;
-        for _ in 0..5 {
-            if exit_code == 0 || !output.is_empty() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            output = self.read_output().await?;
+    /// Creates the stdout and stderr FIFOs and starts reading them.
+    fn open_output(&self) -> Result<Readers> {
+        for path in [&self.stdout, &self.stderr] {
+            nix::unistd::mkfifo(
+                path.as_path(),
+                nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+            )
+            .map_err(|e| Error::Io {
+                context: format!("creating the exec output FIFO {}", path.display()),
+                source: e.into(),
+            })?;
         }
-        Ok(output)
+        Ok([&self.stdout, &self.stderr].map(|path| {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || read_fifo(&path, MAX_OUTPUT))
+        }))
     }
 
+    /// stdout then stderr, as the kubelet joins an exec's output, at most [`MAX_OUTPUT`]:
+    /// all of it, once the shim has closed both FIFOs.
+    async fn collect_output(&self, readers: Readers) -> Result<Vec<u8>> {
+        let read = async {
+            let mut output = Vec::new();
+            for (reader, path) in readers.into_iter().zip([&self.stdout, &self.stderr]) {
+                let io = |source| Error::Io {
+                    context: format!("reading exec output {}", path.display()),
+                    source,
+                };
+                let part = reader
+                    .await
+                    .map_err(|e| io(std::io::Error::other(e.to_string())))?
+                    .map_err(io)?;
+                let room = MAX_OUTPUT - output.len();
+                output.extend_from_slice(&part[..part.len().min(room)]);
+            }
+            Ok(output)
+        };
+        match tokio::time::timeout(CLEANUP_TIMEOUT, read).await {
+            Ok(output) => output,
+            // A process the command started in the background still holds its output.
+            Err(_) => Err(Error::Io {
+                context: format!("reading the output of exec {}", self.exec_id),
+                source: std::io::Error::other(format!(
+                    "still open {CLEANUP_TIMEOUT:?} after the process exited (a process it started keeps it open)"
+                )),
+            }),
+        }
+    }
+
+    /// Ends any reader still waiting for the shim to open a FIFO (a writer that opens and
+    /// closes at once is an end of output to it), then removes the FIFOs.
     async fn remove_output(&self) {
-        let _ = tokio::fs::remove_file(&self.stdout).await;
-        let _ = tokio::fs::remove_file(&self.stderr).await;
+        for path in [&self.stdout, &self.stderr] {
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .custom_flags(nix::libc::O_NONBLOCK)
+                .open(path);
+            let _ = tokio::fs::remove_file(path).await;
+        }
     }
 }
 
