@@ -4,6 +4,7 @@
 //! `sync` (ReplicaSets, scaling, cleanup) with `proportional` (its arithmetic), `rolling`, `recreate`, `rollback`,
 //! `progress`, `status`; `util` holds the shared arithmetic.
 
+mod apply;
 mod progress;
 mod proportional;
 mod recreate;

@@ -5,6 +5,7 @@
 //! as ControllerRevisions (upstream pkg/controller/statefulset). `identity` names pods
 //! and claims, `revision` keeps the history, `plan` decides, `sync` writes.
 
+mod apply;
 pub mod identity;
 pub mod plan;
 pub mod revision;

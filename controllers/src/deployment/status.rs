@@ -1,14 +1,11 @@
 //! The Deployment's status as a pure function of its ReplicaSets (upstream
-//! calculateStatus), the Available condition, and writing it through `/status`.
+//! calculateStatus) and the Available condition; `apply.rs` writes it.
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentCondition, DeploymentStatus, ReplicaSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
-use kube::{Api, ResourceExt};
-use serde_json::json;
 
 use super::util::{self, deployment_replicas};
-use super::{Error, Result, Rollout};
+use super::Rollout;
 
 pub(super) const AVAILABLE: &str = "Available";
 pub(super) const REPLICA_FAILURE: &str = "ReplicaFailure";
@@ -149,35 +146,6 @@ impl Rollout {
             &self.status,
             Rollout::now(),
         )
-    }
-
-    /// Status without progress bookkeeping (paused, scaling, deleted).
-    pub(crate) async fn sync_status(&mut self) -> Result<()> {
-        self.status = self.calculate();
-        self.write_status().await
-    }
-
-    /// Writes the working status when it differs from what the Deployment shows.
-    pub(crate) async fn write_status(&self) -> Result<()> {
-        if self.d.status.as_ref() == Some(&self.status) {
-            return Ok(());
-        }
-        let api: Api<Deployment> = Api::namespaced(
-            self.rs_api.clone().into_client(),
-            &self.d.namespace().unwrap_or_default(),
-        );
-        let patch = json!({"status": self.status});
-        api.patch_status(
-            &self.d.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(patch),
-        )
-        .await
-        .map_err(|source| Error::UpdateDeployment {
-            name: self.d.name_any(),
-            source,
-        })?;
-        Ok(())
     }
 }
 
