@@ -141,6 +141,18 @@ pub trait PodFixture: Sized {
     fn spread(self, max_skew: i32, topology: &str, when: &str, k: &str, v: &str) -> Self;
 }
 
+/// A toleration; an empty argument leaves its field unset.
+pub fn toleration(key: &str, op: &str, value: &str, effect: &str) -> Toleration {
+    let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
+    Toleration {
+        key: opt(key),
+        operator: opt(op),
+        value: opt(value),
+        effect: opt(effect),
+        toleration_seconds: None,
+    }
+}
+
 fn spec(pod: &mut Pod) -> &mut PodSpec {
     pod.spec.get_or_insert_with(Default::default)
 }
@@ -284,17 +296,10 @@ impl PodFixture for Pod {
         self
     }
     fn toleration(mut self, key: &str, op: &str, value: &str, effect: &str) -> Self {
-        let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
         spec(&mut self)
             .tolerations
             .get_or_insert_with(Vec::new)
-            .push(Toleration {
-                key: opt(key),
-                operator: opt(op),
-                value: opt(value),
-                effect: opt(effect),
-                toleration_seconds: None,
-            });
+            .push(toleration(key, op, value, effect));
         self
     }
     fn host_port(mut self, port: i32, protocol: &str, host_ip: &str) -> Self {

@@ -5,7 +5,7 @@
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use agent::images::test_images;
 use agent::runtime::containerd::Containerd;
@@ -203,23 +203,14 @@ impl Drop for Env {
     }
 }
 
-/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`.
-pub(crate) async fn eventually<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+/// Polls `check` until it returns `Some`, or panics with `what` after `timeout`
+/// (testkit's `eventually_some`, with this harness's argument order).
+pub(crate) async fn eventually<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    kybern_testkit::eventually_some(timeout, what, check).await
 }
 
 /// `testserver get 127.0.0.1:PORT PATH` inside `netns`: (exit success, body).

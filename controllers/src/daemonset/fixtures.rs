@@ -7,7 +7,7 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Affinity, NodeAffinity, NodeSelector, NodeSelectorRequirement, NodeSelectorTerm, Pod, PodSpec,
-    PodTemplateSpec, Toleration,
+    PodTemplateSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -117,17 +117,10 @@ impl DaemonSetFixture for DaemonSet {
         self
     }
     fn toleration(mut self, key: &str, op: &str, value: &str, effect: &str) -> Self {
-        let opt = |s: &str| (!s.is_empty()).then(|| s.to_string());
         template_spec(&mut self)
             .tolerations
             .get_or_insert_with(Vec::new)
-            .push(Toleration {
-                key: opt(key),
-                operator: opt(op),
-                value: opt(value),
-                effect: opt(effect),
-                toleration_seconds: None,
-            });
+            .push(crate::fixtures::toleration(key, op, value, effect));
         self
     }
     fn host_network(mut self) -> Self {

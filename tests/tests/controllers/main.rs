@@ -11,7 +11,7 @@ mod namespace;
 mod serviceaccount;
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::InProcess;
 
@@ -50,20 +50,10 @@ impl Drop for Cluster {
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics after `within`
 /// saying what was awaited.
-pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut check: F) -> T
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    kybern_testkit::eventually_some(within, what, check).await
 }
