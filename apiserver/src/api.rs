@@ -310,7 +310,7 @@ impl Api {
             Some("finalize") if finalize::is_namespaces(&r) => {}
             Some(_) => return Err(ApiError::NoSuchResource),
         }
-        let watch = req.query.flag("watch") || p.legacy_watch;
+        let watch = p.is_watch(&req.query);
         match (&req.method, p.name.as_deref(), sub) {
             (&Method::GET, None, _) if watch => watch::serve(self, &r, &req).await,
             (&Method::GET, Some(name), _) if watch => {

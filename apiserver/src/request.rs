@@ -16,6 +16,14 @@ pub struct ResourcePath {
     pub legacy_watch: bool,
 }
 
+impl ResourcePath {
+    /// Whether a GET of this path watches: the legacy `/watch/` prefix or `?watch=true`.
+    /// The router and the authorizer's verb both ask this, so they never disagree.
+    pub fn is_watch(&self, query: &Query) -> bool {
+        self.legacy_watch || query.flag("watch")
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Path {
     Resource(ResourcePath),

@@ -120,18 +120,24 @@ impl Cluster {
 
     /// Sends `req` on a new connection of either protocol.
     async fn send(&self, http2: bool, req: Request<Empty<Bytes>>) -> Response<Incoming> {
+        self.send_on_new_connection(http2, req).await.0
+    }
+
+    /// Sends `req` on a new connection of either protocol, and returns the response and the
+    /// task driving the connection, which ends when the connection closes.
+    async fn send_on_new_connection(
+        &self,
+        http2: bool,
+        req: Request<Empty<Bytes>>,
+    ) -> (Response<Incoming>, tokio::task::JoinHandle<()>) {
         if http2 {
-            let (mut sender, _conn) = self.http2().await;
-            sender
-                .send_request(req)
-                .await
-                .expect("a response over HTTP/2")
+            let (mut sender, conn) = self.http2().await;
+            let resp = sender.send_request(req).await;
+            (resp.expect("a response over HTTP/2"), conn)
         } else {
-            let (mut sender, _conn) = self.http1().await;
-            sender
-                .send_request(req)
-                .await
-                .expect("a response over HTTP/1.1")
+            let (mut sender, conn) = self.http1().await;
+            let resp = sender.send_request(req).await;
+            (resp.expect("a response over HTTP/1.1"), conn)
         }
     }
 }
@@ -205,35 +211,22 @@ async fn a_client_dribbling_its_request_headers_is_disconnected_after_the_header
 }
 
 #[tokio::test]
-async fn an_idle_keep_alive_connection_is_closed() {
+async fn an_idle_connection_is_closed() {
     let cluster = start(SHORT).await;
-    let (mut sender, conn) = cluster.http1().await;
-    let resp = sender
-        .send_request(get("/healthz").body(Empty::new()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.into_body().collect().await.unwrap();
-    assert!(
-        tokio::time::timeout(PATIENCE, conn).await.is_ok(),
-        "the idle HTTP/1.1 connection is still open"
-    );
-}
-
-#[tokio::test]
-async fn an_http2_connection_without_open_streams_is_closed() {
-    let cluster = start(SHORT).await;
-    let (mut sender, conn) = cluster.http2().await;
-    let resp = sender
-        .send_request(get("/healthz").body(Empty::new()).unwrap())
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::OK);
-    resp.into_body().collect().await.unwrap();
-    assert!(
-        tokio::time::timeout(PATIENCE, conn).await.is_ok(),
-        "the idle HTTP/2 connection is still open"
-    );
+    let cases = [
+        ("an HTTP/1.1 keep-alive connection", false),
+        ("an HTTP/2 connection without open streams", true),
+    ];
+    for (name, http2) in cases {
+        let req = get("/healthz").body(Empty::new()).unwrap();
+        let (resp, conn) = cluster.send_on_new_connection(http2, req).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{name}");
+        resp.into_body().collect().await.unwrap();
+        assert!(
+            tokio::time::timeout(PATIENCE, conn).await.is_ok(),
+            "{name} is still open"
+        );
+    }
 }
 
 #[tokio::test]

@@ -33,6 +33,7 @@ use tracing::{info, instrument, warn};
 use crate::expectations::{cached, Expectations};
 use crate::podcontrol::{self, seconds_until_available};
 use crate::runtime::informers::Informers;
+use crate::shared::labels;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -135,13 +136,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, state: Arc<State>) -> Result<Action> 
     let Some(spec) = ds.spec.as_ref() else {
         return Ok(Action::await_change());
     };
-    let selector = &spec.selector;
-    if selector.match_labels.as_ref().is_none_or(|m| m.is_empty())
-        && selector
-            .match_expressions
-            .as_ref()
-            .is_none_or(|e| e.is_empty())
-    {
+    if labels::is_empty(&spec.selector) {
         warn!("daemonset has an empty selector; it would select every pod, so it is left alone");
         return Ok(Action::await_change());
     }

@@ -32,6 +32,7 @@ pub use rolling::{cleanup_unhealthy, max_scaled_down, new_rs_new_replicas, scale
 pub use status::calculate_status;
 
 use crate::runtime::informers::Informers;
+use crate::shared::labels;
 use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
@@ -130,17 +131,10 @@ pub async fn reconcile(d: Arc<Deployment>, state: Arc<State>) -> Result<Action> 
     let ns = d
         .namespace()
         .ok_or_else(|| Error::NoNamespace(d.name_any()))?;
-    let selector_empty = d.spec.as_ref().is_none_or(|s| {
-        s.selector
-            .match_labels
-            .as_ref()
-            .is_none_or(|m| m.is_empty())
-            && s.selector
-                .match_expressions
-                .as_ref()
-                .is_none_or(|e| e.is_empty())
-    });
-    if selector_empty {
+    if d.spec
+        .as_ref()
+        .is_none_or(|s| labels::is_empty(&s.selector))
+    {
         warn!("deployment has an empty selector; it would select every pod, so it is left alone");
         return Ok(Action::await_change());
     }

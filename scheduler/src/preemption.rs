@@ -18,7 +18,7 @@ use std::sync::Arc;
 use super::cache::{Cache, Pdb, PodInfo};
 use super::framework::{fit_error_message, Code, CycleState, Status};
 use super::profile::run_filters;
-use controllers::shared::labels::selector_matches;
+use controllers::shared::labels::{self, selector_matches};
 
 pub const NOT_HELPFUL: &str = "Preemption is not helpful for scheduling";
 pub const NO_VICTIMS: &str = "No preemption victims found for incoming pod";
@@ -45,10 +45,7 @@ pub fn split_by_pdb(
     for pod in pods {
         let mut violated = false;
         for (i, pdb) in pdbs.iter().enumerate() {
-            let empty = pdb.selector.as_ref().is_none_or(|s| {
-                s.match_labels.as_ref().is_none_or(|m| m.is_empty())
-                    && s.match_expressions.as_ref().is_none_or(|e| e.is_empty())
-            });
+            let empty = pdb.selector.as_ref().is_none_or(labels::is_empty);
             if pdb.namespace != pod.namespace
                 || empty
                 || !selector_matches(pdb.selector.as_ref(), &pod.labels)

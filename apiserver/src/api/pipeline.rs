@@ -131,7 +131,7 @@ impl Attributes {
         };
         let named = rp.name.is_some();
         let verb = match *method {
-            Method::GET | Method::HEAD if rp.legacy_watch || query.flag("watch") => "watch",
+            Method::GET | Method::HEAD if rp.is_watch(query) => "watch",
             Method::GET | Method::HEAD if named => "get",
             Method::GET | Method::HEAD => "list",
             Method::POST => "create",

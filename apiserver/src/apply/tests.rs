@@ -11,6 +11,16 @@ fn builtin() -> SchemaFromOpenApi {
     SchemaFromOpenApi::new(None).with_fallback(Box::new(builtin_list_type))
 }
 
+/// An object's first apply by `manager`, at T1.
+fn created(obj: &Value, manager: &str) -> Value {
+    apply(&Value::Null, obj, manager, false, &builtin(), T1).unwrap()
+}
+
+/// An object created by an update (not an apply) from `manager`, at T1.
+fn updated_first(obj: &Value, manager: &str) -> Value {
+    track_update(&Value::Null, obj, manager, None, &builtin(), T1)
+}
+
 fn entries(obj: &Value) -> Vec<Value> {
     obj.pointer("/metadata/managedFields")
         .and_then(Value::as_array)
@@ -36,7 +46,7 @@ fn deploy(replicas: i64) -> Value {
 
 #[test]
 fn first_apply_creates_managed_fields() {
-    let out = apply(&Value::Null, &deploy(2), "kubectl", false, &builtin(), T1).unwrap();
+    let out = created(&deploy(2), "kubectl");
     assert_eq!(out["spec"]["replicas"], 2);
     assert_eq!(
         entries(&out),
@@ -51,15 +61,7 @@ fn first_apply_creates_managed_fields() {
 #[test]
 fn reapply_with_field_removed_removes_it() {
     let s = builtin();
-    let live = apply(
-        &Value::Null,
-        &cm(json!({"a": "1", "b": "2"})),
-        "m",
-        false,
-        &s,
-        T1,
-    )
-    .unwrap();
+    let live = created(&cm(json!({"a": "1", "b": "2"})), "m");
     let out = apply(&live, &cm(json!({"a": "1"})), "m", false, &s, T2).unwrap();
     assert_eq!(out["data"], json!({"a": "1"}));
     assert_eq!(entry(&out, "m")["fieldsV1"], json!({"f:data": {"f:a": {}}}));
@@ -75,15 +77,7 @@ fn reapply_with_field_removed_removes_it() {
 #[test]
 fn reapply_keeps_removed_field_another_manager_owns() {
     let s = builtin();
-    let live = apply(
-        &Value::Null,
-        &cm(json!({"a": "1", "b": "2"})),
-        "m",
-        false,
-        &s,
-        T1,
-    )
-    .unwrap();
+    let live = created(&cm(json!({"a": "1", "b": "2"})), "m");
     let live = apply(&live, &cm(json!({"b": "2"})), "other", false, &s, T1).unwrap();
     let out = apply(&live, &cm(json!({"a": "1"})), "m", false, &s, T2).unwrap();
     assert_eq!(out["data"], json!({"a": "1", "b": "2"}));
@@ -92,14 +86,7 @@ fn reapply_keeps_removed_field_another_manager_owns() {
 #[test]
 fn two_managers_same_field_conflict_with_upstream_message() {
     let s = builtin();
-    let created = track_update(
-        &Value::Null,
-        &deploy(1),
-        "kubectl-client-side-apply",
-        None,
-        &s,
-        T1,
-    );
+    let created = updated_first(&deploy(1), "kubectl-client-side-apply");
     let err = apply(&created, &deploy(3), "kubectl", false, &s, T2).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -129,14 +116,7 @@ fn two_managers_same_field_conflict_with_upstream_message() {
 #[test]
 fn multiple_conflicts_are_grouped_by_manager() {
     let s = builtin();
-    let live = track_update(
-        &Value::Null,
-        &cm(json!({"a": "1", "b": "2"})),
-        "mgr",
-        None,
-        &s,
-        T1,
-    );
+    let live = updated_first(&cm(json!({"a": "1", "b": "2"})), "mgr");
     let live = apply(&live, &cm(json!({"c": "3"})), "applier", false, &s, T1).unwrap();
     let err = apply(
         &live,
@@ -161,7 +141,7 @@ fn multiple_conflicts_are_grouped_by_manager() {
 #[test]
 fn force_takes_ownership() {
     let s = builtin();
-    let live = apply(&Value::Null, &deploy(1), "a", false, &s, T1).unwrap();
+    let live = created(&deploy(1), "a");
     let out = apply(&live, &deploy(5), "b", true, &s, T2).unwrap();
     assert_eq!(out["spec"]["replicas"], 5);
     // "a" keeps the label it shares, loses replicas.
@@ -188,15 +168,7 @@ fn pod(containers: Value) -> Value {
 #[test]
 fn apply_merges_containers_by_name_and_keeps_other_managers_container() {
     let s = builtin();
-    let live = apply(
-        &Value::Null,
-        &pod(json!([{"name": "web", "image": "nginx:1"}])),
-        "a",
-        false,
-        &s,
-        T1,
-    )
-    .unwrap();
+    let live = created(&pod(json!([{"name": "web", "image": "nginx:1"}])), "a");
     let live = apply(
         &live,
         &pod(json!([{"name": "sidecar", "image": "envoy"}])),
@@ -341,14 +313,7 @@ fn atomic_list_replaced() {
 #[test]
 fn update_entry_records_changed_fields() {
     let s = builtin();
-    let created = track_update(
-        &Value::Null,
-        &cm(json!({"a": "1"})),
-        "kubectl-create",
-        None,
-        &s,
-        T1,
-    );
+    let created = updated_first(&cm(json!({"a": "1"})), "kubectl-create");
     assert_eq!(
         entry(&created, "kubectl-create"),
         json!({"manager": "kubectl-create", "operation": "Update", "apiVersion": "v1", "time": T1,
@@ -377,14 +342,7 @@ fn update_entry_records_changed_fields() {
 #[test]
 fn update_that_only_removes_records_no_entry() {
     let s = builtin();
-    let created = track_update(
-        &Value::Null,
-        &cm(json!({"a": "1", "b": "2"})),
-        "creator",
-        None,
-        &s,
-        T1,
-    );
+    let created = updated_first(&cm(json!({"a": "1", "b": "2"})), "creator");
     let mut smaller = created.clone();
     smaller["data"].as_object_mut().unwrap().remove("b");
     let out = track_update(&created, &smaller, "remover", None, &s, T2);
@@ -438,15 +396,7 @@ fn managed_fields_round_trip_through_fields_v1() {
     );
     // Whole entries survive a decode/encode, and the stored object decodes to the same sets.
     let s = builtin();
-    let live = apply(
-        &Value::Null,
-        &pod(json!([{"name": "web", "image": "nginx"}])),
-        "a",
-        false,
-        &s,
-        T1,
-    )
-    .unwrap();
+    let live = created(&pod(json!([{"name": "web", "image": "nginx"}])), "a");
     let text = serde_json::to_string(&live).unwrap();
     let back: Value = serde_json::from_str(&text).unwrap();
     let again = apply(
@@ -465,15 +415,7 @@ fn managed_fields_round_trip_through_fields_v1() {
 #[test]
 fn status_apply_on_status_subresource_with_force() {
     let s = builtin();
-    let live = apply(
-        &Value::Null,
-        &widget(json!({"size": 1})),
-        "user",
-        false,
-        &s,
-        T1,
-    )
-    .unwrap();
+    let live = created(&widget(json!({"size": 1})), "user");
     let mut with_status = live.clone();
     with_status["status"] =
         json!({"phase": "Pending", "conditions": [{"type": "Ready", "status": "False"}]});
@@ -541,7 +483,7 @@ fn port_keys_default_protocol_and_duplicates_are_rejected() {
     let live = pod(
         json!([{"name": "web", "image": "nginx", "ports": [{"containerPort": 80, "protocol": "TCP"}]}]),
     );
-    let live = track_update(&Value::Null, &live, "creator", None, &s, T1);
+    let live = updated_first(&live, "creator");
     let applied = pod(json!([{"name": "web", "ports": [{"containerPort": 80, "name": "http"}]}]));
     let out = apply(&live, &applied, "a", false, &s, T2).unwrap();
     assert_eq!(
@@ -555,15 +497,10 @@ fn port_keys_default_protocol_and_duplicates_are_rejected() {
     );
     // Re-applying without the port prunes it although the item never spelled out its protocol.
     let applied = pod(json!([{"name": "web"}]));
-    let live2 = apply(
-        &Value::Null,
+    let live2 = created(
         &pod(json!([{"name": "web", "ports": [{"containerPort": 81}]}])),
         "a",
-        false,
-        &s,
-        T1,
-    )
-    .unwrap();
+    );
     let pruned = apply(&live2, &applied, "a", false, &s, T2).unwrap();
     assert_eq!(pruned["spec"]["containers"], json!([{"name": "web"}]));
 
