@@ -5,6 +5,7 @@
 use kybern_testkit as common;
 
 mod binary;
+mod operator;
 mod releases;
 
 use std::path::{Path, PathBuf};
