@@ -9,6 +9,7 @@ mod crud;
 mod discovery;
 mod errors;
 mod fuzz;
+mod groups;
 mod limits;
 mod open_files;
 mod patch;
