@@ -11,6 +11,7 @@ mod errors;
 mod fuzz;
 mod groups;
 mod limits;
+mod metadata;
 mod open_files;
 mod patch;
 mod selectors;
