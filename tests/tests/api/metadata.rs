@@ -4,7 +4,8 @@
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
-use kube::runtime::{metadata_watcher, watcher, WatchStreamExt};
+use kube::core::PartialObjectMeta;
+use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::json;
 
 use crate::common::InProcess;
@@ -91,10 +92,13 @@ async fn a_metadata_watcher_sees_every_object() {
     cms.create(&PostParams::default(), &configmap("x", json!({})))
         .await
         .unwrap();
-    let mut names = metadata_watcher(cms.clone(), watcher::Config::default())
-        .applied_objects()
-        .map_ok(|o| o.metadata.name.unwrap_or_default())
-        .boxed();
+    let mut names = watcher(
+        Api::<PartialObjectMeta<ConfigMap>>::namespaced(s.client.clone(), "default"),
+        watcher::Config::default(),
+    )
+    .applied_objects()
+    .map_ok(|o| o.metadata.name.unwrap_or_default())
+    .boxed();
     let mut seen = Vec::new();
     while !seen.contains(&"x".to_string()) {
         seen.push(names.try_next().await.unwrap().unwrap());
