@@ -2,7 +2,9 @@
 //! operation on a registered resource, and errors into `Status` bodies.
 
 mod apply;
+mod approval;
 mod binding;
+mod componentstatus;
 mod crd;
 mod defaults;
 mod discovery;
@@ -15,6 +17,7 @@ mod openapi;
 mod patch;
 pub mod pipeline;
 mod read;
+mod reviews;
 mod scale;
 mod services;
 mod strategy;
@@ -299,8 +302,15 @@ impl Api {
         if p.namespace.is_some() && !r.namespaced {
             return Err(ApiError::NoSuchResource);
         }
+        if !r.stored {
+            // Review kinds: answered at once, never stored.
+            return reviews::serve(self, &r, &req).await;
+        }
         if p.name.is_some() && r.namespaced && p.namespace.is_none() {
             return Err(ApiError::NoSuchResource);
+        }
+        if componentstatus::is_componentstatuses(&r) {
+            return componentstatus::serve(self, &r, &req).await;
         }
         let sub = p.subresource.as_deref();
         match sub {
@@ -308,10 +318,14 @@ impl Api {
             Some("status") if r.status => {}
             Some("scale") if r.scale.is_some() => {}
             Some("finalize") if finalize::is_namespaces(&r) => {}
+            Some("approval") if approval::is_csr(&r) => {}
             Some(_) => return Err(ApiError::NoSuchResource),
         }
         let watch = p.is_watch(&req.query);
         match (&req.method, p.name.as_deref(), sub) {
+            (&Method::PUT | &Method::PATCH, Some(name), Some("approval")) => {
+                approval::update(self, &r, &req, name).await
+            }
             (&Method::GET, None, _) if watch => watch::serve(self, &r, &req).await,
             (&Method::GET, Some(name), _) if watch => {
                 let mut req = req.clone();
@@ -368,7 +382,10 @@ pub async fn bootstrap(api: &Arc<Api>) -> Result<()> {
     crd::load_all(api).await?;
     // Like upstream, every resource's watch cache runs from start-up, so a watch from
     // any resourceVersion a client has read since finds its events in the history.
-    let resources: Vec<_> = api.registry.snapshot().resources().cloned().collect();
+    let resources: Vec<_> = (api.registry.snapshot().resources())
+        .filter(|r| r.stored)
+        .cloned()
+        .collect();
     futures::future::try_join_all(resources.iter().map(|r| api.cache(r))).await?;
     kubernetes_service(api).await
 }

@@ -42,6 +42,9 @@ pub struct Resource {
     /// Whether objects carry a spec whose changes bump `metadata.generation`.
     pub has_spec: bool,
     pub builtin: bool,
+    /// Whether objects are stored: false for the review kinds (TokenReview,
+    /// SubjectAccessReview...), answered at once by `api::reviews` and create-only.
+    pub stored: bool,
 }
 
 /// A version's schema: parsed from a user CRD, or a built-in's JSON text compiled into
@@ -97,6 +100,13 @@ impl Resource {
     }
 
     pub fn verbs(&self) -> Vec<&'static str> {
+        if !self.stored {
+            return vec!["create"];
+        }
+        if self.group.is_empty() && self.plural == "componentstatuses" {
+            // Computed on every read (`api::componentstatus`), as upstream.
+            return vec!["get", "list"];
+        }
         vec![
             "create",
             "delete",
@@ -192,9 +202,82 @@ pub fn resources_from_crd(crd: &Value, builtin: bool) -> Result<Vec<Resource>, C
                 || props.is_some_and(|p| p.get("spec").is_some())
                 || v.get("x-kybern-schema-has-spec").and_then(Value::as_bool) == Some(true),
             builtin,
+            stored: true,
         });
     }
     Ok(out)
+}
+
+/// The review kinds: (group, version, kind, plural, namespaced). Served create-only and
+/// never stored, as upstream's authentication and authorization groups.
+pub const REVIEWS: &[(&str, &str, &str, &str, bool)] = &[
+    (
+        "authentication.k8s.io",
+        "v1",
+        "SelfSubjectReview",
+        "selfsubjectreviews",
+        false,
+    ),
+    (
+        "authentication.k8s.io",
+        "v1",
+        "TokenReview",
+        "tokenreviews",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "LocalSubjectAccessReview",
+        "localsubjectaccessreviews",
+        true,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectAccessReview",
+        "selfsubjectaccessreviews",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "SelfSubjectRulesReview",
+        "selfsubjectrulesreviews",
+        false,
+    ),
+    (
+        "authorization.k8s.io",
+        "v1",
+        "SubjectAccessReview",
+        "subjectaccessreviews",
+        false,
+    ),
+];
+
+/// The served, never stored resource of one [`REVIEWS`] entry.
+fn review(
+    &(group, version, kind, plural, namespaced): &(&str, &str, &str, &str, bool),
+) -> Resource {
+    Resource {
+        group: group.into(),
+        version: version.into(),
+        kind: kind.into(),
+        list_kind: format!("{kind}List"),
+        plural: plural.into(),
+        singular: kind.to_lowercase(),
+        short_names: Vec::new(),
+        categories: Vec::new(),
+        namespaced,
+        status: false,
+        scale: None,
+        storage_version: version.into(),
+        printer_columns: None,
+        schema: Schema::None,
+        has_spec: true,
+        builtin: true,
+        stored: false,
+    }
 }
 
 /// An immutable view of every served resource.
@@ -290,6 +373,9 @@ impl Registry {
                 }
             }
             registry.insert(resources);
+        }
+        for r in REVIEWS {
+            registry.insert(vec![review(r)]);
         }
         Ok(registry)
     }

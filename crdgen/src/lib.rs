@@ -11,12 +11,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use k8s_openapi::api::{
-    apps::v1 as apps, autoscaling::v1 as autoscaling1, autoscaling::v2 as autoscaling2,
-    batch::v1 as batch, coordination::v1 as coordination, core::v1 as core,
-    discovery::v1 as discovery, networking::v1 as networking, policy::v1 as policy,
-    rbac::v1 as rbac, scheduling::v1 as scheduling, storage::v1 as storage,
+    admissionregistration::v1 as admissionregistration, apps::v1 as apps,
+    autoscaling::v1 as autoscaling1, autoscaling::v2 as autoscaling2, batch::v1 as batch,
+    certificates::v1 as certificates, coordination::v1 as coordination, core::v1 as core,
+    discovery::v1 as discovery, events::v1 as events, flowcontrol::v1 as flowcontrol,
+    networking::v1 as networking, node::v1 as node, policy::v1 as policy, rbac::v1 as rbac,
+    scheduling::v1 as scheduling, storage::v1 as storage,
 };
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1 as apiextensions;
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1 as apiregistration;
 use k8s_openapi::{ClusterResourceScope, NamespaceResourceScope, Resource};
 use schemars::JsonSchema;
 use serde_json::{json, Map, Value};
@@ -237,6 +240,7 @@ impl Crd {
 /// Every built-in kind, one entry per CRD.
 pub fn all_crds() -> anyhow::Result<Vec<Crd>> {
     const ALL: &[&str] = &["all"];
+    const API_EXT: &[&str] = &["api-extensions"];
     let crds = vec![
         // core/v1
         Crd::of::<core::ComponentStatus>()?.short(&["cs"]),
@@ -258,6 +262,14 @@ pub fn all_crds() -> anyhow::Result<Vec<Crd>> {
         Crd::of::<core::Secret>()?,
         Crd::of::<core::Service>()?.short(&["svc"]).categories(ALL),
         Crd::of::<core::ServiceAccount>()?.short(&["sa"]),
+        // admissionregistration.k8s.io/v1 (stored; calling webhooks and evaluating
+        // policies is admission's business)
+        Crd::of::<admissionregistration::MutatingWebhookConfiguration>()?.categories(API_EXT),
+        Crd::of::<admissionregistration::ValidatingAdmissionPolicy>()?.categories(API_EXT),
+        Crd::of::<admissionregistration::ValidatingAdmissionPolicyBinding>()?.categories(API_EXT),
+        Crd::of::<admissionregistration::ValidatingWebhookConfiguration>()?.categories(API_EXT),
+        // apiregistration.k8s.io/v1
+        Crd::of::<apiregistration::APIService>()?.categories(API_EXT),
         // apps/v1
         Crd::of::<apps::ControllerRevision>()?,
         Crd::of::<apps::DaemonSet>()?.short(&["ds"]).categories(ALL),
@@ -281,16 +293,25 @@ pub fn all_crds() -> anyhow::Result<Vec<Crd>> {
         // batch/v1
         Crd::of::<batch::CronJob>()?.short(&["cj"]).categories(ALL),
         Crd::of::<batch::Job>()?.categories(ALL),
+        // certificates.k8s.io/v1 (the /approval subresource is the apiserver's)
+        Crd::of::<certificates::CertificateSigningRequest>()?.short(&["csr"]),
         // coordination.k8s.io/v1
         Crd::of::<coordination::Lease>()?,
         // discovery.k8s.io/v1
         Crd::of::<discovery::EndpointSlice>()?,
+        // events.k8s.io/v1
+        Crd::of::<events::Event>()?.short(&["ev"]),
+        // flowcontrol.apiserver.k8s.io/v1
+        Crd::of::<flowcontrol::FlowSchema>()?,
+        Crd::of::<flowcontrol::PriorityLevelConfiguration>()?,
         // networking.k8s.io/v1
         Crd::of::<networking::IPAddress>()?.short(&["ip"]),
         Crd::of::<networking::Ingress>()?.short(&["ing"]),
         Crd::of::<networking::IngressClass>()?,
         Crd::of::<networking::NetworkPolicy>()?.short(&["netpol"]),
         Crd::of::<networking::ServiceCIDR>()?,
+        // node.k8s.io/v1
+        Crd::of::<node::RuntimeClass>()?,
         // policy/v1
         Crd::of::<policy::PodDisruptionBudget>()?.short(&["pdb"]),
         // rbac.authorization.k8s.io/v1
@@ -312,6 +333,22 @@ pub fn all_crds() -> anyhow::Result<Vec<Crd>> {
             .categories(&["api-extensions"]),
     ];
     Ok(crds)
+}
+
+/// Kinds the API server answers but never stores (the review endpoints: a create that
+/// returns the object with its status filled). They have no CRD in `crds/`; their
+/// protobuf messages are in `protobuf/` all the same, since `kubectl auth can-i` posts a
+/// SelfSubjectAccessReview in protobuf.
+pub fn review_kinds() -> anyhow::Result<Vec<Crd>> {
+    use k8s_openapi::api::{authentication::v1 as authn, authorization::v1 as authz};
+    Ok(vec![
+        Crd::of::<authn::SelfSubjectReview>()?,
+        Crd::of::<authn::TokenReview>()?,
+        Crd::of::<authz::LocalSubjectAccessReview>()?,
+        Crd::of::<authz::SelfSubjectAccessReview>()?,
+        Crd::of::<authz::SelfSubjectRulesReview>()?,
+        Crd::of::<authz::SubjectAccessReview>()?,
+    ])
 }
 
 /// The README written next to the CRDs.

@@ -87,7 +87,8 @@ fn module_of(group: &str, version: &str) -> String {
 /// `version` is k8s-pb's, recorded in the file.
 pub fn generate_from(src: &Path, version: &str) -> anyhow::Result<Generated> {
     let messages = prost_src::read_messages(src)?;
-    let crds = crate::all_crds()?;
+    let mut crds = crate::all_crds()?;
+    crds.extend(crate::review_kinds()?);
     let mut warnings = Vec::new();
     let mut kinds = Vec::new();
     let mut names = Names::default();

@@ -169,6 +169,10 @@ fn legacy_entries(r: &Resource) -> Vec<Value> {
         out.push(json!({"name": format!("{}/scale", r.plural), "singularName": "", "namespaced": r.namespaced,
             "group": "autoscaling", "version": "v1", "kind": "Scale", "verbs": ["get", "patch", "update"]}));
     }
+    if super::approval::is_csr(r) {
+        out.push(json!({"name": format!("{}/approval", r.plural), "singularName": "", "namespaced": r.namespaced,
+            "kind": r.kind, "verbs": ["get", "patch", "update"]}));
+    }
     if is_serviceaccounts(r) {
         out.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true,
             "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
@@ -229,6 +233,11 @@ fn aggregated_resource(r: &Resource) -> Value {
         v["categories"] = json!(r.categories);
     }
     let mut subs = Vec::new();
+    if super::approval::is_csr(r) {
+        subs.push(json!({"subresource": "approval",
+            "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
+            "verbs": ["get", "patch", "update"]}));
+    }
     if r.scale.is_some() {
         subs.push(json!({"subresource": "scale", "responseKind": scale_kind(), "verbs": ["get", "patch", "update"]}));
     }

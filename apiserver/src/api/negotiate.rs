@@ -18,6 +18,9 @@ pub struct Accept {
     pub aggregated_discovery: Option<String>,
     /// Some media type we can produce (JSON or a wildcard) was offered.
     pub json: bool,
+    /// `application/json;as=PartialObjectMetadata(List);g=meta.k8s.io;v=v1` was offered:
+    /// objects answer as PartialObjectMetadata, lists as PartialObjectMetadataList.
+    pub metadata: bool,
 }
 
 impl Accept {
@@ -59,6 +62,11 @@ impl Accept {
                         accept.aggregated_discovery = Some(v.to_string());
                     }
                 }
+                (
+                    Some("PartialObjectMetadata" | "PartialObjectMetadataList"),
+                    Some("meta.k8s.io"),
+                    Some("v1" | "v1beta1"),
+                ) if json_like => accept.metadata = true,
                 (None, _, _) if json_like || media == "application/yaml" => accept.json = true,
                 _ => {}
             }
@@ -68,12 +76,21 @@ impl Accept {
 
     /// Fails with 406 when nothing we can produce was offered.
     pub fn require_json(&self) -> Result<()> {
-        if self.json || self.table {
+        if self.json || self.table || self.metadata {
             Ok(())
         } else {
             Err(ApiError::NotAcceptable)
         }
     }
+}
+
+/// An object as a `meta.k8s.io/v1` PartialObjectMetadata: its metadata alone.
+pub(super) fn partial_metadata(obj: &Value) -> Value {
+    serde_json::json!({
+        "kind": "PartialObjectMetadata",
+        "apiVersion": "meta.k8s.io/v1",
+        "metadata": obj.get("metadata").cloned().unwrap_or_else(|| serde_json::json!({})),
+    })
 }
 
 /// The media type of a request body, without parameters.
@@ -123,6 +140,19 @@ mod tests {
     fn aggregated_discovery_prefers_v2() {
         let a = Accept::parse("application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,application/json");
         assert_eq!(a.aggregated_discovery.as_deref(), Some("v2"));
+    }
+
+    #[test]
+    fn metadata_only_requests_are_recognized_alone_or_after_protobuf() {
+        let cases = [
+            ("kube-rs list", "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1"),
+            ("kube-rs get", "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1"),
+            ("controller-runtime", "application/vnd.kubernetes.protobuf;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json"),
+        ];
+        for (name, header) in cases {
+            let a = Accept::parse(header);
+            assert!(a.metadata && a.require_json().is_ok(), "{name}: {a:?}");
+        }
     }
 
     #[test]

@@ -36,6 +36,10 @@ pub(super) fn schema_name(r: &Resource) -> String {
                 "io.k8s.apiextensions-apiserver.pkg.apis.apiextensions.{}.{}",
                 r.version, r.kind
             ),
+            "apiregistration.k8s.io" => format!(
+                "io.k8s.kube-aggregator.pkg.apis.apiregistration.{}.{}",
+                r.version, r.kind
+            ),
             g => format!(
                 "io.k8s.api.{}.{}.{}",
                 g.split('.')
@@ -87,6 +91,14 @@ fn document(snap: &Snapshot, group: &str, version: &str) -> Value {
             format!("{base}/{}", r.plural)
         };
         let write = ["dryRun", "fieldManager", "fieldValidation"];
+        if !r.stored {
+            // A review kind: create only.
+            paths.insert(
+                collection,
+                json!({"post": operation(r, "post", &write, &schema_ref)}),
+            );
+            continue;
+        }
         let patch = ["dryRun", "fieldManager", "fieldValidation", "force"];
         paths.insert(collection.clone(), json!({
             "get": operation(r, "list", &["labelSelector", "fieldSelector", "limit", "continue", "resourceVersion", "watch"], &schema_ref),

@@ -206,6 +206,22 @@ pub enum Verdict {
 
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, attributes: &Attributes) -> Verdict;
+
+    /// What `user` may do in `namespace`, as upstream's `RuleResolver` lists it for a
+    /// SelfSubjectRulesReview; `None` when this authorizer cannot list its rules.
+    fn rules(&self, _user: &UserInfo, _namespace: &str) -> Option<Rules> {
+        None
+    }
+}
+
+/// The rules a SelfSubjectRulesReview reports (authorization.k8s.io/v1 ResourceRule
+/// and NonResourceRule objects).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Rules {
+    pub resource_rules: Vec<Value>,
+    pub non_resource_rules: Vec<Value>,
+    /// An authorizer could not list its rules, so there may be more.
+    pub incomplete: bool,
 }
 
 /// Allows every authenticated request: kybern's behaviour until RBAC lands.
@@ -214,6 +230,19 @@ pub struct AlwaysAllow;
 impl Authorizer for AlwaysAllow {
     fn authorize(&self, _: &Attributes) -> Verdict {
         Verdict::Allow
+    }
+
+    /// Everything, as upstream's always-allow authorizer answers.
+    fn rules(&self, _: &UserInfo, _: &str) -> Option<Rules> {
+        Some(Rules {
+            resource_rules: vec![serde_json::json!(
+                {"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]}
+            )],
+            non_resource_rules: vec![serde_json::json!(
+                {"verbs": ["*"], "nonResourceURLs": ["*"]}
+            )],
+            incomplete: false,
+        })
     }
 }
 
@@ -301,14 +330,38 @@ impl Pipeline {
 
     /// The first authorizer with an opinion decides; with none, the request is denied.
     pub fn authorize(&self, attributes: &Attributes) -> Result<()> {
+        match self.decide(attributes) {
+            Verdict::Allow => Ok(()),
+            Verdict::Deny(reason) => Err(attributes.forbidden(&reason)),
+            Verdict::NoOpinion => Err(attributes.forbidden("")),
+        }
+    }
+
+    /// The verdict of the first authorizer with an opinion (what the access reviews
+    /// report).
+    pub fn decide(&self, attributes: &Attributes) -> Verdict {
+        self.authorizers
+            .iter()
+            .map(|a| a.authorize(attributes))
+            .find(|v| *v != Verdict::NoOpinion)
+            .unwrap_or(Verdict::NoOpinion)
+    }
+
+    /// Every authorizer's rules for `user` in `namespace`, incomplete when one cannot
+    /// list them (upstream's union of rule resolvers).
+    pub fn rules(&self, user: &UserInfo, namespace: &str) -> Rules {
+        let mut all = Rules::default();
         for a in &self.authorizers {
-            match a.authorize(attributes) {
-                Verdict::Allow => return Ok(()),
-                Verdict::Deny(reason) => return Err(attributes.forbidden(&reason)),
-                Verdict::NoOpinion => {}
+            match a.rules(user, namespace) {
+                Some(r) => {
+                    all.resource_rules.extend(r.resource_rules);
+                    all.non_resource_rules.extend(r.non_resource_rules);
+                    all.incomplete |= r.incomplete;
+                }
+                None => all.incomplete = true,
             }
         }
-        Err(attributes.forbidden(""))
+        all
     }
 
     pub async fn admit(

@@ -87,6 +87,12 @@ pub(super) fn object_response(
         return Ok(json_response(code, &t));
     }
     req.accept.require_json()?;
+    if req.accept.metadata {
+        return Ok(json_response(
+            code,
+            &super::negotiate::partial_metadata(obj),
+        ));
+    }
     Ok(json_response(code, obj))
 }
 
@@ -353,6 +359,14 @@ pub(super) async fn list(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Resu
     let mut metadata = json!({"resourceVersion": rv});
     if let Some(c) = &page.continue_token {
         metadata["continue"] = json!(c);
+    }
+    if req.accept.metadata {
+        let items = (page.items.iter())
+            .map(|i| i.object().map(|o| super::negotiate::partial_metadata(&o)))
+            .collect::<Result<Vec<_>>>()?;
+        let list = json!({"kind": "PartialObjectMetadataList", "apiVersion": "meta.k8s.io/v1",
+            "metadata": metadata, "items": items});
+        return Ok(json_response(StatusCode::OK, &list));
     }
     let mut buf = Vec::with_capacity(256 + page.items.len() * 1024);
     buf.extend_from_slice(b"{\"kind\":");

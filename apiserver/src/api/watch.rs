@@ -38,6 +38,8 @@ struct Encoder {
     printer: Option<TablePrinter>,
     include: IncludeObject,
     sent_columns: bool,
+    /// Objects as PartialObjectMetadata (a metadata-only watch).
+    metadata: bool,
 }
 
 impl Encoder {
@@ -64,6 +66,9 @@ impl Encoder {
                 self.sent_columns = true;
                 out.put_slice(&serde_json::to_vec(&t).unwrap_or_default());
             }
+            (None, _) if self.metadata => out.put_slice(
+                &serde_json::to_vec(&super::negotiate::partial_metadata(obj)).unwrap_or_default(),
+            ),
             (None, Some(json)) if converted.is_none() => out.put_slice(json),
             (None, _) => out.put_slice(&serde_json::to_vec(obj).unwrap_or_default()),
         }
@@ -94,7 +99,15 @@ impl Encoder {
         if initial_events_end {
             metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
         }
-        let obj = json!({"kind": self.resource.kind, "apiVersion": self.resource.api_version(), "metadata": metadata});
+        let (kind, api_version) = if self.metadata {
+            (
+                "PartialObjectMetadata".to_string(),
+                "meta.k8s.io/v1".to_string(),
+            )
+        } else {
+            (self.resource.kind.clone(), self.resource.api_version())
+        };
+        let obj = json!({"kind": kind, "apiVersion": api_version, "metadata": metadata});
         Bytes::from(format!("{{\"type\":\"BOOKMARK\",\"object\":{obj}}}\n"))
     }
 }
@@ -169,6 +182,7 @@ pub(super) async fn serve(
             .then(|| TablePrinter::new(&r.group, &r.plural, r.printer_columns.as_ref())),
         include: include_object(req),
         sent_columns: false,
+        metadata: req.accept.metadata && !req.accept.table,
     };
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     match cache.subscribe(&enc.prefix.clone(), after) {

@@ -38,6 +38,15 @@ pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, Ce
             ],
             endpoints_cells,
         ),
+        "componentstatuses" => (
+            vec![
+                name_col(),
+                c("Status", "string", "Status of the component conditions"),
+                c("Message", "string", "Message of the component conditions"),
+                c("Error", "string", "Error of the component conditions"),
+            ],
+            componentstatus_cells,
+        ),
         "configmaps" => (
             vec![
                 name_col(),
@@ -288,6 +297,22 @@ fn obj_len(v: &Value, key: &str) -> i64 {
     get(v, &[key])
         .and_then(Value::as_object)
         .map_or(0, |m| m.len() as i64)
+}
+
+/// Upstream's: the Healthy condition's status, message and error.
+fn componentstatus_cells(cs: &Value, _now: i64) -> Vec<Value> {
+    let healthy = cs["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "Healthy");
+    let text = |k: &str| json!(healthy.and_then(|c| c[k].as_str()).unwrap_or(""));
+    let status = match healthy.and_then(|c| c["status"].as_str()) {
+        Some("True") => "Healthy",
+        Some(_) => "Unhealthy",
+        None => "Unknown",
+    };
+    vec![name(cs), json!(status), text("message"), text("error")]
 }
 
 fn configmap_cells(cm: &Value, now: i64) -> Vec<Value> {

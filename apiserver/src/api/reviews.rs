@@ -1,0 +1,371 @@
+//! The review endpoints of `authentication.k8s.io/v1` (TokenReview, SelfSubjectReview)
+//! and `authorization.k8s.io/v1` (SubjectAccessReview, SelfSubjectAccessReview,
+//! LocalSubjectAccessReview, SelfSubjectRulesReview): create-only, never stored,
+//! answered at once with the posted object and its status filled, as upstream's. The
+//! access reviews ask the server's own authorizers ([`super::pipeline::Pipeline`]), so
+//! they answer as the identity is really authorized.
+
+use std::sync::Arc;
+
+use http::{Method, Response, StatusCode};
+use serde_json::{json, Map, Value};
+
+use super::negotiate::decode_object;
+use super::pipeline::{Attributes, ResourceAttributes, UserInfo, Verdict};
+use super::{json_response, token, Api, ApiRequest, Body};
+use crate::registry::Resource;
+use crate::status::{ApiError, Cause, Result, Target};
+
+/// `POST` of a review kind (every other verb is upstream's 405).
+pub(super) async fn serve(
+    api: &Arc<Api>,
+    r: &Resource,
+    req: &ApiRequest,
+) -> Result<Response<Body>> {
+    if req.method != Method::POST || req.path.name.is_some() || req.path.subresource.is_some() {
+        return Err(ApiError::MethodNotAllowed);
+    }
+    req.accept.require_json()?;
+    let mut obj = decode_object(&req.content_type, &req.body)?;
+    let expected = r.api_version();
+    match (obj.get("apiVersion"), obj.get("kind")) {
+        (Some(v), Some(k)) if v == expected.as_str() && k == r.kind.as_str() => {}
+        (None, None) => {}
+        (v, k) => {
+            return Err(ApiError::BadRequest(format!(
+                "the API version in the data ({}) does not match the expected API version ({expected}) or kind ({}) of {}",
+                v.and_then(Value::as_str).unwrap_or(""),
+                k.and_then(Value::as_str).unwrap_or(""),
+                r.kind
+            )))
+        }
+    }
+    obj["apiVersion"] = json!(expected);
+    obj["kind"] = json!(r.kind);
+    let meta = obj
+        .as_object_mut()
+        .expect("decode_object returns objects")
+        .entry("metadata")
+        .or_insert_with(|| json!({}));
+    if !meta.is_object() {
+        *meta = json!({});
+    }
+    // Nothing is stored: the answer has no creation time, as upstream's (Go's zero time).
+    meta.as_object_mut()
+        .expect("metadata is an object")
+        .entry("creationTimestamp")
+        .or_insert(Value::Null);
+    let status = match r.kind.as_str() {
+        "SelfSubjectReview" => json!({"userInfo": user_info(&req.user)}),
+        "TokenReview" => token_review(api, &obj)?,
+        "SubjectAccessReview" => {
+            let spec = spec_of(r, &obj)?;
+            access(api, r, &spec, subject(r, &spec)?)?
+        }
+        "SelfSubjectAccessReview" => access(api, r, &spec_of(r, &obj)?, req.user.clone())?,
+        "LocalSubjectAccessReview" => {
+            local_namespace(r, req, &mut obj)?;
+            let spec = spec_of(r, &obj)?;
+            access(api, r, &spec, subject(r, &spec)?)?
+        }
+        "SelfSubjectRulesReview" => rules(api, r, &obj, &req.user)?,
+        _ => return Err(ApiError::MethodNotAllowed),
+    };
+    obj["status"] = status;
+    Ok(json_response(StatusCode::CREATED, &obj))
+}
+
+/// upstream's `user.Info` in JSON (UserInfo of authentication.k8s.io).
+fn user_info(user: &UserInfo) -> Value {
+    let mut v = json!({"username": user.name, "groups": user.groups});
+    if !user.uid.is_empty() {
+        v["uid"] = json!(user.uid);
+    }
+    v
+}
+
+fn invalid(r: &Resource, causes: Vec<Cause>) -> ApiError {
+    ApiError::Invalid {
+        target: Target::new(&r.group, &r.plural, ""),
+        kind: format!("{}.{}", r.kind, r.group),
+        causes,
+    }
+}
+
+/// TokenReview: the token checked as the server checks service-account tokens (our
+/// signature and issuer, an audience asked for or ours, within its lifetime, and the
+/// objects it is bound to still there with the same uid).
+fn token_review(api: &Arc<Api>, obj: &Value) -> Result<Value> {
+    let r_token = obj
+        .pointer("/spec/token")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if r_token.is_empty() {
+        return Err(ApiError::Invalid {
+            target: Target::new("authentication.k8s.io", "tokenreviews", ""),
+            kind: "TokenReview.authentication.k8s.io".into(),
+            causes: vec![Cause::required("spec.token", "")],
+        });
+    }
+    let asked: Vec<String> = obj
+        .pointer("/spec/audiences")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .map(String::from)
+        .collect();
+    let audiences: Vec<&str> = if asked.is_empty() {
+        vec![token::ISSUER]
+    } else {
+        asked.iter().map(String::as_str).collect()
+    };
+    let Some(signer) = api.token_signer.get() else {
+        return Ok(
+            json!({"user": {}, "error": "service account tokens are not enabled on this server"}),
+        );
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    match signer.verify(r_token, &audiences, now) {
+        Ok(sa) => {
+            let mut extra = Map::new();
+            for (claim, prefix) in [("pod", "pod"), ("node", "node")] {
+                if let Some(b) = sa.bound.get(claim) {
+                    if let Some(n) = b["name"].as_str() {
+                        extra.insert(
+                            format!("authentication.kubernetes.io/{prefix}-name"),
+                            json!([n]),
+                        );
+                    }
+                    if let Some(u) = b["uid"].as_str() {
+                        extra.insert(
+                            format!("authentication.kubernetes.io/{prefix}-uid"),
+                            json!([u]),
+                        );
+                    }
+                }
+            }
+            let jti = token_id(r_token);
+            if let Some(jti) = jti {
+                extra.insert(
+                    "authentication.kubernetes.io/credential-id".into(),
+                    json!([format!("JTI={jti}")]),
+                );
+            }
+            let mut groups = sa.groups.clone();
+            groups.push("system:authenticated".into());
+            let mut user = json!({"username": sa.name, "uid": sa.uid, "groups": groups});
+            if !extra.is_empty() {
+                user["extra"] = Value::Object(extra);
+            }
+            let matched: Vec<&str> = audiences
+                .iter()
+                .copied()
+                .filter(|a| token_audiences(r_token).iter().any(|t| t == a))
+                .collect();
+            Ok(json!({"authenticated": true, "user": user, "audiences": matched}))
+        }
+        Err(e) => Ok(json!({"user": {}, "error": format!("[invalid bearer token, {e}]")})),
+    }
+}
+
+/// A JWT's payload claims (already verified by the caller).
+fn claims(jwt: &str) -> Value {
+    use base64::Engine;
+    jwt.split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null)
+}
+
+fn token_id(jwt: &str) -> Option<String> {
+    claims(jwt)["jti"].as_str().map(String::from)
+}
+
+fn token_audiences(jwt: &str) -> Vec<String> {
+    match &claims(jwt)["aud"] {
+        Value::String(a) => vec![a.clone()],
+        Value::Array(a) => a
+            .iter()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The spec, with upstream's validation: exactly one of resourceAttributes and
+/// nonResourceAttributes.
+fn spec_of(r: &Resource, obj: &Value) -> Result<Value> {
+    let spec = obj.get("spec").cloned().unwrap_or(json!({}));
+    let present = |k: &str| spec.get(k).is_some_and(|v| !v.is_null());
+    match (
+        present("resourceAttributes"),
+        present("nonResourceAttributes"),
+    ) {
+        (true, false) | (false, true) => Ok(spec),
+        (both, _) => {
+            let detail = if both {
+                "cannot be specified in combination with resourceAttributes"
+            } else {
+                "exactly one of nonResourceAttributes or resourceAttributes must be specified"
+            };
+            let field = if both {
+                "spec.nonResourceAttributes"
+            } else {
+                "spec.resourceAttributes"
+            };
+            Err(invalid(
+                r,
+                vec![Cause {
+                    reason: "FieldValueInvalid",
+                    field: field.into(),
+                    message: format!("Invalid value: \"null\": {detail}"),
+                }],
+            ))
+        }
+    }
+}
+
+/// The user a (Local)SubjectAccessReview asks about: at least a user or a group.
+fn subject(r: &Resource, spec: &Value) -> Result<UserInfo> {
+    let strings = |k: &str| -> Vec<String> {
+        spec[k]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .map(String::from)
+            .collect()
+    };
+    let name = spec["user"].as_str().unwrap_or("").to_string();
+    let groups = strings("groups");
+    if name.is_empty() && groups.is_empty() {
+        return Err(invalid(
+            r,
+            vec![Cause::invalid(
+                "spec.user",
+                "",
+                "at least one of user or group must be specified",
+            )],
+        ));
+    }
+    Ok(UserInfo {
+        name,
+        uid: spec["uid"].as_str().unwrap_or("").to_string(),
+        groups,
+    })
+}
+
+/// LocalSubjectAccessReview: the object's namespace defaults to the path's and must
+/// equal it, and the attributes' namespace must be the object's (upstream's errors).
+fn local_namespace(r: &Resource, req: &ApiRequest, obj: &mut Value) -> Result<()> {
+    let path_ns = req.namespace().unwrap_or("");
+    if path_ns.is_empty() {
+        return Err(ApiError::BadRequest(
+            "namespace is required on this type: ".into(),
+        ));
+    }
+    let meta = obj["metadata"]
+        .as_object_mut()
+        .expect("metadata was made an object");
+    match meta.get("namespace").and_then(Value::as_str) {
+        None | Some("") => {
+            meta.insert("namespace".into(), json!(path_ns));
+        }
+        Some(ns) if ns == path_ns => {}
+        Some(_) => return Err(ApiError::BadRequest(
+            "the namespace of the provided object does not match the namespace sent on the request"
+                .into(),
+        )),
+    }
+    if let Some(attrs) = obj.pointer("/spec/resourceAttributes") {
+        let ns = attrs["namespace"].as_str().unwrap_or("");
+        if ns != path_ns {
+            return Err(invalid(
+                r,
+                vec![Cause::invalid(
+                    "spec.resourceAttributes.namespace",
+                    ns,
+                    "must match metadata.namespace",
+                )],
+            ));
+        }
+    }
+    if obj.pointer("/spec/nonResourceAttributes").is_some() {
+        return Err(invalid(
+            r,
+            vec![Cause {
+                reason: "FieldValueInvalid",
+                field: "spec.nonResourceAttributes".into(),
+                message: "Invalid value: \"null\": disallowed on this kind of request".into(),
+            }],
+        ));
+    }
+    Ok(())
+}
+
+/// The attributes a review spec describes, asked of the server's authorizers in order
+/// (the first with an opinion decides, as for requests).
+fn access(api: &Arc<Api>, _r: &Resource, spec: &Value, user: UserInfo) -> Result<Value> {
+    let s = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_string();
+    let opt = |v: &Value, k: &str| Some(s(v, k)).filter(|x| !x.is_empty());
+    let attributes = match spec.get("resourceAttributes").filter(|v| v.is_object()) {
+        Some(ra) => Attributes {
+            user,
+            verb: s(ra, "verb"),
+            resource: Some(ResourceAttributes {
+                group: s(ra, "group"),
+                version: s(ra, "version"),
+                resource: s(ra, "resource"),
+                subresource: opt(ra, "subresource"),
+                namespace: opt(ra, "namespace"),
+                name: opt(ra, "name"),
+            }),
+            path: String::new(),
+        },
+        None => {
+            let nra = &spec["nonResourceAttributes"];
+            Attributes {
+                user,
+                verb: s(nra, "verb"),
+                resource: None,
+                path: s(nra, "path"),
+            }
+        }
+    };
+    Ok(match api.pipeline.decide(&attributes) {
+        Verdict::Allow => json!({"allowed": true}),
+        Verdict::Deny(reason) => {
+            let mut v = json!({"allowed": false, "denied": true});
+            if !reason.is_empty() {
+                v["reason"] = json!(reason);
+            }
+            v
+        }
+        Verdict::NoOpinion => json!({"allowed": false}),
+    })
+}
+
+/// SelfSubjectRulesReview: what the authorizers say the caller may do in
+/// `spec.namespace`; `incomplete` when one of them cannot list its rules.
+fn rules(api: &Arc<Api>, r: &Resource, obj: &Value, user: &UserInfo) -> Result<Value> {
+    let namespace = obj.pointer("/spec/namespace").and_then(Value::as_str);
+    if namespace.is_none_or(str::is_empty) {
+        return Err(invalid(r, vec![Cause::required("spec.namespace", "")]));
+    }
+    let rules = api.pipeline.rules(user, namespace.unwrap_or(""));
+    Ok(json!({
+        "resourceRules": rules.resource_rules,
+        "nonResourceRules": rules.non_resource_rules,
+        "incomplete": rules.incomplete,
+    }))
+}
