@@ -1,5 +1,6 @@
 //! The `kybern` command: one binary, each role a subcommand.
 
+mod images;
 mod node_agent;
 
 use std::net::SocketAddr;
@@ -32,6 +33,11 @@ enum Command {
     /// Run the node agent: register this host as a node and run its pods on containerd
     /// (or, with `--simulate N`, N simulated nodes for scale tests).
     Agent(AgentArgs),
+    /// Images on the node: `kybern images import TAR...` while the node runs.
+    Images {
+        #[command(subcommand)]
+        command: images::ImagesCommand,
+    },
 }
 
 #[derive(Args)]
@@ -45,6 +51,10 @@ struct AgentArgs {
     reset: bool,
     #[command(flatten)]
     node: node_agent::NodeArgs,
+    /// The data dir of the `kybern up` this agent belongs to: its agent dir is
+    /// <data-dir>/agent unless --agent-dir says otherwise.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
     /// The kubeconfig to reach the apiserver with.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -88,6 +98,10 @@ struct UpArgs {
     common: CommonArgs,
     #[command(flatten)]
     node: node_agent::NodeArgs,
+    /// On Ctrl-C or SIGTERM, leave the pods' containers and the private containerd
+    /// running (by default they are stopped, as `kybern agent --reset` does).
+    #[arg(long)]
+    keep_containers: bool,
 }
 
 #[derive(Args)]
@@ -188,7 +202,7 @@ fn main() -> anyhow::Result<()> {
     let daemon = match &cli.command {
         Command::Server(_) | Command::Up(_) | Command::Agent(_) => true,
         Command::Controller(args) => !args.list,
-        Command::Bench(_) => false,
+        Command::Bench(_) | Command::Images { .. } => false,
     };
     if daemon {
         tune_allocator();
@@ -210,16 +224,21 @@ fn main() -> anyhow::Result<()> {
                 let mut node = args.node;
                 node.agent_dir
                     .get_or_insert_with(|| args.data_dir.join("agent"));
+                let up = UpNode {
+                    node,
+                    keep_containers: args.keep_containers,
+                };
                 on_runtime_thread(serve(
                     args.common.config(args.data_dir),
                     scheduler,
-                    Some(node),
+                    Some(up),
                 ))
                 .await
             }
             Command::Controller(args) => controller(args).await,
             Command::Bench(args) => kybern_bench::run(args).await,
             Command::Agent(args) => agent(args).await,
+            Command::Images { command } => images::run(command).await,
         }
     })
 }
@@ -274,36 +293,65 @@ fn load_scheduler_config(
     .transpose()
 }
 
+/// The node of `kybern up`, and what becomes of its containers when it stops.
+struct UpNode {
+    node: node_agent::NodeArgs,
+    keep_containers: bool,
+}
+
+/// Ctrl-C (SIGINT) or SIGTERM, whichever comes first.
+async fn stop_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
+}
+
 /// The API server and the control loops; with `agent` (from `kybern up`), also the node
-/// agent for this host unless `--disable agent`.
+/// agent for this host unless `--disable agent`, whose containers and private containerd
+/// are stopped when a signal ends the process (unless `--keep-containers`).
 async fn serve(
     config: Config,
     scheduler: Option<PathBuf>,
-    agent: Option<node_agent::NodeArgs>,
+    agent: Option<UpNode>,
 ) -> anyhow::Result<()> {
     let up = agent.is_some();
     let agent = agent.filter(|_| !config.disable.iter().any(|d| d == "agent"));
+    let reset_on_stop = agent.as_ref().map(|a| (a.node.clone(), a.keep_containers));
+    let agent = agent.map(|a| a.node);
     let scheduler = load_scheduler_config(scheduler.as_deref())?;
     let disable = config.disable.clone();
+    // `kybern up` is its own node: claims' local-path volumes live under its data dir.
+    let storage = match up {
+        true => Some(controllers::localpath::Config {
+            base_path: std::path::absolute(config.data_dir.join("storage"))?
+                .display()
+                .to_string(),
+        }),
+        false => None,
+    };
     let server = server::start(config).await?;
     wait_ready(&server).await?;
     // The loops reach the server as any client would: over HTTPS with admin.kubeconfig.
     let ctx = controllers::runtime::context_from_kubeconfig(&server.kubeconfig)
         .await?
-        .with_setting(scheduler);
+        .with_setting(scheduler)
+        .with_setting(storage);
     tokio::spawn(async move {
         if let Err(e) = controllers::runtime::run_with(&loops(), &[], ctx, &disable).await {
             tracing::error!(error = format!("{e:#}"), "control loops stopped");
         }
     });
+    let mut agent_task = None;
     if let Some(node) = agent {
         let client = client_from(&server.kubeconfig).await?;
-        tokio::spawn(async move {
+        agent_task = Some(tokio::spawn(async move {
             if let Err(e) = node_agent::run(client, node).await {
                 tracing::error!(error = format!("{e:#}"), "the node agent stopped");
                 eprintln!("error: the node agent stopped: {e:#}");
             }
-        });
+        }));
     }
     println!("ready {}", server.url);
     if up {
@@ -314,7 +362,29 @@ async fn serve(
     }
     tokio::select! {
         r = server.wait() => r,
-        _ = tokio::signal::ctrl_c() => Ok(()),
+        r = stop_signal() => {
+            r?;
+            // The agent goes first, so no pod worker restarts what the reset stops (the
+            // workers end when the agent that feeds them is gone).
+            if let Some(task) = agent_task {
+                task.abort();
+                let _ = task.await;
+            }
+            match reset_on_stop {
+                Some((node, false)) => {
+                    eprintln!("stopping: removing this node's containers and stopping its containerd (--keep-containers leaves them running)");
+                    node_agent::reset(node).await
+                }
+                Some((node, true)) => {
+                    eprintln!(
+                        "stopping: the pods' containers and containerd keep running (--keep-containers); `kybern agent --reset --agent-dir {}` stops them",
+                        node.dir().display()
+                    );
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        }
     }
 }
 
@@ -325,7 +395,12 @@ async fn client_from(path: &std::path::Path) -> anyhow::Result<kube::Client> {
     Ok(kube::Client::try_from(config)?)
 }
 
-async fn agent(args: AgentArgs) -> anyhow::Result<()> {
+async fn agent(mut args: AgentArgs) -> anyhow::Result<()> {
+    if let Some(data_dir) = &args.data_dir {
+        args.node
+            .agent_dir
+            .get_or_insert_with(|| data_dir.join("agent"));
+    }
     if args.reset {
         return node_agent::reset(args.node).await;
     }

@@ -171,7 +171,13 @@ pub(crate) async fn run(client: kube::Client, args: NodeArgs) -> anyhow::Result<
         config.node_name, config.node_ip
     );
     let runtime: Arc<dyn Runtime> = Arc::new(runtime);
-    agent::kubelet::run(client, config, runtime, network(&args)).await?;
+    let folder = tokio::spawn(crate::images::watch_folder(
+        runtime.clone(),
+        args.dir().join("images"),
+    ));
+    let result = agent::kubelet::run(client, config, runtime, network(&args)).await;
+    folder.abort();
+    result?;
     Ok(())
 }
 

@@ -20,6 +20,7 @@ use kube::Client;
 use serde_json::json;
 
 pub mod eviction;
+pub mod extended;
 
 pub use eviction::Eviction;
 
@@ -470,20 +471,21 @@ pub async fn report(
     if let Some(conditions) = new.conditions.as_mut() {
         keep_transitions(conditions, previous.and_then(|p| p.conditions.as_ref()));
     }
-    if !force && !changed(previous, &new) {
+    let gone = extended::keep(&mut new, previous);
+    if !force && gone.is_empty() && !changed(previous, &new) {
         return Ok(false);
     }
+    let mut patch = json!({ "status": new });
+    for name in gone {
+        patch["status"]["allocatable"][name] = serde_json::Value::Null;
+    }
     let api: Api<Node> = Api::all(client.clone());
-    api.patch_status(
-        &config.name,
-        &params(),
-        &Patch::Merge(&json!({ "status": new })),
-    )
-    .await
-    .map_err(api_err(format!(
-        "reporting the status of node {}",
-        config.name
-    )))?;
+    api.patch_status(&config.name, &params(), &Patch::Merge(&patch))
+        .await
+        .map_err(api_err(format!(
+            "reporting the status of node {}",
+            config.name
+        )))?;
     Ok(true)
 }
 

@@ -26,6 +26,7 @@ use crate::runtime::{ContainerSummary, Runtime};
 use crate::volumes::VolumeHost;
 
 pub mod actions;
+pub mod admission;
 pub mod backoff;
 pub mod config;
 mod containers;
@@ -219,9 +220,10 @@ fn apply(
         });
         return;
     }
-    let (tx, rx) = watch::channel(Some(pod));
     let adopt = adoptable.remove(&uid).unwrap_or_default();
-    let task = tokio::spawn(worker::run(ctx.clone(), uid.clone(), rx, adopt));
+    let refused = refusal(ctx, workers, &pod, adopt.is_empty());
+    let (tx, rx) = watch::channel(Some(pod));
+    let task = tokio::spawn(worker::run(ctx.clone(), uid.clone(), rx, adopt, refused));
     workers.insert(uid, Entry { pod: tx, task });
 }
 
@@ -230,6 +232,42 @@ fn apply(
 /// only its status did: above all not on the echo of the worker's own status write, which
 /// would run the next pass at once and, for one, replace a just reported ErrImagePull with
 /// ImagePullBackOff before any client could see it.
+/// Whether a pod new to this node must not run: one the node failed before (refused, or
+/// past its deadline, with no container left to adopt) stays Failed as it is, and a new one
+/// is admitted against the active pods of the other workers (the refusal's event is sent
+/// here, once).
+fn refusal(
+    ctx: &Arc<PodContext>,
+    workers: &HashMap<String, Entry>,
+    pod: &Arc<Pod>,
+    nothing_to_adopt: bool,
+) -> Option<admission::Verdict> {
+    let status = pod.status.as_ref();
+    if status.and_then(|s| s.phase.as_deref()) == Some("Failed") && nothing_to_adopt {
+        if let Some(reason) = status.and_then(|s| s.reason.clone()) {
+            let message = status.and_then(|s| s.message.clone()).unwrap_or_default();
+            return Some(admission::Verdict { reason, message });
+        }
+    }
+    if !admission::is_active(pod) {
+        return None;
+    }
+    let others: Vec<Arc<Pod>> = workers
+        .values()
+        .filter_map(|e| e.pod.borrow().clone())
+        .collect();
+    let (reason, message) = admission::admit(pod, others.iter().map(|p| p.as_ref()))?;
+    tracing::info!(pod = %pod.name_any(), %reason, %message, "pod refused at admission");
+    let (ctx, event_pod) = (ctx.clone(), pod.clone());
+    let verdict = admission::Verdict::rejected(&reason, &message);
+    tokio::spawn(async move {
+        ctx.sink
+            .event(&event_pod, None, "Warning", &reason, &message)
+            .await;
+    });
+    Some(verdict)
+}
+
 fn differs_for_the_worker(old: &Pod, new: &Pod) -> bool {
     let (a, b) = (&old.metadata, &new.metadata);
     old.spec != new.spec

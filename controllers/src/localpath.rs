@@ -90,9 +90,13 @@ pub struct State {
     pub classes: Store<StorageClass>,
 }
 
-/// The loop entry for [`crate::loops`], with the default [`Config`].
+/// The loop entry for [`crate::loops`], with the [`Config`] among the context's settings
+/// (`kybern up` keeps volumes under its data dir), else the default.
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
-    Box::pin(async move { run_with(&ctx.informers, Config::default()).await })
+    Box::pin(async move {
+        let config = ctx.settings.get::<Config>().cloned().unwrap_or_default();
+        run_with(&ctx.informers, config).await
+    })
 }
 
 /// Ensures the default class, then runs the claim and volume reconcilers until their

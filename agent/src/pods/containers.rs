@@ -135,7 +135,15 @@ fn pod_mounts(ctx: &PodContext, uid: &str, spec: &Container, id: &str) -> Vec<Mo
     if let Some(parent) = log.parent() {
         let _ = std::fs::create_dir_all(parent);
     }
-    if std::fs::write(&log, b"").is_ok() && !path.is_empty() {
+    // World-writable (0666, as the kubelet makes it), so a container running as any user
+    // can leave its message; the umask would otherwise make it 0644 and root's alone.
+    let created = std::fs::write(&log, b"").and_then(|()| {
+        std::fs::set_permissions(&log, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+    });
+    if let Err(e) = &created {
+        tracing::warn!(error = %e, path = %log.display(), "creating the termination log");
+    }
+    if created.is_ok() && !path.is_empty() {
         mounts.push(Mount {
             destination: path,
             source: log,

@@ -113,6 +113,15 @@ impl Record {
             ..Default::default()
         }
     }
+
+    /// An init container's status: as the kubelet's prober manager decides it, one
+    /// that exited 0 is ready (its work is done), whatever its probes said while it ran.
+    pub fn to_init_status(&self) -> ContainerStatus {
+        ContainerStatus {
+            ready: self.ready || self.succeeded(),
+            ..self.to_status()
+        }
+    }
 }
 
 fn api_state(state: &State) -> ContainerState {
@@ -356,9 +365,37 @@ pub fn pod_status(
         start_time: Some(start_time.clone()),
         qos_class: old.qos_class.clone(),
         init_container_statuses: (!init.is_empty())
-            .then(|| init.iter().map(Record::to_status).collect()),
+            .then(|| init.iter().map(Record::to_init_status).collect()),
         container_statuses: Some(app.iter().map(Record::to_status).collect()),
         nominated_node_name: old.nominated_node_name.clone(),
+        ..Default::default()
+    }
+}
+
+/// The status of a pod the node refused at admission, as the kubelet's `rejectPod` sets
+/// it: Failed with the reason and message, its QoS class, and only the conditions others own
+/// (PodScheduled); no container ever ran, so there are no container statuses.
+pub fn refused_status(pod: &Pod, reason: &str, message: &str) -> PodStatus {
+    const OURS: [&str; 4] = [
+        "PodReadyToStartContainers",
+        "Initialized",
+        "ContainersReady",
+        "Ready",
+    ];
+    let old = pod.status.clone().unwrap_or_default();
+    let conditions: Vec<PodCondition> = old
+        .conditions
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|c| !OURS.contains(&c.type_.as_str()))
+        .collect();
+    PodStatus {
+        phase: Some("Failed".into()),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        qos_class: old.qos_class,
+        conditions: (!conditions.is_empty()).then_some(conditions),
+        nominated_node_name: old.nominated_node_name,
         ..Default::default()
     }
 }
@@ -566,6 +603,32 @@ mod tests {
         );
         let ready = c.iter().find(|x| x.0 == "Ready").unwrap();
         assert_eq!((ready.1, ready.2.as_deref()), (false, Some("PodCompleted")));
+    }
+
+    #[test]
+    fn an_init_container_that_exited_0_is_ready_and_a_failed_or_running_one_is_not() {
+        let pod = Pod::default();
+        let init = vec![
+            rec("done", exited(0), false),
+            rec("failed", exited(1), false),
+            rec("running", running(), false),
+        ];
+        let now = Time(k8s_openapi::jiff::Timestamp::UNIX_EPOCH);
+        let s = pod_status(&pod, true, &init, &[], false, "", None, &now, &now);
+        let ready: Vec<(String, bool)> = s
+            .init_container_statuses
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.name, c.ready))
+            .collect();
+        assert_eq!(
+            ready,
+            [
+                ("done".to_string(), true),
+                ("failed".to_string(), false),
+                ("running".to_string(), false)
+            ]
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::actions::{compute_pod_actions, ContainerView, PodView};
+use super::admission::Verdict;
 use super::containers::{
     self, now, recorded_start, remove_container, spawn_waiter, stop_signal, terminated_from,
     time_at,
@@ -54,13 +55,22 @@ pub(super) struct Worker {
     reporter: Reporter,
     /// Set once the pod reached Succeeded or Failed and its resources were released.
     finished: bool,
+    /// Why the pod failed on the node itself (refused at admission, past its
+    /// activeDeadlineSeconds): the status's reason and message, with phase Failed.
+    verdict: Option<Verdict>,
+    /// False for a pod refused at admission: it never gets a sandbox or a container.
+    admitted: bool,
 }
 
+/// Runs the worker of pod `uid` until the pod is gone; `adopt` are the containers an earlier
+/// agent left. A `refused` pod runs nothing: the worker reports it Failed with that verdict
+/// and only waits for its deletion, to finish it.
 pub(super) async fn run(
     ctx: Arc<PodContext>,
     uid: String,
     pod_rx: watch::Receiver<Option<Arc<Pod>>>,
     adopt: Vec<ContainerSummary>,
+    refused: Option<Verdict>,
 ) {
     let (wake_tx, wake_rx) = mpsc::unbounded_channel();
     let mut w = Worker {
@@ -78,6 +88,8 @@ pub(super) async fn run(
         start_time: None,
         reporter: Reporter::default(),
         finished: false,
+        admitted: refused.is_none(),
+        verdict: refused,
     };
     w.run(adopt).await
 }
@@ -102,6 +114,9 @@ impl Worker {
             .map(|c| Slot::new(c, false))
             .collect();
         self.start_time = pod.status.as_ref().and_then(|s| s.start_time.clone());
+        if !self.admitted {
+            return self.run_refused().await;
+        }
         self.adopt(adopt).await;
         loop {
             let pod = self.pod();
@@ -129,6 +144,20 @@ impl Worker {
             // Drain whatever else arrived, so one pass handles a burst.
             while let Ok(wake) = self.wake_rx.try_recv() {
                 self.on_wake(&pod, wake).await;
+            }
+        }
+    }
+
+    /// A pod refused at admission: its Failed status until it is deleted, then its removal.
+    async fn run_refused(&mut self) {
+        loop {
+            let pod = self.pod();
+            match pod.as_deref() {
+                Some(p) if p.metadata.deletion_timestamp.is_none() => self.report(p).await,
+                _ => return self.terminate(pod.as_deref()).await,
+            }
+            if self.pod_rx.changed().await.is_err() {
+                return;
             }
         }
     }
@@ -324,9 +353,20 @@ impl Worker {
 
     /// Reports the status when it differs from what the pod shows.
     async fn report(&mut self, pod: &Pod) {
+        if !self.admitted {
+            let verdict = self
+                .verdict
+                .as_ref()
+                .expect("a refused pod has its verdict");
+            let status = state::refused_status(pod, &verdict.reason, &verdict.message);
+            self.reporter
+                .report(self.ctx.sink.as_ref(), pod, &self.uid, status)
+                .await;
+            return;
+        }
         let host_network = host_network(pod);
         let ip = self.pod_ip(host_network);
-        let status = state::pod_status(
+        let mut status = state::pod_status(
             pod,
             self.sandbox.is_some() || host_network,
             &self.records(true),
@@ -337,6 +377,11 @@ impl Worker {
             self.start_time.as_ref().unwrap_or(&now()),
             &now(),
         );
+        if let Some(v) = &self.verdict {
+            status.phase = Some("Failed".into());
+            status.reason = Some(v.reason.clone());
+            status.message = Some(v.message.clone());
+        }
         self.reporter
             .report(self.ctx.sink.as_ref(), pod, &self.uid, status)
             .await;

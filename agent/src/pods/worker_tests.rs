@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 
 use super::run;
 use crate::network::fake::{Call as NetCall, FakeNetwork};
+use crate::pods::admission::Verdict;
 use crate::pods::image_manager::normalize;
 use crate::pods::status::recording::{RecordingSink, Sent};
 use crate::pods::{container_id, BackoffConfig, ClusterDns, PodContext};
@@ -87,6 +88,11 @@ impl Harness {
 
     /// A worker for `pod` on a node with runtime `rt`.
     fn start_on(pod: Pod, rt: FakeRuntime) -> Harness {
+        Harness::start_admitted(pod, rt, None)
+    }
+
+    /// A worker for `pod` on a node with runtime `rt`, which `refused` at admission.
+    fn start_admitted(pod: Pod, rt: FakeRuntime, refused: Option<Verdict>) -> Harness {
         let dir = tempfile::tempdir().expect("a temp dir");
         let rt = Arc::new(rt);
         let net = Arc::new(FakeNetwork::initialised("10.42.0.0/24"));
@@ -110,7 +116,7 @@ impl Harness {
             sink: sink.clone(),
         });
         let (pod_tx, pod_rx) = watch::channel(Some(Arc::new(pod)));
-        let worker = tokio::spawn(run(ctx, UID.into(), pod_rx, Vec::new()));
+        let worker = tokio::spawn(run(ctx, UID.into(), pod_rx, Vec::new(), refused));
         Harness {
             rt,
             net,
@@ -338,3 +344,6 @@ async fn an_absent_image_with_pull_policy_never_waits_and_is_never_pulled() {
     );
     assert!(h.creates().is_empty());
 }
+
+#[path = "worker_node_tests.rs"]
+mod node;

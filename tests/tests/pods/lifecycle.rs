@@ -299,3 +299,35 @@ fn a_failing_liveness_probe_restarts_the_container() {
         "{events}"
     );
 }
+
+#[test]
+fn a_pod_whose_host_port_is_taken_is_rejected_by_the_node() {
+    let node = Node::start(&[]);
+    let with_port = |name: &str| {
+        pod(
+            name,
+            "Never",
+            &format!("  nodeName: {}\n  containers:\n  - name: main\n    image: {BUSYBOX}\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n    ports:\n    - containerPort: 8080\n      hostPort: 18080\n", node.name),
+        )
+    };
+    node.apply("first.yaml", &with_port("first"));
+    node.eventually("the first pod running", || {
+        let p = node.pod("first");
+        (at(&p, "/status/phase") == "Running")
+            .then_some(())
+            .ok_or(p.to_string())
+    });
+    node.apply("second.yaml", &with_port("second"));
+    let p = node.eventually("the second pod Failed", || {
+        let p = node.pod("second");
+        (at(&p, "/status/phase") == "Failed")
+            .then_some(p.clone())
+            .ok_or(p.to_string())
+    });
+    assert_eq!(at(&p, "/status/reason"), "NodePorts", "{p}");
+    assert_eq!(
+        at(&p, "/status/message"),
+        "Pod was rejected: Predicate NodePorts failed: node(s) didn't have free ports for the requested pod ports"
+    );
+    assert_eq!(at(&node.pod("first"), "/status/phase"), "Running");
+}

@@ -137,3 +137,117 @@ fn kybern_up_runs_a_deployment_created_with_kubectl() {
         );
     }
 }
+
+/// Whether process `pid` ended (gone, or a zombie its parent has not reaped yet).
+fn ended(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| {
+            s.rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+        .unwrap_or(true)
+}
+
+/// Image names in the node's containerd, from the runtime itself.
+fn runtime_images(data: &std::path::Path) -> String {
+    let socket = data.join("agent/containerd/containerd.sock");
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(&socket)
+        .args(["-n", "kybern", "images", "ls", "-q"])
+        .output()
+        .expect("ctr");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_first_pod_runs_from_an_imported_archive_and_sigterm_stops_its_containers() {
+    require_root();
+    let (busybox, testserver) = crate::image_tars();
+    let up = Up::start("kbtfh", "e2e-first-hour");
+    let data = up.data.path();
+    let log = data.join("server.log");
+    let kubectl = up.server.as_ref().unwrap().kubectl();
+    eventually("the node's containerd", &log, || {
+        let socket = data.join("agent/containerd/containerd.sock");
+        socket
+            .exists()
+            .then_some(())
+            .ok_or("no socket yet".to_string())
+    });
+    // `kybern images import` finds the node's containerd through the data dir.
+    let out = Command::new(kybern_binary())
+        .args(["images", "import", "--data-dir"])
+        .arg(data)
+        .arg(busybox)
+        .output()
+        .expect("kybern images import");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{said}");
+    assert!(
+        said.contains(crate::BUSYBOX),
+        "says what it imported: {said}"
+    );
+    assert!(runtime_images(data).contains(crate::BUSYBOX));
+    // An archive dropped into the images folder is imported too.
+    std::fs::copy(testserver, data.join("agent/images/testserver.tar")).unwrap();
+    eventually("the dropped archive imported", &log, || {
+        let images = runtime_images(data);
+        images
+            .contains(crate::TESTSERVER)
+            .then_some(())
+            .ok_or(images)
+    });
+    // A missing node says what to do.
+    let out = Command::new(kybern_binary())
+        .args(["images", "import", "--data-dir"])
+        .arg(data.join("elsewhere"))
+        .arg(busybox)
+        .output()
+        .expect("kybern images import");
+    let said = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success());
+    assert!(said.contains("start the node first"), "{said}");
+
+    kubectl.run(&[
+        "run",
+        "hello",
+        &format!("--image={}", crate::BUSYBOX),
+        "--image-pull-policy=IfNotPresent",
+        "--",
+        "sleep",
+        "3600",
+    ]);
+    kubectl.run(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/hello",
+        "--timeout=120s",
+    ]);
+    let server = up.server.as_ref().unwrap();
+    let pid = server.pid();
+    let ok = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    eventually("kybern up to stop", &log, || {
+        ended(pid).then_some(()).ok_or("running".to_string())
+    });
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(
+        said.contains("--keep-containers leaves them running"),
+        "says what becomes of the containers: {said}"
+    );
+    assert!(
+        !data.join("agent/containerd/containerd.sock").exists()
+            || Command::new("ctr")
+                .arg("--address")
+                .arg(data.join("agent/containerd/containerd.sock"))
+                .args(["version"])
+                .output()
+                .is_ok_and(|o| !o.status.success()),
+        "the private containerd stopped"
+    );
+}

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::{grace_period, host_network, Worker};
 use crate::network::SandboxRequest;
 use crate::pods::actions::{compute_pod_actions, Action};
+use crate::pods::admission::Verdict;
 use crate::pods::backoff::go_duration;
 use crate::pods::containers::{
     self, now, remove_container, spawn_waiter, stop_container, stop_signal, RunRequest,
@@ -24,6 +25,9 @@ use crate::pods::wake::Wake;
 use crate::pods::{files, probes};
 use crate::volumes;
 
+/// The reason and message of a pod past its activeDeadlineSeconds, as upstream's.
+const DEADLINE_EXCEEDED: &str = "DeadlineExceeded";
+const DEADLINE_MESSAGE: &str = "Pod was active on the node longer than the specified deadline";
 /// How often configMap, secret, downward API and token volumes are refreshed.
 const VOLUME_REFRESH: Duration = Duration::from_secs(60);
 /// Retry delay after a failed sandbox or volume setup.
@@ -37,6 +41,19 @@ impl Worker {
         }
         if self.start_time.is_none() {
             self.start_time = Some(now());
+        }
+        let deadline = self.deadline_left(pod);
+        if deadline == Some(Duration::ZERO) {
+            // The kubelet's active deadline handler: the pod fails and its containers are
+            // stopped (with the pod's grace period); an event says why.
+            self.verdict = Some(Verdict {
+                reason: DEADLINE_EXCEEDED.into(),
+                message: DEADLINE_MESSAGE.into(),
+            });
+            self.event(pod, None, NORMAL, DEADLINE_EXCEEDED, DEADLINE_MESSAGE)
+                .await;
+            self.finish(pod).await;
+            return None;
         }
         let host_network = host_network(pod);
         // Probe results since the last pass.
@@ -64,6 +81,7 @@ impl Worker {
                 next = Some(next.map_or(d, |n| n.min(d)));
             }
         };
+        soonest(deadline);
         let actions = compute_pod_actions(&self.view(Some(pod), Instant::now()));
         self.init_failed_for_good = actions.init_failed_for_good;
         for (i, action) in actions.init.iter().enumerate() {
@@ -93,6 +111,17 @@ impl Worker {
             return None;
         }
         next
+    }
+
+    /// What is left of the pod's activeDeadlineSeconds, counted from its start time on
+    /// this node (zero once it passed); `None` without a deadline.
+    fn deadline_left(&self, pod: &Pod) -> Option<Duration> {
+        let seconds = pod.spec.as_ref()?.active_deadline_seconds?;
+        let start = self.start_time.as_ref()?.0.as_second();
+        let left = start
+            .saturating_add(seconds)
+            .saturating_sub(Timestamp::now().as_second());
+        Some(Duration::from_secs(left.max(0) as u64))
     }
 
     /// The sandbox, the pod's files and its volumes (refreshed now and then); `Err(retry)`
@@ -263,7 +292,11 @@ impl Worker {
                 return Some(ctx.backoff.initial);
             }
         };
-        let mounts = match self.volumes.as_ref().map(|(v, _)| v.mounts(pod, &spec)) {
+        let mounts = match self
+            .volumes
+            .as_ref()
+            .map(|(v, _)| v.mounts_with_env(pod, &spec, &env))
+        {
             Some(Ok(m)) => m,
             Some(Err(e)) => {
                 self.config_error(pod, init, i, &e.message).await;
