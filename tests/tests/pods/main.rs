@@ -9,9 +9,6 @@ mod lifecycle;
 mod network;
 mod recovery;
 mod registry;
-#[path = "../../../agent/tests/registry_env/registry.rs"]
-#[allow(dead_code)] // the agent's registry tests use the rest of this harness
-mod registry_env;
 mod up;
 
 use std::path::{Path, PathBuf};

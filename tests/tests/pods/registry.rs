@@ -5,13 +5,13 @@
 
 use std::path::Path;
 
-use crate::registry_env::{right, Registry, PASSWORD, USER};
 use crate::{at, pod_yaml, Node};
 use agent::images::oci::read_layout;
 use agent::images::test_images;
 use agent::registry::push::push_layout;
 use agent::registry::{Client, Reference, RegistryConfig};
 use agent::runtime::RegistryAuth;
+use kybern_testkit::registry::{right, Registry, PASSWORD, USER};
 
 /// Pushes the busybox test image to `reference` (with `auth`, if any); its digest.
 pub(crate) fn push_busybox(reference: &str, auth: Option<&RegistryAuth>) -> String {

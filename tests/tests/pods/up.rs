@@ -5,8 +5,8 @@ use std::process::{Command, Stdio};
 
 use crate::common::{kybern_binary, Binary};
 use crate::registry::push_busybox;
-use crate::registry_env::Registry;
 use crate::{at, eventually, require_root, TEST_EVICTION};
+use kybern_testkit::registry::Registry;
 
 /// `kybern up` on a temp data dir; dropping it kills the process by pid and resets the
 /// node (`kybern agent --reset`: containers, sandboxes, the bridge, the private containerd).

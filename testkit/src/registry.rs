@@ -1,6 +1,6 @@
 //! Debian's docker-registry on 127.0.0.1 with htpasswd or token auth and optional TLS,
-//! started by pid and killed by pid on drop. Needs nothing beyond std and the agent crate,
-//! so the end-to-end pod tests (`tests/tests/pods`) include this file too.
+//! started by pid and killed by pid on drop: the agent's registry tests and the end-to-end
+//! pod tests (`tests/tests/pods`) pull from it.
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -8,17 +8,17 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use agent::runtime::RegistryAuth;
-pub(crate) const USER: &str = "puller";
-pub(crate) const PASSWORD: &str = "right-password";
+pub const USER: &str = "puller";
+pub const PASSWORD: &str = "right-password";
 
 /// A docker-registry process on 127.0.0.1, killed by its pid on drop.
-pub(crate) struct Registry {
+pub struct Registry {
     child: Child,
     pub port: u16,
     pub dir: tempfile::TempDir,
 }
 
-pub(crate) struct Tls {
+pub struct Tls {
     pub cert: PathBuf,
     pub key: PathBuf,
 }
@@ -35,12 +35,12 @@ enum Auth<'a> {
 
 impl Registry {
     /// htpasswd auth unless `token` names a token server to trust instead.
-    pub(crate) fn start(tls: Option<&Tls>, token: Option<&TokenAuth>) -> Registry {
+    pub fn start(tls: Option<&Tls>, token: Option<&TokenAuth>) -> Registry {
         Self::launch(tls, token.map_or(Auth::Htpasswd, Auth::Token))
     }
 
     /// Plain HTTP, no authentication: anyone on loopback pulls and pushes.
-    pub(crate) fn start_anonymous() -> Registry {
+    pub fn start_anonymous() -> Registry {
         Self::launch(None, Auth::Anonymous)
     }
 
@@ -123,11 +123,11 @@ impl Registry {
         registry
     }
 
-    pub(crate) fn log(&self) -> String {
+    pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
     }
 
-    pub(crate) fn reference(&self, repo_tag: &str) -> String {
+    pub fn reference(&self, repo_tag: &str) -> String {
         format!("127.0.0.1:{}/{repo_tag}", self.port)
     }
 }
@@ -140,16 +140,16 @@ impl Drop for Registry {
     }
 }
 
-pub(crate) const SERVICE: &str = "kybern-test-registry";
-pub(crate) const ISSUER: &str = "kybern-test-token-issuer";
+pub const SERVICE: &str = "kybern-test-registry";
+pub const ISSUER: &str = "kybern-test-token-issuer";
 
 /// What the registry needs to trust a token server.
-pub(crate) struct TokenAuth {
+pub struct TokenAuth {
     pub realm: String,
     pub root_bundle: PathBuf,
 }
 
-pub(crate) fn right() -> RegistryAuth {
+pub fn right() -> RegistryAuth {
     RegistryAuth {
         username: USER.into(),
         password: PASSWORD.into(),
