@@ -237,7 +237,18 @@ impl Api {
                 }
                 resp
             }
-            other => match discovery::serve(&self, &parts.method, &other, &accept).await {
+            other => match discovery::serve(
+                &self,
+                &parts.method,
+                &other,
+                &accept,
+                parts
+                    .headers
+                    .get(http::header::IF_NONE_MATCH)
+                    .and_then(|v| v.to_str().ok()),
+            )
+            .await
+            {
                 Ok(resp) => resp,
                 Err(e) => error_response(&e),
             },

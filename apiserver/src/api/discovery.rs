@@ -13,6 +13,7 @@ pub(super) async fn serve(
     method: &Method,
     path: &Path,
     accept: &Accept,
+    if_none_match: Option<&str>,
 ) -> Result<Response<Body>> {
     if method != Method::GET && method != Method::HEAD {
         return Err(ApiError::MethodNotAllowed);
@@ -25,13 +26,31 @@ pub(super) async fn serve(
         Path::Other(p) if p == "/version" => version(),
         Path::Other(p) if p == "/openapi/v3" => api.openapi.index(&snap),
         Path::Other(p) if p == "/openapi/v2" => {
-            // Served as JSON only; clients asking for protobuf alone get 406 and fall back.
-            accept.require_json()?;
-            return Ok(bytes_response(
-                StatusCode::OK,
-                "application/json",
-                api.openapi.v2(&snap),
-            ));
+            // JSON, or gnostic's protobuf when the client prefers it (client-go's
+            // OpenAPISchema asks for protobuf alone), with upstream's ETag revalidation.
+            let protobuf = accept.openapi_v2_protobuf;
+            if !protobuf {
+                accept.require_json()?;
+            }
+            let (doc, hash) = api.openapi.v2(&snap, protobuf);
+            let etag = format!("\"{hash}\"");
+            let ctype = if protobuf {
+                super::openapi::V2_PROTOBUF
+            } else {
+                "application/json"
+            };
+            let mut resp = if if_none_match.is_some_and(|m| m.split(',').any(|t| t.trim() == etag))
+            {
+                bytes_response(StatusCode::NOT_MODIFIED, ctype, bytes::Bytes::new())
+            } else {
+                bytes_response(StatusCode::OK, ctype, doc)
+            };
+            if let Ok(v) = http::HeaderValue::from_str(&etag) {
+                resp.headers_mut().insert(http::header::ETAG, v);
+            }
+            resp.headers_mut()
+                .insert(http::header::VARY, http::HeaderValue::from_static("Accept"));
+            return Ok(resp);
         }
         Path::Other(p) if p.starts_with("/openapi/v3/") => {
             let doc = api

@@ -21,11 +21,24 @@ pub struct Accept {
     /// `application/json;as=PartialObjectMetadata(List);g=meta.k8s.io;v=v1` was offered:
     /// objects answer as PartialObjectMetadata, lists as PartialObjectMetadataList.
     pub metadata: bool,
+    /// gnostic's protobuf OpenAPI v2 (`application/com.github.proto-openapi.spec.v2@v1.0+protobuf`)
+    /// was offered with a quality above any JSON offer's: `/openapi/v2` answers in protobuf.
+    pub openapi_v2_protobuf: bool,
+}
+
+/// The OpenAPI v2 protobuf media type in either spelling: with `@` (what client-go asks
+/// for) or with `.` (what the server answers with).
+fn is_openapi_v2_protobuf(media: &str) -> bool {
+    media == super::openapi::V2_PROTOBUF
+        || media == "application/com.github.proto-openapi.spec.v2@v1.0+protobuf"
 }
 
 impl Accept {
     pub fn parse(header: &str) -> Accept {
         let mut accept = Accept::default();
+        // Best quality offered for JSON and for the OpenAPI v2 protobuf (client-go sends
+        // `...protobuf, application/json;q=0.9` or protobuf alone).
+        let (mut json_q, mut openapi_pb_q) = (0.0f32, 0.0f32);
         if header.trim().is_empty() {
             accept.json = true;
             return accept;
@@ -46,6 +59,14 @@ impl Accept {
                     .map(|(_, v)| v.as_str())
             };
             let json_like = matches!(media.as_str(), "application/json" | "*/*" | "application/*");
+            let q = param("q")
+                .and_then(|q| q.parse::<f32>().ok())
+                .unwrap_or(1.0);
+            if is_openapi_v2_protobuf(&media) {
+                openapi_pb_q = openapi_pb_q.max(q);
+            } else if json_like && param("as").is_none() {
+                json_q = json_q.max(q);
+            }
             match (param("as"), param("g"), param("v")) {
                 (Some("Table"), Some("meta.k8s.io"), Some("v1" | "v1beta1")) if json_like => {
                     accept.table = true
@@ -71,6 +92,7 @@ impl Accept {
                 _ => {}
             }
         }
+        accept.openapi_v2_protobuf = openapi_pb_q > 0.0 && openapi_pb_q >= json_q;
         accept
     }
 
@@ -152,6 +174,21 @@ mod tests {
         for (name, header) in cases {
             let a = Accept::parse(header);
             assert!(a.metadata && a.require_json().is_ok(), "{name}: {a:?}");
+        }
+    }
+
+    #[test]
+    fn openapi_v2_protobuf_is_chosen_by_quality() {
+        let cases = [
+            ("client-go alone", "application/com.github.proto-openapi.spec.v2@v1.0+protobuf", true),
+            ("with a json fallback", "application/com.github.proto-openapi.spec.v2@v1.0+protobuf, application/json;q=0.9", true),
+            ("json preferred", "application/com.github.proto-openapi.spec.v2@v1.0+protobuf;q=0.5, application/json", false),
+            ("the spelling with a dot", "application/com.github.proto-openapi.spec.v2.v1.0+protobuf", true),
+            ("refused with q=0", "application/com.github.proto-openapi.spec.v2@v1.0+protobuf;q=0, */*", false),
+            ("json alone", "application/json", false),
+        ];
+        for (name, header, want) in cases {
+            assert_eq!(Accept::parse(header).openapi_v2_protobuf, want, "{name}");
         }
     }
 

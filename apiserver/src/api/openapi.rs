@@ -12,6 +12,10 @@ use serde_json::{json, Map, Value};
 
 use crate::registry::{Resource, Snapshot};
 
+mod gnostic;
+
+pub(super) use gnostic::MEDIA_TYPE as V2_PROTOBUF;
+
 /// Generated documents, kept while the registry snapshot they came from is current.
 #[derive(Default)]
 pub(super) struct OpenApiCache {
@@ -158,6 +162,34 @@ fn v2_path_item(item: &Value) -> Value {
     Value::Object(out)
 }
 
+/// The Swagger 2.0 document: every group-version's paths and definitions.
+fn v2_document(snap: &Snapshot) -> Value {
+    let mut paths = Map::new();
+    let mut definitions = Map::new();
+    for (group, versions) in snap.groups() {
+        for version in versions {
+            let doc = document(snap, &group, &version);
+            if let Some(p) = doc.get("paths").and_then(Value::as_object) {
+                for (path, item) in p {
+                    paths.insert(path.clone(), v2_path_item(item));
+                }
+            }
+            if let Some(d) = doc
+                .pointer("/components/schemas")
+                .and_then(Value::as_object)
+            {
+                definitions.extend(d.clone());
+            }
+        }
+    }
+    json!({
+        "swagger": "2.0",
+        "info": {"title": "Kubernetes", "version": super::KUBERNETES_VERSION},
+        "paths": paths,
+        "definitions": definitions,
+    })
+}
+
 fn hash_of(bytes: &[u8]) -> String {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
@@ -201,44 +233,28 @@ impl OpenApiCache {
         json!({"paths": paths})
     }
 
-    /// `/openapi/v2` (Swagger 2.0, JSON): every group-version's paths and definitions.
-    pub(super) fn v2(&self, snap: &Arc<Snapshot>) -> Bytes {
+    /// `/openapi/v2` (Swagger 2.0) in JSON, or in protobuf (gnostic's Document), with its
+    /// ETag; generated once per registry state.
+    pub(super) fn v2(&self, snap: &Arc<Snapshot>, protobuf: bool) -> (Bytes, String) {
         let id = Arc::as_ptr(snap) as usize;
-        if let Some((sid, doc, _)) = self.docs.lock().expect("openapi cache poisoned").get("v2") {
+        let key = if protobuf { "v2.pb" } else { "v2" };
+        if let Some((sid, doc, hash)) = self.docs.lock().expect("openapi cache poisoned").get(key) {
             if *sid == id {
-                return doc.clone();
+                return (doc.clone(), hash.clone());
             }
         }
-        let mut paths = Map::new();
-        let mut definitions = Map::new();
-        for (group, versions) in snap.groups() {
-            for version in versions {
-                let doc = document(snap, &group, &version);
-                if let Some(p) = doc.get("paths").and_then(Value::as_object) {
-                    for (path, item) in p {
-                        paths.insert(path.clone(), v2_path_item(item));
-                    }
-                }
-                if let Some(d) = doc
-                    .pointer("/components/schemas")
-                    .and_then(Value::as_object)
-                {
-                    definitions.extend(d.clone());
-                }
-            }
-        }
-        let doc = json!({
-            "swagger": "2.0",
-            "info": {"title": "Kubernetes", "version": super::KUBERNETES_VERSION},
-            "paths": paths,
-            "definitions": definitions,
+        let doc = v2_document(snap);
+        let bytes = Bytes::from(if protobuf {
+            gnostic::document(&doc)
+        } else {
+            serde_json::to_vec(&doc).unwrap_or_default()
         });
-        let bytes = Bytes::from(serde_json::to_vec(&doc).unwrap_or_default());
+        let hash = hash_of(&bytes);
         self.docs
             .lock()
             .expect("openapi cache poisoned")
-            .insert("v2".into(), (id, bytes.clone(), String::new()));
-        bytes
+            .insert(key.into(), (id, bytes.clone(), hash.clone()));
+        (bytes, hash)
     }
 
     /// `/openapi/v3/<gv path>`, if that group-version is served.

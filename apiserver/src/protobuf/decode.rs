@@ -329,7 +329,9 @@ fn special(
                     &ipath,
                 )?));
             }
-            (Special::SchemaOrStringArray, 2, v) => list.push(scalar(Scalar::String, v, path)?),
+            (Special::SchemaOrStringArray, 2, v) | (Special::StringList, 1, v) => {
+                list.push(scalar(Scalar::String, v, path)?)
+            }
             (s, t, v) if s.has_field(t) => {
                 return Err(malformed(
                     path,
@@ -367,6 +369,7 @@ fn special(
         }
         Special::SchemaOrArray | Special::SchemaOrStringArray => strs[2].take(),
         Special::SchemaOrBool => Some(strs[2].take().unwrap_or(Value::Bool(ints[1] != 0))),
+        Special::StringList => Some(Value::Array(list)),
     })
 }
 

@@ -1,5 +1,6 @@
 //! JSON forms of the apimachinery messages that are not plain objects: Quantity, IntOrString,
-//! Time, MicroTime, Duration, RawExtension, FieldsV1 and apiextensions' JSON and JSONSchemaProps* unions.
+//! Time, MicroTime, Duration, RawExtension, FieldsV1, the `ExtraValue` string lists and
+//! apiextensions' JSON and JSONSchemaProps* unions.
 
 use serde_json::Value;
 
@@ -12,6 +13,13 @@ pub(super) const DURATION: &str = "apimachinery.pkg.apis.meta.v1.Duration";
 pub(super) const FIELDS_V1: &str = "apimachinery.pkg.apis.meta.v1.FieldsV1";
 pub(super) const RAW_EXTENSION: &str = "apimachinery.pkg.runtime.RawExtension";
 const APIEXT: &str = "apiextensions_apiserver.pkg.apis.apiextensions.v1.";
+/// `ExtraValue` (`user.extra` values of reviews and CSRs): a Go `[]string`, a message with
+/// one repeated field in protobuf and a plain list in JSON.
+const EXTRA_VALUES: [&str; 3] = [
+    "api.authentication.v1.ExtraValue",
+    "api.authorization.v1.ExtraValue",
+    "api.certificates.v1.ExtraValue",
+];
 
 /// Which special form a message has, if any.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +37,8 @@ pub(super) enum Special {
     SchemaOrBool,
     /// JSONSchemaPropsOrStringArray: 1 schema, 2 repeated string.
     SchemaOrStringArray,
+    /// A named string list (`ExtraValue`): 1 repeated string, a JSON array.
+    StringList,
 }
 
 impl Special {
@@ -40,6 +50,7 @@ impl Special {
             MICRO_TIME => Special::MicroTime,
             DURATION => Special::Duration,
             FIELDS_V1 | RAW_EXTENSION => Special::RawJson,
+            m if EXTRA_VALUES.contains(&m) => Special::StringList,
             m => match m.strip_prefix(APIEXT) {
                 Some("Json") => Special::RawJson,
                 Some("JsonSchemaPropsOrArray") => Special::SchemaOrArray,
@@ -55,7 +66,9 @@ impl Special {
     /// Whether `tag` is one of this message's fields (others are skipped as unknown).
     pub(super) fn has_field(self, tag: u32) -> bool {
         match self {
-            Special::Quantity | Special::Duration | Special::RawJson => tag == 1,
+            Special::Quantity | Special::Duration | Special::RawJson | Special::StringList => {
+                tag == 1
+            }
             Special::IntOrString => (1..=3).contains(&tag),
             _ => (1..=2).contains(&tag),
         }

@@ -304,8 +304,9 @@ fn every_built_in_kind_has_a_message() {
                 .is_some_and(|x| x == "yaml")
         })
         .count();
-    // One message per CRD, plus autoscaling's second version.
-    assert_eq!(d.kinds.len(), yamls + 1);
+    // One message per CRD, plus autoscaling's second version and the review kinds, which
+    // are served without a CRD.
+    assert_eq!(d.kinds.len(), yamls + 1 + crate::registry::REVIEWS.len());
 }
 
 #[test]
@@ -498,4 +499,40 @@ fn delete_options_as_client_go_sends_them_decode() {
         json!({})
     );
     assert_eq!(decode_delete_options(b"{}"), Err(ProtobufError::BadMagic));
+}
+
+#[test]
+fn extra_values_of_reviews_and_csrs_decode_as_plain_string_lists() {
+    // map<string, ExtraValue> entry: 1 key, 2 ExtraValue {1 repeated items}.
+    let scopes = || {
+        Msg::new()
+            .str(1, "scopes")
+            .msg(2, Msg::new().str(1, "read").str(1, "write"))
+    };
+    let cases = [
+        (
+            "SubjectAccessReview spec.extra",
+            body(
+                "authorization.k8s.io/v1",
+                "SubjectAccessReview",
+                Msg::new().msg(2, Msg::new().str(3, "jane").msg(5, scopes())),
+            ),
+        ),
+        (
+            "CertificateSigningRequest spec.extra",
+            body(
+                "certificates.k8s.io/v1",
+                "CertificateSigningRequest",
+                Msg::new().msg(2, Msg::new().str(2, "jane").msg(6, scopes())),
+            ),
+        ),
+    ];
+    for (name, bytes) in cases {
+        let got = decode_body(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(
+            got.pointer("/spec/extra"),
+            Some(&json!({"scopes": ["read", "write"]})),
+            "{name}: {got}"
+        );
+    }
 }

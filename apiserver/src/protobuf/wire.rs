@@ -1,4 +1,5 @@
-//! A minimal protobuf wire-format reader: varint, 64-bit, length-delimited and 32-bit fields.
+//! A minimal protobuf wire format: a reader of varint, 64-bit, length-delimited and 32-bit
+//! fields, and a writer of the few field kinds the server encodes (the `/openapi/v2` document).
 
 /// One field's value as it is on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,6 +138,83 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Builds one message, field by field, with proto3's rule that scalars at their default
+/// (an empty string, `false`, 0) are left out; nested messages are always written.
+#[derive(Debug, Default, Clone)]
+pub struct Writer(Vec<u8>);
+
+impl Writer {
+    pub fn new() -> Writer {
+        Writer::default()
+    }
+
+    fn varint(&mut self, mut v: u64) {
+        while v >= 0x80 {
+            self.0.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        self.0.push(v as u8);
+    }
+
+    fn key(&mut self, tag: u32, wire_type: u8) {
+        self.varint(u64::from(tag) << 3 | u64::from(wire_type));
+    }
+
+    /// A length-delimited field, written even when empty.
+    pub fn bytes(&mut self, tag: u32, b: &[u8]) -> &mut Writer {
+        self.key(tag, 2);
+        self.varint(b.len() as u64);
+        self.0.extend_from_slice(b);
+        self
+    }
+
+    pub fn string(&mut self, tag: u32, s: &str) -> &mut Writer {
+        if !s.is_empty() {
+            self.bytes(tag, s.as_bytes());
+        }
+        self
+    }
+
+    pub fn message(&mut self, tag: u32, m: &Writer) -> &mut Writer {
+        self.bytes(tag, &m.0)
+    }
+
+    pub fn bool(&mut self, tag: u32, b: bool) -> &mut Writer {
+        if b {
+            self.key(tag, 0);
+            self.varint(1);
+        }
+        self
+    }
+
+    /// A bool member of a oneof: written even when false, as its presence is the choice.
+    pub fn oneof_bool(&mut self, tag: u32, b: bool) -> &mut Writer {
+        self.key(tag, 0);
+        self.varint(u64::from(b));
+        self
+    }
+
+    pub fn int64(&mut self, tag: u32, v: i64) -> &mut Writer {
+        if v != 0 {
+            self.key(tag, 0);
+            self.varint(v as u64);
+        }
+        self
+    }
+
+    pub fn double(&mut self, tag: u32, v: f64) -> &mut Writer {
+        if v != 0.0 {
+            self.key(tag, 1);
+            self.0.extend_from_slice(&v.to_le_bytes());
+        }
+        self
+    }
+
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,6 +230,36 @@ mod tests {
         assert_eq!(r.next_field().unwrap(), Some((2, WireValue::Bytes(b"hi"))));
         assert_eq!(r.next_field().unwrap(), Some((3, WireValue::Fixed64(1))));
         assert_eq!(r.next_field().unwrap(), Some((4, WireValue::Fixed32(2))));
+        assert_eq!(r.next_field().unwrap(), None);
+    }
+
+    #[test]
+    fn what_the_writer_writes_the_reader_reads_back() {
+        let mut inner = Writer::new();
+        inner.string(1, "x");
+        let mut w = Writer::new();
+        w.string(1, "hi")
+            .string(2, "")
+            .bool(3, true)
+            .bool(4, false)
+            .int64(5, 300)
+            .double(6, 1.5)
+            .message(7, &Writer::new())
+            .message(8, &inner);
+        let buf = w.into_bytes();
+        let mut r = Reader::new(&buf);
+        assert_eq!(r.next_field().unwrap(), Some((1, WireValue::Bytes(b"hi"))));
+        assert_eq!(r.next_field().unwrap(), Some((3, WireValue::Varint(1))));
+        assert_eq!(r.next_field().unwrap(), Some((5, WireValue::Varint(300))));
+        assert_eq!(
+            r.next_field().unwrap(),
+            Some((6, WireValue::Fixed64(1.5f64.to_bits())))
+        );
+        assert_eq!(r.next_field().unwrap(), Some((7, WireValue::Bytes(b""))));
+        assert_eq!(
+            r.next_field().unwrap(),
+            Some((8, WireValue::Bytes(&[0x0a, 1, b'x'])))
+        );
         assert_eq!(r.next_field().unwrap(), None);
     }
 

@@ -587,3 +587,156 @@ async fn component_statuses_are_computed_for_upstreams_three_components() {
     .await;
     assert_eq!(crate::code(created), 405);
 }
+
+/// GET `/openapi/v2` with `accept`: status, Content-Type, ETag and body.
+async fn openapi_v2(
+    client: &Client,
+    accept: &str,
+    if_none_match: Option<&str>,
+) -> (u16, String, String, Vec<u8>) {
+    use http_body_util::BodyExt;
+    let mut req = http::Request::get("/openapi/v2").header("accept", accept);
+    if let Some(etag) = if_none_match {
+        req = req.header("if-none-match", etag);
+    }
+    let resp = client
+        .send(req.body(kube::client::Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let header = |h: &str| {
+        resp.headers()
+            .get(h)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    };
+    let (status, ctype, etag) = (
+        resp.status().as_u16(),
+        header("content-type"),
+        header("etag"),
+    );
+    let body = resp
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, ctype, etag, body)
+}
+
+/// The length-delimited fields of a protobuf message, in order.
+fn pb_fields(buf: &[u8]) -> Vec<(u32, Vec<u8>)> {
+    use apiserver::protobuf::wire::{Reader, WireValue};
+    let mut r = Reader::new(buf);
+    let mut out = Vec::new();
+    while let Some((t, v)) = r.next_field().unwrap() {
+        if let WireValue::Bytes(b) = v {
+            out.push((t, b.to_vec()));
+        }
+    }
+    out
+}
+
+/// The first length-delimited field `tag` of a protobuf message.
+fn pb_field(buf: &[u8], tag: u32) -> Vec<u8> {
+    pb_fields(buf)
+        .into_iter()
+        .find(|(t, _)| *t == tag)
+        .unwrap_or_else(|| panic!("no field {tag}"))
+        .1
+}
+
+/// The `Named*` entries (1 name, 2 value) of repeated field `tag` of a protobuf message.
+fn named_entries(buf: &[u8], tag: u32) -> Vec<(String, Vec<u8>)> {
+    pb_fields(buf)
+        .into_iter()
+        .filter(|(t, _)| *t == tag)
+        .map(|(_, entry)| {
+            let name = String::from_utf8(pb_field(&entry, 1)).unwrap();
+            (name, pb_field(&entry, 2))
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_user_crds_schema_is_published_in_openapi_v2_as_json_and_as_gnostic_protobuf() {
+    let s = InProcess::start().await;
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "gadgets.example.org"},
+        "spec": {"group": "example.org", "scope": "Namespaced",
+            "names": {"plural": "gadgets", "singular": "gadget", "kind": "Gadget", "listKind": "GadgetList"},
+            "versions": [{"name": "v1", "served": true, "storage": true, "schema": {"openAPIV3Schema": {
+                "type": "object",
+                "properties": {"spec": {"type": "object", "description": "What the gadget does.",
+                    "properties": {"speed": {"type": "integer"}}}}}}}]}
+    });
+    call(
+        &s.client,
+        "POST",
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions",
+        Some(crd),
+    )
+    .await
+    .unwrap();
+    let json_doc: Value = crate::common::eventually("the Gadget schema in /openapi/v2", || {
+        let client = s.client.clone();
+        async move {
+            let (_, _, _, body) = openapi_v2(&client, "application/json", None).await;
+            let doc: Value = serde_json::from_slice(&body).map_err(|e| e.to_string())?;
+            match doc.pointer("/definitions/org.example.v1.Gadget") {
+                Some(_) => Ok(doc),
+                None => Err("not yet".into()),
+            }
+        }
+    })
+    .await;
+    let gadget = &json_doc["definitions"]["org.example.v1.Gadget"];
+    assert_eq!(
+        gadget.pointer("/properties/spec/properties/speed/type"),
+        Some(&json!("integer"))
+    );
+    assert!(json_doc["paths"]
+        .get("/apis/example.org/v1/namespaces/{namespace}/gadgets/{name}")
+        .is_some());
+
+    // client-go's OpenAPISchema: protobuf alone, in the spelling with `@`.
+    let (code, ctype, etag, body) = openapi_v2(
+        &s.client,
+        "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+        None,
+    )
+    .await;
+    assert_eq!(code, 200);
+    assert_eq!(
+        ctype,
+        "application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+    );
+    assert!(etag.starts_with('"') && etag.ends_with('"'), "{etag}");
+    // Document: 8 Paths {2 NamedPathItem}, 9 Definitions {1 NamedSchema};
+    // Schema: 4 description, 25 Properties {1 NamedSchema}.
+    let paths = named_entries(&pb_field(&body, 8), 2);
+    assert!(paths
+        .iter()
+        .any(|(p, _)| p == "/apis/example.org/v1/namespaces/{namespace}/gadgets/{name}"));
+    let defs = named_entries(&pb_field(&body, 9), 1);
+    let (_, gadget) = defs
+        .iter()
+        .find(|(n, _)| n == "org.example.v1.Gadget")
+        .expect("the Gadget definition in the protobuf document");
+    let props = named_entries(&pb_field(gadget, 25), 1);
+    assert_eq!(props[0].0, "spec");
+    assert_eq!(
+        String::from_utf8(pb_field(&props[0].1, 4)).unwrap(),
+        "What the gadget does."
+    );
+
+    // Revalidation as upstream: the same ETag answers 304 Not Modified with no body.
+    let (code, _, _, body) = openapi_v2(
+        &s.client,
+        "application/com.github.proto-openapi.spec.v2@v1.0+protobuf",
+        Some(&etag),
+    )
+    .await;
+    assert_eq!((code, body.len()), (304, 0));
+}

@@ -6,6 +6,7 @@ use kybern_testkit as common;
 mod apply;
 mod create;
 mod objects;
+mod openapi;
 mod restart;
 mod services;
 mod watch;
