@@ -42,6 +42,9 @@ pub struct Resource {
     /// Whether objects carry a spec whose changes bump `metadata.generation`.
     pub has_spec: bool,
     pub builtin: bool,
+    /// The CRD is being deleted: its objects are read, changed and deleted as usual,
+    /// but no new one is created.
+    pub terminating: bool,
 }
 
 /// A version's schema: parsed from a user CRD, or a built-in's JSON text compiled into
@@ -192,6 +195,7 @@ pub fn resources_from_crd(crd: &Value, builtin: bool) -> Result<Vec<Resource>, C
                 || props.is_some_and(|p| p.get("spec").is_some())
                 || v.get("x-kybern-schema-has-spec").and_then(Value::as_bool) == Some(true),
             builtin,
+            terminating: crd.pointer("/metadata/deletionTimestamp").is_some(),
         });
     }
     Ok(out)
