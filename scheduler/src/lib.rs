@@ -68,7 +68,8 @@ pub struct Scheduler {
     cache: Mutex<Cache>,
     queue: Arc<SchedulingQueue>,
     binds: Arc<Semaphore>,
-    /// Bounds the Scheduled events written at once (apart from the binds).
+    /// Scheduled events are written one at a time, in bind order, as upstream's event
+    /// broadcaster writes them: they never compete with binds for the apiserver.
     events: Semaphore,
 }
 
@@ -77,7 +78,7 @@ impl Scheduler {
         Arc::new(Scheduler {
             client,
             binds: Arc::new(Semaphore::new(config.parallel_binds.max(1))),
-            events: Semaphore::new(config.parallel_binds.max(1)),
+            events: Semaphore::new(1),
             config,
             cache: Mutex::new(Cache::default()),
             queue: SchedulingQueue::new(),
@@ -195,8 +196,7 @@ impl Scheduler {
                 }
                 return;
             }
-            // The event is recorded off the binding path, as upstream's broadcaster
-            // does: the next bind need not wait for it.
+            // The event is recorded off the binding path: the next bind need not wait.
             drop(permit);
             let _event = me
                 .events
