@@ -63,6 +63,8 @@ pub struct Api {
     large_bodies: tokio::sync::Semaphore,
     /// Authentication, authorization and admission plugins.
     pub pipeline: pipeline::Pipeline,
+    /// Deleted CRDs whose objects are being deleted now (one clean-up task each).
+    crd_cleanups: Mutex<std::collections::HashSet<String>>,
 }
 
 /// How many requests with large bodies are decoded at once. Each may need tens of
@@ -131,6 +133,7 @@ impl Api {
             token_signer: Default::default(),
             large_bodies: tokio::sync::Semaphore::new(LARGE_BODIES_AT_ONCE),
             pipeline,
+            crd_cleanups: Default::default(),
         })
     }
 

@@ -45,6 +45,9 @@ pub struct Resource {
     /// Whether objects are stored: false for the review kinds (TokenReview,
     /// SubjectAccessReview...), answered at once by `api::reviews` and create-only.
     pub stored: bool,
+    /// The CRD is being deleted: its objects are read, changed and deleted as usual,
+    /// but no new one is created.
+    pub terminating: bool,
 }
 
 /// A version's schema: parsed from a user CRD, or a built-in's JSON text compiled into
@@ -203,6 +206,7 @@ pub fn resources_from_crd(crd: &Value, builtin: bool) -> Result<Vec<Resource>, C
                 || v.get("x-kybern-schema-has-spec").and_then(Value::as_bool) == Some(true),
             builtin,
             stored: true,
+            terminating: crd.pointer("/metadata/deletionTimestamp").is_some(),
         });
     }
     Ok(out)
@@ -277,6 +281,7 @@ fn review(
         has_spec: true,
         builtin: true,
         stored: false,
+        terminating: false,
     }
 }
 

@@ -5,6 +5,7 @@
 //! failure policy). Suspension and ttlSecondsAfterFinished are handled here too.
 
 mod apply;
+mod claim;
 mod indexes;
 mod orphans;
 mod pods;
@@ -51,6 +52,8 @@ pub enum Error {
     Finalizer { pod: String, source: kube::Error },
     #[error("writing status of {key}: {source}")]
     Status { key: String, source: kube::Error },
+    #[error("adopting or releasing pod {pod}: {source}")]
+    Claim { pod: String, source: kube::Error },
     #[error("deleting finished job {key}: {source}")]
     DeleteJob { key: String, source: kube::Error },
 }
@@ -100,6 +103,7 @@ pub async fn run_controller(informers: &Informers) {
     let (orphans_tx, orphans_rx) = tokio::sync::mpsc::unbounded_channel();
     let pods = informers.all::<Pod>();
     tokio::join!(jobs.synced(), pods.synced());
+    let orphan_jobs = job_store.clone();
     let pod_events = pods.touched().inspect(move |pod| {
         if orphans::maybe_orphan(pod, &job_store) {
             // The receiver lives as long as this stream; a send cannot fail.
@@ -114,7 +118,11 @@ pub async fn run_controller(informers: &Informers) {
         backoff: Mutex::default(),
     });
     Controller::for_shared_stream(jobs.touched(), jobs.store())
-        .watches_shared_stream(pod_events, |pod| job_of(&pod))
+        .watches_shared_stream(pod_events, move |pod| {
+            job_of(&pod)
+                .into_iter()
+                .chain(claim::jobs_for_orphan(&pod, &orphan_jobs))
+        })
         .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
@@ -136,21 +144,27 @@ pub async fn reconcile(job: Arc<Job>, state: Arc<State>) -> Result<Action> {
         .ok_or_else(|| Error::NoNamespace(job.name_any()))?;
     let key = format!("{ns}/{}", job.name_any());
     let uid = job.uid().unwrap_or_default();
-    let pods: Vec<Pod> = state
+    let in_namespace: Vec<Arc<Pod>> = state
         .pods
         .state()
-        .iter()
+        .into_iter()
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
-        .filter(|p| controller_of(&p.metadata).is_some_and(|o| o.uid == uid))
-        .map(|p| p.as_ref().clone())
         .collect();
     let now = Timestamp::now();
     if let Some(done) = status::finished_at(&job) {
+        // A finished Job adopts nothing (as upstream): it only lets go of its own.
+        let pods: Vec<Pod> = in_namespace
+            .iter()
+            .filter(|p| controller_of(&p.metadata).is_some_and(|o| o.uid == uid))
+            .map(|p| p.as_ref().clone())
+            .collect();
         return finished(&state, &job, &key, &pods, done, now).await;
     }
     if podcontrol::is_deleting(&job.metadata) {
         return Ok(Action::await_change());
     }
+    let pods_api: Api<Pod> = Api::namespaced(state.client.clone(), &ns);
+    let pods = claim::claim_pods(&pods_api, &job, &in_namespace).await?;
     sync::sync_job(&state, &job, &key, &pods, now).await
 }
 

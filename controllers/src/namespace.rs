@@ -22,6 +22,11 @@ use crate::{Context, LoopFuture};
 pub const FINALIZER: &str = "kubernetes";
 /// How soon to look again while content remains (pods terminating, finalizers).
 const RECHECK: Duration = Duration::from_secs(2);
+/// How long after its deletion a namespace's content is left alone, as upstream's
+/// `namespaceDeletionGracePeriod`: `kubectl delete -f` of a manifest that holds the
+/// namespace deletes the namespace first and then each object in it, and those
+/// deletes must find their objects (and other apiservers must see the deletion).
+pub const DELETION_GRACE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -72,6 +77,9 @@ pub struct Remaining {
 async fn reconcile(ns: Arc<Namespace>, ctx: Arc<Context>) -> Result<Action> {
     if !needs_cleanup(&ns) {
         return Ok(Action::await_change());
+    }
+    if let Some(wait) = grace_left(&ns, Timestamp::now()) {
+        return Ok(Action::requeue(wait));
     }
     let name = ns.name_any();
     let resources = crate::runtime::discovery::namespaced_deletable(ctx.client.clone())
@@ -153,6 +161,15 @@ pub fn needs_cleanup(ns: &Namespace) -> bool {
             .as_ref()
             .and_then(|s| s.finalizers.as_ref())
             .is_some_and(|f| f.iter().any(|f| f == FINALIZER))
+}
+
+/// How much of [`DELETION_GRACE`] is left since the namespace's deletion, if any.
+pub fn grace_left(ns: &Namespace, now: Timestamp) -> Option<Duration> {
+    let deleted = ns.metadata.deletion_timestamp.as_ref()?.0;
+    let elapsed = Duration::try_from(now.duration_since(deleted)).unwrap_or_default();
+    DELETION_GRACE
+        .checked_sub(elapsed)
+        .filter(|left| !left.is_zero())
 }
 
 pub fn without_kubernetes(finalizers: &[String]) -> Vec<String> {
@@ -327,6 +344,20 @@ mod tests {
         ];
         for (name, ns, want) in cases {
             assert_eq!(needs_cleanup(&ns), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn content_is_left_alone_for_five_seconds_after_the_namespace_is_deleted() {
+        let ns = namespace(true, &["kubernetes"]);
+        let cases = [
+            ("just_deleted", at(0), Some(Duration::from_secs(5))),
+            ("two_seconds_later", at(2), Some(Duration::from_secs(3))),
+            ("grace_over", at(5), None),
+            ("long_ago", at(600), None),
+        ];
+        for (name, now, want) in cases {
+            assert_eq!(grace_left(&ns, now), want, "{name}");
         }
     }
 

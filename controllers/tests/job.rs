@@ -389,3 +389,97 @@ async fn deleting_a_running_job_deletes_its_tracked_pods() {
     })
     .await;
 }
+
+/// Upstream's e2e "should adopt matching orphans and release non-matching pods".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_adopts_matching_orphans_and_releases_pods_that_stop_matching() {
+    let c = Cluster::start("jobadopt", &["job", "scheduler"], 1).await;
+    // No exit code: the simulated pods keep running.
+    create(
+        &c,
+        &job(
+            "adopt",
+            json!({"parallelism": 2, "completions": 2}),
+            json!({}),
+        ),
+    )
+    .await;
+    let uid = c
+        .api::<Job>()
+        .get("adopt")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    let pods = eventually("two job pods", || async {
+        let pods = job_pods(&c, "adopt").await;
+        if pods.len() == 2 {
+            Ok(pods)
+        } else {
+            Err(format!("{} pods", pods.len()))
+        }
+    })
+    .await;
+    let controlled_by_job = |p: &Pod| {
+        p.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|o| o.uid == uid && o.controller == Some(true))
+    };
+    let tracked = |p: &Pod| {
+        p.metadata
+            .finalizers
+            .iter()
+            .flatten()
+            .any(|f| f == "batch.kubernetes.io/job-tracking")
+    };
+
+    // Orphaned (owner reference and finalizer removed), the pod is adopted again.
+    let orphan = pods[0].metadata.name.clone().unwrap();
+    c.api::<Pod>()
+        .patch(
+            &orphan,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"ownerReferences": null, "finalizers": null}})),
+        )
+        .await
+        .unwrap();
+    eventually("the orphan adopted again", || async {
+        let p = c
+            .api::<Pod>()
+            .get(&orphan)
+            .await
+            .map_err(|e| e.to_string())?;
+        if controlled_by_job(&p) && tracked(&p) {
+            Ok(())
+        } else {
+            Err(format!("{:?}", p.metadata))
+        }
+    })
+    .await;
+
+    // Its labels gone, the pod no longer matches: the Job lets go of it.
+    c.api::<Pod>()
+        .patch(
+            &orphan,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": null}})),
+        )
+        .await
+        .unwrap();
+    eventually("the non-matching pod released", || async {
+        let p = c
+            .api::<Pod>()
+            .get(&orphan)
+            .await
+            .map_err(|e| e.to_string())?;
+        if !controlled_by_job(&p) && !tracked(&p) {
+            Ok(())
+        } else {
+            Err(format!("{:?}", p.metadata))
+        }
+    })
+    .await;
+}

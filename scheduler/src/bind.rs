@@ -1,5 +1,6 @@
 //! The scheduler's writes: POST pods/{name}/binding, the PodScheduled=False condition
-//! (pods/status), nominatedNodeName, FailedScheduling events, and victim deletion.
+//! (pods/status), nominatedNodeName, Scheduled and FailedScheduling events, and victim
+//! deletion.
 
 use k8s_openapi::api::core::v1::{Event, ObjectReference};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
@@ -90,7 +91,54 @@ pub async fn report_unschedulable(
             )
             .await?;
     }
-    let event = Event {
+    let event = pod_event(
+        pod,
+        FIELD_MANAGER,
+        ("Warning", "FailedScheduling", "Scheduling"),
+        message,
+        now,
+    );
+    Api::<Event>::namespaced(client.clone(), &pod.namespace)
+        .create(&PostParams::default(), &event)
+        .await?;
+    Ok(())
+}
+
+/// The `Scheduled` event upstream's scheduler records for every pod it bound
+/// (`kubectl describe pod` shows it; `source=default-scheduler` selects it).
+pub async fn report_scheduled(
+    client: &Client,
+    scheduler: &str,
+    pod: &PodInfo,
+    node: &str,
+) -> Result<(), kube::Error> {
+    let message = format!(
+        "Successfully assigned {}/{} to {node}",
+        pod.namespace, pod.name
+    );
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let event = pod_event(
+        pod,
+        scheduler,
+        ("Normal", "Scheduled", "Binding"),
+        &message,
+        now,
+    );
+    Api::<Event>::namespaced(client.clone(), &pod.namespace)
+        .create(&PostParams::default(), &event)
+        .await?;
+    Ok(())
+}
+
+/// A core/v1 Event about a pod from the scheduler; `(type, reason, action)`.
+fn pod_event(
+    pod: &PodInfo,
+    scheduler: &str,
+    (type_, reason, action): (&str, &str, &str),
+    message: &str,
+    now: Time,
+) -> Event {
+    Event {
         metadata: ObjectMeta {
             name: Some(format!("{}.{:x}", pod.name, now.0.as_nanosecond())),
             namespace: Some(pod.namespace.clone()),
@@ -105,23 +153,20 @@ pub async fn report_unschedulable(
             resource_version: pod.resource_version.clone(),
             ..Default::default()
         },
-        reason: Some("FailedScheduling".into()),
+        reason: Some(reason.into()),
         message: Some(message.into()),
-        type_: Some("Warning".into()),
+        type_: Some(type_.into()),
+        action: Some(action.into()),
         count: Some(1),
         first_timestamp: Some(now.clone()),
         last_timestamp: Some(now),
         source: Some(k8s_openapi::api::core::v1::EventSource {
-            component: Some(FIELD_MANAGER.into()),
+            component: Some(scheduler.into()),
             host: None,
         }),
-        reporting_component: Some(FIELD_MANAGER.into()),
+        reporting_component: Some(scheduler.into()),
         ..Default::default()
-    };
-    Api::<Event>::namespaced(client.clone(), &pod.namespace)
-        .create(&PostParams::default(), &event)
-        .await?;
-    Ok(())
+    }
 }
 
 /// Deletes a preemption victim gracefully (its own termination grace period).

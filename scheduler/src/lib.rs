@@ -68,6 +68,9 @@ pub struct Scheduler {
     cache: Mutex<Cache>,
     queue: Arc<SchedulingQueue>,
     binds: Arc<Semaphore>,
+    /// Scheduled events are written one at a time, in bind order, as upstream's event
+    /// broadcaster writes them: they never compete with binds for the apiserver.
+    events: Semaphore,
 }
 
 impl Scheduler {
@@ -75,6 +78,7 @@ impl Scheduler {
         Arc::new(Scheduler {
             client,
             binds: Arc::new(Semaphore::new(config.parallel_binds.max(1))),
+            events: Semaphore::new(1),
             config,
             cache: Mutex::new(Cache::default()),
             queue: SchedulingQueue::new(),
@@ -184,13 +188,25 @@ impl Scheduler {
             .expect("bind semaphore never closes");
         let me = self.clone();
         tokio::spawn(async move {
-            let _permit = permit;
             if let Err(e) = bind::bind(&me.client, &queued.info, &node).await {
                 warn!(error = %e, "bind failed; forgetting the assumed pod");
                 me.cache().forget(&queued.info.uid);
                 if !e.is_final() {
                     me.queue.retry(queued);
                 }
+                return;
+            }
+            // The event is recorded off the binding path: the next bind need not wait.
+            drop(permit);
+            let _event = me
+                .events
+                .acquire()
+                .await
+                .expect("event semaphore never closes");
+            let scheduler = &me.config.scheduler_name;
+            if let Err(e) = bind::report_scheduled(&me.client, scheduler, &queued.info, &node).await
+            {
+                debug!(pod = %queued.info.name, error = %e, "recording the Scheduled event");
             }
         });
     }

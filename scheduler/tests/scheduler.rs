@@ -249,3 +249,47 @@ async fn the_loop_schedules_with_the_configuration_its_context_carries() {
     .await;
     assert_eq!(node, "n1");
 }
+
+/// Upstream's e2e ("events should be sent by kubelets and the scheduler") looks for this
+/// event by `source=default-scheduler`; `kubectl describe pod` shows it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_bound_pod_gets_a_scheduled_event_from_the_default_scheduler() {
+    let cluster = InProcess::start().await;
+    let client = cluster.client.clone();
+    create_node(&client, &Node::test("n1")).await;
+    tokio::spawn(Scheduler::new(client.clone(), SchedulerConfig::default()).run());
+    for name in ["first", "second"] {
+        create_pod(&client, &Pod::test(name)).await;
+    }
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    for name in ["first", "second"] {
+        let uid = pods.get(name).await.unwrap().metadata.uid;
+        let selector = format!(
+            "involvedObject.kind=Pod,involvedObject.name={name},source=default-scheduler,reason=Scheduled"
+        );
+        let event = eventually_some(WAIT, "Scheduled event", || {
+            let (events, selector) = (events.clone(), selector.clone());
+            async move {
+                let list = events
+                    .list(&ListParams::default().fields(&selector))
+                    .await
+                    .ok()?;
+                list.items.into_iter().next()
+            }
+        })
+        .await;
+        assert_eq!(event.type_.as_deref(), Some("Normal"), "{name}");
+        assert_eq!(
+            event.message.as_deref(),
+            Some(format!("Successfully assigned default/{name} to n1").as_str()),
+            "{name}"
+        );
+        assert_eq!(event.involved_object.uid, uid, "{name}");
+        assert_eq!(
+            event.reporting_component.as_deref(),
+            Some("default-scheduler"),
+            "{name}"
+        );
+    }
+}

@@ -1,17 +1,20 @@
 //! User CustomResourceDefinitions: validated and given their status on write, served
-//! the moment they are stored, and on deletion their objects are removed before the
-//! CRD itself goes (the `customresourcecleanup.apiextensions.k8s.io` finalizer).
+//! the moment they are stored. A deleted CRD is Terminating: no new objects, its
+//! objects are deleted as a client would delete them (their finalizers honoured), and
+//! the CRD goes once none is left (the `customresourcecleanup.apiextensions.k8s.io`
+//! finalizer).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
 use super::guarded::{self, Decision};
-use super::Api;
+use super::{Api, ApiRequest};
 use crate::object;
-use crate::registry::resources_from_crd;
-use crate::status::{Cause, Result, Target};
-use crate::storage::{self, ListOptions};
+use crate::registry::{resources_from_crd, Resource};
+use crate::status::{ApiError, Cause, Result, Target};
+use crate::storage::ListOptions;
 
 pub(super) const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 
@@ -201,21 +204,39 @@ pub(super) fn set_status(crd: &mut Value, old: Option<&Value>) {
         ],
         "storedVersions": stored,
     });
+    if object::is_deleting(crd) && old.is_some_and(|o| has_condition(o, "Terminating")) {
+        mark_terminating(crd, since("Terminating"));
+    }
 }
 
-/// After a CRD was written: serve it, or, when it is being deleted, clean up.
+/// After a CRD was written: serve it (a deleted one as terminating: no creates), and
+/// when it is being deleted start its clean-up unless one already runs.
 pub(super) fn after_write(api: &Arc<Api>, crd: &Value) {
-    if object::is_deleting(crd) {
-        let api = api.clone();
-        let name = object::name(crd).to_string();
-        tokio::spawn(async move {
-            if let Err(e) = cleanup(&api, &name).await {
-                tracing::warn!(crd = %name, error = %e, "cleaning up a deleted CustomResourceDefinition failed");
-            }
-        });
-    } else if let Err(e) = api.registry.register(crd, false) {
+    if let Err(e) = api.registry.register(crd, false) {
         tracing::warn!(error = %e, "cannot serve CustomResourceDefinition");
     }
+    if !object::is_deleting(crd) {
+        return;
+    }
+    let name = object::name(crd).to_string();
+    if !api
+        .crd_cleanups
+        .lock()
+        .expect("CRD clean-up set lock")
+        .insert(name.clone())
+    {
+        return;
+    }
+    let api = api.clone();
+    tokio::spawn(async move {
+        if let Err(e) = cleanup(&api, &name).await {
+            tracing::warn!(crd = %name, error = %e, "cleaning up a deleted CustomResourceDefinition failed");
+        }
+        api.crd_cleanups
+            .lock()
+            .expect("CRD clean-up set lock")
+            .remove(&name);
+    });
 }
 
 /// Stops serving a deleted CRD.
@@ -224,7 +245,28 @@ pub(super) fn after_delete(api: &Api, crd: &Value) {
         .unregister(s(crd, "/spec/group"), s(crd, "/spec/names/plural"));
 }
 
-/// Deletes every object of a deleted CRD, then drops the cleanup finalizer.
+/// What creating an object of a terminating CRD answers (upstream's Forbidden).
+pub(super) fn terminating_error(r: &Resource, req: &ApiRequest, obj: &Value) -> ApiError {
+    ApiError::Forbidden(
+        req.target(r, object::name(obj)),
+        "create not allowed while custom resource definition is terminating".into(),
+        None,
+    )
+}
+
+/// The condition a CRD being deleted carries until its objects are gone.
+fn terminating_condition(since: Value) -> Value {
+    json!({"type": "Terminating", "status": "True", "reason": "InstanceDeletionInProgress",
+        "message": "CustomResource deletion is in progress", "lastTransitionTime": since})
+}
+
+/// How often a clean-up looks again at objects whose finalizers still hold them.
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// Deletes every object of a deleted CRD the way a client's delete would (an object
+/// with finalizers is only marked, and stays until they are removed), waits until
+/// none is left, then drops the clean-up finalizer: upstream's CRD finalizer
+/// controller.
 async fn cleanup(api: &Arc<Api>, name: &str) -> Result<()> {
     let snap = api.registry.snapshot();
     let crds = snap
@@ -232,49 +274,119 @@ async fn cleanup(api: &Arc<Api>, name: &str) -> Result<()> {
         .cloned()
         .expect("CRDs are built in");
     let key = crds.key(None, name);
-    let Some(kv) = api.storage.get(&key).await? else {
+    let crd_target = Target::new(&crds.group, &crds.plural, name);
+    // Terminating=True first, so clients see why their creates are refused.
+    let mut crd = Value::Null;
+    guarded::update(api, &key, &crd_target, |current| {
+        let Some(current) = current.filter(|c| object::is_deleting(c)) else {
+            return Ok(Decision::Unchanged);
+        };
+        crd = current.clone();
+        if has_condition(current, "Terminating") {
+            return Ok(Decision::Unchanged);
+        }
+        let mut next = current.clone();
+        mark_terminating(&mut next, json!(object::now_rfc3339()));
+        Ok(Decision::Write(next))
+    })
+    .await?;
+    if crd.is_null() {
         return Ok(());
-    };
-    let crd: Value = crate::watchcache::decode(&kv.value, kv.mod_revision)?;
+    }
     if let Some(r) = resources_from_crd(&crd, false)
         .ok()
         .and_then(|rs| rs.into_iter().next())
     {
-        api.registry.unregister(&r.group, &r.plural);
-        let page = api
-            .storage
-            .list(&r.key_prefix(), ListOptions::default())
-            .await?;
-        for kv in page.kvs {
-            match api.storage.delete(&kv.key, None).await {
-                Ok(_) | Err(storage::Error::NotFound(_)) => {}
-                Err(e) => return Err(e.into()),
+        loop {
+            let page = api
+                .storage
+                .list(&r.key_prefix(), ListOptions::default())
+                .await?;
+            if page.kvs.is_empty() {
+                break;
+            }
+            for kv in page.kvs {
+                delete_instance(api, &r, &kv.key).await?;
+            }
+            tokio::time::sleep(RECHECK).await;
+            // Someone removed the clean-up finalizer (or the CRD) meanwhile: nothing to wait for.
+            match api.storage.get(&key).await? {
+                Some(kv) => {
+                    let now: Value = crate::watchcache::decode(&kv.value, kv.mod_revision)?;
+                    if !object::finalizers(&now)
+                        .iter()
+                        .any(|f| f == CLEANUP_FINALIZER)
+                    {
+                        return Ok(());
+                    }
+                }
+                None => return Ok(()),
             }
         }
+        api.registry.unregister(&r.group, &r.plural);
     }
     // Drop the clean-up finalizer, and the CRD with it when nothing else holds it.
-    guarded::update(
-        api,
-        &key,
-        &Target::new(&crds.group, &crds.plural, name),
-        |crd| {
-            let Some(crd) = crd else {
-                return Ok(Decision::Unchanged);
-            };
-            let remaining: Vec<String> = object::finalizers(crd)
-                .into_iter()
-                .filter(|f| f != CLEANUP_FINALIZER)
-                .collect();
-            if remaining.is_empty() {
-                return Ok(Decision::Delete);
-            }
-            let mut crd = crd.clone();
-            object::metadata_mut(&mut crd).insert("finalizers".into(), json!(remaining));
-            Ok(Decision::Write(crd))
-        },
-    )
+    guarded::update(api, &key, &crd_target, |crd| {
+        let Some(crd) = crd else {
+            return Ok(Decision::Unchanged);
+        };
+        let remaining: Vec<String> = object::finalizers(crd)
+            .into_iter()
+            .filter(|f| f != CLEANUP_FINALIZER)
+            .collect();
+        if remaining.is_empty() {
+            return Ok(Decision::Delete);
+        }
+        let mut crd = crd.clone();
+        object::metadata_mut(&mut crd).insert("finalizers".into(), json!(remaining));
+        Ok(Decision::Write(crd))
+    })
     .await?;
     Ok(())
+}
+
+/// Deletes one object of a deleted CRD: at once when no finalizer holds it, else it
+/// is marked deleted and its finalizers' owners finish it.
+async fn delete_instance(api: &Api, r: &Resource, key: &str) -> Result<()> {
+    let target = Target::new(&r.group, &r.plural, key.rsplit('/').next().unwrap_or(key));
+    guarded::update(api, key, &target, |obj| {
+        let Some(obj) = obj else {
+            return Ok(Decision::Unchanged);
+        };
+        if object::finalizers(obj).is_empty() {
+            return Ok(Decision::Delete);
+        }
+        if object::is_deleting(obj) {
+            return Ok(Decision::Unchanged);
+        }
+        let mut marked = obj.clone();
+        let meta = object::metadata_mut(&mut marked);
+        meta.insert("deletionTimestamp".into(), json!(object::now_rfc3339()));
+        meta.insert("deletionGracePeriodSeconds".into(), json!(0));
+        Ok(Decision::Write(marked))
+    })
+    .await?;
+    Ok(())
+}
+
+fn has_condition(crd: &Value, t: &str) -> bool {
+    crd.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .is_some_and(|cs| {
+            cs.iter()
+                .any(|c| c.get("type").and_then(Value::as_str) == Some(t))
+        })
+}
+
+/// Adds (or replaces) the Terminating condition.
+fn mark_terminating(crd: &mut Value, since: Value) {
+    let conditions = &mut crd["status"]["conditions"];
+    if !conditions.is_array() {
+        *conditions = json!([]);
+    }
+    let list = conditions.as_array_mut().expect("conditions is an array");
+    list.retain(|c| c.get("type").and_then(Value::as_str) != Some("Terminating"));
+    list.push(terminating_condition(since));
 }
 
 /// Serves every stored CRD (at start-up) and resumes interrupted clean-ups.

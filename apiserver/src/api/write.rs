@@ -192,6 +192,9 @@ pub(super) async fn create_object(
     obj: Value,
     applied: bool,
 ) -> Result<Response<Body>> {
+    if r.terminating {
+        return Err(super::crd::terminating_error(r, req, &obj));
+    }
     let generate = object::meta_str(&obj, "name")
         .is_none_or(str::is_empty)
         .then(|| object::meta_str(&obj, "generateName").map(str::to_string))

@@ -20,7 +20,10 @@ use super::{Error, Result};
 use crate::deployment::util::compute_hash;
 use crate::podcontrol::controller_ref;
 
-/// The patch a revision stores: `spec.template` replaced wholesale.
+/// The patch a revision stores: `spec.template` replaced wholesale, byte for byte as
+/// upstream's getPatch writes it (the template as Go marshals it, every object's keys
+/// sorted, `"$patch":"replace"` first), since upstream's tooling and e2e tests compare
+/// a revision's raw data with the patch they compute from the DaemonSet.
 pub fn revision_data(ds: &DaemonSet) -> Value {
     let template = ds
         .spec
@@ -28,15 +31,64 @@ pub fn revision_data(ds: &DaemonSet) -> Value {
         .map(|s| s.template.clone())
         .unwrap_or_default();
     let mut template = serde_json::to_value(template).unwrap_or_else(|_| json!({}));
+    as_go_marshals(&mut template);
     if let Some(map) = template.as_object_mut() {
         map.insert("$patch".into(), json!("replace"));
     }
-    json!({ "spec": { "template": template } })
+    sorted(json!({ "spec": { "template": template } }))
 }
 
-/// Whether `cr` records the DaemonSet's current template.
+/// Adds the empty values Go's encoder writes for fields without `omitempty` that a
+/// Rust client leaves out: the template's `creationTimestamp: null` and every
+/// container's `resources: {}`.
+fn as_go_marshals(template: &mut Value) {
+    let Some(t) = template.as_object_mut() else {
+        return;
+    };
+    let meta = t.entry("metadata").or_insert_with(|| json!({}));
+    if let Some(meta) = meta.as_object_mut() {
+        meta.entry("creationTimestamp").or_insert(Value::Null);
+    }
+    let Some(spec) = t.get_mut("spec").and_then(Value::as_object_mut) else {
+        return;
+    };
+    for list in ["initContainers", "containers", "ephemeralContainers"] {
+        for c in spec
+            .get_mut(list)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(c) = c.as_object_mut() {
+                c.entry("resources").or_insert_with(|| json!({}));
+            }
+        }
+    }
+}
+
+/// The value with every object's keys in byte order, as Go writes a map.
+fn sorted(v: Value) -> Value {
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(sorted).collect()),
+        other => other,
+    }
+}
+
+/// Whether `cr` records the DaemonSet's current template. Revisions written before
+/// the data had Go's empty values still match theirs.
 pub fn matches(ds: &DaemonSet, cr: &ControllerRevision) -> bool {
-    cr.data.as_ref().is_some_and(|d| d.0 == revision_data(ds))
+    cr.data.as_ref().is_some_and(|d| {
+        let mut stored = d.0.clone();
+        if let Some(t) = stored.pointer_mut("/spec/template") {
+            as_go_marshals(t);
+        }
+        stored == revision_data(ds)
+    })
 }
 
 /// The hash of the current template (with the collision count, as upstream).
@@ -284,6 +336,41 @@ mod tests {
             "another template, another revision"
         );
         assert_ne!(current_hash(&changed), current_hash(&ds));
+    }
+
+    #[test]
+    fn a_revisions_data_is_byte_for_byte_upstreams_patch_of_the_template() {
+        let mut ds = daemon_set("ds");
+        let spec = ds.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+        spec.termination_grace_period_seconds = Some(30);
+        spec.dns_policy = Some("ClusterFirst".into());
+        spec.containers = vec![k8s_openapi::api::core::v1::Container {
+            name: "c".into(),
+            image: Some("busybox".into()),
+            ..Default::default()
+        }];
+        let cr = snapshot(&ds, &current_hash(&ds), 1);
+        assert_eq!(
+            serde_json::to_string(&cr.data.as_ref().unwrap().0).unwrap(),
+            concat!(
+                r#"{"spec":{"template":{"$patch":"replace","#,
+                r#""metadata":{"creationTimestamp":null,"labels":{"app":"web"}},"#,
+                r#""spec":{"containers":[{"image":"busybox","name":"c","resources":{}}],"#,
+                r#""dnsPolicy":"ClusterFirst","terminationGracePeriodSeconds":30}}}}"#
+            )
+        );
+        // A revision recorded before, without Go's empty values, is still this template's.
+        let mut older = cr.clone();
+        let data = &mut older.data.as_mut().unwrap().0;
+        data["spec"]["template"]["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("creationTimestamp");
+        data["spec"]["template"]["spec"]["containers"][0]
+            .as_object_mut()
+            .unwrap()
+            .remove("resources");
+        assert!(matches(&ds, &older));
     }
 
     #[test]

@@ -366,3 +366,84 @@ async fn deleting_a_crd_deletes_its_objects_and_stops_serving_them() {
             .collect::<Vec<_>>()
     );
 }
+
+#[tokio::test]
+async fn a_deleted_crd_terminates_until_its_objects_finalizers_are_removed() {
+    let s = InProcess::start().await;
+    let uid = install_widget_crd(&s.client).await.uid().unwrap();
+    let api: Api<Widget> = Api::namespaced(s.client.clone(), "default");
+    api.patch("free", &ssa(), &Patch::Apply(widget("free", "red", 1)))
+        .await
+        .unwrap();
+    let mut held = widget("held", "blue", 2);
+    held.metadata.finalizers = Some(vec!["example.com/hold".into()]);
+    api.create(&PostParams::default(), &held).await.unwrap();
+
+    let crds: Api<CustomResourceDefinition> = Api::all(s.client.clone());
+    crds.delete(WIDGETS, &DeleteParams::default())
+        .await
+        .unwrap();
+
+    // The object without finalizers goes; the held one is only marked deleted, and
+    // the CRD waits for it, saying so.
+    crate::common::eventually("the unheld widget to be deleted", || async {
+        match api.get_opt("free").await.unwrap() {
+            None => Ok(()),
+            Some(w) => Err(format!("{:?}", w.metadata)),
+        }
+    })
+    .await;
+    let marked = crate::common::eventually("the held widget to be marked deleted", || async {
+        let w = api.get("held").await.unwrap();
+        match w.metadata.deletion_timestamp {
+            Some(_) => Ok(w),
+            None => Err(format!("{:?}", w.metadata)),
+        }
+    })
+    .await;
+    assert_eq!(marked.finalizers(), ["example.com/hold"]);
+    let crd = crds.get(WIDGETS).await.unwrap();
+    assert!(crd.metadata.deletion_timestamp.is_some());
+    assert_eq!(
+        crd.finalizers(),
+        ["customresourcecleanup.apiextensions.k8s.io"]
+    );
+    let terminating = crd
+        .status
+        .as_ref()
+        .and_then(|st| st.conditions.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.type_ == "Terminating"))
+        .cloned()
+        .expect("a Terminating condition");
+    assert_eq!(
+        (terminating.status.as_str(), terminating.reason.as_deref()),
+        ("True", Some("InstanceDeletionInProgress"))
+    );
+
+    // No new object while the CRD terminates: upstream's Forbidden.
+    let refused = status(
+        api.create(&PostParams::default(), &widget("late", "red", 1))
+            .await,
+    );
+    assert_eq!(refused.code, 403);
+    assert_eq!(
+        refused.message,
+        "widgets.example.com \"late\" is forbidden: create not allowed while custom resource definition is terminating"
+    );
+
+    // The finalizer's owner finishes: the object goes, and the CRD after it.
+    api.patch(
+        "held",
+        &PatchParams::default(),
+        &Patch::Merge(json!({"metadata": {"finalizers": null}})),
+    )
+    .await
+    .unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        await_condition(crds.clone(), WIDGETS, conditions::is_deleted(&uid)),
+    )
+    .await
+    .expect("the CRD is gone within 20s of its last object")
+    .unwrap();
+}

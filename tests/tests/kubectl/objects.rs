@@ -312,3 +312,43 @@ async fn kubectl_apply_creates_then_configures_and_delete_by_label_removes_only_
         "configmap/other"
     );
 }
+
+#[tokio::test]
+async fn kubectl_delete_of_a_manifest_holding_its_namespace_deletes_everything_without_errors() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let k = c.kubectl();
+    // The namespace comes first, as in most rendered charts: kubectl deletes it first
+    // and then each object in it, which must still be there to be deleted.
+    let mut manifest = String::from("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: shop\n");
+    for i in 0..20 {
+        manifest.push_str(&format!(
+            "---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: conf-{i}\n  namespace: shop\ndata:\n  k: v\n"
+        ));
+    }
+    manifest.push_str("---\n");
+    manifest
+        .push_str(&DEPLOYMENT_YAML.replace("  name: web\n", "  name: web\n  namespace: shop\n"));
+    let path = c.manifest("shop.yaml", &manifest);
+    k.run(&["apply", "-f", path_str(&path)]);
+
+    let out = k.output(&["delete", "-f", path_str(&path), "--timeout=60s"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stderr.trim().is_empty(),
+        "kubectl delete -f failed ({}):\nstdout: {}\nstderr: {stderr}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "namespace \"shop\" deleted",
+        "configmap \"conf-19\" deleted",
+        "deployment.apps \"web\" deleted",
+    ] {
+        assert!(stdout.contains(line), "{line:?} missing from:\n{stdout}");
+    }
+    assert!(
+        !k.output(&["get", "namespace", "shop"]).status.success(),
+        "the namespace is gone once kubectl delete returns"
+    );
+}
