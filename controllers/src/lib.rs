@@ -12,6 +12,7 @@ pub mod expectations;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
 pub mod gc;
+pub mod hpa;
 pub mod job;
 pub mod leader;
 pub mod localpath;
@@ -19,7 +20,9 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podcontrol;
+pub mod podgc;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod runtime;
 pub mod serviceaccount;
 pub mod shared;
@@ -120,6 +123,10 @@ pub fn loops() -> Vec<Loop> {
             run: replicaset::run,
         },
         Loop {
+            name: "replicationcontroller",
+            run: replicationcontroller::run,
+        },
+        Loop {
             name: "deployment",
             run: deployment::run,
         },
@@ -158,6 +165,14 @@ pub fn loops() -> Vec<Loop> {
         Loop {
             name: "localpath",
             run: localpath::run,
+        },
+        Loop {
+            name: "podgc",
+            run: podgc::run,
+        },
+        Loop {
+            name: "horizontalpodautoscaling",
+            run: hpa::run,
         },
     ]
 }
