@@ -21,6 +21,7 @@ pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podcontrol;
 pub mod podgc;
+pub mod pvbinder;
 pub mod replicaset;
 pub mod replicationcontroller;
 pub mod runtime;
@@ -165,6 +166,10 @@ pub fn loops() -> Vec<Loop> {
         Loop {
             name: "localpath",
             run: localpath::run,
+        },
+        Loop {
+            name: "persistentvolume-binder",
+            run: pvbinder::run,
         },
         Loop {
             name: "podgc",
