@@ -84,9 +84,12 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
             classes: classes.store(),
         });
         let volumes_by_claim = volumes.store();
+        let claims_by_volume = claims.store();
         let claims_controller = Controller::for_shared_stream(claims.touched(), claims.store())
             .watches_shared_stream(pods.touched(), |pod| claims_of_pod(&pod))
-            .watches_shared_stream(volumes.touched(), |pv| claim_of_volume(&pv))
+            .watches_shared_stream(volumes.touched(), move |pv| {
+                claims_of_volume(&claims_by_volume, &pv)
+            })
             .run(
                 reconcile_claim,
                 crate::runtime::retry::error_policy,
@@ -133,23 +136,38 @@ fn claims_of_pod(pod: &Pod) -> Vec<ObjectRef<PersistentVolumeClaim>> {
         .collect()
 }
 
-/// Volumes a claim event concerns: the one it names, the ones whose claimRef names it,
-/// and, for an unbound claim, every free volume (one of them may now fit).
+/// Volumes a claim event concerns: the one it names and the ones whose claimRef names it.
 fn volumes_of_claim(
     volumes: &Store<PersistentVolume>,
     claim: &PersistentVolumeClaim,
 ) -> Vec<ObjectRef<PersistentVolume>> {
+    let named = claim.spec.as_ref().and_then(|s| s.volume_name.as_deref());
     volumes
         .state()
         .iter()
         .filter(|pv| {
-            plan::claim_ref_is(pv, claim)
-                || claim.spec.as_ref().and_then(|s| s.volume_name.as_deref())
-                    == pv.metadata.name.as_deref()
+            named == pv.metadata.name.as_deref()
                 || claim_of_volume(pv)
                     .is_some_and(|r| r.name == claim.name_any() && r.namespace == claim.namespace())
         })
         .map(|pv| ObjectRef::from_obj(pv.as_ref()))
+        .collect()
+}
+
+/// Claims a volume event concerns: the one its claimRef names, or, for a free volume,
+/// every claim not bound yet (the volume may fit one now).
+fn claims_of_volume(
+    claims: &Store<PersistentVolumeClaim>,
+    pv: &PersistentVolume,
+) -> Vec<ObjectRef<PersistentVolumeClaim>> {
+    if let Some(r) = claim_of_volume(pv) {
+        return vec![r];
+    }
+    claims
+        .state()
+        .iter()
+        .filter(|c| c.status.as_ref().and_then(|s| s.phase.as_deref()) != Some("Bound"))
+        .map(|c| ObjectRef::from_obj(c.as_ref()))
         .collect()
 }
 

@@ -207,3 +207,37 @@ async fn a_claim_in_use_by_a_pod_stays_until_the_pod_is_gone() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pending_claim_binds_to_a_volume_made_after_it() {
+    let c = Cluster::start("pvlate", &["persistentvolume-binder"], 0).await;
+    let claims = c.api::<PersistentVolumeClaim>();
+    claims
+        .create(&PostParams::default(), &claim("late", "1Gi", None))
+        .await
+        .unwrap();
+    eventually("the claim Pending", || async {
+        let got = claims.get("late").await.map_err(|e| e.to_string())?;
+        let phase = got.status.and_then(|s| s.phase);
+        (phase.as_deref() == Some("Pending"))
+            .then_some(())
+            .ok_or(format!("{phase:?}"))
+    })
+    .await;
+    Api::<PersistentVolume>::all(c.client.clone())
+        .create(
+            &PostParams::default(),
+            &volume("made-later", "1Gi", "Retain"),
+        )
+        .await
+        .unwrap();
+    eventually("the claim bound to the new volume", || async {
+        let got = claims.get("late").await.map_err(|e| e.to_string())?;
+        let name = got.spec.and_then(|s| s.volume_name);
+        let phase = got.status.and_then(|s| s.phase);
+        (name.as_deref() == Some("made-later") && phase.as_deref() == Some("Bound"))
+            .then_some(())
+            .ok_or(format!("{name:?} {phase:?}"))
+    })
+    .await;
+}

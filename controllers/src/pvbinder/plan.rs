@@ -61,7 +61,7 @@ fn volume_class(pv: &PersistentVolume) -> &str {
 
 /// Whether the volume's claimRef names this claim (pre-bound from the volume's side,
 /// uid unset, or bound to exactly this claim).
-pub(super) fn claim_ref_is(pv: &PersistentVolume, claim: &PersistentVolumeClaim) -> bool {
+fn claim_ref_is(pv: &PersistentVolume, claim: &PersistentVolumeClaim) -> bool {
     let Some(r) = pv.spec.as_ref().and_then(|s| s.claim_ref.as_ref()) else {
         return false;
     };
