@@ -12,6 +12,7 @@ pub mod expectations;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
 pub mod gc;
+pub mod hpa;
 pub mod job;
 pub mod leader;
 pub mod localpath;
@@ -19,7 +20,10 @@ pub mod namespace;
 pub mod nodeipam;
 pub mod nodelifecycle;
 pub mod podcontrol;
+pub mod podgc;
+pub mod pvbinder;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod runtime;
 pub mod serviceaccount;
 pub mod shared;
@@ -120,6 +124,10 @@ pub fn loops() -> Vec<Loop> {
             run: replicaset::run,
         },
         Loop {
+            name: "replicationcontroller",
+            run: replicationcontroller::run,
+        },
+        Loop {
             name: "deployment",
             run: deployment::run,
         },
@@ -158,6 +166,18 @@ pub fn loops() -> Vec<Loop> {
         Loop {
             name: "localpath",
             run: localpath::run,
+        },
+        Loop {
+            name: "persistentvolume-binder",
+            run: pvbinder::run,
+        },
+        Loop {
+            name: "podgc",
+            run: podgc::run,
+        },
+        Loop {
+            name: "horizontalpodautoscaling",
+            run: hpa::run,
         },
     ]
 }

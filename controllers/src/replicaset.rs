@@ -1,9 +1,11 @@
 //! The ReplicaSet controller: keeps `spec.replicas` active pods matching the selector,
 //! adopting matching orphans and releasing pods that stop matching, and reports what it
-//! sees in the status (upstream pkg/controller/replicaset).
+//! sees in the status (upstream pkg/controller/replicaset). The same code runs the
+//! ReplicationController loop (`crate::replicationcontroller`) through [`Replicated`].
 
 #[cfg(test)]
 pub(crate) mod fixtures;
+mod owner;
 mod plan;
 mod status;
 
@@ -16,11 +18,12 @@ use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::Controller;
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
+pub use owner::Replicated;
 pub use plan::{claim_pods, desired_pods, Claim, Diff};
 pub use status::calculate_status;
 
@@ -32,7 +35,7 @@ use crate::{Context, LoopFuture};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("replicaset {0} has no namespace")]
+    #[error("{0} has no namespace")]
     NoNamespace(String),
     #[error("creating pods for {key}: {source}")]
     CreatePods { key: String, source: kube::Error },
@@ -58,15 +61,16 @@ pub struct State {
 /// The loop entry for [`crate::loops`].
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
-        run_controller(&ctx.informers).await;
+        run_controller::<ReplicaSet>(&ctx.informers).await;
         anyhow::bail!("the replicaset controller stopped")
     })
 }
 
-/// Runs the controller until its streams end.
-pub async fn run_controller(informers: &Informers) {
+/// Runs the controller of `K`s (ReplicaSets or ReplicationControllers) until its
+/// streams end.
+pub async fn run_controller<K: Replicated>(informers: &Informers) {
     let pods = informers.all::<Pod>();
-    let replica_sets = informers.all::<ReplicaSet>();
+    let replica_sets = informers.all::<K>();
     tokio::join!(pods.synced(), replica_sets.synced());
     let state = Arc::new(State {
         client: informers.client().clone(),
@@ -75,23 +79,45 @@ pub async fn run_controller(informers: &Informers) {
     });
     let rs_store = replica_sets.store();
     Controller::for_shared_stream(replica_sets.touched(), replica_sets.store())
-        .watches_shared_stream(pods.touched(), move |pod| {
-            podcontrol::owners_for_pod(&rs_store, &pod, |o| o.spec.as_ref().map(|s| &s.selector))
-        })
+        .watches_shared_stream(pods.touched(), move |pod| owners_of_pod(&rs_store, &pod))
         .run(reconcile, crate::runtime::retry::error_policy, state)
         .for_each(|result| async move {
             if let Err(e) = result {
-                warn!(error = %e, "replicaset reconcile failed");
+                warn!(error = %e, controller = K::LOOP, "reconcile failed");
             }
         })
         .await;
 }
 
+/// The `K`s a pod event concerns: its controller when that is a `K`, else every `K` of
+/// its namespace that would adopt it ([`podcontrol::owners_for_pod`], with the selector
+/// computed: a ReplicationController's is a map made into a LabelSelector).
+fn owners_of_pod<K: Replicated>(owners: &Store<K>, pod: &Pod) -> Vec<ObjectRef<K>> {
+    let ns = pod.namespace().unwrap_or_default();
+    if let Some(owner) = podcontrol::controller_of(&pod.metadata) {
+        return if owner.kind == K::kind(&()) {
+            vec![ObjectRef::new(&owner.name).within(&ns)]
+        } else {
+            vec![]
+        };
+    }
+    owners
+        .state()
+        .iter()
+        .filter(|o| o.namespace().as_deref() == Some(ns.as_str()))
+        .filter(|o| {
+            o.selector()
+                .is_some_and(|s| podcontrol::controller_selects(&s, pod.labels()))
+        })
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
+}
+
 #[instrument(skip_all, fields(key = %format!("{}/{}", rs.namespace().unwrap_or_default(), rs.name_any())))]
-pub async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action> {
+pub async fn reconcile<K: Replicated>(rs: Arc<K>, state: Arc<State>) -> Result<Action> {
     let ns = rs
         .namespace()
-        .ok_or_else(|| Error::NoNamespace(rs.name_any()))?;
+        .ok_or_else(|| Error::NoNamespace(format!("{} {}", K::LOOP, rs.name_any())))?;
     let key = format!("{ns}/{}", rs.name_any());
     let pods_api: Api<Pod> = Api::namespaced(state.client.clone(), &ns);
     // Shared, not copied: a deep copy of every pod per sync is most of the memory a
@@ -103,7 +129,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action>
         .filter(|p| p.namespace().as_deref() == Some(ns.as_str()))
         .collect();
 
-    let claim = claim_pods(&rs, in_namespace.iter().map(AsRef::as_ref));
+    let claim = claim_pods(rs.as_ref(), in_namespace.iter().map(AsRef::as_ref));
     for pod in &claim.release {
         podcontrol::release(&pods_api, *pod, rs.uid().as_deref().unwrap_or_default())
             .await
@@ -146,9 +172,11 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action>
             in_flight,
             "waiting for the cache to observe earlier creates/deletes"
         );
-    } else if !podcontrol::is_deleting(&rs.metadata) {
-        let replicas = rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
-        if let Err(e) = manage_replicas(&state, &rs, &key, &pods_api, &active, replicas).await {
+    } else if !podcontrol::is_deleting(rs.meta()) {
+        let replicas = rs.replicas();
+        if let Err(e) =
+            manage_replicas(&state, rs.as_ref(), &key, &pods_api, &active, replicas).await
+        {
             manage_error = Some(e);
         }
     }
@@ -162,9 +190,9 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action>
         };
         (reason, e.to_string())
     });
-    let new_status = calculate_status(&rs, &active, reason_message, now_ts);
-    if status::differs(rs.status.as_ref(), &new_status) {
-        Api::<ReplicaSet>::namespaced(state.client.clone(), &ns)
+    let new_status = calculate_status(rs.as_ref(), &active, reason_message, now_ts);
+    if status::differs(rs.replica_status().as_ref(), &new_status) {
+        Api::<K>::namespaced(state.client.clone(), &ns)
             .patch_status(
                 &rs.name_any(),
                 &PatchParams::default(),
@@ -182,11 +210,7 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action>
 
     // A ready pod becomes available minReadySeconds after it turned ready; no event
     // announces that, so come back then.
-    let min_ready = rs
-        .spec
-        .as_ref()
-        .and_then(|s| s.min_ready_seconds)
-        .unwrap_or(0);
+    let min_ready = rs.min_ready_seconds();
     let next = active
         .iter()
         .filter_map(|p| seconds_until_available(p, min_ready, now_ts))
@@ -199,9 +223,9 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, state: Arc<State>) -> Result<Action>
 }
 
 /// Creates or deletes pods so `replicas` are active, recording each write as expected.
-async fn manage_replicas(
+async fn manage_replicas<K: Replicated>(
     state: &State,
-    rs: &ReplicaSet,
+    rs: &K,
     key: &str,
     pods_api: &Api<Pod>,
     active: &[&Pod],
@@ -210,7 +234,7 @@ async fn manage_replicas(
     match desired_pods(replicas, active.len()) {
         Diff::Steady => Ok(()),
         Diff::Create(n) => {
-            let Some(template) = rs.spec.as_ref().and_then(|s| s.template.as_ref()) else {
+            let Some(template) = rs.template() else {
                 return Ok(());
             };
             let generate_name = format!("{}-", rs.name_any());

@@ -11,7 +11,14 @@ use kube::{Api, ResourceExt};
 use kybern_testkit::{eventually, Cluster};
 use serde_json::json;
 
-const LOOPS: &[&str] = &["localpath", "statefulset", "scheduler"];
+// The binder runs beside the provisioner, as in `kybern server`: its protection
+// finalizers and static binding must not get in the way of dynamic provisioning.
+const LOOPS: &[&str] = &[
+    "localpath",
+    "persistentvolume-binder",
+    "statefulset",
+    "scheduler",
+];
 
 async fn create<K>(api: &Api<K>, manifest: serde_json::Value) -> K
 where

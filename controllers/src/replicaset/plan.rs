@@ -4,9 +4,9 @@
 
 use std::cmp::Ordering;
 
-use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 
+use super::owner::Replicated;
 use crate::podcontrol::{controller_of, controller_selects, is_deleting};
 
 /// At most this many creates or deletes per sync (upstream's burstReplicas).
@@ -25,16 +25,16 @@ pub struct Claim<'a> {
 
 /// Splits `pods` like upstream's ClaimPods. A ReplicaSet being deleted adopts nothing
 /// and releases nothing (the garbage collector is about to act on its children).
-pub fn claim_pods<'a>(rs: &ReplicaSet, pods: impl IntoIterator<Item = &'a Pod>) -> Claim<'a> {
+pub fn claim_pods<'a, K: Replicated>(rs: &K, pods: impl IntoIterator<Item = &'a Pod>) -> Claim<'a> {
     let mut claim = Claim::default();
-    let Some(spec) = rs.spec.as_ref() else {
+    let Some(selector) = rs.selector() else {
         return claim;
     };
-    let uid = rs.metadata.uid.as_deref().unwrap_or_default();
-    let rs_deleting = is_deleting(&rs.metadata);
+    let uid = rs.meta().uid.as_deref().unwrap_or_default();
+    let rs_deleting = is_deleting(rs.meta());
     for pod in pods {
         let matches = controller_selects(
-            &spec.selector,
+            &selector,
             pod.metadata.labels.as_ref().unwrap_or(&Default::default()),
         );
         match controller_of(&pod.metadata) {

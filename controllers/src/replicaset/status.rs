@@ -1,12 +1,13 @@
 //! The ReplicaSet's status as a pure function of its pods (upstream's calculateStatus),
 //! and the merge patch that writes it.
 
-use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetCondition, ReplicaSetStatus};
+use k8s_openapi::api::apps::v1::{ReplicaSetCondition, ReplicaSetStatus};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 
+use super::owner::Replicated;
 use crate::podcontrol::{is_available, is_ready};
 
 pub(super) const REPLICA_FAILURE: &str = "ReplicaFailure";
@@ -18,16 +19,15 @@ fn count(pods: &[&Pod], f: impl Fn(&Pod) -> bool) -> i32 {
 /// Status from the active pods the ReplicaSet owns. `manage_error` is the create or
 /// delete failure of this sync, if any: it sets the ReplicaFailure condition, and a
 /// clean sync clears it.
-pub fn calculate_status(
-    rs: &ReplicaSet,
+pub fn calculate_status<K: Replicated>(
+    rs: &K,
     active: &[&Pod],
     manage_error: Option<(&str, String)>,
     now: Timestamp,
 ) -> ReplicaSetStatus {
-    let spec = rs.spec.as_ref();
-    let min_ready = spec.and_then(|s| s.min_ready_seconds).unwrap_or(0);
-    let template_labels = spec
-        .and_then(|s| s.template.as_ref())
+    let min_ready = rs.min_ready_seconds();
+    let template_labels = rs
+        .template()
         .and_then(|t| t.metadata.as_ref())
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
@@ -37,7 +37,7 @@ pub fn calculate_status(
             .iter()
             .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v))
     });
-    let old = rs.status.clone().unwrap_or_default();
+    let old = rs.replica_status().unwrap_or_default();
     let mut conditions: Vec<ReplicaSetCondition> = old.conditions.unwrap_or_default();
     match manage_error {
         Some((reason, message)) => {
@@ -58,7 +58,7 @@ pub fn calculate_status(
         fully_labeled_replicas: Some(fully_labeled),
         ready_replicas: Some(count(active, is_ready)),
         available_replicas: Some(count(active, |p| is_available(p, min_ready, now))),
-        observed_generation: rs.metadata.generation,
+        observed_generation: rs.meta().generation,
         conditions: (!conditions.is_empty()).then_some(conditions),
         terminating_replicas: old.terminating_replicas,
     }

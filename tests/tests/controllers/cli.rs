@@ -21,6 +21,7 @@ fn controller_list_prints_every_loop() {
         "serviceaccount",
         "garbagecollector",
         "replicaset",
+        "replicationcontroller",
         "deployment",
         "statefulset",
         "daemonset",
@@ -31,6 +32,9 @@ fn controller_list_prints_every_loop() {
         "nodeipam",
         "nodelifecycle",
         "localpath",
+        "persistentvolume-binder",
+        "podgc",
+        "horizontalpodautoscaling",
         "scheduler",
     ];
     assert_eq!(
