@@ -11,6 +11,7 @@ mod finalize;
 mod guarded;
 mod kinds;
 mod negotiate;
+mod omitempty;
 mod openapi;
 mod patch;
 pub mod pipeline;
