@@ -76,7 +76,16 @@ pub(super) fn prepare_update(
         // status strategy takes only the status.
         if r.builtin {
             if let Some(m) = new.get("metadata") {
+                let labels = old.pointer("/metadata/labels").cloned();
                 merged["metadata"] = m.clone();
+                // The apps workloads' status strategies keep the labels too.
+                if r.group == "apps" {
+                    let meta = object::metadata_mut(&mut merged);
+                    match labels {
+                        Some(l) => meta.insert("labels".into(), l),
+                        None => meta.remove("labels"),
+                    };
+                }
             }
         }
         match new.get("status") {
