@@ -337,6 +337,11 @@ fn service_spec(spec: &mut Map<String, Value>) {
     }
     for p in each_in(spec, "ports") {
         default(p, "protocol", json!("TCP"));
+        // An unset targetPort (0 or "" from protobuf clients, as Go's zero
+        // IntOrString) is the port.
+        if matches!(p.get("targetPort"), Some(t) if t == &json!(0) || t == &json!("")) {
+            p.remove("targetPort");
+        }
         if let Some(port) = p.get("port").cloned() {
             default(p, "targetPort", port);
         }

@@ -1,18 +1,81 @@
 //! Built-in kinds store and return what upstream's Go types encode: fields marked
-//! `omitempty` are left out when empty. The generated schemas say which fields those
-//! are: k8s-openapi lists every field without `omitempty` under `required`. So, for a
-//! field not required, a null, an empty list or an empty map (an object schema with
-//! only `additionalProperties`) is dropped. Empty structs stay (`securityContext: {}`),
-//! as Go encodes a non-pointer struct even when empty. Zero counts are dropped in
-//! `status` only, where nearly every count is a plain `int32`; the few pointers there
-//! keep their zeros, as upstream does.
+//! `omitempty` are left out when empty, and a Go zero value is the same as unset. The
+//! generated schemas say which fields those are: k8s-openapi lists every field without
+//! `omitempty` under `required`. So, for a field not required, a null, an empty list, an
+//! empty map (an object schema with only `additionalProperties`), a `0` or a `false` is
+//! dropped. Two things the schemas do not tell are listed here from the Go types: the
+//! scalar fields that are pointers (their zero is a value: `replicas: 0`), and that an
+//! empty struct stays (`securityContext: {}`), as Go encodes a non-pointer struct even
+//! when empty. Protobuf bodies, where Go writes every non-pointer zero, and JSON bodies
+//! thus store the same object.
 
 use serde_json::Value;
 
-/// Status counts that are pointers in upstream's Go types: a zero is a value.
-const STATUS_POINTERS: [&str; 5] = [
+/// Scalar fields outside `status` that are pointers in upstream's Go types.
+const POINTERS: &[&str] = &[
+    "replicas",
+    "terminationGracePeriodSeconds",
+    "activeDeadlineSeconds",
+    "automountServiceAccountToken",
+    "shareProcessNamespace",
+    "priority",
+    "enableServiceLinks",
+    "setHostnameAsFQDN",
+    "hostUsers",
+    "hostProcess",
+    "runAsUser",
+    "runAsGroup",
+    "runAsNonRoot",
+    "fsGroup",
+    "privileged",
+    "readOnlyRootFilesystem",
+    "allowPrivilegeEscalation",
+    "defaultMode",
+    "mode",
+    "optional",
+    "expirationSeconds",
+    "revisionHistoryLimit",
+    "progressDeadlineSeconds",
+    "partition",
+    "parallelism",
+    "completions",
+    "backoffLimit",
+    "backoffLimitPerIndex",
+    "maxFailedIndexes",
+    "ttlSecondsAfterFinished",
+    "suspend",
+    "manualSelector",
+    "startingDeadlineSeconds",
+    "successfulJobsHistoryLimit",
+    "failedJobsHistoryLimit",
+    "allocateLoadBalancerNodePorts",
+    "publishNotReadyAddresses",
+    "timeoutSeconds",
+    "minReplicas",
+    "targetCPUUtilizationPercentage",
+    "averageUtilization",
+    "stabilizationWindowSeconds",
+    "minDomains",
+    "immutable",
+    "attachRequired",
+    "podInfoOnMount",
+    "storageCapacity",
+    "requiresRepublish",
+    "seLinuxMount",
+    "allowVolumeExpansion",
+    "leaseDurationSeconds",
+    "leaseTransitions",
+    "port",
+    "ready",
+    "serving",
+    "terminating",
+];
+
+/// Counts in `status` that are pointers in upstream's Go types.
+const STATUS_POINTERS: &[&str] = &[
     "collisionCount",
     "ready",
+    "started",
     "terminating",
     "terminatingReplicas",
     "currentCPUUtilizationPercentage",
@@ -79,9 +142,20 @@ fn omitted(schema: Option<&Value>, key: &str, v: &Value, in_status: bool) -> boo
         Value::Null => true,
         Value::Array(a) => a.is_empty(),
         Value::Object(m) => m.is_empty() && is_map,
-        Value::Number(n) => in_status && n.as_f64() == Some(0.0) && !STATUS_POINTERS.contains(&key),
+        // IntOrString and Quantity fields are pointers or strings in Go: a 0 is a value.
+        Value::Number(_) | Value::Bool(_)
+            if is_zero(v)
+                && schema.is_none_or(|s| s.get("x-kubernetes-int-or-string").is_none()) =>
+        {
+            let pointers = if in_status { STATUS_POINTERS } else { POINTERS };
+            !pointers.contains(&key)
+        }
         _ => false,
     }
+}
+
+fn is_zero(v: &Value) -> bool {
+    v == &Value::Bool(false) || v.as_f64() == Some(0.0)
 }
 
 /// ObjectMeta (whose schema the CRDs leave open): empty or null lists and maps, and a

@@ -53,7 +53,8 @@ fn admit(r: &Resource, req: &ApiRequest, obj: &mut Value, old: Option<&Value>) -
     let mut causes = Vec::new();
     hooks.default(r, obj);
     if let Some(schema) = r.schema() {
-        if r.builtin {
+        // CRDs are left as written: their schemas are the user's documents.
+        if r.builtin && r.group != "apiextensions.k8s.io" {
             super::omitempty::apply(&schema, obj);
         }
         let out = crate::schema::process(&schema, obj);

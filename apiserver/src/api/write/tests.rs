@@ -519,3 +519,101 @@ async fn empty_optional_values_are_neither_stored_nor_returned() {
         "zero counts are omitted, a pointer's zero is kept"
     );
 }
+
+const PROTOBUF: &str = "application/vnd.kubernetes.protobuf";
+
+async fn create_protobuf(api: &Arc<Api>, uri: &str, body: Vec<u8>) -> Value {
+    let (code, out) = send(api, Method::POST, uri, PROTOBUF, body).await;
+    let out: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(code, StatusCode::CREATED, "{out}");
+    out
+}
+
+#[tokio::test]
+async fn a_deployment_kubectl_creates_over_protobuf_is_stored_as_its_json_would_be() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path()).await;
+    let pb = include_bytes!("../../protobuf/testdata/kubectl-create-deployment.pb");
+    let d = create_protobuf(&api, DEPLOYMENTS, pb.to_vec()).await;
+    for (field, at) in [
+        ("paused", "/spec"),
+        ("minReadySeconds", "/spec"),
+        ("generation", "/spec/template/metadata"),
+        ("hostNetwork", "/spec/template/spec"),
+        ("stdin", "/spec/template/spec/containers/0"),
+        ("tty", "/spec/template/spec/containers/0"),
+        ("hostPort", "/spec/template/spec/containers/0/ports/0"),
+    ] {
+        assert!(
+            d.pointer(&format!("{at}/{field}")).is_none(),
+            "{at}/{field}: {d}"
+        );
+    }
+    assert_eq!(
+        d["spec"]["strategy"],
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": "25%", "maxSurge": "25%"}})
+    );
+    assert_eq!(d["spec"]["replicas"], 3);
+}
+
+#[tokio::test]
+async fn a_service_over_protobuf_keeps_its_target_port_and_gets_a_node_port_for_zero() {
+    use crate::protobuf::tests::encode::{body, Msg};
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path()).await;
+    let pb = include_bytes!("../../protobuf/testdata/kubectl-create-service.pb");
+    let svc = create_protobuf(&api, SERVICES, pb.to_vec()).await;
+    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 8080);
+    assert!(svc["spec"]["ports"][0].get("nodePort").is_none(), "{svc}");
+
+    // As Go writes a NodePort Service with neither targetPort nor nodePort set.
+    let unset_target = Msg::new().int(1, 0).int(2, 0).str(3, "");
+    let port = Msg::new()
+        .str(1, "")
+        .str(2, "TCP")
+        .int(3, 80)
+        .msg(4, unset_target)
+        .int(5, 0);
+    let spec = Msg::new().msg(1, port).str(3, "").str(4, "NodePort");
+    let meta = Msg::new().str(1, "np").str(3, "default");
+    let svc = create_protobuf(
+        &api,
+        SERVICES,
+        body("v1", "Service", Msg::new().msg(1, meta).msg(2, spec)),
+    )
+    .await;
+    let p = &svc["spec"]["ports"][0];
+    assert_eq!(
+        p["targetPort"], 80,
+        "an unset targetPort is the port: {svc}"
+    );
+    let node_port = p["nodePort"].as_u64().unwrap_or(0);
+    assert!(
+        (30000..=32767).contains(&node_port),
+        "nodePort 0 means allocate one: {svc}"
+    );
+}
+
+#[tokio::test]
+async fn a_scale_sent_over_protobuf_scales_the_deployment() {
+    use crate::protobuf::tests::encode::{body, Msg};
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path()).await;
+    create(&api, DEPLOYMENTS, deployment("d")).await;
+    let scale = Msg::new()
+        .msg(1, Msg::new().str(1, "d").str(3, "default"))
+        .msg(2, Msg::new().int(1, 4));
+    let (code, out) = send(
+        &api,
+        Method::PUT,
+        &format!("{DEPLOYMENTS}/d/scale"),
+        PROTOBUF,
+        body("autoscaling/v1", "Scale", scale),
+    )
+    .await;
+    let out: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(code, StatusCode::OK, "{out}");
+    assert_eq!(out["spec"]["replicas"], 4);
+    let (_, d) = call(&api, Method::GET, &format!("{DEPLOYMENTS}/d"), None).await;
+    assert_eq!(d["spec"]["replicas"], 4);
+}
