@@ -617,3 +617,100 @@ async fn a_scale_sent_over_protobuf_scales_the_deployment() {
     let (_, d) = call(&api, Method::GET, &format!("{DEPLOYMENTS}/d"), None).await;
     assert_eq!(d["spec"]["replicas"], 4);
 }
+
+const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+
+fn widget_crd() -> Value {
+    json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.example.com"},
+        "spec": {"group": "example.com", "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "subresources": {"status": {}},
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {
+                    "spec": {"type": "object", "properties": {
+                        "size": {"type": "integer", "default": 3},
+                        "color": {"type": "string"}}},
+                    "status": {"type": "object", "properties": {
+                        "conditions": {"type": "array", "items": {"type": "object",
+                            "properties": {"type": {"type": "string"}, "status": {"type": "string"},
+                                "reason": {"type": "string"}}}}}}}}}}]}})
+}
+
+#[tokio::test]
+async fn conditions_written_through_status_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path()).await;
+    let mut crd = create(&api, CRDS, widget_crd()).await;
+    let extra = json!({"type": "StatusUpdated", "status": "True", "reason": "E2E",
+        "message": "Set from an e2e test", "lastTransitionTime": "2024-01-02T03:04:05Z"});
+    crd["status"]["conditions"]
+        .as_array_mut()
+        .unwrap()
+        .push(extra.clone());
+    let (code, out) = call(
+        &api,
+        Method::PUT,
+        &format!("{CRDS}/widgets.example.com/status"),
+        Some(crd),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{out}");
+    let (_, crd) = call(
+        &api,
+        Method::GET,
+        &format!("{CRDS}/widgets.example.com"),
+        None,
+    )
+    .await;
+    let conditions = crd["status"]["conditions"].as_array().unwrap();
+    assert!(
+        conditions.contains(&extra),
+        "the CRD's own condition: {crd}"
+    );
+    assert!(conditions.iter().any(|c| c["type"] == "Established"));
+
+    let widgets = "/apis/example.com/v1/namespaces/default/widgets";
+    let mut w = create(
+        &api,
+        widgets,
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {}}),
+    )
+    .await;
+    w["status"] = json!({"conditions": [{"type": "Ready", "status": "True", "reason": "Done"}]});
+    let (code, out) = call(&api, Method::PUT, &format!("{widgets}/w/status"), Some(w)).await;
+    assert_eq!(code, StatusCode::OK, "{out}");
+    let (_, w) = call(&api, Method::GET, &format!("{widgets}/w"), None).await;
+    assert_eq!(
+        w["status"]["conditions"][0]["type"], "Ready",
+        "a custom resource's: {w}"
+    );
+}
+
+#[tokio::test]
+async fn schema_defaults_added_later_show_on_objects_read_from_storage() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = api(dir.path()).await;
+    let mut crd = create(&api, CRDS, widget_crd()).await;
+    let widgets = "/apis/example.com/v1/namespaces/default/widgets";
+    create(
+        &api,
+        widgets,
+        json!({"apiVersion": "example.com/v1", "kind": "Widget", "metadata": {"name": "w"}, "spec": {}}),
+    )
+    .await;
+    crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
+        ["color"]["default"] = json!("blue");
+    let (code, out) = call(
+        &api,
+        Method::PUT,
+        &format!("{CRDS}/widgets.example.com"),
+        Some(crd),
+    )
+    .await;
+    assert_eq!(code, StatusCode::OK, "{out}");
+    let (_, w) = call(&api, Method::GET, &format!("{widgets}/w"), None).await;
+    assert_eq!(w["spec"], json!({"size": 3, "color": "blue"}), "get: {w}");
+    let (_, list) = call(&api, Method::GET, widgets, None).await;
+    assert_eq!(list["items"][0]["spec"]["color"], "blue", "list: {list}");
+}
