@@ -61,4 +61,41 @@ fn main() {
     }
     out.push_str("];\n");
     fs::write(out_dir.join("builtin_crds.rs"), out).unwrap();
+    git_commit();
+}
+
+/// `KYBERN_GIT_COMMIT` for `/version`'s gitCommit: the value given in the environment,
+/// else the checkout's HEAD commit, else none (the server then reports zeros).
+fn git_commit() {
+    println!("cargo:rerun-if-env-changed=KYBERN_GIT_COMMIT");
+    if env::var("KYBERN_GIT_COMMIT").is_ok() {
+        return;
+    }
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(env::var("CARGO_MANIFEST_DIR").unwrap())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    // Built again when HEAD moves: HEAD itself, the branch it names, packed refs (only
+    // files that exist: cargo reruns a script whose watched file is missing every time).
+    let branch = git(&["symbolic-ref", "-q", "HEAD"]);
+    let watched = ["HEAD", "packed-refs"]
+        .into_iter()
+        .chain(branch.as_deref())
+        .filter_map(|path| git(&["rev-parse", "--git-path", path]));
+    for p in watched {
+        let full = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap()).join(&p);
+        if full.exists() {
+            println!("cargo:rerun-if-changed={p}");
+        }
+    }
+    if let Some(commit) = git(&["rev-parse", "HEAD"]) {
+        if commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit()) {
+            println!("cargo:rustc-env=KYBERN_GIT_COMMIT={commit}");
+        }
+    }
 }

@@ -13,6 +13,7 @@ mod finalize;
 mod guarded;
 mod kinds;
 mod negotiate;
+mod omitempty;
 mod openapi;
 mod patch;
 pub mod pipeline;
@@ -81,11 +82,10 @@ const INLINE_BODY_BYTES: usize = 16 * 1024;
 pub const KUBERNETES_VERSION: &str = "v1.33.0+kybern";
 
 pub fn json_response(code: StatusCode, value: &Value) -> Response<Body> {
-    bytes_response(
-        code,
-        "application/json",
-        Bytes::from(serde_json::to_vec(value).unwrap_or_default()),
-    )
+    // Upstream's encoder ends every document with a newline.
+    let mut body = crate::json::to_vec(value);
+    body.push(b'\n');
+    bytes_response(code, "application/json", Bytes::from(body))
 }
 
 pub fn bytes_response(code: StatusCode, content_type: &str, body: Bytes) -> Response<Body> {

@@ -10,6 +10,7 @@
 //! `STACK_BYTES`).
 
 use serde::de::DeserializeOwned;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
 /// The deepest nesting of objects and arrays accepted in a request, as upstream's decoder.
@@ -139,6 +140,44 @@ pub fn encoded_len(value: &Value) -> usize {
     // Writing into a counter cannot fail, and a `Value` always serializes.
     let _ = serde_json::to_writer(&mut c, value);
     c.0
+}
+
+/// The JSON upstream's encoder writes for a value: every object (one with `metadata`)
+/// starts with `kind` then `apiVersion`, as Go's `TypeMeta` comes first; other fields
+/// keep their order.
+pub fn to_vec(value: &Value) -> Vec<u8> {
+    serde_json::to_vec(&Upstream(value)).unwrap_or_default()
+}
+
+/// A value serialized in upstream's field order.
+struct Upstream<'a>(&'a Value);
+
+const TYPE_FIELDS: [&str; 2] = ["kind", "apiVersion"];
+
+impl Serialize for Upstream<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Value::Object(m) => {
+                let typed = m.contains_key("metadata");
+                let mut map = s.serialize_map(Some(m.len()))?;
+                if typed {
+                    for k in TYPE_FIELDS {
+                        if let Some(v) = m.get(k) {
+                            map.serialize_entry(k, &Upstream(v))?;
+                        }
+                    }
+                }
+                for (k, v) in m {
+                    if !(typed && TYPE_FIELDS.contains(&k.as_str())) {
+                        map.serialize_entry(k, &Upstream(v))?;
+                    }
+                }
+                map.end()
+            }
+            Value::Array(a) => s.collect_seq(a.iter().map(Upstream)),
+            other => other.serialize(s),
+        }
+    }
 }
 
 #[cfg(test)]

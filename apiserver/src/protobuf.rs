@@ -9,9 +9,13 @@
 //! Helm) write every non-pointer field even when unset, so a present `""` string field and a
 //! zero `Time`/`MicroTime` are treated as unset and left out, as their JSON form omits them
 //! (except `*string` fields where `""` is meaningful, see `decode::EMPTY_IS_SET`). Present
-//! numbers and booleans are kept even when 0/false: pointer fields (`replicas: 0`) need them,
-//! and the proto does not say which fields are pointers, so a non-pointer zero such as
-//! `hostPort: 0` stays where the JSON form would omit it. Empty messages are `{}`, as in Go's JSON.
+//! numbers and booleans are kept even when 0/false here: pointer fields (`replicas: 0`) need
+//! them, and the proto does not say which fields are pointers; the write path then drops the
+//! non-pointer zeros (`hostPort: 0`) as for JSON bodies (`api/omitempty.rs`). Empty messages
+//! are `{}`, as in Go's JSON.
+//!
+//! autoscaling/v1 `Scale`, the body of a `/scale` PUT, is not a stored kind and has no
+//! descriptors; it is read by hand, as `DeleteOptions` is.
 
 mod decode;
 pub mod descriptors;
@@ -19,7 +23,7 @@ mod special;
 pub mod wire;
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
 
 use std::sync::OnceLock;
 
@@ -89,6 +93,9 @@ fn decode_body_at(body: &[u8], depth: usize) -> Result<Value, ProtobufError> {
         return Err(ProtobufError::ContentEncoding(unknown.content_encoding));
     }
     let d = descriptors();
+    if (unknown.api_version.as_str(), unknown.kind.as_str()) == ("autoscaling/v1", "Scale") {
+        return decode_scale(d, unknown.raw, depth);
+    }
     let message = d
         .message_of(&unknown.api_version, &unknown.kind)
         .ok_or_else(|| ProtobufError::UnknownKind {
@@ -104,6 +111,49 @@ fn decode_body_at(body: &[u8], depth: usize) -> Result<Value, ProtobufError> {
         unknown.raw,
         "",
     )?);
+    Ok(Value::Object(out))
+}
+
+const OBJECT_META: &str = "apimachinery.pkg.apis.meta.v1.ObjectMeta";
+
+/// An autoscaling/v1 Scale: 1 metadata, 2 spec {1 replicas}, 3 status {1 replicas,
+/// 2 selector}.
+fn decode_scale(d: &Descriptors, raw: &[u8], depth: usize) -> Result<Value, ProtobufError> {
+    let bad = |e: wire::WireError| envelope_error("Scale", e);
+    let mut out = Map::new();
+    out.insert("apiVersion".into(), Value::from("autoscaling/v1"));
+    out.insert("kind".into(), Value::from("Scale"));
+    let mut r = Reader::new(raw);
+    while let Some((tag, v)) = r.next_field().map_err(bad)? {
+        match (tag, v) {
+            (1, WireValue::Bytes(meta)) => {
+                let meta =
+                    decode::object(&decode::Ctx::new(d, depth), OBJECT_META, meta, "metadata")?;
+                out.insert("metadata".into(), Value::Object(meta));
+            }
+            (2 | 3, WireValue::Bytes(part)) => {
+                let mut m = Map::new();
+                let mut pr = Reader::new(part);
+                while let Some((t, v)) = pr.next_field().map_err(bad)? {
+                    match (t, v) {
+                        (1, WireValue::Varint(n)) => {
+                            m.insert("replicas".into(), Value::from(n as i32));
+                        }
+                        (2, v) if tag == 3 => {
+                            let sel = string_field(v, "Scale.status.selector")?;
+                            if !sel.is_empty() {
+                                m.insert("selector".into(), Value::String(sel));
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                let name = if tag == 2 { "spec" } else { "status" };
+                out.insert(name.into(), Value::Object(m));
+            }
+            _ => {}
+        }
+    }
     Ok(Value::Object(out))
 }
 

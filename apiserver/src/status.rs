@@ -101,7 +101,7 @@ pub enum ApiError {
     #[error("Operation cannot be fulfilled on {} \"{}\": {}", .0.qualified(), .0.name, .1)]
     Conflict(Target, String),
     /// `kind` is the object's Kind (`ConfigMap`), as upstream uses in Invalid messages.
-    #[error("{}", invalid_message(.kind, &.target.name, .causes))]
+    #[error("{}", invalid_message(.kind, .target, .causes))]
     Invalid {
         target: Target,
         kind: String,
@@ -151,7 +151,14 @@ pub enum ApiError {
 /// How long a client is told to wait before retrying a too-large resourceVersion.
 const TOO_LARGE_RV_RETRY_SECONDS: u64 = 1;
 
-fn invalid_message(kind: &str, name: &str, causes: &[Cause]) -> String {
+/// `Kind.group "name" is invalid: ...`: upstream names the kind qualified by its group.
+fn invalid_message(kind: &str, target: &Target, causes: &[Cause]) -> String {
+    let name = &target.name;
+    let kind = if target.group.is_empty() || kind.contains('.') {
+        kind.to_string()
+    } else {
+        format!("{kind}.{}", target.group)
+    };
     let details: Vec<String> = causes
         .iter()
         .map(|c| format!("{}: {}", c.field, c.message))
@@ -215,6 +222,8 @@ impl ApiError {
 
     /// The `metav1.Status` body upstream sends for this error.
     pub fn to_status(&self) -> Value {
+        // Upstream's field order: kind, apiVersion, metadata, status, message, reason,
+        // details, code (clients compare these bodies as strings).
         let mut status = json!({
             "kind": "Status",
             "apiVersion": "v1",
@@ -222,7 +231,6 @@ impl ApiError {
             "status": "Failure",
             "message": self.to_string(),
             "reason": self.reason(),
-            "code": self.code(),
         });
         let details = match self {
             ApiError::NotFound(t) | ApiError::AlreadyExists(t) | ApiError::Conflict(t, _) => {
@@ -263,16 +271,20 @@ impl ApiError {
         if let Some(d) = details {
             status["details"] = d;
         }
+        status["code"] = json!(self.code());
         status
     }
 }
 
+/// `details` in upstream's field order: name, group, kind.
 fn target_details(t: &Target) -> Value {
-    let mut d = json!({"name": t.name, "kind": t.resource});
+    let mut d = serde_json::Map::new();
+    d.insert("name".into(), json!(t.name));
     if !t.group.is_empty() {
-        d["group"] = json!(t.group);
+        d.insert("group".into(), json!(t.group));
     }
-    d
+    d.insert("kind".into(), json!(t.resource));
+    Value::Object(d)
 }
 
 impl From<crate::storage::Error> for ApiError {

@@ -28,7 +28,7 @@ pub enum NameRule {
 pub fn name_rule(group: &str, plural: &str) -> NameRule {
     match (group, plural) {
         ("", "namespaces") => NameRule::Dns1123Label,
-        ("", "services") | ("", "replicationcontrollers") => NameRule::Dns1035Label,
+        ("", "services") => NameRule::Dns1035Label,
         ("rbac.authorization.k8s.io", _) => NameRule::PathSegment,
         _ => NameRule::Dns1123Subdomain,
     }

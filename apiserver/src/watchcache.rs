@@ -71,7 +71,7 @@ impl CacheEvent {
     /// The object serialized once and shared by every watcher.
     pub fn object_json(&self) -> &Bytes {
         self.json
-            .get_or_init(|| Bytes::from(serde_json::to_vec(&*self.object).unwrap_or_default()))
+            .get_or_init(|| Bytes::from(crate::json::to_vec(&self.object)))
     }
 }
 

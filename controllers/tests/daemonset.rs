@@ -464,7 +464,9 @@ async fn on_delete_waits_for_the_user_to_delete_old_pods() {
     eventually("the new template observed with nothing updated", || async {
         let (ds, s) = ds_status(&c, "agent").await?;
         let observed = s["observedGeneration"] == json!(ds.metadata.generation);
-        (observed && s["updatedNumberScheduled"] == 0)
+        // A zero updatedNumberScheduled is omitted, as upstream's omitempty field.
+        let updated = s["updatedNumberScheduled"].as_i64().unwrap_or(0);
+        (observed && updated == 0)
             .then_some(())
             .ok_or(format!("{s}"))
     })

@@ -14,7 +14,7 @@ use super::{Api, ApiRequest};
 use crate::object;
 use crate::registry::{resources_from_crd, Resource};
 use crate::status::{ApiError, Cause, Result, Target};
-use crate::storage::ListOptions;
+use crate::storage::{self, ListOptions};
 
 pub(super) const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 
@@ -196,17 +196,55 @@ pub(super) fn set_status(crd: &mut Value, old: Option<&Value>) {
         })
         .unwrap_or_else(|| json!(now))
     };
+    let mut conditions = vec![
+        json!({"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": since("NamesAccepted")}),
+        json!({"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": since("Established")}),
+    ];
+    // Conditions of other types, as written (through /status) or kept, stay: upstream's
+    // controllers own only their own conditions.
+    let written = crd.pointer("/status/conditions").and_then(Value::as_array);
+    for c in written.into_iter().flatten() {
+        let ty = c.get("type").and_then(Value::as_str).unwrap_or("");
+        if !matches!(ty, "NamesAccepted" | "Established") {
+            conditions.push(c.clone());
+        }
+    }
     crd["status"] = json!({
         "acceptedNames": names,
-        "conditions": [
-            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": since("NamesAccepted")},
-            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": since("Established")},
-        ],
+        "conditions": conditions,
         "storedVersions": stored,
     });
     if object::is_deleting(crd) && old.is_some_and(|o| has_condition(o, "Terminating")) {
         mark_terminating(crd, since("Terminating"));
     }
+}
+
+/// Whether reads of a resource may differ from what is stored: a custom resource
+/// whose schema declares defaults.
+pub(super) fn defaults_on_read(r: &Resource) -> bool {
+    fn has_default(v: &Value) -> bool {
+        match v {
+            Value::Object(m) => m.contains_key("default") || m.values().any(has_default),
+            Value::Array(a) => a.iter().any(has_default),
+            _ => false,
+        }
+    }
+    !r.builtin && r.schema().is_some_and(|s| has_default(&s))
+}
+
+/// A custom resource as read from storage, with its version's schema defaults and
+/// pruning applied, as upstream applies them when decoding from storage (so a default
+/// added to the CRD later shows on objects stored before). `None` when that changes
+/// nothing, or for built-in kinds.
+pub(super) fn default_on_read(r: &Resource, obj: &Value) -> Option<Value> {
+    if !defaults_on_read(r) {
+        return None;
+    }
+    let schema = r.schema()?;
+    let mut defaulted = obj.clone();
+    // What a stored object no longer satisfies is for its next write to report.
+    let _ = crate::schema::process(&schema, &mut defaulted);
+    (defaulted != *obj).then_some(defaulted)
 }
 
 /// After a CRD was written: serve it (a deleted one as terminating: no creates), and

@@ -52,8 +52,17 @@ pub(super) fn apply(group: &str, plural: &str, obj: &mut Value) {
                 default(spec, "replicas", json!(1));
                 default(spec, "revisionHistoryLimit", json!(10));
                 default(spec, "progressDeadlineSeconds", json!(600));
-                default(spec, "strategy", json!({"type": "RollingUpdate"}));
+                default(spec, "strategy", json!({}));
                 if let Some(strategy) = spec.get_mut("strategy").and_then(Value::as_object_mut) {
+                    // An empty type is RollingUpdate (protobuf clients send `strategy: {}`).
+                    if strategy
+                        .get("type")
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .is_empty()
+                    {
+                        strategy.insert("type".into(), json!("RollingUpdate"));
+                    }
                     if strategy.get("type").and_then(Value::as_str) == Some("RollingUpdate") {
                         default(strategy, "rollingUpdate", json!({}));
                         if let Some(ru) = strategy
@@ -94,6 +103,9 @@ pub(super) fn apply(group: &str, plural: &str, obj: &mut Value) {
                     json!({"whenDeleted": "Retain", "whenScaled": "Retain"}),
                 );
                 for pvc in each_in(spec, "volumeClaimTemplates") {
+                    // Upstream encodes each template as a full PersistentVolumeClaim.
+                    default(pvc, "apiVersion", json!("v1"));
+                    default(pvc, "kind", json!("PersistentVolumeClaim"));
                     if let Some(s) = pvc.get_mut("spec").and_then(Value::as_object_mut) {
                         default(s, "volumeMode", json!("Filesystem"));
                     }
@@ -153,6 +165,18 @@ pub(super) fn apply(group: &str, plural: &str, obj: &mut Value) {
         ("", "persistentvolumeclaims") => {
             if let Some(spec) = at(obj, &["spec"]) {
                 default(spec, "volumeMode", json!("Filesystem"));
+            }
+        }
+        ("rbac.authorization.k8s.io", "rolebindings" | "clusterrolebindings") => {
+            if let Some(role_ref) = at(obj, &["roleRef"]) {
+                if role_ref
+                    .get("apiGroup")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .is_empty()
+                {
+                    role_ref.insert("apiGroup".into(), json!("rbac.authorization.k8s.io"));
+                }
             }
         }
         ("", "persistentvolumes") => {
@@ -313,6 +337,11 @@ fn service_spec(spec: &mut Map<String, Value>) {
     }
     for p in each_in(spec, "ports") {
         default(p, "protocol", json!("TCP"));
+        // An unset targetPort (0 or "" from protobuf clients, as Go's zero
+        // IntOrString) is the port.
+        if matches!(p.get("targetPort"), Some(t) if t == &json!(0) || t == &json!("")) {
+            p.remove("targetPort");
+        }
         if let Some(port) = p.get("port").cloned() {
             default(p, "targetPort", port);
         }

@@ -104,6 +104,90 @@ pub(super) fn hooks_for(r: &Resource) -> &'static dyn KindHooks {
     }
 }
 
+/// The status a new object of a built-in kind starts with: what upstream's empty Go
+/// status encodes to. Fields without `omitempty` (the schema's `required`) appear with
+/// their zero values; nested structs that are not pointers appear empty; some kinds'
+/// defaults add a phase. `None` for custom resources (their status is removed).
+pub(super) fn initial_status(r: &Resource) -> Option<Value> {
+    if !r.builtin {
+        return None;
+    }
+    let mut status = serde_json::Map::new();
+    if let Some(schema) = r.schema() {
+        let st = schema.pointer("/properties/status");
+        let required = st
+            .and_then(|s| s.get("required"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str);
+        for f in required {
+            let ty = st
+                .and_then(|s| s.pointer(&format!("/properties/{f}/type")))
+                .and_then(Value::as_str);
+            let zero = match ty {
+                Some("integer" | "number") => json!(0),
+                Some("boolean") => json!(false),
+                Some("string") => json!(""),
+                _ => continue,
+            };
+            status.insert(f.to_string(), zero);
+        }
+    }
+    match (r.group.as_str(), r.plural.as_str()) {
+        ("", "services") | ("networking.k8s.io", "ingresses") => {
+            status.insert("loadBalancer".into(), json!({}));
+        }
+        ("", "persistentvolumes") => {
+            status.insert("phase".into(), json!("Pending"));
+            status.insert(
+                "lastPhaseTransitionTime".into(),
+                json!(object::now_rfc3339()),
+            );
+        }
+        ("", "persistentvolumeclaims") => {
+            status.insert("phase".into(), json!("Pending"));
+        }
+        _ => {}
+    }
+    Some(Value::Object(status))
+}
+
+/// Whether objects of a resource carry `metadata.generation`: every kind with a spec,
+/// except the built-in kinds whose upstream strategies never set it.
+pub(super) fn tracks_generation(r: &Resource) -> bool {
+    r.has_spec
+        && !matches!(
+            (r.group.as_str(), r.plural.as_str()),
+            (
+                "",
+                "services"
+                    | "namespaces"
+                    | "nodes"
+                    | "persistentvolumes"
+                    | "persistentvolumeclaims"
+                    | "resourcequotas"
+                    | "limitranges"
+            ) | ("coordination.k8s.io", "leases")
+                | ("certificates.k8s.io", "certificatesigningrequests")
+        )
+}
+
+/// Whether a DELETE that removes the object answers with the object itself rather
+/// than a `Success` Status: upstream's stores that set `ReturnDeletedObject`.
+pub(super) fn returns_deleted_object(r: &Resource) -> bool {
+    r.group.is_empty()
+        && matches!(
+            r.plural.as_str(),
+            "pods"
+                | "services"
+                | "persistentvolumes"
+                | "persistentvolumeclaims"
+                | "namespaces"
+                | "podtemplates"
+        )
+}
+
 /// Whether nothing keeps an object that is being deleted stored: no metadata
 /// finalizers, and nothing its kind holds it by.
 pub(super) fn nothing_holds(r: &Resource, obj: &Value) -> bool {

@@ -56,11 +56,16 @@ impl Filter {
 /// Serves the object in the version it was asked for (conversion strategy None).
 pub(super) fn in_version(r: &Resource, obj: &Value) -> Option<Value> {
     let want = r.api_version();
-    (obj.get("apiVersion").and_then(Value::as_str) != Some(want.as_str())).then(|| {
-        let mut o = obj.clone();
-        o["apiVersion"] = Value::String(want);
-        o
-    })
+    let converted =
+        (obj.get("apiVersion").and_then(Value::as_str) != Some(want.as_str())).then(|| {
+            let mut o = obj.clone();
+            o["apiVersion"] = Value::String(want);
+            o
+        });
+    match super::crd::default_on_read(r, converted.as_ref().unwrap_or(obj)) {
+        Some(defaulted) => Some(defaulted),
+        None => converted,
+    }
 }
 
 pub(super) fn object_response(
@@ -283,7 +288,7 @@ impl Item {
     /// Appends the object as served at `r`'s version.
     fn write_json(&self, r: &Resource, buf: &mut Vec<u8>) -> Result<()> {
         if let Item::Stored { json, revision } = self {
-            if r.version == r.storage_version {
+            if r.version == r.storage_version && !super::crd::defaults_on_read(r) {
                 if let Some(at) = metadata_open_brace(json) {
                     buf.extend_from_slice(&json[..=at]);
                     buf.extend_from_slice(format!("\"resourceVersion\":\"{revision}\"").as_bytes());

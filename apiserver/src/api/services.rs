@@ -230,7 +230,12 @@ async fn allocate_node_ports(
             }
             continue;
         }
-        match p.get("nodePort").and_then(Value::as_u64) {
+        // nodePort 0 is Go's unset: allocate one (protobuf clients always send it).
+        match p
+            .get("nodePort")
+            .and_then(Value::as_u64)
+            .filter(|n| *n != 0)
+        {
             Some(n) => {
                 let port = u16::try_from(n)
                     .ok()

@@ -34,12 +34,17 @@ pub(super) fn prepare_create(r: &Resource, obj: &mut Value) {
     }
     meta.insert("uid".into(), json!(uid));
     meta.insert("creationTimestamp".into(), json!(object::now_rfc3339()));
-    if r.has_spec {
+    if super::kinds::tracks_generation(r) {
         meta.insert("generation".into(), json!(1));
     }
     if r.status {
-        if let Some(map) = obj.as_object_mut() {
-            map.remove("status");
+        // Like upstream's PrepareForCreate, a create never sets status: built-in kinds
+        // start from their Go status type's empty value, custom resources without one.
+        match super::kinds::initial_status(r) {
+            Some(status) => obj["status"] = status,
+            None => {
+                obj.as_object_mut().map(|m| m.remove("status"));
+            }
         }
     }
     super::kinds::hooks_for(r).prepare_create(obj, &uid);
@@ -66,6 +71,23 @@ pub(super) fn prepare_update(
     let mut new = new;
     if status_only {
         let mut merged = old.clone();
+        // Built-in status strategies keep everything but the spec from the new object,
+        // so `/status` writes change labels and annotations too; custom resources'
+        // status strategy takes only the status.
+        if r.builtin {
+            if let Some(m) = new.get("metadata") {
+                let labels = old.pointer("/metadata/labels").cloned();
+                merged["metadata"] = m.clone();
+                // The apps workloads' status strategies keep the labels too.
+                if r.group == "apps" {
+                    let meta = object::metadata_mut(&mut merged);
+                    match labels {
+                        Some(l) => meta.insert("labels".into(), l),
+                        None => meta.remove("labels"),
+                    };
+                }
+            }
+        }
         match new.get("status") {
             Some(s) => merged["status"] = s.clone(),
             None => {
@@ -121,14 +143,20 @@ pub(super) fn prepare_update(
             )]));
         }
     }
-    if r.has_spec && !status_only && spec_changed(old, &new) {
+    Ok(new)
+}
+
+/// Moves `metadata.generation` on when an update changed the spec. Called once the new
+/// object is defaulted, so a write that differs from the stored object only in what
+/// defaulting fills in (a re-apply, explicit nulls) leaves it where it was.
+pub(super) fn bump_generation(r: &Resource, old: &Value, new: &mut Value, status_only: bool) {
+    if super::kinds::tracks_generation(r) && !status_only && spec_changed(old, new) {
         let generation = old
             .pointer("/metadata/generation")
             .and_then(Value::as_i64)
             .unwrap_or(0);
-        object::metadata_mut(&mut new).insert("generation".into(), json!(generation + 1));
+        object::metadata_mut(new).insert("generation".into(), json!(generation + 1));
     }
-    Ok(new)
 }
 
 /// Whether anything but metadata and status differs.

@@ -64,13 +64,13 @@ impl Encoder {
                     std::time::SystemTime::now(),
                 );
                 self.sent_columns = true;
-                out.put_slice(&serde_json::to_vec(&t).unwrap_or_default());
+                out.put_slice(&crate::json::to_vec(&t));
             }
             (None, _) if self.metadata => out.put_slice(
                 &serde_json::to_vec(&super::negotiate::partial_metadata(obj)).unwrap_or_default(),
             ),
             (None, Some(json)) if converted.is_none() => out.put_slice(json),
-            (None, _) => out.put_slice(&serde_json::to_vec(obj).unwrap_or_default()),
+            (None, _) => out.put_slice(&crate::json::to_vec(obj)),
         }
         out.put_slice(b"}\n");
         out.freeze()

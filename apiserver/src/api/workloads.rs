@@ -54,10 +54,48 @@ pub(super) fn validate(group: &str, plural: &str, obj: &Value, old: Option<&Valu
             }
         }
     }
+    if matches!((group, plural), ("", "secrets" | "configmaps")) {
+        config_keys(obj, &mut causes);
+    }
     if let Some(old) = old {
         immutable(group, plural, obj, old, &mut causes);
     }
     causes
+}
+
+/// Keys of a Secret's or ConfigMap's `data` and `binaryData`: upstream's `IsConfigMapKey`.
+fn config_keys(obj: &Value, causes: &mut Vec<Cause>) {
+    for map in ["data", "binaryData"] {
+        let keys = obj
+            .get(map)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten();
+        for (key, _) in keys {
+            let at = format!("{map}[{key}]");
+            if key.len() > 253 {
+                causes.push(Cause::invalid(
+                    &at,
+                    key,
+                    "must be no more than 253 characters",
+                ));
+            }
+            let chars_ok = !key.is_empty()
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !chars_ok {
+                causes.push(Cause::invalid(&at, key, "a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name',  or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')"));
+            }
+            if key == "." {
+                causes.push(Cause::invalid(&at, key, "must not be '.'"));
+            } else if key == ".." {
+                causes.push(Cause::invalid(&at, key, "must not be '..'"));
+            } else if key.starts_with("..") {
+                causes.push(Cause::invalid(&at, key, "must not start with '..'"));
+            }
+        }
+    }
 }
 
 fn selector_matches(
@@ -185,6 +223,23 @@ fn immutable(group: &str, plural: &str, obj: &Value, old: &Value, causes: &mut V
             causes.push(Cause::invalid(
                 field(p),
                 &obj.pointer(p).map(Value::to_string).unwrap_or_default(),
+                "field is immutable",
+            ));
+        }
+    }
+    if (group, plural) == ("scheduling.k8s.io", "priorityclasses") {
+        if changed("/value") {
+            causes.push(Cause::forbidden(
+                "value",
+                "may not be changed in an update.",
+            ));
+        }
+        if changed("/preemptionPolicy") {
+            causes.push(Cause::invalid(
+                "preemptionPolicy",
+                obj.pointer("/preemptionPolicy")
+                    .and_then(Value::as_str)
+                    .unwrap_or(""),
                 "field is immutable",
             ));
         }

@@ -53,6 +53,10 @@ fn admit(r: &Resource, req: &ApiRequest, obj: &mut Value, old: Option<&Value>) -
     let mut causes = Vec::new();
     hooks.default(r, obj);
     if let Some(schema) = r.schema() {
+        // CRDs are left as written: their schemas are the user's documents.
+        if r.builtin && r.group != "apiextensions.k8s.io" {
+            super::omitempty::apply(&schema, obj);
+        }
         let out = crate::schema::process(&schema, obj);
         causes = out.causes;
         let mode = req.query.value("fieldValidation").unwrap_or("Warn");
@@ -433,6 +437,7 @@ pub(super) async fn read_modify_write(
                 .admit(api, &admission, &mut next, Some(current))
                 .await?;
             admit(r, req, &mut next, Some(current))?;
+            strategy::bump_generation(r, current, &mut next, status_only);
             strategy::validate(r, &next)?;
             let tracked = matches!(&change, Change::Derive(d) if d.tracks_fields);
             if !tracked {
@@ -482,6 +487,9 @@ pub(super) async fn read_modify_write(
         Outcome::Unchanged => Ok((StatusCode::OK, answer)),
     }
 }
+
+#[cfg(test)]
+mod tests;
 
 pub(super) const CONFLICT_MESSAGE: &str =
     "the object has been modified; please apply your changes to the latest version and try again";
@@ -609,7 +617,7 @@ async fn delete_one(
             let grace = hooks.graceful_delete(current, opts.grace_seconds);
             if finalizers.is_empty() && !held && grace.is_none() {
                 if opts.dry_run {
-                    answer = current.clone();
+                    answer = deleted_answer(r, current.clone());
                     break 'decide Decision::Unchanged;
                 }
                 break 'decide Decision::Delete;
@@ -649,9 +657,10 @@ async fn delete_one(
         }
     };
     match outcome {
-        Outcome::Deleted(_) => {
+        Outcome::Deleted(rev) => {
             after_write(api, r, &old, None, true).await;
-            Ok((StatusCode::OK, success_status(r, &old)))
+            object::set_resource_version(&mut old, rev);
+            Ok((StatusCode::OK, deleted_answer(r, old)))
         }
         Outcome::Written(marked) => {
             after_write(api, r, &marked, Some(&old), false).await;
@@ -661,12 +670,26 @@ async fn delete_one(
     }
 }
 
-fn success_status(r: &Resource, obj: &Value) -> Value {
-    let mut details =
-        json!({"name": object::name(obj), "kind": r.plural, "uid": object::meta_str(obj, "uid")});
-    if !r.group.is_empty() {
-        details["group"] = json!(r.group);
+/// The answer to a delete that removed the object: the object as it was (at the
+/// delete's revision) where upstream's store sets `ReturnDeletedObject`, otherwise a
+/// `Success` Status naming it.
+fn deleted_answer(r: &Resource, obj: Value) -> Value {
+    if kinds::returns_deleted_object(r) {
+        obj
+    } else {
+        success_status(r, &obj)
     }
+}
+
+fn success_status(r: &Resource, obj: &Value) -> Value {
+    // Upstream's field order: name, group, kind, uid.
+    let mut details = serde_json::Map::new();
+    details.insert("name".into(), json!(object::name(obj)));
+    if !r.group.is_empty() {
+        details.insert("group".into(), json!(r.group));
+    }
+    details.insert("kind".into(), json!(r.plural));
+    details.insert("uid".into(), json!(object::meta_str(obj, "uid")));
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
 }
 

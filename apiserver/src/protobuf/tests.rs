@@ -5,7 +5,7 @@ use serde_json::json;
 
 use super::*;
 
-mod encode;
+pub(crate) mod encode;
 mod kubectl;
 
 use encode::{body, Msg};

@@ -311,3 +311,59 @@ async fn a_crd_too_big_for_the_last_applied_annotation_applies_only_server_side(
         .run(&["get", "crd", "bigs.example.com", "-o", "name"])
         .contains("bigs.example.com"));
 }
+
+/// A chart-rendered Deployment full of empty values, as templates leave them.
+const EMPTY_VALUES: &str = "\
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: chart
+  annotations: {}
+  labels: {app: chart}
+spec:
+  paused: false
+  minReadySeconds: 0
+  selector:
+    matchLabels: {app: chart}
+  template:
+    metadata:
+      annotations: null
+      labels: {app: chart}
+    spec:
+      nodeSelector: {}
+      tolerations: []
+      containers:
+      - name: main
+        image: busybox
+        env: []
+        stdin: false
+";
+
+#[tokio::test]
+async fn empty_values_of_an_applied_manifest_are_not_stored_and_a_rediff_shows_nothing() {
+    let c = Cluster::start(Backend::Embedded).await;
+    let k = c.kubectl();
+    let file = c.dir.path().join("chart.yaml");
+    std::fs::write(&file, EMPTY_VALUES).unwrap();
+    k.run(&["apply", "--server-side", "-f", path_str(&file)]);
+    let live = get(&k, "deployment/chart", "{.metadata}{.spec}");
+    for empty in [
+        "\"annotations\":{}",
+        "\"nodeSelector\"",
+        "\"tolerations\"",
+        "\"env\"",
+        "\"paused\"",
+        "\"minReadySeconds\"",
+        "\"stdin\"",
+    ] {
+        assert!(!live.contains(empty), "{empty} is stored: {live}");
+    }
+    let out = k.output(&["diff", "--server-side", "-f", path_str(&file)]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -4,9 +4,9 @@ use super::super::MAGIC;
 
 /// A message under construction.
 #[derive(Default, Clone)]
-pub(super) struct Msg(Vec<u8>);
+pub(crate) struct Msg(Vec<u8>);
 
-pub(super) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
+pub(crate) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         buf.push((v as u8) | 0x80);
         v >>= 7;
@@ -15,41 +15,41 @@ pub(super) fn put_varint(buf: &mut Vec<u8>, mut v: u64) {
 }
 
 impl Msg {
-    pub(super) fn new() -> Msg {
+    pub(crate) fn new() -> Msg {
         Msg::default()
     }
-    pub(super) fn key(mut self, tag: u32, wire: u8) -> Msg {
+    pub(crate) fn key(mut self, tag: u32, wire: u8) -> Msg {
         put_varint(&mut self.0, u64::from(tag) << 3 | u64::from(wire));
         self
     }
-    pub(super) fn int(self, tag: u32, v: i64) -> Msg {
+    pub(crate) fn int(self, tag: u32, v: i64) -> Msg {
         let mut m = self.key(tag, 0);
         put_varint(&mut m.0, v as u64);
         m
     }
-    pub(super) fn bytes(self, tag: u32, b: &[u8]) -> Msg {
+    pub(crate) fn bytes(self, tag: u32, b: &[u8]) -> Msg {
         let mut m = self.key(tag, 2);
         put_varint(&mut m.0, b.len() as u64);
         m.0.extend_from_slice(b);
         m
     }
-    pub(super) fn str(self, tag: u32, s: &str) -> Msg {
+    pub(crate) fn str(self, tag: u32, s: &str) -> Msg {
         self.bytes(tag, s.as_bytes())
     }
-    pub(super) fn msg(self, tag: u32, m: Msg) -> Msg {
+    pub(crate) fn msg(self, tag: u32, m: Msg) -> Msg {
         self.bytes(tag, &m.0)
     }
     /// One `map<string, string|bytes>` entry.
-    pub(super) fn entry(self, tag: u32, k: &str, v: &[u8]) -> Msg {
+    pub(crate) fn entry(self, tag: u32, k: &str, v: &[u8]) -> Msg {
         self.msg(tag, Msg::new().str(1, k).bytes(2, v))
     }
     /// Raw bytes after a key (a fixed-width value).
-    pub(super) fn fixed(mut self, b: &[u8]) -> Msg {
+    pub(crate) fn fixed(mut self, b: &[u8]) -> Msg {
         self.0.extend_from_slice(b);
         self
     }
     /// A packed run of varints.
-    pub(super) fn packed(self, tag: u32, vs: &[i64]) -> Msg {
+    pub(crate) fn packed(self, tag: u32, vs: &[i64]) -> Msg {
         let mut run = Vec::new();
         for &v in vs {
             put_varint(&mut run, v as u64);
@@ -59,7 +59,7 @@ impl Msg {
 }
 
 /// A whole body: magic, then runtime.Unknown with empty contentEncoding and contentType, as Go writes it.
-pub(super) fn body(api_version: &str, kind: &str, raw: Msg) -> Vec<u8> {
+pub(crate) fn body(api_version: &str, kind: &str, raw: Msg) -> Vec<u8> {
     let unknown = Msg::new()
         .msg(1, Msg::new().str(1, api_version).str(2, kind))
         .msg(2, raw)
