@@ -14,7 +14,7 @@ use super::{Api, ApiRequest};
 use crate::object;
 use crate::registry::{resources_from_crd, Resource};
 use crate::status::{ApiError, Cause, Result, Target};
-use crate::storage::{self, ListOptions};
+use crate::storage::ListOptions;
 
 pub(super) const CLEANUP_FINALIZER: &str = "customresourcecleanup.apiextensions.k8s.io";
 
