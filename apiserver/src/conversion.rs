@@ -95,6 +95,15 @@ pub fn from_storage(r: &Resource, obj: &Value) -> Option<Value> {
     Some(out)
 }
 
+/// An events.k8s.io/v1 Event in the core/v1 form (for printing both alike).
+pub fn core_event(obj: &Value) -> Value {
+    let mut out = obj.clone();
+    if let Some(map) = out.as_object_mut() {
+        events::to_core(map);
+    }
+    out
+}
+
 /// A field selector parsed for `r`, made to run against stored objects: the served
 /// form's field names become the stored form's (upstream's field label conversion).
 pub fn selector_for_storage(r: &Resource, selector: FieldSelector) -> FieldSelector {
