@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod apply;
+pub mod conversion;
 pub mod json;
 pub mod object;
 pub mod pki;

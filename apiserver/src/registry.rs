@@ -35,6 +35,10 @@ pub struct Resource {
     pub scale: Option<ScaleSpec>,
     /// The version objects are stored in (the same key serves every version).
     pub storage_version: String,
+    /// The group whose store holds the objects: the resource's own, except for a view
+    /// of another group's store (events.k8s.io Events are core Events, see
+    /// `crate::conversion`), where `storage_version` is that group's.
+    pub storage_group: String,
     /// The CRD version's `additionalPrinterColumns`, if any.
     pub printer_columns: Option<Value>,
     /// The version's `openAPIV3Schema`, if the CRD has one (see [`Resource::schema`]).
@@ -80,12 +84,13 @@ impl Resource {
         }
     }
 
-    /// Storage key prefix of all objects of this resource (every version shares it).
+    /// Storage key prefix of all objects of this resource (every version shares it, and
+    /// so does a view of the same store).
     pub fn key_prefix(&self) -> String {
-        let group = if self.group.is_empty() {
+        let group = if self.storage_group.is_empty() {
             "core"
         } else {
-            &self.group
+            &self.storage_group
         };
         format!("/registry/{group}/{}/", self.plural)
     }
@@ -168,6 +173,10 @@ pub fn resources_from_crd(crd: &Value, builtin: bool) -> Result<Vec<Resource>, C
         .find(|v| v.get("storage").and_then(Value::as_bool) == Some(true))
         .and_then(|v| s(v, "/name"))
         .ok_or_else(|| err("no storage version"))?;
+    let (storage_group, storage_version) = match crate::conversion::storage_of(&group, &plural) {
+        Some((g, v)) if builtin => (g.to_string(), v.to_string()),
+        _ => (group.clone(), storage_version),
+    };
     let mut out = Vec::new();
     for v in versions {
         if v.get("served").and_then(Value::as_bool) != Some(true) {
@@ -195,6 +204,7 @@ pub fn resources_from_crd(crd: &Value, builtin: bool) -> Result<Vec<Resource>, C
             status: v.pointer("/subresources/status").is_some(),
             scale,
             storage_version: storage_version.clone(),
+            storage_group: storage_group.clone(),
             printer_columns: v.get("additionalPrinterColumns").cloned(),
             schema: v
                 .pointer("/schema/openAPIV3Schema")
@@ -276,6 +286,7 @@ fn review(
         status: false,
         scale: None,
         storage_version: version.into(),
+        storage_group: group.into(),
         printer_columns: None,
         schema: Schema::None,
         has_spec: true,

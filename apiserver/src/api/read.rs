@@ -32,10 +32,11 @@ impl Filter {
             None => None,
         };
         let field = match req.query.value("fieldSelector") {
-            Some(s) => Some(
+            Some(s) => Some(crate::conversion::selector_for_storage(
+                r,
                 FieldSelector::parse(s, &r.group, &r.plural)
                     .map_err(|e| ApiError::BadRequest(e.to_string()))?,
-            ),
+            )),
             None => None,
         };
         Ok(Filter { label, field })
@@ -53,8 +54,13 @@ impl Filter {
     }
 }
 
-/// Serves the object in the version it was asked for (conversion strategy None).
+/// Serves the object in the version it was asked for: converted when `r` is a view of
+/// another resource's store (`crate::conversion`), otherwise with only its apiVersion
+/// rewritten (conversion strategy None).
 pub(super) fn in_version(r: &Resource, obj: &Value) -> Option<Value> {
+    if let Some(converted) = crate::conversion::from_storage(r, obj) {
+        return Some(converted);
+    }
     let want = r.api_version();
     let converted =
         (obj.get("apiVersion").and_then(Value::as_str) != Some(want.as_str())).then(|| {
@@ -288,7 +294,10 @@ impl Item {
     /// Appends the object as served at `r`'s version.
     fn write_json(&self, r: &Resource, buf: &mut Vec<u8>) -> Result<()> {
         if let Item::Stored { json, revision } = self {
-            if r.version == r.storage_version && !super::crd::defaults_on_read(r) {
+            if r.version == r.storage_version
+                && r.group == r.storage_group
+                && !super::crd::defaults_on_read(r)
+            {
                 if let Some(at) = metadata_open_brace(json) {
                     buf.extend_from_slice(&json[..=at]);
                     buf.extend_from_slice(format!("\"resourceVersion\":\"{revision}\"").as_bytes());

@@ -227,7 +227,8 @@ pub(super) async fn create_object(
             return object_response(r, req, StatusCode::CREATED, &obj);
         }
         let reserved = kinds::hooks_for(r).reserve(api, &mut obj, None).await?;
-        let created = match encode(&obj) {
+        let stored = crate::conversion::to_storage(r, &obj);
+        let created = match encode(stored.as_ref().unwrap_or(&obj)) {
             Ok(bytes) => {
                 api.storage
                     .create(&r.key(req.namespace(), &name), bytes)
@@ -382,6 +383,8 @@ pub(super) async fn read_modify_write(
     let outcome = loop {
         release(api, reserved.take()).await;
         let current = attempts.read().await?;
+        // A view of another resource's store decides on the object in its own form.
+        let current = current.map(|c| crate::conversion::from_storage(r, &c).unwrap_or(c));
         let current = current
             .as_ref()
             .ok_or_else(|| ApiError::NotFound(target.clone()))?;
@@ -463,7 +466,7 @@ pub(super) async fn read_modify_write(
             if !status_only {
                 reserved = hooks.reserve(api, &mut next, Some(current)).await?;
             }
-            Decision::Write(next)
+            Decision::Write(crate::conversion::to_storage(r, &next).unwrap_or(next))
         };
         match attempts.store(decision).await {
             Ok(Some(outcome)) => break outcome,
@@ -553,6 +556,7 @@ pub(super) async fn delete(
 ) -> Result<Response<Body>> {
     let opts = delete_options(req)?;
     let (code, body) = delete_one(api, r, req, name, &opts).await?;
+    let body = crate::conversion::from_storage(r, &body).unwrap_or(body);
     Ok(json_response(code, &body))
 }
 
@@ -730,10 +734,11 @@ pub(super) async fn delete_collection(
         .buffer_unordered(32)
         .collect()
         .await;
+    let resource = r;
     let mut deleted = Vec::new();
     for r in results {
         if let Some(obj) = r? {
-            deleted.push(obj);
+            deleted.push(crate::conversion::from_storage(resource, &obj).unwrap_or(obj));
         }
     }
     let list = json!({

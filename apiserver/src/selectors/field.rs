@@ -247,6 +247,20 @@ impl FieldSelector {
         })
     }
 
+    /// The same selector for the objects of `group`/`resource`, each field named in
+    /// `fields` (served name, other resource's name) renamed: a view's selector run
+    /// against the objects of the store it is a view of.
+    pub fn renamed(mut self, group: &str, resource: &str, fields: &[(&str, &str)]) -> Self {
+        for t in &mut self.terms {
+            if let Some((_, to)) = fields.iter().find(|(from, _)| *from == t.field) {
+                t.field = to.to_string();
+            }
+        }
+        self.group = group.to_string();
+        self.resource = resource.to_string();
+        self
+    }
+
     /// Whether the object satisfies every term.
     pub fn matches(&self, obj: &Value) -> bool {
         self.terms.iter().all(|t| {

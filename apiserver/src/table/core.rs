@@ -9,6 +9,10 @@ use super::{
 };
 
 pub(super) fn printer(group: &str, resource: &str) -> Option<(Vec<ColumnDef>, CellFn)> {
+    if (group, resource) == ("events.k8s.io", "events") {
+        // Upstream prints both Event versions with one printer of the stored form.
+        return Some((event_columns(), events_v1_cells));
+    }
     if !group.is_empty() {
         return None;
     }
@@ -431,6 +435,10 @@ fn event_columns() -> Vec<ColumnDef> {
             ..name_col()
         },
     ]
+}
+
+fn events_v1_cells(ev: &Value, now: i64) -> Vec<Value> {
+    event_cells(&crate::conversion::core_event(ev), now)
 }
 
 fn event_cells(ev: &Value, now: i64) -> Vec<Value> {

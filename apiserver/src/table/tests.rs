@@ -558,6 +558,27 @@ fn other_builtin_cells() {
             ]),
         ),
         (
+            "events_k8s_io_event_row",
+            "events.k8s.io",
+            "events",
+            json!({"metadata": {"name": "ev"}, "type": "Normal", "reason": "Synced", "note": "done",
+                   "regarding": {"kind": "ConfigMap", "name": "c"}, "reportingController": "ctl", "reportingInstance": "ctl-0",
+                   "deprecatedFirstTimestamp": "2024-05-01T11:00:00Z", "deprecatedLastTimestamp": "2024-05-01T11:59:00Z",
+                   "deprecatedCount": 2}),
+            json!([
+                "60s",
+                "Normal",
+                "Synced",
+                "configmap/c",
+                "",
+                "ctl, ctl-0",
+                "done",
+                "60m",
+                2,
+                "ev"
+            ]),
+        ),
+        (
             "lease_holder",
             "coordination.k8s.io",
             "leases",

@@ -8,6 +8,7 @@ mod crds;
 mod crud;
 mod discovery;
 mod errors;
+mod events;
 mod fuzz;
 mod groups;
 mod limits;
