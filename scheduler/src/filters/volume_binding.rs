@@ -104,7 +104,13 @@ mod tests {
 
     #[test]
     fn which_claims_keep_a_pod_from_every_node() {
-        let cases: Vec<(&str, Vec<Volume>, Vec<(&str, ClaimInfo)>, Option<&str>)> = vec![
+        type Case = (
+            &'static str,
+            Vec<Volume>,
+            Vec<(&'static str, ClaimInfo)>,
+            Option<&'static str>,
+        );
+        let cases: Vec<Case> = vec![
             ("no claims", vec![Volume::default()], vec![], None),
             (
                 "a missing claim",
