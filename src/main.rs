@@ -308,6 +308,22 @@ async fn stop_signal() -> std::io::Result<()> {
     }
 }
 
+/// `kybern up` is its own node: claims' local-path volumes live under its data dir
+/// (`<data-dir>/storage`, absolute). `kybern server` keeps the loop's default.
+fn local_path_config(
+    up: bool,
+    data_dir: &std::path::Path,
+) -> std::io::Result<Option<controllers::localpath::Config>> {
+    if !up {
+        return Ok(None);
+    }
+    Ok(Some(controllers::localpath::Config {
+        base_path: std::path::absolute(data_dir.join("storage"))?
+            .display()
+            .to_string(),
+    }))
+}
+
 /// The API server and the control loops; with `agent` (from `kybern up`), also the node
 /// agent for this host unless `--disable agent`, whose containers and private containerd
 /// are stopped when a signal ends the process (unless `--keep-containers`).
@@ -322,15 +338,7 @@ async fn serve(
     let agent = agent.map(|a| a.node);
     let scheduler = load_scheduler_config(scheduler.as_deref())?;
     let disable = config.disable.clone();
-    // `kybern up` is its own node: claims' local-path volumes live under its data dir.
-    let storage = match up {
-        true => Some(controllers::localpath::Config {
-            base_path: std::path::absolute(config.data_dir.join("storage"))?
-                .display()
-                .to_string(),
-        }),
-        false => None,
-    };
+    let storage = local_path_config(up, &config.data_dir)?;
     let server = server::start(config).await?;
     wait_ready(&server).await?;
     // The loops reach the server as any client would: over HTTPS with admin.kubeconfig.
@@ -442,4 +450,38 @@ async fn wait_ready(server: &server::Server) -> anyhow::Result<()> {
     anyhow::bail!(
         "the server did not answer /readyz within 10 seconds; run with KYBERN_LOG=debug to see why"
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kybern_up_keeps_local_path_volumes_under_its_data_dir() {
+        let cases = [
+            (
+                "up with an absolute data dir",
+                true,
+                "/srv/kybern",
+                Some("/srv/kybern/storage".to_string()),
+            ),
+            (
+                "up with a relative data dir",
+                true,
+                "data",
+                Some(
+                    std::env::current_dir()
+                        .unwrap()
+                        .join("data/storage")
+                        .display()
+                        .to_string(),
+                ),
+            ),
+            ("server keeps the default", false, "/srv/kybern", None),
+        ];
+        for (name, up, dir, want) in cases {
+            let got = local_path_config(up, std::path::Path::new(dir)).unwrap();
+            assert_eq!(got.map(|c| c.base_path), want, "{name}");
+        }
+    }
 }

@@ -10,7 +10,9 @@ use k8s_openapi::api::core::v1::{PodAffinityTerm, Taint, Toleration, WeightedPod
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::objects::{Node, Pod, PodSpec};
+use super::objects::{
+    Node, PersistentVolumeClaim, Pod, PodSpec, BETA_CLASS_ANNOTATION, BIND_COMPLETED_ANNOTATION,
+};
 
 use super::framework::event;
 use super::resources::{node_allocatable, non_zero_requests, pod_requests, Resource};
@@ -409,6 +411,48 @@ struct CachedPod {
     assumed: bool,
 }
 
+/// What VolumeBinding reads of a PersistentVolumeClaim.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimInfo {
+    /// The beta class annotation, else spec.storageClassName ("" for none).
+    pub class: String,
+    pub volume_name: String,
+    /// spec.volumeName set and the bind-completed annotation present.
+    pub fully_bound: bool,
+    pub deleting: bool,
+    /// status.phase Lost (its volume is gone).
+    pub lost: bool,
+}
+
+impl ClaimInfo {
+    pub fn new(c: &PersistentVolumeClaim) -> ClaimInfo {
+        let annotations = c.metadata.annotations.as_ref();
+        let spec = c.spec.as_ref();
+        let class = annotations
+            .and_then(|a| a.get(BETA_CLASS_ANNOTATION))
+            .or(spec.and_then(|s| s.storage_class_name.as_ref()))
+            .cloned()
+            .unwrap_or_default();
+        let volume_name = spec.and_then(|s| s.volume_name.clone()).unwrap_or_default();
+        ClaimInfo {
+            class,
+            fully_bound: !volume_name.is_empty()
+                && annotations.is_some_and(|a| a.contains_key(BIND_COMPLETED_ANNOTATION)),
+            volume_name,
+            deleting: c.metadata.deletion_timestamp.is_some(),
+            lost: c.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Lost"),
+        }
+    }
+}
+
+/// The claims (by namespace/name) and the names of the StorageClasses whose
+/// volumeBindingMode is WaitForFirstConsumer.
+#[derive(Debug, Default)]
+pub struct Volumes {
+    pub claims: HashMap<String, ClaimInfo>,
+    pub delayed_classes: std::collections::HashSet<String>,
+}
+
 /// Nodes in a vector (stable indices for the rotating search start) plus an index by name.
 #[derive(Default)]
 pub struct Cache {
@@ -424,6 +468,8 @@ pub struct Cache {
     pdb_list: Vec<Pdb>,
     /// Namespace labels, for namespaceSelector in pod (anti-)affinity terms.
     pub namespaces: NamespaceLabels,
+    /// Claims and the classes that delay binding, for VolumeBinding.
+    pub volumes: Volumes,
     /// How many cached pods carry any pod (anti-)affinity term: while none do, a pod
     /// without terms of its own skips the inter-pod plugins' walk over every node.
     affinity_pods: usize,

@@ -9,6 +9,7 @@ pub mod node_unschedulable;
 pub mod resources_fit;
 pub mod taint_toleration;
 pub mod topology_spread;
+pub mod volume_binding;
 
 pub use controllers::shared::scheduling::{tolerated, tolerates};
 

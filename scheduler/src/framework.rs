@@ -56,6 +56,8 @@ pub mod plugin {
     pub const RESOURCES_FIT: u16 = 1 << 5;
     pub const TOPOLOGY_SPREAD: u16 = 1 << 6;
     pub const INTER_POD_AFFINITY: u16 = 1 << 7;
+    /// VolumeBinding's PreFilter (the pod's claims, not any node, decided).
+    pub const VOLUME_BINDING: u16 = 1 << 8;
     pub const ALL: u16 = u16::MAX;
 }
 
@@ -76,6 +78,8 @@ pub mod event {
         RESOURCES_FIT | NODE_PORTS | INTER_POD_AFFINITY | TOPOLOGY_SPREAD;
     /// A pod landed on a node: affinity to it or spreading around it may now fit.
     pub const ASSIGNED_POD_ADD: u16 = INTER_POD_AFFINITY | TOPOLOGY_SPREAD;
+    /// A claim or StorageClass was added, changed or deleted.
+    pub const VOLUMES: u16 = VOLUME_BINDING;
 }
 
 /// What a plugin computes once per pod and reads for every node (upstream's
@@ -185,11 +189,22 @@ pub fn histogram(statuses: &HashMap<String, Status>) -> Vec<String> {
 
 /// Upstream's `FitError.Error()`: "0/3 nodes are available: 1 Insufficient cpu, 2
 /// node(s) had untolerated taint {k: v}." plus the PostFilter (preemption) message.
-pub fn fit_error_message(all: usize, statuses: &HashMap<String, Status>, post: &str) -> String {
+/// When a PreFilter rejected the pod (`pre`), its message stands in for the per-node
+/// reasons.
+pub fn fit_error_message(
+    all: usize,
+    statuses: &HashMap<String, Status>,
+    pre: Option<&str>,
+    post: &str,
+) -> String {
     let mut msg = format!("0/{all} nodes are available:");
-    let reasons = histogram(statuses);
-    if !reasons.is_empty() {
-        msg += &format!(" {}.", reasons.join(", "));
+    if let Some(pre) = pre {
+        msg += &format!(" {pre}.");
+    } else {
+        let reasons = histogram(statuses);
+        if !reasons.is_empty() {
+            msg += &format!(" {}.", reasons.join(", "));
+        }
     }
     if !post.is_empty() {
         msg += &format!(" {post}.");
@@ -282,7 +297,7 @@ mod tests {
         .into();
         let post = "preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, 2 Preemption is not helpful for scheduling.";
         assert_eq!(
-            fit_error_message(3, &statuses, post),
+            fit_error_message(3, &statuses, None, post),
             "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) had untolerated taint {k: v}. \
              preemption: 0/3 nodes are available: 1 No preemption victims found for incoming pod, \
              2 Preemption is not helpful for scheduling.."

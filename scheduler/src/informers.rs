@@ -1,4 +1,5 @@
-//! Node and pod watchers feeding the cache and the queue. A re-list (after a watch
+//! Node, pod, namespace, PDB, claim and StorageClass watchers feeding the cache and
+//! the queue. A re-list (after a watch
 //! gap) replaces the set: objects missing from it are treated as deleted.
 
 use std::collections::HashSet;
@@ -6,14 +7,15 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::Api;
 use tokio::sync::Notify;
 
-use super::cache::{Pdb, PodInfo};
+use super::cache::{ClaimInfo, Pdb, PodInfo};
 use super::framework::{event, plugin};
-use super::objects::{Namespace, Node, Pod};
+use super::objects::{Namespace, Node, PersistentVolumeClaim, Pod};
 use super::Scheduler;
 
 /// The scheduler's list+watch options. Consistent, paginated lists (25 objects a page)
@@ -140,6 +142,88 @@ pub(crate) async fn watch_pdbs(s: Arc<Scheduler>) -> anyhow::Result<()> {
             }
             Event::Apply(p) => s.cache().set_pdb(key(&p), Some(Pdb::new(&p))),
             Event::Delete(p) => s.cache().set_pdb(key(&p), None),
+        }
+    }
+    Ok(())
+}
+
+/// PersistentVolumeClaims, for VolumeBinding: any change may let a parked pod with
+/// claims fit (a bind completed, a claim created or gone).
+pub(crate) async fn watch_claims(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
+    let api: Api<PersistentVolumeClaim> = Api::all(s.client.clone());
+    let mut stream = std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
+    let mut seen: HashSet<String> = HashSet::new();
+    let key = |c: &PersistentVolumeClaim| {
+        format!(
+            "{}/{}",
+            c.metadata.namespace.as_deref().unwrap_or(""),
+            c.metadata.name.as_deref().unwrap_or("")
+        )
+    };
+    while let Some(ev) = stream.try_next().await? {
+        match ev {
+            Event::Init => seen.clear(),
+            Event::InitApply(c) => {
+                seen.insert(key(&c));
+                s.cache().volumes.claims.insert(key(&c), ClaimInfo::new(&c));
+            }
+            Event::InitDone => {
+                s.cache().volumes.claims.retain(|k, _| seen.contains(k));
+                seen = HashSet::new();
+                synced.notify_one();
+                s.queue.move_for(event::VOLUMES);
+            }
+            Event::Apply(c) => {
+                let info = ClaimInfo::new(&c);
+                let old = s.cache().volumes.claims.insert(key(&c), info.clone());
+                if old.is_none_or(|o| o != info) {
+                    s.queue.move_for(event::VOLUMES);
+                }
+            }
+            Event::Delete(c) => {
+                s.cache().volumes.claims.remove(&key(&c));
+                s.queue.move_for(event::VOLUMES);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// StorageClasses: which ones delay binding until a pod is scheduled.
+pub(crate) async fn watch_classes(s: Arc<Scheduler>, synced: Arc<Notify>) -> anyhow::Result<()> {
+    let api: Api<StorageClass> = Api::all(s.client.clone());
+    let mut stream = std::pin::pin!(watcher::watcher(api, list_options()).default_backoff());
+    let mut delayed: HashSet<String> = HashSet::new();
+    let name = |c: &StorageClass| c.metadata.name.clone().unwrap_or_default();
+    let delays =
+        |c: &StorageClass| c.volume_binding_mode.as_deref() == Some("WaitForFirstConsumer");
+    while let Some(ev) = stream.try_next().await? {
+        match ev {
+            Event::Init => delayed.clear(),
+            Event::InitApply(c) => {
+                if delays(&c) {
+                    delayed.insert(name(&c));
+                }
+            }
+            Event::InitDone => {
+                s.cache().volumes.delayed_classes = std::mem::take(&mut delayed);
+                synced.notify_one();
+                s.queue.move_for(event::VOLUMES);
+            }
+            Event::Apply(c) => {
+                let classes = &mut s.cache().volumes.delayed_classes;
+                let changed = if delays(&c) {
+                    classes.insert(name(&c))
+                } else {
+                    classes.remove(&name(&c))
+                };
+                if changed {
+                    s.queue.move_for(event::VOLUMES);
+                }
+            }
+            Event::Delete(c) => {
+                s.cache().volumes.delayed_classes.remove(&name(&c));
+            }
         }
     }
     Ok(())

@@ -89,21 +89,31 @@ impl Scheduler {
     pub async fn run(self: Arc<Self>) -> anyhow::Result<()> {
         let notify = || Arc::new(tokio::sync::Notify::new());
         let (nodes_synced, pods_synced, ns_synced) = (notify(), notify(), notify());
+        let (claims_synced, classes_synced) = (notify(), notify());
         let nodes = tokio::spawn(informers::watch_nodes(self.clone(), nodes_synced.clone()));
         let pods = tokio::spawn(informers::watch_pods(self.clone(), pods_synced.clone()));
         let namespaces = tokio::spawn(informers::watch_namespaces(self.clone(), ns_synced.clone()));
         let pdbs = tokio::spawn(informers::watch_pdbs(self.clone()));
+        let claims = tokio::spawn(informers::watch_claims(self.clone(), claims_synced.clone()));
+        let classes = tokio::spawn(informers::watch_classes(
+            self.clone(),
+            classes_synced.clone(),
+        ));
         // Leadership lost (this future dropped) or a watcher failed: stop them all.
         let _stop = AbortOnDrop(vec![
             nodes.abort_handle(),
             pods.abort_handle(),
             namespaces.abort_handle(),
             pdbs.abort_handle(),
+            claims.abort_handle(),
+            classes.abort_handle(),
         ]);
         // Like upstream, schedule only once the caches have synced.
         nodes_synced.notified().await;
         pods_synced.notified().await;
         ns_synced.notified().await;
+        claims_synced.notified().await;
+        classes_synced.notified().await;
         info!(
             nodes = self.cache().nodes().len(),
             "scheduler caches synced"
@@ -125,6 +135,8 @@ impl Scheduler {
             r = pods => r.map_err(anyhow::Error::from).and_then(|r| r),
             r = namespaces => r.map_err(anyhow::Error::from).and_then(|r| r),
             r = pdbs => r.map_err(anyhow::Error::from).and_then(|r| r),
+            r = claims => r.map_err(anyhow::Error::from).and_then(|r| r),
+            r = classes => r.map_err(anyhow::Error::from).and_then(|r| r),
             () = async { loop { start = self.clone().schedule_next(start).await; } } => Ok(()),
         };
         result
@@ -168,7 +180,12 @@ impl Scheduler {
                 let message = if fit.num_all_nodes == 0 {
                     "no nodes available to schedule pods".to_string()
                 } else {
-                    fit_error_message(fit.num_all_nodes, &fit.statuses, &post)
+                    fit_error_message(
+                        fit.num_all_nodes,
+                        &fit.statuses,
+                        fit.pre_filter.as_deref(),
+                        &post,
+                    )
                 };
                 debug!(pod = %format!("{}/{}", info.namespace, info.name), %message, "unschedulable");
                 self.queue.unschedulable(queued, cycle, fit.rejected);

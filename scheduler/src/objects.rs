@@ -75,6 +75,59 @@ pub struct PodSpec {
     pub affinity: Option<Box<Affinity>>,
     pub tolerations: Option<Vec<Toleration>>,
     pub topology_spread_constraints: Option<Vec<TopologySpreadConstraint>>,
+    /// The claims the pod's volumes name (VolumeBinding reads them); None for the many
+    /// pods without any, whose other volumes are skipped while decoding.
+    #[serde(
+        default,
+        rename = "volumes",
+        deserialize_with = "claim_volumes",
+        skip_serializing
+    )]
+    pub claims: Option<Box<[PodClaim]>>,
+}
+
+/// A claim a pod's volume names.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PodClaim {
+    /// A persistentVolumeClaim volume: the claim's name.
+    Claim(String),
+    /// A generic ephemeral volume: the volume's name (its claim is `<pod>-<volume>`).
+    Ephemeral(String),
+}
+
+impl PodClaim {
+    /// The claim's name for a pod named `pod`, and whether it is an ephemeral volume's.
+    pub fn claim_name(&self, pod: &str) -> (String, bool) {
+        match self {
+            PodClaim::Claim(c) => (c.clone(), false),
+            PodClaim::Ephemeral(v) => (format!("{pod}-{v}"), true),
+        }
+    }
+}
+
+fn claim_volumes<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Box<[PodClaim]>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ClaimSource {
+        claim_name: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct Volume {
+        name: String,
+        persistent_volume_claim: Option<ClaimSource>,
+        ephemeral: Option<serde::de::IgnoredAny>,
+    }
+    let volumes = Option::<Vec<Volume>>::deserialize(d)?.unwrap_or_default();
+    let claims: Vec<PodClaim> = volumes
+        .into_iter()
+        .filter_map(|v| match (v.persistent_volume_claim, v.ephemeral) {
+            (Some(c), _) => Some(PodClaim::Claim(c.claim_name)),
+            (None, Some(_)) => Some(PodClaim::Ephemeral(v.name)),
+            (None, None) => None,
+        })
+        .collect();
+    Ok((!claims.is_empty()).then(|| claims.into_boxed_slice()))
 }
 
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
@@ -176,6 +229,67 @@ impl From<k8s_openapi::api::core::v1::Node> for Node {
     }
 }
 
+/// A PersistentVolumeClaim as VolumeBinding sees it: of its annotations only the
+/// class (the deprecated beta annotation) and bind-completed are kept.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct PersistentVolumeClaim {
+    #[serde(default, deserialize_with = "claim_meta")]
+    pub metadata: ObjectMeta,
+    pub spec: Option<ClaimSpec>,
+    pub status: Option<ClaimStatus>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClaimSpec {
+    pub storage_class_name: Option<String>,
+    pub volume_name: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+pub struct ClaimStatus {
+    pub phase: Option<String>,
+}
+
+/// Set by the PV controller once it has bound a claim (upstream's "fully bound").
+pub const BIND_COMPLETED_ANNOTATION: &str = "pv.kubernetes.io/bind-completed";
+/// The class annotation that preceded spec.storageClassName; it wins when set.
+pub const BETA_CLASS_ANNOTATION: &str = "volume.beta.kubernetes.io/storage-class";
+
+fn claim_meta<'de, D: Deserializer<'de>>(d: D) -> Result<ObjectMeta, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(rename_all = "camelCase")]
+    struct ClaimMeta {
+        name: Option<String>,
+        namespace: Option<String>,
+        /// The watcher resumes from it.
+        resource_version: Option<String>,
+        deletion_timestamp: Option<Time>,
+        annotations: Option<BTreeMap<String, String>>,
+    }
+    let m = ClaimMeta::deserialize(d)?;
+    let annotations: BTreeMap<String, String> = m
+        .annotations
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|(k, _)| k == BIND_COMPLETED_ANNOTATION || k == BETA_CLASS_ANNOTATION)
+        .collect();
+    Ok(ObjectMeta {
+        name: m.name,
+        namespace: m.namespace,
+        resource_version: m.resource_version,
+        deletion_timestamp: m.deletion_timestamp,
+        annotations: (!annotations.is_empty()).then_some(annotations),
+        ..Default::default()
+    })
+}
+
+impl From<&k8s_openapi::api::core::v1::PersistentVolumeClaim> for PersistentVolumeClaim {
+    fn from(c: &k8s_openapi::api::core::v1::PersistentVolumeClaim) -> PersistentVolumeClaim {
+        lean(c)
+    }
+}
+
 /// A namespace as namespaceSelector sees it: its name and labels.
 #[derive(Clone, Debug, Default, Deserialize, Serialize)]
 pub struct Namespace {
@@ -217,6 +331,12 @@ macro_rules! core_v1_resource {
 core_v1_resource!(Pod, "Pod", "pods", NamespaceResourceScope);
 core_v1_resource!(Node, "Node", "nodes", ClusterResourceScope);
 core_v1_resource!(Namespace, "Namespace", "namespaces", ClusterResourceScope);
+core_v1_resource!(
+    PersistentVolumeClaim,
+    "PersistentVolumeClaim",
+    "persistentvolumeclaims",
+    NamespaceResourceScope
+);
 
 #[cfg(test)]
 mod tests {

@@ -184,7 +184,7 @@ pub fn preempt(
         .ok_or_else(|| {
             format!(
                 "preemption: {}",
-                fit_error_message(cache.nodes().len(), &statuses, "")
+                fit_error_message(cache.nodes().len(), &statuses, None, "")
             )
         })
 }

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use super::cache::{Cache, NodeInfo};
 use super::config::SchedulerConfig;
+use super::filters::volume_binding;
 use super::framework::{nodes_to_find, plugin, CycleState, Status};
 use super::profile::{run_filters, run_filters_tagged, score_nodes};
 
@@ -16,6 +17,8 @@ pub struct FitError {
     pub statuses: HashMap<String, Status>,
     /// The plugins that rejected some node ([`plugin`] bits).
     pub rejected: u16,
+    /// The message of a PreFilter that rejected the pod before any node was tried.
+    pub pre_filter: Option<String>,
 }
 
 /// Picks a node for the pod; `start` rotates the search so every node gets its turn when
@@ -28,6 +31,18 @@ pub fn schedule(
 ) -> Result<(String, usize), FitError> {
     let nodes = cache.nodes();
     let all = nodes.len();
+    if all > 0 {
+        if let Err(s) = volume_binding::pre_filter(&state.pod, &cache.volumes) {
+            // As upstream: every node gets the PreFilter's status, so preemption knows
+            // it cannot help.
+            return Err(FitError {
+                num_all_nodes: all,
+                pre_filter: Some(s.reasons.join(", ")),
+                statuses: nodes.iter().map(|n| (n.name.clone(), s.clone())).collect(),
+                rejected: plugin::VOLUME_BINDING,
+            });
+        }
+    }
     // A pod nominated by an earlier preemption tries its node first.
     let nominated = state.pod.nominated_node.as_deref();
     if let Some(n) = nominated.and_then(|n| cache.node(n)) {
@@ -67,6 +82,7 @@ pub fn schedule(
             statuses,
             // No nodes at all: only a new node helps.
             rejected: if all == 0 { plugin::ALL } else { rejected },
+            pre_filter: None,
         }),
         1 => Ok((feasible[0].name.clone(), next)),
         _ => {
