@@ -285,6 +285,17 @@ impl Collector {
                 if remove_finalizer {
                     return self.remove_finalizer(&node, FOREGROUND).await;
                 }
+                if let Some(d) = self
+                    .graph
+                    .waiting_circle_through(uid)
+                    .and_then(|d| self.graph.get(&d).cloned())
+                {
+                    tracing::info!(dependent = %d.name, "breaking a circle of objects waiting for each other");
+                    let owners = graph::unblocked(&d.owners, Some(&node.uid));
+                    return self
+                        .set_owners(&d, owners, "unblocking owner references of")
+                        .await;
+                }
             }
         }
         if node.deleting || node.owners.is_empty() {
@@ -326,6 +337,15 @@ impl Collector {
             DependentStep::Nothing => Ok(()),
             DependentStep::DropOwners(drop) => self.drop_owners(&node, &drop).await,
             DependentStep::Delete { foreground } => {
+                // As upstream: an owner waits for this object, which would in turn wait
+                // for its dependents; when one of those already waits itself, they
+                // likely form a circle back to the owner. Stop this object blocking its
+                // owners first, or the circle would wait forever.
+                if foreground && dependents.iter().any(|d| d.waiting_for_dependents()) {
+                    let owners = graph::unblocked(&node.owners, None);
+                    self.set_owners(&node, owners, "unblocking owner references of")
+                        .await?;
+                }
                 let policy = if foreground {
                     PropagationPolicy::Foreground
                 } else {
@@ -401,8 +421,20 @@ impl Collector {
     /// Removes references to `drop` from a dependent, guarded by its resourceVersion.
     async fn drop_owners(&self, node: &Node, drop: &[String]) -> Result<()> {
         tracing::info!(dependent = %node.name, owners = ?drop, "removing owner references");
+        let owners = graph::without_owners(&node.owners, drop);
+        self.set_owners(node, owners, "removing owner references of")
+            .await
+    }
+
+    /// Replaces a dependent's owner references, guarded by its resourceVersion.
+    async fn set_owners(
+        &self,
+        node: &Node,
+        owners: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference>,
+        action: &'static str,
+    ) -> Result<()> {
         let patch = json!({"metadata": {
-            "ownerReferences": graph::without_owners(&node.owners, drop),
+            "ownerReferences": owners,
             "resourceVersion": node.resource_version,
         }});
         match self
@@ -412,7 +444,7 @@ impl Collector {
         {
             Ok(_) => Ok(()),
             Err(e) if not_found(&e) => Ok(()),
-            Err(e) => Err(self.err("removing owner references of", node)(e)),
+            Err(e) => Err(self.err(action, node)(e)),
         }
     }
 

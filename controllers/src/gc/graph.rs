@@ -3,7 +3,7 @@
 //! owner being deleted given its dependents (upstream's `garbagecollector/graph.go`,
 //! `attemptToDeleteItem` and `processDeletingDependentsItem`, without the I/O).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 
@@ -34,6 +34,13 @@ impl Node {
         self.deleting && self.has_finalizer(FOREGROUND)
     }
 
+    /// Whether its reference to `owner` blocks that owner's foreground deletion.
+    pub fn blocks(&self, owner: &str) -> bool {
+        self.owners
+            .iter()
+            .any(|r| r.uid == owner && r.block_owner_deletion == Some(true))
+    }
+
     fn owner_uids(&self) -> impl Iterator<Item = &str> {
         self.owners.iter().map(|o| o.uid.as_str())
     }
@@ -59,6 +66,46 @@ impl Graph {
             .flatten()
             .filter_map(|d| self.nodes.get(d))
             .collect()
+    }
+
+    /// Dependents whose reference to `uid` has blockOwnerDeletion: those a foreground
+    /// deletion of `uid` waits for.
+    fn blocking_dependents<'a>(&'a self, uid: &'a str) -> impl Iterator<Item = &'a Node> + 'a {
+        self.dependents(uid)
+            .into_iter()
+            .filter(move |d| d.blocks(uid))
+    }
+
+    /// For an owner waiting for its dependents: a blocking dependent that waits too and
+    /// from which a chain of waiting, blocking dependents leads back to the owner. Such a
+    /// circle never ends by itself (each member waits for the next), so the collector
+    /// breaks it by making that dependent's reference to the owner non-blocking. With
+    /// A owned by C, B by A and C by B, all deleted in the foreground: A waits for B, B
+    /// for C, C for A; for A this returns B. An object owning itself returns itself.
+    pub fn waiting_circle_through(&self, owner: &str) -> Option<String> {
+        if !self.nodes.get(owner)?.waiting_for_dependents() {
+            return None;
+        }
+        for first in self.blocking_dependents(owner) {
+            if !first.waiting_for_dependents() {
+                continue;
+            }
+            let mut seen = HashSet::new();
+            let mut stack = vec![first.uid.as_str()];
+            while let Some(uid) = stack.pop() {
+                if uid == owner {
+                    return Some(first.uid.clone());
+                }
+                if seen.insert(uid) {
+                    stack.extend(
+                        self.blocking_dependents(uid)
+                            .filter(|d| d.waiting_for_dependents())
+                            .map(|d| d.uid.as_str()),
+                    );
+                }
+            }
+        }
+        None
     }
 
     /// Uids of every node of one resource (to drop those a relist no longer has).
@@ -205,11 +252,7 @@ pub fn owner_step(owner: &Node, dependents: &[&Node]) -> OwnerStep {
         };
     }
     if owner.has_finalizer(FOREGROUND) {
-        let blocking = dependents.iter().any(|d| {
-            d.owners
-                .iter()
-                .any(|r| r.uid == owner.uid && r.block_owner_deletion == Some(true))
-        });
+        let blocking = dependents.iter().any(|d| d.blocks(&owner.uid));
         return OwnerStep::Foreground {
             dependents: dependents
                 .iter()
@@ -227,6 +270,21 @@ pub fn without_owners(refs: &[OwnerReference], drop: &[String]) -> Vec<OwnerRefe
     refs.iter()
         .filter(|r| !drop.contains(&r.uid))
         .cloned()
+        .collect()
+}
+
+/// The owner references with blockOwnerDeletion turned off: `only` that owner's, or
+/// (with `None`) every one, as upstream does to a dependent it deletes in the
+/// foreground while one of its own dependents already waits (a likely circle).
+pub fn unblocked(refs: &[OwnerReference], only: Option<&str>) -> Vec<OwnerReference> {
+    refs.iter()
+        .map(|r| {
+            let mut r = r.clone();
+            if r.block_owner_deletion == Some(true) && only.is_none_or(|u| u == r.uid) {
+                r.block_owner_deletion = Some(false);
+            }
+            r
+        })
         .collect()
 }
 
@@ -438,6 +496,91 @@ mod tests {
         assert_eq!(g.remove("o"), vec!["d".to_string()]);
         assert_eq!(g.remove("d"), vec!["o".to_string()]);
         assert!(g.remove("d").is_empty(), "removing twice changes nothing");
+    }
+
+    #[test]
+    fn a_circle_of_objects_waiting_for_each_other_is_found_from_any_member() {
+        type Case<'a> = (&'a str, Vec<Node>, &'a str, Option<&'a str>);
+        let fg = |n: Node| deleting(n, &[FOREGROUND]);
+        let cases: Vec<Case<'_>> = vec![
+            (
+                "three_waiting_in_a_circle",
+                vec![
+                    fg(owned_by("a", &[("c", true)])),
+                    fg(owned_by("b", &[("a", true)])),
+                    fg(owned_by("c", &[("b", true)])),
+                ],
+                "a",
+                Some("b"),
+            ),
+            (
+                "an_object_owning_itself",
+                vec![fg(owned_by("a", &[("a", true)]))],
+                "a",
+                Some("a"),
+            ),
+            (
+                "a_chain_that_ends_is_no_circle",
+                vec![
+                    fg(node("a")),
+                    fg(owned_by("b", &[("a", true)])),
+                    fg(owned_by("c", &[("b", true)])),
+                ],
+                "a",
+                None,
+            ),
+            (
+                "a_member_not_deleting_can_still_go",
+                vec![
+                    fg(owned_by("a", &[("c", true)])),
+                    owned_by("b", &[("a", true)]),
+                    fg(owned_by("c", &[("b", true)])),
+                ],
+                "a",
+                None,
+            ),
+            (
+                "a_non_blocking_reference_breaks_the_circle",
+                vec![
+                    fg(owned_by("a", &[("c", true)])),
+                    fg(owned_by("b", &[("a", true)])),
+                    fg(owned_by("c", &[("b", false)])),
+                ],
+                "a",
+                None,
+            ),
+            (
+                "an_owner_not_waiting_has_no_circle",
+                vec![owned_by("a", &[("a", true)])],
+                "a",
+                None,
+            ),
+        ];
+        for (name, nodes, owner, want) in cases {
+            let mut g = Graph::default();
+            for n in nodes {
+                g.upsert(n);
+            }
+            assert_eq!(g.waiting_circle_through(owner).as_deref(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn unblocking_turns_off_block_owner_deletion_for_one_owner_or_all() {
+        let refs = vec![
+            owner_ref("a", true),
+            owner_ref("b", true),
+            owner_ref("c", false),
+        ];
+        let blocking = |refs: &[OwnerReference]| {
+            refs.iter()
+                .filter(|r| r.block_owner_deletion == Some(true))
+                .map(|r| r.uid.clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(blocking(&unblocked(&refs, Some("a"))), vec!["b"]);
+        assert!(blocking(&unblocked(&refs, None)).is_empty());
+        assert_eq!(unblocked(&refs, None).len(), 3, "no reference is dropped");
     }
 
     #[test]

@@ -3,8 +3,11 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Api, DeleteParams, PostParams, PropagationPolicy};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
+use kube::api::{
+    Api, ApiResource, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams,
+    Preconditions, PropagationPolicy,
+};
 use serde_json::json;
 
 use crate::{eventually, Cluster};
@@ -130,4 +133,122 @@ async fn foreground_deletion_deletes_the_dependent_before_the_owner() {
     })
     .await;
     assert!(maps.get_opt(&dependent).await.unwrap().is_none());
+}
+
+/// How a test deletes the objects of an ownership circle.
+enum Deletion {
+    /// The first object only, with this policy and its uid as a precondition.
+    First(PropagationPolicy),
+    /// Every object, one after the other, with this policy.
+    All(PropagationPolicy),
+}
+
+/// Creates `names` as objects of `ar` in `default`, then makes a circle of them the
+/// way upstream's e2e "should not be blocked by dependency circle" does: each object
+/// is patched (strategic merge) to be controlled by the one before it (the first by
+/// the last; a single object by itself), with blockOwnerDeletion.
+async fn circle(api: &Api<DynamicObject>, ar: &ApiResource, names: &[&str]) -> Vec<String> {
+    let mut uids = Vec::new();
+    for name in names {
+        let mut body =
+            json!({"apiVersion": ar.api_version, "kind": ar.kind, "metadata": {"name": name}});
+        if ar.kind == "Pod" {
+            body["spec"] = json!({"containers": [{"name": "nginx", "image": "nginx"}]});
+        }
+        let obj: DynamicObject = serde_json::from_value(body).unwrap();
+        let created = api.create(&PostParams::default(), &obj).await.unwrap();
+        uids.push(created.metadata.uid.unwrap());
+    }
+    for (i, name) in names.iter().enumerate() {
+        let owner = (i + names.len() - 1) % names.len();
+        let patch = json!({"metadata": {"ownerReferences": [{"apiVersion": ar.api_version,
+            "kind": ar.kind, "name": names[owner], "uid": uids[owner],
+            "controller": true, "blockOwnerDeletion": true}]}});
+        api.patch(name, &PatchParams::default(), &Patch::Strategic(&patch))
+            .await
+            .unwrap();
+    }
+    uids
+}
+
+#[tokio::test]
+async fn an_ownership_circle_is_collected_whichever_way_it_is_deleted() {
+    use Deletion::*;
+    use PropagationPolicy::*;
+    let pods = ApiResource::erase::<Pod>(&());
+    let maps = ApiResource::erase::<ConfigMap>(&());
+    let cases: Vec<(&str, &ApiResource, &[&str], Deletion)> = vec![
+        (
+            "three pods, the first deleted in the foreground (upstream's e2e)",
+            &pods,
+            &["pod1", "pod2", "pod3"],
+            First(Foreground),
+        ),
+        (
+            "three config maps, the first deleted in the background",
+            &maps,
+            &["cm1", "cm2", "cm3"],
+            First(Background),
+        ),
+        (
+            "three config maps, all deleted in the foreground",
+            &maps,
+            &["cm1", "cm2", "cm3"],
+            All(Foreground),
+        ),
+        (
+            "three config maps, all deleted in the background",
+            &maps,
+            &["cm1", "cm2", "cm3"],
+            All(Background),
+        ),
+        (
+            "an owner and a dependent owning it, the owner deleted in the foreground",
+            &maps,
+            &["owner", "dependent"],
+            First(Foreground),
+        ),
+        (
+            "a config map owned by itself, deleted in the foreground",
+            &maps,
+            &["self-owned"],
+            First(Foreground),
+        ),
+    ];
+    for (name, ar, names, deletion) in cases {
+        let cluster = Cluster::start(&["garbagecollector"]).await;
+        let api = Api::<DynamicObject>::namespaced_with(cluster.client(), "default", ar);
+        let uids = circle(&api, ar, names).await;
+        let (count, policy) = match deletion {
+            First(p) => (1, p),
+            All(p) => (names.len(), p),
+        };
+        for (n, uid) in names.iter().zip(&uids).take(count) {
+            let dp = DeleteParams {
+                propagation_policy: Some(policy.clone()),
+                preconditions: Some(Preconditions {
+                    uid: Some(uid.clone()),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            api.delete(n, &dp)
+                .await
+                .unwrap_or_else(|e| panic!("{name}: deleting {n}: {e}"));
+        }
+        eventually(
+            &format!("{name}: every object of the circle to be gone"),
+            Duration::from_secs(20),
+            || async {
+                let left = api.list(&ListParams::default()).await.unwrap();
+                let left = left
+                    .items
+                    .iter()
+                    .filter(|o| names.contains(&o.metadata.name.as_deref().unwrap_or("")))
+                    .count();
+                (left == 0).then_some(())
+            },
+        )
+        .await;
+    }
 }
