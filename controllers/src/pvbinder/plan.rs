@@ -10,39 +10,17 @@ use kube::ResourceExt;
 
 use crate::localpath::class::requested_class;
 use crate::shared::labels::selector_matches;
+use crate::shared::quantity::parse_quantity;
 
 pub const PV_PROTECTION: &str = "kubernetes.io/pv-protection";
 pub const PVC_PROTECTION: &str = "kubernetes.io/pvc-protection";
 
 /// Bytes in a Quantity such as `1Gi`, `500M`, `1.5Gi` or `1e9`; `None` if unreadable.
-pub fn bytes(q: &Quantity) -> Option<f64> {
-    let s = q.0.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
-        .unwrap_or(s.len());
-    let (number, suffix) = s.split_at(split);
-    let factor = match suffix {
-        "" => 1.0,
-        "Ki" => 1024f64,
-        "Mi" => 1024f64.powi(2),
-        "Gi" => 1024f64.powi(3),
-        "Ti" => 1024f64.powi(4),
-        "Pi" => 1024f64.powi(5),
-        "Ei" => 1024f64.powi(6),
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
-        _ => return None,
-    };
-    Some(number.parse::<f64>().ok()? * factor)
+pub fn bytes(q: &Quantity) -> Option<i64> {
+    parse_quantity(&q.0, 1)
 }
 
-fn storage(list: Option<&BTreeMap<String, Quantity>>) -> Option<f64> {
+fn storage(list: Option<&BTreeMap<String, Quantity>>) -> Option<i64> {
     bytes(list?.get("storage")?)
 }
 
@@ -78,8 +56,7 @@ pub fn satisfies(pv: &PersistentVolume, claim: &PersistentVolumeClaim) -> bool {
     };
     let mode = |m: Option<&String>| m.map_or("Filesystem", String::as_str).to_string();
     let modes = spec.access_modes.as_deref().unwrap_or_default();
-    let requested =
-        storage(want.resources.as_ref().and_then(|r| r.requests.as_ref())).unwrap_or(0.0);
+    let requested = storage(want.resources.as_ref().and_then(|r| r.requests.as_ref())).unwrap_or(0);
     volume_class(pv) == claim_class(claim)
         && mode(spec.volume_mode.as_ref()) == mode(want.volume_mode.as_ref())
         && want
@@ -88,7 +65,7 @@ pub fn satisfies(pv: &PersistentVolume, claim: &PersistentVolumeClaim) -> bool {
             .unwrap_or_default()
             .iter()
             .all(|m| modes.contains(m))
-        && storage(spec.capacity.as_ref()).unwrap_or(0.0) >= requested
+        && storage(spec.capacity.as_ref()).unwrap_or(0) >= requested
         && want
             .selector
             .as_ref()
@@ -126,8 +103,7 @@ pub fn find_volume<'a>(
     candidates.into_iter().min_by(|a, b| {
         let size = |pv: &PersistentVolume| storage(pv.spec.as_ref()?.capacity.as_ref());
         size(a)
-            .partial_cmp(&size(b))
-            .unwrap_or(std::cmp::Ordering::Equal)
+            .cmp(&size(b))
             .then_with(|| a.name_any().cmp(&b.name_any()))
     })
 }
@@ -220,11 +196,11 @@ mod tests {
     #[test]
     fn quantities_read_as_bytes() {
         let cases = [
-            ("1Gi", 1073741824.0),
-            ("500M", 5e8),
-            ("1.5Ki", 1536.0),
-            ("1e3", 1000.0),
-            ("42", 42.0),
+            ("1Gi", 1 << 30),
+            ("500M", 500_000_000),
+            ("1.5Ki", 1536),
+            ("1e3", 1000),
+            ("42", 42),
         ];
         for (q, want) in cases {
             assert_eq!(bytes(&Quantity(q.into())), Some(want), "{q}");
