@@ -222,8 +222,7 @@ fn main() -> anyhow::Result<()> {
             Command::Up(args) => {
                 let scheduler = args.common.scheduler_config.clone();
                 let mut node = args.node;
-                node.agent_dir
-                    .get_or_insert_with(|| args.data_dir.join("agent"));
+                node.under_data_dir(&args.data_dir);
                 let up = UpNode {
                     node,
                     keep_containers: args.keep_containers,
@@ -405,9 +404,7 @@ async fn client_from(path: &std::path::Path) -> anyhow::Result<kube::Client> {
 
 async fn agent(mut args: AgentArgs) -> anyhow::Result<()> {
     if let Some(data_dir) = &args.data_dir {
-        args.node
-            .agent_dir
-            .get_or_insert_with(|| data_dir.join("agent"));
+        args.node.under_data_dir(data_dir);
     }
     if args.reset {
         return node_agent::reset(args.node).await;
@@ -455,6 +452,67 @@ async fn wait_ready(server: &server::Server) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The agent dir each command line works on.
+    fn agent_dir(args: &[&str]) -> PathBuf {
+        let cli = Cli::try_parse_from(args).unwrap();
+        match cli.command {
+            Command::Up(up) => {
+                let mut node = up.node;
+                node.under_data_dir(&up.data_dir);
+                node.dir()
+            }
+            Command::Agent(mut agent) => {
+                if let Some(d) = &agent.data_dir {
+                    agent.node.under_data_dir(d);
+                }
+                agent.node.dir()
+            }
+            _ => unreachable!("only up and agent have an agent dir"),
+        }
+    }
+
+    #[test]
+    fn agent_reset_finds_the_agent_dir_of_the_kybern_up_it_belongs_to() {
+        let cases = [
+            (
+                "up's default",
+                vec!["kybern", "up"],
+                "/var/lib/kybern/agent",
+            ),
+            (
+                "reset without a data dir finds up's default",
+                vec!["kybern", "agent", "--reset"],
+                "/var/lib/kybern/agent",
+            ),
+            (
+                "up with a data dir",
+                vec!["kybern", "up", "--data-dir", "/srv/k"],
+                "/srv/k/agent",
+            ),
+            (
+                "reset with the same data dir",
+                vec!["kybern", "agent", "--reset", "--data-dir", "/srv/k"],
+                "/srv/k/agent",
+            ),
+            (
+                "an explicit agent dir wins",
+                vec![
+                    "kybern",
+                    "agent",
+                    "--reset",
+                    "--data-dir",
+                    "/srv/k",
+                    "--agent-dir",
+                    "/a",
+                ],
+                "/a",
+            ),
+        ];
+        for (name, args, want) in cases {
+            assert_eq!(agent_dir(&args), PathBuf::from(want), "{name}");
+        }
+    }
 
     #[test]
     fn kybern_up_keeps_local_path_volumes_under_its_data_dir() {

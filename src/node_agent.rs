@@ -74,6 +74,12 @@ fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
 }
 
 impl NodeArgs {
+    /// The agent dir of the `kybern up` on `data_dir` (`<data-dir>/agent`), unless
+    /// --agent-dir names one: how `kybern up` and `kybern agent --data-dir` agree.
+    pub(crate) fn under_data_dir(&mut self, data_dir: &std::path::Path) {
+        self.agent_dir.get_or_insert_with(|| data_dir.join("agent"));
+    }
+
     pub(crate) fn dir(&self) -> PathBuf {
         self.agent_dir
             .clone()
