@@ -224,6 +224,9 @@ fn main() -> anyhow::Result<()> {
                 let mut node = args.node;
                 node.agent_dir
                     .get_or_insert_with(|| args.data_dir.join("agent"));
+                // The local-path loop of `up` keeps volumes in <data-dir>/storage.
+                node.local_path_root
+                    .get_or_insert_with(|| args.data_dir.join("storage"));
                 let up = UpNode {
                     node,
                     keep_containers: args.keep_containers,
@@ -408,6 +411,9 @@ async fn agent(mut args: AgentArgs) -> anyhow::Result<()> {
         args.node
             .agent_dir
             .get_or_insert_with(|| data_dir.join("agent"));
+        args.node
+            .local_path_root
+            .get_or_insert_with(|| data_dir.join("storage"));
     }
     if args.reset {
         return node_agent::reset(args.node).await;
