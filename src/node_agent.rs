@@ -58,6 +58,11 @@ pub(crate) struct NodeArgs {
     /// DiskPressure (and takes no new pods) below them, and allocatable leaves them aside.
     #[arg(long, default_value_t = agent::node::Eviction::default())]
     pub eviction_hard: agent::node::Eviction,
+    /// The folder local-path volumes live in on this node; a deleted volume's folder is
+    /// removed only below it (default: /var/lib/kybern/storage; under `kybern up` and
+    /// with --data-dir, <data-dir>/storage).
+    #[arg(long)]
+    pub local_path_root: Option<PathBuf>,
 }
 
 fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
@@ -84,6 +89,15 @@ impl NodeArgs {
         self.agent_dir
             .clone()
             .unwrap_or_else(|| PathBuf::from("/var/lib/kybern/agent"))
+    }
+
+    /// The local-path root, absolute (the local-path loop writes absolute paths).
+    pub(crate) fn local_path_root(&self) -> std::io::Result<PathBuf> {
+        let root = self
+            .local_path_root
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(agent::local_path::DEFAULT_ROOT));
+        std::path::absolute(root)
     }
 }
 
@@ -171,6 +185,9 @@ pub(crate) async fn run(client: kube::Client, args: NodeArgs) -> anyhow::Result<
         },
         static_pods_dir: args.pod_manifest_path.clone(),
         eviction: args.eviction_hard,
+        local_path_root: args
+            .local_path_root()
+            .context("resolving --local-path-root")?,
     };
     eprintln!(
         "agent: node {} ({}), containerd {version}",

@@ -30,6 +30,9 @@ pub struct AgentConfig {
     pub static_pods_dir: Option<PathBuf>,
     /// The hard eviction thresholds (`--eviction-hard`).
     pub eviction: node::Eviction,
+    /// Local-path volumes' folders live below this (`--local-path-root`); a deleted
+    /// volume's folder is removed only from here.
+    pub local_path_root: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +88,13 @@ pub async fn run(
         ))
     };
     let _heartbeat = AbortOnDrop(heartbeat);
+    let _cleanup = AbortOnDrop(tokio::spawn(crate::local_path::run(
+        client.clone(),
+        [config.node_name.clone()],
+        crate::local_path::Disk::Host {
+            root: config.local_path_root.clone(),
+        },
+    )));
     let cidr = node::wait_for_pod_cidr(&client, &config.node_name).await?;
     network.init(&cidr).await.map_err(|source| Error::Network {
         cidr: cidr.clone(),

@@ -5,6 +5,7 @@
 
 pub mod images;
 pub mod kubelet;
+pub mod local_path;
 pub mod network;
 pub mod node;
 pub mod pods;

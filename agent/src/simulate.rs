@@ -136,6 +136,19 @@ impl Simulator {
         let mut tasks = JoinSet::new();
         tasks.spawn(lease::renew_forever(shared.clone()));
         tasks.spawn(pods::report_forever(shared.clone()));
+        // Simulated nodes have no disk, but their deleted local-path volumes must still go.
+        let (client, names) = (
+            shared.client.clone(),
+            shared
+                .nodes
+                .iter()
+                .map(|n| n.name.clone())
+                .collect::<Vec<_>>(),
+        );
+        tasks.spawn(async move {
+            crate::local_path::run(client, names, crate::local_path::Disk::Simulated).await;
+            Err(Error::Task("the local-path cleanup stopped".into()))
+        });
         Ok(Simulator { shared, tasks })
     }
 

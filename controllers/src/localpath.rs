@@ -5,7 +5,9 @@
 //! (Retain). This is what k3s ships as rancher's local-path-provisioner plus the binding
 //! part of upstream's PV controller for our own classes. Only API objects are handled
 //! here: the directory is made by the agent when a pod mounts the volume
-//! (`DirectoryOrCreate`), and removing it after the volume is deleted is the agent's job.
+//! (`DirectoryOrCreate`); every volume we make carries [`CLEANUP_FINALIZER`], which the
+//! agent of the volume's node removes once it has removed the directory of a deleted
+//! volume (`agent::local_path`), so the volume object outlives its data.
 
 pub mod bind;
 pub mod class;
@@ -31,6 +33,9 @@ use crate::{Context, LoopFuture};
 /// The provisioner name our StorageClasses carry, and the `provisioned-by` annotation
 /// value on the volumes we make.
 pub const PROVISIONER: &str = "kybern.io/local-path";
+/// Held by every volume we provision until the agent of its node has removed the
+/// volume's directory (the agent's `local_path::CLEANUP_FINALIZER`, same string).
+pub const CLEANUP_FINALIZER: &str = "kybern.io/local-path-cleanup";
 /// The default class created at start when absent.
 pub const DEFAULT_CLASS: &str = "local-path";
 /// Where volumes live on a node unless configured otherwise.

@@ -398,3 +398,99 @@ async fn a_claim_of_another_class_stays_pending() {
         "an explicit empty class is kept"
     );
 }
+
+/// A node agent on `node` with the recording runtime and network fakes: pods start (their
+/// claims' folders are made on this host, below `root`) without containerd.
+fn fake_agent(c: &Cluster, node: &str, dir: &std::path::Path) -> tokio::task::JoinHandle<()> {
+    use agent::runtime::{fake::FakeRuntime, ImageConfig, ImageInfo};
+    let runtime = std::sync::Arc::new(FakeRuntime::new());
+    runtime.add_image(ImageInfo {
+        name: "busybox".into(),
+        digest: "sha256:00".into(),
+        config: ImageConfig {
+            cmd: vec!["sh".into()],
+            ..Default::default()
+        },
+    });
+    let config = agent::kubelet::AgentConfig {
+        node_name: node.into(),
+        node_ip: "127.0.0.1".parse().unwrap(),
+        data_dir: dir.join("agent"),
+        labels: Default::default(),
+        dns: Default::default(),
+        runtime_version: "fake://1".into(),
+        backoff: agent::pods::BackoffConfig {
+            initial: std::time::Duration::from_millis(400),
+            max: std::time::Duration::from_millis(1600),
+        },
+        static_pods_dir: None,
+        eviction: Default::default(),
+        local_path_root: dir.join("storage"),
+    };
+    let client = c.client.clone();
+    tokio::spawn(async move {
+        let network = std::sync::Arc::new(agent::network::fake::FakeNetwork::new());
+        if let Err(e) = agent::kubelet::run(client, config, runtime, network).await {
+            eprintln!("the agent stopped: {e}");
+        }
+    })
+}
+
+#[tokio::test]
+async fn deleting_a_claim_removes_its_folder_on_the_node_and_then_its_volume() {
+    let c = Cluster::start("lp-folder", &["persistentvolume-binder"], 0).await;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("storage");
+    // The provisioner as `kybern up` runs it: volumes below the node's local-path root.
+    let informers = controllers::runtime::informers::Informers::new(c.client.clone());
+    let config = controllers::localpath::Config {
+        base_path: root.display().to_string(),
+    };
+    let provisioner =
+        tokio::spawn(async move { controllers::localpath::run_with(&informers, config).await });
+    let node: k8s_openapi::api::core::v1::Node = serde_json::from_value(
+        json!({"metadata": {"name": "lp-node"}, "spec": {"podCIDR": "10.42.9.0/24"}}),
+    )
+    .unwrap();
+    Api::all(c.client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .unwrap();
+    let agent = fake_agent(&c, "lp-node", dir.path());
+
+    create(
+        &c.api::<PersistentVolumeClaim>(),
+        claim_manifest("data", None),
+    )
+    .await;
+    let mut pod = pod_manifest("user", &["data"]);
+    pod["spec"]["nodeName"] = json!("lp-node");
+    create(&c.api::<Pod>(), pod).await;
+    let claim = bound_claim(&c, "data").await;
+    let volume = claim.spec.unwrap().volume_name.unwrap();
+    let pv = Api::<PersistentVolume>::all(c.client.clone())
+        .get(&volume)
+        .await
+        .unwrap();
+    let folder = std::path::PathBuf::from(&pv.spec.unwrap().host_path.unwrap().path);
+    assert!(folder.starts_with(&root), "{folder:?} is below {root:?}");
+    eventually("the claim's folder made on the node", || async {
+        folder.is_dir().then_some(()).ok_or("not yet".to_string())
+    })
+    .await;
+    std::fs::write(folder.join("data.txt"), "written by the pod").unwrap();
+
+    c.api::<Pod>()
+        .delete("user", &DeleteParams::default())
+        .await
+        .unwrap();
+    c.api::<PersistentVolumeClaim>()
+        .delete("data", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_volume_gone(&c, &volume).await;
+    assert!(!folder.exists(), "{folder:?} removed with the volume");
+    assert!(root.is_dir(), "the local-path root itself stays");
+    agent.abort();
+    provisioner.abort();
+}

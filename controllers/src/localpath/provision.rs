@@ -13,7 +13,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::ResourceExt;
 
-use super::PROVISIONER;
+use super::{CLEANUP_FINALIZER, PROVISIONER};
 
 /// Set by upstream's scheduler on a WaitForFirstConsumer claim once its pod has a node.
 pub const SELECTED_NODE_ANNOTATION: &str = "volume.kubernetes.io/selected-node";
@@ -161,6 +161,7 @@ pub fn desired_volume(
                 PROVISIONED_BY_ANNOTATION.into(),
                 PROVISIONER.into(),
             )])),
+            finalizers: Some(vec![CLEANUP_FINALIZER.into()]),
             ..ObjectMeta::default()
         },
         spec: Some(PersistentVolumeSpec {
@@ -375,5 +376,10 @@ mod tests {
             Some("Retain")
         );
         assert_eq!(spec.storage_class_name.as_deref(), Some("local-path"));
+        assert_eq!(
+            pv.finalizers(),
+            [CLEANUP_FINALIZER],
+            "the node's agent removes the folder before the volume goes"
+        );
     }
 }

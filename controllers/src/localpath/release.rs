@@ -14,7 +14,7 @@ use serde_json::json;
 use tracing::{info, instrument};
 
 use super::provision::{self, PROVISIONED_BY_ANNOTATION};
-use super::{Error, Result, State, PROVISIONER};
+use super::{Error, Result, State, CLEANUP_FINALIZER, PROVISIONER};
 
 /// The volumes a claim event may concern: the one it names and the one we would have
 /// made for it (a claim deleted before its bind completed names none).
@@ -84,6 +84,11 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, state: Arc<State>) -> Result<A
     if pv.metadata.deletion_timestamp.is_some() || !is_ours(&pv) {
         return Ok(Action::await_change());
     }
+    if !pv.finalizers().iter().any(|f| f == CLEANUP_FINALIZER) {
+        // A volume provisioned before volumes carried it; the update brings it back.
+        add_cleanup_finalizer(&state, &pv).await?;
+        return Ok(Action::await_change());
+    }
     let Some(cref) = pv.spec.as_ref().and_then(|s| s.claim_ref.clone()) else {
         return Ok(Action::await_change());
     };
@@ -147,6 +152,28 @@ pub async fn reconcile(pv: Arc<PersistentVolume>, state: Arc<State>) -> Result<A
         Verdict::Nothing => {}
     }
     Ok(Action::await_change())
+}
+
+/// Adds [`CLEANUP_FINALIZER`], guarded by the resourceVersion (a 409 is retried).
+async fn add_cleanup_finalizer(state: &State, pv: &PersistentVolume) -> Result<()> {
+    let mut finalizers = pv.finalizers().to_vec();
+    finalizers.push(CLEANUP_FINALIZER.into());
+    let patch = json!({"metadata": {
+        "finalizers": finalizers,
+        "resourceVersion": pv.resource_version(),
+    }});
+    let name = pv.name_any();
+    match Api::<PersistentVolume>::all(state.client.clone())
+        .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
+        Err(e) => Err(Error::api(
+            "adding the cleanup finalizer to",
+            format!("PersistentVolume {name}"),
+        )(e)),
+    }
 }
 
 #[cfg(test)]
