@@ -453,50 +453,51 @@ async fn wait_ready(server: &server::Server) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    /// The agent dir each command line works on.
-    fn agent_dir(args: &[&str]) -> PathBuf {
+    /// The agent dir and the local-path root each command line works on.
+    fn agent_dirs(args: &[&str]) -> (PathBuf, PathBuf) {
         let cli = Cli::try_parse_from(args).unwrap();
-        match cli.command {
+        let node = match cli.command {
             Command::Up(up) => {
                 let mut node = up.node;
                 node.under_data_dir(&up.data_dir);
-                node.dir()
+                node
             }
             Command::Agent(mut agent) => {
                 if let Some(d) = &agent.data_dir {
                     agent.node.under_data_dir(d);
                 }
-                agent.node.dir()
+                agent.node
             }
             _ => unreachable!("only up and agent have an agent dir"),
-        }
+        };
+        (node.dir(), node.local_path_root().unwrap())
     }
 
     #[test]
-    fn agent_reset_finds_the_agent_dir_of_the_kybern_up_it_belongs_to() {
+    fn agent_reset_finds_the_dirs_of_the_kybern_up_it_belongs_to() {
         let cases = [
             (
                 "up's default",
                 vec!["kybern", "up"],
-                "/var/lib/kybern/agent",
+                ("/var/lib/kybern/agent", "/var/lib/kybern/storage"),
             ),
             (
                 "reset without a data dir finds up's default",
                 vec!["kybern", "agent", "--reset"],
-                "/var/lib/kybern/agent",
+                ("/var/lib/kybern/agent", "/var/lib/kybern/storage"),
             ),
             (
                 "up with a data dir",
                 vec!["kybern", "up", "--data-dir", "/srv/k"],
-                "/srv/k/agent",
+                ("/srv/k/agent", "/srv/k/storage"),
             ),
             (
                 "reset with the same data dir",
                 vec!["kybern", "agent", "--reset", "--data-dir", "/srv/k"],
-                "/srv/k/agent",
+                ("/srv/k/agent", "/srv/k/storage"),
             ),
             (
-                "an explicit agent dir wins",
+                "explicit dirs win",
                 vec![
                     "kybern",
                     "agent",
@@ -505,12 +506,15 @@ mod tests {
                     "/srv/k",
                     "--agent-dir",
                     "/a",
+                    "--local-path-root",
+                    "/v",
                 ],
-                "/a",
+                ("/a", "/v"),
             ),
         ];
-        for (name, args, want) in cases {
-            assert_eq!(agent_dir(&args), PathBuf::from(want), "{name}");
+        for (name, args, (dir, root)) in cases {
+            let want = (PathBuf::from(dir), PathBuf::from(root));
+            assert_eq!(agent_dirs(&args), want, "{name}");
         }
     }
 

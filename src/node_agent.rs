@@ -79,10 +79,13 @@ fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
 }
 
 impl NodeArgs {
-    /// The agent dir of the `kybern up` on `data_dir` (`<data-dir>/agent`), unless
-    /// --agent-dir names one: how `kybern up` and `kybern agent --data-dir` agree.
+    /// The dirs of the `kybern up` on `data_dir`, unless flags name others: the agent dir
+    /// `<data-dir>/agent` and the local-path root `<data-dir>/storage` (where that up's
+    /// local-path loop puts volumes). How `kybern up` and `kybern agent --data-dir` agree.
     pub(crate) fn under_data_dir(&mut self, data_dir: &std::path::Path) {
         self.agent_dir.get_or_insert_with(|| data_dir.join("agent"));
+        self.local_path_root
+            .get_or_insert_with(|| data_dir.join("storage"));
     }
 
     pub(crate) fn dir(&self) -> PathBuf {

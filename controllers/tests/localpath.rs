@@ -370,7 +370,9 @@ async fn a_claim_of_another_class_stays_pending() {
     );
     create(
         &c.api::<Pod>(),
-        pod_manifest("user", &["theirs", "none", "ours"]),
+        // Not "none": a claim with no class and no volume is unbound and immediate, so the
+        // scheduler would hold the pod back, as upstream's VolumeBinding does.
+        pod_manifest("user", &["theirs", "ours"]),
     )
     .await;
     // Once the claim of ours in the same pod is bound the provisioner has seen the pod
