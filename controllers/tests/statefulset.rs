@@ -15,7 +15,9 @@ use kube::ResourceExt;
 use kybern_testkit::{eventually, Cluster};
 use serde_json::{json, Value};
 
-const LOOPS: &[&str] = &["statefulset", "scheduler"];
+/// The local-path provisioner binds the claims of the pods' volumeClaimTemplates: without
+/// a provisioner the scheduler holds such pods back, as upstream's VolumeBinding does.
+const LOOPS: &[&str] = &["localpath", "statefulset", "scheduler"];
 
 fn manifest(replicas: i32, extra_spec: Value) -> StatefulSet {
     let mut m = json!({
@@ -324,7 +326,7 @@ async fn scale_down_goes_from_the_highest_ordinal_and_claims_outlive_pods() {
 async fn when_scaled_delete_removes_the_claims_of_scaled_down_pods_only() {
     let c = Cluster::start(
         "sts-retention",
-        &["statefulset", "scheduler", "garbagecollector"],
+        &["localpath", "statefulset", "scheduler", "garbagecollector"],
         2,
     )
     .await;
