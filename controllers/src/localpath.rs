@@ -164,8 +164,8 @@ pub async fn run_with(informers: &Informers, config: Config) -> anyhow::Result<(
     anyhow::bail!("the local-path provisioner stopped")
 }
 
-/// The claim a volume's claimRef names.
-fn claim_of_volume(pv: &PersistentVolume) -> Option<ObjectRef<PersistentVolumeClaim>> {
+/// The claim a volume's claimRef names (also the PV binder's reading).
+pub(crate) fn claim_of_volume(pv: &PersistentVolume) -> Option<ObjectRef<PersistentVolumeClaim>> {
     let r = pv.spec.as_ref()?.claim_ref.as_ref()?;
     Some(ObjectRef::new(r.name.as_deref()?).within(r.namespace.as_deref()?))
 }

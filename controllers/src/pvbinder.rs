@@ -27,6 +27,7 @@ pub use plan::{
     PV_PROTECTION,
 };
 
+use crate::localpath::claim_of_volume;
 use crate::localpath::class::{class_of, default_of, requested_class, ClassOf};
 use crate::localpath::provision::PROVISIONED_BY_ANNOTATION;
 use crate::{Context, LoopFuture};
@@ -113,11 +114,6 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
         futures::join!(claims_controller, volumes_controller);
         anyhow::bail!("the persistentvolume binder stopped")
     })
-}
-
-fn claim_of_volume(pv: &PersistentVolume) -> Option<ObjectRef<PersistentVolumeClaim>> {
-    let r = pv.spec.as_ref()?.claim_ref.as_ref()?;
-    Some(ObjectRef::new(r.name.as_deref()?).within(r.namespace.as_deref()?))
 }
 
 fn claims_of_pod(pod: &Pod) -> Vec<ObjectRef<PersistentVolumeClaim>> {
