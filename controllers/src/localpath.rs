@@ -24,8 +24,6 @@ use k8s_openapi::api::core::v1::{PersistentVolume, PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::Controller;
-use kube::ResourceExt;
-use tracing::warn;
 
 use crate::runtime::informers::Informers;
 use crate::{Context, LoopFuture};
@@ -168,20 +166,4 @@ pub async fn run_with(informers: &Informers, config: Config) -> anyhow::Result<(
 pub(crate) fn claim_of_volume(pv: &PersistentVolume) -> Option<ObjectRef<PersistentVolumeClaim>> {
     let r = pv.spec.as_ref()?.claim_ref.as_ref()?;
     Some(ObjectRef::new(r.name.as_deref()?).within(r.namespace.as_deref()?))
-}
-
-/// Records an event; events are best effort, so a failure is only logged.
-async fn event<K: kube::Resource<DynamicType = ()>>(
-    client: &kube::Client,
-    obj: &K,
-    type_: &str,
-    reason: &str,
-    message: &str,
-    component: &str,
-) {
-    if let Err(e) =
-        crate::podcontrol::record_event(client, obj, type_, reason, message, component).await
-    {
-        warn!(object = %obj.name_any(), reason, error = %e, "recording an event");
-    }
 }

@@ -211,6 +211,22 @@ pub async fn release<K: Resource + Clone + serde::de::DeserializeOwned + std::fm
     }
 }
 
+/// [`record_event`] for callers that go on whatever happens: a failure is logged with
+/// the object and the reason, never returned.
+pub async fn publish_event<K: Resource<DynamicType = ()>>(
+    client: &kube::Client,
+    object: &K,
+    type_: &str,
+    reason: &str,
+    message: &str,
+    component: &str,
+) {
+    if let Err(e) = record_event(client, object, type_, reason, message, component).await {
+        let name = object.meta().name.as_deref().unwrap_or_default();
+        tracing::warn!(object = %name, reason, component, error = %e, "recording an event");
+    }
+}
+
 /// Records a core/v1 Event about `object` (what `kubectl describe` shows), as the
 /// `component` reporting it. Events are best effort: callers log a failure and go on.
 pub async fn record_event<K: Resource<DynamicType = ()>>(

@@ -20,7 +20,7 @@ use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::Controller;
 use kube::{Api, ResourceExt};
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 pub use plan::{
     bytes, claim_in_use, find_volume, satisfies, volume_state, VolumeState, PVC_PROTECTION,
@@ -334,6 +334,7 @@ async fn reclaim(client: &kube::Client, pv: &PersistentVolume) -> kube::Result<(
     }
 }
 
+/// An event from the PV controller; best effort.
 async fn event<K: kube::Resource<DynamicType = ()>>(
     client: &kube::Client,
     obj: &K,
@@ -341,9 +342,5 @@ async fn event<K: kube::Resource<DynamicType = ()>>(
     reason: &str,
     message: &str,
 ) {
-    if let Err(e) =
-        crate::podcontrol::record_event(client, obj, type_, reason, message, COMPONENT).await
-    {
-        warn!(object = %obj.name_any(), reason, error = %e, "recording an event");
-    }
+    crate::podcontrol::publish_event(client, obj, type_, reason, message, COMPONENT).await;
 }

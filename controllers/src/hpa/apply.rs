@@ -6,7 +6,6 @@ use k8s_openapi::api::autoscaling::v2::{CrossVersionObjectReference, HorizontalP
 use kube::api::{DynamicObject, GroupVersionKind, Patch, PatchParams};
 use kube::Api;
 use serde_json::json;
-use tracing::warn;
 
 /// Upstream's HPA reports events under this name.
 const COMPONENT: &str = "horizontal-pod-autoscaler";
@@ -41,7 +40,7 @@ pub(super) async fn set_replicas(
     .await
 }
 
-/// Records an event about the autoscaler; best effort, a failure is only logged.
+/// An event about the autoscaler; best effort.
 pub(super) async fn event(
     client: &kube::Client,
     hpa: &HorizontalPodAutoscaler,
@@ -49,9 +48,5 @@ pub(super) async fn event(
     reason: &str,
     message: &str,
 ) {
-    if let Err(e) =
-        crate::podcontrol::record_event(client, hpa, type_, reason, message, COMPONENT).await
-    {
-        warn!(reason, error = %e, "recording an autoscaler event");
-    }
+    crate::podcontrol::publish_event(client, hpa, type_, reason, message, COMPONENT).await;
 }

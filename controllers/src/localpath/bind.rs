@@ -15,7 +15,8 @@ use tracing::{info, instrument};
 
 use super::class::{class_of, ClassOf};
 use super::provision::{self, consumer_node, desired_volume, refusal};
-use super::{event, Error, Result, State, COMPONENT, PROVISIONER, PV_CONTROLLER};
+use super::{Error, Result, State, COMPONENT, PROVISIONER, PV_CONTROLLER};
+use crate::podcontrol::publish_event as event;
 
 pub const BIND_COMPLETED_ANNOTATION: &str = "pv.kubernetes.io/bind-completed";
 pub const BOUND_BY_CONTROLLER_ANNOTATION: &str = "pv.kubernetes.io/bound-by-controller";
