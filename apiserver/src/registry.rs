@@ -52,6 +52,9 @@ pub struct Resource {
     /// The CRD is being deleted: its objects are read, changed and deleted as usual,
     /// but no new one is created.
     pub terminating: bool,
+    /// A user CRD version whose schema declares defaults: its objects are read with them
+    /// applied (decided once here, not per object read).
+    pub defaults_on_read: bool,
 }
 
 /// A version's schema: parsed from a user CRD, or a built-in's JSON text compiled into
@@ -217,6 +220,9 @@ pub fn resources_from_crd(crd: &Value, builtin: bool) -> Result<Vec<Resource>, C
             builtin,
             stored: true,
             terminating: crd.pointer("/metadata/deletionTimestamp").is_some(),
+            defaults_on_read: !builtin
+                && v.pointer("/schema/openAPIV3Schema")
+                    .is_some_and(declares_default),
         });
     }
     Ok(out)
@@ -269,6 +275,15 @@ pub const REVIEWS: &[(&str, &str, &str, &str, bool)] = &[
     ),
 ];
 
+/// Whether a schema declares a `default` anywhere.
+fn declares_default(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.contains_key("default") || m.values().any(declares_default),
+        Value::Array(a) => a.iter().any(declares_default),
+        _ => false,
+    }
+}
+
 /// The served, never stored resource of one [`REVIEWS`] entry.
 fn review(
     &(group, version, kind, plural, namespaced): &(&str, &str, &str, &str, bool),
@@ -293,6 +308,7 @@ fn review(
         builtin: true,
         stored: false,
         terminating: false,
+        defaults_on_read: false,
     }
 }
 

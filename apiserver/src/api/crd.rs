@@ -219,25 +219,12 @@ pub(super) fn set_status(crd: &mut Value, old: Option<&Value>) {
     }
 }
 
-/// Whether reads of a resource may differ from what is stored: a custom resource
-/// whose schema declares defaults.
-pub(super) fn defaults_on_read(r: &Resource) -> bool {
-    fn has_default(v: &Value) -> bool {
-        match v {
-            Value::Object(m) => m.contains_key("default") || m.values().any(has_default),
-            Value::Array(a) => a.iter().any(has_default),
-            _ => false,
-        }
-    }
-    !r.builtin && r.schema().is_some_and(|s| has_default(&s))
-}
-
 /// A custom resource as read from storage, with its version's schema defaults and
 /// pruning applied, as upstream applies them when decoding from storage (so a default
 /// added to the CRD later shows on objects stored before). `None` when that changes
 /// nothing, or for built-in kinds.
 pub(super) fn default_on_read(r: &Resource, obj: &Value) -> Option<Value> {
-    if !defaults_on_read(r) {
+    if !r.defaults_on_read {
         return None;
     }
     let schema = r.schema()?;

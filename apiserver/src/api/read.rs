@@ -294,10 +294,7 @@ impl Item {
     /// Appends the object as served at `r`'s version.
     fn write_json(&self, r: &Resource, buf: &mut Vec<u8>) -> Result<()> {
         if let Item::Stored { json, revision } = self {
-            if r.version == r.storage_version
-                && r.group == r.storage_group
-                && !super::crd::defaults_on_read(r)
-            {
+            if r.version == r.storage_version && r.group == r.storage_group && !r.defaults_on_read {
                 if let Some(at) = metadata_open_brace(json) {
                     buf.extend_from_slice(&json[..=at]);
                     buf.extend_from_slice(format!("\"resourceVersion\":\"{revision}\"").as_bytes());
