@@ -177,6 +177,26 @@ async fn a_core_event_reads_back_through_events_k8s_io_with_mapped_fields() {
     assert_eq!(e.reporting_instance.as_deref(), Some("ctl-0"));
 }
 
+/// A watch of `api` from its current resourceVersion: it sees only what comes next.
+async fn watch_from_now<K>(
+    api: &Api<K>,
+) -> futures::stream::BoxStream<'static, kube::Result<WatchEvent<K>>>
+where
+    K: Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    let rv = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    api.watch(&WatchParams::default().timeout(30), &rv)
+        .await
+        .unwrap()
+        .boxed()
+}
+
 async fn next_event<K: Clone + serde::de::DeserializeOwned + std::fmt::Debug>(
     stream: &mut futures::stream::BoxStream<'static, kube::Result<WatchEvent<K>>>,
 ) -> WatchEvent<K> {
@@ -194,18 +214,7 @@ async fn a_watch_on_either_version_sees_writes_through_the_other() {
     let events: Api<EventsEvent> = Api::namespaced(s.client.clone(), "default");
 
     // Watch events.k8s.io, write through core/v1.
-    let rv = events
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    let mut stream = events
-        .watch(&WatchParams::default().timeout(30), &rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut stream = watch_from_now(&events).await;
     core.create(&PostParams::default(), &core_event("via-core"))
         .await
         .unwrap();
@@ -218,18 +227,7 @@ async fn a_watch_on_either_version_sees_writes_through_the_other() {
     }
 
     // Watch core/v1, write through events.k8s.io.
-    let rv = core
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .metadata
-        .resource_version
-        .unwrap();
-    let mut stream = core
-        .watch(&WatchParams::default().timeout(30), &rv)
-        .await
-        .unwrap()
-        .boxed();
+    let mut stream = watch_from_now(&core).await;
     events
         .create(&PostParams::default(), &events_event("via-events"))
         .await
