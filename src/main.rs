@@ -338,13 +338,19 @@ async fn serve(
     let scheduler = load_scheduler_config(scheduler.as_deref())?;
     let disable = config.disable.clone();
     let storage = local_path_config(up, &config.data_dir)?;
+    let data_dir = config.data_dir.clone();
     let server = server::start(config).await?;
     wait_ready(&server).await?;
+    // The csrsigning loop signs with this server's CA.
+    let signing = apiserver::pki::ensure(&data_dir, &[])
+        .map(controllers::csrsigning::SigningCa)
+        .map_err(|e| anyhow::anyhow!("reading the cluster CA: {e}"))?;
     // The loops reach the server as any client would: over HTTPS with admin.kubeconfig.
     let ctx = controllers::runtime::context_from_kubeconfig(&server.kubeconfig)
         .await?
         .with_setting(scheduler)
-        .with_setting(storage);
+        .with_setting(storage)
+        .with_setting(Some(signing));
     tokio::spawn(async move {
         if let Err(e) = controllers::runtime::run_with(&loops(), &[], ctx, &disable).await {
             tracing::error!(error = format!("{e:#}"), "control loops stopped");
@@ -352,9 +358,9 @@ async fn serve(
     });
     let mut agent_task = None;
     if let Some(node) = agent {
-        let client = client_from(&server.kubeconfig).await?;
+        let (client, ca) = connect(&server.kubeconfig).await?;
         agent_task = Some(tokio::spawn(async move {
-            if let Err(e) = node_agent::run(client, node).await {
+            if let Err(e) = node_agent::run(client, ca, node).await {
                 tracing::error!(error = format!("{e:#}"), "the node agent stopped");
                 eprintln!("error: the node agent stopped: {e:#}");
             }
@@ -395,11 +401,16 @@ async fn serve(
     }
 }
 
-async fn client_from(path: &std::path::Path) -> anyhow::Result<kube::Client> {
+/// A client from a kubeconfig, and the cluster CA it trusts (the agent's node API takes
+/// client certificates from it and gets its own signed by it).
+async fn connect(
+    path: &std::path::Path,
+) -> anyhow::Result<(kube::Client, agent::nodeapi::cert::ClusterCa)> {
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
-    Ok(kube::Client::try_from(config)?)
+    let ca = agent::nodeapi::cert::ClusterCa(config.root_cert.clone().unwrap_or_default());
+    Ok((kube::Client::try_from(config)?, ca))
 }
 
 async fn agent(mut args: AgentArgs) -> anyhow::Result<()> {
@@ -413,10 +424,10 @@ async fn agent(mut args: AgentArgs) -> anyhow::Result<()> {
         eprintln!("error: --kubeconfig (or $KUBECONFIG) is required");
         std::process::exit(2);
     };
-    let client = client_from(&path).await?;
+    let (client, ca) = connect(&path).await?;
     let Some(count) = args.simulate else {
         return tokio::select! {
-            r = node_agent::run(client, args.node) => r,
+            r = node_agent::run(client, ca, args.node) => r,
             _ = tokio::signal::ctrl_c() => Ok(()),
         };
     };

@@ -63,6 +63,23 @@ pub(crate) struct NodeArgs {
     /// with --data-dir, <data-dir>/storage).
     #[arg(long)]
     pub local_path_root: Option<PathBuf>,
+    /// Where the node API listens (logs, exec, attach, port-forward, stats for the API
+    /// server), as the kubelet's port; `none` serves none.
+    #[arg(long, default_value = "0.0.0.0:10250", value_parser = listen_or_none)]
+    pub node_api_listen: Listen,
+}
+
+/// A listen address, or none (`none`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Listen(pub Option<std::net::SocketAddr>);
+
+fn listen_or_none(s: &str) -> Result<Listen, String> {
+    if s == "none" {
+        return Ok(Listen(None));
+    }
+    s.parse()
+        .map(|a| Listen(Some(a)))
+        .map_err(|_| format!("{s:?} is not an address like 0.0.0.0:10250 (or none)"))
 }
 
 fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
@@ -152,7 +169,11 @@ fn network(args: &NodeArgs) -> Arc<dyn Network> {
 }
 
 /// Runs the agent until it fails or the process ends.
-pub(crate) async fn run(client: kube::Client, args: NodeArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(
+    client: kube::Client,
+    ca: agent::nodeapi::cert::ClusterCa,
+    args: NodeArgs,
+) -> anyhow::Result<()> {
     let runtime = containerd(&args).await?;
     let version = runtime.version().await?;
     for path in &args.imports {
@@ -191,6 +212,10 @@ pub(crate) async fn run(client: kube::Client, args: NodeArgs) -> anyhow::Result<
         local_path_root: args
             .local_path_root()
             .context("resolving --local-path-root")?,
+        node_api: args
+            .node_api_listen
+            .0
+            .map(|listen| agent::kubelet::NodeApiConfig { listen, ca }),
     };
     eprintln!(
         "agent: node {} ({}), containerd {version}",

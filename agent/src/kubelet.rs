@@ -33,6 +33,16 @@ pub struct AgentConfig {
     /// Local-path volumes' folders live below this (`--local-path-root`); a deleted
     /// volume's folder is removed only from here.
     pub local_path_root: PathBuf,
+    /// The node API (`--node-api-listen`), or none.
+    pub node_api: Option<NodeApiConfig>,
+}
+
+/// Where the node API listens and the cluster CA its clients' certificates (and its own)
+/// come from.
+#[derive(Debug, Clone)]
+pub struct NodeApiConfig {
+    pub listen: std::net::SocketAddr,
+    pub ca: crate::nodeapi::cert::ClusterCa,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +56,11 @@ pub enum Error {
     },
     #[error(transparent)]
     Pods(#[from] pods::Error),
+    #[error("binding the node API on {addr} (is another agent or kubelet using it? pick another with --node-api-listen): {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 /// Runs the agent until the pod watch ends (it does not, short of the process ending).
@@ -55,7 +70,22 @@ pub async fn run(
     runtime: Arc<dyn Runtime>,
     network: Arc<dyn Network>,
 ) -> Result<(), Error> {
+    // Bound first: the Node reports the port the API server reaches it at.
+    let node_api = match &config.node_api {
+        Some(c) => {
+            let listener = tokio::net::TcpListener::bind(c.listen)
+                .await
+                .map_err(|source| Error::Listen {
+                    addr: c.listen,
+                    source,
+                })?;
+            let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+            Some((listener, port, c.ca.clone()))
+        }
+        None => None,
+    };
     let node_config = NodeConfig {
+        api_port: node_api.as_ref().map_or(0, |(_, port, _)| *port),
         name: config.node_name.clone(),
         ip: config.node_ip,
         data_dir: config.data_dir.clone(),
@@ -88,6 +118,24 @@ pub async fn run(
         ))
     };
     let _heartbeat = AbortOnDrop(heartbeat);
+    let _node_api = node_api.map(|(listener, port, ca)| {
+        let (client, name, ip) = (client.clone(), config.node_name.clone(), config.node_ip);
+        let dir = config.data_dir.join("pki");
+        let api = Arc::new(crate::nodeapi::NodeApi {
+            runtime: runtime.clone(),
+        });
+        AbortOnDrop(tokio::spawn(async move {
+            match crate::nodeapi::cert::server_config(&client, &name, ip, &dir, &ca).await {
+                Ok(tls) => {
+                    tracing::info!(port, "serving the node API");
+                    crate::nodeapi::serve(listener, tls, api).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the node API is not served: logs, exec and port-forward to this node's pods fail");
+                }
+            }
+        }))
+    });
     let _cleanup = AbortOnDrop(tokio::spawn(crate::local_path::run(
         client.clone(),
         [config.node_name.clone()],

@@ -8,6 +8,7 @@ pub mod kubelet;
 pub mod local_path;
 pub mod network;
 pub mod node;
+pub mod nodeapi;
 pub mod pods;
 pub mod probe;
 pub mod registry;

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
-use k8s_openapi::api::core::v1::{Node, NodeAddress, NodeCondition, NodeStatus, NodeSystemInfo};
+use k8s_openapi::api::core::v1::{
+    DaemonEndpoint, Node, NodeAddress, NodeCondition, NodeDaemonEndpoints, NodeStatus,
+    NodeSystemInfo,
+};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta, OwnerReference, Time};
 use k8s_openapi::jiff::Timestamp;
@@ -153,6 +156,9 @@ pub struct NodeConfig {
     pub runtime_version: String,
     /// The hard eviction thresholds (`--eviction-hard`).
     pub eviction: Eviction,
+    /// The node API's port, reported as `daemonEndpoints.kubeletEndpoint.Port` (the API
+    /// server's logs, exec and proxies go there); 0 when it serves none.
+    pub api_port: u16,
 }
 
 pub fn labels(config: &NodeConfig) -> BTreeMap<String, String> {
@@ -350,6 +356,11 @@ pub fn status(
             },
         ]),
         node_info: Some(node_info(config, kubelet_version)),
+        daemon_endpoints: (config.api_port != 0).then(|| NodeDaemonEndpoints {
+            kubelet_endpoint: Some(DaemonEndpoint {
+                port: i32::from(config.api_port),
+            }),
+        }),
         ..Default::default()
     }
 }
@@ -652,6 +663,7 @@ mod tests {
             labels: [("role".to_string(), "edge".to_string())].into(),
             runtime_version: "containerd://1.6.20".into(),
             eviction: Eviction::default(),
+            api_port: 10250,
         }
     }
 

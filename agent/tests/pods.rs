@@ -87,6 +87,7 @@ async fn cluster(static_pods: bool) -> Cluster {
         static_pods_dir: static_pods.then_some(manifests),
         eviction: Default::default(),
         local_path_root: dir.path().join("storage"),
+        node_api: None,
     };
     let agent = {
         let (client, runtime, network) = (

@@ -13,6 +13,7 @@ mod finalize;
 mod guarded;
 mod kinds;
 mod negotiate;
+mod nodeproxy;
 mod omitempty;
 mod openapi;
 mod patch;
@@ -66,6 +67,9 @@ pub struct Api {
     pub pipeline: pipeline::Pipeline,
     /// Deleted CRDs whose objects are being deleted now (one clean-up task each).
     crd_cleanups: Mutex<std::collections::HashSet<String>>,
+    /// How this server reaches nodes' agents (the cluster CA and its kubelet-client
+    /// certificate); unset, node subresources answer 503.
+    pub node_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
 }
 
 /// How many requests with large bodies are decoded at once. Each may need tens of
@@ -134,6 +138,7 @@ impl Api {
             large_bodies: tokio::sync::Semaphore::new(LARGE_BODIES_AT_ONCE),
             pipeline,
             crd_cleanups: Default::default(),
+            node_tls: Default::default(),
         })
     }
 
@@ -161,7 +166,7 @@ impl Api {
     ) -> Response<Body>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
     {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
@@ -201,6 +206,12 @@ impl Api {
                 .unwrap_or(""),
         );
         match parsed {
+            Path::Resource(rp) if nodeproxy::handles(&rp) => {
+                if user.is_none() {
+                    return error_response(&ApiError::Unauthorized);
+                }
+                nodeproxy::serve(&self, parts, body, &rp).await
+            }
             Path::Resource(rp) => {
                 // Resource requests are never public: `user` is set.
                 let Some(user) = user else {

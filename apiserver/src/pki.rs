@@ -11,9 +11,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
+pub use rcgen::ExtendedKeyUsagePurpose;
+pub use rcgen::KeyUsagePurpose;
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    Issuer, KeyPair, KeyUsagePurpose as Ku, PublicKeyData, SanType, PKCS_ECDSA_P256_SHA256,
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose as Ku, PublicKeyData, SanType, PKCS_ECDSA_P256_SHA256,
 };
 use x509_parser::certificate::X509Certificate;
 use x509_parser::extensions::{GeneralName, ParsedExtension};
@@ -24,6 +26,9 @@ pub const CA_COMMON_NAME: &str = "kybern-ca";
 pub const ADMIN_USER: &str = "kybern-admin";
 /// Organization (group) of the admin client certificate.
 pub const ADMIN_GROUP: &str = "system:masters";
+/// Common name (user) of the certificate the API server presents to nodes' agents (the
+/// node API accepts this user), as kubeadm names it.
+pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 const CA_DAYS: u32 = 3650;
@@ -85,6 +90,9 @@ pub struct Pki {
     pub server_key_pem: String,
     pub admin_cert_pem: String,
     pub admin_key_pem: String,
+    /// What the API server presents to nodes' agents (`pods/log`, `exec`, proxies).
+    pub kubelet_client_cert_pem: String,
+    pub kubelet_client_key_pem: String,
 }
 
 impl fmt::Debug for Pki {
@@ -130,6 +138,8 @@ pub fn ensure(dir: &Path, server_hosts: &[String]) -> Result<Pki> {
         server_key_pem: String::new(),
         admin_cert_pem: String::new(),
         admin_key_pem: String::new(),
+        kubelet_client_cert_pem: String::new(),
+        kubelet_client_key_pem: String::new(),
     };
     // Leaves whose authority key identifier is not this CA's were issued by another CA.
     let ca_key_id = ca_params().key_identifier(&KeyPair::from_pem(&pki.ca_key_pem)?);
@@ -145,6 +155,12 @@ pub fn ensure(dir: &Path, server_hosts: &[String]) -> Result<Pki> {
         &ca_key_id,
         |_| true,
         || pki.issue_client_cert(ADMIN_USER, &[ADMIN_GROUP]),
+    )?;
+    (pki.kubelet_client_cert_pem, pki.kubelet_client_key_pem) = load_or_issue(
+        (&file("kubelet-client.crt"), &file("kubelet-client.key")),
+        &ca_key_id,
+        |_| true,
+        || pki.issue_client_cert(KUBELET_CLIENT_USER, &[ADMIN_GROUP]),
     )?;
     Ok(pki)
 }
@@ -187,11 +203,81 @@ impl Pki {
         self.sign(&params)
     }
 
+    /// Signs a PKCS#10 request (PEM) as a CertificateSigningRequest's signer does: the
+    /// subject and subject alternative names come from the request (whose signature is
+    /// checked), the usages and the validity from `grant`; nothing else the request asks
+    /// for (CA, other extensions) is granted. Returns the certificate's PEM.
+    pub fn sign_request(&self, request_pem: &str, grant: &Grant) -> Result<String> {
+        let requested = rcgen::CertificateSigningRequestParams::from_pem(request_pem)
+            .map_err(|e| invalid("certificate request", e))?;
+        let mut params = params("", 0);
+        params.distinguished_name = requested.params.distinguished_name.clone();
+        params.subject_alt_names = requested.params.subject_alt_names.clone();
+        params.not_after = params.not_before + DAY + grant.validity;
+        params.key_usages = grant.key_usages.clone();
+        params.extended_key_usages = grant.extended_key_usages.clone();
+        let issuer = Issuer::new(ca_params(), KeyPair::from_pem(&self.ca_key_pem)?);
+        let request = rcgen::CertificateSigningRequestParams {
+            params,
+            public_key: requested.public_key,
+        };
+        Ok(request.signed_by(&issuer)?.pem())
+    }
+
     fn sign(&self, params: &CertificateParams) -> Result<(String, String)> {
         let issuer = Issuer::new(ca_params(), KeyPair::from_pem(&self.ca_key_pem)?);
         let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256)?;
         Ok((params.signed_by(&key, &issuer)?.pem(), key.serialize_pem()))
     }
+}
+
+/// What a signer grants a certificate request: the usages and how long it is valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Grant {
+    pub key_usages: Vec<Ku>,
+    pub extended_key_usages: Vec<ExtendedKeyUsagePurpose>,
+    pub validity: Duration,
+}
+
+/// The subject and subject alternative names a PKCS#10 request (PEM) asks for, its
+/// signature checked: `(common name, organizations, DNS names, IP addresses, other
+/// names)`, where other names are the SAN kinds (e-mail, URI) a node may not ask for.
+pub fn request_names(request_pem: &str) -> Result<RequestNames> {
+    let requested = rcgen::CertificateSigningRequestParams::from_pem(request_pem)
+        .map_err(|e| invalid("certificate request", e))?;
+    let text = |v: &rcgen::DnValue| match v {
+        rcgen::DnValue::PrintableString(s) => s.to_string(),
+        rcgen::DnValue::Utf8String(s) => s.clone(),
+        other => format!("{other:?}"),
+    };
+    let mut names = RequestNames::default();
+    for (kind, value) in requested.params.distinguished_name.iter() {
+        match kind {
+            DnType::CommonName => names.common_name = text(value),
+            DnType::OrganizationName => names.organizations.push(text(value)),
+            _ => {}
+        }
+    }
+    for san in &requested.params.subject_alt_names {
+        match san {
+            SanType::DnsName(d) => names.dns_names.push(d.to_string()),
+            SanType::IpAddress(ip) => names.ip_addresses.push(ip.to_owned()),
+            other => names.other_names.push(format!("{other:?}")),
+        }
+    }
+    names.is_ca = !matches!(requested.params.is_ca, IsCa::NoCa | IsCa::ExplicitNoCa);
+    Ok(names)
+}
+
+/// What a certificate request asks to be named (see [`request_names`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RequestNames {
+    pub common_name: String,
+    pub organizations: Vec<String>,
+    pub dns_names: Vec<String>,
+    pub ip_addresses: Vec<IpAddr>,
+    pub other_names: Vec<String>,
+    pub is_ca: bool,
 }
 
 /// Writes a kubeconfig for `server_url` with the given client credentials (cluster and context
@@ -421,7 +507,7 @@ mod tests {
             "nothing may be regenerated"
         );
         let pki_dir = dir.path().join("pki");
-        for key in ["ca.key", "server.key", "admin.key"] {
+        for key in ["ca.key", "server.key", "admin.key", "kubelet-client.key"] {
             assert_eq!(mode(&pki_dir.join(key)), 0o600, "{key}");
         }
         for cert in ["ca.crt", "server.crt", "admin.crt"] {
@@ -436,6 +522,55 @@ mod tests {
         assert!(missing_hosts(&first.server_cert_pem, &wanted)
             .unwrap()
             .is_empty());
+    }
+
+    #[test]
+    fn a_signed_request_keeps_its_names_and_gets_only_the_granted_usages() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ensure(dir.path(), &[]).unwrap();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "system:node:n1");
+        params
+            .distinguished_name
+            .push(DnType::OrganizationName, "system:nodes");
+        params.subject_alt_names = vec![SanType::IpAddress("10.0.0.7".parse().unwrap())];
+        // Asked for, not granted: client authentication.
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let request = params.serialize_request(&key).unwrap().pem().unwrap();
+        let names = request_names(&request).unwrap();
+        assert_eq!(names.common_name, "system:node:n1");
+        assert_eq!(names.organizations, ["system:nodes"]);
+        assert_eq!(names.ip_addresses, ["10.0.0.7".parse::<IpAddr>().unwrap()]);
+        assert!(!names.is_ca);
+        let grant = Grant {
+            key_usages: vec![Ku::DigitalSignature],
+            extended_key_usages: vec![ExtendedKeyUsagePurpose::ServerAuth],
+            validity: Duration::from_secs(3600),
+        };
+        let cert = pki.sign_request(&request, &grant).unwrap();
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+        let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
+        assert!(!parsed.is_ca());
+        let eku = parsed.extended_key_usage().unwrap().unwrap().value;
+        assert!(eku.server_auth && !eku.client_auth);
+        let ca_der = CertificateDer::from_pem_slice(pki.ca_cert_pem.as_bytes()).unwrap();
+        let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
+        parsed.verify_signature(Some(ca.public_key())).unwrap();
+        assert!(sign_request_rejects_garbage(&pki));
+    }
+
+    fn sign_request_rejects_garbage(pki: &Pki) -> bool {
+        let grant = Grant {
+            key_usages: vec![],
+            extended_key_usages: vec![],
+            validity: Duration::from_secs(60),
+        };
+        pki.sign_request("not a request", &grant).is_err()
     }
 
     #[test]

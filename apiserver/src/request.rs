@@ -115,6 +115,11 @@ pub fn parse_path(path: &str) -> Path {
         ["namespaces", ns, resource] => mk(Some(ns), resource, None, None),
         ["namespaces", ns, resource, name] => mk(Some(ns), resource, Some(name), None),
         ["namespaces", ns, resource, name, sub] => mk(Some(ns), resource, Some(name), Some(sub)),
+        // `.../pods/<name>/proxy/<path on the pod>`: the rest is the proxied path.
+        ["namespaces", ns, resource, name, "proxy", _, ..] => {
+            mk(Some(ns), resource, Some(name), Some("proxy"))
+        }
+        [resource, name, "proxy", _, ..] => mk(None, resource, Some(name), Some("proxy")),
         [resource] => mk(None, resource, None, None),
         [resource, name] => mk(None, resource, Some(name), None),
         [resource, name, sub] => mk(None, resource, Some(name), Some(sub)),
@@ -203,6 +208,35 @@ mod tests {
         let r = res("/api/v1/watch/namespaces/default/configmaps");
         assert!(r.legacy_watch);
         assert_eq!(r.resource, "configmaps");
+
+        // The proxy subresource takes the rest of the path as the proxied path.
+        for (path, ns, resource, name) in [
+            (
+                "/api/v1/namespaces/d/pods/web:8080/proxy/a/b",
+                Some("d"),
+                "pods",
+                "web:8080",
+            ),
+            (
+                "/api/v1/namespaces/d/services/s/proxy/",
+                Some("d"),
+                "services",
+                "s",
+            ),
+            ("/api/v1/nodes/n1/proxy/stats/summary", None, "nodes", "n1"),
+        ] {
+            let r = res(path);
+            assert_eq!(
+                (
+                    r.namespace.as_deref(),
+                    r.resource.as_str(),
+                    r.name.as_deref()
+                ),
+                (ns, resource, Some(name)),
+                "{path}"
+            );
+            assert_eq!(r.subresource.as_deref(), Some("proxy"), "{path}");
+        }
     }
 
     #[test]

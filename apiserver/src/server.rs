@@ -165,6 +165,10 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     api.token_signer
         .set(signer)
         .expect("a new Api has no signer yet");
+    let node_tls = tls::node_client_config(&pki).context("configuring the node client")?;
+    api.node_tls
+        .set(node_tls)
+        .expect("a new Api has no node client yet");
     crate::api::bootstrap(&api)
         .await
         .context("creating the default namespaces and serving stored CRDs")?;

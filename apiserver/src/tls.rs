@@ -96,6 +96,17 @@ pub fn client_config(pki: &Pki, cert_pem: &str, key_pem: &str) -> Result<Arc<Cli
     Ok(Arc::new(config))
 }
 
+/// How the API server reaches nodes' agents: the cluster CA verifies the agent's serving
+/// certificate, the kubelet-client certificate identifies the server; HTTP/1.1 only
+/// (exec, attach and port-forward upgrade the connection).
+pub fn node_client_config(pki: &Pki) -> Result<Arc<ClientConfig>> {
+    let chain = certs_from_pem("kubelet client certificate", &pki.kubelet_client_cert_pem)?;
+    let key = key_from_pem("kubelet client key", &pki.kubelet_client_key_pem)?;
+    let mut config = client_builder(pki)?.with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
 /// Like [`client_config`] but without a client certificate (anonymous TLS client).
 pub fn anonymous_client_config(pki: &Pki) -> Result<Arc<ClientConfig>> {
     Ok(Arc::new(client_builder(pki)?.with_no_client_auth()))

@@ -4,6 +4,7 @@
 //! the scheduler's loop, which lives in the `kybern-scheduler` crate on this runtime).
 
 pub mod cronjob;
+pub mod csrsigning;
 pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
@@ -178,6 +179,10 @@ pub fn loops() -> Vec<Loop> {
         Loop {
             name: "horizontalpodautoscaling",
             run: hpa::run,
+        },
+        Loop {
+            name: "csrsigning",
+            run: csrsigning::run,
         },
     ]
 }

@@ -428,6 +428,7 @@ fn fake_agent(c: &Cluster, node: &str, dir: &std::path::Path) -> tokio::task::Jo
         static_pods_dir: None,
         eviction: Default::default(),
         local_path_root: dir.join("storage"),
+        node_api: None,
     };
     let client = c.client.clone();
     tokio::spawn(async move {

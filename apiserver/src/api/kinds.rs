@@ -31,6 +31,11 @@ pub(super) trait KindHooks: Send + Sync {
     /// object's uid.
     fn prepare_create(&self, _obj: &mut Value, _uid: &str) {}
 
+    /// On create, who asked: kinds that record their requester (a
+    /// CertificateSigningRequest's `spec.username`, `uid` and `groups`) set it here,
+    /// whatever the client sent, as upstream's strategies do.
+    fn record_requester(&self, _obj: &mut Value, _user: &super::pipeline::UserInfo) {}
+
     /// On an update of the object itself (not `/status`): fields only another endpoint
     /// may change keep their stored values (upstream's `PrepareForUpdate`).
     fn prepare_update(&self, _old: &Value, _new: &mut Value) {}
@@ -100,6 +105,7 @@ pub(super) fn hooks_for(r: &Resource) -> &'static dyn KindHooks {
         ("", "services") => &Services,
         ("batch", "jobs") => &job::Jobs,
         ("apiextensions.k8s.io", "customresourcedefinitions") => &Crds,
+        ("certificates.k8s.io", "certificatesigningrequests") => &Csrs,
         _ => &Generic,
     }
 }
@@ -192,6 +198,24 @@ pub(super) fn returns_deleted_object(r: &Resource) -> bool {
 /// finalizers, and nothing its kind holds it by.
 pub(super) fn nothing_holds(r: &Resource, obj: &Value) -> bool {
     object::finalizers(obj).is_empty() && !hooks_for(r).held(obj)
+}
+
+/// CertificateSigningRequests record who asked (signers and approvers trust it).
+struct Csrs;
+
+impl KindHooks for Csrs {
+    fn record_requester(&self, obj: &mut Value, user: &super::pipeline::UserInfo) {
+        if let Some(spec) = obj.get_mut("spec").and_then(Value::as_object_mut) {
+            spec.insert("username".into(), json!(user.name));
+            spec.insert("groups".into(), json!(user.groups));
+            spec.remove("extra");
+            if user.uid.is_empty() {
+                spec.remove("uid");
+            } else {
+                spec.insert("uid".into(), json!(user.uid));
+            }
+        }
+    }
 }
 
 /// Every kind without behaviour of its own.

@@ -214,6 +214,7 @@ pub(super) async fn create_object(
             );
         }
         strategy::prepare_create(r, &mut obj);
+        kinds::hooks_for(r).record_requester(&mut obj, &req.user);
         let name = object::name(&obj).to_string();
         let admission = admission(r, req, Operation::Create, &name);
         api.pipeline.admit(api, &admission, &mut obj, None).await?;

@@ -256,6 +256,8 @@ impl Node {
                 &self.name,
                 "--node-ip",
                 "127.0.0.1",
+                "--node-api-listen",
+                "127.0.0.1:0",
                 "--bridge",
                 &self.bridge,
             ])

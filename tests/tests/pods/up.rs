@@ -30,6 +30,8 @@ impl Up {
                 node,
                 "--node-ip",
                 "127.0.0.1",
+                "--node-api-listen",
+                "127.0.0.1:0",
                 "--bridge",
                 bridge,
                 "--eviction-hard",
