@@ -344,6 +344,7 @@ impl Api {
             Some("scale") if r.scale.is_some() => {}
             Some("finalize") if finalize::is_namespaces(&r) => {}
             Some("approval") if approval::is_csr(&r) => {}
+            Some("ephemeralcontainers") if r.group.is_empty() && r.plural == "pods" => {}
             Some(_) => return Err(ApiError::NoSuchResource),
         }
         let watch = p.is_watch(&req.query);

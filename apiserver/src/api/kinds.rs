@@ -15,6 +15,8 @@ use crate::status::{Cause, Result};
 mod job;
 mod pod;
 
+pub(super) use pod::with_ephemeral_containers;
+
 /// Something a write holds for its object (a Service's ClusterIP and NodePorts): kept
 /// when the write is stored, given back when it is not.
 #[async_trait]

@@ -419,6 +419,10 @@ pub(super) async fn read_modify_write(
                 }
             };
             check_identity(r, req, name, &mut new)?;
+            if req.path.subresource.as_deref() == Some("ephemeralcontainers") {
+                new = kinds::with_ephemeral_containers(current, &new)
+                    .map_err(|causes| strategy::invalid(r, current, causes))?;
+            }
             match precondition.filter(|v| !v.is_empty()) {
                 Some(rv) if rv != current_rv => {
                     return Err(ApiError::Conflict(target.clone(), CONFLICT_MESSAGE.into()));

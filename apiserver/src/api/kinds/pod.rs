@@ -4,6 +4,7 @@
 use serde_json::{json, Value};
 
 use super::KindHooks;
+use crate::status::Cause;
 
 pub(super) struct Pods;
 
@@ -81,6 +82,155 @@ mod tests {
         ];
         for (name, p, want) in cases {
             assert_eq!(qos_class(&p), want, "{name}");
+        }
+    }
+}
+
+/// A write of `pods/ephemeralcontainers`: the stored pod with the new object's
+/// `spec.ephemeralContainers` (and metadata, for its resourceVersion), as upstream's
+/// ephemeral containers strategy. Existing ephemeral containers stay as they are; new
+/// ones need a name unique among all the pod's containers and an image.
+pub(in crate::api) fn with_ephemeral_containers(
+    old: &Value,
+    new: &Value,
+) -> Result<Value, Vec<Cause>> {
+    let list = |v: &Value, f: &str| {
+        v.pointer(&format!("/spec/{f}"))
+            .and_then(Value::as_array)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let (before, after) = (
+        list(old, "ephemeralContainers"),
+        list(new, "ephemeralContainers"),
+    );
+    let name = |c: &Value| {
+        c.get("name")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut causes = Vec::new();
+    for (i, c) in before.iter().enumerate() {
+        if after.iter().find(|n| name(n) == name(c)) != Some(c) {
+            causes.push(Cause::forbidden(
+                format!("spec.ephemeralContainers[{i}]"),
+                "existing ephemeral containers may not be changed",
+            ));
+        }
+    }
+    let mut names: Vec<String> = ["containers", "initContainers"]
+        .iter()
+        .flat_map(|f| list(old, f))
+        .map(|c| name(&c))
+        .collect();
+    for (i, c) in after.iter().enumerate() {
+        let n = name(c);
+        if before.iter().any(|b| name(b) == n) {
+            continue;
+        }
+        let field = format!("spec.ephemeralContainers[{i}]");
+        if n.is_empty() {
+            causes.push(Cause::required(format!("{field}.name"), ""));
+        } else if names.contains(&n) {
+            causes.push(Cause {
+                reason: "FieldValueDuplicate",
+                field: format!("{field}.name"),
+                message: format!("Duplicate value: {}", json!(n)),
+            });
+        }
+        if c.get("image")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            causes.push(Cause::required(format!("{field}.image"), ""));
+        }
+        for forbidden in [
+            "ports",
+            "resources",
+            "lifecycle",
+            "livenessProbe",
+            "readinessProbe",
+            "startupProbe",
+        ] {
+            if c.get(forbidden).is_some_and(|v| !v.is_null()) {
+                causes.push(Cause::forbidden(
+                    format!("{field}.{forbidden}"),
+                    "cannot be set for an Ephemeral Container",
+                ));
+            }
+        }
+        names.push(n);
+    }
+    if !causes.is_empty() {
+        return Err(causes);
+    }
+    let mut merged = old.clone();
+    if let Some(meta) = new.get("metadata") {
+        merged["metadata"]["resourceVersion"] =
+            meta.get("resourceVersion").cloned().unwrap_or(Value::Null);
+        if merged["metadata"]["resourceVersion"].is_null() {
+            if let Some(m) = merged["metadata"].as_object_mut() {
+                m.remove("resourceVersion");
+            }
+        }
+    }
+    merged["spec"]["ephemeralContainers"] = json!(after);
+    Ok(merged)
+}
+
+#[cfg(test)]
+mod ephemeral_tests {
+    use super::*;
+
+    #[test]
+    fn ephemeral_containers_are_only_added() {
+        let pod = json!({"metadata": {"name": "p", "labels": {"a": "1"}}, "spec": {
+            "containers": [{"name": "app", "image": "x"}],
+            "ephemeralContainers": [{"name": "dbg1", "image": "busybox"}]
+        }});
+        let with = |eph: Value| {
+            let mut p = pod.clone();
+            p["spec"]["ephemeralContainers"] = eph;
+            // Other changes in the body are not taken.
+            p["metadata"]["labels"] = json!({"b": "2"});
+            p
+        };
+        let added = with(
+            json!([{"name": "dbg1", "image": "busybox"}, {"name": "dbg2", "image": "busybox"}]),
+        );
+        let merged = with_ephemeral_containers(&pod, &added).unwrap();
+        assert_eq!(merged["spec"]["ephemeralContainers"][1]["name"], "dbg2");
+        assert_eq!(merged["metadata"]["labels"], json!({"a": "1"}));
+        let cases = [
+            ("removing one", json!([]), "spec.ephemeralContainers[0]"),
+            (
+                "changing one",
+                json!([{"name": "dbg1", "image": "other"}]),
+                "spec.ephemeralContainers[0]",
+            ),
+            (
+                "a name a container has",
+                json!([{"name": "dbg1", "image": "busybox"}, {"name": "app", "image": "busybox"}]),
+                "spec.ephemeralContainers[1].name",
+            ),
+            (
+                "no image",
+                json!([{"name": "dbg1", "image": "busybox"}, {"name": "d"}]),
+                "spec.ephemeralContainers[1].image",
+            ),
+            (
+                "ports",
+                json!([{"name": "dbg1", "image": "busybox"}, {"name": "d", "image": "b", "ports": [{"containerPort": 80}]}]),
+                "spec.ephemeralContainers[1].ports",
+            ),
+        ];
+        for (name, eph, field) in cases {
+            let causes = with_ephemeral_containers(&pod, &with(eph)).unwrap_err();
+            assert!(
+                causes.iter().any(|c| c.field == field),
+                "{name}: {causes:?}"
+            );
         }
     }
 }
