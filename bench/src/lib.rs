@@ -55,6 +55,8 @@
 //! noisy (15–25 % between identical runs), so compare several runs.
 
 mod deployment;
+mod io;
+mod node;
 mod pods;
 mod procs;
 mod report;
@@ -90,6 +92,9 @@ enum BenchCommand {
     /// Pod startup latency with real containers (root): create to Ready for 1, 10 and 30
     /// pods at once, and the agent's memory.
     Pods(pods::PodsArgs),
+    /// Pod I/O through the API server with real containers (root): exec round trip, log
+    /// follow latency and throughput, port-forward throughput and set-up, agent memory.
+    Io(io::IoArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -154,6 +159,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             tokio::select! {
                 r = deployment::run(a) => r,
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; started processes are killed"),
+            }
+        }
+        BenchCommand::Io(a) => {
+            tokio::select! {
+                r = io::run(a) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; started processes are killed; run `kybern agent --reset --bridge kybbench0 --agent-dir DIR` for the node"),
             }
         }
         BenchCommand::Pods(a) => {

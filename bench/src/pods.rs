@@ -21,21 +21,20 @@
 //! Nothing here asserts on timings; compare several runs.
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, WatchEvent, WatchParams};
 use serde_json::json;
 use tokio::sync::Mutex;
 
+use super::node::RealNode;
 use super::procs::{self, TempDir};
 use super::report::{Report, Row, Samples, Target, Unit, MIB};
-use super::workload;
 
 #[derive(Args)]
 pub(crate) struct PodsArgs {
@@ -50,9 +49,6 @@ pub(crate) struct PodsArgs {
     keep: bool,
 }
 
-const NODE: &str = "bench-node";
-const BRIDGE: &str = "kybbench0";
-
 pub(crate) async fn run(args: PodsArgs) -> Result<()> {
     let started = Instant::now();
     let progress = |what: &str| eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
@@ -66,69 +62,10 @@ pub(crate) async fn run(args: PodsArgs) -> Result<()> {
         super::loadavg()
     );
     let tmp = TempDir::new("pods", args.keep)?;
-    let data_dir = tmp.sub("data")?;
-    let agent_dir = tmp.path.join("agent");
-    let busybox =
-        agent::images::test_images::read(Path::new(agent::images::test_images::DEBIAN_BUSYBOX))
-            .context("reading Debian's busybox-static (scripts/install-deps.sh installs it)")?;
-    let image_tar = tmp.path.join("busybox.tar");
-    std::fs::write(
-        &image_tar,
-        agent::images::test_images::busybox_image(&busybox).to_layout_tar()?,
-    )?;
-    let server =
-        procs::start_server_with(&data_dir, None, &tmp.path.join("server.log"), "").await?;
-    progress(&format!(
-        "server ready at {} (pid {})",
-        server.url,
-        server.proc.pid()
-    ));
-    let kubeconfig = data_dir.join("admin.kubeconfig");
-    let client = kube::Client::try_from(workload::client_config(&kubeconfig).await?)?;
-    let cidr = free_subnet()?;
-    let node: Node = serde_json::from_value(json!({
-        "metadata": {"name": NODE},
-        "spec": {"podCIDR": cidr, "podCIDRs": [cidr]},
-    }))?;
-    Api::<Node>::all(client.clone())
-        .create(&PostParams::default(), &node)
-        .await
-        .context("registering the node")?;
-    let exe = std::env::current_exe().context("finding the kybern executable")?;
-    let mut cmd = tokio::process::Command::new(&exe);
-    cmd.args(["agent", "--kubeconfig"])
-        .arg(&kubeconfig)
-        .args([
-            "--node-name",
-            NODE,
-            "--node-ip",
-            "127.0.0.1",
-            "--bridge",
-            BRIDGE,
-            "--agent-dir",
-        ])
-        .arg(&agent_dir)
-        .arg("--import")
-        .arg(&image_tar)
-        // The host's disk also holds build output; startup is measured, not disk pressure.
-        .args(["--eviction-hard", "nodefs.available<1%"]);
-    let agent = procs::spawn(cmd, "kybern agent", &tmp.path.join("agent.log"))?;
-    progress(&format!(
-        "agent started (pid {}) for node {NODE} with podCIDR {cidr}",
-        agent.pid()
-    ));
-    let result = measure(&args, &client, agent.pid(), &progress).await;
-    let peak = procs::peak_rss_bytes(agent.pid());
-    agent.stop().await;
-    let reset = tokio::process::Command::new(&exe)
-        .args(["agent", "--reset", "--bridge", BRIDGE, "--agent-dir"])
-        .arg(&agent_dir)
-        .status()
-        .await;
-    if !reset.is_ok_and(|s| s.success()) {
-        eprintln!("kybern agent --reset failed; run it by hand: kybern agent --reset --bridge {BRIDGE} --agent-dir {}", agent_dir.display());
-    }
-    server.proc.stop().await;
+    let node = RealNode::start(&tmp, false, &progress).await?;
+    let result = measure(&args, &node.client, node.agent.pid(), &progress).await;
+    let peak = procs::peak_rss_bytes(node.agent.pid());
+    node.stop().await;
     let (batches, rss_with_largest) = result.with_context(|| {
         format!(
             "see the logs in {} (run with --keep to keep them)",
@@ -180,27 +117,12 @@ pub(crate) async fn run(args: PodsArgs) -> Result<()> {
     Ok(())
 }
 
-/// A /24 of 10.42.0.0/16 that no route of the host mentions.
-fn free_subnet() -> Result<String> {
-    let out = std::process::Command::new("ip")
-        .args(["-4", "route"])
-        .output()
-        .context("running ip route")?;
-    let routes = String::from_utf8_lossy(&out.stdout);
-    (250..=254)
-        .rev()
-        .map(|third| format!("10.42.{third}.0/24"))
-        .find(|cidr| !routes.contains(&cidr[..cidr.len() - 4]))
-        .context("10.42.250-254.0/24 are all routed on this host; is another kybern running?")
-}
-
 async fn measure(
     args: &PodsArgs,
     client: &kube::Client,
     agent_pid: u32,
     progress: &dyn Fn(&str),
 ) -> Result<(Vec<(usize, Samples)>, u64)> {
-    wait_ready(client, progress).await?;
     let mut out = Vec::new();
     let mut rss_largest = 0;
     let largest = args.batches.iter().copied().max().unwrap_or(0);
@@ -224,28 +146,6 @@ async fn measure(
         out.push((n, samples));
     }
     Ok((out, rss_largest))
-}
-
-async fn wait_ready(client: &kube::Client, progress: &dyn Fn(&str)) -> Result<()> {
-    let nodes: Api<Node> = Api::all(client.clone());
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        let node = nodes.get(NODE).await?;
-        let ready = node
-            .status
-            .and_then(|s| s.conditions)
-            .unwrap_or_default()
-            .iter()
-            .any(|c| c.type_ == "Ready" && c.status == "True");
-        if ready {
-            progress("node Ready");
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!("the node did not become Ready within 120 s");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Creates `n` pods at once in a fresh namespace; returns each one's create-to-Ready time.

@@ -53,6 +53,10 @@ pub(crate) enum Unit {
     Ms,
     Secs,
     MiB,
+    /// Throughput in megabytes (10^6 bytes) per second.
+    MBPerSec,
+    /// A plain count.
+    Count,
 }
 
 impl Unit {
@@ -68,12 +72,14 @@ impl Unit {
             }
             Unit::Secs => format!("{v:.3} s"),
             Unit::MiB => format!("{v:.1} MiB"),
+            Unit::MBPerSec => format!("{v:.1} MB/s"),
+            Unit::Count => format!("{v:.0}"),
         }
     }
 
     /// Throughput: more is better; everything else: less is better.
     fn higher_is_better(self) -> bool {
-        matches!(self, Unit::PerSec)
+        matches!(self, Unit::PerSec | Unit::MBPerSec)
     }
 }
 
@@ -84,6 +90,8 @@ pub(crate) enum Target {
     Ratio(f64),
     /// kybern's own value must be below this (in the row's unit).
     Below(f64),
+    /// kybern's own value must be at least this (in the row's unit).
+    AtLeast(f64),
 }
 
 pub(crate) struct Row {
@@ -196,6 +204,14 @@ impl Report {
                     let met = r.ours < t;
                     format!(
                         "< {}: {}",
+                        r.unit.fmt(t),
+                        if met { "met" } else { "MISSED" }
+                    )
+                }
+                Some(Target::AtLeast(t)) => {
+                    let met = r.ours >= t;
+                    format!(
+                        ">= {}: {}",
                         r.unit.fmt(t),
                         if met { "met" } else { "MISSED" }
                     )

@@ -1,0 +1,463 @@
+//! `kybern bench io` (root): pod I/O through the API server on one real node, measured with
+//! the kube-rs client (no kubectl start-up in the figures).
+//!
+//! On a [`RealNode`] it runs four busybox pods and measures:
+//!
+//! 1. exec round trip: `echo hi` in a running container, from the request to the exit
+//!    status (WebSocket through the API server to the node API), p50 and p99;
+//! 2. log follow latency: a container prints its clock (`date +%s%N`) ten times a second;
+//!    a `logs -f` reader takes, for each line, the time from that clock to reading it
+//!    (same host, same clock), p50 and p99;
+//! 3. log streaming: a container writes numbered lines as fast as it can while a
+//!    follower reads them for `--log-seconds`; MB/s read, and the lines lost (gaps in the
+//!    numbering, which must be 0; the log rotates at 10 MiB on the way);
+//! 4. port-forward: through a forwarded connection to an echo server in a pod
+//!    (`nc -ll -e cat`), `--forward-mib` MiB of a pseudo-random pattern sent and read back
+//!    intact (MB/s of the payload), and the set-up time of `--connections` new forwards
+//!    (forward, one byte there and back), p99;
+//! 5. the agent's RSS with `--pods` pods running.
+//!
+//! Nothing here asserts on timings; compare several runs.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use futures::{AsyncBufReadExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Pod};
+use kube::api::{Api, AttachParams, DeleteParams, LogParams, PostParams};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::node::RealNode;
+use super::procs::{self, TempDir};
+use super::report::{Report, Row, Samples, Target, Unit, MIB};
+
+#[derive(Args)]
+pub(crate) struct IoArgs {
+    /// Exec round trips measured.
+    #[arg(long, default_value_t = 100)]
+    execs: usize,
+    /// How long each log measurement reads.
+    #[arg(long, default_value_t = 5)]
+    log_seconds: u64,
+    /// Payload sent through one port-forward and read back.
+    #[arg(long, default_value_t = 100)]
+    forward_mib: usize,
+    /// New port-forward connections timed.
+    #[arg(long, default_value_t = 30)]
+    connections: usize,
+    /// Pods running when the agent's RSS is taken.
+    #[arg(long, default_value_t = 30)]
+    pods: usize,
+    /// Keep the temp dir (data, logs).
+    #[arg(long)]
+    keep: bool,
+}
+
+const NS: &str = "bench-io";
+const ECHO_PORT: u16 = 9000;
+
+pub(crate) async fn run(args: IoArgs) -> Result<()> {
+    let started = Instant::now();
+    let progress = |what: &str| eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
+    println!("# kybern bench io");
+    println!();
+    println!(
+        "Pod I/O through the API server on one real node (containerd, runc), {} cores, load average at start {}",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(0),
+        super::loadavg()
+    );
+    let tmp = TempDir::new("io", args.keep)?;
+    let node = RealNode::start(&tmp, false, &progress).await?;
+    let result = measure(&args, &node.client, node.agent.pid(), &progress).await;
+    node.stop().await;
+    let figures = result.with_context(|| {
+        format!(
+            "see the logs in {} (run with --keep to keep them)",
+            tmp.path.display()
+        )
+    })?;
+    figures.print(&args);
+    Ok(())
+}
+
+struct Figures {
+    exec: Samples,
+    log_latency: Samples,
+    log_mb_per_s: f64,
+    lines_read: u64,
+    lines_lost: u64,
+    forward_mb_per_s: f64,
+    forward_setup: Samples,
+    agent_rss: u64,
+}
+
+impl Figures {
+    fn print(&self, args: &IoArgs) {
+        let mut report = Report::new("Pod I/O through the API server (kube-rs client)");
+        let ms = |name: &str, v: f64, target: Option<f64>| {
+            let row = Row::new(name, v, None, Unit::Ms);
+            match target {
+                Some(t) => row.target(Target::Below(t)),
+                None => row,
+            }
+        };
+        report.row(ms("exec round trip: p50", self.exec.p50_ms(), None));
+        report.row(ms("exec round trip: p99", self.exec.p99_ms(), Some(50.0)));
+        report.row(ms(
+            "log follow latency: p50",
+            self.log_latency.p50_ms(),
+            None,
+        ));
+        report.row(ms(
+            "log follow latency: p99",
+            self.log_latency.p99_ms(),
+            Some(50.0),
+        ));
+        report.row(Row::new(
+            "log streaming (follow)",
+            self.log_mb_per_s,
+            None,
+            Unit::MBPerSec,
+        ));
+        report.row(
+            Row::new(
+                "log streaming: lines lost",
+                self.lines_lost as f64,
+                None,
+                Unit::Count,
+            )
+            .target(Target::Below(1.0)),
+        );
+        report.row(
+            Row::new(
+                format!("port-forward, {} MiB echoed intact", args.forward_mib),
+                self.forward_mb_per_s,
+                None,
+                Unit::MBPerSec,
+            )
+            .target(Target::AtLeast(300.0)),
+        );
+        report.row(ms(
+            "port-forward set-up: p50",
+            self.forward_setup.p50_ms(),
+            None,
+        ));
+        report.row(ms(
+            "port-forward set-up: p99",
+            self.forward_setup.p99_ms(),
+            None,
+        ));
+        report.row(
+            Row::new(
+                format!("agent RSS with {} pods running", args.pods),
+                self.agent_rss as f64 / MIB,
+                None,
+                Unit::MiB,
+            )
+            .target(Target::Below(50.0)),
+        );
+        report.note(format!(
+            "{} exec(s); logs read for {} s each ({} lines in the streaming run); {} port-forward set-ups",
+            args.execs, args.log_seconds, self.lines_read, args.connections
+        ));
+        report.print();
+    }
+}
+
+fn busybox_pod(name: &str, script: &str) -> Result<Pod> {
+    Ok(serde_json::from_value(json!({
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 1,
+            "containers": [{
+                "name": "main",
+                "image": agent::images::test_images::BUSYBOX_IMAGE,
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sh", "-c", script],
+            }],
+        },
+    }))?)
+}
+
+async fn measure(
+    args: &IoArgs,
+    client: &kube::Client,
+    agent_pid: u32,
+    progress: &dyn Fn(&str),
+) -> Result<Figures> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": NS}}))?,
+        )
+        .await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
+    let scripts = [
+        ("shell", "exec sleep 3600".to_string()),
+        (
+            "ticker",
+            "while :; do date +%s%N; usleep 100000; done".to_string(),
+        ),
+        (
+            "logger",
+            "i=0; while :; do echo $i; i=$((i+1)); done".to_string(),
+        ),
+        ("echo", format!("exec nc -ll -p {ECHO_PORT} -e cat")),
+    ];
+    for (name, script) in &scripts {
+        pods.create(&PostParams::default(), &busybox_pod(name, script)?)
+            .await?;
+    }
+    for (name, _) in &scripts {
+        wait_running(&pods, name).await?;
+    }
+    progress("pods running");
+
+    let mut exec = Vec::new();
+    for _ in 0..args.execs {
+        exec.push(exec_once(&pods).await?);
+    }
+    let exec = Samples::new(exec);
+    progress(&format!(
+        "exec: p50 {:.1} ms, p99 {:.1} ms",
+        exec.p50_ms(),
+        exec.p99_ms()
+    ));
+
+    let log_latency = Samples::new(follow_latency(&pods, args.log_seconds).await?);
+    progress(&format!(
+        "log follow latency: p50 {:.1} ms, p99 {:.1} ms",
+        log_latency.p50_ms(),
+        log_latency.p99_ms()
+    ));
+    let (bytes, lines_read, lines_lost, took) = follow_throughput(&pods, args.log_seconds).await?;
+    let log_mb_per_s = bytes as f64 / 1e6 / took.as_secs_f64();
+    progress(&format!(
+        "log streaming: {log_mb_per_s:.1} MB/s, {lines_read} lines, {lines_lost} lost"
+    ));
+
+    let forward_mb_per_s = forward_throughput(&pods, args.forward_mib).await?;
+    progress(&format!("port-forward: {forward_mb_per_s:.1} MB/s"));
+    let mut setup = Vec::new();
+    for _ in 0..args.connections {
+        setup.push(forward_setup(&pods).await?);
+    }
+    let forward_setup = Samples::new(setup);
+
+    for i in scripts.len()..args.pods {
+        pods.create(
+            &PostParams::default(),
+            &busybox_pod(&format!("idle-{i}"), "exec sleep 3600")?,
+        )
+        .await?;
+    }
+    for i in scripts.len()..args.pods {
+        wait_running(&pods, &format!("idle-{i}")).await?;
+    }
+    let agent_rss = procs::rss_bytes(agent_pid)?;
+    progress(&format!(
+        "{} pods running: agent RSS {:.1} MiB",
+        args.pods,
+        agent_rss as f64 / MIB
+    ));
+    namespaces.delete(NS, &DeleteParams::default()).await?;
+    Ok(Figures {
+        exec,
+        log_latency,
+        log_mb_per_s,
+        lines_read,
+        lines_lost,
+        forward_mb_per_s,
+        forward_setup,
+        agent_rss,
+    })
+}
+
+async fn wait_running(pods: &Api<Pod>, name: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let pod = pods.get(name).await?;
+        let phase = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.phase.clone())
+            .unwrap_or_default();
+        if phase == "Running" {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("pod {name} not Running within 120 s (phase {phase:?})");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One `echo hi`: from the request to its exit status.
+async fn exec_once(pods: &Api<Pod>) -> Result<Duration> {
+    let start = Instant::now();
+    let mut attached = pods
+        .exec(
+            "shell",
+            ["echo", "hi"],
+            &AttachParams::default().stdout(true).stderr(false),
+        )
+        .await
+        .context("exec")?;
+    let mut out = String::new();
+    if let Some(mut stdout) = attached.stdout() {
+        stdout.read_to_string(&mut out).await?;
+    }
+    let status = attached
+        .take_status()
+        .context("no status channel")?
+        .await
+        .context("no exit status")?;
+    let took = start.elapsed();
+    if out != "hi\n" || status.status.as_deref() != Some("Success") {
+        bail!("exec answered {out:?} with status {status:?}");
+    }
+    Ok(took)
+}
+
+fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}
+
+/// For each line the ticker prints while the follower reads: clock to read.
+async fn follow_latency(pods: &Api<Pod>, seconds: u64) -> Result<Vec<Duration>> {
+    let params = LogParams {
+        follow: true,
+        tail_lines: Some(0),
+        ..Default::default()
+    };
+    let mut lines = pods.log_stream("ticker", &params).await?.lines();
+    let mut out = Vec::new();
+    let end = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < end {
+        let Ok(Some(line)) = tokio::time::timeout(Duration::from_secs(5), lines.try_next()).await?
+        else {
+            bail!("the ticker's log ended or stalled");
+        };
+        let now = now_ns();
+        if let Ok(stamp) = line.trim().parse::<u128>() {
+            out.push(Duration::from_nanos(now.saturating_sub(stamp) as u64));
+        }
+    }
+    if out.is_empty() {
+        bail!("no clock lines read from the ticker's log");
+    }
+    Ok(out)
+}
+
+/// Follows the logger from its current end: (bytes, lines, lines lost, time).
+async fn follow_throughput(pods: &Api<Pod>, seconds: u64) -> Result<(u64, u64, u64, Duration)> {
+    let params = LogParams {
+        follow: true,
+        tail_lines: Some(0),
+        ..Default::default()
+    };
+    let start = Instant::now();
+    let mut stream = pods.log_stream("logger", &params).await?.lines();
+    let (mut bytes, mut lines, mut lost) = (0u64, 0u64, 0u64);
+    let mut last: Option<u64> = None;
+    let end = start + Duration::from_secs(seconds);
+    while Instant::now() < end {
+        let Ok(Some(line)) =
+            tokio::time::timeout(Duration::from_secs(5), stream.try_next()).await?
+        else {
+            bail!("the logger's log ended or stalled");
+        };
+        bytes += line.len() as u64 + 1;
+        lines += 1;
+        let Ok(n) = line.trim().parse::<u64>() else {
+            bail!("the logger's log has a line that is not its number: {line:?}");
+        };
+        if let Some(prev) = last {
+            lost += n.saturating_sub(prev + 1);
+        }
+        last = Some(n);
+    }
+    Ok((bytes, lines, lost, start.elapsed()))
+}
+
+/// A pseudo-random byte pattern (xorshift), so a dropped or repeated chunk shows.
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+/// Sends `mib` MiB through a forward to the echo server and reads them back: MB/s.
+async fn forward_throughput(pods: &Api<Pod>, mib: usize) -> Result<f64> {
+    let payload = pattern(mib * 1024 * 1024);
+    let mut forwarder = pods.portforward("echo", &[ECHO_PORT]).await?;
+    let stream = forwarder
+        .take_stream(ECHO_PORT)
+        .context("no stream for the forwarded port")?;
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let start = Instant::now();
+    let sent = payload.clone();
+    let writing = tokio::spawn(async move {
+        for chunk in sent.chunks(64 * 1024) {
+            writer.write_all(chunk).await?;
+        }
+        writer.flush().await?;
+        Ok::<_, std::io::Error>(writer)
+    });
+    let mut back = vec![0u8; payload.len()];
+    reader
+        .read_exact(&mut back)
+        .await
+        .context("reading the echo back")?;
+    let took = start.elapsed();
+    drop(writing.await??);
+    if back != payload {
+        bail!("the bytes echoed through the port-forward differ from those sent");
+    }
+    drop(reader);
+    forwarder.abort();
+    Ok(payload.len() as f64 / 1e6 / took.as_secs_f64())
+}
+
+/// A new forward, one byte there and back.
+async fn forward_setup(pods: &Api<Pod>) -> Result<Duration> {
+    let start = Instant::now();
+    let mut forwarder = pods.portforward("echo", &[ECHO_PORT]).await?;
+    let mut stream = forwarder
+        .take_stream(ECHO_PORT)
+        .context("no stream for the forwarded port")?;
+    stream.write_all(b"x").await?;
+    let mut one = [0u8; 1];
+    stream.read_exact(&mut one).await?;
+    let took = start.elapsed();
+    drop(stream);
+    forwarder.abort();
+    Ok(took)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pattern_is_not_periodic_within_a_chunk() {
+        let p = pattern(256 * 1024);
+        let chunk = 64 * 1024;
+        assert_ne!(&p[..chunk], &p[chunk..2 * chunk]);
+        assert_eq!(pattern(1000), pattern(1000));
+    }
+}
