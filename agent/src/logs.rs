@@ -44,7 +44,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use futures::Stream;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::unix::pipe;
 use tokio::sync::{broadcast, watch};
 
@@ -130,6 +130,8 @@ struct Instance {
 
 const RECORD: &str = "io.json";
 const OUTPUT_BACKLOG: usize = 1024;
+/// How often a quiet output FIFO is checked for its end (see [`copy`]).
+const EOF_PROBE: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl ContainerIo {
     pub fn new(config: IoConfig) -> Arc<Self> {
@@ -436,7 +438,7 @@ impl PreparedIo {
 async fn copy(
     instance: Arc<Instance>,
     stream: LogStream,
-    mut rx: pipe::Receiver,
+    rx: pipe::Receiver,
     writer: Option<Arc<Mutex<RotatingWriter>>>,
 ) {
     let mut splitter = LineSplitter::new(stream);
@@ -451,10 +453,26 @@ async fn copy(
         }
     };
     loop {
-        let n = match rx.read(&mut buf).await {
+        // Linux reports no hang-up on a FIFO whose writers all opened before this reader
+        // (a restarted agent's reopen) or that never had one, so a quiet FIFO is also read
+        // directly now and then: 0 bytes there is the end of the output.
+        let read = match tokio::time::timeout(EOF_PROBE, rx.readable()).await {
+            Ok(Ok(())) => rx.try_read(&mut buf),
+            Ok(Err(e)) => Err(e),
+            // tokio's try_read trusts its readiness, so the probe reads the FIFO itself.
+            Err(_) => nix::unistd::read(&rx, &mut buf).map_err(io::Error::from),
+        };
+        let n = match read {
             Ok(0) => break,
             Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                continue
+            }
             Err(e) => {
                 tracing::warn!(container = %instance.spec.id, error = %e, "reading container output");
                 break;

@@ -214,21 +214,18 @@ async fn attach_sees_output_from_then_on_and_writes_reach_stdin() {
     drop(shim);
 }
 
-#[tokio::test]
-async fn a_restarted_agent_reopens_the_fifos_and_the_output_goes_on_into_the_log() {
-    let d = dirs();
-    let config = d.config.clone();
-    // The first agent runs on a runtime of its own, dropped as a killed agent's is: its
-    // copiers stop and its ends of the FIFOs close.
-    let (mut shim, _shim_reader) = std::thread::spawn(move || {
+/// A first agent that copies "one\n" into the log of container c0 and dies (its runtime
+/// dropped, as with kill -9: its copiers stop and its ends of the FIFOs close); returns the
+/// shim's ends: the output writer and the read end the shim keeps of its own.
+fn first_agent_dies(config: &IoConfig) -> (Shim, std::fs::File) {
+    let config = config.clone();
+    std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
             .unwrap();
         let io = ContainerIo::new(config.clone());
-        // The shim keeps a read end of its own, so writes wait in the pipe while no agent
-        // reads.
-        let (shim, shim_reader) = rt.block_on(async {
+        let ends = rt.block_on(async {
             let prepared = io.prepare(&spec(&config, "c0", 0)).unwrap();
             let mut shim = shim(prepared.task_io());
             let shim_reader = std::fs::File::open(&prepared.task_io().stdout).unwrap();
@@ -243,10 +240,28 @@ async fn a_restarted_agent_reopens_the_fifos_and_the_output_goes_on_into_the_log
             (shim, shim_reader)
         });
         drop(rt);
-        (shim, shim_reader)
+        ends
     })
     .join()
-    .unwrap();
+    .unwrap()
+}
+
+/// The whole log with follow, which ends with the container's output; a hang is a failure.
+async fn follow_to_end(io: &ContainerIo) -> String {
+    let follow = LogOptions {
+        follow: true,
+        ..Default::default()
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(30), collect(io, &follow))
+        .await
+        .expect("the follow ends with the output")
+}
+
+#[tokio::test]
+async fn a_restarted_agent_reopens_the_fifos_and_the_output_goes_on_into_the_log() {
+    let d = dirs();
+    let (mut shim, _shim_reader) = first_agent_dies(&d.config);
+    // Waits in the pipe, which the shim's own read end keeps.
     shim.stdout.write_all(b"while down\n").unwrap();
 
     let second = ContainerIo::new(d.config.clone());
@@ -257,11 +272,18 @@ async fn a_restarted_agent_reopens_the_fifos_and_the_output_goes_on_into_the_log
     );
     shim.stdout.write_all(b"after\n").unwrap();
     drop(shim);
-    let follow = LogOptions {
-        follow: true,
-        ..Default::default()
-    };
-    assert_eq!(collect(&second, &follow).await, "one\nwhile down\nafter\n");
+    assert_eq!(follow_to_end(&second).await, "one\nwhile down\nafter\n");
+}
+
+#[tokio::test]
+async fn output_that_ended_while_the_agent_was_down_is_seen_to_end_after_a_restart() {
+    let d = dirs();
+    let (shim, shim_reader) = first_agent_dies(&d.config);
+    drop(shim);
+    let second = ContainerIo::new(d.config.clone());
+    assert_eq!(second.recover().unwrap(), 1);
+    assert_eq!(follow_to_end(&second).await, "one\n");
+    drop(shim_reader);
 }
 
 #[test]
