@@ -279,6 +279,7 @@ pub(crate) async fn reset(args: NodeArgs) -> anyhow::Result<()> {
         ContainerdDaemon::stop_recorded(&args.dir().join("containerd")).await?;
     }
     let _ = std::fs::remove_dir_all(args.dir().join("logs"));
+    let _ = std::fs::remove_dir_all(args.dir().join("io"));
     eprintln!("reset done");
     Ok(())
 }
