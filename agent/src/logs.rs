@@ -445,11 +445,13 @@ async fn copy(
     let mut buf = vec![0u8; 32 * 1024];
     let write = |records: Vec<cri::Record>| {
         let Some(writer) = &writer else { return };
-        let mut w = writer.lock().expect("not poisoned");
-        for r in records {
-            if let Err(e) = w.write_line(&r.to_line()) {
-                tracing::warn!(container = %instance.spec.id, error = %e, "writing the container log");
-            }
+        let lines: Vec<Vec<u8>> = records.iter().map(cri::Record::to_line).collect();
+        let written = writer
+            .lock()
+            .expect("not poisoned")
+            .write_lines(lines.iter().map(Vec::as_slice));
+        if let Err(e) = written {
+            tracing::warn!(container = %instance.spec.id, error = %e, "writing the container log");
         }
     };
     loop {

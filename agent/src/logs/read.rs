@@ -69,6 +69,8 @@ async fn pump(
     reader.seek(SeekFrom::Start(start)).await?;
     let mut left = opts.limit_bytes.map(|n| u64::try_from(n).unwrap_or(0));
     let mut line = Vec::new();
+    // Lines are sent in batches of what the file already holds, up to BATCH bytes.
+    let mut out = Vec::new();
     // Set once the end is in sight (the copier is done, or the file was rotated): one more
     // read to the end of the file, then stop or move to the new file.
     let mut last_pass = false;
@@ -76,11 +78,19 @@ async fn pump(
     loop {
         reader.read_until(b'\n', &mut line).await?;
         if line.ends_with(b"\n") {
-            if emit(&line, opts, &mut left, tx).await.is_err() {
+            let limit_reached = render(&line, opts, &mut left, &mut out);
+            line.clear();
+            let more_at_hand = !reader.buffer().is_empty() && out.len() < BATCH;
+            if (limit_reached || !more_at_hand) && send(&mut out, tx).await.is_err() {
                 return Ok(());
             }
-            line.clear();
+            if limit_reached {
+                return Ok(());
+            }
             continue;
+        }
+        if send(&mut out, tx).await.is_err() {
+            return Ok(());
         }
         // At the end of the file (`line` may hold the start of a line being written).
         if !opts.follow {
@@ -123,29 +133,37 @@ async fn pump(
     }
 }
 
-/// Sends one log line's text as `opts` shapes it.
-async fn emit(
-    line: &[u8],
-    opts: &LogOptions,
-    left: &mut Option<u64>,
-    tx: &mpsc::Sender<io::Result<Bytes>>,
-) -> Result<(), Stop> {
+/// A batch of output is sent once it reaches this size.
+const BATCH: usize = 64 * 1024;
+
+/// Sends what `out` holds (nothing when empty); `Err` when the reader went away.
+async fn send(out: &mut Vec<u8>, tx: &mpsc::Sender<io::Result<Bytes>>) -> Result<(), Stop> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let chunk = Bytes::from(std::mem::take(out));
+    tx.send(Ok(chunk)).await.map_err(|_| Stop)
+}
+
+/// Appends one log line's text to `out` as `opts` shapes it; `true` when that reached the
+/// byte limit.
+fn render(line: &[u8], opts: &LogOptions, left: &mut Option<u64>, out: &mut Vec<u8>) -> bool {
     let record = match parse_line(line) {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(error = %e, "skipping a log line that does not parse");
-            return Ok(());
+            return false;
         }
     };
     if opts.stream.is_some_and(|s| s != record.stream) {
-        return Ok(());
+        return false;
     }
     if let Some(since) = opts.since {
         if record.timestamp().is_none_or(|t| t < since) {
-            return Ok(());
+            return false;
         }
     }
-    let mut out = Vec::with_capacity(record.text.len() + 40);
+    let start = out.len();
     if opts.timestamps {
         out.extend_from_slice(record.time.as_bytes());
         out.push(b' ');
@@ -154,17 +172,13 @@ async fn emit(
     if record.full {
         out.push(b'\n');
     }
-    if let Some(left) = left.as_mut() {
-        out.truncate(usize::try_from(*left).unwrap_or(usize::MAX));
-        *left -= out.len() as u64;
-    }
-    if !out.is_empty() && tx.send(Ok(Bytes::from(out))).await.is_err() {
-        return Err(Stop);
-    }
-    if left.is_some_and(|l| l == 0) {
-        return Err(Stop);
-    }
-    Ok(())
+    let Some(left) = left.as_mut() else {
+        return false;
+    };
+    let len = ((out.len() - start) as u64).min(*left);
+    out.truncate(start + len as usize);
+    *left -= len;
+    *left == 0
 }
 
 /// Where the last `n` complete lines of the file start (its end for 0).
