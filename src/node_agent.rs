@@ -67,6 +67,14 @@ pub(crate) struct NodeArgs {
     /// server), as the kubelet's port; `none` serves none.
     #[arg(long, default_value = "0.0.0.0:10250", value_parser = listen_or_none)]
     pub node_api_listen: Listen,
+    /// The size a container's log file grows to before it is rotated, as the kubelet's
+    /// containerLogMaxSize (a quantity: 10Mi, 500Ki).
+    #[arg(long, default_value = "10Mi", value_parser = log_size)]
+    pub container_log_max_size: u64,
+    /// How many log files a container keeps, the current one included (at least 2), as
+    /// the kubelet's containerLogMaxFiles.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(2..))]
+    pub container_log_max_files: u32,
 }
 
 /// A listen address, or none (`none`).
@@ -80,6 +88,14 @@ fn listen_or_none(s: &str) -> Result<Listen, String> {
     s.parse()
         .map(|a| Listen(Some(a)))
         .map_err(|_| format!("{s:?} is not an address like 0.0.0.0:10250 (or none)"))
+}
+
+fn log_size(s: &str) -> Result<u64, String> {
+    agent::volumes::quantity::parse_nanos(s)
+        .map(|nanos| nanos / 1_000_000_000)
+        .and_then(|bytes| u64::try_from(bytes).ok())
+        .filter(|bytes| *bytes > 0)
+        .ok_or_else(|| format!("{s:?} is not a positive size like 10Mi"))
 }
 
 fn humantime_secs(s: &str) -> Result<std::time::Duration, String> {
@@ -103,6 +119,19 @@ impl NodeArgs {
         self.agent_dir.get_or_insert_with(|| data_dir.join("agent"));
         self.local_path_root
             .get_or_insert_with(|| data_dir.join("storage"));
+    }
+
+    /// The agent's container I/O: FIFOs under `<agent dir>/io`, logs under
+    /// `<agent dir>/logs` (where the pods' logs are written), rotated as the flags say.
+    pub(crate) fn container_io(&self) -> Arc<agent::logs::ContainerIo> {
+        agent::logs::ContainerIo::new(agent::logs::IoConfig {
+            fifo_dir: self.dir().join("io"),
+            logs_dir: self.dir().join("logs"),
+            limits: agent::logs::LogLimits {
+                max_size: self.container_log_max_size,
+                max_files: self.container_log_max_files as usize,
+            },
+        })
     }
 
     pub(crate) fn dir(&self) -> PathBuf {
@@ -174,7 +203,17 @@ pub(crate) async fn run(
     ca: agent::nodeapi::cert::ClusterCa,
     args: NodeArgs,
 ) -> anyhow::Result<()> {
-    let runtime = containerd(&args).await?;
+    // One ContainerIo per agent: the runtime copies task output with it, and the node API
+    // reads logs and attaches through it. Containers a previous agent left running get
+    // their output copied on.
+    let io = args.container_io();
+    let runtime = containerd(&args).await?.with_io(io.clone());
+    let recovered = io
+        .recover()
+        .with_context(|| format!("reopening container FIFOs under {}", args.dir().display()))?;
+    if recovered > 0 {
+        eprintln!("copying the output of {recovered} containers on");
+    }
     let version = runtime.version().await?;
     for path in &args.imports {
         let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
@@ -265,6 +304,50 @@ pub(crate) async fn reset(args: NodeArgs) -> anyhow::Result<()> {
         ContainerdDaemon::stop_recorded(&args.dir().join("containerd")).await?;
     }
     let _ = std::fs::remove_dir_all(args.dir().join("logs"));
+    let _ = std::fs::remove_dir_all(args.dir().join("io"));
     eprintln!("reset done");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        node: NodeArgs,
+    }
+
+    fn limits(args: &[&str]) -> Result<agent::logs::LogLimits, String> {
+        let flags = Flags::try_parse_from(std::iter::once("agent").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Ok(flags.node.container_io().config().limits)
+    }
+
+    #[test]
+    fn container_log_rotation_flags_default_to_the_kubelets_and_take_quantities() {
+        let lim = |max_size, max_files| agent::logs::LogLimits {
+            max_size,
+            max_files,
+        };
+        assert_eq!(limits(&[]), Ok(lim(10 << 20, 5)), "the kubelet's defaults");
+        assert_eq!(
+            limits(&[
+                "--container-log-max-size",
+                "500Ki",
+                "--container-log-max-files",
+                "2"
+            ]),
+            Ok(lim(500 << 10, 2))
+        );
+        for (name, args) in [
+            ("one file", ["--container-log-max-files", "1"]),
+            ("no size", ["--container-log-max-size", "0"]),
+            ("not a size", ["--container-log-max-size", "big"]),
+        ] {
+            assert!(limits(&args).is_err(), "{name} is refused");
+        }
+    }
 }

@@ -6,6 +6,7 @@
 pub mod images;
 pub mod kubelet;
 pub mod local_path;
+pub mod logs;
 pub mod network;
 pub mod node;
 pub mod nodeapi;

@@ -138,8 +138,14 @@ pub struct ContainerConfig {
     /// The cgroup (relative to each hierarchy's root), e.g. `/kybern/<pod>/<container>`.
     pub cgroup_path: String,
     pub resources: Resources,
-    /// Where the container's stdout and stderr are appended; discarded when `None`.
+    /// The container's CRI log (`<restartCount>.log`), written by the agent's copier from
+    /// the task's output FIFOs (see [`crate::logs`]); output is not kept when `None`.
     pub log_path: Option<PathBuf>,
+    /// The Pod spec's `stdin`, `stdinOnce` and `tty`: a stdin FIFO the agent holds open,
+    /// closed after the first attach with `stdin_once`; a terminal (stdout carries all).
+    pub stdin: bool,
+    pub stdin_once: bool,
+    pub tty: bool,
     pub labels: BTreeMap<String, String>,
 }
 

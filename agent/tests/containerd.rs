@@ -1,12 +1,18 @@
 //! The containerd runtime against a real, private containerd with runc (root only): images
 //! packed by agent::images are imported and unpacked, containers run, exit codes, output
 //! and signals come back, a container joins a network namespace the test made, and delete
-//! leaves no container or mount behind.
+//! leaves no container or mount behind. Container output goes through the agent's FIFOs
+//! into CRI logs: both streams, across restarts and an agent restart, stdin and a tty.
 
 mod runtime_env;
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use futures::StreamExt;
+
+use agent::logs::{ContainerIo, LogOptions};
+use agent::runtime::containerd::Containerd;
 use agent::runtime::daemon::ContainerdDaemon;
 use agent::runtime::spec::{merge_env, resolve_args};
 use agent::runtime::{ContainerConfig, Resources, Runtime};
@@ -30,7 +36,7 @@ async fn busybox_command_exits_with_its_code_and_its_output_reaches_the_log() {
         "image config survives the import"
     );
 
-    let log = env.log_path("echo-exit");
+    let log = pod_log(&env, "echo-exit", 0);
     let config = ContainerConfig {
         id: "echo-exit".into(),
         image: image.clone(),
@@ -55,20 +61,20 @@ async fn busybox_command_exits_with_its_code_and_its_output_reaches_the_log() {
         .unwrap();
     assert_eq!(status.code, 3);
     assert!(status.exited_at.is_some());
-    // The shim copies both streams into the file; under a loaded machine that can trail
-    // the exit event, so the bound is the exit wait's, and a timeout shows what arrived.
-    kybern_testkit::eventually_within(
-        Duration::from_secs(20),
-        "stdout and stderr in the log",
-        || async {
-            match std::fs::read_to_string(&log) {
-                Ok(l) if l.contains("hello") && l.contains("oops") => Ok(()),
-                Ok(l) => Err(format!("the log holds {l:?}")),
-                Err(e) => Err(format!("the log cannot be read: {e}")),
-            }
-        },
-    )
-    .await;
+    // A follow ends when the shim has closed both streams, so the log is complete then.
+    // The two streams are copied apart, so their order in the log is not the writes' order.
+    assert_eq!(
+        sorted_lines(&read_log(&env, "echo-exit", follow()).await),
+        ["hello", "oops"]
+    );
+    assert_eq!(
+        sorted(cri_records(&log)),
+        [
+            ("stderr".to_string(), "oops".to_string()),
+            ("stdout".to_string(), "hello".to_string())
+        ],
+        "both streams reach the log as CRI records"
+    );
 
     env.rt.delete("echo-exit").await.unwrap();
     assert_eq!(ids(&env.rt).await, Vec::<String>::new());
@@ -288,4 +294,244 @@ fn cgroup_file(cgroup: &str, controller: &str, file: &str) -> Option<String> {
 async fn ids(rt: &impl Runtime) -> Vec<String> {
     let all = rt.list_containers().await.unwrap();
     all.into_iter().map(|c| c.id).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_the_previous_instances_log_is_kept_beside_the_current_one() {
+    let env = Env::start().await;
+    let image = env.import_busybox().await;
+    for attempt in 0..2 {
+        let id = format!("app-{attempt}");
+        run_to_exit(&env, &image, &id, attempt, &format!("echo run {attempt}")).await;
+    }
+    assert_eq!(
+        read_log(&env, "app", LogOptions::default()).await,
+        "run 1\n"
+    );
+    let previous = LogOptions {
+        previous: true,
+        ..Default::default()
+    };
+    assert_eq!(read_log(&env, "app", previous).await, "run 0\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn output_written_while_the_agent_is_down_reaches_the_log_after_it_reopens_the_fifos() {
+    let env = Env::start().await;
+    let image = env.import_busybox().await;
+    let config = ContainerConfig {
+        id: "counter".into(),
+        image,
+        args: vec![
+            "sh".into(),
+            "-c".into(),
+            "i=0; while true; do echo line $i; i=$((i+1)); sleep 0.02; done".into(),
+        ],
+        env: vec!["PATH=/bin".into()],
+        cgroup_path: format!("{}/counter", env.cgroup_parent),
+        log_path: Some(pod_log(&env, "counter", 0)),
+        ..Default::default()
+    };
+    // The first agent: its own runtime, containerd connection and ContainerIo, all dropped
+    // as a killed agent's are once the container has written a few lines.
+    let socket = env.containerd_dir().join("containerd.sock");
+    let io_config = env.rt.io().config().clone();
+    let first_config = config.clone();
+    std::thread::spawn(move || {
+        let tokio = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        tokio.block_on(async {
+            let rt = Containerd::connect(&socket, "kybern")
+                .await
+                .expect("connect")
+                .with_io(ContainerIo::new(io_config));
+            rt.create_container(&first_config).await.unwrap();
+            rt.start("counter").await.unwrap();
+            let mut log = rt
+                .io()
+                .open_log("ns", "pod", "uid", "counter", &follow())
+                .unwrap();
+            let mut seen = String::new();
+            while !seen.contains("line 5\n") {
+                let chunk = log.next().await.expect("the log goes on").unwrap();
+                seen.push_str(&String::from_utf8_lossy(&chunk));
+            }
+        });
+    })
+    .join()
+    .expect("the first agent ran");
+
+    // The restarted agent (env.rt's ContainerIo has copied nothing yet) reopens the FIFOs.
+    assert_eq!(env.rt.io().recover().unwrap(), 1);
+    let mut log = env
+        .rt
+        .io()
+        .open_log("ns", "pod", "uid", "counter", &follow())
+        .unwrap();
+    let mut seen = String::new();
+    while !seen.contains("line 100\n") {
+        let chunk = log.next().await.expect("the log goes on").unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    env.rt.kill("counter", 9).await.unwrap();
+    while let Some(chunk) = log.next().await {
+        seen.push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+    }
+    let numbers: Vec<u32> = seen
+        .lines()
+        .map(|l| l.trim_start_matches("line ").parse().unwrap())
+        .collect();
+    let expected: Vec<u32> = (0..numbers.len() as u32).collect();
+    assert_eq!(
+        numbers, expected,
+        "no line is lost or repeated across the restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attached_client_writes_to_stdin_and_stdin_once_closes_it_when_the_client_finishes() {
+    let env = Env::start().await;
+    let image = env.import_busybox().await;
+    let config = ContainerConfig {
+        id: "cat".into(),
+        image,
+        args: vec!["cat".into()],
+        env: vec!["PATH=/bin".into()],
+        cgroup_path: format!("{}/cat", env.cgroup_parent),
+        log_path: Some(pod_log(&env, "cat", 0)),
+        stdin: true,
+        stdin_once: true,
+        ..Default::default()
+    };
+    env.rt.create_container(&config).await.unwrap();
+    env.rt.start("cat").await.unwrap();
+    let mut attached = env.rt.io().attach("cat").expect("a running container");
+    let stdin = attached.stdin.take().expect("the container has stdin");
+    stdin.write(b"ping\n").await.unwrap();
+    let out = attached.output.recv().await.unwrap();
+    assert_eq!(
+        &out.data[..],
+        b"ping\n",
+        "cat echoes stdin to the attached client"
+    );
+    stdin.finish().await;
+    let status = tokio::time::timeout(Duration::from_secs(20), env.rt.wait("cat"))
+        .await
+        .expect("cat exits at the end of its stdin")
+        .unwrap();
+    assert_eq!(status.code, 0);
+    assert_eq!(read_log(&env, "cat", follow()).await, "ping\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tty_container_has_a_terminal_and_all_its_output_is_stdout() {
+    let env = Env::start().await;
+    let image = env.import_busybox().await;
+    let config = ContainerConfig {
+        id: "tty".into(),
+        image,
+        args: vec!["sh".into(), "-c".into(), "tty; echo to-stderr >&2".into()],
+        env: vec!["PATH=/bin".into()],
+        cgroup_path: format!("{}/tty", env.cgroup_parent),
+        log_path: Some(pod_log(&env, "tty", 0)),
+        tty: true,
+        ..Default::default()
+    };
+    env.rt.create_container(&config).await.unwrap();
+    env.rt.start("tty").await.unwrap();
+    let text = read_log(&env, "tty", follow()).await;
+    assert!(text.contains("/dev/pts/"), "stdin is a terminal: {text:?}");
+    assert!(
+        text.contains("to-stderr"),
+        "stderr goes to the terminal: {text:?}"
+    );
+    let streams: Vec<String> = cri_records(&pod_log(&env, "tty", 0))
+        .into_iter()
+        .map(|(stream, _)| stream)
+        .collect();
+    assert!(
+        streams.iter().all(|s| s == "stdout"),
+        "a terminal has only stdout: {streams:?}"
+    );
+}
+
+/// Runs `script` in busybox as restart `attempt` of the container "app" and waits for its
+/// exit and the end of its output.
+async fn run_to_exit(env: &Env, image: &str, id: &str, attempt: u32, script: &str) {
+    let config = ContainerConfig {
+        id: id.into(),
+        image: image.into(),
+        args: vec!["sh".into(), "-c".into(), script.into()],
+        env: vec!["PATH=/bin".into()],
+        cgroup_path: format!("{}/{id}", env.cgroup_parent),
+        log_path: Some(pod_log(env, "app", attempt)),
+        ..Default::default()
+    };
+    env.rt.create_container(&config).await.unwrap();
+    env.rt.start(id).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(20), env.rt.wait(id))
+        .await
+        .expect("exits")
+        .unwrap();
+    read_log(env, "app", follow()).await;
+}
+
+/// Where the kubelet keeps restart `attempt`'s log of `container` in the test pod
+/// `ns/pod` (uid `uid`), below the runtime's logs dir.
+fn pod_log(env: &Env, container: &str, attempt: u32) -> PathBuf {
+    env.rt
+        .io()
+        .config()
+        .logs_dir
+        .join("ns_pod_uid")
+        .join(container)
+        .join(format!("{attempt}.log"))
+}
+
+fn follow() -> LogOptions {
+    LogOptions {
+        follow: true,
+        ..Default::default()
+    }
+}
+
+/// The container's log text as the node API serves it.
+async fn read_log(env: &Env, container: &str, opts: LogOptions) -> String {
+    let mut log = env
+        .rt
+        .io()
+        .open_log("ns", "pod", "uid", container, &opts)
+        .expect("the log exists");
+    let mut text = Vec::new();
+    while let Some(chunk) = log.next().await {
+        text.extend_from_slice(&chunk.expect("the log reads"));
+    }
+    String::from_utf8(text).expect("text")
+}
+
+/// (stream, text) of each record of a CRI log file.
+fn cri_records(path: &Path) -> Vec<(String, String)> {
+    std::fs::read_to_string(path)
+        .expect("the log file")
+        .lines()
+        .map(|line| {
+            let r = agent::logs::cri::parse_line(line.as_bytes())
+                .unwrap_or_else(|e| panic!("{line:?} is a CRI log line: {e}"));
+            (
+                r.stream.as_str().to_string(),
+                String::from_utf8_lossy(&r.text).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn sorted<T: Ord>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v
+}
+
+fn sorted_lines(text: &str) -> Vec<&str> {
+    sorted(text.lines().collect())
 }

@@ -76,7 +76,12 @@ pub(super) fn container_config(ctx: &PodContext, run: RunRequest<'_>) -> Contain
     if let Err(e) = std::fs::create_dir_all(&log_dir) {
         tracing::warn!(error = %e, "creating the log directory");
     }
+    // The kubelet keeps the logs of the current and the previous instance only.
+    crate::logs::remove_older_logs(&log_dir, attempt);
     cfg.log_path = Some(log_dir.join(format!("{attempt}.log")));
+    cfg.stdin = spec.stdin.unwrap_or(false);
+    cfg.stdin_once = spec.stdin_once.unwrap_or(false);
+    cfg.tty = spec.tty.unwrap_or(false);
     match sandbox {
         Some(sb) => {
             cfg.netns_path = Some(sb.netns.clone());
@@ -327,14 +332,49 @@ pub(super) fn termination_message(
             .join(&spec.name)
             .join(format!("{attempt}.log"));
         let data = std::fs::read(log).unwrap_or_default();
-        let text = String::from_utf8_lossy(&data);
-        let lines: Vec<&str> = text.lines().collect();
-        let tail = lines[lines.len().saturating_sub(80)..].join("\n");
-        let cut = tail.len().saturating_sub(2048);
-        let start = (cut..tail.len())
-            .find(|i| tail.is_char_boundary(*i))
-            .unwrap_or(tail.len());
-        return Some(tail[start..].to_string()).filter(|s| !s.is_empty());
+        return log_tail_message(&data);
     }
     None
+}
+
+/// The end of a container's CRI log as its termination message: the text of its last 80
+/// records, at most the last 2048 bytes of it (the kubelet's limits).
+fn log_tail_message(log: &[u8]) -> Option<String> {
+    let lines: Vec<&[u8]> = log.split_inclusive(|b| *b == b'\n').collect();
+    let mut text = Vec::new();
+    for line in &lines[lines.len().saturating_sub(80)..] {
+        if let Ok(record) = crate::logs::cri::parse_line(line) {
+            text.extend_from_slice(&record.text);
+            if record.full {
+                text.push(b'\n');
+            }
+        }
+    }
+    let text = String::from_utf8_lossy(&text);
+    let tail = text.trim_end_matches('\n');
+    let cut = tail.len().saturating_sub(2048);
+    let start = (cut..tail.len())
+        .find(|i| tail.is_char_boundary(*i))
+        .unwrap_or(tail.len());
+    Some(tail[start..].to_string()).filter(|s| !s.is_empty())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fallback_termination_message_is_the_text_at_the_end_of_the_log() {
+        let mut log = String::new();
+        for i in 0..100 {
+            log.push_str(&format!("2026-01-01T00:00:00Z stdout F line {i}\n"));
+        }
+        log.push_str("2026-01-01T00:00:01Z stderr P fa\n2026-01-01T00:00:01Z stderr F iled\n");
+        let message = log_tail_message(log.as_bytes()).expect("a message");
+        assert!(
+            message.starts_with("line 22\n") && message.ends_with("line 99\nfailed"),
+            "the text of the last 80 records, partial ones joined: {message:?}"
+        );
+        assert_eq!(log_tail_message(b""), None);
+    }
 }

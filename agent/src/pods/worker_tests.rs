@@ -347,3 +347,17 @@ async fn an_absent_image_with_pull_policy_never_waits_and_is_never_pulled() {
 
 #[path = "worker_node_tests.rs"]
 mod node;
+
+#[tokio::test]
+async fn a_containers_stdin_stdin_once_and_tty_reach_its_runtime_config() {
+    let mut p = pod("Never", "busybox:1.36", None);
+    let c = &mut p.spec.as_mut().expect("a spec").containers[0];
+    (c.stdin, c.stdin_once, c.tty) = (Some(true), Some(true), Some(true));
+    let h = Harness::start(p, &["busybox:1.36"]);
+    h.wait_for_event("Started").await;
+    let config = h.rt.config(&container_id(UID, "c", 0)).expect("created");
+    assert!(
+        config.stdin && config.stdin_once && config.tty,
+        "{config:?}"
+    );
+}

@@ -1,9 +1,11 @@
 //! [`Runtime`] on containerd's gRPC API, in a containerd namespace of our own ("kybern" by
 //! default), with the overlayfs snapshotter and the runc v2 shim. Image import and unpack
-//! live in `import`, leases and garbage collection in `lease`; this file holds the
+//! live in `import`, leases and garbage collection in `lease`, the tasks' stdio FIFOs in
+//! `io` (copied into CRI logs by [`crate::logs::ContainerIo`]); this file holds the
 //! connection and the container and task calls.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use containerd_client::services::v1::container::Runtime as ContainerRuntime;
@@ -30,6 +32,7 @@ use super::{
 
 mod exec;
 mod import;
+mod io;
 mod lease;
 mod pull;
 
@@ -50,6 +53,8 @@ pub struct Containerd {
     namespace: String,
     /// How pulls reach registries; the default configuration when not set.
     registry: Option<crate::registry::Client>,
+    /// The tasks' stdio FIFOs and the logs they are copied into.
+    io: Arc<crate::logs::ContainerIo>,
 }
 
 /// Maps a gRPC status to our error, naming the call.
@@ -71,11 +76,27 @@ impl Containerd {
                     socket: socket.display().to_string(),
                     source,
                 })?;
-        Ok(Containerd {
+        let rt = Containerd {
             channel,
             namespace: namespace.to_string(),
             registry: None,
-        })
+            io: io::default_io(socket, namespace),
+        };
+        rt.io.set_stdin_closer(io::stdin_closer(&rt));
+        Ok(rt)
+    }
+
+    /// Copies the tasks' output with `io` (the agent's one [`crate::logs::ContainerIo`],
+    /// which the node API reads logs and attaches through).
+    pub fn with_io(mut self, io: Arc<crate::logs::ContainerIo>) -> Self {
+        io.set_stdin_closer(io::stdin_closer(&self));
+        self.io = io;
+        self
+    }
+
+    /// The container I/O this runtime copies task output with.
+    pub fn io(&self) -> &Arc<crate::logs::ContainerIo> {
+        &self.io
     }
 
     /// Pulls through registries as `config` says (insecure hosts, extra CAs).
@@ -186,22 +207,24 @@ impl Containerd {
             Err(s) if s.code() == Code::AlreadyExists => {}
             Err(s) => return Err(grpc("create container")(s)),
         }
-        let log = config
-            .log_path
-            .as_ref()
-            .map(|p| format!("file://{}", p.display()))
-            .unwrap_or_default();
+        // The agent's ends of the FIFOs are open before the shim opens its own, and the
+        // copying starts once the task (and so the shim's write ends) exists.
+        let prepared = io::prepare(self, config)?;
+        let stdio = prepared.task_io().clone();
         let task = CreateTaskRequest {
             container_id: config.id.clone(),
             rootfs: mounts,
-            stdout: log.clone(),
-            stderr: log,
+            stdin: stdio.stdin,
+            stdout: stdio.stdout,
+            stderr: stdio.stderr,
+            terminal: stdio.terminal,
             ..Default::default()
         };
         TasksClient::new(self.channel.clone())
             .create(self.req(task, None))
             .await
             .map_err(grpc("create task"))?;
+        prepared.start();
         Ok(())
     }
 
@@ -343,10 +366,12 @@ impl Runtime for Containerd {
             .delete(self.req(DeleteContainerRequest { id: id.to_string() }, None))
             .await
         {
-            Ok(_) => Ok(()),
-            Err(s) if s.code() == Code::NotFound => Ok(()),
-            Err(s) => Err(grpc("delete container")(s)),
+            Ok(_) => {}
+            Err(s) if s.code() == Code::NotFound => {}
+            Err(s) => return Err(grpc("delete container")(s)),
         }
+        self.io.remove(id);
+        Ok(())
     }
 
     async fn list_containers(&self) -> Result<Vec<ContainerSummary>> {

@@ -142,7 +142,7 @@ pub fn runtime_spec(config: &ContainerConfig) -> Value {
     let mut spec = json!({
         "ociVersion": "1.0.2-dev",
         "process": {
-            "terminal": false,
+            "terminal": config.tty,
             "user": user,
             "args": config.args,
             "env": config.env,
