@@ -137,11 +137,14 @@ async fn kubectl_port_forward_moves_a_few_mebibytes_intact_over_both_protocols()
         let stdout = child.0.stdout.take().unwrap();
         // "Forwarding from 127.0.0.1:41234 -> 7000"
         let local = tokio::task::spawn_blocking(move || {
-            let line = BufReader::new(stdout)
-                .lines()
+            let mut lines = BufReader::new(stdout).lines();
+            let line = lines
                 .next()
                 .expect("kubectl prints where it listens")
                 .unwrap();
+            // kubectl goes on printing ("Handling connection for ..."): keep reading, or it
+            // dies of SIGPIPE. The thread ends when kubectl does.
+            std::thread::spawn(move || lines.for_each(drop));
             let addr = line
                 .split_whitespace()
                 .nth(2)

@@ -190,6 +190,12 @@ async fn read_frames<R: AsyncRead + Unpin>(
                 break;
             }
         };
+        match &frame {
+            Frame::Data { id, flags, data } => {
+                tracing::trace!(id, flags, len = data.len(), "SPDY data frame")
+            }
+            other => tracing::trace!(frame = ?other, "SPDY control frame"),
+        }
         match frame {
             Frame::SynStream { id, flags, headers } => {
                 let reply = Frame::SynReply {
