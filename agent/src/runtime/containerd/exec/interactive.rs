@@ -3,7 +3,8 @@
 //! the pty to the stdout FIFO and opens no stderr), and terminal size changes through
 //! `ResizePty`. stdout and stderr are streamed to the client as they come, not collected.
 //! When the client closes stdin, the FIFO is closed and `CloseIO` tells the shim, as the CRI
-//! plugin does, so the process reads end-of-file.
+//! plugin does, so the process reads end-of-file. The shim opens the FIFOs when the process
+//! starts, so this side's openers wait on blocking threads from before the exec is created.
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -202,6 +203,15 @@ where
     O: AsyncWrite + Send + Unpin + 'static,
     E: AsyncWrite + Send + Unpin + 'static,
 {
+    // The shim opens the FIFOs when the process starts; the openers are already waiting.
+    let start = StartRequest {
+        container_id: exec.container_id.clone(),
+        exec_id: exec.exec_id.clone(),
+    };
+    exec.tasks()
+        .start(exec.rt.req(start, None))
+        .await
+        .map_err(grpc("start exec process"))?;
     let mut copies = vec![tokio::spawn(copy_out(opened(open_out).await?, stdout))];
     if let Some(open_err) = open_err {
         copies.push(tokio::spawn(copy_out(opened(open_err).await?, stderr)));
@@ -227,14 +237,6 @@ where
             }
         }));
     }
-    let start = StartRequest {
-        container_id: exec.container_id.clone(),
-        exec_id: exec.exec_id.clone(),
-    };
-    exec.tasks()
-        .start(exec.rt.req(start, None))
-        .await
-        .map_err(grpc("start exec process"))?;
     if let Some(mut sizes) = resize {
         let (mut tasks, rt) = (exec.tasks(), exec.rt.clone());
         let (container_id, exec_id) = (exec.container_id.clone(), exec.exec_id.clone());
