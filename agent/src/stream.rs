@@ -12,6 +12,11 @@
 //!   WebSocket channel protocol (`?port=`/`?ports=`, channels 2i data and 2i+1 error, each
 //!   opened by the port as 2 bytes little-endian) of kube-rs and the Python client.
 //!
+//! A container's exec is `Runtime::exec_interactive` behind the handler:
+//! `move |io: ExecIo| async move { let cmd = io.command.clone();
+//! Ok(runtime.exec_interactive(&container_id, &cmd, io).await?) }`; port-forward's dialer is
+//! `move |port| network::dial_in_netns(&sandbox.netns, port)` (clone the path in).
+//!
 //! Both functions answer at once: a `101 Switching Protocols` (the session then runs on a
 //! task of its own once hyper hands over the connection) or a `Status` error. They need the
 //! request as hyper's server received it (its upgrade extension), by value or `&mut`.

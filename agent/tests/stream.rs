@@ -206,3 +206,90 @@ async fn bad_streaming_requests_get_upstreams_errors_before_any_upgrade() {
         assert!(body.contains(r#""kind":"Status""#), "{name}: {body}");
     }
 }
+
+/// Runs `exit <code>` with stdout and stderr over a raw WebSocket speaking `protocol`;
+/// returns every message as (channel, decoded data).
+async fn raw_ws_exec(server: &Server, protocol: &str, code: &str) -> Vec<(u8, Vec<u8>)> {
+    use base64::Engine;
+    use futures::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let url = format!(
+        "ws://{}/api/v1/namespaces/default/pods/web/exec?command=exit&command={code}&stdout=1&stderr=1",
+        server.addr
+    );
+    let mut req = url.into_client_request().unwrap();
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", protocol.parse().unwrap());
+    let conn = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, conn).await.unwrap();
+    assert_eq!(resp.headers()["sec-websocket-protocol"], protocol);
+    let mut messages = Vec::new();
+    while let Some(Ok(message)) = ws.next().await {
+        match message {
+            Message::Binary(b) if !b.is_empty() => messages.push((b[0], b[1..].to_vec())),
+            Message::Text(t) if !t.is_empty() => {
+                let t = t.as_bytes();
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(&t[1..])
+                    .unwrap();
+                messages.push((t[0] - b'0', data));
+            }
+            Message::Close(_) => break,
+            _ => {}
+        }
+    }
+    messages
+}
+
+fn on_channel(messages: &[(u8, Vec<u8>)], channel: u8) -> String {
+    let bytes: Vec<u8> = messages
+        .iter()
+        .filter(|(c, _)| *c == channel)
+        .flat_map(|(_, d)| d.clone())
+        .collect();
+    String::from_utf8(bytes).unwrap()
+}
+
+#[tokio::test]
+async fn older_websocket_channel_protocols_report_the_exit_as_their_version_says() {
+    let failure_v4 = r#"{"metadata":{},"status":"Failure","message":"command terminated with non-zero exit code: error executing command [exit 3], exit code 3","reason":"NonZeroExitCode","details":{"causes":[{"reason":"ExitCode","message":"3"}]}}"#;
+    let failure_v1 =
+        "command terminated with non-zero exit code: error executing command [exit 3], exit code 3";
+    // (name, protocol, exit code, what the error channel carries)
+    let cases = [
+        ("v4 binary, failure", "v4.channel.k8s.io", "3", failure_v4),
+        (
+            "v4 base64, failure",
+            "v4.base64.channel.k8s.io",
+            "3",
+            failure_v4,
+        ),
+        (
+            "v4 binary, success",
+            "v4.channel.k8s.io",
+            "0",
+            r#"{"metadata":{},"status":"Success"}"#,
+        ),
+        (
+            "v1 binary, failure is text",
+            "channel.k8s.io",
+            "3",
+            failure_v1,
+        ),
+        (
+            "v1 base64, success says nothing",
+            "base64.channel.k8s.io",
+            "0",
+            "",
+        ),
+    ];
+    let server = Server::start().await;
+    for (name, protocol, code, want_error) in cases {
+        let messages = raw_ws_exec(&server, protocol, code).await;
+        assert_eq!(on_channel(&messages, 1), "out\n", "{name}");
+        assert_eq!(on_channel(&messages, 2), "err\n", "{name}");
+        assert_eq!(on_channel(&messages, 3), want_error, "{name}");
+    }
+}
