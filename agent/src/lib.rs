@@ -15,4 +15,5 @@ pub mod probe;
 pub mod registry;
 pub mod runtime;
 pub mod simulate;
+pub mod stream;
 pub mod volumes;

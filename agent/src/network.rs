@@ -62,6 +62,28 @@ fn io_err(context: String) -> impl FnOnce(std::io::Error) -> Error {
     move |source| Error::Io { context, source }
 }
 
+/// Connects to 127.0.0.1:`port` inside a pod's network namespace (`netns`, the sandbox's
+/// file): the way port-forward reaches a pod. The socket is created in the namespace on a
+/// thread of its own and then handed to tokio.
+pub async fn dial_in_netns(
+    netns: &std::path::Path,
+    port: u16,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let netns = netns.to_path_buf();
+    let conn = tokio::task::spawn_blocking(move || {
+        netns::connect_loopback(&netns, port, std::time::Duration::from_secs(10))
+    })
+    .await
+    .map_err(std::io::Error::other)?
+    .map_err(|e| match e {
+        Error::Io { context, source } => {
+            std::io::Error::new(source.kind(), format!("{context}: {source}"))
+        }
+        other => std::io::Error::other(other.to_string()),
+    })?;
+    tokio::net::TcpStream::from_std(conn)
+}
+
 /// What identifies a pod's sandbox.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SandboxRequest {

@@ -226,6 +226,19 @@ pub trait Runtime: Send + Sync {
         args: &[String],
         timeout: std::time::Duration,
     ) -> Result<ExecOutput>;
+    /// Runs `args` inside the running container `id` with a client's streams (`kubectl exec
+    /// -i -t`): stdin until the client closes it, stdout and stderr as they are written, a
+    /// terminal when `io.tty` (stderr then shares it) resized as `io.resize` says. Returns
+    /// the exit code. Runtimes without it refuse with [`Error::Unsupported`].
+    async fn exec_interactive(
+        &self,
+        id: &str,
+        args: &[String],
+        io: crate::stream::ExecIo,
+    ) -> Result<u32> {
+        let _ = (id, args, io);
+        Err(Error::Unsupported("interactive exec"))
+    }
     /// Pulls `reference` (e.g. `127.0.0.1:5000/app:v1`, `busybox`) from its registry, picking
     /// linux/amd64 from a manifest list, and unpacks it; returns the stored image.
     async fn pull_image(&self, reference: &str, auth: Option<&RegistryAuth>) -> Result<ImageInfo>;

@@ -129,3 +129,21 @@ where
         })
     })
 }
+
+/// Connects to 127.0.0.1:`port` inside the network namespace at `netns`. The socket is made
+/// by a thread that joined the namespace, so it stays bound there and is usable from any
+/// thread afterwards (non-blocking, ready for tokio).
+pub(super) fn connect_loopback(
+    netns: &Path,
+    port: u16,
+    timeout: std::time::Duration,
+) -> Result<std::net::TcpStream> {
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    in_netns(netns, move || {
+        let conn = std::net::TcpStream::connect_timeout(&addr, timeout)
+            .map_err(io_err(format!("connect to {addr}")))?;
+        conn.set_nonblocking(true)
+            .map_err(io_err("make the socket non-blocking".into()))?;
+        Ok(conn)
+    })
+}

@@ -439,6 +439,15 @@ impl Runtime for Containerd {
         exec::exec(self, id, args, timeout).await
     }
 
+    async fn exec_interactive(
+        &self,
+        id: &str,
+        args: &[String],
+        io: crate::stream::ExecIo,
+    ) -> Result<u32> {
+        exec::exec_interactive(self, id, args, io).await
+    }
+
     #[tracing::instrument(skip(self, auth))]
     async fn pull_image(&self, reference: &str, auth: Option<&RegistryAuth>) -> Result<ImageInfo> {
         pull::pull(self, reference, auth).await

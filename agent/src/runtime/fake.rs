@@ -22,6 +22,8 @@ pub enum Call {
     Kill(String, u32),
     Delete(String),
     Exec(String, Vec<String>),
+    /// An interactive exec, with whether it had stdin and a TTY.
+    ExecInteractive(String, Vec<String>, bool, bool),
     Pull(String, Option<RegistryAuth>),
 }
 
@@ -247,6 +249,49 @@ impl Runtime for FakeRuntime {
             .get(&(id.to_string(), args.to_vec()))
             .cloned()
             .unwrap_or_default())
+    }
+
+    /// Writes the output [`FakeRuntime::set_exec_result`] gave for `args` to stdout, then
+    /// echoes stdin to stdout (a `cat`) until the client closes it; exits with that result's
+    /// code.
+    async fn exec_interactive(
+        &self,
+        id: &str,
+        args: &[String],
+        io: crate::stream::ExecIo,
+    ) -> Result<u32> {
+        let result = {
+            let mut inner = self.lock();
+            inner.calls.push(Call::ExecInteractive(
+                id.to_string(),
+                args.to_vec(),
+                io.stdin.is_some(),
+                io.tty,
+            ));
+            let running = inner
+                .containers
+                .get(id)
+                .is_some_and(|c| *c.state.borrow() == State::Running);
+            if !running {
+                return Err(Error::ContainerNotFound(id.to_string()));
+            }
+            inner
+                .exec_results
+                .get(&(id.to_string(), args.to_vec()))
+                .cloned()
+                .unwrap_or_default()
+        };
+        use tokio::io::AsyncWriteExt;
+        let crate::stream::ExecIo {
+            stdin, mut stdout, ..
+        } = io;
+        if let Some(out) = stdout.as_mut() {
+            let _ = out.write_all(&result.output).await;
+        }
+        if let (Some(mut input), Some(out)) = (stdin, stdout.as_mut()) {
+            let _ = tokio::io::copy(&mut input, out).await;
+        }
+        Ok(result.exit_code)
     }
 
     async fn pull_image(&self, reference: &str, auth: Option<&RegistryAuth>) -> Result<ImageInfo> {

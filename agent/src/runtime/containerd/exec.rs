@@ -21,6 +21,10 @@ use containerd_client::services::v1::{
 use containerd_client::tonic::Code;
 use tokio::task::JoinHandle;
 
+mod interactive;
+
+pub(super) use interactive::exec_interactive;
+
 use super::lease::unique_suffix;
 use super::{grpc, Containerd};
 use crate::runtime::{Error, ExecOutput, Result};
@@ -39,7 +43,7 @@ pub(super) async fn exec(
     args: &[String],
     timeout: Duration,
 ) -> Result<ExecOutput> {
-    let process = process_spec(rt, id, args).await?;
+    let process = process_spec(rt, id, args, false).await?;
     let exec = ExecProcess {
         rt: rt.clone(),
         container_id: id.to_string(),
@@ -106,8 +110,13 @@ pub(super) async fn exec(
     result
 }
 
-/// The container's process spec with `args` as the argv and no terminal.
-async fn process_spec(rt: &Containerd, id: &str, args: &[String]) -> Result<Vec<u8>> {
+/// The container's process spec with `args` as the argv, with or without a terminal.
+async fn process_spec(
+    rt: &Containerd,
+    id: &str,
+    args: &[String],
+    terminal: bool,
+) -> Result<Vec<u8>> {
     let get = GetContainerRequest { id: id.to_string() };
     let container = match ContainersClient::new(rt.channel.clone())
         .get(rt.req(get, None))
@@ -130,7 +139,7 @@ async fn process_spec(rt: &Containerd, id: &str, args: &[String]) -> Result<Vec<
         .filter(|p| p.is_object())
         .ok_or_else(|| decode("the runtime spec", &"it has no process"))?;
     process["args"] = serde_json::json!(args);
-    process["terminal"] = serde_json::Value::Bool(false);
+    process["terminal"] = serde_json::Value::Bool(terminal);
     serde_json::to_vec(process).map_err(|e| decode("encoding the exec process", &e))
 }
 
