@@ -6,6 +6,7 @@
 pub mod cronjob;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod expectations;
@@ -178,6 +179,10 @@ pub fn loops() -> Vec<Loop> {
         Loop {
             name: "horizontalpodautoscaling",
             run: hpa::run,
+        },
+        Loop {
+            name: "disruption",
+            run: disruption::run,
         },
     ]
 }

@@ -35,6 +35,7 @@ fn controller_list_prints_every_loop() {
         "persistentvolume-binder",
         "podgc",
         "horizontalpodautoscaling",
+        "disruption",
         "scheduler",
     ];
     assert_eq!(
