@@ -240,3 +240,44 @@ async fn kubectl_drain_evicts_what_the_budget_allows_and_retries_the_rest() {
     assert_ne!(other, node, "the pods moved off the drained node");
     assert_eq!(n, 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_budget_without_pods_says_so_in_one_event_that_counts_repeats() {
+    use k8s_openapi::api::core::v1::Event;
+    use kube::api::{Patch, PatchParams};
+    let c = Cluster::builder("budget-events")
+        .loops(&["disruption"])
+        .start()
+        .await;
+    create_budget(&c, &budget("web", "nobody", json!({"minAvailable": 1}))).await;
+    for n in 0..3 {
+        // Each change brings a sync, and each sync finds no pods again.
+        let nudge = json!({"metadata": {"annotations": {"test/nudge": n.to_string()}}});
+        c.api::<PodDisruptionBudget>()
+            .patch("web", &PatchParams::default(), &Patch::Merge(nudge))
+            .await
+            .unwrap();
+        eventually("the sync after a nudge", || async {
+            let events = c.api::<Event>().list(&ListParams::default()).await.unwrap();
+            let counts: Vec<i32> = events
+                .items
+                .iter()
+                .filter(|e| e.reason.as_deref() == Some("NoPods"))
+                .map(|e| e.count.unwrap_or(0))
+                .collect();
+            (counts.len() == 1 && counts[0] >= n + 2)
+                .then_some(())
+                .ok_or(format!("NoPods events with counts {counts:?}"))
+        })
+        .await;
+    }
+    let events = c.api::<Event>().list(&ListParams::default()).await.unwrap();
+    let e = events
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("NoPods"))
+        .unwrap();
+    assert_eq!(e.message.as_deref(), Some("No matching pods found"));
+    assert_eq!(e.type_.as_deref(), Some("Normal"));
+    assert!(e.last_timestamp >= e.first_timestamp);
+}
