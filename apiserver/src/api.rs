@@ -8,6 +8,7 @@ mod componentstatus;
 mod crd;
 mod defaults;
 mod discovery;
+mod eviction;
 mod fields;
 mod finalize;
 mod guarded;
@@ -308,6 +309,10 @@ impl Api {
             }
             ("", "pods", Some("binding"), &Method::POST) if p.name.is_some() => {
                 return binding::bind(self, &*pods()?, &req, p.name.as_deref()).await;
+            }
+            ("", "pods", Some("eviction"), &Method::POST) if p.namespace.is_some() => {
+                let name = p.name.as_deref().unwrap_or_default();
+                return eviction::evict(self, &*pods()?, &req, name).await;
             }
             ("", "serviceaccounts", Some("token"), method)
                 if p.name.is_some() && p.namespace.is_some() =>

@@ -96,6 +96,11 @@ fn decode_body_at(body: &[u8], depth: usize) -> Result<Value, ProtobufError> {
     if (unknown.api_version.as_str(), unknown.kind.as_str()) == ("autoscaling/v1", "Scale") {
         return decode_scale(d, unknown.raw, depth);
     }
+    if matches!(unknown.api_version.as_str(), "policy/v1" | "policy/v1beta1")
+        && unknown.kind == "Eviction"
+    {
+        return decode_eviction(d, unknown.api_version, unknown.raw, depth);
+    }
     let message = d
         .message_of(&unknown.api_version, &unknown.kind)
         .ok_or_else(|| ProtobufError::UnknownKind {
@@ -243,9 +248,14 @@ pub fn decode_delete_options(body: &[u8]) -> Result<Value, ProtobufError> {
     if !unknown.content_encoding.is_empty() {
         return Err(ProtobufError::ContentEncoding(unknown.content_encoding));
     }
+    delete_options_message(unknown.raw).map(Value::Object)
+}
+
+/// The fields of one meta/v1 `DeleteOptions` message (without the envelope).
+fn delete_options_message(raw: &[u8]) -> Result<Map<String, Value>, ProtobufError> {
     let bad = |e: wire::WireError| envelope_error("DeleteOptions", e);
     let mut out = Map::new();
-    let mut r = Reader::new(unknown.raw);
+    let mut r = Reader::new(raw);
     while let Some((tag, v)) = r.next_field().map_err(bad)? {
         match (tag, v) {
             (1, WireValue::Varint(n)) => {
@@ -282,6 +292,38 @@ pub fn decode_delete_options(body: &[u8]) -> Result<Value, ProtobufError> {
                     Value::Array(a) => a.push(Value::String(dry)),
                     _ => unreachable!("dryRun is inserted as an array"),
                 }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// A policy Eviction (v1 and v1beta1 share the message): 1 metadata, 2 deleteOptions.
+/// It is not a kind of `crds/` (a `pods/eviction` request body only), so it is read here.
+fn decode_eviction(
+    d: &Descriptors,
+    api_version: String,
+    raw: &[u8],
+    depth: usize,
+) -> Result<Value, ProtobufError> {
+    let bad = |e: wire::WireError| envelope_error("Eviction", e);
+    let mut out = Map::new();
+    out.insert("apiVersion".into(), Value::from(api_version));
+    out.insert("kind".into(), Value::from("Eviction"));
+    let mut r = Reader::new(raw);
+    while let Some((tag, v)) = r.next_field().map_err(bad)? {
+        match (tag, v) {
+            (1, WireValue::Bytes(meta)) => {
+                let meta =
+                    decode::object(&decode::Ctx::new(d, depth), OBJECT_META, meta, "metadata")?;
+                out.insert("metadata".into(), Value::Object(meta));
+            }
+            (2, WireValue::Bytes(opts)) => {
+                out.insert(
+                    "deleteOptions".into(),
+                    Value::Object(delete_options_message(opts)?),
+                );
             }
             _ => {}
         }

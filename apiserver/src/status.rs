@@ -146,6 +146,15 @@ pub enum ApiError {
         "Timeout: Too large resource version: {requested}, current resource version: {current}"
     )]
     TooLargeResourceVersion { requested: i64, current: i64 },
+    /// Try again later (upstream's `NewTooManyRequests`): an eviction a disruption budget
+    /// forbids now. `causes` are (type, message) pairs; a `retry_after` of 0 sends no
+    /// `Retry-After`.
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after: u64,
+        causes: Vec<(&'static str, String)>,
+    },
 }
 
 /// How long a client is told to wait before retrying a too-large resourceVersion.
@@ -191,6 +200,7 @@ impl ApiError {
             ApiError::Internal(_) => 500,
             ApiError::ServiceUnavailable(_) => 503,
             ApiError::TooLargeResourceVersion { .. } => 504,
+            ApiError::TooManyRequests { .. } => 429,
         }
     }
 
@@ -211,13 +221,17 @@ impl ApiError {
             ApiError::Internal(_) => "InternalError",
             ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
             ApiError::TooLargeResourceVersion { .. } => "Timeout",
+            ApiError::TooManyRequests { .. } => "TooManyRequests",
         }
     }
 
     /// Seconds the client should wait before retrying (the `Retry-After` header).
     pub fn retry_after(&self) -> Option<u64> {
-        matches!(self, ApiError::TooLargeResourceVersion { .. })
-            .then_some(TOO_LARGE_RV_RETRY_SECONDS)
+        match self {
+            ApiError::TooLargeResourceVersion { .. } => Some(TOO_LARGE_RV_RETRY_SECONDS),
+            ApiError::TooManyRequests { retry_after, .. } if *retry_after > 0 => Some(*retry_after),
+            _ => None,
+        }
     }
 
     /// The `metav1.Status` body upstream sends for this error.
@@ -266,6 +280,26 @@ impl ApiError {
                 "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
                 "retryAfterSeconds": TOO_LARGE_RV_RETRY_SECONDS,
             })),
+            ApiError::TooManyRequests {
+                causes,
+                retry_after,
+                ..
+            } => {
+                let mut d = serde_json::Map::new();
+                if !causes.is_empty() {
+                    d.insert(
+                        "causes".into(),
+                        causes
+                            .iter()
+                            .map(|(reason, message)| json!({"reason": reason, "message": message}))
+                            .collect(),
+                    );
+                }
+                if *retry_after > 0 {
+                    d.insert("retryAfterSeconds".into(), json!(retry_after));
+                }
+                Some(Value::Object(d))
+            }
             _ => None,
         };
         if let Some(d) = details {

@@ -7,6 +7,7 @@ pub mod cronjob;
 pub mod csrsigning;
 pub mod daemonset;
 pub mod deployment;
+pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
 pub mod expectations;
@@ -179,6 +180,10 @@ pub fn loops() -> Vec<Loop> {
         Loop {
             name: "horizontalpodautoscaling",
             run: hpa::run,
+        },
+        Loop {
+            name: "disruption",
+            run: disruption::run,
         },
         Loop {
             name: "csrsigning",

@@ -228,7 +228,11 @@ pub async fn publish_event<K: Resource<DynamicType = ()>>(
 }
 
 /// Records a core/v1 Event about `object` (what `kubectl describe` shows), as the
-/// `component` reporting it. Events are best effort: callers log a failure and go on.
+/// `component` reporting it, through the process's one [`Recorder`]: a repeat of an
+/// earlier event counts on it, too many become one combined event, and a flood is
+/// rate-limited, as client-go's recorder does. Callers log a failure and go on.
+///
+/// [`Recorder`]: crate::shared::recorder::Recorder
 pub async fn record_event<K: Resource<DynamicType = ()>>(
     client: &kube::Client,
     object: &K,
@@ -237,41 +241,27 @@ pub async fn record_event<K: Resource<DynamicType = ()>>(
     message: &str,
     component: &str,
 ) -> kube::Result<()> {
-    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    use crate::shared::recorder::{new_event, Recorder};
+    use k8s_openapi::api::core::v1::ObjectReference;
     let meta = object.meta();
-    let ns = meta.namespace.clone().unwrap_or_else(|| "default".into());
-    let now = Time(Timestamp::now());
-    let event = Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", meta.name.clone().unwrap_or_default())),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some(K::api_version(&()).into_owned()),
-            kind: Some(K::kind(&()).into_owned()),
-            name: meta.name.clone(),
-            namespace: meta.namespace.clone(),
-            uid: meta.uid.clone(),
-            ..Default::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some(type_.into()),
-        source: Some(EventSource {
-            component: Some(component.into()),
-            host: None,
-        }),
-        reporting_component: Some(component.into()),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: Some(1),
+    let reference = ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        name: meta.name.clone(),
+        namespace: meta.namespace.clone(),
+        uid: meta.uid.clone(),
+        resource_version: meta.resource_version.clone(),
         ..Default::default()
     };
-    Api::<Event>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &event)
-        .await
-        .map(drop)
+    let event = new_event(
+        reference,
+        type_,
+        reason,
+        message,
+        component,
+        Timestamp::now(),
+    );
+    Recorder::global().record_event(client, event).await
 }
 
 #[cfg(test)]

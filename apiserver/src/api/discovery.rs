@@ -204,7 +204,19 @@ fn legacy_entries(r: &Resource) -> Vec<Value> {
         out.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true,
             "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
     }
+    if is_pods(r) {
+        // `kubectl drain` evicts only when it finds this entry (else it deletes).
+        out.push(
+            json!({"name": "pods/eviction", "singularName": "", "namespaced": true,
+            "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}),
+        );
+    }
     out
+}
+
+/// Pods have the `eviction` subresource (policy/v1 Eviction), served by `api::eviction`.
+fn is_pods(r: &Resource) -> bool {
+    r.group.is_empty() && r.plural == "pods"
 }
 
 /// ServiceAccounts have the `token` subresource (TokenRequest), served by `api::token`.
@@ -276,6 +288,11 @@ fn aggregated_resource(r: &Resource) -> Value {
     if is_serviceaccounts(r) {
         subs.push(json!({"subresource": "token",
             "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"},
+            "verbs": ["create"]}));
+    }
+    if is_pods(r) {
+        subs.push(json!({"subresource": "eviction",
+            "responseKind": {"group": "policy", "version": "v1", "kind": "Eviction"},
             "verbs": ["create"]}));
     }
     if !subs.is_empty() {

@@ -35,6 +35,8 @@ fn controller_list_prints_every_loop() {
         "persistentvolume-binder",
         "podgc",
         "horizontalpodautoscaling",
+        "disruption",
+        "csrsigning",
         "scheduler",
     ];
     assert_eq!(
