@@ -13,4 +13,5 @@ pub mod probe;
 pub mod registry;
 pub mod runtime;
 pub mod simulate;
+pub mod stats;
 pub mod volumes;
