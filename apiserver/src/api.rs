@@ -12,6 +12,7 @@ mod fields;
 mod finalize;
 mod guarded;
 mod kinds;
+pub mod metrics;
 mod negotiate;
 mod omitempty;
 mod openapi;
@@ -66,6 +67,10 @@ pub struct Api {
     pub pipeline: pipeline::Pipeline,
     /// Deleted CRDs whose objects are being deleted now (one clean-up task each).
     crd_cleanups: Mutex<std::collections::HashSet<String>>,
+    /// The nodes' resource samples metrics.k8s.io answers from (see [`metrics`]).
+    pub metrics: metrics::Samples,
+    /// Counts of and latencies of the requests answered (`GET /metrics`).
+    pub request_metrics: crate::request_metrics::RequestMetrics,
 }
 
 /// How many requests with large bodies are decoded at once. Each may need tens of
@@ -134,6 +139,8 @@ impl Api {
             large_bodies: tokio::sync::Semaphore::new(LARGE_BODIES_AT_ONCE),
             pipeline,
             crd_cleanups: Default::default(),
+            metrics: Default::default(),
+            request_metrics: Default::default(),
         })
     }
 
@@ -153,8 +160,31 @@ impl Api {
             .cloned()
     }
 
-    /// Serves one request. `identity` is the authenticated client, if any.
+    /// Serves one request. `identity` is the authenticated client, if any. Every
+    /// request is counted and timed for `/metrics` (a watch until its response starts).
     pub async fn handle<B>(
+        self: Arc<Self>,
+        req: Request<B>,
+        identity: Option<ClientIdentity>,
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let start = std::time::Instant::now();
+        let content_type = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let labels = crate::request_metrics::Labels::of(req.method(), req.uri(), content_type);
+        let resp = self.clone().serve(req, identity).await;
+        self.request_metrics
+            .record(&labels, resp.status().as_u16(), start.elapsed());
+        resp
+    }
+
+    async fn serve<B>(
         self: Arc<Self>,
         req: Request<B>,
         identity: Option<ClientIdentity>,
@@ -240,6 +270,11 @@ impl Api {
                 }
                 resp
             }
+            Path::Other(p) if p == "/metrics" && parts.method == Method::GET => bytes_response(
+                StatusCode::OK,
+                crate::prometheus::CONTENT_TYPE,
+                Bytes::from(self.request_metrics.render()),
+            ),
             other => match discovery::serve(
                 &self,
                 &parts.method,
@@ -315,6 +350,9 @@ impl Api {
             .clone();
         if p.namespace.is_some() && !r.namespaced {
             return Err(ApiError::NoSuchResource);
+        }
+        if metrics::is_metrics(&r) {
+            return metrics::serve(self, &r, &req).await;
         }
         if !r.stored {
             // Review kinds: answered at once, never stored.
