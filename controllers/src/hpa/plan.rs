@@ -37,11 +37,11 @@ pub fn decide(spec: &HorizontalPodAutoscalerSpec, current: i32) -> Decision {
 }
 
 /// The reason and message upstream gives (condition ScalingActive False, and a Warning
-/// event) when the first metric of the spec cannot be read. An HPA without metrics
-/// means CPU at 80 % (upstream's defaulting). kybern serves no metrics API yet, so this
-/// is every in-range sync's outcome, and says so rather than inventing a value.
+/// event) when the first metric of the spec cannot be read, for the metric types that
+/// need the custom or external metrics APIs, which kybern does not serve (it serves
+/// metrics.k8s.io only); it says so rather than inventing a value.
 pub fn metric_failure(spec: &HorizontalPodAutoscalerSpec) -> (&'static str, String) {
-    const NOT_SERVED: &str = "no metrics API (metrics.k8s.io, custom.metrics.k8s.io, external.metrics.k8s.io) is served by kybern yet";
+    const NOT_SERVED: &str = "kybern serves no custom.metrics.k8s.io or external.metrics.k8s.io API, only metrics.k8s.io resource metrics";
     let first = spec.metrics.as_deref().and_then(<[_]>::first);
     let (reason, what) = match first {
         None => ("FailedGetResourceMetric", "resource cpu".to_string()),
