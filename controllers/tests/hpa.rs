@@ -220,3 +220,95 @@ async fn an_autoscaler_scales_a_deployment_up_on_the_cpu_its_pods_use() {
         "{rescales:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_autoscaler_with_a_zero_scale_down_window_scales_down_at_once() {
+    let c = Cluster::builder("hpa-down")
+        .loops(&["deployment", "replicaset", "horizontalpodautoscaling"])
+        .ready_pods()
+        .start()
+        .await;
+    let mut web = deployment("web", 4, "nginx");
+    let spec = web.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+    spec.containers[0].resources =
+        Some(serde_json::from_value(json!({"requests": {"cpu": "100m"}})).unwrap());
+    c.api::<Deployment>()
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 1,
+            "maxReplicas": 5,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 50}}}],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}},
+        },
+    }))
+    .unwrap();
+    c.api::<HorizontalPodAutoscaler>()
+        .create(&PostParams::default(), &hpa)
+        .await
+        .unwrap();
+
+    // First at 50m of 100m, on target: the autoscaler recommends the 4 it has.
+    let t0 = k8s_openapi::jiff::Timestamp::now().as_millisecond() - 60_000;
+    let mut n = 0;
+    eventually("a recommendation of 4 on target", || {
+        n += 1;
+        let c = &c;
+        let n = n;
+        async move {
+            feed_samples(c, 0.05, t0).await;
+            nudge(c, n).await;
+            let hpa = c
+                .api::<HorizontalPodAutoscaler>()
+                .get("web")
+                .await
+                .map_err(|e| e.to_string())?;
+            let s = hpa.status.clone().unwrap_or_default();
+            let utilization = s
+                .current_metrics
+                .as_deref()
+                .and_then(|m| m.first()?.resource.as_ref()?.current.average_utilization);
+            let done = utilization == Some(50) && s.desired_replicas == 4;
+            done.then_some(()).ok_or(format!("{s:?}"))
+        }
+    })
+    .await;
+    // Then at 10m, 10 % against 50 %: ceil(4 x 0.2) = 1. The default 300 s window would
+    // hold the recent 4; with none, and the default 100 % policy, it goes at once.
+    let hpa = eventually("scaled down to 1 at once", || {
+        n += 1;
+        let c = &c;
+        let n = n;
+        async move {
+            feed_samples(c, 0.01, t0).await;
+            nudge(c, n).await;
+            let hpa = c
+                .api::<HorizontalPodAutoscaler>()
+                .get("web")
+                .await
+                .map_err(|e| e.to_string())?;
+            let s = hpa.status.clone().unwrap_or_default();
+            let done = replicas(c).await == Some(1) && s.desired_replicas == 1;
+            done.then_some(hpa).ok_or(format!("{s:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        condition(&hpa, "ScalingLimited"),
+        Some(("False".into(), "DesiredWithinRange".into()))
+    );
+    let events = c.api::<Event>().list(&ListParams::default()).await.unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.message.as_deref() == Some("New size: 1; reason: All metrics below target")),
+        "{:?}",
+        events.items.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
+}
