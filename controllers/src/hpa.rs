@@ -29,7 +29,7 @@ use kube::runtime::Controller;
 use kube::{Api, ResourceExt};
 use tracing::{info, instrument, warn};
 
-pub use plan::{decide, metric_failure, Decision};
+pub use plan::{decide, metric_failure, rescaled_within_period, Decision};
 pub use status::{set_condition, ABLE_TO_SCALE, SCALING_ACTIVE, SCALING_LIMITED};
 
 use crate::{Context, LoopFuture};
@@ -128,6 +128,7 @@ pub async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, state: Arc<State>) -> 
     let current = scale.spec.and_then(|s| s.replicas).unwrap_or(0);
     status.current_replicas = Some(current);
 
+    let mut requeue = SYNC_PERIOD;
     match decide(spec, current) {
         Decision::Disabled => {
             status.desired_replicas = 0;
@@ -175,8 +176,11 @@ pub async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, state: Arc<State>) -> 
         }
         Decision::WithinRange => {
             let selector = scale.status.as_ref().and_then(|s| s.selector.clone());
-            match selector.filter(|s| !s.is_empty()) {
-                None => {
+            let wait = plan::rescaled_within_period(status.last_scale_time.as_ref(), now);
+            match (wait, selector.filter(|s| !s.is_empty())) {
+                // Rescaled less than a period ago: the next sync is when it ends.
+                (Some(wait), _) => requeue = wait,
+                (None, None) => {
                     if !status::has_reason(old.as_ref(), SCALING_ACTIVE, "InvalidSelector") {
                         apply::event(
                             client,
@@ -196,7 +200,7 @@ pub async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, state: Arc<State>) -> 
                         now,
                     );
                 }
-                Some(selector) => {
+                (None, Some(selector)) => {
                     let computed =
                         metrics::compute(client, &ns, spec, &selector, current, now).await;
                     scale_on_metrics(
@@ -215,7 +219,7 @@ pub async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, state: Arc<State>) -> 
         }
     }
     write_status(client, &hpa, &key, old.as_ref(), &status).await?;
-    Ok(Action::requeue(SYNC_PERIOD))
+    Ok(Action::requeue(requeue))
 }
 
 async fn write_status(
