@@ -128,6 +128,10 @@ pub(super) async fn serve(
         return Err(ApiError::MethodNotAllowed);
     }
     let pods = r.plural == "pods";
+    if pods && p.name.is_some() && p.namespace.is_none() {
+        // A pod is named only within its namespace.
+        return Err(ApiError::NoSuchResource);
+    }
     let source = if pods { "pods" } else { "nodes" };
     let snapshot = api.registry.snapshot();
     let core = snapshot

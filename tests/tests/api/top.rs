@@ -160,6 +160,23 @@ async fn kubectl_top_shows_node_pod_and_container_usage_from_scraped_samples() {
         json!({"name": "app", "usage": {"cpu": "250m", "memory": "100Mi"}}),
         "{raw}"
     );
+    let everywhere: Value = serde_json::from_str(&c.kubectl(&[
+        "get",
+        "--raw",
+        "/apis/metrics.k8s.io/v1beta1/pods?labelSelector=app%3Dweb",
+    ]))
+    .unwrap();
+    assert_eq!(everywhere["kind"], "PodMetricsList", "{everywhere}");
+    assert_eq!(
+        everywhere["items"][0]["metadata"]["namespace"], c.ns,
+        "{everywhere}"
+    );
+    let unscoped = c.kubectl_output(&["get", "--raw", "/apis/metrics.k8s.io/v1beta1/pods/web"]);
+    assert!(
+        String::from_utf8_lossy(&unscoped.stderr).contains("NotFound"),
+        "a pod is named only within its namespace: {}",
+        String::from_utf8_lossy(&unscoped.stderr)
+    );
     let table = c.kubectl(&["get", "nodes.metrics.k8s.io"]);
     assert_eq!(
         row(&table, "node-1")[..3],
