@@ -205,6 +205,8 @@ async fn an_autoscaler_scales_a_deployment_up_on_the_cpu_its_pods_use() {
         ("cpu", Some(200)),
         "{current:?}"
     );
+    let table = c.kubectl(&["get", "hpa", "web"]);
+    assert!(table.contains("cpu: 200%/50%"), "{table}");
     let events = c.api::<Event>().list(&ListParams::default()).await.unwrap();
     let rescales: Vec<_> = events
         .items
