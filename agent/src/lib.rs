@@ -15,5 +15,6 @@ pub mod probe;
 pub mod registry;
 pub mod runtime;
 pub mod simulate;
+pub mod stats;
 pub mod stream;
 pub mod volumes;

@@ -13,6 +13,7 @@ mod fields;
 mod finalize;
 mod guarded;
 mod kinds;
+pub mod metrics;
 mod negotiate;
 mod nodeproxy;
 mod omitempty;
@@ -71,6 +72,10 @@ pub struct Api {
     /// How this server reaches nodes' agents (the cluster CA and its kubelet-client
     /// certificate); unset, node subresources answer 503.
     pub node_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
+    /// The nodes' resource samples metrics.k8s.io answers from (see [`metrics`]).
+    pub metrics: metrics::Samples,
+    /// Counts of and latencies of the requests answered (`GET /metrics`).
+    pub request_metrics: crate::request_metrics::RequestMetrics,
 }
 
 /// How many requests with large bodies are decoded at once. Each may need tens of
@@ -140,6 +145,8 @@ impl Api {
             pipeline,
             crd_cleanups: Default::default(),
             node_tls: Default::default(),
+            metrics: Default::default(),
+            request_metrics: Default::default(),
         })
     }
 
@@ -159,8 +166,31 @@ impl Api {
             .cloned()
     }
 
-    /// Serves one request. `identity` is the authenticated client, if any.
+    /// Serves one request. `identity` is the authenticated client, if any. Every
+    /// request is counted and timed for `/metrics` (a watch until its response starts).
     pub async fn handle<B>(
+        self: Arc<Self>,
+        req: Request<B>,
+        identity: Option<ClientIdentity>,
+    ) -> Response<Body>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>> + Send,
+    {
+        let start = std::time::Instant::now();
+        let content_type = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let labels = crate::request_metrics::Labels::of(req.method(), req.uri(), content_type);
+        let resp = self.clone().serve(req, identity).await;
+        self.request_metrics
+            .record(&labels, resp.status().as_u16(), start.elapsed());
+        resp
+    }
+
+    async fn serve<B>(
         self: Arc<Self>,
         req: Request<B>,
         identity: Option<ClientIdentity>,
@@ -252,6 +282,11 @@ impl Api {
                 }
                 resp
             }
+            Path::Other(p) if p == "/metrics" && parts.method == Method::GET => bytes_response(
+                StatusCode::OK,
+                crate::prometheus::CONTENT_TYPE,
+                Bytes::from(self.request_metrics.render()),
+            ),
             other => match discovery::serve(
                 &self,
                 &parts.method,
@@ -331,6 +366,9 @@ impl Api {
             .clone();
         if p.namespace.is_some() && !r.namespaced {
             return Err(ApiError::NoSuchResource);
+        }
+        if metrics::is_metrics(&r) {
+            return metrics::serve(self, &r, &req).await;
         }
         if !r.stored {
             // Review kinds: answered at once, never stored.

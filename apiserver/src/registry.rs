@@ -111,6 +111,10 @@ impl Resource {
     }
 
     pub fn verbs(&self) -> Vec<&'static str> {
+        if self.group == crate::api::metrics::GROUP {
+            // Computed from the nodes' samples on every read (`api::metrics`).
+            return vec!["get", "list"];
+        }
         if !self.stored {
             return vec!["create"];
         }
@@ -408,6 +412,19 @@ impl Registry {
         }
         for r in REVIEWS {
             registry.insert(vec![review(r)]);
+        }
+        for (kind, plural, namespaced, columns) in crate::api::metrics::resources() {
+            let group = crate::api::metrics::GROUP;
+            let mut r = review(&(
+                group,
+                crate::api::metrics::VERSION,
+                kind,
+                plural,
+                namespaced,
+            ));
+            r.printer_columns = Some(columns);
+            r.has_spec = false;
+            registry.insert(vec![r]);
         }
         Ok(registry)
     }

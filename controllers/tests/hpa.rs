@@ -1,6 +1,6 @@
-//! The HorizontalPodAutoscaler loop with no metrics API: it still keeps its target's
-//! replicas within [minReplicas, maxReplicas] through `/scale`, and says in its
-//! conditions why it does nothing more.
+//! The HorizontalPodAutoscaler loop: with no samples in metrics.k8s.io it still keeps
+//! its target's replicas within [minReplicas, maxReplicas] through `/scale` and says in
+//! its conditions why it does nothing more; with PodMetrics served it scales on them.
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -115,4 +115,202 @@ async fn an_autoscaler_without_metrics_keeps_its_target_within_min_and_max() {
         (got == Some(4)).then_some(()).ok_or(format!("{got:?}"))
     })
     .await;
+}
+
+/// Feeds the in-process server's metrics.k8s.io, as scrapes of one node would: every
+/// live pod's container `c` uses `cores` (a cumulative counter growing at that rate)
+/// and 50 MiB.
+async fn feed_samples(c: &Cluster, cores: f64, t0: i64) {
+    let now_ms = k8s_openapi::jiff::Timestamp::now().as_millisecond();
+    let mut text = String::new();
+    for pod in c.live_pods().await {
+        let name = pod.metadata.name.unwrap_or_default();
+        let labels = format!("container=\"c\",namespace=\"{}\",pod=\"{name}\"", c.ns);
+        let cpu = cores * (now_ms - t0) as f64 / 1000.0;
+        text.push_str(&format!(
+            "container_cpu_usage_seconds_total{{{labels}}} {cpu} {now_ms}\n\
+             container_memory_working_set_bytes{{{labels}}} 52428800 {now_ms}\n"
+        ));
+    }
+    let scrape = apiserver::api::metrics::parse(&text, now_ms);
+    c.apiserver().metrics.record("node-1", scrape);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_autoscaler_scales_a_deployment_up_on_the_cpu_its_pods_use() {
+    let c = Cluster::builder("hpa-cpu")
+        .loops(&["deployment", "replicaset", "horizontalpodautoscaling"])
+        .ready_pods()
+        .start()
+        .await;
+    let mut web = deployment("web", 1, "nginx");
+    let spec = web.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+    spec.containers[0].resources = Some(
+        serde_json::from_value(json!({"requests": {"cpu": "100m", "memory": "64Mi"}})).unwrap(),
+    );
+    c.api::<Deployment>()
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 1,
+            "maxReplicas": 5,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 50}}}],
+        },
+    }))
+    .unwrap();
+    c.api::<HorizontalPodAutoscaler>()
+        .create(&PostParams::default(), &hpa)
+        .await
+        .unwrap();
+
+    // Each pod uses 200m of its 100m request: 200 % against 50 %, four times the
+    // target. From 1 replica the first step is capped at max(2 x 1, 4) = 4, the next
+    // at maxReplicas 5.
+    let t0 = k8s_openapi::jiff::Timestamp::now().as_millisecond() - 60_000;
+    let mut n = 0;
+    let status = eventually("scaled up to maxReplicas on cpu", || {
+        n += 1;
+        let c = &c;
+        let n = n;
+        async move {
+            feed_samples(c, 0.2, t0).await;
+            nudge(c, n).await;
+            let hpa = c
+                .api::<HorizontalPodAutoscaler>()
+                .get("web")
+                .await
+                .map_err(|e| e.to_string())?;
+            let s = hpa.status.clone().unwrap_or_default();
+            let done = replicas(c).await == Some(5)
+                && s.desired_replicas == 5
+                && condition(&hpa, "ScalingLimited")
+                    == Some(("True".into(), "TooManyReplicas".into()));
+            done.then_some(hpa).ok_or(format!("{s:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        condition(&status, "ScalingActive"),
+        Some(("True".into(), "ValidMetricFound".into()))
+    );
+    let current = status.status.unwrap().current_metrics.unwrap_or_default();
+    let cpu = current[0].resource.as_ref().unwrap();
+    assert_eq!(
+        (cpu.name.as_str(), cpu.current.average_utilization),
+        ("cpu", Some(200)),
+        "{current:?}"
+    );
+    let table = c.kubectl(&["get", "hpa", "web"]);
+    assert!(table.contains("cpu: 200%/50%"), "{table}");
+    let events = c.api::<Event>().list(&ListParams::default()).await.unwrap();
+    let rescales: Vec<_> = events
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("SuccessfulRescale"))
+        .filter_map(|e| e.message.clone())
+        .collect();
+    assert!(
+        rescales.contains(
+            &"New size: 4; reason: cpu resource utilization (percentage of request) above target"
+                .to_string()
+        ),
+        "{rescales:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_autoscaler_with_a_zero_scale_down_window_scales_down_at_once() {
+    let c = Cluster::builder("hpa-down")
+        .loops(&["deployment", "replicaset", "horizontalpodautoscaling"])
+        .ready_pods()
+        .start()
+        .await;
+    let mut web = deployment("web", 4, "nginx");
+    let spec = web.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+    spec.containers[0].resources =
+        Some(serde_json::from_value(json!({"requests": {"cpu": "100m"}})).unwrap());
+    c.api::<Deployment>()
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": 1,
+            "maxReplicas": 5,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 50}}}],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}},
+        },
+    }))
+    .unwrap();
+    c.api::<HorizontalPodAutoscaler>()
+        .create(&PostParams::default(), &hpa)
+        .await
+        .unwrap();
+
+    // First at 50m of 100m, on target: the autoscaler recommends the 4 it has.
+    let t0 = k8s_openapi::jiff::Timestamp::now().as_millisecond() - 60_000;
+    let mut n = 0;
+    eventually("a recommendation of 4 on target", || {
+        n += 1;
+        let c = &c;
+        let n = n;
+        async move {
+            feed_samples(c, 0.05, t0).await;
+            nudge(c, n).await;
+            let hpa = c
+                .api::<HorizontalPodAutoscaler>()
+                .get("web")
+                .await
+                .map_err(|e| e.to_string())?;
+            let s = hpa.status.clone().unwrap_or_default();
+            let utilization = s
+                .current_metrics
+                .as_deref()
+                .and_then(|m| m.first()?.resource.as_ref()?.current.average_utilization);
+            let done = utilization == Some(50) && s.desired_replicas == 4;
+            done.then_some(()).ok_or(format!("{s:?}"))
+        }
+    })
+    .await;
+    // Then at 10m, 10 % against 50 %: ceil(4 x 0.2) = 1. The default 300 s window would
+    // hold the recent 4; with none, and the default 100 % policy, it goes at once.
+    let hpa = eventually("scaled down to 1 at once", || {
+        n += 1;
+        let c = &c;
+        let n = n;
+        async move {
+            feed_samples(c, 0.01, t0).await;
+            nudge(c, n).await;
+            let hpa = c
+                .api::<HorizontalPodAutoscaler>()
+                .get("web")
+                .await
+                .map_err(|e| e.to_string())?;
+            let s = hpa.status.clone().unwrap_or_default();
+            let done = replicas(c).await == Some(1) && s.desired_replicas == 1;
+            done.then_some(hpa).ok_or(format!("{s:?}"))
+        }
+    })
+    .await;
+    assert_eq!(
+        condition(&hpa, "ScalingLimited"),
+        Some(("False".into(), "DesiredWithinRange".into()))
+    );
+    let events = c.api::<Event>().list(&ListParams::default()).await.unwrap();
+    assert!(
+        events
+            .items
+            .iter()
+            .any(|e| e.message.as_deref() == Some("New size: 1; reason: All metrics below target")),
+        "{:?}",
+        events.items.iter().map(|e| &e.message).collect::<Vec<_>>()
+    );
 }

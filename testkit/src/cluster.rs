@@ -197,6 +197,12 @@ impl Cluster {
         }
     }
 
+    /// The in-process API server's shared state (e.g. the node samples metrics.k8s.io
+    /// answers from).
+    pub fn apiserver(&self) -> &Arc<apiserver::api::Api> {
+        &self._server.server.api
+    }
+
     /// The test namespace's pods that are not being deleted.
     pub async fn live_pods(&self) -> Vec<Pod> {
         let pods = self
@@ -240,6 +246,7 @@ async fn stand_in_kubelet(client: Client, ns: String) {
 pub async fn mark_ready(api: &Api<Pod>, name: &str) -> kube::Result<Pod> {
     let patch = json!({"status": {
         "phase": "Running",
+        "startTime": Timestamp::now().to_string(),
         "conditions": [{"type": "Ready", "status": "True", "lastTransitionTime": Timestamp::now().to_string()}],
     }});
     api.patch_status(name, &PatchParams::default(), &Patch::Merge(patch))

@@ -95,6 +95,19 @@ fn document(snap: &Snapshot, group: &str, version: &str) -> Value {
             format!("{base}/{}", r.plural)
         };
         let write = ["dryRun", "fieldManager", "fieldValidation"];
+        if r.group == super::metrics::GROUP {
+            // metrics.k8s.io: computed on read, get and list only.
+            let list = ["labelSelector", "fieldSelector"];
+            paths.insert(
+                collection.clone(),
+                json!({"get": operation(r, "list", &list, &schema_ref)}),
+            );
+            paths.insert(
+                format!("{collection}/{{name}}"),
+                json!({"get": operation(r, "get", &[], &schema_ref)}),
+            );
+            continue;
+        }
         if !r.stored {
             // A review kind: create only.
             paths.insert(

@@ -2,7 +2,11 @@
 //! count: upstream's reconcileAutoscaler keeps the count within [minReplicas,
 //! maxReplicas] before it looks at any metric, and leaves a target scaled to zero alone.
 
+use std::time::Duration;
+
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscalerSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
 
 /// What to do about the target this sync.
 #[derive(Debug, PartialEq, Eq)]
@@ -36,12 +40,24 @@ pub fn decide(spec: &HorizontalPodAutoscalerSpec, current: i32) -> Decision {
     }
 }
 
+/// How long to wait before the metrics may move the target again: upstream syncs an
+/// autoscaler at most once per period (its queue's fixed 15 s interval), but kybern's
+/// loop is woken at once by the echo of its own status write, which would rescale a
+/// second time on the same samples (1 -> 4 -> 8 in a second instead of 15 s apart).
+/// `None` when the last rescale is a period or more ago.
+pub fn rescaled_within_period(last_scale_time: Option<&Time>, now: Timestamp) -> Option<Duration> {
+    let since = now.duration_since(last_scale_time?.0);
+    let period = super::SYNC_PERIOD.as_millis() as i64;
+    let elapsed = since.as_millis() as i64;
+    (elapsed >= 0 && elapsed < period).then(|| Duration::from_millis((period - elapsed) as u64))
+}
+
 /// The reason and message upstream gives (condition ScalingActive False, and a Warning
-/// event) when the first metric of the spec cannot be read. An HPA without metrics
-/// means CPU at 80 % (upstream's defaulting). kybern serves no metrics API yet, so this
-/// is every in-range sync's outcome, and says so rather than inventing a value.
+/// event) when the first metric of the spec cannot be read, for the metric types that
+/// need the custom or external metrics APIs, which kybern does not serve (it serves
+/// metrics.k8s.io only); it says so rather than inventing a value.
 pub fn metric_failure(spec: &HorizontalPodAutoscalerSpec) -> (&'static str, String) {
-    const NOT_SERVED: &str = "no metrics API (metrics.k8s.io, custom.metrics.k8s.io, external.metrics.k8s.io) is served by kybern yet";
+    const NOT_SERVED: &str = "kybern serves no custom.metrics.k8s.io or external.metrics.k8s.io API, only metrics.k8s.io resource metrics";
     let first = spec.metrics.as_deref().and_then(<[_]>::first);
     let (reason, what) = match first {
         None => ("FailedGetResourceMetric", "resource cpu".to_string()),
@@ -151,6 +167,25 @@ mod tests {
         ];
         for (name, spec, current, want) in cases {
             assert_eq!(decide(&spec, current), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_metrics_move_the_target_at_most_once_per_sync_period() {
+        let t = |s| Time(Timestamp::from_second(s).unwrap());
+        let now = Timestamp::from_second(1000).unwrap();
+        let cases = [
+            ("never rescaled", None, None),
+            (
+                "rescaled 5 s ago",
+                Some(t(995)),
+                Some(Duration::from_secs(10)),
+            ),
+            ("rescaled a period ago", Some(t(985)), None),
+            ("rescaled long ago", Some(t(100)), None),
+        ];
+        for (name, last, want) in cases {
+            assert_eq!(rescaled_within_period(last.as_ref(), now), want, "{name}");
         }
     }
 

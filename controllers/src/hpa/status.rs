@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 pub const ABLE_TO_SCALE: &str = "AbleToScale";
 pub const SCALING_ACTIVE: &str = "ScalingActive";
+pub const SCALING_LIMITED: &str = "ScalingLimited";
 
 /// Sets condition `type_` in `status`, keeping its transition time when its status is
 /// unchanged, as upstream's setConditionInList.

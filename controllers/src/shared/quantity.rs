@@ -12,6 +12,8 @@ pub fn parse_quantity(q: &str, scale: i64) -> Option<i64> {
     let value: f64 = num.parse().ok()?;
     let factor: f64 = match suffix {
         "" => 1.0,
+        "n" => 1e-9,
+        "u" => 1e-6,
         "m" => 1e-3,
         "k" => 1e3,
         "M" => 1e6,
@@ -46,6 +48,13 @@ mod tests {
         let cases = [
             ("plain cores", "2", 1000, 2000),
             ("millicores", "500m", 1000, 500),
+            (
+                "nanocores as metrics.k8s.io writes them",
+                "250000000n",
+                1000,
+                250,
+            ),
+            ("microcores", "1500u", 1000, 2),
             ("fractional cores", "0.1", 1000, 100),
             ("decimal kilo", "1k", 1, 1000),
             ("decimal giga", "2G", 1, 2_000_000_000),

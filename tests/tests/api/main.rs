@@ -15,10 +15,12 @@ mod limits;
 mod metadata;
 mod open_files;
 mod patch;
+mod prometheus;
 mod selectors;
 mod semantics;
 mod storage;
 mod subresources;
+mod top;
 mod watch;
 
 use k8s_openapi::api::core::v1::ConfigMap;

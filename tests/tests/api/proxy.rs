@@ -1,0 +1,138 @@
+//! `pods/proxy` and `services/proxy`: the API server passes a request on to the pod (a
+//! service's ready endpoint) and its answer back, as `kubectl proxy` and
+//! `kubectl get --raw .../proxy/...` use them. The "pod" here is a server on loopback
+//! (the pod's IP is 127.0.0.1), so nothing leaves the machine.
+
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::InProcess;
+
+/// An HTTP server on loopback that answers every request with its method and target.
+async fn echo_server() -> u16 {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 4096];
+                let n = conn.read(&mut buf).await.unwrap_or(0);
+                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+                let line = head.lines().next().unwrap_or("").to_string();
+                let body = format!("you asked: {line}");
+                let _ = conn
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                            body.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+            });
+        }
+    });
+    port
+}
+
+async fn get(client: &kube::Client, path: &str) -> Result<String, kube::Error> {
+    client
+        .request_text(http::Request::get(path).body(Vec::new()).unwrap())
+        .await
+}
+
+#[tokio::test]
+async fn pod_and_service_proxies_reach_the_pod_by_port_number_or_name() {
+    let s = InProcess::start().await;
+    let port = echo_server().await;
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"containers": [{"name": "c", "image": "x", "ports": [{"name": "http", "containerPort": port}]}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let mut status = pods.get_status("web").await.unwrap();
+    status.status.as_mut().unwrap().pod_ip = Some("127.0.0.1".into());
+    pods.replace_status("web", &PostParams::default(), &status)
+        .await
+        .unwrap();
+
+    let by_number = get(
+        &s.client,
+        &format!("/api/v1/namespaces/default/pods/web:{port}/proxy/some/path?x=1"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(by_number, "you asked: GET /some/path?x=1 HTTP/1.1");
+    let by_name = get(&s.client, "/api/v1/namespaces/default/pods/web:http/proxy/")
+        .await
+        .unwrap();
+    assert_eq!(by_name, "you asked: GET / HTTP/1.1");
+
+    let services: Api<Service> = Api::namespaced(s.client.clone(), "default");
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "http"}]}
+    }))
+    .unwrap();
+    services.create(&PostParams::default(), &svc).await.unwrap();
+    let no_endpoints = get(&s.client, "/api/v1/namespaces/default/services/web:http/proxy/")
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&no_endpoints, kube::Error::Api(e) if e.code == 503 && e.message.contains("no endpoints available for service \"web\"")),
+        "{no_endpoints:?}"
+    );
+    let endpoints: Api<Endpoints> = Api::namespaced(s.client.clone(), "default");
+    let eps: Endpoints = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "http", "port": port}]}]
+    }))
+    .unwrap();
+    endpoints.create(&PostParams::default(), &eps).await.unwrap();
+    let through_service = get(&s.client, "/api/v1/namespaces/default/services/web:http/proxy/a/b")
+        .await
+        .unwrap();
+    assert_eq!(through_service, "you asked: GET /a/b HTTP/1.1");
+}
+
+#[tokio::test]
+async fn a_pod_without_a_node_has_empty_logs_and_nothing_to_exec_into() {
+    let s = InProcess::start().await;
+    let pods: Api<Pod> = Api::namespaced(s.client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "lonely"},
+        "spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "x"}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let cases = [
+        (
+            "/api/v1/namespaces/default/pods/lonely/log",
+            "a container name must be specified for pod lonely, choose one of: [a b]",
+        ),
+        (
+            "/api/v1/namespaces/default/pods/lonely/log?container=c",
+            "container c is not valid for pod lonely",
+        ),
+        (
+            "/api/v1/namespaces/default/pods/lonely/exec?container=a&command=ls",
+            "pod lonely does not have a host assigned",
+        ),
+    ];
+    for (path, message) in cases {
+        let err = get(&s.client, path).await.unwrap_err();
+        assert!(
+            matches!(&err, kube::Error::Api(e) if e.code == 400 && e.message == message),
+            "{path}: {err:?}"
+        );
+    }
+    // Upstream answers the logs of a pod no node runs yet with nothing.
+    let empty = get(&s.client, "/api/v1/namespaces/default/pods/lonely/log?container=a")
+        .await
+        .unwrap();
+    assert_eq!(empty, "");
+}
