@@ -287,6 +287,26 @@ impl ContainerIo {
             .insert(instance.spec.id.clone(), instance);
     }
 
+    /// Waits until the container's output has ended and is in its log (the shim closes the
+    /// FIFOs after the process exits, and the copier trails it), at most `limit`: a process
+    /// the container left behind may hold its stdout open. Returns at once for a container
+    /// whose output is not being copied.
+    pub async fn output_ended(&self, container_id: &str, limit: std::time::Duration) -> bool {
+        let progress = self
+            .live
+            .lock()
+            .expect("not poisoned")
+            .get(container_id)
+            .map(|i| i.progress.subscribe());
+        let Some(mut progress) = progress else {
+            return true;
+        };
+        let ended =
+            tokio::time::timeout(limit, async { progress.wait_for(|p| p.done).await.is_ok() })
+                .await;
+        ended.unwrap_or(false)
+    }
+
     /// The live output of a running container, and its stdin when it has one; `None` when
     /// the agent copies no output of that container (unknown, or its output has ended).
     pub fn attach(&self, container_id: &str) -> Option<Attached> {

@@ -458,8 +458,8 @@ async fn a_tty_container_has_a_terminal_and_all_its_output_is_stdout() {
 }
 
 /// Runs `script` in busybox as restart `attempt` of the container "app" and waits for its
-/// exit and the end of its output.
-async fn run_to_exit(env: &Env, image: &str, id: &str, attempt: u32, script: &str) {
+/// exit.
+async fn run_to_exit_unread(env: &Env, image: &str, id: &str, attempt: u32, script: &str) {
     let config = ContainerConfig {
         id: id.into(),
         image: image.into(),
@@ -475,6 +475,11 @@ async fn run_to_exit(env: &Env, image: &str, id: &str, attempt: u32, script: &st
         .await
         .expect("exits")
         .unwrap();
+}
+
+/// [`run_to_exit_unread`], then to the end of its output.
+async fn run_to_exit(env: &Env, image: &str, id: &str, attempt: u32, script: &str) {
+    run_to_exit_unread(env, image, id, attempt, script).await;
     read_log(env, "app", follow()).await;
 }
 

@@ -115,6 +115,32 @@ async fn output_of_both_streams_reaches_the_log_in_cri_format_and_a_follow_ends_
 }
 
 #[tokio::test]
+async fn output_ended_waits_for_the_copier_to_put_the_last_output_in_the_log() {
+    let d = dirs();
+    let io = ContainerIo::new(d.config.clone());
+    let prepared = io.prepare(&spec(&d.config, "c0", 0)).unwrap();
+    let mut shim = shim(prepared.task_io());
+    prepared.start();
+    shim.stdout.write_all(b"last words\n").unwrap();
+    assert!(
+        !io.output_ended("c0", std::time::Duration::from_millis(50))
+            .await,
+        "the output is open while the shim holds it"
+    );
+    drop(shim);
+    assert!(
+        io.output_ended("c0", std::time::Duration::from_secs(30))
+            .await
+    );
+    let log = std::fs::read_to_string(log_path(&d.config, 0)).unwrap();
+    assert!(log.ends_with(" stdout F last words\n"), "{log:?}");
+    assert!(
+        io.output_ended("unknown", std::time::Duration::ZERO).await,
+        "nothing to wait for"
+    );
+}
+
+#[tokio::test]
 async fn previous_reads_the_instance_before_and_errors_name_the_container() {
     let d = dirs();
     let io = ContainerIo::new(d.config.clone());

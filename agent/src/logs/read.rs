@@ -118,13 +118,26 @@ async fn pump(
         let Some(progress) = live.as_mut() else {
             return Ok(());
         };
-        if progress.borrow_and_update().done {
-            last_pass = true;
-            continue;
+        // A write the copier announced after the read above reached the end is read now;
+        // marking the announcement seen before that read means none is missed.
+        match progress.has_changed() {
+            Err(_) => {
+                // The copier is gone (its container was removed): read what is left.
+                last_pass = true;
+                continue;
+            }
+            Ok(true) => {
+                last_pass = progress.borrow_and_update().done;
+                continue;
+            }
+            Ok(false) if progress.borrow().done => {
+                last_pass = true;
+                continue;
+            }
+            Ok(false) => {}
         }
         tokio::select! {
             changed = progress.changed() => if changed.is_err() {
-                // The copier is gone (its container was removed): read what is left.
                 last_pass = true;
             },
             _ = tokio::time::sleep(RECHECK) => {}

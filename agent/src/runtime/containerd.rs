@@ -39,6 +39,8 @@ mod pull;
 pub const DEFAULT_NAMESPACE: &str = "kybern";
 pub const SNAPSHOTTER: &str = "overlayfs";
 pub const RUNC_RUNTIME: &str = "io.containerd.runc.v2";
+/// How long [`Runtime::wait`] waits for an exited task's output to reach its log.
+const OUTPUT_DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
 /// The label on an image's config blob that keeps its unpacked snapshot from being collected.
 const GC_REF_SNAPSHOT: &str = "containerd.io/gc.ref.snapshot.overlayfs";
 /// Set on the image so [`Runtime::image`] can find the unpacked snapshot and config without
@@ -307,6 +309,15 @@ impl Runtime for Containerd {
             .await
             .map_err(grpc("wait task"))?;
         let resp = resp.into_inner();
+        // As containerd's CRI waits for a task's I/O before it reports the exit: whoever
+        // reads the log after the exit (a termination message, `logs --previous`) finds all
+        // of it.
+        if !self.io.output_ended(id, OUTPUT_DRAIN).await {
+            tracing::debug!(
+                container = id,
+                "output still open {OUTPUT_DRAIN:?} after the exit"
+            );
+        }
         Ok(ExitStatus {
             code: resp.exit_status,
             exited_at: resp.exited_at.map(|t| (t.seconds, t.nanos)),
