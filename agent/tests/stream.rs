@@ -132,10 +132,11 @@ async fn kube_rs_portforwarder_moves_a_few_mebibytes_intact() {
 }
 
 #[tokio::test]
-async fn kube_rs_portforwarder_reports_a_refused_port_on_the_error_channel() {
+async fn kube_rs_portforwarder_keeps_ports_apart_and_reports_a_refused_one_on_its_error_channel() {
     let server = Server::start().await;
     let pods: Api<Pod> = Api::namespaced(server.client(), "default");
-    let mut pf = pods.portforward("web", &[7001]).await.unwrap();
+    // Port i travels on channels 2i (data) and 2i+1 (errors): 7001 is the second pair.
+    let mut pf = pods.portforward("web", &[ECHO_PORT, 7001]).await.unwrap();
     let error = pf
         .take_error(7001)
         .unwrap()
@@ -145,6 +146,8 @@ async fn kube_rs_portforwarder_reports_a_refused_port_on_the_error_channel() {
         error.starts_with("error forwarding port 7001 to pod web_default, uid 1234: "),
         "{error}"
     );
+    let conn = pf.take_stream(ECHO_PORT).unwrap();
+    assert_eq!(echo_through(conn, b"still here").await, b"still here");
     pf.abort();
 }
 
