@@ -105,6 +105,28 @@ async fn kube_rs_exec_with_a_tty_gets_the_terminal_size() {
     attached.join().await.unwrap();
 }
 
+async fn waiting_commands(want: usize) {
+    kybern_testkit::eventually("the number of running commands", || async {
+        let now = server::WAITING.load(std::sync::atomic::Ordering::SeqCst);
+        (now == want).then_some(()).ok_or(format!("{now} running"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_ends_its_command() {
+    let server = Server::start().await;
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let attached = pods
+        .exec("web", ["wait"], &AttachParams::default())
+        .await
+        .unwrap();
+    waiting_commands(1).await;
+    // Ends kube-rs's side: the connection closes without a close frame.
+    attached.abort();
+    waiting_commands(0).await;
+}
+
 #[tokio::test]
 async fn kube_rs_attach_streams_stdin_back() {
     let server = Server::start().await;

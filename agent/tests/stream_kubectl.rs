@@ -204,3 +204,29 @@ async fn kubectl_exec_with_a_tty_sends_its_terminal_size_over_websocket_and_spdy
         assert!(stdout.contains("100x30"), "{name}: {stdout:?}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_kubectl_mid_exec_ends_the_command_over_websocket_and_spdy() {
+    let server = Server::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    for (name, env) in [("websocket v5", WEBSOCKET), ("spdy", SPDY)] {
+        let mut cmd = kubectl(&server, dir.path(), env, &["exec", "web", "--", "wait"]);
+        let kubectl = ChildGuard(
+            cmd.stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        running(name, 1).await;
+        drop(kubectl);
+        running(name, 0).await;
+    }
+}
+
+async fn running(name: &str, want: usize) {
+    kybern_testkit::eventually(&format!("{name}: {want} running commands"), || async {
+        let now = server::WAITING.load(std::sync::atomic::Ordering::SeqCst);
+        (now == want).then_some(()).ok_or(format!("{now} running"))
+    })
+    .await;
+}
