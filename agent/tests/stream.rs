@@ -105,6 +105,28 @@ async fn kube_rs_exec_with_a_tty_gets_the_terminal_size() {
     attached.join().await.unwrap();
 }
 
+async fn waiting_commands(want: usize) {
+    kybern_testkit::eventually("the number of running commands", || async {
+        let now = server::WAITING.load(std::sync::atomic::Ordering::SeqCst);
+        (now == want).then_some(()).ok_or(format!("{now} running"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_ends_its_command() {
+    let server = Server::start().await;
+    let pods: Api<Pod> = Api::namespaced(server.client(), "default");
+    let attached = pods
+        .exec("web", ["wait"], &AttachParams::default())
+        .await
+        .unwrap();
+    waiting_commands(1).await;
+    // Ends kube-rs's side: the connection closes without a close frame.
+    attached.abort();
+    waiting_commands(0).await;
+}
+
 #[tokio::test]
 async fn kube_rs_attach_streams_stdin_back() {
     let server = Server::start().await;
@@ -132,10 +154,11 @@ async fn kube_rs_portforwarder_moves_a_few_mebibytes_intact() {
 }
 
 #[tokio::test]
-async fn kube_rs_portforwarder_reports_a_refused_port_on_the_error_channel() {
+async fn kube_rs_portforwarder_keeps_ports_apart_and_reports_a_refused_one_on_its_error_channel() {
     let server = Server::start().await;
     let pods: Api<Pod> = Api::namespaced(server.client(), "default");
-    let mut pf = pods.portforward("web", &[7001]).await.unwrap();
+    // Port i travels on channels 2i (data) and 2i+1 (errors): 7001 is the second pair.
+    let mut pf = pods.portforward("web", &[ECHO_PORT, 7001]).await.unwrap();
     let error = pf
         .take_error(7001)
         .unwrap()
@@ -145,6 +168,8 @@ async fn kube_rs_portforwarder_reports_a_refused_port_on_the_error_channel() {
         error.starts_with("error forwarding port 7001 to pod web_default, uid 1234: "),
         "{error}"
     );
+    let conn = pf.take_stream(ECHO_PORT).unwrap();
+    assert_eq!(echo_through(conn, b"still here").await, b"still here");
     pf.abort();
 }
 

@@ -136,15 +136,29 @@ where
     }
 
     let command = opts.command.clone();
-    let result = handler(ExecIo {
+    let mut running = Box::pin(handler(ExecIo {
         stdin: stdin_theirs,
         stdout: stdout_theirs,
         stderr: stderr_theirs,
         resize: resize_rx,
         tty: opts.tty,
         command: opts.command,
-    })
-    .await;
+    }));
+    // A client that closes the connection is gone: the command is dropped, which ends it.
+    let result = tokio::select! {
+        biased;
+        result = &mut running => Some(result),
+        () = session.closed() => None,
+    };
+    let Some(result) = result else {
+        tracing::debug!("exec: the client went away; ending the command");
+        drop(running);
+        for task in tasks.into_iter().chain(outputs) {
+            task.abort();
+        }
+        session.shutdown().await;
+        return;
+    };
     for pump in outputs {
         let _ = pump.await;
     }

@@ -106,7 +106,7 @@ where
     };
     let _ = out.send(first, &[]).await;
 
-    let reader = tokio::spawn(read_client(
+    let mut reader = tokio::spawn(read_client(
         Reader::new(read),
         version,
         sink.clone(),
@@ -119,15 +119,34 @@ where
         .collect();
 
     let command = opts.command.clone();
-    let result = handler(ExecIo {
+    let mut running = Box::pin(handler(ExecIo {
         stdin: stdin_theirs,
         stdout: stdout_theirs,
         stderr: stderr_theirs,
         resize: resize_rx,
         tty: opts.tty,
         command: opts.command,
-    })
-    .await;
+    }));
+    // A client that closes the connection (not one that only sent a close frame) is gone:
+    // the command is dropped, which ends it, as containerd ends an exec whose stream closed.
+    let result = tokio::select! {
+        biased;
+        result = &mut running => Some(result),
+        gone = &mut reader => match gone {
+            Ok(false) => Some((&mut running).await),
+            Ok(true) | Err(_) => None,
+        },
+    };
+    let Some(result) = result else {
+        tracing::debug!("exec: the client went away; ending the command");
+        drop(running);
+        for pump in pumps {
+            pump.abort();
+        }
+        sink.close().await;
+        let _ = writer.await;
+        return;
+    };
     for pump in pumps {
         let _ = pump.await;
     }
@@ -143,21 +162,23 @@ where
 }
 
 /// Dispatches the client's messages: stdin into the handler's pipe, resize events, the v5
-/// close signal, pings.
+/// close signal, pings. Returns whether the client is gone (the connection ended without a
+/// close frame).
 async fn read_client<R: AsyncRead + Unpin>(
     mut reader: Reader<R>,
     version: Version,
     sink: Sink,
     mut stdin: Option<DuplexStream>,
     resize: Option<mpsc::Sender<TerminalSize>>,
-) {
-    loop {
+) -> bool {
+    let gone = loop {
         let message = match reader.next().await {
             Ok(Some(Message::Ping(data))) => {
                 let _ = sink.pong(data).await;
                 continue;
             }
-            Ok(Some(Message::Close)) | Ok(None) | Err(_) => break,
+            Ok(Some(Message::Close)) => break false,
+            Ok(None) | Err(_) => break true,
             Ok(Some(m)) => m,
         };
         let Some((channel, data)) = decode(message, version.base64) else {
@@ -185,11 +206,12 @@ async fn read_client<R: AsyncRead + Unpin>(
             }
             _ => {}
         }
-    }
-    // The client is gone: the handler sees the end of stdin.
+    };
+    // The client is done: the handler sees the end of stdin.
     if let Some(mut pipe) = stdin.take() {
         let _ = pipe.shutdown().await;
     }
+    gone
 }
 
 /// The terminal sizes in a resize message (one or more JSON objects back to back).

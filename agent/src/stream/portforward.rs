@@ -2,9 +2,10 @@
 //! pod, carried either as a pair of SPDY streams (data and error, matched by `requestID`;
 //! plain or tunnelled in WebSocket) or as a pair of WebSocket channels per `?port=`.
 //!
-//! Bytes are copied both ways. When the client half-closes, the pod connection is
-//! half-closed too and its answer still flows back; when the pod closes first, the client
-//! side gets a second to finish (as containerd's forwarder does), then the pair is closed.
+//! Bytes are copied both ways. When one direction ends (the client half-closes its stream,
+//! whereupon the pod connection is half-closed too, or the pod closes), the other gets a
+//! second to finish, as containerd's forwarder (and socat) do; then the pair is closed. A
+//! pod that keeps a connection open after its client went away thus holds nothing.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,7 +31,7 @@ use super::{
 const SPDY_PROTOCOL: &str = "portforward.k8s.io";
 const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
 const WS_PROTOCOLS: [&str; 3] = ["v4.channel.k8s.io", "v4.base64.channel.k8s.io", ""];
-/// How long the client side may go on after the pod closed its side.
+/// How long one direction may go on after the other ended (containerd's 1 s).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Connects to a port inside the pod (for example [`crate::network::dial_in_netns`]).
@@ -162,8 +163,8 @@ fn forward_error(port: u16, target: &PortForwardTarget, e: &dyn std::fmt::Displa
     )
 }
 
-/// Copies between the client and one pod connection until both are done (see the module
-/// doc for who waits for whom).
+/// Copies between the client and one pod connection until one direction is done, then
+/// gives the other [`CLOSE_GRACE`].
 async fn copy_both_ways(
     conn: TcpStream,
     mut from_client: mpsc::Receiver<Bytes>,
@@ -188,7 +189,9 @@ async fn copy_both_ways(
     };
     tokio::pin!(to_pod, from_pod);
     tokio::select! {
-        () = &mut to_pod => from_pod.await,
+        () = &mut to_pod => {
+            let _ = tokio::time::timeout(CLOSE_GRACE, from_pod).await;
+        }
         () = &mut from_pod => {
             let _ = tokio::time::timeout(CLOSE_GRACE, to_pod).await;
         }

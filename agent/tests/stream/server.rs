@@ -5,6 +5,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use agent::stream::{self, ExecIo, ExecOptions, HandlerError, PortForwardTarget};
 use bytes::Bytes;
@@ -89,9 +90,29 @@ async fn echo_server(listener: TcpListener) {
     }
 }
 
+/// How many `wait` commands are running (each test runs in a process of its own).
+pub(crate) static WAITING: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts one running `wait` until dropped, as a real exec ends when its future is dropped.
+struct Waiting;
+
+impl Waiting {
+    fn start() -> Waiting {
+        WAITING.fetch_add(1, Ordering::SeqCst);
+        Waiting
+    }
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        WAITING.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// What the in-memory "container" does with a command:
 /// `exit N` writes `out` to stdout and `err` to stderr and exits N; `cat` echoes stdin to
-/// stdout; `size` prints the first terminal size; `fail` cannot run at all.
+/// stdout; `size` prints the first terminal size; `wait` runs until it is dropped; anything
+/// else cannot run at all.
 async fn handler(mut io: ExecIo) -> Result<u32, HandlerError> {
     let args: Vec<&str> = io.command.iter().map(String::as_str).collect();
     match args.as_slice() {
@@ -122,6 +143,11 @@ async fn handler(mut io: ExecIo) -> Result<u32, HandlerError> {
             if let Some(out) = io.stdout.as_mut() {
                 out.write_all(text.as_bytes()).await?;
             }
+            Ok(0)
+        }
+        ["wait"] => {
+            let _running = Waiting::start();
+            std::future::pending::<()>().await;
             Ok(0)
         }
         _ => Err(format!("no such command: {args:?}").into()),

@@ -129,6 +129,11 @@ impl Session {
         self.accept.recv().await
     }
 
+    /// Returns once the client closed the connection (or said GOAWAY). Await it at most once.
+    pub(crate) async fn closed(&mut self) {
+        let _ = (&mut self.reader).await;
+    }
+
     /// Sends GOAWAY after what is queued, closes the connection and waits until it is.
     pub(crate) async fn shutdown(self) {
         let _ = self.out.send(Out::Shutdown).await;
