@@ -255,6 +255,7 @@ pub(crate) async fn run(
             .node_api_listen
             .0
             .map(|listen| agent::kubelet::NodeApiConfig { listen, ca }),
+        io: Some(io.clone()),
     };
     eprintln!(
         "agent: node {} ({}), containerd {version}",

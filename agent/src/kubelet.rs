@@ -35,6 +35,8 @@ pub struct AgentConfig {
     pub local_path_root: PathBuf,
     /// The node API (`--node-api-listen`), or none.
     pub node_api: Option<NodeApiConfig>,
+    /// Container output and logs (the node API reads logs and attaches through it).
+    pub io: Option<Arc<crate::logs::ContainerIo>>,
 }
 
 /// Where the node API listens and the cluster CA its clients' certificates (and its own)
@@ -118,11 +120,16 @@ pub async fn run(
         ))
     };
     let _heartbeat = AbortOnDrop(heartbeat);
+    let name_for_stats = config.node_name.clone();
     let _node_api = node_api.map(|(listener, port, ca)| {
         let (client, name, ip) = (client.clone(), config.node_name.clone(), config.node_ip);
         let dir = config.data_dir.join("pki");
         let api = Arc::new(crate::nodeapi::NodeApi {
             runtime: runtime.clone(),
+            io: config.io.clone(),
+            network: network.clone(),
+            stats: crate::stats::Stats::host(&name_for_stats),
+            cgroup_parent: CGROUP_PARENT.into(),
         });
         AbortOnDrop(tokio::spawn(async move {
             match crate::nodeapi::cert::server_config(&client, &name, ip, &dir, &ca).await {
@@ -173,7 +180,7 @@ pub async fn run(
         },
         dns: config.dns.clone(),
         logs_dir: config.data_dir.join("logs"),
-        cgroup_parent: "/kybern".into(),
+        cgroup_parent: CGROUP_PARENT.into(),
         backoff: config.backoff,
         static_pods_dir: config.static_pods_dir.clone(),
         sink,
@@ -181,6 +188,9 @@ pub async fn run(
     pods::run(ctx).await?;
     Ok(())
 }
+
+/// The cgroup every pod's containers go below.
+const CGROUP_PARENT: &str = "/kybern";
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 

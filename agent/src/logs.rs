@@ -112,6 +112,14 @@ pub struct Attached {
 /// Closes a container's stdin in the runtime (containerd's CloseIO), given its ID.
 pub type StdinCloser = Arc<dyn Fn(String) + Send + Sync>;
 
+impl std::fmt::Debug for ContainerIo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ContainerIo")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The agent's container I/O: see the module doc.
 pub struct ContainerIo {
     config: IoConfig,

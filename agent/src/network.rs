@@ -131,4 +131,9 @@ pub trait Network: Send + Sync {
     /// changed ones replaced, ones for nodes no longer listed removed. A peer with this
     /// node's own podCIDR is skipped.
     async fn sync_peer_routes(&self, peers: &[PeerRoute]) -> Result<()>;
+    /// The network namespace file of the pod's sandbox, if it has one (port-forward dials
+    /// into it).
+    fn netns(&self, _uid: &str) -> Option<PathBuf> {
+        None
+    }
 }

@@ -26,7 +26,13 @@ use hyper_util::rt::TokioIo;
 use rustls::ServerConfig;
 use tokio::net::TcpListener;
 
-use crate::runtime::Runtime;
+use crate::logs::{ContainerIo, LogError, LogOptions};
+use crate::network::Network;
+use crate::pods::{
+    LABEL_ATTEMPT, LABEL_CONTAINER_NAME, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LABEL_POD_UID,
+};
+use crate::runtime::{Runtime, TaskState};
+use crate::stream::{self, ExecIo, ExecOptions, PortForwardTarget};
 
 /// The user of the certificate the API server presents (kubeadm's name for it).
 pub const APISERVER_USER: &str = "kube-apiserver-kubelet-client";
@@ -45,6 +51,14 @@ pub struct Identity {
 /// What the node API serves from.
 pub struct NodeApi {
     pub runtime: Arc<dyn Runtime>,
+    /// Container logs and attach; `None` where the runtime keeps no logs (tests).
+    pub io: Option<Arc<ContainerIo>>,
+    /// Pods' network namespaces, for port-forward.
+    pub network: Arc<dyn Network>,
+    /// CPU and memory of the node, its pods and containers.
+    pub stats: crate::stats::Stats,
+    /// The cgroup every pod's containers go below (`<parent>/<pod uid>/<container id>`).
+    pub cgroup_parent: String,
 }
 
 /// A request the node API understands, from its path.
@@ -221,15 +235,354 @@ impl NodeApi {
                 ),
             );
         }
+        let query = req.uri().query().unwrap_or_default().to_string();
         match route {
             Route::Healthz => text(StatusCode::OK, "ok"),
             Route::NotFound => text(StatusCode::NOT_FOUND, "404 page not found\n"),
-            other => text(
-                StatusCode::NOT_IMPLEMENTED,
-                format!("{other:?} is not served by this node yet\n"),
-            ),
+            Route::ContainerLogs {
+                namespace,
+                pod,
+                container,
+            } => self.logs(&namespace, &pod, &container, &query).await,
+            Route::Exec(target) => {
+                let opts = ExecOptions::from_query(&query);
+                let id = match self.running_container(&target).await {
+                    Ok(id) => id,
+                    Err(resp) => return resp,
+                };
+                let runtime = self.runtime.clone();
+                stream::remote_command(req, opts, move |io: ExecIo| async move {
+                    let command = io.command.clone();
+                    Ok(runtime.exec_interactive(&id, &command, io).await?)
+                })
+                .map(|b| b.boxed())
+            }
+            Route::Attach(target) => self.attach(req, &target, &query).await,
+            Route::PortForward { namespace, pod } => {
+                let Some(uid) = self.pod_uid(&namespace, &pod).await else {
+                    return text(StatusCode::NOT_FOUND, format!("pod {pod:?} not found\n"));
+                };
+                let Some(netns) = self.network.netns(&uid) else {
+                    return text(
+                        StatusCode::NOT_FOUND,
+                        format!("pod {pod:?} has no network namespace on this node\n"),
+                    );
+                };
+                let target = PortForwardTarget {
+                    pod: format!("{pod}_{namespace}"),
+                    uid,
+                };
+                stream::port_forward(req, target, move |port: u16| {
+                    let netns = netns.clone();
+                    async move { crate::network::dial_in_netns(&netns, port).await }
+                })
+                .map(|b| b.boxed())
+            }
+            Route::StatsSummary => {
+                let pods = self.pod_cgroups().await;
+                let summary = self.stats.summary(&pods);
+                match serde_json::to_vec(&summary) {
+                    Ok(body) => Response::builder()
+                        .status(StatusCode::OK)
+                        .header("content-type", "application/json")
+                        .body(Full::new(Bytes::from(body)).boxed())
+                        .expect("static response parts are valid"),
+                    Err(e) => text(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                }
+            }
+            Route::ResourceMetrics => {
+                let pods = self.pod_cgroups().await;
+                let body = self.stats.resource_metrics(&pods);
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", crate::stats::CONTENT_TYPE)
+                    .body(Full::new(Bytes::from(body)).boxed())
+                    .expect("static response parts are valid")
+            }
+            Route::Metrics => {
+                let pods = self.pod_cgroups().await;
+                let body = agent_metrics(&pods);
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", crate::stats::CONTENT_TYPE)
+                    .body(Full::new(Bytes::from(body)).boxed())
+                    .expect("static response parts are valid")
+            }
         }
     }
+
+    /// The pods with running containers on this node and their cgroups, from the
+    /// runtime's labels.
+    async fn pod_cgroups(&self) -> Vec<crate::stats::PodCgroups> {
+        let Ok(containers) = self.runtime.list_containers().await else {
+            return Vec::new();
+        };
+        let mut pods: std::collections::BTreeMap<String, crate::stats::PodCgroups> =
+            Default::default();
+        for c in containers {
+            let l = |k: &str| c.labels.get(k).cloned().unwrap_or_default();
+            let uid = l(LABEL_POD_UID);
+            if uid.is_empty() {
+                continue;
+            }
+            if !matches!(
+                self.runtime.task_state(&c.id).await,
+                Ok(TaskState::Running { .. })
+            ) {
+                continue;
+            }
+            let pod = pods
+                .entry(uid.clone())
+                .or_insert_with(|| crate::stats::PodCgroups {
+                    namespace: l(LABEL_POD_NAMESPACE),
+                    name: l(LABEL_POD_NAME),
+                    cgroup: format!("{}/{uid}", self.cgroup_parent),
+                    uid: uid.clone(),
+                    ..Default::default()
+                });
+            pod.containers.push(crate::stats::ContainerCgroup {
+                name: l(LABEL_CONTAINER_NAME),
+                cgroup: format!("{}/{uid}/{}", self.cgroup_parent, c.id),
+                start_time: None,
+            });
+        }
+        pods.into_values().collect()
+    }
+
+    async fn logs(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        query: &str,
+    ) -> Response<Body> {
+        let Some(io) = &self.io else {
+            return text(StatusCode::NOT_FOUND, "this node keeps no container logs\n");
+        };
+        let opts = match LogOptions::from_query(query) {
+            Ok(o) => o,
+            Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        let uid = match self.pod_uid(namespace, pod).await {
+            Some(uid) => uid,
+            None => match newest_log_dir(&io.config().logs_dir, namespace, pod) {
+                Some(uid) => uid,
+                None => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!("container {container:?} in pod {pod:?} is waiting to start: ContainerCreating"),
+                    )
+                }
+            },
+        };
+        match io.open_log(namespace, pod, &uid, container, &opts) {
+            Ok(stream) => {
+                let frames = futures::StreamExt::map(
+                    futures::StreamExt::take_while(stream, |chunk| {
+                        futures::future::ready(chunk.is_ok())
+                    }),
+                    |chunk| {
+                        Ok::<_, Infallible>(hyper::body::Frame::data(chunk.unwrap_or_default()))
+                    },
+                );
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "text/plain")
+                    .body(BodyExt::boxed(http_body_util::StreamBody::new(frames)))
+                    .expect("static response parts are valid")
+            }
+            Err(LogError::Io { path, source }) => text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("reading the log {path}: {source}"),
+            ),
+            Err(LogError::NotAvailable { container, pod }) => text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "container {container:?} in pod {pod:?} is waiting to start: ContainerCreating"
+                ),
+            ),
+            Err(e) => text(StatusCode::BAD_REQUEST, e.to_string()),
+        }
+    }
+
+    async fn attach(&self, req: Request<Incoming>, target: &Target, query: &str) -> Response<Body> {
+        let opts = ExecOptions::from_query(query);
+        let id = match self.running_container(target).await {
+            Ok(id) => id,
+            Err(resp) => return resp,
+        };
+        let Some(attached) = self.io.as_ref().and_then(|io| io.attach(&id)) else {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "container {} is not running its output through this agent\n",
+                    target.container
+                ),
+            );
+        };
+        let runtime = self.runtime.clone();
+        stream::remote_command(req, opts, move |io: ExecIo| async move {
+            attach_session(runtime, id, attached, io).await
+        })
+        .map(|b| b.boxed())
+    }
+
+    /// The pod's UID, from the labels of its containers on this node.
+    async fn pod_uid(&self, namespace: &str, pod: &str) -> Option<String> {
+        let containers = self.runtime.list_containers().await.ok()?;
+        containers
+            .iter()
+            .filter(|c| {
+                c.labels.get(LABEL_POD_NAMESPACE).map(String::as_str) == Some(namespace)
+                    && c.labels.get(LABEL_POD_NAME).map(String::as_str) == Some(pod)
+            })
+            .filter_map(|c| c.labels.get(LABEL_POD_UID).cloned())
+            .next_back()
+    }
+
+    /// The runtime ID of the container's newest run, if it is running; else the kubelet's
+    /// answer.
+    async fn running_container(&self, t: &Target) -> Result<String, Response<Body>> {
+        let containers = self.runtime.list_containers().await.map_err(|e| {
+            text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("listing containers: {e}\n"),
+            )
+        })?;
+        let attempt = |c: &crate::runtime::ContainerSummary| {
+            c.labels
+                .get(LABEL_ATTEMPT)
+                .and_then(|a| a.parse::<u32>().ok())
+                .unwrap_or(0)
+        };
+        let newest = containers
+            .iter()
+            .filter(|c| {
+                let l = |k: &str| c.labels.get(k).map(String::as_str);
+                l(LABEL_POD_NAMESPACE) == Some(t.namespace.as_str())
+                    && l(LABEL_POD_NAME) == Some(t.pod.as_str())
+                    && l(LABEL_CONTAINER_NAME) == Some(t.container.as_str())
+                    && t.uid.as_deref().is_none_or(|u| l(LABEL_POD_UID) == Some(u))
+            })
+            .max_by_key(|c| attempt(c));
+        let not_running = || {
+            text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "container {} is not valid for pod {}: it is not running\n",
+                    t.container, t.pod
+                ),
+            )
+        };
+        let Some(c) = newest else {
+            return Err(not_running());
+        };
+        match self.runtime.task_state(&c.id).await {
+            Ok(TaskState::Running { .. }) => Ok(c.id.clone()),
+            _ => Err(not_running()),
+        }
+    }
+}
+
+/// Attach: the container's output from now on to the client's stdout/stderr (with a TTY
+/// everything comes on stdout), the client's stdin to the container's, until the
+/// container exits (its exit code is the session's) or the client goes.
+async fn attach_session(
+    runtime: Arc<dyn Runtime>,
+    id: String,
+    mut attached: crate::logs::Attached,
+    io: ExecIo,
+) -> Result<u32, stream::HandlerError> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let ExecIo {
+        stdin,
+        mut stdout,
+        mut stderr,
+        ..
+    } = io;
+    if let (Some(mut from_client), Some(to_container)) = (stdin, attached.stdin.take()) {
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; 32 * 1024];
+            loop {
+                match from_client.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if to_container.write(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+            to_container.finish().await;
+        });
+    }
+    let copy = async {
+        loop {
+            match attached.output.recv().await {
+                Ok(out) => {
+                    let sink = match out.stream {
+                        crate::logs::LogStream::Stderr => stderr.as_mut().or(stdout.as_mut()),
+                        crate::logs::LogStream::Stdout => stdout.as_mut(),
+                    };
+                    if let Some(sink) = sink {
+                        if sink.write_all(&out.data).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    };
+    tokio::select! {
+        _ = copy => {}
+        _ = runtime.wait(&id) => {}
+    }
+    let status = runtime.wait(&id).await?;
+    Ok(status.code)
+}
+
+/// The agent's own Prometheus metrics (the kubelet's names): pods and containers
+/// running, and the process's memory and start time.
+fn agent_metrics(pods: &[crate::stats::PodCgroups]) -> String {
+    let containers: usize = pods.iter().map(|p| p.containers.len()).sum();
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    format!(
+        "# HELP kubelet_running_pods [ALPHA] Number of pods that have a running pod sandbox\n\
+         # TYPE kubelet_running_pods gauge\n\
+         kubelet_running_pods {}\n\
+         # HELP kubelet_running_containers [ALPHA] Number of containers currently running\n\
+         # TYPE kubelet_running_containers gauge\n\
+         kubelet_running_containers{{container_state=\"running\"}} {containers}\n\
+         # HELP process_resident_memory_bytes Resident memory size in bytes.\n\
+         # TYPE process_resident_memory_bytes gauge\n\
+         process_resident_memory_bytes {}\n",
+        pods.len(),
+        rss_kib * 1024,
+    )
+}
+
+/// The UID of the newest `<ns>_<pod>_<uid>` log folder (a pod whose containers are gone).
+fn newest_log_dir(logs_dir: &std::path::Path, namespace: &str, pod: &str) -> Option<String> {
+    let prefix = format!("{namespace}_{pod}_");
+    std::fs::read_dir(logs_dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let uid = name.strip_prefix(&prefix)?.to_string();
+            let modified = e.metadata().ok()?.modified().ok()?;
+            Some((modified, uid))
+        })
+        .max()
+        .map(|(_, uid)| uid)
 }
 
 #[cfg(test)]

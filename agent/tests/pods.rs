@@ -88,6 +88,7 @@ async fn cluster(static_pods: bool) -> Cluster {
         eviction: Default::default(),
         local_path_root: dir.path().join("storage"),
         node_api: None,
+        io: None,
     };
     let agent = {
         let (client, runtime, network) = (

@@ -16,6 +16,8 @@ mod kinds;
 pub mod metrics;
 mod negotiate;
 mod nodeproxy;
+
+pub use nodeproxy::NodeApiScraper;
 mod omitempty;
 mod openapi;
 mod patch;

@@ -167,7 +167,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .expect("a new Api has no signer yet");
     let node_tls = tls::node_client_config(&pki).context("configuring the node client")?;
     api.node_tls
-        .set(node_tls)
+        .set(node_tls.clone())
         .expect("a new Api has no node client yet");
     crate::api::bootstrap(&api)
         .await
@@ -197,6 +197,12 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         clock: config.compaction_clock.clone(),
     };
     tasks.spawn(compaction::run(storage, schedule));
+    // metrics.k8s.io's samples: every node's resource metrics, over the node API.
+    tasks.spawn(crate::api::metrics::scrape_loop(
+        Arc::downgrade(&api),
+        Arc::new(crate::api::NodeApiScraper { tls: node_tls }),
+        crate::api::metrics::RESOLUTION,
+    ));
     Ok(Server {
         url,
         addr,

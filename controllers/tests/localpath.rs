@@ -429,6 +429,7 @@ fn fake_agent(c: &Cluster, node: &str, dir: &std::path::Path) -> tokio::task::Jo
         eviction: Default::default(),
         local_path_root: dir.join("storage"),
         node_api: None,
+        io: None,
     };
     let client = c.client.clone();
     tokio::spawn(async move {

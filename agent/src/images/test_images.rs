@@ -18,8 +18,8 @@ pub const DEBIAN_BUSYBOX: &str = "/bin/busybox";
 const APPLETS: &[&str] = &[
     "cat", "cp", "date", "dd", "df", "echo", "env", "false", "grep", "head", "hostname", "id",
     "ip", "kill", "ln", "ls", "mkdir", "mount", "mv", "nc", "nslookup", "ping", "printenv", "ps",
-    "pwd", "rm", "sed", "sh", "sleep", "stat", "tail", "tee", "test", "timeout", "top", "touch",
-    "tr", "true", "uname", "wc", "wget", "whoami", "yes",
+    "pwd", "rm", "sed", "sh", "sleep", "stat", "stty", "tail", "tar", "tee", "test", "timeout",
+    "top", "touch", "tr", "true", "tty", "uname", "usleep", "wc", "wget", "whoami", "yes",
 ];
 
 /// The source of the test server, a single std-only file.

@@ -230,6 +230,12 @@ impl HostNetwork {
 
 #[async_trait]
 impl Network for HostNetwork {
+    fn netns(&self, uid: &str) -> Option<PathBuf> {
+        super::check_uid(uid).ok()?;
+        let path = self.ns_root().join(uid).join("net");
+        path.exists().then_some(path)
+    }
+
     async fn init(&self, pod_cidr: &str) -> Result<()> {
         let cidr = Cidr::parse(pod_cidr)?;
         let host = host_handle()?;

@@ -200,28 +200,82 @@ fn legacy_entries(r: &Resource) -> Vec<Value> {
         out.push(json!({"name": format!("{}/approval", r.plural), "singularName": "", "namespaced": r.namespaced,
             "kind": r.kind, "verbs": ["get", "patch", "update"]}));
     }
-    if is_serviceaccounts(r) {
-        out.push(json!({"name": "serviceaccounts/token", "singularName": "", "namespaced": true,
-            "group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest", "verbs": ["create"]}));
+    for sub in special_subresources(r) {
+        let mut entry = json!({"name": format!("{}/{}", r.plural, sub.name), "singularName": "",
+            "namespaced": r.namespaced, "kind": sub.kind, "verbs": sub.verbs});
+        if !sub.group.is_empty() || !sub.version.is_empty() {
+            entry["group"] = json!(sub.group);
+            entry["version"] = json!(sub.version);
+        }
+        out.push(entry);
     }
-    if is_pods(r) {
-        // `kubectl drain` evicts only when it finds this entry (else it deletes).
-        out.push(
-            json!({"name": "pods/eviction", "singularName": "", "namespaced": true,
-            "group": "policy", "version": "v1", "kind": "Eviction", "verbs": ["create"]}),
-        );
-    }
+    // Upstream lists a resource's subresources by name.
+    out[1..].sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
     out
 }
 
-/// Pods have the `eviction` subresource (policy/v1 Eviction), served by `api::eviction`.
-fn is_pods(r: &Resource) -> bool {
-    r.group.is_empty() && r.plural == "pods"
+/// A subresource a built-in kind has beside status and scale, answered by its own handler.
+struct Special {
+    name: &'static str,
+    /// Empty for the resource's own group and version.
+    group: &'static str,
+    version: &'static str,
+    kind: &'static str,
+    verbs: &'static [&'static str],
 }
 
-/// ServiceAccounts have the `token` subresource (TokenRequest), served by `api::token`.
-fn is_serviceaccounts(r: &Resource) -> bool {
-    r.group.is_empty() && r.plural == "serviceaccounts"
+const PROXY_VERBS: &[&str] = &["create", "delete", "get", "patch", "update"];
+const CONNECT_VERBS: &[&str] = &["create", "get"];
+
+/// Upstream's subresources of pods (`api::binding`, `api::eviction`, the node proxy's
+/// log/exec/attach/portforward/proxy, ephemeral containers), services and nodes (proxy)
+/// and service accounts (token).
+fn special_subresources(r: &Resource) -> Vec<Special> {
+    let sub = |name, group, version, kind, verbs| Special {
+        name,
+        group,
+        version,
+        kind,
+        verbs,
+    };
+    if !r.group.is_empty() {
+        return Vec::new();
+    }
+    match r.plural.as_str() {
+        "pods" => vec![
+            sub("attach", "", "", "PodAttachOptions", CONNECT_VERBS),
+            sub("binding", "", "", "Binding", &["create"]),
+            sub(
+                "ephemeralcontainers",
+                "",
+                "",
+                "Pod",
+                &["get", "patch", "update"],
+            ),
+            // `kubectl drain` evicts only when it finds this entry (else it deletes).
+            sub("eviction", "policy", "v1", "Eviction", &["create"]),
+            sub("exec", "", "", "PodExecOptions", CONNECT_VERBS),
+            sub("log", "", "", "Pod", &["get"]),
+            sub(
+                "portforward",
+                "",
+                "",
+                "PodPortForwardOptions",
+                CONNECT_VERBS,
+            ),
+            sub("proxy", "", "", "PodProxyOptions", PROXY_VERBS),
+        ],
+        "services" => vec![sub("proxy", "", "", "ServiceProxyOptions", PROXY_VERBS)],
+        "nodes" => vec![sub("proxy", "", "", "NodeProxyOptions", PROXY_VERBS)],
+        "serviceaccounts" => vec![sub(
+            "token",
+            "authentication.k8s.io",
+            "v1",
+            "TokenRequest",
+            &["create"],
+        )],
+        _ => Vec::new(),
+    }
 }
 
 /// Aggregated discovery (`apidiscovery.k8s.io` APIGroupDiscoveryList) for `/api` or `/apis`.
@@ -285,16 +339,17 @@ fn aggregated_resource(r: &Resource) -> Value {
             "responseKind": {"group": r.group, "version": r.version, "kind": r.kind},
             "verbs": ["get", "patch", "update"]}));
     }
-    if is_serviceaccounts(r) {
-        subs.push(json!({"subresource": "token",
-            "responseKind": {"group": "authentication.k8s.io", "version": "v1", "kind": "TokenRequest"},
-            "verbs": ["create"]}));
+    for sub in special_subresources(r) {
+        let (group, version) = if sub.group.is_empty() && sub.version.is_empty() {
+            (r.group.as_str(), r.version.as_str())
+        } else {
+            (sub.group, sub.version)
+        };
+        subs.push(json!({"subresource": sub.name,
+            "responseKind": {"group": group, "version": version, "kind": sub.kind},
+            "verbs": sub.verbs}));
     }
-    if is_pods(r) {
-        subs.push(json!({"subresource": "eviction",
-            "responseKind": {"group": "policy", "version": "v1", "kind": "Eviction"},
-            "verbs": ["create"]}));
-    }
+    subs.sort_by(|a, b| a["subresource"].as_str().cmp(&b["subresource"].as_str()));
     if !subs.is_empty() {
         v["subresources"] = json!(subs);
     }

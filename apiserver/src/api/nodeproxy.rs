@@ -72,7 +72,14 @@ where
 {
     let sub = p.subresource.as_deref().unwrap_or_default();
     let result = async {
-        let dest = destination(api, &parts, p).await?;
+        let Some(dest) = destination(api, &parts, p).await? else {
+            // A pod without a node has no logs yet: an empty answer, as upstream.
+            return Ok(super::bytes_response(
+                StatusCode::OK,
+                "text/plain",
+                Bytes::new(),
+            ));
+        };
         let checked = sub == "log";
         forward(api, parts, body, dest, checked, p).await
     }
@@ -84,7 +91,7 @@ async fn destination(
     api: &Arc<Api>,
     parts: &http::request::Parts,
     p: &ResourcePath,
-) -> Result<Destination> {
+) -> Result<Option<Destination>> {
     let name = p.name.as_deref().unwrap_or_default();
     let raw_query = parts.uri.query().unwrap_or("");
     let query = Query::parse(parts.uri.query());
@@ -105,12 +112,12 @@ async fn destination(
                 p.parse::<u16>()
                     .map_err(|_| ApiError::BadRequest(format!("invalid port {p:?}")))
             })?;
-            Ok(Destination {
+            Ok(Some(Destination {
                 host,
                 port,
                 tls: Tls::Node,
                 path_and_query: with_query(&proxied_rest(parts.uri.path()), raw_query),
-            })
+            }))
         }
         ("pods", "proxy") => {
             let (scheme, pod_name, port) = split_scheme_port(name);
@@ -132,12 +139,12 @@ async fn destination(
                 Some(port) => port_number(&pod, port)?,
                 None => 80,
             };
-            Ok(Destination {
+            Ok(Some(Destination {
                 host: ip,
                 port,
                 tls: Tls::None,
                 path_and_query: with_query(&proxied_rest(parts.uri.path()), raw_query),
-            })
+            }))
         }
         ("services", _) => {
             let (scheme, svc_name, port) = split_scheme_port(name);
@@ -150,29 +157,38 @@ async fn destination(
             let svc = read::get_object(api, &*resource("services")?, ns, svc_name, false).await?;
             let (host, port) =
                 service_endpoint(api, &*resource("endpoints")?, ns, &svc, port).await?;
-            Ok(Destination {
+            Ok(Some(Destination {
                 host,
                 port,
                 tls: Tls::None,
                 path_and_query: with_query(&proxied_rest(parts.uri.path()), raw_query),
-            })
+            }))
         }
         ("pods", _) => {
             let ns = p.namespace.as_deref().unwrap_or_default();
             let pod = read::get_object(api, &*resource("pods")?, Some(ns), name, false).await?;
+            // As upstream: the container is resolved first; then a pod without a node has
+            // empty logs and nothing to exec into.
+            let container = match sub {
+                "log" | "exec" | "attach" => {
+                    Some(container_of(&pod, name, query.get("container"))?)
+                }
+                _ => None,
+            };
             let node_name = str_at(&pod, "/spec/nodeName").unwrap_or_default();
             if node_name.is_empty() {
+                if sub == "log" {
+                    return Ok(None);
+                }
                 return Err(ApiError::BadRequest(format!(
                     "pod {name} does not have a host assigned"
                 )));
             }
             let node = read::get_object(api, &*resource("nodes")?, None, node_name, false).await?;
             let (host, port) = node_address(&node)?;
+            let container = container.unwrap_or_default();
             let path = match sub {
-                "log" => {
-                    let container = container_of(&pod, name, query.get("container"))?;
-                    format!("/containerLogs/{ns}/{name}/{container}")
-                }
+                "log" => format!("/containerLogs/{ns}/{name}/{container}"),
                 "exec" | "attach" => {
                     let phase = str_at(&pod, "/status/phase").unwrap_or_default();
                     if matches!(phase, "Succeeded" | "Failed") {
@@ -180,7 +196,6 @@ async fn destination(
                             "cannot {sub} into a container in a completed pod; current phase is {phase}"
                         )));
                     }
-                    let container = container_of(&pod, name, query.get("container"))?;
                     if sub == "exec" && !raw_query.split('&').any(|kv| kv.starts_with("command=")) {
                         return Err(ApiError::BadRequest(
                             "you must specify at least one command for the container".into(),
@@ -190,12 +205,12 @@ async fn destination(
                 }
                 _ => format!("/portForward/{ns}/{name}"),
             };
-            Ok(Destination {
+            Ok(Some(Destination {
                 host,
                 port,
                 tls: Tls::Node,
                 path_and_query: with_query(&path, raw_query),
-            })
+            }))
         }
         _ => Err(ApiError::NoSuchResource),
     }
@@ -516,11 +531,19 @@ where
             HeaderValue::from_str(&authority).map_err(|e| ApiError::Internal(e.to_string()))?,
         );
     }
-    let streamed = BodyStream::new(body)
-        .filter_map(|frame| async move { frame.ok() })
-        .map(Ok::<_, std::convert::Infallible>);
+    // An upgrade request has no body: sending one of unknown length would make it chunked,
+    // and the far side would read the chunked terminator as the first upgraded bytes.
+    let out_body: http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible> =
+        if upgrade {
+            Full::new(Bytes::new()).boxed_unsync()
+        } else {
+            let streamed = BodyStream::new(body)
+                .filter_map(|frame| async move { frame.ok() })
+                .map(Ok::<_, std::convert::Infallible>);
+            StreamBody::new(streamed).boxed_unsync()
+        };
     let out = out
-        .body(StreamBody::new(streamed))
+        .body(out_body)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
     let response = match dest.tls {
         Tls::Node => {
@@ -550,7 +573,8 @@ where
                 return;
             };
             let (mut client, mut backend) = (TokioIo::new(client), TokioIo::new(backend));
-            let _ = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+            let copied = tokio::io::copy_bidirectional(&mut client, &mut backend).await;
+            tracing::debug!(?copied, "an upgraded connection to a node ended");
         });
         let mut resp = Response::from_parts(resp_parts, Full::new(Bytes::new()).boxed());
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -581,6 +605,33 @@ where
     resp.headers_mut().remove(http::header::CONNECTION);
     resp.headers_mut().remove(http::header::TRANSFER_ENCODING);
     Ok(resp)
+}
+
+/// metrics.k8s.io's source: each node's `/metrics/resource`, over the node API.
+pub struct NodeApiScraper {
+    pub tls: Arc<rustls::ClientConfig>,
+}
+
+#[async_trait::async_trait]
+impl super::metrics::NodeScraper for NodeApiScraper {
+    async fn resource_metrics(&self, node: &Value) -> anyhow::Result<String> {
+        let (host, port) = node_address(node).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+        let name = rustls::pki_types::ServerName::try_from(host.clone())?;
+        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
+            .connect(name, tcp)
+            .await?;
+        let req = Request::get("/metrics/resource")
+            .header(http::header::HOST, format!("{host}:{port}"))
+            .body(Full::new(Bytes::new()))?;
+        let resp = send(TokioIo::new(tls), req).await?;
+        let code = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        if !code.is_success() {
+            anyhow::bail!("{host}:{port} answered {code}");
+        }
+        Ok(String::from_utf8_lossy(&body).into_owned())
+    }
 }
 
 async fn send<IO, B>(io: IO, req: Request<B>) -> hyper::Result<Response<hyper::body::Incoming>>

@@ -16,6 +16,7 @@ mod metadata;
 mod open_files;
 mod patch;
 mod prometheus;
+mod proxy;
 mod selectors;
 mod semantics;
 mod storage;

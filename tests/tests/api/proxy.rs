@@ -79,9 +79,12 @@ async fn pod_and_service_proxies_reach_the_pod_by_port_number_or_name() {
     }))
     .unwrap();
     services.create(&PostParams::default(), &svc).await.unwrap();
-    let no_endpoints = get(&s.client, "/api/v1/namespaces/default/services/web:http/proxy/")
-        .await
-        .unwrap_err();
+    let no_endpoints = get(
+        &s.client,
+        "/api/v1/namespaces/default/services/web:http/proxy/",
+    )
+    .await
+    .unwrap_err();
     assert!(
         matches!(&no_endpoints, kube::Error::Api(e) if e.code == 503 && e.message.contains("no endpoints available for service \"web\"")),
         "{no_endpoints:?}"
@@ -92,10 +95,16 @@ async fn pod_and_service_proxies_reach_the_pod_by_port_number_or_name() {
         "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "http", "port": port}]}]
     }))
     .unwrap();
-    endpoints.create(&PostParams::default(), &eps).await.unwrap();
-    let through_service = get(&s.client, "/api/v1/namespaces/default/services/web:http/proxy/a/b")
+    endpoints
+        .create(&PostParams::default(), &eps)
         .await
         .unwrap();
+    let through_service = get(
+        &s.client,
+        "/api/v1/namespaces/default/services/web:http/proxy/a/b",
+    )
+    .await
+    .unwrap();
     assert_eq!(through_service, "you asked: GET /a/b HTTP/1.1");
 }
 
@@ -131,8 +140,11 @@ async fn a_pod_without_a_node_has_empty_logs_and_nothing_to_exec_into() {
         );
     }
     // Upstream answers the logs of a pod no node runs yet with nothing.
-    let empty = get(&s.client, "/api/v1/namespaces/default/pods/lonely/log?container=a")
-        .await
-        .unwrap();
+    let empty = get(
+        &s.client,
+        "/api/v1/namespaces/default/pods/lonely/log?container=a",
+    )
+    .await
+    .unwrap();
     assert_eq!(empty, "");
 }

@@ -1,7 +1,7 @@
 //! Pod I/O through the API server and the node API: what `kubectl logs`, `exec`,
 //! `attach`, `port-forward` and `get --raw .../nodes/<node>/proxy/...` reach.
 
-use crate::Node;
+use crate::{at, common, pod_yaml as pod, Node, BUSYBOX, TESTSERVER};
 
 /// The status line's code of a GET of `path` on the node API at `port` on loopback, with
 /// the client certificate `cert` (PEM cert and key), or none.
@@ -77,4 +77,258 @@ fn the_node_api_lets_in_only_the_api_server() {
     for (name, cert, want) in cases {
         assert_eq!(node_api_status(&data, port, cert), want, "{name}");
     }
+}
+
+/// Waits until the pod's first container is running (restartCount at least `restarts`).
+fn running(node: &Node, pod: &str, restarts: u32) {
+    node.eventually(
+        &format!("{pod} running after {restarts} restart(s)"),
+        || {
+            let p = node.pod(pod);
+            let ok = !at(&p, "/status/containerStatuses/0/state/running/startedAt").is_empty()
+                && at(&p, "/status/containerStatuses/0/restartCount")
+                    .parse::<u32>()
+                    .is_ok_and(|r| r >= restarts);
+            ok.then_some(()).ok_or(p.to_string())
+        },
+    );
+}
+
+#[test]
+fn kubectl_logs_follows_tails_stamps_and_shows_the_previous_container() {
+    let node = Node::start(&[]);
+    // Each run prints its restart-independent lines, stderr first, then waits to be killed
+    // by its own exit so the next run starts (restartPolicy Always, a 2 s back-off here).
+    node.apply(
+        "chatty.yaml",
+        &pod(
+            "chatty",
+            "Always",
+            &format!("  containers:\n  - name: main\n    image: {BUSYBOX}\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'echo to-stderr >&2; sleep 0.3; echo one; echo two; echo three; sleep 3; exit 1']\n"),
+        ),
+    );
+    running(&node, "chatty", 1);
+    node.eventually("the current run's lines in its log", || {
+        let out = node.kubectl.output(&["logs", "chatty"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text == "to-stderr\none\ntwo\nthree\n")
+            .then_some(())
+            .ok_or(format!("{text:?} {}", String::from_utf8_lossy(&out.stderr)))
+    });
+    assert_eq!(node.run(&["logs", "chatty", "--tail=2"]), "two\nthree\n");
+    assert_eq!(node.run(&["logs", "chatty", "--limit-bytes=6"]), "to-std");
+    let stamped = node.run(&["logs", "chatty", "--timestamps"]);
+    for line in stamped.lines() {
+        let (time, text) = line
+            .split_once(' ')
+            .expect("a timestamp, a space, the line");
+        assert!(
+            time.len() > 20 && time.ends_with('Z') && time.contains('T'),
+            "RFC 3339 time with nanoseconds in {line:?}"
+        );
+        assert!(
+            ["to-stderr", "one", "two", "three"].contains(&text),
+            "{line:?}"
+        );
+    }
+    assert_eq!(
+        node.run(&["logs", "chatty", "--previous"]),
+        "to-stderr\none\ntwo\nthree\n",
+        "the run before the restart keeps its log"
+    );
+    // `logs -f` ends when the container does, with every line.
+    node.apply(
+        "counter.yaml",
+        &pod(
+            "counter",
+            "Never",
+            &format!("  containers:\n  - name: main\n    image: {BUSYBOX}\n    imagePullPolicy: IfNotPresent\n    command: [sh, -c, 'sleep 2; for i in 1 2 3 4 5; do echo line$i; sleep 0.2; done']\n"),
+        ),
+    );
+    running(&node, "counter", 0);
+    assert_eq!(
+        node.run(&["logs", "-f", "counter"]),
+        "line1\nline2\nline3\nline4\nline5\n"
+    );
+    let missing = node.kubectl.output(&["logs", "counter", "--previous"]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr)
+            .contains("previous terminated container \"main\" in pod \"counter\" not found"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+}
+
+fn sleeper(node: &Node, name: &str) {
+    node.apply(
+        &format!("{name}.yaml"),
+        &pod(
+            name,
+            "Always",
+            &format!("  containers:\n  - name: main\n    image: {BUSYBOX}\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n"),
+        ),
+    );
+    running(node, name, 0);
+}
+
+#[test]
+fn kubectl_exec_reports_exit_codes_passes_stdin_and_carries_cp_both_ways() {
+    let node = Node::start(&[]);
+    sleeper(&node, "shell");
+    assert_eq!(
+        node.run(&["exec", "shell", "--", "echo", "hello"]),
+        "hello\n"
+    );
+    let failed = node
+        .kubectl
+        .output(&["exec", "shell", "--", "sh", "-c", "echo oops >&2; exit 7"]);
+    assert_eq!(
+        failed.status.code(),
+        Some(7),
+        "the command's exit code is kubectl's"
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&failed.stderr).lines().next(),
+        Some("oops")
+    );
+    let mut cat = node
+        .kubectl
+        .command()
+        .args(["exec", "-i", "shell", "--", "sh", "-c", "tr a-z A-Z"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = cat.stdin.take().unwrap();
+        stdin.write_all(b"through stdin\n").unwrap();
+    }
+    let out = cat.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "THROUGH STDIN\n");
+    // kubectl cp is tar through exec, both ways.
+    let local = node.dir.path().join("payload.bin");
+    let payload: Vec<u8> = (0..200_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&local, &payload).unwrap();
+    node.run(&["cp", local.to_str().unwrap(), "shell:/tmp/payload.bin"]);
+    assert_eq!(
+        node.run(&["exec", "shell", "--", "wc", "-c", "/tmp/payload.bin"])
+            .split_whitespace()
+            .next(),
+        Some("200000")
+    );
+    let back = node.dir.path().join("back.bin");
+    node.run(&["cp", "shell:/tmp/payload.bin", back.to_str().unwrap()]);
+    assert_eq!(
+        std::fs::read(&back).unwrap(),
+        payload,
+        "the file came back intact"
+    );
+}
+
+#[test]
+fn kubectl_run_attaches_to_a_new_pods_output_and_removes_it() {
+    let node = Node::start(&[]);
+    // `kubectl run -i --rm`: attach to a new pod's output, then delete it.
+    let out = node.run(&[
+        "run",
+        "once",
+        "-i",
+        "--rm",
+        "--restart=Never",
+        &format!("--image={BUSYBOX}"),
+        "--image-pull-policy=IfNotPresent",
+        "--",
+        "sh",
+        "-c",
+        "sleep 2; echo attached-output",
+    ]);
+    assert!(out.contains("attached-output"), "{out:?}");
+    node.eventually("the --rm pod gone", || {
+        let out = node.kubectl.output(&["get", "pod", "once"]);
+        (!out.status.success())
+            .then_some(())
+            .ok_or("still there".to_string())
+    });
+}
+
+#[test]
+fn kube_rs_exec_and_portforward_work_through_the_api_server() {
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::api::{Api, AttachParams};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let node = Node::start(&[]);
+    sleeper(&node, "shell");
+    node.apply(
+        "web.yaml",
+        &pod(
+            "web",
+            "Always",
+            &format!("  containers:\n  - name: main\n    image: {TESTSERVER}\n    imagePullPolicy: IfNotPresent\n"),
+        ),
+    );
+    running(&node, "web", 0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let client = common::client_from_kubeconfig(&node.kubectl.kubeconfig).await;
+        let pods: Api<Pod> = Api::namespaced(client, "default");
+        // exec: stdin in, stdout out, the exit status on the error channel.
+        let mut attached = pods
+            .exec(
+                "shell",
+                ["sh", "-c", "read line; echo got:$line; exit 3"],
+                &AttachParams::default()
+                    .stdin(true)
+                    .stdout(true)
+                    .stderr(false),
+            )
+            .await
+            .unwrap();
+        let mut stdin = attached.stdin().unwrap();
+        stdin.write_all(b"hello\n").await.unwrap();
+        let mut out = String::new();
+        attached
+            .stdout()
+            .unwrap()
+            .read_to_string(&mut out)
+            .await
+            .unwrap();
+        assert_eq!(out, "got:hello\n");
+        let status = attached.take_status().unwrap().await.unwrap();
+        assert_eq!(
+            status.reason.as_deref(),
+            Some("NonZeroExitCode"),
+            "{status:?}"
+        );
+        let code = status
+            .details
+            .and_then(|d| d.causes)
+            .and_then(|c| {
+                c.into_iter()
+                    .find(|c| c.reason.as_deref() == Some("ExitCode"))
+            })
+            .and_then(|c| c.message);
+        assert_eq!(code.as_deref(), Some("3"));
+        // port-forward (the WebSocket port-forward protocol): an HTTP exchange with the
+        // test server inside the pod.
+        let mut answer = String::new();
+        for _ in 0..50 {
+            let mut forwarder = pods.portforward("web", &[8080]).await.unwrap();
+            let mut conn = forwarder.take_stream(8080).unwrap();
+            conn.write_all(b"GET /hostname HTTP/1.0\r\nHost: x\r\n\r\n")
+                .await
+                .unwrap();
+            answer.clear();
+            let _ = conn.read_to_string(&mut answer).await;
+            drop(conn);
+            let _ = forwarder.join().await;
+            if answer.contains("\r\n\r\n") {
+                break;
+            }
+            // The server may still be binding its port.
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+        assert!(answer.ends_with("\r\n\r\nweb"), "{answer:?}");
+    });
 }
