@@ -51,6 +51,8 @@ pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
 pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
 pub const LABEL_ATTEMPT: &str = "kybern.io/attempt";
 pub const LABEL_INIT: &str = "kybern.io/init";
+/// `true` on the runs of an ephemeral container (`spec.ephemeralContainers`).
+pub const LABEL_EPHEMERAL: &str = "kybern.io/ephemeral";
 pub const LABEL_CREATED: &str = "kybern.io/created";
 
 /// What every pod worker shares.
@@ -337,20 +339,27 @@ pub fn container_id(uid: &str, name: &str, attempt: u32) -> String {
     format!("{h:016x}-{attempt}")
 }
 
-pub fn labels(pod: &Pod, container: &str, attempt: u32, init: bool) -> BTreeMap<String, String> {
+pub fn labels(
+    pod: &Pod,
+    container: &str,
+    attempt: u32,
+    kind: actions::Kind,
+) -> BTreeMap<String, String> {
+    let ephemeral = (kind == actions::Kind::Ephemeral).then(|| (LABEL_EPHEMERAL, "true".into()));
     [
         (LABEL_POD_UID, pod.uid().unwrap_or_default()),
         (LABEL_POD_NAME, pod.name_any()),
         (LABEL_POD_NAMESPACE, pod.namespace().unwrap_or_default()),
         (LABEL_CONTAINER_NAME, container.to_string()),
         (LABEL_ATTEMPT, attempt.to_string()),
-        (LABEL_INIT, init.to_string()),
+        (LABEL_INIT, kind.is_init().to_string()),
         (
             LABEL_CREATED,
             k8s_openapi::jiff::Timestamp::now().as_second().to_string(),
         ),
     ]
     .into_iter()
+    .chain(ephemeral)
     .map(|(k, v)| (k.to_string(), v))
     .collect()
 }

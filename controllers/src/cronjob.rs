@@ -28,7 +28,7 @@ pub use jobs::{job_for, jobs_beyond_limit};
 pub use plan::{decide, job_name, Decision, Inputs, TOO_MANY_MISSED};
 pub use schedule::{time_zone, Schedule};
 
-use crate::podcontrol::{controller_of, is_deleting};
+use crate::podcontrol::{self, controller_of, is_deleting};
 use crate::runtime::informers::Informers;
 use crate::{Context, LoopFuture};
 
@@ -119,6 +119,17 @@ pub(crate) fn job_outcome(job: &Job) -> Option<(bool, Option<Timestamp>)> {
         })
 }
 
+/// An event about the CronJob, as upstream's cronjob-controller records it.
+pub(crate) async fn event(
+    client: &kube::Client,
+    cj: &CronJob,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) {
+    podcontrol::publish_event(client, cj, type_, reason, message, "cronjob-controller").await;
+}
+
 fn reference(job: &Job) -> ObjectReference {
     ObjectReference {
         api_version: Some(Job::api_version(&()).into_owned()),
@@ -157,22 +168,32 @@ pub async fn reconcile(cj: Arc<CronJob>, state: Arc<State>) -> Result<Action> {
 
     // Active list: drop finished and vanished Jobs, add running children it lacks.
     let mut active: Vec<ObjectReference> = Vec::new();
+    // Jobs that left the active list by finishing, for upstream's SawCompletedJob.
+    let mut completed: Vec<(String, bool)> = Vec::new();
     for r in status.active.take().unwrap_or_default() {
         let child = children.iter().find(|j| j.uid() == r.uid);
         match child {
             Some(j) if job_outcome(j).is_none() => active.push(r),
-            Some(_) => {}
+            Some(j) => completed.extend(job_outcome(j).map(|(ok, _)| (j.name_any(), ok))),
             // Not in the cache: ask the apiserver before forgetting a Job the cache
             // may not have seen yet.
             None => {
                 let jname = r.name.clone().unwrap_or_default();
                 match jobs_api.get_opt(&jname).await {
                     Ok(Some(j)) if j.uid() == r.uid && job_outcome(&j).is_none() => active.push(r),
+                    Ok(Some(j)) if j.uid() == r.uid => {
+                        completed.extend(job_outcome(&j).map(|(ok, _)| (j.name_any(), ok)))
+                    }
                     Ok(_) => {}
                     Err(source) => return Err(Error::GetJob { job: jname, source }),
                 }
             }
         }
+    }
+    for (job, ok) in completed {
+        let condition = if ok { "Complete" } else { "Failed" };
+        let message = format!("Saw completed job: {job}, condition: {condition}");
+        event(&state.client, &cj, "Normal", "SawCompletedJob", &message).await;
     }
     for j in &children {
         if job_outcome(j).is_none()
@@ -204,7 +225,7 @@ pub async fn reconcile(cj: Arc<CronJob>, state: Arc<State>) -> Result<Action> {
             status.last_successful_time = Some(time(t));
         }
     }
-    jobs::prune_history(&jobs_api, &spec, &children).await?;
+    jobs::prune_history(&jobs_api, &cj, &spec, &children).await?;
 
     let mut requeue = None;
     if !is_deleting(&cj.metadata) {
@@ -236,6 +257,7 @@ async fn schedule_run(
     status: &mut k8s_openapi::api::batch::v1::CronJobStatus,
     now: Timestamp,
 ) -> Result<Option<Duration>> {
+    let client = jobs_api.clone().into_client();
     let name = cj.name_any();
     let spec = cj.spec.clone().unwrap_or_default();
     let tz = match time_zone(spec.time_zone.as_deref()) {
@@ -294,7 +316,9 @@ async fn schedule_run(
                     let jname = r.name.unwrap_or_default();
                     match jobs_api.delete(&jname, &DeleteParams::background()).await {
                         Ok(_) => {
-                            info!(cronjob = %name, job = %jname, "deleted active job (concurrencyPolicy Replace)")
+                            info!(cronjob = %name, job = %jname, "deleted active job (concurrencyPolicy Replace)");
+                            let message = format!("Deleted job {jname}");
+                            event(&client, cj, "Normal", "SuccessfulDelete", &message).await;
                         }
                         Err(kube::Error::Api(e)) if e.code == 404 => {}
                         Err(source) => return Err(Error::DeleteJob { job: jname, source }),
@@ -306,11 +330,18 @@ async fn schedule_run(
             match jobs_api.create(&PostParams::default(), &job).await {
                 Ok(created) => {
                     info!(cronjob = %name, job = %jname, %scheduled, "created job");
+                    let message = format!("Created job {jname}");
+                    event(&client, cj, "Normal", "SuccessfulCreate", &message).await;
                     active.push(reference(&created));
                 }
                 // Created by an earlier sync whose status write was lost.
                 Err(kube::Error::Api(e)) if e.code == 409 => {}
-                Err(source) => return Err(Error::CreateJob { job: jname, source }),
+                Err(source) => {
+                    let message =
+                        format!("Error creating job: {}", podcontrol::error_message(&source));
+                    event(&client, cj, "Warning", "FailedCreate", &message).await;
+                    return Err(Error::CreateJob { job: jname, source });
+                }
             }
             status.last_schedule_time = Some(time(scheduled));
             Ok(until(next))

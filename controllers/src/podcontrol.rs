@@ -211,6 +211,50 @@ pub async fn release<K: Resource + Clone + serde::de::DeserializeOwned + std::fm
     }
 }
 
+/// What an event says of a failed write, as upstream's `%v` of an API error: the Status
+/// message (`pods "x" is forbidden: ...`), else the error itself.
+pub fn error_message(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => status.message.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A pod write on behalf of `owner`, for [`publish_pod_event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodWrite {
+    Create,
+    Delete,
+}
+
+/// The event upstream's pod control records about `owner` for a create or delete of pod
+/// `pod`: `SuccessfulCreate` "Created pod: web-x7k2p" / `SuccessfulDelete` "Deleted pod:
+/// web-x7k2p", or `FailedCreate` "Error creating: ..." / `FailedDelete` "Error deleting:
+/// ..." with the API's message. (`kubectl describe rs|ds|job` lists them.)
+pub async fn publish_pod_event<K: Resource<DynamicType = ()>>(
+    client: &kube::Client,
+    owner: &K,
+    write: PodWrite,
+    pod: &str,
+    error: Option<&kube::Error>,
+    component: &str,
+) {
+    let (reason, message) = match (write, error) {
+        (PodWrite::Create, None) => ("SuccessfulCreate", format!("Created pod: {pod}")),
+        (PodWrite::Delete, None) => ("SuccessfulDelete", format!("Deleted pod: {pod}")),
+        (PodWrite::Create, Some(e)) => (
+            "FailedCreate",
+            format!("Error creating: {}", error_message(e)),
+        ),
+        (PodWrite::Delete, Some(e)) => (
+            "FailedDelete",
+            format!("Error deleting: {}", error_message(e)),
+        ),
+    };
+    let type_ = if error.is_none() { "Normal" } else { "Warning" };
+    publish_event(client, owner, type_, reason, &message, component).await
+}
+
 /// [`record_event`] for callers that go on whatever happens: a failure is logged with
 /// the object and the reason, never returned.
 pub async fn publish_event<K: Resource<DynamicType = ()>>(

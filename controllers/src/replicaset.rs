@@ -28,7 +28,7 @@ pub use plan::{claim_pods, desired_pods, Claim, Diff};
 pub use status::calculate_status;
 
 use crate::expectations::{cached, Expectations};
-use crate::podcontrol::{self, controller_ref, is_active, seconds_until_available};
+use crate::podcontrol::{self, controller_ref, is_active, seconds_until_available, PodWrite};
 use crate::runtime::informers::Informers;
 use crate::shared::ranking::pods_to_delete;
 use crate::{Context, LoopFuture};
@@ -222,6 +222,19 @@ pub async fn reconcile<K: Replicated>(rs: Arc<K>, state: Arc<State>) -> Result<A
     })
 }
 
+/// An event about `rs` and one of its pods, worded as upstream's pod control words it
+/// (`kubectl describe rs` lists them).
+async fn pod_event<K: Replicated>(
+    pods_api: &Api<Pod>,
+    rs: &K,
+    write: PodWrite,
+    pod: &str,
+    error: Option<&kube::Error>,
+) {
+    let client = pods_api.clone().into_client();
+    podcontrol::publish_pod_event(&client, rs, write, pod, error, K::COMPONENT).await;
+}
+
 /// Creates or deletes pods so `replicas` are active, recording each write as expected.
 async fn manage_replicas<K: Replicated>(
     state: &State,
@@ -246,6 +259,8 @@ async fn manage_replicas<K: Replicated>(
                 let mut failure = None;
                 let mut names = Vec::new();
                 for result in results {
+                    let pod = result.as_ref().map_or(String::new(), |p| p.name_any());
+                    pod_event(pods_api, rs, PodWrite::Create, &pod, result.as_ref().err()).await;
                     match result {
                         Ok(pod) => names.push(pod.name_any()),
                         Err(source) => failure = Some(source),
@@ -271,12 +286,19 @@ async fn manage_replicas<K: Replicated>(
                 .expectations
                 .expect_deletions(key, uids, Instant::now());
             let deletes = victims.iter().map(|p| async move {
-                podcontrol::delete_pod(pods_api, &p.name_any())
-                    .await
-                    .map_err(|source| Error::DeletePod {
-                        pod: p.name_any(),
-                        source,
-                    })
+                let deleted = podcontrol::delete_pod(pods_api, &p.name_any()).await;
+                pod_event(
+                    pods_api,
+                    rs,
+                    PodWrite::Delete,
+                    &p.name_any(),
+                    deleted.as_ref().err(),
+                )
+                .await;
+                deleted.map_err(|source| Error::DeletePod {
+                    pod: p.name_any(),
+                    source,
+                })
             });
             let results = futures::future::join_all(deletes).await;
             info!(deleted = victims.len(), "deleted pods");

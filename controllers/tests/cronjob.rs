@@ -87,6 +87,16 @@ async fn a_cronjob_every_minute_creates_a_job_that_completes() {
         },
     )
     .await;
+    c.wait_described(
+        &["cronjob", "tick"],
+        &[
+            "SuccessfulCreate",
+            &format!("Created job {found}"),
+            "SawCompletedJob",
+            &format!("Saw completed job: {found}, condition: Complete"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -163,6 +163,11 @@ async fn one_pod_runs_on_each_node_except_a_tainted_one() {
         c.kubectl(&["rollout", "status", "daemonset/agent", "--timeout=30s"])
     });
     assert!(out.contains("successfully rolled out"), "{out}");
+    c.wait_described(
+        &["daemonset", "agent"],
+        &["SuccessfulCreate", "Created pod: agent-"],
+    )
+    .await;
 
     let pod = c
         .api::<Pod>()

@@ -103,6 +103,16 @@ async fn a_job_with_five_completions_and_parallelism_two_completes() {
         );
         assert_eq!(labels["job-name"], "five");
     }
+    c.wait_described(
+        &["job", "five"],
+        &[
+            "SuccessfulCreate",
+            "Created pod: five-",
+            "Completed",
+            "Job completed",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -81,6 +81,17 @@ async fn a_replication_controller_runs_its_pods_and_kubectl_shows_them_ready() {
             .ok_or(format!("{} pods", pods.len()))
     })
     .await;
+    // `kubectl describe rc` lists upstream's events for both.
+    c.wait_described(
+        &["rc", "web"],
+        &[
+            "SuccessfulCreate",
+            "Created pod: web-",
+            "SuccessfulDelete",
+            "Deleted pod: ",
+        ],
+    )
+    .await;
 
     // A pod relabelled out of the selector is released and replaced.
     let victim = c.live_pods().await[0].name_any();

@@ -68,6 +68,24 @@ async fn kubectl_rollout_status_history_undo_pause_and_resume_behave_as_upstream
         described.contains("ScalingReplicaSet") && described.contains("Scaled up replica set web-"),
         "describe lists the scaling events:\n{described}"
     );
+    // The first ReplicaSet was made with its replicas: a scale from 0, as upstream words it.
+    let first = replica_set_of_image(&c, "nginx:1").await;
+    c.wait_described(
+        &["deployment", "web"],
+        &[&format!("Scaled up replica set {first} from 0 to 3")],
+    )
+    .await;
+    // The ReplicaSets record their pods: nginx:1's made three, then gave them up.
+    c.wait_described(
+        &["rs", &first],
+        &[
+            "SuccessfulCreate",
+            "Created pod: web-",
+            "SuccessfulDelete",
+            "Deleted pod: web-",
+        ],
+    )
+    .await;
 
     // Undo: kubectl copies revision 1's template back; the controller must reuse that
     // ReplicaSet as revision 3 rather than make a third one.

@@ -295,6 +295,16 @@ async fn scale_down_goes_from_the_highest_ordinal_and_claims_outlive_pods() {
         vec!["web-2", "web-1"],
         "highest ordinal first"
     );
+    c.wait_described(
+        &["statefulset", "web"],
+        &[
+            "SuccessfulCreate",
+            "create Pod web-2 in StatefulSet web successful",
+            "SuccessfulDelete",
+            "delete Pod web-2 in StatefulSet web successful",
+        ],
+    )
+    .await;
     for name in ["data-web-0", "data-web-1", "data-web-2"] {
         let claim = claims_api.get(name).await.unwrap();
         assert!(

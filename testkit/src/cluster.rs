@@ -179,6 +179,30 @@ impl Cluster {
         self.kubectl_in_namespace().run(args)
     }
 
+    /// Waits until `kubectl describe OBJECT...` shows every one of `texts` (its Events
+    /// section among them), and returns what it printed.
+    pub async fn wait_described(&self, object: &[&str], texts: &[&str]) -> String {
+        let args: Vec<&str> = ["describe"].iter().chain(object).copied().collect();
+        crate::eventually(
+            &format!("kubectl {} to show {texts:?}", args.join(" ")),
+            || {
+                let mut command =
+                    tokio::process::Command::from(self.kubectl_in_namespace().command());
+                command.args(&args);
+                async move {
+                    let out = command.output().await.map_err(|e| e.to_string())?;
+                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                    if texts.iter().all(|t| text.contains(t)) {
+                        Ok(text)
+                    } else {
+                        Err(format!("{text}{}", String::from_utf8_lossy(&out.stderr)))
+                    }
+                }
+            },
+        )
+        .await
+    }
+
     /// Runs `kubectl ARGS` in the test's namespace, whatever its outcome.
     pub fn kubectl_output(&self, args: &[&str]) -> std::process::Output {
         self.kubectl_in_namespace().output(args)

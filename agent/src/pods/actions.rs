@@ -1,11 +1,29 @@
 //! What a pass of a pod's worker should do, decided without side effects, as the kubelet's
 //! `computePodActions` decides it: per container start, restart, wait out a back-off, kill
-//! or leave be; init containers one at a time in order; the pod's phase as its containers
-//! stand. The worker carries the actions out (see `worker.rs`).
+//! or leave be; init containers one at a time in order; ephemeral containers started once
+//! and never again; the pod's phase as its containers stand. The worker carries the actions
+//! out (see `worker.rs`).
 
 use std::time::Duration;
 
 use super::state::{self, Record};
+
+/// Which list of the pod's spec a container comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    /// `spec.initContainers`.
+    Init,
+    /// `spec.containers`.
+    App,
+    /// `spec.ephemeralContainers`: debugging containers added to a running pod.
+    Ephemeral,
+}
+
+impl Kind {
+    pub fn is_init(self) -> bool {
+        self == Kind::Init
+    }
+}
 
 /// One container as the decision sees it.
 #[derive(Debug, Clone)]
@@ -48,6 +66,8 @@ pub struct PodView {
     pub init_failed_for_good: bool,
     pub init: Vec<ContainerView>,
     pub app: Vec<ContainerView>,
+    /// The ephemeral containers the worker knows of (those of the spec it has seen).
+    pub ephemeral: Vec<ContainerView>,
 }
 
 /// What to do with one container.
@@ -77,25 +97,29 @@ pub struct PodActions {
     pub init_failed_for_good: bool,
     pub init: Vec<Action>,
     pub app: Vec<Action>,
+    pub ephemeral: Vec<Action>,
     /// The phase as the containers stand before the actions. A start can end at once (a
     /// StartError), so the worker asks [`state::phase`] again after carrying them out.
     pub phase: &'static str,
 }
 
 impl PodActions {
-    /// The containers to kill, as (init container, index).
-    pub fn kills(&self) -> Vec<(bool, usize)> {
-        let kills = |init: bool, actions: &[Action]| {
+    /// The containers to kill, as (kind, index).
+    pub fn kills(&self) -> Vec<(Kind, usize)> {
+        [
+            (Kind::Init, &self.init),
+            (Kind::App, &self.app),
+            (Kind::Ephemeral, &self.ephemeral),
+        ]
+        .into_iter()
+        .flat_map(|(kind, actions)| {
             actions
                 .iter()
                 .enumerate()
                 .filter(|(_, a)| matches!(a, Action::Kill(_)))
-                .map(move |(i, _)| (init, i))
-                .collect::<Vec<_>>()
-        };
-        let mut out = kills(true, &self.init);
-        out.extend(kills(false, &self.app));
-        out
+                .map(move |(i, _)| (kind, i))
+        })
+        .collect()
     }
 }
 
@@ -105,6 +129,7 @@ pub fn compute_pod_actions(pod: &PodView) -> PodActions {
         init_failed_for_good: pod.init_failed_for_good,
         init: vec![Action::Keep; pod.init.len()],
         app: vec![Action::Keep; pod.app.len()],
+        ephemeral: vec![Action::Keep; pod.ephemeral.len()],
         phase: "Pending",
     };
     if pod.deleting {
@@ -114,12 +139,14 @@ pub fn compute_pod_actions(pod: &PodView) -> PodActions {
             .iter_mut()
             .zip(&pod.init)
             .chain(out.app.iter_mut().zip(&pod.app))
+            .chain(out.ephemeral.iter_mut().zip(&pod.ephemeral))
         {
             if c.created && c.rec.is_running() {
                 *action = Action::Kill("deletion");
             }
         }
     } else {
+        decide_ephemeral(pod, &mut out);
         decide_init(pod, &mut out);
         if !out.init_failed_for_good {
             decide_app(pod, &mut out);
@@ -133,6 +160,17 @@ pub fn compute_pod_actions(pod: &PodView) -> PodActions {
         out.init_failed_for_good,
     );
     out
+}
+
+/// Ephemeral containers, as upstream's: each starts once, whatever the init containers do
+/// (so a pod stuck in init can be debugged), and is never restarted, whatever the restart
+/// policy says; they count for neither the phase nor readiness.
+fn decide_ephemeral(pod: &PodView, out: &mut PodActions) {
+    for (action, c) in out.ephemeral.iter_mut().zip(&pod.ephemeral) {
+        if !c.has_run() {
+            *action = Action::Start;
+        }
+    }
 }
 
 /// Init containers run one at a time, in order: the first that has not succeeded is the

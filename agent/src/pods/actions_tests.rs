@@ -72,8 +72,10 @@ struct Row {
     deleting: bool,
     init: Vec<ContainerView>,
     app: Vec<ContainerView>,
+    ephemeral: Vec<ContainerView>,
     want_init: Vec<Action>,
     want_app: Vec<Action>,
+    want_ephemeral: Vec<Action>,
     want_init_failed: bool,
     want_phase: &'static str,
 }
@@ -85,8 +87,10 @@ fn row(name: &'static str, policy: &'static str) -> Row {
         deleting: false,
         init: vec![],
         app: vec![],
+        ephemeral: vec![],
         want_init: vec![],
         want_app: vec![],
+        want_ephemeral: vec![],
         want_init_failed: false,
         want_phase: "Pending",
     }
@@ -99,6 +103,14 @@ impl Row {
     }
     fn app(mut self, cs: Vec<ContainerView>) -> Self {
         self.app = cs;
+        self
+    }
+    fn ephemeral(mut self, cs: Vec<ContainerView>) -> Self {
+        self.ephemeral = cs;
+        self
+    }
+    fn wants_ephemeral(mut self, a: Vec<Action>) -> Self {
+        self.want_ephemeral = a;
         self
     }
     fn deleting(mut self) -> Self {
@@ -252,6 +264,43 @@ fn pod_actions_follow_the_kubelet() {
         .app(vec![not_created(), not_created()])
         .wants_init(vec![Keep, Keep])
         .wants_app(vec![Start, Start]),
+        row(
+            "an ephemeral container added to a running pod is started",
+            "Always",
+        )
+        .app(vec![running()])
+        .ephemeral(vec![not_created()])
+        .wants_app(vec![Keep])
+        .wants_ephemeral(vec![Start])
+        .phase("Running"),
+        row(
+            "an ephemeral container that exited is not restarted under Always",
+            "Always",
+        )
+        .app(vec![running()])
+        .ephemeral(vec![exited(0), exited(1)])
+        .wants_app(vec![Keep])
+        .wants_ephemeral(vec![Keep, Keep])
+        .phase("Running"),
+        row(
+            "an ephemeral container starts while init containers still run",
+            "Always",
+        )
+        .init(vec![running()])
+        .app(vec![not_created()])
+        .ephemeral(vec![not_created()])
+        .wants_init(vec![Keep])
+        .wants_app(vec![WaitForInit])
+        .wants_ephemeral(vec![Start]),
+        row(
+            "a running ephemeral container does not make a finished pod run",
+            "Never",
+        )
+        .app(vec![exited(0)])
+        .ephemeral(vec![running()])
+        .wants_app(vec![Keep])
+        .wants_ephemeral(vec![Keep])
+        .phase("Succeeded"),
     ];
     for r in rows {
         let got = compute_pod_actions(&PodView {
@@ -260,11 +309,16 @@ fn pod_actions_follow_the_kubelet() {
             init_failed_for_good: false,
             init: r.init,
             app: r.app,
+            ephemeral: r.ephemeral,
         });
         let name = r.name;
         assert!(!got.terminate, "{name}: terminates");
         assert_eq!(got.init, r.want_init, "{name}: init containers");
         assert_eq!(got.app, r.want_app, "{name}: containers");
+        assert_eq!(
+            got.ephemeral, r.want_ephemeral,
+            "{name}: ephemeral containers"
+        );
         assert_eq!(
             got.init_failed_for_good, r.want_init_failed,
             "{name}: init failed for good"
@@ -280,6 +334,12 @@ fn a_deleting_pod_kills_what_runs_and_starts_nothing() {
             .deleting()
             .app(vec![running(), not_created(), exited(1)])
             .wants_app(vec![Kill("deletion"), Keep, Keep]),
+        row("a running ephemeral container", "Always")
+            .deleting()
+            .app(vec![running()])
+            .ephemeral(vec![exited(0), running()])
+            .wants_app(vec![Kill("deletion")])
+            .wants_ephemeral(vec![Keep, Kill("deletion")]),
         row("a running init container", "OnFailure")
             .deleting()
             .init(vec![running(), not_created()])
@@ -294,14 +354,25 @@ fn a_deleting_pod_kills_what_runs_and_starts_nothing() {
             init_failed_for_good: false,
             init: r.init,
             app: r.app,
+            ephemeral: r.ephemeral,
         });
         let name = r.name;
         assert!(got.terminate, "{name}: terminates");
         assert_eq!(got.init, r.want_init, "{name}: init containers");
         assert_eq!(got.app, r.want_app, "{name}: containers");
-        let kills: Vec<(bool, usize)> = (r.want_init.iter().enumerate())
-            .map(|(i, a)| ((true, i), a))
-            .chain(r.want_app.iter().enumerate().map(|(i, a)| ((false, i), a)))
+        assert_eq!(
+            got.ephemeral, r.want_ephemeral,
+            "{name}: ephemeral containers"
+        );
+        let kills: Vec<(Kind, usize)> = (r.want_init.iter().enumerate())
+            .map(|(i, a)| ((Kind::Init, i), a))
+            .chain(
+                r.want_app
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| ((Kind::App, i), a)),
+            )
+            .chain((r.want_ephemeral.iter().enumerate()).map(|(i, a)| ((Kind::Ephemeral, i), a)))
             .filter(|(_, a)| matches!(a, Kill(_)))
             .map(|(k, _)| k)
             .collect();
@@ -317,6 +388,7 @@ fn a_pod_whose_init_failed_for_good_starts_nothing_more() {
         init_failed_for_good: true,
         init: vec![exited(1)],
         app: vec![not_created()],
+        ephemeral: vec![],
     });
     assert_eq!((got.init, got.app), (vec![Keep], vec![Keep]));
     assert!(got.init_failed_for_good);

@@ -16,6 +16,7 @@ use kube::ResourceExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::actions::Kind;
 use super::state::{self, Terminated};
 use super::wake::Wake;
 use super::{config, container_id, labels, PodContext};
@@ -40,7 +41,7 @@ pub(super) struct RunRequest<'a> {
     pub(super) pod: &'a Pod,
     pub(super) uid: &'a str,
     pub(super) spec: &'a Container,
-    pub(super) init: bool,
+    pub(super) kind: Kind,
     pub(super) attempt: u32,
     pub(super) image: &'a ImageInfo,
     pub(super) env: Vec<String>,
@@ -57,7 +58,7 @@ pub(super) fn container_config(ctx: &PodContext, run: RunRequest<'_>) -> Contain
         pod,
         uid,
         spec,
-        init,
+        kind,
         attempt,
         image,
         env,
@@ -70,7 +71,7 @@ pub(super) fn container_config(ctx: &PodContext, run: RunRequest<'_>) -> Contain
     cfg.id = id.clone();
     cfg.image = image.name.clone();
     cfg.mounts = mounts;
-    cfg.labels = labels(pod, &spec.name, attempt, init);
+    cfg.labels = labels(pod, &spec.name, attempt, kind);
     cfg.cgroup_path = format!("{}/{}/{}", ctx.cgroup_parent, uid, id);
     let log_dir = pod_logs_dir(ctx, pod, uid).join(&spec.name);
     if let Err(e) = std::fs::create_dir_all(&log_dir) {

@@ -7,16 +7,19 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, PostParams};
 use kube::{Client, ResourceExt};
 
+use super::actions::Kind;
+
 pub const NORMAL: &str = "Normal";
 pub const WARNING: &str = "Warning";
 
 /// The field path naming a container in events (`spec.initContainers{setup}`).
-pub fn field_path(init: bool, container: &str) -> String {
-    if init {
-        format!("spec.initContainers{{{container}}}")
-    } else {
-        format!("spec.containers{{{container}}}")
-    }
+pub fn field_path(kind: Kind, container: &str) -> String {
+    let list = match kind {
+        Kind::Init => "initContainers",
+        Kind::App => "containers",
+        Kind::Ephemeral => "ephemeralContainers",
+    };
+    format!("spec.{list}{{{container}}}")
 }
 
 /// Records an event; a failure is logged and otherwise ignored, as the kubelet does.

@@ -10,6 +10,7 @@ use kube::api::Api;
 use kube::ResourceExt;
 use tokio::time::Instant;
 
+use super::actions::Kind;
 use super::events::{field_path, NORMAL, WARNING};
 use super::slot::Slot;
 use super::state::State;
@@ -74,10 +75,10 @@ pub fn image_id(image: &ImageInfo) -> String {
 pub(super) async fn ensure_image(
     ctx: &PodContext,
     pod: &Pod,
-    init: bool,
+    kind: Kind,
     slot: &mut Slot,
 ) -> Result<ImageInfo, Option<Duration>> {
-    let fp = field_path(init, &slot.spec.name);
+    let fp = field_path(kind, &slot.spec.name);
     let image = slot.spec.image.clone().unwrap_or_default();
     let name = normalize(&image);
     let policy = pull_policy(&slot.spec);

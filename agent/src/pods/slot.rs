@@ -1,8 +1,9 @@
 //! One container of a pod's spec as its worker tracks it: the status record, the runtime
 //! IDs of its current and previous run, and its restart and pull back-offs and probes.
 
-use k8s_openapi::api::core::v1::Container;
+use k8s_openapi::api::core::v1::{Container, EphemeralContainer};
 
+use super::actions::Kind;
 use super::backoff::Backoff;
 use super::probes::Probes;
 use super::state::Record;
@@ -24,8 +25,8 @@ pub(super) struct Slot {
 }
 
 impl Slot {
-    pub(super) fn new(spec: &Container, init: bool) -> Slot {
-        let waiting = if init {
+    pub(super) fn new(spec: &Container, kind: Kind) -> Slot {
+        let waiting = if kind.is_init() {
             "PodInitializing"
         } else {
             "ContainerCreating"
@@ -45,5 +46,35 @@ impl Slot {
             probes: Probes::default(),
             killing: None,
         }
+    }
+}
+
+/// An ephemeral container as the container it runs as. Upstream's validation forbids
+/// ephemeral containers ports, probes, lifecycle hooks and resources, so they are not
+/// carried over: nothing probes or hooks a debugger, whatever the spec says.
+///
+/// `targetContainerName` is not honoured: sharing the target's PID namespace would need a
+/// PID namespace in the runtime config, which it has not got yet. A debugger sees its own
+/// processes only; it shares the pod's network, IPC and UTS namespaces and the volumes it
+/// mounts.
+pub(super) fn ephemeral_as_container(e: &EphemeralContainer) -> Container {
+    Container {
+        name: e.name.clone(),
+        image: e.image.clone(),
+        image_pull_policy: e.image_pull_policy.clone(),
+        command: e.command.clone(),
+        args: e.args.clone(),
+        working_dir: e.working_dir.clone(),
+        env: e.env.clone(),
+        env_from: e.env_from.clone(),
+        volume_mounts: e.volume_mounts.clone(),
+        volume_devices: e.volume_devices.clone(),
+        security_context: e.security_context.clone(),
+        stdin: e.stdin,
+        stdin_once: e.stdin_once,
+        tty: e.tty,
+        termination_message_path: e.termination_message_path.clone(),
+        termination_message_policy: e.termination_message_policy.clone(),
+        ..Default::default()
     }
 }

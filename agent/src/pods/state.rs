@@ -114,6 +114,16 @@ impl Record {
         }
     }
 
+    /// An ephemeral container's status, as the kubelet reports it: never ready, and no
+    /// `started` (the prober manager sets that for init and app containers only).
+    pub fn to_ephemeral_status(&self) -> ContainerStatus {
+        ContainerStatus {
+            ready: false,
+            started: None,
+            ..self.to_status()
+        }
+    }
+
     /// An init container's status: as the kubelet's prober manager decides it, one
     /// that exited 0 is ready (its work is done), whatever its probes said while it ran.
     pub fn to_init_status(&self) -> ContainerStatus {
@@ -370,6 +380,11 @@ pub fn pod_status(
         nominated_node_name: old.nominated_node_name.clone(),
         ..Default::default()
     }
+}
+
+/// `status.ephemeralContainerStatuses`: absent while the pod has none.
+pub fn ephemeral_statuses(ephemeral: &[Record]) -> Option<Vec<ContainerStatus>> {
+    (!ephemeral.is_empty()).then(|| ephemeral.iter().map(Record::to_ephemeral_status).collect())
 }
 
 /// The status of a pod the node refused at admission, as the kubelet's `rejectPod` sets

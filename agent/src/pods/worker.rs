@@ -4,6 +4,13 @@
 //! whenever it changes. What a pass does is decided in [`super::actions`]; [`sync`] carries
 //! it out with [`super::containers`] and [`super::image_manager`]; everything for the API
 //! goes through the [`super::status::StatusSink`].
+//!
+//! The init and app container slots are made once from the first spec the worker sees (a
+//! pod's containers never change); ephemeral container slots follow the spec, since
+//! `pods/ephemeralcontainers` adds to a running pod (kubectl debug). Each ephemeral
+//! container runs once in the pod's sandbox, is never restarted, and is reported in
+//! `status.ephemeralContainerStatuses`; its log is where the other containers' are, so the
+//! node API's logs, attach and exec find it by name like any other container.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -15,7 +22,7 @@ use kube::ResourceExt;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::actions::{compute_pod_actions, ContainerView, PodView};
+use super::actions::{compute_pod_actions, ContainerView, Kind, PodView};
 use super::admission::Verdict;
 use super::containers::{
     self, now, recorded_start, remove_container, spawn_waiter, stop_signal, terminated_from,
@@ -23,12 +30,13 @@ use super::containers::{
 };
 use super::image_manager::{image_id, normalize};
 use super::probes;
-use super::slot::Slot;
+use super::slot::{ephemeral_as_container, Slot};
 use super::state::{self, Record, State};
 use super::status::Reporter;
 use super::wake::Wake;
 use super::{
-    PodContext, LABEL_ATTEMPT, LABEL_CONTAINER_NAME, LABEL_CREATED, LABEL_INIT, LABEL_POD_UID,
+    PodContext, LABEL_ATTEMPT, LABEL_CONTAINER_NAME, LABEL_CREATED, LABEL_EPHEMERAL, LABEL_INIT,
+    LABEL_POD_UID,
 };
 use crate::network::Sandbox;
 use crate::runtime::{ContainerSummary, TaskState};
@@ -50,6 +58,8 @@ pub(super) struct Worker {
     volumes: Option<(PodVolumes, Instant)>,
     init: Vec<Slot>,
     app: Vec<Slot>,
+    /// One per ephemeral container of the spec, in its order; see [`Worker::follow_ephemeral`].
+    ephemeral: Vec<Slot>,
     init_failed_for_good: bool,
     start_time: Option<Time>,
     reporter: Reporter,
@@ -84,6 +94,7 @@ pub(super) async fn run(
         volumes: None,
         init: Vec::new(),
         app: Vec::new(),
+        ephemeral: Vec::new(),
         init_failed_for_good: false,
         start_time: None,
         reporter: Reporter::default(),
@@ -106,13 +117,14 @@ impl Worker {
             .init_containers
             .iter()
             .flatten()
-            .map(|c| Slot::new(c, true))
+            .map(|c| Slot::new(c, Kind::Init))
             .collect();
         self.app = spec
             .containers
             .iter()
-            .map(|c| Slot::new(c, false))
+            .map(|c| Slot::new(c, Kind::App))
             .collect();
+        self.follow_ephemeral(&pod);
         self.start_time = pod.status.as_ref().and_then(|s| s.start_time.clone());
         if !self.admitted {
             return self.run_refused().await;
@@ -128,6 +140,7 @@ impl Worker {
                 return;
             }
             let pod = pod.expect("checked above");
+            self.follow_ephemeral(&pod);
             let next = self.sync(&pod).await;
             self.report(&pod).await;
             let sleep = tokio::time::sleep(next.unwrap_or(RESYNC).min(RESYNC));
@@ -148,6 +161,21 @@ impl Worker {
         }
     }
 
+    /// Adds a slot for each ephemeral container the spec gained. The API only ever adds
+    /// them (none is removed or changed), so the slots keep the spec's order.
+    fn follow_ephemeral(&mut self, pod: &Pod) {
+        let spec = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.ephemeral_containers.as_ref());
+        for e in spec.into_iter().flatten() {
+            if !self.ephemeral.iter().any(|s| s.spec.name == e.name) {
+                let slot = Slot::new(&ephemeral_as_container(e), Kind::Ephemeral);
+                self.ephemeral.push(slot);
+            }
+        }
+    }
+
     /// A pod refused at admission: its Failed status until it is deleted, then its removal.
     async fn run_refused(&mut self) {
         loop {
@@ -164,24 +192,35 @@ impl Worker {
 
     /// Takes over the containers a previous agent started for this pod.
     async fn adopt(&mut self, adopt: Vec<ContainerSummary>) {
-        let mut by_name: BTreeMap<(String, bool), Vec<(u32, ContainerSummary)>> = BTreeMap::new();
+        let mut by_name: BTreeMap<(String, Kind), Vec<(u32, ContainerSummary)>> = BTreeMap::new();
         for c in adopt {
             let name = c
                 .labels
                 .get(LABEL_CONTAINER_NAME)
                 .cloned()
                 .unwrap_or_default();
-            let init = c.labels.get(LABEL_INIT).is_some_and(|v| v == "true");
+            let kind = if c.labels.get(LABEL_EPHEMERAL).is_some_and(|v| v == "true") {
+                Kind::Ephemeral
+            } else if c.labels.get(LABEL_INIT).is_some_and(|v| v == "true") {
+                Kind::Init
+            } else {
+                Kind::App
+            };
             let attempt = c
                 .labels
                 .get(LABEL_ATTEMPT)
                 .and_then(|a| a.parse().ok())
                 .unwrap_or(0);
-            by_name.entry((name, init)).or_default().push((attempt, c));
+            by_name.entry((name, kind)).or_default().push((attempt, c));
         }
-        for ((name, init), mut runs) in by_name {
+        for ((name, kind), mut runs) in by_name {
             runs.sort_by_key(|(a, _)| *a);
-            let slots = if init { &mut self.init } else { &mut self.app };
+            // The field itself, not `slots_mut`: the loop borrows `ctx` and `uid` too.
+            let slots = match kind {
+                Kind::Init => &mut self.init,
+                Kind::App => &mut self.app,
+                Kind::Ephemeral => &mut self.ephemeral,
+            };
             let Some(slot) = slots.iter_mut().find(|s| s.spec.name == name) else {
                 for (_, c) in runs {
                     remove_container(&self.ctx, &c.id).await;
@@ -237,6 +276,7 @@ impl Worker {
         if let Some(pod) = self.pod() {
             let ip = self.probe_ip(&pod);
             for slot in self.app.iter_mut().chain(self.init.iter_mut()) {
+                // Ephemeral containers have no probes.
                 if slot.rec.is_running() {
                     let id = slot.current.clone().unwrap_or_default();
                     slot.probes
@@ -256,6 +296,7 @@ impl Worker {
                     .init
                     .iter_mut()
                     .chain(self.app.iter_mut())
+                    .chain(self.ephemeral.iter_mut())
                     .find(|s| s.current.as_deref() == Some(&id))
                 else {
                     return;
@@ -309,28 +350,42 @@ impl Worker {
             init_failed_for_good: self.init_failed_for_good,
             init: views(&self.init),
             app: views(&self.app),
+            ephemeral: views(&self.ephemeral),
         }
     }
 
-    fn records(&self, init: bool) -> Vec<Record> {
-        let slots = if init { &self.init } else { &self.app };
-        slots.iter().map(|s| s.rec.clone()).collect()
+    fn records(&self, kind: Kind) -> Vec<Record> {
+        self.slots(kind).iter().map(|s| s.rec.clone()).collect()
     }
 
-    fn slot(&self, init: bool, i: usize) -> &Slot {
-        if init {
-            &self.init[i]
-        } else {
-            &self.app[i]
+    fn slots(&self, kind: Kind) -> &[Slot] {
+        match kind {
+            Kind::Init => &self.init,
+            Kind::App => &self.app,
+            Kind::Ephemeral => &self.ephemeral,
         }
     }
 
-    fn slot_mut(&mut self, init: bool, i: usize) -> &mut Slot {
-        if init {
-            &mut self.init[i]
-        } else {
-            &mut self.app[i]
+    fn slots_mut(&mut self, kind: Kind) -> &mut Vec<Slot> {
+        match kind {
+            Kind::Init => &mut self.init,
+            Kind::App => &mut self.app,
+            Kind::Ephemeral => &mut self.ephemeral,
         }
+    }
+
+    fn slot(&self, kind: Kind, i: usize) -> &Slot {
+        &self.slots(kind)[i]
+    }
+
+    fn slot_mut(&mut self, kind: Kind, i: usize) -> &mut Slot {
+        &mut self.slots_mut(kind)[i]
+    }
+
+    fn all_slots_mut(&mut self) -> impl Iterator<Item = &mut Slot> {
+        (self.init.iter_mut())
+            .chain(self.app.iter_mut())
+            .chain(self.ephemeral.iter_mut())
     }
 
     /// The address probes and hooks reach the pod at.
@@ -369,14 +424,16 @@ impl Worker {
         let mut status = state::pod_status(
             pod,
             self.sandbox.is_some() || host_network,
-            &self.records(true),
-            &self.records(false),
+            &self.records(Kind::Init),
+            &self.records(Kind::App),
             self.init_failed_for_good,
             &self.ctx.node_ip.to_string(),
             Some(ip.as_str()).filter(|ip| !ip.is_empty()),
             self.start_time.as_ref().unwrap_or(&now()),
             &now(),
         );
+        status.ephemeral_container_statuses =
+            state::ephemeral_statuses(&self.records(Kind::Ephemeral));
         if let Some(v) = &self.verdict {
             status.phase = Some("Failed".into());
             status.reason = Some(v.reason.clone());
@@ -410,31 +467,28 @@ impl Worker {
         self.volumes = None;
     }
 
-    /// The running containers, as (init, index).
-    fn running(&self) -> Vec<(bool, usize)> {
-        let running = |init: bool, slots: &[Slot]| {
-            slots
-                .iter()
-                .enumerate()
-                .filter(|(_, s)| s.current.is_some() && s.rec.is_running())
-                .map(move |(i, _)| (init, i))
-                .collect::<Vec<_>>()
-        };
-        let mut out = running(true, &self.init);
-        out.extend(running(false, &self.app));
-        out
+    /// The running containers, as (kind, index).
+    fn running(&self) -> Vec<(Kind, usize)> {
+        [Kind::Init, Kind::App, Kind::Ephemeral]
+            .into_iter()
+            .flat_map(|kind| {
+                (self.slots(kind).iter().enumerate())
+                    .filter(|(_, s)| s.current.is_some() && s.rec.is_running())
+                    .map(move |(i, _)| (kind, i))
+            })
+            .collect()
     }
 
     /// Stops the probes of every container and the containers `which` in parallel: preStop,
     /// the stop signal, SIGKILL after `grace`.
-    async fn stop(&mut self, pod: &Pod, grace: Duration, which: &[(bool, usize)]) {
+    async fn stop(&mut self, pod: &Pod, grace: Duration, which: &[(Kind, usize)]) {
         let pod_ip = self.probe_ip(pod);
-        for slot in self.init.iter_mut().chain(self.app.iter_mut()) {
+        for slot in self.all_slots_mut() {
             slot.probes.stop();
         }
         let mut stops = Vec::new();
-        for &(init, i) in which {
-            let slot = self.slot(init, i);
+        for &(kind, i) in which {
+            let slot = self.slot(kind, i);
             let Some(id) = slot.current.clone() else {
                 continue;
             };
@@ -471,21 +525,22 @@ impl Worker {
             self.stop(pod, grace, &kill).await;
         } else {
             // Gone from the API: no hooks (there is no pod to read them from the spec of).
-            for slot in self.init.iter_mut().chain(self.app.iter_mut()) {
+            for slot in self.all_slots_mut() {
                 slot.probes.stop();
             }
-            for (init, i) in kill {
-                if let Some(id) = self.slot(init, i).current.clone() {
+            for (kind, i) in kill {
+                if let Some(id) = self.slot(kind, i).current.clone() {
                     containers::terminate(&self.ctx, &id, Instant::now() + grace, 15).await;
                 }
             }
         }
-        for slot in self.init.iter_mut().chain(self.app.iter_mut()) {
+        let ctx = self.ctx.clone();
+        for slot in self.all_slots_mut() {
             for id in [slot.current.take(), slot.previous.take()]
                 .into_iter()
                 .flatten()
             {
-                remove_container(&self.ctx, &id).await;
+                remove_container(&ctx, &id).await;
             }
         }
         // Containers this worker never knew (a crash between create and bookkeeping).

@@ -361,3 +361,175 @@ async fn a_containers_stdin_stdin_once_and_tty_reach_its_runtime_config() {
         "{config:?}"
     );
 }
+
+/// `pod` with ephemeral containers `names` added, as `kubectl debug` adds them (stdin and
+/// a tty, the first app container as the target).
+fn with_ephemeral(mut pod: Pod, names: &[&str]) -> Pod {
+    let spec = pod.spec.as_mut().expect("a spec");
+    spec.ephemeral_containers = Some(
+        names
+            .iter()
+            .map(|name| k8s_openapi::api::core::v1::EphemeralContainer {
+                name: name.to_string(),
+                image: Some("busybox:1.36".into()),
+                command: Some(vec!["sh".into()]),
+                stdin: Some(true),
+                tty: Some(true),
+                target_container_name: Some("c".into()),
+                ..Default::default()
+            })
+            .collect(),
+    );
+    pod
+}
+
+fn ephemeral_state(
+    status: &PodStatus,
+    name: &str,
+) -> Option<k8s_openapi::api::core::v1::ContainerState> {
+    status
+        .ephemeral_container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == name)?
+        .state
+        .clone()
+}
+
+fn started_events(sent: &[Sent], field_path: &str) -> usize {
+    sent.iter()
+        .filter(|s| matches!(s, Sent::Event { reason, field_path: Some(fp), .. } if reason == "Started" && fp == field_path))
+        .count()
+}
+
+#[tokio::test]
+async fn an_ephemeral_container_added_to_a_running_pod_runs_once_in_its_sandbox() {
+    let p = pod("Always", "busybox:1.36", None);
+    let h = Harness::start(p.clone(), &["busybox:1.36"]);
+    h.wait_for_event("Started").await;
+    h.pod_tx
+        .send_replace(Some(Arc::new(with_ephemeral(p.clone(), &["debugger"]))));
+    h.wait_for("the debugger running", |sent| {
+        sent.iter().any(|s| matches!(s, Sent::Status { status, .. } if ephemeral_state(status, "debugger").is_some_and(|s| s.running.is_some())))
+    })
+    .await;
+    assert_eq!(
+        started_events(&h.sink.sent(), "spec.ephemeralContainers{debugger}"),
+        1
+    );
+
+    let debugger = container_id(UID, "debugger", 0);
+    let app =
+        h.rt.config(&container_id(UID, "c", 0))
+            .expect("the app container");
+    let config = h.rt.config(&debugger).expect("the debugger created");
+    assert_eq!(
+        (&config.netns_path, &config.ipc_ns_path, &config.uts_ns_path),
+        (&app.netns_path, &app.ipc_ns_path, &app.uts_ns_path),
+        "the debugger joins the pod's sandbox"
+    );
+    assert!(
+        config.stdin && config.tty,
+        "its own stdin and tty: {config:?}"
+    );
+    assert_eq!(
+        config
+            .labels
+            .get(crate::pods::LABEL_CONTAINER_NAME)
+            .map(String::as_str),
+        Some("debugger"),
+        "the node API finds it by name"
+    );
+    let log = config.log_path.expect("a log");
+    assert!(
+        log.ends_with(format!("default_p_{UID}/debugger/0.log")),
+        "its log lives beside the other containers': {log:?}"
+    );
+
+    // It ends; restartPolicy Always does not bring it back.
+    h.rt.exit(&debugger, 0);
+    h.wait_for("the debugger terminated", |sent| {
+        sent.iter().any(|s| matches!(s, Sent::Status { status, .. } if ephemeral_state(status, "debugger").is_some_and(|s| s.terminated.is_some())))
+    })
+    .await;
+    // A second debugger makes the worker run a pass; it starts that one only.
+    h.pod_tx.send_replace(Some(Arc::new(with_ephemeral(
+        p,
+        &["debugger", "debugger2"],
+    ))));
+    h.wait_for("the second debugger started", |sent| {
+        started_events(sent, "spec.ephemeralContainers{debugger2}") == 1
+    })
+    .await;
+    let creates = h.creates();
+    assert_eq!(
+        creates.iter().filter(|id| **id == debugger).count(),
+        1,
+        "an ephemeral container is never restarted: {creates:?}"
+    );
+    assert!(
+        !creates.contains(&container_id(UID, "debugger", 1)),
+        "{creates:?}"
+    );
+
+    let status = h.sink.statuses().pop().expect("a status");
+    let statuses = status
+        .ephemeral_container_statuses
+        .clone()
+        .expect("ephemeral statuses");
+    let first = &statuses[0];
+    let t = first
+        .state
+        .as_ref()
+        .and_then(|s| s.terminated.clone())
+        .expect("terminated");
+    assert_eq!(
+        (
+            first.name.as_str(),
+            t.exit_code,
+            t.reason.as_deref(),
+            first.ready,
+            first.restart_count
+        ),
+        ("debugger", 0, Some("Completed"), false, 0)
+    );
+    assert_eq!(first.container_id, Some(format!("containerd://{debugger}")));
+    assert_eq!(
+        status.phase.as_deref(),
+        Some("Running"),
+        "ephemeral containers leave the phase be"
+    );
+    assert_eq!(
+        status.container_statuses.as_ref().expect("statuses").len(),
+        1,
+        "ephemeral containers are not among the pod's containers"
+    );
+}
+
+#[tokio::test]
+async fn a_running_ephemeral_container_is_killed_with_its_pod() {
+    let mut p = with_ephemeral(pod("Always", "busybox:1.36", None), &["debugger"]);
+    let h = Harness::start(p.clone(), &["busybox:1.36"]);
+    h.wait_for("the debugger started", |sent| {
+        started_events(sent, "spec.ephemeralContainers{debugger}") == 1
+    })
+    .await;
+    p.metadata.deletion_timestamp = Some(Time(Timestamp::now()));
+    p.metadata.deletion_grace_period_seconds = Some(30);
+    h.pod_tx.send_replace(Some(Arc::new(p)));
+    h.wait_for("the pod's removal", |sent| {
+        sent.iter().any(|s| matches!(s, Sent::Delete { .. }))
+    })
+    .await;
+    let debugger = container_id(UID, "debugger", 0);
+    let calls = h.rt.calls();
+    assert!(
+        calls.contains(&Call::Kill(debugger.clone(), 15)),
+        "stopped: {calls:?}"
+    );
+    assert!(
+        calls.contains(&Call::Delete(debugger)),
+        "removed: {calls:?}"
+    );
+    assert!(h.rt.list_containers().await.unwrap().is_empty());
+}

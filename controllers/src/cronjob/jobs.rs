@@ -48,6 +48,7 @@ pub fn job_for(cj: &CronJob, scheduled: Timestamp, tz: &TimeZone) -> Job {
 /// failedJobsHistoryLimit (Failed).
 pub(super) async fn prune_history(
     api: &Api<Job>,
+    cj: &CronJob,
     spec: &CronJobSpec,
     children: &[Arc<Job>],
 ) -> Result<()> {
@@ -58,7 +59,12 @@ pub(super) async fn prune_history(
         for job in jobs_beyond_limit(children, succeeded, limit) {
             let jname = job.name_any();
             match api.delete(&jname, &DeleteParams::background()).await {
-                Ok(_) => info!(job = %jname, "deleted finished job beyond the history limit"),
+                Ok(_) => {
+                    info!(job = %jname, "deleted finished job beyond the history limit");
+                    let client = api.clone().into_client();
+                    let message = format!("Deleted job {jname}");
+                    super::event(&client, cj, "Normal", "SuccessfulDelete", &message).await;
+                }
                 Err(kube::Error::Api(e)) if e.code == 404 => {}
                 Err(source) => return Err(Error::DeleteJob { job: jname, source }),
             }

@@ -13,7 +13,7 @@ use tracing::info;
 
 use super::nodes::{pin_to_node, pod_template};
 use super::{Error, Result, State};
-use crate::podcontrol::{self, claim, controller_ref};
+use crate::podcontrol::{self, claim, controller_ref, PodWrite};
 
 /// Creates or deletes at most this many pods per sync (upstream's burstReplicas for
 /// DaemonSets); the next sync does the rest.
@@ -143,6 +143,9 @@ impl<'a> Sync<'a> {
             let mut names = Vec::new();
             let mut failure = None;
             for result in results {
+                let pod = result.as_ref().map_or(String::new(), |p| p.name_any());
+                self.pod_event(PodWrite::Create, &pod, result.as_ref().err())
+                    .await;
                 match result {
                     Ok(pod) => names.push(pod.name_any()),
                     Err(source) => failure = Some(source),
@@ -164,6 +167,12 @@ impl<'a> Sync<'a> {
         Ok(())
     }
 
+    async fn pod_event(&self, write: PodWrite, pod: &str, error: Option<&kube::Error>) {
+        let client = self.pods_api.clone().into_client();
+        podcontrol::publish_pod_event(&client, self.ds, write, pod, error, "daemonset-controller")
+            .await;
+    }
+
     async fn delete(&self, victims: &[(&Pod, bool)]) -> Result<()> {
         let uids = victims.iter().filter_map(|(p, _)| p.uid());
         self.state
@@ -175,12 +184,20 @@ impl<'a> Sync<'a> {
                 ..Default::default()
             };
             match self.pods_api.delete(&pod.name_any(), &params).await {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    self.pod_event(PodWrite::Delete, &pod.name_any(), None)
+                        .await;
+                    Ok(())
+                }
                 Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-                Err(source) => Err(Error::DeletePod {
-                    pod: pod.name_any(),
-                    source,
-                }),
+                Err(source) => {
+                    self.pod_event(PodWrite::Delete, &pod.name_any(), Some(&source))
+                        .await;
+                    Err(Error::DeletePod {
+                        pod: pod.name_any(),
+                        source,
+                    })
+                }
             }
         });
         let results = futures::future::join_all(deletes).await;

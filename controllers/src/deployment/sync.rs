@@ -151,6 +151,20 @@ impl Rollout {
         match self.rs_api.create(&PostParams::default(), &rs).await {
             Ok(created) => {
                 info!(replicaset = %name, replicas, "created new replicaset");
+                if replicas > 0 {
+                    // Upstream words a new ReplicaSet's first size as a scale from 0.
+                    let message = format!("Scaled up replica set {name} from 0 to {replicas}");
+                    let client = self.rs_api.clone().into_client();
+                    podcontrol::publish_event(
+                        &client,
+                        d.as_ref(),
+                        "Normal",
+                        "ScalingReplicaSet",
+                        &message,
+                        "deployment-controller",
+                    )
+                    .await;
+                }
                 let message = format!("Created new replica set \"{name}\"");
                 self.set_progressing_if_deadline("True", "NewReplicaSetCreated", message);
                 self.new_rs = Some(created);

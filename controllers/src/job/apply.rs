@@ -11,7 +11,10 @@ use tracing::info;
 
 use super::pods::{has_tracking_finalizer, pod_for, remove_tracking_finalizer};
 use super::{BackoffRecord, Error, Result, State};
-use crate::podcontrol;
+use crate::podcontrol::{self, PodWrite};
+
+/// The event source upstream's Job loop reports as.
+pub(super) const COMPONENT: &str = "job-controller";
 
 /// Finished pods seen for the first time, split by how they count.
 #[derive(Default)]
@@ -58,6 +61,18 @@ pub(super) fn record_backoff(state: &State, key: &str, new: &NewlyFinished<'_>, 
     }
 }
 
+/// An event about `job` and one of its pods, as upstream's pod control records it.
+async fn pod_event(
+    api: &Api<Pod>,
+    job: &Job,
+    write: PodWrite,
+    pod: &str,
+    error: Option<&kube::Error>,
+) {
+    let client = api.clone().into_client();
+    podcontrol::publish_pod_event(&client, job, write, pod, error, COMPONENT).await;
+}
+
 /// Creates one pod per entry (its completion index when Indexed), 1, 2, 4, ... at a
 /// time so a template that cannot be created fails after one request.
 pub(super) async fn create_pods(
@@ -81,6 +96,8 @@ pub(super) async fn create_pods(
         let mut names = Vec::new();
         let mut failure = None;
         for result in futures::future::join_all(creates).await {
+            let pod = result.as_ref().map_or(String::new(), |p| p.name_any());
+            pod_event(api, job, PodWrite::Create, &pod, result.as_ref().err()).await;
             match result {
                 Ok(pod) => names.push(pod.name_any()),
                 Err(source) => failure = Some(source),
@@ -109,6 +126,7 @@ pub(super) async fn create_pods(
 pub(super) async fn delete_pods(
     state: &State,
     key: &str,
+    job: &Job,
     api: &Api<Pod>,
     pods: &[&Pod],
     uncount: bool,
@@ -129,12 +147,19 @@ pub(super) async fn delete_pods(
                         source,
                     })?;
             }
-            podcontrol::delete_pod(api, &pod.name_any())
-                .await
-                .map_err(|source| Error::DeletePod {
-                    pod: pod.name_any(),
-                    source,
-                })
+            let deleted = podcontrol::delete_pod(api, &pod.name_any()).await;
+            pod_event(
+                api,
+                job,
+                PodWrite::Delete,
+                &pod.name_any(),
+                deleted.as_ref().err(),
+            )
+            .await;
+            deleted.map_err(|source| Error::DeletePod {
+                pod: pod.name_any(),
+                source,
+            })
         }
         .await;
         if let Err(e) = result {

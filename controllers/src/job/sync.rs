@@ -14,7 +14,7 @@ use kube::runtime::controller::Action;
 use kube::{Api, ResourceExt};
 use tracing::info;
 
-use super::apply::{create_pods, delete_pods, record_backoff, NewlyFinished};
+use super::apply::{create_pods, delete_pods, record_backoff, NewlyFinished, COMPONENT};
 use super::indexes::{format_ranges, indexes_to_create, parse_ranges, pod_index};
 use super::pods::{has_tracking_finalizer, remove_tracking_finalizer};
 use super::policy::{match_failure_policy, restarts_exceed_limit, wanted_active, PolicyAction};
@@ -271,7 +271,7 @@ pub(super) async fn sync_job(
     let mut deleted = 0usize;
     let mut manage_error = None;
     if let Some(f) = &finish {
-        deleted = delete_pods(state, key, &pods_api, &active, false).await?;
+        deleted = delete_pods(state, key, &job, &pods_api, &active, false).await?;
         let (interim, terminal, reason, message) = match f {
             Finish::Success => (
                 "SuccessCriteriaMet",
@@ -286,14 +286,23 @@ pub(super) async fn sync_job(
         set_condition(&mut conditions, interim, "True", reason, message, now);
         // The terminal condition waits until no pod runs and every pod is counted.
         if active.is_empty() && all_counted {
-            set_condition(&mut conditions, terminal, "True", reason, message, now);
+            let newly = set_condition(&mut conditions, terminal, "True", reason, message, now);
             if matches!(f, Finish::Success) {
                 status.completion_time = Some(now_time(now));
             }
             info!(job = %key, %terminal, %reason, "job finished");
+            if newly {
+                // Upstream's recordJobFinished: "Completed", or the failure's reason.
+                let (type_, reason, message) = match f {
+                    Finish::Success => ("Normal", "Completed", "Job completed"),
+                    Finish::Failure { .. } => ("Warning", reason, message),
+                };
+                podcontrol::publish_event(&state.client, &job, type_, reason, message, COMPONENT)
+                    .await;
+            }
         }
     } else if suspended {
-        deleted = delete_pods(state, key, &pods_api, &active, true).await?;
+        deleted = delete_pods(state, key, &job, &pods_api, &active, true).await?;
         if set_condition(
             &mut conditions,
             "Suspended",
@@ -349,7 +358,7 @@ pub(super) async fn sync_job(
                     pods_to_delete(&active, active.len())
                 };
                 victims.truncate(active.len() - want);
-                deleted = delete_pods(state, key, &pods_api, &victims, true).await?;
+                deleted = delete_pods(state, key, &job, &pods_api, &victims, true).await?;
             } else if active.len() < want {
                 let backoff = state
                     .backoff

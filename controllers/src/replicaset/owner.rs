@@ -15,10 +15,12 @@ use crate::runtime::informers::Kind;
 
 /// An owner of interchangeable pods: the ReplicaSet loop's view of its object.
 pub trait Replicated:
-    Kind + Serialize + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+    Kind + Serialize + kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
 {
     /// The loop's name in logs and errors.
     const LOOP: &'static str;
+    /// The event source upstream's loop reports as.
+    const COMPONENT: &'static str;
     /// The selector as a LabelSelector; `None` when the object has no spec.
     fn selector(&self) -> Option<Cow<'_, LabelSelector>>;
     /// `spec.replicas` (defaulted to 1 by the API server; 1 when absent here too).
@@ -31,6 +33,7 @@ pub trait Replicated:
 
 impl Replicated for ReplicaSet {
     const LOOP: &'static str = "replicaset";
+    const COMPONENT: &'static str = "replicaset-controller";
 
     fn selector(&self) -> Option<Cow<'_, LabelSelector>> {
         self.spec.as_ref().map(|s| Cow::Borrowed(&s.selector))
@@ -58,6 +61,7 @@ impl Replicated for ReplicaSet {
 
 impl Replicated for ReplicationController {
     const LOOP: &'static str = "replicationcontroller";
+    const COMPONENT: &'static str = "replication-controller";
 
     /// The plain map selector as matchLabels. The API server defaults an absent one
     /// from the template's labels, as upstream's defaulting does; an object stored

@@ -44,10 +44,10 @@ impl Sync<'_> {
                     return Ok(true);
                 }
                 let name = pod.name_any();
-                self.pods
-                    .create(&PostParams::default(), &pod)
-                    .await
-                    .map_err(Error::api("creating pod", &name))?;
+                let created = self.pods.create(&PostParams::default(), &pod).await;
+                self.pod_event("create", &name, created.as_ref().err())
+                    .await;
+                created.map_err(Error::api("creating pod", &name))?;
                 info!(pod = %name, revision = %rev.name_any(), "created pod");
                 self.state
                     .expectations
@@ -65,10 +65,14 @@ impl Sync<'_> {
                     ..DeleteParams::default()
                 };
                 match self.pods.delete(name, &params).await {
-                    Ok(_) => info!(pod = %name, reason = ?why, "deleted pod"),
+                    Ok(_) => {
+                        info!(pod = %name, reason = ?why, "deleted pod");
+                        self.pod_event("delete", name, None).await;
+                    }
                     // Gone already, or replaced by a pod with the same name.
                     Err(e) if is_status(&e, 404) || is_status(&e, 409) => {}
                     Err(e) => {
+                        self.pod_event("delete", name, Some(&e)).await;
                         self.state.expectations.forget(&self.key);
                         return Err(Error::api("deleting pod", name)(e));
                     }
@@ -85,6 +89,39 @@ impl Sync<'_> {
             }
         }
         Ok(false)
+    }
+
+    /// The event upstream's stateful pod control records for `verb` ("create", "delete")
+    /// on pod `name`: `SuccessfulCreate` "create Pod web-0 in StatefulSet web successful",
+    /// or `FailedCreate` with the error.
+    async fn pod_event(&self, verb: &str, name: &str, error: Option<&kube::Error>) {
+        let set = self.set.name_any();
+        let title = verb[..1].to_uppercase() + &verb[1..];
+        let (type_, reason, message) = match error {
+            None => (
+                "Normal",
+                format!("Successful{title}"),
+                format!("{verb} Pod {name} in StatefulSet {set} successful"),
+            ),
+            Some(e) => (
+                "Warning",
+                format!("Failed{title}"),
+                format!(
+                    "{verb} Pod {name} in StatefulSet {set} failed error: {}",
+                    crate::podcontrol::error_message(e)
+                ),
+            ),
+        };
+        let client = self.pods.clone().into_client();
+        crate::podcontrol::publish_event(
+            &client,
+            self.set,
+            type_,
+            &reason,
+            &message,
+            "statefulset-controller",
+        )
+        .await;
     }
 
     /// Creates the missing claims of `ordinal`; false when one is stale or being

@@ -87,6 +87,20 @@ pub(crate) fn image_of(rs: &ReplicaSet) -> Option<String> {
         .clone()
 }
 
+/// The name of the ReplicaSet whose pods run `image`.
+pub(crate) async fn replica_set_of_image(c: &Cluster, image: &str) -> String {
+    let rses = c
+        .api::<ReplicaSet>()
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items;
+    rses.iter()
+        .find(|rs| image_of(rs).as_deref() == Some(image))
+        .map(|rs| rs.name_any())
+        .unwrap_or_else(|| panic!("no ReplicaSet runs {image}"))
+}
+
 /// (image, spec.replicas, revision) of every ReplicaSet, sorted by revision.
 pub(crate) async fn replica_set_summary(c: &Cluster) -> Vec<(String, i32, i64)> {
     let rses = c

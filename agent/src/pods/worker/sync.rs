@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use super::{grace_period, host_network, Worker};
 use crate::network::SandboxRequest;
-use crate::pods::actions::{compute_pod_actions, Action};
+use crate::pods::actions::{compute_pod_actions, Action, Kind};
 use crate::pods::admission::Verdict;
 use crate::pods::backoff::go_duration;
 use crate::pods::containers::{
@@ -61,7 +61,7 @@ impl Worker {
         for slot in self.init.iter_mut().chain(self.app.iter_mut()) {
             if slot.rec.is_running() {
                 for m in slot.probes.apply(&mut slot.rec) {
-                    unhealthy.push((field_path(false, &slot.spec.name), m));
+                    unhealthy.push((field_path(Kind::App, &slot.spec.name), m));
                 }
             }
         }
@@ -84,15 +84,20 @@ impl Worker {
         soonest(deadline);
         let actions = compute_pod_actions(&self.view(Some(pod), Instant::now()));
         self.init_failed_for_good = actions.init_failed_for_good;
+        // Ephemeral containers first, as the kubelet's SyncPod: a pod whose init containers
+        // fail can still be debugged.
+        for (i, action) in actions.ephemeral.iter().enumerate() {
+            soonest(self.act(pod, Kind::Ephemeral, i, *action, &pod_ip).await);
+        }
         for (i, action) in actions.init.iter().enumerate() {
-            soonest(self.act(pod, true, i, *action, &pod_ip).await);
+            soonest(self.act(pod, Kind::Init, i, *action, &pod_ip).await);
         }
         if self.init_failed_for_good {
             self.finish(pod).await;
             return None;
         }
         for (i, action) in actions.app.iter().enumerate() {
-            soonest(self.act(pod, false, i, *action, &pod_ip).await);
+            soonest(self.act(pod, Kind::App, i, *action, &pod_ip).await);
         }
         // Asked again: a start may have ended at once (StartError).
         let policy = pod
@@ -102,8 +107,8 @@ impl Worker {
             .unwrap_or("Always");
         let phase = state::phase(
             policy,
-            &self.records(true),
-            &self.records(false),
+            &self.records(Kind::Init),
+            &self.records(Kind::App),
             self.init_failed_for_good,
         );
         if phase == "Succeeded" || phase == "Failed" {
@@ -181,31 +186,31 @@ impl Worker {
     async fn act(
         &mut self,
         pod: &Pod,
-        init: bool,
+        kind: Kind,
         i: usize,
         action: Action,
         pod_ip: &str,
     ) -> Option<Duration> {
         match action {
             Action::Keep => None,
-            Action::Start => self.start_slot(pod, init, i, pod_ip, false).await,
-            Action::Restart => self.start_slot(pod, init, i, pod_ip, true).await,
-            Action::BackOff(wait) => Some(self.back_off(pod, init, i, wait).await),
+            Action::Start => self.start_slot(pod, kind, i, pod_ip, false).await,
+            Action::Restart => self.start_slot(pod, kind, i, pod_ip, true).await,
+            Action::BackOff(wait) => Some(self.back_off(pod, kind, i, wait).await),
             Action::WaitForInit => {
-                self.slot_mut(init, i).rec.state = State::waiting("PodInitializing", None);
+                self.slot_mut(kind, i).rec.state = State::waiting("PodInitializing", None);
                 None
             }
             Action::Kill(reason) => {
                 // Liveness or startup failure: stop it; the exit restarts it.
-                let slot = self.slot(init, i);
+                let slot = self.slot(kind, i);
                 let grace = slot.probes.kill_grace(pod, reason);
                 let msg = format!(
                     "Container {} failed {reason} probe, will be restarted",
                     slot.spec.name
                 );
-                let fp = field_path(init, &slot.spec.name);
+                let fp = field_path(kind, &slot.spec.name);
                 self.event(pod, Some(fp), NORMAL, "Killing", &msg).await;
-                let slot = self.slot_mut(init, i);
+                let slot = self.slot_mut(kind, i);
                 slot.killing = Some("probe");
                 slot.probes.stop();
                 let (id, signal) = (
@@ -229,10 +234,10 @@ impl Worker {
 
     /// A restart waits out its back-off: the container shows CrashLoopBackOff (with an
     /// event when it starts to). Returns `wait`.
-    async fn back_off(&mut self, pod: &Pod, init: bool, i: usize, wait: Duration) -> Duration {
+    async fn back_off(&mut self, pod: &Pod, kind: Kind, i: usize, wait: Duration) -> Duration {
         let uid = self.uid.clone();
-        let fp = field_path(init, &self.slot(init, i).spec.name);
-        let slot = self.slot_mut(init, i);
+        let fp = field_path(kind, &self.slot(kind, i).spec.name);
+        let slot = self.slot_mut(kind, i);
         let delay = go_duration(slot.restart.delay().unwrap_or_default());
         let message = format!(
             "back-off {delay} restarting failed container={} pod={}_{}({uid})",
@@ -263,32 +268,32 @@ impl Worker {
     async fn start_slot(
         &mut self,
         pod: &Pod,
-        init: bool,
+        kind: Kind,
         i: usize,
         pod_ip: &str,
         restart: bool,
     ) -> Option<Duration> {
         let ctx = self.ctx.clone();
         let uid = self.uid.clone();
-        let fp = field_path(init, &self.slot(init, i).spec.name);
+        let fp = field_path(kind, &self.slot(kind, i).spec.name);
         if restart {
-            let slot = self.slot_mut(init, i);
+            let slot = self.slot_mut(kind, i);
             if let Err(wait) = slot.restart.attempt(&ctx.backoff, Instant::now()) {
-                return Some(self.back_off(pod, init, i, wait).await);
+                return Some(self.back_off(pod, kind, i, wait).await);
             }
         }
-        let image = match image_manager::ensure_image(&ctx, pod, init, self.slot_mut(init, i)).await
+        let image = match image_manager::ensure_image(&ctx, pod, kind, self.slot_mut(kind, i)).await
         {
             Ok(image) => image,
             Err(wait) => return wait,
         };
         // Environment and mounts.
-        let spec = self.slot(init, i).spec.clone();
+        let spec = self.slot(kind, i).spec.clone();
         let with_ips = self.pod_with_ips(pod, pod_ip);
         let env = match volumes::container_env(&ctx.volumes, &with_ips, &spec).await {
             Ok(env) => env,
             Err(e) => {
-                self.config_error(pod, init, i, &e.message).await;
+                self.config_error(pod, kind, i, &e.message).await;
                 return Some(ctx.backoff.initial);
             }
         };
@@ -299,19 +304,19 @@ impl Worker {
         {
             Some(Ok(m)) => m,
             Some(Err(e)) => {
-                self.config_error(pod, init, i, &e.message).await;
+                self.config_error(pod, kind, i, &e.message).await;
                 return Some(ctx.backoff.initial);
             }
             None => Vec::new(),
         };
-        let attempt = self.slot(init, i).next_attempt;
+        let attempt = self.slot(kind, i).next_attempt;
         let cfg = containers::container_config(
             &ctx,
             RunRequest {
                 pod,
                 uid: &uid,
                 spec: &spec,
-                init,
+                kind,
                 attempt,
                 image: &image,
                 env,
@@ -322,7 +327,7 @@ impl Worker {
         let id = cfg.id.clone();
         // The previous run goes once a new one is made (its logs stay on disk).
         {
-            let slot = self.slot_mut(init, i);
+            let slot = self.slot_mut(kind, i);
             if let Some(old) = slot.previous.take() {
                 remove_container(&ctx, &old).await;
             }
@@ -357,7 +362,7 @@ impl Worker {
             )
             .await;
             remove_container(&ctx, &id).await;
-            let slot = self.slot_mut(init, i);
+            let slot = self.slot_mut(kind, i);
             slot.current = Some(id.clone());
             slot.rec.state = State::Terminated(Terminated {
                 exit_code: 128,
@@ -378,7 +383,7 @@ impl Worker {
         let ip = self.probe_ip(pod);
         let started_at = now();
         containers::record_start(&ctx, &uid, &spec.name, &id, &started_at);
-        let slot = self.slot_mut(init, i);
+        let slot = self.slot_mut(kind, i);
         slot.current = Some(id.clone());
         slot.rec.state = State::Running { started_at };
         slot.probes
@@ -394,16 +399,16 @@ impl Worker {
                 let text = format!("PostStartHook failed: {msg}");
                 self.event(pod, Some(fp), WARNING, "FailedPostStartHook", &text)
                     .await;
-                self.slot_mut(init, i).killing = Some("postStart");
+                self.slot_mut(kind, i).killing = Some("postStart");
                 stop_container(&ctx, id, grace, stop_signal(&spec));
             }
         }
         None
     }
 
-    async fn config_error(&mut self, pod: &Pod, init: bool, i: usize, message: &str) {
-        let fp = field_path(init, &self.slot(init, i).spec.name);
-        let slot = self.slot_mut(init, i);
+    async fn config_error(&mut self, pod: &Pod, kind: Kind, i: usize, message: &str) {
+        let fp = field_path(kind, &self.slot(kind, i).spec.name);
+        let slot = self.slot_mut(kind, i);
         let already = matches!(&slot.rec.state, State::Waiting { reason, message: m } if reason == "CreateContainerConfigError" && m.as_deref() == Some(message));
         if let State::Terminated(t) = &slot.rec.state {
             slot.rec.last = Some(t.clone());

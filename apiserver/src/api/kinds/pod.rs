@@ -153,7 +153,13 @@ pub(in crate::api) fn with_ephemeral_containers(
             "readinessProbe",
             "startupProbe",
         ] {
-            if c.get(forbidden).is_some_and(|v| !v.is_null()) {
+            // `resources` is a struct, not a pointer, upstream: the `{}` kubectl debug
+            // sends is its zero value, which is allowed.
+            let unset = |v: &Value| {
+                v.is_null()
+                    || (forbidden == "resources" && v.as_object().is_some_and(|o| o.is_empty()))
+            };
+            if c.get(forbidden).is_some_and(|v| !unset(v)) {
                 causes.push(Cause::forbidden(
                     format!("{field}.{forbidden}"),
                     "cannot be set for an Ephemeral Container",
@@ -201,6 +207,12 @@ mod ephemeral_tests {
         );
         let merged = with_ephemeral_containers(&pod, &added).unwrap();
         assert_eq!(merged["spec"]["ephemeralContainers"][1]["name"], "dbg2");
+        // What kubectl debug sends: empty resources are no resources.
+        let as_kubectl_debug_sends = with(
+            json!([{"name": "dbg1", "image": "busybox"}, {"name": "dbg2", "image": "busybox", "resources": {}}]),
+        );
+        with_ephemeral_containers(&pod, &as_kubectl_debug_sends)
+            .expect("kubectl debug's empty resources are allowed");
         assert_eq!(merged["metadata"]["labels"], json!({"a": "1"}));
         let cases = [
             ("removing one", json!([]), "spec.ephemeralContainers[0]"),
@@ -223,6 +235,11 @@ mod ephemeral_tests {
                 "ports",
                 json!([{"name": "dbg1", "image": "busybox"}, {"name": "d", "image": "b", "ports": [{"containerPort": 80}]}]),
                 "spec.ephemeralContainers[1].ports",
+            ),
+            (
+                "resource limits",
+                json!([{"name": "dbg1", "image": "busybox"}, {"name": "d", "image": "b", "resources": {"limits": {"cpu": "1"}}}]),
+                "spec.ephemeralContainers[1].resources",
             ),
         ];
         for (name, eph, field) in cases {
