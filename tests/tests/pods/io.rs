@@ -227,6 +227,127 @@ fn kubectl_exec_reports_exit_codes_passes_stdin_and_carries_cp_both_ways() {
     );
 }
 
+/// `kubectl port-forward` to a pod's `port`, its stdout drained (kubectl dies of SIGPIPE when
+/// it cannot print "Handling connection"); the local port and the process guard.
+fn port_forward(node: &Node, pod: &str, port: u16, websockets: bool) -> (u16, common::ChildGuard) {
+    let mut child = node
+        .kubectl
+        .command()
+        .args([
+            "port-forward",
+            pod,
+            &format!(":{port}"),
+            "--address",
+            "127.0.0.1",
+        ])
+        .env(
+            "KUBECTL_PORT_FORWARD_WEBSOCKETS",
+            if websockets { "true" } else { "false" },
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let guard = common::ChildGuard(child);
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+        if let Some(Ok(first)) = lines.next() {
+            let _ = tx.send(first);
+        }
+        for _ in lines {}
+    });
+    let first = rx
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("kubectl port-forward says where it listens");
+    // "Forwarding from 127.0.0.1:PORT -> 8080"
+    let port = first
+        .split("127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("kubectl port-forward said {first:?}"));
+    (port, guard)
+}
+
+/// One HTTP/1.0 GET to 127.0.0.1:`port`; the body.
+fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response)?;
+    response
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .ok_or_else(|| std::io::Error::other(format!("no HTTP response: {response:?}")))
+}
+
+#[test]
+fn kubectl_port_forward_reaches_the_pod_over_both_protocols_and_moves_data_intact() {
+    let node = Node::start(&[]);
+    node.apply(
+        "web.yaml",
+        &pod(
+            "web",
+            "Always",
+            &format!("  containers:\n  - name: main\n    image: {TESTSERVER}\n    imagePullPolicy: IfNotPresent\n"),
+        ),
+    );
+    node.apply(
+        "echo.yaml",
+        &pod(
+            "echo",
+            "Always",
+            &format!("  containers:\n  - name: main\n    image: {BUSYBOX}\n    imagePullPolicy: IfNotPresent\n    command: [nc, -ll, -p, '9000', -e, cat]\n"),
+        ),
+    );
+    running(&node, "web", 0);
+    running(&node, "echo", 0);
+    // Forward only once the server answers inside the pod: a forward to a port nobody
+    // listens on ends kubectl port-forward.
+    node.eventually("the test server answering in its pod", || {
+        let out = node.kubectl.output(&[
+            "exec",
+            "web",
+            "--",
+            "wget",
+            "-qO-",
+            "http://127.0.0.1:8080/hostname",
+        ]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (text == "web").then_some(()).ok_or(text)
+    });
+    // SPDY tunnelled in WebSocket (kubectl's default), then plain SPDY.
+    for websockets in [true, false] {
+        let (port, _kubectl) = port_forward(&node, "pod/web", 8080, websockets);
+        for attempt in 0..2 {
+            assert_eq!(
+                http_get(port, "/hostname").unwrap(),
+                "web",
+                "the pod's own hostname (websockets: {websockets}, connection {attempt})"
+            );
+        }
+    }
+    // 100 MiB through an echo in the pod and back, byte for byte.
+    let (port, _kubectl) = port_forward(&node, "pod/echo", 9000, true);
+    let payload: Vec<u8> = (0..100u32 * 1024 * 1024)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut writer = conn.try_clone().unwrap();
+    let sent = payload.clone();
+    let writing = std::thread::spawn(move || std::io::Write::write_all(&mut writer, &sent));
+    let mut back = vec![0u8; payload.len()];
+    std::io::Read::read_exact(&mut &conn, &mut back).unwrap();
+    writing.join().unwrap().unwrap();
+    assert!(
+        back == payload,
+        "the bytes echoed through the forward differ"
+    );
+}
+
 #[test]
 fn kubectl_run_attaches_to_a_new_pods_output_and_removes_it() {
     let node = Node::start(&[]);
