@@ -97,23 +97,32 @@ async fn pump(
             return Ok(());
         }
         if rotated {
-            let file = tokio::fs::File::open(path).await?;
+            // The file after the one just read: the next rotated one when the log rotated
+            // more than once meanwhile, else the current log.
+            let next = {
+                let path = path.to_path_buf();
+                tokio::task::spawn_blocking(move || next_after(&path, inode))
+                    .await
+                    .map_err(io::Error::other)?
+            };
+            let file = tokio::fs::File::open(&next).await?;
             inode = file.metadata().await?.ino();
             reader = BufReader::new(file);
             line.clear();
             rotated = false;
-            last_pass = false;
             continue;
         }
-        if last_pass {
-            return Ok(());
-        }
+        // Checked before stopping: a log rotated after the last write announced still has
+        // lines in the files after this one.
         if tokio::fs::metadata(path)
             .await
             .is_ok_and(|m| m.ino() != inode)
         {
             rotated = true;
             continue;
+        }
+        if last_pass {
+            return Ok(());
         }
         let Some(progress) = live.as_mut() else {
             return Ok(());
@@ -143,6 +152,20 @@ async fn pump(
             _ = tokio::time::sleep(RECHECK) => {}
             _ = tx.closed() => return Ok(()),
         }
+    }
+}
+
+/// The file to read after the one with `inode`, which was rotated away from `path`: the
+/// next rotated file (oldest first), else the current log. When the file is gone (more
+/// rotations than the log keeps), the current log.
+fn next_after(path: &Path, inode: u64) -> PathBuf {
+    let rotated = super::rotate::rotated_files(path).unwrap_or_default();
+    let at = rotated
+        .iter()
+        .position(|p| std::fs::metadata(p).is_ok_and(|m| m.ino() == inode));
+    match at.and_then(|i| rotated.get(i + 1)) {
+        Some(next) => next.clone(),
+        None => path.to_path_buf(),
     }
 }
 

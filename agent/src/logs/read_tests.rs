@@ -183,6 +183,52 @@ async fn a_follow_gets_new_lines_across_a_rotation_and_ends_when_the_output_does
 }
 
 #[tokio::test]
+async fn a_follower_two_rotations_behind_reads_every_file_in_order() {
+    let (dir, path) = log_file(&[(1, OUT, true, "before")]);
+    let (progress, live) = watch::channel(Progress::default());
+    let opts = LogOptions {
+        follow: true,
+        ..Default::default()
+    };
+    let mut rx = stream_log(path.clone(), opts, Some(live));
+    assert_eq!(&rx.recv().await.unwrap().unwrap()[..], b"before\n");
+    let limits = crate::logs::rotate::LogLimits {
+        max_size: 100,
+        max_files: 5,
+    };
+    let mut w = crate::logs::rotate::RotatingWriter::open(&path, limits).unwrap();
+    let line = |text: &str| {
+        Record {
+            time: "2026-01-01T00:00:09Z".into(),
+            stream: OUT,
+            full: true,
+            text: Bytes::copy_from_slice(text.as_bytes()),
+        }
+        .to_line()
+    };
+    // Written while the follower waits: the log rotates twice (every 100 bytes).
+    for text in [
+        "first-after-start",
+        "second-rotates-1",
+        "third-fits-here",
+        "fourth-rotates-2",
+    ] {
+        w.write_line(&line(text)).unwrap();
+    }
+    assert_eq!(
+        crate::logs::rotate::rotated_files(&path).unwrap().len(),
+        2,
+        "two rotations behind the follower"
+    );
+    progress.send_modify(|p| p.done = true);
+    assert_eq!(
+        read_all(rx).await,
+        "first-after-start\nsecond-rotates-1\nthird-fits-here\nfourth-rotates-2\n"
+    );
+    drop(dir);
+}
+
+#[tokio::test]
 async fn a_follow_of_a_log_nobody_writes_ends_at_its_end() {
     let (_dir, path) = sample();
     let opts = LogOptions {
