@@ -453,3 +453,43 @@ fn kube_rs_exec_and_portforward_work_through_the_api_server() {
         assert!(answer.ends_with("\r\n\r\nweb"), "{answer:?}");
     });
 }
+
+#[test]
+fn kubectl_attach_passes_stdin_to_a_running_container_and_shows_its_output() {
+    let node = Node::start(&[]);
+    node.apply(
+        "reader.yaml",
+        &pod(
+            "reader",
+            "Never",
+            &format!("  containers:\n  - name: main\n    image: {BUSYBOX}\n    imagePullPolicy: IfNotPresent\n    stdin: true\n    stdinOnce: true\n    command: [sh, -c, 'while read line; do echo got:$line; done; echo stdin-closed']\n"),
+        ),
+    );
+    running(&node, "reader", 0);
+    let mut attach = node
+        .kubectl
+        .command()
+        .args(["attach", "-i", "reader"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = attach.stdin.take().unwrap();
+        stdin.write_all(b"one\ntwo\n").unwrap();
+        // Dropped: the client's stdin ends, and with stdinOnce so does the container's.
+    }
+    let out = attach.wait_with_output().unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "got:one\ngot:two\nstdin-closed\n"
+    );
+    node.eventually("the container done once its stdin closed", || {
+        let p = node.pod("reader");
+        (at(&p, "/status/phase") == "Succeeded")
+            .then_some(())
+            .ok_or(at(&p, "/status"))
+    });
+}
