@@ -52,9 +52,8 @@ impl LogOptions {
         let mut since_seconds: Option<i64> = None;
         let mut since_time: Option<Timestamp> = None;
         let mut errors: Vec<String> = Vec::new();
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value);
+        for (key, value) in crate::stream::form_urlencoded(query) {
+            let key = key.as_str();
             match key {
                 "follow" => opts.follow = parse_bool(key, &value)?,
                 "previous" => opts.previous = parse_bool(key, &value)?,
@@ -142,32 +141,6 @@ fn parse_int(value: &str) -> Result<i64, LogError> {
             "strconv.ParseInt: parsing {value:?}: invalid syntax"
         ))
     })
-}
-
-/// Decodes `%XX` escapes and `+` (a sinceTime's `+01:00` arrives as `%2B01:00`).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 3;
-                        continue;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b'+' => out.push(b' '),
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
