@@ -515,11 +515,7 @@ where
         .await
         .map_err(|e| unreachable(&e))?;
     let _ = tcp.set_nodelay(true);
-    let authority = if dest.host.contains(':') {
-        format!("[{}]:{}", dest.host, dest.port)
-    } else {
-        format!("{}:{}", dest.host, dest.port)
-    };
+    let authority = authority(&dest.host, dest.port);
     let uri: Uri = dest.path_and_query.parse().map_err(|_| {
         ApiError::BadRequest(format!("invalid proxied path {:?}", dest.path_and_query))
     })?;
@@ -550,10 +546,7 @@ where
             let config = api.node_tls.get().cloned().ok_or_else(|| {
                 ApiError::ServiceUnavailable("this server has no node client certificate".into())
             })?;
-            let name = rustls::pki_types::ServerName::try_from(dest.host.clone())
-                .map_err(|e| unreachable(&e))?;
-            let tls = tokio_rustls::TlsConnector::from(config)
-                .connect(name, tcp)
+            let tls = node_tls(config, &dest.host, tcp)
                 .await
                 .map_err(|e| unreachable(&e))?;
             send(TokioIo::new(tls), out).await
@@ -617,12 +610,9 @@ impl super::metrics::NodeScraper for NodeApiScraper {
     async fn resource_metrics(&self, node: &Value) -> anyhow::Result<String> {
         let (host, port) = node_address(node).map_err(|e| anyhow::anyhow!("{e}"))?;
         let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-        let name = rustls::pki_types::ServerName::try_from(host.clone())?;
-        let tls = tokio_rustls::TlsConnector::from(self.tls.clone())
-            .connect(name, tcp)
-            .await?;
+        let tls = node_tls(self.tls.clone(), &host, tcp).await?;
         let req = Request::get("/metrics/resource")
-            .header(http::header::HOST, format!("{host}:{port}"))
+            .header(http::header::HOST, authority(&host, port))
             .body(Full::new(Bytes::new()))?;
         let resp = send(TokioIo::new(tls), req).await?;
         let code = resp.status();
@@ -631,6 +621,29 @@ impl super::metrics::NodeScraper for NodeApiScraper {
             anyhow::bail!("{host}:{port} answered {code}");
         }
         Ok(String::from_utf8_lossy(&body).into_owned())
+    }
+}
+
+/// TLS to a node's agent on `tcp`: its certificate checked for `host` against the cluster
+/// CA, the API server's kubelet-client certificate presented (both in `config`).
+async fn node_tls(
+    config: Arc<rustls::ClientConfig>,
+    host: &str,
+    tcp: tokio::net::TcpStream,
+) -> std::io::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+    let name =
+        rustls::pki_types::ServerName::try_from(host.to_string()).map_err(std::io::Error::other)?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, tcp)
+        .await
+}
+
+/// `host:port` for a Host header (an IPv6 address in brackets).
+fn authority(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
     }
 }
 
