@@ -132,31 +132,55 @@ async fn lines_that_do_not_parse_are_skipped() {
     );
 }
 
-#[tokio::test]
-async fn a_follow_gets_new_lines_across_a_rotation_and_ends_when_the_output_does() {
-    let (dir, path) = log_file(&[(1, OUT, true, "before")]);
+/// A log holding `first`, and a follower of it (with the copier's progress to drive it)
+/// that has read that line.
+async fn following(
+    first: &str,
+) -> (
+    tempfile::TempDir,
+    PathBuf,
+    watch::Sender<Progress>,
+    mpsc::Receiver<io::Result<Bytes>>,
+) {
+    let (dir, path) = log_file(&[(1, OUT, true, first)]);
     let (progress, live) = watch::channel(Progress::default());
     let opts = LogOptions {
         follow: true,
         ..Default::default()
     };
     let mut rx = stream_log(path.clone(), opts, Some(live));
-    assert_eq!(&rx.recv().await.unwrap().unwrap()[..], b"before\n");
+    assert_eq!(
+        &rx.recv().await.unwrap().unwrap()[..],
+        format!("{first}\n").as_bytes()
+    );
+    (dir, path, progress, rx)
+}
 
+/// A writer that rotates the log at `path` every 100 bytes, keeping `max_files`.
+fn rotating(path: &Path, max_files: usize) -> crate::logs::rotate::RotatingWriter {
     let limits = crate::logs::rotate::LogLimits {
         max_size: 100,
-        max_files: 3,
+        max_files,
     };
-    let mut w = crate::logs::rotate::RotatingWriter::open(&path, limits).unwrap();
-    let line = |text: &str| {
-        Record {
-            time: "2026-01-01T00:00:09Z".into(),
-            stream: OUT,
-            full: true,
-            text: Bytes::copy_from_slice(text.as_bytes()),
-        }
-        .to_line()
-    };
+    crate::logs::rotate::RotatingWriter::open(path, limits).unwrap()
+}
+
+/// A full stdout record of `text`, as the copier writes it.
+fn line(text: &str) -> Vec<u8> {
+    Record {
+        time: "2026-01-01T00:00:09Z".into(),
+        stream: OUT,
+        full: true,
+        text: Bytes::copy_from_slice(text.as_bytes()),
+    }
+    .to_line()
+}
+
+#[tokio::test]
+async fn a_follow_gets_new_lines_across_a_rotation_and_ends_when_the_output_does() {
+    let (dir, path, progress, mut rx) = following("before").await;
+
+    let mut w = rotating(&path, 3);
     // 39 bytes are there; 48 more fit in 100, the next 49 do not: the second line rotates.
     w.write_line(&line("first-after-start")).unwrap();
     progress.send_modify(|p| p.writes += 1);
@@ -184,28 +208,8 @@ async fn a_follow_gets_new_lines_across_a_rotation_and_ends_when_the_output_does
 
 #[tokio::test]
 async fn a_follower_two_rotations_behind_reads_every_file_in_order() {
-    let (dir, path) = log_file(&[(1, OUT, true, "before")]);
-    let (progress, live) = watch::channel(Progress::default());
-    let opts = LogOptions {
-        follow: true,
-        ..Default::default()
-    };
-    let mut rx = stream_log(path.clone(), opts, Some(live));
-    assert_eq!(&rx.recv().await.unwrap().unwrap()[..], b"before\n");
-    let limits = crate::logs::rotate::LogLimits {
-        max_size: 100,
-        max_files: 5,
-    };
-    let mut w = crate::logs::rotate::RotatingWriter::open(&path, limits).unwrap();
-    let line = |text: &str| {
-        Record {
-            time: "2026-01-01T00:00:09Z".into(),
-            stream: OUT,
-            full: true,
-            text: Bytes::copy_from_slice(text.as_bytes()),
-        }
-        .to_line()
-    };
+    let (dir, path, progress, rx) = following("before").await;
+    let mut w = rotating(&path, 5);
     // Written while the follower waits: the log rotates twice (every 100 bytes).
     for text in [
         "first-after-start",
