@@ -138,7 +138,6 @@ impl Route {
         let sub = match self {
             Route::StatsSummary => "stats",
             Route::ResourceMetrics | Route::Metrics => "metrics",
-            Route::ContainerLogs { .. } => "proxy",
             _ => "proxy",
         };
         (verb, sub)
@@ -363,19 +362,19 @@ impl NodeApi {
             Ok(o) => o,
             Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
         };
-        let uid = match self.pod_uid(namespace, pod).await {
-            Some(uid) => uid,
-            None => match newest_log_dir(&io.config().logs_dir, namespace, pod) {
-                Some(uid) => uid,
-                None => {
-                    return text(
-                        StatusCode::BAD_REQUEST,
-                        format!("container {container:?} in pod {pod:?} is waiting to start: ContainerCreating"),
-                    )
-                }
-            },
+        // A pod whose containers are gone still has its logs' folder.
+        let uid = self
+            .pod_uid(namespace, pod)
+            .await
+            .or_else(|| newest_log_dir(&io.config().logs_dir, namespace, pod));
+        let opened = match uid {
+            Some(uid) => io.open_log(namespace, pod, &uid, container, &opts),
+            None => Err(LogError::NotAvailable {
+                container: container.to_string(),
+                pod: pod.to_string(),
+            }),
         };
-        match io.open_log(namespace, pod, &uid, container, &opts) {
+        match opened {
             Ok(stream) => {
                 let frames = futures::StreamExt::map(
                     futures::StreamExt::take_while(stream, |chunk| {
