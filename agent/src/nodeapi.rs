@@ -410,7 +410,11 @@ impl NodeApi {
             Ok(id) => id,
             Err(resp) => return resp,
         };
-        let Some(attached) = self.io.as_ref().and_then(|io| io.attach(&id)) else {
+        let Some((container_io, attached)) = self
+            .io
+            .as_ref()
+            .and_then(|io| Some((io.clone(), io.attach(&id)?)))
+        else {
             return text(
                 StatusCode::BAD_REQUEST,
                 format!(
@@ -421,7 +425,7 @@ impl NodeApi {
         };
         let runtime = self.runtime.clone();
         stream::remote_command(req, opts, move |io: ExecIo| async move {
-            attach_session(runtime, id, attached, io).await
+            attach_session(runtime, container_io, id, attached, io).await
         })
         .map(|b| b.boxed())
     }
@@ -488,6 +492,7 @@ impl NodeApi {
 /// container exits (its exit code is the session's) or the client goes.
 async fn attach_session(
     runtime: Arc<dyn Runtime>,
+    container_io: Arc<crate::logs::ContainerIo>,
     id: String,
     mut attached: crate::logs::Attached,
     io: ExecIo,
@@ -515,28 +520,56 @@ async fn attach_session(
             to_container.finish().await;
         });
     }
-    let copy = async {
-        loop {
-            match attached.output.recv().await {
+    async fn forward(
+        out: crate::logs::Output,
+        stdout: &mut Option<tokio::io::DuplexStream>,
+        stderr: &mut Option<tokio::io::DuplexStream>,
+    ) -> bool {
+        let sink = match out.stream {
+            crate::logs::LogStream::Stderr => stderr.as_mut().or(stdout.as_mut()),
+            crate::logs::LogStream::Stdout => stdout.as_mut(),
+        };
+        match sink {
+            Some(sink) => sink.write_all(&out.data).await.is_ok(),
+            None => true,
+        }
+    }
+    // The exit is seen before the copier has passed on the container's last output:
+    // once it has exited, wait for its output to end, then hand on what is queued.
+    let exited = async {
+        let _ = runtime.wait(&id).await;
+        container_io
+            .output_ended(&id, std::time::Duration::from_secs(2))
+            .await;
+    };
+    tokio::pin!(exited);
+    use tokio::sync::broadcast::error::{RecvError, TryRecvError};
+    loop {
+        tokio::select! {
+            got = attached.output.recv() => match got {
                 Ok(out) => {
-                    let sink = match out.stream {
-                        crate::logs::LogStream::Stderr => stderr.as_mut().or(stdout.as_mut()),
-                        crate::logs::LogStream::Stdout => stdout.as_mut(),
-                    };
-                    if let Some(sink) = sink {
-                        if sink.write_all(&out.data).await.is_err() {
-                            return;
-                        }
+                    if !forward(out, &mut stdout, &mut stderr).await {
+                        break;
                     }
                 }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => break,
+            },
+            () = &mut exited => {
+                loop {
+                    match attached.output.try_recv() {
+                        Ok(out) => {
+                            if !forward(out, &mut stdout, &mut stderr).await {
+                                break;
+                            }
+                        }
+                        Err(TryRecvError::Lagged(_)) => continue,
+                        Err(_) => break,
+                    }
+                }
+                break;
             }
         }
-    };
-    tokio::select! {
-        _ = copy => {}
-        _ = runtime.wait(&id) => {}
     }
     let status = runtime.wait(&id).await?;
     Ok(status.code)
