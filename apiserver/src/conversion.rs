@@ -1,13 +1,17 @@
 //! Resources served from another resource's store, as upstream serves some kinds in two
-//! groups: the objects are kept in the storage resource's form and every request to the
-//! other group converts them on the way in and out. Today one pair: events.k8s.io/v1
-//! Event is a view of core/v1 Event (`events`).
+//! groups or two versions with different fields: the objects are kept in the storage
+//! resource's form and every request to the other converts them on the way in and out.
+//! Two today: events.k8s.io/v1 Event is a view of core/v1 Event (`events`), and
+//! autoscaling/v1 HorizontalPodAutoscaler of autoscaling/v2 (`hpa`).
 //!
 //! The rest of the server keeps objects in the form of the version a request names;
 //! only the storage boundary (the write path's stored object, reads' answers, field
 //! selectors run against stored objects) asks this module.
 
 mod events;
+mod hpa;
+
+pub(crate) use hpa::{cpu_utilization_metric, DEFAULT_CPU_UTILIZATION};
 
 use serde_json::Value;
 
@@ -17,6 +21,8 @@ use crate::selectors::FieldSelector;
 /// How one served resource maps onto another's store.
 struct View {
     group: &'static str,
+    /// The served version that converts.
+    version: &'static str,
     plural: &'static str,
     storage_group: &'static str,
     storage_version: &'static str,
@@ -28,20 +34,42 @@ struct View {
     fields: &'static [(&'static str, &'static str)],
 }
 
-const VIEWS: &[View] = &[View {
-    group: "events.k8s.io",
-    plural: "events",
-    storage_group: "",
-    storage_version: "v1",
-    from_storage: events::from_core,
-    to_storage: events::to_core,
-    fields: events::FIELDS,
-}];
+const VIEWS: &[View] = &[
+    View {
+        group: "events.k8s.io",
+        version: "v1",
+        plural: "events",
+        storage_group: "",
+        storage_version: "v1",
+        from_storage: events::from_core,
+        to_storage: events::to_core,
+        fields: events::FIELDS,
+    },
+    View {
+        group: "autoscaling",
+        version: "v1",
+        plural: "horizontalpodautoscalers",
+        storage_group: "autoscaling",
+        storage_version: "v2",
+        from_storage: hpa::to_v1,
+        to_storage: hpa::to_v2,
+        fields: &[],
+    },
+];
 
 fn view(r: &Resource) -> Option<&'static View> {
-    VIEWS
-        .iter()
-        .find(|v| v.group == r.group && v.plural == r.plural && r.storage_group != r.group)
+    VIEWS.iter().find(|v| {
+        r.builtin
+            && v.group == r.group
+            && v.version == r.version
+            && v.plural == r.plural
+            && (r.storage_group != r.group || r.storage_version != r.version)
+    })
+}
+
+/// Whether objects written through `r` are converted to another form to be stored.
+pub fn converts(r: &Resource) -> bool {
+    view(r).is_some()
 }
 
 /// The store a built-in resource's objects live in: (group, version), when it is not

@@ -179,6 +179,14 @@ pub(super) fn apply(group: &str, plural: &str, obj: &mut Value) {
                 }
             }
         }
+        ("autoscaling", "horizontalpodautoscalers") => {
+            // v1 has no metrics list: its default target is set where it is converted to
+            // the v2 form it is stored in (`crate::conversion`).
+            let v2 = obj.get("apiVersion").and_then(Value::as_str) != Some("autoscaling/v1");
+            if let Some(spec) = at(obj, &["spec"]) {
+                hpa_spec(spec, v2);
+            }
+        }
         ("", "persistentvolumes") => {
             if let Some(spec) = at(obj, &["spec"]) {
                 default(spec, "persistentVolumeReclaimPolicy", json!("Retain"));
@@ -186,6 +194,60 @@ pub(super) fn apply(group: &str, plural: &str, obj: &mut Value) {
             }
         }
         _ => {}
+    }
+}
+
+/// Upstream's `SetDefaults_HorizontalPodAutoscaler` (autoscaling/v2; v1 only has
+/// `minReplicas`).
+fn hpa_spec(spec: &mut Map<String, Value>, v2: bool) {
+    default(spec, "minReplicas", json!(1));
+    if !v2 {
+        return;
+    }
+    if spec
+        .get("metrics")
+        .and_then(Value::as_array)
+        .is_none_or(Vec::is_empty)
+    {
+        spec.insert(
+            "metrics".into(),
+            json!([crate::conversion::cpu_utilization_metric(json!(
+                crate::conversion::DEFAULT_CPU_UTILIZATION
+            ))]),
+        );
+    }
+    // A behavior given at all has both directions' rules filled in; scale-down keeps no
+    // stabilization window, which the controller's flag decides.
+    if let Some(behavior) = spec.get_mut("behavior").and_then(Value::as_object_mut) {
+        let rules = [
+            (
+                "scaleUp",
+                Some(0),
+                json!([
+                    {"type": "Pods", "value": 4, "periodSeconds": 15},
+                    {"type": "Percent", "value": 100, "periodSeconds": 15}
+                ]),
+            ),
+            (
+                "scaleDown",
+                None,
+                json!([{"type": "Percent", "value": 100, "periodSeconds": 15}]),
+            ),
+        ];
+        for (direction, window, policies) in rules {
+            let entry = behavior.entry(direction).or_insert_with(|| json!({}));
+            if entry.is_null() {
+                *entry = json!({});
+            }
+            let Some(r) = entry.as_object_mut() else {
+                continue;
+            };
+            default(r, "selectPolicy", json!("Max"));
+            default(r, "policies", policies);
+            if let Some(window) = window {
+                default(r, "stabilizationWindowSeconds", json!(window));
+            }
+        }
     }
 }
 
@@ -351,6 +413,42 @@ fn service_spec(spec: &mut Map<String, Value>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_autoscaler_gets_upstreams_defaults_in_each_version() {
+        let cpu80 = json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]);
+        let mut v2 = json!({"apiVersion": "autoscaling/v2", "spec": {"maxReplicas": 3}});
+        apply("autoscaling", "horizontalpodautoscalers", &mut v2);
+        assert_eq!(v2["spec"]["minReplicas"], 1);
+        assert_eq!(v2["spec"]["metrics"], cpu80);
+        assert!(
+            v2["spec"].get("behavior").is_none(),
+            "no behavior, no rules"
+        );
+
+        let mut v1 =
+            json!({"apiVersion": "autoscaling/v1", "spec": {"maxReplicas": 3, "minReplicas": 2}});
+        apply("autoscaling", "horizontalpodautoscalers", &mut v1);
+        assert_eq!(
+            v1["spec"],
+            json!({"maxReplicas": 3, "minReplicas": 2}),
+            "v1 has no metrics to default"
+        );
+
+        let mut partial = json!({"apiVersion": "autoscaling/v2", "spec": {"maxReplicas": 3,
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 5}}}});
+        apply("autoscaling", "horizontalpodautoscalers", &mut partial);
+        assert_eq!(
+            partial["spec"]["behavior"],
+            json!({
+                "scaleUp": {"stabilizationWindowSeconds": 0, "selectPolicy": "Max", "policies": [
+                    {"type": "Pods", "value": 4, "periodSeconds": 15},
+                    {"type": "Percent", "value": 100, "periodSeconds": 15}]},
+                "scaleDown": {"stabilizationWindowSeconds": 5, "selectPolicy": "Max", "policies": [
+                    {"type": "Percent", "value": 100, "periodSeconds": 15}]}
+            })
+        );
+    }
 
     #[test]
     fn deployment_gets_upstreams_defaults() {

@@ -50,9 +50,12 @@ pub(super) fn prepare_create(r: &Resource, obj: &mut Value) {
     super::kinds::hooks_for(r).prepare_create(obj, &uid);
 }
 
-/// The apiVersion objects of a resource are stored under.
+/// The apiVersion objects of a resource are stored under (conversion strategy None);
+/// a view converted on the way to storage keeps its own until then.
 pub(super) fn storage_api_version(r: &Resource) -> String {
-    if r.group.is_empty() {
+    if crate::conversion::converts(r) {
+        r.api_version()
+    } else if r.group.is_empty() {
         r.storage_version.clone()
     } else {
         format!("{}/{}", r.group, r.storage_version)

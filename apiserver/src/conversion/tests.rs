@@ -4,10 +4,14 @@ use super::*;
 use crate::registry::Registry;
 
 fn resource(group: &str) -> Resource {
+    builtin(group, "v1", "events")
+}
+
+fn builtin(group: &str, version: &str, plural: &str) -> Resource {
     Registry::with_builtins()
         .unwrap()
         .snapshot()
-        .get(group, "v1", "events")
+        .get(group, version, plural)
         .unwrap()
         .as_ref()
         .clone()
@@ -99,5 +103,100 @@ fn events_k8s_io_field_selectors_select_on_core_fields() {
         let parsed = FieldSelector::parse(selector, "events.k8s.io", "events").unwrap();
         let s = selector_for_storage(&events, parsed);
         assert_eq!(s.matches(&stored), want, "{name}");
+    }
+}
+
+/// A v2 autoscaler with everything v1 cannot say, and its v1 form.
+fn hpa_pair() -> (Value, Value) {
+    let cpu = json!({"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}});
+    let memory = json!({"type": "Resource", "resource": {"name": "memory", "target": {"type": "AverageValue", "averageValue": "100Mi"}}});
+    let behavior = json!({"scaleDown": {"stabilizationWindowSeconds": 5, "selectPolicy": "Max", "policies": [{"type": "Pods", "value": 1, "periodSeconds": 15}]}});
+    let current = json!([
+        {"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 75, "averageValue": "150m"}}},
+        {"type": "Resource", "resource": {"name": "memory", "current": {"averageValue": "90Mi"}}}
+    ]);
+    let conditions = json!([{"type": "AbleToScale", "status": "True", "reason": "ReadyForNewScale", "lastTransitionTime": "2025-01-01T00:00:00Z"}]);
+    let target = json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"});
+    let v2 = json!({
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web", "namespace": "default", "annotations": {"team": "a"}},
+        "spec": {"scaleTargetRef": target, "minReplicas": 1, "maxReplicas": 5,
+                 "metrics": [memory, cpu], "behavior": behavior},
+        "status": {"currentReplicas": 2, "desiredReplicas": 3,
+                   "currentMetrics": current, "conditions": conditions}
+    });
+    let v1 = json!({
+        "apiVersion": "autoscaling/v1",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web", "namespace": "default", "annotations": {
+            "team": "a",
+            "autoscaling.alpha.kubernetes.io/metrics": json!([memory]).to_string(),
+            "autoscaling.alpha.kubernetes.io/behavior": behavior.to_string(),
+            "autoscaling.alpha.kubernetes.io/current-metrics": current.to_string(),
+            "autoscaling.alpha.kubernetes.io/conditions": conditions.to_string()
+        }},
+        "spec": {"scaleTargetRef": target, "minReplicas": 1, "maxReplicas": 5,
+                 "targetCPUUtilizationPercentage": 60},
+        "status": {"currentReplicas": 2, "desiredReplicas": 3, "currentCPUUtilizationPercentage": 75}
+    });
+    (v2, v1)
+}
+
+#[test]
+fn an_autoscaling_v1_autoscaler_is_served_from_the_v2_store_and_loses_nothing_on_the_way_back() {
+    let v1 = builtin("autoscaling", "v1", "horizontalpodautoscalers");
+    let v2 = builtin("autoscaling", "v2", "horizontalpodautoscalers");
+    assert_eq!(v1.key_prefix(), v2.key_prefix());
+    let (stored, served) = hpa_pair();
+    assert_eq!(from_storage(&v1, &stored), Some(served.clone()));
+    let mut back = to_storage(&v1, &served).expect("v1 converts");
+    // The CPU target comes back first; the order of the other metrics is kept.
+    let mut want = stored.clone();
+    want["spec"]["metrics"].as_array_mut().unwrap().reverse();
+    assert_eq!(back, want);
+    back["spec"]["metrics"].as_array_mut().unwrap().reverse();
+    assert_eq!(from_storage(&v1, &back), Some(served));
+    assert_eq!(from_storage(&v2, &stored), None, "v2 is the stored form");
+    assert_eq!(to_storage(&v2, &stored), None);
+}
+
+#[test]
+fn a_v1_autoscaler_without_a_target_is_stored_with_the_default_cpu_target() {
+    let v1 = builtin("autoscaling", "v1", "horizontalpodautoscalers");
+    for (name, spec, want_metrics) in [
+        (
+            "no_target",
+            json!({"maxReplicas": 3}),
+            json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 80}}}]),
+        ),
+        (
+            "a_target",
+            json!({"maxReplicas": 3, "targetCPUUtilizationPercentage": 50}),
+            json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 50}}}]),
+        ),
+    ] {
+        let served = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+                            "metadata": {"name": "h"}, "spec": spec,
+                            "status": {"currentReplicas": 0, "desiredReplicas": 0}});
+        let stored = to_storage(&v1, &served).unwrap();
+        assert_eq!(stored["apiVersion"], "autoscaling/v2", "{name}");
+        assert_eq!(stored["spec"]["metrics"], want_metrics, "{name}");
+        assert!(stored["metadata"].get("annotations").is_none(), "{name}");
+        assert_eq!(
+            stored["status"],
+            json!({"desiredReplicas": 0}),
+            "{name}: v2 omits a zero currentReplicas"
+        );
+        let again = from_storage(&v1, &stored).unwrap();
+        let percent = served["spec"]["targetCPUUtilizationPercentage"]
+            .as_i64()
+            .unwrap_or(80);
+        assert_eq!(
+            again["spec"]["targetCPUUtilizationPercentage"], percent,
+            "{name}"
+        );
+        assert!(again["metadata"].get("annotations").is_none(), "{name}");
+        assert_eq!(again["status"], served["status"], "{name}");
     }
 }

@@ -22,6 +22,7 @@ mod semantics;
 mod storage;
 mod subresources;
 mod top;
+mod versions;
 mod watch;
 
 use k8s_openapi::api::core::v1::ConfigMap;
