@@ -3,7 +3,7 @@
 //! its conditions why it does nothing more; with PodMetrics served it scales on them.
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::autoscaling::v2::{HorizontalPodAutoscaler, HorizontalPodAutoscalerStatus};
 use k8s_openapi::api::core::v1::Event;
 use kube::api::{ListParams, Patch, PatchParams, PostParams};
 use kybern_testkit::fixtures::deployment;
@@ -26,6 +26,76 @@ async fn replicas(c: &Cluster) -> Option<i32> {
     d.spec?.replicas
 }
 
+/// The autoscaler `web`, or why it could not be read.
+async fn get_hpa(c: &Cluster) -> Result<HorizontalPodAutoscaler, String> {
+    c.api::<HorizontalPodAutoscaler>()
+        .get("web")
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// A Deployment `web` of `replicas` whose container requests `requests`, and an
+/// autoscaler `web` for it aiming at 50 % CPU, with `spec` merged into its spec.
+async fn create_web(
+    c: &Cluster,
+    replicas: i32,
+    requests: Option<serde_json::Value>,
+    spec: serde_json::Value,
+) {
+    let mut web = deployment("web", replicas, "nginx");
+    if let Some(requests) = requests {
+        let pod = web.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
+        pod.containers[0].resources =
+            Some(serde_json::from_value(json!({ "requests": requests })).unwrap());
+    }
+    c.api::<Deployment>()
+        .create(&PostParams::default(), &web)
+        .await
+        .unwrap();
+    let mut hpa = json!({
+        "metadata": {"name": "web"},
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 50}}}],
+        },
+    });
+    for (k, v) in spec.as_object().unwrap() {
+        hpa["spec"][k] = v.clone();
+    }
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(hpa).unwrap();
+    c.api::<HorizontalPodAutoscaler>()
+        .create(&PostParams::default(), &hpa)
+        .await
+        .unwrap();
+}
+
+/// The messages of the SuccessfulRescale events so far.
+async fn rescales(c: &Cluster) -> Vec<String> {
+    let events = c.api::<Event>().list(&ListParams::default()).await.unwrap();
+    events
+        .items
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("SuccessfulRescale"))
+        .filter_map(|e| e.message)
+        .collect()
+}
+
+/// One round of a metric-driven test: pods use `cores` each from `t0` on, the
+/// autoscaler is nudged (the `n`th time) and read back.
+async fn sync_on(
+    c: &Cluster,
+    cores: f64,
+    t0: i64,
+    n: u32,
+) -> Result<(HorizontalPodAutoscaler, HorizontalPodAutoscalerStatus), String> {
+    feed_samples(c, cores, t0).await;
+    nudge(c, n).await;
+    let hpa = get_hpa(c).await?;
+    let status = hpa.status.clone().unwrap_or_default();
+    Ok((hpa, status))
+}
+
 /// A change to the autoscaler brings a sync at once instead of after the 15 s period.
 async fn nudge(c: &Cluster, n: u32) {
     c.api::<HorizontalPodAutoscaler>()
@@ -41,59 +111,27 @@ async fn nudge(c: &Cluster, n: u32) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_autoscaler_without_metrics_keeps_its_target_within_min_and_max() {
     let c = Cluster::start("hpa", &["horizontalpodautoscaling"], 0).await;
-    c.api::<Deployment>()
-        .create(&PostParams::default(), &deployment("web", 1, "nginx"))
-        .await
-        .unwrap();
-    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
-            "minReplicas": 2,
-            "maxReplicas": 4,
-            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
-                "target": {"type": "Utilization", "averageUtilization": 50}}}],
-        },
-    }))
-    .unwrap();
-    c.api::<HorizontalPodAutoscaler>()
-        .create(&PostParams::default(), &hpa)
-        .await
-        .unwrap();
+    create_web(&c, 1, None, json!({"minReplicas": 2, "maxReplicas": 4})).await;
 
     eventually("scaled up to minReplicas", || async {
-        let hpa = c
-            .api::<HorizontalPodAutoscaler>()
-            .get("web")
-            .await
-            .map_err(|e| e.to_string())?;
+        let hpa = get_hpa(&c).await?;
         let s = hpa.status.clone().unwrap_or_default();
         let done =
             replicas(&c).await == Some(2) && s.desired_replicas == 2 && s.last_scale_time.is_some();
         done.then_some(()).ok_or(format!("{s:?}"))
     })
     .await;
-    let events = c.api::<Event>().list(&ListParams::default()).await.unwrap();
+    let rescaled = rescales(&c).await;
     assert!(
-        events
-            .items
+        rescaled
             .iter()
-            .any(|e| e.reason.as_deref() == Some("SuccessfulRescale")
-                && e.message.as_deref()
-                    == Some(
-                        "New size: 2; reason: Current number of replicas below Spec.MinReplicas"
-                    )),
-        "{:?}",
-        events.items.iter().map(|e| &e.message).collect::<Vec<_>>()
+            .any(|m| m == "New size: 2; reason: Current number of replicas below Spec.MinReplicas"),
+        "{rescaled:?}"
     );
 
     // Within range, the next sync finds no metric to act on.
     eventually("ScalingActive False for want of a metric", || async {
-        let hpa = c
-            .api::<HorizontalPodAutoscaler>()
-            .get("web")
-            .await
-            .map_err(|e| e.to_string())?;
+        let hpa = get_hpa(&c).await?;
         let s = hpa.status.clone().unwrap_or_default();
         let done = s.current_replicas == Some(2)
             && condition(&hpa, "ScalingActive")
@@ -143,30 +181,13 @@ async fn an_autoscaler_scales_a_deployment_up_on_the_cpu_its_pods_use() {
         .ready_pods()
         .start()
         .await;
-    let mut web = deployment("web", 1, "nginx");
-    let spec = web.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
-    spec.containers[0].resources = Some(
-        serde_json::from_value(json!({"requests": {"cpu": "100m", "memory": "64Mi"}})).unwrap(),
-    );
-    c.api::<Deployment>()
-        .create(&PostParams::default(), &web)
-        .await
-        .unwrap();
-    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
-            "minReplicas": 1,
-            "maxReplicas": 5,
-            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
-                "target": {"type": "Utilization", "averageUtilization": 50}}}],
-        },
-    }))
-    .unwrap();
-    c.api::<HorizontalPodAutoscaler>()
-        .create(&PostParams::default(), &hpa)
-        .await
-        .unwrap();
+    create_web(
+        &c,
+        1,
+        Some(json!({"cpu": "100m", "memory": "64Mi"})),
+        json!({"minReplicas": 1, "maxReplicas": 5}),
+    )
+    .await;
 
     // Each pod uses 200m of its 100m request: 200 % against 50 %, four times the
     // target. From 1 replica the first step is capped at max(2 x 1, 4) = 4, the next
@@ -178,14 +199,7 @@ async fn an_autoscaler_scales_a_deployment_up_on_the_cpu_its_pods_use() {
         let c = &c;
         let n = n;
         async move {
-            feed_samples(c, 0.2, t0).await;
-            nudge(c, n).await;
-            let hpa = c
-                .api::<HorizontalPodAutoscaler>()
-                .get("web")
-                .await
-                .map_err(|e| e.to_string())?;
-            let s = hpa.status.clone().unwrap_or_default();
+            let (hpa, s) = sync_on(c, 0.2, t0, n).await?;
             let done = replicas(c).await == Some(5)
                 && s.desired_replicas == 5
                 && condition(&hpa, "ScalingLimited")
@@ -207,19 +221,13 @@ async fn an_autoscaler_scales_a_deployment_up_on_the_cpu_its_pods_use() {
     );
     let table = c.kubectl(&["get", "hpa", "web"]);
     assert!(table.contains("cpu: 200%/50%"), "{table}");
-    let events = c.api::<Event>().list(&ListParams::default()).await.unwrap();
-    let rescales: Vec<_> = events
-        .items
-        .iter()
-        .filter(|e| e.reason.as_deref() == Some("SuccessfulRescale"))
-        .filter_map(|e| e.message.clone())
-        .collect();
+    let rescaled = rescales(&c).await;
     assert!(
-        rescales.contains(
-            &"New size: 4; reason: cpu resource utilization (percentage of request) above target"
-                .to_string()
-        ),
-        "{rescales:?}"
+        rescaled.iter().any(|m| {
+            m
+            == "New size: 4; reason: cpu resource utilization (percentage of request) above target"
+        }),
+        "{rescaled:?}"
     );
 }
 
@@ -230,30 +238,14 @@ async fn an_autoscaler_with_a_zero_scale_down_window_scales_down_at_once() {
         .ready_pods()
         .start()
         .await;
-    let mut web = deployment("web", 4, "nginx");
-    let spec = web.spec.as_mut().unwrap().template.spec.as_mut().unwrap();
-    spec.containers[0].resources =
-        Some(serde_json::from_value(json!({"requests": {"cpu": "100m"}})).unwrap());
-    c.api::<Deployment>()
-        .create(&PostParams::default(), &web)
-        .await
-        .unwrap();
-    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
-        "metadata": {"name": "web"},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
-            "minReplicas": 1,
-            "maxReplicas": 5,
-            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
-                "target": {"type": "Utilization", "averageUtilization": 50}}}],
-            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}},
-        },
-    }))
-    .unwrap();
-    c.api::<HorizontalPodAutoscaler>()
-        .create(&PostParams::default(), &hpa)
-        .await
-        .unwrap();
+    create_web(
+        &c,
+        4,
+        Some(json!({"cpu": "100m"})),
+        json!({"minReplicas": 1, "maxReplicas": 5,
+               "behavior": {"scaleDown": {"stabilizationWindowSeconds": 0}}}),
+    )
+    .await;
 
     // First at 50m of 100m, on target: the autoscaler recommends the 4 it has.
     let t0 = k8s_openapi::jiff::Timestamp::now().as_millisecond() - 60_000;
@@ -263,14 +255,7 @@ async fn an_autoscaler_with_a_zero_scale_down_window_scales_down_at_once() {
         let c = &c;
         let n = n;
         async move {
-            feed_samples(c, 0.05, t0).await;
-            nudge(c, n).await;
-            let hpa = c
-                .api::<HorizontalPodAutoscaler>()
-                .get("web")
-                .await
-                .map_err(|e| e.to_string())?;
-            let s = hpa.status.clone().unwrap_or_default();
+            let (_, s) = sync_on(c, 0.05, t0, n).await?;
             let utilization = s
                 .current_metrics
                 .as_deref()
@@ -287,14 +272,7 @@ async fn an_autoscaler_with_a_zero_scale_down_window_scales_down_at_once() {
         let c = &c;
         let n = n;
         async move {
-            feed_samples(c, 0.01, t0).await;
-            nudge(c, n).await;
-            let hpa = c
-                .api::<HorizontalPodAutoscaler>()
-                .get("web")
-                .await
-                .map_err(|e| e.to_string())?;
-            let s = hpa.status.clone().unwrap_or_default();
+            let (hpa, s) = sync_on(c, 0.01, t0, n).await?;
             let done = replicas(c).await == Some(1) && s.desired_replicas == 1;
             done.then_some(hpa).ok_or(format!("{s:?}"))
         }
@@ -304,13 +282,11 @@ async fn an_autoscaler_with_a_zero_scale_down_window_scales_down_at_once() {
         condition(&hpa, "ScalingLimited"),
         Some(("False".into(), "DesiredWithinRange".into()))
     );
-    let events = c.api::<Event>().list(&ListParams::default()).await.unwrap();
+    let rescaled = rescales(&c).await;
     assert!(
-        events
-            .items
+        rescaled
             .iter()
-            .any(|e| e.message.as_deref() == Some("New size: 1; reason: All metrics below target")),
-        "{:?}",
-        events.items.iter().map(|e| &e.message).collect::<Vec<_>>()
+            .any(|m| m == "New size: 1; reason: All metrics below target"),
+        "{rescaled:?}"
     );
 }

@@ -17,25 +17,17 @@ pub struct Summary {
 #[serde(rename_all = "camelCase")]
 pub struct NodeStats {
     pub node_name: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<Time>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu: Option<CpuStats>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory: Option<MemoryStats>,
+    #[serde(flatten)]
+    pub usage: Sampled,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct PodStats {
     pub pod_ref: PodReference,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub start_time: Option<Time>,
     pub containers: Vec<ContainerStats>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cpu: Option<CpuStats>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub memory: Option<MemoryStats>,
+    #[serde(flatten)]
+    pub usage: Sampled,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -49,6 +41,15 @@ pub struct PodReference {
 #[serde(rename_all = "camelCase")]
 pub struct ContainerStats {
     pub name: String,
+    #[serde(flatten)]
+    pub usage: Sampled,
+}
+
+/// What the node, a pod and a container each report: since when, and their CPU and
+/// memory.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct Sampled {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -105,43 +106,59 @@ impl Stats {
         Summary {
             node: NodeStats {
                 node_name: self.node_name.clone(),
-                start_time: self
-                    .host
-                    .boot_time()
-                    .and_then(|s| Timestamp::from_second(s).ok())
-                    .map(Time),
-                cpu: self.cpu(&self.node_name, now, &node),
-                memory: memory(now, &node),
+                usage: self.sampled(
+                    &self.node_name,
+                    self.host
+                        .boot_time()
+                        .and_then(|s| Timestamp::from_second(s).ok()),
+                    now,
+                    &node,
+                ),
             },
             pods: pods
                 .iter()
-                .map(|pod| {
-                    let usage = self.host.cgroup(&pod.cgroup);
-                    PodStats {
-                        pod_ref: PodReference {
-                            name: pod.name.clone(),
-                            namespace: pod.namespace.clone(),
-                            uid: pod.uid.clone(),
-                        },
-                        start_time: pod.start_time.map(Time),
-                        containers: pod
-                            .containers
-                            .iter()
-                            .map(|c| {
-                                let usage = self.host.cgroup(&c.cgroup);
-                                ContainerStats {
-                                    name: c.name.clone(),
-                                    start_time: c.start_time.map(Time),
-                                    cpu: self.cpu(&c.cgroup, now, &usage),
-                                    memory: memory(now, &usage),
-                                }
-                            })
-                            .collect(),
-                        cpu: self.cpu(&pod.cgroup, now, &usage),
-                        memory: memory(now, &usage),
-                    }
+                .map(|pod| PodStats {
+                    pod_ref: PodReference {
+                        name: pod.name.clone(),
+                        namespace: pod.namespace.clone(),
+                        uid: pod.uid.clone(),
+                    },
+                    containers: pod
+                        .containers
+                        .iter()
+                        .map(|c| ContainerStats {
+                            name: c.name.clone(),
+                            usage: self.sampled(
+                                &c.cgroup,
+                                c.start_time,
+                                now,
+                                &self.host.cgroup(&c.cgroup),
+                            ),
+                        })
+                        .collect(),
+                    usage: self.sampled(
+                        &pod.cgroup,
+                        pod.start_time,
+                        now,
+                        &self.host.cgroup(&pod.cgroup),
+                    ),
                 })
                 .collect(),
+        }
+    }
+
+    /// One level's figures: `key` names its CPU rate's previous reading.
+    fn sampled(
+        &self,
+        key: &str,
+        start: Option<Timestamp>,
+        now: Timestamp,
+        usage: &Usage,
+    ) -> Sampled {
+        Sampled {
+            start_time: start.map(Time),
+            cpu: self.cpu(key, now, usage),
+            memory: memory(now, usage),
         }
     }
 

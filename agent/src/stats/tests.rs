@@ -181,14 +181,17 @@ fn resource_metrics_are_upstreams_prometheus_families_with_labels_and_timestamps
 fn a_second_summary_reports_the_cpu_rate_since_the_first() {
     let (dir, stats) = fake_host(true);
     let first = stats.summary(&pods());
-    assert_eq!(first.pods[0].cpu.as_ref().unwrap().usage_nano_cores, None);
+    assert_eq!(
+        first.pods[0].usage.cpu.as_ref().unwrap().usage_nano_cores,
+        None
+    );
     write(
         dir.path(),
         "cgroup/kybern/uid1/cpu.stat",
         "usage_usec 3000001000\n",
     );
     let second = stats.summary(&pods());
-    let rate = second.pods[0].cpu.as_ref().unwrap().usage_nano_cores;
+    let rate = second.pods[0].usage.cpu.as_ref().unwrap().usage_nano_cores;
     assert!(rate.is_some_and(|r| r > 0), "{rate:?}");
 }
 
@@ -216,20 +219,42 @@ fn the_hosts_real_cgroups_and_proc_give_figures() {
         containers: vec![],
     }];
     let summary = stats.summary(&pods);
-    let node_cpu = summary.node.cpu.as_ref().map(|c| c.usage_core_nano_seconds);
+    let node_cpu = summary
+        .node
+        .usage
+        .cpu
+        .as_ref()
+        .map(|c| c.usage_core_nano_seconds);
     assert!(node_cpu.is_some_and(|c| c > 0), "{summary:?}");
     let ws = summary
         .node
+        .usage
         .memory
         .as_ref()
         .and_then(|m| m.working_set_bytes);
     assert!(ws.is_some_and(|w| w > 0), "{summary:?}");
     let pod_cpu = summary.pods[0]
+        .usage
         .cpu
         .as_ref()
         .map(|c| c.usage_core_nano_seconds);
     assert!(
         pod_cpu.is_some_and(|c| c > 0),
         "cgroup {cgroup}: {summary:?}"
+    );
+    // Upstream's stats/v1alpha1 JSON: each level's figures sit beside its name.
+    let json = serde_json::to_value(&summary).unwrap();
+    assert!(
+        json["node"]["cpu"]["usageCoreNanoSeconds"].is_u64(),
+        "{json}"
+    );
+    assert!(json["node"]["startTime"].is_string(), "{json}");
+    assert!(
+        json["pods"][0]["memory"]["workingSetBytes"].is_u64(),
+        "{json}"
+    );
+    assert_eq!(
+        json["pods"][0]["podRef"]["name"],
+        summary.pods[0].pod_ref.name
     );
 }
