@@ -100,6 +100,14 @@ pub async fn run(
     )));
     let initial = readiness.lock().expect("not poisoned").clone();
     let registered = node::register(&client, &node_config, &initial).await?;
+    crate::pods::events::record_node(
+        &client,
+        &config.node_name,
+        "Normal",
+        "Starting",
+        "Starting kubelet.",
+    )
+    .await;
     let heartbeat = {
         let (client, node_config, registered, readiness) = (
             client.clone(),
@@ -158,8 +166,23 @@ pub async fn run(
     {
         *readiness.lock().expect("not poisoned") = Ok(());
     }
-    // Report Ready now rather than at the next tick.
-    if let Err(e) = node::report(&client, &node_config, &registered, &Ok(()), None, true).await {
+    // Report Ready now rather than at the next tick (against what is stored, so the
+    // other conditions keep their transition times).
+    let stored = kube::Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+        .get_status(&config.node_name)
+        .await
+        .ok()
+        .and_then(|n| n.status);
+    if let Err(e) = node::report(
+        &client,
+        &node_config,
+        &registered,
+        &Ok(()),
+        stored.as_ref(),
+        true,
+    )
+    .await
+    {
         tracing::warn!(error = %e, "reporting the node ready; the heartbeat retries");
     }
     tracing::info!(node = %config.node_name, %cidr, "node ready");

@@ -497,7 +497,56 @@ pub async fn report(
             "reporting the status of node {}",
             config.name
         )))?;
+    let before = previous.and_then(|p| p.conditions.as_deref());
+    for reason in condition_events(before, new.conditions.as_deref().unwrap_or_default()) {
+        let message = format!("Node {} status is now: {reason}", config.name);
+        crate::pods::events::record_node(client, &config.name, "Normal", reason, &message).await;
+    }
     Ok(true)
+}
+
+/// The kubelet's events for conditions that are new or changed status: the reason
+/// names the new state (`NodeHasSufficientMemory`, `NodeReady`...).
+fn condition_events(old: Option<&[NodeCondition]>, new: &[NodeCondition]) -> Vec<&'static str> {
+    const REASONS: &[(&str, &str, &str)] = &[
+        (
+            "MemoryPressure",
+            "NodeHasSufficientMemory",
+            "NodeHasInsufficientMemory",
+        ),
+        (
+            "DiskPressure",
+            "NodeHasNoDiskPressure",
+            "NodeHasDiskPressure",
+        ),
+        (
+            "PIDPressure",
+            "NodeHasSufficientPID",
+            "NodeHasInsufficientPID",
+        ),
+        ("Ready", "NodeNotReady", "NodeReady"),
+    ];
+    let status_of = |conditions: &[NodeCondition], type_: &str| {
+        conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .map(|c| c.status.clone())
+    };
+    REASONS
+        .iter()
+        .filter_map(|(type_, when_false, when_true)| {
+            let now = status_of(new, type_)?;
+            let before = old.and_then(|o| status_of(o, type_));
+            if before.as_deref() == Some(now.as_str()) {
+                return None;
+            }
+            Some(if now == "True" {
+                *when_true
+            } else {
+                *when_false
+            })
+        })
+        .collect()
 }
 
 pub fn lease_object(config: &NodeConfig, registered: &Registered) -> Lease {
@@ -741,6 +790,65 @@ mod tests {
             for (t, s) in want {
                 assert_eq!(status_of(&f, t), s, "{name}: {t}");
             }
+        }
+    }
+
+    #[test]
+    fn conditions_that_appear_or_change_status_become_the_kubelets_events() {
+        let set = |statuses: &[(&str, &str)]| -> Vec<NodeCondition> {
+            statuses
+                .iter()
+                .map(|(t, s)| NodeCondition {
+                    type_: t.to_string(),
+                    status: s.to_string(),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        let healthy = set(&[
+            ("MemoryPressure", "False"),
+            ("DiskPressure", "False"),
+            ("PIDPressure", "False"),
+            ("Ready", "True"),
+        ]);
+        for (name, old, new, want) in [
+            (
+                "first_report",
+                None,
+                healthy.clone(),
+                vec![
+                    "NodeHasSufficientMemory",
+                    "NodeHasNoDiskPressure",
+                    "NodeHasSufficientPID",
+                    "NodeReady",
+                ],
+            ),
+            ("no_change", Some(healthy.clone()), healthy.clone(), vec![]),
+            (
+                "becomes_ready",
+                Some(set(&[("MemoryPressure", "False"), ("Ready", "False")])),
+                set(&[("MemoryPressure", "False"), ("Ready", "True")]),
+                vec!["NodeReady"],
+            ),
+            (
+                "memory_runs_short_and_not_ready",
+                Some(healthy.clone()),
+                set(&[
+                    ("MemoryPressure", "True"),
+                    ("DiskPressure", "False"),
+                    ("PIDPressure", "False"),
+                    ("Ready", "False"),
+                ]),
+                vec!["NodeHasInsufficientMemory", "NodeNotReady"],
+            ),
+            (
+                "unknown_after_silence_is_news",
+                Some(set(&[("Ready", "Unknown")])),
+                set(&[("Ready", "True")]),
+                vec!["NodeReady"],
+            ),
+        ] {
+            assert_eq!(condition_events(old.as_deref(), &new), want, "{name}");
         }
     }
 

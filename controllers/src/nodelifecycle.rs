@@ -167,6 +167,22 @@ impl Monitor {
             let lease = self
                 .leases
                 .get(&ObjectRef::new(&name).within(LEASE_NAMESPACE));
+            if !self.tracker.knows(&name) {
+                // Upstream's loop says so of every node it starts tracking.
+                let message = format!("Node {name} event: Registered Node {name} in Controller");
+                if let Err(e) = record_event(
+                    &self.client,
+                    node.as_ref(),
+                    "Normal",
+                    "RegisteredNode",
+                    &message,
+                    COMPONENT,
+                )
+                .await
+                {
+                    warn!(node = %name, error = %e, "recording the RegisteredNode event");
+                }
+            }
             let probed = self
                 .tracker
                 .observe(&name, Heartbeat::of(&node, lease.as_deref()), now);

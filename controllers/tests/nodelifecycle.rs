@@ -163,6 +163,14 @@ async fn silent_nodes_become_unknown_tainted_and_their_pods_are_evicted() {
         ready.message.as_deref(),
         Some("Kubelet stopped posting node status.")
     );
+    // `kubectl describe node` tells the story.
+    let described = c.kubectl(&["describe", "node", "sim-0"]);
+    for line in [
+        "Node sim-0 event: Registered Node sim-0 in Controller",
+        "Node sim-0 status is now: NodeNotReady",
+    ] {
+        assert!(described.contains(line), "{line:?} missing from:\n{described}");
+    }
 
     eventually(
         "the pod tolerating 2 s evicted, every pod not ready",

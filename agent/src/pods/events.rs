@@ -63,10 +63,49 @@ pub async fn record(
         count: Some(1),
         ..Default::default()
     };
-    if let Err(e) = Api::<Event>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &event)
+    post(client, &ns, &event, reason).await;
+}
+
+/// Records an event about the node itself, as the kubelet does: its reference names the
+/// node with the node's name as UID (`kubectl describe node` looks for both), and like
+/// every event of a cluster-scoped object it lives in `default`.
+pub async fn record_node(client: &Client, node: &str, type_: &str, reason: &str, message: &str) {
+    let now = Time(Timestamp::now());
+    let event = Event {
+        metadata: ObjectMeta {
+            generate_name: Some(format!("{node}.")),
+            namespace: Some("default".into()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            kind: Some("Node".into()),
+            name: Some(node.into()),
+            uid: Some(node.into()),
+            ..Default::default()
+        },
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        type_: Some(type_.into()),
+        source: Some(EventSource {
+            component: Some("kubelet".into()),
+            host: Some(node.into()),
+        }),
+        reporting_component: Some("kubelet".into()),
+        reporting_instance: Some(node.into()),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        ..Default::default()
+    };
+    post(client, "default", &event, reason).await;
+}
+
+async fn post(client: &Client, namespace: &str, event: &Event, reason: &str) {
+    if let Err(e) = Api::<Event>::namespaced(client.clone(), namespace)
+        .create(&PostParams::default(), event)
         .await
     {
-        tracing::debug!(pod = %pod.name_any(), reason, error = %e, "recording an event failed");
+        let object = event.involved_object.name.as_deref().unwrap_or_default();
+        tracing::debug!(object, reason, error = %e, "recording an event failed");
     }
 }

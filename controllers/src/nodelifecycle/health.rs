@@ -60,6 +60,11 @@ impl Tracker {
         entry.1
     }
 
+    /// Whether the node has been observed since this loop started.
+    pub fn knows(&self, node: &str) -> bool {
+        self.seen.contains_key(node)
+    }
+
     /// Forgets nodes no longer present.
     pub fn retain(&mut self, present: impl Fn(&str) -> bool) {
         self.seen.retain(|name, _| present(name));
