@@ -121,6 +121,10 @@ struct ControllerArgs {
     /// percentageOfNodesToScore) for the scheduler loop.
     #[arg(long)]
     scheduler_config: Option<PathBuf>,
+    /// Where the control loops serve /metrics and /healthz over plain HTTP
+    /// (kube-controller-manager's port; keep it on loopback); port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:10257")]
+    metrics_bind_address: SocketAddr,
 }
 
 #[derive(Args)]
@@ -142,6 +146,10 @@ struct CommonArgs {
     /// percentageOfNodesToScore) for the scheduler.
     #[arg(long)]
     scheduler_config: Option<PathBuf>,
+    /// Where the control loops serve /metrics and /healthz over plain HTTP
+    /// (kube-controller-manager's port; keep it on loopback); port 0 picks a free port.
+    #[arg(long, default_value = "127.0.0.1:10257")]
+    metrics_bind_address: SocketAddr,
 }
 
 impl CommonArgs {
@@ -216,23 +224,18 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => {
-                let scheduler = args.common.scheduler_config.clone();
-                on_runtime_thread(serve(args.common.config(args.data_dir), scheduler, None)).await
+                let loops = LoopArgs::of(&args.common);
+                on_runtime_thread(serve(args.common.config(args.data_dir), loops, None)).await
             }
             Command::Up(args) => {
-                let scheduler = args.common.scheduler_config.clone();
+                let loops = LoopArgs::of(&args.common);
                 let mut node = args.node;
                 node.under_data_dir(&args.data_dir);
                 let up = UpNode {
                     node,
                     keep_containers: args.keep_containers,
                 };
-                on_runtime_thread(serve(
-                    args.common.config(args.data_dir),
-                    scheduler,
-                    Some(up),
-                ))
-                .await
+                on_runtime_thread(serve(args.common.config(args.data_dir), loops, Some(up))).await
             }
             Command::Controller(args) => controller(args).await,
             Command::Bench(args) => kybern_bench::run(args).await,
@@ -266,11 +269,28 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let ctx = controllers::runtime::context_from_kubeconfig(&kubeconfig)
         .await?
         .with_setting(scheduler);
+    // A port in use is fatal here, as for kube-controller-manager: this process exists
+    // to run the loops, and a monitor should not scrape someone else's figures.
+    serve_metrics(args.metrics_bind_address, &ctx).await?;
     let all = loops();
     tokio::select! {
         r = controllers::runtime::run_with(&all, &args.names, ctx, &args.disable) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// Serves the loops' `/metrics` and `/healthz` on `address` in the background.
+async fn serve_metrics(address: SocketAddr, ctx: &controllers::Context) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding --metrics-bind-address {address}: {e}"))?;
+    let bound = listener.local_addr()?;
+    eprintln!("control-loop metrics on http://{bound}/metrics");
+    tokio::spawn(controllers::runtime::metrics::serve(
+        listener,
+        ctx.metrics.clone(),
+    ));
+    Ok(())
 }
 
 /// Every control loop: controllers' and the scheduler's (last, as `--list` shows them).
@@ -290,6 +310,21 @@ fn load_scheduler_config(
         })
     })
     .transpose()
+}
+
+/// What the control loops of `server` and `up` take from the command line.
+struct LoopArgs {
+    scheduler: Option<PathBuf>,
+    metrics_address: SocketAddr,
+}
+
+impl LoopArgs {
+    fn of(common: &CommonArgs) -> Self {
+        LoopArgs {
+            scheduler: common.scheduler_config.clone(),
+            metrics_address: common.metrics_bind_address,
+        }
+    }
 }
 
 /// The node of `kybern up`, and what becomes of its containers when it stops.
@@ -326,11 +361,11 @@ fn local_path_config(
 /// The API server and the control loops; with `agent` (from `kybern up`), also the node
 /// agent for this host unless `--disable agent`, whose containers and private containerd
 /// are stopped when a signal ends the process (unless `--keep-containers`).
-async fn serve(
-    config: Config,
-    scheduler: Option<PathBuf>,
-    agent: Option<UpNode>,
-) -> anyhow::Result<()> {
+async fn serve(config: Config, loop_args: LoopArgs, agent: Option<UpNode>) -> anyhow::Result<()> {
+    let LoopArgs {
+        scheduler,
+        metrics_address,
+    } = loop_args;
     let up = agent.is_some();
     let agent = agent.filter(|_| !config.disable.iter().any(|d| d == "agent"));
     let reset_on_stop = agent.as_ref().map(|a| (a.node.clone(), a.keep_containers));
@@ -351,6 +386,12 @@ async fn serve(
         .with_setting(scheduler)
         .with_setting(storage)
         .with_setting(Some(signing));
+    // Beside the API server the endpoint is secondary: without it the cluster still
+    // runs (two servers on one host, a test fleet), so a port in use is a warning.
+    if let Err(e) = serve_metrics(metrics_address, &ctx).await {
+        tracing::warn!(error = format!("{e:#}"), "control-loop metrics not served");
+        eprintln!("warning: control-loop metrics not served: {e:#}");
+    }
     tokio::spawn(async move {
         if let Err(e) = controllers::runtime::run_with(&loops(), &[], ctx, &disable).await {
             tracing::error!(error = format!("{e:#}"), "control loops stopped");

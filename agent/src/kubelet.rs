@@ -141,9 +141,10 @@ pub async fn run(
         });
         AbortOnDrop(tokio::spawn(async move {
             match crate::nodeapi::cert::server_config(&client, &name, ip, &dir, &ca).await {
-                Ok(tls) => {
+                Ok(serving) => {
                     tracing::info!(port, "serving the node API");
-                    crate::nodeapi::serve(listener, tls, api).await;
+                    let tls = serving.tls.clone();
+                    tokio::join!(crate::nodeapi::serve(listener, tls, api), serving.rotate());
                 }
                 Err(e) => {
                     tracing::error!(error = %e, "the node API is not served: logs, exec and port-forward to this node's pods fail");

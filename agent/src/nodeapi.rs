@@ -9,8 +9,9 @@
 //!
 //! ```text
 //! let listener = TcpListener::bind("0.0.0.0:10250").await?;
-//! let tls = nodeapi::cert::server_config(&client, node, ip, &dir, &ca).await?;
-//! tokio::spawn(nodeapi::serve(listener, tls, Arc::new(NodeApi { .. })));
+//! let serving = nodeapi::cert::server_config(&client, node, ip, &dir, &ca).await?;
+//! tokio::spawn(nodeapi::serve(listener, serving.tls.clone(), Arc::new(NodeApi { .. })));
+//! tokio::spawn(serving.rotate()); // renews the certificate while it serves
 //! ```
 
 pub mod cert;

@@ -91,7 +91,11 @@ pub async fn run_controller(informers: &Informers, clock: Arc<dyn Clock>) {
     });
     Controller::for_shared_stream(cronjobs.touched(), cronjobs.store())
         .watches_shared_stream(jobs.touched(), |job| cronjob_of(&job))
-        .run(reconcile, crate::runtime::retry::error_policy, state)
+        .run(
+            crate::runtime::metrics::metered(reconcile),
+            crate::runtime::retry::error_policy,
+            state,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "cronjob reconcile failed");

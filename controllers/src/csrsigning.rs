@@ -68,7 +68,7 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
             watcher::Config::default(),
         )
         .run(
-            reconcile,
+            crate::runtime::metrics::metered(reconcile),
             |_, e, _| {
                 warn!(error = %e, "certificate request: retrying in 5s");
                 Action::requeue(Duration::from_secs(5))

@@ -111,7 +111,11 @@ pub async fn run_controller(informers: &Informers) {
                 .map(|ds| ObjectRef::from_obj(ds.as_ref()))
                 .collect::<Vec<_>>()
         })
-        .run(reconcile, crate::runtime::retry::error_policy, state)
+        .run(
+            crate::runtime::metrics::metered(reconcile),
+            crate::runtime::retry::error_policy,
+            state,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "daemonset reconcile failed");

@@ -94,7 +94,11 @@ pub async fn run_controller(informers: &Informers) {
         .watches_shared_stream(pods.touched(), move |pod: Arc<Pod>| {
             deployment_of_pod(&rs_store, &pod)
         })
-        .run(reconcile, crate::runtime::retry::error_policy, state)
+        .run(
+            crate::runtime::metrics::metered(reconcile),
+            crate::runtime::retry::error_policy,
+            state,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "deployment reconcile failed");

@@ -68,7 +68,11 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
             .watches_shared_stream(pods.touched(), move |pod: Arc<Pod>| {
                 budgets_for_pod(&for_pods, &pod)
             })
-            .run(reconcile, crate::runtime::retry::error_policy, state)
+            .run(
+                crate::runtime::metrics::metered(reconcile),
+                crate::runtime::retry::error_policy,
+                state,
+            )
             .for_each(|result| async move {
                 if let Err(e) = result {
                     warn!(error = %e, "poddisruptionbudget reconcile failed");

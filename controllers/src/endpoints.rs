@@ -95,7 +95,11 @@ pub async fn run_controller(informers: &Informers) {
         .watches_shared_stream(endpoints.touched(), |ep: Arc<Endpoints>| {
             Some(ObjectRef::new(&ep.name_any()).within(&ep.namespace()?))
         })
-        .run(reconcile, crate::runtime::retry::error_policy, state)
+        .run(
+            crate::runtime::metrics::metered(reconcile),
+            crate::runtime::retry::error_policy,
+            state,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "endpoints reconcile failed");

@@ -88,7 +88,11 @@ pub async fn run_controller(informers: &Informers) {
             let service = slice.labels().get(SERVICE_NAME_LABEL)?;
             Some(ObjectRef::new(service).within(&slice.namespace()?))
         })
-        .run(reconcile, crate::runtime::retry::error_policy, state)
+        .run(
+            crate::runtime::metrics::metered(reconcile),
+            crate::runtime::retry::error_policy,
+            state,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "endpointslice reconcile failed");

@@ -66,7 +66,11 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
             history: Default::default(),
         });
         Controller::for_shared_stream(hpas.touched(), hpas.store())
-            .run(reconcile, crate::runtime::retry::error_policy, state)
+            .run(
+                crate::runtime::metrics::metered(reconcile),
+                crate::runtime::retry::error_policy,
+                state,
+            )
             .for_each(|result| async move {
                 if let Err(e) = result {
                     warn!(error = %e, "horizontalpodautoscaler reconcile failed");

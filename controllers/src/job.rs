@@ -123,7 +123,11 @@ pub async fn run_controller(informers: &Informers) {
                 .into_iter()
                 .chain(claim::jobs_for_orphan(&pod, &orphan_jobs))
         })
-        .run(reconcile, crate::runtime::retry::error_policy, state)
+        .run(
+            crate::runtime::metrics::metered(reconcile),
+            crate::runtime::retry::error_policy,
+            state,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "job reconcile failed");

@@ -50,6 +50,8 @@ pub struct Context {
     pub settings: Settings,
     /// One watch and cache per kind, shared by every loop this context runs.
     pub informers: runtime::informers::Informers,
+    /// The loops' Prometheus series (served by `runtime::metrics::serve`).
+    pub metrics: Arc<runtime::metrics::Metrics>,
 }
 
 impl Context {
@@ -60,6 +62,7 @@ impl Context {
             identity,
             ca_pem: None,
             settings: Settings::default(),
+            metrics: Arc::default(),
         }
     }
 

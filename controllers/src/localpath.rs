@@ -137,7 +137,7 @@ pub async fn run_with(informers: &Informers, config: Config) -> anyhow::Result<(
             class::waiting_claims(&claims_of_class, &sc)
         })
         .run(
-            bind::reconcile,
+            crate::runtime::metrics::metered(bind::reconcile),
             crate::runtime::retry::error_policy,
             state.clone(),
         )
@@ -149,7 +149,7 @@ pub async fn run_with(informers: &Informers, config: Config) -> anyhow::Result<(
     let volumes_controller = Controller::for_shared_stream(volumes.touched(), volumes.store())
         .watches_shared_stream(claims.touched(), |claim| release::volumes_of_claim(&claim))
         .run(
-            release::reconcile,
+            crate::runtime::metrics::metered(release::reconcile),
             crate::runtime::retry::error_policy,
             state,
         )

@@ -52,7 +52,11 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
         let namespaces = ctx.informers.all::<Namespace>();
         namespaces.synced().await;
         Controller::for_shared_stream(namespaces.touched(), namespaces.store())
-            .run(reconcile, crate::runtime::retry::error_policy, ctx)
+            .run(
+                crate::runtime::metrics::metered(reconcile),
+                crate::runtime::retry::error_policy,
+                ctx,
+            )
             .for_each(|r| async move {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "namespace reconcile failed");

@@ -173,7 +173,11 @@ pub async fn run_with(informers: &Informers, config: Config) -> Result<()> {
         in_flight: Mutex::default(),
     });
     Controller::for_shared_stream(nodes.touched(), nodes.store())
-        .run(reconcile, crate::runtime::retry::error_policy, state)
+        .run(
+            crate::runtime::metrics::metered(reconcile),
+            crate::runtime::retry::error_policy,
+            state,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 tracing::debug!(error = %e, "nodeipam reconcile failed");

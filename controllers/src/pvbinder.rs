@@ -92,7 +92,7 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
                 claims_of_volume(&claims_by_volume, &pv)
             })
             .run(
-                reconcile_claim,
+                crate::runtime::metrics::metered(reconcile_claim),
                 crate::runtime::retry::error_policy,
                 state.clone(),
             )
@@ -105,7 +105,11 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
             .watches_shared_stream(claims.touched(), move |claim| {
                 volumes_of_claim(&volumes_by_claim, &claim)
             })
-            .run(reconcile_volume, crate::runtime::retry::error_policy, state)
+            .run(
+                crate::runtime::metrics::metered(reconcile_volume),
+                crate::runtime::retry::error_policy,
+                state,
+            )
             .for_each(|r| async move {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "pv binder volume reconcile failed");

@@ -80,7 +80,11 @@ pub async fn run_controller<K: Replicated>(informers: &Informers) {
     let rs_store = replica_sets.store();
     Controller::for_shared_stream(replica_sets.touched(), replica_sets.store())
         .watches_shared_stream(pods.touched(), move |pod| owners_of_pod(&rs_store, &pod))
-        .run(reconcile, crate::runtime::retry::error_policy, state)
+        .run(
+            crate::runtime::metrics::metered(reconcile),
+            crate::runtime::retry::error_policy,
+            state,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, controller = K::LOOP, "reconcile failed");

@@ -4,6 +4,7 @@
 
 pub mod discovery;
 pub mod informers;
+pub mod metrics;
 pub mod retry;
 
 use std::sync::Arc;
@@ -164,12 +165,44 @@ pub async fn run_one(l: Loop, ctx: Context) {
 
 /// One loop under its lease, restarted after each failure.
 async fn lead_and_run(l: Loop, ctx: Arc<Context>) {
-    let elector = Elector::new(
-        ctx.client.clone(),
-        &format!("kybern-{}", l.name),
-        &ctx.identity,
-    );
-    elector.run(|| supervise(l.name, l.run, ctx.clone())).await
+    let lease = format!("kybern-{}", l.name);
+    let elector = Elector::new(ctx.client.clone(), &lease, &ctx.identity);
+    ctx.metrics.set_leading(&lease, false);
+    elector
+        .run(|| {
+            let leading = Leading::new(&ctx.metrics, &lease);
+            let work = ctx
+                .metrics
+                .scope(l.name, supervise(l.name, l.run, ctx.clone()));
+            async move {
+                let _leading = leading;
+                work.await
+            }
+        })
+        .await
+}
+
+/// Marks a lease held in the metrics while it lives: the elector drops the work (and
+/// this with it) when leadership is lost.
+struct Leading {
+    metrics: Arc<metrics::Metrics>,
+    lease: String,
+}
+
+impl Leading {
+    fn new(metrics: &Arc<metrics::Metrics>, lease: &str) -> Self {
+        metrics.set_leading(lease, true);
+        Leading {
+            metrics: metrics.clone(),
+            lease: lease.to_string(),
+        }
+    }
+}
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        self.metrics.set_leading(&self.lease, false);
+    }
 }
 
 /// Runs a loop forever: a loop that returns (error or not) is started again after a

@@ -58,7 +58,11 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
                 watcher::Config::default().fields(&format!("metadata.name={ROOT_CA_CONFIGMAP}")),
                 move |cm| to_namespace(cm.namespace()),
             )
-            .run(reconcile, crate::runtime::retry::error_policy, ctx)
+            .run(
+                crate::runtime::metrics::metered(reconcile),
+                crate::runtime::retry::error_policy,
+                ctx,
+            )
             .for_each(|r| async move {
                 if let Err(e) = r {
                     tracing::debug!(error = %e, "serviceaccount reconcile failed");

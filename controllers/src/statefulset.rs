@@ -108,7 +108,11 @@ pub async fn run_controller(informers: &Informers) {
         .watches_shared_stream(claims.touched(), move |claim| {
             set_of_claim(&sets_of_claims, &claim)
         })
-        .run(reconcile, crate::runtime::retry::error_policy, state)
+        .run(
+            crate::runtime::metrics::metered(reconcile),
+            crate::runtime::retry::error_policy,
+            state,
+        )
         .for_each(|result| async move {
             if let Err(e) = result {
                 warn!(error = %e, "statefulset reconcile failed");

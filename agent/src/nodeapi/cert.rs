@@ -4,6 +4,13 @@
 //! node's name and address as its names), waits for it to be approved and signed, and
 //! keeps both under the agent dir. A kept certificate is used again while it is valid for
 //! another day, names this node's address and was signed by the cluster's current CA.
+//!
+//! While the agent runs, [`Serving::rotate`] asks for a new certificate (a new key and
+//! CSR) once 70–90 % of the current one's lifetime has passed, as the kubelet's
+//! certificate manager does, and swaps it in: connections opened afterwards get the new
+//! certificate, open ones keep theirs, nothing restarts. The lifetime counts from the
+//! later of notBefore and when the certificate was stored, since kybern's signer backdates
+//! notBefore by a day.
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::unix::fs::OpenOptionsExt;
@@ -21,6 +28,8 @@ use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair, SanType};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig};
 
 pub const SIGNER: &str = "kubernetes.io/kubelet-serving";
@@ -56,14 +65,15 @@ pub struct ClusterCa(pub Vec<Vec<u8>>);
 
 /// The node API's TLS configuration: this node's certificate (fetched when there is no
 /// usable one under `dir`), client certificates verified against the cluster CA when
-/// presented (a request without one is answered 401 by the handler), HTTP/1.1 only.
+/// presented (a request without one is answered 401 by the handler), HTTP/1.1 only;
+/// and what [`Serving::rotate`] needs to renew the certificate.
 pub async fn server_config(
     client: &Client,
     node_name: &str,
     ip: Ipv4Addr,
     dir: &Path,
     ca: &ClusterCa,
-) -> Result<Arc<ServerConfig>, Error> {
+) -> Result<Serving, Error> {
     let (cert_pem, key_pem) = match kept(dir, ip, ca) {
         Some(pair) => pair,
         None => {
@@ -72,10 +82,134 @@ pub async fn server_config(
             pair
         }
     };
-    build(&cert_pem, &key_pem, ca)
+    let current = Arc::new(Current(std::sync::RwLock::new(certified(
+        &cert_pem, &key_pem,
+    )?)));
+    Ok(Serving {
+        tls: build(current.clone(), ca)?,
+        current,
+        client: client.clone(),
+        node_name: node_name.to_string(),
+        ip,
+        dir: dir.to_path_buf(),
+    })
 }
 
-fn build(cert_pem: &str, key_pem: &str, ca: &ClusterCa) -> Result<Arc<ServerConfig>, Error> {
+/// The node API's TLS configuration and the certificate behind it.
+pub struct Serving {
+    pub tls: Arc<ServerConfig>,
+    current: Arc<Current>,
+    client: Client,
+    node_name: String,
+    ip: Ipv4Addr,
+    dir: PathBuf,
+}
+
+/// How long to wait before asking again after a renewal failed.
+const RETRY_RENEWAL: Duration = Duration::from_secs(10);
+
+impl Serving {
+    /// Renews the certificate whenever its rotation deadline passes; never returns.
+    pub async fn rotate(self) {
+        loop {
+            let wait = self.until_deadline();
+            tracing::info!(?wait, "node API certificate rotation scheduled");
+            tokio::time::sleep(wait).await;
+            loop {
+                match self.renew().await {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!(error = %e, retry_in = ?RETRY_RENEWAL, "renewing the node API certificate failed");
+                        tokio::time::sleep(RETRY_RENEWAL).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn renew(&self) -> Result<(), Error> {
+        let pair = request(&self.client, &self.node_name, self.ip).await?;
+        let key = certified(&pair.0, &pair.1)?;
+        store(&self.dir, &pair)?;
+        *self.current.0.write().expect("certificate lock poisoned") = key;
+        tracing::info!("the node API serves its renewed certificate");
+        Ok(())
+    }
+
+    /// The time left until the stored certificate's rotation deadline (zero if passed).
+    fn until_deadline(&self) -> Duration {
+        let (cert_path, _) = paths(&self.dir);
+        let stored = std::fs::metadata(&cert_path)
+            .and_then(|m| m.modified())
+            .ok();
+        let pem = std::fs::read_to_string(&cert_path).unwrap_or_default();
+        let Some((not_before, not_after)) = validity(&pem) else {
+            return RETRY_RENEWAL;
+        };
+        let start = stored.map_or(not_before, |s| s.max(not_before));
+        let deadline = rotation_deadline(start, not_after, 0.7 + 0.2 * spread());
+        deadline
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default()
+    }
+}
+
+/// When to renew: `jitter` (0.7–0.9, the kubelet's range) of the way from `start` to
+/// `not_after`. A one-year certificate stored now is renewed after 256–329 days.
+pub fn rotation_deadline(
+    start: std::time::SystemTime,
+    not_after: std::time::SystemTime,
+    jitter: f64,
+) -> std::time::SystemTime {
+    let total = not_after.duration_since(start).unwrap_or_default();
+    start + total.mul_f64(jitter)
+}
+
+/// A number in [0, 1) that differs between agents (the clock's nanoseconds), so nodes
+/// that got their certificates together do not all renew at once.
+fn spread() -> f64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    f64::from(nanos) / 1e9
+}
+
+/// A certificate's notBefore and notAfter.
+fn validity(cert_pem: &str) -> Option<(std::time::SystemTime, std::time::SystemTime)> {
+    let der = CertificateDer::from_pem_slice(cert_pem.as_bytes()).ok()?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).ok()?;
+    let at = |t: x509_parser::time::ASN1Time| {
+        Some(std::time::UNIX_EPOCH + Duration::from_secs(u64::try_from(t.timestamp()).ok()?))
+    };
+    Some((
+        at(cert.validity().not_before)?,
+        at(cert.validity().not_after)?,
+    ))
+}
+
+/// The certificate the node API presents now; swapped by [`Serving::rotate`].
+#[derive(Debug)]
+struct Current(std::sync::RwLock<Arc<CertifiedKey>>);
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, _: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.0.read().expect("certificate lock poisoned").clone())
+    }
+}
+
+fn certified(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, Error> {
+    let tls = |e: &dyn std::fmt::Display| Error::Tls(e.to_string());
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
+        .collect::<Result<_, _>>()
+        .map_err(|e| tls(&e))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls(&e))?;
+    let provider = rustls::crypto::ring::default_provider();
+    let key = CertifiedKey::from_der(chain, key, &provider).map_err(|e| tls(&e))?;
+    Ok(Arc::new(key))
+}
+
+fn build(current: Arc<Current>, ca: &ClusterCa) -> Result<Arc<ServerConfig>, Error> {
     let tls = |e: &dyn std::fmt::Display| Error::Tls(e.to_string());
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
@@ -88,16 +222,11 @@ fn build(cert_pem: &str, key_pem: &str, ca: &ClusterCa) -> Result<Arc<ServerConf
         .allow_unauthenticated()
         .build()
         .map_err(|e| tls(&e))?;
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem.as_bytes())
-        .collect::<Result<_, _>>()
-        .map_err(|e| tls(&e))?;
-    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).map_err(|e| tls(&e))?;
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| tls(&e))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key)
-        .map_err(|e| tls(&e))?;
+        .with_cert_resolver(current);
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -5,7 +5,10 @@
 //!   the node's agent (its node API, `status.daemonEndpoints.kubeletEndpoint.Port` on the
 //!   node's address), over TLS that checks the agent's certificate against the cluster CA
 //!   and presents the API server's kubelet-client certificate;
-//! - `pods/proxy` and `services/proxy` go to the pod (a service's ready endpoint) itself.
+//! - `pods/proxy` and `services/proxy` go to the pod (a service's ready endpoint) itself,
+//!   over plain HTTP, or over TLS for an `https:` name without checking the pod's
+//!   certificate (upstream's proxy transport sets InsecureSkipVerify: a pod's
+//!   certificate is signed by nothing the API server knows).
 //!
 //! A request that upgrades (exec, attach, port-forward: WebSocket or SPDY) is passed
 //! through unchanged and, once the far side answers 101, the two connections are
@@ -57,7 +60,32 @@ struct Destination {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Tls {
     Node,
+    /// TLS whose server certificate is not checked (`https:` pod and service proxies).
+    Unverified,
     None,
+}
+
+impl Tls {
+    /// How a pod or service proxy reaches its target, by the scheme in its name `id`
+    /// (`kind` is "pod" or "service" for upstream's message about any other scheme).
+    fn for_scheme(scheme: &str, kind: &str, id: &str) -> Result<Tls> {
+        match scheme {
+            "" | "http" => Ok(Tls::None),
+            "https" => Ok(Tls::Unverified),
+            _ => Err(ApiError::BadRequest(format!(
+                "invalid {kind} request {id:?}"
+            ))),
+        }
+    }
+
+    /// The port a name without one means: the scheme's.
+    fn default_port(self) -> u16 {
+        if self == Tls::Unverified {
+            443
+        } else {
+            80
+        }
+    }
 }
 
 pub(super) async fn serve<B>(
@@ -121,11 +149,7 @@ async fn destination(
         }
         ("pods", "proxy") => {
             let (scheme, pod_name, port) = split_scheme_port(name);
-            if scheme == "https" {
-                return Err(ApiError::BadRequest(
-                    "proxying to a pod over https is not supported yet".into(),
-                ));
-            }
+            let tls = Tls::for_scheme(scheme, "pod", name)?;
             let pod = read::get_object(
                 api,
                 &*resource("pods")?,
@@ -137,22 +161,18 @@ async fn destination(
             let ip = pod_ip(&pod, pod_name)?;
             let port = match port {
                 Some(port) => port_number(&pod, port)?,
-                None => 80,
+                None => tls.default_port(),
             };
             Ok(Some(Destination {
                 host: ip,
                 port,
-                tls: Tls::None,
+                tls,
                 path_and_query: with_query(&proxied_rest(parts.uri.path()), raw_query),
             }))
         }
         ("services", _) => {
             let (scheme, svc_name, port) = split_scheme_port(name);
-            if scheme == "https" {
-                return Err(ApiError::BadRequest(
-                    "proxying to a service over https is not supported yet".into(),
-                ));
-            }
+            let tls = Tls::for_scheme(scheme, "service", name)?;
             let ns = p.namespace.as_deref();
             let svc = read::get_object(api, &*resource("services")?, ns, svc_name, false).await?;
             let (host, port) =
@@ -160,7 +180,7 @@ async fn destination(
             Ok(Some(Destination {
                 host,
                 port,
-                tls: Tls::None,
+                tls,
                 path_and_query: with_query(&proxied_rest(parts.uri.path()), raw_query),
             }))
         }
@@ -551,6 +571,12 @@ where
                 .map_err(|e| unreachable(&e))?;
             send(TokioIo::new(tls), out).await
         }
+        Tls::Unverified => {
+            let tls = node_tls(unverified_tls(), &dest.host, tcp)
+                .await
+                .map_err(|e| unreachable(&e))?;
+            send(TokioIo::new(tls), out).await
+        }
         Tls::None => send(TokioIo::new(tcp), out).await,
     }
     .map_err(|e| unreachable(&e))?;
@@ -624,8 +650,9 @@ impl super::metrics::NodeScraper for NodeApiScraper {
     }
 }
 
-/// TLS to a node's agent on `tcp`: its certificate checked for `host` against the cluster
-/// CA, the API server's kubelet-client certificate presented (both in `config`).
+/// TLS on `tcp` as `config` says: to a node's agent, its certificate checked for `host`
+/// against the cluster CA and the kubelet-client certificate presented; to an `https:`
+/// pod, nothing checked ([`unverified_tls`]).
 async fn node_tls(
     config: Arc<rustls::ClientConfig>,
     host: &str,
@@ -636,6 +663,73 @@ async fn node_tls(
     tokio_rustls::TlsConnector::from(config)
         .connect(name, tcp)
         .await
+}
+
+/// A TLS client that takes any certificate the far side presents (its handshake
+/// signature is still checked against it), with no client certificate of its own.
+fn unverified_tls() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .expect("ring supports the default protocol versions")
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider)))
+                .with_no_client_auth();
+            Arc::new(config)
+        })
+        .clone()
+}
+
+/// Upstream's InsecureSkipVerify: no chain or name check.
+#[derive(Debug)]
+struct AnyCertificate(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> std::result::Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> std::result::Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
 }
 
 /// `host:port` for a Host header (an IPv6 address in brackets).

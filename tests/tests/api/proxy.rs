@@ -15,26 +15,50 @@ async fn echo_server() -> u16 {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = listener.local_addr().unwrap().port();
     tokio::spawn(async move {
-        while let Ok((mut conn, _)) = listener.accept().await {
+        while let Ok((conn, _)) = listener.accept().await {
+            tokio::spawn(echo(conn));
+        }
+    });
+    port
+}
+
+/// [`echo_server`] over TLS, with a certificate from a CA the API server has never seen
+/// (as a pod's own certificate is).
+async fn tls_echo_server(dir: &std::path::Path) -> u16 {
+    let pki = apiserver::pki::ensure(dir, &["127.0.0.1".into()]).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(apiserver::tls::server_config(&pki).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
             tokio::spawn(async move {
-                let mut buf = vec![0u8; 4096];
-                let n = conn.read(&mut buf).await.unwrap_or(0);
-                let head = String::from_utf8_lossy(&buf[..n]).into_owned();
-                let line = head.lines().next().unwrap_or("").to_string();
-                let body = format!("you asked: {line}");
-                let _ = conn
-                    .write_all(
-                        format!(
-                            "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                            body.len()
-                        )
-                        .as_bytes(),
-                    )
-                    .await;
+                if let Ok(tls) = acceptor.accept(conn).await {
+                    echo(tls).await;
+                }
             });
         }
     });
     port
+}
+
+/// Answers one request on `conn` with its request line.
+async fn echo(mut conn: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin) {
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.unwrap_or(0);
+    let head = String::from_utf8_lossy(&buf[..n]).into_owned();
+    let line = head.lines().next().unwrap_or("").to_string();
+    let body = format!("you asked: {line}");
+    let _ = conn
+        .write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await;
+    let _ = conn.shutdown().await;
 }
 
 async fn get(client: &kube::Client, path: &str) -> Result<String, kube::Error> {
@@ -146,4 +170,91 @@ async fn a_pod_without_a_node_has_empty_logs_and_nothing_to_exec_into() {
     .await
     .unwrap();
     assert_eq!(empty, "");
+}
+
+/// A pod (loopback) serving HTTPS on `port`, and a Service `web` in front of it whose
+/// port `https` (443) has that pod as its endpoint.
+async fn https_pod_and_service(client: &kube::Client, port: u16) {
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let pod: Pod = serde_json::from_value(json!({
+        "metadata": {"name": "secure"},
+        "spec": {"containers": [{"name": "c", "image": "x", "ports": [{"name": "https", "containerPort": port}]}]}
+    }))
+    .unwrap();
+    pods.create(&PostParams::default(), &pod).await.unwrap();
+    let mut status = pods.get_status("secure").await.unwrap();
+    status.status.as_mut().unwrap().pod_ip = Some("127.0.0.1".into());
+    pods.replace_status("secure", &PostParams::default(), &status)
+        .await
+        .unwrap();
+    let svc: Service = serde_json::from_value(json!({
+        "metadata": {"name": "secure"},
+        "spec": {"ports": [{"name": "https", "port": 443, "targetPort": "https"}]}
+    }))
+    .unwrap();
+    Api::<Service>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &svc)
+        .await
+        .unwrap();
+    let eps: Endpoints = serde_json::from_value(json!({
+        "metadata": {"name": "secure"},
+        "subsets": [{"addresses": [{"ip": "127.0.0.1"}], "ports": [{"name": "https", "port": port}]}]
+    }))
+    .unwrap();
+    Api::<Endpoints>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &eps)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn https_pod_and_service_proxies_reach_a_pod_whose_certificate_nobody_signed() {
+    let s = InProcess::start().await;
+    let pod_pki = tempfile::tempdir().unwrap();
+    let port = tls_echo_server(pod_pki.path()).await;
+    https_pod_and_service(&s.client, port).await;
+    let cases = [
+        (
+            "pod by port number",
+            format!("/api/v1/namespaces/default/pods/https:secure:{port}/proxy/a?x=1"),
+            "you asked: GET /a?x=1 HTTP/1.1",
+        ),
+        (
+            "pod by port name",
+            "/api/v1/namespaces/default/pods/https:secure:https/proxy/".to_string(),
+            "you asked: GET / HTTP/1.1",
+        ),
+        (
+            "service by port name",
+            "/api/v1/namespaces/default/services/https:secure:https/proxy/b".to_string(),
+            "you asked: GET /b HTTP/1.1",
+        ),
+        (
+            "service by port number",
+            "/api/v1/namespaces/default/services/https:secure:443/proxy/c".to_string(),
+            "you asked: GET /c HTTP/1.1",
+        ),
+    ];
+    for (name, path, want) in cases {
+        let got = get(&s.client, &path).await;
+        assert_eq!(got.as_deref().ok(), Some(want), "{name}: {got:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_scheme_other_than_http_or_https_is_a_bad_request() {
+    let s = InProcess::start().await;
+    let pod_pki = tempfile::tempdir().unwrap();
+    let port = tls_echo_server(pod_pki.path()).await;
+    https_pod_and_service(&s.client, port).await;
+    let err = get(
+        &s.client,
+        "/api/v1/namespaces/default/pods/ftp:secure:https/proxy/",
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&err, kube::Error::Api(e) if e.code == 400 && e.message == "invalid pod request \"ftp:secure:https\""),
+        "{err:?}"
+    );
 }
