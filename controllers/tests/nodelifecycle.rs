@@ -169,7 +169,10 @@ async fn silent_nodes_become_unknown_tainted_and_their_pods_are_evicted() {
         "Node sim-0 event: Registered Node sim-0 in Controller",
         "Node sim-0 status is now: NodeNotReady",
     ] {
-        assert!(described.contains(line), "{line:?} missing from:\n{described}");
+        assert!(
+            described.contains(line),
+            "{line:?} missing from:\n{described}"
+        );
     }
 
     eventually(

@@ -89,3 +89,48 @@ fn an_invalid_scheduler_configuration_fails_before_anything_starts() {
         "{err}"
     );
 }
+
+/// A plain-HTTP GET on loopback: the body.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    answer
+        .split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn kybern_server_serves_its_control_loops_metrics_where_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let metrics = crate::common::free_port();
+    let mut cmd = Command::new(kybern_binary());
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .args(["--metrics-bind-address", &format!("127.0.0.1:{metrics}")]);
+    let server = crate::common::Binary::spawn(cmd, dir.path());
+    server
+        .kubectl()
+        .run(&["create", "deployment", "web", "--image=busybox"]);
+    let adds = crate::common::eventually("the deployment loop counted", || async {
+        let body = http_get(metrics, "/metrics");
+        body.lines()
+            .find(|l| l.starts_with("workqueue_adds_total{name=\"deployment\"}"))
+            .map(str::to_string)
+            .filter(|l| !l.ends_with(" 0"))
+            .ok_or(body)
+    })
+    .await;
+    assert!(
+        adds.split(' ')
+            .nth(1)
+            .is_some_and(|n| n.parse::<u64>().is_ok()),
+        "{adds}"
+    );
+    assert_eq!(http_get(metrics, "/healthz"), "ok");
+}
