@@ -89,6 +89,24 @@ fn kybern_up_runs_a_deployment_created_with_kubectl() {
             String::from_utf8_lossy(&out.stderr)
         ))
     });
+    // `kubectl describe node` tells how the node came up.
+    eventually(
+        "the node's events",
+        &up.data.path().join("server.log"),
+        || {
+            let described = kubectl.run(&["describe", "node", "e2e-up"]);
+            [
+                "Starting kubelet.",
+                "Node e2e-up status is now: NodeHasSufficientMemory",
+                "Node e2e-up status is now: NodeReady",
+                "Node e2e-up event: Registered Node e2e-up in Controller",
+            ]
+            .iter()
+            .all(|line| described.contains(line))
+            .then_some(())
+            .ok_or(described)
+        },
+    );
     kubectl.run(&[
         "create",
         "deployment",
