@@ -93,6 +93,28 @@ fn admit(r: &Resource, req: &ApiRequest, obj: &mut Value, old: Option<&Value>) -
     }
 }
 
+/// The form an object written through a view of another resource's store is stored
+/// in (`None`: the object itself), checked against the stored version's schema: what
+/// a view carries in annotations (an autoscaling/v1 HPA's other metrics) must make a
+/// valid stored object, or every reader of the store would meet one it cannot decode.
+fn stored_form(api: &Api, r: &Resource, obj: &Value) -> Result<Option<Value>> {
+    let Some(mut stored) = crate::conversion::to_storage(r, obj) else {
+        return Ok(None);
+    };
+    let schema = api
+        .registry
+        .snapshot()
+        .get(&r.storage_group, &r.storage_version, &r.plural)
+        .and_then(|s| s.schema());
+    if let Some(schema) = schema {
+        let causes = crate::schema::process(&schema, &mut stored).causes;
+        if !causes.is_empty() {
+            return Err(strategy::invalid(r, obj, causes));
+        }
+    }
+    Ok(Some(stored))
+}
+
 /// Gives back what a write that was not stored had reserved.
 async fn release(api: &Api, reserved: Option<Box<dyn Reservation>>) {
     if let Some(r) = reserved {
@@ -228,7 +250,13 @@ pub(super) async fn create_object(
             return object_response(r, req, StatusCode::CREATED, &obj);
         }
         let reserved = kinds::hooks_for(r).reserve(api, &mut obj, None).await?;
-        let stored = crate::conversion::to_storage(r, &obj);
+        let stored = match stored_form(api, r, &obj) {
+            Ok(stored) => stored,
+            Err(e) => {
+                release(api, reserved).await;
+                return Err(e);
+            }
+        };
         let created = match encode(stored.as_ref().unwrap_or(&obj)) {
             Ok(bytes) => {
                 api.storage
@@ -471,7 +499,13 @@ pub(super) async fn read_modify_write(
             if !status_only {
                 reserved = hooks.reserve(api, &mut next, Some(current)).await?;
             }
-            Decision::Write(crate::conversion::to_storage(r, &next).unwrap_or(next))
+            match stored_form(api, r, &next) {
+                Ok(stored) => Decision::Write(stored.unwrap_or(next)),
+                Err(e) => {
+                    release(api, reserved.take()).await;
+                    return Err(e);
+                }
+            }
         };
         match attempts.store(decision).await {
             Ok(Some(outcome)) => break outcome,

@@ -101,3 +101,32 @@ async fn an_autoscaler_written_in_either_version_reads_the_same_in_both() {
         .collect();
     assert_eq!(targets, vec![Some(50), None]);
 }
+
+#[tokio::test]
+async fn a_v1_autoscaler_whose_annotations_make_an_invalid_v2_object_is_refused() {
+    let s = InProcess::start().await;
+    let old: Api<v1::HorizontalPodAutoscaler> = Api::namespaced(s.client.clone(), "default");
+    let new: Api<v2::HorizontalPodAutoscaler> = Api::namespaced(s.client.clone(), "default");
+    let bad_metric = json!([{"type": "Resource", "resource": {"name": "cpu",
+        "target": {"type": "Utilization", "averageUtilization": "lots"}}}]);
+    let hpa: v1::HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "bad", "annotations": {
+            "autoscaling.alpha.kubernetes.io/metrics": bad_metric.to_string()}},
+        "spec": {"scaleTargetRef": target(), "maxReplicas": 3}
+    }))
+    .unwrap();
+    let status = crate::status(old.create(&PostParams::default(), &hpa).await);
+    assert_eq!(
+        (status.code, status.reason.as_str()),
+        (422, "Invalid"),
+        "{status:?}"
+    );
+    assert!(
+        status.message.contains("averageUtilization"),
+        "{}",
+        status.message
+    );
+    assert_eq!(crate::code(new.get("bad").await), 404, "nothing was stored");
+    // The v2 readers (the HPA loop's list) still decode everything there is.
+    new.list(&ListParams::default()).await.unwrap();
+}
