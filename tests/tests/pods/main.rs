@@ -9,6 +9,7 @@ mod ephemeral;
 mod io;
 mod lifecycle;
 mod network;
+mod proxy;
 mod recovery;
 mod registry;
 mod up;
