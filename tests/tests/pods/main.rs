@@ -10,9 +10,12 @@ mod io;
 mod lifecycle;
 mod network;
 mod proxy;
+mod python;
 mod recovery;
 mod registry;
 mod up;
+#[path = "../clients/venv.rs"]
+mod venv;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
