@@ -5,6 +5,7 @@
 
 use kybern_testkit as common;
 
+mod autoscale;
 mod ephemeral;
 mod io;
 mod lifecycle;
