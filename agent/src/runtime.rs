@@ -122,6 +122,9 @@ pub struct ContainerConfig {
     /// Join these IPC and UTS namespaces (the pod sandbox's) instead of new ones.
     pub ipc_ns_path: Option<PathBuf>,
     pub uts_ns_path: Option<PathBuf>,
+    /// Join this PID namespace (`/proc/<pid>/ns/pid` of an ephemeral container's target)
+    /// instead of a new one.
+    pub pid_ns_path: Option<PathBuf>,
     /// Bind mounts, in order, after the default /proc, /dev, /sys mounts.
     pub mounts: Vec<Mount>,
     /// Runs as root (uid 0, gid 0) when `None`.

@@ -53,10 +53,8 @@ impl Slot {
 /// ephemeral containers ports, probes, lifecycle hooks and resources, so they are not
 /// carried over: nothing probes or hooks a debugger, whatever the spec says.
 ///
-/// `targetContainerName` is not honoured: sharing the target's PID namespace would need a
-/// PID namespace in the runtime config, which it has not got yet. A debugger sees its own
-/// processes only; it shares the pod's network, IPC and UTS namespaces and the volumes it
-/// mounts.
+/// `targetContainerName` is not carried either: the worker reads it from the pod's spec
+/// when it starts the run, to join the target's PID namespace.
 pub(super) fn ephemeral_as_container(e: &EphemeralContainer) -> Container {
     Container {
         name: e.name.clone(),

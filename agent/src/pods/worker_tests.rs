@@ -533,3 +533,39 @@ async fn a_running_ephemeral_container_is_killed_with_its_pod() {
     );
     assert!(h.rt.list_containers().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn an_ephemeral_container_with_a_target_joins_the_targets_pid_namespace() {
+    // `with_ephemeral` names the app container "c" as the target; "solo" has none.
+    let mut p = with_ephemeral(pod("Always", "busybox:1.36", None), &["debugger", "solo"]);
+    let solo = &mut p
+        .spec
+        .as_mut()
+        .expect("a spec")
+        .ephemeral_containers
+        .as_mut()
+        .expect("ephemeral")[1];
+    solo.target_container_name = None;
+    let h = Harness::start(p, &["busybox:1.36"]);
+    h.wait_for("both debuggers started", |sent| {
+        started_events(sent, "spec.ephemeralContainers{debugger}") == 1
+            && started_events(sent, "spec.ephemeralContainers{solo}") == 1
+    })
+    .await;
+    let app = container_id(UID, "c", 0);
+    let Ok(crate::runtime::TaskState::Running { pid }) = h.rt.task_state(&app).await else {
+        panic!("the app container runs");
+    };
+    let config = |name: &str| h.rt.config(&container_id(UID, name, 0)).expect("created");
+    assert_eq!(
+        config("debugger").pid_ns_path,
+        Some(format!("/proc/{pid}/ns/pid").into()),
+        "the target's PID namespace, through its process"
+    );
+    assert_eq!(
+        config("solo").pid_ns_path,
+        None,
+        "a PID namespace of its own"
+    );
+    assert_eq!(config("c").pid_ns_path, None, "the app container's own");
+}

@@ -68,7 +68,7 @@ pub fn runtime_spec(config: &ContainerConfig) -> Value {
         None => json!({"type": kind}),
     };
     let namespaces = vec![
-        json!({"type": "pid"}),
+        join("pid", &config.pid_ns_path),
         join("ipc", &config.ipc_ns_path),
         join("uts", &config.uts_ns_path),
         json!({"type": "mount"}),
@@ -371,6 +371,7 @@ mod tests {
             id: "c".into(),
             ipc_ns_path: Some("/run/kybern/ns/ipc".into()),
             uts_ns_path: Some("/run/kybern/ns/uts".into()),
+            pid_ns_path: Some("/proc/42/ns/pid".into()),
             mounts: vec![crate::runtime::Mount {
                 destination: "/etc/config".into(),
                 source: "/var/lib/kybern/pods/u/volumes/cfg".into(),
@@ -396,6 +397,7 @@ mod tests {
         };
         assert_eq!(ns("ipc")["path"], "/run/kybern/ns/ipc");
         assert_eq!(ns("uts")["path"], "/run/kybern/ns/uts");
+        assert_eq!(ns("pid")["path"], "/proc/42/ns/pid");
         assert_eq!(
             spec["process"]["user"],
             json!({"uid": 1000, "gid": 3000, "additionalGids": [2000]})

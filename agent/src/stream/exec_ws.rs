@@ -49,7 +49,11 @@ impl Channels {
 /// for an empty or undecodable message.
 pub(super) fn decode(message: Message, base64: bool) -> Option<(u8, Vec<u8>)> {
     match message {
-        Message::Binary(data) if !base64 && !data.is_empty() => Some((data[0], data[1..].to_vec())),
+        // Either frame type, as upstream's wsstream reads them: the Python client sends a
+        // `str` written to stdin as a text message.
+        Message::Binary(data) | Message::Text(data) if !base64 && !data.is_empty() => {
+            Some((data[0], data[1..].to_vec()))
+        }
         Message::Text(data) | Message::Binary(data) if base64 && !data.is_empty() => {
             let channel = data[0].wrapping_sub(b'0');
             let decoded = base64::engine::general_purpose::STANDARD
@@ -236,6 +240,11 @@ mod tests {
         assert_eq!(
             decode(Message::Text(Bytes::from_static(b"0aGk=")), true),
             Some((0, b"hi".to_vec()))
+        );
+        assert_eq!(
+            decode(Message::Text(Bytes::from_static(b"\x00hi")), false),
+            Some((0, b"hi".to_vec())),
+            "a text message of the binary protocols (the Python client's stdin)"
         );
         assert_eq!(decode(Message::Binary(Bytes::new()), false), None);
     }

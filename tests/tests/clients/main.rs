@@ -4,3 +4,4 @@
 //! strings).
 
 mod python;
+mod venv;

@@ -63,3 +63,66 @@ fn kubectl_debug_runs_an_ephemeral_container_once_in_the_pods_sandbox() {
         "the app container is left alone"
     );
 }
+
+#[test]
+fn kubectl_debug_it_with_a_target_sees_the_targets_processes_and_talks_through_stdin() {
+    let node = Node::start(&[]);
+    // The target's process has a name no debugger runs: `sleep 3601`.
+    node.apply(
+        "p.yaml",
+        &pod(
+            "p",
+            "Always",
+            &format!("  containers:\n  - name: main\n    image: {BUSYBOX}\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3601']\n"),
+        ),
+    );
+    node.eventually("p running", || {
+        let p = node.pod("p");
+        (at(&p, "/status/phase") == "Running")
+            .then_some(())
+            .ok_or(at(&p, "/status"))
+    });
+    let mut debug = node
+        .kubectl
+        .command()
+        .args([
+            "debug",
+            "-it",
+            "p",
+            "-c",
+            "debugger",
+            &format!("--image={BUSYBOX}"),
+            "--image-pull-policy=IfNotPresent",
+            "--target=main",
+            "--",
+            "sh",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = debug.stdin.take().unwrap();
+        // Typed input reaches the debugger's shell; what it prints comes back.
+        stdin.write_all(b"ps; echo typed-$((6*7)); exit\n").unwrap();
+    }
+    let out = debug.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("typed-42"),
+        "the shell's answer: {stdout:?} {stderr}"
+    );
+    assert!(
+        stdout.contains("sleep 3601"),
+        "ps in the debugger lists the target's process: {stdout:?}"
+    );
+    let p = node.pod("p");
+    assert_eq!(
+        at(&p, "/spec/ephemeralContainers/0/targetContainerName"),
+        "main"
+    );
+}

@@ -80,7 +80,7 @@ fn the_node_api_lets_in_only_the_api_server() {
 }
 
 /// Waits until the pod's first container is running (restartCount at least `restarts`).
-fn running(node: &Node, pod: &str, restarts: u32) {
+pub(crate) fn running(node: &Node, pod: &str, restarts: u32) {
     node.eventually(
         &format!("{pod} running after {restarts} restart(s)"),
         || {
@@ -272,10 +272,11 @@ fn port_forward(node: &Node, pod: &str, port: u16, websockets: bool) -> (u16, co
 }
 
 /// One HTTP/1.0 GET to 127.0.0.1:`port`; the body.
-fn http_get(port: u16, path: &str) -> std::io::Result<String> {
+pub(crate) fn http_get(port: u16, path: &str) -> std::io::Result<String> {
     use std::io::{Read, Write};
     let mut conn = std::net::TcpStream::connect(("127.0.0.1", port))?;
-    write!(conn, "GET {path} HTTP/1.0\r\nHost: x\r\n\r\n")?;
+    // kubectl proxy serves only Host: localhost or 127.0.0.1 (its --accept-hosts).
+    write!(conn, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")?;
     let mut response = String::new();
     conn.read_to_string(&mut response)?;
     response

@@ -5,13 +5,18 @@
 
 use kybern_testkit as common;
 
+mod autoscale;
 mod ephemeral;
 mod io;
 mod lifecycle;
 mod network;
+mod proxy;
+mod python;
 mod recovery;
 mod registry;
 mod up;
+#[path = "../clients/venv.rs"]
+mod venv;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -23,6 +23,7 @@ use crate::pods::image_manager::{self, image_id};
 use crate::pods::state::{self, State, Terminated};
 use crate::pods::wake::Wake;
 use crate::pods::{files, probes};
+use crate::runtime::TaskState;
 use crate::volumes;
 
 /// The reason and message of a pod past its activeDeadlineSeconds, as upstream's.
@@ -309,8 +310,17 @@ impl Worker {
             }
             None => Vec::new(),
         };
+        // An ephemeral container with a target joins the target's PID namespace, as the
+        // kubelet asks the CRI for (NamespaceMode TARGET): it sees the target's processes.
+        let pid_ns_path = match self.target_pid_namespace(pod, kind, &spec.name).await {
+            Ok(path) => path,
+            Err(message) => {
+                self.config_error(pod, kind, i, &message).await;
+                return Some(ctx.backoff.initial);
+            }
+        };
         let attempt = self.slot(kind, i).next_attempt;
-        let cfg = containers::container_config(
+        let mut cfg = containers::container_config(
             &ctx,
             RunRequest {
                 pod,
@@ -324,6 +334,7 @@ impl Worker {
                 sandbox: self.sandbox.as_ref().filter(|_| !host_network(pod)),
             },
         );
+        cfg.pid_ns_path = pid_ns_path;
         let id = cfg.id.clone();
         // The previous run goes once a new one is made (its logs stay on disk).
         {
@@ -404,6 +415,45 @@ impl Worker {
             }
         }
         None
+    }
+
+    /// The PID namespace an ephemeral container `name` joins: its `targetContainerName`'s,
+    /// which must be running (its `/proc/<pid>/ns/pid`); `None` without a target. `Err`
+    /// with the message a CreateContainerConfigError carries while the target is missing
+    /// or not running; the start is retried.
+    async fn target_pid_namespace(
+        &self,
+        pod: &Pod,
+        kind: Kind,
+        name: &str,
+    ) -> Result<Option<std::path::PathBuf>, String> {
+        if kind != Kind::Ephemeral {
+            return Ok(None);
+        }
+        let target = pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.ephemeral_containers.as_ref())
+            .and_then(|es| es.iter().find(|e| e.name == name))
+            .and_then(|e| e.target_container_name.as_deref())
+            .filter(|t| !t.is_empty());
+        let Some(target) = target else {
+            return Ok(None);
+        };
+        let current = (self.init.iter())
+            .chain(self.app.iter())
+            .find(|s| s.spec.name == target)
+            .ok_or_else(|| format!("unable to find target container {target}"))?
+            .current
+            .clone();
+        let state = match current {
+            Some(id) => self.ctx.runtime.task_state(&id).await.ok(),
+            None => None,
+        };
+        match state {
+            Some(TaskState::Running { pid }) => Ok(Some(format!("/proc/{pid}/ns/pid").into())),
+            _ => Err(format!("target container {target} is not running")),
+        }
     }
 
     async fn config_error(&mut self, pod: &Pod, kind: Kind, i: usize, message: &str) {
