@@ -12,10 +12,11 @@
 //! 3. log streaming: a container writes numbered lines as fast as it can while a
 //!    follower reads them for `--log-seconds`; MB/s read, and the lines lost (gaps in the
 //!    numbering, which must be 0; the log rotates at 10 MiB on the way);
-//! 4. port-forward: through a forwarded connection to an echo server in a pod
-//!    (`nc -ll -e cat`), `--forward-mib` MiB of a pseudo-random pattern sent and read back
-//!    intact (MB/s of the payload), and the set-up time of `--connections` new forwards
-//!    (forward, one byte there and back), p99;
+//! 4. port-forward: through a forwarded connection to an echo server in a pod (the test
+//!    server's `echo` mode, 64 KiB reads; `--nc-echo` takes busybox's `nc -ll -e cat`
+//!    instead, whose `cat` copies 4 KiB at a time), `--forward-mib` MiB of a pseudo-random
+//!    pattern sent and read back intact (MB/s of the payload), and the set-up time of
+//!    `--connections` new forwards (forward, one byte there and back), p99;
 //! 5. the agent's RSS with `--pods` pods running.
 //!
 //! Nothing here asserts on timings; compare several runs.
@@ -51,6 +52,10 @@ pub(crate) struct IoArgs {
     /// Pods running when the agent's RSS is taken.
     #[arg(long, default_value_t = 30)]
     pods: usize,
+    /// Echo through busybox's `nc -ll -e cat` rather than the test server (no build of the
+    /// test server image).
+    #[arg(long)]
+    nc_echo: bool,
     /// Keep the temp dir (data, logs).
     #[arg(long)]
     keep: bool,
@@ -72,7 +77,7 @@ pub(crate) async fn run(args: IoArgs) -> Result<()> {
         super::loadavg()
     );
     let tmp = TempDir::new("io", args.keep)?;
-    let node = RealNode::start(&tmp, false, &progress).await?;
+    let node = RealNode::start(&tmp, !args.nc_echo, &progress).await?;
     let result = measure(&args, &node.client, node.agent.pid(), &progress).await;
     node.stop().await;
     let figures = result.with_context(|| {
@@ -162,23 +167,39 @@ impl Figures {
             .target(Target::Below(50.0)),
         );
         report.note(format!(
-            "{} exec(s); logs read for {} s each ({} lines in the streaming run); {} port-forward set-ups",
-            args.execs, args.log_seconds, self.lines_read, args.connections
+            "{} exec(s); logs read for {} s each ({} lines in the streaming run); {} port-forward set-ups; echo server: {}",
+            args.execs,
+            args.log_seconds,
+            self.lines_read,
+            args.connections,
+            if args.nc_echo {
+                "busybox nc -e cat"
+            } else {
+                "testserver echo"
+            }
         ));
         report.print();
     }
 }
 
 fn busybox_pod(name: &str, script: &str) -> Result<Pod> {
+    pod(
+        name,
+        agent::images::test_images::BUSYBOX_IMAGE,
+        &["sh", "-c", script],
+    )
+}
+
+fn pod(name: &str, image: &str, command: &[&str]) -> Result<Pod> {
     Ok(serde_json::from_value(json!({
         "metadata": {"name": name},
         "spec": {
             "terminationGracePeriodSeconds": 1,
             "containers": [{
                 "name": "main",
-                "image": agent::images::test_images::BUSYBOX_IMAGE,
+                "image": image,
                 "imagePullPolicy": "IfNotPresent",
-                "command": ["sh", "-c", script],
+                "command": command,
             }],
         },
     }))?)
@@ -205,13 +226,21 @@ async fn measure(
             // The kernel's uptime: the same clock inside the container and here.
             "while :; do cat /proc/uptime; usleep 100000; done".to_string(),
         ),
-        ("echo", format!("exec nc -ll -p {ECHO_PORT} -e cat")),
     ];
     for (name, script) in &scripts {
         pods.create(&PostParams::default(), &busybox_pod(name, script)?)
             .await?;
     }
-    for (name, _) in &scripts {
+    let port = ECHO_PORT.to_string();
+    let echo = if args.nc_echo {
+        busybox_pod("echo", &format!("exec nc -ll -p {ECHO_PORT} -e cat"))?
+    } else {
+        use agent::images::test_images::TESTSERVER_IMAGE;
+        pod("echo", TESTSERVER_IMAGE, &["/testserver", "echo", &port])?
+    };
+    pods.create(&PostParams::default(), &echo).await?;
+    let scripts: Vec<_> = scripts.iter().map(|(n, _)| *n).chain(["echo"]).collect();
+    for name in &scripts {
         wait_running(&pods, name).await?;
     }
     progress("pods running");
@@ -417,13 +446,18 @@ fn pattern(len: usize) -> Vec<u8> {
 }
 
 /// Sends `mib` MiB through a forward to the echo server and reads them back: MB/s.
+///
+/// The echo is compared with the pattern as it comes, a buffer at a time, so the figure
+/// holds no copy of the payload and no page faults of a second 100 MiB buffer (both cost
+/// this process, which shares the cores with the server and the agent, a tenth of the time).
 async fn forward_throughput(pods: &Api<Pod>, mib: usize) -> Result<f64> {
-    let payload = pattern(mib * 1024 * 1024);
+    let payload = std::sync::Arc::new(pattern(mib * 1024 * 1024));
     let mut forwarder = pods.portforward("echo", &[ECHO_PORT]).await?;
     let stream = forwarder
         .take_stream(ECHO_PORT)
         .context("no stream for the forwarded port")?;
     let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut buf = vec![0u8; 256 * 1024];
     let start = Instant::now();
     let sent = payload.clone();
     let writing = tokio::spawn(async move {
@@ -433,14 +467,22 @@ async fn forward_throughput(pods: &Api<Pod>, mib: usize) -> Result<f64> {
         writer.flush().await?;
         Ok::<_, std::io::Error>(writer)
     });
-    let mut back = vec![0u8; payload.len()];
-    reader
-        .read_exact(&mut back)
-        .await
-        .context("reading the echo back")?;
+    let (mut at, mut intact) = (0, true);
+    while at < payload.len() {
+        let want = buf.len().min(payload.len() - at);
+        let n = reader
+            .read(&mut buf[..want])
+            .await
+            .context("reading the echo back")?;
+        if n == 0 {
+            bail!("the echo ended after {at} of {} bytes", payload.len());
+        }
+        intact &= buf[..n] == payload[at..at + n];
+        at += n;
+    }
     let took = start.elapsed();
     drop(writing.await??);
-    if back != payload {
+    if !intact {
         bail!("the bytes echoed through the port-forward differ from those sent");
     }
     drop(reader);

@@ -3,6 +3,7 @@
 //! variants send text messages: the channel as an ASCII digit, then base64.
 
 use base64::Engine;
+use bytes::Bytes;
 use std::future::Future;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
@@ -28,38 +29,41 @@ pub(super) struct Channels {
 
 impl Channels {
     pub(super) async fn send(&self, channel: u8, data: &[u8]) -> std::io::Result<()> {
+        self.send_bytes(channel, Bytes::copy_from_slice(data)).await
+    }
+
+    /// [`Channels::send`] for data already in a `Bytes`: a binary message takes it as it
+    /// is (the channel byte goes in front as the frame is written).
+    pub(super) async fn send_bytes(&self, channel: u8, data: Bytes) -> std::io::Result<()> {
         if self.base64 {
             let mut text = vec![b'0' + channel];
             text.extend(
                 base64::engine::general_purpose::STANDARD
-                    .encode(data)
+                    .encode(&data)
                     .into_bytes(),
             );
             self.sink.text(text.into()).await
         } else {
-            let mut frame = Vec::with_capacity(data.len() + 1);
-            frame.push(channel);
-            frame.extend_from_slice(data);
-            self.sink.binary(frame.into()).await
+            self.sink.channel(channel, data).await
         }
     }
 }
 
 /// A client message as (channel, data), base64 decoded where the protocol says so; `None`
 /// for an empty or undecodable message.
-pub(super) fn decode(message: Message, base64: bool) -> Option<(u8, Vec<u8>)> {
+pub(super) fn decode(message: Message, base64: bool) -> Option<(u8, Bytes)> {
     match message {
         // Either frame type, as upstream's wsstream reads them: the Python client sends a
         // `str` written to stdin as a text message.
         Message::Binary(data) | Message::Text(data) if !base64 && !data.is_empty() => {
-            Some((data[0], data[1..].to_vec()))
+            Some((data[0], data.slice(1..)))
         }
         Message::Text(data) | Message::Binary(data) if base64 && !data.is_empty() => {
             let channel = data[0].wrapping_sub(b'0');
             let decoded = base64::engine::general_purpose::STANDARD
                 .decode(&data[1..])
                 .ok()?;
-            Some((channel, decoded))
+            Some((channel, decoded.into()))
         }
         _ => None,
     }
@@ -229,21 +233,20 @@ pub(super) fn parse_sizes(data: &[u8]) -> Vec<TerminalSize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::Bytes;
 
     #[test]
     fn binary_and_base64_messages_decode_to_channel_and_data() {
         assert_eq!(
             decode(Message::Binary(Bytes::from_static(b"\x00hi")), false),
-            Some((0, b"hi".to_vec()))
+            Some((0, Bytes::from_static(b"hi")))
         );
         assert_eq!(
             decode(Message::Text(Bytes::from_static(b"0aGk=")), true),
-            Some((0, b"hi".to_vec()))
+            Some((0, Bytes::from_static(b"hi")))
         );
         assert_eq!(
             decode(Message::Text(Bytes::from_static(b"\x00hi")), false),
-            Some((0, b"hi".to_vec())),
+            Some((0, Bytes::from_static(b"hi"))),
             "a text message of the binary protocols (the Python client's stdin)"
         );
         assert_eq!(decode(Message::Binary(Bytes::new()), false), None);

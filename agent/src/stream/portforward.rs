@@ -12,10 +12,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::{header, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -33,6 +33,10 @@ const TUNNEL_PROTOCOL: &str = "SPDY/3.1+portforward.k8s.io";
 const WS_PROTOCOLS: [&str; 3] = ["v4.channel.k8s.io", "v4.base64.channel.k8s.io", ""];
 /// How long one direction may go on after the other ended (containerd's 1 s).
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
+/// The most read from a pod connection at a time (one message or data frame).
+const FROM_POD_READ: usize = 64 * 1024;
+/// What is gathered from the client's messages before one write to the pod.
+const TO_POD_BUFFER: usize = 64 * 1024;
 
 /// Connects to a port inside the pod (for example [`crate::network::dial_in_netns`]).
 pub trait Dialer: Send + Sync + 'static {
@@ -148,10 +152,10 @@ enum ToClient {
 }
 
 impl ToClient {
-    async fn write(&self, data: &[u8]) -> std::io::Result<()> {
+    async fn write(&self, data: Bytes) -> std::io::Result<()> {
         match self {
-            ToClient::Spdy(s) => s.write(data).await,
-            ToClient::Ws(c, ch) => c.send(*ch, data).await,
+            ToClient::Spdy(s) => s.write_bytes(data).await,
+            ToClient::Ws(c, ch) => c.send_bytes(*ch, data).await,
         }
     }
 }
@@ -170,20 +174,32 @@ async fn copy_both_ways(
     mut from_client: mpsc::Receiver<Bytes>,
     to_client: ToClient,
 ) {
-    let (mut rd, mut wr) = conn.into_split();
+    let (mut rd, wr) = conn.into_split();
     let to_pod = async move {
+        // Clients send small messages (kube-rs 4 KiB, kubectl 32 KiB): what has arrived
+        // meanwhile goes to the pod in one write.
+        let mut wr = BufWriter::with_capacity(TO_POD_BUFFER, wr);
         while let Some(data) = from_client.recv().await {
             if wr.write_all(&data).await.is_err() {
+                return;
+            }
+            if from_client.is_empty() && wr.flush().await.is_err() {
                 return;
             }
         }
         let _ = wr.shutdown().await;
     };
     let from_pod = async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        while let Ok(n) = rd.read(&mut buf).await {
-            if n == 0 || to_client.write(&buf[..n]).await.is_err() {
-                return;
+        let mut buf = BytesMut::new();
+        loop {
+            buf.reserve(FROM_POD_READ);
+            match rd.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {
+                    if to_client.write(buf.split().freeze()).await.is_err() {
+                        return;
+                    }
+                }
             }
         }
     };
@@ -321,7 +337,7 @@ async fn run_ws<T, D>(
                 .get(usize::from(channel / 2))
                 .filter(|_| channel % 2 == 0);
             if let (Some(tx), false) = (input, data.is_empty()) {
-                let _ = tx.send(Bytes::from(data)).await;
+                let _ = tx.send(data).await;
             }
         }
     });

@@ -2,6 +2,7 @@
 //! port-forward (subprotocol `SPDY/3.1+portforward.k8s.io`): what the client sends arrives
 //! on the returned stream, and what is written to it goes back in binary messages.
 
+use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 
 use super::ws::{Message, Reader, Sink};
@@ -38,12 +39,13 @@ where
         let _ = to_session.shutdown().await;
     });
     tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
+        let mut buf = BytesMut::new();
         loop {
-            match from_session.read(&mut buf).await {
+            buf.reserve(64 * 1024);
+            match from_session.read_buf(&mut buf).await {
                 Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    if sink.binary(buf[..n].to_vec().into()).await.is_err() {
+                Ok(_) => {
+                    if sink.binary(buf.split().freeze()).await.is_err() {
                         break;
                     }
                 }

@@ -14,6 +14,10 @@
 //! Client mode, for tests that need an HTTP client inside a network namespace where nothing
 //! else is installed: `testserver get HOST:PORT /path` prints the body to stdout and exits 0
 //! for a 2xx answer, 1 otherwise.
+//!
+//! Echo mode, for port-forward tests and `kybern bench io`: `testserver echo PORT` sends
+//! every TCP connection's bytes back as they come (64 KiB reads, so the echo itself is not
+//! what a throughput figure measures), and half-closes once the client has.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -29,6 +33,13 @@ fn main() {
             std::process::exit(2);
         };
         std::process::exit(client_get(addr, path));
+    }
+    if args.get(1).map(String::as_str) == Some("echo") {
+        let Some(port) = args.get(2) else {
+            eprintln!("usage: testserver echo PORT");
+            std::process::exit(2);
+        };
+        std::process::exit(echo_server(port));
     }
     let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_string());
     let ready = Arc::new(AtomicBool::new(
@@ -208,6 +219,41 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `testserver echo PORT`: echoes every connection on its own thread; returns only when it
+/// cannot listen.
+fn echo_server(port: &str) -> i32 {
+    let listener = match TcpListener::bind(format!("0.0.0.0:{port}")) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("testserver: cannot listen on port {port}: {e}");
+            return 1;
+        }
+    };
+    println!("testserver echoing on 0.0.0.0:{port}");
+    for stream in listener.incoming() {
+        let Ok(stream) = stream else { continue };
+        std::thread::spawn(move || {
+            if let Err(e) = echo(stream) {
+                eprintln!("testserver: echo: {e}");
+            }
+        });
+    }
+    0
+}
+
+/// Writes back what `stream` reads until it ends, then shuts the write side.
+fn echo(mut stream: TcpStream) -> std::io::Result<()> {
+    let _ = stream.set_nodelay(true);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = stream.read(&mut buf)?;
+        if n == 0 {
+            return stream.shutdown(std::net::Shutdown::Write);
+        }
+        stream.write_all(&buf[..n])?;
+    }
+}
+
 /// `testserver get HOST:PORT /path`: one GET, body to stdout, exit 0 on 2xx.
 fn client_get(addr: &str, path: &str) -> i32 {
     let result = (|| -> std::io::Result<(u16, Vec<u8>)> {
@@ -278,6 +324,32 @@ mod tests {
         assert_eq!(route("/ready", "", &[], vec![], &ready).status, 503);
         route("/ready/toggle", "", &[], vec![], &ready);
         assert_eq!(route("/ready", "", &[], vec![], &ready).status, 200);
+    }
+
+    #[test]
+    fn echo_sends_back_everything_and_then_closes() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || echo(listener.accept().unwrap().0));
+        let mut client = TcpStream::connect(addr).unwrap();
+        let sent: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        let writer = {
+            let (mut w, sent) = (client.try_clone().unwrap(), sent.clone());
+            std::thread::spawn(move || {
+                w.write_all(&sent).unwrap();
+                w.shutdown(std::net::Shutdown::Write).unwrap();
+            })
+        };
+        let mut back = Vec::new();
+        client.read_to_end(&mut back).unwrap();
+        writer.join().unwrap();
+        server.join().unwrap().unwrap();
+        assert!(
+            back == sent,
+            "echoed {} bytes of {}",
+            back.len(),
+            sent.len()
+        );
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, BufWriter};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -16,6 +16,9 @@ use super::{
     data_header, encode, read_frame, Frame, HeaderDecoder, HeaderEncoder, Headers, FLAG_FIN,
     MAX_DATA,
 };
+
+/// What the reader takes from the connection at a time.
+const READ_BUFFER: usize = 64 * 1024;
 
 enum Out {
     Frame(Frame),
@@ -53,11 +56,17 @@ fn closed() -> std::io::Error {
 impl StreamWriter {
     /// Sends `data` in frames of at most 64 KiB.
     pub(crate) async fn write(&self, data: &[u8]) -> std::io::Result<()> {
-        for chunk in data.chunks(MAX_DATA) {
+        self.write_bytes(Bytes::copy_from_slice(data)).await
+    }
+
+    /// [`StreamWriter::write`] without a copy of `data`.
+    pub(crate) async fn write_bytes(&self, mut data: Bytes) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let chunk = data.split_to(data.len().min(MAX_DATA));
             let frame = Frame::Data {
                 id: self.id,
                 flags: 0,
-                data: Bytes::copy_from_slice(chunk),
+                data: chunk,
             };
             self.out
                 .send(Out::Frame(frame))
@@ -115,6 +124,8 @@ impl Session {
         let (out, out_rx) = mpsc::channel(128);
         let (accept_tx, accept) = mpsc::channel(16);
         let writer = tokio::spawn(write_frames(write, out_rx));
+        // Frame heads are 8 bytes: read from a buffer, not from the connection each.
+        let read = BufReader::with_capacity(READ_BUFFER, read);
         let reader = tokio::spawn(read_frames(read, out.clone(), accept_tx));
         Session {
             accept,
