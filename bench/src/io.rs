@@ -15,8 +15,10 @@
 //! 4. port-forward: through a forwarded connection to an echo server in a pod (the test
 //!    server's `echo` mode, 64 KiB reads; `--nc-echo` takes busybox's `nc -ll -e cat`
 //!    instead, whose `cat` copies 4 KiB at a time), `--forward-mib` MiB of a pseudo-random
-//!    pattern sent and read back intact (MB/s of the payload), and the set-up time of
-//!    `--connections` new forwards (forward, one byte there and back), p99;
+//!    pattern sent and read back intact (MB/s of the payload), once through the kube-rs
+//!    client and once through `kubectl port-forward` (what users run: a local port, then
+//!    kubectl's own client), and the set-up time of `--connections` new forwards (kube-rs:
+//!    forward, one byte there and back), p99;
 //! 5. the agent's RSS with `--pods` pods running.
 //!
 //! Nothing here asserts on timings; compare several runs.
@@ -78,7 +80,14 @@ pub(crate) async fn run(args: IoArgs) -> Result<()> {
     );
     let tmp = TempDir::new("io", args.keep)?;
     let node = RealNode::start(&tmp, !args.nc_echo, &progress).await?;
-    let result = measure(&args, &node.client, node.agent.pid(), &progress).await;
+    let result = measure(
+        &args,
+        &node.client,
+        &node.kubeconfig,
+        node.agent.pid(),
+        &progress,
+    )
+    .await;
     node.stop().await;
     let figures = result.with_context(|| {
         format!(
@@ -97,6 +106,7 @@ struct Figures {
     lines_read: u64,
     lines_lost: u64,
     forward_mb_per_s: f64,
+    kubectl_forward_mb_per_s: f64,
     forward_setup: Samples,
     agent_rss: u64,
 }
@@ -142,6 +152,18 @@ impl Figures {
             Row::new(
                 format!("port-forward, {} MiB echoed intact", args.forward_mib),
                 self.forward_mb_per_s,
+                None,
+                Unit::MBPerSec,
+            )
+            .target(Target::AtLeast(300.0)),
+        );
+        report.row(
+            Row::new(
+                format!(
+                    "kubectl port-forward, {} MiB echoed intact",
+                    args.forward_mib
+                ),
+                self.kubectl_forward_mb_per_s,
                 None,
                 Unit::MBPerSec,
             )
@@ -208,6 +230,7 @@ fn pod(name: &str, image: &str, command: &[&str]) -> Result<Pod> {
 async fn measure(
     args: &IoArgs,
     client: &kube::Client,
+    kubeconfig: &std::path::Path,
     agent_pid: u32,
     progress: &dyn Fn(&str),
 ) -> Result<Figures> {
@@ -278,6 +301,10 @@ async fn measure(
 
     let forward_mb_per_s = forward_throughput(&pods, args.forward_mib).await?;
     progress(&format!("port-forward: {forward_mb_per_s:.1} MB/s"));
+    let kubectl_forward_mb_per_s = kubectl_forward_throughput(kubeconfig, args.forward_mib).await?;
+    progress(&format!(
+        "kubectl port-forward: {kubectl_forward_mb_per_s:.1} MB/s"
+    ));
     let mut setup = Vec::new();
     for _ in 0..args.connections {
         setup.push(forward_setup(&pods).await?);
@@ -308,6 +335,7 @@ async fn measure(
         lines_read,
         lines_lost,
         forward_mb_per_s,
+        kubectl_forward_mb_per_s,
         forward_setup,
         agent_rss,
     })
@@ -451,11 +479,65 @@ fn pattern(len: usize) -> Vec<u8> {
 /// holds no copy of the payload and no page faults of a second 100 MiB buffer (both cost
 /// this process, which shares the cores with the server and the agent, a tenth of the time).
 async fn forward_throughput(pods: &Api<Pod>, mib: usize) -> Result<f64> {
-    let payload = std::sync::Arc::new(pattern(mib * 1024 * 1024));
     let mut forwarder = pods.portforward("echo", &[ECHO_PORT]).await?;
     let stream = forwarder
         .take_stream(ECHO_PORT)
         .context("no stream for the forwarded port")?;
+    let rate = echo_throughput(stream, mib).await;
+    forwarder.abort();
+    rate
+}
+
+/// The same through `kubectl port-forward` to a local port: kubectl as the user runs
+/// it (its start-up is before the timed window).
+async fn kubectl_forward_throughput(kubeconfig: &std::path::Path, mib: usize) -> Result<f64> {
+    use tokio::io::AsyncBufReadExt as _;
+    let mut kubectl = tokio::process::Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["-n", NS, "port-forward", "pod/echo"])
+        .arg(format!(":{ECHO_PORT}"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting kubectl port-forward (is kubectl installed?)")?;
+    let mut lines = tokio::io::BufReader::new(kubectl.stdout.take().context("no stdout")?).lines();
+    // "Forwarding from 127.0.0.1:41234 -> 9000"
+    let port = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await? {
+            let port = line
+                .strip_prefix("Forwarding from 127.0.0.1:")
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|p| p.parse::<u16>().ok());
+            if let Some(port) = port {
+                return Ok(port);
+            }
+        }
+        bail!("kubectl port-forward ended without a local port")
+    })
+    .await
+    .context("kubectl port-forward printed no local port within 30 s")??;
+    // Drained, or kubectl dies of SIGPIPE at its next line.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let rate = echo_throughput(stream, mib).await;
+    let _ = kubectl.start_kill();
+    let _ = kubectl.wait().await;
+    rate
+}
+
+/// Sends `mib` MiB of the pattern through `stream` to the echo server and reads them
+/// back: MB/s of the payload.
+///
+/// The echo is compared with the pattern as it comes, a buffer at a time, so the figure
+/// holds no copy of the payload and no page faults of a second 100 MiB buffer (both cost
+/// this process, which shares the cores with the server and the agent, a tenth of the time).
+async fn echo_throughput<S>(stream: S, mib: usize) -> Result<f64>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+{
+    let payload = std::sync::Arc::new(pattern(mib * 1024 * 1024));
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut buf = vec![0u8; 256 * 1024];
     let start = Instant::now();
@@ -485,8 +567,6 @@ async fn forward_throughput(pods: &Api<Pod>, mib: usize) -> Result<f64> {
     if !intact {
         bail!("the bytes echoed through the port-forward differ from those sent");
     }
-    drop(reader);
-    forwarder.abort();
     Ok(payload.len() as f64 / 1e6 / took.as_secs_f64())
 }
 

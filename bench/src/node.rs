@@ -21,6 +21,8 @@ pub(crate) const BRIDGE: &str = "kybbench0";
 
 pub(crate) struct RealNode {
     pub(crate) client: kube::Client,
+    /// The admin kubeconfig, for kubectl.
+    pub(crate) kubeconfig: PathBuf,
     pub(crate) agent: Proc,
     server: Server,
     exe: PathBuf,
@@ -104,6 +106,7 @@ impl RealNode {
         ));
         let node = RealNode {
             client,
+            kubeconfig,
             agent,
             server,
             exe,
