@@ -33,36 +33,16 @@ pub async fn record(
     message: &str,
 ) {
     let ns = pod.namespace().unwrap_or_else(|| "default".into());
-    let now = Time(Timestamp::now());
-    let event = Event {
-        metadata: ObjectMeta {
-            generate_name: Some(format!("{}.", pod.name_any())),
-            namespace: Some(ns.clone()),
-            ..Default::default()
-        },
-        involved_object: ObjectReference {
-            api_version: Some("v1".into()),
-            kind: Some("Pod".into()),
-            name: Some(pod.name_any()),
-            namespace: Some(ns.clone()),
-            uid: pod.uid(),
-            field_path,
-            ..Default::default()
-        },
-        reason: Some(reason.into()),
-        message: Some(message.into()),
-        type_: Some(type_.into()),
-        source: Some(EventSource {
-            component: Some("kubelet".into()),
-            host: Some(node.into()),
-        }),
-        reporting_component: Some("kubelet".into()),
-        reporting_instance: Some(node.into()),
-        first_timestamp: Some(now.clone()),
-        last_timestamp: Some(now),
-        count: Some(1),
+    let about = ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("Pod".into()),
+        name: Some(pod.name_any()),
+        namespace: Some(ns.clone()),
+        uid: pod.uid(),
+        field_path,
         ..Default::default()
     };
+    let event = kubelet_event(node, &ns, about, type_, reason, message);
     post(client, &ns, &event, reason).await;
 }
 
@@ -70,19 +50,33 @@ pub async fn record(
 /// node with the node's name as UID (`kubectl describe node` looks for both), and like
 /// every event of a cluster-scoped object it lives in `default`.
 pub async fn record_node(client: &Client, node: &str, type_: &str, reason: &str, message: &str) {
+    let about = ObjectReference {
+        kind: Some("Node".into()),
+        name: Some(node.into()),
+        uid: Some(node.into()),
+        ..Default::default()
+    };
+    let event = kubelet_event(node, "default", about, type_, reason, message);
+    post(client, "default", &event, reason).await;
+}
+
+/// An event the kubelet of `node` reports about `about`, stored in `namespace`.
+fn kubelet_event(
+    node: &str,
+    namespace: &str,
+    about: ObjectReference,
+    type_: &str,
+    reason: &str,
+    message: &str,
+) -> Event {
     let now = Time(Timestamp::now());
-    let event = Event {
+    Event {
         metadata: ObjectMeta {
-            generate_name: Some(format!("{node}.")),
-            namespace: Some("default".into()),
+            generate_name: Some(format!("{}.", about.name.as_deref().unwrap_or_default())),
+            namespace: Some(namespace.into()),
             ..Default::default()
         },
-        involved_object: ObjectReference {
-            kind: Some("Node".into()),
-            name: Some(node.into()),
-            uid: Some(node.into()),
-            ..Default::default()
-        },
+        involved_object: about,
         reason: Some(reason.into()),
         message: Some(message.into()),
         type_: Some(type_.into()),
@@ -96,8 +90,7 @@ pub async fn record_node(client: &Client, node: &str, type_: &str, reason: &str,
         last_timestamp: Some(now),
         count: Some(1),
         ..Default::default()
-    };
-    post(client, "default", &event, reason).await;
+    }
 }
 
 async fn post(client: &Client, namespace: &str, event: &Event, reason: &str) {

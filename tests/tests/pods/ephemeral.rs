@@ -3,23 +3,23 @@
 
 use crate::{at, pod_yaml as pod, Node, BUSYBOX};
 
-#[test]
-fn kubectl_debug_runs_an_ephemeral_container_once_in_the_pods_sandbox() {
-    let node = Node::start(&[]);
+/// A running pod `p` whose one container `main` sleeps `seconds`.
+fn sleeping_pod(node: &Node, seconds: u32) {
     node.apply(
         "p.yaml",
         &pod(
             "p",
             "Always",
-            &format!("  containers:\n  - name: main\n    image: {BUSYBOX}\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3600']\n"),
+            &format!("  containers:\n  - name: main\n    image: {BUSYBOX}\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '{seconds}']\n"),
         ),
     );
-    node.eventually("p running", || {
-        let p = node.pod("p");
-        (at(&p, "/status/phase") == "Running")
-            .then_some(())
-            .ok_or(at(&p, "/status"))
-    });
+    crate::io::running(node, "p", 0);
+}
+
+#[test]
+fn kubectl_debug_runs_an_ephemeral_container_once_in_the_pods_sandbox() {
+    let node = Node::start(&[]);
+    sleeping_pod(&node, 3600);
     // The debugger prints the hostname it sees (the pod's UTS namespace) and exits.
     node.run(&[
         "debug",
@@ -68,20 +68,7 @@ fn kubectl_debug_runs_an_ephemeral_container_once_in_the_pods_sandbox() {
 fn kubectl_debug_it_with_a_target_sees_the_targets_processes_and_talks_through_stdin() {
     let node = Node::start(&[]);
     // The target's process has a name no debugger runs: `sleep 3601`.
-    node.apply(
-        "p.yaml",
-        &pod(
-            "p",
-            "Always",
-            &format!("  containers:\n  - name: main\n    image: {BUSYBOX}\n    imagePullPolicy: IfNotPresent\n    command: [sleep, '3601']\n"),
-        ),
-    );
-    node.eventually("p running", || {
-        let p = node.pod("p");
-        (at(&p, "/status/phase") == "Running")
-            .then_some(())
-            .ok_or(at(&p, "/status"))
-    });
+    sleeping_pod(&node, 3601);
     let mut debug = node
         .kubectl
         .command()
