@@ -10,6 +10,7 @@ pub mod deployment;
 pub mod disruption;
 pub mod endpoints;
 pub mod endpointslice;
+pub mod endpointslicemirroring;
 pub mod expectations;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fixtures;
@@ -159,6 +160,10 @@ pub fn loops() -> Vec<Loop> {
         Loop {
             name: "endpointslice",
             run: endpointslice::run,
+        },
+        Loop {
+            name: "endpointslicemirroring",
+            run: endpointslicemirroring::run,
         },
         Loop {
             name: "nodeipam",

@@ -29,6 +29,7 @@ fn controller_list_prints_every_loop() {
         "cronjob",
         "endpoints",
         "endpointslice",
+        "endpointslicemirroring",
         "nodeipam",
         "nodelifecycle",
         "localpath",
