@@ -29,6 +29,7 @@ pub mod replicaset;
 pub mod replicationcontroller;
 pub mod runtime;
 pub mod serviceaccount;
+pub mod servicelb;
 pub mod shared;
 pub mod statefulset;
 
@@ -164,6 +165,10 @@ pub fn loops() -> Vec<Loop> {
         Loop {
             name: "endpointslicemirroring",
             run: endpointslicemirroring::run,
+        },
+        Loop {
+            name: "servicelb",
+            run: servicelb::run,
         },
         Loop {
             name: "nodeipam",
