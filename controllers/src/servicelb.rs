@@ -28,9 +28,9 @@ pub use plan::{current_ips, go_list, ingress_ips, port_holder, serves};
 use crate::runtime::informers::Informers;
 use crate::{Context, LoopFuture};
 
-/// The component its events are reported as (k3s reports as the cloud provider's
-/// service controller).
-pub const COMPONENT: &str = "service-lb-controller";
+/// The component its events are reported as: k3s reports as the cloud provider's
+/// service controller.
+pub const COMPONENT: &str = "service-controller";
 const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 #[derive(Debug, thiserror::Error)]
