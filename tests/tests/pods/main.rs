@@ -6,6 +6,7 @@
 use kybern_testkit as common;
 
 mod autoscale;
+mod drain;
 mod ephemeral;
 mod io;
 mod lifecycle;
