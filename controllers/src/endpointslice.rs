@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
@@ -153,46 +152,14 @@ pub async fn reconcile(svc: Arc<Service>, state: Arc<State>) -> Result<Action> {
         MAX_ENDPOINTS_PER_SLICE,
     );
     let api: Api<EndpointSlice> = Api::namespaced(state.client.clone(), &ns);
-    let err = |action| {
-        let key = key.clone();
-        move |source| Error::Write {
-            action,
-            key,
-            source,
-        }
-    };
-    let (creates, updates, deletes) = (plan.create.len(), plan.update.len(), plan.delete.len());
-    for slice in plan.create {
-        let created = api
-            .create(&PostParams::default(), &slice)
-            .await
-            .map_err(err("creating"))?;
-        state
-            .expectations
-            .expect_creations(&key, [created.name_any()], Instant::now());
-    }
-    for slice in plan.update {
-        // Replace carries the resourceVersion read: a stale cache gets a 409 and a retry.
-        api.replace(&slice.name_any(), &PostParams::default(), &slice)
-            .await
-            .map_err(err("updating"))?;
-    }
-    for slice in plan.delete {
-        state
-            .expectations
-            .expect_deletions(&key, slice.uid(), Instant::now());
-        match api
-            .delete(&slice.name_any(), &DeleteParams::default())
-            .await
-        {
-            Ok(_) => {}
-            Err(kube::Error::Api(e)) if e.code == 404 => {}
-            Err(source) => {
-                state.expectations.forget(&key);
-                return Err(err("deleting")(source));
-            }
-        }
-    }
+    let (creates, updates, deletes) = plan.counts();
+    plan.apply(&api, &state.expectations, &key, true)
+        .await
+        .map_err(|e| Error::Write {
+            action: e.action,
+            key: key.clone(),
+            source: e.source,
+        })?;
     if creates + updates + deletes > 0 {
         info!(creates, updates, deletes, "synced endpointslices");
     }

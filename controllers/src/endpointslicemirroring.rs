@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{DeleteParams, PostParams};
 use kube::runtime::controller::Action;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{watcher, Controller};
@@ -29,6 +28,7 @@ pub use plan::{
 
 use crate::expectations::{cached, Expectations};
 use crate::runtime::informers::{Informers, Touched};
+use crate::shared::slice_writes::{self, WriteError};
 use crate::{Context, LoopFuture};
 
 /// The component its events are reported as (upstream's).
@@ -129,34 +129,18 @@ async fn delete_mirrored(state: &State, ns: &str, name: &str) -> Result<()> {
     let key = format!("{ns}/{name}");
     let api: Api<EndpointSlice> = Api::namespaced(state.client.clone(), ns);
     for slice in mirrored(&state.slices, ns, name) {
-        delete(state, &api, &key, &slice).await?;
+        slice_writes::delete(&api, &state.expectations, &key, &slice)
+            .await
+            .map_err(|e| write_error(&key, e))?;
     }
     Ok(())
 }
 
-async fn delete(
-    state: &State,
-    api: &Api<EndpointSlice>,
-    key: &str,
-    slice: &EndpointSlice,
-) -> Result<()> {
-    state
-        .expectations
-        .expect_deletions(key, slice.uid(), Instant::now());
-    match api
-        .delete(&slice.name_any(), &DeleteParams::default())
-        .await
-    {
-        Ok(_) => Ok(()),
-        Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
-        Err(source) => {
-            state.expectations.forget(key);
-            Err(Error::Write {
-                action: "deleting",
-                key: key.to_string(),
-                source,
-            })
-        }
+fn write_error(key: &str, e: WriteError) -> Error {
+    Error::Write {
+        action: e.action,
+        key: key.to_string(),
+        source: e.source,
     }
 }
 
@@ -222,36 +206,12 @@ pub async fn reconcile(ep: Arc<Endpoints>, state: Arc<State>) -> Result<Action> 
     }
     let plan = plan(&ep, &existing, want);
     let api: Api<EndpointSlice> = Api::namespaced(state.client.clone(), &ns);
-    let err = |action| {
-        let key = key.clone();
-        move |source| Error::Write {
-            action,
-            key,
-            source,
-        }
-    };
-    let (creates, updates, deletes) = (plan.create.len(), plan.update.len(), plan.delete.len());
+    let (creates, updates, deletes) = plan.counts();
     // No new slices for an Endpoints on its way out.
-    if ep.metadata.deletion_timestamp.is_none() {
-        for slice in plan.create {
-            let created = api
-                .create(&PostParams::default(), &slice)
-                .await
-                .map_err(err("creating"))?;
-            state
-                .expectations
-                .expect_creations(&key, [created.name_any()], Instant::now());
-        }
-    }
-    for slice in plan.update {
-        // Replace carries the resourceVersion read: a stale cache gets a 409 and a retry.
-        api.replace(&slice.name_any(), &PostParams::default(), &slice)
-            .await
-            .map_err(err("updating"))?;
-    }
-    for slice in plan.delete {
-        delete(&state, &api, &key, &slice).await?;
-    }
+    let create = ep.metadata.deletion_timestamp.is_none();
+    plan.apply(&api, &state.expectations, &key, create)
+        .await
+        .map_err(|e| write_error(&key, e))?;
     if creates + updates + deletes > 0 {
         info!(
             creates,

@@ -11,3 +11,4 @@ pub mod ranking;
 pub mod recorder;
 pub mod scale;
 pub mod scheduling;
+pub mod slice_writes;

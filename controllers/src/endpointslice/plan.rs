@@ -130,13 +130,7 @@ pub fn new_slice(
     }
 }
 
-/// The writes that make the existing slices say what `desired` says.
-#[derive(Debug, Default)]
-pub struct Plan {
-    pub create: Vec<EndpointSlice>,
-    pub update: Vec<EndpointSlice>,
-    pub delete: Vec<EndpointSlice>,
-}
+pub use crate::shared::slice_writes::Plan;
 
 fn address_of(e: &Endpoint) -> Option<Ipv4Addr> {
     e.addresses.first()?.parse().ok()

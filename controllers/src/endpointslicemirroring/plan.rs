@@ -266,13 +266,7 @@ pub fn new_slice(
     }
 }
 
-/// The writes that make the existing mirrored slices say what `desired` says.
-#[derive(Debug, Default)]
-pub struct Plan {
-    pub create: Vec<EndpointSlice>,
-    pub update: Vec<EndpointSlice>,
-    pub delete: Vec<EndpointSlice>,
-}
+pub use crate::shared::slice_writes::Plan;
 
 fn owned_by(slice: &EndpointSlice, owner: &OwnerReference) -> bool {
     slice
