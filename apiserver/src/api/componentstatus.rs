@@ -9,11 +9,11 @@ use std::sync::Arc;
 use http::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::read::{include_object, object_response};
-use super::{json_response, Api, ApiRequest, Body};
+use super::read::{computed_list, object_response};
+use super::{Api, ApiRequest, Body};
 use crate::registry::Resource;
 use crate::status::{ApiError, Result, Target};
-use crate::table::{self, TablePrinter};
+use crate::table::TablePrinter;
 
 /// The components, in upstream's order.
 const COMPONENTS: [&str; 3] = ["scheduler", "controller-manager", "etcd-0"];
@@ -57,26 +57,8 @@ pub(super) async fn serve(
             for c in COMPONENTS {
                 items.push(status_of(api, c).await);
             }
-            if req.accept.table {
-                let printer = TablePrinter::new("", "componentstatuses", None);
-                let refs: Vec<&Value> = items.iter().collect();
-                let t = table::table(
-                    &printer,
-                    &refs,
-                    include_object(req),
-                    true,
-                    "",
-                    None,
-                    None,
-                    std::time::SystemTime::now(),
-                );
-                return Ok(json_response(StatusCode::OK, &t));
-            }
-            req.accept.require_json()?;
-            Ok(json_response(
-                StatusCode::OK,
-                &json!({"kind": "ComponentStatusList", "apiVersion": "v1", "metadata": {}, "items": items}),
-            ))
+            let printer = TablePrinter::new("", "componentstatuses", None);
+            computed_list(req, &printer, &items, "ComponentStatusList", "v1")
         }
     }
 }

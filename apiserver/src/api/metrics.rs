@@ -34,11 +34,11 @@ use serde_json::{json, Value};
 pub use parse::{parse, NodeScrape, Point};
 pub use store::{Samples, Usage};
 
-use super::read::{include_object, Filter};
+use super::read::{computed_list, Filter};
 use super::{json_response, Api, ApiRequest, Body};
 use crate::registry::Resource;
 use crate::status::{ApiError, Result, Target};
-use crate::table::{self, TablePrinter};
+use crate::table::TablePrinter;
 
 pub const GROUP: &str = "metrics.k8s.io";
 pub const VERSION: &str = "v1beta1";
@@ -176,35 +176,19 @@ fn respond(
     items: Vec<Value>,
     list: bool,
 ) -> Result<Response<Body>> {
-    if req.accept.table {
-        let printer = TablePrinter::new(GROUP, &r.plural, r.printer_columns.as_ref());
-        let refs: Vec<&Value> = items.iter().collect();
-        let t = table::table(
-            &printer,
-            &refs,
-            include_object(req),
-            true,
-            "",
-            None,
-            None,
-            std::time::SystemTime::now(),
-        );
-        return Ok(json_response(StatusCode::OK, &t));
-    }
-    req.accept.require_json()?;
-    if !list {
+    if !list && !req.accept.table {
+        req.accept.require_json()?;
         let obj = items.into_iter().next().unwrap_or(Value::Null);
         return Ok(json_response(StatusCode::OK, &obj));
     }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({
-            "kind": r.list_kind,
-            "apiVersion": format!("{GROUP}/{VERSION}"),
-            "metadata": {},
-            "items": items,
-        }),
-    ))
+    let printer = TablePrinter::new(GROUP, &r.plural, r.printer_columns.as_ref());
+    computed_list(
+        req,
+        &printer,
+        &items,
+        &r.list_kind,
+        &format!("{GROUP}/{VERSION}"),
+    )
 }
 
 /// The stored objects of a core resource (from the watch cache), in one namespace or all.

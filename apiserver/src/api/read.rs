@@ -107,6 +107,37 @@ pub(super) fn object_response(
     Ok(json_response(code, obj))
 }
 
+/// A list the server computes instead of reading it from storage (component statuses,
+/// metrics.k8s.io): a Table of `items` when the client asks for one, else a
+/// `list_kind` list in `api_version`.
+pub(super) fn computed_list(
+    req: &ApiRequest,
+    printer: &TablePrinter,
+    items: &[Value],
+    list_kind: &str,
+    api_version: &str,
+) -> Result<Response<Body>> {
+    if req.accept.table {
+        let refs: Vec<&Value> = items.iter().collect();
+        let t = table::table(
+            printer,
+            &refs,
+            include_object(req),
+            true,
+            "",
+            None,
+            None,
+            std::time::SystemTime::now(),
+        );
+        return Ok(json_response(StatusCode::OK, &t));
+    }
+    req.accept.require_json()?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({"kind": list_kind, "apiVersion": api_version, "metadata": {}, "items": items}),
+    ))
+}
+
 pub(super) fn include_object(req: &ApiRequest) -> IncludeObject {
     req.query
         .get("includeObject")
