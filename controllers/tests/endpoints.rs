@@ -8,8 +8,9 @@ use std::collections::BTreeSet;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
+use kybern_testkit::fixtures::create_from as create;
 use kybern_testkit::{eventually, Cluster};
 use serde_json::json;
 
@@ -20,18 +21,6 @@ const LOOPS: &[&str] = &[
     "replicaset",
     "deployment",
 ];
-
-async fn create<K>(api: &Api<K>, value: serde_json::Value) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(value).unwrap(),
-    )
-    .await
-    .unwrap()
-}
 
 /// "ready IPs / not-ready IPs / name=port,..." of an Endpoints, subsets joined by " + ".
 fn summary(ep: &Endpoints) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<String>) {

@@ -7,25 +7,14 @@ use std::collections::BTreeSet;
 
 use k8s_openapi::api::core::v1::{Endpoints, Event, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Api, ResourceExt};
+use kybern_testkit::fixtures::create_from as create;
 use kybern_testkit::{eventually, Cluster};
 use serde_json::json;
 
 const MIRRORED: &str =
     "endpointslice.kubernetes.io/managed-by=endpointslicemirroring-controller.k8s.io";
-
-async fn create<K>(api: &Api<K>, value: serde_json::Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(value).unwrap(),
-    )
-    .await
-    .unwrap();
-}
 
 async fn mirrored(c: &Cluster, service: &str) -> Result<Vec<EndpointSlice>, String> {
     let selector = format!("{MIRRORED},kubernetes.io/service-name={service}");

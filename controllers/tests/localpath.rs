@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::{Event, PersistentVolume, PersistentVolumeClaim,
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::api::{DeleteParams, PostParams};
 use kube::{Api, ResourceExt};
+use kybern_testkit::fixtures::create_from as create;
 use kybern_testkit::{eventually, Cluster};
 use serde_json::json;
 
@@ -19,18 +20,6 @@ const LOOPS: &[&str] = &[
     "statefulset",
     "scheduler",
 ];
-
-async fn create<K>(api: &Api<K>, manifest: serde_json::Value) -> K
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(manifest).unwrap(),
-    )
-    .await
-    .unwrap()
-}
 
 fn claim_manifest(name: &str, class: Option<&str>) -> serde_json::Value {
     let mut spec =

@@ -4,22 +4,11 @@
 
 use k8s_openapi::api::core::v1::{Event, Node, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::{ListParams, Patch, PatchParams, PostParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::Api;
+use kybern_testkit::fixtures::create_from as create;
 use kybern_testkit::{eventually, Cluster};
 use serde_json::json;
-
-async fn create<K>(api: &Api<K>, value: serde_json::Value)
-where
-    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
-{
-    api.create(
-        &PostParams::default(),
-        &serde_json::from_value(value).unwrap(),
-    )
-    .await
-    .unwrap();
-}
 
 async fn ingress(c: &Cluster, name: &str) -> Result<Vec<String>, String> {
     let svc = c

@@ -64,6 +64,17 @@ pub async fn create_node(client: &Client, node: &Node) {
         .expect("setting node status");
 }
 
+/// Creates an object of any kind from a JSON manifest through `api`; the created object.
+pub async fn create_from<K>(api: &Api<K>, manifest: serde_json::Value) -> K
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+{
+    let object: K = serde_json::from_value(manifest).expect("a manifest of the kind");
+    api.create(&PostParams::default(), &object)
+        .await
+        .expect("creating the object")
+}
+
 /// Creates the pod (in its namespace, `default` without one), without the uid a fixture
 /// may carry.
 pub async fn create_pod(client: &Client, pod: &Pod) {
