@@ -227,23 +227,33 @@ fn kubectl_exec_reports_exit_codes_passes_stdin_and_carries_cp_both_ways() {
     );
 }
 
-/// `kubectl port-forward` to a pod's `port`, its stdout drained (kubectl dies of SIGPIPE when
-/// it cannot print "Handling connection"); the local port and the process guard.
+/// `kubectl port-forward` to a pod's `port`: the local port and the process guard.
 fn port_forward(node: &Node, pod: &str, port: u16, websockets: bool) -> (u16, common::ChildGuard) {
-    let mut child = node
-        .kubectl
-        .command()
-        .args([
-            "port-forward",
-            pod,
-            &format!(":{port}"),
-            "--address",
-            "127.0.0.1",
-        ])
-        .env(
-            "KUBECTL_PORT_FORWARD_WEBSOCKETS",
-            if websockets { "true" } else { "false" },
-        )
+    let mut cmd = node.kubectl.command();
+    cmd.args([
+        "port-forward",
+        pod,
+        &format!(":{port}"),
+        "--address",
+        "127.0.0.1",
+    ])
+    .env(
+        "KUBECTL_PORT_FORWARD_WEBSOCKETS",
+        if websockets { "true" } else { "false" },
+    );
+    // "Forwarding from 127.0.0.1:PORT -> 8080"
+    serving_kubectl(cmd, "kubectl port-forward")
+}
+
+/// Starts a kubectl that serves on a loopback port it picks (`port-forward`, `proxy`)
+/// and says so in its first line ("... 127.0.0.1:PORT ..."): that port and the process
+/// guard. Its stdout is drained for its whole life: a kubectl whose pipe is gone dies
+/// of SIGPIPE at its next line.
+pub(crate) fn serving_kubectl(
+    mut cmd: std::process::Command,
+    what: &str,
+) -> (u16, common::ChildGuard) {
+    let mut child = cmd
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
         .spawn()
@@ -260,14 +270,13 @@ fn port_forward(node: &Node, pod: &str, port: u16, websockets: bool) -> (u16, co
     });
     let first = rx
         .recv_timeout(std::time::Duration::from_secs(60))
-        .expect("kubectl port-forward says where it listens");
-    // "Forwarding from 127.0.0.1:PORT -> 8080"
+        .unwrap_or_else(|_| panic!("{what} says where it listens"));
     let port = first
         .split("127.0.0.1:")
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("kubectl port-forward said {first:?}"));
+        .unwrap_or_else(|| panic!("{what} said {first:?}"));
     (port, guard)
 }
 

@@ -2,44 +2,15 @@
 //! server's `pods/proxy` and `services/proxy` reach the pod's address on the node's
 //! bridge (a service through its ready endpoint).
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-use std::time::Duration;
-
-use crate::io::{http_get, running};
+use crate::io::{http_get, running, serving_kubectl};
 use crate::{common, Node, TESTSERVER};
 
-/// `kubectl proxy --port=0`: the port it serves on and its guard. Its stdout is drained
-/// for its whole life: a kubectl whose pipe is gone dies of SIGPIPE.
+/// `kubectl proxy --port=0`: the port it serves on ("Starting to serve on
+/// 127.0.0.1:PORT") and its guard.
 fn kubectl_proxy(node: &Node) -> (u16, common::ChildGuard) {
-    let mut child = node
-        .kubectl
-        .command()
-        .args(["proxy", "--port=0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let guard = common::ChildGuard(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = BufReader::new(stdout).lines();
-        if let Some(Ok(first)) = lines.next() {
-            let _ = tx.send(first);
-        }
-        for _ in lines {}
-    });
-    let first = rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("kubectl proxy says where it serves");
-    // "Starting to serve on 127.0.0.1:PORT"
-    let port = first
-        .rsplit(':')
-        .next()
-        .and_then(|p| p.trim().parse().ok())
-        .unwrap_or_else(|| panic!("kubectl proxy said {first:?}"));
-    (port, guard)
+    let mut cmd = node.kubectl.command();
+    cmd.args(["proxy", "--port=0"]);
+    serving_kubectl(cmd, "kubectl proxy")
 }
 
 #[test]
