@@ -14,6 +14,7 @@ pub mod pods;
 pub mod probe;
 pub mod registry;
 pub mod runtime;
+pub mod services;
 pub mod simulate;
 pub mod stats;
 pub mod stream;
