@@ -3,6 +3,7 @@
 //! foundations of the real agent: the container runtime on containerd ([`runtime`]) and the
 //! images it builds itself ([`images`]).
 
+pub mod dns;
 pub mod images;
 pub mod kubelet;
 pub mod local_path;
@@ -12,6 +13,7 @@ pub mod node;
 pub mod nodeapi;
 pub mod pods;
 pub mod probe;
+pub mod proxy;
 pub mod registry;
 pub mod runtime;
 pub mod services;
