@@ -1,5 +1,6 @@
 //! The `kybern` command: one binary, each role a subcommand.
 
+mod cluster_net;
 mod images;
 mod node_agent;
 

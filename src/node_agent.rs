@@ -38,11 +38,8 @@ pub(crate) struct NodeArgs {
     /// The bridge pods are attached to.
     #[arg(long, default_value = agent::network::BRIDGE)]
     pub bridge: String,
-    /// The cluster DNS server written into pods' resolv.conf.
-    #[arg(long, default_value = "10.43.0.10")]
-    pub cluster_dns: String,
-    #[arg(long, default_value = "cluster.local")]
-    pub cluster_domain: String,
+    #[command(flatten)]
+    pub net: crate::cluster_net::ClusterNetArgs,
     /// Image archives (OCI image layouts or `docker save` tarballs) to import at start.
     #[arg(long = "import", value_name = "TAR")]
     pub imports: Vec<PathBuf>,
@@ -238,8 +235,8 @@ pub(crate) async fn run(
         data_dir: args.dir(),
         labels,
         dns: agent::pods::ClusterDns {
-            servers: vec![args.cluster_dns.clone()],
-            domain: args.cluster_domain.clone(),
+            servers: vec![args.net.cluster_dns.to_string()],
+            domain: args.net.cluster_domain.clone(),
         },
         runtime_version: format!("containerd://{version}"),
         backoff: agent::pods::BackoffConfig {
