@@ -3,6 +3,9 @@
 //! see what a container sees and steer it:
 //!
 //! - `GET /hostname`: the container's hostname
+//! - `GET /remote`: the client's address as this server saw it (`ip:port`), which shows
+//!   whether a service proxy kept or masqueraded the source
+//! - `GET /local`: the address the connection arrived at (`ip:port`), after any DNAT
 //! - `GET|POST /echo?msg=...`: the request body, or `msg` when there is no body
 //! - `GET /headers`: the request headers, one `name: value` per line
 //! - `GET /exit?code=N`: answers, then exits the process with status N
@@ -18,12 +21,22 @@
 //! Echo mode, for port-forward tests and `kybern bench io`: `testserver echo PORT` sends
 //! every TCP connection's bytes back as they come (64 KiB reads, so the echo itself is not
 //! what a throughput figure measures), and half-closes once the client has.
+//!
+//! UDP: `testserver udp-echo PORT` sends every datagram back to its sender unchanged (also
+//! run beside the HTTP server when `UDP_PORT` is set); `testserver udp HOST:PORT MSG` sends
+//! one datagram and prints the answer (exit 1 on an ICMP error or no answer within 5 s).
+//!
+//! Names: `testserver resolve NAME` looks NAME up as any program in the container does
+//! (std's `ToSocketAddrs`, i.e. the C library with the pod's resolv.conf, search list and
+//! ndots) and prints each address on a line; exit 1 when it does not resolve.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+mod udp;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -40,6 +53,21 @@ fn main() {
             std::process::exit(2);
         };
         std::process::exit(echo_server(port));
+    }
+    match (args.get(1).map(String::as_str), args.get(2), args.get(3)) {
+        (Some("udp-echo"), Some(port), _) => std::process::exit(udp::echo_server(port)),
+        (Some("udp"), Some(addr), Some(msg)) => std::process::exit(udp::send(addr, msg)),
+        (Some("resolve"), Some(name), _) => std::process::exit(resolve(name)),
+        (Some(mode @ ("udp-echo" | "udp" | "resolve")), _, _) => {
+            eprintln!(
+                "usage: testserver udp-echo PORT | udp HOST:PORT MSG | resolve NAME ({mode})"
+            );
+            std::process::exit(2);
+        }
+        _ => {}
+    }
+    if let Ok(port) = std::env::var("UDP_PORT") {
+        std::thread::spawn(move || udp::echo_server(&port));
     }
     let port = std::env::var("PORT").unwrap_or_else(|_| "8080".to_string());
     let ready = Arc::new(AtomicBool::new(
@@ -61,6 +89,26 @@ fn main() {
                 eprintln!("testserver: connection: {e}");
             }
         });
+    }
+}
+
+/// The two ends of a connection, as the accepted socket reports them.
+#[derive(Default)]
+struct Conn {
+    peer: String,
+    local: String,
+}
+
+impl Conn {
+    fn of(stream: &TcpStream) -> Conn {
+        let show = |a: std::io::Result<std::net::SocketAddr>| {
+            a.map(|a| a.to_string())
+                .unwrap_or_else(|e| format!("unknown: {e}"))
+        };
+        Conn {
+            peer: show(stream.peer_addr()),
+            local: show(stream.local_addr()),
+        }
     }
 }
 
@@ -111,7 +159,7 @@ fn serve(stream: TcpStream, ready: &AtomicBool) -> std::io::Result<()> {
     reader.read_exact(&mut body)?;
 
     let (path, query) = target.split_once('?').unwrap_or((target, ""));
-    let reply = route(path, query, &headers, body, ready);
+    let reply = route(path, query, &headers, body, ready, &Conn::of(&stream));
     let reason = match reply.status {
         200 => "OK",
         400 => "Bad Request",
@@ -140,13 +188,16 @@ fn route(
     headers: &[(String, String)],
     body: Vec<u8>,
     ready: &AtomicBool,
+    conn: &Conn,
 ) -> Reply {
     match path {
         "/" => Reply::new(
             200,
-            "kybern testserver: /hostname /echo /headers /exit /file /ready /ready/toggle\n",
+            "kybern testserver: /hostname /remote /local /echo /headers /exit /file /ready /ready/toggle\n",
         ),
         "/hostname" => Reply::new(200, hostname()),
+        "/remote" => Reply::new(200, format!("{}\n", conn.peer)),
+        "/local" => Reply::new(200, format!("{}\n", conn.local)),
         "/echo" if !body.is_empty() => Reply::new(200, body),
         "/echo" => Reply::new(200, query_param(query, "msg").unwrap_or_default()),
         "/headers" => {
@@ -217,6 +268,28 @@ fn percent_decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `testserver resolve NAME`: the addresses NAME resolves to, one a line, exit 0; exit 1
+/// with the C library's error when it does not resolve.
+fn resolve(name: &str) -> i32 {
+    use std::net::ToSocketAddrs;
+    match (name, 0u16).to_socket_addrs() {
+        Ok(addrs) => {
+            let mut seen = Vec::new();
+            for addr in addrs {
+                if !seen.contains(&addr.ip()) {
+                    seen.push(addr.ip());
+                    println!("{}", addr.ip());
+                }
+            }
+            0
+        }
+        Err(e) => {
+            eprintln!("testserver resolve {name}: {e}");
+            1
+        }
+    }
 }
 
 /// `testserver echo PORT`: echoes every connection on its own thread; returns only when it
@@ -319,11 +392,23 @@ mod tests {
     #[test]
     fn ready_endpoint_follows_the_toggle() {
         let ready = AtomicBool::new(true);
-        assert_eq!(route("/ready", "", &[], vec![], &ready).status, 200);
-        assert_eq!(route("/ready/toggle", "", &[], vec![], &ready).status, 200);
-        assert_eq!(route("/ready", "", &[], vec![], &ready).status, 503);
-        route("/ready/toggle", "", &[], vec![], &ready);
-        assert_eq!(route("/ready", "", &[], vec![], &ready).status, 200);
+        assert_eq!(
+            route("/ready", "", &[], vec![], &ready, &Conn::default()).status,
+            200
+        );
+        assert_eq!(
+            route("/ready/toggle", "", &[], vec![], &ready, &Conn::default()).status,
+            200
+        );
+        assert_eq!(
+            route("/ready", "", &[], vec![], &ready, &Conn::default()).status,
+            503
+        );
+        route("/ready/toggle", "", &[], vec![], &ready, &Conn::default());
+        assert_eq!(
+            route("/ready", "", &[], vec![], &ready, &Conn::default()).status,
+            200
+        );
     }
 
     #[test]
@@ -353,10 +438,61 @@ mod tests {
     }
 
     #[test]
+    fn remote_and_local_name_the_two_ends_of_the_connection() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let server_addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            for _ in 0..2 {
+                let (stream, _) = listener.accept().unwrap();
+                serve(stream, &AtomicBool::new(true)).unwrap();
+            }
+        });
+        let get = |path: &str| {
+            let mut client = TcpStream::connect(server_addr).unwrap();
+            let me = client.local_addr().unwrap();
+            write!(client, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+            let mut response = String::new();
+            client.read_to_string(&mut response).unwrap();
+            let body = response.split("\r\n\r\n").nth(1).unwrap_or("").trim();
+            (me.to_string(), body.to_string())
+        };
+        let (me, remote) = get("/remote");
+        assert_eq!(remote, me, "/remote is the client's address and port");
+        let (_, local) = get("/local");
+        assert_eq!(
+            local,
+            server_addr.to_string(),
+            "/local is the address dialled"
+        );
+        server.join().unwrap();
+    }
+
+    #[test]
+    fn resolve_prints_each_address_once() {
+        // Names that never leave the machine: a literal address and /etc/hosts' localhost.
+        assert_eq!(resolve("192.0.2.7"), 0);
+        assert_eq!(resolve("localhost"), 0);
+    }
+
+    #[test]
     fn exit_answers_before_exiting_with_the_code() {
-        let reply = route("/exit", "code=7", &[], vec![], &AtomicBool::new(true));
+        let reply = route(
+            "/exit",
+            "code=7",
+            &[],
+            vec![],
+            &AtomicBool::new(true),
+            &Conn::default(),
+        );
         assert_eq!((reply.status, reply.exit_with), (200, Some(7)));
-        let bad = route("/exit", "code=x", &[], vec![], &AtomicBool::new(true));
+        let bad = route(
+            "/exit",
+            "code=x",
+            &[],
+            vec![],
+            &AtomicBool::new(true),
+            &Conn::default(),
+        );
         assert_eq!((bad.status, bad.exit_with), (400, None));
     }
 }
