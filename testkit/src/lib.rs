@@ -2,7 +2,8 @@
 //! in-process cluster builder ([`Cluster::builder`]: the API server, the control loops a
 //! test names, simulated nodes or a stand-in kubelet, either storage backend), the API
 //! server alone ([`InProcess`]), the real `kybern` binary ([`Binary`]), a throwaway etcd
-//! ([`Etcd`]), the real kubectl ([`Kubectl`]), a local image registry ([`registry`]), typed fixtures ([`fixtures`]) and waiting
+//! ([`Etcd`]), the real kubectl ([`Kubectl`]), a local image registry ([`registry`]), the privileged tests' network
+//! numbers and two-node network ([`netlab`]), typed fixtures ([`fixtures`]) and waiting
 //! for a state ([`eventually`]). Every process is killed by pid and every temp dir removed on drop,
 //! also when a test panics. Nothing here is compiled into the product.
 
@@ -11,6 +12,7 @@ mod cluster;
 mod etcd;
 pub mod fixtures;
 mod kubectl;
+pub mod netlab;
 mod process;
 pub mod registry;
 mod wait;
