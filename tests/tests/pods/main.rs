@@ -8,6 +8,7 @@ use kybern_testkit as common;
 mod autoscale;
 mod drain;
 mod ephemeral;
+mod images;
 mod io;
 mod lifecycle;
 mod network;
@@ -21,102 +22,14 @@ mod venv;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use common::netlab::Claim;
 use common::{kybern_binary, Binary, ChildGuard, Kubectl};
 use tempfile::TempDir;
 
-/// Test images built once per test binary: busybox and the test server, as OCI layouts.
-fn image_tars() -> &'static (PathBuf, PathBuf) {
-    static TARS: OnceLock<(TempDir, PathBuf, PathBuf)> = OnceLock::new();
-    let (_, busybox, server) = TARS.get_or_init(|| {
-        use agent::images::test_images;
-        let dir = tempfile::tempdir().unwrap();
-        let busybox_bin = test_images::read(Path::new(test_images::DEBIAN_BUSYBOX))
-            .expect("busybox-static (scripts/install-deps.sh)");
-        let server_bin =
-            test_images::build_testserver(dir.path()).expect("building the test server");
-        let server_bin = test_images::read(&server_bin).unwrap();
-        let busybox = dir.path().join("busybox.tar");
-        std::fs::write(
-            &busybox,
-            test_images::busybox_image(&busybox_bin)
-                .to_layout_tar()
-                .unwrap(),
-        )
-        .unwrap();
-        let server = dir.path().join("testserver.tar");
-        std::fs::write(
-            &server,
-            test_images::testserver_image(&busybox_bin, &server_bin)
-                .to_layout_tar()
-                .unwrap(),
-        )
-        .unwrap();
-        (dir, busybox, server)
-    });
-    static PATHS: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
-    PATHS.get_or_init(|| (busybox.clone(), server.clone()))
-}
-
-/// The test nodes share this host's disk with build output, which can leave less than
-/// the kubelet's 10% free: they keep 1%, so a full target dir does not give them
-/// DiskPressure (and its NoSchedule taint).
-pub const TEST_EVICTION: &str = "memory.available<100Mi,nodefs.available<1%";
-
-pub const BUSYBOX: &str = agent::images::test_images::BUSYBOX_IMAGE;
-pub const TESTSERVER: &str = agent::images::test_images::TESTSERVER_IMAGE;
-
-/// A /24 of 10.42.0.0/16 no other test (and no route of the host) uses, held through a
-/// directory created atomically and removed on drop.
-struct Subnet {
-    third: u8,
-    lock: PathBuf,
-}
-
-impl Subnet {
-    fn claim() -> Subnet {
-        let routes = String::from_utf8_lossy(
-            &Command::new("ip")
-                .args(["-4", "route"])
-                .output()
-                .expect("ip route")
-                .stdout,
-        )
-        .into_owned();
-        let locks = Path::new("/run/kybern-tests");
-        std::fs::create_dir_all(locks).unwrap();
-        let start = 100 + (std::process::id() % 100) as u8;
-        for i in 0..150u8 {
-            let third = 100 + (start - 100 + i) % 150;
-            if routes.contains(&format!("10.42.{third}.")) {
-                continue;
-            }
-            let lock = locks.join(format!("subnet-{third}"));
-            if std::fs::create_dir(&lock).is_ok() {
-                std::fs::write(lock.join("pid"), std::process::id().to_string()).unwrap();
-                return Subnet { third, lock };
-            }
-            // A lock left by a test process that is gone is stale.
-            let owner = std::fs::read_to_string(lock.join("pid")).unwrap_or_default();
-            if !owner.is_empty() && !Path::new(&format!("/proc/{}", owner.trim())).exists() {
-                let _ = std::fs::remove_dir_all(&lock);
-            }
-        }
-        panic!("no free /24 in 10.42.100-249.0 for this test");
-    }
-
-    fn cidr(&self) -> String {
-        format!("10.42.{}.0/24", self.third)
-    }
-}
-
-impl Drop for Subnet {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.lock);
-    }
-}
+use images::image_tars;
+pub use images::{BUSYBOX, TESTSERVER, TEST_EVICTION};
 
 /// A network namespace of the test's own on the node's bridge, to send traffic to pods from.
 pub struct ClientNs {
@@ -125,10 +38,10 @@ pub struct ClientNs {
 }
 
 impl ClientNs {
-    fn create(subnet: &Subnet, bridge: &str) -> ClientNs {
-        let name = format!("kbtc-{}", subnet.third);
-        let host_link = format!("kbtc{}h", subnet.third);
-        let peer = format!("kbtc{}p", subnet.third);
+    fn create(subnet: &Claim, bridge: &str) -> ClientNs {
+        let name = format!("kbtc-{}", subnet.t());
+        let host_link = format!("kbtc{}h", subnet.t());
+        let peer = format!("kbtc{}p", subnet.t());
         let ns = ClientNs {
             name: name.clone(),
             host_link: host_link.clone(),
@@ -137,7 +50,7 @@ impl ClientNs {
         let _ = Command::new("ip")
             .args(["link", "del", &host_link])
             .status();
-        let ip = format!("10.42.{}.250/24", subnet.third);
+        let ip = format!("10.42.{}.250/24", subnet.t());
         for args in [
             vec!["netns", "add", &name],
             vec![
@@ -199,7 +112,7 @@ pub struct Node {
     pub bridge: String,
     agent: Option<ChildGuard>,
     server: Option<Binary>,
-    subnet: Subnet,
+    subnet: Claim,
     pub testserver: PathBuf,
     client: Option<ClientNs>,
 }
@@ -211,13 +124,13 @@ impl Node {
         let (busybox, server_tar) = image_tars();
         let dir = tempfile::tempdir().unwrap();
         let server = Binary::start(&dir.path().join("data"), 0, None);
-        let subnet = Subnet::claim();
-        let name = format!("e2e-{}", subnet.third);
-        let bridge = format!("kbt{}", subnet.third);
+        let subnet = Claim::take();
+        let name = format!("e2e-{}", subnet.t());
+        let bridge = subnet.bridge();
         let kubectl = server.kubectl();
         // The node with a podCIDR of the test's choosing; the agent adopts it.
         let manifest = dir.path().join("node.yaml");
-        std::fs::write(&manifest, format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\nspec:\n  podCIDR: {}\n  podCIDRs: [{}]\n", subnet.cidr(), subnet.cidr())).unwrap();
+        std::fs::write(&manifest, format!("apiVersion: v1\nkind: Node\nmetadata:\n  name: {name}\nspec:\n  podCIDR: {}\n  podCIDRs: [{}]\n", subnet.cluster_cidr(), subnet.cluster_cidr())).unwrap();
         kubectl.run(&["apply", "-f", manifest.to_str().unwrap()]);
         let agent_dir = dir.path().join("agent");
         let testserver = dir.path().join("testserver");
@@ -248,7 +161,17 @@ impl Node {
         node
     }
 
+    /// The cluster DNS address of this test's node (`10.43.T.10`, in its service CIDR).
+    pub fn cluster_dns(&self) -> std::net::Ipv4Addr {
+        self.subnet.cluster_dns()
+    }
+
     /// Starts `kybern agent` (again, after [`Node::kill_agent`]).
+    ///
+    /// Each test's agent gets the ranges of its own number (cluster CIDR = its podCIDR,
+    /// service CIDR `10.43.T.0/24`, DNS `10.43.T.10`), so agents of concurrent tests never
+    /// install routes or rules for the same prefixes. (The server gets the same flags once
+    /// it takes them; until then it allocates ClusterIPs from its default range.)
     pub fn start_agent(&mut self, extra: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -268,6 +191,12 @@ impl Node {
                 "127.0.0.1:0",
                 "--bridge",
                 &self.bridge,
+                "--cluster-cidr",
+                &self.subnet.cluster_cidr(),
+                "--service-cidr",
+                &self.subnet.service_cidr(),
+                "--cluster-dns",
+                &self.subnet.cluster_dns().to_string(),
             ])
             .arg("--agent-dir")
             .arg(&self.agent_dir)

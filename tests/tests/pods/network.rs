@@ -86,7 +86,7 @@ spec:
         );
         assert!(ok, "{resolv}");
         assert!(
-            resolv.contains("nameserver 10.43.0.10")
+            resolv.contains(&format!("nameserver {}", node.cluster_dns()))
                 && resolv.contains("search default.svc.cluster.local"),
             "{resolv}"
         );
