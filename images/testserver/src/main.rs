@@ -29,6 +29,9 @@
 //! Names: `testserver resolve NAME` looks NAME up as any program in the container does
 //! (std's `ToSocketAddrs`, i.e. the C library with the pod's resolv.conf, search list and
 //! ndots) and prints each address on a line; exit 1 when it does not resolve.
+//!
+//! TLS: `testserver tls-hello HOST:PORT` sends a TLS ClientHello and prints `handshake 3.3`
+//! when a TLS server answers (exit 0), so a pod can show it reaches the API server.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -36,6 +39,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod tls;
 mod udp;
 
 fn main() {
@@ -58,10 +62,9 @@ fn main() {
         (Some("udp-echo"), Some(port), _) => std::process::exit(udp::echo_server(port)),
         (Some("udp"), Some(addr), Some(msg)) => std::process::exit(udp::send(addr, msg)),
         (Some("resolve"), Some(name), _) => std::process::exit(resolve(name)),
-        (Some(mode @ ("udp-echo" | "udp" | "resolve")), _, _) => {
-            eprintln!(
-                "usage: testserver udp-echo PORT | udp HOST:PORT MSG | resolve NAME ({mode})"
-            );
+        (Some("tls-hello"), Some(addr), _) => std::process::exit(tls::hello(addr)),
+        (Some(mode @ ("udp-echo" | "udp" | "resolve" | "tls-hello")), _, _) => {
+            eprintln!("usage: testserver udp-echo PORT | udp HOST:PORT MSG | resolve NAME | tls-hello HOST:PORT ({mode})");
             std::process::exit(2);
         }
         _ => {}
