@@ -2,10 +2,13 @@
 //! server` and two real `kybern agent`s, the second inside a network namespace of the test's
 //! own ([`kybern_testkit::netlab`]), each on a private containerd. Traffic only ever goes to
 //! the test's own pods, service and node addresses, from its own namespaces.
-
+mod cross;
+mod dns;
+mod external;
 #[path = "../pods/images.rs"]
 mod images;
 mod network;
+mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -272,11 +275,23 @@ fn tail(log: &Path) -> String {
     format!("{} (newest first):\n{}\n", log.display(), lines.join("\n"))
 }
 
-/// Asserts that nothing of the cluster's number is left once it is gone (§5.2).
+/// Stops the cluster and asserts that nothing of its number is left: namespaces, links,
+/// routes, rules, nft tables ([`netlab::assert_nothing_left`]) and mounts under its agents'
+/// directories.
 pub fn stop_and_assert_nothing_left(two: TwoNodes) {
     let claim = two.lab().held_claim();
+    let dirs: Vec<String> = (0..2)
+        .map(|i| two.agent_dir(i).to_string_lossy().into_owned())
+        .collect();
     drop(two);
     netlab::assert_nothing_left(claim.t());
+    let mounts: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
+        .filter(|m| dirs.iter().any(|d| m.starts_with(d.as_str())))
+        .collect();
+    assert!(mounts.is_empty(), "mounts left under the agent dirs: {mounts:?}");
 }
 
 pub fn require_root() {
@@ -292,4 +307,112 @@ pub fn require_root() {
         Some("0"),
         "these tests run as root (containerd, network namespaces)"
     );
+}
+
+/// A test-server pod on node `node` labelled `app: <app>`: HTTP on 8080 (ready while its
+/// `/ready` answers 200, probed every second) and UDP echo on 9000.
+pub fn server_pod(name: &str, node: &str, app: &str) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  labels: {{app: {app}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: server
+    image: {TESTSERVER}
+    imagePullPolicy: IfNotPresent
+    env: [{{name: UDP_PORT, value: "9000"}}]
+    ports: [{{containerPort: 8080}}, {{containerPort: 9000, protocol: UDP}}]
+    readinessProbe:
+      httpGet: {{path: /ready, port: 8080}}
+      periodSeconds: 1
+      failureThreshold: 1
+"#
+    )
+}
+
+/// A Service `name` selecting `app: <app>` (none when `app` is empty): `http` 80 -> 8080
+/// over TCP and `echo` 9000 over UDP; `spec` adds lines to its spec (two spaces indented).
+pub fn service(name: &str, app: &str, spec: &str) -> String {
+    let selector = if app.is_empty() {
+        String::new()
+    } else {
+        format!("  selector: {{app: {app}}}\n")
+    };
+    format!(
+        r#"apiVersion: v1
+kind: Service
+metadata:
+  name: {name}
+spec:
+{selector}  ports:
+  - {{name: http, port: 80, targetPort: 8080, protocol: TCP}}
+  - {{name: echo, port: 9000, targetPort: 9000, protocol: UDP}}
+{spec}"#
+    )
+}
+
+impl TwoNodes {
+    /// Waits until the named pods are Ready; returns their IPs in the same order.
+    pub fn wait_pods_ready(&self, names: &[&str]) -> Vec<String> {
+        names
+            .iter()
+            .map(|name| {
+                self.eventually(&format!("pod {name} to be Ready"), || {
+                    let out = self.kubectl.output(&[
+                        "get",
+                        "pod",
+                        name,
+                        "-o",
+                        "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.podIP}",
+                    ]);
+                    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+                    match text.split_once(' ') {
+                        Some(("True", ip)) if !ip.is_empty() => Ok(ip.to_string()),
+                        _ => Err(text),
+                    }
+                })
+            })
+            .collect()
+    }
+
+    /// A field of Service `name` through a jsonpath (`{.spec.clusterIP}`), once it is set.
+    pub fn service_field(&self, name: &str, jsonpath: &str) -> String {
+        self.eventually(&format!("{jsonpath} of service {name}"), || {
+            let out = self.kubectl.output(&[
+                "get",
+                "service",
+                name,
+                "-o",
+                &format!("jsonpath={jsonpath}"),
+            ]);
+            let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            (!text.is_empty()).then_some(text.clone()).ok_or(text)
+        })
+    }
+
+    /// GET `path` at `addr` from pod `pod` until it answers; the body.
+    pub fn pod_gets(&self, pod: &str, addr: &str, path: &str) -> String {
+        self.eventually(&format!("{pod} to GET http://{addr}{path}"), || match self
+            .from_pod(pod, &["get", addr, path])
+        {
+            (true, body) => Ok(body),
+            (false, err) => Err(err),
+        })
+    }
+
+    /// GET `path` at `addr` from the outside client until it answers; the body.
+    pub fn outside_gets(&self, addr: &str, path: &str) -> String {
+        self.eventually(
+            &format!("the outside client to GET http://{addr}{path}"),
+            || match self.from_outside(&["get", addr, path]) {
+                (true, body) => Ok(body),
+                (false, err) => Err(err),
+            },
+        )
+    }
 }

@@ -93,3 +93,20 @@ fn the_two_node_network_is_removed_when_its_test_panics() {
     .expect("the test's claim as the panic's payload");
     netlab::assert_nothing_left(claim.t());
 }
+
+#[test]
+#[ignore = "needs parts A (host-state and --reset of routes and table), B (server flags), C and D of issue 16"]
+fn nothing_is_left_after_the_cluster_stops() {
+    let two = crate::TwoNodes::start();
+    two.apply(
+        "web.yaml",
+        &[
+            crate::server_pod("a", &two.nodes[0], "web"),
+            crate::server_pod("b", &two.nodes[1], "web"),
+            crate::service("web", "web", "  type: NodePort\n"),
+        ]
+        .join("---\n"),
+    );
+    two.wait_pods_ready(&["a", "b"]);
+    crate::stop_and_assert_nothing_left(two);
+}

@@ -1,0 +1,64 @@
+//! Cluster DNS as programs in pods use it: the C library with the pod's resolv.conf and
+//! search list (`testserver resolve`).
+
+use crate::{TwoNodes, TESTSERVER};
+
+#[test]
+#[ignore = "needs parts A (peer routes), B (server flags, kube-dns Service) and D (DNS) of issue 16"]
+fn statefulset_pods_resolve_by_their_stable_names() {
+    let two = TwoNodes::start();
+    two.apply(
+        "web.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: Service
+metadata:
+  name: nginx
+spec:
+  clusterIP: None
+  selector: {{app: sts}}
+  ports: [{{name: http, port: 8080}}]
+---
+apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: web
+spec:
+  serviceName: nginx
+  replicas: 2
+  selector:
+    matchLabels: {{app: sts}}
+  template:
+    metadata:
+      labels: {{app: sts}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: server
+        image: {TESTSERVER}
+        imagePullPolicy: IfNotPresent
+"#
+        ),
+    );
+    let ips = two.wait_pods_ready(&["web-0", "web-1"]);
+    for (asker, (name, ip)) in [("web-1", ("web-0", &ips[0])), ("web-0", ("web-1", &ips[1]))] {
+        for query in [
+            format!("{name}.nginx.default.svc.cluster.local"),
+            format!("{name}.nginx"),
+        ] {
+            let answer = two.eventually(&format!("{asker} resolving {query}"), || {
+                match two.from_pod(asker, &["resolve", &query]) {
+                    (true, out) => Ok(out),
+                    (false, err) => Err(err),
+                }
+            });
+            assert_eq!(answer.trim(), ip.as_str(), "{asker} resolving {query}");
+        }
+    }
+    let (_, all) = two.from_pod("web-0", &["resolve", "nginx"]);
+    let mut all: Vec<&str> = all.lines().collect();
+    all.sort();
+    let mut want: Vec<&str> = ips.iter().map(String::as_str).collect();
+    want.sort();
+    assert_eq!(all, want, "the headless service names every ready pod");
+}
