@@ -30,6 +30,11 @@
 //! (std's `ToSocketAddrs`, i.e. the C library with the pod's resolv.conf, search list and
 //! ndots) and prints each address on a line; exit 1 when it does not resolve.
 //!
+//! Polling, for `kybern bench services`: `testserver until HOST:PORT TEXT` prints `polling`,
+//! then GETs `/local` there on a new connection every millisecond (20 ms connect and read
+//! limits) until the body contains TEXT, and prints `seen <unix time in ns>`; exit 1 after
+//! 30 s without it.
+//!
 //! TLS: `testserver tls-hello HOST:PORT` sends a TLS ClientHello and prints `handshake 3.3`
 //! when a TLS server answers (exit 0), so a pod can show it reaches the API server.
 
@@ -63,8 +68,9 @@ fn main() {
         (Some("udp"), Some(addr), Some(msg)) => std::process::exit(udp::send(addr, msg)),
         (Some("resolve"), Some(name), _) => std::process::exit(resolve(name)),
         (Some("tls-hello"), Some(addr), _) => std::process::exit(tls::hello(addr)),
-        (Some(mode @ ("udp-echo" | "udp" | "resolve" | "tls-hello")), _, _) => {
-            eprintln!("usage: testserver udp-echo PORT | udp HOST:PORT MSG | resolve NAME | tls-hello HOST:PORT ({mode})");
+        (Some("until"), Some(addr), Some(text)) => std::process::exit(until(addr, text)),
+        (Some(mode @ ("udp-echo" | "udp" | "resolve" | "tls-hello" | "until")), _, _) => {
+            eprintln!("usage: testserver udp-echo PORT | udp HOST:PORT MSG | resolve NAME | tls-hello HOST:PORT | until HOST:PORT TEXT ({mode})");
             std::process::exit(2);
         }
         _ => {}
@@ -295,6 +301,42 @@ fn resolve(name: &str) -> i32 {
     }
 }
 
+/// `testserver until HOST:PORT TEXT` (see the module's documentation).
+fn until(addr: &str, text: &str) -> i32 {
+    let Ok(Some(target)) = std::net::ToSocketAddrs::to_socket_addrs(addr).map(|mut a| a.next())
+    else {
+        eprintln!("testserver until: {addr} is not an address");
+        return 2;
+    };
+    println!("polling");
+    let _ = std::io::stdout().flush();
+    let limit = Duration::from_millis(20);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        let body = (|| -> std::io::Result<String> {
+            let mut stream = TcpStream::connect_timeout(&target, limit)?;
+            stream.set_read_timeout(Some(limit))?;
+            write!(
+                stream,
+                "GET /local HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+            )?;
+            let mut response = String::new();
+            stream.read_to_string(&mut response)?;
+            Ok(response)
+        })();
+        if body.is_ok_and(|b| b.contains(text)) {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default();
+            println!("seen {}", now.as_nanos());
+            return 0;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    eprintln!("testserver until: {addr} never answered with {text:?}");
+    1
+}
+
 /// `testserver echo PORT`: echoes every connection on its own thread; returns only when it
 /// cannot listen.
 fn echo_server(port: &str) -> i32 {
@@ -468,6 +510,18 @@ mod tests {
             "/local is the address dialled"
         );
         server.join().unwrap();
+    }
+
+    #[test]
+    fn until_returns_once_local_names_the_awaited_address() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().map_while(Result::ok) {
+                let _ = serve(stream, &AtomicBool::new(true));
+            }
+        });
+        assert_eq!(until(&addr.to_string(), &addr.to_string()), 0);
     }
 
     #[test]
