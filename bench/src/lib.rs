@@ -61,6 +61,7 @@ mod pods;
 mod procs;
 mod report;
 mod scheduler;
+mod services;
 mod workload;
 
 use std::path::{Path, PathBuf};
@@ -95,6 +96,9 @@ enum BenchCommand {
     /// Pod I/O through the API server with real containers (root): exec round trip, log
     /// follow latency and throughput, port-forward throughput and set-up, agent memory.
     Io(io::IoArgs),
+    /// The service proxy at scale (root): N selector-less Services on one agent, the time
+    /// from an endpoint change to traffic reaching the new endpoint, the agent's memory.
+    Services(services::ServicesArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -165,6 +169,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             tokio::select! {
                 r = io::run(a) => r,
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; started processes are killed; run `kybern agent --reset --bridge kybbench0 --agent-dir DIR` for the node"),
+            }
+        }
+        BenchCommand::Services(a) => {
+            tokio::select! {
+                r = services::run(a) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; started processes are killed; run `kybern agent --reset --bridge kbb0 --agent-dir DIR` and `ip netns del kbb-back kbb-cli`"),
             }
         }
         BenchCommand::Pods(a) => {

@@ -144,6 +144,12 @@ pub(crate) async fn start_server_from(
             cmd.args(["--storage", "embedded"]);
         }
     }
+    start_server_cmd(cmd, log).await
+}
+
+/// Runs `cmd` (a `kybern server ...` command line, stdout and stderr set here) and waits
+/// for its `ready <url>` line.
+pub(crate) async fn start_server_cmd(mut cmd: Command, log: &Path) -> Result<Server> {
     cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log_file(log)?)

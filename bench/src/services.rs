@@ -1,0 +1,535 @@
+//! `kybern bench services` (root): the service proxy at scale on this machine.
+//!
+//! 1. refuses to start when its ranges are routed (cluster CIDR 10.42.250.0/24, service
+//!    CIDR 10.45.0.0/16, DNS 10.45.0.10) or its namespaces exist;
+//! 2. starts `kybern server --disable controllers` with those ranges, registers node
+//!    `bench-0` with podCIDR 10.42.250.0/24, and starts one `kybern agent --disable pods`
+//!    for it (bridge `kbb0`, metrics on a loopback port);
+//! 3. once the bridge is up: a network namespace `kbb-back` on the bridge holding the 230
+//!    backend addresses 10.42.250.20-249 with the test server on :8080 (its `/local` names
+//!    the address a connection arrived at, i.e. the endpoint DNAT chose), and a client
+//!    namespace `kbb-cli` (10.42.250.10, a pod's view);
+//! 4. **setup**: `--services` selector-less Services of one port, each with one
+//!    EndpointSlice of 5 endpoints from .20-.219 (16 clients at once), then waits for the
+//!    agent's first full proxy sync (its metric) and reports its duration;
+//! 5. **change latency**, `--changes` times: a random Service's slice is replaced by one
+//!    fresh endpoint from .220-.249; t0 is taken just before the PATCH, t1 when a client in
+//!    `kbb-cli` (`testserver until`, a new connection every 1 ms) is first answered by the
+//!    new address through the ClusterIP; p50/p99 of t1 - t0 (issue target at 10 000
+//!    services: p99 < 100 ms);
+//! 6. the agent's RSS and peak (VmHWM) after all of it (target < 100 MiB at 10 000).
+//!
+//! Until the agent's proxy is built (issue 16, part C) the agent reports no sync: the bench
+//! then says "proxy not built" and reports the setup and the agent's memory only.
+//! Everything is removed at the end (agent reset, namespaces, server); nothing here asserts
+//! on timings.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use futures::{stream, StreamExt, TryStreamExt};
+use k8s_openapi::api::core::v1::{Namespace, Node, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use serde_json::json;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use super::procs::{self, TempDir};
+use super::report::{Report, Row, Samples, Target, Unit, MIB};
+
+const CLUSTER_CIDR: &str = "10.42.250.0/24";
+const SERVICE_CIDR: &str = "10.45.0.0/16";
+const CLUSTER_DNS: &str = "10.45.0.10";
+const NODE: &str = "bench-0";
+const BRIDGE: &str = "kbb0";
+const NAMESPACE: &str = "bench";
+/// The bench's namespaces: backends and client.
+const BACKENDS: &str = "kbb-back";
+const CLIENT: &str = "kbb-cli";
+
+#[derive(Args)]
+pub(crate) struct ServicesArgs {
+    /// Selector-less Services to create (each with one slice of 5 endpoints).
+    #[arg(long, default_value_t = 1000)]
+    services: usize,
+    /// Endpoint changes to time.
+    #[arg(long, default_value_t = 200)]
+    changes: usize,
+    /// Keep the temp dir (data, logs).
+    #[arg(long)]
+    keep: bool,
+}
+
+pub(crate) async fn run(args: ServicesArgs) -> Result<()> {
+    let started = Instant::now();
+    let progress = |what: &str| eprintln!("[{:>6.1}s] {what}", started.elapsed().as_secs_f64());
+    refuse_if_in_use()?;
+    println!("# kybern bench services");
+    println!();
+    println!(
+        "{} selector-less Services with 5 endpoints each on one agent, load average at start {}",
+        args.services,
+        super::loadavg()
+    );
+    let tmp = TempDir::new("services", args.keep)?;
+    let exe = std::env::current_exe().context("finding the kybern executable")?;
+    let data_dir = tmp.sub("data")?;
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.arg("server")
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(["--listen", "127.0.0.1:0", "--disable", "controllers"])
+        .args([
+            "--cluster-cidr",
+            CLUSTER_CIDR,
+            "--service-cidr",
+            SERVICE_CIDR,
+        ])
+        .args(["--cluster-dns", CLUSTER_DNS]);
+    let server = procs::start_server_cmd(cmd, &tmp.path.join("server.log")).await?;
+    progress(&format!("server ready at {}", server.url));
+    let kubeconfig = data_dir.join("admin.kubeconfig");
+    let client = kube::Client::try_from(super::workload::client_config(&kubeconfig).await?)?;
+    let node: Node = serde_json::from_value(json!({
+        "metadata": {"name": NODE},
+        "spec": {"podCIDR": CLUSTER_CIDR, "podCIDRs": [CLUSTER_CIDR]},
+    }))?;
+    Api::<Node>::all(client.clone())
+        .create(&PostParams::default(), &node)
+        .await
+        .context("registering the node")?;
+    let metrics = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let agent_dir = tmp.path.join("agent");
+    let mut cmd = tokio::process::Command::new(&exe);
+    cmd.args(["agent", "--kubeconfig"])
+        .arg(&kubeconfig)
+        .args([
+            "--node-name",
+            NODE,
+            "--node-ip",
+            "127.0.0.1",
+            "--bridge",
+            BRIDGE,
+        ])
+        .args(["--disable", "pods", "--node-api-listen", "none"])
+        .args([
+            "--cluster-cidr",
+            CLUSTER_CIDR,
+            "--service-cidr",
+            SERVICE_CIDR,
+        ])
+        .args(["--cluster-dns", CLUSTER_DNS])
+        .args(["--metrics-bind-address", &metrics.to_string()])
+        .arg("--agent-dir")
+        .arg(&agent_dir);
+    let agent = procs::spawn(cmd, "kybern agent", &tmp.path.join("agent.log"))?;
+    progress(&format!("agent started (pid {})", agent.pid()));
+
+    let result = measure(&args, &client, metrics, &tmp, &progress).await;
+    let rss = procs::rss_bytes(agent.pid()).ok();
+    let peak = procs::peak_rss_bytes(agent.pid()).ok();
+    agent.stop().await;
+    let reset = tokio::process::Command::new(&exe)
+        .args(["agent", "--reset", "--bridge", BRIDGE, "--agent-dir"])
+        .arg(&agent_dir)
+        .status()
+        .await;
+    if !reset.is_ok_and(|s| s.success()) {
+        eprintln!(
+            "kybern agent --reset failed; run it by hand: kybern agent --reset --bridge {BRIDGE} --agent-dir {}",
+            agent_dir.display()
+        );
+    }
+    server.proc.stop().await;
+    let figures = result.with_context(|| {
+        format!(
+            "see the logs in {} (run with --keep to keep them)",
+            tmp.path.display()
+        )
+    })?;
+
+    let mut report = Report::new("Service proxy at scale (one agent, nftables)");
+    report.row(Row::new(
+        format!("create {} Services + slices", args.services),
+        figures.setup.as_secs_f64(),
+        None,
+        Unit::Secs,
+    ));
+    match &figures.proxy {
+        None => report.note(
+            "proxy not built: the agent reported no full sync, so no change latency (issue 16, part C)",
+        ),
+        Some(proxy) => {
+            report.row(Row::new(
+                "first full sync (agent's metric)",
+                proxy.full_sync,
+                None,
+                Unit::Secs,
+            ));
+            report.row(
+                Row::new(
+                    "endpoint change to traffic: p50",
+                    proxy.latency.p50_ms(),
+                    None,
+                    Unit::Ms,
+                )
+                .target(Target::Below(100.0)),
+            );
+            report.row(
+                Row::new(
+                    "endpoint change to traffic: p99",
+                    proxy.latency.p99_ms(),
+                    None,
+                    Unit::Ms,
+                )
+                .target(Target::Below(100.0)),
+            );
+        }
+    }
+    for (figure, bytes) in [("agent RSS after the run", rss), ("agent peak RSS", peak)] {
+        if let Some(bytes) = bytes {
+            report.row(
+                Row::new(figure, bytes as f64 / MIB, None, Unit::MiB).target(Target::Below(100.0)),
+            );
+        }
+    }
+    report.note("targets are the issue's for 10 000 services");
+    report.print();
+    Ok(())
+}
+
+struct Figures {
+    setup: Duration,
+    proxy: Option<ProxyFigures>,
+}
+
+struct ProxyFigures {
+    /// Seconds, from `kybern_proxy_sync_duration_seconds{kind="full"}`.
+    full_sync: f64,
+    latency: Samples,
+}
+
+async fn measure(
+    args: &ServicesArgs,
+    client: &kube::Client,
+    metrics: std::net::SocketAddr,
+    tmp: &TempDir,
+    progress: &dyn Fn(&str),
+) -> Result<Figures> {
+    wait_for_bridge().await?;
+    let testserver = agent::images::test_images::build_testserver(&tmp.path)
+        .context("building the test server (needs cargo)")?;
+    let net = BenchNet::create(&testserver, &tmp.path.join("backends.log"))?;
+    progress("backend and client namespaces ready");
+
+    let started = Instant::now();
+    let cluster_ips = create_services(client, args.services).await?;
+    let setup = started.elapsed();
+    progress(&format!("{} services created in {setup:?}", args.services));
+
+    let agent_log = tmp.path.join("agent.log");
+    let Some(full_sync) = wait_full_sync(metrics, &agent_log, progress).await? else {
+        drop(net);
+        return Ok(Figures { setup, proxy: None });
+    };
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NAMESPACE);
+    let mut latencies = Vec::with_capacity(args.changes);
+    for change in 0..args.changes {
+        let i = fastrand::usize(..cluster_ips.len());
+        let fresh = format!("10.42.250.{}", 220 + change % 30);
+        let target = format!("{}:80", cluster_ips[i]);
+        let mut poller = net.client_command(&testserver, &["until", &target, &fresh]);
+        let mut child = poller
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        let mut lines = BufReader::new(child.stdout.take().context("poller stdout")?).lines();
+        lines.next_line().await?; // "polling"
+        let t0 = SystemTime::now();
+        let patch = json!({"endpoints": [{"addresses": [fresh], "conditions": {"ready": true}}]});
+        slices
+            .patch(
+                &format!("svc-{i}-1"),
+                &PatchParams::default(),
+                &Patch::Merge(&patch),
+            )
+            .await?;
+        let seen = lines.next_line().await?.unwrap_or_default();
+        let Some(ns) = seen
+            .strip_prefix("seen ")
+            .and_then(|n| n.trim().parse::<u128>().ok())
+        else {
+            bail!("change {change}: svc-{i} never answered from {fresh} ({seen:?})");
+        };
+        let t0 = t0.duration_since(UNIX_EPOCH)?.as_nanos();
+        latencies.push(Duration::from_nanos(ns.saturating_sub(t0) as u64));
+    }
+    drop(net);
+    Ok(Figures {
+        setup,
+        proxy: Some(ProxyFigures {
+            full_sync,
+            latency: Samples::new(latencies),
+        }),
+    })
+}
+
+/// Creates `n` selector-less Services `svc-<i>` (port 80 -> 8080) and their slices
+/// `svc-<i>-1` of 5 endpoints from .20-.219, 16 at a time; their ClusterIPs by index.
+async fn create_services(client: &kube::Client, n: usize) -> Result<Vec<String>> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": NAMESPACE}}))?;
+    namespaces.create(&PostParams::default(), &ns).await?;
+    let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NAMESPACE);
+    let (services, slices) = (Arc::new(services), Arc::new(slices));
+    stream::iter(0..n)
+        .map(|i| {
+            let (services, slices) = (services.clone(), slices.clone());
+            async move {
+                let svc: Service = serde_json::from_value(json!({
+                    "metadata": {"name": format!("svc-{i}")},
+                    "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]},
+                }))?;
+                let created = services.create(&PostParams::default(), &svc).await?;
+                let endpoints: Vec<_> = (0..5)
+                    .map(|k| json!({"addresses": [format!("10.42.250.{}", 20 + (i * 5 + k) % 200)], "conditions": {"ready": true}}))
+                    .collect();
+                let slice: EndpointSlice = serde_json::from_value(json!({
+                    "metadata": {"name": format!("svc-{i}-1"), "labels": {"kubernetes.io/service-name": format!("svc-{i}")}},
+                    "addressType": "IPv4",
+                    "endpoints": endpoints,
+                    "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                }))?;
+                slices.create(&PostParams::default(), &slice).await?;
+                let ip = created.spec.and_then(|s| s.cluster_ip).unwrap_or_default();
+                anyhow::Ok(ip)
+            }
+        })
+        .buffered(16)
+        .try_collect()
+        .await
+}
+
+/// The agent's first full sync duration (seconds) from its metrics, or None when the
+/// agent's log says its proxy is not built or it reports no sync within 5 minutes.
+async fn wait_full_sync(
+    metrics: std::net::SocketAddr,
+    agent_log: &std::path::Path,
+    progress: &dyn Fn(&str),
+) -> Result<Option<f64>> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let url = format!("http://{metrics}/metrics");
+    while Instant::now() < deadline {
+        if let Ok(text) = http_get(metrics).await {
+            let sum = metric(
+                &text,
+                "kybern_proxy_sync_duration_seconds_sum{kind=\"full\"}",
+            );
+            if let Some(sum) = sum.filter(|s| *s > 0.0) {
+                progress(&format!("first full sync: {sum:.3} s"));
+                return Ok(Some(sum));
+            }
+        }
+        let log = std::fs::read_to_string(agent_log).unwrap_or_default();
+        if log.contains("service proxy is not built yet") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    progress(&format!("no full sync reported at {url}: proxy not built"));
+    Ok(None)
+}
+
+/// A sample's value in Prometheus text format.
+fn metric(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// A plain HTTP/1.1 GET of `/metrics` (the agent's metrics listener is plain HTTP).
+async fn http_get(addr: std::net::SocketAddr) -> std::io::Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream
+        .write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    Ok(body)
+}
+
+/// Waits until the agent has made its bridge (it does once the node has its podCIDR).
+async fn wait_for_bridge() -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        let up = std::process::Command::new("ip")
+            .args(["link", "show", BRIDGE])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if up {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bail!("the agent made no bridge {BRIDGE} within 60 s")
+}
+
+fn refuse_if_in_use() -> Result<()> {
+    let routes = std::process::Command::new("ip")
+        .args(["-4", "route", "show", "table", "all"])
+        .output()
+        .context("running ip route")?;
+    let routes = String::from_utf8_lossy(&routes.stdout);
+    if routes.contains("10.42.250.") || routes.contains("10.45.") {
+        bail!("10.42.250.0/24 or 10.45.0.0/16 is routed on this host; is another bench running?");
+    }
+    let netns = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()?;
+    let netns = String::from_utf8_lossy(&netns.stdout);
+    if netns.contains(BACKENDS) || netns.contains(CLIENT) {
+        bail!("network namespace {BACKENDS} or {CLIENT} exists; is another bench running?");
+    }
+    Ok(())
+}
+
+/// The backend and client namespaces on the agent's bridge, removed on drop.
+struct BenchNet {
+    backends: Option<tokio::process::Child>,
+}
+
+impl BenchNet {
+    fn create(testserver: &std::path::Path, log: &std::path::Path) -> Result<BenchNet> {
+        let mut net = BenchNet { backends: None };
+        for (ns, link) in [(BACKENDS, "kbbback"), (CLIENT, "kbbcli")] {
+            let peer = format!("{link}p");
+            for args in [
+                vec!["netns", "add", ns],
+                vec!["link", "add", link, "type", "veth", "peer", "name", &peer],
+                vec!["link", "set", &peer, "netns", ns],
+                vec!["link", "set", link, "master", BRIDGE],
+                vec!["link", "set", link, "up"],
+                vec!["-n", ns, "link", "set", "lo", "up"],
+                vec!["-n", ns, "link", "set", &peer, "up"],
+            ] {
+                ip(&args)?;
+            }
+        }
+        let mut batch: String = (20..250)
+            .map(|i| format!("addr add 10.42.250.{i}/24 dev kbbbackp\n"))
+            .collect();
+        batch.push_str("route add default via 10.42.250.1\n");
+        let status = std::process::Command::new("ip")
+            .args(["-n", BACKENDS, "-batch", "-"])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(batch.as_bytes())?;
+                c.wait()
+            })?;
+        if !status.success() {
+            bail!("adding the backend addresses failed");
+        }
+        ip(&[
+            "-n",
+            CLIENT,
+            "addr",
+            "add",
+            "10.42.250.10/24",
+            "dev",
+            "kbbclip",
+        ])?;
+        ip(&[
+            "-n",
+            CLIENT,
+            "route",
+            "add",
+            "default",
+            "via",
+            "10.42.250.1",
+        ])?;
+        let log = std::fs::File::create(log)?;
+        net.backends = Some(
+            tokio::process::Command::new("ip")
+                .args(["netns", "exec", BACKENDS])
+                .arg(testserver)
+                .stdout(log.try_clone()?)
+                .stderr(log)
+                .kill_on_drop(true)
+                .spawn()?,
+        );
+        Ok(net)
+    }
+
+    /// `testserver ARGS` in the client namespace.
+    fn client_command(
+        &self,
+        testserver: &std::path::Path,
+        args: &[&str],
+    ) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new("ip");
+        cmd.args(["netns", "exec", CLIENT])
+            .arg(testserver)
+            .args(args);
+        cmd
+    }
+}
+
+impl Drop for BenchNet {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.backends.take() {
+            let _ = child.start_kill();
+        }
+        for (ns, link) in [(BACKENDS, "kbbback"), (CLIENT, "kbbcli")] {
+            let _ = std::process::Command::new("ip")
+                .args(["link", "del", link])
+                .output();
+            let _ = std::process::Command::new("ip")
+                .args(["netns", "del", ns])
+                .output();
+        }
+    }
+}
+
+fn ip(args: &[&str]) -> Result<()> {
+    let out = std::process::Command::new("ip").args(args).output()?;
+    if !out.status.success() {
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_reads_one_series_of_the_text_format() {
+        let text = "# HELP x\nkybern_proxy_sync_duration_seconds_sum{kind=\"partial\"} 0.5\nkybern_proxy_sync_duration_seconds_sum{kind=\"full\"} 1.25\n";
+        let cases = [
+            (
+                "full",
+                "kybern_proxy_sync_duration_seconds_sum{kind=\"full\"}",
+                Some(1.25),
+            ),
+            (
+                "partial",
+                "kybern_proxy_sync_duration_seconds_sum{kind=\"partial\"}",
+                Some(0.5),
+            ),
+            ("absent", "kybern_proxy_sync_failures_total", None),
+        ];
+        for (name, series, want) in cases {
+            assert_eq!(metric(text, series), want, "{name}");
+        }
+    }
+}
