@@ -291,7 +291,10 @@ pub fn stop_and_assert_nothing_left(two: TwoNodes) {
         .filter_map(|l| l.split_whitespace().nth(4).map(str::to_string))
         .filter(|m| dirs.iter().any(|d| m.starts_with(d.as_str())))
         .collect();
-    assert!(mounts.is_empty(), "mounts left under the agent dirs: {mounts:?}");
+    assert!(
+        mounts.is_empty(),
+        "mounts left under the agent dirs: {mounts:?}"
+    );
 }
 
 pub fn require_root() {
