@@ -35,6 +35,9 @@
 //! limits) until the body contains TEXT, and prints `seen <unix time in ns>`; exit 1 after
 //! 30 s without it.
 //!
+//! DNS: `testserver fake-dns PORT NAME=IPV4...` is a fake upstream resolver (UDP) that
+//! knows only the names given and prints every question it gets.
+//!
 //! TLS: `testserver tls-hello HOST:PORT` sends a TLS ClientHello and prints `handshake 3.3`
 //! when a TLS server answers (exit 0), so a pod can show it reaches the API server.
 
@@ -44,6 +47,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod dns;
 mod tls;
 mod udp;
 
@@ -69,6 +73,9 @@ fn main() {
         (Some("resolve"), Some(name), _) => std::process::exit(resolve(name)),
         (Some("tls-hello"), Some(addr), _) => std::process::exit(tls::hello(addr)),
         (Some("until"), Some(addr), Some(text)) => std::process::exit(until(addr, text)),
+        (Some("fake-dns"), Some(port), _) => {
+            std::process::exit(dns::fake_upstream(port, &args[3..]))
+        }
         (Some(mode @ ("udp-echo" | "udp" | "resolve" | "tls-hello" | "until")), _, _) => {
             eprintln!("usage: testserver udp-echo PORT | udp HOST:PORT MSG | resolve NAME | tls-hello HOST:PORT | until HOST:PORT TEXT ({mode})");
             std::process::exit(2);

@@ -20,6 +20,10 @@ use tempfile::TempDir;
 
 pub use images::{BUSYBOX, TESTSERVER, TEST_EVICTION};
 
+/// The one outside name the fake upstream knows: `outside.test`, at an address of
+/// TEST-NET-1 that nothing ever sends to.
+pub const OUTSIDE_TEST: &str = "192.0.2.80";
+
 /// A two-node cluster on a [`NetLab`]: the server and node 1 in the host (on 198.18.T.1),
 /// node 2 in `kbn-T` (198.18.T.2), both with the test's own cluster, service and DNS
 /// ranges. Dropping it (also on panic) stops the agents, resets both nodes, stops the
@@ -31,6 +35,7 @@ pub struct TwoNodes {
     /// The test server binary, to run as a client inside the test's namespaces.
     pub testserver: PathBuf,
     agents: Vec<ChildGuard>,
+    upstream: Option<ChildGuard>,
     server: Option<Binary>,
     lab: Option<NetLab>,
 }
@@ -64,6 +69,7 @@ impl TwoNodes {
             nodes: nodes.clone(),
             testserver,
             agents: Vec::new(),
+            upstream: None,
             server: Some(server),
             lab: None,
             dir,
@@ -96,6 +102,15 @@ impl TwoNodes {
             &two.agent_dir(1),
             &imports,
         );
+        // The fake upstream resolver both agents forward non-cluster names to.
+        let questions = std::fs::File::create(two.dir.path().join("upstream.log")).unwrap();
+        let upstream = lab
+            .in_upstream(&two.testserver)
+            .args(["fake-dns", "53", &format!("outside.test={OUTSIDE_TEST}")])
+            .stdout(questions)
+            .spawn()
+            .expect("starting the fake upstream resolver");
+        two.upstream = Some(ChildGuard(upstream));
         two.lab = Some(lab);
         for (i, mut cmd) in [node1, node2].into_iter().enumerate() {
             let log =
@@ -142,6 +157,15 @@ impl TwoNodes {
             let text = String::from_utf8_lossy(&out.stdout).into_owned();
             (text == "True").then_some(()).ok_or(text)
         });
+    }
+
+    /// The questions the fake upstream resolver got, `name type` (type as a number).
+    pub fn upstream_questions(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("upstream.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 
     pub fn run(&self, args: &[&str]) -> String {
@@ -207,6 +231,7 @@ impl TwoNodes {
 impl Drop for TwoNodes {
     fn drop(&mut self) {
         self.agents.clear();
+        self.upstream = None;
         if let Some(lab) = &self.lab {
             let resets = [
                 (Command::new(kybern_binary()), lab.claim().bridge(), 0),

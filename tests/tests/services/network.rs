@@ -82,6 +82,44 @@ fn the_two_node_network_connects_its_namespaces_through_the_host_only_and_leaves
 }
 
 #[test]
+fn the_fake_upstream_answers_in_its_namespace_and_records_the_questions() {
+    require_root();
+    let lab = NetLab::create();
+    let dir = tempfile::tempdir().unwrap();
+    let testserver = agent::images::test_images::build_testserver(dir.path()).unwrap();
+    let log = dir.path().join("questions");
+    let upstream = lab
+        .in_upstream(&testserver)
+        .args([
+            "fake-dns",
+            "53",
+            &format!("outside.test={}", crate::OUTSIDE_TEST),
+        ])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let _upstream = kybern_testkit::ChildGuard(upstream);
+    // A query for outside.test (id 7, RD) from the host to the upstream's address.
+    let mut query = vec![0, 7, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    query.extend_from_slice(b"\x07outside\x04test\x00\x00\x01\x00\x01");
+    let socket = std::net::UdpSocket::bind((lab.node1_ip(), 0)).unwrap();
+    socket
+        .set_read_timeout(Some(std::time::Duration::from_millis(200)))
+        .unwrap();
+    let mut reply = [0u8; 512];
+    // Resent until the server is up: it binds a moment after the spawn.
+    let n = (0..50)
+        .find_map(|_| {
+            socket.send_to(&query, (lab.upstream_ip(), 53)).unwrap();
+            socket.recv(&mut reply).ok()
+        })
+        .expect("an answer from the fake upstream");
+    assert_eq!(&reply[n - 4..n], &[192, 0, 2, 80], "outside.test's address");
+    let questions = std::fs::read_to_string(&log).unwrap();
+    assert!(questions.contains("outside.test 1"), "{questions}");
+}
+
+#[test]
 fn the_two_node_network_is_removed_when_its_test_panics() {
     require_root();
     let claim = std::panic::catch_unwind(|| {
