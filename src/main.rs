@@ -4,7 +4,7 @@ mod cluster_net;
 mod images;
 mod node_agent;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 use apiserver::server::{self, Config, StorageBackend};
@@ -88,6 +88,8 @@ struct ServerArgs {
     data_dir: PathBuf,
     #[command(flatten)]
     common: CommonArgs,
+    #[command(flatten)]
+    net: cluster_net::ClusterNetArgs,
 }
 
 #[derive(Args)]
@@ -126,6 +128,37 @@ struct ControllerArgs {
     /// (kube-controller-manager's port; keep it on loopback); port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:10257")]
     metrics_bind_address: SocketAddr,
+    /// The range the nodeipam loop gives nodes their podCIDRs from.
+    #[arg(long, default_value = "10.42.0.0/16")]
+    cluster_cidr: String,
+    #[command(flatten)]
+    node_cidr: NodeCidrArgs,
+}
+
+#[derive(Args)]
+struct NodeCidrArgs {
+    /// The prefix length of each node's podCIDR (kube-controller-manager's flag).
+    #[arg(long, default_value_t = 24, value_parser = clap::value_parser!(u8).range(1..=30))]
+    node_cidr_mask_size: u8,
+}
+
+impl NodeCidrArgs {
+    /// nodeipam's configuration, checked now so a bad pair fails before anything starts.
+    fn nodeipam(&self, cluster_cidr: &str) -> anyhow::Result<controllers::nodeipam::Config> {
+        let config = controllers::nodeipam::Config {
+            cluster_cidr: cluster_cidr.to_string(),
+            node_mask: self.node_cidr_mask_size,
+        };
+        controllers::nodeipam::Range::parse(&config.cluster_cidr, config.node_mask).map_err(
+            |_| {
+                anyhow::anyhow!(
+                    "--node-cidr-mask-size {} does not fit --cluster-cidr {cluster_cidr}: it must be at least the range's prefix length",
+                    config.node_mask
+                )
+            },
+        )?;
+        Ok(config)
+    }
 }
 
 #[derive(Args)]
@@ -133,6 +166,12 @@ struct CommonArgs {
     /// Address to serve HTTPS on; port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
+    /// The address pods and other nodes reach the API server at: the `kubernetes`
+    /// Service's endpoint and a name in the serving certificate; served too (on the
+    /// --listen port) when --listen does not cover it. Default: this host's primary
+    /// address (under `up`, --node-ip when given).
+    #[arg(long)]
+    advertise_address: Option<IpAddr>,
     /// Storage backend.
     #[arg(long, value_enum, default_value = "embedded")]
     storage: StorageArg,
@@ -151,12 +190,29 @@ struct CommonArgs {
     /// (kube-controller-manager's port; keep it on loopback); port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:10257")]
     metrics_bind_address: SocketAddr,
+    #[command(flatten)]
+    node_cidr: NodeCidrArgs,
 }
 
 impl CommonArgs {
-    fn config(self, data_dir: PathBuf) -> Config {
-        Config {
+    /// The server's configuration; `net` are the cluster network flags (the agent's under
+    /// `up`), `advertise` the default of --advertise-address.
+    fn config(
+        self,
+        data_dir: PathBuf,
+        net: &cluster_net::ClusterNetArgs,
+        advertise: impl FnOnce() -> IpAddr,
+    ) -> anyhow::Result<Config> {
+        let service_net = apiserver::api::ServiceNet::new(
+            (net.service_cidr.network(), net.service_cidr.prefix()),
+            net.cluster_dns,
+            &net.cluster_domain,
+        )
+        .map_err(|e| anyhow::anyhow!(e))?;
+        Ok(Config {
             listen: self.listen,
+            advertise: Some(self.advertise_address.unwrap_or_else(advertise)),
+            service_net,
             storage: match self.storage {
                 StorageArg::Embedded => StorageBackend::Embedded,
                 StorageArg::Etcd => StorageBackend::Etcd,
@@ -164,7 +220,7 @@ impl CommonArgs {
             etcd_endpoints: self.etcd_endpoints,
             disable: self.disable,
             ..Config::new(data_dir)
-        }
+        })
     }
 }
 
@@ -225,18 +281,12 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Server(args) => {
-                let loops = LoopArgs::of(&args.common);
-                on_runtime_thread(serve(args.common.config(args.data_dir), loops, None)).await
+                let (config, loops) = server_of(args)?;
+                on_runtime_thread(serve(config, loops, None)).await
             }
             Command::Up(args) => {
-                let loops = LoopArgs::of(&args.common);
-                let mut node = args.node;
-                node.under_data_dir(&args.data_dir);
-                let up = UpNode {
-                    node,
-                    keep_containers: args.keep_containers,
-                };
-                on_runtime_thread(serve(args.common.config(args.data_dir), loops, Some(up))).await
+                let (config, loops, up) = up_of(args)?;
+                on_runtime_thread(serve(config, loops, Some(up))).await
             }
             Command::Controller(args) => controller(args).await,
             Command::Bench(args) => kybern_bench::run(args).await,
@@ -244,6 +294,34 @@ fn main() -> anyhow::Result<()> {
             Command::Images { command } => images::run(command).await,
         }
     })
+}
+
+/// What `kybern server` runs: the server's configuration and its loops'. Fails on
+/// inconsistent flags (a --cluster-dns outside --service-cidr) before anything starts.
+fn server_of(args: ServerArgs) -> anyhow::Result<(Config, LoopArgs)> {
+    let loops = LoopArgs::of(&args.common, &args.net)?;
+    let primary = || agent::node::primary_ip().into();
+    let config = args.common.config(args.data_dir, &args.net, primary)?;
+    Ok((config, loops))
+}
+
+/// What `kybern up` runs: as [`server_of`], with the cluster network flags its agent
+/// takes (declared once, in the agent's flags) and, by default, the agent's --node-ip
+/// as the advertised address.
+fn up_of(args: UpArgs) -> anyhow::Result<(Config, LoopArgs, UpNode)> {
+    let loops = LoopArgs::of(&args.common, &args.node.net)?;
+    let node_ip = args.node.node_ip;
+    let primary = || node_ip.unwrap_or_else(agent::node::primary_ip).into();
+    let config = args
+        .common
+        .config(args.data_dir.clone(), &args.node.net, primary)?;
+    let mut node = args.node;
+    node.under_data_dir(&args.data_dir);
+    let up = UpNode {
+        node,
+        keep_containers: args.keep_containers,
+    };
+    Ok((config, loops, up))
 }
 
 /// Runs the server on a runtime thread, not the main thread: start-up reads every
@@ -267,9 +345,11 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
     let kubeconfig = args
         .kubeconfig
         .expect("clap requires --kubeconfig without --list");
+    let nodeipam = args.node_cidr.nodeipam(&args.cluster_cidr)?;
     let ctx = controllers::runtime::context_from_kubeconfig(&kubeconfig)
         .await?
-        .with_setting(scheduler);
+        .with_setting(scheduler)
+        .with_setting(Some(nodeipam));
     // A port in use is fatal here, as for kube-controller-manager: this process exists
     // to run the loops, and a monitor should not scrape someone else's figures.
     serve_metrics(args.metrics_bind_address, &ctx).await?;
@@ -317,14 +397,16 @@ fn load_scheduler_config(
 struct LoopArgs {
     scheduler: Option<PathBuf>,
     metrics_address: SocketAddr,
+    nodeipam: controllers::nodeipam::Config,
 }
 
 impl LoopArgs {
-    fn of(common: &CommonArgs) -> Self {
-        LoopArgs {
+    fn of(common: &CommonArgs, net: &cluster_net::ClusterNetArgs) -> anyhow::Result<Self> {
+        Ok(LoopArgs {
             scheduler: common.scheduler_config.clone(),
             metrics_address: common.metrics_bind_address,
-        }
+            nodeipam: common.node_cidr.nodeipam(&net.cluster_cidr.to_string())?,
+        })
     }
 }
 
@@ -366,6 +448,7 @@ async fn serve(config: Config, loop_args: LoopArgs, agent: Option<UpNode>) -> an
     let LoopArgs {
         scheduler,
         metrics_address,
+        nodeipam,
     } = loop_args;
     let up = agent.is_some();
     let agent = agent.filter(|_| !config.disable.iter().any(|d| d == "agent"));
@@ -386,7 +469,8 @@ async fn serve(config: Config, loop_args: LoopArgs, agent: Option<UpNode>) -> an
         .await?
         .with_setting(scheduler)
         .with_setting(storage)
-        .with_setting(Some(signing));
+        .with_setting(Some(signing))
+        .with_setting(Some(nodeipam));
     // Beside the API server the endpoint is secondary: without it the cluster still
     // runs (two servers on one host, a test fleet), so a port in use is a warning.
     if let Err(e) = serve_metrics(metrics_address, &ctx).await {
@@ -569,6 +653,145 @@ mod tests {
             let want = (PathBuf::from(dir), PathBuf::from(root));
             assert_eq!(agent_dirs(&args), want, "{name}");
         }
+    }
+
+    /// The server configuration and nodeipam's of a `server` or `up` command line.
+    fn server_config(args: &[&str]) -> anyhow::Result<(Config, controllers::nodeipam::Config)> {
+        let cli = Cli::try_parse_from(args).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let (config, loops) = match cli.command {
+            Command::Server(a) => server_of(a)?,
+            Command::Up(a) => {
+                let (config, loops, _) = up_of(a)?;
+                (config, loops)
+            }
+            _ => unreachable!("only server and up run an API server"),
+        };
+        Ok((config, loops.nodeipam))
+    }
+
+    #[test]
+    fn server_and_up_take_the_cluster_network_flags_once() {
+        use std::net::Ipv4Addr;
+        let primary = IpAddr::from(agent::node::primary_ip());
+        let flags = [
+            "--service-cidr=10.96.0.0/24",
+            "--cluster-dns=10.96.0.53",
+            "--cluster-domain=example.internal",
+            "--cluster-cidr=10.244.0.0/16",
+            "--node-cidr-mask-size=26",
+        ];
+        let with = |role: &'static str, extra: &[&'static str]| {
+            let mut args = vec!["kybern", role, "--data-dir=/d"];
+            args.extend(extra);
+            args
+        };
+        let configured = (
+            "10.96.0.0/24".to_string(),
+            Ipv4Addr::new(10, 96, 0, 1),
+            Ipv4Addr::new(10, 96, 0, 53),
+            "example.internal".to_string(),
+            "10.244.0.0/16".to_string(),
+            26,
+        );
+        let defaults = (
+            "10.43.0.0/16".to_string(),
+            Ipv4Addr::new(10, 43, 0, 1),
+            Ipv4Addr::new(10, 43, 0, 10),
+            "cluster.local".to_string(),
+            "10.42.0.0/16".to_string(),
+            24,
+        );
+        let cases = [
+            (
+                "server's defaults",
+                with("server", &[]),
+                defaults.clone(),
+                primary,
+            ),
+            ("up's defaults", with("up", &[]), defaults.clone(), primary),
+            (
+                "server with flags",
+                with("server", &flags),
+                configured.clone(),
+                primary,
+            ),
+            (
+                "up with flags",
+                with("up", &flags),
+                configured.clone(),
+                primary,
+            ),
+            (
+                "an explicit advertise address",
+                with("server", &["--advertise-address=192.0.2.7"]),
+                defaults.clone(),
+                "192.0.2.7".parse().unwrap(),
+            ),
+            (
+                "up advertises its node's address",
+                with("up", &["--node-ip=192.0.2.8"]),
+                defaults,
+                "192.0.2.8".parse().unwrap(),
+            ),
+        ];
+        for (name, args, want, advertise) in cases {
+            let (config, ipam) = server_config(&args).unwrap_or_else(|e| panic!("{name}: {e}"));
+            let net = &config.service_net;
+            let got = (
+                net.cidr(),
+                net.kubernetes_ip(),
+                net.dns_ip(),
+                net.domain().to_string(),
+                ipam.cluster_cidr,
+                ipam.node_mask,
+            );
+            assert_eq!(got, want, "{name}");
+            assert_eq!(config.advertise, Some(advertise), "{name}");
+        }
+    }
+
+    #[test]
+    fn inconsistent_network_flags_fail_before_anything_starts() {
+        let cases = [
+            (
+                "cluster DNS outside the service range",
+                vec![
+                    "kybern",
+                    "server",
+                    "--data-dir=/d",
+                    "--service-cidr=10.96.0.0/16",
+                ],
+                "--cluster-dns 10.43.0.10 is not an address of --service-cidr 10.96.0.0/16",
+            ),
+            (
+                "cluster DNS at the kubernetes Service's address",
+                vec!["kybern", "up", "--cluster-dns=10.43.0.1"],
+                "--cluster-dns 10.43.0.1 is the kubernetes Service's address",
+            ),
+            (
+                "node blocks larger than the cluster range",
+                vec![
+                    "kybern",
+                    "server",
+                    "--data-dir=/d",
+                    "--cluster-cidr=10.42.0.0/16",
+                    "--node-cidr-mask-size=8",
+                ],
+                "--node-cidr-mask-size 8 does not fit --cluster-cidr 10.42.0.0/16",
+            ),
+        ];
+        for (name, args, want) in cases {
+            let err = server_config(&args)
+                .err()
+                .unwrap_or_else(|| panic!("{name}: accepted"));
+            assert!(err.to_string().contains(want), "{name}: {err}");
+        }
+    }
+
+    #[test]
+    fn every_flag_is_declared_once() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]

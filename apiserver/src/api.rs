@@ -4,6 +4,7 @@
 mod apply;
 mod approval;
 mod binding;
+pub mod bootstrap;
 mod componentstatus;
 mod crd;
 mod defaults;
@@ -18,6 +19,7 @@ mod negotiate;
 mod nodeproxy;
 
 pub use nodeproxy::NodeApiScraper;
+pub use services::ServiceNet;
 mod omitempty;
 mod openapi;
 mod patch;
@@ -62,6 +64,11 @@ pub struct Api {
     caches: Mutex<HashMap<String, Arc<OnceCell<Arc<WatchCache>>>>>,
     /// host:port clients reach this server at (for `/api`'s serverAddressByClientCIDRs).
     pub server_address: String,
+    /// Where pods and other nodes reach this server (`--advertise-address` and the bound
+    /// port): the `kubernetes` Service's endpoints. Unset, `server_address`.
+    pub advertise: std::sync::OnceLock<std::net::SocketAddr>,
+    /// The service range, cluster DNS address and domain; unset, the defaults.
+    pub service_net: std::sync::OnceLock<ServiceNet>,
     openapi: openapi::OpenApiCache,
     /// Signs service-account tokens (`serviceaccounts/token`); set once at server start.
     pub token_signer: std::sync::OnceLock<TokenSigner>,
@@ -141,6 +148,8 @@ impl Api {
             registry,
             caches: Mutex::new(HashMap::new()),
             server_address,
+            advertise: Default::default(),
+            service_net: Default::default(),
             openapi: Default::default(),
             token_signer: Default::default(),
             large_bodies: tokio::sync::Semaphore::new(LARGE_BODIES_AT_ONCE),
@@ -150,6 +159,13 @@ impl Api {
             metrics: Default::default(),
             request_metrics: Default::default(),
         })
+    }
+
+    /// The service range, cluster DNS address and domain this server was started with.
+    pub fn service_net(&self) -> &ServiceNet {
+        static DEFAULT: std::sync::LazyLock<ServiceNet> =
+            std::sync::LazyLock::new(ServiceNet::default);
+        self.service_net.get().unwrap_or(&DEFAULT)
     }
 
     /// The watch cache of a resource, started on first use.
@@ -431,7 +447,8 @@ impl Api {
     }
 }
 
-/// Creates what every cluster has from its first start: the system namespaces.
+/// Creates what every cluster has from its first start: the system namespaces, then (once
+/// every stored CRD is served) the objects [`bootstrap`] keeps in place.
 pub async fn bootstrap(api: &Arc<Api>) -> Result<()> {
     let snap = api.registry.snapshot();
     let r = snap
@@ -458,103 +475,7 @@ pub async fn bootstrap(api: &Arc<Api>) -> Result<()> {
         .cloned()
         .collect();
     futures::future::try_join_all(resources.iter().map(|r| api.cache(r))).await?;
-    kubernetes_service(api).await
-}
-
-/// A request the server makes of itself for a v1 object in `default`, through the same
-/// path as a client's.
-async fn internal(
-    api: &Arc<Api>,
-    method: Method,
-    group: &str,
-    resource: &str,
-    name: Option<&str>,
-    body: &Value,
-) -> Result<Response<Body>> {
-    let req = ApiRequest {
-        method,
-        path: ResourcePath {
-            group: group.into(),
-            version: "v1".into(),
-            namespace: Some("default".into()),
-            resource: resource.into(),
-            name: name.map(str::to_string),
-            subresource: None,
-            legacy_watch: false,
-        },
-        query: Query::default(),
-        accept: Accept {
-            json: true,
-            ..Default::default()
-        },
-        content_type: "application/json".into(),
-        user_agent: "kybern-apiserver".into(),
-        body: Bytes::from(serde_json::to_vec(body).unwrap_or_default()),
-        warnings: Warnings::default(),
-        user: pipeline::UserInfo::apiserver(),
-    };
-    api.resource_request(req).await
-}
-
-/// The `kubernetes` Service in `default` and its endpoints, pointing at this server
-/// (re-pointed on every start, since the port may change).
-async fn kubernetes_service(api: &Arc<Api>) -> Result<()> {
-    let (host, port) = api
-        .server_address
-        .rsplit_once(':')
-        .unwrap_or((&api.server_address, "6443"));
-    let port: u16 = port.parse().unwrap_or(6443);
-    let service = serde_json::json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"component": "apiserver", "provider": "kubernetes"}},
-        "spec": {"clusterIP": services::KUBERNETES_SERVICE_IP.to_string(),
-            "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": port}]},
-    });
-    let endpoints = serde_json::json!({
-        "apiVersion": "v1", "kind": "Endpoints",
-        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
-        "subsets": [{"addresses": [{"ip": host}], "ports": [{"name": "https", "port": port, "protocol": "TCP"}]}],
-    });
-    let slice = serde_json::json!({
-        "apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice", "addressType": "IPv4",
-        "metadata": {"name": "kubernetes", "namespace": "default", "labels": {"kubernetes.io/service-name": "kubernetes", "endpointslice.kubernetes.io/managed-by": "kybern-apiserver"}},
-        "endpoints": [{"addresses": [host], "conditions": {"ready": true}}],
-        "ports": [{"name": "https", "port": port, "protocol": "TCP"}],
-    });
-    for (group, resource, body) in [
-        ("", "services", service),
-        ("", "endpoints", endpoints),
-        ("discovery.k8s.io", "endpointslices", slice),
-    ] {
-        if resource == "services"
-            && internal(
-                api,
-                Method::GET,
-                group,
-                resource,
-                Some("kubernetes"),
-                &Value::Null,
-            )
-            .await
-            .is_ok()
-        {
-            // Kept from an earlier start: creating it again would fail on its own clusterIP
-            // ("provided IP is already allocated", 422) before reaching AlreadyExists.
-            continue;
-        }
-        let created = internal(api, Method::POST, group, resource, None, &body).await;
-        match created {
-            Ok(_) => {}
-            Err(ApiError::AlreadyExists(_)) if resource != "services" => {
-                let mut body = body;
-                body["metadata"]["resourceVersion"] = Value::Null;
-                internal(api, Method::PUT, group, resource, Some("kubernetes"), &body).await?;
-            }
-            Err(ApiError::AlreadyExists(_)) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(())
+    bootstrap::ensure(api).await
 }
 
 /// One resource request, parsed.

@@ -33,7 +33,9 @@ pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
 const CA_DAYS: u32 = 3650;
 const LEAF_DAYS: u32 = 730;
-/// Hosts the serving certificate always covers (besides the machine's hostname).
+/// Hosts the serving certificate always covers (besides the machine's hostname). The
+/// server adds the ones its flags decide: the advertised address, the `kubernetes`
+/// Service's ClusterIP and `kubernetes.default.svc.<cluster domain>`.
 const DEFAULT_SERVER_HOSTS: &[&str] = &[
     "localhost",
     "127.0.0.1",
@@ -41,8 +43,6 @@ const DEFAULT_SERVER_HOSTS: &[&str] = &[
     "kubernetes",
     "kubernetes.default",
     "kubernetes.default.svc",
-    "kubernetes.default.svc.cluster.local",
-    "10.43.0.1",
 ];
 
 /// Errors of this module.

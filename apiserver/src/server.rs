@@ -3,7 +3,7 @@
 
 mod conn;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
-use crate::api::Api;
+use crate::api::{Api, ServiceNet};
 use crate::registry::Registry;
 use crate::storage::compaction::{self, Clock};
 use crate::storage::{embedded::EmbeddedStore, etcd::EtcdStore, Storage};
@@ -45,6 +45,17 @@ pub struct Config {
     pub compaction_clock: Arc<dyn Clock>,
     /// Deadlines for connections that do not send requests (upstream's by default).
     pub connections: ConnectionTimeouts,
+    /// The address pods and other nodes reach this server at (`--advertise-address`): the
+    /// `kubernetes` Service's endpoint and a SAN of the serving certificate. When `listen`
+    /// does not cover it, a second listener on it (same port) is opened. Unset, the
+    /// listen address is advertised.
+    pub advertise: Option<IpAddr>,
+    /// The service range, cluster DNS address and domain (`--service-cidr`,
+    /// `--cluster-dns`, `--cluster-domain`).
+    pub service_net: ServiceNet,
+    /// How often the bootstrap objects (`kubernetes` and `kube-dns` Services, default
+    /// ServiceCIDR) are checked and re-made.
+    pub bootstrap_interval: Duration,
 }
 
 impl Config {
@@ -59,6 +70,9 @@ impl Config {
             compaction_interval: compaction::DEFAULT_INTERVAL,
             compaction_clock: Arc::new(compaction::SystemClock),
             connections: ConnectionTimeouts::default(),
+            advertise: None,
+            service_net: ServiceNet::default(),
+            bootstrap_interval: crate::api::bootstrap::INTERVAL,
         }
     }
 }
@@ -154,12 +168,32 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         format!("https://{host}:{}", addr.port())
     };
 
-    let pki = pki::ensure(&config.data_dir, std::slice::from_ref(&host))
+    // The advertised address gets a listener of its own unless the first one takes its
+    // connections already (the same address, or the unspecified one of its family).
+    let advertise = config.advertise.map(|ip| SocketAddr::new(ip, addr.port()));
+    let second = match advertise {
+        Some(a) if a.ip() != addr.ip() && !(addr.ip().is_unspecified() && a.is_ipv4() == addr.is_ipv4()) => {
+            Some(TcpListener::bind(a).await.with_context(|| {
+                format!("binding the advertised address {a} (is it an address of this host? pick another with --advertise-address)")
+            })?)
+        }
+        _ => None,
+    };
+
+    let pki = pki::ensure(&config.data_dir, &server_hosts(&host, &config))
         .context("preparing certificates")?;
     let tls_config = tls::server_config(&pki).context("configuring TLS")?;
     let storage = open_storage(&config).await?;
     let registry = Arc::new(Registry::with_builtins().context("loading built-in CRDs")?);
     let api = Api::new(storage.clone(), registry, format!("{host}:{}", addr.port()));
+    api.service_net
+        .set(config.service_net.clone())
+        .expect("a new Api has no service range yet");
+    if let Some(a) = advertise {
+        api.advertise
+            .set(a)
+            .expect("a new Api has no advertised address yet");
+    }
     let signer = crate::api::TokenSigner::ensure(&config.data_dir)
         .context("preparing the service-account signing key")?;
     api.token_signer
@@ -186,11 +220,18 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     restrict_data_dir(&config.data_dir)?;
 
     let mut tasks = JoinSet::new();
-    tasks.spawn(conn::accept_loop(
-        listener,
-        TlsAcceptor::from(tls_config),
-        api.clone(),
-        config.connections,
+    let acceptor = TlsAcceptor::from(tls_config);
+    for listener in std::iter::once(listener).chain(second) {
+        tasks.spawn(conn::accept_loop(
+            listener,
+            acceptor.clone(),
+            api.clone(),
+            config.connections,
+        ));
+    }
+    tasks.spawn(crate::api::bootstrap::run(
+        Arc::downgrade(&api),
+        config.bootstrap_interval,
     ));
     let schedule = compaction::Schedule {
         interval: config.compaction_interval,
@@ -211,6 +252,18 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         data_dir: config.data_dir.clone(),
         tasks,
     })
+}
+
+/// The names and addresses the serving certificate must hold besides the defaults: the
+/// listen host, the advertised address, the `kubernetes` Service's ClusterIP and its
+/// name in the cluster domain.
+fn server_hosts(listen_host: &str, config: &Config) -> Vec<String> {
+    let net = &config.service_net;
+    let mut hosts = vec![listen_host.to_string()];
+    hosts.extend(config.advertise.map(|ip| ip.to_string()));
+    hosts.push(net.kubernetes_ip().to_string());
+    hosts.push(format!("kubernetes.default.svc.{}", net.domain()));
+    hosts
 }
 
 /// Creates the data dir (and its parents) readable by its owner only, and makes an

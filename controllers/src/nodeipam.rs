@@ -156,7 +156,9 @@ pub struct State {
 
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
-        run_with(&ctx.informers, Config::default()).await?;
+        // `--cluster-cidr` and `--node-cidr-mask-size`, through the context's settings.
+        let config = ctx.settings.get::<Config>().cloned().unwrap_or_default();
+        run_with(&ctx.informers, config).await?;
         anyhow::bail!("the nodeipam controller stopped")
     })
 }

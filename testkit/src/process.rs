@@ -71,8 +71,17 @@ impl Binary {
     }
 
     /// Runs `cmd` (a `kybern server` or `kybern up` on `data_dir`), its stderr into
-    /// `<data_dir>/server.log`, and waits for its `ready <url>` line.
+    /// `<data_dir>/server.log`, and waits for its `ready <url>` line. Unless `cmd` names
+    /// its own `--advertise-address`, the server advertises 127.0.0.1, so a test never
+    /// listens on the machine's real interface.
     pub fn spawn(mut cmd: Command, data_dir: &Path) -> Self {
+        let serves = cmd
+            .get_args()
+            .next()
+            .is_some_and(|role| role == "server" || role == "up");
+        if serves && !cmd.get_args().any(|a| a == "--advertise-address") {
+            cmd.args(["--advertise-address", "127.0.0.1"]);
+        }
         std::fs::create_dir_all(data_dir).unwrap();
         let log = std::fs::OpenOptions::new()
             .create(true)

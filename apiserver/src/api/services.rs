@@ -1,7 +1,7 @@
-//! Service address allocation: ClusterIPs from the service CIDR, recorded as
-//! networking.k8s.io/v1 IPAddress objects (as upstream's allocator does since 1.33), and
-//! NodePorts from 30000-32767, recorded under internal keys. Creating a record is the
-//! atomic claim; a conflict means the address is taken.
+//! Service address allocation: ClusterIPs from the service CIDR (`--service-cidr`),
+//! recorded as networking.k8s.io/v1 IPAddress objects (as upstream's allocator does since
+//! 1.33), and NodePorts from 30000-32767, recorded under internal keys. Creating a record
+//! is the atomic claim; a conflict means the address is taken.
 
 use std::net::Ipv4Addr;
 
@@ -12,18 +12,127 @@ use crate::object;
 use crate::status::{ApiError, Cause, Result};
 use crate::storage;
 
-/// The default service CIDR, 10.43.0.0/16.
-pub(super) const SERVICE_CIDR: (Ipv4Addr, u32) = (Ipv4Addr::new(10, 43, 0, 0), 16);
-/// The address of the `kubernetes` Service.
-pub(super) const KUBERNETES_SERVICE_IP: Ipv4Addr = Ipv4Addr::new(10, 43, 0, 1);
 pub(super) const NODE_PORT_RANGE: std::ops::RangeInclusive<u16> = 30000..=32767;
 
-fn in_cidr(ip: Ipv4Addr) -> bool {
-    let (base, bits) = SERVICE_CIDR;
-    let mask = u32::MAX << (32 - bits);
-    u32::from(ip) & mask == u32::from(base) & mask
-        && ip != base
-        && u32::from(ip) != u32::from(base) | !mask
+/// The cluster's service addresses: the range ClusterIPs come from, the cluster DNS
+/// address in it and the DNS domain (`--service-cidr`, `--cluster-dns`,
+/// `--cluster-domain`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceNet {
+    network: Ipv4Addr,
+    prefix: u8,
+    dns: Ipv4Addr,
+    domain: String,
+}
+
+impl Default for ServiceNet {
+    /// 10.43.0.0/16, DNS at 10.43.0.10, cluster.local.
+    fn default() -> Self {
+        ServiceNet::new(
+            (Ipv4Addr::new(10, 43, 0, 0), 16),
+            Ipv4Addr::new(10, 43, 0, 10),
+            "cluster.local",
+        )
+        .expect("the defaults are consistent")
+    }
+}
+
+impl ServiceNet {
+    /// Checks the range as kube-apiserver checks `--service-cluster-ip-range` (at most
+    /// 2^20 addresses, at least one besides the `kubernetes` Service's) and that the
+    /// cluster DNS address is one a Service can hold.
+    pub fn new(
+        cidr: (Ipv4Addr, u8),
+        dns: Ipv4Addr,
+        domain: &str,
+    ) -> std::result::Result<Self, String> {
+        let (addr, prefix) = cidr;
+        if !(12..=30).contains(&prefix) {
+            return Err(format!(
+                "--service-cidr {addr}/{prefix}: the prefix length must be between 12 and 30 (at most 2^20 and at least 4 addresses)"
+            ));
+        }
+        let mask = u32::MAX << (32 - prefix);
+        let net = ServiceNet {
+            network: Ipv4Addr::from(u32::from(addr) & mask),
+            prefix,
+            dns,
+            domain: domain.trim_end_matches('.').to_string(),
+        };
+        if !net.contains(dns) {
+            return Err(format!(
+                "--cluster-dns {dns} is not an address of --service-cidr {}: the kube-dns Service could not hold it",
+                net.cidr()
+            ));
+        }
+        if dns == net.kubernetes_ip() {
+            return Err(format!(
+                "--cluster-dns {dns} is the kubernetes Service's address (the first of --service-cidr {})",
+                net.cidr()
+            ));
+        }
+        Ok(net)
+    }
+
+    /// `10.43.0.0/16`.
+    pub fn cidr(&self) -> String {
+        format!("{}/{}", self.network, self.prefix)
+    }
+
+    /// The first address of the range: the `kubernetes` Service's.
+    pub fn kubernetes_ip(&self) -> Ipv4Addr {
+        self.first()
+    }
+
+    /// The cluster DNS address: the `kube-dns` Service's.
+    pub fn dns_ip(&self) -> Ipv4Addr {
+        self.dns
+    }
+
+    /// The cluster's DNS domain, without a trailing dot.
+    pub fn domain(&self) -> &str {
+        &self.domain
+    }
+
+    fn first(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.network) + 1)
+    }
+
+    /// The last address a Service may hold (the one below the broadcast address).
+    fn last(&self) -> Ipv4Addr {
+        Ipv4Addr::from((u32::from(self.network) | (u32::MAX >> self.prefix)) - 1)
+    }
+
+    /// Whether a Service may hold `ip`: in the range, neither its network nor its
+    /// broadcast address.
+    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+        (u32::from(self.first())..=u32::from(self.last())).contains(&u32::from(ip))
+    }
+
+    /// How many of the lowest addresses are kept for static assignment (KEP-3070):
+    /// size/16, at least 16 and at most 256, none when the range has 16 addresses or
+    /// fewer. A /16 keeps 256 (10.43.0.1-10.43.1.0), a /24 keeps 16 (.1-.16), a /28 none.
+    fn static_band(&self) -> u32 {
+        let size = 1u32 << (32 - self.prefix);
+        if size <= 16 {
+            0
+        } else {
+            (size / 16).clamp(16, 256)
+        }
+    }
+
+    /// The bands dynamic allocation tries in order, as (first, last) inclusive: the
+    /// upper one, then the lower one kept for static assignment.
+    fn dynamic_bands(&self) -> Vec<(u32, u32)> {
+        let first = u32::from(self.first());
+        let last = u32::from(self.last());
+        let offset = self.static_band();
+        let mut bands = vec![(first + offset, last)];
+        if offset > 0 {
+            bands.push((first, first + offset - 1));
+        }
+        bands
+    }
 }
 
 /// Something claimed for one service, released again if its write fails.
@@ -169,9 +278,10 @@ async fn allocate_ip(
                     )],
                 )
             })?;
-            if !in_cidr(parsed) {
+            let net = api.service_net();
+            if !net.contains(parsed) {
                 return Err(invalid(svc, vec![Cause::invalid("spec.clusterIPs", w, &format!(
-                    "failed to allocate IP {w}: the provided IP ({w}) is not in the valid range. The range of valid IPs is {}/{}", SERVICE_CIDR.0, SERVICE_CIDR.1
+                    "failed to allocate IP {w}: the provided IP ({w}) is not in the valid range. The range of valid IPs is {}", net.cidr()
                 ))]));
             }
             if !claim_ip(api, svc, w).await? {
@@ -188,18 +298,8 @@ async fn allocate_ip(
             w.to_string()
         }
         None => {
-            // Upstream leaves the lowest addresses for static assignment; pick above them.
-            let base = u32::from(SERVICE_CIDR.0);
-            let mut found = None;
-            for _ in 0..256 {
-                let ip = Ipv4Addr::from(base + 256 + fastrand::u32(..65_534 - 256));
-                if claim_ip(api, svc, &ip.to_string()).await? {
-                    found = Some(ip.to_string());
-                    break;
-                }
-            }
-            let ip = found.ok_or_else(|| {
-                ApiError::Internal("failed to allocate a service IP: range is full".into())
+            let ip = allocate_next(api, svc).await?.ok_or_else(|| {
+                ApiError::Internal("failed to allocate a serviceIP: range is full".into())
             })?;
             claims.push(Claim::ClusterIp(ip.clone()));
             ip
@@ -208,6 +308,22 @@ async fn allocate_ip(
     svc["spec"]["clusterIP"] = json!(ip);
     svc["spec"]["clusterIPs"] = json!([ip]);
     Ok(())
+}
+
+/// A free address of the upper band, else of the lower one, each walked from a random
+/// start as upstream does; `None` when both are full.
+async fn allocate_next(api: &Api, svc: &Value) -> Result<Option<String>> {
+    for (first, last) in api.service_net().dynamic_bands() {
+        let size = last - first + 1;
+        let start = fastrand::u32(..size);
+        for i in 0..size {
+            let ip = Ipv4Addr::from(first + (start + i) % size).to_string();
+            if claim_ip(api, svc, &ip).await? {
+                return Ok(Some(ip));
+            }
+        }
+    }
+    Ok(None)
 }
 
 async fn allocate_node_ports(
@@ -342,13 +458,107 @@ fn node_port_invalid(i: usize, port: u64, detail: &str) -> Cause {
 mod tests {
     use super::*;
 
+    fn net(cidr: &str, dns: &str) -> ServiceNet {
+        let (addr, prefix) = cidr.split_once('/').unwrap();
+        ServiceNet::new(
+            (addr.parse().unwrap(), prefix.parse().unwrap()),
+            dns.parse().unwrap(),
+            "cluster.local",
+        )
+        .unwrap()
+    }
+
+    fn ip(text: &str) -> u32 {
+        u32::from(text.parse::<Ipv4Addr>().unwrap())
+    }
+
     #[test]
-    fn service_cidr_excludes_network_and_broadcast() {
-        assert!(in_cidr(Ipv4Addr::new(10, 43, 0, 1)));
-        assert!(in_cidr(Ipv4Addr::new(10, 43, 255, 254)));
-        assert!(!in_cidr(Ipv4Addr::new(10, 43, 0, 0)));
-        assert!(!in_cidr(Ipv4Addr::new(10, 43, 255, 255)));
-        assert!(!in_cidr(Ipv4Addr::new(10, 44, 0, 1)));
+    fn a_service_may_hold_any_address_of_the_range_but_its_network_and_broadcast() {
+        let cases = [
+            ("first of a /16", "10.43.0.0/16", "10.43.0.1", true),
+            ("last of a /16", "10.43.0.0/16", "10.43.255.254", true),
+            ("network of a /16", "10.43.0.0/16", "10.43.0.0", false),
+            ("broadcast of a /16", "10.43.0.0/16", "10.43.255.255", false),
+            ("outside a /16", "10.43.0.0/16", "10.44.0.1", false),
+            ("last of a /24", "10.96.7.0/24", "10.96.7.254", true),
+            ("broadcast of a /24", "10.96.7.0/24", "10.96.7.255", false),
+            ("next /24", "10.96.7.0/24", "10.96.8.1", false),
+        ];
+        for (name, cidr, addr, want) in cases {
+            let net = net(
+                cidr,
+                &Ipv4Addr::from(ip(&cidr[..cidr.find('/').unwrap()]) + 10).to_string(),
+            );
+            assert_eq!(net.contains(addr.parse().unwrap()), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn dynamic_allocation_prefers_the_band_above_the_static_one() {
+        let cases = [
+            (
+                "a /16 keeps 256 addresses",
+                "10.43.0.0/16",
+                vec![("10.43.1.1", "10.43.255.254"), ("10.43.0.1", "10.43.1.0")],
+            ),
+            (
+                "a /24 keeps 16 addresses",
+                "10.96.7.0/24",
+                vec![("10.96.7.17", "10.96.7.254"), ("10.96.7.1", "10.96.7.16")],
+            ),
+            (
+                "a /28 keeps none",
+                "10.96.7.0/28",
+                vec![("10.96.7.1", "10.96.7.14")],
+            ),
+        ];
+        for (name, cidr, want) in cases {
+            let base = &cidr[..cidr.find('/').unwrap()];
+            let net = net(cidr, &Ipv4Addr::from(ip(base) + 10).to_string());
+            let want: Vec<_> = want.iter().map(|(a, b)| (ip(a), ip(b))).collect();
+            assert_eq!(net.dynamic_bands(), want, "{name}");
+        }
+    }
+
+    #[test]
+    fn the_cluster_dns_address_must_be_one_a_service_can_hold() {
+        let cases = [
+            (
+                "outside the range",
+                "10.96.0.0/24",
+                "10.43.0.10",
+                "is not an address of --service-cidr 10.96.0.0/24",
+            ),
+            (
+                "the range's broadcast",
+                "10.96.0.0/24",
+                "10.96.0.255",
+                "is not an address of --service-cidr 10.96.0.0/24",
+            ),
+            (
+                "the kubernetes Service's",
+                "10.96.0.0/24",
+                "10.96.0.1",
+                "is the kubernetes Service's address",
+            ),
+        ];
+        for (name, cidr, dns, want) in cases {
+            let (addr, prefix) = cidr.split_once('/').unwrap();
+            let err = ServiceNet::new(
+                (addr.parse().unwrap(), prefix.parse().unwrap()),
+                dns.parse().unwrap(),
+                "cluster.local",
+            )
+            .unwrap_err();
+            assert!(err.contains(want), "{name}: {err}");
+        }
+        let err = ServiceNet::new(
+            (Ipv4Addr::new(10, 0, 0, 0), 8),
+            Ipv4Addr::new(10, 0, 0, 10),
+            "cluster.local",
+        )
+        .unwrap_err();
+        assert!(err.contains("between 12 and 30"), "{err}");
     }
 
     #[test]

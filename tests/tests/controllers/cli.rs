@@ -136,3 +136,30 @@ async fn kybern_server_serves_its_control_loops_metrics_where_asked() {
     );
     assert_eq!(http_get(metrics, "/healthz"), "ok");
 }
+
+#[test]
+fn a_cluster_dns_outside_the_service_cidr_stops_the_server_before_it_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(kybern_binary())
+        .args([
+            "server",
+            "--listen",
+            "127.0.0.1:0",
+            "--advertise-address",
+            "127.0.0.1",
+        ])
+        .args(["--service-cidr", "10.96.0.0/16", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--cluster-dns 10.43.0.10 is not an address of --service-cidr 10.96.0.0/16"),
+        "{err}"
+    );
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing was written before the check"
+    );
+}
