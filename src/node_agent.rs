@@ -237,6 +237,7 @@ pub(crate) async fn run(
         dns: agent::pods::ClusterDns {
             servers: vec![args.net.cluster_dns.to_string()],
             domain: args.net.cluster_domain.clone(),
+            ..Default::default()
         },
         runtime_version: format!("containerd://{version}"),
         backoff: agent::pods::BackoffConfig {

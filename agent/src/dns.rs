@@ -1,12 +1,25 @@
 //! The cluster DNS server every agent runs for its node's pods, answering from the shared
-//! store as CoreDNS's `kubernetes` plugin does. (Being built for issue 16; the body lands
-//! with it.)
+//! store as CoreDNS's `kubernetes` plugin does (Kubernetes DNS specification 1.0.1) and
+//! forwarding every other name to the host's resolvers through a small cache.
+//!
+//! - `zone`: the records of the cluster zone, computed per query from the store;
+//! - `handler`: one request in, one reply (or "forward this") out, no sockets;
+//! - `forward` and `cache`: the upstream resolvers;
+//! - `serve`: the UDP and TCP loops.
+
+mod cache;
+mod forward;
+mod handler;
+mod serve;
+mod zone;
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::services::ClusterState;
+
+pub use serve::Server;
 
 #[derive(Debug, Clone)]
 pub struct DnsConfig {
@@ -22,9 +35,20 @@ pub struct DnsConfig {
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("the cluster DNS server is not built yet")]
-    NotBuilt,
+    #[error("cluster DNS: cannot listen on {addr} ({proto}): {source}")]
+    Bind {
+        addr: SocketAddr,
+        proto: &'static str,
+        source: std::io::Error,
+    },
+    #[error("cluster DNS: {domain:?} is not a DNS domain: {reason}")]
+    Domain { domain: String, reason: String },
+    #[error("cluster DNS: {0}")]
+    Io(#[from] std::io::Error),
 }
+
+/// The DNS port every resolver in a pod asks.
+pub const PORT: u16 = 53;
 
 /// Serves until the agent stops. `bound` is fired once both sockets listen.
 pub async fn run(
@@ -32,6 +56,7 @@ pub async fn run(
     state: Arc<ClusterState>,
     bound: tokio::sync::oneshot::Sender<()>,
 ) -> Result<(), Error> {
-    let _ = (config, state, bound);
-    Err(Error::NotBuilt)
+    let server = Server::bind(&config, PORT, state).await?;
+    let _ = bound.send(());
+    server.serve().await
 }

@@ -1,15 +1,18 @@
 //! The files the kubelet manages inside every pod: /etc/hosts, /etc/resolv.conf and
 //! /etc/hostname, written once per pod and bind-mounted into each container.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use k8s_openapi::api::core::v1::Pod;
 
-/// The cluster's DNS settings (`--cluster-dns`, `--cluster-domain`).
+/// The cluster's DNS settings (`--cluster-dns`, `--cluster-domain`, `--resolv-conf`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterDns {
     pub servers: Vec<String>,
     pub domain: String,
+    /// The host resolver file pods with dnsPolicy Default get (the kubelet's
+    /// `--resolv-conf`).
+    pub resolv_conf: PathBuf,
 }
 
 impl Default for ClusterDns {
@@ -17,9 +20,16 @@ impl Default for ClusterDns {
         ClusterDns {
             servers: vec!["10.43.0.10".into()],
             domain: "cluster.local".into(),
+            resolv_conf: "/etc/resolv.conf".into(),
         }
     }
 }
+
+/// The kubelet's limits on the search line (validation's MaxDNSSearchPaths and
+/// MaxDNSSearchListChars, and the 253-character domain glibc 2.28 would abort on).
+const MAX_SEARCHES: usize = 32;
+const MAX_SEARCH_LINE: usize = 2048;
+const MAX_SEARCH_DOMAIN: usize = 253;
 
 /// The pod's hostname: spec.hostname, else its name, cut to 63 characters as upstream.
 pub fn hostname(pod: &Pod) -> String {
@@ -72,11 +82,14 @@ pub fn resolv_conf(pod: &Pod, dns: &ClusterDns, host_resolv: &str) -> String {
     let host_network = spec.host_network.unwrap_or(false);
     let (mut servers, mut searches, mut options): (Vec<String>, Vec<String>, Vec<String>) =
         (vec![], vec![], vec![]);
-    let cluster = match policy {
-        "ClusterFirstWithHostNet" => true,
-        "ClusterFirst" => !host_network,
-        _ => false,
-    };
+    // Without a cluster DNS address the kubelet falls back to the host's resolvers
+    // (its MissingClusterDNS event).
+    let cluster = !dns.servers.is_empty()
+        && match policy {
+            "ClusterFirstWithHostNet" => true,
+            "ClusterFirst" => !host_network,
+            _ => false,
+        };
     if cluster {
         let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
         servers = dns.servers.clone();
@@ -112,8 +125,7 @@ pub fn resolv_conf(pod: &Pod, dns: &ClusterDns, host_resolv: &str) -> String {
             options.push(text);
         }
     }
-    // glibc reads at most 32 search domains (upstream's limit).
-    searches.truncate(32);
+    let searches = fit_search_limits(searches);
     let mut out = String::new();
     if !searches.is_empty() {
         out.push_str(&format!("search {}\n", searches.join(" ")));
@@ -125,6 +137,38 @@ pub fn resolv_conf(pod: &Pod, dns: &ClusterDns, host_resolv: &str) -> String {
         out.push_str(&format!("options {}\n", options.join(" ")));
     }
     out
+}
+
+/// Cuts the search list as the kubelet does: at most 32 domains, none longer than 253
+/// characters, and a search line of at most 2048 characters (domains dropped from the end).
+fn fit_search_limits(mut searches: Vec<String>) -> Vec<String> {
+    searches.truncate(MAX_SEARCHES);
+    searches.retain(|s| s.len() <= MAX_SEARCH_DOMAIN);
+    let mut line = searches
+        .iter()
+        .map(|s| s.len() + 1)
+        .sum::<usize>()
+        .saturating_sub(1);
+    while line > MAX_SEARCH_LINE {
+        let Some(last) = searches.pop() else { break };
+        line = line.saturating_sub(last.len() + 1);
+    }
+    searches
+}
+
+/// Whether the kubelet would warn (MissingClusterDNS) that this pod's ClusterFirst policy
+/// falls back to the host's resolvers for want of a cluster DNS address.
+pub fn missing_cluster_dns(pod: &Pod, dns: &ClusterDns) -> Option<String> {
+    let spec = pod.spec.as_ref()?;
+    let policy = spec.dns_policy.as_deref().unwrap_or("ClusterFirst");
+    let applies = match policy {
+        "ClusterFirstWithHostNet" => true,
+        "ClusterFirst" => !spec.host_network.unwrap_or(false),
+        _ => false,
+    };
+    (applies && dns.servers.is_empty()).then(|| {
+        format!("kubelet does not have ClusterDNS IP configured and cannot create Pod using \"{policy}\" policy. Falling back to \"Default\" policy.")
+    })
 }
 
 /// Nameservers, search domains and options of a resolv.conf. Loopback nameservers are
@@ -153,7 +197,10 @@ fn parse_host(text: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
 /// Writes the three files into `dir` (the pod's directory) atomically.
 pub fn write_all(dir: &Path, pod: &Pod, pod_ip: &str, dns: &ClusterDns) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let host_resolv = std::fs::read_to_string(&dns.resolv_conf).unwrap_or_default();
+    if let Some(warning) = missing_cluster_dns(pod, dns) {
+        tracing::warn!(reason = "MissingClusterDNS", "{warning}");
+    }
     let host_network = pod
         .spec
         .as_ref()
@@ -271,6 +318,94 @@ mod tests {
         for (name, spec, want) in cases {
             assert_eq!(resolv_conf(&pod(spec), &dns, host), want, "{name}");
         }
+    }
+
+    #[test]
+    fn resolv_conf_keeps_the_kubelets_limits() {
+        let dns = ClusterDns::default();
+        let long: Vec<String> = (0..40)
+            .map(|i| format!("d{i:02}.{}", "x".repeat(60)))
+            .collect();
+        let searches = |spec: PodSpec| -> Vec<String> {
+            let text = resolv_conf(&pod(spec), &dns, "");
+            let line = text
+                .lines()
+                .find(|l| l.starts_with("search "))
+                .unwrap_or("search");
+            line.split_whitespace()
+                .skip(1)
+                .map(str::to_string)
+                .collect()
+        };
+        let many = PodSpec {
+            dns_policy: Some("None".into()),
+            dns_config: Some(PodDNSConfig {
+                searches: Some(long.clone()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let got = searches(many);
+        assert_eq!(
+            got.len(),
+            31,
+            "32 domains make a 2,079-character line: the last is cut"
+        );
+        assert!(got.join(" ").len() <= 2048);
+        let mut with_huge = vec!["a".repeat(254)];
+        with_huge.push("ok.example".into());
+        let huge = PodSpec {
+            dns_policy: Some("None".into()),
+            dns_config: Some(PodDNSConfig {
+                searches: Some(with_huge),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            searches(huge),
+            ["ok.example"],
+            "a domain over 253 characters is dropped"
+        );
+    }
+
+    #[test]
+    fn cluster_first_without_a_cluster_dns_falls_back_to_the_host() {
+        let dns = ClusterDns {
+            servers: vec![],
+            ..Default::default()
+        };
+        let p = pod(PodSpec::default());
+        assert_eq!(
+            resolv_conf(&p, &dns, "nameserver 192.168.1.1\nsearch lan\n"),
+            "search lan\nnameserver 192.168.1.1\n"
+        );
+        assert_eq!(
+            missing_cluster_dns(&p, &dns).as_deref(),
+            Some("kubelet does not have ClusterDNS IP configured and cannot create Pod using \"ClusterFirst\" policy. Falling back to \"Default\" policy.")
+        );
+        assert_eq!(missing_cluster_dns(&p, &ClusterDns::default()), None);
+    }
+
+    #[test]
+    fn the_host_resolver_file_is_the_configured_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let host = dir.path().join("host-resolv.conf");
+        std::fs::write(&host, "nameserver 192.0.2.53\nsearch corp.test\n").unwrap();
+        let dns = ClusterDns {
+            resolv_conf: host,
+            ..Default::default()
+        };
+        let p = pod(PodSpec {
+            dns_policy: Some("Default".into()),
+            ..Default::default()
+        });
+        let out = dir.path().join("pod");
+        write_all(&out, &p, "10.42.0.7", &dns).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(out.join("resolv.conf")).unwrap(),
+            "search corp.test\nnameserver 192.0.2.53\n"
+        );
     }
 
     #[test]

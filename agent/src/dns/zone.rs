@@ -1,0 +1,571 @@
+//! The cluster zone (`cluster.local`): records computed per query from the shared store, as
+//! CoreDNS's `kubernetes` plugin computes them, so no per-name index is kept in memory. Only
+//! the reverse (PTR) names are indexed, refreshed from the store's change notices.
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, RwLock};
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::rdata::{A, CNAME, NS, PTR, SOA, SRV, TXT};
+use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+use crate::services::{ClusterState, Endpoint, Service, ServiceKey, ServiceKind};
+
+/// The TTL of every record of the zone (CoreDNS's default).
+pub(crate) const TTL: u32 = 5;
+/// The schema version of the Kubernetes DNS specification followed.
+const SCHEMA_VERSION: &str = "1.0.1";
+
+/// What the zone says about one question.
+#[derive(Debug)]
+pub(crate) enum Answer {
+    /// An authoritative answer. NXDOMAIN and empty NOERROR carry the zone's SOA.
+    Records {
+        rcode: ResponseCode,
+        answers: Vec<Record>,
+        additionals: Vec<Record>,
+    },
+    /// An ExternalName Service: its CNAME; for A and AAAA questions the target is resolved
+    /// next (`chase`) and its records appended, as CoreDNS does.
+    Cname {
+        record: Box<Record>,
+        target: Box<Name>,
+        chase: bool,
+    },
+    /// Not ours: ask the upstream resolvers.
+    Forward,
+}
+
+impl Answer {
+    fn records(answers: Vec<Record>, additionals: Vec<Record>) -> Self {
+        Self::Records {
+            rcode: ResponseCode::NoError,
+            answers,
+            additionals,
+        }
+    }
+
+    fn nodata() -> Self {
+        Self::records(Vec::new(), Vec::new())
+    }
+
+    fn nxdomain() -> Self {
+        Self::Records {
+            rcode: ResponseCode::NXDomain,
+            answers: Vec::new(),
+            additionals: Vec::new(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Reverse {
+    /// Address → the names that point back at it ("web.shop.svc.cluster.local.").
+    names: HashMap<Ipv4Addr, Vec<Arc<str>>>,
+    /// Service → the addresses it put into `names`, to take them out again.
+    by_service: HashMap<ServiceKey, Vec<Ipv4Addr>>,
+}
+
+pub(crate) struct Zone {
+    /// The zone's apex, lower case, fully qualified.
+    origin: Name,
+    /// The zone as text, without the trailing dot ("cluster.local").
+    domain: String,
+    /// The address this server answers on (`ns.dns.<zone>`).
+    listen: Ipv4Addr,
+    state: Arc<ClusterState>,
+    reverse: RwLock<Reverse>,
+    serial: AtomicU32,
+}
+
+impl Zone {
+    pub(crate) fn new(
+        domain: &str,
+        listen: Ipv4Addr,
+        state: Arc<ClusterState>,
+    ) -> Result<Self, String> {
+        let domain = domain.trim_end_matches('.').to_ascii_lowercase();
+        let mut origin = Name::from_ascii(&domain).map_err(|e| e.to_string())?;
+        origin.set_fqdn(true);
+        if origin.is_root() {
+            return Err("the cluster domain is empty".into());
+        }
+        Ok(Self {
+            origin,
+            domain,
+            listen,
+            state,
+            reverse: RwLock::default(),
+            serial: AtomicU32::new(now_serial()),
+        })
+    }
+
+    pub(crate) fn state(&self) -> &Arc<ClusterState> {
+        &self.state
+    }
+
+    /// Recomputes the reverse names of these Services from the store.
+    pub(crate) fn refresh<'a>(&self, keys: impl IntoIterator<Item = &'a ServiceKey>) {
+        let mut computed = Vec::new();
+        for key in keys {
+            let names = match self.state.service(key) {
+                Some(service) => self.reverse_names(key, &service),
+                None => Vec::new(),
+            };
+            computed.push((key.clone(), names));
+        }
+        let mut reverse = self.reverse.write().unwrap();
+        for (key, names) in computed {
+            if let Some(old) = reverse.by_service.remove(&key) {
+                for ip in old {
+                    if let Some(list) = reverse.names.get_mut(&ip) {
+                        list.retain(|n| !is_of_service(n, &key, &self.domain));
+                        if list.is_empty() {
+                            reverse.names.remove(&ip);
+                        }
+                    }
+                }
+            }
+            if names.is_empty() {
+                continue;
+            }
+            let mut ips = Vec::with_capacity(names.len());
+            for (ip, name) in names {
+                reverse.names.entry(ip).or_default().push(name);
+                ips.push(ip);
+            }
+            reverse.by_service.insert(key, ips);
+        }
+        drop(reverse);
+        self.serial.store(now_serial(), Ordering::Relaxed);
+    }
+
+    /// Recomputes every reverse name (after the first full list).
+    pub(crate) fn refresh_all(&self) {
+        let mut keys: Vec<ServiceKey> = self.state.services().into_iter().map(|(k, _)| k).collect();
+        keys.extend(self.reverse.read().unwrap().by_service.keys().cloned());
+        keys.sort();
+        keys.dedup();
+        self.refresh(&keys);
+    }
+
+    /// (address, name) pairs a Service contributes to the reverse zone: its ClusterIP, and
+    /// each visible endpoint under its hostname.
+    fn reverse_names(&self, key: &ServiceKey, service: &Service) -> Vec<(Ipv4Addr, Arc<str>)> {
+        if matches!(service.kind, ServiceKind::ExternalName(_)) {
+            return Vec::new();
+        }
+        let base = format!("{}.{}.svc.{}.", key.name, key.namespace, self.domain);
+        let mut out = Vec::new();
+        if let Some(ip) = service.cluster_ip {
+            out.push((ip, Arc::from(base.as_str())));
+        }
+        for ep in self.endpoints(key, service) {
+            let name = format!("{}.{base}", endpoint_hostname(&ep));
+            out.push((ep.ip, Arc::from(name.as_str())));
+        }
+        out
+    }
+
+    /// The endpoints DNS shows: ready ones, or all with publishNotReadyAddresses; each
+    /// address once.
+    fn endpoints(&self, key: &ServiceKey, service: &Service) -> Vec<Endpoint> {
+        let mut out: Vec<Endpoint> = Vec::new();
+        for slice in self.state.slices(key) {
+            for ep in &slice.endpoints {
+                if (ep.ready || service.publish_not_ready) && !out.iter().any(|e| e.ip == ep.ip) {
+                    out.push(ep.clone());
+                }
+            }
+        }
+        out
+    }
+
+    fn soa(&self) -> Record {
+        let ns = Name::from_ascii("ns.dns")
+            .and_then(|n| n.append_domain(&self.origin))
+            .unwrap_or_else(|_| self.origin.clone());
+        let mail = Name::from_ascii("hostmaster")
+            .and_then(|n| n.append_domain(&self.origin))
+            .unwrap_or_else(|_| self.origin.clone());
+        let soa = SOA::new(
+            ns,
+            mail,
+            self.serial.load(Ordering::Relaxed),
+            7200,
+            1800,
+            86400,
+            TTL,
+        );
+        Record::from_rdata(self.origin.clone(), TTL, RData::SOA(soa))
+    }
+
+    /// The SOA record for the authority section of a reply (NXDOMAIN and NODATA).
+    pub(crate) fn authority(&self) -> Record {
+        self.soa()
+    }
+
+    /// Answers one question. `name` is the question's name as asked (any case).
+    pub(crate) fn lookup(&self, name: &Name, qtype: RecordType) -> Answer {
+        if !self.origin.zone_of(name) {
+            if let Some(ip) = reverse_ip(name) {
+                return self.reverse_lookup(name, ip, qtype);
+            }
+            return Answer::Forward;
+        }
+        let extra = usize::from(name.num_labels()) - usize::from(self.origin.num_labels());
+        // The labels left of the zone, lower-cased, leftmost first.
+        let mut labels: Vec<String> = name
+            .iter()
+            .take(extra)
+            .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
+            .collect();
+        labels.reverse();
+        // `labels` is now rightmost first: ["svc", ns, service, ...].
+        let l: Vec<&str> = labels.iter().map(String::as_str).collect();
+        match l.as_slice() {
+            [] => match qtype {
+                RecordType::SOA => Answer::records(vec![self.soa()], Vec::new()),
+                RecordType::NS => Answer::records(vec![self.ns_record()], vec![self.ns_a()]),
+                _ => Answer::nodata(),
+            },
+            ["dns-version"] => match qtype {
+                RecordType::TXT => Answer::records(
+                    vec![Record::from_rdata(
+                        name.clone(),
+                        TTL,
+                        RData::TXT(TXT::new(vec![SCHEMA_VERSION.into()])),
+                    )],
+                    Vec::new(),
+                ),
+                _ => Answer::nodata(),
+            },
+            ["dns"] => Answer::nodata(),
+            ["dns", "ns"] => match qtype {
+                RecordType::A => Answer::records(vec![self.a(name, self.listen)], Vec::new()),
+                _ => Answer::nodata(),
+            },
+            ["svc"] | ["svc", _] | ["pod"] | ["pod", _] => Answer::nodata(),
+            ["pod", _ns, ip] => match parse_dashed(ip) {
+                Some(ip) if qtype == RecordType::A => {
+                    Answer::records(vec![self.a(name, ip)], Vec::new())
+                }
+                Some(_) => Answer::nodata(),
+                None => Answer::nxdomain(),
+            },
+            ["svc", ns, svc] => self.service_lookup(name, ns, svc, qtype),
+            ["svc", ns, svc, host] => self.endpoint_lookup(name, ns, svc, host, qtype),
+            ["svc", ns, svc, proto, port] => self.port_lookup(name, ns, svc, proto, port, qtype),
+            _ => Answer::nxdomain(),
+        }
+    }
+
+    fn a(&self, name: &Name, ip: Ipv4Addr) -> Record {
+        Record::from_rdata(name.clone(), TTL, RData::A(A(ip)))
+    }
+
+    fn ns_name(&self) -> Name {
+        Name::from_ascii("ns.dns")
+            .and_then(|n| n.append_domain(&self.origin))
+            .unwrap_or_else(|_| self.origin.clone())
+    }
+
+    fn ns_record(&self) -> Record {
+        Record::from_rdata(self.origin.clone(), TTL, RData::NS(NS(self.ns_name())))
+    }
+
+    fn ns_a(&self) -> Record {
+        self.a(&self.ns_name(), self.listen)
+    }
+
+    fn name(&self, text: &str) -> Option<Name> {
+        let mut n = Name::from_ascii(text).ok()?;
+        n.set_fqdn(true);
+        Some(n)
+    }
+
+    fn service_lookup(&self, name: &Name, ns: &str, svc: &str, qtype: RecordType) -> Answer {
+        let key = ServiceKey::new(ns, svc);
+        let Some(service) = self.state.service(&key) else {
+            return Answer::nxdomain();
+        };
+        if let ServiceKind::ExternalName(target) = &service.kind {
+            return self.cname(name, target, qtype);
+        }
+        let svc_name = format!("{svc}.{ns}.svc.{}.", self.domain);
+        match service.cluster_ip {
+            Some(ip) => match qtype {
+                RecordType::A => Answer::records(vec![self.a(name, ip)], Vec::new()),
+                RecordType::SRV => {
+                    let Some(target) = self.name(&svc_name) else {
+                        return Answer::nodata();
+                    };
+                    let weight = srv_weight(service.ports.len());
+                    let answers = service
+                        .ports
+                        .iter()
+                        .map(|p| srv(name, weight, p.port, target.clone()))
+                        .collect();
+                    Answer::records(answers, vec![self.a(&target, ip)])
+                }
+                _ => Answer::nodata(),
+            },
+            None => {
+                let endpoints = self.endpoints(&key, &service);
+                if endpoints.is_empty() {
+                    // Spec 2.4.1: a headless Service without ready endpoints has no name.
+                    return Answer::nxdomain();
+                }
+                match qtype {
+                    RecordType::A => Answer::records(
+                        endpoints.iter().map(|e| self.a(name, e.ip)).collect(),
+                        Vec::new(),
+                    ),
+                    RecordType::SRV => {
+                        let ports = self.slice_ports(&key, None);
+                        self.endpoint_srvs(name, &svc_name, &endpoints, &ports)
+                    }
+                    _ => Answer::nodata(),
+                }
+            }
+        }
+    }
+
+    fn cname(&self, name: &Name, target: &str, qtype: RecordType) -> Answer {
+        let Some(target) = self.name(target.trim_end_matches('.')) else {
+            return Answer::nxdomain();
+        };
+        Answer::Cname {
+            record: Box::new(Record::from_rdata(
+                name.clone(),
+                TTL,
+                RData::CNAME(CNAME(target.clone())),
+            )),
+            target: Box::new(target),
+            chase: matches!(qtype, RecordType::A | RecordType::AAAA),
+        }
+    }
+
+    /// `<host>.<svc>.<ns>.svc.<zone>`: the endpoints whose hostname (or dashed address) is
+    /// `host`. `_tcp.<svc>...` and the like are empty non-terminals of SRV names.
+    fn endpoint_lookup(
+        &self,
+        name: &Name,
+        ns: &str,
+        svc: &str,
+        host: &str,
+        qtype: RecordType,
+    ) -> Answer {
+        let key = ServiceKey::new(ns, svc);
+        let Some(service) = self.state.service(&key) else {
+            return Answer::nxdomain();
+        };
+        if matches!(service.kind, ServiceKind::ExternalName(_)) {
+            return Answer::nxdomain();
+        }
+        if let Some(proto) = host.strip_prefix('_') {
+            return match proto {
+                "tcp" | "udp" | "sctp" => Answer::nodata(),
+                _ => Answer::nxdomain(),
+            };
+        }
+        let matching: Vec<Endpoint> = self
+            .endpoints(&key, &service)
+            .into_iter()
+            .filter(|e| endpoint_hostname(e) == host)
+            .collect();
+        if matching.is_empty() {
+            return Answer::nxdomain();
+        }
+        match qtype {
+            RecordType::A => Answer::records(
+                matching.iter().map(|e| self.a(name, e.ip)).collect(),
+                Vec::new(),
+            ),
+            _ => Answer::nodata(),
+        }
+    }
+
+    /// `_<port>._<proto>.<svc>.<ns>.svc.<zone>`: SRV records of a named port.
+    fn port_lookup(
+        &self,
+        name: &Name,
+        ns: &str,
+        svc: &str,
+        proto: &str,
+        port: &str,
+        qtype: RecordType,
+    ) -> Answer {
+        let (Some(port), Some(proto)) = (port.strip_prefix('_'), proto.strip_prefix('_')) else {
+            return Answer::nxdomain();
+        };
+        let key = ServiceKey::new(ns, svc);
+        let Some(service) = self.state.service(&key) else {
+            return Answer::nxdomain();
+        };
+        let svc_name = format!("{svc}.{ns}.svc.{}.", self.domain);
+        match (&service.kind, service.cluster_ip) {
+            (ServiceKind::ExternalName(_), _) => Answer::nxdomain(),
+            (_, Some(ip)) => {
+                let ports: Vec<u16> = service
+                    .ports
+                    .iter()
+                    .filter(|p| {
+                        !p.name.is_empty() && &*p.name == port && p.protocol.lower() == proto
+                    })
+                    .map(|p| p.port)
+                    .collect();
+                if ports.is_empty() {
+                    return Answer::nxdomain();
+                }
+                if qtype != RecordType::SRV {
+                    return Answer::nodata();
+                }
+                let Some(target) = self.name(&svc_name) else {
+                    return Answer::nodata();
+                };
+                let weight = srv_weight(ports.len());
+                let answers = ports
+                    .iter()
+                    .map(|p| srv(name, weight, *p, target.clone()))
+                    .collect();
+                Answer::records(answers, vec![self.a(&target, ip)])
+            }
+            (_, None) => {
+                let endpoints = self.endpoints(&key, &service);
+                let ports = self.slice_ports(&key, Some((port, proto)));
+                if endpoints.is_empty() || ports.is_empty() {
+                    return Answer::nxdomain();
+                }
+                if qtype != RecordType::SRV {
+                    return Answer::nodata();
+                }
+                self.endpoint_srvs(name, &svc_name, &endpoints, &ports)
+            }
+        }
+    }
+
+    /// The ports of a Service's slices, each once; only the named port `filter` if given.
+    fn slice_ports(&self, key: &ServiceKey, filter: Option<(&str, &str)>) -> Vec<u16> {
+        let mut out = Vec::new();
+        for slice in self.state.slices(key) {
+            for (pname, proto, port) in &slice.ports {
+                let wanted = match filter {
+                    Some((n, p)) => !pname.is_empty() && &**pname == n && proto.lower() == p,
+                    None => true,
+                };
+                if wanted && !out.contains(port) {
+                    out.push(*port);
+                }
+            }
+        }
+        out
+    }
+
+    /// One SRV per endpoint and port, target the endpoint's own name, with its A record in
+    /// the additional section.
+    fn endpoint_srvs(
+        &self,
+        name: &Name,
+        svc_name: &str,
+        endpoints: &[Endpoint],
+        ports: &[u16],
+    ) -> Answer {
+        let weight = srv_weight(endpoints.len() * ports.len().max(1));
+        let mut answers = Vec::new();
+        let mut additionals = Vec::new();
+        for ep in endpoints {
+            let Some(target) = self.name(&format!("{}.{svc_name}", endpoint_hostname(ep))) else {
+                continue;
+            };
+            for port in ports {
+                answers.push(srv(name, weight, *port, target.clone()));
+            }
+            additionals.push(self.a(&target, ep.ip));
+        }
+        Answer::records(answers, additionals)
+    }
+
+    fn reverse_lookup(&self, name: &Name, ip: Ipv4Addr, qtype: RecordType) -> Answer {
+        let reverse = self.reverse.read().unwrap();
+        let Some(targets) = reverse.names.get(&ip) else {
+            return Answer::Forward;
+        };
+        if qtype != RecordType::PTR {
+            return Answer::nodata();
+        }
+        let answers = targets
+            .iter()
+            .filter_map(|t| Name::from_ascii(&**t).ok())
+            .map(|t| Record::from_rdata(name.clone(), TTL, RData::PTR(PTR(t))))
+            .collect();
+        Answer::records(answers, Vec::new())
+    }
+}
+
+fn srv(name: &Name, weight: u16, port: u16, target: Name) -> Record {
+    Record::from_rdata(
+        name.clone(),
+        TTL,
+        RData::SRV(SRV::new(0, weight, port, target)),
+    )
+}
+
+/// Equal weights summing to about 100, as CoreDNS gives records of one priority.
+fn srv_weight(count: usize) -> u16 {
+    u16::try_from(100 / count.max(1)).unwrap_or(1).max(1)
+}
+
+/// An endpoint's DNS label: its hostname, else its address with dashes (CoreDNS's
+/// `endpointHostname`).
+pub(crate) fn endpoint_hostname(ep: &Endpoint) -> String {
+    match ep.hostname.as_deref().filter(|h| !h.is_empty()) {
+        Some(h) => h.to_ascii_lowercase(),
+        None => ep.ip.to_string().replace('.', "-"),
+    }
+}
+
+/// Whether a reverse name belongs to this Service ("<...>.<svc>.<ns>.svc.<zone>.").
+fn is_of_service(name: &str, key: &ServiceKey, domain: &str) -> bool {
+    let tail = format!("{}.{}.svc.{domain}.", key.name, key.namespace);
+    name == tail || name.ends_with(&format!(".{tail}"))
+}
+
+/// `1-2-3-4` → 1.2.3.4.
+fn parse_dashed(label: &str) -> Option<Ipv4Addr> {
+    let mut parts = label.split('-');
+    let mut octets = [0u8; 4];
+    for o in &mut octets {
+        *o = parts.next()?.parse().ok()?;
+    }
+    parts.next().is_none().then(|| Ipv4Addr::from(octets))
+}
+
+/// `d.c.b.a.in-addr.arpa.` → a.b.c.d; anything else (shorter names, IPv6) → None.
+fn reverse_ip(name: &Name) -> Option<Ipv4Addr> {
+    if name.num_labels() != 6 {
+        return None;
+    }
+    let labels: Vec<&[u8]> = name.iter().collect();
+    if !labels[4].eq_ignore_ascii_case(b"in-addr") || !labels[5].eq_ignore_ascii_case(b"arpa") {
+        return None;
+    }
+    let mut octets = [0u8; 4];
+    for (i, label) in labels[..4].iter().enumerate() {
+        octets[3 - i] = std::str::from_utf8(label).ok()?.parse().ok()?;
+    }
+    Some(Ipv4Addr::from(octets))
+}
+
+fn now_serial() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as u32)
+        .unwrap_or(1)
+}
+
+#[cfg(test)]
+#[path = "zone_tests.rs"]
+mod tests;
