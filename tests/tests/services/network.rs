@@ -53,7 +53,7 @@ fn the_two_node_network_connects_its_namespaces_through_the_host_only_and_leaves
         assert_eq!(peer.ip(), from, "{name} is seen at its own address");
     }
 
-    // Nothing leaves the machine: node 2 has no route but its lab range, the host refuses
+    // Nothing leaves the machine: no namespace has a route but its lab range, the host refuses
     // lab addresses that are not one of its links (a lookup, no packet sent).
     let outside_machine = "192.0.2.1";
     assert!(
@@ -63,6 +63,10 @@ fn the_two_node_network_connects_its_namespaces_through_the_host_only_and_leaves
     assert!(
         route_get(Some(&lab.upstream_ns()), outside_machine).is_err(),
         "the upstream has no default route"
+    );
+    assert!(
+        route_get(Some(&lab.outside_ns()), outside_machine).is_err(),
+        "the outside client has no default route"
     );
     let stray = format!("198.18.{t}.200");
     assert!(
