@@ -14,6 +14,9 @@ use crate::pods::{self, BackoffConfig, ClusterDns, PodContext};
 use crate::runtime::Runtime;
 use crate::volumes::VolumeHost;
 
+mod net;
+pub use net::{Disabled, NetConfig};
+
 /// How the agent is set up (`kybern agent` flags).
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -23,6 +26,8 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub labels: BTreeMap<String, String>,
     pub dns: ClusterDns,
+    /// Service proxy, cluster DNS server, safety and peer routes.
+    pub net: NetConfig,
     /// `containerd://1.6.20`.
     pub runtime_version: String,
     pub backoff: BackoffConfig,

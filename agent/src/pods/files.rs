@@ -5,11 +5,13 @@ use std::path::Path;
 
 use k8s_openapi::api::core::v1::Pod;
 
-/// The cluster's DNS settings (`--cluster-dns`, `--cluster-domain`).
+/// The cluster's DNS settings (`--cluster-dns`, `--cluster-domain`, `--resolv-conf`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterDns {
     pub servers: Vec<String>,
     pub domain: String,
+    /// The host's resolv.conf: what pods with dnsPolicy Default get.
+    pub resolv_conf: std::path::PathBuf,
 }
 
 impl Default for ClusterDns {
@@ -17,6 +19,7 @@ impl Default for ClusterDns {
         ClusterDns {
             servers: vec!["10.43.0.10".into()],
             domain: "cluster.local".into(),
+            resolv_conf: "/etc/resolv.conf".into(),
         }
     }
 }
@@ -153,7 +156,7 @@ fn parse_host(text: &str) -> (Vec<String>, Vec<String>, Vec<String>) {
 /// Writes the three files into `dir` (the pod's directory) atomically.
 pub fn write_all(dir: &Path, pod: &Pod, pod_ip: &str, dns: &ClusterDns) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+    let host_resolv = std::fs::read_to_string(&dns.resolv_conf).unwrap_or_default();
     let host_network = pod
         .spec
         .as_ref()
