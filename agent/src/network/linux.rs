@@ -25,7 +25,8 @@ use super::netlink::{
     remove_other_addresses, route_key, set_up, ESRCH,
 };
 use super::{
-    check_uid, io_err, netns, Error, Network, PeerRoute, Result, Sandbox, SandboxRequest, BRIDGE,
+    check_uid, io_err, netns, safety, Error, HostRouting, Network, PeerRoute, Result, Sandbox,
+    SandboxRequest, BRIDGE,
 };
 
 /// The interface name pods see.
@@ -35,7 +36,7 @@ const POD_IFACE: &str = "eth0";
 /// shows `proto 75`), so a sync finds them again without state and leaves others alone.
 const PEER_ROUTE_PROTOCOL: u8 = 75;
 /// The kernel's main routing table.
-const RT_TABLE_MAIN: u8 = 254;
+pub(super) const RT_TABLE_MAIN: u8 = 254;
 
 /// Pod networking on this host.
 #[derive(Debug)]
@@ -265,6 +266,11 @@ impl Network for HostNetwork {
         if self.forward {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
                 .map_err(io_err("enable net.ipv4.ip_forward".into()))?;
+            // A pod's reply to another pod that reached it through a ClusterIP is bridged
+            // straight back; only with this does it pass netfilter and get un-DNATed.
+            std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "1").map_err(io_err(
+                "enable net.bridge.bridge-nf-call-iptables (is the br_netfilter module loaded? `modprobe br_netfilter`)".into(),
+            ))?;
         }
         *self.cidr.lock().unwrap_or_else(|e| e.into_inner()) = Some(cidr);
         tracing::info!(bridge = %self.bridge, %cidr, "pod network ready");
@@ -364,6 +370,28 @@ impl Network for HostNetwork {
                 .map_err(netlink_err("add a route to a peer's pods"))?;
         }
         Ok(())
+    }
+
+    async fn sync_host_routing(&self, want: &HostRouting) -> Result<()> {
+        safety::sync(&host_handle()?, &self.bridge, &self.state_dir, want).await
+    }
+
+    async fn remove_host_routing(&self) -> Result<()> {
+        safety::remove(&host_handle()?, &self.state_dir).await
+    }
+
+    async fn add_local_address(&self, ip: Ipv4Addr) -> Result<()> {
+        let host = host_handle()?;
+        let bridge = link_index(&host, &self.bridge)
+            .await?
+            .ok_or(Error::NotInitialised)?;
+        exists_ok(
+            host.address()
+                .add(bridge, IpAddr::V4(ip), 32)
+                .execute()
+                .await,
+            "add the cluster DNS address to the bridge",
+        )
     }
 
     async fn sandboxes(&self) -> Result<Vec<String>> {
