@@ -17,6 +17,7 @@ pub mod ipam;
 pub mod linux;
 mod netlink;
 mod netns;
+pub mod peers;
 pub mod safety;
 
 pub use safety::{HostRouting, HostState};

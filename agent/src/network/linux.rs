@@ -37,6 +37,7 @@ const POD_IFACE: &str = "eth0";
 const PEER_ROUTE_PROTOCOL: u8 = 75;
 /// The kernel's main routing table.
 pub(super) const RT_TABLE_MAIN: u8 = 254;
+const ENETUNREACH: i32 = 101;
 
 /// Pod networking on this host.
 #[derive(Debug)]
@@ -362,12 +363,15 @@ impl Network for HostNetwork {
                 .gateway(node_ip)
                 .protocol(ours)
                 .build();
-            host.route()
-                .add(route)
-                .replace()
-                .execute()
-                .await
-                .map_err(netlink_err("add a route to a peer's pods"))?;
+            match host.route().add(route).replace().execute().await {
+                // host-gw needs the peer on a directly connected network; one that is not
+                // gets no route, and the others still do.
+                Err(e) if errno(&e) == Some(ENETUNREACH) => {
+                    tracing::warn!(%node_ip, pod_cidr = %format!("{network}/{prefix}"), "a peer node is not on a directly connected network; no route to its pods (host-gw needs one)");
+                }
+                Err(e) => return Err(netlink_err("add a route to a peer's pods")(e)),
+                Ok(()) => {}
+            }
         }
         Ok(())
     }
