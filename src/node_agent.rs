@@ -1,6 +1,6 @@
 //! `kybern agent` (and the agent inside `kybern up`): flags to configuration, containerd
 //! (the one on --containerd-socket, or a private one under the data dir), image imports,
-//! and `--reset`.
+//! the node network's safety routes, and `--reset` (in `reset.rs`).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -15,6 +15,9 @@ use agent::runtime::daemon::ContainerdDaemon;
 use agent::runtime::Runtime;
 use anyhow::Context;
 use clap::Args;
+
+mod reset;
+pub(crate) use reset::reset;
 
 #[derive(Args, Clone, Debug)]
 pub(crate) struct NodeArgs {
@@ -247,10 +250,15 @@ async fn containerd(args: &NodeArgs) -> anyhow::Result<Containerd> {
 }
 
 fn network(args: &NodeArgs) -> Arc<dyn Network> {
-    Arc::new(HostNetwork::with_bridge(
-        args.dir().join("network"),
-        &args.bridge,
-    ))
+    Arc::new(host_network(args))
+}
+
+/// The host network of this agent's bridge and state dir. Forwarding (and
+/// bridge-nf-call-iptables) is on unless neither the proxy nor the peer routes run: pods on
+/// other nodes and pod-to-ClusterIP-to-pod on one bridge need it, as k3s and kubeadm set it.
+fn host_network(args: &NodeArgs) -> HostNetwork {
+    HostNetwork::with_bridge(args.dir().join("network"), &args.bridge)
+        .forwarding(!(args.disable_proxy && args.disable_peer_routes))
 }
 
 /// Runs the agent until it fails or the process ends.
@@ -262,6 +270,16 @@ pub(crate) async fn run(
     // One ContainerIo per agent: the runtime copies task output with it, and the node API
     // reads logs and attaches through it. Containers a previous agent left running get
     // their output copied on.
+    // Safety routes before anything else: containers a previous run left may be running.
+    let network = network(&args);
+    let net = args.net_config();
+    agent::kubelet::install_safety_routes(network.as_ref(), &net)
+        .await
+        .context("installing the unreachable routes for the cluster's ranges")?;
+    if !net.disabled.proxy {
+        agent::network::HostState::record_nft_table(&args.dir().join("network"), &net.nft_table)
+            .context("recording the service proxy's nftables table")?;
+    }
     let io = args.container_io();
     let runtime = containerd(&args).await?.with_io(io.clone());
     let recovered = io
@@ -298,7 +316,7 @@ pub(crate) async fn run(
             domain: args.net.cluster_domain.clone(),
             resolv_conf: args.resolv_conf.clone(),
         },
-        net: args.net_config(),
+        net,
         runtime_version: format!("containerd://{version}"),
         backoff: agent::pods::BackoffConfig {
             initial: args.restart_backoff,
@@ -324,47 +342,9 @@ pub(crate) async fn run(
         runtime.clone(),
         args.dir().join("images"),
     ));
-    let result = agent::kubelet::run(client, config, runtime, network(&args)).await;
+    let result = agent::kubelet::run(client, config, runtime, network).await;
     folder.abort();
     result?;
-    Ok(())
-}
-
-/// `kybern agent --reset`: stops and removes every container, sandbox and pod volume the
-/// agent made, removes the bridge, and stops the private containerd. Images stay.
-pub(crate) async fn reset(args: NodeArgs) -> anyhow::Result<()> {
-    let runtime = containerd(&args).await?;
-    let all = runtime.list_containers().await?;
-    eprintln!("removing {} containers", all.len());
-    for c in all {
-        let _ = runtime.kill(&c.id, 9).await;
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), runtime.wait(&c.id)).await;
-        runtime
-            .delete(&c.id)
-            .await
-            .with_context(|| format!("deleting container {}", c.id))?;
-    }
-    let net = HostNetwork::with_bridge(args.dir().join("network"), &args.bridge);
-    for uid in net.sandboxes().await? {
-        net.teardown(&uid)
-            .await
-            .with_context(|| format!("removing the sandbox of pod {uid}"))?;
-    }
-    net.remove_bridge().await?;
-    let pods_dir = args.dir().join("pods");
-    for uid in agent::volumes::pod_dirs(&pods_dir)
-        .with_context(|| format!("listing {}", pods_dir.display()))?
-    {
-        agent::volumes::teardown(&pods_dir, &uid)
-            .await
-            .with_context(|| format!("removing the volumes of pod {uid}"))?;
-    }
-    if args.containerd_socket.is_none() {
-        ContainerdDaemon::stop_recorded(&args.dir().join("containerd")).await?;
-    }
-    let _ = std::fs::remove_dir_all(args.dir().join("logs"));
-    let _ = std::fs::remove_dir_all(args.dir().join("io"));
-    eprintln!("reset done");
     Ok(())
 }
 

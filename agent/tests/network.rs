@@ -707,4 +707,12 @@ fn safety_routes_and_the_host_rule_come_and_go_leaving_other_agents_routes_alone
         "B's stay: {left:?}"
     );
     assert!(!ns.ip(&["-4", "rule", "show"]).contains("lookup 76"));
+
+    // --reset also removes the routes to other nodes' pods (proto 75), without `init`.
+    ns.ip(&["route", "add", "unreachable", "10.45.9.0/24", "proto", "75"]);
+    ns.run(move || async move {
+        let a = HostNetwork::with_bridge(dir_a, "kyba");
+        a.remove_peer_routes().await.unwrap();
+    });
+    assert_eq!(ns.ip(&["-4", "route", "show", "proto", "75"]).trim(), "");
 }

@@ -137,3 +137,133 @@ impl Drop for AbortOnDrop {
         self.0.abort();
     }
 }
+
+/// The agent with fakes for containerd and netlink, the proxy and DNS server off (they
+/// would program this host), peer routes on: what it does to the node network, in order.
+#[tokio::test]
+async fn the_agent_routes_cluster_ranges_away_first_then_follows_peers_once_its_bridge_exists() {
+    use agent::kubelet::{self, AgentConfig, Disabled, NetConfig};
+    use agent::network::fake::{Call, FakeNetwork};
+    use agent::network::{HostRouting, PeerRoute};
+    use agent::runtime::fake::FakeRuntime;
+
+    let cluster = Cluster::builder("wiring").start().await;
+    let nodes: Api<Node> = Api::all(cluster.client.clone());
+    let create = PostParams::default();
+    for (name, cidr, ip) in [
+        ("own", "10.42.7.0/24", "198.18.0.7"),
+        ("peer", "10.42.8.0/24", "198.18.0.8"),
+    ] {
+        nodes
+            .create(
+                &create,
+                &object(
+                    json!({"metadata": {"name": name}, "spec": {"podCIDR": cidr},
+                    "status": {"addresses": [{"type": "InternalIP", "address": ip}]}}),
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    // Node status is written through /status; the create above drops it.
+    nodes
+        .patch_status(
+            "peer",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"addresses": [
+                {"type": "InternalIP", "address": "198.18.0.8"}]}})),
+        )
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cidr = |t: &str| Cidr::parse(t).unwrap();
+    let net = NetConfig {
+        cluster_cidr: cidr("10.42.0.0/16"),
+        service_cidr: cidr("10.43.0.0/16"),
+        disabled: Disabled {
+            proxy: true,
+            dns: true,
+            peer_routes: false,
+        },
+        ..NetConfig::default()
+    };
+    let config = AgentConfig {
+        node_name: "own".into(),
+        node_ip: "198.18.0.7".parse().unwrap(),
+        data_dir: dir.path().join("agent"),
+        labels: Default::default(),
+        dns: Default::default(),
+        net,
+        runtime_version: "fake://1".into(),
+        backoff: agent::pods::BackoffConfig {
+            initial: std::time::Duration::from_millis(400),
+            max: std::time::Duration::from_millis(1600),
+        },
+        static_pods_dir: None,
+        eviction: Default::default(),
+        local_path_root: dir.path().join("storage"),
+        node_api: None,
+        io: None,
+    };
+    let network = Arc::new(FakeNetwork::new());
+    let _agent = AbortOnDrop({
+        let (client, network) = (cluster.client.clone(), network.clone());
+        tokio::spawn(async move {
+            if let Err(e) =
+                kubelet::run(client, config, Arc::new(FakeRuntime::new()), network).await
+            {
+                panic!("the agent stopped: {e}");
+            }
+        })
+    });
+    let peer = PeerRoute {
+        pod_cidr: "10.42.8.0/24".into(),
+        node_ip: "198.18.0.8".parse().unwrap(),
+    };
+    eventually("a route to the peer's pods", || {
+        let routes = network.peer_routes();
+        let done = routes == [peer.clone()];
+        async move { done.then_some(()).ok_or(format!("{routes:?}")) }
+    })
+    .await;
+    let calls = network.calls();
+    let safety = HostRouting {
+        unreachable: vec![cidr("10.43.0.0/16"), cidr("10.42.0.0/16")],
+        local_service_cidrs: vec![],
+    };
+    assert_eq!(
+        calls.first(),
+        Some(&Call::SyncHostRouting(safety)),
+        "the safety routes come before anything else: {calls:?}"
+    );
+    let init = calls
+        .iter()
+        .position(|c| *c == Call::Init("10.42.7.0/24".into()))
+        .expect("the bridge is made");
+    let with_host_rule = Call::SyncHostRouting(HostRouting {
+        unreachable: vec![cidr("10.43.0.0/16"), cidr("10.42.0.0/16")],
+        local_service_cidrs: vec![cidr("10.43.0.0/16")],
+    });
+    let host_rule = calls
+        .iter()
+        .position(|c| *c == with_host_rule)
+        .expect("host sockets get their way to the service range");
+    assert!(
+        init < host_rule,
+        "the host rule needs the bridge: {calls:?}"
+    );
+    assert!(
+        !calls.iter().any(|c| matches!(c, Call::AddLocalAddress(_))),
+        "no DNS address when DNS is off: {calls:?}"
+    );
+
+    nodes
+        .delete("peer", &DeleteParams::default())
+        .await
+        .unwrap();
+    eventually("the departed peer's route removed", || {
+        let routes = network.peer_routes();
+        async move { routes.is_empty().then_some(()).ok_or(format!("{routes:?}")) }
+    })
+    .await;
+}

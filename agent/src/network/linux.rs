@@ -108,6 +108,32 @@ impl HostNetwork {
         delete_link(&host_handle()?, &self.bridge).await
     }
 
+    /// Removes every route to other nodes' pods (proto 75), without needing `init`
+    /// (`--reset`).
+    pub async fn remove_peer_routes(&self) -> Result<()> {
+        let host = host_handle()?;
+        let existing: Vec<RouteMessage> = host
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(netlink_err("list routes"))?;
+        for route in existing {
+            let ours = route.header.protocol == RouteProtocol::Other(PEER_ROUTE_PROTOCOL)
+                && route.header.table == RT_TABLE_MAIN;
+            if ours {
+                match host.route().del(route).execute().await {
+                    Err(e) if errno(&e) != Some(ESRCH) => {
+                        return Err(netlink_err("remove a route to a peer's pods")(e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn ns_root(&self) -> PathBuf {
         self.state_dir.join("ns")
     }
