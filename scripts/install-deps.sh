@@ -7,15 +7,16 @@
 # npm package when the machine has no Node.js), busybox-static (the test busybox image),
 # docker-registry and apache2-utils (htpasswd) for the local registry the image pull
 # tests push to, python3-venv for the Python clients' end-to-end tests (tests/clients,
-# installed from PyPI into a virtualenv). The node agent will add nftables here.
+# installed from PyPI into a virtualenv). nftables and conntrack are the node agent's
+# service proxy (the `nft` and `conntrack` tools); dnsperf is for `kybern bench services`.
 set -euo pipefail
 
-packages=(protobuf-compiler libprotobuf-dev tzdata containerd runc)
+packages=(protobuf-compiler libprotobuf-dev tzdata containerd runc nftables conntrack)
 tests=1
 if [ "${1:-}" = "--run" ]; then
     tests=0
 else
-    packages+=(etcd-server unzip busybox-static docker-registry apache2-utils python3-venv)
+    packages+=(etcd-server unzip busybox-static docker-registry apache2-utils python3-venv dnsperf)
 fi
 
 missing=()

@@ -1,6 +1,6 @@
 //! `kybern agent` (and the agent inside `kybern up`): flags to configuration, containerd
 //! (the one on --containerd-socket, or a private one under the data dir), image imports,
-//! and `--reset`.
+//! the node network's safety routes, and `--reset` (in `reset.rs`).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -15,6 +15,9 @@ use agent::runtime::daemon::ContainerdDaemon;
 use agent::runtime::Runtime;
 use anyhow::Context;
 use clap::Args;
+
+mod reset;
+pub(crate) use reset::reset;
 
 #[derive(Args, Clone, Debug)]
 pub(crate) struct NodeArgs {
@@ -40,6 +43,31 @@ pub(crate) struct NodeArgs {
     pub bridge: String,
     #[command(flatten)]
     pub net: crate::cluster_net::ClusterNetArgs,
+    /// The host's resolv.conf, as the kubelet's flag: pods with dnsPolicy Default get its
+    /// nameservers, and the cluster DNS server forwards other names to them.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+    /// A nameserver (ADDR or ADDR:PORT) the cluster DNS server forwards names outside the
+    /// cluster to, instead of those of --resolv-conf; repeat for several.
+    #[arg(long = "dns-upstream", value_name = "ADDR[:PORT]", value_parser = upstream)]
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
+    /// The nftables table (family ip) the service proxy owns (default: kybern, or
+    /// kybern-<bridge> when --bridge is not kybern0, so two agents on one host keep apart).
+    #[arg(long)]
+    pub nft_table: Option<String>,
+    /// Run no service proxy (as k3s's --disable-kube-proxy).
+    #[arg(long)]
+    pub disable_proxy: bool,
+    /// Run no cluster DNS server on this node.
+    #[arg(long)]
+    pub disable_dns: bool,
+    /// Add no routes to other nodes' podCIDRs (host-gw).
+    #[arg(long)]
+    pub disable_peer_routes: bool,
+    /// Where the service proxy and DNS server serve /metrics over plain HTTP
+    /// (kube-proxy's port; keep it on loopback), or `none`.
+    #[arg(long, default_value = "127.0.0.1:10249", value_parser = listen_or_none)]
+    pub proxy_metrics_bind_address: Listen,
     /// Image archives (OCI image layouts or `docker save` tarballs) to import at start.
     #[arg(long = "import", value_name = "TAR")]
     pub imports: Vec<PathBuf>,
@@ -87,6 +115,12 @@ fn listen_or_none(s: &str) -> Result<Listen, String> {
         .map_err(|_| format!("{s:?} is not an address like 0.0.0.0:10250 (or none)"))
 }
 
+fn upstream(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse()
+        .or_else(|_| s.parse::<Ipv4Addr>().map(|ip| (ip, 53).into()))
+        .map_err(|_| format!("{s:?} is not a nameserver like 192.0.2.53 or 192.0.2.53:5353"))
+}
+
 fn log_size(s: &str) -> Result<u64, String> {
     agent::volumes::quantity::parse_nanos(s)
         .map(|nanos| nanos / 1_000_000_000)
@@ -129,6 +163,34 @@ impl NodeArgs {
                 max_files: self.container_log_max_files as usize,
             },
         })
+    }
+
+    /// The nftables table this agent's proxy owns: --nft-table, else derived from the
+    /// bridge so that agents with their own bridges never share a table.
+    pub(crate) fn nft_table(&self) -> String {
+        match &self.nft_table {
+            Some(table) => table.clone(),
+            None if self.bridge == agent::network::BRIDGE => "kybern".into(),
+            None => format!("kybern-{}", self.bridge),
+        }
+    }
+
+    /// The node network settings of `agent::kubelet::AgentConfig`.
+    pub(crate) fn net_config(&self) -> agent::kubelet::NetConfig {
+        agent::kubelet::NetConfig {
+            cluster_cidr: self.net.cluster_cidr,
+            service_cidr: self.net.service_cidr,
+            cluster_dns: self.net.cluster_dns,
+            resolv_conf: self.resolv_conf.clone(),
+            dns_upstreams: self.dns_upstreams.clone(),
+            nft_table: self.nft_table(),
+            disabled: agent::kubelet::Disabled {
+                proxy: self.disable_proxy,
+                dns: self.disable_dns,
+                peer_routes: self.disable_peer_routes,
+            },
+            metrics: self.proxy_metrics_bind_address.0,
+        }
     }
 
     pub(crate) fn dir(&self) -> PathBuf {
@@ -188,10 +250,15 @@ async fn containerd(args: &NodeArgs) -> anyhow::Result<Containerd> {
 }
 
 fn network(args: &NodeArgs) -> Arc<dyn Network> {
-    Arc::new(HostNetwork::with_bridge(
-        args.dir().join("network"),
-        &args.bridge,
-    ))
+    Arc::new(host_network(args))
+}
+
+/// The host network of this agent's bridge and state dir. Forwarding (and
+/// bridge-nf-call-iptables) is on unless neither the proxy nor the peer routes run: pods on
+/// other nodes and pod-to-ClusterIP-to-pod on one bridge need it, as k3s and kubeadm set it.
+fn host_network(args: &NodeArgs) -> HostNetwork {
+    HostNetwork::with_bridge(args.dir().join("network"), &args.bridge)
+        .forwarding(!(args.disable_proxy && args.disable_peer_routes))
 }
 
 /// Runs the agent until it fails or the process ends.
@@ -203,6 +270,16 @@ pub(crate) async fn run(
     // One ContainerIo per agent: the runtime copies task output with it, and the node API
     // reads logs and attaches through it. Containers a previous agent left running get
     // their output copied on.
+    // Safety routes before anything else: containers a previous run left may be running.
+    let network = network(&args);
+    let net = args.net_config();
+    agent::kubelet::install_safety_routes(network.as_ref(), &net)
+        .await
+        .context("installing the unreachable routes for the cluster's ranges")?;
+    if !net.disabled.proxy {
+        agent::network::HostState::record_nft_table(&args.dir().join("network"), &net.nft_table)
+            .context("recording the service proxy's nftables table")?;
+    }
     let io = args.container_io();
     let runtime = containerd(&args).await?.with_io(io.clone());
     let recovered = io
@@ -237,8 +314,9 @@ pub(crate) async fn run(
         dns: agent::pods::ClusterDns {
             servers: vec![args.net.cluster_dns.to_string()],
             domain: args.net.cluster_domain.clone(),
-            ..Default::default()
+            resolv_conf: args.resolv_conf.clone(),
         },
+        net,
         runtime_version: format!("containerd://{version}"),
         backoff: agent::pods::BackoffConfig {
             initial: args.restart_backoff,
@@ -264,47 +342,9 @@ pub(crate) async fn run(
         runtime.clone(),
         args.dir().join("images"),
     ));
-    let result = agent::kubelet::run(client, config, runtime, network(&args)).await;
+    let result = agent::kubelet::run(client, config, runtime, network).await;
     folder.abort();
     result?;
-    Ok(())
-}
-
-/// `kybern agent --reset`: stops and removes every container, sandbox and pod volume the
-/// agent made, removes the bridge, and stops the private containerd. Images stay.
-pub(crate) async fn reset(args: NodeArgs) -> anyhow::Result<()> {
-    let runtime = containerd(&args).await?;
-    let all = runtime.list_containers().await?;
-    eprintln!("removing {} containers", all.len());
-    for c in all {
-        let _ = runtime.kill(&c.id, 9).await;
-        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), runtime.wait(&c.id)).await;
-        runtime
-            .delete(&c.id)
-            .await
-            .with_context(|| format!("deleting container {}", c.id))?;
-    }
-    let net = HostNetwork::with_bridge(args.dir().join("network"), &args.bridge);
-    for uid in net.sandboxes().await? {
-        net.teardown(&uid)
-            .await
-            .with_context(|| format!("removing the sandbox of pod {uid}"))?;
-    }
-    net.remove_bridge().await?;
-    let pods_dir = args.dir().join("pods");
-    for uid in agent::volumes::pod_dirs(&pods_dir)
-        .with_context(|| format!("listing {}", pods_dir.display()))?
-    {
-        agent::volumes::teardown(&pods_dir, &uid)
-            .await
-            .with_context(|| format!("removing the volumes of pod {uid}"))?;
-    }
-    if args.containerd_socket.is_none() {
-        ContainerdDaemon::stop_recorded(&args.dir().join("containerd")).await?;
-    }
-    let _ = std::fs::remove_dir_all(args.dir().join("logs"));
-    let _ = std::fs::remove_dir_all(args.dir().join("io"));
-    eprintln!("reset done");
     Ok(())
 }
 
@@ -323,6 +363,113 @@ mod tests {
         let flags = Flags::try_parse_from(std::iter::once("agent").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
         Ok(flags.node.container_io().config().limits)
+    }
+
+    fn node(args: &[&str]) -> NodeArgs {
+        Flags::try_parse_from(std::iter::once("agent").chain(args.iter().copied()))
+            .unwrap_or_else(|e| panic!("{args:?}: {e}"))
+            .node
+    }
+
+    #[test]
+    fn node_network_flags_become_the_proxy_and_dns_settings() {
+        use agent::kubelet::{Disabled, NetConfig};
+        struct Case {
+            name: &'static str,
+            args: &'static [&'static str],
+            check: fn(&NetConfig) -> bool,
+        }
+        let cases = [
+            Case {
+                name: "defaults: everything on, table kybern, kube-proxy's metrics port",
+                args: &[],
+                check: |c| {
+                    c.nft_table == "kybern"
+                        && c.disabled == Disabled::default()
+                        && c.metrics == Some("127.0.0.1:10249".parse().unwrap())
+                        && c.resolv_conf == std::path::Path::new("/etc/resolv.conf")
+                        && c.dns_upstreams.is_empty()
+                        && c.cluster_dns == Ipv4Addr::new(10, 43, 0, 10)
+                },
+            },
+            Case {
+                name: "another bridge gets a table of its own",
+                args: &["--bridge", "kyb7"],
+                check: |c| c.nft_table == "kybern-kyb7",
+            },
+            Case {
+                name: "--nft-table wins over the bridge",
+                args: &["--bridge", "kyb7", "--nft-table", "mine"],
+                check: |c| c.nft_table == "mine",
+            },
+            Case {
+                name: "upstreams take port 53 unless given one",
+                args: &[
+                    "--dns-upstream",
+                    "192.0.2.53",
+                    "--dns-upstream",
+                    "127.0.0.1:5353",
+                ],
+                check: |c| {
+                    c.dns_upstreams
+                        == [
+                            "192.0.2.53:53".parse().unwrap(),
+                            "127.0.0.1:5353".parse().unwrap(),
+                        ]
+                },
+            },
+            Case {
+                name: "services switch off one by one, metrics with none",
+                args: &[
+                    "--disable-proxy",
+                    "--disable-peer-routes",
+                    "--proxy-metrics-bind-address",
+                    "none",
+                    "--resolv-conf",
+                    "/run/resolv.conf",
+                ],
+                check: |c| {
+                    c.disabled
+                        == Disabled {
+                            proxy: true,
+                            dns: false,
+                            peer_routes: true,
+                        }
+                        && c.metrics.is_none()
+                        && c.resolv_conf == std::path::Path::new("/run/resolv.conf")
+                },
+            },
+        ];
+        for case in cases {
+            let config = node(case.args).net_config();
+            assert!((case.check)(&config), "{}: {config:?}", case.name);
+        }
+        let proxy = node(&[]).net_config().proxy_config("n1");
+        assert_eq!(
+            (proxy.node_name.as_str(), proxy.nft_table.as_str()),
+            ("n1", "kybern")
+        );
+        assert!(
+            Flags::try_parse_from(["agent", "--dns-upstream", "resolver.example"]).is_err(),
+            "an upstream is an address, not a name"
+        );
+    }
+
+    #[test]
+    fn node_flags_leave_disable_and_metrics_bind_address_to_the_server_under_up() {
+        // `kybern up` flattens the server's flags (with --disable and
+        // --metrics-bind-address) beside these; clap refuses a flag defined twice.
+        #[derive(Parser)]
+        struct Up {
+            #[command(flatten)]
+            node: NodeArgs,
+            #[arg(long, value_delimiter = ',')]
+            disable: Vec<String>,
+            #[arg(long, default_value = "127.0.0.1:10257")]
+            metrics_bind_address: std::net::SocketAddr,
+        }
+        use clap::CommandFactory;
+        Up::command().debug_assert();
     }
 
     #[test]

@@ -14,6 +14,9 @@ use crate::pods::{self, BackoffConfig, ClusterDns, PodContext};
 use crate::runtime::Runtime;
 use crate::volumes::VolumeHost;
 
+mod net;
+pub use net::{install_safety_routes, Disabled, NetConfig};
+
 /// How the agent is set up (`kybern agent` flags).
 #[derive(Debug, Clone)]
 pub struct AgentConfig {
@@ -23,6 +26,8 @@ pub struct AgentConfig {
     pub data_dir: PathBuf,
     pub labels: BTreeMap<String, String>,
     pub dns: ClusterDns,
+    /// Service proxy, cluster DNS server, safety and peer routes.
+    pub net: NetConfig,
     /// `containerd://1.6.20`.
     pub runtime_version: String,
     pub backoff: BackoffConfig,
@@ -72,6 +77,14 @@ pub async fn run(
     runtime: Arc<dyn Runtime>,
     network: Arc<dyn Network>,
 ) -> Result<(), Error> {
+    // Safety first: no cluster address may leave by the default route, from before the
+    // node exists until after the agent is gone.
+    net::install_safety_routes(network.as_ref(), &config.net)
+        .await
+        .map_err(|source| Error::Network {
+            cidr: config.net.cluster_cidr.to_string(),
+            source,
+        })?;
     // Bound first: the Node reports the port the API server reaches it at.
     let node_api = match &config.node_api {
         Some(c) => {
@@ -159,11 +172,33 @@ pub async fn run(
             root: config.local_path_root.clone(),
         },
     )));
+    let state = config
+        .net
+        .needs_watches()
+        .then(crate::services::ClusterState::new);
+    let _watches = state
+        .as_ref()
+        .map(|state| AbortOnDrop(crate::services::watch::spawn(client.clone(), state.clone())));
     let cidr = node::wait_for_pod_cidr(&client, &config.node_name).await?;
     network.init(&cidr).await.map_err(|source| Error::Network {
         cidr: cidr.clone(),
         source,
     })?;
+    let _services: Vec<AbortOnDrop> = net::start(
+        &config.net,
+        &config.node_name,
+        &config.dns.domain,
+        network.clone(),
+        state,
+    )
+    .await
+    .map_err(|source| Error::Network {
+        cidr: cidr.clone(),
+        source,
+    })?
+    .into_iter()
+    .map(AbortOnDrop)
+    .collect();
     {
         *readiness.lock().expect("not poisoned") = Ok(());
     }

@@ -17,6 +17,10 @@ pub mod ipam;
 pub mod linux;
 mod netlink;
 mod netns;
+pub mod peers;
+pub mod safety;
+
+pub use safety::{HostRouting, HostState};
 
 /// The name of the bridge pods are attached to.
 pub const BRIDGE: &str = "kybern0";
@@ -131,6 +135,14 @@ pub trait Network: Send + Sync {
     /// changed ones replaced, ones for nodes no longer listed removed. A peer with this
     /// node's own podCIDR is skipped.
     async fn sync_peer_routes(&self, peers: &[PeerRoute]) -> Result<()>;
+    /// Makes this agent's safety routes (unreachable cluster ranges) and the route and rule
+    /// that let host sockets reach the service range exactly `want`. Idempotent; removes
+    /// only what this agent recorded installing (see [`safety`]).
+    async fn sync_host_routing(&self, want: &HostRouting) -> Result<()>;
+    /// Removes every route and rule `sync_host_routing` installed (`--reset`).
+    async fn remove_host_routing(&self) -> Result<()>;
+    /// Adds `ip`/32 to the bridge (the cluster DNS address the agent serves). Needs `init`.
+    async fn add_local_address(&self, ip: Ipv4Addr) -> Result<()>;
     /// The network namespace file of the pod's sandbox, if it has one (port-forward dials
     /// into it).
     fn netns(&self, _uid: &str) -> Option<PathBuf> {

@@ -497,3 +497,222 @@ async fn routes_to_a_peer_nodes_pods_go_through_that_node_until_it_leaves() {
     net.teardown("pod-p").await.unwrap();
     net.remove_bridge().await.unwrap();
 }
+
+/// A network namespace of the test's own (`ip netns add`), deleted on drop with all it
+/// holds; the host's routes, rules and sysctls are never touched.
+struct ScratchNetns {
+    name: String,
+}
+
+impl ScratchNetns {
+    fn new(test: &str) -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("kybt-{test}-{}-{n}", std::process::id());
+        let out = Command::new("ip")
+            .args(["netns", "add", &name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "ip netns add {name}: {out:?}");
+        Self { name }
+    }
+
+    fn path(&self) -> std::path::PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    /// `ip ARGS` inside the namespace.
+    fn ip(&self, args: &[&str]) -> String {
+        let mut all = vec!["netns", "exec", &self.name, "ip"];
+        all.extend_from_slice(args);
+        output("ip", &all)
+    }
+
+    fn sysctl(&self, path: &str) -> String {
+        output("ip", &["netns", "exec", &self.name, "cat", path])
+            .trim()
+            .to_string()
+    }
+
+    /// Runs `f` on a current-thread runtime on a thread inside the namespace, so every
+    /// netlink socket and /proc/sys/net write of the code under test lands there.
+    fn run<T: Send + 'static, Fut: std::future::Future<Output = T>>(
+        &self,
+        f: impl FnOnce() -> Fut + Send + 'static,
+    ) -> T {
+        spawn_in_netns(&self.path(), move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(f())
+        })
+        .join()
+        .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    }
+}
+
+impl Drop for ScratchNetns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+#[test]
+fn safety_routes_and_the_host_rule_come_and_go_leaving_other_agents_routes_alone() {
+    use agent::network::ipam::Cidr;
+    use agent::network::HostRouting;
+    let ns = ScratchNetns::new("safety");
+    let dirs = tempfile::tempdir().unwrap();
+    let (dir_a, dir_b) = (dirs.path().join("a"), dirs.path().join("b"));
+    let cidr = |t: &str| Cidr::parse(t).unwrap();
+    // Agent A: cluster 10.45.0.0/16 (its podCIDR 10.45.3.0/24), services 10.46.0.0/16.
+    // Agent B, another cluster on the same host: 10.47.0.0/16 and 10.48.0.0/16.
+    let safety_a = HostRouting {
+        unreachable: vec![cidr("10.46.0.0/16"), cidr("10.45.0.0/16")],
+        local_service_cidrs: vec![],
+    };
+    let full_a = HostRouting {
+        local_service_cidrs: vec![cidr("10.46.0.0/16")],
+        ..safety_a.clone()
+    };
+    let safety_b = HostRouting {
+        unreachable: vec![cidr("10.48.0.0/16"), cidr("10.47.0.0/16")],
+        local_service_cidrs: vec![],
+    };
+    {
+        let (dir_a, dir_b, full_a, safety_b) = (
+            dir_a.clone(),
+            dir_b.clone(),
+            full_a.clone(),
+            safety_b.clone(),
+        );
+        ns.run(move || async move {
+            let a = HostNetwork::with_bridge(dir_a, "kyba").forwarding(true);
+            let b = HostNetwork::with_bridge(dir_b, "kybb");
+            // Safety first, before any bridge exists; twice, as after a restart.
+            a.sync_host_routing(&safety_a).await.unwrap();
+            a.sync_host_routing(&safety_a).await.expect("idempotent");
+            b.sync_host_routing(&safety_b).await.unwrap();
+            a.init("10.45.3.0/24").await.unwrap();
+            a.add_local_address(Ipv4Addr::new(10, 46, 0, 10))
+                .await
+                .unwrap();
+            a.add_local_address(Ipv4Addr::new(10, 46, 0, 10))
+                .await
+                .expect("idempotent");
+            a.sync_host_routing(&full_a).await.unwrap();
+            a.sync_host_routing(&full_a).await.expect("idempotent");
+        });
+    }
+    let unreachable = ns.ip(&["-4", "route", "show", "proto", "76", "type", "unreachable"]);
+    for prefix in [
+        "10.45.0.0/16",
+        "10.46.0.0/16",
+        "10.47.0.0/16",
+        "10.48.0.0/16",
+    ] {
+        assert!(
+            unreachable.contains(&format!("unreachable {prefix} metric 4096")),
+            "{prefix} in {unreachable:?}"
+        );
+    }
+    let rules = ns.ip(&["-4", "rule", "show"]);
+    assert_eq!(
+        rules
+            .matches("32000:\tfrom all to 10.46.0.0/16 iif lo lookup 76")
+            .count(),
+        1,
+        "one rule, however often synced: {rules:?}"
+    );
+    let table = ns.ip(&["-4", "route", "show", "table", "76"]);
+    assert!(
+        table.contains("10.46.0.0/16 dev kyba proto 76"),
+        "{table:?}"
+    );
+    // The host reaches a ClusterIP through the bridge; forwarded traffic does not.
+    let host = ns.ip(&["-4", "route", "get", "10.46.0.99"]);
+    assert!(host.contains("dev kyba"), "host socket route: {host:?}");
+    let forwarded = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &ns.name,
+            "ip",
+            "-4",
+            "route",
+            "get",
+            "10.46.0.99",
+        ])
+        .args(["from", "10.45.3.5", "iif", "kyba"])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&forwarded.stderr).contains("No route to host"),
+        "a pod's packet meets the unreachable route: {forwarded:?}"
+    );
+    let pod_route = ns.ip(&["-4", "route", "get", "10.45.3.5"]);
+    assert!(
+        pod_route.contains("dev kyba"),
+        "own podCIDR stays on the bridge: {pod_route:?}"
+    );
+    let dns = ns.ip(&["-4", "-o", "addr", "show", "dev", "kyba"]);
+    assert!(
+        dns.contains("inet 10.46.0.10/32"),
+        "the DNS address: {dns:?}"
+    );
+    assert_eq!(ns.sysctl("/proc/sys/net/ipv4/ip_forward"), "1");
+    assert_eq!(
+        ns.sysctl("/proc/sys/net/bridge/bridge-nf-call-iptables"),
+        "1"
+    );
+
+    // A's service range leaves (flags changed): only its routes and rule go.
+    {
+        let dir_a = dir_a.clone();
+        ns.run(move || async move {
+            let a = HostNetwork::with_bridge(dir_a, "kyba");
+            a.sync_host_routing(&HostRouting {
+                unreachable: vec![cidr("10.45.0.0/16")],
+                local_service_cidrs: vec![],
+            })
+            .await
+            .unwrap();
+        });
+    }
+    let unreachable = ns.ip(&["-4", "route", "show", "proto", "76"]);
+    assert!(!unreachable.contains("10.46.0.0/16"), "{unreachable:?}");
+    assert!(unreachable.contains("10.45.0.0/16"), "{unreachable:?}");
+    assert!(!ns.ip(&["-4", "rule", "show"]).contains("10.46.0.0/16"));
+    assert_eq!(ns.ip(&["-4", "route", "show", "table", "76"]).trim(), "");
+
+    // --reset of A removes what A installed and nothing of B's.
+    {
+        let dir_a = dir_a.clone();
+        ns.run(move || async move {
+            let a = HostNetwork::with_bridge(dir_a, "kyba");
+            a.sync_host_routing(&full_a).await.unwrap();
+            a.remove_host_routing().await.unwrap();
+            a.remove_host_routing().await.expect("idempotent");
+        });
+    }
+    let left = ns.ip(&["-4", "route", "show", "proto", "76", "table", "all"]);
+    assert!(
+        !left.contains("10.45.") && !left.contains("10.46."),
+        "A's routes gone: {left:?}"
+    );
+    assert!(
+        left.contains("10.47.0.0/16") && left.contains("10.48.0.0/16"),
+        "B's stay: {left:?}"
+    );
+    assert!(!ns.ip(&["-4", "rule", "show"]).contains("lookup 76"));
+
+    // --reset also removes the routes to other nodes' pods (proto 75), without `init`.
+    ns.ip(&["route", "add", "unreachable", "10.45.9.0/24", "proto", "75"]);
+    ns.run(move || async move {
+        let a = HostNetwork::with_bridge(dir_a, "kyba");
+        a.remove_peer_routes().await.unwrap();
+    });
+    assert_eq!(ns.ip(&["-4", "route", "show", "proto", "75"]).trim(), "");
+}

@@ -79,6 +79,7 @@ async fn cluster(static_pods: bool) -> Cluster {
         data_dir: dir.path().join("agent"),
         labels: Default::default(),
         dns: ClusterDns::default(),
+        net: Default::default(),
         runtime_version: "fake://1".into(),
         backoff: BackoffConfig {
             initial: Duration::from_millis(400),

@@ -3,8 +3,8 @@
 //! 1. refuses to start when its ranges are routed (cluster CIDR 10.42.250.0/24, service
 //!    CIDR 10.45.0.0/16, DNS 10.45.0.10) or its namespaces exist;
 //! 2. starts `kybern server --disable controllers` with those ranges, registers node
-//!    `bench-0` with podCIDR 10.42.250.0/24, and starts one `kybern agent --disable pods`
-//!    for it (bridge `kbb0`, metrics on a loopback port);
+//!    `bench-0` with podCIDR 10.42.250.0/24, and starts one `kybern agent` (its own private
+//!    containerd, no pods) for it (bridge `kbb0`, proxy metrics on a loopback port);
 //! 3. once the bridge is up: a network namespace `kbb-back` on the bridge holding the 230
 //!    backend addresses 10.42.250.20-249 with the test server on :8080 (its `/local` names
 //!    the address a connection arrived at, i.e. the endpoint DNAT chose), and a client
@@ -113,7 +113,7 @@ pub(crate) async fn run(args: ServicesArgs) -> Result<()> {
             "--bridge",
             BRIDGE,
         ])
-        .args(["--disable", "pods", "--node-api-listen", "none"])
+        .args(["--node-api-listen", "none"])
         .args([
             "--cluster-cidr",
             CLUSTER_CIDR,
@@ -121,7 +121,7 @@ pub(crate) async fn run(args: ServicesArgs) -> Result<()> {
             SERVICE_CIDR,
         ])
         .args(["--cluster-dns", CLUSTER_DNS])
-        .args(["--metrics-bind-address", &metrics.to_string()])
+        .args(["--proxy-metrics-bind-address", &metrics.to_string()])
         .arg("--agent-dir")
         .arg(&agent_dir);
     let agent = procs::spawn(cmd, "kybern agent", &tmp.path.join("agent.log"))?;

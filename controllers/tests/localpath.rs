@@ -409,6 +409,7 @@ fn fake_agent(c: &Cluster, node: &str, dir: &std::path::Path) -> tokio::task::Jo
         data_dir: dir.join("agent"),
         labels: Default::default(),
         dns: Default::default(),
+        net: Default::default(),
         runtime_version: "fake://1".into(),
         backoff: agent::pods::BackoffConfig {
             initial: std::time::Duration::from_millis(400),

@@ -86,6 +86,20 @@ impl Claim {
         Ipv4Addr::new(10, 43, self.t, 1)
     }
 
+    /// `--cluster-cidr`, `--service-cidr` and `--cluster-dns` with this number's ranges,
+    /// for a `kybern server`, `agent` or `up` of the test: its routes, rules and DNS
+    /// address never collide with another test's.
+    pub fn range_flags(&self) -> Vec<String> {
+        vec![
+            "--cluster-cidr".into(),
+            self.cluster_cidr(),
+            "--service-cidr".into(),
+            self.service_cidr(),
+            "--cluster-dns".into(),
+            self.cluster_dns().to_string(),
+        ]
+    }
+
     /// The bridge of the test's (first) node, `kbt<T>`.
     pub fn bridge(&self) -> String {
         format!("kbt{}", self.t)

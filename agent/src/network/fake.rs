@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use super::ipam::Cidr;
-use super::{check_uid, Error, Network, PeerRoute, Result, Sandbox, SandboxRequest};
+use super::{check_uid, Error, HostRouting, Network, PeerRoute, Result, Sandbox, SandboxRequest};
 
 /// One call as the fake saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,6 +20,9 @@ pub enum Call {
     Teardown(String),
     Sandboxes,
     SyncPeerRoutes(Vec<PeerRoute>),
+    SyncHostRouting(HostRouting),
+    RemoveHostRouting,
+    AddLocalAddress(Ipv4Addr),
 }
 
 #[derive(Debug, Default)]
@@ -30,6 +33,8 @@ struct State {
     hostnames: BTreeMap<String, String>,
     fail_setup: Option<String>,
     peer_routes: Vec<PeerRoute>,
+    host_routing: HostRouting,
+    local_addresses: Vec<Ipv4Addr>,
 }
 
 #[derive(Debug, Default)]
@@ -72,6 +77,16 @@ impl FakeNetwork {
     /// The routes to other nodes' pods as last synced.
     pub fn peer_routes(&self) -> Vec<PeerRoute> {
         self.lock().peer_routes.clone()
+    }
+
+    /// The safety routes and host rule as last synced.
+    pub fn host_routing(&self) -> HostRouting {
+        self.lock().host_routing.clone()
+    }
+
+    /// Addresses added to the bridge.
+    pub fn local_addresses(&self) -> Vec<Ipv4Addr> {
+        self.lock().local_addresses.clone()
     }
 
     /// Makes a sandbox exist as if left by an earlier run of the agent.
@@ -150,6 +165,35 @@ impl Network for FakeNetwork {
             Cidr::parse(&peer.pod_cidr)?;
         }
         state.peer_routes = peers.to_vec();
+        Ok(())
+    }
+
+    async fn sync_host_routing(&self, want: &HostRouting) -> Result<()> {
+        let mut state = self.lock();
+        state.calls.push(Call::SyncHostRouting(want.clone()));
+        if !want.local_service_cidrs.is_empty() && state.cidr.is_none() {
+            return Err(Error::NotInitialised);
+        }
+        state.host_routing = want.clone();
+        Ok(())
+    }
+
+    async fn remove_host_routing(&self) -> Result<()> {
+        let mut state = self.lock();
+        state.calls.push(Call::RemoveHostRouting);
+        state.host_routing = HostRouting::default();
+        Ok(())
+    }
+
+    async fn add_local_address(&self, ip: Ipv4Addr) -> Result<()> {
+        let mut state = self.lock();
+        state.calls.push(Call::AddLocalAddress(ip));
+        if state.cidr.is_none() {
+            return Err(Error::NotInitialised);
+        }
+        if !state.local_addresses.contains(&ip) {
+            state.local_addresses.push(ip);
+        }
         Ok(())
     }
 }

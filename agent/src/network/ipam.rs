@@ -26,11 +26,20 @@ impl Cidr {
     /// Parses "10.42.0.0/24". Host bits are masked off as Go's `net.ParseCIDR` does. Prefixes
     /// longer than /30 are refused: they leave no address for a pod beside the gateway.
     pub fn parse(text: &str) -> Result<Self> {
+        match Self::parse_range(text)? {
+            cidr if cidr.prefix > 30 => Err(Error::BadCidr(text.to_string())),
+            cidr => Ok(cidr),
+        }
+    }
+
+    /// Parses any IPv4 range, /31 and /32 included (a Service's loadBalancerSourceRanges
+    /// may name a single client). Host bits are masked off as in [`Cidr::parse`].
+    pub fn parse_range(text: &str) -> Result<Self> {
         let bad = || Error::BadCidr(text.to_string());
         let (addr, prefix) = text.trim().split_once('/').ok_or_else(bad)?;
         let addr: Ipv4Addr = addr.parse().map_err(|_| bad())?;
         let prefix: u8 = prefix.parse().map_err(|_| bad())?;
-        if prefix > 30 {
+        if prefix > 32 {
             return Err(bad());
         }
         let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);

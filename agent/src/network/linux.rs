@@ -25,7 +25,8 @@ use super::netlink::{
     remove_other_addresses, route_key, set_up, ESRCH,
 };
 use super::{
-    check_uid, io_err, netns, Error, Network, PeerRoute, Result, Sandbox, SandboxRequest, BRIDGE,
+    check_uid, io_err, netns, safety, Error, HostRouting, Network, PeerRoute, Result, Sandbox,
+    SandboxRequest, BRIDGE,
 };
 
 /// The interface name pods see.
@@ -35,7 +36,8 @@ const POD_IFACE: &str = "eth0";
 /// shows `proto 75`), so a sync finds them again without state and leaves others alone.
 const PEER_ROUTE_PROTOCOL: u8 = 75;
 /// The kernel's main routing table.
-const RT_TABLE_MAIN: u8 = 254;
+pub(super) const RT_TABLE_MAIN: u8 = 254;
+const ENETUNREACH: i32 = 101;
 
 /// Pod networking on this host.
 #[derive(Debug)]
@@ -104,6 +106,32 @@ impl HostNetwork {
     /// veths go with their sandboxes.
     pub async fn remove_bridge(&self) -> Result<()> {
         delete_link(&host_handle()?, &self.bridge).await
+    }
+
+    /// Removes every route to other nodes' pods (proto 75), without needing `init`
+    /// (`--reset`).
+    pub async fn remove_peer_routes(&self) -> Result<()> {
+        let host = host_handle()?;
+        let existing: Vec<RouteMessage> = host
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(netlink_err("list routes"))?;
+        for route in existing {
+            let ours = route.header.protocol == RouteProtocol::Other(PEER_ROUTE_PROTOCOL)
+                && route.header.table == RT_TABLE_MAIN;
+            if ours {
+                match host.route().del(route).execute().await {
+                    Err(e) if errno(&e) != Some(ESRCH) => {
+                        return Err(netlink_err("remove a route to a peer's pods")(e))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
     }
 
     fn ns_root(&self) -> PathBuf {
@@ -265,6 +293,11 @@ impl Network for HostNetwork {
         if self.forward {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
                 .map_err(io_err("enable net.ipv4.ip_forward".into()))?;
+            // A pod's reply to another pod that reached it through a ClusterIP is bridged
+            // straight back; only with this does it pass netfilter and get un-DNATed.
+            std::fs::write("/proc/sys/net/bridge/bridge-nf-call-iptables", "1").map_err(io_err(
+                "enable net.bridge.bridge-nf-call-iptables (is the br_netfilter module loaded? `modprobe br_netfilter`)".into(),
+            ))?;
         }
         *self.cidr.lock().unwrap_or_else(|e| e.into_inner()) = Some(cidr);
         tracing::info!(bridge = %self.bridge, %cidr, "pod network ready");
@@ -356,14 +389,39 @@ impl Network for HostNetwork {
                 .gateway(node_ip)
                 .protocol(ours)
                 .build();
-            host.route()
-                .add(route)
-                .replace()
-                .execute()
-                .await
-                .map_err(netlink_err("add a route to a peer's pods"))?;
+            match host.route().add(route).replace().execute().await {
+                // host-gw needs the peer on a directly connected network; one that is not
+                // gets no route, and the others still do.
+                Err(e) if errno(&e) == Some(ENETUNREACH) => {
+                    tracing::warn!(%node_ip, pod_cidr = %format!("{network}/{prefix}"), "a peer node is not on a directly connected network; no route to its pods (host-gw needs one)");
+                }
+                Err(e) => return Err(netlink_err("add a route to a peer's pods")(e)),
+                Ok(()) => {}
+            }
         }
         Ok(())
+    }
+
+    async fn sync_host_routing(&self, want: &HostRouting) -> Result<()> {
+        safety::sync(&host_handle()?, &self.bridge, &self.state_dir, want).await
+    }
+
+    async fn remove_host_routing(&self) -> Result<()> {
+        safety::remove(&host_handle()?, &self.state_dir).await
+    }
+
+    async fn add_local_address(&self, ip: Ipv4Addr) -> Result<()> {
+        let host = host_handle()?;
+        let bridge = link_index(&host, &self.bridge)
+            .await?
+            .ok_or(Error::NotInitialised)?;
+        exists_ok(
+            host.address()
+                .add(bridge, IpAddr::V4(ip), 32)
+                .execute()
+                .await,
+            "add the cluster DNS address to the bridge",
+        )
     }
 
     async fn sandboxes(&self) -> Result<Vec<String>> {

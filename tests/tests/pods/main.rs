@@ -123,8 +123,15 @@ impl Node {
         require_root();
         let (busybox, server_tar) = image_tars();
         let dir = tempfile::tempdir().unwrap();
-        let server = Binary::start(&dir.path().join("data"), 0, None);
         let subnet = Claim::take();
+        let data = dir.path().join("data");
+        let mut cmd = Command::new(kybern_binary());
+        cmd.arg("server")
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(subnet.range_flags());
+        let server = Binary::spawn(cmd, &data);
         let name = format!("e2e-{}", subnet.t());
         let bridge = subnet.bridge();
         let kubectl = server.kubectl();
@@ -170,8 +177,7 @@ impl Node {
     ///
     /// Each test's agent gets the ranges of its own number (cluster CIDR = its podCIDR,
     /// service CIDR `10.43.T.0/24`, DNS `10.43.T.10`), so agents of concurrent tests never
-    /// install routes or rules for the same prefixes. (The server gets the same flags once
-    /// it takes them; until then it allocates ClusterIPs from its default range.)
+    /// install routes or rules for the same prefixes. The server has the same ranges.
     pub fn start_agent(&mut self, extra: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -191,13 +197,8 @@ impl Node {
                 "127.0.0.1:0",
                 "--bridge",
                 &self.bridge,
-                "--cluster-cidr",
-                &self.subnet.cluster_cidr(),
-                "--service-cidr",
-                &self.subnet.service_cidr(),
-                "--cluster-dns",
-                &self.subnet.cluster_dns().to_string(),
             ])
+            .args(self.subnet.range_flags())
             .arg("--agent-dir")
             .arg(&self.agent_dir)
             .args(["--restart-backoff", "2s", "--restart-backoff-max", "16s"])

@@ -6,6 +6,7 @@ use std::process::{Command, Stdio};
 use crate::common::{kybern_binary, Binary};
 use crate::registry::push_busybox;
 use crate::{at, eventually, require_root, TEST_EVICTION};
+use kybern_testkit::netlab::Claim;
 use kybern_testkit::registry::Registry;
 
 /// `kybern up` on a temp data dir; dropping it kills the process by pid and resets the
@@ -14,11 +15,15 @@ struct Up {
     server: Option<Binary>,
     data: tempfile::TempDir,
     bridge: String,
+    /// The test's number: its own cluster and service ranges, so its routes and DNS
+    /// address never collide with another test's.
+    _ranges: Claim,
 }
 
 impl Up {
     fn start(bridge: &str, node: &str) -> Up {
         let data = tempfile::tempdir().unwrap();
+        let ranges = Claim::take();
         let mut cmd = Command::new(kybern_binary());
         cmd.arg("up")
             .arg("--data-dir")
@@ -37,12 +42,14 @@ impl Up {
                 "--eviction-hard",
                 TEST_EVICTION,
             ])
+            .args(ranges.range_flags())
             .env("KYBERN_LOG", "agent=info,warn");
         let server = Binary::spawn(cmd, data.path());
         Up {
             server: Some(server),
             data,
             bridge: bridge.into(),
+            _ranges: ranges,
         }
     }
 }

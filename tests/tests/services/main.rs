@@ -278,7 +278,7 @@ fn agent_command(
         .args(["--service-cidr", &claim.service_cidr()])
         .args(["--cluster-dns", &claim.cluster_dns().to_string()])
         .args(["--dns-upstream", &format!("{}:53", lab.upstream_ip())])
-        .args(["--metrics-bind-address", "none"])
+        .args(["--proxy-metrics-bind-address", "none"])
         .args(["--restart-backoff", "2s", "--restart-backoff-max", "16s"])
         .args(["--eviction-hard", TEST_EVICTION]);
     for tar in imports {
