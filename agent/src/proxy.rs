@@ -82,6 +82,7 @@ pub async fn run(
         nft: Arc::new(NftCli::new()),
         conntrack: Arc::new(ConntrackCli::new()),
         metrics,
+        canary_period: CANARY_PERIOD,
     };
     run_with(config, state, synced, parts).await
 }
@@ -91,6 +92,8 @@ pub struct Parts {
     pub nft: Arc<dyn Nftables>,
     pub conntrack: Arc<dyn Conntrack>,
     pub metrics: Metrics,
+    /// How often the canary looks at the table (10 s in the agent).
+    pub canary_period: Duration,
 }
 
 /// The sync loop: syncs at once when something changed (changes arriving during a sync go
@@ -108,7 +111,7 @@ pub async fn run_with(
     let mut pending: BTreeSet<ServiceKey> = BTreeSet::new();
     let mut retry: Option<(Instant, Duration)> = None;
     let mut last_full = Instant::now();
-    let mut canary = tokio::time::interval(CANARY_PERIOD);
+    let mut canary = tokio::time::interval(parts.canary_period);
     canary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let far = Instant::now() + FULL_SYNC_PERIOD;

@@ -34,34 +34,23 @@ pub const MAPS: [&str; 5] = [
     FIREWALL_IPS,
 ];
 
-/// The hooked chains: name and hook.
+/// The hooked chains: name and hook. Priorities are numbers (dstnat is -100, srcnat 100):
+/// nft 1.0.6 accepts the `dstnat` keyword only on the prerouting hook.
 pub const BASE_CHAINS: [(&str, &str); 8] = [
     (
         "filter-prerouting",
-        "type filter hook prerouting priority dstnat - 10",
+        "type filter hook prerouting priority -110",
     ),
-    (
-        "filter-input",
-        "type filter hook input priority dstnat - 10",
-    ),
-    (
-        "filter-forward",
-        "type filter hook forward priority dstnat - 10",
-    ),
-    (
-        "filter-output",
-        "type filter hook output priority dstnat - 10",
-    ),
+    ("filter-input", "type filter hook input priority -110"),
+    ("filter-forward", "type filter hook forward priority -110"),
+    ("filter-output", "type filter hook output priority -110"),
     (
         "filter-output-post-dnat",
-        "type filter hook output priority dstnat + 10",
+        "type filter hook output priority -90",
     ),
-    ("nat-prerouting", "type nat hook prerouting priority dstnat"),
-    ("nat-output", "type nat hook output priority dstnat"),
-    (
-        "nat-postrouting",
-        "type nat hook postrouting priority srcnat",
-    ),
+    ("nat-prerouting", "type nat hook prerouting priority -100"),
+    ("nat-output", "type nat hook output priority -100"),
+    ("nat-postrouting", "type nat hook postrouting priority 100"),
 ];
 
 /// This node and cluster, as the rules need them.

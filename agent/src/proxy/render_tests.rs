@@ -145,3 +145,47 @@ fn the_base_part_renders_to_its_golden_nft_text() {
     }
     assert_eq!(tx.text(), include_str!("testdata/base.nft"));
 }
+
+#[test]
+fn headless_external_name_and_cluster_dns_services_get_no_rules() {
+    let mut headless = svc("10.43.1.1");
+    headless.cluster_ip = None;
+    let mut external = svc("10.43.1.1");
+    external.cluster_ip = None;
+    external.kind = ServiceKind::ExternalName("outside.test".into());
+    let dns = svc("10.43.0.10");
+    for (name, service) in [
+        ("headless", headless),
+        ("external name", external),
+        ("cluster DNS", dns),
+    ] {
+        let got = render(name, &service, vec![ready("10.42.0.5", "n1")]);
+        assert_eq!(got, "", "{name}");
+    }
+}
+
+#[test]
+fn the_cluster_dns_address_passes_the_unallocated_cluster_ip_drop() {
+    let mut tx = Transaction::new("kybern");
+    base(&ctx(), &mut tx, false);
+    let text = tx.text();
+    let pass = text
+        .find("add rule ip kybern cluster-ips-check ip daddr 10.43.0.10 return")
+        .expect("a return rule for the DNS address");
+    let drop = text
+        .find("add rule ip kybern cluster-ips-check ip daddr { 10.43.0.0/16 } drop")
+        .expect("the drop rule");
+    assert!(pass < drop, "{text}");
+}
+
+#[test]
+fn internal_traffic_policy_local_without_local_endpoints_drops_cluster_ip_traffic() {
+    let mut s = svc("10.43.12.34");
+    s.internal_local = true;
+    let got = render("web", &s, vec![ready("10.42.1.7", "n2")]);
+    assert!(
+        got.contains("add element ip kybern no-endpoint-services { 10.43.12.34 . tcp . 80 comment \"default/web:http\" : drop }"),
+        "{got}"
+    );
+    assert!(!got.contains("add chain"), "{got}");
+}
