@@ -12,6 +12,8 @@ pub mod categorize;
 pub mod conntrack;
 #[cfg(any(test, feature = "test-util"))]
 pub mod fake;
+#[cfg(test)]
+mod fake_trace;
 pub mod metrics;
 pub mod names;
 pub mod nft;
@@ -226,3 +228,6 @@ mod render_tests;
 #[cfg(test)]
 #[path = "proxy/sync_tests.rs"]
 mod sync_tests;
+#[cfg(test)]
+#[path = "proxy/trace_tests.rs"]
+mod trace_tests;
