@@ -150,10 +150,11 @@ pub async fn run_with(
         if retry.is_some_and(|(at, _)| Instant::now() < at) {
             continue;
         }
-        if pending.is_empty() && !syncer.needs_full() {
+        // Node and ServiceCIDR changes name no Service: they matter when the context moved.
+        let ctx = context(&config, &state);
+        if pending.is_empty() && !syncer.needs_full() && !syncer.context_changed(&ctx) {
             continue;
         }
-        let ctx = context(&config, &state);
         let started = Instant::now();
         let changed = std::mem::take(&mut pending);
         match syncer.sync(&state, &changed, ctx, started).await {

@@ -286,7 +286,7 @@ async fn services_reach_a_backend_through_real_nftables_and_survive_a_flushed_ta
         canary_period: Duration::from_millis(200),
     };
     let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
-    let proxy = tokio::spawn(run_with(config, state.clone(), synced_tx, parts));
+    let proxy = tokio::spawn(run_with(config.clone(), state.clone(), synced_tx, parts));
     tokio::time::timeout(Duration::from_secs(30), synced_rx)
         .await
         .expect("the first full sync")
@@ -338,6 +338,33 @@ async fn services_reach_a_backend_through_real_nftables_and_survive_a_flushed_ta
         metrics.full_syncs() >= 3,
         "one full sync at start and one per damage"
     );
+
+    // A restarted proxy takes over the table it finds: the Service deleted while it was
+    // away loses its chains, the others keep working.
+    proxy.abort();
+    let _ = proxy.await;
+    state.set_service(ServiceKey::new("default", "empty"), None);
+    let parts = Parts {
+        nft: Arc::new(NftCli::in_netns(&lab.node)),
+        conntrack: Arc::new(ConntrackCli::in_netns(&lab.node)),
+        metrics: Metrics::default(),
+        canary_period: Duration::from_millis(200),
+    };
+    let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
+    let proxy = tokio::spawn(run_with(config, state.clone(), synced_tx, parts));
+    tokio::time::timeout(Duration::from_secs(30), synced_rx)
+        .await
+        .expect("the restarted proxy's full sync")
+        .expect("the proxy runs");
+    reaches(&lab, cluster_ip, "the ClusterIP after a restart").await;
+    eventually("the deleted Service's chains to go", || async {
+        let chains = lab.nft(&["list", "chains", "ip"]);
+        match chains.contains("default/empty/") {
+            false => Ok(()),
+            true => Err(chains),
+        }
+    })
+    .await;
 
     proxy.abort();
     let _ = proxy.await;

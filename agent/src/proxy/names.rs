@@ -74,7 +74,9 @@ impl PortName {
     }
 }
 
-/// Whether a chain or set name is one of the per-service ones a sync may find stale.
+/// Whether a chain or set name is one of the per-service ones a sync may find stale: a
+/// prefix, then the 8-character hash and a dash (so `service-endpoints-check` and
+/// `firewall-check`, fixed chains of the table, are not).
 pub fn is_service_object(name: &str) -> bool {
     [
         "service-",
@@ -85,7 +87,15 @@ pub fn is_service_object(name: &str) -> bool {
         "affinity-",
     ]
     .iter()
-    .any(|p| name.starts_with(p))
+    .filter_map(|p| name.strip_prefix(p))
+    .any(|rest| {
+        let b = rest.as_bytes();
+        b.len() > 9
+            && b[8] == b'-'
+            && b[..8]
+                .iter()
+                .all(|c| c.is_ascii_uppercase() || (b'2'..=b'7').contains(c))
+    })
 }
 
 /// `HASH-base`, cut to 240 characters with "..." at the end.
@@ -169,6 +179,29 @@ mod tests {
             sticky.endpoint_chain(ip, 8080),
             "endpoint-M2MUV4TV-default/sticky/tcp/http__10.42.0.8/8080"
         );
+    }
+
+    #[test]
+    fn only_hashed_names_count_as_per_service_objects() {
+        let cases = [
+            (
+                "service chain",
+                "service-SUSTUHLJ-default/web/tcp/http",
+                true,
+            ),
+            (
+                "affinity set",
+                "affinity-M2MUV4TV-default/sticky/tcp/http__10.42.0.8/8080",
+                true,
+            ),
+            ("fixed chain", "service-endpoints-check", false),
+            ("fixed chain", "firewall-check", false),
+            ("fixed map", "service-ips", false),
+            ("fixed map", "service-nodeports", false),
+        ];
+        for (what, name, want) in cases {
+            assert_eq!(is_service_object(name), want, "{what} {name}");
+        }
     }
 
     #[test]

@@ -77,6 +77,11 @@ impl Syncer {
         self.need_full
     }
 
+    /// Whether this node's addresses or the service ranges differ from the last full sync.
+    pub fn context_changed(&self, ctx: &Context) -> bool {
+        self.ctx.as_ref() != Some(ctx)
+    }
+
     /// Forces the next sync to be a full one (after a failure, hourly, canary lost).
     pub fn want_full(&mut self) {
         self.need_full = true;

@@ -213,3 +213,63 @@ async fn a_second_full_sync_flushes_and_later_deletes_chains_no_service_uses() {
         nft.chains("kybern")
     );
 }
+
+#[tokio::test]
+async fn the_sync_loop_resyncs_when_this_node_s_address_changes() {
+    use super::conntrack::{Conntrack, Error as ConntrackError, Flow};
+    use super::metrics::Metrics;
+    use super::{run_with, Parts, ProxyConfig};
+    use crate::network::ipam::Cidr;
+    use crate::services::NodeInfo;
+
+    struct NoConntrack;
+    #[async_trait::async_trait]
+    impl Conntrack for NoConntrack {
+        async fn clear(&self, _: &Flow) -> Result<(), ConntrackError> {
+            Ok(())
+        }
+    }
+    let node = |ip: [u8; 4]| NodeInfo {
+        name: "n1".into(),
+        internal: vec![ip.into()],
+        external: vec![],
+        pod_cidrs: vec![],
+    };
+    let nft = Arc::new(FakeNftables::new());
+    let state = state(&["web"]);
+    state.replace_nodes(vec![node([198, 18, 7, 1])]);
+    let config = ProxyConfig {
+        node_name: "n1".into(),
+        cluster_cidr: Cidr::parse("10.42.0.0/16").unwrap(),
+        service_cidr: Cidr::parse("10.43.0.0/16").unwrap(),
+        cluster_dns: "10.43.0.10".parse().unwrap(),
+        nft_table: "kybern".into(),
+        metrics: None,
+    };
+    let parts = Parts {
+        nft: nft.clone(),
+        conntrack: Arc::new(NoConntrack),
+        metrics: Metrics::default(),
+        canary_period: Duration::from_secs(3600),
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let task = tokio::spawn(run_with(config, state.clone(), tx, parts));
+    rx.await.expect("the first full sync");
+    assert!(nft.transactions()[0].contains("add element ip kybern nodeport-ips { 198.18.7.1 }\n"));
+
+    state.replace_nodes(vec![node([198, 18, 7, 2])]);
+    let mut seen = false;
+    for _ in 0..200 {
+        if nft
+            .transactions()
+            .iter()
+            .any(|t| t.contains("add element ip kybern nodeport-ips { 198.18.7.2 }\n"))
+        {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    task.abort();
+    assert!(seen, "{:#?}", nft.transactions().len());
+}
