@@ -197,4 +197,23 @@ mod tests {
         assert!(!text.contains("kybern_proxy_last_full_sync_timestamp_seconds 0\n"));
         assert_eq!(m.full_syncs(), 1);
     }
+
+    #[tokio::test]
+    async fn metrics_are_served_as_prometheus_text_over_plain_http() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let m = Metrics::default();
+        m.synced(SyncKind::Full, Duration::from_millis(3));
+        let addr = listen("127.0.0.1:0".parse().unwrap(), m).await.unwrap();
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).await.unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200 OK"), "{reply}");
+        assert!(
+            reply.contains("kybern_proxy_sync_duration_seconds_count{kind=\"full\"} 1"),
+            "{reply}"
+        );
+    }
 }
