@@ -6,7 +6,7 @@
 //! they are deleted on drop, also when a test fails.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
@@ -168,6 +168,57 @@ impl Lab {
             .unwrap()
         })
         .await
+        .unwrap()
+    }
+
+    /// UDP servers on backend addresses `.2` and `.3` port 5353, each answering with its
+    /// own address.
+    fn serve_udp_backends(&self) {
+        run(&[
+            "ip",
+            "-n",
+            &self.backend,
+            "addr",
+            "add",
+            &format!("10.44.{}.3/24", self.k),
+            "dev",
+            "eth0",
+        ]);
+        for last in [2u8, 3] {
+            let stop = self.stop.clone();
+            let ns = std::fs::File::open(format!("/run/netns/{}", self.backend)).unwrap();
+            let ip = Ipv4Addr::new(10, 44, self.k as u8, last);
+            let (tx, rx) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                setns(&ns, CloneFlags::CLONE_NEWNET).expect("setns");
+                let socket = UdpSocket::bind((ip, 5353)).unwrap();
+                socket
+                    .set_read_timeout(Some(Duration::from_millis(50)))
+                    .unwrap();
+                tx.send(()).unwrap();
+                let mut buf = [0u8; 64];
+                while !stop.load(Ordering::Relaxed) {
+                    if let Ok((_, peer)) = socket.recv_from(&mut buf) {
+                        let _ = socket.send_to(ip.to_string().as_bytes(), peer);
+                    }
+                }
+            });
+            rx.recv().unwrap();
+        }
+    }
+
+    /// A UDP socket made in the client namespace (it stays there whoever uses it).
+    fn client_udp(&self) -> UdpSocket {
+        let ns = std::fs::File::open(format!("/run/netns/{}", self.client)).unwrap();
+        std::thread::spawn(move || {
+            setns(&ns, CloneFlags::CLONE_NEWNET).expect("setns");
+            let socket = UdpSocket::bind("0.0.0.0:0").unwrap();
+            socket
+                .set_read_timeout(Some(Duration::from_millis(500)))
+                .unwrap();
+            socket
+        })
+        .join()
         .unwrap()
     }
 
@@ -376,4 +427,81 @@ async fn services_reach_a_backend_through_real_nftables_and_survive_a_flushed_ta
     remove_table_with(&NftCli::in_netns(&lab.node), TABLE)
         .await
         .expect("removing an absent table is fine");
+}
+
+/// Sends one datagram from `socket` to `to` and returns the answer.
+async fn ask(socket: &Arc<UdpSocket>, to: SocketAddr) -> Result<String, String> {
+    let socket = socket.clone();
+    tokio::task::spawn_blocking(move || {
+        socket.send_to(b"ping", to).map_err(|e| e.to_string())?;
+        let mut buf = [0u8; 64];
+        let (n, _) = socket.recv_from(&mut buf).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&buf[..n]).into_owned())
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_flow_moves_to_the_new_endpoint_when_its_endpoint_goes() {
+    let lab = Lab::new();
+    lab.serve_udp_backends();
+    let key = ServiceKey::new("default", "dns");
+    let mut svc = service("10.45.0.40", ServiceKind::ClusterIp, None);
+    svc.ports[0].protocol = Protocol::Udp;
+    svc.ports[0].port = 53;
+    let udp_slice = |last: u8| {
+        let mut s = slice("dns", Ipv4Addr::new(10, 44, lab.k as u8, last));
+        s.ports = vec![("http".into(), Protocol::Udp, 5353)];
+        s
+    };
+    let state = ClusterState::new();
+    state.replace_services(vec![(key, svc)]);
+    state.replace_slices(vec![(("default".into(), "dns-abc".into()), udp_slice(2))]);
+    state.replace_nodes(vec![]);
+    state.replace_service_cidrs(vec![]);
+    let config = ProxyConfig {
+        node_name: "n1".into(),
+        cluster_cidr: Cidr::parse("10.44.0.0/16").unwrap(),
+        service_cidr: Cidr::parse("10.45.0.0/16").unwrap(),
+        cluster_dns: "10.45.0.10".parse().unwrap(),
+        nft_table: TABLE.into(),
+        metrics: None,
+    };
+    let parts = Parts {
+        nft: Arc::new(NftCli::in_netns(&lab.node)),
+        conntrack: Arc::new(ConntrackCli::in_netns(&lab.node)),
+        metrics: Metrics::default(),
+        canary_period: Duration::from_millis(200),
+    };
+    let (synced_tx, synced_rx) = tokio::sync::oneshot::channel();
+    let proxy = tokio::spawn(run_with(config, state.clone(), synced_tx, parts));
+    tokio::time::timeout(Duration::from_secs(30), synced_rx)
+        .await
+        .expect("the first full sync")
+        .expect("the proxy runs");
+
+    // One client socket throughout: the same flow (source port) every time.
+    let socket = Arc::new(lab.client_udp());
+    let to: SocketAddr = "10.45.0.40:53".parse().unwrap();
+    let first = format!("10.44.{}.2", lab.k);
+    let second = format!("10.44.{}.3", lab.k);
+    eventually("the first endpoint to answer", || async {
+        match ask(&socket, to).await {
+            Ok(from) if from == first => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    // The old endpoint still runs: only the conntrack cleanup moves the flow away from it.
+    state.set_slice("default", "dns-abc", Some(udp_slice(3)));
+    eventually("the same flow to reach the new endpoint", || async {
+        match ask(&socket, to).await {
+            Ok(from) if from == second => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    proxy.abort();
+    let _ = proxy.await;
 }
