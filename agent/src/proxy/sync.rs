@@ -5,7 +5,7 @@
 //! transaction. Chains no longer used are flushed at once and deleted a second later
 //! (kube-proxy waits too: older kernels free chains asynchronously).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -219,40 +219,45 @@ impl Syncer {
                 flows: Vec::new(),
             });
         }
-        let mut elements = self.elements.clone();
+        // Only the changed Services' elements are looked at; the bookkeeping of all of them
+        // (tens of thousands at 10k Services) is updated once the transaction succeeded.
+        let mut removed: HashSet<ElementKey> = HashSet::new();
+        let mut added: HashMap<ElementKey, (String, ServiceKey)> = HashMap::new();
         // Elements that go or change first, so a re-added key never meets its old value.
         for (key, old, new) in &updates {
             for e in &old.elements {
                 let slot = (e.set, e.key.clone());
-                let owned = elements.get(&slot).is_some_and(|(_, owner)| owner == key);
+                let owned = self
+                    .elements
+                    .get(&slot)
+                    .is_some_and(|(_, owner)| owner == key);
                 let kept = new.elements.iter().any(|n| n == e);
-                if owned && !kept {
+                if owned && !kept && removed.insert(slot.clone()) {
                     tx.delete_element(e.set, &e.key);
-                    elements.remove(&slot);
                 }
             }
         }
-        let mut stale = self.stale.clone();
-        for (key, old, new) in &updates {
+        let mut unstale = Vec::new();
+        let mut stale = Vec::new();
+        for (key, _, new) in &updates {
             write_objects(new, &mut tx);
-            for (chain, _) in &new.chains {
-                stale.remove(chain);
-            }
+            unstale.extend(new.chains.iter().map(|(c, _)| c.clone()));
             for e in &new.elements {
                 let slot = (e.set, e.key.clone());
-                if elements.contains_key(&slot) {
+                let present = (self.elements.contains_key(&slot) && !removed.contains(&slot))
+                    || added.contains_key(&slot);
+                if present {
                     continue;
                 }
                 tx.add_element(e.set, &e.text());
-                elements.insert(slot, (e.text(), key.clone()));
+                added.insert(slot, (e.text(), key.clone()));
             }
-            let _ = old;
         }
         for (_, old, new) in &updates {
             for (chain, _) in &old.chains {
                 if !new.chains.iter().any(|(c, _)| c == chain) {
                     tx.flush_chain(chain);
-                    stale.insert(chain.clone(), now);
+                    stale.push(chain.clone());
                 }
             }
             for (set, _) in &old.sets {
@@ -272,8 +277,16 @@ impl Syncer {
                 self.programmed.insert(key, new);
             }
         }
-        self.elements = elements;
-        self.stale = stale;
+        for slot in removed {
+            self.elements.remove(&slot);
+        }
+        self.elements.extend(added);
+        for chain in unstale {
+            self.stale.remove(&chain);
+        }
+        for chain in stale {
+            self.stale.insert(chain, now);
+        }
         Ok(Report {
             kind: SyncKind::Partial,
             flows,
