@@ -222,7 +222,9 @@ impl Nftables for NftCli {
             Listed::Chains => "chains",
             Listed::Sets => "sets",
         };
-        let Some(json) = self.read(&["--json", "list", what, "ip"]).await? else {
+        // `-t` (terse) leaves out set elements: listing the sets of a table with 10k
+        // Services takes 0.06 s instead of 6.5 s.
+        let Some(json) = self.read(&["-t", "--json", "list", what, "ip"]).await? else {
             return Ok(Vec::new());
         };
         let key = match kind {
