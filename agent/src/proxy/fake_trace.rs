@@ -258,13 +258,11 @@ fn rule_once(r: &Ruleset, rule: &str, mut st: State) -> Vec<(Step, State)> {
                 return vec![(Step::Next, st)];
             }
             "numgen" => {
-                let text = w[i + 5..].join(" ");
-                let arms = text.trim_matches(|c| c == '{' || c == '}').trim();
-                return arms
-                    .split(" , ")
-                    .map(|arm| arm.split_once(" : ").unwrap().1.trim())
-                    .flat_map(|verdict| verdict_of(r, verdict, st.clone()))
-                    .collect();
+                // numgen random mod K == 0 VERDICT: both outcomes are possible.
+                let verdict = w[i + 6..].join(" ");
+                let mut ends = verdict_of(r, &verdict, st.clone());
+                ends.push((Step::Next, st));
+                return ends;
             }
             "dnat" => {
                 let to: SocketAddrV4 = w[i + 2].parse().unwrap();

@@ -63,7 +63,7 @@ async fn an_endpoint_turning_unready_rewrites_only_its_service_and_deletes_its_c
          add chain ip kybern {ep5}\n\
          flush chain ip kybern {ep5}\n\
          add rule ip kybern {svc} ip daddr 10.43.12.34 tcp dport 80 ip saddr != 10.42.0.0/16 jump mark-for-masquerade\n\
-         add rule ip kybern {svc} numgen random mod 1 vmap {{ 0 : goto {ep5} }}\n\
+         add rule ip kybern {svc} goto {ep5}\n\
          add rule ip kybern {ep5} ip saddr 10.42.0.5 jump mark-for-masquerade\n\
          add rule ip kybern {ep5} meta l4proto tcp dnat to 10.42.0.5:8080\n\
          flush chain ip kybern {ep7}\n"
