@@ -38,11 +38,9 @@ pub(crate) async fn reset(args: NodeArgs) -> anyhow::Result<()> {
         )
     })?;
     let table = recorded.nft_table.unwrap_or_else(|| args.nft_table());
-    match agent::proxy::remove_table(&table).await {
-        Ok(()) | Err(agent::proxy::Error::NotBuilt) => {}
-        #[allow(unreachable_patterns)]
-        Err(e) => return Err(e).with_context(|| format!("removing the nftables table {table}")),
-    }
+    agent::proxy::remove_table(&table)
+        .await
+        .with_context(|| format!("removing the nftables table {table}"))?;
     net.remove_host_routing()
         .await
         .context("removing the unreachable routes and the host rule for the service range")?;

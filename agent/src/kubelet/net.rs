@@ -173,15 +173,8 @@ pub(super) async fn start(
         waits.push(("the service proxy's first sync", wait));
         let (config, state) = (net.proxy_config(node_name), state.clone());
         tasks.push(tokio::spawn(async move {
-            match crate::proxy::run(config, state, synced).await {
-                Ok(()) => {}
-                Err(crate::proxy::Error::NotBuilt) => {
-                    tracing::warn!(
-                        "the service proxy is not built yet; ClusterIPs do not work on this node"
-                    )
-                }
-                #[allow(unreachable_patterns)]
-                Err(e) => tracing::error!(error = %e, "the service proxy stopped"),
+            if let Err(e) = crate::proxy::run(config, state, synced).await {
+                tracing::error!(error = %e, "the service proxy stopped; ClusterIPs do not work on this node");
             }
         }));
     }
