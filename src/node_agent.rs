@@ -280,6 +280,13 @@ pub(crate) async fn run(
         agent::network::HostState::record_nft_table(&args.dir().join("network"), &net.nft_table)
             .context("recording the service proxy's nftables table")?;
     }
+    if !net.disabled.peer_routes {
+        agent::network::HostState::record_cluster_cidr(
+            &args.dir().join("network"),
+            &net.cluster_cidr,
+        )
+        .context("recording the cluster CIDR of the routes to other nodes' pods")?;
+    }
     let io = args.container_io();
     let runtime = containerd(&args).await?.with_io(io.clone());
     let recovered = io

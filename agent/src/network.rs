@@ -131,10 +131,11 @@ pub trait Network: Send + Sync {
     /// UIDs of every sandbox that exists, so a restarted agent can remove those of pods
     /// deleted while it was down.
     async fn sandboxes(&self) -> Result<Vec<String>>;
-    /// Makes the routes to other nodes' pods exactly `peers`: missing ones are added,
-    /// changed ones replaced, ones for nodes no longer listed removed. A peer with this
-    /// node's own podCIDR is skipped.
-    async fn sync_peer_routes(&self, peers: &[PeerRoute]) -> Result<()>;
+    /// Makes the routes to other nodes' pods inside `cluster` (the cluster CIDR) exactly
+    /// `peers`: missing ones are added, changed ones replaced, ones for nodes no longer
+    /// listed removed. Routes outside `cluster` belong to another cluster's agent and are
+    /// left alone. A peer with this node's own podCIDR, or outside `cluster`, is skipped.
+    async fn sync_peer_routes(&self, cluster: ipam::Cidr, peers: &[PeerRoute]) -> Result<()>;
     /// Makes this agent's safety routes (unreachable cluster ranges) and the route and rule
     /// that let host sockets reach the service range exactly `want`. Idempotent; removes
     /// only what this agent recorded installing (see [`safety`]).

@@ -12,6 +12,7 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
+use agent::network::ipam::Cidr;
 use agent::network::linux::{host_veth_name, HostNetwork};
 use agent::network::{Error, Network, PeerRoute, Sandbox, SandboxRequest};
 use nix::sched::{setns, CloneFlags};
@@ -438,6 +439,9 @@ async fn routes_to_a_peer_nodes_pods_go_through_that_node_until_it_leaves() {
     // address of the peer podCIDR the way that node's pod would.
     let node = net.setup(&req("pod-p", "peer")).await.unwrap();
     let peer_pod: Ipv4Addr = guard.peer_cidr.replace("0/24", "5").parse().unwrap();
+    // The range this test's peer routes live in; routes outside it (other tests' agents)
+    // are not this sync's to remove.
+    let cluster = Cidr::parse(&guard.peer_cidr).unwrap();
     in_ns(
         "--net",
         &node.netns,
@@ -454,8 +458,8 @@ async fn routes_to_a_peer_nodes_pods_go_through_that_node_until_it_leaves() {
             node_ip: node.ip,
         },
     ];
-    net.sync_peer_routes(&peers).await.unwrap();
-    net.sync_peer_routes(&peers)
+    net.sync_peer_routes(cluster, &peers).await.unwrap();
+    net.sync_peer_routes(cluster, &peers)
         .await
         .expect("a sync is idempotent");
     let routes = output("ip", &["-4", "route", "show", "proto", "75"]);
@@ -490,7 +494,7 @@ async fn routes_to_a_peer_nodes_pods_go_through_that_node_until_it_leaves() {
     assert_eq!(reply, "pong from the peer's pod");
     server.join().unwrap();
 
-    net.sync_peer_routes(&[]).await.unwrap();
+    net.sync_peer_routes(cluster, &[]).await.unwrap();
     let routes = output("ip", &["-4", "route", "show", &guard.peer_cidr]);
     assert_eq!(routes.trim(), "", "the departed peer's route is removed");
 
@@ -712,7 +716,9 @@ fn safety_routes_and_the_host_rule_come_and_go_leaving_other_agents_routes_alone
     ns.ip(&["route", "add", "unreachable", "10.45.9.0/24", "proto", "75"]);
     ns.run(move || async move {
         let a = HostNetwork::with_bridge(dir_a, "kyba");
-        a.remove_peer_routes().await.unwrap();
+        a.remove_peer_routes(Cidr::parse("10.45.0.0/16").unwrap())
+            .await
+            .unwrap();
     });
     assert_eq!(ns.ip(&["-4", "route", "show", "proto", "75"]).trim(), "");
 }

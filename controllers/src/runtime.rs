@@ -58,12 +58,6 @@ pub fn known(all: &[Loop]) -> Vec<String> {
 /// `controllers` in `disable` switches all off. Unknown names in `names` are an error;
 /// in `disable` they are accepted and ignored, so a flag may name a loop that a later
 /// version adds (or that lives elsewhere, like `scheduler`).
-/// Loops that run only when named (`kybern controller servicelb`), not with the rest:
-/// ServiceLB would give LoadBalancer Services the nodes' addresses while nothing on the
-/// nodes forwards them yet (the agent's service proxy is still to come), and a pending
-/// address is the honest answer until then.
-pub const ONLY_WHEN_NAMED: &[&str] = &["servicelb"];
-
 pub fn select(all: &[Loop], names: &[String], disable: &[String]) -> Result<Vec<Loop>, Error> {
     for n in names {
         if !all.iter().any(|l| l.name == n) {
@@ -79,10 +73,7 @@ pub fn select(all: &[Loop], names: &[String], disable: &[String]) -> Result<Vec<
     Ok(all
         .iter()
         .copied()
-        .filter(|l| match names.is_empty() {
-            true => !ONLY_WHEN_NAMED.contains(&l.name),
-            false => names.iter().any(|n| n == l.name),
-        })
+        .filter(|l| names.is_empty() || names.iter().any(|n| n == l.name))
         .filter(|l| !disable.iter().any(|d| d == l.name))
         .collect())
 }
@@ -269,10 +260,10 @@ mod tests {
     }
 
     #[test]
-    fn no_names_selects_every_loop_but_those_run_only_when_named() {
+    fn no_names_selects_every_loop_and_names_select_only_those() {
         let all = selected(&[], &[]);
-        assert_eq!(all.len(), crate::loops().len() - ONLY_WHEN_NAMED.len());
-        assert!(!all.contains(&"servicelb"), "{all:?}");
+        assert_eq!(all.len(), crate::loops().len());
+        assert!(all.contains(&"servicelb"), "{all:?}");
         assert_eq!(selected(&["servicelb"], &[]), ["servicelb"]);
     }
 

@@ -44,7 +44,12 @@ pub(crate) async fn reset(args: NodeArgs) -> anyhow::Result<()> {
     net.remove_host_routing()
         .await
         .context("removing the unreachable routes and the host rule for the service range")?;
-    net.remove_peer_routes()
+    let cluster = match &recorded.cluster_cidr {
+        Some(text) => agent::network::ipam::Cidr::parse(text)
+            .with_context(|| format!("the recorded cluster CIDR {text:?}"))?,
+        None => args.net.cluster_cidr,
+    };
+    net.remove_peer_routes(cluster)
         .await
         .context("removing the routes to other nodes' pods")?;
     net.remove_bridge().await?;

@@ -15,8 +15,8 @@
 //! | bridges / nft tables | node 1 `kbt<T>` / `kybern-kbt<T>`; node 2 `kbt<T>b` inside `kbn-T` |
 //!
 //! 198.18.0.0/15 is RFC 2544's benchmarking block, routed nowhere. The namespaces have no
-//! default route: node 2, the outside client and the upstream reach `198.18.T.0/24` through
-//! the host and nothing else, and the host's guard route refuses every `198.18.T` address
+//! default route: node 2, the outside client and the upstream reach `198.18.T.0/24` (and the
+//! outside client the cluster CIDR `10.42.T.0/24`) through the host and nothing else, and the host's guard route refuses every `198.18.T` address
 //! that is not one of the test's links. Nothing here
 //! changes a sysctl or a route of the host's own.
 
@@ -128,17 +128,23 @@ impl NetLab {
         remove(lab.t());
         let t = lab.t();
         let links = [
-            (lab.node2_ns(), format!("kbl{t}n"), 0u8),
-            (lab.outside_ns(), format!("kbl{t}o"), 4),
-            (lab.upstream_ns(), format!("kbl{t}d"), 8),
+            (lab.node2_ns(), format!("kbl{t}n"), 0u8, None),
+            // The outside client also reaches pods by their addresses, through node 1.
+            (
+                lab.outside_ns(),
+                format!("kbl{t}o"),
+                4,
+                Some(lab.claim().cluster_cidr()),
+            ),
+            (lab.upstream_ns(), format!("kbl{t}d"), 8, None),
         ];
-        for (ns, host_link, base) in links {
+        for (ns, host_link, base, pods) in links {
             let peer = format!("{host_link}p");
             let host_ip = format!("198.18.{t}.{}/30", base + 1);
             let ns_ip = format!("198.18.{t}.{}/30", base + 2);
             let gateway = format!("198.18.{t}.{}", base + 1);
             let lab_range = format!("198.18.{t}.0/24");
-            let steps: Vec<Vec<&str>> = vec![
+            let mut steps: Vec<Vec<&str>> = vec![
                 vec!["netns", "add", &ns],
                 vec![
                     "link", "add", &host_link, "type", "veth", "peer", "name", &peer,
@@ -151,6 +157,9 @@ impl NetLab {
                 vec!["-n", &ns, "link", "set", &peer, "up"],
                 vec!["-n", &ns, "route", "add", &lab_range, "via", &gateway],
             ];
+            if let Some(pods) = &pods {
+                steps.push(vec!["-n", &ns, "route", "add", pods, "via", &gateway]);
+            }
             for args in steps {
                 ip(&args);
             }

@@ -130,7 +130,8 @@ pub(crate) fn response_to(request: &Message) -> Message {
 /// the target's (NXDOMAIN for a target that does not exist, as CoreDNS relays it).
 pub(crate) fn append_chase(reply: &mut Message, rcode: ResponseCode, answers: Vec<Record>) {
     reply.metadata.response_code = rcode;
-    reply.insert_answers(answers);
+    // After the CNAME already there (`insert_answers` would panic on a non-empty section).
+    reply.answers.extend(answers);
 }
 
 /// The question to ask about an ExternalName's target.

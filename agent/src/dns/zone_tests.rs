@@ -269,11 +269,30 @@ fn an_external_name_is_resolved_after_its_cname_for_address_questions() {
     let zone = zone();
     match ask(&zone, "ext.shop.svc.cluster.local.", RecordType::A) {
         Outcome::Chase(chase) => {
-            let (reply, target) = (chase.reply, chase.target);
+            let (mut reply, target) = (chase.reply, chase.target);
             assert_eq!(target.to_ascii(), "db.example.test.");
             assert_eq!(
                 render(&reply.answers),
                 ["ext.shop.svc.cluster.local. CNAME db.example.test."]
+            );
+            // The target's records (here as an upstream would give them) follow the CNAME.
+            let target_a = Record::from_rdata(
+                target.clone(),
+                30,
+                hickory_proto::rr::RData::A(Ipv4Addr::new(192, 0, 2, 7).into()),
+            );
+            handler::append_chase(&mut reply, ResponseCode::NoError, vec![target_a]);
+            assert_eq!(
+                render(&reply.answers),
+                [
+                    "db.example.test. A 192.0.2.7",
+                    "ext.shop.svc.cluster.local. CNAME db.example.test.",
+                ]
+            );
+            assert_eq!(
+                reply.answers[0].record_type(),
+                RecordType::CNAME,
+                "CNAME first"
             );
         }
         other => panic!("not chased: {other:?}"),

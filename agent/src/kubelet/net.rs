@@ -165,6 +165,7 @@ pub(super) async fn start(
             state.subscribe(),
             network.clone(),
             node_name.to_string(),
+            net.cluster_cidr,
         )));
     }
     let mut waits = Vec::new();

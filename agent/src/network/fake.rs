@@ -158,7 +158,7 @@ impl Network for FakeNetwork {
         Ok(state.sandboxes.keys().cloned().collect())
     }
 
-    async fn sync_peer_routes(&self, peers: &[PeerRoute]) -> Result<()> {
+    async fn sync_peer_routes(&self, _cluster: Cidr, peers: &[PeerRoute]) -> Result<()> {
         let mut state = self.lock();
         state.calls.push(Call::SyncPeerRoutes(peers.to_vec()));
         for peer in peers {
@@ -234,9 +234,12 @@ mod tests {
             pod_cidr: "10.42.1.0/24".into(),
             node_ip: Ipv4Addr::new(192, 168, 1, 11),
         };
-        net.sync_peer_routes(std::slice::from_ref(&peer))
-            .await
-            .unwrap();
+        net.sync_peer_routes(
+            Cidr::parse("10.42.0.0/16").unwrap(),
+            std::slice::from_ref(&peer),
+        )
+        .await
+        .unwrap();
         assert_eq!(net.peer_routes(), vec![peer.clone()]);
         assert_eq!(net.sandboxes().await.unwrap(), vec!["b".to_string()]);
         assert_eq!(

@@ -49,6 +49,14 @@ impl Cidr {
         })
     }
 
+    /// Whether the network `network/prefix` lies inside this one.
+    pub fn covers(&self, network: Ipv4Addr, prefix: u8) -> bool {
+        let mask = u32::MAX
+            .checked_shl(32 - u32::from(self.prefix))
+            .unwrap_or(0);
+        prefix >= self.prefix && u32::from(network) & mask == u32::from(self.network)
+    }
+
     pub fn prefix(&self) -> u8 {
         self.prefix
     }

@@ -108,9 +108,9 @@ impl HostNetwork {
         delete_link(&host_handle()?, &self.bridge).await
     }
 
-    /// Removes every route to other nodes' pods (proto 75), without needing `init`
-    /// (`--reset`).
-    pub async fn remove_peer_routes(&self) -> Result<()> {
+    /// Removes the routes to other nodes' pods (proto 75) inside `cluster`, without needing
+    /// `init` (`--reset`); another cluster's agent on this host keeps its own.
+    pub async fn remove_peer_routes(&self, cluster: Cidr) -> Result<()> {
         let host = host_handle()?;
         let existing: Vec<RouteMessage> = host
             .route()
@@ -121,7 +121,8 @@ impl HostNetwork {
             .map_err(netlink_err("list routes"))?;
         for route in existing {
             let ours = route.header.protocol == RouteProtocol::Other(PEER_ROUTE_PROTOCOL)
-                && route.header.table == RT_TABLE_MAIN;
+                && route.header.table == RT_TABLE_MAIN
+                && route_key(&route).is_some_and(|(net, len, _)| cluster.covers(net, len));
             if ours {
                 match host.route().del(route).execute().await {
                     Err(e) if errno(&e) != Some(ESRCH) => {
@@ -352,13 +353,17 @@ impl Network for HostNetwork {
         self.teardown_locked(uid).await
     }
 
-    async fn sync_peer_routes(&self, peers: &[PeerRoute]) -> Result<()> {
+    async fn sync_peer_routes(&self, cluster: Cidr, peers: &[PeerRoute]) -> Result<()> {
         let own = self.cidr()?;
         let mut desired = Vec::new();
         for peer in peers {
             let cidr = Cidr::parse(&peer.pod_cidr)?;
             if cidr == own {
                 tracing::warn!(node_ip = %peer.node_ip, %cidr, "a peer with this node's podCIDR; skipped");
+                continue;
+            }
+            if !cluster.covers(cidr.network(), cidr.prefix()) {
+                tracing::warn!(node_ip = %peer.node_ip, %cidr, %cluster, "a peer's podCIDR outside the cluster CIDR; skipped");
                 continue;
             }
             desired.push((cidr.network(), cidr.prefix(), peer.node_ip));
@@ -373,7 +378,9 @@ impl Network for HostNetwork {
             .await
             .map_err(netlink_err("list routes"))?;
         for route in existing {
-            let mine = route.header.protocol == ours && route.header.table == RT_TABLE_MAIN;
+            let mine = route.header.protocol == ours
+                && route.header.table == RT_TABLE_MAIN
+                && route_key(&route).is_some_and(|(net, len, _)| cluster.covers(net, len));
             if mine && !route_key(&route).is_some_and(|key| desired.contains(&key)) {
                 match host.route().del(route).execute().await {
                     Err(e) if errno(&e) != Some(ESRCH) => {

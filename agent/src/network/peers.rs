@@ -6,6 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::ipam::Cidr;
 use super::{Network, PeerRoute};
 use crate::services::{ClusterState, NodeInfo, Subscription};
 
@@ -35,7 +36,7 @@ pub fn peer_routes(nodes: &[Arc<NodeInfo>], own: &str) -> Vec<PeerRoute> {
 
 /// Keeps the peer routes in step with the Nodes until the agent stops. Nothing is synced
 /// before the store's first full lists (an empty list then would remove every route).
-pub async fn run(mut changes: Subscription, network: Arc<dyn Network>, own: String) {
+pub async fn run(mut changes: Subscription, network: Arc<dyn Network>, own: String, cluster: Cidr) {
     let mut failed = false;
     loop {
         let next = if failed {
@@ -53,13 +54,13 @@ pub async fn run(mut changes: Subscription, network: Arc<dyn Network>, own: Stri
         if !due {
             continue;
         }
-        failed = !sync(changes.state(), network.as_ref(), &own).await;
+        failed = !sync(changes.state(), network.as_ref(), &own, cluster).await;
     }
 }
 
-async fn sync(state: &ClusterState, network: &dyn Network, own: &str) -> bool {
+async fn sync(state: &ClusterState, network: &dyn Network, own: &str, cluster: Cidr) -> bool {
     let routes = peer_routes(&state.nodes(), own);
-    match network.sync_peer_routes(&routes).await {
+    match network.sync_peer_routes(cluster, &routes).await {
         Ok(()) => {
             tracing::debug!(peers = routes.len(), "routes to other nodes' pods synced");
             true
@@ -136,7 +137,12 @@ mod tests {
     async fn routes_follow_nodes_joining_and_leaving_once_the_store_is_synced() {
         let state = ClusterState::new();
         let fake = Arc::new(FakeNetwork::initialised("10.42.0.0/24"));
-        let task = tokio::spawn(run(state.subscribe(), fake.clone(), "n1".into()));
+        let task = tokio::spawn(run(
+            state.subscribe(),
+            fake.clone(),
+            "n1".into(),
+            Cidr::parse("10.42.0.0/16").unwrap(),
+        ));
         state.replace_nodes(vec![
             node("n1", Some([198, 18, 0, 1]), &["10.42.0.0/24"]),
             node("n2", Some([198, 18, 0, 2]), &["10.42.1.0/24"]),

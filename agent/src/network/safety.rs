@@ -59,6 +59,10 @@ pub struct HostState {
     /// The service proxy's nftables table.
     #[serde(default)]
     pub nft_table: Option<String>,
+    /// The cluster CIDR: `--reset` removes the routes to other nodes' pods inside it only,
+    /// whatever its flags say.
+    #[serde(default)]
+    pub cluster_cidr: Option<String>,
 }
 
 impl HostState {
@@ -88,6 +92,17 @@ impl HostState {
         let mut state = Self::load(dir)?;
         if state.nft_table.as_deref() != Some(table) {
             state.nft_table = Some(table.to_string());
+            state.save(dir)?;
+        }
+        Ok(())
+    }
+
+    /// Records the cluster CIDR the peer routes live in, before any is added.
+    pub fn record_cluster_cidr(dir: &Path, cidr: &Cidr) -> Result<()> {
+        let mut state = Self::load(dir)?;
+        let cidr = cidr.to_string();
+        if state.cluster_cidr.as_deref() != Some(cidr.as_str()) {
+            state.cluster_cidr = Some(cidr);
             state.save(dir)?;
         }
         Ok(())

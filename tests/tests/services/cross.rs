@@ -4,7 +4,6 @@
 use crate::{server_pod, service, TwoNodes};
 
 #[test]
-#[ignore = "needs parts A (peer routes), B (server flags), C (proxy) and D (DNS) of issue 16"]
 fn pods_on_each_node_reach_pods_and_services_on_the_other() {
     let two = TwoNodes::start();
     two.apply(

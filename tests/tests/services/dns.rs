@@ -4,7 +4,6 @@
 use crate::{server_pod, TwoNodes, OUTSIDE_TEST, TESTSERVER};
 
 #[test]
-#[ignore = "needs parts A (peer routes), B (server flags, kube-dns Service) and D (DNS) of issue 16"]
 fn statefulset_pods_resolve_by_their_stable_names() {
     let two = TwoNodes::start();
     two.apply(
@@ -74,7 +73,6 @@ fn resolved(two: &TwoNodes, pod: &str, name: &str) -> String {
 }
 
 #[test]
-#[ignore = "needs parts A (wiring of --dns-upstream), B (server flags, kube-dns Service) and D (DNS) of issue 16"]
 fn non_cluster_names_are_answered_by_the_fake_upstream_and_cached() {
     let two = TwoNodes::start();
     two.apply(
@@ -97,7 +95,6 @@ fn non_cluster_names_are_answered_by_the_fake_upstream_and_cached() {
 }
 
 #[test]
-#[ignore = "needs parts A (wiring of --dns-upstream), B (server flags, kube-dns Service) and D (DNS) of issue 16"]
 fn an_external_name_service_resolves_as_a_cname_to_its_target() {
     let two = TwoNodes::start();
     two.apply(

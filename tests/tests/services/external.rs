@@ -5,7 +5,6 @@
 use crate::{server_pod, service, TwoNodes};
 
 #[test]
-#[ignore = "needs parts A (peer routes), B (server flags, ServiceLB) and C (proxy) of issue 16"]
 fn an_outside_client_reaches_nodeport_and_loadbalancer_on_both_nodes() {
     let two = TwoNodes::start();
     two.apply(
@@ -68,7 +67,6 @@ fn remote_through_node_port(policy: &str, node: usize) -> (String, TwoNodes) {
 }
 
 #[test]
-#[ignore = "needs parts A (peer routes), B (server flags) and C (proxy) of issue 16"]
 fn external_traffic_policy_local_keeps_the_client_address() {
     let (remote, two) = remote_through_node_port("Local", 1);
     let client = two.lab().outside_ip();
@@ -79,7 +77,6 @@ fn external_traffic_policy_local_keeps_the_client_address() {
 }
 
 #[test]
-#[ignore = "needs parts A (peer routes), B (server flags) and C (proxy) of issue 16"]
 fn external_traffic_policy_cluster_shows_a_node_address() {
     // Through node 1, whose proxy forwards to node 2's pod and masquerades the source.
     let (remote, two) = remote_through_node_port("Cluster", 0);

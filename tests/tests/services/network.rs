@@ -137,7 +137,6 @@ fn the_two_node_network_is_removed_when_its_test_panics() {
 }
 
 #[test]
-#[ignore = "needs parts A (host-state and --reset of routes and table), B (server flags), C and D of issue 16"]
 fn nothing_is_left_after_the_cluster_stops() {
     let two = crate::TwoNodes::start();
     two.apply(

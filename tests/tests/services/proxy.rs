@@ -17,7 +17,6 @@ fn hostnames_reached(two: &TwoNodes, addr: &str, n: usize) -> BTreeSet<String> {
 }
 
 #[test]
-#[ignore = "needs parts A (peer routes), B (server flags) and C (proxy) of issue 16"]
 fn session_affinity_keeps_a_client_on_one_endpoint() {
     let two = TwoNodes::start();
     let spec = "  type: NodePort\n  sessionAffinity: ClientIP\n";
@@ -43,7 +42,6 @@ fn session_affinity_keeps_a_client_on_one_endpoint() {
 }
 
 #[test]
-#[ignore = "needs parts A (peer routes), B (server flags) and C (proxy) of issue 16"]
 fn scaling_a_deployment_changes_the_endpoints_reached() {
     let two = TwoNodes::start();
     two.apply(
@@ -90,7 +88,6 @@ spec:
 }
 
 #[test]
-#[ignore = "needs parts A (peer routes), B (server flags) and C (proxy) of issue 16"]
 fn an_unready_pod_leaves_the_rotation_and_comes_back() {
     let two = TwoNodes::start();
     two.apply(
@@ -130,7 +127,6 @@ fn an_unready_pod_leaves_the_rotation_and_comes_back() {
 }
 
 #[test]
-#[ignore = "needs parts A (safety routes), B (server flags) and C (proxy) of issue 16"]
 fn a_service_without_endpoints_is_refused_not_left_to_time_out() {
     let two = TwoNodes::start();
     two.apply(
@@ -163,7 +159,6 @@ fn a_service_without_endpoints_is_refused_not_left_to_time_out() {
 }
 
 #[test]
-#[ignore = "needs parts B (server flags) and C (proxy) of issue 16"]
 fn a_pod_reaches_itself_through_its_service() {
     let two = TwoNodes::start();
     two.apply(
@@ -181,7 +176,6 @@ fn a_pod_reaches_itself_through_its_service() {
 }
 
 #[test]
-#[ignore = "needs parts B (server flags, EndpointSlice mirroring) and C (proxy) of issue 16"]
 fn hand_made_endpoints_and_slices_are_honoured() {
     let two = TwoNodes::start();
     two.apply(
@@ -230,7 +224,6 @@ ports: [{{name: http, port: 8080, protocol: TCP}}]
 }
 
 #[test]
-#[ignore = "needs parts A (the service host's own route), B (server flags, advertise address), C (proxy) and D (DNS) of issue 16"]
 fn pods_reach_the_apiserver_at_kubernetes_default_svc() {
     let two = TwoNodes::start();
     two.apply(
