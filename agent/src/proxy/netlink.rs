@@ -1,0 +1,147 @@
+//! The proxy's nftables backend: transactions `nfnl` can encode (a partial sync that
+//! rewrites a Service's chains and rules) go to the kernel as one netlink batch, all others
+//! (full syncs, elements, sets) and every read go through `nft` as before. Both ways a
+//! transaction is one batch the kernel applies whole or not at all.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
+
+use super::nfnl;
+use super::nft::{Error, Listed, NftCli, Nftables, Result, Transaction};
+
+/// `nft` for everything, a netlink socket for the hot path.
+#[derive(Debug, Clone)]
+pub struct NftNetlink {
+    cli: NftCli,
+    /// A named network namespace to open the socket in (tests), or this process's.
+    netns: Option<PathBuf>,
+    socket: Arc<Mutex<Option<Socket>>>,
+    seq: Arc<AtomicU32>,
+}
+
+impl Default for NftNetlink {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl NftNetlink {
+    pub fn new() -> Self {
+        Self {
+            cli: NftCli::new(),
+            netns: None,
+            socket: Arc::default(),
+            seq: Arc::new(AtomicU32::new(1)),
+        }
+    }
+
+    /// Works inside the named network namespace (privileged tests' scratch namespaces).
+    pub fn in_netns(name: &str) -> Self {
+        Self {
+            cli: NftCli::in_netns(name),
+            netns: Some(PathBuf::from("/run/netns").join(name)),
+            ..Self::new()
+        }
+    }
+
+    /// Sends `batch` and waits for the acknowledgement of each of its `count` messages.
+    fn talk(&self, batch: &[u8], first: u32, count: u32) -> Result<()> {
+        let mut guard = self.socket.lock().expect("socket lock");
+        if guard.is_none() {
+            *guard = Some(open(self.netns.clone())?);
+        }
+        let socket = guard.as_ref().expect("opened above");
+        let result = exchange(socket, batch, first, count);
+        if result.is_err() {
+            // Replies of a failed batch may still be queued: start the next one afresh.
+            *guard = None;
+        }
+        result
+    }
+}
+
+/// A netfilter netlink socket, opened in `netns` (on a thread of its own, so this
+/// process's other threads stay where they are; the socket keeps the namespace).
+fn open(netns: Option<PathBuf>) -> Result<Socket> {
+    let make = || -> Result<Socket> {
+        let mut socket = Socket::new(NETLINK_NETFILTER)?;
+        socket.bind_auto()?;
+        Ok(socket)
+    };
+    let Some(path) = netns else {
+        return make();
+    };
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path)?;
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET)
+            .map_err(std::io::Error::from)?;
+        make()
+    })
+    .join()
+    .map_err(|_| Error::Failed("opening the netlink socket panicked".into()))?
+}
+
+fn exchange(socket: &Socket, batch: &[u8], first: u32, count: u32) -> Result<()> {
+    socket.send_to(batch, &SocketAddr::new(0, 0), 0)?;
+    let last = first + count - 1;
+    let mut failure: Option<(u32, i32)> = None;
+    let mut seen = 0;
+    while seen < count {
+        let (datagram, _) = socket.recv_from_full()?;
+        for (seq, errno) in nfnl::acks(&datagram) {
+            if !(first..=last).contains(&seq) {
+                continue;
+            }
+            seen += 1;
+            if errno != 0 && failure.is_none() {
+                failure = Some((seq - first, errno));
+            }
+        }
+    }
+    match failure {
+        None => Ok(()),
+        Some((index, errno)) => {
+            let text = format!(
+                "netlink: command {} of the batch: {}",
+                index + 1,
+                std::io::Error::from_raw_os_error(errno)
+            );
+            Err(if errno == libc_enoent() {
+                Error::NotFound(text)
+            } else {
+                Error::Failed(text)
+            })
+        }
+    }
+}
+
+/// ENOENT, as `nft` reports "No such file or directory".
+fn libc_enoent() -> i32 {
+    nix::errno::Errno::ENOENT as i32
+}
+
+#[async_trait]
+impl Nftables for NftNetlink {
+    async fn run(&self, tx: &Transaction) -> Result<()> {
+        let first = self.seq.fetch_add(1 << 16, Ordering::Relaxed);
+        let Some((batch, count)) = nfnl::encode(tx.table(), tx.text(), first) else {
+            return self.cli.run(tx).await;
+        };
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || this.talk(&batch, first + 1, count))
+            .await
+            .map_err(|e| Error::Failed(format!("netlink task: {e}")))?
+    }
+
+    async fn list(&self, table: &str, kind: Listed) -> Result<Vec<String>> {
+        self.cli.list(table, kind).await
+    }
+
+    async fn rule_count(&self, table: &str, chain: &str) -> Result<Option<usize>> {
+        self.cli.rule_count(table, chain).await
+    }
+}
