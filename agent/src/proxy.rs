@@ -5,7 +5,8 @@
 //! touches another table.
 //!
 //! `names` spells chains, `categorize` picks endpoints, `render` writes nft text (pure),
-//! `sync` decides full or partial transactions, `nft` runs them, `conntrack` clears stale
+//! `sync` decides full or partial transactions, `netlink` sends those `nfnl` can encode
+//! (partial syncs) straight to the kernel and the rest to `nft`, `conntrack` clears stale
 //! UDP flows, `metrics` serves the figures.
 
 pub mod categorize;

@@ -168,8 +168,9 @@ async fn partial_syncs_at(services: u32, changes: u32) -> Vec<Duration> {
     timings.sort();
     eprintln!(
         "proxy scale: partial sync of one Service at {services} Services ({changes} syncs): \
-         p50 {:?}, p99 {:?}, max {:?}",
+         p50 {:?}, p90 {:?}, p99 {:?}, max {:?}",
         percentile(&timings, 50),
+        percentile(&timings, 90),
         percentile(&timings, 99),
         timings[timings.len() - 1]
     );
@@ -284,6 +285,27 @@ async fn rules_written_over_netlink_read_back_as_their_nft_text() {
         assert!(a.contains("elements"), "{a}");
         assert_eq!(a, b, "elements of {map} written over netlink and by nft");
     }
+
+    // A thousand commands in one netlink message: acknowledged once, not per command (a
+    // thousand replies would overflow the socket's receive buffer).
+    let mut tx = Transaction::new(TABLE);
+    for i in 0..1000 {
+        tx.add_chain(&format!("few-{i}"), None);
+    }
+    netlink.run(&tx).await.expect("a batch of 1,000 commands");
+    let listed = ns.nft(&["list", "chain", "ip", TABLE, "few-999"]);
+    assert!(listed.contains("few-999"), "{listed}");
+
+    // A batch of thousands of commands still applies: too big for one netlink message, it
+    // goes to nft.
+    let mut tx = Transaction::new(TABLE);
+    for i in 0..1500 {
+        tx.add_chain(&format!("many-{i}"), None);
+        tx.add_rule(&format!("many-{i}"), "goto endpoint-a");
+    }
+    netlink.run(&tx).await.expect("a batch of 3,000 commands");
+    let listed = ns.nft(&["list", "chain", "ip", TABLE, "many-1499"]);
+    assert!(listed.contains("goto endpoint-a"), "{listed}");
 
     // A batch naming a missing chain fails whole, typed as not found, and the socket
     // works again afterwards.

@@ -13,6 +13,11 @@ use netlink_sys::{protocols::NETLINK_NETFILTER, Socket, SocketAddr};
 use super::nfnl;
 use super::nft::{Error, Listed, NftCli, Nftables, Result, Transaction};
 
+/// The kernel refuses a netlink message larger than the socket's send buffer (208 KiB by
+/// default, `net.core.wmem_default`); bigger batches (a partial sync of more than ~50
+/// Services at once) go to `nft`, which raises its buffer.
+const MAX_BATCH_BYTES: usize = 128 * 1024;
+
 /// `nft` for everything, a netlink socket for the hot path.
 #[derive(Debug, Clone)]
 pub struct NftNetlink {
@@ -85,37 +90,39 @@ fn open(netns: Option<PathBuf>) -> Result<Socket> {
     .map_err(|_| Error::Failed("opening the netlink socket panicked".into()))?
 }
 
+/// Sends `batch` (begin `first - 1`, commands `first..first + count`, end after them) and
+/// waits for the last command's acknowledgement or the first error: the kernel has
+/// processed the whole batch before the send returns, so both are queued by then.
 fn exchange(socket: &Socket, batch: &[u8], first: u32, count: u32) -> Result<()> {
     socket.send_to(batch, &SocketAddr::new(0, 0), 0)?;
+    let ours = first.wrapping_sub(1)..=first + count;
     let last = first + count - 1;
-    let mut failure: Option<(u32, i32)> = None;
-    let mut seen = 0;
-    while seen < count {
+    loop {
         let (datagram, _) = socket.recv_from_full()?;
         for (seq, errno) in nfnl::acks(&datagram) {
-            if !(first..=last).contains(&seq) {
+            if !ours.contains(&seq) {
                 continue;
             }
-            seen += 1;
-            if errno != 0 && failure.is_none() {
-                failure = Some((seq - first, errno));
+            if errno != 0 {
+                return Err(failure(seq.wrapping_sub(first).wrapping_add(1), errno));
+            }
+            if seq == last {
+                return Ok(());
             }
         }
     }
-    match failure {
-        None => Ok(()),
-        Some((index, errno)) => {
-            let text = format!(
-                "netlink: command {} of the batch: {}",
-                index + 1,
-                std::io::Error::from_raw_os_error(errno)
-            );
-            Err(if errno == libc_enoent() {
-                Error::NotFound(text)
-            } else {
-                Error::Failed(text)
-            })
-        }
+}
+
+/// Command `index` (1-based; 0 is the batch itself) failed with `errno`.
+fn failure(index: u32, errno: i32) -> Error {
+    let text = format!(
+        "netlink: command {index} of the batch: {}",
+        std::io::Error::from_raw_os_error(errno)
+    );
+    if errno == libc_enoent() {
+        Error::NotFound(text)
+    } else {
+        Error::Failed(text)
     }
 }
 
@@ -128,7 +135,8 @@ fn libc_enoent() -> i32 {
 impl Nftables for NftNetlink {
     async fn run(&self, tx: &Transaction) -> Result<()> {
         let first = self.seq.fetch_add(1 << 16, Ordering::Relaxed);
-        let Some((batch, count)) = nfnl::encode(tx.table(), tx.text(), first) else {
+        let encoded = nfnl::encode(tx.table(), tx.text(), first);
+        let Some((batch, count)) = encoded.filter(|(b, _)| b.len() <= MAX_BATCH_BYTES) else {
             return self.cli.run(tx).await;
         };
         let this = self.clone();

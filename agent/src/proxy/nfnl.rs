@@ -440,8 +440,8 @@ fn rule(text: &str) -> Option<Vec<Expr>> {
 }
 
 /// A whole transaction as one netlink batch, or `None` when any line is not one of the
-/// shapes above. `seq` numbers the messages from `seq` on; the count of messages that
-/// each get an acknowledgement is returned with the bytes.
+/// shapes above. `seq` numbers the messages from `seq` on (the batch's begin); the count of
+/// commands is returned with the bytes, the last one's (`seq + count`) is acknowledged.
 pub(super) fn encode(table: &str, text: &str, seq: u32) -> Option<(Vec<u8>, u32)> {
     let mut out = Msg::new(
         NFNL_MSG_BATCH_BEGIN,
@@ -452,6 +452,7 @@ pub(super) fn encode(table: &str, text: &str, seq: u32) -> Option<(Vec<u8>, u32)
     )
     .finish();
     let mut n = 0u32;
+    let mut last = 0;
     let ty = |msg: u16| (NFNL_SUBSYS_NFTABLES << 8) | msg;
     for line in text.lines() {
         let mut words = line.splitn(6, ' ');
@@ -471,7 +472,7 @@ pub(super) fn encode(table: &str, text: &str, seq: u32) -> Option<(Vec<u8>, u32)
             ("add", "chain", None) => {
                 let mut m = Msg::new(
                     ty(NFT_MSG_NEWCHAIN),
-                    NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE,
+                    NLM_F_REQUEST | NLM_F_CREATE,
                     s,
                     NFPROTO_IPV4,
                     0,
@@ -481,25 +482,13 @@ pub(super) fn encode(table: &str, text: &str, seq: u32) -> Option<(Vec<u8>, u32)
                 m
             }
             ("delete", "chain", None) => {
-                let mut m = Msg::new(
-                    ty(NFT_MSG_DELCHAIN),
-                    NLM_F_REQUEST | NLM_F_ACK,
-                    s,
-                    NFPROTO_IPV4,
-                    0,
-                );
+                let mut m = Msg::new(ty(NFT_MSG_DELCHAIN), NLM_F_REQUEST, s, NFPROTO_IPV4, 0);
                 m.str(NFTA_CHAIN_TABLE, table);
                 m.str(NFTA_CHAIN_NAME, name);
                 m
             }
             ("flush", "chain", None) => {
-                let mut m = Msg::new(
-                    ty(NFT_MSG_DELRULE),
-                    NLM_F_REQUEST | NLM_F_ACK,
-                    s,
-                    NFPROTO_IPV4,
-                    0,
-                );
+                let mut m = Msg::new(ty(NFT_MSG_DELRULE), NLM_F_REQUEST, s, NFPROTO_IPV4, 0);
                 m.str(NFTA_RULE_TABLE, table);
                 m.str(NFTA_RULE_CHAIN, name);
                 m
@@ -508,7 +497,7 @@ pub(super) fn encode(table: &str, text: &str, seq: u32) -> Option<(Vec<u8>, u32)
                 let exprs = rule(text)?;
                 let mut m = Msg::new(
                     ty(NFT_MSG_NEWRULE),
-                    NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_APPEND,
+                    NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND,
                     s,
                     NFPROTO_IPV4,
                     0,
@@ -525,8 +514,8 @@ pub(super) fn encode(table: &str, text: &str, seq: u32) -> Option<(Vec<u8>, u32)
             (verb @ ("add" | "delete"), "element", Some(text)) => {
                 let elem = element(text, verb == "delete")?;
                 let (msg, flags) = match verb {
-                    "add" => (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE),
-                    _ => (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK),
+                    "add" => (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE),
+                    _ => (NFT_MSG_DELSETELEM, NLM_F_REQUEST),
                 };
                 let mut m = Msg::new(ty(msg), flags, s, NFPROTO_IPV4, 0);
                 m.str(NFTA_SET_ELEM_LIST_TABLE, table);
@@ -536,11 +525,18 @@ pub(super) fn encode(table: &str, text: &str, seq: u32) -> Option<(Vec<u8>, u32)
             }
             _ => return None,
         };
+        last = out.len();
         out.extend(msg.finish());
     }
     if n == 0 {
         return None;
     }
+    // Only the last command asks for an acknowledgement: the kernel processes the batch
+    // inside our send, then queues an error for each command that failed and this one
+    // acknowledgement. Acknowledging every command would overflow the socket's receive
+    // buffer (about 200 replies) on a partial sync of a few dozen Services.
+    let flags = u16::from_ne_bytes([out[last + 6], out[last + 7]]) | NLM_F_ACK;
+    out[last + 6..last + 8].copy_from_slice(&flags.to_ne_bytes());
     out.extend(
         Msg::new(
             NFNL_MSG_BATCH_END,

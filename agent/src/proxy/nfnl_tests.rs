@@ -112,14 +112,23 @@ fn a_transaction_with_a_line_netlink_does_not_know_goes_to_nft_whole() {
     tx.delete_chain("endpoint-Y");
     let (batch, count) = encode("kybern", tx.text(), 100).expect("all lines known");
     assert_eq!(count, 4, "one acknowledged message a command");
-    let types: Vec<u16> = messages(&batch).iter().map(|(ty, _)| *ty).collect();
+    let types: Vec<u16> = messages(&batch).iter().map(|(ty, _, _)| *ty).collect();
     assert_eq!(
         types,
         vec![0x10, 0xa03, 0xa08, 0xa06, 0xa05, 0x11],
         "batch begin, new chain, flush (delete rules), new rule, delete chain, batch end"
     );
-    let seqs: Vec<u32> = messages(&batch).iter().map(|(_, seq)| *seq).collect();
+    let seqs: Vec<u32> = messages(&batch).iter().map(|(_, _, seq)| *seq).collect();
     assert_eq!(seqs, vec![100, 101, 102, 103, 104, 105]);
+    let acked: Vec<bool> = messages(&batch)
+        .iter()
+        .map(|(_, flags, _)| flags & NLM_F_ACK != 0)
+        .collect();
+    assert_eq!(
+        acked,
+        vec![false, false, false, false, true, false],
+        "only the last command asks for an acknowledgement"
+    );
 
     tx.add_set(
         "affinity-X",
@@ -130,15 +139,16 @@ fn a_transaction_with_a_line_netlink_does_not_know_goes_to_nft_whole() {
     assert_eq!(encode("kybern", "", 1), None, "nothing to send");
 }
 
-/// (type, seq) of each message in a batch.
-fn messages(batch: &[u8]) -> Vec<(u16, u32)> {
+/// (type, flags, seq) of each message in a batch.
+fn messages(batch: &[u8]) -> Vec<(u16, u16, u32)> {
     let mut out = Vec::new();
     let mut at = 0;
     while at < batch.len() {
         let len = u32::from_ne_bytes(batch[at..at + 4].try_into().unwrap()) as usize;
         let ty = u16::from_ne_bytes([batch[at + 4], batch[at + 5]]);
+        let flags = u16::from_ne_bytes([batch[at + 6], batch[at + 7]]);
         let seq = u32::from_ne_bytes(batch[at + 8..at + 12].try_into().unwrap());
-        out.push((ty, seq));
+        out.push((ty, flags, seq));
         at += len;
     }
     out
