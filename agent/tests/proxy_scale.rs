@@ -205,6 +205,9 @@ async fn rules_written_over_netlink_read_back_as_their_nft_text() {
         "meta l4proto tcp dnat to 10.44.0.1:8080",
         "meta l4proto udp dnat to 10.44.0.2:53",
         "jump mark-for-masquerade",
+        "ip saddr 10.44.0.0/15 goto endpoint-a comment \"short-circuit pod traffic\"",
+        "fib saddr type local jump mark-for-masquerade comment \"masquerade local traffic\"",
+        "fib saddr type local goto endpoint-a",
     ];
     let mut tx = Transaction::new(TABLE);
     tx.add_chain("service-a", None);

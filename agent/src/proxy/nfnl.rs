@@ -51,7 +51,12 @@ const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
 const NFTA_SET_ELEM_KEY: u16 = 1;
 const NFTA_SET_ELEM_DATA: u16 = 2;
 const NFTA_SET_ELEM_USERDATA: u16 = 6;
-const NFTNL_UDATA_SET_ELEM_COMMENT: u8 = 0;
+const UDATA_COMMENT: u8 = 0;
+const NFTA_RULE_USERDATA: u16 = 7;
+const NFT_FIB_RESULT_ADDRTYPE: u32 = 3;
+const NFTA_FIB_F_SADDR: u32 = 1;
+/// `type local` of `fib`, compared in host order.
+const RTN_LOCAL: u32 = 2;
 const NF_DROP: i32 = 0;
 const NFT_JUMP: i32 = -3;
 const NFT_GOTO: i32 = -4;
@@ -143,6 +148,7 @@ enum Expr {
     Verdict { code: i32, chain: String },
     Value { reg: u32, data: Vec<u8> },
     Dnat,
+    FibSaddrType,
 }
 
 impl Expr {
@@ -156,6 +162,7 @@ impl Expr {
             Expr::Numgen { .. } => "numgen",
             Expr::Verdict { .. } | Expr::Value { .. } => "immediate",
             Expr::Dnat => "nat",
+            Expr::FibSaddrType => "fib",
         };
         m.str(NFTA_EXPR_NAME, name);
         let data = m.begin(NFTA_EXPR_DATA);
@@ -214,6 +221,11 @@ impl Expr {
                 m.be32(3, NFT_REG_1);
                 m.be32(5, NFT_REG_2);
                 m.be32(7, NF_NAT_RANGE_PROTO_SPECIFIED);
+            }
+            Expr::FibSaddrType => {
+                m.be32(1, NFT_REG_1);
+                m.be32(2, NFT_FIB_RESULT_ADDRTYPE);
+                m.be32(3, NFTA_FIB_F_SADDR);
             }
         }
         m.end(data);
@@ -342,14 +354,57 @@ impl Elem {
             m.end(data);
         }
         if let Some(comment) = &self.comment {
-            let mut udata = vec![NFTNL_UDATA_SET_ELEM_COMMENT, (comment.len() + 1) as u8];
-            udata.extend_from_slice(comment.as_bytes());
-            udata.push(0);
-            m.attr(NFTA_SET_ELEM_USERDATA, &udata);
+            m.attr(NFTA_SET_ELEM_USERDATA, &udata_comment(comment));
         }
         m.end(elem);
         m.end(list);
     }
+}
+
+/// `ip saddr [!=] NET/BITS`: the source masked, compared with the network.
+fn cidr_match(cidr: &str, op: u32) -> Option<Vec<Expr>> {
+    let (net, bits) = cidr.split_once('/')?;
+    let net: Ipv4Addr = net.parse().ok()?;
+    let bits: u32 = bits.parse().ok().filter(|b| *b <= 32)?;
+    let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
+    let mut e = vec![Expr::Payload {
+        base: NFT_PAYLOAD_NETWORK_HEADER,
+        offset: 12,
+        len: 4,
+    }];
+    if bits < 32 {
+        e.push(Expr::Mask {
+            mask: mask.to_be_bytes().to_vec(),
+        });
+    }
+    e.push(Expr::Cmp {
+        op,
+        data: (u32::from(net) & mask).to_be_bytes().to_vec(),
+    });
+    Some(e)
+}
+
+/// A rule's expressions and its comment, if it has one (`... comment "text"`).
+fn commented_rule(text: &str) -> Option<(Vec<Expr>, Option<&str>)> {
+    match text.split_once(" comment \"") {
+        Some((body, comment)) => {
+            let comment = comment.strip_suffix('"')?;
+            if comment.contains('"') || comment.len() > 200 {
+                return None;
+            }
+            Some((rule(body)?, Some(comment)))
+        }
+        None => Some((rule(text)?, None)),
+    }
+}
+
+/// A comment as nft stores it in a rule's or element's user data: one TLV of type 0
+/// (`NFTNL_UDATA_RULE_COMMENT`, `NFTNL_UDATA_SET_ELEM_COMMENT`), NUL-terminated.
+fn udata_comment(comment: &str) -> Vec<u8> {
+    let mut udata = vec![UDATA_COMMENT, (comment.len() + 1) as u8];
+    udata.extend_from_slice(comment.as_bytes());
+    udata.push(0);
+    udata
 }
 
 /// The expressions of one rule in the shapes `render` writes for Service and endpoint
@@ -369,11 +424,24 @@ fn rule(text: &str) -> Option<Vec<Expr>> {
                 verdict(v, chain)?,
             ])
         }
+        ["ip", "saddr", cidr, v, chain] if cidr.contains('/') => {
+            let mut e = cidr_match(cidr, NFT_CMP_EQ)?;
+            e.push(verdict(v, chain)?);
+            Some(e)
+        }
         ["ip", "saddr", ip, v, chain] if !ip.starts_with('@') => {
             let mut e = ip_match(12, ip, NFT_CMP_EQ)?;
             e.push(verdict(v, chain)?);
             Some(e)
         }
+        ["fib", "saddr", "type", "local", v, chain] => Some(vec![
+            Expr::FibSaddrType,
+            Expr::Cmp {
+                op: NFT_CMP_EQ,
+                data: RTN_LOCAL.to_ne_bytes().to_vec(),
+            },
+            verdict(v, chain)?,
+        ]),
         ["meta", "l4proto", proto, "dnat", "to", target] => {
             let (ip, port) = target.split_once(':')?;
             let ip: Ipv4Addr = ip.parse().ok()?;
@@ -414,24 +482,7 @@ fn rule(text: &str) -> Option<Vec<Expr>> {
                     data: port.to_be_bytes().to_vec(),
                 },
             ]);
-            let (net, bits) = cidr.split_once('/')?;
-            let net: Ipv4Addr = net.parse().ok()?;
-            let bits: u32 = bits.parse().ok().filter(|b| *b <= 32)?;
-            let mask = u32::MAX.checked_shl(32 - bits).unwrap_or(0);
-            e.push(Expr::Payload {
-                base: NFT_PAYLOAD_NETWORK_HEADER,
-                offset: 12,
-                len: 4,
-            });
-            if bits < 32 {
-                e.push(Expr::Mask {
-                    mask: mask.to_be_bytes().to_vec(),
-                });
-            }
-            e.push(Expr::Cmp {
-                op: NFT_CMP_NEQ,
-                data: (u32::from(net) & mask).to_be_bytes().to_vec(),
-            });
+            e.extend(cidr_match(cidr, NFT_CMP_NEQ)?);
             e.push(verdict(v, chain)?);
             Some(e)
         }
@@ -494,7 +545,7 @@ pub(super) fn encode(table: &str, text: &str, seq: u32) -> Option<(Vec<u8>, u32)
                 m
             }
             ("add", "rule", Some(text)) => {
-                let exprs = rule(text)?;
+                let (exprs, comment) = commented_rule(text)?;
                 let mut m = Msg::new(
                     ty(NFT_MSG_NEWRULE),
                     NLM_F_REQUEST | NLM_F_CREATE | NLM_F_APPEND,
@@ -509,6 +560,9 @@ pub(super) fn encode(table: &str, text: &str, seq: u32) -> Option<(Vec<u8>, u32)
                     e.write(&mut m);
                 }
                 m.end(list);
+                if let Some(comment) = comment {
+                    m.attr(NFTA_RULE_USERDATA, &udata_comment(comment));
+                }
                 m
             }
             (verb @ ("add" | "delete"), "element", Some(text)) => {

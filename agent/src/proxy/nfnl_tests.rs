@@ -93,14 +93,39 @@ fn the_rule_shapes_of_service_and_endpoint_chains_encode_as_nft_does() {
         ("sctp dnat", "meta l4proto sctp dnat to 10.44.0.1:53", None),
         ("drop", "drop", None),
         (
-            "rule with a comment",
-            "fib saddr type local jump mark-for-masquerade comment \"masquerade local traffic\"",
-            None,
+            "pod short-circuit",
+            "ip saddr 10.44.0.0/15 goto service-X",
+            Some(vec![
+                payload(1, 12, 4),
+                Expr::Mask {
+                    mask: vec![255, 254, 0, 0],
+                },
+                eq(&[10, 44, 0, 0]),
+                to(NFT_GOTO, "service-X"),
+            ]),
         ),
+        (
+            "local source",
+            "fib saddr type local jump mark-for-masquerade",
+            Some(vec![
+                Expr::FibSaddrType,
+                eq(&2u32.to_ne_bytes()),
+                to(NFT_JUMP, "mark-for-masquerade"),
+            ]),
+        ),
+        ("anonymous set", "ip saddr != { 1.2.3.0/24 } drop", None),
     ];
     for (name, text, want) in rows {
         assert_eq!(rule(text), want, "{name}");
     }
+    assert_eq!(
+        commented_rule("goto service-X comment \"short-circuit pod traffic\""),
+        Some((
+            vec![to(NFT_GOTO, "service-X")],
+            Some("short-circuit pod traffic")
+        )),
+    );
+    assert_eq!(udata_comment("ab"), vec![0, 3, b'a', b'b', 0]);
 }
 
 #[test]
