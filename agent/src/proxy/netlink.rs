@@ -1,7 +1,8 @@
 //! The proxy's nftables backend: transactions `nfnl` can encode (a partial sync that
-//! rewrites a Service's chains and rules) go to the kernel as one netlink batch, all others
-//! (full syncs, elements, sets) and every read go through `nft` as before. Both ways a
-//! transaction is one batch the kernel applies whole or not at all.
+//! rewrites a Service's chains, rules and map elements) go to the kernel as one netlink
+//! batch, all others (full syncs, affinity sets, firewall chains) and every read go through
+//! `nft` as before. Both ways a transaction is one batch the kernel applies whole or not at
+//! all.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -53,7 +54,14 @@ impl NftNetlink {
         }
     }
 
-    /// Sends `batch` and waits for the acknowledgement of each of its `count` messages.
+    /// The first sequence number of a transaction's own block of 65,536 (at most 60,002
+    /// used), kept below 2^30 so the numbers never wrap within a batch, also once the
+    /// counter itself wrapped (after 65,536 transactions).
+    fn next_block(&self) -> u32 {
+        self.seq.fetch_add(1 << 16, Ordering::Relaxed) % (1 << 30)
+    }
+
+    /// Sends `batch` (its `count` commands numbered from `first`) and waits for the outcome.
     fn talk(&self, batch: &[u8], first: u32, count: u32) -> Result<()> {
         let mut guard = self.socket.lock().expect("socket lock");
         if guard.is_none() {
@@ -134,7 +142,7 @@ fn libc_enoent() -> i32 {
 #[async_trait]
 impl Nftables for NftNetlink {
     async fn run(&self, tx: &Transaction) -> Result<()> {
-        let first = self.seq.fetch_add(1 << 16, Ordering::Relaxed);
+        let first = self.next_block();
         let encoded = nfnl::encode(tx.table(), tx.text(), first);
         let Some((batch, count)) = encoded.filter(|(b, _)| b.len() <= MAX_BATCH_BYTES) else {
             return self.cli.run(tx).await;
@@ -151,5 +159,20 @@ impl Nftables for NftNetlink {
 
     async fn rule_count(&self, table: &str, chain: &str) -> Result<Option<usize>> {
         self.cli.rule_count(table, chain).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sequence_numbers_never_overflow_once_the_counter_wraps() {
+        let nft = NftNetlink::new();
+        nft.seq.store(u32::MAX - 5, Ordering::Relaxed);
+        for _ in 0..3 {
+            let first = nft.next_block();
+            assert!(first.checked_add(60_002).is_some(), "block at {first}");
+        }
     }
 }
