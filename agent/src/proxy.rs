@@ -5,7 +5,8 @@
 //! touches another table.
 //!
 //! `names` spells chains, `categorize` picks endpoints, `render` writes nft text (pure),
-//! `sync` decides full or partial transactions, `nft` runs them, `conntrack` clears stale
+//! `sync` decides full or partial transactions, `netlink` sends those `nfnl` can encode
+//! (partial syncs) straight to the kernel and the rest to `nft`, `conntrack` clears stale
 //! UDP flows, `metrics` serves the figures.
 
 pub mod categorize;
@@ -16,6 +17,8 @@ pub mod fake;
 mod fake_trace;
 pub mod metrics;
 pub mod names;
+pub mod netlink;
+mod nfnl;
 pub mod nft;
 pub mod render;
 pub mod sync;
@@ -30,7 +33,8 @@ use crate::services::{ClusterState, ServiceKey};
 
 use self::conntrack::{Conntrack, ConntrackCli};
 use self::metrics::Metrics;
-use self::nft::{NftCli, Nftables, Transaction};
+use self::netlink::NftNetlink;
+use self::nft::{Nftables, Transaction};
 use self::render::Context;
 use self::sync::Syncer;
 
@@ -81,7 +85,7 @@ pub async fn run(
             .map_err(|source| Error::Metrics { addr, source })?;
     }
     let parts = Parts {
-        nft: Arc::new(NftCli::new()),
+        nft: Arc::new(NftNetlink::new()),
         conntrack: Arc::new(ConntrackCli::new()),
         metrics,
         canary_period: CANARY_PERIOD,
@@ -211,7 +215,7 @@ pub fn context(config: &ProxyConfig, state: &ClusterState) -> Context {
 
 /// Removes the proxy's nftables table (`kybern agent --reset`); absent is fine.
 pub async fn remove_table(table: &str) -> Result<(), Error> {
-    remove_table_with(&NftCli::new(), table).await
+    remove_table_with(&nft::NftCli::new(), table).await
 }
 
 pub async fn remove_table_with(nft: &dyn Nftables, table: &str) -> Result<(), Error> {

@@ -15,6 +15,7 @@ use std::time::Duration;
 use agent::network::ipam::Cidr;
 use agent::proxy::conntrack::ConntrackCli;
 use agent::proxy::metrics::Metrics;
+use agent::proxy::netlink::NftNetlink;
 use agent::proxy::nft::NftCli;
 use agent::proxy::{remove_table_with, run_with, Parts, ProxyConfig};
 use agent::services::{
@@ -331,7 +332,7 @@ async fn services_reach_a_backend_through_real_nftables_and_survive_a_flushed_ta
     };
     let metrics = Metrics::default();
     let parts = Parts {
-        nft: Arc::new(NftCli::in_netns(&lab.node)),
+        nft: Arc::new(NftNetlink::in_netns(&lab.node)),
         conntrack: Arc::new(ConntrackCli::in_netns(&lab.node)),
         metrics: metrics.clone(),
         canary_period: Duration::from_millis(200),
@@ -396,7 +397,7 @@ async fn services_reach_a_backend_through_real_nftables_and_survive_a_flushed_ta
     let _ = proxy.await;
     state.set_service(ServiceKey::new("default", "empty"), None);
     let parts = Parts {
-        nft: Arc::new(NftCli::in_netns(&lab.node)),
+        nft: Arc::new(NftNetlink::in_netns(&lab.node)),
         conntrack: Arc::new(ConntrackCli::in_netns(&lab.node)),
         metrics: Metrics::default(),
         canary_period: Duration::from_millis(200),
@@ -469,7 +470,7 @@ async fn a_udp_flow_moves_to_the_new_endpoint_when_its_endpoint_goes() {
         metrics: None,
     };
     let parts = Parts {
-        nft: Arc::new(NftCli::in_netns(&lab.node)),
+        nft: Arc::new(NftNetlink::in_netns(&lab.node)),
         conntrack: Arc::new(ConntrackCli::in_netns(&lab.node)),
         metrics: Metrics::default(),
         canary_period: Duration::from_millis(200),

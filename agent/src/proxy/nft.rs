@@ -42,6 +42,11 @@ impl Transaction {
         self.ops == 0
     }
 
+    /// The table every command names.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     /// The nft input, one command a line.
     pub fn text(&self) -> &str {
         &self.text
