@@ -113,7 +113,12 @@ pub(super) fn trace(r: &Ruleset, pkt: Packet, from: From, local: &[Ipv4Addr]) ->
         dnat: None,
     };
     let hooks: Vec<&str> = match from {
-        From::Outside => vec!["filter-prerouting", "nat-prerouting", "after-routing"],
+        From::Outside => vec![
+            "filter-prerouting",
+            "nat-prerouting",
+            "filter-prerouting-post-dnat",
+            "after-routing",
+        ],
         From::ThisHost => vec!["filter-output", "nat-output", "filter-output-post-dnat"],
     };
     let mut ends = BTreeSet::new();

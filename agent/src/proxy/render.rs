@@ -36,10 +36,20 @@ pub const MAPS: [&str; 5] = [
 
 /// The hooked chains: name and hook. Priorities are numbers (dstnat is -100, srcnat 100):
 /// nft 1.0.6 accepts the `dstnat` keyword only on the prerouting hook.
-pub const BASE_CHAINS: [(&str, &str); 8] = [
+///
+/// `filter-prerouting-post-dnat` is kybern's: the node routes the service range
+/// `unreachable`, so a packet to a ClusterIP that was not DNATed would meet that route
+/// before any forward hook, and a UDP client is told nothing by a host-unreachable error.
+/// Checking right after DNAT, still in prerouting, rejects it with the port-unreachable
+/// (or drop) upstream gives in its forward hook.
+pub const BASE_CHAINS: [(&str, &str); 9] = [
     (
         "filter-prerouting",
         "type filter hook prerouting priority -110",
+    ),
+    (
+        "filter-prerouting-post-dnat",
+        "type filter hook prerouting priority -90",
     ),
     ("filter-input", "type filter hook input priority -110"),
     ("filter-forward", "type filter hook forward priority -110"),
@@ -157,7 +167,7 @@ pub fn base(ctx: &Context, tx: &mut Transaction, first: bool) {
         "service-endpoints-check",
         &[
             ("filter-input", "ct state new jump "),
-            ("filter-forward", "ct state new jump "),
+            ("filter-prerouting-post-dnat", "ct state new jump "),
             ("filter-output", "ct state new jump "),
         ],
     );
@@ -179,7 +189,7 @@ pub fn base(ctx: &Context, tx: &mut Transaction, first: bool) {
         tx,
         "cluster-ips-check",
         &[
-            ("filter-forward", "ct state new jump "),
+            ("filter-prerouting-post-dnat", "ct state new jump "),
             ("filter-output-post-dnat", "ct state new jump "),
         ],
     );
