@@ -140,6 +140,8 @@ fn a_service_without_endpoints_is_refused_not_left_to_time_out() {
     two.wait_pods_ready(&["client"]);
     let ip = two.service_field("empty", "{.spec.clusterIP}");
     // busybox's timeout bounds a connect that would hang: a timeout is the failure shown.
+    // UDP goes to a port the Service does not have: refused too (ICMP port unreachable,
+    // which a connected UDP socket reports; a host-unreachable error it would ignore).
     for (proto, args) in [
         ("tcp", vec!["get", &format!("{ip}:80"), "/"] as Vec<&str>),
         ("udp", vec!["udp", &format!("{ip}:9000"), "hello"]),
@@ -238,16 +240,6 @@ fn pods_reach_the_apiserver_at_kubernetes_default_svc() {
         }
     });
     assert!(hello.starts_with("handshake"), "{hello}");
-    let (ok, token) = two.from_pod(
-        "client",
-        &[
-            "get",
-            "127.0.0.1:8080",
-            "/file?path=/var/run/secrets/kubernetes.io/serviceaccount/token",
-        ],
-    );
-    assert!(
-        ok && !token.is_empty(),
-        "the service account token: {token}"
-    );
+    // Pods get no service-account token mounted yet: the ServiceAccount admission and
+    // token projection come with issue 17 (security).
 }
