@@ -8,4 +8,4 @@ pub mod store;
 pub use model::{
     Endpoint, NodeInfo, Protocol, Service, ServiceKey, ServiceKind, ServicePort, Slice,
 };
-pub use store::{Changes, ClusterState, Kind, Subscription};
+pub use store::{Changes, ClusterState, Kind, SlicesOf, Subscription};

@@ -3,9 +3,11 @@
 //! subscribes and is told what changed since it last looked (kube-proxy's change trackers,
 //! one per consumer), then reads what it needs from the store.
 
+use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap};
+use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use tokio::sync::Notify;
 
@@ -71,9 +73,71 @@ struct Pending {
     notify: Notify,
 }
 
+/// Read-mostly: the DNS server reads on every query from several threads, the watches
+/// write a few times a second.
 #[derive(Default)]
 pub struct ClusterState {
-    inner: Mutex<Inner>,
+    inner: RwLock<Inner>,
+}
+
+/// A Service's (namespace, name) as borrowed text, so a DNS query can look a Service up
+/// without building a [`ServiceKey`] (two allocations) first.
+trait KeyText {
+    fn text(&self) -> (&str, &str);
+}
+
+impl KeyText for ServiceKey {
+    fn text(&self) -> (&str, &str) {
+        (&self.namespace, &self.name)
+    }
+}
+
+impl KeyText for (&str, &str) {
+    fn text(&self) -> (&str, &str) {
+        *self
+    }
+}
+
+impl<'a> Borrow<dyn KeyText + 'a> for ServiceKey {
+    fn borrow(&self) -> &(dyn KeyText + 'a) {
+        self
+    }
+}
+
+/// The same hash as `ServiceKey`'s derived one (namespace, then name, as `str`).
+impl Hash for dyn KeyText + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        let (namespace, name) = self.text();
+        namespace.hash(state);
+        name.hash(state);
+    }
+}
+
+impl PartialEq for dyn KeyText + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.text() == other.text()
+    }
+}
+
+impl Eq for dyn KeyText + '_ {}
+
+/// The EndpointSlices of one Service, read in place under the store's read lock.
+pub struct SlicesOf<'a> {
+    inner: &'a Inner,
+    namespace: &'a Arc<str>,
+    names: Option<&'a BTreeSet<Arc<str>>>,
+}
+
+impl<'a> SlicesOf<'a> {
+    /// The slices, ordered by slice name.
+    pub fn iter(&self) -> impl Iterator<Item = &'a Slice> + '_ {
+        self.names.into_iter().flatten().filter_map(|name| {
+            self.inner
+                .slices
+                .get(&(self.namespace.clone(), name.clone()))
+                .map(|s| &**s)
+        })
+    }
 }
 
 /// One consumer's view of the changes.
@@ -125,7 +189,7 @@ impl ClusterState {
             told_synced: Mutex::new(false),
             notify: Notify::new(),
         });
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.write().unwrap();
         inner.subscribers.push(Arc::downgrade(&pending));
         // Wake it at once when the store is already synced, so it does its full sync.
         if inner.synced.len() == ALL_KINDS.len() {
@@ -139,16 +203,16 @@ impl ClusterState {
     }
 
     pub fn is_synced(&self) -> bool {
-        self.inner.lock().unwrap().synced.len() == ALL_KINDS.len()
+        self.inner.read().unwrap().synced.len() == ALL_KINDS.len()
     }
 
     pub fn service(&self, key: &ServiceKey) -> Option<Arc<Service>> {
-        self.inner.lock().unwrap().services.get(key).cloned()
+        self.inner.read().unwrap().services.get(key).cloned()
     }
 
     /// Every Service, in no particular order.
     pub fn services(&self) -> Vec<(ServiceKey, Arc<Service>)> {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.read().unwrap();
         inner
             .services
             .iter()
@@ -158,7 +222,7 @@ impl ClusterState {
 
     /// The EndpointSlices of a Service, ordered by slice name.
     pub fn slices(&self, key: &ServiceKey) -> Vec<Arc<Slice>> {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.read().unwrap();
         let Some(names) = inner.by_service.get(key) else {
             return Vec::new();
         };
@@ -173,17 +237,36 @@ impl ClusterState {
             .collect()
     }
 
+    /// Runs `read` on the Service `namespace/name` and its EndpointSlices under one read
+    /// lock, copying nothing; `None` when there is no such Service.
+    pub fn with_service<R>(
+        &self,
+        namespace: &str,
+        name: &str,
+        read: impl FnOnce(&Service, SlicesOf<'_>) -> R,
+    ) -> Option<R> {
+        let inner = self.inner.read().unwrap();
+        let wanted: &dyn KeyText = &(namespace, name);
+        let (key, service) = inner.services.get_key_value(wanted)?;
+        let slices = SlicesOf {
+            inner: &inner,
+            namespace: &key.namespace,
+            names: inner.by_service.get(wanted),
+        };
+        Some(read(service, slices))
+    }
+
     pub fn node(&self, name: &str) -> Option<Arc<NodeInfo>> {
-        self.inner.lock().unwrap().nodes.get(name).cloned()
+        self.inner.read().unwrap().nodes.get(name).cloned()
     }
 
     pub fn nodes(&self) -> Vec<Arc<NodeInfo>> {
-        self.inner.lock().unwrap().nodes.values().cloned().collect()
+        self.inner.read().unwrap().nodes.values().cloned().collect()
     }
 
     /// The ranges of every ServiceCIDR object, deduplicated.
     pub fn service_cidrs(&self) -> Vec<Cidr> {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.read().unwrap();
         let mut all: Vec<Cidr> = Vec::new();
         for cidr in inner.service_cidrs.values().flatten() {
             if !all.contains(cidr) {
@@ -197,7 +280,7 @@ impl ClusterState {
     /// Adds, replaces (`Some`) or removes (`None`) a Service. Subscribers hear of it only
     /// when it really changed.
     pub fn set_service(&self, key: ServiceKey, service: Option<Service>) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.write().unwrap();
         if inner.set_service(key.clone(), service) {
             inner.tell(|c| {
                 c.services.insert(key.clone());
@@ -207,7 +290,7 @@ impl ClusterState {
 
     /// Adds, replaces or removes the EndpointSlice `namespace/name`.
     pub fn set_slice(&self, namespace: &str, name: &str, slice: Option<Slice>) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.write().unwrap();
         let touched = inner.set_slice((namespace.into(), name.into()), slice);
         if !touched.is_empty() {
             inner.tell(|c| c.services.extend(touched.iter().cloned()));
@@ -215,14 +298,14 @@ impl ClusterState {
     }
 
     pub fn set_node(&self, name: &str, node: Option<NodeInfo>) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.write().unwrap();
         if inner.set_node(name.into(), node) {
             inner.tell(|c| c.nodes = true);
         }
     }
 
     pub fn set_service_cidr(&self, name: &str, cidrs: Option<Vec<Cidr>>) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.write().unwrap();
         if inner.set_service_cidr(name.into(), cidrs) {
             inner.tell(|c| c.service_cidrs = true);
         }
@@ -230,7 +313,7 @@ impl ClusterState {
 
     /// A full list of Services (a watch's initial list or relist): what is not in it is gone.
     pub fn replace_services(&self, all: Vec<(ServiceKey, Service)>) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.write().unwrap();
         let mut touched = BTreeSet::new();
         let keep: BTreeSet<ServiceKey> = all.iter().map(|(k, _)| k.clone()).collect();
         let gone: Vec<ServiceKey> = inner
@@ -255,7 +338,7 @@ impl ClusterState {
 
     /// A full list of EndpointSlices: ((namespace, name), slice).
     pub fn replace_slices(&self, all: Vec<((String, String), Slice)>) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.write().unwrap();
         let mut touched = BTreeSet::new();
         let keep: BTreeSet<(String, String)> = all.iter().map(|(k, _)| k.clone()).collect();
         let gone: Vec<SliceKey> = inner
@@ -275,7 +358,7 @@ impl ClusterState {
     }
 
     pub fn replace_nodes(&self, all: Vec<NodeInfo>) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.write().unwrap();
         let keep: BTreeSet<Arc<str>> = all.iter().map(|n| n.name.clone()).collect();
         let gone: Vec<Arc<str>> = inner
             .nodes
@@ -295,7 +378,7 @@ impl ClusterState {
     }
 
     pub fn replace_service_cidrs(&self, all: Vec<(String, Vec<Cidr>)>) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.write().unwrap();
         let keep: BTreeSet<&str> = all.iter().map(|(n, _)| n.as_str()).collect();
         let gone: Vec<Arc<str>> = inner
             .service_cidrs
@@ -316,7 +399,7 @@ impl ClusterState {
 
     /// The Service whose ClusterIP is `ip`, if any (PTR answers, the DNS address check).
     pub fn service_by_cluster_ip(&self, ip: Ipv4Addr) -> Option<ServiceKey> {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.read().unwrap();
         inner
             .services
             .iter()
