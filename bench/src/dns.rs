@@ -94,6 +94,7 @@ pub(crate) async fn run(args: DnsArgs) -> Result<()> {
 
     let rss_before = procs::rss_bytes(me)?;
     let state = fill(&args);
+    let rss_filled = procs::rss_bytes(me)?;
     let resolv = tmp.path.join("resolv.conf");
     std::fs::write(&resolv, "").context("writing an empty resolv.conf")?;
     let config = DnsConfig {
@@ -187,6 +188,18 @@ pub(crate) async fn run(args: DnsArgs) -> Result<()> {
         )
         .target(Target::Below(coredns / 4.0)),
     );
+    report.row(Row::new(
+        "  of which the store (Services, slices)",
+        rss_filled.saturating_sub(rss_before) as f64 / MIB,
+        None,
+        Unit::MiB,
+    ));
+    report.row(Row::new(
+        "  of which the server and its reverse index",
+        rss_after.saturating_sub(rss_filled) as f64 / MIB,
+        None,
+        Unit::MiB,
+    ));
     report.row(Row::new(
         "bench process RSS with the server (not an agent's)",
         rss_after as f64 / MIB,

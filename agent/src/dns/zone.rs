@@ -1,6 +1,6 @@
 //! The cluster zone (`cluster.local`): records computed per query from the shared store, as
 //! CoreDNS's `kubernetes` plugin computes them, so no per-name index is kept in memory. Only
-//! the reverse (PTR) names are indexed, refreshed from the store's change notices.
+//! the reverse (PTR) owners are indexed, refreshed from the store's change notices.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -62,12 +62,56 @@ impl Answer {
     }
 }
 
+/// The reverse (PTR) index: which Services own an address, not the names themselves
+/// (those are built when a PTR question comes, which is rare). At 10,000 Services and
+/// 50,000 endpoints a formatted name per address cost about 10 MiB; a key (two shared
+/// strings) per address costs a third of that.
 #[derive(Default)]
 struct Reverse {
-    /// Address → the names that point back at it ("web.shop.svc.cluster.local.").
-    names: HashMap<Ipv4Addr, Vec<Arc<str>>>,
-    /// Service → the addresses it put into `names`, to take them out again.
-    by_service: HashMap<ServiceKey, Vec<Ipv4Addr>>,
+    owners: HashMap<Ipv4Addr, Owners>,
+    /// Service → the addresses it put into `owners`, to take them out again.
+    by_service: HashMap<ServiceKey, Box<[Ipv4Addr]>>,
+}
+
+/// The Services an address belongs to: almost always one.
+enum Owners {
+    One(ServiceKey),
+    Many(Vec<ServiceKey>),
+}
+
+impl Owners {
+    fn keys(&self) -> &[ServiceKey] {
+        match self {
+            Self::One(key) => std::slice::from_ref(key),
+            Self::Many(keys) => keys,
+        }
+    }
+
+    fn add(&mut self, key: ServiceKey) {
+        match self {
+            Self::One(first) => *self = Self::Many(vec![first.clone(), key]),
+            Self::Many(keys) => keys.push(key),
+        }
+    }
+
+    /// Takes `key` out; false when nothing is left.
+    fn remove(&mut self, key: &ServiceKey) -> bool {
+        match self {
+            Self::One(only) => only != key,
+            Self::Many(keys) => {
+                keys.retain(|k| k != key);
+                match keys.as_slice() {
+                    [] => false,
+                    [last] => {
+                        let last = last.clone();
+                        *self = Self::One(last);
+                        true
+                    }
+                    _ => true,
+                }
+            }
+        }
+    }
 }
 
 pub(crate) struct Zone {
@@ -118,39 +162,42 @@ impl Zone {
         &self.state
     }
 
-    /// Recomputes the reverse names of these Services from the store.
+    /// Recomputes the reverse index of these Services from the store.
     pub(crate) fn refresh<'a>(&self, keys: impl IntoIterator<Item = &'a ServiceKey>) {
         let mut computed = Vec::new();
         for key in keys {
-            let names = self
+            let ips = self
                 .state
                 .with_service(&key.namespace, &key.name, |service, slices| {
-                    self.reverse_names(key, service, &slices)
+                    reverse_ips(service, &slices)
                 })
                 .unwrap_or_default();
-            computed.push((key.clone(), names));
+            computed.push((key, ips));
         }
         let mut reverse = self.reverse.write().unwrap();
-        for (key, names) in computed {
-            if let Some(old) = reverse.by_service.remove(&key) {
-                for ip in old {
-                    if let Some(list) = reverse.names.get_mut(&ip) {
-                        list.retain(|n| !is_of_service(n, &key, &self.domain));
-                        if list.is_empty() {
-                            reverse.names.remove(&ip);
-                        }
+        for (key, ips) in computed {
+            if let Some(old) = reverse.by_service.remove(key) {
+                for ip in old.iter() {
+                    let keep = reverse.owners.get_mut(ip).is_some_and(|o| o.remove(key));
+                    if !keep {
+                        reverse.owners.remove(ip);
                     }
                 }
             }
-            if names.is_empty() {
+            if ips.is_empty() {
                 continue;
             }
-            let mut ips = Vec::with_capacity(names.len());
-            for (ip, name) in names {
-                reverse.names.entry(ip).or_default().push(name);
-                ips.push(ip);
+            for ip in &ips {
+                match reverse.owners.get_mut(ip) {
+                    Some(owners) => owners.add(key.clone()),
+                    None => {
+                        reverse.owners.insert(*ip, Owners::One(key.clone()));
+                    }
+                }
             }
-            reverse.by_service.insert(key, ips);
+            reverse
+                .by_service
+                .insert(key.clone(), ips.into_boxed_slice());
         }
         drop(reverse);
         self.serial.store(now_serial(), Ordering::Relaxed);
@@ -165,27 +212,22 @@ impl Zone {
         self.refresh(&keys);
     }
 
-    /// (address, name) pairs a Service contributes to the reverse zone: its ClusterIP, and
-    /// each visible endpoint under its hostname.
-    fn reverse_names(
-        &self,
-        key: &ServiceKey,
-        service: &Service,
-        slices: &SlicesOf<'_>,
-    ) -> Vec<(Ipv4Addr, Arc<str>)> {
-        if matches!(service.kind, ServiceKind::ExternalName(_)) {
-            return Vec::new();
-        }
+    /// The names that point back at `ip` from the Service `key`: its own name for its
+    /// ClusterIP, `<hostname>.<its name>` for each visible endpoint with that address.
+    fn reverse_names(&self, key: &ServiceKey, ip: Ipv4Addr, out: &mut Vec<Name>) {
         let base = format!("{}.{}.svc.{}.", key.name, key.namespace, self.domain);
-        let mut out = Vec::new();
-        if let Some(ip) = service.cluster_ip {
-            out.push((ip, Arc::from(base.as_str())));
-        }
-        for ep in visible(service, slices) {
-            let name = format!("{}.{base}", endpoint_hostname(ep));
-            out.push((ep.ip, Arc::from(name.as_str())));
-        }
-        out
+        self.state
+            .with_service(&key.namespace, &key.name, |service, slices| {
+                if matches!(service.kind, ServiceKind::ExternalName(_)) {
+                    return;
+                }
+                if service.cluster_ip == Some(ip) {
+                    out.extend(self.name(&base));
+                }
+                for ep in visible(service, &slices).filter(|e| e.ip == ip) {
+                    out.extend(self.name(&format!("{}.{base}", endpoint_hostname(ep))));
+                }
+            });
     }
 
     fn soa(&self) -> Record {
@@ -467,16 +509,23 @@ impl Zone {
     }
 
     fn reverse_lookup(&self, name: &Name, ip: Ipv4Addr, qtype: RecordType) -> Answer {
-        let reverse = self.reverse.read().unwrap();
-        let Some(targets) = reverse.names.get(&ip) else {
-            return Answer::Forward;
+        let owners: Vec<ServiceKey> = match self.reverse.read().unwrap().owners.get(&ip) {
+            Some(owners) => owners.keys().to_vec(),
+            None => return Answer::Forward,
         };
+        let mut targets = Vec::new();
+        for key in &owners {
+            self.reverse_names(key, ip, &mut targets);
+        }
+        if targets.is_empty() {
+            // The index is a change behind the store: the address is no longer ours.
+            return Answer::Forward;
+        }
         if qtype != RecordType::PTR {
             return Answer::nodata();
         }
         let answers = targets
-            .iter()
-            .filter_map(|t| Name::from_ascii(&**t).ok())
+            .into_iter()
             .map(|t| Record::from_rdata(name.clone(), TTL, RData::PTR(PTR(t))))
             .collect();
         Answer::records(answers, Vec::new())
@@ -541,10 +590,21 @@ pub(crate) fn endpoint_hostname(ep: &Endpoint) -> String {
     }
 }
 
-/// Whether a reverse name belongs to this Service ("<...>.<svc>.<ns>.svc.<zone>.").
-fn is_of_service(name: &str, key: &ServiceKey, domain: &str) -> bool {
-    let tail = format!("{}.{}.svc.{domain}.", key.name, key.namespace);
-    name == tail || name.ends_with(&format!(".{tail}"))
+/// The addresses a Service puts into the reverse zone: its ClusterIP and its visible
+/// endpoints'; none for an ExternalName.
+fn reverse_ips(service: &Service, slices: &SlicesOf<'_>) -> Vec<Ipv4Addr> {
+    if matches!(service.kind, ServiceKind::ExternalName(_)) {
+        return Vec::new();
+    }
+    let mut ips: Vec<Ipv4Addr> = service
+        .cluster_ip
+        .into_iter()
+        .chain(visible(service, slices).map(|e| e.ip))
+        .collect();
+    // An endpoint may have the ClusterIP's address: the Service owns it once.
+    ips.sort_unstable();
+    ips.dedup();
+    ips
 }
 
 /// `1-2-3-4` → 1.2.3.4.

@@ -4,7 +4,7 @@
 //! one per consumer), then reads what it needs from the store.
 
 use std::borrow::Borrow;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -59,7 +59,11 @@ struct Inner {
     services: HashMap<ServiceKey, Arc<Service>>,
     slices: HashMap<SliceKey, Arc<Slice>>,
     /// Service → its slices' names (a slice names its Service by label).
-    by_service: HashMap<ServiceKey, BTreeSet<Arc<str>>>,
+    /// (Sorted; a Vec and not a BTreeSet: one slice per Service is the rule, and a
+    /// BTreeSet's first node is ~200 bytes.)
+    by_service: HashMap<ServiceKey, Vec<Arc<str>>>,
+    /// Node names of endpoints, stored once: 50,000 endpoints name a few nodes.
+    node_names: HashSet<Arc<str>>,
     nodes: HashMap<Arc<str>, Arc<NodeInfo>>,
     service_cidrs: HashMap<Arc<str>, Vec<Cidr>>,
     synced: BTreeSet<Kind>,
@@ -125,7 +129,7 @@ impl Eq for dyn KeyText + '_ {}
 pub struct SlicesOf<'a> {
     inner: &'a Inner,
     namespace: &'a Arc<str>,
-    names: Option<&'a BTreeSet<Arc<str>>>,
+    names: Option<&'a Vec<Arc<str>>>,
 }
 
 impl<'a> SlicesOf<'a> {
@@ -452,7 +456,9 @@ impl Inner {
         let mut touched = Vec::new();
         if let Some(old) = old {
             if let Some(names) = self.by_service.get_mut(&old.service) {
-                names.remove(&key.1);
+                if let Ok(at) = names.binary_search(&key.1) {
+                    names.remove(at);
+                }
                 if names.is_empty() {
                     self.by_service.remove(&old.service);
                 }
@@ -460,17 +466,39 @@ impl Inner {
             touched.push(old.service.clone());
             self.slices.remove(&key);
         }
-        if let Some(slice) = slice {
-            self.by_service
-                .entry(slice.service.clone())
-                .or_default()
-                .insert(key.1.clone());
+        if let Some(mut slice) = slice {
+            self.share_strings(&mut slice);
+            let names = self.by_service.entry(slice.service.clone()).or_default();
+            if let Err(at) = names.binary_search(&key.1) {
+                names.insert(at, key.1.clone());
+            }
             if !touched.contains(&slice.service) {
                 touched.push(slice.service.clone());
             }
             self.slices.insert(key, Arc::new(slice));
         }
         touched
+    }
+
+    /// Points a new slice's strings at copies the store already holds: its Service's key
+    /// (when the Service is known) and its endpoints' node names. At 10,000 slices of 5
+    /// endpoints that is ~70,000 small allocations fewer.
+    fn share_strings(&mut self, slice: &mut Slice) {
+        if let Some((key, _)) = self.services.get_key_value(&slice.service) {
+            slice.service = key.clone();
+        }
+        for ep in &mut slice.endpoints {
+            if let Some(node) = &ep.node {
+                let shared = match self.node_names.get(node) {
+                    Some(shared) => shared.clone(),
+                    None => {
+                        self.node_names.insert(node.clone());
+                        node.clone()
+                    }
+                };
+                ep.node = Some(shared);
+            }
+        }
     }
 
     fn set_node(&mut self, name: Arc<str>, node: Option<NodeInfo>) -> bool {
