@@ -11,4 +11,4 @@ pub mod watch;
 pub use model::{
     Endpoint, NodeInfo, Protocol, Service, ServiceKey, ServiceKind, ServicePort, Slice,
 };
-pub use store::{Changes, ClusterState, Kind, Subscription};
+pub use store::{Changes, ClusterState, Kind, SlicesOf, Subscription};

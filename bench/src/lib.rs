@@ -55,6 +55,7 @@
 //! noisy (15–25 % between identical runs), so compare several runs.
 
 mod deployment;
+mod dns;
 mod io;
 mod node;
 mod pods;
@@ -99,6 +100,9 @@ enum BenchCommand {
     /// The service proxy at scale (root): N selector-less Services on one agent, the time
     /// from an endpoint change to traffic reaching the new endpoint, the agent's memory.
     Services(services::ServicesArgs),
+    /// The cluster DNS server at scale: 10,000 Services and 50,000 endpoints, queries/s
+    /// and latency under dnsperf, and its memory beside CoreDNS's.
+    Dns(dns::DnsArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -175,6 +179,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
             tokio::select! {
                 r = services::run(a) => r,
                 _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; started processes are killed; run `kybern agent --reset --bridge kbb0 --agent-dir DIR` and `ip netns del kbb-back kbb-cli`"),
+            }
+        }
+        BenchCommand::Dns(a) => {
+            tokio::select! {
+                r = dns::run(a) => r,
+                _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted; dnsperf is stopped with the bench"),
             }
         }
         BenchCommand::Pods(a) => {

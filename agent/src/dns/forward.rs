@@ -2,10 +2,14 @@
 //! nameservers of `--resolv-conf` without this server's own address), over UDP with a TCP
 //! retry when the reply is truncated, through the cache.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use futures::future::{BoxFuture, FutureExt, Shared};
 
 use hickory_proto::op::{Edns, Message, ResponseCode};
 use hickory_proto::serialize::binary::BinEncodable;
@@ -19,25 +23,41 @@ use super::handler::{response_to, EDNS_PAYLOAD};
 pub(crate) const TIMEOUT: Duration = Duration::from_secs(2);
 
 pub(crate) struct Forwarder {
+    core: Arc<Core>,
+}
+
+/// What a question in flight needs after its first asker has gone (it is shared).
+struct Core {
     upstreams: Vec<SocketAddr>,
     /// The upstream that answered last; it is asked first.
     preferred: AtomicUsize,
     cache: Cache,
     timeout: Duration,
+    /// Questions being asked upstream now. A cache miss for a question already in flight
+    /// waits for that flight's reply instead of asking again, so 100 pods starting at once
+    /// and asking for the same outside name cost the upstream one question (CoreDNS's
+    /// cache does the same with its in-flight map).
+    inflight: Mutex<HashMap<Key, Flight>>,
 }
+
+/// One upstream exchange, awaited by every asker of the same question.
+type Flight = Shared<BoxFuture<'static, Option<Message>>>;
 
 impl Forwarder {
     pub(crate) fn new(upstreams: Vec<SocketAddr>, timeout: Duration) -> Self {
         Self {
-            upstreams,
-            preferred: AtomicUsize::new(0),
-            cache: Cache::new(CAPACITY),
-            timeout,
+            core: Arc::new(Core {
+                upstreams,
+                preferred: AtomicUsize::new(0),
+                cache: Cache::new(CAPACITY),
+                timeout,
+                inflight: Mutex::default(),
+            }),
         }
     }
 
     pub(crate) fn upstreams(&self) -> &[SocketAddr] {
-        &self.upstreams
+        &self.core.upstreams
     }
 
     /// The reply to `request` (id, RD and EDNS as the request's): from the cache, else from
@@ -49,19 +69,17 @@ impl Forwarder {
             reply.metadata.response_code = ResponseCode::FormErr;
             return reply;
         };
-        if let Some(hit) = self.cache.get(&key, Instant::now()) {
+        if let Some(hit) = self.core.cache.get(&key, Instant::now()) {
             reply.metadata.response_code = hit.rcode;
             reply.answers = hit.answers;
             reply.authorities = hit.authorities;
             reply.additionals = hit.additionals;
             return reply;
         }
-        let Some(upstream) = self.ask(request).await else {
+        let Some(mut upstream) = self.flight(key, request).await else {
             reply.metadata.response_code = ResponseCode::ServFail;
             return reply;
         };
-        self.cache.put(key, &upstream, Instant::now());
-        let mut upstream = upstream;
         // Clients keep the records no longer than the cache does (CoreDNS's cache rewrites
         // the TTLs it passes on the same way).
         for r in upstream
@@ -80,6 +98,31 @@ impl Forwarder {
         reply
     }
 
+    /// The flight asking `key` upstream: the one already under way, or a new one. A flight
+    /// stores its reply in the cache before it leaves `inflight`, so a later miss finds
+    /// one or the other.
+    fn flight(&self, key: Key, request: &Message) -> Flight {
+        let mut inflight = self.core.inflight.lock().unwrap();
+        if let Some(flight) = inflight.get(&key) {
+            return flight.clone();
+        }
+        let (core, request, k) = (self.core.clone(), request.clone(), key.clone());
+        let flight = async move {
+            let reply = core.ask(&request).await;
+            if let Some(reply) = &reply {
+                core.cache.put(k.clone(), reply, Instant::now());
+            }
+            core.inflight.lock().unwrap().remove(&k);
+            reply
+        }
+        .boxed()
+        .shared();
+        inflight.insert(key, flight.clone());
+        flight
+    }
+}
+
+impl Core {
     /// Asks the upstreams in turn, the last one that answered first.
     async fn ask(&self, request: &Message) -> Option<Message> {
         let n = self.upstreams.len();
@@ -199,3 +242,7 @@ pub(crate) fn nameservers(text: &str) -> Vec<SocketAddr> {
         })
         .collect()
 }
+
+#[cfg(test)]
+#[path = "forward_tests.rs"]
+mod tests;

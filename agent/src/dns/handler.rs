@@ -3,7 +3,8 @@
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::{Name, Record};
-use hickory_proto::serialize::binary::BinEncodable;
+use hickory_proto::serialize::binary::{BinEncodable, BinEncoder};
+use hickory_proto::ProtoError;
 
 use super::zone::{Answer, Zone};
 
@@ -155,17 +156,29 @@ pub(crate) fn udp_limit(request_edns: Option<&Edns>) -> usize {
 /// Encodes a reply; over `limit` bytes it becomes the question alone with TC set, so the
 /// client asks again over TCP.
 pub(crate) fn encode(reply: &Message, limit: usize) -> Vec<u8> {
-    let mut bytes = match reply.to_bytes() {
-        Ok(b) => b,
-        Err(_) => return servfail(reply),
-    };
-    if bytes.len() > limit {
-        bytes = reply
-            .truncate()
-            .to_bytes()
-            .unwrap_or_else(|_| servfail(reply));
+    let mut out = Vec::with_capacity(usize::from(CLASSIC_UDP));
+    encode_into(reply, limit, &mut out);
+    out
+}
+
+/// [`encode`] into a buffer the caller keeps between replies (no allocation once it has
+/// grown to the largest reply).
+pub(crate) fn encode_into(reply: &Message, limit: usize, out: &mut Vec<u8>) {
+    out.clear();
+    if emit(reply, out).is_err() {
+        *out = servfail(reply);
+        return;
     }
-    bytes
+    if out.len() > limit {
+        out.clear();
+        if emit(&reply.truncate(), out).is_err() {
+            *out = servfail(reply);
+        }
+    }
+}
+
+fn emit(message: &Message, out: &mut Vec<u8>) -> Result<(), ProtoError> {
+    message.emit(&mut BinEncoder::new(out))
 }
 
 fn servfail(reply: &Message) -> Vec<u8> {

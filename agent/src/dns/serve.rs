@@ -136,6 +136,7 @@ async fn serve_udp(
     fwd: Arc<Forwarder>,
 ) -> std::io::Result<()> {
     let mut buf = vec![0u8; 4096];
+    let mut out = Vec::with_capacity(usize::from(handler::EDNS_PAYLOAD));
     loop {
         let (n, peer) = match udp.recv_from(&mut buf).await {
             Ok(got) => got,
@@ -147,7 +148,8 @@ async fn serve_udp(
         match outcome {
             Outcome::Drop => {}
             Outcome::Reply(reply) => {
-                let _ = udp.send_to(&handler::encode(&reply, limit), peer).await;
+                handler::encode_into(&reply, limit, &mut out);
+                let _ = udp.send_to(&out, peer).await;
             }
             slow => {
                 let (udp, zone, fwd) = (udp.clone(), zone.clone(), fwd.clone());

@@ -1,6 +1,6 @@
 //! The cluster zone (`cluster.local`): records computed per query from the shared store, as
 //! CoreDNS's `kubernetes` plugin computes them, so no per-name index is kept in memory. Only
-//! the reverse (PTR) names are indexed, refreshed from the store's change notices.
+//! the reverse (PTR) owners are indexed, refreshed from the store's change notices.
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -11,10 +11,12 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::rdata::{A, CNAME, NS, PTR, SOA, SRV, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
 
-use crate::services::{ClusterState, Endpoint, Service, ServiceKey, ServiceKind};
+use crate::services::{ClusterState, Endpoint, Service, ServiceKey, ServiceKind, SlicesOf};
 
 /// The TTL of every record of the zone (CoreDNS's default).
 pub(crate) const TTL: u32 = 5;
+/// The most labels a name of the zone has left of the zone (`_<port>._<proto>.<svc>.<ns>.svc`).
+const MAX_LABELS: usize = 5;
 /// The schema version of the Kubernetes DNS specification followed.
 const SCHEMA_VERSION: &str = "1.0.1";
 
@@ -60,12 +62,56 @@ impl Answer {
     }
 }
 
+/// The reverse (PTR) index: which Services own an address, not the names themselves
+/// (those are built when a PTR question comes, which is rare). At 10,000 Services and
+/// 50,000 endpoints a formatted name per address cost about 10 MiB; a key (two shared
+/// strings) per address costs a third of that.
 #[derive(Default)]
 struct Reverse {
-    /// Address → the names that point back at it ("web.shop.svc.cluster.local.").
-    names: HashMap<Ipv4Addr, Vec<Arc<str>>>,
-    /// Service → the addresses it put into `names`, to take them out again.
-    by_service: HashMap<ServiceKey, Vec<Ipv4Addr>>,
+    owners: HashMap<Ipv4Addr, Owners>,
+    /// Service → the addresses it put into `owners`, to take them out again.
+    by_service: HashMap<ServiceKey, Box<[Ipv4Addr]>>,
+}
+
+/// The Services an address belongs to: almost always one.
+enum Owners {
+    One(ServiceKey),
+    Many(Vec<ServiceKey>),
+}
+
+impl Owners {
+    fn keys(&self) -> &[ServiceKey] {
+        match self {
+            Self::One(key) => std::slice::from_ref(key),
+            Self::Many(keys) => keys,
+        }
+    }
+
+    fn add(&mut self, key: ServiceKey) {
+        match self {
+            Self::One(first) => *self = Self::Many(vec![first.clone(), key]),
+            Self::Many(keys) => keys.push(key),
+        }
+    }
+
+    /// Takes `key` out; false when nothing is left.
+    fn remove(&mut self, key: &ServiceKey) -> bool {
+        match self {
+            Self::One(only) => only != key,
+            Self::Many(keys) => {
+                keys.retain(|k| k != key);
+                match keys.as_slice() {
+                    [] => false,
+                    [last] => {
+                        let last = last.clone();
+                        *self = Self::One(last);
+                        true
+                    }
+                    _ => true,
+                }
+            }
+        }
+    }
 }
 
 pub(crate) struct Zone {
@@ -75,6 +121,9 @@ pub(crate) struct Zone {
     domain: String,
     /// The address this server answers on (`ns.dns.<zone>`).
     listen: Ipv4Addr,
+    /// `ns.dns.<zone>` and `hostmaster.<zone>`, for the SOA and NS records.
+    ns: Name,
+    mail: Name,
     state: Arc<ClusterState>,
     reverse: RwLock<Reverse>,
     serial: AtomicU32,
@@ -92,7 +141,14 @@ impl Zone {
         if origin.is_root() {
             return Err("the cluster domain is empty".into());
         }
+        let under = |label: &str| {
+            Name::from_ascii(label)
+                .and_then(|n| n.append_domain(&origin))
+                .map_err(|e| e.to_string())
+        };
         Ok(Self {
+            ns: under("ns.dns")?,
+            mail: under("hostmaster")?,
             origin,
             domain,
             listen,
@@ -106,37 +162,42 @@ impl Zone {
         &self.state
     }
 
-    /// Recomputes the reverse names of these Services from the store.
+    /// Recomputes the reverse index of these Services from the store.
     pub(crate) fn refresh<'a>(&self, keys: impl IntoIterator<Item = &'a ServiceKey>) {
         let mut computed = Vec::new();
         for key in keys {
-            let names = match self.state.service(key) {
-                Some(service) => self.reverse_names(key, &service),
-                None => Vec::new(),
-            };
-            computed.push((key.clone(), names));
+            let ips = self
+                .state
+                .with_service(&key.namespace, &key.name, |service, slices| {
+                    reverse_ips(service, &slices)
+                })
+                .unwrap_or_default();
+            computed.push((key, ips));
         }
         let mut reverse = self.reverse.write().unwrap();
-        for (key, names) in computed {
-            if let Some(old) = reverse.by_service.remove(&key) {
-                for ip in old {
-                    if let Some(list) = reverse.names.get_mut(&ip) {
-                        list.retain(|n| !is_of_service(n, &key, &self.domain));
-                        if list.is_empty() {
-                            reverse.names.remove(&ip);
-                        }
+        for (key, ips) in computed {
+            if let Some(old) = reverse.by_service.remove(key) {
+                for ip in old.iter() {
+                    let keep = reverse.owners.get_mut(ip).is_some_and(|o| o.remove(key));
+                    if !keep {
+                        reverse.owners.remove(ip);
                     }
                 }
             }
-            if names.is_empty() {
+            if ips.is_empty() {
                 continue;
             }
-            let mut ips = Vec::with_capacity(names.len());
-            for (ip, name) in names {
-                reverse.names.entry(ip).or_default().push(name);
-                ips.push(ip);
+            for ip in &ips {
+                match reverse.owners.get_mut(ip) {
+                    Some(owners) => owners.add(key.clone()),
+                    None => {
+                        reverse.owners.insert(*ip, Owners::One(key.clone()));
+                    }
+                }
             }
-            reverse.by_service.insert(key, ips);
+            reverse
+                .by_service
+                .insert(key.clone(), ips.into_boxed_slice());
         }
         drop(reverse);
         self.serial.store(now_serial(), Ordering::Relaxed);
@@ -151,48 +212,28 @@ impl Zone {
         self.refresh(&keys);
     }
 
-    /// (address, name) pairs a Service contributes to the reverse zone: its ClusterIP, and
-    /// each visible endpoint under its hostname.
-    fn reverse_names(&self, key: &ServiceKey, service: &Service) -> Vec<(Ipv4Addr, Arc<str>)> {
-        if matches!(service.kind, ServiceKind::ExternalName(_)) {
-            return Vec::new();
-        }
+    /// The names that point back at `ip` from the Service `key`: its own name for its
+    /// ClusterIP, `<hostname>.<its name>` for each visible endpoint with that address.
+    fn reverse_names(&self, key: &ServiceKey, ip: Ipv4Addr, out: &mut Vec<Name>) {
         let base = format!("{}.{}.svc.{}.", key.name, key.namespace, self.domain);
-        let mut out = Vec::new();
-        if let Some(ip) = service.cluster_ip {
-            out.push((ip, Arc::from(base.as_str())));
-        }
-        for ep in self.endpoints(key, service) {
-            let name = format!("{}.{base}", endpoint_hostname(&ep));
-            out.push((ep.ip, Arc::from(name.as_str())));
-        }
-        out
-    }
-
-    /// The endpoints DNS shows: ready ones, or all with publishNotReadyAddresses; each
-    /// address once.
-    fn endpoints(&self, key: &ServiceKey, service: &Service) -> Vec<Endpoint> {
-        let mut out: Vec<Endpoint> = Vec::new();
-        for slice in self.state.slices(key) {
-            for ep in &slice.endpoints {
-                if (ep.ready || service.publish_not_ready) && !out.iter().any(|e| e.ip == ep.ip) {
-                    out.push(ep.clone());
+        self.state
+            .with_service(&key.namespace, &key.name, |service, slices| {
+                if matches!(service.kind, ServiceKind::ExternalName(_)) {
+                    return;
                 }
-            }
-        }
-        out
+                if service.cluster_ip == Some(ip) {
+                    out.extend(self.name(&base));
+                }
+                for ep in visible(service, &slices).filter(|e| e.ip == ip) {
+                    out.extend(self.name(&format!("{}.{base}", endpoint_hostname(ep))));
+                }
+            });
     }
 
     fn soa(&self) -> Record {
-        let ns = Name::from_ascii("ns.dns")
-            .and_then(|n| n.append_domain(&self.origin))
-            .unwrap_or_else(|_| self.origin.clone());
-        let mail = Name::from_ascii("hostmaster")
-            .and_then(|n| n.append_domain(&self.origin))
-            .unwrap_or_else(|_| self.origin.clone());
         let soa = SOA::new(
-            ns,
-            mail,
+            self.ns.clone(),
+            self.mail.clone(),
             self.serial.load(Ordering::Relaxed),
             7200,
             1800,
@@ -216,16 +257,19 @@ impl Zone {
             return Answer::Forward;
         }
         let extra = usize::from(name.num_labels()) - usize::from(self.origin.num_labels());
-        // The labels left of the zone, lower-cased, leftmost first.
-        let mut labels: Vec<String> = name
-            .iter()
-            .take(extra)
-            .map(|l| String::from_utf8_lossy(l).to_ascii_lowercase())
-            .collect();
-        labels.reverse();
-        // `labels` is now rightmost first: ["svc", ns, service, ...].
-        let l: Vec<&str> = labels.iter().map(String::as_str).collect();
-        match l.as_slice() {
+        if extra > MAX_LABELS {
+            return Answer::nxdomain();
+        }
+        // The labels left of the zone, lower-cased, rightmost first: ["svc", ns, service,
+        // ...]. One lower-cased copy of the name (kept inline by `Name` for most cluster
+        // names) instead of a string per label: this runs for every query.
+        let lower = name.to_lowercase();
+        let mut labels = [""; MAX_LABELS];
+        for (i, label) in lower.iter().take(extra).enumerate() {
+            // Not UTF-8: no Kubernetes name matches it (the NUL keeps it from matching).
+            labels[extra - 1 - i] = std::str::from_utf8(label).unwrap_or("\0");
+        }
+        match &labels[..extra] {
             [] => match qtype {
                 RecordType::SOA => Answer::records(vec![self.soa()], Vec::new()),
                 RecordType::NS => Answer::records(vec![self.ns_record()], vec![self.ns_a()]),
@@ -255,9 +299,11 @@ impl Zone {
                 Some(_) => Answer::nodata(),
                 None => Answer::nxdomain(),
             },
-            ["svc", ns, svc] => self.service_lookup(name, ns, svc, qtype),
+            ["svc", ns, svc] => self.service_lookup(name, &lower, ns, svc, qtype),
             ["svc", ns, svc, host] => self.endpoint_lookup(name, ns, svc, host, qtype),
-            ["svc", ns, svc, proto, port] => self.port_lookup(name, ns, svc, proto, port, qtype),
+            ["svc", ns, svc, proto, port] => {
+                self.port_lookup(name, &lower, ns, svc, proto, port, qtype)
+            }
             _ => Answer::nxdomain(),
         }
     }
@@ -266,18 +312,12 @@ impl Zone {
         Record::from_rdata(name.clone(), TTL, RData::A(A(ip)))
     }
 
-    fn ns_name(&self) -> Name {
-        Name::from_ascii("ns.dns")
-            .and_then(|n| n.append_domain(&self.origin))
-            .unwrap_or_else(|_| self.origin.clone())
-    }
-
     fn ns_record(&self) -> Record {
-        Record::from_rdata(self.origin.clone(), TTL, RData::NS(NS(self.ns_name())))
+        Record::from_rdata(self.origin.clone(), TTL, RData::NS(NS(self.ns.clone())))
     }
 
     fn ns_a(&self) -> Record {
-        self.a(&self.ns_name(), self.listen)
+        self.a(&self.ns, self.listen)
     }
 
     fn name(&self, text: &str) -> Option<Name> {
@@ -286,51 +326,55 @@ impl Zone {
         Some(n)
     }
 
-    fn service_lookup(&self, name: &Name, ns: &str, svc: &str, qtype: RecordType) -> Answer {
-        let key = ServiceKey::new(ns, svc);
-        let Some(service) = self.state.service(&key) else {
-            return Answer::nxdomain();
-        };
-        if let ServiceKind::ExternalName(target) = &service.kind {
-            return self.cname(name, target, qtype);
-        }
-        let svc_name = format!("{svc}.{ns}.svc.{}.", self.domain);
-        match service.cluster_ip {
-            Some(ip) => match qtype {
-                RecordType::A => Answer::records(vec![self.a(name, ip)], Vec::new()),
-                RecordType::SRV => {
-                    let Some(target) = self.name(&svc_name) else {
-                        return Answer::nodata();
-                    };
-                    let weight = srv_weight(service.ports.len());
-                    let answers = service
-                        .ports
-                        .iter()
-                        .map(|p| srv(name, weight, p.port, target.clone()))
-                        .collect();
-                    Answer::records(answers, vec![self.a(&target, ip)])
-                }
-                _ => Answer::nodata(),
-            },
-            None => {
-                let endpoints = self.endpoints(&key, &service);
-                if endpoints.is_empty() {
-                    // Spec 2.4.1: a headless Service without ready endpoints has no name.
-                    return Answer::nxdomain();
-                }
-                match qtype {
-                    RecordType::A => Answer::records(
-                        endpoints.iter().map(|e| self.a(name, e.ip)).collect(),
-                        Vec::new(),
-                    ),
+    /// `<svc>.<ns>.svc.<zone>`. `lower` is the name lower-cased: the Service's own name, the
+    /// target of its SRV records.
+    fn service_lookup(
+        &self,
+        name: &Name,
+        lower: &Name,
+        ns: &str,
+        svc: &str,
+        qtype: RecordType,
+    ) -> Answer {
+        let found = self.state.with_service(ns, svc, |service, slices| {
+            if let ServiceKind::ExternalName(target) = &service.kind {
+                return self.cname(name, target, qtype);
+            }
+            match service.cluster_ip {
+                Some(ip) => match qtype {
+                    RecordType::A => Answer::records(vec![self.a(name, ip)], Vec::new()),
                     RecordType::SRV => {
-                        let ports = self.slice_ports(&key, None);
-                        self.endpoint_srvs(name, &svc_name, &endpoints, &ports)
+                        let weight = srv_weight(service.ports.len());
+                        let answers = service
+                            .ports
+                            .iter()
+                            .map(|p| srv(name, weight, p.port, lower.clone()))
+                            .collect();
+                        Answer::records(answers, vec![self.a(lower, ip)])
                     }
                     _ => Answer::nodata(),
+                },
+                None => {
+                    let endpoints: Vec<&Endpoint> = visible(service, &slices).collect();
+                    if endpoints.is_empty() {
+                        // Spec 2.4.1: a headless Service without ready endpoints has no name.
+                        return Answer::nxdomain();
+                    }
+                    match qtype {
+                        RecordType::A => Answer::records(
+                            endpoints.iter().map(|e| self.a(name, e.ip)).collect(),
+                            Vec::new(),
+                        ),
+                        RecordType::SRV => {
+                            let ports = slice_ports(&slices, None);
+                            self.endpoint_srvs(name, lower, &endpoints, &ports)
+                        }
+                        _ => Answer::nodata(),
+                    }
                 }
             }
-        }
+        });
+        found.unwrap_or_else(Answer::nxdomain)
     }
 
     fn cname(&self, name: &Name, target: &str, qtype: RecordType) -> Answer {
@@ -358,40 +402,40 @@ impl Zone {
         host: &str,
         qtype: RecordType,
     ) -> Answer {
-        let key = ServiceKey::new(ns, svc);
-        let Some(service) = self.state.service(&key) else {
-            return Answer::nxdomain();
-        };
-        if matches!(service.kind, ServiceKind::ExternalName(_)) {
-            return Answer::nxdomain();
-        }
-        if let Some(proto) = host.strip_prefix('_') {
-            return match proto {
-                "tcp" | "udp" | "sctp" => Answer::nodata(),
-                _ => Answer::nxdomain(),
-            };
-        }
-        let matching: Vec<Endpoint> = self
-            .endpoints(&key, &service)
-            .into_iter()
-            .filter(|e| endpoint_hostname(e) == host)
-            .collect();
-        if matching.is_empty() {
-            return Answer::nxdomain();
-        }
-        match qtype {
-            RecordType::A => Answer::records(
-                matching.iter().map(|e| self.a(name, e.ip)).collect(),
-                Vec::new(),
-            ),
-            _ => Answer::nodata(),
-        }
+        let found = self.state.with_service(ns, svc, |service, slices| {
+            if matches!(service.kind, ServiceKind::ExternalName(_)) {
+                return Answer::nxdomain();
+            }
+            if let Some(proto) = host.strip_prefix('_') {
+                return match proto {
+                    "tcp" | "udp" | "sctp" => Answer::nodata(),
+                    _ => Answer::nxdomain(),
+                };
+            }
+            let matching: Vec<Ipv4Addr> = visible(service, &slices)
+                .filter(|e| endpoint_hostname(e) == host)
+                .map(|e| e.ip)
+                .collect();
+            if matching.is_empty() {
+                return Answer::nxdomain();
+            }
+            match qtype {
+                RecordType::A => Answer::records(
+                    matching.iter().map(|ip| self.a(name, *ip)).collect(),
+                    Vec::new(),
+                ),
+                _ => Answer::nodata(),
+            }
+        });
+        found.unwrap_or_else(Answer::nxdomain)
     }
 
     /// `_<port>._<proto>.<svc>.<ns>.svc.<zone>`: SRV records of a named port.
+    #[allow(clippy::too_many_arguments)]
     fn port_lookup(
         &self,
         name: &Name,
+        lower: &Name,
         ns: &str,
         svc: &str,
         proto: &str,
@@ -401,83 +445,59 @@ impl Zone {
         let (Some(port), Some(proto)) = (port.strip_prefix('_'), proto.strip_prefix('_')) else {
             return Answer::nxdomain();
         };
-        let key = ServiceKey::new(ns, svc);
-        let Some(service) = self.state.service(&key) else {
-            return Answer::nxdomain();
-        };
-        let svc_name = format!("{svc}.{ns}.svc.{}.", self.domain);
-        match (&service.kind, service.cluster_ip) {
-            (ServiceKind::ExternalName(_), _) => Answer::nxdomain(),
-            (_, Some(ip)) => {
-                let ports: Vec<u16> = service
-                    .ports
-                    .iter()
-                    .filter(|p| {
+        // The Service's own name: the question without `_<port>._<proto>`.
+        let svc_name = lower.trim_to(usize::from(lower.num_labels()) - 2);
+        let found = self.state.with_service(ns, svc, |service, slices| {
+            match (&service.kind, service.cluster_ip) {
+                (ServiceKind::ExternalName(_), _) => Answer::nxdomain(),
+                (_, Some(ip)) => {
+                    let mut ports = service.ports.iter().filter(|p| {
                         !p.name.is_empty() && &*p.name == port && p.protocol.lower() == proto
-                    })
-                    .map(|p| p.port)
-                    .collect();
-                if ports.is_empty() {
-                    return Answer::nxdomain();
+                    });
+                    let count = ports.clone().count();
+                    if count == 0 {
+                        return Answer::nxdomain();
+                    }
+                    if qtype != RecordType::SRV {
+                        return Answer::nodata();
+                    }
+                    let weight = srv_weight(count);
+                    let answers = ports
+                        .by_ref()
+                        .map(|p| srv(name, weight, p.port, svc_name.clone()))
+                        .collect();
+                    Answer::records(answers, vec![self.a(&svc_name, ip)])
                 }
-                if qtype != RecordType::SRV {
-                    return Answer::nodata();
+                (_, None) => {
+                    let endpoints: Vec<&Endpoint> = visible(service, &slices).collect();
+                    let ports = slice_ports(&slices, Some((port, proto)));
+                    if endpoints.is_empty() || ports.is_empty() {
+                        return Answer::nxdomain();
+                    }
+                    if qtype != RecordType::SRV {
+                        return Answer::nodata();
+                    }
+                    self.endpoint_srvs(name, &svc_name, &endpoints, &ports)
                 }
-                let Some(target) = self.name(&svc_name) else {
-                    return Answer::nodata();
-                };
-                let weight = srv_weight(ports.len());
-                let answers = ports
-                    .iter()
-                    .map(|p| srv(name, weight, *p, target.clone()))
-                    .collect();
-                Answer::records(answers, vec![self.a(&target, ip)])
             }
-            (_, None) => {
-                let endpoints = self.endpoints(&key, &service);
-                let ports = self.slice_ports(&key, Some((port, proto)));
-                if endpoints.is_empty() || ports.is_empty() {
-                    return Answer::nxdomain();
-                }
-                if qtype != RecordType::SRV {
-                    return Answer::nodata();
-                }
-                self.endpoint_srvs(name, &svc_name, &endpoints, &ports)
-            }
-        }
+        });
+        found.unwrap_or_else(Answer::nxdomain)
     }
 
-    /// The ports of a Service's slices, each once; only the named port `filter` if given.
-    fn slice_ports(&self, key: &ServiceKey, filter: Option<(&str, &str)>) -> Vec<u16> {
-        let mut out = Vec::new();
-        for slice in self.state.slices(key) {
-            for (pname, proto, port) in &slice.ports {
-                let wanted = match filter {
-                    Some((n, p)) => !pname.is_empty() && &**pname == n && proto.lower() == p,
-                    None => true,
-                };
-                if wanted && !out.contains(port) {
-                    out.push(*port);
-                }
-            }
-        }
-        out
-    }
-
-    /// One SRV per endpoint and port, target the endpoint's own name, with its A record in
-    /// the additional section.
+    /// One SRV per endpoint and port, target the endpoint's own name under `svc_name`, with
+    /// its A record in the additional section.
     fn endpoint_srvs(
         &self,
         name: &Name,
-        svc_name: &str,
-        endpoints: &[Endpoint],
+        svc_name: &Name,
+        endpoints: &[&Endpoint],
         ports: &[u16],
     ) -> Answer {
         let weight = srv_weight(endpoints.len() * ports.len().max(1));
         let mut answers = Vec::new();
         let mut additionals = Vec::new();
         for ep in endpoints {
-            let Some(target) = self.name(&format!("{}.{svc_name}", endpoint_hostname(ep))) else {
+            let Ok(target) = svc_name.prepend_label(endpoint_hostname(ep).as_str()) else {
                 continue;
             };
             for port in ports {
@@ -489,16 +509,23 @@ impl Zone {
     }
 
     fn reverse_lookup(&self, name: &Name, ip: Ipv4Addr, qtype: RecordType) -> Answer {
-        let reverse = self.reverse.read().unwrap();
-        let Some(targets) = reverse.names.get(&ip) else {
-            return Answer::Forward;
+        let owners: Vec<ServiceKey> = match self.reverse.read().unwrap().owners.get(&ip) {
+            Some(owners) => owners.keys().to_vec(),
+            None => return Answer::Forward,
         };
+        let mut targets = Vec::new();
+        for key in &owners {
+            self.reverse_names(key, ip, &mut targets);
+        }
+        if targets.is_empty() {
+            // The index is a change behind the store: the address is no longer ours.
+            return Answer::Forward;
+        }
         if qtype != RecordType::PTR {
             return Answer::nodata();
         }
         let answers = targets
-            .iter()
-            .filter_map(|t| Name::from_ascii(&**t).ok())
+            .into_iter()
             .map(|t| Record::from_rdata(name.clone(), TTL, RData::PTR(PTR(t))))
             .collect();
         Answer::records(answers, Vec::new())
@@ -518,6 +545,42 @@ fn srv_weight(count: usize) -> u16 {
     u16::try_from(100 / count.max(1)).unwrap_or(1).max(1)
 }
 
+/// The endpoints DNS shows: ready ones, or all with publishNotReadyAddresses; each address
+/// once.
+fn visible<'a>(
+    service: &'a Service,
+    slices: &'a SlicesOf<'_>,
+) -> impl Iterator<Item = &'a Endpoint> + 'a {
+    let mut seen: Vec<Ipv4Addr> = Vec::new();
+    slices
+        .iter()
+        .flat_map(|slice| slice.endpoints.iter())
+        .filter(move |ep| {
+            let wanted = (ep.ready || service.publish_not_ready) && !seen.contains(&ep.ip);
+            if wanted {
+                seen.push(ep.ip);
+            }
+            wanted
+        })
+}
+
+/// The ports of a Service's slices, each once; only the named port `filter` if given.
+fn slice_ports(slices: &SlicesOf<'_>, filter: Option<(&str, &str)>) -> Vec<u16> {
+    let mut out = Vec::new();
+    for slice in slices.iter() {
+        for (pname, proto, port) in &slice.ports {
+            let wanted = match filter {
+                Some((n, p)) => !pname.is_empty() && &**pname == n && proto.lower() == p,
+                None => true,
+            };
+            if wanted && !out.contains(port) {
+                out.push(*port);
+            }
+        }
+    }
+    out
+}
+
 /// An endpoint's DNS label: its hostname, else its address with dashes (CoreDNS's
 /// `endpointHostname`).
 pub(crate) fn endpoint_hostname(ep: &Endpoint) -> String {
@@ -527,10 +590,21 @@ pub(crate) fn endpoint_hostname(ep: &Endpoint) -> String {
     }
 }
 
-/// Whether a reverse name belongs to this Service ("<...>.<svc>.<ns>.svc.<zone>.").
-fn is_of_service(name: &str, key: &ServiceKey, domain: &str) -> bool {
-    let tail = format!("{}.{}.svc.{domain}.", key.name, key.namespace);
-    name == tail || name.ends_with(&format!(".{tail}"))
+/// The addresses a Service puts into the reverse zone: its ClusterIP and its visible
+/// endpoints'; none for an ExternalName.
+fn reverse_ips(service: &Service, slices: &SlicesOf<'_>) -> Vec<Ipv4Addr> {
+    if matches!(service.kind, ServiceKind::ExternalName(_)) {
+        return Vec::new();
+    }
+    let mut ips: Vec<Ipv4Addr> = service
+        .cluster_ip
+        .into_iter()
+        .chain(visible(service, slices).map(|e| e.ip))
+        .collect();
+    // An endpoint may have the ClusterIP's address: the Service owns it once.
+    ips.sort_unstable();
+    ips.dedup();
+    ips
 }
 
 /// `1-2-3-4` → 1.2.3.4.

@@ -433,3 +433,49 @@ fn replies_larger_than_the_limit_are_truncated_to_the_question() {
         "over TCP all 60 records"
     );
 }
+
+#[test]
+fn an_address_behind_two_services_has_a_name_under_each_until_one_goes() {
+    let zone = zone();
+    let state = zone.state().clone();
+    let other = ServiceKey::new("shop", "other");
+    state.set_service(
+        other.clone(),
+        Some(service(ServiceKind::ClusterIp, Some([10, 43, 9, 9]), &[])),
+    );
+    state.set_slice(
+        "shop",
+        "other-1",
+        Some(Slice {
+            service: other.clone(),
+            ports: vec![],
+            endpoints: vec![endpoint([10, 42, 0, 10], true, None)],
+        }),
+    );
+    zone.refresh([&other]);
+    let m = reply(&zone, "10.0.42.10.in-addr.arpa.", RecordType::PTR);
+    let mut names = render(&m.answers);
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "10.0.42.10.in-addr.arpa. PTR 10-42-0-10.other.shop.svc.cluster.local.",
+            "10.0.42.10.in-addr.arpa. PTR web-0.nginx.shop.svc.cluster.local.",
+        ]
+    );
+    state.set_service(other.clone(), None);
+    zone.refresh([&other]);
+    let m = reply(&zone, "10.0.42.10.in-addr.arpa.", RecordType::PTR);
+    assert_eq!(
+        render(&m.answers),
+        ["10.0.42.10.in-addr.arpa. PTR web-0.nginx.shop.svc.cluster.local."],
+        "the other Service's name left with it"
+    );
+    assert!(
+        matches!(
+            ask(&zone, "9.9.43.10.in-addr.arpa.", RecordType::PTR),
+            Outcome::Forward(_)
+        ),
+        "its ClusterIP is no longer ours"
+    );
+}

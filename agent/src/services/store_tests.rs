@@ -170,3 +170,59 @@ async fn next_waits_for_a_change_and_wakes_on_it() {
     let changes = waiter.await.unwrap();
     assert!(changes.nodes && changes.synced && !changes.became_synced);
 }
+
+#[test]
+fn with_service_reads_a_service_and_its_slices_in_name_order() {
+    let state = ClusterState::new();
+    let key = ServiceKey::new("shop", "web");
+    state.set_service(key.clone(), Some(service([10, 43, 0, 5])));
+    state.set_slice("shop", "web-b", Some(slice(&key, [10, 42, 0, 2])));
+    state.set_slice("shop", "web-a", Some(slice(&key, [10, 42, 0, 1])));
+    let seen = state.with_service("shop", "web", |svc, slices| {
+        let ips: Vec<Ipv4Addr> = slices
+            .iter()
+            .flat_map(|s| s.endpoints.iter().map(|e| e.ip))
+            .collect();
+        (svc.cluster_ip, ips)
+    });
+    assert_eq!(
+        seen,
+        Some((
+            Some(Ipv4Addr::new(10, 43, 0, 5)),
+            vec![Ipv4Addr::new(10, 42, 0, 1), Ipv4Addr::new(10, 42, 0, 2)]
+        ))
+    );
+    assert_eq!(state.with_service("shop", "nope", |_, _| ()), None);
+    state.set_slice("shop", "web-a", None);
+    let left = state.with_service("shop", "web", |_, slices| slices.iter().count());
+    assert_eq!(left, Some(1), "a deleted slice is no longer read");
+}
+
+#[test]
+fn slices_share_the_stores_copies_of_service_keys_and_node_names() {
+    let state = ClusterState::new();
+    let key = ServiceKey::new("shop", "web");
+    state.set_service(key.clone(), Some(service([10, 43, 0, 5])));
+    // Each slice arrives with its own freshly decoded strings, as from a watch.
+    state.set_slice(
+        "shop",
+        "web-a",
+        Some(slice(&ServiceKey::new("shop", "web"), [10, 42, 0, 1])),
+    );
+    state.set_slice(
+        "shop",
+        "web-b",
+        Some(slice(&ServiceKey::new("shop", "web"), [10, 42, 0, 2])),
+    );
+    let slices = state.slices(&key);
+    let node = |s: &Slice| s.endpoints[0].node.clone().unwrap();
+    assert!(
+        Arc::ptr_eq(&node(&slices[0]), &node(&slices[1])),
+        "one copy of the node name"
+    );
+    assert!(
+        Arc::ptr_eq(&slices[0].service.name, &slices[1].service.name),
+        "one copy of the Service's key"
+    );
+    assert_eq!(&*node(&slices[0]), "n1");
+}
