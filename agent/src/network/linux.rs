@@ -22,7 +22,7 @@ use rtnetlink::{
 use super::ipam::{Cidr, Ipam};
 use super::netlink::{
     delete_link, errno, exists_ok, host_handle, link_index, netlink_err, pod_handle,
-    remove_other_addresses, route_key, set_up, ESRCH,
+    remove_other_addresses, route_destination, route_key, set_up, ESRCH,
 };
 use super::{
     check_uid, io_err, netns, safety, Error, HostRouting, Network, PeerRoute, Result, Sandbox,
@@ -122,7 +122,7 @@ impl HostNetwork {
         for route in existing {
             let ours = route.header.protocol == RouteProtocol::Other(PEER_ROUTE_PROTOCOL)
                 && route.header.table == RT_TABLE_MAIN
-                && route_key(&route).is_some_and(|(net, len, _)| cluster.covers(net, len));
+                && route_destination(&route).is_some_and(|(net, len)| cluster.covers(net, len));
             if ours {
                 match host.route().del(route).execute().await {
                     Err(e) if errno(&e) != Some(ESRCH) => {
@@ -380,7 +380,7 @@ impl Network for HostNetwork {
         for route in existing {
             let mine = route.header.protocol == ours
                 && route.header.table == RT_TABLE_MAIN
-                && route_key(&route).is_some_and(|(net, len, _)| cluster.covers(net, len));
+                && route_destination(&route).is_some_and(|(net, len)| cluster.covers(net, len));
             if mine && !route_key(&route).is_some_and(|key| desired.contains(&key)) {
                 match host.route().del(route).execute().await {
                     Err(e) if errno(&e) != Some(ESRCH) => {

@@ -122,6 +122,19 @@ pub(super) async fn remove_other_addresses(
 }
 
 /// A route's destination and gateway, when both are IPv4.
+/// A route's destination network and prefix length, gateway or not.
+pub(super) fn route_destination(route: &RouteMessage) -> Option<(Ipv4Addr, u8)> {
+    route
+        .attributes
+        .iter()
+        .find_map(|attribute| match attribute {
+            RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+                Some((*ip, route.header.destination_prefix_length))
+            }
+            _ => None,
+        })
+}
+
 pub(super) fn route_key(route: &RouteMessage) -> Option<(Ipv4Addr, u8, Ipv4Addr)> {
     let mut destination = None;
     let mut gateway = None;
