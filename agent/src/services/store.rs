@@ -6,7 +6,6 @@
 use std::borrow::Borrow;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hash::{Hash, Hasher};
-use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use tokio::sync::Notify;
@@ -399,16 +398,6 @@ impl ClusterState {
         }
         inner.synced.insert(Kind::ServiceCidrs);
         inner.tell(|c| c.service_cidrs |= changed);
-    }
-
-    /// The Service whose ClusterIP is `ip`, if any (PTR answers, the DNS address check).
-    pub fn service_by_cluster_ip(&self, ip: Ipv4Addr) -> Option<ServiceKey> {
-        let inner = self.inner.read().unwrap();
-        inner
-            .services
-            .iter()
-            .find(|(_, s)| s.cluster_ip == Some(ip))
-            .map(|(k, _)| k.clone())
     }
 }
 
