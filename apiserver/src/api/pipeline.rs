@@ -22,8 +22,10 @@ use crate::status::{ApiError, Result, Target};
 use crate::tls::ClientIdentity;
 
 mod lifecycle;
+mod podsecurity;
 
 pub use lifecycle::NamespaceLifecycle;
+pub use podsecurity::PodSecurity;
 
 /// Who made a request, as upstream's `user.Info`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -263,6 +265,8 @@ pub struct AdmissionRequest<'a> {
     pub name: &'a str,
     pub user: &'a UserInfo,
     pub dry_run: bool,
+    /// Where a plugin adds warnings for the client (`Warning` headers).
+    pub warnings: &'a super::Warnings,
 }
 
 /// A plugin that may change the object before it is validated.
@@ -306,7 +310,7 @@ impl Default for Pipeline {
             authenticators: vec![Box::new(ClientCertificate)],
             authorizers: vec![Box::new(AlwaysAllow)],
             mutating: Vec::new(),
-            validating: vec![Box::new(NamespaceLifecycle)],
+            validating: vec![Box::new(NamespaceLifecycle), Box::new(PodSecurity)],
         }
     }
 }

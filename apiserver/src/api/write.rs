@@ -150,6 +150,7 @@ fn admission<'a>(
         name,
         user: &req.user,
         dry_run: req.dry_run(),
+        warnings: &req.warnings,
     }
 }
 
