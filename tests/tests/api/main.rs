@@ -15,6 +15,7 @@ mod limits;
 mod metadata;
 mod open_files;
 mod patch;
+mod podsecurity;
 mod prometheus;
 mod proxy;
 mod selectors;
