@@ -145,6 +145,13 @@ async fn validate_pod(
     {
         return Ok(());
     }
+    // Before the namespace is read (upstream reads it first): most pod updates change
+    // nothing the policy checks, and need no lookup.
+    if let Some(old) = old.filter(|_| request.operation == Operation::Update) {
+        if !significant_pod_update(obj, old) {
+            return Ok(());
+        }
+    }
     let ns = request.namespace.unwrap_or("");
     let namespace = match namespace_labels(api, ns).await {
         Ok(Some(labels)) => labels,
@@ -157,11 +164,6 @@ async fn validate_pod(
     let (policy, errors) = Policy::from_labels(&namespace);
     if errors.is_empty() && policy.fully_privileged() {
         return Ok(());
-    }
-    if let Some(old) = old.filter(|_| request.operation == Operation::Update) {
-        if !significant_pod_update(obj, old) {
-            return Ok(());
-        }
     }
     let meta = obj.get("metadata").unwrap_or(&Value::Null);
     let spec = obj.get("spec").unwrap_or(&Value::Null);
@@ -264,16 +266,18 @@ fn evaluate_pod(
 /// init containers, an image, or an ephemeral container added or changed (upstream's
 /// `isSignificantPodUpdate`; every other checked field is immutable).
 fn significant_pod_update(pod: &Value, old: &Value) -> bool {
-    let containers = |p: &'_ Value, field: &str| -> Vec<Value> {
-        p.pointer(&format!("/spec/{field}"))
+    fn containers<'a>(p: &'a Value, field: &str) -> &'a [Value] {
+        p.get("spec")
+            .and_then(|s| s.get(field))
             .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default()
-    };
-    let image = |c: &Value| c.get("image").cloned().unwrap_or(Value::Null);
+            .map_or(&[], Vec::as_slice)
+    }
+    fn image(c: &Value) -> Option<&Value> {
+        c.get("image")
+    }
     for field in ["containers", "initContainers"] {
         let (new, old) = (containers(pod, field), containers(old, field));
-        if new.len() != old.len() || new.iter().zip(&old).any(|(n, o)| image(n) != image(o)) {
+        if new.len() != old.len() || new.iter().zip(old).any(|(n, o)| image(n) != image(o)) {
             return true;
         }
     }
