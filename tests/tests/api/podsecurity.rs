@@ -180,3 +180,23 @@ async fn an_invalid_pod_security_label_is_refused_as_upstream_does() {
         assert_eq!(stderr.trim_end(), want, "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_violating_a_new_enforce_level_takes_label_changes_but_not_image_changes() {
+    let c = Cluster::builder("psa-update").start().await;
+    let out = kubectl_with(&c, &["create", "-f", "-"], &privileged_pod("priv"));
+    assert!(out.status.success(), "{:?}", text(&out));
+    let out = label(&c, "pod-security.kubernetes.io/enforce=baseline");
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    let out = c.kubectl_output(&["label", "pod", "priv", "team=a"]);
+    assert!(out.status.success(), "{:?}", text(&out));
+
+    let out = c.kubectl_output(&["set", "image", "pod/priv", "c=busybox:2"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success(), "the image change was accepted");
+    assert!(
+        stderr.contains(r#"pods "priv" is forbidden: violates PodSecurity "baseline:latest": privileged (container "c" must not set securityContext.privileged=true)"#),
+        "{stderr}"
+    );
+}
