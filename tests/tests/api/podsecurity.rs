@@ -156,6 +156,21 @@ async fn labelling_a_namespace_restricted_warns_about_the_pods_already_in_it() {
             "Warning: priv: privileged, allowPrivilegeEscalation != false, unrestricted capabilities, runAsNonRoot != true, seccompProfile"
         )
     );
+
+    // As upstream, relaxing the level at the same version checks nothing; a new version
+    // checks again.
+    let out = label(&c, "pod-security.kubernetes.io/enforce=baseline");
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(text(&out).1, "");
+    let out = label(&c, "pod-security.kubernetes.io/enforce-version=v1.30");
+    assert!(out.status.success(), "{:?}", text(&out));
+    assert_eq!(
+        text(&out).1.trim_end(),
+        concat!(
+            "Warning: existing pods in namespace \"psa-existing\" violate the new PodSecurity enforce level \"baseline:v1.30\"\n",
+            "Warning: priv: privileged"
+        )
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
