@@ -45,8 +45,8 @@ pub(crate) async fn run(args: SecretsEncryptArgs) -> anyhow::Result<()> {
         .encryption_provider_config
         .clone()
         .unwrap_or_else(|| args.data_dir.join(encryption::DEFAULT_FILE));
-    let config = EncryptionConfiguration::load(&config_path)?;
     let store = open_stopped(&args.data_dir)?;
+    let config = EncryptionConfiguration::load(&config_path)?;
     println!("encryption configuration: {}", config_path.display());
     match args.verb {
         Verb::Status => {

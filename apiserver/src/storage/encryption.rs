@@ -30,18 +30,12 @@ const KIND: &str = "EncryptionConfiguration";
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("reading the encryption configuration {path}: {source}")]
-    Read {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("reading the encryption configuration {path}: {error}")]
+    Read { path: String, error: std::io::Error },
     #[error("invalid encryption configuration {path}: {message}")]
     Invalid { path: String, message: String },
-    #[error("writing the encryption configuration {path}: {source}")]
-    Write {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("writing the encryption configuration {path}: {error}")]
+    Write { path: String, error: std::io::Error },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
@@ -135,9 +129,9 @@ impl EncryptionConfiguration {
 
     /// Reads and checks `path` (YAML or JSON).
     pub fn load(path: &Path) -> Result<Self> {
-        let text = std::fs::read(path).map_err(|source| Error::Read {
+        let text = std::fs::read(path).map_err(|error| Error::Read {
             path: path.display().to_string(),
-            source,
+            error,
         })?;
         let invalid = |message: String| Error::Invalid {
             path: path.display().to_string(),
@@ -152,9 +146,9 @@ impl EncryptionConfiguration {
     /// any file there in one rename so a crash never leaves half a key file.
     pub fn save(&self, path: &Path) -> Result<()> {
         static SEQ: AtomicU64 = AtomicU64::new(0);
-        let write_err = |source| Error::Write {
+        let write_err = |error| Error::Write {
             path: path.display().to_string(),
-            source,
+            error,
         };
         let yaml = serde_yaml::to_string(self).expect("the configuration serializes");
         let name = path
