@@ -17,7 +17,10 @@ use tokio_rustls::TlsAcceptor;
 use crate::api::{Api, ServiceNet};
 use crate::registry::Registry;
 use crate::storage::compaction::{self, Clock};
-use crate::storage::{embedded::EmbeddedStore, etcd::EtcdStore, Storage};
+use crate::storage::encryption::{self, EncryptionConfiguration};
+use crate::storage::{
+    embedded::EmbeddedStore, encrypted::EncryptedStore, etcd::EtcdStore, Storage,
+};
 use crate::{pki, tls};
 
 pub use conn::{ConnectionTimeouts, MAX_HEADER_BYTES, MAX_URL_BYTES};
@@ -26,6 +29,19 @@ pub use conn::{ConnectionTimeouts, MAX_HEADER_BYTES, MAX_URL_BYTES};
 pub enum StorageBackend {
     Embedded,
     Etcd,
+}
+
+/// Which records are encrypted at rest, and with which keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Encryption {
+    /// With the embedded store, Secrets, under the data dir's own key
+    /// (`<data-dir>/encryption-config.yaml`, made on first start); with etcd nothing,
+    /// since every server of one etcd must share the keys.
+    Default,
+    /// The EncryptionConfiguration in this file (`--encryption-provider-config`).
+    File(PathBuf),
+    /// Every record stored as it is (`--secrets-encryption=false`).
+    Off,
 }
 
 /// Everything `kybern server` is configured with.
@@ -56,6 +72,8 @@ pub struct Config {
     /// How often the bootstrap objects (`kubernetes` and `kube-dns` Services, default
     /// ServiceCIDR) are checked and re-made.
     pub bootstrap_interval: Duration,
+    /// Encryption at rest.
+    pub encryption: Encryption,
 }
 
 impl Config {
@@ -73,6 +91,7 @@ impl Config {
             advertise: None,
             service_net: ServiceNet::default(),
             bootstrap_interval: crate::api::bootstrap::INTERVAL,
+            encryption: Encryption::Default,
         }
     }
 }
@@ -129,7 +148,42 @@ impl Server {
     }
 }
 
+/// The encryption configuration `config` asks for; the default one is made in the data
+/// dir on first start and read from there afterwards.
+pub fn encryption_config(config: &Config) -> anyhow::Result<Option<EncryptionConfiguration>> {
+    let path = match (&config.encryption, config.storage) {
+        (Encryption::Off, _) | (Encryption::Default, StorageBackend::Etcd) => return Ok(None),
+        (Encryption::File(path), _) => path.clone(),
+        (Encryption::Default, StorageBackend::Embedded) => {
+            let path = config.data_dir.join(encryption::DEFAULT_FILE);
+            if !path.exists() {
+                let name = format!("aesgcm-{}", unix_seconds());
+                EncryptionConfiguration::generated(&name).save(&path)?;
+                tracing::info!(path = %path.display(), key = name, "generated the key that encrypts Secrets at rest");
+            }
+            path
+        }
+    };
+    Ok(Some(EncryptionConfiguration::load(&path)?))
+}
+
+fn unix_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
+
 async fn open_storage(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
+    let encryption = encryption_config(config)?;
+    let store = open_backend(config).await?;
+    Ok(match encryption {
+        Some(c) => EncryptedStore::new(store, c.transformer().map_err(anyhow::Error::msg)?),
+        None => store,
+    })
+}
+
+async fn open_backend(config: &Config) -> anyhow::Result<Arc<dyn Storage>> {
     Ok(match config.storage {
         StorageBackend::Embedded => {
             let path = config.data_dir.join("kybern.db");

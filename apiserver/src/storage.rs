@@ -6,11 +6,16 @@
 //! history older than a revision (a watch or read below it fails with `Compacted`,
 //! which the API turns into 410 Gone). Two backends implement it: [`embedded`]
 //! (redb, the default) and [`etcd`]; `apiserver/tests/storage_suite` is the one test suite both pass.
-//! [`compaction`] runs the periodic compaction.
+//! [`compaction`] runs the periodic compaction. [`encrypted`] wraps either backend to keep
+//! records encrypted at rest as an [`encryption`] configuration says; [`reencrypt`]
+//! rewrites them after a key rotation.
 
 pub mod compaction;
 pub mod embedded;
+pub mod encrypted;
+pub mod encryption;
 pub mod etcd;
+pub mod reencrypt;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -91,6 +96,9 @@ pub enum Error {
     FutureRevision { requested: i64, current: i64 },
     #[error("storage backend: {0}")]
     Backend(String),
+    /// The embedded store's file is open in another process (a running server).
+    #[error("{0} is in use by another process")]
+    InUse(String),
 }
 
 pub type Result<T> = std::result::Result<T, Error>;

@@ -103,6 +103,9 @@ pub struct WatchCache {
 
 /// Parses a stored value into an object carrying its resourceVersion.
 pub fn decode(value: &[u8], revision: i64) -> Result<Value> {
+    if let Some(reason) = crate::storage::encrypted::unreadable_reason(value) {
+        return Err(ApiError::Internal(reason.into_owned()));
+    }
     let mut obj: Value = crate::json::from_stored(value)
         .map_err(|e| ApiError::Internal(format!("stored object is not valid JSON: {e}")))?;
     object::set_resource_version(&mut obj, revision);

@@ -93,10 +93,12 @@ impl EmbeddedStore {
     pub fn open(path: &Path) -> Result<Arc<Self>> {
         // redb's default page cache is 1 GiB; the watch cache already holds every
         // object in memory, so a small cache keeps RSS low without slowing reads.
-        let db = db!(
-            "open",
-            Database::builder().set_cache_size(CACHE_BYTES).create(path)
-        )?;
+        let db = match Database::builder().set_cache_size(CACHE_BYTES).create(path) {
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(Error::InUse(path.display().to_string()))
+            }
+            r => db!("open", r)?,
+        };
         let txn = db!("begin init", db.begin_write())?;
         {
             db!("init state", txn.open_table(STATE))?;

@@ -7,6 +7,7 @@ mod apply;
 mod crds;
 mod crud;
 mod discovery;
+mod encryption;
 mod errors;
 mod events;
 mod fuzz;

@@ -25,7 +25,7 @@ const WAIT: Duration = Duration::from_secs(30);
 const CONFIGMAPS: &str = "/registry/core/configmaps/";
 
 /// A server on `data_dir` (and `etcd`, if given), configured further by `tweak`.
-async fn start(
+pub(crate) async fn start(
     data_dir: &Path,
     etcd: Option<&Etcd>,
     tweak: impl FnOnce(&mut Config),
@@ -45,7 +45,7 @@ async fn start(
 }
 
 /// The server's storage, opened directly (the etcd prefix is the default, empty one).
-async fn etcd_store(etcd: &Etcd) -> Arc<EtcdStore> {
+pub(crate) async fn etcd_store(etcd: &Etcd) -> Arc<EtcdStore> {
     EtcdStore::connect(std::slice::from_ref(&etcd.endpoint), "")
         .await
         .unwrap()
@@ -388,6 +388,7 @@ async fn a_data_dir_readable_by_every_user_is_made_private_on_start() {
     for name in [
         "kybern.db",
         "admin.kubeconfig",
+        "encryption-config.yaml",
         "pki/ca.crt",
         "pki/ca.key",
         "pki/service-account.key",

@@ -5,9 +5,11 @@ use kybern_testkit as common;
 
 mod apply;
 mod create;
+mod encryption;
 mod objects;
 mod openapi;
 mod restart;
+mod secrets_encrypt;
 mod services;
 mod watch;
 mod workloads;

@@ -1,0 +1,136 @@
+//! `kybern secrets-encrypt status|rotate|reencrypt`: encryption at rest of a stopped
+//! server's embedded store, with k3s's verbs.
+//!
+//! It works on the data dir, not through the API: the store's file is opened here, and
+//! redb's lock refuses that while a server has it open, so a running server is told to
+//! stop rather than left holding keys that no longer match its records.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context;
+use apiserver::storage::embedded::EmbeddedStore;
+use apiserver::storage::encryption::{self, EncryptionConfiguration, Key};
+use apiserver::storage::{reencrypt, Error as StorageError};
+use clap::{Args, Subcommand};
+
+#[derive(Args)]
+pub(crate) struct SecretsEncryptArgs {
+    #[command(subcommand)]
+    verb: Verb,
+    /// The data dir of the stopped `kybern server` or `kybern up` (embedded storage).
+    #[arg(long, global = true, default_value = "/var/lib/kybern")]
+    data_dir: PathBuf,
+    /// The EncryptionConfiguration the server runs with, when it is not the data dir's
+    /// own `encryption-config.yaml` (the server's --encryption-provider-config).
+    #[arg(long, global = true)]
+    encryption_provider_config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Print the key each resource is written with and how many records each key (or
+    /// plaintext) holds.
+    Status,
+    /// Make a new AES-256-GCM key the one that writes (old keys stay after it), rewrite
+    /// every record with it, then drop the old keys.
+    Rotate,
+    /// Rewrite every record the configuration covers with its first provider (after
+    /// editing the file: a new first key, `identity` first to decrypt everything).
+    Reencrypt,
+}
+
+pub(crate) async fn run(args: SecretsEncryptArgs) -> anyhow::Result<()> {
+    let config_path = args
+        .encryption_provider_config
+        .clone()
+        .unwrap_or_else(|| args.data_dir.join(encryption::DEFAULT_FILE));
+    let store = open_stopped(&args.data_dir)?;
+    let config = EncryptionConfiguration::load(&config_path)?;
+    println!("encryption configuration: {}", config_path.display());
+    match args.verb {
+        Verb::Status => {
+            for (resources, writer) in config.writers() {
+                println!("active key for {resources}: {writer}");
+            }
+            let t = config.transformer().map_err(anyhow::Error::msg)?;
+            let census = reencrypt::census(store.as_ref(), &t).await?;
+            println!("records:");
+            if census.is_empty() {
+                println!("  none");
+            }
+            for (how, count) in census {
+                println!("  {how}: {count}");
+            }
+        }
+        Verb::Rotate => {
+            let name = format!("aesgcm-{}", unix_nanos());
+            println!("new key {name:?}; re-encrypting records with it");
+            let report =
+                reencrypt::rotate(&config_path, store.as_ref(), Key::generate(&name), progress)
+                    .await?;
+            finish(&report)?;
+            println!("old keys removed from {}", config_path.display());
+        }
+        Verb::Reencrypt => {
+            for (resources, writer) in config.writers() {
+                println!("writing {resources} with {writer}");
+            }
+            let t = config.transformer().map_err(anyhow::Error::msg)?;
+            let report = reencrypt::reencrypt(store.as_ref(), &t, progress).await?;
+            finish(&report)?;
+        }
+    }
+    Ok(())
+}
+
+/// The data dir's store, or why it cannot be used now.
+fn open_stopped(data_dir: &Path) -> anyhow::Result<Arc<EmbeddedStore>> {
+    let path = data_dir.join("kybern.db");
+    if !path.exists() {
+        anyhow::bail!(
+            "no embedded store at {} (is --data-dir the server's? with --storage etcd, rewrite Secrets through the API instead: kubectl get secrets -A -o json | kubectl replace -f -)",
+            path.display()
+        );
+    }
+    match EmbeddedStore::open(&path) {
+        Err(StorageError::InUse(_)) => anyhow::bail!(
+            "the server is running on {}: stop `kybern server`/`kybern up` first (secrets-encrypt works on a stopped data dir and holds its store while it runs)",
+            data_dir.display()
+        ),
+        r => r.with_context(|| format!("opening {}", path.display())),
+    }
+}
+
+fn progress(done: usize, total: usize) {
+    if done.is_multiple_of(100) || done == total {
+        println!("re-encrypted {done}/{total} records");
+    }
+}
+
+fn finish(report: &reencrypt::Report) -> anyhow::Result<()> {
+    println!(
+        "done: {} rewritten, {} already current, {} unreadable",
+        report.rewritten,
+        report.current,
+        report.unreadable.len()
+    );
+    for (key, reason) in &report.unreadable {
+        eprintln!("unreadable: {key}: {reason}");
+    }
+    if !report.unreadable.is_empty() {
+        anyhow::bail!(
+            "{} records could not be read and were left as they are; every key stays in the configuration",
+            report.unreadable.len()
+        );
+    }
+    Ok(())
+}
+
+/// Key names only need to differ from the file's others; the time says which is newer.
+fn unix_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}

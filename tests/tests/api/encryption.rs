@@ -1,0 +1,126 @@
+//! Secrets encrypted at rest with etcd and with a configuration file of the user's, and
+//! configurations the server refuses. (The embedded store's restarts, rotations and
+//! unreadable records run the real binary: `tests/kubectl/encryption.rs`.)
+
+use apiserver::server::{self, Config, Encryption};
+use apiserver::storage::encryption::{EncryptionConfiguration, DEFAULT_FILE};
+use apiserver::storage::Storage;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::ByteString;
+use kube::api::{Api, PostParams};
+use kube::Client;
+
+use crate::common::Etcd;
+use crate::storage::{etcd_store, start};
+
+fn key(name: &str) -> String {
+    format!("/registry/core/secrets/default/{name}")
+}
+
+fn secret(name: &str, value: &str) -> Secret {
+    let mut s = Secret::default();
+    s.metadata.name = Some(name.into());
+    s.data = Some(
+        [(
+            "password".to_string(),
+            ByteString(value.as_bytes().to_vec()),
+        )]
+        .into(),
+    );
+    s
+}
+
+/// A value no other test writes, and the base64 form a Secret's JSON stores it in.
+fn canary(what: &str) -> (String, String) {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let value = format!("canary-{what}-{}-{nanos}", std::process::id());
+    let b64 = serde_json::to_string(&ByteString(value.clone().into_bytes())).unwrap();
+    (value, b64.trim_matches('"').to_string())
+}
+
+async fn password(secrets: &Api<Secret>, name: &str) -> String {
+    let s = secrets.get(name).await.unwrap();
+    String::from_utf8(s.data.unwrap()["password"].0.clone()).unwrap()
+}
+
+async fn stop(server: server::Server, client: Client) {
+    drop(client);
+    server.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn etcd_stores_secrets_encrypted_with_the_given_configuration() {
+    let etcd = Etcd::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("my-encryption.yaml");
+    EncryptionConfiguration::generated("etcd-key")
+        .save(&path)
+        .unwrap();
+    let (server, client) = start(dir.path(), Some(&etcd), |c| {
+        c.encryption = Encryption::File(path.clone())
+    })
+    .await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let (value, b64) = canary("etcd");
+    secrets
+        .create(&PostParams::default(), &secret("s", &value))
+        .await
+        .unwrap();
+    assert_eq!(password(&secrets, "s").await, value);
+    let raw = etcd_store(&etcd)
+        .await
+        .get(&key("s"))
+        .await
+        .unwrap()
+        .unwrap()
+        .value;
+    assert!(raw.starts_with(b"k8s:enc:aesgcm:v1:etcd-key:"), "{raw:?}");
+    assert!(!raw.windows(b64.len()).any(|w| w == b64.as_bytes()));
+    assert!(
+        !dir.path().join(DEFAULT_FILE).exists(),
+        "no key of its own with etcd"
+    );
+    stop(server, client).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_server_refuses_to_start_with_a_configuration_it_cannot_honour() {
+    let dir = tempfile::tempdir().unwrap();
+    let head = "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n";
+    let key = "{name: k, secret: c2VjcmV0aXMzMmJ5dGVzbG9uZ3NlY3JldGlzMzJieXQ=}";
+    for (name, providers, want) in [
+        (
+            "secretbox",
+            format!("  - secretbox: {{keys: [{key}]}}\n"),
+            "the secretbox provider is not supported by kybern",
+        ),
+        (
+            "kms",
+            "  - kms: {name: k, endpoint: unix:///k.sock}\n".to_string(),
+            "the kms provider is not supported by kybern",
+        ),
+        (
+            "missing_file",
+            String::new(),
+            "reading the encryption configuration",
+        ),
+    ] {
+        let path = dir.path().join(format!("{name}.yaml"));
+        if name != "missing_file" {
+            std::fs::write(&path, format!("{head}{providers}")).unwrap();
+        }
+        let config = Config {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            encryption: Encryption::File(path),
+            ..Config::new(dir.path().join(name))
+        };
+        let err = server::start(config)
+            .await
+            .err()
+            .unwrap_or_else(|| panic!("{name}: started"));
+        assert!(format!("{err:#}").contains(want), "{name}: {err:#}");
+    }
+}
