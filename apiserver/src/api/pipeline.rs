@@ -22,8 +22,10 @@ use crate::status::{ApiError, Result, Target};
 use crate::tls::ClientIdentity;
 
 mod lifecycle;
+mod webhook;
 
 pub use lifecycle::NamespaceLifecycle;
+pub use webhook::{MutatingAdmissionWebhook, ValidatingAdmissionWebhook};
 
 /// Who made a request, as upstream's `user.Info`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -263,6 +265,10 @@ pub struct AdmissionRequest<'a> {
     pub name: &'a str,
     pub user: &'a UserInfo,
     pub dry_run: bool,
+    /// The request's query (the options webhooks are shown).
+    pub query: &'a Query,
+    /// Where plugins add warnings for the client.
+    pub warnings: &'a super::Warnings,
 }
 
 /// A plugin that may change the object before it is validated.
@@ -305,8 +311,11 @@ impl Default for Pipeline {
         Pipeline {
             authenticators: vec![Box::new(ClientCertificate)],
             authorizers: vec![Box::new(AlwaysAllow)],
-            mutating: Vec::new(),
-            validating: vec![Box::new(NamespaceLifecycle)],
+            mutating: vec![Box::new(MutatingAdmissionWebhook)],
+            validating: vec![
+                Box::new(NamespaceLifecycle),
+                Box::new(ValidatingAdmissionWebhook),
+            ],
         }
     }
 }

@@ -150,6 +150,8 @@ fn admission<'a>(
         name,
         user: &req.user,
         dry_run: req.dry_run(),
+        query: &req.query,
+        warnings: &req.warnings,
     }
 }
 
