@@ -22,7 +22,7 @@ use crate::status::{ApiError, Result, Target};
 use crate::tls::ClientIdentity;
 
 mod lifecycle;
-mod webhook;
+pub(crate) mod webhook;
 
 pub use lifecycle::NamespaceLifecycle;
 pub use webhook::{MutatingAdmissionWebhook, ValidatingAdmissionWebhook};

@@ -451,3 +451,138 @@ async fn a_webhook_with_reinvocation_if_needed_sees_a_later_webhooks_change() {
         Some("true")
     );
 }
+
+/// A v1 Gadget's `spec.color` is a v2 Gadget's `spec.colour`: the conversion webhook
+/// renames it either way.
+fn convert_gadgets(review: &Value) -> Reply {
+    let request = &review["request"];
+    let desired = request["desiredAPIVersion"].as_str().unwrap_or("");
+    let objects: Vec<Value> = request["objects"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|mut o| {
+            let spec = o["spec"].as_object_mut().expect("a spec");
+            let (from, to) = match desired {
+                "example.com/v2" => ("color", "colour"),
+                _ => ("colour", "color"),
+            };
+            if let Some(v) = spec.remove(from) {
+                spec.insert(to.into(), v);
+            }
+            o["apiVersion"] = json!(desired);
+            o
+        })
+        .collect();
+    Reply::Json(json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "ConversionReview",
+        "response": {"uid": request["uid"], "result": {"status": "Success"}, "convertedObjects": objects},
+    }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_with_a_conversion_webhook_serves_each_object_in_both_versions() {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+    use kube::runtime::wait::{await_condition, conditions};
+
+    let c = Cluster::builder("wh-convert").start().await;
+    let hook = WebhookServer::start(|_, review| convert_gadgets(review)).await;
+    let version = |name: &str, storage: bool, field: &str| {
+        json!({"name": name, "served": true, "storage": storage, "schema": {"openAPIV3Schema": {
+            "type": "object", "properties": {"spec": {"type": "object", "properties": {field: {"type": "string"}}}}
+        }}})
+    };
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "metadata": {"name": "gadgets.example.com"},
+        "spec": {
+            "group": "example.com",
+            "names": {"kind": "Gadget", "plural": "gadgets", "singular": "gadget", "listKind": "GadgetList"},
+            "scope": "Namespaced",
+            "versions": [version("v1", true, "color"), version("v2", false, "colour")],
+            "conversion": {"strategy": "Webhook", "webhook": {
+                "clientConfig": hook.client_config("/convert"),
+                "conversionReviewVersions": ["v1"],
+            }},
+        }
+    }))
+    .unwrap();
+    let crds = Api::<CustomResourceDefinition>::all(c.client.clone());
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        await_condition(
+            crds,
+            "gadgets.example.com",
+            conditions::is_crd_established(),
+        ),
+    )
+    .await
+    .expect("the CRD is established")
+    .unwrap();
+    let at = |v: &str| {
+        let gvk = GroupVersionKind::gvk("example.com", v, "Gadget");
+        Api::<DynamicObject>::namespaced_with(c.client.clone(), &c.ns, &ApiResource::from_gvk(&gvk))
+    };
+    let gadget = |v: &str, name: &str, spec: Value| -> DynamicObject {
+        serde_json::from_value(
+            json!({"apiVersion": format!("example.com/{v}"), "kind": "Gadget",
+            "metadata": {"name": name}, "spec": spec}),
+        )
+        .unwrap()
+    };
+    let pp = PostParams::default();
+    let cases = [
+        ("created in v1", "v1", "from-v1", json!({"color": "red"})),
+        ("created in v2", "v2", "from-v2", json!({"colour": "blue"})),
+    ];
+    for (name, created_in, object, spec) in cases {
+        at(created_in)
+            .create(&pp, &gadget(created_in, object, spec.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let colour = spec.as_object().unwrap().values().next().unwrap().clone();
+        let v1 = at("v1").get(object).await.unwrap();
+        assert_eq!(
+            v1.types.as_ref().unwrap().api_version,
+            "example.com/v1",
+            "{name}"
+        );
+        assert_eq!(
+            v1.data["spec"],
+            json!({"color": colour}),
+            "{name}: read in v1"
+        );
+        let v2 = at("v2").get(object).await.unwrap();
+        assert_eq!(
+            v2.types.as_ref().unwrap().api_version,
+            "example.com/v2",
+            "{name}"
+        );
+        assert_eq!(
+            v2.data["spec"],
+            json!({"colour": colour}),
+            "{name}: read in v2"
+        );
+    }
+    let listed = at("v2").list(&Default::default()).await.unwrap();
+    let colours: Vec<&Value> = listed
+        .items
+        .iter()
+        .map(|g| &g.data["spec"]["colour"])
+        .collect();
+    assert_eq!(
+        colours,
+        [&json!("red"), &json!("blue")],
+        "a v2 list converts every object"
+    );
+    assert!(
+        hook.requests()
+            .iter()
+            .all(|(_, r)| r["apiVersion"] == "apiextensions.k8s.io/v1"
+                && r["kind"] == "ConversionReview"),
+        "ConversionReview v1 requests"
+    );
+}

@@ -11,7 +11,7 @@
 //! failed call (its failurePolicy decides). Mutating webhooks see creates and updates;
 //! deletes reach only validating webhooks (kybern's delete has no mutating stage).
 
-mod client;
+pub(crate) mod client;
 mod hooks;
 mod review;
 
@@ -232,9 +232,14 @@ async fn ask(
         options: scene.options(),
     }
     .to_json();
-    let answer = client::post(api, &hook.client, crate::json::to_vec(&body), hook.timeout)
-        .await
-        .map_err(|e| Failure::Calling(format!("failed to call webhook: {e}")))?;
+    let answer = client::post(
+        Some(api),
+        &hook.client,
+        crate::json::to_vec(&body),
+        hook.timeout,
+    )
+    .await
+    .map_err(|e| Failure::Calling(format!("failed to call webhook: {e}")))?;
     review::parse_answer(&answer, &uid)
         .map_err(|e| Failure::Calling(format!("received invalid webhook response: {e}")))
 }

@@ -39,9 +39,10 @@ pub(crate) struct Endpoint {
 }
 
 /// POSTs `body` to the webhook `client` names and returns the answer's body, or the
-/// error as Go words it.
+/// error as Go words it. Without `api` (no endpoint caches at hand) only `url`
+/// webhooks can be called.
 pub(crate) async fn post(
-    api: &Api,
+    api: Option<&Api>,
     client: &Value,
     body: Vec<u8>,
     timeout: Duration,
@@ -120,7 +121,11 @@ fn bracketed(host: &str) -> String {
 }
 
 /// Where `client` points, with upstream's `?timeout=` added to the query.
-async fn endpoint(api: &Api, client: &Value, timeout: Duration) -> Result<Endpoint, String> {
+async fn endpoint(
+    api: Option<&Api>,
+    client: &Value,
+    timeout: Duration,
+) -> Result<Endpoint, String> {
     let timeout_query = format!("timeout={}s", timeout.as_secs());
     if let Some(url) = client.get("url").and_then(Value::as_str) {
         return url_endpoint(url, &timeout_query);
@@ -131,6 +136,11 @@ async fn endpoint(api: &Api, client: &Value, timeout: Duration) -> Result<Endpoi
     let text = |f: &str| service.get(f).and_then(Value::as_str).unwrap_or("");
     let (namespace, name) = (text("namespace"), text("name"));
     let port = service.get("port").and_then(Value::as_i64).unwrap_or(443);
+    let Some(api) = api else {
+        return Err(format!(
+            "service \"{namespace}/{name}\" cannot be resolved on this path: only url webhooks are supported here"
+        ));
+    };
     let (svc, slices) = service_objects(api, namespace, name).await?;
     let (host, target) = resolve_service(namespace, name, svc.as_deref(), &slices, port)?;
     let path = with_query(
