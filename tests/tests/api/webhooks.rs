@@ -586,3 +586,58 @@ async fn a_crd_with_a_conversion_webhook_serves_each_object_in_both_versions() {
         "ConversionReview v1 requests"
     );
 }
+
+#[tokio::test]
+async fn match_policy_equivalent_sends_a_write_in_another_version_as_the_rules_version() {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+
+    let c = Cluster::builder("wh-equivalent").start().await;
+    let hook =
+        WebhookServer::start(|_, review| Reply::Json(admission_response(review, true, json!({}))))
+            .await;
+    let v1_rule = |name: &str, policy: &str| {
+        json!({
+            "name": name,
+            "clientConfig": hook.client_config(&format!("/{policy}")),
+            "rules": [{"operations": ["CREATE"], "apiGroups": ["autoscaling"], "apiVersions": ["v1"], "resources": ["horizontalpodautoscalers"]}],
+            "matchPolicy": policy,
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+        })
+    };
+    validating(
+        &c,
+        "test-equivalent",
+        json!([
+            v1_rule("exact.example.com", "Exact"),
+            v1_rule("equivalent.example.com", "Equivalent")
+        ]),
+    )
+    .await;
+    let hpa: HorizontalPodAutoscaler = serde_json::from_value(json!({
+        "metadata": {"name": "web"},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+                 "minReplicas": 1, "maxReplicas": 3}
+    }))
+    .unwrap();
+    c.api::<HorizontalPodAutoscaler>()
+        .create(&PostParams::default(), &hpa)
+        .await
+        .expect("allowed");
+    let requests = hook.requests();
+    let paths: Vec<&str> = requests.iter().map(|(p, _)| p.as_str()).collect();
+    assert_eq!(paths, ["/Equivalent"], "an Exact rule does not match v2");
+    let r = &requests[0].1["request"];
+    assert_eq!(
+        r["kind"],
+        json!({"group": "autoscaling", "version": "v1", "kind": "HorizontalPodAutoscaler"})
+    );
+    assert_eq!(
+        r["requestKind"],
+        json!({"group": "autoscaling", "version": "v2", "kind": "HorizontalPodAutoscaler"})
+    );
+    assert_eq!(r["resource"]["version"], "v1");
+    assert_eq!(r["requestResource"]["version"], "v2");
+    assert_eq!(r["object"]["apiVersion"], "autoscaling/v1");
+    assert_eq!(r["object"]["spec"]["maxReplicas"], 3);
+}
