@@ -10,6 +10,7 @@
 
 mod events;
 mod hpa;
+pub mod webhook;
 
 pub(crate) use hpa::{cpu_utilization_metric, DEFAULT_CPU_UTILIZATION};
 

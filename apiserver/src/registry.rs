@@ -55,6 +55,9 @@ pub struct Resource {
     /// A user CRD version whose schema declares defaults: its objects are read with them
     /// applied (decided once here, not per object read).
     pub defaults_on_read: bool,
+    /// A user CRD's `spec.conversion.webhook` when its strategy is Webhook: objects
+    /// change version through it (`crate::conversion::webhook`).
+    pub conversion_webhook: Option<Arc<Value>>,
 }
 
 /// A version's schema: parsed from a user CRD, or a built-in's JSON text compiled into
@@ -184,6 +187,11 @@ pub fn resources_from_crd(crd: &Value, builtin: bool) -> Result<Vec<Resource>, C
         Some((g, v)) if builtin => (g.to_string(), v.to_string()),
         _ => (group.clone(), storage_version),
     };
+    let conversion_webhook = (!builtin
+        && s(spec, "/conversion/strategy").as_deref() == Some("Webhook"))
+    .then(|| spec.pointer("/conversion/webhook").cloned())
+    .flatten()
+    .map(Arc::new);
     let mut out = Vec::new();
     for v in versions {
         if v.get("served").and_then(Value::as_bool) != Some(true) {
@@ -227,6 +235,7 @@ pub fn resources_from_crd(crd: &Value, builtin: bool) -> Result<Vec<Resource>, C
             defaults_on_read: !builtin
                 && v.pointer("/schema/openAPIV3Schema")
                     .is_some_and(declares_default),
+            conversion_webhook: conversion_webhook.clone(),
         });
     }
     Ok(out)
@@ -313,6 +322,7 @@ fn review(
         stored: false,
         terminating: false,
         defaults_on_read: false,
+        conversion_webhook: None,
     }
 }
 

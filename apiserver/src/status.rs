@@ -155,6 +155,15 @@ pub enum ApiError {
         retry_after: u64,
         causes: Vec<(&'static str, String)>,
     },
+    /// A `metav1.Status` another party decided (an admission webhook's denial), sent as
+    /// it came: its code, reason (one upstream knows, else empty) and details.
+    #[error("{message}")]
+    Status {
+        code: u16,
+        reason: &'static str,
+        message: String,
+        details: Option<Value>,
+    },
 }
 
 /// How long a client is told to wait before retrying a too-large resourceVersion.
@@ -201,6 +210,7 @@ impl ApiError {
             ApiError::ServiceUnavailable(_) => 503,
             ApiError::TooLargeResourceVersion { .. } => 504,
             ApiError::TooManyRequests { .. } => 429,
+            ApiError::Status { code, .. } => *code,
         }
     }
 
@@ -222,6 +232,7 @@ impl ApiError {
             ApiError::ServiceUnavailable(_) => "ServiceUnavailable",
             ApiError::TooLargeResourceVersion { .. } => "Timeout",
             ApiError::TooManyRequests { .. } => "TooManyRequests",
+            ApiError::Status { reason, .. } => reason,
         }
     }
 
@@ -276,6 +287,7 @@ impl ApiError {
                 .map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field}))
                 .collect::<Vec<_>>()})),
             ApiError::Internal(msg) => Some(json!({"causes": [{"message": msg}]})),
+            ApiError::Status { details, .. } => details.clone(),
             ApiError::TooLargeResourceVersion { .. } => Some(json!({
                 "causes": [{"reason": "ResourceVersionTooLarge", "message": "Too large resource version"}],
                 "retryAfterSeconds": TOO_LARGE_RV_RETRY_SECONDS,

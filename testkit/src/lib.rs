@@ -16,6 +16,7 @@ pub mod netlab;
 mod process;
 pub mod registry;
 mod wait;
+pub mod webhook;
 
 pub use crate::apiserver::{client_from_kubeconfig, client_without_retries, Backend, InProcess};
 pub use cluster::{mark_ready, Cluster, ClusterBuilder};

@@ -23,9 +23,11 @@ use crate::tls::ClientIdentity;
 
 mod lifecycle;
 mod podsecurity;
+pub(crate) mod webhook;
 
 pub use lifecycle::NamespaceLifecycle;
 pub use podsecurity::PodSecurity;
+pub use webhook::{MutatingAdmissionWebhook, ValidatingAdmissionWebhook};
 
 /// Who made a request, as upstream's `user.Info`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -265,7 +267,9 @@ pub struct AdmissionRequest<'a> {
     pub name: &'a str,
     pub user: &'a UserInfo,
     pub dry_run: bool,
-    /// Where a plugin adds warnings for the client (`Warning` headers).
+    /// The request's query (the options webhooks are shown).
+    pub query: &'a Query,
+    /// Where plugins add warnings for the client (`Warning` headers).
     pub warnings: &'a super::Warnings,
 }
 
@@ -309,8 +313,12 @@ impl Default for Pipeline {
         Pipeline {
             authenticators: vec![Box::new(ClientCertificate)],
             authorizers: vec![Box::new(AlwaysAllow)],
-            mutating: Vec::new(),
-            validating: vec![Box::new(NamespaceLifecycle), Box::new(PodSecurity)],
+            mutating: vec![Box::new(MutatingAdmissionWebhook)],
+            validating: vec![
+                Box::new(NamespaceLifecycle),
+                Box::new(PodSecurity),
+                Box::new(ValidatingAdmissionWebhook),
+            ],
         }
     }
 }

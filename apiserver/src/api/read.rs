@@ -55,11 +55,14 @@ impl Filter {
 }
 
 /// Serves the object in the version it was asked for: converted when `r` is a view of
-/// another resource's store (`crate::conversion`), otherwise with only its apiVersion
-/// rewritten (conversion strategy None).
-pub(super) fn in_version(r: &Resource, obj: &Value) -> Option<Value> {
+/// another resource's store (`crate::conversion`) or its CRD has a conversion webhook,
+/// otherwise with only its apiVersion rewritten (conversion strategy None).
+pub(super) fn in_version(r: &Resource, obj: &Value) -> Result<Option<Value>> {
     if let Some(converted) = crate::conversion::from_storage(r, obj) {
-        return Some(converted);
+        return Ok(Some(converted));
+    }
+    if let Some(converted) = crate::conversion::webhook::in_version_blocking(r, obj) {
+        return converted.map(|c| super::crd::default_on_read(r, &c).or(Some(c)));
     }
     let want = r.api_version();
     let converted =
@@ -68,10 +71,12 @@ pub(super) fn in_version(r: &Resource, obj: &Value) -> Option<Value> {
             o["apiVersion"] = Value::String(want);
             o
         });
-    match super::crd::default_on_read(r, converted.as_ref().unwrap_or(obj)) {
-        Some(defaulted) => Some(defaulted),
-        None => converted,
-    }
+    Ok(
+        match super::crd::default_on_read(r, converted.as_ref().unwrap_or(obj)) {
+            Some(defaulted) => Some(defaulted),
+            None => converted,
+        },
+    )
 }
 
 pub(super) fn object_response(
@@ -80,7 +85,7 @@ pub(super) fn object_response(
     code: StatusCode,
     obj: &Value,
 ) -> Result<Response<Body>> {
-    let converted = in_version(r, obj);
+    let converted = in_version(r, obj)?;
     let obj = converted.as_ref().unwrap_or(obj);
     if req.accept.table {
         let printer = TablePrinter::new(&r.group, &r.plural, r.printer_columns.as_ref());
@@ -338,7 +343,7 @@ impl Item {
             }
         }
         let obj = self.object()?;
-        match in_version(r, &obj) {
+        match in_version(r, &obj)? {
             Some(o) => serde_json::to_writer(&mut *buf, &o),
             None => serde_json::to_writer(&mut *buf, &*obj),
         }
@@ -382,8 +387,8 @@ pub(super) async fn list(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Resu
             .collect::<Result<Vec<_>>>()?;
         let converted: Vec<Value> = objects
             .iter()
-            .map(|o| in_version(r, o).unwrap_or_else(|| (**o).clone()))
-            .collect();
+            .map(|o| in_version(r, o).map(|c| c.unwrap_or_else(|| (**o).clone())))
+            .collect::<Result<_>>()?;
         let refs: Vec<&Value> = converted.iter().collect();
         let t = table::table(
             &printer,

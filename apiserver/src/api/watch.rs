@@ -44,11 +44,15 @@ struct Encoder {
 
 impl Encoder {
     fn frame(&mut self, kind: &str, obj: &Value, precomputed: Option<&Bytes>) -> Bytes {
+        // An object its conversion webhook cannot convert is reported as an ERROR event.
+        let converted = match in_version(&self.resource, obj) {
+            Ok(c) => c,
+            Err(e) => return error_frame(&e),
+        };
         let mut out = BytesMut::with_capacity(256);
         out.put_slice(b"{\"type\":\"");
         out.put_slice(kind.as_bytes());
         out.put_slice(b"\",\"object\":");
-        let converted = in_version(&self.resource, obj);
         let obj = converted.as_ref().unwrap_or(obj);
         match (&self.printer, precomputed) {
             (Some(printer), _) => {

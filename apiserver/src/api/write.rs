@@ -97,7 +97,10 @@ fn admit(r: &Resource, req: &ApiRequest, obj: &mut Value, old: Option<&Value>) -
 /// in (`None`: the object itself), checked against the stored version's schema: what
 /// a view carries in annotations (an autoscaling/v1 HPA's other metrics) must make a
 /// valid stored object, or every reader of the store would meet one it cannot decode.
-fn stored_form(api: &Api, r: &Resource, obj: &Value) -> Result<Option<Value>> {
+async fn stored_form(api: &Api, r: &Resource, obj: &Value) -> Result<Option<Value>> {
+    if r.conversion_webhook.is_some() {
+        return crate::conversion::webhook::to_storage(api, r, obj).await;
+    }
     let Some(mut stored) = crate::conversion::to_storage(r, obj) else {
         return Ok(None);
     };
@@ -150,6 +153,7 @@ fn admission<'a>(
         name,
         user: &req.user,
         dry_run: req.dry_run(),
+        query: &req.query,
         warnings: &req.warnings,
     }
 }
@@ -251,7 +255,7 @@ pub(super) async fn create_object(
             return object_response(r, req, StatusCode::CREATED, &obj);
         }
         let reserved = kinds::hooks_for(r).reserve(api, &mut obj, None).await?;
-        let stored = match stored_form(api, r, &obj) {
+        let stored = match stored_form(api, r, &obj).await {
             Ok(stored) => stored,
             Err(e) => {
                 release(api, reserved).await;
@@ -500,7 +504,7 @@ pub(super) async fn read_modify_write(
             if !status_only {
                 reserved = hooks.reserve(api, &mut next, Some(current)).await?;
             }
-            match stored_form(api, r, &next) {
+            match stored_form(api, r, &next).await {
                 Ok(stored) => Decision::Write(stored.unwrap_or(next)),
                 Err(e) => {
                     release(api, reserved.take()).await;

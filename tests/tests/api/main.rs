@@ -26,6 +26,7 @@ mod subresources;
 mod top;
 mod versions;
 mod watch;
+mod webhooks;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::json;

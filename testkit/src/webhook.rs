@@ -1,0 +1,154 @@
+//! An HTTPS webhook server on 127.0.0.1 for admission and conversion webhook tests: its
+//! own CA (made in a temp dir, given as the `caBundle` to put in a configuration), one
+//! handler deciding each answer, every request kept for the test to look at. The
+//! server task ends on drop.
+
+use std::sync::{Arc, Mutex};
+
+use base64::Engine;
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// What the handler answers one request with.
+pub enum Reply {
+    /// 200 with this JSON body.
+    Json(Value),
+    /// No answer at all (a webhook that times out).
+    Hang,
+}
+
+type Handler = dyn Fn(&str, &Value) -> Reply + Send + Sync;
+
+pub struct WebhookServer {
+    /// `https://127.0.0.1:<port>`; a configuration's `url` is this and a path.
+    pub base_url: String,
+    /// The base64 PEM of the CA that signed the serving certificate.
+    pub ca_bundle: String,
+    requests: Arc<Mutex<Vec<(String, Value)>>>,
+    task: tokio::task::JoinHandle<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl WebhookServer {
+    /// Serves on a free loopback port; `handler` gets each request's path (query cut
+    /// off) and JSON body.
+    pub async fn start(handler: impl Fn(&str, &Value) -> Reply + Send + Sync + 'static) -> Self {
+        let dir = tempfile::tempdir().expect("creating the webhook's temp dir");
+        let pki = apiserver::pki::ensure(dir.path(), &[]).expect("making the webhook's CA");
+        let tls = apiserver::tls::server_config(&pki).expect("the webhook's TLS config");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding the webhook's port");
+        let port = listener.local_addr().expect("bound address").port();
+        let requests = Arc::new(Mutex::new(Vec::new()));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let seen = requests.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let (acceptor, handler, seen) = (acceptor.clone(), handler.clone(), seen.clone());
+                tokio::spawn(async move {
+                    if let Ok(tls) = acceptor.accept(tcp).await {
+                        serve(tls, &*handler, &seen).await;
+                    }
+                });
+            }
+        });
+        WebhookServer {
+            base_url: format!("https://127.0.0.1:{port}"),
+            ca_bundle: base64::engine::general_purpose::STANDARD.encode(&pki.ca_cert_pem),
+            requests,
+            task,
+            _dir: dir,
+        }
+    }
+
+    /// `clientConfig` for this server at `path`.
+    pub fn client_config(&self, path: &str) -> Value {
+        json!({"url": format!("{}{path}", self.base_url), "caBundle": self.ca_bundle})
+    }
+
+    /// Every (path, body) received so far.
+    pub fn requests(&self) -> Vec<(String, Value)> {
+        self.requests.lock().expect("requests lock").clone()
+    }
+}
+
+impl Drop for WebhookServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// An AdmissionReview answer to `review`; `extra` is merged into its `response`
+/// (`patch`, `status`, `warnings`).
+pub fn admission_response(review: &Value, allowed: bool, extra: Value) -> Value {
+    let mut response = json!({"uid": review["request"]["uid"], "allowed": allowed});
+    if let (Some(r), Value::Object(extra)) = (response.as_object_mut(), extra) {
+        r.extend(extra);
+    }
+    json!({"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "response": response})
+}
+
+/// A JSON patch as a response's `patch` field carries it (base64).
+pub fn patch_field(ops: Value) -> Value {
+    json!(base64::engine::general_purpose::STANDARD.encode(ops.to_string()))
+}
+
+/// One request per connection: the head up to the blank line, a Content-Length body.
+async fn serve<S>(mut stream: S, handler: &Handler, seen: &Mutex<Vec<(String, Value)>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let path = head
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("/")
+        .split('?')
+        .next()
+        .unwrap_or("/")
+        .to_string();
+    let length = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())
+                .flatten()
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + length {
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let body: Value = serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or_default();
+    seen.lock()
+        .expect("requests lock")
+        .push((path.clone(), body.clone()));
+    match handler(&path, &body) {
+        Reply::Json(answer) => {
+            let text = answer.to_string();
+            let response = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+            let _ = stream.write_all(response.as_bytes()).await;
+            let _ = stream.shutdown().await;
+        }
+        Reply::Hang => std::future::pending::<()>().await,
+    }
+}
