@@ -226,10 +226,11 @@ impl Api {
         let query = Query::parse(parts.uri.query());
         let parsed = parse_path(&path);
         // Authentication, then authorization, before anything is read or decoded.
-        let user = match self.pipeline.authenticate(&pipeline::Credentials {
+        let credentials = pipeline::Credentials {
             client_certificate: identity.as_ref(),
             headers: &parts.headers,
-        }) {
+        };
+        let user = match self.pipeline.authenticate(&self, &credentials).await {
             Ok(user) => Some(user),
             Err(_) if public => None,
             Err(e) => return error_response(&e),

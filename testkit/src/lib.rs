@@ -15,6 +15,7 @@ mod kubectl;
 pub mod netlab;
 mod process;
 pub mod registry;
+pub mod users;
 mod wait;
 
 pub use crate::apiserver::{client_from_kubeconfig, client_without_retries, Backend, InProcess};

@@ -175,6 +175,10 @@ pub struct ServiceAccountUser {
     /// authenticator also refuses a token whose bound object is gone or has another uid;
     /// that takes API reads, so it is the caller's part.
     pub bound: Map<String, Value>,
+    /// Every audience the token names.
+    pub audiences: Vec<String>,
+    /// The token's `jti` (upstream's credential id), if it has one.
+    pub id: Option<String>,
 }
 
 /// Why a bearer token was not accepted.
@@ -278,6 +282,8 @@ impl TokenSigner {
             service_account: service_account.into(),
             uid: account["uid"].as_str().unwrap_or_default().into(),
             bound,
+            audiences: auds,
+            id: claims["jti"].as_str().map(String::from),
         })
     }
 }
