@@ -17,6 +17,7 @@ mod kinds;
 pub mod metrics;
 mod negotiate;
 mod nodeproxy;
+mod oidc;
 
 pub use nodeproxy::NodeApiScraper;
 pub use services::ServiceNet;
@@ -231,8 +232,11 @@ impl Api {
             headers: &parts.headers,
         };
         let user = match self.pipeline.authenticate(&self, &credentials).await {
+            Ok(user) => user,
+            Err(e) => return error_response(&e),
+        };
+        let user = match pipeline::impersonate(&self.pipeline, user, &parts.headers) {
             Ok(user) => Some(user),
-            Err(_) if public => None,
             Err(e) => return error_response(&e),
         };
         if let Some(user) = &user {
@@ -300,6 +304,9 @@ impl Api {
                     resp.headers_mut().append("warning", v);
                 }
                 resp
+            }
+            Path::Other(p) if oidc::handles(&p) => {
+                oidc::serve(&self, &parts.method, &p).unwrap_or_else(|e| error_response(&e))
             }
             Path::Other(p) if p == "/metrics" && parts.method == Method::GET => bytes_response(
                 StatusCode::OK,

@@ -34,3 +34,23 @@ pub async fn anonymous_client(kubeconfig: &Path) -> Client {
     config.default_retry = false;
     Client::try_from(config).expect("building an anonymous client")
 }
+
+/// kubectl as the bearer of `token` (no client certificate), through a kubeconfig written
+/// into `dir` that trusts the same server as `admin_kubeconfig`.
+pub fn kubectl_with_token(admin_kubeconfig: &Path, token: &str, dir: &Path) -> crate::Kubectl {
+    let mut file = Kubeconfig::read_from(admin_kubeconfig).expect("reading the kubeconfig");
+    for named in &mut file.auth_infos {
+        named.auth_info = Some(AuthInfo {
+            token: Some(token.to_string().into()),
+            ..AuthInfo::default()
+        });
+    }
+    let path = dir.join("token.kubeconfig");
+    let json = serde_json::to_vec(&file).expect("a kubeconfig serializes");
+    std::fs::write(&path, json).expect("writing the token kubeconfig");
+    crate::Kubectl {
+        kubeconfig: path,
+        cache_dir: dir.join("kubectl-cache"),
+        namespace: None,
+    }
+}

@@ -26,7 +26,7 @@ mod lifecycle;
 mod serviceaccount;
 
 pub(crate) use authn::service_account_user;
-pub use authn::{anonymous, Anonymous, AnonymousPublicInfoOnly, ServiceAccountTokens};
+pub use authn::{anonymous, impersonate, Anonymous, AnonymousPublicInfoOnly, ServiceAccountTokens};
 pub use lifecycle::NamespaceLifecycle;
 pub use serviceaccount::ServiceAccount;
 

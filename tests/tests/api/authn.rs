@@ -5,8 +5,8 @@
 use kube::Client;
 use serde_json::{json, Value};
 
-use crate::common::users::{anonymous_client, client_with_token};
-use crate::common::{eventually, InProcess};
+use crate::common::users::{anonymous_client, client_with_token, kubectl_with_token};
+use crate::common::{eventually, Cluster, InProcess};
 
 async fn call(
     client: &Client,
@@ -307,4 +307,90 @@ async fn created_pods_run_as_default_and_mount_a_projected_token() {
         }
         other => panic!("expected a 403, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kubectl_create_token_then_kubectl_token_and_as_are_who_auth_whoami_says() {
+    let c = Cluster::builder("authn-kubectl").start().await;
+    c.kubectl(&["create", "serviceaccount", "robot"]);
+    let token = c.kubectl(&["create", "token", "robot"]);
+    let dir = tempfile::tempdir().unwrap();
+    let robot = kubectl_with_token(&c.kubeconfig, token.trim(), dir.path());
+    let me: Value = serde_json::from_str(&robot.run(&["auth", "whoami", "-o", "json"])).unwrap();
+    assert_eq!(
+        me["status"]["userInfo"]["username"], "system:serviceaccount:authn-kubectl:robot",
+        "{me}"
+    );
+    robot.run(&["get", "configmaps", "-n", "authn-kubectl"]);
+
+    let as_bob: Value = serde_json::from_str(&c.kubectl(&[
+        "auth",
+        "whoami",
+        "--as",
+        "bob",
+        "--as-group",
+        "dev",
+        "-o",
+        "json",
+    ]))
+    .unwrap();
+    assert_eq!(
+        as_bob["status"]["userInfo"],
+        json!({"username": "bob", "groups": ["dev", "system:authenticated"]}),
+        "{as_bob}"
+    );
+}
+
+#[tokio::test]
+async fn the_issuer_publishes_its_discovery_document_and_the_key_that_signs_tokens() {
+    let s = InProcess::start().await;
+    let client = s.client.clone();
+    let get = |path: &'static str| {
+        let client = client.clone();
+        async move {
+            let req = http::Request::get(path).body(Vec::new()).unwrap();
+            let text = client.request_text(req).await.unwrap();
+            serde_json::from_str::<Value>(&text).unwrap()
+        }
+    };
+    let config = get("/.well-known/openid-configuration").await;
+    assert_eq!(
+        config["issuer"], "https://kubernetes.default.svc.cluster.local",
+        "{config}"
+    );
+    assert!(
+        config["jwks_uri"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("https://") && u.ends_with("/openid/v1/jwks")),
+        "{config}"
+    );
+    assert_eq!(
+        config["id_token_signing_alg_values_supported"],
+        json!(["ES256"])
+    );
+    let jwks = get("/openid/v1/jwks").await;
+    let key = &jwks["keys"][0];
+    assert_eq!(
+        (&key["kty"], &key["crv"], &key["alg"], &key["use"]),
+        (
+            &json!("EC"),
+            &json!("P-256"),
+            &json!("ES256"),
+            &json!("sig")
+        ),
+        "{jwks}"
+    );
+    create(
+        &s.client,
+        "/api/v1/namespaces/default/serviceaccounts",
+        json!({"metadata": {"name": "robot"}}),
+    )
+    .await;
+    let t = token(&s.client, "robot", json!({})).await;
+    use base64::Engine as _;
+    let header = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(t.split('.').next().unwrap())
+        .unwrap();
+    let header: Value = serde_json::from_slice(&header).unwrap();
+    assert_eq!(header["kid"], key["kid"], "{header} {jwks}");
 }

@@ -4,6 +4,8 @@
 //! credentials at all). TokenReview asks the same [`service_account_user`] the
 //! authenticator does, so both accept exactly the same tokens.
 
+mod impersonation;
+
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
@@ -12,6 +14,8 @@ use serde_json::Value;
 use super::{Attributes, Authenticated, Authenticator, Authorizer, Credentials, UserInfo, Verdict};
 use crate::api::{Api, ServiceAccountUser};
 use crate::object;
+
+pub use impersonation::impersonate;
 
 pub(super) const ANONYMOUS_USER: &str = "system:anonymous";
 pub(super) const UNAUTHENTICATED_GROUP: &str = "system:unauthenticated";

@@ -118,6 +118,17 @@ impl TokenSigner {
         &self.issuer
     }
 
+    /// The public key as upstream's JWKS lists it (`/openid/v1/jwks`).
+    pub fn jwk(&self) -> Value {
+        // An uncompressed P-256 point: 0x04, then x and y, 32 bytes each.
+        let point = self.public_key();
+        let (x, y) = point[1..].split_at(32);
+        json!({
+            "use": "sig", "kty": "EC", "kid": self.kid, "crv": "P-256", "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+        })
+    }
+
     /// The public key point (uncompressed SEC1), for verifying with ring.
     pub fn public_key(&self) -> &[u8] {
         self.key.public_key().as_ref()
