@@ -203,4 +203,9 @@ impl Authorizer for AnonymousPublicInfoOnly {
             Verdict::Deny(String::new())
         }
     }
+
+    /// It allows nothing itself, so it adds no rules (and leaves no gap in them).
+    fn rules(&self, _: &UserInfo, _: &str) -> Option<super::Rules> {
+        Some(super::Rules::default())
+    }
 }

@@ -501,6 +501,12 @@ async fn admission_sees_a_pod_after_the_servers_defaults_and_initial_status() {
     let mut p = Pipeline::default();
     p.validating.push(Box::new(Seen(journal.clone())));
     let api = api_with(dir.path(), p).await;
+    // No service-account loop runs here: the pod's account is made by hand.
+    let account =
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
+    let uri = "/api/v1/namespaces/default/serviceaccounts";
+    let (code, _) = call(&api, Method::POST, uri, Some(account), Some(alice())).await;
+    assert_eq!(code, StatusCode::CREATED);
     journal.clear();
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}});
