@@ -66,6 +66,13 @@ impl InProcess {
     }
 }
 
+impl InProcess {
+    /// The server's data directory (its `pki/` among others).
+    pub fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
 impl Drop for InProcess {
     fn drop(&mut self) {
         self.accounts.abort();

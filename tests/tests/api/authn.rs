@@ -394,3 +394,73 @@ async fn the_issuer_publishes_its_discovery_document_and_the_key_that_signs_toke
     let header: Value = serde_json::from_slice(&header).unwrap();
     assert_eq!(header["kid"], key["kid"], "{header} {jwks}");
 }
+
+#[tokio::test]
+async fn legacy_token_secrets_are_filled_and_authenticate_while_the_secret_exists() {
+    let c = Cluster::builder("authn-legacy")
+        .loops(&["tokens"])
+        .start()
+        .await;
+    let ns = "/api/v1/namespaces/authn-legacy";
+    let account = create(
+        &c.client,
+        &format!("{ns}/serviceaccounts"),
+        json!({"metadata": {"name": "robot"}}),
+    )
+    .await;
+    create(
+        &c.client,
+        &format!("{ns}/secrets"),
+        json!({"metadata": {"name": "robot-token", "annotations": {"kubernetes.io/service-account.name": "robot"}},
+               "type": "kubernetes.io/service-account-token"}),
+    )
+    .await;
+    let secret = eventually("the token secret to be filled", || async {
+        let s = call(&c.client, "GET", &format!("{ns}/secrets/robot-token"), None)
+            .await
+            .map_err(|e| e.to_string())?;
+        s["data"]["token"]
+            .is_string()
+            .then_some(s.clone())
+            .ok_or(s.to_string())
+    })
+    .await;
+    use base64::Engine as _;
+    let decode = |v: &Value| {
+        String::from_utf8(
+            base64::engine::general_purpose::STANDARD
+                .decode(v.as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
+    };
+    assert_eq!(decode(&secret["data"]["namespace"]), "authn-legacy");
+    assert_eq!(
+        secret["metadata"]["annotations"]["kubernetes.io/service-account.uid"],
+        account["metadata"]["uid"],
+        "{secret}"
+    );
+    let token = decode(&secret["data"]["token"]);
+    let robot = client_with_token(&c.kubeconfig, &token).await;
+    assert_eq!(
+        whoami(&robot).await.unwrap()["username"],
+        "system:serviceaccount:authn-legacy:robot"
+    );
+
+    call(
+        &c.client,
+        "DELETE",
+        &format!("{ns}/secrets/robot-token"),
+        None,
+    )
+    .await
+    .unwrap();
+    let refused = eventually("the legacy token to be refused", || async {
+        match whoami(&robot).await {
+            Err(kube::Error::Api(status)) => Ok(status.code),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(refused, 401);
+}

@@ -76,7 +76,7 @@ pub(crate) async fn service_account_user(
     let sa = signer
         .verify(token, audiences, object::unix_now())
         .map_err(|e| e.to_string())?;
-    check_bound(api, &sa).await?;
+    check_bound(api, &sa, token).await?;
     let matched = audiences
         .iter()
         .filter(|a| sa.audiences.iter().any(|t| t == *a))
@@ -88,7 +88,7 @@ pub(crate) async fn service_account_user(
 /// The service account, pod and secret a token names must still exist with the same uid
 /// (and not be deleted for longer than [`DELETED_GRACE_SECONDS`]); a node only when the
 /// token is bound to the node itself.
-async fn check_bound(api: &Api, sa: &ServiceAccountUser) -> Result<(), String> {
+async fn check_bound(api: &Api, sa: &ServiceAccountUser, token: &str) -> Result<(), String> {
     let account = serde_json::json!({"name": sa.service_account, "uid": sa.uid});
     let mut refs = vec![("serviceaccounts", "service account", &account, true)];
     for (claim, plural, what) in [("pod", "pods", "pod"), ("secret", "secrets", "secret")] {
@@ -118,8 +118,22 @@ async fn check_bound(api: &Api, sa: &ServiceAccountUser) -> Result<(), String> {
         if deleted {
             return Err("service account token has been invalidated".into());
         }
+        // A legacy token is valid only while its Secret still holds it.
+        if sa.legacy && plural == "secrets" && !holds_token(&obj, token) {
+            return Err("token does not match server's copy".into());
+        }
     }
     Ok(())
+}
+
+/// Whether a Secret's `data.token` is `token`.
+fn holds_token(secret: &Value, token: &str) -> bool {
+    use base64::Engine as _;
+    secret
+        .pointer("/data/token")
+        .and_then(Value::as_str)
+        .and_then(|d| base64::engine::general_purpose::STANDARD.decode(d).ok())
+        .is_some_and(|d| d == token.trim().as_bytes())
 }
 
 /// One object from the watch cache (cheap; no storage read).
