@@ -186,7 +186,8 @@ mod tests {
 
     #[test]
     fn impersonation_acts_as_the_requested_identity_when_each_part_is_allowed() {
-        let cases: Vec<(&str, Vec<(&str, &str)>, UserInfo)> = vec![
+        type Case = (&'static str, Vec<(&'static str, &'static str)>, UserInfo);
+        let cases: Vec<Case> = vec![
             ("no headers", vec![], user("alice")),
             (
                 "a user and groups",
