@@ -487,12 +487,17 @@ async fn serve(config: Config, loop_args: LoopArgs, agent: Option<UpNode>) -> an
     let signing = apiserver::pki::ensure(&data_dir, &[])
         .map(controllers::csrsigning::SigningCa)
         .map_err(|e| anyhow::anyhow!("reading the cluster CA: {e}"))?;
+    // The tokens loop signs legacy tokens with the server's service-account key.
+    let token_key = apiserver::api::TokenSigner::ensure(&data_dir)
+        .map(|k| controllers::tokens::TokenKey(std::sync::Arc::new(k)))
+        .map_err(|e| anyhow::anyhow!("reading the service-account key: {e}"))?;
     // The loops reach the server as any client would: over HTTPS with admin.kubeconfig.
     let ctx = controllers::runtime::context_from_kubeconfig(&server.kubeconfig)
         .await?
         .with_setting(scheduler)
         .with_setting(storage)
         .with_setting(Some(signing))
+        .with_setting(Some(token_key))
         .with_setting(Some(nodeipam));
     // Beside the API server the endpoint is secondary: without it the cluster still
     // runs (two servers on one host, a test fleet), so a port in use is a warning.

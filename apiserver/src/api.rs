@@ -17,6 +17,7 @@ mod kinds;
 pub mod metrics;
 mod negotiate;
 mod nodeproxy;
+mod oidc;
 
 pub use nodeproxy::NodeApiScraper;
 pub use services::ServiceNet;
@@ -226,12 +227,16 @@ impl Api {
         let query = Query::parse(parts.uri.query());
         let parsed = parse_path(&path);
         // Authentication, then authorization, before anything is read or decoded.
-        let user = match self.pipeline.authenticate(&pipeline::Credentials {
+        let credentials = pipeline::Credentials {
             client_certificate: identity.as_ref(),
             headers: &parts.headers,
-        }) {
+        };
+        let user = match self.pipeline.authenticate(&self, &credentials).await {
+            Ok(user) => user,
+            Err(e) => return error_response(&e),
+        };
+        let user = match pipeline::impersonate(&self.pipeline, user, &parts.headers) {
             Ok(user) => Some(user),
-            Err(_) if public => None,
             Err(e) => return error_response(&e),
         };
         if let Some(user) = &user {
@@ -299,6 +304,9 @@ impl Api {
                     resp.headers_mut().append("warning", v);
                 }
                 resp
+            }
+            Path::Other(p) if oidc::handles(&p) => {
+                oidc::serve(&self, &parts.method, &p).unwrap_or_else(|e| error_response(&e))
             }
             Path::Other(p) if p == "/metrics" && parts.method == Method::GET => bytes_response(
                 StatusCode::OK,

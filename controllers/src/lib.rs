@@ -32,6 +32,7 @@ pub mod serviceaccount;
 pub mod servicelb;
 pub mod shared;
 pub mod statefulset;
+pub mod tokens;
 
 use std::any::Any;
 use std::sync::Arc;
@@ -121,6 +122,10 @@ pub fn loops() -> Vec<Loop> {
         Loop {
             name: "serviceaccount",
             run: serviceaccount::run,
+        },
+        Loop {
+            name: "tokens",
+            run: tokens::run,
         },
         Loop {
             name: "garbagecollector",

@@ -19,6 +19,9 @@ pub enum Backend {
 pub struct InProcess {
     pub server: Server,
     pub client: Client,
+    /// The service-account loop, which every server runs: the ServiceAccount admission
+    /// plugin refuses pods until their namespace's `default` account exists.
+    accounts: tokio::task::JoinHandle<()>,
     // Dropped after the server: the etcd it talks to and the data dir it writes.
     _etcd: Option<Etcd>,
     _dir: TempDir,
@@ -47,12 +50,32 @@ impl InProcess {
             .await
             .expect("starting the apiserver in-process");
         let client = client_from_kubeconfig(&server.kubeconfig).await;
+        let ctx = std::sync::Arc::new(controllers::Context::new(client.clone(), "test".into()));
+        let accounts = tokio::spawn(async move {
+            if let Err(e) = controllers::serviceaccount::run(ctx).await {
+                eprintln!("loop serviceaccount ended: {e:#}");
+            }
+        });
         InProcess {
             server,
             client,
+            accounts,
             _etcd: etcd,
             _dir: dir,
         }
+    }
+}
+
+impl InProcess {
+    /// The server's data directory (its `pki/` among others).
+    pub fn data_dir(&self) -> &Path {
+        self._dir.path()
+    }
+}
+
+impl Drop for InProcess {
+    fn drop(&mut self) {
+        self.accounts.abort();
     }
 }
 

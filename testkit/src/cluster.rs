@@ -69,7 +69,11 @@ impl ClusterBuilder {
             .create(&PostParams::default(), &namespace)
             .await
             .expect("creating the test's namespace");
-        let ctx = Arc::new(Context::new(client.clone(), "test".into()));
+        // The tokens loop signs with the server's service-account key, as in `kybern server`.
+        let token_key = apiserver::api::TokenSigner::ensure(server.data_dir())
+            .map(|k| controllers::tokens::TokenKey(Arc::new(k)))
+            .ok();
+        let ctx = Arc::new(Context::new(client.clone(), "test".into()).with_setting(token_key));
         let mut tasks = Vec::new();
         for name in self.loops {
             let found = known_loops()

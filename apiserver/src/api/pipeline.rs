@@ -21,20 +21,27 @@ use crate::request::Query;
 use crate::status::{ApiError, Result, Target};
 use crate::tls::ClientIdentity;
 
+mod authn;
 mod lifecycle;
 mod podsecurity;
+mod serviceaccount;
 pub(crate) mod webhook;
 
+pub(crate) use authn::service_account_user;
+pub use authn::{anonymous, impersonate, Anonymous, AnonymousPublicInfoOnly, ServiceAccountTokens};
 pub use lifecycle::NamespaceLifecycle;
 pub use podsecurity::PodSecurity;
+pub use serviceaccount::ServiceAccount;
 pub use webhook::{MutatingAdmissionWebhook, ValidatingAdmissionWebhook};
 
 /// Who made a request, as upstream's `user.Info`.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct UserInfo {
     pub name: String,
     pub uid: String,
     pub groups: Vec<String>,
+    /// Upstream's `extra` (e.g. `authentication.kubernetes.io/pod-name` of a pod's token).
+    pub extra: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 impl UserInfo {
@@ -45,6 +52,7 @@ impl UserInfo {
             name: "system:apiserver".into(),
             uid: String::new(),
             groups: vec!["system:authenticated".into(), "system:masters".into()],
+            extra: Default::default(),
         }
     }
 }
@@ -67,16 +75,20 @@ pub enum Authenticated {
     Invalid(String),
 }
 
+#[async_trait]
 pub trait Authenticator: Send + Sync {
-    fn authenticate(&self, credentials: &Credentials<'_>) -> Authenticated;
+    /// `api` is there for authenticators that check what credentials refer to (a
+    /// service-account token's bound pod, secret and account).
+    async fn authenticate(&self, api: &Api, credentials: &Credentials<'_>) -> Authenticated;
 }
 
 /// A client certificate signed by the cluster CA: CN is the user, each O a group
 /// (upstream's x509 authenticator).
 pub struct ClientCertificate;
 
+#[async_trait]
 impl Authenticator for ClientCertificate {
-    fn authenticate(&self, credentials: &Credentials<'_>) -> Authenticated {
+    async fn authenticate(&self, _: &Api, credentials: &Credentials<'_>) -> Authenticated {
         match credentials.client_certificate {
             Some(id) => {
                 let mut groups = id.groups.clone();
@@ -87,6 +99,7 @@ impl Authenticator for ClientCertificate {
                     name: id.user.clone(),
                     uid: String::new(),
                     groups,
+                    extra: Default::default(),
                 })
             }
             None => Authenticated::NoCredentials,
@@ -311,9 +324,18 @@ impl Default for Pipeline {
     /// What `kybern server` runs.
     fn default() -> Self {
         Pipeline {
-            authenticators: vec![Box::new(ClientCertificate)],
-            authorizers: vec![Box::new(AlwaysAllow)],
-            mutating: vec![Box::new(MutatingAdmissionWebhook)],
+            authenticators: vec![
+                Box::new(ClientCertificate),
+                Box::new(ServiceAccountTokens),
+                Box::new(Anonymous),
+            ],
+            // AnonymousPublicInfoOnly stands in for RBAC's system:public-info-viewer
+            // until RBAC replaces AlwaysAllow; remove it then.
+            authorizers: vec![Box::new(AnonymousPublicInfoOnly), Box::new(AlwaysAllow)],
+            mutating: vec![
+                Box::new(ServiceAccount),
+                Box::new(MutatingAdmissionWebhook),
+            ],
             validating: vec![
                 Box::new(NamespaceLifecycle),
                 Box::new(PodSecurity),
@@ -326,9 +348,9 @@ impl Default for Pipeline {
 impl Pipeline {
     /// The first authenticator that recognizes the credentials decides; with none, or
     /// with invalid credentials, the answer is upstream's 401.
-    pub fn authenticate(&self, credentials: &Credentials<'_>) -> Result<UserInfo> {
+    pub async fn authenticate(&self, api: &Api, credentials: &Credentials<'_>) -> Result<UserInfo> {
         for a in &self.authenticators {
-            match a.authenticate(credentials) {
+            match a.authenticate(api, credentials).await {
                 Authenticated::User(user) => return Ok(user),
                 Authenticated::NoCredentials => {}
                 Authenticated::Invalid(why) => {

@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use http::{Method, Response, StatusCode};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use super::negotiate::decode_object;
 use super::pipeline::{Attributes, ResourceAttributes, UserInfo, Verdict};
@@ -57,7 +57,7 @@ pub(super) async fn serve(
         .or_insert(Value::Null);
     let status = match r.kind.as_str() {
         "SelfSubjectReview" => json!({"userInfo": user_info(&req.user)}),
-        "TokenReview" => token_review(api, &obj)?,
+        "TokenReview" => token_review(api, &obj).await?,
         "SubjectAccessReview" => {
             let spec = spec_of(r, &obj)?;
             access(api, r, &spec, subject(r, &spec)?)?
@@ -81,6 +81,9 @@ fn user_info(user: &UserInfo) -> Value {
     if !user.uid.is_empty() {
         v["uid"] = json!(user.uid);
     }
+    if !user.extra.is_empty() {
+        v["extra"] = json!(user.extra);
+    }
     v
 }
 
@@ -95,7 +98,7 @@ fn invalid(r: &Resource, causes: Vec<Cause>) -> ApiError {
 /// TokenReview: the token checked as the server checks service-account tokens (our
 /// signature and issuer, an audience asked for or ours, within its lifetime, and the
 /// objects it is bound to still there with the same uid).
-fn token_review(api: &Arc<Api>, obj: &Value) -> Result<Value> {
+async fn token_review(api: &Arc<Api>, obj: &Value) -> Result<Value> {
     let r_token = obj
         .pointer("/spec/token")
         .and_then(Value::as_str)
@@ -120,85 +123,18 @@ fn token_review(api: &Arc<Api>, obj: &Value) -> Result<Value> {
     } else {
         asked.iter().map(String::as_str).collect()
     };
-    let Some(signer) = api.token_signer.get() else {
+    if api.token_signer.get().is_none() {
         return Ok(
             json!({"user": {}, "error": "service account tokens are not enabled on this server"}),
         );
-    };
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    match signer.verify(r_token, &audiences, now) {
-        Ok(sa) => {
-            let mut extra = Map::new();
-            for (claim, prefix) in [("pod", "pod"), ("node", "node")] {
-                if let Some(b) = sa.bound.get(claim) {
-                    if let Some(n) = b["name"].as_str() {
-                        extra.insert(
-                            format!("authentication.kubernetes.io/{prefix}-name"),
-                            json!([n]),
-                        );
-                    }
-                    if let Some(u) = b["uid"].as_str() {
-                        extra.insert(
-                            format!("authentication.kubernetes.io/{prefix}-uid"),
-                            json!([u]),
-                        );
-                    }
-                }
-            }
-            let jti = token_id(r_token);
-            if let Some(jti) = jti {
-                extra.insert(
-                    "authentication.kubernetes.io/credential-id".into(),
-                    json!([format!("JTI={jti}")]),
-                );
-            }
-            let mut groups = sa.groups.clone();
-            groups.push("system:authenticated".into());
-            let mut user = json!({"username": sa.name, "uid": sa.uid, "groups": groups});
-            if !extra.is_empty() {
-                user["extra"] = Value::Object(extra);
-            }
-            let matched: Vec<&str> = audiences
-                .iter()
-                .copied()
-                .filter(|a| token_audiences(r_token).iter().any(|t| t == a))
-                .collect();
-            Ok(json!({"authenticated": true, "user": user, "audiences": matched}))
+    }
+    match super::pipeline::service_account_user(api, r_token, &audiences).await {
+        Ok((user, matched)) => {
+            let mut info = user_info(&user);
+            info["uid"] = json!(user.uid);
+            Ok(json!({"authenticated": true, "user": info, "audiences": matched}))
         }
         Err(e) => Ok(json!({"user": {}, "error": format!("[invalid bearer token, {e}]")})),
-    }
-}
-
-/// A JWT's payload claims (already verified by the caller).
-fn claims(jwt: &str) -> Value {
-    use base64::Engine;
-    jwt.split('.')
-        .nth(1)
-        .and_then(|p| {
-            base64::engine::general_purpose::URL_SAFE_NO_PAD
-                .decode(p)
-                .ok()
-        })
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or(Value::Null)
-}
-
-fn token_id(jwt: &str) -> Option<String> {
-    claims(jwt)["jti"].as_str().map(String::from)
-}
-
-fn token_audiences(jwt: &str) -> Vec<String> {
-    match &claims(jwt)["aud"] {
-        Value::String(a) => vec![a.clone()],
-        Value::Array(a) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(String::from)
-            .collect(),
-        _ => Vec::new(),
     }
 }
 
@@ -262,6 +198,7 @@ fn subject(r: &Resource, spec: &Value) -> Result<UserInfo> {
         name,
         uid: spec["uid"].as_str().unwrap_or("").to_string(),
         groups,
+        extra: Default::default(),
     })
 }
 

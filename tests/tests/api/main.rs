@@ -4,6 +4,7 @@
 use kybern_testkit as common;
 
 mod apply;
+mod authn;
 mod crds;
 mod crud;
 mod discovery;

@@ -19,6 +19,7 @@ fn controller_list_prints_every_loop() {
     let every = [
         "namespace",
         "serviceaccount",
+        "tokens",
         "servicelb",
         "garbagecollector",
         "replicaset",

@@ -9,6 +9,7 @@ mod external;
 mod images;
 mod network;
 mod proxy;
+mod tokens;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

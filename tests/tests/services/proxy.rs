@@ -240,6 +240,5 @@ fn pods_reach_the_apiserver_at_kubernetes_default_svc() {
         }
     });
     assert!(hello.starts_with("handshake"), "{hello}");
-    // Pods get no service-account token mounted yet: the ServiceAccount admission and
-    // token projection come with issue 17 (security).
+    // Requests with the pod's own token: `tokens.rs`.
 }

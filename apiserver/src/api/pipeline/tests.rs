@@ -85,16 +85,34 @@ fn pipeline(authorizers: Vec<Box<dyn Authorizer>>) -> Pipeline {
 }
 
 #[tokio::test]
-async fn a_request_without_credentials_is_401_except_for_health_and_version() {
+async fn a_request_without_credentials_is_anonymous_and_may_only_read_health_and_version() {
     let dir = tempfile::tempdir().unwrap();
     let api = api_with(dir.path(), Pipeline::default()).await;
     let (code, status) = call(&api, Method::GET, CONFIGMAPS, None, None).await;
-    assert_eq!(code, StatusCode::UNAUTHORIZED);
-    assert_eq!(status["reason"], "Unauthorized");
+    assert_eq!(code, StatusCode::FORBIDDEN);
+    assert_eq!(
+        status["message"],
+        "configmaps is forbidden: User \"system:anonymous\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"default\""
+    );
     let (code, _) = call(&api, Method::GET, "/apis", None, None).await;
-    assert_eq!(code, StatusCode::UNAUTHORIZED);
+    assert_eq!(code, StatusCode::FORBIDDEN);
     let (code, _) = call(&api, Method::GET, "/version", None, None).await;
     assert_eq!(code, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn an_invalid_bearer_token_is_401_even_where_anonymous_would_be_allowed() {
+    let dir = tempfile::tempdir().unwrap();
+    let api = api_with(dir.path(), Pipeline::default()).await;
+    for uri in [CONFIGMAPS, "/version"] {
+        let req = Request::builder()
+            .uri(uri)
+            .header("authorization", "Bearer not-a-token")
+            .body(Full::new(bytes::Bytes::new()))
+            .unwrap();
+        let resp = api.clone().handle(req, None).await;
+        assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{uri}");
+    }
 }
 
 #[tokio::test]
@@ -483,6 +501,12 @@ async fn admission_sees_a_pod_after_the_servers_defaults_and_initial_status() {
     let mut p = Pipeline::default();
     p.validating.push(Box::new(Seen(journal.clone())));
     let api = api_with(dir.path(), p).await;
+    // No service-account loop runs here: the pod's account is made by hand.
+    let account =
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
+    let uri = "/api/v1/namespaces/default/serviceaccounts";
+    let (code, _) = call(&api, Method::POST, uri, Some(account), Some(alice())).await;
+    assert_eq!(code, StatusCode::CREATED);
     journal.clear();
     let pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"},
         "spec": {"containers": [{"name": "c", "image": "busybox"}]}});

@@ -118,6 +118,17 @@ impl TokenSigner {
         &self.issuer
     }
 
+    /// The public key as upstream's JWKS lists it (`/openid/v1/jwks`).
+    pub fn jwk(&self) -> Value {
+        // An uncompressed P-256 point: 0x04, then x and y, 32 bytes each.
+        let point = self.public_key();
+        let (x, y) = point[1..].split_at(32);
+        json!({
+            "use": "sig", "kty": "EC", "kid": self.kid, "crv": "P-256", "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(x), "y": URL_SAFE_NO_PAD.encode(y),
+        })
+    }
+
     /// The public key point (uncompressed SEC1), for verifying with ring.
     pub fn public_key(&self) -> &[u8] {
         self.key.public_key().as_ref()
@@ -175,6 +186,12 @@ pub struct ServiceAccountUser {
     /// authenticator also refuses a token whose bound object is gone or has another uid;
     /// that takes API reads, so it is the caller's part.
     pub bound: Map<String, Value>,
+    /// Every audience the token names.
+    pub audiences: Vec<String>,
+    /// The token's `jti` (upstream's credential id), if it has one.
+    pub id: Option<String>,
+    /// A legacy token from a `kubernetes.io/service-account-token` Secret.
+    pub legacy: bool,
 }
 
 /// Why a bearer token was not accepted.
@@ -199,31 +216,18 @@ pub enum TokenError {
 impl TokenSigner {
     /// Checks a token of ours: ES256 signature with this key, our issuer, an audience in
     /// `audiences`, `now` within nbf..exp (with [`LEEWAY_SECONDS`]), and a subject that
-    /// agrees with its `kubernetes.io` claims.
+    /// agrees with its `kubernetes.io` claims. A legacy token (issuer
+    /// [`LEGACY_ISSUER`], no audience, no expiry) needs only the signature and its claims.
     pub fn verify(
         &self,
         token: &str,
         audiences: &[&str],
         now: i64,
     ) -> std::result::Result<ServiceAccountUser, TokenError> {
-        let mut parts = token.trim().split('.');
-        let (Some(header), Some(payload), Some(sig), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
-            return Err(TokenError::Malformed);
-        };
-        let decode = |p: &str| URL_SAFE_NO_PAD.decode(p).map_err(|_| TokenError::Malformed);
-        let header: Value =
-            serde_json::from_slice(&decode(header)?).map_err(|_| TokenError::Malformed)?;
-        if header["alg"] != "ES256" {
-            return Err(TokenError::Signature);
+        let claims = self.signed_claims(token)?;
+        if claims["iss"] == LEGACY_ISSUER {
+            return legacy_user(&claims);
         }
-        let signed = &token.trim()[..header_len(token.trim())];
-        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.public_key())
-            .verify(signed.as_bytes(), &decode(sig)?)
-            .map_err(|_| TokenError::Signature)?;
-        let claims: Value =
-            serde_json::from_slice(&decode(payload)?).map_err(|_| TokenError::Malformed)?;
         let iss = claims["iss"].as_str().unwrap_or_default();
         if iss != self.issuer {
             return Err(TokenError::Issuer(iss.into()));
@@ -278,8 +282,91 @@ impl TokenSigner {
             service_account: service_account.into(),
             uid: account["uid"].as_str().unwrap_or_default().into(),
             bound,
+            audiences: auds,
+            id: claims["jti"].as_str().map(String::from),
+            legacy: false,
         })
     }
+}
+
+impl TokenSigner {
+    /// The claims of a compact JWS signed (ES256) with this key.
+    fn signed_claims(&self, token: &str) -> std::result::Result<Value, TokenError> {
+        let mut parts = token.trim().split('.');
+        let (Some(header), Some(payload), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(TokenError::Malformed);
+        };
+        let decode = |p: &str| URL_SAFE_NO_PAD.decode(p).map_err(|_| TokenError::Malformed);
+        let header: Value =
+            serde_json::from_slice(&decode(header)?).map_err(|_| TokenError::Malformed)?;
+        if header["alg"] != "ES256" {
+            return Err(TokenError::Signature);
+        }
+        let signed = &token.trim()[..header_len(token.trim())];
+        UnparsedPublicKey::new(&ECDSA_P256_SHA256_FIXED, self.public_key())
+            .verify(signed.as_bytes(), &decode(sig)?)
+            .map_err(|_| TokenError::Signature)?;
+        let claims: Value =
+            serde_json::from_slice(&decode(payload)?).map_err(|_| TokenError::Malformed)?;
+        Ok(claims)
+    }
+
+    /// Upstream's legacy (Secret-stored, non-expiring) token for `account` and `secret` in
+    /// `namespace`.
+    pub fn sign_legacy(
+        &self,
+        namespace: &str,
+        account: &str,
+        account_uid: &str,
+        secret: &str,
+    ) -> std::result::Result<String, ApiError> {
+        self.sign(&json!({
+            "iss": LEGACY_ISSUER,
+            "kubernetes.io/serviceaccount/namespace": namespace,
+            "kubernetes.io/serviceaccount/secret.name": secret,
+            "kubernetes.io/serviceaccount/service-account.name": account,
+            "kubernetes.io/serviceaccount/service-account.uid": account_uid,
+            "sub": format!("system:serviceaccount:{namespace}:{account}"),
+        }))
+    }
+}
+
+/// The issuer of legacy tokens (kept in Secrets, never expiring).
+pub(super) const LEGACY_ISSUER: &str = "kubernetes/serviceaccount";
+
+/// Who a legacy token names; its Secret (`bound["secret"]`) must still hold it, which
+/// the caller checks.
+fn legacy_user(claims: &Value) -> std::result::Result<ServiceAccountUser, TokenError> {
+    let claim = |k: &str| {
+        claims[format!("kubernetes.io/serviceaccount/{k}")]
+            .as_str()
+            .filter(|v| !v.is_empty())
+            .ok_or(TokenError::Subject)
+    };
+    let (namespace, account) = (claim("namespace")?, claim("service-account.name")?);
+    let (uid, secret) = (claim("service-account.uid")?, claim("secret.name")?);
+    let name = format!("system:serviceaccount:{namespace}:{account}");
+    if claims["sub"].as_str() != Some(name.as_str()) {
+        return Err(TokenError::Subject);
+    }
+    let mut bound = Map::new();
+    bound.insert("secret".into(), json!({"name": secret}));
+    Ok(ServiceAccountUser {
+        name,
+        groups: vec![
+            "system:serviceaccounts".into(),
+            format!("system:serviceaccounts:{namespace}"),
+        ],
+        namespace: namespace.into(),
+        service_account: account.into(),
+        uid: uid.into(),
+        bound,
+        audiences: Vec::new(),
+        id: None,
+        legacy: true,
+    })
 }
 
 /// The length of `header.payload`, the signed part of a compact JWS.

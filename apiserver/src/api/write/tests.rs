@@ -17,6 +17,10 @@ async fn api(dir: &std::path::Path) -> Arc<Api> {
     let registry = Arc::new(crate::registry::Registry::with_builtins().unwrap());
     let api = Api::new(store, registry, "127.0.0.1:6443".into());
     crate::api::bootstrap(&api).await.unwrap();
+    // Pods need their account, which the service-account loop (not running here) makes.
+    let account =
+        json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default"}});
+    create(&api, "/api/v1/namespaces/default/serviceaccounts", account).await;
     api
 }
 
