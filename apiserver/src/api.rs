@@ -24,6 +24,7 @@ mod omitempty;
 mod openapi;
 mod patch;
 pub mod pipeline;
+pub mod policy;
 mod read;
 mod reviews;
 mod scale;
@@ -242,9 +243,7 @@ impl Api {
             let attributes =
                 pipeline::Attributes::of(user.clone(), &parts.method, &path, resource, &query);
             if let Err(e) = self.pipeline.authorize(&attributes) {
-                if !public {
-                    return error_response(&e);
-                }
+                return error_response(&e);
             }
         }
         let accept = Accept::parse(
@@ -475,6 +474,8 @@ pub async fn bootstrap(api: &Arc<Api>) -> Result<()> {
         .cloned()
         .collect();
     futures::future::try_join_all(resources.iter().map(|r| api.cache(r))).await?;
+    api.pipeline.start(api).await?;
+    policy::ensure(api).await?;
     bootstrap::ensure(api).await
 }
 

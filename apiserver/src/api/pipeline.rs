@@ -22,6 +22,7 @@ use crate::status::{ApiError, Result, Target};
 use crate::tls::ClientIdentity;
 
 mod lifecycle;
+pub mod rbac;
 
 pub use lifecycle::NamespaceLifecycle;
 
@@ -212,6 +213,15 @@ pub trait Authorizer: Send + Sync {
     fn rules(&self, _user: &UserInfo, _namespace: &str) -> Option<Rules> {
         None
     }
+
+    /// Loads what this authorizer decides from and keeps it current (RBAC's roles and
+    /// bindings); called once the watch caches run, before requests are answered.
+    fn start<'a>(
+        &'a self,
+        _api: &'a std::sync::Arc<Api>,
+    ) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The rules a SelfSubjectRulesReview reports (authorization.k8s.io/v1 ResourceRule
@@ -302,11 +312,12 @@ pub struct Pipeline {
 impl Default for Pipeline {
     /// What `kybern server` runs.
     fn default() -> Self {
+        let rbac = rbac::Rbac::default();
         Pipeline {
             authenticators: vec![Box::new(ClientCertificate)],
-            authorizers: vec![Box::new(AlwaysAllow)],
+            authorizers: vec![Box::new(rbac::PrivilegedGroups), Box::new(rbac.clone())],
             mutating: Vec::new(),
-            validating: vec![Box::new(NamespaceLifecycle)],
+            validating: vec![Box::new(NamespaceLifecycle), Box::new(rbac.escalation())],
         }
     }
 }
@@ -326,6 +337,14 @@ impl Pipeline {
             }
         }
         Err(ApiError::Unauthorized)
+    }
+
+    /// Starts every authorizer ([`Authorizer::start`]).
+    pub async fn start(&self, api: &std::sync::Arc<Api>) -> Result<()> {
+        for a in &self.authorizers {
+            a.start(api).await?;
+        }
+        Ok(())
     }
 
     /// The first authorizer with an opinion decides; with none, the request is denied.
