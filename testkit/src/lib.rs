@@ -15,6 +15,7 @@ mod kubectl;
 pub mod netlab;
 mod process;
 pub mod registry;
+mod users;
 mod wait;
 
 pub use crate::apiserver::{client_from_kubeconfig, client_without_retries, Backend, InProcess};
@@ -22,4 +23,5 @@ pub use cluster::{mark_ready, Cluster, ClusterBuilder};
 pub use etcd::Etcd;
 pub use kubectl::Kubectl;
 pub use process::{free_port, kybern_binary, Binary, ChildGuard};
+pub use users::User;
 pub use wait::{eventually, eventually_some, eventually_within, WAIT};

@@ -181,7 +181,8 @@ impl Attributes {
                     None => "at the cluster scope".to_string(),
                 };
                 ApiError::Forbidden(
-                    Target::new(&r.group, &resource, r.name.as_deref().unwrap_or("")),
+                    // Named by the resource alone, as upstream (`pods "p"`, not `pods/log "p"`).
+                    Target::new(&r.group, &r.resource, r.name.as_deref().unwrap_or("")),
                     format!(
                         "User \"{user}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}{why}",
                         self.verb, r.group

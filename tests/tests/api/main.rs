@@ -17,6 +17,7 @@ mod open_files;
 mod patch;
 mod prometheus;
 mod proxy;
+mod rbac;
 mod selectors;
 mod semantics;
 mod storage;
