@@ -7,9 +7,8 @@
 //! Authentication and authorization run in [`super::Api::handle`] before any handler;
 //! the admission stages run in the write path (`write.rs`) around its own validation.
 //!
-//! Today there is one kind of identity (a client certificate signed by the cluster CA)
-//! and every authenticated user may do everything: the authorizer list holds
-//! [`AlwaysAllow`], the admission lists hold upstream's `NamespaceLifecycle`.
+//! `kybern server` authenticates client certificates signed by the cluster CA and
+//! authorizes as upstream: `system:masters` first, then RBAC ([`rbac`]).
 
 use async_trait::async_trait;
 use http::{HeaderMap, Method};
@@ -235,7 +234,7 @@ pub struct Rules {
     pub incomplete: bool,
 }
 
-/// Allows every authenticated request: kybern's behaviour until RBAC lands.
+/// Allows every authenticated request (tests of other stages use it).
 pub struct AlwaysAllow;
 
 impl Authorizer for AlwaysAllow {
