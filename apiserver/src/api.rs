@@ -25,6 +25,7 @@ mod omitempty;
 mod openapi;
 mod patch;
 pub mod pipeline;
+pub mod policy;
 mod read;
 mod reviews;
 mod scale;
@@ -220,10 +221,6 @@ impl Api {
     {
         let (parts, body) = req.into_parts();
         let path = parts.uri.path().to_string();
-        let public = matches!(
-            path.as_str(),
-            "/healthz" | "/livez" | "/readyz" | "/version"
-        );
         let query = Query::parse(parts.uri.query());
         let parsed = parse_path(&path);
         // Authentication, then authorization, before anything is read or decoded.
@@ -247,9 +244,7 @@ impl Api {
             let attributes =
                 pipeline::Attributes::of(user.clone(), &parts.method, &path, resource, &query);
             if let Err(e) = self.pipeline.authorize(&attributes) {
-                if !public {
-                    return error_response(&e);
-                }
+                return error_response(&e);
             }
         }
         let accept = Accept::parse(
@@ -483,6 +478,8 @@ pub async fn bootstrap(api: &Arc<Api>) -> Result<()> {
         .cloned()
         .collect();
     futures::future::try_join_all(resources.iter().map(|r| api.cache(r))).await?;
+    api.pipeline.start(api).await?;
+    policy::ensure(api).await?;
     bootstrap::ensure(api).await
 }
 

@@ -54,6 +54,7 @@
 //! Progress goes to stderr. Nothing here asserts on timings: machines are
 //! noisy (15–25 % between identical runs), so compare several runs.
 
+mod authz;
 mod deployment;
 mod dns;
 mod io;
@@ -268,6 +269,8 @@ async fn api(args: ApiArgs) -> Result<()> {
         cores,
         loadavg()
     );
+    println!();
+    authz::run();
     if let Some(kc) = args.kubeconfig.clone() {
         let mut report = Report::new(format!("server at {}", kc.display()));
         let pids = Pids {

@@ -3,6 +3,7 @@
 //! `kybern controller NAME...` can run any subset and `kybern server` all of them (with
 //! the scheduler's loop, which lives in the `kybern-scheduler` crate on this runtime).
 
+pub mod clusterroleaggregation;
 pub mod cronjob;
 pub mod csrsigning;
 pub mod daemonset;
@@ -126,6 +127,10 @@ pub fn loops() -> Vec<Loop> {
         Loop {
             name: "tokens",
             run: tokens::run,
+        },
+        Loop {
+            name: "clusterrole-aggregation",
+            run: clusterroleaggregation::run,
         },
         Loop {
             name: "garbagecollector",

@@ -24,4 +24,5 @@ pub use cluster::{mark_ready, Cluster, ClusterBuilder};
 pub use etcd::Etcd;
 pub use kubectl::Kubectl;
 pub use process::{free_port, kybern_binary, Binary, ChildGuard};
+pub use users::User;
 pub use wait::{eventually, eventually_some, eventually_within, WAIT};

@@ -166,10 +166,10 @@ async fn default_service_cidr(api: &Arc<Api>) -> Result<()> {
 }
 
 /// Where an object lives: group (version v1), namespace, resource.
-struct Object {
-    group: &'static str,
-    namespace: Option<&'static str>,
-    resource: &'static str,
+pub(super) struct Object {
+    pub(super) group: &'static str,
+    pub(super) namespace: Option<&'static str>,
+    pub(super) resource: &'static str,
 }
 
 impl Object {
@@ -220,7 +220,7 @@ async fn keep_equal(
     Ok(())
 }
 
-async fn get(api: &Arc<Api>, at: &Object, name: &str) -> Result<Option<Value>> {
+pub(super) async fn get(api: &Arc<Api>, at: &Object, name: &str) -> Result<Option<Value>> {
     match request(api, Method::GET, at, Some(name), None, &Value::Null).await {
         Ok(resp) => {
             let bytes = resp.into_body().collect().await.map(|b| b.to_bytes());
@@ -235,7 +235,7 @@ async fn get(api: &Arc<Api>, at: &Object, name: &str) -> Result<Option<Value>> {
 }
 
 /// A request the server makes of itself, through the same path as a client's.
-async fn request(
+pub(super) async fn request(
     api: &Arc<Api>,
     method: Method,
     at: &Object,

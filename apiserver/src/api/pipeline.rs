@@ -7,9 +7,8 @@
 //! Authentication and authorization run in [`super::Api::handle`] before any handler;
 //! the admission stages run in the write path (`write.rs`) around its own validation.
 //!
-//! Today there is one kind of identity (a client certificate signed by the cluster CA)
-//! and every authenticated user may do everything: the authorizer list holds
-//! [`AlwaysAllow`], the admission lists hold upstream's `NamespaceLifecycle`.
+//! `kybern server` authenticates client certificates signed by the cluster CA and
+//! authorizes as upstream: `system:masters` first, then RBAC ([`rbac`]).
 
 use async_trait::async_trait;
 use http::{HeaderMap, Method};
@@ -24,11 +23,12 @@ use crate::tls::ClientIdentity;
 mod authn;
 mod lifecycle;
 mod podsecurity;
+pub mod rbac;
 mod serviceaccount;
 pub(crate) mod webhook;
 
 pub(crate) use authn::service_account_user;
-pub use authn::{anonymous, impersonate, Anonymous, AnonymousPublicInfoOnly, ServiceAccountTokens};
+pub use authn::{anonymous, impersonate, Anonymous, ServiceAccountTokens};
 pub use lifecycle::NamespaceLifecycle;
 pub use podsecurity::PodSecurity;
 pub use serviceaccount::ServiceAccount;
@@ -197,7 +197,8 @@ impl Attributes {
                     None => "at the cluster scope".to_string(),
                 };
                 ApiError::Forbidden(
-                    Target::new(&r.group, &resource, r.name.as_deref().unwrap_or("")),
+                    // Named by the resource alone, as upstream (`pods "p"`, not `pods/log "p"`).
+                    Target::new(&r.group, &r.resource, r.name.as_deref().unwrap_or("")),
                     format!(
                         "User \"{user}\" cannot {} resource \"{resource}\" in API group \"{}\" {scope}{why}",
                         self.verb, r.group
@@ -229,6 +230,15 @@ pub trait Authorizer: Send + Sync {
     fn rules(&self, _user: &UserInfo, _namespace: &str) -> Option<Rules> {
         None
     }
+
+    /// Loads what this authorizer decides from and keeps it current (RBAC's roles and
+    /// bindings); called once the watch caches run, before requests are answered.
+    fn start<'a>(
+        &'a self,
+        _api: &'a std::sync::Arc<Api>,
+    ) -> futures::future::BoxFuture<'a, Result<()>> {
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// The rules a SelfSubjectRulesReview reports (authorization.k8s.io/v1 ResourceRule
@@ -241,7 +251,7 @@ pub struct Rules {
     pub incomplete: bool,
 }
 
-/// Allows every authenticated request: kybern's behaviour until RBAC lands.
+/// Allows every authenticated request (tests of other stages use it).
 pub struct AlwaysAllow;
 
 impl Authorizer for AlwaysAllow {
@@ -323,23 +333,21 @@ pub struct Pipeline {
 impl Default for Pipeline {
     /// What `kybern server` runs.
     fn default() -> Self {
+        let rbac = rbac::Rbac::default();
         Pipeline {
             authenticators: vec![
                 Box::new(ClientCertificate),
                 Box::new(ServiceAccountTokens),
                 Box::new(Anonymous),
             ],
-            // AnonymousPublicInfoOnly stands in for RBAC's system:public-info-viewer
-            // until RBAC replaces AlwaysAllow; remove it then.
-            authorizers: vec![Box::new(AnonymousPublicInfoOnly), Box::new(AlwaysAllow)],
-            mutating: vec![
-                Box::new(ServiceAccount),
-                Box::new(MutatingAdmissionWebhook),
-            ],
+            authorizers: vec![Box::new(rbac::PrivilegedGroups), Box::new(rbac.clone())],
+            mutating: vec![Box::new(ServiceAccount), Box::new(MutatingAdmissionWebhook)],
             validating: vec![
                 Box::new(NamespaceLifecycle),
                 Box::new(PodSecurity),
                 Box::new(ValidatingAdmissionWebhook),
+                // Upstream checks escalation in RBAC's storage, after admission.
+                Box::new(rbac.escalation()),
             ],
         }
     }
@@ -360,6 +368,14 @@ impl Pipeline {
             }
         }
         Err(ApiError::Unauthorized)
+    }
+
+    /// Starts every authorizer ([`Authorizer::start`]).
+    pub async fn start(&self, api: &std::sync::Arc<Api>) -> Result<()> {
+        for a in &self.authorizers {
+            a.start(api).await?;
+        }
+        Ok(())
     }
 
     /// The first authorizer with an opinion decides; with none, the request is denied.

@@ -350,22 +350,34 @@ async fn access_reviews_answer_as_the_server_authorizes_and_store_nothing() {
                 "SelfSubjectAccessReview",
                 json!({"resourceAttributes": pods}),
             ),
+            true,
         ),
         (
             "a subject access review",
             format!("{authz}/subjectaccessreviews"),
             review(
                 "SubjectAccessReview",
+                json!({"user": "alice", "groups": ["system:masters"], "resourceAttributes": pods}),
+            ),
+            true,
+        ),
+        (
+            "a subject access review of a user RBAC grants nothing",
+            format!("{authz}/subjectaccessreviews"),
+            review(
+                "SubjectAccessReview",
                 json!({"user": "alice", "resourceAttributes": pods}),
             ),
+            false,
         ),
         (
             "a local subject access review",
             format!("{authz}/namespaces/default/localsubjectaccessreviews"),
             review(
                 "LocalSubjectAccessReview",
-                json!({"user": "alice", "resourceAttributes": pods}),
+                json!({"user": "alice", "groups": ["system:masters"], "resourceAttributes": pods}),
             ),
+            true,
         ),
         (
             "a non-resource self review",
@@ -374,14 +386,15 @@ async fn access_reviews_answer_as_the_server_authorizes_and_store_nothing() {
                 "SelfSubjectAccessReview",
                 json!({"nonResourceAttributes": {"path": "/healthz", "verb": "get"}}),
             ),
+            true,
         ),
     ];
-    for (name, uri, body) in cases {
+    for (name, uri, body, allowed) in cases {
         let answer = call(&s.client, "POST", &uri, Some(body))
             .await
             .unwrap_or_else(|e| panic!("{name}: {e}"));
-        // kybern server authorizes every authenticated user (no RBAC yet), and says so.
-        assert_eq!(answer["status"]["allowed"], true, "{name}: {answer}");
+        // As the server's own authorizers (system:masters, then RBAC) decide.
+        assert_eq!(answer["status"]["allowed"], allowed, "{name}: {answer}");
         assert!(answer["metadata"].is_object(), "{name}: {answer}");
     }
     let listed = call(

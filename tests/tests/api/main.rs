@@ -20,6 +20,7 @@ mod patch;
 mod podsecurity;
 mod prometheus;
 mod proxy;
+mod rbac;
 mod selectors;
 mod semantics;
 mod storage;

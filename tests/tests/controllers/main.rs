@@ -5,6 +5,7 @@
 use kybern_testkit as common;
 
 mod cli;
+mod clusterroleaggregation;
 mod gc;
 mod leader;
 mod namespace;

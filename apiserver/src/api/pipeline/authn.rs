@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use super::{Attributes, Authenticated, Authenticator, Authorizer, Credentials, UserInfo, Verdict};
+use super::{Authenticated, Authenticator, Credentials, UserInfo};
 use crate::api::{Api, ServiceAccountUser};
 use crate::object;
 
@@ -192,34 +192,5 @@ pub fn anonymous() -> UserInfo {
         name: ANONYMOUS_USER.into(),
         groups: vec![UNAUTHENTICATED_GROUP.into()],
         ..Default::default()
-    }
-}
-
-/// Temporary: the anonymous user may only read what upstream's
-/// `system:public-info-viewer` ClusterRole allows (health and version). It stands in for
-/// RBAC while the authorizer list is [`super::AlwaysAllow`]; RBAC makes it redundant.
-pub struct AnonymousPublicInfoOnly;
-
-/// The non-resource URLs of upstream's `system:public-info-viewer`.
-const PUBLIC_INFO: &[&str] = &["/healthz", "/livez", "/readyz", "/version", "/version/"];
-
-impl Authorizer for AnonymousPublicInfoOnly {
-    fn authorize(&self, a: &Attributes) -> Verdict {
-        if a.user.name != ANONYMOUS_USER {
-            return Verdict::NoOpinion;
-        }
-        let public = a.resource.is_none()
-            && matches!(a.verb.as_str(), "get" | "head")
-            && PUBLIC_INFO.contains(&a.path.as_str());
-        if public {
-            Verdict::NoOpinion
-        } else {
-            Verdict::Deny(String::new())
-        }
-    }
-
-    /// It allows nothing itself, so it adds no rules (and leaves no gap in them).
-    fn rules(&self, _: &UserInfo, _: &str) -> Option<super::Rules> {
-        Some(super::Rules::default())
     }
 }

@@ -363,8 +363,17 @@ impl ValidatingAdmission for Refuser {
     }
 }
 
+/// The default pipeline with every request authorized (what admission sees, whoever
+/// may write).
+fn allow_all() -> Pipeline {
+    Pipeline {
+        authorizers: vec![Box::new(AlwaysAllow)],
+        ..Pipeline::default()
+    }
+}
+
 fn admission_pipeline(journal: &Journal) -> Pipeline {
-    let mut p = Pipeline::default();
+    let mut p = allow_all();
     p.mutating.push(Box::new(Labeler(journal.clone())));
     p.validating.push(Box::new(Refuser(journal.clone())));
     p
@@ -415,7 +424,7 @@ async fn mutating_admission_runs_before_validation_and_validating_admission_afte
             Ok(())
         }
     }
-    let mut p = Pipeline::default();
+    let mut p = allow_all();
     p.mutating.push(Box::new(BadLabel));
     let api = api_with(dir.path().join("2").as_path(), p).await;
     let (code, status) = call(
@@ -498,7 +507,7 @@ async fn admission_sees_a_pod_after_the_servers_defaults_and_initial_status() {
         }
     }
     let journal = Journal::default();
-    let mut p = Pipeline::default();
+    let mut p = allow_all();
     p.validating.push(Box::new(Seen(journal.clone())));
     let api = api_with(dir.path(), p).await;
     // No service-account loop runs here: the pod's account is made by hand.
@@ -525,7 +534,7 @@ async fn admission_sees_a_pod_after_the_servers_defaults_and_initial_status() {
 #[tokio::test]
 async fn namespace_lifecycle_is_a_plugin_of_the_default_pipeline() {
     let dir = tempfile::tempdir().unwrap();
-    let api = api_with(dir.path(), Pipeline::default()).await;
+    let api = api_with(dir.path(), allow_all()).await;
     let (code, status) = call(
         &api,
         Method::POST,
@@ -549,6 +558,7 @@ async fn namespace_lifecycle_is_a_plugin_of_the_default_pipeline() {
     let api = api_with(
         dir.path().join("2").as_path(),
         Pipeline {
+            authorizers: vec![Box::new(AlwaysAllow)],
             validating: Vec::new(),
             ..Pipeline::default()
         },
