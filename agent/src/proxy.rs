@@ -119,9 +119,14 @@ pub async fn run_with(
     let mut last_full = Instant::now();
     let mut canary = tokio::time::interval(parts.canary_period);
     canary.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // When the last sync ran: while syncs keep coming they delete stale chains themselves,
+    // so the deletion timer waits for a quiet second.
+    let mut last_sync = Instant::now();
     loop {
         let far = Instant::now() + FULL_SYNC_PERIOD;
-        let deletion = syncer.next_deletion().unwrap_or(far);
+        let deletion = syncer
+            .next_deletion()
+            .map_or(far, |due| due.max(last_sync + sync::STALE_DELAY));
         let retry_at = retry.map(|(at, _)| at).unwrap_or(far);
         tokio::select! {
             changes = subscription.next() => pending.extend(changes.services),
@@ -160,6 +165,7 @@ pub async fn run_with(
             continue;
         }
         let started = Instant::now();
+        last_sync = started;
         let changed = std::mem::take(&mut pending);
         match syncer.sync(&state, &changed, ctx, started).await {
             Ok(report) => {

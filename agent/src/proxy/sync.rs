@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use super::conntrack::{stale_flows, Flow};
 use super::names::is_service_object;
 use super::nft::{Listed, Nftables, Result, Transaction};
-use super::render::{self, Context, ServiceRules, SERVICES_CHAIN, SERVICES_CHAIN_RULES};
+use super::render::{
+    self, Context, Element, ServiceRules, UdpPort, SERVICES_CHAIN, SERVICES_CHAIN_RULES,
+};
 use crate::services::{ClusterState, ServiceKey};
 
 /// How long a flushed chain waits before it is deleted.
@@ -44,14 +46,47 @@ pub struct Report {
 /// One element of a map or set, and which Service wrote it.
 type ElementKey = (&'static str, String);
 
+/// What one Service has in the kernel, as the next sync needs it: the names of its sets
+/// and chains, its elements and UDP ports, and of each chain's rules only a hash (they
+/// are only compared), so 10,000 Services do not keep every rule's text twice.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Programmed {
+    sets: Vec<(String, u32)>,
+    chains: Vec<(String, u64)>,
+    elements: Vec<Element>,
+    udp: Vec<UdpPort>,
+}
+
+impl Programmed {
+    fn of(rules: &ServiceRules) -> Self {
+        use std::hash::{Hash, Hasher};
+        let chains = rules
+            .chains
+            .iter()
+            .map(|(chain, lines)| {
+                // DefaultHasher::new() has fixed keys: equal rules give equal hashes.
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                lines.hash(&mut h);
+                (chain.clone(), h.finish())
+            })
+            .collect();
+        Self {
+            sets: rules.sets.clone(),
+            chains,
+            elements: rules.elements.clone(),
+            udp: rules.udp.clone(),
+        }
+    }
+}
+
 pub struct Syncer {
     nft: Arc<dyn Nftables>,
     table: String,
     ctx: Option<Context>,
     /// What each Service has in the kernel now (as far as this agent wrote it).
-    programmed: HashMap<ServiceKey, ServiceRules>,
-    /// Element → (its text, owner); two Services claiming one address: the first keeps it.
-    elements: HashMap<ElementKey, (String, ServiceKey)>,
+    programmed: HashMap<ServiceKey, Programmed>,
+    /// Element → its owner; two Services claiming one address: the first keeps it.
+    elements: HashMap<ElementKey, ServiceKey>,
     /// Flushed chains waiting for deletion, with the time they were flushed.
     stale: HashMap<String, Instant>,
     need_full: bool,
@@ -130,7 +165,7 @@ impl Syncer {
         let mut services = state.services();
         services.sort_by(|a, b| a.0.cmp(&b.0));
         let mut programmed = HashMap::new();
-        let mut elements: HashMap<ElementKey, (String, ServiceKey)> = HashMap::new();
+        let mut elements: HashMap<ElementKey, ServiceKey> = HashMap::new();
         for (key, service) in services {
             let rules = render::service_rules(&ctx, &key, &service, &state.slices(&key));
             if rules == ServiceRules::default() {
@@ -143,9 +178,9 @@ impl Syncer {
                     continue;
                 }
                 tx.add_element(e.set, &e.text());
-                elements.insert(slot, (e.text(), key.clone()));
+                elements.insert(slot, key.clone());
             }
-            programmed.insert(key, rules);
+            programmed.insert(key, Programmed::of(&rules));
         }
         let wanted_chains: BTreeSet<&str> = programmed
             .values()
@@ -174,8 +209,8 @@ impl Syncer {
 
         let mut flows = Vec::new();
         for (key, rules) in &programmed {
-            let old = self.programmed.get(key).cloned().unwrap_or_default();
-            flows.extend(stale_flows(&old.udp, &rules.udp));
+            let old = self.programmed.get(key).map_or(&[][..], |p| &p.udp[..]);
+            flows.extend(stale_flows(old, &rules.udp));
         }
         for (key, old) in &self.programmed {
             if !programmed.contains_key(key) {
@@ -209,7 +244,7 @@ impl Syncer {
                 .service(key)
                 .map(|s| render::service_rules(ctx, key, &s, &state.slices(key)))
                 .unwrap_or_default();
-            if old != new {
+            if old != Programmed::of(&new) {
                 updates.push((key.clone(), old, new));
             }
         }
@@ -222,15 +257,12 @@ impl Syncer {
         // Only the changed Services' elements are looked at; the bookkeeping of all of them
         // (tens of thousands at 10k Services) is updated once the transaction succeeded.
         let mut removed: HashSet<ElementKey> = HashSet::new();
-        let mut added: HashMap<ElementKey, (String, ServiceKey)> = HashMap::new();
+        let mut added: HashMap<ElementKey, ServiceKey> = HashMap::new();
         // Elements that go or change first, so a re-added key never meets its old value.
         for (key, old, new) in &updates {
             for e in &old.elements {
                 let slot = (e.set, e.key.clone());
-                let owned = self
-                    .elements
-                    .get(&slot)
-                    .is_some_and(|(_, owner)| owner == key);
+                let owned = self.elements.get(&slot).is_some_and(|owner| owner == key);
                 let kept = new.elements.iter().any(|n| n == e);
                 if owned && !kept && removed.insert(slot.clone()) {
                     tx.delete_element(e.set, &e.key);
@@ -250,7 +282,7 @@ impl Syncer {
                     continue;
                 }
                 tx.add_element(e.set, &e.text());
-                added.insert(slot, (e.text(), key.clone()));
+                added.insert(slot, key.clone());
             }
         }
         for (_, old, new) in &updates {
@@ -266,7 +298,24 @@ impl Syncer {
                 }
             }
         }
+        // Chains flushed long enough ago go in this transaction: under churn that spares
+        // the kernel a transaction of their own (each one validates the whole table, tens
+        // of milliseconds at 10,000 Services) that a change arriving meanwhile would wait for.
+        let due: Vec<String> = self
+            .stale
+            .iter()
+            .filter(|(chain, t)| {
+                **t + STALE_DELAY <= now && !unstale.contains(*chain) && !stale.contains(*chain)
+            })
+            .map(|(chain, _)| chain.clone())
+            .collect();
+        for chain in &due {
+            tx.delete_chain(chain);
+        }
         self.nft.run(&tx).await?;
+        for chain in &due {
+            self.stale.remove(chain);
+        }
 
         let mut flows = Vec::new();
         for (key, old, new) in updates {
@@ -274,7 +323,7 @@ impl Syncer {
             if new == ServiceRules::default() {
                 self.programmed.remove(&key);
             } else {
-                self.programmed.insert(key, new);
+                self.programmed.insert(key, Programmed::of(&new));
             }
         }
         for slot in removed {

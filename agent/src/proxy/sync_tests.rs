@@ -273,3 +273,44 @@ async fn the_sync_loop_resyncs_when_this_node_s_address_changes() {
     task.abort();
     assert!(seen, "{:#?}", nft.transactions().len());
 }
+
+#[tokio::test]
+async fn a_partial_sync_a_second_after_a_flush_also_deletes_the_flushed_chains() {
+    let nft = Arc::new(FakeNftables::new());
+    let state = state(&["web", "np"]);
+    let mut syncer = Syncer::new(nft.clone(), "kybern");
+    let now = Instant::now();
+    syncer
+        .sync(&state, &Default::default(), ctx(), now)
+        .await
+        .unwrap();
+    let changed = [web()].into_iter().collect();
+    let only = |ip: &str| (*slice(&web(), vec![ready(ip, "n1")])).clone();
+    state.set_slice("default", "web-abc", Some(only("10.42.0.5")));
+    syncer.sync(&state, &changed, ctx(), now).await.unwrap();
+    let ep7 = "endpoint-R4AVLYLO-default/web/tcp/http__10.42.1.7/8080";
+    assert!(nft.chains("kybern").contains(&ep7.to_string()));
+
+    // Another change half a second later: the flushed chain is not due yet.
+    state.set_slice("default", "web-abc", Some(only("10.42.0.6")));
+    let half = now + STALE_DELAY / 2;
+    syncer.sync(&state, &changed, ctx(), half).await.unwrap();
+    let tx = nft.transactions().last().unwrap().clone();
+    assert!(!tx.contains("delete chain"), "{tx}");
+
+    // A third change after the delay deletes what is due in the same transaction.
+    state.set_slice("default", "web-abc", Some(only("10.42.0.7")));
+    let later = now + STALE_DELAY;
+    syncer.sync(&state, &changed, ctx(), later).await.unwrap();
+    let tx = nft.transactions().last().unwrap().clone();
+    assert!(
+        tx.contains(&format!("delete chain ip kybern {ep7}\n")),
+        "{tx}"
+    );
+    assert!(!nft.chains("kybern").contains(&ep7.to_string()));
+    assert_eq!(
+        syncer.next_deletion(),
+        Some(half + STALE_DELAY),
+        "the chain flushed at the second change is still waiting"
+    );
+}
