@@ -118,38 +118,26 @@ pub(crate) async fn run(args: DnsArgs) -> Result<()> {
     let queries = tmp.path.join("queries.txt");
     std::fs::write(&queries, query_file(&args)).context("writing the query file")?;
     eprintln!("server on {addr}; saturating run of {} s", args.seconds);
-    let common = |cmd: &mut tokio::process::Command| {
-        cmd.arg("-s")
-            .arg(addr.ip().to_string())
-            .arg("-p")
-            .arg(addr.port().to_string())
-            .arg("-d")
-            .arg(&queries)
-            .arg("-l")
-            .arg(args.seconds.to_string())
-            .arg("-T")
-            .arg(args.threads.to_string())
-            .arg("-c")
-            .arg(args.clients.max(args.threads).to_string());
-    };
-    let mut cmd = tokio::process::Command::new(&dnsperf);
-    common(&mut cmd);
-    cmd.arg("-q").arg(args.outstanding.to_string());
-    let saturated = run_dnsperf(cmd).await?;
-    let qps = summary_number(&saturated, "Queries per second:")?;
-    let codes = summary_line(&saturated, "Response codes:").unwrap_or_default();
-    let lost = summary_line(&saturated, "Queries lost:").unwrap_or_default();
-
-    eprintln!("paced run at {} q/s", args.paced_qps);
-    let mut cmd = tokio::process::Command::new(&dnsperf);
-    common(&mut cmd);
-    cmd.arg("-Q").arg(args.paced_qps.to_string()).arg("-v");
-    let paced = run_dnsperf(cmd).await?;
-    let latencies = Samples::new(per_query_latencies(&paced));
-    if latencies.len() == 0 {
-        bail!("dnsperf -v printed no per-query latencies");
+    let perf = Dnsperf {
+        program: dnsperf,
+        netns: None,
+        server: addr,
+        queries,
+        seconds: args.seconds,
+        outstanding: args.outstanding,
+        threads: args.threads,
+        clients: args.clients,
+        paced_qps: args.paced_qps,
     }
-    let paced_qps = summary_number(&paced, "Queries per second:")?;
+    .run()
+    .await?;
+    let DnsperfFigures {
+        qps,
+        codes,
+        lost,
+        latencies,
+        paced_qps,
+    } = perf;
 
     let coredns = coredns_mb(pods, args.services);
     let grown = rss_after.saturating_sub(rss_before) as f64 / MIB;
@@ -224,6 +212,84 @@ pub(crate) async fn run(args: DnsArgs) -> Result<()> {
     ));
     report.print();
     Ok(())
+}
+
+/// Two dnsperf runs against one server: saturating (`-q` outstanding queries, for
+/// queries/s) and paced with `-v` (per-query latencies).
+pub(crate) struct Dnsperf {
+    pub program: std::path::PathBuf,
+    /// Run inside this network namespace (`ip netns exec`), e.g. a pod's view.
+    pub netns: Option<String>,
+    pub server: SocketAddr,
+    pub queries: std::path::PathBuf,
+    pub seconds: u32,
+    pub outstanding: u32,
+    pub threads: u32,
+    pub clients: u32,
+    pub paced_qps: u32,
+}
+
+pub(crate) struct DnsperfFigures {
+    pub qps: f64,
+    /// dnsperf's "Response codes:" line of the saturating run.
+    pub codes: String,
+    /// dnsperf's "Queries lost:" line of the saturating run.
+    pub lost: String,
+    pub latencies: Samples,
+    /// What the paced run reached.
+    pub paced_qps: f64,
+}
+
+impl Dnsperf {
+    fn command(&self) -> tokio::process::Command {
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut cmd = tokio::process::Command::new("ip");
+                cmd.args(["netns", "exec", ns]).arg(&self.program);
+                cmd
+            }
+            None => tokio::process::Command::new(&self.program),
+        };
+        cmd.arg("-s")
+            .arg(self.server.ip().to_string())
+            .arg("-p")
+            .arg(self.server.port().to_string())
+            .arg("-d")
+            .arg(&self.queries)
+            .arg("-l")
+            .arg(self.seconds.to_string())
+            .arg("-T")
+            .arg(self.threads.to_string())
+            .arg("-c")
+            .arg(self.clients.max(self.threads).to_string());
+        cmd
+    }
+
+    pub(crate) async fn run(&self) -> Result<DnsperfFigures> {
+        let mut cmd = self.command();
+        cmd.arg("-q").arg(self.outstanding.to_string());
+        let saturated = run_dnsperf(cmd).await?;
+        let qps = summary_number(&saturated, "Queries per second:")?;
+        let codes = summary_line(&saturated, "Response codes:").unwrap_or_default();
+        let lost = summary_line(&saturated, "Queries lost:").unwrap_or_default();
+
+        eprintln!("paced run at {} q/s", self.paced_qps);
+        let mut cmd = self.command();
+        cmd.arg("-Q").arg(self.paced_qps.to_string()).arg("-v");
+        let paced = run_dnsperf(cmd).await?;
+        let latencies = Samples::new(per_query_latencies(&paced));
+        if latencies.len() == 0 {
+            bail!("dnsperf -v printed no per-query latencies");
+        }
+        let paced_qps = summary_number(&paced, "Queries per second:")?;
+        Ok(DnsperfFigures {
+            qps,
+            codes,
+            lost,
+            latencies,
+            paced_qps,
+        })
+    }
 }
 
 struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
@@ -425,7 +491,7 @@ fn per_query_latencies(output: &str) -> Vec<Duration> {
         .collect()
 }
 
-fn which(program: &str) -> Option<std::path::PathBuf> {
+pub(crate) fn which(program: &str) -> Option<std::path::PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))

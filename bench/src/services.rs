@@ -9,15 +9,22 @@
 //!    backend addresses 10.42.250.20-249 with the test server on :8080 (its `/local` names
 //!    the address a connection arrived at, i.e. the endpoint DNAT chose), and a client
 //!    namespace `kbb-cli` (10.42.250.10, a pod's view);
-//! 4. **setup**: `--services` selector-less Services of one port, each with one
-//!    EndpointSlice of 5 endpoints from .20-.219 (16 clients at once), then waits for the
-//!    agent's first full proxy sync (its metric) and reports its duration;
+//! 4. **setup**: waits for the agent's first full proxy sync (its metric), then creates
+//!    `--services` selector-less Services of one port, each with one EndpointSlice of 5
+//!    endpoints from .20-.219 (16 clients at once);
 //! 5. **change latency**, `--changes` times: a random Service's slice is replaced by one
 //!    fresh endpoint from .220-.249; t0 is taken just before the PATCH, t1 when a client in
 //!    `kbb-cli` (`testserver until`, a new connection every 1 ms) is first answered by the
 //!    new address through the ClusterIP; p50/p99 of t1 - t0 (issue target at 10 000
 //!    services: p99 < 100 ms);
-//! 6. the agent's RSS and peak (VmHWM) after all of it (target < 100 MiB at 10 000).
+//! 6. **cluster DNS from a pod's view**: `dnsperf` in `kbb-cli` against the agent's DNS
+//!    address (10.45.0.10, served by the agent itself from the same watches), with
+//!    `svc-<i>.bench.svc.cluster.local` A (70 %), `_http._tcp` SRV (20 %) and NXDOMAIN
+//!    (10 %) questions: saturating queries/s, then p50/p99 at `--dns-paced-qps`;
+//! 7. **full resync**: flushes the agent's table (`nft flush table ip kybern-kbb0`, as
+//!    someone else might); the proxy's canary notices and rewrites everything, and the
+//!    duration of that full sync (the agent's metric) is reported;
+//! 8. the agent's RSS and peak (VmHWM) after all of it (target < 100 MiB at 10 000).
 //!
 //! When the agent reports no full sync (see its log), the bench says so and reports the
 //! setup and the agent's memory only.
@@ -57,6 +64,13 @@ pub(crate) struct ServicesArgs {
     /// Endpoint changes to time.
     #[arg(long, default_value_t = 200)]
     changes: usize,
+    /// Seconds of each dnsperf run against the agent's cluster DNS from the client
+    /// namespace (0: no DNS figures).
+    #[arg(long, default_value_t = 10)]
+    dns_seconds: u32,
+    /// Queries per second of the paced (latency) dnsperf run.
+    #[arg(long, default_value_t = 20_000)]
+    dns_paced_qps: u32,
     /// Keep the temp dir (data, logs).
     #[arg(long)]
     keep: bool,
@@ -151,23 +165,28 @@ pub(crate) async fn run(args: ServicesArgs) -> Result<()> {
     })?;
 
     let mut report = Report::new("Service proxy at scale (one agent, nftables)");
-    report.row(Row::new(
-        format!("create {} Services + slices", args.services),
-        figures.setup.as_secs_f64(),
-        None,
-        Unit::Secs,
-    ));
+    if let Some(setup) = figures.setup {
+        report.row(Row::new(
+            format!("create {} Services + slices", args.services),
+            setup.as_secs_f64(),
+            None,
+            Unit::Secs,
+        ));
+    }
     match &figures.proxy {
         None => report.note(
             "the agent's proxy reported no full sync within 5 minutes (see agent.log; --keep keeps it), so no change latency",
         ),
         Some(proxy) => {
-            report.row(Row::new(
-                "first full sync (agent's metric)",
-                proxy.full_sync,
-                None,
-                Unit::Secs,
-            ));
+            match proxy.resync {
+                Some(secs) => report.row(Row::new(
+                    format!("full resync of {} Services after a flush", args.services),
+                    secs,
+                    None,
+                    Unit::Secs,
+                )),
+                None => report.note("no full resync came within 5 minutes of flushing the table"),
+            }
             report.row(
                 Row::new(
                     "endpoint change to traffic: p50",
@@ -197,18 +216,65 @@ pub(crate) async fn run(args: ServicesArgs) -> Result<()> {
     }
     report.note("targets are the issue's for 10 000 services");
     report.print();
+    if let Some(proxy) = &figures.proxy {
+        print_dns(&args, &proxy.dns);
+    }
     Ok(())
 }
 
+/// The DNS part: dnsperf from a pod's network namespace against the running agent.
+fn print_dns(args: &ServicesArgs, dns: &std::result::Result<super::dns::DnsperfFigures, String>) {
+    let mut report = Report::new(format!(
+        "cluster DNS from a pod's network namespace (the same agent, {} Services, {} endpoints)",
+        args.services,
+        args.services * 5
+    ));
+    match dns {
+        Err(why) => report.note(format!("no DNS figures: {why}")),
+        Ok(d) => {
+            report.row(
+                Row::new("queries/s, saturating (dnsperf)", d.qps, None, Unit::PerSec)
+                    .target(Target::AtLeast(40_000.0)),
+            );
+            for (label, ms) in [("p50", d.latencies.p50_ms()), ("p99", d.latencies.p99_ms())] {
+                report.row(
+                    Row::new(
+                        format!("latency {label} at {:.0} q/s", d.paced_qps),
+                        ms,
+                        None,
+                        Unit::Ms,
+                    )
+                    .target(Target::Below(2.0)),
+                );
+            }
+            report.note(format!(
+                "saturating run: {}; response codes {}",
+                d.lost, d.codes
+            ));
+            report.note(
+                "query mix: 70 % Service A, 20 % SRV, 10 % NXDOMAIN; dnsperf -T 1 -c 8 in the \
+                 client namespace, which reaches 10.45.0.10 through the node's bridge as a pod \
+                 does; the agent's memory above includes its DNS server (`kybern bench dns` \
+                 isolates the DNS share)",
+            );
+        }
+    }
+    report.print();
+}
+
 struct Figures {
-    setup: Duration,
+    /// None when the proxy never ran, so nothing was created.
+    setup: Option<Duration>,
     proxy: Option<ProxyFigures>,
 }
 
 struct ProxyFigures {
-    /// Seconds, from `kybern_proxy_sync_duration_seconds{kind="full"}`.
-    full_sync: f64,
+    /// Seconds of the full sync after the flush, from
+    /// `kybern_proxy_sync_duration_seconds{kind="full"}`; None when none came.
+    resync: Option<f64>,
     latency: Samples,
+    /// dnsperf's figures, or why there are none.
+    dns: std::result::Result<super::dns::DnsperfFigures, String>,
 }
 
 async fn measure(
@@ -224,16 +290,20 @@ async fn measure(
     let net = BenchNet::create(&testserver, &tmp.path.join("backends.log"))?;
     progress("backend and client namespaces ready");
 
+    let agent_log = tmp.path.join("agent.log");
+    let Some(first) = wait_full_syncs(metrics, 1, &agent_log, progress).await? else {
+        drop(net);
+        return Ok(Figures {
+            setup: None,
+            proxy: None,
+        });
+    };
+    progress(&format!("proxy running (first full sync {:.3} s)", first.1));
+
     let started = Instant::now();
     let cluster_ips = create_services(client, args.services).await?;
     let setup = started.elapsed();
     progress(&format!("{} services created in {setup:?}", args.services));
-
-    let agent_log = tmp.path.join("agent.log");
-    let Some(full_sync) = wait_full_sync(metrics, &agent_log, progress).await? else {
-        drop(net);
-        return Ok(Figures { setup, proxy: None });
-    };
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), NAMESPACE);
     let mut latencies = Vec::with_capacity(args.changes);
     for change in 0..args.changes {
@@ -266,14 +336,101 @@ async fn measure(
         let t0 = t0.duration_since(UNIX_EPOCH)?.as_nanos();
         latencies.push(Duration::from_nanos(ns.saturating_sub(t0) as u64));
     }
+    let dns = match args.dns_seconds {
+        0 => Err("skipped (--dns-seconds 0)".to_string()),
+        seconds => dns_from_client(args, seconds, args.services, tmp, progress).await,
+    };
     drop(net);
+    let resync = resync_after_flush(metrics, &agent_log, progress).await?;
     Ok(Figures {
-        setup,
+        setup: Some(setup),
         proxy: Some(ProxyFigures {
-            full_sync,
+            resync,
             latency: Samples::new(latencies),
+            dns,
         }),
     })
+}
+
+/// dnsperf in the client namespace against the agent's cluster DNS address; an error
+/// becomes the reason there are no figures (the proxy's figures still count).
+async fn dns_from_client(
+    args: &ServicesArgs,
+    seconds: u32,
+    services: usize,
+    tmp: &TempDir,
+    progress: &dyn Fn(&str),
+) -> std::result::Result<super::dns::DnsperfFigures, String> {
+    let Some(program) = super::dns::which("dnsperf") else {
+        return Err("dnsperf is not installed (apt-get install dnsperf)".into());
+    };
+    let queries = tmp.path.join("queries.txt");
+    std::fs::write(&queries, dns_queries(services))
+        .map_err(|e| format!("writing {}: {e}", queries.display()))?;
+    progress(&format!(
+        "dnsperf from {CLIENT} against {CLUSTER_DNS}: {seconds} s saturating, then paced"
+    ));
+    super::dns::Dnsperf {
+        program,
+        netns: Some(CLIENT.to_string()),
+        server: std::net::SocketAddr::new(CLUSTER_DNS.parse().expect("an address"), 53),
+        queries,
+        seconds,
+        outstanding: 500,
+        threads: 1,
+        clients: 8,
+        paced_qps: args.dns_paced_qps,
+    }
+    .run()
+    .await
+    .map_err(|e| format!("{e:#}"))
+}
+
+/// dnsperf's input for the bench's Services: 70 % A, 20 % SRV, 10 % NXDOMAIN, shuffled.
+fn dns_queries(services: usize) -> String {
+    let mut rng = fastrand::Rng::with_seed(16);
+    let mut lines: Vec<String> = (0..20_000)
+        .map(|n| {
+            let i = rng.usize(..services.max(1));
+            match n % 10 {
+                0..=6 => format!("svc-{i}.{NAMESPACE}.svc.cluster.local A"),
+                7 | 8 => format!("_http._tcp.svc-{i}.{NAMESPACE}.svc.cluster.local SRV"),
+                _ => format!("missing-{n}.{NAMESPACE}.svc.cluster.local A"),
+            }
+        })
+        .collect();
+    rng.shuffle(&mut lines);
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// Flushes the agent's table as an outsider might and returns how long the full sync
+/// that restores it took (seconds, the agent's metric), or None when none came within
+/// a minute.
+async fn resync_after_flush(
+    metrics: std::net::SocketAddr,
+    agent_log: &std::path::Path,
+    progress: &dyn Fn(&str),
+) -> Result<Option<f64>> {
+    let before = full_syncs(metrics).await?;
+    let table = format!("kybern-{BRIDGE}");
+    let status = std::process::Command::new("nft")
+        .args(["flush", "table", "ip", &table])
+        .status()
+        .context("running nft")?;
+    if !status.success() {
+        bail!("nft flush table ip {table} failed");
+    }
+    progress(&format!(
+        "flushed table {table}; waiting for the proxy's canary"
+    ));
+    let Some(after) = wait_full_syncs(metrics, before.0 + 1, agent_log, progress).await? else {
+        return Ok(None);
+    };
+    let took = after.1 - before.1;
+    progress(&format!("full resync: {took:.3} s"));
+    Ok(Some(took))
 }
 
 /// Creates `n` selector-less Services `svc-<i>` (port 80 -> 8080) and their slices
@@ -313,24 +470,33 @@ async fn create_services(client: &kube::Client, n: usize) -> Result<Vec<String>>
         .await
 }
 
-/// The agent's first full sync duration (seconds) from its metrics, or None when the
-/// agent's log says its proxy stopped or it reports no sync within 5 minutes.
-async fn wait_full_sync(
+/// The agent's full-sync count and summed duration (seconds) from its metrics.
+async fn full_syncs(metrics: std::net::SocketAddr) -> Result<(u64, f64)> {
+    let text = http_get(metrics).await?;
+    let count = metric(
+        &text,
+        "kybern_proxy_sync_duration_seconds_count{kind=\"full\"}",
+    );
+    let sum = metric(
+        &text,
+        "kybern_proxy_sync_duration_seconds_sum{kind=\"full\"}",
+    );
+    Ok((count.unwrap_or(0.0) as u64, sum.unwrap_or(0.0)))
+}
+
+/// Waits until the agent reports at least `count` full syncs and returns its figures, or
+/// None when the agent's log says its proxy stopped or they do not come within 5 minutes.
+async fn wait_full_syncs(
     metrics: std::net::SocketAddr,
+    count: u64,
     agent_log: &std::path::Path,
     progress: &dyn Fn(&str),
-) -> Result<Option<f64>> {
+) -> Result<Option<(u64, f64)>> {
     let deadline = Instant::now() + Duration::from_secs(300);
-    let url = format!("http://{metrics}/metrics");
     while Instant::now() < deadline {
-        if let Ok(text) = http_get(metrics).await {
-            let sum = metric(
-                &text,
-                "kybern_proxy_sync_duration_seconds_sum{kind=\"full\"}",
-            );
-            if let Some(sum) = sum.filter(|s| *s > 0.0) {
-                progress(&format!("first full sync: {sum:.3} s"));
-                return Ok(Some(sum));
+        if let Ok(figures) = full_syncs(metrics).await {
+            if figures.0 >= count {
+                return Ok(Some(figures));
             }
         }
         let log = std::fs::read_to_string(agent_log).unwrap_or_default();
@@ -339,7 +505,9 @@ async fn wait_full_sync(
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    progress(&format!("no full sync reported at {url}"));
+    progress(&format!(
+        "no full sync reported at http://{metrics}/metrics"
+    ));
     Ok(None)
 }
 
