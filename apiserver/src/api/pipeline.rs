@@ -22,8 +22,10 @@ use crate::status::{ApiError, Result, Target};
 use crate::tls::ClientIdentity;
 
 mod lifecycle;
+pub mod quota;
 
 pub use lifecycle::NamespaceLifecycle;
+pub use quota::ResourceQuota;
 
 /// Who made a request, as upstream's `user.Info`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -306,7 +308,7 @@ impl Default for Pipeline {
             authenticators: vec![Box::new(ClientCertificate)],
             authorizers: vec![Box::new(AlwaysAllow)],
             mutating: Vec::new(),
-            validating: vec![Box::new(NamespaceLifecycle)],
+            validating: vec![Box::new(NamespaceLifecycle), Box::new(ResourceQuota)],
         }
     }
 }
