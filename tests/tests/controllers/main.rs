@@ -8,6 +8,7 @@ mod cli;
 mod gc;
 mod leader;
 mod namespace;
+mod resourcequota;
 mod serviceaccount;
 
 use std::future::Future;
