@@ -22,10 +22,16 @@ use crate::status::{ApiError, Result, Target};
 use crate::tls::ClientIdentity;
 
 mod lifecycle;
+pub mod limitranger;
+pub mod priority;
 pub mod quota;
+pub mod storageclass;
 
 pub use lifecycle::NamespaceLifecycle;
+pub use limitranger::LimitRanger;
+pub use priority::Priority;
 pub use quota::ResourceQuota;
+pub use storageclass::{DefaultStorageClass, StorageObjectInUseProtection};
 
 /// Who made a request, as upstream's `user.Info`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -307,8 +313,18 @@ impl Default for Pipeline {
         Pipeline {
             authenticators: vec![Box::new(ClientCertificate)],
             authorizers: vec![Box::new(AlwaysAllow)],
-            mutating: Vec::new(),
-            validating: vec![Box::new(NamespaceLifecycle), Box::new(ResourceQuota)],
+            mutating: vec![
+                Box::new(LimitRanger),
+                Box::new(Priority),
+                Box::new(DefaultStorageClass),
+                Box::new(StorageObjectInUseProtection),
+            ],
+            validating: vec![
+                Box::new(NamespaceLifecycle),
+                Box::new(LimitRanger),
+                Box::new(Priority),
+                Box::new(ResourceQuota),
+            ],
         }
     }
 }
