@@ -62,7 +62,7 @@ impl ValidatingAdmission for ResourceQuota {
             let before = usage::usage(&r.group, &r.plural, old);
             for (k, q) in &before {
                 if let Some(d) = delta.get_mut(k) {
-                    *d = d.sub(*q);
+                    *d = *d - *q;
                 }
             }
             delta.retain(|_, q| q.milli > 0);
@@ -188,7 +188,7 @@ async fn refund(api: &Api, key: &str, amount: &ResourceList, target: &Target) {
         let mut used = parse_list(quota.pointer("/status/used"));
         for (k, q) in amount {
             if let Some(u) = used.get_mut(k) {
-                *u = u.sub(*q);
+                *u = *u - *q;
                 if u.milli < 0 {
                     u.milli = 0;
                 }

@@ -96,8 +96,12 @@ impl Quantity {
             binary,
         })
     }
+}
 
-    pub fn add(self, other: Quantity) -> Quantity {
+impl std::ops::Add for Quantity {
+    type Output = Quantity;
+
+    fn add(self, other: Quantity) -> Quantity {
         Quantity {
             milli: self.milli + other.milli,
             binary: if self.milli == 0 {
@@ -107,16 +111,16 @@ impl Quantity {
             },
         }
     }
+}
 
-    pub fn sub(self, other: Quantity) -> Quantity {
+impl std::ops::Sub for Quantity {
+    type Output = Quantity;
+
+    fn sub(self, other: Quantity) -> Quantity {
         Quantity {
             milli: self.milli - other.milli,
             binary: self.binary,
         }
-    }
-
-    pub fn is_zero(&self) -> bool {
-        self.milli == 0
     }
 }
 

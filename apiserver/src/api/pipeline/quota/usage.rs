@@ -236,7 +236,7 @@ pub fn pod_requests_and_limits(pod: &Value) -> (ResourceList, ResourceList) {
     add_into(&mut requests, &overhead);
     for (name, q) in &overhead {
         if let Some(l) = limits.get_mut(name) {
-            *l = l.add(*q);
+            *l = *l + *q;
         }
     }
     (requests, limits)
@@ -244,7 +244,7 @@ pub fn pod_requests_and_limits(pod: &Value) -> (ResourceList, ResourceList) {
 
 pub fn add_into(into: &mut ResourceList, other: &ResourceList) {
     for (k, q) in other {
-        let sum = into.get(k).map_or(*q, |have| have.add(*q));
+        let sum = into.get(k).map_or(*q, |have| *have + *q);
         into.insert(k.clone(), sum);
     }
 }
