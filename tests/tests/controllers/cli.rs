@@ -38,6 +38,7 @@ fn controller_list_prints_every_loop() {
         "podgc",
         "horizontalpodautoscaling",
         "disruption",
+        "resourcequota",
         "csrsigning",
         "scheduler",
     ];
