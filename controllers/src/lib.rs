@@ -28,6 +28,7 @@ pub mod podgc;
 pub mod pvbinder;
 pub mod replicaset;
 pub mod replicationcontroller;
+pub mod resourcequota;
 pub mod runtime;
 pub mod serviceaccount;
 pub mod servicelb;
@@ -207,6 +208,10 @@ pub fn loops() -> Vec<Loop> {
         Loop {
             name: "disruption",
             run: disruption::run,
+        },
+        Loop {
+            name: "resourcequota",
+            run: resourcequota::run,
         },
         Loop {
             name: "csrsigning",

@@ -336,7 +336,14 @@ async fn scale_down_goes_from_the_highest_ordinal_and_claims_outlive_pods() {
 async fn when_scaled_delete_removes_the_claims_of_scaled_down_pods_only() {
     let c = Cluster::start(
         "sts-retention",
-        &["localpath", "statefulset", "scheduler", "garbagecollector"],
+        // The binder takes off the pvc-protection finalizer admission puts on claims.
+        &[
+            "localpath",
+            "persistentvolume-binder",
+            "statefulset",
+            "scheduler",
+            "garbagecollector",
+        ],
         2,
     )
     .await;

@@ -1,6 +1,7 @@
 //! The objects every cluster has and the API server keeps in place itself, as
 //! kube-apiserver's bootstrap controllers do: the `kubernetes` Service with its Endpoints
-//! and EndpointSlice at the advertised address, the default `ServiceCIDR`, and (kybern's
+//! and EndpointSlice at the advertised address, the default `ServiceCIDR`, the built-in
+//! system-node-critical and system-cluster-critical PriorityClasses, and (kybern's
 //! addition) the `kube-dns` Service at the cluster DNS address. Made at start-up and
 //! re-made every [`INTERVAL`] when someone deleted or changed them.
 
@@ -31,6 +32,28 @@ pub async fn ensure(api: &Arc<Api>) -> Result<()> {
     }
     if let Err(e) = default_service_cidr(api).await {
         tracing::warn!(error = %e, "creating the default ServiceCIDR failed");
+    }
+    if let Err(e) = system_priority_classes(api).await {
+        tracing::warn!(error = %e, "creating the system PriorityClasses failed");
+    }
+    Ok(())
+}
+
+/// system-node-critical and system-cluster-critical, as kube-apiserver makes them.
+async fn system_priority_classes(api: &Arc<Api>) -> Result<()> {
+    let at = Object {
+        group: "scheduling.k8s.io",
+        namespace: None,
+        resource: "priorityclasses",
+    };
+    for (name, value, description) in pipeline::priority::SYSTEM_CLASSES {
+        let class = json!({
+            "apiVersion": "scheduling.k8s.io/v1", "kind": "PriorityClass",
+            "metadata": {"name": name},
+            "value": value, "description": description,
+            "preemptionPolicy": "PreemptLowerPriority",
+        });
+        create_if_missing(api, &at, name, &class).await?;
     }
     Ok(())
 }

@@ -13,7 +13,7 @@ use crate::registry::Resource;
 use crate::status::{Cause, Result};
 
 mod job;
-mod pod;
+pub(crate) mod pod;
 
 pub(super) use pod::with_ephemeral_containers;
 

@@ -22,16 +22,24 @@ use crate::tls::ClientIdentity;
 
 mod authn;
 mod lifecycle;
+pub mod limitranger;
 mod podsecurity;
+pub mod priority;
+pub mod quota;
 pub mod rbac;
 mod serviceaccount;
+pub mod storageclass;
 pub(crate) mod webhook;
 
 pub(crate) use authn::service_account_user;
 pub use authn::{anonymous, impersonate, Anonymous, ServiceAccountTokens};
 pub use lifecycle::NamespaceLifecycle;
+pub use limitranger::LimitRanger;
 pub use podsecurity::PodSecurity;
+pub use priority::Priority;
+pub use quota::ResourceQuota;
 pub use serviceaccount::ServiceAccount;
+pub use storageclass::{DefaultStorageClass, StorageObjectInUseProtection};
 pub use webhook::{MutatingAdmissionWebhook, ValidatingAdmissionWebhook};
 
 /// Who made a request, as upstream's `user.Info`.
@@ -341,13 +349,24 @@ impl Default for Pipeline {
                 Box::new(Anonymous),
             ],
             authorizers: vec![Box::new(rbac::PrivilegedGroups), Box::new(rbac.clone())],
-            mutating: vec![Box::new(ServiceAccount), Box::new(MutatingAdmissionWebhook)],
+            mutating: vec![
+                Box::new(LimitRanger),
+                Box::new(ServiceAccount),
+                Box::new(Priority),
+                Box::new(DefaultStorageClass),
+                Box::new(StorageObjectInUseProtection),
+                Box::new(MutatingAdmissionWebhook),
+            ],
             validating: vec![
                 Box::new(NamespaceLifecycle),
+                Box::new(LimitRanger),
                 Box::new(PodSecurity),
+                Box::new(Priority),
                 Box::new(ValidatingAdmissionWebhook),
-                // Upstream checks escalation in RBAC's storage, after admission.
+                // Upstream checks escalation in RBAC's storage, after admission; before
+                // the quota charge here so a refused RBAC write charges nothing.
                 Box::new(rbac.escalation()),
+                Box::new(ResourceQuota),
             ],
         }
     }

@@ -20,6 +20,7 @@ fn controller_list_prints_every_loop() {
         "namespace",
         "serviceaccount",
         "tokens",
+        "clusterrole-aggregation",
         "servicelb",
         "garbagecollector",
         "replicaset",
@@ -39,6 +40,7 @@ fn controller_list_prints_every_loop() {
         "podgc",
         "horizontalpodautoscaling",
         "disruption",
+        "resourcequota",
         "csrsigning",
         "scheduler",
     ];

@@ -9,6 +9,7 @@ mod clusterroleaggregation;
 mod gc;
 mod leader;
 mod namespace;
+mod resourcequota;
 mod serviceaccount;
 
 use std::future::Future;

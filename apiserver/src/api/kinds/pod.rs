@@ -32,7 +32,7 @@ impl KindHooks for Pods {
 }
 
 /// Upstream's QoS class from the containers' requests and limits.
-fn qos_class(pod: &Value) -> &'static str {
+pub(crate) fn qos_class(pod: &Value) -> &'static str {
     let containers: Vec<&Value> = ["containers", "initContainers"]
         .iter()
         .filter_map(|f| pod.pointer(&format!("/spec/{f}")).and_then(Value::as_array))
