@@ -110,3 +110,101 @@ fn an_external_name_service_resolves_as_a_cname_to_its_target() {
         assert_eq!(resolved(&two, "client", name), OUTSIDE_TEST, "{name}");
     }
 }
+
+/// busybox's `nslookup ARGS` in pod `pod` (the testserver image carries busybox): it asks
+/// the pod's nameserver itself, one question per call, so what it prints is exactly what
+/// the cluster DNS answered.
+fn nslookup(two: &TwoNodes, pod: &str, args: &[&str]) -> String {
+    let mut all = vec!["exec", pod, "--", "/bin/busybox", "nslookup"];
+    all.extend_from_slice(args);
+    let out = two.kubectl.output(&all);
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn srv_ptr_nxdomain_and_nodata_answers_are_right_from_a_pod() {
+    let two = TwoNodes::start();
+    two.apply(
+        "web.yaml",
+        &[
+            server_pod("web", &two.nodes[1], "web"),
+            server_pod("client", &two.nodes[0], "client"),
+            crate::service("web", "web", ""),
+        ]
+        .join("---\n"),
+    );
+    let ips = two.wait_pods_ready(&["web", "client"]);
+    let cluster_ip = two.service_field("web", "{.spec.clusterIP}");
+    let fqdn = "web.default.svc.cluster.local";
+    // The pod's endpoint is visible once the slice says it is ready.
+    let srv = two.eventually("the SRV record of web's http port", || {
+        let out = nslookup(
+            &two,
+            "client",
+            &["-type=srv", &format!("_http._tcp.{fqdn}")],
+        );
+        out.contains("service = ").then_some(out.clone()).ok_or(out)
+    });
+    let record: Vec<&str> = srv
+        .lines()
+        .find_map(|l| l.split_once("service = ").map(|(_, r)| r))
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        (record.get(2).copied(), record.get(3).copied()),
+        (Some("80"), Some(fqdn)),
+        "SRV _http._tcp names the service port and the Service's name (priority weight port target): {srv}"
+    );
+    let udp = nslookup(
+        &two,
+        "client",
+        &["-type=srv", &format!("_echo._udp.{fqdn}")],
+    );
+    assert!(
+        udp.contains(&format!(" 9000 {fqdn}")),
+        "SRV _echo._udp: {udp}"
+    );
+
+    for (what, ip, name) in [
+        ("the ClusterIP", cluster_ip.clone(), fqdn.to_string()),
+        (
+            "the pod's address",
+            ips[0].clone(),
+            format!("{}.{fqdn}", ips[0].replace('.', "-")),
+        ),
+    ] {
+        let out = nslookup(&two, "client", &[&ip]);
+        assert!(
+            out.contains(&format!("name = {name}")),
+            "PTR of {what} {ip} is {name}: {out}"
+        );
+    }
+
+    let missing = nslookup(&two, "client", &["nosuch.default.svc.cluster.local"]);
+    assert!(
+        missing.contains("NXDOMAIN"),
+        "a missing Service is NXDOMAIN: {missing}"
+    );
+    // busybox prints only the server for an empty NOERROR answer, and names the rcode
+    // (NXDOMAIN, SERVFAIL, REFUSED) or the timeout otherwise.
+    let no_data = nslookup(&two, "client", &["-type=aaaa", fqdn]);
+    assert!(
+        no_data.contains("Server:")
+            && ![
+                "NXDOMAIN",
+                "SERVFAIL",
+                "REFUSED",
+                "timed out",
+                "Address: fd",
+                &cluster_ip
+            ]
+            .iter()
+            .any(|bad| no_data.contains(bad)),
+        "an IPv4-only Service has no AAAA record but exists (NODATA, not NXDOMAIN): {no_data}"
+    );
+}
