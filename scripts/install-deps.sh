@@ -16,7 +16,7 @@ tests=1
 if [ "${1:-}" = "--run" ]; then
     tests=0
 else
-    packages+=(etcd-server unzip busybox-static docker-registry apache2-utils python3-venv dnsperf)
+    packages+=(etcd-server unzip busybox-static docker-registry apache2-utils python3-venv dnsperf curl)
 fi
 
 missing=()
