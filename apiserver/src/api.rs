@@ -479,7 +479,22 @@ pub async fn bootstrap(api: &Arc<Api>) -> Result<()> {
         .collect();
     futures::future::try_join_all(resources.iter().map(|r| api.cache(r))).await?;
     api.pipeline.start(api).await?;
-    policy::ensure(api).await?;
+    if let Err(e) = policy::ensure(api).await {
+        // A write of the policy can be refused by something a user made (a webhook that is
+        // down, say): that must not keep the server from starting. Retry as upstream's
+        // post-start hook does.
+        tracing::warn!(error = %e, "writing the default RBAC policy failed; retrying every 10 s");
+        let api = api.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+                match policy::ensure(&api).await {
+                    Ok(()) => break,
+                    Err(e) => tracing::warn!(error = %e, "writing the default RBAC policy failed"),
+                }
+            }
+        });
+    }
     bootstrap::ensure(api).await
 }
 
