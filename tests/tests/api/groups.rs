@@ -7,26 +7,8 @@ use kube::discovery::Discovery;
 use kube::Client;
 use serde_json::{json, Value};
 
+use crate::call;
 use crate::common::InProcess;
-
-/// A request with a JSON body (or none), answered as JSON.
-async fn call(
-    client: &Client,
-    method: &str,
-    uri: &str,
-    body: Option<Value>,
-) -> Result<Value, kube::Error> {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .body(
-            body.map(|b| serde_json::to_vec(&b).unwrap())
-                .unwrap_or_default(),
-        )
-        .unwrap();
-    client.request::<Value>(req).await
-}
 
 struct Kind {
     name: &'static str,

@@ -55,6 +55,25 @@ pub fn configmap(name: &str, data: serde_json::Value) -> ConfigMap {
     serde_json::from_value(json!({"metadata": {"name": name}, "data": data})).unwrap()
 }
 
+/// A request with a JSON body (or none), answered as JSON.
+pub async fn call(
+    client: &kube::Client,
+    method: &str,
+    uri: &str,
+    body: Option<serde_json::Value>,
+) -> Result<serde_json::Value, kube::Error> {
+    let req = http::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(
+            body.map(|b| serde_json::to_vec(&b).unwrap())
+                .unwrap_or_default(),
+        )
+        .unwrap();
+    client.request::<serde_json::Value>(req).await
+}
+
 /// A raw request with a body, as a client not using kube-rs's typed API sends it.
 pub fn raw(
     method: &str,

@@ -6,25 +6,8 @@
 use kube::Client;
 use serde_json::{json, Value};
 
+use crate::call;
 use crate::common::{InProcess, User};
-
-async fn call(
-    client: &Client,
-    method: &str,
-    uri: &str,
-    body: Option<Value>,
-) -> Result<Value, kube::Error> {
-    let req = http::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("content-type", "application/json")
-        .body(
-            body.map(|b| serde_json::to_vec(&b).unwrap())
-                .unwrap_or_default(),
-        )
-        .unwrap();
-    client.request::<Value>(req).await
-}
 
 async fn create(client: &Client, uri: &str, body: Value) {
     call(client, "POST", uri, Some(body.clone()))
