@@ -52,6 +52,7 @@ async fn cluster(static_pods: bool) -> Cluster {
             .unwrap(),
     )
     .unwrap();
+    default_service_account(&client).await;
     let node: Node = serde_json::from_value(
         json!({"metadata": {"name": NODE}, "spec": {"podCIDR": "10.42.7.0/24"}}),
     )
@@ -489,4 +490,18 @@ async fn static_pods_run_from_files_and_are_mirrored() {
         assert!(Instant::now() < deadline, "the mirror outlived its file");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// The `default` ServiceAccount the serviceaccount loop would make (this server runs no
+/// loops), without automounted tokens: the ServiceAccount admission plugin refuses pods
+/// of a missing account, and these tests' fake runtime has no use for the token volume.
+async fn default_service_account(client: &Client) {
+    let sa: k8s_openapi::api::core::v1::ServiceAccount = serde_json::from_value(
+        json!({"metadata": {"name": "default"}, "automountServiceAccountToken": false}),
+    )
+    .unwrap();
+    Api::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("creating the default ServiceAccount");
 }

@@ -34,6 +34,7 @@ async fn cluster() -> Cluster {
         .await
         .expect("a usable admin.kubeconfig");
     let client = Client::try_from(config).expect("a client");
+    default_service_account(&client).await;
     Cluster {
         client,
         _server: server,
@@ -412,4 +413,18 @@ async fn registering_again_does_not_duplicate_nodes() {
             .len(),
         3
     );
+}
+
+/// The `default` ServiceAccount the serviceaccount loop would make (this server runs no
+/// loops), without automounted tokens: the ServiceAccount admission plugin refuses pods
+/// of a missing account, and these tests' fake runtime has no use for the token volume.
+async fn default_service_account(client: &Client) {
+    let sa: k8s_openapi::api::core::v1::ServiceAccount = serde_json::from_value(
+        json!({"metadata": {"name": "default"}, "automountServiceAccountToken": false}),
+    )
+    .unwrap();
+    Api::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &sa)
+        .await
+        .expect("creating the default ServiceAccount");
 }
