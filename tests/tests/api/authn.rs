@@ -38,6 +38,25 @@ async fn whoami(client: &Client) -> Result<Value, kube::Error> {
     .map(|r| r["status"]["userInfo"].clone())
 }
 
+/// A Role in `default` that may list ConfigMaps, bound to service account `account`.
+async fn grant_list_configmaps(admin: &Client, account: &str) {
+    create(
+        admin,
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/roles",
+        json!({"metadata": {"name": "list-configmaps"},
+               "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["list"]}]}),
+    )
+    .await;
+    create(
+        admin,
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/default/rolebindings",
+        json!({"metadata": {"name": format!("{account}-lists-configmaps")},
+               "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "list-configmaps"},
+               "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": "default"}]}),
+    )
+    .await;
+}
+
 fn pod(name: &str, spec: Value) -> Value {
     let mut spec = spec;
     spec["containers"] = json!([{"name": "c", "image": "busybox"}]);
@@ -98,9 +117,17 @@ async fn a_pod_bound_token_authenticates_as_its_account_until_the_pod_is_deleted
             .is_some_and(|c| c.starts_with("JTI=")),
         "{me}"
     );
-    call(&robot, "GET", "/api/v1/namespaces/default/configmaps", None)
-        .await
-        .expect("the token's user is authorized as any other user");
+    // RBAC decides for the account as for any user: nothing without a binding, then what
+    // its Role grants.
+    let denied = call(&robot, "GET", "/api/v1/namespaces/default/configmaps", None).await;
+    assert_eq!(crate::status(denied).message, "configmaps is forbidden: User \"system:serviceaccount:default:robot\" cannot list resource \"configmaps\" in API group \"\" in the namespace \"default\"");
+    grant_list_configmaps(admin, "robot").await;
+    eventually("the Role to let the account list configmaps", || async {
+        call(&robot, "GET", "/api/v1/namespaces/default/configmaps", None)
+            .await
+            .map_err(|e| format!("{e:?}"))
+    })
+    .await;
 
     call(
         admin,
@@ -304,7 +331,35 @@ async fn kubectl_create_token_then_kubectl_token_and_as_are_who_auth_whoami_says
         me["status"]["userInfo"]["username"], "system:serviceaccount:authn-kubectl:robot",
         "{me}"
     );
-    robot.run(&["get", "configmaps", "-n", "authn-kubectl"]);
+    // What the account may do is RBAC's to say: a Role and a binding made with kubectl.
+    let denied = robot.output(&["get", "configmaps", "-n", "authn-kubectl"]);
+    assert!(
+        String::from_utf8_lossy(&denied.stderr).contains("cannot list resource \"configmaps\""),
+        "{denied:?}"
+    );
+    c.kubectl(&[
+        "create",
+        "role",
+        "list-configmaps",
+        "--verb=list",
+        "--resource=configmaps",
+    ]);
+    c.kubectl(&[
+        "create",
+        "rolebinding",
+        "robot-lists-configmaps",
+        "--role=list-configmaps",
+        "--serviceaccount=authn-kubectl:robot",
+    ]);
+    eventually("the Role to let the account list configmaps", || async {
+        let out = robot.output(&["get", "configmaps", "-n", "authn-kubectl"]);
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).into_owned())
+        }
+    })
+    .await;
 
     let as_bob: Value = serde_json::from_str(&c.kubectl(&[
         "auth",

@@ -133,12 +133,36 @@ async fn kubectl_auth_answers_can_i_list_and_whoami_for_the_admin() {
             &["auth", "can-i", "delete", "secrets", "-n", "kube-system"],
             "yes\n",
         ),
+        // As upstream lists it for an admin: cluster-admin's wildcards, then what every
+        // authenticated user gets from system:basic-user, system:discovery and
+        // system:public-info-viewer (health and version paths once from each of the last two).
         (
             "can-i --list",
             &["auth", "can-i", "--list"],
-            "Resources   Non-Resource URLs   Resource Names   Verbs\n\
-             *.*         []                  []               [*]\n            \
-             [*]                 []               [*]\n",
+            concat!(
+                "Resources                                       Non-Resource URLs   Resource Names   Verbs\n",
+                "*.*                                             []                  []               [*]\n",
+                "                                                [*]                 []               [*]\n",
+                "selfsubjectreviews.authentication.k8s.io        []                  []               [create]\n",
+                "selfsubjectaccessreviews.authorization.k8s.io   []                  []               [create]\n",
+                "selfsubjectrulesreviews.authorization.k8s.io    []                  []               [create]\n",
+                "                                                [/api/*]            []               [get]\n",
+                "                                                [/api]              []               [get]\n",
+                "                                                [/apis/*]           []               [get]\n",
+                "                                                [/apis]             []               [get]\n",
+                "                                                [/healthz]          []               [get]\n",
+                "                                                [/healthz]          []               [get]\n",
+                "                                                [/livez]            []               [get]\n",
+                "                                                [/livez]            []               [get]\n",
+                "                                                [/openapi/*]        []               [get]\n",
+                "                                                [/openapi]          []               [get]\n",
+                "                                                [/readyz]           []               [get]\n",
+                "                                                [/readyz]           []               [get]\n",
+                "                                                [/version/]         []               [get]\n",
+                "                                                [/version/]         []               [get]\n",
+                "                                                [/version]          []               [get]\n",
+                "                                                [/version]          []               [get]\n",
+            ),
         ),
         (
             "whoami",
