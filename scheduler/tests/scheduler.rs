@@ -164,6 +164,29 @@ async fn places_pods_as_kube_scheduler_does_and_reports_unschedulable_ones() {
     assert_eq!(node_of(&foreign), None, "foreign pod untouched");
 }
 
+/// `pod` with priority `value` as the API admits one: through a PriorityClass of that
+/// value (upstream's Priority admission refuses a bare `spec.priority`).
+async fn prioritized(client: &kube::Client, mut pod: Pod, value: i32) -> Pod {
+    use k8s_openapi::api::scheduling::v1::PriorityClass;
+    let name = format!("priority-{value}");
+    let class = PriorityClass {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        value,
+        ..Default::default()
+    };
+    Api::<PriorityClass>::all(client.clone())
+        .create(&Default::default(), &class)
+        .await
+        .expect("creating the PriorityClass");
+    let spec = pod.spec.get_or_insert_with(Default::default);
+    spec.priority = None;
+    spec.priority_class_name = Some(name);
+    pod
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_higher_priority_pod_preempts_the_lowest_priority_victim() {
     let cluster = InProcess::start().await;
@@ -171,8 +194,10 @@ async fn a_higher_priority_pod_preempts_the_lowest_priority_victim() {
     create_node(&client, &Node::test("n1").cpu("2")).await;
     tokio::spawn(Scheduler::new(client.clone(), SchedulerConfig::default()).run());
 
-    create_pod(&client, &Pod::test("low").requests("1", "1Gi").priority(1)).await;
-    create_pod(&client, &Pod::test("mid").requests("1", "1Gi").priority(5)).await;
+    let low = prioritized(&client, Pod::test("low").requests("1", "1Gi"), 1).await;
+    create_pod(&client, &low).await;
+    let mid = prioritized(&client, Pod::test("mid").requests("1", "1Gi"), 5).await;
+    create_pod(&client, &mid).await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
     for name in ["low", "mid"] {
         eventually_some(WAIT, "low and mid bound", || {
@@ -182,11 +207,8 @@ async fn a_higher_priority_pod_preempts_the_lowest_priority_victim() {
         .await;
     }
 
-    create_pod(
-        &client,
-        &Pod::test("high").requests("1", "1Gi").priority(10),
-    )
-    .await;
+    let high = prioritized(&client, Pod::test("high").requests("1", "1Gi"), 10).await;
+    create_pod(&client, &high).await;
     let nominated = eventually_some(WAIT, "nominatedNodeName on the preemptor", || {
         let api = api.clone();
         async move { api.get("high").await.ok()?.status?.nominated_node_name }
