@@ -15,6 +15,7 @@ mod kubectl;
 pub mod netlab;
 mod process;
 pub mod registry;
+pub mod secrets;
 pub mod users;
 mod wait;
 pub mod webhook;

@@ -6,45 +6,12 @@ use apiserver::server::{self, Config, Encryption};
 use apiserver::storage::encryption::{EncryptionConfiguration, DEFAULT_FILE};
 use apiserver::storage::Storage;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::ByteString;
 use kube::api::{Api, PostParams};
 use kube::Client;
 
+use crate::common::secrets::{canary, key, password, secret};
 use crate::common::Etcd;
 use crate::storage::{etcd_store, start};
-
-fn key(name: &str) -> String {
-    format!("/registry/core/secrets/default/{name}")
-}
-
-fn secret(name: &str, value: &str) -> Secret {
-    let mut s = Secret::default();
-    s.metadata.name = Some(name.into());
-    s.data = Some(
-        [(
-            "password".to_string(),
-            ByteString(value.as_bytes().to_vec()),
-        )]
-        .into(),
-    );
-    s
-}
-
-/// A value no other test writes, and the base64 form a Secret's JSON stores it in.
-fn canary(what: &str) -> (String, String) {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
-    let value = format!("canary-{what}-{}-{nanos}", std::process::id());
-    let b64 = serde_json::to_string(&ByteString(value.clone().into_bytes())).unwrap();
-    (value, b64.trim_matches('"').to_string())
-}
-
-async fn password(secrets: &Api<Secret>, name: &str) -> String {
-    let s = secrets.get(name).await.unwrap();
-    String::from_utf8(s.data.unwrap()["password"].0.clone()).unwrap()
-}
 
 async fn stop(server: server::Server, client: Client) {
     drop(client);
