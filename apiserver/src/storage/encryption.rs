@@ -4,12 +4,14 @@
 //! Each entry names resources (`secrets`, `deployments.apps`, `*.` for the core group,
 //! `*.apps`, `*.*`) and an ordered list of providers: the first one writes, every one
 //! reads the records carrying its prefix, as upstream's prefix transformer
-//! (`k8s:enc:aesgcm:v1:<key name>:` for each AES-GCM key, nothing for `identity`, which
+//! (`k8s:enc:aesgcm:v1:<key name>:` for each AES-GCM key, `k8s:enc:secretbox:v1:<key
+//! name>:` for each secretbox key, nothing for `identity`, which
 //! reads only records that are not encrypted). The first matching entry wins; records of
 //! resources no entry names are stored as they are. [`super::encrypted`] applies the
 //! transformer to a store.
 
 mod aesgcm;
+mod secretbox;
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -20,6 +22,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 
 use aesgcm::AesGcm;
+use secretbox::SecretBox;
 
 /// Where `kybern server`/`up` keep the configuration they generate, in the data dir.
 pub const DEFAULT_FILE: &str = "encryption-config.yaml";
@@ -71,6 +74,26 @@ pub struct ProviderConfiguration {
     pub kms: Option<serde_json::Value>,
 }
 
+impl ProviderConfiguration {
+    /// The provider's name and keys when it is one kybern encrypts with (`aesgcm`,
+    /// `secretbox`).
+    pub fn keyed(&self) -> Option<(&'static str, &KeysConfiguration)> {
+        match (&self.aesgcm, &self.secretbox) {
+            (Some(keys), _) => Some(("aesgcm", keys)),
+            (None, Some(keys)) => Some(("secretbox", keys)),
+            (None, None) => None,
+        }
+    }
+
+    /// [`Self::keyed`], to change the keys.
+    pub fn keys_mut(&mut self) -> Option<&mut Vec<Key>> {
+        match (&mut self.aesgcm, &mut self.secretbox) {
+            (Some(keys), _) | (None, Some(keys)) => Some(&mut keys.keys),
+            (None, None) => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeysConfiguration {
@@ -89,7 +112,7 @@ pub struct Key {
 pub struct IdentityConfiguration {}
 
 impl Key {
-    /// A new random 32-byte (AES-256) key named `name`.
+    /// A new random 32-byte key named `name` (AES-256, or a secretbox key).
     pub fn generate(name: &str) -> Key {
         let mut bytes = [0u8; 32];
         SystemRandom::new()
@@ -214,13 +237,14 @@ impl EncryptionConfiguration {
         self.resources
             .iter()
             .map(|entry| {
-                let writer = match entry.providers.first() {
-                    Some(ProviderConfiguration {
-                        aesgcm: Some(keys), ..
-                    }) => keys.keys.first().map_or("aesgcm without keys".into(), |k| {
-                        format!("aesgcm key {:?}", k.name)
-                    }),
-                    _ => "plaintext".into(),
+                let writer = match entry.providers.first().and_then(|p| p.keyed()) {
+                    Some((provider, keys)) => keys
+                        .keys
+                        .first()
+                        .map_or(format!("{provider} without keys"), |k| {
+                            format!("{provider} key {:?}", k.name)
+                        }),
+                    None => "plaintext".into(),
                 };
                 (entry.resources.join(","), writer)
             })
@@ -297,6 +321,7 @@ struct Provider {
 enum Kind {
     Identity,
     AesGcm(Box<AesGcm>),
+    SecretBox(Box<SecretBox>),
 }
 
 /// An entry's providers in order: the first writes.
@@ -329,25 +354,22 @@ impl Chain {
                 });
                 continue;
             }
-            let Some(keys) = &p.aesgcm else {
-                let name = if p.aescbc.is_some() {
-                    "aescbc"
-                } else if p.secretbox.is_some() {
-                    "secretbox"
-                } else {
-                    "kms"
-                };
-                return Err(format!(
-                    "{at}: Unsupported value: the {name} provider is not supported by kybern: use aesgcm (or identity)"
-                ));
+            let (provider, keys) = match p.keyed() {
+                Some(keyed) => keyed,
+                None => {
+                    let name = if p.aescbc.is_some() { "aescbc" } else { "kms" };
+                    return Err(format!(
+                        "{at}: Unsupported value: the {name} provider is not supported by kybern: use aesgcm or secretbox (or identity)"
+                    ));
+                }
             };
             if keys.keys.is_empty() {
                 return Err(format!(
-                    "{at}.aesgcm.keys: Required value: keys list cannot be empty"
+                    "{at}.{provider}.keys: Required value: keys list cannot be empty"
                 ));
             }
             for (k, key) in keys.keys.iter().enumerate() {
-                let at = format!("{at}.aesgcm.keys[{k}]");
+                let at = format!("{at}.{provider}.keys[{k}]");
                 if key.name.is_empty() || key.name.contains(':') {
                     return Err(format!("{at}.name: Invalid value: {:?}: a key name must be non-empty and contain no ':'", key.name));
                 }
@@ -357,11 +379,15 @@ impl Chain {
                 let secret = base64::engine::general_purpose::STANDARD
                     .decode(key.secret.trim())
                     .map_err(|e| format!("{at}.secret: Invalid value: REDACTED: secrets must be base64 encoded: {e}"))?;
-                let gcm = AesGcm::new(&secret)
-                    .map_err(|m| format!("{at}.secret: Invalid value: REDACTED: {m}"))?;
+                let kind = if provider == "aesgcm" {
+                    AesGcm::new(&secret).map(|c| Kind::AesGcm(Box::new(c)))
+                } else {
+                    SecretBox::new(&secret).map(|c| Kind::SecretBox(Box::new(c)))
+                }
+                .map_err(|m| format!("{at}.secret: Invalid value: REDACTED: {m}"))?;
                 out.push(Provider {
-                    prefix: format!("k8s:enc:aesgcm:v1:{}:", key.name).into_bytes(),
-                    kind: Kind::AesGcm(Box::new(gcm)),
+                    prefix: format!("k8s:enc:{provider}:v1:{}:", key.name).into_bytes(),
+                    kind,
                 });
             }
         }
@@ -376,6 +402,12 @@ impl Chain {
                 let mut out = Vec::with_capacity(first.prefix.len() + 12 + value.len() + 16);
                 out.extend_from_slice(&first.prefix);
                 gcm.seal(key.as_bytes(), value, &mut out)?;
+                Ok(out.into())
+            }
+            Kind::SecretBox(sb) => {
+                let mut out = Vec::with_capacity(first.prefix.len() + 24 + 16 + value.len());
+                out.extend_from_slice(&first.prefix);
+                sb.seal(value, &mut out)?;
                 Ok(out.into())
             }
         }
@@ -400,6 +432,13 @@ impl Chain {
                 }
                 Kind::AesGcm(gcm) => {
                     let value = gcm.open(key.as_bytes(), &raw[p.prefix.len()..])?;
+                    return Ok(Read {
+                        value: value.into(),
+                        stale,
+                    });
+                }
+                Kind::SecretBox(sb) => {
+                    let value = sb.open(&raw[p.prefix.len()..])?;
                     return Ok(Read {
                         value: value.into(),
                         stale,

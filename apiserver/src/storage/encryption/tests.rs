@@ -160,9 +160,14 @@ fn invalid_configurations_are_refused_with_the_reason() {
     let head = "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n";
     let cases = [
         (
-            "secretbox",
-            format!("{head}  - secretbox: {{keys: [{}]}}\n", keys(&["k"])),
-            "the secretbox provider is not supported by kybern",
+            "aescbc",
+            format!("{head}  - aescbc: {{keys: [{}]}}\n", keys(&["k"])),
+            "the aescbc provider is not supported by kybern",
+        ),
+        (
+            "secretbox_short_key",
+            format!("{head}  - secretbox: {{keys: [{{name: k, secret: c2hvcnQ=}}]}}\n"),
+            "secretbox.keys[0].secret: Invalid value: REDACTED: secret is not of the expected length, got 5, expected one of [32]",
         ),
         (
             "two_in_one",
@@ -242,4 +247,48 @@ fn describe_names_the_provider_and_key() {
     assert_eq!(describe(b"{}"), "plaintext");
     assert_eq!(describe(b"k8s:enc:aesgcm:v1:k1:xyz"), "aesgcm key \"k1\"");
     assert_eq!(describe(b"k8s:enc:odd"), "encrypted with an unknown prefix");
+}
+
+#[test]
+fn secretbox_records_carry_upstreams_prefix_and_migrate_to_and_from_aesgcm() {
+    let head = "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n";
+    let sb = Key::generate("sb1");
+    let gcm = Key::generate("gcm1");
+    let secretbox = format!(
+        "  - secretbox: {{keys: [{{name: sb1, secret: {}}}]}}\n",
+        sb.secret
+    );
+    let aesgcm = format!(
+        "  - aesgcm: {{keys: [{{name: gcm1, secret: {}}}]}}\n",
+        gcm.secret
+    );
+    let sb_first = config(&format!("{head}{secretbox}{aesgcm}  - identity: {{}}\n")).unwrap();
+    let gcm_first = config(&format!("{head}{aesgcm}{secretbox}")).unwrap();
+    let plain = Bytes::from_static(br#"{"data":{"password":"hunter2"}}"#);
+
+    let stored = sb_first.to_storage(SECRET, plain.clone()).unwrap();
+    assert!(
+        stored.starts_with(b"k8s:enc:secretbox:v1:sb1:"),
+        "{stored:?}"
+    );
+    let prefix = b"k8s:enc:secretbox:v1:sb1:".len();
+    assert_eq!(
+        stored.len(),
+        prefix + 24 + 16 + plain.len(),
+        "nonce and tag follow the prefix, as upstream stores them"
+    );
+    assert!(!stored.windows(7).any(|w| w == b"hunter2"));
+    assert_eq!(describe(&stored), "secretbox key \"sb1\"");
+    let read = sb_first.from_storage(SECRET, &stored).unwrap();
+    assert_eq!((read.value.clone(), read.stale), (plain.clone(), false));
+
+    let read = gcm_first.from_storage(SECRET, &stored).unwrap();
+    assert_eq!(read.value, plain);
+    assert!(
+        read.stale,
+        "a secretbox record is rewritten by an aesgcm writer"
+    );
+    let by_gcm = gcm_first.to_storage(SECRET, plain.clone()).unwrap();
+    let read = sb_first.from_storage(SECRET, &by_gcm).unwrap();
+    assert_eq!((read.value, read.stale), (plain, true));
 }
