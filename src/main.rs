@@ -41,8 +41,9 @@ enum Command {
         command: images::ImagesCommand,
     },
     /// Secrets encrypted at rest, on a stopped server's data dir (embedded storage):
-    /// `status`, `rotate` (new key, every record re-encrypted, old keys dropped) and
-    /// `reencrypt`. Stop the server first: a running one is refused.
+    /// `status`, `prepare` (a new key that only reads; the one verb a running server
+    /// allows), `rotate` (the prepared or a new key writes, every record re-encrypted,
+    /// old keys dropped) and `reencrypt`. Stop the server first for all but `prepare`.
     SecretsEncrypt(secrets_encrypt::SecretsEncryptArgs),
 }
 

@@ -1,9 +1,10 @@
-//! `kybern secrets-encrypt status|rotate|reencrypt`: encryption at rest of a stopped
-//! server's embedded store, with k3s's verbs.
+//! `kybern secrets-encrypt status|prepare|rotate|reencrypt`: encryption at rest of a
+//! stopped server's embedded store, with k3s's verbs.
 //!
 //! It works on the data dir, not through the API: the store's file is opened here, and
 //! redb's lock refuses that while a server has it open, so a running server is told to
-//! stop rather than left holding keys that no longer match its records.
+//! stop rather than left holding keys that no longer match its records. `prepare` only
+//! adds a key that does not write, so it edits the file of a running server too.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,8 +33,14 @@ enum Verb {
     /// Print the key each resource is written with and how many records each key (or
     /// plaintext) holds.
     Status,
-    /// Make a new AES-256-GCM key the one that writes (old keys stay after it), rewrite
-    /// every record with it, then drop the old keys.
+    /// Add a new key after the current one, so a server restarted with the file can
+    /// read what it will write (k3s's first step; the server may be running: restart it
+    /// to load the key). `rotate` then makes it the one that writes.
+    Prepare,
+    /// Make a new key (the prepared one, if any) the one that writes, with the old keys
+    /// after it, rewrite every record with it, then drop the old keys: k3s's
+    /// `rotate-keys` in one step.
+    #[command(visible_alias = "rotate-keys")]
     Rotate,
     /// Rewrite every record the configuration covers with its first provider (after
     /// editing the file: a new first key, `identity` first to decrypt everything).
@@ -45,13 +52,30 @@ pub(crate) async fn run(args: SecretsEncryptArgs) -> anyhow::Result<()> {
         .encryption_provider_config
         .clone()
         .unwrap_or_else(|| args.data_dir.join(encryption::DEFAULT_FILE));
-    let store = open_stopped(&args.data_dir)?;
     let config = EncryptionConfiguration::load(&config_path)?;
     println!("encryption configuration: {}", config_path.display());
+    let name = format!("{}-{}", writer_provider(&config), unix_nanos());
+    // `prepare` leaves the store alone; every other verb needs it to itself.
+    let store = || open_stopped(&args.data_dir);
     match args.verb {
+        Verb::Prepare => {
+            let prepared = reencrypt::prepare(&config_path, Key::generate(&name))?;
+            println!("prepared key {prepared:?}: restart the server so it can read records written with it, then stop it and run `kybern secrets-encrypt rotate`");
+        }
         Verb::Status => {
+            let store = store()?;
             for (resources, writer) in config.writers() {
                 println!("active key for {resources}: {writer}");
+            }
+            for entry in &config.resources {
+                let keyed = entry.providers.iter().filter_map(|p| p.keyed());
+                let names: Vec<&str> = keyed
+                    .flat_map(|(_, keys)| keys.keys.iter().map(|k| k.name.as_str()))
+                    .collect();
+                if !names.is_empty() {
+                    let resources = entry.resources.join(",");
+                    println!("keys for {resources}: {}", names.join(", "));
+                }
             }
             let t = config.transformer().map_err(anyhow::Error::msg)?;
             let census = reencrypt::census(store.as_ref(), &t).await?;
@@ -64,7 +88,7 @@ pub(crate) async fn run(args: SecretsEncryptArgs) -> anyhow::Result<()> {
             }
         }
         Verb::Rotate => {
-            let name = format!("aesgcm-{}", unix_nanos());
+            let store = store()?;
             println!("new key {name:?}; re-encrypting records with it");
             let report =
                 reencrypt::rotate(&config_path, store.as_ref(), Key::generate(&name), progress)
@@ -73,6 +97,7 @@ pub(crate) async fn run(args: SecretsEncryptArgs) -> anyhow::Result<()> {
             println!("old keys removed from {}", config_path.display());
         }
         Verb::Reencrypt => {
+            let store = store()?;
             for (resources, writer) in config.writers() {
                 println!("writing {resources} with {writer}");
             }
@@ -82,6 +107,16 @@ pub(crate) async fn run(args: SecretsEncryptArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The provider new keys are made for: the writing one's, `aesgcm` when it has none.
+fn writer_provider(config: &EncryptionConfiguration) -> &'static str {
+    config
+        .resources
+        .first()
+        .and_then(|entry| entry.providers.first())
+        .and_then(|p| p.keyed())
+        .map_or("aesgcm", |(provider, _)| provider)
 }
 
 /// The data dir's store, or why it cannot be used now.

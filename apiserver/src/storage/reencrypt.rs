@@ -108,46 +108,81 @@ pub async fn reencrypt(
     Ok(report)
 }
 
-/// A rotation: `new_key` goes first in the first entry's first provider (an aesgcm
-/// one) with the old keys after it, the file is saved, every covered record is
-/// rewritten with it, and only when none is left unreadable are the old keys dropped
-/// from the file. Interrupted, it can be run again: the file then still holds every
-/// key some record may use.
+/// What the name of a key [`prepare`] added starts with: the key [`rotate`] promotes.
+pub const PREPARED_PREFIX: &str = "prepared-";
+
+/// k3s's `prepare`: `new_key` (named `prepared-…`) goes last in the first entry's first
+/// provider, so a server restarted with the file reads records it will write but goes on
+/// writing with the current key; only the file changes. Returns the key's name.
+pub fn prepare(
+    path: &std::path::Path,
+    new_key: encryption::Key,
+) -> std::result::Result<String, RotateError> {
+    let mut config = encryption::EncryptionConfiguration::load(path)?;
+    let keys = writer_keys(&mut config)?;
+    if let Some(prepared) = keys.iter().find(|k| k.name.starts_with(PREPARED_PREFIX)) {
+        return Err(RotateError::Config(format!(
+            "key {:?} is prepared already: run `kybern secrets-encrypt rotate` to make it the one that writes",
+            prepared.name
+        )));
+    }
+    let name = format!("{PREPARED_PREFIX}{}", new_key.name);
+    keys.push(encryption::Key {
+        name: name.clone(),
+        secret: new_key.secret,
+    });
+    config.transformer().map_err(RotateError::Config)?;
+    config.save(path)?;
+    Ok(name)
+}
+
+/// A rotation: `new_key` (or, when [`prepare`] added one, the prepared key's secret under
+/// `new_key`'s name: no record carries the prepared name, as it never wrote) goes first
+/// in the first entry's first provider (an aesgcm or secretbox one) with the old keys
+/// after it, the file is saved, every covered record is rewritten with it, and only when
+/// none is left unreadable are the old keys dropped from the file. Interrupted, it can
+/// be run again: the file then still holds every key some record may use.
 pub async fn rotate(
     path: &std::path::Path,
     raw: &dyn Storage,
-    new_key: encryption::Key,
+    mut new_key: encryption::Key,
     progress: impl FnMut(usize, usize),
 ) -> std::result::Result<Report, RotateError> {
     let mut config = encryption::EncryptionConfiguration::load(path)?;
-    let keys = aesgcm_keys(&mut config)?;
+    let keys = writer_keys(&mut config)?;
     if keys.iter().any(|k| k.name == new_key.name) {
         return Err(RotateError::Config(format!(
             "a key named {:?} is configured already",
             new_key.name
         )));
     }
+    if let Some(at) = keys
+        .iter()
+        .position(|k| k.name.starts_with(PREPARED_PREFIX))
+    {
+        new_key.secret = keys.remove(at).secret;
+    }
     keys.insert(0, new_key);
     config.save(path)?;
     let t = config.transformer().map_err(RotateError::Config)?;
     let report = reencrypt(raw, &t, progress).await?;
     if report.unreadable.is_empty() {
-        aesgcm_keys(&mut config)?.truncate(1);
+        writer_keys(&mut config)?.truncate(1);
         config.save(path)?;
     }
     Ok(report)
 }
 
-fn aesgcm_keys(
+/// The keys of the provider that writes: the first entry's first one.
+fn writer_keys(
     config: &mut encryption::EncryptionConfiguration,
 ) -> std::result::Result<&mut Vec<encryption::Key>, RotateError> {
     config
         .first_provider_mut()
-        .and_then(|p| p.aesgcm.as_mut())
-        .map(|k| &mut k.keys)
+        .and_then(|p| p.keys_mut())
         .ok_or_else(|| {
             RotateError::Config(
-                "the first provider of the first resource entry is not aesgcm: rotate keys by editing the file, then run `kybern secrets-encrypt reencrypt`".into(),
+                "the first provider of the first resource entry is neither aesgcm nor secretbox: rotate keys by editing the file, then run `kybern secrets-encrypt reencrypt`".into(),
             )
         })
 }

@@ -224,6 +224,76 @@ async fn a_rotation_rewrites_every_secret_with_the_new_key_and_keeps_them_readab
     stop(server, client).await;
 }
 
+/// The writing provider's keys in the file at `path`, as (name, secret).
+fn writer_keys(path: &Path) -> Vec<(String, String)> {
+    let mut config = EncryptionConfiguration::load(path).unwrap();
+    let keys = config.first_provider_mut().unwrap().keys_mut().unwrap();
+    keys.iter()
+        .map(|k| (k.name.clone(), k.secret.clone()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_prepared_key_only_reads_until_a_rotation_makes_it_the_writer() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let path = data.join(DEFAULT_FILE);
+    let (server, client) = start(&data, &[]).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let (before, _) = canary("before");
+    secrets
+        .create(&PostParams::default(), &secret("before", &before))
+        .await
+        .unwrap();
+    stop(server, client).await;
+    let [(current, _)] = <[_; 1]>::try_from(writer_keys(&path)).unwrap();
+
+    let prepared = reencrypt::prepare(&path, Key::generate("next")).unwrap();
+    assert_eq!(prepared, "prepared-next");
+    let keys = writer_keys(&path);
+    let names: Vec<&str> = keys.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [current.as_str(), "prepared-next"],
+        "added after the writer"
+    );
+    let prepared_secret = keys[1].1.clone();
+    let again = reencrypt::prepare(&path, Key::generate("other")).unwrap_err();
+    assert!(again.to_string().contains("is prepared already"), "{again}");
+
+    let (server, client) = start(&data, &[]).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let (after, _) = canary("after");
+    secrets
+        .create(&PostParams::default(), &secret("after", &after))
+        .await
+        .unwrap();
+    stop(server, client).await;
+    let stored = raw_record(&data, &key("after")).await;
+    assert!(
+        stored.starts_with(format!("k8s:enc:aesgcm:v1:{current}:").as_bytes()),
+        "the prepared key does not write yet: {stored:?}"
+    );
+
+    let store = EmbeddedStore::open(&data.join("kybern.db")).unwrap();
+    let report = reencrypt::rotate(&path, store.as_ref(), Key::generate("promoted"), |_, _| {})
+        .await
+        .unwrap();
+    assert_eq!((report.rewritten, report.unreadable.len()), (2, 0));
+    assert_eq!(
+        writer_keys(&path),
+        [("promoted".to_string(), prepared_secret)],
+        "the prepared key's secret writes, under the new name; the old key is gone"
+    );
+    drop(store);
+
+    let (server, client) = start(&data, &[]).await;
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    assert_eq!(password(&secrets, "before").await, before);
+    assert_eq!(password(&secrets, "after").await, after);
+    stop(server, client).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_secret_no_key_opens_fails_alone_and_never_stops_start_up_or_watches() {
     let dir = tempfile::tempdir().unwrap();

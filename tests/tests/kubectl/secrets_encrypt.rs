@@ -1,5 +1,6 @@
-//! `kybern secrets-encrypt` as an operator runs it: refused while the server runs, then
-//! status and rotate on the stopped data dir, and the Secret still readable by kubectl.
+//! `kybern secrets-encrypt` as an operator runs it: prepare while the server runs, the
+//! rest refused until it stops, then status and rotate on the stopped data dir, and the
+//! Secret still readable by kubectl.
 
 use std::path::Path;
 use std::process::{Command, Output};
@@ -54,8 +55,16 @@ async fn secrets_encrypt_refuses_a_running_server_and_rotates_the_key_of_a_stopp
         "{stderr}"
     );
 
+    let prepared = stdout("prepare", &secrets_encrypt("prepare", &data_dir));
+    assert!(
+        prepared.contains("prepared key \"prepared-aesgcm-"),
+        "{prepared}"
+    );
+
     server.kill();
     let before = stdout("status", &secrets_encrypt("status", &data_dir));
+    assert!(before.contains("keys for secrets: aesgcm-"), "{before}");
+    assert!(before.contains(", prepared-aesgcm-"), "{before}");
     let old = active_key(&before);
     assert!(old.starts_with("aesgcm key \"aesgcm-"), "{before}");
     assert!(before.contains(&format!("  {old}: ")), "{before}");
@@ -66,6 +75,10 @@ async fn secrets_encrypt_refuses_a_running_server_and_rotates_the_key_of_a_stopp
     let after = stdout("status", &secrets_encrypt("status", &data_dir));
     let new = active_key(&after);
     assert_ne!(new, old, "{after}");
+    assert!(
+        !after.contains("prepared-"),
+        "the prepared key was promoted: {after}"
+    );
     let counts: Vec<&str> = after.lines().filter(|l| l.starts_with("  ")).collect();
     assert_eq!(counts.len(), 1, "only the new key holds records: {after}");
     assert!(counts[0].starts_with(&format!("  {new}: ")), "{after}");
