@@ -307,7 +307,8 @@ pub struct AdmissionRequest<'a> {
 /// A plugin that may change the object before it is validated.
 #[async_trait]
 pub trait MutatingAdmission: Send + Sync {
-    /// `obj` is the object to be stored; `old` the stored one on an update.
+    /// `obj` is the object to be stored; `old` the stored one on an update. On a delete
+    /// `obj` is null and `old` the object being deleted (upstream's attributes).
     async fn admit(
         &self,
         api: &Api,

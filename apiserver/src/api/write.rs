@@ -592,6 +592,21 @@ fn delete_options(req: &ApiRequest) -> Result<DeleteOptions> {
     })
 }
 
+/// The request's query with the DeleteOptions of its body in it, as admission shows them.
+fn delete_query(req: &ApiRequest, opts: &DeleteOptions) -> crate::request::Query {
+    let mut query = req.query.clone();
+    if let Some(p) = &opts.propagation {
+        query.0.insert("propagationPolicy".into(), p.clone());
+    }
+    if let Some(g) = opts.grace_seconds {
+        query.0.insert("gracePeriodSeconds".into(), g.to_string());
+    }
+    if opts.dry_run {
+        query.0.insert("dryRun".into(), "All".into());
+    }
+    query
+}
+
 pub(super) async fn delete(
     api: &Arc<Api>,
     r: &Resource,
@@ -616,7 +631,13 @@ async fn delete_one(
     let key = r.key(req.namespace(), name);
     let target = req.target(r, name);
     let hooks = kinds::hooks_for(r);
-    let admission = admission(r, req, Operation::Delete, name);
+    // Admission sees the DeleteOptions as sent, in the body or the query.
+    let query = delete_query(req, opts);
+    let admission = AdmissionRequest {
+        dry_run: opts.dry_run,
+        query: &query,
+        ..admission(r, req, Operation::Delete, name)
+    };
     // The object as it was before this delete, and the answer when nothing is written.
     let mut old: Value;
     let mut answer = Value::Null;
@@ -646,6 +667,11 @@ async fn delete_one(
                 )));
                 }
             }
+            // As upstream, mutating admission runs on a delete too, with no object (the
+            // one being deleted is the old one) and nothing it may change.
+            api.pipeline
+                .admit(api, &admission, &mut Value::Null, Some(current))
+                .await?;
             api.pipeline
                 .validate(api, &admission, current, None)
                 .await?;

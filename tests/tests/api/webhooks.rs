@@ -18,7 +18,7 @@ use crate::status;
 
 /// Creates a webhook configuration and waits until the server's cache, which admission
 /// reads, has it.
-async fn configure<K>(c: &Cluster, plural: &str, config: Value)
+pub(crate) async fn configure<K>(c: &Cluster, plural: &str, config: Value)
 where
     K: kube::Resource<Scope = k8s_openapi::ClusterResourceScope, DynamicType = ()>
         + Clone
@@ -49,18 +49,18 @@ where
     );
 }
 
-async fn mutating(c: &Cluster, webhooks: Value) {
+pub(crate) async fn mutating(c: &Cluster, webhooks: Value) {
     let config = json!({"metadata": {"name": "test-mutating"}, "webhooks": webhooks});
     configure::<MutatingWebhookConfiguration>(c, "mutatingwebhookconfigurations", config).await;
 }
 
-async fn validating(c: &Cluster, name: &str, webhooks: Value) {
+pub(crate) async fn validating(c: &Cluster, name: &str, webhooks: Value) {
     let config = json!({"metadata": {"name": name}, "webhooks": webhooks});
     configure::<ValidatingWebhookConfiguration>(c, "validatingwebhookconfigurations", config).await;
 }
 
 /// A webhook on ConfigMap creates (and updates) with `client` as its clientConfig.
-fn configmap_hook(name: &str, client: Value, extra: Value) -> Value {
+pub(crate) fn configmap_hook(name: &str, client: Value, extra: Value) -> Value {
     let mut hook = json!({
         "name": name,
         "clientConfig": client,
@@ -74,7 +74,7 @@ fn configmap_hook(name: &str, client: Value, extra: Value) -> Value {
     hook
 }
 
-fn configmap(name: &str, labels: Value) -> ConfigMap {
+pub(crate) fn configmap(name: &str, labels: Value) -> ConfigMap {
     serde_json::from_value(
         json!({"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}}),
     )

@@ -7,9 +7,13 @@
 //! follows the webhook's `failurePolicy`; a denial is the client's answer; warnings
 //! become `Warning` headers.
 //!
+//! Deletes (one object or a collection, each object in turn) reach both kinds, as
+//! upstream: the object being deleted is `oldObject`, `object` is null, the options are
+//! the DeleteOptions, and a mutating webhook that answers with a patch is an error since
+//! there is nothing to patch.
+//!
 //! Not done: `matchConditions` (CEL) are not evaluated: a webhook with them counts as a
-//! failed call (its failurePolicy decides). Mutating webhooks see creates and updates;
-//! deletes reach only validating webhooks (kybern's delete has no mutating stage).
+//! failed call (its failurePolicy decides).
 
 pub(crate) mod client;
 mod hooks;
@@ -299,6 +303,29 @@ async fn mutate(
     Ok(true)
 }
 
+/// Calls one mutating webhook about a delete, which has no object to patch: a
+/// non-empty patch is upstream's internal error whatever the failurePolicy.
+async fn admit_delete(api: &Api, scene: &Scene<'_>, hook: &Hook, old: &Value) -> Result<()> {
+    let Some(seen) = scene.matches(api, hook, None, Some(old)) else {
+        return Ok(());
+    };
+    let answer = match ask(api, scene, hook, &seen, None, Some(old)).await {
+        Ok(a) => a,
+        Err(f) => return failed(hook, f),
+    };
+    record_warnings(scene.request, &answer);
+    if !answer.allowed {
+        return Err(review::denial(&hook.name, answer.status.as_ref()));
+    }
+    if answer.patch.is_some_and(|p| !p.0.is_empty()) {
+        return Err(ApiError::Internal(format!(
+            "admission webhook \"{}\" attempted to modify the object, which is not supported for this operation",
+            hook.name
+        )));
+    }
+    Ok(())
+}
+
 #[async_trait]
 impl MutatingAdmission for MutatingAdmissionWebhook {
     async fn admit(
@@ -313,6 +340,16 @@ impl MutatingAdmission for MutatingAdmissionWebhook {
             return Ok(());
         }
         let scene = Scene::new(api, request).await?;
+        if request.operation == Operation::Delete {
+            // Nothing changes, so there is nothing to reinvoke for.
+            let Some(old) = old else {
+                return Ok(());
+            };
+            for hook in &hooks {
+                admit_delete(api, &scene, hook, old).await?;
+            }
+            return Ok(());
+        }
         // For each IfNeeded webhook called: how many changes had been made right after it.
         let mut changes = 0usize;
         let mut called: Vec<(&Hook, usize)> = Vec::new();
