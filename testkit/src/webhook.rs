@@ -33,8 +33,18 @@ impl WebhookServer {
     /// Serves on a free loopback port; `handler` gets each request's path (query cut
     /// off) and JSON body.
     pub async fn start(handler: impl Fn(&str, &Value) -> Reply + Send + Sync + 'static) -> Self {
+        Self::start_as(&[], handler).await
+    }
+
+    /// [`Self::start`] with a serving certificate that also names `hosts` (a `service`
+    /// client config's `<name>.<namespace>.svc`).
+    pub async fn start_as(
+        hosts: &[&str],
+        handler: impl Fn(&str, &Value) -> Reply + Send + Sync + 'static,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("creating the webhook's temp dir");
-        let pki = apiserver::pki::ensure(dir.path(), &[]).expect("making the webhook's CA");
+        let hosts: Vec<String> = hosts.iter().map(|h| h.to_string()).collect();
+        let pki = apiserver::pki::ensure(dir.path(), &hosts).expect("making the webhook's CA");
         let tls = apiserver::tls::server_config(&pki).expect("the webhook's TLS config");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
@@ -66,6 +76,15 @@ impl WebhookServer {
     /// `clientConfig` for this server at `path`.
     pub fn client_config(&self, path: &str) -> Value {
         json!({"url": format!("{}{path}", self.base_url), "caBundle": self.ca_bundle})
+    }
+
+    /// The port it serves on (what a `service` webhook's EndpointSlice points at).
+    pub fn port(&self) -> u16 {
+        self.base_url
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("the base URL ends with the port")
     }
 
     /// Every (path, body) received so far.

@@ -81,7 +81,7 @@ pub(super) async fn serve(
                 tracks_fields: true,
             };
             let (code, out) = read_modify_write(api, r, req, name, Change::Derive(&derive)).await?;
-            object_response(r, req, code, &out)
+            object_response(api, r, req, code, &out)
         }
     }
 }

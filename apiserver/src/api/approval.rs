@@ -37,7 +37,7 @@ pub(super) async fn update(
     let mut as_status = req.clone();
     as_status.path.subresource = Some("status".into());
     let (code, out) = read_modify_write(api, r, &as_status, name, Change::Derive(&derive)).await?;
-    object_response(r, req, code, &out)
+    object_response(api, r, req, code, &out)
 }
 
 /// The stored object with the request's `status.conditions` (a PUT body, or the

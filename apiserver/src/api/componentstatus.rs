@@ -50,7 +50,7 @@ pub(super) async fn serve(
                 )));
             }
             let obj = status_of(api, name).await;
-            object_response(r, req, StatusCode::OK, &obj)
+            object_response(api, r, req, StatusCode::OK, &obj)
         }
         None => {
             let mut items = Vec::new();

@@ -64,11 +64,11 @@ pub(super) async fn update(
     })
     .await?;
     match outcome {
-        Outcome::Written(stored) => object_response(r, req, StatusCode::OK, &stored),
+        Outcome::Written(stored) => object_response(api, r, req, StatusCode::OK, &stored),
         Outcome::Deleted(rev) => {
             object::set_resource_version(&mut next, rev);
-            object_response(r, req, StatusCode::OK, &next)
+            object_response(api, r, req, StatusCode::OK, &next)
         }
-        Outcome::Unchanged => object_response(r, req, StatusCode::OK, &next),
+        Outcome::Unchanged => object_response(api, r, req, StatusCode::OK, &next),
     }
 }

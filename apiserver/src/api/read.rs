@@ -57,11 +57,17 @@ impl Filter {
 /// Serves the object in the version it was asked for: converted when `r` is a view of
 /// another resource's store (`crate::conversion`) or its CRD has a conversion webhook,
 /// otherwise with only its apiVersion rewritten (conversion strategy None).
-pub(super) fn in_version(r: &Resource, obj: &Value) -> Result<Option<Value>> {
+/// `api` lets a conversion webhook's `service` be resolved; without it only `url` ones
+/// are reachable.
+pub(super) fn in_version(
+    api: Option<&Arc<Api>>,
+    r: &Resource,
+    obj: &Value,
+) -> Result<Option<Value>> {
     if let Some(converted) = crate::conversion::from_storage(r, obj) {
         return Ok(Some(converted));
     }
-    if let Some(converted) = crate::conversion::webhook::in_version_blocking(r, obj) {
+    if let Some(converted) = crate::conversion::webhook::in_version_blocking(api, r, obj) {
         return converted.map(|c| super::crd::default_on_read(r, &c).or(Some(c)));
     }
     let want = r.api_version();
@@ -80,12 +86,13 @@ pub(super) fn in_version(r: &Resource, obj: &Value) -> Result<Option<Value>> {
 }
 
 pub(super) fn object_response(
+    api: &Arc<Api>,
     r: &Resource,
     req: &ApiRequest,
     code: StatusCode,
     obj: &Value,
 ) -> Result<Response<Body>> {
-    let converted = in_version(r, obj)?;
+    let converted = in_version(Some(api), r, obj)?;
     let obj = converted.as_ref().unwrap_or(obj);
     if req.accept.table {
         let printer = TablePrinter::new(&r.group, &r.plural, r.printer_columns.as_ref());
@@ -167,7 +174,7 @@ pub(super) async fn get(
         req.query.get("resourceVersion") == Some("0"),
     )
     .await?;
-    object_response(r, req, StatusCode::OK, &obj)
+    object_response(api, r, req, StatusCode::OK, &obj)
 }
 
 /// Reads one object (from the watch cache when `cached`), or 404.
@@ -249,7 +256,7 @@ mod tests {
                 json: bytes::Bytes::from(stored),
                 revision: 7,
             }
-            .write_json(&r, &mut buf)
+            .write_json(None, &r, &mut buf)
             .unwrap();
             assert_eq!(String::from_utf8(buf).unwrap(), want, "{name}");
         }
@@ -328,7 +335,7 @@ impl Item {
     }
 
     /// Appends the object as served at `r`'s version.
-    fn write_json(&self, r: &Resource, buf: &mut Vec<u8>) -> Result<()> {
+    fn write_json(&self, api: Option<&Arc<Api>>, r: &Resource, buf: &mut Vec<u8>) -> Result<()> {
         if let Item::Stored { json, revision } = self {
             if r.version == r.storage_version && r.group == r.storage_group && !r.defaults_on_read {
                 if let Some(at) = metadata_open_brace(json) {
@@ -343,7 +350,7 @@ impl Item {
             }
         }
         let obj = self.object()?;
-        match in_version(r, &obj)? {
+        match in_version(api, r, &obj)? {
             Some(o) => serde_json::to_writer(&mut *buf, &o),
             None => serde_json::to_writer(&mut *buf, &*obj),
         }
@@ -387,7 +394,7 @@ pub(super) async fn list(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Resu
             .collect::<Result<Vec<_>>>()?;
         let converted: Vec<Value> = objects
             .iter()
-            .map(|o| in_version(r, o).map(|c| c.unwrap_or_else(|| (**o).clone())))
+            .map(|o| in_version(Some(api), r, o).map(|c| c.unwrap_or_else(|| (**o).clone())))
             .collect::<Result<_>>()?;
         let refs: Vec<&Value> = converted.iter().collect();
         let t = table::table(
@@ -427,7 +434,7 @@ pub(super) async fn list(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Resu
         if i > 0 {
             buf.push(b',');
         }
-        item.write_json(r, &mut buf)?;
+        item.write_json(Some(api), r, &mut buf)?;
     }
     buf.extend_from_slice(b"]}");
     Ok(bytes_response(

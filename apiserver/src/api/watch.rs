@@ -32,6 +32,8 @@ const CATCH_UP: Duration = Duration::from_millis(100);
 const BOOKMARK_INTERVAL: Duration = Duration::from_secs(30);
 
 struct Encoder {
+    /// For conversion webhooks reached through a `service`.
+    api: Arc<Api>,
     resource: Resource,
     filter: Filter,
     prefix: String,
@@ -45,7 +47,7 @@ struct Encoder {
 impl Encoder {
     fn frame(&mut self, kind: &str, obj: &Value, precomputed: Option<&Bytes>) -> Bytes {
         // An object its conversion webhook cannot convert is reported as an ERROR event.
-        let converted = match in_version(&self.resource, obj) {
+        let converted = match in_version(Some(&self.api), &self.resource, obj) {
             Ok(c) => c,
             Err(e) => return error_frame(&e),
         };
@@ -177,6 +179,7 @@ pub(super) async fn serve(
     }
     let after = if initial { None } else { Some(rv.unwrap_or(0)) };
     let mut enc = Encoder {
+        api: api.clone(),
         resource: r.clone(),
         filter,
         prefix: r.prefix_in(req.namespace()),

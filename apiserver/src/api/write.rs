@@ -252,7 +252,7 @@ pub(super) async fn create_object(
         }
         api.pipeline.validate(api, &admission, &obj, None).await?;
         if req.dry_run() {
-            return object_response(r, req, StatusCode::CREATED, &obj);
+            return object_response(api, r, req, StatusCode::CREATED, &obj);
         }
         let reserved = kinds::hooks_for(r).reserve(api, &mut obj, None).await?;
         let stored = match stored_form(api, r, &obj).await {
@@ -291,7 +291,7 @@ pub(super) async fn create_object(
         };
         object::set_resource_version(&mut obj, rev);
         after_write(api, r, &obj, None, false).await;
-        return object_response(r, req, StatusCode::CREATED, &obj);
+        return object_response(api, r, req, StatusCode::CREATED, &obj);
     }
     unreachable!("the loop returns")
 }
@@ -336,7 +336,7 @@ pub(super) async fn update(
     }
     object::metadata_mut(&mut obj).insert("name".into(), json!(name));
     let (code, out) = read_modify_write(api, r, req, name, Change::Replace(obj)).await?;
-    object_response(r, req, code, &out)
+    object_response(api, r, req, code, &out)
 }
 
 pub(super) async fn patch(
@@ -357,7 +357,7 @@ pub(super) async fn patch(
         },
     )
     .await?;
-    object_response(r, req, code, &out)
+    object_response(api, r, req, code, &out)
 }
 
 /// Refuses a write whose object names another object than the URL: a patch of

@@ -2,10 +2,12 @@
 //! webhook for the objects in another version, checked as apiextensions checks the
 //! answer (same uid, Success, one object per object sent, the desired apiVersion and
 //! the same kind; only labels and annotations of metadata may change). Writes convert
-//! to the storage version before storing; reads in another version convert each object
-//! on the way out ([`in_version_blocking`], since the read paths are synchronous).
+//! to the storage version before storing; reads (GET, LIST, WATCH, and the answers to
+//! writes) in another version convert each object on the way out
+//! ([`in_version_blocking`], since the read paths are synchronous). `url` and `service`
+//! client configs both work everywhere; a failed conversion is upstream's 500.
 
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -33,10 +35,17 @@ pub async fn convert(
     let Some(hook) = r.conversion_webhook.as_deref() else {
         return Ok(objs);
     };
+    // Upstream names the objects' own version (`example.com/v1, Kind=Widget`).
+    let from = objs
+        .first()
+        .and_then(|o| o.get("apiVersion"))
+        .and_then(Value::as_str)
+        .unwrap_or(desired)
+        .to_string();
     let failed = |why: String| {
         ApiError::Internal(format!(
             "conversion webhook for {} failed: {why}",
-            named(r, desired)
+            named(r, &from)
         ))
     };
     let versions: Vec<&str> = hook
@@ -79,12 +88,18 @@ fn check_answer(
     if got != uid {
         return Err(format!("expected response.uid={uid:?}, got {got:?}"));
     }
-    if response.pointer("/result/status").and_then(Value::as_str) != Some("Success") {
-        let message = response
-            .pointer("/result/message")
-            .and_then(Value::as_str)
-            .unwrap_or("");
-        return Err(format!("conversion webhook returned failure: {message}"));
+    let status = response
+        .pointer("/result/status")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if status != "Success" {
+        // The webhook's own message, as upstream passes it on.
+        return match response.pointer("/result/message").and_then(Value::as_str) {
+            Some(message) if !message.is_empty() => Err(message.to_string()),
+            _ => Err(format!(
+                "response.result.status was '{status}', not 'Success'"
+            )),
+        };
     }
     let converted = response
         .get("convertedObjects")
@@ -145,8 +160,13 @@ pub async fn to_storage(api: &Api, r: &Resource, obj: &Value) -> Result<Option<V
 
 /// `obj` as `r` serves it, when `r`'s CRD converts by webhook and `obj` is in another
 /// version; the call runs on the conversion runtime while this thread waits (the read
-/// paths are synchronous). Only `url` webhooks are reachable from here.
-pub fn in_version_blocking(r: &Resource, obj: &Value) -> Option<Result<Value>> {
+/// paths are synchronous). A `service` webhook is resolved through `api`'s endpoint
+/// caches; without `api` only `url` webhooks are reachable.
+pub fn in_version_blocking(
+    api: Option<&Arc<Api>>,
+    r: &Resource,
+    obj: &Value,
+) -> Option<Result<Value>> {
     r.conversion_webhook.as_ref()?;
     let want = r.api_version();
     if obj.get("apiVersion").and_then(Value::as_str) == Some(want.as_str())
@@ -154,13 +174,28 @@ pub fn in_version_blocking(r: &Resource, obj: &Value) -> Option<Result<Value>> {
     {
         return None;
     }
-    let (r, obj) = (r.clone(), obj.clone());
+    let (api, r, obj) = (api.cloned(), r.clone(), obj.clone());
     let call = async move {
-        convert(None, &r, vec![obj], &want)
+        convert(api.as_deref(), &r, vec![obj], &want)
             .await
             .map(|mut v| v.pop().unwrap_or_default())
+            .map_err(read_error)
     };
     Some(block_on(call))
+}
+
+/// A failed conversion on a read is, as upstream serves any plain error there, a 500
+/// with no reason and the conversion's message alone (writes keep InternalError's).
+fn read_error(e: ApiError) -> ApiError {
+    match e {
+        ApiError::Internal(message) => ApiError::Status {
+            code: 500,
+            reason: "",
+            message,
+            details: None,
+        },
+        other => other,
+    }
 }
 
 /// Runs `fut` on a runtime of its own and waits for it, letting the current runtime
@@ -209,7 +244,8 @@ mod tests {
 
         let cases = [
             ("another uid", json!({"response": {"uid": "x"}}), "expected response.uid=\"u\", got \"x\""),
-            ("failure", json!({"response": {"uid": "u", "result": {"status": "Failure", "message": "nope"}}}), "conversion webhook returned failure: nope"),
+            ("failure", json!({"response": {"uid": "u", "result": {"status": "Failure", "message": "nope"}}}), "nope"),
+            ("failure without a message", json!({"response": {"uid": "u", "result": {"status": "Failure"}}}), "response.result.status was 'Failure', not 'Success'"),
             ("too few", json!({"response": {"uid": "u", "result": {"status": "Success"}, "convertedObjects": []}}), "expected 1 converted objects, got 0"),
             ("wrong version", json!({"response": {"uid": "u", "result": {"status": "Success"}, "convertedObjects": [{"apiVersion": "example.com/v1", "kind": "W"}]}}), "invalid converted object: expected apiVersion \"example.com/v2\", got \"example.com/v1\""),
         ];

@@ -31,6 +31,7 @@ mod top;
 mod versions;
 mod watch;
 mod webhooks;
+mod webhooks_conversion;
 mod webhooks_delete;
 
 use k8s_openapi::api::core::v1::ConfigMap;

@@ -454,7 +454,7 @@ async fn a_webhook_with_reinvocation_if_needed_sees_a_later_webhooks_change() {
 
 /// A v1 Gadget's `spec.color` is a v2 Gadget's `spec.colour`: the conversion webhook
 /// renames it either way.
-fn convert_gadgets(review: &Value) -> Reply {
+pub(crate) fn convert_gadgets(review: &Value) -> Reply {
     let request = &review["request"];
     let desired = request["desiredAPIVersion"].as_str().unwrap_or("");
     let objects: Vec<Value> = request["objects"]
