@@ -306,8 +306,8 @@ impl Journal {
     }
 }
 
-/// Labels every object it is shown with `admitted-by: test`, and records whether the
-/// object was already defaulted (a Pod's `restartPolicy`) when it ran.
+/// Labels every object it is shown with `admitted-by: test` (a delete shows none), and
+/// records whether the object was already defaulted (a Pod's `restartPolicy`) when it ran.
 struct Labeler(Journal);
 
 #[async_trait]
@@ -323,9 +323,11 @@ impl MutatingAdmission for Labeler {
             "mutating {:?} {} by {}",
             request.operation, request.name, request.user.name
         ));
-        crate::object::metadata_mut(obj)
-            .entry("labels")
-            .or_insert_with(|| json!({}))["admitted-by"] = json!("test");
+        if obj.is_object() {
+            crate::object::metadata_mut(obj)
+                .entry("labels")
+                .or_insert_with(|| json!({}))["admitted-by"] = json!("test");
+        }
         Ok(())
     }
 }
@@ -482,6 +484,12 @@ async fn a_validating_admission_refusal_stores_nothing_on_create_update_or_delet
     assert!(journal
         .entries()
         .contains(&"validating Delete keep labelled \"test\"".to_string()));
+    assert!(
+        journal
+            .entries()
+            .contains(&"mutating Delete keep by alice".to_string()),
+        "mutating admission sees deletes too, as upstream"
+    );
 }
 
 #[tokio::test]
