@@ -192,8 +192,8 @@ struct CommonArgs {
     /// only --encryption-provider-config turns it on.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     secrets_encryption: bool,
-    /// An EncryptionConfiguration (apiserver.config.k8s.io/v1: aesgcm and identity
-    /// providers) to use instead of the data dir's own file.
+    /// An EncryptionConfiguration (apiserver.config.k8s.io/v1: aesgcm, secretbox and
+    /// identity providers) to use instead of the data dir's own file.
     #[arg(long, value_name = "FILE")]
     encryption_provider_config: Option<PathBuf>,
     /// Parts not to run: `controllers`, `scheduler`, a control loop's name, or (with `up`)

@@ -3,7 +3,7 @@
 //! unreadable records run the real binary: `tests/kubectl/encryption.rs`.)
 
 use apiserver::server::{self, Config, Encryption};
-use apiserver::storage::encryption::{EncryptionConfiguration, DEFAULT_FILE};
+use apiserver::storage::encryption::{EncryptionConfiguration, Key, DEFAULT_FILE};
 use apiserver::storage::Storage;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, PostParams};
@@ -21,36 +21,48 @@ async fn stop(server: server::Server, client: Client) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn etcd_stores_secrets_encrypted_with_the_given_configuration() {
     let etcd = Etcd::start().await;
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("my-encryption.yaml");
-    EncryptionConfiguration::generated("etcd-key")
-        .save(&path)
-        .unwrap();
-    let (server, client) = start(dir.path(), Some(&etcd), |c| {
-        c.encryption = Encryption::File(path.clone())
-    })
-    .await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
-    let (value, b64) = canary("etcd");
-    secrets
-        .create(&PostParams::default(), &secret("s", &value))
-        .await
-        .unwrap();
-    assert_eq!(password(&secrets, "s").await, value);
-    let raw = etcd_store(&etcd)
-        .await
-        .get(&key("s"))
-        .await
-        .unwrap()
-        .unwrap()
-        .value;
-    assert!(raw.starts_with(b"k8s:enc:aesgcm:v1:etcd-key:"), "{raw:?}");
-    assert!(!raw.windows(b64.len()).any(|w| w == b64.as_bytes()));
-    assert!(
-        !dir.path().join(DEFAULT_FILE).exists(),
-        "no key of its own with etcd"
+    let secretbox = format!(
+        "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n- resources: [secrets]\n  providers:\n  - secretbox: {{keys: [{{name: sb-key, secret: {}}}]}}\n",
+        Key::generate("sb-key").secret
     );
-    stop(server, client).await;
+    let aesgcm = serde_yaml::to_string(&EncryptionConfiguration::generated("etcd-key")).unwrap();
+    let cases = [
+        ("aesgcm", aesgcm, "k8s:enc:aesgcm:v1:etcd-key:"),
+        ("secretbox", secretbox, "k8s:enc:secretbox:v1:sb-key:"),
+    ];
+    for (name, config, prefix) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("my-encryption.yaml");
+        std::fs::write(&path, config).unwrap();
+        let (server, client) = start(dir.path(), Some(&etcd), |c| {
+            c.encryption = Encryption::File(path.clone())
+        })
+        .await;
+        let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+        let (value, b64) = canary("etcd");
+        secrets
+            .create(&PostParams::default(), &secret(name, &value))
+            .await
+            .unwrap();
+        assert_eq!(password(&secrets, name).await, value, "{name}");
+        let raw = etcd_store(&etcd)
+            .await
+            .get(&key(name))
+            .await
+            .unwrap()
+            .unwrap()
+            .value;
+        assert!(raw.starts_with(prefix.as_bytes()), "{name}: {raw:?}");
+        assert!(
+            !raw.windows(b64.len()).any(|w| w == b64.as_bytes()),
+            "{name}"
+        );
+        assert!(
+            !dir.path().join(DEFAULT_FILE).exists(),
+            "{name}: no key of its own with etcd"
+        );
+        stop(server, client).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -60,9 +72,9 @@ async fn a_server_refuses_to_start_with_a_configuration_it_cannot_honour() {
     let key = "{name: k, secret: c2VjcmV0aXMzMmJ5dGVzbG9uZ3NlY3JldGlzMzJieXQ=}";
     for (name, providers, want) in [
         (
-            "secretbox",
-            format!("  - secretbox: {{keys: [{key}]}}\n"),
-            "the secretbox provider is not supported by kybern",
+            "aescbc",
+            format!("  - aescbc: {{keys: [{key}]}}\n"),
+            "the aescbc provider is not supported by kybern",
         ),
         (
             "kms",
