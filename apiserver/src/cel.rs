@@ -105,8 +105,8 @@ fn error_text(e: &cel::ExecutionError) -> String {
 /// emptied when it holds too many, so edited expressions do not pile up.
 pub(crate) fn cached(source: &str) -> Arc<Result<Expression, String>> {
     const MAX: usize = 4096;
-    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Result<Expression, String>>>>> =
-        OnceLock::new();
+    type Compiled = Arc<Result<Expression, String>>;
+    static CACHE: OnceLock<Mutex<HashMap<String, Compiled>>> = OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
     if let Some(e) = cache.lock().expect("cel cache poisoned").get(source) {
         return Arc::clone(e);

@@ -32,10 +32,13 @@ use policy::{Binding, Matcher, Policy};
 
 const GROUP: &str = "admissionregistration.k8s.io";
 
-/// The plugin, with its compiled policies by name (with the resourceVersion compiled).
+/// Compiled policies by name, each with the resourceVersion it was compiled from.
+type Compiled = HashMap<String, (String, Arc<Policy>)>;
+
+/// The plugin, with its compiled policies.
 #[derive(Clone, Default)]
 pub struct ValidatingAdmissionPolicy {
-    compiled: Arc<Mutex<HashMap<String, (String, Arc<Policy>)>>>,
+    compiled: Arc<Mutex<Compiled>>,
 }
 
 /// What one evaluation decided against the request.

@@ -53,9 +53,26 @@ fn text(v: &Value, field: &str) -> String {
 }
 
 impl Matcher {
+    /// A policy's `matchConstraints` (its resourceRules are required).
     pub(crate) fn parse(m: &Value) -> Matcher {
+        Matcher::parse_or(m, None)
+    }
+
+    /// A binding's `matchResources`: without resourceRules it takes every resource
+    /// its policy matches, narrowed by its selectors alone.
+    pub(crate) fn parse_binding(m: &Value) -> Matcher {
+        let everything = json!([{"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["*"],
+                                  "resources": ["*", "*/*"]}]);
+        Matcher::parse_or(m, Some(everything))
+    }
+
+    fn parse_or(m: &Value, default_rules: Option<Value>) -> Matcher {
         let hooks = |field: &str| -> Vec<(Hook, Vec<String>)> {
-            m.get(field)
+            let rules = m
+                .get(field)
+                .filter(|r| r.as_array().is_some_and(|a| !a.is_empty()))
+                .or(default_rules.as_ref().filter(|_| field == "resourceRules"));
+            rules
                 .and_then(Value::as_array)
                 .map(|rules| {
                     rules
@@ -217,7 +234,7 @@ impl Binding {
             matcher: spec
                 .get("matchResources")
                 .filter(|m| m.is_object())
-                .map(Matcher::parse),
+                .map(Matcher::parse_binding),
             deny: has("Deny"),
             warn: has("Warn"),
             audit: has("Audit"),
