@@ -1,6 +1,6 @@
-//! admissionregistration.k8s.io kinds: the CEL expressions of ValidatingAdmissionPolicies
-//! and of webhooks' `matchConditions` must compile when written (422 otherwise, as
-//! upstream's validation).
+//! admissionregistration.k8s.io kinds: upstream's validation of ValidatingAdmissionPolicies
+//! and their bindings (required fields, CEL expressions that compile) and of webhooks'
+//! `matchConditions` (422 otherwise).
 
 use serde_json::Value;
 
@@ -15,6 +15,7 @@ impl KindHooks for AdmissionRegistration {
     fn validate(&self, r: &Resource, obj: &Value, _old: Option<&Value>) -> Vec<Cause> {
         match r.plural.as_str() {
             "validatingadmissionpolicies" => policy::validate_policy(obj),
+            "validatingadmissionpolicybindings" => policy::validate_binding(obj),
             "validatingwebhookconfigurations" | "mutatingwebhookconfigurations" => {
                 policy::validate_webhook_configuration(obj)
             }

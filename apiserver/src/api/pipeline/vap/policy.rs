@@ -242,10 +242,25 @@ impl Binding {
     }
 }
 
-/// Upstream's checks of a policy's expressions when it is written: each must compile.
+/// Upstream's checks of a policy when it is written: match rules and at least one
+/// validation are required, and each expression must compile.
 pub(crate) fn validate_policy(obj: &Value) -> Vec<Cause> {
     let spec = obj.get("spec").unwrap_or(&Value::Null);
     let mut causes = Vec::new();
+    let nonempty = |v: Option<&Value>| v.and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    match spec.get("matchConstraints").filter(|m| m.is_object()) {
+        None => causes.push(Cause::required("spec.matchConstraints", "")),
+        Some(m) if !nonempty(m.get("resourceRules")) => {
+            causes.push(Cause::required("spec.matchConstraints.resourceRules", ""))
+        }
+        Some(_) => {}
+    }
+    if !nonempty(spec.get("validations")) && !nonempty(spec.get("auditAnnotations")) {
+        causes.push(Cause::required(
+            "spec.validations",
+            "validations or auditAnnotations must contain at least one item",
+        ));
+    }
     let mut check = |field: String, source: &str| {
         if let Err(e) = Expression::compile(source) {
             causes.push(Cause::invalid(field, source, &e));
@@ -270,6 +285,49 @@ pub(crate) fn validate_policy(obj: &Value) -> Vec<Cause> {
                     }
                 }
             }
+        }
+    }
+    causes
+}
+
+/// Upstream's checks of a binding when it is written: its policy, at least one action
+/// (not both Deny and Warn) and, with a paramRef, its parameterNotFoundAction.
+pub(crate) fn validate_binding(obj: &Value) -> Vec<Cause> {
+    let spec = obj.get("spec").unwrap_or(&Value::Null);
+    let mut causes = Vec::new();
+    if text(spec, "policyName").is_empty() {
+        causes.push(Cause::required("spec.policyName", ""));
+    }
+    let actions = strings(spec.get("validationActions"));
+    for (i, a) in actions.iter().enumerate() {
+        if !matches!(a.as_str(), "Deny" | "Warn" | "Audit") {
+            causes.push(Cause {
+                reason: "FieldValueNotSupported",
+                field: format!("spec.validationActions[{i}]"),
+                message: format!(
+                    "Unsupported value: {}: supported values: \"Audit\", \"Deny\", \"Warn\"",
+                    json!(a)
+                ),
+            });
+        }
+    }
+    let has = |a: &str| actions.iter().any(|x| x == a);
+    if has("Deny") && has("Warn") {
+        causes.push(Cause::invalid(
+            "spec.validationActions",
+            &format!("{actions:?}"),
+            "must not contain both Deny and Warn (repeating the same validation failure information in the API response and headers serves no purpose)",
+        ));
+    }
+    if actions.is_empty() {
+        causes.push(Cause::required(
+            "spec.validationActions",
+            "at least one validation action is required",
+        ));
+    }
+    if let Some(p) = spec.get("paramRef").filter(|p| p.is_object()) {
+        if text(p, "parameterNotFoundAction").is_empty() {
+            causes.push(Cause::required("spec.paramRef.parameterNotFoundAction", ""));
         }
     }
     causes

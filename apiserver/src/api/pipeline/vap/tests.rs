@@ -80,6 +80,8 @@ fn a_runtime_error_is_an_error_and_a_compile_error_a_configuration_error() {
 #[test]
 fn invalid_expressions_are_refused_with_their_field() {
     let causes = policy::validate_policy(&json!({"spec": {
+        "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"],
+            "operations": ["CREATE"], "resources": ["deployments"]}]},
         "variables": [{"name": "v", "expression": "a +"}],
         "validations": [{"expression": "true"}, {"expression": "true", "messageExpression": "'x"}]
     }}));
@@ -92,4 +94,52 @@ fn invalid_expressions_are_refused_with_their_field() {
         ]
     );
     assert!(causes[0].message.contains("compilation failed: ERROR"));
+}
+
+#[test]
+fn policies_and_bindings_missing_what_upstream_requires_are_refused() {
+    let cases = [
+        (
+            "a policy without match constraints or validations",
+            policy::validate_policy(&json!({"spec": {}})),
+            vec![
+                "spec.matchConstraints: Required value",
+                "spec.validations: Required value: validations or auditAnnotations must contain at least one item",
+            ],
+        ),
+        (
+            "a policy with no resource rules",
+            policy::validate_policy(&json!({"spec": {"matchConstraints": {},
+                "validations": [{"expression": "true"}]}})),
+            vec!["spec.matchConstraints.resourceRules: Required value"],
+        ),
+        (
+            "a binding with no policy name or actions",
+            policy::validate_binding(&json!({"spec": {"paramRef": {"name": "p"}}})),
+            vec![
+                "spec.policyName: Required value",
+                "spec.validationActions: Required value: at least one validation action is required",
+                "spec.paramRef.parameterNotFoundAction: Required value",
+            ],
+        ),
+        (
+            "a binding with both Deny and Warn",
+            policy::validate_binding(&json!({"spec": {"policyName": "p",
+                "validationActions": ["Deny", "Warn"]}})),
+            vec!["spec.validationActions: Invalid value: \"[\\\"Deny\\\", \\\"Warn\\\"]\": must not contain both Deny and Warn (repeating the same validation failure information in the API response and headers serves no purpose)"],
+        ),
+        (
+            "a complete binding",
+            policy::validate_binding(&json!({"spec": {"policyName": "p",
+                "validationActions": ["Warn", "Audit"]}})),
+            vec![],
+        ),
+    ];
+    for (name, causes, want) in cases {
+        let got: Vec<String> = causes
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert_eq!(got, want, "{name}");
+    }
 }
