@@ -10,8 +10,12 @@
 //! `compilation failed: ERROR: <input>:1:5: Syntax error: ...` and
 //! `expression '...' resulted in error: no such key: x`.
 //!
+//! `authorizer` (upstream's authorizer library) is there when the caller gives a
+//! [`Check`]: `authorizer.group(g).resource(r).namespace(n).name(x).subresource(s)
+//! .check(verb)` and `authorizer.path(p).check(verb)`, then `.allowed()`, `.reason()`.
+//!
 //! Not done: the type checker (a type error shows at evaluation, not when a policy is
-//! written), `authorizer`, `quantity()`, `url()`, timestamps and durations.
+//! written), `authorizer.serviceAccount`, `quantity()`, `url()`, timestamps, durations.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -66,6 +70,9 @@ impl Expression {
         let mut context = cel::Context::with_env(Arc::clone(env()));
         for (name, value) in &activation.vars {
             context.add_variable_from_value(name.as_str(), value.clone());
+        }
+        if let Some(check) = &activation.authorizer {
+            authorizer::install(&mut context, Arc::clone(check));
         }
         self.program.execute(&context).map_err(|e| {
             format!(
@@ -124,7 +131,13 @@ pub(crate) fn cached(source: &str) -> Arc<Result<Expression, String>> {
 #[derive(Clone, Default)]
 pub(crate) struct Activation {
     vars: Vec<(String, Value)>,
+    authorizer: Option<Check>,
 }
+
+/// Asks the server's authorizers about the request's user: the attributes (`group`,
+/// `resource`, `subresource`, `namespace`, `name`, or `path`) and the verb; answers
+/// whether it is allowed and the reason.
+pub(crate) type Check = Arc<dyn Fn(&authorizer::Request, &str) -> (bool, String) + Send + Sync>;
 
 impl Activation {
     pub(crate) fn new() -> Self {
@@ -135,6 +148,11 @@ impl Activation {
     pub(crate) fn bind(&mut self, name: &str, value: Value) {
         self.vars.retain(|(n, _)| n != name);
         self.vars.push((name.to_string(), value));
+    }
+
+    /// Makes `authorizer` available, answering with `check`.
+    pub(crate) fn with_authorizer(&mut self, check: Check) {
+        self.authorizer = Some(check);
     }
 
     /// Binds `name` to a JSON value (an object, `null` for an absent one).
@@ -169,5 +187,7 @@ pub(crate) fn map_of(entries: Vec<(String, Value)>) -> Value {
     Value::from(entries.into_iter().collect::<HashMap<String, Value>>())
 }
 
+mod authorizer;
+pub(crate) use authorizer::Request as AuthzRequest;
 #[cfg(test)]
 mod tests;

@@ -364,7 +364,7 @@ impl Default for Pipeline {
                 Box::new(LimitRanger),
                 Box::new(PodSecurity),
                 Box::new(Priority),
-                Box::new(ValidatingAdmissionPolicy::default()),
+                Box::new(ValidatingAdmissionPolicy::with_authorizer(rbac.clone())),
                 Box::new(ValidatingAdmissionWebhook),
                 // Upstream checks escalation in RBAC's storage, after admission; before
                 // the quota charge here so a refused RBAC write charges nothing.

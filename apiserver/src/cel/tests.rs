@@ -110,3 +110,36 @@ fn variables_are_a_map_later_expressions_read() {
     let e = Expression::compile("object.spec.replicas > variables.limit").unwrap();
     assert_eq!(e.eval_bool(&a), Ok(true));
 }
+
+#[test]
+fn the_authorizer_asks_the_check_with_what_the_builder_collected() {
+    let mut a = Activation::new();
+    a.with_authorizer(Arc::new(|r: &authorizer::Request, verb: &str| {
+        let allowed = r.group.as_deref() == Some("apps")
+            && r.resource.as_deref() == Some("deployments")
+            && r.namespace.as_deref() == Some("ns")
+            && verb == "create";
+        (allowed, if allowed { String::new() } else { "no".into() })
+    }));
+    let cases = [
+        (
+            "allowed",
+            "authorizer.group('apps').resource('deployments').namespace('ns').check('create').allowed()",
+            true,
+        ),
+        (
+            "another verb",
+            "authorizer.group('apps').resource('deployments').namespace('ns').check('delete').allowed()",
+            false,
+        ),
+        (
+            "the reason",
+            "authorizer.group('').resource('pods').check('get').reason() == 'no'",
+            true,
+        ),
+    ];
+    for (name, source, want) in cases {
+        let e = Expression::compile(source).unwrap();
+        assert_eq!(e.eval_bool(&a), Ok(want), "{name}");
+    }
+}

@@ -345,3 +345,61 @@ async fn a_policy_whose_expression_does_not_compile_is_refused_with_422() {
         s.message
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_asks_the_authorizer_what_the_requesting_user_may_do() {
+    let c = Cluster::builder("vap-authz").start().await;
+    let policy = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "demo-policy.example.com"},
+        "spec": {
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": [""], "apiVersions": ["v1"],
+                "operations": ["CREATE"], "resources": ["configmaps"]
+            }]},
+            "validations": [{
+                "expression": "authorizer.group('').resource('secrets').namespace(object.metadata.namespace).check('list').allowed()",
+                "message": "only users who may list secrets create configmaps here"
+            }]
+        }
+    });
+    apply(&c, policy, binding(&c, &["Deny"], json!({}))).await;
+    let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
+        "metadata": {"name": "configmaps"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}]
+    }))
+    .unwrap();
+    c.api().create(&PostParams::default(), &role).await.unwrap();
+    let rb: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "alice-configmaps"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmaps"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "alice"}]
+    }))
+    .unwrap();
+    c.api().create(&PostParams::default(), &rb).await.unwrap();
+    let alice = crate::common::users::User::new(&c.kubeconfig, "alice", None).await;
+
+    c.api::<ConfigMap>()
+        .create(&PostParams::default(), &configmap("by-admin", json!({})))
+        .await
+        .expect("the admin may list secrets");
+    let as_alice = Api::<ConfigMap>::namespaced(alice.client.clone(), &c.ns);
+    let s = crate::common::eventually("alice's role to reach the authorizer", || async {
+        match as_alice
+            .create(&PostParams::default(), &configmap("by-alice", json!({})))
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.message.contains("ValidatingAdmissionPolicy") => Ok(*s),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(s.code, 422, "{s:?}");
+    assert!(
+        s.message
+            .ends_with("denied request: only users who may list secrets create configmaps here"),
+        "{}",
+        s.message
+    );
+}

@@ -11,7 +11,8 @@
 //! no audit log). Runtime and configuration errors follow the policy's failurePolicy.
 //!
 //! Compiled policies are cached per resourceVersion; no request compiles.
-//! Not done: `auditAnnotations`, `authorizer`, type checking (`status.typeChecking`).
+//! `authorizer` asks `system:masters` membership, then RBAC, for the request's user.
+//! Not done: `auditAnnotations`, type checking (`status.typeChecking`).
 
 pub(crate) mod policy;
 
@@ -23,7 +24,10 @@ use serde_json::{json, Value};
 
 use super::webhook::hooks::Hook;
 use super::webhook::Scene;
-use super::{AdmissionRequest, Operation, ValidatingAdmission};
+use super::{
+    AdmissionRequest, Attributes, Authorizer, Operation, ResourceAttributes, UserInfo,
+    ValidatingAdmission, Verdict,
+};
 use crate::api::Api;
 use crate::cel::Activation;
 use crate::registry::Resource;
@@ -35,10 +39,11 @@ const GROUP: &str = "admissionregistration.k8s.io";
 /// Compiled policies by name, each with the resourceVersion it was compiled from.
 type Compiled = HashMap<String, (String, Arc<Policy>)>;
 
-/// The plugin, with its compiled policies.
+/// The plugin, with its compiled policies and the authorizer CEL's `authorizer` asks.
 #[derive(Clone, Default)]
 pub struct ValidatingAdmissionPolicy {
     compiled: Arc<Mutex<Compiled>>,
+    authorizer: Option<Arc<dyn Authorizer>>,
 }
 
 /// What one evaluation decided against the request.
@@ -58,6 +63,45 @@ async fn listed(api: &Api, plural: &str) -> Result<Vec<Arc<Value>>> {
 }
 
 impl ValidatingAdmissionPolicy {
+    /// The plugin whose policies' `authorizer` asks `system:masters` membership, then
+    /// `authorizer` (what `kybern server` runs: RBAC).
+    pub fn with_authorizer(authorizer: impl Authorizer + 'static) -> Self {
+        ValidatingAdmissionPolicy {
+            compiled: Default::default(),
+            authorizer: Some(Arc::new(authorizer)),
+        }
+    }
+
+    /// CEL's `authorizer` for `user`, if this plugin has an authorizer.
+    fn check(&self, user: &UserInfo) -> Option<crate::cel::Check> {
+        let authorizer = Arc::clone(self.authorizer.as_ref()?);
+        let user = user.clone();
+        Some(Arc::new(move |r: &crate::cel::AuthzRequest, verb: &str| {
+            let attributes = Attributes {
+                user: user.clone(),
+                verb: verb.to_string(),
+                resource: r.path.is_none().then(|| ResourceAttributes {
+                    group: r.group.clone().unwrap_or_default(),
+                    version: "*".into(),
+                    resource: r.resource.clone().unwrap_or_default(),
+                    subresource: r.subresource.clone(),
+                    namespace: r.namespace.clone().filter(|n| !n.is_empty()),
+                    name: r.name.clone().filter(|n| !n.is_empty()),
+                }),
+                path: r.path.clone().unwrap_or_default(),
+            };
+            let verdict = match super::rbac::PrivilegedGroups.authorize(&attributes) {
+                Verdict::NoOpinion => authorizer.authorize(&attributes),
+                v => v,
+            };
+            match verdict {
+                Verdict::Allow => (true, String::new()),
+                Verdict::Deny(why) => (false, why),
+                Verdict::NoOpinion => (false, String::new()),
+            }
+        }))
+    }
+
     fn policy(&self, obj: &Value) -> Arc<Policy> {
         let name = crate::object::name(obj);
         let rv = obj
@@ -328,6 +372,9 @@ impl ValidatingAdmission for ValidatingAdmissionPolicy {
                     namespace_object = Some(namespace_of(api, request).await?);
                 }
                 let mut base = scene.activation(&seen, obj, old);
+                if let Some(check) = self.check(request.user) {
+                    base.with_authorizer(check);
+                }
                 base.bind_json(
                     "namespaceObject",
                     namespace_object.as_ref().unwrap_or(&Value::Null),
