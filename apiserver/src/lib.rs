@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod apply;
+pub(crate) mod cel;
 pub mod conversion;
 pub mod json;
 pub mod object;

@@ -12,6 +12,7 @@ use crate::object;
 use crate::registry::Resource;
 use crate::status::{Cause, Result};
 
+mod admissionregistration;
 mod job;
 pub(crate) mod pod;
 
@@ -108,6 +109,7 @@ pub(super) fn hooks_for(r: &Resource) -> &'static dyn KindHooks {
         ("batch", "jobs") => &job::Jobs,
         ("apiextensions.k8s.io", "customresourcedefinitions") => &Crds,
         ("certificates.k8s.io", "certificatesigningrequests") => &Csrs,
+        ("admissionregistration.k8s.io", _) => &admissionregistration::AdmissionRegistration,
         _ => &Generic,
     }
 }

@@ -29,6 +29,7 @@ pub mod quota;
 pub mod rbac;
 mod serviceaccount;
 pub mod storageclass;
+pub(crate) mod vap;
 pub(crate) mod webhook;
 
 pub(crate) use authn::service_account_user;
@@ -40,6 +41,7 @@ pub use priority::Priority;
 pub use quota::ResourceQuota;
 pub use serviceaccount::ServiceAccount;
 pub use storageclass::{DefaultStorageClass, StorageObjectInUseProtection};
+pub use vap::ValidatingAdmissionPolicy;
 pub use webhook::{MutatingAdmissionWebhook, ValidatingAdmissionWebhook};
 
 /// Who made a request, as upstream's `user.Info`.
@@ -363,6 +365,7 @@ impl Default for Pipeline {
                 Box::new(LimitRanger),
                 Box::new(PodSecurity),
                 Box::new(Priority),
+                Box::new(ValidatingAdmissionPolicy::with_authorizer(rbac.clone())),
                 Box::new(ValidatingAdmissionWebhook),
                 // Upstream checks escalation in RBAC's storage, after admission; before
                 // the quota charge here so a refused RBAC write charges nothing.

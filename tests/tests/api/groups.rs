@@ -59,7 +59,13 @@ const KINDS: &[Kind] = &[
         namespaced: false,
         short_names: &[],
         categories: &["api-extensions"],
-        fields: || json!({"spec": {"validations": [{"expression": "true"}]}}),
+        fields: || {
+            json!({"spec": {
+                "matchConstraints": {"resourceRules": [{"apiGroups": [""], "apiVersions": ["v1"],
+                    "operations": ["CREATE"], "resources": ["configmaps"]}]},
+                "validations": [{"expression": "true"}]
+            }})
+        },
         object_name: "policy",
     },
     Kind {

@@ -19,6 +19,7 @@ mod metadata;
 mod open_files;
 mod patch;
 mod podsecurity;
+mod policies;
 mod priority;
 mod prometheus;
 mod proxy;

@@ -641,3 +641,65 @@ async fn match_policy_equivalent_sends_a_write_in_another_version_as_the_rules_v
     assert_eq!(r["object"]["apiVersion"], "autoscaling/v1");
     assert_eq!(r["object"]["spec"]["maxReplicas"], 3);
 }
+
+#[tokio::test]
+async fn match_conditions_skip_the_webhook_and_an_erroring_one_fails_closed_under_fail() {
+    let c = Cluster::builder("wh-conditions").start().await;
+    let hook = WebhookServer::start(|_, review| {
+        Reply::Json(admission_response(
+            review,
+            false,
+            json!({"status": {"code": 403, "message": "checked and refused"}}),
+        ))
+    })
+    .await;
+    let conditions = json!({"matchConditions": [
+        {"name": "checked-only", "expression": "object.metadata.name.startsWith('checked-')"},
+        {"name": "not-admin", "expression": "!('system:masters' in request.userInfo.groups) || has(object.metadata.labels)"}
+    ]});
+    let erroring = json!({"matchConditions": [
+        {"name": "needs-data", "expression": "object.data.mode == 'strict'"}
+    ]});
+    validating(
+        &c,
+        "test-conditions",
+        json!([
+            configmap_hook(
+                "checked.example.com",
+                hook.client_config("/checked"),
+                conditions
+            ),
+            configmap_hook(
+                "strict.example.com",
+                hook.client_config("/strict"),
+                erroring
+            ),
+        ]),
+    )
+    .await;
+    let cms = c.api::<ConfigMap>();
+    let s = status(
+        cms.create(&PostParams::default(), &configmap("plain", json!({})))
+            .await,
+    );
+    // `plain` has data without `mode`: the second webhook's condition errs (403).
+    assert_eq!(s.code, 403, "{s:?}");
+    assert_eq!(
+        s.message,
+        "configmaps \"plain\" is forbidden: expression 'object.data.mode == 'strict'' resulted in error: no such key: mode"
+    );
+    let mut relaxed: ConfigMap = configmap("plain", json!({}));
+    relaxed.data = Some([("mode".to_string(), "relaxed".to_string())].into());
+    cms.create(&PostParams::default(), &relaxed)
+        .await
+        .expect("both conditions false: no webhook is called");
+    let mut checked = configmap("checked-1", json!({"a": "b"}));
+    checked.data = Some([("mode".to_string(), "relaxed".to_string())].into());
+    let s = status(cms.create(&PostParams::default(), &checked).await);
+    assert_eq!(
+        s.message,
+        "admission webhook \"checked.example.com\" denied the request: checked and refused"
+    );
+    let paths: Vec<String> = hook.requests().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(paths, ["/checked"], "only the matching webhook was called");
+}

@@ -12,12 +12,13 @@
 //! the DeleteOptions, and a mutating webhook that answers with a patch is an error since
 //! there is nothing to patch.
 //!
-//! Not done: `matchConditions` (CEL) are not evaluated: a webhook with them counts as a
-//! failed call (its failurePolicy decides).
+//! A webhook's `matchConditions` (CEL, [`crate::cel`]) are evaluated before it is
+//! called, as upstream: one false skips it; an error with none false fails closed (403)
+//! under `failurePolicy: Fail` and skips it under Ignore.
 
 pub(crate) mod client;
-mod hooks;
-mod review;
+pub(crate) mod hooks;
+pub(crate) mod review;
 
 use std::sync::Arc;
 
@@ -59,14 +60,14 @@ fn operation_name(op: Operation) -> &'static str {
 
 /// What the webhooks of one request share: the request as the rules see it and the
 /// labels of its namespace.
-struct Scene<'a> {
-    request: &'a AdmissionRequest<'a>,
+pub(crate) struct Scene<'a> {
+    pub(crate) request: &'a AdmissionRequest<'a>,
     operation: &'static str,
     namespace_labels: Option<Map<String, Value>>,
 }
 
 impl<'a> Scene<'a> {
-    async fn new(api: &Api, request: &'a AdmissionRequest<'a>) -> Result<Scene<'a>> {
+    pub(crate) async fn new(api: &Api, request: &'a AdmissionRequest<'a>) -> Result<Scene<'a>> {
         let mut namespace_labels = None;
         if let Some(ns) = request.namespace.filter(|_| request.resource.namespaced) {
             let snap = api.registry.snapshot();
@@ -99,7 +100,7 @@ impl<'a> Scene<'a> {
     /// The version of the resource the webhook is shown, if it is called at all
     /// (upstream's `ShouldCallHook`): the request's own when a rule matches it, else
     /// (matchPolicy Equivalent) the first version of the same objects a rule matches.
-    fn matches(
+    pub(crate) fn matches(
         &self,
         api: &Api,
         hook: &Hook,
@@ -134,6 +135,51 @@ impl<'a> Scene<'a> {
             .find(|e| hook.rules_match(&self.rules_request(e)))
             .cloned();
         equivalent
+    }
+
+    /// Upstream's CEL `request` (the AdmissionRequest without the objects) and the
+    /// objects in `seen`'s version: what match conditions and policies see.
+    pub(crate) fn activation(
+        &self,
+        seen: &Resource,
+        obj: Option<&Value>,
+        old: Option<&Value>,
+    ) -> crate::cel::Activation {
+        let r = self.request.resource;
+        let mut request = review::Review {
+            uid: "",
+            kind: (&seen.group, &seen.version, &seen.kind),
+            resource: (&seen.group, &seen.version, &seen.plural),
+            request_kind: (&r.group, &r.version, &r.kind),
+            request_resource: (&r.group, &r.version, &r.plural),
+            subresource: self.request.subresource.unwrap_or(""),
+            name: self.request.name,
+            namespace: self.request.namespace.unwrap_or(""),
+            operation: self.operation,
+            user: self.request.user,
+            object: None,
+            old_object: None,
+            dry_run: self.request.dry_run,
+            options: self.options(),
+        }
+        .to_json()["request"]
+            .take();
+        if let Some(m) = request.as_object_mut() {
+            m.remove("uid");
+            m.remove("object");
+            m.remove("oldObject");
+        }
+        let mut a = crate::cel::Activation::new();
+        a.bind_json("request", &request);
+        a.bind_json(
+            "object",
+            &obj.map(|o| convert(r, seen, o)).unwrap_or(Value::Null),
+        );
+        a.bind_json(
+            "oldObject",
+            &old.map(|o| convert(r, seen, o)).unwrap_or(Value::Null),
+        );
+        a
     }
 
     fn options(&self) -> Value {
@@ -173,7 +219,7 @@ impl<'a> Scene<'a> {
 
 /// An object of resource `from` in the form resource `to` (another version of the same
 /// objects) serves it.
-fn convert(from: &Resource, to: &Resource, obj: &Value) -> Value {
+pub(crate) fn convert(from: &Resource, to: &Resource, obj: &Value) -> Value {
     if from.group == to.group && from.version == to.version {
         return obj.clone();
     }
@@ -183,6 +229,53 @@ fn convert(from: &Resource, to: &Resource, obj: &Value) -> Value {
         o["apiVersion"] = json!(to.api_version());
         o
     })
+}
+
+/// Whether `hook`'s matchConditions let it be called (upstream's matcher): any false
+/// skips it; otherwise an error fails the request under `failurePolicy: Fail`
+/// (403 naming the object) and skips the webhook under Ignore.
+fn conditions_hold(
+    scene: &Scene<'_>,
+    hook: &Hook,
+    seen: &Resource,
+    obj: Option<&Value>,
+    old: Option<&Value>,
+) -> Result<bool> {
+    if hook.match_conditions.is_empty() {
+        return Ok(true);
+    }
+    let activation = scene.activation(seen, obj, old);
+    let mut errors = Vec::new();
+    for (_name, source) in &hook.match_conditions {
+        let compiled = crate::cel::cached(source);
+        let verdict = match compiled.as_ref() {
+            Ok(e) => e.eval_bool(&activation),
+            Err(e) => Err(e.clone()),
+        };
+        match verdict {
+            Ok(false) => return Ok(false),
+            Ok(true) => {}
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        return Ok(true);
+    }
+    if hook.ignore_failures {
+        tracing::warn!(webhook = %hook.name, errors = ?errors, "match conditions failed, skipping the webhook");
+        return Ok(false);
+    }
+    let r = scene.request.resource;
+    let message = if errors.len() == 1 {
+        errors.remove(0)
+    } else {
+        format!("[{}]", errors.join(", "))
+    };
+    Err(ApiError::Forbidden(
+        crate::status::Target::new(&r.group, &r.plural, scene.request.name),
+        message,
+        None,
+    ))
 }
 
 /// Why a call did not give an answer.
@@ -209,11 +302,6 @@ async fn ask(
             "admission webhook \"{}\" does not support dry run",
             hook.name
         ))));
-    }
-    if hook.match_conditions {
-        return Err(Failure::Calling(
-            "matchConditions are not supported by this server".into(),
-        ));
     }
     let r = request.resource;
     let obj = obj.map(|o| convert(r, seen, o));
@@ -281,6 +369,9 @@ async fn mutate(
     let Some(seen) = scene.matches(api, hook, Some(obj), old) else {
         return Ok(false);
     };
+    if !conditions_hold(scene, hook, &seen, Some(obj), old)? {
+        return Ok(false);
+    }
     let answer = match ask(api, scene, hook, &seen, Some(obj), old).await {
         Ok(a) => a,
         Err(f) => return failed(hook, f).map(|()| false),
@@ -394,6 +485,9 @@ impl ValidatingAdmission for ValidatingAdmissionWebhook {
             let seen = scene.matches(api, hook, obj, old)?;
             let scene = &scene;
             Some(async move {
+                if !conditions_hold(scene, hook, &seen, obj, old)? {
+                    return Ok(());
+                }
                 match ask(api, scene, hook, &seen, obj, old).await {
                     Ok(answer) => {
                         record_warnings(scene.request, &answer);

@@ -32,8 +32,9 @@ pub(crate) struct Hook {
     pub(crate) timeout: Duration,
     /// `reinvocationPolicy: IfNeeded` (mutating webhooks only).
     pub(crate) reinvoke: bool,
-    /// The webhook has `matchConditions`, which this server cannot evaluate (CEL).
-    pub(crate) match_conditions: bool,
+    /// `matchConditions`: (name, CEL expression) pairs, compiled through
+    /// [`crate::cel::cached`].
+    pub(crate) match_conditions: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -139,7 +140,18 @@ impl Hook {
             match_conditions: h
                 .get("matchConditions")
                 .and_then(Value::as_array)
-                .is_some_and(|c| !c.is_empty()),
+                .map(|conditions| {
+                    conditions
+                        .iter()
+                        .map(|c| {
+                            let text = |f: &str| {
+                                c.get(f).and_then(Value::as_str).unwrap_or("").to_string()
+                            };
+                            (text("name"), text("expression"))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 

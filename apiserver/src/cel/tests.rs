@@ -1,0 +1,145 @@
+use serde_json::json;
+
+use super::*;
+
+fn deployment() -> Activation {
+    let mut a = Activation::new();
+    a.bind_json(
+        "object",
+        &json!({
+            "metadata": {"name": "web", "labels": {"app": "Web", "tier": "front"}},
+            "spec": {"replicas": 6, "template": {"spec": {"containers": [
+                {"name": "a", "image": "registry.local/a:1.0"},
+                {"name": "b", "image": "nginx:latest"}
+            ]}}}
+        }),
+    );
+    a.bind_json("oldObject", &Json::Null);
+    a
+}
+
+#[test]
+fn kubernetes_expressions_evaluate_as_upstream() {
+    let cases = [
+        ("integers compare with int literals", "object.spec.replicas <= 5", false),
+        ("has on a present field", "has(object.metadata.labels)", true),
+        ("has on an absent field", "has(object.metadata.annotations)", false),
+        ("null old object on create", "oldObject == null", true),
+        ("startsWith", "object.metadata.name.startsWith('we')", true),
+        ("endsWith", "object.metadata.name.endsWith('b')", true),
+        ("contains", "object.metadata.name.contains('e')", true),
+        ("matches", "object.metadata.name.matches('^[a-z]+$')", true),
+        ("size of a string", "size(object.metadata.name) == 3", true),
+        ("size of a map", "object.metadata.labels.size() == 2", true),
+        ("lowerAscii", "object.metadata.labels.app.lowerAscii() == 'web'", true),
+        ("upperAscii", "object.metadata.labels.tier.upperAscii() == 'FRONT'", true),
+        ("split", "'a,b'.split(',').size() == 2", true),
+        ("in on a map", "'app' in object.metadata.labels", true),
+        (
+            "all",
+            "object.spec.template.spec.containers.all(c, c.image.contains(':'))",
+            true,
+        ),
+        (
+            "exists",
+            "object.spec.template.spec.containers.exists(c, c.image.endsWith(':latest'))",
+            true,
+        ),
+        (
+            "exists_one",
+            "object.spec.template.spec.containers.exists_one(c, c.name == 'a')",
+            true,
+        ),
+        (
+            "map",
+            "object.spec.template.spec.containers.map(c, c.name) == ['a', 'b']",
+            true,
+        ),
+        (
+            "filter",
+            "object.spec.template.spec.containers.filter(c, c.image.startsWith('registry.local/')).size() == 1",
+            true,
+        ),
+        (
+            "optional field with a default",
+            "object.metadata.?annotations.orValue({}).size() == 0",
+            true,
+        ),
+    ];
+    let a = deployment();
+    for (name, source, want) in cases {
+        let e = Expression::compile(source).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(e.eval_bool(&a), Ok(want), "{name}: {source}");
+    }
+}
+
+#[test]
+fn invalid_syntax_is_a_compilation_error_with_the_position() {
+    let err = Expression::compile("object.spec.replicas <= ").unwrap_err();
+    assert!(
+        err.starts_with("compilation failed: ERROR: <input>:1:"),
+        "{err}"
+    );
+    assert!(err.contains("Syntax error"), "{err}");
+}
+
+#[test]
+fn a_missing_field_is_upstreams_runtime_error() {
+    let e = Expression::compile("object.spec.paused == false").unwrap();
+    assert_eq!(
+        e.eval_bool(&deployment()),
+        Err(
+            "expression 'object.spec.paused == false' resulted in error: no such key: paused"
+                .into()
+        )
+    );
+}
+
+#[test]
+fn a_non_bool_result_is_an_error_where_a_bool_is_wanted() {
+    let e = Expression::compile("object.metadata.name").unwrap();
+    let err = e.eval_bool(&deployment()).unwrap_err();
+    assert!(err.contains("expected type bool"), "{err}");
+    assert_eq!(e.eval(&deployment()), Ok(Value::from("web")));
+}
+
+#[test]
+fn variables_are_a_map_later_expressions_read() {
+    let mut a = deployment();
+    a.bind("variables", map_of(vec![("limit".into(), Value::Int(5))]));
+    let e = Expression::compile("object.spec.replicas > variables.limit").unwrap();
+    assert_eq!(e.eval_bool(&a), Ok(true));
+}
+
+#[test]
+fn the_authorizer_asks_the_check_with_what_the_builder_collected() {
+    let mut a = Activation::new();
+    a.with_authorizer(Arc::new(|r: &authorizer::Request, verb: &str| {
+        let allowed = r.group.as_deref() == Some("apps")
+            && r.resource.as_deref() == Some("deployments")
+            && r.namespace.as_deref() == Some("ns")
+            && verb == "create";
+        (allowed, if allowed { String::new() } else { "no".into() })
+    }));
+    let cases = [
+        (
+            "allowed",
+            "authorizer.group('apps').resource('deployments').namespace('ns').check('create').allowed()",
+            true,
+        ),
+        (
+            "another verb",
+            "authorizer.group('apps').resource('deployments').namespace('ns').check('delete').allowed()",
+            false,
+        ),
+        (
+            "the reason",
+            "authorizer.group('').resource('pods').check('get').reason() == 'no'",
+            true,
+        ),
+    ];
+    for (name, source, want) in cases {
+        let e = Expression::compile(source).unwrap();
+        assert_eq!(e.eval_bool(&a), Ok(want), "{name}");
+    }
+}
