@@ -134,6 +134,11 @@ struct ControllerArgs {
     /// (kube-controller-manager's port; keep it on loopback); port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:10257")]
     metrics_bind_address: SocketAddr,
+    /// Run each control loop as its own service account in kube-system (created if
+    /// missing; its tokens requested with the kubeconfig's identity), bound by the
+    /// `system:controller:*` roles; `=false` runs every loop as the kubeconfig's user.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    use_service_account_credentials: bool,
     /// The range the nodeipam loop gives nodes their podCIDRs from.
     #[arg(long, default_value = "10.42.0.0/16")]
     cluster_cidr: String,
@@ -370,10 +375,13 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         .kubeconfig
         .expect("clap requires --kubeconfig without --list");
     let nodeipam = args.node_cidr.nodeipam(&args.cluster_cidr)?;
-    let ctx = controllers::runtime::context_from_kubeconfig(&kubeconfig)
-        .await?
-        .with_setting(scheduler)
-        .with_setting(Some(nodeipam));
+    let ctx = controllers::runtime::context_with_credentials(
+        &kubeconfig,
+        args.use_service_account_credentials,
+    )
+    .await?
+    .with_setting(scheduler)
+    .with_setting(Some(nodeipam));
     // A port in use is fatal here, as for kube-controller-manager: this process exists
     // to run the loops, and a monitor should not scrape someone else's figures.
     serve_metrics(args.metrics_bind_address, &ctx).await?;
@@ -382,6 +390,32 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
         r = controllers::runtime::run_with(&all, &args.names, ctx, &args.disable) => r,
         _ = tokio::signal::ctrl_c() => Ok(()),
     }
+}
+
+/// The in-process loops' identities: each controller loop its service account's tokens
+/// (`controllers::identity`), the scheduler `system:kube-scheduler` through
+/// `<data-dir>/scheduler.kubeconfig`, a client certificate the cluster CA issues again
+/// at each start (as kubeadm writes scheduler.conf; `kybern controller scheduler` can
+/// use the file too).
+async fn loop_credentials(
+    ctx: &controllers::Context,
+    server: &server::Server,
+    data_dir: &std::path::Path,
+    pki: &apiserver::pki::Pki,
+) -> anyhow::Result<controllers::identity::Credentials> {
+    const SCHEDULER: &str = "system:kube-scheduler";
+    let admin = controllers::runtime::kubeconfig_config(&server.kubeconfig).await?;
+    let (cert, key) = pki
+        .issue_client_cert(SCHEDULER, &[])
+        .map_err(|e| anyhow::anyhow!("issuing the scheduler's certificate: {e}"))?;
+    let path = data_dir.join("scheduler.kubeconfig");
+    apiserver::pki::write_kubeconfig(&path, &server.url, pki, &cert, &key)
+        .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
+    let scheduler = kube::Client::try_from(controllers::runtime::kubeconfig_config(&path).await?)?;
+    Ok(
+        controllers::identity::Credentials::new(ctx.client.clone(), admin)
+            .with_user(SCHEDULER, scheduler),
+    )
 }
 
 /// Serves the loops' `/metrics` and `/healthz` on `address` in the background.
@@ -492,9 +526,12 @@ async fn serve(config: Config, loop_args: LoopArgs, agent: Option<UpNode>) -> an
     let token_key = apiserver::api::TokenSigner::ensure(&data_dir)
         .map(|k| controllers::tokens::TokenKey(std::sync::Arc::new(k)))
         .map_err(|e| anyhow::anyhow!("reading the service-account key: {e}"))?;
-    // The loops reach the server as any client would: over HTTPS with admin.kubeconfig.
-    let ctx = controllers::runtime::context_from_kubeconfig(&server.kubeconfig)
-        .await?
+    // The loops reach the server as any client would: over HTTPS, each loop as its own
+    // identity (admin.kubeconfig's asks for their tokens and runs the shared informers).
+    let ctx = controllers::runtime::context_from_kubeconfig(&server.kubeconfig).await?;
+    let credentials = loop_credentials(&ctx, &server, &data_dir, &signing.0).await?;
+    let ctx = ctx
+        .with_credentials(Some(credentials))
         .with_setting(scheduler)
         .with_setting(storage)
         .with_setting(Some(signing))

@@ -17,6 +17,7 @@ pub mod expectations;
 pub mod fixtures;
 pub mod gc;
 pub mod hpa;
+pub mod identity;
 pub mod job;
 pub mod leader;
 pub mod localpath;
@@ -57,6 +58,9 @@ pub struct Context {
     pub informers: runtime::informers::Informers,
     /// The loops' Prometheus series (served by `runtime::metrics::serve`).
     pub metrics: Arc<runtime::metrics::Metrics>,
+    /// When set, each loop acts with a client of its own identity (see [`identity`]);
+    /// otherwise every loop uses `client`.
+    pub credentials: Option<Arc<identity::Credentials>>,
 }
 
 impl Context {
@@ -68,6 +72,29 @@ impl Context {
             ca_pem: None,
             settings: Settings::default(),
             metrics: Arc::default(),
+            credentials: None,
+        }
+    }
+
+    /// With each loop acting under its own identity, made by `credentials`.
+    pub fn with_credentials(self, credentials: Option<identity::Credentials>) -> Self {
+        Context {
+            credentials: credentials.map(Arc::new),
+            ..self
+        }
+    }
+
+    /// The context of one loop that acts with `client`: the same informers, settings
+    /// and metrics as this one.
+    pub fn for_loop(&self, client: kube::Client) -> Self {
+        Context {
+            informers: self.informers.for_loop(client.clone()),
+            client,
+            identity: self.identity.clone(),
+            ca_pem: self.ca_pem.clone(),
+            settings: self.settings.clone(),
+            metrics: self.metrics.clone(),
+            credentials: None,
         }
     }
 
@@ -87,7 +114,7 @@ impl Context {
 /// At most one value of each type, found by its type: how a loop defined outside this
 /// crate (the scheduler) gets its own configuration through the shared [`Context`]
 /// without this crate naming the configuration's type.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct Settings(Vec<Arc<dyn Any + Send + Sync>>);
 
 impl Settings {

@@ -109,6 +109,33 @@ pub async fn context_from_kubeconfig(path: &std::path::Path) -> anyhow::Result<C
     Ok(Context::new(client, identity()).with_ca(ca_pem))
 }
 
+/// Like [`context_from_kubeconfig`], but with `service_accounts` each loop acts as its
+/// own service account (kube-controller-manager's `--use-service-account-credentials`):
+/// the kubeconfig's identity asks for the accounts' tokens and runs the shared
+/// informers.
+pub async fn context_with_credentials(
+    path: &std::path::Path,
+    service_accounts: bool,
+) -> anyhow::Result<Context> {
+    let ctx = context_from_kubeconfig(path).await?;
+    if !service_accounts {
+        return Ok(ctx);
+    }
+    let config = kubeconfig_config(path).await?;
+    let credentials = crate::identity::Credentials::new(ctx.client.clone(), config);
+    Ok(ctx.with_credentials(Some(credentials)))
+}
+
+/// The client configuration of a kubeconfig file.
+pub async fn kubeconfig_config(path: &std::path::Path) -> anyhow::Result<kube::Config> {
+    use anyhow::Context as _;
+    let kubeconfig = kube::config::Kubeconfig::read_from(path)
+        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
+    kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
+        .await
+        .with_context(|| format!("loading kubeconfig {}", path.display()))
+}
+
 /// PEM armour: base64 in 64-character lines between BEGIN and END.
 fn pem(label: &str, der: &[u8]) -> String {
     use base64::Engine;
@@ -148,12 +175,33 @@ pub async fn run_with(
     let ctx = Arc::new(ctx);
     let mut tasks = tokio::task::JoinSet::new();
     for l in selected {
-        tasks.spawn(lead_and_run(l, ctx.clone()));
+        tasks.spawn(lead_and_run(l, loop_context(&ctx, l.name)?));
     }
     while let Some(done) = tasks.join_next().await {
         done?;
     }
     Ok(())
+}
+
+/// The context loop `name` runs with: with credentials, one that acts as the loop's
+/// own identity (its lease too), else the process's.
+fn loop_context(ctx: &Arc<Context>, name: &str) -> anyhow::Result<Arc<Context>> {
+    let Some(credentials) = &ctx.credentials else {
+        return Ok(ctx.clone());
+    };
+    match credentials.client_for(name)? {
+        Some(client) => {
+            tracing::info!(control_loop = name, identity = ?crate::identity::of(name), "acting as");
+            Ok(Arc::new(ctx.for_loop(client)))
+        }
+        None => {
+            tracing::warn!(
+                control_loop = name,
+                "no identity of its own; acting with the process's credentials"
+            );
+            Ok(ctx.clone())
+        }
+    }
 }
 
 /// Runs one loop (under its lease, restarted after each failure) until the process

@@ -17,7 +17,10 @@ use crate::status::{ApiError, Result};
 
 mod roles;
 
-use roles::{ClusterRole, ClusterRoleBinding, Rule, Subject, CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS};
+use roles::{
+    ClusterRole, ClusterRoleBinding, Rule, Subject, CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS,
+    CONTROLLER_ROLES,
+};
 
 const AUTOUPDATE: &str = "rbac.authorization.kubernetes.io/autoupdate";
 
@@ -29,8 +32,28 @@ pub async fn ensure(api: &Arc<Api>) -> Result<()> {
     for binding in CLUSTER_ROLE_BINDINGS {
         reconcile(api, "clusterrolebindings", binding_object(binding)).await?;
     }
+    for role in CONTROLLER_ROLES {
+        reconcile(api, "clusterroles", role_object(role)).await?;
+        reconcile(api, "clusterrolebindings", controller_binding(role.name)).await?;
+    }
     Ok(())
 }
+
+/// A control loop's role `system:controller:<account>` bound to `<account>` in
+/// kube-system, as upstream binds its controllers' roles.
+fn controller_binding(role: &str) -> Value {
+    let account = role
+        .strip_prefix(CONTROLLER_PREFIX)
+        .expect("controller roles are named system:controller:<account>");
+    json!({
+        "apiVersion": format!("{GROUP}/v1"), "kind": "ClusterRoleBinding",
+        "metadata": metadata(role, &[]),
+        "roleRef": {"apiGroup": GROUP, "kind": "ClusterRole", "name": role},
+        "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": "kube-system"}],
+    })
+}
+
+const CONTROLLER_PREFIX: &str = "system:controller:";
 
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()

@@ -158,8 +158,11 @@ fn all<K: Kind>(store: &Store<K>) -> Vec<Touched<K>> {
 /// The informers of one process, by kind and watch selectors. Each watch starts the
 /// first time a loop asks for its kind and runs until this registry is dropped.
 pub struct Informers {
+    /// What the loop holding this handle writes with (its own identity).
     client: kube::Client,
-    inner: Mutex<Registry>,
+    /// What the shared watches use (the process's identity).
+    watch_client: kube::Client,
+    inner: Arc<Mutex<Registry>>,
 }
 
 #[derive(Default)]
@@ -171,12 +174,23 @@ struct Registry {
 impl Informers {
     pub fn new(client: kube::Client) -> Self {
         Informers {
+            watch_client: client.clone(),
             client,
-            inner: Mutex::new(Registry::default()),
+            inner: Arc::default(),
         }
     }
 
-    /// The client the watches use.
+    /// The same shared informers for a loop that writes with `client` (its own
+    /// identity); the watches keep the process's.
+    pub fn for_loop(&self, client: kube::Client) -> Self {
+        Informers {
+            client,
+            watch_client: self.watch_client.clone(),
+            inner: self.inner.clone(),
+        }
+    }
+
+    /// The client the loop holding this handle writes with.
     pub fn client(&self) -> &kube::Client {
         &self.client
     }
@@ -203,19 +217,17 @@ impl Informers {
                 .expect("informers are keyed by their type")
                 .clone();
         }
-        let (informer, task) = start::<K>(self.client.clone(), config);
+        let (informer, task) = start::<K>(self.watch_client.clone(), config);
         inner.tasks.push(task.abort_handle());
         inner.informers.insert(key, Box::new(informer.clone()));
         informer
     }
 }
 
-impl Drop for Informers {
+impl Drop for Registry {
     fn drop(&mut self) {
-        if let Ok(inner) = self.inner.get_mut() {
-            for task in &inner.tasks {
-                task.abort();
-            }
+        for task in &self.tasks {
+            task.abort();
         }
     }
 }

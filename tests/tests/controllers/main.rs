@@ -7,6 +7,7 @@ use kybern_testkit as common;
 mod cli;
 mod clusterroleaggregation;
 mod gc;
+mod identity;
 mod leader;
 mod namespace;
 mod resourcequota;

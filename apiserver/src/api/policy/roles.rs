@@ -1,5 +1,10 @@
 //! The bootstrap policy as data: upstream v1.33's default ClusterRoles (those kybern
-//! serves) and ClusterRoleBindings, one table each.
+//! serves) and ClusterRoleBindings, one table each; the control loops' roles are in
+//! [`controllers`].
+
+mod controllers;
+
+pub(super) use controllers::CONTROLLER_ROLES;
 
 /// One rule: verbs, API groups, resources, resource names, non-resource URLs.
 pub(super) struct Rule {
@@ -468,6 +473,13 @@ pub(super) const CLUSTER_ROLES: &[ClusterRole] = &[
                 &["leases"],
                 &["kube-scheduler"],
             ),
+            // kybern's scheduler elects its leader through this Lease.
+            named(
+                &["get", "update"],
+                &["coordination.k8s.io"],
+                &["leases"],
+                &["kybern-scheduler"],
+            ),
             res(READ, &[""], &["nodes"]),
             res(&["delete", "get", "list", "watch"], &[""], &["pods"]),
             res(&["create"], &[""], &["bindings", "pods/binding"]),
@@ -491,6 +503,24 @@ pub(super) const CLUSTER_ROLES: &[ClusterRole] = &[
             res(READ, &[""], &["namespaces"]),
             res(READ, &["storage.k8s.io"], &["csidrivers"]),
             res(READ, &["storage.k8s.io"], &["csistoragecapacities"]),
+        ],
+    },
+    ClusterRole {
+        name: "system:volume-scheduler",
+        labels: &[],
+        aggregates: None,
+        rules: &[
+            res(
+                &["get", "list", "patch", "update", "watch"],
+                &[""],
+                &["persistentvolumes"],
+            ),
+            res(READ, &["storage.k8s.io"], &["storageclasses"]),
+            res(
+                &["get", "list", "patch", "update", "watch"],
+                &[""],
+                &["persistentvolumeclaims"],
+            ),
         ],
     },
     ClusterRole {
@@ -557,6 +587,11 @@ pub(super) const CLUSTER_ROLE_BINDINGS: &[ClusterRoleBinding] = &[
     ClusterRoleBinding {
         name: "system:kube-scheduler",
         role: "system:kube-scheduler",
+        subjects: &[Subject::User("system:kube-scheduler")],
+    },
+    ClusterRoleBinding {
+        name: "system:volume-scheduler",
+        role: "system:volume-scheduler",
         subjects: &[Subject::User("system:kube-scheduler")],
     },
     ClusterRoleBinding {
