@@ -23,6 +23,8 @@ use crate::tls::ClientIdentity;
 mod authn;
 mod lifecycle;
 pub mod limitranger;
+pub mod node;
+pub(crate) mod noderestriction;
 mod podsecurity;
 pub mod priority;
 pub mod quota;
@@ -35,6 +37,8 @@ pub(crate) use authn::service_account_user;
 pub use authn::{anonymous, impersonate, Anonymous, ServiceAccountTokens};
 pub use lifecycle::NamespaceLifecycle;
 pub use limitranger::LimitRanger;
+pub use node::NodeAuthorizer;
+pub use noderestriction::NodeRestriction;
 pub use podsecurity::PodSecurity;
 pub use priority::Priority;
 pub use quota::ResourceQuota;
@@ -233,6 +237,12 @@ pub enum Verdict {
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, attributes: &Attributes) -> Verdict;
 
+    /// Why this authorizer had no opinion, when it has a reason to give (upstream's
+    /// reason beside `DecisionNoOpinion`, shown in the 403 when nobody allows).
+    fn explain(&self, _attributes: &Attributes) -> Option<String> {
+        None
+    }
+
     /// What `user` may do in `namespace`, as upstream's `RuleResolver` lists it for a
     /// SelfSubjectRulesReview; `None` when this authorizer cannot list its rules.
     fn rules(&self, _user: &UserInfo, _namespace: &str) -> Option<Rules> {
@@ -348,10 +358,15 @@ impl Default for Pipeline {
                 Box::new(ServiceAccountTokens),
                 Box::new(Anonymous),
             ],
-            authorizers: vec![Box::new(rbac::PrivilegedGroups), Box::new(rbac.clone())],
+            authorizers: vec![
+                Box::new(rbac::PrivilegedGroups),
+                Box::new(NodeAuthorizer::default()),
+                Box::new(rbac.clone()),
+            ],
             mutating: vec![
                 Box::new(LimitRanger),
                 Box::new(ServiceAccount),
+                Box::new(NodeRestriction),
                 Box::new(Priority),
                 Box::new(DefaultStorageClass),
                 Box::new(StorageObjectInUseProtection),
@@ -360,6 +375,7 @@ impl Default for Pipeline {
             validating: vec![
                 Box::new(NamespaceLifecycle),
                 Box::new(LimitRanger),
+                Box::new(NodeRestriction),
                 Box::new(PodSecurity),
                 Box::new(Priority),
                 Box::new(ValidatingAdmissionWebhook),
@@ -402,7 +418,14 @@ impl Pipeline {
         match self.decide(attributes) {
             Verdict::Allow => Ok(()),
             Verdict::Deny(reason) => Err(attributes.forbidden(&reason)),
-            Verdict::NoOpinion => Err(attributes.forbidden("")),
+            Verdict::NoOpinion => {
+                let reasons: Vec<String> = self
+                    .authorizers
+                    .iter()
+                    .filter_map(|a| a.explain(attributes))
+                    .collect();
+                Err(attributes.forbidden(&reasons.join("\n")))
+            }
         }
     }
 

@@ -32,6 +32,15 @@ pub async fn ensure(api: &Arc<Api>) -> Result<()> {
     Ok(())
 }
 
+/// The rules of the default ClusterRole `name` (none for a name it does not have).
+pub(crate) fn cluster_role_rules(name: &str) -> Vec<PolicyRule> {
+    CLUSTER_ROLES
+        .iter()
+        .filter(|r| r.name == name)
+        .flat_map(|r| r.rules.iter().map(policy_rule))
+        .collect()
+}
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }

@@ -16,6 +16,7 @@ mod groups;
 mod limitranger;
 mod limits;
 mod metadata;
+mod nodes;
 mod open_files;
 mod patch;
 mod podsecurity;
