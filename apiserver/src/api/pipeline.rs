@@ -31,6 +31,7 @@ pub mod quota;
 pub mod rbac;
 mod serviceaccount;
 pub mod storageclass;
+pub mod tolerationseconds;
 pub(crate) mod webhook;
 
 pub(crate) use authn::service_account_user;
@@ -44,6 +45,7 @@ pub use priority::Priority;
 pub use quota::ResourceQuota;
 pub use serviceaccount::ServiceAccount;
 pub use storageclass::{DefaultStorageClass, StorageObjectInUseProtection};
+pub use tolerationseconds::DefaultTolerationSeconds;
 pub use webhook::{MutatingAdmissionWebhook, ValidatingAdmissionWebhook};
 
 /// Who made a request, as upstream's `user.Info`.
@@ -368,6 +370,7 @@ impl Default for Pipeline {
                 Box::new(ServiceAccount),
                 Box::new(NodeRestriction),
                 Box::new(Priority),
+                Box::new(DefaultTolerationSeconds),
                 Box::new(DefaultStorageClass),
                 Box::new(StorageObjectInUseProtection),
                 Box::new(MutatingAdmissionWebhook),

@@ -28,6 +28,7 @@ mod selectors;
 mod semantics;
 mod storage;
 mod subresources;
+mod tolerationseconds;
 mod top;
 mod versions;
 mod watch;

@@ -49,7 +49,7 @@ where
     );
 }
 
-async fn mutating(c: &Cluster, webhooks: Value) {
+pub(crate) async fn mutating(c: &Cluster, webhooks: Value) {
     let config = json!({"metadata": {"name": "test-mutating"}, "webhooks": webhooks});
     configure::<MutatingWebhookConfiguration>(c, "mutatingwebhookconfigurations", config).await;
 }
