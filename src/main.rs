@@ -550,7 +550,10 @@ async fn serve(config: Config, loop_args: LoopArgs, agent: Option<UpNode>) -> an
     });
     let mut agent_task = None;
     if let Some(node) = agent {
-        let (client, ca) = connect(&server.kubeconfig).await?;
+        // The agent is this host's node, with the node identity any node has.
+        let kubeconfig =
+            node_agent::local_kubeconfig(&data_dir, &node.dir(), &server.url, &node.name())?;
+        let (client, ca) = connect(&kubeconfig).await?;
         agent_task = Some(tokio::spawn(async move {
             if let Err(e) = node_agent::run(client, ca, node).await {
                 tracing::error!(error = format!("{e:#}"), "the node agent stopped");

@@ -16,7 +16,9 @@ use agent::runtime::Runtime;
 use anyhow::Context;
 use clap::Args;
 
+mod identity;
 mod reset;
+pub(crate) use identity::local_kubeconfig;
 pub(crate) use reset::reset;
 
 #[derive(Args, Clone, Debug)]
@@ -193,6 +195,11 @@ impl NodeArgs {
         }
     }
 
+    /// The node's name: `--node-name`, else this host's name.
+    pub(crate) fn name(&self) -> String {
+        self.node_name.clone().unwrap_or_else(host_name)
+    }
+
     pub(crate) fn dir(&self) -> PathBuf {
         self.agent_dir
             .clone()
@@ -314,7 +321,7 @@ pub(crate) async fn run(
         })
         .collect::<anyhow::Result<_>>()?;
     let config = AgentConfig {
-        node_name: args.node_name.clone().unwrap_or_else(host_name),
+        node_name: args.name(),
         node_ip: args.node_ip.unwrap_or_else(agent::node::primary_ip),
         data_dir: args.dir(),
         labels,

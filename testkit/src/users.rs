@@ -23,40 +23,7 @@ impl User {
     /// them), for the server whose admin kubeconfig is `admin_kubeconfig` (in its data
     /// dir, where the CA's key is).
     pub async fn new(admin_kubeconfig: &Path, name: &str, group: Option<&str>) -> User {
-        let data_dir = admin_kubeconfig
-            .parent()
-            .expect("the admin kubeconfig is in the data dir");
-        let read = |f: &str| {
-            std::fs::read_to_string(data_dir.join("pki").join(f))
-                .unwrap_or_else(|e| panic!("reading the CA's {f}: {e}"))
-        };
-        let ca = Pki {
-            ca_cert_pem: read("ca.crt"),
-            ca_key_pem: read("ca.key"),
-            server_cert_pem: String::new(),
-            server_key_pem: String::new(),
-            admin_cert_pem: String::new(),
-            admin_key_pem: String::new(),
-            kubelet_client_cert_pem: String::new(),
-            kubelet_client_key_pem: String::new(),
-        };
-        let groups: Vec<&str> = group.into_iter().collect();
-        let (cert, key) = ca
-            .issue_client_cert(name, &groups)
-            .expect("issuing a client certificate");
-        let admin = Kubeconfig::read_from(admin_kubeconfig).expect("reading the admin kubeconfig");
-        let server = admin.clusters[0]
-            .cluster
-            .as_ref()
-            .and_then(|c| c.server.clone())
-            .expect("the admin kubeconfig names the server");
-        let file: String = name
-            .chars()
-            .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-            .collect();
-        let kubeconfig = data_dir.join("users").join(format!("{file}.kubeconfig"));
-        pki::write_kubeconfig(&kubeconfig, &server, &ca, &cert, &key)
-            .expect("writing the user's kubeconfig");
+        let kubeconfig = kubeconfig_for(admin_kubeconfig, name, group);
         let client = client_from_kubeconfig(&kubeconfig).await;
         User {
             name: name.to_string(),
@@ -73,6 +40,48 @@ impl User {
             namespace: None,
         }
     }
+}
+
+/// Writes a kubeconfig for `name` in `group` (a certificate from the CA of the server
+/// whose admin kubeconfig is `admin_kubeconfig`) under `<data dir>/users/` and returns its
+/// path; what [`User::new`] uses, for callers that start processes rather than clients
+/// (e.g. an agent with a node's identity).
+pub fn kubeconfig_for(admin_kubeconfig: &Path, name: &str, group: Option<&str>) -> PathBuf {
+    let data_dir = admin_kubeconfig
+        .parent()
+        .expect("the admin kubeconfig is in the data dir");
+    let read = |f: &str| {
+        std::fs::read_to_string(data_dir.join("pki").join(f))
+            .unwrap_or_else(|e| panic!("reading the CA's {f}: {e}"))
+    };
+    let ca = Pki {
+        ca_cert_pem: read("ca.crt"),
+        ca_key_pem: read("ca.key"),
+        server_cert_pem: String::new(),
+        server_key_pem: String::new(),
+        admin_cert_pem: String::new(),
+        admin_key_pem: String::new(),
+        kubelet_client_cert_pem: String::new(),
+        kubelet_client_key_pem: String::new(),
+    };
+    let groups: Vec<&str> = group.into_iter().collect();
+    let (cert, key) = ca
+        .issue_client_cert(name, &groups)
+        .expect("issuing a client certificate");
+    let admin = Kubeconfig::read_from(admin_kubeconfig).expect("reading the admin kubeconfig");
+    let server = admin.clusters[0]
+        .cluster
+        .as_ref()
+        .and_then(|c| c.server.clone())
+        .expect("the admin kubeconfig names the server");
+    let file: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+        .collect();
+    let kubeconfig = data_dir.join("users").join(format!("{file}.kubeconfig"));
+    pki::write_kubeconfig(&kubeconfig, &server, &ca, &cert, &key)
+        .expect("writing the user's kubeconfig");
+    kubeconfig
 }
 
 async fn config_without_credentials(kubeconfig: &Path) -> kube::Config {

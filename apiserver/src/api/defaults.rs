@@ -303,33 +303,14 @@ pub(super) fn pod_spec(spec: &mut Map<String, Value>) {
     }
 }
 
-/// What the ServiceAccount, Priority and DefaultTolerationSeconds admission plugins add
-/// to pods (not to templates).
+/// What the ServiceAccount and Priority admission plugins add to pods (not to templates);
+/// DefaultTolerationSeconds is an admission plugin (`pipeline/tolerationseconds.rs`).
 fn admission_defaults(spec: &mut Map<String, Value>) {
     default(spec, "serviceAccountName", json!("default"));
     let sa = spec["serviceAccountName"].clone();
     default(spec, "serviceAccount", sa);
     default(spec, "priority", json!(0));
     default(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
-    let tolerations = spec.entry("tolerations").or_insert_with(|| json!([]));
-    if let Some(list) = tolerations.as_array_mut() {
-        for taint in [
-            "node.kubernetes.io/not-ready",
-            "node.kubernetes.io/unreachable",
-        ] {
-            let covered = list.iter().any(|t| {
-                let key = t.get("key").and_then(Value::as_str);
-                let effect = t.get("effect").and_then(Value::as_str);
-                t.get("operator").and_then(Value::as_str) == Some("Exists")
-                    && key.is_none()
-                    && effect.is_none_or(|e| e == "NoExecute")
-                    || key == Some(taint) && effect.is_none_or(|e| e == "NoExecute")
-            });
-            if !covered {
-                list.push(json!({"key": taint, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 300}));
-            }
-        }
-    }
 }
 
 fn container(c: &mut Map<String, Value>) {
@@ -464,12 +445,11 @@ mod tests {
         assert_eq!(pod["containers"][0]["imagePullPolicy"], "Always");
         assert_eq!(pod["containers"][0]["ports"][0]["protocol"], "TCP");
         assert!(
-            pod.get("tolerations").is_none(),
+            pod.get("serviceAccountName").is_none(),
             "admission defaults are for pods only"
         );
         let mut p = json!({"spec": {"containers": [{"name": "c", "image": "x"}]}});
         apply("", "pods", &mut p);
-        assert_eq!(p["spec"]["tolerations"].as_array().map(Vec::len), Some(2));
         assert_eq!(p["spec"]["serviceAccountName"], "default");
     }
 

@@ -62,6 +62,7 @@ pub(super) async fn evict(
     let pod = loop {
         attempt += 1;
         let pod = super::read::get_object(api, pods, Some(&ns), name, false).await?;
+        super::pipeline::noderestriction::eviction(&req.user, &pod)?;
         if !can_ignore_budget(&pod) {
             break pod;
         }

@@ -23,12 +23,15 @@ use crate::tls::ClientIdentity;
 mod authn;
 mod lifecycle;
 pub mod limitranger;
+pub mod node;
+pub(crate) mod noderestriction;
 mod podsecurity;
 pub mod priority;
 pub mod quota;
 pub mod rbac;
 mod serviceaccount;
 pub mod storageclass;
+pub mod tolerationseconds;
 pub(crate) mod vap;
 pub(crate) mod webhook;
 
@@ -36,11 +39,14 @@ pub(crate) use authn::service_account_user;
 pub use authn::{anonymous, impersonate, Anonymous, ServiceAccountTokens};
 pub use lifecycle::NamespaceLifecycle;
 pub use limitranger::LimitRanger;
+pub use node::NodeAuthorizer;
+pub use noderestriction::NodeRestriction;
 pub use podsecurity::PodSecurity;
 pub use priority::Priority;
 pub use quota::ResourceQuota;
 pub use serviceaccount::ServiceAccount;
 pub use storageclass::{DefaultStorageClass, StorageObjectInUseProtection};
+pub use tolerationseconds::DefaultTolerationSeconds;
 pub use vap::ValidatingAdmissionPolicy;
 pub use webhook::{MutatingAdmissionWebhook, ValidatingAdmissionWebhook};
 
@@ -235,6 +241,12 @@ pub enum Verdict {
 pub trait Authorizer: Send + Sync {
     fn authorize(&self, attributes: &Attributes) -> Verdict;
 
+    /// Why this authorizer had no opinion, when it has a reason to give (upstream's
+    /// reason beside `DecisionNoOpinion`, shown in the 403 when nobody allows).
+    fn explain(&self, _attributes: &Attributes) -> Option<String> {
+        None
+    }
+
     /// What `user` may do in `namespace`, as upstream's `RuleResolver` lists it for a
     /// SelfSubjectRulesReview; `None` when this authorizer cannot list its rules.
     fn rules(&self, _user: &UserInfo, _namespace: &str) -> Option<Rules> {
@@ -351,11 +363,17 @@ impl Default for Pipeline {
                 Box::new(ServiceAccountTokens),
                 Box::new(Anonymous),
             ],
-            authorizers: vec![Box::new(rbac::PrivilegedGroups), Box::new(rbac.clone())],
+            authorizers: vec![
+                Box::new(rbac::PrivilegedGroups),
+                Box::new(NodeAuthorizer::default()),
+                Box::new(rbac.clone()),
+            ],
             mutating: vec![
                 Box::new(LimitRanger),
                 Box::new(ServiceAccount),
+                Box::new(NodeRestriction),
                 Box::new(Priority),
+                Box::new(DefaultTolerationSeconds),
                 Box::new(DefaultStorageClass),
                 Box::new(StorageObjectInUseProtection),
                 Box::new(MutatingAdmissionWebhook),
@@ -363,6 +381,7 @@ impl Default for Pipeline {
             validating: vec![
                 Box::new(NamespaceLifecycle),
                 Box::new(LimitRanger),
+                Box::new(NodeRestriction),
                 Box::new(PodSecurity),
                 Box::new(Priority),
                 Box::new(ValidatingAdmissionPolicy::with_authorizer(rbac.clone())),
@@ -406,7 +425,14 @@ impl Pipeline {
         match self.decide(attributes) {
             Verdict::Allow => Ok(()),
             Verdict::Deny(reason) => Err(attributes.forbidden(&reason)),
-            Verdict::NoOpinion => Err(attributes.forbidden("")),
+            Verdict::NoOpinion => {
+                let reasons: Vec<String> = self
+                    .authorizers
+                    .iter()
+                    .filter_map(|a| a.explain(attributes))
+                    .collect();
+                Err(attributes.forbidden(&reasons.join("\n")))
+            }
         }
     }
 

@@ -55,6 +55,15 @@ fn controller_binding(role: &str) -> Value {
 
 const CONTROLLER_PREFIX: &str = "system:controller:";
 
+/// The rules of the default ClusterRole `name` (none for a name it does not have).
+pub(crate) fn cluster_role_rules(name: &str) -> Vec<PolicyRule> {
+    CLUSTER_ROLES
+        .iter()
+        .filter(|r| r.name == name)
+        .flat_map(|r| r.rules.iter().map(policy_rule))
+        .collect()
+}
+
 fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }

@@ -15,6 +15,7 @@ use serde_json::{json, Value};
 pub use signer::{ServiceAccountUser, TokenError, TokenSigner};
 
 use super::negotiate::decode_object;
+use super::pipeline::noderestriction::{self as node_restriction, BoundObject as NodeBound};
 use super::read::get_object;
 use super::{json_response, Api, ApiRequest, Body};
 use crate::object;
@@ -160,6 +161,16 @@ pub(super) async fn create(api: &Arc<Api>, req: &ApiRequest, name: &str) -> Resu
             .cloned()
             .ok_or(ApiError::NoSuchResource)
     };
+    let reference = spec.bound.as_ref().map(|r| {
+        (
+            r.api_version.as_str(),
+            r.kind.as_str(),
+            r.name.as_str(),
+            r.uid.as_str(),
+        )
+    });
+    let bound_to = |pod| NodeBound { reference, pod };
+    node_restriction::token_request(&req.user, name, bound_to(None))?;
     let sa = get_object(api, &*resource("serviceaccounts")?, Some(&ns), name, false).await?;
     let mut bound = Vec::new();
     if let Some(r) = &spec.bound {
@@ -180,6 +191,7 @@ pub(super) async fn create(api: &Arc<Api>, req: &ApiRequest, name: &str) -> Resu
         let obj = get_object(api, &*resource(plural)?, in_ns, &r.name, false).await?;
         let uid = object::meta_str(&obj, "uid").unwrap_or_default();
         if field == "pod" {
+            node_restriction::token_request(&req.user, name, bound_to(Some(&obj)))?;
             let account = obj
                 .pointer("/spec/serviceAccountName")
                 .and_then(Value::as_str)

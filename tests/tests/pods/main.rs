@@ -102,8 +102,8 @@ impl Drop for ClientNs {
     }
 }
 
-/// A one-node cluster: `kybern server`, and `kybern agent` on a private containerd with a
-/// bridge and subnet of the test's own. Dropping it stops the agent and resets the node.
+/// A one-node cluster: `kybern server`, and `kybern agent` (with the node's own identity)
+/// on a private containerd with a bridge and subnet of the test's own. Dropping it stops the agent and resets the node.
 pub struct Node {
     pub name: String,
     pub kubectl: Kubectl,
@@ -184,7 +184,11 @@ impl Node {
             .append(true)
             .open(self.dir.path().join("agent.log"))
             .unwrap();
-        let kubeconfig = self.server.as_ref().unwrap().kubeconfig.clone();
+        // The agent is a node like any other: `system:node:<name>` in `system:nodes`, so
+        // the Node authorizer and NodeRestriction govern what it may do.
+        let admin = &self.server.as_ref().unwrap().kubeconfig;
+        let node_user = format!("system:node:{}", self.name);
+        let kubeconfig = common::users::kubeconfig_for(admin, &node_user, Some("system:nodes"));
         let child = Command::new(kybern_binary())
             .args(["agent", "--kubeconfig"])
             .arg(&kubeconfig)

@@ -96,6 +96,18 @@ fn kybern_up_runs_a_deployment_created_with_kubectl() {
             String::from_utf8_lossy(&out.stderr)
         ))
     });
+    // The agent acts as its node, not as an administrator: the request for its serving
+    // certificate comes from the node's own identity.
+    eventually(
+        "the agent's CSR as its node",
+        &up.data.path().join("server.log"),
+        || {
+            let users = kubectl.run(&["get", "csr", "-o", "jsonpath={.items[*].spec.username}"]);
+            (users.split_whitespace().collect::<Vec<_>>() == ["system:node:e2e-up"])
+                .then_some(())
+                .ok_or(users)
+        },
+    );
     // `kubectl describe node` tells how the node came up.
     eventually(
         "the node's events",

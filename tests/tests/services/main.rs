@@ -255,7 +255,8 @@ impl Drop for TwoNodes {
     }
 }
 
-/// The `kybern agent` command line both nodes share; the caller adds the node's address.
+/// The `kybern agent` command line both nodes share, each with its node's own identity;
+/// the caller adds the node's address.
 fn agent_command(
     mut cmd: Command,
     lab: &NetLab,
@@ -270,6 +271,10 @@ fn agent_command(
     } else {
         lab.node2_bridge()
     };
+    // Each agent is a node like any other: `system:node:<name>` in `system:nodes`.
+    let node_user = format!("system:node:{name}");
+    let kubeconfig =
+        kybern_testkit::users::kubeconfig_for(kubeconfig, &node_user, Some("system:nodes"));
     cmd.args(["agent", "--kubeconfig"])
         .arg(kubeconfig)
         .args(["--node-name", name, "--bridge", &bridge])

@@ -75,6 +75,8 @@ pub(super) struct ClusterRoleBinding {
 }
 
 const READ: &[&str] = &["get", "list", "watch"];
+
+const NODES: Subject = Subject::Group("system:nodes");
 const WRITE: &[&str] = &["create", "delete", "deletecollection", "patch", "update"];
 const READ_WRITE: &[&str] = &[
     "create",
@@ -458,7 +460,24 @@ pub(super) const CLUSTER_ROLES: &[ClusterRole] = &[
                 &["discovery.k8s.io"],
                 &["endpointslices"],
             ),
+            res(
+                &["list", "watch"],
+                &["networking.k8s.io"],
+                &["servicecidrs"],
+            ),
         ],
+    },
+    // kybern's own: each agent removes the folders of deleted local-path volumes on its
+    // node and then their finalizer (`agent::local_path`).
+    ClusterRole {
+        name: "kybern:local-path-cleaner",
+        labels: &[],
+        aggregates: None,
+        rules: &[res(
+            &["get", "list", "watch", "patch", "update"],
+            &[""],
+            &["persistentvolumes"],
+        )],
     },
     ClusterRole {
         name: "system:kube-scheduler",
@@ -604,11 +623,22 @@ pub(super) const CLUSTER_ROLE_BINDINGS: &[ClusterRoleBinding] = &[
         role: "system:node-proxier",
         subjects: &[Subject::User("system:kube-proxy")],
     },
-    // Upstream binds system:node to nobody (the Node authorizer decides for nodes);
-    // until kybern has that authorizer, the nodes' group holds it.
+    // Upstream binds system:node to nobody: the Node authorizer decides for nodes.
     ClusterRoleBinding {
         name: "system:node",
         role: "system:node",
-        subjects: &[Subject::Group("system:nodes")],
+        subjects: &[],
+    },
+    // kybern's agents are also each node's kube-proxy and cluster DNS server: they
+    // read what upstream's kube-proxy (system:node-proxier) and CoreDNS read.
+    ClusterRoleBinding {
+        name: "kybern:node-proxier",
+        role: "system:node-proxier",
+        subjects: &[NODES],
+    },
+    ClusterRoleBinding {
+        name: "kybern:local-path-cleaner",
+        role: "kybern:local-path-cleaner",
+        subjects: &[NODES],
     },
 ];
