@@ -15,6 +15,7 @@ use super::pipeline::rbac::{rule::uncovered, PolicyRule, GROUP};
 use super::Api;
 use crate::status::{ApiError, Result};
 
+mod bootstrap_tokens;
 mod roles;
 
 use roles::{ClusterRole, ClusterRoleBinding, Rule, Subject, CLUSTER_ROLES, CLUSTER_ROLE_BINDINGS};
@@ -29,7 +30,7 @@ pub async fn ensure(api: &Arc<Api>) -> Result<()> {
     for binding in CLUSTER_ROLE_BINDINGS {
         reconcile(api, "clusterrolebindings", binding_object(binding)).await?;
     }
-    Ok(())
+    bootstrap_tokens::ensure(api).await
 }
 
 fn strings(v: &[&str]) -> Vec<String> {
