@@ -16,6 +16,7 @@ use agent::runtime::Runtime;
 use anyhow::Context;
 use clap::Args;
 
+pub(crate) mod join;
 mod reset;
 pub(crate) use reset::reset;
 
