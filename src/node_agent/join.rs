@@ -154,18 +154,20 @@ async fn discover(server: &str, token: &Token) -> anyhow::Result<String> {
     let mut said = Instant::now();
     let key = format!("{}{}", bt::JWS_PREFIX, token.id);
     loop {
-        let cm = maps.get(bt::CLUSTER_INFO).await.with_context(|| {
-            format!(
-                "reading {}/{} from {server}",
-                bt::CLUSTER_INFO_NAMESPACE,
-                bt::CLUSTER_INFO
-            )
-        })?;
-        let data = cm.data.unwrap_or_default();
-        let kubeconfig = data
-            .get(bt::CLUSTER_INFO_KUBECONFIG)
-            .ok_or_else(|| anyhow!("{} has no kubeconfig", bt::CLUSTER_INFO))?;
-        if let Some(jws) = data.get(&key) {
+        // A server that has just started may not have made cluster-info yet.
+        let cm = match maps.get(bt::CLUSTER_INFO).await {
+            Err(kube::Error::Api(s)) if s.code == 404 => None,
+            other => Some(other.with_context(|| {
+                format!(
+                    "reading {}/{} from {server}",
+                    bt::CLUSTER_INFO_NAMESPACE,
+                    bt::CLUSTER_INFO
+                )
+            })?),
+        };
+        let data = cm.and_then(|cm| cm.data).unwrap_or_default();
+        let kubeconfig = data.get(bt::CLUSTER_INFO_KUBECONFIG);
+        if let Some((jws, kubeconfig)) = data.get(&key).zip(kubeconfig) {
             if !bt::jws_valid(jws, kubeconfig, token) {
                 bail!("{}'s signature for token id {:?} was not made with this token: a wrong token, or a server that is not the cluster's", bt::CLUSTER_INFO, token.id);
             }
