@@ -4,6 +4,7 @@ mod cluster_net;
 mod images;
 mod node_agent;
 mod secrets_encrypt;
+mod token;
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -45,6 +46,8 @@ enum Command {
     /// allows), `rotate` (the prepared or a new key writes, every record re-encrypted,
     /// old keys dropped) and `reencrypt`. Stop the server first for all but `prepare`.
     SecretsEncrypt(secrets_encrypt::SecretsEncryptArgs),
+    /// Bootstrap tokens nodes join with: `create`, `list`, `delete` (as kubeadm's).
+    Token(token::TokenArgs),
 }
 
 #[derive(Args)]
@@ -65,6 +68,8 @@ struct AgentArgs {
     /// The kubeconfig to reach the apiserver with.
     #[arg(long, env = "KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    join: node_agent::join::JoinArgs,
     /// Simulated nodes are named <prefix><index>.
     #[arg(long, default_value = "sim-")]
     name_prefix: String,
@@ -295,7 +300,10 @@ fn main() -> anyhow::Result<()> {
     let daemon = match &cli.command {
         Command::Server(_) | Command::Up(_) | Command::Agent(_) => true,
         Command::Controller(args) => !args.list,
-        Command::Bench(_) | Command::Images { .. } | Command::SecretsEncrypt(_) => false,
+        Command::Bench(_)
+        | Command::Images { .. }
+        | Command::SecretsEncrypt(_)
+        | Command::Token(_) => false,
     };
     if daemon {
         tune_allocator();
@@ -321,6 +329,7 @@ fn main() -> anyhow::Result<()> {
             Command::Agent(args) => agent(args).await,
             Command::Images { command } => images::run(command).await,
             Command::SecretsEncrypt(args) => secrets_encrypt::run(args).await,
+            Command::Token(args) => token::run(args).await,
         }
     })
 }
@@ -516,6 +525,7 @@ async fn serve(config: Config, loop_args: LoopArgs, agent: Option<UpNode>) -> an
     let disable = config.disable.clone();
     let storage = local_path_config(up, &config.data_dir)?;
     let data_dir = config.data_dir.clone();
+    let advertise = config.advertise;
     let server = server::start(config).await?;
     wait_ready(&server).await?;
     // The csrsigning loop signs with this server's CA.
@@ -536,6 +546,7 @@ async fn serve(config: Config, loop_args: LoopArgs, agent: Option<UpNode>) -> an
         .with_setting(storage)
         .with_setting(Some(signing))
         .with_setting(Some(token_key))
+        .with_setting(Some(cluster_info(&server, advertise)))
         .with_setting(Some(nodeipam));
     // Beside the API server the endpoint is secondary: without it the cluster still
     // runs (two servers on one host, a test fleet), so a port in use is a warning.
@@ -596,6 +607,19 @@ async fn serve(config: Config, loop_args: LoopArgs, agent: Option<UpNode>) -> an
     }
 }
 
+/// The URL joining nodes reach the server at (`cluster-info`'s): the advertised address
+/// on the port the server serves.
+fn cluster_info(
+    server: &server::Server,
+    advertise: Option<IpAddr>,
+) -> controllers::bootstrapsigner::ClusterInfo {
+    let server = match advertise {
+        Some(ip) => format!("https://{}", SocketAddr::new(ip, server.addr.port())),
+        None => server.url.clone(),
+    };
+    controllers::bootstrapsigner::ClusterInfo { server }
+}
+
 /// A client from a kubeconfig, and the cluster CA it trusts (the agent's node API takes
 /// client certificates from it and gets its own signed by it).
 async fn connect(
@@ -615,9 +639,23 @@ async fn agent(mut args: AgentArgs) -> anyhow::Result<()> {
     if args.reset {
         return node_agent::reset(args.node).await;
     }
-    let Some(path) = args.kubeconfig else {
-        eprintln!("error: --kubeconfig (or $KUBECONFIG) is required");
-        std::process::exit(2);
+    // --server means joining (or the credentials of an earlier join), even with a
+    // $KUBECONFIG in the environment.
+    let path = match (args.join.wanted(), args.kubeconfig) {
+        (true, _) => {
+            let path = node_agent::join::join(&args.join, &args.node).await?;
+            if args.join.join_only {
+                return Ok(());
+            }
+            path
+        }
+        (false, Some(path)) => path,
+        (false, None) => {
+            eprintln!(
+                "error: --kubeconfig (or $KUBECONFIG), or --server with --token, is required"
+            );
+            std::process::exit(2);
+        }
     };
     let (client, ca) = connect(&path).await?;
     let Some(count) = args.simulate else {

@@ -17,6 +17,7 @@ use anyhow::Context;
 use clap::Args;
 
 mod identity;
+pub(crate) mod join;
 mod reset;
 pub(crate) use identity::local_kubeconfig;
 pub(crate) use reset::reset;

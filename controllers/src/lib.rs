@@ -3,8 +3,10 @@
 //! `kybern controller NAME...` can run any subset and `kybern server` all of them (with
 //! the scheduler's loop, which lives in the `kybern-scheduler` crate on this runtime).
 
+pub mod bootstrapsigner;
 pub mod clusterroleaggregation;
 pub mod cronjob;
+pub mod csrapproving;
 pub mod csrsigning;
 pub mod daemonset;
 pub mod deployment;
@@ -35,6 +37,7 @@ pub mod serviceaccount;
 pub mod servicelb;
 pub mod shared;
 pub mod statefulset;
+pub mod tokencleaner;
 pub mod tokens;
 
 use std::any::Any;
@@ -243,6 +246,18 @@ pub fn loops() -> Vec<Loop> {
         Loop {
             name: "csrsigning",
             run: csrsigning::run,
+        },
+        Loop {
+            name: "csrapproving",
+            run: csrapproving::run,
+        },
+        Loop {
+            name: "bootstrapsigner",
+            run: bootstrapsigner::run,
+        },
+        Loop {
+            name: "tokencleaner",
+            run: tokencleaner::run,
         },
     ]
 }

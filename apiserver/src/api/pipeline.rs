@@ -37,6 +37,7 @@ pub(crate) mod webhook;
 
 pub(crate) use authn::service_account_user;
 pub use authn::{anonymous, impersonate, Anonymous, ServiceAccountTokens};
+pub use authn::{bootstrap_token, BootstrapTokens};
 pub use lifecycle::NamespaceLifecycle;
 pub use limitranger::LimitRanger;
 pub use node::NodeAuthorizer;
@@ -360,6 +361,7 @@ impl Default for Pipeline {
         Pipeline {
             authenticators: vec![
                 Box::new(ClientCertificate),
+                Box::new(BootstrapTokens),
                 Box::new(ServiceAccountTokens),
                 Box::new(Anonymous),
             ],

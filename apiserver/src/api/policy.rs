@@ -15,6 +15,7 @@ use super::pipeline::rbac::{rule::uncovered, PolicyRule, GROUP};
 use super::Api;
 use crate::status::{ApiError, Result};
 
+mod bootstrap_tokens;
 mod roles;
 
 use roles::{
@@ -36,7 +37,7 @@ pub async fn ensure(api: &Arc<Api>) -> Result<()> {
         reconcile(api, "clusterroles", role_object(role)).await?;
         reconcile(api, "clusterrolebindings", controller_binding(role.name)).await?;
     }
-    Ok(())
+    bootstrap_tokens::ensure(api).await
 }
 
 /// A control loop's role `system:controller:<account>` bound to `<account>` in

@@ -42,6 +42,9 @@ fn controller_list_prints_every_loop() {
         "disruption",
         "resourcequota",
         "csrsigning",
+        "csrapproving",
+        "bootstrapsigner",
+        "tokencleaner",
         "scheduler",
     ];
     assert_eq!(

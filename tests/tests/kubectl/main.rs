@@ -4,6 +4,7 @@
 use kybern_testkit as common;
 
 mod apply;
+mod bootstrap_tokens;
 mod create;
 mod encryption;
 mod objects;

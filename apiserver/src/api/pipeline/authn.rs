@@ -4,6 +4,8 @@
 //! credentials at all). TokenReview asks the same [`service_account_user`] the
 //! authenticator does, so both accept exactly the same tokens.
 
+mod bootstrap;
+pub mod bootstrap_token;
 mod impersonation;
 
 use std::collections::BTreeMap;
@@ -15,6 +17,7 @@ use super::{Authenticated, Authenticator, Credentials, UserInfo};
 use crate::api::{Api, ServiceAccountUser};
 use crate::object;
 
+pub use bootstrap::BootstrapTokens;
 pub use impersonation::impersonate;
 
 pub(super) const ANONYMOUS_USER: &str = "system:anonymous";
