@@ -233,20 +233,18 @@ impl Api {
             Err(e) => return error_response(&e),
         };
         let user = match pipeline::impersonate(&self.pipeline, user, &parts.headers) {
-            Ok(user) => Some(user),
+            Ok(user) => user,
             Err(e) => return error_response(&e),
         };
-        if let Some(user) = &user {
-            let resource = match &parsed {
-                Path::Resource(rp) => Some(rp),
-                _ => None,
-            };
-            let attributes =
-                pipeline::Attributes::of(user.clone(), &parts.method, &path, resource, &query);
-            if let Err(e) = self.pipeline.authorize(&attributes) {
-                return error_response(&e);
-            }
+        let resource = match &parsed {
+            Path::Resource(rp) => Some(rp),
+            _ => None,
+        };
+        let attributes = pipeline::Attributes::of(user, &parts.method, &path, resource, &query);
+        if let Err(e) = self.pipeline.authorize(&attributes) {
+            return error_response(&e);
         }
+        let user = attributes.user;
         let accept = Accept::parse(
             parts
                 .headers
@@ -256,16 +254,9 @@ impl Api {
         );
         match parsed {
             Path::Resource(rp) if nodeproxy::handles(&rp) => {
-                if user.is_none() {
-                    return error_response(&ApiError::Unauthorized);
-                }
                 nodeproxy::serve(&self, parts, body, &rp).await
             }
             Path::Resource(rp) => {
-                // Resource requests are never public: `user` is set.
-                let Some(user) = user else {
-                    return error_response(&ApiError::Unauthorized);
-                };
                 let body = match read_body(body).await {
                     Ok(b) => b,
                     Err(e) => return error_response(&e),

@@ -13,6 +13,8 @@ const BINDINGS: usize = 10_000;
 const NAMESPACES: usize = 100;
 const USERS: usize = 2_000;
 const DECISIONS: usize = 200_000;
+/// Untimed decisions first (the same mix), so the figures are of a warm cache.
+const WARM: usize = 20_000;
 
 fn policy() -> Index {
     let mut index = Index::default();
@@ -66,7 +68,8 @@ pub(crate) fn run() {
     let resources = ["pods", "configmaps", "secrets", "services", "deployments"];
     let mut times = Vec::with_capacity(DECISIONS);
     let mut allowed = 0usize;
-    for i in 0..DECISIONS {
+    // The first pass over the request mix is untimed: it only warms caches.
+    for (n, i) in (0..WARM).chain(0..DECISIONS).enumerate() {
         let attributes = Attributes {
             user: UserInfo {
                 name: format!("user-{}", (i * 7) % USERS),
@@ -87,8 +90,11 @@ pub(crate) fn run() {
         };
         let t = Instant::now();
         let verdict = rbac.authorize(&attributes);
-        times.push(t.elapsed());
-        allowed += usize::from(verdict == Verdict::Allow);
+        let took = t.elapsed();
+        if n >= WARM {
+            times.push(took);
+            allowed += usize::from(verdict == Verdict::Allow);
+        }
     }
     times.sort();
     let pct = |p: f64| times[((times.len() as f64 * p) as usize).min(times.len() - 1)];
@@ -98,9 +104,12 @@ pub(crate) fn run() {
     );
     println!();
     println!(
-        "p50 {:.2} µs, p99 {:.2} µs over {DECISIONS} decisions ({:.0} % allowed); index built in {:.0} ms",
+        "p50 {:.2} µs, p99 {:.2} µs (target < 50 µs: {}), p99.9 {:.2} µs, max {:.0} µs over {DECISIONS} decisions ({:.0} % allowed); index built in {:.0} ms",
         us(pct(0.50)),
         us(pct(0.99)),
+        if us(pct(0.99)) < 50.0 { "met" } else { "MISSED" },
+        us(pct(0.999)),
+        us(pct(1.0)),
         allowed as f64 * 100.0 / DECISIONS as f64,
         built.as_secs_f64() * 1e3
     );

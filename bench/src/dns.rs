@@ -116,7 +116,11 @@ pub(crate) async fn run(args: DnsArgs) -> Result<()> {
     let rss_after = procs::rss_bytes(me)?;
 
     let queries = tmp.path.join("queries.txt");
-    std::fs::write(&queries, query_file(&args)).context("writing the query file")?;
+    std::fs::write(
+        &queries,
+        query_file(args.services - args.headless, args.headless),
+    )
+    .context("writing the query file")?;
     eprintln!("server on {addr}; saturating run of {} s", args.seconds);
     let perf = Dnsperf {
         program: dnsperf,
@@ -206,9 +210,11 @@ pub(crate) async fn run(args: DnsArgs) -> Result<()> {
     );
     report.note(format!("saturating run: {lost}; response codes {codes}"));
     report.note(format!(
-        "query mix: 60 % Service A, 20 % SRV, 10 % headless A (5 records), 10 % NXDOMAIN; \
-         dnsperf -T {} -c {}, {} s each run",
-        args.threads, args.clients, args.seconds
+        "query mix: {}; dnsperf -T {} -c {}, {} s each run",
+        query_mix(args.headless),
+        args.threads,
+        args.clients,
+        args.seconds
     ));
     report.print();
     Ok(())
@@ -380,13 +386,13 @@ fn fill(args: &DnsArgs) -> Arc<ClusterState> {
     state
 }
 
-/// dnsperf's input: `name type` lines in the issue's mix, shuffled.
-fn query_file(args: &DnsArgs) -> String {
-    let plain = args.services - args.headless;
+/// dnsperf's input: 20,000 `name type` lines for Services `svc-0..` (`plain` of them)
+/// then `hl-..` (`headless` of them) in namespace `bench`, in the mix [`query_mix`]
+/// names, shuffled. `bench services` asks the same questions of its ClusterIP Services.
+pub(crate) fn query_file(plain: usize, headless: usize) -> String {
     let mut rng = fastrand::Rng::with_seed(16);
-    let mut out = String::new();
-    for n in 0..20_000 {
-        let line = match n % 10 {
+    let mut lines: Vec<String> = (0..20_000)
+        .map(|n| match n % 10 {
             0..=5 => format!(
                 "svc-{}.{NAMESPACE}.svc.{DOMAIN} A",
                 rng.usize(..plain.max(1))
@@ -395,20 +401,30 @@ fn query_file(args: &DnsArgs) -> String {
                 "_http._tcp.svc-{}.{NAMESPACE}.svc.{DOMAIN} SRV",
                 rng.usize(..plain.max(1))
             ),
-            8 if args.headless > 0 => format!(
+            8 if headless > 0 => format!(
                 "hl-{}.{NAMESPACE}.svc.{DOMAIN} A",
-                plain + rng.usize(..args.headless)
+                plain + rng.usize(..headless)
+            ),
+            8 => format!(
+                "svc-{}.{NAMESPACE}.svc.{DOMAIN} A",
+                rng.usize(..plain.max(1))
             ),
             _ => format!("missing-{n}.{NAMESPACE}.svc.{DOMAIN} A"),
-        };
-        out.push_str(&line);
-        out.push('\n');
-    }
-    let mut lines: Vec<&str> = out.lines().collect();
+        })
+        .collect();
     rng.shuffle(&mut lines);
-    let mut shuffled = lines.join("\n");
-    shuffled.push('\n');
-    shuffled
+    let mut out = lines.join("\n");
+    out.push('\n');
+    out
+}
+
+/// The mix [`query_file`] writes, as the reports print it.
+pub(crate) fn query_mix(headless: usize) -> &'static str {
+    if headless > 0 {
+        "60 % Service A, 20 % SRV, 10 % headless A (5 records), 10 % NXDOMAIN"
+    } else {
+        "70 % Service A, 20 % SRV, 10 % NXDOMAIN"
+    }
 }
 
 /// Asks for the PTR of `ip` until an answer carries a record.
@@ -496,4 +512,40 @@ pub(crate) fn which(program: &str) -> Option<std::path::PathBuf> {
     std::env::split_paths(&path)
         .map(|dir| dir.join(program))
         .find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The share of each kind of question in a query file, in percent.
+    fn shares(file: &str) -> [usize; 4] {
+        let mut counts = [0usize; 4];
+        for line in file.lines() {
+            let i = if line.starts_with("missing-") {
+                3
+            } else if line.starts_with("hl-") {
+                2
+            } else if line.ends_with(" SRV") {
+                1
+            } else {
+                0
+            };
+            counts[i] += 1;
+        }
+        counts.map(|c| c * 100 / file.lines().count())
+    }
+
+    #[test]
+    fn query_file_asks_the_mix_the_report_prints() {
+        let cases = [
+            ("without headless services", 100, 0, [70, 20, 0, 10]),
+            ("with headless services", 90, 10, [60, 20, 10, 10]),
+        ];
+        for (name, plain, headless, want) in cases {
+            let file = query_file(plain, headless);
+            assert_eq!(file.lines().count(), 20_000, "{name}");
+            assert_eq!(shares(&file), want, "{name}: {}", query_mix(headless));
+        }
+    }
 }

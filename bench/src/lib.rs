@@ -46,7 +46,13 @@
 //!    (etcd's data dir for etcd);
 //! 8. cold start: launch to the `ready` line with a fresh data dir (median of
 //!    `--starts`, 5) and with the existing data dir after the run (2000
-//!    ConfigMaps recreated first so there is data to load).
+//!    ConfigMaps recreated first so there is data to load);
+//! 9. security (`api_security.rs`, `api_webhook.rs`, before the cold starts): create,
+//!    GET and LIST as a non-admin user bound by a RoleBinding in a namespace with
+//!    LimitRange, ResourceQuota and PodSecurity labels beside the same phases as the
+//!    admin; then one client's creates without and with a loopback TLS validating
+//!    webhook (the call's added latency). Before any server, `authz.rs` times the RBAC
+//!    authorizer's decisions over 1,000 roles and 10,000 bindings.
 //!
 //! Results go to stdout as one table per backend, `figure | kybern | upstream
 //! | ratio | target`, with ratios oriented so that >1 means kybern is better
@@ -54,6 +60,8 @@
 //! Progress goes to stderr. Nothing here asserts on timings: machines are
 //! noisy (15–25 % between identical runs), so compare several runs.
 
+mod api_security;
+mod api_webhook;
 mod authz;
 mod deployment;
 mod dns;
@@ -300,8 +308,21 @@ async fn api(args: ApiArgs) -> Result<()> {
         if let Err(e) = workload::delete_namespace(&client, &ns).await {
             report.note(format!("cleanup: {e:#}"));
         }
+        let mut more = Vec::new();
+        match &args.data_dir {
+            Some(dir) if dir.join("pki").join("ca.key").exists() => {
+                more.push(api_security::run(&kc, dir, &args, started).await?);
+            }
+            _ => report.note(
+                "RBAC and admission figures skipped: they need --data-dir with the server's CA (pki/ca.key)",
+            ),
+        }
+        more.push(api_webhook::run(&cfg, args.gets / 4, args.keep, started).await?);
         report.note(format!("load average at the end: {}", loadavg()));
         report.print();
+        for r in more {
+            r.print();
+        }
         return Ok(());
     }
     let backends: &[bool] = match args.storage {
@@ -310,8 +331,9 @@ async fn api(args: ApiArgs) -> Result<()> {
         StorageChoice::Both => &[false, true],
     };
     for &etcd in backends {
-        let report = spawned(&args, etcd).await?;
-        report.print();
+        for report in spawned(&args, etcd).await? {
+            report.print();
+        }
     }
     Ok(())
 }
@@ -394,7 +416,7 @@ fn rss_rows(
 }
 
 /// One backend with servers this benchmark starts.
-async fn spawned(args: &ApiArgs, etcd: bool) -> Result<Report> {
+async fn spawned(args: &ApiArgs, etcd: bool) -> Result<Vec<Report>> {
     let name = if etcd { "etcd" } else { "embedded" };
     let started = Instant::now();
     let mut report = Report::new(format!(
@@ -488,6 +510,10 @@ async fn spawned(args: &ApiArgs, etcd: bool) -> Result<Report> {
         }
     }
 
+    // The security figures, after the main run's memory and disk figures.
+    let security = api_security::run(&kubeconfig, &data_dir, args, started).await?;
+    let webhook = api_webhook::run(&cfg, args.gets / 4, args.keep, started).await?;
+
     // Cold start with the existing data.
     progress(
         started,
@@ -568,7 +594,7 @@ async fn spawned(args: &ApiArgs, etcd: bool) -> Result<Report> {
     }
     report.note(format!("load average at the end: {}", loadavg()));
     progress(started, &format!("{name}: done"));
-    Ok(report)
+    Ok(vec![report, security, webhook])
 }
 
 /// The request workload; returns the namespace it used (empty at the end).

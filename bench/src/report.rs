@@ -32,6 +32,15 @@ impl Samples {
         self.sorted[rank.clamp(1, self.sorted.len()) - 1]
     }
 
+    /// The samples of several runs of one phase as one set.
+    pub(crate) fn merged<'a>(runs: impl IntoIterator<Item = &'a Samples>) -> Samples {
+        Samples::new(
+            runs.into_iter()
+                .flat_map(|s| s.sorted.iter().copied())
+                .collect(),
+        )
+    }
+
     pub(crate) fn p50_ms(&self) -> f64 {
         ms(self.pct(50.0))
     }
@@ -143,14 +152,23 @@ pub(crate) struct Report {
     pub title: String,
     pub rows: Vec<Row>,
     pub notes: Vec<String>,
+    /// What the two value columns hold: kybern's figure and the one it is compared with.
+    pub columns: [String; 2],
 }
 
 impl Report {
     pub(crate) fn new(title: impl Into<String>) -> Report {
+        Report::versus(title, "kybern", "upstream")
+    }
+
+    /// A table comparing two kybern runs: `ours` (the row's own figure) against `theirs`
+    /// (its `upstream` figure).
+    pub(crate) fn versus(title: impl Into<String>, ours: &str, theirs: &str) -> Report {
         Report {
             title: title.into(),
             rows: Vec::new(),
             notes: Vec::new(),
+            columns: [ours.to_string(), theirs.to_string()],
         }
     }
 
@@ -163,11 +181,12 @@ impl Report {
     }
 
     pub(crate) fn print(&self) {
+        let ratio_header = format!("ratio (>1 = {} better)", self.columns[0]);
         let header = [
             "figure",
-            "kybern",
-            "upstream",
-            "ratio (>1 = kybern better)",
+            self.columns[0].as_str(),
+            self.columns[1].as_str(),
+            ratio_header.as_str(),
             "target",
         ];
         let mut cells: Vec<[String; 5]> = Vec::new();

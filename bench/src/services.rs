@@ -251,12 +251,12 @@ fn print_dns(args: &ServicesArgs, dns: &std::result::Result<super::dns::DnsperfF
                 "saturating run: {}; response codes {}",
                 d.lost, d.codes
             ));
-            report.note(
-                "query mix: 70 % Service A, 20 % SRV, 10 % NXDOMAIN; dnsperf -T 1 -c 8 in the \
-                 client namespace, which reaches 10.45.0.10 through the node's bridge as a pod \
-                 does; the agent's memory above includes its DNS server (`kybern bench dns` \
-                 isolates the DNS share)",
-            );
+            report.note(format!(
+                "query mix: {}; dnsperf -T 1 -c 8 in the client namespace, which reaches \
+                 10.45.0.10 through the node's bridge as a pod does; the agent's memory above \
+                 includes its DNS server (`kybern bench dns` isolates the DNS share)",
+                super::dns::query_mix(0)
+            ));
         }
     }
     report.print();
@@ -365,7 +365,7 @@ async fn dns_from_client(
         return Err("dnsperf is not installed (apt-get install dnsperf)".into());
     };
     let queries = tmp.path.join("queries.txt");
-    std::fs::write(&queries, dns_queries(services))
+    std::fs::write(&queries, super::dns::query_file(services, 0))
         .map_err(|e| format!("writing {}: {e}", queries.display()))?;
     progress(&format!(
         "dnsperf from {CLIENT} against {CLUSTER_DNS}: {seconds} s saturating, then paced"
@@ -384,25 +384,6 @@ async fn dns_from_client(
     .run()
     .await
     .map_err(|e| format!("{e:#}"))
-}
-
-/// dnsperf's input for the bench's Services: 70 % A, 20 % SRV, 10 % NXDOMAIN, shuffled.
-fn dns_queries(services: usize) -> String {
-    let mut rng = fastrand::Rng::with_seed(16);
-    let mut lines: Vec<String> = (0..20_000)
-        .map(|n| {
-            let i = rng.usize(..services.max(1));
-            match n % 10 {
-                0..=6 => format!("svc-{i}.{NAMESPACE}.svc.cluster.local A"),
-                7 | 8 => format!("_http._tcp.svc-{i}.{NAMESPACE}.svc.cluster.local SRV"),
-                _ => format!("missing-{n}.{NAMESPACE}.svc.cluster.local A"),
-            }
-        })
-        .collect();
-    rng.shuffle(&mut lines);
-    let mut out = lines.join("\n");
-    out.push('\n');
-    out
 }
 
 /// Flushes the agent's table as an outsider might and returns how long the full sync

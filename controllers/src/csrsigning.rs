@@ -23,7 +23,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiserver::pki::{ExtendedKeyUsagePurpose as Eku, Grant, KeyUsagePurpose as Ku, Pki};
-use futures::StreamExt;
 use k8s_openapi::api::certificates::v1::{
     CertificateSigningRequest, CertificateSigningRequestCondition,
 };
@@ -32,10 +31,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::{watcher, Controller};
+use kube::runtime::watcher;
 use kube::{Api, ResourceExt};
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{Context, LoopFuture};
 
@@ -63,19 +62,13 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
         };
         let client = ctx.client.clone();
         let state = Arc::new((client.clone(), ca));
-        Controller::new(
+        crate::runtime::own_watch::run(
             Api::<CertificateSigningRequest>::all(client),
             watcher::Config::default(),
-        )
-        .run(
-            crate::runtime::metrics::metered(reconcile),
-            |_, e, _| {
-                warn!(error = %e, "certificate request: retrying in 5s");
-                Action::requeue(Duration::from_secs(5))
-            },
+            "certificate request",
+            reconcile,
             state,
         )
-        .for_each(|_| async {})
         .await;
         Ok(())
     })

@@ -5,6 +5,7 @@
 pub mod discovery;
 pub mod informers;
 pub mod metrics;
+pub mod own_watch;
 pub mod retry;
 
 use std::sync::Arc;

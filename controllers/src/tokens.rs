@@ -7,16 +7,14 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::ByteString;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::ResourceExt;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{Context, LoopFuture};
 
@@ -38,19 +36,13 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
         };
         let client = ctx.client.clone();
         let state = Arc::new((client.clone(), key, ctx.ca_pem.clone()));
-        Controller::new(
+        crate::runtime::own_watch::run(
             Api::<Secret>::all(client),
             watcher::Config::default().fields(&format!("type={TOKEN_SECRET_TYPE}")),
-        )
-        .run(
-            crate::runtime::metrics::metered(reconcile),
-            |_, e, _| {
-                warn!(error = %e, "token secret: retrying in 5s");
-                Action::requeue(Duration::from_secs(5))
-            },
+            "token secret",
+            reconcile,
             state,
         )
-        .for_each(|_| async {})
         .await;
         Ok(())
     })

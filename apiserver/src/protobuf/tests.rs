@@ -502,6 +502,52 @@ fn delete_options_as_client_go_sends_them_decode() {
 }
 
 #[test]
+fn self_subject_access_reviews_decode_as_kubectl_auth_can_i_sends_them() {
+    // What client-go marshals for `kubectl auth can-i`: every string of the attributes,
+    // empty ones too, and a zero status (allowed=false, empty reason and error).
+    let attributes = |ns: &str, verb: &str, resource: &str, sub: &str, name: &str| {
+        Msg::new()
+            .str(1, ns)
+            .str(2, verb)
+            .str(3, "")
+            .str(4, "")
+            .str(5, resource)
+            .str(6, sub)
+            .str(7, name)
+    };
+    let zero_status = || Msg::new().int(1, 0).str(2, "").str(3, "").int(4, 0);
+    let review = |spec: Msg| {
+        let raw = Msg::new()
+            .msg(1, Msg::new().str(1, "").msg(8, Msg::new()))
+            .msg(2, spec)
+            .msg(3, zero_status());
+        body("authorization.k8s.io/v1", "SelfSubjectAccessReview", raw)
+    };
+    let cases = [
+        (
+            "list pods in a namespace",
+            review(Msg::new().msg(1, attributes("team-a", "list", "pods", "", ""))),
+            json!({"resourceAttributes": {"namespace": "team-a", "verb": "list", "resource": "pods"}}),
+        ),
+        (
+            "get one pod's log",
+            review(Msg::new().msg(1, attributes("team-a", "get", "pods", "log", "web"))),
+            json!({"resourceAttributes": {"namespace": "team-a", "verb": "get", "resource": "pods", "subresource": "log", "name": "web"}}),
+        ),
+        (
+            "a non-resource URL",
+            review(Msg::new().msg(2, Msg::new().str(1, "/version").str(2, "get"))),
+            json!({"nonResourceAttributes": {"path": "/version", "verb": "get"}}),
+        ),
+    ];
+    for (name, bytes, spec) in cases {
+        let got = decode_body(&bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(got["kind"], "SelfSubjectAccessReview", "{name}");
+        assert_eq!(got["spec"], spec, "{name}: {got}");
+    }
+}
+
+#[test]
 fn extra_values_of_reviews_and_csrs_decode_as_plain_string_lists() {
     // map<string, ExtraValue> entry: 1 key, 2 ExtraValue {1 repeated items}.
     let scopes = || {

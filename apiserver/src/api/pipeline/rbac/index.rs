@@ -1,8 +1,10 @@
-//! The roles and bindings RBAC decides from, indexed by subject: a decision looks up the
-//! bindings naming the user or one of its groups (a handful, whatever the cluster's
-//! size) and the rules of the roles they reference.
+//! The roles and bindings RBAC decides from, indexed by subject and scope: a decision
+//! looks up the user and each of its groups, takes the roles they are bound to
+//! cluster-wide and in the request's namespace (each role once, however many bindings
+//! repeat it) and checks those roles' rules, so its cost does not grow with the
+//! cluster's bindings elsewhere.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -45,17 +47,30 @@ impl Kind {
     }
 }
 
+/// Who a binding's subject is: a user name (service accounts included) or a group.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SubjectKind {
+    User,
+    Group,
+}
+
 struct Binding {
     role: Key,
-    subjects: Vec<String>,
+    subjects: Vec<(SubjectKind, String)>,
 }
+
+/// What one subject is bound to, by scope (`""` for ClusterRoleBindings, else the
+/// RoleBinding's namespace): each role once, with the bindings that grant it there.
+/// A decision then costs one lookup per role in scope, however many bindings repeat it
+/// (a group bound to one role in 100 RoleBindings of a namespace is one role to check).
+type Scopes = HashMap<String, BTreeMap<Key, Vec<Key>>>;
 
 #[derive(Default)]
 pub struct Index {
     roles: HashMap<Key, Arc<[PolicyRule]>>,
     bindings: HashMap<Key, Binding>,
-    /// Subject (`u:<user>` or `g:<group>`) -> the bindings naming it.
-    by_subject: HashMap<String, HashSet<Key>>,
+    users: HashMap<String, Scopes>,
+    groups: HashMap<String, Scopes>,
 }
 
 fn key_of(kind: Kind, obj: &Value) -> Key {
@@ -71,24 +86,27 @@ fn key_of(kind: Kind, obj: &Value) -> Key {
     )
 }
 
-/// The index keys a binding's subjects stand for. A ServiceAccount is the user
+/// The subjects a binding names. A ServiceAccount is the user
 /// `system:serviceaccount:<ns>:<name>`, its namespace defaulting to the binding's
 /// (upstream's `appliesToUser`); unknown kinds match nobody.
-fn subject_keys(binding_ns: &str, obj: &Value) -> Vec<String> {
+fn subjects_of(binding_ns: &str, obj: &Value) -> Vec<(SubjectKind, String)> {
     let subjects = obj["subjects"].as_array().map(Vec::as_slice).unwrap_or(&[]);
     subjects
         .iter()
         .filter_map(|s| {
             let name = s["name"].as_str()?;
             match s["kind"].as_str()? {
-                "User" => Some(format!("u:{name}")),
-                "Group" => Some(format!("g:{name}")),
+                "User" => Some((SubjectKind::User, name.to_string())),
+                "Group" => Some((SubjectKind::Group, name.to_string())),
                 "ServiceAccount" => {
                     let ns = s["namespace"]
                         .as_str()
                         .filter(|n| !n.is_empty())
                         .unwrap_or(binding_ns);
-                    Some(format!("u:system:serviceaccount:{ns}:{name}"))
+                    Some((
+                        SubjectKind::User,
+                        format!("system:serviceaccount:{ns}:{name}"),
+                    ))
                 }
                 _ => None,
             }
@@ -105,22 +123,36 @@ impl Index {
                 self.roles.insert(key, PolicyRule::of(obj).into());
             }
             Kind::RoleBinding | Kind::ClusterRoleBinding => {
-                self.remove(kind, obj);
+                self.remove_binding(&key);
                 let role_ref = &obj["roleRef"];
                 let name = role_ref["name"].as_str().unwrap_or_default().to_string();
                 let role = match role_ref["kind"].as_str() {
                     Some("Role") => (key.0.clone(), name),
                     _ => (String::new(), name),
                 };
-                let subjects = subject_keys(&key.0, obj);
-                for s in &subjects {
-                    self.by_subject
-                        .entry(s.clone())
+                let subjects = subjects_of(&key.0, obj);
+                for (kind, name) in &subjects {
+                    let granted = self
+                        .subjects_mut(*kind)
+                        .entry(name.clone())
                         .or_default()
-                        .insert(key.clone());
+                        .entry(key.0.clone())
+                        .or_default()
+                        .entry(role.clone())
+                        .or_default();
+                    if !granted.contains(&key) {
+                        granted.push(key.clone());
+                    }
                 }
                 self.bindings.insert(key, Binding { role, subjects });
             }
+        }
+    }
+
+    fn subjects_mut(&mut self, kind: SubjectKind) -> &mut HashMap<String, Scopes> {
+        match kind {
+            SubjectKind::User => &mut self.users,
+            SubjectKind::Group => &mut self.groups,
         }
     }
 
@@ -131,18 +163,32 @@ impl Index {
             Kind::Role | Kind::ClusterRole => {
                 self.roles.remove(&key);
             }
-            Kind::RoleBinding | Kind::ClusterRoleBinding => {
-                let Some(old) = self.bindings.remove(&key) else {
-                    return;
-                };
-                for s in old.subjects {
-                    if let Some(set) = self.by_subject.get_mut(&s) {
-                        set.remove(&key);
-                        if set.is_empty() {
-                            self.by_subject.remove(&s);
-                        }
+            Kind::RoleBinding | Kind::ClusterRoleBinding => self.remove_binding(&key),
+        }
+    }
+
+    fn remove_binding(&mut self, key: &Key) {
+        let Some(old) = self.bindings.remove(key) else {
+            return;
+        };
+        for (kind, name) in old.subjects {
+            let subjects = self.subjects_mut(kind);
+            let Some(scopes) = subjects.get_mut(&name) else {
+                continue;
+            };
+            if let Some(roles) = scopes.get_mut(&key.0) {
+                if let Some(granted) = roles.get_mut(&old.role) {
+                    granted.retain(|b| b != key);
+                    if granted.is_empty() {
+                        roles.remove(&old.role);
                     }
                 }
+                if roles.is_empty() {
+                    scopes.remove(&key.0);
+                }
+            }
+            if scopes.is_empty() {
+                subjects.remove(&name);
             }
         }
     }
@@ -154,40 +200,52 @@ impl Index {
         match kind {
             Kind::Role | Kind::ClusterRole => self.roles.retain(|k, _| !of_kind(k)),
             Kind::RoleBinding | Kind::ClusterRoleBinding => {
-                self.bindings.retain(|k, _| !of_kind(k));
-                for set in self.by_subject.values_mut() {
-                    set.retain(|k| !of_kind(k));
+                let gone: Vec<Key> = self
+                    .bindings
+                    .keys()
+                    .filter(|k| of_kind(k))
+                    .cloned()
+                    .collect();
+                for key in &gone {
+                    self.remove_binding(key);
                 }
-                self.by_subject.retain(|_, set| !set.is_empty());
             }
         }
     }
 
     /// Calls `visit` with the rules of every role bound to `user` that applies in
     /// `namespace` (ClusterRoleBindings everywhere, RoleBindings in their namespace)
-    /// until it returns true; whether one did. A binding to a missing role grants nothing.
+    /// until it returns true; whether one did. A role bound several times is visited
+    /// once; a binding to a missing role grants nothing.
     pub fn visit(
         &self,
         user: &UserInfo,
         namespace: Option<&str>,
         mut visit: impl FnMut(&[PolicyRule]) -> bool,
     ) -> bool {
-        let subjects = std::iter::once(format!("u:{}", user.name))
-            .chain(user.groups.iter().map(|g| format!("g:{g}")));
-        for subject in subjects {
-            let Some(bindings) = self.by_subject.get(&subject) else {
-                continue;
-            };
-            for key in bindings {
-                if !key.0.is_empty() && namespace != Some(key.0.as_str()) {
-                    continue;
-                }
-                let Some(binding) = self.bindings.get(key) else {
-                    continue;
-                };
-                if let Some(rules) = self.roles.get(&binding.role) {
-                    if visit(rules) {
-                        return true;
+        self.visit_bound(user, namespace, |rules, _| visit(rules))
+    }
+
+    /// [`Index::visit`], also telling how many of the user's bindings grant each role.
+    /// Cluster-wide bindings come first, as upstream's authorizer visits them.
+    fn visit_bound(
+        &self,
+        user: &UserInfo,
+        namespace: Option<&str>,
+        mut visit: impl FnMut(&[PolicyRule], usize) -> bool,
+    ) -> bool {
+        let scopes = std::iter::once("").chain(namespace.filter(|n| !n.is_empty()));
+        for scope in scopes {
+            let bound = std::iter::once(self.users.get(user.name.as_str()))
+                .chain(user.groups.iter().map(|g| self.groups.get(g.as_str())))
+                .flatten()
+                .filter_map(|scopes| scopes.get(scope));
+            for roles in bound {
+                for (role, granted) in roles {
+                    if let Some(rules) = self.roles.get(role) {
+                        if visit(rules, granted.len()) {
+                            return true;
+                        }
                     }
                 }
             }
@@ -195,11 +253,14 @@ impl Index {
         false
     }
 
-    /// Every rule `user` holds in `namespace` (upstream's `RulesFor`).
+    /// Every rule `user` holds in `namespace` (upstream's `RulesFor`), a role's rules once
+    /// per binding that grants it, as upstream lists them.
     pub fn rules_for(&self, user: &UserInfo, namespace: Option<&str>) -> Vec<PolicyRule> {
         let mut out = Vec::new();
-        self.visit(user, namespace, |rules| {
-            out.extend_from_slice(rules);
+        self.visit_bound(user, namespace, |rules, bindings| {
+            for _ in 0..bindings {
+                out.extend_from_slice(rules);
+            }
             false
         });
         out

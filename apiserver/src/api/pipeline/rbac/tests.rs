@@ -307,6 +307,106 @@ fn a_deleted_binding_or_role_grants_nothing_more() {
     assert_eq!(Rbac::with_index(index).authorize(&a), Verdict::NoOpinion);
 }
 
+/// `devs` bound to `read-pods` by `per_namespace` RoleBindings in each of namespaces
+/// `ns-0`..`ns-9`, and once cluster-wide to `cm`.
+fn repeated_bindings(per_namespace: usize) -> Index {
+    let mut index = cluster();
+    index.put(Kind::ClusterRole, &json!({"metadata": {"name": "cm"}, "rules": [{"verbs": ["get"], "apiGroups": [""], "resources": ["configmaps"]}]}));
+    let devs = json!([{"kind": "Group", "name": "devs"}]);
+    for ns in 0..10 {
+        let ns = format!("ns-{ns}");
+        for b in 0..per_namespace {
+            let name = format!("pods-{b}");
+            let obj = binding(
+                "RoleBinding",
+                Some(&ns),
+                &name,
+                "ClusterRole",
+                "read-pods",
+                devs.clone(),
+            );
+            index.put(Kind::RoleBinding, &obj);
+        }
+    }
+    index.put(
+        Kind::ClusterRoleBinding,
+        &binding(
+            "ClusterRoleBinding",
+            None,
+            "cm-all",
+            "ClusterRole",
+            "cm",
+            devs,
+        ),
+    );
+    index
+}
+
+#[test]
+fn a_decision_checks_each_role_in_scope_once_whatever_the_bindings_elsewhere() {
+    let index = repeated_bindings(100);
+    let cases = [
+        (
+            "in a namespace with 100 bindings to one role",
+            Some("ns-3"),
+            2,
+        ),
+        ("in a namespace without bindings", Some("other"), 1),
+        ("at the cluster scope", None, 1),
+    ];
+    for (name, ns, want) in cases {
+        let mut visited = 0;
+        index.visit(&user("bob", &["devs"]), ns, |_| {
+            visited += 1;
+            false
+        });
+        assert_eq!(visited, want, "{name}");
+    }
+}
+
+#[test]
+fn a_role_bound_twice_is_granted_until_both_bindings_are_gone() {
+    let mut index = repeated_bindings(2);
+    let bob = user("bob", &["devs"]);
+    let mut a = request("get", "", "pods", None, Some("ns-1"), Some("p"));
+    a.user = bob.clone();
+    let pod_rules = |index: &Index| {
+        index
+            .rules_for(&bob, Some("ns-1"))
+            .iter()
+            .filter(|r| r.resources == ["pods"])
+            .count()
+    };
+    assert_eq!(
+        pod_rules(&index),
+        2,
+        "upstream lists a rule once per binding"
+    );
+    let gone = |name: &str| {
+        binding(
+            "RoleBinding",
+            Some("ns-1"),
+            name,
+            "ClusterRole",
+            "read-pods",
+            json!([]),
+        )
+    };
+    index.remove(Kind::RoleBinding, &gone("pods-0"));
+    assert_eq!(pod_rules(&index), 1);
+    let rbac = Rbac::with_index(index);
+    assert_eq!(rbac.authorize(&a), Verdict::Allow, "one binding left");
+    rbac.write().remove(Kind::RoleBinding, &gone("pods-1"));
+    assert_eq!(rbac.authorize(&a), Verdict::NoOpinion, "none left");
+    rbac.write().clear(Kind::ClusterRoleBinding);
+    a.resource.as_mut().unwrap().resource = "configmaps".into();
+    assert_eq!(
+        rbac.authorize(&a),
+        Verdict::NoOpinion,
+        "cluster bindings cleared"
+    );
+}
+
 #[test]
 fn uncovered_rules_are_what_the_owner_lacks() {
     let owner = vec![
