@@ -48,7 +48,8 @@ pub enum Identity {
 /// Each loop's identity, by loop name: upstream's account where kube-controller-manager
 /// has the controller (both node loops share `node-controller`, as upstream's
 /// node-ipam and node-lifecycle controllers do; `csrsigning` is upstream's
-/// `certificate-controller`); `<loop>-controller` for kybern's own loops (`tokens`,
+/// `certificate-controller`, and so is `csrapproving`, upstream's approver in the same
+/// controller); `<loop>-controller` for kybern's own loops (`tokens`,
 /// `servicelb`, `localpath`). A loop missing here keeps the process's identity.
 pub const IDENTITIES: &[(&str, Identity)] = &[
     ("namespace", sa("namespace-controller")),
@@ -82,6 +83,9 @@ pub const IDENTITIES: &[(&str, Identity)] = &[
     ("disruption", sa("disruption-controller")),
     ("resourcequota", sa("resourcequota-controller")),
     ("csrsigning", sa("certificate-controller")),
+    ("csrapproving", sa("certificate-controller")),
+    ("bootstrapsigner", sa("bootstrap-signer")),
+    ("tokencleaner", sa("token-cleaner")),
     ("scheduler", Identity::User("system:kube-scheduler")),
 ];
 

@@ -22,6 +22,8 @@ pub(super) const NODE_CLIENT: &str =
 pub(super) const SELF_NODE_CLIENT: &str =
     "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient";
 const CLUSTER_INFO_ROLE: &str = "kubeadm:bootstrap-signer-clusterinfo";
+const SIGNER_ROLE: &str = "system:controller:bootstrap-signer";
+const CLEANER_ROLE: &str = "system:controller:token-cleaner";
 
 /// A rule on CertificateSigningRequests (or one of their subresources).
 const fn csr_rule(verbs: &'static [&'static str], resources: &'static [&'static str]) -> Rule {
@@ -83,8 +85,9 @@ pub(super) const CLUSTER_ROLE_BINDINGS: &[ClusterRoleBinding] = &[
     },
 ];
 
-/// Creates or reconciles the roles and bindings above, and creates the Role and
-/// RoleBinding that let `system:anonymous` get `kube-public/cluster-info`.
+/// Creates or reconciles the roles and bindings above, and creates the Roles and
+/// RoleBindings that let `system:anonymous` get `kube-public/cluster-info` and the
+/// bootstrapsigner and tokencleaner loops reach the token Secrets and cluster-info.
 pub(super) async fn ensure(api: &Arc<Api>) -> Result<()> {
     for role in CLUSTER_ROLES {
         reconcile(api, "clusterroles", role_object(role)).await?;
@@ -92,25 +95,76 @@ pub(super) async fn ensure(api: &Arc<Api>) -> Result<()> {
     for binding in CLUSTER_ROLE_BINDINGS {
         reconcile(api, "clusterrolebindings", binding_object(binding)).await?;
     }
-    let ns = Some(bt::CLUSTER_INFO_NAMESPACE);
-    let meta = json!({"name": CLUSTER_INFO_ROLE, "namespace": bt::CLUSTER_INFO_NAMESPACE});
+    let anonymous = json!([{"apiGroup": GROUP, "kind": "User", "name": "system:anonymous"}]);
+    let cluster_info = json!([{"apiGroups": [""], "resources": ["configmaps"],
+                               "resourceNames": [bt::CLUSTER_INFO], "verbs": ["get"]}]);
+    let roles = [
+        (
+            bt::CLUSTER_INFO_NAMESPACE,
+            CLUSTER_INFO_ROLE,
+            cluster_info,
+            anonymous,
+        ),
+        // The loops' namespaced grants, as upstream's bootstrap-signer and token-cleaner
+        // Roles (the cluster-wide rest is in `roles/controllers.rs`).
+        (
+            bt::NAMESPACE,
+            SIGNER_ROLE,
+            json!([{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get", "list", "watch"]}]),
+            account("bootstrap-signer"),
+        ),
+        (
+            bt::CLUSTER_INFO_NAMESPACE,
+            SIGNER_ROLE,
+            json!([{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create"]},
+                   {"apiGroups": [""], "resources": ["configmaps"],
+                    "resourceNames": [bt::CLUSTER_INFO], "verbs": ["update"]}]),
+            account("bootstrap-signer"),
+        ),
+        (
+            bt::NAMESPACE,
+            CLEANER_ROLE,
+            json!([{"apiGroups": [""], "resources": ["secrets"],
+                    "verbs": ["delete", "get", "list", "watch"]}]),
+            account("token-cleaner"),
+        ),
+    ];
+    for (ns, name, rules, subjects) in roles {
+        ensure_role(api, ns, name, rules, subjects).await?;
+    }
+    Ok(())
+}
+
+/// The loop's service account in kube-system as a binding's subjects.
+fn account(name: &str) -> serde_json::Value {
+    json!([{"kind": "ServiceAccount", "name": name, "namespace": "kube-system"}])
+}
+
+/// Creates the Role `name` in `ns` and its RoleBinding of the same name unless they
+/// exist (an administrator's edits to them are kept).
+async fn ensure_role(
+    api: &Arc<Api>,
+    ns: &'static str,
+    name: &str,
+    rules: serde_json::Value,
+    subjects: serde_json::Value,
+) -> Result<()> {
+    let meta = json!({"name": name, "namespace": ns});
     let role = json!({
-        "apiVersion": format!("{GROUP}/v1"), "kind": "Role", "metadata": meta,
-        "rules": [{"apiGroups": [""], "resources": ["configmaps"],
-                   "resourceNames": [bt::CLUSTER_INFO], "verbs": ["get"]}],
+        "apiVersion": format!("{GROUP}/v1"), "kind": "Role", "metadata": meta, "rules": rules,
     });
     let binding = json!({
         "apiVersion": format!("{GROUP}/v1"), "kind": "RoleBinding", "metadata": meta,
-        "roleRef": {"apiGroup": GROUP, "kind": "Role", "name": CLUSTER_INFO_ROLE},
-        "subjects": [{"apiGroup": GROUP, "kind": "User", "name": "system:anonymous"}],
+        "roleRef": {"apiGroup": GROUP, "kind": "Role", "name": name},
+        "subjects": subjects,
     });
     for (resource, obj) in [("roles", role), ("rolebindings", binding)] {
         let at = Object {
             group: GROUP,
-            namespace: ns,
+            namespace: Some(ns),
             resource,
         };
-        if get(api, &at, CLUSTER_INFO_ROLE).await?.is_none() {
+        if get(api, &at, name).await?.is_none() {
             match request(api, Method::POST, &at, None, None, &obj).await {
                 Ok(_) | Err(ApiError::AlreadyExists(_)) => {}
                 Err(e) => return Err(e),

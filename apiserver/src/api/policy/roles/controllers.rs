@@ -484,7 +484,19 @@ pub(in crate::api::policy) const CONTROLLER_ROLES: &[ClusterRole] = &[
             ),
             EVENTS,
             LEASE_CREATE,
-            lease(&["kybern-csrsigning"]),
+            lease(&["kybern-csrsigning", "kybern-csrapproving"]),
         ],
+    ),
+    // bootstrapsigner and tokencleaner (upstream's bootstrap-signer and token-cleaner):
+    // cluster-wide only their events and Leases; what they read and write lives in the
+    // namespaced Roles of `policy/bootstrap_tokens.rs` (kube-system's token Secrets,
+    // kube-public's cluster-info), as upstream grants them.
+    role(
+        "system:controller:bootstrap-signer",
+        &[EVENTS, LEASE_CREATE, lease(&["kybern-bootstrapsigner"])],
+    ),
+    role(
+        "system:controller:token-cleaner",
+        &[EVENTS, LEASE_CREATE, lease(&["kybern-tokencleaner"])],
     ),
 ];
