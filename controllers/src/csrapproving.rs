@@ -9,9 +9,7 @@
 //! approved.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
@@ -21,11 +19,11 @@ use k8s_openapi::api::certificates::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::ResourceExt;
 use serde_json::json;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::csrsigning::APISERVER_CLIENT_KUBELET;
 use crate::{Context, LoopFuture};
@@ -33,19 +31,13 @@ use crate::{Context, LoopFuture};
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
         let client = ctx.client.clone();
-        Controller::new(
+        crate::runtime::own_watch::run(
             Api::<CertificateSigningRequest>::all(client.clone()),
             watcher::Config::default(),
-        )
-        .run(
-            crate::runtime::metrics::metered(reconcile),
-            |_, e, _| {
-                warn!(error = %e, "certificate approval: retrying in 5s");
-                Action::requeue(Duration::from_secs(5))
-            },
+            "certificate approval",
+            reconcile,
             Arc::new(client),
         )
-        .for_each(|_| async {})
         .await;
         Ok(())
     })

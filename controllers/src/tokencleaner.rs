@@ -6,32 +6,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apiserver::api::pipeline::bootstrap_token as bt;
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, DeleteParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::Action;
 use kube::runtime::watcher;
 use kube::ResourceExt;
-use tracing::{info, warn};
+use tracing::info;
 
 use crate::{Context, LoopFuture};
 
 pub fn run(ctx: Arc<Context>) -> LoopFuture {
     Box::pin(async move {
         let api: Api<Secret> = Api::namespaced(ctx.client.clone(), bt::NAMESPACE);
-        Controller::new(
+        crate::runtime::own_watch::run(
             api.clone(),
             watcher::Config::default().fields(&format!("type={}", bt::SECRET_TYPE)),
-        )
-        .run(
-            crate::runtime::metrics::metered(reconcile),
-            |_, e, _| {
-                warn!(error = %e, "bootstrap token secret: retrying in 5s");
-                Action::requeue(Duration::from_secs(5))
-            },
+            "bootstrap token secret",
+            reconcile,
             Arc::new(api),
         )
-        .for_each(|_| async {})
         .await;
         Ok(())
     })
