@@ -9,8 +9,9 @@ use serde_json::{json, Value};
 
 use crate::common::Cluster;
 
-/// `kubectl ARGS` with `stdin` as its input (a manifest for `-f -`).
-fn kubectl_with(c: &Cluster, args: &[&str], stdin: &Value) -> Output {
+/// `kubectl ARGS` in the test's namespace with `stdin` as its input (a manifest for
+/// `-f -`).
+pub(crate) fn kubectl_with(c: &Cluster, args: &[&str], stdin: &Value) -> Output {
     let mut child = c
         .kubectl_in_namespace()
         .command()
@@ -29,7 +30,8 @@ fn kubectl_with(c: &Cluster, args: &[&str], stdin: &Value) -> Output {
     child.wait_with_output().expect("waiting for kubectl")
 }
 
-fn text(out: &Output) -> (String, String) {
+/// A kubectl run's stdout and stderr.
+pub(crate) fn text(out: &Output) -> (String, String) {
     (
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),

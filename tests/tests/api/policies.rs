@@ -3,10 +3,6 @@
 //! warn (`Warning:` lines), params from a ConfigMap, failurePolicy on a runtime error,
 //! and expressions that do not compile refused when the policy is written.
 
-use std::io::Write;
-use std::process::{Output, Stdio};
-use std::time::Duration;
-
 use k8s_openapi::api::admissionregistration::v1::{
     ValidatingAdmissionPolicy, ValidatingAdmissionPolicyBinding,
 };
@@ -17,34 +13,8 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 use crate::common::Cluster;
+use crate::podsecurity::{kubectl_with, text};
 use crate::{configmap, status};
-
-/// `kubectl ARGS` in the test's namespace with `stdin` as its input.
-fn kubectl_with(c: &Cluster, args: &[&str], stdin: &Value) -> Output {
-    let mut child = c
-        .kubectl_in_namespace()
-        .command()
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("running kubectl");
-    child
-        .stdin
-        .take()
-        .expect("stdin is piped")
-        .write_all(stdin.to_string().as_bytes())
-        .expect("writing the manifest");
-    child.wait_with_output().expect("waiting for kubectl")
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 /// Waits until the server's cache of `plural`, which admission reads, has `name` as
 /// the API has it now.
@@ -59,22 +29,7 @@ where
         .get(name)
         .await
         .expect("the object was written");
-    let rv: i64 = object
-        .meta()
-        .resource_version
-        .as_deref()
-        .and_then(|v| v.parse().ok())
-        .expect("a resourceVersion");
-    let api = c.apiserver();
-    let snap = api.registry.snapshot();
-    let r = snap
-        .get("admissionregistration.k8s.io", "v1", plural)
-        .expect("policies are served");
-    let cache = api.cache(r).await.expect("the cache");
-    assert!(
-        cache.wait_for(rv, Duration::from_secs(30)).await,
-        "the cache caught up"
-    );
+    crate::webhooks::admission_sees(c, plural, &object).await;
 }
 
 /// Applies a policy and its binding with kubectl and waits until admission sees both.

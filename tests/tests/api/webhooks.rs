@@ -31,7 +31,13 @@ where
         .create(&PostParams::default(), &object)
         .await
         .expect("creating the webhook configuration");
-    let rv: i64 = created
+    admission_sees(c, plural, &created).await;
+}
+
+/// Waits until the server's cache of the admissionregistration kind `plural`, which
+/// admission reads, has `object` as written.
+pub(crate) async fn admission_sees<K: kube::Resource>(c: &Cluster, plural: &str, object: &K) {
+    let rv: i64 = object
         .meta()
         .resource_version
         .as_deref()
@@ -41,7 +47,7 @@ where
     let snap = api.registry.snapshot();
     let r = snap
         .get("admissionregistration.k8s.io", "v1", plural)
-        .expect("webhook configurations are served");
+        .expect("admission configurations are served");
     let cache = api.cache(r).await.expect("the configurations' cache");
     assert!(
         cache.wait_for(rv, Duration::from_secs(30)).await,
