@@ -391,7 +391,7 @@ impl Default for Pipeline {
                 // Upstream checks escalation in RBAC's storage, after admission; before
                 // the quota charge here so a refused RBAC write charges nothing.
                 Box::new(rbac.escalation()),
-                Box::new(ResourceQuota),
+                Box::new(ResourceQuota::default()),
             ],
         }
     }

@@ -129,6 +129,41 @@ async fn concurrent_creates_cannot_both_take_the_last_slot() {
     assert_eq!(used(&quotas, "one").await, json!({"count/configmaps": "1"}));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_creates_under_a_roomy_quota_all_succeed_and_are_all_charged() {
+    let cluster = Cluster::start(&["resourcequota"]).await;
+    let client = cluster.client();
+    namespace(&client, "roomy").await;
+    let quotas = quota(
+        &client,
+        "roomy",
+        "many",
+        json!({"hard": {"count/configmaps": "1000"}}),
+    )
+    .await;
+    let maps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), "roomy");
+    let creates = (0..200).map(|i| {
+        let maps = maps.clone();
+        async move {
+            let cm =
+                serde_json::from_value(json!({"metadata": {"name": format!("cm{i}")}})).unwrap();
+            maps.create(&PostParams::default(), &cm).await
+        }
+    });
+    let results = futures::future::join_all(creates).await;
+    let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
+    assert!(
+        failed.is_empty(),
+        "a quota with room refuses nothing, not even with a conflict on itself: {} failed, first {:?}",
+        failed.len(),
+        failed.first()
+    );
+    eventually("all 200 charged", Duration::from_secs(10), || async {
+        (used(&quotas, "many").await == json!({"count/configmaps": "200"})).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn a_compute_quota_requires_requests_and_sums_them() {
     let cluster = Cluster::start(&["resourcequota"]).await;

@@ -3,6 +3,10 @@
 //! quota's `status.hard`, and otherwise charged to the quota's `status.used` before
 //! the object is stored. The charge is a compare-and-swap on the quota's revision, so
 //! of two creates racing for the last slot one sees the other's charge and is refused.
+//! Within one server the charges of a namespace are taken one at a time (upstream's
+//! quota evaluator queues them per namespace), so concurrent creates there do not race
+//! each other into the compare-and-swap's retries and clients never see a 409 for a
+//! quota they did not write; the retries remain for other servers and the controller.
 //! The quota controller (`controllers/src/resourcequota.rs`) sets `status.hard` and
 //! recounts `status.used` as objects come and go; a quota it has not counted yet
 //! limits nothing, as upstream.
@@ -10,7 +14,8 @@
 pub mod quantity;
 pub mod usage;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use serde_json::Value;
@@ -21,7 +26,19 @@ use crate::api::Api;
 use crate::status::{ApiError, Result, Target};
 use usage::{parse_list, pretty, quota_matches, tracks, ResourceList};
 
-pub struct ResourceQuota;
+#[derive(Default)]
+pub struct ResourceQuota {
+    /// One lock per namespace with charges in flight; dropped when the last is done.
+    namespaces: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl ResourceQuota {
+    fn lock_of(&self, ns: &str) -> Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.namespaces.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, l| Arc::strong_count(l) > 1);
+        map.entry(ns.to_string()).or_default().clone()
+    }
+}
 
 #[async_trait]
 impl ValidatingAdmission for ResourceQuota {
@@ -76,6 +93,8 @@ impl ValidatingAdmission for ResourceQuota {
             .map(|q| crate::object::name(q).to_string())
             .collect();
         names.sort();
+        let lock = self.lock_of(ns);
+        let _one_at_a_time = lock.lock().await;
         let mut charged: Vec<(String, ResourceList)> = Vec::new();
         for quota in &names {
             let key = quotas.key(Some(ns), quota);
