@@ -90,7 +90,7 @@ impl Target {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{} \"{}\" not found", .0.qualified(), .0.name)]
     NotFound(Target),

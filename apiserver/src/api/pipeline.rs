@@ -344,6 +344,10 @@ pub trait ValidatingAdmission: Send + Sync {
         obj: &Value,
         old: Option<&Value>,
     ) -> Result<()>;
+
+    /// Called once the server runs, before requests are answered, for a plugin that
+    /// works beside the requests it is asked about (the quota's per-namespace queue).
+    fn start(&self, _api: &std::sync::Arc<Api>) {}
 }
 
 /// The plugins of every stage, in the order they run.
@@ -414,10 +418,14 @@ impl Pipeline {
         Err(ApiError::Unauthorized)
     }
 
-    /// Starts every authorizer ([`Authorizer::start`]).
+    /// Starts every authorizer ([`Authorizer::start`]) and validating plugin
+    /// ([`ValidatingAdmission::start`]).
     pub async fn start(&self, api: &std::sync::Arc<Api>) -> Result<()> {
         for a in &self.authorizers {
             a.start(api).await?;
+        }
+        for v in &self.validating {
+            v.start(api);
         }
         Ok(())
     }

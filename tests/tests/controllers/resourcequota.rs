@@ -5,10 +5,10 @@
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
-use crate::{eventually, Cluster};
+use crate::{eventually, Cluster, InProcess};
 
 async fn namespace(client: &kube::Client, name: &str) {
     let ns: Namespace = serde_json::from_value(json!({"metadata": {"name": name}})).unwrap();
@@ -162,6 +162,53 @@ async fn concurrent_creates_under_a_roomy_quota_all_succeed_and_are_all_charged(
         (used(&quotas, "many").await == json!({"count/configmaps": "200"})).then_some(())
     })
     .await;
+}
+
+/// Two quotas, the first roomy and the second nearly full, with no controller to recount
+/// them: of concurrent creates only what the second has room for get in, and the first
+/// quota gives back what it took from the ones the second refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn charges_a_later_quota_refuses_are_given_back_by_the_earlier_ones() {
+    let api = InProcess::start().await;
+    let client = api.client.clone();
+    namespace(&client, "two").await;
+    let quotas = Api::<ResourceQuota>::namespaced(client.clone(), "two");
+    for (name, hard) in [("a-roomy", "100"), ("b-tight", "3")] {
+        let hard = json!({"count/configmaps": hard});
+        let q = serde_json::from_value(json!({"metadata": {"name": name}, "spec": {"hard": hard}}))
+            .unwrap();
+        quotas.create(&PostParams::default(), &q).await.unwrap();
+        let status = json!({"status": {"hard": hard, "used": {"count/configmaps": "0"}}});
+        quotas
+            .patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .unwrap();
+    }
+    let maps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), "two");
+    let creates = (0..24).map(|i| {
+        let maps = maps.clone();
+        async move {
+            let cm =
+                serde_json::from_value(json!({"metadata": {"name": format!("cm{i}")}})).unwrap();
+            maps.create(&PostParams::default(), &cm).await
+        }
+    });
+    let results = futures::future::join_all(creates).await;
+    let created = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(created, 3, "the tight quota admits three: {results:?}");
+    for e in results.into_iter().filter_map(Result::err) {
+        assert!(
+            forbidden_message(e).contains("exceeded quota: b-tight"),
+            "the others are refused by the tight quota"
+        );
+    }
+    for name in ["a-roomy", "b-tight"] {
+        assert_eq!(
+            used(&quotas, name).await,
+            json!({"count/configmaps": "3"}),
+            "{name} is charged only for what was created"
+        );
+    }
 }
 
 #[tokio::test]
