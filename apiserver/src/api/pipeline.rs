@@ -322,6 +322,12 @@ pub struct AdmissionRequest<'a> {
 /// A plugin that may change the object before it is validated.
 #[async_trait]
 pub trait MutatingAdmission: Send + Sync {
+    /// Whether the plugin is asked about `operation` at all (upstream's `Handles`):
+    /// creates and updates unless it says otherwise.
+    fn handles(&self, operation: Operation) -> bool {
+        matches!(operation, Operation::Create | Operation::Update)
+    }
+
     /// `obj` is the object to be stored; `old` the stored one on an update. On a delete
     /// `obj` is null and `old` the object being deleted (upstream's attributes).
     async fn admit(
@@ -480,7 +486,11 @@ impl Pipeline {
         obj: &mut Value,
         old: Option<&Value>,
     ) -> Result<()> {
-        for plugin in &self.mutating {
+        for plugin in self
+            .mutating
+            .iter()
+            .filter(|p| p.handles(request.operation))
+        {
             plugin.admit(api, request, obj, old).await?;
         }
         Ok(())

@@ -65,11 +65,6 @@ impl MutatingAdmission for NodeRestriction {
         obj: &mut Value,
         old: Option<&Value>,
     ) -> Result<()> {
-        // Deletes reach mutating plugins too (with no object); they are judged in the
-        // validating stage below, where the object being deleted is at hand.
-        if request.operation == Operation::Delete {
-            return Ok(());
-        }
         let r = request.resource;
         let target = || Target::new(&r.group, &r.plural, request.name);
         let Some(node) = requesting_node(request.user, &target)? else {

@@ -312,6 +312,10 @@ struct Labeler(Journal);
 
 #[async_trait]
 impl MutatingAdmission for Labeler {
+    fn handles(&self, _: Operation) -> bool {
+        true
+    }
+
     async fn admit(
         &self,
         _: &Api,
@@ -328,6 +332,25 @@ impl MutatingAdmission for Labeler {
                 .entry("labels")
                 .or_insert_with(|| json!({}))["admitted-by"] = json!("test");
         }
+        Ok(())
+    }
+}
+
+/// A mutating plugin that keeps the default of being asked about creates and updates
+/// only; records what it was shown.
+struct Plain(Journal);
+
+#[async_trait]
+impl MutatingAdmission for Plain {
+    async fn admit(
+        &self,
+        _: &Api,
+        request: &AdmissionRequest<'_>,
+        _: &mut Value,
+        _: Option<&Value>,
+    ) -> Result<()> {
+        self.0
+            .push(format!("plain {:?} {}", request.operation, request.name));
         Ok(())
     }
 }
@@ -445,7 +468,9 @@ async fn mutating_admission_runs_before_validation_and_validating_admission_afte
 async fn a_validating_admission_refusal_stores_nothing_on_create_update_or_delete() {
     let dir = tempfile::tempdir().unwrap();
     let journal = Journal::default();
-    let api = api_with(dir.path(), admission_pipeline(&journal)).await;
+    let mut pipeline = admission_pipeline(&journal);
+    pipeline.mutating.push(Box::new(Plain(journal.clone())));
+    let api = api_with(dir.path(), pipeline).await;
     let mut refused = configmap("r");
     refused["metadata"]["labels"] = json!({"refuse": "yes"});
     let (code, _) = call(&api, Method::POST, CONFIGMAPS, Some(refused), Some(alice())).await;
@@ -488,7 +513,13 @@ async fn a_validating_admission_refusal_stores_nothing_on_create_update_or_delet
         journal
             .entries()
             .contains(&"mutating Delete keep by alice".to_string()),
-        "mutating admission sees deletes too, as upstream"
+        "a mutating plugin that handles deletes sees them, as upstream's webhooks"
+    );
+    let plain = journal.entries();
+    assert!(
+        plain.contains(&"plain Update keep".to_string())
+            && !plain.contains(&"plain Delete keep".to_string()),
+        "a plugin that does not say it handles deletes is not asked: {plain:?}"
     );
 }
 

@@ -7,7 +7,7 @@
 use async_trait::async_trait;
 use serde_json::{json, Value};
 
-use super::{AdmissionRequest, MutatingAdmission, Operation};
+use super::{AdmissionRequest, MutatingAdmission};
 use crate::api::Api;
 use crate::status::Result;
 
@@ -33,7 +33,7 @@ impl MutatingAdmission for DefaultTolerationSeconds {
     ) -> Result<()> {
         let r = request.resource;
         let is_pod = r.group.is_empty() && r.plural == "pods" && request.subresource.is_none();
-        if is_pod && request.operation != Operation::Delete {
+        if is_pod {
             add_tolerations(pod);
         }
         Ok(())

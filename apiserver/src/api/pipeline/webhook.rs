@@ -419,6 +419,12 @@ async fn admit_delete(api: &Api, scene: &Scene<'_>, hook: &Hook, old: &Value) ->
 
 #[async_trait]
 impl MutatingAdmission for MutatingAdmissionWebhook {
+    /// Webhooks may be registered for deletes too; they are called with the object
+    /// being deleted and may not change anything.
+    fn handles(&self, _operation: Operation) -> bool {
+        true
+    }
+
     async fn admit(
         &self,
         api: &Api,
