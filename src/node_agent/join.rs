@@ -268,17 +268,7 @@ async fn client(config: &Kubeconfig) -> anyhow::Result<Client> {
 
 /// This node's client certificate and key (PEM), through a CertificateSigningRequest.
 async fn certificate(client: &Client, node_name: &str) -> anyhow::Result<(String, String)> {
-    use rcgen::{CertificateParams, DistinguishedName, DnType, KeyPair};
-    let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
-    let mut params = CertificateParams::default();
-    params.distinguished_name = DistinguishedName::new();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("system:node:{node_name}"));
-    params
-        .distinguished_name
-        .push(DnType::OrganizationName, "system:nodes");
-    let request = params.serialize_request(&key)?.pem()?;
+    let (request, key) = agent::nodeapi::cert::node_request(node_name, Vec::new())?;
     let api: Api<CertificateSigningRequest> = Api::all(client.clone());
     let csr = CertificateSigningRequest {
         metadata: kube::api::ObjectMeta {

@@ -303,8 +303,11 @@ fn store(dir: &Path, (cert, key): &(String, String)) -> Result<(), Error> {
     Ok(())
 }
 
-/// The PKCS#10 request for this node's serving certificate, and its key.
-pub fn make_request(node_name: &str, ip: Ipv4Addr) -> Result<(String, KeyPair), Error> {
+/// A PKCS#10 request for the identity every certificate of a node carries
+/// (`system:node:<name>` in `system:nodes`, what the Node authorizer knows it by) with
+/// these subject alternative names, and its new key: the node's serving certificate here,
+/// its client certificate when it joins.
+pub fn node_request(node_name: &str, sans: Vec<SanType>) -> Result<(String, KeyPair), Error> {
     let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
     let mut params = CertificateParams::default();
     params.distinguished_name = DistinguishedName::new();
@@ -314,12 +317,18 @@ pub fn make_request(node_name: &str, ip: Ipv4Addr) -> Result<(String, KeyPair), 
     params
         .distinguished_name
         .push(DnType::OrganizationName, "system:nodes");
-    params.subject_alt_names = vec![SanType::IpAddress(IpAddr::V4(ip))];
-    if let Ok(dns) = node_name.try_into() {
-        params.subject_alt_names.push(SanType::DnsName(dns));
-    }
+    params.subject_alt_names = sans;
     let csr = params.serialize_request(&key)?;
     Ok((csr.pem()?, key))
+}
+
+/// The request for this node's serving certificate (its address and name), and its key.
+fn make_request(node_name: &str, ip: Ipv4Addr) -> Result<(String, KeyPair), Error> {
+    let mut sans = vec![SanType::IpAddress(IpAddr::V4(ip))];
+    if let Ok(dns) = node_name.try_into() {
+        sans.push(SanType::DnsName(dns));
+    }
+    node_request(node_name, sans)
 }
 
 async fn request(
