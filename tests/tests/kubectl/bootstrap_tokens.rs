@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use crate::common::users::kubectl_with_token;
-use crate::common::{eventually, kybern_binary, Backend};
+use crate::common::{eventually, kybern_binary, Backend, Kubectl};
 use crate::Cluster;
 
 fn kybern(kubeconfig: &Path, args: &[&str]) -> Output {
@@ -189,7 +189,8 @@ fn join(join_command: &str, node: &str, dir: &Path, extra: &[&str]) -> Output {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_joins_with_a_bootstrap_token_and_becomes_system_node() {
+async fn a_node_joins_with_a_bootstrap_token_becomes_system_node_and_cannot_touch_another_nodes_objects(
+) {
     let c = Cluster::start(Backend::Embedded).await;
     let kc = admin_kubeconfig(&c);
     let command = stdout(
@@ -220,6 +221,62 @@ async fn a_node_joins_with_a_bootstrap_token_and_becomes_system_node() {
     let me = node.run(&["auth", "whoami"]);
     assert!(me.contains("system:node:joined-1"), "{me}");
     assert!(me.contains("[system:nodes system:authenticated]"), "{me}");
+
+    // As that node it registers and labels its own Node, but cannot touch another
+    // node's, nor read a Secret no pod of its own uses.
+    let admin = c.kubectl();
+    admin.run(&["create", "namespace", "join-test"]);
+    admin.run(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "-n",
+        "join-test",
+        "--from-literal=k=v",
+    ]);
+    let node_object = |name: &str| {
+        format!(r#"{{"apiVersion":"v1","kind":"Node","metadata":{{"name":"{name}"}}}}"#)
+    };
+    let create = |who: &Kubectl, name: &str| {
+        let path = c.dir.path().join(format!("{name}.json"));
+        std::fs::write(&path, node_object(name)).unwrap();
+        who.output(&["create", "-f", path.to_str().unwrap()])
+    };
+    assert!(create(&admin, "other-node").status.success());
+    let own = create(&node, "joined-1");
+    assert!(
+        own.status.success(),
+        "{}",
+        String::from_utf8_lossy(&own.stderr)
+    );
+    node.run(&["label", "node", "joined-1", "example.com/zone=a"]);
+    for args in [
+        &["label", "node", "other-node", "example.com/zone=a"][..],
+        &["delete", "node", "other-node"],
+        &["get", "secret", "s", "-n", "join-test"],
+    ] {
+        let out = node.output(args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains("Forbidden"),
+            "kubectl {args:?} as the joined node: {stderr}"
+        );
+        if args[0] == "label" {
+            assert!(
+                stderr.contains(r#"node "joined-1" is not allowed to modify node "other-node""#),
+                "{stderr}"
+            );
+        }
+    }
+    let other = admin.run(&[
+        "get",
+        "node",
+        "other-node",
+        "-o",
+        "jsonpath={.metadata.labels}",
+    ]);
+    assert!(!other.contains("example.com/zone"), "{other}");
 
     // A restart uses the kubeconfig the join wrote; no token needed.
     let server = command.split_whitespace().nth(3).unwrap();
