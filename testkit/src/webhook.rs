@@ -1,8 +1,10 @@
 //! An HTTPS webhook server on 127.0.0.1 for admission and conversion webhook tests: its
 //! own CA (made in a temp dir, given as the `caBundle` to put in a configuration), one
-//! handler deciding each answer, every request kept for the test to look at. The
-//! server task ends on drop.
+//! handler deciding each answer, every request and the number of connections accepted
+//! kept for the test to look at. Connections are kept alive (HTTP/1.1) until the client
+//! closes them. The server task ends on drop.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -25,6 +27,7 @@ pub struct WebhookServer {
     /// The base64 PEM of the CA that signed the serving certificate.
     pub ca_bundle: String,
     requests: Arc<Mutex<Vec<(String, Value)>>>,
+    connections: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
     _dir: tempfile::TempDir,
 }
@@ -54,10 +57,16 @@ impl WebhookServer {
         let handler: Arc<Handler> = Arc::new(handler);
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let seen = requests.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let task = tokio::spawn(async move {
+            // Connection tasks end with this one (kept-alive ones too).
+            let mut conns = tokio::task::JoinSet::new();
             while let Ok((tcp, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                while conns.try_join_next().is_some() {}
                 let (acceptor, handler, seen) = (acceptor.clone(), handler.clone(), seen.clone());
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     if let Ok(tls) = acceptor.accept(tcp).await {
                         serve(tls, &*handler, &seen).await;
                     }
@@ -68,6 +77,7 @@ impl WebhookServer {
             base_url: format!("https://127.0.0.1:{port}"),
             ca_bundle: base64::engine::general_purpose::STANDARD.encode(&pki.ca_cert_pem),
             requests,
+            connections,
             task,
             _dir: dir,
         }
@@ -90,6 +100,11 @@ impl WebhookServer {
     /// Every (path, body) received so far.
     pub fn requests(&self) -> Vec<(String, Value)> {
         self.requests.lock().expect("requests lock").clone()
+    }
+
+    /// How many TCP connections it has accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
     }
 }
 
@@ -114,60 +129,71 @@ pub fn patch_field(ops: Value) -> Value {
     json!(base64::engine::general_purpose::STANDARD.encode(ops.to_string()))
 }
 
-/// One request per connection: the head up to the blank line, a Content-Length body.
+/// Requests one after another on one connection, each a head up to the blank line and
+/// a Content-Length body, until the client closes it.
 async fn serve<S>(mut stream: S, handler: &Handler, seen: &Mutex<Vec<(String, Value)>>)
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let path = head
+            .split_whitespace()
+            .nth(1)
+            .unwrap_or("/")
+            .split('?')
+            .next()
+            .unwrap_or("/")
+            .to_string();
+        let header = |name: &str| {
+            head.lines().find_map(|l| {
+                let (k, v) = l.split_once(':')?;
+                k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+            })
+        };
+        let length = header("content-length")
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(0);
+        let close = header("connection").is_some_and(|v| v.eq_ignore_ascii_case("close"));
+        while buf.len() < head_end + length {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
         }
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        let body: Value =
+            serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or_default();
+        buf.drain(..head_end + length);
+        seen.lock()
+            .expect("requests lock")
+            .push((path.clone(), body.clone()));
+        match handler(&path, &body) {
+            Reply::Json(answer) => {
+                let text = answer.to_string();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{text}",
+                    text.len()
+                );
+                if stream.write_all(response.as_bytes()).await.is_err() {
+                    return;
+                }
+                if close {
+                    let _ = stream.shutdown().await;
+                    return;
+                }
+            }
+            Reply::Hang => std::future::pending::<()>().await,
         }
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
-    let path = head
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("/")
-        .split('?')
-        .next()
-        .unwrap_or("/")
-        .to_string();
-    let length = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse::<usize>().ok())
-                .flatten()
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + length {
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-        }
-    }
-    let body: Value = serde_json::from_slice(&buf[head_end..head_end + length]).unwrap_or_default();
-    seen.lock()
-        .expect("requests lock")
-        .push((path.clone(), body.clone()));
-    match handler(&path, &body) {
-        Reply::Json(answer) => {
-            let text = answer.to_string();
-            let response = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
-        }
-        Reply::Hang => std::future::pending::<()>().await,
     }
 }

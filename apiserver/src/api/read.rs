@@ -382,20 +382,47 @@ pub(super) struct Page {
     pub continue_token: Option<String>,
 }
 
+/// The page's objects as `r` serves them, when its CRD converts by webhook: all of
+/// them in one ConversionReview, as upstream converts a list, then defaulted as reads
+/// are.
+async fn converted_by_webhook(
+    api: &Arc<Api>,
+    r: &Resource,
+    items: &[Item],
+) -> Result<Option<Vec<Value>>> {
+    if r.conversion_webhook.is_none() {
+        return Ok(None);
+    }
+    let objects = items.iter().map(Item::object).collect::<Result<Vec<_>>>()?;
+    let Some(converted) = crate::conversion::webhook::list_in_version(api, r, &objects).await
+    else {
+        return Ok(None);
+    };
+    Ok(Some(
+        (converted?.into_iter())
+            .map(|c| super::crd::default_on_read(r, &c).unwrap_or(c))
+            .collect(),
+    ))
+}
+
 pub(super) async fn list(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Result<Response<Body>> {
     let page = list_page(api, r, req).await?;
     let rv = page.revision.to_string();
+    let by_webhook = match req.accept.metadata && !req.accept.table {
+        true => None,
+        false => converted_by_webhook(api, r, &page.items).await?,
+    };
     if req.accept.table {
         let printer = TablePrinter::new(&r.group, &r.plural, r.printer_columns.as_ref());
-        let objects = page
-            .items
-            .iter()
-            .map(Item::object)
-            .collect::<Result<Vec<_>>>()?;
-        let converted: Vec<Value> = objects
-            .iter()
-            .map(|o| in_version(Some(api), r, o).map(|c| c.unwrap_or_else(|| (**o).clone())))
-            .collect::<Result<_>>()?;
+        let converted: Vec<Value> = match by_webhook {
+            Some(converted) => converted,
+            None => (page.items.iter())
+                .map(|i| {
+                    let o = i.object()?;
+                    in_version(Some(api), r, &o).map(|c| c.unwrap_or_else(|| (*o).clone()))
+                })
+                .collect::<Result<_>>()?,
+        };
         let refs: Vec<&Value> = converted.iter().collect();
         let t = table::table(
             &printer,
@@ -434,7 +461,10 @@ pub(super) async fn list(api: &Arc<Api>, r: &Resource, req: &ApiRequest) -> Resu
         if i > 0 {
             buf.push(b',');
         }
-        item.write_json(Some(api), r, &mut buf)?;
+        match &by_webhook {
+            Some(converted) => serde_json::to_writer(&mut buf, &converted[i]).map_err(internal)?,
+            None => item.write_json(Some(api), r, &mut buf)?,
+        }
     }
     buf.extend_from_slice(b"]}");
     Ok(bytes_response(

@@ -2,9 +2,10 @@
 //! webhook for the objects in another version, checked as apiextensions checks the
 //! answer (same uid, Success, one object per object sent, the desired apiVersion and
 //! the same kind; only labels and annotations of metadata may change). Writes convert
-//! to the storage version before storing; reads (GET, LIST, WATCH, and the answers to
-//! writes) in another version convert each object on the way out
-//! ([`in_version_blocking`], since the read paths are synchronous). `url` and `service`
+//! to the storage version before storing; reads in another version convert on the way
+//! out: a LIST's page in one review ([`list_in_version`]), GET, WATCH events and the
+//! answers to writes one object at a time, as upstream ([`in_version_blocking`], since
+//! those paths are synchronous). `url` and `service`
 //! client configs both work everywhere; a failed conversion is upstream's 500.
 
 use std::sync::{Arc, OnceLock};
@@ -182,6 +183,42 @@ pub fn in_version_blocking(
             .map_err(read_error)
     };
     Some(block_on(call))
+}
+
+/// `objs` as `r` serves them, when `r`'s CRD converts by webhook (None otherwise): the
+/// ones in another version go to the webhook together in one ConversionReview, as
+/// upstream converts a list, and the others are served as they are. A failed
+/// conversion fails them all, with a read's 500.
+pub async fn list_in_version(
+    api: &Api,
+    r: &Resource,
+    objs: &[Arc<Value>],
+) -> Option<Result<Vec<Value>>> {
+    r.conversion_webhook.as_ref()?;
+    let want = r.api_version();
+    let needs = |o: &Value| {
+        o.get("apiVersion").and_then(Value::as_str) != Some(want.as_str())
+            && o.get("kind").and_then(Value::as_str) == Some(r.kind.as_str())
+    };
+    let sent: Vec<Value> = (objs.iter())
+        .filter(|o| needs(o))
+        .map(|o| (**o).clone())
+        .collect();
+    let mut converted = Vec::new().into_iter();
+    if !sent.is_empty() {
+        match convert(Some(api), r, sent, &want).await {
+            // `check_answer` saw one converted object per object sent.
+            Ok(out) => converted = out.into_iter(),
+            Err(e) => return Some(Err(read_error(e))),
+        }
+    }
+    Some(Ok(objs
+        .iter()
+        .map(|o| match needs(o) {
+            true => converted.next().unwrap_or_default(),
+            false => (**o).clone(),
+        })
+        .collect()))
 }
 
 /// A failed conversion on a read is, as upstream serves any plain error there, a 500

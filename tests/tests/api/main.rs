@@ -36,6 +36,7 @@ mod watch;
 mod webhooks;
 mod webhooks_conversion;
 mod webhooks_delete;
+mod webhooks_keepalive;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::json;

@@ -168,3 +168,125 @@ async fn a_conversion_webhook_behind_a_service_converts_gets_lists_watches_and_w
         "conversion webhook for example.com/v1, Kind=Gadget failed: broken gadgets do not convert"
     );
 }
+
+/// A Gadget CRD stored in v1 and served in v2 through the webhook at `client`,
+/// established.
+async fn gadgets_converted_by(c: &Cluster, client: Value) {
+    let version = |name: &str, storage: bool, field: &str| {
+        json!({"name": name, "served": true, "storage": storage, "schema": {"openAPIV3Schema": {
+            "type": "object", "properties": {"spec": {"type": "object", "properties": {field: {"type": "string"}}}}
+        }}})
+    };
+    let crds = Api::<CustomResourceDefinition>::all(c.client.clone());
+    create(
+        &crds,
+        json!({
+            "metadata": {"name": "gadgets.example.com"},
+            "spec": {
+                "group": "example.com",
+                "names": {"kind": "Gadget", "plural": "gadgets", "singular": "gadget", "listKind": "GadgetList"},
+                "scope": "Namespaced",
+                "versions": [version("v1", true, "color"), version("v2", false, "colour")],
+                "conversion": {"strategy": "Webhook", "webhook": {
+                    "clientConfig": client, "conversionReviewVersions": ["v1"],
+                }},
+            }
+        }),
+    )
+    .await;
+    tokio::time::timeout(
+        WAIT,
+        await_condition(
+            crds,
+            "gadgets.example.com",
+            conditions::is_crd_established(),
+        ),
+    )
+    .await
+    .expect("the CRD is established")
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_in_another_version_sends_all_its_objects_in_one_conversion_review() {
+    const N: usize = 5;
+    let c = Cluster::builder("wh-convert-list").start().await;
+    let hook = WebhookServer::start(|_, review| {
+        let broken = review["request"]["objects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|o| o["spec"]["color"] == "broken");
+        if broken {
+            return Reply::Json(json!({
+                "apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+                "response": {"uid": review["request"]["uid"],
+                    "result": {"status": "Failure", "message": "broken gadgets do not convert"}},
+            }));
+        }
+        convert_gadgets(review)
+    })
+    .await;
+    gadgets_converted_by(&c, hook.client_config("/convert")).await;
+    let at = |v: &str| {
+        let gvk = GroupVersionKind::gvk("example.com", v, "Gadget");
+        Api::<DynamicObject>::namespaced_with(c.client.clone(), &c.ns, &ApiResource::from_gvk(&gvk))
+    };
+    for i in 0..N {
+        create(
+            &at("v1"),
+            json!({"apiVersion": "example.com/v1", "kind": "Gadget",
+                   "metadata": {"name": format!("g{i}")}, "spec": {"color": format!("c{i}")}}),
+        )
+        .await;
+    }
+    assert!(hook.requests().is_empty(), "v1 is stored as it is");
+
+    let listed = at("v2")
+        .list(&Default::default())
+        .await
+        .expect("LIST in v2");
+    let colours: Vec<Value> = (listed.items.iter())
+        .map(|g| g.data["spec"]["colour"].clone())
+        .collect();
+    let want: Vec<Value> = (0..N).map(|i| json!(format!("c{i}"))).collect();
+    assert_eq!(colours, want, "every object is converted, in order");
+    let reviews = hook.requests();
+    assert_eq!(reviews.len(), 1, "one ConversionReview for the list");
+    assert_eq!(
+        reviews[0].1["request"]["objects"].as_array().map(Vec::len),
+        Some(N),
+        "the review carries the whole list"
+    );
+
+    let table: Value = c
+        .client
+        .request(
+            http::Request::get(format!("/apis/example.com/v2/namespaces/{}/gadgets", c.ns))
+                .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+                .body(Vec::new())
+                .unwrap(),
+        )
+        .await
+        .expect("a Table in v2");
+    assert_eq!(
+        table["rows"].as_array().map(Vec::len),
+        Some(N),
+        "Table rows"
+    );
+    assert_eq!(hook.requests().len(), 2, "one more review for the Table");
+
+    create(
+        &at("v1"),
+        json!({"apiVersion": "example.com/v1", "kind": "Gadget",
+               "metadata": {"name": "broken"}, "spec": {"color": "broken"}}),
+    )
+    .await;
+    let s = status(at("v2").list(&Default::default()).await);
+    assert_eq!(s.code, 500);
+    assert_eq!(
+        s.message,
+        "conversion webhook for example.com/v1, Kind=Gadget failed: broken gadgets do not convert",
+        "one object the webhook refuses fails the list"
+    );
+}

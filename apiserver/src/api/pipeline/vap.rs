@@ -34,8 +34,6 @@ use crate::registry::Resource;
 use crate::status::{ApiError, Result, Target};
 use policy::{Binding, Matcher, Policy};
 
-const GROUP: &str = "admissionregistration.k8s.io";
-
 /// Compiled policies by name, each with the resourceVersion it was compiled from.
 type Compiled = HashMap<String, (String, Arc<Policy>)>;
 
@@ -50,16 +48,6 @@ pub struct ValidatingAdmissionPolicy {
 struct Denial {
     message: String,
     reason: String,
-}
-
-async fn listed(api: &Api, plural: &str) -> Result<Vec<Arc<Value>>> {
-    let snap = api.registry.snapshot();
-    let Some(r) = snap.get(GROUP, "v1", plural) else {
-        return Ok(Vec::new());
-    };
-    let (mut objects, _) = api.cache(r).await?.list(&r.key_prefix());
-    objects.sort_by(|a, b| crate::object::name(a).cmp(crate::object::name(b)));
-    Ok(objects)
 }
 
 impl ValidatingAdmissionPolicy {
@@ -297,11 +285,11 @@ impl ValidatingAdmission for ValidatingAdmissionPolicy {
         obj: &Value,
         old: Option<&Value>,
     ) -> Result<()> {
-        let policies = listed(api, "validatingadmissionpolicies").await?;
+        let policies = super::webhook::registered(api, "validatingadmissionpolicies").await?;
         if policies.is_empty() {
             return Ok(());
         }
-        let bindings = listed(api, "validatingadmissionpolicybindings").await?;
+        let bindings = super::webhook::registered(api, "validatingadmissionpolicybindings").await?;
         if bindings.is_empty() {
             return Ok(());
         }

@@ -36,17 +36,22 @@ const GROUP: &str = "admissionregistration.k8s.io";
 pub struct MutatingAdmissionWebhook;
 pub struct ValidatingAdmissionWebhook;
 
-/// Every webhook of the configurations of `plural`, configurations in name order.
-async fn configured(api: &Api, plural: &str) -> Result<Vec<Hook>> {
+/// The admissionregistration.k8s.io/v1 objects of `plural` (webhook configurations,
+/// policies, bindings) in the watch cache, in name order: what the admission plugins
+/// read, as upstream's read their informers.
+pub(crate) async fn registered(api: &Api, plural: &str) -> Result<Vec<Arc<Value>>> {
     let snap = api.registry.snapshot();
     let Some(r) = snap.get(GROUP, "v1", plural) else {
         return Ok(Vec::new());
     };
-    let (mut configs, _) = api.cache(r).await?.list(&r.key_prefix());
-    if configs.is_empty() {
-        return Ok(Vec::new());
-    }
-    configs.sort_by(|a, b| crate::object::name(a).cmp(crate::object::name(b)));
+    let (mut objects, _) = api.cache(r).await?.list(&r.key_prefix());
+    objects.sort_by(|a, b| crate::object::name(a).cmp(crate::object::name(b)));
+    Ok(objects)
+}
+
+/// Every webhook of the configurations of `plural`, configurations in name order.
+async fn configured(api: &Api, plural: &str) -> Result<Vec<Hook>> {
+    let configs = registered(api, plural).await?;
     Ok(configs.iter().flat_map(|c| Hook::all_of(c)).collect())
 }
 

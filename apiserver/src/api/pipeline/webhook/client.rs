@@ -1,21 +1,21 @@
 //! Calling a webhook: where its `clientConfig` points (a `url`, or a `service` resolved
 //! through its EndpointSlices to a ready endpoint), HTTPS verified against its
 //! `caBundle` (the host's trust store without one) under the server name upstream uses,
-//! one POST of a JSON body within the webhook's timeout. Admission and CRD conversion
-//! webhooks share it. Errors read as Go's HTTP client words them, since upstream puts
+//! one POST of a JSON body within the webhook's timeout, on a kept-alive connection
+//! ([`pool`]). Admission and CRD conversion webhooks share it. Errors read as Go's HTTP client words them, since upstream puts
 //! them in its messages (`Post "https://...": context deadline exceeded`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex, OnceLock};
+mod pool;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 
 use crate::api::Api;
@@ -48,47 +48,31 @@ pub(crate) async fn post(
     timeout: Duration,
 ) -> Result<Bytes, String> {
     let endpoint = endpoint(api, client, timeout).await?;
-    let tls = tls_config(client.get("caBundle").and_then(Value::as_str))?;
+    let ca_bundle = client.get("caBundle").and_then(Value::as_str);
+    let key = pool::Key {
+        host: endpoint.host.clone(),
+        port: endpoint.port,
+        server_name: endpoint.server_name.clone(),
+        ca_bundle: ca_bundle.unwrap_or("").to_string(),
+    };
+    let client = pool::client(&key, || tls_config(ca_bundle))?;
     let url = endpoint.url.clone();
-    match tokio::time::timeout(timeout, send(&endpoint, tls, body)).await {
+    match tokio::time::timeout(timeout, send(&client, &endpoint, body)).await {
         Ok(Ok(answer)) => Ok(answer),
         Ok(Err(e)) => Err(format!("Post \"{url}\": {e}")),
         Err(_) => Err(format!("Post \"{url}\": context deadline exceeded")),
     }
 }
 
-async fn send(
-    endpoint: &Endpoint,
-    tls: Arc<rustls::ClientConfig>,
-    body: Vec<u8>,
-) -> Result<Bytes, String> {
+async fn send(client: &pool::Client, endpoint: &Endpoint, body: Vec<u8>) -> Result<Bytes, String> {
     let address = format!("{}:{}", bracketed(&endpoint.host), endpoint.port);
-    let tcp = tokio::net::TcpStream::connect((endpoint.host.as_str(), endpoint.port))
-        .await
-        .map_err(|e| format!("dial tcp {address}: connect: {}", go_io_error(&e)))?;
-    let name = ServerName::try_from(endpoint.server_name.clone()).map_err(|e| e.to_string())?;
-    let stream = tokio_rustls::TlsConnector::from(tls)
-        .connect(name, tcp)
-        .await
-        .map_err(|e| format!("tls: {e}"))?;
-    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "webhook connection ended");
-        }
-    });
-    let request = Request::post(&endpoint.path)
+    let request = Request::post(format!("https://{address}{}", endpoint.path))
         .header(http::header::HOST, &address)
         .header(http::header::CONTENT_TYPE, "application/json")
         .header(http::header::ACCEPT, "application/json")
         .body(Full::new(Bytes::from(body)))
         .map_err(|e| e.to_string())?;
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(|e| e.to_string())?;
+    let response = client.request(request).await.map_err(|e| cause(&e))?;
     let code = response.status();
     let answer = response
         .into_body()
@@ -103,6 +87,19 @@ async fn send(
         ));
     }
     Ok(answer)
+}
+
+/// What went wrong, without the pooling client's own wrapping (`client error
+/// (Connect)`): the dialer's or TLS client's words, or HTTP's.
+fn cause(e: &hyper_util::client::legacy::Error) -> String {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<pool::ConnectError>() || s.is::<hyper::Error>() {
+            return s.to_string();
+        }
+        source = s.source();
+    }
+    e.to_string()
 }
 
 fn go_io_error(e: &std::io::Error) -> String {
@@ -292,14 +289,8 @@ pub(crate) fn resolve_service(
 }
 
 /// A TLS client trusting `ca_bundle` (base64 PEM), or the host's CAs without one;
-/// built once per bundle.
+/// built once per pooled client.
 fn tls_config(ca_bundle: Option<&str>) -> Result<Arc<rustls::ClientConfig>, String> {
-    static CONFIGS: OnceLock<Mutex<HashMap<String, Arc<rustls::ClientConfig>>>> = OnceLock::new();
-    let key = ca_bundle.unwrap_or("").to_string();
-    let configs = CONFIGS.get_or_init(Default::default);
-    if let Some(c) = configs.lock().expect("tls configs lock poisoned").get(&key) {
-        return Ok(c.clone());
-    }
     let pem = match ca_bundle.filter(|b| !b.is_empty()) {
         Some(b) => base64::engine::general_purpose::STANDARD
             .decode(b)
@@ -321,12 +312,7 @@ fn tls_config(ca_bundle: Option<&str>) -> Result<Arc<rustls::ClientConfig>, Stri
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let config = Arc::new(config);
-    configs
-        .lock()
-        .expect("tls configs lock poisoned")
-        .insert(key, config.clone());
-    Ok(config)
+    Ok(Arc::new(config))
 }
 
 #[cfg(test)]
