@@ -157,6 +157,23 @@ impl Authorizer for Rbac {
         }
     }
 
+    /// Upstream's reason names a binding that allows the request.
+    fn authorize_with_reason(&self, attributes: &Attributes) -> (Verdict, String) {
+        let namespace = attributes
+            .resource
+            .as_ref()
+            .and_then(|r| r.namespace.as_deref());
+        let allowed = self
+            .read()
+            .allowed_by(&attributes.user, namespace, |rules| {
+                rules.iter().any(|r| r.allows(attributes))
+            });
+        match allowed {
+            Some(reason) => (Verdict::Allow, reason),
+            None => (Verdict::NoOpinion, String::new()),
+        }
+    }
+
     /// Every rule bound to `user` in `namespace`, as SelfSubjectRulesReview's
     /// ResourceRule and NonResourceRule objects.
     fn rules(&self, user: &UserInfo, namespace: &str) -> Option<Rules> {
