@@ -170,7 +170,25 @@ impl Authorizer for Rbac {
             });
         match allowed {
             Some(reason) => (Verdict::Allow, reason),
-            None => (Verdict::NoOpinion, String::new()),
+            None => (
+                Verdict::NoOpinion,
+                self.explain(attributes).unwrap_or_default(),
+            ),
+        }
+    }
+
+    /// Upstream's reason when RBAC allows nothing: the bound roles that do not exist,
+    /// one error alone, several as Go's aggregate prints them (`[a, b]`).
+    fn explain(&self, attributes: &Attributes) -> Option<String> {
+        let namespace = attributes
+            .resource
+            .as_ref()
+            .and_then(|r| r.namespace.as_deref());
+        let missing = self.read().missing_roles(&attributes.user, namespace);
+        match missing.as_slice() {
+            [] => None,
+            [one] => Some(format!("RBAC: {one}")),
+            many => Some(format!("RBAC: [{}]", many.join(", "))),
         }
     }
 

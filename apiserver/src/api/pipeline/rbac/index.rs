@@ -287,6 +287,35 @@ impl Index {
         ))
     }
 
+    /// The roles bound to `user` in `namespace` that do not exist, as upstream's RBAC
+    /// authorizer reports them when it allows nothing (`clusterrole.rbac.authorization.k8s.io
+    /// "x" not found`), each once.
+    pub fn missing_roles(&self, user: &UserInfo, namespace: Option<&str>) -> Vec<String> {
+        let mut out = Vec::new();
+        let scopes = std::iter::once("").chain(namespace.filter(|n| !n.is_empty()));
+        for scope in scopes {
+            let bound = std::iter::once(self.users.get(user.name.as_str()))
+                .chain(user.groups.iter().map(|g| self.groups.get(g.as_str())))
+                .flatten()
+                .filter_map(|scopes| scopes.get(scope));
+            for roles in bound {
+                for (role, _) in roles.iter().filter(|(r, _)| !self.roles.contains_key(*r)) {
+                    let kind = if role.0.is_empty() {
+                        "clusterrole"
+                    } else {
+                        "role"
+                    };
+                    let missing =
+                        format!("{kind}.rbac.authorization.k8s.io {:?} not found", role.1);
+                    if !out.contains(&missing) {
+                        out.push(missing);
+                    }
+                }
+            }
+        }
+        out
+    }
+
     /// Calls `visit` with each role bound to `user` in `namespace` and the bindings that
     /// grant it there, until it returns true; those bindings.
     fn visit_bindings(

@@ -515,3 +515,60 @@ fn an_allowed_request_names_the_binding_role_and_subject_as_upstreams_reason() {
         (Verdict::NoOpinion, String::new())
     );
 }
+
+#[test]
+fn a_denial_names_the_bound_roles_that_do_not_exist_as_upstream() {
+    let mut index = cluster();
+    index.put(
+        Kind::ClusterRoleBinding,
+        &binding(
+            "ClusterRoleBinding",
+            None,
+            "gone",
+            "ClusterRole",
+            "gone-role",
+            json!([{"kind": "User", "name": "alice"}]),
+        ),
+    );
+    let rbac = Rbac::with_index(index);
+    let mut a = request("delete", "", "pods", None, Some("a"), Some("p"));
+    a.user = user("alice", &[]);
+    assert_eq!(
+        rbac.authorize_with_reason(&a),
+        (
+            Verdict::NoOpinion,
+            r#"RBAC: clusterrole.rbac.authorization.k8s.io "gone-role" not found"#.to_string()
+        )
+    );
+    let mut b = a.clone();
+    b.user = user("bob", &["devs"]);
+    assert_eq!(rbac.explain(&b), None, "bob's role exists");
+    let mut two = Rbac::with_index({
+        let mut i = cluster();
+        i.remove(
+            Kind::Role,
+            &json!({"metadata": {"name": "cm", "namespace": "a"}}),
+        );
+        i.put(
+            Kind::ClusterRoleBinding,
+            &binding(
+                "ClusterRoleBinding",
+                None,
+                "gone",
+                "ClusterRole",
+                "gone-role",
+                json!([{"kind": "Group", "name": "devs"}]),
+            ),
+        );
+        i
+    });
+    b.user = user("bob", &["devs"]);
+    assert_eq!(
+        two.explain(&b).as_deref(),
+        Some(
+            r#"RBAC: [clusterrole.rbac.authorization.k8s.io "gone-role" not found, role.rbac.authorization.k8s.io "cm" not found]"#
+        )
+    );
+    two = Rbac::default();
+    assert_eq!(two.explain(&b), None);
+}
