@@ -218,6 +218,11 @@ struct CommonArgs {
     /// (kube-controller-manager's port; keep it on loopback); port 0 picks a free port.
     #[arg(long, default_value = "127.0.0.1:10257")]
     metrics_bind_address: SocketAddr,
+    /// Run each control loop as its own service account in kube-system and the scheduler
+    /// as `system:kube-scheduler` (kube-controller-manager's flag); `=false` runs every
+    /// loop and the scheduler as the server's admin identity.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    use_service_account_credentials: bool,
     #[command(flatten)]
     node_cidr: NodeCidrArgs,
 }
@@ -403,9 +408,9 @@ async fn controller(args: ControllerArgs) -> anyhow::Result<()> {
 
 /// The in-process loops' identities: each controller loop its service account's tokens
 /// (`controllers::identity`), the scheduler `system:kube-scheduler` through
-/// `<data-dir>/scheduler.kubeconfig`, a client certificate the cluster CA issues again
-/// at each start (as kubeadm writes scheduler.conf; `kybern controller scheduler` can
-/// use the file too).
+/// `<data-dir>/scheduler.kubeconfig` (as kubeadm writes scheduler.conf; `kybern
+/// controller scheduler` can use the file too), its client certificate kept in
+/// `<data-dir>/pki/scheduler.crt` and renewed at start as the admin's is.
 async fn loop_credentials(
     ctx: &controllers::Context,
     server: &server::Server,
@@ -415,7 +420,7 @@ async fn loop_credentials(
     const SCHEDULER: &str = "system:kube-scheduler";
     let admin = controllers::runtime::kubeconfig_config(&server.kubeconfig).await?;
     let (cert, key) = pki
-        .issue_client_cert(SCHEDULER, &[])
+        .stored_client_cert(data_dir, "scheduler", SCHEDULER, &[])
         .map_err(|e| anyhow::anyhow!("issuing the scheduler's certificate: {e}"))?;
     let path = data_dir.join("scheduler.kubeconfig");
     apiserver::pki::write_kubeconfig(&path, &server.url, pki, &cert, &key)
@@ -465,6 +470,7 @@ struct LoopArgs {
     scheduler: Option<PathBuf>,
     metrics_address: SocketAddr,
     nodeipam: controllers::nodeipam::Config,
+    service_accounts: bool,
 }
 
 impl LoopArgs {
@@ -473,6 +479,7 @@ impl LoopArgs {
             scheduler: common.scheduler_config.clone(),
             metrics_address: common.metrics_bind_address,
             nodeipam: common.node_cidr.nodeipam(&net.cluster_cidr.to_string())?,
+            service_accounts: common.use_service_account_credentials,
         })
     }
 }
@@ -516,6 +523,7 @@ async fn serve(config: Config, loop_args: LoopArgs, agent: Option<UpNode>) -> an
         scheduler,
         metrics_address,
         nodeipam,
+        service_accounts,
     } = loop_args;
     let up = agent.is_some();
     let agent = agent.filter(|_| !config.disable.iter().any(|d| d == "agent"));
@@ -539,9 +547,12 @@ async fn serve(config: Config, loop_args: LoopArgs, agent: Option<UpNode>) -> an
     // The loops reach the server as any client would: over HTTPS, each loop as its own
     // identity (admin.kubeconfig's asks for their tokens and runs the shared informers).
     let ctx = controllers::runtime::context_from_kubeconfig(&server.kubeconfig).await?;
-    let credentials = loop_credentials(&ctx, &server, &data_dir, &signing.0).await?;
+    let credentials = match service_accounts {
+        true => Some(loop_credentials(&ctx, &server, &data_dir, &signing.0).await?),
+        false => None,
+    };
     let ctx = ctx
-        .with_credentials(Some(credentials))
+        .with_credentials(credentials)
         .with_setting(scheduler)
         .with_setting(storage)
         .with_setting(Some(signing))

@@ -92,9 +92,18 @@ async fn cluster(static_pods: bool) -> Cluster {
         node_api: None,
         io: None,
     };
+    // The agent is the node, as a real one: the Node authorizer and NodeRestriction
+    // decide what it may read and write.
+    let node_client = kybern_testkit::User::new(
+        &server.kubeconfig,
+        &format!("system:node:{NODE}"),
+        Some("system:nodes"),
+    )
+    .await
+    .client;
     let agent = {
         let (client, runtime, network) = (
-            client.clone(),
+            node_client,
             runtime.clone() as Arc<dyn Runtime>,
             network.clone() as Arc<dyn agent::network::Network>,
         );

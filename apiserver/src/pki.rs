@@ -107,8 +107,9 @@ impl fmt::Debug for Pki {
 ///
 /// The CA is never regenerated once it exists (half of it existing is an error). The serving
 /// certificate is reissued when one of the required hosts (defaults, hostname, `server_hosts`)
-/// is not among its SANs; a leaf is also reissued when it is missing or does not match its key,
-/// and both leaves are reissued when the CA has just been created.
+/// is not among its SANs; a leaf is also reissued when it is missing, does not match its key,
+/// was not issued by this CA or has less than a third of its life left ([`fresh`]), so a
+/// server started at least every eight months never serves an expired one.
 pub fn ensure(dir: &Path, server_hosts: &[String]) -> Result<Pki> {
     let pki_dir = dir.join("pki");
     fs::create_dir_all(&pki_dir).map_err(io_err(&pki_dir))?;
@@ -187,6 +188,29 @@ impl Pki {
         params.key_usages = vec![Ku::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         self.sign(&params)
+    }
+
+    /// The client certificate for `cn` (in at most one group) kept in `<dir>/pki/<name>.crt`
+    /// and `.key`: the stored one while it is this CA's and [`fresh`], else a new one
+    /// (renewed as [`ensure`] renews the admin's).
+    pub fn stored_client_cert(
+        &self,
+        dir: &Path,
+        name: &str,
+        cn: &str,
+        groups: &[&str],
+    ) -> Result<(String, String)> {
+        let pki_dir = dir.join("pki");
+        let ca_key_id = ca_params().key_identifier(&KeyPair::from_pem(&self.ca_key_pem)?);
+        load_or_issue(
+            (
+                &pki_dir.join(format!("{name}.crt")),
+                &pki_dir.join(format!("{name}.key")),
+            ),
+            &ca_key_id,
+            |_| true,
+            || self.issue_client_cert(cn, groups),
+        )
     }
 
     /// Issues a serving certificate for `hosts` (DNS names or IP literals).
@@ -429,6 +453,22 @@ fn pair_matches(what: &str, cert_pem: &str, key_pem: &str) -> Result<bool> {
     })
 }
 
+/// Whether more than a third of the certificate's lifetime is left: a 730-day leaf is
+/// renewed once it is about 487 days old (the kubelet rotates its certificates between
+/// 70% and 90% of their life; kubeadm asks for renewal within the last 30 days).
+fn fresh(cert_pem: &str) -> bool {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default();
+    with_cert("leaf", cert_pem, |cert| {
+        let v = cert.validity();
+        let (from, to) = (v.not_before.timestamp(), v.not_after.timestamp());
+        (to - now) * 3 > to - from
+    })
+    .unwrap_or(false)
+}
+
 /// Returns the stored pair at `paths` if present, matching, issued by the CA with key id
 /// `ca_key_id` and `acceptable`; otherwise issues, stores and returns a new one.
 fn load_or_issue(
@@ -440,7 +480,11 @@ fn load_or_issue(
     if let (Some(cert), Some(key)) = (read_opt(cert_path)?, read_opt(key_path)?) {
         let same_ca = with_cert("leaf", &cert, authority_key_id)
             .is_ok_and(|id| id.as_deref() == Some(ca_key_id));
-        if same_ca && pair_matches("leaf", &cert, &key).unwrap_or(false) && acceptable(&cert) {
+        if same_ca
+            && pair_matches("leaf", &cert, &key).unwrap_or(false)
+            && fresh(&cert)
+            && acceptable(&cert)
+        {
             return Ok((cert, key));
         }
     }
@@ -660,6 +704,63 @@ mod tests {
             .issue_client_cert("system:node:n1", &["system:nodes"])
             .unwrap();
         assert!(pair_matches("node", &cert, &key).unwrap());
+    }
+
+    /// Replaces `<dir>/pki/<name>.crt` with one for the same key and CA, issued `age_days`
+    /// ago and valid for 730 days.
+    fn age_cert(dir: &Path, pki: &Pki, name: &str, age_days: u32) -> String {
+        let pki_dir = dir.join("pki");
+        let key =
+            KeyPair::from_pem(&fs::read_to_string(pki_dir.join(format!("{name}.key"))).unwrap())
+                .unwrap();
+        let mut params = params(name, 730);
+        params.not_before = params.not_before + DAY - DAY * age_days;
+        params.not_after = params.not_before + DAY * 730;
+        let issuer = Issuer::new(ca_params(), KeyPair::from_pem(&pki.ca_key_pem).unwrap());
+        let cert = params.signed_by(&key, &issuer).unwrap().pem();
+        fs::write(pki_dir.join(format!("{name}.crt")), &cert).unwrap();
+        cert
+    }
+
+    #[test]
+    fn a_client_cert_with_less_than_a_third_of_its_life_left_is_renewed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ensure(dir.path(), &[]).unwrap();
+        let scheduler = |pki: &Pki| {
+            pki.stored_client_cert(dir.path(), "scheduler", "system:kube-scheduler", &[])
+                .unwrap()
+                .0
+        };
+        let first = scheduler(&pki);
+        assert_eq!(scheduler(&pki), first, "a fresh one is kept");
+        let cases = [
+            ("admin", 400, false),
+            ("admin", 500, true),
+            ("scheduler", 400, false),
+            ("scheduler", 500, true),
+            ("kubelet-client", 700, true),
+        ];
+        for (name, age, renewed) in cases {
+            let aged = age_cert(dir.path(), &pki, name, age);
+            let now = ensure(dir.path(), &[]).unwrap();
+            let kept = match name {
+                "admin" => now.admin_cert_pem,
+                "kubelet-client" => now.kubelet_client_cert_pem,
+                _ => scheduler(&now),
+            };
+            assert_eq!(kept != aged, renewed, "{name} {age} days old");
+            if renewed {
+                with_cert(name, &kept, |c| {
+                    let left = c.validity().not_after.timestamp()
+                        - SystemTime::now()
+                            .duration_since(UNIX_EPOCH)
+                            .unwrap()
+                            .as_secs() as i64;
+                    assert!(left > 700 * 86400, "{name}: {left}s left");
+                })
+                .unwrap();
+            }
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@ mod field;
 mod label;
 mod validation;
 
-pub use field::FieldSelector;
+pub use field::{parse_terms as parse_field_terms, FieldSelector};
 pub use label::{LabelSelector, Operator, Requirement};
 
 /// A selector that could not be parsed or validated. The API layer returns

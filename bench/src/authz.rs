@@ -85,6 +85,7 @@ pub(crate) fn run() {
                 subresource: None,
                 namespace: Some(format!("ns-{}", (i * 13) % NAMESPACES)),
                 name: Some(format!("obj-{}", i % ROLES)),
+                selectors: Default::default(),
             }),
             path: String::new(),
         };

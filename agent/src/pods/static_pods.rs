@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Node, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Client, ResourceExt};
 
 /// How often the folder is read (the kubelet's fileCheckFrequency).
@@ -147,7 +147,7 @@ pub async fn ensure_mirror(client: &Client, pod: &Pod, node_name: &str) {
     let ns = pod.namespace().unwrap_or_default();
     let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
     let hash = pod.annotations().get(ANNOTATION_HASH).cloned();
-    match api.get_opt(&pod.name_any()).await {
+    match own_pod(&api, &pod.name_any(), node_name).await {
         Ok(Some(existing)) if existing.annotations().get(ANNOTATION_MIRROR) == hash.as_ref() => {
             return
         }
@@ -181,6 +181,15 @@ pub async fn ensure_mirror(client: &Client, pod: &Pod, node_name: &str) {
     {
         tracing::warn!(pod = %pod.name_any(), error = %e, "creating a mirror pod; retrying");
     }
+}
+
+/// The pod `name` if it is bound to this node. A list selecting this node's pods, not a
+/// GET: the Node authorizer refuses a node the GET of a pod it has no relationship to,
+/// a missing one included, and lets it list its own pods.
+async fn own_pod(api: &Api<Pod>, name: &str, node_name: &str) -> kube::Result<Option<Pod>> {
+    let params =
+        ListParams::default().fields(&format!("metadata.name={name},spec.nodeName={node_name}"));
+    Ok(api.list(&params).await?.items.into_iter().next())
 }
 
 /// Deletes the mirror of a static pod that is gone.

@@ -29,6 +29,7 @@ mod podsecurity;
 pub mod priority;
 pub mod quota;
 pub mod rbac;
+pub mod selectors;
 mod serviceaccount;
 pub mod storageclass;
 pub mod tolerationseconds;
@@ -45,6 +46,7 @@ pub use noderestriction::NodeRestriction;
 pub use podsecurity::PodSecurity;
 pub use priority::Priority;
 pub use quota::ResourceQuota;
+pub use selectors::Selectors;
 pub use serviceaccount::ServiceAccount;
 pub use storageclass::{DefaultStorageClass, StorageObjectInUseProtection};
 pub use tolerationseconds::DefaultTolerationSeconds;
@@ -144,6 +146,8 @@ pub struct ResourceAttributes {
     pub subresource: Option<String>,
     pub namespace: Option<String>,
     pub name: Option<String>,
+    /// A collection request's field and label selectors ([`selectors`]).
+    pub selectors: Selectors,
 }
 
 impl Attributes {
@@ -180,6 +184,16 @@ impl Attributes {
         } else {
             verb.to_string()
         };
+        let selectors = Selectors::of_request(&verb, query);
+        // A list or watch of one name by `metadata.name` is authorized as that name, as
+        // upstream's RequestInfo does (so resourceNames rules and the Node authorizer see it).
+        let name = match (&rp.name, verb.as_str()) {
+            (None, "list" | "watch") => selectors
+                .field_value("metadata.name")
+                .filter(|n| !matches!(*n, "" | "." | "..") && !n.contains(['/', '%']))
+                .map(String::from),
+            (name, _) => name.clone(),
+        };
         Attributes {
             user,
             verb,
@@ -189,7 +203,8 @@ impl Attributes {
                 resource: rp.resource.clone(),
                 subresource: rp.subresource.clone(),
                 namespace: rp.namespace.clone(),
-                name: rp.name.clone(),
+                name,
+                selectors,
             }),
             path: path.to_string(),
         }
@@ -246,6 +261,19 @@ pub trait Authorizer: Send + Sync {
     /// reason beside `DecisionNoOpinion`, shown in the 403 when nobody allows).
     fn explain(&self, _attributes: &Attributes) -> Option<String> {
         None
+    }
+
+    /// The verdict with the reason this authorizer gives for it, as upstream's
+    /// `Authorize` returns both (what access reviews report): by default a denial's
+    /// reason, or [`Authorizer::explain`]'s when it has no opinion.
+    fn authorize_with_reason(&self, attributes: &Attributes) -> (Verdict, String) {
+        let verdict = self.authorize(attributes);
+        let reason = match &verdict {
+            Verdict::Allow => String::new(),
+            Verdict::Deny(why) => why.clone(),
+            Verdict::NoOpinion => self.explain(attributes).unwrap_or_default(),
+        };
+        (verdict, reason)
     }
 
     /// What `user` may do in `namespace`, as upstream's `RuleResolver` lists it for a
@@ -460,6 +488,21 @@ impl Pipeline {
             .map(|a| a.authorize(attributes))
             .find(|v| *v != Verdict::NoOpinion)
             .unwrap_or(Verdict::NoOpinion)
+    }
+
+    /// The decision with its reason, as access reviews report it (upstream's union
+    /// authorizer): the first authorizer with an opinion gives both; with none, the
+    /// reasons every authorizer gave, one a line.
+    pub fn review(&self, attributes: &Attributes) -> (Verdict, String) {
+        let mut reasons = Vec::new();
+        for a in &self.authorizers {
+            match a.authorize_with_reason(attributes) {
+                (Verdict::NoOpinion, reason) if !reason.is_empty() => reasons.push(reason),
+                (Verdict::NoOpinion, _) => {}
+                decided => return decided,
+            }
+        }
+        (Verdict::NoOpinion, reasons.join("\n"))
     }
 
     /// Every authorizer's rules for `user` in `namespace`, incomplete when one cannot

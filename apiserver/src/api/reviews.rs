@@ -11,7 +11,7 @@ use http::{Method, Response, StatusCode};
 use serde_json::{json, Value};
 
 use super::negotiate::decode_object;
-use super::pipeline::{Attributes, ResourceAttributes, UserInfo, Verdict};
+use super::pipeline::{Attributes, ResourceAttributes, Selectors, UserInfo, Verdict};
 use super::{json_response, token, Api, ApiRequest, Body};
 use crate::registry::Resource;
 use crate::status::{ApiError, Cause, Result, Target};
@@ -250,11 +250,17 @@ fn local_namespace(r: &Resource, req: &ApiRequest, obj: &mut Value) -> Result<()
     Ok(())
 }
 
-/// The attributes a review spec describes, asked of the server's authorizers in order
-/// (the first with an opinion decides, as for requests).
+/// The attributes a review spec describes (selectors included), asked of the server's
+/// authorizers in order (the first with an opinion decides, as for requests), answered
+/// with the deciding authorizer's reason, or every authorizer's when none decides.
 fn access(api: &Arc<Api>, _r: &Resource, spec: &Value, user: UserInfo) -> Result<Value> {
     let s = |v: &Value, k: &str| v[k].as_str().unwrap_or("").to_string();
     let opt = |v: &Value, k: &str| Some(s(v, k)).filter(|x| !x.is_empty());
+    let selectors = spec
+        .get("resourceAttributes")
+        .map(Selectors::of_review)
+        .unwrap_or_default();
+    let errors = selectors.review_errors();
     let attributes = match spec.get("resourceAttributes").filter(|v| v.is_object()) {
         Some(ra) => Attributes {
             user,
@@ -266,6 +272,7 @@ fn access(api: &Arc<Api>, _r: &Resource, spec: &Value, user: UserInfo) -> Result
                 subresource: opt(ra, "subresource"),
                 namespace: opt(ra, "namespace"),
                 name: opt(ra, "name"),
+                selectors,
             }),
             path: String::new(),
         },
@@ -279,17 +286,21 @@ fn access(api: &Arc<Api>, _r: &Resource, spec: &Value, user: UserInfo) -> Result
             }
         }
     };
-    Ok(match api.pipeline.decide(&attributes) {
+    let (verdict, reason) = api.pipeline.review(&attributes);
+    let mut status = match verdict {
         Verdict::Allow => json!({"allowed": true}),
-        Verdict::Deny(reason) => {
-            let mut v = json!({"allowed": false, "denied": true});
-            if !reason.is_empty() {
-                v["reason"] = json!(reason);
-            }
-            v
-        }
+        Verdict::Deny(_) => json!({"allowed": false, "denied": true}),
         Verdict::NoOpinion => json!({"allowed": false}),
-    })
+    };
+    if !reason.is_empty() {
+        status["reason"] = json!(reason);
+    }
+    // Upstream's evaluationError: what could not be evaluated (here, selectors that
+    // did not parse and so restricted nothing).
+    if !errors.is_empty() {
+        status["evaluationError"] = json!(errors.join("; "));
+    }
+    Ok(status)
 }
 
 /// SelfSubjectRulesReview: what the authorizers say the caller may do in

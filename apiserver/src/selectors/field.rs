@@ -195,6 +195,23 @@ fn unescape(s: &str) -> Result<String, SelectorError> {
     Ok(out)
 }
 
+/// The terms of a field selector as `(field, value, negated)`, sorted, whatever the
+/// fields (upstream's `fields.ParseSelector`: what authorizers are shown).
+pub fn parse_terms(s: &str) -> Result<Vec<(String, String, bool)>, SelectorError> {
+    let mut parts = split_terms(s);
+    parts.sort();
+    let mut terms = Vec::new();
+    for part in parts.iter().filter(|p| !p.is_empty()) {
+        let Some((lhs, op, rhs)) = split_term(part) else {
+            return Err(SelectorError::new(format!(
+                "invalid selector: '{s}'; can't understand '{part}'"
+            )));
+        };
+        terms.push((lhs.to_string(), unescape(rhs)?, op == "!="));
+    }
+    Ok(terms)
+}
+
 impl FieldSelector {
     /// Parses a `fieldSelector` for the given API group ("" for core) and
     /// plural resource, rejecting fields that resource does not support.
@@ -211,22 +228,14 @@ impl FieldSelector {
         resource: &str,
         extra_fields: &[&str],
     ) -> Result<Self, SelectorError> {
-        let mut parts = split_terms(s);
-        parts.sort();
-        let mut terms = Vec::new();
-        for part in parts.iter().filter(|p| !p.is_empty()) {
-            let Some((lhs, op, rhs)) = split_term(part) else {
-                return Err(SelectorError::new(format!(
-                    "invalid selector: '{s}'; can't understand '{part}'"
-                )));
-            };
-            let value = unescape(rhs)?;
-            terms.push(Term {
-                field: lhs.to_string(),
+        let terms: Vec<Term> = parse_terms(s)?
+            .into_iter()
+            .map(|(field, value, negated)| Term {
+                field,
                 value,
-                negated: op == "!=",
-            });
-        }
+                negated,
+            })
+            .collect();
         let supported = kind_fields(group, resource);
         for t in &terms {
             let ok = t.field == "metadata.name"

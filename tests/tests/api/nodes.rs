@@ -282,3 +282,58 @@ async fn a_node_keeps_only_its_own_lease_and_deletes_only_its_own_pods() {
     .await
     .expect("node a deleting its own pod");
 }
+
+#[tokio::test]
+async fn a_node_lists_pods_only_with_its_node_name_selector_and_reviews_give_the_reason() {
+    let (s, a, _b) = two_nodes().await;
+    let own = call(
+        &a.client,
+        "GET",
+        "/api/v1/pods?fieldSelector=spec.nodeName%3Da",
+        None,
+    )
+    .await
+    .expect("node a listing its own pods");
+    let names: Vec<&str> = own["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|p| p.pointer("/metadata/name").and_then(Value::as_str))
+        .collect();
+    assert_eq!(names, ["a-pod"]);
+    let message = refusal(
+        "node a listing every pod",
+        call(&a.client, "GET", "/api/v1/pods", None).await,
+    );
+    assert_eq!(
+        message,
+        "pods is forbidden: User \"system:node:a\" cannot list resource \"pods\" in API group \"\" at the cluster scope: can only list/watch pods with spec.nodeName field selector"
+    );
+
+    // The same questions as a SubjectAccessReview, with the selector as requirements.
+    let review = |field_selector: Value| {
+        json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": "system:node:a", "groups": ["system:nodes", "system:authenticated"],
+                "resourceAttributes": {"verb": "list", "resource": "pods", "version": "v1",
+                    "fieldSelector": field_selector}}})
+    };
+    let uri = "/apis/authorization.k8s.io/v1/subjectaccessreviews";
+    let own =
+        json!({"requirements": [{"key": "spec.nodeName", "operator": "In", "values": ["a"]}]});
+    let answer = call(&s.client, "POST", uri, Some(review(own)))
+        .await
+        .unwrap();
+    assert_eq!(answer["status"], json!({"allowed": true}));
+    let unparsable = json!({"rawSelector": "spec.nodeName"});
+    let answer = call(&s.client, "POST", uri, Some(review(unparsable)))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["status"],
+        json!({
+            "allowed": false,
+            "reason": "can only list/watch pods with spec.nodeName field selector",
+            "evaluationError": "spec.resourceAttributes.fieldSelector ignored due to parse error"
+        })
+    );
+}

@@ -620,3 +620,42 @@ async fn settled(
     })
     .await;
 }
+
+#[tokio::test]
+async fn subject_access_reviews_answer_with_rbacs_reason_as_upstream() {
+    let s = matrix_cluster().await;
+    let review = |spec: Value| json!({"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview", "spec": spec});
+    let rows = [
+        (
+            "a user through a RoleBinding",
+            json!({"user": "alice", "resourceAttributes": {"namespace": "team-a", "verb": "list", "resource": "pods"}}),
+            json!({"allowed": true, "reason": "RBAC: allowed by RoleBinding \"alice-pods/team-a\" of ClusterRole \"pod-reader\" to User \"alice\""}),
+        ),
+        (
+            "a service account through a ClusterRoleBinding",
+            json!({"user": "system:serviceaccount:team-b:robot", "resourceAttributes": {"namespace": "team-a", "verb": "get", "resource": "pods", "name": "p"}}),
+            json!({"allowed": true, "reason": "RBAC: allowed by ClusterRoleBinding \"robot-pods\" of ClusterRole \"pod-reader\" to ServiceAccount \"robot/team-b\""}),
+        ),
+        (
+            "a group through a RoleBinding of a Role",
+            json!({"user": "erin", "groups": ["devs"], "resourceAttributes": {"namespace": "team-a", "verb": "create", "resource": "configmaps"}}),
+            json!({"allowed": true, "reason": "RBAC: allowed by RoleBinding \"devs-cm/team-a\" of Role \"cm-editor\" to Group \"devs\""}),
+        ),
+        (
+            "a user bound to nothing",
+            json!({"user": "carol", "resourceAttributes": {"namespace": "team-a", "verb": "list", "resource": "pods"}}),
+            json!({"allowed": false}),
+        ),
+    ];
+    for (name, spec, want) in rows {
+        let answer = call(
+            &s.client,
+            "POST",
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            Some(review(spec)),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(answer["status"], want, "{name}");
+    }
+}

@@ -222,3 +222,35 @@ async fn kybern_controller_runs_loops_as_their_accounts_unless_told_to_keep_its_
         drop(loops);
     }
 }
+
+#[tokio::test]
+async fn kybern_server_keeps_its_loops_on_its_own_identity_with_use_service_account_credentials_false(
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut cmd = Command::new(kybern_binary());
+    cmd.args([
+        "server",
+        "--use-service-account-credentials=false",
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-bind-address",
+        "127.0.0.1:0",
+    ])
+    .arg("--data-dir")
+    .arg(&data);
+    let server = Binary::spawn(cmd, &data);
+    let kubectl = server.kubectl();
+    // Without its binding the deployment loop works only as the server's own identity.
+    kubectl.run(&[
+        "delete",
+        "clusterrolebinding/system:controller:deployment-controller",
+    ]);
+    kubectl.run(&["create", "deployment", "web", "--image=busybox"]);
+    eventually_listed(
+        &kubectl,
+        "the ReplicaSet of web",
+        &["get", "rs", "-l", "app=web", "-o", "name"],
+    )
+    .await;
+}

@@ -1,15 +1,16 @@
 //! Upstream's Node authorizer (`plugin/pkg/auth/authorizer/node`): a node's identity
 //! (`system:node:<name>` in `system:nodes`) may get the secrets, config maps, claims,
-//! volumes and resource claims its pods use, create tokens for their service accounts,
-//! and use its own Lease and CSINode; everything else a node asks is decided by the
+//! volumes and resource claims its pods use (and the secrets their persistent volumes
+//! name), create tokens for their service accounts, and use its own Lease and CSINode; everything else a node asks is decided by the
 //! `system:node` ClusterRole's rules, which upstream binds to nobody. Other users get
 //! no opinion.
 //!
 //! The pod relationships come from [`graph`], followed from the pods and persistent
 //! volumes watch caches; an allowed read is confirmed against the pods watch cache itself,
 //! so a node loses a secret as soon as the server has seen its last pod using it go.
-//! Not done (upstream 1.32's `AuthorizeNodeWithSelectors`): nodes list and watch all pods
-//! and nodes, as upstream before it.
+//! As upstream since 1.32 (`AuthorizeNodeWithSelectors`, on by default), a node reads
+//! only its own Node and lists or watches pods only with the field selector
+//! `spec.nodeName=<its name>` (or gets one of the pods bound to it).
 
 use std::sync::{Arc, OnceLock, RwLock, Weak};
 
@@ -138,6 +139,8 @@ impl NodeAuthorizer {
                 ("", "serviceaccounts") => return self.create_token(node, a, r),
                 ("coordination.k8s.io", "leases") => return lease(node, a, r),
                 ("storage.k8s.io", "csinodes") => return csi_node(node, a, r),
+                ("", "nodes") => return own_node(node, a, r),
+                ("", "pods") => return self.pod(node, a, r),
                 _ => {}
             }
         }
@@ -178,6 +181,28 @@ impl NodeAuthorizer {
         self.related(node, target, r)
     }
 
+    /// Pods: a get of one bound to the node, a list or watch selecting the node's pods
+    /// (or naming one bound to it), mirror pods' creation and deletion, status and
+    /// evictions (NodeRestriction confines these to the node's own pods).
+    fn pod(&self, node: &str, a: &Attributes, r: &ResourceAttributes) -> Decision {
+        match (r.subresource.as_deref(), a.verb.as_str()) {
+            (None, "get") => self.get(node, Target::Pod, a, r),
+            (None, "list" | "watch") => {
+                if r.selectors.requires_field("spec.nodeName", node) {
+                    ALLOW
+                } else if r.name.as_deref().is_some_and(|n| !n.is_empty()) {
+                    self.related(node, Target::Pod, r)
+                } else {
+                    no("can only list/watch pods with spec.nodeName field selector")
+                }
+            }
+            (None, "create" | "delete")
+            | (Some("status"), "update" | "patch")
+            | (Some("eviction"), "create") => ALLOW,
+            _ => (Verdict::NoOpinion, None),
+        }
+    }
+
     fn create_token(&self, node: &str, a: &Attributes, r: &ResourceAttributes) -> Decision {
         if a.verb != "create" || r.name.as_deref().is_none_or(str::is_empty) {
             return no("can only create tokens for individual service accounts");
@@ -195,16 +220,16 @@ impl NodeAuthorizer {
         };
         let namespace = r.namespace.as_deref().unwrap_or_default();
         let found = match target {
+            Target::Used(Uses::Secret) => {
+                self.used_on(node, Uses::Secret, namespace, name)
+                    || self.volume_secret_on(node, namespace, name)
+            }
             Target::Used(kind) => self.used_on(node, kind, namespace, name),
             Target::Claim => self.used_on(node, Uses::PersistentVolumeClaim, namespace, name),
             Target::ResourceClaim => self.used_on(node, Uses::ResourceClaim, namespace, name),
-            Target::Volume => {
-                let claim = self.graph().claim_of(name).cloned();
-                claim.is_some_and(|(ns, claim)| {
-                    self.used_on(node, Uses::PersistentVolumeClaim, &ns, &claim)
-                })
-            }
+            Target::Volume => self.volume_on(node, name),
             Target::Attachment => self.attached_to(node, name),
+            Target::Pod => self.bound_to(node, namespace, name),
         };
         if found {
             ALLOW
@@ -219,6 +244,12 @@ impl NodeAuthorizer {
     /// confirmed in the pods watch cache (still there, still on that node).
     fn used_on(&self, node: &str, kind: Uses, namespace: &str, name: &str) -> bool {
         let candidates = self.graph().pods_using(node, kind, namespace, name);
+        self.confirmed(node, &candidates)
+    }
+
+    /// Whether one of the pods is in the pods watch cache, bound to `node` (all of them
+    /// count before the cache is followed, in tests that fill the graph alone).
+    fn confirmed(&self, node: &str, candidates: &[graph::Key]) -> bool {
         let live = self
             .pods
             .get()
@@ -229,6 +260,27 @@ impl NodeAuthorizer {
                 .is_some_and(|p| p.pointer("/spec/nodeName").and_then(Value::as_str) == Some(node)),
             None => true,
         })
+    }
+
+    /// Whether the pod is bound to `node`, in the graph and still in the pods cache.
+    fn bound_to(&self, node: &str, namespace: &str, name: &str) -> bool {
+        let known = self.graph().pod_node(namespace, name) == Some(node);
+        known && self.confirmed(node, &[(namespace.to_string(), name.to_string())])
+    }
+
+    /// Whether the persistent volume's claim is used by a pod bound to `node`.
+    fn volume_on(&self, node: &str, volume: &str) -> bool {
+        let claim = self.graph().claim_of(volume).cloned();
+        claim
+            .is_some_and(|(ns, claim)| self.used_on(node, Uses::PersistentVolumeClaim, &ns, &claim))
+    }
+
+    /// Whether the secret is named by a persistent volume (its CSI node secrets, or an
+    /// older plugin's secretRef) bound to a claim a pod on `node` uses: upstream's
+    /// node <- pod <- pvc <- pv <- secret.
+    fn volume_secret_on(&self, node: &str, namespace: &str, name: &str) -> bool {
+        let volumes = self.graph().volumes_using_secret(namespace, name);
+        volumes.iter().any(|v| self.volume_on(node, v))
     }
 
     /// Whether the VolumeAttachment `name` is for `node` (read from its watch cache).
@@ -330,6 +382,7 @@ enum Target {
     ResourceClaim,
     Volume,
     Attachment,
+    Pod,
 }
 
 fn lease(node: &str, a: &Attributes, r: &ResourceAttributes) -> Decision {
@@ -349,6 +402,24 @@ fn lease(node: &str, a: &Attributes, r: &ResourceAttributes) -> Decision {
         return no("can only access node lease with the same name as the requesting node");
     }
     ALLOW
+}
+
+/// Nodes: any node may register and update Nodes and their status (NodeRestriction
+/// confines it to its own), and read only its own.
+fn own_node(node: &str, a: &Attributes, r: &ResourceAttributes) -> Decision {
+    match (r.subresource.as_deref(), a.verb.as_str()) {
+        (None, "create" | "update" | "patch") | (Some("status"), "update" | "patch") => ALLOW,
+        (None, "get" | "list" | "watch") => match r.name.as_deref().unwrap_or_default() {
+            n if n == node => ALLOW,
+            "" => no(format!(
+                "node '{node}' cannot read all nodes, only its own Node object"
+            )),
+            other => no(format!(
+                "node '{node}' cannot read '{other}', only its own Node object"
+            )),
+        },
+        _ => (Verdict::NoOpinion, None),
+    }
 }
 
 fn csi_node(node: &str, a: &Attributes, r: &ResourceAttributes) -> Decision {
@@ -374,6 +445,11 @@ impl Authorizer for NodeAuthorizer {
 
     fn explain(&self, attributes: &Attributes) -> Option<String> {
         self.decide(attributes).1
+    }
+
+    fn authorize_with_reason(&self, attributes: &Attributes) -> (Verdict, String) {
+        let (verdict, reason) = self.decide(attributes);
+        (verdict, reason.unwrap_or_default())
     }
 
     /// Upstream lists no rules for a node (its answer is incomplete) and none for others.

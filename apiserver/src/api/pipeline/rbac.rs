@@ -157,6 +157,41 @@ impl Authorizer for Rbac {
         }
     }
 
+    /// Upstream's reason names a binding that allows the request.
+    fn authorize_with_reason(&self, attributes: &Attributes) -> (Verdict, String) {
+        let namespace = attributes
+            .resource
+            .as_ref()
+            .and_then(|r| r.namespace.as_deref());
+        let allowed = self
+            .read()
+            .allowed_by(&attributes.user, namespace, |rules| {
+                rules.iter().any(|r| r.allows(attributes))
+            });
+        match allowed {
+            Some(reason) => (Verdict::Allow, reason),
+            None => (
+                Verdict::NoOpinion,
+                self.explain(attributes).unwrap_or_default(),
+            ),
+        }
+    }
+
+    /// Upstream's reason when RBAC allows nothing: the bound roles that do not exist,
+    /// one error alone, several as Go's aggregate prints them (`[a, b]`).
+    fn explain(&self, attributes: &Attributes) -> Option<String> {
+        let namespace = attributes
+            .resource
+            .as_ref()
+            .and_then(|r| r.namespace.as_deref());
+        let missing = self.read().missing_roles(&attributes.user, namespace);
+        match missing.as_slice() {
+            [] => None,
+            [one] => Some(format!("RBAC: {one}")),
+            many => Some(format!("RBAC: [{}]", many.join(", "))),
+        }
+    }
+
     /// Every rule bound to `user` in `namespace`, as SelfSubjectRulesReview's
     /// ResourceRule and NonResourceRule objects.
     fn rules(&self, user: &UserInfo, namespace: &str) -> Option<Rules> {

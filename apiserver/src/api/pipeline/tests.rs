@@ -613,3 +613,41 @@ async fn namespace_lifecycle_is_a_plugin_of_the_default_pipeline() {
     .await;
     assert_eq!(code, StatusCode::CREATED);
 }
+
+#[test]
+fn a_list_or_watch_by_metadata_name_is_authorized_as_that_name_as_upstreams_request_info() {
+    let rows = [
+        ("list", "fieldSelector=metadata.name%3Dn1", Some("n1")),
+        (
+            "watch",
+            "watch=true&fieldSelector=metadata.name%3Dn1",
+            Some("n1"),
+        ),
+        ("negated", "fieldSelector=metadata.name!%3Dn1", None),
+        (
+            "not a path segment",
+            "fieldSelector=metadata.name%3D..",
+            None,
+        ),
+        ("deletecollection", "fieldSelector=metadata.name%3Dn1", None),
+    ];
+    for (row, query, name) in rows {
+        let parsed = crate::request::parse_path("/api/v1/nodes");
+        let crate::request::Path::Resource(rp) = &parsed else {
+            panic!("a resource path")
+        };
+        let method = if row == "deletecollection" {
+            Method::DELETE
+        } else {
+            Method::GET
+        };
+        let attrs = Attributes::of(
+            UserInfo::apiserver(),
+            &method,
+            "/api/v1/nodes",
+            Some(rp),
+            &Query::parse(Some(query)),
+        );
+        assert_eq!(attrs.resource.unwrap().name.as_deref(), name, "{row}");
+    }
+}

@@ -75,6 +75,7 @@ impl ValidatingAdmissionPolicy {
                     subresource: r.subresource.clone(),
                     namespace: r.namespace.clone().filter(|n| !n.is_empty()),
                     name: r.name.clone().filter(|n| !n.is_empty()),
+                    selectors: Default::default(),
                 }),
                 path: r.path.clone().unwrap_or_default(),
             };

@@ -64,6 +64,7 @@ pub fn impersonate(
                 subresource: sub.map(String::from),
                 namespace: ns.map(String::from),
                 name: Some(name.into()),
+                selectors: Default::default(),
             }),
             path: String::new(),
         };

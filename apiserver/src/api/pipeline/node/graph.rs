@@ -1,7 +1,8 @@
 //! What the Node authorizer decides from, as upstream's node graph: which objects each pod
 //! bound to a node uses (its service account, secrets, config maps, claims and resource
-//! claims, all in the pod's namespace) and which claim each persistent volume is bound
-//! to. Pure data: [`super::NodeAuthorizer`] keeps it current from the watch caches.
+//! claims, all in the pod's namespace), which claim each persistent volume is bound
+//! to and which secrets a bound volume's source names for the node to use (upstream's
+//! `VisitPVSecretNames`, the kubelet-visible ones). Pure data: [`super::NodeAuthorizer`] keeps it current from the watch caches.
 
 use std::collections::{HashMap, HashSet};
 
@@ -32,6 +33,9 @@ pub struct Graph {
     pods: HashMap<Key, PodVertex>,
     used_by: HashMap<(Uses, Key), HashSet<Key>>,
     claims: HashMap<String, Key>,
+    /// The secrets each bound persistent volume names, and the reverse.
+    volume_secrets: HashMap<String, Vec<Key>>,
+    secret_volumes: HashMap<Key, HashSet<String>>,
 }
 
 fn key_of(obj: &Value) -> Key {
@@ -132,6 +136,56 @@ pub fn pod_uses(pod: &Value) -> Vec<(Uses, String)> {
     out
 }
 
+/// The secrets a persistent volume's source names that the node itself uses (to stage,
+/// publish, expand or mount the volume), as upstream's `VisitPVSecretNames` with
+/// `kubeletVisible`: the CSI controller-side secrets are left out, and the older plugins'
+/// references without a namespace mean the claim's namespace.
+pub fn volume_secrets(pv: &Value) -> Vec<Key> {
+    let Some(spec) = pv.get("spec") else {
+        return Vec::new();
+    };
+    let claim_ns = str_at(spec, "/claimRef/namespace").unwrap_or_default();
+    let mut out = Vec::new();
+    let mut add = |ns: Option<&str>, name: Option<&str>| {
+        if let Some(name) = name {
+            out.push((ns.unwrap_or(claim_ns).to_string(), name.to_string()));
+        }
+    };
+    if let Some(af) = spec.get("azureFile") {
+        add(str_at(af, "/secretNamespace"), str_at(af, "/secretName"));
+    }
+    // Upstream takes a Cinder, StorageOS or CSI reference's namespace as written.
+    for (source, written_ns) in [
+        ("cephfs", false),
+        ("cinder", true),
+        ("flexVolume", false),
+        ("rbd", false),
+        ("scaleIO", false),
+        ("iscsi", false),
+        ("storageos", true),
+    ] {
+        if let Some(r) = spec.pointer(&format!("/{source}/secretRef")) {
+            let ns = str_at(r, "/namespace").or(written_ns.then_some(""));
+            add(ns, str_at(r, "/name"));
+        }
+    }
+    for field in [
+        "nodePublishSecretRef",
+        "nodeStageSecretRef",
+        "nodeExpandSecretRef",
+    ] {
+        if let Some(r) = spec.pointer(&format!("/csi/{field}")) {
+            add(
+                Some(str_at(r, "/namespace").unwrap_or_default()),
+                str_at(r, "/name"),
+            );
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 impl Graph {
     /// Adds or replaces a pod; a pod bound to no node is left out (as upstream).
     pub fn put_pod(&mut self, pod: &Value) {
@@ -175,16 +229,28 @@ impl Graph {
         }
     }
 
-    /// Adds or replaces a persistent volume's claim (its `spec.claimRef`).
+    /// Adds or replaces a persistent volume's claim (its `spec.claimRef`) and, for a
+    /// bound volume, the secrets its source names ([`volume_secrets`]).
     pub fn put_volume(&mut self, pv: &Value) {
         let name = key_of(pv).1;
+        self.remove_volume_secrets(&name);
         match (
             str_at(pv, "/spec/claimRef/namespace"),
             str_at(pv, "/spec/claimRef/name"),
         ) {
             (Some(ns), Some(claim)) => {
                 self.claims
-                    .insert(name, (ns.to_string(), claim.to_string()));
+                    .insert(name.clone(), (ns.to_string(), claim.to_string()));
+                let secrets = volume_secrets(pv);
+                for secret in &secrets {
+                    self.secret_volumes
+                        .entry(secret.clone())
+                        .or_default()
+                        .insert(name.clone());
+                }
+                if !secrets.is_empty() {
+                    self.volume_secrets.insert(name, secrets);
+                }
             }
             _ => {
                 self.claims.remove(&name);
@@ -193,7 +259,30 @@ impl Graph {
     }
 
     pub fn remove_volume(&mut self, pv: &Value) {
-        self.claims.remove(&key_of(pv).1);
+        let name = key_of(pv).1;
+        self.remove_volume_secrets(&name);
+        self.claims.remove(&name);
+    }
+
+    fn remove_volume_secrets(&mut self, volume: &str) {
+        for secret in self.volume_secrets.remove(volume).unwrap_or_default() {
+            if let Some(volumes) = self.secret_volumes.get_mut(&secret) {
+                volumes.remove(volume);
+                if volumes.is_empty() {
+                    self.secret_volumes.remove(&secret);
+                }
+            }
+        }
+    }
+
+    /// The bound persistent volumes whose sources name the secret.
+    pub fn volumes_using_secret(&self, namespace: &str, name: &str) -> Vec<String> {
+        self.secret_volumes
+            .get(&(namespace.to_string(), name.to_string()))
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect()
     }
 
     pub fn clear_pods(&mut self) {
@@ -203,6 +292,8 @@ impl Graph {
 
     pub fn clear_volumes(&mut self) {
         self.claims.clear();
+        self.volume_secrets.clear();
+        self.secret_volumes.clear();
     }
 
     /// The pods bound to `node` that use the object.
@@ -214,6 +305,13 @@ impl Graph {
             .filter(|p| self.pods.get(*p).is_some_and(|v| v.node == node))
             .cloned()
             .collect()
+    }
+
+    /// The node a pod is bound to.
+    pub fn pod_node(&self, namespace: &str, name: &str) -> Option<&str> {
+        self.pods
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(|p| p.node.as_str())
     }
 
     /// The claim a persistent volume is bound to.

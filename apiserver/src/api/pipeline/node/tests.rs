@@ -29,6 +29,7 @@ fn request(
             subresource: sub.map(Into::into),
             namespace: ns.map(Into::into),
             name: name.map(Into::into),
+            selectors: Default::default(),
         }),
         path: String::new(),
     }
@@ -326,6 +327,137 @@ fn a_pod_moved_off_the_node_no_longer_relates_its_objects() {
     assert_eq!(authz.authorize(&get), Verdict::NoOpinion);
 }
 
+/// Volume `pv-csi` is bound to claim `data` (used by pod `web` on node `a`), volume
+/// `pv-b` to claim `b-data` of pod `on-b` on node `b`; each names secrets.
+fn authorizer_with_volume_secrets() -> NodeAuthorizer {
+    let authz = authorizer();
+    {
+        let mut g = authz.graph_mut();
+        g.put_volume(&json!({
+            "metadata": {"name": "pv-csi"},
+            "spec": {
+                "claimRef": {"namespace": "ns", "name": "data"},
+                "csi": {
+                    "driver": "d",
+                    "volumeHandle": "h",
+                    "nodePublishSecretRef": {"namespace": "ns", "name": "publish"},
+                    "nodeStageSecretRef": {"namespace": "creds", "name": "stage"},
+                    "nodeExpandSecretRef": {"namespace": "ns", "name": "expand"},
+                    "controllerPublishSecretRef": {"namespace": "ns", "name": "controller"},
+                    "controllerExpandSecretRef": {"namespace": "ns", "name": "controller-expand"}
+                }
+            }
+        }));
+        g.put_pod(&json!({
+            "metadata": {"namespace": "ns", "name": "on-b"},
+            "spec": {"nodeName": "b", "volumes": [{"name": "d", "persistentVolumeClaim": {"claimName": "b-data"}}]}
+        }));
+        g.put_volume(&json!({
+            "metadata": {"name": "pv-b"},
+            "spec": {
+                "claimRef": {"namespace": "ns", "name": "b-data"},
+                "csi": {"driver": "d", "volumeHandle": "h", "nodePublishSecretRef": {"namespace": "ns", "name": "b-publish"}}
+            }
+        }));
+        g.put_volume(&json!({
+            "metadata": {"name": "pv-rbd"},
+            "spec": {
+                "claimRef": {"namespace": "ns", "name": "data"},
+                "rbd": {"monitors": ["m"], "image": "i", "secretRef": {"name": "ceph"}}
+            }
+        }));
+    }
+    authz
+}
+
+#[test]
+fn a_node_gets_the_secrets_its_pods_volumes_name_for_the_node_and_no_others() {
+    let authz = authorizer_with_volume_secrets();
+    let cases = [
+        ("CSI nodePublishSecretRef", "ns", "publish", true),
+        (
+            "CSI nodeStageSecretRef in its own namespace",
+            "creds",
+            "stage",
+            true,
+        ),
+        ("CSI nodeExpandSecretRef", "ns", "expand", true),
+        ("CSI controllerPublishSecretRef", "ns", "controller", false),
+        (
+            "CSI controllerExpandSecretRef",
+            "ns",
+            "controller-expand",
+            false,
+        ),
+        (
+            "the stage secret's name in the claim's namespace",
+            "ns",
+            "stage",
+            false,
+        ),
+        (
+            "a secret of another node's pod's volume",
+            "ns",
+            "b-publish",
+            false,
+        ),
+        (
+            "an rbd secretRef without namespace, in the claim's",
+            "ns",
+            "ceph",
+            true,
+        ),
+    ];
+    for (name, ns, secret, allowed) in cases {
+        let get = request(
+            node_user("a"),
+            "get",
+            "",
+            "secrets",
+            None,
+            Some(ns),
+            Some(secret),
+        );
+        let want = if allowed {
+            Verdict::Allow
+        } else {
+            Verdict::NoOpinion
+        };
+        assert_eq!(authz.authorize(&get), want, "{name}");
+    }
+}
+
+#[test]
+fn a_volume_secret_is_no_longer_readable_once_the_volume_is_released_or_gone() {
+    let authz = authorizer_with_volume_secrets();
+    let get = |secret: &str| {
+        request(
+            node_user("a"),
+            "get",
+            "",
+            "secrets",
+            None,
+            Some("ns"),
+            Some(secret),
+        )
+    };
+    assert_eq!(authz.authorize(&get("publish")), Verdict::Allow);
+    authz.graph_mut().put_volume(&json!({
+        "metadata": {"name": "pv-csi"},
+        "spec": {"csi": {"driver": "d", "volumeHandle": "h", "nodePublishSecretRef": {"namespace": "ns", "name": "publish"}}}
+    }));
+    assert_eq!(
+        authz.authorize(&get("publish")),
+        Verdict::NoOpinion,
+        "released"
+    );
+    assert_eq!(authz.authorize(&get("ceph")), Verdict::Allow);
+    authz
+        .graph_mut()
+        .remove_volume(&json!({"metadata": {"name": "pv-rbd"}}));
+    assert_eq!(authz.authorize(&get("ceph")), Verdict::NoOpinion, "deleted");
+}
+
 #[test]
 fn pod_uses_lists_every_kind_of_reference() {
     let pod = json!({
@@ -359,5 +491,126 @@ fn pod_uses_lists_every_kind_of_reference() {
             uses.contains(&(want.0, want.1.to_string())),
             "{want:?} in {uses:?}"
         );
+    }
+}
+
+fn with_fields(mut a: Attributes, raw: &str) -> Attributes {
+    let query = crate::request::Query::parse(Some(&format!("fieldSelector={raw}")));
+    if let Some(r) = a.resource.as_mut() {
+        r.selectors = super::super::Selectors::of_request(&a.verb, &query);
+    }
+    a
+}
+
+#[test]
+fn a_node_reads_pods_and_nodes_only_through_its_own_name_as_upstream_1_32() {
+    let authz = authorizer();
+    let a = || node_user("a");
+    let pods = |verb: &str, name: Option<&str>| request(a(), verb, "", "pods", None, None, name);
+    let nodes = |verb: &str, name: Option<&str>| request(a(), verb, "", "nodes", None, None, name);
+    let cases: Vec<(&str, Attributes, Verdict, Option<&str>)> = vec![
+        (
+            "a watch of pods selecting its node",
+            with_fields(pods("watch", None), "spec.nodeName%3Da"),
+            Verdict::Allow,
+            None,
+        ),
+        (
+            "a list of pods selecting its node and a phase",
+            with_fields(
+                pods("list", None),
+                "status.phase%3DRunning,spec.nodeName%3Da",
+            ),
+            Verdict::Allow,
+            None,
+        ),
+        (
+            "a list of every pod",
+            pods("list", None),
+            Verdict::NoOpinion,
+            Some("can only list/watch pods with spec.nodeName field selector"),
+        ),
+        (
+            "a list of pods selecting another node",
+            with_fields(pods("list", None), "spec.nodeName%3Db"),
+            Verdict::NoOpinion,
+            Some("can only list/watch pods with spec.nodeName field selector"),
+        ),
+        (
+            "a list of pods off its node",
+            with_fields(pods("list", None), "spec.nodeName!%3Da"),
+            Verdict::NoOpinion,
+            Some("can only list/watch pods with spec.nodeName field selector"),
+        ),
+        (
+            "a get of its pod",
+            request(a(), "get", "", "pods", None, Some("ns"), Some("web")),
+            Verdict::Allow,
+            None,
+        ),
+        (
+            "a get of another node's pod",
+            request(a(), "get", "", "pods", None, Some("ns"), Some("other")),
+            Verdict::NoOpinion,
+            Some(NO_RELATIONSHIP),
+        ),
+        (
+            "a mirror pod's creation",
+            pods("create", None),
+            Verdict::Allow,
+            None,
+        ),
+        (
+            "an update of a pod",
+            pods("update", Some("web")),
+            Verdict::NoOpinion,
+            None,
+        ),
+        (
+            "a get of its Node",
+            nodes("get", Some("a")),
+            Verdict::Allow,
+            None,
+        ),
+        (
+            "a watch of its Node by name",
+            nodes("watch", Some("a")),
+            Verdict::Allow,
+            None,
+        ),
+        (
+            "a get of another Node",
+            nodes("get", Some("b")),
+            Verdict::NoOpinion,
+            Some("node 'a' cannot read 'b', only its own Node object"),
+        ),
+        (
+            "a list of Nodes",
+            nodes("list", None),
+            Verdict::NoOpinion,
+            Some("node 'a' cannot read all nodes, only its own Node object"),
+        ),
+        (
+            "its registration",
+            nodes("create", None),
+            Verdict::Allow,
+            None,
+        ),
+        (
+            "a status patch",
+            request(a(), "patch", "", "nodes", Some("status"), None, Some("a")),
+            Verdict::Allow,
+            None,
+        ),
+        (
+            "a Node's deletion",
+            nodes("delete", Some("a")),
+            Verdict::NoOpinion,
+            None,
+        ),
+    ];
+    for (name, attributes, verdict, reason) in cases {
+        assert_eq!(authz.authorize(&attributes), verdict, "{name}");
+        assert_eq!(authz.explain(&attributes).as_deref(), reason, "{name}");
     }
 }

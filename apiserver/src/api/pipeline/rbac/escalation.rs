@@ -132,6 +132,7 @@ fn may(
             subresource: None,
             namespace: namespace.map(str::to_string),
             name: Some(name.to_string()).filter(|n| !n.is_empty()),
+            selectors: Default::default(),
         }),
         path: String::new(),
     };

@@ -47,10 +47,12 @@ impl Kind {
     }
 }
 
-/// Who a binding's subject is: a user name (service accounts included) or a group.
+/// Who a binding's subject is: a user name, a service account (by its user name) or a
+/// group.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum SubjectKind {
     User,
+    ServiceAccount,
     Group,
 }
 
@@ -104,7 +106,7 @@ fn subjects_of(binding_ns: &str, obj: &Value) -> Vec<(SubjectKind, String)> {
                         .filter(|n| !n.is_empty())
                         .unwrap_or(binding_ns);
                     Some((
-                        SubjectKind::User,
+                        SubjectKind::ServiceAccount,
                         format!("system:serviceaccount:{ns}:{name}"),
                     ))
                 }
@@ -151,7 +153,7 @@ impl Index {
 
     fn subjects_mut(&mut self, kind: SubjectKind) -> &mut HashMap<String, Scopes> {
         match kind {
-            SubjectKind::User => &mut self.users,
+            SubjectKind::User | SubjectKind::ServiceAccount => &mut self.users,
             SubjectKind::Group => &mut self.groups,
         }
     }
@@ -234,6 +236,94 @@ impl Index {
         namespace: Option<&str>,
         mut visit: impl FnMut(&[PolicyRule], usize) -> bool,
     ) -> bool {
+        self.visit_bindings(user, namespace, |rules, granted| {
+            visit(rules, granted.len())
+        })
+        .is_some()
+    }
+
+    /// Upstream's reason for an allowed request, naming a binding that allows it (the
+    /// first by name of the first role whose rules `allows`), its role and the subject
+    /// that matched: `RBAC: allowed by ClusterRoleBinding "b" of ClusterRole "r" to
+    /// Group "g"`. `None` when no role allows.
+    pub fn allowed_by(
+        &self,
+        user: &UserInfo,
+        namespace: Option<&str>,
+        mut allows: impl FnMut(&[PolicyRule]) -> bool,
+    ) -> Option<String> {
+        let granted = self.visit_bindings(user, namespace, |rules, _| allows(rules))?;
+        let key = granted.iter().min()?;
+        let binding = self.bindings.get(key)?;
+        let subject = binding.subjects.iter().find(|(kind, name)| match kind {
+            SubjectKind::User | SubjectKind::ServiceAccount => *name == user.name,
+            SubjectKind::Group => user.groups.contains(name),
+        })?;
+        let (kind, name) = if key.0.is_empty() {
+            ("ClusterRoleBinding", key.1.clone())
+        } else {
+            ("RoleBinding", format!("{}/{}", key.1, key.0))
+        };
+        let role_kind = if binding.role.0.is_empty() {
+            "ClusterRole"
+        } else {
+            "Role"
+        };
+        let subject = match subject {
+            (SubjectKind::User, n) => format!("User {n:?}"),
+            (SubjectKind::Group, n) => format!("Group {n:?}"),
+            // Upstream names an account `<name>/<namespace>`.
+            (SubjectKind::ServiceAccount, n) => {
+                let (ns, sa) = n
+                    .strip_prefix("system:serviceaccount:")
+                    .and_then(|r| r.split_once(':'))
+                    .unwrap_or(("", n));
+                format!("ServiceAccount \"{sa}/{ns}\"")
+            }
+        };
+        Some(format!(
+            "RBAC: allowed by {kind} {name:?} of {role_kind} {:?} to {subject}",
+            binding.role.1
+        ))
+    }
+
+    /// The roles bound to `user` in `namespace` that do not exist, as upstream's RBAC
+    /// authorizer reports them when it allows nothing (`clusterrole.rbac.authorization.k8s.io
+    /// "x" not found`), each once.
+    pub fn missing_roles(&self, user: &UserInfo, namespace: Option<&str>) -> Vec<String> {
+        let mut out = Vec::new();
+        let scopes = std::iter::once("").chain(namespace.filter(|n| !n.is_empty()));
+        for scope in scopes {
+            let bound = std::iter::once(self.users.get(user.name.as_str()))
+                .chain(user.groups.iter().map(|g| self.groups.get(g.as_str())))
+                .flatten()
+                .filter_map(|scopes| scopes.get(scope));
+            for roles in bound {
+                for (role, _) in roles.iter().filter(|(r, _)| !self.roles.contains_key(*r)) {
+                    let kind = if role.0.is_empty() {
+                        "clusterrole"
+                    } else {
+                        "role"
+                    };
+                    let missing =
+                        format!("{kind}.rbac.authorization.k8s.io {:?} not found", role.1);
+                    if !out.contains(&missing) {
+                        out.push(missing);
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Calls `visit` with each role bound to `user` in `namespace` and the bindings that
+    /// grant it there, until it returns true; those bindings.
+    fn visit_bindings(
+        &self,
+        user: &UserInfo,
+        namespace: Option<&str>,
+        mut visit: impl FnMut(&[PolicyRule], &[Key]) -> bool,
+    ) -> Option<&[Key]> {
         let scopes = std::iter::once("").chain(namespace.filter(|n| !n.is_empty()));
         for scope in scopes {
             let bound = std::iter::once(self.users.get(user.name.as_str()))
@@ -243,14 +333,14 @@ impl Index {
             for roles in bound {
                 for (role, granted) in roles {
                     if let Some(rules) = self.roles.get(role) {
-                        if visit(rules, granted.len()) {
-                            return true;
+                        if visit(rules, granted) {
+                            return Some(granted);
                         }
                     }
                 }
             }
         }
-        false
+        None
     }
 
     /// Every rule `user` holds in `namespace` (upstream's `RulesFor`), a role's rules once

@@ -38,6 +38,7 @@ fn request(
             subresource: sub.map(String::from),
             namespace: ns.map(String::from),
             name: name.map(String::from),
+            selectors: Default::default(),
         }),
         path: String::new(),
     }
@@ -468,4 +469,106 @@ fn system_masters_may_do_anything_and_others_get_no_opinion() {
     assert_eq!(PrivilegedGroups.authorize(&a), Verdict::Allow);
     a.user = user("root", &["system:authenticated"]);
     assert_eq!(PrivilegedGroups.authorize(&a), Verdict::NoOpinion);
+}
+
+#[test]
+fn an_allowed_request_names_the_binding_role_and_subject_as_upstreams_reason() {
+    let rbac = Rbac::with_index(cluster());
+    let cases = [
+        (
+            "a user through a RoleBinding of a ClusterRole",
+            user("alice", &[]),
+            request("get", "", "pods", None, Some("a"), Some("p")),
+            r#"RBAC: allowed by RoleBinding "pods-a/a" of ClusterRole "read-pods" to User "alice""#,
+        ),
+        (
+            "a group through a RoleBinding of a Role",
+            user("bob", &["devs"]),
+            request("get", "", "configmaps", None, Some("a"), Some("c")),
+            r#"RBAC: allowed by RoleBinding "cm-a/a" of Role "cm" to Group "devs""#,
+        ),
+        (
+            "a service account, named as upstream names it",
+            user("system:serviceaccount:a:robot", &[]),
+            request("list", "", "pods", None, Some("a"), None),
+            r#"RBAC: allowed by RoleBinding "pods-a/a" of ClusterRole "read-pods" to ServiceAccount "robot/a""#,
+        ),
+        (
+            "a group through a ClusterRoleBinding",
+            user("system:serviceaccount:b:x", &["system:serviceaccounts:b"]),
+            request("list", "", "pods", None, Some("z"), None),
+            r#"RBAC: allowed by ClusterRoleBinding "all-sas" of ClusterRole "read-pods" to Group "system:serviceaccounts:b""#,
+        ),
+    ];
+    for (name, who, mut attributes, want) in cases {
+        attributes.user = who;
+        assert_eq!(
+            rbac.authorize_with_reason(&attributes),
+            (Verdict::Allow, want.to_string()),
+            "{name}"
+        );
+    }
+    let mut denied = request("delete", "", "pods", None, Some("a"), Some("p"));
+    denied.user = user("alice", &[]);
+    assert_eq!(
+        rbac.authorize_with_reason(&denied),
+        (Verdict::NoOpinion, String::new())
+    );
+}
+
+#[test]
+fn a_denial_names_the_bound_roles_that_do_not_exist_as_upstream() {
+    let mut index = cluster();
+    index.put(
+        Kind::ClusterRoleBinding,
+        &binding(
+            "ClusterRoleBinding",
+            None,
+            "gone",
+            "ClusterRole",
+            "gone-role",
+            json!([{"kind": "User", "name": "alice"}]),
+        ),
+    );
+    let rbac = Rbac::with_index(index);
+    let mut a = request("delete", "", "pods", None, Some("a"), Some("p"));
+    a.user = user("alice", &[]);
+    assert_eq!(
+        rbac.authorize_with_reason(&a),
+        (
+            Verdict::NoOpinion,
+            r#"RBAC: clusterrole.rbac.authorization.k8s.io "gone-role" not found"#.to_string()
+        )
+    );
+    let mut b = a.clone();
+    b.user = user("bob", &["devs"]);
+    assert_eq!(rbac.explain(&b), None, "bob's role exists");
+    let mut two = Rbac::with_index({
+        let mut i = cluster();
+        i.remove(
+            Kind::Role,
+            &json!({"metadata": {"name": "cm", "namespace": "a"}}),
+        );
+        i.put(
+            Kind::ClusterRoleBinding,
+            &binding(
+                "ClusterRoleBinding",
+                None,
+                "gone",
+                "ClusterRole",
+                "gone-role",
+                json!([{"kind": "Group", "name": "devs"}]),
+            ),
+        );
+        i
+    });
+    b.user = user("bob", &["devs"]);
+    assert_eq!(
+        two.explain(&b).as_deref(),
+        Some(
+            r#"RBAC: [clusterrole.rbac.authorization.k8s.io "gone-role" not found, role.rbac.authorization.k8s.io "cm" not found]"#
+        )
+    );
+    two = Rbac::default();
+    assert_eq!(two.explain(&b), None);
 }
