@@ -70,6 +70,11 @@ impl Expression {
         &self.source
     }
 
+    /// The parsed program (its syntax tree, for the type checks of policies).
+    pub(crate) fn program(&self) -> &cel::Program {
+        &self.program
+    }
+
     /// The expression's value, or upstream's `expression '...' resulted in error: ...`.
     pub(crate) fn eval(&self, activation: &Activation) -> Result<Value, String> {
         self.run(activation).map_err(|e| {

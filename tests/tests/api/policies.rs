@@ -18,6 +18,7 @@ use crate::{configmap, status};
 
 mod audit;
 mod libraries;
+mod typechecking;
 
 /// Waits until the server's cache of `plural`, which admission reads, has `name` as
 /// the API has it now.

@@ -16,10 +16,11 @@
 //!
 //! Compiled policies are cached per resourceVersion; no request compiles.
 //! `authorizer` asks `system:masters` membership, then RBAC, for the request's user.
-//! Not done: type checking (`status.typeChecking`).
+//! `status.typeChecking` is [`typecheck`]'s, written after each spec change.
 
 mod evaluate;
 pub(crate) mod policy;
+pub(crate) mod typecheck;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -361,14 +362,15 @@ impl ValidatingAdmission for ValidatingAdmissionPolicy {
                             ));
                         }
                         if binding.audit {
-                            let value = json!([{
-                                "message": d.message,
-                                "policy": p.name,
-                                "binding": binding.name,
-                                "expressionIndex": d.index,
-                                "validationActions": binding.actions,
-                            }]);
-                            audit(request, VALIDATION_FAILURE, &value.to_string());
+                            let value = [ValidationFailure {
+                                message: &d.message,
+                                policy: &p.name,
+                                binding: &binding.name,
+                                expression_index: d.index,
+                                validation_actions: &binding.actions,
+                            }];
+                            let value = serde_json::to_string(&value).unwrap_or_default();
+                            audit(request, VALIDATION_FAILURE, &value);
                         }
                     }
                     for (key, value) in outcome.annotations {
@@ -390,6 +392,17 @@ impl ValidatingAdmission for ValidatingAdmissionPolicy {
 
 /// Upstream's audit annotation for a validation that failed under an Audit action.
 const VALIDATION_FAILURE: &str = "validation.policy.admission.k8s.io/validation_failure";
+
+/// The value of [`VALIDATION_FAILURE`], its fields in upstream's order.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ValidationFailure<'a> {
+    message: &'a str,
+    policy: &'a str,
+    binding: &'a str,
+    expression_index: usize,
+    validation_actions: &'a [String],
+}
 
 /// An audit annotation: kybern has no audit log, so, as PodSecurity's, it goes to the
 /// server's log (tracing target `audit`) as `<key>: <value>`.

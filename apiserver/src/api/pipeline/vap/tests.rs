@@ -265,3 +265,60 @@ fn variables_are_evaluated_only_when_used_and_their_errors_only_where_read() {
         "an unused broken variable is no error; a used one is, with upstream's text"
     );
 }
+
+#[test]
+fn type_checking_warns_of_fields_the_matched_kinds_schema_does_not_declare() {
+    let schema = json!({"type": "object", "properties": {
+        "metadata": {"type": "object"},
+        "spec": {"type": "object", "properties": {
+            "replicas": {"type": "integer"},
+            "template": {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+                "containers": {"type": "array", "items": {"type": "object", "properties": {
+                    "image": {"type": "string"}}}}}}}},
+            "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+        }}
+    }});
+    let kinds = [typecheck::Kind {
+        gvk: "apps/v1, Kind=Deployment".into(),
+        schema: std::sync::Arc::new(schema),
+    }];
+    let policy = |validations: Value| {
+        json!({"spec": {"matchConstraints": {"resourceRules": [
+            {"apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments", "deployments/scale"]},
+            {"apiGroups": ["*"], "apiVersions": ["v1"], "resources": ["pods"]}
+        ]}, "validations": validations}})
+    };
+    assert_eq!(
+        typecheck::resources(&policy(json!([]))),
+        [(
+            "apps".to_string(),
+            "v1".to_string(),
+            "deployments".to_string()
+        )],
+        "wildcards and subresources are not checked"
+    );
+    let cases = [
+        ("declared fields", "object.spec.replicas > 1 && object.metadata.name != ''", None),
+        ("an index into an array", "object.spec.template.spec.containers[0].image != ''", None),
+        ("a field that admits anything", "object.spec.extra.anything == 1", None),
+        (
+            "an undefined field",
+            "object.spec.replicass > 1",
+            Some("apps/v1, Kind=Deployment: ERROR: <input>:1:12: undefined field 'replicass'\n | object.spec.replicass > 1\n | ...........^\n"),
+        ),
+        (
+            "an undefined field of oldObject in has()",
+            "has(oldObject.spec.paused)",
+            Some("apps/v1, Kind=Deployment: ERROR: <input>:1:19: undefined field 'paused'\n | has(oldObject.spec.paused)\n | ..................^\n"),
+        ),
+    ];
+    for (name, expression, want) in cases {
+        let warnings =
+            typecheck::expression_warnings(&policy(json!([{"expression": expression}])), &kinds);
+        let want: Vec<Value> = want
+            .map(|w| json!({"fieldRef": "spec.validations[0].expression", "warning": w}))
+            .into_iter()
+            .collect();
+        assert_eq!(warnings, want, "{name}");
+    }
+}
