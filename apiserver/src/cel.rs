@@ -16,11 +16,12 @@
 //! .check(verb)` and `authorizer.serviceAccount(ns, name)...` (asking about that
 //! service account instead), then `.allowed()`, `.reason()`, `.errored()`, `.error()`.
 //! Kubernetes quantities (`quantity()`, `isQuantity()` and their methods) are in
-//! [`quantity`]; a policy's `variables` are evaluated lazily ([`variables`]).
+//! [`quantity`], URLs (`url()`, `isURL()` and their getters) in [`url`]; a policy's
+//! `variables` are evaluated lazily ([`variables`]).
 //!
 //! Not done: the type checker (a type error shows at evaluation, not when a policy is
-//! written), `url()`, timestamps and durations (the `cel` crate has them only with
-//! chrono and its time-zone database, which kybern does not carry).
+//! written), timestamps and durations (the `cel` crate has them only with chrono and
+//! its time-zone database, which kybern does not carry).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -98,6 +99,7 @@ impl Expression {
             authorizer::install(&mut context, Arc::clone(check), request);
         }
         quantity::install(&mut context);
+        url::install(&mut context);
         self.program.execute(&context)
     }
 
@@ -221,6 +223,7 @@ pub(crate) fn map_of(entries: Vec<(String, Value)>) -> Value {
 
 mod authorizer;
 mod quantity;
+mod url;
 mod variables;
 pub(crate) use authorizer::Request as AuthzRequest;
 pub(crate) use variables::Definitions;

@@ -248,3 +248,30 @@ fn kubernetes_quantities_compare_and_compute_as_upstream() {
         );
     }
 }
+
+#[test]
+fn urls_parse_as_gos_request_uris_and_answer_their_parts() {
+    let cases = [
+        ("isURL of an absolute URL", "isURL('https://example.com:8443/a%20b?x=1')", true),
+        ("isURL of an absolute path", "isURL('/healthz')", true),
+        ("isURL of a relative reference", "!isURL('example.com/a') && !isURL('')", true),
+        ("scheme", "url('HTTPS://example.com').getScheme() == 'https'", true),
+        ("host with port", "url('https://user@example.com:8443/p').getHost() == 'example.com:8443'", true),
+        ("hostname", "url('https://example.com:8443/p').getHostname() == 'example.com'", true),
+        ("port", "url('https://example.com:8443/p').getPort() == '8443' && url('https://example.com').getPort() == ''", true),
+        ("IPv6", "url('https://[::1]:80/').getHostname() == '::1' && url('https://[::1]:80/').getPort() == '80'", true),
+        ("escaped path", "url('https://example.com/a%20b#frag').getEscapedPath() == '/a%20b'", true),
+        ("query", "url('https://example.com/?a=1&b=x+y&a=2').getQuery() == {'a': ['1', '2'], 'b': ['x y']}", true),
+        ("no query", "url('/p').getQuery() == {}", true),
+    ];
+    let a = Activation::new();
+    for (name, source, want) in cases {
+        let e = Expression::compile(source).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(e.eval_bool(&a), Ok(want), "{name}: {source}");
+    }
+    let e = Expression::compile("url('example.com')").unwrap();
+    assert_eq!(
+        e.eval(&a),
+        Err("expression 'url('example.com')' resulted in error: URL parse error during conversion from string: parse \"example.com\": invalid URI for request".into())
+    );
+}

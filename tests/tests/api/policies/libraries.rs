@@ -169,3 +169,42 @@ async fn a_policy_asks_the_authorizer_about_a_service_account_and_the_requests_o
         s.message
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_requires_https_endpoints_with_the_url_library() {
+    let c = Cluster::builder("vap-url").start().await;
+    let mut policy = replica_policy(json!({
+        "validations": [{
+            "expression": "!has(object.data) || !has(object.data.endpoint) || (isURL(object.data.endpoint) && url(object.data.endpoint).getScheme() == 'https')",
+            "messageExpression": "'endpoint must be an https URL, not ' + object.data.endpoint"
+        }]
+    }));
+    policy["spec"]["matchConstraints"]["resourceRules"] = json!([{
+        "apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["configmaps"]
+    }]);
+    apply(&c, policy, binding(&c, &["Deny"], json!({}))).await;
+    let configmaps = c.api::<ConfigMap>();
+
+    let s = status(
+        configmaps
+            .create(
+                &PostParams::default(),
+                &configmap("plain", json!({"endpoint": "http://backend:8080/api"})),
+            )
+            .await,
+    );
+    assert!(
+        s.message.ends_with(
+            "denied request: endpoint must be an https URL, not http://backend:8080/api"
+        ),
+        "{}",
+        s.message
+    );
+    configmaps
+        .create(
+            &PostParams::default(),
+            &configmap("secure", json!({"endpoint": "https://backend:8443/api"})),
+        )
+        .await
+        .expect("an https endpoint passes");
+}
