@@ -12,10 +12,16 @@
 //!
 //! `authorizer` (upstream's authorizer library) is there when the caller gives a
 //! [`Check`]: `authorizer.group(g).resource(r).namespace(n).name(x).subresource(s)
-//! .check(verb)` and `authorizer.path(p).check(verb)`, then `.allowed()`, `.reason()`.
+//! .check(verb)`, `authorizer.path(p).check(verb)`, `authorizer.requestResource
+//! .check(verb)` and `authorizer.serviceAccount(ns, name)...` (asking about that
+//! service account instead), then `.allowed()`, `.reason()`, `.errored()`, `.error()`.
+//! Kubernetes quantities (`quantity()`, `isQuantity()` and their methods) are in
+//! [`quantity`], URLs (`url()`, `isURL()` and their getters) in [`url`]; a policy's
+//! `variables` are evaluated lazily ([`variables`]).
 //!
 //! Not done: the type checker (a type error shows at evaluation, not when a policy is
-//! written), `authorizer.serviceAccount`, `quantity()`, `url()`, timestamps, durations.
+//! written), timestamps and durations (the `cel` crate has them only with chrono and
+//! its time-zone database, which kybern does not carry).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -65,22 +71,36 @@ impl Expression {
         &self.source
     }
 
+    /// The parsed program (its syntax tree, for the type checks of policies).
+    pub(crate) fn program(&self) -> &cel::Program {
+        &self.program
+    }
+
     /// The expression's value, or upstream's `expression '...' resulted in error: ...`.
     pub(crate) fn eval(&self, activation: &Activation) -> Result<Value, String> {
-        let mut context = cel::Context::with_env(Arc::clone(env()));
-        for (name, value) in &activation.vars {
-            context.add_variable_from_value(name.as_str(), value.clone());
-        }
-        if let Some(check) = &activation.authorizer {
-            authorizer::install(&mut context, Arc::clone(check));
-        }
-        self.program.execute(&context).map_err(|e| {
+        self.run(activation).map_err(|e| {
             format!(
                 "expression '{}' resulted in error: {}",
                 self.source,
                 error_text(&e)
             )
         })
+    }
+
+    fn run(&self, activation: &Activation) -> Result<Value, cel::ExecutionError> {
+        let mut context = cel::Context::with_env(Arc::clone(env()));
+        for (name, value) in &activation.vars {
+            context.add_variable_from_value(name.as_str(), value.clone());
+        }
+        if let Some(lazy) = &activation.variables {
+            context.add_variable_as_val("variables", Box::new(lazy.clone()));
+        }
+        if let Some((check, request)) = &activation.authorizer {
+            authorizer::install(&mut context, Arc::clone(check), request);
+        }
+        quantity::install(&mut context);
+        url::install(&mut context);
+        self.program.execute(&context)
     }
 
     /// The expression's value, which must be a bool.
@@ -103,6 +123,8 @@ fn error_text(e: &cel::ExecutionError) -> String {
         cel::ExecutionError::UndeclaredReference(n) => {
             format!("undeclared reference to '{n}' (in container '')")
         }
+        // The libraries' own errors read as upstream's, without the crate's prefix.
+        cel::ExecutionError::FunctionError { message, .. } => message.clone(),
         other => other.to_string(),
     }
 }
@@ -131,7 +153,10 @@ pub(crate) fn cached(source: &str) -> Arc<Result<Expression, String>> {
 #[derive(Clone, Default)]
 pub(crate) struct Activation {
     vars: Vec<(String, Value)>,
-    authorizer: Option<Check>,
+    /// `variables`, when they are evaluated lazily.
+    variables: Option<variables::Lazy>,
+    /// The check and what `authorizer.requestResource` is about.
+    authorizer: Option<(Check, AuthzRequest)>,
 }
 
 /// Asks the server's authorizers about the request's user: the attributes (`group`,
@@ -150,9 +175,17 @@ impl Activation {
         self.vars.push((name.to_string(), value));
     }
 
-    /// Makes `authorizer` available, answering with `check`.
-    pub(crate) fn with_authorizer(&mut self, check: Check) {
-        self.authorizer = Some(check);
+    /// Binds `variables` to `definitions`, each evaluated (in this activation) only
+    /// when an expression reads it, and once for all the expressions that do.
+    pub(crate) fn bind_variables(&mut self, definitions: variables::Definitions) {
+        self.vars.retain(|(n, _)| n != "variables");
+        self.variables = Some(variables::Lazy::new(definitions, self.clone()));
+    }
+
+    /// Makes `authorizer` available, answering with `check`; `request` is what
+    /// `authorizer.requestResource` asks about (the request's resource).
+    pub(crate) fn with_authorizer(&mut self, check: Check, request: AuthzRequest) {
+        self.authorizer = Some((check, request));
     }
 
     /// Binds `name` to a JSON value (an object, `null` for an absent one).
@@ -182,12 +215,17 @@ pub(crate) fn from_json(v: &Json) -> Value {
     }
 }
 
-/// A map value from named values (the `variables` object of a policy).
+/// A map value from named values.
+#[cfg(test)]
 pub(crate) fn map_of(entries: Vec<(String, Value)>) -> Value {
     Value::from(entries.into_iter().collect::<HashMap<String, Value>>())
 }
 
 mod authorizer;
+mod quantity;
+mod url;
+mod variables;
 pub(crate) use authorizer::Request as AuthzRequest;
+pub(crate) use variables::Definitions;
 #[cfg(test)]
 mod tests;

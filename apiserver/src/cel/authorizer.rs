@@ -1,7 +1,9 @@
 //! Upstream's CEL authorizer library on the `cel` crate: the builder steps are member
 //! functions on a string that carries the request built so far (JSON), `check` asks
 //! the caller's [`super::Check`] and gives a decision string `check` results answer
-//! `allowed()` and `reason()` from.
+//! `allowed()`, `reason()`, `errored()` and `error()` from. `authorizer` itself is a
+//! map whose `requestResource` is the builder for the request's own resource; the
+//! builder steps on it start from an empty request.
 
 use std::sync::Arc;
 
@@ -19,6 +21,9 @@ pub(crate) struct Request {
     pub(crate) namespace: Option<String>,
     pub(crate) name: Option<String>,
     pub(crate) path: Option<String>,
+    /// `serviceAccount(namespace, name)`: ask about that service account instead of
+    /// the requesting user.
+    pub(crate) service_account: Option<(String, String)>,
 }
 
 const BUILDER: &str = "authorizer:";
@@ -37,9 +42,28 @@ fn parse(this: &str) -> Request {
         .unwrap_or_default()
 }
 
-/// Binds `authorizer` and its functions in `context`.
-pub(super) fn install(context: &mut cel::Context<'_, '_>, check: Check) {
-    context.add_variable_from_value("authorizer", builder(&Request::default()));
+/// The request a builder value carries: `authorizer` (a map) starts empty.
+fn request_of(this: &Value) -> Request {
+    match this {
+        Value::String(s) => parse(s),
+        _ => Request::default(),
+    }
+}
+
+/// Binds `authorizer` and its functions in `context`; `request` is the request's own
+/// resource (`authorizer.requestResource`).
+pub(super) fn install(context: &mut cel::Context<'_, '_>, check: Check, request: &Request) {
+    let root: std::collections::HashMap<String, Value> =
+        [("requestResource".to_string(), builder(request))].into();
+    context.add_variable_from_value("authorizer", Value::from(root));
+    let _ = context.add_function(
+        "serviceAccount",
+        |This(this): This<Value>, namespace: Arc<String>, name: Arc<String>| -> Value {
+            let mut r = request_of(&this);
+            r.service_account = Some((namespace.to_string(), name.to_string()));
+            builder(&r)
+        },
+    );
     type Step = fn(&mut Request, String);
     let steps: [(&str, Step); 6] = [
         ("group", |r, v| r.group = Some(v)),
@@ -53,8 +77,8 @@ pub(super) fn install(context: &mut cel::Context<'_, '_>, check: Check) {
         // Names no standard overload uses, so adding them cannot fail.
         let _ = context.add_function(
             name,
-            move |This(this): This<Arc<String>>, v: Arc<String>| -> Value {
-                let mut r = parse(&this);
+            move |This(this): This<Value>, v: Arc<String>| -> Value {
+                let mut r = request_of(&this);
                 step(&mut r, v.to_string());
                 builder(&r)
             },
@@ -79,5 +103,12 @@ pub(super) fn install(context: &mut cel::Context<'_, '_>, check: Check) {
             .map(|(_, r)| r.to_string())
             .unwrap_or_default();
         Value::String(Arc::new(reason))
+    });
+    // kybern's authorizers decide or have no opinion; none fails to evaluate.
+    let _ = context.add_function("errored", |This(this): This<Arc<String>>| -> bool {
+        !this.starts_with(DECISION)
+    });
+    let _ = context.add_function("error", |This(_): This<Arc<String>>| -> Value {
+        Value::String(Arc::new(String::new()))
     });
 }

@@ -16,6 +16,10 @@ use crate::common::Cluster;
 use crate::podsecurity::{kubectl_with, text};
 use crate::{configmap, status};
 
+mod audit;
+mod libraries;
+mod typechecking;
+
 /// Waits until the server's cache of `plural`, which admission reads, has `name` as
 /// the API has it now.
 async fn cached<K>(c: &Cluster, plural: &str, name: &str)

@@ -7,14 +7,20 @@
 //! (evaluated in order, each may read the earlier ones); `matchConditions` skip the
 //! policy when one is false. A false validation is a decision for the binding's
 //! actions: Deny refuses the write (upstream's message and the reason's code, 422 by
-//! default), Warn adds a `Warning`, Audit is logged (tracing target `audit`: kybern has
-//! no audit log). Runtime and configuration errors follow the policy's failurePolicy.
+//! default), Warn adds a `Warning`, Audit publishes upstream's
+//! `validation.policy.admission.k8s.io/validation_failure` audit annotation. Runtime
+//! errors under failurePolicy Fail are decisions for the actions too; configuration
+//! errors follow the failurePolicy alone. `auditAnnotations` publish
+//! `<policy>/<key>: <value>`. kybern has no audit log: audit annotations go to the
+//! server's log on tracing target `audit`, as PodSecurity's do.
 //!
 //! Compiled policies are cached per resourceVersion; no request compiles.
 //! `authorizer` asks `system:masters` membership, then RBAC, for the request's user.
-//! Not done: `auditAnnotations`, type checking (`status.typeChecking`).
+//! `status.typeChecking` is [`typecheck`]'s, written after each spec change.
 
+mod evaluate;
 pub(crate) mod policy;
+pub(crate) mod typecheck;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -29,9 +35,9 @@ use super::{
     ValidatingAdmission, Verdict,
 };
 use crate::api::Api;
-use crate::cel::Activation;
 use crate::registry::Resource;
 use crate::status::{ApiError, Result, Target};
+use evaluate::evaluate;
 use policy::{Binding, Matcher, Policy};
 
 /// Compiled policies by name, each with the resourceVersion it was compiled from.
@@ -65,8 +71,19 @@ impl ValidatingAdmissionPolicy {
         let authorizer = Arc::clone(self.authorizer.as_ref()?);
         let user = user.clone();
         Some(Arc::new(move |r: &crate::cel::AuthzRequest, verb: &str| {
+            let user = match &r.service_account {
+                Some((ns, name)) => UserInfo {
+                    name: format!("system:serviceaccount:{ns}:{name}"),
+                    groups: vec![
+                        "system:serviceaccounts".into(),
+                        format!("system:serviceaccounts:{ns}"),
+                    ],
+                    ..Default::default()
+                },
+                None => user.clone(),
+            };
             let attributes = Attributes {
-                user: user.clone(),
+                user,
                 verb: verb.to_string(),
                 resource: r.path.is_none().then(|| ResourceAttributes {
                     group: r.group.clone().unwrap_or_default(),
@@ -188,62 +205,6 @@ async fn params(
     Ok(if found.is_empty() { None } else { Some(found) })
 }
 
-/// Evaluates one policy for one param: `Ok(None)` admits, `Ok(Some)` is a failed
-/// validation, `Err` a runtime error (the failurePolicy decides).
-fn evaluate(
-    p: &Policy,
-    base: &Activation,
-    param: &Value,
-) -> std::result::Result<Vec<Denial>, String> {
-    let mut a = base.clone();
-    a.bind_json("params", param);
-    let mut errors = Vec::new();
-    for c in &p.match_conditions {
-        match c.expression.eval_bool(&a) {
-            Ok(false) => return Ok(Vec::new()),
-            Ok(true) => {}
-            Err(e) => errors.push(e),
-        }
-    }
-    if !errors.is_empty() {
-        return Err(errors.join(", "));
-    }
-    let mut variables = Vec::new();
-    for v in &p.variables {
-        a.bind("variables", crate::cel::map_of(variables.clone()));
-        let value = v.expression.eval(&a)?;
-        variables.push((v.name.clone(), value));
-    }
-    a.bind("variables", crate::cel::map_of(variables));
-    let mut denials = Vec::new();
-    for v in &p.validations {
-        if v.expression.eval_bool(&a)? {
-            continue;
-        }
-        let from_expression = v
-            .message_expression
-            .as_ref()
-            .and_then(|m| match m.eval(&a) {
-                Ok(crate::cel::Value::String(s)) if !s.trim().is_empty() && !s.contains('\n') => {
-                    Some(s.to_string())
-                }
-                _ => None,
-            });
-        let message = from_expression.unwrap_or_else(|| {
-            if v.message.is_empty() {
-                format!("failed expression: {}", v.expression.source())
-            } else {
-                v.message.clone()
-            }
-        });
-        denials.push(Denial {
-            message,
-            reason: v.reason.clone(),
-        });
-    }
-    Ok(denials)
-}
-
 /// Upstream's code for a validation's reason.
 fn reason_and_code(reason: &str) -> (&'static str, u16) {
     match reason {
@@ -301,6 +262,9 @@ impl ValidatingAdmission for ValidatingAdmissionPolicy {
         };
         let scene = Scene::new(api, request).await?;
         let mut namespace_object: Option<Value> = None;
+        // As upstream, every matching policy is evaluated (its warnings and audit
+        // annotations published) and the first denial is the answer.
+        let mut denial: Option<ApiError> = None;
         for policy_obj in &policies {
             let name = crate::object::name(policy_obj);
             let mine: Vec<&Binding> = bindings.iter().filter(|b| b.policy_name == name).collect();
@@ -311,30 +275,36 @@ impl ValidatingAdmission for ValidatingAdmissionPolicy {
             let Some(seen) = matched(api, &scene, &p.constraints, obj, old) else {
                 continue;
             };
+            let mut annotations = Annotations::default();
             for binding in mine {
                 if let Some(m) = &binding.matcher {
                     if matched(api, &scene, m, obj, old).is_none() {
                         continue;
                     }
                 }
-                let fail = |why: String| -> Result<()> {
-                    if p.ignore_failures {
-                        tracing::warn!(policy = %p.name, binding = %binding.name, %why, "policy failed, failing open");
-                        Ok(())
-                    } else {
-                        Err(denied(
+                let mut deny = |message: String, reason: &str| {
+                    denial.get_or_insert_with(|| {
+                        denied(
                             request,
                             &p.name,
                             &binding.name,
                             &Denial {
-                                message: why,
-                                reason: String::new(),
+                                message,
+                                reason: reason.to_string(),
                             },
-                        ))
+                        )
+                    });
+                };
+                // A configuration error: the failurePolicy decides, whatever the actions.
+                let mut misconfigured = |why: String| {
+                    if p.ignore_failures {
+                        tracing::warn!(policy = %p.name, binding = %binding.name, %why, "policy failed, failing open");
+                    } else {
+                        deny(why, "");
                     }
                 };
                 if let Some(e) = &p.error {
-                    fail(e.clone())?;
+                    misconfigured(e.clone());
                     continue;
                 }
                 let params = match &p.param_kind {
@@ -347,12 +317,12 @@ impl ValidatingAdmission for ValidatingAdmissionPolicy {
                                 .as_ref()
                                 .is_some_and(|r| r.deny_if_missing) =>
                         {
-                            fail("failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction".into())?;
+                            misconfigured("failed to configure binding: no params found for policy binding with `Deny` parameterNotFoundAction".into());
                             continue;
                         }
                         Ok(None) => continue,
                         Err(e) => {
-                            fail(e)?;
+                            misconfigured(e);
                             continue;
                         }
                     },
@@ -362,21 +332,18 @@ impl ValidatingAdmission for ValidatingAdmissionPolicy {
                 }
                 let mut base = scene.activation(&seen, obj, old);
                 if let Some(check) = self.check(request.user) {
-                    base.with_authorizer(check);
+                    base.with_authorizer(check, request_resource(request));
                 }
                 base.bind_json(
                     "namespaceObject",
                     namespace_object.as_ref().unwrap_or(&Value::Null),
                 );
                 for param in &params {
-                    let denials = match evaluate(&p, &base, param) {
-                        Ok(d) => d,
-                        Err(e) => {
-                            fail(e)?;
-                            continue;
+                    let outcome = evaluate(&p, &base, param);
+                    for d in &outcome.decisions {
+                        if binding.deny {
+                            deny(d.message.clone(), &d.reason);
                         }
-                    };
-                    for d in &denials {
                         if binding.warn {
                             request.warnings.push(format!(
                                 "Validation failed for ValidatingAdmissionPolicy '{}' with binding '{}': {}",
@@ -384,18 +351,90 @@ impl ValidatingAdmission for ValidatingAdmissionPolicy {
                             ));
                         }
                         if binding.audit {
-                            tracing::info!(target: "audit", policy = %p.name, binding = %binding.name, message = %d.message, "validation failure");
+                            let value = [ValidationFailure {
+                                message: &d.message,
+                                policy: &p.name,
+                                binding: &binding.name,
+                                expression_index: d.index,
+                                validation_actions: &binding.actions,
+                            }];
+                            let value = serde_json::to_string(&value).unwrap_or_default();
+                            audit(request, VALIDATION_FAILURE, &value);
                         }
                     }
-                    if binding.deny {
-                        if let Some(d) = denials.first() {
-                            return Err(denied(request, &p.name, &binding.name, d));
-                        }
+                    for (key, value) in outcome.annotations {
+                        annotations.add(key, value);
+                    }
+                    for e in outcome.errors {
+                        deny(e, "");
                     }
                 }
             }
+            annotations.publish(request, &p.name);
         }
-        Ok(())
+        match denial {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Upstream's audit annotation for a validation that failed under an Audit action.
+const VALIDATION_FAILURE: &str = "validation.policy.admission.k8s.io/validation_failure";
+
+/// The value of [`VALIDATION_FAILURE`], its fields in upstream's order.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ValidationFailure<'a> {
+    message: &'a str,
+    policy: &'a str,
+    binding: &'a str,
+    expression_index: usize,
+    validation_actions: &'a [String],
+}
+
+/// An audit annotation: kybern has no audit log, so, as PodSecurity's, it goes to the
+/// server's log (tracing target `audit`) as `<key>: <value>`.
+fn audit(request: &AdmissionRequest<'_>, key: &str, value: &str) {
+    tracing::info!(
+        target: "audit",
+        namespace = request.namespace.unwrap_or(""),
+        name = request.name,
+        "{key}: {value}"
+    );
+}
+
+/// One policy's audit annotations across its bindings and params: distinct values of
+/// a key are joined with ", ", as upstream's collector does.
+#[derive(Default)]
+struct Annotations(Vec<(String, Vec<String>)>);
+
+impl Annotations {
+    fn add(&mut self, key: String, value: String) {
+        match self.0.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, values)) if values.contains(&value) => {}
+            Some((_, values)) => values.push(value),
+            None => self.0.push((key, vec![value])),
+        }
+    }
+
+    fn publish(self, request: &AdmissionRequest<'_>, policy: &str) {
+        for (key, values) in self.0 {
+            audit(request, &format!("{policy}/{key}"), &values.join(", "));
+        }
+    }
+}
+
+/// What `authorizer.requestResource` asks about: the request's own resource.
+fn request_resource(request: &AdmissionRequest<'_>) -> crate::cel::AuthzRequest {
+    let r = request.resource;
+    crate::cel::AuthzRequest {
+        group: Some(r.group.clone()),
+        resource: Some(r.plural.clone()),
+        subresource: request.subresource.map(str::to_string),
+        namespace: request.namespace.map(str::to_string),
+        name: Some(request.name.to_string()),
+        ..Default::default()
     }
 }
 

@@ -25,6 +25,13 @@ pub(crate) struct Validation {
     pub(crate) reason: String,
 }
 
+/// An `auditAnnotations` item: its key (without the policy's name) and value.
+#[derive(Debug)]
+pub(crate) struct AuditAnnotation {
+    pub(crate) key: String,
+    pub(crate) value_expression: Expression,
+}
+
 /// `matchConstraints` or a binding's `matchResources`: each rule as a webhook-style
 /// [`Hook`] (rules, selectors, matchPolicy) with its resourceNames, and the excluded
 /// rules.
@@ -108,8 +115,10 @@ pub(crate) struct Policy {
     /// `paramKind` as (apiVersion, kind).
     pub(crate) param_kind: Option<(String, String)>,
     pub(crate) match_conditions: Vec<Named>,
-    pub(crate) variables: Vec<Named>,
+    /// `variables`, (name, expression) in order, evaluated lazily.
+    pub(crate) variables: crate::cel::Definitions,
     pub(crate) validations: Vec<Validation>,
+    pub(crate) audit_annotations: Vec<AuditAnnotation>,
     /// Why the policy cannot be evaluated (an expression that does not compile): its
     /// failurePolicy decides what a matching request gets.
     pub(crate) error: Option<String>,
@@ -145,7 +154,10 @@ impl Policy {
                 .collect::<Vec<_>>()
         };
         let match_conditions = named("matchConditions", &mut compile);
-        let variables = named("variables", &mut compile);
+        let variables = named("variables", &mut compile)
+            .into_iter()
+            .map(|n| (n.name, n.expression))
+            .collect::<Vec<_>>();
         let validations = spec
             .get("validations")
             .and_then(Value::as_array)
@@ -172,6 +184,24 @@ impl Policy {
                 })
             })
             .collect();
+        let audit_annotations = spec
+            .get("auditAnnotations")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+            .filter_map(|(i, a)| {
+                Some(AuditAnnotation {
+                    key: text(a, "key"),
+                    value_expression: compile(
+                        format!("spec.auditAnnotations[{i}].valueExpression"),
+                        a.get("valueExpression")
+                            .and_then(Value::as_str)
+                            .unwrap_or(""),
+                    )?,
+                })
+            })
+            .collect();
         let param_kind = spec
             .get("paramKind")
             .filter(|p| p.is_object())
@@ -182,8 +212,9 @@ impl Policy {
             constraints: Matcher::parse(spec.get("matchConstraints").unwrap_or(&Value::Null)),
             param_kind,
             match_conditions,
-            variables,
+            variables: std::sync::Arc::new(variables),
             validations,
+            audit_annotations,
             error,
         }
     }
@@ -205,6 +236,8 @@ pub(crate) struct Binding {
     pub(crate) policy_name: String,
     pub(crate) param_ref: Option<ParamRef>,
     pub(crate) matcher: Option<Matcher>,
+    /// `validationActions` as written (upstream's audit annotation lists them).
+    pub(crate) actions: Vec<String>,
     pub(crate) deny: bool,
     pub(crate) warn: bool,
     pub(crate) audit: bool,
@@ -238,6 +271,7 @@ impl Binding {
             deny: has("Deny"),
             warn: has("Warn"),
             audit: has("Audit"),
+            actions,
         }
     }
 }
@@ -261,6 +295,7 @@ pub(crate) fn validate_policy(obj: &Value) -> Vec<Cause> {
             "validations or auditAnnotations must contain at least one item",
         ));
     }
+    validate_audit_annotations(obj, &mut causes);
     let mut check = |field: String, source: &str| {
         if let Err(e) = Expression::compile(source) {
             causes.push(Cause::invalid(field, source, &e));
@@ -280,7 +315,7 @@ pub(crate) fn validate_policy(obj: &Value) -> Vec<Cause> {
         for (i, item) in items.enumerate() {
             for f in fields {
                 if let Some(source) = item.get(*f).and_then(Value::as_str) {
-                    if !source.is_empty() || *f == "expression" {
+                    if !source.trim().is_empty() || *f == "expression" {
                         check(format!("spec.{list}[{i}].{f}"), source);
                     }
                 }
@@ -288,6 +323,65 @@ pub(crate) fn validate_policy(obj: &Value) -> Vec<Cause> {
         }
     }
     causes
+}
+
+/// Upstream's most audit annotations a policy may have, and longest value expression.
+const MAX_AUDIT_ANNOTATIONS: usize = 20;
+const MAX_VALUE_EXPRESSION: usize = 5 * 1024;
+
+/// Upstream's checks of `auditAnnotations`: each `<policy name>/<key>` a qualified
+/// name, keys unique, value expressions present and at most 5 KiB.
+fn validate_audit_annotations(obj: &Value, causes: &mut Vec<Cause>) {
+    let Some(items) = obj
+        .pointer("/spec/auditAnnotations")
+        .and_then(Value::as_array)
+    else {
+        return;
+    };
+    if items.len() > MAX_AUDIT_ANNOTATIONS {
+        causes.push(Cause::invalid(
+            "spec.auditAnnotations",
+            &format!("{} items", items.len()),
+            &format!("must not have more than {MAX_AUDIT_ANNOTATIONS} auditAnnotations"),
+        ));
+    }
+    let policy = crate::object::name(obj);
+    let mut keys = std::collections::HashSet::new();
+    for (i, item) in items.iter().enumerate() {
+        let field = |f: &str| format!("spec.auditAnnotations[{i}].{f}");
+        let key = text(item, "key");
+        if policy.is_empty() {
+            causes.push(Cause::invalid(
+                field("key"),
+                &key,
+                "requires metadata.name be non-empty",
+            ));
+        } else {
+            let full = format!("{policy}/{key}");
+            for problem in crate::validation::key_problems(&full) {
+                causes.push(Cause::invalid(field("key"), &full, &problem));
+            }
+        }
+        if !keys.insert(key.clone()) {
+            causes.push(Cause {
+                reason: "FieldValueDuplicate",
+                field: field("key"),
+                message: format!("Duplicate value: {}", json!(key)),
+            });
+        }
+        let value = text(item, "valueExpression");
+        if value.trim().is_empty() {
+            causes.push(Cause::required(
+                field("valueExpression"),
+                "valueExpression is not specified",
+            ));
+        } else if value.trim().len() > MAX_VALUE_EXPRESSION {
+            causes.push(Cause::required(
+                field("valueExpression"),
+                &format!("must not exceed {MAX_VALUE_EXPRESSION} bytes in length"),
+            ));
+        }
+    }
 }
 
 /// Upstream's checks of a binding when it is written: its policy, at least one action

@@ -1,6 +1,8 @@
 use serde_json::json;
 
+use super::evaluate::{evaluate, Decision, Outcome};
 use super::*;
+use crate::cel::Activation;
 
 fn policy(spec: Value) -> Policy {
     Policy::compile(&json!({"metadata": {"name": "p", "resourceVersion": "1"}, "spec": spec}))
@@ -25,7 +27,7 @@ fn a_false_validation_gives_its_message_or_the_failed_expression() {
          "messageExpression": "'replicas is ' + string(object.spec.replicas)", "reason": "Forbidden"}
     ]}));
     assert!(p.error.is_none());
-    let d = evaluate(&p, &deployment(6), &Value::Null).unwrap();
+    let d = evaluate(&p, &deployment(6), &Value::Null).decisions;
     let messages: Vec<&str> = d.iter().map(|d| d.message.as_str()).collect();
     assert_eq!(
         messages,
@@ -36,9 +38,10 @@ fn a_false_validation_gives_its_message_or_the_failed_expression() {
         ]
     );
     assert_eq!(d[2].reason, "Forbidden");
-    assert!(evaluate(&p, &deployment(1), &Value::Null)
-        .unwrap()
-        .is_empty());
+    assert_eq!(
+        evaluate(&p, &deployment(1), &Value::Null),
+        Outcome::default()
+    );
 }
 
 #[test]
@@ -52,22 +55,32 @@ fn params_variables_and_match_conditions_are_seen_by_validations() {
         "validations": [{"expression": "!variables.over"}]
     }));
     let params = json!({"data": {"max": 3}});
-    assert_eq!(evaluate(&p, &deployment(4), &params).unwrap().len(), 1);
-    assert!(evaluate(&p, &deployment(3), &params).unwrap().is_empty());
-    assert!(
-        evaluate(&p, &deployment(1), &json!({"data": {}}))
-            .unwrap()
-            .is_empty(),
+    assert_eq!(evaluate(&p, &deployment(4), &params).decisions.len(), 1);
+    assert!(evaluate(&p, &deployment(3), &params).decisions.is_empty());
+    assert_eq!(
+        evaluate(&p, &deployment(1), &json!({"data": {}})),
+        Outcome::default(),
         "a false match condition skips the policy before its variables fail"
     );
 }
 
 #[test]
-fn a_runtime_error_is_an_error_and_a_compile_error_a_configuration_error() {
+fn a_runtime_error_is_a_decision_under_fail_and_a_compile_error_a_configuration_error() {
     let p = policy(json!({"validations": [{"expression": "object.spec.paused"}]}));
     assert_eq!(
-        evaluate(&p, &deployment(1), &Value::Null).err().as_deref(),
-        Some("expression 'object.spec.paused' resulted in error: no such key: paused")
+        evaluate(&p, &deployment(1), &Value::Null).decisions,
+        [Decision {
+            index: 0,
+            message: "expression 'object.spec.paused' resulted in error: no such key: paused"
+                .into(),
+            reason: String::new(),
+        }]
+    );
+    let p = policy(json!({"failurePolicy": "Ignore",
+        "validations": [{"expression": "object.spec.paused"}]}));
+    assert_eq!(
+        evaluate(&p, &deployment(1), &Value::Null),
+        Outcome::default()
     );
     let p = policy(json!({"validations": [{"expression": "object.spec.replicas <"}]}));
     let e = p.error.expect("a configuration error");
@@ -141,5 +154,171 @@ fn policies_and_bindings_missing_what_upstream_requires_are_refused() {
             .map(|c| format!("{}: {}", c.field, c.message))
             .collect();
         assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
+fn audit_annotations_publish_strings_and_leave_out_null_and_empty_values() {
+    let cases = [
+        ("a string", "'replicas ' + string(object.spec.replicas)", Ok(Some("replicas 6"))),
+        ("trimmed", "'  six  '", Ok(Some("six"))),
+        ("null", "null", Ok(None)),
+        ("empty", "''", Ok(None)),
+        (
+            "another type",
+            "object.spec.replicas",
+            Err("valueExpression 'object.spec.replicas' resulted in unsupported return type: int. Return type must be either string or null."),
+        ),
+        (
+            "an error",
+            "object.spec.paused",
+            Err("expression 'object.spec.paused' resulted in error: no such key: paused"),
+        ),
+    ];
+    for (name, expression, want) in cases {
+        let p = policy(json!({"auditAnnotations": [{"key": "k", "valueExpression": expression}]}));
+        let got = evaluate(&p, &deployment(6), &Value::Null);
+        let want = match want {
+            Ok(value) => Outcome {
+                annotations: value
+                    .map(|v| ("k".to_string(), v.to_string()))
+                    .into_iter()
+                    .collect(),
+                ..Default::default()
+            },
+            Err(e) => Outcome {
+                errors: vec![e.to_string()],
+                ..Default::default()
+            },
+        };
+        assert_eq!(got, want, "{name}");
+        let ignored = policy(json!({"failurePolicy": "Ignore",
+            "auditAnnotations": [{"key": "k", "valueExpression": expression}]}));
+        assert!(
+            evaluate(&ignored, &deployment(6), &Value::Null)
+                .errors
+                .is_empty(),
+            "{name}: under Ignore an annotation's error is left out"
+        );
+    }
+}
+
+#[test]
+fn audit_annotation_keys_are_checked_as_upstream() {
+    let spec = |annotations: Value| {
+        json!({"metadata": {"name": "p.example.com"}, "spec": {
+            "matchConstraints": {"resourceRules": [{"apiGroups": ["apps"], "apiVersions": ["v1"],
+                "operations": ["CREATE"], "resources": ["deployments"]}]},
+            "auditAnnotations": annotations}})
+    };
+    let cases = [
+        ("a valid key", json!([{"key": "replicas", "valueExpression": "'x'"}]), vec![]),
+        (
+            "a key with a slash",
+            json!([{"key": "a/b", "valueExpression": "'x'"}]),
+            vec![r#"spec.auditAnnotations[0].key: Invalid value: "p.example.com/a/b": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"#],
+        ),
+        (
+            "a duplicate key",
+            json!([{"key": "k", "valueExpression": "'x'"}, {"key": "k", "valueExpression": "'y'"}]),
+            vec![r#"spec.auditAnnotations[1].key: Duplicate value: "k""#],
+        ),
+        (
+            "no value expression",
+            json!([{"key": "k", "valueExpression": " "}]),
+            vec!["spec.auditAnnotations[0].valueExpression: Required value: valueExpression is not specified"],
+        ),
+    ];
+    for (name, annotations, want) in cases {
+        let got: Vec<String> = policy::validate_policy(&spec(annotations))
+            .iter()
+            .map(|c| format!("{}: {}", c.field, c.message))
+            .collect();
+        assert_eq!(got, want, "{name}");
+    }
+}
+
+#[test]
+fn variables_are_evaluated_only_when_used_and_their_errors_only_where_read() {
+    let p = policy(json!({
+        "variables": [
+            {"name": "broken", "expression": "object.spec.paused"},
+            {"name": "limit", "expression": "5"},
+            {"name": "over", "expression": "object.spec.replicas > variables.limit"}
+        ],
+        "validations": [
+            {"expression": "!variables.over"},
+            {"expression": "variables.over || !variables.broken"}
+        ]
+    }));
+    let d = evaluate(&p, &deployment(6), &Value::Null).decisions;
+    assert_eq!(d.len(), 1, "{d:?}");
+    assert_eq!(d[0].message, "failed expression: !variables.over");
+    let d = evaluate(&p, &deployment(1), &Value::Null).decisions;
+    assert_eq!(
+        d,
+        [Decision {
+            index: 1,
+            message: "expression 'variables.over || !variables.broken' resulted in error: composited variable \"broken\" fails to evaluate: no such key: paused".into(),
+            reason: String::new(),
+        }],
+        "an unused broken variable is no error; a used one is, with upstream's text"
+    );
+}
+
+#[test]
+fn type_checking_warns_of_fields_the_matched_kinds_schema_does_not_declare() {
+    let schema = json!({"type": "object", "properties": {
+        "metadata": {"type": "object"},
+        "spec": {"type": "object", "properties": {
+            "replicas": {"type": "integer"},
+            "template": {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+                "containers": {"type": "array", "items": {"type": "object", "properties": {
+                    "image": {"type": "string"}}}}}}}},
+            "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+        }}
+    }});
+    let kinds = [typecheck::Kind {
+        gvk: "apps/v1, Kind=Deployment".into(),
+        schema: std::sync::Arc::new(schema),
+    }];
+    let policy = |validations: Value| {
+        json!({"spec": {"matchConstraints": {"resourceRules": [
+            {"apiGroups": ["apps"], "apiVersions": ["v1"], "resources": ["deployments", "deployments/scale"]},
+            {"apiGroups": ["*"], "apiVersions": ["v1"], "resources": ["pods"]}
+        ]}, "validations": validations}})
+    };
+    assert_eq!(
+        typecheck::resources(&policy(json!([]))),
+        [(
+            "apps".to_string(),
+            "v1".to_string(),
+            "deployments".to_string()
+        )],
+        "wildcards and subresources are not checked"
+    );
+    let cases = [
+        ("declared fields", "object.spec.replicas > 1 && object.metadata.name != ''", None),
+        ("an index into an array", "object.spec.template.spec.containers[0].image != ''", None),
+        ("a field that admits anything", "object.spec.extra.anything == 1", None),
+        (
+            "an undefined field",
+            "object.spec.replicass > 1",
+            Some("apps/v1, Kind=Deployment: ERROR: <input>:1:12: undefined field 'replicass'\n | object.spec.replicass > 1\n | ...........^\n"),
+        ),
+        (
+            "an undefined field of oldObject in has()",
+            "has(oldObject.spec.paused)",
+            Some("apps/v1, Kind=Deployment: ERROR: <input>:1:19: undefined field 'paused'\n | has(oldObject.spec.paused)\n | ..................^\n"),
+        ),
+    ];
+    for (name, expression, want) in cases {
+        let warnings =
+            typecheck::expression_warnings(&policy(json!([{"expression": expression}])), &kinds);
+        let want: Vec<Value> = want
+            .map(|w| json!({"fieldRef": "spec.validations[0].expression", "warning": w}))
+            .into_iter()
+            .collect();
+        assert_eq!(warnings, want, "{name}");
     }
 }
