@@ -163,7 +163,8 @@ pub fn calculate(
         }
         return Ok(proposal((ratio * g.ready as f64).ceil() as i32));
     }
-    for name in &g.missing {
+    // Exactly on target, the pods without a sample are left out, as upstream.
+    for name in g.missing.iter().filter(|_| ratio != 1.0) {
         // Scaling down: a pod without a sample is assumed to use what is wanted at most
         // (its full request, or more for targets above 100 %); scaling up: nothing.
         let value = if ratio < 1.0 {

@@ -90,6 +90,9 @@ fn replicas_follow_upstreams_calculation() {
         // 5 % without it; with it at its request 1050/2000 = 52 %, within tolerance of
         // 50 %, so nothing changes.
         row("a guess that lands within tolerance changes nothing", 2, Target::Utilization(50), &[Some(50), None], Ok((2, Some(5)))),
+        // Exactly on target without them: upstream guesses for missing pods only when
+        // the others lean one way, so nothing changes (not ceil(4 x 500/4000) = 1).
+        row("pods without samples change nothing when the others are exactly on target", 4, Target::Utilization(50), &[Some(500), None, None, None], Ok((4, Some(50)))),
         row("no samples at all", 3, Target::Utilization(50), &[None, None, None], Err("unable to get metrics for resource cpu: no metrics returned from resource metrics API")),
         // 300Mi each against 200Mi: ceil(2 x 1.5) = 3.
         row("average value", 2, Target::AverageValue(200 << 20), &[Some(300 << 20), Some(300 << 20)], Ok((3, None))),
