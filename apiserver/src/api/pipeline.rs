@@ -416,7 +416,7 @@ impl Default for Pipeline {
                 Box::new(DefaultTolerationSeconds),
                 Box::new(DefaultStorageClass),
                 Box::new(StorageObjectInUseProtection),
-                Box::new(MutatingAdmissionWebhook),
+                Box::new(MutatingAdmissionWebhook::with_authorizer(rbac.clone())),
             ],
             validating: vec![
                 Box::new(NamespaceLifecycle),
@@ -425,7 +425,7 @@ impl Default for Pipeline {
                 Box::new(PodSecurity),
                 Box::new(Priority),
                 Box::new(ValidatingAdmissionPolicy::with_authorizer(rbac.clone())),
-                Box::new(ValidatingAdmissionWebhook),
+                Box::new(ValidatingAdmissionWebhook::with_authorizer(rbac.clone())),
                 // Upstream checks escalation in RBAC's storage, after admission; before
                 // the quota charge here so a refused RBAC write charges nothing.
                 Box::new(rbac.escalation()),

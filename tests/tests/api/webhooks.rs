@@ -709,3 +709,71 @@ async fn match_conditions_skip_the_webhook_and_an_erroring_one_fails_closed_unde
     let paths: Vec<String> = hook.requests().into_iter().map(|(p, _)| p).collect();
     assert_eq!(paths, ["/checked"], "only the matching webhook was called");
 }
+
+/// As upstream, a matchCondition may ask the authorizer about the requesting user: here
+/// the webhook is called only for users who may not list the namespace's secrets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_match_condition_asks_the_authorizer_about_the_requesting_user() {
+    let c = Cluster::builder("wh-condition-authz").start().await;
+    let hook = WebhookServer::start(|_, review| {
+        Reply::Json(admission_response(
+            review,
+            false,
+            json!({"status": {"code": 403, "message": "only for the unprivileged"}}),
+        ))
+    })
+    .await;
+    let unprivileged = json!({"matchConditions": [{
+        "name": "cannot-list-secrets",
+        "expression": "!authorizer.group('').resource('secrets').namespace(object.metadata.namespace).check('list').allowed()"
+    }]});
+    validating(
+        &c,
+        "test-condition-authz",
+        json!([configmap_hook(
+            "unprivileged.example.com",
+            hook.client_config("/unprivileged"),
+            unprivileged
+        )]),
+    )
+    .await;
+    let role: k8s_openapi::api::rbac::v1::Role = serde_json::from_value(json!({
+        "metadata": {"name": "configmaps"},
+        "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["create"]}]
+    }))
+    .unwrap();
+    c.api().create(&PostParams::default(), &role).await.unwrap();
+    let binding: k8s_openapi::api::rbac::v1::RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "carol-configmaps"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "configmaps"},
+        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "carol"}]
+    }))
+    .unwrap();
+    c.api()
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
+    let carol = crate::common::users::User::new(&c.kubeconfig, "carol", None).await;
+
+    c.api::<ConfigMap>()
+        .create(&PostParams::default(), &configmap("by-admin", json!({})))
+        .await
+        .expect("the admin may list secrets: the webhook is not called");
+    let as_carol = Api::<ConfigMap>::namespaced(carol.client.clone(), &c.ns);
+    let s = crate::common::eventually("carol's role to reach the authorizer", || async {
+        match as_carol
+            .create(&PostParams::default(), &configmap("by-carol", json!({})))
+            .await
+        {
+            Err(kube::Error::Api(s)) if s.message.contains("admission webhook") => Ok(*s),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    assert_eq!(
+        s.message,
+        "admission webhook \"unprivileged.example.com\" denied the request: only for the unprivileged"
+    );
+    let paths: Vec<String> = hook.requests().into_iter().map(|(p, _)| p).collect();
+    assert_eq!(paths, ["/unprivileged"], "called for carol only");
+}

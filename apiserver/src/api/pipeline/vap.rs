@@ -68,44 +68,7 @@ impl ValidatingAdmissionPolicy {
 
     /// CEL's `authorizer` for `user`, if this plugin has an authorizer.
     fn check(&self, user: &UserInfo) -> Option<crate::cel::Check> {
-        let authorizer = Arc::clone(self.authorizer.as_ref()?);
-        let user = user.clone();
-        Some(Arc::new(move |r: &crate::cel::AuthzRequest, verb: &str| {
-            let user = match &r.service_account {
-                Some((ns, name)) => UserInfo {
-                    name: format!("system:serviceaccount:{ns}:{name}"),
-                    groups: vec![
-                        "system:serviceaccounts".into(),
-                        format!("system:serviceaccounts:{ns}"),
-                    ],
-                    ..Default::default()
-                },
-                None => user.clone(),
-            };
-            let attributes = Attributes {
-                user,
-                verb: verb.to_string(),
-                resource: r.path.is_none().then(|| ResourceAttributes {
-                    group: r.group.clone().unwrap_or_default(),
-                    version: "*".into(),
-                    resource: r.resource.clone().unwrap_or_default(),
-                    subresource: r.subresource.clone(),
-                    namespace: r.namespace.clone().filter(|n| !n.is_empty()),
-                    name: r.name.clone().filter(|n| !n.is_empty()),
-                    selectors: Default::default(),
-                }),
-                path: r.path.clone().unwrap_or_default(),
-            };
-            let verdict = match super::rbac::PrivilegedGroups.authorize(&attributes) {
-                Verdict::NoOpinion => authorizer.authorize(&attributes),
-                v => v,
-            };
-            match verdict {
-                Verdict::Allow => (true, String::new()),
-                Verdict::Deny(why) => (false, why),
-                Verdict::NoOpinion => (false, String::new()),
-            }
-        }))
+        Some(cel_check(self.authorizer.as_ref()?, user))
     }
 
     fn policy(&self, obj: &Value) -> Arc<Policy> {
@@ -425,8 +388,52 @@ impl Annotations {
     }
 }
 
+/// CEL's `authorizer` for `user` (what policies and webhooks' matchConditions ask):
+/// `system:masters` membership, then `authorizer`; `serviceAccount(..)` asks as that
+/// account instead.
+pub(super) fn cel_check(authorizer: &Arc<dyn Authorizer>, user: &UserInfo) -> crate::cel::Check {
+    let authorizer = Arc::clone(authorizer);
+    let user = user.clone();
+    Arc::new(move |r: &crate::cel::AuthzRequest, verb: &str| {
+        let user = match &r.service_account {
+            Some((ns, name)) => UserInfo {
+                name: format!("system:serviceaccount:{ns}:{name}"),
+                groups: vec![
+                    "system:serviceaccounts".into(),
+                    format!("system:serviceaccounts:{ns}"),
+                ],
+                ..Default::default()
+            },
+            None => user.clone(),
+        };
+        let attributes = Attributes {
+            user,
+            verb: verb.to_string(),
+            resource: r.path.is_none().then(|| ResourceAttributes {
+                group: r.group.clone().unwrap_or_default(),
+                version: "*".into(),
+                resource: r.resource.clone().unwrap_or_default(),
+                subresource: r.subresource.clone(),
+                namespace: r.namespace.clone().filter(|n| !n.is_empty()),
+                name: r.name.clone().filter(|n| !n.is_empty()),
+                selectors: Default::default(),
+            }),
+            path: r.path.clone().unwrap_or_default(),
+        };
+        let verdict = match super::rbac::PrivilegedGroups.authorize(&attributes) {
+            Verdict::NoOpinion => authorizer.authorize(&attributes),
+            v => v,
+        };
+        match verdict {
+            Verdict::Allow => (true, String::new()),
+            Verdict::Deny(why) => (false, why),
+            Verdict::NoOpinion => (false, String::new()),
+        }
+    })
+}
+
 /// What `authorizer.requestResource` asks about: the request's own resource.
-fn request_resource(request: &AdmissionRequest<'_>) -> crate::cel::AuthzRequest {
+pub(super) fn request_resource(request: &AdmissionRequest<'_>) -> crate::cel::AuthzRequest {
     let r = request.resource;
     crate::cel::AuthzRequest {
         group: Some(r.group.clone()),

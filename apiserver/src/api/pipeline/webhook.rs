@@ -25,16 +25,53 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::{AdmissionRequest, MutatingAdmission, Operation, ValidatingAdmission};
+use super::{
+    AdmissionRequest, Authorizer, MutatingAdmission, Operation, UserInfo, ValidatingAdmission,
+};
 use crate::api::Api;
+use crate::cel::Check;
 use crate::registry::Resource;
 use crate::status::{ApiError, Result};
 use hooks::Hook;
 
 const GROUP: &str = "admissionregistration.k8s.io";
 
-pub struct MutatingAdmissionWebhook;
-pub struct ValidatingAdmissionWebhook;
+/// The mutating webhooks' plugin, with the authorizer its matchConditions' CEL
+/// `authorizer` asks (none: an expression using it fails).
+#[derive(Default)]
+pub struct MutatingAdmissionWebhook {
+    authorizer: Option<Arc<dyn Authorizer>>,
+}
+
+/// The validating webhooks' plugin, as [`MutatingAdmissionWebhook`].
+#[derive(Default)]
+pub struct ValidatingAdmissionWebhook {
+    authorizer: Option<Arc<dyn Authorizer>>,
+}
+
+impl MutatingAdmissionWebhook {
+    /// Whose matchConditions' `authorizer` asks `system:masters` membership, then
+    /// `authorizer` (what `kybern server` runs: RBAC), as ValidatingAdmissionPolicy's.
+    pub fn with_authorizer(authorizer: impl Authorizer + 'static) -> Self {
+        MutatingAdmissionWebhook {
+            authorizer: Some(Arc::new(authorizer)),
+        }
+    }
+}
+
+impl ValidatingAdmissionWebhook {
+    /// As [`MutatingAdmissionWebhook::with_authorizer`].
+    pub fn with_authorizer(authorizer: impl Authorizer + 'static) -> Self {
+        ValidatingAdmissionWebhook {
+            authorizer: Some(Arc::new(authorizer)),
+        }
+    }
+}
+
+/// The CEL `authorizer` a webhook plugin with `authorizer` gives `user`'s request.
+fn cel_check(authorizer: &Option<Arc<dyn Authorizer>>, user: &UserInfo) -> Option<Check> {
+    Some(super::vap::cel_check(authorizer.as_ref()?, user))
+}
 
 /// The admissionregistration.k8s.io/v1 objects of `plural` (webhook configurations,
 /// policies, bindings) in the watch cache, in name order: what the admission plugins
@@ -69,6 +106,8 @@ pub(crate) struct Scene<'a> {
     pub(crate) request: &'a AdmissionRequest<'a>,
     operation: &'static str,
     namespace_labels: Option<Map<String, Value>>,
+    /// What matchConditions' `authorizer` asks, when the plugin has an authorizer.
+    authorizer: Option<Check>,
 }
 
 impl<'a> Scene<'a> {
@@ -88,7 +127,14 @@ impl<'a> Scene<'a> {
             request,
             operation: operation_name(request.operation),
             namespace_labels,
+            authorizer: None,
         })
+    }
+
+    /// The same scene whose matchConditions' `authorizer` asks `check`.
+    fn asking(mut self, check: Option<Check>) -> Self {
+        self.authorizer = check;
+        self
     }
 
     fn rules_request<'r>(&'r self, r: &'r Resource) -> hooks::Request<'r> {
@@ -249,7 +295,10 @@ fn conditions_hold(
     if hook.match_conditions.is_empty() {
         return Ok(true);
     }
-    let activation = scene.activation(seen, obj, old);
+    let mut activation = scene.activation(seen, obj, old);
+    if let Some(check) = &scene.authorizer {
+        activation.with_authorizer(check.clone(), super::vap::request_resource(scene.request));
+    }
     let mut errors = Vec::new();
     for (_name, source) in &hook.match_conditions {
         let compiled = crate::cel::cached(source);
@@ -441,7 +490,9 @@ impl MutatingAdmission for MutatingAdmissionWebhook {
         if hooks.is_empty() {
             return Ok(());
         }
-        let scene = Scene::new(api, request).await?;
+        let scene = Scene::new(api, request)
+            .await?
+            .asking(cel_check(&self.authorizer, request.user));
         if request.operation == Operation::Delete {
             // Nothing changes, so there is nothing to reinvoke for.
             let Some(old) = old else {
@@ -491,7 +542,9 @@ impl ValidatingAdmission for ValidatingAdmissionWebhook {
             Operation::Delete => (None, Some(obj)),
             _ => (Some(obj), old),
         };
-        let scene = Scene::new(api, request).await?;
+        let scene = Scene::new(api, request)
+            .await?
+            .asking(cel_check(&self.authorizer, request.user));
         let calls = hooks.iter().filter_map(|hook| {
             let seen = scene.matches(api, hook, obj, old)?;
             let scene = &scene;
