@@ -69,43 +69,14 @@ async fn a_conversion_webhook_behind_a_service_converts_gets_lists_watches_and_w
     )
     .await;
 
-    let version = |name: &str, storage: bool, field: &str| {
-        json!({"name": name, "served": true, "storage": storage, "schema": {"openAPIV3Schema": {
-            "type": "object", "properties": {"spec": {"type": "object", "properties": {field: {"type": "string"}}}}
-        }}})
-    };
-    let crds = Api::<CustomResourceDefinition>::all(c.client.clone());
-    create(
-        &crds,
+    gadgets_converted_by(
+        &c,
         json!({
-            "metadata": {"name": "gadgets.example.com"},
-            "spec": {
-                "group": "example.com",
-                "names": {"kind": "Gadget", "plural": "gadgets", "singular": "gadget", "listKind": "GadgetList"},
-                "scope": "Namespaced",
-                "versions": [version("v1", true, "color"), version("v2", false, "colour")],
-                "conversion": {"strategy": "Webhook", "webhook": {
-                    "clientConfig": {
-                        "service": {"namespace": c.ns, "name": "gadget-conversion", "path": "/convert", "port": 443},
-                        "caBundle": hook.ca_bundle,
-                    },
-                    "conversionReviewVersions": ["v1"],
-                }},
-            }
+            "service": {"namespace": c.ns, "name": "gadget-conversion", "path": "/convert", "port": 443},
+            "caBundle": hook.ca_bundle,
         }),
     )
     .await;
-    tokio::time::timeout(
-        WAIT,
-        await_condition(
-            crds,
-            "gadgets.example.com",
-            conditions::is_crd_established(),
-        ),
-    )
-    .await
-    .expect("the CRD is established")
-    .unwrap();
     let at = |v: &str| {
         let gvk = GroupVersionKind::gvk("example.com", v, "Gadget");
         Api::<DynamicObject>::namespaced_with(c.client.clone(), &c.ns, &ApiResource::from_gvk(&gvk))

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Namespace, Pod, ResourceQuota};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, ResourceQuota};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::{json, Value};
 
@@ -35,6 +35,24 @@ async fn quota(client: &kube::Client, ns: &str, name: &str, spec: Value) -> Api<
 async fn used(quotas: &Api<ResourceQuota>, name: &str) -> Value {
     let q = quotas.get(name).await.unwrap();
     serde_json::to_value(q.status.and_then(|s| s.used)).unwrap()
+}
+
+/// Creates ConfigMaps `cm0`..`cm<n-1>` in `ns` all at once; each one's result.
+async fn create_configmaps_at_once(
+    client: &kube::Client,
+    ns: &str,
+    n: usize,
+) -> Vec<kube::Result<ConfigMap>> {
+    let maps = Api::<ConfigMap>::namespaced(client.clone(), ns);
+    let creates = (0..n).map(|i| {
+        let maps = maps.clone();
+        async move {
+            let cm =
+                serde_json::from_value(json!({"metadata": {"name": format!("cm{i}")}})).unwrap();
+            maps.create(&PostParams::default(), &cm).await
+        }
+    });
+    futures::future::join_all(creates).await
 }
 
 fn pod(name: &str, resources: Value) -> Pod {
@@ -108,16 +126,7 @@ async fn concurrent_creates_cannot_both_take_the_last_slot() {
         json!({"hard": {"count/configmaps": "1"}}),
     )
     .await;
-    let maps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), "race");
-    let creates = (0..8).map(|i| {
-        let maps = maps.clone();
-        async move {
-            let cm =
-                serde_json::from_value(json!({"metadata": {"name": format!("cm{i}")}})).unwrap();
-            maps.create(&PostParams::default(), &cm).await
-        }
-    });
-    let results = futures::future::join_all(creates).await;
+    let results = create_configmaps_at_once(&client, "race", 8).await;
     let created = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(created, 1, "exactly one create fits: {results:?}");
     for e in results.into_iter().filter_map(Result::err) {
@@ -141,16 +150,7 @@ async fn concurrent_creates_under_a_roomy_quota_all_succeed_and_are_all_charged(
         json!({"hard": {"count/configmaps": "1000"}}),
     )
     .await;
-    let maps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), "roomy");
-    let creates = (0..200).map(|i| {
-        let maps = maps.clone();
-        async move {
-            let cm =
-                serde_json::from_value(json!({"metadata": {"name": format!("cm{i}")}})).unwrap();
-            maps.create(&PostParams::default(), &cm).await
-        }
-    });
-    let results = futures::future::join_all(creates).await;
+    let results = create_configmaps_at_once(&client, "roomy", 200).await;
     let failed: Vec<_> = results.iter().filter_map(|r| r.as_ref().err()).collect();
     assert!(
         failed.is_empty(),
@@ -184,16 +184,7 @@ async fn charges_a_later_quota_refuses_are_given_back_by_the_earlier_ones() {
             .await
             .unwrap();
     }
-    let maps = Api::<k8s_openapi::api::core::v1::ConfigMap>::namespaced(client.clone(), "two");
-    let creates = (0..24).map(|i| {
-        let maps = maps.clone();
-        async move {
-            let cm =
-                serde_json::from_value(json!({"metadata": {"name": format!("cm{i}")}})).unwrap();
-            maps.create(&PostParams::default(), &cm).await
-        }
-    });
-    let results = futures::future::join_all(creates).await;
+    let results = create_configmaps_at_once(&client, "two", 24).await;
     let created = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(created, 3, "the tight quota admits three: {results:?}");
     for e in results.into_iter().filter_map(Result::err) {
