@@ -25,11 +25,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::{json, Map, Value};
 
-use super::{
-    AdmissionRequest, Authorizer, MutatingAdmission, Operation, UserInfo, ValidatingAdmission,
-};
+use super::{AdmissionRequest, Authorizer, MutatingAdmission, Operation, ValidatingAdmission};
 use crate::api::Api;
-use crate::cel::Check;
 use crate::registry::Resource;
 use crate::status::{ApiError, Result};
 use hooks::Hook;
@@ -68,11 +65,6 @@ impl ValidatingAdmissionWebhook {
     }
 }
 
-/// The CEL `authorizer` a webhook plugin with `authorizer` gives `user`'s request.
-fn cel_check(authorizer: &Option<Arc<dyn Authorizer>>, user: &UserInfo) -> Option<Check> {
-    Some(super::vap::cel_check(authorizer.as_ref()?, user))
-}
-
 /// The admissionregistration.k8s.io/v1 objects of `plural` (webhook configurations,
 /// policies, bindings) in the watch cache, in name order: what the admission plugins
 /// read, as upstream's read their informers.
@@ -107,7 +99,7 @@ pub(crate) struct Scene<'a> {
     operation: &'static str,
     namespace_labels: Option<Map<String, Value>>,
     /// What matchConditions' `authorizer` asks, when the plugin has an authorizer.
-    authorizer: Option<Check>,
+    authorizer: Option<Arc<dyn Authorizer>>,
 }
 
 impl<'a> Scene<'a> {
@@ -131,9 +123,9 @@ impl<'a> Scene<'a> {
         })
     }
 
-    /// The same scene whose matchConditions' `authorizer` asks `check`.
-    fn asking(mut self, check: Option<Check>) -> Self {
-        self.authorizer = check;
+    /// The same scene whose matchConditions' `authorizer` asks `authorizer`.
+    fn asking(mut self, authorizer: Option<Arc<dyn Authorizer>>) -> Self {
+        self.authorizer = authorizer;
         self
     }
 
@@ -296,8 +288,9 @@ fn conditions_hold(
         return Ok(true);
     }
     let mut activation = scene.activation(seen, obj, old);
-    if let Some(check) = &scene.authorizer {
-        activation.with_authorizer(check.clone(), super::vap::request_resource(scene.request));
+    if let Some(authorizer) = &scene.authorizer {
+        let check = super::vap::cel_check(authorizer, scene.request.user);
+        activation.with_authorizer(check, super::vap::request_resource(scene.request));
     }
     let mut errors = Vec::new();
     for (_name, source) in &hook.match_conditions {
@@ -492,7 +485,7 @@ impl MutatingAdmission for MutatingAdmissionWebhook {
         }
         let scene = Scene::new(api, request)
             .await?
-            .asking(cel_check(&self.authorizer, request.user));
+            .asking(self.authorizer.clone());
         if request.operation == Operation::Delete {
             // Nothing changes, so there is nothing to reinvoke for.
             let Some(old) = old else {
@@ -544,7 +537,7 @@ impl ValidatingAdmission for ValidatingAdmissionWebhook {
         };
         let scene = Scene::new(api, request)
             .await?
-            .asking(cel_check(&self.authorizer, request.user));
+            .asking(self.authorizer.clone());
         let calls = hooks.iter().filter_map(|hook| {
             let seen = scene.matches(api, hook, obj, old)?;
             let scene = &scene;
