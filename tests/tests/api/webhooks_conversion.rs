@@ -37,22 +37,7 @@ where
 async fn a_conversion_webhook_behind_a_service_converts_gets_lists_watches_and_writes() {
     let c = Cluster::builder("wh-convert-svc").start().await;
     let host = format!("gadget-conversion.{}.svc", c.ns);
-    let hook = WebhookServer::start_as(&[&host], |_, review| {
-        let broken = review["request"]["objects"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|o| o["spec"]["color"] == "broken");
-        if broken {
-            return Reply::Json(json!({
-                "apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
-                "response": {"uid": review["request"]["uid"],
-                    "result": {"status": "Failure", "message": "broken gadgets do not convert"}},
-            }));
-        }
-        convert_gadgets(review)
-    })
-    .await;
+    let hook = WebhookServer::start_as(&[&host], convert_unless_broken).await;
     create(
         &Api::<Service>::namespaced(c.client.clone(), &c.ns),
         json!({"metadata": {"name": "gadget-conversion"},
@@ -140,6 +125,24 @@ async fn a_conversion_webhook_behind_a_service_converts_gets_lists_watches_and_w
     );
 }
 
+/// Converts Gadgets as [`convert_gadgets`] does, but refuses the whole review, with
+/// the webhook's own message, when one of its objects has `spec.color: broken`.
+fn convert_unless_broken(_: &str, review: &Value) -> Reply {
+    let broken = review["request"]["objects"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .any(|o| o["spec"]["color"] == "broken");
+    if broken {
+        return Reply::Json(json!({
+            "apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
+            "response": {"uid": review["request"]["uid"],
+                "result": {"status": "Failure", "message": "broken gadgets do not convert"}},
+        }));
+    }
+    convert_gadgets(review)
+}
+
 /// A Gadget CRD stored in v1 and served in v2 through the webhook at `client`,
 /// established.
 async fn gadgets_converted_by(c: &Cluster, client: Value) {
@@ -182,22 +185,7 @@ async fn gadgets_converted_by(c: &Cluster, client: Value) {
 async fn a_list_in_another_version_sends_all_its_objects_in_one_conversion_review() {
     const N: usize = 5;
     let c = Cluster::builder("wh-convert-list").start().await;
-    let hook = WebhookServer::start(|_, review| {
-        let broken = review["request"]["objects"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|o| o["spec"]["color"] == "broken");
-        if broken {
-            return Reply::Json(json!({
-                "apiVersion": "apiextensions.k8s.io/v1", "kind": "ConversionReview",
-                "response": {"uid": review["request"]["uid"],
-                    "result": {"status": "Failure", "message": "broken gadgets do not convert"}},
-            }));
-        }
-        convert_gadgets(review)
-    })
-    .await;
+    let hook = WebhookServer::start(convert_unless_broken).await;
     gadgets_converted_by(&c, hook.client_config("/convert")).await;
     let at = |v: &str| {
         let gvk = GroupVersionKind::gvk("example.com", v, "Gadget");
