@@ -2,7 +2,7 @@
 
 mod field;
 mod label;
-mod validation;
+pub(crate) mod validation;
 
 pub use field::{parse_terms as parse_field_terms, FieldSelector};
 pub use label::{LabelSelector, Operator, Requirement};

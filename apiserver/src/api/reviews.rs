@@ -139,7 +139,7 @@ async fn token_review(api: &Arc<Api>, obj: &Value) -> Result<Value> {
 }
 
 /// The spec, with upstream's validation: exactly one of resourceAttributes and
-/// nonResourceAttributes.
+/// nonResourceAttributes, and well-formed selectors in the resourceAttributes.
 fn spec_of(r: &Resource, obj: &Value) -> Result<Value> {
     let spec = obj.get("spec").cloned().unwrap_or(json!({}));
     let present = |k: &str| spec.get(k).is_some_and(|v| !v.is_null());
@@ -147,7 +147,14 @@ fn spec_of(r: &Resource, obj: &Value) -> Result<Value> {
         present("resourceAttributes"),
         present("nonResourceAttributes"),
     ) {
-        (true, false) | (false, true) => Ok(spec),
+        (true, false) | (false, true) => {
+            let causes = selector_causes(&spec["resourceAttributes"]);
+            if causes.is_empty() {
+                Ok(spec)
+            } else {
+                Err(invalid(r, causes))
+            }
+        }
         (both, _) => {
             let detail = if both {
                 "cannot be specified in combination with resourceAttributes"
@@ -167,6 +174,86 @@ fn spec_of(r: &Resource, obj: &Value) -> Result<Value> {
                     message: format!("Invalid value: \"null\": {detail}"),
                 }],
             ))
+        }
+    }
+}
+
+/// Upstream's checks of a review's `fieldSelector` and `labelSelector`: `rawSelector`
+/// or `requirements`, never both and never neither, and each requirement well formed.
+/// An operator this server does not know passes, as upstream lets newer clients'
+/// operators through (the review then ignores that requirement).
+fn selector_causes(attributes: &Value) -> Vec<Cause> {
+    let mut causes = Vec::new();
+    for which in ["fieldSelector", "labelSelector"] {
+        let Some(selector) = attributes.get(which).filter(|v| !v.is_null()) else {
+            continue;
+        };
+        let path = format!("spec.resourceAttributes.{which}");
+        let raw = selector["rawSelector"].as_str().unwrap_or("");
+        let requirements = selector["requirements"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        if !raw.is_empty() && !requirements.is_empty() {
+            causes.push(Cause::invalid(
+                format!("{path}.rawSelector"),
+                raw,
+                "may not specified at the same time as requirements",
+            ));
+        }
+        if raw.is_empty() && requirements.is_empty() {
+            causes.push(Cause::required(
+                format!("{path}.requirements"),
+                &format!("when {path} is specified, requirements or rawSelector is required"),
+            ));
+        }
+        let label = which == "labelSelector";
+        for (i, requirement) in requirements.iter().enumerate() {
+            requirement_causes(
+                requirement,
+                &format!("{path}.requirements[{i}]"),
+                label,
+                &mut causes,
+            );
+        }
+    }
+    causes
+}
+
+/// One selector requirement: a field's key must be given, a label's key and values
+/// must be a valid label name and values; In and NotIn need values, Exists and
+/// DoesNotExist take none (upstream's order of checks, so its first message comes
+/// first).
+fn requirement_causes(requirement: &Value, at: &str, label: bool, causes: &mut Vec<Cause>) {
+    use crate::selectors::validation::{label_key_errors, label_value_errors};
+    let key = requirement["key"].as_str().unwrap_or("");
+    let values = requirement["values"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    if !label && key.is_empty() {
+        causes.push(Cause::required(format!("{at}.key"), "must be specified"));
+    }
+    match requirement["operator"].as_str().unwrap_or("") {
+        "In" | "NotIn" if values.is_empty() => causes.push(Cause::required(
+            format!("{at}.values"),
+            "must be specified when `operator` is 'In' or 'NotIn'",
+        )),
+        "Exists" | "DoesNotExist" if !values.is_empty() => causes.push(Cause::forbidden(
+            format!("{at}.values"),
+            "may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+        )),
+        _ => {}
+    }
+    if label {
+        for message in label_key_errors(key) {
+            causes.push(Cause::invalid(format!("{at}.key"), key, &message));
+        }
+        for (j, value) in values.iter().enumerate() {
+            let value = value.as_str().unwrap_or("");
+            for message in label_value_errors(value) {
+                causes.push(Cause::invalid(format!("{at}.values[{j}]"), value, &message));
+            }
         }
     }
 }

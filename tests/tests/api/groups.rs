@@ -418,6 +418,11 @@ async fn access_reviews_are_validated_as_upstream_validates_them() {
     let s = InProcess::start().await;
     let authz = "/apis/authorization.k8s.io/v1";
     let pods_in = |ns: &str| json!({"namespace": ns, "verb": "get", "resource": "pods"});
+    let with_selector = |which: &str, selector: Value| {
+        let mut attributes = json!({"namespace": "default", "verb": "list", "resource": "pods"});
+        attributes[which] = selector;
+        attributes
+    };
     let cases = [
         (
             "no user or group",
@@ -459,6 +464,83 @@ async fn access_reviews_are_validated_as_upstream_validates_them() {
             },
             400,
             "does not match the namespace sent on the request",
+        ),
+        (
+            "a field selector given both raw and parsed",
+            format!("{authz}/selfsubjectaccessreviews"),
+            review(
+                "SelfSubjectAccessReview",
+                json!({"resourceAttributes": with_selector(
+                    "fieldSelector",
+                    json!({"rawSelector": "spec.nodeName=n1", "requirements": [
+                        {"key": "spec.nodeName", "operator": "In", "values": ["n1"]},
+                    ]}),
+                )}),
+            ),
+            422,
+            "spec.resourceAttributes.fieldSelector.rawSelector: Invalid value: \"spec.nodeName=n1\": may not specified at the same time as requirements",
+        ),
+        (
+            "a label selector given neither",
+            format!("{authz}/subjectaccessreviews"),
+            review(
+                "SubjectAccessReview",
+                json!({"user": "u", "resourceAttributes": with_selector("labelSelector", json!({}))}),
+            ),
+            422,
+            "spec.resourceAttributes.labelSelector.requirements: Required value: when spec.resourceAttributes.labelSelector is specified, requirements or rawSelector is required",
+        ),
+        (
+            "a field requirement without a key",
+            format!("{authz}/namespaces/default/localsubjectaccessreviews"),
+            review(
+                "LocalSubjectAccessReview",
+                json!({"user": "u", "resourceAttributes": with_selector(
+                    "fieldSelector",
+                    json!({"requirements": [{"operator": "In", "values": ["x"]}]}),
+                )}),
+            ),
+            422,
+            "spec.resourceAttributes.fieldSelector.requirements[0].key: Required value: must be specified",
+        ),
+        (
+            "In without values",
+            format!("{authz}/selfsubjectaccessreviews"),
+            review(
+                "SelfSubjectAccessReview",
+                json!({"resourceAttributes": with_selector(
+                    "labelSelector",
+                    json!({"requirements": [{"key": "app", "operator": "In", "values": []}]}),
+                )}),
+            ),
+            422,
+            "spec.resourceAttributes.labelSelector.requirements[0].values: Required value: must be specified when `operator` is 'In' or 'NotIn'",
+        ),
+        (
+            "Exists with values",
+            format!("{authz}/selfsubjectaccessreviews"),
+            review(
+                "SelfSubjectAccessReview",
+                json!({"resourceAttributes": with_selector(
+                    "fieldSelector",
+                    json!({"requirements": [{"key": "spec.nodeName", "operator": "Exists", "values": ["n1"]}]}),
+                )}),
+            ),
+            422,
+            "spec.resourceAttributes.fieldSelector.requirements[0].values: Forbidden: may not be specified when `operator` is 'Exists' or 'DoesNotExist'",
+        ),
+        (
+            "a label key that is no label name",
+            format!("{authz}/selfsubjectaccessreviews"),
+            review(
+                "SelfSubjectAccessReview",
+                json!({"resourceAttributes": with_selector(
+                    "labelSelector",
+                    json!({"requirements": [{"key": "()foo", "operator": "Exists"}]}),
+                )}),
+            ),
+            422,
+            "spec.resourceAttributes.labelSelector.requirements[0].key: Invalid value: \"()foo\": name part must consist of alphanumeric characters",
         ),
     ];
     for (name, uri, body, code, message) in cases {

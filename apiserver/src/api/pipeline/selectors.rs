@@ -86,8 +86,8 @@ impl Selectors {
         s
     }
 
-    /// An access review's `fieldSelector` and `labelSelector` (`rawSelector`, or
-    /// `requirements`, which win when both are given, as upstream).
+    /// An access review's `fieldSelector` and `labelSelector` (`rawSelector` or
+    /// `requirements`; a review giving both is refused before it gets here).
     pub fn of_review(resource_attributes: &Value) -> Self {
         let mut s = Selectors::default();
         let fs = &resource_attributes["fieldSelector"];
