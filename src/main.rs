@@ -418,14 +418,16 @@ async fn loop_credentials(
     pki: &apiserver::pki::Pki,
 ) -> anyhow::Result<controllers::identity::Credentials> {
     const SCHEDULER: &str = "system:kube-scheduler";
-    let admin = controllers::runtime::kubeconfig_config(&server.kubeconfig).await?;
+    use controllers::runtime::{kubeconfig_config, CONTROLLER_MANAGER};
+    let admin = kubeconfig_config(&server.kubeconfig, CONTROLLER_MANAGER).await?;
     let (cert, key) = pki
         .stored_client_cert(data_dir, "scheduler", SCHEDULER, &[])
         .map_err(|e| anyhow::anyhow!("issuing the scheduler's certificate: {e}"))?;
     let path = data_dir.join("scheduler.kubeconfig");
     apiserver::pki::write_kubeconfig(&path, &server.url, pki, &cert, &key)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))?;
-    let scheduler = kube::Client::try_from(controllers::runtime::kubeconfig_config(&path).await?)?;
+    let scheduler = kubeconfig_config(&path, controllers::runtime::SCHEDULER).await?;
+    let scheduler = kube::Client::try_from(scheduler)?;
     Ok(
         controllers::identity::Credentials::new(ctx.client.clone(), admin)
             .with_user(SCHEDULER, scheduler),
@@ -638,7 +640,8 @@ async fn connect(
 ) -> anyhow::Result<(kube::Client, agent::nodeapi::cert::ClusterCa)> {
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await?;
+    controllers::runtime::set_user_agent(&mut config, node_agent::USER_AGENT);
     let ca = agent::nodeapi::cert::ClusterCa(config.root_cert.clone().unwrap_or_default());
     Ok((kube::Client::try_from(config)?, ca))
 }

@@ -16,6 +16,9 @@ use agent::runtime::Runtime;
 use anyhow::Context;
 use clap::Args;
 
+/// The component name the agent's requests start their User-Agent with, as kubelet's.
+pub(crate) const USER_AGENT: &str = "kubelet";
+
 mod identity;
 pub(crate) mod join;
 mod reset;

@@ -88,18 +88,23 @@ pub fn identity() -> String {
     format!("{host}_{:08x}", fastrand::u32(..))
 }
 
+/// The component name kube-controller-manager's clients start their User-Agent with.
+pub const CONTROLLER_MANAGER: &str = "kube-controller-manager";
+/// The component name kube-scheduler's clients start their User-Agent with.
+pub const SCHEDULER: &str = "kube-scheduler";
+
 /// A context from a kubeconfig file: its client, a fresh identity, and the CA it
-/// trusts the apiserver with (published as `kube-root-ca.crt`).
+/// trusts the apiserver with (published as `kube-root-ca.crt`). Its requests say they
+/// come from kube-controller-manager.
 pub async fn context_from_kubeconfig(path: &std::path::Path) -> anyhow::Result<Context> {
+    context_of(path, CONTROLLER_MANAGER).await
+}
+
+/// Like [`context_from_kubeconfig`], with the requests saying they come from
+/// `component` (kube-scheduler's own process).
+pub async fn context_of(path: &std::path::Path, component: &str) -> anyhow::Result<Context> {
     use anyhow::Context as _;
-    let kubeconfig = kube::config::Kubeconfig::read_from(path)
-        .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-    let config = kube::Config::from_custom_kubeconfig(
-        kubeconfig,
-        &kube::config::KubeConfigOptions::default(),
-    )
-    .await
-    .with_context(|| format!("loading kubeconfig {}", path.display()))?;
+    let config = kubeconfig_config(path, component).await?;
     let ca_pem = config.root_cert.as_ref().map(|certs| {
         certs
             .iter()
@@ -122,19 +127,45 @@ pub async fn context_with_credentials(
     if !service_accounts {
         return Ok(ctx);
     }
-    let config = kubeconfig_config(path).await?;
+    let config = kubeconfig_config(path, CONTROLLER_MANAGER).await?;
     let credentials = crate::identity::Credentials::new(ctx.client.clone(), config);
     Ok(ctx.with_credentials(Some(credentials)))
 }
 
-/// The client configuration of a kubeconfig file.
-pub async fn kubeconfig_config(path: &std::path::Path) -> anyhow::Result<kube::Config> {
+/// The client configuration of a kubeconfig file, for requests from `component`.
+pub async fn kubeconfig_config(
+    path: &std::path::Path,
+    component: &str,
+) -> anyhow::Result<kube::Config> {
     use anyhow::Context as _;
     let kubeconfig = kube::config::Kubeconfig::read_from(path)
         .with_context(|| format!("reading kubeconfig {}", path.display()))?;
-    kube::Config::from_custom_kubeconfig(kubeconfig, &kube::config::KubeConfigOptions::default())
-        .await
-        .with_context(|| format!("loading kubeconfig {}", path.display()))
+    let mut config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await
+    .with_context(|| format!("loading kubeconfig {}", path.display()))?;
+    set_user_agent(&mut config, component);
+    Ok(config)
+}
+
+/// Makes `config`'s requests say they come from `component`, as upstream's components
+/// do (`kube-controller-manager/v1.33.0 (linux/amd64) kubernetes/...`). A write that
+/// names no field manager is recorded under the User-Agent's first part, so the fields
+/// the loops set show `manager: kube-controller-manager` as on any cluster, and tools
+/// that ignore that manager's fields (Argo CD's `managedFieldsManagers`) work.
+pub fn set_user_agent(config: &mut kube::Config, component: &str) {
+    let value = format!(
+        "{component}/v{} (linux/{}) kybern",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH
+    );
+    let value = http::HeaderValue::from_str(&value).expect("a component name is a header value");
+    config
+        .headers
+        .retain(|(name, _)| name != http::header::USER_AGENT);
+    config.headers.push((http::header::USER_AGENT, value));
 }
 
 /// PEM armour: base64 in 64-character lines between BEGIN and END.

@@ -60,9 +60,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let ctx = controllers::runtime::context_from_kubeconfig(&cli.kubeconfig)
-            .await?
-            .with_setting(config);
+        let ctx =
+            controllers::runtime::context_of(&cli.kubeconfig, controllers::runtime::SCHEDULER)
+                .await?
+                .with_setting(config);
         tokio::select! {
             () = controllers::runtime::run_one(scheduler::LOOP, ctx) => Ok(()),
             r = tokio::signal::ctrl_c() => r.context("waiting for Ctrl-C"),

@@ -262,7 +262,9 @@ fn kubeconfig(server: &str, ca_pem: &str, auth: AuthInfo, user: &str) -> Kubecon
 }
 
 async fn client(config: &Kubeconfig) -> anyhow::Result<Client> {
-    let config = kube::Config::from_custom_kubeconfig(config.clone(), &Default::default()).await?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(config.clone(), &Default::default()).await?;
+    controllers::runtime::set_user_agent(&mut config, super::USER_AGENT);
     Ok(Client::try_from(config)?)
 }
 

@@ -60,6 +60,23 @@ async fn the_deployment_loop_acts_as_its_service_account_with_upstreams_role() {
         &["get", "rs", "-l", "app=web", "-o", "name"],
     )
     .await;
+    // Written without a field manager, the loops' writes are recorded under their
+    // User-Agent, kube-controller-manager's as upstream.
+    let managers = kubectl.run(&[
+        "get",
+        "rs",
+        "-l",
+        "app=web",
+        "-o",
+        "jsonpath={.items[*].metadata.managedFields[*].manager}",
+    ]);
+    assert!(
+        !managers.trim().is_empty()
+            && managers
+                .split_whitespace()
+                .all(|m| m == "kube-controller-manager"),
+        "the ReplicaSet's field managers: {managers:?}"
+    );
     // The account the loop asked a token for, and what its role lets it do.
     kubectl.run(&[
         "get",
