@@ -158,6 +158,29 @@ pub(super) fn initial_status(r: &Resource) -> Option<Value> {
         ("", "persistentvolumeclaims") => {
             status.insert("phase".into(), json!("Pending"));
         }
+        // NodeStatus's two struct fields: Go writes them out though they are empty.
+        ("", "nodes") => {
+            status.insert(
+                "daemonEndpoints".into(),
+                json!({"kubeletEndpoint": {"Port": 0}}),
+            );
+            let info = [
+                "machineID",
+                "systemUUID",
+                "bootID",
+                "kernelVersion",
+                "osImage",
+                "containerRuntimeVersion",
+                "kubeletVersion",
+                "kubeProxyVersion",
+                "operatingSystem",
+                "architecture",
+            ];
+            status.insert(
+                "nodeInfo".into(),
+                Value::Object(info.iter().map(|f| (f.to_string(), json!(""))).collect()),
+            );
+        }
         _ => {}
     }
     Some(Value::Object(status))

@@ -40,14 +40,47 @@ pub(super) fn prepare_create(r: &Resource, obj: &mut Value) {
     if r.status {
         // Like upstream's PrepareForCreate, a create never sets status: built-in kinds
         // start from their Go status type's empty value, custom resources without one.
-        match super::kinds::initial_status(r) {
-            Some(status) => obj["status"] = status,
-            None => {
+        // Nodes are the exception: an agent registers its node with its status.
+        let given = match keeps_status_on_create(r) {
+            true => obj.get("status").cloned(),
+            false => None,
+        };
+        match (super::kinds::initial_status(r), given) {
+            (Some(mut status), Some(given)) => {
+                overlay(&mut status, given);
+                obj["status"] = status;
+            }
+            (Some(status), None) => obj["status"] = status,
+            (None, _) => {
                 obj.as_object_mut().map(|m| m.remove("status"));
             }
         }
     }
     super::kinds::hooks_for(r).prepare_create(obj, &uid);
+}
+
+/// Whether a create keeps the status it carries (upstream's node strategy: "Nodes allow
+/// all fields, including status, to be set on create").
+fn keeps_status_on_create(r: &Resource) -> bool {
+    r.builtin && r.group.is_empty() && r.plural == "nodes"
+}
+
+/// `given` laid over `base` as Go decodes JSON into a zero value: what `given` has
+/// wins, nested objects are merged, and `base`'s other fields stay.
+fn overlay(base: &mut Value, given: Value) {
+    match (base, given) {
+        (Value::Object(base), Value::Object(given)) => {
+            for (k, v) in given {
+                match base.get_mut(&k) {
+                    Some(b) => overlay(b, v),
+                    None => {
+                        base.insert(k, v);
+                    }
+                }
+            }
+        }
+        (base, given) => *base = given,
+    }
 }
 
 /// The apiVersion objects of a resource are stored under (conversion strategy None);

@@ -256,6 +256,28 @@ async fn a_created_object_starts_with_upstreams_status_whatever_the_request_carr
     let pv = create(&api, PVS, with_status(persistent_volume("v"))).await;
     assert_eq!(pv["status"]["phase"], "Pending");
     assert!(pv["status"]["lastPhaseTransitionTime"].is_string());
+
+    // A node keeps what it registers with, over the empty status's zero values.
+    let addresses = json!([{"type": "InternalIP", "address": "192.0.2.7"}]);
+    let node = create(
+        &api,
+        "/api/v1/nodes",
+        json!({"metadata": {"name": "n1"}, "status": {
+            "addresses": addresses,
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 10250}},
+        }}),
+    )
+    .await;
+    assert_eq!(node["status"]["addresses"], addresses, "{node}");
+    assert_eq!(
+        node["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250,
+        "{node}"
+    );
+    let bare = create(&api, "/api/v1/nodes", json!({"metadata": {"name": "n2"}})).await;
+    assert_eq!(
+        bare["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"], 0,
+        "a node created without a status starts from the empty one: {bare}"
+    );
 }
 
 #[tokio::test]
