@@ -26,6 +26,7 @@ mod openapi;
 mod patch;
 pub mod pipeline;
 pub mod policy;
+mod pool;
 mod read;
 mod reviews;
 mod scale;
@@ -83,6 +84,10 @@ pub struct Api {
     /// How this server reaches nodes' agents (the cluster CA and its kubelet-client
     /// certificate); unset, node subresources answer 503.
     pub node_tls: std::sync::OnceLock<Arc<rustls::ClientConfig>>,
+    /// Kept-alive connections to nodes' agents, for the node subresources' plain
+    /// requests (logs, `nodes/proxy`); upgrades (exec, attach, port-forward) take a
+    /// connection of their own.
+    node_clients: pool::Pool<nodeproxy::ProxyBody>,
     /// The nodes' resource samples metrics.k8s.io answers from (see [`metrics`]).
     pub metrics: metrics::Samples,
     /// Counts of and latencies of the requests answered (`GET /metrics`).
@@ -158,6 +163,7 @@ impl Api {
             pipeline,
             crd_cleanups: Default::default(),
             node_tls: Default::default(),
+            node_clients: Default::default(),
             metrics: Default::default(),
             request_metrics: Default::default(),
         })

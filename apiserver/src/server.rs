@@ -295,7 +295,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     // metrics.k8s.io's samples: every node's resource metrics, over the node API.
     tasks.spawn(crate::api::metrics::scrape_loop(
         Arc::downgrade(&api),
-        Arc::new(crate::api::NodeApiScraper { tls: node_tls }),
+        Arc::new(crate::api::NodeApiScraper::new(node_tls)),
         crate::api::metrics::RESOLUTION,
     ));
     Ok(Server {

@@ -25,12 +25,16 @@ use hyper::body::Frame;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
-use super::{read, Api, Body};
+use super::{pool, read, Api, Body};
 use crate::object;
 use crate::request::{Query, ResourcePath};
 use crate::status::{ApiError, Result, Target};
 
 /// The node API port an agent listens on when its Node does not say (the kubelet's).
+/// What a proxied request's body is sent as.
+pub(super) type ProxyBody =
+    http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
+
 pub(super) const DEFAULT_NODE_PORT: u16 = 10250;
 /// The buffer of each direction of a spliced (upgraded) connection.
 const SPLICE_BUFFER: usize = 64 * 1024;
@@ -533,12 +537,15 @@ where
             dest.host, dest.port
         ))
     };
-    let tcp = tokio::net::TcpStream::connect((dest.host.as_str(), dest.port))
-        .await
-        .map_err(|e| unreachable(&e))?;
-    let _ = tcp.set_nodelay(true);
     let authority = authority(&dest.host, dest.port);
-    let uri: Uri = dest.path_and_query.parse().map_err(|_| {
+    // A kept-alive client to an agent wants the whole URL; a connection of our own only
+    // the path.
+    let pooled = matches!(dest.tls, Tls::Node) && !upgrade;
+    let target = match pooled {
+        true => format!("https://{authority}{}", dest.path_and_query),
+        false => dest.path_and_query.clone(),
+    };
+    let uri: Uri = target.parse().map_err(|_| {
         ApiError::BadRequest(format!("invalid proxied path {:?}", dest.path_and_query))
     })?;
     let mut out = Request::builder().method(parts.method.clone()).uri(uri);
@@ -551,24 +558,47 @@ where
     }
     // An upgrade request has no body: sending one of unknown length would make it chunked,
     // and the far side would read the chunked terminator as the first upgraded bytes.
-    let out_body: http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible> =
-        if upgrade {
-            Full::new(Bytes::new()).boxed_unsync()
-        } else {
-            let streamed = BodyStream::new(body)
-                .filter_map(|frame| async move { frame.ok() })
-                .map(Ok::<_, std::convert::Infallible>);
-            StreamBody::new(streamed).boxed_unsync()
-        };
+    let out_body: ProxyBody = if upgrade {
+        Full::new(Bytes::new()).boxed_unsync()
+    } else {
+        let streamed = BodyStream::new(body)
+            .filter_map(|frame| async move { frame.ok() })
+            .map(Ok::<_, std::convert::Infallible>);
+        StreamBody::new(streamed).boxed_unsync()
+    };
     let out = out
         .body(out_body)
         .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let node_config = || {
+        api.node_tls.get().cloned().ok_or_else(|| {
+            ApiError::ServiceUnavailable("this server has no node client certificate".into())
+        })
+    };
+    if pooled {
+        let config = node_config()?;
+        let key = pool::Key {
+            host: dest.host.clone(),
+            port: dest.port,
+            server_name: dest.host.clone(),
+            trust: String::new(),
+        };
+        let client = api
+            .node_clients
+            .client(&key, || Ok(config))
+            .map_err(|e| unreachable(&e))?;
+        let response = client
+            .request(out)
+            .await
+            .map_err(|e| unreachable(&pool::cause(&e)))?;
+        return answer(response, checked, p).await;
+    }
+    let tcp = tokio::net::TcpStream::connect((dest.host.as_str(), dest.port))
+        .await
+        .map_err(|e| unreachable(&e))?;
+    let _ = tcp.set_nodelay(true);
     let response = match dest.tls {
         Tls::Node => {
-            let config = api.node_tls.get().cloned().ok_or_else(|| {
-                ApiError::ServiceUnavailable("this server has no node client certificate".into())
-            })?;
-            let tls = node_tls(config, &dest.host, tcp)
+            let tls = node_tls(node_config()?, &dest.host, tcp)
                 .await
                 .map_err(|e| unreachable(&e))?;
             send(TokioIo::new(tls), out).await
@@ -610,6 +640,16 @@ where
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
         return Ok(resp);
     }
+    answer(response, checked, p).await
+}
+
+/// The far side's answer, streamed back; with `checked`, a failure is turned into the
+/// Status upstream gives for it.
+async fn answer(
+    response: Response<hyper::body::Incoming>,
+    checked: bool,
+    p: &ResourcePath,
+) -> Result<Response<Body>> {
     if checked && !response.status().is_success() {
         let code = response.status();
         let text = response
@@ -637,21 +677,46 @@ where
     Ok(resp)
 }
 
-/// metrics.k8s.io's source: each node's `/metrics/resource`, over the node API.
+/// metrics.k8s.io's source: each node's `/metrics/resource`, over the node API, on
+/// kept-alive connections.
 pub struct NodeApiScraper {
-    pub tls: Arc<rustls::ClientConfig>,
+    tls: Arc<rustls::ClientConfig>,
+    clients: pool::Pool<Full<Bytes>>,
+}
+
+impl NodeApiScraper {
+    /// A scraper reaching agents with `tls` (the cluster CA and the kubelet-client
+    /// certificate).
+    pub fn new(tls: Arc<rustls::ClientConfig>) -> Self {
+        NodeApiScraper {
+            tls,
+            clients: Default::default(),
+        }
+    }
 }
 
 #[async_trait::async_trait]
 impl super::metrics::NodeScraper for NodeApiScraper {
     async fn resource_metrics(&self, node: &Value) -> anyhow::Result<String> {
         let (host, port) = node_address(node).map_err(|e| anyhow::anyhow!("{e}"))?;
-        let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
-        let tls = node_tls(self.tls.clone(), &host, tcp).await?;
-        let req = Request::get("/metrics/resource")
-            .header(http::header::HOST, authority(&host, port))
+        let key = pool::Key {
+            host: host.clone(),
+            port,
+            server_name: host.clone(),
+            trust: String::new(),
+        };
+        let client = self
+            .clients
+            .client(&key, || Ok(self.tls.clone()))
+            .map_err(|e| anyhow::anyhow!("{host}:{port}: {e}"))?;
+        let authority = authority(&host, port);
+        let req = Request::get(format!("https://{authority}/metrics/resource"))
+            .header(http::header::HOST, &authority)
             .body(Full::new(Bytes::new()))?;
-        let resp = send(TokioIo::new(tls), req).await?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| anyhow::anyhow!("{authority}: {}", pool::cause(&e)))?;
         let code = resp.status();
         let body = resp.into_body().collect().await?.to_bytes();
         if !code.is_success() {

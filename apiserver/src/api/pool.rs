@@ -1,20 +1,20 @@
-//! Kept-alive HTTPS connections to webhooks, as upstream's webhook clients keep them
-//! (client-go's transport: idle connections reused, at most 25 idle per host, closed
-//! after 90 s idle). One HTTP/1.1 client per (address, server name, caBundle): a
-//! changed caBundle is another key, so it gets a client of its own and new TLS
-//! handshakes. At most [`MAX_CLIENTS`] clients are kept (upstream's webhook client
-//! cache holds 200); past that the least recently used one is dropped with its idle
-//! connections.
+//! Kept-alive HTTPS connections, as upstream's clients keep them (client-go's
+//! transport: idle connections reused, at most 25 idle per host, closed after 90 s
+//! idle). A [`Pool`] holds one HTTP/1.1 client per (address, server name, trust): the
+//! trust names what the TLS configuration was made from (a webhook's caBundle), so a
+//! changed caBundle is another key with a client and TLS handshakes of its own. At most
+//! [`MAX_CLIENTS`] clients are kept (upstream's webhook client cache holds 200); past
+//! that the least recently used one is dropped with its idle connections. Webhook calls
+//! share one pool; the node proxy and the metrics scraper each have their own, since
+//! their TLS configuration is their server's.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
 use hyper_util::client::legacy::connect::{Connected, Connection};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use rustls::pki_types::ServerName;
@@ -28,78 +28,126 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// Clients kept at once.
 const MAX_CLIENTS: usize = 200;
 
-pub(super) type Client = hyper_util::client::legacy::Client<Connector, Full<Bytes>>;
+pub(crate) type Client<B> = hyper_util::client::legacy::Client<Connector, B>;
 
 /// What one client's connections share.
 #[derive(Clone, Debug, Hash, PartialEq, Eq)]
-pub(super) struct Key {
-    pub(super) host: String,
-    pub(super) port: u16,
-    pub(super) server_name: String,
-    /// The caBundle as configured (empty: the host's trust store).
-    pub(super) ca_bundle: String,
+pub(crate) struct Key {
+    pub(crate) host: String,
+    pub(crate) port: u16,
+    pub(crate) server_name: String,
+    /// What the client's TLS configuration is made from (a webhook's caBundle; empty
+    /// for a pool whose configuration never changes).
+    pub(crate) trust: String,
 }
 
-struct Entry {
-    client: Client,
+struct Entry<B> {
+    client: Client<B>,
     used: Instant,
 }
 
-/// The client for `key`, made with `tls` (called only when there is none yet).
-pub(super) fn client(
-    key: &Key,
-    tls: impl FnOnce() -> Result<Arc<rustls::ClientConfig>, String>,
-) -> Result<Client, String> {
-    static CLIENTS: OnceLock<Mutex<HashMap<Key, Entry>>> = OnceLock::new();
-    let mut clients = CLIENTS
-        .get_or_init(Default::default)
-        .lock()
-        .expect("webhook clients lock poisoned");
-    if let Some(entry) = clients.get_mut(key) {
-        entry.used = Instant::now();
-        return Ok(entry.client.clone());
-    }
-    let name = ServerName::try_from(key.server_name.clone()).map_err(|e| e.to_string())?;
-    let connector = Connector {
-        tls: tokio_rustls::TlsConnector::from(tls()?),
-        name,
-    };
-    let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(MAX_IDLE)
-        .pool_idle_timeout(IDLE_TIMEOUT)
-        .pool_timer(TokioTimer::new())
-        .build(connector);
-    if clients.len() >= MAX_CLIENTS {
-        let oldest = clients
-            .iter()
-            .min_by_key(|(_, e)| e.used)
-            .map(|(k, _)| k.clone());
-        if let Some(oldest) = oldest {
-            clients.remove(&oldest);
+/// Clients sending requests with bodies of type `B`, by [`Key`].
+pub(crate) struct Pool<B> {
+    clients: Mutex<HashMap<Key, Entry<B>>>,
+}
+
+impl<B> Default for Pool<B> {
+    fn default() -> Self {
+        Pool {
+            clients: Mutex::new(HashMap::new()),
         }
     }
-    clients.insert(
-        key.clone(),
-        Entry {
-            client: client.clone(),
-            used: Instant::now(),
-        },
-    );
-    Ok(client)
+}
+
+impl<B> Pool<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    /// The client for `key`, made with `tls` (called only when there is none yet).
+    pub(crate) fn client(
+        &self,
+        key: &Key,
+        tls: impl FnOnce() -> Result<Arc<rustls::ClientConfig>, String>,
+    ) -> Result<Client<B>, String> {
+        let mut clients = self.clients.lock().expect("client pool lock poisoned");
+        if let Some(entry) = clients.get_mut(key) {
+            entry.used = Instant::now();
+            return Ok(entry.client.clone());
+        }
+        let name = ServerName::try_from(key.server_name.clone()).map_err(|e| e.to_string())?;
+        let connector = Connector {
+            tls: tokio_rustls::TlsConnector::from(tls()?),
+            name,
+        };
+        let client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(MAX_IDLE)
+            .pool_idle_timeout(IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .build(connector);
+        if clients.len() >= MAX_CLIENTS {
+            let oldest = clients
+                .iter()
+                .min_by_key(|(_, e)| e.used)
+                .map(|(k, _)| k.clone());
+            if let Some(oldest) = oldest {
+                clients.remove(&oldest);
+            }
+        }
+        clients.insert(
+            key.clone(),
+            Entry {
+                client: client.clone(),
+                used: Instant::now(),
+            },
+        );
+        Ok(client)
+    }
+}
+
+/// What went wrong, without the pooling client's own wrapping (`client error
+/// (Connect)`): the dialer's or TLS client's words, or HTTP's.
+pub(crate) fn cause(e: &hyper_util::client::legacy::Error) -> String {
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        if s.is::<ConnectError>() || s.is::<hyper::Error>() {
+            return s.to_string();
+        }
+        source = s.source();
+    }
+    e.to_string()
+}
+
+/// An I/O error as Go's dialer words it.
+fn go_io_error(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// A host as it stands before `:port` (an IPv6 address in brackets).
+pub(crate) fn bracketed(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
 }
 
 /// Dials the request's host and port and speaks TLS to it under the client's server
 /// name (a `service` webhook is dialled at an endpoint address but verified as
-/// `<name>.<namespace>.svc`).
+/// `<name>.<namespace>.svc`; a node under its address).
 #[derive(Clone)]
-pub(super) struct Connector {
+pub(crate) struct Connector {
     tls: tokio_rustls::TlsConnector,
     name: ServerName<'static>,
 }
 
 /// Why a connection could not be made, worded as Go's dialer and TLS client word it.
 #[derive(Debug)]
-pub(super) struct ConnectError(pub(super) String);
+pub(crate) struct ConnectError(String);
 
 impl std::fmt::Display for ConnectError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -128,14 +176,11 @@ impl tower::Service<http::Uri> for Connector {
                 .trim_end_matches(']')
                 .to_string();
             let port = uri.port_u16().unwrap_or(443);
-            let address = format!("{}:{port}", super::bracketed(&host));
+            let address = format!("{}:{port}", bracketed(&host));
             let tcp = TcpStream::connect((host.as_str(), port))
                 .await
                 .map_err(|e| {
-                    ConnectError(format!(
-                        "dial tcp {address}: connect: {}",
-                        super::go_io_error(&e)
-                    ))
+                    ConnectError(format!("dial tcp {address}: connect: {}", go_io_error(&e)))
                 })?;
             let _ = tcp.set_nodelay(true);
             let stream = tls
@@ -147,8 +192,8 @@ impl tower::Service<http::Uri> for Connector {
     }
 }
 
-/// One TLS connection to a webhook.
-pub(super) struct Conn(TokioIo<TlsStream<TcpStream>>);
+/// One kept-alive TLS connection.
+pub(crate) struct Conn(TokioIo<TlsStream<TcpStream>>);
 
 impl Connection for Conn {
     fn connected(&self) -> Connected {

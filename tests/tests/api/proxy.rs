@@ -258,3 +258,81 @@ async fn a_proxy_scheme_other_than_http_or_https_is_a_bad_request() {
         "{err:?}"
     );
 }
+
+/// A node's agent on loopback with a certificate from the cluster's CA (as a real
+/// agent's is): it answers every request with `ok` on a kept-alive connection and
+/// counts the connections it is given.
+async fn node_agent(
+    data_dir: &std::path::Path,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let pki = apiserver::pki::ensure(data_dir, &[]).unwrap();
+    let acceptor = tokio_rustls::TlsAcceptor::from(apiserver::tls::server_config(&pki).unwrap());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let connections = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(conn).await else {
+                    return;
+                };
+                // Bodiless requests, one after another, until the far side closes.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    match tls.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                        head.drain(..end + 4);
+                        let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                        if tls.write_all(answer.as_bytes()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (port, connections)
+}
+
+#[tokio::test]
+async fn requests_through_a_node_share_kept_alive_connections_to_its_agent() {
+    const CALLS: usize = 10;
+    let s = InProcess::start().await;
+    let (port, connections) = node_agent(s.data_dir()).await;
+    let nodes: Api<k8s_openapi::api::core::v1::Node> = Api::all(s.client.clone());
+    nodes
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({
+                "metadata": {"name": "n1"},
+                "status": {
+                    "addresses": [{"type": "InternalIP", "address": "127.0.0.1"}],
+                    "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+                },
+            }))
+            .unwrap(),
+        )
+        .await
+        .unwrap();
+    for i in 0..CALLS {
+        let got = get(
+            &s.client,
+            &format!("/api/v1/nodes/n1/proxy/healthz?call={i}"),
+        )
+        .await;
+        assert_eq!(got.as_deref().ok(), Some("ok"), "call {i}: {got:?}");
+    }
+    let used = connections.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(
+        used < CALLS,
+        "{CALLS} requests through the node used {used} connections"
+    );
+}

@@ -2,12 +2,10 @@
 //! through its EndpointSlices to a ready endpoint), HTTPS verified against its
 //! `caBundle` (the host's trust store without one) under the server name upstream uses,
 //! one POST of a JSON body within the webhook's timeout, on a kept-alive connection
-//! ([`pool`]). Admission and CRD conversion webhooks share it. Errors read as Go's HTTP client words them, since upstream puts
+//! ([`crate::api::pool`]). Admission and CRD conversion webhooks share it. Errors read as Go's HTTP client words them, since upstream puts
 //! them in its messages (`Post "https://...": context deadline exceeded`).
 
-mod pool;
-
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use base64::Engine;
@@ -18,6 +16,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 
+use crate::api::pool::{self, bracketed, cause, Pool};
 use crate::api::Api;
 
 /// Where the host keeps its trusted CAs (Debian's bundle), for webhooks without a
@@ -53,9 +52,13 @@ pub(crate) async fn post(
         host: endpoint.host.clone(),
         port: endpoint.port,
         server_name: endpoint.server_name.clone(),
-        ca_bundle: ca_bundle.unwrap_or("").to_string(),
+        trust: ca_bundle.unwrap_or("").to_string(),
     };
-    let client = pool::client(&key, || tls_config(ca_bundle))?;
+    // One pool for every server in the process: a client is keyed by its caBundle.
+    static CLIENTS: OnceLock<Pool<Full<Bytes>>> = OnceLock::new();
+    let client = CLIENTS
+        .get_or_init(Pool::default)
+        .client(&key, || tls_config(ca_bundle))?;
     let url = endpoint.url.clone();
     match tokio::time::timeout(timeout, send(&client, &endpoint, body)).await {
         Ok(Ok(answer)) => Ok(answer),
@@ -64,7 +67,11 @@ pub(crate) async fn post(
     }
 }
 
-async fn send(client: &pool::Client, endpoint: &Endpoint, body: Vec<u8>) -> Result<Bytes, String> {
+async fn send(
+    client: &pool::Client<Full<Bytes>>,
+    endpoint: &Endpoint,
+    body: Vec<u8>,
+) -> Result<Bytes, String> {
     let address = format!("{}:{}", bracketed(&endpoint.host), endpoint.port);
     let request = Request::post(format!("https://{address}{}", endpoint.path))
         .header(http::header::HOST, &address)
@@ -87,34 +94,6 @@ async fn send(client: &pool::Client, endpoint: &Endpoint, body: Vec<u8>) -> Resu
         ));
     }
     Ok(answer)
-}
-
-/// What went wrong, without the pooling client's own wrapping (`client error
-/// (Connect)`): the dialer's or TLS client's words, or HTTP's.
-fn cause(e: &hyper_util::client::legacy::Error) -> String {
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        if s.is::<pool::ConnectError>() || s.is::<hyper::Error>() {
-            return s.to_string();
-        }
-        source = s.source();
-    }
-    e.to_string()
-}
-
-fn go_io_error(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::ConnectionRefused => "connection refused".into(),
-        _ => e.to_string(),
-    }
-}
-
-fn bracketed(host: &str) -> String {
-    if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    }
 }
 
 /// Where `client` points, with upstream's `?timeout=` added to the query.
