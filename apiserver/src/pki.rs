@@ -31,6 +31,10 @@ pub const ADMIN_GROUP: &str = "system:masters";
 pub const KUBELET_CLIENT_USER: &str = "kube-apiserver-kubelet-client";
 
 const DAY: Duration = Duration::from_secs(24 * 60 * 60);
+/// How far back a signed request's certificate starts (upstream's signers' Backdate).
+const SIGNING_BACKDATE: Duration = Duration::from_secs(5 * 60);
+/// Certificates asked for shorter than this keep their whole end (upstream's Short).
+const SHORT_LIVED: Duration = Duration::from_secs(8 * 60 * 60);
 const CA_DAYS: u32 = 3650;
 const LEAF_DAYS: u32 = 730;
 /// Hosts the serving certificate always covers (besides the machine's hostname). The
@@ -231,13 +235,32 @@ impl Pki {
     /// subject and subject alternative names come from the request (whose signature is
     /// checked), the usages and the validity from `grant`; nothing else the request asks
     /// for (CA, other extensions) is granted. Returns the certificate's PEM.
+    ///
+    /// The validity is upstream's signing policy's: from five minutes ago (clock skew)
+    /// for `grant.validity`, the end moved back by those five minutes too unless the
+    /// certificate is short-lived (under eight hours), and never past the CA's own end.
     pub fn sign_request(&self, request_pem: &str, grant: &Grant) -> Result<String> {
         let requested = rcgen::CertificateSigningRequestParams::from_pem(request_pem)
             .map_err(|e| invalid("certificate request", e))?;
         let mut params = params("", 0);
         params.distinguished_name = requested.params.distinguished_name.clone();
         params.subject_alt_names = requested.params.subject_alt_names.clone();
-        params.not_after = params.not_before + DAY + grant.validity;
+        let now = params.not_before + DAY;
+        params.not_before = now - SIGNING_BACKDATE;
+        params.not_after = match grant.validity < SHORT_LIVED {
+            true => now + grant.validity,
+            false => now + grant.validity - SIGNING_BACKDATE,
+        };
+        let ca_end = with_cert("ca.crt", &self.ca_cert_pem, |ca| {
+            ca.validity().not_after.timestamp()
+        })?;
+        if params.not_after.unix_timestamp() > ca_end {
+            params.not_after = rcgen::date_time_ymd(1970, 1, 1)
+                + Duration::from_secs(u64::try_from(ca_end).unwrap_or_default());
+        }
+        if now.unix_timestamp() >= ca_end {
+            return Err(invalid("ca.crt", "the signer has expired"));
+        }
         params.key_usages = grant.key_usages.clone();
         params.extended_key_usages = grant.extended_key_usages.clone();
         let issuer = Issuer::new(ca_params(), KeyPair::from_pem(&self.ca_key_pem)?);
@@ -600,12 +623,69 @@ mod tests {
         let der = CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
         let (_, parsed) = x509_parser::parse_x509_certificate(&der).unwrap();
         assert!(!parsed.is_ca());
+        // An hour is short-lived: from five minutes ago for the whole hour after now.
+        let v = parsed.validity();
+        assert_eq!(
+            v.not_after.timestamp() - v.not_before.timestamp(),
+            3600 + 300,
+            "{v:?}"
+        );
         let eku = parsed.extended_key_usage().unwrap().unwrap().value;
         assert!(eku.server_auth && !eku.client_auth);
         let ca_der = CertificateDer::from_pem_slice(pki.ca_cert_pem.as_bytes()).unwrap();
         let (_, ca) = x509_parser::parse_x509_certificate(&ca_der).unwrap();
         parsed.verify_signature(Some(ca.public_key())).unwrap();
         assert!(sign_request_rejects_garbage(&pki));
+    }
+
+    #[test]
+    fn a_signed_request_lives_as_long_as_granted_from_five_minutes_ago() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = ensure(dir.path(), &[]).unwrap();
+        let key = KeyPair::generate_for(&PKCS_ECDSA_P256_SHA256).unwrap();
+        let mut params = CertificateParams::default();
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, "jane");
+        let request = params.serialize_request(&key).unwrap().pem().unwrap();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        // (granted, lifetime, end from now): a day is moved back by the five minutes,
+        // ten years are cut at the CA's end.
+        let ca_end = with_cert("ca", &pki.ca_cert_pem, |c| {
+            c.validity().not_after.timestamp()
+        })
+        .unwrap();
+        for (granted, lifetime) in [
+            (24 * 3600, 24 * 3600),
+            (8 * 3600, 8 * 3600),
+            (600, 600 + 300),
+            (20 * 365 * 24 * 3600, ca_end - (now - 300)),
+        ] {
+            let grant = Grant {
+                key_usages: vec![Ku::DigitalSignature],
+                extended_key_usages: vec![ExtendedKeyUsagePurpose::ClientAuth],
+                validity: Duration::from_secs(granted as u64),
+            };
+            let cert = pki.sign_request(&request, &grant).unwrap();
+            let (from, to) = with_cert("signed", &cert, |c| {
+                (
+                    c.validity().not_before.timestamp(),
+                    c.validity().not_after.timestamp(),
+                )
+            })
+            .unwrap();
+            assert!(
+                (from - (now - 300)).abs() <= 2,
+                "{granted}: starts at {from}, now {now}"
+            );
+            assert!(
+                (to - from - lifetime).abs() <= 2,
+                "{granted}: lives {} s, not {lifetime}",
+                to - from
+            );
+        }
     }
 
     fn sign_request_rejects_garbage(pki: &Pki) -> bool {
