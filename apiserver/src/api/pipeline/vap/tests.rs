@@ -272,7 +272,11 @@ fn type_checking_warns_of_fields_the_matched_kinds_schema_does_not_declare() {
         "metadata": {"type": "object"},
         "spec": {"type": "object", "properties": {
             "replicas": {"type": "integer"},
-            "template": {"type": "object", "properties": {"spec": {"type": "object", "properties": {
+            "surge": {"x-kubernetes-int-or-string": true, "anyOf": [{"type": "integer"}, {"type": "string"}]},
+            "template": {"type": "object", "properties": {
+                "metadata": {"type": "object", "properties": {
+                    "labels": {"type": "object", "additionalProperties": {"type": "string"}}}},
+                "spec": {"type": "object", "properties": {
                 "containers": {"type": "array", "items": {"type": "object", "properties": {
                     "image": {"type": "string"}}}}}}}},
             "extra": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
@@ -311,6 +315,25 @@ fn type_checking_warns_of_fields_the_matched_kinds_schema_does_not_declare() {
             "has(oldObject.spec.paused)",
             Some("apps/v1, Kind=Deployment: ERROR: <input>:1:19: undefined field 'paused'\n | has(oldObject.spec.paused)\n | ..................^\n"),
         ),
+        // Upstream's conformance cases: an int compared with a string, a label (a
+        // string, through the map's value schema) with an int.
+        (
+            "an int compared with a string",
+            "object.spec.replicas > '1'",
+            Some("apps/v1, Kind=Deployment: ERROR: <input>:1:22: found no matching overload for '_>_' applied to '(int, string)'\n | object.spec.replicas > '1'\n | .....................^\n"),
+        ),
+        (
+            "a label compared with an int",
+            "object.spec.template.metadata.labels.app > 1",
+            Some("apps/v1, Kind=Deployment: ERROR: <input>:1:42: found no matching overload for '_>_' applied to '(string, int)'\n | object.spec.template.metadata.labels.app > 1\n | .........................................^\n"),
+        ),
+        ("numbers of two types compared", "object.spec.replicas >= 1.5", None),
+        (
+            "a string added to an int",
+            "object.spec.replicas + 'x' == 2",
+            Some("apps/v1, Kind=Deployment: ERROR: <input>:1:22: found no matching overload for '_+_' applied to '(int, string)'\n | object.spec.replicas + 'x' == 2\n | .....................^\n"),
+        ),
+        ("an int-or-string field", "object.spec.surge > 1", None),
     ];
     for (name, expression, want) in cases {
         let warnings =

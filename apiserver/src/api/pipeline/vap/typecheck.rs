@@ -5,6 +5,10 @@
 //! indexes) that the schema declares no property for is upstream's
 //! `undefined field 'x'`. Parts of a schema that admit any field (no properties,
 //! `additionalProperties`, `x-kubernetes-preserve-unknown-fields`) are not checked.
+//! An ordering or arithmetic operator whose operands' types are both known (literals,
+//! and fields whose schema gives a scalar type) and that CEL has no overload for is
+//! upstream's `found no matching overload for '_>_' applied to '(int, string)'`;
+//! numbers of different types may be compared, as Kubernetes' CEL allows.
 //! The result is what upstream's status controller writes to
 //! `status.typeChecking.expressionWarnings`. Pure: the caller resolves kinds.
 
@@ -122,6 +126,13 @@ fn walk(node: &IdedExpr, schema: &Value, info: &SourceInfo, source: &str, out: &
             walk(&s.operand, schema, info, source, out);
         }
         Expr::Call(c) => {
+            if let (None, [left, right]) = (&c.target, c.args.as_slice()) {
+                if let (Some(l), Some(r)) = (scalar(left, schema), scalar(right, schema)) {
+                    if !overloaded(&c.func_name, l, r) {
+                        out.push(no_overload(info, source, node.id, &c.func_name, (l, r)));
+                    }
+                }
+            }
             for a in c.target.iter().map(|t| &**t).chain(&c.args) {
                 walk(a, schema, info, source, out);
             }
@@ -153,14 +164,116 @@ fn resolve<'s>(node: &IdedExpr, schema: &'s Value) -> Option<Option<&'s Value>> 
         Expr::Ident(name) if name == "object" || name == "oldObject" => Some(Some(schema)),
         Expr::Select(s) if !s.test => {
             let parent = resolve(&s.operand, schema)?;
-            Some(parent.and_then(|p| p.pointer(&format!("/properties/{}", escape(&s.field)))))
+            Some(parent.and_then(|p| {
+                p.pointer(&format!("/properties/{}", escape(&s.field)))
+                    .or_else(|| map_values(p))
+            }))
         }
         Expr::Call(c) if c.func_name == "_[_]" && c.args.len() == 2 => {
             let parent = resolve(&c.args[0], schema)?;
-            Some(parent.and_then(|p| p.get("items")))
+            Some(parent.and_then(|p| p.get("items").or_else(|| map_values(p))))
         }
         _ => None,
     }
+}
+
+/// The schema of a map's values (`additionalProperties` given as a schema).
+fn map_values(schema: &Value) -> Option<&Value> {
+    schema.get("additionalProperties").filter(|v| v.is_object())
+}
+
+/// A CEL type the checks below know.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Type {
+    Int,
+    Uint,
+    Double,
+    String,
+    Bool,
+    Bytes,
+}
+
+impl Type {
+    fn name(self) -> &'static str {
+        match self {
+            Type::Int => "int",
+            Type::Uint => "uint",
+            Type::Double => "double",
+            Type::String => "string",
+            Type::Bool => "bool",
+            Type::Bytes => "bytes",
+        }
+    }
+
+    fn numeric(self) -> bool {
+        matches!(self, Type::Int | Type::Uint | Type::Double)
+    }
+}
+
+/// The type of `node` when it is a literal or a field of `object`/`oldObject` whose
+/// schema gives a plain scalar type; `None` when it cannot be told here (a string
+/// with a format upstream types otherwise, int-or-string, anything computed).
+fn scalar(node: &IdedExpr, schema: &Value) -> Option<Type> {
+    use cel::common::ast::LiteralValue as L;
+    match &node.expr {
+        Expr::Literal(L::Int(_)) => Some(Type::Int),
+        Expr::Literal(L::UInt(_)) => Some(Type::Uint),
+        Expr::Literal(L::Double(_)) => Some(Type::Double),
+        Expr::Literal(L::String(_)) => Some(Type::String),
+        Expr::Literal(L::Boolean(_)) => Some(Type::Bool),
+        Expr::Literal(L::Bytes(_)) => Some(Type::Bytes),
+        _ => {
+            let field = resolve(node, schema)??;
+            if field.get("x-kubernetes-int-or-string") == Some(&Value::Bool(true)) {
+                return None;
+            }
+            match (field.get("type")?.as_str()?, field.get("format")) {
+                ("integer", _) => Some(Type::Int),
+                ("number", _) => Some(Type::Double),
+                ("boolean", _) => Some(Type::Bool),
+                ("string", None) => Some(Type::String),
+                _ => None,
+            }
+        }
+    }
+}
+
+/// Whether CEL has an overload of the operator `function` for `(left, right)`;
+/// functions other than the ordering and arithmetic operators are not judged.
+fn overloaded(function: &str, left: Type, right: Type) -> bool {
+    match function {
+        "_<_" | "_<=_" | "_>_" | "_>=_" => left == right || (left.numeric() && right.numeric()),
+        "_+_" => left == right && !matches!(left, Type::Bool),
+        "_-_" | "_*_" | "_/_" => left == right && left.numeric(),
+        "_%_" => left == right && matches!(left, Type::Int | Type::Uint),
+        _ => true,
+    }
+}
+
+/// cel-go's text for an operator without an overload, at the operator.
+fn no_overload(
+    info: &SourceInfo,
+    source: &str,
+    call: u64,
+    function: &str,
+    (left, right): (Type, Type),
+) -> String {
+    let symbol = function.trim_matches('_');
+    let at = info
+        .offset_for(call)
+        .map(|(start, _)| start as usize)
+        .filter(|&i| source.get(i..).is_some_and(|rest| rest.starts_with(symbol)))
+        .or_else(|| source.find(symbol))
+        .unwrap_or(0);
+    located(
+        source,
+        at,
+        &format!(
+            "found no matching overload for '{function}' applied to '({}, {})'",
+            left.name(),
+            right.name()
+        ),
+    )
 }
 
 fn escape(field: &str) -> String {
@@ -189,12 +302,17 @@ fn error(info: &SourceInfo, source: &str, select: u64, operand: &IdedExpr, field
             source[from..].find(&format!(".{field}")).map(|i| from + i)
         })
         .unwrap_or(0);
-    let line_start = source[..dot].rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let line_no = source[..dot].matches('\n').count() + 1;
-    let column = source[line_start..dot].chars().count() + 1;
+    located(source, dot, &format!("undefined field '{field}'"))
+}
+
+/// cel-go's error text: `message` at byte `at` of `source`, with the line and a caret.
+fn located(source: &str, at: usize, message: &str) -> String {
+    let line_start = source[..at].rfind('\n').map(|i| i + 1).unwrap_or(0);
+    let line_no = source[..at].matches('\n').count() + 1;
+    let column = source[line_start..at].chars().count() + 1;
     let line = source[line_start..].lines().next().unwrap_or("");
     format!(
-        "ERROR: <input>:{line_no}:{column}: undefined field '{field}'\n | {line}\n | {}^",
+        "ERROR: <input>:{line_no}:{column}: {message}\n | {line}\n | {}^",
         ".".repeat(column - 1)
     )
 }
