@@ -19,8 +19,8 @@
 //! [`quantity`], URLs (`url()`, `isURL()` and their getters) in [`url`]; a policy's
 //! `variables` are evaluated lazily ([`variables`]).
 //!
-//! Not done: the type checker (a type error shows at evaluation, not when a policy is
-//! written), timestamps and durations (the `cel` crate has them only with chrono and
+//! Not done: a full type checker (beyond what a policy's `vap::typecheck` warns of, a
+//! type error shows at evaluation, not when a policy is written), timestamps and durations (the `cel` crate has them only with chrono and
 //! its time-zone database, which kybern does not carry).
 
 use std::collections::HashMap;
