@@ -11,6 +11,7 @@ mod apiserver;
 mod cluster;
 mod etcd;
 pub mod fixtures;
+pub mod http;
 mod kubectl;
 pub mod netlab;
 mod process;

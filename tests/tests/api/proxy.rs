@@ -280,20 +280,15 @@ async fn node_agent(
                 let Ok(mut tls) = acceptor.accept(conn).await else {
                     return;
                 };
-                // Bodiless requests, one after another, until the far side closes.
-                let mut head = Vec::new();
-                let mut buf = [0u8; 4096];
-                loop {
-                    match tls.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
-                    while let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
-                        head.drain(..end + 4);
-                        let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
-                        if tls.write_all(answer.as_bytes()).await.is_err() {
-                            return;
-                        }
+                // Requests one after another, until the far side closes.
+                let mut buf = Vec::new();
+                while crate::common::http::next_request(&mut tls, &mut buf)
+                    .await
+                    .is_some()
+                {
+                    let answer = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                    if tls.write_all(answer.as_bytes()).await.is_err() {
+                        return;
                     }
                 }
             });
