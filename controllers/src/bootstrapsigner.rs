@@ -17,7 +17,7 @@ use apiserver::api::pipeline::bootstrap_token as bt;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, ListParams, PostParams};
-use kube::runtime::watcher;
+use kube::runtime::{watcher, WatchStreamExt};
 use serde_json::Value;
 use tracing::warn;
 
@@ -27,6 +27,11 @@ use crate::{Context, LoopFuture};
 #[derive(Clone, Debug)]
 pub struct ClusterInfo {
     pub server: String,
+}
+
+/// A watch event as a change to look at; an error is none.
+fn change<T>(event: Result<T, watcher::Error>) -> futures::future::Ready<Option<()>> {
+    futures::future::ready(event.ok().map(|_| ()))
 }
 
 /// Even without events the loop looks again this often (a token that expires quietly
@@ -46,9 +51,16 @@ pub fn run(ctx: Arc<Context>) -> LoopFuture {
         let token_secrets = watcher::Config::default().fields(&format!("type={}", bt::SECRET_TYPE));
         let cluster_info =
             watcher::Config::default().fields(&format!("metadata.name={}", bt::CLUSTER_INFO));
+        // Only what the watches see is a change; their errors (the server unreachable)
+        // are retried with back-off, not taken as changes: an error comes back at once,
+        // and treating it as one made the loop spin while the server was away.
         let events = futures::stream::select(
-            watcher(secrets.clone(), token_secrets).map(|_| ()),
-            watcher(maps.clone(), cluster_info).map(|_| ()),
+            watcher(secrets.clone(), token_secrets)
+                .default_backoff()
+                .filter_map(change),
+            watcher(maps.clone(), cluster_info)
+                .default_backoff()
+                .filter_map(change),
         );
         let ticks = futures::stream::unfold((), |()| async {
             tokio::time::sleep(RESYNC).await;
