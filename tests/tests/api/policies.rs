@@ -362,3 +362,62 @@ async fn a_policy_asks_the_authorizer_what_the_requesting_user_may_do() {
         s.message
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_that_refuses_everything_cannot_stop_its_own_change_or_removal() {
+    let c = Cluster::builder("vap-exempt").start().await;
+    let policy = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": "refuse-all.example.com"},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["*"], "apiVersions": ["*"], "operations": ["*"], "resources": ["*"]
+            }]},
+            "validations": [{"expression": "false", "message": "nothing passes"}]
+        }
+    });
+    let binding = json!({
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": "refuse-all-binding.example.com"},
+        "spec": {"policyName": "refuse-all.example.com", "validationActions": ["Deny"]}
+    });
+    apply(&c, policy, binding).await;
+    let refused = c
+        .api::<ConfigMap>()
+        .create(&PostParams::default(), &configmap("cm", json!({})))
+        .await;
+    assert_eq!(status(refused).code, 422, "the policy judges ConfigMaps");
+
+    // As upstream: policies never judge policies or their bindings.
+    for (kind, name) in [
+        ("validatingadmissionpolicy", "refuse-all.example.com"),
+        (
+            "validatingadmissionpolicybinding",
+            "refuse-all-binding.example.com",
+        ),
+    ] {
+        let labelled = c.kubectl_output(&["label", kind, name, "fixed=yes"]);
+        assert!(
+            labelled.status.success(),
+            "labelling {kind}: {:?}",
+            text(&labelled)
+        );
+    }
+    for (kind, name) in [
+        (
+            "validatingadmissionpolicybinding",
+            "refuse-all-binding.example.com",
+        ),
+        ("validatingadmissionpolicy", "refuse-all.example.com"),
+    ] {
+        let deleted = c.kubectl_output(&["delete", kind, name]);
+        assert!(
+            deleted.status.success(),
+            "deleting {kind}: {:?}",
+            text(&deleted)
+        );
+    }
+}

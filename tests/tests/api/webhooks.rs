@@ -777,3 +777,54 @@ async fn a_match_condition_asks_the_authorizer_about_the_requesting_user() {
     let paths: Vec<String> = hook.requests().into_iter().map(|(p, _)| p).collect();
     assert_eq!(paths, ["/unprivileged"], "called for carol only");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_that_refuse_everything_cannot_stop_their_own_change_or_removal() {
+    let c = Cluster::builder("wh-exempt").start().await;
+    let down = format!("https://127.0.0.1:{}/refuse", free_port());
+    let everything = |name: &str| {
+        json!({
+            "name": name,
+            "clientConfig": {"url": down},
+            "rules": [{"operations": ["*"], "apiGroups": ["*"], "apiVersions": ["*"], "resources": ["*"]}],
+            "failurePolicy": "Fail",
+            "sideEffects": "None",
+            "admissionReviewVersions": ["v1"],
+        })
+    };
+    validating(&c, "refuse-all", json!([everything("refuse.example.com")])).await;
+    mutating(&c, json!([everything("refuse-too.example.com")])).await;
+    let refused = c
+        .api::<ConfigMap>()
+        .create(&PostParams::default(), &configmap("cm", json!({})))
+        .await;
+    assert_eq!(status(refused).code, 500, "the webhooks are called");
+
+    // As upstream: webhook configurations are never sent to webhooks.
+    for (kind, name) in [
+        ("validatingwebhookconfiguration", "refuse-all"),
+        ("mutatingwebhookconfiguration", "test-mutating"),
+    ] {
+        let labelled = c.kubectl_output(&["label", kind, name, "fixed=yes"]);
+        assert!(
+            labelled.status.success(),
+            "labelling {kind} {name}: {}",
+            String::from_utf8_lossy(&labelled.stderr)
+        );
+        let deleted = c.kubectl_output(&["delete", kind, name]);
+        assert!(
+            deleted.status.success(),
+            "deleting {kind} {name}: {}",
+            String::from_utf8_lossy(&deleted.stderr)
+        );
+    }
+    crate::common::eventually("a ConfigMap once the webhooks are gone", || {
+        let api = c.api::<ConfigMap>();
+        async move {
+            api.create(&PostParams::default(), &configmap("after", json!({})))
+                .await
+                .map_err(|e| e.to_string())
+        }
+    })
+    .await;
+}

@@ -464,6 +464,23 @@ async fn admit_delete(api: &Api, scene: &Scene<'_>, hook: &Hook, old: &Value) ->
     Ok(())
 }
 
+/// Whether `request` is about the objects that configure admission: webhook
+/// configurations and admission policies and their bindings are never sent to
+/// webhooks (upstream's `IsExemptAdmissionConfigurationResource`), so a webhook that
+/// refuses everything can still be changed or deleted.
+fn exempt(request: &AdmissionRequest<'_>) -> bool {
+    request.resource.group == GROUP
+        && matches!(
+            request.resource.plural.as_str(),
+            "validatingwebhookconfigurations"
+                | "mutatingwebhookconfigurations"
+                | "validatingadmissionpolicies"
+                | "validatingadmissionpolicybindings"
+                | "mutatingadmissionpolicies"
+                | "mutatingadmissionpolicybindings"
+        )
+}
+
 #[async_trait]
 impl MutatingAdmission for MutatingAdmissionWebhook {
     /// Webhooks may be registered for deletes too; they are called with the object
@@ -479,6 +496,9 @@ impl MutatingAdmission for MutatingAdmissionWebhook {
         obj: &mut Value,
         old: Option<&Value>,
     ) -> Result<()> {
+        if exempt(request) {
+            return Ok(());
+        }
         let hooks = configured(api, "mutatingwebhookconfigurations").await?;
         if hooks.is_empty() {
             return Ok(());
@@ -526,6 +546,9 @@ impl ValidatingAdmission for ValidatingAdmissionWebhook {
         obj: &Value,
         old: Option<&Value>,
     ) -> Result<()> {
+        if exempt(request) {
+            return Ok(());
+        }
         let hooks = configured(api, "validatingwebhookconfigurations").await?;
         if hooks.is_empty() {
             return Ok(());
