@@ -30,11 +30,11 @@ use crate::object;
 use crate::request::{Query, ResourcePath};
 use crate::status::{ApiError, Result, Target};
 
-/// The node API port an agent listens on when its Node does not say (the kubelet's).
 /// What a proxied request's body is sent as.
 pub(super) type ProxyBody =
     http_body_util::combinators::UnsyncBoxBody<Bytes, std::convert::Infallible>;
 
+/// The node API port an agent listens on when its Node does not say (the kubelet's).
 pub(super) const DEFAULT_NODE_PORT: u16 = 10250;
 /// The buffer of each direction of a spliced (upgraded) connection.
 const SPLICE_BUFFER: usize = 64 * 1024;
