@@ -292,28 +292,40 @@ impl Index {
     /// "x" not found`), each once.
     pub fn missing_roles(&self, user: &UserInfo, namespace: Option<&str>) -> Vec<String> {
         let mut out = Vec::new();
-        let scopes = std::iter::once("").chain(namespace.filter(|n| !n.is_empty()));
-        for scope in scopes {
-            let bound = std::iter::once(self.users.get(user.name.as_str()))
-                .chain(user.groups.iter().map(|g| self.groups.get(g.as_str())))
-                .flatten()
-                .filter_map(|scopes| scopes.get(scope));
-            for roles in bound {
-                for (role, _) in roles.iter().filter(|(r, _)| !self.roles.contains_key(*r)) {
-                    let kind = if role.0.is_empty() {
-                        "clusterrole"
-                    } else {
-                        "role"
-                    };
-                    let missing =
-                        format!("{kind}.rbac.authorization.k8s.io {:?} not found", role.1);
-                    if !out.contains(&missing) {
-                        out.push(missing);
-                    }
-                }
+        for (role, _) in self.bound(user, namespace) {
+            if self.roles.contains_key(role) {
+                continue;
+            }
+            let kind = if role.0.is_empty() {
+                "clusterrole"
+            } else {
+                "role"
+            };
+            let missing = format!("{kind}.rbac.authorization.k8s.io {:?} not found", role.1);
+            if !out.contains(&missing) {
+                out.push(missing);
             }
         }
         out
+    }
+
+    /// Each role bound to `user` in `namespace`, with the bindings that bind it there:
+    /// cluster-wide first, then in the namespace; the user's own bindings, then each
+    /// group's. Roles that do not exist are included.
+    fn bound<'s: 'a, 'a>(
+        &'s self,
+        user: &'a UserInfo,
+        namespace: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'s Key, &'s [Key])> + 'a {
+        let scopes = std::iter::once("").chain(namespace.filter(|n| !n.is_empty()));
+        scopes.flat_map(move |scope| {
+            std::iter::once(self.users.get(user.name.as_str()))
+                .chain(user.groups.iter().map(|g| self.groups.get(g.as_str())))
+                .flatten()
+                .filter_map(move |scopes| scopes.get(scope))
+                .flatten()
+                .map(|(role, granted)| (role, granted.as_slice()))
+        })
     }
 
     /// Calls `visit` with each role bound to `user` in `namespace` and the bindings that
@@ -324,23 +336,10 @@ impl Index {
         namespace: Option<&str>,
         mut visit: impl FnMut(&[PolicyRule], &[Key]) -> bool,
     ) -> Option<&[Key]> {
-        let scopes = std::iter::once("").chain(namespace.filter(|n| !n.is_empty()));
-        for scope in scopes {
-            let bound = std::iter::once(self.users.get(user.name.as_str()))
-                .chain(user.groups.iter().map(|g| self.groups.get(g.as_str())))
-                .flatten()
-                .filter_map(|scopes| scopes.get(scope));
-            for roles in bound {
-                for (role, granted) in roles {
-                    if let Some(rules) = self.roles.get(role) {
-                        if visit(rules, granted) {
-                            return Some(granted);
-                        }
-                    }
-                }
-            }
-        }
-        None
+        self.bound(user, namespace).find_map(|(role, granted)| {
+            let rules = self.roles.get(role)?;
+            visit(rules, granted).then_some(granted)
+        })
     }
 
     /// Every rule `user` holds in `namespace` (upstream's `RulesFor`), a role's rules once
