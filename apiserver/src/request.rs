@@ -45,18 +45,32 @@ pub enum Path {
 
 fn decode(segment: &str) -> String {
     // Names are DNS subdomains (or RBAC path segments) in practice; decode %XX anyway.
-    let bytes = segment.as_bytes();
+    percent_decode(segment, false)
+}
+
+/// `%XX` as its byte, and with `plus_is_space` `+` as a space (form encoding), as Go's
+/// lenient unescaping: a `%` not followed by two hex digits stays as written. Shared by
+/// paths, queries, impersonation headers, CEL's `url()` and the agent's streams.
+pub fn percent_decode(s: &str, plus_is_space: bool) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            if let Ok(b) = u8::from_str_radix(&segment[i + 1..i + 3], 16) {
-                out.push(b);
-                i += 3;
-                continue;
-            }
+        match bytes[i] {
+            b'+' if plus_is_space => out.push(b' '),
+            b'%' => match (
+                bytes.get(i + 1).and_then(|&b| hex(b)),
+                bytes.get(i + 2).and_then(|&b| hex(b)),
+            ) {
+                (Some(hi), Some(lo)) => {
+                    out.push(hi * 16 + lo);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
         }
-        out.push(bytes[i]);
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
@@ -156,7 +170,7 @@ impl Query {
 }
 
 fn form_decode(s: &str) -> String {
-    decode(&s.replace('+', " "))
+    percent_decode(s, true)
 }
 
 #[cfg(test)]
@@ -261,5 +275,19 @@ mod tests {
         assert_eq!(q.get("labelSelector"), Some("app=web,tier in (a)"));
         assert!(q.flag("watch"));
         assert!(!q.flag("missing"));
+    }
+
+    #[test]
+    fn percent_decoding_is_lenient_and_plus_is_a_space_only_in_forms() {
+        for (input, form, plain) in [
+            ("a%3Db", "a=b", "a=b"),
+            ("a+b%2B", "a b+", "a+b+"),
+            ("100%", "100%", "100%"),
+            ("%zz%4", "%zz%4", "%zz%4"),
+            ("%aé", "%aé", "%aé"),
+        ] {
+            assert_eq!(percent_decode(input, true), form, "{input} as a form");
+            assert_eq!(percent_decode(input, false), plain, "{input}");
+        }
     }
 }

@@ -103,9 +103,11 @@ impl Url {
         for pair in self.query.split(['&', ';']).filter(|p| !p.is_empty()) {
             let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
             values
-                .entry(unescape(k))
+                .entry(crate::request::percent_decode(k, true))
                 .or_default()
-                .push(Value::String(Arc::new(unescape(v))));
+                .push(Value::String(Arc::new(crate::request::percent_decode(
+                    v, true,
+                ))));
         }
         let map: HashMap<String, Value> = values
             .into_iter()
@@ -113,33 +115,6 @@ impl Url {
             .collect();
         Value::from(map)
     }
-}
-
-/// `+` as space and `%XX` as its byte, as Go's `QueryUnescape` (lenient: a bad escape
-/// stays as written).
-fn unescape(s: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' => match (
-                bytes.get(i + 1).and_then(|&b| hex(b)),
-                bytes.get(i + 2).and_then(|&b| hex(b)),
-            ) {
-                (Some(hi), Some(lo)) => {
-                    out.push(hi * 16 + lo);
-                    i += 2;
-                }
-                _ => out.push(b'%'),
-            },
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 fn of(function: &str, v: &Arc<dyn Opaque>) -> Result<Arc<dyn Opaque>, ExecutionError> {

@@ -41,7 +41,10 @@ pub fn impersonate(
     for (name, value) in headers {
         if let Some(key) = name.as_str().strip_prefix(EXTRA_PREFIX) {
             if let Ok(v) = value.to_str() {
-                extra.entry(unescape(key)).or_default().push(v.to_string());
+                extra
+                    .entry(crate::request::percent_decode(key, false))
+                    .or_default()
+                    .push(v.to_string());
             }
         }
     }
@@ -114,27 +117,6 @@ pub fn impersonate(
         groups: groups_out,
         extra,
     })
-}
-
-/// An extra key as sent in a header name: percent-encoded, lower case.
-fn unescape(key: &str) -> String {
-    let bytes = key.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
