@@ -37,6 +37,24 @@ async fn eventually_listed(kubectl: &Kubectl, what: &str, args: &[&str]) -> Stri
     .await
 }
 
+/// `kybern server ARGS` on a free port with its data in `dir`, once the deployment
+/// loop's ClusterRoleBinding is deleted: the loop can then work only as whatever
+/// identity the server gives it.
+fn server_without_deployment_binding(dir: &Path, args: &[&str]) -> Binary {
+    let data = dir.join("data");
+    let mut cmd = Command::new(kybern_binary());
+    cmd.arg("server")
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data);
+    let server = Binary::spawn(cmd, &data);
+    server.kubectl().run(&[
+        "delete",
+        "clusterrolebinding/system:controller:deployment-controller",
+    ]);
+    server
+}
+
 fn can_i(kubectl: &Kubectl, as_user: &str, verb: &str, resource: &str) -> String {
     let out = kubectl.output(&["auth", "can-i", verb, resource, "--as", as_user]);
     String::from_utf8_lossy(&out.stdout).trim().to_string()
@@ -177,24 +195,9 @@ fn controller(server: &Binary, names: &[&str], flags: &[&str], log: &Path) -> Ch
 #[tokio::test]
 async fn kybern_controller_runs_loops_as_their_accounts_unless_told_to_keep_its_own_identity() {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut cmd = Command::new(kybern_binary());
-    cmd.args([
-        "server",
-        "--disable",
-        "controllers",
-        "--listen",
-        "127.0.0.1:0",
-    ])
-    .arg("--data-dir")
-    .arg(&data);
-    let server = Binary::spawn(cmd, &data);
-    let kubectl = server.kubectl();
     // Without its binding the deployment loop can only work as the kubeconfig's user.
-    kubectl.run(&[
-        "delete",
-        "clusterrolebinding/system:controller:deployment-controller",
-    ]);
+    let server = server_without_deployment_binding(dir.path(), &["--disable", "controllers"]);
+    let kubectl = server.kubectl();
 
     for (name, flags, works) in [
         (
@@ -244,25 +247,16 @@ async fn kybern_controller_runs_loops_as_their_accounts_unless_told_to_keep_its_
 async fn kybern_server_keeps_its_loops_on_its_own_identity_with_use_service_account_credentials_false(
 ) {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    let mut cmd = Command::new(kybern_binary());
-    cmd.args([
-        "server",
-        "--use-service-account-credentials=false",
-        "--listen",
-        "127.0.0.1:0",
-        "--metrics-bind-address",
-        "127.0.0.1:0",
-    ])
-    .arg("--data-dir")
-    .arg(&data);
-    let server = Binary::spawn(cmd, &data);
-    let kubectl = server.kubectl();
     // Without its binding the deployment loop works only as the server's own identity.
-    kubectl.run(&[
-        "delete",
-        "clusterrolebinding/system:controller:deployment-controller",
-    ]);
+    let server = server_without_deployment_binding(
+        dir.path(),
+        &[
+            "--use-service-account-credentials=false",
+            "--metrics-bind-address",
+            "127.0.0.1:0",
+        ],
+    );
+    let kubectl = server.kubectl();
     kubectl.run(&["create", "deployment", "web", "--image=busybox"]);
     eventually_listed(
         &kubectl,
