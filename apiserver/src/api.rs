@@ -87,7 +87,8 @@ pub struct Api {
     /// Kept-alive connections to nodes' agents, for the node subresources' plain
     /// requests (logs, `nodes/proxy`); upgrades (exec, attach, port-forward) take a
     /// connection of their own.
-    node_clients: pool::Pool<nodeproxy::ProxyBody>,
+    /// The metrics scraper shares them.
+    node_clients: Arc<pool::Pool<nodeproxy::ProxyBody>>,
     /// The nodes' resource samples metrics.k8s.io answers from (see [`metrics`]).
     pub metrics: metrics::Samples,
     /// Counts of and latencies of the requests answered (`GET /metrics`).

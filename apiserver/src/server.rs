@@ -255,7 +255,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
         .expect("a new Api has no signer yet");
     let node_tls = tls::node_client_config(&pki).context("configuring the node client")?;
     api.node_tls
-        .set(node_tls.clone())
+        .set(node_tls)
         .expect("a new Api has no node client yet");
     crate::api::bootstrap(&api)
         .await
@@ -295,7 +295,7 @@ pub async fn start(config: Config) -> anyhow::Result<Server> {
     // metrics.k8s.io's samples: every node's resource metrics, over the node API.
     tasks.spawn(crate::api::metrics::scrape_loop(
         Arc::downgrade(&api),
-        Arc::new(crate::api::NodeApiScraper::new(node_tls)),
+        Arc::new(crate::api::NodeApiScraper::of(&api).expect("the node client is set above")),
         crate::api::metrics::RESOLUTION,
     ));
     Ok(Server {

@@ -677,21 +677,22 @@ async fn answer(
     Ok(resp)
 }
 
-/// metrics.k8s.io's source: each node's `/metrics/resource`, over the node API, on
-/// kept-alive connections.
+/// metrics.k8s.io's source: each node's `/metrics/resource`, over the node API, on the
+/// node proxy's kept-alive connections.
 pub struct NodeApiScraper {
     tls: Arc<rustls::ClientConfig>,
-    clients: pool::Pool<Full<Bytes>>,
+    clients: Arc<pool::Pool<ProxyBody>>,
 }
 
 impl NodeApiScraper {
-    /// A scraper reaching agents with `tls` (the cluster CA and the kubelet-client
-    /// certificate).
-    pub fn new(tls: Arc<rustls::ClientConfig>) -> Self {
-        NodeApiScraper {
-            tls,
-            clients: Default::default(),
-        }
+    /// A scraper reaching agents as `api`'s node proxy does: with its node client
+    /// configuration (the cluster CA and the kubelet-client certificate) and its
+    /// connections. `None` while the server has no node client configuration.
+    pub fn of(api: &Api) -> Option<Self> {
+        Some(NodeApiScraper {
+            tls: api.node_tls.get()?.clone(),
+            clients: api.node_clients.clone(),
+        })
     }
 }
 
@@ -712,7 +713,7 @@ impl super::metrics::NodeScraper for NodeApiScraper {
         let authority = authority(&host, port);
         let req = Request::get(format!("https://{authority}/metrics/resource"))
             .header(http::header::HOST, &authority)
-            .body(Full::new(Bytes::new()))?;
+            .body(Full::new(Bytes::new()).boxed_unsync())?;
         let resp = client
             .request(req)
             .await

@@ -5,8 +5,8 @@
 //! changed caBundle is another key with a client and TLS handshakes of its own. At most
 //! [`MAX_CLIENTS`] clients are kept (upstream's webhook client cache holds 200); past
 //! that the least recently used one is dropped with its idle connections. Webhook calls
-//! share one pool; the node proxy and the metrics scraper each have their own, since
-//! their TLS configuration is their server's.
+//! share one pool; each server's node proxy and metrics scraper share another, since
+//! their TLS configuration is that server's.
 
 use std::collections::HashMap;
 use std::future::Future;
