@@ -210,18 +210,7 @@ impl ValidatingAdmission for ValidatingAdmissionPolicy {
         obj: &Value,
         old: Option<&Value>,
     ) -> Result<()> {
-        // Policies never judge policies or bindings (upstream's `isPolicyResource`), so
-        // one that refuses everything can still be changed or deleted.
-        let resource = request.resource;
-        if resource.group == "admissionregistration.k8s.io"
-            && matches!(
-                resource.plural.as_str(),
-                "validatingadmissionpolicies"
-                    | "validatingadmissionpolicybindings"
-                    | "mutatingadmissionpolicies"
-                    | "mutatingadmissionpolicybindings"
-            )
-        {
+        if super::webhook::is_policy(request) {
             return Ok(());
         }
         let policies = super::webhook::registered(api, "validatingadmissionpolicies").await?;

@@ -464,21 +464,31 @@ async fn admit_delete(api: &Api, scene: &Scene<'_>, hook: &Hook, old: &Value) ->
     Ok(())
 }
 
+/// Whether `request` is about an admission policy or its binding (upstream's
+/// `isPolicyResource`): policies never judge those, so one that refuses everything can
+/// still be changed or deleted.
+pub(super) fn is_policy(request: &AdmissionRequest<'_>) -> bool {
+    request.resource.group == GROUP
+        && matches!(
+            request.resource.plural.as_str(),
+            "validatingadmissionpolicies"
+                | "validatingadmissionpolicybindings"
+                | "mutatingadmissionpolicies"
+                | "mutatingadmissionpolicybindings"
+        )
+}
+
 /// Whether `request` is about the objects that configure admission: webhook
 /// configurations and admission policies and their bindings are never sent to
 /// webhooks (upstream's `IsExemptAdmissionConfigurationResource`), so a webhook that
 /// refuses everything can still be changed or deleted.
 fn exempt(request: &AdmissionRequest<'_>) -> bool {
-    request.resource.group == GROUP
-        && matches!(
-            request.resource.plural.as_str(),
-            "validatingwebhookconfigurations"
-                | "mutatingwebhookconfigurations"
-                | "validatingadmissionpolicies"
-                | "validatingadmissionpolicybindings"
-                | "mutatingadmissionpolicies"
-                | "mutatingadmissionpolicybindings"
-        )
+    is_policy(request)
+        || (request.resource.group == GROUP
+            && matches!(
+                request.resource.plural.as_str(),
+                "validatingwebhookconfigurations" | "mutatingwebhookconfigurations"
+            ))
 }
 
 #[async_trait]
